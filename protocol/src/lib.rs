@@ -1,0 +1,15 @@
+//! `sluice-protocol` turns bytes into typed values and back, and does nothing else: no
+//! sockets, no files, no runtime. It holds the Kafka RecordBatch v2 codec that the wire and
+//! the disk share (`batch`), the frame codec of the native protocol (`frame`), the request
+//! and response messages (`messages`), and the one `ErrorCode` enum that broker and client
+//! agree on (`error_code`). Every decoder is total: it returns an [`Error`] for any input it
+//! cannot accept and never panics or allocates more than its input could hold.
+
+pub mod batch;
+mod error;
+pub mod varint;
+
+pub use error::Error;
+
+/// Result of every fallible codec function in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
