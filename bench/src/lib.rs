@@ -1,0 +1,1 @@
+//! Benchmarks of sluice (criterion micro-benchmarks live in `benches/`).

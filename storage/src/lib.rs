@@ -1,0 +1,1 @@
+//! `sluice-storage`: the durable, segmented log of one partition replica.
