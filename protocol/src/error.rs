@@ -6,7 +6,10 @@
 pub enum Error {
     /// The input ended before a complete value: `needed` more bytes were required.
     #[error("truncated {context}: {needed} more bytes needed")]
-    Truncated { context: &'static str, needed: usize },
+    Truncated {
+        context: &'static str,
+        needed: usize,
+    },
     /// A field held a value the format does not allow (negative length, absurd count, ...).
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },

@@ -7,9 +7,11 @@
 
 pub mod batch;
 mod error;
+pub mod types;
 pub mod varint;
 
 pub use error::Error;
+pub use types::{BrokerId, LeaderEpoch, Offset, PartitionId};
 
 /// Result of every fallible codec function in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -60,15 +60,18 @@ fn put_uleb(buf: &mut impl BufMut, mut v: u64) {
     buf.put_u8(v as u8);
 }
 
-/// Reads a zigzag varint from `buf[*pos..]` and advances `pos` past it.
+/// Reads a zigzag varint from `buf[*pos..]` and advances `pos` past it; on error `pos`
+/// stays where it was.
 pub fn get_varint(buf: &[u8], pos: &mut usize) -> Result<i32> {
-    let raw = get_uleb(buf, pos, VARINT_MAX_LEN, "varint")?;
+    let mut end = *pos;
+    let raw = get_uleb(buf, &mut end, VARINT_MAX_LEN, "varint")?;
     if raw > u64::from(u32::MAX) {
         return Err(Error::Invalid {
             field: "varint",
             reason: "value does not fit in 32 bits".into(),
         });
     }
+    *pos = end;
     Ok(unzigzag64(raw) as i32)
 }
 
@@ -129,7 +132,10 @@ mod tests {
         check(-64, &[0x7f]);
         check(64, &[0x80, 0x01]);
         check(300, &[0xd8, 0x04]);
-        check(i64::MIN, &[0xff; 9].iter().copied().chain([0x01]).collect::<Vec<_>>());
+        check(
+            i64::MIN,
+            &[0xff; 9].iter().copied().chain([0x01]).collect::<Vec<_>>(),
+        );
     }
 
     #[test]
@@ -138,7 +144,11 @@ mod tests {
         assert!(get_varint(&[0x80; 6], &mut pos).is_err());
         assert!(get_varint(&[0xff, 0xff, 0xff, 0xff, 0x1f], &mut pos).is_err());
         assert!(get_varlong(&[0x80, 0x80], &mut pos).is_err());
-        assert!(get_varlong(&[0xff; 9].iter().copied().chain([0x02]).collect::<Vec<_>>(), &mut pos).is_err());
+        assert!(get_varlong(
+            &[0xff; 9].iter().copied().chain([0x02]).collect::<Vec<_>>(),
+            &mut pos
+        )
+        .is_err());
         assert_eq!(pos, 0, "a failed read does not advance");
     }
 
