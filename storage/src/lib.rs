@@ -1,1 +1,72 @@
-//! `sluice-storage`: the durable, segmented log of one partition replica.
+//! `sluice-storage`: the durable, segmented log of one partition replica, in a directory of
+//! its own. It knows nothing of networking, replication or Raft; the broker decides what to
+//! append and when data counts as committed. See ARCHITECTURE.md ("storage") for the files
+//! and invariants.
+//!
+//! - [`PartitionLog`]: append (as leader or follower), read, lookups by offset, timestamp
+//!   and leader epoch, roll, truncate, retention, crash recovery.
+//! - [`SharedLog`]: a `PartitionLog` shared between threads, with group commit: in `fsync`
+//!   durability an append returns once it is on disk, and one fsync covers every append
+//!   that queued behind the one running.
+
+mod clock;
+mod epoch;
+mod error;
+mod file;
+mod index;
+mod log;
+mod segment;
+mod shared;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use epoch::EpochEntry;
+pub use error::{Result, StorageError};
+pub use log::{AppendInfo, FlushJob, PartitionLog};
+pub use shared::{DurableTicket, SharedLog};
+
+/// When an append counts as durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// An append is acknowledged only once fsynced (group commit). The default.
+    Fsync,
+    /// Appends are acknowledged once replicated; the owner flushes every `flush_interval_ms`
+    /// in the background (Kafka's default behaviour).
+    Replicated { flush_interval_ms: u64 },
+}
+
+/// Settings of one partition log. Defaults are Kafka's (segment 1 GiB, index interval
+/// 4 KiB, retention 7 days) and sluice's (fsync durability).
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// A segment rolls before it would exceed this many bytes (Kafka `segment.bytes`).
+    pub segment_bytes_max: u32,
+    /// A segment rolls once its first record is this old (Kafka `segment.ms`).
+    pub segment_ms_max: i64,
+    /// Bytes of log between offset index entries (Kafka `index.interval.bytes`).
+    pub index_interval_bytes: u32,
+    /// Largest size of one index file; a full index rolls the segment.
+    pub index_bytes_max: u32,
+    /// Delete sealed segments whose newest record is older than this (`retention.ms`).
+    pub retention_ms: Option<i64>,
+    /// Delete the oldest sealed segments while the log is larger (`retention.bytes`).
+    pub retention_bytes: Option<u64>,
+    /// Sealed segments whose files may be open at once; the least recently read close first.
+    pub max_open_sealed_segments: usize,
+    /// When appends are durable.
+    pub durability: Durability,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes_max: 1 << 30,
+            segment_ms_max: 7 * 24 * 3600 * 1000,
+            index_interval_bytes: 4096,
+            index_bytes_max: 10 << 20,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            max_open_sealed_segments: 16,
+            durability: Durability::Fsync,
+        }
+    }
+}

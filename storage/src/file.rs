@@ -1,0 +1,133 @@
+//! Small file helpers shared by the storage modules: durable atomic replacement of a small
+//! file, directory fsync, space reservation, and the versioned header every file of our own
+//! format starts with.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use crate::error::{IoContext, Result, StorageError};
+
+/// Header of every file of sluice's own format: 4 magic bytes, then a version byte.
+pub(crate) struct FileHeader {
+    pub magic: [u8; 4],
+    pub version: u8,
+}
+
+impl FileHeader {
+    /// Bytes the header takes (magic + version).
+    pub const LEN: usize = 5;
+
+    pub fn write_to(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(&self.magic);
+        buf.push(self.version);
+    }
+
+    /// Checks that `bytes` starts with this header; names `path` and `what` in the error.
+    pub fn check(&self, bytes: &[u8], path: &Path, what: &'static str) -> Result<()> {
+        let bad = |reason: String| StorageError::BadFile {
+            path: path.to_path_buf(),
+            what,
+            reason,
+        };
+        if bytes.len() < Self::LEN {
+            return Err(bad(format!(
+                "{} bytes is shorter than its header",
+                bytes.len()
+            )));
+        }
+        if bytes[..4] != self.magic {
+            return Err(bad(format!(
+                "magic {:?} is not {:?}",
+                &bytes[..4],
+                self.magic
+            )));
+        }
+        if bytes[4] != self.version {
+            return Err(bad(format!(
+                "format version {} is not the supported version {}",
+                bytes[4], self.version
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Writes a small file of our own format so that a crash leaves either the old or the new
+/// content: write `path.tmp`, fsync it, rename over `path`, fsync the directory. A CRC-32C of
+/// the content is appended, so a torn or damaged file is detected on read.
+pub(crate) fn write_checkpoint(path: &Path, content: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp).at("create", &tmp)?;
+    file.write_all(content).at("write", &tmp)?;
+    file.write_all(&crc32c::crc32c(content).to_be_bytes())
+        .at("write", &tmp)?;
+    file.sync_all().at("fsync", &tmp)?;
+    fs::rename(&tmp, path).at("rename", path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Reads a file written by [`write_checkpoint`], checking its CRC. `Ok(None)` if it does
+/// not exist.
+pub(crate) fn read_checkpoint(path: &Path, what: &'static str) -> Result<Option<Vec<u8>>> {
+    let mut bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageError::io("read", path, e)),
+    };
+    let bad = |reason: &str| StorageError::BadFile {
+        path: path.to_path_buf(),
+        what,
+        reason: reason.to_string(),
+    };
+    if bytes.len() < 4 {
+        return Err(bad("shorter than its checksum"));
+    }
+    let crc_at = bytes.len() - 4;
+    let stored = u32::from_be_bytes([
+        bytes[crc_at],
+        bytes[crc_at + 1],
+        bytes[crc_at + 2],
+        bytes[crc_at + 3],
+    ]);
+    bytes.truncate(crc_at);
+    if crc32c::crc32c(&bytes) != stored {
+        return Err(bad("checksum mismatch (torn or damaged)"));
+    }
+    Ok(Some(bytes))
+}
+
+/// Makes a directory's entries (created, renamed, removed files) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .at("fsync directory", dir)
+}
+
+/// Opens `path` for reading and writing, creating it if needed.
+pub(crate) fn open_rw(path: &Path, create: bool) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+        .at("open", path)
+}
+
+/// Reserves `len` bytes of real disk space for `file` (not a sparse hole), so that writes
+/// through a memory map of it can never fail with a full disk (which would be SIGBUS).
+pub(crate) fn reserve(file: &File, len: u64, path: &Path) -> Result<()> {
+    file.set_len(len).at("resize", path)?;
+    // SAFETY: posix_fallocate only reads its integer arguments; the fd is open.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+    if rc != 0 {
+        return Err(StorageError::io(
+            "reserve space for",
+            path,
+            std::io::Error::from_raw_os_error(rc),
+        ));
+    }
+    Ok(())
+}

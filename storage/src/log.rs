@@ -1,0 +1,880 @@
+//! `PartitionLog`: the segments of one partition replica in one directory, with the
+//! leader-epoch cache, the recovery-point checkpoint and the clean-shutdown marker.
+//!
+//! Writes take `&mut self` and reads `&self`, so an owner may put the log behind an
+//! `RwLock` (as [`crate::SharedLog`] does) and serve reads while no append runs. Durability
+//! is separate from appending: [`PartitionLog::begin_flush`] hands out the files to fsync
+//! and the offset they will cover, to run without holding the log, and
+//! [`PartitionLog::complete_flush`] records the result. That split is what lets one fsync
+//! cover every append that arrived while the previous one ran (group commit).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use sluice_protocol::batch::{self, BatchHeader, Batches, RecordBatch};
+use sluice_protocol::{LeaderEpoch, Offset};
+
+use crate::epoch::{EpochEntry, LeaderEpochCache};
+use crate::error::{IoContext, Result, StorageError};
+use crate::file::{read_checkpoint, sync_dir, write_checkpoint, FileHeader};
+use crate::segment::{parse_segment_name, segment_paths, ActiveSegment, SegmentFiles, SegmentMeta};
+use crate::{Clock, LogConfig};
+
+const RECOVERY_POINT_FILE: &str = "recovery-point-checkpoint";
+const RECOVERY_POINT_HEADER: FileHeader = FileHeader {
+    magic: *b"SLRP",
+    version: 1,
+};
+const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+const CLEAN_SHUTDOWN_HEADER: FileHeader = FileHeader {
+    magic: *b"SLCS",
+    version: 1,
+};
+
+/// Where an append landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first record appended.
+    pub base_offset: Offset,
+    /// Offset of the last record appended.
+    pub last_offset: Offset,
+    /// Largest timestamp among the appended batches.
+    pub max_timestamp: i64,
+}
+
+/// Files to fsync, and the log end offset they make durable. Run it without holding the log.
+#[must_use = "a flush job does nothing until it runs"]
+pub struct FlushJob {
+    files: Vec<(Arc<File>, PathBuf)>,
+    up_to: Offset,
+    includes_sealed: bool,
+}
+
+impl FlushJob {
+    /// fdatasyncs every file of the job. Blocking: call it off any async executor.
+    pub fn run(&self) -> Result<()> {
+        for (file, path) in &self.files {
+            file.sync_data().at("fsync", path)?;
+        }
+        Ok(())
+    }
+
+    /// Every offset below this is durable once the job has run.
+    pub fn up_to(&self) -> Offset {
+        self.up_to
+    }
+}
+
+/// Read-only segments keep their files open only while in use: at most
+/// `max_open_sealed_segments` stay open, least recently used closed first.
+struct HandleCache {
+    open: BTreeMap<Offset, (Arc<SegmentFiles>, u64)>,
+    tick: u64,
+}
+
+/// The durable log of one partition replica.
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    clock: Arc<dyn Clock>,
+    /// Sealed segments by base offset; all below the active segment.
+    sealed: BTreeMap<Offset, SegmentMeta>,
+    active: ActiveSegment,
+    /// Guards the open files of sealed segments; held only to look up or open one.
+    handles: Mutex<HandleCache>,
+    epochs: LeaderEpochCache,
+    /// Every offset below this is on disk.
+    flushed_offset: Offset,
+    /// Sealed segments written since the last flush job.
+    unflushed_sealed: Vec<(Arc<File>, PathBuf)>,
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`. After an unclean stop it rescans every segment
+    /// from the one holding the recovery point, checks every batch, cuts a torn or corrupt
+    /// tail (with a warning naming file and position) and rebuilds the indexes; after a
+    /// clean stop it only checks the indexes.
+    pub fn open(dir: &Path, config: LogConfig, clock: Arc<dyn Clock>) -> Result<PartitionLog> {
+        fs::create_dir_all(dir).at("create directory", dir)?;
+        let clean = take_clean_marker(dir)?;
+        let bases = list_segments(dir)?;
+        let recovery_point = if clean {
+            Offset(i64::MAX)
+        } else {
+            read_recovery_point(dir)?.unwrap_or(Offset(0))
+        };
+        let recover_from = bases
+            .iter()
+            .rev()
+            .find(|&&b| b <= recovery_point)
+            .copied()
+            .unwrap_or(Offset(0));
+        let mut epochs = LeaderEpochCache::load(dir)?;
+        let rebuild_epochs = epochs.is_none();
+        let epoch_cache = epochs.get_or_insert_with(|| LeaderEpochCache::empty(dir));
+
+        let now = clock.now_ms();
+        let mut sealed = BTreeMap::new();
+        let mut active: Option<ActiveSegment> = None;
+        let mut damaged = false;
+        for (i, &base) in bases.iter().enumerate() {
+            let is_last = i + 1 == bases.len();
+            if damaged {
+                tracing::warn!(dir = %dir.display(), "recovery: deleting segment {base}, which follows a damaged one");
+                delete_segment_files(dir, base)?;
+                continue;
+            }
+            let trusted = if base < recover_from {
+                match open_trusted(dir, base, now) {
+                    Ok(found) => Some(found),
+                    Err(e) => {
+                        tracing::warn!("recovery: segment {base} needs a rescan: {e}");
+                        None
+                    }
+                }
+            } else if clean {
+                open_trusted(dir, base, now).ok()
+            } else {
+                None
+            };
+            let segment = match trusted {
+                Some((meta, files)) if !is_last => {
+                    sealed.insert(base, meta);
+                    drop(files);
+                    continue;
+                }
+                Some((meta, files)) => ActiveSegment::reopen(meta, files, &config)?,
+                None => {
+                    let (segment, cut) = recover_segment(dir, base, &config, now, epoch_cache)?;
+                    damaged = cut;
+                    segment
+                }
+            };
+            if is_last || damaged {
+                active = Some(segment);
+            } else {
+                let (meta, _files) = segment.seal()?;
+                sealed.insert(base, meta);
+            }
+        }
+        let active = match active {
+            Some(a) => a,
+            None => ActiveSegment::create(dir, Offset(0), &config, now)?,
+        };
+        let mut log = PartitionLog {
+            dir: dir.to_path_buf(),
+            config,
+            clock,
+            sealed,
+            flushed_offset: active.meta.next_offset,
+            active,
+            handles: Mutex::new(HandleCache {
+                open: BTreeMap::new(),
+                tick: 0,
+            }),
+            epochs: epochs.expect("inserted above"),
+            unflushed_sealed: Vec::new(),
+        };
+        if rebuild_epochs {
+            log.rebuild_epoch_cache()?;
+        }
+        log.epochs.truncate_from_end(log.log_end_offset())?;
+        log.epochs.truncate_from_start(log.log_start_offset())?;
+        // What recovery kept came from the page cache; make sure it is on disk before the
+        // recovery point claims it.
+        log.active
+            .files
+            .log
+            .sync_all()
+            .at("fsync", &log.active.files.log_path)?;
+        log.write_recovery_point(log.log_end_offset())?;
+        Ok(log)
+    }
+
+    fn rebuild_epoch_cache(&mut self) -> Result<()> {
+        let mut entries: Vec<EpochEntry> = Vec::new();
+        let bases: Vec<Offset> = self.segment_bases();
+        for base in bases {
+            self.for_each_header(base, |header| {
+                let epoch = header.partition_leader_epoch;
+                if epoch.0 >= 0 && entries.last().is_none_or(|e| epoch > e.epoch) {
+                    entries.push(EpochEntry {
+                        epoch,
+                        start_offset: header.base_offset,
+                    });
+                }
+            })?;
+        }
+        tracing::info!(dir = %self.dir.display(), "rebuilt the leader-epoch cache from the log: {} epochs", entries.len());
+        self.epochs.reset(entries)
+    }
+
+    fn for_each_header(&self, base: Offset, mut f: impl FnMut(&BatchHeader)) -> Result<()> {
+        let (meta, files) = self.segment(base)?;
+        let mut position = 0;
+        while position < meta.size {
+            let header = files.header_at(position)?;
+            f(&header);
+            position += header.total_len();
+        }
+        Ok(())
+    }
+
+    fn segment_bases(&self) -> Vec<Offset> {
+        self.sealed
+            .keys()
+            .copied()
+            .chain([self.active.meta.base_offset])
+            .collect()
+    }
+
+    /// The directory this log lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration the log runs with.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Offset of the first record the log holds (the first segment's base).
+    pub fn log_start_offset(&self) -> Offset {
+        self.sealed
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.active.meta.base_offset)
+    }
+
+    /// Offset the next appended record gets (Kafka's log end offset).
+    pub fn log_end_offset(&self) -> Offset {
+        self.active.meta.next_offset
+    }
+
+    /// Every offset below this is on disk ("flushed up to").
+    pub fn flushed_offset(&self) -> Offset {
+        self.flushed_offset
+    }
+
+    /// Total bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.sealed.values().map(|m| u64::from(m.size)).sum::<u64>()
+            + u64::from(self.active.meta.size)
+    }
+
+    /// Number of segments, the active one included.
+    pub fn segment_count(&self) -> usize {
+        self.sealed.len() + 1
+    }
+
+    /// The newest leader epoch in the log, with the offset it starts at.
+    pub fn latest_epoch(&self) -> Option<EpochEntry> {
+        self.epochs.latest()
+    }
+
+    /// The epoch -> start offset entries, oldest first.
+    pub fn epoch_entries(&self) -> &[EpochEntry] {
+        self.epochs.entries()
+    }
+
+    /// For a follower whose latest epoch is `epoch`: the largest epoch <= it that this log
+    /// knows, and the offset where that epoch ends here. The follower truncates to it.
+    pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// Appends one batch as the leader: validates it (magic, CRC, sizes, counts), assigns
+    /// it the next offsets and `leader_epoch` (in place in the written bytes, the CRC
+    /// untouched), writes it with one `pwritev` and indexes it. Not durable until flushed.
+    pub fn append(&mut self, batch: Bytes, leader_epoch: LeaderEpoch) -> Result<AppendInfo> {
+        let batch = RecordBatch::validate(batch)?;
+        if let Some(latest) = self.epochs.latest() {
+            if leader_epoch < latest.epoch {
+                return Err(StorageError::StaleLeaderEpoch {
+                    got: leader_epoch.0,
+                    latest: latest.epoch.0,
+                });
+            }
+        }
+        let base_offset = self.log_end_offset();
+        let mut header = *batch.header();
+        header.base_offset = base_offset;
+        header.partition_leader_epoch = leader_epoch;
+        let mut prefix = [0u8; 17];
+        prefix.copy_from_slice(&batch.bytes()[..17]);
+        batch::set_base_offset(&mut prefix, base_offset);
+        batch::set_partition_leader_epoch(&mut prefix, leader_epoch);
+        self.write_batch(&[&prefix, &batch.bytes()[17..]], &header)?;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: header.last_offset(),
+            max_timestamp: header.max_timestamp,
+        })
+    }
+
+    /// Appends batches a follower fetched from its leader, keeping their offsets and epochs.
+    /// The first must start exactly at the log end, and each must follow the previous.
+    pub fn append_as_follower(&mut self, batches: Bytes) -> Result<AppendInfo> {
+        let mut info: Option<AppendInfo> = None;
+        for batch in Batches::new(batches) {
+            let batch = batch?;
+            let header = *batch.header();
+            if header.base_offset != self.log_end_offset() {
+                return Err(StorageError::NonContiguousAppend {
+                    expected: self.log_end_offset(),
+                    got: header.base_offset,
+                });
+            }
+            self.write_batch(&[batch.bytes()], &header)?;
+            let first = info.map_or(header.base_offset, |i| i.base_offset);
+            let max_timestamp = info.map_or(header.max_timestamp, |i| {
+                i.max_timestamp.max(header.max_timestamp)
+            });
+            info = Some(AppendInfo {
+                base_offset: first,
+                last_offset: header.last_offset(),
+                max_timestamp,
+            });
+        }
+        info.ok_or_else(|| {
+            StorageError::InvalidBatch(sluice_protocol::Error::Invalid {
+                field: "follower append",
+                reason: "no batches given".into(),
+            })
+        })
+    }
+
+    fn write_batch(&mut self, parts: &[&[u8]], header: &BatchHeader) -> Result<()> {
+        let len = header.total_len();
+        if len > self.config.segment_bytes_max {
+            return Err(StorageError::BatchTooLarge {
+                size: len,
+                max: self.config.segment_bytes_max,
+            });
+        }
+        let now = self.clock.now_ms();
+        if self
+            .active
+            .must_roll(&self.config, len, header.last_offset(), now)
+        {
+            self.roll()?;
+        }
+        // The epoch is recorded before the batch: a crash in between leaves an epoch with no
+        // batch, which open() trims, never a batch with an unknown epoch.
+        self.epochs
+            .assign(header.partition_leader_epoch, header.base_offset)?;
+        self.active.append(parts, header)
+    }
+
+    /// Starts a new active segment at the log end and seals the current one.
+    pub fn roll(&mut self) -> Result<()> {
+        let now = self.clock.now_ms();
+        let next = ActiveSegment::create(&self.dir, self.log_end_offset(), &self.config, now)?;
+        if next.meta.base_offset == self.active.meta.base_offset {
+            // Rolling an empty segment would replace it with itself.
+            self.active = next;
+            return Ok(());
+        }
+        let old = std::mem::replace(&mut self.active, next);
+        let (meta, files) = old.seal()?;
+        self.unflushed_sealed
+            .push((files.log.clone(), files.log_path.clone()));
+        self.sealed.insert(meta.base_offset, meta);
+        Ok(())
+    }
+
+    /// The metadata and open files of the segment with base `base`.
+    fn segment(&self, base: Offset) -> Result<(SegmentMeta, SegmentRef<'_>)> {
+        if base == self.active.meta.base_offset {
+            return Ok((self.active.meta, SegmentRef::Active(&self.active.files)));
+        }
+        let meta = self.sealed[&base];
+        let mut cache = self.handles.lock().expect("handle cache lock poisoned");
+        cache.tick += 1;
+        let tick = cache.tick;
+        if let Some((files, used)) = cache.open.get_mut(&base) {
+            *used = tick;
+            return Ok((meta, SegmentRef::Sealed(files.clone())));
+        }
+        let files = Arc::new(SegmentFiles::open_sealed(&self.dir, base)?);
+        cache.open.insert(base, (files.clone(), tick));
+        while cache.open.len() > self.config.max_open_sealed_segments.max(1) {
+            let lru = cache
+                .open
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(b, _)| *b)
+                .expect("cache is not empty");
+            cache.open.remove(&lru);
+        }
+        Ok((meta, SegmentRef::Sealed(files)))
+    }
+
+    /// Base of the segment holding `offset`.
+    fn segment_for(&self, offset: Offset) -> Offset {
+        if offset >= self.active.meta.base_offset {
+            return self.active.meta.base_offset;
+        }
+        self.sealed
+            .range(..=offset)
+            .next_back()
+            .map_or(self.log_start_offset(), |(b, _)| *b)
+    }
+
+    /// Number of sealed segments whose files are open now.
+    pub fn open_sealed_segments(&self) -> usize {
+        self.handles
+            .lock()
+            .expect("handle cache lock poisoned")
+            .open
+            .len()
+    }
+
+    /// Reads whole batches starting with the one that contains `offset`: as many as fit in
+    /// `max_bytes` but at least one, none whose last offset is at or above `max_offset`
+    /// (the high watermark for consumers). Empty at the log end or when the first batch
+    /// crosses `max_offset`. An offset outside the log is [`StorageError::OffsetOutOfRange`].
+    pub fn read(&self, offset: Offset, max_bytes: u32, max_offset: Offset) -> Result<Bytes> {
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        if offset < start || offset > end {
+            return Err(StorageError::OffsetOutOfRange {
+                requested: offset,
+                log_start: start,
+                log_end: end,
+            });
+        }
+        let mut base = self.segment_for(offset);
+        loop {
+            let (meta, files) = self.segment(base)?;
+            if offset < meta.next_offset {
+                let position = files.position_of(&meta, offset)?;
+                return files.read_batches(&meta, position, max_bytes, max_offset);
+            }
+            // `offset` is this segment's end: continue in the next one, if any.
+            match self.next_segment_after(base) {
+                Some(next) => base = next,
+                None => return Ok(Bytes::new()),
+            }
+        }
+    }
+
+    fn next_segment_after(&self, base: Offset) -> Option<Offset> {
+        if base >= self.active.meta.base_offset {
+            return None;
+        }
+        use std::ops::Bound::{Excluded, Unbounded};
+        Some(
+            self.sealed
+                .range((Excluded(base), Unbounded))
+                .next()
+                .map_or(self.active.meta.base_offset, |(b, _)| *b),
+        )
+    }
+
+    /// The first offset whose record's timestamp is at or after `timestamp_ms`, with that
+    /// timestamp (Kafka's ListOffsets by time). `None` when every record is older.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, Offset)>> {
+        for base in self.segment_bases() {
+            let (meta, files) = self.segment(base)?;
+            if meta.is_empty() || meta.max_timestamp < timestamp_ms {
+                continue;
+            }
+            let start = files
+                .time_index
+                .lookup_time(timestamp_ms)
+                .map_or(meta.base_offset, |e| {
+                    meta.base_offset.plus(i64::from(e.relative_offset))
+                });
+            let mut position = files.position_of(&meta, start)?;
+            while position < meta.size {
+                let header = files.header_at(position)?;
+                if header.max_timestamp >= timestamp_ms {
+                    let batch =
+                        RecordBatch::validate(files.read_at(position, header.total_len())?)?;
+                    return Ok(Some(first_record_at_or_after(&batch, timestamp_ms)));
+                }
+                position += header.total_len();
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes everything at and after `offset` (a follower whose log diverged from its
+    /// leader's). The log ends at the start of the batch that held `offset`.
+    pub fn truncate_to(&mut self, offset: Offset) -> Result<()> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        if offset <= self.log_start_offset() {
+            return self.truncate_fully_and_start_at(offset);
+        }
+        let keep_base = self.segment_for(offset);
+        if keep_base != self.active.meta.base_offset {
+            // Drop every later segment; the one holding `offset` becomes active again.
+            let later: Vec<Offset> = self
+                .sealed
+                .range(keep_base..)
+                .map(|(b, _)| *b)
+                .skip(1)
+                .collect();
+            for base in later {
+                self.remove_sealed(base)?;
+            }
+            let meta = self
+                .sealed
+                .remove(&keep_base)
+                .expect("segment_for found it");
+            self.forget_handles(keep_base);
+            let files = SegmentFiles::open_sealed(&self.dir, keep_base)?;
+            let reopened = ActiveSegment::reopen(meta, files, &self.config)?;
+            let old = std::mem::replace(&mut self.active, reopened);
+            delete_segment_files(&self.dir, old.meta.base_offset)?;
+        }
+        self.active.truncate_to(offset)?;
+        self.after_truncation()
+    }
+
+    /// Deletes the whole log and starts it empty at `offset` (a follower that fell behind
+    /// its leader's log start).
+    pub fn truncate_fully_and_start_at(&mut self, offset: Offset) -> Result<()> {
+        let now = self.clock.now_ms();
+        for base in self.sealed.keys().copied().collect::<Vec<_>>() {
+            self.remove_sealed(base)?;
+        }
+        let old_base = self.active.meta.base_offset;
+        if old_base != offset {
+            delete_segment_files(&self.dir, old_base)?;
+        }
+        self.active = ActiveSegment::create(&self.dir, offset, &self.config, now)?;
+        self.epochs.reset(Vec::new())?;
+        self.after_truncation()
+    }
+
+    fn after_truncation(&mut self) -> Result<()> {
+        let end = self.log_end_offset();
+        self.epochs.truncate_from_end(end)?;
+        self.flushed_offset = self.flushed_offset.min(end);
+        self.unflushed_sealed.retain(|(_, p)| p.exists());
+        self.write_recovery_point(self.flushed_offset)
+    }
+
+    /// Deletes whole sealed segments whose every offset is below `offset`. The active
+    /// segment is never deleted. Returns how many segments went.
+    pub fn delete_before(&mut self, offset: Offset) -> Result<usize> {
+        let doomed: Vec<Offset> = self
+            .sealed
+            .iter()
+            .take_while(|(_, m)| m.next_offset <= offset)
+            .map(|(b, _)| *b)
+            .collect();
+        self.delete_oldest(doomed)
+    }
+
+    /// Applies retention by time (`retention_ms`: a segment whose newest record is older)
+    /// and by size (`retention_bytes`: oldest segments go while the log is over it), never
+    /// touching the active segment or any segment with offsets at or above `max_offset`
+    /// (the high watermark). Returns how many segments went.
+    pub fn apply_retention(&mut self, max_offset: Offset) -> Result<usize> {
+        let now = self.clock.now_ms();
+        let mut size = self.size_bytes();
+        let mut doomed = Vec::new();
+        for (base, meta) in &self.sealed {
+            let too_old = self
+                .config
+                .retention_ms
+                .is_some_and(|ms| now.saturating_sub(meta.max_timestamp) > ms);
+            let too_big = self
+                .config
+                .retention_bytes
+                .is_some_and(|max| size - u64::from(meta.size) >= max);
+            if meta.next_offset > max_offset || !(too_old || too_big) {
+                break;
+            }
+            size -= u64::from(meta.size);
+            doomed.push(*base);
+        }
+        self.delete_oldest(doomed)
+    }
+
+    fn delete_oldest(&mut self, doomed: Vec<Offset>) -> Result<usize> {
+        for base in &doomed {
+            self.remove_sealed(*base)?;
+        }
+        if !doomed.is_empty() {
+            sync_dir(&self.dir)?;
+            self.epochs.truncate_from_start(self.log_start_offset())?;
+        }
+        Ok(doomed.len())
+    }
+
+    fn remove_sealed(&mut self, base: Offset) -> Result<()> {
+        self.sealed.remove(&base);
+        self.forget_handles(base);
+        let [log_path, ..] = segment_paths(&self.dir, base);
+        self.unflushed_sealed.retain(|(_, p)| *p != log_path);
+        delete_segment_files(&self.dir, base)
+    }
+
+    fn forget_handles(&self, base: Offset) {
+        self.handles
+            .lock()
+            .expect("handle cache lock poisoned")
+            .open
+            .remove(&base);
+    }
+
+    /// The fsyncs that would make everything appended so far durable, or `None` when it
+    /// already is. Run the job without holding the log, then call [`Self::complete_flush`].
+    pub fn begin_flush(&mut self) -> Option<FlushJob> {
+        let end = self.log_end_offset();
+        if end <= self.flushed_offset && self.unflushed_sealed.is_empty() {
+            return None;
+        }
+        let includes_sealed = !self.unflushed_sealed.is_empty();
+        let mut files = std::mem::take(&mut self.unflushed_sealed);
+        files.push((
+            self.active.files.log.clone(),
+            self.active.files.log_path.clone(),
+        ));
+        Some(FlushJob {
+            files,
+            up_to: end,
+            includes_sealed,
+        })
+    }
+
+    /// Records that `job` ran successfully: its offsets are durable. When it covered a
+    /// sealed segment, the recovery point moves too, so a restart does not rescan it.
+    pub fn complete_flush(&mut self, job: &FlushJob) -> Result<()> {
+        // A truncation between begin and complete may have moved the end below the job.
+        let durable = job.up_to.min(self.log_end_offset());
+        self.flushed_offset = self.flushed_offset.max(durable);
+        if job.includes_sealed {
+            self.write_recovery_point(self.flushed_offset)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes everything appended so far, blocking until it is on disk.
+    pub fn flush(&mut self) -> Result<()> {
+        if let Some(job) = self.begin_flush() {
+            job.run()?;
+            self.complete_flush(&job)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the recovery-point checkpoint at the flushed offset, so a restart after a
+    /// crash rescans only from there. Owners call it periodically.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.write_recovery_point(self.flushed_offset)
+    }
+
+    fn write_recovery_point(&self, offset: Offset) -> Result<()> {
+        let mut buf = Vec::with_capacity(FileHeader::LEN + 8);
+        RECOVERY_POINT_HEADER.write_to(&mut buf);
+        buf.extend_from_slice(&offset.0.to_be_bytes());
+        write_checkpoint(&self.dir.join(RECOVERY_POINT_FILE), &buf)
+    }
+
+    /// Shuts the log down cleanly: flushes, trims the active indexes, checkpoints, and
+    /// writes the clean-shutdown marker so the next open skips the rescan.
+    pub fn close(mut self) -> Result<()> {
+        self.flush()?;
+        self.active.files.offset_index.trim()?;
+        self.active.files.time_index.trim()?;
+        self.write_recovery_point(self.log_end_offset())?;
+        let mut marker = Vec::new();
+        CLEAN_SHUTDOWN_HEADER.write_to(&mut marker);
+        write_checkpoint(&self.dir.join(CLEAN_SHUTDOWN_FILE), &marker)
+    }
+
+    /// Deletes the log and its directory (topic deletion).
+    pub fn delete(self) -> Result<()> {
+        let dir = self.dir.clone();
+        drop(self);
+        fs::remove_dir_all(&dir).at("remove directory", &dir)
+    }
+}
+
+/// Either the active segment's files (borrowed) or a sealed segment's (shared).
+enum SegmentRef<'a> {
+    Active(&'a SegmentFiles),
+    Sealed(Arc<SegmentFiles>),
+}
+
+impl std::ops::Deref for SegmentRef<'_> {
+    type Target = SegmentFiles;
+
+    fn deref(&self) -> &SegmentFiles {
+        match self {
+            SegmentRef::Active(files) => files,
+            SegmentRef::Sealed(files) => files,
+        }
+    }
+}
+
+fn first_record_at_or_after(batch: &RecordBatch, timestamp_ms: i64) -> (i64, Offset) {
+    let header = batch.header();
+    if let Ok(records) = batch.records() {
+        for record in records.flatten() {
+            if record.timestamp >= timestamp_ms {
+                return (record.timestamp, record.offset);
+            }
+        }
+    }
+    (header.max_timestamp, header.base_offset)
+}
+
+/// Reads and removes the clean-shutdown marker; true if it was there and intact.
+fn take_clean_marker(dir: &Path) -> Result<bool> {
+    let path = dir.join(CLEAN_SHUTDOWN_FILE);
+    let clean = match read_checkpoint(&path, "clean-shutdown marker") {
+        Ok(Some(bytes)) => CLEAN_SHUTDOWN_HEADER
+            .check(&bytes, &path, "clean-shutdown marker")
+            .is_ok(),
+        Ok(None) => return Ok(false),
+        Err(StorageError::BadFile { .. }) => false,
+        Err(e) => return Err(e),
+    };
+    fs::remove_file(&path).at("remove", &path)?;
+    sync_dir(dir)?;
+    Ok(clean)
+}
+
+fn read_recovery_point(dir: &Path) -> Result<Option<Offset>> {
+    let path = dir.join(RECOVERY_POINT_FILE);
+    let bytes = match read_checkpoint(&path, "recovery-point checkpoint") {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(None),
+        Err(e @ StorageError::BadFile { .. }) => {
+            tracing::warn!("{e}; recovering the whole log");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    RECOVERY_POINT_HEADER.check(&bytes, &path, "recovery-point checkpoint")?;
+    let body = &bytes[FileHeader::LEN..];
+    let Ok(raw) = <[u8; 8]>::try_from(body) else {
+        tracing::warn!(path = %path.display(), "recovery-point checkpoint has the wrong size; recovering the whole log");
+        return Ok(None);
+    };
+    Ok(Some(Offset(i64::from_be_bytes(raw))))
+}
+
+/// Base offsets of the `.log` files in `dir`, sorted; removes leftovers that belong to no
+/// segment (temporary files, indexes without a log).
+fn list_segments(dir: &Path) -> Result<Vec<Offset>> {
+    let mut logs = Vec::new();
+    let mut others = Vec::new();
+    for entry in fs::read_dir(dir).at("list", dir)? {
+        let entry = entry.at("list", dir)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(base) = parse_segment_name(&name, "log") {
+            logs.push(base);
+        } else if let Some(base) =
+            parse_segment_name(&name, "index").or(parse_segment_name(&name, "timeindex"))
+        {
+            others.push((base, entry.path()));
+        } else if name.ends_with(".tmp") {
+            fs::remove_file(entry.path()).at("remove", &entry.path())?;
+        }
+    }
+    logs.sort();
+    for (base, path) in others {
+        if logs.binary_search(&base).is_err() {
+            tracing::warn!(path = %path.display(), "removing an index whose log segment is gone");
+            fs::remove_file(&path).at("remove", &path)?;
+        }
+    }
+    Ok(logs)
+}
+
+fn delete_segment_files(dir: &Path, base: Offset) -> Result<()> {
+    for path in segment_paths(dir, base) {
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io("remove", &path, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Opens a segment whose indexes are trusted (below the recovery point, or after a clean
+/// stop): checks the indexes and finds the log end by scanning headers from the last index
+/// entry. Any inconsistency is an error, and the caller rescans the segment instead.
+fn open_trusted(dir: &Path, base: Offset, now: i64) -> Result<(SegmentMeta, SegmentFiles)> {
+    let files = SegmentFiles::open_sealed(dir, base)?;
+    let size =
+        u32::try_from(files.log.metadata().at("stat", &files.log_path)?.len()).map_err(|_| {
+            StorageError::BadFile {
+                path: files.log_path.clone(),
+                what: "log segment",
+                reason: "larger than 4 GiB".into(),
+            }
+        })?;
+    let bad = |reason: String| StorageError::BadFile {
+        path: files.log_path.clone(),
+        what: "segment index",
+        reason,
+    };
+    files.offset_index.check(size.max(1)).map_err(bad)?;
+    files.time_index.check(size.max(1)).map_err(bad)?;
+    let mut meta = SegmentMeta {
+        base_offset: base,
+        next_offset: base,
+        size,
+        max_timestamp: files
+            .time_index
+            .last_time_entry()
+            .map_or(batch::NO_TIMESTAMP, |e| e.timestamp),
+        rolling_base_ms: now,
+    };
+    let mut position = files
+        .offset_index
+        .last_offset_entry()
+        .map_or(0, |e| e.position);
+    while position < size {
+        let header = files.header_at(position)?;
+        let end = position
+            .checked_add(header.total_len())
+            .filter(|&e| e <= size);
+        if header.magic != batch::MAGIC_V2 || header.base_offset < meta.next_offset || end.is_none()
+        {
+            return Err(bad(format!(
+                "batch at position {position} does not fit the log"
+            )));
+        }
+        meta.next_offset = header.next_offset();
+        meta.max_timestamp = meta.max_timestamp.max(header.max_timestamp);
+        position = end.unwrap_or(size);
+    }
+    Ok((meta, files))
+}
+
+/// Rescans segment `base` (see [`ActiveSegment::recover`]); returns it as a writable segment
+/// and whether damage was cut from it.
+fn recover_segment(
+    dir: &Path,
+    base: Offset,
+    config: &LogConfig,
+    now: i64,
+    epochs: &mut LeaderEpochCache,
+) -> Result<(ActiveSegment, bool)> {
+    let [log_path, ..] = segment_paths(dir, base);
+    let log_len = fs::metadata(&log_path).at("stat", &log_path)?.len();
+    let mut segment = ActiveSegment::for_recovery(dir, base, config, now)?;
+    let recovered = segment.recover(log_len)?;
+    for (epoch, offset) in recovered.epochs {
+        epochs.assign(LeaderEpoch(epoch), offset)?;
+    }
+    if let Some((position, reason)) = &recovered.truncated {
+        tracing::warn!(file = %log_path.display(), position, "recovered segment {base} up to position {position} ({reason})");
+    }
+    Ok((segment, recovered.truncated.is_some()))
+}

@@ -1,0 +1,615 @@
+//! One segment: a `.log` file of whole RecordBatch v2 batches back to back (Kafka's segment
+//! format, nothing else in it) and its two indexes. The active segment takes appends; sealed
+//! segments are read-only and may have their files closed (see `log::HandleCache`).
+
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use sluice_protocol::batch::{self, BatchHeader, RecordBatch, HEADER_LEN, NO_TIMESTAMP};
+use sluice_protocol::Offset;
+
+use crate::error::{IoContext, Result, StorageError};
+use crate::file::{open_rw, sync_dir};
+use crate::index::{IndexFile, IndexKind, OffsetEntry, TimeEntry};
+use crate::LogConfig;
+
+/// The three file paths of the segment starting at `base_offset`.
+pub(crate) fn segment_paths(dir: &Path, base_offset: Offset) -> [PathBuf; 3] {
+    let stem = format!("{:020}", base_offset.0);
+    [
+        dir.join(format!("{stem}.log")),
+        dir.join(format!("{stem}.index")),
+        dir.join(format!("{stem}.timeindex")),
+    ]
+}
+
+/// Parses a segment file name (`00000000000000000042.log`) back to its base offset.
+pub(crate) fn parse_segment_name(name: &str, extension: &str) -> Option<Offset> {
+    let stem = name.strip_suffix(extension)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok().map(Offset)
+}
+
+/// What a segment holds, known without its files open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SegmentMeta {
+    pub base_offset: Offset,
+    /// Offset after the last batch (`base_offset` when empty).
+    pub next_offset: Offset,
+    /// Bytes in the `.log` file.
+    pub size: u32,
+    /// Largest batch max-timestamp in the segment (`NO_TIMESTAMP` when empty).
+    pub max_timestamp: i64,
+    /// When the segment began, for age-based rolls: the broker's clock when it was created
+    /// or (after a restart) opened. Not a producer timestamp: a client with a wrong clock
+    /// must not be able to force a roll per batch.
+    pub rolling_base_ms: i64,
+}
+
+impl SegmentMeta {
+    fn empty(base_offset: Offset, now_ms: i64) -> SegmentMeta {
+        SegmentMeta {
+            base_offset,
+            next_offset: base_offset,
+            size: 0,
+            max_timestamp: NO_TIMESTAMP,
+            rolling_base_ms: now_ms,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// `offset` relative to the base, if it fits an index entry.
+    pub fn relative(&self, offset: Offset) -> Option<u32> {
+        u32::try_from(offset.0 - self.base_offset.0).ok()
+    }
+}
+
+/// The open files of a segment.
+pub(crate) struct SegmentFiles {
+    pub log_path: PathBuf,
+    pub log: Arc<File>,
+    pub offset_index: IndexFile,
+    pub time_index: IndexFile,
+}
+
+impl SegmentFiles {
+    /// Opens a sealed segment's files as they are on disk (indexes trimmed).
+    pub fn open_sealed(dir: &Path, base_offset: Offset) -> Result<SegmentFiles> {
+        let [log_path, index_path, time_path] = segment_paths(dir, base_offset);
+        Ok(SegmentFiles {
+            log: Arc::new(open_rw(&log_path, false)?),
+            offset_index: IndexFile::open(IndexKind::Offset, &index_path)?,
+            time_index: IndexFile::open(IndexKind::Time, &time_path)?,
+            log_path,
+        })
+    }
+
+    /// Reads `len` bytes at `position` of the log into a new buffer (one copy).
+    pub fn read_at(&self, position: u32, len: u32) -> Result<Bytes> {
+        let mut buf = BytesMut::zeroed(len as usize);
+        self.log
+            .read_exact_at(&mut buf, u64::from(position))
+            .at("read", &self.log_path)?;
+        Ok(buf.freeze())
+    }
+
+    /// Reads the header of the batch at `position`.
+    pub fn header_at(&self, position: u32) -> Result<BatchHeader> {
+        let mut buf = [0u8; HEADER_LEN];
+        self.log
+            .read_exact_at(&mut buf, u64::from(position))
+            .at("read", &self.log_path)?;
+        BatchHeader::parse(&buf).map_err(|e| self.corrupt(position, &e.to_string()))
+    }
+
+    fn corrupt(&self, position: u32, reason: &str) -> StorageError {
+        StorageError::BadFile {
+            path: self.log_path.clone(),
+            what: "log segment",
+            reason: format!("at position {position}: {reason}"),
+        }
+    }
+
+    /// Position of the batch that contains `offset` (or the first batch after it), scanning
+    /// forward from the offset index's nearest entry. `meta.size` when no batch qualifies.
+    pub fn position_of(&self, meta: &SegmentMeta, offset: Offset) -> Result<u32> {
+        let relative = meta
+            .relative(offset.max(meta.base_offset))
+            .unwrap_or(u32::MAX);
+        let mut position = self
+            .offset_index
+            .lookup_offset(relative)
+            .map_or(0, |e| e.position);
+        while position < meta.size {
+            let header = self.header_at(position)?;
+            if header.last_offset() >= offset {
+                break;
+            }
+            position += header.total_len();
+        }
+        Ok(position)
+    }
+
+    /// Reads whole batches starting at `position`: as many as fit in `max_bytes` (at least
+    /// one, however large), stopping before any batch whose last offset is at or past
+    /// `max_offset`. Two preads at most.
+    pub fn read_batches(
+        &self,
+        meta: &SegmentMeta,
+        position: u32,
+        max_bytes: u32,
+        max_offset: Offset,
+    ) -> Result<Bytes> {
+        if position >= meta.size {
+            return Ok(Bytes::new());
+        }
+        let want = max_bytes.max(HEADER_LEN as u32).min(meta.size - position);
+        let mut chunk = self.read_at(position, want)?;
+        let mut end = 0usize;
+        loop {
+            let rest = &chunk[end..];
+            let Some(len) = batch::peek_total_len(rest)
+                .map_err(|e| self.corrupt(position + end as u32, &e.to_string()))?
+            else {
+                break;
+            };
+            if rest.len() < HEADER_LEN {
+                break;
+            }
+            let header =
+                BatchHeader::parse(rest).map_err(|e| self.corrupt(position, &e.to_string()))?;
+            if header.last_offset() >= max_offset {
+                break;
+            }
+            if len as usize > rest.len() {
+                if end == 0 {
+                    // The first batch is larger than max_bytes: return it whole anyway.
+                    chunk = self.read_at(position, len)?;
+                    end = len as usize;
+                }
+                break;
+            }
+            end += len as usize;
+        }
+        chunk.truncate(end);
+        Ok(chunk)
+    }
+}
+
+/// The segment that takes appends: its files stay open and its indexes have room.
+pub(crate) struct ActiveSegment {
+    pub meta: SegmentMeta,
+    pub files: SegmentFiles,
+    bytes_since_index_entry: u32,
+    index_interval_bytes: u32,
+}
+
+impl ActiveSegment {
+    /// Creates a new, empty segment at `base_offset`, replacing any files of that name.
+    pub fn create(
+        dir: &Path,
+        base_offset: Offset,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> Result<ActiveSegment> {
+        let [log_path, ..] = segment_paths(dir, base_offset);
+        let log = open_rw(&log_path, true)?;
+        log.set_len(0).at("truncate", &log_path)?;
+        Self::with_fresh_indexes(dir, base_offset, log, config, now_ms)
+    }
+
+    /// Opens an existing segment's log with new, empty indexes, for [`Self::recover`] to
+    /// fill from the log.
+    pub fn for_recovery(
+        dir: &Path,
+        base_offset: Offset,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> Result<ActiveSegment> {
+        let [log_path, ..] = segment_paths(dir, base_offset);
+        let log = open_rw(&log_path, false)?;
+        Self::with_fresh_indexes(dir, base_offset, log, config, now_ms)
+    }
+
+    fn with_fresh_indexes(
+        dir: &Path,
+        base_offset: Offset,
+        log: File,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> Result<ActiveSegment> {
+        let [log_path, index_path, time_path] = segment_paths(dir, base_offset);
+        let (offset_capacity, time_capacity) = index_capacities(config);
+        let indexes = IndexFile::create(IndexKind::Offset, &index_path, offset_capacity).and_then(
+            |offset_index| {
+                Ok((
+                    offset_index,
+                    IndexFile::create(IndexKind::Time, &time_path, time_capacity)?,
+                ))
+            },
+        );
+        let (offset_index, time_index) = match indexes {
+            Ok(indexes) => indexes,
+            Err(e) => {
+                // Leave no half-made index behind (a full disk fails here); a new, empty
+                // log goes too.
+                for path in [&index_path, &time_path] {
+                    let _ = fs::remove_file(path);
+                }
+                if log.metadata().map(|m| m.len() == 0).unwrap_or(false) {
+                    let _ = fs::remove_file(&log_path);
+                }
+                return Err(e);
+            }
+        };
+        sync_dir(dir)?;
+        Ok(ActiveSegment {
+            meta: SegmentMeta::empty(base_offset, now_ms),
+            files: SegmentFiles {
+                offset_index,
+                time_index,
+                log: Arc::new(log),
+                log_path,
+            },
+            bytes_since_index_entry: 0,
+            index_interval_bytes: config.index_interval_bytes,
+        })
+    }
+
+    /// Reopens a sealed segment for appends (after a clean restart, or a truncation back
+    /// into it): its indexes grow back to full capacity.
+    pub fn reopen(
+        meta: SegmentMeta,
+        mut files: SegmentFiles,
+        config: &LogConfig,
+    ) -> Result<ActiveSegment> {
+        let (offset_capacity, time_capacity) = index_capacities(config);
+        files
+            .offset_index
+            .grow(offset_capacity.max(files.offset_index.len()))?;
+        files
+            .time_index
+            .grow(time_capacity.max(files.time_index.len()))?;
+        let last_indexed = files
+            .offset_index
+            .last_offset_entry()
+            .map_or(0, |e| e.position);
+        Ok(ActiveSegment {
+            meta,
+            files,
+            bytes_since_index_entry: meta.size - last_indexed,
+            index_interval_bytes: config.index_interval_bytes,
+        })
+    }
+
+    /// Whether a batch of `len` bytes ending at `last_offset` must go to a new segment.
+    pub fn must_roll(
+        &self,
+        config: &LogConfig,
+        len: u32,
+        last_offset: Offset,
+        now_ms: i64,
+    ) -> bool {
+        if self.meta.is_empty() {
+            return false;
+        }
+        self.meta.size as u64 + len as u64 > config.segment_bytes_max as u64
+            || now_ms.saturating_sub(self.meta.rolling_base_ms) >= config.segment_ms_max
+            || self.files.offset_index.is_full()
+            || self.files.time_index.is_full()
+            || self
+                .meta
+                .relative(last_offset)
+                .is_none_or(|r| r > i32::MAX as u32)
+    }
+
+    /// Writes `parts` (together one batch described by `header`) at the end of the log with
+    /// one `pwritev`, then indexes it. On a failed write the file is cut back to where it
+    /// was, so the log stays a clean prefix and the next append can succeed.
+    pub fn append(&mut self, parts: &[&[u8]], header: &BatchHeader) -> Result<()> {
+        let position = self.meta.size;
+        let len = header.total_len();
+        debug_assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), len as usize);
+        if let Err(e) = pwritev_all(&self.files.log, parts, u64::from(position)) {
+            let path = &self.files.log_path;
+            self.files
+                .log
+                .set_len(u64::from(position))
+                .at("truncate", path)?;
+            return Err(StorageError::io("write", path, e));
+        }
+        self.index_batch(header, position);
+        Ok(())
+    }
+
+    /// Updates metadata and indexes for a batch now at `position` (append and recovery).
+    pub fn index_batch(&mut self, header: &BatchHeader, position: u32) {
+        assert!(
+            header.base_offset >= self.meta.next_offset,
+            "offsets only grow: batch at {} after log end {}",
+            header.base_offset,
+            self.meta.next_offset
+        );
+        let len = header.total_len();
+        if header.max_timestamp > self.meta.max_timestamp {
+            self.meta.max_timestamp = header.max_timestamp;
+        }
+        if self.bytes_since_index_entry >= self.index_interval_bytes || position == 0 {
+            let relative = self
+                .meta
+                .relative(header.base_offset)
+                .expect("roll keeps offsets relative");
+            if position > 0 {
+                self.files.offset_index.push_offset(OffsetEntry {
+                    relative_offset: relative,
+                    position,
+                });
+            }
+            self.push_time_entry(relative);
+            self.bytes_since_index_entry = 0;
+        }
+        self.bytes_since_index_entry += len;
+        self.meta.size = position + len;
+        self.meta.next_offset = header.next_offset();
+    }
+
+    /// Adds a time entry for the segment's max timestamp if it grew since the last one.
+    fn push_time_entry(&mut self, relative_offset: u32) {
+        let index = &mut self.files.time_index;
+        let grew = index
+            .last_time_entry()
+            .is_none_or(|e| self.meta.max_timestamp > e.timestamp);
+        if grew && !index.is_full() && self.meta.max_timestamp != NO_TIMESTAMP {
+            index.push_time(TimeEntry {
+                timestamp: self.meta.max_timestamp,
+                relative_offset,
+            });
+        }
+    }
+
+    /// Makes the segment read-only: a final time entry so the max timestamp survives a
+    /// reopen, then both indexes trimmed to their entries and flushed.
+    pub fn seal(mut self) -> Result<(SegmentMeta, SegmentFiles)> {
+        if let Some(relative) = self.meta.relative(self.meta.next_offset.plus(-1)) {
+            if !self.meta.is_empty() {
+                self.push_time_entry(relative);
+            }
+        }
+        self.files.offset_index.trim()?;
+        self.files.time_index.trim()?;
+        Ok((self.meta, self.files))
+    }
+
+    /// Cuts the segment so that it ends before the batch containing `offset`. Returns the
+    /// new end offset (the base of that batch, so possibly below `offset`).
+    pub fn truncate_to(&mut self, offset: Offset) -> Result<Offset> {
+        let position = self.files.position_of(&self.meta, offset)?;
+        if position >= self.meta.size {
+            return Ok(self.meta.next_offset);
+        }
+        let new_end = self.files.header_at(position)?.base_offset;
+        let path = &self.files.log_path;
+        self.files
+            .log
+            .set_len(u64::from(position))
+            .at("truncate", path)?;
+        self.files.log.sync_all().at("fsync", path)?;
+        let relative = self
+            .meta
+            .relative(new_end)
+            .expect("offset inside the segment");
+        self.files.offset_index.truncate_offsets_from(relative);
+        self.files.time_index.truncate_times_from(relative);
+        // Recompute the metadata from what remains: the last index entries, then the
+        // headers between the last offset entry and the cut.
+        let last_indexed = self
+            .files
+            .offset_index
+            .last_offset_entry()
+            .map_or(0, |e| e.position);
+        self.meta.size = position;
+        self.meta.next_offset = new_end;
+        self.meta.max_timestamp = self
+            .files
+            .time_index
+            .last_time_entry()
+            .map_or(NO_TIMESTAMP, |e| e.timestamp);
+        let mut at = last_indexed;
+        while at < position {
+            let header = self.files.header_at(at)?;
+            self.meta.max_timestamp = self.meta.max_timestamp.max(header.max_timestamp);
+            at += header.total_len();
+        }
+        self.bytes_since_index_entry = position - last_indexed;
+        if position == 0 {
+            self.meta.max_timestamp = NO_TIMESTAMP;
+        }
+        Ok(new_end)
+    }
+}
+
+/// Entries the offset and time indexes of a new segment need: one per index interval of a
+/// full segment (plus the seal entry for time), within `index_bytes_max`.
+fn index_capacities(config: &LogConfig) -> (u32, u32) {
+    let per_segment = config.segment_bytes_max / config.index_interval_bytes.max(1) + 2;
+    let cap = |entry_len: usize| {
+        let by_bytes = (config.index_bytes_max as usize).saturating_sub(8) / entry_len;
+        (per_segment as usize).min(by_bytes).max(2) as u32
+    };
+    (
+        cap(IndexKind::Offset.entry_len()),
+        cap(IndexKind::Time.entry_len()),
+    )
+}
+
+/// What a recovery scan found.
+pub(crate) struct Recovered {
+    /// Where and why the log was cut, if it was.
+    pub truncated: Option<(u32, String)>,
+    /// (epoch, base offset) of every batch, in order, for the leader-epoch cache.
+    pub epochs: Vec<(i32, Offset)>,
+}
+
+impl ActiveSegment {
+    /// Rebuilds this (freshly created or reopened) segment's indexes from its log, checking
+    /// every batch's framing and CRC; cuts the log at the first batch that fails and says
+    /// where in a warning.
+    pub fn recover(&mut self, log_len: u64) -> Result<Recovered> {
+        let mut out = Recovered {
+            truncated: None,
+            epochs: Vec::new(),
+        };
+        let log_len = u32::try_from(log_len).unwrap_or(u32::MAX);
+        let mut position = 0u32;
+        const CHUNK: u32 = 1 << 20;
+        while position < log_len {
+            let chunk = self
+                .files
+                .read_at(position, CHUNK.min(log_len - position))?;
+            let mut used = 0usize;
+            while used < chunk.len() {
+                let at = position + used as u32;
+                match self.check_batch_at(&chunk, used, at, log_len)? {
+                    Scan::Batch(batch_bytes) => {
+                        let batch = match RecordBatch::validate(batch_bytes) {
+                            Ok(b) => b,
+                            Err(e) => return self.cut(at, e.to_string(), out),
+                        };
+                        let header = *batch.header();
+                        if header.base_offset < self.meta.next_offset {
+                            let reason = format!(
+                                "batch offset {} does not follow {}",
+                                header.base_offset, self.meta.next_offset
+                            );
+                            return self.cut(at, reason, out);
+                        }
+                        out.epochs
+                            .push((header.partition_leader_epoch.0, header.base_offset));
+                        self.index_batch(&header, at);
+                        used += header.total_len() as usize;
+                    }
+                    Scan::NeedMore => break,
+                    Scan::Damaged(reason) => return self.cut(at, reason, out),
+                }
+            }
+            if used == 0 {
+                // A batch larger than the chunk: read it whole.
+                let len = batch::peek_total_len(&chunk).ok().flatten().unwrap_or(0);
+                let bytes = self.files.read_at(position, len)?;
+                match RecordBatch::validate(bytes) {
+                    Ok(batch) if batch.header().base_offset >= self.meta.next_offset => {
+                        let header = *batch.header();
+                        out.epochs
+                            .push((header.partition_leader_epoch.0, header.base_offset));
+                        self.index_batch(&header, position);
+                        used = len as usize;
+                    }
+                    Ok(_) => return self.cut(position, "batch offsets go backwards".into(), out),
+                    Err(e) => return self.cut(position, e.to_string(), out),
+                }
+            }
+            position += used as u32;
+        }
+        Ok(out)
+    }
+
+    /// Classifies the bytes at `chunk[used..]` (log position `at`).
+    fn check_batch_at(&self, chunk: &Bytes, used: usize, at: u32, log_len: u32) -> Result<Scan> {
+        let rest = &chunk[used..];
+        let len = match batch::peek_total_len(rest) {
+            Ok(Some(len)) => len,
+            Ok(None) if u64::from(at) + (rest.len() as u64) < u64::from(log_len) => {
+                return Ok(Scan::NeedMore)
+            }
+            Ok(None) => return Ok(Scan::Damaged("torn batch header at the end".into())),
+            Err(e) => return Ok(Scan::Damaged(e.to_string())),
+        };
+        if u64::from(at) + u64::from(len) > u64::from(log_len) {
+            return Ok(Scan::Damaged(format!(
+                "torn batch: {len} bytes claimed, {} left in the file",
+                log_len - at
+            )));
+        }
+        if len as usize > rest.len() {
+            return Ok(Scan::NeedMore);
+        }
+        Ok(Scan::Batch(chunk.slice(used..used + len as usize)))
+    }
+
+    fn cut(&mut self, position: u32, reason: String, mut out: Recovered) -> Result<Recovered> {
+        tracing::warn!(
+            file = %self.files.log_path.display(),
+            position,
+            "recovery: {reason}; truncating the log here (everything before is kept)"
+        );
+        let path = &self.files.log_path;
+        self.files
+            .log
+            .set_len(u64::from(position))
+            .at("truncate", path)?;
+        self.files.log.sync_all().at("fsync", path)?;
+        out.truncated = Some((position, reason));
+        Ok(out)
+    }
+}
+
+enum Scan {
+    Batch(Bytes),
+    NeedMore,
+    Damaged(String),
+}
+
+/// Writes all of `parts` at `position` with `pwritev`, continuing after partial writes.
+fn pwritev_all(file: &File, parts: &[&[u8]], mut position: u64) -> std::io::Result<()> {
+    let mut slices: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+    while !slices.is_empty() {
+        let iov: Vec<libc::iovec> = slices
+            .iter()
+            .take(libc::UIO_MAXIOV as usize)
+            .map(|s| libc::iovec {
+                iov_base: s.as_ptr() as *mut libc::c_void,
+                iov_len: s.len(),
+            })
+            .collect();
+        // SAFETY: every iovec points into a live slice borrowed for the whole call.
+        let n = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                iov.as_ptr(),
+                iov.len() as libc::c_int,
+                position as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        position += n as u64;
+        let mut written = n as usize;
+        while written > 0 {
+            if written >= slices[0].len() {
+                written -= slices[0].len();
+                slices.remove(0);
+            } else {
+                slices[0] = &slices[0][written..];
+                written = 0;
+            }
+        }
+    }
+    Ok(())
+}

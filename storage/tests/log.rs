@@ -1,0 +1,339 @@
+//! Behaviour of PartitionLog at its public boundary: appends, reads, lookups, rolls,
+//! truncation, retention and the leader-epoch cache.
+
+mod common;
+
+use bytes::{Bytes, BytesMut};
+use common::*;
+use sluice_protocol::batch::{set_base_offset, set_partition_leader_epoch, RecordBatch};
+use sluice_protocol::{LeaderEpoch, Offset};
+use sluice_storage::{LogConfig, StorageError};
+
+#[test]
+fn append_assigns_offsets_and_epochs_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), LogConfig::default(), &clock);
+    let a = log.append(batch("a", 3, 10, 100), LeaderEpoch(5)).unwrap();
+    let b = log.append(batch("b", 2, 10, 200), LeaderEpoch(5)).unwrap();
+    assert_eq!((a.base_offset, a.last_offset), (Offset(0), Offset(2)));
+    assert_eq!((b.base_offset, b.last_offset), (Offset(3), Offset(4)));
+    assert_eq!(log.log_end_offset(), Offset(5));
+    let batches = read_all(&log, 1 << 20);
+    assert_eq!(offsets(&batches), [(0, 2), (3, 4)]);
+    assert!(batches
+        .iter()
+        .all(|b| b.header().partition_leader_epoch == LeaderEpoch(5)));
+    let values: Vec<Bytes> = batches[1]
+        .records()
+        .unwrap()
+        .map(|r| r.unwrap().value.unwrap())
+        .collect();
+    assert_eq!(&values[0][..3], b"b-0");
+}
+
+#[test]
+fn read_starts_at_the_batch_holding_the_offset_and_respects_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), small_config(), &clock);
+    fill(&mut log, 40, 4, 100, 0); // offsets 0..160 over several segments
+    assert!(log.segment_count() > 3);
+    let check = |offset: i64, max_bytes: u32, max_offset: i64, want: &[(i64, i64)]| {
+        let bytes = log
+            .read(Offset(offset), max_bytes, Offset(max_offset))
+            .unwrap();
+        let got: Vec<_> = sluice_protocol::batch::Batches::new(bytes)
+            .map(|b| b.unwrap())
+            .collect();
+        assert_eq!(
+            offsets(&got),
+            want,
+            "read({offset}, {max_bytes}, {max_offset})"
+        );
+    };
+    check(0, 1, i64::MAX, &[(0, 3)]); // at least one whole batch
+    check(5, 1, i64::MAX, &[(4, 7)]); // the batch that holds offset 5
+    check(77, 1, i64::MAX, &[(76, 79)]);
+    check(4, 1, 8, &[(4, 7)]); // the high watermark ends at a batch boundary
+    check(4, 1, 7, &[]); // never past the high watermark
+    check(160, 1 << 20, i64::MAX, &[]); // the log end reads empty
+    let many = log.read(Offset(0), 1 << 20, Offset(i64::MAX)).unwrap();
+    assert!(!many.is_empty());
+    assert!(matches!(
+        log.read(Offset(161), 100, Offset(i64::MAX)),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(read_all(&log, 300).len(), 40);
+}
+
+#[test]
+fn rolls_on_size_age_and_offset_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), small_config(), &clock);
+    fill(&mut log, 3, 4, 20, 0);
+    assert_eq!(log.segment_count(), 1);
+    fill(&mut log, 30, 4, 20, 0);
+    let by_size = log.segment_count();
+    assert!(by_size > 1, "4 KiB segments roll on size");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_ms_max: 1000,
+        ..LogConfig::default()
+    };
+    let mut log = open(dir.path(), config, &clock);
+    fill(&mut log, 1, 1, 10, 0);
+    clock.advance(999);
+    fill(&mut log, 1, 1, 10, 0);
+    assert_eq!(log.segment_count(), 1);
+    // The broker's clock when the segment was created starts its age.
+    clock.advance(1);
+    fill(&mut log, 1, 1, 10, 0);
+    assert_eq!(
+        log.segment_count(),
+        2,
+        "a segment rolls once its first record is segment_ms old"
+    );
+}
+
+#[test]
+fn follower_append_keeps_offsets_and_checks_continuity() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut leader = open(&dir.path().join("leader"), LogConfig::default(), &clock);
+    leader.append(batch("x", 2, 5, 1), LeaderEpoch(1)).unwrap();
+    leader.append(batch("y", 3, 5, 2), LeaderEpoch(2)).unwrap();
+    let fetched = leader.read(Offset(0), 1 << 20, Offset(i64::MAX)).unwrap();
+    assert_eq!(
+        sluice_protocol::batch::Batches::new(fetched.clone()).count(),
+        2
+    );
+
+    let mut follower = open(&dir.path().join("follower"), LogConfig::default(), &clock);
+    let info = follower.append_as_follower(fetched.clone()).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (Offset(0), Offset(4)));
+    assert_eq!(follower.epoch_entries(), leader.epoch_entries());
+    assert!(matches!(
+        follower.append_as_follower(fetched),
+        Err(StorageError::NonContiguousAppend {
+            expected: Offset(5),
+            got: Offset(0)
+        })
+    ));
+}
+
+#[test]
+fn stale_leader_epochs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), LogConfig::default(), &clock());
+    log.append(batch("a", 1, 5, 1), LeaderEpoch(3)).unwrap();
+    assert!(matches!(
+        log.append(batch("b", 1, 5, 1), LeaderEpoch(2)),
+        Err(StorageError::StaleLeaderEpoch { got: 2, latest: 3 })
+    ));
+}
+
+#[test]
+fn invalid_batches_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), LogConfig::default(), &clock());
+    log.append(batch("a", 1, 5, 1), LeaderEpoch(0)).unwrap();
+    let mut bad = BytesMut::from(&batch("b", 2, 5, 1)[..]);
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    assert!(matches!(
+        log.append(bad.freeze(), LeaderEpoch(0)),
+        Err(StorageError::InvalidBatch(_))
+    ));
+    assert!(log
+        .append(Bytes::from_static(b"short"), LeaderEpoch(0))
+        .is_err());
+    assert_eq!(log.log_end_offset(), Offset(1));
+    assert_eq!(read_all(&log, 1 << 20).len(), 1);
+}
+
+#[test]
+fn end_offset_for_epoch_and_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), small_config(), &clock);
+    fill(&mut log, 10, 4, 20, 1); // 0..40 in epoch 1
+    fill(&mut log, 10, 4, 20, 2); // 40..80 in epoch 2
+    fill(&mut log, 10, 4, 20, 4); // 80..120 in epoch 4
+    assert_eq!(
+        log.end_offset_for_epoch(LeaderEpoch(1)),
+        Some((LeaderEpoch(1), Offset(40)))
+    );
+    assert_eq!(
+        log.end_offset_for_epoch(LeaderEpoch(3)),
+        Some((LeaderEpoch(2), Offset(80)))
+    );
+    assert_eq!(
+        log.end_offset_for_epoch(LeaderEpoch(4)),
+        Some((LeaderEpoch(4), Offset(120)))
+    );
+    assert_eq!(log.end_offset_for_epoch(LeaderEpoch(0)), None);
+
+    // Truncating mid-batch cuts the whole batch that holds the offset.
+    log.truncate_to(Offset(62)).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(60));
+    assert_eq!(
+        log.end_offset_for_epoch(LeaderEpoch(4)),
+        Some((LeaderEpoch(2), Offset(60)))
+    );
+    assert_eq!(offsets(&read_all(&log, 1 << 20)).last(), Some(&(56, 59)));
+    // The log goes on from there in a new epoch, and survives a reopen.
+    fill(&mut log, 2, 4, 20, 5);
+    drop(log);
+    let log = open(dir.path(), small_config(), &clock);
+    assert_eq!(log.log_end_offset(), Offset(68));
+    assert_eq!(
+        log.end_offset_for_epoch(LeaderEpoch(5)),
+        Some((LeaderEpoch(5), Offset(68)))
+    );
+    assert_eq!(read_all(&log, 1000).len(), 17);
+}
+
+#[test]
+fn truncate_below_log_start_empties_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), small_config(), &clock);
+    fill(&mut log, 20, 4, 20, 1);
+    log.truncate_fully_and_start_at(Offset(500)).unwrap();
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (Offset(500), Offset(500))
+    );
+    assert_eq!(log.segment_count(), 1);
+    fill(&mut log, 1, 2, 5, 3);
+    assert_eq!(offsets(&read_all(&log, 1 << 20)), [(500, 501)]);
+}
+
+#[test]
+fn retention_by_size_and_time_deletes_whole_old_segments_below_the_hw() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let config = LogConfig {
+        retention_bytes: Some(8192),
+        ..small_config()
+    };
+    let mut log = open(dir.path(), config, &clock);
+    fill(&mut log, 60, 4, 100, 0);
+    let before = log.segment_count();
+    assert_eq!(
+        log.apply_retention(Offset(0)).unwrap(),
+        0,
+        "nothing at or above the HW goes"
+    );
+    let deleted = log.apply_retention(log.log_end_offset()).unwrap();
+    assert!(deleted > 0 && log.segment_count() == before - deleted);
+    assert!(log.size_bytes() >= 8192 - 4096 && log.size_bytes() < 8192 + 4096);
+    let start = log.log_start_offset();
+    assert!(start > Offset(0));
+    assert!(matches!(
+        log.read(Offset(0), 10, Offset(i64::MAX)),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(
+        read_all(&log, 1 << 20)
+            .first()
+            .unwrap()
+            .header()
+            .base_offset,
+        start
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_ms: Some(60_000),
+        ..small_config()
+    };
+    let mut log = open(dir.path(), config, &clock);
+    fill(&mut log, 60, 4, 20, 0);
+    assert_eq!(log.apply_retention(log.log_end_offset()).unwrap(), 0);
+    clock.advance(61_000);
+    let n = log.segment_count();
+    assert_eq!(
+        log.apply_retention(log.log_end_offset()).unwrap(),
+        n - 1,
+        "all but the active segment"
+    );
+    assert_eq!(
+        log.delete_before(log.log_end_offset()).unwrap(),
+        0,
+        "the active segment stays"
+    );
+}
+
+#[test]
+fn delete_before_removes_only_whole_segments_below() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), small_config(), &clock);
+    fill(&mut log, 40, 4, 20, 0);
+    let second_segment_start = {
+        let bytes = log.read(Offset(0), 1 << 30, Offset(i64::MAX)).unwrap();
+        let first: Vec<RecordBatch> = sluice_protocol::batch::Batches::new(bytes)
+            .map(|b| b.unwrap())
+            .collect();
+        first.last().unwrap().header().next_offset()
+    };
+    assert_eq!(log.delete_before(second_segment_start.plus(-1)).unwrap(), 0);
+    assert_eq!(log.delete_before(second_segment_start).unwrap(), 1);
+    assert_eq!(log.log_start_offset(), second_segment_start);
+}
+
+#[test]
+fn offset_for_timestamp_finds_the_first_record_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), small_config(), &clock);
+    for i in 0..50i64 {
+        // Batch i holds offsets 2i, 2i+1 with timestamps 1000 + 10 i.
+        log.append(batch("t", 2, 30, 1000 + 10 * i), LeaderEpoch(0))
+            .unwrap();
+    }
+    let check = |ts: i64, want: Option<(i64, i64)>| {
+        let got = log.offset_for_timestamp(ts).unwrap().map(|(t, o)| (t, o.0));
+        assert_eq!(got, want, "timestamp {ts}");
+    };
+    check(0, Some((1000, 0)));
+    check(1000, Some((1000, 0)));
+    check(1001, Some((1010, 2)));
+    check(1255, Some((1260, 52)));
+    check(1490, Some((1490, 98)));
+    check(1491, None);
+}
+
+#[test]
+fn sealed_segment_handles_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), small_config(), &clock);
+    fill(&mut log, 80, 4, 100, 0);
+    assert!(log.segment_count() > 6);
+    read_all(&log, 100);
+    assert!(
+        log.open_sealed_segments() <= 3,
+        "{} open",
+        log.open_sealed_segments()
+    );
+}
+
+#[test]
+fn leader_stamps_do_not_break_batches_the_client_stamped_differently() {
+    // A producer may send any base offset and epoch; the leader overwrites both.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), LogConfig::default(), &clock());
+    let mut raw = BytesMut::from(&batch("p", 2, 5, 1)[..]);
+    set_base_offset(&mut raw, Offset(999));
+    set_partition_leader_epoch(&mut raw, LeaderEpoch(77));
+    let info = log.append(raw.freeze(), LeaderEpoch(1)).unwrap();
+    assert_eq!(info.base_offset, Offset(0));
+    let back = read_all(&log, 1 << 20);
+    assert_eq!(back[0].header().base_offset, Offset(0));
+    assert_eq!(back[0].header().partition_leader_epoch, LeaderEpoch(1));
+}
