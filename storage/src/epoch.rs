@@ -72,21 +72,23 @@ impl LeaderEpochCache {
     }
 
     /// Records that `epoch` starts at `start_offset`, if it is newer than the latest epoch.
-    /// Returns whether the cache changed. Negative epochs (unknown) are not recorded.
+    /// Returns whether the cache changed. Negative epochs (unknown) are not recorded. An
+    /// entry that starts at or after `start_offset` contradicts the log and goes (as in
+    /// Kafka), which only a damaged checkpoint can cause.
     pub fn assign(&mut self, epoch: LeaderEpoch, start_offset: Offset) -> Result<bool> {
-        if epoch.0 < 0 {
+        if epoch.0 < 0 || self.latest().is_some_and(|latest| epoch <= latest.epoch) {
             return Ok(false);
         }
-        if let Some(latest) = self.latest() {
-            if epoch <= latest.epoch {
-                return Ok(false);
-            }
-            assert!(
-                start_offset >= latest.start_offset,
-                "epoch {epoch} starts at {start_offset}, before epoch {} at {}",
-                latest.epoch,
-                latest.start_offset
+        let keep = self
+            .entries
+            .partition_point(|e| e.start_offset < start_offset);
+        if keep < self.entries.len() {
+            tracing::warn!(
+                path = %self.path.display(),
+                "epoch {epoch} starts at {start_offset}, before cached epochs {:?}; dropping those",
+                &self.entries[keep..]
             );
+            self.entries.truncate(keep);
         }
         self.entries.push(EpochEntry {
             epoch,

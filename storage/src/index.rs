@@ -319,7 +319,10 @@ impl IndexFile {
                 }
             }
         }
-        if let (IndexKind::Offset, Some(last)) = (self.kind, self.last_offset_entry()) {
+        if self.kind == IndexKind::Offset {
+            let Some(last) = self.last_offset_entry() else {
+                return Ok(());
+            };
             if last.position >= log_size {
                 return Err(format!(
                     "last entry points at position {} past the log's {log_size} bytes",

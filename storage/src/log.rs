@@ -68,6 +68,19 @@ impl FlushJob {
     }
 }
 
+/// What [`PartitionLog::open`] found and did, for logs, metrics and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The log was closed cleanly last time (the clean-shutdown marker was there).
+    pub clean_shutdown: bool,
+    /// Segments whose every batch was re-read and checked, and whose indexes were rebuilt.
+    pub segments_rescanned: usize,
+    /// Where damage was cut off: the segment file, the byte position, and why.
+    pub truncated: Option<(PathBuf, u32, String)>,
+    /// Segments deleted because they followed a damaged one.
+    pub segments_deleted: usize,
+}
+
 /// Read-only segments keep their files open only while in use: at most
 /// `max_open_sealed_segments` stay open, least recently used closed first.
 struct HandleCache {
@@ -90,6 +103,7 @@ pub struct PartitionLog {
     flushed_offset: Offset,
     /// Sealed segments written since the last flush job.
     unflushed_sealed: Vec<(Arc<File>, PathBuf)>,
+    recovery: RecoveryReport,
 }
 
 impl PartitionLog {
@@ -120,11 +134,16 @@ impl PartitionLog {
         let mut sealed = BTreeMap::new();
         let mut active: Option<ActiveSegment> = None;
         let mut damaged = false;
+        let mut report = RecoveryReport {
+            clean_shutdown: clean,
+            ..RecoveryReport::default()
+        };
         for (i, &base) in bases.iter().enumerate() {
             let is_last = i + 1 == bases.len();
             if damaged {
                 tracing::warn!(dir = %dir.display(), "recovery: deleting segment {base}, which follows a damaged one");
                 delete_segment_files(dir, base)?;
+                report.segments_deleted += 1;
                 continue;
             }
             let trusted = if base < recover_from {
@@ -149,7 +168,9 @@ impl PartitionLog {
                 Some((meta, files)) => ActiveSegment::reopen(meta, files, &config)?,
                 None => {
                     let (segment, cut) = recover_segment(dir, base, &config, now, epoch_cache)?;
-                    damaged = cut;
+                    report.segments_rescanned += 1;
+                    damaged = cut.is_some();
+                    report.truncated = report.truncated.or(cut);
                     segment
                 }
             };
@@ -177,6 +198,7 @@ impl PartitionLog {
             }),
             epochs: epochs.expect("inserted above"),
             unflushed_sealed: Vec::new(),
+            recovery: report,
         };
         if rebuild_epochs {
             log.rebuild_epoch_cache()?;
@@ -229,6 +251,11 @@ impl PartitionLog {
             .copied()
             .chain([self.active.meta.base_offset])
             .collect()
+    }
+
+    /// What the last open found and did.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
     }
 
     /// The directory this log lives in.
@@ -858,14 +885,14 @@ fn open_trusted(dir: &Path, base: Offset, now: i64) -> Result<(SegmentMeta, Segm
 }
 
 /// Rescans segment `base` (see [`ActiveSegment::recover`]); returns it as a writable segment
-/// and whether damage was cut from it.
+/// and where damage was cut from it, if anywhere.
 fn recover_segment(
     dir: &Path,
     base: Offset,
     config: &LogConfig,
     now: i64,
     epochs: &mut LeaderEpochCache,
-) -> Result<(ActiveSegment, bool)> {
+) -> Result<(ActiveSegment, Option<(PathBuf, u32, String)>)> {
     let [log_path, ..] = segment_paths(dir, base);
     let log_len = fs::metadata(&log_path).at("stat", &log_path)?.len();
     let mut segment = ActiveSegment::for_recovery(dir, base, config, now)?;
@@ -873,8 +900,10 @@ fn recover_segment(
     for (epoch, offset) in recovered.epochs {
         epochs.assign(LeaderEpoch(epoch), offset)?;
     }
-    if let Some((position, reason)) = &recovered.truncated {
-        tracing::warn!(file = %log_path.display(), position, "recovered segment {base} up to position {position} ({reason})");
-    }
-    Ok((segment, recovered.truncated.is_some()))
+    Ok((
+        segment,
+        recovered
+            .truncated
+            .map(|(position, reason)| (log_path, position, reason)),
+    ))
 }
