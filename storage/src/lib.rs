@@ -21,7 +21,7 @@ mod shared;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use epoch::EpochEntry;
 pub use error::{Result, StorageError};
-pub use log::{AppendInfo, FlushJob, PartitionLog, RecoveryReport};
+pub use log::{AppendInfo, FlushJob, PartitionLog, RecoveryReport, Truncation};
 pub use shared::{DurableTicket, SharedLog};
 
 /// When an append counts as durable.

@@ -75,10 +75,18 @@ pub struct RecoveryReport {
     pub clean_shutdown: bool,
     /// Segments whose every batch was re-read and checked, and whose indexes were rebuilt.
     pub segments_rescanned: usize,
-    /// Where damage was cut off: the segment file, the byte position, and why.
-    pub truncated: Option<(PathBuf, u32, String)>,
+    /// Where damage was cut off, if anywhere.
+    pub truncated: Option<Truncation>,
     /// Segments deleted because they followed a damaged one.
     pub segments_deleted: usize,
+}
+
+/// Damage that recovery cut off a segment: everything from `position` on is gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Truncation {
+    pub file: PathBuf,
+    pub position: u32,
+    pub reason: String,
 }
 
 /// Read-only segments keep their files open only while in use: at most
@@ -892,7 +900,7 @@ fn recover_segment(
     config: &LogConfig,
     now: i64,
     epochs: &mut LeaderEpochCache,
-) -> Result<(ActiveSegment, Option<(PathBuf, u32, String)>)> {
+) -> Result<(ActiveSegment, Option<Truncation>)> {
     let [log_path, ..] = segment_paths(dir, base);
     let log_len = fs::metadata(&log_path).at("stat", &log_path)?.len();
     let mut segment = ActiveSegment::for_recovery(dir, base, config, now)?;
@@ -902,8 +910,10 @@ fn recover_segment(
     }
     Ok((
         segment,
-        recovered
-            .truncated
-            .map(|(position, reason)| (log_path, position, reason)),
+        recovered.truncated.map(|(position, reason)| Truncation {
+            file: log_path,
+            position,
+            reason,
+        }),
     ))
 }

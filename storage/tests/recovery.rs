@@ -97,9 +97,9 @@ fn a_flipped_byte_cuts_from_the_damaged_batch_on() {
             "damage in batch {victim}"
         );
         assert_eq!(read_all(&log, 1 << 20).len(), victim);
-        let (_, position, why) = log.recovery_report().truncated.clone().unwrap();
-        assert_eq!(u64::from(position), starts[victim]);
-        assert!(why.contains("CRC"), "{why}");
+        let cut = log.recovery_report().truncated.clone().unwrap();
+        assert_eq!(u64::from(cut.position), starts[victim]);
+        assert!(cut.reason.contains("CRC"), "{}", cut.reason);
     }
 }
 
