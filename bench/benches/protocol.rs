@@ -18,7 +18,9 @@ fn batches(c: &mut Criterion) {
     let batch = build_batch(&value);
     let mut group = c.benchmark_group("batch");
     group.throughput(Throughput::Bytes(batch.len() as u64));
-    group.bench_function("build_100x1KiB_with_crc", |b| b.iter(|| build_batch(&value)));
+    group.bench_function("build_100x1KiB_with_crc", |b| {
+        b.iter(|| build_batch(&value))
+    });
     group.bench_function("validate_100x1KiB", |b| {
         b.iter(|| RecordBatch::validate(batch.clone()).unwrap())
     });

@@ -33,18 +33,27 @@ fn shared_log(dir: &std::path::Path, durability: Durability) -> SharedLog {
         retention_ms: None,
         ..LogConfig::default()
     };
-    SharedLog::new(PartitionLog::open(dir, config, Arc::new(SystemClock) as Arc<dyn Clock>).unwrap())
+    SharedLog::new(
+        PartitionLog::open(dir, config, Arc::new(SystemClock) as Arc<dyn Clock>).unwrap(),
+    )
 }
 
 fn append(c: &mut Criterion) {
     let mut group = c.benchmark_group("append");
-    group.sample_size(10).measurement_time(Duration::from_secs(4));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4));
     for (name, records) in [("16KiB", 16usize), ("1MiB", 1024)] {
         let batch = batch_of(records);
         group.throughput(Throughput::Bytes(batch.len() as u64));
         for (mode, durability) in [
             ("fsync", Durability::Fsync),
-            ("replicated", Durability::Replicated { flush_interval_ms: 1000 }),
+            (
+                "replicated",
+                Durability::Replicated {
+                    flush_interval_ms: 1000,
+                },
+            ),
         ] {
             let dir = bench_dir();
             let log = shared_log(dir.path(), durability);
@@ -58,7 +67,12 @@ fn append(c: &mut Criterion) {
 
 fn read(c: &mut Criterion) {
     let dir = bench_dir();
-    let log = shared_log(dir.path(), Durability::Replicated { flush_interval_ms: 1000 });
+    let log = shared_log(
+        dir.path(),
+        Durability::Replicated {
+            flush_interval_ms: 1000,
+        },
+    );
     let batch = batch_of(16);
     for _ in 0..4096 {
         log.append(batch.clone(), LeaderEpoch(0)).unwrap(); // 64 MiB, in the page cache
@@ -85,7 +99,9 @@ fn read(c: &mut Criterion) {
 /// K threads appending 16 KiB batches in fsync mode: throughput, and appends per fsync.
 fn group_commit(c: &mut Criterion) {
     let mut group = c.benchmark_group("group_commit");
-    group.sample_size(10).measurement_time(Duration::from_secs(5));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
     let batch = batch_of(16);
     for appenders in [1u64, 4, 16] {
         let dir = bench_dir();

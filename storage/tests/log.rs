@@ -99,6 +99,23 @@ fn rolls_on_size_age_and_offset_overflow() {
 }
 
 #[test]
+fn rolls_when_an_index_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        index_interval_bytes: 1,
+        index_bytes_max: 8 + 4 * 8, // room for 4 offset entries (2 time entries)
+        ..LogConfig::default()
+    };
+    let mut log = open(dir.path(), config.clone(), &clock());
+    fill(&mut log, 12, 1, 10, 0);
+    assert!(log.segment_count() >= 3, "{} segments", log.segment_count());
+    let before = offsets(&read_all(&log, 1 << 20));
+    drop(log);
+    let log = open(dir.path(), config, &clock());
+    assert_eq!(offsets(&read_all(&log, 1)), before);
+}
+
+#[test]
 fn follower_append_keeps_offsets_and_checks_continuity() {
     let dir = tempfile::tempdir().unwrap();
     let clock = clock();
