@@ -132,6 +132,12 @@ fn decode_everything(input: &Bytes) {
     for &key in ApiKey::ALL {
         let _ = Response::decode(key, 0, input.clone());
     }
+    let mut codec = crate::frame::FrameCodec::new(256);
+    let mut src = BytesMut::from(&input[..]);
+    while let Ok(Some(payload)) = tokio_util::codec::Decoder::decode_eof(&mut codec, &mut src) {
+        assert!(payload.len() <= 256);
+        let _ = decode_request(payload);
+    }
 }
 
 proptest! {
@@ -209,11 +215,13 @@ proptest! {
         mutations in proptest::collection::vec(mutation(), 1..4),
     ) {
         let request = mutate(&valid.request, &mutations);
-        if let Err(e) = decode_request(request.clone()) {
+        match decode_request(request.clone()) {
+            // Whatever is accepted has exactly one encoding: the bytes it was read from.
+            Ok((header, decoded)) => prop_assert_eq!(encode_request(&header, &decoded), request.clone()),
             // A reported correlation id is the one in the payload's header.
-            if let Some(id) = e.correlation_id {
+            Err(e) => if let Some(id) = e.correlation_id {
                 prop_assert_eq!(Some(id), peek_correlation_id(&request[4..]).ok());
-            }
+            },
         }
         decode_everything(&request);
         let response = mutate(&valid.response, &mutations);
