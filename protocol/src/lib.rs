@@ -7,10 +7,19 @@
 
 pub mod batch;
 mod error;
+pub mod error_code;
+pub mod frame;
+pub mod messages;
 pub mod types;
 pub mod varint;
+pub mod wire;
 
 pub use error::Error;
+pub use error_code::ErrorCode;
+pub use frame::FrameCodec;
+pub use messages::{
+    decode_request, ApiKey, Request, RequestError, RequestHeader, Response, ResponseHeader,
+};
 pub use types::{BrokerId, LeaderEpoch, Offset, PartitionId};
 
 /// Result of every fallible codec function in this crate.

@@ -1,0 +1,87 @@
+//! CreateTopics and DeleteTopics: topic administration, answered by the controller. Results
+//! are per topic, so one bad name does not fail a whole batch of creations.
+
+use crate::error_code::ErrorCode;
+use crate::wire::wire_struct;
+
+use super::ConfigEntry;
+
+wire_struct! {
+    /// One topic to create.
+    pub struct CreatableTopic {
+        /// The topic's name.
+        pub name: String,
+        /// Number of partitions, or -1 for the broker's default.
+        pub num_partitions: i32,
+        /// Replicas per partition, or -1 for the broker's default.
+        pub replication_factor: i16,
+        /// Configuration overrides (`retention.ms`, `min.insync.replicas`, ...).
+        pub configs: Vec<ConfigEntry>,
+    }
+}
+
+wire_struct! {
+    /// Creates topics.
+    pub struct CreateTopicsRequest {
+        /// The topics to create.
+        pub topics: Vec<CreatableTopic>,
+        /// How long to wait for the creation to be committed, in milliseconds.
+        pub timeout_ms: i32,
+        /// Validate the request without creating anything.
+        pub validate_only: bool,
+    }
+}
+
+wire_struct! {
+    /// The outcome of one topic creation.
+    pub struct CreatableTopicResult {
+        /// The topic's name.
+        pub name: String,
+        /// NONE, or why it was not created (TOPIC_ALREADY_EXISTS, INVALID_CONFIG...).
+        pub error_code: ErrorCode,
+        /// Details of the error for a human, if any.
+        pub error_message: Option<String>,
+        /// Partitions the topic has (or would have, with `validate_only`).
+        pub num_partitions: i32,
+        /// Its replication factor.
+        pub replication_factor: i16,
+    }
+}
+
+wire_struct! {
+    /// Per-topic outcomes of a CreateTopics request.
+    pub struct CreateTopicsResponse {
+        /// One result per requested topic.
+        pub topics: Vec<CreatableTopicResult>,
+    }
+}
+
+wire_struct! {
+    /// Deletes topics.
+    pub struct DeleteTopicsRequest {
+        /// Names of the topics to delete.
+        pub topic_names: Vec<String>,
+        /// How long to wait for the deletion to be committed, in milliseconds.
+        pub timeout_ms: i32,
+    }
+}
+
+wire_struct! {
+    /// The outcome of one topic deletion.
+    pub struct DeletableTopicResult {
+        /// The topic's name.
+        pub name: String,
+        /// NONE, or why it was not deleted.
+        pub error_code: ErrorCode,
+        /// Details of the error for a human, if any.
+        pub error_message: Option<String>,
+    }
+}
+
+wire_struct! {
+    /// Per-topic outcomes of a DeleteTopics request.
+    pub struct DeleteTopicsResponse {
+        /// One result per requested topic.
+        pub responses: Vec<DeletableTopicResult>,
+    }
+}
