@@ -405,15 +405,14 @@ impl PartitionLog {
         self.active.append(parts, header)
     }
 
-    /// Starts a new active segment at the log end and seals the current one.
+    /// Starts a new active segment at the log end and seals the current one. Rolling an
+    /// empty segment does nothing.
     pub fn roll(&mut self) -> Result<()> {
-        let now = self.clock.now_ms();
-        let next = ActiveSegment::create(&self.dir, self.log_end_offset(), &self.config, now)?;
-        if next.meta.base_offset == self.active.meta.base_offset {
-            // Rolling an empty segment would replace it with itself.
-            self.active = next;
+        if self.active.meta.is_empty() {
             return Ok(());
         }
+        let now = self.clock.now_ms();
+        let next = ActiveSegment::create(&self.dir, self.log_end_offset(), &self.config, now)?;
         let old = std::mem::replace(&mut self.active, next);
         let (meta, files) = old.seal()?;
         self.unflushed_sealed
@@ -513,27 +512,33 @@ impl PartitionLog {
     /// The first offset whose record's timestamp is at or after `timestamp_ms`, with that
     /// timestamp (Kafka's ListOffsets by time). `None` when every record is older.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, Offset)>> {
-        for base in self.segment_bases() {
-            let (meta, files) = self.segment(base)?;
-            if meta.is_empty() || meta.max_timestamp < timestamp_ms {
-                continue;
+        // Segment metadata says which segment holds it; only that one's files are opened.
+        let metas = self.sealed.values().chain([&self.active.meta]);
+        let Some(meta) = metas
+            .filter(|m| !m.is_empty())
+            .find(|m| m.max_timestamp >= timestamp_ms)
+            .copied()
+        else {
+            return Ok(None);
+        };
+        let (_, files) = self.segment(meta.base_offset)?;
+        // An entry (T, O) says every record up to the batch at O is at most T old. Only an
+        // entry with T strictly below the target proves nothing before O qualifies; with
+        // T equal to it, an earlier batch may hold the target timestamp too.
+        let start = files
+            .time_index
+            .lookup_time(timestamp_ms.saturating_sub(1))
+            .map_or(meta.base_offset, |e| {
+                meta.base_offset.plus(i64::from(e.relative_offset))
+            });
+        let mut position = files.position_of(&meta, start)?;
+        while position < meta.size {
+            let header = files.header_at(position)?;
+            if header.max_timestamp >= timestamp_ms {
+                let batch = RecordBatch::validate(files.read_at(position, header.total_len())?)?;
+                return Ok(Some(first_record_at_or_after(&batch, timestamp_ms)));
             }
-            let start = files
-                .time_index
-                .lookup_time(timestamp_ms)
-                .map_or(meta.base_offset, |e| {
-                    meta.base_offset.plus(i64::from(e.relative_offset))
-                });
-            let mut position = files.position_of(&meta, start)?;
-            while position < meta.size {
-                let header = files.header_at(position)?;
-                if header.max_timestamp >= timestamp_ms {
-                    let batch =
-                        RecordBatch::validate(files.read_at(position, header.total_len())?)?;
-                    return Ok(Some(first_record_at_or_after(&batch, timestamp_ms)));
-                }
-                position += header.total_len();
-            }
+            position += header.total_len();
         }
         Ok(None)
     }

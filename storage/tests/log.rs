@@ -308,20 +308,25 @@ fn offset_for_timestamp_finds_the_first_record_at_or_after() {
     let dir = tempfile::tempdir().unwrap();
     let clock = clock();
     let mut log = open(dir.path(), small_config(), &clock);
-    for i in 0..50i64 {
-        // Batch i holds offsets 2i, 2i+1 with timestamps 1000 + 10 i.
-        log.append(batch("t", 2, 30, 1000 + 10 * i), LeaderEpoch(0))
+    for i in 0..100i64 {
+        // Batch i holds offsets 2i, 2i+1; batches 2k and 2k+1 share timestamp 1000 + 10 k,
+        // so an equal timestamp must find the earlier of the two.
+        log.append(batch("t", 2, 30, 1000 + 10 * (i / 2)), LeaderEpoch(0))
             .unwrap();
     }
+    assert!(log.segment_count() > 2);
     let check = |ts: i64, want: Option<(i64, i64)>| {
         let got = log.offset_for_timestamp(ts).unwrap().map(|(t, o)| (t, o.0));
         assert_eq!(got, want, "timestamp {ts}");
     };
     check(0, Some((1000, 0)));
     check(1000, Some((1000, 0)));
-    check(1001, Some((1010, 2)));
-    check(1255, Some((1260, 52)));
-    check(1490, Some((1490, 98)));
+    check(1001, Some((1010, 4)));
+    for k in 0..50 {
+        check(1000 + 10 * k, Some((1000 + 10 * k, 4 * k)));
+    }
+    check(1255, Some((1260, 104)));
+    check(1490, Some((1490, 196)));
     check(1491, None);
 }
 
