@@ -284,6 +284,7 @@ impl RecordBatch {
             batch: self,
             pos: HEADER_LEN,
             remaining: self.header.records_count,
+            last_delta: -1,
         })
     }
 }
@@ -393,6 +394,8 @@ pub struct Records<'a> {
     batch: &'a RecordBatch,
     pos: usize,
     remaining: i32,
+    /// The previous record's offset delta: deltas must grow within `0..=lastOffsetDelta`.
+    last_delta: i32,
 }
 
 impl Iterator for Records<'_> {
@@ -443,6 +446,16 @@ impl Records<'_> {
         pos += 1; // record attributes: unused in v2
         let timestamp_delta = get_varlong(body, &mut pos)?;
         let offset_delta = get_varint(body, &mut pos)?;
+        if offset_delta <= self.last_delta || offset_delta > self.batch.header.last_offset_delta {
+            return Err(Error::Invalid {
+                field: "record offset delta",
+                reason: format!(
+                    "{offset_delta} after {} is outside the batch's 0..={} or goes backwards",
+                    self.last_delta, self.batch.header.last_offset_delta
+                ),
+            });
+        }
+        self.last_delta = offset_delta;
         let key = self.nullable_bytes(body, &mut pos)?;
         let value = self.nullable_bytes(body, &mut pos)?;
         let n_headers = get_varint(body, &mut pos)?;

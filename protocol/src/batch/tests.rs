@@ -93,6 +93,38 @@ fn golden_two_records_with_header_and_negative_delta() {
     );
 }
 
+/// Found by the `batch` fuzz target: a record whose offset delta is negative or beyond
+/// `lastOffsetDelta` (or not increasing) would claim an offset outside its batch.
+#[test]
+fn record_offset_deltas_must_stay_inside_the_batch() {
+    let stamp = ProducerStamp::default();
+    let mut b = BatchBuilder::with_capacity(stamp, 64);
+    b.append(1000, None, Some(b"a"), &[(b"h", Some(b"v"))]);
+    b.append(990, Some(b"k"), None, &[]);
+    let good = b.build().to_vec();
+    // The second record is the last 8 bytes: length, attributes, timestampDelta, then the
+    // offsetDelta varint (zigzag 1 = 0x02).
+    let delta_at = good.len() - 5;
+    assert_eq!(good[delta_at], 0x02);
+    for (bad_delta, why) in [
+        (0x01u8, "negative"),
+        (0x00, "repeated"),
+        (0x04, "past lastOffsetDelta"),
+    ] {
+        let mut v = good.clone();
+        v[delta_at] = bad_delta;
+        let crc = compute_crc(&v);
+        v[17..21].copy_from_slice(&crc.to_be_bytes());
+        let batch = RecordBatch::validate(Bytes::from(v)).unwrap();
+        let results: Vec<_> = batch.records().unwrap().collect();
+        assert!(results[0].is_ok());
+        assert!(
+            matches!(results[1], Err(Error::Invalid { .. })),
+            "{why} delta accepted"
+        );
+    }
+}
+
 #[test]
 fn stamping_offset_and_epoch_keeps_the_crc_valid() {
     let mut b = BatchBuilder::new();
