@@ -479,24 +479,10 @@ impl ActiveSegment {
             while used < chunk.len() {
                 let at = position + used as u32;
                 match self.check_batch_at(&chunk, used, at, log_len)? {
-                    Scan::Batch(batch_bytes) => {
-                        let batch = match RecordBatch::validate(batch_bytes) {
-                            Ok(b) => b,
-                            Err(e) => return self.cut(at, e.to_string(), out),
-                        };
-                        let header = *batch.header();
-                        if header.base_offset < self.meta.next_offset {
-                            let reason = format!(
-                                "batch offset {} does not follow {}",
-                                header.base_offset, self.meta.next_offset
-                            );
-                            return self.cut(at, reason, out);
-                        }
-                        out.epochs
-                            .push((header.partition_leader_epoch.0, header.base_offset));
-                        self.index_batch(&header, at);
-                        used += header.total_len() as usize;
-                    }
+                    Scan::Batch(batch_bytes) => match self.take_batch(batch_bytes, at, &mut out) {
+                        Ok(len) => used += len as usize,
+                        Err(reason) => return self.cut(at, reason, out),
+                    },
                     Scan::NeedMore => break,
                     Scan::Damaged(reason) => return self.cut(at, reason, out),
                 }
@@ -505,21 +491,36 @@ impl ActiveSegment {
                 // A batch larger than the chunk: read it whole.
                 let len = batch::peek_total_len(&chunk).ok().flatten().unwrap_or(0);
                 let bytes = self.files.read_at(position, len)?;
-                match RecordBatch::validate(bytes) {
-                    Ok(batch) if batch.header().base_offset >= self.meta.next_offset => {
-                        let header = *batch.header();
-                        out.epochs
-                            .push((header.partition_leader_epoch.0, header.base_offset));
-                        self.index_batch(&header, position);
-                        used = len as usize;
-                    }
-                    Ok(_) => return self.cut(position, "batch offsets go backwards".into(), out),
-                    Err(e) => return self.cut(position, e.to_string(), out),
+                match self.take_batch(bytes, position, &mut out) {
+                    Ok(len) => used = len as usize,
+                    Err(reason) => return self.cut(position, reason, out),
                 }
             }
             position += used as u32;
         }
         Ok(out)
+    }
+
+    /// Validates the whole batch found at `position` and indexes it; returns its length, or
+    /// why recovery must cut the log there.
+    fn take_batch(
+        &mut self,
+        bytes: Bytes,
+        position: u32,
+        out: &mut Recovered,
+    ) -> std::result::Result<u32, String> {
+        let batch = RecordBatch::validate(bytes).map_err(|e| e.to_string())?;
+        let header = *batch.header();
+        if header.base_offset < self.meta.next_offset {
+            return Err(format!(
+                "batch offset {} does not follow {}",
+                header.base_offset, self.meta.next_offset
+            ));
+        }
+        out.epochs
+            .push((header.partition_leader_epoch.0, header.base_offset));
+        self.index_batch(&header, position);
+        Ok(header.total_len())
     }
 
     /// Classifies the bytes at `chunk[used..]` (log position `at`).

@@ -94,28 +94,23 @@ impl SharedLog {
     ) -> Result<(AppendInfo, DurableTicket)> {
         let mut log = self.write();
         let info = log.append(batch, leader_epoch)?;
-        let generation = self.state().generation;
-        Ok((
-            info,
-            DurableTicket {
-                end: info.last_offset.plus(1),
-                generation,
-            },
-        ))
+        Ok((info, self.ticket(&info)))
     }
 
     /// Appends fetched batches as a follower, without waiting.
     pub fn append_as_follower(&self, batches: Bytes) -> Result<(AppendInfo, DurableTicket)> {
         let mut log = self.write();
         let info = log.append_as_follower(batches)?;
-        let generation = self.state().generation;
-        Ok((
-            info,
-            DurableTicket {
-                end: info.last_offset.plus(1),
-                generation,
-            },
-        ))
+        Ok((info, self.ticket(&info)))
+    }
+
+    /// The ticket for an append just made; call it with the log still locked, so no
+    /// truncation can slip between the append and reading the generation.
+    fn ticket(&self, info: &AppendInfo) -> DurableTicket {
+        DurableTicket {
+            end: info.last_offset.plus(1),
+            generation: self.state().generation,
+        }
     }
 
     /// Truncates to `offset` (see [`PartitionLog::truncate_to`]); waiters for cut data fail.
