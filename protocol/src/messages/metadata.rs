@@ -117,3 +117,40 @@ wire_struct! {
         pub topics: Vec<MetadataTopic>,
     }
 }
+
+wire_struct! {
+    /// Asks for the cluster's brokers (fenced ones too) and its controller quorum: what
+    /// `sluice cluster describe` shows. Metadata lists only live brokers, for routing.
+    pub struct DescribeClusterRequest {
+        /// Whether to list fenced brokers as well as active ones.
+        pub include_fenced_brokers: bool,
+    }
+}
+
+wire_struct! {
+    /// A registered broker and its state.
+    pub struct DescribeClusterBroker {
+        /// The broker's node id.
+        pub broker_id: BrokerId,
+        /// Advertised host name or IP address on the native listener.
+        pub host: String,
+        /// Advertised TCP port on the native listener.
+        pub port: u16,
+        /// Whether the controller has fenced the broker (its session expired).
+        pub fenced: bool,
+    }
+}
+
+wire_struct! {
+    /// The cluster's brokers and controller quorum.
+    pub struct DescribeClusterResponse {
+        /// The cluster's id.
+        pub cluster_id: String,
+        /// The active controller (the Raft leader of the metadata log), or -1 when unknown.
+        pub controller_id: BrokerId,
+        /// Node ids of the controller quorum's voters.
+        pub voters: Vec<BrokerId>,
+        /// Registered brokers.
+        pub brokers: Vec<DescribeClusterBroker>,
+    }
+}

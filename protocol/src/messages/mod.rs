@@ -268,6 +268,8 @@ apis! {
     DeleteGroups = 42, versions 0..=0, DeleteGroupsRequest, DeleteGroupsResponse;
     /// A leader proposes ISR changes to the controller.
     AlterPartition = 56, versions 0..=0, AlterPartitionRequest, AlterPartitionResponse;
+    /// Brokers (fenced too) and the controller quorum.
+    DescribeCluster = 60, versions 0..=0, DescribeClusterRequest, DescribeClusterResponse;
     /// A broker registers with the controller.
     BrokerRegistration = 62, versions 0..=0, BrokerRegistrationRequest, BrokerRegistrationResponse;
     /// A broker heartbeats the controller.
