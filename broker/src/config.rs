@@ -1,0 +1,418 @@
+//! Broker configuration (DESIGN §7): defaults, then an optional TOML file (`--config`), then
+//! `SLUICE_*` environment variables, then flags; later sources win. Every key has the same
+//! name in all three places: `data_dir` in TOML, `SLUICE_DATA_DIR` in the environment,
+//! `--data-dir` as a flag.
+//!
+//! Why one flat struct rather than nested sections: the keys are few, and a flat namespace
+//! maps one-to-one onto environment variables and flags, so a user never has to guess how a
+//! TOML path is spelled elsewhere.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+use sluice_protocol::BrokerId;
+use sluice_storage::Durability;
+
+use crate::error::BrokerError;
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BrokerConfig {
+    /// This node's id in the cluster.
+    pub node_id: BrokerId,
+    /// Address the native listener binds to.
+    pub listen: SocketAddr,
+    /// Address clients are told to connect to; `listen` when unset.
+    pub advertise: String,
+    /// Directory of the node's data: topics, metadata.
+    pub data_dir: PathBuf,
+    /// The controller quorum: node ids and addresses. A single-node cluster by default.
+    pub voters: Vec<Voter>,
+    /// Largest request frame accepted, in bytes.
+    pub max_frame_bytes: u32,
+    /// Connections served at once; further clients wait in the accept queue.
+    pub max_connections: u32,
+    /// Requests of one connection being served at once (pipelining depth).
+    pub max_in_flight_per_connection: u32,
+    /// `fsync` (acknowledge only what is on disk) or `replicated` (flush in the background).
+    pub durability: DurabilityMode,
+    /// Background flush interval in `replicated` durability.
+    pub flush_interval_ms: u64,
+    /// Partitions of a topic created without a count.
+    pub default_partitions: u32,
+    /// Replication factor of a topic created without one.
+    pub default_replication_factor: u16,
+    /// Default `segment.bytes` of topics.
+    pub segment_bytes: u32,
+    /// Default `retention.ms` of topics; -1 keeps data forever.
+    pub retention_ms: i64,
+    /// Default `retention.bytes` of topics; -1 means no size limit.
+    pub retention_bytes: i64,
+    /// Default `min.insync.replicas` of topics.
+    pub min_insync_replicas: u16,
+    /// How often retention runs over every partition.
+    pub retention_check_interval_ms: u64,
+    /// How often recovery points are checkpointed, bounding the rescan after a crash.
+    pub checkpoint_interval_ms: u64,
+    /// How long a graceful shutdown waits for in-flight requests before closing the logs.
+    pub shutdown_timeout_ms: u64,
+}
+
+/// One member of the controller quorum.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Voter {
+    /// The voter's node id.
+    pub id: BrokerId,
+    /// Its native listener address.
+    pub address: String,
+}
+
+/// The `durability` setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// Acknowledge only data that is fsynced (group commit). The default.
+    Fsync,
+    /// Acknowledge on replication; flush every `flush_interval_ms` (Kafka's default).
+    Replicated,
+}
+
+impl BrokerConfig {
+    /// The storage durability of this configuration.
+    pub fn storage_durability(&self) -> Durability {
+        match self.durability {
+            DurabilityMode::Fsync => Durability::Fsync,
+            DurabilityMode::Replicated => Durability::Replicated {
+                flush_interval_ms: self.flush_interval_ms,
+            },
+        }
+    }
+
+    /// Retention check period.
+    pub fn retention_check_interval(&self) -> Duration {
+        Duration::from_millis(self.retention_check_interval_ms.max(1))
+    }
+
+    /// Checkpoint period.
+    pub fn checkpoint_interval(&self) -> Duration {
+        Duration::from_millis(self.checkpoint_interval_ms.max(1))
+    }
+}
+
+impl Default for BrokerConfig {
+    /// The embedded default a newcomer gets: node 1 on 127.0.0.1:9700, data in
+    /// `./sluice-data`, a one-node cluster, fsync durability.
+    fn default() -> Self {
+        let listen: SocketAddr = ([127, 0, 0, 1], 9700).into();
+        BrokerConfig {
+            node_id: BrokerId(1),
+            listen,
+            advertise: listen.to_string(),
+            data_dir: PathBuf::from("sluice-data"),
+            voters: vec![Voter {
+                id: BrokerId(1),
+                address: listen.to_string(),
+            }],
+            max_frame_bytes: sluice_protocol::frame::DEFAULT_MAX_FRAME_BYTES,
+            max_connections: 1024,
+            max_in_flight_per_connection: 32,
+            durability: DurabilityMode::Fsync,
+            flush_interval_ms: 1000,
+            default_partitions: 1,
+            default_replication_factor: 1,
+            segment_bytes: 1 << 30,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            min_insync_replicas: 1,
+            retention_check_interval_ms: 5 * 60 * 1000,
+            checkpoint_interval_ms: 60 * 1000,
+            shutdown_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Settings from any one source; `None` leaves the value of an earlier source.
+///
+/// The same struct is the TOML file's schema and, through clap, the flags and `SLUICE_*`
+/// environment variables (clap reads a flag first, then its variable).
+#[derive(Clone, Debug, Default, Deserialize, Parser)]
+#[serde(deny_unknown_fields)]
+#[command(
+    name = "sluice-broker",
+    version,
+    about = "The sluice broker: a replicated, partitioned log.",
+    long_about = "The sluice broker: a replicated, partitioned log.\n\nWith no arguments it \
+                  runs a single-node cluster on 127.0.0.1:9700 with data in ./sluice-data.\n\
+                  Settings come from defaults, then --config FILE (TOML, same key names with \
+                  underscores), then SLUICE_* environment variables, then flags."
+)]
+pub struct ConfigLayer {
+    /// TOML configuration file (keys as the flags, with underscores: data_dir = "...").
+    #[arg(long, env = "SLUICE_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// This node's id.
+    #[arg(long, env = "SLUICE_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// Address to listen on for clients and other brokers.
+    #[arg(long, env = "SLUICE_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Address advertised to clients (default: the listen address).
+    #[arg(long, env = "SLUICE_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Data directory.
+    #[arg(long, env = "SLUICE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The controller quorum, the same on every node: ID@HOST:PORT,ID@HOST:PORT,...
+    #[arg(long, env = "SLUICE_VOTERS", value_name = "ID@HOST:PORT,...")]
+    pub voters: Option<String>,
+    /// Largest request frame accepted, in bytes.
+    #[arg(long, env = "SLUICE_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<u32>,
+    /// Connections served at once.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS")]
+    pub max_connections: Option<u32>,
+    /// Requests of one connection served at once.
+    #[arg(long, env = "SLUICE_MAX_IN_FLIGHT_PER_CONNECTION")]
+    pub max_in_flight_per_connection: Option<u32>,
+    /// fsync: acknowledge only what is on disk; replicated: flush in the background.
+    #[arg(long, env = "SLUICE_DURABILITY", value_enum)]
+    pub durability: Option<DurabilityMode>,
+    /// Background flush interval in replicated durability, in ms.
+    #[arg(long, env = "SLUICE_FLUSH_INTERVAL_MS")]
+    pub flush_interval_ms: Option<u64>,
+    /// Partitions of a topic created without a count.
+    #[arg(long, env = "SLUICE_DEFAULT_PARTITIONS")]
+    pub default_partitions: Option<u32>,
+    /// Replication factor of a topic created without one.
+    #[arg(long, env = "SLUICE_DEFAULT_REPLICATION_FACTOR")]
+    pub default_replication_factor: Option<u16>,
+    /// Default segment.bytes of topics.
+    #[arg(long, env = "SLUICE_SEGMENT_BYTES")]
+    pub segment_bytes: Option<u32>,
+    /// Default retention.ms of topics (-1: forever).
+    #[arg(long, env = "SLUICE_RETENTION_MS", allow_negative_numbers = true)]
+    pub retention_ms: Option<i64>,
+    /// Default retention.bytes of topics (-1: no limit).
+    #[arg(long, env = "SLUICE_RETENTION_BYTES", allow_negative_numbers = true)]
+    pub retention_bytes: Option<i64>,
+    /// Default min.insync.replicas of topics.
+    #[arg(long, env = "SLUICE_MIN_INSYNC_REPLICAS")]
+    pub min_insync_replicas: Option<u16>,
+    /// How often retention runs, in ms.
+    #[arg(long, env = "SLUICE_RETENTION_CHECK_INTERVAL_MS")]
+    pub retention_check_interval_ms: Option<u64>,
+    /// How often recovery points are checkpointed, in ms.
+    #[arg(long, env = "SLUICE_CHECKPOINT_INTERVAL_MS")]
+    pub checkpoint_interval_ms: Option<u64>,
+    /// How long a graceful shutdown waits for in-flight requests, in ms.
+    #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT_MS")]
+    pub shutdown_timeout_ms: Option<u64>,
+}
+
+impl ConfigLayer {
+    /// Reads a TOML file layer.
+    pub fn from_file(path: &Path) -> Result<ConfigLayer, BrokerError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            BrokerError::Config(format!("cannot read config file {}: {e}", path.display()))
+        })?;
+        toml::from_str(&text).map_err(|e| {
+            BrokerError::Config(format!("config file {} is invalid: {e}", path.display()))
+        })
+    }
+
+    /// Applies the values this layer sets on top of `config`.
+    fn apply(self, config: &mut BrokerConfig) -> Result<(), BrokerError> {
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
+        }
+        set!(
+            listen,
+            data_dir,
+            max_frame_bytes,
+            max_connections,
+            max_in_flight_per_connection,
+            durability,
+            flush_interval_ms,
+            default_partitions,
+            default_replication_factor,
+            segment_bytes,
+            retention_ms,
+            retention_bytes,
+            min_insync_replicas,
+            retention_check_interval_ms,
+            checkpoint_interval_ms,
+            shutdown_timeout_ms
+        );
+        if let Some(id) = self.node_id {
+            config.node_id = BrokerId(id);
+        }
+        if let Some(advertise) = self.advertise {
+            config.advertise = advertise;
+        }
+        if let Some(voters) = self.voters {
+            config.voters = parse_voters(&voters)?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds the effective configuration from the command line (flags and `SLUICE_*`
+/// variables, parsed by clap) and the file it names.
+pub fn resolve(cli: ConfigLayer) -> Result<BrokerConfig, BrokerError> {
+    let mut config = BrokerConfig::default();
+    let listen_before = config.listen;
+    let mut advertise_set = false;
+    let mut voters_set = false;
+    if let Some(path) = &cli.config {
+        let file = ConfigLayer::from_file(path)?;
+        advertise_set |= file.advertise.is_some();
+        voters_set |= file.voters.is_some();
+        file.apply(&mut config)?;
+    }
+    advertise_set |= cli.advertise.is_some();
+    voters_set |= cli.voters.is_some();
+    cli.apply(&mut config)?;
+    if !advertise_set && config.listen != listen_before {
+        config.advertise = config.listen.to_string();
+    }
+    if !voters_set {
+        // A single-node cluster: this node is its own quorum.
+        config.voters = vec![Voter {
+            id: config.node_id,
+            address: config.advertise.clone(),
+        }];
+    }
+    validate(&config)?;
+    Ok(config)
+}
+
+fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
+    let fail = |msg: String| Err(BrokerError::Config(msg));
+    if config.node_id.0 < 0 {
+        return fail(format!("node_id {} must be 0 or more", config.node_id.0));
+    }
+    if config.max_frame_bytes < 1024 {
+        return fail("max_frame_bytes must be at least 1024".into());
+    }
+    if config.max_connections == 0 || config.max_in_flight_per_connection == 0 {
+        return fail("max_connections and max_in_flight_per_connection must be at least 1".into());
+    }
+    if config.default_partitions == 0 || config.default_replication_factor == 0 {
+        return fail("default_partitions and default_replication_factor must be at least 1".into());
+    }
+    if config.min_insync_replicas == 0 {
+        return fail("min_insync_replicas must be at least 1".into());
+    }
+    if config.advertise.rsplit_once(':').is_none() {
+        return fail(format!(
+            "advertise address {:?} must be HOST:PORT",
+            config.advertise
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `ID@HOST:PORT,ID@HOST:PORT,...`.
+pub fn parse_voters(text: &str) -> Result<Vec<Voter>, BrokerError> {
+    let mut voters = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let parsed = item.split_once('@').and_then(|(id, address)| {
+            let id = id.parse::<i32>().ok().filter(|id| *id >= 0)?;
+            address.rsplit_once(':')?.1.parse::<u16>().ok()?;
+            Some(Voter {
+                id: BrokerId(id),
+                address: address.to_string(),
+            })
+        });
+        match parsed {
+            Some(voter) if voters.iter().any(|v: &Voter| v.id == voter.id) => {
+                return Err(BrokerError::Config(format!(
+                    "--voters names node {} twice",
+                    voter.id.0
+                )))
+            }
+            Some(voter) => voters.push(voter),
+            None => {
+                return Err(BrokerError::Config(format!(
+                    "--voters entry {item:?} is not ID@HOST:PORT (for example 1@127.0.0.1:9700)"
+                )))
+            }
+        }
+    }
+    if voters.is_empty() {
+        return Err(BrokerError::Config(
+            "--voters is empty; give ID@HOST:PORT,... or leave it out for a single node".into(),
+        ));
+    }
+    Ok(voters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve_args(args: &[&str]) -> Result<BrokerConfig, BrokerError> {
+        let mut argv = vec!["sluice-broker"];
+        argv.extend_from_slice(args);
+        resolve(ConfigLayer::try_parse_from(argv).expect("flags parse"))
+    }
+
+    #[test]
+    fn no_arguments_is_a_single_node_on_9700() {
+        let config = resolve_args(&[]).unwrap();
+        assert_eq!(config, BrokerConfig::default());
+        assert_eq!(config.voters.len(), 1);
+        assert_eq!(config.data_dir, PathBuf::from("sluice-data"));
+    }
+
+    #[test]
+    fn listen_flag_moves_the_advertised_address_and_the_single_voter() {
+        let config = resolve_args(&["--listen", "127.0.0.1:1234", "--node-id", "7"]).unwrap();
+        assert_eq!(config.advertise, "127.0.0.1:1234");
+        assert_eq!(
+            config.voters,
+            vec![Voter {
+                id: BrokerId(7),
+                address: "127.0.0.1:1234".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/from/file\"\nsegment_bytes = 4096\ndurability = \"replicated\"\n",
+        )
+        .unwrap();
+        let config = resolve_args(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--data-dir",
+            "/from/flag",
+        ])
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(config.segment_bytes, 4096);
+        assert_eq!(config.durability, DurabilityMode::Replicated);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_voters_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(&path, "data_dri = \"x\"\n").unwrap();
+        let err = resolve_args(&["--config", path.to_str().unwrap()]).unwrap_err();
+        assert!(err.to_string().contains("data_dri"), "{err}");
+        let err = resolve_args(&["--voters", "1@127.0.0.1"]).unwrap_err();
+        assert!(err.to_string().contains("ID@HOST:PORT"), "{err}");
+        let voters = parse_voters("1@127.0.0.1:1,2@127.0.0.2:2").unwrap();
+        assert_eq!(voters[1].id, BrokerId(2));
+    }
+}

@@ -1,0 +1,182 @@
+//! One client connection: read frames, serve requests concurrently, answer in order.
+//!
+//! Shape: the reading half decodes frames from a `BytesMut` ("incomplete frame" is the
+//! normal state between reads) and spawns one task per request. Each task's answer travels
+//! through a oneshot whose receiver is queued, in request order, on a bounded channel to
+//! the writing half. The writer awaits the receivers in order, so responses leave in
+//! request order however the tasks finish (pipelining), and the channel's bound is the
+//! connection's in-flight limit: when it is full the reader stops reading, pushing back on
+//! the client through TCP.
+//!
+//! Bad input only ends its own connection: an undecodable body gets an error response
+//! (the header gave a correlation id); an undecodable header, an oversized frame or a
+//! stream cut mid-frame closes the connection after the answers already owed are sent.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use sluice_protocol::frame::FRAME_HEADER_LEN;
+use sluice_protocol::{decode_request, Error as ProtocolError, ErrorCode, FrameCodec, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::Decoder;
+
+use crate::broker::Broker;
+use crate::handlers::{self, Outcome};
+
+/// A response payload owed to the client, or nothing (acks=0).
+type Answer = oneshot::Receiver<Option<BytesMut>>;
+
+/// Initial capacity of the read buffer; frames larger than this grow it as they arrive.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Serves one connection until the client closes it, it misbehaves, or shutdown begins.
+pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
+    let _ = socket.set_nodelay(true);
+    let (mut reader, writer) = socket.into_split();
+    let depth = broker.config.max_in_flight_per_connection as usize;
+    let (answers_tx, answers_rx) = mpsc::channel::<Answer>(depth);
+    let writing = tokio::spawn(write_answers(writer, answers_rx));
+    let mut codec = FrameCodec::new(broker.config.max_frame_bytes);
+    let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let mut stopping = broker.stopping();
+    'read: loop {
+        loop {
+            match codec.decode(&mut buffer) {
+                Ok(Some(payload)) => {
+                    let (tx, rx) = oneshot::channel();
+                    if answers_tx.send(rx).await.is_err() {
+                        break 'read; // The writer failed: the client is gone.
+                    }
+                    let broker = Arc::clone(&broker);
+                    tokio::spawn(async move {
+                        let _ = tx.send(answer(&broker, payload).await);
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    refuse_frame(&broker, &buffer, &e, &answers_tx, peer).await;
+                    break 'read;
+                }
+            }
+        }
+        if buffer.capacity() - buffer.len() < 4096 {
+            buffer.reserve(READ_BUFFER_BYTES);
+        }
+        tokio::select! {
+            read = reader.read_buf(&mut buffer) => match read {
+                Ok(0) => {
+                    if !buffer.is_empty() {
+                        tracing::debug!(%peer, "connection closed mid-frame ({} bytes buffered)", buffer.len());
+                    }
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(%peer, "read failed: {e}");
+                    break;
+                }
+            },
+            _ = stopping.wait_for(|s| *s) => break,
+        }
+    }
+    drop(answers_tx);
+    // Answers already owed are still sent before the connection closes.
+    let _ = writing.await;
+}
+
+/// Serves one request payload and encodes its response payload (with room for the length
+/// prefix at the front), or `None` when no response is owed or the header was unreadable.
+async fn answer(broker: &Arc<Broker>, payload: bytes::Bytes) -> Option<BytesMut> {
+    let mut out = BytesMut::new();
+    out.put_u32(0);
+    let (header, request) = match decode_request(payload) {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            let correlation_id = e.correlation_id?;
+            tracing::debug!("refusing a request: {e}");
+            let message = format!("{}; check the client's protocol version", e.error);
+            Response::encode_error(correlation_id, e.error_code(), Some(&message), &mut out)
+                .ok()?;
+            return Some(out);
+        }
+    };
+    let correlation_id = header.correlation_id;
+    let encoded = match handlers::handle(broker, request).await {
+        Ok(Outcome::Silent) => return None,
+        Ok(Outcome::Respond(response)) => response.encode(correlation_id, &mut out),
+        Err(e) => Response::encode_error(correlation_id, e.code, Some(&e.message), &mut out),
+    };
+    if let Err(e) = encoded {
+        tracing::error!("encoding a response failed: {e}");
+        out.truncate(4);
+        let _ = Response::encode_error(
+            correlation_id,
+            ErrorCode::UnknownServerError,
+            Some("the broker could not encode its response"),
+            &mut out,
+        );
+    }
+    Some(out)
+}
+
+/// Answers a frame the codec refused (too large) with an error response when its header is
+/// readable, so the client learns why the connection closes.
+async fn refuse_frame(
+    broker: &Broker,
+    buffer: &BytesMut,
+    error: &ProtocolError,
+    answers: &mpsc::Sender<Answer>,
+    peer: SocketAddr,
+) {
+    tracing::warn!(%peer, "closing connection: {error}");
+    // Payload: api_key u16, api_version u16, correlation_id u32, ...
+    let Some(id) = buffer.get(FRAME_HEADER_LEN + 4..FRAME_HEADER_LEN + 8) else {
+        return;
+    };
+    let correlation_id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+    let message = format!(
+        "{error}; send requests of at most {} bytes (broker setting max_frame_bytes)",
+        broker.config.max_frame_bytes
+    );
+    let mut out = BytesMut::new();
+    out.put_u32(0);
+    if Response::encode_error(
+        correlation_id,
+        ErrorCode::MessageTooLarge,
+        Some(&message),
+        &mut out,
+    )
+    .is_ok()
+    {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(Some(out));
+        let _ = answers.send(rx).await;
+    }
+}
+
+/// Writes answers in request order, flushing whenever no further answer is queued.
+async fn write_answers(writer: OwnedWriteHalf, mut answers: mpsc::Receiver<Answer>) {
+    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    while let Some(answer) = answers.recv().await {
+        let Ok(answer) = answer.await else {
+            // The request task died (a bug, already logged by tokio); the order is broken.
+            return;
+        };
+        if let Some(mut frame) = answer {
+            let payload_len = (frame.len() - FRAME_HEADER_LEN) as u32;
+            frame[..FRAME_HEADER_LEN].copy_from_slice(&payload_len.to_be_bytes());
+            if writer.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+        if answers.is_empty() && writer.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.flush().await;
+    let _ = writer.into_inner().shutdown().await;
+}

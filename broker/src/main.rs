@@ -1,0 +1,71 @@
+//! The `sluice-broker` binary: parse the configuration, log it, open the data directory,
+//! listen, and serve until SIGTERM or SIGINT, then shut down gracefully (exit 0).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sluice_broker::{config, Broker, ConfigLayer};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match config::resolve(ConfigLayer::parse()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice-broker")
+        .build()
+        .expect("tokio runtime starts");
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: sluice_broker::BrokerConfig) -> Result<(), sluice_broker::BrokerError> {
+    tracing::info!(
+        "effective configuration: {}",
+        serde_json::to_string(&config).unwrap_or_default()
+    );
+    let listener = TcpListener::bind(config.listen).await.map_err(|source| {
+        sluice_broker::BrokerError::Bind {
+            address: config.listen.to_string(),
+            source,
+        }
+    })?;
+    let broker = Broker::open(config).await?;
+    tracing::info!(
+        "sluice-broker node {} listening on {} (data in {})",
+        broker.config.node_id,
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        broker.config.data_dir.display()
+    );
+    sluice_broker::run(broker, listener, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+    }
+}
