@@ -1,0 +1,403 @@
+//! [`Admin`]: topic administration and cluster description, what `sluice topic ...` and
+//! `sluice cluster describe` call.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use sluice_protocol::messages::{
+    CreatableTopic, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
+};
+use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
+
+use crate::client::{format_address, unexpected, Client};
+use crate::error::{Error, Result};
+
+/// A topic to create.
+///
+/// ```
+/// use sluice_client::NewTopic;
+/// let topic = NewTopic::new("orders", 3, 1).config("retention.ms", "3600000");
+/// assert_eq!(topic.configs, vec![("retention.ms".to_owned(), "3600000".to_owned())]);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewTopic {
+    /// The topic's name.
+    pub name: String,
+    /// Number of partitions (at least 1).
+    pub partitions: i32,
+    /// Replicas per partition (at most the number of live brokers).
+    pub replication_factor: i16,
+    /// Configuration overrides: `retention.ms`, `retention.bytes`, `segment.bytes`,
+    /// `min.insync.replicas`.
+    pub configs: Vec<(String, String)>,
+}
+
+impl NewTopic {
+    /// A topic with no configuration overrides.
+    pub fn new(name: impl Into<String>, partitions: i32, replication_factor: i16) -> NewTopic {
+        NewTopic {
+            name: name.into(),
+            partitions,
+            replication_factor,
+            configs: Vec::new(),
+        }
+    }
+
+    /// Adds a configuration override.
+    pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> NewTopic {
+        self.configs.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// A topic as `sluice topic list` shows it.
+///
+/// ```no_run
+/// # async fn demo(admin: sluice_client::Admin) -> sluice_client::Result<()> {
+/// for topic in admin.list_topics().await? {
+///     println!("{} {} {}", topic.name, topic.partitions, topic.replication_factor);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// The topic's name.
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: i32,
+    /// Replicas per partition.
+    pub replication_factor: i16,
+    /// Whether the topic is internal (`__consumer_offsets`).
+    pub internal: bool,
+}
+
+/// One partition as `sluice topic describe` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionDescription {
+    /// The partition's index.
+    pub partition: PartitionId,
+    /// Its leader, or [`BrokerId::NONE`] (-1) when it has none.
+    pub leader: BrokerId,
+    /// The leader's epoch.
+    pub leader_epoch: LeaderEpoch,
+    /// Every assigned replica.
+    pub replicas: Vec<BrokerId>,
+    /// The in-sync replicas.
+    pub isr: Vec<BrokerId>,
+    /// The first offset still in the log, or -1 when the leader could not be asked.
+    pub log_start_offset: i64,
+    /// The high watermark (offset of the next record consumers will see), or -1 when the
+    /// leader could not be asked.
+    pub high_watermark: i64,
+}
+
+/// A topic's partitions, offsets and configuration.
+///
+/// ```no_run
+/// # async fn demo(admin: sluice_client::Admin) -> sluice_client::Result<()> {
+/// let description = admin.describe_topic("orders").await?;
+/// for p in &description.partitions {
+///     println!("{} leader {} hw {}", p.partition, p.leader, p.high_watermark);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicDescription {
+    /// The topic's name.
+    pub name: String,
+    /// Whether the topic is internal.
+    pub internal: bool,
+    /// Replicas per partition.
+    pub replication_factor: i16,
+    /// One entry per partition, in partition order.
+    pub partitions: Vec<PartitionDescription>,
+    /// The topic's configuration overrides.
+    pub config: BTreeMap<String, String>,
+}
+
+/// A registered broker as `sluice cluster describe` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerDescription {
+    /// The broker's node id.
+    pub id: BrokerId,
+    /// `host:port` of its native listener.
+    pub address: String,
+    /// Whether the controller has fenced it (its session expired).
+    pub fenced: bool,
+}
+
+/// The cluster's brokers and controller quorum.
+///
+/// ```no_run
+/// # async fn demo(admin: sluice_client::Admin) -> sluice_client::Result<()> {
+/// let cluster = admin.describe_cluster().await?;
+/// println!("cluster {} controller {:?}", cluster.cluster_id, cluster.controller);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterDescription {
+    /// The cluster's id.
+    pub cluster_id: String,
+    /// The active controller, when there is one.
+    pub controller: Option<BrokerId>,
+    /// The controller quorum's voters.
+    pub voters: Vec<BrokerId>,
+    /// Registered brokers, fenced ones included, by id.
+    pub brokers: Vec<BrokerDescription>,
+}
+
+/// Topic and cluster administration.
+///
+/// ```no_run
+/// # async fn demo() -> sluice_client::Result<()> {
+/// use sluice_client::{Admin, Client, ClientConfig, NewTopic};
+/// let admin = Admin::new(Client::connect(ClientConfig::default()).await?);
+/// admin.create_topic(NewTopic::new("orders", 3, 1)).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Admin {
+    client: Client,
+}
+
+/// Tries of an admin request that hit NOT_CONTROLLER or another retriable error.
+const ADMIN_ATTEMPTS: u32 = 5;
+/// Wait between those tries.
+const ADMIN_BACKOFF: Duration = Duration::from_millis(300);
+/// How long `create_topic` waits for the new topic's leaders to show in metadata.
+const CREATE_VISIBLE_WAIT: Duration = Duration::from_secs(5);
+
+impl Admin {
+    /// An admin over `client`.
+    pub fn new(client: Client) -> Admin {
+        Admin { client }
+    }
+
+    /// The client underneath.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates a topic, then waits (up to 5 s) until every partition has a leader in the
+    /// metadata, so the caller can produce to it right away. A topic that exists already is
+    /// an [`Error::Broker`] with TOPIC_ALREADY_EXISTS.
+    pub async fn create_topic(&self, topic: NewTopic) -> Result<()> {
+        let name = topic.name.clone();
+        let request = CreateTopicsRequest {
+            topics: vec![CreatableTopic {
+                name: topic.name,
+                num_partitions: topic.partitions,
+                replication_factor: topic.replication_factor,
+                configs: topic
+                    .configs
+                    .into_iter()
+                    .map(|(name, value)| sluice_protocol::messages::ConfigEntry { name, value })
+                    .collect(),
+            }],
+            timeout_ms: self.timeout_ms(),
+            validate_only: false,
+        };
+        let context = format!("creating topic \"{name}\"");
+        self.retrying(&context, || async {
+            let response = match self
+                .send_admin(Request::CreateTopics(request.clone()))
+                .await?
+            {
+                Response::CreateTopics(r) => r,
+                other => return Err(unexpected("CreateTopics", &other)),
+            };
+            let result = response
+                .topics
+                .into_iter()
+                .find(|t| t.name == name)
+                .ok_or_else(|| missing_result(&name))?;
+            match result.error_code {
+                ErrorCode::None => Ok(()),
+                code => Err(Error::broker(context.clone(), code, result.error_message)),
+            }
+        })
+        .await?;
+        self.wait_until_visible(&name).await;
+        Ok(())
+    }
+
+    /// Deletes a topic and its data. [`Error::UnknownTopic`] when it does not exist.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        let request = DeleteTopicsRequest {
+            topic_names: vec![name.to_owned()],
+            timeout_ms: self.timeout_ms(),
+        };
+        let context = format!("deleting topic \"{name}\"");
+        self.retrying(&context, || async {
+            let response = match self
+                .send_admin(Request::DeleteTopics(request.clone()))
+                .await?
+            {
+                Response::DeleteTopics(r) => r,
+                other => return Err(unexpected("DeleteTopics", &other)),
+            };
+            let result = response
+                .responses
+                .into_iter()
+                .find(|t| t.name == name)
+                .ok_or_else(|| missing_result(name))?;
+            match result.error_code {
+                ErrorCode::None => Ok(()),
+                ErrorCode::UnknownTopicOrPartition => Err(Error::UnknownTopic {
+                    topic: name.to_owned(),
+                }),
+                code => Err(Error::broker(context.clone(), code, result.error_message)),
+            }
+        })
+        .await
+    }
+
+    /// Every topic, internal ones included, sorted by name.
+    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
+        let topics = self.client.all_topics().await?;
+        Ok(topics
+            .iter()
+            .map(|t| TopicInfo {
+                name: t.name.clone(),
+                partitions: t.n_partitions(),
+                replication_factor: t.replication_factor,
+                internal: t.internal,
+            })
+            .collect())
+    }
+
+    /// A topic's partitions (leaders, replicas, ISR, log start and high watermark, asked of
+    /// each leader) and configuration. [`Error::UnknownTopic`] when it does not exist.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
+        let metadata = self.client.refresh_topic(name).await?;
+        let mut partitions: Vec<PartitionDescription> = metadata
+            .partitions
+            .iter()
+            .map(|p| PartitionDescription {
+                partition: p.partition,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replicas.clone(),
+                isr: p.isr.clone(),
+                log_start_offset: -1,
+                high_watermark: -1,
+            })
+            .collect();
+        for (timestamp, latest) in [(EARLIEST_TIMESTAMP, false), (LATEST_TIMESTAMP, true)] {
+            let lookups: Vec<(PartitionId, i64)> = metadata
+                .partitions
+                .iter()
+                .map(|p| (p.partition, timestamp))
+                .collect();
+            for (partition, offset) in self.client.list_offsets(name, &lookups).await? {
+                let Some(p) = partitions.iter_mut().find(|p| p.partition == partition) else {
+                    continue;
+                };
+                match offset {
+                    Ok(o) if latest => p.high_watermark = o,
+                    Ok(o) => p.log_start_offset = o,
+                    // Shown as -1: a describe should not fail for one leaderless partition.
+                    Err(e) => {
+                        tracing::warn!(topic = name, %partition, error = %e, "offset lookup failed")
+                    }
+                }
+            }
+        }
+        Ok(TopicDescription {
+            name: metadata.name.clone(),
+            internal: metadata.internal,
+            replication_factor: metadata.replication_factor,
+            partitions,
+            config: metadata.config.clone(),
+        })
+    }
+
+    /// The cluster's id, active controller, voters and registered brokers (fenced too).
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
+        let request = Request::DescribeCluster(DescribeClusterRequest {
+            include_fenced_brokers: true,
+        });
+        let response = match self.client.send_any(request).await? {
+            Response::DescribeCluster(r) => r,
+            other => return Err(unexpected("DescribeCluster", &other)),
+        };
+        let mut brokers: Vec<BrokerDescription> = response
+            .brokers
+            .iter()
+            .map(|b| BrokerDescription {
+                id: b.broker_id,
+                address: format_address(&b.host, b.port),
+                fenced: b.fenced,
+            })
+            .collect();
+        brokers.sort_by_key(|b| b.id);
+        let mut voters = response.voters;
+        voters.sort();
+        Ok(ClusterDescription {
+            cluster_id: response.cluster_id,
+            controller: Some(response.controller_id).filter(|&id| id != BrokerId::NONE),
+            voters,
+            brokers,
+        })
+    }
+
+    /// Sends an admin request to the active controller when it is known, else anywhere
+    /// (a broker forwards it or answers NOT_CONTROLLER, which `retrying` handles).
+    async fn send_admin(&self, request: Request) -> Result<Response> {
+        match self.client.cached_controller() {
+            Some(controller) => self.client.send(controller, request).await,
+            None => self.client.send_any(request).await,
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or `ADMIN_ATTEMPTS` tries are
+    /// spent; refreshes the metadata (and so the controller) before each retry.
+    async fn retrying<F, Fut>(&self, context: &str, attempt: F) -> Result<()>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let mut tries = 1;
+        loop {
+            match attempt().await {
+                Err(e) if e.is_retriable() && tries < ADMIN_ATTEMPTS => {
+                    tracing::debug!(context, error = %e, tries, "retrying admin request");
+                    tries += 1;
+                    tokio::time::sleep(ADMIN_BACKOFF).await;
+                    // The refresh itself may fail on a dead connection; the next try redials.
+                    let _ = self.client.refresh_metadata(Some(Vec::new())).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Polls the metadata until `topic` shows with a leader for every partition, or the
+    /// wait ends; creation already succeeded, so this never fails.
+    async fn wait_until_visible(&self, topic: &str) {
+        let deadline = Instant::now() + CREATE_VISIBLE_WAIT;
+        loop {
+            if let Ok(t) = self.client.refresh_topic(topic).await {
+                if t.partitions.iter().all(|p| p.leader != BrokerId::NONE) {
+                    return;
+                }
+            }
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn timeout_ms(&self) -> i32 {
+        i32::try_from(self.client.config().request_timeout.as_millis()).unwrap_or(i32::MAX)
+    }
+}
+
+fn missing_result(topic: &str) -> Error {
+    Error::Protocol {
+        addr: "the broker".to_owned(),
+        reason: format!("the response has no result for topic \"{topic}\""),
+    }
+}

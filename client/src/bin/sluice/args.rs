@@ -1,0 +1,489 @@
+//! The command line of `sluice`, exactly as `shared/INTERFACES.md` specifies it.
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+
+/// Command-line client of the sluice log broker.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Brokers to connect to: HOST:PORT, comma-separated; the first that answers is used.
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_BOOTSTRAP",
+        default_value = sluice_client::DEFAULT_BOOTSTRAP,
+        value_name = "HOST:PORT[,HOST:PORT...]"
+    )]
+    pub bootstrap: String,
+    /// Output format: human-readable text, or JSON (one document, or one object per line
+    /// for streams of records).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How output is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Readable text: aligned tables, one record per line.
+    Text,
+    /// JSON.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Send standard input to a topic, one record per line.
+    Produce(ProduceArgs),
+    /// Print a topic's records, one per line.
+    Consume(ConsumeArgs),
+    /// Inspect and manage consumer groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Inspect the cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        /// The topic's name (ASCII letters, digits, '.', '_' and '-').
+        name: String,
+        /// Number of partitions.
+        #[arg(short, long, default_value_t = 1, value_name = "N")]
+        partitions: i32,
+        /// Replicas per partition (at most the number of brokers).
+        #[arg(short, long, default_value_t = 1, value_name = "R")]
+        replication_factor: i16,
+        /// A configuration override, repeatable: retention.ms, retention.bytes,
+        /// segment.bytes, min.insync.replicas.
+        #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        configs: Vec<(String, String)>,
+    },
+    /// List topics.
+    List,
+    /// Show a topic's partitions (leader, replicas, ISR, offsets) and configuration.
+    Describe {
+        /// The topic's name.
+        name: String,
+    },
+    /// Delete a topic and all its records.
+    Delete {
+        /// The topic's name.
+        name: String,
+    },
+}
+
+/// `--acks` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AcksArg {
+    /// Do not wait for any acknowledgement.
+    #[value(name = "0")]
+    None,
+    /// Wait for the leader to write the record.
+    #[value(name = "1")]
+    Leader,
+    /// Wait for every in-sync replica.
+    #[value(name = "all", alias = "-1")]
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// The topic to write to.
+    pub topic: String,
+    /// Acknowledgement to wait for: 0 (none), 1 (leader), all (every in-sync replica).
+    #[arg(long, value_enum, default_value_t = AcksArg::All, allow_negative_numbers = true)]
+    pub acks: AcksArg,
+    /// Write every record to this partition instead of choosing by key.
+    #[arg(long, value_name = "P")]
+    pub partition: Option<i32>,
+    /// Split each line at the first SEP: the text before is the key, the rest the value.
+    #[arg(long, value_name = "SEP")]
+    pub key_separator: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// The topic to read.
+    pub topic: String,
+    /// Consume as a member of this consumer group (resumes from committed offsets).
+    #[arg(long, value_name = "G")]
+    pub group: Option<String>,
+    /// Start at the earliest record (default: only records produced from now on).
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Read only this partition.
+    #[arg(long, value_name = "P")]
+    pub partition: Option<i32>,
+    /// Start at this offset (in every partition read; use with --partition).
+    #[arg(long, value_name = "N", conflicts_with = "from_beginning")]
+    pub offset: Option<i64>,
+    /// Stop after this many records.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub max_messages: Option<u64>,
+    /// Stop when no new record arrived for this long.
+    #[arg(long, value_name = "MS")]
+    pub timeout_ms: Option<u64>,
+    /// Print each record as key SEP value.
+    #[arg(long, value_name = "SEP")]
+    pub key_separator: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// List consumer groups.
+    List,
+    /// Show a group's members, assignments, committed offsets and lag.
+    Describe {
+        /// The group's id.
+        group: String,
+    },
+    /// Overwrite a group's committed offsets for a topic (the group must have no members).
+    #[command(group(ArgGroup::new("target").required(true).args(["to_earliest", "to_latest", "to_offset"])))]
+    ResetOffsets {
+        /// The group's id.
+        group: String,
+        /// The topic whose offsets to reset.
+        #[arg(long, value_name = "TOPIC")]
+        topic: String,
+        /// Reset to each partition's earliest offset.
+        #[arg(long)]
+        to_earliest: bool,
+        /// Reset to each partition's latest offset.
+        #[arg(long)]
+        to_latest: bool,
+        /// Reset every partition to this offset.
+        #[arg(long, value_name = "N")]
+        to_offset: Option<i64>,
+    },
+    /// Delete a group with no members, and its committed offsets.
+    Delete {
+        /// The group's id.
+        group: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Show the cluster id, the controller quorum and every broker.
+    Describe,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got \"{s}\"")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let mut argv = vec!["sluice"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    fn fails(args: &[&str]) -> String {
+        let mut argv = vec!["sluice"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .expect_err("should fail")
+            .to_string()
+    }
+
+    #[test]
+    fn globals_default_and_go_anywhere() {
+        // The environment may set SLUICE_BOOTSTRAP; pass the flag to test the parse.
+        let cli = parse(&["topic", "list"]);
+        assert_eq!(cli.format, Format::Text);
+        let cli = parse(&[
+            "--format",
+            "json",
+            "--bootstrap",
+            "a:1,b:2",
+            "topic",
+            "list",
+        ]);
+        assert_eq!(
+            (cli.format, cli.bootstrap.as_str()),
+            (Format::Json, "a:1,b:2")
+        );
+        let cli = parse(&["topic", "list", "--format", "json", "--bootstrap", "h:9"]);
+        assert_eq!((cli.format, cli.bootstrap.as_str()), (Format::Json, "h:9"));
+        assert!(fails(&["topic", "list", "--format", "yaml"]).contains("yaml"));
+    }
+
+    #[test]
+    fn topic_commands() {
+        match parse(&[
+            "topic",
+            "create",
+            "t1",
+            "-p",
+            "3",
+            "-r",
+            "2",
+            "-c",
+            "retention.ms=10",
+            "--config",
+            "segment.bytes=1024",
+        ])
+        .command
+        {
+            Command::Topic(TopicCommand::Create {
+                name,
+                partitions,
+                replication_factor,
+                configs,
+            }) => {
+                assert_eq!(
+                    (name.as_str(), partitions, replication_factor),
+                    ("t1", 3, 2)
+                );
+                assert_eq!(
+                    configs,
+                    vec![
+                        ("retention.ms".into(), "10".into()),
+                        ("segment.bytes".into(), "1024".into())
+                    ]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "topic",
+            "create",
+            "t",
+            "--partitions",
+            "4",
+            "--replication-factor",
+            "1",
+        ])
+        .command
+        {
+            Command::Topic(TopicCommand::Create {
+                partitions: 4,
+                replication_factor: 1,
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        match parse(&["topic", "create", "t"]).command {
+            Command::Topic(TopicCommand::Create {
+                partitions: 1,
+                replication_factor: 1,
+                configs,
+                ..
+            }) => assert!(configs.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        assert!(fails(&["topic", "create", "t", "-c", "novalue"]).contains("KEY=VALUE"));
+        assert!(matches!(
+            parse(&["topic", "list"]).command,
+            Command::Topic(TopicCommand::List)
+        ));
+        assert!(
+            matches!(parse(&["topic", "describe", "x"]).command, Command::Topic(TopicCommand::Describe { name }) if name == "x")
+        );
+        assert!(
+            matches!(parse(&["topic", "delete", "x"]).command, Command::Topic(TopicCommand::Delete { name }) if name == "x")
+        );
+        fails(&["topic", "describe"]);
+    }
+
+    #[test]
+    fn produce() {
+        match parse(&["produce", "t"]).command {
+            Command::Produce(a) => {
+                assert_eq!(a.acks, AcksArg::All);
+                assert_eq!((a.partition, a.key_separator), (None, None));
+            }
+            other => panic!("{other:?}"),
+        }
+        for (flag, acks) in [
+            ("0", AcksArg::None),
+            ("1", AcksArg::Leader),
+            ("all", AcksArg::All),
+            ("-1", AcksArg::All),
+        ] {
+            match parse(&["produce", "t", "--acks", flag]).command {
+                Command::Produce(a) => assert_eq!(a.acks, acks),
+                other => panic!("{other:?}"),
+            }
+        }
+        match parse(&["produce", "t", "--partition", "2", "--key-separator", "|"]).command {
+            Command::Produce(a) => assert_eq!(
+                (a.partition, a.key_separator.as_deref()),
+                (Some(2), Some("|"))
+            ),
+            other => panic!("{other:?}"),
+        }
+        fails(&["produce", "t", "--acks", "2"]);
+    }
+
+    #[test]
+    fn consume() {
+        match parse(&["consume", "t"]).command {
+            Command::Consume(a) => {
+                assert!(!a.from_beginning);
+                assert_eq!(
+                    (a.group, a.partition, a.offset, a.max_messages, a.timeout_ms),
+                    (None, None, None, None, None)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let args = [
+            "consume",
+            "t",
+            "--group",
+            "g",
+            "--from-beginning",
+            "--partition",
+            "1",
+            "-n",
+            "5",
+            "--timeout-ms",
+            "300",
+            "--key-separator",
+            "=",
+        ];
+        match parse(&args).command {
+            Command::Consume(a) => {
+                assert!(a.from_beginning);
+                assert_eq!(a.group.as_deref(), Some("g"));
+                assert_eq!(
+                    (a.partition, a.max_messages, a.timeout_ms),
+                    (Some(1), Some(5), Some(300))
+                );
+                assert_eq!(a.key_separator.as_deref(), Some("="));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["consume", "t", "--offset", "7", "--max-messages", "2"]).command {
+            Command::Consume(a) => assert_eq!((a.offset, a.max_messages), (Some(7), Some(2))),
+            other => panic!("{other:?}"),
+        }
+        fails(&["consume", "t", "--offset", "1", "--from-beginning"]);
+    }
+
+    #[test]
+    fn group_and_cluster_commands() {
+        assert!(matches!(
+            parse(&["group", "list"]).command,
+            Command::Group(GroupCommand::List)
+        ));
+        assert!(
+            matches!(parse(&["group", "describe", "g"]).command, Command::Group(GroupCommand::Describe { group }) if group == "g")
+        );
+        assert!(
+            matches!(parse(&["group", "delete", "g"]).command, Command::Group(GroupCommand::Delete { group }) if group == "g")
+        );
+        match parse(&[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t",
+            "--to-offset",
+            "5",
+        ])
+        .command
+        {
+            Command::Group(GroupCommand::ResetOffsets {
+                group,
+                topic,
+                to_offset,
+                to_earliest,
+                to_latest,
+            }) => {
+                assert_eq!(
+                    (
+                        group.as_str(),
+                        topic.as_str(),
+                        to_offset,
+                        to_earliest,
+                        to_latest
+                    ),
+                    ("g", "t", Some(5), false, false)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&[
+                "group",
+                "reset-offsets",
+                "g",
+                "--topic",
+                "t",
+                "--to-earliest"
+            ])
+            .command,
+            Command::Group(GroupCommand::ResetOffsets {
+                to_earliest: true,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(&["group", "reset-offsets", "g", "--topic", "t", "--to-latest"]).command,
+            Command::Group(GroupCommand::ResetOffsets {
+                to_latest: true,
+                ..
+            })
+        ));
+        fails(&["group", "reset-offsets", "g", "--topic", "t"]);
+        fails(&[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t",
+            "--to-earliest",
+            "--to-latest",
+        ]);
+        assert!(matches!(
+            parse(&["cluster", "describe"]).command,
+            Command::Cluster(ClusterCommand::Describe)
+        ));
+    }
+
+    #[test]
+    fn help_everywhere() {
+        let commands: &[&[&str]] = &[
+            &[],
+            &["topic"],
+            &["topic", "create"],
+            &["topic", "list"],
+            &["topic", "describe"],
+            &["topic", "delete"],
+            &["produce"],
+            &["consume"],
+            &["group"],
+            &["group", "list"],
+            &["group", "describe"],
+            &["group", "reset-offsets"],
+            &["group", "delete"],
+            &["cluster"],
+            &["cluster", "describe"],
+        ];
+        for command in commands {
+            let mut argv = vec!["sluice"];
+            argv.extend_from_slice(command);
+            argv.push("--help");
+            let e = Cli::try_parse_from(&argv).expect_err("help exits");
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{argv:?}");
+        }
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

@@ -1,0 +1,165 @@
+//! `sluice`: the command-line client. A thin layer over `sluice-client`: it parses the
+//! command line (`args`), calls the library, and prints (`render`). Errors are one line on
+//! stderr, `error: ...`, and exit status 1.
+
+mod args;
+mod render;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use sluice_client::{Admin, Client, ClientConfig, NewTopic};
+
+use args::{Cli, ClusterCommand, Command, Format, GroupCommand, TopicCommand};
+
+/// The message for every consumer-group command until groups exist.
+const NO_GROUPS: &str = "consumer groups are not available yet in this version of sluice";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A failed command: the one line printed after `error: `.
+type CliResult = Result<(), String>;
+
+async fn run(cli: Cli) -> CliResult {
+    // Group commands fail before connecting: there is nothing to ask the broker yet.
+    if matches!(cli.command, Command::Group(_)) {
+        return Err(NO_GROUPS.to_owned());
+    }
+    let config = ClientConfig {
+        bootstrap: cli
+            .bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        client_id: "sluice-cli".to_owned(),
+        ..ClientConfig::default()
+    };
+    let client = Client::connect(config).await.map_err(|e| e.to_string())?;
+    let format = cli.format;
+    match cli.command {
+        Command::Topic(command) => topic(Admin::new(client), command, format).await,
+        Command::Cluster(ClusterCommand::Describe) => {
+            let cluster = Admin::new(client)
+                .describe_cluster()
+                .await
+                .map_err(|e| e.to_string())?;
+            print(
+                format,
+                || render::cluster_text(&cluster),
+                || render::cluster_json(&cluster),
+            )
+        }
+        Command::Produce(_) | Command::Consume(_) => {
+            Err("produce and consume are not wired up yet".to_owned())
+        }
+        Command::Group(GroupCommand::List) | Command::Group(_) => Err(NO_GROUPS.to_owned()),
+    }
+}
+
+async fn topic(admin: Admin, command: TopicCommand, format: Format) -> CliResult {
+    match command {
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        } => {
+            let topic = NewTopic {
+                name: name.clone(),
+                partitions,
+                replication_factor,
+                configs: configs.clone(),
+            };
+            admin.create_topic(topic).await.map_err(|e| e.to_string())?;
+            print(
+                format,
+                || {
+                    format!(
+                        "created topic \"{name}\" with {partitions} partition{} and replication factor {replication_factor}\n",
+                        if partitions == 1 { "" } else { "s" }
+                    )
+                },
+                || {
+                    serde_json::json!({
+                        "name": name,
+                        "partitions": partitions,
+                        "replication_factor": replication_factor,
+                        "config": configs.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                    })
+                },
+            )
+        }
+        TopicCommand::List => {
+            let topics = admin.list_topics().await.map_err(|e| e.to_string())?;
+            print(
+                format,
+                || render::topic_list_text(&topics),
+                || render::topic_list_json(&topics),
+            )
+        }
+        TopicCommand::Describe { name } => {
+            let topic = admin
+                .describe_topic(&name)
+                .await
+                .map_err(|e| e.to_string())?;
+            print(
+                format,
+                || render::topic_describe_text(&topic),
+                || render::topic_describe_json(&topic),
+            )
+        }
+        TopicCommand::Delete { name } => {
+            admin.delete_topic(&name).await.map_err(|e| e.to_string())?;
+            print(
+                format,
+                || format!("deleted topic \"{name}\"\n"),
+                || serde_json::json!({ "deleted": name }),
+            )
+        }
+    }
+}
+
+/// Prints one document in the chosen format.
+fn print(
+    format: Format,
+    text: impl FnOnce() -> String,
+    json: impl FnOnce() -> serde_json::Value,
+) -> CliResult {
+    let out = match format {
+        Format::Text => text(),
+        Format::Json => format!("{}\n", json()),
+    };
+    write_stdout(out.as_bytes())
+}
+
+/// Writes to stdout and flushes; a closed pipe (`| head`) is not an error worth a message.
+fn write_stdout(bytes: &[u8]) -> CliResult {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(format!("cannot write to standard output: {e}")),
+    }
+}

@@ -1,0 +1,434 @@
+//! One TCP connection to one broker, with request pipelining (DESIGN §4, §8).
+//!
+//! A caller encodes its request into a frame, registers a oneshot under a fresh correlation
+//! id, and hands the frame to the writer task through a bounded channel; the reader task
+//! decodes response frames, matches each to its oneshot by correlation id and decodes the
+//! body there (so a garbage frame is caught where the stream is read). Why a writer task and
+//! not a lock around the socket: a caller's future may be dropped at any await, and a frame
+//! half-written by a cancelled caller would corrupt the stream for everyone.
+//!
+//! In-flight requests are bounded by a semaphore. When either task fails (EOF, reset, a frame
+//! over the maximum, an undecodable response) the connection is marked dead, every pending
+//! request fails with a retriable [`Error::Network`], and both halves of the socket close.
+//! The owner ([`crate::Client`]) dials a new connection on next use.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use sluice_protocol::{
+    messages::peek_correlation_id, ApiKey, ErrorCode, FrameCodec, Request, RequestHeader, Response,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio_util::codec::Decoder;
+
+use crate::error::{Error, Result};
+
+/// Settings of one connection, taken from [`crate::ClientConfig`].
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectionConfig {
+    pub client_id: String,
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_frame_bytes: u32,
+    pub max_in_flight: usize,
+}
+
+/// What a pending request is waiting for.
+struct Pending {
+    api_key: ApiKey,
+    api_version: u16,
+    reply: oneshot::Sender<Result<Response>>,
+}
+
+/// A frame for the writer, with an optional notice once it is on the socket.
+struct Outgoing {
+    frame: Bytes,
+    written: Option<oneshot::Sender<Result<()>>>,
+}
+
+/// State shared by the handle and both tasks. The std mutex guards a map that is touched
+/// only briefly (insert, remove, drain); it is never held across an await.
+struct Shared {
+    addr: String,
+    pending: Mutex<PendingMap>,
+    /// Flips to true when the connection dies, so both tasks stop and the socket closes.
+    closed: watch::Sender<bool>,
+    /// The next correlation id to issue; a response naming one at or above it is garbage.
+    next_correlation_id: AtomicU32,
+}
+
+struct PendingMap {
+    requests: HashMap<u32, Pending>,
+    /// Set once the connection has died: why. New requests fail fast with it.
+    dead: Option<String>,
+}
+
+/// A pipelined connection to one broker. Cheap to share behind an `Arc`.
+pub(crate) struct Connection {
+    shared: Arc<Shared>,
+    config: ConnectionConfig,
+    to_writer: mpsc::Sender<Outgoing>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Connection {
+    /// Dials `addr` and starts the reader and writer tasks.
+    pub(crate) async fn connect(addr: &str, config: ConnectionConfig) -> Result<Connection> {
+        let connect = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr));
+        let stream = match connect.await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                return Err(Error::Connect {
+                    addr: addr.to_owned(),
+                    reason: io_reason(&e),
+                })
+            }
+            Err(_) => {
+                return Err(Error::Connect {
+                    addr: addr.to_owned(),
+                    reason: format!("no answer within {} ms", config.connect_timeout.as_millis()),
+                })
+            }
+        };
+        // Requests are small and latency matters more than packet count.
+        let _ = stream.set_nodelay(true);
+        let (read_half, write_half) = stream.into_split();
+        let shared = Arc::new(Shared {
+            addr: addr.to_owned(),
+            pending: Mutex::new(PendingMap {
+                requests: HashMap::new(),
+                dead: None,
+            }),
+            closed: watch::channel(false).0,
+            next_correlation_id: AtomicU32::new(1),
+        });
+        let (to_writer, from_callers) = mpsc::channel(config.max_in_flight);
+        tokio::spawn(read_loop(
+            read_half,
+            shared.clone(),
+            FrameCodec::new(config.max_frame_bytes),
+        ));
+        tokio::spawn(write_loop(write_half, shared.clone(), from_callers));
+        Ok(Connection {
+            shared,
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            config,
+            to_writer,
+        })
+    }
+
+    /// The broker's address.
+    pub(crate) fn addr(&self) -> &str {
+        &self.shared.addr
+    }
+
+    /// Whether the connection has died; a dead connection must be replaced.
+    pub(crate) fn is_dead(&self) -> bool {
+        lock(&self.shared.pending).dead.is_some()
+    }
+
+    /// Sends `request` and waits for its response. A top-level error in the response
+    /// header becomes [`Error::Broker`].
+    pub(crate) async fn send(&self, request: &Request) -> Result<Response> {
+        let api_key = request.api_key();
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| self.dead_error())?;
+        let (correlation_id, frame) = self.encode(request)?;
+        let (reply, response) = oneshot::channel();
+        {
+            let mut pending = lock(&self.shared.pending);
+            if let Some(reason) = &pending.dead {
+                return Err(self.network_error(reason.clone()));
+            }
+            pending.requests.insert(
+                correlation_id,
+                Pending {
+                    api_key,
+                    api_version: api_key.max_version(),
+                    reply,
+                },
+            );
+        }
+        // Removes the pending entry however this future ends (timeout, drop).
+        let _guard = PendingGuard {
+            shared: &self.shared,
+            correlation_id,
+        };
+        let outgoing = Outgoing {
+            frame,
+            written: None,
+        };
+        if self.to_writer.send(outgoing).await.is_err() {
+            return Err(self.dead_error());
+        }
+        match tokio::time::timeout(self.config.request_timeout, response).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.dead_error()),
+            Err(_) => Err(Error::Timeout {
+                addr: self.addr().to_owned(),
+                api: api_key.name(),
+                timeout: self.config.request_timeout,
+            }),
+        }
+    }
+
+    /// Sends a request the broker does not answer (Produce with acks=0) and returns once
+    /// it has been written to the socket.
+    pub(crate) async fn send_without_response(&self, request: &Request) -> Result<()> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| self.dead_error())?;
+        let (_, frame) = self.encode(request)?;
+        let (written, done) = oneshot::channel();
+        let outgoing = Outgoing {
+            frame,
+            written: Some(written),
+        };
+        if self.to_writer.send(outgoing).await.is_err() {
+            return Err(self.dead_error());
+        }
+        match tokio::time::timeout(self.config.request_timeout, done).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.dead_error()),
+            Err(_) => Err(Error::Timeout {
+                addr: self.addr().to_owned(),
+                api: request.api_key().name(),
+                timeout: self.config.request_timeout,
+            }),
+        }
+    }
+
+    /// Encodes a whole frame (length prefix included) under a fresh correlation id.
+    fn encode(&self, request: &Request) -> Result<(u32, Bytes)> {
+        let correlation_id = self
+            .shared
+            .next_correlation_id
+            .fetch_add(1, Ordering::Relaxed);
+        let header = RequestHeader::new(
+            request.api_key(),
+            correlation_id,
+            self.config.client_id.clone(),
+        );
+        let mut buf = BytesMut::new();
+        buf.put_u32(0);
+        request
+            .encode(&header, &mut buf)
+            .map_err(|e| Error::InvalidArgument(format!("cannot encode the request: {e}")))?;
+        let payload_len = buf.len() - 4;
+        if payload_len > self.config.max_frame_bytes as usize {
+            return Err(Error::InvalidArgument(format!(
+                "a {} request of {payload_len} bytes exceeds the maximum frame of {} bytes; send smaller batches",
+                request.api_key().name(),
+                self.config.max_frame_bytes
+            )));
+        }
+        buf[..4].copy_from_slice(&(payload_len as u32).to_be_bytes());
+        Ok((correlation_id, buf.freeze()))
+    }
+
+    fn dead_error(&self) -> Error {
+        let reason = lock(&self.shared.pending)
+            .dead
+            .clone()
+            .unwrap_or_else(|| "the connection closed".to_owned());
+        self.network_error(reason)
+    }
+
+    fn network_error(&self, reason: String) -> Error {
+        Error::Network {
+            addr: self.addr().to_owned(),
+            reason,
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // The writer also exits when its channel closes; this makes the reader stop too.
+        kill(&self.shared, "the client closed the connection".to_owned());
+    }
+}
+
+/// Removes a request's pending entry when its caller stops waiting.
+struct PendingGuard<'a> {
+    shared: &'a Shared,
+    correlation_id: u32,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.pending)
+            .requests
+            .remove(&self.correlation_id);
+    }
+}
+
+fn lock(m: &Mutex<PendingMap>) -> std::sync::MutexGuard<'_, PendingMap> {
+    // A panic while holding this lock cannot leave the map inconsistent (single inserts
+    // and removes), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Marks the connection dead (first reason wins) and fails every pending request.
+fn kill(shared: &Shared, reason: String) {
+    let drained: Vec<Pending> = {
+        let mut pending = lock(&shared.pending);
+        if pending.dead.is_none() {
+            pending.dead = Some(reason.clone());
+        }
+        pending.requests.drain().map(|(_, p)| p).collect()
+    };
+    for p in drained {
+        let _ = p.reply.send(Err(Error::Network {
+            addr: shared.addr.clone(),
+            reason: reason.clone(),
+        }));
+    }
+    shared.closed.send_replace(true);
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+        std::io::ErrorKind::ConnectionReset => "connection reset by the broker".to_owned(),
+        std::io::ErrorKind::UnexpectedEof => "the broker closed the connection".to_owned(),
+        _ => e.to_string(),
+    }
+}
+
+async fn write_loop(
+    mut socket: OwnedWriteHalf,
+    shared: Arc<Shared>,
+    mut from_callers: mpsc::Receiver<Outgoing>,
+) {
+    let mut buf = BytesMut::new();
+    let mut notices = Vec::new();
+    let mut closed = shared.closed.subscribe();
+    loop {
+        let first = tokio::select! {
+            next = from_callers.recv() => match next {
+                Some(outgoing) => outgoing,
+                None => break,
+            },
+            _ = closed.wait_for(|dead| *dead) => break,
+        };
+        // Coalesce whatever else is already queued into one write.
+        let mut next = Some(first);
+        while let Some(outgoing) = next {
+            buf.extend_from_slice(&outgoing.frame);
+            notices.extend(outgoing.written);
+            next = if buf.len() < 1 << 20 {
+                from_callers.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        let result = socket.write_all(&buf).await;
+        buf.clear();
+        match result {
+            Ok(()) => notices.drain(..).for_each(|n| {
+                let _ = n.send(Ok(()));
+            }),
+            Err(e) => {
+                let reason = format!("write failed: {}", io_reason(&e));
+                for n in notices.drain(..) {
+                    let _ = n.send(Err(Error::Network {
+                        addr: shared.addr.clone(),
+                        reason: reason.clone(),
+                    }));
+                }
+                kill(&shared, reason);
+                break;
+            }
+        }
+    }
+    if lock(&shared.pending).dead.is_none() {
+        kill(&shared, "the client closed the connection".to_owned());
+    }
+}
+
+async fn read_loop(mut socket: OwnedReadHalf, shared: Arc<Shared>, mut codec: FrameCodec) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut closed = shared.closed.subscribe();
+    let reason = loop {
+        match codec.decode(&mut buf) {
+            Ok(Some(frame)) => match dispatch(&shared, frame) {
+                Ok(()) => continue,
+                Err(reason) => break reason,
+            },
+            Ok(None) => {}
+            Err(e) => break format!("refused a response frame: {e}"),
+        }
+        tokio::select! {
+            read = socket.read_buf(&mut buf) => match read {
+                Ok(0) if buf.is_empty() => break "the broker closed the connection".to_owned(),
+                Ok(0) => break format!("the broker closed the connection in the middle of a {}-byte response frame", buf.len()),
+                Ok(_) => {}
+                Err(e) => break io_reason(&e),
+            },
+            _ = closed.wait_for(|dead| *dead) => {
+                break "the client closed the connection".to_owned();
+            }
+        }
+    };
+    tracing::debug!(addr = %shared.addr, %reason, "connection closed");
+    kill(&shared, reason);
+}
+
+/// Matches one response frame to its request and decodes it. An error means the stream
+/// cannot be trusted any more and the connection must close.
+fn dispatch(shared: &Shared, frame: Bytes) -> std::result::Result<(), String> {
+    let correlation_id = peek_correlation_id(&frame)
+        .map_err(|e| format!("unreadable response frame of {} bytes: {e}", frame.len()))?;
+    let Some(pending) = lock(&shared.pending).requests.remove(&correlation_id) else {
+        if correlation_id >= shared.next_correlation_id.load(Ordering::Relaxed) {
+            return Err(format!(
+                "response with correlation id {correlation_id}, which no request carried"
+            ));
+        }
+        // The caller gave up (timeout or cancellation), or the request was a Produce with
+        // acks=0 that the broker answered anyway; the answer is dropped.
+        tracing::debug!(addr = %shared.addr, correlation_id, "response to an abandoned request");
+        return Ok(());
+    };
+    match Response::decode(pending.api_key, pending.api_version, frame) {
+        Ok((header, body)) => {
+            let result = match body {
+                Some(response) => Ok(response),
+                None => Err(top_level_error(
+                    pending.api_key,
+                    header.error_code,
+                    header.error_message,
+                )),
+            };
+            let _ = pending.reply.send(result);
+            Ok(())
+        }
+        Err(e) => {
+            let reason = format!("undecodable {} response: {e}", pending.api_key.name());
+            let _ = pending.reply.send(Err(Error::Protocol {
+                addr: shared.addr.clone(),
+                reason: reason.clone(),
+            }));
+            Err(reason)
+        }
+    }
+}
+
+fn top_level_error(api_key: ApiKey, code: ErrorCode, message: Option<String>) -> Error {
+    Error::broker(format!("{} request failed", api_key.name()), code, message)
+}
+
+#[cfg(test)]
+mod tests;

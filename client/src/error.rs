@@ -1,0 +1,283 @@
+//! The one error type of the client library. Every message says what went wrong and, where
+//! the user can do something, what to do. Errors are `Clone` because one failed batch fails
+//! the delivery of every record in it.
+
+use std::time::Duration;
+
+use sluice_protocol::{ErrorCode, PartitionId};
+
+/// Why a client operation failed.
+///
+/// [`Error::is_retriable`] tells whether the same operation may succeed if tried again (the
+/// producer and consumer already retry these internally within their timeouts).
+///
+/// ```no_run
+/// # async fn demo() {
+/// use sluice_client::{Admin, Client, ClientConfig, Error};
+/// let client = Client::connect(ClientConfig::default()).await.unwrap();
+/// match Admin::new(client).describe_topic("orders").await {
+///     Err(Error::UnknownTopic { topic }) => eprintln!("no topic {topic}"),
+///     Err(e) => eprintln!("error: {e}"),
+///     Ok(description) => println!("{} partitions", description.partitions.len()),
+/// }
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// No bootstrap or broker address answered a TCP connect.
+    #[error("cannot connect to {addr}: {reason}; is sluice-broker running there?")]
+    Connect {
+        /// The address (or comma-separated addresses) that was tried.
+        addr: String,
+        /// The operating system's reason (connection refused, ...).
+        reason: String,
+    },
+    /// An established connection failed (closed by the broker, reset, unreadable frame)
+    /// before the response arrived. Retriable: the connection is re-dialled on next use.
+    #[error("connection to {addr} failed: {reason}; the request may be retried (check the broker if this persists)")]
+    Network {
+        /// The broker's address.
+        addr: String,
+        /// What happened to the connection.
+        reason: String,
+    },
+    /// No response arrived within the request timeout.
+    #[error("no response from {addr} to a {api} request within {} ms; the broker may be overloaded or unreachable", timeout.as_millis())]
+    Timeout {
+        /// The broker's address.
+        addr: String,
+        /// The api of the request.
+        api: &'static str,
+        /// The timeout that expired.
+        timeout: Duration,
+    },
+    /// The broker sent bytes this client cannot decode; the connection was closed.
+    #[error("cannot read the response from {addr}: {reason}; the broker and this client may be incompatible versions")]
+    Protocol {
+        /// The broker's address.
+        addr: String,
+        /// The decoder's reason.
+        reason: String,
+    },
+    /// The broker answered with an error code.
+    #[error("{context}: {}{}", code.message(), detail(message))]
+    Broker {
+        /// What was being done (`creating topic "orders"`, `producing to orders/3`).
+        context: String,
+        /// The broker's error code.
+        code: ErrorCode,
+        /// The broker's own explanation, if it sent one.
+        message: Option<String>,
+    },
+    /// The topic does not exist in the cluster's metadata.
+    #[error("topic \"{topic}\" does not exist; create it with: sluice topic create {topic}")]
+    UnknownTopic {
+        /// The topic's name.
+        topic: String,
+    },
+    /// The topic exists but has no such partition.
+    #[error("topic \"{topic}\" has no partition {partition}; it has partitions 0 to {}", n_partitions - 1)]
+    UnknownPartition {
+        /// The topic's name.
+        topic: String,
+        /// The partition asked for.
+        partition: PartitionId,
+        /// How many partitions the topic has.
+        n_partitions: i32,
+    },
+    /// The partition has no leader right now (an election is under way, or its brokers are
+    /// down). Retriable.
+    #[error("partition {topic}/{partition} has no available leader right now; retry shortly, and check that its replicas' brokers are running")]
+    LeaderNotAvailable {
+        /// The topic's name.
+        topic: String,
+        /// The partition.
+        partition: PartitionId,
+    },
+    /// A record does not fit in a batch or in the producer's buffer.
+    #[error("record of {size} bytes is larger than the producer's limit of {max} bytes ({limit}); raise it or send a smaller record")]
+    RecordTooLarge {
+        /// The record's encoded size.
+        size: usize,
+        /// The limit it exceeds.
+        max: usize,
+        /// Which limit (`batch_bytes_max`, `buffer_bytes_max`).
+        limit: &'static str,
+    },
+    /// A record was not acknowledged within the producer's delivery timeout.
+    #[error("record for {topic}/{partition} not acknowledged within {} ms ({attempts} attempts); last error: {last_error}", timeout.as_millis())]
+    DeliveryTimeout {
+        /// The topic's name.
+        topic: String,
+        /// The partition.
+        partition: PartitionId,
+        /// The delivery timeout.
+        timeout: Duration,
+        /// Produce requests attempted for the batch.
+        attempts: u32,
+        /// The error of the last attempt, or why no attempt was possible.
+        last_error: Box<Error>,
+    },
+    /// The producer was closed before the record could be sent.
+    #[error("the producer was closed; create a new producer to send more records")]
+    ProducerClosed,
+    /// The consumer was asked about a partition it has not been assigned.
+    #[error("partition {topic}/{partition} is not assigned to this consumer; assign it first")]
+    NotAssigned {
+        /// The topic's name.
+        topic: String,
+        /// The partition.
+        partition: PartitionId,
+    },
+    /// The consumer's position is outside the partition's log and `auto_offset_reset` is
+    /// [`crate::OffsetReset::None`].
+    #[error("offset {offset} is out of range for {topic}/{partition} (the log holds {log_start_offset} to {high_watermark}); seek to a valid offset")]
+    OffsetOutOfRange {
+        /// The topic's name.
+        topic: String,
+        /// The partition.
+        partition: PartitionId,
+        /// The position that was fetched.
+        offset: i64,
+        /// The partition's log start offset.
+        log_start_offset: i64,
+        /// The partition's high watermark.
+        high_watermark: i64,
+    },
+    /// A record batch read from the broker failed validation (CRC, framing).
+    #[error("corrupt record batch from {topic}/{partition}: {reason}")]
+    CorruptBatch {
+        /// The topic's name.
+        topic: String,
+        /// The partition.
+        partition: PartitionId,
+        /// Why the batch was refused.
+        reason: String,
+    },
+    /// The caller passed something unusable (an empty bootstrap list, a bad address...).
+    #[error("{0}")]
+    InvalidArgument(String),
+}
+
+fn detail(message: &Option<String>) -> String {
+    match message {
+        Some(m) if !m.is_empty() => format!(" ({m})"),
+        _ => String::new(),
+    }
+}
+
+impl Error {
+    /// Whether the operation may succeed if retried after a short wait (and, for
+    /// leadership errors, a metadata refresh).
+    ///
+    /// ```
+    /// use sluice_client::Error;
+    /// use sluice_protocol::ErrorCode;
+    /// let e = Error::Broker { context: "producing".into(), code: ErrorCode::NotLeaderOrFollower, message: None };
+    /// assert!(e.is_retriable());
+    /// ```
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Error::Network { .. } | Error::Timeout { .. } | Error::LeaderNotAvailable { .. } => {
+                true
+            }
+            Error::Broker { code, .. } => code.is_retriable(),
+            _ => false,
+        }
+    }
+
+    /// Whether the error means the client's metadata (leaders, epochs) may be stale, so
+    /// it should be refreshed before a retry.
+    pub fn needs_metadata_refresh(&self) -> bool {
+        match self {
+            Error::Network { .. } | Error::LeaderNotAvailable { .. } => true,
+            Error::Broker { code, .. } => matches!(
+                code,
+                ErrorCode::NotLeaderOrFollower
+                    | ErrorCode::LeaderNotAvailable
+                    | ErrorCode::FencedLeaderEpoch
+                    | ErrorCode::UnknownLeaderEpoch
+                    | ErrorCode::UnknownTopicOrPartition
+                    | ErrorCode::NotController
+                    | ErrorCode::BrokerShuttingDown
+                    | ErrorCode::KafkaStorageError
+            ),
+            _ => false,
+        }
+    }
+
+    /// The broker error code, when the broker answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Broker { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// An error for a broker's answer `code` (not NONE) while doing `context`.
+    pub(crate) fn broker(
+        context: impl Into<String>,
+        code: ErrorCode,
+        message: Option<String>,
+    ) -> Error {
+        Error::Broker {
+            context: context.into(),
+            code,
+            message,
+        }
+    }
+}
+
+/// Result of every fallible client operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_say_what_to_do() {
+        let check = |e: Error, expected: &str| assert_eq!(e.to_string(), expected);
+        check(
+            Error::Connect {
+                addr: "127.0.0.1:9700".into(),
+                reason: "connection refused".into(),
+            },
+            "cannot connect to 127.0.0.1:9700: connection refused; is sluice-broker running there?",
+        );
+        check(
+            Error::UnknownTopic {
+                topic: "orders".into(),
+            },
+            "topic \"orders\" does not exist; create it with: sluice topic create orders",
+        );
+        check(
+            Error::broker(
+                "creating topic \"t\"",
+                ErrorCode::InvalidConfig,
+                Some("unknown config key foo".into()),
+            ),
+            "creating topic \"t\": a configuration key or value is invalid; see the error message for which one (unknown config key foo)",
+        );
+        check(
+            Error::UnknownPartition {
+                topic: "t".into(),
+                partition: PartitionId(5),
+                n_partitions: 3,
+            },
+            "topic \"t\" has no partition 5; it has partitions 0 to 2",
+        );
+    }
+
+    #[test]
+    fn retriable_errors() {
+        assert!(Error::Network {
+            addr: "a".into(),
+            reason: "b".into()
+        }
+        .is_retriable());
+        assert!(!Error::UnknownTopic { topic: "t".into() }.is_retriable());
+        assert!(!Error::broker("x", ErrorCode::TopicAlreadyExists, None).is_retriable());
+        assert!(Error::broker("x", ErrorCode::NotLeaderOrFollower, None).needs_metadata_refresh());
+    }
+}
