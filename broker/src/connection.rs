@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Decoder;
 
 use crate::broker::Broker;
+use crate::error::ApiError;
 use crate::handlers::{self, Outcome};
 
 /// A response payload owed to the client, or nothing (acks=0).
@@ -51,10 +52,31 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
                     if answers_tx.send(rx).await.is_err() {
                         break 'read; // The writer failed: the client is gone.
                     }
-                    let broker = Arc::clone(&broker);
-                    tokio::spawn(async move {
-                        let _ = tx.send(answer(&broker, payload).await);
-                    });
+                    match decode_request(payload) {
+                        Ok((header, request)) => {
+                            let id = header.correlation_id;
+                            let started = handlers::start(&broker, request).await;
+                            let broker = Arc::clone(&broker);
+                            tokio::spawn(async move {
+                                let outcome = match started {
+                                    Ok(started) => handlers::finish(&broker, started).await,
+                                    Err(e) => Err(e),
+                                };
+                                let _ = tx.send(encode(id, outcome));
+                            });
+                        }
+                        Err(e) => {
+                            let Some(id) = e.correlation_id else {
+                                tracing::debug!(%peer, "closing connection: {e}");
+                                break 'read;
+                            };
+                            tracing::debug!(%peer, "refusing a request: {e}");
+                            let message =
+                                format!("{}; check the client's protocol version", e.error);
+                            let _ =
+                                tx.send(encode(id, Err(ApiError::new(e.error_code(), message))));
+                        }
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -88,31 +110,19 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
     let _ = writing.await;
 }
 
-/// Serves one request payload and encodes its response payload (with room for the length
-/// prefix at the front), or `None` when no response is owed or the header was unreadable.
-async fn answer(broker: &Arc<Broker>, payload: bytes::Bytes) -> Option<BytesMut> {
+/// Encodes a request's outcome as a response payload, with room for the length prefix at
+/// the front; `None` when no response is owed (acks=0).
+fn encode(correlation_id: u32, outcome: Result<Outcome, ApiError>) -> Option<BytesMut> {
     let mut out = BytesMut::new();
     out.put_u32(0);
-    let (header, request) = match decode_request(payload) {
-        Ok(decoded) => decoded,
-        Err(e) => {
-            let correlation_id = e.correlation_id?;
-            tracing::debug!("refusing a request: {e}");
-            let message = format!("{}; check the client's protocol version", e.error);
-            Response::encode_error(correlation_id, e.error_code(), Some(&message), &mut out)
-                .ok()?;
-            return Some(out);
-        }
-    };
-    let correlation_id = header.correlation_id;
-    let encoded = match handlers::handle(broker, request).await {
+    let encoded = match outcome {
         Ok(Outcome::Silent) => return None,
         Ok(Outcome::Respond(response)) => response.encode(correlation_id, &mut out),
         Err(e) => Response::encode_error(correlation_id, e.code, Some(&e.message), &mut out),
     };
     if let Err(e) = encoded {
         tracing::error!("encoding a response failed: {e}");
-        out.truncate(4);
+        out.truncate(FRAME_HEADER_LEN);
         let _ = Response::encode_error(
             correlation_id,
             ErrorCode::UnknownServerError,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sluice_protocol::batch::{peek_total_len, RecordBatch};
 use sluice_protocol::{ErrorCode, LeaderEpoch, Offset, PartitionId};
-use sluice_storage::{AppendInfo, Durability, SharedLog};
+use sluice_storage::{AppendInfo, Durability, DurableTicket, SharedLog, StorageError};
 use tokio::sync::Notify;
 
 use crate::error::ApiError;
@@ -42,6 +42,14 @@ impl Acks {
             )),
         }
     }
+}
+
+/// An append written to the log and not yet acknowledged.
+#[derive(Debug)]
+pub struct PendingAppend {
+    /// Where the batches went.
+    pub info: AppendInfo,
+    ticket: DurableTicket,
 }
 
 /// What a read returns: whole batches and where the partition stands.
@@ -183,10 +191,11 @@ impl Partition {
         ))
     }
 
-    /// Appends a producer's batches as leader and returns once they are acknowledged as
-    /// `acks` asks (under `fsync` durability: on disk). The batches are validated before
-    /// any is written, so a request appends all of them or none.
-    pub async fn append(&self, records: Bytes, acks: Acks) -> Result<AppendInfo, ApiError> {
+    /// The ordered phase of an append: checks, then writes the batches to the log (the page
+    /// cache) with offsets and this leader's epoch. Blocking: call it from a blocking
+    /// thread, in request order, and finish with [`Partition::complete`]. The batches are
+    /// validated before any is written, so a request appends all of them or none.
+    pub fn append_now(&self, records: Bytes, acks: Acks) -> Result<PendingAppend, ApiError> {
         self.check_live()?;
         if acks == Acks::All && self.isr_size() < self.min_insync_replicas {
             return Err(ApiError::new(
@@ -201,22 +210,60 @@ impl Partition {
             ));
         }
         let batches = split_batches(records)?;
-        let log = Arc::clone(&self.log);
         let epoch = self.leader_epoch();
-        let durability = self.durability;
-        let appended =
-            tokio::task::spawn_blocking(move || append_blocking(&log, batches, epoch, durability))
+        let mut first: Option<AppendInfo> = None;
+        let mut last = None;
+        for batch in batches {
+            let (info, ticket) = self
+                .log
+                .append_no_wait(batch, epoch)
+                .map_err(|e| self.append_failed(e))?;
+            first.get_or_insert(info);
+            last = Some((info, ticket));
+        }
+        let (last_info, ticket) = last.expect("split_batches returns at least one batch");
+        let first = first.expect("at least one batch");
+        Ok(PendingAppend {
+            info: AppendInfo {
+                base_offset: first.base_offset,
+                last_offset: last_info.last_offset,
+                max_timestamp: first.max_timestamp.max(last_info.max_timestamp),
+            },
+            ticket,
+        })
+    }
+
+    /// The completion phase of an append: waits for durability as the mode says (under
+    /// `fsync` even for acks=0, so the HW, the flushed offset, keeps moving without anyone
+    /// else flushing), then advances the HW. Appends of many requests wait together: one
+    /// fsync covers all of them (group commit).
+    pub async fn complete(
+        self: &Arc<Self>,
+        pending: PendingAppend,
+    ) -> Result<AppendInfo, ApiError> {
+        let visible_end = match self.durability {
+            Durability::Fsync => {
+                let partition = Arc::clone(self);
+                tokio::task::spawn_blocking(move || {
+                    partition.log.wait_durable(pending.ticket)?;
+                    Ok(partition.log.flushed_offset())
+                })
                 .await
                 .map_err(|e| {
                     ApiError::new(ErrorCode::UnknownServerError, format!("append task: {e}"))
-                })?;
-        let (info, visible_end) = appended.map_err(|e| {
-            let e = ApiError::from(e);
-            tracing::warn!(partition = %self.name(), "append failed: {}", e.message);
-            e
-        })?;
+                })?
+                .map_err(|e| self.append_failed(e))?
+            }
+            Durability::Replicated { .. } => pending.info.last_offset.plus(1),
+        };
         self.advance_high_watermark(visible_end);
-        Ok(info)
+        Ok(pending.info)
+    }
+
+    fn append_failed(&self, e: StorageError) -> ApiError {
+        let e = ApiError::from(e);
+        tracing::warn!(partition = %self.name(), "append failed: {}", e.message);
+        e
     }
 
     /// In-sync replicas. A single replica is always in sync with itself.
@@ -343,37 +390,4 @@ fn split_batches(records: Bytes) -> Result<Vec<Bytes>, ApiError> {
             Ok(batches)
         }
     }
-}
-
-/// Appends on a blocking thread and waits for durability as the mode says. Returns the
-/// append and the end of what may become visible. Under `fsync` the wait happens even for
-/// acks=0, so the HW (the flushed offset) keeps moving without anyone else flushing.
-fn append_blocking(
-    log: &SharedLog,
-    batches: Vec<Bytes>,
-    epoch: LeaderEpoch,
-    durability: Durability,
-) -> sluice_storage::Result<(AppendInfo, Offset)> {
-    let mut first: Option<AppendInfo> = None;
-    let mut last = None;
-    for batch in batches {
-        let (info, ticket) = log.append_no_wait(batch, epoch)?;
-        first.get_or_insert(info);
-        last = Some((info, ticket));
-    }
-    let (last_info, ticket) = last.expect("split_batches returns at least one batch");
-    let first = first.expect("at least one batch");
-    let info = AppendInfo {
-        base_offset: first.base_offset,
-        last_offset: last_info.last_offset,
-        max_timestamp: first.max_timestamp.max(last_info.max_timestamp),
-    };
-    let visible_end = match durability {
-        Durability::Fsync => {
-            log.wait_durable(ticket)?;
-            log.flushed_offset()
-        }
-        Durability::Replicated { .. } => info.last_offset.plus(1),
-    };
-    Ok((info, visible_end))
 }

@@ -35,11 +35,33 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::DescribeCluster,
 ];
 
-/// Serves one request. An `Err` fails the whole request (a top-level error response);
-/// per-partition and per-topic failures are inside the response.
-pub async fn handle(broker: &Arc<Broker>, request: Request) -> Result<Outcome, ApiError> {
+/// A request after its ordered phase.
+pub enum Started {
+    /// A produce whose batches are in the logs.
+    Produce(produce::Started),
+    /// Any other request: nothing is order-sensitive, all of it runs in `finish`.
+    Other(Request),
+}
+
+/// The phase of a request that must run in request order on its connection: for a
+/// produce, writing the batches to the logs. The connection awaits it before it starts the
+/// next request, so one producer's pipelined requests land in order.
+pub async fn start(broker: &Arc<Broker>, request: Request) -> Result<Started, ApiError> {
+    match request {
+        Request::Produce(r) => Ok(Started::Produce(produce::start(broker, r).await?)),
+        other => Ok(Started::Other(other)),
+    }
+}
+
+/// The rest of a request, run concurrently with later requests. An `Err` fails the whole
+/// request (a top-level error response); per-partition and per-topic failures are inside
+/// the response.
+pub async fn finish(broker: &Arc<Broker>, started: Started) -> Result<Outcome, ApiError> {
+    let request = match started {
+        Started::Produce(s) => return produce::finish(s).await,
+        Started::Other(request) => request,
+    };
     let response = match request {
-        Request::Produce(r) => return produce::handle(broker, r).await,
         Request::Fetch(r) => Response::Fetch(fetch::handle(broker, r).await),
         Request::ListOffsets(r) => Response::ListOffsets(offsets::list_offsets(broker, r)),
         Request::Metadata(r) => Response::Metadata(metadata::metadata(broker, r)),

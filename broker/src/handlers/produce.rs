@@ -1,70 +1,111 @@
-//! Produce: append each partition's batches, all partitions of a request concurrently.
+//! Produce, in two phases. `start` runs in request order on the connection: it writes every
+//! partition's batches to its log (one blocking-thread hop for the whole request), so two
+//! pipelined requests of one producer land in the order they were sent, as Kafka
+//! guarantees per connection. `finish` runs concurrently with later requests: it waits for
+//! durability (group commit shares the fsync with every other waiter) and builds the
+//! per-partition answer.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use sluice_protocol::messages::{
     ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse,
 };
-use sluice_protocol::{ErrorCode, Offset, Response};
+use sluice_protocol::{ErrorCode, Offset, PartitionId, Response};
 
 use super::Outcome;
 use crate::broker::Broker;
 use crate::error::ApiError;
-use crate::partition::Acks;
+use crate::partition::{Acks, Partition, PendingAppend};
 
-/// Appends every partition's records; answers per partition, or not at all for acks=0.
-pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest) -> Result<Outcome, ApiError> {
+/// A produce request whose batches are in the logs, awaiting acknowledgement.
+pub struct Started {
+    acks: Acks,
+    topics: Vec<(String, Vec<WrittenPartition>)>,
+}
+
+/// A partition's index and its batches' append, or why they were not appended.
+type WrittenPartition = (PartitionId, Result<(Arc<Partition>, PendingAppend), ApiError>);
+
+/// The ordered phase: validates `acks`, finds every partition and appends its batches.
+pub async fn start(broker: &Arc<Broker>, request: ProduceRequest) -> Result<Started, ApiError> {
     let acks = Acks::from_wire(request.acks)?;
-    // One task per partition, so a request spanning partitions appends them in parallel;
-    // the handles are awaited in request order, which keeps the response in that order.
-    let mut pending = Vec::with_capacity(request.topics.len());
-    for topic in request.topics {
-        let mut partitions = Vec::with_capacity(topic.partitions.len());
-        for p in topic.partitions {
-            let found = broker.topics.partition(&topic.name, p.partition);
-            let index = p.partition;
-            let task = tokio::spawn(async move {
-                let partition = found?;
-                let info = partition.append(p.records, acks).await?;
-                Ok::<_, ApiError>((info.base_offset, partition.log_start_offset()))
-            });
-            partitions.push((index, task));
-        }
-        pending.push((topic.name, partitions));
-    }
-    let mut topics = Vec::with_capacity(pending.len());
-    for (name, partitions) in pending {
-        let mut results = Vec::with_capacity(partitions.len());
-        for (partition, task) in partitions {
+    type Todo = (
+        String,
+        Vec<(PartitionId, Result<(Arc<Partition>, Bytes), ApiError>)>,
+    );
+    let todo: Vec<Todo> = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let found = broker.topics.partition(&topic.name, p.partition);
+                    (p.partition, found.map(|partition| (partition, p.records)))
+                })
+                .collect();
+            (topic.name, partitions)
+        })
+        .collect();
+    let topics = tokio::task::spawn_blocking(move || {
+        todo.into_iter()
+            .map(|(name, partitions)| {
+                let written = partitions
+                    .into_iter()
+                    .map(|(index, found)| {
+                        let written = found.and_then(|(partition, records)| {
+                            let pending = partition.append_now(records, acks)?;
+                            Ok((partition, pending))
+                        });
+                        (index, written)
+                    })
+                    .collect();
+                (name, written)
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, format!("append task: {e}")))?;
+    Ok(Started { acks, topics })
+}
+
+/// The completion phase: waits for every partition's durability (concurrently), answers per
+/// partition, or not at all for acks=0.
+pub async fn finish(started: Started) -> Result<Outcome, ApiError> {
+    let acks = started.acks;
+    let waiting: Vec<_> = started
+        .topics
+        .into_iter()
+        .map(|(name, partitions)| {
+            let tasks: Vec<_> = partitions
+                .into_iter()
+                .map(|(index, written)| {
+                    let task = tokio::spawn(async move {
+                        let (partition, pending) = written?;
+                        let info = partition.complete(pending).await?;
+                        Ok::<_, ApiError>((info.base_offset, partition.log_start_offset()))
+                    });
+                    (index, task)
+                })
+                .collect();
+            (name, tasks)
+        })
+        .collect();
+    let mut topics = Vec::with_capacity(waiting.len());
+    for (name, tasks) in waiting {
+        let mut partitions = Vec::with_capacity(tasks.len());
+        for (partition, task) in tasks {
             let outcome = task.await.unwrap_or_else(|e| {
                 Err(ApiError::new(
                     ErrorCode::UnknownServerError,
                     format!("append task failed: {e}"),
                 ))
             });
-            results.push(match outcome {
-                Ok((base_offset, log_start_offset)) => ProducePartitionResponse {
-                    partition,
-                    error_code: ErrorCode::None,
-                    error_message: None,
-                    base_offset,
-                    log_append_time_ms: -1,
-                    log_start_offset,
-                },
-                Err(e) => ProducePartitionResponse {
-                    partition,
-                    error_code: e.code,
-                    error_message: e.wire_message(),
-                    base_offset: Offset(-1),
-                    log_append_time_ms: -1,
-                    log_start_offset: Offset(-1),
-                },
-            });
+            partitions.push(partition_response(partition, outcome));
         }
-        topics.push(ProduceTopicResponse {
-            name,
-            partitions: results,
-        });
+        topics.push(ProduceTopicResponse { name, partitions });
     }
     if acks == Acks::None {
         return Ok(Outcome::Silent);
@@ -72,4 +113,28 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest) -> Result<Out
     Ok(Outcome::Respond(Response::Produce(ProduceResponse {
         topics,
     })))
+}
+
+fn partition_response(
+    partition: PartitionId,
+    outcome: Result<(Offset, Offset), ApiError>,
+) -> ProducePartitionResponse {
+    match outcome {
+        Ok((base_offset, log_start_offset)) => ProducePartitionResponse {
+            partition,
+            error_code: ErrorCode::None,
+            error_message: None,
+            base_offset,
+            log_append_time_ms: -1,
+            log_start_offset,
+        },
+        Err(e) => ProducePartitionResponse {
+            partition,
+            error_code: e.code,
+            error_message: e.wire_message(),
+            base_offset: Offset(-1),
+            log_append_time_ms: -1,
+            log_start_offset: Offset(-1),
+        },
+    }
 }

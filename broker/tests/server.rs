@@ -1,0 +1,569 @@
+//! Black-box tests of the broker's server on 127.0.0.1:0, speaking the native protocol with
+//! raw frames (no client library), so the broker's side of every contract is pinned here:
+//! admin, produce/fetch/list-offsets, long polls, pipelining, bad input, shutdown.
+
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use sluice_broker::{config, Broker, ConfigLayer};
+use sluice_protocol::batch::{BatchBuilder, Batches};
+use sluice_protocol::messages::*;
+use sluice_protocol::wire::Encode;
+use sluice_protocol::{
+    ApiKey, ErrorCode, LeaderEpoch, Offset, PartitionId, Request, RequestHeader, Response,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A broker serving on an ephemeral port, stopped (gracefully) on drop of `stop`.
+struct TestBroker {
+    addr: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestBroker {
+    async fn start(dir: &std::path::Path, extra: &[&str]) -> TestBroker {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut argv = vec![
+            "sluice-broker".to_string(),
+            "--listen".into(),
+            addr.to_string(),
+            "--data-dir".into(),
+            dir.display().to_string(),
+        ];
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        use clap::Parser;
+        let config = config::resolve(ConfigLayer::try_parse_from(argv).unwrap()).unwrap();
+        let broker = Broker::open(config).await.unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(sluice_broker::run(broker, listener, async {
+            let _ = stopped.await;
+        }));
+        TestBroker {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: None,
+        }
+    }
+
+    async fn fresh() -> TestBroker {
+        let dir = tempfile::tempdir().unwrap();
+        let mut broker = TestBroker::start(dir.path(), &[]).await;
+        broker._dir = Some(dir);
+        broker
+    }
+
+    async fn connect(&self) -> Conn {
+        Conn {
+            stream: TcpStream::connect(self.addr).await.unwrap(),
+            next_id: 1,
+        }
+    }
+
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap();
+    }
+}
+
+/// A raw protocol connection.
+struct Conn {
+    stream: TcpStream,
+    next_id: u32,
+}
+
+impl Conn {
+    async fn send(&mut self, request: &Request) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let header = RequestHeader::new(request.api_key(), id, "test");
+        let mut payload = BytesMut::new();
+        request.encode(&header, &mut payload).unwrap();
+        let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&payload);
+        self.stream.write_all(&frame).await.unwrap();
+        id
+    }
+
+    /// Reads one frame, or `None` if the broker closed the connection.
+    async fn read_frame(&mut self) -> Option<Bytes> {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).await.ok()?;
+        let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut payload).await.ok()?;
+        Some(payload.into())
+    }
+
+    async fn recv(&mut self, api: ApiKey, id: u32) -> (ResponseHeader, Option<Response>) {
+        let frame = self.read_frame().await.expect("a response");
+        let (header, body) = Response::decode(api, 0, frame).unwrap();
+        assert_eq!(header.correlation_id, id);
+        (header, body)
+    }
+
+    async fn call(&mut self, request: Request) -> Response {
+        let api = request.api_key();
+        let id = self.send(&request).await;
+        let (header, body) = self.recv(api, id).await;
+        assert_eq!(header.error_code, ErrorCode::None, "{header:?}");
+        body.unwrap()
+    }
+
+    async fn create(&mut self, name: &str, partitions: i32, configs: &[(&str, &str)]) -> ErrorCode {
+        let Response::CreateTopics(r) = self
+            .call(Request::CreateTopics(CreateTopicsRequest {
+                topics: vec![CreatableTopic {
+                    name: name.into(),
+                    num_partitions: partitions,
+                    replication_factor: 1,
+                    configs: configs
+                        .iter()
+                        .map(|(k, v)| ConfigEntry {
+                            name: k.to_string(),
+                            value: v.to_string(),
+                        })
+                        .collect(),
+                }],
+                timeout_ms: 5000,
+                validate_only: false,
+            }))
+            .await
+        else {
+            panic!("not a CreateTopics response")
+        };
+        r.topics[0].error_code
+    }
+
+    async fn produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        values: &[&str],
+    ) -> ProducePartitionResponse {
+        let Response::Produce(r) = self
+            .call(produce_request(topic, partition, values, ACKS_ALL))
+            .await
+        else {
+            panic!("not a Produce response")
+        };
+        r.topics[0].partitions[0].clone()
+    }
+
+    async fn fetch(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_wait_ms: i32,
+    ) -> FetchPartitionResponse {
+        let Response::Fetch(r) = self
+            .call(fetch_request(topic, partition, offset, max_wait_ms))
+            .await
+        else {
+            panic!("not a Fetch response")
+        };
+        r.topics[0].partitions[0].clone()
+    }
+
+    async fn list_offset(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> ListOffsetsPartitionResponse {
+        let Response::ListOffsets(r) = self
+            .call(Request::ListOffsets(ListOffsetsRequest {
+                replica_id: sluice_protocol::BrokerId(-1),
+                isolation_level: IsolationLevel::ReadUncommitted,
+                topics: vec![ListOffsetsTopic {
+                    name: topic.into(),
+                    partitions: vec![ListOffsetsPartition {
+                        partition: PartitionId(partition),
+                        current_leader_epoch: LeaderEpoch(-1),
+                        timestamp,
+                    }],
+                }],
+            }))
+            .await
+        else {
+            panic!("not a ListOffsets response")
+        };
+        r.topics[0].partitions[0].clone()
+    }
+}
+
+fn batch(values: &[&str], timestamp_ms: i64) -> Bytes {
+    let mut builder = BatchBuilder::new();
+    for v in values {
+        builder.append(timestamp_ms, None, Some(v.as_bytes()), &[]);
+    }
+    builder.build()
+}
+
+fn produce_request(topic: &str, partition: i32, values: &[&str], acks: i16) -> Request {
+    Request::Produce(ProduceRequest {
+        acks,
+        timeout_ms: 5000,
+        topics: vec![ProduceTopic {
+            name: topic.into(),
+            partitions: vec![ProducePartition {
+                partition: PartitionId(partition),
+                records: batch(values, 1_700_000_000_000),
+            }],
+        }],
+    })
+}
+
+fn fetch_request(topic: &str, partition: i32, offset: i64, max_wait_ms: i32) -> Request {
+    Request::Fetch(FetchRequest {
+        max_wait_ms,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        isolation_level: IsolationLevel::ReadUncommitted,
+        topics: vec![FetchTopic {
+            topic: topic.into(),
+            partitions: vec![FetchPartition {
+                partition: PartitionId(partition),
+                current_leader_epoch: LeaderEpoch(-1),
+                fetch_offset: Offset(offset),
+                partition_max_bytes: 1 << 20,
+            }],
+        }],
+    })
+}
+
+/// The values of every record in `records` at or after `from`.
+fn values(records: Bytes, from: i64) -> Vec<String> {
+    let mut out = Vec::new();
+    for batch in Batches::new(records) {
+        let batch = batch.unwrap();
+        for record in batch.records().unwrap() {
+            let record = record.unwrap();
+            if record.offset.0 >= from {
+                out.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn produce_then_fetch_and_list_offsets() {
+    let broker = TestBroker::fresh().await;
+    let mut c = broker.connect().await;
+    assert_eq!(c.create("orders", 2, &[]).await, ErrorCode::None);
+    let first = c.produce("orders", 1, &["a", "b"]).await;
+    assert_eq!(
+        (first.error_code, first.base_offset),
+        (ErrorCode::None, Offset(0))
+    );
+    let second = c.produce("orders", 1, &["c"]).await;
+    assert_eq!(second.base_offset, Offset(2));
+    let fetched = c.fetch("orders", 1, 1, 0).await;
+    assert_eq!(fetched.error_code, ErrorCode::None);
+    assert_eq!(fetched.high_watermark, Offset(3));
+    assert_eq!(values(fetched.records, 1), ["b", "c"]);
+    assert_eq!(
+        c.list_offset("orders", 1, EARLIEST_TIMESTAMP).await.offset,
+        Offset(0)
+    );
+    assert_eq!(
+        c.list_offset("orders", 1, LATEST_TIMESTAMP).await.offset,
+        Offset(3)
+    );
+    assert_eq!(
+        c.list_offset("orders", 1, 1_700_000_000_000).await.offset,
+        Offset(0)
+    );
+    assert_eq!(
+        c.list_offset("orders", 1, 1_800_000_000_000).await.offset,
+        Offset(-1)
+    );
+    assert_eq!(
+        c.list_offset("orders", 0, LATEST_TIMESTAMP).await.offset,
+        Offset(0)
+    );
+    let beyond = c.fetch("orders", 1, 4, 0).await;
+    assert_eq!(beyond.error_code, ErrorCode::OffsetOutOfRange);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn topic_admin_errors_name_the_problem() {
+    let broker = TestBroker::fresh().await;
+    let mut c = broker.connect().await;
+    assert_eq!(c.create("t", 1, &[]).await, ErrorCode::None);
+    assert_eq!(c.create("t", 1, &[]).await, ErrorCode::TopicAlreadyExists);
+    assert_eq!(
+        c.create("bad name", 1, &[]).await,
+        ErrorCode::InvalidTopicException
+    );
+    assert_eq!(c.create("u", 0, &[]).await, ErrorCode::InvalidPartitions);
+    assert_eq!(
+        c.create("u", 1, &[("colour", "red")]).await,
+        ErrorCode::InvalidConfig
+    );
+    let missing = c.produce("nope", 0, &["x"]).await;
+    assert_eq!(missing.error_code, ErrorCode::UnknownTopicOrPartition);
+    assert!(missing.error_message.unwrap().contains("\"nope\""));
+    let no_partition = c.produce("t", 5, &["x"]).await;
+    assert_eq!(no_partition.error_code, ErrorCode::UnknownTopicOrPartition);
+    let Response::Metadata(m) = c
+        .call(Request::Metadata(MetadataRequest {
+            topics: Some(vec!["t".into(), "nope".into()]),
+            allow_auto_topic_creation: false,
+        }))
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!(m.topics[0].partitions.len(), 1);
+    assert_eq!(m.topics[1].error_code, ErrorCode::UnknownTopicOrPartition);
+    let Response::DeleteTopics(d) = c
+        .call(Request::DeleteTopics(DeleteTopicsRequest {
+            topic_names: vec!["t".into(), "nope".into()],
+            timeout_ms: 1000,
+        }))
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!(d.responses[0].error_code, ErrorCode::None);
+    assert_eq!(
+        d.responses[1].error_code,
+        ErrorCode::UnknownTopicOrPartition
+    );
+    assert_eq!(
+        c.produce("t", 0, &["x"]).await.error_code,
+        ErrorCode::UnknownTopicOrPartition
+    );
+    // Re-creating a deleted topic starts it empty.
+    assert_eq!(c.create("t", 1, &[]).await, ErrorCode::None);
+    assert_eq!(c.produce("t", 0, &["x"]).await.base_offset, Offset(0));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_long_poll_wakes_when_data_arrives() {
+    let broker = TestBroker::fresh().await;
+    let mut consumer = broker.connect().await;
+    let mut producer = broker.connect().await;
+    assert_eq!(producer.create("lp", 1, &[]).await, ErrorCode::None);
+    // A 60 s long poll: the produce below must end it, not the timeout.
+    let id = consumer.send(&fetch_request("lp", 0, 0, 60_000)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    producer.produce("lp", 0, &["wake"]).await;
+    let answer = tokio::time::timeout(Duration::from_secs(30), consumer.recv(ApiKey::Fetch, id))
+        .await
+        .expect("the long poll ended when data arrived");
+    let Some(Response::Fetch(r)) = answer.1 else {
+        panic!()
+    };
+    assert_eq!(
+        values(r.topics[0].partitions[0].records.clone(), 0),
+        ["wake"]
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let broker = TestBroker::fresh().await;
+    let mut c = broker.connect().await;
+    assert_eq!(c.create("pipe", 1, &[]).await, ErrorCode::None);
+    // A long poll first, then quick requests behind it: answers still come in order.
+    let slow = c.send(&fetch_request("pipe", 0, 0, 300)).await;
+    let mut quick = Vec::new();
+    for i in 0..20 {
+        let v = format!("v{i}");
+        quick.push(c.send(&produce_request("pipe", 0, &[&v], ACKS_ALL)).await);
+    }
+    let (h, _) = c.recv(ApiKey::Fetch, slow).await;
+    assert_eq!(h.error_code, ErrorCode::None);
+    for (i, id) in quick.into_iter().enumerate() {
+        let (_, body) = c.recv(ApiKey::Produce, id).await;
+        let Some(Response::Produce(r)) = body else {
+            panic!()
+        };
+        assert_eq!(r.topics[0].partitions[0].base_offset, Offset(i as i64));
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn acks_zero_gets_no_response_but_is_written() {
+    let broker = TestBroker::fresh().await;
+    let mut c = broker.connect().await;
+    assert_eq!(c.create("fire", 1, &[]).await, ErrorCode::None);
+    c.send(&produce_request("fire", 0, &["and-forget"], ACKS_NONE))
+        .await;
+    // The next response on the connection is the fetch's: acks=0 got none.
+    let fetched = c.fetch("fire", 0, 0, 10_000).await;
+    assert_eq!(values(fetched.records, 0), ["and-forget"]);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_fails_only_its_connection() {
+    let broker = TestBroker::fresh().await;
+    let mut good = broker.connect().await;
+    assert_eq!(good.create("safe", 1, &[]).await, ErrorCode::None);
+
+    // An unknown api key: an error response, and the connection stays usable.
+    let mut c = broker.connect().await;
+    let mut payload = BytesMut::new();
+    RequestHeader {
+        api_key: 4242,
+        api_version: 0,
+        correlation_id: 77,
+        client_id: "x".into(),
+    }
+    .encode(&mut payload)
+    .unwrap();
+    c.stream
+        .write_all(&(payload.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
+    c.stream.write_all(&payload).await.unwrap();
+    let mut frame = c.read_frame().await.unwrap();
+    assert_eq!(frame.get_u32(), 77);
+    assert_eq!(
+        ErrorCode::from_i16(frame.get_i16()),
+        ErrorCode::UnsupportedVersion
+    );
+    assert_eq!(c.create("still-works", 1, &[]).await, ErrorCode::None);
+
+    // A malformed body: an error response with the correlation id.
+    let mut payload = BytesMut::new();
+    RequestHeader::new(ApiKey::Produce, 9, "x")
+        .encode(&mut payload)
+        .unwrap();
+    payload.extend_from_slice(&[0xff; 3]);
+    c.stream
+        .write_all(&(payload.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
+    c.stream.write_all(&payload).await.unwrap();
+    let mut frame = c.read_frame().await.unwrap();
+    assert_eq!(frame.get_u32(), 9);
+    assert_eq!(
+        ErrorCode::from_i16(frame.get_i16()),
+        ErrorCode::InvalidRequest
+    );
+
+    // A 4 GiB length prefix: the connection closes without buffering anything.
+    let mut huge = broker.connect().await;
+    huge.stream
+        .write_all(&u32::MAX.to_be_bytes())
+        .await
+        .unwrap();
+    huge.stream
+        .write_all(&[0, 3, 0, 0, 0, 0, 0, 5])
+        .await
+        .unwrap();
+    if let Some(mut frame) = huge.read_frame().await {
+        assert_eq!(frame.get_u32(), 5);
+        assert_eq!(
+            ErrorCode::from_i16(frame.get_i16()),
+            ErrorCode::MessageTooLarge
+        );
+    }
+    assert!(
+        huge.read_frame().await.is_none(),
+        "closed after a too-large frame"
+    );
+
+    // Garbage bytes and a truncated frame: closed.
+    let mut garbage = broker.connect().await;
+    garbage
+        .stream
+        .write_all(b"GET / HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    // "GET " reads as a 1.2 GB length: refused (with an answer, as its "header" parses).
+    if let Some(mut frame) = garbage.read_frame().await {
+        frame.advance(4);
+        assert_eq!(
+            ErrorCode::from_i16(frame.get_i16()),
+            ErrorCode::MessageTooLarge
+        );
+    }
+    assert!(garbage.read_frame().await.is_none());
+    let mut truncated = broker.connect().await;
+    truncated
+        .stream
+        .write_all(&[0, 0, 0, 100, 1, 2, 3])
+        .await
+        .unwrap();
+    truncated.stream.shutdown().await.unwrap();
+    assert!(truncated.read_frame().await.is_none());
+
+    // The first client never noticed.
+    assert_eq!(
+        good.produce("safe", 0, &["ok"]).await.error_code,
+        ErrorCode::None
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restart_keeps_topics_configs_and_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path(), &[]).await;
+    let mut c = broker.connect().await;
+    assert_eq!(
+        c.create("keep", 3, &[("retention.ms", "3600000")]).await,
+        ErrorCode::None
+    );
+    c.produce("keep", 2, &["x", "y"]).await;
+    broker.shutdown().await;
+
+    let broker = TestBroker::start(dir.path(), &[]).await;
+    let mut c = broker.connect().await;
+    let Response::Metadata(m) = c
+        .call(Request::Metadata(MetadataRequest {
+            topics: None,
+            allow_auto_topic_creation: false,
+        }))
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!(m.topics.len(), 1);
+    assert_eq!(m.topics[0].partitions.len(), 3);
+    assert!(m.topics[0]
+        .configs
+        .iter()
+        .any(|c| c.name == "retention.ms" && c.value == "3600000"));
+    assert_eq!(
+        values(c.fetch("keep", 2, 0, 0).await.records, 0),
+        ["x", "y"]
+    );
+    assert_eq!(c.produce("keep", 2, &["z"]).await.base_offset, Offset(2));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn describe_cluster_lists_this_node_as_its_own_quorum() {
+    let broker = TestBroker::fresh().await;
+    let mut c = broker.connect().await;
+    let Response::DescribeCluster(d) = c
+        .call(Request::DescribeCluster(DescribeClusterRequest {
+            include_fenced_brokers: true,
+        }))
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!(d.voters, vec![sluice_protocol::BrokerId(1)]);
+    assert_eq!(d.brokers.len(), 1);
+    assert_eq!(d.brokers[0].port, broker.addr.port());
+    assert!(!d.cluster_id.is_empty());
+    broker.shutdown().await;
+}
