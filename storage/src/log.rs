@@ -238,7 +238,9 @@ impl PartitionLog {
                 }
             })?;
         }
-        tracing::info!(dir = %self.dir.display(), "rebuilt the leader-epoch cache from the log: {} epochs", entries.len());
+        if !entries.is_empty() {
+            tracing::info!(dir = %self.dir.display(), "rebuilt the leader-epoch cache from the log: {} epochs", entries.len());
+        }
         self.epochs.reset(entries)
     }
 
