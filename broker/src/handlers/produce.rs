@@ -25,7 +25,10 @@ pub struct Started {
 }
 
 /// A partition's index and its batches' append, or why they were not appended.
-type WrittenPartition = (PartitionId, Result<(Arc<Partition>, PendingAppend), ApiError>);
+type WrittenPartition = (
+    PartitionId,
+    Result<(Arc<Partition>, PendingAppend), ApiError>,
+);
 
 /// The ordered phase: validates `acks`, finds every partition and appends its batches.
 pub async fn start(broker: &Arc<Broker>, request: ProduceRequest) -> Result<Started, ApiError> {
