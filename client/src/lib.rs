@@ -11,10 +11,15 @@
 //! # Ok(()) }
 //! ```
 
+mod accumulator;
 mod admin;
 mod client;
 mod connection;
 mod error;
+mod partitioner;
+mod producer;
+#[cfg(test)]
+mod testing;
 
 pub use admin::{
     Admin, BrokerDescription, ClusterDescription, NewTopic, PartitionDescription, TopicDescription,
@@ -24,4 +29,40 @@ pub use client::{
     BrokerMetadata, Client, ClientConfig, PartitionMetadata, TopicMetadata, DEFAULT_BOOTSTRAP,
 };
 pub use error::{Error, Result};
+pub use partitioner::{murmur2, partition_for_key};
+pub use producer::{
+    Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+};
 pub use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId};
+
+/// A partition of a topic: the key under which producers batch and consumers track
+/// positions.
+///
+/// ```
+/// use sluice_client::{PartitionId, TopicPartition};
+/// let tp = TopicPartition::new("orders", PartitionId(2));
+/// assert_eq!(tp.to_string(), "orders/2");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// The topic's name.
+    pub topic: String,
+    /// The partition's index.
+    pub partition: PartitionId,
+}
+
+impl TopicPartition {
+    /// The partition `partition` of `topic`.
+    pub fn new(topic: impl Into<String>, partition: PartitionId) -> TopicPartition {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}

@@ -3,6 +3,7 @@
 //! stderr, `error: ...`, and exit status 1.
 
 mod args;
+mod produce;
 mod render;
 
 use std::io::Write;
@@ -71,9 +72,8 @@ async fn run(cli: Cli) -> CliResult {
                 || render::cluster_json(&cluster),
             )
         }
-        Command::Produce(_) | Command::Consume(_) => {
-            Err("produce and consume are not wired up yet".to_owned())
-        }
+        Command::Produce(args) => produce::run(client, args).await,
+        Command::Consume(_) => Err("consume is not wired up yet".to_owned()),
         Command::Group(GroupCommand::List) | Command::Group(_) => Err(NO_GROUPS.to_owned()),
     }
 }

@@ -1,0 +1,674 @@
+//! [`Producer`]: batches records per partition and sends them to partition leaders.
+//!
+//! `send` picks the partition, appends the record to the shared [`Accumulator`] (after
+//! taking buffer space, so memory stays bounded) and returns a [`DeliveryFuture`]. One
+//! background task per producer drains ready batches (full, lingered, or flushed), groups
+//! them by leader, and sends one Produce request per broker; each request runs in its own
+//! task, and its outcome completes the records' futures or hands the batch back for a retry
+//! (after a metadata refresh and a backoff) ahead of anything newer in its partition.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use sluice_protocol::messages::{
+    ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic, ACKS_ALL, ACKS_LEADER,
+    ACKS_NONE,
+};
+use sluice_protocol::{BrokerId, ErrorCode, PartitionId, Request, Response};
+use tokio::sync::{oneshot, watch, Notify, Semaphore};
+
+use crate::accumulator::{batch_size_for, Accumulator, AccumulatorConfig, Batch, RecordParts};
+use crate::client::{leaderless, unexpected, Client};
+use crate::error::{Error, Result};
+use crate::partitioner::{partition_for_key, sticky_partition};
+use crate::TopicPartition;
+
+/// Which acknowledgement a produce request waits for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Acks {
+    /// None: the broker does not answer; a record counts as delivered once written to the
+    /// socket, and its offset is unknown (-1).
+    None,
+    /// The leader has written the record to its log.
+    Leader,
+    /// Every in-sync replica has it (the high watermark covers it). The default.
+    #[default]
+    All,
+}
+
+impl Acks {
+    fn wire(self) -> i16 {
+        match self {
+            Acks::None => ACKS_NONE,
+            Acks::Leader => ACKS_LEADER,
+            Acks::All => ACKS_ALL,
+        }
+    }
+}
+
+/// Producer settings.
+///
+/// ```
+/// use std::time::Duration;
+/// use sluice_client::{Acks, ProducerConfig};
+/// let config = ProducerConfig { acks: Acks::Leader, linger: Duration::from_millis(20), ..ProducerConfig::default() };
+/// assert_eq!(config.batch_bytes_max, 1024 * 1024);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ProducerConfig {
+    /// Acknowledgement to wait for. Default [`Acks::All`].
+    pub acks: Acks,
+    /// Largest batch in bytes; a batch is sent as soon as it is full. Default 1 MiB.
+    pub batch_bytes_max: usize,
+    /// How long a batch waits for more records before it is sent. Default 5 ms.
+    pub linger: Duration,
+    /// Most retries of one batch after retriable errors. Default: unbounded, so
+    /// `delivery_timeout` is the bound.
+    pub retries_max: u32,
+    /// Wait before retrying a batch. Default 100 ms.
+    pub retry_backoff: Duration,
+    /// Longest time from `send` to acknowledgement, retries included; then the record
+    /// fails with [`Error::DeliveryTimeout`]. Default 120 s.
+    pub delivery_timeout: Duration,
+    /// Bytes of records buffered and in flight before `send` waits. Default 32 MiB.
+    pub buffer_bytes_max: usize,
+    /// How long `send` waits for a topic missing from the metadata to appear (a topic
+    /// just created may take a moment to reach every broker). Default 2 s.
+    pub unknown_topic_wait: Duration,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            acks: Acks::All,
+            batch_bytes_max: 1024 * 1024,
+            linger: Duration::from_millis(5),
+            retries_max: u32::MAX,
+            retry_backoff: Duration::from_millis(100),
+            delivery_timeout: Duration::from_secs(120),
+            buffer_bytes_max: 32 * 1024 * 1024,
+            unknown_topic_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A record to send.
+///
+/// ```
+/// use sluice_client::ProducerRecord;
+/// let record = ProducerRecord::new("orders", "order 42").key("customer-7");
+/// assert_eq!(record.partition, None);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProducerRecord {
+    /// The topic.
+    pub topic: String,
+    /// A partition to use instead of the partitioner's choice.
+    pub partition: Option<PartitionId>,
+    /// The key: records with the same key go to the same partition.
+    pub key: Option<Bytes>,
+    /// The value.
+    pub value: Bytes,
+    /// Headers: name and value.
+    pub headers: Vec<(String, Bytes)>,
+    /// Creation time in ms since the Unix epoch; now when `None`.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl ProducerRecord {
+    /// A record with a value and nothing else.
+    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> ProducerRecord {
+        ProducerRecord {
+            topic: topic.into(),
+            partition: None,
+            key: None,
+            value: value.into(),
+            headers: Vec::new(),
+            timestamp_ms: None,
+        }
+    }
+
+    /// Sets the key.
+    pub fn key(mut self, key: impl Into<Bytes>) -> ProducerRecord {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets an explicit partition.
+    pub fn partition(mut self, partition: PartitionId) -> ProducerRecord {
+        self.partition = Some(partition);
+        self
+    }
+}
+
+/// Where an acknowledged record was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordMetadata {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: PartitionId,
+    /// The record's offset, or -1 with [`Acks::None`].
+    pub offset: i64,
+    /// The record's timestamp (the broker's append time when the topic uses it).
+    pub timestamp_ms: i64,
+}
+
+/// Resolves when the record is acknowledged (or has failed for good).
+///
+/// ```no_run
+/// # async fn demo(producer: sluice_client::Producer) -> sluice_client::Result<()> {
+/// use sluice_client::ProducerRecord;
+/// let delivery = producer.send(ProducerRecord::new("orders", "hello")).await?;
+/// let metadata = delivery.await?;
+/// println!("written at {}/{}", metadata.partition, metadata.offset);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct DeliveryFuture {
+    receiver: oneshot::Receiver<Result<RecordMetadata>>,
+}
+
+impl Future for DeliveryFuture {
+    type Output = Result<RecordMetadata>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.receiver)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(Error::ProducerClosed)))
+    }
+}
+
+/// What the accumulator keeps per record.
+#[derive(Debug)]
+struct Delivery {
+    reply: oneshot::Sender<Result<RecordMetadata>>,
+    timestamp_ms: i64,
+    buffer_bytes: usize,
+}
+
+/// The accumulator and the sticky partitions, under one lock: a partition choice must see
+/// the batch it decides on. Held only for in-memory work, never across an await.
+struct State {
+    accumulator: Accumulator<Delivery>,
+    sticky: HashMap<String, PartitionId>,
+    /// Where sticky rotation starts for a topic seen for the first time.
+    sticky_start: u32,
+    closing: bool,
+}
+
+struct Shared {
+    client: Client,
+    config: ProducerConfig,
+    state: Mutex<State>,
+    /// Wakes the sender task: a batch is ready, a flush began, an attempt ended, closing.
+    wake: Notify,
+    /// Buffer space in bytes; `send` takes a record's size, completion gives it back.
+    buffer: Semaphore,
+    /// Records appended and not yet completed; `flush` waits for zero.
+    pending: watch::Sender<u64>,
+}
+
+/// The sender task stops when the last handle goes: dropping the producer sends what is
+/// buffered, then stops.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.lock().closing = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+/// Sends records to a topic's partitions, batching them per partition. Cheap to clone;
+/// clones share one background task and buffer.
+///
+/// ```no_run
+/// # async fn demo() -> sluice_client::Result<()> {
+/// use sluice_client::{Client, ClientConfig, Producer, ProducerConfig, ProducerRecord};
+/// let client = Client::connect(ClientConfig::default()).await?;
+/// let producer = Producer::new(client, ProducerConfig::default());
+/// let delivery = producer.send(ProducerRecord::new("orders", "hello").key("k")).await?;
+/// producer.flush().await;
+/// println!("offset {}", delivery.await?.offset);
+/// producer.close().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Producer {
+    handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("config", &self.handle.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Producer {
+    /// A producer over `client`; starts its background task on the current tokio runtime.
+    pub fn new(client: Client, config: ProducerConfig) -> Producer {
+        let sticky_start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let shared = Arc::new(Shared {
+            client,
+            state: Mutex::new(State {
+                accumulator: Accumulator::new(AccumulatorConfig {
+                    batch_bytes_max: config.batch_bytes_max,
+                    linger: config.linger,
+                }),
+                sticky: HashMap::new(),
+                sticky_start,
+                closing: false,
+            }),
+            wake: Notify::new(),
+            buffer: Semaphore::new(config.buffer_bytes_max.min(Semaphore::MAX_PERMITS)),
+            pending: watch::channel(0).0,
+            config,
+        });
+        tokio::spawn(sender_loop(shared.clone()));
+        Producer {
+            handle: Arc::new(Handle { shared }),
+        }
+    }
+
+    /// Enqueues a record. Waits only for buffer space (and, the first time a topic is
+    /// used, for its metadata); the returned future resolves on acknowledgement.
+    /// Fails at once for an unknown topic or partition and for a record too large.
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        let shared = &self.handle.shared;
+        let topic = self.topic_metadata(&record.topic).await?;
+        let headers: Vec<(&[u8], Option<&[u8]>)> = record
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), Some(&v[..])))
+            .collect();
+        let parts = RecordParts {
+            timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
+            key: record.key.as_deref(),
+            value: Some(&record.value[..]),
+            headers: &headers,
+        };
+        let size = parts.size();
+        self.check_size(size)?;
+        // Buffer space first, so the memory a producer holds stays bounded.
+        let permits = u32::try_from(size).unwrap_or(u32::MAX);
+        shared
+            .buffer
+            .acquire_many(permits)
+            .await
+            .map_err(|_| Error::ProducerClosed)?
+            .forget();
+        let (reply, receiver) = oneshot::channel();
+        let delivery = Delivery {
+            reply,
+            timestamp_ms: parts.timestamp_ms,
+            buffer_bytes: permits as usize,
+        };
+        let appended = {
+            let mut state = shared.lock();
+            if state.closing {
+                drop(state);
+                shared.buffer.add_permits(permits as usize);
+                return Err(Error::ProducerClosed);
+            }
+            let partition = match record.partition {
+                Some(p) => {
+                    topic.partition(p)?;
+                    p
+                }
+                None => match &record.key {
+                    Some(key) => partition_for_key(key, topic.n_partitions()),
+                    None => state.sticky_for(&topic.name, topic.n_partitions(), size),
+                },
+            };
+            let tp = TopicPartition::new(&topic.name, partition);
+            shared.pending.send_modify(|n| *n += 1);
+            state
+                .accumulator
+                .append(&tp, Instant::now(), &parts, delivery)
+        };
+        if appended.sealed {
+            shared.wake.notify_one();
+        } else if appended.new_batch {
+            // The sender must learn the new batch's linger deadline.
+            shared.wake.notify_one();
+        }
+        Ok(DeliveryFuture { receiver })
+    }
+
+    /// Sends everything buffered now (linger ignored) and waits until every record sent
+    /// before this call is acknowledged or failed. Records sent concurrently with the flush
+    /// are sent at once too, and waited for as well.
+    pub async fn flush(&self) {
+        let shared = &self.handle.shared;
+        shared.lock().accumulator.begin_flush();
+        shared.wake.notify_one();
+        let mut pending = shared.pending.subscribe();
+        let _ = pending.wait_for(|n| *n == 0).await;
+        shared.lock().accumulator.end_flush();
+    }
+
+    /// Flushes, then stops accepting records: later `send`s fail with
+    /// [`Error::ProducerClosed`]. Dropping every clone of a producer also sends what is
+    /// buffered, without waiting.
+    pub async fn close(&self) {
+        self.flush().await;
+        self.handle.shared.lock().closing = true;
+        self.handle.shared.wake.notify_one();
+    }
+
+    /// The topic's metadata, waiting up to `unknown_topic_wait` for a topic that is not
+    /// there yet.
+    async fn topic_metadata(&self, topic: &str) -> Result<Arc<crate::TopicMetadata>> {
+        let shared = &self.handle.shared;
+        if let Some(t) = shared.client.cached_topic(topic) {
+            return Ok(t);
+        }
+        let deadline = Instant::now() + shared.config.unknown_topic_wait;
+        loop {
+            match shared.client.refresh_topic(topic).await {
+                Err(Error::UnknownTopic { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn check_size(&self, record_size: usize) -> Result<()> {
+        let config = &self.handle.shared.config;
+        let size = batch_size_for(record_size);
+        if size > config.batch_bytes_max {
+            return Err(Error::RecordTooLarge {
+                size,
+                max: config.batch_bytes_max,
+                limit: "batch_bytes_max",
+            });
+        }
+        if record_size > config.buffer_bytes_max.min(u32::MAX as usize) {
+            return Err(Error::RecordTooLarge {
+                size: record_size,
+                max: config.buffer_bytes_max,
+                limit: "buffer_bytes_max",
+            });
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    fn sticky_for(&mut self, topic: &str, n_partitions: i32, record_size: usize) -> PartitionId {
+        let accumulator = &self.accumulator;
+        let partition = sticky_partition(
+            self.sticky.get(topic).copied(),
+            |p| !accumulator.needs_new_batch(&TopicPartition::new(topic, p), record_size),
+            self.sticky_start,
+            n_partitions,
+        );
+        self.sticky.insert(topic.to_owned(), partition);
+        partition
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Completes a batch's records with their offsets (or an error) and frees its space.
+    fn finish(&self, batch: Batch<Delivery>, outcome: Result<(i64, i64)>) {
+        self.lock().accumulator.complete(&batch.tp);
+        self.finish_records(batch, outcome);
+        self.wake.notify_one();
+    }
+
+    fn finish_records(&self, batch: Batch<Delivery>, outcome: Result<(i64, i64)>) {
+        let n = batch.tokens.len() as u64;
+        let mut buffer_bytes = 0;
+        for (i, delivery) in batch.tokens.into_iter().enumerate() {
+            buffer_bytes += delivery.buffer_bytes;
+            let result = match &outcome {
+                Ok((base_offset, log_append_time)) => Ok(RecordMetadata {
+                    topic: batch.tp.topic.clone(),
+                    partition: batch.tp.partition,
+                    offset: if *base_offset < 0 {
+                        -1
+                    } else {
+                        base_offset + i as i64
+                    },
+                    timestamp_ms: if *log_append_time >= 0 {
+                        *log_append_time
+                    } else {
+                        delivery.timestamp_ms
+                    },
+                }),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = delivery.reply.send(result);
+        }
+        self.buffer.add_permits(buffer_bytes);
+        self.pending.send_modify(|p| *p = p.saturating_sub(n));
+    }
+
+    /// Failed attempts: refreshes the metadata of the topics whose errors call for it (once
+    /// each), then retries each batch after a backoff when its error allows and time
+    /// remains, or fails its records.
+    async fn retry_or_fail(&self, failures: Vec<(Batch<Delivery>, Error)>) {
+        let mut refreshed: HashMap<String, Option<Error>> = HashMap::new();
+        for (batch, error) in &failures {
+            if error.needs_metadata_refresh() && !refreshed.contains_key(&batch.tp.topic) {
+                let gone = match self.client.refresh_topic(&batch.tp.topic).await {
+                    Err(e @ Error::UnknownTopic { .. }) => Some(e),
+                    _ => None,
+                };
+                refreshed.insert(batch.tp.topic.clone(), gone);
+            }
+        }
+        for (batch, error) in failures {
+            // A topic that is gone: no retry can succeed.
+            let error = match refreshed.get(&batch.tp.topic) {
+                Some(Some(gone)) => gone.clone(),
+                _ => error,
+            };
+            self.retry_or_fail_one(batch, error);
+        }
+        self.wake.notify_one();
+    }
+
+    fn retry_or_fail_one(&self, batch: Batch<Delivery>, error: Error) {
+        let config = &self.config;
+        let retry_at = Instant::now() + config.retry_backoff;
+        let expires = batch.created + config.delivery_timeout;
+        if error.is_retriable() && batch.attempts <= config.retries_max && retry_at < expires {
+            tracing::debug!(tp = %batch.tp, attempts = batch.attempts, %error, "retrying batch");
+            self.lock().accumulator.retry(batch, retry_at);
+            return;
+        }
+        let error = if error.is_retriable() {
+            Error::DeliveryTimeout {
+                topic: batch.tp.topic.clone(),
+                partition: batch.tp.partition,
+                timeout: config.delivery_timeout,
+                attempts: batch.attempts,
+                last_error: Box::new(error),
+            }
+        } else {
+            error
+        };
+        self.finish(batch, Err(error));
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The background task: drain ready batches, send them, sleep until the next linger
+/// deadline or a wake-up; after close, exit once nothing is buffered or in flight.
+async fn sender_loop(shared: Arc<Shared>) {
+    loop {
+        let (ready, wakeup, done) = {
+            let mut state = shared.lock();
+            let closing = state.closing;
+            if closing {
+                // Closing: whatever is buffered goes now.
+                state.accumulator.begin_flush();
+            }
+            let ready = state.accumulator.drain_ready(Instant::now());
+            if closing {
+                state.accumulator.end_flush();
+            }
+            let done = closing && ready.is_empty() && state.accumulator.is_empty();
+            (ready, state.accumulator.next_wakeup(), done)
+        };
+        if done {
+            return;
+        }
+        dispatch(&shared, ready);
+        let sleep = match wakeup {
+            Some(at) => tokio::time::sleep_until(at.into()),
+            None => tokio::time::sleep(Duration::from_secs(3600)),
+        };
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            _ = sleep => {}
+        }
+    }
+}
+
+/// Groups ready batches by their partition's leader and starts one Produce request per
+/// broker. Batches whose leader is unknown go back with a backoff.
+fn dispatch(shared: &Arc<Shared>, ready: Vec<Batch<Delivery>>) {
+    let mut by_leader: BTreeMap<BrokerId, Vec<Batch<Delivery>>> = BTreeMap::new();
+    let mut leaderless_batches = Vec::new();
+    for mut batch in ready {
+        batch.attempts += 1;
+        let leader = shared
+            .client
+            .cached_topic(&batch.tp.topic)
+            .and_then(|t| t.partition(batch.tp.partition).ok().map(|p| p.leader))
+            .filter(|&leader| leader != BrokerId::NONE);
+        match leader {
+            Some(leader) => by_leader.entry(leader).or_default().push(batch),
+            None => {
+                let error = leaderless(&batch.tp.topic, batch.tp.partition);
+                leaderless_batches.push((batch, error));
+            }
+        }
+    }
+    if !leaderless_batches.is_empty() {
+        let shared = shared.clone();
+        tokio::spawn(async move { shared.retry_or_fail(leaderless_batches).await });
+    }
+    for (leader, batches) in by_leader {
+        let shared = shared.clone();
+        tokio::spawn(async move { produce(shared, leader, batches).await });
+    }
+}
+
+/// One Produce request to `leader` with `batches`, and what follows from its answer.
+async fn produce(shared: Arc<Shared>, leader: BrokerId, batches: Vec<Batch<Delivery>>) {
+    let mut topics: BTreeMap<&str, Vec<ProducePartition>> = BTreeMap::new();
+    for batch in &batches {
+        topics
+            .entry(&batch.tp.topic)
+            .or_default()
+            .push(ProducePartition {
+                partition: batch.tp.partition,
+                records: batch.bytes.clone(),
+            });
+    }
+    let request = Request::Produce(ProduceRequest {
+        acks: shared.config.acks.wire(),
+        timeout_ms: i32::try_from(shared.client.config().request_timeout.as_millis())
+            .unwrap_or(i32::MAX),
+        topics: topics
+            .into_iter()
+            .map(|(name, partitions)| ProduceTopic {
+                name: name.to_owned(),
+                partitions,
+            })
+            .collect(),
+    });
+    if shared.config.acks == Acks::None {
+        match shared.client.send_without_response(leader, request).await {
+            Ok(()) => batches
+                .into_iter()
+                .for_each(|b| shared.finish(b, Ok((-1, -1)))),
+            Err(e) => fail_all(&shared, batches, e).await,
+        }
+        return;
+    }
+    match shared.client.send(leader, request).await {
+        Ok(Response::Produce(response)) => {
+            let mut results = index_results(response);
+            let mut failures = Vec::new();
+            for batch in batches {
+                match results.remove(&batch.tp) {
+                    Some((ErrorCode::None, _, base_offset, log_append_time)) => {
+                        shared.finish(batch, Ok((base_offset, log_append_time)))
+                    }
+                    Some((code, message, _, _)) => {
+                        let context = format!("producing to {}", batch.tp);
+                        failures.push((batch, Error::broker(context, code, message)));
+                    }
+                    None => {
+                        let error = Error::Protocol {
+                            addr: format!("broker {leader}"),
+                            reason: format!("the Produce response has no result for {}", batch.tp),
+                        };
+                        shared.finish(batch, Err(error));
+                    }
+                }
+            }
+            if !failures.is_empty() {
+                shared.retry_or_fail(failures).await;
+            }
+        }
+        Ok(other) => fail_all(&shared, batches, unexpected("Produce", &other)).await,
+        Err(e) => fail_all(&shared, batches, e).await,
+    }
+}
+
+async fn fail_all(shared: &Arc<Shared>, batches: Vec<Batch<Delivery>>, error: Error) {
+    let failures = batches.into_iter().map(|b| (b, error.clone())).collect();
+    shared.retry_or_fail(failures).await;
+}
+
+type PartitionOutcome = (ErrorCode, Option<String>, i64, i64);
+
+fn index_results(response: ProduceResponse) -> HashMap<TopicPartition, PartitionOutcome> {
+    let mut out = HashMap::new();
+    for topic in response.topics {
+        for p in topic.partitions {
+            out.insert(
+                TopicPartition::new(&topic.name, p.partition),
+                (
+                    p.error_code,
+                    p.error_message,
+                    p.base_offset.0,
+                    p.log_append_time_ms,
+                ),
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,330 @@
+//! The producer against the fake broker of `crate::testing`.
+
+use std::time::Duration;
+
+use super::*;
+use crate::testing::FakeBroker;
+
+async fn producer(broker: &FakeBroker, config: ProducerConfig) -> Producer {
+    let client = Client::connect(broker.config()).await.unwrap();
+    Producer::new(client, config)
+}
+
+#[tokio::test]
+async fn keyed_records_land_on_kafkas_partition_with_contiguous_offsets() {
+    let broker = FakeBroker::start(&[("t", 3)]).await;
+    let producer = producer(&broker, ProducerConfig::default()).await;
+    let mut deliveries = Vec::new();
+    for i in 0..60 {
+        let key = format!("key-{}", i % 7);
+        let record = ProducerRecord::new("t", format!("v{i}")).key(key.clone());
+        deliveries.push((key, i, producer.send(record).await.unwrap()));
+    }
+    producer.flush().await;
+    let mut next_offset = [0i64; 3];
+    for (key, i, delivery) in deliveries {
+        let metadata = delivery.await.unwrap();
+        assert_eq!(
+            metadata.partition,
+            partition_for_key(key.as_bytes(), 3),
+            "{key}"
+        );
+        let p = metadata.partition.0 as usize;
+        // Per partition, offsets follow send order with no gap.
+        assert_eq!(metadata.offset, next_offset[p], "record {i}");
+        next_offset[p] += 1;
+        let state = broker.state();
+        let stored = &state.values("t", p)[metadata.offset as usize];
+        assert_eq!(stored.1, Bytes::from(format!("v{i}")));
+    }
+    assert_eq!(next_offset.iter().sum::<i64>(), 60);
+}
+
+#[tokio::test]
+async fn keyless_records_stick_to_a_partition_per_batch() {
+    let broker = FakeBroker::start(&[("t", 3)]).await;
+    // Room for exactly ten records: appends check the worst-case record size (about 13
+    // bytes over the real one for the varint deltas), so the limit is the size of ten
+    // records plus a little less than one more.
+    let mut ten = sluice_protocol::batch::BatchBuilder::new();
+    for _ in 0..10 {
+        ten.append(now_ms(), None, Some(b"0123456789"), &[]);
+    }
+    let config = ProducerConfig {
+        // A long linger so only size closes batches.
+        batch_bytes_max: ten.size_bytes() + 14,
+        linger: Duration::from_secs(60),
+        ..ProducerConfig::default()
+    };
+    let producer = producer(&broker, config).await;
+    let mut deliveries = Vec::new();
+    for _ in 0..30 {
+        deliveries.push(
+            producer
+                .send(ProducerRecord::new("t", "0123456789"))
+                .await
+                .unwrap(),
+        );
+    }
+    producer.flush().await;
+    let mut partitions = Vec::new();
+    for d in deliveries {
+        partitions.push(d.await.unwrap().partition);
+    }
+    // Three runs of ten, each run on one partition, each run on the next partition.
+    for run in partitions.chunks(10) {
+        assert!(run.iter().all(|p| *p == run[0]), "{partitions:?}");
+    }
+    assert_ne!(partitions[0], partitions[10]);
+    assert_ne!(partitions[10], partitions[20]);
+    let state = broker.state();
+    for p in 0..3 {
+        assert!(state.topics["t"][p]
+            .iter()
+            .all(|b| b.header().records_count == 10));
+    }
+}
+
+#[tokio::test]
+async fn a_batch_goes_out_when_its_linger_expires_without_flush() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let config = ProducerConfig {
+        linger: Duration::from_millis(20),
+        ..ProducerConfig::default()
+    };
+    let producer = producer(&broker, config).await;
+    let a = producer.send(ProducerRecord::new("t", "a")).await.unwrap();
+    let b = producer.send(ProducerRecord::new("t", "b")).await.unwrap();
+    let (a, b) = tokio::time::timeout(Duration::from_secs(5), async { (a.await, b.await) })
+        .await
+        .expect("delivered after the linger");
+    assert_eq!((a.unwrap().offset, b.unwrap().offset), (0, 1));
+    // Both records went in one batch, in one request.
+    assert_eq!(broker.state().produce_requests, vec![1]);
+}
+
+#[tokio::test]
+async fn a_retriable_error_is_retried_and_order_is_kept() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    broker
+        .state()
+        .produce_errors
+        .extend([ErrorCode::NotLeaderOrFollower, ErrorCode::RequestTimedOut]);
+    let config = ProducerConfig {
+        batch_bytes_max: 150, // one record per batch
+        retry_backoff: Duration::from_millis(10),
+        ..ProducerConfig::default()
+    };
+    let producer = producer(&broker, config).await;
+    let mut deliveries = Vec::new();
+    for i in 0..10 {
+        let value = format!("record-{i:02}-{}", "x".repeat(30));
+        deliveries.push(
+            producer
+                .send(ProducerRecord::new("t", value))
+                .await
+                .unwrap(),
+        );
+    }
+    producer.flush().await;
+    for (i, d) in deliveries.into_iter().enumerate() {
+        assert_eq!(d.await.unwrap().offset, i as i64);
+    }
+    let values: Vec<String> = broker
+        .state()
+        .values("t", 0)
+        .into_iter()
+        .map(|(_, v)| String::from_utf8(v[..9].to_vec()).unwrap())
+        .collect();
+    let expected: Vec<String> = (0..10).map(|i| format!("record-{i:02}")).collect();
+    assert_eq!(values, expected);
+}
+
+#[tokio::test]
+async fn a_non_retriable_error_fails_the_records_with_the_brokers_reason() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    broker
+        .state()
+        .produce_errors
+        .push_back(ErrorCode::InvalidRecord);
+    let producer = producer(&broker, ProducerConfig::default()).await;
+    let delivery = producer.send(ProducerRecord::new("t", "x")).await.unwrap();
+    producer.flush().await;
+    let e = delivery.await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidRecord));
+    assert!(
+        e.to_string()
+            .starts_with("producing to t/0: a record failed validation"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn retries_end_at_the_delivery_timeout() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    broker
+        .state()
+        .produce_errors
+        .extend(std::iter::repeat_n(ErrorCode::NotEnoughReplicas, 1000));
+    let config = ProducerConfig {
+        retry_backoff: Duration::from_millis(20),
+        delivery_timeout: Duration::from_millis(300),
+        ..ProducerConfig::default()
+    };
+    let producer = producer(&broker, config).await;
+    let delivery = producer.send(ProducerRecord::new("t", "x")).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), delivery)
+        .await
+        .expect("bounded by the delivery timeout")
+        .unwrap_err();
+    match &e {
+        Error::DeliveryTimeout {
+            attempts,
+            last_error,
+            ..
+        } => {
+            assert!(*attempts > 1);
+            assert_eq!(last_error.code(), Some(ErrorCode::NotEnoughReplicas));
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn retries_max_bounds_the_attempts() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    broker
+        .state()
+        .produce_errors
+        .extend(std::iter::repeat_n(ErrorCode::NotEnoughReplicas, 10));
+    let config = ProducerConfig {
+        retries_max: 2,
+        retry_backoff: Duration::from_millis(1),
+        ..ProducerConfig::default()
+    };
+    let producer = producer(&broker, config).await;
+    let delivery = producer.send(ProducerRecord::new("t", "x")).await.unwrap();
+    match delivery.await.unwrap_err() {
+        Error::DeliveryTimeout { attempts, .. } => assert_eq!(attempts, 3),
+        other => panic!("{other}"),
+    }
+    assert_eq!(broker.state().produce_requests.len(), 3);
+}
+
+#[tokio::test]
+async fn unknown_topics_and_partitions_fail_at_send() {
+    let broker = FakeBroker::start(&[("t", 2)]).await;
+    let config = ProducerConfig {
+        unknown_topic_wait: Duration::from_millis(200),
+        ..ProducerConfig::default()
+    };
+    let producer = producer(&broker, config).await;
+    let e = producer
+        .send(ProducerRecord::new("nope", "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        Error::UnknownTopic {
+            topic: "nope".into()
+        }
+    );
+    let e = producer
+        .send(ProducerRecord::new("t", "x").partition(PartitionId(2)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "topic \"t\" has no partition 2; it has partitions 0 to 1"
+    );
+}
+
+#[tokio::test]
+async fn a_record_larger_than_a_batch_is_refused() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let config = ProducerConfig {
+        batch_bytes_max: 1000,
+        ..ProducerConfig::default()
+    };
+    let producer = producer(&broker, config).await;
+    let e = producer
+        .send(ProducerRecord::new("t", vec![0u8; 2000]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::RecordTooLarge {
+                limit: "batch_bytes_max",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn acks_none_delivers_without_offsets() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let config = ProducerConfig {
+        acks: Acks::None,
+        ..ProducerConfig::default()
+    };
+    let producer = producer(&broker, config).await;
+    let a = producer.send(ProducerRecord::new("t", "a")).await.unwrap();
+    producer.flush().await;
+    assert_eq!(a.await.unwrap().offset, -1);
+    // The broker got it even though it did not answer.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while broker.state().values("t", 0).is_empty() {
+        assert!(Instant::now() < deadline, "the record never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_small_buffer_bounds_memory_but_everything_is_delivered() {
+    let broker = FakeBroker::start(&[("t", 2)]).await;
+    let config = ProducerConfig {
+        buffer_bytes_max: 2000,
+        batch_bytes_max: 1000,
+        ..ProducerConfig::default()
+    };
+    let producer = producer(&broker, config).await;
+    let mut deliveries = Vec::new();
+    for i in 0..200 {
+        let record = ProducerRecord::new("t", vec![b'x'; 100]).key(format!("{i}"));
+        deliveries.push(producer.send(record).await.unwrap());
+    }
+    producer.close().await;
+    for d in deliveries {
+        d.await.unwrap();
+    }
+    let state = broker.state();
+    assert_eq!(state.values("t", 0).len() + state.values("t", 1).len(), 200);
+    drop(state);
+    assert_eq!(
+        producer
+            .send(ProducerRecord::new("t", "late"))
+            .await
+            .unwrap_err(),
+        Error::ProducerClosed
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_producer_still_sends_what_was_buffered() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let config = ProducerConfig {
+        linger: Duration::from_secs(60),
+        ..ProducerConfig::default()
+    };
+    let producer = producer(&broker, config).await;
+    let delivery = producer.send(ProducerRecord::new("t", "x")).await.unwrap();
+    drop(producer);
+    let metadata = tokio::time::timeout(Duration::from_secs(5), delivery)
+        .await
+        .expect("sent on drop")
+        .unwrap();
+    assert_eq!(metadata.offset, 0);
+}
