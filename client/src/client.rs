@@ -573,8 +573,9 @@ impl Client {
                     }
                     Err(e) => return Err(e),
                 };
+                let mut unanswered = timestamps.clone();
                 for p in response.topics.into_iter().flat_map(|t| t.partitions) {
-                    let Some(&timestamp) = timestamps.get(&p.partition) else {
+                    let Some(timestamp) = unanswered.remove(&p.partition) else {
                         continue;
                     };
                     match p.error_code {
@@ -592,6 +593,17 @@ impl Client {
                             }
                         }
                     }
+                }
+                for partition in unanswered.into_keys() {
+                    let reason =
+                        format!("the ListOffsets response has no result for {topic}/{partition}");
+                    done.push((
+                        partition,
+                        Err(Error::Protocol {
+                            addr: format!("broker {leader}"),
+                            reason,
+                        }),
+                    ));
                 }
             }
             if retry.is_empty() || attempt == LOOKUP_ATTEMPTS {

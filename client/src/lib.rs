@@ -15,6 +15,7 @@ mod accumulator;
 mod admin;
 mod client;
 mod connection;
+mod consumer;
 mod error;
 mod partitioner;
 mod producer;
@@ -28,11 +29,14 @@ pub use admin::{
 pub use client::{
     BrokerMetadata, Client, ClientConfig, PartitionMetadata, TopicMetadata, DEFAULT_BOOTSTRAP,
 };
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, OffsetSpec};
 pub use error::{Error, Result};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
+/// A record header as consumers see it: key and nullable value, both zero-copy.
+pub use sluice_protocol::batch::Header as RecordHeader;
 pub use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId};
 
 /// A partition of a topic: the key under which producers batch and consumers track

@@ -242,7 +242,7 @@ fn produce(state: &mut FakeState, p: ProduceRequest) -> ProduceResponse {
                         log_append_time_ms: -1,
                         log_start_offset: Offset(-1),
                     };
-                    if !state.topics.get(&t.name).is_some_and(|ps| i < ps.len()) {
+                    if state.topics.get(&t.name).is_none_or(|ps| i >= ps.len()) {
                         return fail(ErrorCode::UnknownTopicOrPartition);
                     }
                     if let Some(code) = state.produce_errors.pop_front() {
@@ -296,7 +296,7 @@ fn fetch(state: &mut FakeState, f: FetchRequest) -> FetchResponse {
                         log_start_offset: Offset(0),
                         records: Bytes::new(),
                     };
-                    if !state.topics.get(&t.topic).is_some_and(|ps| i < ps.len()) {
+                    if state.topics.get(&t.topic).is_none_or(|ps| i >= ps.len()) {
                         out.error_code = ErrorCode::UnknownTopicOrPartition;
                         return out;
                     }

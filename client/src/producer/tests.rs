@@ -300,9 +300,11 @@ async fn a_small_buffer_bounds_memory_but_everything_is_delivered() {
     for d in deliveries {
         d.await.unwrap();
     }
-    let state = broker.state();
-    assert_eq!(state.values("t", 0).len() + state.values("t", 1).len(), 200);
-    drop(state);
+    let stored = {
+        let state = broker.state();
+        state.values("t", 0).len() + state.values("t", 1).len()
+    };
+    assert_eq!(stored, 200);
     assert_eq!(
         producer
             .send(ProducerRecord::new("t", "late"))

@@ -3,6 +3,7 @@
 //! stderr, `error: ...`, and exit status 1.
 
 mod args;
+mod consume;
 mod produce;
 mod render;
 
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use sluice_client::{Admin, Client, ClientConfig, NewTopic};
 
-use args::{Cli, ClusterCommand, Command, Format, GroupCommand, TopicCommand};
+use args::{Cli, ClusterCommand, Command, Format, TopicCommand};
 
 /// The message for every consumer-group command until groups exist.
 const NO_GROUPS: &str = "consumer groups are not available yet in this version of sluice";
@@ -43,7 +44,12 @@ type CliResult = Result<(), String>;
 
 async fn run(cli: Cli) -> CliResult {
     // Group commands fail before connecting: there is nothing to ask the broker yet.
-    if matches!(cli.command, Command::Group(_)) {
+    let wants_group = match &cli.command {
+        Command::Group(_) => true,
+        Command::Consume(args) => args.group.is_some(),
+        _ => false,
+    };
+    if wants_group {
         return Err(NO_GROUPS.to_owned());
     }
     let config = ClientConfig {
@@ -73,8 +79,8 @@ async fn run(cli: Cli) -> CliResult {
             )
         }
         Command::Produce(args) => produce::run(client, args).await,
-        Command::Consume(_) => Err("consume is not wired up yet".to_owned()),
-        Command::Group(GroupCommand::List) | Command::Group(_) => Err(NO_GROUPS.to_owned()),
+        Command::Consume(args) => consume::run(client, args, format).await,
+        Command::Group(_) => Err(NO_GROUPS.to_owned()),
     }
 }
 

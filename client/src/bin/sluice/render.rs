@@ -322,3 +322,183 @@ mod tests {
         );
     }
 }
+
+/// Standard base64 (RFC 4648, with padding), for record bytes that are not UTF-8.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 0x3f) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Key and value as JSON strings: UTF-8 text when both are valid UTF-8, else both in
+/// base64 and `true` for the `"encoding":"base64"` field. Null stays null.
+fn encode_pair(key: Option<&[u8]>, value: Option<&[u8]>) -> (Value, Value, bool) {
+    let utf8 = |b: Option<&[u8]>| b.is_none_or(|b| std::str::from_utf8(b).is_ok());
+    let as_base64 = !(utf8(key) && utf8(value));
+    let encode = |b: Option<&[u8]>| match b {
+        None => Value::Null,
+        Some(b) if as_base64 => Value::String(base64(b)),
+        Some(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
+    };
+    (encode(key), encode(value), as_base64)
+}
+
+/// One record of `consume --format json`:
+/// `{"topic","partition","offset","timestamp","key","value","headers"}`, plus
+/// `"encoding":"base64"` when key and value are given in base64 (either was not UTF-8).
+/// Headers are `[{"key","value"}]` under the same rule, each with its own `encoding`.
+pub fn record_json(record: &sluice_client::ConsumerRecord) -> Value {
+    let (key, value, as_base64) = encode_pair(record.key.as_deref(), record.value.as_deref());
+    let headers: Vec<Value> = record
+        .headers
+        .iter()
+        .map(|h| {
+            let (k, v, b64) = encode_pair(Some(&h.key), h.value.as_deref());
+            let mut header = json!({ "key": k, "value": v });
+            if b64 {
+                header["encoding"] = json!("base64");
+            }
+            header
+        })
+        .collect();
+    let mut out = json!({
+        "topic": record.topic,
+        "partition": record.partition.0,
+        "offset": record.offset,
+        "timestamp": record.timestamp_ms,
+        "key": key,
+        "value": value,
+        "headers": headers,
+    });
+    if as_base64 {
+        out["encoding"] = json!("base64");
+    }
+    out
+}
+
+/// One record of `consume` in text: the value, or `key SEP value` with a key separator;
+/// bytes as they are, `null` for a missing key or value (as Kafka's console consumer).
+pub fn record_text(
+    record: &sluice_client::ConsumerRecord,
+    key_separator: Option<&str>,
+    out: &mut Vec<u8>,
+) {
+    let null = |b: &Option<bytes::Bytes>| -> Vec<u8> {
+        b.as_deref()
+            .map_or_else(|| b"null".to_vec(), <[u8]>::to_vec)
+    };
+    if let Some(sep) = key_separator {
+        out.extend_from_slice(&null(&record.key));
+        out.extend_from_slice(sep.as_bytes());
+    }
+    out.extend_from_slice(&null(&record.value));
+    out.push(b'\n');
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+    use bytes::Bytes;
+    use sluice_client::{ConsumerRecord, PartitionId, RecordHeader};
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), expected, "{input}");
+        }
+        assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
+    }
+
+    fn record(key: Option<&[u8]>, value: Option<&[u8]>) -> ConsumerRecord {
+        ConsumerRecord {
+            topic: "t".into(),
+            partition: PartitionId(1),
+            offset: 7,
+            timestamp_ms: 1_700_000_000_000,
+            key: key.map(Bytes::copy_from_slice),
+            value: value.map(Bytes::copy_from_slice),
+            headers: vec![],
+        }
+    }
+
+    #[test]
+    fn utf8_records_are_text() {
+        assert_eq!(
+            record_json(&record(Some(b"k"), Some("v\u{e9}".as_bytes()))),
+            json!({"topic": "t", "partition": 1, "offset": 7, "timestamp": 1_700_000_000_000i64,
+                   "key": "k", "value": "v\u{e9}", "headers": []})
+        );
+        let j = record_json(&record(None, Some(b"v")));
+        assert_eq!((j["key"].clone(), j.get("encoding")), (Value::Null, None));
+    }
+
+    #[test]
+    fn other_bytes_are_base64() {
+        let j = record_json(&record(Some(b"k"), Some(&[0xff, 0x00])));
+        assert_eq!(
+            (&j["key"], &j["value"], &j["encoding"]),
+            (&json!("aw=="), &json!("/wA="), &json!("base64"))
+        );
+        let j = record_json(&record(None, Some(&[0xc3])));
+        assert_eq!(
+            (&j["key"], &j["value"], &j["encoding"]),
+            (&Value::Null, &json!("ww=="), &json!("base64"))
+        );
+    }
+
+    #[test]
+    fn headers_follow_the_same_rule() {
+        let mut r = record(None, Some(b"v"));
+        r.headers = vec![
+            RecordHeader {
+                key: Bytes::from_static(b"h"),
+                value: Some(Bytes::from_static(b"x")),
+            },
+            RecordHeader {
+                key: Bytes::from_static(b"bin"),
+                value: Some(Bytes::from_static(&[0x80])),
+            },
+            RecordHeader {
+                key: Bytes::from_static(b"none"),
+                value: None,
+            },
+        ];
+        assert_eq!(
+            record_json(&r)["headers"],
+            json!([{"key": "h", "value": "x"}, {"key": "Ymlu", "value": "gA==", "encoding": "base64"},
+                   {"key": "none", "value": null}])
+        );
+    }
+
+    #[test]
+    fn text_lines() {
+        let mut out = Vec::new();
+        record_text(&record(Some(b"k"), Some(b"v")), None, &mut out);
+        record_text(&record(Some(b"k"), Some(b"v")), Some("="), &mut out);
+        record_text(&record(None, Some(b"v")), Some("\t"), &mut out);
+        assert_eq!(out, b"v\nk=v\nnull\tv\n");
+    }
+}

@@ -1,0 +1,311 @@
+//! The consumer against the fake broker of `crate::testing`.
+
+use std::time::Duration;
+
+use super::*;
+use crate::testing::FakeBroker;
+use crate::{Producer, ProducerConfig, ProducerRecord};
+
+async fn client(broker: &FakeBroker) -> Client {
+    Client::connect(broker.config()).await.unwrap()
+}
+
+/// Produces `values` to `topic`/`partition`, in one batch, and waits for them.
+async fn produce(client: &Client, topic: &str, partition: i32, values: &[&str]) {
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let mut deliveries = Vec::new();
+    for v in values {
+        let record = ProducerRecord::new(topic, v.to_string()).partition(PartitionId(partition));
+        deliveries.push(producer.send(record).await.unwrap());
+    }
+    producer.flush().await;
+    for d in deliveries {
+        d.await.unwrap();
+    }
+}
+
+/// Polls until `n` records arrived (or 5 s passed).
+async fn poll_n(consumer: &mut Consumer, n: usize) -> Vec<ConsumerRecord> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < deadline {
+        out.extend(consumer.poll(Duration::from_millis(200)).await.unwrap());
+    }
+    out
+}
+
+fn values(records: &[ConsumerRecord]) -> Vec<(i32, i64, String)> {
+    records
+        .iter()
+        .map(|r| {
+            let value = String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap();
+            (r.partition.0, r.offset, value)
+        })
+        .collect()
+}
+
+fn consumer(client: &Client) -> Consumer {
+    Consumer::new(
+        client.clone(),
+        ConsumerConfig {
+            fetch_max_wait: Duration::from_millis(50),
+            retry_backoff: Duration::from_millis(10),
+            ..ConsumerConfig::default()
+        },
+    )
+}
+
+#[tokio::test]
+async fn reads_every_partition_from_the_beginning_in_order() {
+    let broker = FakeBroker::start(&[("t", 2)]).await;
+    let client = client(&broker).await;
+    produce(&client, "t", 0, &["a", "b", "c"]).await;
+    produce(&client, "t", 1, &["x"]).await;
+    produce(&client, "t", 0, &["d"]).await;
+    let mut consumer = consumer(&client);
+    consumer
+        .assign(vec![
+            ("t".into(), PartitionId(0), OffsetSpec::Earliest),
+            ("t".into(), PartitionId(1), OffsetSpec::Earliest),
+        ])
+        .await
+        .unwrap();
+    let mut got = values(&poll_n(&mut consumer, 5).await);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (0, 0, "a".into()),
+            (0, 1, "b".into()),
+            (0, 2, "c".into()),
+            (0, 3, "d".into()),
+            (1, 0, "x".into())
+        ]
+    );
+    assert_eq!(consumer.position("t", PartitionId(0)), Some(4));
+    assert_eq!(consumer.position("t", PartitionId(1)), Some(1));
+    assert!(consumer
+        .poll(Duration::from_millis(100))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn latest_sees_only_new_records() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let client = client(&broker).await;
+    produce(&client, "t", 0, &["old"]).await;
+    let mut consumer = consumer(&client);
+    consumer
+        .assign(vec![("t".into(), PartitionId(0), OffsetSpec::Latest)])
+        .await
+        .unwrap();
+    assert_eq!(consumer.position("t", PartitionId(0)), Some(1));
+    assert!(consumer
+        .poll(Duration::from_millis(100))
+        .await
+        .unwrap()
+        .is_empty());
+    produce(&client, "t", 0, &["new"]).await;
+    assert_eq!(
+        values(&poll_n(&mut consumer, 1).await),
+        vec![(0, 1, "new".into())]
+    );
+}
+
+#[tokio::test]
+async fn an_offset_inside_a_batch_skips_the_records_before_it() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let client = client(&broker).await;
+    produce(&client, "t", 0, &["0", "1", "2", "3", "4", "5"]).await;
+    assert_eq!(broker.state().topics["t"][0].len(), 1, "one batch");
+    let mut consumer = consumer(&client);
+    consumer
+        .assign(vec![("t".into(), PartitionId(0), OffsetSpec::Offset(4))])
+        .await
+        .unwrap();
+    assert_eq!(
+        values(&poll_n(&mut consumer, 2).await),
+        vec![(0, 4, "4".into()), (0, 5, "5".into())]
+    );
+    // Seek back and read again.
+    consumer
+        .seek("t", PartitionId(0), OffsetSpec::Offset(1))
+        .await
+        .unwrap();
+    let again = poll_n(&mut consumer, 5).await;
+    assert_eq!(again.first().map(|r| r.offset), Some(1));
+    assert_eq!(again.len(), 5);
+}
+
+#[tokio::test]
+async fn max_poll_records_bounds_each_poll() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let client = client(&broker).await;
+    let values_in: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    let refs: Vec<&str> = values_in.iter().map(String::as_str).collect();
+    produce(&client, "t", 0, &refs).await;
+    let mut consumer = Consumer::new(
+        client.clone(),
+        ConsumerConfig {
+            max_poll_records: 4,
+            ..ConsumerConfig::default()
+        },
+    );
+    consumer
+        .assign(vec![("t".into(), PartitionId(0), OffsetSpec::Earliest)])
+        .await
+        .unwrap();
+    let mut sizes = Vec::new();
+    let mut offsets = Vec::new();
+    while offsets.len() < 10 {
+        let records = consumer.poll(Duration::from_secs(5)).await.unwrap();
+        assert!(!records.is_empty());
+        sizes.push(records.len());
+        offsets.extend(records.iter().map(|r| r.offset));
+    }
+    assert_eq!(sizes, vec![4, 4, 2]);
+    assert_eq!(offsets, (0..10).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn out_of_range_positions_reset_as_configured() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let client = client(&broker).await;
+    produce(&client, "t", 0, &["a", "b"]).await;
+    for (reset, expected) in [
+        (OffsetReset::Earliest, Some(0)),
+        (OffsetReset::Latest, None),
+    ] {
+        let mut consumer = Consumer::new(
+            client.clone(),
+            ConsumerConfig {
+                auto_offset_reset: reset,
+                ..ConsumerConfig::default()
+            },
+        );
+        consumer
+            .assign(vec![("t".into(), PartitionId(0), OffsetSpec::Offset(100))])
+            .await
+            .unwrap();
+        let records = consumer.poll(Duration::from_millis(500)).await.unwrap();
+        let records = if records.is_empty() {
+            consumer.poll(Duration::from_millis(500)).await.unwrap()
+        } else {
+            records
+        };
+        assert_eq!(records.first().map(|r| r.offset), expected, "{reset:?}");
+        assert_eq!(consumer.position("t", PartitionId(0)), Some(2), "{reset:?}");
+    }
+    let mut consumer = Consumer::new(
+        client.clone(),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::None,
+            ..ConsumerConfig::default()
+        },
+    );
+    consumer
+        .assign(vec![("t".into(), PartitionId(0), OffsetSpec::Offset(100))])
+        .await
+        .unwrap();
+    let e = consumer.poll(Duration::from_secs(2)).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "offset 100 is out of range for t/0 (the log holds 0 to 2); seek to a valid offset"
+    );
+}
+
+#[tokio::test]
+async fn leadership_errors_are_retried() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let client = client(&broker).await;
+    produce(&client, "t", 0, &["a"]).await;
+    broker
+        .state()
+        .fetch_errors
+        .extend([ErrorCode::NotLeaderOrFollower, ErrorCode::FencedLeaderEpoch]);
+    let mut consumer = consumer(&client);
+    consumer
+        .assign(vec![("t".into(), PartitionId(0), OffsetSpec::Earliest)])
+        .await
+        .unwrap();
+    assert_eq!(
+        values(&poll_n(&mut consumer, 1).await),
+        vec![(0, 0, "a".into())]
+    );
+    assert!(broker.state().fetch_requests >= 3);
+}
+
+#[tokio::test]
+async fn a_non_retriable_fetch_error_reaches_the_caller() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let client = client(&broker).await;
+    broker
+        .state()
+        .fetch_errors
+        .push_back(ErrorCode::KafkaStorageError);
+    broker
+        .state()
+        .fetch_errors
+        .push_back(ErrorCode::InvalidFetchSize);
+    let mut consumer = consumer(&client);
+    consumer
+        .assign(vec![("t".into(), PartitionId(0), OffsetSpec::Earliest)])
+        .await
+        .unwrap();
+    let e = consumer.poll(Duration::from_secs(2)).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidFetchSize));
+}
+
+#[tokio::test]
+async fn timestamps_resolve_to_the_first_record_at_or_after_them() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let client = client(&broker).await;
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    for (i, ts) in [1_000, 2_000, 3_000].into_iter().enumerate() {
+        let mut record = ProducerRecord::new("t", i.to_string());
+        record.timestamp_ms = Some(ts);
+        producer.send(record).await.unwrap();
+    }
+    producer.flush().await;
+    let mut consumer = consumer(&client);
+    let assign = |ts| vec![("t".to_owned(), PartitionId(0), OffsetSpec::Timestamp(ts))];
+    consumer.assign(assign(1_500)).await.unwrap();
+    assert_eq!(consumer.position("t", PartitionId(0)), Some(1));
+    let records = poll_n(&mut consumer, 2).await;
+    assert_eq!(
+        records.iter().map(|r| r.timestamp_ms).collect::<Vec<_>>(),
+        vec![2_000, 3_000]
+    );
+    // After the last record: the end of the log.
+    consumer.assign(assign(9_000)).await.unwrap();
+    assert_eq!(consumer.position("t", PartitionId(0)), Some(3));
+}
+
+#[tokio::test]
+async fn assigning_what_does_not_exist_fails() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let client = client(&broker).await;
+    let mut consumer = consumer(&client);
+    let e = consumer
+        .assign(vec![("nope".into(), PartitionId(0), OffsetSpec::Earliest)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        Error::UnknownTopic {
+            topic: "nope".into()
+        }
+    );
+    let e = consumer
+        .assign(vec![("t".into(), PartitionId(1), OffsetSpec::Earliest)])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::UnknownPartition { .. }), "{e}");
+    let e = consumer
+        .seek("t", PartitionId(0), OffsetSpec::Earliest)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NotAssigned { .. }), "{e}");
+}
