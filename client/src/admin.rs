@@ -73,6 +73,13 @@ pub struct TopicInfo {
 }
 
 /// One partition as `sluice topic describe` shows it.
+///
+/// ```no_run
+/// # async fn demo(admin: sluice_client::Admin) -> sluice_client::Result<()> {
+/// let p = &admin.describe_topic("orders").await?.partitions[0];
+/// println!("{} records in partition {}", p.high_watermark - p.log_start_offset, p.partition);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionDescription {
     /// The partition's index.
@@ -117,6 +124,14 @@ pub struct TopicDescription {
 }
 
 /// A registered broker as `sluice cluster describe` shows it.
+///
+/// ```no_run
+/// # async fn demo(admin: sluice_client::Admin) -> sluice_client::Result<()> {
+/// for b in admin.describe_cluster().await?.brokers {
+///     println!("{} {} {}", b.id, b.address, if b.fenced { "fenced" } else { "active" });
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokerDescription {
     /// The broker's node id.
@@ -399,5 +414,86 @@ fn missing_result(topic: &str) -> Error {
     Error::Protocol {
         addr: "the broker".to_owned(),
         reason: format!("the response has no result for topic \"{topic}\""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::FakeBroker;
+    use crate::{Producer, ProducerConfig, ProducerRecord};
+
+    async fn admin(broker: &FakeBroker) -> Admin {
+        Admin::new(Client::connect(broker.config()).await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn create_list_describe_delete() {
+        let broker = FakeBroker::start(&[]).await;
+        let admin = admin(&broker).await;
+        admin.create_topic(NewTopic::new("b", 2, 1)).await.unwrap();
+        admin.create_topic(NewTopic::new("a", 1, 1)).await.unwrap();
+        let e = admin
+            .create_topic(NewTopic::new("a", 1, 1))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::TopicAlreadyExists));
+        assert!(
+            e.to_string()
+                .starts_with("creating topic \"a\": a topic with this name already exists"),
+            "{e}"
+        );
+        let names: Vec<(String, i32)> = admin
+            .list_topics()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.name, t.partitions))
+            .collect();
+        assert_eq!(names, vec![("a".to_owned(), 1), ("b".to_owned(), 2)]);
+
+        let producer = Producer::new(admin.client().clone(), ProducerConfig::default());
+        for _ in 0..3 {
+            producer
+                .send(ProducerRecord::new("b", "x").partition(PartitionId(1)))
+                .await
+                .unwrap();
+        }
+        producer.close().await;
+        let description = admin.describe_topic("b").await.unwrap();
+        let offsets: Vec<(i32, i64, i64)> = description
+            .partitions
+            .iter()
+            .map(|p| (p.partition.0, p.log_start_offset, p.high_watermark))
+            .collect();
+        assert_eq!(offsets, vec![(0, 0, 0), (1, 0, 3)]);
+        assert_eq!(description.partitions[1].leader, BrokerId(1));
+
+        admin.delete_topic("b").await.unwrap();
+        assert_eq!(
+            admin.delete_topic("b").await.unwrap_err(),
+            Error::UnknownTopic { topic: "b".into() }
+        );
+        assert_eq!(
+            admin.describe_topic("b").await.unwrap_err(),
+            Error::UnknownTopic { topic: "b".into() }
+        );
+    }
+
+    #[tokio::test]
+    async fn describe_cluster() {
+        let broker = FakeBroker::start(&[]).await;
+        let cluster = admin(&broker).await.describe_cluster().await.unwrap();
+        assert_eq!(cluster.cluster_id, "fake");
+        assert_eq!(cluster.controller, Some(BrokerId(1)));
+        assert_eq!(cluster.voters, vec![BrokerId(1)]);
+        assert_eq!(
+            cluster.brokers,
+            vec![BrokerDescription {
+                id: BrokerId(1),
+                address: broker.addr.clone(),
+                fenced: false
+            }]
+        );
     }
 }

@@ -58,6 +58,15 @@ impl Default for ClientConfig {
 }
 
 /// A broker as the metadata describes it.
+///
+/// ```no_run
+/// # async fn demo(client: sluice_client::Client) -> sluice_client::Result<()> {
+/// let (_cluster_id, _controller, brokers) = client.brokers().await?;
+/// for broker in brokers {
+///     println!("broker {} at {}", broker.id, broker.address);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokerMetadata {
     /// The broker's node id.
@@ -67,6 +76,15 @@ pub struct BrokerMetadata {
 }
 
 /// One partition as the metadata describes it.
+///
+/// ```no_run
+/// # async fn demo(client: sluice_client::Client) -> sluice_client::Result<()> {
+/// use sluice_client::PartitionId;
+/// let topic = client.topic_metadata("orders").await?;
+/// let p = topic.partition(PartitionId(0))?;
+/// println!("leader {} epoch {} isr {:?}", p.leader, p.leader_epoch, p.isr);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionMetadata {
     /// The partition's index.
@@ -82,6 +100,13 @@ pub struct PartitionMetadata {
 }
 
 /// One topic as the metadata describes it.
+///
+/// ```no_run
+/// # async fn demo(client: sluice_client::Client) -> sluice_client::Result<()> {
+/// let topic = client.topic_metadata("orders").await?;
+/// println!("{} partitions, retention {:?}", topic.n_partitions(), topic.config.get("retention.ms"));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicMetadata {
     /// The topic's name.

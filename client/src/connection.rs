@@ -303,6 +303,7 @@ fn io_reason(e: &std::io::Error) -> String {
         std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
         std::io::ErrorKind::ConnectionReset => "connection reset by the broker".to_owned(),
         std::io::ErrorKind::UnexpectedEof => "the broker closed the connection".to_owned(),
+        std::io::ErrorKind::InvalidInput => format!("not a HOST:PORT address ({e})"),
         _ => e.to_string(),
     }
 }

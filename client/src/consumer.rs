@@ -23,6 +23,15 @@ use crate::error::{Error, Result};
 use crate::TopicPartition;
 
 /// Where to start reading a partition.
+///
+/// ```no_run
+/// # async fn demo(mut consumer: sluice_client::Consumer) -> sluice_client::Result<()> {
+/// use sluice_client::{OffsetSpec, PartitionId};
+/// // Re-read the last hour.
+/// let an_hour_ago = 1_700_000_000_000 - 3_600_000;
+/// consumer.seek("orders", PartitionId(0), OffsetSpec::Timestamp(an_hour_ago)).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OffsetSpec {
     /// The first record still in the log.
@@ -38,6 +47,11 @@ pub enum OffsetSpec {
 
 /// What to do when the position is outside the log (OFFSET_OUT_OF_RANGE), for example
 /// after retention deleted the records it pointed at.
+///
+/// ```
+/// use sluice_client::{ConsumerConfig, OffsetReset};
+/// assert_eq!(ConsumerConfig::default().auto_offset_reset, OffsetReset::Latest);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OffsetReset {
     /// Move to the first record still in the log.
@@ -92,6 +106,16 @@ impl Default for ConsumerConfig {
 
 /// A record read from a partition. Key, value and headers are slices of the fetched
 /// response (no copy).
+///
+/// ```no_run
+/// # async fn demo(mut consumer: sluice_client::Consumer) -> sluice_client::Result<()> {
+/// use std::time::Duration;
+/// for record in consumer.poll(Duration::from_secs(1)).await? {
+///     let value = record.value.as_deref().map(String::from_utf8_lossy);
+///     println!("{}/{}@{}: {:?}", record.topic, record.partition, record.offset, value);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsumerRecord {
     /// The topic.

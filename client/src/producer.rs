@@ -29,6 +29,11 @@ use crate::partitioner::{partition_for_key, sticky_partition};
 use crate::TopicPartition;
 
 /// Which acknowledgement a produce request waits for.
+///
+/// ```
+/// use sluice_client::{Acks, ProducerConfig};
+/// assert_eq!(ProducerConfig::default().acks, Acks::All);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Acks {
     /// None: the broker does not answer; a record counts as delivered once written to the
@@ -147,6 +152,14 @@ impl ProducerRecord {
 }
 
 /// Where an acknowledged record was written.
+///
+/// ```no_run
+/// # async fn demo(producer: sluice_client::Producer) -> sluice_client::Result<()> {
+/// use sluice_client::ProducerRecord;
+/// let metadata = producer.send(ProducerRecord::new("orders", "x")).await?.await?;
+/// println!("{}/{} at offset {}", metadata.topic, metadata.partition, metadata.offset);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordMetadata {
     /// The topic.

@@ -33,6 +33,8 @@ pub(crate) struct FakeState {
     pub fetch_requests: usize,
     /// Leader epoch reported for every partition.
     pub leader_epoch: i32,
+    /// Produce requests to answer by closing the connection instead.
+    pub drop_connection_on_produce: usize,
 }
 
 impl FakeState {
@@ -113,6 +115,13 @@ async fn serve(mut socket: TcpStream, state: Arc<Mutex<FakeState>>, port: u16) {
             }
         };
         let (header, request) = decode_request(frame).unwrap();
+        if let Request::Produce(_) = &request {
+            let mut state = state.lock().unwrap();
+            if state.drop_connection_on_produce > 0 {
+                state.drop_connection_on_produce -= 1;
+                return;
+            }
+        }
         if let Request::Fetch(f) = &request {
             // A long poll, shortened: wait a little when there is nothing to return.
             if fetch_is_empty(&state, f) {
@@ -169,6 +178,53 @@ fn handle(state: &Mutex<FakeState>, request: Request, port: u16) -> Option<Respo
             Response::Fetch(fetch(&mut state, f))
         }
         Request::ListOffsets(l) => Response::ListOffsets(list_offsets(&state, l)),
+        Request::CreateTopics(c) => Response::CreateTopics(CreateTopicsResponse {
+            topics: c
+                .topics
+                .into_iter()
+                .map(|t| {
+                    let code = if state.topics.contains_key(&t.name) {
+                        ErrorCode::TopicAlreadyExists
+                    } else {
+                        let n = t.num_partitions.max(1) as usize;
+                        state.topics.insert(t.name.clone(), vec![Vec::new(); n]);
+                        ErrorCode::None
+                    };
+                    CreatableTopicResult {
+                        name: t.name,
+                        error_code: code,
+                        error_message: None,
+                        num_partitions: t.num_partitions,
+                        replication_factor: t.replication_factor,
+                    }
+                })
+                .collect(),
+        }),
+        Request::DeleteTopics(d) => Response::DeleteTopics(DeleteTopicsResponse {
+            responses: d
+                .topic_names
+                .into_iter()
+                .map(|name| DeletableTopicResult {
+                    error_code: match state.topics.remove(&name) {
+                        Some(_) => ErrorCode::None,
+                        None => ErrorCode::UnknownTopicOrPartition,
+                    },
+                    name,
+                    error_message: None,
+                })
+                .collect(),
+        }),
+        Request::DescribeCluster(_) => Response::DescribeCluster(DescribeClusterResponse {
+            cluster_id: "fake".into(),
+            controller_id: BrokerId(1),
+            voters: vec![BrokerId(1)],
+            brokers: vec![DescribeClusterBroker {
+                broker_id: BrokerId(1),
+                host: "127.0.0.1".into(),
+                port,
+                fenced: false,
+            }],
+        }),
         other => panic!("the fake broker does not serve {:?}", other.api_key()),
     })
 }

@@ -330,3 +330,18 @@ async fn dropping_the_producer_still_sends_what_was_buffered() {
         .unwrap();
     assert_eq!(metadata.offset, 0);
 }
+
+#[tokio::test]
+async fn a_dropped_connection_is_redialled_and_the_batch_retried() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    broker.state().drop_connection_on_produce = 2;
+    let config = ProducerConfig {
+        retry_backoff: Duration::from_millis(10),
+        ..ProducerConfig::default()
+    };
+    let producer = producer(&broker, config).await;
+    let delivery = producer.send(ProducerRecord::new("t", "x")).await.unwrap();
+    producer.flush().await;
+    assert_eq!(delivery.await.unwrap().offset, 0);
+    assert_eq!(broker.state().values("t", 0).len(), 1);
+}
