@@ -264,21 +264,6 @@ impl<T> Accumulator<T> {
     pub fn is_empty(&self) -> bool {
         self.queues.values().all(PartitionQueue::is_idle)
     }
-
-    /// Takes every batch that is not in flight (open ones sealed), for failing them all
-    /// when the producer stops for good.
-    #[allow(dead_code)]
-    pub fn drain_all(&mut self) -> Vec<Batch<T>> {
-        let mut out = Vec::new();
-        for (tp, queue) in &mut self.queues {
-            out.extend(queue.sealed.drain(..));
-            if let Some(open) = queue.open.take() {
-                out.push(seal(tp, open));
-            }
-        }
-        self.queues.retain(|_, q| !q.is_idle());
-        out
-    }
 }
 
 fn seal<T>(tp: &TopicPartition, open: OpenBatch<T>) -> Batch<T> {
@@ -473,19 +458,5 @@ mod tests {
         acc.end_flush();
         append(&mut acc, &tp("v", 0), t0, b"z", 3);
         assert!(acc.drain_ready(t0).is_empty());
-    }
-
-    #[test]
-    fn drain_all_takes_what_is_not_in_flight() {
-        let t0 = Instant::now();
-        let mut acc = accumulator(1 << 20, 0);
-        append(&mut acc, &tp("t", 0), t0, b"x", 1);
-        let in_flight = acc.drain_ready(t0);
-        append(&mut acc, &tp("t", 0), t0, b"y", 2);
-        append(&mut acc, &tp("t", 1), t0, b"z", 3);
-        assert_eq!(tokens(&acc.drain_all()), vec![vec![2], vec![3]]);
-        assert!(!acc.is_empty());
-        acc.complete(&in_flight[0].tp);
-        assert!(acc.is_empty());
     }
 }

@@ -308,6 +308,36 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
+/// Bytes of queued frames one pass of the writer takes.
+const WRITE_BATCH_BYTES: usize = 1 << 20;
+/// Frames below this size are copied together into one write; larger ones (record
+/// batches) are written as they are, so their payload is not copied again.
+const COALESCE_BELOW_BYTES: usize = 64 * 1024;
+
+async fn write_frames(
+    socket: &mut OwnedWriteHalf,
+    frames: &[Bytes],
+    buf: &mut BytesMut,
+) -> std::io::Result<()> {
+    buf.clear();
+    for frame in frames {
+        if frame.len() < COALESCE_BELOW_BYTES {
+            buf.extend_from_slice(frame);
+            continue;
+        }
+        if !buf.is_empty() {
+            socket.write_all(buf).await?;
+            buf.clear();
+        }
+        socket.write_all(frame).await?;
+    }
+    if !buf.is_empty() {
+        socket.write_all(buf).await?;
+        buf.clear();
+    }
+    Ok(())
+}
+
 async fn write_loop(
     mut socket: OwnedWriteHalf,
     shared: Arc<Shared>,
@@ -324,19 +354,19 @@ async fn write_loop(
             },
             _ = closed.wait_for(|dead| *dead) => break,
         };
-        // Coalesce whatever else is already queued into one write.
-        let mut next = Some(first);
-        while let Some(outgoing) = next {
-            buf.extend_from_slice(&outgoing.frame);
-            notices.extend(outgoing.written);
-            next = if buf.len() < 1 << 20 {
-                from_callers.try_recv().ok()
-            } else {
-                None
+        // Take whatever else is already queued too, up to a bound, and write it together.
+        let mut frames = vec![first.frame];
+        notices.extend(first.written);
+        let mut queued_bytes = frames[0].len();
+        while queued_bytes < WRITE_BATCH_BYTES {
+            let Ok(outgoing) = from_callers.try_recv() else {
+                break;
             };
+            queued_bytes += outgoing.frame.len();
+            frames.push(outgoing.frame);
+            notices.extend(outgoing.written);
         }
-        let result = socket.write_all(&buf).await;
-        buf.clear();
+        let result = write_frames(&mut socket, &frames, &mut buf).await;
         match result {
             Ok(()) => notices.drain(..).for_each(|n| {
                 let _ = n.send(Ok(()));

@@ -352,10 +352,8 @@ impl Producer {
                 .accumulator
                 .append(&tp, Instant::now(), &parts, delivery)
         };
-        if appended.sealed {
-            shared.wake.notify_one();
-        } else if appended.new_batch {
-            // The sender must learn the new batch's linger deadline.
+        // A full batch is ready; a new batch has a linger deadline the sender must learn.
+        if appended.sealed || appended.new_batch {
             shared.wake.notify_one();
         }
         Ok(DeliveryFuture { receiver })

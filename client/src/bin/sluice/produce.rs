@@ -63,7 +63,7 @@ pub async fn run(client: Client, args: ProduceArgs) -> CliResult {
         (acknowledged, first_error)
     });
     let separator = args.key_separator.as_deref().map(str::as_bytes);
-    let mut stdin = BufReader::new(tokio::io::stdin());
+    let mut stdin = BufReader::with_capacity(64 * 1024, tokio::io::stdin());
     let mut line = Vec::new();
     let mut total = 0u64;
     let mut warned_no_separator = false;
