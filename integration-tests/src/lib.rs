@@ -31,7 +31,14 @@ pub fn bin(name: &str) -> PathBuf {
         BUILT.get_or_init(|| {
             let release = bin_dir().ends_with("release");
             let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            cargo.args(["build", "--bins", "-p", "sluice-broker", "-p", "sluice-client"]);
+            cargo.args([
+                "build",
+                "--bins",
+                "-p",
+                "sluice-broker",
+                "-p",
+                "sluice-client",
+            ]);
             if release {
                 cargo.arg("--release");
             }
@@ -39,7 +46,11 @@ pub fn bin(name: &str) -> PathBuf {
             assert!(status.success(), "cargo build of the binaries failed");
         });
     }
-    assert!(path.exists(), "{} missing; run `cargo build --bins`", path.display());
+    assert!(
+        path.exists(),
+        "{} missing; run `cargo build --bins`",
+        path.display()
+    );
     path
 }
 
@@ -109,15 +120,25 @@ impl BrokerProcess {
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("sluice-broker exited with {status} at start:\n{}", self.log());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "sluice-broker exited with {status} at start:\n{}",
+                    self.log()
+                );
             }
             if answers_api_versions(self.addr) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("sluice-broker did not answer within {START_TIMEOUT:?}:\n{}", self.log());
+        panic!(
+            "sluice-broker did not answer within {START_TIMEOUT:?}:\n{}",
+            self.log()
+        );
     }
 
     /// The broker's stderr so far.
