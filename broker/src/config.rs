@@ -307,6 +307,17 @@ fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
     if config.min_insync_replicas == 0 {
         return fail("min_insync_replicas must be at least 1".into());
     }
+    if config.voters.len() > 1 || config.voters.iter().any(|v| v.id != config.node_id) {
+        return fail(format!(
+            "--voters lists {} node(s) other than this one, but clustering is not available \
+             yet in this version of sluice; run a single node (leave --voters out)",
+            config
+                .voters
+                .iter()
+                .filter(|v| v.id != config.node_id)
+                .count()
+        ));
+    }
     if config.advertise.rsplit_once(':').is_none() {
         return fail(format!(
             "advertise address {:?} must be HOST:PORT",
@@ -412,6 +423,11 @@ mod tests {
         assert!(err.to_string().contains("data_dri"), "{err}");
         let err = resolve_args(&["--voters", "1@127.0.0.1"]).unwrap_err();
         assert!(err.to_string().contains("ID@HOST:PORT"), "{err}");
+        let err = resolve_args(&["--voters", "1@127.0.0.1:1,2@127.0.0.1:2"]).unwrap_err();
+        assert!(
+            err.to_string().contains("clustering is not available"),
+            "{err}"
+        );
         let voters = parse_voters("1@127.0.0.1:1,2@127.0.0.2:2").unwrap();
         assert_eq!(voters[1].id, BrokerId(2));
     }
