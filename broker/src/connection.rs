@@ -168,13 +168,26 @@ async fn refuse_frame(
     }
 }
 
-/// Writes answers in request order, flushing whenever no further answer is queued.
+/// Writes answers in request order. Buffered answers are flushed before waiting on one
+/// that is not ready yet (a long poll must not hold back the answers queued before it) and
+/// whenever no further answer is queued.
 async fn write_answers(writer: OwnedWriteHalf, mut answers: mpsc::Receiver<Answer>) {
+    use tokio::sync::oneshot::error::TryRecvError;
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
-    while let Some(answer) = answers.recv().await {
-        let Ok(answer) = answer.await else {
+    while let Some(mut answer) = answers.recv().await {
+        let answer = match answer.try_recv() {
+            Ok(ready) => ready,
+            Err(TryRecvError::Empty) => {
+                if writer.flush().await.is_err() {
+                    return;
+                }
+                match answer.await {
+                    Ok(ready) => ready,
+                    Err(_) => return,
+                }
+            }
             // The request task died (a bug, already logged by tokio); the order is broken.
-            return;
+            Err(TryRecvError::Closed) => return,
         };
         if let Some(mut frame) = answer {
             let payload_len = (frame.len() - FRAME_HEADER_LEN) as u32;

@@ -397,6 +397,22 @@ async fn pipelined_requests_are_answered_in_order() {
 }
 
 #[tokio::test]
+async fn an_answer_is_not_held_back_by_a_long_poll_queued_behind_it() {
+    let broker = TestBroker::fresh().await;
+    let mut c = broker.connect().await;
+    assert_eq!(c.create("busy", 2, &[]).await, ErrorCode::None);
+    // A 200 ms long poll, then a 60 s one, in one write: the first answer must reach the
+    // client while the second still waits (the 30 s bound only catches a hang).
+    let short = c.send(&fetch_request("busy", 0, 0, 200)).await;
+    let _long = c.send(&fetch_request("busy", 1, 0, 60_000)).await;
+    let (header, _) = tokio::time::timeout(Duration::from_secs(30), c.recv(ApiKey::Fetch, short))
+        .await
+        .expect("the first answer was sent while the long poll behind it waited");
+    assert_eq!(header.error_code, ErrorCode::None);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
 async fn acks_zero_gets_no_response_but_is_written() {
     let broker = TestBroker::fresh().await;
     let mut c = broker.connect().await;
