@@ -105,6 +105,7 @@ impl From<StorageError> for ApiError {
             StorageError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
             StorageError::StaleLeaderEpoch { .. } => ErrorCode::FencedLeaderEpoch,
             StorageError::NonContiguousAppend { .. } => ErrorCode::UnknownServerError,
+            StorageError::Deleted { .. } => ErrorCode::UnknownTopicOrPartition,
             _ => ErrorCode::KafkaStorageError,
         };
         ApiError::new(code, e.to_string())

@@ -49,6 +49,8 @@ impl Acks {
 pub struct PendingAppend {
     /// Where the batches went.
     pub info: AppendInfo,
+    /// The log start offset just after the append (for the produce response).
+    pub log_start_offset: Offset,
     ticket: DurableTicket,
 }
 
@@ -153,11 +155,12 @@ impl Partition {
         self.deleted.load(Ordering::Acquire)
     }
 
-    /// Marks the partition deleted; waits for operations holding the log, so none runs
-    /// after this returns.
+    /// Marks the partition deleted and retires its log: waits for operations holding the
+    /// log, and every later one fails (storage checks under the log lock), so nothing
+    /// writes into the directory after this returns. Blocking.
     pub fn mark_deleted(&self) {
         self.deleted.store(true, Ordering::Release);
-        drop(self.log.write());
+        self.log.retire();
         self.hw_advanced.notify_waiters();
     }
 
@@ -224,6 +227,7 @@ impl Partition {
         let (last_info, ticket) = last.expect("split_batches returns at least one batch");
         let first = first.expect("at least one batch");
         Ok(PendingAppend {
+            log_start_offset: self.log.read().log_start_offset(),
             info: AppendInfo {
                 base_offset: first.base_offset,
                 last_offset: last_info.last_offset,
@@ -300,7 +304,18 @@ impl Partition {
         self.check_leader_epoch(client_epoch)?;
         let high_watermark = self.high_watermark();
         let log = self.log.read();
+        // Checked again under the lock: deletion sets the flag, then takes the write lock,
+        // so a reader that gets the lock after it sees the flag.
+        self.check_live()?;
         let log_start_offset = log.log_start_offset();
+        if offset == high_watermark && offset >= log_start_offset {
+            // A caught-up consumer: nothing to read (and nothing unflushed to copy).
+            return Ok(ReadResult {
+                records: Bytes::new(),
+                high_watermark,
+                log_start_offset,
+            });
+        }
         if offset < log_start_offset || offset > high_watermark {
             return Err(ApiError::new(
                 ErrorCode::OffsetOutOfRange,
@@ -341,6 +356,7 @@ impl Partition {
         self.check_leader_epoch(client_epoch)?;
         let high_watermark = self.high_watermark();
         let log = self.log.read();
+        self.check_live()?;
         match timestamp_ms {
             EARLIEST_TIMESTAMP => Ok((-1, log.log_start_offset())),
             LATEST_TIMESTAMP => Ok((-1, high_watermark)),

@@ -41,6 +41,9 @@ pub enum StorageError {
     /// A batch larger than a whole segment may hold.
     #[error("a record batch of {size} bytes exceeds the segment size limit of {max} bytes; raise segment.bytes or send smaller batches")]
     BatchTooLarge { size: u32, max: u32 },
+    /// The log was retired (its topic deleted); nothing more may be written to it.
+    #[error("the log in {path} was deleted")]
+    Deleted { path: PathBuf },
     /// A file of our own format that cannot be used (wrong magic, version or checksum).
     #[error("{path} is not a usable {what}: {reason}")]
     BadFile {

@@ -13,6 +13,7 @@
 //! by some later fsync of different data at the same offsets.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
@@ -46,6 +47,10 @@ pub struct SharedLog {
     flush_state: Mutex<FlushState>,
     flushed_cv: Condvar,
     durability: Durability,
+    /// Set (under the log's write lock) when the log is deleted: every later mutation fails
+    /// and flushes write nothing, so a deleted log never writes into a directory that a new
+    /// log of the same name may own by then.
+    retired: AtomicBool,
 }
 
 /// A ticket to wait for: the end offset of an append, in the generation it was made.
@@ -70,6 +75,7 @@ impl SharedLog {
             }),
             log: RwLock::new(log),
             flushed_cv: Condvar::new(),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -93,6 +99,7 @@ impl SharedLog {
         leader_epoch: LeaderEpoch,
     ) -> Result<(AppendInfo, DurableTicket)> {
         let mut log = self.write();
+        self.check_not_retired()?;
         let info = log.append(batch, leader_epoch)?;
         Ok((info, self.ticket(&info)))
     }
@@ -100,6 +107,7 @@ impl SharedLog {
     /// Appends fetched batches as a follower, without waiting.
     pub fn append_as_follower(&self, batches: Bytes) -> Result<(AppendInfo, DurableTicket)> {
         let mut log = self.write();
+        self.check_not_retired()?;
         let info = log.append_as_follower(batches)?;
         Ok((info, self.ticket(&info)))
     }
@@ -113,9 +121,33 @@ impl SharedLog {
         }
     }
 
+    /// Retires the log before its files are deleted: waits for every operation holding
+    /// the log, then fails all later mutations with [`StorageError::Deleted`], makes
+    /// flushes write nothing, and fails waiters for data not yet durable.
+    pub fn retire(&self) {
+        let log = self.write();
+        self.retired.store(true, Ordering::Release);
+        self.cut(&log, "the log was deleted".into());
+    }
+
+    /// Whether [`SharedLog::retire`] ran. Checked under the log lock, it is final.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    fn check_not_retired(&self) -> Result<()> {
+        if self.is_retired() {
+            return Err(StorageError::Deleted {
+                path: self.dir.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// Truncates to `offset` (see [`PartitionLog::truncate_to`]); waiters for cut data fail.
     pub fn truncate_to(&self, offset: Offset) -> Result<()> {
         let mut log = self.write();
+        self.check_not_retired()?;
         let result = log.truncate_to(offset);
         self.cut(&log, format!("the log was truncated to offset {offset}"));
         result
@@ -124,6 +156,7 @@ impl SharedLog {
     /// Empties the log and restarts it at `offset`; waiters for cut data fail.
     pub fn truncate_fully_and_start_at(&self, offset: Offset) -> Result<()> {
         let mut log = self.write();
+        self.check_not_retired()?;
         let result = log.truncate_fully_and_start_at(offset);
         self.cut(
             &log,
@@ -180,11 +213,18 @@ impl SharedLog {
     /// One flush job: everything appended until now. On failure the unflushed tail is cut
     /// off: its pages may never reach the disk, so it must not be read back or acked.
     fn flush_once(&self) -> Result<Offset> {
-        let Some(job) = self.write().begin_flush() else {
+        let job = {
+            let mut log = self.write();
+            self.check_not_retired()?;
+            log.begin_flush()
+        };
+        let Some(job) = job else {
             return Ok(self.read().flushed_offset());
         };
         let result = job.run();
         let mut log = self.write();
+        // Completing writes the recovery point by path: not into a deleted log's directory.
+        self.check_not_retired()?;
         match result.and_then(|()| log.complete_flush(&job)) {
             Ok(()) => Ok(log.flushed_offset()),
             Err(e) => {

@@ -87,3 +87,35 @@ fn truncation_fails_waiters_of_cut_data_and_replicated_mode_does_not_wait() {
     log.flush().unwrap();
     assert_eq!(log.flushed_offset(), Offset(4));
 }
+
+#[test]
+fn a_retired_log_writes_nothing_more_into_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SharedLog::new(
+        PartitionLog::open(dir.path(), small_config(), clock() as Arc<dyn Clock>).unwrap(),
+    );
+    let (_, pending) = log
+        .append_no_wait(batch("before", 2, 100, 1), LeaderEpoch(0))
+        .unwrap();
+    log.retire();
+    // The topic is deleted and its directory re-created empty by a new topic of that name.
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    std::fs::create_dir(dir.path()).unwrap();
+    let err = log
+        .append_no_wait(batch("after", 1, 100, 2), LeaderEpoch(0))
+        .unwrap_err();
+    assert!(
+        matches!(err, sluice_storage::StorageError::Deleted { .. }),
+        "{err}"
+    );
+    assert!(
+        log.wait_durable(pending).is_err(),
+        "unflushed data of a deleted log is not acked"
+    );
+    assert!(log.flush().is_err());
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(
+        files.is_empty(),
+        "nothing written into the new directory: {files:?}"
+    );
+}

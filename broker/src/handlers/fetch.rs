@@ -35,21 +35,23 @@ type Targets = Vec<(
 
 /// Serves a fetch, waiting up to `max_wait_ms` for `min_bytes`.
 pub async fn handle(broker: &Arc<Broker>, request: FetchRequest) -> FetchResponse {
-    let targets: Targets = request
-        .topics
-        .into_iter()
-        .map(|t| {
-            let partitions = t
-                .partitions
-                .into_iter()
-                .map(|p| {
-                    let found = broker.topics.partition(&t.topic, p.partition);
-                    (p, found)
-                })
-                .collect();
-            (t.topic, partitions)
-        })
-        .collect();
+    let targets: Arc<Targets> = Arc::new(
+        request
+            .topics
+            .into_iter()
+            .map(|t| {
+                let partitions = t
+                    .partitions
+                    .into_iter()
+                    .map(|p| {
+                        let found = broker.topics.partition(&t.topic, p.partition);
+                        (p, found)
+                    })
+                    .collect();
+                (t.topic, partitions)
+            })
+            .collect(),
+    );
     let wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_MAX) as u64);
     let deadline = Instant::now() + wait;
     // The response must fit in one frame.
@@ -72,7 +74,17 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest) -> FetchRespons
         for waker in &mut wakers {
             waker.as_mut().enable();
         }
-        let (response, bytes, failed) = read_all(&targets, max_bytes);
+        // Reads take the log's lock, which maintenance may hold across an fsync, and may
+        // pread a cold segment: both belong on the blocking pool, not a runtime worker.
+        let reading = Arc::clone(&targets);
+        let read = tokio::task::spawn_blocking(move || read_all(&reading, max_bytes)).await;
+        let (response, bytes, failed) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::error!("fetch read task failed: {e}");
+                return FetchResponse { topics: Vec::new() };
+            }
+        };
         let now = Instant::now();
         if bytes >= min_bytes || failed || now >= deadline || broker.is_stopping() {
             return response;
@@ -126,6 +138,16 @@ fn read_all(targets: &Targets, max_bytes: u32) -> (FetchResponse, u64, bool) {
                 }
             };
             let log_start = found.as_ref().map_or(Offset(-1), |p| p.log_start_offset());
+            // Storage returns at least one whole batch; past the first partition with data
+            // that could overflow the response's frame, so such a batch waits for the
+            // next fetch.
+            let result = result.map(|(hw, records)| {
+                if total > 0 && records.len() as u64 > budget as u64 {
+                    (hw, Bytes::new())
+                } else {
+                    (hw, records)
+                }
+            });
             results.push(match result {
                 Ok((high_watermark, records)) => {
                     total += records.len() as u64;

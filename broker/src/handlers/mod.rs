@@ -39,18 +39,27 @@ pub const SERVED: &[ApiKey] = &[
 pub enum Started {
     /// A produce whose batches are in the logs.
     Produce(produce::Started),
+    /// A request served entirely in its ordered phase (topic administration).
+    Done(Response),
     /// Any other request: nothing is order-sensitive, all of it runs in `finish`.
     Other(Request),
 }
 
 /// The phase of a request that must run in request order on its connection: for a
-/// produce, writing the batches to the logs. The connection awaits it before it starts the
-/// next request, so one producer's pipelined requests land in order.
+/// produce, writing the batches to the logs; topic creation and deletion entirely (a
+/// pipelined create then produce, or delete then create, must happen in that order). The
+/// connection awaits it before it starts the next request.
 pub async fn start(broker: &Arc<Broker>, request: Request) -> Result<Started, ApiError> {
-    match request {
-        Request::Produce(r) => Ok(Started::Produce(produce::start(broker, r).await?)),
-        other => Ok(Started::Other(other)),
-    }
+    Ok(match request {
+        Request::Produce(r) => Started::Produce(produce::start(broker, r).await?),
+        Request::CreateTopics(r) => Started::Done(Response::CreateTopics(
+            admin::create_topics(broker, r).await,
+        )),
+        Request::DeleteTopics(r) => Started::Done(Response::DeleteTopics(
+            admin::delete_topics(broker, r).await,
+        )),
+        other => Started::Other(other),
+    })
 }
 
 /// The rest of a request, run concurrently with later requests. An `Err` fails the whole
@@ -59,18 +68,17 @@ pub async fn start(broker: &Arc<Broker>, request: Request) -> Result<Started, Ap
 pub async fn finish(broker: &Arc<Broker>, started: Started) -> Result<Outcome, ApiError> {
     let request = match started {
         Started::Produce(s) => return produce::finish(s).await,
+        Started::Done(response) => return Ok(Outcome::Respond(response)),
         Started::Other(request) => request,
     };
     let response = match request {
         Request::Fetch(r) => Response::Fetch(fetch::handle(broker, r).await),
-        Request::ListOffsets(r) => Response::ListOffsets(offsets::list_offsets(broker, r)),
+        Request::ListOffsets(r) => Response::ListOffsets(offsets::list_offsets(broker, r).await?),
         Request::Metadata(r) => Response::Metadata(metadata::metadata(broker, r)),
         Request::ApiVersions(_) => Response::ApiVersions(metadata::api_versions()),
         Request::DescribeCluster(_) => {
             Response::DescribeCluster(metadata::describe_cluster(broker))
         }
-        Request::CreateTopics(r) => Response::CreateTopics(admin::create_topics(broker, r).await),
-        Request::DeleteTopics(r) => Response::DeleteTopics(admin::delete_topics(broker, r).await),
         other => return Err(not_served(other.api_key())),
     };
     Ok(Outcome::Respond(response))

@@ -8,9 +8,21 @@ use sluice_protocol::messages::{
 use sluice_protocol::{ErrorCode, LeaderEpoch, Offset};
 
 use crate::broker::Broker;
+use crate::error::ApiError;
 
-/// Looks up every requested partition.
-pub fn list_offsets(broker: &Arc<Broker>, request: ListOffsetsRequest) -> ListOffsetsResponse {
+/// Looks up every requested partition, on the blocking pool: a lookup takes the log's
+/// lock, which maintenance may hold across an fsync.
+pub async fn list_offsets(
+    broker: &Arc<Broker>,
+    request: ListOffsetsRequest,
+) -> Result<ListOffsetsResponse, ApiError> {
+    let broker = Arc::clone(broker);
+    tokio::task::spawn_blocking(move || list_offsets_blocking(&broker, request))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, format!("list offsets: {e}")))
+}
+
+fn list_offsets_blocking(broker: &Broker, request: ListOffsetsRequest) -> ListOffsetsResponse {
     let topics = request
         .topics
         .into_iter()

@@ -87,8 +87,9 @@ pub async fn finish(started: Started) -> Result<Outcome, ApiError> {
                 .map(|(index, written)| {
                     let task = tokio::spawn(async move {
                         let (partition, pending) = written?;
+                        let log_start_offset = pending.log_start_offset;
                         let info = partition.complete(pending).await?;
-                        Ok::<_, ApiError>((info.base_offset, partition.log_start_offset()))
+                        Ok::<_, ApiError>((info.base_offset, log_start_offset))
                     });
                     (index, task)
                 })
