@@ -133,6 +133,7 @@ fn background_flush(partition: &Partition) {
     }
     match partition.log().flush() {
         Ok(()) => partition.after_flush(),
-        Err(e) => tracing::warn!(partition = %partition.name(), "background flush failed: {e}"),
+        Err(_) if partition.log().is_retired() => {}
+        Err(e) => partition.take_offline(format!("a background fsync failed: {e}")),
     }
 }

@@ -295,8 +295,24 @@ fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
     if config.node_id.0 < 0 {
         return fail(format!("node_id {} must be 0 or more", config.node_id.0));
     }
-    if config.max_frame_bytes < 1024 {
-        return fail("max_frame_bytes must be at least 1024".into());
+    if config.max_frame_bytes < 1 << 20 {
+        return fail("max_frame_bytes must be at least 1048576 (1 MiB)".into());
+    }
+    if config.default_partitions as i64 > crate::topics::PARTITIONS_MAX as i64 {
+        return fail(format!(
+            "default_partitions must be at most {}",
+            crate::topics::PARTITIONS_MAX
+        ));
+    }
+    if config.default_replication_factor != 1 {
+        return fail(
+            "default_replication_factor must be 1: replication is not available yet in this \
+             version of sluice"
+                .into(),
+        );
+    }
+    if config.segment_bytes < 4096 {
+        return fail("segment_bytes must be at least 4096".into());
     }
     if config.max_connections == 0 || config.max_in_flight_per_connection == 0 {
         return fail("max_connections and max_in_flight_per_connection must be at least 1".into());
@@ -318,10 +334,21 @@ fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
                 .count()
         ));
     }
-    if config.advertise.rsplit_once(':').is_none() {
+    let port = config
+        .advertise
+        .rsplit_once(':')
+        .map(|(_, p)| p.parse::<u16>());
+    if !matches!(port, Some(Ok(p)) if p != 0) {
         return fail(format!(
-            "advertise address {:?} must be HOST:PORT",
+            "advertise address {:?} must be HOST:PORT with a port from 1 to 65535",
             config.advertise
+        ));
+    }
+    if config.advertise == config.listen.to_string() && config.listen.ip().is_unspecified() {
+        return fail(format!(
+            "listening on {} needs --advertise HOST:PORT: clients cannot connect to {}",
+            config.listen,
+            config.listen.ip()
         ));
     }
     Ok(())

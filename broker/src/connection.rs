@@ -31,6 +31,11 @@ use crate::handlers::{self, Outcome};
 /// A response payload owed to the client, or nothing (acks=0).
 type Answer = oneshot::Receiver<Option<BytesMut>>;
 
+/// How long a refused connection is drained before it closes.
+const REFUSED_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+/// Most bytes drained from a refused connection.
+const REFUSED_DRAIN_BYTES_MAX: usize = 16 << 20;
+
 /// Initial capacity of the read buffer; frames larger than this grow it as they arrive.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -44,6 +49,7 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
     let mut codec = FrameCodec::new(broker.config.max_frame_bytes);
     let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
     let mut stopping = broker.stopping();
+    let mut refused = false;
     'read: loop {
         loop {
             match codec.decode(&mut buffer) {
@@ -81,6 +87,7 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
                 Ok(None) => break,
                 Err(e) => {
                     refuse_frame(&broker, &buffer, &e, &answers_tx, peer).await;
+                    refused = true;
                     break 'read;
                 }
             }
@@ -108,6 +115,22 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
     drop(answers_tx);
     // Answers already owed are still sent before the connection closes.
     let _ = writing.await;
+    if refused {
+        // Closing a socket with unread input sends a reset, which can destroy the error
+        // answer before the client reads it. The writer has sent FIN; read and drop what
+        // the client still sends, for a bounded time and amount, before closing.
+        let mut scratch = vec![0u8; 64 * 1024];
+        let mut drained = 0usize;
+        let _ = tokio::time::timeout(REFUSED_DRAIN_TIME, async {
+            while drained < REFUSED_DRAIN_BYTES_MAX {
+                match reader.read(&mut scratch).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
+                }
+            }
+        })
+        .await;
+    }
 }
 
 /// Encodes a request's outcome as a response payload, with room for the length prefix at

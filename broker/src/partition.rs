@@ -81,6 +81,8 @@ pub struct Partition {
     min_insync_replicas: u16,
     /// Set when the topic is deleted: every later operation fails, maintenance skips it.
     deleted: AtomicBool,
+    /// Why the partition was taken offline (a failed background fsync), if it was.
+    offline: std::sync::OnceLock<String>,
 }
 
 impl Partition {
@@ -107,6 +109,7 @@ impl Partition {
             durability,
             min_insync_replicas,
             deleted: AtomicBool::new(false),
+            offline: std::sync::OnceLock::new(),
         }
     }
 
@@ -168,7 +171,27 @@ impl Partition {
         if self.is_deleted() {
             return Err(ApiError::unknown_topic(&self.topic));
         }
+        if let Some(why) = self.offline.get() {
+            return Err(ApiError::new(
+                ErrorCode::KafkaStorageError,
+                format!(
+                    "{} is offline: {why}; check the disk and the broker's log, then restart \
+                     the broker",
+                    self.name()
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// Takes the partition offline until the broker restarts. Under `replicated`
+    /// durability a failed background fsync cuts the log below what consumers may already
+    /// have seen (the HW), so serving on would hand out one offset twice with different
+    /// records; Kafka takes the whole log directory offline for the same reason.
+    pub fn take_offline(&self, why: String) {
+        tracing::error!(partition = %self.name(), "taking the partition offline: {why}");
+        let _ = self.offline.set(why);
+        self.hw_advanced.notify_waiters();
     }
 
     /// Refuses a request made with another leader epoch than ours (-1: the client does not

@@ -336,8 +336,20 @@ fn open_topic(
     name: &str,
     meta: &TopicMeta,
 ) -> Result<Topic, (String, sluice_storage::StorageError)> {
-    let (log_config, min_insync) = topic_log_config(config, &meta.configs)
-        .expect("persisted topic configs were validated at creation");
+    let bad_metadata = |reason: String| {
+        (
+            name.to_string(),
+            sluice_storage::StorageError::BadFile {
+                path: config.data_dir.join(crate::metadata::METADATA_FILE),
+                what: "topic in the metadata",
+                reason,
+            },
+        )
+    };
+    // The name becomes a directory path: never trust it from disk without the rule.
+    validate_topic_name(name).map_err(|e| bad_metadata(e.message))?;
+    let (log_config, min_insync) =
+        topic_log_config(config, &meta.configs).map_err(|e| bad_metadata(e.message))?;
     let name: Arc<str> = Arc::from(name);
     let mut partitions = Vec::with_capacity(meta.partitions.len());
     for p in &meta.partitions {
@@ -363,7 +375,7 @@ fn open_topic(
             min_insync,
         )));
     }
-    let effective_configs = effective_configs(config, &meta.configs);
+    let effective_configs = effective_configs(&log_config, min_insync);
     Ok(Topic {
         name,
         meta: meta.clone(),
@@ -488,12 +500,7 @@ pub fn topic_log_config(
 }
 
 /// Every known config key with the value in effect for a topic.
-fn effective_configs(
-    config: &BrokerConfig,
-    overrides: &BTreeMap<String, String>,
-) -> BTreeMap<String, String> {
-    let (log, min_insync) =
-        topic_log_config(config, overrides).expect("persisted topic configs were validated");
+fn effective_configs(log: &LogConfig, min_insync: u16) -> BTreeMap<String, String> {
     BTreeMap::from([
         (
             "retention.ms".to_string(),

@@ -483,7 +483,11 @@ async fn bad_input_fails_only_its_connection() {
         .write_all(&[0, 3, 0, 0, 0, 0, 0, 5])
         .await
         .unwrap();
-    if let Some(mut frame) = huge.read_frame().await {
+    {
+        let mut frame = huge
+            .read_frame()
+            .await
+            .expect("MESSAGE_TOO_LARGE is answered before the close");
         assert_eq!(frame.get_u32(), 5);
         assert_eq!(
             ErrorCode::from_i16(frame.get_i16()),

@@ -185,7 +185,11 @@ impl PartitionLog {
             if is_last || damaged {
                 active = Some(segment);
             } else {
-                let (meta, _files) = segment.seal()?;
+                let (meta, files) = segment.seal()?;
+                // A rescanned segment was read from the page cache, which a crash of the
+                // process (not the machine) keeps: make it durable before the recovery
+                // point below claims it and the broker serves it.
+                files.log.sync_all().at("fsync", &files.log_path)?;
                 sealed.insert(base, meta);
             }
         }
