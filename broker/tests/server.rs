@@ -587,3 +587,55 @@ async fn describe_cluster_lists_this_node_as_its_own_quorum() {
     assert!(!d.cluster_id.is_empty());
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_fetch_response_stays_within_its_max_bytes_after_the_first_batch() {
+    let broker = TestBroker::fresh().await;
+    let mut c = broker.connect().await;
+    assert_eq!(c.create("big", 2, &[]).await, ErrorCode::None);
+    let value = "v".repeat(600 << 10);
+    for partition in 0..2 {
+        assert_eq!(
+            c.produce("big", partition, &[&value]).await.error_code,
+            ErrorCode::None
+        );
+    }
+    let partitions = (0..2)
+        .map(|p| FetchPartition {
+            partition: PartitionId(p),
+            current_leader_epoch: LeaderEpoch(-1),
+            fetch_offset: Offset(0),
+            partition_max_bytes: 1 << 20,
+        })
+        .collect();
+    let Response::Fetch(r) = c
+        .call(Request::Fetch(FetchRequest {
+            max_wait_ms: 0,
+            min_bytes: 1,
+            max_bytes: 1 << 20,
+            isolation_level: IsolationLevel::ReadUncommitted,
+            topics: vec![FetchTopic {
+                topic: "big".into(),
+                partitions,
+            }],
+        }))
+        .await
+    else {
+        panic!()
+    };
+    let sizes: Vec<usize> = r.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.records.len())
+        .collect();
+    assert!(
+        sizes[0] > 600 << 10,
+        "the first partition returns its batch: {sizes:?}"
+    );
+    assert_eq!(
+        sizes[1], 0,
+        "the second batch would exceed max_bytes: {sizes:?}"
+    );
+    assert_eq!(r.topics[0].partitions[1].high_watermark, Offset(1));
+    broker.shutdown().await;
+}

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::error::ApiError;
-use crate::partition::Partition;
+use crate::partition::{Partition, ReadResult};
 
 /// Longest long poll served, whatever the client asks: a bound on held requests.
 const MAX_WAIT_MS_MAX: i32 = 60_000;
@@ -123,58 +123,37 @@ fn read_all(targets: &Targets, max_bytes: u32) -> (FetchResponse, u64, bool) {
         let mut results = Vec::with_capacity(partitions.len());
         for (request, found) in partitions {
             let budget = (max_bytes as u64).saturating_sub(total) as u32;
-            let result = match found {
-                Err(e) => Err(e.clone()),
-                // The response is full: later partitions report their state without records.
-                Ok(p) if budget == 0 && total > 0 => Ok((p.high_watermark(), Bytes::new())),
-                Ok(p) => {
-                    let partition_max = (request.partition_max_bytes.max(0) as u32).min(budget);
-                    p.read(
-                        request.fetch_offset,
-                        partition_max,
-                        request.current_leader_epoch,
-                    )
-                    .map(|r| (r.high_watermark, r.records))
-                }
-            };
-            let log_start = found.as_ref().map_or(Offset(-1), |p| p.log_start_offset());
-            // Storage returns at least one whole batch; past the first partition with data
-            // that could overflow the response's frame, so such a batch waits for the
-            // next fetch.
-            let result = result.map(|(hw, records)| {
-                if total > 0 && records.len() as u64 > budget as u64 {
-                    (hw, Bytes::new())
-                } else {
-                    (hw, records)
-                }
-            });
-            results.push(match result {
-                Ok((high_watermark, records)) => {
-                    total += records.len() as u64;
+            let response = match read_one(request, found, budget, total > 0) {
+                Ok(read) => {
+                    total += read.records.len() as u64;
                     FetchPartitionResponse {
                         partition: request.partition,
                         error_code: ErrorCode::None,
                         error_message: None,
-                        high_watermark,
-                        last_stable_offset: high_watermark,
-                        log_start_offset: log_start,
-                        records,
+                        high_watermark: read.high_watermark,
+                        last_stable_offset: read.high_watermark,
+                        log_start_offset: read.log_start_offset,
+                        records: read.records,
                     }
                 }
                 Err(e) => {
                     failed = true;
-                    let high_watermark = found.as_ref().map_or(Offset(-1), |p| p.high_watermark());
+                    let (high_watermark, log_start_offset) =
+                        found.as_ref().map_or((Offset(-1), Offset(-1)), |p| {
+                            (p.high_watermark(), p.log_start_offset())
+                        });
                     FetchPartitionResponse {
                         partition: request.partition,
                         error_code: e.code,
                         error_message: e.wire_message(),
                         high_watermark,
                         last_stable_offset: high_watermark,
-                        log_start_offset: log_start,
+                        log_start_offset,
                         records: Bytes::new(),
                     }
                 }
-            });
+            };
+            results.push(response);
         }
         topics.push(FetchTopicResponse {
             topic: topic.clone(),
@@ -182,4 +161,34 @@ fn read_all(targets: &Targets, max_bytes: u32) -> (FetchResponse, u64, bool) {
         });
     }
     (FetchResponse { topics }, total, failed)
+}
+
+/// Reads one partition within `budget` bytes. Storage returns at least one whole batch;
+/// once the response already has data, a batch over the budget (or any read, when the
+/// budget is spent) waits for the next fetch, so the response never outgrows its frame.
+fn read_one(
+    request: &FetchPartition,
+    found: &Result<Arc<Partition>, ApiError>,
+    budget: u32,
+    response_has_data: bool,
+) -> Result<ReadResult, ApiError> {
+    let partition = found.as_ref().map_err(Clone::clone)?;
+    let state_only = || ReadResult {
+        records: Bytes::new(),
+        high_watermark: partition.high_watermark(),
+        log_start_offset: partition.log_start_offset(),
+    };
+    if response_has_data && budget == 0 {
+        return Ok(state_only());
+    }
+    let partition_max = (request.partition_max_bytes.max(0) as u32).min(budget);
+    let read = partition.read(
+        request.fetch_offset,
+        partition_max,
+        request.current_leader_epoch,
+    )?;
+    if response_has_data && read.records.len() as u64 > u64::from(budget) {
+        return Ok(state_only());
+    }
+    Ok(read)
 }
