@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The benchmark matrix of BENCHMARKS.md, and the machine's own limits measured in the same
+# run: dd sequential write with fdatasync on the disk the broker writes to, and a loopback
+# TCP copy with iperf3 (installed from Debian when missing and we are root).
+#
+#   bench/run.sh                 # 500k records per cell
+#   SLUICE_BENCH_RECORDS=2000000 bench/run.sh
+#
+# Starts a single-node broker (fsync durability, its defaults) on a free 127.0.0.1 port
+# with data under target/bench-run/, runs 1 KiB records over 6 partitions with acks 1 and
+# all and 1 and 4 producers, first unlimited, then at half the measured rate for latency,
+# then a consume and an e2e run, and prints one Markdown document on stdout.
+# Clustering is not built yet; the 3-node cells (replication factor 3) come with it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${SLUICE_BENCH_RECORDS:-500000}
+SIZE=1024
+PARTITIONS=6
+
+cargo build --release --bins -q
+BIN=$PWD/target/release
+WORK=$PWD/target/bench-run
+rm -rf "$WORK" && mkdir -p "$WORK"
+BROKER_PID=
+cleanup() { [[ -n $BROKER_PID ]] && kill "$BROKER_PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK/data" "$WORK/dd.bin"; }
+trap cleanup EXIT
+log() { echo "== $*" >&2; }
+# Evaluates a Python expression over `d`, the JSON document on stdin (or its last line).
+json() {
+  python3 -c "import json,sys
+s=sys.stdin.read().strip()
+try: d=json.loads(s)
+except ValueError: d=json.loads(s.splitlines()[-1])
+print($1)"
+}
+
+log "machine"
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+mem=$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
+fs=$(df -T "$WORK" | awk 'NR==2 { print $2 " on " $1 }')
+
+log "dd: 1 GiB sequential write, fdatasync at the end, on the broker's filesystem"
+dd_line=$(dd if=/dev/zero of="$WORK/dd.bin" bs=1M count=1024 conv=fdatasync 2>&1 | tail -1)
+rm -f "$WORK/dd.bin"
+dd_bytes=$(echo "$dd_line" | awk '{ print $1 }')
+dd_secs=$(echo "$dd_line" | awk -F, '{ print $(NF-1) }' | awk '{ print $1 }')
+dd_mbs=$(python3 -c "print(round($dd_bytes / $dd_secs / 1e6, 1))")
+
+log "loopback TCP: iperf3 for 5 s"
+if ! command -v iperf3 >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3) >&2 || true
+fi
+tcp_mbs="not measured (iperf3 missing)"
+if command -v iperf3 >/dev/null; then
+  port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+  iperf3 -s -1 -B 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+  sleep 0.5
+  tcp_mbs=$(iperf3 -c 127.0.0.1 -p "$port" -t 5 -J | json 'round(d["end"]["sum_received"]["bits_per_second"] / 8 / 1e6, 1)')
+fi
+
+log "broker"
+port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+export SLUICE_BOOTSTRAP=127.0.0.1:$port
+"$BIN/sluice-broker" --listen "$SLUICE_BOOTSTRAP" --data-dir "$WORK/data" 2>"$WORK/broker.log" &
+BROKER_PID=$!
+for _ in $(seq 1 100); do "$BIN/sluice" cluster describe >/dev/null 2>&1 && break; sleep 0.1; done
+
+bench() { "$BIN/sluice-bench" "$@" --format json 2>/dev/null | tail -1; }
+pct() { python3 -c "print(round(100 * $1 / $dd_mbs))"; }
+
+rows=()
+for acks in 1 all; do
+  for producers in 1 4; do
+    topic="t-$acks-$producers"
+    log "produce acks=$acks producers=$producers: unlimited"
+    out=$(bench produce --topic "$topic" --partitions $PARTITIONS --num-records "$N" --record-size $SIZE --acks $acks --producers $producers)
+    mbs=$(echo "$out" | json 'round(d["mb_per_sec"], 1)')
+    rps=$(echo "$out" | json 'round(d["records_per_sec"])')
+    lat=$(echo "$out" | json '"%.1f / %.1f / %.1f" % (d["latency_ms"]["p50"], d["latency_ms"]["p99"], d["latency_ms"]["p999"])')
+    rate=$((rps / 2))
+    log "produce acks=$acks producers=$producers: $rate records/s"
+    "$BIN/sluice" topic delete "$topic" >/dev/null
+    out=$(bench produce --topic "$topic" --partitions $PARTITIONS --num-records "$N" --record-size $SIZE --acks $acks --producers $producers --throughput $rate)
+    half=$(echo "$out" | json '"%.1f / %.1f / %.1f" % (d["latency_ms"]["p50"], d["latency_ms"]["p99"], d["latency_ms"]["p999"])')
+    rows+=("| $acks | $producers | $mbs | $(pct "$mbs")% | $rps | $lat | $rate | $half |")
+    if [[ $acks == all && $producers == 1 ]]; then
+      log "consume $N records"
+      out=$(bench consume --topic "$topic" --num-records "$N")
+      consume_mbs=$(echo "$out" | json 'round(d["mb_per_sec"], 1)')
+    fi
+    "$BIN/sluice" topic delete "$topic" >/dev/null
+  done
+done
+
+log "e2e at 10000 records/s"
+e2e_n=$((N < 100000 ? N : 100000))
+out=$(bench e2e --topic e2e --partitions $PARTITIONS --num-records "$e2e_n" --record-size $SIZE --throughput 10000)
+e2e=$(echo "$out" | json '"%.1f / %.1f / %.1f" % (d["latency_ms"]["p50"], d["latency_ms"]["p99"], d["latency_ms"]["p999"])')
+
+cat <<EOF
+Machine: $(nproc) cores ($cpu), $mem, data on $fs; $(date -u +%Y-%m-%d).
+Disk: dd 1 GiB sequential write with fdatasync: **$dd_mbs MB/s**. Loopback TCP (iperf3): **$tcp_mbs MB/s**.
+One broker, fsync durability (acknowledged = on disk), $PARTITIONS partitions, $SIZE-byte records, $N records per run.
+
+| acks | producers | MB/s | of dd | records/s | latency ms p50 / p99 / p999 | half rate (records/s) | latency at half rate p50 / p99 / p999 |
+|---|---|---|---|---|---|---|---|
+$(printf '%s\n' "${rows[@]}")
+
+Consume ($N records, from the acks=all run): **$consume_mbs MB/s** ($(pct "$consume_mbs")% of dd).
+End to end at 10000 records/s ($e2e_n records): p50 / p99 / p999 = $e2e ms.
+EOF
