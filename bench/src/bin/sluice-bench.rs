@@ -430,48 +430,72 @@ async fn consume(bootstrap: &str, args: ConsumeArgs) -> Outcome {
     }
     let client = connect(bootstrap).await?;
     let n_partitions = ensure_topic(&client, &args.topic).await?;
-    let mut consumer = Consumer::new(client, ConsumerConfig::default());
-    consumer
-        .assign(
-            (0..n_partitions)
-                .map(|p| {
-                    (
-                        args.topic.topic.clone(),
-                        PartitionId(p),
-                        OffsetSpec::Earliest,
-                    )
-                })
-                .collect(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut consumer = assigned_consumer(
+        client,
+        &args.topic.topic,
+        n_partitions,
+        OffsetSpec::Earliest,
+    )
+    .await?;
     let stats = Stats::new();
     let progress = stats.spawn_progress();
+    poll_until(&mut consumer, &stats, args.num_records, |r, _| {
+        let bytes = r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
+        stats.record(bytes as u64, None);
+    })
+    .await?;
+    progress.abort();
+    println!("{}", stats.summary(args.topic.format));
+    Ok(())
+}
+
+/// A consumer assigned every partition of `topic`, each starting at `start`.
+async fn assigned_consumer(
+    client: Client,
+    topic: &str,
+    n_partitions: i32,
+    start: OffsetSpec,
+) -> Result<Consumer, String> {
+    let mut consumer = Consumer::new(client, ConsumerConfig::default());
+    let assignment = (0..n_partitions)
+        .map(|p| (topic.to_string(), PartitionId(p), start))
+        .collect();
+    consumer
+        .assign(assignment)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(consumer)
+}
+
+/// Polls until `stats` has counted `n` records, handing each record to `each` with the
+/// time its poll returned; fails after [`IDLE_TIMEOUT`] without a new record.
+async fn poll_until(
+    consumer: &mut Consumer,
+    stats: &Stats,
+    n: u64,
+    mut each: impl FnMut(&sluice_client::ConsumerRecord, Instant),
+) -> Outcome {
     let mut idle_since = Instant::now();
-    while stats.records.load(Ordering::Relaxed) < args.num_records {
+    while stats.records.load(Ordering::Relaxed) < n {
         let records = consumer
             .poll(Duration::from_millis(500))
             .await
             .map_err(|e| e.to_string())?;
+        let received = Instant::now();
         if records.is_empty() {
             if idle_since.elapsed() > IDLE_TIMEOUT {
                 return Err(format!(
-                    "only {} of {} records arrived; nothing new for {IDLE_TIMEOUT:?}",
-                    stats.records.load(Ordering::Relaxed),
-                    args.num_records
+                    "only {} of {n} records arrived; nothing new for {IDLE_TIMEOUT:?}",
+                    stats.records.load(Ordering::Relaxed)
                 ));
             }
             continue;
         }
-        idle_since = Instant::now();
-        for r in &records {
-            let bytes =
-                r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
-            stats.record(bytes as u64, None);
+        idle_since = received;
+        for record in &records {
+            each(record, received);
         }
     }
-    progress.abort();
-    println!("{}", stats.summary(args.topic.format));
     Ok(())
 }
 
@@ -486,15 +510,13 @@ async fn e2e(bootstrap: &str, args: E2eArgs) -> Outcome {
     }
     let client = connect(bootstrap).await?;
     let n_partitions = ensure_topic(&client, &args.topic).await?;
-    let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default());
-    consumer
-        .assign(
-            (0..n_partitions)
-                .map(|p| (args.topic.topic.clone(), PartitionId(p), OffsetSpec::Latest))
-                .collect(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut consumer = assigned_consumer(
+        client.clone(),
+        &args.topic.topic,
+        n_partitions,
+        OffsetSpec::Latest,
+    )
+    .await?;
     let stats = Stats::new();
     let base = stats.start;
     let producer = Producer::new(connect(bootstrap).await?, ProducerConfig::default());
@@ -523,33 +545,16 @@ async fn e2e(bootstrap: &str, args: E2eArgs) -> Outcome {
         Ok::<_, String>(())
     });
     let progress = stats.spawn_progress();
-    let mut idle_since = Instant::now();
-    while stats.records.load(Ordering::Relaxed) < args.num_records {
-        let records = consumer
-            .poll(Duration::from_millis(500))
-            .await
-            .map_err(|e| e.to_string())?;
-        let received = base.elapsed();
-        if records.is_empty() {
-            if idle_since.elapsed() > IDLE_TIMEOUT {
-                return Err(format!(
-                    "only {} of {} records arrived",
-                    stats.records.load(Ordering::Relaxed),
-                    args.num_records
-                ));
-            }
-            continue;
-        }
-        idle_since = Instant::now();
-        for r in &records {
-            let value = r.value.as_deref().unwrap_or_default();
-            let sent_us = value
-                .get(..8)
-                .map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
-            let latency = received.saturating_sub(Duration::from_micros(sent_us));
-            stats.record(value.len() as u64, Some(latency));
-        }
-    }
+    poll_until(&mut consumer, &stats, args.num_records, |r, received| {
+        let value = r.value.as_deref().unwrap_or_default();
+        let sent_us = value
+            .get(..8)
+            .map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
+        let since_start = received.duration_since(base);
+        let latency = since_start.saturating_sub(Duration::from_micros(sent_us));
+        stats.record(value.len() as u64, Some(latency));
+    })
+    .await?;
     sending.await.map_err(|e| e.to_string())??;
     progress.abort();
     println!("{}", stats.summary(args.topic.format));
