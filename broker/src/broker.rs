@@ -126,13 +126,14 @@ fn apply_retention(partition: &Partition) {
     }
 }
 
-/// The background flush of `replicated` durability.
+/// The background flush of `replicated` durability. The HW is already the log end there,
+/// so a flush makes nothing newly visible; a failed one takes the partition offline.
 fn background_flush(partition: &Partition) {
     if partition.is_deleted() {
         return;
     }
     match partition.log().flush() {
-        Ok(()) => partition.after_flush(),
+        Ok(()) => {}
         Err(_) if partition.log().is_retired() => {}
         Err(e) => partition.take_offline(format!("a background fsync failed: {e}")),
     }

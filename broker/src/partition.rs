@@ -306,15 +306,6 @@ impl Partition {
         }
     }
 
-    /// The HW advance that a background flush under `replicated` durability makes visible
-    /// is nothing: there the HW already is the log end. Under `fsync` every append waits
-    /// for its own flush. Kept as one place to call after any flush.
-    pub fn after_flush(&self) {
-        if self.durability == Durability::Fsync {
-            self.advance_high_watermark(self.log.flushed_offset());
-        }
-    }
-
     /// Reads whole batches from `offset`, up to `max_bytes` (at least one batch), below the
     /// HW. `offset` must be within `[log start, HW]`.
     pub fn read(
@@ -359,9 +350,9 @@ impl Partition {
         })
     }
 
-    /// Waits until the HW moves past `offset` or the partition is deleted. Register before
-    /// checking (see `fetch`): `notified()` futures created before the check catch a wake
-    /// that races with it.
+    /// Notified when the HW advances, the partition is deleted or it goes offline. Create
+    /// and enable a `notified()` future before reading (see `handlers::fetch`), so a wake
+    /// that races with the read is not lost.
     pub fn hw_advanced(&self) -> &Notify {
         &self.hw_advanced
     }

@@ -34,7 +34,10 @@ type Targets = Vec<(
 )>;
 
 /// Serves a fetch, waiting up to `max_wait_ms` for `min_bytes`.
-pub async fn handle(broker: &Arc<Broker>, request: FetchRequest) -> FetchResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: FetchRequest,
+) -> Result<FetchResponse, ApiError> {
     let targets: Arc<Targets> = Arc::new(
         request
             .topics
@@ -78,16 +81,11 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest) -> FetchRespons
         // pread a cold segment: both belong on the blocking pool, not a runtime worker.
         let reading = Arc::clone(&targets);
         let read = tokio::task::spawn_blocking(move || read_all(&reading, max_bytes)).await;
-        let (response, bytes, failed) = match read {
-            Ok(read) => read,
-            Err(e) => {
-                tracing::error!("fetch read task failed: {e}");
-                return FetchResponse { topics: Vec::new() };
-            }
-        };
+        let (response, bytes, failed) =
+            read.map_err(|e| ApiError::new(ErrorCode::UnknownServerError, format!("fetch: {e}")))?;
         let now = Instant::now();
         if bytes >= min_bytes || failed || now >= deadline || broker.is_stopping() {
-            return response;
+            return Ok(response);
         }
         tokio::select! {
             _ = any_woken(&mut wakers) => {}

@@ -72,7 +72,7 @@ pub async fn finish(broker: &Arc<Broker>, started: Started) -> Result<Outcome, A
         Started::Other(request) => request,
     };
     let response = match request {
-        Request::Fetch(r) => Response::Fetch(fetch::handle(broker, r).await),
+        Request::Fetch(r) => Response::Fetch(fetch::handle(broker, r).await?),
         Request::ListOffsets(r) => Response::ListOffsets(offsets::list_offsets(broker, r).await?),
         Request::Metadata(r) => Response::Metadata(metadata::metadata(broker, r)),
         Request::ApiVersions(_) => Response::ApiVersions(metadata::api_versions()),
