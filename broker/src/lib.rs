@@ -8,6 +8,7 @@
 //! opened only by `server` and `connection`.
 
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod error;

@@ -1,0 +1,11 @@
+//! The cluster layer: the controller quorum's replicated metadata (an openraft Raft group
+//! of the `--voters`, every other broker a learner), the metadata image every node applies,
+//! and the active controller's logic (registrations, heartbeats and fencing, ISR changes,
+//! topic placement).
+//!
+//! - [`image`]: the metadata image and the commands of the metadata log, applied
+//!   deterministically on every node (pure: no I/O, no clock).
+//! - [`raft`]: openraft's type configuration for sluice.
+
+pub mod image;
+pub mod raft;
