@@ -1,6 +1,7 @@
-//! The node's shared state ([`Broker`]): configuration, topics, and the shutdown signal;
-//! plus the background maintenance every partition needs (checkpoints, retention, the
-//! background flush of `replicated` durability).
+//! The node's shared state ([`Broker`]): configuration, the cluster (metadata log,
+//! controller), the hosted topics, replication, and the shutdown signals; plus the
+//! background work every node runs: applying metadata images to the hosted replicas,
+//! checkpoints, retention, and the background flush of `replicated` durability.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,36 +9,135 @@ use std::time::Duration;
 use sluice_storage::{Clock, SystemClock};
 use tokio::sync::watch;
 
+use crate::cluster::Cluster;
 use crate::config::{BrokerConfig, DurabilityMode};
 use crate::error::BrokerError;
+use crate::metadata::{NodeFile, NodeIdentity};
 use crate::partition::Partition;
+use crate::replication::Replication;
 use crate::topics::Topics;
 
 /// Everything a request handler may use. Shared by every connection as `Arc<Broker>`.
 pub struct Broker {
     /// The effective configuration.
     pub config: BrokerConfig,
-    /// Topics and their partitions.
+    /// The metadata log, the controller and the way to it.
+    pub cluster: Cluster,
+    /// Topics and partition replicas hosted here.
     pub topics: Topics,
+    /// Replica fetchers and ISR maintenance.
+    pub replication: Replication,
+    /// Who owns the data directory, and the cluster it joined.
+    pub identity: std::sync::Mutex<(NodeIdentity, NodeFile)>,
+    /// The metadata index the hosted replicas last reconciled with.
+    reconciled: watch::Sender<u64>,
+    /// `Some(fenced)` once registered: whether the controller fences this broker.
+    fenced: watch::Sender<Option<bool>>,
+    /// Graceful shutdown asked the controller to move leaderships away...
+    shutdown_requested: watch::Sender<bool>,
+    /// ...and the controller confirmed it.
+    shutdown_granted: watch::Sender<bool>,
     /// `true` once shutdown began: long polls end, connections stop reading.
     stopping: watch::Sender<bool>,
 }
 
 impl Broker {
-    /// Opens the data directory (recovering partitions after a crash) on a blocking thread.
+    /// Opens the data directory and starts the metadata log. Partitions open when the
+    /// first metadata image is applied ([`Broker::spawn_background`]).
     pub async fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let topics = {
+        let (topics, identity) = {
             let config = config.clone();
-            tokio::task::spawn_blocking(move || Topics::open(&config, clock))
-                .await
-                .map_err(|e| BrokerError::DataDir(format!("opening the data directory: {e}")))??
+            tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&config.data_dir)
+                    .map_err(|e| BrokerError::io("create data directory", &config.data_dir, e))?;
+                let file = NodeFile::new(&config.data_dir);
+                let identity = file.load_or_create(config.node_id)?;
+                let topics = Topics::open(&config, clock)?;
+                Ok::<_, BrokerError>((topics, (identity, file)))
+            })
+            .await
+            .map_err(|e| BrokerError::DataDir(format!("opening the data directory: {e}")))??
         };
+        let cluster = Cluster::start(&config).await?;
         Ok(Arc::new(Broker {
             config,
+            cluster,
             topics,
+            replication: Replication::default(),
+            identity: std::sync::Mutex::new(identity),
+            reconciled: watch::channel(0).0,
+            fenced: watch::channel(None).0,
+            shutdown_requested: watch::channel(false).0,
+            shutdown_granted: watch::channel(false).0,
             stopping: watch::channel(false).0,
         }))
+    }
+
+    /// Whether the cluster is this node alone (the default): it then waits to be ready
+    /// before it serves, as a single process would.
+    pub fn is_single_node(&self) -> bool {
+        self.config.voters.len() == 1 && self.config.is_voter()
+    }
+
+    /// Waits until this broker is registered, unfenced, and its replicas reconciled with
+    /// the metadata applied then, or `timeout` passes. Returns whether it got there.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let ready = async {
+            let mut fenced = self.fenced.subscribe();
+            if fenced.wait_for(|f| *f == Some(false)).await.is_err() {
+                return;
+            }
+            let index = self.cluster.applied_index();
+            let mut reconciled = self.reconciled.subscribe();
+            let _ = reconciled.wait_for(|r| *r >= index).await;
+        };
+        tokio::time::timeout(timeout, ready).await.is_ok()
+    }
+
+    /// Waits until the hosted replicas reflect the applied metadata at `index` or later.
+    pub async fn wait_reconciled(&self, index: u64, timeout: Duration) {
+        let mut reconciled = self.reconciled.subscribe();
+        let _ = tokio::time::timeout(timeout, reconciled.wait_for(|r| *r >= index)).await;
+    }
+
+    /// Records whether the controller fences this broker.
+    pub fn set_fenced(&self, fenced: bool) {
+        self.fenced.send_replace(Some(fenced));
+    }
+
+    /// Whether graceful shutdown asked to move leaderships away.
+    pub fn shutdown_requested(&self) -> bool {
+        *self.shutdown_requested.borrow()
+    }
+
+    /// The controller moved this broker's leaderships away: it may stop.
+    pub fn grant_shutdown(&self) {
+        self.shutdown_granted.send_replace(true);
+    }
+
+    /// The first step of a graceful shutdown (DESIGN §7): asks the controller, through the
+    /// next heartbeat, to move this broker's leaderships to other in-sync replicas, and
+    /// waits for that (at most `timeout`) while still serving, so producers that retry
+    /// see NOT_LEADER_OR_FOLLOWER and move on, not errors.
+    pub async fn controlled_shutdown(&self, timeout: Duration) {
+        if *self.fenced.borrow() != Some(false) {
+            return;
+        }
+        self.shutdown_requested.send_replace(true);
+        let mut granted = self.shutdown_granted.subscribe();
+        let confirmed = tokio::time::timeout(timeout, granted.wait_for(|g| *g))
+            .await
+            .is_ok();
+        match confirmed {
+            true => {
+                // Let the local replicas take their new roles before connections close.
+                let index = self.cluster.applied_index();
+                self.wait_reconciled(index, Duration::from_secs(1)).await;
+                tracing::info!("leaderships moved; shutting down")
+            }
+            false => tracing::warn!("the controller did not confirm the controlled shutdown in {timeout:?}; shutting down anyway"),
+        }
     }
 
     /// A receiver that turns `true` when shutdown begins.
@@ -55,8 +155,47 @@ impl Broker {
         self.stopping.send_replace(true);
     }
 
-    /// Spawns the periodic maintenance tasks; they end when shutdown begins.
-    pub fn spawn_maintenance(self: &Arc<Broker>) {
+    /// Spawns the background work: metadata application, registration and heartbeats,
+    /// the controller's session checks, replication upkeep, and partition maintenance.
+    /// Everything ends when shutdown begins.
+    pub fn spawn_background(self: &Arc<Broker>) {
+        tokio::spawn(Arc::clone(self).apply_metadata());
+        tokio::spawn(crate::cluster::lifecycle::run(Arc::clone(self)));
+        if let Some(controller) = &self.cluster.controller {
+            tokio::spawn(Arc::clone(controller).run(self.stopping()));
+        }
+        tokio::spawn(crate::replication::maintain_isr(Arc::clone(self)));
+        self.spawn_maintenance();
+    }
+
+    /// Applies every new metadata image to the hosted replicas (opening, deleting and
+    /// re-roling them on a blocking thread), then starts fetchers for new leaders.
+    async fn apply_metadata(self: Arc<Self>) {
+        let mut applied = self.cluster.applied();
+        let mut stopping = self.stopping();
+        loop {
+            let (index, image) = {
+                let a = applied.borrow_and_update();
+                (a.index, Arc::clone(&a.image))
+            };
+            let broker = Arc::clone(&self);
+            let image_for_topics = Arc::clone(&image);
+            let done =
+                tokio::task::spawn_blocking(move || broker.topics.reconcile(&image_for_topics))
+                    .await;
+            if let Err(e) = done {
+                tracing::error!("applying metadata to the replicas failed: {e}");
+            }
+            self.reconciled.send_replace(index);
+            self.replication.start_fetchers(&self);
+            tokio::select! {
+                changed = applied.changed() => if changed.is_err() { return },
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    fn spawn_maintenance(self: &Arc<Broker>) {
         let every = |period: Duration, job: fn(&Partition)| {
             let broker = Arc::clone(self);
             tokio::spawn(async move { broker.run_periodically(period, job).await })

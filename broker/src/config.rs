@@ -59,6 +59,12 @@ pub struct BrokerConfig {
     pub checkpoint_interval_ms: u64,
     /// How long a graceful shutdown waits for in-flight requests before closing the logs.
     pub shutdown_timeout_ms: u64,
+    /// How often a broker heartbeats the active controller.
+    pub heartbeat_interval_ms: u64,
+    /// A broker that has not heartbeated for this long is fenced and loses its leaderships.
+    pub broker_session_timeout_ms: u64,
+    /// A follower that has not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
 }
 
 /// One member of the controller quorum.
@@ -100,6 +106,26 @@ impl BrokerConfig {
     pub fn checkpoint_interval(&self) -> Duration {
         Duration::from_millis(self.checkpoint_interval_ms.max(1))
     }
+
+    /// Heartbeat period.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms.max(1))
+    }
+
+    /// Broker session timeout.
+    pub fn session_timeout(&self) -> Duration {
+        Duration::from_millis(self.broker_session_timeout_ms.max(1))
+    }
+
+    /// Replica lag allowed in the ISR.
+    pub fn replica_lag_time_max(&self) -> Duration {
+        Duration::from_millis(self.replica_lag_time_max_ms.max(1))
+    }
+
+    /// Whether this node is a voter of the controller quorum.
+    pub fn is_voter(&self) -> bool {
+        self.voters.iter().any(|v| v.id == self.node_id)
+    }
 }
 
 impl Default for BrokerConfig {
@@ -130,6 +156,9 @@ impl Default for BrokerConfig {
             retention_check_interval_ms: 5 * 60 * 1000,
             checkpoint_interval_ms: 60 * 1000,
             shutdown_timeout_ms: 10_000,
+            heartbeat_interval_ms: 500,
+            broker_session_timeout_ms: 3000,
+            replica_lag_time_max_ms: 10_000,
         }
     }
 }
@@ -211,6 +240,15 @@ pub struct ConfigLayer {
     /// How long a graceful shutdown waits for in-flight requests, in ms.
     #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT_MS")]
     pub shutdown_timeout_ms: Option<u64>,
+    /// How often a broker heartbeats the active controller, in ms.
+    #[arg(long, env = "SLUICE_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// A broker silent for this long is fenced and loses its leaderships, in ms.
+    #[arg(long, env = "SLUICE_BROKER_SESSION_TIMEOUT_MS")]
+    pub broker_session_timeout_ms: Option<u64>,
+    /// A follower not caught up for this long leaves the ISR, in ms.
+    #[arg(long, env = "SLUICE_REPLICA_LAG_TIME_MAX_MS")]
+    pub replica_lag_time_max_ms: Option<u64>,
 }
 
 impl ConfigLayer {
@@ -245,7 +283,10 @@ impl ConfigLayer {
             min_insync_replicas,
             retention_check_interval_ms,
             checkpoint_interval_ms,
-            shutdown_timeout_ms
+            shutdown_timeout_ms,
+            heartbeat_interval_ms,
+            broker_session_timeout_ms,
+            replica_lag_time_max_ms
         );
         if let Some(id) = self.node_id {
             config.node_id = BrokerId(id);
@@ -304,13 +345,6 @@ fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
             crate::topics::PARTITIONS_MAX
         ));
     }
-    if config.default_replication_factor != 1 {
-        return fail(
-            "default_replication_factor must be 1: replication is not available yet in this \
-             version of sluice"
-                .into(),
-        );
-    }
     if config.segment_bytes < 4096 {
         return fail("segment_bytes must be at least 4096".into());
     }
@@ -323,16 +357,20 @@ fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
     if config.min_insync_replicas == 0 {
         return fail("min_insync_replicas must be at least 1".into());
     }
-    if config.voters.len() > 1 || config.voters.iter().any(|v| v.id != config.node_id) {
+    if config.node_id.0 < 0 {
+        return fail(format!("node_id must be 0 or more, not {}", config.node_id));
+    }
+    if config.heartbeat_interval_ms == 0
+        || config.broker_session_timeout_ms < 2 * config.heartbeat_interval_ms
+    {
         return fail(format!(
-            "--voters lists {} node(s) other than this one, but clustering is not available \
-             yet in this version of sluice; run a single node (leave --voters out)",
-            config
-                .voters
-                .iter()
-                .filter(|v| v.id != config.node_id)
-                .count()
+            "broker_session_timeout_ms ({}) must be at least twice heartbeat_interval_ms ({}), \
+             which must be at least 1",
+            config.broker_session_timeout_ms, config.heartbeat_interval_ms
         ));
+    }
+    if config.replica_lag_time_max_ms == 0 {
+        return fail("replica_lag_time_max_ms must be at least 1".into());
     }
     let port = config
         .advertise
@@ -450,11 +488,8 @@ mod tests {
         assert!(err.to_string().contains("data_dri"), "{err}");
         let err = resolve_args(&["--voters", "1@127.0.0.1"]).unwrap_err();
         assert!(err.to_string().contains("ID@HOST:PORT"), "{err}");
-        let err = resolve_args(&["--voters", "1@127.0.0.1:1,2@127.0.0.1:2"]).unwrap_err();
-        assert!(
-            err.to_string().contains("clustering is not available"),
-            "{err}"
-        );
+        let config = resolve_args(&["--voters", "1@127.0.0.1:1,2@127.0.0.1:2"]).unwrap();
+        assert_eq!(config.voters.len(), 2);
         let voters = parse_voters("1@127.0.0.1:1,2@127.0.0.2:2").unwrap();
         assert_eq!(voters[1].id, BrokerId(2));
     }

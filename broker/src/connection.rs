@@ -50,6 +50,9 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
     let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
     let mut stopping = broker.stopping();
     let mut refused = false;
+    // The broker whose heartbeats arrive on this connection: when it closes, the
+    // controller shortens that broker's session (see `cluster::controller`).
+    let mut heartbeats_from = None;
     'read: loop {
         loop {
             match codec.decode(&mut buffer) {
@@ -61,6 +64,9 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
                     match decode_request(payload) {
                         Ok((header, request)) => {
                             let id = header.correlation_id;
+                            if let sluice_protocol::Request::BrokerHeartbeat(h) = &request {
+                                heartbeats_from = Some(h.broker_id);
+                            }
                             let started = handlers::start(&broker, request).await;
                             let broker = Arc::clone(&broker);
                             tokio::spawn(async move {
@@ -113,6 +119,9 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
         }
     }
     drop(answers_tx);
+    if let (Some(id), Some(controller)) = (heartbeats_from, &broker.cluster.controller) {
+        controller.connection_lost(id);
+    }
     // Answers already owed are still sent before the connection closes.
     let _ = writing.await;
     if refused {

@@ -1,11 +1,14 @@
 //! `sluice-broker`: the broker node. A tokio server (`server`, `connection`) hands decoded
-//! requests to `handlers`, which call the service layer: `topics` (creation, deletion,
-//! lookup, per-topic config) and `partition` (append, read, offsets, high watermark) over
-//! `sluice-storage` logs. `metadata` holds and persists the cluster metadata image;
-//! `config` builds the effective configuration from defaults, file, environment and flags.
+//! requests to `handlers`, which call the service layer: `topics` (the replicas hosted
+//! here, kept in line with the metadata image) and `partition` (append, read, offsets,
+//! leader/follower state, ISR and high watermark) over `sluice-storage` logs.
+//! `replication` runs the follower fetchers and ISR upkeep; `cluster` is the controller
+//! quorum (openraft), the metadata image and the active controller's logic; `metadata` is
+//! the node's identity file; `config` builds the effective configuration from defaults,
+//! file, environment and flags.
 //!
 //! Architecture invariant: handlers know the wire, the service layer does not; sockets are
-//! opened only by `server` and `connection`.
+//! opened only by `server`, `connection` and `cluster::peer`.
 
 pub mod broker;
 pub mod cluster;
@@ -15,6 +18,7 @@ pub mod error;
 pub mod handlers;
 pub mod metadata;
 pub mod partition;
+pub mod replication;
 pub mod server;
 pub mod topics;
 

@@ -1,127 +1,106 @@
-//! The cluster metadata this node knows, and where it is kept.
+//! The node's identity in its data directory (`node.json`, like Kafka's `meta.properties`):
+//! which node id owns the directory and which cluster it joined. The cluster metadata
+//! itself lives in the controller's Raft log (`cluster`), not here.
 //!
-//! [`MetadataImage`] is the whole picture: cluster id, topics, their partitions with leader,
-//! leader epoch, replicas and ISR, and each topic's config overrides. On a single node it is
-//! persisted by [`MetadataFile`], a JSON document written atomically (temp file, fsync,
-//! rename, fsync of the directory) after every change and before the change is
-//! acknowledged. With clustering, the same image becomes the state machine of the
-//! controller's Raft log; the rest of the broker only reads images and asks for changes.
+//! Why keep an identity file: a data directory started under another `--node-id` would
+//! otherwise present another node's replicas as its own, and a node moved to another
+//! cluster would bring foreign data into it. Both are refused at start.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sluice_protocol::{BrokerId, LeaderEpoch, PartitionId};
+use sluice_protocol::BrokerId;
 
 use crate::error::BrokerError;
 
-/// Name of the metadata file in the data directory.
-pub const METADATA_FILE: &str = "metadata.json";
+/// Name of the identity file in the data directory.
+pub const NODE_FILE: &str = "node.json";
+/// The metadata file of sluice before clustering; refused, never deleted.
+const LEGACY_METADATA_FILE: &str = "metadata.json";
 /// Identifies the file's format; checked on load.
-const FORMAT: &str = "sluice-metadata";
+const FORMAT: &str = "sluice-node";
 /// The format version this build reads and writes.
 const VERSION: u32 = 1;
 
-/// Everything the broker knows about the cluster's topics.
+/// Who owns a data directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MetadataImage {
-    /// `sluice-metadata`, so a stray JSON file is not mistaken for metadata.
+pub struct NodeIdentity {
+    /// `sluice-node`, so a stray JSON file is not mistaken for it.
     pub format: String,
     /// The format version.
     pub version: u32,
-    /// Chosen when the cluster first starts; never changes.
-    pub cluster_id: String,
     /// The node that owns this data directory; a different `--node-id` is refused.
     pub node_id: BrokerId,
-    /// Topics by name.
-    pub topics: BTreeMap<String, TopicMeta>,
+    /// The cluster this node joined; empty until its first registration.
+    pub cluster_id: String,
 }
 
-/// One topic.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicMeta {
-    /// Replicas per partition.
-    pub replication_factor: u16,
-    /// Config overrides given at creation (`retention.ms` ...), validated.
-    pub configs: BTreeMap<String, String>,
-    /// Partitions by index, 0..n.
-    pub partitions: Vec<PartitionMeta>,
-}
-
-/// One partition's placement and leadership.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionMeta {
-    /// The partition's index.
-    pub index: PartitionId,
-    /// The leader, or -1.
-    pub leader: BrokerId,
-    /// Bumped on every leader change.
-    pub leader_epoch: LeaderEpoch,
-    /// Assigned replicas, preferred leader first.
-    pub replicas: Vec<BrokerId>,
-    /// In-sync replicas.
-    pub isr: Vec<BrokerId>,
-}
-
-impl MetadataImage {
-    /// An empty image for a new cluster.
-    pub fn new(cluster_id: String, node_id: BrokerId) -> MetadataImage {
-        MetadataImage {
-            format: FORMAT.into(),
-            version: VERSION,
-            cluster_id,
-            node_id,
-            topics: BTreeMap::new(),
-        }
-    }
-}
-
-/// The metadata image of a single node, persisted in the data directory.
+/// The identity file of a data directory.
 #[derive(Clone, Debug)]
-pub struct MetadataFile {
+pub struct NodeFile {
     path: PathBuf,
 }
 
-impl MetadataFile {
-    /// The metadata file of `data_dir`.
-    pub fn new(data_dir: &Path) -> MetadataFile {
-        MetadataFile {
-            path: data_dir.join(METADATA_FILE),
+impl NodeFile {
+    /// The identity file of `data_dir`.
+    pub fn new(data_dir: &Path) -> NodeFile {
+        NodeFile {
+            path: data_dir.join(NODE_FILE),
         }
     }
 
-    /// Loads the image, or `None` on a fresh data directory.
-    pub fn load(&self) -> Result<Option<MetadataImage>, BrokerError> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(BrokerError::io("read", &self.path, e)),
-        };
-        let image: MetadataImage = serde_json::from_str(&text).map_err(|e| {
-            BrokerError::DataDir(format!(
-                "{} is not valid sluice metadata ({e}); restore it from a backup or move the \
-                 data directory away to start empty",
-                self.path.display()
-            ))
-        })?;
-        if image.format != FORMAT || image.version != VERSION {
+    /// Loads the identity, creating it for `node_id` on a fresh directory; refuses a
+    /// directory that belongs to another node or was written by sluice before clustering.
+    pub fn load_or_create(&self, node_id: BrokerId) -> Result<NodeIdentity, BrokerError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let legacy = dir.join(LEGACY_METADATA_FILE);
+        if legacy.exists() {
             return Err(BrokerError::DataDir(format!(
-                "{} has format {:?} version {}, but this build reads {FORMAT:?} version \
-                 {VERSION}; use a sluice version that wrote it",
-                self.path.display(),
-                image.format,
-                image.version
+                "{} was written by a sluice version without clustering, whose metadata this \
+                 version does not read; start with an empty --data-dir (move this one away)",
+                dir.display()
             )));
         }
-        Ok(Some(image))
+        let identity = match fs::read_to_string(&self.path) {
+            Ok(text) => serde_json::from_str::<NodeIdentity>(&text)
+                .ok()
+                .filter(|i| i.format == FORMAT && i.version == VERSION)
+                .ok_or_else(|| {
+                    BrokerError::DataDir(format!(
+                        "{} is not a sluice node identity file (format {FORMAT:?} version \
+                         {VERSION}); restore it or start with an empty --data-dir",
+                        self.path.display()
+                    ))
+                })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let identity = NodeIdentity {
+                    format: FORMAT.into(),
+                    version: VERSION,
+                    node_id,
+                    cluster_id: String::new(),
+                };
+                self.store(&identity)?;
+                identity
+            }
+            Err(e) => return Err(BrokerError::io("read", &self.path, e)),
+        };
+        if identity.node_id != node_id {
+            return Err(BrokerError::DataDir(format!(
+                "{} belongs to node {}, but this is node {node_id}; start with --node-id {} or \
+                 use another --data-dir",
+                dir.display(),
+                identity.node_id,
+                identity.node_id
+            )));
+        }
+        Ok(identity)
     }
 
-    /// Writes the image atomically and durably: after this returns, a crash leaves either
-    /// the new image or (never) a torn one.
-    pub fn store(&self, image: &MetadataImage) -> Result<(), BrokerError> {
-        let text = serde_json::to_vec_pretty(image).expect("metadata serializes");
+    /// Writes the identity atomically and durably.
+    pub fn store(&self, identity: &NodeIdentity) -> Result<(), BrokerError> {
+        let text = serde_json::to_vec_pretty(identity).expect("identity serializes");
         let tmp = self.path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
             let mut file = fs::File::create(&tmp)?;
@@ -135,13 +114,13 @@ impl MetadataFile {
     }
 }
 
-/// A cluster id: 16 random bytes from the OS, hex. Unique enough to tell clusters apart.
-pub fn new_cluster_id() -> String {
+/// 16 random bytes from the OS, hex: cluster ids and incarnation ids.
+pub fn random_id() -> String {
     let mut bytes = [0u8; 16];
     let random = fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
     if random.is_err() {
-        // No /dev/urandom: time and pid still tell two clusters apart.
+        // No /dev/urandom: time and pid still tell two runs apart.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -156,37 +135,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn store_then_load_round_trips() {
+    fn identity_is_created_then_checked() {
         let dir = tempfile::tempdir().unwrap();
-        let file = MetadataFile::new(dir.path());
-        assert_eq!(file.load().unwrap(), None);
-        let mut image = MetadataImage::new(new_cluster_id(), BrokerId(1));
-        image.topics.insert(
-            "orders".into(),
-            TopicMeta {
-                replication_factor: 1,
-                configs: [("retention.ms".to_string(), "1000".to_string())].into(),
-                partitions: vec![PartitionMeta {
-                    index: PartitionId(0),
-                    leader: BrokerId(1),
-                    leader_epoch: LeaderEpoch(0),
-                    replicas: vec![BrokerId(1)],
-                    isr: vec![BrokerId(1)],
-                }],
-            },
-        );
-        file.store(&image).unwrap();
-        assert_eq!(file.load().unwrap(), Some(image));
+        let file = NodeFile::new(dir.path());
+        let mut identity = file.load_or_create(BrokerId(2)).unwrap();
+        assert_eq!(identity.node_id, BrokerId(2));
+        identity.cluster_id = random_id();
+        file.store(&identity).unwrap();
+        assert_eq!(file.load_or_create(BrokerId(2)).unwrap(), identity);
+        let err = file.load_or_create(BrokerId(3)).unwrap_err();
+        assert!(err.to_string().contains("belongs to node 2"), "{err}");
     }
 
     #[test]
-    fn a_foreign_file_is_a_clear_error() {
+    fn a_pre_clustering_data_dir_is_refused_not_deleted() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(METADATA_FILE), "{\"hello\": 1}").unwrap();
-        let err = MetadataFile::new(dir.path()).load().unwrap_err();
-        assert!(
-            err.to_string().contains("not valid sluice metadata"),
-            "{err}"
-        );
+        fs::write(dir.path().join(LEGACY_METADATA_FILE), "{}").unwrap();
+        let err = NodeFile::new(dir.path())
+            .load_or_create(BrokerId(1))
+            .unwrap_err();
+        assert!(err.to_string().contains("without clustering"), "{err}");
+        assert!(dir.path().join(LEGACY_METADATA_FILE).exists());
     }
 }

@@ -1,18 +1,29 @@
-//! One partition replica this broker leads: its log, its leader epoch and its high
-//! watermark, and the service operations on it (append, read, offset lookups). This layer
-//! knows nothing of the wire: handlers translate requests into these calls.
+//! One partition replica on this broker: its log, its role (leader or follower) and leader
+//! epoch, the leader's view of its followers and ISR, the high watermark, and the service
+//! operations on it (append, read, offset lookups, replica fetch). This layer knows nothing
+//! of the wire: handlers translate requests into these calls.
 //!
-//! The high watermark (HW) is the end of what consumers may see. With one replica it is
-//! what is durable by the durability mode: under `fsync` the log's flushed offset (a
-//! consumer never sees a record a crash could take back), under `replicated` the log end.
-//! It only moves forward; fetchers long-polling on the partition wait on `hw_advanced`.
+//! The high watermark (HW) is the end of what consumers may see (DESIGN §6). On the leader
+//! it is the minimum over the ISR of each member's durable log end: its own (under `fsync`
+//! the flushed offset, so a consumer never sees a record a crash could take back; under
+//! `replicated` the log end) and each follower's fetch offset, which a follower only
+//! advances past what it has flushed. A follower takes the leader's HW, capped by its own
+//! log end. The HW only moves forward; long-polling fetches and acks=all produces wait on
+//! `hw_advanced`.
+//!
+//! ISR changes are proposed here ([`Partition::isr_expansion`], [`Partition::isr_shrink`])
+//! and committed by the controller; until the controller answers, the HW is computed over
+//! the larger of the two sets (Kafka's KIP-497 "maximal ISR"), so an acks=all append is
+//! never acknowledged on fewer replicas than the committed ISR.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_protocol::batch::{peek_total_len, RecordBatch};
-use sluice_protocol::{ErrorCode, LeaderEpoch, Offset, PartitionId};
+use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId};
 use sluice_storage::{AppendInfo, Durability, DurableTicket, SharedLog, StorageError};
 use tokio::sync::Notify;
 
@@ -52,6 +63,10 @@ pub struct PendingAppend {
     /// The log start offset just after the append (for the produce response).
     pub log_start_offset: Offset,
     ticket: DurableTicket,
+    acks: Acks,
+    /// The leader epoch the batches were written in: if it changes before the HW covers
+    /// them, this leader can no longer acknowledge them.
+    leader_epoch: LeaderEpoch,
 }
 
 /// What a read returns: whole batches and where the partition stands.
@@ -65,20 +80,109 @@ pub struct ReadResult {
     pub log_start_offset: Offset,
 }
 
-/// A partition replica led by this broker.
+/// What a replica fetch returns to a follower.
+#[derive(Clone, Debug)]
+pub struct ReplicaRead {
+    /// Whole batches from the follower's fetch offset up to the leader's log end.
+    pub records: Bytes,
+    /// The leader's HW.
+    pub high_watermark: Offset,
+    /// The leader's log start offset.
+    pub log_start_offset: Offset,
+    /// Set when the follower's log diverged: the largest epoch the leader has at or below
+    /// the follower's last fetched epoch, and where it ends in the leader's log.
+    pub diverging: Option<(LeaderEpoch, Offset)>,
+}
+
+/// This replica's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// It takes appends and serves reads.
+    Leader,
+    /// It copies from `leader` (-1: no leader is known; the partition is offline).
+    Follower {
+        /// The leader it fetches from.
+        leader: BrokerId,
+    },
+}
+
+/// What the leader knows of one follower.
+#[derive(Clone, Copy, Debug)]
+struct FollowerProgress {
+    /// The follower's durable log end, from its last fetch; -1 until it fetches.
+    log_end: Offset,
+    /// When the follower last had everything the leader had (Kafka's lastCaughtUpTime).
+    caught_up_at: Instant,
+    /// The leader's log end at the follower's previous fetch, and that fetch's time.
+    previous_fetch: (Offset, Instant),
+}
+
+/// The replication state, under one lock.
+#[derive(Debug)]
+struct ReplicaState {
+    role: Role,
+    /// Every assigned replica, this one included.
+    replicas: Vec<BrokerId>,
+    /// The committed ISR.
+    isr: Vec<BrokerId>,
+    /// The version of leader + ISR the controller last committed.
+    partition_epoch: i32,
+    /// Leader only: every other replica's progress.
+    followers: BTreeMap<BrokerId, FollowerProgress>,
+    /// Leader only: the ISR change sent to the controller and not yet answered.
+    pending_isr: Option<Vec<BrokerId>>,
+    /// Leader only: the log end when this replica became leader, the first offset of its
+    /// epoch. Until the HW reaches it, offsets below the old leader's HW may be missing
+    /// from this one's HW, so "latest" is not answered (OFFSET_NOT_AVAILABLE).
+    epoch_start_offset: Offset,
+}
+
+/// A proposed ISR change for the controller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IsrProposal {
+    /// The leader epoch it is made in.
+    pub leader_epoch: LeaderEpoch,
+    /// The partition epoch it is based on.
+    pub partition_epoch: i32,
+    /// The new ISR.
+    pub new_isr: Vec<BrokerId>,
+}
+
+/// The assignment and leadership of a partition, as the metadata image says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    /// The leader, or -1.
+    pub leader: BrokerId,
+    /// Its epoch.
+    pub leader_epoch: LeaderEpoch,
+    /// The version of leader + ISR.
+    pub partition_epoch: i32,
+    /// Every replica.
+    pub replicas: Vec<BrokerId>,
+    /// The ISR.
+    pub isr: Vec<BrokerId>,
+}
+
+/// A partition replica on this broker.
 pub struct Partition {
     topic: Arc<str>,
     index: PartitionId,
+    /// This broker.
+    node_id: BrokerId,
     /// The log. Appends, durability waits and maintenance happen on blocking threads.
     log: Arc<SharedLog>,
     leader_epoch: AtomicI32,
     /// Offsets below this are visible to consumers. Only grows (`fetch_max`).
     high_watermark: AtomicI64,
-    /// Woken whenever the HW advances, for long-polling fetches.
+    /// Woken whenever the HW advances, the role changes, or the partition is deleted or
+    /// goes offline: long-polling fetches and acks=all produces wait on it.
     hw_advanced: Notify,
+    /// Woken when the leader appends: followers' replica fetches long-poll on it.
+    appended: Notify,
     durability: Durability,
     /// Smallest ISR that acks=all accepts (`min.insync.replicas`).
     min_insync_replicas: u16,
+    state: Mutex<ReplicaState>,
     /// Set when the topic is deleted: every later operation fails, maintenance skips it.
     deleted: AtomicBool,
     /// Why the partition was taken offline (a failed background fsync), if it was.
@@ -86,36 +190,63 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// Wraps an opened log as leader at `leader_epoch`.
+    /// Wraps an opened log as a replica in `assignment`'s role.
     pub fn new(
         topic: Arc<str>,
         index: PartitionId,
+        node_id: BrokerId,
         log: SharedLog,
-        leader_epoch: LeaderEpoch,
+        assignment: &Assignment,
         min_insync_replicas: u16,
     ) -> Partition {
         let (end, durability) = {
             let guard = log.read();
             (guard.log_end_offset(), guard.config().durability)
         };
-        Partition {
+        let partition = Partition {
             topic,
             index,
+            node_id,
             log: Arc::new(log),
-            leader_epoch: AtomicI32::new(leader_epoch.0),
-            // Recovery kept only what the files hold, so everything in the log is visible.
-            high_watermark: AtomicI64::new(end.0),
+            leader_epoch: AtomicI32::new(-1),
+            // With one replica, recovery kept only what the files hold, so everything in
+            // the log is visible. With several, what this replica has is not known to be
+            // committed: the HW starts at 0 and the leader's (or the ISR's) moves it.
+            high_watermark: AtomicI64::new(if assignment.replicas.len() <= 1 {
+                end.0
+            } else {
+                0
+            }),
             hw_advanced: Notify::new(),
+            appended: Notify::new(),
             durability,
             min_insync_replicas,
+            state: Mutex::new(ReplicaState {
+                role: Role::Follower {
+                    leader: BrokerId(-1),
+                },
+                replicas: Vec::new(),
+                isr: Vec::new(),
+                partition_epoch: -1,
+                followers: BTreeMap::new(),
+                pending_isr: None,
+                epoch_start_offset: Offset(0),
+            }),
             deleted: AtomicBool::new(false),
             offline: std::sync::OnceLock::new(),
-        }
+        };
+        partition.apply_assignment(assignment);
+        partition
     }
 
     /// `topic-partition`, for logs and errors.
     pub fn name(&self) -> String {
         format!("{}-{}", self.topic, self.index.0)
+    }
+
+    /// The topic's name.
+    pub fn topic(&self) -> &Arc<str> {
+        &self.topic
     }
 
     /// The partition's index.
@@ -153,6 +284,20 @@ impl Partition {
         self.log
     }
 
+    /// This replica's role.
+    pub fn role(&self) -> Role {
+        self.state().role
+    }
+
+    /// The committed ISR as this replica knows it.
+    pub fn isr(&self) -> Vec<BrokerId> {
+        self.state().isr.clone()
+    }
+
+    fn state(&self) -> MutexGuard<'_, ReplicaState> {
+        self.state.lock().expect("replica state poisoned")
+    }
+
     /// Whether the topic was deleted.
     pub fn is_deleted(&self) -> bool {
         self.deleted.load(Ordering::Acquire)
@@ -164,7 +309,12 @@ impl Partition {
     pub fn mark_deleted(&self) {
         self.deleted.store(true, Ordering::Release);
         self.log.retire();
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
         self.hw_advanced.notify_waiters();
+        self.appended.notify_waiters();
     }
 
     fn check_live(&self) -> Result<(), ApiError> {
@@ -191,7 +341,71 @@ impl Partition {
     pub fn take_offline(&self, why: String) {
         tracing::error!(partition = %self.name(), "taking the partition offline: {why}");
         let _ = self.offline.set(why);
-        self.hw_advanced.notify_waiters();
+        self.wake_all();
+    }
+
+    /// Takes the role the metadata image gives this replica. A new leader epoch makes it
+    /// leader (tracking every follower afresh, its epoch starting at its log end) or
+    /// follower of the new leader; the same epoch with a newer partition epoch only updates
+    /// the ISR. Waiters wake up to re-check their leader (acks=all produces fail with
+    /// NOT_LEADER_OR_FOLLOWER once this replica no longer leads).
+    pub fn apply_assignment(&self, assignment: &Assignment) {
+        let mut state = self.state();
+        let ours = self.leader_epoch();
+        let newer_epoch = assignment.leader_epoch > ours;
+        let same_epoch = assignment.leader_epoch == ours;
+        if !newer_epoch && !(same_epoch && assignment.partition_epoch > state.partition_epoch) {
+            return;
+        }
+        state.replicas = assignment.replicas.clone();
+        state.isr = assignment.isr.clone();
+        state.partition_epoch = assignment.partition_epoch;
+        state.pending_isr = None;
+        let role = if assignment.leader == self.node_id {
+            Role::Leader
+        } else {
+            Role::Follower {
+                leader: assignment.leader,
+            }
+        };
+        if newer_epoch || role != state.role {
+            let now = Instant::now();
+            let log_end = self.log_end_offset();
+            state.followers = match role {
+                Role::Leader => assignment
+                    .replicas
+                    .iter()
+                    .filter(|r| **r != self.node_id)
+                    .map(|r| {
+                        let progress = FollowerProgress {
+                            log_end: Offset(-1),
+                            caught_up_at: now,
+                            previous_fetch: (log_end, now),
+                        };
+                        (*r, progress)
+                    })
+                    .collect(),
+                Role::Follower { .. } => BTreeMap::new(),
+            };
+            state.epoch_start_offset = log_end;
+            if role != state.role || newer_epoch {
+                tracing::info!(
+                    partition = %self.name(),
+                    epoch = assignment.leader_epoch.0,
+                    "now {}",
+                    match role {
+                        Role::Leader => "leader".to_string(),
+                        Role::Follower { leader } => format!("follower of {leader}"),
+                    }
+                );
+            }
+            state.role = role;
+        }
+        self.leader_epoch
+            .store(assignment.leader_epoch.0, Ordering::Release);
+        drop(state);
+        self.maybe_advance_high_watermark();
+        self.wake_all();
     }
 
     /// Refuses a request made with another leader epoch than ours (-1: the client does not
@@ -209,12 +423,42 @@ impl Partition {
         Err(ApiError::new(
             code,
             format!(
-                "{}: leader epoch {} is {what} than the leader's {}; refresh metadata and retry",
+                "{}: leader epoch {} is {what} than this replica's {}; refresh metadata and \
+                 retry",
                 self.name(),
                 client_epoch.0,
                 ours.0
             ),
         ))
+    }
+
+    /// Refuses unless this replica leads.
+    fn check_leader(&self) -> Result<(), ApiError> {
+        match self.role() {
+            Role::Leader => Ok(()),
+            role => Err(self.not_leader(role)),
+        }
+    }
+
+    fn not_leader(&self, role: Role) -> ApiError {
+        match role {
+            Role::Follower { leader } if leader.0 >= 0 => ApiError::new(
+                ErrorCode::NotLeaderOrFollower,
+                format!(
+                    "this broker is not the leader of {} (broker {leader} is); refresh \
+                     metadata and retry",
+                    self.name()
+                ),
+            ),
+            _ => ApiError::new(
+                ErrorCode::LeaderNotAvailable,
+                format!(
+                    "{} has no leader: no in-sync replica is alive; it comes back when one \
+                     does",
+                    self.name()
+                ),
+            ),
+        }
     }
 
     /// The ordered phase of an append: checks, then writes the batches to the log (the page
@@ -223,20 +467,17 @@ impl Partition {
     /// validated before any is written, so a request appends all of them or none.
     pub fn append_now(&self, records: Bytes, acks: Acks) -> Result<PendingAppend, ApiError> {
         self.check_live()?;
-        if acks == Acks::All && self.isr_size() < self.min_insync_replicas {
-            return Err(ApiError::new(
-                ErrorCode::NotEnoughReplicas,
-                format!(
-                    "{}: {} in-sync replica(s), fewer than min.insync.replicas={}; \
-                     add replicas or lower min.insync.replicas",
-                    self.name(),
-                    self.isr_size(),
-                    self.min_insync_replicas
-                ),
-            ));
-        }
+        let epoch = {
+            let state = self.state();
+            if state.role != Role::Leader {
+                return Err(self.not_leader(state.role));
+            }
+            if acks == Acks::All && state.isr.len() < usize::from(self.min_insync_replicas) {
+                return Err(self.not_enough_replicas(ErrorCode::NotEnoughReplicas, &state.isr));
+            }
+            self.leader_epoch()
+        };
         let batches = split_batches(records)?;
-        let epoch = self.leader_epoch();
         let mut first: Option<AppendInfo> = None;
         let mut last = None;
         for batch in batches {
@@ -249,6 +490,7 @@ impl Partition {
         }
         let (last_info, ticket) = last.expect("split_batches returns at least one batch");
         let first = first.expect("at least one batch");
+        self.appended.notify_waiters();
         Ok(PendingAppend {
             log_start_offset: self.log.read().log_start_offset(),
             info: AppendInfo {
@@ -257,34 +499,88 @@ impl Partition {
                 max_timestamp: first.max_timestamp.max(last_info.max_timestamp),
             },
             ticket,
+            acks,
+            leader_epoch: epoch,
         })
     }
 
-    /// The completion phase of an append: waits for durability as the mode says (under
-    /// `fsync` even for acks=0, so the HW, the flushed offset, keeps moving without anyone
-    /// else flushing), then advances the HW. Appends of many requests wait together: one
-    /// fsync covers all of them (group commit).
+    fn not_enough_replicas(&self, code: ErrorCode, isr: &[BrokerId]) -> ApiError {
+        ApiError::new(
+            code,
+            format!(
+                "{}: {} in-sync replica(s) {isr:?}, fewer than min.insync.replicas={}; wait \
+                 for replicas to catch up, or lower min.insync.replicas",
+                self.name(),
+                isr.len(),
+                self.min_insync_replicas
+            ),
+        )
+    }
+
+    /// The completion phase of an append: waits for local durability as the mode says
+    /// (under `fsync` even for acks=0, so the HW keeps moving without anyone else
+    /// flushing); for acks=all then waits until the HW covers the batches, this replica
+    /// stops leading (NOT_LEADER_OR_FOLLOWER: the outcome is unknown, the producer
+    /// retries), or `timeout` passes (REQUEST_TIMED_OUT). Appends of many requests wait
+    /// together: one fsync covers all of them (group commit).
     pub async fn complete(
         self: &Arc<Self>,
         pending: PendingAppend,
+        timeout: Duration,
     ) -> Result<AppendInfo, ApiError> {
-        let visible_end = match self.durability {
-            Durability::Fsync => {
-                let partition = Arc::clone(self);
-                tokio::task::spawn_blocking(move || {
-                    partition.log.wait_durable(pending.ticket)?;
-                    Ok(partition.log.flushed_offset())
-                })
+        if matches!(self.durability, Durability::Fsync) {
+            let partition = Arc::clone(self);
+            let ticket = pending.ticket;
+            tokio::task::spawn_blocking(move || partition.log.wait_durable(ticket))
                 .await
                 .map_err(|e| {
                     ApiError::new(ErrorCode::UnknownServerError, format!("append task: {e}"))
                 })?
-                .map_err(|e| self.append_failed(e))?
+                .map_err(|e| self.append_failed(e))?;
+        }
+        self.maybe_advance_high_watermark();
+        if pending.acks != Acks::All {
+            return Ok(pending.info);
+        }
+        let end = pending.info.last_offset.plus(1);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let woken = self.hw_advanced.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            self.check_live()?;
+            if self.leader_epoch() != pending.leader_epoch || self.role() != Role::Leader {
+                return Err(ApiError::new(
+                    ErrorCode::NotLeaderOrFollower,
+                    format!(
+                        "{}: leadership moved before offsets {}..{end} were replicated; \
+                         they may or may not be committed; refresh metadata and retry",
+                        self.name(),
+                        pending.info.base_offset
+                    ),
+                ));
             }
-            Durability::Replicated { .. } => pending.info.last_offset.plus(1),
-        };
-        self.advance_high_watermark(visible_end);
-        Ok(pending.info)
+            if self.high_watermark() >= end {
+                let state = self.state();
+                if state.isr.len() < usize::from(self.min_insync_replicas) {
+                    return Err(self
+                        .not_enough_replicas(ErrorCode::NotEnoughReplicasAfterAppend, &state.isr));
+                }
+                return Ok(pending.info);
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return Err(ApiError::new(
+                    ErrorCode::RequestTimedOut,
+                    format!(
+                        "{}: offsets {}..{end} were not replicated to the ISR {:?} within \
+                         {timeout:?}; the producer retries",
+                        self.name(),
+                        pending.info.base_offset,
+                        self.isr()
+                    ),
+                ));
+            }
+        }
     }
 
     fn append_failed(&self, e: StorageError) -> ApiError {
@@ -293,9 +589,37 @@ impl Partition {
         e
     }
 
-    /// In-sync replicas. A single replica is always in sync with itself.
-    fn isr_size(&self) -> u16 {
-        1
+    /// This replica's durable log end: what it may count toward the HW.
+    fn local_durable_end(&self) -> Offset {
+        match self.durability {
+            Durability::Fsync => self.log.flushed_offset(),
+            Durability::Replicated { .. } => self.log_end_offset(),
+        }
+    }
+
+    /// The leader's HW: the minimum durable log end over the ISR (and the members a
+    /// pending expansion adds). Advances it and wakes waiters; a follower does nothing here.
+    pub fn maybe_advance_high_watermark(&self) {
+        let candidate = {
+            let state = self.state();
+            if state.role != Role::Leader {
+                return;
+            }
+            let mut hw = self.local_durable_end();
+            let counted = state.isr.iter().chain(state.pending_isr.iter().flatten());
+            for member in counted {
+                if *member == self.node_id {
+                    continue;
+                }
+                let end = state
+                    .followers
+                    .get(member)
+                    .map_or(Offset(-1), |f| f.log_end);
+                hw = hw.min(end);
+            }
+            hw
+        };
+        self.advance_high_watermark(candidate);
     }
 
     /// Moves the HW forward to `offset` (never back) and wakes long-polling fetches.
@@ -307,7 +631,8 @@ impl Partition {
     }
 
     /// Reads whole batches from `offset`, up to `max_bytes` (at least one batch), below the
-    /// HW. `offset` must be within `[log start, HW]`.
+    /// HW, on the leader. `offset` must be within `[log start, log end]`; offsets between
+    /// the HW and the log end read nothing yet (a new leader's HW may lag the old one's).
     pub fn read(
         &self,
         offset: Offset,
@@ -316,13 +641,15 @@ impl Partition {
     ) -> Result<ReadResult, ApiError> {
         self.check_live()?;
         self.check_leader_epoch(client_epoch)?;
+        self.check_leader()?;
         let high_watermark = self.high_watermark();
         let log = self.log.read();
         // Checked again under the lock: deletion sets the flag, then takes the write lock,
         // so a reader that gets the lock after it sees the flag.
         self.check_live()?;
         let log_start_offset = log.log_start_offset();
-        if offset == high_watermark && offset >= log_start_offset {
+        let caught_up = offset >= high_watermark && offset <= log.log_end_offset();
+        if caught_up && offset >= log_start_offset {
             // A caught-up consumer: nothing to read (and nothing unflushed to copy).
             return Ok(ReadResult {
                 records: Bytes::new(),
@@ -350,11 +677,16 @@ impl Partition {
         })
     }
 
-    /// Notified when the HW advances, the partition is deleted or it goes offline. Create
-    /// and enable a `notified()` future before reading (see `handlers::fetch`), so a wake
-    /// that races with the read is not lost.
+    /// Notified when the HW advances, the role changes, the partition is deleted or it
+    /// goes offline. Create and enable a `notified()` future before reading (see
+    /// `handlers::fetch`), so a wake that races with the read is not lost.
     pub fn hw_advanced(&self) -> &Notify {
         &self.hw_advanced
+    }
+
+    /// Notified when the leader appends (and on role changes): replica fetches wait on it.
+    pub fn appended(&self) -> &Notify {
+        &self.appended
     }
 
     /// ListOffsets: -2 earliest, -1 latest (the HW), else the first offset whose timestamp
@@ -368,11 +700,21 @@ impl Partition {
         use sluice_protocol::messages::{EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
         self.check_live()?;
         self.check_leader_epoch(client_epoch)?;
+        self.check_leader()?;
         let high_watermark = self.high_watermark();
+        let epoch_start = self.state().epoch_start_offset;
         let log = self.log.read();
         self.check_live()?;
         match timestamp_ms {
             EARLIEST_TIMESTAMP => Ok((-1, log.log_start_offset())),
+            LATEST_TIMESTAMP if high_watermark < epoch_start => Err(ApiError::new(
+                ErrorCode::OffsetNotAvailable,
+                format!(
+                    "{}: the new leader's high watermark {high_watermark} has not reached \
+                     the start of its epoch ({epoch_start}) yet; retry",
+                    self.name()
+                ),
+            )),
             LATEST_TIMESTAMP => Ok((-1, high_watermark)),
             t if t < 0 => Err(ApiError::new(
                 ErrorCode::InvalidTimestamp,
@@ -383,6 +725,262 @@ impl Partition {
                 _ => Ok((-1, Offset(-1))),
             },
         }
+    }
+
+    /// OffsetsForLeaderEpoch: the largest epoch at or below `epoch` in this leader's log and
+    /// where it ends; `None` when the log has no epoch that old.
+    pub fn end_offset_for_epoch(
+        &self,
+        epoch: LeaderEpoch,
+        client_epoch: LeaderEpoch,
+    ) -> Result<Option<(LeaderEpoch, Offset)>, ApiError> {
+        self.check_live()?;
+        self.check_leader_epoch(client_epoch)?;
+        self.check_leader()?;
+        Ok(self.log.read().end_offset_for_epoch(epoch))
+    }
+
+    /// Serves a follower's fetch (blocking: call from a blocking thread). Records the
+    /// follower's progress (its fetch offset is its durable log end), advances the HW, and
+    /// returns the batches after `fetch_offset` up to the log end, or where the follower's
+    /// log diverged (KIP-320: checked against the follower's last fetched epoch, so a
+    /// follower truncates to the leader's epoch boundary, never to its own HW). Returns
+    /// also an ISR expansion to propose when the follower just caught up.
+    pub fn read_for_follower(
+        &self,
+        follower: BrokerId,
+        fetch_offset: Offset,
+        last_fetched_epoch: LeaderEpoch,
+        client_epoch: LeaderEpoch,
+        max_bytes: u32,
+    ) -> Result<(ReplicaRead, Option<IsrProposal>), ApiError> {
+        self.check_live()?;
+        self.check_leader_epoch(client_epoch)?;
+        self.check_leader()?;
+        let log = self.log.read();
+        self.check_live()?;
+        let log_start_offset = log.log_start_offset();
+        let log_end = log.log_end_offset();
+        if last_fetched_epoch.0 >= 0 {
+            let diverging = match log.end_offset_for_epoch(last_fetched_epoch) {
+                Some((epoch, end)) if epoch == last_fetched_epoch && end >= fetch_offset => None,
+                Some(found) => Some(found),
+                None => Some((LeaderEpoch(-1), log_start_offset)),
+            };
+            if let Some(diverging) = diverging {
+                return Ok((
+                    ReplicaRead {
+                        records: Bytes::new(),
+                        high_watermark: self.high_watermark(),
+                        log_start_offset,
+                        diverging: Some(diverging),
+                    },
+                    None,
+                ));
+            }
+        }
+        if fetch_offset < log_start_offset || fetch_offset > log_end {
+            return Err(ApiError::new(
+                ErrorCode::OffsetOutOfRange,
+                format!(
+                    "{}: follower {follower} fetches offset {fetch_offset}, outside the \
+                     leader's log {log_start_offset}..{log_end}",
+                    self.name()
+                ),
+            ));
+        }
+        let records = if fetch_offset < log_end {
+            log.read(fetch_offset, max_bytes, log_end)?
+        } else {
+            Bytes::new()
+        };
+        drop(log);
+        let proposal = self.follower_fetched(follower, fetch_offset, log_end);
+        self.maybe_advance_high_watermark();
+        Ok((
+            ReplicaRead {
+                records,
+                high_watermark: self.high_watermark(),
+                log_start_offset,
+                diverging: None,
+            },
+            proposal,
+        ))
+    }
+
+    /// Records a follower's fetch; proposes adding it to the ISR once it has everything up
+    /// to the HW and this leader's epoch (Kafka's rule: a member must have the leader's
+    /// epoch start, or it could count toward a HW over data it lacks).
+    fn follower_fetched(
+        &self,
+        follower: BrokerId,
+        fetch_offset: Offset,
+        log_end: Offset,
+    ) -> Option<IsrProposal> {
+        let now = Instant::now();
+        let high_watermark = self.high_watermark();
+        let mut state = self.state();
+        let epoch_start = state.epoch_start_offset;
+        let progress = state.followers.get_mut(&follower)?;
+        progress.log_end = fetch_offset;
+        if fetch_offset >= log_end {
+            progress.caught_up_at = now;
+        } else if fetch_offset >= progress.previous_fetch.0 {
+            progress.caught_up_at = progress.caught_up_at.max(progress.previous_fetch.1);
+        }
+        progress.previous_fetch = (log_end, now);
+        let eligible = fetch_offset >= high_watermark && fetch_offset >= epoch_start;
+        if !eligible || state.isr.contains(&follower) || state.pending_isr.is_some() {
+            return None;
+        }
+        let mut new_isr = state.isr.clone();
+        new_isr.push(follower);
+        state.pending_isr = Some(new_isr.clone());
+        Some(IsrProposal {
+            leader_epoch: self.leader_epoch(),
+            partition_epoch: state.partition_epoch,
+            new_isr,
+        })
+    }
+
+    /// Proposes removing the ISR members that have not caught up for `lag_max` (a follower
+    /// that stopped fetching or fell behind), unless a proposal is already in flight.
+    pub fn isr_shrink(&self, lag_max: Duration) -> Option<IsrProposal> {
+        let now = Instant::now();
+        let mut state = self.state();
+        if state.role != Role::Leader || state.pending_isr.is_some() {
+            return None;
+        }
+        let new_isr: Vec<BrokerId> = state
+            .isr
+            .iter()
+            .copied()
+            .filter(|member| {
+                *member == self.node_id
+                    || state
+                        .followers
+                        .get(member)
+                        .is_some_and(|f| now.duration_since(f.caught_up_at) <= lag_max)
+            })
+            .collect();
+        if new_isr.len() == state.isr.len() {
+            return None;
+        }
+        tracing::info!(
+            partition = %self.name(),
+            "shrinking the ISR from {:?} to {new_isr:?}: the others lag more than {lag_max:?}",
+            state.isr
+        );
+        state.pending_isr = Some(new_isr.clone());
+        Some(IsrProposal {
+            leader_epoch: self.leader_epoch(),
+            partition_epoch: state.partition_epoch,
+            new_isr,
+        })
+    }
+
+    /// The controller answered an ISR proposal: `Some` committed state (leader epoch,
+    /// partition epoch, ISR) when it was accepted, `None` when it was refused or lost (the
+    /// metadata image brings the truth; a later check may propose again).
+    pub fn isr_proposal_done(&self, committed: Option<(LeaderEpoch, i32, Vec<BrokerId>)>) {
+        let mut state = self.state();
+        state.pending_isr = None;
+        if let Some((epoch, partition_epoch, isr)) = committed {
+            if epoch == self.leader_epoch() && partition_epoch > state.partition_epoch {
+                tracing::info!(partition = %self.name(), "ISR is now {isr:?}");
+                state.isr = isr;
+                state.partition_epoch = partition_epoch;
+            }
+        }
+        drop(state);
+        self.maybe_advance_high_watermark();
+        self.hw_advanced.notify_waiters();
+    }
+
+    /// Follower: what to send in the next replica fetch: the fetch offset (the log end,
+    /// all of it durable: the fetcher flushes before fetching again), the epoch of the last
+    /// batch, the log start, and the leader epoch known.
+    pub fn follower_fetch_state(&self) -> (Offset, LeaderEpoch, Offset, LeaderEpoch) {
+        let log = self.log.read();
+        let last_epoch = log.latest_epoch().map_or(LeaderEpoch(-1), |e| e.epoch);
+        (
+            log.log_end_offset(),
+            last_epoch,
+            log.log_start_offset(),
+            self.leader_epoch(),
+        )
+    }
+
+    /// Follower: appends batches fetched from the leader (offsets and epochs as the leader
+    /// stamped them) and makes them durable before they count (blocking). Then takes the
+    /// leader's HW, capped by its own log end.
+    pub fn append_from_leader(
+        &self,
+        records: Bytes,
+        leader_high_watermark: Offset,
+    ) -> Result<(), ApiError> {
+        self.check_live()?;
+        if !records.is_empty() {
+            self.log
+                .append_as_follower(records)
+                .map_err(|e| self.append_failed(e))?;
+            if matches!(self.durability, Durability::Fsync) {
+                self.log.flush().map_err(|e| self.append_failed(e))?;
+            }
+        }
+        let end = self.log_end_offset();
+        self.advance_high_watermark(leader_high_watermark.min(end));
+        Ok(())
+    }
+
+    /// Follower: the leader says the log diverged: its `epoch` ends at `leader_end`.
+    /// Truncates to the smaller of that and where this log's copy of the epoch ends (or to
+    /// the log start when the epoch is unknown here). The leader's answer decides, never
+    /// this replica's own HW (KIP-101/279); the HW is capped at the new log end. Blocking.
+    pub fn truncate_diverging(
+        &self,
+        epoch: LeaderEpoch,
+        leader_end: Offset,
+    ) -> Result<Offset, ApiError> {
+        self.check_live()?;
+        let target = {
+            let log = self.log.read();
+            let start = log.log_start_offset();
+            if epoch.0 < 0 {
+                start
+            } else {
+                match log.end_offset_for_epoch(epoch) {
+                    Some((_, own_end)) => own_end.min(leader_end).max(start),
+                    None => start,
+                }
+            }
+        };
+        tracing::info!(
+            partition = %self.name(),
+            "truncating to offset {target}: the leader's epoch {} ends at {leader_end}",
+            epoch.0
+        );
+        self.log
+            .truncate_to(target)
+            .map_err(|e| self.append_failed(e))?;
+        self.high_watermark.fetch_min(target.0, Ordering::AcqRel);
+        Ok(target)
+    }
+
+    /// Follower: the leader no longer has this replica's log end (retention deleted it):
+    /// start over empty at the leader's log start. Blocking.
+    pub fn restart_at(&self, leader_log_start: Offset) -> Result<(), ApiError> {
+        self.check_live()?;
+        tracing::info!(
+            partition = %self.name(),
+            "emptying the replica to restart at the leader's log start {leader_log_start}"
+        );
+        self.log
+            .truncate_fully_and_start_at(leader_log_start)
+            .map_err(|e| self.append_failed(e))?;
+        self.high_watermark
+            .store(leader_log_start.0, Ordering::Release);
+        Ok(())
     }
 }
 

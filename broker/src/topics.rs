@@ -1,50 +1,57 @@
-//! Topics: creation (name and config validation, one log per partition), deletion (files
-//! removed), lookup, and the per-topic configuration that becomes each log's `LogConfig`.
+//! The topics and partition replicas hosted on this broker, kept in step with the cluster
+//! metadata image ([`Topics::reconcile`]), plus topic validation (names, configs) and the
+//! per-topic configuration that becomes each log's `LogConfig`.
 //!
-//! Changes are serialized by one async mutex that also owns the persisted
-//! [`MetadataImage`]; lookups on the produce and fetch paths only take a short read lock on
-//! the map of live topics, never that mutex.
+//! The image is the truth: the controller's Raft log decides which topics exist and which
+//! brokers hold their replicas. This module opens a log for every partition the image
+//! assigns to this broker, hands each its role (leader or follower, epoch, ISR), and
+//! retires and removes the logs of deleted topics. Lookups on the produce and fetch paths
+//! only take a short read lock on the map of hosted topics.
 //!
-//! Crash safety: a creation opens the logs first and persists the image second; a deletion
-//! persists first and removes files second. Either way a crash in between leaves only
-//! directories the image does not name, and start-up removes those.
+//! A topic has an id (the log index of its creation). Each partition directory holds a
+//! `partition.metadata` file naming it, so a topic deleted and created again under the same
+//! name while this broker was down is recognised: the old replica is wiped, never mistaken
+//! for the new one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use sluice_protocol::{ErrorCode, LeaderEpoch, PartitionId};
+use sluice_protocol::{ErrorCode, PartitionId};
 use sluice_storage::{Clock, LogConfig, PartitionLog, SharedLog};
 
+use crate::cluster::image::{MetadataImage, PartitionMeta, TopicMeta};
 use crate::config::BrokerConfig;
 use crate::error::{ApiError, BrokerError};
-use crate::metadata::{new_cluster_id, MetadataFile, MetadataImage, PartitionMeta, TopicMeta};
-use crate::partition::Partition;
+use crate::partition::{Assignment, Partition};
 
 /// Most partitions one topic may have: each active segment preallocates its index files.
 pub const PARTITIONS_MAX: i32 = 1024;
 /// Longest topic name (Kafka's limit).
 pub const TOPIC_NAME_LEN_MAX: usize = 249;
+/// The file in each partition directory that names the topic id it belongs to.
+const PARTITION_METADATA_FILE: &str = "partition.metadata";
+/// The first line of that file: our format, version 1.
+const PARTITION_METADATA_MAGIC: &str = "sluice-partition-metadata 1";
 
-/// The topic config keys sluice understands, with what each means.
+/// The topic config keys sluice understands.
 pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "retention.ms",
     "retention.bytes",
     "segment.bytes",
     "segment.ms",
     "min.insync.replicas",
+    "unclean.leader.election.enable",
 ];
 
-/// A live topic: its metadata and its partitions.
+/// A topic with replicas on this broker.
 pub struct Topic {
     /// The topic's name.
     pub name: Arc<str>,
-    /// Its metadata as persisted.
-    pub meta: TopicMeta,
-    /// Effective configuration, every key of [`TOPIC_CONFIG_KEYS`].
-    pub effective_configs: BTreeMap<String, String>,
-    /// Partitions by index.
-    pub partitions: Vec<Arc<Partition>>,
+    /// Its id: the metadata log index of its creation.
+    pub id: u64,
+    /// The partitions whose replicas are on this broker, by index.
+    pub partitions: BTreeMap<PartitionId, Arc<Partition>>,
 }
 
 /// A request to create a topic, in service terms.
@@ -60,234 +67,210 @@ pub struct NewTopic {
     pub configs: BTreeMap<String, String>,
 }
 
-/// Every topic of this broker.
+/// Checks a topic creation before it is proposed to the controller: the name, the counts
+/// (defaults filled in) and the configs. Returns the partition count and replication
+/// factor to create. Whether there are enough brokers is decided when the creation is
+/// applied, against the brokers active then.
+pub fn validate_new_topic(
+    config: &BrokerConfig,
+    request: &NewTopic,
+) -> Result<(u32, u16), ApiError> {
+    validate_topic_name(&request.name)?;
+    let partitions = match request.partitions {
+        -1 => config.default_partitions as i32,
+        n => n,
+    };
+    if !(1..=PARTITIONS_MAX).contains(&partitions) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidPartitions,
+            format!("a topic needs 1 to {PARTITIONS_MAX} partitions, not {partitions}"),
+        ));
+    }
+    let replication_factor = match request.replication_factor {
+        -1 => config.default_replication_factor as i16,
+        n => n,
+    };
+    if replication_factor < 1 {
+        return Err(ApiError::new(
+            ErrorCode::InvalidReplicationFactor,
+            format!("replication factor {replication_factor} is invalid: use 1 or more"),
+        ));
+    }
+    topic_log_config(config, &request.configs)?;
+    Ok((partitions as u32, replication_factor as u16))
+}
+
+/// Every topic with replicas on this broker.
 pub struct Topics {
     config: BrokerConfig,
     clock: Arc<dyn Clock>,
-    /// Live topics by name. Held only to look up or swap entries, never across an await.
+    /// Hosted topics by name. Held only to look up or swap entries, never across an await
+    /// or a file operation.
     live: RwLock<BTreeMap<String, Arc<Topic>>>,
-    /// Serializes topic creation and deletion; owns the persisted image.
-    admin: tokio::sync::Mutex<(MetadataImage, MetadataFile)>,
-    cluster_id: String,
+    /// Serializes reconciliations (they open and remove files).
+    reconciling: std::sync::Mutex<()>,
 }
 
 impl Topics {
-    /// Loads the metadata of `config.data_dir` (creating a new cluster on a fresh one),
-    /// opens every partition log (recovering after a crash) and removes directories of
-    /// deleted topics. Blocking: call before serving.
+    /// Prepares the data directory; partitions open when the first image is reconciled.
     pub fn open(config: &BrokerConfig, clock: Arc<dyn Clock>) -> Result<Topics, BrokerError> {
         let data_dir = &config.data_dir;
         std::fs::create_dir_all(topics_dir(data_dir))
             .map_err(|e| BrokerError::io("create data directory", data_dir, e))?;
-        let file = MetadataFile::new(data_dir);
-        let image = match file.load()? {
-            Some(image) => image,
-            None => {
-                let image = MetadataImage::new(new_cluster_id(), config.node_id);
-                file.store(&image)?;
-                tracing::info!(cluster_id = %image.cluster_id, "initialized a new cluster");
-                image
-            }
-        };
-        if image.node_id != config.node_id {
-            return Err(BrokerError::DataDir(format!(
-                "{} belongs to node {}, but this is node {}; start with --node-id {} or use \
-                 another --data-dir",
-                data_dir.display(),
-                image.node_id,
-                config.node_id,
-                image.node_id
-            )));
-        }
-        let mut live = BTreeMap::new();
-        for (name, meta) in &image.topics {
-            let topic = open_topic(config, &clock, name, meta).map_err(|(partition, e)| {
-                BrokerError::Storage {
-                    partition,
-                    source: e,
-                }
-            })?;
-            live.insert(name.clone(), Arc::new(topic));
-        }
-        remove_orphan_dirs(data_dir, &image)?;
         Ok(Topics {
             config: config.clone(),
             clock,
-            live: RwLock::new(live),
-            cluster_id: image.cluster_id.clone(),
-            admin: tokio::sync::Mutex::new((image, file)),
+            live: RwLock::new(BTreeMap::new()),
+            reconciling: std::sync::Mutex::new(()),
         })
     }
 
-    /// The cluster's id.
-    pub fn cluster_id(&self) -> &str {
-        &self.cluster_id
-    }
-
-    /// A live topic by name.
+    /// A hosted topic by name.
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
         self.live.read().expect("topics lock").get(name).cloned()
     }
 
-    /// Every live topic, by name.
-    pub fn list(&self) -> Vec<Arc<Topic>> {
-        self.live
-            .read()
-            .expect("topics lock")
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    /// A partition, or UNKNOWN_TOPIC_OR_PARTITION saying what exists.
-    pub fn partition(&self, topic: &str, index: PartitionId) -> Result<Arc<Partition>, ApiError> {
-        let found = self
+    /// A hosted partition replica. A topic the image does not have is
+    /// UNKNOWN_TOPIC_OR_PARTITION; a partition with no replica here is
+    /// NOT_LEADER_OR_FOLLOWER (the client's metadata is stale).
+    pub fn partition(
+        &self,
+        image: &MetadataImage,
+        topic: &str,
+        index: PartitionId,
+    ) -> Result<Arc<Partition>, ApiError> {
+        let meta = image
+            .topics
             .get(topic)
             .ok_or_else(|| ApiError::unknown_topic(topic))?;
-        usize::try_from(index.0)
+        let Some(partition_meta) = usize::try_from(index.0)
             .ok()
-            .and_then(|i| found.partitions.get(i))
-            .cloned()
-            .ok_or_else(|| ApiError::unknown_partition(topic, index.0, found.partitions.len()))
+            .and_then(|i| meta.partitions.get(i))
+        else {
+            return Err(ApiError::unknown_partition(
+                topic,
+                index.0,
+                meta.partitions.len(),
+            ));
+        };
+        self.get(topic)
+            .filter(|t| t.id == meta.id)
+            .and_then(|t| t.partitions.get(&index).cloned())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotLeaderOrFollower,
+                    format!(
+                        "this broker has no replica of {topic}-{} (its leader is broker {}); \
+                         refresh metadata and retry",
+                        index.0, partition_meta.leader
+                    ),
+                )
+            })
     }
 
-    /// Every partition of every live topic.
+    /// Every hosted partition replica.
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
         let live = self.live.read().expect("topics lock");
         live.values()
-            .flat_map(|t| t.partitions.iter().cloned())
+            .flat_map(|t| t.partitions.values().cloned())
             .collect()
     }
 
-    /// Creates a topic (or, with `validate_only`, checks that it could be). Returns its
-    /// partition count and replication factor.
-    pub async fn create(
-        &self,
-        request: NewTopic,
-        validate_only: bool,
-    ) -> Result<(i32, i16), ApiError> {
-        validate_topic_name(&request.name)?;
-        let partitions = match request.partitions {
-            -1 => self.config.default_partitions as i32,
-            n if (1..=PARTITIONS_MAX).contains(&n) => n,
-            n => {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidPartitions,
-                    format!("a topic needs 1 to {PARTITIONS_MAX} partitions, not {n}"),
-                ))
-            }
-        };
-        let replication_factor = match request.replication_factor {
-            -1 => self.config.default_replication_factor as i16,
-            1 => 1,
-            n => {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidReplicationFactor,
-                    format!(
-                        "replication factor {n} is not possible: this cluster has 1 broker; \
-                         use --replication-factor 1 or add brokers"
-                    ),
-                ))
-            }
-        };
-        topic_log_config(&self.config, &request.configs)?;
-        let mut admin = self.admin.lock().await;
-        if admin.0.topics.contains_key(&request.name) {
-            return Err(ApiError::new(
-                ErrorCode::TopicAlreadyExists,
-                format!("topic {:?} already exists", request.name),
-            ));
-        }
-        if validate_only {
-            return Ok((partitions, replication_factor));
-        }
+    /// Brings the hosted replicas in line with `image` (blocking: opens, recovers and
+    /// removes logs): topics gone from the image (or re-created with another id) are
+    /// retired and their files removed; new topics with replicas here get logs; every
+    /// replica takes the role the image gives it. A partition that fails to open is
+    /// logged and skipped (the others still serve); the next image retries it.
+    pub fn reconcile(&self, image: &MetadataImage) {
+        let _one_at_a_time = self.reconciling.lock().expect("reconcile lock");
         let node = self.config.node_id;
-        let meta = TopicMeta {
-            replication_factor: replication_factor as u16,
-            configs: request.configs,
-            partitions: (0..partitions)
-                .map(|i| PartitionMeta {
-                    index: PartitionId(i),
-                    leader: node,
-                    leader_epoch: LeaderEpoch(0),
-                    replicas: vec![node],
-                    isr: vec![node],
-                })
-                .collect(),
+        let gone: Vec<Arc<Topic>> = {
+            let mut live = self.live.write().expect("topics lock");
+            let names: Vec<String> = live
+                .iter()
+                .filter(|(name, topic)| image.topics.get(*name).map(|t| t.id) != Some(topic.id))
+                .map(|(name, _)| name.clone())
+                .collect();
+            names.iter().filter_map(|n| live.remove(n)).collect()
         };
-        let (config, clock, name) = (self.config.clone(), self.clock.clone(), request.name);
-        let opened = {
-            let (name, meta) = (name.clone(), meta.clone());
-            tokio::task::spawn_blocking(move || {
-                let topic = open_topic(&config, &clock, &name, &meta);
-                if topic.is_err() {
-                    remove_topic_dirs(&config.data_dir, &name, meta.partitions.len());
-                }
-                topic
-            })
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, e.to_string()))?
-        };
-        let topic = opened.map_err(|(partition, e)| {
-            let mut err = ApiError::from(e);
-            err.message = format!("creating partition {partition}: {}", err.message);
-            err
-        })?;
-        admin.0.topics.insert(name.clone(), meta);
-        if let Err(e) = self.persist(&admin).await {
-            admin.0.topics.remove(&name);
-            remove_topic_dirs(&self.config.data_dir, &name, partitions as usize);
-            return Err(e);
-        }
-        self.live
-            .write()
-            .expect("topics lock")
-            .insert(name.clone(), Arc::new(topic));
-        tracing::info!(topic = %name, partitions, "created topic");
-        Ok((partitions, replication_factor))
-    }
-
-    /// Deletes a topic and its files. In-flight requests on it fail with
-    /// UNKNOWN_TOPIC_OR_PARTITION.
-    pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
-        let mut admin = self.admin.lock().await;
-        let Some(meta) = admin.0.topics.remove(name) else {
-            return Err(ApiError::unknown_topic(name));
-        };
-        if let Err(e) = self.persist(&admin).await {
-            admin.0.topics.insert(name.to_string(), meta);
-            return Err(e);
-        }
-        let topic = self.live.write().expect("topics lock").remove(name);
-        let data_dir = self.config.data_dir.clone();
-        let name = name.to_string();
-        let n_partitions = meta.partitions.len();
-        tokio::task::spawn_blocking(move || {
-            for partition in topic.iter().flat_map(|t| t.partitions.iter()) {
+        for topic in gone {
+            for partition in topic.partitions.values() {
                 partition.mark_deleted();
+                remove_dir(&partition_dir(
+                    &self.config.data_dir,
+                    &topic.name,
+                    partition.index(),
+                ));
             }
-            remove_topic_dirs(&data_dir, &name, n_partitions);
-            tracing::info!(topic = %name, "deleted topic");
-        })
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, e.to_string()))
+            tracing::info!(topic = %topic.name, "deleted topic");
+        }
+        for (name, meta) in &image.topics {
+            match self.get(name) {
+                Some(topic) => {
+                    for (index, partition) in &topic.partitions {
+                        if let Some(p) = usize::try_from(index.0)
+                            .ok()
+                            .and_then(|i| meta.partitions.get(i))
+                        {
+                            partition.apply_assignment(&assignment(p));
+                        }
+                    }
+                }
+                None if meta.partitions.iter().any(|p| p.replicas.contains(&node)) => {
+                    match open_topic(&self.config, &self.clock, name, meta) {
+                        Ok(topic) => {
+                            self.live
+                                .write()
+                                .expect("topics lock")
+                                .insert(name.clone(), Arc::new(topic));
+                        }
+                        Err((partition, e)) => {
+                            tracing::error!(
+                                partition = %partition,
+                                "cannot open the replica: {e}; it stays unavailable on this \
+                                 broker until it can be opened"
+                            );
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
     }
 
-    async fn persist(&self, admin: &(MetadataImage, MetadataFile)) -> Result<(), ApiError> {
-        let (image, file) = (admin.0.clone(), admin.1.clone());
-        let stored = tokio::task::spawn_blocking(move || file.store(&image))
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, e.to_string()))?;
-        stored.map_err(|e| {
-            let disk_full = matches!(&e, BrokerError::Io { source, .. }
-                if source.kind() == std::io::ErrorKind::StorageFull);
-            let code = if disk_full {
-                ErrorCode::DiskFull
-            } else {
-                ErrorCode::KafkaStorageError
+    /// Removes partition directories the image does not assign to this broker: left by a
+    /// deletion or a creation that a crash interrupted, or by topics deleted while this
+    /// broker was down. Call only with an image that is caught up with the controller,
+    /// or a directory of a topic this broker has not heard of yet would go.
+    pub fn remove_orphans(&self, image: &MetadataImage) {
+        let _one_at_a_time = self.reconciling.lock().expect("reconcile lock");
+        let node = self.config.node_id;
+        let dir = topics_dir(&self.config.data_dir);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let file_name = entry.file_name();
+            let Some(name) = file_name.to_str() else {
+                continue;
             };
-            ApiError::new(code, format!("cannot save topic metadata: {e}"))
-        })
+            let owned = name.rsplit_once('-').is_some_and(|(topic, index)| {
+                let index: Option<usize> = index.parse().ok();
+                let meta = image.topics.get(topic);
+                let assigned = meta
+                    .zip(index)
+                    .and_then(|(meta, i)| meta.partitions.get(i))
+                    .is_some_and(|p| p.replicas.contains(&node));
+                assigned && meta.is_some_and(|m| read_topic_id(&entry.path()) == Some(m.id))
+            });
+            if !owned {
+                tracing::info!(
+                    "removing {}: no topic on this broker owns it",
+                    entry.path().display()
+                );
+                remove_dir(&entry.path());
+            }
+        }
     }
 
     /// Flushes and closes every log cleanly (graceful shutdown), so the next start skips
@@ -296,7 +279,7 @@ impl Topics {
         let topics = std::mem::take(&mut *self.live.write().expect("topics lock"));
         let partitions: Vec<Arc<Partition>> = topics
             .values()
-            .flat_map(|t| t.partitions.iter().cloned())
+            .flat_map(|t| t.partitions.values().cloned())
             .collect();
         drop(topics);
         for partition in partitions {
@@ -316,6 +299,17 @@ impl Topics {
                 tracing::error!(partition = %name, "closing log: {e}");
             }
         }
+    }
+}
+
+/// A partition's leadership and ISR as a replica takes them.
+pub fn assignment(meta: &PartitionMeta) -> Assignment {
+    Assignment {
+        leader: meta.leader,
+        leader_epoch: meta.leader_epoch,
+        partition_epoch: meta.partition_epoch,
+        replicas: meta.replicas.clone(),
+        isr: meta.isr.clone(),
     }
 }
 
@@ -340,21 +334,45 @@ fn open_topic(
         (
             name.to_string(),
             sluice_storage::StorageError::BadFile {
-                path: config.data_dir.join(crate::metadata::METADATA_FILE),
-                what: "topic in the metadata",
+                path: config.data_dir.join("controller"),
+                what: "topic in the cluster metadata",
                 reason,
             },
         )
     };
-    // The name becomes a directory path: never trust it from disk without the rule.
+    // The name becomes a directory path: never trust it without the rule.
     validate_topic_name(name).map_err(|e| bad_metadata(e.message))?;
     let (log_config, min_insync) =
         topic_log_config(config, &meta.configs).map_err(|e| bad_metadata(e.message))?;
+    let node = config.node_id;
     let name: Arc<str> = Arc::from(name);
-    let mut partitions = Vec::with_capacity(meta.partitions.len());
-    for p in &meta.partitions {
+    let mut partitions = BTreeMap::new();
+    for p in meta
+        .partitions
+        .iter()
+        .filter(|p| p.replicas.contains(&node))
+    {
         let dir = partition_dir(&config.data_dir, &name, p.index);
         let label = format!("{name}-{}", p.index.0);
+        let io = |what: &'static str, e: std::io::Error| {
+            (
+                label.clone(),
+                sluice_storage::StorageError::io(what, &dir, e),
+            )
+        };
+        match read_topic_id(&dir) {
+            Some(id) if id != meta.id => {
+                tracing::info!(
+                    partition = %label,
+                    "removing the replica of an older topic with this name (id {id}, now {})",
+                    meta.id
+                );
+                std::fs::remove_dir_all(&dir).map_err(|e| io("remove", e))?;
+            }
+            _ => {}
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| io("create", e))?;
+        write_topic_id(&dir, meta.id).map_err(|e| io("write", e))?;
         let log = PartitionLog::open(&dir, log_config.clone(), clock.clone())
             .map_err(|e| (label.clone(), e))?;
         let report = log.recovery_report();
@@ -367,60 +385,55 @@ fn open_topic(
                 cut.reason
             );
         }
-        partitions.push(Arc::new(Partition::new(
+        let partition = Partition::new(
             name.clone(),
             p.index,
+            node,
             SharedLog::new(log),
-            p.leader_epoch,
+            &assignment(p),
             min_insync,
-        )));
+        );
+        partitions.insert(p.index, Arc::new(partition));
     }
-    let effective_configs = effective_configs(&log_config, min_insync);
     Ok(Topic {
         name,
-        meta: meta.clone(),
-        effective_configs,
+        id: meta.id,
         partitions,
     })
 }
 
-fn remove_topic_dirs(data_dir: &Path, name: &str, n_partitions: usize) {
-    for i in 0..n_partitions {
-        let dir = partition_dir(data_dir, name, PartitionId(i as i32));
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::error!("removing {}: {e}; remove it by hand", dir.display());
-            }
-        }
+/// The topic id a partition directory belongs to, if it says.
+fn read_topic_id(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join(PARTITION_METADATA_FILE)).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != PARTITION_METADATA_MAGIC {
+        return None;
     }
+    lines.next()?.strip_prefix("topic_id: ")?.parse().ok()
 }
 
-/// Removes partition directories that no topic of the image owns: left by a deletion or a
-/// creation that a crash interrupted.
-fn remove_orphan_dirs(data_dir: &Path, image: &MetadataImage) -> Result<(), BrokerError> {
-    let dir = topics_dir(data_dir);
-    let entries = std::fs::read_dir(&dir).map_err(|e| BrokerError::io("list", &dir, e))?;
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some(name) = file_name.to_str() else {
-            continue;
-        };
-        let owned = name.rsplit_once('-').is_some_and(|(topic, index)| {
-            let index: Option<usize> = index.parse().ok();
-            image
-                .topics
-                .get(topic)
-                .zip(index)
-                .is_some_and(|(meta, i)| i < meta.partitions.len())
-        });
-        if !owned {
-            tracing::info!("removing {}: no topic owns it", entry.path().display());
-            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
-                tracing::error!("removing {}: {e}", entry.path().display());
-            }
+/// Writes the topic id into a partition directory, durably, unless it is already there.
+fn write_topic_id(dir: &Path, id: u64) -> std::io::Result<()> {
+    if read_topic_id(dir) == Some(id) {
+        return Ok(());
+    }
+    let path = dir.join(PARTITION_METADATA_FILE);
+    let tmp = dir.join(format!("{PARTITION_METADATA_FILE}.tmp"));
+    std::fs::write(
+        &tmp,
+        format!("{PARTITION_METADATA_MAGIC}\ntopic_id: {id}\n"),
+    )?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn remove_dir(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::error!("removing {}: {e}; remove it by hand", dir.display());
         }
     }
-    Ok(())
 }
 
 /// Kafka's rule: 1 to 249 of `[a-zA-Z0-9._-]`, and not `.` or `..`.
@@ -485,6 +498,12 @@ pub fn topic_log_config(
             "min.insync.replicas" => {
                 min_insync = u16::try_from(int(1)?).map_err(|_| bad("at most 65535"))?
             }
+            // Read by the controller when it elects leaders; only checked here.
+            "unclean.leader.election.enable" => {
+                if value != "true" && value != "false" {
+                    return Err(bad("true or false"));
+                }
+            }
             _ => {
                 return Err(ApiError::new(
                     ErrorCode::InvalidConfig,
@@ -499,7 +518,25 @@ pub fn topic_log_config(
     Ok((log, min_insync))
 }
 
-/// Every known config key with the value in effect for a topic.
+/// Every known config key with the value in effect for a topic with these overrides.
+pub fn effective_topic_configs(
+    config: &BrokerConfig,
+    overrides: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let Ok((log, min_insync)) = topic_log_config(config, overrides) else {
+        return overrides.clone();
+    };
+    let mut configs = effective_configs(&log, min_insync);
+    configs.insert(
+        "unclean.leader.election.enable".to_string(),
+        overrides
+            .get("unclean.leader.election.enable")
+            .cloned()
+            .unwrap_or_else(|| "false".to_string()),
+    );
+    configs
+}
+
 fn effective_configs(log: &LogConfig, min_insync: u16) -> BTreeMap<String, String> {
     BTreeMap::from([
         (

@@ -79,6 +79,11 @@ impl BrokerProcess {
     /// Starts a broker on a free port with `data_dir` and waits until it answers.
     pub fn start(data_dir: &Path, args: &[&str]) -> BrokerProcess {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        BrokerProcess::start_at(addr, data_dir, args)
+    }
+
+    /// Starts a broker listening on `addr` with `data_dir` and waits until it answers.
+    pub fn start_at(addr: SocketAddr, data_dir: &Path, args: &[&str]) -> BrokerProcess {
         let mut broker = BrokerProcess {
             child: None,
             addr,
@@ -172,6 +177,143 @@ impl BrokerProcess {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the broker before restarting it");
         self.spawn();
+    }
+
+    /// Whether the process is running (not killed or terminated by the harness).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGSTOP: the process freezes (a long GC pause, a hung disk), its sockets stay open.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT: a paused process goes on.
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+}
+
+/// A cluster of `sluice-broker` processes on 127.0.0.1: node ids 1..=n, every node a
+/// controller voter, each with its own port and data directory under `dir`.
+pub struct TestCluster {
+    /// The brokers, node `i + 1` at index `i`.
+    pub brokers: Vec<BrokerProcess>,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes with `extra` flags each and waits until all are registered and
+    /// unfenced (active).
+    pub fn start(n: usize, dir: &Path, extra: &[&str]) -> TestCluster {
+        let addrs: Vec<SocketAddr> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()).parse().unwrap())
+            .collect();
+        let voters = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}@{a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let brokers = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                let id = (i + 1).to_string();
+                let mut args = vec!["--node-id", id.as_str(), "--voters", voters.as_str()];
+                args.extend_from_slice(extra);
+                BrokerProcess::start_at(*addr, &dir.join(format!("n{}", i + 1)), &args)
+            })
+            .collect();
+        let cluster = TestCluster { brokers };
+        cluster.wait_active(n);
+        cluster
+    }
+
+    /// Every node's address, for clients (dead ones included: clients skip them).
+    pub fn bootstrap(&self) -> String {
+        self.brokers
+            .iter()
+            .map(|b| b.bootstrap())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The broker with node id `id`.
+    pub fn node(&mut self, id: i32) -> &mut BrokerProcess {
+        &mut self.brokers[(id - 1) as usize]
+    }
+
+    /// `sluice cluster describe --format json` from any live node.
+    pub fn describe(&self) -> Option<serde_json::Value> {
+        let live: Vec<String> = self
+            .brokers
+            .iter()
+            .filter(|b| b.is_running())
+            .map(|b| b.bootstrap())
+            .collect();
+        let output = cli(
+            &live.join(","),
+            &["cluster", "describe", "--format", "json"],
+            "",
+        );
+        if !output.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&output.stdout).ok()
+    }
+
+    /// Waits until `n` brokers are active (registered and unfenced).
+    pub fn wait_active(&self, n: usize) {
+        wait_until(&format!("{n} active brokers"), START_TIMEOUT, || {
+            self.describe().is_some_and(|d| {
+                d["brokers"]
+                    .as_array()
+                    .is_some_and(|b| b.iter().filter(|b| b["state"] == "active").count() == n)
+            })
+        });
+    }
+
+    /// `sluice topic describe TOPIC --format json` from any live node.
+    pub fn describe_topic(&self, topic: &str) -> Option<serde_json::Value> {
+        let live: Vec<String> = self
+            .brokers
+            .iter()
+            .filter(|b| b.is_running())
+            .map(|b| b.bootstrap())
+            .collect();
+        let output = cli(
+            &live.join(","),
+            &["topic", "describe", topic, "--format", "json"],
+            "",
+        );
+        if !output.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&output.stdout).ok()
+    }
+
+    /// The leader of `topic`'s partition, as the metadata says (-1: none).
+    pub fn leader(&self, topic: &str, partition: i64) -> i64 {
+        self.describe_topic(topic)
+            .and_then(|d| d["partitions"][partition as usize]["leader"].as_i64())
+            .unwrap_or(-1)
+    }
+
+    /// Waits until every partition of `topic` has `n` in-sync replicas.
+    pub fn wait_isr(&self, topic: &str, n: usize) {
+        wait_until(
+            &format!("ISR of {n} on every partition of {topic}"),
+            Duration::from_secs(90),
+            || {
+                self.describe_topic(topic).is_some_and(|d| {
+                    d["partitions"].as_array().is_some_and(|ps| {
+                        ps.iter()
+                            .all(|p| p["isr"].as_array().is_some_and(|isr| isr.len() == n))
+                    })
+                })
+            },
+        );
     }
 }
 

@@ -58,7 +58,7 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 impl StorageError {
     /// Wraps an I/O error, recognising a full disk (ENOSPC, EDQUOT) as [`StorageError::DiskFull`].
-    pub(crate) fn io(op: &'static str, path: &Path, source: io::Error) -> StorageError {
+    pub fn io(op: &'static str, path: &Path, source: io::Error) -> StorageError {
         if is_disk_full(&source) {
             StorageError::DiskFull {
                 path: path.to_path_buf(),

@@ -6,6 +6,180 @@
 //! - [`image`]: the metadata image and the commands of the metadata log, applied
 //!   deterministically on every node (pure: no I/O, no clock).
 //! - [`raft`]: openraft's type configuration for sluice.
+//! - [`store`]: the Raft log and state machine on disk (`<data_dir>/controller`).
+//! - [`network`] and [`peer`]: Raft messages and every other broker-to-broker request
+//!   over the native protocol, on the same listener as clients.
+//! - [`controller`]: what the active controller does with registrations, heartbeats, ISR
+//!   proposals and topic administration; session expiry and fencing.
+//! - [`client`]: how any broker reaches the active controller.
+//! - [`lifecycle`]: this broker's registration, heartbeats and controlled shutdown.
 
+pub mod client;
+pub mod controller;
 pub mod image;
+pub mod lifecycle;
+pub mod network;
+pub mod peer;
 pub mod raft;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use sluice_protocol::BrokerId;
+use tokio::sync::watch;
+
+use self::client::ControllerClient;
+use self::controller::Controller;
+use self::image::MetadataImage;
+use self::raft::{Applied, NodeId, Raft};
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+
+/// This node's part in the cluster.
+pub struct Cluster {
+    /// The metadata log's Raft node.
+    pub raft: Raft,
+    /// The controller logic, on voters.
+    pub controller: Option<Arc<Controller>>,
+    /// The way to the active controller.
+    pub client: ControllerClient,
+    applied: watch::Receiver<Applied>,
+    /// This broker's epoch from its current registration, -1 before it registers.
+    broker_epoch: AtomicI64,
+    voters: Vec<BrokerId>,
+}
+
+impl Cluster {
+    /// Opens the metadata log in `<data_dir>/controller`, starts the Raft node, and on a
+    /// voter's first start initializes the quorum with every voter (each voter does; the
+    /// same membership everywhere makes that safe).
+    pub async fn start(config: &BrokerConfig) -> Result<Cluster, BrokerError> {
+        let dir = config.data_dir.join("controller");
+        let (applied_tx, applied) = watch::channel(Applied::default());
+        let (log_store, state_machine) = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || store::open(&dir, applied_tx))
+                .await
+                .map_err(|e| BrokerError::DataDir(format!("opening the metadata log: {e}")))??
+        };
+        let raft_config = openraft::Config {
+            cluster_name: "sluice".into(),
+            heartbeat_interval: 150,
+            election_timeout_min: 750,
+            election_timeout_max: 1500,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
+            max_in_snapshot_log_to_keep: 100,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| BrokerError::Config(format!("raft configuration: {e}")))?;
+        let node_id = config.node_id.0 as NodeId;
+        let network = network::Network::new(config.node_id, config.max_frame_bytes);
+        let raft: Raft = {
+            let _ = (node_id, raft_config, network, log_store, state_machine);
+            todo!()
+        }; // TEMPSTUB
+        if config.is_voter() {
+            let initialized = raft
+                .is_initialized()
+                .await
+                .map_err(|e| BrokerError::DataDir(format!("metadata log: {e}")))?;
+            if !initialized {
+                let members: BTreeMap<NodeId, BasicNode> = config
+                    .voters
+                    .iter()
+                    .map(|v| {
+                        let node = BasicNode {
+                            addr: v.address.clone(),
+                        };
+                        (v.id.0 as NodeId, node)
+                    })
+                    .collect();
+                match raft.initialize(members).await {
+                    Ok(()) => tracing::info!("initialized the controller quorum"),
+                    Err(e) => tracing::info!("controller quorum already formed: {e}"),
+                }
+            }
+        }
+        let controller = config.is_voter().then(|| {
+            Arc::new(Controller::new(
+                config.clone(),
+                raft.clone(),
+                applied.clone(),
+            ))
+        });
+        let client = ControllerClient::new(config.clone(), raft.clone(), controller.clone());
+        Ok(Cluster {
+            raft,
+            controller,
+            client,
+            applied,
+            broker_epoch: AtomicI64::new(-1),
+            voters: config.voters.iter().map(|v| v.id).collect(),
+        })
+    }
+
+    /// The applied metadata, to watch for changes.
+    pub fn applied(&self) -> watch::Receiver<Applied> {
+        self.applied.clone()
+    }
+
+    /// The latest applied image.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        Arc::clone(&self.applied.borrow().image)
+    }
+
+    /// The index of the last applied metadata entry.
+    pub fn applied_index(&self) -> u64 {
+        self.applied.borrow().index
+    }
+
+    /// The active controller, if one is known.
+    pub fn controller_id(&self) -> Option<BrokerId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .map(|id| BrokerId(id as i32))
+    }
+
+    /// The controller quorum.
+    pub fn voters(&self) -> &[BrokerId] {
+        &self.voters
+    }
+
+    /// This broker's registration epoch, -1 before it registers.
+    pub fn broker_epoch(&self) -> i64 {
+        self.broker_epoch.load(Ordering::Acquire)
+    }
+
+    fn set_broker_epoch(&self, epoch: i64) {
+        self.broker_epoch.store(epoch, Ordering::Release);
+    }
+
+    /// Waits until the applied image satisfies `ready`, or `timeout` passes; returns the
+    /// image either way.
+    pub async fn wait_for_image(
+        &self,
+        timeout: Duration,
+        ready: impl Fn(&MetadataImage) -> bool,
+    ) -> Arc<MetadataImage> {
+        let mut applied = self.applied();
+        let waited = tokio::time::timeout(timeout, applied.wait_for(|a| ready(&a.image))).await;
+        match waited {
+            Ok(Ok(a)) => Arc::clone(&a.image),
+            _ => self.image(),
+        }
+    }
+
+    /// Stops the Raft node.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!("stopping the metadata log: {e}");
+        }
+    }
+}

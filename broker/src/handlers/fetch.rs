@@ -38,6 +38,7 @@ pub async fn handle(
     broker: &Arc<Broker>,
     request: FetchRequest,
 ) -> Result<FetchResponse, ApiError> {
+    let image = broker.cluster.image();
     let targets: Arc<Targets> = Arc::new(
         request
             .topics
@@ -47,7 +48,7 @@ pub async fn handle(
                     .partitions
                     .into_iter()
                     .map(|p| {
-                        let found = broker.topics.partition(&t.topic, p.partition);
+                        let found = broker.topics.partition(&image, &t.topic, p.partition);
                         (p, found)
                     })
                     .collect();
@@ -96,7 +97,7 @@ pub async fn handle(
 }
 
 /// Completes when any of the enabled notifications fires.
-async fn any_woken(wakers: &mut [Pin<Box<tokio::sync::futures::Notified<'_>>>]) {
+pub(super) async fn any_woken(wakers: &mut [Pin<Box<tokio::sync::futures::Notified<'_>>>]) {
     if wakers.is_empty() {
         return std::future::pending().await;
     }

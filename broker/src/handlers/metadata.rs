@@ -1,5 +1,6 @@
 //! ApiVersions, Metadata and DescribeCluster: what a client asks first and after every
-//! NOT_LEADER_OR_FOLLOWER. A single node leads everything and is its own controller.
+//! NOT_LEADER_OR_FOLLOWER. Answered from this node's metadata image, which every node
+//! holds whole (it is a voter or a learner of the metadata log).
 
 use std::sync::Arc;
 
@@ -12,8 +13,9 @@ use sluice_protocol::{BrokerId, ErrorCode};
 
 use super::SERVED;
 use crate::broker::Broker;
+use crate::cluster::image::{BrokerMeta, MetadataImage, TopicMeta};
 use crate::error::ApiError;
-use crate::topics::Topic;
+use crate::topics::effective_topic_configs;
 
 /// The apis this broker serves, each with its version range.
 pub fn api_versions() -> ApiVersionsResponse {
@@ -29,24 +31,29 @@ pub fn api_versions() -> ApiVersionsResponse {
     }
 }
 
-/// The advertised address split into host and port (validated at start-up).
-fn advertised(broker: &Broker) -> (String, u16) {
-    let advertise = &broker.config.advertise;
-    let (host, port) = advertise
-        .rsplit_once(':')
-        .expect("advertise is HOST:PORT (validated by config)");
-    (host.to_string(), port.parse().unwrap_or(0))
+/// A broker's native address.
+fn native_address(broker: &BrokerMeta) -> (String, u16) {
+    broker
+        .listeners
+        .iter()
+        .find(|l| l.name == "native")
+        .map_or((String::new(), 0), |l| (l.host.clone(), l.port))
 }
 
-/// Brokers, the controller, and the requested topics (all when `topics` is null).
+/// Brokers (the unfenced ones), the controller, and the requested topics (all when
+/// `topics` is null).
 pub fn metadata(broker: &Arc<Broker>, request: MetadataRequest) -> MetadataResponse {
-    let (host, port) = advertised(broker);
+    let image = broker.cluster.image();
     let topics = match request.topics {
-        None => broker.topics.list().iter().map(|t| describe(t)).collect(),
+        None => image
+            .topics
+            .iter()
+            .map(|(name, meta)| describe(broker, &image, name, meta))
+            .collect(),
         Some(names) => names
             .into_iter()
-            .map(|name| match broker.topics.get(&name) {
-                Some(topic) => describe(&topic),
+            .map(|name| match image.topics.get(&name) {
+                Some(meta) => describe(broker, &image, &name, meta),
                 None => {
                     let e = ApiError::unknown_topic(&name);
                     MetadataTopic {
@@ -63,69 +70,78 @@ pub fn metadata(broker: &Arc<Broker>, request: MetadataRequest) -> MetadataRespo
             .collect(),
     };
     MetadataResponse {
-        cluster_id: broker.topics.cluster_id().to_string(),
-        controller_id: broker.config.node_id,
-        brokers: vec![MetadataBroker {
-            broker_id: broker.config.node_id,
-            host,
-            port,
-            rack: None,
-        }],
+        cluster_id: image.cluster_id.clone(),
+        controller_id: broker.cluster.controller_id().unwrap_or(BrokerId(-1)),
+        brokers: image
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| {
+                let (host, port) = native_address(b);
+                MetadataBroker {
+                    broker_id: b.id,
+                    host,
+                    port,
+                    rack: b.rack.clone(),
+                }
+            })
+            .collect(),
         topics,
     }
 }
 
-fn describe(topic: &Topic) -> MetadataTopic {
+fn describe(broker: &Broker, image: &MetadataImage, name: &str, meta: &TopicMeta) -> MetadataTopic {
+    let fenced = |id: &BrokerId| image.brokers.get(id).is_none_or(|b| b.fenced);
     MetadataTopic {
         error_code: ErrorCode::None,
         error_message: None,
-        name: topic.name.to_string(),
-        is_internal: topic.name.starts_with("__"),
-        replication_factor: topic.meta.replication_factor as i16,
-        configs: topic
-            .effective_configs
-            .iter()
-            .map(|(name, value)| ConfigEntry {
-                name: name.clone(),
-                value: value.clone(),
-            })
+        name: name.to_string(),
+        is_internal: name.starts_with("__"),
+        replication_factor: meta.replication_factor as i16,
+        configs: effective_topic_configs(&broker.config, &meta.configs)
+            .into_iter()
+            .map(|(name, value)| ConfigEntry { name, value })
             .collect(),
-        partitions: topic
-            .meta
+        partitions: meta
             .partitions
             .iter()
-            .zip(&topic.partitions)
-            .map(|(meta, live)| MetadataPartition {
-                error_code: ErrorCode::None,
+            .map(|p| MetadataPartition {
+                error_code: if p.leader.0 < 0 {
+                    ErrorCode::LeaderNotAvailable
+                } else {
+                    ErrorCode::None
+                },
                 error_message: None,
-                partition: meta.index,
-                leader: meta.leader,
-                leader_epoch: live.leader_epoch(),
-                replicas: meta.replicas.clone(),
-                isr: meta.isr.clone(),
-                offline_replicas: Vec::new(),
+                partition: p.index,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replicas.clone(),
+                isr: p.isr.clone(),
+                offline_replicas: p.replicas.iter().copied().filter(fenced).collect(),
             })
             .collect(),
     }
 }
 
-/// The cluster: this node, its controller quorum (the configured voters).
+/// The cluster: every registered broker (fenced too), the controller quorum and its leader.
 pub fn describe_cluster(broker: &Arc<Broker>) -> DescribeClusterResponse {
-    let (host, port) = advertised(broker);
+    let image = broker.cluster.image();
     DescribeClusterResponse {
-        cluster_id: broker.topics.cluster_id().to_string(),
-        controller_id: broker.config.node_id,
-        voters: broker
-            .config
-            .voters
-            .iter()
-            .map(|v| v.id)
-            .collect::<Vec<BrokerId>>(),
-        brokers: vec![DescribeClusterBroker {
-            broker_id: broker.config.node_id,
-            host,
-            port,
-            fenced: false,
-        }],
+        cluster_id: image.cluster_id.clone(),
+        controller_id: broker.cluster.controller_id().unwrap_or(BrokerId(-1)),
+        voters: broker.cluster.voters().to_vec(),
+        brokers: image
+            .brokers
+            .values()
+            .map(|b| {
+                let (host, port) = native_address(b);
+                DescribeClusterBroker {
+                    broker_id: b.id,
+                    host,
+                    port,
+                    fenced: b.fenced,
+                }
+            })
+            .collect(),
     }
 }

@@ -7,12 +7,14 @@ mod fetch;
 mod metadata;
 mod offsets;
 mod produce;
+mod replication;
 
 use std::sync::Arc;
 
 use sluice_protocol::{ApiKey, ErrorCode, Request, Response};
 
 use crate::broker::Broker;
+use crate::cluster::network;
 use crate::error::ApiError;
 
 /// What a request produced.
@@ -33,6 +35,15 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::CreateTopics,
     ApiKey::DeleteTopics,
     ApiKey::DescribeCluster,
+    ApiKey::OffsetsForLeaderEpoch,
+    ApiKey::ReplicaFetch,
+    ApiKey::BrokerRegistration,
+    ApiKey::BrokerHeartbeat,
+    ApiKey::AlterPartition,
+    ApiKey::AllocateProducerIds,
+    ApiKey::RaftVote,
+    ApiKey::RaftAppendEntries,
+    ApiKey::RaftInstallSnapshot,
 ];
 
 /// A request after its ordered phase.
@@ -79,6 +90,38 @@ pub async fn finish(broker: &Arc<Broker>, started: Started) -> Result<Outcome, A
         Request::DescribeCluster(_) => {
             Response::DescribeCluster(metadata::describe_cluster(broker))
         }
+        Request::ReplicaFetch(r) => {
+            Response::ReplicaFetch(replication::replica_fetch(broker, r).await?)
+        }
+        Request::OffsetsForLeaderEpoch(r) => {
+            Response::OffsetsForLeaderEpoch(replication::offsets_for_leader_epoch(broker, r).await?)
+        }
+        Request::RaftVote(r) => {
+            Response::RaftVote(network::serve_vote(&broker.cluster.raft, r).await?)
+        }
+        Request::RaftAppendEntries(r) => Response::RaftAppendEntries(
+            network::serve_append_entries(&broker.cluster.raft, r).await?,
+        ),
+        Request::RaftInstallSnapshot(r) => Response::RaftInstallSnapshot(
+            network::serve_install_snapshot(&broker.cluster.raft, r).await?,
+        ),
+        request @ (Request::BrokerRegistration(_)
+        | Request::BrokerHeartbeat(_)
+        | Request::AlterPartition(_)
+        | Request::AllocateProducerIds(_)) => match &broker.cluster.controller {
+            Some(controller) => controller.handle(request).await?,
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::NotController,
+                    format!(
+                        "broker {} is not a controller voter; send {} to the active \
+                         controller",
+                        broker.config.node_id,
+                        request.api_key().name()
+                    ),
+                ))
+            }
+        },
         other => return Err(not_served(other.api_key())),
     };
     Ok(Outcome::Respond(response))
@@ -97,11 +140,11 @@ fn not_served(api: ApiKey) -> ApiError {
         | ApiKey::ListGroups
         | ApiKey::DeleteGroups
         | ApiKey::ResetOffsets => "consumer groups are not available yet in this version of sluice",
-        ApiKey::InitProducerId | ApiKey::AllocateProducerIds => {
+        ApiKey::InitProducerId => {
             "idempotent producers are not available yet in this version of sluice; \
              disable idempotence"
         }
-        _ => "clustering is not available yet in this version of sluice",
+        _ => "this api is not served by this version of sluice",
     };
     ApiError::new(
         ErrorCode::UnsupportedVersion,

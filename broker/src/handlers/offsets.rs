@@ -23,6 +23,7 @@ pub async fn list_offsets(
 }
 
 fn list_offsets_blocking(broker: &Broker, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let image = broker.cluster.image();
     let topics = request
         .topics
         .into_iter()
@@ -31,7 +32,7 @@ fn list_offsets_blocking(broker: &Broker, request: ListOffsetsRequest) -> ListOf
                 .partitions
                 .into_iter()
                 .map(|p| {
-                    let found = broker.topics.partition(&topic.name, p.partition);
+                    let found = broker.topics.partition(&image, &topic.name, p.partition);
                     let looked_up = found.and_then(|partition| {
                         let (timestamp, offset) =
                             partition.offset_for_timestamp(p.timestamp, p.current_leader_epoch)?;

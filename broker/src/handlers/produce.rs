@@ -6,6 +6,7 @@
 //! per-partition answer.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_protocol::messages::{
@@ -21,6 +22,8 @@ use crate::partition::{Acks, Partition, PendingAppend};
 /// A produce request whose batches are in the logs, awaiting acknowledgement.
 pub struct Started {
     acks: Acks,
+    /// How long acks=all waits for the ISR (the request's `timeout_ms`).
+    timeout: Duration,
     topics: Vec<(String, Vec<WrittenPartition>)>,
 }
 
@@ -33,6 +36,9 @@ type WrittenPartition = (
 /// The ordered phase: validates `acks`, finds every partition and appends its batches.
 pub async fn start(broker: &Arc<Broker>, request: ProduceRequest) -> Result<Started, ApiError> {
     let acks = Acks::from_wire(request.acks)?;
+    // Bounded both ways: a zero or negative timeout would fail every acks=all produce.
+    let timeout = Duration::from_millis(request.timeout_ms.clamp(1000, 300_000) as u64);
+    let image = broker.cluster.image();
     type Todo = (
         String,
         Vec<(PartitionId, Result<(Arc<Partition>, Bytes), ApiError>)>,
@@ -45,7 +51,7 @@ pub async fn start(broker: &Arc<Broker>, request: ProduceRequest) -> Result<Star
                 .partitions
                 .into_iter()
                 .map(|p| {
-                    let found = broker.topics.partition(&topic.name, p.partition);
+                    let found = broker.topics.partition(&image, &topic.name, p.partition);
                     (p.partition, found.map(|partition| (partition, p.records)))
                 })
                 .collect();
@@ -71,13 +77,18 @@ pub async fn start(broker: &Arc<Broker>, request: ProduceRequest) -> Result<Star
     })
     .await
     .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, format!("append task: {e}")))?;
-    Ok(Started { acks, topics })
+    Ok(Started {
+        acks,
+        timeout,
+        topics,
+    })
 }
 
 /// The completion phase: waits for every partition's durability (concurrently), answers per
 /// partition, or not at all for acks=0.
 pub async fn finish(started: Started) -> Result<Outcome, ApiError> {
     let acks = started.acks;
+    let timeout = started.timeout;
     let waiting: Vec<_> = started
         .topics
         .into_iter()
@@ -88,7 +99,7 @@ pub async fn finish(started: Started) -> Result<Outcome, ApiError> {
                     let task = tokio::spawn(async move {
                         let (partition, pending) = written?;
                         let log_start_offset = pending.log_start_offset;
-                        let info = partition.complete(pending).await?;
+                        let info = partition.complete(pending, timeout).await?;
                         Ok::<_, ApiError>((info.base_offset, log_start_offset))
                     });
                     (index, task)

@@ -1,0 +1,134 @@
+//! How a broker reaches the active controller: the Raft leader its own metadata log names
+//! (every node is a voter or a learner, so every node knows it), or, before it knows one,
+//! each voter in turn. On the controller itself the call is local. NOT_CONTROLLER and
+//! connection failures are retried until the deadline: a controller election takes about
+//! a second.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_protocol::{ErrorCode, Request, Response};
+use tokio::time::Instant;
+
+use super::controller::Controller;
+use super::peer::{PeerConnection, PeerError};
+use super::raft::{NodeId, Raft};
+use crate::config::BrokerConfig;
+use crate::error::ApiError;
+
+/// Pause between attempts while no controller answers.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A connection to whichever node is the active controller.
+pub struct ControllerClient {
+    config: BrokerConfig,
+    raft: Raft,
+    /// This node's controller logic, when it is a voter.
+    local: Option<Arc<Controller>>,
+    /// The connection in use and the address it goes to.
+    connection: tokio::sync::Mutex<Option<(String, PeerConnection)>>,
+}
+
+impl ControllerClient {
+    /// A client for this node.
+    pub fn new(
+        config: BrokerConfig,
+        raft: Raft,
+        local: Option<Arc<Controller>>,
+    ) -> ControllerClient {
+        ControllerClient {
+            config,
+            raft,
+            local,
+            connection: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Where the active controller is: `None` for this node, else its address.
+    fn target(&self, attempt: usize) -> Option<String> {
+        let me = self.config.node_id.0 as NodeId;
+        let leader = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.current_leader.map(|id| {
+                let address = m
+                    .membership_config
+                    .membership()
+                    .get_node(&id)
+                    .map(|n| n.addr.clone());
+                (id, address)
+            })
+        };
+        match leader {
+            Some((id, _)) if id == me && self.local.is_some() => None,
+            Some((_, Some(address))) => Some(address),
+            _ => {
+                let voters = &self.config.voters;
+                let voter = &voters[attempt % voters.len()];
+                (voter.id != self.config.node_id || self.local.is_none())
+                    .then(|| voter.address.clone())
+            }
+        }
+    }
+
+    /// Sends a controller request and returns the answer, retrying NOT_CONTROLLER and
+    /// unreachable controllers until `timeout` passes.
+    pub async fn call(&self, request: Request, timeout: Duration) -> Result<Response, ApiError> {
+        let deadline = Instant::now() + timeout;
+        let mut attempt = 0;
+        loop {
+            let outcome = match self.target(attempt) {
+                None => match &self.local {
+                    Some(local) => local.handle(request.clone()).await,
+                    None => unreachable!("target is None only with a local controller"),
+                },
+                Some(address) => self.remote(&address, request.clone(), deadline).await,
+            };
+            attempt += 1;
+            match outcome {
+                Err(e) if retriable(&e) && Instant::now() + RETRY_BACKOFF < deadline => {
+                    tracing::debug!("controller request failed ({}); retrying", e.message);
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn remote(
+        &self,
+        address: &str,
+        request: Request,
+        deadline: Instant,
+    ) -> Result<Response, ApiError> {
+        let mut connection = self.connection.lock().await;
+        if connection.as_ref().is_none_or(|(a, _)| a != address) {
+            *connection = Some((
+                address.to_string(),
+                PeerConnection::new(
+                    address.to_string(),
+                    format!("sluice-broker-{}", self.config.node_id),
+                    self.config.max_frame_bytes,
+                ),
+            ));
+        }
+        let (_, peer) = connection.as_mut().expect("set above");
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        peer.call(request, left).await.map_err(|e| match e {
+            PeerError::Api { code, message } => ApiError::new(code, message),
+            other => ApiError::new(
+                ErrorCode::NetworkException,
+                format!("controller at {address} unreachable: {other}"),
+            ),
+        })
+    }
+}
+
+fn retriable(e: &ApiError) -> bool {
+    matches!(
+        e.code,
+        ErrorCode::NotController | ErrorCode::NetworkException | ErrorCode::RequestTimedOut
+    )
+}

@@ -1,0 +1,584 @@
+//! The active controller: the Raft leader of the metadata log. It turns broker
+//! registrations, heartbeats, ISR proposals and topic administration into metadata
+//! commands, and fences brokers whose sessions expire (which moves their leaderships).
+//!
+//! Every voter has a [`Controller`]; only the one whose Raft node leads acts. The others
+//! answer NOT_CONTROLLER and brokers retry at the leader (`cluster::client`).
+//!
+//! Sessions live only in the active controller's memory. A newly elected controller gives
+//! every registered broker a full session timeout before it may fence it, so a controller
+//! change never fences a live broker. A broker whose heartbeat connection closes (its
+//! process died: the kernel closes its sockets) gets a short deadline of two heartbeat
+//! intervals instead of the full session: a live broker reconnects within one interval,
+//! a dead one is fenced in about a second instead of three.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ServerState};
+use sluice_protocol::messages::{
+    AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterPartitionPartitionResponse,
+    AlterPartitionRequest, AlterPartitionResponse, AlterPartitionTopicResponse,
+    BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest,
+    BrokerRegistrationResponse, CreatableTopicResult, CreateTopicsRequest, CreateTopicsResponse,
+    DeletableTopicResult, DeleteTopicsRequest, DeleteTopicsResponse,
+};
+use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Request, Response};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::image::{CommandResult, ListenerMeta, MetadataCommand, MetadataImage};
+use super::raft::{Applied, NodeId, Raft};
+use crate::config::BrokerConfig;
+use crate::error::ApiError;
+use crate::metadata::random_id;
+use crate::topics::{validate_new_topic, NewTopic};
+
+/// The controller logic of one voter.
+pub struct Controller {
+    config: BrokerConfig,
+    raft: Raft,
+    applied: watch::Receiver<Applied>,
+    /// Session deadlines by broker, valid for the term in `sessions_term`.
+    sessions: Mutex<Sessions>,
+}
+
+#[derive(Default)]
+struct Sessions {
+    /// The Raft term these deadlines were set in; a new term starts them afresh.
+    term: u64,
+    deadlines: HashMap<BrokerId, Instant>,
+}
+
+impl Controller {
+    /// The controller logic over `raft`, reading the applied image from `applied`.
+    pub fn new(config: BrokerConfig, raft: Raft, applied: watch::Receiver<Applied>) -> Controller {
+        Controller {
+            config,
+            raft,
+            applied,
+            sessions: Mutex::new(Sessions::default()),
+        }
+    }
+
+    fn image(&self) -> Arc<MetadataImage> {
+        Arc::clone(&self.applied.borrow().image)
+    }
+
+    /// The current term if this node leads the metadata log.
+    fn leading_term(&self) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        (m.state == ServerState::Leader && m.current_leader == Some(self.config.node_id.0 as u64))
+            .then_some(m.current_term)
+    }
+
+    fn not_controller(&self) -> ApiError {
+        let leader = self.raft.metrics().borrow().current_leader;
+        ApiError::new(
+            ErrorCode::NotController,
+            match leader {
+                Some(id) => format!(
+                    "broker {} is not the active controller (broker {id} is); retry there",
+                    self.config.node_id
+                ),
+                None => "no active controller yet (the quorum is electing one); retry".into(),
+            },
+        )
+    }
+
+    /// Sessions for the current term: a new term gives every registered broker a full
+    /// session timeout from now.
+    fn with_sessions<T>(&self, term: u64, f: impl FnOnce(&mut Sessions) -> T) -> T {
+        let mut sessions = self.sessions.lock().expect("sessions poisoned");
+        if sessions.term != term {
+            let deadline = Instant::now() + self.config.session_timeout();
+            sessions.term = term;
+            sessions.deadlines = self
+                .image()
+                .brokers
+                .keys()
+                .map(|id| (*id, deadline))
+                .collect();
+        }
+        f(&mut sessions)
+    }
+
+    /// Proposes a command and waits until it is committed and applied here. Returns its
+    /// log index and result.
+    pub async fn propose(
+        &self,
+        command: MetadataCommand,
+    ) -> Result<(u64, CommandResult), ApiError> {
+        if self.leading_term().is_none() {
+            return Err(self.not_controller());
+        }
+        match self.raft.client_write(command).await {
+            Ok(written) => Ok((written.log_id.index, written.data)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(self.not_controller())
+            }
+            Err(e) => Err(ApiError::new(
+                ErrorCode::RequestTimedOut,
+                format!("the metadata change was not committed: {e}; retry"),
+            )),
+        }
+    }
+
+    /// Serves a controller api on the active controller; NOT_CONTROLLER elsewhere.
+    pub async fn handle(&self, request: Request) -> Result<Response, ApiError> {
+        if self.leading_term().is_none() {
+            return Err(self.not_controller());
+        }
+        Ok(match request {
+            Request::BrokerRegistration(r) => Response::BrokerRegistration(self.register(r).await?),
+            Request::BrokerHeartbeat(r) => Response::BrokerHeartbeat(self.heartbeat(r).await?),
+            Request::AlterPartition(r) => Response::AlterPartition(self.alter_partition(r).await),
+            Request::CreateTopics(r) => Response::CreateTopics(self.create_topics(r).await),
+            Request::DeleteTopics(r) => Response::DeleteTopics(self.delete_topics(r).await),
+            Request::AllocateProducerIds(r) => {
+                Response::AllocateProducerIds(self.allocate_producer_ids(r).await?)
+            }
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("{} is not a controller api", other.api_key().name()),
+                ))
+            }
+        })
+    }
+
+    async fn register(
+        &self,
+        request: BrokerRegistrationRequest,
+    ) -> Result<BrokerRegistrationResponse, ApiError> {
+        let image = self.image();
+        if !request.cluster_id.is_empty()
+            && !image.cluster_id.is_empty()
+            && request.cluster_id != image.cluster_id
+        {
+            return Ok(BrokerRegistrationResponse {
+                error_code: ErrorCode::InconsistentClusterId,
+                error_message: Some(format!(
+                    "broker {} belongs to cluster {}, but this is cluster {}; give it the data \
+                     directory of this cluster or an empty one",
+                    request.broker_id, request.cluster_id, image.cluster_id
+                )),
+                broker_epoch: -1,
+            });
+        }
+        let listeners: Vec<ListenerMeta> = request
+            .listeners
+            .iter()
+            .map(|l| ListenerMeta {
+                name: l.name.clone(),
+                host: l.host.clone(),
+                port: l.port,
+            })
+            .collect();
+        let address = listeners
+            .iter()
+            .find(|l| l.name == "native")
+            .map(|l| format!("{}:{}", l.host, l.port));
+        let incarnation_id = request
+            .incarnation_id
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let (_, result) = self
+            .propose(MetadataCommand::RegisterBroker {
+                id: request.broker_id,
+                incarnation_id,
+                listeners,
+                rack: request.rack,
+            })
+            .await?;
+        let epoch = match result {
+            CommandResult::BrokerEpoch(epoch) => epoch,
+            CommandResult::Refused { code, message } => {
+                return Ok(BrokerRegistrationResponse {
+                    error_code: ErrorCode::from_i16(code),
+                    error_message: Some(message),
+                    broker_epoch: -1,
+                })
+            }
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::UnknownServerError,
+                    format!("registration applied with an unexpected result {other:?}"),
+                ))
+            }
+        };
+        if let Some(term) = self.leading_term() {
+            let deadline = Instant::now() + self.config.session_timeout();
+            self.with_sessions(term, |s| s.deadlines.insert(request.broker_id, deadline));
+        }
+        if let Some(address) = address {
+            self.ensure_member(request.broker_id, address);
+        }
+        tracing::info!(broker = %request.broker_id, epoch, "broker registered");
+        Ok(BrokerRegistrationResponse {
+            error_code: ErrorCode::None,
+            error_message: None,
+            broker_epoch: epoch,
+        })
+    }
+
+    /// A broker that is not a voter joins the metadata log as a learner, so it holds the
+    /// whole metadata like every node (KRaft's design).
+    fn ensure_member(&self, id: BrokerId, address: String) {
+        let node_id = id.0 as NodeId;
+        let known = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .get_node(&node_id)
+                .is_some_and(|n| n.addr == address)
+        };
+        if known {
+            return;
+        }
+        let raft = self.raft.clone();
+        tokio::spawn(async move {
+            match raft
+                .add_learner(
+                    node_id,
+                    BasicNode {
+                        addr: address.clone(),
+                    },
+                    false,
+                )
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(broker = %id, %address, "added to the metadata log as a learner")
+                }
+                Err(e) => tracing::warn!(broker = %id, "could not add it as a learner: {e}"),
+            }
+        });
+    }
+
+    async fn heartbeat(
+        &self,
+        request: BrokerHeartbeatRequest,
+    ) -> Result<BrokerHeartbeatResponse, ApiError> {
+        let refused = |code: ErrorCode, message: String| BrokerHeartbeatResponse {
+            error_code: code,
+            error_message: Some(message),
+            is_caught_up: false,
+            is_fenced: true,
+            should_shutdown: false,
+        };
+        let Some(term) = self.leading_term() else {
+            return Err(self.not_controller());
+        };
+        let image = self.image();
+        let Some(broker) = image.brokers.get(&request.broker_id) else {
+            return Ok(refused(
+                ErrorCode::BrokerIdNotRegistered,
+                format!(
+                    "broker {} is not registered; register first",
+                    request.broker_id
+                ),
+            ));
+        };
+        if broker.epoch != request.broker_epoch {
+            return Ok(refused(
+                ErrorCode::StaleBrokerEpoch,
+                format!(
+                    "broker {} heartbeats with epoch {}, but its registration has epoch {}; \
+                     register again",
+                    request.broker_id, request.broker_epoch, broker.epoch
+                ),
+            ));
+        }
+        let deadline = Instant::now() + self.config.session_timeout();
+        self.with_sessions(term, |s| s.deadlines.insert(request.broker_id, deadline));
+        let caught_up = request.current_metadata_offset >= broker.epoch;
+        let command = if request.want_shutdown && !broker.shutting_down {
+            Some(MetadataCommand::ControlledShutdown {
+                id: broker.id,
+                epoch: broker.epoch,
+            })
+        } else if broker.fenced && !broker.shutting_down && !request.want_fence && caught_up {
+            Some(MetadataCommand::UnfenceBroker {
+                id: broker.id,
+                epoch: broker.epoch,
+            })
+        } else {
+            None
+        };
+        if let Some(command) = command {
+            let (_, result) = self.propose(command).await?;
+            if let CommandResult::Refused { code, message } = result {
+                return Ok(refused(ErrorCode::from_i16(code), message));
+            }
+        }
+        let image = self.image();
+        let broker = image.brokers.get(&request.broker_id);
+        Ok(BrokerHeartbeatResponse {
+            error_code: ErrorCode::None,
+            error_message: None,
+            is_caught_up: caught_up,
+            is_fenced: broker.is_none_or(|b| b.fenced),
+            should_shutdown: request.want_shutdown && broker.is_some_and(|b| b.shutting_down),
+        })
+    }
+
+    /// A broker's heartbeat connection closed: unless it heartbeats again within two
+    /// intervals, it is fenced (see the module doc).
+    pub fn connection_lost(&self, broker: BrokerId) {
+        let Some(term) = self.leading_term() else {
+            return;
+        };
+        let soon = Instant::now() + 2 * self.config.heartbeat_interval();
+        self.with_sessions(term, |s| {
+            if let Some(deadline) = s.deadlines.get_mut(&broker) {
+                *deadline = (*deadline).min(soon);
+            }
+        });
+    }
+
+    async fn alter_partition(&self, request: AlterPartitionRequest) -> AlterPartitionResponse {
+        let mut topics = Vec::with_capacity(request.topics.len());
+        for topic in request.topics {
+            let mut partitions = Vec::with_capacity(topic.partitions.len());
+            for p in topic.partitions {
+                let outcome = self
+                    .propose(MetadataCommand::AlterPartition {
+                        broker_id: request.broker_id,
+                        broker_epoch: request.broker_epoch,
+                        topic: topic.topic.clone(),
+                        partition: p.partition,
+                        leader_epoch: p.leader_epoch,
+                        partition_epoch: p.partition_epoch,
+                        new_isr: p.new_isr,
+                    })
+                    .await;
+                partitions.push(match outcome {
+                    Ok((_, CommandResult::Partition(state))) => AlterPartitionPartitionResponse {
+                        partition: p.partition,
+                        error_code: ErrorCode::None,
+                        error_message: None,
+                        leader_id: state.leader,
+                        leader_epoch: state.leader_epoch,
+                        isr: state.isr,
+                        partition_epoch: state.partition_epoch,
+                    },
+                    Ok((_, CommandResult::Refused { code, message })) => {
+                        alter_refused(p.partition, ErrorCode::from_i16(code), message)
+                    }
+                    Ok((_, other)) => alter_refused(
+                        p.partition,
+                        ErrorCode::UnknownServerError,
+                        format!("unexpected result {other:?}"),
+                    ),
+                    Err(e) => alter_refused(p.partition, e.code, e.message),
+                });
+            }
+            topics.push(AlterPartitionTopicResponse {
+                topic: topic.topic,
+                partitions,
+            });
+        }
+        AlterPartitionResponse { topics }
+    }
+
+    async fn create_topics(&self, request: CreateTopicsRequest) -> CreateTopicsResponse {
+        let mut topics = Vec::with_capacity(request.topics.len());
+        let mut seen = std::collections::HashSet::new();
+        for topic in request.topics {
+            let name = topic.name.clone();
+            let new = NewTopic {
+                name: topic.name,
+                partitions: topic.num_partitions,
+                replication_factor: topic.replication_factor,
+                configs: topic
+                    .configs
+                    .into_iter()
+                    .map(|c| (c.name, c.value))
+                    .collect::<BTreeMap<_, _>>(),
+            };
+            let outcome = if !seen.insert(name.clone()) {
+                Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("topic {name:?} appears twice in one request"),
+                ))
+            } else {
+                self.create_topic(new, request.validate_only).await
+            };
+            topics.push(match outcome {
+                Ok((num_partitions, replication_factor)) => CreatableTopicResult {
+                    name,
+                    error_code: ErrorCode::None,
+                    error_message: None,
+                    num_partitions: num_partitions as i32,
+                    replication_factor: replication_factor as i16,
+                },
+                Err(e) => CreatableTopicResult {
+                    name,
+                    error_code: e.code,
+                    error_message: e.wire_message(),
+                    num_partitions: -1,
+                    replication_factor: -1,
+                },
+            });
+        }
+        CreateTopicsResponse { topics }
+    }
+
+    async fn create_topic(
+        &self,
+        new: NewTopic,
+        validate_only: bool,
+    ) -> Result<(u32, u16), ApiError> {
+        let (partitions, replication_factor) = validate_new_topic(&self.config, &new)?;
+        if self.image().topics.contains_key(&new.name) {
+            return Err(ApiError::new(
+                ErrorCode::TopicAlreadyExists,
+                format!("topic {:?} already exists", new.name),
+            ));
+        }
+        if validate_only {
+            return Ok((partitions, replication_factor));
+        }
+        let (_, result) = self
+            .propose(MetadataCommand::CreateTopic {
+                name: new.name.clone(),
+                partitions,
+                replication_factor,
+                configs: new.configs,
+            })
+            .await?;
+        refused_to_error(result)?;
+        tracing::info!(topic = %new.name, partitions, replication_factor, "created topic");
+        Ok((partitions, replication_factor))
+    }
+
+    async fn delete_topics(&self, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+        let mut responses = Vec::with_capacity(request.topic_names.len());
+        for name in request.topic_names {
+            let outcome = match self
+                .propose(MetadataCommand::DeleteTopic { name: name.clone() })
+                .await
+            {
+                Ok((_, result)) => refused_to_error(result),
+                Err(e) => Err(e),
+            };
+            responses.push(DeletableTopicResult {
+                name,
+                error_code: outcome.as_ref().err().map_or(ErrorCode::None, |e| e.code),
+                error_message: outcome.err().and_then(|e| e.wire_message()),
+            });
+        }
+        DeleteTopicsResponse { responses }
+    }
+
+    async fn allocate_producer_ids(
+        &self,
+        request: AllocateProducerIdsRequest,
+    ) -> Result<AllocateProducerIdsResponse, ApiError> {
+        let (_, result) = self
+            .propose(MetadataCommand::AllocateProducerIds {
+                broker_id: request.broker_id,
+                broker_epoch: request.broker_epoch,
+            })
+            .await?;
+        Ok(match result {
+            CommandResult::ProducerIds { first, len } => AllocateProducerIdsResponse {
+                error_code: ErrorCode::None,
+                error_message: None,
+                producer_id_start: first,
+                producer_id_len: len,
+            },
+            other => {
+                let e = refused_to_error(other).err().unwrap_or_else(|| {
+                    ApiError::new(ErrorCode::UnknownServerError, "no producer ids returned")
+                });
+                AllocateProducerIdsResponse {
+                    error_code: e.code,
+                    error_message: e.wire_message(),
+                    producer_id_start: -1,
+                    producer_id_len: 0,
+                }
+            }
+        })
+    }
+
+    /// While this node leads: bootstraps the cluster id once and fences brokers whose
+    /// sessions expired. Runs until `stopping` turns true.
+    pub async fn run(self: Arc<Self>, mut stopping: watch::Receiver<bool>) {
+        let period = (self.config.heartbeat_interval() / 2).max(Duration::from_millis(10));
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            let Some(term) = self.leading_term() else {
+                continue;
+            };
+            let image = self.image();
+            if image.cluster_id.is_empty() {
+                let cluster_id = random_id();
+                if self
+                    .propose(MetadataCommand::Bootstrap { cluster_id })
+                    .await
+                    .is_ok()
+                {
+                    tracing::info!(cluster_id = %self.image().cluster_id, "bootstrapped the cluster");
+                }
+                continue;
+            }
+            let now = Instant::now();
+            let expired: Vec<(BrokerId, i64)> = self.with_sessions(term, |s| {
+                image
+                    .brokers
+                    .values()
+                    .filter(|b| !b.fenced)
+                    .filter(|b| s.deadlines.get(&b.id).is_none_or(|d| *d <= now))
+                    .map(|b| (b.id, b.epoch))
+                    .collect()
+            });
+            for (id, epoch) in expired {
+                tracing::warn!(broker = %id, "broker session expired: fencing it and moving its leaderships");
+                if let Err(e) = self
+                    .propose(MetadataCommand::FenceBroker { id, epoch })
+                    .await
+                {
+                    tracing::warn!(broker = %id, "could not fence: {}", e.message);
+                }
+            }
+        }
+    }
+}
+
+fn alter_refused(
+    partition: sluice_protocol::PartitionId,
+    code: ErrorCode,
+    message: String,
+) -> AlterPartitionPartitionResponse {
+    AlterPartitionPartitionResponse {
+        partition,
+        error_code: code,
+        error_message: Some(message),
+        leader_id: BrokerId(-1),
+        leader_epoch: LeaderEpoch(-1),
+        isr: Vec::new(),
+        partition_epoch: -1,
+    }
+}
+
+/// A refused command as an error; anything else is fine.
+fn refused_to_error(result: CommandResult) -> Result<(), ApiError> {
+    match result {
+        CommandResult::Refused { code, message } => {
+            Err(ApiError::new(ErrorCode::from_i16(code), message))
+        }
+        _ => Ok(()),
+    }
+}

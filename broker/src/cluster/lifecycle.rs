@@ -1,0 +1,179 @@
+//! This broker's life in the cluster: it registers with the active controller (a new
+//! incarnation id per process run, so the controller can tell a restart from a retry),
+//! then heartbeats every `heartbeat_interval_ms`. The controller keeps it fenced until its
+//! metadata has caught up with its registration; unfenced, it may lead and join ISRs.
+//! A heartbeat refused as stale (the controller fenced this registration) registers again.
+//! During a graceful shutdown the heartbeat asks the controller to move this broker's
+//! leaderships away, and the answer says when that is done.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_protocol::messages::{BrokerHeartbeatRequest, BrokerRegistrationRequest, Listener};
+use sluice_protocol::{ErrorCode, Request, Response};
+
+use super::client::ControllerClient;
+use crate::broker::Broker;
+
+/// Pause between failed registrations.
+const REGISTER_BACKOFF: Duration = Duration::from_millis(300);
+
+/// Registers and heartbeats until shutdown.
+pub async fn run(broker: Arc<Broker>) {
+    let cluster = &broker.cluster;
+    // Heartbeats get their own connection: its closing tells the controller this broker
+    // may be gone (see `controller::Controller::connection_lost`).
+    let heartbeats = ControllerClient::new(
+        broker.config.clone(),
+        cluster.raft.clone(),
+        cluster.controller.clone(),
+    );
+    let mut incarnation_id = [0u8; 16];
+    let hex = crate::metadata::random_id();
+    for (i, byte) in incarnation_id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or_default();
+    }
+    let mut orphans_removed = false;
+    'register: while !broker.is_stopping() {
+        let epoch = match register(&broker, incarnation_id).await {
+            Some(epoch) => epoch,
+            None => {
+                tokio::time::sleep(REGISTER_BACKOFF).await;
+                continue;
+            }
+        };
+        cluster.set_broker_epoch(epoch);
+        let mut ticker = tokio::time::interval(broker.config.heartbeat_interval());
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stopping = broker.stopping();
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            let want_shutdown = broker.shutdown_requested();
+            let request = Request::BrokerHeartbeat(BrokerHeartbeatRequest {
+                broker_id: broker.config.node_id,
+                broker_epoch: epoch,
+                current_metadata_offset: cluster.applied_index() as i64,
+                want_fence: false,
+                want_shutdown,
+            });
+            let answer = heartbeats
+                .call(request, broker.config.session_timeout())
+                .await;
+            let answer = match answer {
+                Ok(Response::BrokerHeartbeat(answer)) => answer,
+                Ok(other) => {
+                    tracing::warn!("unexpected heartbeat answer {:?}", other.api_key());
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!("heartbeat failed: {}", e.message);
+                    continue;
+                }
+            };
+            match answer.error_code {
+                ErrorCode::None => {}
+                ErrorCode::StaleBrokerEpoch | ErrorCode::BrokerIdNotRegistered => {
+                    tracing::warn!(
+                        "the controller no longer knows this registration ({}); registering \
+                         again",
+                        answer.error_message.unwrap_or_default()
+                    );
+                    broker.set_fenced(true);
+                    continue 'register;
+                }
+                code => {
+                    tracing::debug!("heartbeat refused: {code:?} {:?}", answer.error_message);
+                    continue;
+                }
+            }
+            broker.set_fenced(answer.is_fenced);
+            if !answer.is_fenced && !orphans_removed {
+                orphans_removed = true;
+                remember_cluster_id(&broker);
+                // Caught up with the controller: directories the image does not assign to
+                // this broker are leftovers (topics deleted while it was down, creations
+                // cut by a crash).
+                let image = cluster.image();
+                let b = Arc::clone(&broker);
+                let _ = tokio::task::spawn_blocking(move || b.topics.remove_orphans(&image)).await;
+            }
+            if want_shutdown && answer.should_shutdown {
+                broker.grant_shutdown();
+            }
+        }
+    }
+}
+
+/// One registration attempt; the broker epoch, or `None` to retry.
+async fn register(broker: &Broker, incarnation_id: [u8; 16]) -> Option<i64> {
+    let (host, port) = broker
+        .config
+        .advertise
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_string(), p.parse().unwrap_or(0)))?;
+    let cluster_id = broker
+        .identity
+        .lock()
+        .expect("identity lock")
+        .0
+        .cluster_id
+        .clone();
+    let request = Request::BrokerRegistration(BrokerRegistrationRequest {
+        broker_id: broker.config.node_id,
+        cluster_id,
+        incarnation_id,
+        listeners: vec![Listener {
+            name: "native".into(),
+            host,
+            port,
+        }],
+        rack: None,
+    });
+    match broker
+        .cluster
+        .client
+        .call(request, Duration::from_secs(5))
+        .await
+    {
+        Ok(Response::BrokerRegistration(r)) if r.error_code == ErrorCode::None => {
+            tracing::info!(epoch = r.broker_epoch, "registered with the controller");
+            Some(r.broker_epoch)
+        }
+        Ok(Response::BrokerRegistration(r)) => {
+            tracing::error!(
+                "the controller refused the registration: {}",
+                r.error_message
+                    .unwrap_or_else(|| format!("{:?}", r.error_code))
+            );
+            None
+        }
+        Ok(other) => {
+            tracing::warn!("unexpected registration answer {:?}", other.api_key());
+            None
+        }
+        Err(e) => {
+            tracing::debug!("registration failed: {}", e.message);
+            None
+        }
+    }
+}
+
+/// Saves the cluster id in the node identity file once the node has joined, so it can
+/// never join another cluster with this data.
+fn remember_cluster_id(broker: &Broker) {
+    let cluster_id = broker.cluster.image().cluster_id.clone();
+    if cluster_id.is_empty() {
+        return;
+    }
+    let mut identity = broker.identity.lock().expect("identity lock");
+    if identity.0.cluster_id == cluster_id {
+        return;
+    }
+    identity.0.cluster_id = cluster_id;
+    if let Err(e) = identity.1.store(&identity.0) {
+        tracing::warn!("could not save the cluster id: {e}");
+    }
+}

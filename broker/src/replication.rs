@@ -1,0 +1,264 @@
+//! Replication between brokers (DESIGN §6): followers pull from leaders, leaders keep the
+//! ISR.
+//!
+//! - One fetcher task per leader broker this broker follows. Each round it asks the leader
+//!   for every partition it follows there (ReplicaFetch, a long poll), appends what comes
+//!   back with the leader's offsets and epochs, flushes it (a follower reports as its log
+//!   end only what is durable), and takes the leader's HW. A diverging answer truncates
+//!   the replica to the leader's epoch boundary (KIP-101/279/320). A task ends when it no
+//!   longer follows anything on its leader.
+//! - Leaders propose ISR changes to the controller (AlterPartition): expansions as
+//!   followers catch up (from the replica fetch handler), shrinks from [`maintain_isr`]
+//!   when a follower lags more than `replica_lag_time_max_ms`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_protocol::messages::{
+    AlterPartitionPartition, AlterPartitionRequest, AlterPartitionTopic, ReplicaFetchPartition,
+    ReplicaFetchRequest,
+};
+use sluice_protocol::{BrokerId, ErrorCode, Request, Response};
+
+use crate::broker::Broker;
+use crate::cluster::peer::PeerConnection;
+use crate::partition::{IsrProposal, Partition, Role};
+
+/// How long a follower's fetch waits at the leader for new data.
+pub const REPLICA_FETCH_WAIT_MS: i32 = 500;
+/// Most bytes per partition in one replica fetch.
+const REPLICA_FETCH_PARTITION_BYTES: i32 = 4 << 20;
+/// Pause after a failed replica fetch.
+const FETCH_BACKOFF: Duration = Duration::from_millis(200);
+
+/// The fetcher tasks, by leader.
+#[derive(Default)]
+pub struct Replication {
+    fetchers: Mutex<HashMap<BrokerId, tokio::task::JoinHandle<()>>>,
+}
+
+impl Replication {
+    /// Starts a fetcher for every leader that a hosted follower replica follows and that
+    /// has none running.
+    pub fn start_fetchers(&self, broker: &Arc<Broker>) {
+        let mut fetchers = self.fetchers.lock().expect("fetchers lock");
+        fetchers.retain(|_, task| !task.is_finished());
+        for partition in broker.topics.all_partitions() {
+            let Role::Follower { leader } = partition.role() else {
+                continue;
+            };
+            if leader.0 < 0 || leader == broker.config.node_id || fetchers.contains_key(&leader) {
+                continue;
+            }
+            tracing::debug!(%leader, "starting a replica fetcher");
+            fetchers.insert(leader, tokio::spawn(fetch_from(Arc::clone(broker), leader)));
+        }
+    }
+}
+
+/// The partitions this broker follows on `leader`.
+fn followed_on(broker: &Broker, leader: BrokerId) -> Vec<Arc<Partition>> {
+    broker
+        .topics
+        .all_partitions()
+        .into_iter()
+        .filter(|p| p.role() == Role::Follower { leader } && !p.is_deleted())
+        .collect()
+}
+
+/// The fetcher of one leader.
+async fn fetch_from(broker: Arc<Broker>, leader: BrokerId) {
+    let mut connection: Option<(String, PeerConnection)> = None;
+    let mut stopping = broker.stopping();
+    loop {
+        if broker.is_stopping() {
+            return;
+        }
+        let partitions = followed_on(&broker, leader);
+        if partitions.is_empty() {
+            return;
+        }
+        let image = broker.cluster.image();
+        let Some(address) = image.brokers.get(&leader).and_then(|b| {
+            b.listeners
+                .iter()
+                .find(|l| l.name == "native")
+                .map(|l| format!("{}:{}", l.host, l.port))
+        }) else {
+            tokio::time::sleep(FETCH_BACKOFF).await;
+            continue;
+        };
+        if connection.as_ref().is_none_or(|(a, _)| *a != address) {
+            connection = Some((
+                address.clone(),
+                PeerConnection::new(
+                    address.clone(),
+                    format!("sluice-replica-{}", broker.config.node_id),
+                    broker.config.max_frame_bytes,
+                ),
+            ));
+        }
+        let (_, peer) = connection.as_mut().expect("set above");
+        let sent: Vec<(Arc<Partition>, ReplicaFetchPartition)> = partitions
+            .into_iter()
+            .map(|p| {
+                let (fetch_offset, last_epoch, log_start, epoch) = p.follower_fetch_state();
+                let request = ReplicaFetchPartition {
+                    topic: p.topic().to_string(),
+                    partition: p.index(),
+                    current_leader_epoch: epoch,
+                    fetch_offset,
+                    last_fetched_epoch: last_epoch,
+                    log_start_offset: log_start,
+                    partition_max_bytes: REPLICA_FETCH_PARTITION_BYTES,
+                };
+                (p, request)
+            })
+            .collect();
+        let request = Request::ReplicaFetch(ReplicaFetchRequest {
+            replica_id: broker.config.node_id,
+            broker_epoch: broker.cluster.broker_epoch(),
+            max_wait_ms: REPLICA_FETCH_WAIT_MS,
+            min_bytes: 1,
+            max_bytes: broker.config.max_frame_bytes.saturating_sub(64 * 1024) as i32,
+            partitions: sent.iter().map(|(_, r)| r.clone()).collect(),
+        });
+        let timeout =
+            Duration::from_millis(REPLICA_FETCH_WAIT_MS as u64) + broker.config.session_timeout();
+        let answer = tokio::select! {
+            answer = peer.call(request, timeout) => answer,
+            _ = stopping.wait_for(|s| *s) => return,
+        };
+        let answer = match answer {
+            Ok(Response::ReplicaFetch(answer)) => answer,
+            Ok(other) => {
+                tracing::warn!(%leader, "unexpected replica fetch answer {:?}", other.api_key());
+                tokio::time::sleep(FETCH_BACKOFF).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(%leader, "replica fetch failed: {e}");
+                tokio::time::sleep(FETCH_BACKOFF).await;
+                continue;
+            }
+        };
+        let applied = tokio::task::spawn_blocking(move || {
+            let mut backoff = false;
+            for (partition, response) in sent.iter().zip(answer.partitions) {
+                let (partition, request) = partition;
+                if response.topic != request.topic || response.partition != request.partition {
+                    backoff = true;
+                    continue;
+                }
+                if partition.role() != (Role::Follower { leader })
+                    || partition.leader_epoch() != request.current_leader_epoch
+                {
+                    continue; // The role changed while the fetch was out.
+                }
+                let outcome = match response.error_code {
+                    ErrorCode::None => match response.diverging_epoch {
+                        Some(diverging) => partition
+                            .truncate_diverging(diverging.epoch, diverging.end_offset)
+                            .map(|_| ()),
+                        None => {
+                            partition.append_from_leader(response.records, response.high_watermark)
+                        }
+                    },
+                    ErrorCode::OffsetOutOfRange
+                        if request.fetch_offset < response.log_start_offset =>
+                    {
+                        partition.restart_at(response.log_start_offset)
+                    }
+                    code => {
+                        tracing::debug!(
+                            partition = %partition.name(),
+                            "the leader refused the fetch: {code:?} {}",
+                            response.error_message.unwrap_or_default()
+                        );
+                        backoff = true;
+                        Ok(())
+                    }
+                };
+                if let Err(e) = outcome {
+                    tracing::warn!(partition = %partition.name(), "replicating failed: {}", e.message);
+                    backoff = true;
+                }
+            }
+            backoff
+        })
+        .await;
+        if !matches!(applied, Ok(false)) {
+            tokio::time::sleep(FETCH_BACKOFF).await;
+        }
+    }
+}
+
+/// Sends an ISR proposal of `partition` to the controller and records the answer.
+pub async fn propose_isr(broker: Arc<Broker>, partition: Arc<Partition>, proposal: IsrProposal) {
+    let request = Request::AlterPartition(AlterPartitionRequest {
+        broker_id: broker.config.node_id,
+        broker_epoch: broker.cluster.broker_epoch(),
+        topics: vec![AlterPartitionTopic {
+            topic: partition.topic().to_string(),
+            partitions: vec![AlterPartitionPartition {
+                partition: partition.index(),
+                leader_epoch: proposal.leader_epoch,
+                new_isr: proposal.new_isr.clone(),
+                partition_epoch: proposal.partition_epoch,
+            }],
+        }],
+    });
+    let answer = broker
+        .cluster
+        .client
+        .call(request, broker.config.session_timeout())
+        .await;
+    let committed = match answer {
+        Ok(Response::AlterPartition(r)) => r
+            .topics
+            .into_iter()
+            .flat_map(|t| t.partitions)
+            .find(|p| p.partition == partition.index())
+            .and_then(|p| {
+                if p.error_code == ErrorCode::None {
+                    Some((p.leader_epoch, p.partition_epoch, p.isr))
+                } else {
+                    tracing::info!(
+                        partition = %partition.name(),
+                        "ISR change to {:?} refused: {}",
+                        proposal.new_isr,
+                        p.error_message.unwrap_or_default()
+                    );
+                    None
+                }
+            }),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::info!(partition = %partition.name(), "ISR change not sent: {}", e.message);
+            None
+        }
+    };
+    partition.isr_proposal_done(committed);
+}
+
+/// Leaders drop followers that lag more than `replica_lag_time_max_ms` from their ISRs;
+/// runs until shutdown.
+pub async fn maintain_isr(broker: Arc<Broker>) {
+    let lag = broker.config.replica_lag_time_max();
+    let period = (lag / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopping = broker.stopping();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        for partition in broker.topics.all_partitions() {
+            if let Some(proposal) = partition.isr_shrink(lag) {
+                tokio::spawn(propose_isr(Arc::clone(&broker), partition, proposal));
+            }
+        }
+    }
+}
