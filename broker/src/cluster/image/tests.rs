@@ -1,5 +1,7 @@
 //! Each command's happy path and refusals, driven through `apply` the way the controller
-//! drives it.
+//! drives it, and a property test over random command sequences.
+
+use proptest::prelude::*;
 
 use super::*;
 
@@ -776,4 +778,304 @@ fn the_image_round_trips_through_json() {
     let json = serde_json::to_string(&c.image).unwrap();
     let image: MetadataImage = serde_json::from_str(&json).unwrap();
     assert_eq!(image, c.image);
+}
+
+/// One step of a random command sequence. Epochs are taken from the image when the step
+/// becomes a command, so most commands are current and some deliberately stale.
+#[derive(Clone, Debug)]
+enum Op {
+    Register {
+        broker: i32,
+        incarnation: u8,
+    },
+    Fence {
+        broker: i32,
+        stale: bool,
+    },
+    Unfence {
+        broker: i32,
+        stale: bool,
+    },
+    Shutdown {
+        broker: i32,
+        stale: bool,
+    },
+    Create {
+        topic: usize,
+        partitions: u32,
+        replication_factor: u16,
+        unclean: bool,
+    },
+    Delete {
+        topic: usize,
+    },
+    Alter(AlterOp),
+    Allocate {
+        broker: i32,
+        stale: bool,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct AlterOp {
+    /// Which existing partition (in topic/partition order); `None` for a missing one.
+    target: Option<prop::sample::Index>,
+    /// Sent by this broker instead of the leader.
+    other_broker: Option<i32>,
+    leader_epoch_skew: i32,
+    partition_epoch_skew: i32,
+    /// Members picked from the replicas, in this order (repeats possible).
+    picks: Vec<prop::sample::Index>,
+    dedup: bool,
+    with_leader: bool,
+    foreign: bool,
+}
+
+const TOPICS: [&str; 3] = ["a", "b", "c"];
+/// Brokers 1 to 4 register; 5 never does.
+const BROKERS: std::ops::RangeInclusive<i32> = 1..=5;
+
+fn skew() -> impl Strategy<Value = i32> {
+    prop_oneof![8 => Just(0), 1 => Just(-1), 1 => Just(1)]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let stale = || prop::bool::weighted(0.1);
+    let alter = (
+        prop::option::weighted(0.95, any::<prop::sample::Index>()),
+        prop::option::weighted(0.1, BROKERS),
+        skew(),
+        skew(),
+        prop::collection::vec(any::<prop::sample::Index>(), 0..4),
+        prop::bool::weighted(0.9),
+        prop::bool::weighted(0.9),
+        prop::bool::weighted(0.05),
+    )
+        .prop_map(
+            |(target, other_broker, le, pe, picks, dedup, with_leader, foreign)| {
+                Op::Alter(AlterOp {
+                    target,
+                    other_broker,
+                    leader_epoch_skew: le,
+                    partition_epoch_skew: pe,
+                    picks,
+                    dedup,
+                    with_leader,
+                    foreign,
+                })
+            },
+        );
+    prop_oneof![
+        3 => (1i32..=4, 0u8..3).prop_map(|(broker, incarnation)| Op::Register { broker, incarnation }),
+        2 => (BROKERS, stale()).prop_map(|(broker, stale)| Op::Fence { broker, stale }),
+        3 => (BROKERS, stale()).prop_map(|(broker, stale)| Op::Unfence { broker, stale }),
+        1 => (BROKERS, stale()).prop_map(|(broker, stale)| Op::Shutdown { broker, stale }),
+        2 => (
+            0..TOPICS.len(),
+            prop_oneof![9 => 1u32..4, 1 => Just(0)],
+            prop_oneof![8 => 1u16..=3, 1 => Just(0), 1 => Just(5)],
+            any::<bool>(),
+        ).prop_map(
+            |(topic, partitions, replication_factor, unclean)| Op::Create {
+                topic, partitions, replication_factor, unclean,
+            }
+        ),
+        1 => (0..TOPICS.len()).prop_map(|topic| Op::Delete { topic }),
+        5 => alter,
+        1 => (BROKERS, stale()).prop_map(|(broker, stale)| Op::Allocate { broker, stale }),
+    ]
+}
+
+/// The broker's current registration epoch, one less if `stale`, 0 if unregistered.
+fn epoch_of(image: &MetadataImage, broker: i32, stale: bool) -> i64 {
+    image
+        .brokers
+        .get(&BrokerId(broker))
+        .map_or(0, |meta| meta.epoch - i64::from(stale))
+}
+
+fn to_command(op: &Op, image: &MetadataImage) -> MetadataCommand {
+    let id = BrokerId;
+    match op {
+        Op::Register {
+            broker,
+            incarnation,
+        } => MetadataCommand::RegisterBroker {
+            id: id(*broker),
+            incarnation_id: format!("run-{incarnation}"),
+            listeners: vec![listener(*broker)],
+            rack: None,
+        },
+        Op::Fence { broker, stale } => MetadataCommand::FenceBroker {
+            id: id(*broker),
+            epoch: epoch_of(image, *broker, *stale),
+        },
+        Op::Unfence { broker, stale } => MetadataCommand::UnfenceBroker {
+            id: id(*broker),
+            epoch: epoch_of(image, *broker, *stale),
+        },
+        Op::Shutdown { broker, stale } => MetadataCommand::ControlledShutdown {
+            id: id(*broker),
+            epoch: epoch_of(image, *broker, *stale),
+        },
+        Op::Create {
+            topic,
+            partitions,
+            replication_factor,
+            unclean,
+        } => MetadataCommand::CreateTopic {
+            name: TOPICS[*topic].into(),
+            partitions: *partitions,
+            replication_factor: *replication_factor,
+            configs: [(
+                UNCLEAN_LEADER_ELECTION_ENABLE.to_string(),
+                unclean.to_string(),
+            )]
+            .into(),
+        },
+        Op::Delete { topic } => MetadataCommand::DeleteTopic {
+            name: TOPICS[*topic].into(),
+        },
+        Op::Alter(alter) => alter_command(alter, image),
+        Op::Allocate { broker, stale } => MetadataCommand::AllocateProducerIds {
+            broker_id: id(*broker),
+            broker_epoch: epoch_of(image, *broker, *stale),
+        },
+    }
+}
+
+fn alter_command(alter: &AlterOp, image: &MetadataImage) -> MetadataCommand {
+    let existing: Vec<(&str, &PartitionMeta)> = image
+        .topics
+        .iter()
+        .flat_map(|(name, topic)| topic.partitions.iter().map(move |p| (name.as_str(), p)))
+        .collect();
+    let target = match &alter.target {
+        Some(pick) if !existing.is_empty() => Some(*pick.get(&existing)),
+        _ => None,
+    };
+    let (topic, partition, leader, leader_epoch, partition_epoch, replicas) = match target {
+        Some((topic, p)) => (
+            topic,
+            p.index,
+            p.leader,
+            p.leader_epoch.0,
+            p.partition_epoch,
+            p.replicas.clone(),
+        ),
+        None => ("a", PartitionId(9), BrokerId(1), 0, 0, vec![BrokerId(1)]),
+    };
+    let broker_id = alter.other_broker.map_or(leader, BrokerId);
+    let mut new_isr: Vec<BrokerId> = alter
+        .picks
+        .iter()
+        .map(|pick| *pick.get(&replicas))
+        .collect();
+    if alter.with_leader {
+        new_isr.insert(0, leader);
+    }
+    if alter.dedup {
+        let mut seen = Vec::new();
+        new_isr.retain(|id| {
+            let new = !seen.contains(id);
+            seen.push(*id);
+            new
+        });
+    }
+    if alter.foreign {
+        new_isr.push(BrokerId(5));
+    }
+    MetadataCommand::AlterPartition {
+        broker_id,
+        broker_epoch: epoch_of(image, broker_id.0, false),
+        topic: topic.into(),
+        partition,
+        leader_epoch: LeaderEpoch(leader_epoch + alter.leader_epoch_skew),
+        partition_epoch: partition_epoch + alter.partition_epoch_skew,
+        new_isr,
+    }
+}
+
+/// Applies `ops` (after registering and unfencing brokers 1 to 3 and creating topics `a`
+/// and `b`, `b` with unclean election) and checks, after every
+/// step, the image's invariants, that a refusal changed nothing, and that epochs only grow
+/// and grow on every change; then that the same commands give the same images and results.
+fn run(ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut setup = Vec::new();
+    for broker in 1..=3 {
+        setup.push(Op::Register {
+            broker,
+            incarnation: 0,
+        });
+        setup.push(Op::Unfence {
+            broker,
+            stale: false,
+        });
+    }
+    for (topic, partitions, replication_factor, unclean) in [(0, 3, 3, false), (1, 2, 2, true)] {
+        setup.push(Op::Create {
+            topic,
+            partitions,
+            replication_factor,
+            unclean,
+        });
+    }
+    let mut image = MetadataImage::default();
+    let mut applied = Vec::new();
+    // Each partition's last state, by topic id (a topic created again is another topic).
+    let mut last: BTreeMap<(u64, usize), PartitionMeta> = BTreeMap::new();
+    for (index, op) in (1u64..).zip(setup.iter().chain(ops)) {
+        let command = to_command(op, &image);
+        let before = image.clone();
+        let result = image.apply(index, &command);
+        prop_assert_eq!(image.check_invariants(), Ok(()), "after {:?}", command);
+        if let CommandResult::Refused { .. } = result {
+            prop_assert_eq!(&image, &before, "refused {:?} changed the image", command);
+        }
+        for topic in image.topics.values() {
+            for (p, partition) in topic.partitions.iter().enumerate() {
+                if let Some(prev) = last.insert((topic.id, p), partition.clone()) {
+                    check_epochs(&prev, partition)?;
+                }
+            }
+        }
+        applied.push((command, result));
+    }
+    let mut again = MetadataImage::default();
+    for (index, (command, result)) in (1u64..).zip(&applied) {
+        prop_assert_eq!(&again.apply(index, command), result);
+    }
+    prop_assert_eq!(again, image);
+    Ok(())
+}
+
+fn check_epochs(prev: &PartitionMeta, now: &PartitionMeta) -> Result<(), TestCaseError> {
+    let leader_changed = prev.leader != now.leader;
+    let changed = leader_changed || prev.isr != now.isr;
+    let expected_leader_epoch = prev.leader_epoch.0 + i32::from(leader_changed);
+    let expected_partition_epoch = prev.partition_epoch + i32::from(changed);
+    prop_assert_eq!(
+        now.leader_epoch.0,
+        expected_leader_epoch,
+        "{:?} -> {:?}",
+        prev,
+        now
+    );
+    prop_assert_eq!(
+        now.partition_epoch,
+        expected_partition_epoch,
+        "{:?} -> {:?}",
+        prev,
+        now
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_commands_keep_the_invariants(ops in prop::collection::vec(op(), 1..80)) {
+        run(&ops)?;
+    }
 }
