@@ -249,6 +249,9 @@ error_codes! {
     /// A newer producer with the same transactional id exists.
     ProducerFenced = 90, "PRODUCER_FENCED", false,
         "a newer producer with the same transactional id fenced this one; close this producer";
+    /// A partition change was based on a partition epoch that is no longer current.
+    InvalidUpdateVersion = 95, "INVALID_UPDATE_VERSION", false,
+        "the partition changed since the leader read it; it will retry with the new state";
     /// The broker id is already registered by another live process.
     DuplicateBrokerRegistration = 101, "DUPLICATE_BROKER_REGISTRATION", false,
         "another live broker is registered with this node id; give each broker a distinct --node-id";

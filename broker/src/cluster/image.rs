@@ -6,11 +6,17 @@
 //! Validation that depends on the image (a topic already exists, a stale leader epoch)
 //! happens here too, so two proposals racing on different controllers cannot both win:
 //! the second one applied sees the first and is refused in its [`CommandResult`].
+//!
+//! Where replicas go and who leads after a failure are pure functions of the image in
+//! [`placement`]; the checks of each command run before its first change, so a refused
+//! command leaves the image exactly as it was.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId};
+
+mod placement;
 
 /// The whole cluster as the metadata log describes it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,11 +215,610 @@ impl CommandResult {
 /// How many producer ids one AllocateProducerIds hands out.
 pub const PRODUCER_ID_BLOCK: i32 = 1000;
 
-impl MetadataImage {
-    /// Applies the command committed at log `index`. Deterministic: every node gets the same
-    /// image and the same result.
-    pub fn apply(&mut self, index: u64, command: &MetadataCommand) -> CommandResult {
-        let _ = (index, command);
-        unimplemented!("MetadataImage::apply is being written on the `image` branch")
+/// The topic config that allows an unclean leader election: when every ISR member of a
+/// partition is fenced, a replica outside the ISR that comes back may lead (losing whatever
+/// only the ISR had). `true` or `false`; off unless a topic sets it.
+pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
+
+/// The most partitions a topic may have (the proposer's limit, re-checked by `apply` so a
+/// partition index always fits its `i32`).
+const PARTITIONS_MAX: u32 = crate::topics::PARTITIONS_MAX as u32;
+
+/// The listener name of sluice's native protocol.
+pub const NATIVE_LISTENER: &str = "native";
+
+impl BrokerMeta {
+    /// Whether the broker may lead and join ISRs: unfenced and not shutting down.
+    pub fn is_active(&self) -> bool {
+        !self.fenced && !self.shutting_down
+    }
+
+    /// The advertised listener named `name` (`native`), if the broker has one.
+    pub fn listener(&self, name: &str) -> Option<&ListenerMeta> {
+        self.listeners.iter().find(|listener| listener.name == name)
     }
 }
+
+impl TopicMeta {
+    /// Partition `partition`, if the topic has it.
+    pub fn partition(&self, partition: PartitionId) -> Option<&PartitionMeta> {
+        usize::try_from(partition.0)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+    }
+
+    fn partition_mut(&mut self, partition: PartitionId) -> Option<&mut PartitionMeta> {
+        usize::try_from(partition.0)
+            .ok()
+            .and_then(|i| self.partitions.get_mut(i))
+    }
+
+    /// Whether the topic allows unclean leader elections ([`UNCLEAN_LEADER_ELECTION_ENABLE`]).
+    pub fn unclean_leader_election(&self) -> bool {
+        self.configs
+            .get(UNCLEAN_LEADER_ELECTION_ENABLE)
+            .is_some_and(|value| value.eq_ignore_ascii_case("true"))
+    }
+}
+
+impl PartitionMeta {
+    /// Sets leader and ISR, bumping the leader epoch if the leader changes and the partition
+    /// epoch if either changes. Every leadership and ISR change of `apply` goes through here,
+    /// so the epochs cannot be forgotten.
+    fn change(&mut self, leader: BrokerId, isr: Vec<BrokerId>) {
+        let leader_changed = leader != self.leader;
+        if !leader_changed && isr == self.isr {
+            return;
+        }
+        if leader_changed {
+            self.leader_epoch = LeaderEpoch(self.leader_epoch.0 + 1);
+        }
+        self.partition_epoch += 1;
+        self.leader = leader;
+        self.isr = isr;
+    }
+
+    /// Takes broker `id` out of service on this partition: out of the ISR unless it is the
+    /// last member, and out of the leadership in favour of the first eligible replica.
+    fn remove_broker(&mut self, id: BrokerId, brokers: &BTreeMap<BrokerId, BrokerMeta>) {
+        // The last ISR member stays even when fenced: it is the one replica known to hold
+        // every committed record, so the partition waits for it (or for an unclean election
+        // its topic allows) rather than letting a replica that may lack them lead unnoticed.
+        let isr = if self.isr.len() > 1 {
+            self.isr.iter().copied().filter(|b| *b != id).collect()
+        } else {
+            self.isr.clone()
+        };
+        let leader = if self.leader == id {
+            placement::elect_leader(&self.replicas, &isr, |b| b != id && is_active(brokers, b))
+        } else {
+            self.leader
+        };
+        self.change(leader, isr);
+    }
+}
+
+/// Whether broker `id` is registered and active (unfenced, not shutting down).
+fn is_active(brokers: &BTreeMap<BrokerId, BrokerMeta>, id: BrokerId) -> bool {
+    brokers.get(&id).is_some_and(BrokerMeta::is_active)
+}
+
+/// Why a command was refused; becomes [`CommandResult::Refused`]. A refused command changes
+/// nothing, so every check runs before the first change.
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+}
+
+impl From<Refusal> for CommandResult {
+    fn from(refusal: Refusal) -> CommandResult {
+        CommandResult::refused(refusal.code, refusal.message)
+    }
+}
+
+fn refuse<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal {
+        code,
+        message: message.into(),
+    })
+}
+
+/// An AlterPartition's fields, borrowed from the command.
+struct IsrChange<'a> {
+    broker_id: BrokerId,
+    broker_epoch: i64,
+    topic: &'a str,
+    partition: PartitionId,
+    leader_epoch: LeaderEpoch,
+    partition_epoch: i32,
+    new_isr: &'a [BrokerId],
+}
+
+impl MetadataImage {
+    /// Applies the command committed at log `index`. Deterministic: every node gets the same
+    /// image and the same result. A refused command leaves the image as it was.
+    pub fn apply(&mut self, index: u64, command: &MetadataCommand) -> CommandResult {
+        let result = match command {
+            MetadataCommand::Bootstrap { cluster_id } => Ok(self.bootstrap(cluster_id)),
+            MetadataCommand::RegisterBroker {
+                id,
+                incarnation_id,
+                listeners,
+                rack,
+            } => self.register_broker(index, *id, incarnation_id, listeners, rack),
+            MetadataCommand::FenceBroker { id, epoch } => self.fence_broker(*id, *epoch),
+            MetadataCommand::UnfenceBroker { id, epoch } => self.unfence_broker(*id, *epoch),
+            MetadataCommand::ControlledShutdown { id, epoch } => {
+                self.controlled_shutdown(*id, *epoch)
+            }
+            MetadataCommand::CreateTopic {
+                name,
+                partitions,
+                replication_factor,
+                configs,
+            } => self.create_topic(index, name, *partitions, *replication_factor, configs),
+            MetadataCommand::DeleteTopic { name } => self.delete_topic(name),
+            MetadataCommand::AlterPartition {
+                broker_id,
+                broker_epoch,
+                topic,
+                partition,
+                leader_epoch,
+                partition_epoch,
+                new_isr,
+            } => self.alter_partition(IsrChange {
+                broker_id: *broker_id,
+                broker_epoch: *broker_epoch,
+                topic,
+                partition: *partition,
+                leader_epoch: *leader_epoch,
+                partition_epoch: *partition_epoch,
+                new_isr,
+            }),
+            MetadataCommand::AllocateProducerIds {
+                broker_id,
+                broker_epoch,
+            } => self.allocate_producer_ids(*broker_id, *broker_epoch),
+        };
+        debug_assert_eq!(self.check_invariants(), Ok(()), "after {command:?}");
+        result.unwrap_or_else(CommandResult::from)
+    }
+
+    /// The brokers that may lead and join ISRs (registered, unfenced, not shutting down),
+    /// by id.
+    pub fn active_brokers(&self) -> Vec<BrokerId> {
+        self.brokers
+            .values()
+            .filter(|broker| broker.is_active())
+            .map(|broker| broker.id)
+            .collect()
+    }
+
+    /// Broker `id`'s advertised listener named `listener` (`native`), if the broker is
+    /// registered and advertises one.
+    pub fn broker_address(&self, id: BrokerId, listener: &str) -> Option<&ListenerMeta> {
+        self.brokers.get(&id)?.listener(listener)
+    }
+
+    /// Partition `partition` of `topic`, if both exist.
+    pub fn partition(&self, topic: &str, partition: PartitionId) -> Option<&PartitionMeta> {
+        self.topics.get(topic)?.partition(partition)
+    }
+
+    /// Every partition with a replica on broker `id`, in topic and partition order, with
+    /// its topic's name and metadata: what that broker must host.
+    pub fn partitions_on(
+        &self,
+        id: BrokerId,
+    ) -> impl Iterator<Item = (&str, &TopicMeta, &PartitionMeta)> + '_ {
+        self.topics.iter().flat_map(move |(name, topic)| {
+            topic
+                .partitions
+                .iter()
+                .filter(move |partition| partition.replicas.contains(&id))
+                .map(move |partition| (name.as_str(), topic, partition))
+        })
+    }
+
+    /// Checks the invariants every image reachable through `apply` keeps, and says which one
+    /// is broken and where: replicas are distinct registered brokers, the ISR is a non-empty
+    /// duplicate-free subset of them, the leader is -1 or an active ISR member, a fenced
+    /// broker is in an ISR only as its last member, a broker shutting down is fenced.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for broker in self.brokers.values() {
+            if broker.shutting_down && !broker.fenced {
+                return Err(format!(
+                    "broker {} is shutting down but not fenced",
+                    broker.id
+                ));
+            }
+        }
+        for (name, topic) in &self.topics {
+            for (i, partition) in topic.partitions.iter().enumerate() {
+                self.check_partition(i, partition)
+                    .map_err(|why| format!("{name}-{i}: {why} in {partition:?}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_partition(&self, i: usize, partition: &PartitionMeta) -> Result<(), String> {
+        let distinct =
+            |ids: &[BrokerId]| ids.iter().enumerate().all(|(j, id)| !ids[..j].contains(id));
+        if usize::try_from(partition.index.0).ok() != Some(i) {
+            return Err("the index is not the partition's position".into());
+        }
+        if partition.replicas.is_empty() || !distinct(&partition.replicas) {
+            return Err("the replicas are empty or not distinct".into());
+        }
+        if let Some(id) = partition
+            .replicas
+            .iter()
+            .find(|id| !self.brokers.contains_key(id))
+        {
+            return Err(format!("replica {id} is not a registered broker"));
+        }
+        if partition.isr.is_empty() || !distinct(&partition.isr) {
+            return Err("the ISR is empty or not distinct".into());
+        }
+        if let Some(id) = partition
+            .isr
+            .iter()
+            .find(|id| !partition.replicas.contains(id))
+        {
+            return Err(format!("ISR member {id} is not a replica"));
+        }
+        if partition.leader != BrokerId::NONE
+            && !(partition.isr.contains(&partition.leader)
+                && is_active(&self.brokers, partition.leader))
+        {
+            return Err("the leader is not an active ISR member".into());
+        }
+        let fenced_member = partition
+            .isr
+            .iter()
+            .find(|id| self.brokers.get(id).is_some_and(|broker| broker.fenced));
+        if let (Some(id), true) = (fenced_member, partition.isr.len() > 1) {
+            return Err(format!("fenced broker {id} is in an ISR with others"));
+        }
+        Ok(())
+    }
+
+    fn bootstrap(&mut self, cluster_id: &str) -> CommandResult {
+        if self.cluster_id.is_empty() {
+            self.cluster_id = cluster_id.to_owned();
+        }
+        CommandResult::Done
+    }
+
+    /// The registration of broker `id` if `epoch` is its current one. An unknown broker is
+    /// refused with `unknown` (AlterPartition answers STALE_BROKER_EPOCH there, like Kafka).
+    fn registration_mut(
+        &mut self,
+        id: BrokerId,
+        epoch: i64,
+        unknown: ErrorCode,
+    ) -> Result<&mut BrokerMeta, Refusal> {
+        let Some(broker) = self.brokers.get_mut(&id) else {
+            return refuse(
+                unknown,
+                format!(
+                    "broker {id} is not registered with the controller; it must register \
+                     (and use the epoch it gets) before anything else"
+                ),
+            );
+        };
+        if broker.epoch != epoch {
+            return refuse(
+                ErrorCode::StaleBrokerEpoch,
+                format!(
+                    "broker {id} sent registration epoch {epoch}, but its current \
+                     registration has epoch {}: the request comes from an older run of the \
+                     broker and was ignored",
+                    broker.epoch
+                ),
+            );
+        }
+        Ok(broker)
+    }
+
+    fn register_broker(
+        &mut self,
+        index: u64,
+        id: BrokerId,
+        incarnation_id: &str,
+        listeners: &[ListenerMeta],
+        rack: &Option<String>,
+    ) -> Result<CommandResult, Refusal> {
+        if id.0 < 0 {
+            return refuse(
+                ErrorCode::InvalidRequest,
+                format!("broker id {id} is invalid: node ids are 0 or more; set --node-id"),
+            );
+        }
+        if let Some(existing) = self.brokers.get(&id) {
+            if existing.incarnation_id == incarnation_id {
+                // A retry of the registration that is already in the log.
+                return Ok(CommandResult::BrokerEpoch(existing.epoch));
+            }
+            // A restart: the old process may have lost unflushed data, so it must not stay
+            // in ISRs or lead on the strength of what it held before.
+            self.fence(id);
+        }
+        let epoch = index as i64;
+        self.brokers.insert(
+            id,
+            BrokerMeta {
+                id,
+                epoch,
+                incarnation_id: incarnation_id.to_owned(),
+                listeners: listeners.to_vec(),
+                rack: rack.clone(),
+                fenced: true,
+                shutting_down: false,
+            },
+        );
+        Ok(CommandResult::BrokerEpoch(epoch))
+    }
+
+    fn fence_broker(&mut self, id: BrokerId, epoch: i64) -> Result<CommandResult, Refusal> {
+        self.registration_mut(id, epoch, ErrorCode::BrokerIdNotRegistered)?;
+        self.fence(id);
+        Ok(CommandResult::Done)
+    }
+
+    fn controlled_shutdown(&mut self, id: BrokerId, epoch: i64) -> Result<CommandResult, Refusal> {
+        self.registration_mut(id, epoch, ErrorCode::BrokerIdNotRegistered)?
+            .shutting_down = true;
+        self.fence(id);
+        Ok(CommandResult::Done)
+    }
+
+    /// Fences broker `id` (if registered and not fenced yet) and takes it out of every ISR
+    /// it is not the last member of and out of every leadership, in topic/partition order.
+    fn fence(&mut self, id: BrokerId) {
+        match self.brokers.get_mut(&id) {
+            Some(broker) if !broker.fenced => broker.fenced = true,
+            _ => return,
+        }
+        let brokers = &self.brokers;
+        for topic in self.topics.values_mut() {
+            for partition in &mut topic.partitions {
+                partition.remove_broker(id, brokers);
+            }
+        }
+    }
+
+    fn unfence_broker(&mut self, id: BrokerId, epoch: i64) -> Result<CommandResult, Refusal> {
+        let broker = self.registration_mut(id, epoch, ErrorCode::BrokerIdNotRegistered)?;
+        broker.fenced = false;
+        broker.shutting_down = false;
+        let brokers = &self.brokers;
+        for topic in self.topics.values_mut() {
+            let unclean = topic.unclean_leader_election();
+            for partition in &mut topic.partitions {
+                if partition.leader != BrokerId::NONE {
+                    continue;
+                }
+                if partition.isr.contains(&id) {
+                    partition.change(id, partition.isr.clone());
+                } else if unclean
+                    && partition.replicas.contains(&id)
+                    && !partition.isr.iter().any(|b| is_active(brokers, *b))
+                {
+                    // Unclean: what only the ISR held is lost, the topic chose availability.
+                    partition.change(id, vec![id]);
+                }
+            }
+        }
+        Ok(CommandResult::Done)
+    }
+
+    fn create_topic(
+        &mut self,
+        index: u64,
+        name: &str,
+        n_partitions: u32,
+        replication_factor: u16,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<CommandResult, Refusal> {
+        if self.topics.contains_key(name) {
+            return refuse(
+                ErrorCode::TopicAlreadyExists,
+                format!("topic {name:?} already exists"),
+            );
+        }
+        // The proposer validates these; apply re-checks what would break the image.
+        if !(1..=PARTITIONS_MAX).contains(&n_partitions) {
+            return refuse(
+                ErrorCode::InvalidPartitions,
+                format!("a topic needs 1 to {PARTITIONS_MAX} partitions, not {n_partitions}"),
+            );
+        }
+        let active = self.active_brokers();
+        placement::check_replication_factor(replication_factor, &active)
+            .or_else(|message| refuse(ErrorCode::InvalidReplicationFactor, message))?;
+        let assignment =
+            placement::assign_replicas(&active, index, n_partitions, replication_factor);
+        let partitions = (0i32..)
+            .zip(assignment)
+            .map(|(p, replicas)| PartitionMeta {
+                index: PartitionId(p),
+                leader: replicas[0],
+                leader_epoch: LeaderEpoch(0),
+                partition_epoch: 0,
+                isr: replicas.clone(),
+                replicas,
+            })
+            .collect();
+        self.topics.insert(
+            name.to_owned(),
+            TopicMeta {
+                id: index,
+                replication_factor,
+                configs: configs.clone(),
+                partitions,
+            },
+        );
+        Ok(CommandResult::Done)
+    }
+
+    fn delete_topic(&mut self, name: &str) -> Result<CommandResult, Refusal> {
+        match self.topics.remove(name) {
+            Some(_) => Ok(CommandResult::Done),
+            None => refuse(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic {name:?} does not exist; check the name against the topic list"),
+            ),
+        }
+    }
+
+    fn alter_partition(&mut self, change: IsrChange<'_>) -> Result<CommandResult, Refusal> {
+        self.registration_mut(
+            change.broker_id,
+            change.broker_epoch,
+            ErrorCode::StaleBrokerEpoch,
+        )?;
+        let (topic, p) = (change.topic, change.partition);
+        let brokers = &self.brokers;
+        let Some(partition) = self
+            .topics
+            .get_mut(topic)
+            .and_then(|meta| meta.partition_mut(p))
+        else {
+            return refuse(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("partition {topic}-{p} does not exist (it may have been deleted)"),
+            );
+        };
+        check_isr_change(&change, partition, brokers)?;
+        let leader = partition.leader;
+        partition.change(leader, change.new_isr.to_vec());
+        Ok(CommandResult::Partition(partition.clone()))
+    }
+
+    fn allocate_producer_ids(
+        &mut self,
+        broker_id: BrokerId,
+        broker_epoch: i64,
+    ) -> Result<CommandResult, Refusal> {
+        self.registration_mut(broker_id, broker_epoch, ErrorCode::BrokerIdNotRegistered)?;
+        let first = self.next_producer_id;
+        let Some(next) = first.checked_add(i64::from(PRODUCER_ID_BLOCK)) else {
+            return refuse(
+                ErrorCode::UnknownServerError,
+                "the cluster has handed out every producer id (2^63); no idempotent producer \
+                 can start",
+            );
+        };
+        self.next_producer_id = next;
+        Ok(CommandResult::ProducerIds {
+            first,
+            len: PRODUCER_ID_BLOCK,
+        })
+    }
+}
+
+/// The checks of an AlterPartition against the partition's current state, in Kafka's order.
+fn check_isr_change(
+    change: &IsrChange<'_>,
+    partition: &PartitionMeta,
+    brokers: &BTreeMap<BrokerId, BrokerMeta>,
+) -> Result<(), Refusal> {
+    let name = format!("{}-{}", change.topic, change.partition);
+    let current = partition.leader_epoch;
+    if change.leader_epoch < current {
+        return refuse(
+            ErrorCode::FencedLeaderEpoch,
+            format!(
+                "leader epoch {} of {name} is older than the current {current}: another \
+                 leadership began; the broker must follow the current leader",
+                change.leader_epoch
+            ),
+        );
+    }
+    if change.leader_epoch > current {
+        return refuse(
+            ErrorCode::UnknownLeaderEpoch,
+            format!(
+                "leader epoch {} of {name} is newer than the metadata's {current}; retry once \
+                 the controller has caught up",
+                change.leader_epoch
+            ),
+        );
+    }
+    if change.broker_id != partition.leader {
+        let leader = match partition.leader {
+            BrokerId::NONE => "it has none now".to_owned(),
+            leader => format!("the leader is {leader}"),
+        };
+        return refuse(
+            ErrorCode::NotLeaderOrFollower,
+            format!(
+                "broker {} is not the leader of {name} ({leader}); only the leader changes \
+                 the ISR",
+                change.broker_id
+            ),
+        );
+    }
+    if change.partition_epoch != partition.partition_epoch {
+        return refuse(
+            ErrorCode::InvalidUpdateVersion,
+            format!(
+                "partition epoch {} of {name} is not the current {}: the partition changed \
+                 since the leader read it; it will retry with the new state",
+                change.partition_epoch, partition.partition_epoch
+            ),
+        );
+    }
+    check_new_isr(&name, change.new_isr, partition, brokers)
+}
+
+/// The proposed ISR is well formed (non-empty, replicas only, no duplicates, has the leader)
+/// and every member it adds may join.
+fn check_new_isr(
+    name: &str,
+    new_isr: &[BrokerId],
+    partition: &PartitionMeta,
+    brokers: &BTreeMap<BrokerId, BrokerMeta>,
+) -> Result<(), Refusal> {
+    let invalid = |why: String| {
+        refuse(
+            ErrorCode::InvalidRequest,
+            format!("the proposed ISR {new_isr:?} of {name} is invalid: {why}"),
+        )
+    };
+    if new_isr.is_empty() {
+        return invalid("it is empty".into());
+    }
+    for (i, id) in new_isr.iter().enumerate() {
+        if !partition.replicas.contains(id) {
+            return invalid(format!(
+                "broker {id} is not a replica (the replicas are {:?})",
+                partition.replicas
+            ));
+        }
+        if new_isr[..i].contains(id) {
+            return invalid(format!("broker {id} appears twice"));
+        }
+    }
+    if !new_isr.contains(&partition.leader) {
+        return invalid(format!("it leaves out the leader {}", partition.leader));
+    }
+    for id in new_isr.iter().filter(|id| !partition.isr.contains(id)) {
+        let why = match brokers.get(id) {
+            Some(broker) if broker.shutting_down => "it is shutting down",
+            Some(broker) if broker.fenced => "it is fenced (not caught up with the metadata log)",
+            Some(_) => continue,
+            None => "it is not registered",
+        };
+        return refuse(
+            ErrorCode::IneligibleReplica,
+            format!("broker {id} cannot join the ISR of {name}: {why}; the leader retries later"),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

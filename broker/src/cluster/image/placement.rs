@@ -1,0 +1,78 @@
+//! Where a new topic's replicas go and who leads when a leader leaves: pure functions of the
+//! brokers and the partition, so every node computes the same answer.
+
+use sluice_protocol::BrokerId;
+
+/// Whether `replication_factor` replicas fit on distinct `active` brokers; if not, the
+/// message for the user.
+pub(super) fn check_replication_factor(
+    replication_factor: u16,
+    active: &[BrokerId],
+) -> Result<(), String> {
+    let n_active = active.len();
+    if replication_factor == 0 {
+        return Err("replication factor 0 is invalid: use at least 1".into());
+    }
+    if usize::from(replication_factor) <= n_active {
+        return Ok(());
+    }
+    if n_active == 0 {
+        return Err(format!(
+            "replication factor {replication_factor} needs as many brokers, but none is \
+             available (registered, unfenced and not shutting down); start brokers or wait \
+             until they have registered and caught up"
+        ));
+    }
+    let ids: Vec<String> = active.iter().map(|id| id.to_string()).collect();
+    let brokers = if n_active == 1 { "broker" } else { "brokers" };
+    Err(format!(
+        "replication factor {replication_factor} is larger than the {n_active} available \
+         {brokers} ({}); add brokers or use a smaller --replication-factor",
+        ids.join(", ")
+    ))
+}
+
+/// The replicas of each of `n_partitions` partitions of the topic created at log `index`,
+/// preferred leader first. Partition `p` starts at broker `(index + p) % n` of `active` and
+/// takes the next `replication_factor` brokers in id order, so leaders go round-robin over
+/// the brokers, a partition's replicas are distinct, and topics created one after the other
+/// start on different brokers.
+///
+/// `active` must be sorted and hold at least `replication_factor` >= 1 brokers
+/// ([`check_replication_factor`]).
+pub(super) fn assign_replicas(
+    active: &[BrokerId],
+    index: u64,
+    n_partitions: u32,
+    replication_factor: u16,
+) -> Vec<Vec<BrokerId>> {
+    let n_active = active.len();
+    let replication_factor = usize::from(replication_factor);
+    assert!(
+        (1..=n_active).contains(&replication_factor),
+        "replication factor {replication_factor} over {n_active} brokers"
+    );
+    // u64 arithmetic first, so the start does not depend on the platform's usize.
+    let start = (index % n_active as u64) as usize;
+    (0..n_partitions as usize)
+        .map(|p| {
+            (0..replication_factor)
+                .map(|j| active[(start + p + j) % n_active])
+                .collect()
+        })
+        .collect()
+}
+
+/// The new leader: the first of `replicas` (preferred first) that is in `isr` and
+/// `eligible`, or [`BrokerId::NONE`] when there is none (the partition goes offline).
+pub(super) fn elect_leader(
+    replicas: &[BrokerId],
+    isr: &[BrokerId],
+    eligible: impl Fn(BrokerId) -> bool,
+) -> BrokerId {
+    replicas
+        .iter()
+        .copied()
+        .find(|id| isr.contains(id) && eligible(*id))
+        .unwrap_or(BrokerId::NONE)
+}
