@@ -5,7 +5,7 @@
 //! `config` builds the effective configuration from defaults, file, environment and flags.
 //!
 //! Architecture invariant: handlers know the wire, the service layer does not; sockets are
-//! opened only by `server` and `connection`.
+//! opened only by `server` and `connection`, and by `cluster::peer` to reach other brokers.
 
 pub mod broker;
 pub mod cluster;

@@ -6,6 +6,12 @@
 //! - [`image`]: the metadata image and the commands of the metadata log, applied
 //!   deterministically on every node (pure: no I/O, no clock).
 //! - [`raft`]: openraft's type configuration for sluice.
+//! - [`peer`]: a sequential request/response connection to another broker over the native
+//!   protocol (Raft messages now; replica fetch, heartbeats and forwarding later).
 
 pub mod image;
+pub mod peer;
 pub mod raft;
+
+#[cfg(test)]
+pub(crate) mod testing;
