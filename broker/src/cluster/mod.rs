@@ -8,8 +8,11 @@
 //! - [`raft`]: openraft's type configuration for sluice.
 //! - [`peer`]: a sequential request/response connection to another broker over the native
 //!   protocol (Raft messages now; replica fetch, heartbeats and forwarding later).
+//! - [`network`]: openraft's network over [`peer`] connections, and the serving side of
+//!   the Raft apis for the request handlers.
 
 pub mod image;
+pub mod network;
 pub mod peer;
 pub mod raft;
 
