@@ -8,7 +8,7 @@
 //! file, environment and flags.
 //!
 //! Architecture invariant: handlers know the wire, the service layer does not; sockets are
-//! opened only by `server`, `connection` and `cluster::peer`.
+//! opened only by `server` and `connection`, and by `cluster::peer` to reach other brokers.
 
 pub mod broker;
 pub mod cluster;

@@ -92,11 +92,7 @@ async fn fetch_from(broker: Arc<Broker>, leader: BrokerId) {
         if connection.as_ref().is_none_or(|(a, _)| *a != address) {
             connection = Some((
                 address.clone(),
-                PeerConnection::new(
-                    address.clone(),
-                    format!("sluice-replica-{}", broker.config.node_id),
-                    broker.config.max_frame_bytes,
-                ),
+                PeerConnection::new(address.clone(), crate::cluster::peer_config(&broker.config)),
             ));
         }
         let (_, peer) = connection.as_mut().expect("set above");

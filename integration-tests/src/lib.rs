@@ -15,12 +15,17 @@ use std::time::{Duration, Instant};
 /// How long a broker may take to start answering.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The directory holding the workspace's binaries: the test executable lives in
-/// `target/<profile>/deps/`, the binaries in `target/<profile>/`.
+/// The directory holding the workspace's binaries: a test executable lives in
+/// `target/<profile>/deps/`, the binaries (and this crate's own, like `failover-bench`)
+/// in `target/<profile>/`.
 fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let deps = exe.parent().expect("deps dir");
-    deps.parent().expect("profile dir").to_path_buf()
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable dir");
+    if dir.ends_with("deps") {
+        dir.parent().expect("profile dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// The path of a workspace binary (`sluice-broker`, `sluice`), built if missing.

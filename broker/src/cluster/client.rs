@@ -105,11 +105,7 @@ impl ControllerClient {
         if connection.as_ref().is_none_or(|(a, _)| a != address) {
             *connection = Some((
                 address.to_string(),
-                PeerConnection::new(
-                    address.to_string(),
-                    format!("sluice-broker-{}", self.config.node_id),
-                    self.config.max_frame_bytes,
-                ),
+                PeerConnection::new(address, super::peer_config(&self.config)),
             ));
         }
         let (_, peer) = connection.as_mut().expect("set above");

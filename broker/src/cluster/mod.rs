@@ -22,6 +22,8 @@ pub mod network;
 pub mod peer;
 pub mod raft;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -38,6 +40,14 @@ use self::image::MetadataImage;
 use self::raft::{Applied, NodeId, Raft};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+
+/// How long a broker-to-broker connection may take to establish.
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The settings of this node's connections to other brokers.
+pub fn peer_config(config: &BrokerConfig) -> peer::PeerConfig {
+    peer::PeerConfig::new(config.node_id, PEER_CONNECT_TIMEOUT, config.max_frame_bytes)
+}
 
 /// This node's part in the cluster.
 pub struct Cluster {
@@ -78,7 +88,7 @@ impl Cluster {
         .validate()
         .map_err(|e| BrokerError::Config(format!("raft configuration: {e}")))?;
         let node_id = config.node_id.0 as NodeId;
-        let network = network::Network::new(config.node_id, config.max_frame_bytes);
+        let network = network::Network::new(node_id, PEER_CONNECT_TIMEOUT, config.max_frame_bytes);
         let raft: Raft = {
             let _ = (node_id, raft_config, network, log_store, state_machine);
             todo!()

@@ -1,0 +1,381 @@
+//! A connection from this broker to another one, over the native protocol and the peer's
+//! one listener: the transport of the controller's Raft messages, and later of replica
+//! fetches, heartbeats, registrations and requests forwarded to the active controller.
+//!
+//! Why sequential (one request in flight) and not pipelined like the client crate's
+//! connection: every broker-to-broker conversation is a loop that waits for each answer
+//! before it sends the next request (a Raft replication stream, a follower's fetch loop, a
+//! heartbeat), so a pipeline would only add a writer task, a pending map and their failure
+//! modes. Whoever needs parallelism opens one `PeerConnection` per stream.
+//!
+//! Cancellation: the socket is taken out of the connection while a call uses it and put
+//! back only when the call ends with the stream in a known state. If the caller drops the
+//! future mid-call (openraft cancels RPCs that outlive their time to live), the half-used
+//! socket is dropped with it and the next call dials again, so a late answer to an
+//! abandoned request is never read as the answer to the next one.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use sluice_protocol::frame::FRAME_HEADER_LEN;
+use sluice_protocol::messages::peek_correlation_id;
+use sluice_protocol::{ApiKey, ErrorCode, FrameCodec, Request, RequestHeader, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::codec::Decoder;
+
+/// Initial capacity of a connection's read buffer; a larger frame grows it as it arrives.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// How this broker reaches its peers; one value serves every peer connection.
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    /// Names this broker in the peer's logs: `sluice-broker-<node id>`.
+    pub client_id: String,
+    /// Longest wait for the TCP connection to be established (a call's own timeout may cut
+    /// it shorter).
+    pub connect_timeout: Duration,
+    /// Largest request payload sent and largest response payload accepted: the cluster's
+    /// `max_frame_bytes`, which every broker applies to what it receives.
+    pub max_frame_bytes: u32,
+}
+
+impl PeerConfig {
+    /// The settings of broker `node_id`, whose client id is `sluice-broker-<node_id>`.
+    pub fn new(
+        node_id: impl fmt::Display,
+        connect_timeout: Duration,
+        max_frame_bytes: u32,
+    ) -> PeerConfig {
+        PeerConfig {
+            client_id: format!("sluice-broker-{node_id}"),
+            connect_timeout,
+            max_frame_bytes,
+        }
+    }
+}
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// No TCP connection could be established: the peer is down, unreachable, or the
+    /// address is wrong.
+    #[error("cannot connect to broker {addr}: {reason}")]
+    Connect {
+        /// The peer's `HOST:PORT`.
+        addr: String,
+        /// What went wrong, for a human.
+        reason: String,
+    },
+    /// The connection failed while the request was being sent or its answer read (reset,
+    /// closed by the peer).
+    #[error("connection to broker {addr} failed during {api}: {reason}")]
+    Io {
+        /// The peer's `HOST:PORT`.
+        addr: String,
+        /// The api of the request.
+        api: &'static str,
+        /// What went wrong, for a human.
+        reason: String,
+    },
+    /// No answer arrived in time; the request may or may not have been served.
+    #[error("no answer to {api} from broker {addr} within {} ms", timeout.as_millis())]
+    Timeout {
+        /// The peer's `HOST:PORT`.
+        addr: String,
+        /// The api of the request.
+        api: &'static str,
+        /// The call's timeout.
+        timeout: Duration,
+    },
+    /// The peer's answer could not be decoded or does not answer the request (wrong
+    /// correlation id, a frame over the maximum): the two brokers disagree on the protocol.
+    #[error("broker {addr} sent an unusable answer to {api}: {reason}; check that all brokers run the same version")]
+    Protocol {
+        /// The peer's `HOST:PORT`.
+        addr: String,
+        /// The api of the request.
+        api: &'static str,
+        /// What was wrong with the answer.
+        reason: String,
+    },
+    /// The peer answered with a top-level error: it could not serve the request at all.
+    #[error("{}: {message}", code.name())]
+    Api {
+        /// The peer's error code.
+        code: ErrorCode,
+        /// The peer's explanation (or the code's own message when it sent none).
+        message: String,
+    },
+    /// The request's payload is larger than `max_frame_bytes`; nothing was sent.
+    #[error("a {api} request of {bytes} bytes exceeds the maximum frame of {max} bytes")]
+    RequestTooLarge {
+        /// The api of the request.
+        api: &'static str,
+        /// The payload's size.
+        bytes: u64,
+        /// `max_frame_bytes`.
+        max: u32,
+    },
+    /// The request could not be encoded (a field too long for its length prefix); nothing
+    /// was sent.
+    #[error("cannot encode a {api} request: {source}")]
+    Encode {
+        /// The api of the request.
+        api: &'static str,
+        /// The codec's refusal.
+        source: sluice_protocol::Error,
+    },
+}
+
+impl PeerError {
+    /// Whether the same call may succeed if retried after a short wait: the peer was
+    /// unreachable or slow, or answered with a retriable code. A protocol disagreement or a
+    /// request that cannot be sent will fail the same way again.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            PeerError::Connect { .. } | PeerError::Io { .. } | PeerError::Timeout { .. } => true,
+            PeerError::Api { code, .. } => code.is_retriable(),
+            PeerError::Protocol { .. }
+            | PeerError::RequestTooLarge { .. }
+            | PeerError::Encode { .. } => false,
+        }
+    }
+}
+
+/// An open socket and the bytes read from it that no answer has used yet.
+struct Open {
+    socket: TcpStream,
+    read_buffer: BytesMut,
+}
+
+/// A sequential request/response client to one peer broker. It dials lazily, on the first
+/// call and after any failure that left the stream in an unknown state.
+pub struct PeerConnection {
+    addr: String,
+    config: PeerConfig,
+    /// `None` while disconnected and while a call holds the socket (see the module doc).
+    open: Option<Open>,
+    /// The correlation id of the next request; wraps around, which is harmless because
+    /// only one request is ever in flight.
+    next_correlation_id: u32,
+}
+
+impl PeerConnection {
+    /// A connection to the peer at `addr` (`HOST:PORT`); nothing is dialled until the first
+    /// call.
+    pub fn new(addr: impl Into<String>, config: PeerConfig) -> PeerConnection {
+        PeerConnection {
+            addr: addr.into(),
+            config,
+            open: None,
+            next_correlation_id: 1,
+        }
+    }
+
+    /// The peer's address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Whether a socket is open (the next call will not dial).
+    pub fn is_connected(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// Sends `request` and returns the peer's answer. The whole call, dialling included,
+    /// ends within `timeout`. A top-level error in the answer is [`PeerError::Api`] (the
+    /// connection stays usable); any other failure closes the socket, so the next call
+    /// dials again.
+    pub async fn call(
+        &mut self,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response, PeerError> {
+        let deadline = Instant::now() + timeout;
+        let api_key = request.api_key();
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+        let frame = self.encode(&request, correlation_id)?;
+        let mut open = match self.open.take() {
+            Some(open) => open,
+            None => self.connect(deadline).await?,
+        };
+        let mut codec = FrameCodec::new(self.config.max_frame_bytes);
+        let payload = match tokio::time::timeout_at(
+            deadline,
+            exchange(&mut open, &frame, &mut codec),
+        )
+        .await
+        {
+            Ok(Ok(payload)) => payload,
+            Ok(Err(failure)) => return Err(self.exchange_error(api_key, failure)),
+            Err(_) => {
+                return Err(PeerError::Timeout {
+                    addr: self.addr.clone(),
+                    api: api_key.name(),
+                    timeout,
+                })
+            }
+        };
+        let answer = self.decode(api_key, correlation_id, payload);
+        // A top-level error leaves the stream in step; an unusable answer, or bytes after
+        // the one answer owed, mean it cannot be trusted any more.
+        let in_step = !matches!(answer, Err(PeerError::Protocol { .. }));
+        if in_step && open.read_buffer.is_empty() {
+            self.open = Some(open);
+        } else if in_step {
+            tracing::debug!(addr = %self.addr, "peer sent bytes nobody asked for; reconnecting");
+        }
+        answer
+    }
+
+    /// Encodes the whole frame, length prefix included.
+    fn encode(&self, request: &Request, correlation_id: u32) -> Result<Bytes, PeerError> {
+        let api_key = request.api_key();
+        let header = RequestHeader::new(api_key, correlation_id, self.config.client_id.clone());
+        let mut frame = BytesMut::new();
+        frame.put_u32(0);
+        request
+            .encode(&header, &mut frame)
+            .map_err(|source| PeerError::Encode {
+                api: api_key.name(),
+                source,
+            })?;
+        let payload_len = (frame.len() - FRAME_HEADER_LEN) as u64;
+        if payload_len > u64::from(self.config.max_frame_bytes) {
+            return Err(PeerError::RequestTooLarge {
+                api: api_key.name(),
+                bytes: payload_len,
+                max: self.config.max_frame_bytes,
+            });
+        }
+        // Fits: at most max_frame_bytes, a u32.
+        frame[..FRAME_HEADER_LEN].copy_from_slice(&(payload_len as u32).to_be_bytes());
+        Ok(frame.freeze())
+    }
+
+    /// Dials the peer within the connect timeout and what is left of the call's.
+    async fn connect(&self, deadline: Instant) -> Result<Open, PeerError> {
+        let limit = self
+            .config
+            .connect_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        let fail = |reason| PeerError::Connect {
+            addr: self.addr.clone(),
+            reason,
+        };
+        let socket = match tokio::time::timeout(limit, TcpStream::connect(&self.addr)).await {
+            Ok(Ok(socket)) => socket,
+            Ok(Err(e)) => return Err(fail(io_reason(&e))),
+            Err(_) => return Err(fail(format!("no answer within {} ms", limit.as_millis()))),
+        };
+        // Requests between brokers are small and each waits for its answer: latency
+        // matters more than packet count.
+        let _ = socket.set_nodelay(true);
+        Ok(Open {
+            socket,
+            read_buffer: BytesMut::with_capacity(READ_BUFFER_BYTES),
+        })
+    }
+
+    /// Checks that `payload` answers the request and decodes it.
+    fn decode(
+        &self,
+        api_key: ApiKey,
+        correlation_id: u32,
+        payload: Bytes,
+    ) -> Result<Response, PeerError> {
+        let protocol = |reason: String| PeerError::Protocol {
+            addr: self.addr.clone(),
+            api: api_key.name(),
+            reason,
+        };
+        let answered = peek_correlation_id(&payload).map_err(|e| protocol(e.to_string()))?;
+        if answered != correlation_id {
+            return Err(protocol(format!(
+                "the answer carries correlation id {answered}, the request {correlation_id}"
+            )));
+        }
+        let (header, body) = Response::decode(api_key, api_key.max_version(), payload)
+            .map_err(|e| protocol(e.to_string()))?;
+        body.ok_or_else(|| PeerError::Api {
+            code: header.error_code,
+            message: header
+                .error_message
+                .unwrap_or_else(|| header.error_code.message().to_owned()),
+        })
+    }
+
+    fn exchange_error(&self, api_key: ApiKey, failure: ExchangeFailure) -> PeerError {
+        let addr = self.addr.clone();
+        let api = api_key.name();
+        match failure {
+            ExchangeFailure::Io(reason) => PeerError::Io { addr, api, reason },
+            ExchangeFailure::Protocol(reason) => PeerError::Protocol { addr, api, reason },
+        }
+    }
+}
+
+impl fmt::Debug for PeerConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerConnection")
+            .field("addr", &self.addr)
+            .field("connected", &self.open.is_some())
+            .finish()
+    }
+}
+
+/// Why one request/answer exchange failed.
+enum ExchangeFailure {
+    /// The socket failed or closed.
+    Io(String),
+    /// The peer sent a frame the codec refused.
+    Protocol(String),
+}
+
+/// Writes one request frame and reads exactly one answer frame.
+async fn exchange(
+    open: &mut Open,
+    frame: &[u8],
+    codec: &mut FrameCodec,
+) -> Result<Bytes, ExchangeFailure> {
+    let io = |e: std::io::Error| ExchangeFailure::Io(io_reason(&e));
+    open.socket.write_all(frame).await.map_err(io)?;
+    loop {
+        match codec.decode(&mut open.read_buffer) {
+            Ok(Some(payload)) => return Ok(payload),
+            Ok(None) => {}
+            Err(e) => return Err(ExchangeFailure::Protocol(e.to_string())),
+        }
+        let read = open
+            .socket
+            .read_buf(&mut open.read_buffer)
+            .await
+            .map_err(io)?;
+        if read == 0 {
+            return Err(ExchangeFailure::Io(if open.read_buffer.is_empty() {
+                "the peer closed the connection".to_owned()
+            } else {
+                format!(
+                    "the peer closed the connection in the middle of a frame ({} bytes received)",
+                    open.read_buffer.len()
+                )
+            }));
+        }
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+        std::io::ErrorKind::ConnectionReset => "connection reset by the peer".to_owned(),
+        std::io::ErrorKind::InvalidInput => format!("not a HOST:PORT address ({e})"),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
