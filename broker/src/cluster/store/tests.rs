@@ -474,3 +474,87 @@ fn scanning_a_clean_log_finds_every_record() {
         .collect();
     assert_eq!(found, expected);
 }
+
+/// Set in the child process of [`sigkill_loses_no_acknowledged_entry`]: the directory it
+/// appends to until killed.
+const SIGKILL_CHILD_DIR: &str = "SLUICE_STORE_SIGKILL_CHILD_DIR";
+/// Acknowledged appends the parent waits for before it kills the child.
+const SIGKILL_AFTER_ACKS: u64 = 300;
+
+/// A child process (this test binary again) appends batches and prints each acknowledged
+/// last index; the parent kills it with SIGKILL at whatever point it has reached and
+/// reopens the log: every acknowledged entry is there, the log has no hole, and it takes
+/// appends again. Any kill point must pass, so the timing does not make it flaky.
+#[test]
+fn sigkill_loses_no_acknowledged_entry() {
+    if let Some(dir) = std::env::var_os(SIGKILL_CHILD_DIR) {
+        return append_until_killed(Path::new(&dir));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "cluster::store::tests::sigkill_loses_no_acknowledged_entry",
+            "--nocapture",
+        ])
+        .env(SIGKILL_CHILD_DIR, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the child test process");
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines = std::io::BufRead::lines(stdout);
+    let mut acked = 0;
+    while acked < SIGKILL_AFTER_ACKS {
+        let line = lines
+            .next()
+            .expect("the child acknowledges appends until killed");
+        acked = parse_ack(&line.unwrap()).unwrap_or(acked);
+    }
+    child.kill().expect("SIGKILL the child");
+    child.wait().unwrap();
+    // Acknowledgements printed before the kill are still in the pipe.
+    for line in lines.map_while(Result::ok) {
+        acked = parse_ack(&line).unwrap_or(acked);
+    }
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut node = open_node(dir.path());
+        let found = indexes(&all_entries(&mut node.log).await);
+        let last = *found.last().unwrap();
+        assert!(
+            last >= acked,
+            "acknowledged up to {acked}, found up to {last}"
+        );
+        assert_eq!(found, (1..=last).collect::<Vec<_>>());
+        node.log
+            .blocking_append([blank(2, last + 1)])
+            .await
+            .unwrap();
+    });
+}
+
+/// The index in a line `acked N` of the child; `None` for the test harness's own lines.
+fn parse_ack(line: &str) -> Option<u64> {
+    line.strip_prefix("acked ")?.parse().ok()
+}
+
+/// The child of [`sigkill_loses_no_acknowledged_entry`]: appends batches of three entries
+/// (records written together, as openraft batches them) until killed.
+fn append_until_killed(dir: &Path) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut node = open_node(dir);
+        for batch in 0..100_000 {
+            let first = batch * 3 + 1;
+            let entries = vec![
+                command(1, first),
+                blank(1, first + 1),
+                membership(1, first + 2, &[1, 2]),
+            ];
+            node.log.blocking_append(entries).await.unwrap();
+            println!("acked {}", first + 2);
+        }
+    });
+    panic!("the parent did not kill this child");
+}
