@@ -154,6 +154,14 @@ impl Controller {
         &self,
         request: BrokerRegistrationRequest,
     ) -> Result<BrokerRegistrationResponse, ApiError> {
+        if self.image().cluster_id.is_empty() {
+            // The first registration of a new cluster: choose its id first, so no broker
+            // ever joins a cluster without one.
+            self.propose(MetadataCommand::Bootstrap {
+                cluster_id: random_id(),
+            })
+            .await?;
+        }
         let image = self.image();
         if !request.cluster_id.is_empty()
             && !image.cluster_id.is_empty()

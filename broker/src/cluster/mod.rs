@@ -78,9 +78,12 @@ impl Cluster {
         };
         let raft_config = openraft::Config {
             cluster_name: "sluice".into(),
-            heartbeat_interval: 150,
-            election_timeout_min: 750,
-            election_timeout_max: 1500,
+            // Elections well inside the 3 s broker session, and far enough above an fsync
+            // stall on a loaded disk that they do not happen spuriously.
+            heartbeat_interval: 100,
+            election_timeout_min: 1000,
+            election_timeout_max: 2000,
+            install_snapshot_timeout: 2000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
             max_in_snapshot_log_to_keep: 100,
             ..Default::default()
@@ -89,10 +92,15 @@ impl Cluster {
         .map_err(|e| BrokerError::Config(format!("raft configuration: {e}")))?;
         let node_id = config.node_id.0 as NodeId;
         let network = network::Network::new(node_id, PEER_CONNECT_TIMEOUT, config.max_frame_bytes);
-        let raft: Raft = {
-            let _ = (node_id, raft_config, network, log_store, state_machine);
-            todo!()
-        }; // TEMPSTUB
+        let raft = Raft::new(
+            node_id,
+            Arc::new(raft_config),
+            network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| BrokerError::DataDir(format!("starting the metadata log: {e}")))?;
         if config.is_voter() {
             let initialized = raft
                 .is_initialized()
