@@ -31,6 +31,8 @@ use crate::handlers::{self, Outcome};
 /// A response payload owed to the client, or nothing (acks=0).
 type Answer = oneshot::Receiver<Option<BytesMut>>;
 
+/// How long a refused frame's request header is waited for.
+const REFUSED_HEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long a refused connection is drained before it closes.
 const REFUSED_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most bytes drained from a refused connection.
@@ -92,6 +94,18 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    // The frame is refused from its length alone; the request header
+                    // that follows may not have arrived yet. Wait for it briefly, so the
+                    // refusal carries its correlation id and the client can read it.
+                    let _ = tokio::time::timeout(REFUSED_HEADER_WAIT, async {
+                        while buffer.len() < FRAME_HEADER_LEN + 8 {
+                            match reader.read_buf(&mut buffer).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(_) => {}
+                            }
+                        }
+                    })
+                    .await;
                     refuse_frame(&broker, &buffer, &e, &answers_tx, peer).await;
                     refused = true;
                     break 'read;

@@ -308,16 +308,16 @@ fn an_isr_below_min_insync_refuses_acks_all_until_the_replica_returns() {
     .expect("create topic");
     cluster.wait_isr("strict", 3);
     let produce = |acks: Acks, value: &str| {
-        let producer = Producer::new(
-            client.clone(),
-            ProducerConfig {
-                acks,
-                delivery_timeout: Duration::from_secs(3),
-                ..ProducerConfig::default()
-            },
-        );
         let record = ProducerRecord::new("strict", Bytes::from(value.to_string()));
         rt.block_on(async {
+            let producer = Producer::new(
+                client.clone(),
+                ProducerConfig {
+                    acks,
+                    delivery_timeout: Duration::from_secs(3),
+                    ..ProducerConfig::default()
+                },
+            );
             let delivery = producer.send(record).await?;
             producer.flush().await;
             delivery.await
@@ -378,7 +378,7 @@ fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
         .map(|id| cluster.brokers[(id - 1) as usize].bootstrap())
         .collect();
     let others = others.join(",");
-    wait_until("a new leader", Duration::from_secs(30), || {
+    wait_until("a new leader", Duration::from_secs(120), || {
         let out = sluice_integration_tests::cli(
             &others,
             &["topic", "describe", "paused", "--format", "json"],
