@@ -13,6 +13,7 @@
 
 mod accumulator;
 mod admin;
+mod backoff;
 mod client;
 mod connection;
 mod consumer;

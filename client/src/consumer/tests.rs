@@ -119,7 +119,7 @@ async fn an_offset_inside_a_batch_skips_the_records_before_it() {
     let broker = FakeBroker::start(&[("t", 1)]).await;
     let client = client(&broker).await;
     produce(&client, "t", 0, &["0", "1", "2", "3", "4", "5"]).await;
-    assert_eq!(broker.state().topics["t"][0].len(), 1, "one batch");
+    assert_eq!(broker.state().batches("t", 0).len(), 1, "one batch");
     let mut consumer = consumer(&client);
     consumer
         .assign(vec![("t".into(), PartitionId(0), OffsetSpec::Offset(4))])
