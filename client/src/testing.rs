@@ -90,6 +90,9 @@ pub(crate) struct FakeState {
     pub drop_connection_on_produce: usize,
     /// The `timeout_ms` of every Produce request read.
     pub produce_timeouts_ms: Vec<i32>,
+    /// Requests to carry out and then, instead of answering, close the connection (an
+    /// answer lost with its broker): the first of its api is taken off for each.
+    pub lose_answers: Vec<ApiKey>,
 }
 
 impl FakeState {
@@ -208,6 +211,7 @@ impl FakeCluster {
             epochs_seen: Vec::new(),
             drop_connection_on_produce: 0,
             produce_timeouts_ms: Vec::new(),
+            lose_answers: Vec::new(),
         }));
         let mut brokers = BTreeMap::new();
         for id in 1..=n_brokers {
@@ -398,7 +402,15 @@ async fn serve(
                 tokio::time::sleep(Duration::from_millis(f.max_wait_ms.clamp(0, 50) as u64)).await;
             }
         }
+        let api = request.api_key();
         let response = handle(&state, request, me);
+        {
+            let mut state = state.lock().unwrap();
+            if let Some(i) = state.lose_answers.iter().position(|&a| a == api) {
+                state.lose_answers.remove(i);
+                return;
+            }
+        }
         let Some(response) = response else { continue };
         let mut payload = BytesMut::new();
         response
@@ -450,7 +462,11 @@ fn handle(state: &Mutex<FakeState>, request: Request, me: BrokerId) -> Option<Re
                 .into_iter()
                 .map(|t| {
                     let n = usize::try_from(t.num_partitions).unwrap_or(1);
-                    let code = state.create_topic(&t.name, n, t.replication_factor);
+                    let code = if me != state.controller {
+                        ErrorCode::NotController
+                    } else {
+                        state.create_topic(&t.name, n, t.replication_factor)
+                    };
                     CreatableTopicResult {
                         name: t.name,
                         error_code: code,
