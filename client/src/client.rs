@@ -532,17 +532,26 @@ impl Client {
         let mut waiting = self.candidates().into_iter();
         let mut asking = JoinSet::new();
         let mut failures: Vec<(String, Error)> = Vec::new();
-        loop {
-            if asking.is_empty() {
-                match waiting.next() {
-                    Some(c) => drop(asking.spawn(ask(self.clone(), c, request.clone()))),
-                    None => return Err(hedged_failure(failures)),
-                }
+        // Starts the next candidate, if any; returns when to start another one.
+        let mut ask_next = |asking: &mut JoinSet<_>| {
+            if let Some(c) = waiting.next() {
+                asking.spawn(ask(self.clone(), c, request.clone()));
             }
-            let more = waiting.len() > 0;
+            (waiting.len() > 0).then(|| Instant::now() + hedge_after)
+        };
+        let mut hedge_at = ask_next(&mut asking);
+        loop {
+            let hedge = async {
+                match hedge_at {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 joined = asking.join_next() => {
-                    let Some(joined) = joined else { continue };
+                    let Some(joined) = joined else {
+                        return Err(hedged_failure(failures));
+                    };
                     let (address, result) = match joined {
                         Ok(outcome) => outcome,
                         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -561,15 +570,14 @@ impl Client {
                             tracing::debug!(%address, error = %e, "broker did not answer; asking the next");
                             self.note_failure(&address);
                             failures.push((address, e));
+                            hedge_at = ask_next(&mut asking);
                         }
                         Err(e) => return Err(e),
                     }
                 }
-                _ = tokio::time::sleep(hedge_after), if more => {
-                    if let Some(c) = waiting.next() {
-                        tracing::debug!(address = %c.address, "no answer yet; asking another broker too");
-                        asking.spawn(ask(self.clone(), c, request.clone()));
-                    }
+                _ = hedge => {
+                    tracing::debug!("no answer yet; asking another broker too");
+                    hedge_at = ask_next(&mut asking);
                 }
             }
         }

@@ -105,7 +105,8 @@ pub struct ProducerConfig {
     /// Bytes of records buffered and in flight before `send` waits. Default 32 MiB.
     pub buffer_bytes_max: usize,
     /// How long `send` waits for a topic missing from the metadata to appear (a topic
-    /// just created may take a moment to reach every broker). Default 2 s.
+    /// just created may take a moment to reach every broker), or, the first time a topic
+    /// is used, for some broker to answer for its metadata. Default 2 s.
     pub unknown_topic_wait: Duration,
 }
 
@@ -422,7 +423,7 @@ impl Producer {
     }
 
     /// The topic's metadata, waiting up to `unknown_topic_wait` for a topic that is not
-    /// there yet.
+    /// there yet, or for a broker to answer when none does (the cluster mid-failover).
     async fn topic_metadata(&self, topic: &str) -> Result<Arc<crate::TopicMetadata>> {
         let shared = &self.handle.shared;
         if let Some(t) = shared.client.cached_topic(topic) {
@@ -431,7 +432,11 @@ impl Producer {
         let deadline = Instant::now() + shared.config.unknown_topic_wait;
         loop {
             match shared.client.refresh_topic(topic).await {
-                Err(Error::UnknownTopic { .. }) if Instant::now() < deadline => {
+                Err(e)
+                    if Instant::now() < deadline
+                        && (e.is_retriable() || matches!(e, Error::UnknownTopic { .. })) =>
+                {
+                    tracing::debug!(topic, error = %e, "no metadata for the topic yet");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 other => return other,
