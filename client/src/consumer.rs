@@ -106,6 +106,12 @@ pub struct ConsumerConfig {
     /// before `poll` fails with [`Error::UnknownTopic`] (or [`Error::UnknownPartition`]):
     /// a broker that restarted may not have caught up with the metadata yet. Default 10 s.
     pub unknown_topic_wait: Duration,
+    /// How long a position that a leader has confirmed (it was at or below a high
+    /// watermark) may be answered OFFSET_OUT_OF_RANGE before `auto_offset_reset` applies.
+    /// A new leader whose high watermark has not caught up answers so for a moment; the
+    /// consumer waits rather than rewind or skip. Past this wait the log really lost the
+    /// position (an unclean election, or the topic deleted and created again). Default 30 s.
+    pub leader_catch_up_wait: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -120,6 +126,7 @@ impl Default for ConsumerConfig {
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
             unknown_topic_wait: Duration::from_secs(10),
+            leader_catch_up_wait: Duration::from_secs(30),
         }
     }
 }
@@ -174,6 +181,8 @@ struct PartitionState {
     /// leader, not caught up yet, answers OFFSET_OUT_OF_RANGE for it: that is waited out,
     /// never "reset" into a rewind or a skip.
     confirmed_end: i64,
+    /// Since when fetches at a confirmed position have been answered OFFSET_OUT_OF_RANGE.
+    lagging_since: Option<Instant>,
 }
 
 impl PartitionState {
@@ -185,6 +194,7 @@ impl PartitionState {
             retry_at: None,
             failures: 0,
             confirmed_end,
+            lagging_since: None,
         }
     }
 
@@ -196,6 +206,7 @@ impl PartitionState {
     fn succeeded(&mut self) {
         self.failures = 0;
         self.retry_at = None;
+        self.lagging_since = None;
     }
 }
 
@@ -578,16 +589,21 @@ impl Consumer {
     /// past anything a leader has confirmed, the position is really out of range:
     /// `auto_offset_reset` applies. At or below a confirmed end, the answering leader has
     /// not caught up yet (a new leader whose high watermark lags): wait and fetch again,
-    /// rather than rewind or skip.
+    /// rather than rewind or skip; only if that lasts `leader_catch_up_wait` has the log
+    /// really lost the position, and `auto_offset_reset` applies after all.
     fn out_of_range(
         &mut self,
         tp: TopicPartition,
         fetched_from: i64,
         p: &FetchPartitionResponse,
     ) -> Result<()> {
-        let confirmed_end = self.partitions.get(&tp).map_or(-1, |s| s.confirmed_end);
+        let Some(state) = self.partitions.get_mut(&tp) else {
+            return Ok(());
+        };
         let below_start = p.log_start_offset.0 >= 0 && fetched_from < p.log_start_offset.0;
-        if !below_start && fetched_from <= confirmed_end {
+        let lagging_since = *state.lagging_since.get_or_insert_with(Instant::now);
+        let waited_enough = lagging_since.elapsed() >= self.config.leader_catch_up_wait;
+        if !below_start && fetched_from <= state.confirmed_end && !waited_enough {
             let e = Error::broker(
                 format!(
                     "fetching from {tp} at {fetched_from}, which a leader has confirmed (the leader's high watermark is {} and has not caught up)",
@@ -600,6 +616,14 @@ impl Consumer {
             // The leader may have changed again, too.
             self.stale_topics.insert(tp.topic.clone());
             return Ok(());
+        }
+        if !below_start && fetched_from <= state.confirmed_end {
+            tracing::warn!(
+                %tp,
+                offset = fetched_from,
+                "a confirmed position is still out of range after leader_catch_up_wait: the \
+                 log lost it (an unclean election, or the topic was created again)"
+            );
         }
         let spec = match self.config.auto_offset_reset {
             OffsetReset::None => {
@@ -615,9 +639,7 @@ impl Consumer {
             OffsetReset::Latest => OffsetSpec::Latest,
         };
         tracing::info!(%tp, offset = fetched_from, ?spec, "position out of range; resetting");
-        if let Some(state) = self.partitions.get_mut(&tp) {
-            state.reset = Some(spec);
-        }
+        state.reset = Some(spec);
         Ok(())
     }
 
@@ -793,6 +815,7 @@ impl Consumer {
             state.position = position;
             state.buffered = false;
             state.reset = None;
+            state.lagging_since = None;
             if confirmed {
                 state.succeeded();
                 state.confirmed_end = state.confirmed_end.max(position);

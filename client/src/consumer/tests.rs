@@ -503,3 +503,39 @@ async fn a_topic_that_stays_missing_fails_poll_after_the_wait() {
     };
     assert_eq!(e, Error::UnknownTopic { topic: "t".into() });
 }
+
+#[tokio::test]
+async fn a_confirmed_position_the_log_really_lost_is_reset_after_the_wait() {
+    let cluster = FakeCluster::start(2, &[("t", 1, 2)]).await;
+    let client = cluster_client(&cluster).await;
+    produce(&client, "t", 0, &["a", "b", "c"]).await;
+    let mut consumer = Consumer::new(
+        client.clone(),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::None,
+            leader_catch_up_wait: Duration::from_millis(300),
+            ..consumer(&client).config
+        },
+    );
+    consumer
+        .assign(vec![("t".into(), PartitionId(0), OffsetSpec::Earliest)])
+        .await
+        .unwrap();
+    poll_exactly(&mut consumer, 3).await;
+    // An unclean election: the new leader never gets past offset 1.
+    cluster.kill(1);
+    cluster.fail_over(1);
+    cluster.state().topics.get_mut("t").unwrap().partitions[0].hw_lag = 2;
+    let deadline = Instant::now() + BOUND;
+    let e = loop {
+        assert!(Instant::now() < deadline, "poll never failed");
+        match consumer.poll(Duration::from_millis(100)).await {
+            Ok(records) => assert!(records.is_empty()),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        e.to_string(),
+        "offset 3 is out of range for t/0 (the log holds 0 to 1); seek to a valid offset"
+    );
+}
