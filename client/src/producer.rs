@@ -26,7 +26,7 @@ use sluice_protocol::messages::{
     ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic, ACKS_ALL, ACKS_LEADER,
     ACKS_NONE,
 };
-use sluice_protocol::{BrokerId, ErrorCode, PartitionId, Request, Response};
+use sluice_protocol::{ApiKey, BrokerId, ErrorCode, PartitionId, Request, Response};
 use tokio::sync::{oneshot, watch, Notify, Semaphore};
 
 use crate::accumulator::{batch_size_for, Accumulator, AccumulatorConfig, Batch, RecordParts};
@@ -701,15 +701,11 @@ async fn produce(shared: Arc<Shared>, leader: BrokerId, batches: Vec<Batch<Deliv
                 records: batch.bytes.clone(),
             });
     }
-    // Wait no longer than the batches may still live.
-    let now = Instant::now();
-    let attempt_timeout = batches
-        .iter()
-        .map(|b| (b.created + shared.config.delivery_timeout).saturating_duration_since(now))
-        .fold(shared.config.request_timeout, Duration::min);
+    let request_timeout = shared.config.request_timeout;
+    let wait = attempt_wait(&shared.config, &batches, Instant::now());
     let request = Request::Produce(ProduceRequest {
         acks: shared.config.acks.wire(),
-        timeout_ms: broker_timeout_ms(attempt_timeout),
+        timeout_ms: broker_timeout_ms(wait),
         topics: topics
             .into_iter()
             .map(|(name, partitions)| ProduceTopic {
@@ -727,10 +723,24 @@ async fn produce(shared: Arc<Shared>, leader: BrokerId, batches: Vec<Batch<Deliv
         }
         return;
     }
-    let answer = shared
+    // The request timeout is evidence against the broker (the connection is closed); the
+    // delivery deadline coming first is not, so that cut leaves the connection alone.
+    let attempt = shared
         .client
-        .send_with_timeout(leader, request, attempt_timeout)
-        .await;
+        .send_with_timeout(leader, request, request_timeout);
+    let answer = if wait < request_timeout {
+        tokio::time::timeout(wait, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Timeout {
+                    addr: format!("broker {leader}"),
+                    api: ApiKey::Produce.name(),
+                    timeout: wait,
+                })
+            })
+    } else {
+        attempt.await
+    };
     match answer {
         Ok(Response::Produce(response)) => {
             let mut results = index_results(response);
@@ -760,6 +770,18 @@ async fn produce(shared: Arc<Shared>, leader: BrokerId, batches: Vec<Batch<Deliv
         Ok(other) => fail_all(&shared, batches, unexpected("Produce", &other)).await,
         Err(e) => fail_all(&shared, batches, e).await,
     }
+}
+
+/// How long one Produce attempt with `batches` may wait for its answer: the request
+/// timeout, cut to the earliest delivery deadline among the batches. A batch already past
+/// its deadline (it waited in the queue while nothing failed) does not cut it: it goes out
+/// once, bounded by the request timeout alone.
+fn attempt_wait(config: &ProducerConfig, batches: &[Batch<Delivery>], now: Instant) -> Duration {
+    batches
+        .iter()
+        .map(|b| (b.created + config.delivery_timeout).saturating_duration_since(now))
+        .filter(|left| !left.is_zero())
+        .fold(config.request_timeout, Duration::min)
 }
 
 async fn fail_all(shared: &Arc<Shared>, batches: Vec<Batch<Delivery>>, error: Error) {

@@ -5,7 +5,6 @@ use std::time::Duration;
 use super::*;
 use crate::testing::{FakeBroker, FakeCluster};
 use crate::ClientConfig;
-use sluice_protocol::ApiKey;
 
 async fn producer(broker: &FakeBroker, config: ProducerConfig) -> Producer {
     let client = Client::connect(broker.config()).await.unwrap();
@@ -498,4 +497,36 @@ async fn retries_back_off_exponentially() {
         Error::DeliveryTimeout { attempts, .. } => assert!(attempts <= 10, "{attempts}"),
         other => panic!("{other}"),
     }
+}
+
+#[test]
+fn an_attempt_waits_the_request_timeout_cut_to_the_earliest_delivery_deadline() {
+    let config = ProducerConfig {
+        request_timeout: Duration::from_secs(30),
+        delivery_timeout: Duration::from_secs(120),
+        ..ProducerConfig::default()
+    };
+    // Ahead of the clock, so that subtracting ages never goes before the clock's origin.
+    let now = Instant::now() + Duration::from_secs(300);
+    let batch = |age_s: u64| Batch::<Delivery> {
+        tp: TopicPartition::new("t", PartitionId(0)),
+        bytes: Bytes::new(),
+        tokens: Vec::new(),
+        created: now - Duration::from_secs(age_s),
+        attempts: 1,
+    };
+    let check = |ages: &[u64], expected_s: u64| {
+        let batches: Vec<Batch<Delivery>> = ages.iter().map(|&a| batch(a)).collect();
+        assert_eq!(
+            attempt_wait(&config, &batches, now),
+            Duration::from_secs(expected_s),
+            "{ages:?}"
+        );
+    };
+    check(&[0], 30);
+    check(&[0, 100], 20);
+    check(&[110, 100], 10);
+    // Past its deadline, a batch that is sent at all gets the whole request timeout.
+    check(&[120], 30);
+    check(&[200, 115], 5);
 }
