@@ -10,7 +10,8 @@ use sluice_protocol::messages::{
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
 
-use crate::client::{format_address, unexpected, Client};
+use crate::backoff::{Backoff, Jitter};
+use crate::client::{broker_timeout_ms, format_address, unexpected, Client};
 use crate::error::{Error, Result};
 
 /// A topic to create.
@@ -176,10 +177,18 @@ pub struct Admin {
     client: Client,
 }
 
-/// Tries of an admin request that hit NOT_CONTROLLER or another retriable error.
-const ADMIN_ATTEMPTS: u32 = 5;
-/// Wait between those tries.
-const ADMIN_BACKOFF: Duration = Duration::from_millis(300);
+/// Tries of an admin request that hit NOT_CONTROLLER, a dead broker or another retriable
+/// error: with [`ADMIN_BACKOFF`], about 6.5 s of waits, enough for a controller election.
+const ADMIN_ATTEMPTS: u32 = 10;
+/// Wait between those tries: 100 ms doubling to 1 s, jittered.
+const ADMIN_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(100),
+    max: Duration::from_secs(1),
+};
+/// Tries of each offset lookup of `describe_topic`: a description is a snapshot, so an
+/// unreachable leader is shown as such after one retry (with fresh metadata) rather than
+/// waited for.
+const DESCRIBE_LOOKUP_ATTEMPTS: u32 = 2;
 /// How long `create_topic` waits for the new topic's leaders to show in metadata.
 const CREATE_VISIBLE_WAIT: Duration = Duration::from_secs(5);
 
@@ -194,9 +203,12 @@ impl Admin {
         &self.client
     }
 
-    /// Creates a topic, then waits (up to 5 s) until every partition has a leader in the
+    /// Creates a topic (with `replication_factor` replicas per partition, placed by the
+    /// controller), then waits (up to 5 s) until every partition has a leader in the
     /// metadata, so the caller can produce to it right away. A topic that exists already is
-    /// an [`Error::Broker`] with TOPIC_ALREADY_EXISTS.
+    /// an [`Error::Broker`] with TOPIC_ALREADY_EXISTS, unless an earlier try of this same
+    /// call may have created it (its connection failed after sending): then it counts as
+    /// created.
     pub async fn create_topic(&self, topic: NewTopic) -> Result<()> {
         let name = topic.name.clone();
         let request = CreateTopicsRequest {
@@ -214,7 +226,8 @@ impl Admin {
             validate_only: false,
         };
         let context = format!("creating topic \"{name}\"");
-        self.retrying(&context, || async {
+        let (request, name_ref, context_ref) = (&request, name.as_str(), context.as_str());
+        self.retrying(context_ref, move |maybe_done| async move {
             let response = match self
                 .send_admin(Request::CreateTopics(request.clone()))
                 .await?
@@ -225,11 +238,12 @@ impl Admin {
             let result = response
                 .topics
                 .into_iter()
-                .find(|t| t.name == name)
-                .ok_or_else(|| missing_result(&name))?;
+                .find(|t| t.name == name_ref)
+                .ok_or_else(|| missing_result(name_ref))?;
             match result.error_code {
                 ErrorCode::None => Ok(()),
-                code => Err(Error::broker(context.clone(), code, result.error_message)),
+                ErrorCode::TopicAlreadyExists if maybe_done => Ok(()),
+                code => Err(Error::broker(context_ref, code, result.error_message)),
             }
         })
         .await?;
@@ -237,14 +251,16 @@ impl Admin {
         Ok(())
     }
 
-    /// Deletes a topic and its data. [`Error::UnknownTopic`] when it does not exist.
+    /// Deletes a topic and its data. [`Error::UnknownTopic`] when it does not exist (unless
+    /// an earlier try of this same call may have deleted it).
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         let request = DeleteTopicsRequest {
             topic_names: vec![name.to_owned()],
             timeout_ms: self.timeout_ms(),
         };
         let context = format!("deleting topic \"{name}\"");
-        self.retrying(&context, || async {
+        let (request, context_ref) = (&request, context.as_str());
+        self.retrying(context_ref, move |maybe_done| async move {
             let response = match self
                 .send_admin(Request::DeleteTopics(request.clone()))
                 .await?
@@ -259,10 +275,11 @@ impl Admin {
                 .ok_or_else(|| missing_result(name))?;
             match result.error_code {
                 ErrorCode::None => Ok(()),
+                ErrorCode::UnknownTopicOrPartition if maybe_done => Ok(()),
                 ErrorCode::UnknownTopicOrPartition => Err(Error::UnknownTopic {
                     topic: name.to_owned(),
                 }),
-                code => Err(Error::broker(context.clone(), code, result.error_message)),
+                code => Err(Error::broker(context_ref, code, result.error_message)),
             }
         })
         .await
@@ -282,8 +299,10 @@ impl Admin {
             .collect())
     }
 
-    /// A topic's partitions (leaders, replicas, ISR, log start and high watermark, asked of
-    /// each leader) and configuration. [`Error::UnknownTopic`] when it does not exist.
+    /// A topic's partitions (leaders, leader epochs, replicas, ISR, log start and high
+    /// watermark, asked of each leader) and configuration, from whichever broker answers
+    /// first. [`Error::UnknownTopic`] when it does not exist. The offsets of a partition
+    /// whose leader cannot be asked (down, or being elected) are -1.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
         let metadata = self.client.refresh_topic(name).await?;
         let mut partitions: Vec<PartitionDescription> = metadata
@@ -305,14 +324,19 @@ impl Admin {
                 .iter()
                 .map(|p| (p.partition, timestamp))
                 .collect();
-            for (partition, offset) in self.client.list_offsets(name, &lookups).await? {
+            let found = self
+                .client
+                .list_offsets_with(name, &lookups, DESCRIBE_LOOKUP_ATTEMPTS)
+                .await?;
+            for (partition, offset) in found {
                 let Some(p) = partitions.iter_mut().find(|p| p.partition == partition) else {
                     continue;
                 };
                 match offset {
                     Ok(o) if latest => p.high_watermark = o,
                     Ok(o) => p.log_start_offset = o,
-                    // Shown as -1: a describe should not fail for one leaderless partition.
+                    // Shown as -1 ("unavailable"): a describe should not fail for one
+                    // partition whose leader is down or being elected.
                     Err(e) => {
                         tracing::warn!(topic = name, %partition, error = %e, "offset lookup failed")
                     }
@@ -328,7 +352,8 @@ impl Admin {
         })
     }
 
-    /// The cluster's id, active controller, voters and registered brokers (fenced too).
+    /// The cluster's id, active controller, voters and registered brokers (fenced too),
+    /// from whichever broker answers first.
     pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
         let request = Request::DescribeCluster(DescribeClusterRequest {
             include_fenced_brokers: true,
@@ -367,20 +392,25 @@ impl Admin {
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or `ADMIN_ATTEMPTS` tries are
-    /// spent; refreshes the metadata (and so the controller) before each retry.
+    /// spent, backing off between tries and refreshing the metadata (and so the
+    /// controller) before each retry. `attempt` is told whether an earlier try may have
+    /// taken effect (its connection failed or went silent after the request was sent).
     async fn retrying<F, Fut>(&self, context: &str, attempt: F) -> Result<()>
     where
-        F: Fn() -> Fut,
+        F: Fn(bool) -> Fut,
         Fut: std::future::Future<Output = Result<()>>,
     {
+        let mut jitter = Jitter::new();
+        let mut maybe_done = false;
         let mut tries = 1;
         loop {
-            match attempt().await {
+            match attempt(maybe_done).await {
                 Err(e) if e.is_retriable() && tries < ADMIN_ATTEMPTS => {
                     tracing::debug!(context, error = %e, tries, "retrying admin request");
+                    maybe_done |= matches!(e, Error::Network { .. } | Error::Timeout { .. });
+                    tokio::time::sleep(ADMIN_BACKOFF.delay(tries, &mut jitter)).await;
                     tries += 1;
-                    tokio::time::sleep(ADMIN_BACKOFF).await;
-                    // The refresh itself may fail on a dead connection; the next try redials.
+                    // The refresh itself may fail for now; the next try finds a broker anyway.
                     let _ = self.client.refresh_metadata(Some(Vec::new())).await;
                 }
                 other => return other,
@@ -406,7 +436,7 @@ impl Admin {
     }
 
     fn timeout_ms(&self) -> i32 {
-        i32::try_from(self.client.config().request_timeout.as_millis()).unwrap_or(i32::MAX)
+        broker_timeout_ms(self.client.config().request_timeout)
     }
 }
 
@@ -420,8 +450,9 @@ fn missing_result(topic: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::FakeBroker;
-    use crate::{Producer, ProducerConfig, ProducerRecord};
+    use crate::testing::{FakeBroker, FakeCluster};
+    use crate::{ClientConfig, Producer, ProducerConfig, ProducerRecord};
+    use sluice_protocol::ApiKey;
 
     async fn admin(broker: &FakeBroker) -> Admin {
         Admin::new(Client::connect(broker.config()).await.unwrap())
@@ -478,6 +509,130 @@ mod tests {
             admin.describe_topic("b").await.unwrap_err(),
             Error::UnknownTopic { topic: "b".into() }
         );
+    }
+
+    /// Failure bound of each step of the failover tests; far above what any step takes.
+    const BOUND: Duration = Duration::from_secs(60);
+
+    async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(BOUND, f)
+            .await
+            .unwrap_or_else(|_| panic!("{what} took longer than {} s", BOUND.as_secs()))
+    }
+
+    fn closed_port() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn replicated_topics_show_leaders_epochs_replicas_and_isr() {
+        let cluster = FakeCluster::start(3, &[]).await;
+        let admin = Admin::new(Client::connect(cluster.config()).await.unwrap());
+        admin.create_topic(NewTopic::new("r", 2, 3)).await.unwrap();
+        let description = admin.describe_topic("r").await.unwrap();
+        assert_eq!(description.replication_factor, 3);
+        let ids = |ids: &[i32]| ids.iter().map(|&i| BrokerId(i)).collect::<Vec<_>>();
+        let expected = |partition, leader, replicas: &[i32]| PartitionDescription {
+            partition: PartitionId(partition),
+            leader: BrokerId(leader),
+            leader_epoch: LeaderEpoch(0),
+            replicas: ids(replicas),
+            isr: ids(replicas),
+            log_start_offset: 0,
+            high_watermark: 0,
+        };
+        assert_eq!(
+            description.partitions,
+            vec![expected(0, 1, &[1, 2, 3]), expected(1, 2, &[2, 3, 1])]
+        );
+        let e = admin
+            .create_topic(NewTopic::new("too-many", 1, 4))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::InvalidReplicationFactor));
+    }
+
+    #[tokio::test]
+    async fn describes_work_through_dead_and_hung_bootstrap_brokers() {
+        let cluster = FakeCluster::start(3, &[("t", 1, 3)]).await;
+        cluster.kill(1);
+        cluster.fail_over(1);
+        cluster.hang(3);
+        let config = ClientConfig {
+            bootstrap: vec![
+                closed_port(),
+                cluster.addr(1),
+                cluster.addr(3),
+                cluster.addr(2),
+            ],
+            request_timeout: Duration::from_secs(600),
+            ..cluster.config()
+        };
+        let client = bounded("connect", Client::connect(config)).await.unwrap();
+        let admin = Admin::new(client);
+        let topic = bounded("describe topic", admin.describe_topic("t"))
+            .await
+            .unwrap();
+        let p = &topic.partitions[0];
+        assert_eq!((p.leader, p.leader_epoch), (BrokerId(2), LeaderEpoch(1)));
+        assert_eq!(p.isr, vec![BrokerId(2), BrokerId(3)]);
+        assert_eq!((p.log_start_offset, p.high_watermark), (0, 0));
+        let cluster_description = bounded("describe cluster", admin.describe_cluster())
+            .await
+            .unwrap();
+        assert_eq!(cluster_description.controller, Some(BrokerId(2)));
+        let states: Vec<(i32, bool)> = cluster_description
+            .brokers
+            .iter()
+            .map(|b| (b.id.0, b.fenced))
+            .collect();
+        assert_eq!(states, vec![(1, true), (2, false), (3, false)]);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_leader_leaves_its_offsets_unknown() {
+        let cluster = FakeCluster::start(2, &[("t", 2, 2)]).await;
+        let admin = Admin::new(Client::connect(cluster.config()).await.unwrap());
+        // Broker 1 (leader of partition 0) died; the controller has not noticed yet.
+        cluster.kill(1);
+        let topic = bounded("describe", admin.describe_topic("t"))
+            .await
+            .unwrap();
+        let offsets: Vec<(BrokerId, i64, i64)> = topic
+            .partitions
+            .iter()
+            .map(|p| (p.leader, p.log_start_offset, p.high_watermark))
+            .collect();
+        assert_eq!(offsets, vec![(BrokerId(1), -1, -1), (BrokerId(2), 0, 0)]);
+    }
+
+    #[tokio::test]
+    async fn topic_admin_follows_the_controller_and_survives_a_lost_answer() {
+        let cluster = FakeCluster::start(3, &[]).await;
+        let admin = Admin::new(Client::connect(cluster.config()).await.unwrap());
+        // The controller (1) dies; 2 takes over. The client still believes in 1.
+        cluster.kill(1);
+        cluster.fail_over(1);
+        bounded("create", admin.create_topic(NewTopic::new("a", 1, 2)))
+            .await
+            .unwrap();
+        assert!(cluster.state().topics.contains_key("a"));
+        // The controller creates the topic, but its answer is lost with the connection:
+        // the retry's TOPIC_ALREADY_EXISTS is this call's own doing.
+        cluster.state().lose_answers.push(ApiKey::CreateTopics);
+        bounded("create", admin.create_topic(NewTopic::new("b", 1, 2)))
+            .await
+            .unwrap();
+        // Without a lost answer, an existing topic is still an error.
+        let e = admin
+            .create_topic(NewTopic::new("b", 1, 2))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::TopicAlreadyExists));
+        cluster.state().lose_answers.push(ApiKey::DeleteTopics);
+        bounded("delete", admin.delete_topic("b")).await.unwrap();
+        assert!(!cluster.state().topics.contains_key("b"));
     }
 
     #[tokio::test]

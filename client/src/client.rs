@@ -1,13 +1,15 @@
 //! [`Client`]: the shared core under [`crate::Producer`], [`crate::Consumer`] and
 //! [`crate::Admin`]: bootstrap, the metadata cache, and one pipelined connection per broker.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sluice_protocol::messages::{MetadataRequest, MetadataResponse};
-use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
+use sluice_protocol::{ApiKey, BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
+use tokio::task::JoinSet;
 
+use crate::backoff::{Backoff, Jitter};
 use crate::connection::{Connection, ConnectionConfig};
 use crate::error::{Error, Result};
 
@@ -42,6 +44,11 @@ pub struct ClientConfig {
     pub max_frame_bytes: u32,
     /// Requests in flight on one connection before senders wait. Default 64.
     pub max_in_flight_per_connection: usize,
+    /// How long a request any broker can answer (Metadata, DescribeCluster) waits for one
+    /// broker before the next known or bootstrap broker is asked as well; the first answer
+    /// wins. So a dead or hung broker delays a metadata refresh by this much, not by the
+    /// request timeout, while others are up. Default 1 s.
+    pub metadata_hedge_after: Duration,
 }
 
 impl Default for ClientConfig {
@@ -53,6 +60,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             max_frame_bytes: 64 * 1024 * 1024,
             max_in_flight_per_connection: 64,
+            metadata_hedge_after: Duration::from_secs(1),
         }
     }
 }
@@ -158,9 +166,20 @@ struct Inner {
     /// Live connections by broker id. The lock is held only to look up or insert; dialling
     /// happens outside it.
     connections: Mutex<HashMap<BrokerId, Arc<Connection>>>,
-    /// The connection used for requests any broker can answer (metadata, admin), usually
-    /// the bootstrap broker that answered first.
+    /// The connection used for requests any broker can answer (metadata, admin): the
+    /// broker that answered such a request last.
     any: Mutex<Option<Arc<Connection>>>,
+    /// Addresses that failed (refused, reset, unanswered) and when, so the next request any
+    /// broker can answer tries them last. Cleared for an address when it answers. Bounded
+    /// by the bootstrap list plus the brokers the metadata has named.
+    failed_addresses: Mutex<HashMap<String, Instant>>,
+}
+
+/// A broker address to ask a request any broker can answer, with its live connection if
+/// there is one.
+struct Candidate {
+    address: String,
+    connection: Option<Arc<Connection>>,
 }
 
 /// A connection to a sluice cluster: the shared core of producers, consumers and admin.
@@ -202,6 +221,7 @@ impl Client {
                 metadata: RwLock::new(MetadataCache::default()),
                 connections: Mutex::new(HashMap::new()),
                 any: Mutex::new(None),
+                failed_addresses: Mutex::new(HashMap::new()),
             }),
         };
         client.refresh_metadata(Some(Vec::new())).await?;
@@ -226,14 +246,55 @@ impl Client {
     /// ```
     pub async fn send(&self, broker: BrokerId, request: Request) -> Result<Response> {
         let connection = self.connection(broker).await?;
-        connection.send(&request).await
+        let result = connection.send(&request).await;
+        self.note_outcome(connection.addr(), &result);
+        result
     }
 
-    /// Sends `request` to whichever broker the client is connected to (for requests any
-    /// broker can answer: metadata, admin), dialling the bootstrap list if needed.
+    /// Sends `request` to broker `broker`, waiting at most `timeout` for the connection
+    /// and the response together. On timeout the connection is closed (see
+    /// [`Connection::send_with_timeout`]).
+    pub(crate) async fn send_with_timeout(
+        &self,
+        broker: BrokerId,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response> {
+        let deadline = Instant::now() + timeout;
+        let connection = match tokio::time::timeout(timeout, self.connection(broker)).await {
+            Ok(connection) => connection?,
+            Err(_) => {
+                return Err(Error::Timeout {
+                    addr: format!("broker {broker}"),
+                    api: request.api_key().name(),
+                    timeout,
+                })
+            }
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let result = connection.send_with_timeout(&request, left).await;
+        self.note_outcome(connection.addr(), &result);
+        result
+    }
+
+    /// Sends `request` to any broker (for requests any broker can answer: metadata,
+    /// admin), trying the broker that answered last first, then the other known brokers
+    /// and the bootstrap addresses, those that failed recently last.
+    ///
+    /// Reads that every broker answers alike (Metadata, DescribeCluster, ApiVersions) are
+    /// hedged: when the first broker has not answered within
+    /// [`ClientConfig::metadata_hedge_after`], or has failed, the next one is asked too, and
+    /// the first answer wins. Other requests go to one broker only, falling over to the
+    /// next only when it cannot be reached at all: once sent, a request may have taken
+    /// effect, and sending it to a second broker could do it twice.
     pub async fn send_any(&self, request: Request) -> Result<Response> {
+        if is_hedgeable(request.api_key()) {
+            return self.send_hedged(request).await;
+        }
         let connection = self.any_connection().await?;
-        connection.send(&request).await
+        let result = connection.send(&request).await;
+        self.note_outcome(connection.addr(), &result);
+        result
     }
 
     /// Sends a request the broker does not answer (Produce with acks=0); returns once it
@@ -407,7 +468,13 @@ impl Client {
                     })?
             }
         };
-        let connection = Arc::new(Connection::connect(&address, self.connection_config()).await?);
+        let connection = match Connection::connect(&address, self.connection_config()).await {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                self.note_failure(&address);
+                return Err(e);
+            }
+        };
         let mut map = self
             .inner
             .connections
@@ -432,41 +499,202 @@ impl Client {
         map.get(&broker).filter(|c| !c.is_dead()).cloned()
     }
 
-    /// A live connection to any broker: the current one, else a known broker, else the
-    /// bootstrap addresses in order.
+    /// A live connection to any broker: the first candidate (see [`Client::candidates`])
+    /// that can be reached.
     async fn any_connection(&self) -> Result<Arc<Connection>> {
-        {
-            let any = self.inner.any.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(c) = any.as_ref().filter(|c| !c.is_dead()) {
-                return Ok(c.clone());
-            }
-        }
-        let mut candidates: Vec<String> = self
-            .read_cache()
-            .brokers
-            .values()
-            .map(|b| b.address.clone())
-            .collect();
-        candidates.sort();
-        for address in &self.inner.config.bootstrap {
-            if !candidates.contains(address) {
-                candidates.push(address.clone());
-            }
-        }
         let mut failures = Vec::new();
-        for address in &candidates {
-            match Connection::connect(address, self.connection_config()).await {
+        for candidate in self.candidates() {
+            if let Some(connection) = candidate.connection {
+                return Ok(connection);
+            }
+            match Connection::connect(&candidate.address, self.connection_config()).await {
                 Ok(c) => {
                     let c = Arc::new(c);
-                    *self.inner.any.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
+                    *lock(&self.inner.any) = Some(c.clone());
                     return Ok(c);
                 }
-                Err(Error::Connect { reason, .. }) => failures.push((address.clone(), reason)),
+                Err(Error::Connect { reason, .. }) => {
+                    self.note_failure(&candidate.address);
+                    failures.push((candidate.address, reason));
+                }
                 Err(e) => return Err(e),
             }
         }
         Err(connect_failure(failures))
     }
+
+    /// Sends a request any broker answers alike to one candidate after another, starting
+    /// the next when the ones asked have all failed or none has answered within the hedge
+    /// delay; returns the first answer. The losers are cancelled (their late answers are
+    /// dropped by their connections).
+    async fn send_hedged(&self, request: Request) -> Result<Response> {
+        let hedge_after = self.inner.config.metadata_hedge_after;
+        let mut waiting = self.candidates().into_iter();
+        let mut asking = JoinSet::new();
+        let mut failures: Vec<(String, Error)> = Vec::new();
+        // Starts the next candidate, if any; returns when to start another one.
+        let mut ask_next = |asking: &mut JoinSet<_>| {
+            if let Some(c) = waiting.next() {
+                asking.spawn(ask(self.clone(), c, request.clone()));
+            }
+            (waiting.len() > 0).then(|| Instant::now() + hedge_after)
+        };
+        let mut hedge_at = ask_next(&mut asking);
+        loop {
+            let hedge = async {
+                match hedge_at {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                joined = asking.join_next() => {
+                    let Some(joined) = joined else {
+                        return Err(hedged_failure(failures));
+                    };
+                    let (address, result) = match joined {
+                        Ok(outcome) => outcome,
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        Err(e) => (String::from("a cancelled task"), Err(Error::Network {
+                            addr: "any broker".to_owned(),
+                            reason: e.to_string(),
+                        })),
+                    };
+                    match result {
+                        Ok((connection, response)) => {
+                            self.note_success(&address);
+                            *lock(&self.inner.any) = Some(connection);
+                            return Ok(response);
+                        }
+                        Err(e) if e.is_retriable() => {
+                            tracing::debug!(%address, error = %e, "broker did not answer; asking the next");
+                            self.note_failure(&address);
+                            failures.push((address, e));
+                            hedge_at = ask_next(&mut asking);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                _ = hedge => {
+                    tracing::debug!("no answer yet; asking another broker too");
+                    hedge_at = ask_next(&mut asking);
+                }
+            }
+        }
+    }
+
+    /// Where to send a request any broker can answer, in order: the broker that answered
+    /// last, the known brokers by id, then the bootstrap addresses; addresses that failed
+    /// go last, the one that failed longest ago first among them. Each comes with its live
+    /// connection when there is one.
+    fn candidates(&self) -> Vec<Candidate> {
+        let mut live: HashMap<String, Arc<Connection>> = HashMap::new();
+        let current = lock(&self.inner.any).clone().filter(|c| !c.is_dead());
+        for c in lock(&self.inner.connections).values() {
+            if !c.is_dead() {
+                live.insert(c.addr().to_owned(), c.clone());
+            }
+        }
+        let mut addresses: Vec<String> = Vec::new();
+        if let Some(c) = current {
+            addresses.push(c.addr().to_owned());
+            live.insert(c.addr().to_owned(), c);
+        }
+        {
+            let cache = self.read_cache();
+            let mut known: Vec<&BrokerMetadata> = cache.brokers.values().collect();
+            known.sort_by_key(|b| b.id);
+            addresses.extend(known.into_iter().map(|b| b.address.clone()));
+        }
+        addresses.extend(self.inner.config.bootstrap.iter().cloned());
+        let mut seen = HashSet::new();
+        addresses.retain(|a| seen.insert(a.clone()));
+        let failed = lock(&self.inner.failed_addresses);
+        // Stable: among addresses that have not failed, the order above stays.
+        addresses.sort_by_key(|a| failed.get(a).copied());
+        addresses
+            .into_iter()
+            .map(|address| Candidate {
+                connection: live.get(&address).cloned(),
+                address,
+            })
+            .collect()
+    }
+
+    /// Remembers how a request to `address` went: an answer (even an error code) clears a
+    /// past failure; a dead or silent connection is one.
+    fn note_outcome(&self, address: &str, result: &Result<Response>) {
+        match result {
+            Ok(_) | Err(Error::Broker { .. }) => self.note_success(address),
+            Err(Error::Network { .. } | Error::Timeout { .. }) => self.note_failure(address),
+            Err(_) => {}
+        }
+    }
+
+    fn note_failure(&self, address: &str) {
+        lock(&self.inner.failed_addresses).insert(address.to_owned(), Instant::now());
+    }
+
+    fn note_success(&self, address: &str) {
+        lock(&self.inner.failed_addresses).remove(address);
+    }
+}
+
+/// Asks one candidate (dialling it if needed); returns its address with the outcome.
+async fn ask(
+    client: Client,
+    candidate: Candidate,
+    request: Request,
+) -> (String, Result<(Arc<Connection>, Response)>) {
+    let connection = match candidate.connection {
+        Some(c) => c,
+        None => match Connection::connect(&candidate.address, client.connection_config()).await {
+            Ok(c) => Arc::new(c),
+            Err(e) => return (candidate.address, Err(e)),
+        },
+    };
+    let result = connection.send(&request).await.map(|r| (connection, r));
+    (candidate.address, result)
+}
+
+/// Whether every broker answers `api` alike and asking two at once is harmless.
+fn is_hedgeable(api: ApiKey) -> bool {
+    matches!(
+        api,
+        ApiKey::Metadata | ApiKey::DescribeCluster | ApiKey::ApiVersions
+    )
+}
+
+/// The error when no candidate answered: one [`Error::Connect`] naming every address when
+/// none could be reached, else the last other failure (a timeout, a reset), which says more.
+fn hedged_failure(failures: Vec<(String, Error)>) -> Error {
+    if let Some((_, e)) = failures
+        .iter()
+        .rev()
+        .find(|(_, e)| !matches!(e, Error::Connect { .. }))
+    {
+        return e.clone();
+    }
+    if failures.is_empty() {
+        return Error::InvalidArgument(
+            "no broker address to ask; pass at least one HOST:PORT".to_owned(),
+        );
+    }
+    connect_failure(
+        failures
+            .into_iter()
+            .filter_map(|(address, e)| match e {
+                Error::Connect { reason, .. } => Some((address, reason)),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// Locks a std mutex of the client. Every critical section is a lookup or an insert, so a
+/// panic elsewhere cannot leave the data inconsistent and a poisoned lock is still usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One [`Error::Connect`] for every address that failed, grouped by reason.
@@ -519,6 +747,15 @@ fn topic_from_wire(topic: &sluice_protocol::messages::MetadataTopic) -> TopicMet
     }
 }
 
+/// What to put in a request's `timeout_ms` (how long the broker may wait, for replication
+/// or a controller commit, before it answers REQUEST_TIMED_OUT) when the client waits
+/// `client_wait` for the answer: a little less, so a broker that is alive but cannot finish
+/// in time says so before the client gives up on it and closes the connection.
+pub(crate) fn broker_timeout_ms(client_wait: Duration) -> i32 {
+    let margin = (client_wait / 10).min(Duration::from_secs(1));
+    i32::try_from((client_wait - margin).as_millis()).unwrap_or(i32::MAX)
+}
+
 /// The error for a response of another api than the request's (a broker bug).
 pub(crate) fn unexpected(expected: &str, got: &Response) -> Error {
     Error::Protocol {
@@ -530,108 +767,59 @@ pub(crate) fn unexpected(expected: &str, got: &Response) -> Error {
     }
 }
 
-/// Tries of a lookup that may hit a stale leader before giving up.
-const LOOKUP_ATTEMPTS: u32 = 4;
-/// Wait between those tries.
-const LOOKUP_BACKOFF: Duration = Duration::from_millis(200);
+/// Tries of an offset lookup before a partition's retriable error is returned: enough,
+/// with [`LOOKUP_BACKOFF`], to ride out a leader failover (the broker session timeout, 3 s
+/// by default, then an election): the waits add up to about 6.5 s.
+pub(crate) const LOOKUP_ATTEMPTS: u32 = 10;
+/// Wait between those tries: 100 ms doubling to 1 s, jittered.
+const LOOKUP_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(100),
+    max: Duration::from_secs(1),
+};
+
+/// Lookups still to do (partition and ListOffsets timestamp), each with the error of its
+/// last try when there was one.
+type LookupsLeft = Vec<(PartitionId, i64, Error)>;
 
 impl Client {
     /// Looks up, in each partition of `topic`, the offset for a ListOffsets timestamp
     /// (`-2` earliest, `-1` latest = high watermark, else the first offset with a timestamp
     /// at or after it, `-1` when there is none). Each request goes to the partition's
-    /// leader; leadership errors refresh the metadata and retry a few times.
+    /// leader with the leader epoch the client knows; leadership and connection errors
+    /// refresh the metadata and retry, with a backoff, for a few seconds (long enough for a
+    /// leader failover). A partition whose lookup still fails gets its last error.
     pub async fn list_offsets(
         &self,
         topic: &str,
         lookups: &[(PartitionId, i64)],
     ) -> Result<Vec<(PartitionId, Result<i64>)>> {
-        use sluice_protocol::messages::{
-            IsolationLevel, ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
-        };
+        self.list_offsets_with(topic, lookups, LOOKUP_ATTEMPTS)
+            .await
+    }
+
+    /// [`Client::list_offsets`] with at most `attempts` tries per partition (at least one).
+    /// Fails as a whole only for a topic or partition that does not exist.
+    pub(crate) async fn list_offsets_with(
+        &self,
+        topic: &str,
+        lookups: &[(PartitionId, i64)],
+        attempts: u32,
+    ) -> Result<Vec<(PartitionId, Result<i64>)>> {
         let mut todo: Vec<(PartitionId, i64)> = lookups.to_vec();
         let mut done: Vec<(PartitionId, Result<i64>)> = Vec::new();
-        for attempt in 1..=LOOKUP_ATTEMPTS {
-            let metadata = if attempt == 1 {
-                self.topic_metadata(topic).await?
-            } else {
-                tokio::time::sleep(LOOKUP_BACKOFF).await;
-                self.refresh_topic(topic).await?
+        let mut jitter = Jitter::new();
+        for attempt in 1..=attempts.max(1) {
+            if attempt > 1 {
+                tokio::time::sleep(LOOKUP_BACKOFF.delay(attempt - 1, &mut jitter)).await;
+            }
+            let retry = match self.lookup_metadata(topic, attempt > 1).await {
+                Ok(metadata) => self.list_offsets_once(&metadata, &todo, &mut done).await?,
+                Err(e) if e.is_retriable() => {
+                    todo.iter().map(|&(p, t)| (p, t, e.clone())).collect()
+                }
+                Err(e) => return Err(e),
             };
-            let mut by_leader: BTreeMap<BrokerId, Vec<ListOffsetsPartition>> = BTreeMap::new();
-            let mut retry = Vec::new();
-            for &(partition, timestamp) in &todo {
-                let p = metadata.partition(partition)?;
-                if p.leader == BrokerId::NONE {
-                    retry.push((partition, timestamp, leaderless(topic, partition)));
-                    continue;
-                }
-                by_leader
-                    .entry(p.leader)
-                    .or_default()
-                    .push(ListOffsetsPartition {
-                        partition,
-                        current_leader_epoch: p.leader_epoch,
-                        timestamp,
-                    });
-            }
-            for (leader, partitions) in by_leader {
-                let timestamps: HashMap<PartitionId, i64> = partitions
-                    .iter()
-                    .map(|p| (p.partition, p.timestamp))
-                    .collect();
-                let request = Request::ListOffsets(ListOffsetsRequest {
-                    replica_id: BrokerId::NONE,
-                    isolation_level: IsolationLevel::ReadUncommitted,
-                    topics: vec![ListOffsetsTopic {
-                        name: topic.to_owned(),
-                        partitions,
-                    }],
-                });
-                let response = match self.send(leader, request).await {
-                    Ok(Response::ListOffsets(r)) => r,
-                    Ok(other) => return Err(unexpected("ListOffsets", &other)),
-                    Err(e) if e.is_retriable() => {
-                        for (&partition, &timestamp) in &timestamps {
-                            retry.push((partition, timestamp, e.clone()));
-                        }
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                let mut unanswered = timestamps.clone();
-                for p in response.topics.into_iter().flat_map(|t| t.partitions) {
-                    let Some(timestamp) = unanswered.remove(&p.partition) else {
-                        continue;
-                    };
-                    match p.error_code {
-                        ErrorCode::None => done.push((p.partition, Ok(p.offset.0))),
-                        code => {
-                            let e = Error::broker(
-                                format!("looking up offsets of {topic}/{}", p.partition),
-                                code,
-                                p.error_message,
-                            );
-                            if e.is_retriable() {
-                                retry.push((p.partition, timestamp, e));
-                            } else {
-                                done.push((p.partition, Err(e)));
-                            }
-                        }
-                    }
-                }
-                for partition in unanswered.into_keys() {
-                    let reason =
-                        format!("the ListOffsets response has no result for {topic}/{partition}");
-                    done.push((
-                        partition,
-                        Err(Error::Protocol {
-                            addr: format!("broker {leader}"),
-                            reason,
-                        }),
-                    ));
-                }
-            }
-            if retry.is_empty() || attempt == LOOKUP_ATTEMPTS {
+            if retry.is_empty() || attempt >= attempts {
                 done.extend(retry.into_iter().map(|(p, _, e)| (p, Err(e))));
                 break;
             }
@@ -639,6 +827,102 @@ impl Client {
         }
         done.sort_by_key(|(p, _)| *p);
         Ok(done)
+    }
+
+    /// The metadata for an offset lookup: cached on the first try, refreshed on later ones
+    /// (falling back to the cached copy when the refresh itself fails for now).
+    async fn lookup_metadata(&self, topic: &str, refresh: bool) -> Result<Arc<TopicMetadata>> {
+        if !refresh {
+            return self.topic_metadata(topic).await;
+        }
+        match self.refresh_topic(topic).await {
+            Ok(metadata) => Ok(metadata),
+            Err(e @ Error::UnknownTopic { .. }) => Err(e),
+            Err(e) => self.cached_topic(topic).ok_or(e),
+        }
+    }
+
+    /// One try of each lookup in `todo`, one request per leader. Answers go to `done`;
+    /// returns the lookups to try again, with their errors.
+    async fn list_offsets_once(
+        &self,
+        metadata: &TopicMetadata,
+        todo: &[(PartitionId, i64)],
+        done: &mut Vec<(PartitionId, Result<i64>)>,
+    ) -> Result<LookupsLeft> {
+        use sluice_protocol::messages::{
+            IsolationLevel, ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
+        };
+        let topic = metadata.name.as_str();
+        let mut by_leader: BTreeMap<BrokerId, Vec<ListOffsetsPartition>> = BTreeMap::new();
+        let mut retry = Vec::new();
+        for &(partition, timestamp) in todo {
+            let p = metadata.partition(partition)?;
+            if p.leader == BrokerId::NONE {
+                retry.push((partition, timestamp, leaderless(topic, partition)));
+                continue;
+            }
+            by_leader
+                .entry(p.leader)
+                .or_default()
+                .push(ListOffsetsPartition {
+                    partition,
+                    current_leader_epoch: p.leader_epoch,
+                    timestamp,
+                });
+        }
+        for (leader, partitions) in by_leader {
+            let timestamps: HashMap<PartitionId, i64> = partitions
+                .iter()
+                .map(|p| (p.partition, p.timestamp))
+                .collect();
+            let request = Request::ListOffsets(ListOffsetsRequest {
+                replica_id: BrokerId::NONE,
+                isolation_level: IsolationLevel::ReadUncommitted,
+                topics: vec![ListOffsetsTopic {
+                    name: topic.to_owned(),
+                    partitions,
+                }],
+            });
+            let response = match self.send(leader, request).await {
+                Ok(Response::ListOffsets(r)) => r,
+                Ok(other) => return Err(unexpected("ListOffsets", &other)),
+                Err(e) if e.is_retriable() => {
+                    retry.extend(timestamps.iter().map(|(&p, &t)| (p, t, e.clone())));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut unanswered = timestamps;
+            for p in response.topics.into_iter().flat_map(|t| t.partitions) {
+                let Some(timestamp) = unanswered.remove(&p.partition) else {
+                    continue;
+                };
+                if p.error_code == ErrorCode::None {
+                    done.push((p.partition, Ok(p.offset.0)));
+                    continue;
+                }
+                let context = format!("looking up offsets of {topic}/{}", p.partition);
+                let e = Error::broker(context, p.error_code, p.error_message);
+                if e.is_retriable() {
+                    retry.push((p.partition, timestamp, e));
+                } else {
+                    done.push((p.partition, Err(e)));
+                }
+            }
+            for partition in unanswered.into_keys() {
+                let reason =
+                    format!("the ListOffsets response has no result for {topic}/{partition}");
+                done.push((
+                    partition,
+                    Err(Error::Protocol {
+                        addr: format!("broker {leader}"),
+                        reason,
+                    }),
+                ));
+            }
+        }
+        Ok(retry)
     }
 }
 
@@ -649,3 +933,6 @@ pub(crate) fn leaderless(topic: &str, partition: PartitionId) -> Error {
         partition,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,9 +8,10 @@
 //! half-written by a cancelled caller would corrupt the stream for everyone.
 //!
 //! In-flight requests are bounded by a semaphore. When either task fails (EOF, reset, a frame
-//! over the maximum, an undecodable response) the connection is marked dead, every pending
-//! request fails with a retriable [`Error::Network`], and both halves of the socket close.
-//! The owner ([`crate::Client`]) dials a new connection on next use.
+//! over the maximum, an undecodable response) or a request goes unanswered for its timeout,
+//! the connection is marked dead, every pending request fails with a retriable
+//! [`Error::Network`], and both halves of the socket close. The owner ([`crate::Client`])
+//! dials a new connection on next use.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -133,9 +134,23 @@ impl Connection {
         lock(&self.shared.pending).dead.is_some()
     }
 
-    /// Sends `request` and waits for its response. A top-level error in the response
-    /// header becomes [`Error::Broker`].
+    /// Sends `request` and waits up to the configured request timeout for its response.
+    /// A top-level error in the response header becomes [`Error::Broker`].
     pub(crate) async fn send(&self, request: &Request) -> Result<Response> {
+        self.send_with_timeout(request, self.config.request_timeout)
+            .await
+    }
+
+    /// Sends `request` and waits up to `timeout` for its response. When no response comes
+    /// in time the connection is closed, failing every other request pending on it: a
+    /// broker that stopped answering (hung, or its host gone without a TCP reset) would
+    /// otherwise hold each later request for the whole timeout too, and a socket to a
+    /// vanished host never fails by itself. The next use dials again.
+    pub(crate) async fn send_with_timeout(
+        &self,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response> {
         let api_key = request.api_key();
         let _permit = self
             .in_flight
@@ -170,14 +185,23 @@ impl Connection {
         if self.to_writer.send(outgoing).await.is_err() {
             return Err(self.dead_error());
         }
-        match tokio::time::timeout(self.config.request_timeout, response).await {
+        match tokio::time::timeout(timeout, response).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(self.dead_error()),
-            Err(_) => Err(Error::Timeout {
-                addr: self.addr().to_owned(),
-                api: api_key.name(),
-                timeout: self.config.request_timeout,
-            }),
+            Err(_) => {
+                let reason = format!(
+                    "no response to a {} request within {} ms",
+                    api_key.name(),
+                    timeout.as_millis()
+                );
+                tracing::debug!(addr = %self.addr(), %reason, "closing the connection");
+                kill(&self.shared, reason);
+                Err(Error::Timeout {
+                    addr: self.addr().to_owned(),
+                    api: api_key.name(),
+                    timeout,
+                })
+            }
         }
     }
 

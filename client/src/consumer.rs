@@ -5,20 +5,30 @@
 //! previous one returned. A partition is fetched again only when the records buffered for
 //! it have been handed out, which bounds memory at about one fetch per broker plus one
 //! buffered response per partition. Records are zero-copy slices of the response frame.
+//!
+//! Failover: every fetch and offset lookup carries the partition's leader epoch from the
+//! metadata. A partition whose fetch fails with a leadership error (NOT_LEADER_OR_FOLLOWER,
+//! FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, LEADER_NOT_AVAILABLE...) or whose leader
+//! cannot be reached backs off (exponentially, per partition, so the others go on), its
+//! topic's metadata is refreshed, and it is fetched again from whichever broker leads it
+//! then, at the same position: a failover never moves a position. `poll` swallows such
+//! transient failures (they are retried within and across polls) and returns only errors
+//! that retrying cannot fix.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_protocol::batch::{Batches, Header};
 use sluice_protocol::messages::{
-    FetchPartition, FetchRequest, FetchResponse, FetchTopic, IsolationLevel, EARLIEST_TIMESTAMP,
-    LATEST_TIMESTAMP,
+    FetchPartition, FetchPartitionResponse, FetchRequest, FetchResponse, FetchTopic,
+    IsolationLevel, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId, Request, Response};
 use tokio::task::JoinSet;
 
-use crate::client::{unexpected, Client};
+use crate::backoff::{Backoff, Jitter};
+use crate::client::{leaderless, unexpected, Client, LOOKUP_ATTEMPTS};
 use crate::error::{Error, Result};
 use crate::TopicPartition;
 
@@ -86,8 +96,22 @@ pub struct ConsumerConfig {
     pub auto_offset_reset: OffsetReset,
     /// Most records one `poll` returns. Default 500.
     pub max_poll_records: usize,
-    /// Wait after a failed fetch before fetching from that broker again. Default 100 ms.
+    /// Wait after a failed fetch or offset lookup before that partition is tried again;
+    /// doubles with each further failure of the partition, up to `retry_backoff_max`,
+    /// jittered by up to 20%. Default 100 ms.
     pub retry_backoff: Duration,
+    /// Longest wait between retries of a partition. Default 1 s.
+    pub retry_backoff_max: Duration,
+    /// How long an assigned topic (or partition) may be missing from the cluster's metadata
+    /// before `poll` fails with [`Error::UnknownTopic`] (or [`Error::UnknownPartition`]):
+    /// a broker that restarted may not have caught up with the metadata yet. Default 10 s.
+    pub unknown_topic_wait: Duration,
+    /// How long a position that a leader has confirmed (it was at or below a high
+    /// watermark) may be answered OFFSET_OUT_OF_RANGE before `auto_offset_reset` applies.
+    /// A new leader whose high watermark has not caught up answers so for a moment; the
+    /// consumer waits rather than rewind or skip. Past this wait the log really lost the
+    /// position (an unclean election, or the topic deleted and created again). Default 30 s.
+    pub leader_catch_up_wait: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -100,6 +124,9 @@ impl Default for ConsumerConfig {
             auto_offset_reset: OffsetReset::Latest,
             max_poll_records: 500,
             retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
+            unknown_topic_wait: Duration::from_secs(10),
+            leader_catch_up_wait: Duration::from_secs(30),
         }
     }
 }
@@ -141,6 +168,46 @@ struct PartitionState {
     position: i64,
     /// Records of this partition are buffered; no fetch until they are handed out.
     buffered: bool,
+    /// The position is to be looked up again before the next fetch (an OFFSET_OUT_OF_RANGE
+    /// reset by `auto_offset_reset`).
+    reset: Option<OffsetSpec>,
+    /// No fetch or lookup before this, after a failure.
+    retry_at: Option<Instant>,
+    /// Failures in a row, for the backoff.
+    failures: u32,
+    /// The highest offset a leader has shown to exist: a high watermark it reported, or an
+    /// offset it returned for a lookup; -1 before any. Committed records are never lost
+    /// (elections are clean), so a position at or below it is valid even when a new
+    /// leader, not caught up yet, answers OFFSET_OUT_OF_RANGE for it: that is waited out,
+    /// never "reset" into a rewind or a skip.
+    confirmed_end: i64,
+    /// Since when fetches at a confirmed position have been answered OFFSET_OUT_OF_RANGE.
+    lagging_since: Option<Instant>,
+}
+
+impl PartitionState {
+    fn new(position: i64, confirmed_end: i64) -> PartitionState {
+        PartitionState {
+            position,
+            buffered: false,
+            reset: None,
+            retry_at: None,
+            failures: 0,
+            confirmed_end,
+            lagging_since: None,
+        }
+    }
+
+    /// Whether the partition may be fetched or looked up now.
+    fn is_due(&self, now: Instant) -> bool {
+        self.retry_at.is_none_or(|t| t <= now)
+    }
+
+    fn succeeded(&mut self) {
+        self.failures = 0;
+        self.retry_at = None;
+        self.lagging_since = None;
+    }
 }
 
 /// Records of one partition from one fetch, waiting to be handed out.
@@ -158,6 +225,10 @@ struct FetchOutcome {
     requested: HashMap<TopicPartition, i64>,
     result: Result<FetchResponse>,
 }
+
+/// A position resolved from an [`OffsetSpec`], and whether a leader returned it (so it is
+/// known to exist) rather than the caller naming it.
+type Resolved = (TopicPartition, i64, bool);
 
 /// Reads records from assigned partitions (no consumer groups yet).
 ///
@@ -183,8 +254,12 @@ pub struct Consumer {
     in_flight: JoinSet<FetchOutcome>,
     /// Brokers with a fetch in flight (at most one each).
     fetching: HashSet<BrokerId>,
-    /// No fetch is sent before this, after an error.
-    backoff_until: Option<Instant>,
+    /// Topics whose metadata must be refreshed before their partitions are fetched again.
+    stale_topics: BTreeSet<String>,
+    /// Assigned topics missing from the metadata (or missing an assigned partition), and
+    /// since when.
+    missing: HashMap<String, Instant>,
+    jitter: Jitter,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -205,13 +280,15 @@ impl Consumer {
             buffered: VecDeque::new(),
             in_flight: JoinSet::new(),
             fetching: HashSet::new(),
-            backoff_until: None,
+            stale_topics: BTreeSet::new(),
+            missing: HashMap::new(),
+            jitter: Jitter::new(),
         }
     }
 
     /// Replaces the assignment with `partitions`, each starting where its [`OffsetSpec`]
-    /// says (resolved now with ListOffsets). Fails for a topic or partition that does not
-    /// exist.
+    /// says (resolved now with ListOffsets, retried through a leader failover). Fails for a
+    /// topic or partition that does not exist, or when a position cannot be looked up.
     pub async fn assign(
         &mut self,
         partitions: Vec<(String, PartitionId, OffsetSpec)>,
@@ -219,14 +296,12 @@ impl Consumer {
         let resolved = self.resolve(&partitions).await?;
         self.partitions.clear();
         self.buffered.clear();
-        for (tp, position) in resolved {
-            self.partitions.insert(
-                tp,
-                PartitionState {
-                    position,
-                    buffered: false,
-                },
-            );
+        self.stale_topics.clear();
+        self.missing.clear();
+        for (tp, position, confirmed) in resolved {
+            let confirmed_end = if confirmed { position } else { -1 };
+            self.partitions
+                .insert(tp, PartitionState::new(position, confirmed_end));
         }
         Ok(())
     }
@@ -251,8 +326,8 @@ impl Consumer {
             });
         }
         let resolved = self.resolve(&[(topic.to_owned(), partition, spec)]).await?;
-        for (tp, position) in resolved {
-            self.set_position(&tp, position);
+        for (tp, position, confirmed) in resolved {
+            self.set_position(&tp, position, confirmed);
         }
         Ok(())
     }
@@ -267,19 +342,24 @@ impl Consumer {
 
     /// Returns the records available now, or waits up to `timeout` for some; an empty
     /// vector when none arrived in time. Fetching goes on in the background between calls.
+    ///
+    /// Transient failures (a leader that moved or died, metadata that could not be
+    /// refreshed, an election under way) are retried, within this call and the next ones,
+    /// and not returned. Errors are those retrying cannot fix: a topic or partition missing
+    /// for longer than `unknown_topic_wait`, OFFSET_OUT_OF_RANGE with
+    /// [`OffsetReset::None`], a corrupt batch, a non-retriable broker error.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         let deadline = Instant::now() + timeout;
         loop {
             let records = self.take_buffered();
             if !records.is_empty() {
-                self.send_fetches().await?;
+                self.send_fetches();
                 return Ok(records);
             }
-            self.send_fetches().await?;
-            let wait_until = match self.backoff_until {
-                Some(t) if self.in_flight.is_empty() => t.min(deadline),
-                _ => deadline,
-            };
+            self.refresh_stale(deadline).await?;
+            self.reset_positions(deadline).await?;
+            self.send_fetches();
+            let wait_until = self.next_retry().map_or(deadline, |t| t.min(deadline));
             let next = if self.in_flight.is_empty() {
                 tokio::time::sleep_until(wait_until.into()).await;
                 None
@@ -290,11 +370,11 @@ impl Consumer {
                     .flatten()
             };
             if let Some(joined) = next {
-                let outcome = joined.map_err(|e| Error::Network {
-                    addr: "a fetch task".to_owned(),
-                    reason: e.to_string(),
-                })?;
-                self.handle_fetch(outcome).await?;
+                match joined {
+                    Ok(outcome) => self.handle_fetch(outcome)?,
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(e) => tracing::debug!(error = %e, "a fetch task was cancelled"),
+                }
                 continue;
             }
             if Instant::now() >= deadline {
@@ -328,24 +408,42 @@ impl Consumer {
         out
     }
 
+    /// The earliest future time a partition in backoff may be tried again.
+    fn next_retry(&self) -> Option<Instant> {
+        let now = Instant::now();
+        self.partitions
+            .values()
+            .filter_map(|s| s.retry_at)
+            .filter(|&t| t > now)
+            .min()
+    }
+
     /// Sends a fetch to every leader that has none in flight, for its assigned partitions
-    /// that have nothing buffered.
-    async fn send_fetches(&mut self) -> Result<()> {
-        if self.backoff_until.is_some_and(|t| Instant::now() < t) {
-            return Ok(());
-        }
-        self.backoff_until = None;
+    /// that have nothing buffered, no reset pending, no backoff running and fresh enough
+    /// metadata. Uses the cached metadata only; what it lacks is marked for a refresh.
+    fn send_fetches(&mut self) {
+        let now = Instant::now();
         let mut by_leader: BTreeMap<BrokerId, Vec<(TopicPartition, i64, LeaderEpoch)>> =
             BTreeMap::new();
-        let mut leaderless = false;
+        let mut without_leader = Vec::new();
+        let mut stale = Vec::new();
         for (tp, state) in &self.partitions {
-            if state.buffered {
+            if state.buffered || state.reset.is_some() || !state.is_due(now) {
                 continue;
             }
-            let metadata = self.client.topic_metadata(&tp.topic).await?;
-            let p = metadata.partition(tp.partition)?;
+            if self.stale_topics.contains(&tp.topic) {
+                continue;
+            }
+            let found = self
+                .client
+                .cached_topic(&tp.topic)
+                .and_then(|m| m.partition(tp.partition).ok().cloned());
+            let Some(p) = found else {
+                stale.push(tp.topic.clone());
+                continue;
+            };
             if p.leader == BrokerId::NONE {
-                leaderless = true;
+                without_leader.push(tp.clone());
                 continue;
             }
             if !self.fetching.contains(&p.leader) {
@@ -356,18 +454,15 @@ impl Consumer {
                 ));
             }
         }
-        if leaderless {
+        self.stale_topics.extend(stale);
+        for tp in without_leader {
             // Look again after a backoff; the election may be over by then.
-            self.backoff_until = Some(Instant::now() + self.config.retry_backoff);
-            let topics: HashSet<&String> = self.partitions.keys().map(|tp| &tp.topic).collect();
-            for topic in topics {
-                let _ = self.client.refresh_topic(topic).await;
-            }
+            let e = leaderless(&tp.topic, tp.partition);
+            self.partition_failed(&tp, &e);
         }
         for (broker, partitions) in by_leader {
             self.spawn_fetch(broker, partitions);
         }
-        Ok(())
     }
 
     fn spawn_fetch(
@@ -419,73 +514,248 @@ impl Consumer {
         });
     }
 
-    /// Buffers what a fetch returned, and deals with its errors: resets out-of-range
-    /// positions, refreshes metadata and backs off on leadership errors.
-    async fn handle_fetch(&mut self, outcome: FetchOutcome) -> Result<()> {
+    /// A fetch or lookup of `tp` failed with the retriable `error`: back off that
+    /// partition, and have its topic's metadata refreshed when the error calls for it.
+    fn partition_failed(&mut self, tp: &TopicPartition, error: &Error) {
+        let backoff = Backoff {
+            base: self.config.retry_backoff,
+            max: self.config.retry_backoff_max,
+        };
+        if let Some(state) = self.partitions.get_mut(tp) {
+            state.failures = state.failures.saturating_add(1);
+            let delay = backoff.delay(state.failures, &mut self.jitter);
+            state.retry_at = Some(Instant::now() + delay);
+            tracing::debug!(%tp, failures = state.failures, ?delay, %error, "partition backs off");
+        }
+        if error.needs_metadata_refresh() {
+            self.stale_topics.insert(tp.topic.clone());
+        }
+    }
+
+    /// Buffers what a fetch returned, and deals with its errors: backoff and metadata
+    /// refresh for retriable ones, a reset (or an error) for positions out of range.
+    fn handle_fetch(&mut self, outcome: FetchOutcome) -> Result<()> {
         self.fetching.remove(&outcome.broker);
         let response = match outcome.result {
             Ok(r) => r,
             Err(e) if e.is_retriable() => {
                 tracing::debug!(broker = %outcome.broker, error = %e, "fetch failed; retrying");
-                self.backoff_until = Some(Instant::now() + self.config.retry_backoff);
-                if e.needs_metadata_refresh() {
-                    self.refresh_topics(outcome.requested.keys()).await?;
+                for (tp, &offset) in &outcome.requested {
+                    if self
+                        .partitions
+                        .get(tp)
+                        .is_some_and(|s| s.position == offset)
+                    {
+                        self.partition_failed(tp, &e);
+                    }
                 }
                 return Ok(());
             }
             Err(e) => return Err(e),
         };
-        let mut refresh = Vec::new();
-        let mut resets = Vec::new();
         for topic in response.topics {
             for p in topic.partitions {
                 let tp = TopicPartition::new(&topic.topic, p.partition);
                 let Some(&fetched_from) = outcome.requested.get(&tp) else {
                     continue;
                 };
-                let Some(state) = self.partitions.get(&tp) else {
+                let Some(state) = self.partitions.get_mut(&tp) else {
                     continue; // unassigned meanwhile
                 };
-                if state.position != fetched_from || state.buffered {
+                if state.position != fetched_from || state.buffered || state.reset.is_some() {
                     continue; // a seek happened meanwhile: the answer is stale
                 }
                 match p.error_code {
-                    ErrorCode::None => self.buffer(tp, fetched_from, p.records)?,
-                    ErrorCode::OffsetOutOfRange => match self.config.auto_offset_reset {
-                        OffsetReset::None => {
-                            return Err(Error::OffsetOutOfRange {
-                                topic: tp.topic,
-                                partition: tp.partition,
-                                offset: fetched_from,
-                                log_start_offset: p.log_start_offset.0,
-                                high_watermark: p.high_watermark.0,
-                            })
-                        }
-                        OffsetReset::Earliest => resets.push((tp, OffsetSpec::Earliest)),
-                        OffsetReset::Latest => resets.push((tp, OffsetSpec::Latest)),
-                    },
+                    ErrorCode::None => {
+                        state.succeeded();
+                        state.confirmed_end = state.confirmed_end.max(p.high_watermark.0);
+                        self.buffer(tp, fetched_from, p.records)?;
+                    }
+                    ErrorCode::OffsetOutOfRange => self.out_of_range(tp, fetched_from, &p)?,
                     code => {
                         let e = Error::broker(format!("fetching from {tp}"), code, p.error_message);
                         if !e.is_retriable() {
                             return Err(e);
                         }
-                        tracing::debug!(%tp, error = %e, "fetch failed for a partition; retrying");
-                        self.backoff_until = Some(Instant::now() + self.config.retry_backoff);
-                        if e.needs_metadata_refresh() {
-                            refresh.push(tp);
-                        }
+                        self.partition_failed(&tp, &e);
                     }
                 }
             }
         }
-        self.refresh_topics(refresh.iter()).await?;
-        for (tp, spec) in resets {
-            tracing::info!(%tp, ?spec, "position out of range; resetting");
-            let resolved = self
-                .resolve(&[(tp.topic.clone(), tp.partition, spec)])
-                .await?;
-            for (tp, position) in resolved {
-                self.set_position(&tp, position);
+        Ok(())
+    }
+
+    /// OFFSET_OUT_OF_RANGE for `tp` fetched from `fetched_from`. Below the log start, or
+    /// past anything a leader has confirmed, the position is really out of range:
+    /// `auto_offset_reset` applies. At or below a confirmed end, the answering leader has
+    /// not caught up yet (a new leader whose high watermark lags): wait and fetch again,
+    /// rather than rewind or skip; only if that lasts `leader_catch_up_wait` has the log
+    /// really lost the position, and `auto_offset_reset` applies after all.
+    fn out_of_range(
+        &mut self,
+        tp: TopicPartition,
+        fetched_from: i64,
+        p: &FetchPartitionResponse,
+    ) -> Result<()> {
+        let Some(state) = self.partitions.get_mut(&tp) else {
+            return Ok(());
+        };
+        let below_start = p.log_start_offset.0 >= 0 && fetched_from < p.log_start_offset.0;
+        let lagging_since = *state.lagging_since.get_or_insert_with(Instant::now);
+        let waited_enough = lagging_since.elapsed() >= self.config.leader_catch_up_wait;
+        if !below_start && fetched_from <= state.confirmed_end && !waited_enough {
+            let e = Error::broker(
+                format!(
+                    "fetching from {tp} at {fetched_from}, which a leader has confirmed (the leader's high watermark is {} and has not caught up)",
+                    p.high_watermark.0
+                ),
+                ErrorCode::OffsetOutOfRange,
+                p.error_message.clone(),
+            );
+            self.partition_failed(&tp, &e);
+            // The leader may have changed again, too.
+            self.stale_topics.insert(tp.topic.clone());
+            return Ok(());
+        }
+        if !below_start && fetched_from <= state.confirmed_end {
+            tracing::warn!(
+                %tp,
+                offset = fetched_from,
+                "a confirmed position is still out of range after leader_catch_up_wait: the \
+                 log lost it (an unclean election, or the topic was created again)"
+            );
+        }
+        let spec = match self.config.auto_offset_reset {
+            OffsetReset::None => {
+                return Err(Error::OffsetOutOfRange {
+                    topic: tp.topic,
+                    partition: tp.partition,
+                    offset: fetched_from,
+                    log_start_offset: p.log_start_offset.0,
+                    high_watermark: p.high_watermark.0,
+                })
+            }
+            OffsetReset::Earliest => OffsetSpec::Earliest,
+            OffsetReset::Latest => OffsetSpec::Latest,
+        };
+        tracing::info!(%tp, offset = fetched_from, ?spec, "position out of range; resetting");
+        state.reset = Some(spec);
+        Ok(())
+    }
+
+    /// Refreshes the metadata of the stale topics that have a partition due, within the
+    /// poll's `deadline`. A topic missing from the metadata for longer than
+    /// `unknown_topic_wait` is an error; any other failure backs its partitions off, and
+    /// the refresh is tried again when they are due.
+    async fn refresh_stale(&mut self, deadline: Instant) -> Result<()> {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .stale_topics
+            .iter()
+            .filter(|topic| {
+                self.partitions
+                    .iter()
+                    .any(|(tp, s)| &tp.topic == *topic && s.is_due(now))
+            })
+            .cloned()
+            .collect();
+        for topic in due {
+            let refreshed =
+                tokio::time::timeout_at(deadline.into(), self.client.refresh_topic(&topic)).await;
+            let Ok(refreshed) = refreshed else {
+                return Ok(()); // out of time: the next poll goes on
+            };
+            let missing = match refreshed {
+                Ok(metadata) => self.partitions.keys().find_map(|tp| {
+                    (tp.topic == topic)
+                        .then(|| metadata.partition(tp.partition).err())
+                        .flatten()
+                }),
+                Err(e @ Error::UnknownTopic { .. }) => Some(e),
+                Err(e) if e.is_retriable() => {
+                    // Stays stale; its partitions wait and the refresh is tried again.
+                    self.topic_failed(&topic, &e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match missing {
+                None => {
+                    self.stale_topics.remove(&topic);
+                    self.missing.remove(&topic);
+                }
+                Some(e) => {
+                    let since = *self
+                        .missing
+                        .entry(topic.clone())
+                        .or_insert_with(Instant::now);
+                    if since.elapsed() >= self.config.unknown_topic_wait {
+                        return Err(e);
+                    }
+                    self.topic_failed(&topic, &e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Backs off every assigned partition of `topic`.
+    fn topic_failed(&mut self, topic: &str, error: &Error) {
+        let tps: Vec<TopicPartition> = self
+            .partitions
+            .keys()
+            .filter(|tp| tp.topic == topic)
+            .cloned()
+            .collect();
+        for tp in tps {
+            self.partition_failed(&tp, error);
+        }
+    }
+
+    /// Looks up the positions of partitions with a reset pending (one try each, within the
+    /// poll's `deadline`; a retriable failure backs the partition off).
+    async fn reset_positions(&mut self, deadline: Instant) -> Result<()> {
+        let now = Instant::now();
+        let mut by_topic: BTreeMap<String, Vec<(PartitionId, OffsetSpec)>> = BTreeMap::new();
+        for (tp, state) in &self.partitions {
+            if let Some(spec) = state.reset.filter(|_| state.is_due(now)) {
+                by_topic
+                    .entry(tp.topic.clone())
+                    .or_default()
+                    .push((tp.partition, spec));
+            }
+        }
+        for (topic, specs) in by_topic {
+            let lookup = self.lookup(&topic, &specs, 1);
+            let Ok(results) = tokio::time::timeout_at(deadline.into(), lookup).await else {
+                return Ok(()); // out of time: the next poll goes on
+            };
+            let results = match results {
+                Ok(results) => results,
+                Err(e)
+                    if e.is_retriable()
+                        || matches!(
+                            e,
+                            Error::UnknownTopic { .. } | Error::UnknownPartition { .. }
+                        ) =>
+                {
+                    // A missing topic is for refresh_stale to judge, after its wait.
+                    self.stale_topics.insert(topic.clone());
+                    self.topic_failed(&topic, &e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for (partition, result) in results {
+                let tp = TopicPartition::new(&topic, partition);
+                match result {
+                    Ok(position) => {
+                        tracing::info!(%tp, position, "position reset");
+                        self.set_position(&tp, position, true);
+                    }
+                    Err(e) if e.is_retriable() => self.partition_failed(&tp, &e),
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(())
@@ -537,66 +807,87 @@ impl Consumer {
         Ok(())
     }
 
-    fn set_position(&mut self, tp: &TopicPartition, position: i64) {
+    /// Moves `tp` to `position` (returned by a leader when `confirmed`), dropping what is
+    /// buffered for it and any pending reset.
+    fn set_position(&mut self, tp: &TopicPartition, position: i64, confirmed: bool) {
         self.buffered.retain(|b| &b.tp != tp);
         if let Some(state) = self.partitions.get_mut(tp) {
             state.position = position;
             state.buffered = false;
-        }
-    }
-
-    async fn refresh_topics<'a>(
-        &self,
-        tps: impl Iterator<Item = &'a TopicPartition>,
-    ) -> Result<()> {
-        let topics: HashSet<&str> = tps.map(|tp| tp.topic.as_str()).collect();
-        for topic in topics {
-            // Other failures show again on the next fetch, which retries.
-            if let Err(e @ Error::UnknownTopic { .. }) = self.client.refresh_topic(topic).await {
-                return Err(e);
+            state.reset = None;
+            state.lagging_since = None;
+            if confirmed {
+                state.succeeded();
+                state.confirmed_end = state.confirmed_end.max(position);
             }
         }
-        Ok(())
     }
 
-    /// Resolves offset specs to positions, checking that every partition exists.
-    async fn resolve(
-        &self,
-        specs: &[(String, PartitionId, OffsetSpec)],
-    ) -> Result<Vec<(TopicPartition, i64)>> {
+    /// Resolves offset specs to positions now, checking that every partition exists;
+    /// lookups retry through a leader failover ([`LOOKUP_ATTEMPTS`]), then their error is
+    /// returned.
+    async fn resolve(&self, specs: &[(String, PartitionId, OffsetSpec)]) -> Result<Vec<Resolved>> {
         let mut out = Vec::new();
-        let mut lookups: BTreeMap<&str, Vec<(PartitionId, i64)>> = BTreeMap::new();
+        let mut lookups: BTreeMap<&str, Vec<(PartitionId, OffsetSpec)>> = BTreeMap::new();
         for (topic, partition, spec) in specs {
             let metadata = self.client.topic_metadata(topic).await?;
             metadata.partition(*partition)?;
-            let timestamp = match spec {
+            match spec {
                 OffsetSpec::Offset(offset) => {
-                    out.push((TopicPartition::new(topic, *partition), *offset));
-                    continue;
+                    out.push((TopicPartition::new(topic, *partition), *offset, false));
                 }
+                spec => lookups.entry(topic).or_default().push((*partition, *spec)),
+            }
+        }
+        for (topic, specs) in lookups {
+            for (partition, position) in self.lookup(topic, &specs, LOOKUP_ATTEMPTS).await? {
+                out.push((TopicPartition::new(topic, partition), position?, true));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Looks up the positions for `specs` in `topic`, with at most `attempts` tries each;
+    /// a timestamp after the last record resolves to the end of the log, an explicit
+    /// offset to itself.
+    async fn lookup(
+        &self,
+        topic: &str,
+        specs: &[(PartitionId, OffsetSpec)],
+        attempts: u32,
+    ) -> Result<Vec<(PartitionId, Result<i64>)>> {
+        let mut out = Vec::new();
+        let mut timestamps: Vec<(PartitionId, i64)> = Vec::new();
+        for &(partition, spec) in specs {
+            let timestamp = match spec {
                 OffsetSpec::Earliest => EARLIEST_TIMESTAMP,
                 OffsetSpec::Latest => LATEST_TIMESTAMP,
-                OffsetSpec::Timestamp(t) => *t,
+                OffsetSpec::Timestamp(t) => t,
+                OffsetSpec::Offset(offset) => {
+                    out.push((partition, Ok(offset)));
+                    continue;
+                }
             };
-            lookups
-                .entry(topic)
-                .or_default()
-                .push((*partition, timestamp));
+            timestamps.push((partition, timestamp));
         }
-        for (topic, lookups) in lookups {
-            let mut latest_needed = Vec::new();
-            for (partition, offset) in self.client.list_offsets(topic, &lookups).await? {
-                match offset? {
-                    // No record at or after the timestamp: start at the end.
-                    -1 => latest_needed.push((partition, LATEST_TIMESTAMP)),
-                    offset => out.push((TopicPartition::new(topic, partition), offset)),
-                }
+        let mut latest_needed = Vec::new();
+        let found = self
+            .client
+            .list_offsets_with(topic, &timestamps, attempts)
+            .await?;
+        for (partition, offset) in found {
+            match offset {
+                // No record at or after the timestamp: start at the end.
+                Ok(-1) => latest_needed.push((partition, LATEST_TIMESTAMP)),
+                other => out.push((partition, other)),
             }
-            if !latest_needed.is_empty() {
-                for (partition, offset) in self.client.list_offsets(topic, &latest_needed).await? {
-                    out.push((TopicPartition::new(topic, partition), offset?));
-                }
-            }
+        }
+        if !latest_needed.is_empty() {
+            let found = self
+                .client
+                .list_offsets_with(topic, &latest_needed, attempts)
+                .await?;
+            out.extend(found);
         }
         Ok(out)
     }

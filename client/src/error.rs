@@ -24,7 +24,8 @@ use sluice_protocol::{ErrorCode, PartitionId};
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// No bootstrap or broker address answered a TCP connect.
+    /// No bootstrap or broker address answered a TCP connect. Retriable: in a cluster the
+    /// broker may be restarting, or another broker takes over its partitions.
     #[error("cannot connect to {addr}: {reason}; is sluice-broker running there?")]
     Connect {
         /// The address (or comma-separated addresses) that was tried.
@@ -41,7 +42,9 @@ pub enum Error {
         /// What happened to the connection.
         reason: String,
     },
-    /// No response arrived within the request timeout.
+    /// No response arrived within the request timeout. The connection is closed (a broker
+    /// that does not answer one request is not trusted with the next), and whether the
+    /// request took effect is unknown. Retriable.
     #[error("no response from {addr} to a {api} request within {} ms; the broker may be overloaded or unreachable", timeout.as_millis())]
     Timeout {
         /// The broker's address.
@@ -178,19 +181,24 @@ impl Error {
     /// ```
     pub fn is_retriable(&self) -> bool {
         match self {
-            Error::Network { .. } | Error::Timeout { .. } | Error::LeaderNotAvailable { .. } => {
-                true
-            }
+            Error::Connect { .. }
+            | Error::Network { .. }
+            | Error::Timeout { .. }
+            | Error::LeaderNotAvailable { .. } => true,
             Error::Broker { code, .. } => code.is_retriable(),
             _ => false,
         }
     }
 
     /// Whether the error means the client's metadata (leaders, epochs) may be stale, so
-    /// it should be refreshed before a retry.
+    /// it should be refreshed before a retry: a broker that cannot be reached or does not
+    /// answer may have died, and its partitions moved to another leader.
     pub fn needs_metadata_refresh(&self) -> bool {
         match self {
-            Error::Network { .. } | Error::LeaderNotAvailable { .. } => true,
+            Error::Connect { .. }
+            | Error::Network { .. }
+            | Error::Timeout { .. }
+            | Error::LeaderNotAvailable { .. } => true,
             Error::Broker { code, .. } => matches!(
                 code,
                 ErrorCode::NotLeaderOrFollower
@@ -279,5 +287,12 @@ mod tests {
         assert!(!Error::UnknownTopic { topic: "t".into() }.is_retriable());
         assert!(!Error::broker("x", ErrorCode::TopicAlreadyExists, None).is_retriable());
         assert!(Error::broker("x", ErrorCode::NotLeaderOrFollower, None).needs_metadata_refresh());
+        // A broker that cannot be reached may be dead: its partitions move elsewhere.
+        let refused = Error::Connect {
+            addr: "a".into(),
+            reason: "connection refused".into(),
+        };
+        assert!(refused.is_retriable() && refused.needs_metadata_refresh());
+        assert!(!Error::broker("x", ErrorCode::NotEnoughReplicas, None).needs_metadata_refresh());
     }
 }

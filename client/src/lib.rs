@@ -3,6 +3,15 @@
 //! a prefetching [`Consumer`] and an [`Admin`] for topics and the cluster. The `sluice` CLI
 //! (in `src/bin/sluice/`) is a thin layer over this library.
 //!
+//! The client is built for a replicated cluster whose leaders move. Metadata comes from
+//! whichever broker answers first (a dead or hung broker is skipped after a short hedge
+//! delay, see [`ClientConfig::metadata_hedge_after`]); a request that meets a leadership
+//! error or a broker that is gone or silent refreshes the metadata and is retried, with
+//! exponential backoff and jitter, against the partition's leader of the moment, carrying
+//! its leader epoch where the protocol has the field. Retries never reorder a partition's
+//! records nor move a consumer's position; the producer delivers at least once (see
+//! [`Producer`]).
+//!
 //! ```no_run
 //! # async fn demo() -> sluice_client::Result<()> {
 //! use sluice_client::{Admin, Client, ClientConfig, NewTopic};
@@ -13,6 +22,7 @@
 
 mod accumulator;
 mod admin;
+mod backoff;
 mod client;
 mod connection;
 mod consumer;

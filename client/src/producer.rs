@@ -6,6 +6,13 @@
 //! them by leader, and sends one Produce request per broker; each request runs in its own
 //! task, and its outcome completes the records' futures or hands the batch back for a retry
 //! (after a metadata refresh and a backoff) ahead of anything newer in its partition.
+//!
+//! Failover: a leader that dies shows as a refused or reset connection, one that hangs as a
+//! request timeout, and a leader that moved as NOT_LEADER_OR_FOLLOWER (or FENCED /
+//! UNKNOWN_LEADER_EPOCH, LEADER_NOT_AVAILABLE). Each of those refreshes the topic's metadata
+//! (from any live broker, see [`Client::send_any`]) before the batch is retried, so the
+//! retry goes to wherever the leader is then. Retries back off exponentially with jitter and
+//! end at the delivery timeout.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -19,11 +26,12 @@ use sluice_protocol::messages::{
     ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic, ACKS_ALL, ACKS_LEADER,
     ACKS_NONE,
 };
-use sluice_protocol::{BrokerId, ErrorCode, PartitionId, Request, Response};
+use sluice_protocol::{ApiKey, BrokerId, ErrorCode, PartitionId, Request, Response};
 use tokio::sync::{oneshot, watch, Notify, Semaphore};
 
 use crate::accumulator::{batch_size_for, Accumulator, AccumulatorConfig, Batch, RecordParts};
-use crate::client::{leaderless, unexpected, Client};
+use crate::backoff::{Backoff, Jitter};
+use crate::client::{broker_timeout_ms, leaderless, unexpected, Client};
 use crate::error::{Error, Result};
 use crate::partitioner::{partition_for_key, sticky_partition};
 use crate::TopicPartition;
@@ -75,15 +83,30 @@ pub struct ProducerConfig {
     /// Most retries of one batch after retriable errors. Default: unbounded, so
     /// `delivery_timeout` is the bound.
     pub retries_max: u32,
-    /// Wait before retrying a batch. Default 100 ms.
+    /// Wait before the first retry of a batch. Each further failure of the same batch
+    /// doubles it, up to `retry_backoff_max`; every wait is jittered by up to 20% either
+    /// way (never past the cap), so clients that failed together do not retry together.
+    /// Default 100 ms.
     pub retry_backoff: Duration,
+    /// Longest wait between retries of a batch. Default 1 s.
+    pub retry_backoff_max: Duration,
+    /// Longest wait for the answer to one Produce request, connecting included, and never
+    /// past the delivery deadline of the batches in it. The broker is told a little less
+    /// as the request's `timeout_ms` (how long the leader may wait for its in-sync replicas
+    /// under [`Acks::All`] before it answers REQUEST_TIMED_OUT), so a leader that is alive
+    /// but cannot replicate says so; a leader that is hung or gone is given up on here (its
+    /// connection closed) and the batches retried where the metadata then says the leader
+    /// is. Keep it well below `delivery_timeout`, so that a hung leader leaves time to
+    /// retry. Default 30 s.
+    pub request_timeout: Duration,
     /// Longest time from `send` to acknowledgement, retries included; then the record
     /// fails with [`Error::DeliveryTimeout`]. Default 120 s.
     pub delivery_timeout: Duration,
     /// Bytes of records buffered and in flight before `send` waits. Default 32 MiB.
     pub buffer_bytes_max: usize,
     /// How long `send` waits for a topic missing from the metadata to appear (a topic
-    /// just created may take a moment to reach every broker). Default 2 s.
+    /// just created may take a moment to reach every broker), or, the first time a topic
+    /// is used, for some broker to answer for its metadata. Default 2 s.
     pub unknown_topic_wait: Duration,
 }
 
@@ -95,6 +118,8 @@ impl Default for ProducerConfig {
             linger: Duration::from_millis(5),
             retries_max: u32::MAX,
             retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(30),
             delivery_timeout: Duration::from_secs(120),
             buffer_bytes_max: 32 * 1024 * 1024,
             unknown_topic_wait: Duration::from_secs(2),
@@ -213,6 +238,11 @@ struct State {
     /// Where sticky rotation starts for a topic seen for the first time.
     sticky_start: u32,
     closing: bool,
+    /// The error of the last failed attempt per partition, cleared by an acknowledgement:
+    /// what a batch that expired in the queue behind a retried one is failed with.
+    last_errors: HashMap<TopicPartition, Error>,
+    /// Jitter for retry backoffs.
+    jitter: Jitter,
 }
 
 struct Shared {
@@ -242,6 +272,16 @@ impl Drop for Handle {
 
 /// Sends records to a topic's partitions, batching them per partition. Cheap to clone;
 /// clones share one background task and buffer.
+///
+/// Delivery is at least once. A record's [`DeliveryFuture`] succeeds only when the
+/// partition's leader acknowledged it (with [`Acks::All`]: once the in-sync replicas have
+/// it), except with [`Acks::None`], where nothing is acknowledged and writing it to the
+/// socket counts. A batch whose outcome is unknown (the connection died after the request
+/// was sent, no answer within `request_timeout`, NOT_ENOUGH_REPLICAS_AFTER_APPEND) is sent
+/// again, so a record may be written twice; until idempotent producers (producer id and
+/// sequence numbers) land, consumers must tolerate such duplicates. Records of one
+/// partition are written in `send` order: one batch per partition is in flight at a time,
+/// and a retried batch goes before anything newer.
 ///
 /// ```no_run
 /// # async fn demo() -> sluice_client::Result<()> {
@@ -284,6 +324,8 @@ impl Producer {
                 sticky: HashMap::new(),
                 sticky_start,
                 closing: false,
+                last_errors: HashMap::new(),
+                jitter: Jitter::new(),
             }),
             wake: Notify::new(),
             buffer: Semaphore::new(config.buffer_bytes_max.min(Semaphore::MAX_PERMITS)),
@@ -381,7 +423,7 @@ impl Producer {
     }
 
     /// The topic's metadata, waiting up to `unknown_topic_wait` for a topic that is not
-    /// there yet.
+    /// there yet, or for a broker to answer when none does (the cluster mid-failover).
     async fn topic_metadata(&self, topic: &str) -> Result<Arc<crate::TopicMetadata>> {
         let shared = &self.handle.shared;
         if let Some(t) = shared.client.cached_topic(topic) {
@@ -390,7 +432,11 @@ impl Producer {
         let deadline = Instant::now() + shared.config.unknown_topic_wait;
         loop {
             match shared.client.refresh_topic(topic).await {
-                Err(Error::UnknownTopic { .. }) if Instant::now() < deadline => {
+                Err(e)
+                    if Instant::now() < deadline
+                        && (e.is_retriable() || matches!(e, Error::UnknownTopic { .. })) =>
+                {
+                    tracing::debug!(topic, error = %e, "no metadata for the topic yet");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 other => return other,
@@ -440,7 +486,13 @@ impl Shared {
 
     /// Completes a batch's records with their offsets (or an error) and frees its space.
     fn finish(&self, batch: Batch<Delivery>, outcome: Result<(i64, i64)>) {
-        self.lock().accumulator.complete(&batch.tp);
+        {
+            let mut state = self.lock();
+            state.accumulator.complete(&batch.tp);
+            if outcome.is_ok() {
+                state.last_errors.remove(&batch.tp);
+            }
+        }
         self.finish_records(batch, outcome);
         self.wake.notify_one();
     }
@@ -476,13 +528,29 @@ impl Shared {
     /// Failed attempts: refreshes the metadata of the topics whose errors call for it (once
     /// each), then retries each batch after a backoff when its error allows and time
     /// remains, or fails its records.
+    ///
+    /// The refreshes are bounded by the earliest delivery deadline among the batches; one
+    /// that fails for now (no broker answered) is not waited for again: the batch is
+    /// retried with the metadata it has, and its next failure refreshes again.
     async fn retry_or_fail(&self, failures: Vec<(Batch<Delivery>, Error)>) {
+        let deadline = failures
+            .iter()
+            .map(|(batch, _)| batch.created + self.config.delivery_timeout)
+            .min();
         let mut refreshed: HashMap<String, Option<Error>> = HashMap::new();
         for (batch, error) in &failures {
             if error.needs_metadata_refresh() && !refreshed.contains_key(&batch.tp.topic) {
-                let gone = match self.client.refresh_topic(&batch.tp.topic).await {
-                    Err(e @ Error::UnknownTopic { .. }) => Some(e),
-                    _ => None,
+                let refresh = self.client.refresh_topic(&batch.tp.topic);
+                let left = deadline.map_or(Duration::ZERO, |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
+                let gone = match tokio::time::timeout(left, refresh).await {
+                    Ok(Err(e @ Error::UnknownTopic { .. })) => Some(e),
+                    Ok(Err(e)) => {
+                        tracing::debug!(topic = %batch.tp.topic, error = %e, "metadata refresh failed; retrying with what is cached");
+                        None
+                    }
+                    Ok(Ok(_)) | Err(_) => None,
                 };
                 refreshed.insert(batch.tp.topic.clone(), gone);
             }
@@ -498,14 +566,25 @@ impl Shared {
         self.wake.notify_one();
     }
 
+    /// Hands `batch` back for a retry after its backoff, or fails its records: for good
+    /// with a non-retriable error, else with [`Error::DeliveryTimeout`] once the retries or
+    /// the time are spent.
     fn retry_or_fail_one(&self, batch: Batch<Delivery>, error: Error) {
         let config = &self.config;
-        let retry_at = Instant::now() + config.retry_backoff;
+        let backoff = Backoff {
+            base: config.retry_backoff,
+            max: config.retry_backoff_max,
+        };
         let expires = batch.created + config.delivery_timeout;
-        if error.is_retriable() && batch.attempts <= config.retries_max && retry_at < expires {
-            tracing::debug!(tp = %batch.tp, attempts = batch.attempts, %error, "retrying batch");
-            self.lock().accumulator.retry(batch, retry_at);
-            return;
+        {
+            let mut state = self.lock();
+            state.last_errors.insert(batch.tp.clone(), error.clone());
+            let retry_at = Instant::now() + backoff.delay(batch.attempts, &mut state.jitter);
+            if error.is_retriable() && batch.attempts <= config.retries_max && retry_at < expires {
+                tracing::debug!(tp = %batch.tp, attempts = batch.attempts, %error, "retrying batch");
+                state.accumulator.retry(batch, retry_at);
+                return;
+            }
         }
         let error = if error.is_retriable() {
             Error::DeliveryTimeout {
@@ -567,7 +646,25 @@ async fn sender_loop(shared: Arc<Shared>) {
 fn dispatch(shared: &Arc<Shared>, ready: Vec<Batch<Delivery>>) {
     let mut by_leader: BTreeMap<BrokerId, Vec<Batch<Delivery>>> = BTreeMap::new();
     let mut leaderless_batches = Vec::new();
+    let now = Instant::now();
     for mut batch in ready {
+        if now >= batch.created + shared.config.delivery_timeout {
+            // It waited out its delivery time behind a batch of its partition that was
+            // being retried: fail it with that batch's error rather than send it late. (Had
+            // nothing failed, it is only late, and goes out.)
+            let last_error = shared.lock().last_errors.get(&batch.tp).cloned();
+            if let Some(last_error) = last_error {
+                let error = Error::DeliveryTimeout {
+                    topic: batch.tp.topic.clone(),
+                    partition: batch.tp.partition,
+                    timeout: shared.config.delivery_timeout,
+                    attempts: batch.attempts,
+                    last_error: Box::new(last_error),
+                };
+                shared.finish(batch, Err(error));
+                continue;
+            }
+        }
         batch.attempts += 1;
         let leader = shared
             .client
@@ -604,10 +701,11 @@ async fn produce(shared: Arc<Shared>, leader: BrokerId, batches: Vec<Batch<Deliv
                 records: batch.bytes.clone(),
             });
     }
+    let request_timeout = shared.config.request_timeout;
+    let wait = attempt_wait(&shared.config, &batches, Instant::now());
     let request = Request::Produce(ProduceRequest {
         acks: shared.config.acks.wire(),
-        timeout_ms: i32::try_from(shared.client.config().request_timeout.as_millis())
-            .unwrap_or(i32::MAX),
+        timeout_ms: broker_timeout_ms(wait),
         topics: topics
             .into_iter()
             .map(|(name, partitions)| ProduceTopic {
@@ -625,7 +723,25 @@ async fn produce(shared: Arc<Shared>, leader: BrokerId, batches: Vec<Batch<Deliv
         }
         return;
     }
-    match shared.client.send(leader, request).await {
+    // The request timeout is evidence against the broker (the connection is closed); the
+    // delivery deadline coming first is not, so that cut leaves the connection alone.
+    let attempt = shared
+        .client
+        .send_with_timeout(leader, request, request_timeout);
+    let answer = if wait < request_timeout {
+        tokio::time::timeout(wait, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Timeout {
+                    addr: format!("broker {leader}"),
+                    api: ApiKey::Produce.name(),
+                    timeout: wait,
+                })
+            })
+    } else {
+        attempt.await
+    };
+    match answer {
         Ok(Response::Produce(response)) => {
             let mut results = index_results(response);
             let mut failures = Vec::new();
@@ -654,6 +770,18 @@ async fn produce(shared: Arc<Shared>, leader: BrokerId, batches: Vec<Batch<Deliv
         Ok(other) => fail_all(&shared, batches, unexpected("Produce", &other)).await,
         Err(e) => fail_all(&shared, batches, e).await,
     }
+}
+
+/// How long one Produce attempt with `batches` may wait for its answer: the request
+/// timeout, cut to the earliest delivery deadline among the batches. A batch already past
+/// its deadline (it waited in the queue while nothing failed) does not cut it: it goes out
+/// once, bounded by the request timeout alone.
+fn attempt_wait(config: &ProducerConfig, batches: &[Batch<Delivery>], now: Instant) -> Duration {
+    batches
+        .iter()
+        .map(|b| (b.created + config.delivery_timeout).saturating_duration_since(now))
+        .filter(|left| !left.is_zero())
+        .fold(config.request_timeout, Duration::min)
 }
 
 async fn fail_all(shared: &Arc<Shared>, batches: Vec<Batch<Delivery>>, error: Error) {

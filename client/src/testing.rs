@@ -1,52 +1,119 @@
-//! A fake one-broker cluster for the producer and consumer tests: a TcpListener on
-//! 127.0.0.1:0 that speaks the protocol crate and keeps topics in memory. It implements just
-//! enough of the broker's documented behaviour (metadata, produce with offset stamping,
-//! fetch of whole batches, list offsets), plus injected errors.
+//! A fake cluster for the library's tests: one or more brokers, each a TcpListener on
+//! 127.0.0.1:0 that speaks the protocol crate, sharing one in-memory state (the "replicated"
+//! logs and the metadata every broker agrees on). It implements just enough of the broker's
+//! documented behaviour (metadata, produce with offset stamping, fetch of whole batches
+//! below the high watermark, list offsets, topic admin, describe cluster), with what a
+//! failover looks like to a client: partition leaders and leader epochs that move,
+//! NOT_LEADER_OR_FOLLOWER from a broker that does not lead, FENCED_LEADER_EPOCH and
+//! UNKNOWN_LEADER_EPOCH for stale and future epochs, brokers that die (connections closed,
+//! connects refused) or hang (connections accepted, requests never answered), and a new
+//! leader whose high watermark lags. Plus injected errors.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use sluice_protocol::batch::{set_base_offset, Batches, RecordBatch};
 use sluice_protocol::messages::*;
 use sluice_protocol::{
-    decode_request, BrokerId, ErrorCode, FrameCodec, LeaderEpoch, Offset, PartitionId, Request,
-    Response,
+    decode_request, ApiKey, BrokerId, ErrorCode, FrameCodec, LeaderEpoch, Offset, PartitionId,
+    Request, Response,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_util::codec::Decoder;
 
-/// The fake cluster's state, inspectable by tests.
-#[derive(Default)]
-pub(crate) struct FakeState {
-    /// Per topic, per partition: the stamped batches.
-    pub topics: BTreeMap<String, Vec<Vec<RecordBatch>>>,
-    /// Errors to answer the next Produce partitions with, in order.
-    pub produce_errors: VecDeque<ErrorCode>,
-    /// Errors to answer the next Fetch partitions with, in order.
-    pub fetch_errors: VecDeque<ErrorCode>,
-    /// Produce requests seen, with the number of partitions in each.
-    pub produce_requests: Vec<usize>,
-    /// Fetch requests seen.
-    pub fetch_requests: usize,
-    /// Leader epoch reported for every partition.
+/// One partition: its log and its leadership.
+pub(crate) struct FakePartition {
+    /// The stamped batches (every replica has them all: replication is not modelled).
+    pub batches: Vec<RecordBatch>,
+    /// The leader, or [`BrokerId::NONE`] during an election.
+    pub leader: BrokerId,
+    /// The leader epoch.
     pub leader_epoch: i32,
-    /// Produce requests to answer by closing the connection instead.
-    pub drop_connection_on_produce: usize,
+    /// The assigned replicas.
+    pub replicas: Vec<BrokerId>,
+    /// The in-sync replicas.
+    pub isr: Vec<BrokerId>,
+    /// How many offsets the leader's high watermark trails its log (a new leader that has
+    /// not caught up yet); fetches above it get OFFSET_OUT_OF_RANGE, as the broker does.
+    pub hw_lag: i64,
 }
 
-impl FakeState {
-    fn next_offset(&self, topic: &str, partition: usize) -> i64 {
-        self.topics[topic][partition]
+impl FakePartition {
+    fn log_end(&self) -> i64 {
+        self.batches
             .last()
             .map_or(0, |b| b.header().next_offset().0)
     }
 
+    fn high_watermark(&self) -> i64 {
+        (self.log_end() - self.hw_lag).max(0)
+    }
+}
+
+/// One topic.
+pub(crate) struct FakeTopic {
+    pub replication_factor: i16,
+    pub partitions: Vec<FakePartition>,
+}
+
+/// One broker of the fake cluster.
+pub(crate) struct FakeNode {
+    pub port: u16,
+    /// Fenced by the controller: left out of Metadata, shown fenced by DescribeCluster.
+    pub fenced: bool,
+    /// Hung: connections are accepted and requests read, but nothing is answered.
+    pub hung: bool,
+}
+
+/// The fake cluster's state, inspectable and changeable by tests.
+pub(crate) struct FakeState {
+    pub topics: BTreeMap<String, FakeTopic>,
+    pub brokers: BTreeMap<BrokerId, FakeNode>,
+    pub controller: BrokerId,
+    /// Errors to answer the next Produce partitions with, in order.
+    pub produce_errors: VecDeque<ErrorCode>,
+    /// Errors to answer the next Fetch partitions with, in order.
+    pub fetch_errors: VecDeque<ErrorCode>,
+    /// Produce requests answered, with the number of partitions in each.
+    pub produce_requests: Vec<usize>,
+    /// Fetch requests answered.
+    pub fetch_requests: usize,
+    /// Every request a broker read, in order, answered or not.
+    pub requests: Vec<(BrokerId, ApiKey)>,
+    /// Per Fetch and ListOffsets partition: the broker asked and the epoch it was sent.
+    pub epochs_seen: Vec<(BrokerId, ApiKey, LeaderEpoch)>,
+    /// Produce requests to answer by closing the connection instead.
+    pub drop_connection_on_produce: usize,
+    /// The `timeout_ms` of every Produce request read.
+    pub produce_timeouts_ms: Vec<i32>,
+    /// Requests to carry out and then, instead of answering, close the connection (an
+    /// answer lost with its broker): the first of its api is taken off for each.
+    pub lose_answers: Vec<ApiKey>,
+}
+
+impl FakeState {
+    fn partition(&self, topic: &str, partition: PartitionId) -> Option<&FakePartition> {
+        let i = usize::try_from(partition.0).ok()?;
+        self.topics.get(topic)?.partitions.get(i)
+    }
+
+    fn partition_mut(&mut self, topic: &str, partition: PartitionId) -> Option<&mut FakePartition> {
+        let i = usize::try_from(partition.0).ok()?;
+        self.topics.get_mut(topic)?.partitions.get_mut(i)
+    }
+
+    /// The batches of a partition.
+    pub fn batches(&self, topic: &str, partition: usize) -> &[RecordBatch] {
+        &self.topics[topic].partitions[partition].batches
+    }
+
     /// Every record value of a partition, in offset order.
     pub fn values(&self, topic: &str, partition: usize) -> Vec<(i64, Bytes)> {
-        self.topics[topic][partition]
+        self.batches(topic, partition)
             .iter()
             .flat_map(|b| {
                 b.records()
@@ -59,32 +126,200 @@ impl FakeState {
             })
             .collect()
     }
+
+    /// Moves a partition's leadership to `leader` in a new leader epoch, as the controller
+    /// does after an election.
+    pub fn move_leader(&mut self, topic: &str, partition: i32, leader: BrokerId) {
+        let p = self
+            .partition_mut(topic, PartitionId(partition))
+            .expect("a partition of the fake cluster");
+        p.leader = leader;
+        p.leader_epoch += 1;
+        if leader != BrokerId::NONE && !p.isr.contains(&leader) {
+            p.isr.push(leader);
+        }
+    }
+
+    /// Requests of `api` that broker `broker` read.
+    pub fn requests_to(&self, broker: BrokerId, api: ApiKey) -> usize {
+        self.requests
+            .iter()
+            .filter(|&&(b, a)| b == broker && a == api)
+            .count()
+    }
+
+    /// A new topic on the unfenced brokers, partition i's replicas starting at the i-th of
+    /// them (Kafka's round robin); the first replica leads, in epoch 0.
+    fn create_topic(&mut self, name: &str, n_partitions: usize, rf: i16) -> ErrorCode {
+        if self.topics.contains_key(name) {
+            return ErrorCode::TopicAlreadyExists;
+        }
+        let live: Vec<BrokerId> = self
+            .brokers
+            .iter()
+            .filter(|(_, n)| !n.fenced)
+            .map(|(&id, _)| id)
+            .collect();
+        let rf = usize::try_from(rf).unwrap_or(0);
+        if rf == 0 || rf > live.len() {
+            return ErrorCode::InvalidReplicationFactor;
+        }
+        let partitions = (0..n_partitions.max(1))
+            .map(|i| {
+                let replicas: Vec<BrokerId> = (0..rf).map(|j| live[(i + j) % live.len()]).collect();
+                FakePartition {
+                    batches: Vec::new(),
+                    leader: replicas[0],
+                    leader_epoch: 0,
+                    isr: replicas.clone(),
+                    replicas,
+                    hw_lag: 0,
+                }
+            })
+            .collect();
+        self.topics.insert(
+            name.to_owned(),
+            FakeTopic {
+                replication_factor: rf as i16,
+                partitions,
+            },
+        );
+        ErrorCode::None
+    }
 }
 
-/// A running fake broker.
+/// A running fake cluster.
+pub(crate) struct FakeCluster {
+    pub state: Arc<Mutex<FakeState>>,
+    /// Per broker: its address and the switch that kills it.
+    brokers: BTreeMap<BrokerId, (String, watch::Sender<bool>)>,
+}
+
+impl FakeCluster {
+    /// Starts brokers 1..=`n_brokers` with `topics` (name, partitions, replication
+    /// factor); broker 1 is the controller.
+    pub async fn start(n_brokers: i32, topics: &[(&str, usize, i16)]) -> FakeCluster {
+        let state = Arc::new(Mutex::new(FakeState {
+            topics: BTreeMap::new(),
+            brokers: BTreeMap::new(),
+            controller: BrokerId(1),
+            produce_errors: VecDeque::new(),
+            fetch_errors: VecDeque::new(),
+            produce_requests: Vec::new(),
+            fetch_requests: 0,
+            requests: Vec::new(),
+            epochs_seen: Vec::new(),
+            drop_connection_on_produce: 0,
+            produce_timeouts_ms: Vec::new(),
+            lose_answers: Vec::new(),
+        }));
+        let mut brokers = BTreeMap::new();
+        for id in 1..=n_brokers {
+            let id = BrokerId(id);
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            state.lock().unwrap().brokers.insert(
+                id,
+                FakeNode {
+                    port: addr.port(),
+                    fenced: false,
+                    hung: false,
+                },
+            );
+            let (down, _) = watch::channel(false);
+            tokio::spawn(accept_loop(listener, state.clone(), id, down.subscribe()));
+            brokers.insert(id, (addr.to_string(), down));
+        }
+        {
+            let mut state = state.lock().unwrap();
+            for (name, n, rf) in topics {
+                assert_eq!(state.create_topic(name, *n, *rf), ErrorCode::None);
+            }
+        }
+        FakeCluster { state, brokers }
+    }
+
+    pub fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.state.lock().unwrap()
+    }
+
+    /// The address of broker `id`.
+    pub fn addr(&self, id: i32) -> String {
+        self.brokers[&BrokerId(id)].0.clone()
+    }
+
+    /// A client config with every broker in the bootstrap list.
+    pub fn config(&self) -> crate::ClientConfig {
+        crate::ClientConfig {
+            bootstrap: self.brokers.values().map(|(a, _)| a.clone()).collect(),
+            request_timeout: Duration::from_secs(5),
+            ..crate::ClientConfig::default()
+        }
+    }
+
+    /// Kills broker `id` as SIGKILL would: its connections close and connects are refused.
+    /// Metadata still lists it until it is fenced ([`FakeCluster::fail_over`]).
+    pub fn kill(&self, id: i32) {
+        self.brokers[&BrokerId(id)].1.send_replace(true);
+    }
+
+    /// Hangs broker `id` as SIGSTOP would, to a client: connects succeed, nothing answers.
+    pub fn hang(&self, id: i32) {
+        self.state().brokers.get_mut(&BrokerId(id)).unwrap().hung = true;
+    }
+
+    /// What the controller does when broker `id`'s session expires: fences it, and moves
+    /// each partition it led to the next in-sync replica, in a new epoch.
+    pub fn fail_over(&self, id: i32) {
+        let dead = BrokerId(id);
+        let mut state = self.state();
+        state.brokers.get_mut(&dead).unwrap().fenced = true;
+        for topic in state.topics.values_mut() {
+            for p in &mut topic.partitions {
+                p.isr.retain(|&b| b != dead);
+                if p.leader == dead {
+                    p.leader = p.isr.first().copied().unwrap_or(BrokerId::NONE);
+                    p.leader_epoch += 1;
+                }
+            }
+        }
+        if state.controller == dead {
+            state.controller = state
+                .brokers
+                .iter()
+                .find(|(_, n)| !n.fenced)
+                .map_or(BrokerId::NONE, |(&b, _)| b);
+        }
+    }
+
+    /// Polls `condition` on the state until it holds; panics after a generous bound.
+    pub async fn wait_for(&self, what: &str, condition: impl Fn(&FakeState) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !condition(&self.state()) {
+            assert!(Instant::now() < deadline, "waited 30 s for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// A one-broker fake cluster (broker 1), for the tests that do not need more.
 pub(crate) struct FakeBroker {
     pub addr: String,
     pub state: Arc<Mutex<FakeState>>,
+    /// Kept so the broker stays up as long as the test holds it.
+    _cluster: FakeCluster,
 }
 
 impl FakeBroker {
     /// Starts a broker with `topics` (name, partitions).
     pub async fn start(topics: &[(&str, usize)]) -> FakeBroker {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let mut state = FakeState::default();
-        for (name, n) in topics {
-            state.topics.insert(name.to_string(), vec![Vec::new(); *n]);
+        let topics: Vec<(&str, usize, i16)> = topics.iter().map(|&(t, n)| (t, n, 1)).collect();
+        let cluster = FakeCluster::start(1, &topics).await;
+        FakeBroker {
+            addr: cluster.addr(1),
+            state: cluster.state.clone(),
+            _cluster: cluster,
         }
-        let state = Arc::new(Mutex::new(state));
-        let port = listener.local_addr().unwrap().port();
-        let shared = state.clone();
-        tokio::spawn(async move {
-            while let Ok((socket, _)) = listener.accept().await {
-                tokio::spawn(serve(socket, shared.clone(), port));
-            }
-        });
-        FakeBroker { addr, state }
     }
 
     pub fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
@@ -101,7 +336,33 @@ impl FakeBroker {
     }
 }
 
-async fn serve(mut socket: TcpStream, state: Arc<Mutex<FakeState>>, port: u16) {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<Mutex<FakeState>>,
+    me: BrokerId,
+    mut down: watch::Receiver<bool>,
+) {
+    let for_connections = down.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => {
+                    tokio::spawn(serve(socket, state.clone(), me, for_connections.clone()));
+                }
+                Err(_) => return,
+            },
+            // Dropping the listener makes connects fail with "connection refused".
+            _ = down.wait_for(|d| *d) => return,
+        }
+    }
+}
+
+async fn serve(
+    mut socket: TcpStream,
+    state: Arc<Mutex<FakeState>>,
+    me: BrokerId,
+    mut down: watch::Receiver<bool>,
+) {
     let mut buf = BytesMut::new();
     let mut codec = FrameCodec::default();
     loop {
@@ -109,17 +370,30 @@ async fn serve(mut socket: TcpStream, state: Arc<Mutex<FakeState>>, port: u16) {
             if let Some(frame) = codec.decode(&mut buf).unwrap() {
                 break frame;
             }
-            match socket.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+            tokio::select! {
+                read = socket.read_buf(&mut buf) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                },
+                // Killed: the socket closes with the task.
+                _ = down.wait_for(|d| *d) => return,
             }
         };
         let (header, request) = decode_request(frame).unwrap();
-        if let Request::Produce(_) = &request {
+        {
             let mut state = state.lock().unwrap();
-            if state.drop_connection_on_produce > 0 {
-                state.drop_connection_on_produce -= 1;
-                return;
+            state.requests.push((me, request.api_key()));
+            if let Request::Produce(p) = &request {
+                state.produce_timeouts_ms.push(p.timeout_ms);
+            }
+            if state.brokers[&me].hung {
+                continue;
+            }
+            if let Request::Produce(_) = &request {
+                if state.drop_connection_on_produce > 0 {
+                    state.drop_connection_on_produce -= 1;
+                    return;
+                }
             }
         }
         if let Request::Fetch(f) = &request {
@@ -128,7 +402,15 @@ async fn serve(mut socket: TcpStream, state: Arc<Mutex<FakeState>>, port: u16) {
                 tokio::time::sleep(Duration::from_millis(f.max_wait_ms.clamp(0, 50) as u64)).await;
             }
         }
-        let response = handle(&state, request, port);
+        let api = request.api_key();
+        let response = handle(&state, request, me);
+        {
+            let mut state = state.lock().unwrap();
+            if let Some(i) = state.lose_answers.iter().position(|&a| a == api) {
+                state.lose_answers.remove(i);
+                return;
+            }
+        }
         let Some(response) = response else { continue };
         let mut payload = BytesMut::new();
         response
@@ -148,26 +430,22 @@ fn fetch_is_empty(state: &Mutex<FakeState>, f: &FetchRequest) -> bool {
     f.topics.iter().all(|t| {
         t.partitions.iter().all(|p| {
             state
-                .topics
-                .get(&t.topic)
-                .and_then(|parts| parts.get(p.partition.0 as usize))
-                .is_none_or(|_| {
-                    p.fetch_offset.0 >= state.next_offset(&t.topic, p.partition.0 as usize)
-                })
+                .partition(&t.topic, p.partition)
+                .is_none_or(|part| p.fetch_offset.0 >= part.high_watermark())
         })
     })
 }
 
-fn handle(state: &Mutex<FakeState>, request: Request, port: u16) -> Option<Response> {
+fn handle(state: &Mutex<FakeState>, request: Request, me: BrokerId) -> Option<Response> {
     let mut state = state.lock().unwrap();
     Some(match request {
-        Request::Metadata(m) => Response::Metadata(metadata(&state, m, port)),
+        Request::Metadata(m) => Response::Metadata(metadata(&state, m)),
         Request::Produce(p) => {
             state
                 .produce_requests
                 .push(p.topics.iter().map(|t| t.partitions.len()).sum());
             let acks = p.acks;
-            let response = produce(&mut state, p);
+            let response = produce(&mut state, p, me);
             if acks == ACKS_NONE {
                 return None;
             }
@@ -175,20 +453,19 @@ fn handle(state: &Mutex<FakeState>, request: Request, port: u16) -> Option<Respo
         }
         Request::Fetch(f) => {
             state.fetch_requests += 1;
-            Response::Fetch(fetch(&mut state, f))
+            Response::Fetch(fetch(&mut state, f, me))
         }
-        Request::ListOffsets(l) => Response::ListOffsets(list_offsets(&state, l)),
+        Request::ListOffsets(l) => Response::ListOffsets(list_offsets(&mut state, l, me)),
         Request::CreateTopics(c) => Response::CreateTopics(CreateTopicsResponse {
             topics: c
                 .topics
                 .into_iter()
                 .map(|t| {
-                    let code = if state.topics.contains_key(&t.name) {
-                        ErrorCode::TopicAlreadyExists
+                    let n = usize::try_from(t.num_partitions).unwrap_or(1);
+                    let code = if me != state.controller {
+                        ErrorCode::NotController
                     } else {
-                        let n = t.num_partitions.max(1) as usize;
-                        state.topics.insert(t.name.clone(), vec![Vec::new(); n]);
-                        ErrorCode::None
+                        state.create_topic(&t.name, n, t.replication_factor)
                     };
                     CreatableTopicResult {
                         name: t.name,
@@ -216,52 +493,68 @@ fn handle(state: &Mutex<FakeState>, request: Request, port: u16) -> Option<Respo
         }),
         Request::DescribeCluster(_) => Response::DescribeCluster(DescribeClusterResponse {
             cluster_id: "fake".into(),
-            controller_id: BrokerId(1),
-            voters: vec![BrokerId(1)],
-            brokers: vec![DescribeClusterBroker {
-                broker_id: BrokerId(1),
-                host: "127.0.0.1".into(),
-                port,
-                fenced: false,
-            }],
+            controller_id: state.controller,
+            voters: state.brokers.keys().copied().collect(),
+            brokers: state
+                .brokers
+                .iter()
+                .map(|(&id, node)| DescribeClusterBroker {
+                    broker_id: id,
+                    host: "127.0.0.1".into(),
+                    port: node.port,
+                    fenced: node.fenced,
+                })
+                .collect(),
         }),
         other => panic!("the fake broker does not serve {:?}", other.api_key()),
     })
 }
 
-fn metadata(state: &FakeState, m: MetadataRequest, port: u16) -> MetadataResponse {
+fn metadata(state: &FakeState, m: MetadataRequest) -> MetadataResponse {
     let names: Vec<String> = match m.topics {
         None => state.topics.keys().cloned().collect(),
         Some(names) => names,
     };
     MetadataResponse {
         cluster_id: "fake".into(),
-        controller_id: BrokerId(1),
-        brokers: vec![MetadataBroker {
-            broker_id: BrokerId(1),
-            host: "127.0.0.1".into(),
-            port,
-            rack: None,
-        }],
+        controller_id: state.controller,
+        brokers: state
+            .brokers
+            .iter()
+            .filter(|(_, node)| !node.fenced)
+            .map(|(&id, node)| MetadataBroker {
+                broker_id: id,
+                host: "127.0.0.1".into(),
+                port: node.port,
+                rack: None,
+            })
+            .collect(),
         topics: names
             .into_iter()
             .map(|name| match state.topics.get(&name) {
-                Some(parts) => MetadataTopic {
+                Some(topic) => MetadataTopic {
                     error_code: ErrorCode::None,
                     error_message: None,
                     name,
                     is_internal: false,
-                    replication_factor: 1,
+                    replication_factor: topic.replication_factor,
                     configs: vec![],
-                    partitions: (0..parts.len())
-                        .map(|i| MetadataPartition {
-                            error_code: ErrorCode::None,
+                    partitions: topic
+                        .partitions
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| MetadataPartition {
+                            error_code: if p.leader == BrokerId::NONE {
+                                ErrorCode::LeaderNotAvailable
+                            } else {
+                                ErrorCode::None
+                            },
                             error_message: None,
                             partition: PartitionId(i as i32),
-                            leader: BrokerId(1),
-                            leader_epoch: LeaderEpoch(state.leader_epoch),
-                            replicas: vec![BrokerId(1)],
-                            isr: vec![BrokerId(1)],
+                            leader: p.leader,
+                            leader_epoch: LeaderEpoch(p.leader_epoch),
+                            replicas: p.replicas.clone(),
+                            isr: p.isr.clone(),
                             offline_replicas: vec![],
                         })
                         .collect(),
@@ -280,7 +573,29 @@ fn metadata(state: &FakeState, m: MetadataRequest, port: u16) -> MetadataRespons
     }
 }
 
-fn produce(state: &mut FakeState, p: ProduceRequest) -> ProduceResponse {
+/// Why broker `me` refuses to serve `partition` to a client that knows `epoch` (-1: none),
+/// as the broker checks it: unknown partition, not the leader, stale or future epoch.
+fn refusal(
+    state: &FakeState,
+    topic: &str,
+    partition: PartitionId,
+    epoch: Option<LeaderEpoch>,
+    me: BrokerId,
+) -> Option<ErrorCode> {
+    let Some(p) = state.partition(topic, partition) else {
+        return Some(ErrorCode::UnknownTopicOrPartition);
+    };
+    if p.leader != me {
+        return Some(ErrorCode::NotLeaderOrFollower);
+    }
+    match epoch {
+        Some(e) if e.0 >= 0 && e.0 < p.leader_epoch => Some(ErrorCode::FencedLeaderEpoch),
+        Some(e) if e.0 > p.leader_epoch => Some(ErrorCode::UnknownLeaderEpoch),
+        _ => None,
+    }
+}
+
+fn produce(state: &mut FakeState, p: ProduceRequest, me: BrokerId) -> ProduceResponse {
     let topics = p
         .topics
         .into_iter()
@@ -289,7 +604,6 @@ fn produce(state: &mut FakeState, p: ProduceRequest) -> ProduceResponse {
                 .partitions
                 .into_iter()
                 .map(|part| {
-                    let i = part.partition.0 as usize;
                     let fail = |code| ProducePartitionResponse {
                         partition: part.partition,
                         error_code: code,
@@ -298,13 +612,14 @@ fn produce(state: &mut FakeState, p: ProduceRequest) -> ProduceResponse {
                         log_append_time_ms: -1,
                         log_start_offset: Offset(-1),
                     };
-                    if state.topics.get(&t.name).is_none_or(|ps| i >= ps.len()) {
-                        return fail(ErrorCode::UnknownTopicOrPartition);
+                    if let Some(code) = refusal(state, &t.name, part.partition, None, me) {
+                        return fail(code);
                     }
                     if let Some(code) = state.produce_errors.pop_front() {
                         return fail(code);
                     }
-                    let base = state.next_offset(&t.name, i);
+                    let log = state.partition_mut(&t.name, part.partition).unwrap();
+                    let base = log.log_end();
                     let mut next = base;
                     for batch in Batches::new(part.records) {
                         let batch = batch.unwrap();
@@ -312,7 +627,7 @@ fn produce(state: &mut FakeState, p: ProduceRequest) -> ProduceResponse {
                         set_base_offset(&mut bytes, Offset(next));
                         let stamped = RecordBatch::validate(bytes.freeze()).unwrap();
                         next = stamped.header().next_offset().0;
-                        state.topics.get_mut(&t.name).unwrap()[i].push(stamped);
+                        log.batches.push(stamped);
                     }
                     ProducePartitionResponse {
                         partition: part.partition,
@@ -333,7 +648,7 @@ fn produce(state: &mut FakeState, p: ProduceRequest) -> ProduceResponse {
     ProduceResponse { topics }
 }
 
-fn fetch(state: &mut FakeState, f: FetchRequest) -> FetchResponse {
+fn fetch(state: &mut FakeState, f: FetchRequest, me: BrokerId) -> FetchResponse {
     let topics = f
         .topics
         .into_iter()
@@ -341,47 +656,7 @@ fn fetch(state: &mut FakeState, f: FetchRequest) -> FetchResponse {
             let partitions = t
                 .partitions
                 .into_iter()
-                .map(|p| {
-                    let i = p.partition.0 as usize;
-                    let mut out = FetchPartitionResponse {
-                        partition: p.partition,
-                        error_code: ErrorCode::None,
-                        error_message: None,
-                        high_watermark: Offset(-1),
-                        last_stable_offset: Offset(-1),
-                        log_start_offset: Offset(0),
-                        records: Bytes::new(),
-                    };
-                    if state.topics.get(&t.topic).is_none_or(|ps| i >= ps.len()) {
-                        out.error_code = ErrorCode::UnknownTopicOrPartition;
-                        return out;
-                    }
-                    if let Some(code) = state.fetch_errors.pop_front() {
-                        out.error_code = code;
-                        return out;
-                    }
-                    let hw = state.next_offset(&t.topic, i);
-                    out.high_watermark = Offset(hw);
-                    out.last_stable_offset = Offset(hw);
-                    if p.fetch_offset.0 < 0 || p.fetch_offset.0 > hw {
-                        out.error_code = ErrorCode::OffsetOutOfRange;
-                        return out;
-                    }
-                    let mut records = BytesMut::new();
-                    for batch in &state.topics[&t.topic][i] {
-                        if batch.header().last_offset().0 >= p.fetch_offset.0 {
-                            if !records.is_empty()
-                                && records.len() + batch.bytes().len()
-                                    > p.partition_max_bytes as usize
-                            {
-                                break;
-                            }
-                            records.extend_from_slice(batch.bytes());
-                        }
-                    }
-                    out.records = records.freeze();
-                    out
-                })
+                .map(|p| fetch_partition(state, &t.topic, &p, me))
                 .collect();
             FetchTopicResponse {
                 topic: t.topic,
@@ -392,7 +667,60 @@ fn fetch(state: &mut FakeState, f: FetchRequest) -> FetchResponse {
     FetchResponse { topics }
 }
 
-fn list_offsets(state: &FakeState, l: ListOffsetsRequest) -> ListOffsetsResponse {
+fn fetch_partition(
+    state: &mut FakeState,
+    topic: &str,
+    p: &FetchPartition,
+    me: BrokerId,
+) -> FetchPartitionResponse {
+    state
+        .epochs_seen
+        .push((me, ApiKey::Fetch, p.current_leader_epoch));
+    let mut out = FetchPartitionResponse {
+        partition: p.partition,
+        error_code: ErrorCode::None,
+        error_message: None,
+        high_watermark: Offset(-1),
+        last_stable_offset: Offset(-1),
+        log_start_offset: Offset(-1),
+        records: Bytes::new(),
+    };
+    if let Some(code) = refusal(state, topic, p.partition, Some(p.current_leader_epoch), me) {
+        out.error_code = code;
+        return out;
+    }
+    if let Some(code) = state.fetch_errors.pop_front() {
+        out.error_code = code;
+        return out;
+    }
+    let part = state.partition(topic, p.partition).unwrap();
+    let hw = part.high_watermark();
+    out.high_watermark = Offset(hw);
+    out.last_stable_offset = Offset(hw);
+    out.log_start_offset = Offset(0);
+    if p.fetch_offset.0 < 0 || p.fetch_offset.0 > hw {
+        out.error_code = ErrorCode::OffsetOutOfRange;
+        return out;
+    }
+    let mut records = BytesMut::new();
+    for batch in &part.batches {
+        if batch.header().next_offset().0 > hw {
+            break;
+        }
+        if batch.header().last_offset().0 >= p.fetch_offset.0 {
+            if !records.is_empty()
+                && records.len() + batch.bytes().len() > p.partition_max_bytes as usize
+            {
+                break;
+            }
+            records.extend_from_slice(batch.bytes());
+        }
+    }
+    out.records = records.freeze();
+    out
+}
+
+fn list_offsets(state: &mut FakeState, l: ListOffsetsRequest, me: BrokerId) -> ListOffsetsResponse {
     let topics = l
         .topics
         .into_iter()
@@ -401,26 +729,37 @@ fn list_offsets(state: &FakeState, l: ListOffsetsRequest) -> ListOffsetsResponse
                 .partitions
                 .into_iter()
                 .map(|p| {
-                    let i = p.partition.0 as usize;
-                    let offset = match p.timestamp {
-                        EARLIEST_TIMESTAMP => 0,
-                        LATEST_TIMESTAMP => state.next_offset(&t.name, i),
-                        ts => state.topics[&t.name][i]
-                            .iter()
-                            .flat_map(|b| {
-                                b.records().unwrap().map(|r| r.unwrap()).collect::<Vec<_>>()
-                            })
-                            .find(|r| r.timestamp >= ts)
-                            .map_or(-1, |r| r.offset.0),
-                    };
-                    ListOffsetsPartitionResponse {
+                    state
+                        .epochs_seen
+                        .push((me, ApiKey::ListOffsets, p.current_leader_epoch));
+                    let epoch = Some(p.current_leader_epoch);
+                    let mut out = ListOffsetsPartitionResponse {
                         partition: p.partition,
                         error_code: ErrorCode::None,
                         error_message: None,
                         timestamp: -1,
-                        offset: Offset(offset),
-                        leader_epoch: LeaderEpoch(0),
+                        offset: Offset(-1),
+                        leader_epoch: LeaderEpoch(-1),
+                    };
+                    if let Some(code) = refusal(state, &t.name, p.partition, epoch, me) {
+                        out.error_code = code;
+                        return out;
                     }
+                    let part = state.partition(&t.name, p.partition).unwrap();
+                    out.offset = Offset(match p.timestamp {
+                        EARLIEST_TIMESTAMP => 0,
+                        LATEST_TIMESTAMP => part.high_watermark(),
+                        ts => part
+                            .batches
+                            .iter()
+                            .flat_map(|b| {
+                                b.records().unwrap().map(|r| r.unwrap()).collect::<Vec<_>>()
+                            })
+                            .find(|r| r.timestamp >= ts && r.offset.0 < part.high_watermark())
+                            .map_or(-1, |r| r.offset.0),
+                    });
+                    out.leader_epoch = LeaderEpoch(part.leader_epoch);
+                    out
                 })
                 .collect();
             ListOffsetsTopicResponse {

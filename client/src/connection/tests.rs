@@ -302,30 +302,80 @@ async fn a_top_level_error_becomes_a_broker_error() {
 }
 
 #[tokio::test]
-async fn a_request_without_an_answer_times_out_and_a_late_answer_is_dropped() {
+async fn a_request_without_an_answer_times_out_and_closes_the_connection() {
     let (addr, listener) = fake_broker().await;
     tokio::spawn(async move {
         let mut conn = accept(&listener).await;
-        let (first, request) = conn.read_request().await.unwrap();
-        let (second, request2) = conn.read_request().await.unwrap();
-        // Answer the first only after the client gave up on it, then the second.
-        conn.respond(first.correlation_id, &echo(&request)).await;
-        conn.respond(second.correlation_id, &echo(&request2)).await;
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        // A broker that reads but never answers (hung, or its host gone).
+        while conn.read_request().await.is_some() {}
     });
     let config = ConnectionConfig {
         request_timeout: Duration::from_millis(200),
         ..config()
     };
-    let connection = Connection::connect(&addr, config).await.unwrap();
+    let connection = Arc::new(Connection::connect(&addr, config).await.unwrap());
+    let other = {
+        let connection = connection.clone();
+        // Waits longer than the first request, so the first one's timeout ends it.
+        tokio::spawn(async move {
+            connection
+                .send_with_timeout(&metadata_request("other"), Duration::from_secs(60))
+                .await
+        })
+    };
     let e = connection
         .send(&metadata_request("slow"))
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Timeout { .. }), "{e}");
-    assert!(e.is_retriable());
+    assert!(e.is_retriable() && e.needs_metadata_refresh());
+    assert!(connection.is_dead());
+    // The request pending beside it fails at once, and says why.
+    let e = tokio::time::timeout(Duration::from_secs(30), other)
+        .await
+        .expect("failed when the connection closed")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(e, Error::Network { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("no response to a Metadata request within 200 ms"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_to_an_abandoned_request_is_dropped_and_the_connection_lives_on() {
+    let (addr, listener) = fake_broker().await;
+    tokio::spawn(async move {
+        let mut conn = accept(&listener).await;
+        let (first, request) = conn.read_request().await.unwrap();
+        let (second, request2) = conn.read_request().await.unwrap();
+        // Answer the first only after the client stopped waiting for it, then the second.
+        conn.respond(first.correlation_id, &echo(&request)).await;
+        conn.respond(second.correlation_id, &echo(&request2)).await;
+        let _ = conn.read_request().await;
+    });
+    let connection = Connection::connect(&addr, config()).await.unwrap();
+    {
+        // A caller that gives up (a hedged metadata request that lost, a dropped future).
+        let request = metadata_request("abandoned");
+        let abandoned = connection.send(&request);
+        tokio::pin!(abandoned);
+        assert!(futures_poll_once(abandoned.as_mut()).await.is_none());
+    }
     let response = connection.send(&metadata_request("next")).await.unwrap();
     assert_eq!(topic_of(&response), "next");
+    assert!(!connection.is_dead());
+}
+
+/// Polls a future once (so a request is registered and queued), then gives it up.
+async fn futures_poll_once<F: std::future::Future + Unpin>(mut f: F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match std::pin::Pin::new(&mut f).poll(cx) {
+        std::task::Poll::Ready(out) => std::task::Poll::Ready(Some(out)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
 }
 
 #[tokio::test]

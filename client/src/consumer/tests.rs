@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use super::*;
-use crate::testing::FakeBroker;
+use crate::testing::{FakeBroker, FakeCluster};
 use crate::{Producer, ProducerConfig, ProducerRecord};
+use sluice_protocol::ApiKey;
 
 async fn client(broker: &FakeBroker) -> Client {
     Client::connect(broker.config()).await.unwrap()
@@ -119,7 +120,7 @@ async fn an_offset_inside_a_batch_skips_the_records_before_it() {
     let broker = FakeBroker::start(&[("t", 1)]).await;
     let client = client(&broker).await;
     produce(&client, "t", 0, &["0", "1", "2", "3", "4", "5"]).await;
-    assert_eq!(broker.state().topics["t"][0].len(), 1, "one batch");
+    assert_eq!(broker.state().batches("t", 0).len(), 1, "one batch");
     let mut consumer = consumer(&client);
     consumer
         .assign(vec![("t".into(), PartitionId(0), OffsetSpec::Offset(4))])
@@ -308,4 +309,233 @@ async fn assigning_what_does_not_exist_fails() {
         .await
         .unwrap_err();
     assert!(matches!(e, Error::NotAssigned { .. }), "{e}");
+}
+
+/// Failure bound of each step of the failover tests; far above what any step takes.
+const BOUND: Duration = Duration::from_secs(60);
+
+async fn cluster_client(cluster: &FakeCluster) -> Client {
+    Client::connect(cluster.config()).await.unwrap()
+}
+
+/// Polls until `n` records arrived; panics after [`BOUND`]. Every poll must succeed.
+async fn poll_exactly(consumer: &mut Consumer, n: usize) -> Vec<ConsumerRecord> {
+    let deadline = Instant::now() + BOUND;
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} records",
+            out.len()
+        );
+        out.extend(consumer.poll(Duration::from_millis(200)).await.unwrap());
+    }
+    out
+}
+
+async fn assigned(client: &Client, reset: OffsetReset) -> Consumer {
+    let mut consumer = Consumer::new(
+        client.clone(),
+        ConsumerConfig {
+            auto_offset_reset: reset,
+            ..consumer(client).config
+        },
+    );
+    consumer
+        .assign(vec![("t".into(), PartitionId(0), OffsetSpec::Earliest)])
+        .await
+        .unwrap();
+    consumer
+}
+
+#[tokio::test]
+async fn a_killed_leader_hands_over_at_the_same_position() {
+    let cluster = FakeCluster::start(3, &[("t", 1, 3)]).await;
+    let client = cluster_client(&cluster).await;
+    produce(&client, "t", 0, &["a", "b", "c"]).await;
+    let mut consumer = assigned(&client, OffsetReset::Earliest).await;
+    let mut got = poll_exactly(&mut consumer, 3).await;
+    cluster.kill(1);
+    cluster.fail_over(1);
+    produce(&client, "t", 0, &["d", "e"]).await;
+    got.extend(poll_exactly(&mut consumer, 2).await);
+    assert_eq!(
+        values(&got),
+        vec![
+            (0, 0, "a".into()),
+            (0, 1, "b".into()),
+            (0, 2, "c".into()),
+            (0, 3, "d".into()),
+            (0, 4, "e".into())
+        ]
+    );
+    assert_eq!(consumer.position("t", PartitionId(0)), Some(5));
+    // The new leader was asked with the new epoch.
+    assert!(cluster
+        .state()
+        .epochs_seen
+        .contains(&(BrokerId(2), ApiKey::Fetch, LeaderEpoch(1))));
+}
+
+#[tokio::test]
+async fn a_stale_leader_epoch_is_fenced_then_refreshed() {
+    let cluster = FakeCluster::start(2, &[("t", 1, 2)]).await;
+    let client = cluster_client(&cluster).await;
+    produce(&client, "t", 0, &["a"]).await;
+    let mut consumer = assigned(&client, OffsetReset::None).await;
+    poll_exactly(&mut consumer, 1).await;
+    // A new epoch under the same leader; the consumer's metadata still says epoch 0.
+    cluster.state().move_leader("t", 0, BrokerId(1));
+    produce(&client, "t", 0, &["b"]).await;
+    let got = poll_exactly(&mut consumer, 1).await;
+    assert_eq!(values(&got), vec![(0, 1, "b".into())]);
+    let state = cluster.state();
+    let fetches: Vec<LeaderEpoch> = state
+        .epochs_seen
+        .iter()
+        .filter(|(_, api, _)| *api == ApiKey::Fetch)
+        .map(|(_, _, e)| *e)
+        .collect();
+    // Epoch 0 until fenced, epoch 1 after the refresh, never back.
+    let first_new = fetches.iter().position(|e| *e == LeaderEpoch(1)).unwrap();
+    assert!(fetches[..first_new].iter().all(|e| *e == LeaderEpoch(0)));
+    assert!(fetches[first_new..].iter().all(|e| *e == LeaderEpoch(1)));
+}
+
+#[tokio::test]
+async fn poll_does_not_fail_while_no_broker_answers() {
+    let cluster = FakeCluster::start(2, &[("t", 1, 2)]).await;
+    let client = cluster_client(&cluster).await;
+    let mut consumer = assigned(&client, OffsetReset::None).await;
+    cluster.kill(1);
+    cluster.kill(2);
+    for _ in 0..3 {
+        let records = consumer.poll(Duration::from_millis(300)).await.unwrap();
+        assert!(records.is_empty());
+    }
+    assert_eq!(consumer.position("t", PartitionId(0)), Some(0));
+}
+
+#[tokio::test]
+async fn a_new_leader_that_has_not_caught_up_is_waited_for_not_reset_to() {
+    let cluster = FakeCluster::start(2, &[("t", 1, 2)]).await;
+    let client = cluster_client(&cluster).await;
+    produce(&client, "t", 0, &["a", "b", "c"]).await;
+    // Earliest would re-read a, b and c if the position were reset.
+    let mut consumer = assigned(&client, OffsetReset::Earliest).await;
+    let mut got = poll_exactly(&mut consumer, 3).await;
+    // The new leader's high watermark is at 1, below the consumer's position 3.
+    cluster.kill(1);
+    cluster.fail_over(1);
+    cluster.state().topics.get_mut("t").unwrap().partitions[0].hw_lag = 2;
+    let fetches_from_2 = |cluster: &FakeCluster| {
+        let state = cluster.state();
+        state
+            .epochs_seen
+            .iter()
+            .filter(|(b, api, _)| *b == BrokerId(2) && *api == ApiKey::Fetch)
+            .count()
+    };
+    // Poll through a few out-of-range answers: nothing new, and the position holds.
+    let deadline = Instant::now() + BOUND;
+    while fetches_from_2(&cluster) < 3 {
+        assert!(Instant::now() < deadline, "the new leader was never asked");
+        let records = consumer.poll(Duration::from_millis(100)).await.unwrap();
+        assert!(records.is_empty(), "{:?}", values(&records));
+        assert_eq!(consumer.position("t", PartitionId(0)), Some(3));
+    }
+    // Caught up, and a new record arrives.
+    cluster.state().topics.get_mut("t").unwrap().partitions[0].hw_lag = 0;
+    produce(&client, "t", 0, &["d"]).await;
+    got.extend(poll_exactly(&mut consumer, 4 - got.len()).await);
+    assert_eq!(
+        values(&got),
+        vec![
+            (0, 0, "a".into()),
+            (0, 1, "b".into()),
+            (0, 2, "c".into()),
+            (0, 3, "d".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_leaderless_partition_waits_for_its_election() {
+    let cluster = FakeCluster::start(2, &[("t", 1, 2)]).await;
+    let client = cluster_client(&cluster).await;
+    let mut consumer = assigned(&client, OffsetReset::None).await;
+    cluster.kill(1);
+    cluster.state().move_leader("t", 0, BrokerId::NONE);
+    assert!(consumer
+        .poll(Duration::from_millis(300))
+        .await
+        .unwrap()
+        .is_empty());
+    cluster.state().move_leader("t", 0, BrokerId(2));
+    produce(&client, "t", 0, &["a"]).await;
+    let got = poll_exactly(&mut consumer, 1).await;
+    assert_eq!(values(&got), vec![(0, 0, "a".into())]);
+}
+
+#[tokio::test]
+async fn a_topic_that_stays_missing_fails_poll_after_the_wait() {
+    let cluster = FakeCluster::start(1, &[("t", 1, 1)]).await;
+    let client = cluster_client(&cluster).await;
+    let mut consumer = Consumer::new(
+        client.clone(),
+        ConsumerConfig {
+            unknown_topic_wait: Duration::from_millis(300),
+            ..consumer(&client).config
+        },
+    );
+    consumer
+        .assign(vec![("t".into(), PartitionId(0), OffsetSpec::Earliest)])
+        .await
+        .unwrap();
+    cluster.state().topics.remove("t");
+    let deadline = Instant::now() + BOUND;
+    let e = loop {
+        assert!(Instant::now() < deadline, "poll never failed");
+        match consumer.poll(Duration::from_millis(100)).await {
+            Ok(records) => assert!(records.is_empty()),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(e, Error::UnknownTopic { topic: "t".into() });
+}
+
+#[tokio::test]
+async fn a_confirmed_position_the_log_really_lost_is_reset_after_the_wait() {
+    let cluster = FakeCluster::start(2, &[("t", 1, 2)]).await;
+    let client = cluster_client(&cluster).await;
+    produce(&client, "t", 0, &["a", "b", "c"]).await;
+    let mut consumer = Consumer::new(
+        client.clone(),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::None,
+            leader_catch_up_wait: Duration::from_millis(300),
+            ..consumer(&client).config
+        },
+    );
+    consumer
+        .assign(vec![("t".into(), PartitionId(0), OffsetSpec::Earliest)])
+        .await
+        .unwrap();
+    poll_exactly(&mut consumer, 3).await;
+    // An unclean election: the new leader never gets past offset 1.
+    cluster.kill(1);
+    cluster.fail_over(1);
+    cluster.state().topics.get_mut("t").unwrap().partitions[0].hw_lag = 2;
+    let deadline = Instant::now() + BOUND;
+    let e = loop {
+        assert!(Instant::now() < deadline, "poll never failed");
+        match consumer.poll(Duration::from_millis(100)).await {
+            Ok(records) => assert!(records.is_empty()),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        e.to_string(),
+        "offset 3 is out of range for t/0 (the log holds 0 to 1); seek to a valid offset"
+    );
 }

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use super::*;
-use crate::testing::FakeBroker;
+use crate::testing::{FakeBroker, FakeCluster};
+use crate::ClientConfig;
 
 async fn producer(broker: &FakeBroker, config: ProducerConfig) -> Producer {
     let client = Client::connect(broker.config()).await.unwrap();
@@ -79,7 +80,8 @@ async fn keyless_records_stick_to_a_partition_per_batch() {
     assert_ne!(partitions[10], partitions[20]);
     let state = broker.state();
     for p in 0..3 {
-        assert!(state.topics["t"][p]
+        assert!(state
+            .batches("t", p)
             .iter()
             .all(|b| b.header().records_count == 10));
     }
@@ -345,4 +347,186 @@ async fn a_dropped_connection_is_redialled_and_the_batch_retried() {
     producer.flush().await;
     assert_eq!(delivery.await.unwrap().offset, 0);
     assert_eq!(broker.state().values("t", 0).len(), 1);
+}
+
+/// A request timeout no test waits for: a test that needed it would hit its failure bound.
+const NEVER: Duration = Duration::from_secs(600);
+/// Failure bound of each step of the failover tests; far above what any step takes.
+const BOUND: Duration = Duration::from_secs(60);
+
+async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(BOUND, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} took longer than {} s", BOUND.as_secs()))
+}
+
+async fn cluster_producer(cluster: &FakeCluster, config: ProducerConfig) -> Producer {
+    let client = Client::connect(ClientConfig {
+        request_timeout: NEVER,
+        ..cluster.config()
+    })
+    .await
+    .unwrap();
+    Producer::new(client, config)
+}
+
+fn stored(cluster: &FakeCluster, partition: usize) -> Vec<(i64, String)> {
+    cluster
+        .state()
+        .values("t", partition)
+        .into_iter()
+        .map(|(offset, v)| (offset, String::from_utf8(v.to_vec()).unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_in_flight_when_its_leader_dies_is_retried_on_the_new_leader() {
+    let cluster = FakeCluster::start(2, &[("t", 1, 2)]).await;
+    let producer = cluster_producer(&cluster, ProducerConfig::default()).await;
+    // Broker 1 leads; it reads the request and dies before answering (the outcome is
+    // unknown to the producer), and the controller moves leadership to broker 2.
+    cluster.hang(1);
+    let delivery = producer.send(ProducerRecord::new("t", "x")).await.unwrap();
+    cluster
+        .wait_for("the produce request on broker 1", |s| {
+            s.requests_to(BrokerId(1), ApiKey::Produce) == 1
+        })
+        .await;
+    cluster.kill(1);
+    cluster.fail_over(1);
+    let metadata = bounded("delivery", delivery).await.unwrap();
+    assert_eq!((metadata.partition, metadata.offset), (PartitionId(0), 0));
+    assert_eq!(stored(&cluster, 0), vec![(0, "x".to_owned())]);
+    assert_eq!(cluster.state().requests_to(BrokerId(2), ApiKey::Produce), 1);
+}
+
+#[tokio::test]
+async fn a_hung_leader_is_given_up_at_the_request_timeout_and_the_batch_moves() {
+    let cluster = FakeCluster::start(2, &[("t", 1, 2)]).await;
+    let config = ProducerConfig {
+        // Short only so the test is quick; the client's own request timeout is NEVER, so
+        // this is what gives up on the hung leader.
+        request_timeout: Duration::from_millis(300),
+        ..ProducerConfig::default()
+    };
+    let producer = cluster_producer(&cluster, config).await;
+    // Broker 1 (the leader, and the broker that answered the client's metadata) hangs.
+    cluster.hang(1);
+    let delivery = producer.send(ProducerRecord::new("t", "x")).await.unwrap();
+    cluster
+        .wait_for("the produce request on broker 1", |s| {
+            s.requests_to(BrokerId(1), ApiKey::Produce) == 1
+        })
+        .await;
+    cluster.fail_over(1);
+    let metadata = bounded("delivery", delivery).await.unwrap();
+    assert_eq!(metadata.offset, 0);
+    assert_eq!(stored(&cluster, 0), vec![(0, "x".to_owned())]);
+    // The broker was told to answer before the producer gives up.
+    let timeouts = cluster.state().produce_timeouts_ms.clone();
+    assert!(timeouts.iter().all(|&t| 0 < t && t < 300), "{timeouts:?}");
+}
+
+#[tokio::test]
+async fn batches_follow_a_moving_leader_in_order_and_once() {
+    let cluster = FakeCluster::start(3, &[("t", 2, 3)]).await;
+    let config = ProducerConfig {
+        batch_bytes_max: 150, // one record per batch
+        retry_backoff: Duration::from_millis(5),
+        ..ProducerConfig::default()
+    };
+    let producer = cluster_producer(&cluster, config).await;
+    let mut deliveries = Vec::new();
+    for round in 0..6 {
+        // Leadership of both partitions moves before each round; the producer's cached
+        // metadata is stale, so the round's first batches meet NOT_LEADER_OR_FOLLOWER.
+        for partition in 0..2 {
+            let leader = BrokerId((round + partition) % 3 + 1);
+            cluster.state().move_leader("t", partition, leader);
+        }
+        for i in 0..5 {
+            for partition in 0..2 {
+                let value = format!("r{round}-{i}-{}", "x".repeat(40));
+                let record = ProducerRecord::new("t", value).partition(PartitionId(partition));
+                deliveries.push((partition, producer.send(record).await.unwrap()));
+            }
+        }
+        bounded("flush", producer.flush()).await;
+    }
+    let mut next = [0i64; 2];
+    for (partition, delivery) in deliveries {
+        let metadata = delivery.await.unwrap();
+        assert_eq!(metadata.offset, next[partition as usize]);
+        next[partition as usize] += 1;
+    }
+    for partition in 0..2 {
+        let values: Vec<String> = stored(&cluster, partition)
+            .into_iter()
+            .map(|(_, v)| v[..4].to_owned())
+            .collect();
+        let expected: Vec<String> = (0..6)
+            .flat_map(|round| (0..5).map(move |i| format!("r{round}-{i}")))
+            .collect();
+        assert_eq!(values, expected, "partition {partition}");
+    }
+    // Each partition's first batch of rounds 1 to 5 went to the old leader and was refused
+    // (round 0 moved nothing): 60 appends and at least 10 refusals.
+    let partitions_sent: usize = cluster.state().produce_requests.iter().sum();
+    assert!(partitions_sent >= 70, "{partitions_sent}");
+}
+
+#[tokio::test]
+async fn retries_back_off_exponentially() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    broker
+        .state()
+        .produce_errors
+        .extend(std::iter::repeat_n(ErrorCode::NotEnoughReplicas, 10_000));
+    let config = ProducerConfig {
+        retry_backoff: Duration::from_millis(10),
+        retry_backoff_max: Duration::from_secs(60),
+        delivery_timeout: Duration::from_secs(2),
+        ..ProducerConfig::default()
+    };
+    let producer = producer(&broker, config).await;
+    let delivery = producer.send(ProducerRecord::new("t", "x")).await.unwrap();
+    let e = bounded("the delivery timeout", delivery).await.unwrap_err();
+    // Waits of 10, 20, 40... ms (each at least 80% of that) fill 2 s within 9 retries; a
+    // fixed 10 ms backoff would have made some 200 attempts.
+    match e {
+        Error::DeliveryTimeout { attempts, .. } => assert!(attempts <= 10, "{attempts}"),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn an_attempt_waits_the_request_timeout_cut_to_the_earliest_delivery_deadline() {
+    let config = ProducerConfig {
+        request_timeout: Duration::from_secs(30),
+        delivery_timeout: Duration::from_secs(120),
+        ..ProducerConfig::default()
+    };
+    // Ahead of the clock, so that subtracting ages never goes before the clock's origin.
+    let now = Instant::now() + Duration::from_secs(300);
+    let batch = |age_s: u64| Batch::<Delivery> {
+        tp: TopicPartition::new("t", PartitionId(0)),
+        bytes: Bytes::new(),
+        tokens: Vec::new(),
+        created: now - Duration::from_secs(age_s),
+        attempts: 1,
+    };
+    let check = |ages: &[u64], expected_s: u64| {
+        let batches: Vec<Batch<Delivery>> = ages.iter().map(|&a| batch(a)).collect();
+        assert_eq!(
+            attempt_wait(&config, &batches, now),
+            Duration::from_secs(expected_s),
+            "{ages:?}"
+        );
+    };
+    check(&[0], 30);
+    check(&[0, 100], 20);
+    check(&[110, 100], 10);
+    // Past its deadline, a batch that is sent at all gets the whole request timeout.
+    check(&[120], 30);
+    check(&[200, 115], 5);
 }

@@ -100,7 +100,14 @@ pub fn topic_describe_text(t: &TopicDescription) -> String {
         t.replication_factor,
         configs
     );
-    let offset = |o: i64| if o < 0 { "-".to_owned() } else { o.to_string() };
+    // -1: the leader could not be asked (down, or being elected); JSON keeps the -1.
+    let offset = |o: i64| {
+        if o < 0 {
+            "unavailable".to_owned()
+        } else {
+            o.to_string()
+        }
+    };
     let rows: Vec<Vec<String>> = t
         .partitions
         .iter()
@@ -253,6 +260,36 @@ mod tests {
     }
 
     #[test]
+    fn topic_describe_with_a_partition_whose_leader_is_down_or_being_elected() {
+        let mut t = description();
+        let mut down = t.partitions[0].clone();
+        down.partition = PartitionId(1);
+        down.leader = BrokerId(3);
+        down.isr = vec![BrokerId(3)];
+        down.log_start_offset = -1;
+        down.high_watermark = -1;
+        let mut electing = down.clone();
+        electing.partition = PartitionId(2);
+        electing.leader = BrokerId::NONE;
+        electing.isr = vec![];
+        t.partitions.extend([down, electing]);
+        assert_eq!(
+            topic_describe_text(&t),
+            "Topic: t1  Partitions: 3  ReplicationFactor: 3  Configs: retention.ms=1000\n\
+             PARTITION  LEADER  EPOCH  REPLICAS  ISR  LOG-START    HIGH-WATERMARK\n\
+             0          2       4      2,1,3     2,1  0            17\n\
+             1          3       4      2,1,3     3    unavailable  unavailable\n\
+             2          none    4      2,1,3          unavailable  unavailable\n"
+        );
+        let j = topic_describe_json(&t);
+        assert_eq!(
+            j["partitions"][2],
+            json!({"partition": 2, "leader": -1, "leader_epoch": 4, "replicas": [2, 1, 3],
+                   "isr": [], "log_start_offset": -1, "high_watermark": -1})
+        );
+    }
+
+    #[test]
     fn topic_describe() {
         assert_eq!(
             topic_describe_text(&description()),
@@ -320,6 +357,51 @@ mod tests {
              1   127.0.0.1:9700  active  controller\n\
              2   127.0.0.1:9701  fenced\n"
         );
+    }
+
+    #[test]
+    fn a_three_voter_cluster_after_its_controller_failed_over() {
+        // Voters 1-3 and a broker-only node 4; node 1 was fenced and 2 leads the quorum.
+        let broker = |id: i32, fenced: bool| BrokerDescription {
+            id: BrokerId(id),
+            address: format!("10.0.0.{id}:9700"),
+            fenced,
+        };
+        let c = ClusterDescription {
+            cluster_id: "prod".into(),
+            controller: Some(BrokerId(2)),
+            voters: vec![BrokerId(1), BrokerId(2), BrokerId(3)],
+            brokers: vec![
+                broker(1, true),
+                broker(2, false),
+                broker(3, false),
+                broker(4, false),
+            ],
+        };
+        assert_eq!(
+            cluster_json(&c),
+            json!({"cluster_id": "prod", "controller": {"leader": 2, "voters": [1, 2, 3]},
+                   "brokers": [{"id": 1, "address": "10.0.0.1:9700", "state": "fenced"},
+                               {"id": 2, "address": "10.0.0.2:9700", "state": "active"},
+                               {"id": 3, "address": "10.0.0.3:9700", "state": "active"},
+                               {"id": 4, "address": "10.0.0.4:9700", "state": "active"}]})
+        );
+        assert_eq!(
+            cluster_text(&c),
+            "Cluster: prod\nController: 2  Voters: 1,2,3\n\
+             ID  ADDRESS        STATE   ROLE\n\
+             1   10.0.0.1:9700  fenced  voter\n\
+             2   10.0.0.2:9700  active  controller\n\
+             3   10.0.0.3:9700  active  voter\n\
+             4   10.0.0.4:9700  active\n"
+        );
+        // During a quorum election there is no controller: JSON says null.
+        let electing = ClusterDescription {
+            controller: None,
+            ..c
+        };
+        assert_eq!(cluster_json(&electing)["controller"]["leader"], Value::Null);
+        assert!(cluster_text(&electing).contains("Controller: none (no quorum leader)"));
     }
 }
 
