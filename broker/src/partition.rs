@@ -354,7 +354,8 @@ impl Partition {
         let ours = self.leader_epoch();
         let newer_epoch = assignment.leader_epoch > ours;
         let same_epoch = assignment.leader_epoch == ours;
-        if !newer_epoch && !(same_epoch && assignment.partition_epoch > state.partition_epoch) {
+        let newer_isr = same_epoch && assignment.partition_epoch > state.partition_epoch;
+        if !(newer_epoch || newer_isr) {
             return;
         }
         state.replicas = assignment.replicas.clone();
