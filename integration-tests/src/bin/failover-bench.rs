@@ -53,6 +53,8 @@ fn main() {
     )
     .expect("create topic");
     cluster.wait_isr("failover", 3);
+    // The producer's background task is spawned on the runtime.
+    let _runtime = rt.enter();
     let producer = Producer::new(
         client,
         ProducerConfig {
