@@ -114,8 +114,18 @@ impl NodeFile {
     }
 }
 
-/// 16 random bytes from the OS, hex: cluster ids and incarnation ids.
+/// 16 random bytes from the OS, hex: cluster ids.
 pub fn random_id() -> String {
+    hex(&random_bytes())
+}
+
+/// Bytes as lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// 16 random bytes from the OS: ids that tell clusters and process runs apart.
+pub fn random_bytes() -> [u8; 16] {
     let mut bytes = [0u8; 16];
     let random = fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
@@ -127,7 +137,7 @@ pub fn random_id() -> String {
             .unwrap_or_default();
         bytes = (nanos ^ (u128::from(std::process::id()) << 64)).to_be_bytes();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    bytes
 }
 
 #[cfg(test)]

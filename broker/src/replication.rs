@@ -22,6 +22,7 @@ use sluice_protocol::messages::{
 use sluice_protocol::{BrokerId, ErrorCode, Request, Response};
 
 use crate::broker::Broker;
+use crate::cluster::image::{ListenerMeta, NATIVE_LISTENER};
 use crate::cluster::peer::PeerConnection;
 use crate::partition::{IsrProposal, Partition, Role};
 
@@ -80,12 +81,10 @@ async fn fetch_from(broker: Arc<Broker>, leader: BrokerId) {
             return;
         }
         let image = broker.cluster.image();
-        let Some(address) = image.brokers.get(&leader).and_then(|b| {
-            b.listeners
-                .iter()
-                .find(|l| l.name == "native")
-                .map(|l| format!("{}:{}", l.host, l.port))
-        }) else {
+        let Some(address) = image
+            .broker_address(leader, NATIVE_LISTENER)
+            .map(ListenerMeta::address)
+        else {
             tokio::time::sleep(FETCH_BACKOFF).await;
             continue;
         };

@@ -143,10 +143,7 @@ impl Topics {
             .topics
             .get(topic)
             .ok_or_else(|| ApiError::unknown_topic(topic))?;
-        let Some(partition_meta) = usize::try_from(index.0)
-            .ok()
-            .and_then(|i| meta.partitions.get(i))
-        else {
+        let Some(partition_meta) = meta.partition(index) else {
             return Err(ApiError::unknown_partition(
                 topic,
                 index.0,
@@ -208,10 +205,7 @@ impl Topics {
             match self.get(name) {
                 Some(topic) => {
                     for (index, partition) in &topic.partitions {
-                        if let Some(p) = usize::try_from(index.0)
-                            .ok()
-                            .and_then(|i| meta.partitions.get(i))
-                        {
+                        if let Some(p) = meta.partition(*index) {
                             partition.apply_assignment(&assignment(p));
                         }
                     }

@@ -29,11 +29,11 @@ use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Request, Response};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::image::{CommandResult, ListenerMeta, MetadataCommand, MetadataImage};
+use super::image::{CommandResult, ListenerMeta, MetadataCommand, MetadataImage, NATIVE_LISTENER};
 use super::raft::{Applied, NodeId, Raft};
 use crate::config::BrokerConfig;
 use crate::error::ApiError;
-use crate::metadata::random_id;
+use crate::metadata::{hex, random_id};
 use crate::topics::{validate_new_topic, NewTopic};
 
 /// The controller logic of one voter.
@@ -188,13 +188,9 @@ impl Controller {
             .collect();
         let address = listeners
             .iter()
-            .find(|l| l.name == "native")
-            .map(|l| format!("{}:{}", l.host, l.port));
-        let incarnation_id = request
-            .incarnation_id
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+            .find(|l| l.name == NATIVE_LISTENER)
+            .map(ListenerMeta::address);
+        let incarnation_id = hex(&request.incarnation_id);
         let (_, result) = self
             .propose(MetadataCommand::RegisterBroker {
                 id: request.broker_id,

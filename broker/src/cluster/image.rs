@@ -227,6 +227,13 @@ const PARTITIONS_MAX: u32 = crate::topics::PARTITIONS_MAX as u32;
 /// The listener name of sluice's native protocol.
 pub const NATIVE_LISTENER: &str = "native";
 
+impl ListenerMeta {
+    /// `HOST:PORT`, to connect to.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
 impl BrokerMeta {
     /// Whether the broker may lead and join ISRs: unfenced and not shutting down.
     pub fn is_active(&self) -> bool {

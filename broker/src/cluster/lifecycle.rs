@@ -13,6 +13,7 @@ use sluice_protocol::messages::{BrokerHeartbeatRequest, BrokerRegistrationReques
 use sluice_protocol::{ErrorCode, Request, Response};
 
 use super::client::ControllerClient;
+use super::image::NATIVE_LISTENER;
 use crate::broker::Broker;
 
 /// Pause between failed registrations.
@@ -28,11 +29,7 @@ pub async fn run(broker: Arc<Broker>) {
         cluster.raft.clone(),
         cluster.controller.clone(),
     );
-    let mut incarnation_id = [0u8; 16];
-    let hex = crate::metadata::random_id();
-    for (i, byte) in incarnation_id.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or_default();
-    }
+    let incarnation_id = crate::metadata::random_bytes();
     let mut orphans_removed = false;
     'register: while !broker.is_stopping() {
         let epoch = match register(&broker, incarnation_id).await {
@@ -126,7 +123,7 @@ async fn register(broker: &Broker, incarnation_id: [u8; 16]) -> Option<i64> {
         cluster_id,
         incarnation_id,
         listeners: vec![Listener {
-            name: "native".into(),
+            name: NATIVE_LISTENER.into(),
             host,
             port,
         }],

@@ -13,7 +13,7 @@ use sluice_protocol::{BrokerId, ErrorCode};
 
 use super::SERVED;
 use crate::broker::Broker;
-use crate::cluster::image::{BrokerMeta, MetadataImage, TopicMeta};
+use crate::cluster::image::{BrokerMeta, MetadataImage, TopicMeta, NATIVE_LISTENER};
 use crate::error::ApiError;
 use crate::topics::effective_topic_configs;
 
@@ -34,9 +34,7 @@ pub fn api_versions() -> ApiVersionsResponse {
 /// A broker's native address.
 fn native_address(broker: &BrokerMeta) -> (String, u16) {
     broker
-        .listeners
-        .iter()
-        .find(|l| l.name == "native")
+        .listener(NATIVE_LISTENER)
         .map_or((String::new(), 0), |l| (l.host.clone(), l.port))
 }
 
