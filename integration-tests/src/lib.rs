@@ -78,6 +78,7 @@ pub struct BrokerProcess {
     /// Extra flags it was started with.
     pub args: Vec<String>,
     log_path: PathBuf,
+    paused: bool,
 }
 
 impl BrokerProcess {
@@ -95,6 +96,7 @@ impl BrokerProcess {
             data_dir: data_dir.to_path_buf(),
             args: args.iter().map(|s| s.to_string()).collect(),
             log_path: data_dir.with_extension("broker.log"),
+            paused: false,
         };
         broker.spawn();
         broker
@@ -189,14 +191,21 @@ impl BrokerProcess {
         self.child.is_some()
     }
 
+    /// Whether the process is running and not paused: it answers requests.
+    pub fn is_serving(&self) -> bool {
+        self.is_running() && !self.paused
+    }
+
     /// SIGSTOP: the process freezes (a long GC pause, a hung disk), its sockets stay open.
-    pub fn pause(&self) {
+    pub fn pause(&mut self) {
         self.signal(libc::SIGSTOP);
+        self.paused = true;
     }
 
     /// SIGCONT: a paused process goes on.
-    pub fn resume(&self) {
+    pub fn resume(&mut self) {
         self.signal(libc::SIGCONT);
+        self.paused = false;
     }
 }
 
@@ -249,23 +258,27 @@ impl TestCluster {
         &mut self.brokers[(id - 1) as usize]
     }
 
-    /// `sluice cluster describe --format json` from any live node.
-    pub fn describe(&self) -> Option<serde_json::Value> {
-        let live: Vec<String> = self
+    /// A CLI command's JSON output, asked of the nodes that serve (not killed or paused);
+    /// `None` if it failed.
+    fn cli_json(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let serving: Vec<String> = self
             .brokers
             .iter()
-            .filter(|b| b.is_running())
+            .filter(|b| b.is_serving())
             .map(|b| b.bootstrap())
             .collect();
-        let output = cli(
-            &live.join(","),
-            &["cluster", "describe", "--format", "json"],
-            "",
-        );
+        let mut args = args.to_vec();
+        args.extend(["--format", "json"]);
+        let output = cli(&serving.join(","), &args, "");
         if !output.status.success() {
             return None;
         }
         serde_json::from_slice(&output.stdout).ok()
+    }
+
+    /// `sluice cluster describe --format json` from any serving node.
+    pub fn describe(&self) -> Option<serde_json::Value> {
+        self.cli_json(&["cluster", "describe"])
     }
 
     /// Waits until `n` brokers are active (registered and unfenced).
@@ -279,23 +292,9 @@ impl TestCluster {
         });
     }
 
-    /// `sluice topic describe TOPIC --format json` from any live node.
+    /// `sluice topic describe TOPIC --format json` from any serving node.
     pub fn describe_topic(&self, topic: &str) -> Option<serde_json::Value> {
-        let live: Vec<String> = self
-            .brokers
-            .iter()
-            .filter(|b| b.is_running())
-            .map(|b| b.bootstrap())
-            .collect();
-        let output = cli(
-            &live.join(","),
-            &["topic", "describe", topic, "--format", "json"],
-            "",
-        );
-        if !output.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&output.stdout).ok()
+        self.cli_json(&["topic", "describe", topic])
     }
 
     /// The leader of `topic`'s partition, as the metadata says (-1: none).

@@ -39,6 +39,28 @@ async fn client(bootstrap: &str) -> Client {
     .expect("connect to the cluster")
 }
 
+/// Three nodes, a runtime, a client of all of them, and `topic` created with `partitions`
+/// partitions, 3 replicas and `configs`, once its ISR is full everywhere.
+fn three_nodes_with_topic(
+    dir: &Path,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> (TestCluster, tokio::runtime::Runtime, Client) {
+    let cluster = TestCluster::start(3, dir, &[]);
+    let rt = runtime();
+    let client = rt.block_on(client(&cluster.bootstrap()));
+    let new = configs
+        .iter()
+        .fold(NewTopic::new(topic, partitions, 3), |t, (k, v)| {
+            t.config(*k, *v)
+        });
+    rt.block_on(Admin::new(client.clone()).create_topic(new))
+        .expect("create topic");
+    cluster.wait_isr(topic, 3);
+    (cluster, rt, client)
+}
+
 /// Produces unique values with acks=all in acknowledged rounds until `stop`, recording
 /// every acknowledgement in `acked`.
 async fn produce_until(
@@ -243,16 +265,8 @@ fn three_nodes_replicate_and_describe_the_cluster() {
 #[test]
 fn leader_sigkills_under_acks_all_load_lose_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = TestCluster::start(3, dir.path(), &[]);
-    let bootstrap = cluster.bootstrap();
-    let rt = runtime();
-    let client = rt.block_on(client(&bootstrap));
-    rt.block_on(
-        Admin::new(client.clone())
-            .create_topic(NewTopic::new("failover", 3, 3).config("min.insync.replicas", "2")),
-    )
-    .expect("create topic");
-    cluster.wait_isr("failover", 3);
+    let (mut cluster, rt, client) =
+        three_nodes_with_topic(dir.path(), "failover", 3, &[("min.insync.replicas", "2")]);
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Acked::new()));
     let count = Arc::new(AtomicUsize::new(0));
@@ -297,16 +311,8 @@ fn leader_sigkills_under_acks_all_load_lose_nothing_acknowledged() {
 #[test]
 fn an_isr_below_min_insync_refuses_acks_all_until_the_replica_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = TestCluster::start(3, dir.path(), &[]);
-    let bootstrap = cluster.bootstrap();
-    let rt = runtime();
-    let client = rt.block_on(client(&bootstrap));
-    rt.block_on(
-        Admin::new(client.clone())
-            .create_topic(NewTopic::new("strict", 1, 3).config("min.insync.replicas", "3")),
-    )
-    .expect("create topic");
-    cluster.wait_isr("strict", 3);
+    let (mut cluster, rt, client) =
+        three_nodes_with_topic(dir.path(), "strict", 1, &[("min.insync.replicas", "3")]);
     let produce = |acks: Acks, value: &str| {
         let record = ProducerRecord::new("strict", Bytes::from(value.to_string()));
         rt.block_on(async {
@@ -365,16 +371,7 @@ fn an_isr_below_min_insync_refuses_acks_all_until_the_replica_returns() {
 #[test]
 fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = TestCluster::start(3, dir.path(), &[]);
-    let rt = runtime();
-    let all = cluster.bootstrap();
-    rt.block_on(async {
-        Admin::new(client(&all).await)
-            .create_topic(NewTopic::new("paused", 1, 3))
-            .await
-    })
-    .expect("create topic");
-    cluster.wait_isr("paused", 3);
+    let (mut cluster, rt, all_client) = three_nodes_with_topic(dir.path(), "paused", 1, &[]);
     let old = cluster.leader("paused", 0) as i32;
     cluster.node(old).pause();
     let others: Vec<String> = (1..=3)
@@ -383,16 +380,8 @@ fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
         .collect();
     let others = others.join(",");
     wait_until("a new leader", Duration::from_secs(120), || {
-        let out = sluice_integration_tests::cli(
-            &others,
-            &["topic", "describe", "paused", "--format", "json"],
-            "",
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|d| {
-            d["partitions"][0]["leader"]
-                .as_i64()
-                .is_some_and(|l| l >= 1 && l != old as i64)
-        })
+        let leader = cluster.leader("paused", 0);
+        leader >= 1 && leader != old as i64
     });
     let acked = rt.block_on(async {
         let client = client(&others).await;
@@ -415,10 +404,11 @@ fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
     });
     cluster.node(old).resume();
     cluster.wait_isr("paused", 3);
-    let records = rt.block_on(async { read_everything(&client(&all).await, "paused", 1, 1).await });
+    let records = rt.block_on(read_everything(&all_client, "paused", 1, 1));
     assert!(records
         .iter()
         .any(|r| r.offset == acked.offset && r.value.as_deref() == Some(&b"while paused"[..])));
+    drop(all_client);
     drop(rt);
     check_replicas_identical(&mut cluster, "paused", 1);
 }
