@@ -168,9 +168,9 @@ fn unknown_version(field: &'static str, version: i16) -> Error {
 /// `abs(hashCode(group)) % partitions` with Java's `String.hashCode` (over UTF-16 code
 /// units), so a group lands where a Kafka cluster with as many partitions would put it.
 pub fn coordinator_partition(group: &str, partitions: u32) -> PartitionId {
-    let hash = group
-        .encode_utf16()
-        .fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(i32::from(unit)));
+    let hash = group.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_mul(31).wrapping_add(i32::from(unit))
+    });
     // Kafka's Utils.abs: i32::MIN maps to 0 rather than overflowing.
     let positive = if hash == i32::MIN { 0 } else { hash.abs() };
     PartitionId((positive as u32 % partitions.max(1)) as i32)
@@ -188,7 +188,10 @@ mod tests {
         let mut g = TestRunner::deterministic();
         for _ in 0..200 {
             let offset = GroupLogKey::Offset(OffsetKey::generate(&mut g));
-            assert_eq!(GroupLogKey::decode(offset.encode().unwrap()).unwrap(), offset);
+            assert_eq!(
+                GroupLogKey::decode(offset.encode().unwrap()).unwrap(),
+                offset
+            );
             let group = GroupLogKey::Group(String::generate(&mut g));
             assert_eq!(GroupLogKey::decode(group.encode().unwrap()).unwrap(), group);
             let value = OffsetValue::generate(&mut g);
