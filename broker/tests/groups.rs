@@ -339,7 +339,7 @@ async fn a_group_assigns_round_robin_fences_stale_commits_and_survives_a_restart
 }
 
 #[tokio::test]
-async fn clients_cannot_write_the_offsets_topic() {
+async fn clients_cannot_write_or_delete_the_offsets_topic() {
     let broker = TestBroker::fresh().await;
     let mut c = broker.connect().await;
     assert_eq!(c.find_coordinator("g").await.error_code, ErrorCode::None);
