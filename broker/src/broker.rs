@@ -29,6 +29,8 @@ pub struct Broker {
     pub topics: Topics,
     /// Replica fetchers and ISR maintenance.
     pub replication: Replication,
+    /// Producer ids left in the block taken from the controller.
+    pub producer_ids: tokio::sync::Mutex<crate::handlers::producer_id::ProducerIdBlock>,
     /// The consumer groups of the `__consumer_offsets` partitions led here.
     pub groups: Arc<GroupCoordinator>,
     /// Who owns the data directory, and the cluster it joined.
@@ -69,6 +71,7 @@ impl Broker {
         };
         Ok(Arc::new(Broker {
             groups: Arc::new(GroupCoordinator::new(config.node_id, timings)),
+            producer_ids: Default::default(),
             config,
             cluster,
             topics,
@@ -253,7 +256,12 @@ impl Broker {
     }
 }
 
-/// Writes the recovery point, bounding the rescan after a crash. Skips deleted partitions
+/// How long an idle producer's sequences are kept (Kafka's
+/// `transactional.id.expiration.ms` default, which also bounds idempotent producers).
+const PRODUCER_ID_EXPIRATION_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// Writes the recovery point, bounding the rescan after a crash; snapshots the producer
+/// state, bounding its rebuild. Skips deleted partitions
 /// under the log lock, so nothing is written into the directory of a deleted topic.
 fn checkpoint(partition: &Partition) {
     let mut log = partition.log().write();
@@ -262,6 +270,11 @@ fn checkpoint(partition: &Partition) {
     }
     if let Err(e) = log.checkpoint() {
         tracing::warn!(partition = %partition.name(), "checkpoint failed: {e}");
+    }
+    drop(log);
+    let expire_before = crate::groups::now_ms() - PRODUCER_ID_EXPIRATION_MS;
+    if let Err(e) = partition.snapshot_producers(expire_before) {
+        tracing::warn!(partition = %partition.name(), "producer state snapshot failed: {e}");
     }
 }
 
