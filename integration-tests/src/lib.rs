@@ -284,34 +284,39 @@ impl TestCluster {
         self.start_node(addr, extra)
     }
 
-    /// Stops every node: node 1 (a voter) last with SIGKILL, every other running one
-    /// before it with SIGTERM, all at once, checking that each shut down cleanly. Paused
-    /// nodes are resumed first.
+    /// Stops every node, checking that each shut down cleanly: nodes 3.. at once with
+    /// SIGTERM, then node 2, then node 1 with SIGKILL. Paused nodes are resumed first.
     ///
-    /// Why node 1 is killed: a graceful stop waits for the controller to confirm its
-    /// controlled shutdown, and the last node standing has no quorum left to confirm it,
-    /// so it would wait out `shutdown_timeout_ms` (10 s). While node 1 runs, every other
-    /// node's confirmation has a quorum. Nothing is written by then, and SIGKILL loses no
-    /// page cache, so node 1's `.log` files hold the same bytes either way.
+    /// Why this order: a graceful stop waits for the controller to confirm its controlled
+    /// shutdown. While voters 1 and 2 run, the others' confirmations have a quorum, and
+    /// while node 1 runs, node 2's has; the last node standing has none, so it would wait
+    /// out `shutdown_timeout_ms` (10 s) and is killed instead. Nothing is written by then,
+    /// and SIGKILL loses no page cache, so node 1's `.log` files hold the same bytes
+    /// either way.
     pub fn stop_all(&mut self) {
         for broker in &mut self.brokers {
             if broker.is_running() && !broker.is_serving() {
                 broker.resume();
             }
         }
-        for broker in &mut self.brokers[1..] {
-            broker.signal(libc::SIGTERM);
-        }
-        for broker in &mut self.brokers[1..] {
-            if broker.is_running() {
-                assert!(
-                    broker.wait_exit().success(),
-                    "graceful stop:\n{}",
-                    broker.log()
-                );
+        let n = self.brokers.len();
+        for wave in [2.min(n)..n, 1.min(n)..2.min(n)] {
+            for broker in &mut self.brokers[wave.clone()] {
+                broker.signal(libc::SIGTERM);
+            }
+            for broker in &mut self.brokers[wave] {
+                if broker.is_running() {
+                    assert!(
+                        broker.wait_exit().success(),
+                        "graceful stop:\n{}",
+                        broker.log()
+                    );
+                }
             }
         }
-        self.brokers[0].kill();
+        if let Some(first) = self.brokers.first_mut() {
+            first.kill();
+        }
     }
 
     /// Every node's address, for clients (dead ones included: clients skip them).
