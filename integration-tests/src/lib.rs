@@ -288,11 +288,11 @@ impl TestCluster {
     /// SIGTERM, then node 2, then node 1 with SIGKILL. Paused nodes are resumed first.
     ///
     /// Why this order: a graceful stop waits for the controller to confirm its controlled
-    /// shutdown. While voters 1 and 2 run, the others' confirmations have a quorum, and
-    /// while node 1 runs, node 2's has; the last node standing has none, so it would wait
-    /// out `shutdown_timeout_ms` (10 s) and is killed instead. Nothing is written by then,
-    /// and SIGKILL loses no page cache, so node 1's `.log` files hold the same bytes
-    /// either way.
+    /// shutdown. With three voters, while 1 and 2 run the others' confirmations have a
+    /// quorum, and while node 1 runs, node 2's has; the last node standing has none, so it
+    /// would wait out `shutdown_timeout_ms` (10 s) and is killed instead. Nothing is
+    /// written by then, and SIGKILL loses no page cache, so node 1's `.log` files hold the
+    /// same bytes either way.
     pub fn stop_all(&mut self) {
         for broker in &mut self.brokers {
             if broker.is_running() && !broker.is_serving() {
