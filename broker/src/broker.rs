@@ -135,6 +135,13 @@ impl Broker {
         if *self.fenced.borrow() != Some(false) {
             return;
         }
+        let node = self.config.node_id;
+        if !self.cluster.image().active_brokers().iter().any(|b| *b != node) {
+            // The last broker up (or a single node): no one can take its leaderships, and
+            // with the others gone the controller may have no quorum to confirm.
+            tracing::info!("no other active broker to move leaderships to; shutting down");
+            return;
+        }
         self.shutdown_requested.send_replace(true);
         let mut granted = self.shutdown_granted.subscribe();
         let confirmed = tokio::time::timeout(timeout, granted.wait_for(|g| *g))
