@@ -136,7 +136,13 @@ impl Broker {
             return;
         }
         let node = self.config.node_id;
-        if !self.cluster.image().active_brokers().iter().any(|b| *b != node) {
+        if !self
+            .cluster
+            .image()
+            .active_brokers()
+            .iter()
+            .any(|b| *b != node)
+        {
             // The last broker up (or a single node): no one can take its leaderships, and
             // with the others gone the controller may have no quorum to confirm.
             tracing::info!("no other active broker to move leaderships to; shutting down");
