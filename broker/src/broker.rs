@@ -12,6 +12,8 @@ use tokio::sync::watch;
 use crate::cluster::Cluster;
 use crate::config::{BrokerConfig, DurabilityMode};
 use crate::error::BrokerError;
+use crate::groups::group::GroupTimings;
+use crate::groups::GroupCoordinator;
 use crate::metadata::{NodeFile, NodeIdentity};
 use crate::partition::Partition;
 use crate::replication::Replication;
@@ -27,6 +29,8 @@ pub struct Broker {
     pub topics: Topics,
     /// Replica fetchers and ISR maintenance.
     pub replication: Replication,
+    /// The consumer groups of the `__consumer_offsets` partitions led here.
+    pub groups: Arc<GroupCoordinator>,
     /// Who owns the data directory, and the cluster it joined.
     pub identity: std::sync::Mutex<(NodeIdentity, NodeFile)>,
     /// The metadata index the hosted replicas last reconciled with.
@@ -60,7 +64,11 @@ impl Broker {
             .map_err(|e| BrokerError::DataDir(format!("opening the data directory: {e}")))??
         };
         let cluster = Cluster::start(&config).await?;
+        let timings = GroupTimings {
+            initial_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
+        };
         Ok(Arc::new(Broker {
+            groups: Arc::new(GroupCoordinator::new(config.node_id, timings)),
             config,
             cluster,
             topics,
@@ -165,6 +173,8 @@ impl Broker {
             tokio::spawn(Arc::clone(controller).run(self.stopping()));
         }
         tokio::spawn(crate::replication::maintain_isr(Arc::clone(self)));
+        let broker = Arc::clone(self);
+        tokio::spawn(Arc::clone(&self.groups).run(move || broker.cluster.image(), self.stopping()));
         self.spawn_maintenance();
     }
 
@@ -188,6 +198,10 @@ impl Broker {
             }
             self.reconciled.send_replace(index);
             self.replication.start_fetchers(&self);
+            self.groups.on_image(&image, |index| {
+                let topic = self.topics.get(sluice_protocol::group_log::OFFSETS_TOPIC)?;
+                topic.partitions.get(&index).cloned()
+            });
             tokio::select! {
                 changed = applied.changed() => if changed.is_err() { return },
                 _ = stopping.wait_for(|s| *s) => return,

@@ -65,6 +65,14 @@ pub struct BrokerConfig {
     pub broker_session_timeout_ms: u64,
     /// A follower that has not caught up for this long leaves the ISR.
     pub replica_lag_time_max_ms: u64,
+    /// Partitions of `__consumer_offsets` when it is created (the group coordinators).
+    pub offsets_topic_partitions: u32,
+    /// How long a new group waits for more members before its first rebalance completes.
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Shortest session timeout a consumer may ask for.
+    pub group_min_session_timeout_ms: u64,
+    /// Longest session timeout a consumer may ask for.
+    pub group_max_session_timeout_ms: u64,
 }
 
 /// One member of the controller quorum.
@@ -159,6 +167,10 @@ impl Default for BrokerConfig {
             heartbeat_interval_ms: 500,
             broker_session_timeout_ms: 3000,
             replica_lag_time_max_ms: 10_000,
+            offsets_topic_partitions: 16,
+            group_initial_rebalance_delay_ms: 500,
+            group_min_session_timeout_ms: 1000,
+            group_max_session_timeout_ms: 30 * 60 * 1000,
         }
     }
 }
@@ -249,6 +261,18 @@ pub struct ConfigLayer {
     /// A follower not caught up for this long leaves the ISR, in ms.
     #[arg(long, env = "SLUICE_REPLICA_LAG_TIME_MAX_MS")]
     pub replica_lag_time_max_ms: Option<u64>,
+    /// Partitions of __consumer_offsets when it is created.
+    #[arg(long, env = "SLUICE_OFFSETS_TOPIC_PARTITIONS")]
+    pub offsets_topic_partitions: Option<u32>,
+    /// How long a new consumer group waits for more members before its first rebalance, in ms.
+    #[arg(long, env = "SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// Shortest consumer session timeout allowed, in ms.
+    #[arg(long, env = "SLUICE_GROUP_MIN_SESSION_TIMEOUT_MS")]
+    pub group_min_session_timeout_ms: Option<u64>,
+    /// Longest consumer session timeout allowed, in ms.
+    #[arg(long, env = "SLUICE_GROUP_MAX_SESSION_TIMEOUT_MS")]
+    pub group_max_session_timeout_ms: Option<u64>,
 }
 
 impl ConfigLayer {
@@ -286,7 +310,11 @@ impl ConfigLayer {
             shutdown_timeout_ms,
             heartbeat_interval_ms,
             broker_session_timeout_ms,
-            replica_lag_time_max_ms
+            replica_lag_time_max_ms,
+            offsets_topic_partitions,
+            group_initial_rebalance_delay_ms,
+            group_min_session_timeout_ms,
+            group_max_session_timeout_ms
         );
         if let Some(id) = self.node_id {
             config.node_id = BrokerId(id);
@@ -371,6 +399,20 @@ fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
     }
     if config.replica_lag_time_max_ms == 0 {
         return fail("replica_lag_time_max_ms must be at least 1".into());
+    }
+    if config.offsets_topic_partitions == 0
+        || config.offsets_topic_partitions as i64 > crate::topics::PARTITIONS_MAX as i64
+    {
+        return fail(format!(
+            "offsets_topic_partitions must be 1 to {}",
+            crate::topics::PARTITIONS_MAX
+        ));
+    }
+    if config.group_min_session_timeout_ms > config.group_max_session_timeout_ms {
+        return fail(format!(
+            "group_min_session_timeout_ms ({}) must not exceed group_max_session_timeout_ms ({})",
+            config.group_min_session_timeout_ms, config.group_max_session_timeout_ms
+        ));
     }
     let port = config
         .advertise

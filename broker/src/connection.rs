@@ -71,9 +71,15 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
                             }
                             let started = handlers::start(&broker, request).await;
                             let broker = Arc::clone(&broker);
+                            let caller = handlers::Caller {
+                                client_id: header.client_id,
+                                host: peer.ip().to_string(),
+                            };
                             tokio::spawn(async move {
                                 let outcome = match started {
-                                    Ok(started) => handlers::finish(&broker, started).await,
+                                    Ok(started) => {
+                                        handlers::finish(&broker, started, &caller).await
+                                    }
                                     Err(e) => Err(e),
                                 };
                                 let _ = tx.send(encode(id, outcome));

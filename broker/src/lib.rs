@@ -4,7 +4,7 @@
 //! leader/follower state, ISR and high watermark) over `sluice-storage` logs.
 //! `replication` runs the follower fetchers and ISR upkeep; `cluster` is the controller
 //! quorum (openraft), the metadata image and the active controller's logic; `metadata` is
-//! the node's identity file; `config` builds the effective configuration from defaults,
+//! the node's identity file; `groups` the consumer-group coordinator on `__consumer_offsets`; `config` builds the effective configuration from defaults,
 //! file, environment and flags.
 //!
 //! Architecture invariant: handlers know the wire, the service layer does not; sockets are
@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod groups;
 pub mod handlers;
 pub mod metadata;
 pub mod partition;

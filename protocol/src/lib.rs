@@ -9,6 +9,7 @@ pub mod batch;
 mod error;
 pub mod error_code;
 pub mod frame;
+pub mod group_log;
 pub mod messages;
 pub mod types;
 pub mod varint;

@@ -465,12 +465,22 @@ impl Controller {
     async fn delete_topics(&self, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
         let mut responses = Vec::with_capacity(request.topic_names.len());
         for name in request.topic_names {
-            let outcome = match self
-                .propose(MetadataCommand::DeleteTopic { name: name.clone() })
-                .await
-            {
-                Ok((_, result)) => refused_to_error(result),
-                Err(e) => Err(e),
+            let outcome = if name == sluice_protocol::group_log::OFFSETS_TOPIC {
+                Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "{name} is internal: it holds every consumer group's committed \
+                         offsets; delete groups with `sluice group delete` instead"
+                    ),
+                ))
+            } else {
+                match self
+                    .propose(MetadataCommand::DeleteTopic { name: name.clone() })
+                    .await
+                {
+                    Ok((_, result)) => refused_to_error(result),
+                    Err(e) => Err(e),
+                }
             };
             responses.push(DeletableTopicResult {
                 name,

@@ -4,6 +4,7 @@
 
 mod admin;
 mod fetch;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
@@ -16,6 +17,15 @@ use sluice_protocol::{ApiKey, ErrorCode, Request, Response};
 use crate::broker::Broker;
 use crate::cluster::network;
 use crate::error::ApiError;
+
+/// Who sent a request: group membership records it.
+#[derive(Clone, Debug, Default)]
+pub struct Caller {
+    /// The client id of the request header.
+    pub client_id: String,
+    /// The host the connection comes from.
+    pub host: String,
+}
 
 /// What a request produced.
 pub enum Outcome {
@@ -35,6 +45,17 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::CreateTopics,
     ApiKey::DeleteTopics,
     ApiKey::DescribeCluster,
+    ApiKey::FindCoordinator,
+    ApiKey::JoinGroup,
+    ApiKey::SyncGroup,
+    ApiKey::Heartbeat,
+    ApiKey::LeaveGroup,
+    ApiKey::OffsetCommit,
+    ApiKey::OffsetFetch,
+    ApiKey::DescribeGroups,
+    ApiKey::ListGroups,
+    ApiKey::DeleteGroups,
+    ApiKey::ResetOffsets,
     ApiKey::OffsetsForLeaderEpoch,
     ApiKey::ReplicaFetch,
     ApiKey::BrokerRegistration,
@@ -76,7 +97,11 @@ pub async fn start(broker: &Arc<Broker>, request: Request) -> Result<Started, Ap
 /// The rest of a request, run concurrently with later requests. An `Err` fails the whole
 /// request (a top-level error response); per-partition and per-topic failures are inside
 /// the response.
-pub async fn finish(broker: &Arc<Broker>, started: Started) -> Result<Outcome, ApiError> {
+pub async fn finish(
+    broker: &Arc<Broker>,
+    started: Started,
+    caller: &Caller,
+) -> Result<Outcome, ApiError> {
     let request = match started {
         Started::Produce(s) => return produce::finish(s).await,
         Started::Done(response) => return Ok(Outcome::Respond(response)),
@@ -90,6 +115,21 @@ pub async fn finish(broker: &Arc<Broker>, started: Started) -> Result<Outcome, A
         Request::DescribeCluster(_) => {
             Response::DescribeCluster(metadata::describe_cluster(broker))
         }
+        Request::FindCoordinator(r) => {
+            Response::FindCoordinator(groups::find_coordinator(broker, r).await)
+        }
+        Request::JoinGroup(r) => Response::JoinGroup(groups::join_group(broker, r, caller).await),
+        Request::SyncGroup(r) => Response::SyncGroup(groups::sync_group(broker, r).await),
+        Request::Heartbeat(r) => Response::Heartbeat(groups::heartbeat(broker, r).await),
+        Request::LeaveGroup(r) => Response::LeaveGroup(groups::leave_group(broker, r).await),
+        Request::OffsetCommit(r) => Response::OffsetCommit(groups::offset_commit(broker, r).await),
+        Request::OffsetFetch(r) => Response::OffsetFetch(groups::offset_fetch(broker, r).await),
+        Request::ResetOffsets(r) => Response::ResetOffsets(groups::reset_offsets(broker, r).await),
+        Request::DescribeGroups(r) => {
+            Response::DescribeGroups(groups::describe_groups(broker, r).await)
+        }
+        Request::ListGroups(r) => Response::ListGroups(groups::list_groups(broker, r).await),
+        Request::DeleteGroups(r) => Response::DeleteGroups(groups::delete_groups(broker, r).await),
         Request::ReplicaFetch(r) => {
             Response::ReplicaFetch(replication::replica_fetch(broker, r).await?)
         }
@@ -129,17 +169,6 @@ pub async fn finish(broker: &Arc<Broker>, started: Started) -> Result<Outcome, A
 
 fn not_served(api: ApiKey) -> ApiError {
     let what = match api {
-        ApiKey::FindCoordinator
-        | ApiKey::JoinGroup
-        | ApiKey::SyncGroup
-        | ApiKey::Heartbeat
-        | ApiKey::LeaveGroup
-        | ApiKey::OffsetCommit
-        | ApiKey::OffsetFetch
-        | ApiKey::DescribeGroups
-        | ApiKey::ListGroups
-        | ApiKey::DeleteGroups
-        | ApiKey::ResetOffsets => "consumer groups are not available yet in this version of sluice",
         ApiKey::InitProducerId => {
             "idempotent producers are not available yet in this version of sluice; \
              disable idempotence"

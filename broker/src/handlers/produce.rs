@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use sluice_protocol::group_log::OFFSETS_TOPIC;
 use sluice_protocol::messages::{
     ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse,
 };
@@ -51,7 +52,17 @@ pub async fn start(broker: &Arc<Broker>, request: ProduceRequest) -> Result<Star
                 .partitions
                 .into_iter()
                 .map(|p| {
-                    let found = broker.topics.partition(&image, &topic.name, p.partition);
+                    let found = if topic.name == OFFSETS_TOPIC {
+                        Err(ApiError::new(
+                            ErrorCode::InvalidTopicException,
+                            format!(
+                                "{OFFSETS_TOPIC} is internal: only group coordinators write \
+                                 it; commit offsets through a consumer group"
+                            ),
+                        ))
+                    } else {
+                        broker.topics.partition(&image, &topic.name, p.partition)
+                    };
                     (p.partition, found.map(|partition| (partition, p.records)))
                 })
                 .collect();

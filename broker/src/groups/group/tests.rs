@@ -1,0 +1,348 @@
+use std::collections::BTreeSet;
+
+use super::*;
+
+const DELAY: Duration = Duration::from_millis(500);
+const TIMINGS: GroupTimings = GroupTimings {
+    initial_delay: DELAY,
+};
+
+fn request(member_id: &str, topics: &[&str]) -> JoinRequest {
+    JoinRequest {
+        member_id: member_id.to_owned(),
+        client_id: "c".to_owned(),
+        client_host: "127.0.0.1".to_owned(),
+        session_timeout: Duration::from_secs(10),
+        rebalance_timeout: Duration::from_secs(30),
+        protocol_type: "consumer".to_owned(),
+        protocols: vec![SERVER_ASSIGNOR.to_owned()],
+        subscription: topics.iter().map(|t| (*t).to_owned()).collect(),
+    }
+}
+
+/// Six partitions of `t`, two of `u`.
+fn partitions(topic: &str) -> Option<u32> {
+    match topic {
+        "t" => Some(6),
+        "u" => Some(2),
+        _ => None,
+    }
+}
+
+/// A first join: the member id the coordinator hands out.
+fn new_id(group: &mut Group, now: Instant) -> String {
+    match group.join(request("", &["t"]), now, TIMINGS) {
+        JoinOutcome::MemberIdRequired(id) => id,
+        other => panic!("expected MEMBER_ID_REQUIRED, got {other:?}"),
+    }
+}
+
+fn join_later(
+    group: &mut Group,
+    id: &str,
+    topics: &[&str],
+    now: Instant,
+) -> oneshot::Receiver<Result<Joined, ApiError>> {
+    match group.join(request(id, topics), now, TIMINGS) {
+        JoinOutcome::Later(rx) => rx,
+        other => panic!("expected a held join, got {other:?}"),
+    }
+}
+
+/// Completes the join phase and writes the generation successfully.
+fn complete(group: &mut Group, now: Instant) -> i32 {
+    assert!(group.join_phase_done(now), "join phase not done: {group:?}");
+    let value = group.complete_join(&partitions);
+    group.written(value.generation, Ok(()), now);
+    value.generation
+}
+
+fn owned(group: &mut Group, ids: &[&str], generation: i32, now: Instant) -> Vec<(String, i32)> {
+    let mut all = Vec::new();
+    for id in ids {
+        for tp in group.sync(id, generation, now).unwrap() {
+            all.extend(tp.partitions.iter().map(|p| (tp.topic.clone(), p.0)));
+        }
+    }
+    all.sort();
+    all
+}
+
+#[test]
+fn members_starting_together_share_one_generation_round_robin() {
+    let t0 = Instant::now();
+    let mut group = Group::new("g");
+    let a = new_id(&mut group, t0);
+    let mut rx_a = join_later(&mut group, &a, &["t"], t0);
+    assert_eq!(group.state(), GroupState::PreparingRebalance);
+    let b = new_id(&mut group, t0 + Duration::from_millis(100));
+    let mut rx_b = join_later(&mut group, &b, &["t"], t0 + Duration::from_millis(100));
+    // The initial delay, extended by the second joiner, holds the phase open.
+    assert!(!group.join_phase_done(t0 + DELAY));
+    let now = t0 + Duration::from_millis(100) + DELAY;
+    let generation = complete(&mut group, now);
+    assert_eq!(generation, 1);
+    assert_eq!(group.state(), GroupState::Stable);
+    let joined_a = rx_a.try_recv().unwrap().unwrap();
+    let joined_b = rx_b.try_recv().unwrap().unwrap();
+    assert_eq!((joined_a.generation, joined_b.generation), (1, 1));
+    assert_eq!(joined_a.leader, joined_b.leader);
+
+    // Round-robin over members sorted by id: the smaller id takes 0, 2, 4.
+    let (first, second) = if a < b { (&a, &b) } else { (&b, &a) };
+    let share = |id: &str, group: &mut Group| {
+        group.sync(id, 1, now).unwrap()[0]
+            .partitions
+            .iter()
+            .map(|p| p.0)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(share(first, &mut group), vec![0, 2, 4]);
+    assert_eq!(share(second, &mut group), vec![1, 3, 5]);
+}
+
+#[test]
+fn a_third_member_triggers_a_rebalance_members_learn_from_heartbeats() {
+    let t0 = Instant::now();
+    let mut group = Group::new("g");
+    let a = new_id(&mut group, t0);
+    let _rx = join_later(&mut group, &a, &["t"], t0);
+    let generation = complete(&mut group, t0 + DELAY);
+    group.heartbeat(&a, generation, t0 + DELAY).unwrap();
+
+    let now = t0 + Duration::from_secs(1);
+    let b = new_id(&mut group, now);
+    let _rx_b = join_later(&mut group, &b, &["t"], now);
+    let err = group.heartbeat(&a, generation, now).unwrap_err();
+    assert_eq!(err.code, ErrorCode::RebalanceInProgress);
+    // The current generation may still commit before it gives partitions up...
+    group.check_commit(&a, generation, now).unwrap();
+    // ...and its sync is refused until it rejoins.
+    assert_eq!(
+        group.sync(&a, generation, now).unwrap_err().code,
+        ErrorCode::RebalanceInProgress
+    );
+    assert!(!group.join_phase_done(now), "a has not rejoined yet");
+    let _rx_a = join_later(&mut group, &a, &["t"], now);
+    let next = complete(&mut group, now);
+    assert_eq!(next, generation + 1);
+    // The old generation is fenced.
+    let stale = group.check_commit(&a, generation, now).unwrap_err();
+    assert_eq!(stale.code, ErrorCode::IllegalGeneration);
+    let all = owned(&mut group, &[&a, &b], next, now);
+    let expected: Vec<(String, i32)> = (0..6).map(|p| ("t".to_owned(), p)).collect();
+    assert_eq!(all, expected, "every partition owned exactly once");
+}
+
+#[test]
+fn an_expired_member_is_removed_and_its_partitions_move() {
+    let t0 = Instant::now();
+    let mut group = Group::new("g");
+    let a = new_id(&mut group, t0);
+    let b = new_id(&mut group, t0);
+    let _ra = join_later(&mut group, &a, &["t"], t0);
+    let _rb = join_later(&mut group, &b, &["t"], t0);
+    let generation = complete(&mut group, t0 + DELAY);
+
+    // a keeps heartbeating, b goes silent.
+    let mut now = t0 + DELAY;
+    for _ in 0..11 {
+        now += Duration::from_secs(1);
+        group.heartbeat(&a, generation, now).ok();
+        group.tick(now, &partitions);
+    }
+    assert_eq!(group.member_count(), 1);
+    assert_eq!(group.state(), GroupState::PreparingRebalance);
+    assert_eq!(
+        group.heartbeat(&b, generation, now).unwrap_err().code,
+        ErrorCode::UnknownMemberId
+    );
+    let _ra = join_later(&mut group, &a, &["t"], now);
+    let next = complete(&mut group, now);
+    assert_eq!(owned(&mut group, &[&a], next, now).len(), 6);
+}
+
+#[test]
+fn a_member_that_does_not_rejoin_is_evicted_at_the_rebalance_timeout() {
+    let t0 = Instant::now();
+    let mut group = Group::new("g");
+    let a = new_id(&mut group, t0);
+    let b = new_id(&mut group, t0);
+    let _ra = join_later(&mut group, &a, &["t"], t0);
+    let _rb = join_later(&mut group, &b, &["t"], t0);
+    let generation = complete(&mut group, t0 + DELAY);
+    group.leave(&a, t0 + DELAY).unwrap();
+    assert_eq!(group.state(), GroupState::PreparingRebalance);
+    // b heartbeats (so its session lives) but never rejoins.
+    let mut now = t0 + DELAY;
+    while !group.tick(now, &partitions) {
+        group.heartbeat(&b, generation, now).ok();
+        now += Duration::from_secs(1);
+        assert!(now < t0 + Duration::from_secs(60), "never completed");
+    }
+    group.complete_join(&partitions);
+    assert_eq!(group.member_count(), 0);
+    group.written(generation + 1, Ok(()), now);
+    assert_eq!(group.state(), GroupState::Empty);
+}
+
+#[test]
+fn leaving_last_member_empties_the_group_with_a_new_generation() {
+    let t0 = Instant::now();
+    let mut group = Group::new("g");
+    let a = new_id(&mut group, t0);
+    let _ra = join_later(&mut group, &a, &["t"], t0);
+    let generation = complete(&mut group, t0 + DELAY);
+    group.leave(&a, t0 + DELAY).unwrap();
+    let next = complete(&mut group, t0 + DELAY);
+    assert_eq!(next, generation + 1);
+    assert_eq!(group.state(), GroupState::Empty);
+    assert_eq!(
+        group.leave(&a, t0).unwrap_err().code,
+        ErrorCode::UnknownMemberId
+    );
+    // Simple commits are allowed once nobody consumes.
+    group.check_commit("", -1, t0).unwrap();
+}
+
+#[test]
+fn commits_outside_the_group_are_refused_while_it_has_members() {
+    let t0 = Instant::now();
+    let mut group = Group::new("g");
+    let a = new_id(&mut group, t0);
+    let _ra = join_later(&mut group, &a, &["t"], t0);
+    complete(&mut group, t0 + DELAY);
+    let err = group.check_commit("", -1, t0).unwrap_err();
+    assert_eq!(err.code, ErrorCode::UnknownMemberId);
+    assert!(
+        err.message.contains("stop its consumers"),
+        "{}",
+        err.message
+    );
+    assert_eq!(
+        group.check_commit("stranger", 1, t0).unwrap_err().code,
+        ErrorCode::UnknownMemberId
+    );
+}
+
+#[test]
+fn unknown_member_ids_and_other_assignors_are_refused() {
+    let t0 = Instant::now();
+    let mut group = Group::new("g");
+    match group.join(request("made-up", &["t"]), t0, TIMINGS) {
+        JoinOutcome::Now(Err(e)) => assert_eq!(e.code, ErrorCode::UnknownMemberId),
+        other => panic!("{other:?}"),
+    }
+    let mut classic = request("", &["t"]);
+    classic.protocols = vec!["range".to_owned()];
+    match group.join(classic, t0, TIMINGS) {
+        JoinOutcome::Now(Err(e)) => assert_eq!(e.code, ErrorCode::InconsistentGroupProtocol),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_failed_write_fails_the_held_joins_and_the_group_rebalances_again() {
+    let t0 = Instant::now();
+    let mut group = Group::new("g");
+    let a = new_id(&mut group, t0);
+    let mut rx = join_later(&mut group, &a, &["t"], t0);
+    let value = group.complete_join(&partitions);
+    let lost = ApiError::new(ErrorCode::NotCoordinator, "moved");
+    group.written(value.generation, Err(lost), t0 + DELAY);
+    assert_eq!(
+        rx.try_recv().unwrap().unwrap_err().code,
+        ErrorCode::NotCoordinator
+    );
+    assert_eq!(group.state(), GroupState::PreparingRebalance);
+}
+
+#[test]
+fn a_topic_growing_triggers_a_rebalance() {
+    let t0 = Instant::now();
+    let mut group = Group::new("g");
+    let a = new_id(&mut group, t0);
+    let _ra = join_later(&mut group, &a, &["t", "new"], t0);
+    complete(&mut group, t0 + DELAY);
+    assert!(!group.tick(t0 + DELAY, &partitions));
+    assert_eq!(group.state(), GroupState::Stable);
+    let grown = |topic: &str| {
+        if topic == "new" {
+            Some(3)
+        } else {
+            partitions(topic)
+        }
+    };
+    group.tick(t0 + DELAY, &grown);
+    assert_eq!(group.state(), GroupState::PreparingRebalance);
+}
+
+#[test]
+fn a_loaded_generation_keeps_its_members_and_fences_older_ones() {
+    let t0 = Instant::now();
+    let mut group = Group::new("g");
+    let a = new_id(&mut group, t0);
+    let _ra = join_later(&mut group, &a, &["t"], t0);
+    let value = group.complete_join(&partitions);
+    group.written(value.generation, Ok(()), t0);
+
+    let mut reloaded = Group::new("g");
+    reloaded.load(value.clone(), t0, &partitions);
+    assert_eq!(reloaded.state(), GroupState::Stable);
+    reloaded.heartbeat(&a, value.generation, t0).unwrap();
+    assert_eq!(
+        reloaded.sync(&a, value.generation, t0).unwrap(),
+        group.sync(&a, value.generation, t0).unwrap()
+    );
+    assert_eq!(
+        reloaded
+            .heartbeat(&a, value.generation - 1, t0)
+            .unwrap_err()
+            .code,
+        ErrorCode::IllegalGeneration
+    );
+}
+
+#[test]
+fn the_later_offset_record_wins_whatever_order_appends_complete_in() {
+    let mut group = Group::new("g");
+    let value = |offset| OffsetValue {
+        offset: Offset(offset),
+        leader_epoch: sluice_protocol::LeaderEpoch(-1),
+        metadata: None,
+        commit_timestamp: 0,
+    };
+    group.apply_offset("t".into(), PartitionId(0), Some(value(20)), Offset(8));
+    group.apply_offset("t".into(), PartitionId(0), Some(value(10)), Offset(7));
+    assert_eq!(
+        group.committed("t", PartitionId(0)).unwrap().value.offset,
+        Offset(20)
+    );
+    group.apply_offset("t".into(), PartitionId(0), None, Offset(9));
+    assert!(group.committed("t", PartitionId(0)).is_none());
+}
+
+#[test]
+fn round_robin_follows_subscriptions_and_covers_each_partition_once() {
+    let all = vec!["t".to_owned(), "u".to_owned()];
+    let only_t = vec!["t".to_owned()];
+    let members: Vec<(&str, &[String])> = vec![("a", &all), ("b", &only_t), ("c", &all)];
+    let mut partitions: Vec<(String, PartitionId)> =
+        (0..4).map(|p| ("t".to_owned(), PartitionId(p))).collect();
+    partitions.extend((0..2).map(|p| ("u".to_owned(), PartitionId(p))));
+    let shares = round_robin(&members, &partitions);
+    let flat = |id: &str| -> Vec<(String, i32)> {
+        shares[id]
+            .iter()
+            .flat_map(|tp| tp.partitions.iter().map(|p| (tp.topic.clone(), p.0)))
+            .collect()
+    };
+    assert_eq!(
+        flat("a"),
+        vec![("t".into(), 0), ("t".into(), 3), ("u".into(), 1)]
+    );
+    assert_eq!(flat("b"), vec![("t".into(), 1)]);
+    assert_eq!(flat("c"), vec![("t".into(), 2), ("u".into(), 0)]);
+    let covered: BTreeSet<_> = ["a", "b", "c"].iter().flat_map(|m| flat(m)).collect();
+    assert_eq!(covered.len(), partitions.len());
+}

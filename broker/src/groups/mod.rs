@@ -1,0 +1,467 @@
+//! The group coordinator (DESIGN §1): the leader of partition `hash(G) % n` of
+//! `__consumer_offsets` coordinates group G. Each such partition this broker leads is a
+//! [`Shard`]: the groups that hash to it, rebuilt from the partition's records when the
+//! broker becomes its leader (COORDINATOR_LOAD_IN_PROGRESS meanwhile) and dropped when it
+//! stops leading (NOT_COORDINATOR: clients find the new coordinator, which loads the same
+//! records). Every durable change, a committed offset or a new generation, is a record
+//! appended to that partition with acks=all, so it is replicated like any data and applied
+//! in memory only once the ISR has it.
+//!
+//! Ordering: a group's records are appended while its lock is held, so the partition holds
+//! them in the order the group validated them; the lock is released while the append
+//! replicates. A commit validated against generation N is therefore written before any
+//! record of generation N+1.
+
+pub mod group;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use sluice_protocol::batch::{BatchBuilder, Batches};
+use sluice_protocol::group_log::{
+    decode_value, encode_value, GroupLogKey, GroupValue, OffsetKey, OffsetValue, OFFSETS_TOPIC,
+};
+use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId};
+
+use crate::cluster::image::MetadataImage;
+use crate::error::ApiError;
+use crate::partition::{Acks, Partition, PendingAppend};
+use group::{Group, GroupTimings};
+
+/// How long a write to `__consumer_offsets` may wait for the ISR (Kafka's
+/// `offsets.commit.timeout.ms`).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often sessions, rebalance deadlines and topic changes are checked.
+const TICK: Duration = Duration::from_millis(100);
+/// Bytes read per step while loading a partition.
+const LOAD_READ_BYTES: u32 = 1 << 20;
+
+/// A group behind its lock (held across the append of its records, never across their
+/// replication).
+pub type GroupRef = Arc<tokio::sync::Mutex<Group>>;
+
+/// The groups of one `__consumer_offsets` partition this broker leads.
+pub struct Shard {
+    index: PartitionId,
+    leader_epoch: LeaderEpoch,
+    topic_id: u64,
+    partition: Arc<Partition>,
+    loaded: AtomicBool,
+    groups: Mutex<HashMap<String, GroupRef>>,
+}
+
+impl Shard {
+    /// A group, created empty if `create` and it does not exist.
+    pub fn group(&self, id: &str, create: bool) -> Option<GroupRef> {
+        let mut groups = self.groups.lock().expect("groups lock");
+        match groups.get(id) {
+            Some(group) => Some(Arc::clone(group)),
+            None if create => {
+                let group = Arc::new(tokio::sync::Mutex::new(Group::new(id)));
+                groups.insert(id.to_owned(), Arc::clone(&group));
+                Some(group)
+            }
+            None => None,
+        }
+    }
+
+    /// Every group of the shard.
+    pub fn groups(&self) -> Vec<GroupRef> {
+        self.groups
+            .lock()
+            .expect("groups lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets a group (deleted, or nothing left of it).
+    pub fn forget(&self, id: &str) {
+        self.groups.lock().expect("groups lock").remove(id);
+    }
+
+    /// Writes records to the partition (the ordered phase: call with the group's lock
+    /// held); finish with [`Shard::replicated`] after releasing it.
+    pub async fn write(
+        &self,
+        records: Vec<(GroupLogKey, Option<Bytes>)>,
+    ) -> Result<PendingAppend, ApiError> {
+        let now_ms = now_ms();
+        let mut batch = BatchBuilder::new();
+        for (key, value) in &records {
+            let key = key.encode().map_err(|e| encoding_failed(&e))?;
+            batch.append(now_ms, Some(&key), value.as_deref(), &[]);
+        }
+        let partition = Arc::clone(&self.partition);
+        let bytes = batch.build();
+        tokio::task::spawn_blocking(move || partition.append_now(bytes, Acks::All))
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, format!("append task: {e}")))?
+            .map_err(coordinator_error)
+    }
+
+    /// Waits until the ISR has a write; returns the offset of its first record.
+    pub async fn replicated(&self, pending: PendingAppend) -> Result<Offset, ApiError> {
+        self.partition
+            .complete(pending, WRITE_TIMEOUT)
+            .await
+            .map(|info| info.base_offset)
+            .map_err(coordinator_error)
+    }
+}
+
+/// Every `__consumer_offsets` partition this broker coordinates.
+pub struct GroupCoordinator {
+    node_id: BrokerId,
+    timings: GroupTimings,
+    shards: Mutex<BTreeMap<PartitionId, Arc<Shard>>>,
+}
+
+impl GroupCoordinator {
+    pub fn new(node_id: BrokerId, timings: GroupTimings) -> GroupCoordinator {
+        GroupCoordinator {
+            node_id,
+            timings,
+            shards: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn timings(&self) -> GroupTimings {
+        self.timings
+    }
+
+    /// The loaded shard that coordinates `group`, or the error that sends the client to
+    /// find the coordinator again (or to wait for the load).
+    pub fn shard_for(&self, image: &MetadataImage, group: &str) -> Result<Arc<Shard>, ApiError> {
+        let Some(topic) = image.topics.get(OFFSETS_TOPIC) else {
+            return Err(ApiError::new(
+                ErrorCode::CoordinatorNotAvailable,
+                format!("{OFFSETS_TOPIC} does not exist yet; send FindCoordinator first"),
+            ));
+        };
+        let index =
+            sluice_protocol::group_log::coordinator_partition(group, topic.partitions.len() as u32);
+        let shard = self
+            .shards
+            .lock()
+            .expect("shards lock")
+            .get(&index)
+            .cloned();
+        match shard {
+            Some(shard) if shard.loaded.load(Ordering::Acquire) => Ok(shard),
+            Some(_) => Err(ApiError::new(
+                ErrorCode::CoordinatorLoadInProgress,
+                format!(
+                    "broker {} is loading the groups of {OFFSETS_TOPIC}-{}; retry shortly",
+                    self.node_id, index.0
+                ),
+            )),
+            None => Err(ApiError::new(
+                ErrorCode::NotCoordinator,
+                format!(
+                    "broker {} is not the coordinator of group {group:?} (the leader of \
+                     {OFFSETS_TOPIC}-{} is); find the coordinator again",
+                    self.node_id, index.0
+                ),
+            )),
+        }
+    }
+
+    /// Every loaded shard.
+    pub fn loaded_shards(&self) -> Vec<Arc<Shard>> {
+        self.shards
+            .lock()
+            .expect("shards lock")
+            .values()
+            .filter(|s| s.loaded.load(Ordering::Acquire))
+            .cloned()
+            .collect()
+    }
+
+    /// Follows leadership of `__consumer_offsets`: loads the partitions this broker now
+    /// leads (or leads with a new epoch), drops the others. Call after the replicas took
+    /// their roles from `image`; `partition` finds the local replica.
+    pub fn on_image(
+        self: &Arc<Self>,
+        image: &Arc<MetadataImage>,
+        partition: impl Fn(PartitionId) -> Option<Arc<Partition>>,
+    ) {
+        let topic = image.topics.get(OFFSETS_TOPIC);
+        let led: BTreeMap<PartitionId, LeaderEpoch> = topic
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|p| p.leader == self.node_id)
+                    .map(|p| (p.index, p.leader_epoch))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let topic_id = topic.map(|t| t.id);
+        let mut shards = self.shards.lock().expect("shards lock");
+        shards.retain(|index, shard| {
+            let keep =
+                led.get(index) == Some(&shard.leader_epoch) && topic_id == Some(shard.topic_id);
+            if !keep {
+                tracing::info!(
+                    "no longer the group coordinator of {OFFSETS_TOPIC}-{}",
+                    index.0
+                );
+                tokio::spawn(unload(Arc::clone(shard)));
+            }
+            keep
+        });
+        for (index, leader_epoch) in led {
+            if shards.contains_key(&index) {
+                continue;
+            }
+            let Some(replica) = partition(index) else {
+                continue;
+            };
+            let shard = Arc::new(Shard {
+                index,
+                leader_epoch,
+                topic_id: topic_id.expect("a led partition has a topic"),
+                partition: replica,
+                loaded: AtomicBool::new(false),
+                groups: Mutex::new(HashMap::new()),
+            });
+            shards.insert(index, Arc::clone(&shard));
+            tokio::spawn(load(shard, Arc::clone(image)));
+        }
+    }
+
+    /// Drops every shard (shutdown): held joins are answered NOT_COORDINATOR.
+    pub fn unload_all(&self) {
+        let shards = std::mem::take(&mut *self.shards.lock().expect("shards lock"));
+        for shard in shards.into_values() {
+            tokio::spawn(unload(shard));
+        }
+    }
+
+    /// The periodic work: expired sessions, finished join phases, topic changes. Ends when
+    /// `stopping` turns true.
+    pub async fn run(
+        self: Arc<Self>,
+        image: impl Fn() -> Arc<MetadataImage>,
+        mut stopping: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            let image = image();
+            for shard in self.loaded_shards() {
+                for group in shard.groups() {
+                    let done = {
+                        let mut g = group.lock().await;
+                        let done = g.tick(Instant::now(), &|t| partition_count(&image, t));
+                        if !done && g.is_forgettable() && g.state() == group::GroupState::Empty {
+                            shard.forget(g.id());
+                        }
+                        done
+                    };
+                    if done {
+                        tokio::spawn(complete_rebalance(
+                            Arc::clone(&shard),
+                            group,
+                            Arc::clone(&image),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Ends a group's join phase: writes the new generation, then answers the held joins.
+pub async fn complete_rebalance(shard: Arc<Shard>, group: GroupRef, image: Arc<MetadataImage>) {
+    let mut g = group.lock().await;
+    if !g.join_phase_done(Instant::now()) {
+        return;
+    }
+    let value = g.complete_join(&|t| partition_count(&image, t));
+    let generation = value.generation;
+    let key = GroupLogKey::Group(g.id().to_owned());
+    let written = match encode_value(&value) {
+        Ok(bytes) => shard.write(vec![(key, Some(bytes))]).await,
+        Err(e) => Err(encoding_failed(&e)),
+    };
+    drop(g);
+    let outcome = match written {
+        Ok(pending) => shard.replicated(pending).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    group
+        .lock()
+        .await
+        .written(generation, outcome, Instant::now());
+}
+
+/// A topic's partition count in `image`.
+pub fn partition_count(image: &MetadataImage, topic: &str) -> Option<u32> {
+    image.topics.get(topic).map(|t| t.partitions.len() as u32)
+}
+
+/// Rebuilds a shard's groups from its partition, from the log start to the log end (the
+/// leader's log is the truth; records past the HW are committed once the ISR catches up,
+/// or this broker stops leading and the shard is dropped).
+async fn load(shard: Arc<Shard>, image: Arc<MetadataImage>) {
+    let started = Instant::now();
+    let replica = Arc::clone(&shard.partition);
+    let loaded = tokio::task::spawn_blocking(move || replay(&replica, &image)).await;
+    match loaded {
+        Ok(Ok(groups)) => {
+            let n = groups.len();
+            *shard.groups.lock().expect("groups lock") = groups
+                .into_iter()
+                .map(|(id, g)| (id, Arc::new(tokio::sync::Mutex::new(g))))
+                .collect();
+            shard.loaded.store(true, Ordering::Release);
+            tracing::info!(
+                "coordinating {n} group(s) of {OFFSETS_TOPIC}-{} (loaded in {:?})",
+                shard.index.0,
+                started.elapsed()
+            );
+        }
+        Ok(Err(e)) => tracing::error!(
+            "cannot load the groups of {OFFSETS_TOPIC}-{}: {e}; they stay unavailable on this \
+             broker until its leadership changes",
+            shard.index.0
+        ),
+        Err(e) => tracing::error!("loading {OFFSETS_TOPIC}-{} failed: {e}", shard.index.0),
+    }
+}
+
+/// Replays a partition's records into groups. A record that does not decode is skipped
+/// with a warning: one damaged commit must not hide every other group.
+fn replay(replica: &Partition, image: &MetadataImage) -> Result<HashMap<String, Group>, String> {
+    let now = Instant::now();
+    let partitions_of = |t: &str| partition_count(image, t);
+    let mut groups: HashMap<String, Group> = HashMap::new();
+    let end = replica.log_end_offset();
+    let mut offset = replica.log_start_offset();
+    while offset < end {
+        let bytes = replica
+            .log()
+            .read()
+            .read(offset, LOAD_READ_BYTES, end)
+            .map_err(|e| format!("reading offset {offset}: {e}"))?;
+        if bytes.is_empty() {
+            break;
+        }
+        for batch in Batches::new(bytes) {
+            let batch = batch.map_err(|e| format!("a batch at or after offset {offset}: {e}"))?;
+            offset = batch.header().next_offset();
+            let records = match batch.records() {
+                Ok(records) => records,
+                Err(e) => {
+                    tracing::warn!("skipping a batch of {OFFSETS_TOPIC}: {e}");
+                    continue;
+                }
+            };
+            for record in records {
+                match record {
+                    Ok(record) => apply_record(&mut groups, record, now, &partitions_of),
+                    Err(e) => tracing::warn!("skipping a record of {OFFSETS_TOPIC}: {e}"),
+                }
+            }
+        }
+    }
+    groups.retain(|_, g| !g.is_forgettable());
+    Ok(groups)
+}
+
+fn apply_record(
+    groups: &mut HashMap<String, Group>,
+    record: sluice_protocol::batch::Record,
+    now: Instant,
+    partitions_of: &dyn Fn(&str) -> Option<u32>,
+) {
+    let Some(key) = record.key else {
+        return;
+    };
+    let key = match GroupLogKey::decode(key) {
+        Ok(key) => key,
+        Err(e) => {
+            tracing::warn!(
+                "skipping a record of {OFFSETS_TOPIC} at {}: {e}",
+                record.offset
+            );
+            return;
+        }
+    };
+    let group = groups
+        .entry(key.group().to_owned())
+        .or_insert_with(|| Group::new(key.group()));
+    match key {
+        GroupLogKey::Offset(OffsetKey {
+            topic, partition, ..
+        }) => {
+            let value = match record.value.map(decode_value::<OffsetValue>).transpose() {
+                Ok(value) => value,
+                Err(e) => {
+                    tracing::warn!("skipping an offset record at {}: {e}", record.offset);
+                    return;
+                }
+            };
+            group.apply_offset(topic, partition, value, record.offset);
+        }
+        GroupLogKey::Group(_) => match record.value.map(decode_value::<GroupValue>).transpose() {
+            Ok(Some(value)) => group.load(value, now, partitions_of),
+            Ok(None) => group.unload_members(),
+            Err(e) => tracing::warn!("skipping a group record at {}: {e}", record.offset),
+        },
+    }
+}
+
+/// Drops a shard: every group is answered NOT_COORDINATOR from now on.
+async fn unload(shard: Arc<Shard>) {
+    shard.loaded.store(false, Ordering::Release);
+    let why = ApiError::new(
+        ErrorCode::NotCoordinator,
+        format!(
+            "this broker no longer leads {OFFSETS_TOPIC}-{}; find the coordinator again",
+            shard.index.0
+        ),
+    );
+    let groups = std::mem::take(&mut *shard.groups.lock().expect("groups lock"));
+    for group in groups.into_values() {
+        group.lock().await.kill(&why);
+    }
+}
+
+/// What a client should do when a write to `__consumer_offsets` fails (Kafka's mapping):
+/// leadership moved → find the coordinator again; the ISR is short or slow → retry later.
+fn coordinator_error(e: ApiError) -> ApiError {
+    let code = match e.code {
+        ErrorCode::NotLeaderOrFollower
+        | ErrorCode::LeaderNotAvailable
+        | ErrorCode::FencedLeaderEpoch
+        | ErrorCode::UnknownTopicOrPartition => ErrorCode::NotCoordinator,
+        ErrorCode::NotEnoughReplicas
+        | ErrorCode::NotEnoughReplicasAfterAppend
+        | ErrorCode::RequestTimedOut => ErrorCode::CoordinatorNotAvailable,
+        other => other,
+    };
+    ApiError::new(code, format!("writing to {OFFSETS_TOPIC}: {}", e.message))
+}
+
+fn encoding_failed(e: &sluice_protocol::Error) -> ApiError {
+    ApiError::new(
+        ErrorCode::UnknownServerError,
+        format!("encoding a {OFFSETS_TOPIC} record: {e}"),
+    )
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
