@@ -283,6 +283,9 @@ async fn join_group(
             *member_id = response.member_id;
             Ok(Step::RejoinNow)
         }
+        // The group is writing its new generation: join again in a moment, when the
+        // coordinator holds joins again (an immediate retry would spin).
+        ErrorCode::RebalanceInProgress => Ok(Step::RejoinLater),
         code => rejoin_step(code, member_id)
             .ok_or_else(|| group_error(&context, code, response.error_message)),
     }

@@ -65,6 +65,7 @@ pub(crate) async fn commit(
         return Ok(());
     }
     let group = coordinator.group_id().to_owned();
+    let simple = *generation == Generation::simple();
     let request = Request::OffsetCommit(commit_request(&group, generation, offsets));
     let timeout = coordinator.client().config().request_timeout;
     coordinator
@@ -81,7 +82,7 @@ pub(crate) async fn commit(
                     if p.error_code == ErrorCode::None {
                         continue;
                     }
-                    let e = commit_error(&group, &tp, p.error_code, p.error_message);
+                    let e = commit_error(&group, simple, &tp, p.error_code, p.error_message);
                     // A coordinator error decides (the whole commit is retried); else the
                     // first refusal.
                     if code_recovery(p.error_code).is_some() {
@@ -96,14 +97,20 @@ pub(crate) async fn commit(
         .await
 }
 
-/// The error for a partition's refused commit.
+/// The error for a partition's refused commit; `simple` for a commit from outside group
+/// management, which the coordinator refuses (UNKNOWN_MEMBER_ID) while the group has
+/// members.
 fn commit_error(
     group: &str,
+    simple: bool,
     tp: &TopicPartition,
     code: ErrorCode,
     message: Option<String>,
 ) -> Error {
     match code {
+        ErrorCode::UnknownMemberId if simple => Error::GroupNotEmpty {
+            group: group.to_owned(),
+        },
         ErrorCode::IllegalGeneration | ErrorCode::UnknownMemberId | ErrorCode::FencedInstanceId => {
             Error::Fenced {
                 group: group.to_owned(),
@@ -228,18 +235,22 @@ mod tests {
     fn refusals_become_typed_errors() {
         let tp = TopicPartition::new("t", PartitionId(0));
         assert_eq!(
-            commit_error("g", &tp, ErrorCode::IllegalGeneration, None),
+            commit_error("g", false, &tp, ErrorCode::IllegalGeneration, None),
             Error::Fenced {
                 group: "g".into(),
                 code: ErrorCode::IllegalGeneration
             }
         );
         assert_eq!(
-            commit_error("g", &tp, ErrorCode::RebalanceInProgress, None),
+            commit_error("g", false, &tp, ErrorCode::RebalanceInProgress, None),
             Error::RebalanceInProgress { group: "g".into() }
         );
         assert_eq!(
-            commit_error("g", &tp, ErrorCode::UnknownTopicOrPartition, None).code(),
+            commit_error("g", true, &tp, ErrorCode::UnknownMemberId, None),
+            Error::GroupNotEmpty { group: "g".into() }
+        );
+        assert_eq!(
+            commit_error("g", false, &tp, ErrorCode::UnknownTopicOrPartition, None).code(),
             Some(ErrorCode::UnknownTopicOrPartition)
         );
     }

@@ -2,7 +2,10 @@
 //! Pure functions from library values to strings, so they are tested without a broker.
 
 use serde_json::{json, Value};
-use sluice_client::{BrokerId, ClusterDescription, TopicDescription, TopicInfo};
+use sluice_client::{
+    BrokerId, ClusterDescription, GroupDescription, GroupListing, GroupPartitionOffset,
+    PartitionId, TopicDescription, TopicInfo, TopicPartition,
+};
 
 /// Columns separated by two spaces, each as wide as its widest cell; no trailing spaces.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -221,6 +224,166 @@ pub fn cluster_json(c: &ClusterDescription) -> Value {
             "address": b.address,
             "state": broker_state(b.fenced),
         })).collect::<Vec<_>>(),
+    })
+}
+
+/// `group list`.
+pub fn group_list_text(groups: &[GroupListing]) -> String {
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.group.clone(),
+                g.state.clone(),
+                g.members.to_string(),
+                g.coordinator.to_string(),
+            ]
+        })
+        .collect();
+    table(&["GROUP", "STATE", "MEMBERS", "COORDINATOR"], &rows)
+}
+
+/// `group list --format json`.
+pub fn group_list_json(groups: &[GroupListing]) -> Value {
+    Value::Array(
+        groups
+            .iter()
+            .map(|g| {
+                json!({
+                    "group": g.group,
+                    "state": g.state,
+                    "members": g.members,
+                    "protocol_type": g.protocol_type,
+                    "coordinator": g.coordinator.0,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The member that owns `tp` in the description, if any.
+fn owner<'a>(g: &'a GroupDescription, tp: &TopicPartition) -> Option<&'a str> {
+    g.members
+        .iter()
+        .find(|m| m.assignment.contains(tp))
+        .map(|m| m.member_id.as_str())
+}
+
+/// `group describe`: a summary line, the members with their partitions, then each
+/// partition's committed offset, log end, lag and owner (`-` where unknown or none).
+pub fn group_describe_text(g: &GroupDescription, offsets: &[GroupPartitionOffset]) -> String {
+    let mut out = format!(
+        "Group: {}  State: {}  Generation: {}  Members: {}  Coordinator: {}\n",
+        g.group,
+        g.state,
+        g.generation,
+        g.members.len(),
+        g.coordinator
+    );
+    if !g.members.is_empty() {
+        out.push('\n');
+        let rows: Vec<Vec<String>> = g
+            .members
+            .iter()
+            .map(|m| {
+                let assignment = if m.assignment.is_empty() {
+                    "-".to_owned()
+                } else {
+                    m.assignment
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                vec![
+                    m.member_id.clone(),
+                    m.client_id.clone(),
+                    m.client_host.clone(),
+                    assignment,
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["MEMBER-ID", "CLIENT-ID", "HOST", "ASSIGNMENT"],
+            &rows,
+        ));
+    }
+    if !offsets.is_empty() {
+        out.push('\n');
+        let known = |o: i64| if o < 0 { "-".to_owned() } else { o.to_string() };
+        let rows: Vec<Vec<String>> = offsets
+            .iter()
+            .map(|o| {
+                vec![
+                    o.partition.topic.clone(),
+                    o.partition.partition.to_string(),
+                    known(o.committed),
+                    known(o.log_end),
+                    known(o.lag),
+                    owner(g, &o.partition).unwrap_or("-").to_owned(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "TOPIC",
+                "PARTITION",
+                "COMMITTED",
+                "LOG-END",
+                "LAG",
+                "MEMBER-ID",
+            ],
+            &rows,
+        ));
+    }
+    out
+}
+
+/// `group describe --format json`; unknown offsets are -1, as in `topic describe`.
+pub fn group_describe_json(g: &GroupDescription, offsets: &[GroupPartitionOffset]) -> Value {
+    let partition = |tp: &TopicPartition| json!({"topic": tp.topic, "partition": tp.partition.0});
+    json!({
+        "group": g.group,
+        "state": g.state,
+        "generation": g.generation,
+        "protocol_type": g.protocol_type,
+        "protocol": g.protocol,
+        "coordinator": g.coordinator.0,
+        "members": g.members.iter().map(|m| json!({
+            "member_id": m.member_id,
+            "client_id": m.client_id,
+            "client_host": m.client_host,
+            "subscription": m.subscription,
+            "assignment": m.assignment.iter().map(partition).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "offsets": offsets.iter().map(|o| json!({
+            "topic": o.partition.topic,
+            "partition": o.partition.partition.0,
+            "committed": o.committed,
+            "log_end": o.log_end,
+            "lag": o.lag,
+            "member_id": owner(g, &o.partition),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `group reset-offsets`.
+pub fn group_reset_text(group: &str, topic: &str, offsets: &[(PartitionId, i64)]) -> String {
+    let mut out = format!("reset the offsets of group \"{group}\" for topic \"{topic}\"\n");
+    let rows: Vec<Vec<String>> = offsets
+        .iter()
+        .map(|(p, o)| vec![p.to_string(), o.to_string()])
+        .collect();
+    out.push_str(&table(&["PARTITION", "NEW-OFFSET"], &rows));
+    out
+}
+
+/// `group reset-offsets --format json`.
+pub fn group_reset_json(group: &str, topic: &str, offsets: &[(PartitionId, i64)]) -> Value {
+    json!({
+        "group": group,
+        "topic": topic,
+        "offsets": offsets.iter().map(|(p, o)| json!({"partition": p.0, "offset": o})).collect::<Vec<_>>(),
     })
 }
 
