@@ -606,3 +606,6 @@ pub(super) fn starting_positions(
         .collect();
     (partitions, missing)
 }
+
+#[cfg(test)]
+mod tests;

@@ -390,7 +390,116 @@ pub fn group_reset_json(group: &str, topic: &str, offsets: &[(PartitionId, i64)]
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_client::{BrokerDescription, LeaderEpoch, PartitionDescription, PartitionId};
+    use sluice_client::{BrokerDescription, GroupMember, LeaderEpoch, PartitionDescription};
+
+    fn group() -> (GroupDescription, Vec<GroupPartitionOffset>) {
+        let tp = |p| TopicPartition::new("g1", PartitionId(p));
+        let member = |id: &str, partitions: &[i32]| GroupMember {
+            member_id: id.into(),
+            client_id: "sluice-cli".into(),
+            client_host: "127.0.0.1".into(),
+            subscription: vec!["g1".into()],
+            assignment: partitions.iter().map(|&p| tp(p)).collect(),
+        };
+        let description = GroupDescription {
+            group: "grp".into(),
+            state: "Stable".into(),
+            protocol_type: "consumer".into(),
+            protocol: "server".into(),
+            generation: 3,
+            members: vec![member("m-a", &[0, 2]), member("m-b", &[1])],
+            coordinator: BrokerId(2),
+        };
+        let offset = |p, committed, log_end, lag| GroupPartitionOffset {
+            partition: tp(p),
+            committed,
+            log_end,
+            lag,
+        };
+        let offsets = vec![
+            offset(0, 4, 10, 6),
+            offset(1, -1, 3, -1),
+            offset(2, 7, -1, -1),
+        ];
+        (description, offsets)
+    }
+
+    #[test]
+    fn group_describe() {
+        let (description, offsets) = group();
+        assert_eq!(
+            group_describe_text(&description, &offsets),
+            "Group: grp  State: Stable  Generation: 3  Members: 2  Coordinator: 2\n\
+             \n\
+             MEMBER-ID  CLIENT-ID   HOST       ASSIGNMENT\n\
+             m-a        sluice-cli  127.0.0.1  g1/0,g1/2\n\
+             m-b        sluice-cli  127.0.0.1  g1/1\n\
+             \n\
+             TOPIC  PARTITION  COMMITTED  LOG-END  LAG  MEMBER-ID\n\
+             g1     0          4          10       6    m-a\n\
+             g1     1          -          3        -    m-b\n\
+             g1     2          7          -        -    m-a\n"
+        );
+        let j = group_describe_json(&description, &offsets);
+        assert_eq!(
+            (&j["group"], &j["state"], &j["generation"]),
+            (&json!("grp"), &json!("Stable"), &json!(3))
+        );
+        assert_eq!(
+            j["members"][0]["assignment"],
+            json!([{"topic": "g1", "partition": 0}, {"topic": "g1", "partition": 2}])
+        );
+        assert_eq!(j["members"][1]["member_id"], "m-b");
+        assert_eq!(
+            j["offsets"][1],
+            json!({"topic": "g1", "partition": 1, "committed": -1, "log_end": 3, "lag": -1, "member_id": "m-b"})
+        );
+    }
+
+    #[test]
+    fn an_empty_group_has_no_member_table() {
+        let (mut description, offsets) = group();
+        description.members.clear();
+        description.state = "Empty".into();
+        let text = group_describe_text(&description, &offsets[..1]);
+        assert_eq!(
+            text,
+            "Group: grp  State: Empty  Generation: 3  Members: 0  Coordinator: 2\n\
+             \n\
+             TOPIC  PARTITION  COMMITTED  LOG-END  LAG  MEMBER-ID\n\
+             g1     0          4          10       6    -\n"
+        );
+        assert_eq!(group_describe_json(&description, &[])["members"], json!([]));
+    }
+
+    #[test]
+    fn group_list_and_reset() {
+        let groups = vec![GroupListing {
+            group: "grp".into(),
+            state: "Empty".into(),
+            members: 0,
+            protocol_type: "consumer".into(),
+            coordinator: BrokerId(1),
+        }];
+        assert_eq!(
+            group_list_text(&groups),
+            "GROUP  STATE  MEMBERS  COORDINATOR\ngrp    Empty  0        1\n"
+        );
+        let j = group_list_json(&groups);
+        assert_eq!(
+            (&j[0]["group"], &j[0]["state"], &j[0]["members"]),
+            (&json!("grp"), &json!("Empty"), &json!(0))
+        );
+        let offsets = [(PartitionId(0), 0), (PartitionId(1), 12)];
+        assert_eq!(
+            group_reset_text("grp", "g1", &offsets),
+            "reset the offsets of group \"grp\" for topic \"g1\"\nPARTITION  NEW-OFFSET\n0          0\n1          12\n"
+        );
+        assert_eq!(
+            group_reset_json("grp", "g1", &offsets)["offsets"][1],
+            json!({"partition": 1, "offset": 12})
+        );
+    }
 
     #[test]
     fn tables_align_columns() {
