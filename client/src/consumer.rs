@@ -1,4 +1,6 @@
-//! [`Consumer`]: reads assigned partitions from their leaders, with prefetch.
+//! [`Consumer`]: reads partitions from their leaders, with prefetch; the partitions are
+//! assigned by the caller ([`Consumer::assign`]) or by a consumer group
+//! ([`Consumer::subscribe`], in `consumer/group.rs`).
 //!
 //! Fetches are grouped per leader broker, one in flight per broker at a time; each runs as
 //! its own task, so the next fetch is on the wire while the caller processes what the
@@ -252,7 +254,9 @@ struct FetchOutcome {
 /// known to exist) rather than the caller naming it.
 type Resolved = (TopicPartition, i64, bool);
 
-/// Reads records from assigned partitions (no consumer groups yet).
+/// Reads records from partitions assigned by the caller ([`Consumer::assign`]), or, made
+/// with [`Consumer::with_group`], by its consumer group ([`Consumer::subscribe`]; see
+/// [`Consumer::poll_event`] for rebalances and [`Consumer::commit`] for offsets).
 ///
 /// ```no_run
 /// # async fn demo() -> sluice_client::Result<()> {

@@ -23,7 +23,7 @@ use std::time::Duration;
 pub use admin::{GroupDescription, GroupListing, GroupMember, GroupPartitionOffset, ResetTarget};
 pub(crate) use coordinator::Coordinator;
 pub(crate) use membership::{
-    join, leave, Generation, JoinOutcome, MemberParams, Rejoin, RejoinSignal,
+    join, leave, Generation, JoinOutcome, MemberParams, Rejoin, RejoinSignal, SharedMemberId,
 };
 pub(crate) use offsets::{commit, fetch_committed, CommitOffsets};
 

@@ -31,7 +31,7 @@ use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::group::{
     commit, fetch_committed, join, leave, AbortOnDrop, CommitOffsets, Coordinator, Generation,
-    GroupConfig, JoinOutcome, MemberParams, Rejoin, RejoinSignal,
+    GroupConfig, JoinOutcome, MemberParams, Rejoin, RejoinSignal, SharedMemberId,
 };
 use crate::TopicPartition;
 
@@ -66,8 +66,9 @@ pub(super) struct GroupState {
     /// then "simple" commits, outside group management).
     subscription: Option<Arc<MemberParams>>,
     phase: Phase,
-    /// This member's id; empty before the coordinator gave one.
-    member_id: String,
+    /// This member's id; empty before the coordinator gave one. Shared with the join task,
+    /// which records an id as soon as the coordinator gives it.
+    member_id: SharedMemberId,
     /// The generation this member belongs to, in `Stable` and `Revoked`.
     generation: Option<Generation>,
     /// Set when the member learned that its generation went on without it: why. Its
@@ -264,7 +265,7 @@ impl Consumer {
             coordinator,
             subscription: None,
             phase: Phase::Unjoined,
-            member_id: String::new(),
+            member_id: SharedMemberId::default(),
             generation: None,
             fenced: None,
             rejoin_tx,
@@ -408,18 +409,22 @@ impl Consumer {
             return result;
         };
         group.heartbeat = None;
+        // Stop the join first: it may be waiting in the coordinator's join phase.
         group.phase = Phase::Unjoined;
-        if group.subscription.is_some() && !group.member_id.is_empty() {
-            leave(&group.coordinator, &group.member_id, "the consumer closed").await;
+        let member_id = group.member_id.get();
+        if group.subscription.is_some() && !member_id.is_empty() {
+            leave(&group.coordinator, &member_id, "the consumer closed").await;
         }
         result
     }
 
-    /// The time poll's wait must end for the group: the next auto-commit.
+    /// The time poll's wait must end for the group: the next auto-commit, unless a commit
+    /// is in flight (the auto-commit then waits for it, and a wake-up now would spin).
     pub(super) fn group_wake_at(&self) -> Option<Instant> {
         let group = self.group.as_ref()?;
         let stable = matches!(group.phase, Phase::Stable) || group.subscription.is_none();
-        (group.config.enable_auto_commit && stable).then_some(group.next_auto_commit)
+        (group.config.enable_auto_commit && stable && group.in_flight.is_none())
+            .then_some(group.next_auto_commit)
     }
 
     /// A receiver that wakes poll's wait when the member must rejoin.
@@ -495,7 +500,7 @@ impl Consumer {
             group.fenced = Some(code);
             group.heartbeat = None;
             if reason == Rejoin::UnknownMember {
-                group.member_id.clear();
+                group.member_id.set("");
             }
             return Ok(ConsumerEvent::PartitionsLost(owned));
         }
@@ -540,7 +545,7 @@ impl Consumer {
         let Ok(outcome) = tokio::time::timeout_at(deadline.into(), task).await else {
             return Ok(Some(ConsumerEvent::Records(Vec::new())));
         };
-        group.member_id = outcome.member_id;
+        group.member_id.set(&outcome.member_id);
         let joined = match outcome.result {
             Ok(joined) => joined,
             Err(e) => {

@@ -141,25 +141,56 @@ pub(crate) struct MemberParams {
 pub(crate) async fn join(
     coordinator: Arc<Coordinator>,
     params: Arc<MemberParams>,
-    member_id: String,
+    member_id: SharedMemberId,
     rejoin: RejoinSignal,
 ) -> JoinOutcome {
-    let mut member_id = member_id;
-    let result = join_inner(&coordinator, &params, &mut member_id, rejoin).await;
-    JoinOutcome { member_id, result }
+    let mut id = member_id.get();
+    let result = join_inner(&coordinator, &params, &mut id, &member_id, rejoin).await;
+    JoinOutcome {
+        member_id: id,
+        result,
+    }
+}
+
+/// The member id as a join in progress knows it, so a consumer closed mid-join can still
+/// leave with the id the coordinator gave (a member waiting in a join phase is otherwise
+/// kept until the phase ends, delaying everyone else).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SharedMemberId(Arc<std::sync::Mutex<String>>);
+
+impl SharedMemberId {
+    /// The id now (empty before the coordinator gave one).
+    pub fn get(&self) -> String {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records the id.
+    pub fn set(&self, id: &str) {
+        let mut current = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if *current != id {
+            *current = id.to_owned();
+        }
+    }
 }
 
 async fn join_inner(
     coordinator: &Arc<Coordinator>,
     params: &Arc<MemberParams>,
     member_id: &mut String,
+    published: &SharedMemberId,
     rejoin: RejoinSignal,
 ) -> Result<Joined> {
     let mut jitter = Jitter::new();
     let mut failures = 0u32;
     loop {
-        let outcome = match join_group(coordinator, params, member_id).await? {
-            Step::Done(generation) => sync_group(coordinator, params, generation).await?,
+        let step = join_group(coordinator, params, member_id).await;
+        published.set(member_id);
+        let outcome = match step? {
+            Step::Done(generation) => {
+                let step = sync_group(coordinator, params, generation, member_id).await;
+                published.set(member_id);
+                step?
+            }
             other => other,
         };
         let (generation, assignment) = match outcome {
@@ -296,6 +327,7 @@ async fn sync_group(
     coordinator: &Coordinator,
     params: &MemberParams,
     generation: Generation,
+    member_id: &mut String,
 ) -> Result<Step> {
     let config = &params.config;
     let request = Request::SyncGroup(SyncGroupRequest {
@@ -329,8 +361,7 @@ async fn sync_group(
         assignment.dedup();
         return Ok(Step::Assigned(generation, assignment));
     }
-    let mut member_id = generation.member_id;
-    rejoin_step(response.error_code, &mut member_id)
+    rejoin_step(response.error_code, member_id)
         .ok_or_else(|| group_error(&context, response.error_code, response.error_message))
 }
 

@@ -125,8 +125,11 @@ async fn two_of_five(broker: &FakeBroker, auto_commit: bool) -> Consumer {
     consumer
 }
 
-/// The commits the fake coordinator read: (generation, member, [(partition, offset)]).
-fn commits(broker: &FakeBroker) -> Vec<(i32, String, Vec<(i32, i64)>)> {
+/// A commit as the fake coordinator read it: generation, member, (partition, offset)s.
+type Commit = (i32, String, Vec<(i32, i64)>);
+
+/// The commits the fake coordinator read.
+fn commits(broker: &FakeBroker) -> Vec<Commit> {
     broker
         .state()
         .offset_commits
@@ -217,7 +220,7 @@ fn make_member(consumer: &mut Consumer) {
         generation_id: 5,
         member_id: "m".into(),
     });
-    group.member_id = "m".into();
+    group.member_id.set("m");
     group.phase = Phase::Stable;
 }
 
@@ -265,7 +268,7 @@ async fn a_fenced_member_loses_its_partitions_and_cannot_commit() {
         commits(&broker).is_empty(),
         "a lost partition is never committed"
     );
-    assert_eq!(consumer.group.as_ref().unwrap().member_id, "");
+    assert_eq!(consumer.group.as_ref().unwrap().member_id.get(), "");
 }
 
 #[tokio::test]
