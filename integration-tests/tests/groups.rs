@@ -15,7 +15,7 @@ use sluice_client::{
     Admin, Client, ClientConfig, Consumer, ConsumerConfig, ConsumerEvent, GroupConfig, NewTopic,
     OffsetReset, PartitionId, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
-use sluice_integration_tests::{bin, cli, cli_ok, wait_until, BrokerProcess};
+use sluice_integration_tests::{bin, cli, cli_ok, wait_until, BrokerProcess, TestCluster};
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
@@ -33,7 +33,7 @@ fn runtime() -> Runtime {
 
 fn client(rt: &Runtime, bootstrap: &str) -> Client {
     rt.block_on(Client::connect(ClientConfig {
-        bootstrap: vec![bootstrap.to_owned()],
+        bootstrap: bootstrap.split(',').map(str::to_owned).collect(),
         client_id: "groups-test".into(),
         ..ClientConfig::default()
     }))
@@ -212,13 +212,19 @@ fn two_then_three_consumers_share_six_partitions_round_robin() {
     });
 }
 
-/// Produces `n` records `v0..` round robin over the topic's `n_partitions`, and waits for
-/// them.
-fn produce(rt: &Runtime, client: &Client, topic: &str, n_partitions: i32, n: usize) {
+/// Produces the records `v{i}` for `i` in `values`, round robin over the topic's
+/// `n_partitions`, and waits for them.
+fn produce(
+    rt: &Runtime,
+    client: &Client,
+    topic: &str,
+    n_partitions: i32,
+    values: std::ops::Range<usize>,
+) {
     rt.block_on(async {
         let producer = Producer::new(client.clone(), ProducerConfig::default());
         let mut deliveries = Vec::new();
-        for i in 0..n {
+        for i in values {
             let partition = PartitionId(i as i32 % n_partitions);
             let record = ProducerRecord::new(topic, format!("v{i}")).partition(partition);
             deliveries.push(producer.send(record).await.unwrap());
@@ -240,7 +246,7 @@ fn a_consumer_resumes_exactly_after_what_the_group_committed() {
     let c = client(&rt, &b);
     rt.block_on(Admin::new(c.clone()).create_topic(NewTopic::new("resume", 2, 1)))
         .unwrap();
-    produce(&rt, &c, "resume", 2, 20);
+    produce(&rt, &c, "resume", 2, 0..20);
 
     let consumer = |max_poll_records| {
         let config = ConsumerConfig {
@@ -376,7 +382,7 @@ fn a_killed_cli_members_partitions_move_to_the_others() {
         }) && member.seen().assignment.len() == 4
     });
     // And it consumes all of them.
-    produce(&rt, admin.client(), "four", 4, 8);
+    produce(&rt, admin.client(), "four", 4, 0..8);
     wait_until("records from every partition", SETTLE, || {
         let partitions: BTreeSet<i32> = member.seen().records.iter().map(|r| r.0).collect();
         partitions.len() == 4
@@ -488,4 +494,44 @@ fn cli_consume_group_commits_what_it_printed_and_group_commands() {
     let out = cli(&b, &["group", "describe", "grp"], "");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+#[test]
+fn a_member_rides_out_the_death_of_its_coordinator() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start(3, dir.path(), &[]);
+    let b = cluster.bootstrap();
+    let rt = runtime();
+    let admin = Admin::new(client(&rt, &b));
+    rt.block_on(admin.create_topic(NewTopic::new("fo", 3, 3)))
+        .unwrap();
+    cluster.wait_isr("fo", 3);
+    let member = Member::start(&rt, &b, "survivors", "fo");
+    wait_stable(&rt, &admin, "survivors", &[&member]);
+    // The group's state is on all three replicas of its __consumer_offsets partition.
+    cluster.wait_isr("__consumer_offsets", 3);
+    produce(&rt, admin.client(), "fo", 3, 0..30);
+    let values =
+        |m: &Member| -> BTreeSet<String> { m.seen().records.into_iter().map(|r| r.2).collect() };
+    wait_until("the first 30 records", SETTLE, || {
+        values(&member).len() == 30
+    });
+
+    let coordinator = rt
+        .block_on(admin.describe_group("survivors"))
+        .unwrap()
+        .coordinator;
+    cluster.node(coordinator.0).kill();
+    produce(&rt, admin.client(), "fo", 3, 30..60);
+    wait_until("every record after the failover", SETTLE, || {
+        values(&member).len() == 60
+    });
+    let expected: BTreeSet<String> = (0..60).map(|i| format!("v{i}")).collect();
+    assert_eq!(values(&member), expected);
+
+    // It still commits, to the new coordinator, when it closes.
+    member.stop(&rt);
+    let committed = rt.block_on(admin.committed_offsets("survivors")).unwrap();
+    let ends: BTreeMap<TopicPartition, i64> = (0..3).map(|p| (tp("fo", p), 20)).collect();
+    assert_eq!(committed, ends);
 }
