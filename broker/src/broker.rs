@@ -29,6 +29,8 @@ pub struct Broker {
     pub topics: Topics,
     /// Replica fetchers and ISR maintenance.
     pub replication: Replication,
+    /// Producer ids left in the block taken from the controller.
+    pub producer_ids: tokio::sync::Mutex<crate::handlers::producer_id::ProducerIdBlock>,
     /// The consumer groups of the `__consumer_offsets` partitions led here.
     pub groups: Arc<GroupCoordinator>,
     /// Who owns the data directory, and the cluster it joined.
@@ -69,6 +71,7 @@ impl Broker {
         };
         Ok(Arc::new(Broker {
             groups: Arc::new(GroupCoordinator::new(config.node_id, timings)),
+            producer_ids: Default::default(),
             config,
             cluster,
             topics,
@@ -130,6 +133,13 @@ impl Broker {
     /// see NOT_LEADER_OR_FOLLOWER and move on, not errors.
     pub async fn controlled_shutdown(&self, timeout: Duration) {
         if *self.fenced.borrow() != Some(false) {
+            return;
+        }
+        let node = self.config.node_id;
+        if !self.cluster.image().active_brokers().iter().any(|b| *b != node) {
+            // The last broker up (or a single node): no one can take its leaderships, and
+            // with the others gone the controller may have no quorum to confirm.
+            tracing::info!("no other active broker to move leaderships to; shutting down");
             return;
         }
         self.shutdown_requested.send_replace(true);
@@ -253,7 +263,12 @@ impl Broker {
     }
 }
 
-/// Writes the recovery point, bounding the rescan after a crash. Skips deleted partitions
+/// How long an idle producer's sequences are kept (Kafka's
+/// `transactional.id.expiration.ms` default, which also bounds idempotent producers).
+const PRODUCER_ID_EXPIRATION_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// Writes the recovery point, bounding the rescan after a crash; snapshots the producer
+/// state, bounding its rebuild. Skips deleted partitions
 /// under the log lock, so nothing is written into the directory of a deleted topic.
 fn checkpoint(partition: &Partition) {
     let mut log = partition.log().write();
@@ -262,6 +277,11 @@ fn checkpoint(partition: &Partition) {
     }
     if let Err(e) = log.checkpoint() {
         tracing::warn!(partition = %partition.name(), "checkpoint failed: {e}");
+    }
+    drop(log);
+    let expire_before = crate::groups::now_ms() - PRODUCER_ID_EXPIRATION_MS;
+    if let Err(e) = partition.snapshot_producers(expire_before) {
+        tracing::warn!(partition = %partition.name(), "producer state snapshot failed: {e}");
     }
 }
 

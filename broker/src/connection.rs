@@ -139,11 +139,13 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
         }
     }
     drop(answers_tx);
+    // Answers already owed are still sent before the connection closes.
+    let _ = writing.await;
+    // Only now: a heartbeat still being handled when the connection closed would
+    // otherwise grant a full session after the shortened one was set.
     if let (Some(id), Some(controller)) = (heartbeats_from, &broker.cluster.controller) {
         controller.connection_lost(id);
     }
-    // Answers already owed are still sent before the connection closes.
-    let _ = writing.await;
     if refused {
         // Closing a socket with unread input sends a reset, which can destroy the error
         // answer before the client reads it. The writer has sent FIN; read and drop what

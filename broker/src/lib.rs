@@ -19,6 +19,7 @@ pub mod groups;
 pub mod handlers;
 pub mod metadata;
 pub mod partition;
+pub mod producer_state;
 pub mod replication;
 pub mod server;
 pub mod topics;

@@ -22,12 +22,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_protocol::batch::{peek_total_len, RecordBatch};
+use sluice_protocol::batch::{peek_total_len, BatchHeader, RecordBatch};
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId};
 use sluice_storage::{AppendInfo, Durability, DurableTicket, SharedLog, StorageError};
 use tokio::sync::Notify;
 
 use crate::error::ApiError;
+use crate::producer_state::{self, ProducerStates, Stamp, Verdict};
 
 /// How many acknowledgements a producer asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,6 +184,9 @@ pub struct Partition {
     /// Smallest ISR that acks=all accepts (`min.insync.replicas`).
     min_insync_replicas: u16,
     state: Mutex<ReplicaState>,
+    /// Idempotent producers' sequences. Held across appends and truncations (before the
+    /// log's own lock), so the state always matches the log.
+    producers: Mutex<ProducerStates>,
     /// Set when the topic is deleted: every later operation fails, maintenance skips it.
     deleted: AtomicBool,
     /// Why the partition was taken offline (a failed background fsync), if it was.
@@ -203,6 +207,7 @@ impl Partition {
             let guard = log.read();
             (guard.log_end_offset(), guard.config().durability)
         };
+        let producers = ProducerStates::rebuild(&log);
         let partition = Partition {
             topic,
             index,
@@ -232,6 +237,7 @@ impl Partition {
                 pending_isr: None,
                 epoch_start_offset: Offset(0),
             }),
+            producers: Mutex::new(producers),
             deleted: AtomicBool::new(false),
             offline: std::sync::OnceLock::new(),
         };
@@ -479,6 +485,24 @@ impl Partition {
             self.leader_epoch()
         };
         let batches = split_batches(records)?;
+        let stamp = idempotent_stamp(&batches)?;
+        let mut producers = self.producers.lock().expect("producer state lock");
+        if let Some(stamp) = &stamp {
+            if let Verdict::Duplicate(original) = producers.check(stamp)? {
+                // A resend of a batch the log has: its original offsets, once durable.
+                return Ok(PendingAppend {
+                    log_start_offset: self.log.read().log_start_offset(),
+                    info: AppendInfo {
+                        base_offset: original.base_offset,
+                        last_offset: original.last_offset,
+                        max_timestamp: stamp.max_timestamp,
+                    },
+                    ticket: self.log.ticket_for(original.last_offset.plus(1)),
+                    acks,
+                    leader_epoch: epoch,
+                });
+            }
+        }
         let mut first: Option<AppendInfo> = None;
         let mut last = None;
         for batch in batches {
@@ -491,6 +515,15 @@ impl Partition {
         }
         let (last_info, ticket) = last.expect("split_batches returns at least one batch");
         let first = first.expect("at least one batch");
+        if let Some(stamp) = &stamp {
+            producers.record(
+                stamp,
+                first.base_offset,
+                last_info.last_offset,
+                crate::groups::now_ms(),
+            );
+        }
+        drop(producers);
         self.appended.notify_waiters();
         Ok(PendingAppend {
             log_start_offset: self.log.read().log_start_offset(),
@@ -676,6 +709,21 @@ impl Partition {
             high_watermark,
             log_start_offset,
         })
+    }
+
+    /// Forgets producers idle since before `expire_before_ms`, then snapshots the producer
+    /// state at the log end, so a restart replays only the batches after it. Blocking.
+    pub fn snapshot_producers(&self, expire_before_ms: i64) -> std::io::Result<()> {
+        let mut producers = self.producers.lock().expect("producer state lock");
+        let expired = producers.expire(expire_before_ms);
+        if expired > 0 {
+            tracing::info!(partition = %self.name(), "forgot {expired} idle producer(s)");
+        }
+        if producers.is_empty() && expired == 0 {
+            return Ok(());
+        }
+        let log = self.log.read();
+        producers.save(log.dir(), log.log_end_offset())
     }
 
     /// Notified when the HW advances, the role changes, the partition is deleted or it
@@ -922,9 +970,12 @@ impl Partition {
     ) -> Result<(), ApiError> {
         self.check_live()?;
         if !records.is_empty() {
+            let mut producers = self.producers.lock().expect("producer state lock");
             self.log
-                .append_as_follower(records)
+                .append_as_follower(records.clone())
                 .map_err(|e| self.append_failed(e))?;
+            producers.record_batches(&records, crate::groups::now_ms());
+            drop(producers);
             if matches!(self.durability, Durability::Fsync) {
                 self.log.flush().map_err(|e| self.append_failed(e))?;
             }
@@ -961,9 +1012,13 @@ impl Partition {
             "truncating to offset {target}: the leader's epoch {} ends at {leader_end}",
             epoch.0
         );
+        let mut producers = self.producers.lock().expect("producer state lock");
         self.log
             .truncate_to(target)
             .map_err(|e| self.append_failed(e))?;
+        producer_state::invalidate_snapshot_after(self.log.read().dir(), target);
+        *producers = ProducerStates::rebuild(&self.log);
+        drop(producers);
         self.high_watermark.fetch_min(target.0, Ordering::AcqRel);
         Ok(target)
     }
@@ -976,12 +1031,33 @@ impl Partition {
             partition = %self.name(),
             "emptying the replica to restart at the leader's log start {leader_log_start}"
         );
+        let mut producers = self.producers.lock().expect("producer state lock");
         self.log
             .truncate_fully_and_start_at(leader_log_start)
             .map_err(|e| self.append_failed(e))?;
+        producer_state::invalidate_snapshot_after(self.log.read().dir(), Offset(-1));
+        *producers = ProducerStates::default();
+        drop(producers);
         self.high_watermark
             .store(leader_log_start.0, Ordering::Release);
         Ok(())
+    }
+}
+
+/// The producer stamp of an idempotent produce: one batch per partition per request, as
+/// Kafka's producers send (so a resend is recognised as a whole).
+fn idempotent_stamp(batches: &[Bytes]) -> Result<Option<Stamp>, ApiError> {
+    let stamps: Vec<Option<Stamp>> = batches
+        .iter()
+        .map(|b| BatchHeader::parse(b).ok().and_then(|h| Stamp::of(&h)))
+        .collect();
+    match stamps.as_slice() {
+        [one] => Ok(*one),
+        many if many.iter().all(Option::is_none) => Ok(None),
+        _ => Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "an idempotent producer must send one batch per partition per request",
+        )),
     }
 }
 

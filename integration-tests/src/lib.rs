@@ -4,13 +4,21 @@
 //!
 //! The binaries come from the workspace's target directory (`cargo test --workspace`
 //! builds them); when one is missing, the harness builds it once with cargo.
+//!
+//! [`checks`] holds what cluster tests share above the processes: a producer workload that
+//! records acknowledgements and errors, and the checks of what was acknowledged and of the
+//! replicas' bytes.
+
+pub mod checks;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use sluice_client::{BrokerId, Client, ClientConfig, PartitionId, TopicMetadata};
 
 /// How long a broker may take to start answering.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -158,7 +166,8 @@ impl BrokerProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    fn signal(&self, signal: i32) {
+    /// Sends `signal` to the process, if it runs.
+    pub fn signal(&self, signal: i32) {
         if let Some(child) = &self.child {
             // SAFETY: kill(2) with a pid we spawned and still own; no memory is involved.
             unsafe { libc::kill(child.id() as i32, signal) };
@@ -176,6 +185,11 @@ impl BrokerProcess {
     /// SIGTERM and wait: a graceful shutdown. Returns the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
         self.signal(libc::SIGTERM);
+        self.wait_exit()
+    }
+
+    /// Waits until the process exits (after a signal sent with [`BrokerProcess::signal`]).
+    pub fn wait_exit(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("broker running");
         child.wait().expect("wait for sluice-broker")
     }
@@ -209,11 +223,16 @@ impl BrokerProcess {
     }
 }
 
-/// A cluster of `sluice-broker` processes on 127.0.0.1: node ids 1..=n, every node a
-/// controller voter, each with its own port and data directory under `dir`.
+/// A cluster of `sluice-broker` processes on 127.0.0.1: node ids 1..=n, each with its own
+/// port and data directory under `dir`; the nodes it starts with are the controller
+/// voters, nodes added later ([`TestCluster::add_node`]) are not.
 pub struct TestCluster {
     /// The brokers, node `i + 1` at index `i`.
     pub brokers: Vec<BrokerProcess>,
+    /// The `--voters` list every node is started with.
+    voters: String,
+    /// Where the nodes' data directories are.
+    dir: PathBuf,
 }
 
 impl TestCluster {
@@ -229,19 +248,75 @@ impl TestCluster {
             .map(|(i, a)| format!("{}@{a}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
-        let brokers = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, addr)| {
-                let id = (i + 1).to_string();
-                let mut args = vec!["--node-id", id.as_str(), "--voters", voters.as_str()];
-                args.extend_from_slice(extra);
-                BrokerProcess::start_at(*addr, &dir.join(format!("n{}", i + 1)), &args)
-            })
-            .collect();
-        let cluster = TestCluster { brokers };
+        let mut cluster = TestCluster {
+            brokers: Vec::new(),
+            voters,
+            dir: dir.to_path_buf(),
+        };
+        for addr in addrs {
+            cluster.start_node(addr, extra);
+        }
         cluster.wait_active(n);
         cluster
+    }
+
+    /// Starts node `len + 1` at `addr` with the cluster's `--voters` and `extra` flags.
+    fn start_node(&mut self, addr: SocketAddr, extra: &[&str]) -> i32 {
+        let id = self.brokers.len() as i32 + 1;
+        let id_arg = id.to_string();
+        let mut args = vec![
+            "--node-id",
+            id_arg.as_str(),
+            "--voters",
+            self.voters.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        let data_dir = self.dir.join(format!("n{id}"));
+        self.brokers
+            .push(BrokerProcess::start_at(addr, &data_dir, &args));
+        id
+    }
+
+    /// Starts one more node with the same `--voters` list, which does not name it: it
+    /// joins as a broker and a learner of the metadata log, not a voter. Returns its id.
+    pub fn add_node(&mut self, extra: &[&str]) -> i32 {
+        let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        self.start_node(addr, extra)
+    }
+
+    /// Stops every node, checking that each shut down cleanly: nodes 3.. at once with
+    /// SIGTERM, then node 2, then node 1 with SIGKILL. Paused nodes are resumed first.
+    ///
+    /// Why this order: a graceful stop waits for the controller to confirm its controlled
+    /// shutdown. With three voters, while 1 and 2 run the others' confirmations have a
+    /// quorum, and while node 1 runs, node 2's has; the last node standing has none, so it
+    /// would wait out `shutdown_timeout_ms` (10 s) and is killed instead. Nothing is
+    /// written by then, and SIGKILL loses no page cache, so node 1's `.log` files hold the
+    /// same bytes either way.
+    pub fn stop_all(&mut self) {
+        for broker in &mut self.brokers {
+            if broker.is_running() && !broker.is_serving() {
+                broker.resume();
+            }
+        }
+        let n = self.brokers.len();
+        for wave in [2.min(n)..n, 1.min(n)..2.min(n)] {
+            for broker in &mut self.brokers[wave.clone()] {
+                broker.signal(libc::SIGTERM);
+            }
+            for broker in &mut self.brokers[wave] {
+                if broker.is_running() {
+                    assert!(
+                        broker.wait_exit().success(),
+                        "graceful stop:\n{}",
+                        broker.log()
+                    );
+                }
+            }
+        }
+        if let Some(first) = self.brokers.first_mut() {
+            first.kill();
+        }
     }
 
     /// Every node's address, for clients (dead ones included: clients skip them).
@@ -281,6 +356,24 @@ impl TestCluster {
         self.cli_json(&["cluster", "describe"])
     }
 
+    /// The controller (the metadata log's Raft leader) as a serving node sees it; -1 if
+    /// none is known.
+    pub fn controller(&self) -> i64 {
+        self.describe()
+            .and_then(|d| d["controller"]["leader"].as_i64())
+            .unwrap_or(-1)
+    }
+
+    /// Broker `id`'s state in `cluster describe` ("active", "fenced"), if it is listed.
+    pub fn broker_state(&self, id: i32) -> Option<String> {
+        let described = self.describe()?;
+        described["brokers"]
+            .as_array()?
+            .iter()
+            .find(|b| b["id"].as_i64() == Some(i64::from(id)))
+            .and_then(|b| b["state"].as_str().map(str::to_string))
+    }
+
     /// Waits until `n` brokers are active (registered and unfenced).
     pub fn wait_active(&self, n: usize) {
         wait_until(&format!("{n} active brokers"), START_TIMEOUT, || {
@@ -297,25 +390,78 @@ impl TestCluster {
         self.cli_json(&["topic", "describe", topic])
     }
 
+    /// `topic`'s metadata (leaders, leader epochs, replicas, ISRs) as a serving node has
+    /// it, through the client library; `None` if no serving node answered. Unlike
+    /// `topic describe` it asks no partition leader for offsets, so a paused leader does
+    /// not hold it up for a request timeout.
+    pub fn topic_metadata(&self, topic: &str) -> Option<Arc<TopicMetadata>> {
+        let bootstrap: Vec<String> = self
+            .brokers
+            .iter()
+            .filter(|b| b.is_serving())
+            .map(|b| b.bootstrap())
+            .collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            let client = Client::connect(ClientConfig {
+                bootstrap,
+                request_timeout: Duration::from_secs(10),
+                connect_timeout: Duration::from_secs(2),
+                ..ClientConfig::default()
+            })
+            .await
+            .ok()?;
+            client.refresh_topic(topic).await.ok()
+        })
+    }
+
     /// The leader of `topic`'s partition, as the metadata says (-1: none).
-    pub fn leader(&self, topic: &str, partition: i64) -> i64 {
-        self.describe_topic(topic)
-            .and_then(|d| d["partitions"][partition as usize]["leader"].as_i64())
-            .unwrap_or(-1)
+    pub fn leader(&self, topic: &str, partition: i32) -> i32 {
+        self.partition_state(topic, partition)
+            .map_or(-1, |(leader, _, _)| leader)
+    }
+
+    /// The leader, leader epoch and ISR of `topic`'s partition, as the metadata says.
+    pub fn partition_state(&self, topic: &str, partition: i32) -> Option<(i32, i32, Vec<i32>)> {
+        let metadata = self.topic_metadata(topic)?;
+        let p = metadata.partition(PartitionId(partition)).ok()?;
+        Some((
+            p.leader.0,
+            p.leader_epoch.0,
+            p.isr.iter().map(|b| b.0).collect(),
+        ))
     }
 
     /// Waits until every partition of `topic` has `n` in-sync replicas.
     pub fn wait_isr(&self, topic: &str, n: usize) {
+        self.wait_every_isr(&format!("ISR of {n}"), topic, |isr| isr.len() == n);
+    }
+
+    /// Waits until node `id` is in the ISR of every partition of `topic`.
+    pub fn wait_in_every_isr(&self, topic: &str, id: i32) {
+        self.wait_every_isr(&format!("node {id} in the ISR"), topic, |isr| {
+            isr.contains(&BrokerId(id))
+        });
+    }
+
+    /// Waits until node `id` is in the ISR of no partition of `topic`.
+    pub fn wait_out_of_every_isr(&self, topic: &str, id: i32) {
+        self.wait_every_isr(&format!("node {id} out of the ISR"), topic, |isr| {
+            !isr.contains(&BrokerId(id))
+        });
+    }
+
+    /// Waits until the ISR of every partition of `topic` passes `check`.
+    fn wait_every_isr(&self, what: &str, topic: &str, check: impl Fn(&[BrokerId]) -> bool) {
         wait_until(
-            &format!("ISR of {n} on every partition of {topic}"),
+            &format!("{what} on every partition of {topic}"),
             Duration::from_secs(90),
             || {
-                self.describe_topic(topic).is_some_and(|d| {
-                    d["partitions"].as_array().is_some_and(|ps| {
-                        ps.iter()
-                            .all(|p| p["isr"].as_array().is_some_and(|isr| isr.len() == n))
-                    })
-                })
+                self.topic_metadata(topic)
+                    .is_some_and(|t| t.partitions.iter().all(|p| check(&p.isr)))
             },
         );
     }

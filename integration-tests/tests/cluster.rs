@@ -7,37 +7,18 @@
 //! value; and once everything is healed and stopped, the replicas of each partition hold
 //! byte-identical logs (a divergent tail that was not truncated would show here).
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_client::{
-    Acks, Admin, Client, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, ErrorCode,
-    NewTopic, OffsetSpec, PartitionId, Producer, ProducerConfig, ProducerRecord,
+use sluice_client::{Acks, Client, ErrorCode, Producer, ProducerConfig, ProducerRecord};
+use sluice_integration_tests::checks::{
+    check_acknowledged, check_replicas_identical, client, cluster_with_topic, produce_until,
+    read_everything, Progress,
 };
 use sluice_integration_tests::{cli_ok, wait_until, TestCluster};
-
-type Acked = HashMap<(PartitionId, i64), String>;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn client(bootstrap: &str) -> Client {
-    Client::connect(ClientConfig {
-        bootstrap: bootstrap.split(',').map(str::to_string).collect(),
-        ..ClientConfig::default()
-    })
-    .await
-    .expect("connect to the cluster")
-}
 
 /// Three nodes, a runtime, a client of all of them, and `topic` created with `partitions`
 /// partitions, 3 replicas and `configs`, once its ISR is full everywhere.
@@ -47,164 +28,7 @@ fn three_nodes_with_topic(
     partitions: i32,
     configs: &[(&str, &str)],
 ) -> (TestCluster, tokio::runtime::Runtime, Client) {
-    let cluster = TestCluster::start(3, dir, &[]);
-    let rt = runtime();
-    let client = rt.block_on(client(&cluster.bootstrap()));
-    let new = configs
-        .iter()
-        .fold(NewTopic::new(topic, partitions, 3), |t, (k, v)| {
-            t.config(*k, *v)
-        });
-    rt.block_on(Admin::new(client.clone()).create_topic(new))
-        .expect("create topic");
-    cluster.wait_isr(topic, 3);
-    (cluster, rt, client)
-}
-
-/// Produces unique values with acks=all in acknowledged rounds until `stop`, recording
-/// every acknowledgement in `acked`.
-async fn produce_until(
-    client: Client,
-    topic: String,
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Acked>>,
-    count: Arc<AtomicUsize>,
-) {
-    let producer = Producer::new(
-        client,
-        ProducerConfig {
-            acks: Acks::All,
-            ..ProducerConfig::default()
-        },
-    );
-    let mut round = 0;
-    while !stop.load(Ordering::Acquire) {
-        let mut pending = Vec::new();
-        for i in 0..50 {
-            let value = format!("round-{round}-record-{i}");
-            let record = ProducerRecord::new(topic.as_str(), Bytes::from(value.clone()));
-            match producer.send(record).await {
-                Ok(delivery) => pending.push((value, delivery)),
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-        producer.flush().await;
-        for (value, delivery) in pending {
-            if let Ok(meta) = delivery.await {
-                acked
-                    .lock()
-                    .unwrap()
-                    .insert((meta.partition, meta.offset), value);
-                count.fetch_add(1, Ordering::AcqRel);
-            }
-        }
-        round += 1;
-    }
-    producer.close().await;
-}
-
-/// Reads every partition of `topic` from the start until at least `n` records arrived and
-/// then two polls bring nothing new.
-async fn read_everything(
-    client: &Client,
-    topic: &str,
-    partitions: i32,
-    n: usize,
-) -> Vec<ConsumerRecord> {
-    let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default());
-    consumer
-        .assign(
-            (0..partitions)
-                .map(|p| (topic.to_string(), PartitionId(p), OffsetSpec::Earliest))
-                .collect(),
-        )
-        .await
-        .expect("assign");
-    let mut records = Vec::new();
-    let mut quiet = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while records.len() < n || quiet < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} of {n} records arrived",
-            records.len()
-        );
-        let polled = consumer
-            .poll(Duration::from_millis(500))
-            .await
-            .expect("poll");
-        quiet = if polled.is_empty() { quiet + 1 } else { 0 };
-        records.extend(polled);
-    }
-    records
-}
-
-/// Every acknowledged record is at its acknowledged offset with its value, and no offset
-/// of a partition was read twice.
-fn check_acknowledged(records: &[ConsumerRecord], acked: &Acked) {
-    let mut read: HashMap<(PartitionId, i64), String> = HashMap::new();
-    for r in records {
-        let value = String::from_utf8(r.value.as_deref().unwrap().to_vec()).unwrap();
-        let previous = read.insert((r.partition, r.offset), value);
-        assert!(
-            previous.is_none(),
-            "offset {:?} read twice",
-            (r.partition, r.offset)
-        );
-    }
-    let lost: Vec<_> = acked
-        .iter()
-        .filter(|(at, value)| read.get(*at) != Some(*value))
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged records are not at their offsets, e.g. {:?}",
-        lost.len(),
-        acked.len(),
-        lost.iter().take(5).collect::<Vec<_>>()
-    );
-}
-
-/// The bytes of all `.log` segments of a partition directory, in offset order.
-fn log_bytes(partition_dir: &Path) -> Vec<u8> {
-    let mut logs: Vec<_> = std::fs::read_dir(partition_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    logs.sort();
-    logs.iter()
-        .flat_map(|p| std::fs::read(p).unwrap())
-        .collect()
-}
-
-/// Stops every node gracefully and checks that each partition's replicas are identical.
-fn check_replicas_identical(cluster: &mut TestCluster, topic: &str, partitions: i32) {
-    for broker in &mut cluster.brokers {
-        if broker.is_running() {
-            assert!(
-                broker.terminate().success(),
-                "graceful stop:\n{}",
-                broker.log()
-            );
-        }
-    }
-    for p in 0..partitions {
-        let copies: Vec<Vec<u8>> = cluster
-            .brokers
-            .iter()
-            .map(|b| log_bytes(&b.data_dir.join("topics").join(format!("{topic}-{p}"))))
-            .collect();
-        for (i, copy) in copies.iter().enumerate().skip(1) {
-            assert!(
-                *copy == copies[0],
-                "{topic}-{p}: replica on node {} ({} bytes) differs from node 1's ({} bytes)",
-                i + 1,
-                copy.len(),
-                copies[0].len()
-            );
-        }
-    }
+    cluster_with_topic(3, dir, &[], topic, partitions, configs)
 }
 
 #[test]
@@ -259,7 +83,7 @@ fn three_nodes_replicate_and_describe_the_cluster() {
         "",
     );
     assert_eq!(out.lines().count(), 300);
-    check_replicas_identical(&mut cluster, "r3", 3);
+    check_replicas_identical(&mut cluster, "r3", 3, 3);
 }
 
 #[test]
@@ -267,45 +91,32 @@ fn leader_sigkills_under_acks_all_load_lose_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let (mut cluster, rt, client) =
         three_nodes_with_topic(dir.path(), "failover", 3, &[("min.insync.replicas", "2")]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Acked::new()));
-    let count = Arc::new(AtomicUsize::new(0));
+    let progress = Arc::new(Progress::default());
     let producing = rt.spawn(produce_until(
         client.clone(),
         "failover".into(),
-        Arc::clone(&stop),
-        Arc::clone(&acked),
-        Arc::clone(&count),
+        ProducerConfig::default(),
+        Arc::clone(&progress),
     ));
     // Back-to-back leader changes: kill partition 0's leader, bring it back (it rejoins as
     // a follower that may hold an unreplicated tail), then kill the next leader.
     for _ in 0..2 {
-        let before = count.load(Ordering::Acquire);
-        wait_until(
-            "acknowledgements before the kill",
-            Duration::from_secs(60),
-            || count.load(Ordering::Acquire) >= before + 300,
-        );
+        progress.wait_for_more("acknowledgements before the kill", 300);
         let leader = cluster.leader("failover", 0);
         assert!(leader >= 1, "partition 0 has a leader");
-        cluster.node(leader as i32).kill();
-        let at_kill = count.load(Ordering::Acquire);
-        wait_until(
-            "acknowledgements after the kill (failover)",
-            Duration::from_secs(60),
-            || count.load(Ordering::Acquire) >= at_kill + 300,
-        );
-        cluster.node(leader as i32).restart();
+        cluster.node(leader).kill();
+        progress.wait_for_more("acknowledgements after the kill (failover)", 300);
+        cluster.node(leader).restart();
         cluster.wait_isr("failover", 3);
     }
-    stop.store(true, Ordering::Release);
+    progress.stop.store(true, Ordering::Release);
     rt.block_on(producing).unwrap();
-    let acked = acked.lock().unwrap().clone();
+    let acked = progress.acked.lock().unwrap().clone();
     let records = rt.block_on(read_everything(&client, "failover", 3, acked.len()));
     check_acknowledged(&records, &acked);
     drop(client);
     drop(rt);
-    check_replicas_identical(&mut cluster, "failover", 3);
+    check_replicas_identical(&mut cluster, "failover", 3, 3);
 }
 
 #[test]
@@ -331,14 +142,12 @@ fn an_isr_below_min_insync_refuses_acks_all_until_the_replica_returns() {
     };
     let first = produce(Acks::All, "before").expect("acks=all with a full ISR");
     let leader = cluster.leader("strict", 0);
-    let follower = (1..=3).find(|id| *id != leader as i32).unwrap();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
     cluster.node(follower).kill();
     wait_until("the ISR to shrink", Duration::from_secs(30), || {
-        cluster.describe_topic("strict").is_some_and(|d| {
-            d["partitions"][0]["isr"]
-                .as_array()
-                .is_some_and(|isr| isr.len() == 2)
-        })
+        cluster
+            .partition_state("strict", 0)
+            .is_some_and(|(_, _, isr)| isr.len() == 2)
     });
     let refused = produce(Acks::All, "refused").expect_err("acks=all with ISR 2 < 3");
     // The producer retries NOT_ENOUGH_REPLICAS until its delivery timeout, then fails
@@ -365,14 +174,14 @@ fn an_isr_below_min_insync_refuses_acks_all_until_the_replica_returns() {
     assert!(records.iter().any(|r| r.offset == last.offset));
     drop(client);
     drop(rt);
-    check_replicas_identical(&mut cluster, "strict", 1);
+    check_replicas_identical(&mut cluster, "strict", 1, 3);
 }
 
 #[test]
 fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
     let dir = tempfile::tempdir().unwrap();
     let (mut cluster, rt, all_client) = three_nodes_with_topic(dir.path(), "paused", 1, &[]);
-    let old = cluster.leader("paused", 0) as i32;
+    let old = cluster.leader("paused", 0);
     cluster.node(old).pause();
     let others: Vec<String> = (1..=3)
         .filter(|id| *id != old)
@@ -381,7 +190,7 @@ fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
     let others = others.join(",");
     wait_until("a new leader", Duration::from_secs(120), || {
         let leader = cluster.leader("paused", 0);
-        leader >= 1 && leader != old as i64
+        leader >= 1 && leader != old
     });
     let acked = rt.block_on(async {
         let client = client(&others).await;
@@ -410,5 +219,5 @@ fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
         .any(|r| r.offset == acked.offset && r.value.as_deref() == Some(&b"while paused"[..])));
     drop(all_client);
     drop(rt);
-    check_replicas_identical(&mut cluster, "paused", 1);
+    check_replicas_identical(&mut cluster, "paused", 1, 3);
 }

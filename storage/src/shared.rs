@@ -112,6 +112,16 @@ impl SharedLog {
         Ok((info, self.ticket(&info)))
     }
 
+    /// A ticket for offsets below `end` that are in the log already (a producer resent a
+    /// batch the log has): waiting on it waits until they are durable.
+    pub fn ticket_for(&self, end: Offset) -> DurableTicket {
+        let _log = self.read();
+        DurableTicket {
+            end,
+            generation: self.state().generation,
+        }
+    }
+
     /// The ticket for an append just made; call it with the log still locked, so no
     /// truncation can slip between the append and reading the generation.
     fn ticket(&self, info: &AppendInfo) -> DurableTicket {

@@ -8,6 +8,7 @@ mod groups;
 mod metadata;
 mod offsets;
 mod produce;
+pub mod producer_id;
 mod replication;
 
 use std::sync::Arc;
@@ -56,6 +57,7 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::ListGroups,
     ApiKey::DeleteGroups,
     ApiKey::ResetOffsets,
+    ApiKey::InitProducerId,
     ApiKey::OffsetsForLeaderEpoch,
     ApiKey::ReplicaFetch,
     ApiKey::BrokerRegistration,
@@ -130,6 +132,9 @@ pub async fn finish(
         }
         Request::ListGroups(r) => Response::ListGroups(groups::list_groups(broker, r).await),
         Request::DeleteGroups(r) => Response::DeleteGroups(groups::delete_groups(broker, r).await),
+        Request::InitProducerId(r) => {
+            Response::InitProducerId(producer_id::init_producer_id(broker, r).await)
+        }
         Request::ReplicaFetch(r) => {
             Response::ReplicaFetch(replication::replica_fetch(broker, r).await?)
         }
@@ -168,15 +173,8 @@ pub async fn finish(
 }
 
 fn not_served(api: ApiKey) -> ApiError {
-    let what = match api {
-        ApiKey::InitProducerId => {
-            "idempotent producers are not available yet in this version of sluice; \
-             disable idempotence"
-        }
-        _ => "this api is not served by this version of sluice",
-    };
     ApiError::new(
         ErrorCode::UnsupportedVersion,
-        format!("{} is not served: {what}", api.name()),
+        format!("{} is not served by this version of sluice", api.name()),
     )
 }

@@ -1,0 +1,147 @@
+use super::*;
+
+fn stamp(epoch: i16, first_seq: i32, n: i32) -> Stamp {
+    Stamp {
+        producer_id: 7,
+        epoch,
+        first_seq,
+        last_seq: add_seq(first_seq, n - 1),
+        max_timestamp: 1_000,
+    }
+}
+
+/// Checks and records like a leader: the offsets of an appended batch follow `next`.
+fn write(states: &mut ProducerStates, s: Stamp, next: &mut i64) -> Result<Verdict, ApiError> {
+    let verdict = states.check(&s)?;
+    if verdict == Verdict::Append {
+        let n = i64::from(s.last_seq.wrapping_sub(s.first_seq)) + 1;
+        states.record(&s, Offset(*next), Offset(*next + n - 1), 1_000);
+        *next += n;
+    }
+    Ok(verdict)
+}
+
+#[test]
+fn a_resent_batch_gets_its_original_offsets() {
+    let mut states = ProducerStates::default();
+    let mut next = 0;
+    assert_eq!(
+        write(&mut states, stamp(0, 0, 3), &mut next).unwrap(),
+        Verdict::Append
+    );
+    assert_eq!(
+        write(&mut states, stamp(0, 3, 2), &mut next).unwrap(),
+        Verdict::Append
+    );
+    match write(&mut states, stamp(0, 0, 3), &mut next).unwrap() {
+        Verdict::Duplicate(meta) => {
+            assert_eq!((meta.base_offset, meta.last_offset), (Offset(0), Offset(2)))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(next, 5, "nothing written twice");
+}
+
+#[test]
+fn a_gap_in_the_sequence_is_out_of_order() {
+    let mut states = ProducerStates::default();
+    let mut next = 0;
+    write(&mut states, stamp(0, 0, 3), &mut next).unwrap();
+    let err = write(&mut states, stamp(0, 5, 1), &mut next).unwrap_err();
+    assert_eq!(err.code, ErrorCode::OutOfOrderSequenceNumber);
+    assert!(err.message.contains("expected 3"), "{}", err.message);
+}
+
+#[test]
+fn an_older_epoch_is_fenced_and_a_new_one_starts_at_zero() {
+    let mut states = ProducerStates::default();
+    let mut next = 0;
+    write(&mut states, stamp(1, 0, 2), &mut next).unwrap();
+    let fenced = write(&mut states, stamp(0, 2, 1), &mut next).unwrap_err();
+    assert_eq!(fenced.code, ErrorCode::InvalidProducerEpoch);
+    let bad_start = write(&mut states, stamp(2, 4, 1), &mut next).unwrap_err();
+    assert_eq!(bad_start.code, ErrorCode::OutOfOrderSequenceNumber);
+    assert_eq!(
+        write(&mut states, stamp(2, 0, 1), &mut next).unwrap(),
+        Verdict::Append
+    );
+    assert_eq!(states.get(7).unwrap().epoch, 2);
+}
+
+#[test]
+fn only_the_last_five_batches_are_remembered() {
+    let mut states = ProducerStates::default();
+    let mut next = 0;
+    for seq in 0..7 {
+        write(&mut states, stamp(0, seq, 1), &mut next).unwrap();
+    }
+    assert_eq!(states.get(7).unwrap().batches.len(), BATCHES_KEPT);
+    // Within the window: a duplicate. Before it: a gap, never a second write.
+    assert!(matches!(
+        write(&mut states, stamp(0, 2, 1), &mut next),
+        Ok(Verdict::Duplicate(_))
+    ));
+    assert_eq!(
+        write(&mut states, stamp(0, 1, 1), &mut next)
+            .unwrap_err()
+            .code,
+        ErrorCode::OutOfOrderSequenceNumber
+    );
+}
+
+#[test]
+fn sequences_wrap_after_i32_max() {
+    let mut states = ProducerStates::default();
+    let mut next = 0;
+    write(&mut states, stamp(0, i32::MAX - 1, 2), &mut next).unwrap();
+    assert_eq!(states.get(7).unwrap().batches[0].last_seq, i32::MAX);
+    assert_eq!(
+        write(&mut states, stamp(0, 0, 1), &mut next).unwrap(),
+        Verdict::Append
+    );
+}
+
+#[test]
+fn idle_producers_expire() {
+    let mut states = ProducerStates::default();
+    let mut next = 0;
+    write(&mut states, stamp(0, 0, 1), &mut next).unwrap();
+    assert_eq!(states.expire(500), 0);
+    assert_eq!(states.expire(2_000), 1);
+    assert!(states.is_empty());
+}
+
+#[test]
+fn recorded_batches_come_from_their_headers() {
+    use sluice_protocol::batch::{set_base_offset, BatchBuilder, ProducerStamp};
+    let mut builder = BatchBuilder::with_capacity(
+        ProducerStamp {
+            producer_id: 7,
+            producer_epoch: 3,
+            base_sequence: 10,
+        },
+        0,
+    );
+    builder.append(1_000, None, Some(b"a"), &[]);
+    builder.append(1_000, None, Some(b"b"), &[]);
+    let mut batch = builder.build().to_vec();
+    set_base_offset(&mut batch, Offset(40));
+    let mut plain = BatchBuilder::new();
+    plain.append(1_000, None, Some(b"c"), &[]);
+    let mut records = batch.clone();
+    records.extend_from_slice(&plain.build());
+    let mut states = ProducerStates::default();
+    states.record_batches(&Bytes::from(records), 1_000);
+    assert_eq!(states.len(), 1);
+    let entry = states.get(7).unwrap();
+    assert_eq!(entry.epoch, 3);
+    assert_eq!(
+        entry.batches[0],
+        BatchMeta {
+            first_seq: 10,
+            last_seq: 11,
+            base_offset: Offset(40),
+            last_offset: Offset(41),
+        }
+    );
+}
