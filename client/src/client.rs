@@ -431,7 +431,7 @@ impl Client {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    fn connection_config(&self) -> ConnectionConfig {
+    pub(crate) fn connection_config(&self) -> ConnectionConfig {
         let c = &self.inner.config;
         ConnectionConfig {
             client_id: c.client_id.clone(),

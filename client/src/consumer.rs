@@ -1,4 +1,6 @@
-//! [`Consumer`]: reads assigned partitions from their leaders, with prefetch.
+//! [`Consumer`]: reads partitions from their leaders, with prefetch; the partitions are
+//! assigned by the caller ([`Consumer::assign`]) or by a consumer group
+//! ([`Consumer::subscribe`], in `consumer/group.rs`).
 //!
 //! Fetches are grouped per leader broker, one in flight per broker at a time; each runs as
 //! its own task, so the next fetch is on the wire while the caller processes what the
@@ -161,6 +163,28 @@ pub struct ConsumerRecord {
     pub headers: Vec<Header>,
 }
 
+/// What [`Consumer::poll_event`] returns: records, or a step of a group rebalance.
+///
+/// Rebalances are eager: every partition is handed back (revoked, or lost) before the
+/// member rejoins, and the new assignment arrives whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConsumerEvent {
+    /// Records, in order per partition; empty when the timeout passed first.
+    Records(Vec<ConsumerRecord>),
+    /// A rebalance started: these partitions (every one this member owned) are about to
+    /// go back to the group. Records fetched for them and not yet returned were dropped;
+    /// until the next poll they are still this member's, so commit their progress now
+    /// (auto-commit, when enabled, already did).
+    PartitionsRevoked(Vec<TopicPartition>),
+    /// The group went on without this member (its session expired, or it was fenced):
+    /// these partitions may already be another member's, and commits for them are
+    /// refused. The next poll rejoins.
+    PartitionsLost(Vec<TopicPartition>),
+    /// The member joined a new generation and owns these partitions now; each starts at
+    /// the group's committed offset, or where `auto_offset_reset` says when there is none.
+    PartitionsAssigned(Vec<TopicPartition>),
+}
+
 /// Per assigned partition.
 #[derive(Debug)]
 struct PartitionState {
@@ -230,7 +254,9 @@ struct FetchOutcome {
 /// known to exist) rather than the caller naming it.
 type Resolved = (TopicPartition, i64, bool);
 
-/// Reads records from assigned partitions (no consumer groups yet).
+/// Reads records from partitions assigned by the caller ([`Consumer::assign`]), or, made
+/// with [`Consumer::with_group`], by its consumer group ([`Consumer::subscribe`]; see
+/// [`Consumer::poll_event`] for rebalances and [`Consumer::commit`] for offsets).
 ///
 /// ```no_run
 /// # async fn demo() -> sluice_client::Result<()> {
@@ -260,6 +286,8 @@ pub struct Consumer {
     /// since when.
     missing: HashMap<String, Instant>,
     jitter: Jitter,
+    /// The consumer group, for a consumer made with [`Consumer::with_group`].
+    group: Option<group::GroupState>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -283,6 +311,7 @@ impl Consumer {
             stale_topics: BTreeSet::new(),
             missing: HashMap::new(),
             jitter: Jitter::new(),
+            group: None,
         }
     }
 
@@ -293,6 +322,11 @@ impl Consumer {
         &mut self,
         partitions: Vec<(String, PartitionId, OffsetSpec)>,
     ) -> Result<()> {
+        if self.is_subscribed() {
+            return Err(Error::InvalidArgument(
+                "this consumer subscribes to topics through its group, so it cannot also assign partitions; use another consumer".to_owned(),
+            ));
+        }
         let resolved = self.resolve(&partitions).await?;
         self.partitions.clear();
         self.buffered.clear();
@@ -348,26 +382,89 @@ impl Consumer {
     /// and not returned. Errors are those retrying cannot fix: a topic or partition missing
     /// for longer than `unknown_topic_wait`, OFFSET_OUT_OF_RANGE with
     /// [`OffsetReset::None`], a corrupt batch, a non-retriable broker error.
+    ///
+    /// A group-managed consumer ([`Consumer::subscribe`]) also joins its group here and
+    /// goes through rebalances: it commits (with auto-commit) and hands its partitions
+    /// back, rejoins, and starts on its new partitions, without telling the caller. Use
+    /// [`Consumer::poll_event`] to hear of those steps and commit in between.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         let deadline = Instant::now() + timeout;
         loop {
+            match self.next_event(deadline).await? {
+                ConsumerEvent::Records(records) => return Ok(records),
+                event => tracing::debug!(?event, "rebalance step inside poll"),
+            }
+        }
+    }
+
+    /// Like [`Consumer::poll`], but a group-managed consumer also returns the steps of a
+    /// rebalance as they happen, so the caller can act on them between polls: when it
+    /// returns [`ConsumerEvent::PartitionsRevoked`], the partitions are still this
+    /// member's until the next call, and [`Consumer::commit`] or
+    /// [`Consumer::commit_offsets`] commit their progress (Kafka's "commit in the revoked
+    /// callback"). `Records` with no records means the timeout passed.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut consumer: sluice_client::Consumer) -> sluice_client::Result<()> {
+    /// use std::time::Duration;
+    /// use sluice_client::ConsumerEvent;
+    /// loop {
+    ///     match consumer.poll_event(Duration::from_secs(1)).await? {
+    ///         ConsumerEvent::Records(records) => { /* process, then maybe commit */ }
+    ///         ConsumerEvent::PartitionsRevoked(_) => consumer.commit().await?,
+    ///         ConsumerEvent::PartitionsLost(lost) => eprintln!("lost {lost:?}"),
+    ///         ConsumerEvent::PartitionsAssigned(assigned) => eprintln!("now own {assigned:?}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub async fn poll_event(&mut self, timeout: Duration) -> Result<ConsumerEvent> {
+        self.next_event(Instant::now() + timeout).await
+    }
+
+    /// The next rebalance step, or the records available by `deadline`.
+    async fn next_event(&mut self, deadline: Instant) -> Result<ConsumerEvent> {
+        loop {
+            if let Some(event) = self.group_step(deadline).await? {
+                return Ok(event);
+            }
             let records = self.take_buffered();
             if !records.is_empty() {
                 self.send_fetches();
-                return Ok(records);
+                return Ok(ConsumerEvent::Records(records));
             }
             self.refresh_stale(deadline).await?;
             self.reset_positions(deadline).await?;
             self.send_fetches();
-            let wait_until = self.next_retry().map_or(deadline, |t| t.min(deadline));
+            let wait_until = [self.next_retry(), self.group_wake_at()]
+                .into_iter()
+                .flatten()
+                .fold(deadline, Instant::min);
+            // A heartbeat that learns of a rebalance ends the wait.
+            let rejoin = self.group_signal();
+            let rejoin_signalled = async move {
+                match rejoin {
+                    Some(mut rx) => {
+                        if rx.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             let next = if self.in_flight.is_empty() {
-                tokio::time::sleep_until(wait_until.into()).await;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wait_until.into()) => {}
+                    _ = rejoin_signalled => {}
+                }
                 None
             } else {
-                tokio::time::timeout_at(wait_until.into(), self.in_flight.join_next())
-                    .await
-                    .ok()
-                    .flatten()
+                tokio::select! {
+                    joined = tokio::time::timeout_at(wait_until.into(), self.in_flight.join_next()) => {
+                        joined.ok().flatten()
+                    }
+                    _ = rejoin_signalled => None,
+                }
             };
             if let Some(joined) = next {
                 match joined {
@@ -378,7 +475,7 @@ impl Consumer {
                 continue;
             }
             if Instant::now() >= deadline {
-                return Ok(Vec::new());
+                return Ok(ConsumerEvent::Records(Vec::new()));
             }
         }
     }
@@ -893,5 +990,6 @@ impl Consumer {
     }
 }
 
+mod group;
 #[cfg(test)]
 mod tests;

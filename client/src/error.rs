@@ -157,6 +157,51 @@ pub enum Error {
         /// Why the batch was refused.
         reason: String,
     },
+    /// The consumer has no group, so it cannot subscribe or commit offsets.
+    #[error("this consumer has no consumer group; create it with Consumer::with_group to subscribe to topics or commit offsets")]
+    NoGroup,
+    /// The group moved on to a new generation without this member (its session expired,
+    /// or the coordinator no longer knows it): another member may own its partitions now,
+    /// so its offsets were not committed. The next `poll` rejoins the group. Not retriable:
+    /// committing the same offsets again would be refused too.
+    #[error("consumer group \"{group}\" has moved on without this member ({}); its offsets were not committed and its partitions may already be consumed by another member; poll to rejoin", code.message())]
+    Fenced {
+        /// The group.
+        group: String,
+        /// The coordinator's refusal: ILLEGAL_GENERATION or UNKNOWN_MEMBER_ID.
+        code: ErrorCode,
+    },
+    /// The group is completing a rebalance, so the commit was refused; this member's
+    /// partitions may change. Poll (which completes the rebalance) and commit what it
+    /// returns from then on.
+    #[error("consumer group \"{group}\" is rebalancing, so the offsets were not committed; poll to complete the rebalance, then commit again")]
+    RebalanceInProgress {
+        /// The group.
+        group: String,
+    },
+    /// The group has members, so it cannot be deleted and its offsets cannot be reset.
+    #[error("consumer group \"{group}\" has active members; stop its consumers first (sluice group describe {group} lists them)")]
+    GroupNotEmpty {
+        /// The group.
+        group: String,
+    },
+    /// No such consumer group (no members and no committed offsets).
+    #[error("consumer group \"{group}\" does not exist; sluice group list shows the groups")]
+    UnknownGroup {
+        /// The group.
+        group: String,
+    },
+    /// A newly assigned partition has no committed offset and `auto_offset_reset` is
+    /// [`crate::OffsetReset::None`].
+    #[error("consumer group \"{group}\" has no committed offset for {topic}/{partition} and auto_offset_reset is None; commit or reset an offset for it, or choose Earliest or Latest")]
+    NoCommittedOffset {
+        /// The group.
+        group: String,
+        /// The topic's name.
+        topic: String,
+        /// The partition.
+        partition: PartitionId,
+    },
     /// The caller passed something unusable (an empty bootstrap list, a bad address...).
     #[error("{0}")]
     InvalidArgument(String),

@@ -27,6 +27,7 @@ mod client;
 mod connection;
 mod consumer;
 mod error;
+mod group;
 mod partitioner;
 mod producer;
 #[cfg(test)]
@@ -39,8 +40,13 @@ pub use admin::{
 pub use client::{
     BrokerMetadata, Client, ClientConfig, PartitionMetadata, TopicMetadata, DEFAULT_BOOTSTRAP,
 };
-pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, OffsetSpec};
+pub use consumer::{
+    Consumer, ConsumerConfig, ConsumerEvent, ConsumerRecord, OffsetReset, OffsetSpec,
+};
 pub use error::{Error, Result};
+pub use group::{
+    GroupConfig, GroupDescription, GroupListing, GroupMember, GroupPartitionOffset, ResetTarget,
+};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,

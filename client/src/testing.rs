@@ -7,7 +7,9 @@
 //! NOT_LEADER_OR_FOLLOWER from a broker that does not lead, FENCED_LEADER_EPOCH and
 //! UNKNOWN_LEADER_EPOCH for stale and future epochs, brokers that die (connections closed,
 //! connects refused) or hang (connections accepted, requests never answered), and a new
-//! leader whose high watermark lags. Plus injected errors.
+//! leader whose high watermark lags. Plus injected errors, and a group coordinator without
+//! membership (broker 1 answers FindCoordinator, OffsetCommit and OffsetFetch) for the
+//! consumer's commits.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -93,6 +95,14 @@ pub(crate) struct FakeState {
     /// Requests to carry out and then, instead of answering, close the connection (an
     /// answer lost with its broker): the first of its api is taken off for each.
     pub lose_answers: Vec<ApiKey>,
+    /// Committed group offsets, by group and partition. The fake coordinator (broker 1,
+    /// FindCoordinator, OffsetCommit, OffsetFetch) has no membership: it stores every
+    /// commit it is not told to refuse.
+    pub group_offsets: BTreeMap<(String, String, i32), i64>,
+    /// Every OffsetCommit request read, in order.
+    pub offset_commits: Vec<OffsetCommitRequest>,
+    /// Codes to answer the next OffsetCommit requests with (for every partition), in order.
+    pub commit_errors: VecDeque<ErrorCode>,
 }
 
 impl FakeState {
@@ -212,6 +222,9 @@ impl FakeCluster {
             drop_connection_on_produce: 0,
             produce_timeouts_ms: Vec::new(),
             lose_answers: Vec::new(),
+            group_offsets: BTreeMap::new(),
+            offset_commits: Vec::new(),
+            commit_errors: VecDeque::new(),
         }));
         let mut brokers = BTreeMap::new();
         for id in 1..=n_brokers {
@@ -506,6 +519,15 @@ fn handle(state: &Mutex<FakeState>, request: Request, me: BrokerId) -> Option<Re
                 })
                 .collect(),
         }),
+        Request::FindCoordinator(_) => Response::FindCoordinator(FindCoordinatorResponse {
+            error_code: ErrorCode::None,
+            error_message: None,
+            node_id: BrokerId(1),
+            host: "127.0.0.1".into(),
+            port: state.brokers[&BrokerId(1)].port,
+        }),
+        Request::OffsetCommit(c) => Response::OffsetCommit(offset_commit(&mut state, c)),
+        Request::OffsetFetch(f) => Response::OffsetFetch(offset_fetch(&state, f)),
         other => panic!("the fake broker does not serve {:?}", other.api_key()),
     })
 }
@@ -769,4 +791,75 @@ fn list_offsets(state: &mut FakeState, l: ListOffsetsRequest, me: BrokerId) -> L
         })
         .collect();
     ListOffsetsResponse { topics }
+}
+
+fn offset_commit(state: &mut FakeState, c: OffsetCommitRequest) -> OffsetCommitResponse {
+    state.offset_commits.push(c.clone());
+    let refusal = state.commit_errors.pop_front();
+    let topics = c
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let code = refusal.unwrap_or(ErrorCode::None);
+                    if code == ErrorCode::None {
+                        let key = (c.group_id.clone(), t.name.clone(), p.partition.0);
+                        state.group_offsets.insert(key, p.committed_offset.0);
+                    }
+                    PartitionResult {
+                        partition: p.partition,
+                        error_code: code,
+                        error_message: None,
+                    }
+                })
+                .collect();
+            TopicPartitionResults {
+                name: t.name,
+                partitions,
+            }
+        })
+        .collect();
+    OffsetCommitResponse { topics }
+}
+
+fn offset_fetch(state: &FakeState, f: OffsetFetchRequest) -> OffsetFetchResponse {
+    let wanted: Vec<(String, PartitionId)> = match f.topics {
+        Some(topics) => topics
+            .into_iter()
+            .flat_map(|t| t.partitions.into_iter().map(move |p| (t.topic.clone(), p)))
+            .collect(),
+        None => state
+            .group_offsets
+            .keys()
+            .filter(|(g, _, _)| *g == f.group_id)
+            .map(|(_, t, p)| (t.clone(), PartitionId(*p)))
+            .collect(),
+    };
+    let mut topics: Vec<OffsetFetchTopic> = Vec::new();
+    for (topic, partition) in wanted {
+        let key = (f.group_id.clone(), topic.clone(), partition.0);
+        let p = OffsetFetchPartition {
+            partition,
+            committed_offset: Offset(state.group_offsets.get(&key).copied().unwrap_or(-1)),
+            committed_leader_epoch: LeaderEpoch(-1),
+            metadata: None,
+            error_code: ErrorCode::None,
+            error_message: None,
+        };
+        match topics.last_mut() {
+            Some(t) if t.name == topic => t.partitions.push(p),
+            _ => topics.push(OffsetFetchTopic {
+                name: topic,
+                partitions: vec![p],
+            }),
+        }
+    }
+    OffsetFetchResponse {
+        error_code: ErrorCode::None,
+        error_message: None,
+        topics,
+    }
 }

@@ -11,12 +11,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use sluice_client::{Admin, Client, ClientConfig, NewTopic};
+use sluice_client::{Admin, Client, ClientConfig, NewTopic, ResetTarget};
 
-use args::{Cli, ClusterCommand, Command, Format, TopicCommand};
-
-/// The message for every consumer-group command until groups exist.
-const NO_GROUPS: &str = "consumer groups are not available yet in this version of sluice";
+use args::{Cli, ClusterCommand, Command, Format, GroupCommand, TopicCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -43,15 +40,6 @@ fn main() -> ExitCode {
 type CliResult = Result<(), String>;
 
 async fn run(cli: Cli) -> CliResult {
-    // Group commands fail before connecting: there is nothing to ask the broker yet.
-    let wants_group = match &cli.command {
-        Command::Group(_) => true,
-        Command::Consume(args) => args.group.is_some(),
-        _ => false,
-    };
-    if wants_group {
-        return Err(NO_GROUPS.to_owned());
-    }
     let config = ClientConfig {
         bootstrap: cli
             .bootstrap
@@ -80,7 +68,7 @@ async fn run(cli: Cli) -> CliResult {
         }
         Command::Produce(args) => produce::run(client, args).await,
         Command::Consume(args) => consume::run(client, args, format).await,
-        Command::Group(_) => Err(NO_GROUPS.to_owned()),
+        Command::Group(command) => group(Admin::new(client), command, format).await,
     }
 }
 
@@ -142,6 +130,63 @@ async fn topic(admin: Admin, command: TopicCommand, format: Format) -> CliResult
                 format,
                 || format!("deleted topic \"{name}\"\n"),
                 || serde_json::json!({ "deleted": name }),
+            )
+        }
+    }
+}
+
+async fn group(admin: Admin, command: GroupCommand, format: Format) -> CliResult {
+    let e2s = |e: sluice_client::Error| e.to_string();
+    match command {
+        GroupCommand::List => {
+            let groups = admin.list_groups().await.map_err(e2s)?;
+            print(
+                format,
+                || render::group_list_text(&groups),
+                || render::group_list_json(&groups),
+            )
+        }
+        GroupCommand::Describe { group } => {
+            let description = admin.describe_group(&group).await.map_err(e2s)?;
+            let assigned: Vec<_> = description
+                .members
+                .iter()
+                .flat_map(|m| m.assignment.iter().cloned())
+                .collect();
+            let offsets = admin.group_offsets(&group, &assigned).await.map_err(e2s)?;
+            print(
+                format,
+                || render::group_describe_text(&description, &offsets),
+                || render::group_describe_json(&description, &offsets),
+            )
+        }
+        GroupCommand::ResetOffsets {
+            group,
+            topic,
+            to_earliest,
+            to_latest,
+            to_offset,
+        } => {
+            // clap requires exactly one of the three.
+            let to = match (to_earliest, to_latest, to_offset) {
+                (true, _, _) => ResetTarget::Earliest,
+                (_, true, _) => ResetTarget::Latest,
+                (_, _, Some(offset)) => ResetTarget::Offset(offset),
+                _ => return Err("choose --to-earliest, --to-latest or --to-offset N".to_owned()),
+            };
+            let offsets = admin.reset_offsets(&group, &topic, to).await.map_err(e2s)?;
+            print(
+                format,
+                || render::group_reset_text(&group, &topic, &offsets),
+                || render::group_reset_json(&group, &topic, &offsets),
+            )
+        }
+        GroupCommand::Delete { group } => {
+            admin.delete_group(&group).await.map_err(e2s)?;
+            print(
+                format,
+                || format!("deleted group \"{group}\"\n"),
+                || serde_json::json!({ "deleted": group }),
             )
         }
     }

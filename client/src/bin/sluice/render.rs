@@ -2,7 +2,10 @@
 //! Pure functions from library values to strings, so they are tested without a broker.
 
 use serde_json::{json, Value};
-use sluice_client::{BrokerId, ClusterDescription, TopicDescription, TopicInfo};
+use sluice_client::{
+    BrokerId, ClusterDescription, GroupDescription, GroupListing, GroupPartitionOffset,
+    PartitionId, TopicDescription, TopicInfo, TopicPartition,
+};
 
 /// Columns separated by two spaces, each as wide as its widest cell; no trailing spaces.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -224,10 +227,279 @@ pub fn cluster_json(c: &ClusterDescription) -> Value {
     })
 }
 
+/// `group list`.
+pub fn group_list_text(groups: &[GroupListing]) -> String {
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.group.clone(),
+                g.state.clone(),
+                g.members.to_string(),
+                g.coordinator.to_string(),
+            ]
+        })
+        .collect();
+    table(&["GROUP", "STATE", "MEMBERS", "COORDINATOR"], &rows)
+}
+
+/// `group list --format json`.
+pub fn group_list_json(groups: &[GroupListing]) -> Value {
+    Value::Array(
+        groups
+            .iter()
+            .map(|g| {
+                json!({
+                    "group": g.group,
+                    "state": g.state,
+                    "members": g.members,
+                    "protocol_type": g.protocol_type,
+                    "coordinator": g.coordinator.0,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The member that owns `tp` in the description, if any.
+fn owner<'a>(g: &'a GroupDescription, tp: &TopicPartition) -> Option<&'a str> {
+    g.members
+        .iter()
+        .find(|m| m.assignment.contains(tp))
+        .map(|m| m.member_id.as_str())
+}
+
+/// `group describe`: a summary line, the members with their partitions, then each
+/// partition's committed offset, log end, lag and owner (`-` where unknown or none).
+pub fn group_describe_text(g: &GroupDescription, offsets: &[GroupPartitionOffset]) -> String {
+    let mut out = format!(
+        "Group: {}  State: {}  Generation: {}  Members: {}  Coordinator: {}\n",
+        g.group,
+        g.state,
+        g.generation,
+        g.members.len(),
+        g.coordinator
+    );
+    if !g.members.is_empty() {
+        out.push('\n');
+        let rows: Vec<Vec<String>> = g
+            .members
+            .iter()
+            .map(|m| {
+                let assignment = if m.assignment.is_empty() {
+                    "-".to_owned()
+                } else {
+                    m.assignment
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                vec![
+                    m.member_id.clone(),
+                    m.client_id.clone(),
+                    m.client_host.clone(),
+                    assignment,
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["MEMBER-ID", "CLIENT-ID", "HOST", "ASSIGNMENT"],
+            &rows,
+        ));
+    }
+    if !offsets.is_empty() {
+        out.push('\n');
+        let known = |o: i64| if o < 0 { "-".to_owned() } else { o.to_string() };
+        let rows: Vec<Vec<String>> = offsets
+            .iter()
+            .map(|o| {
+                vec![
+                    o.partition.topic.clone(),
+                    o.partition.partition.to_string(),
+                    known(o.committed),
+                    known(o.log_end),
+                    known(o.lag),
+                    owner(g, &o.partition).unwrap_or("-").to_owned(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "TOPIC",
+                "PARTITION",
+                "COMMITTED",
+                "LOG-END",
+                "LAG",
+                "MEMBER-ID",
+            ],
+            &rows,
+        ));
+    }
+    out
+}
+
+/// `group describe --format json`; unknown offsets are -1, as in `topic describe`.
+pub fn group_describe_json(g: &GroupDescription, offsets: &[GroupPartitionOffset]) -> Value {
+    let partition = |tp: &TopicPartition| json!({"topic": tp.topic, "partition": tp.partition.0});
+    json!({
+        "group": g.group,
+        "state": g.state,
+        "generation": g.generation,
+        "protocol_type": g.protocol_type,
+        "protocol": g.protocol,
+        "coordinator": g.coordinator.0,
+        "members": g.members.iter().map(|m| json!({
+            "member_id": m.member_id,
+            "client_id": m.client_id,
+            "client_host": m.client_host,
+            "subscription": m.subscription,
+            "assignment": m.assignment.iter().map(partition).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "offsets": offsets.iter().map(|o| json!({
+            "topic": o.partition.topic,
+            "partition": o.partition.partition.0,
+            "committed": o.committed,
+            "log_end": o.log_end,
+            "lag": o.lag,
+            "member_id": owner(g, &o.partition),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `group reset-offsets`.
+pub fn group_reset_text(group: &str, topic: &str, offsets: &[(PartitionId, i64)]) -> String {
+    let mut out = format!("reset the offsets of group \"{group}\" for topic \"{topic}\"\n");
+    let rows: Vec<Vec<String>> = offsets
+        .iter()
+        .map(|(p, o)| vec![p.to_string(), o.to_string()])
+        .collect();
+    out.push_str(&table(&["PARTITION", "NEW-OFFSET"], &rows));
+    out
+}
+
+/// `group reset-offsets --format json`.
+pub fn group_reset_json(group: &str, topic: &str, offsets: &[(PartitionId, i64)]) -> Value {
+    json!({
+        "group": group,
+        "topic": topic,
+        "offsets": offsets.iter().map(|(p, o)| json!({"partition": p.0, "offset": o})).collect::<Vec<_>>(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_client::{BrokerDescription, LeaderEpoch, PartitionDescription, PartitionId};
+    use sluice_client::{BrokerDescription, GroupMember, LeaderEpoch, PartitionDescription};
+
+    fn group() -> (GroupDescription, Vec<GroupPartitionOffset>) {
+        let tp = |p| TopicPartition::new("g1", PartitionId(p));
+        let member = |id: &str, partitions: &[i32]| GroupMember {
+            member_id: id.into(),
+            client_id: "sluice-cli".into(),
+            client_host: "127.0.0.1".into(),
+            subscription: vec!["g1".into()],
+            assignment: partitions.iter().map(|&p| tp(p)).collect(),
+        };
+        let description = GroupDescription {
+            group: "grp".into(),
+            state: "Stable".into(),
+            protocol_type: "consumer".into(),
+            protocol: "server".into(),
+            generation: 3,
+            members: vec![member("m-a", &[0, 2]), member("m-b", &[1])],
+            coordinator: BrokerId(2),
+        };
+        let offset = |p, committed, log_end, lag| GroupPartitionOffset {
+            partition: tp(p),
+            committed,
+            log_end,
+            lag,
+        };
+        let offsets = vec![
+            offset(0, 4, 10, 6),
+            offset(1, -1, 3, -1),
+            offset(2, 7, -1, -1),
+        ];
+        (description, offsets)
+    }
+
+    #[test]
+    fn group_describe() {
+        let (description, offsets) = group();
+        assert_eq!(
+            group_describe_text(&description, &offsets),
+            "Group: grp  State: Stable  Generation: 3  Members: 2  Coordinator: 2\n\
+             \n\
+             MEMBER-ID  CLIENT-ID   HOST       ASSIGNMENT\n\
+             m-a        sluice-cli  127.0.0.1  g1/0,g1/2\n\
+             m-b        sluice-cli  127.0.0.1  g1/1\n\
+             \n\
+             TOPIC  PARTITION  COMMITTED  LOG-END  LAG  MEMBER-ID\n\
+             g1     0          4          10       6    m-a\n\
+             g1     1          -          3        -    m-b\n\
+             g1     2          7          -        -    m-a\n"
+        );
+        let j = group_describe_json(&description, &offsets);
+        assert_eq!(
+            (&j["group"], &j["state"], &j["generation"]),
+            (&json!("grp"), &json!("Stable"), &json!(3))
+        );
+        assert_eq!(
+            j["members"][0]["assignment"],
+            json!([{"topic": "g1", "partition": 0}, {"topic": "g1", "partition": 2}])
+        );
+        assert_eq!(j["members"][1]["member_id"], "m-b");
+        assert_eq!(
+            j["offsets"][1],
+            json!({"topic": "g1", "partition": 1, "committed": -1, "log_end": 3, "lag": -1, "member_id": "m-b"})
+        );
+    }
+
+    #[test]
+    fn an_empty_group_has_no_member_table() {
+        let (mut description, offsets) = group();
+        description.members.clear();
+        description.state = "Empty".into();
+        let text = group_describe_text(&description, &offsets[..1]);
+        assert_eq!(
+            text,
+            "Group: grp  State: Empty  Generation: 3  Members: 0  Coordinator: 2\n\
+             \n\
+             TOPIC  PARTITION  COMMITTED  LOG-END  LAG  MEMBER-ID\n\
+             g1     0          4          10       6    -\n"
+        );
+        assert_eq!(group_describe_json(&description, &[])["members"], json!([]));
+    }
+
+    #[test]
+    fn group_list_and_reset() {
+        let groups = vec![GroupListing {
+            group: "grp".into(),
+            state: "Empty".into(),
+            members: 0,
+            protocol_type: "consumer".into(),
+            coordinator: BrokerId(1),
+        }];
+        assert_eq!(
+            group_list_text(&groups),
+            "GROUP  STATE  MEMBERS  COORDINATOR\ngrp    Empty  0        1\n"
+        );
+        let j = group_list_json(&groups);
+        assert_eq!(
+            (&j[0]["group"], &j[0]["state"], &j[0]["members"]),
+            (&json!("grp"), &json!("Empty"), &json!(0))
+        );
+        let offsets = [(PartitionId(0), 0), (PartitionId(1), 12)];
+        assert_eq!(
+            group_reset_text("grp", "g1", &offsets),
+            "reset the offsets of group \"grp\" for topic \"g1\"\nPARTITION  NEW-OFFSET\n0          0\n1          12\n"
+        );
+        assert_eq!(
+            group_reset_json("grp", "g1", &offsets)["offsets"][1],
+            json!({"partition": 1, "offset": 12})
+        );
+    }
 
     #[test]
     fn tables_align_columns() {
