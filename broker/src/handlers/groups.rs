@@ -309,8 +309,8 @@ fn existing(broker: &Broker, group: &str, member_id: &str) -> Result<GroupRef, A
 
 /// LeaveGroup.
 pub async fn leave_group(broker: &Arc<Broker>, request: LeaveGroupRequest) -> LeaveGroupResponse {
-    let group = match locate(broker, &request.group_id, false) {
-        Ok((_, group)) => group,
+    let (shard, group) = match locate(broker, &request.group_id, false) {
+        Ok(found) => found,
         Err(e) => {
             return LeaveGroupResponse {
                 error_code: e.code,
@@ -335,6 +335,13 @@ pub async fn leave_group(broker: &Arc<Broker>, request: LeaveGroupRequest) -> Le
             error_code,
             error_message,
         });
+    }
+    // The last member gone (or every other member already rejoined): the next
+    // generation completes now, not at the next tick.
+    if let Some(group) = group {
+        if group.lock().await.join_phase_done(Instant::now()) {
+            tokio::spawn(complete_rebalance(shard, group, broker.cluster.image()));
+        }
     }
     LeaveGroupResponse {
         error_code: ErrorCode::None,
