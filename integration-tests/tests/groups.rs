@@ -535,3 +535,110 @@ fn a_member_rides_out_the_death_of_its_coordinator() {
     let ends: BTreeMap<TopicPartition, i64> = (0..3).map(|p| (tp("fo", p), 20)).collect();
     assert_eq!(committed, ends);
 }
+
+/// Checks a consumed log against what was acknowledged: every acknowledged record was
+/// consumed at its offset with its value (none skipped); a record consumed twice is
+/// allowed (at-least-once across rebalances) and counted. Returns the duplicates.
+fn check_at_least_once(
+    acked: &BTreeMap<(i32, i64), String>,
+    consumed: &[(i32, i64, String)],
+) -> usize {
+    let mut seen: BTreeMap<(i32, i64), (String, usize)> = BTreeMap::new();
+    for (partition, offset, value) in consumed {
+        let entry = seen
+            .entry((*partition, *offset))
+            .or_insert_with(|| (value.clone(), 0));
+        assert_eq!(&entry.0, value, "two values at {partition}/{offset}");
+        entry.1 += 1;
+    }
+    let skipped: Vec<_> = acked.keys().filter(|k| !seen.contains_key(*k)).collect();
+    assert!(
+        skipped.is_empty(),
+        "acknowledged but never consumed: {skipped:?}"
+    );
+    for (key, value) in acked {
+        assert_eq!(&seen[key].0, value, "another value at {key:?}");
+    }
+    seen.values().map(|(_, n)| n - 1).sum()
+}
+
+#[test]
+fn records_are_consumed_at_least_once_and_none_skipped_across_rebalances() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap();
+    let rt = runtime();
+    let admin = Admin::new(client(&rt, &b));
+    rt.block_on(admin.create_topic(NewTopic::new("flow", 6, 1)))
+        .unwrap();
+
+    // A producer writes throughout, while members come, leave and crash.
+    let producing = {
+        let client = client(&rt, &b);
+        rt.spawn(async move {
+            let producer = Producer::new(client, ProducerConfig::default());
+            let mut acked = BTreeMap::new();
+            for round in 0..60 {
+                let mut deliveries = Vec::new();
+                for i in 0..20 {
+                    let value = format!("r{round}-{i}");
+                    let record = ProducerRecord::new("flow", value.clone());
+                    deliveries.push((value, producer.send(record).await.unwrap()));
+                }
+                producer.flush().await;
+                for (value, d) in deliveries {
+                    let meta = d.await.unwrap();
+                    acked.insert((meta.partition.0, meta.offset), value);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            producer.close().await;
+            acked
+        })
+    };
+    let mut consumed = Vec::new();
+    let first = Member::start(&rt, &b, "flowing", "flow");
+    std::thread::sleep(Duration::from_secs(1));
+    let second = Member::start(&rt, &b, "flowing", "flow");
+    std::thread::sleep(Duration::from_secs(1));
+    let third = Member::start(&rt, &b, "flowing", "flow");
+    wait_stable(&rt, &admin, "flowing", &[&first, &second, &third]);
+    // A graceful leave (it commits what it consumed before it goes)...
+    consumed.extend(second.seen().records);
+    second.stop(&rt);
+    wait_stable(&rt, &admin, "flowing", &[&first, &third]);
+    // ...and a crash: no commit, no leave; its partitions move when its session expires
+    // and are consumed again from the last commit.
+    consumed.extend(third.seen().records);
+    third.task.abort();
+    let acked = rt.block_on(producing).unwrap();
+    assert_eq!(acked.len(), 60 * 20);
+    wait_until(
+        "the survivor consumed every acknowledged record",
+        SETTLE,
+        || {
+            let mut all = consumed.clone();
+            all.extend(first.seen().records);
+            let keys: BTreeSet<(i32, i64)> = all.iter().map(|(p, o, _)| (*p, *o)).collect();
+            acked.keys().all(|k| keys.contains(k))
+        },
+    );
+    consumed.extend(first.seen().records);
+    let duplicates = check_at_least_once(&acked, &consumed);
+    eprintln!(
+        "{} records acknowledged, {} consumed, {duplicates} consumed twice",
+        acked.len(),
+        consumed.len()
+    );
+    first.stop(&rt);
+}
+
+#[test]
+fn the_checker_reports_a_skipped_record() {
+    let acked: BTreeMap<(i32, i64), String> =
+        [((0, 0), "a".to_owned()), ((0, 1), "b".to_owned())].into();
+    let duplicated = [(0, 0, "a".into()), (0, 0, "a".into()), (0, 1, "b".into())];
+    assert_eq!(check_at_least_once(&acked, &duplicated), 1);
+    let skipped = std::panic::catch_unwind(|| check_at_least_once(&acked, &[(0, 0, "a".into())]));
+    assert!(skipped.is_err(), "a skipped record must fail the check");
+}
