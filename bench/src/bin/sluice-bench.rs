@@ -23,7 +23,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use sluice_client::{
     Acks, Admin, Client, ClientConfig, Consumer, ConsumerConfig, DeliveryFuture, ErrorCode,
-    NewTopic, OffsetSpec, PartitionId, Producer, ProducerConfig, ProducerRecord,
+    GroupConfig, NewTopic, OffsetReset, OffsetSpec, PartitionId, Producer, ProducerConfig,
+    ProducerRecord,
 };
 use tokio::sync::mpsc;
 
@@ -106,7 +107,8 @@ struct ConsumeArgs {
     /// Records to read.
     #[arg(long)]
     num_records: u64,
-    /// Consumer group (not available yet).
+    /// Consume as a member of this consumer group (from its committed offsets, else the
+    /// earliest), committing at the end; without it every partition is read from the start.
     #[arg(long)]
     group: Option<String>,
 }
@@ -421,22 +423,31 @@ fn spawn_acker(stats: Arc<Stats>, record_bytes: u64) -> Acker {
 }
 
 async fn consume(bootstrap: &str, args: ConsumeArgs) -> Outcome {
-    if args.group.is_some() {
-        return Err(
-            "consumer groups are not available yet in this version of sluice; \
-                    leave out --group"
-                .into(),
-        );
-    }
     let client = connect(bootstrap).await?;
     let n_partitions = ensure_topic(&client, &args.topic).await?;
-    let mut consumer = assigned_consumer(
-        client,
-        &args.topic.topic,
-        n_partitions,
-        OffsetSpec::Earliest,
-    )
-    .await?;
+    let mut consumer = match &args.group {
+        Some(group) => {
+            let config = ConsumerConfig {
+                auto_offset_reset: OffsetReset::Earliest,
+                ..ConsumerConfig::default()
+            };
+            let mut consumer = Consumer::with_group(client, config, GroupConfig::new(group))
+                .map_err(|e| e.to_string())?;
+            consumer
+                .subscribe([args.topic.topic.as_str()])
+                .map_err(|e| e.to_string())?;
+            consumer
+        }
+        None => {
+            assigned_consumer(
+                client,
+                &args.topic.topic,
+                n_partitions,
+                OffsetSpec::Earliest,
+            )
+            .await?
+        }
+    };
     let stats = Stats::new();
     let progress = stats.spawn_progress();
     poll_until(&mut consumer, &stats, args.num_records, |r, _| {
@@ -445,6 +456,10 @@ async fn consume(bootstrap: &str, args: ConsumeArgs) -> Outcome {
     })
     .await?;
     progress.abort();
+    if args.group.is_some() {
+        consumer.commit().await.map_err(|e| e.to_string())?;
+        consumer.close().await.map_err(|e| e.to_string())?;
+    }
     println!("{}", stats.summary(args.topic.format));
     Ok(())
 }
