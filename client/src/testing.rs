@@ -159,6 +159,9 @@ pub(crate) struct FakeState {
     /// Requests to carry out and then, instead of answering, close the connection (an
     /// answer lost with its broker): the first of its api is taken off for each.
     pub lose_answers: Vec<ApiKey>,
+    /// Done to the state when the next answer is lost, at that moment (before the client
+    /// can see the loss): what the cluster does meanwhile, such as a leader moving.
+    pub on_lost_answer: Option<Box<dyn FnOnce(&mut FakeState) + Send>>,
     /// The next producer id InitProducerId hands out.
     pub next_producer_id: i64,
     /// Errors to answer the next InitProducerId requests with, in order.
@@ -289,6 +292,7 @@ impl FakeCluster {
             drop_connection_on_produce: 0,
             produce_timeouts_ms: Vec::new(),
             lose_answers: Vec::new(),
+            on_lost_answer: None,
             next_producer_id: 1000,
             init_producer_id_errors: VecDeque::new(),
             init_producer_id_requests: Vec::new(),
@@ -490,6 +494,9 @@ async fn serve(
             let mut state = state.lock().unwrap();
             if let Some(i) = state.lose_answers.iter().position(|&a| a == api) {
                 state.lose_answers.remove(i);
+                if let Some(change) = state.on_lost_answer.take() {
+                    change(&mut state);
+                }
                 return;
             }
         }
