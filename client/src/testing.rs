@@ -135,6 +135,9 @@ pub(crate) struct FakeNode {
     pub hung: bool,
 }
 
+/// A change a test makes to the fake cluster's state at some later moment.
+pub(crate) type StateChange = Box<dyn FnOnce(&mut FakeState) + Send>;
+
 /// The fake cluster's state, inspectable and changeable by tests.
 pub(crate) struct FakeState {
     pub topics: BTreeMap<String, FakeTopic>,
@@ -161,7 +164,7 @@ pub(crate) struct FakeState {
     pub lose_answers: Vec<ApiKey>,
     /// Done to the state when the next answer is lost, at that moment (before the client
     /// can see the loss): what the cluster does meanwhile, such as a leader moving.
-    pub on_lost_answer: Option<Box<dyn FnOnce(&mut FakeState) + Send>>,
+    pub on_lost_answer: Option<StateChange>,
     /// The next producer id InitProducerId hands out.
     pub next_producer_id: i64,
     /// Errors to answer the next InitProducerId requests with, in order.
