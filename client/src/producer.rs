@@ -775,7 +775,8 @@ async fn sender_loop(shared: Arc<Shared>) {
 /// ([`IdentityNeed`]), again after each answer as long as something needs one. Retriable
 /// failures are retried with the producer's backoff for as long as batches wait (each is
 /// bounded by its delivery timeout, see [`sender_loop`]); a non-retriable one (a broker
-/// without producer ids) fails the batches that wait, and the next batch tries again.
+/// without producer ids) fails the batches that wait, and the next batch tries again
+/// after a backoff.
 async fn obtain_identity(shared: Arc<Shared>) {
     let backoff = Backoff {
         base: shared.config.retry_backoff,
@@ -812,6 +813,10 @@ async fn obtain_identity(shared: Arc<Shared>) {
                 tracing::warn!(error = %e, "cannot get a producer id; failing the batches that wait for one");
                 let waiting = shared.lock().accumulator.take_blocked();
                 shared.fail_unsent(waiting, &e);
+                // Later batches ask again, but not at once: records sent in a loop must not
+                // turn into a loop of requests.
+                let delay = backoff.delay(failures + 1, &mut shared.lock().jitter);
+                tokio::time::sleep(delay).await;
                 break;
             }
         }
@@ -834,7 +839,8 @@ async fn init_producer_id(
     });
     match client.send_any(request).await? {
         Response::InitProducerId(r) if r.error_code != ErrorCode::None => Err(Error::broker(
-            "getting a producer id for idempotent produce (enable_idempotence)",
+            "getting a producer id for idempotent produce (set \
+             ProducerConfig::enable_idempotence to false to produce without one)",
             r.error_code,
             r.error_message,
         )),
