@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use sluice_protocol::messages::{MetadataRequest, MetadataResponse};
-use sluice_protocol::{ApiKey, BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
+use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
 use tokio::task::JoinSet;
 
 use crate::backoff::{Backoff, Jitter};
@@ -281,14 +281,14 @@ impl Client {
     /// admin), trying the broker that answered last first, then the other known brokers
     /// and the bootstrap addresses, those that failed recently last.
     ///
-    /// Reads that every broker answers alike (Metadata, DescribeCluster, ApiVersions) are
-    /// hedged: when the first broker has not answered within
+    /// Reads that every broker answers alike (Metadata, DescribeCluster, ApiVersions), and
+    /// an idempotent producer's InitProducerId, are hedged: when the first broker has not answered within
     /// [`ClientConfig::metadata_hedge_after`], or has failed, the next one is asked too, and
     /// the first answer wins. Other requests go to one broker only, falling over to the
     /// next only when it cannot be reached at all: once sent, a request may have taken
     /// effect, and sending it to a second broker could do it twice.
     pub async fn send_any(&self, request: Request) -> Result<Response> {
-        if is_hedgeable(request.api_key()) {
+        if is_hedgeable(&request) {
             return self.send_hedged(request).await;
         }
         let connection = self.any_connection().await?;
@@ -657,12 +657,15 @@ async fn ask(
     (candidate.address, result)
 }
 
-/// Whether every broker answers `api` alike and asking two at once is harmless.
-fn is_hedgeable(api: ApiKey) -> bool {
-    matches!(
-        api,
-        ApiKey::Metadata | ApiKey::DescribeCluster | ApiKey::ApiVersions
-    )
+/// Whether every broker answers `request` alike and asking two at once is harmless. An
+/// InitProducerId without a transactional id is: a new id asked twice wastes one id, and
+/// the next epoch of an id is the same from every broker.
+fn is_hedgeable(request: &Request) -> bool {
+    match request {
+        Request::Metadata(_) | Request::DescribeCluster(_) | Request::ApiVersions(_) => true,
+        Request::InitProducerId(r) => r.transactional_id.is_none(),
+        _ => false,
+    }
 }
 
 /// The error when no candidate answered: one [`Error::Connect`] naming every address when

@@ -124,6 +124,22 @@ pub enum Error {
     /// The producer was closed before the record could be sent.
     #[error("the producer was closed; create a new producer to send more records")]
     ProducerClosed,
+    /// The partition's leader refused the record's batch (INVALID_PRODUCER_EPOCH): a newer
+    /// epoch of this idempotent producer's id has written to the partition, so this producer
+    /// instance is fenced. The batch was not written. Not retriable.
+    #[error("producer id {producer_id} epoch {epoch} is fenced on {topic}/{partition}: a newer epoch of the same producer id has written there{}; close this producer and create a new one", detail(message))]
+    ProducerFenced {
+        /// The topic's name.
+        topic: String,
+        /// The partition.
+        partition: PartitionId,
+        /// The producer id the batch carried.
+        producer_id: i64,
+        /// The fenced epoch.
+        epoch: i16,
+        /// The broker's own explanation, if it sent one.
+        message: Option<String>,
+    },
     /// The consumer was asked about a partition it has not been assigned.
     #[error("partition {topic}/{partition} is not assigned to this consumer; assign it first")]
     NotAssigned {

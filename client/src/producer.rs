@@ -13,6 +13,19 @@
 //! (from any live broker, see [`Client::send_any`]) before the batch is retried, so the
 //! retry goes to wherever the leader is then. Retries back off exponentially with jitter and
 //! end at the delivery timeout.
+//!
+//! Idempotence (on by default with [`Acks::All`]): before its first batch leaves, the
+//! producer gets a producer id and epoch (InitProducerId, from any broker, retried in the
+//! background while batches wait, each batch still bounded by its delivery timeout). The
+//! accumulator stamps each batch with the id, the epoch and its partition's next sequence
+//! when it is first sent, and a retry resends the same bytes, so a leader that already has
+//! the batch answers with its original offsets instead of writing it again. A stamped batch
+//! that ends without an acknowledgement (delivery timeout, a non-retriable error) or that the
+//! leader refuses as OUT_OF_ORDER_SEQUENCE_NUMBER leaves its partition's sequence unknown;
+//! the producer then bumps its epoch (InitProducerId with its id and epoch, KIP-360), and
+//! that partition starts again at sequence 0 in the new epoch, restamping the refused batch.
+//! Other partitions move to the new epoch with their next unstamped batch: a batch already
+//! stamped keeps its stamp until it is acknowledged, so its resends still deduplicate.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -23,13 +36,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use sluice_protocol::messages::{
-    ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic, ACKS_ALL, ACKS_LEADER,
-    ACKS_NONE,
+    InitProducerIdRequest, ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic,
+    ACKS_ALL, ACKS_LEADER, ACKS_NONE,
 };
 use sluice_protocol::{ApiKey, BrokerId, ErrorCode, PartitionId, Request, Response};
 use tokio::sync::{oneshot, watch, Notify, Semaphore};
 
-use crate::accumulator::{batch_size_for, Accumulator, AccumulatorConfig, Batch, RecordParts};
+use crate::accumulator::{
+    batch_size_for, Accumulator, AccumulatorConfig, Batch, IdentityNeed, ProducerIdentity,
+    RecordParts,
+};
 use crate::backoff::{Backoff, Jitter};
 use crate::client::{broker_timeout_ms, leaderless, unexpected, Client};
 use crate::error::{Error, Result};
@@ -108,6 +124,17 @@ pub struct ProducerConfig {
     /// just created may take a moment to reach every broker), or, the first time a topic
     /// is used, for some broker to answer for its metadata. Default 2 s.
     pub unknown_topic_wait: Duration,
+    /// Idempotent delivery: a retried batch is written at most once per partition, and
+    /// records keep their `send` order. The producer gets a producer id from the cluster
+    /// before its first batch, and stamps every batch with it and a sequence number. Default
+    /// `true`.
+    ///
+    /// Effective only with [`Acks::All`]: with [`Acks::Leader`] or [`Acks::None`] the
+    /// producer is not idempotent, silently (a leader's acknowledgement can be lost with
+    /// the leader, so sequences could not be trusted; Kafka makes the same choice when acks
+    /// is set explicitly). Turn it off to produce to a broker without producer ids, or to
+    /// spare the one InitProducerId round trip.
+    pub enable_idempotence: bool,
 }
 
 impl Default for ProducerConfig {
@@ -123,7 +150,22 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             buffer_bytes_max: 32 * 1024 * 1024,
             unknown_topic_wait: Duration::from_secs(2),
+            enable_idempotence: true,
         }
+    }
+}
+
+impl ProducerConfig {
+    /// Whether batches are stamped for idempotence: asked for, and acks=all.
+    ///
+    /// ```
+    /// use sluice_client::{Acks, ProducerConfig};
+    /// assert!(ProducerConfig::default().is_idempotent());
+    /// let leader_acks = ProducerConfig { acks: Acks::Leader, ..ProducerConfig::default() };
+    /// assert!(!leader_acks.is_idempotent());
+    /// ```
+    pub fn is_idempotent(&self) -> bool {
+        self.enable_idempotence && self.acks == Acks::All
     }
 }
 
@@ -243,6 +285,11 @@ struct State {
     last_errors: HashMap<TopicPartition, Error>,
     /// Jitter for retry backoffs.
     jitter: Jitter,
+    /// An [`obtain_identity`] task is running (at most one is).
+    identity_task: bool,
+    /// Why the last InitProducerId failed, cleared by success: what a batch that expires
+    /// waiting for a producer id or epoch is failed with.
+    identity_error: Option<Error>,
 }
 
 struct Shared {
@@ -273,15 +320,24 @@ impl Drop for Handle {
 /// Sends records to a topic's partitions, batching them per partition. Cheap to clone;
 /// clones share one background task and buffer.
 ///
-/// Delivery is at least once. A record's [`DeliveryFuture`] succeeds only when the
-/// partition's leader acknowledged it (with [`Acks::All`]: once the in-sync replicas have
-/// it), except with [`Acks::None`], where nothing is acknowledged and writing it to the
-/// socket counts. A batch whose outcome is unknown (the connection died after the request
-/// was sent, no answer within `request_timeout`, NOT_ENOUGH_REPLICAS_AFTER_APPEND) is sent
-/// again, so a record may be written twice; until idempotent producers (producer id and
-/// sequence numbers) land, consumers must tolerate such duplicates. Records of one
-/// partition are written in `send` order: one batch per partition is in flight at a time,
-/// and a retried batch goes before anything newer.
+/// A record's [`DeliveryFuture`] succeeds only when the partition's leader acknowledged it
+/// (with [`Acks::All`]: once the in-sync replicas have it), except with [`Acks::None`],
+/// where nothing is acknowledged and writing it to the socket counts. A batch whose outcome
+/// is unknown (the connection died after the request was sent, no answer within
+/// `request_timeout`, NOT_ENOUGH_REPLICAS_AFTER_APPEND) is sent again.
+///
+/// With [`ProducerConfig::enable_idempotence`] (the default) and [`Acks::All`], such a resend
+/// is not written twice: each batch carries the producer's id, epoch and sequence numbers,
+/// and the leader answers a batch it already has with the offsets it was first written at.
+/// A record acknowledged once is in the partition once, at the offset its
+/// [`RecordMetadata`] says. What idempotence cannot cover: a record whose delivery failed
+/// (for example [`Error::DeliveryTimeout`] after an attempt was sent) may still have been
+/// written, and a new producer (another process, or a restart) does not know the sequences
+/// of the old one. Without idempotence (acks 0 or 1, or turned off) delivery is at least
+/// once, and consumers must tolerate duplicates.
+///
+/// Records of one partition are written in `send` order: one batch per partition is in
+/// flight at a time, and a retried batch goes before anything newer.
 ///
 /// ```no_run
 /// # async fn demo() -> sluice_client::Result<()> {
@@ -320,12 +376,16 @@ impl Producer {
                 accumulator: Accumulator::new(AccumulatorConfig {
                     batch_bytes_max: config.batch_bytes_max,
                     linger: config.linger,
+                    delivery_timeout: config.delivery_timeout,
+                    idempotent: config.is_idempotent(),
                 }),
                 sticky: HashMap::new(),
                 sticky_start,
                 closing: false,
                 last_errors: HashMap::new(),
                 jitter: Jitter::new(),
+                identity_task: false,
+                identity_error: None,
             }),
             wake: Notify::new(),
             buffer: Semaphore::new(config.buffer_bytes_max.min(Semaphore::MAX_PERMITS)),
@@ -484,16 +544,34 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Completes a batch's records with their offsets (or an error) and frees its space.
+    /// Completes an in-flight batch's records with their offsets (or an error) and frees
+    /// its space.
     fn finish(&self, batch: Batch<Delivery>, outcome: Result<(i64, i64)>) {
         {
             let mut state = self.lock();
             state.accumulator.complete(&batch.tp);
-            if outcome.is_ok() {
-                state.last_errors.remove(&batch.tp);
+            match &outcome {
+                Ok(_) => {
+                    state.last_errors.remove(&batch.tp);
+                }
+                Err(e) => forget_sequence(&mut state, &batch, e),
             }
         }
         self.finish_records(batch, outcome);
+        self.wake.notify_one();
+    }
+
+    /// Fails batches that never left (they could not be stamped) and frees their space.
+    fn fail_unsent(&self, batches: Vec<Batch<Delivery>>, error: &Error) {
+        {
+            let mut state = self.lock();
+            for batch in &batches {
+                forget_sequence(&mut state, batch, error);
+            }
+        }
+        for batch in batches {
+            self.finish_records(batch, Err(error.clone()));
+        }
         self.wake.notify_one();
     }
 
@@ -568,7 +646,8 @@ impl Shared {
 
     /// Hands `batch` back for a retry after its backoff, or fails its records: for good
     /// with a non-retriable error, else with [`Error::DeliveryTimeout`] once the retries or
-    /// the time are spent.
+    /// the time are spent. A batch refused as out of order was not written: it is retried
+    /// in the producer's next epoch.
     fn retry_or_fail_one(&self, batch: Batch<Delivery>, error: Error) {
         let config = &self.config;
         let backoff = Backoff {
@@ -576,17 +655,24 @@ impl Shared {
             max: config.retry_backoff_max,
         };
         let expires = batch.created + config.delivery_timeout;
+        let out_of_order =
+            batch.stamp.is_some() && error.code() == Some(ErrorCode::OutOfOrderSequenceNumber);
+        let retriable = error.is_retriable() || out_of_order;
         {
             let mut state = self.lock();
             state.last_errors.insert(batch.tp.clone(), error.clone());
             let retry_at = Instant::now() + backoff.delay(batch.attempts, &mut state.jitter);
-            if error.is_retriable() && batch.attempts <= config.retries_max && retry_at < expires {
+            if retriable && batch.attempts <= config.retries_max && retry_at < expires {
                 tracing::debug!(tp = %batch.tp, attempts = batch.attempts, %error, "retrying batch");
-                state.accumulator.retry(batch, retry_at);
+                if out_of_order {
+                    state.accumulator.retry_in_next_epoch(batch, retry_at);
+                } else {
+                    state.accumulator.retry(batch, retry_at);
+                }
                 return;
             }
         }
-        let error = if error.is_retriable() {
+        let error = if retriable {
             Error::DeliveryTimeout {
                 topic: batch.tp.topic.clone(),
                 partition: batch.tp.partition,
@@ -601,6 +687,18 @@ impl Shared {
     }
 }
 
+/// A batch that ends without an acknowledgement may or may not be in the log: if it was
+/// stamped, its partition's sequence can no longer be trusted in its epoch (the producer
+/// bumps the epoch). Not when the producer was fenced: a new epoch would not help, and
+/// that batch was certainly not written.
+fn forget_sequence(state: &mut State, batch: &Batch<Delivery>, error: &Error) {
+    if let Some(stamp) = &batch.stamp {
+        if !matches!(error, Error::ProducerFenced { .. }) {
+            state.accumulator.sequence_unknown(&batch.tp, stamp);
+        }
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -609,25 +707,57 @@ fn now_ms() -> i64 {
 }
 
 /// The background task: drain ready batches, send them, sleep until the next linger
-/// deadline or a wake-up; after close, exit once nothing is buffered or in flight.
+/// deadline or a wake-up; after close, exit once nothing is buffered or in flight. With
+/// idempotence it also starts [`obtain_identity`] when batches wait for a producer id or a
+/// new epoch, and fails those that wait past their delivery timeout.
 async fn sender_loop(shared: Arc<Shared>) {
     loop {
-        let (ready, wakeup, done) = {
+        let (ready, expired, wakeup, done) = {
             let mut state = shared.lock();
             let closing = state.closing;
             if closing {
                 // Closing: whatever is buffered goes now.
                 state.accumulator.begin_flush();
             }
-            let ready = state.accumulator.drain_ready(Instant::now());
+            let now = Instant::now();
+            let ready = state.accumulator.drain_ready(now);
+            let expired = state.accumulator.take_expired_blocked(now);
             if closing {
                 state.accumulator.end_flush();
             }
-            let done = closing && ready.is_empty() && state.accumulator.is_empty();
-            (ready, state.accumulator.next_wakeup(), done)
+            if state.accumulator.identity_need() != IdentityNeed::Nothing && !state.identity_task {
+                state.identity_task = true;
+                tokio::spawn(obtain_identity(shared.clone()));
+            }
+            let expired = (!expired.is_empty()).then(|| {
+                let last_error = state
+                    .identity_error
+                    .clone()
+                    .unwrap_or_else(|| Error::Timeout {
+                        addr: "the cluster".to_owned(),
+                        api: ApiKey::InitProducerId.name(),
+                        timeout: shared.config.delivery_timeout,
+                    });
+                (expired, last_error)
+            });
+            let done =
+                closing && ready.is_empty() && expired.is_none() && state.accumulator.is_empty();
+            (ready, expired, state.accumulator.next_wakeup(), done)
         };
         if done {
             return;
+        }
+        if let Some((expired, last_error)) = expired {
+            for batch in expired {
+                let error = Error::DeliveryTimeout {
+                    topic: batch.tp.topic.clone(),
+                    partition: batch.tp.partition,
+                    timeout: shared.config.delivery_timeout,
+                    attempts: batch.attempts,
+                    last_error: Box::new(last_error.clone()),
+                };
+                shared.fail_unsent(vec![batch], &error);
+            }
         }
         dispatch(&shared, ready);
         let sleep = match wakeup {
@@ -638,6 +768,96 @@ async fn sender_loop(shared: Arc<Shared>) {
             _ = shared.wake.notified() => {}
             _ = sleep => {}
         }
+    }
+}
+
+/// Gets what the accumulator waits for: a producer id, or the next epoch of the current one
+/// ([`IdentityNeed`]), again after each answer as long as something needs one. Retriable
+/// failures are retried with the producer's backoff for as long as batches wait (each is
+/// bounded by its delivery timeout, see [`sender_loop`]); a non-retriable one (a broker
+/// without producer ids) fails the batches that wait, and the next batch tries again
+/// after a backoff.
+async fn obtain_identity(shared: Arc<Shared>) {
+    let backoff = Backoff {
+        base: shared.config.retry_backoff,
+        max: shared.config.retry_backoff_max,
+    };
+    let mut failures = 0;
+    loop {
+        let current = match shared.lock().accumulator.identity_need() {
+            IdentityNeed::Nothing => break,
+            IdentityNeed::New => None,
+            IdentityNeed::Bump(identity) => Some(identity),
+        };
+        match init_producer_id(&shared.client, current).await {
+            Ok(identity) => {
+                tracing::debug!(?identity, previous = ?current, "producer id and epoch");
+                failures = 0;
+                let mut state = shared.lock();
+                state.accumulator.set_identity(identity);
+                state.identity_error = None;
+                drop(state);
+                shared.wake.notify_one();
+            }
+            Err(e) if e.is_retriable() => {
+                tracing::debug!(error = %e, "no producer id yet; retrying");
+                failures += 1;
+                let delay = {
+                    let mut state = shared.lock();
+                    state.identity_error = Some(e);
+                    backoff.delay(failures, &mut state.jitter)
+                };
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot get a producer id; failing the batches that wait for one");
+                let waiting = shared.lock().accumulator.take_blocked();
+                shared.fail_unsent(waiting, &e);
+                // Later batches ask again, but not at once: records sent in a loop must not
+                // turn into a loop of requests.
+                let delay = backoff.delay(failures + 1, &mut shared.lock().jitter);
+                tokio::time::sleep(delay).await;
+                break;
+            }
+        }
+    }
+    shared.lock().identity_task = false;
+    // Something may have started to wait since the last look.
+    shared.wake.notify_one();
+}
+
+/// One InitProducerId: a new id (`current` none) or the next epoch of `current`.
+async fn init_producer_id(
+    client: &Client,
+    current: Option<ProducerIdentity>,
+) -> Result<ProducerIdentity> {
+    let request = Request::InitProducerId(InitProducerIdRequest {
+        transactional_id: None,
+        transaction_timeout_ms: -1,
+        producer_id: current.map_or(-1, |c| c.producer_id),
+        producer_epoch: current.map_or(-1, |c| c.epoch),
+    });
+    match client.send_any(request).await? {
+        Response::InitProducerId(r) if r.error_code != ErrorCode::None => Err(Error::broker(
+            "getting a producer id for idempotent produce (set \
+             ProducerConfig::enable_idempotence to false to produce without one)",
+            r.error_code,
+            r.error_message,
+        )),
+        Response::InitProducerId(r) if r.producer_id < 0 || r.producer_epoch < 0 => {
+            Err(Error::Protocol {
+                addr: "the broker".to_owned(),
+                reason: format!(
+                    "InitProducerId answered producer id {} epoch {}",
+                    r.producer_id, r.producer_epoch
+                ),
+            })
+        }
+        Response::InitProducerId(r) => Ok(ProducerIdentity {
+            producer_id: r.producer_id,
+            epoch: r.producer_epoch,
+        }),
+        other => Err(unexpected("InitProducerId", &other)),
     }
 }
 
@@ -750,6 +970,10 @@ async fn produce(shared: Arc<Shared>, leader: BrokerId, batches: Vec<Batch<Deliv
                     Some((ErrorCode::None, _, base_offset, log_append_time)) => {
                         shared.finish(batch, Ok((base_offset, log_append_time)))
                     }
+                    Some((ErrorCode::InvalidProducerEpoch, message, _, _)) => {
+                        let error = fenced(&batch, message);
+                        failures.push((batch, error));
+                    }
                     Some((code, message, _, _)) => {
                         let context = format!("producing to {}", batch.tp);
                         failures.push((batch, Error::broker(context, code, message)));
@@ -782,6 +1006,21 @@ fn attempt_wait(config: &ProducerConfig, batches: &[Batch<Delivery>], now: Insta
         .map(|b| (b.created + config.delivery_timeout).saturating_duration_since(now))
         .filter(|left| !left.is_zero())
         .fold(config.request_timeout, Duration::min)
+}
+
+/// The error of a batch refused because a newer epoch of its producer id wrote to the
+/// partition.
+fn fenced(batch: &Batch<Delivery>, message: Option<String>) -> Error {
+    let (producer_id, epoch) = batch
+        .stamp
+        .map_or((-1, -1), |s| (s.producer_id, s.producer_epoch));
+    Error::ProducerFenced {
+        topic: batch.tp.topic.clone(),
+        partition: batch.tp.partition,
+        producer_id,
+        epoch,
+        message,
+    }
 }
 
 async fn fail_all(shared: &Arc<Shared>, batches: Vec<Batch<Delivery>>, error: Error) {

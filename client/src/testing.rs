@@ -7,16 +7,19 @@
 //! NOT_LEADER_OR_FOLLOWER from a broker that does not lead, FENCED_LEADER_EPOCH and
 //! UNKNOWN_LEADER_EPOCH for stale and future epochs, brokers that die (connections closed,
 //! connects refused) or hang (connections accepted, requests never answered), and a new
-//! leader whose high watermark lags. Plus injected errors, and a group coordinator without
+//! leader whose high watermark lags. Plus injected errors; a group coordinator without
 //! membership (broker 1 answers FindCoordinator, OffsetCommit and OffsetFetch) for the
-//! consumer's commits.
+//! consumer's commits; and the broker's idempotent produce: producer ids
+//! (InitProducerId), and per partition each producer's epoch and last five batches, so a
+//! resend is answered with its original offset, a sequence gap with
+//! OUT_OF_ORDER_SEQUENCE_NUMBER and an older epoch with INVALID_PRODUCER_EPOCH.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use sluice_protocol::batch::{set_base_offset, Batches, RecordBatch};
+use sluice_protocol::batch::{set_base_offset, BatchHeader, Batches, ProducerStamp, RecordBatch};
 use sluice_protocol::messages::*;
 use sluice_protocol::{
     decode_request, ApiKey, BrokerId, ErrorCode, FrameCodec, LeaderEpoch, Offset, PartitionId,
@@ -42,6 +45,69 @@ pub(crate) struct FakePartition {
     /// How many offsets the leader's high watermark trails its log (a new leader that has
     /// not caught up yet); fetches above it get OFFSET_OUT_OF_RANGE, as the broker does.
     pub hw_lag: i64,
+    /// Idempotent producers by id (shared by every replica: replication is not modelled).
+    pub producers: HashMap<i64, FakeProducerEntry>,
+}
+
+/// What a partition knows of an idempotent producer, as the broker's producer state does.
+#[derive(Default)]
+pub(crate) struct FakeProducerEntry {
+    pub epoch: i16,
+    /// Its last five batches: first sequence, last sequence, base offset.
+    pub batches: VecDeque<(i32, i32, i64)>,
+}
+
+/// The broker's sequence arithmetic: after `i32::MAX` comes 0.
+fn add_seq(sequence: i32, delta: i32) -> i32 {
+    ((i64::from(sequence) + i64::from(delta)) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+impl FakePartition {
+    /// The broker's check of an idempotent batch (producer_state.rs): `Ok(None)` to append
+    /// it, `Ok(Some(base offset))` for a batch the log has, or the refusal.
+    fn check_sequence(&self, h: &BatchHeader) -> Result<Option<i64>, ErrorCode> {
+        let Some(entry) = self.producers.get(&h.producer_id) else {
+            return Ok(None);
+        };
+        let last_seq = add_seq(h.base_sequence, h.last_offset_delta);
+        if h.producer_epoch < entry.epoch {
+            return Err(ErrorCode::InvalidProducerEpoch);
+        }
+        if h.producer_epoch > entry.epoch {
+            return if h.base_sequence == 0 {
+                Ok(None)
+            } else {
+                Err(ErrorCode::OutOfOrderSequenceNumber)
+            };
+        }
+        if let Some(&(_, _, base)) = entry
+            .batches
+            .iter()
+            .find(|&&(first, last, _)| first == h.base_sequence && last == last_seq)
+        {
+            return Ok(Some(base));
+        }
+        match entry.batches.back() {
+            Some(&(_, last, _)) if add_seq(last, 1) != h.base_sequence => {
+                Err(ErrorCode::OutOfOrderSequenceNumber)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Remembers an idempotent batch written at `base`.
+    fn record_sequence(&mut self, h: &BatchHeader, base: i64) {
+        let entry = self.producers.entry(h.producer_id).or_default();
+        if entry.epoch != h.producer_epoch {
+            entry.epoch = h.producer_epoch;
+            entry.batches.clear();
+        }
+        if entry.batches.len() == 5 {
+            entry.batches.pop_front();
+        }
+        let last_seq = add_seq(h.base_sequence, h.last_offset_delta);
+        entry.batches.push_back((h.base_sequence, last_seq, base));
+    }
 }
 
 impl FakePartition {
@@ -70,6 +136,9 @@ pub(crate) struct FakeNode {
     /// Hung: connections are accepted and requests read, but nothing is answered.
     pub hung: bool,
 }
+
+/// A change a test makes to the fake cluster's state at some later moment.
+pub(crate) type StateChange = Box<dyn FnOnce(&mut FakeState) + Send>;
 
 /// The fake cluster's state, inspectable and changeable by tests.
 pub(crate) struct FakeState {
@@ -103,6 +172,19 @@ pub(crate) struct FakeState {
     pub offset_commits: Vec<OffsetCommitRequest>,
     /// Codes to answer the next OffsetCommit requests with (for every partition), in order.
     pub commit_errors: VecDeque<ErrorCode>,
+    /// Done to the state when the next answer is lost, at that moment (before the client
+    /// can see the loss): what the cluster does meanwhile, such as a leader moving.
+    pub on_lost_answer: Option<StateChange>,
+    /// The next producer id InitProducerId hands out.
+    pub next_producer_id: i64,
+    /// Errors to answer the next InitProducerId requests with, in order.
+    pub init_producer_id_errors: VecDeque<ErrorCode>,
+    /// Every InitProducerId read: the producer id and epoch it asked to bump (-1: new).
+    pub init_producer_id_requests: Vec<(i64, i16)>,
+    /// The stamp of every idempotent batch a leader checked, in order, written or not.
+    pub stamps_seen: Vec<(String, i32, ProducerStamp)>,
+    /// Idempotent batches answered as duplicates (already in the log).
+    pub duplicates: usize,
 }
 
 impl FakeState {
@@ -184,6 +266,7 @@ impl FakeState {
                     isr: replicas.clone(),
                     replicas,
                     hw_lag: 0,
+                    producers: HashMap::new(),
                 }
             })
             .collect();
@@ -225,6 +308,12 @@ impl FakeCluster {
             group_offsets: BTreeMap::new(),
             offset_commits: Vec::new(),
             commit_errors: VecDeque::new(),
+            on_lost_answer: None,
+            next_producer_id: 1000,
+            init_producer_id_errors: VecDeque::new(),
+            init_producer_id_requests: Vec::new(),
+            stamps_seen: Vec::new(),
+            duplicates: 0,
         }));
         let mut brokers = BTreeMap::new();
         for id in 1..=n_brokers {
@@ -421,6 +510,9 @@ async fn serve(
             let mut state = state.lock().unwrap();
             if let Some(i) = state.lose_answers.iter().position(|&a| a == api) {
                 state.lose_answers.remove(i);
+                if let Some(change) = state.on_lost_answer.take() {
+                    change(&mut state);
+                }
                 return;
             }
         }
@@ -528,6 +620,7 @@ fn handle(state: &Mutex<FakeState>, request: Request, me: BrokerId) -> Option<Re
         }),
         Request::OffsetCommit(c) => Response::OffsetCommit(offset_commit(&mut state, c)),
         Request::OffsetFetch(f) => Response::OffsetFetch(offset_fetch(&state, f)),
+        Request::InitProducerId(r) => Response::InitProducerId(init_producer_id(&mut state, r)),
         other => panic!("the fake broker does not serve {:?}", other.api_key()),
     })
 }
@@ -617,6 +710,35 @@ fn refusal(
     }
 }
 
+/// A new id in epoch 0, or the next epoch of the id asked about (a new id past the last
+/// epoch), as the broker answers.
+fn init_producer_id(state: &mut FakeState, r: InitProducerIdRequest) -> InitProducerIdResponse {
+    state
+        .init_producer_id_requests
+        .push((r.producer_id, r.producer_epoch));
+    if let Some(code) = state.init_producer_id_errors.pop_front() {
+        return InitProducerIdResponse {
+            error_code: code,
+            error_message: Some("injected".into()),
+            producer_id: -1,
+            producer_epoch: -1,
+        };
+    }
+    let (producer_id, producer_epoch) =
+        if r.producer_id >= 0 && r.producer_epoch >= 0 && r.producer_epoch < i16::MAX {
+            (r.producer_id, r.producer_epoch + 1)
+        } else {
+            state.next_producer_id += 1;
+            (state.next_producer_id - 1, 0)
+        };
+    InitProducerIdResponse {
+        error_code: ErrorCode::None,
+        error_message: None,
+        producer_id,
+        producer_epoch,
+    }
+}
+
 fn produce(state: &mut FakeState, p: ProduceRequest, me: BrokerId) -> ProduceResponse {
     let topics = p
         .topics
@@ -640,11 +762,40 @@ fn produce(state: &mut FakeState, p: ProduceRequest, me: BrokerId) -> ProduceRes
                     if let Some(code) = state.produce_errors.pop_front() {
                         return fail(code);
                     }
+                    let batches: Vec<RecordBatch> =
+                        Batches::new(part.records).map(|b| b.unwrap()).collect();
+                    let idempotent = *batches[0].header();
+                    if idempotent.producer_id >= 0 {
+                        assert_eq!(batches.len(), 1, "one idempotent batch per partition");
+                        state.stamps_seen.push((
+                            t.name.clone(),
+                            part.partition.0,
+                            ProducerStamp {
+                                producer_id: idempotent.producer_id,
+                                producer_epoch: idempotent.producer_epoch,
+                                base_sequence: idempotent.base_sequence,
+                            },
+                        ));
+                    }
                     let log = state.partition_mut(&t.name, part.partition).unwrap();
                     let base = log.log_end();
+                    if idempotent.producer_id >= 0 {
+                        match log.check_sequence(&idempotent) {
+                            Err(code) => return fail(code),
+                            Ok(Some(original)) => {
+                                state.duplicates += 1;
+                                return ProducePartitionResponse {
+                                    base_offset: Offset(original),
+                                    error_code: ErrorCode::None,
+                                    log_start_offset: Offset(0),
+                                    ..fail(ErrorCode::None)
+                                };
+                            }
+                            Ok(None) => log.record_sequence(&idempotent, base),
+                        }
+                    }
                     let mut next = base;
-                    for batch in Batches::new(part.records) {
-                        let batch = batch.unwrap();
+                    for batch in batches {
                         let mut bytes = BytesMut::from(&batch.bytes()[..]);
                         set_base_offset(&mut bytes, Offset(next));
                         let stamped = RecordBatch::validate(bytes.freeze()).unwrap();

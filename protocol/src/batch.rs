@@ -21,7 +21,8 @@
 //!
 //! Because the CRC starts at `attributes`, the leader assigns `baseOffset` and
 //! `partitionLeaderEpoch` in place ([`set_base_offset`], [`set_partition_leader_epoch`])
-//! without recomputing it. The broker validates a batch per batch ([`RecordBatch::validate`]:
+//! without recomputing it. An idempotent producer's id, epoch and sequence are covered:
+//! [`set_producer_stamp`] rewrites them and recomputes the CRC. The broker validates a batch per batch ([`RecordBatch::validate`]:
 //! sizes, magic, CRC, counts) and never parses records on the hot path; records are decoded
 //! only by consumers ([`RecordBatch::records`]).
 
@@ -51,6 +52,8 @@ const LEADER_EPOCH_AT: usize = 12;
 const MAGIC_AT: usize = 16;
 const CRC_AT: usize = 17;
 const ATTRIBUTES_AT: usize = 21;
+const PRODUCER_ID_AT: usize = 43;
+const RECORDS_COUNT_AT: usize = 57;
 
 /// Smallest `batchLength`: the header after LOG_OVERHEAD, with no records.
 const MIN_BATCH_LENGTH: i32 = (HEADER_LEN - LOG_OVERHEAD) as i32;
@@ -130,10 +133,10 @@ impl BatchHeader {
             last_offset_delta: i32_at(23),
             base_timestamp: i64_at(27),
             max_timestamp: i64_at(35),
-            producer_id: i64_at(43),
+            producer_id: i64_at(PRODUCER_ID_AT),
             producer_epoch: i16_at(51),
             base_sequence: i32_at(53),
-            records_count: i32_at(57),
+            records_count: i32_at(RECORDS_COUNT_AT),
         })
     }
 
@@ -215,6 +218,33 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: Offset) {
 /// If `batch` is shorter than a batch header: callers pass validated batches.
 pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: LeaderEpoch) {
     batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&epoch.0.to_be_bytes());
+}
+
+/// Rewrites the producer id, producer epoch and base sequence of a built batch and
+/// recomputes its CRC (these fields are covered by it). An idempotent producer stamps a
+/// batch when it first sends it, and again in a new epoch after it lost track of its
+/// sequences; the records, which the sequence does not appear in, stay as built.
+///
+/// ```
+/// use sluice_protocol::batch::{set_producer_stamp, BatchBuilder, ProducerStamp, RecordBatch};
+/// let mut builder = BatchBuilder::new();
+/// builder.append(1_700_000_000_000, None, Some(b"v"), &[]);
+/// let mut bytes = bytes::BytesMut::from(builder.build());
+/// let stamp = ProducerStamp { producer_id: 7, producer_epoch: 1, base_sequence: 42 };
+/// set_producer_stamp(&mut bytes, stamp);
+/// let batch = RecordBatch::validate(bytes.freeze()).unwrap();
+/// assert_eq!(batch.header().base_sequence, 42);
+/// ```
+///
+/// # Panics
+/// If `batch` is shorter than a batch header: callers pass batches they built.
+pub fn set_producer_stamp(batch: &mut [u8], stamp: ProducerStamp) {
+    let mut fields = &mut batch[PRODUCER_ID_AT..RECORDS_COUNT_AT];
+    fields.put_i64(stamp.producer_id);
+    fields.put_i16(stamp.producer_epoch);
+    fields.put_i32(stamp.base_sequence);
+    let crc = compute_crc(batch);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// One whole, validated record batch: the header checked, the CRC matched, the sizes and

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::testing::FakeCluster;
+use sluice_protocol::ApiKey;
 
 /// A request timeout no test waits for: a test that needed it would hit its failure
 /// bound first.

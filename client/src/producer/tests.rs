@@ -514,6 +514,7 @@ fn an_attempt_waits_the_request_timeout_cut_to_the_earliest_delivery_deadline() 
         tokens: Vec::new(),
         created: now - Duration::from_secs(age_s),
         attempts: 1,
+        stamp: None,
     };
     let check = |ages: &[u64], expected_s: u64| {
         let batches: Vec<Batch<Delivery>> = ages.iter().map(|&a| batch(a)).collect();
@@ -529,4 +530,317 @@ fn an_attempt_waits_the_request_timeout_cut_to_the_earliest_delivery_deadline() 
     // Past its deadline, a batch that is sent at all gets the whole request timeout.
     check(&[120], 30);
     check(&[200, 115], 5);
+}
+
+// Idempotence against the fake broker, which checks sequences as the broker does.
+
+/// The stamps of the batches stored in partition `partition` of `t`: (id, epoch, base
+/// sequence, records).
+fn stored_stamps(broker: &FakeBroker, partition: usize) -> Vec<(i64, i16, i32, i32)> {
+    broker
+        .state()
+        .batches("t", partition)
+        .iter()
+        .map(|b| {
+            let h = b.header();
+            (
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                h.records_count,
+            )
+        })
+        .collect()
+}
+
+/// Sends `values` to partition `partition` of `t` and flushes; the deliveries' outcomes.
+async fn send_all(
+    producer: &Producer,
+    partition: i32,
+    values: &[&str],
+) -> Vec<Result<RecordMetadata>> {
+    let mut deliveries = Vec::new();
+    for value in values {
+        let record = ProducerRecord::new("t", value.to_string()).partition(PartitionId(partition));
+        deliveries.push(producer.send(record).await.unwrap());
+    }
+    bounded("flush", producer.flush()).await;
+    let mut outcomes = Vec::new();
+    for d in deliveries {
+        outcomes.push(d.await);
+    }
+    outcomes
+}
+
+/// Batches of one short record: the 61-byte header plus the worst-case size of a record
+/// with a one-byte value (21 bytes) fits, a second record does not.
+fn one_record_per_batch() -> ProducerConfig {
+    ProducerConfig {
+        batch_bytes_max: 85,
+        retry_backoff: Duration::from_millis(5),
+        ..ProducerConfig::default()
+    }
+}
+
+fn offsets(outcomes: &[Result<RecordMetadata>]) -> Vec<i64> {
+    outcomes
+        .iter()
+        .map(|o| o.as_ref().expect("delivered").offset)
+        .collect()
+}
+
+#[tokio::test]
+async fn batches_carry_the_producer_id_and_each_partitions_sequence() {
+    let broker = FakeBroker::start(&[("t", 2)]).await;
+    let config = ProducerConfig {
+        linger: Duration::from_secs(60),
+        ..ProducerConfig::default()
+    };
+    let producer = producer(&broker, config).await;
+    send_all(&producer, 0, &["a", "b", "c"]).await;
+    send_all(&producer, 1, &["x"]).await;
+    send_all(&producer, 0, &["d", "e"]).await;
+    send_all(&producer, 1, &["y", "z"]).await;
+    // One id for the producer, asked for once.
+    assert_eq!(broker.state().init_producer_id_requests, [(-1, -1)]);
+    assert_eq!(
+        stored_stamps(&broker, 0),
+        [(1000, 0, 0, 3), (1000, 0, 3, 2)]
+    );
+    assert_eq!(
+        stored_stamps(&broker, 1),
+        [(1000, 0, 0, 1), (1000, 0, 1, 2)]
+    );
+}
+
+#[tokio::test]
+async fn a_batch_whose_answer_was_lost_is_written_once_at_its_first_offset() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let producer = producer(&broker, one_record_per_batch()).await;
+    assert_eq!(offsets(&send_all(&producer, 0, &["a"]).await), [0]);
+    // The next two answers are lost with their connections, after the writes.
+    broker
+        .state()
+        .lose_answers
+        .extend([ApiKey::Produce, ApiKey::Produce]);
+    let outcomes = send_all(&producer, 0, &["b", "c"]).await;
+    assert_eq!(offsets(&outcomes), [1, 2]);
+    let state = broker.state();
+    let values: Vec<Bytes> = state.values("t", 0).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(values, ["a", "b", "c"]);
+    assert_eq!(state.duplicates, 2);
+    // Each resend carried the stamp of its first send.
+    let stamps: Vec<i32> = state
+        .stamps_seen
+        .iter()
+        .map(|(_, _, s)| s.base_sequence)
+        .collect();
+    assert_eq!(stamps, [0, 1, 1, 1, 2]);
+}
+
+#[tokio::test]
+async fn without_idempotence_a_lost_answer_writes_the_batch_twice() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let config = ProducerConfig {
+        enable_idempotence: false,
+        ..one_record_per_batch()
+    };
+    let producer = producer(&broker, config).await;
+    broker.state().lose_answers.push(ApiKey::Produce);
+    assert_eq!(offsets(&send_all(&producer, 0, &["a"]).await), [1]);
+    let state = broker.state();
+    assert_eq!(state.values("t", 0).len(), 2);
+    assert_eq!(stored_stamps_of(&state), [(-1, -1, -1, 1), (-1, -1, -1, 1)]);
+    assert!(state.init_producer_id_requests.is_empty());
+}
+
+fn stored_stamps_of(state: &crate::testing::FakeState) -> Vec<(i64, i16, i32, i32)> {
+    state
+        .batches("t", 0)
+        .iter()
+        .map(|b| {
+            let h = b.header();
+            (
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                h.records_count,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn acks_below_all_are_not_idempotent() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let config = ProducerConfig {
+        acks: Acks::Leader,
+        ..ProducerConfig::default()
+    };
+    assert!(config.enable_idempotence && !config.is_idempotent());
+    let producer = producer(&broker, config).await;
+    send_all(&producer, 0, &["a"]).await;
+    assert_eq!(stored_stamps(&broker, 0), [(-1, -1, -1, 1)]);
+    assert!(broker.state().init_producer_id_requests.is_empty());
+}
+
+#[tokio::test]
+async fn the_producer_id_is_retried_while_no_broker_can_give_one() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    broker.state().init_producer_id_errors.extend([
+        ErrorCode::CoordinatorNotAvailable,
+        ErrorCode::CoordinatorNotAvailable,
+    ]);
+    let producer = producer(&broker, one_record_per_batch()).await;
+    assert_eq!(offsets(&send_all(&producer, 0, &["a", "b"]).await), [0, 1]);
+    assert_eq!(broker.state().init_producer_id_requests.len(), 3);
+    assert_eq!(
+        stored_stamps(&broker, 0),
+        [(1000, 0, 0, 1), (1000, 0, 1, 1)]
+    );
+}
+
+#[tokio::test]
+async fn records_wait_for_a_producer_id_only_until_their_delivery_timeout() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    broker
+        .state()
+        .init_producer_id_errors
+        .extend(std::iter::repeat_n(
+            ErrorCode::CoordinatorNotAvailable,
+            10_000,
+        ));
+    let config = ProducerConfig {
+        delivery_timeout: Duration::from_millis(300),
+        ..one_record_per_batch()
+    };
+    let producer = producer(&broker, config).await;
+    let outcomes = send_all(&producer, 0, &["a"]).await;
+    match &outcomes[0] {
+        Err(Error::DeliveryTimeout {
+            attempts,
+            last_error,
+            ..
+        }) => {
+            assert_eq!(*attempts, 0);
+            assert_eq!(last_error.code(), Some(ErrorCode::CoordinatorNotAvailable));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(broker.state().produce_requests.is_empty());
+}
+
+#[tokio::test]
+async fn a_broker_without_producer_ids_fails_the_records_and_says_why() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    broker
+        .state()
+        .init_producer_id_errors
+        .push_back(ErrorCode::UnsupportedVersion);
+    let producer = producer(&broker, one_record_per_batch()).await;
+    let outcomes = send_all(&producer, 0, &["a"]).await;
+    let e = outcomes[0].as_ref().unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::UnsupportedVersion));
+    assert!(e.to_string().contains("enable_idempotence"), "{e}");
+    // The next record asks again, and gets an id.
+    assert_eq!(offsets(&send_all(&producer, 0, &["b"]).await), [0]);
+}
+
+#[tokio::test]
+async fn out_of_order_bumps_the_epoch_and_the_batch_is_restamped_from_zero() {
+    let broker = FakeBroker::start(&[("t", 2)]).await;
+    let producer = producer(&broker, one_record_per_batch()).await;
+    send_all(&producer, 0, &["a"]).await;
+    send_all(&producer, 1, &["x"]).await;
+    // The leader of partition 0 lost the producer's batches before "b" (as after an
+    // unclean election): it refuses "b" as out of order.
+    broker
+        .state()
+        .produce_errors
+        .push_back(ErrorCode::OutOfOrderSequenceNumber);
+    assert_eq!(offsets(&send_all(&producer, 0, &["b", "c"]).await), [1, 2]);
+    assert_eq!(
+        broker.state().init_producer_id_requests,
+        [(-1, -1), (1000, 0)]
+    );
+    assert_eq!(
+        stored_stamps(&broker, 0),
+        [(1000, 0, 0, 1), (1000, 1, 0, 1), (1000, 1, 1, 1)]
+    );
+    // Partition 1 moves to the new epoch with its next batch, from 0.
+    send_all(&producer, 1, &["y"]).await;
+    assert_eq!(
+        stored_stamps(&broker, 1),
+        [(1000, 0, 0, 1), (1000, 1, 0, 1)]
+    );
+}
+
+#[tokio::test]
+async fn a_batch_that_timed_out_after_it_was_sent_bumps_the_epoch() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let config = ProducerConfig {
+        delivery_timeout: Duration::from_millis(500),
+        ..one_record_per_batch()
+    };
+    let producer = producer(&broker, config).await;
+    // Every answer is lost, until the delivery timeout: "a" is in the log, but the
+    // producer cannot know.
+    broker
+        .state()
+        .lose_answers
+        .extend(std::iter::repeat_n(ApiKey::Produce, 10_000));
+    let outcomes = send_all(&producer, 0, &["a"]).await;
+    assert!(
+        matches!(outcomes[0], Err(Error::DeliveryTimeout { .. })),
+        "{outcomes:?}"
+    );
+    broker.state().lose_answers.clear();
+    assert_eq!(offsets(&send_all(&producer, 0, &["b"]).await), [1]);
+    assert_eq!(
+        broker.state().init_producer_id_requests,
+        [(-1, -1), (1000, 0)]
+    );
+    assert_eq!(
+        stored_stamps(&broker, 0),
+        [(1000, 0, 0, 1), (1000, 1, 0, 1)]
+    );
+}
+
+#[tokio::test]
+async fn a_fenced_epoch_fails_the_batch_with_producer_fenced() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    broker
+        .state()
+        .produce_errors
+        .push_back(ErrorCode::InvalidProducerEpoch);
+    let producer = producer(&broker, one_record_per_batch()).await;
+    let outcomes = send_all(&producer, 0, &["a"]).await;
+    match &outcomes[0] {
+        Err(Error::ProducerFenced {
+            producer_id, epoch, ..
+        }) => assert_eq!((*producer_id, *epoch), (1000, 0)),
+        other => panic!("{other:?}"),
+    }
+    // Fencing is not a lost sequence: no epoch bump.
+    assert_eq!(broker.state().init_producer_id_requests.len(), 1);
+}
+
+#[tokio::test]
+async fn a_resend_to_a_new_leader_after_failover_is_written_once() {
+    let cluster = FakeCluster::start(2, &[("t", 1, 2)]).await;
+    let producer = cluster_producer(&cluster, ProducerConfig::default()).await;
+    // Broker 1 writes the batch (the producer state goes with the data to broker 2, as
+    // replication carries it), then leadership moves to broker 2 and the answer is lost.
+    {
+        let mut state = cluster.state();
+        state.lose_answers.push(ApiKey::Produce);
+        state.on_lost_answer = Some(Box::new(|s| s.move_leader("t", 0, BrokerId(2))));
+    }
+    let delivery = producer.send(ProducerRecord::new("t", "x")).await.unwrap();
+    let metadata = bounded("delivery", delivery).await.unwrap();
+    assert_eq!(metadata.offset, 0);
+    assert_eq!(stored(&cluster, 0), vec![(0, "x".to_owned())]);
+    let state = cluster.state();
+    assert_eq!(state.duplicates, 1);
+    assert_eq!(state.requests_to(BrokerId(2), ApiKey::Produce), 1);
 }

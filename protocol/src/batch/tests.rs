@@ -145,6 +145,45 @@ fn stamping_offset_and_epoch_keeps_the_crc_valid() {
     assert_eq!(offsets, [Offset(1234), Offset(1235)]);
 }
 
+#[test]
+fn restamping_the_producer_fields_recomputes_the_crc() {
+    let mut b = BatchBuilder::new();
+    b.append(5, None, Some(b"x"), &[]);
+    b.append(6, Some(b"k"), Some(b"y"), &[]);
+    let unstamped = b.build();
+    let stamp = ProducerStamp {
+        producer_id: 0x0102_0304_0506_0708,
+        producer_epoch: 0x090a,
+        base_sequence: i32::MAX,
+    };
+    let mut bytes = BytesMut::from(unstamped.clone());
+    set_producer_stamp(&mut bytes, stamp);
+    let batch = RecordBatch::validate(bytes.clone().freeze()).unwrap();
+    let header = batch.header();
+    assert_eq!(
+        (
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence
+        ),
+        (0x0102_0304_0506_0708, 0x090a, i32::MAX)
+    );
+    assert_eq!(header.records_count, 2);
+    // Only the three fields and the CRC changed.
+    let changed: Vec<usize> = (0..unstamped.len())
+        .filter(|&i| unstamped[i] != bytes[i])
+        .collect();
+    assert!(
+        changed
+            .iter()
+            .all(|i| (17..21).contains(i) || (43..57).contains(i)),
+        "{changed:?}"
+    );
+    // Back to "not idempotent": the same bytes as built.
+    set_producer_stamp(&mut bytes, ProducerStamp::default());
+    assert_eq!(bytes.freeze(), unstamped);
+}
+
 fn one_record_batch() -> Bytes {
     let mut b = BatchBuilder::new();
     b.append(1, Some(b"k"), Some(b"v"), &[]);
@@ -295,6 +334,27 @@ proptest! {
                 .map(|h| (h.key.to_vec(), h.value.as_ref().map(|v| v.to_vec()))).collect();
             prop_assert_eq!(&headers, &want.3);
         }
+    }
+
+    /// Stamping a built batch gives the bytes a builder with that stamp would have built,
+    /// whatever stamp it had before (a restamp in a new epoch).
+    #[test]
+    fn a_stamped_batch_equals_one_built_with_the_stamp(
+        records in proptest::collection::vec(arb_record(), 1..10),
+        first in (any::<i64>(), any::<i16>(), any::<i32>()),
+        second in (any::<i64>(), any::<i16>(), any::<i32>()),
+    ) {
+        let stamp = |(producer_id, producer_epoch, base_sequence)| ProducerStamp {
+            producer_id,
+            producer_epoch,
+            base_sequence,
+        };
+        let mut bytes = BytesMut::from(build(&records, ProducerStamp::default()));
+        set_producer_stamp(&mut bytes, stamp(first));
+        prop_assert_eq!(&bytes[..], &build(&records, stamp(first))[..]);
+        set_producer_stamp(&mut bytes, stamp(second));
+        prop_assert_eq!(&bytes[..], &build(&records, stamp(second))[..]);
+        prop_assert!(RecordBatch::validate(bytes.freeze()).is_ok());
     }
 
     /// Validation and record decoding are total: any damage to a valid batch, and any bytes
