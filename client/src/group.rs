@@ -110,6 +110,24 @@ impl GroupConfig {
 }
 
 /// Milliseconds of a validated timeout, for the wire.
+/// An assignment as the wire carries it (partitions by topic) as sorted, distinct
+/// partitions.
+pub(crate) fn flatten_assignment(
+    assignment: Vec<sluice_protocol::messages::TopicPartitions>,
+) -> Vec<crate::TopicPartition> {
+    let mut flat: Vec<crate::TopicPartition> = assignment
+        .into_iter()
+        .flat_map(|t| {
+            t.partitions
+                .into_iter()
+                .map(move |p| crate::TopicPartition::new(t.topic.clone(), p))
+        })
+        .collect();
+    flat.sort();
+    flat.dedup();
+    flat
+}
+
 pub(crate) fn millis_i32(d: Duration) -> i32 {
     i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
 }

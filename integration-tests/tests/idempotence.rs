@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_client::{
-    Admin, Client, ClientConfig, Consumer, ConsumerConfig, NewTopic, OffsetSpec, PartitionId,
-    Producer, ProducerConfig, ProducerRecord,
+    Admin, Client, ClientConfig, NewTopic, PartitionId, Producer, ProducerConfig, ProducerRecord,
 };
+use sluice_integration_tests::checks::{read_everything, value_of};
 use sluice_integration_tests::{free_port, wait_until, BrokerProcess, TestCluster};
 use sluice_protocol::{decode_request, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -255,33 +255,12 @@ async fn read_back_topic(client: &Client, topic: &str) -> Vec<(PartitionId, i64,
         .map(|(p, end)| (p, end.expect("a high watermark")))
         .collect();
     let total: i64 = ends.values().sum();
-    let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default());
-    consumer
-        .assign(
-            (0..N_PARTITIONS)
-                .map(|p| (topic.to_owned(), PartitionId(p), OffsetSpec::Earliest))
-                .collect(),
-        )
-        .await
-        .expect("assign");
-    let mut records = Vec::new();
-    // A failure bound, not a timing expectation.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while (records.len() as i64) < total {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "read {} of {total} records",
-            records.len()
-        );
-        for r in consumer
-            .poll(Duration::from_millis(500))
+    let mut records: Vec<(PartitionId, i64, String)> =
+        read_everything(client, topic, N_PARTITIONS, total as usize)
             .await
-            .expect("poll")
-        {
-            let value = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
-            records.push((r.partition, r.offset, value));
-        }
-    }
+            .iter()
+            .map(|r| (r.partition, r.offset, value_of(r)))
+            .collect();
     records.sort();
     records
 }

@@ -10,6 +10,7 @@ use sluice_client::{
     Admin, Client, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, NewTopic, OffsetSpec,
     PartitionId, Producer, ProducerConfig, ProducerRecord,
 };
+use sluice_integration_tests::checks::read_everything;
 use sluice_integration_tests::{cli_ok, BrokerProcess};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -27,36 +28,6 @@ async fn client(broker: &BrokerProcess) -> Client {
     })
     .await
     .expect("connect to the broker")
-}
-
-/// Reads `n` records from every partition of `topic` from the start, polling until they
-/// have all arrived (or panicking after a generous bound).
-async fn read_all(client: &Client, topic: &str, partitions: i32, n: usize) -> Vec<ConsumerRecord> {
-    let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default());
-    consumer
-        .assign(
-            (0..partitions)
-                .map(|p| (topic.to_string(), PartitionId(p), OffsetSpec::Earliest))
-                .collect(),
-        )
-        .await
-        .expect("assign");
-    let mut records = Vec::with_capacity(n);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while records.len() < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} of {n} records arrived",
-            records.len()
-        );
-        records.extend(
-            consumer
-                .poll(Duration::from_millis(500))
-                .await
-                .expect("poll"),
-        );
-    }
-    records
 }
 
 #[test]
@@ -98,7 +69,7 @@ fn round_trip_of_100k_keyed_records_keeps_keys_and_order() {
             "1000 keys spread over all partitions"
         );
 
-        let records = read_all(&client, "round-trip", 4, N).await;
+        let records = read_everything(&client, "round-trip", 4, N).await;
         assert_eq!(records.len(), N, "no record twice");
         let mut last_per_partition: BTreeMap<PartitionId, usize> = BTreeMap::new();
         for record in &records {
@@ -285,7 +256,7 @@ fn sigkill_right_after_acks_all_loses_nothing_acknowledged() {
     broker.restart();
     rt.block_on(async {
         let client = client(&broker).await;
-        let records = read_all(&client, "durable", 1, acked.len()).await;
+        let records = read_everything(&client, "durable", 1, acked.len()).await;
         check_all_present(&records, &acked);
     });
 }
@@ -338,7 +309,7 @@ fn a_torn_last_segment_is_recovered_on_restart() {
             .into_iter()
             .filter(|((_, offset), _)| *offset < 90)
             .collect();
-        let records = read_all(&client, "torn", 1, survivors.len()).await;
+        let records = read_everything(&client, "torn", 1, survivors.len()).await;
         check_all_present(&records, &survivors);
         assert!(
             records.iter().all(|r| r.offset < 90),

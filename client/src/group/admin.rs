@@ -230,16 +230,7 @@ impl Admin {
             .members
             .into_iter()
             .map(|m| {
-                let mut assignment: Vec<TopicPartition> = m
-                    .assignment
-                    .into_iter()
-                    .flat_map(|t| {
-                        t.partitions
-                            .into_iter()
-                            .map(move |p| TopicPartition::new(t.topic.clone(), p))
-                    })
-                    .collect();
-                assignment.sort();
+                let assignment = super::flatten_assignment(m.assignment);
                 GroupMember {
                     member_id: m.member_id,
                     client_id: m.client_id,

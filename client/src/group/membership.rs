@@ -348,17 +348,7 @@ async fn sync_group(
         })
         .await?;
     if response.error_code == ErrorCode::None {
-        let mut assignment: Vec<TopicPartition> = response
-            .assignment
-            .into_iter()
-            .flat_map(|t| {
-                t.partitions
-                    .into_iter()
-                    .map(move |p| TopicPartition::new(t.topic.clone(), p))
-            })
-            .collect();
-        assignment.sort();
-        assignment.dedup();
+        let assignment = super::flatten_assignment(response.assignment);
         return Ok(Step::Assigned(generation, assignment));
     }
     rejoin_step(response.error_code, member_id)
