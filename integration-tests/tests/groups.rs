@@ -40,6 +40,22 @@ fn client(rt: &Runtime, bootstrap: &str) -> Client {
     .unwrap()
 }
 
+/// A single broker with `topic` of `partitions` partitions, a runtime and an admin client
+/// (the directory and the process live as long as the returned values).
+fn broker_with_topic(
+    topic: &str,
+    partitions: i32,
+) -> (tempfile::TempDir, BrokerProcess, String, Runtime, Admin) {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap();
+    let rt = runtime();
+    let admin = Admin::new(client(&rt, &b));
+    rt.block_on(admin.create_topic(NewTopic::new(topic, partitions, 1)))
+        .unwrap();
+    (dir, broker, b, rt, admin)
+}
+
 fn tp(topic: &str, partition: i32) -> TopicPartition {
     TopicPartition::new(topic, PartitionId(partition))
 }
@@ -180,13 +196,7 @@ fn round_robin(
 
 #[test]
 fn two_then_three_consumers_share_six_partitions_round_robin() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
-    let b = broker.bootstrap();
-    let rt = runtime();
-    let admin = Admin::new(client(&rt, &b));
-    rt.block_on(admin.create_topic(NewTopic::new("six", 6, 1)))
-        .unwrap();
+    let (_dir, _broker, b, rt, admin) = broker_with_topic("six", 6);
 
     let first = Member::start(&rt, &b, "rr", "six");
     let second = Member::start(&rt, &b, "rr", "six");
@@ -351,13 +361,7 @@ fn spawn_cli_member(bootstrap: &str, topic: &str, group: &str) -> Child {
 
 #[test]
 fn a_killed_cli_members_partitions_move_to_the_others() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
-    let b = broker.bootstrap();
-    let rt = runtime();
-    let admin = Admin::new(client(&rt, &b));
-    rt.block_on(admin.create_topic(NewTopic::new("four", 4, 1)))
-        .unwrap();
+    let (_dir, _broker, b, rt, admin) = broker_with_topic("four", 4);
     let member = Member::start(&rt, &b, "mixed", "four");
     let mut cli_member = spawn_cli_member(&b, "four", "mixed");
     let own_id = || member.seen().member_id;
@@ -564,13 +568,7 @@ fn check_at_least_once(
 
 #[test]
 fn records_are_consumed_at_least_once_and_none_skipped_across_rebalances() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
-    let b = broker.bootstrap();
-    let rt = runtime();
-    let admin = Admin::new(client(&rt, &b));
-    rt.block_on(admin.create_topic(NewTopic::new("flow", 6, 1)))
-        .unwrap();
+    let (_dir, _broker, b, rt, admin) = broker_with_topic("flow", 6);
 
     // A producer writes throughout, while members come, leave and crash.
     let producing = {
