@@ -712,17 +712,20 @@ impl Partition {
     }
 
     /// Forgets producers idle since before `expire_before_ms`, then snapshots the producer
-    /// state at the log end, so a restart replays only the batches after it. Blocking.
+    /// state at the log end (if it moved since the last snapshot), so a restart replays
+    /// only the batches after it. Blocking.
     pub fn snapshot_producers(&self, expire_before_ms: i64) -> std::io::Result<()> {
         let mut producers = self.producers.lock().expect("producer state lock");
         let expired = producers.expire(expire_before_ms);
         if expired > 0 {
             tracing::info!(partition = %self.name(), "forgot {expired} idle producer(s)");
         }
-        if producers.is_empty() && expired == 0 {
+        let log = self.log.read();
+        // Under the log's lock: a deletion sets the flag before it takes the lock, so a
+        // deleted partition's directory (which a new topic may own) is never written.
+        if self.is_deleted() || self.log.is_retired() {
             return Ok(());
         }
-        let log = self.log.read();
         producers.save(log.dir(), log.log_end_offset())
     }
 

@@ -93,6 +93,10 @@ fn add_seq(seq: i32, delta: i32) -> i32 {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
+    /// The log end the snapshot file describes, if it describes this state: a checkpoint
+    /// of an unchanged log writes nothing.
+    #[serde(skip)]
+    saved_at: Option<Offset>,
 }
 
 impl ProducerStates {
@@ -190,7 +194,11 @@ impl ProducerStates {
     pub fn expire(&mut self, before_ms: i64) -> usize {
         let n = self.producers.len();
         self.producers.retain(|_, e| e.last_timestamp >= before_ms);
-        n - self.producers.len()
+        let expired = n - self.producers.len();
+        if expired > 0 {
+            self.saved_at = None;
+        }
+        expired
     }
 
     /// Rebuilds the state of `log`: from the snapshot if it is not past the log end,
@@ -250,8 +258,13 @@ impl ProducerStates {
         states
     }
 
-    /// Writes the snapshot of the state at log end `offset` (atomically). Blocking.
-    pub fn save(&self, dir: &Path, offset: Offset) -> std::io::Result<()> {
+    /// Writes the snapshot of the state at log end `offset` (atomically), unless the file
+    /// already describes it. An empty state is saved too, so the next open of a log
+    /// without idempotent producers does not replay it all. Blocking.
+    pub fn save(&mut self, dir: &Path, offset: Offset) -> std::io::Result<()> {
+        if self.saved_at == Some(offset) {
+            return Ok(());
+        }
         let snapshot = SnapshotRef {
             offset,
             states: self,
@@ -260,7 +273,9 @@ impl ProducerStates {
         let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
         std::fs::write(&tmp, json)?;
         std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, Snapshot::path(dir))
+        std::fs::rename(&tmp, Snapshot::path(dir))?;
+        self.saved_at = Some(offset);
+        Ok(())
     }
 }
 

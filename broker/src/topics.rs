@@ -278,6 +278,10 @@ impl Topics {
         drop(topics);
         for partition in partitions {
             let name = partition.name();
+            // The next start replays nothing to rebuild the producer state.
+            if let Err(e) = partition.snapshot_producers(i64::MIN) {
+                tracing::warn!(partition = %name, "producer state snapshot failed: {e}");
+            }
             let log = match Arc::try_unwrap(partition) {
                 Ok(partition) => partition.into_log(),
                 Err(shared) => Arc::clone(shared.log()),
