@@ -9,6 +9,7 @@
 //! records acknowledgements and errors, and the checks of what was acknowledged and of the
 //! replicas' bytes.
 
+pub mod chaos;
 pub mod checks;
 
 use std::io::Write;
