@@ -19,8 +19,6 @@
 //! openraft retries unreachable peers for as long as they are down, so transport failures
 //! are logged at debug; only answers that reveal a bug or a version mismatch warn.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
@@ -38,7 +36,7 @@ use sluice_protocol::messages::{
     RaftAppendEntriesRequest, RaftAppendEntriesResponse, RaftInstallSnapshotRequest,
     RaftInstallSnapshotResponse, RaftVoteRequest, RaftVoteResponse,
 };
-use sluice_protocol::{ApiKey, ErrorCode, Request, Response};
+use sluice_protocol::{ApiKey, BrokerId, ErrorCode, Request, Response};
 
 use super::peer::{PeerConfig, PeerConnection, PeerError};
 use super::raft::{NodeId, Raft, TypeConfig};
@@ -56,14 +54,10 @@ pub struct Network {
 }
 
 impl Network {
-    /// The network of node `node_id`: connections wait at most `connect_timeout` to be
-    /// established and carry payloads of up to `max_frame_bytes` (the cluster's setting,
-    /// which the peers enforce on what they receive).
-    pub fn new(node_id: NodeId, connect_timeout: Duration, max_frame_bytes: u32) -> Network {
-        Network {
-            node_id,
-            peer: PeerConfig::new(node_id, connect_timeout, max_frame_bytes),
-        }
+    /// The network of node `node_id`, whose connections to the other voters follow
+    /// `peer` ([`crate::cluster::peer_config`]).
+    pub fn new(node_id: NodeId, peer: PeerConfig) -> Network {
+        Network { node_id, peer }
     }
 }
 
@@ -77,7 +71,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             id: self.node_id,
             target,
             target_node: node.clone(),
-            peer: PeerConnection::new(node.addr.clone(), self.peer.clone()),
+            peer: PeerConnection::new(BrokerId(target as i32), &node.addr, self.peer.clone()),
         }
     }
 }

@@ -26,6 +26,7 @@ use sluice_protocol::{ApiKey, ErrorCode, Request, Response};
 
 use super::{from_payload, to_payload, Network, NetworkClient, RpcError};
 use crate::cluster::image::MetadataCommand;
+use crate::cluster::peer::PeerConfig;
 use crate::cluster::raft::{NodeId, TypeConfig};
 use crate::cluster::testing::{FakePeer, Reply};
 
@@ -161,7 +162,10 @@ fn undecodable_payload_is_an_invalid_request() {
 const TTL: Duration = Duration::from_secs(5);
 
 async fn client_of(addr: &str, max_frame_bytes: u32) -> NetworkClient {
-    let mut network = Network::new(1, Duration::from_secs(1), max_frame_bytes);
+    let mut network = Network::new(
+        1,
+        PeerConfig::new(1, Duration::from_secs(1), max_frame_bytes),
+    );
     network.new_client(2, &BasicNode::new(addr)).await
 }
 
