@@ -7,8 +7,9 @@
 //!
 //! [`checks`] holds what cluster tests share above the processes: a producer workload that
 //! records acknowledgements and errors, and the checks of what was acknowledged and of the
-//! replicas' bytes.
+//! replicas' bytes. [`chaos`] is the fault-injection harness.
 
+pub mod chaos;
 pub mod checks;
 
 use std::io::Write;
