@@ -2,4 +2,5 @@
 //! for each directed link between brokers ([`proxy`]) and a cluster whose every link goes
 //! through one ([`harness`]), with operations to kill, pause, partition and damage nodes.
 
+pub mod harness;
 pub mod proxy;
