@@ -44,6 +44,9 @@ use crate::error::BrokerError;
 /// How long a broker-to-broker connection may take to establish.
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How often the Raft leader heartbeats its followers.
+pub const RAFT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+
 /// The settings of this node's connections to other brokers: the one place they are
 /// made, so every connection (Raft, the controller client, replica fetchers) is dialled
 /// from this node's listen IP and honours `peer_overrides`.
@@ -90,7 +93,7 @@ impl Cluster {
             cluster_name: "sluice".into(),
             // Elections well inside the 3 s broker session, and far enough above an fsync
             // stall on a loaded disk that they do not happen spuriously.
-            heartbeat_interval: 100,
+            heartbeat_interval: RAFT_HEARTBEAT_INTERVAL.as_millis() as u64,
             election_timeout_min: 1000,
             election_timeout_max: 2000,
             install_snapshot_timeout: 2000,
