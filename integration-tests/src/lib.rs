@@ -180,16 +180,22 @@ impl BrokerProcess {
         }
     }
 
-    /// SIGKILL: the process dies at once, with whatever is only in its memory.
+    /// SIGKILL: the process dies at once, with whatever is only in its memory (paused or
+    /// not).
     pub fn kill(&mut self) {
         self.signal(libc::SIGKILL);
         if let Some(mut child) = self.child.take() {
             let _ = child.wait();
         }
+        self.paused = false;
     }
 
-    /// SIGTERM and wait: a graceful shutdown. Returns the exit status.
+    /// SIGTERM and wait: a graceful shutdown (of a paused process, once resumed). Returns
+    /// the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
+        if self.paused {
+            self.resume();
+        }
         self.signal(libc::SIGTERM);
         self.wait_exit()
     }
@@ -197,7 +203,9 @@ impl BrokerProcess {
     /// Waits until the process exits (after a signal sent with [`BrokerProcess::signal`]).
     pub fn wait_exit(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("broker running");
-        child.wait().expect("wait for sluice-broker")
+        let status = child.wait().expect("wait for sluice-broker");
+        self.paused = false;
+        status
     }
 
     /// Starts the broker again on the same port and data directory.
