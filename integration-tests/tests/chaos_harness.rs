@@ -103,10 +103,9 @@ fn isolate_then_heal(
         view(chaos, &others)
             .is_some_and(|t| t.partitions.iter().all(|p| p.isr.contains(&BrokerId(node))))
     });
-    assert_eq!(
-        chaos.cluster().broker_state_from(&others, node).as_deref(),
-        Some("active")
-    );
+    wait_until(&format!("node {node} active again"), REACTS, || {
+        chaos.cluster().broker_state_from(&others, node).as_deref() == Some("active")
+    });
 }
 
 #[test]
@@ -155,15 +154,16 @@ fn faults_of_the_harness_fence_move_and_recover() {
     ];
     produce(&rt, &client, &mut acked, "victim-down");
     chaos.restart(victim);
-    let log = chaos.node(victim).log();
+    // Replicas are opened (and recovered) as the node applies the metadata, which may
+    // be after it first answers.
     for damage in &damaged {
         let damage = damage
             .as_ref()
             .expect("the victim has data in every partition");
-        assert!(
-            log.contains(&format!("recovered: cut {}", damage.file.display())),
-            "recovery of {damage:?} is logged:\n{log}"
-        );
+        let logged = format!("recovered: cut {}", damage.file.display());
+        wait_until(&format!("recovery of {damage:?} logged"), REACTS, || {
+            chaos.node(victim).log().contains(&logged)
+        });
     }
     // Asked of the others: the victim's own image may predate its fencing.
     let others = chaos.others(victim);
