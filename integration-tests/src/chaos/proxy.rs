@@ -244,8 +244,8 @@ async fn serve(
         match tokio::time::timeout(CONNECT_TIMEOUT, connect(config.target, config.source_ip)).await
         {
             Ok(Ok(upstream)) => upstream,
-            // The target is down: the client sees its connection closed, as it would see a
-            // refused one.
+            // The target is down: the client, whose connection cannot be refused once
+            // accepted, sees it closed.
             _ => return,
         };
     let _ = client.set_nodelay(true);
