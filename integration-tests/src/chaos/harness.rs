@@ -11,6 +11,11 @@
 //!
 //! Everything is synchronous, like [`TestCluster`] (call it from a plain `#[test]`, not
 //! from inside a tokio runtime); the proxies run on a runtime of their own.
+//!
+//! While a partition is in force, read the cluster's state through the nodes of the
+//! majority (`cluster().topic_metadata_from(..)`, `broker_state_from`, `controller_from`):
+//! a partitioned node still answers with its stale metadata, and the plain queries ask
+//! any serving node.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
