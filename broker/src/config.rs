@@ -73,6 +73,10 @@ pub struct BrokerConfig {
     pub group_min_session_timeout_ms: u64,
     /// Longest session timeout a consumer may ask for.
     pub group_max_session_timeout_ms: u64,
+    /// A testing aid: the address to dial instead when this broker connects to broker N
+    /// (by its voter address or its advertised listener), so a fault-injecting proxy can
+    /// sit on each directed link. Empty in production.
+    pub peer_overrides: Vec<PeerOverride>,
 }
 
 /// One member of the controller quorum.
@@ -81,6 +85,16 @@ pub struct Voter {
     /// The voter's node id.
     pub id: BrokerId,
     /// Its native listener address.
+    pub address: String,
+}
+
+/// Where this broker dials another one instead of the address the voters or the metadata
+/// give (`peer_overrides`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PeerOverride {
+    /// The other broker's node id.
+    pub id: BrokerId,
+    /// The `HOST:PORT` dialled instead of its own address.
     pub address: String,
 }
 
@@ -171,6 +185,7 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 500,
             group_min_session_timeout_ms: 1000,
             group_max_session_timeout_ms: 30 * 60 * 1000,
+            peer_overrides: Vec::new(),
         }
     }
 }
@@ -273,6 +288,9 @@ pub struct ConfigLayer {
     /// Longest consumer session timeout allowed, in ms.
     #[arg(long, env = "SLUICE_GROUP_MAX_SESSION_TIMEOUT_MS")]
     pub group_max_session_timeout_ms: Option<u64>,
+    /// Testing aid: dial these addresses instead of the brokers' own (ID@HOST:PORT,...).
+    #[arg(long, env = "SLUICE_PEER_OVERRIDES", value_name = "ID@HOST:PORT,...")]
+    pub peer_overrides: Option<String>,
 }
 
 impl ConfigLayer {
@@ -324,6 +342,9 @@ impl ConfigLayer {
         }
         if let Some(voters) = self.voters {
             config.voters = parse_voters(&voters)?;
+        }
+        if let Some(overrides) = self.peer_overrides {
+            config.peer_overrides = parse_peer_overrides(&overrides)?;
         }
         Ok(())
     }
@@ -436,37 +457,51 @@ fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
 
 /// Parses `ID@HOST:PORT,ID@HOST:PORT,...`.
 pub fn parse_voters(text: &str) -> Result<Vec<Voter>, BrokerError> {
-    let mut voters = Vec::new();
-    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let parsed = item.split_once('@').and_then(|(id, address)| {
-            let id = id.parse::<i32>().ok().filter(|id| *id >= 0)?;
-            address.rsplit_once(':')?.1.parse::<u16>().ok()?;
-            Some(Voter {
-                id: BrokerId(id),
-                address: address.to_string(),
-            })
-        });
-        match parsed {
-            Some(voter) if voters.iter().any(|v: &Voter| v.id == voter.id) => {
-                return Err(BrokerError::Config(format!(
-                    "--voters names node {} twice",
-                    voter.id.0
-                )))
-            }
-            Some(voter) => voters.push(voter),
-            None => {
-                return Err(BrokerError::Config(format!(
-                    "--voters entry {item:?} is not ID@HOST:PORT (for example 1@127.0.0.1:9700)"
-                )))
-            }
-        }
-    }
+    let voters = parse_node_addresses(text, "voters")?;
     if voters.is_empty() {
         return Err(BrokerError::Config(
             "--voters is empty; give ID@HOST:PORT,... or leave it out for a single node".into(),
         ));
     }
-    Ok(voters)
+    Ok(voters
+        .into_iter()
+        .map(|(id, address)| Voter { id, address })
+        .collect())
+}
+
+/// Parses `peer_overrides`, `ID@HOST:PORT,...` like `voters`; empty means none.
+pub fn parse_peer_overrides(text: &str) -> Result<Vec<PeerOverride>, BrokerError> {
+    Ok(parse_node_addresses(text, "peer-overrides")?
+        .into_iter()
+        .map(|(id, address)| PeerOverride { id, address })
+        .collect())
+}
+
+/// Parses `ID@HOST:PORT,...` (the value of `--{key}`): each node id at most once.
+fn parse_node_addresses(text: &str, key: &str) -> Result<Vec<(BrokerId, String)>, BrokerError> {
+    let mut parsed_all: Vec<(BrokerId, String)> = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let parsed = item.split_once('@').and_then(|(id, address)| {
+            let id = id.parse::<i32>().ok().filter(|id| *id >= 0)?;
+            address.rsplit_once(':')?.1.parse::<u16>().ok()?;
+            Some((BrokerId(id), address.to_string()))
+        });
+        match parsed {
+            Some((id, _)) if parsed_all.iter().any(|(seen, _)| *seen == id) => {
+                return Err(BrokerError::Config(format!(
+                    "--{key} names node {} twice",
+                    id.0
+                )))
+            }
+            Some(entry) => parsed_all.push(entry),
+            None => {
+                return Err(BrokerError::Config(format!(
+                    "--{key} entry {item:?} is not ID@HOST:PORT (for example 1@127.0.0.1:9700)"
+                )))
+            }
+        }
+    }
+    Ok(parsed_all)
 }
 
 #[cfg(test)]
@@ -534,5 +569,42 @@ mod tests {
         assert_eq!(config.voters.len(), 2);
         let voters = parse_voters("1@127.0.0.1:1,2@127.0.0.2:2").unwrap();
         assert_eq!(voters[1].id, BrokerId(2));
+    }
+
+    #[test]
+    fn peer_overrides_parse_from_flags_and_the_file() {
+        let check = |text: &str, expected: &[(i32, &str)]| {
+            let parsed = parse_peer_overrides(text).unwrap();
+            let expected: Vec<PeerOverride> = expected
+                .iter()
+                .map(|(id, address)| PeerOverride {
+                    id: BrokerId(*id),
+                    address: address.to_string(),
+                })
+                .collect();
+            assert_eq!(parsed, expected, "{text:?}");
+        };
+        check("", &[]);
+        check(" , ", &[]);
+        check("2@127.0.0.1:40001", &[(2, "127.0.0.1:40001")]);
+        check(
+            "2@127.0.0.1:40001, 3@localhost:40002",
+            &[(2, "127.0.0.1:40001"), (3, "localhost:40002")],
+        );
+        for bad in ["2=127.0.0.1:1", "2@127.0.0.1", "x@127.0.0.1:1", "-1@h:1"] {
+            let err = parse_peer_overrides(bad).unwrap_err().to_string();
+            assert!(err.contains("--peer-overrides entry"), "{bad}: {err}");
+        }
+        let err = parse_peer_overrides("2@a:1,2@b:2").unwrap_err().to_string();
+        assert!(err.contains("names node 2 twice"), "{err}");
+
+        assert!(resolve_args(&[]).unwrap().peer_overrides.is_empty());
+        let config = resolve_args(&["--peer-overrides", "2@127.0.0.1:40001"]).unwrap();
+        assert_eq!(config.peer_overrides[0].id, BrokerId(2));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(&path, "peer_overrides = \"3@127.0.0.1:40002\"\n").unwrap();
+        let config = resolve_args(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(config.peer_overrides[0].address, "127.0.0.1:40002");
     }
 }

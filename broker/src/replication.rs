@@ -91,7 +91,11 @@ async fn fetch_from(broker: Arc<Broker>, leader: BrokerId) {
         if connection.as_ref().is_none_or(|(a, _)| *a != address) {
             connection = Some((
                 address.clone(),
-                PeerConnection::new(address.clone(), crate::cluster::peer_config(&broker.config)),
+                PeerConnection::new(
+                    leader,
+                    &address,
+                    crate::cluster::peer_config(&broker.config),
+                ),
             ));
         }
         let (_, peer) = connection.as_mut().expect("set above");

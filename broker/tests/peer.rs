@@ -8,7 +8,7 @@ use clap::Parser;
 use sluice_broker::cluster::peer::{PeerConfig, PeerConnection, PeerError};
 use sluice_broker::{config, Broker, ConfigLayer};
 use sluice_protocol::messages::{ApiVersionsRequest, MetadataRequest};
-use sluice_protocol::{ApiKey, Request, Response};
+use sluice_protocol::{ApiKey, BrokerId, Request, Response};
 use tokio::net::TcpListener;
 
 #[tokio::test]
@@ -32,7 +32,8 @@ async fn a_peer_connection_talks_to_a_real_broker() {
 
     let timeout = Duration::from_secs(5);
     let mut peer = PeerConnection::new(
-        addr.clone(),
+        BrokerId(1),
+        &addr,
         PeerConfig::new(2, Duration::from_secs(1), 1 << 20),
     );
     let request = Request::ApiVersions(ApiVersionsRequest {

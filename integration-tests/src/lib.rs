@@ -7,13 +7,14 @@
 //!
 //! [`checks`] holds what cluster tests share above the processes: a producer workload that
 //! records acknowledgements and errors, and the checks of what was acknowledged and of the
-//! replicas' bytes.
+//! replicas' bytes. [`chaos`] is the fault-injection harness: a cluster whose every
+//! inter-broker link goes through a fault-injecting proxy.
 
 pub mod chaos;
 pub mod checks;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, OnceLock};
@@ -71,10 +72,14 @@ pub fn bin(name: &str) -> PathBuf {
 /// A free port on 127.0.0.1 (bound and released; another process could take it first, so
 /// brokers are started with a retry).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    free_addr([127, 0, 0, 1].into()).port()
+}
+
+/// An address with a free port on `ip` (bound and released, as [`free_port`]).
+pub fn free_addr(ip: IpAddr) -> SocketAddr {
+    TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+        .unwrap_or_else(|e| panic!("bind an ephemeral port on {ip}: {e}"))
 }
 
 /// A `sluice-broker` process.
@@ -175,16 +180,22 @@ impl BrokerProcess {
         }
     }
 
-    /// SIGKILL: the process dies at once, with whatever is only in its memory.
+    /// SIGKILL: the process dies at once, with whatever is only in its memory (paused or
+    /// not).
     pub fn kill(&mut self) {
         self.signal(libc::SIGKILL);
         if let Some(mut child) = self.child.take() {
             let _ = child.wait();
         }
+        self.paused = false;
     }
 
-    /// SIGTERM and wait: a graceful shutdown. Returns the exit status.
+    /// SIGTERM and wait: a graceful shutdown (of a paused process, once resumed). Returns
+    /// the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
+        if self.paused {
+            self.resume();
+        }
         self.signal(libc::SIGTERM);
         self.wait_exit()
     }
@@ -192,7 +203,9 @@ impl BrokerProcess {
     /// Waits until the process exits (after a signal sent with [`BrokerProcess::signal`]).
     pub fn wait_exit(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("broker running");
-        child.wait().expect("wait for sluice-broker")
+        let status = child.wait().expect("wait for sluice-broker");
+        self.paused = false;
+        status
     }
 
     /// Starts the broker again on the same port and data directory.
@@ -222,6 +235,106 @@ impl BrokerProcess {
         self.signal(libc::SIGCONT);
         self.paused = false;
     }
+
+    /// The directory of its replica of `topic`'s partition (which may not exist).
+    pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.data_dir
+            .join("topics")
+            .join(format!("{topic}-{partition}"))
+    }
+
+    /// The newest `.log` segment of its replica of `topic`'s partition, if it has one.
+    pub fn newest_segment(&self, topic: &str, partition: i32) -> Option<PathBuf> {
+        let entries = std::fs::read_dir(self.partition_dir(topic, partition)).ok()?;
+        // Segment names are zero-padded base offsets, so the newest sorts last.
+        entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .max()
+    }
+
+    /// Cuts the last `bytes` bytes (at most all) of the newest segment of `topic`'s
+    /// partition, as a crash in the middle of a write would leave it. The broker must be
+    /// stopped. `None` if it has no replica there or the segment is empty.
+    pub fn truncate_newest_segment(
+        &self,
+        topic: &str,
+        partition: i32,
+        bytes: u64,
+    ) -> Option<SegmentDamage> {
+        self.damage_newest_segment(topic, partition, bytes, |file, len, cut| {
+            file.set_len(len - cut)
+        })
+    }
+
+    /// Flips (XOR 0xFF) the last `bytes` bytes (at most all) of the newest segment of
+    /// `topic`'s partition, as a bad disk would. The broker must be stopped. `None` if it
+    /// has no replica there or the segment is empty.
+    ///
+    /// Recovery finds the damage by the batches' CRCs when it rescans the segment, which
+    /// it does after an unclean stop (SIGKILL); after a graceful stop it trusts the
+    /// segment's batches and checks only their headers.
+    pub fn corrupt_newest_segment(
+        &self,
+        topic: &str,
+        partition: i32,
+        bytes: u64,
+    ) -> Option<SegmentDamage> {
+        use std::io::{Read, Seek, SeekFrom};
+        self.damage_newest_segment(topic, partition, bytes, |file, len, n| {
+            let mut tail = vec![0u8; n as usize];
+            file.seek(SeekFrom::Start(len - n))?;
+            file.read_exact(&mut tail)?;
+            tail.iter_mut().for_each(|b| *b ^= 0xff);
+            file.seek(SeekFrom::Start(len - n))?;
+            file.write_all(&tail)?;
+            file.sync_all()
+        })
+    }
+
+    /// Applies `damage(file, length, n)` to the last `n = min(bytes, length)` bytes of the
+    /// newest segment.
+    fn damage_newest_segment(
+        &self,
+        topic: &str,
+        partition: i32,
+        bytes: u64,
+        damage: impl FnOnce(&mut std::fs::File, u64, u64) -> std::io::Result<()>,
+    ) -> Option<SegmentDamage> {
+        assert!(
+            !self.is_running(),
+            "stop the broker before damaging its segments"
+        );
+        let path = self.newest_segment(topic, partition)?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        let length = file.metadata().expect("segment metadata").len();
+        let n = bytes.min(length);
+        if n == 0 {
+            return None;
+        }
+        damage(&mut file, length, n).unwrap_or_else(|e| panic!("damage {}: {e}", path.display()));
+        Some(SegmentDamage {
+            file: path,
+            length_before: length,
+            position: length - n,
+        })
+    }
+}
+
+/// Where a segment file was damaged ([`BrokerProcess::truncate_newest_segment`],
+/// [`BrokerProcess::corrupt_newest_segment`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentDamage {
+    /// The `.log` file.
+    pub file: PathBuf,
+    /// Its length before the damage.
+    pub length_before: u64,
+    /// Where the damage starts: everything from here to the old end was cut or flipped.
+    pub position: u64,
 }
 
 /// A cluster of `sluice-broker` processes on 127.0.0.1: node ids 1..=n, each with its own
@@ -243,6 +356,17 @@ impl TestCluster {
         let addrs: Vec<SocketAddr> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()).parse().unwrap())
             .collect();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        TestCluster::start_at(&addrs, dir, |_| extra.clone())
+    }
+
+    /// Starts node `i + 1` listening on `addrs[i]` with the flags `flags(i + 1)`, and
+    /// waits until all are registered and unfenced (active).
+    pub fn start_at(
+        addrs: &[SocketAddr],
+        dir: &Path,
+        flags: impl Fn(i32) -> Vec<String>,
+    ) -> TestCluster {
         let voters = addrs
             .iter()
             .enumerate()
@@ -254,10 +378,12 @@ impl TestCluster {
             voters,
             dir: dir.to_path_buf(),
         };
-        for addr in addrs {
-            cluster.start_node(addr, extra);
+        for (i, addr) in addrs.iter().enumerate() {
+            let flags = flags(i as i32 + 1);
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            cluster.start_node(*addr, &flags);
         }
-        cluster.wait_active(n);
+        cluster.wait_active(addrs.len());
         cluster
     }
 
@@ -334,18 +460,31 @@ impl TestCluster {
         &mut self.brokers[(id - 1) as usize]
     }
 
+    /// The ids of the nodes that serve (not killed or paused).
+    pub fn serving(&self) -> Vec<i32> {
+        (1..=self.brokers.len() as i32)
+            .filter(|&id| self.brokers[(id - 1) as usize].is_serving())
+            .collect()
+    }
+
+    /// The client addresses of the nodes `ids`.
+    fn addresses(&self, ids: &[i32]) -> Vec<String> {
+        ids.iter()
+            .map(|&id| self.brokers[(id - 1) as usize].bootstrap())
+            .collect()
+    }
+
     /// A CLI command's JSON output, asked of the nodes that serve (not killed or paused);
     /// `None` if it failed.
     fn cli_json(&self, args: &[&str]) -> Option<serde_json::Value> {
-        let serving: Vec<String> = self
-            .brokers
-            .iter()
-            .filter(|b| b.is_serving())
-            .map(|b| b.bootstrap())
-            .collect();
+        self.cli_json_from(&self.serving(), args)
+    }
+
+    /// A CLI command's JSON output, asked of the nodes `ids` only; `None` if it failed.
+    fn cli_json_from(&self, ids: &[i32], args: &[&str]) -> Option<serde_json::Value> {
         let mut args = args.to_vec();
         args.extend(["--format", "json"]);
-        let output = cli(&serving.join(","), &args, "");
+        let output = cli(&self.addresses(ids).join(","), &args, "");
         if !output.status.success() {
             return None;
         }
@@ -357,17 +496,33 @@ impl TestCluster {
         self.cli_json(&["cluster", "describe"])
     }
 
+    /// `sluice cluster describe --format json` from one of the nodes `ids` only: the
+    /// cluster as they see it (a partitioned node's view may be stale).
+    pub fn describe_from(&self, ids: &[i32]) -> Option<serde_json::Value> {
+        self.cli_json_from(ids, &["cluster", "describe"])
+    }
+
     /// The controller (the metadata log's Raft leader) as a serving node sees it; -1 if
     /// none is known.
     pub fn controller(&self) -> i64 {
-        self.describe()
+        self.controller_from(&self.serving())
+    }
+
+    /// The controller as one of the nodes `ids` sees it; -1 if none is known.
+    pub fn controller_from(&self, ids: &[i32]) -> i64 {
+        self.describe_from(ids)
             .and_then(|d| d["controller"]["leader"].as_i64())
             .unwrap_or(-1)
     }
 
     /// Broker `id`'s state in `cluster describe` ("active", "fenced"), if it is listed.
     pub fn broker_state(&self, id: i32) -> Option<String> {
-        let described = self.describe()?;
+        self.broker_state_from(&self.serving(), id)
+    }
+
+    /// Broker `id`'s state as one of the nodes `ids` sees it.
+    pub fn broker_state_from(&self, ids: &[i32], id: i32) -> Option<String> {
+        let described = self.describe_from(ids)?;
         described["brokers"]
             .as_array()?
             .iter()
@@ -396,12 +551,13 @@ impl TestCluster {
     /// `topic describe` it asks no partition leader for offsets, so a paused leader does
     /// not hold it up for a request timeout.
     pub fn topic_metadata(&self, topic: &str) -> Option<Arc<TopicMetadata>> {
-        let bootstrap: Vec<String> = self
-            .brokers
-            .iter()
-            .filter(|b| b.is_serving())
-            .map(|b| b.bootstrap())
-            .collect();
+        self.topic_metadata_from(&self.serving(), topic)
+    }
+
+    /// `topic`'s metadata as one of the nodes `ids` has it (see
+    /// [`TestCluster::topic_metadata`]); `None` if none of them answered.
+    pub fn topic_metadata_from(&self, ids: &[i32], topic: &str) -> Option<Arc<TopicMetadata>> {
+        let bootstrap = self.addresses(ids);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

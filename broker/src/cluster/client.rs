@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_protocol::{ErrorCode, Request, Response};
+use sluice_protocol::{BrokerId, ErrorCode, Request, Response};
 use tokio::time::Instant;
 
 use super::controller::Controller;
@@ -44,8 +44,8 @@ impl ControllerClient {
         }
     }
 
-    /// Where the active controller is: `None` for this node, else its address.
-    fn target(&self, attempt: usize) -> Option<String> {
+    /// Where the active controller is: `None` for this node, else its id and address.
+    fn target(&self, attempt: usize) -> Option<(BrokerId, String)> {
         let me = self.config.node_id.0 as NodeId;
         let leader = {
             let metrics = self.raft.metrics();
@@ -61,12 +61,12 @@ impl ControllerClient {
         };
         match leader {
             Some((id, _)) if id == me && self.local.is_some() => None,
-            Some((_, Some(address))) => Some(address),
+            Some((id, Some(address))) => Some((BrokerId(id as i32), address)),
             _ => {
                 let voters = &self.config.voters;
                 let voter = &voters[attempt % voters.len()];
                 (voter.id != self.config.node_id || self.local.is_none())
-                    .then(|| voter.address.clone())
+                    .then(|| (voter.id, voter.address.clone()))
             }
         }
     }
@@ -82,7 +82,7 @@ impl ControllerClient {
                     Some(local) => local.handle(request.clone()).await,
                     None => unreachable!("target is None only with a local controller"),
                 },
-                Some(address) => self.remote(&address, request.clone(), deadline).await,
+                Some((id, address)) => self.remote(id, &address, request.clone(), deadline).await,
             };
             attempt += 1;
             match outcome {
@@ -97,6 +97,7 @@ impl ControllerClient {
 
     async fn remote(
         &self,
+        id: BrokerId,
         address: &str,
         request: Request,
         deadline: Instant,
@@ -105,7 +106,7 @@ impl ControllerClient {
         if connection.as_ref().is_none_or(|(a, _)| a != address) {
             *connection = Some((
                 address.to_string(),
-                PeerConnection::new(address, super::peer_config(&self.config)),
+                PeerConnection::new(id, address, super::peer_config(&self.config)),
             ));
         }
         let (_, peer) = connection.as_mut().expect("set above");

@@ -44,9 +44,22 @@ use crate::error::BrokerError;
 /// How long a broker-to-broker connection may take to establish.
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The settings of this node's connections to other brokers.
+/// How often the Raft leader heartbeats its followers.
+pub const RAFT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The settings of this node's connections to other brokers: the one place they are
+/// made, so every connection (Raft, the controller client, replica fetchers) is dialled
+/// from this node's listen IP and honours `peer_overrides`.
 pub fn peer_config(config: &BrokerConfig) -> peer::PeerConfig {
-    peer::PeerConfig::new(config.node_id, PEER_CONNECT_TIMEOUT, config.max_frame_bytes)
+    let mut peer =
+        peer::PeerConfig::new(config.node_id, PEER_CONNECT_TIMEOUT, config.max_frame_bytes);
+    peer.overrides = config
+        .peer_overrides
+        .iter()
+        .map(|o| (o.id, o.address.clone()))
+        .collect();
+    peer.bind_ip = Some(config.listen.ip()).filter(|ip| !ip.is_unspecified());
+    peer
 }
 
 /// This node's part in the cluster.
@@ -80,7 +93,7 @@ impl Cluster {
             cluster_name: "sluice".into(),
             // Elections well inside the 3 s broker session, and far enough above an fsync
             // stall on a loaded disk that they do not happen spuriously.
-            heartbeat_interval: 100,
+            heartbeat_interval: RAFT_HEARTBEAT_INTERVAL.as_millis() as u64,
             election_timeout_min: 1000,
             election_timeout_max: 2000,
             install_snapshot_timeout: 2000,
@@ -91,7 +104,7 @@ impl Cluster {
         .validate()
         .map_err(|e| BrokerError::Config(format!("raft configuration: {e}")))?;
         let node_id = config.node_id.0 as NodeId;
-        let network = network::Network::new(node_id, PEER_CONNECT_TIMEOUT, config.max_frame_bytes);
+        let network = network::Network::new(node_id, peer_config(config));
         let raft = Raft::new(
             node_id,
             Arc::new(raft_config),

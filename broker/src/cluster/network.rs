@@ -12,10 +12,14 @@
 //! (snapshot chunks aside; see [`NetworkClient`]).
 //!
 //! Errors the transport meets become the [`RPCError`] whose retry behaviour fits:
-//! a peer that cannot be dialled, or that answers with a top-level error (it does not
-//! serve Raft, or not yet), is `Unreachable`, so openraft backs off before trying it
-//! again; a dropped connection or an unreadable answer is `Network` (retried at the next
-//! heartbeat, on a new connection); no answer within the RPC's soft TTL is `Timeout`.
+//! a peer that cannot be dialled, that closes or resets the connection, or that answers
+//! with a top-level error (it does not serve Raft, or not yet), is `Unreachable`, so
+//! openraft backs off before trying it again (100 ms, the heartbeat interval, doubling to
+//! 500 ms); an unreadable answer is `Network`; no answer within the RPC's soft TTL is
+//! `Timeout`. Why a dropped connection backs off: openraft resends at once after a
+//! `Network` error, so a peer that accepts connections and closes them (a broker going
+//! down behind a TCP proxy or load balancer) drew thousands of RPCs a second, each
+//! logged, each a new connection (found by the chaos harness of issue 8).
 //! openraft retries unreachable peers for as long as they are down, so transport failures
 //! are logged at debug; only answers that reveal a bug or a version mismatch warn.
 
@@ -26,7 +30,7 @@ use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
     Unreachable,
 };
-use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -38,7 +42,7 @@ use sluice_protocol::messages::{
     RaftAppendEntriesRequest, RaftAppendEntriesResponse, RaftInstallSnapshotRequest,
     RaftInstallSnapshotResponse, RaftVoteRequest, RaftVoteResponse,
 };
-use sluice_protocol::{ApiKey, ErrorCode, Request, Response};
+use sluice_protocol::{ApiKey, BrokerId, ErrorCode, Request, Response};
 
 use super::peer::{PeerConfig, PeerConnection, PeerError};
 use super::raft::{NodeId, Raft, TypeConfig};
@@ -56,14 +60,10 @@ pub struct Network {
 }
 
 impl Network {
-    /// The network of node `node_id`: connections wait at most `connect_timeout` to be
-    /// established and carry payloads of up to `max_frame_bytes` (the cluster's setting,
-    /// which the peers enforce on what they receive).
-    pub fn new(node_id: NodeId, connect_timeout: Duration, max_frame_bytes: u32) -> Network {
-        Network {
-            node_id,
-            peer: PeerConfig::new(node_id, connect_timeout, max_frame_bytes),
-        }
+    /// The network of node `node_id`, whose connections to the other voters follow
+    /// `peer` ([`crate::cluster::peer_config`]).
+    pub fn new(node_id: NodeId, peer: PeerConfig) -> Network {
+        Network { node_id, peer }
     }
 }
 
@@ -77,7 +77,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             id: self.node_id,
             target,
             target_node: node.clone(),
-            peer: PeerConnection::new(node.addr.clone(), self.peer.clone()),
+            peer: PeerConnection::new(BrokerId(target as i32), &node.addr, self.peer.clone()),
         }
     }
 }
@@ -100,6 +100,12 @@ pub struct NetworkClient {
 }
 
 impl RaftNetwork<TypeConfig> for NetworkClient {
+    /// The pauses before retrying an unreachable peer: the first at the next heartbeat,
+    /// then doubling to openraft's default of 500 ms.
+    fn backoff(&self) -> Backoff {
+        Backoff::new(unreachable_backoff())
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
@@ -207,7 +213,7 @@ impl NetworkClient {
             tracing::warn!(peer, addr, "Raft {action} failed: {error}");
         }
         match error {
-            PeerError::Connect { .. } | PeerError::Api { .. } => {
+            PeerError::Connect { .. } | PeerError::Io { .. } | PeerError::Api { .. } => {
                 RPCError::Unreachable(Unreachable::new(&error))
             }
             PeerError::Timeout { timeout, .. } => RPCError::Timeout(Timeout {
@@ -216,8 +222,7 @@ impl NetworkClient {
                 target: self.target,
                 timeout,
             }),
-            PeerError::Io { .. }
-            | PeerError::Protocol { .. }
+            PeerError::Protocol { .. }
             | PeerError::RequestTooLarge { .. }
             | PeerError::Encode { .. } => RPCError::Network(NetworkError::new(&error)),
         }
@@ -245,6 +250,17 @@ impl NetworkClient {
             ))
         })
     }
+}
+
+/// The longest pause before retrying an unreachable peer (openraft's default).
+const UNREACHABLE_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// The pauses before each retry of an unreachable peer: the Raft heartbeat interval,
+/// doubling up to [`UNREACHABLE_BACKOFF_MAX`].
+fn unreachable_backoff() -> impl Iterator<Item = Duration> + Send + 'static {
+    std::iter::successors(Some(super::RAFT_HEARTBEAT_INTERVAL), |pause| {
+        Some((*pause * 2).min(UNREACHABLE_BACKOFF_MAX))
+    })
 }
 
 fn network_error<E: std::error::Error>(message: String) -> RpcError<E> {

@@ -14,15 +14,17 @@
 //! socket is dropped with it and the next call dials again, so a late answer to an
 //! abandoned request is never read as the answer to the next one.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use sluice_protocol::frame::FRAME_HEADER_LEN;
 use sluice_protocol::messages::peek_correlation_id;
-use sluice_protocol::{ApiKey, ErrorCode, FrameCodec, Request, RequestHeader, Response};
+use sluice_protocol::{ApiKey, BrokerId, ErrorCode, FrameCodec, Request, RequestHeader, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
@@ -40,6 +42,12 @@ pub struct PeerConfig {
     /// Largest request payload sent and largest response payload accepted: the cluster's
     /// `max_frame_bytes`, which every broker applies to what it receives.
     pub max_frame_bytes: u32,
+    /// The address to dial instead of a broker's own (`peer_overrides`, a testing aid that
+    /// puts a fault-injecting proxy on each directed link); empty in production.
+    pub overrides: BTreeMap<BrokerId, String>,
+    /// The local address outgoing sockets are bound to: this node's listen IP, so a peer
+    /// sees the connection come from the node's own address. `None`: the kernel chooses.
+    pub bind_ip: Option<IpAddr>,
 }
 
 impl PeerConfig {
@@ -53,7 +61,30 @@ impl PeerConfig {
             client_id: format!("sluice-broker-{node_id}"),
             connect_timeout,
             max_frame_bytes,
+            overrides: BTreeMap::new(),
+            bind_ip: None,
         }
+    }
+
+    /// The address to dial to reach broker `peer`, whose own address (from the voters or
+    /// its advertised listener) is `address`. Every broker-to-broker connection is dialled
+    /// through here ([`PeerConnection::new`]), so an override covers all of them.
+    pub fn dial_address(&self, peer: BrokerId, address: &str) -> String {
+        self.overrides
+            .get(&peer)
+            .cloned()
+            .unwrap_or_else(|| address.to_owned())
+    }
+
+    /// The local address to bind a socket to `target` to, if any. A loopback IP is not
+    /// used for a target elsewhere (the kernel could not route it), nor an IP of the other
+    /// family.
+    fn bind_address(&self, target: SocketAddr) -> Option<SocketAddr> {
+        let ip = self.bind_ip?;
+        let usable = ip.is_ipv4() == target.is_ipv4()
+            && !ip.is_unspecified()
+            && (!ip.is_loopback() || target.ip().is_loopback());
+        usable.then(|| SocketAddr::new(ip, 0))
     }
 }
 
@@ -164,18 +195,19 @@ pub struct PeerConnection {
 }
 
 impl PeerConnection {
-    /// A connection to the peer at `addr` (`HOST:PORT`); nothing is dialled until the first
-    /// call.
-    pub fn new(addr: impl Into<String>, config: PeerConfig) -> PeerConnection {
+    /// A connection to broker `peer`, whose address (`HOST:PORT`, from the voters or its
+    /// advertised listener) is `addr`, unless `config` overrides it; nothing is dialled
+    /// until the first call.
+    pub fn new(peer: BrokerId, addr: &str, config: PeerConfig) -> PeerConnection {
         PeerConnection {
-            addr: addr.into(),
+            addr: config.dial_address(peer, addr),
             config,
             open: None,
             next_correlation_id: 1,
         }
     }
 
-    /// The peer's address.
+    /// The address dialled: the peer's own, or its override.
     pub fn addr(&self) -> &str {
         &self.addr
     }
@@ -267,7 +299,7 @@ impl PeerConnection {
             addr: self.addr.clone(),
             reason,
         };
-        let socket = match tokio::time::timeout(limit, TcpStream::connect(&self.addr)).await {
+        let socket = match tokio::time::timeout(limit, self.dial()).await {
             Ok(Ok(socket)) => socket,
             Ok(Err(e)) => return Err(fail(io_reason(&e))),
             Err(_) => return Err(fail(format!("no answer within {} ms", limit.as_millis()))),
@@ -279,6 +311,23 @@ impl PeerConnection {
             socket,
             read_buffer: BytesMut::with_capacity(READ_BUFFER_BYTES),
         })
+    }
+
+    /// Resolves the address and connects to the first of its IPs that accepts, from this
+    /// node's own IP when one is configured.
+    async fn dial(&self) -> std::io::Result<TcpStream> {
+        let mut last_error = None;
+        for target in tokio::net::lookup_host(&self.addr).await? {
+            let attempt = match self.config.bind_address(target) {
+                Some(local) => connect_from(local, target).await,
+                None => TcpStream::connect(target).await,
+            };
+            match attempt {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| std::io::Error::other("the name resolved to no address")))
     }
 
     /// Checks that `payload` answers the request and decodes it.
@@ -366,6 +415,16 @@ async fn exchange(
             }));
         }
     }
+}
+
+/// Connects to `target` from the local address `local` (port 0: any free port).
+async fn connect_from(local: SocketAddr, target: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = match target {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.bind(local)?;
+    socket.connect(target).await
 }
 
 fn io_reason(e: &std::io::Error) -> String {

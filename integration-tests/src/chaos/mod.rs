@@ -1,3 +1,11 @@
+//! The chaos suite's pieces (issue 8): a fault-injecting TCP proxy for each directed link
+//! between brokers ([`proxy`]) and a cluster whose every link goes through one
+//! ([`harness`]), with operations to kill, pause, partition and damage nodes; the workload
+//! that runs against it ([`workload`]); the history it records ([`history`]) and the
+//! Jepsen-style checker of that history ([`checker`]).
+
 pub mod checker;
+pub mod harness;
 pub mod history;
+pub mod proxy;
 pub mod workload;

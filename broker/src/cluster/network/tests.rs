@@ -26,6 +26,7 @@ use sluice_protocol::{ApiKey, ErrorCode, Request, Response};
 
 use super::{from_payload, to_payload, Network, NetworkClient, RpcError};
 use crate::cluster::image::MetadataCommand;
+use crate::cluster::peer::PeerConfig;
 use crate::cluster::raft::{NodeId, TypeConfig};
 use crate::cluster::testing::{FakePeer, Reply};
 
@@ -161,7 +162,10 @@ fn undecodable_payload_is_an_invalid_request() {
 const TTL: Duration = Duration::from_secs(5);
 
 async fn client_of(addr: &str, max_frame_bytes: u32) -> NetworkClient {
-    let mut network = Network::new(1, Duration::from_secs(1), max_frame_bytes);
+    let mut network = Network::new(
+        1,
+        PeerConfig::new(1, Duration::from_secs(1), max_frame_bytes),
+    );
     network.new_client(2, &BasicNode::new(addr)).await
 }
 
@@ -263,9 +267,13 @@ async fn transport_failures_map_to_the_rpc_error_openraft_retries_by() {
     assert!(matches!(err, RPCError::Network(_)), "{err:?}");
     assert!(err.to_string().contains("garbled Vote answer"), "{err}");
 
+    // A peer that drops the connection is backed off from too: openraft resends at once
+    // after a Network error, which made a peer that accepts and closes connections (a
+    // broker down behind a proxy) draw thousands of RPCs a second.
     let closes = || Reply::Close;
     let err = vote_against(closes, TTL).await;
-    assert!(matches!(err, RPCError::Network(_)), "{err:?}");
+    assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
+    assert!(err.to_string().contains("closed the connection"), "{err}");
 
     // A peer that does not serve Raft (yet) is backed off from, like one that is down.
     let refuses = || Reply::Error(ErrorCode::UnsupportedVersion, "no Raft here".into());
@@ -335,4 +343,13 @@ async fn a_snapshot_chunk_over_the_frame_limit_names_the_setting_to_change() {
     assert!(matches!(err, RPCError::Network(_)), "{err:?}");
     assert!(err.to_string().contains("snapshot_max_chunk_size"), "{err}");
     assert_eq!(peer.connections(), 0);
+}
+
+#[test]
+fn an_unreachable_peer_is_retried_at_the_next_heartbeat_then_less_often() {
+    let pauses: Vec<u128> = super::unreachable_backoff()
+        .take(5)
+        .map(|d| d.as_millis())
+        .collect();
+    assert_eq!(pauses, [100, 200, 400, 500, 500]);
 }

@@ -7,12 +7,15 @@ use bytes::Bytes;
 use sluice_protocol::messages::{
     ApiVersionRange, ApiVersionsRequest, ApiVersionsResponse, RaftVoteRequest,
 };
-use sluice_protocol::{ErrorCode, Request, Response};
+use sluice_protocol::{BrokerId, ErrorCode, Request, Response};
 
 use super::{PeerConfig, PeerConnection, PeerError};
 use crate::cluster::testing::{frame, FakePeer, Reply};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The id of the peer the tests dial.
+const PEER: BrokerId = BrokerId(2);
 
 fn config() -> PeerConfig {
     PeerConfig::new(7, Duration::from_secs(1), 1 << 20)
@@ -59,7 +62,7 @@ async fn answers_on_one_lazily_dialled_connection() {
         answer(n)
     })
     .await;
-    let mut connection = PeerConnection::new(peer.addr.clone(), config());
+    let mut connection = PeerConnection::new(PEER, &peer.addr, config());
     assert!(!connection.is_connected());
     assert_eq!(peer.connections(), 0);
     for n in 0..3 {
@@ -73,7 +76,7 @@ async fn answers_on_one_lazily_dialled_connection() {
 #[tokio::test]
 async fn closed_connection_fails_then_the_next_call_redials() {
     let peer = peer_failing_once(|| Reply::Close).await;
-    let mut connection = PeerConnection::new(peer.addr.clone(), config());
+    let mut connection = PeerConnection::new(PEER, &peer.addr, config());
     let err = connection
         .call(api_versions_request(), TIMEOUT)
         .await
@@ -90,7 +93,7 @@ async fn closed_connection_fails_then_the_next_call_redials() {
 #[tokio::test]
 async fn slow_peer_times_out_then_the_next_call_redials() {
     let peer = peer_failing_once(|| Reply::Hang).await;
-    let mut connection = PeerConnection::new(peer.addr.clone(), config());
+    let mut connection = PeerConnection::new(PEER, &peer.addr, config());
     let started = std::time::Instant::now();
     let err = connection
         .call(api_versions_request(), Duration::from_millis(100))
@@ -111,7 +114,7 @@ async fn top_level_error_is_an_api_error_and_keeps_the_connection() {
         Reply::Error(ErrorCode::NotController, "node 3 is the controller".into())
     })
     .await;
-    let mut connection = PeerConnection::new(peer.addr.clone(), config());
+    let mut connection = PeerConnection::new(PEER, &peer.addr, config());
     let err = connection
         .call(api_versions_request(), TIMEOUT)
         .await
@@ -136,7 +139,7 @@ async fn refused_connection_is_a_retriable_connect_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     drop(listener);
-    let mut connection = PeerConnection::new(addr.clone(), config());
+    let mut connection = PeerConnection::new(PEER, &addr, config());
     let err = connection
         .call(api_versions_request(), TIMEOUT)
         .await
@@ -160,7 +163,7 @@ async fn unusable_answers_are_protocol_errors_and_drop_the_connection() {
             }
         })
         .await;
-        let mut connection = PeerConnection::new(peer.addr.clone(), config());
+        let mut connection = PeerConnection::new(PEER, &peer.addr, config());
         let err = connection
             .call(api_versions_request(), TIMEOUT)
             .await
@@ -187,7 +190,8 @@ async fn unusable_answers_are_protocol_errors_and_drop_the_connection() {
 async fn oversized_request_is_refused_before_anything_is_sent() {
     let peer = FakePeer::start(|n, _, _| answer(n)).await;
     let mut connection = PeerConnection::new(
-        peer.addr.clone(),
+        PEER,
+        &peer.addr,
         PeerConfig::new(7, Duration::from_secs(1), 64),
     );
     let request = Request::RaftVote(RaftVoteRequest {
@@ -206,7 +210,7 @@ async fn oversized_request_is_refused_before_anything_is_sent() {
 async fn a_cancelled_call_never_hands_its_late_answer_to_the_next() {
     let peer =
         peer_failing_once(|| Reply::After(Duration::from_millis(300), Box::new(answer(0)))).await;
-    let mut connection = PeerConnection::new(peer.addr.clone(), config());
+    let mut connection = PeerConnection::new(PEER, &peer.addr, config());
     // The caller gives up before the answer (as openraft does at an RPC's hard TTL).
     let cancelled = tokio::time::timeout(
         Duration::from_millis(50),
@@ -218,4 +222,62 @@ async fn a_cancelled_call_never_hands_its_late_answer_to_the_next() {
     let response = connection.call(api_versions_request(), TIMEOUT).await;
     assert_eq!(answered(response.unwrap()), 1);
     assert_eq!(peer.connections(), 2);
+}
+
+#[tokio::test]
+async fn an_override_replaces_the_peers_own_address() {
+    let peer = FakePeer::start(|n, _, _| answer(n)).await;
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let own_address = unused.local_addr().unwrap().to_string();
+    drop(unused);
+    let mut config = config();
+    config.overrides.insert(PEER, peer.addr.clone());
+    let mut overridden = PeerConnection::new(PEER, &own_address, config.clone());
+    assert_eq!(overridden.addr(), peer.addr);
+    let response = overridden.call(api_versions_request(), TIMEOUT).await;
+    assert_eq!(answered(response.unwrap()), 0);
+    // Another broker keeps its own address.
+    let other = PeerConnection::new(BrokerId(3), &own_address, config);
+    assert_eq!(other.addr(), own_address);
+}
+
+#[tokio::test]
+async fn sockets_are_bound_to_the_configured_local_ip() {
+    // Any 127.0.0.0/8 address is loopback on Linux, so the peer sees a distinct source.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut config = config();
+    config.bind_ip = Some("127.0.0.2".parse().unwrap());
+    let mut connection = PeerConnection::new(PEER, &addr, config);
+    let call = tokio::spawn(async move {
+        // Nobody answers: the call times out once the socket is accepted.
+        connection
+            .call(api_versions_request(), Duration::from_millis(200))
+            .await
+    });
+    let (_socket, from) = listener.accept().await.unwrap();
+    assert_eq!(from.ip().to_string(), "127.0.0.2");
+    assert!(matches!(
+        call.await.unwrap(),
+        Err(PeerError::Timeout { .. })
+    ));
+}
+
+#[test]
+fn a_loopback_bind_ip_is_not_used_for_other_hosts() {
+    let check = |bind_ip: Option<&str>, target: &str, expected: Option<&str>| {
+        let mut config = config();
+        config.bind_ip = bind_ip.map(|ip| ip.parse().unwrap());
+        let local = config.bind_address(target.parse().unwrap());
+        assert_eq!(
+            local.map(|a| a.to_string()),
+            expected.map(str::to_string),
+            "{bind_ip:?} -> {target}"
+        );
+    };
+    check(None, "127.0.0.1:9", None);
+    check(Some("127.0.0.3"), "127.0.0.1:9", Some("127.0.0.3:0"));
+    check(Some("10.1.2.3"), "10.1.2.4:9", Some("10.1.2.3:0"));
+    check(Some("127.0.0.3"), "10.1.2.4:9", None);
+    check(Some("10.1.2.3"), "[::1]:9", None);
 }
