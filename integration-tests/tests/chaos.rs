@@ -223,9 +223,13 @@ fn nothing_acknowledged_is_lost_duplicated_or_reordered_under_a_random_nemesis()
         let path =
             std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chaos-{seed}.jsonl"));
         std::fs::write(&path, history.to_json_lines()).unwrap();
+        // Keep the brokers' data (stopped, so the files are final) for the post-mortem.
+        cluster.stop_all();
+        let data = dir.keep();
         panic!(
-            "chaos: anomalies (seed {seed}); history in {}\n{report}",
-            path.display()
+            "chaos: anomalies (seed {seed}); history in {}, the brokers' data in {}\n{report}",
+            path.display(),
+            data.display()
         );
     }
     cluster.stop_all();
