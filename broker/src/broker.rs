@@ -285,7 +285,7 @@ fn checkpoint(partition: &Partition) {
         tracing::warn!(partition = %partition.name(), "checkpoint failed: {e}");
     }
     drop(log);
-    let expire_before = crate::groups::now_ms() - PRODUCER_ID_EXPIRATION_MS;
+    let expire_before = SystemClock.now_ms() - PRODUCER_ID_EXPIRATION_MS;
     if let Err(e) = partition.snapshot_producers(expire_before) {
         tracing::warn!(partition = %partition.name(), "producer state snapshot failed: {e}");
     }

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sluice_protocol::batch::{peek_total_len, BatchHeader, RecordBatch};
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId};
-use sluice_storage::{AppendInfo, Durability, DurableTicket, SharedLog, StorageError};
+use sluice_storage::{
+    AppendInfo, Clock, Durability, DurableTicket, SharedLog, StorageError, SystemClock,
+};
 use tokio::sync::Notify;
 
 use crate::error::ApiError;
@@ -520,7 +522,7 @@ impl Partition {
                 stamp,
                 first.base_offset,
                 last_info.last_offset,
-                crate::groups::now_ms(),
+                SystemClock.now_ms(),
             );
         }
         drop(producers);
@@ -977,7 +979,7 @@ impl Partition {
             self.log
                 .append_as_follower(records.clone())
                 .map_err(|e| self.append_failed(e))?;
-            producers.record_batches(&records, crate::groups::now_ms());
+            producers.record_batches(&records, SystemClock.now_ms());
             drop(producers);
             if matches!(self.durability, Durability::Fsync) {
                 self.log.flush().map_err(|e| self.append_failed(e))?;

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sluice_protocol::batch::{peek_total_len, BatchHeader, NO_PRODUCER_ID};
 use sluice_protocol::{ErrorCode, Offset};
-use sluice_storage::SharedLog;
+use sluice_storage::{Clock, SharedLog, SystemClock};
 
 use crate::error::ApiError;
 
@@ -205,7 +205,7 @@ impl ProducerStates {
     /// else from the log start, then replays the batches after it. Producers replayed
     /// count as active now. Blocking.
     pub fn rebuild(log: &SharedLog) -> ProducerStates {
-        let now_ms = crate::groups::now_ms();
+        let now_ms = SystemClock.now_ms();
         let (dir, start, end) = {
             let guard = log.read();
             (

@@ -17,7 +17,7 @@ pub mod group;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_protocol::batch::{BatchBuilder, Batches};
@@ -25,6 +25,7 @@ use sluice_protocol::group_log::{
     decode_value, encode_value, GroupLogKey, GroupValue, OffsetKey, OffsetValue, OFFSETS_TOPIC,
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId};
+use sluice_storage::{Clock, SystemClock};
 
 use crate::cluster::image::MetadataImage;
 use crate::error::ApiError;
@@ -89,7 +90,7 @@ impl Shard {
         &self,
         records: Vec<(GroupLogKey, Option<Bytes>)>,
     ) -> Result<PendingAppend, ApiError> {
-        let now_ms = now_ms();
+        let now_ms = SystemClock.now_ms();
         let mut batch = BatchBuilder::new();
         for (key, value) in &records {
             let key = key.encode().map_err(|e| encoding_failed(&e))?;
@@ -457,11 +458,4 @@ fn encoding_failed(e: &sluice_protocol::Error) -> ApiError {
         ErrorCode::UnknownServerError,
         format!("encoding a {OFFSETS_TOPIC} record: {e}"),
     )
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -21,13 +21,14 @@ use sluice_protocol::messages::{
     SyncGroupResponse, TopicPartitionResults,
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId};
+use sluice_storage::{Clock, SystemClock};
 
 use super::Caller;
 use crate::broker::Broker;
 use crate::cluster::image::{MetadataImage, NATIVE_LISTENER};
 use crate::error::ApiError;
 use crate::groups::group::{Group, JoinOutcome, JoinRequest};
-use crate::groups::{complete_rebalance, now_ms, GroupRef, Shard};
+use crate::groups::{complete_rebalance, GroupRef, Shard};
 
 /// Longest committed-offset metadata accepted (Kafka's `offset.metadata.max.bytes`).
 const OFFSET_METADATA_MAX_BYTES: usize = 4096;
@@ -385,7 +386,7 @@ pub async fn offset_commit(
                         offset: p.committed_offset,
                         leader_epoch: p.committed_leader_epoch,
                         metadata: p.committed_metadata,
-                        commit_timestamp: now_ms(),
+                        commit_timestamp: SystemClock.now_ms(),
                     },
                 });
             }
@@ -626,7 +627,7 @@ pub async fn reset_offsets(
                         offset: p.offset,
                         leader_epoch: LeaderEpoch(-1),
                         metadata: None,
-                        commit_timestamp: now_ms(),
+                        commit_timestamp: SystemClock.now_ms(),
                     },
                 });
             }
