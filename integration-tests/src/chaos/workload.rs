@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_client::{
-    Client, ClientConfig, Consumer, ConsumerConfig, ConsumerEvent, GroupConfig, OffsetReset,
-    OffsetSpec, PartitionId, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+    Client, ClientConfig, Consumer, ConsumerConfig, ConsumerEvent, ConsumerRecord, GroupConfig,
+    OffsetReset, OffsetSpec, PartitionId, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
 use sluice_protocol::Offset;
 use tokio::runtime::Runtime;
@@ -61,6 +61,17 @@ impl WorkloadConfig {
 
 /// How far each consumer has read, per partition (the next offset), for the drain.
 type Progress = Arc<Mutex<BTreeMap<String, BTreeMap<i32, i64>>>>;
+
+/// Records how far `consumer` has read each partition: past the furthest record polled
+/// (a group member may read a partition again after a rebalance).
+fn note_progress(progress: &Progress, consumer: &str, records: &[ConsumerRecord]) {
+    let mut progress = progress.lock().unwrap();
+    let mine = progress.entry(consumer.to_owned()).or_default();
+    for r in records {
+        let next = mine.entry(r.partition.0).or_insert(0);
+        *next = (*next).max(r.offset + 1);
+    }
+}
 
 /// A running workload.
 pub struct Workload {
@@ -318,15 +329,12 @@ async fn consume_in_group(
         match consumer.poll_event(Duration::from_millis(200)).await {
             Ok(ConsumerEvent::Records(records)) => {
                 recorder.poll(&name, &mode, &records);
-                let mut progress = progress.lock().unwrap();
-                let mine = progress.entry(name.clone()).or_default();
+                note_progress(&progress, &name, &records);
                 for r in &records {
                     consumed.insert(
                         TopicPartition::new(r.topic.clone(), r.partition),
                         r.offset + 1,
                     );
-                    let next = mine.entry(r.partition.0).or_insert(0);
-                    *next = (*next).max(r.offset + 1);
                 }
             }
             Ok(ConsumerEvent::PartitionsRevoked(_)) => {
@@ -434,11 +442,7 @@ async fn consume_assigned(
                     continue;
                 }
                 recorder.poll(&name, &mode, &records);
-                let mut progress = progress.lock().unwrap();
-                let mine = progress.entry(name.clone()).or_default();
-                for r in &records {
-                    mine.insert(r.partition.0, r.offset + 1);
-                }
+                note_progress(&progress, &name, &records);
             }
             Err(e) => {
                 eprintln!("chaos: {name} poll failed: {e}");
