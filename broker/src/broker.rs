@@ -37,6 +37,9 @@ pub struct Broker {
     pub identity: std::sync::Mutex<(NodeIdentity, NodeFile)>,
     /// The metadata index the hosted replicas last reconciled with.
     reconciled: watch::Sender<u64>,
+    /// Wakes the metadata application when this broker (re)registers: leaderships held
+    /// back until then may be taken.
+    registered: tokio::sync::Notify,
     /// `Some(fenced)` once registered: whether the controller fences this broker.
     fenced: watch::Sender<Option<bool>>,
     /// Graceful shutdown asked the controller to move leaderships away...
@@ -78,6 +81,7 @@ impl Broker {
             replication: Replication::default(),
             identity: std::sync::Mutex::new(identity),
             reconciled: watch::channel(0).0,
+            registered: tokio::sync::Notify::new(),
             fenced: watch::channel(None).0,
             shutdown_requested: watch::channel(false).0,
             shutdown_granted: watch::channel(false).0,
@@ -107,6 +111,18 @@ impl Broker {
     }
 
     /// Waits until the hosted replicas reflect the applied metadata at `index` or later.
+    /// This broker registered (again): re-applies the metadata, so leaderships held back
+    /// until the registration are taken.
+    pub fn note_registered(&self) {
+        self.registered.notify_one();
+    }
+
+    /// The metadata index the hosted replicas last reconciled with: every replica the
+    /// image at that index gives this broker is open.
+    pub fn reconciled_index(&self) -> u64 {
+        *self.reconciled.borrow()
+    }
+
     pub async fn wait_reconciled(&self, index: u64, timeout: Duration) {
         let mut reconciled = self.reconciled.subscribe();
         let _ = tokio::time::timeout(timeout, reconciled.wait_for(|r| *r >= index)).await;
@@ -204,11 +220,15 @@ impl Broker {
                 let a = applied.borrow_and_update();
                 (a.index, Arc::clone(&a.image))
             };
+            // Leaderships count only from images that hold this run's registration.
+            let epoch = self.cluster.broker_epoch();
+            let may_lead = epoch >= 0 && index >= epoch as u64;
             let broker = Arc::clone(&self);
             let image_for_topics = Arc::clone(&image);
-            let done =
-                tokio::task::spawn_blocking(move || broker.topics.reconcile(&image_for_topics))
-                    .await;
+            let done = tokio::task::spawn_blocking(move || {
+                broker.topics.reconcile(&image_for_topics, may_lead)
+            })
+            .await;
             if let Err(e) = done {
                 tracing::error!("applying metadata to the replicas failed: {e}");
             }
@@ -220,6 +240,7 @@ impl Broker {
             });
             tokio::select! {
                 changed = applied.changed() => if changed.is_err() { return },
+                _ = self.registered.notified() => {}
                 _ = stopping.wait_for(|s| *s) => return,
             }
         }

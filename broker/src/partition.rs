@@ -363,13 +363,6 @@ impl Partition {
         let newer_epoch = assignment.leader_epoch > ours;
         let same_epoch = assignment.leader_epoch == ours;
         let newer_isr = same_epoch && assignment.partition_epoch > state.partition_epoch;
-        if !(newer_epoch || newer_isr) {
-            return;
-        }
-        state.replicas = assignment.replicas.clone();
-        state.isr = assignment.isr.clone();
-        state.partition_epoch = assignment.partition_epoch;
-        state.pending_isr = None;
         let role = if assignment.leader == self.node_id {
             Role::Leader
         } else {
@@ -377,6 +370,16 @@ impl Partition {
                 leader: assignment.leader,
             }
         };
+        // The same epoch with another role: a leadership held back until this broker's
+        // registration (see `topics::assignment`) is taken now.
+        let new_role = same_epoch && role != state.role;
+        if !(newer_epoch || newer_isr || new_role) {
+            return;
+        }
+        state.replicas = assignment.replicas.clone();
+        state.isr = assignment.isr.clone();
+        state.partition_epoch = assignment.partition_epoch;
+        state.pending_isr = None;
         if newer_epoch || role != state.role {
             let now = Instant::now();
             let log_end = self.log_end_offset();

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use sluice_protocol::{ErrorCode, PartitionId};
+use sluice_protocol::{BrokerId, ErrorCode, PartitionId};
 use sluice_storage::{Clock, LogConfig, PartitionLog, SharedLog};
 
 use crate::cluster::image::{MetadataImage, PartitionMeta, TopicMeta};
@@ -33,6 +33,9 @@ pub const TOPIC_NAME_LEN_MAX: usize = 249;
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
 /// The first line of that file: our format, version 1.
 const PARTITION_METADATA_MAGIC: &str = "sluice-partition-metadata 1";
+/// A file in a partition directory whose recovery cut data off, kept until the controller
+/// has been told (so a crash before then cannot make the damage forgotten).
+const DAMAGE_MARKER_FILE: &str = "damaged";
 
 /// The topic config keys sluice understands.
 pub const TOPIC_CONFIG_KEYS: &[&str] = &[
@@ -109,6 +112,9 @@ pub struct Topics {
     live: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serializes reconciliations (they open and remove files).
     reconciling: std::sync::Mutex<()>,
+    /// Replicas opened damaged (recovery cut data off) that the controller has not been
+    /// told about yet.
+    damaged: std::sync::Mutex<Vec<(String, PartitionId)>>,
 }
 
 impl Topics {
@@ -122,6 +128,7 @@ impl Topics {
             clock,
             live: RwLock::new(BTreeMap::new()),
             reconciling: std::sync::Mutex::new(()),
+            damaged: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -165,6 +172,30 @@ impl Topics {
             })
     }
 
+    /// The replicas opened damaged that the controller has not been told about. Every
+    /// replica of an image is opened before [`Topics::reconcile`] returns, so a caller that
+    /// reads this after a reconciliation sees the damage of every replica it opened.
+    pub fn unreported_damage(&self) -> Vec<(String, PartitionId)> {
+        self.damaged.lock().expect("damage lock").clone()
+    }
+
+    /// The controller recorded the damage of `reported`: forget it, and its markers.
+    pub fn damage_reported(&self, reported: &[(String, PartitionId)]) {
+        self.damaged
+            .lock()
+            .expect("damage lock")
+            .retain(|replica| !reported.contains(replica));
+        for (topic, index) in reported {
+            let marker =
+                partition_dir(&self.config.data_dir, topic, *index).join(DAMAGE_MARKER_FILE);
+            match std::fs::remove_file(&marker) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(path = %marker.display(), "cannot remove: {e}"),
+            }
+        }
+    }
+
     /// Every hosted partition replica.
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
         let live = self.live.read().expect("topics lock");
@@ -176,9 +207,10 @@ impl Topics {
     /// Brings the hosted replicas in line with `image` (blocking: opens, recovers and
     /// removes logs): topics gone from the image (or re-created with another id) are
     /// retired and their files removed; new topics with replicas here get logs; every
-    /// replica takes the role the image gives it. A partition that fails to open is
-    /// logged and skipped (the others still serve); the next image retries it.
-    pub fn reconcile(&self, image: &MetadataImage) {
+    /// replica takes the role the image gives it, but leads only if `may_lead` (the image
+    /// holds this run's registration; see [`assignment`]). A partition that fails to open
+    /// is logged and skipped (the others still serve); the next image retries it.
+    pub fn reconcile(&self, image: &MetadataImage, may_lead: bool) {
         let _one_at_a_time = self.reconciling.lock().expect("reconcile lock");
         let node = self.config.node_id;
         let gone: Vec<Arc<Topic>> = {
@@ -206,12 +238,22 @@ impl Topics {
                 Some(topic) => {
                     for (index, partition) in &topic.partitions {
                         if let Some(p) = meta.partition(*index) {
-                            partition.apply_assignment(&assignment(p));
+                            partition.apply_assignment(&assignment(p, node, may_lead));
                         }
                     }
                 }
                 None if meta.partitions.iter().any(|p| p.replicas.contains(&node)) => {
-                    match open_topic(&self.config, &self.clock, name, meta) {
+                    let mut damaged = Vec::new();
+                    let opened = open_topic(
+                        &self.config,
+                        &self.clock,
+                        name,
+                        meta,
+                        may_lead,
+                        &mut damaged,
+                    );
+                    self.damaged.lock().expect("damage lock").extend(damaged);
+                    match opened {
                         Ok(topic) => {
                             self.live
                                 .write()
@@ -300,10 +342,19 @@ impl Topics {
     }
 }
 
-/// A partition's leadership and ISR as a replica takes them.
-pub fn assignment(meta: &PartitionMeta) -> Assignment {
+/// A partition's leadership and ISR as replica `node` takes them. Unless `may_lead`, a
+/// leadership of `node` is held back (the replica has no leader): a restarted broker's
+/// own metadata may still make it the leader its previous run was, and until its
+/// registration is applied (which fences that run and moves its leaderships) it must not
+/// act on that: its log may have lost a tail its followers hold, and followers truncate to
+/// what their leader says its epoch holds. The chaos suite lost acknowledged records so.
+pub fn assignment(meta: &PartitionMeta, node: BrokerId, may_lead: bool) -> Assignment {
+    let leader = match meta.leader == node && !may_lead {
+        true => BrokerId::NONE,
+        false => meta.leader,
+    };
     Assignment {
-        leader: meta.leader,
+        leader,
         leader_epoch: meta.leader_epoch,
         partition_epoch: meta.partition_epoch,
         replicas: meta.replicas.clone(),
@@ -327,6 +378,8 @@ fn open_topic(
     clock: &Arc<dyn Clock>,
     name: &str,
     meta: &TopicMeta,
+    may_lead: bool,
+    damaged: &mut Vec<(String, PartitionId)>,
 ) -> Result<Topic, (String, sluice_storage::StorageError)> {
     let bad_metadata = |reason: String| {
         (
@@ -374,21 +427,27 @@ fn open_topic(
         let log = PartitionLog::open(&dir, log_config.clone(), clock.clone())
             .map_err(|e| (label.clone(), e))?;
         let report = log.recovery_report();
+        let marker = dir.join(DAMAGE_MARKER_FILE);
         if let Some(cut) = &report.truncated {
             tracing::warn!(
                 partition = %label,
-                "recovered: cut {} at byte {} ({})",
+                "recovered: cut {} at byte {} ({}); the controller will not let this \
+                 replica lead on its own before the others report their logs",
                 cut.file.display(),
                 cut.position,
                 cut.reason
             );
+            write_durably(&marker, cut.reason.as_bytes()).map_err(|e| io("write", e))?;
+        }
+        if marker.exists() {
+            damaged.push((name.to_string(), p.index));
         }
         let partition = Partition::new(
             name.clone(),
             p.index,
             node,
             SharedLog::new(log),
-            &assignment(p),
+            &assignment(p, node, may_lead),
             min_insync,
         );
         partitions.insert(p.index, Arc::new(partition));
@@ -415,14 +474,21 @@ fn write_topic_id(dir: &Path, id: u64) -> std::io::Result<()> {
     if read_topic_id(dir) == Some(id) {
         return Ok(());
     }
-    let path = dir.join(PARTITION_METADATA_FILE);
-    let tmp = dir.join(format!("{PARTITION_METADATA_FILE}.tmp"));
-    std::fs::write(
-        &tmp,
-        format!("{PARTITION_METADATA_MAGIC}\ntopic_id: {id}\n"),
-    )?;
+    write_durably(
+        &dir.join(PARTITION_METADATA_FILE),
+        format!("{PARTITION_METADATA_MAGIC}\ntopic_id: {id}\n").as_bytes(),
+    )
+}
+
+/// Writes `path` whole or not at all (a temporary file renamed over it) and syncs it and
+/// its directory.
+fn write_durably(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, contents)?;
     std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
+    std::fs::rename(&tmp, path)?;
     std::fs::File::open(dir)?.sync_all()
 }
 

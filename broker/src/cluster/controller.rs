@@ -23,12 +23,13 @@ use sluice_protocol::messages::{
     AlterPartitionRequest, AlterPartitionResponse, AlterPartitionTopicResponse,
     BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest,
     BrokerRegistrationResponse, CreatableTopicResult, CreateTopicsRequest, CreateTopicsResponse,
-    DeletableTopicResult, DeleteTopicsRequest, DeleteTopicsResponse,
+    DeletableTopicResult, DeleteTopicsRequest, DeleteTopicsResponse, ReplicaLogEnd,
 };
-use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Request, Response};
+use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::image::placement::{self, LogEnd};
 use super::image::{CommandResult, ListenerMeta, MetadataCommand, MetadataImage, NATIVE_LISTENER};
 use super::raft::{Applied, NodeId, Raft};
 use crate::config::BrokerConfig;
@@ -43,7 +44,13 @@ pub struct Controller {
     applied: watch::Receiver<Applied>,
     /// Session deadlines by broker, valid for the term in `sessions_term`.
     sessions: Mutex<Sessions>,
+    /// Log ends reported for partitions awaiting a longest-log election, by partition and
+    /// replica, with the partition epoch each was reported under.
+    log_ends: Mutex<BTreeMap<(String, PartitionId), LogEndReports>>,
 }
+
+/// One partition's log-end reports: replica -> (partition epoch, log end).
+type LogEndReports = BTreeMap<BrokerId, (i32, LogEnd)>;
 
 #[derive(Default)]
 struct Sessions {
@@ -60,6 +67,7 @@ impl Controller {
             raft,
             applied,
             sessions: Mutex::new(Sessions::default()),
+            log_ends: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -302,6 +310,28 @@ impl Controller {
         let deadline = Instant::now() + self.config.session_timeout();
         self.with_sessions(term, |s| s.deadlines.insert(request.broker_id, deadline));
         let caught_up = request.current_metadata_offset >= broker.epoch;
+        if !request.damaged.is_empty() {
+            // Before any unfencing: a damaged last ISR member must not be elected first.
+            let (_, result) = self
+                .propose(MetadataCommand::ReportDamage {
+                    id: broker.id,
+                    epoch: broker.epoch,
+                    partitions: request
+                        .damaged
+                        .iter()
+                        .map(|r| (r.topic.clone(), r.partition))
+                        .collect(),
+                })
+                .await?;
+            if let CommandResult::Refused { code, message } = result {
+                return Ok(refused(ErrorCode::from_i16(code), message));
+            }
+            tracing::warn!(
+                broker = %broker.id,
+                "damaged replicas reported: {:?}",
+                request.damaged.iter().map(|r| format!("{}-{}", r.topic, r.partition.0)).collect::<Vec<_>>()
+            );
+        }
         let command = if request.want_shutdown && !broker.shutting_down {
             Some(MetadataCommand::ControlledShutdown {
                 id: broker.id,
@@ -321,6 +351,10 @@ impl Controller {
                 return Ok(refused(ErrorCode::from_i16(code), message));
             }
         }
+        if !request.log_ends.is_empty() {
+            self.elect_longest_logs(request.broker_id, &request.log_ends)
+                .await;
+        }
         let image = self.image();
         let broker = image.brokers.get(&request.broker_id);
         Ok(BrokerHeartbeatResponse {
@@ -330,6 +364,62 @@ impl Controller {
             is_fenced: broker.is_none_or(|b| b.fenced),
             should_shutdown: request.want_shutdown && broker.is_some_and(|b| b.shutting_down),
         })
+    }
+
+    /// Records `broker`'s log ends for partitions awaiting a longest-log election, and
+    /// elects a leader for each partition whose replicas have all reported under its
+    /// current partition epoch.
+    async fn elect_longest_logs(&self, broker: BrokerId, ends: &[ReplicaLogEnd]) {
+        let image = self.image();
+        let mut elections = Vec::new();
+        {
+            let mut reports = self.log_ends.lock().expect("log ends poisoned");
+            reports.retain(|(topic, index), _| {
+                image
+                    .partition(topic, *index)
+                    .is_some_and(|p| p.awaiting_log_ends)
+            });
+            for end in ends {
+                let Some(meta) = image
+                    .partition(&end.topic, end.partition)
+                    .filter(|p| p.awaiting_log_ends && p.replicas.contains(&broker))
+                else {
+                    continue;
+                };
+                let current = meta.partition_epoch;
+                if end.partition_epoch != current {
+                    continue;
+                }
+                let reported = reports
+                    .entry((end.topic.clone(), end.partition))
+                    .or_default();
+                reported.retain(|_, (epoch, _)| *epoch == current);
+                reported.insert(broker, (current, (end.last_epoch, end.log_end)));
+                let leader = placement::longest_log(
+                    &meta.replicas,
+                    |id| reported.get(&id).map(|(_, end)| *end),
+                    |id| image.brokers.get(&id).is_some_and(|b| b.is_active()),
+                );
+                if let Some(leader) = leader {
+                    elections.push(MetadataCommand::ElectLongestLog {
+                        topic: end.topic.clone(),
+                        partition: end.partition,
+                        partition_epoch: current,
+                        leader,
+                    });
+                }
+            }
+        }
+        for election in elections {
+            let described = format!("{election:?}");
+            match self.propose(election).await {
+                Ok((_, CommandResult::Done)) => {
+                    tracing::warn!("longest-log election after a damaged replica: {described}")
+                }
+                Ok((_, other)) => tracing::info!("{described} not applied: {other:?}"),
+                Err(e) => tracing::info!("{described} not committed: {}", e.message),
+            }
+        }
     }
 
     /// A broker's heartbeat connection closed: unless it heartbeats again within two

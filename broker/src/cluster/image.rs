@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId};
 
-mod placement;
+pub mod placement;
 
 /// The whole cluster as the metadata log describes it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +92,11 @@ pub struct PartitionMeta {
     pub replicas: Vec<BrokerId>,
     /// In-sync replicas (the leader always among them while there is one).
     pub isr: Vec<BrokerId>,
+    /// The last ISR member came back damaged (its recovery cut off records it may have
+    /// counted toward the HW): the partition has no leader until every replica has
+    /// reported its log end, and then the longest log leads ([`MetadataCommand::ElectLongestLog`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub awaiting_log_ends: bool,
 }
 
 /// A command of the metadata log. Proposed by the active controller, applied everywhere.
@@ -173,6 +178,28 @@ pub enum MetadataCommand {
         broker_id: BrokerId,
         /// Its registration epoch.
         broker_epoch: i64,
+    },
+    /// A broker's recovery cut data off these replicas: each leaves its ISR, or, where it
+    /// is the last member, the partition waits for a longest-log election.
+    ReportDamage {
+        /// The broker.
+        id: BrokerId,
+        /// Its registration epoch.
+        epoch: i64,
+        /// `(topic, partition)` of each damaged replica.
+        partitions: Vec<(String, PartitionId)>,
+    },
+    /// Every replica of a partition awaiting a longest-log election reported its log end:
+    /// `leader`'s is the longest, so it leads with an ISR of itself.
+    ElectLongestLog {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: PartitionId,
+        /// The partition epoch the reports were made under (compare-and-set).
+        partition_epoch: i32,
+        /// The replica with the longest log.
+        leader: BrokerId,
     },
 }
 
@@ -386,6 +413,17 @@ impl MetadataImage {
                 broker_id,
                 broker_epoch,
             } => self.allocate_producer_ids(*broker_id, *broker_epoch),
+            MetadataCommand::ReportDamage {
+                id,
+                epoch,
+                partitions,
+            } => self.report_damage(*id, *epoch, partitions),
+            MetadataCommand::ElectLongestLog {
+                topic,
+                partition,
+                partition_epoch,
+                leader,
+            } => self.elect_longest_log(topic, *partition, *partition_epoch, *leader),
         };
         debug_assert_eq!(self.check_invariants(), Ok(()), "after {command:?}");
         result.unwrap_or_else(CommandResult::from)
@@ -429,8 +467,9 @@ impl MetadataImage {
 
     /// Checks the invariants every image reachable through `apply` keeps, and says which one
     /// is broken and where: replicas are distinct registered brokers, the ISR is a non-empty
-    /// duplicate-free subset of them, the leader is -1 or an active ISR member, a fenced
-    /// broker is in an ISR only as its last member, a broker shutting down is fenced.
+    /// duplicate-free subset of them, the leader is -1 or an active ISR member (-1 while a
+    /// longest-log election is awaited), a fenced broker is in an ISR only as its last
+    /// member, a broker shutting down is fenced.
     pub fn check_invariants(&self) -> Result<(), String> {
         for broker in self.brokers.values() {
             if broker.shutting_down && !broker.fenced {
@@ -480,6 +519,9 @@ impl MetadataImage {
                 && is_active(&self.brokers, partition.leader))
         {
             return Err("the leader is not an active ISR member".into());
+        }
+        if partition.awaiting_log_ends && partition.leader != BrokerId::NONE {
+            return Err("a partition awaiting a longest-log election has a leader".into());
         }
         let fenced_member = partition
             .isr
@@ -604,7 +646,7 @@ impl MetadataImage {
         for topic in self.topics.values_mut() {
             let unclean = topic.unclean_leader_election();
             for partition in &mut topic.partitions {
-                if partition.leader != BrokerId::NONE {
+                if partition.leader != BrokerId::NONE || partition.awaiting_log_ends {
                     continue;
                 }
                 if partition.isr.contains(&id) {
@@ -618,6 +660,75 @@ impl MetadataImage {
                 }
             }
         }
+        Ok(CommandResult::Done)
+    }
+
+    fn report_damage(
+        &mut self,
+        id: BrokerId,
+        epoch: i64,
+        partitions: &[(String, PartitionId)],
+    ) -> Result<CommandResult, Refusal> {
+        self.registration_mut(id, epoch, ErrorCode::BrokerIdNotRegistered)?;
+        let brokers = &self.brokers;
+        for (topic, index) in partitions {
+            // A topic deleted meanwhile, or a replica moved away: nothing to protect.
+            let Some(partition) = self
+                .topics
+                .get_mut(topic)
+                .and_then(|meta| meta.partition_mut(*index))
+                .filter(|p| p.isr.contains(&id))
+            else {
+                continue;
+            };
+            if partition.isr.len() > 1 {
+                partition.remove_broker(id, brokers);
+            } else {
+                // The last member may lack committed records another replica still has:
+                // only the longest of all the replicas' logs is safe to lead.
+                partition.change(BrokerId::NONE, partition.isr.clone());
+                partition.awaiting_log_ends = true;
+            }
+        }
+        Ok(CommandResult::Done)
+    }
+
+    fn elect_longest_log(
+        &mut self,
+        topic: &str,
+        index: PartitionId,
+        partition_epoch: i32,
+        leader: BrokerId,
+    ) -> Result<CommandResult, Refusal> {
+        let brokers = &self.brokers;
+        let Some(partition) = self
+            .topics
+            .get_mut(topic)
+            .and_then(|meta| meta.partition_mut(index))
+        else {
+            return refuse(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("partition {topic}-{index} does not exist (it may have been deleted)"),
+            );
+        };
+        if !partition.awaiting_log_ends || partition.partition_epoch != partition_epoch {
+            return refuse(
+                ErrorCode::FencedLeaderEpoch,
+                format!(
+                    "{topic}-{index} changed since the log ends were reported (partition \
+                     epoch {} now, {partition_epoch} reported); the election is void",
+                    partition.partition_epoch
+                ),
+            );
+        }
+        if !partition.replicas.contains(&leader) || !is_active(brokers, leader) {
+            return refuse(
+                ErrorCode::IneligibleReplica,
+                format!("broker {leader} is not an active replica of {topic}-{index}"),
+            );
+        }
+        partition.change(leader, vec![leader]);
+        partition.awaiting_log_ends = false;
         Ok(CommandResult::Done)
     }
 
@@ -656,6 +767,7 @@ impl MetadataImage {
                 partition_epoch: 0,
                 isr: replicas.clone(),
                 replicas,
+                awaiting_log_ends: false,
             })
             .collect();
         self.topics.insert(

@@ -9,7 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_protocol::messages::{BrokerHeartbeatRequest, BrokerRegistrationRequest, Listener};
+use sluice_protocol::messages::{
+    BrokerHeartbeatRequest, BrokerRegistrationRequest, Listener, ReplicaLogEnd, ReplicaRef,
+};
 use sluice_protocol::{ErrorCode, Request, Response};
 
 use super::client::ControllerClient;
@@ -40,6 +42,7 @@ pub async fn run(broker: Arc<Broker>) {
             }
         };
         cluster.set_broker_epoch(epoch);
+        broker.note_registered();
         let mut ticker = tokio::time::interval(broker.config.heartbeat_interval());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stopping = broker.stopping();
@@ -49,12 +52,25 @@ pub async fn run(broker: Arc<Broker>) {
                 _ = stopping.wait_for(|s| *s) => return,
             }
             let want_shutdown = broker.shutdown_requested();
+            // The reconciled index, not the applied one: the controller unfences this
+            // broker once it is caught up, and by then every replica it hosts must be open
+            // and its damage in `damaged` below (read after the index, so it is complete).
+            let reconciled = broker.reconciled_index();
+            let damaged = broker.topics.unreported_damage();
             let request = Request::BrokerHeartbeat(BrokerHeartbeatRequest {
                 broker_id: broker.config.node_id,
                 broker_epoch: epoch,
-                current_metadata_offset: cluster.applied_index() as i64,
+                current_metadata_offset: reconciled as i64,
                 want_fence: false,
                 want_shutdown,
+                damaged: damaged
+                    .iter()
+                    .map(|(topic, partition)| ReplicaRef {
+                        topic: topic.clone(),
+                        partition: *partition,
+                    })
+                    .collect(),
+                log_ends: log_ends_awaited(&broker),
             });
             let answer = heartbeats
                 .call(request, broker.config.session_timeout())
@@ -86,6 +102,10 @@ pub async fn run(broker: Arc<Broker>) {
                     continue;
                 }
             }
+            if !damaged.is_empty() {
+                // The controller recorded it before answering.
+                broker.topics.damage_reported(&damaged);
+            }
             broker.set_fenced(answer.is_fenced);
             if !answer.is_fenced && !orphans_removed {
                 orphans_removed = true;
@@ -102,6 +122,34 @@ pub async fn run(broker: Arc<Broker>) {
             }
         }
     }
+}
+
+/// The log ends of the hosted replicas whose partitions await a longest-log election.
+fn log_ends_awaited(broker: &Broker) -> Vec<ReplicaLogEnd> {
+    let image = broker.cluster.image();
+    let mut ends = Vec::new();
+    for (name, topic, meta) in image.partitions_on(broker.config.node_id) {
+        if !meta.awaiting_log_ends {
+            continue;
+        }
+        let Some(partition) = broker
+            .topics
+            .get(name)
+            .filter(|hosted| hosted.id == topic.id)
+            .and_then(|topic| topic.partitions.get(&meta.index).cloned())
+        else {
+            continue;
+        };
+        let (log_end, last_epoch, _, _) = partition.follower_fetch_state();
+        ends.push(ReplicaLogEnd {
+            topic: name.to_string(),
+            partition: meta.index,
+            partition_epoch: meta.partition_epoch,
+            last_epoch,
+            log_end,
+        });
+    }
+    ends
 }
 
 /// One registration attempt; the broker epoch, or `None` to retry.

@@ -29,7 +29,7 @@ use sluice_storage::{Clock, SystemClock};
 
 use crate::cluster::image::MetadataImage;
 use crate::error::ApiError;
-use crate::partition::{Acks, Partition, PendingAppend};
+use crate::partition::{Acks, Partition, PendingAppend, Role};
 use group::{Group, GroupTimings};
 
 /// How long a write to `__consumer_offsets` may wait for the ISR (Kafka's
@@ -191,11 +191,14 @@ impl GroupCoordinator {
         partition: impl Fn(PartitionId) -> Option<Arc<Partition>>,
     ) {
         let topic = image.topics.get(OFFSETS_TOPIC);
+        // Led by the image and taken by the local replica (which holds a leadership back
+        // until this broker's registration; see `topics::assignment`).
         let led: BTreeMap<PartitionId, LeaderEpoch> = topic
             .map(|t| {
                 t.partitions
                     .iter()
                     .filter(|p| p.leader == self.node_id)
+                    .filter(|p| partition(p.index).is_some_and(|r| r.role() == Role::Leader))
                     .map(|p| (p.index, p.leader_epoch))
                     .collect()
             })

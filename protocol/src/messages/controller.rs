@@ -8,7 +8,7 @@
 use bytes::Bytes;
 
 use crate::error_code::ErrorCode;
-use crate::types::{BrokerId, LeaderEpoch, PartitionId};
+use crate::types::{BrokerId, LeaderEpoch, Offset, PartitionId};
 use crate::wire::wire_struct;
 
 wire_struct! {
@@ -64,6 +64,41 @@ wire_struct! {
         pub want_fence: bool,
         /// The broker wants to shut down gracefully (hand over its leaderships first).
         pub want_shutdown: bool,
+        /// Replicas whose recovery at this start cut off data (a torn or corrupt segment
+        /// tail), not reported yet: they may lack records they once held and counted
+        /// toward the high watermark, so they must not lead on the strength of their ISR
+        /// membership alone.
+        pub damaged: Vec<ReplicaRef>,
+        /// The log ends of this broker's replicas of partitions waiting for a longest-log
+        /// election (their last in-sync replica was damaged).
+        pub log_ends: Vec<ReplicaLogEnd>,
+    }
+}
+
+wire_struct! {
+    /// One partition replica, named.
+    pub struct ReplicaRef {
+        /// The topic's name.
+        pub topic: String,
+        /// The partition's index.
+        pub partition: PartitionId,
+    }
+}
+
+wire_struct! {
+    /// Where one replica's log ends, for a longest-log election.
+    pub struct ReplicaLogEnd {
+        /// The topic's name.
+        pub topic: String,
+        /// The partition's index.
+        pub partition: PartitionId,
+        /// The partition epoch of the metadata the broker read this under; a report for
+        /// an older one is ignored.
+        pub partition_epoch: i32,
+        /// The leader epoch of the replica's last batch (-1: an empty log).
+        pub last_epoch: LeaderEpoch,
+        /// The replica's log end offset.
+        pub log_end: Offset,
     }
 }
 

@@ -76,3 +76,64 @@ pub(super) fn elect_leader(
         .find(|id| isr.contains(id) && eligible(*id))
         .unwrap_or(BrokerId::NONE)
 }
+
+/// Where one replica's log ends: the epoch of its last batch, then its end offset.
+pub type LogEnd = (sluice_protocol::LeaderEpoch, sluice_protocol::Offset);
+
+/// The leader of a longest-log election: the replica whose log is longest, compared as
+/// Raft compares logs (the last batch's epoch first, then the end offset), so the newest
+/// history wins over a longer stale one. `None` until every replica has reported, or while
+/// no replica with the longest log is `eligible`. Ties go to the first in replica order.
+pub fn longest_log(
+    replicas: &[BrokerId],
+    end_of: impl Fn(BrokerId) -> Option<LogEnd>,
+    eligible: impl Fn(BrokerId) -> bool,
+) -> Option<BrokerId> {
+    let ends: Vec<(BrokerId, LogEnd)> = replicas
+        .iter()
+        .map(|id| end_of(*id).map(|end| (*id, end)))
+        .collect::<Option<_>>()?;
+    let longest = ends.iter().map(|(_, end)| *end).max()?;
+    ends.iter()
+        .find(|(id, end)| *end == longest && eligible(*id))
+        .map(|(id, _)| *id)
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_protocol::{LeaderEpoch, Offset};
+
+    use super::*;
+
+    fn end(epoch: i32, offset: i64) -> Option<LogEnd> {
+        Some((LeaderEpoch(epoch), Offset(offset)))
+    }
+
+    #[test]
+    fn the_longest_log_compares_the_last_epoch_first() {
+        let replicas = [BrokerId(1), BrokerId(2), BrokerId(3)];
+        let ends = |id: BrokerId| match id.0 {
+            1 => end(4, 120),
+            2 => end(5, 100),
+            _ => end(5, 90),
+        };
+        assert_eq!(longest_log(&replicas, ends, |_| true), Some(BrokerId(2)));
+        // The longest is not eligible: wait rather than take a shorter log.
+        assert_eq!(longest_log(&replicas, ends, |id| id.0 != 2), None);
+    }
+
+    #[test]
+    fn the_longest_log_waits_for_every_replica_and_breaks_ties_in_replica_order() {
+        let replicas = [BrokerId(3), BrokerId(1), BrokerId(2)];
+        let missing = |id: BrokerId| (id.0 != 2).then_some((LeaderEpoch(1), Offset(10)));
+        assert_eq!(longest_log(&replicas, missing, |_| true), None);
+        let tied = |_| end(1, 10);
+        assert_eq!(longest_log(&replicas, tied, |_| true), Some(BrokerId(3)));
+        assert_eq!(
+            longest_log(&replicas, tied, |id| id.0 != 3),
+            Some(BrokerId(1))
+        );
+        let empty = |_| end(-1, 0);
+        assert_eq!(longest_log(&replicas, empty, |_| true), Some(BrokerId(3)));
+    }
+}

@@ -78,6 +78,28 @@ impl Cluster {
         })
     }
 
+    fn report_damage(&mut self, id: i32, partitions: &[(&str, i32)]) -> CommandResult {
+        let epoch = self.epoch(id);
+        self.apply(MetadataCommand::ReportDamage {
+            id: BrokerId(id),
+            epoch,
+            partitions: partitions
+                .iter()
+                .map(|(topic, p)| (topic.to_string(), PartitionId(*p)))
+                .collect(),
+        })
+    }
+
+    fn elect_longest(&mut self, topic: &str, p: i32, leader: i32) -> CommandResult {
+        let partition_epoch = self.partition(topic, p).partition_epoch;
+        self.apply(MetadataCommand::ElectLongestLog {
+            topic: topic.into(),
+            partition: PartitionId(p),
+            partition_epoch,
+            leader: BrokerId(leader),
+        })
+    }
+
     fn shutdown(&mut self, id: i32) -> CommandResult {
         let epoch = self.epoch(id);
         self.apply(MetadataCommand::ControlledShutdown {
@@ -152,15 +174,20 @@ fn ids(ids: &[BrokerId]) -> String {
     ids.join(",")
 }
 
-/// `leader=2 le=1 pe=1 replicas=2,3,1 isr=2,3`.
+/// `leader=2 le=1 pe=1 replicas=2,3,1 isr=2,3` (then ` awaiting-log-ends` if so).
 fn describe(partition: &PartitionMeta) -> String {
     format!(
-        "leader={} le={} pe={} replicas={} isr={}",
+        "leader={} le={} pe={} replicas={} isr={}{}",
         partition.leader,
         partition.leader_epoch,
         partition.partition_epoch,
         ids(&partition.replicas),
-        ids(&partition.isr)
+        ids(&partition.isr),
+        if partition.awaiting_log_ends {
+            " awaiting-log-ends"
+        } else {
+            ""
+        }
     )
 }
 
@@ -315,6 +342,91 @@ fn fencing_the_last_isr_member_takes_the_partition_offline_until_it_returns() {
             "leader=3 le=2 pe=4 replicas=3,1,2 isr=3",
             "leader=3 le=4 pe=4 replicas=1,2,3 isr=3",
         ],
+    );
+}
+
+#[test]
+fn a_damaged_last_isr_member_waits_for_a_longest_log_election() {
+    let mut c = Cluster::with_brokers(&[1, 2, 3]);
+    c.create("t", 1, 3);
+    let leader = c.partition("t", 0).leader.0;
+    let others: Vec<i32> = (1..=3).filter(|b| *b != leader).collect();
+    let shrink = c.alter_request("t", 0, &[leader]);
+    assert!(matches!(c.apply(shrink), CommandResult::Partition(_)));
+    // The last member dies, and comes back with the tail of its log cut off.
+    c.fence(leader);
+    c.register(leader, "run-again");
+    assert_eq!(
+        c.report_damage(leader, &[("t", 0), ("gone", 0)]),
+        CommandResult::Done
+    );
+    let p = c.partition("t", 0).clone();
+    assert!(
+        p.awaiting_log_ends && p.leader == BrokerId::NONE,
+        "{}",
+        describe(&p)
+    );
+    assert_eq!(p.isr, vec![BrokerId(leader)]);
+    // Unfenced, it does not lead on the strength of its ISR membership.
+    c.unfence(leader);
+    assert_eq!(c.partition("t", 0), &p);
+    // An election under an older partition epoch, or of a fenced or foreign broker, is void.
+    let stale = MetadataCommand::ElectLongestLog {
+        topic: "t".into(),
+        partition: PartitionId(0),
+        partition_epoch: p.partition_epoch - 1,
+        leader: BrokerId(others[0]),
+    };
+    check_refused(c.apply(stale), ErrorCode::FencedLeaderEpoch, "void");
+    c.fence(others[1]);
+    check_refused(
+        c.elect_longest("t", 0, others[1]),
+        ErrorCode::IneligibleReplica,
+        "not an active replica",
+    );
+    check_refused(
+        c.elect_longest("t", 0, 7),
+        ErrorCode::IneligibleReplica,
+        "not an active replica",
+    );
+    // The replica with the longest log leads alone; the others rejoin by catching up.
+    assert_eq!(c.elect_longest("t", 0, others[0]), CommandResult::Done);
+    let p = c.partition("t", 0);
+    assert_eq!(
+        (p.leader, p.isr.clone(), p.awaiting_log_ends),
+        (BrokerId(others[0]), vec![BrokerId(others[0])], false)
+    );
+    // Once elected, a late election is void.
+    check_refused(
+        c.elect_longest("t", 0, leader),
+        ErrorCode::FencedLeaderEpoch,
+        "void",
+    );
+}
+
+#[test]
+fn a_damaged_replica_with_other_isr_members_just_leaves_the_isr() {
+    let mut c = Cluster::with_brokers(&[1, 2, 3]);
+    c.create("t", 1, 3);
+    let leader = c.partition("t", 0).leader.0;
+    // Reported late (the broker is unfenced): it leaves the ISR and its leadership.
+    assert_eq!(c.report_damage(leader, &[("t", 0)]), CommandResult::Done);
+    let p = c.partition("t", 0);
+    assert!(!p.isr.contains(&BrokerId(leader)) && p.isr.len() == 2);
+    assert!(p.leader != BrokerId(leader) && p.leader != BrokerId::NONE);
+    assert!(!p.awaiting_log_ends);
+    // Reported again (not in the ISR now): nothing changes.
+    let before = c.image.clone();
+    assert_eq!(c.report_damage(leader, &[("t", 0)]), CommandResult::Done);
+    assert_eq!(c.image, before);
+    check_refused(
+        c.apply(MetadataCommand::ReportDamage {
+            id: BrokerId(leader),
+            epoch: 0,
+            partitions: vec![],
+        }),
+        ErrorCode::StaleBrokerEpoch,
+        "older run",
     );
 }
 
@@ -814,6 +926,18 @@ enum Op {
         broker: i32,
         stale: bool,
     },
+    /// Damage reported for the picked existing partitions (and a missing one).
+    Damage {
+        broker: i32,
+        stale: bool,
+        picks: Vec<prop::sample::Index>,
+    },
+    /// A longest-log election of `broker` for the picked partition.
+    ElectLongest {
+        target: prop::sample::Index,
+        broker: i32,
+        partition_epoch_skew: i32,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -883,6 +1007,13 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..TOPICS.len()).prop_map(|topic| Op::Delete { topic }),
         5 => alter,
         1 => (BROKERS, stale()).prop_map(|(broker, stale)| Op::Allocate { broker, stale }),
+        2 => (BROKERS, stale(), prop::collection::vec(any::<prop::sample::Index>(), 0..3))
+            .prop_map(|(broker, stale, picks)| Op::Damage { broker, stale, picks }),
+        2 => (any::<prop::sample::Index>(), BROKERS, skew()).prop_map(
+            |(target, broker, partition_epoch_skew)| Op::ElectLongest {
+                target, broker, partition_epoch_skew,
+            }
+        ),
     ]
 }
 
@@ -941,15 +1072,61 @@ fn to_command(op: &Op, image: &MetadataImage) -> MetadataCommand {
             broker_id: id(*broker),
             broker_epoch: epoch_of(image, *broker, *stale),
         },
+        Op::Damage {
+            broker,
+            stale,
+            picks,
+        } => {
+            let existing = all_partitions(image);
+            let mut partitions: Vec<(String, PartitionId)> = picks
+                .iter()
+                .filter(|_| !existing.is_empty())
+                .map(|pick| {
+                    let (topic, p) = pick.get(&existing);
+                    (topic.to_string(), p.index)
+                })
+                .collect();
+            partitions.push(("missing".into(), PartitionId(0)));
+            MetadataCommand::ReportDamage {
+                id: id(*broker),
+                epoch: epoch_of(image, *broker, *stale),
+                partitions,
+            }
+        }
+        Op::ElectLongest {
+            target,
+            broker,
+            partition_epoch_skew,
+        } => {
+            let existing = all_partitions(image);
+            let (topic, partition, partition_epoch) = match existing.is_empty() {
+                true => ("a", PartitionId(0), 0),
+                false => {
+                    let (topic, p) = target.get(&existing);
+                    (*topic, p.index, p.partition_epoch)
+                }
+            };
+            MetadataCommand::ElectLongestLog {
+                topic: topic.into(),
+                partition,
+                partition_epoch: partition_epoch + partition_epoch_skew,
+                leader: id(*broker),
+            }
+        }
     }
 }
 
-fn alter_command(alter: &AlterOp, image: &MetadataImage) -> MetadataCommand {
-    let existing: Vec<(&str, &PartitionMeta)> = image
+/// Every partition, in topic/partition order, with its topic's name.
+fn all_partitions(image: &MetadataImage) -> Vec<(&str, &PartitionMeta)> {
+    image
         .topics
         .iter()
         .flat_map(|(name, topic)| topic.partitions.iter().map(move |p| (name.as_str(), p)))
-        .collect();
+        .collect()
+}
+
+fn alter_command(alter: &AlterOp, image: &MetadataImage) -> MetadataCommand {
+    let existing = all_partitions(image);
     let target = match &alter.target {
         Some(pick) if !existing.is_empty() => Some(*pick.get(&existing)),
         _ => None,
