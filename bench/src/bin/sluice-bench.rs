@@ -98,6 +98,9 @@ struct ProduceArgs {
     /// How long a batch waits to fill, in ms.
     #[arg(long)]
     linger_ms: Option<u64>,
+    /// Idempotent producers (the default, with acks all): `false` measures what it costs.
+    #[arg(long, value_name = "true|false", default_value_t = true, action = clap::ArgAction::Set)]
+    enable_idempotence: bool,
 }
 
 #[derive(clap::Args, Clone)]
@@ -351,6 +354,7 @@ async fn run_producer(
 ) -> Outcome {
     let mut config = ProducerConfig {
         acks: args.acks,
+        enable_idempotence: args.enable_idempotence,
         ..ProducerConfig::default()
     };
     if let Some(b) = args.batch_bytes {

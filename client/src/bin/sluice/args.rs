@@ -107,6 +107,9 @@ pub struct ProduceArgs {
     /// Split each line at the first SEP: the text before is the key, the rest the value.
     #[arg(long, value_name = "SEP")]
     pub key_separator: Option<String>,
+    /// Idempotent writes (no duplicates when a send is retried); applies with --acks all.
+    #[arg(long, value_name = "true|false", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_idempotence: bool,
 }
 
 #[derive(Debug, Args)]
@@ -329,6 +332,15 @@ mod tests {
             other => panic!("{other:?}"),
         }
         fails(&["produce", "t", "--acks", "2"]);
+        match parse(&["produce", "t"]).command {
+            Command::Produce(a) => assert!(a.enable_idempotence),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["produce", "t", "--enable-idempotence", "false"]).command {
+            Command::Produce(a) => assert!(!a.enable_idempotence),
+            other => panic!("{other:?}"),
+        }
+        fails(&["produce", "t", "--enable-idempotence", "maybe"]);
     }
 
     #[test]

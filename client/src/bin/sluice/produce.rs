@@ -45,6 +45,7 @@ pub async fn run(client: Client, args: ProduceArgs) -> CliResult {
         client,
         ProducerConfig {
             acks,
+            enable_idempotence: args.enable_idempotence,
             ..ProducerConfig::default()
         },
     );
