@@ -8,9 +8,10 @@
 #
 # Starts a single-node broker (fsync durability, its defaults) on a free 127.0.0.1 port
 # with data under target/bench-run/, runs 1 KiB records over 6 partitions with acks 1 and
-# all and 1 and 4 producers, first unlimited, then at half the measured rate for latency,
-# then a consume and an e2e run, and prints one Markdown document on stdout.
-# Clustering is not built yet; the 3-node cells (replication factor 3) come with it.
+# all and 1 and 4 producers, first unlimited, then at half the measured rate for latency
+# (acks=all also with idempotence off, to show what it costs), then a consume and an e2e
+# run. Then the same produce cells on three brokers on 127.0.0.1 with replication factor
+# 3. Prints one Markdown document on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${SLUICE_BENCH_RECORDS:-500000}
@@ -21,8 +22,9 @@ cargo build --release --bins -q
 BIN=$PWD/target/release
 WORK=$PWD/target/bench-run
 rm -rf "$WORK" && mkdir -p "$WORK"
-BROKER_PID=
-cleanup() { [[ -n $BROKER_PID ]] && kill "$BROKER_PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK/data" "$WORK/dd.bin"; }
+PIDS=()
+stop_brokers() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=(); }
+cleanup() { stop_brokers; rm -rf "$WORK"/data* "$WORK/dd.bin"; }
 trap cleanup EXIT
 log() { echo "== $*" >&2; }
 # Evaluates a Python expression over `d`, the JSON document on stdin (or its last line).
@@ -58,54 +60,114 @@ if command -v iperf3 >/dev/null; then
   tcp_mbs=$(iperf3 -c 127.0.0.1 -p "$port" -t 5 -J | json 'round(d["end"]["sum_received"]["bits_per_second"] / 8 / 1e6, 1)')
 fi
 
-log "broker"
-port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-export SLUICE_BOOTSTRAP=127.0.0.1:$port
-"$BIN/sluice-broker" --listen "$SLUICE_BOOTSTRAP" --data-dir "$WORK/data" 2>"$WORK/broker.log" &
-BROKER_PID=$!
-for _ in $(seq 1 100); do "$BIN/sluice" cluster describe >/dev/null 2>&1 && break; sleep 0.1; done
-
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 bench() { "$BIN/sluice-bench" "$@" --format json 2>/dev/null | tail -1; }
 pct() { python3 -c "print(round(100 * $1 / $dd_mbs))"; }
+latencies() { json '"%.1f / %.1f / %.1f" % (d["latency_ms"]["p50"], d["latency_ms"]["p99"], d["latency_ms"]["p999"])'; }
+# Waits until `sluice cluster describe` shows $1 active brokers.
+wait_active() {
+  local n
+  for _ in $(seq 1 300); do
+    n=$("$BIN/sluice" cluster describe --format json 2>/dev/null | json 'sum(b["state"] == "active" for b in d["brokers"])' 2>/dev/null || echo 0)
+    [[ $n == "$1" ]] && return 0
+    sleep 0.1
+  done
+  echo "the brokers did not become active; see $WORK/*.log" >&2
+  exit 1
+}
+
+# One table row: produce unlimited, then at half that rate (open loop) for latency.
+# Args: acks producers idempotence replication-factor. Leaves `topic` (the unlimited
+# run's) for the caller to read or delete.
+cell() {
+  local acks=$1 producers=$2 idem=$3 rf=$4 out mbs rps lat rate half label
+  topic="t-$acks-$producers-$idem-$rf"
+  log "produce rf=$rf acks=$acks producers=$producers idempotence=$idem: unlimited"
+  out=$(bench produce --topic "$topic" --partitions $PARTITIONS --replication-factor "$rf" --num-records "$N" \
+    --record-size $SIZE --acks "$acks" --producers "$producers" --enable-idempotence "$idem")
+  mbs=$(echo "$out" | json 'round(d["mb_per_sec"], 1)')
+  rps=$(echo "$out" | json 'round(d["records_per_sec"])')
+  lat=$(echo "$out" | latencies)
+  rate=$((rps / 2))
+  log "produce rf=$rf acks=$acks producers=$producers idempotence=$idem: $rate records/s"
+  out=$(bench produce --topic "$topic-half" --partitions $PARTITIONS --replication-factor "$rf" --num-records "$N" \
+    --record-size $SIZE --acks "$acks" --producers "$producers" --enable-idempotence "$idem" --throughput $rate)
+  "$BIN/sluice" topic delete "$topic-half" >/dev/null
+  half=$(echo "$out" | latencies)
+  label=$acks
+  if [[ $acks == all ]]; then
+    label="all, idempotence $([[ $idem == true ]] && echo on || echo off)"
+  fi
+  rows+=("| $label | $producers | $mbs | $(pct "$mbs")% | $rps | $lat | $rate | $half |")
+}
+
+log "one broker"
+export SLUICE_BOOTSTRAP=127.0.0.1:$(free_port)
+"$BIN/sluice-broker" --listen "$SLUICE_BOOTSTRAP" --data-dir "$WORK/data" 2>"$WORK/broker.log" &
+PIDS+=($!)
+wait_active 1
 
 rows=()
-for acks in 1 all; do
-  for producers in 1 4; do
-    topic="t-$acks-$producers"
-    log "produce acks=$acks producers=$producers: unlimited"
-    out=$(bench produce --topic "$topic" --partitions $PARTITIONS --num-records "$N" --record-size $SIZE --acks $acks --producers $producers)
-    mbs=$(echo "$out" | json 'round(d["mb_per_sec"], 1)')
-    rps=$(echo "$out" | json 'round(d["records_per_sec"])')
-    lat=$(echo "$out" | json '"%.1f / %.1f / %.1f" % (d["latency_ms"]["p50"], d["latency_ms"]["p99"], d["latency_ms"]["p999"])')
-    rate=$((rps / 2))
-    log "produce acks=$acks producers=$producers: $rate records/s"
-    "$BIN/sluice" topic delete "$topic" >/dev/null
-    out=$(bench produce --topic "$topic" --partitions $PARTITIONS --num-records "$N" --record-size $SIZE --acks $acks --producers $producers --throughput $rate)
-    half=$(echo "$out" | json '"%.1f / %.1f / %.1f" % (d["latency_ms"]["p50"], d["latency_ms"]["p99"], d["latency_ms"]["p999"])')
-    rows+=("| $acks | $producers | $mbs | $(pct "$mbs")% | $rps | $lat | $rate | $half |")
-    if [[ $acks == all && $producers == 1 ]]; then
-      log "consume $N records"
-      out=$(bench consume --topic "$topic" --num-records "$N")
-      consume_mbs=$(echo "$out" | json 'round(d["mb_per_sec"], 1)')
-    fi
-    "$BIN/sluice" topic delete "$topic" >/dev/null
-  done
+for producers in 1 4; do
+  cell 1 $producers true 1
+  "$BIN/sluice" topic delete "$topic" >/dev/null
 done
+for producers in 1 4; do
+  cell all $producers true 1
+  if [[ $producers == 1 ]]; then
+    log "consume $N records"
+    out=$(bench consume --topic "$topic" --num-records "$N")
+    consume_mbs=$(echo "$out" | json 'round(d["mb_per_sec"], 1)')
+  fi
+  "$BIN/sluice" topic delete "$topic" >/dev/null
+  cell all $producers false 1
+  "$BIN/sluice" topic delete "$topic" >/dev/null
+done
+single_rows=("${rows[@]}")
 
 log "e2e at 10000 records/s"
 e2e_n=$((N < 100000 ? N : 100000))
 out=$(bench e2e --topic e2e --partitions $PARTITIONS --num-records "$e2e_n" --record-size $SIZE --throughput 10000)
-e2e=$(echo "$out" | json '"%.1f / %.1f / %.1f" % (d["latency_ms"]["p50"], d["latency_ms"]["p99"], d["latency_ms"]["p999"])')
+e2e=$(echo "$out" | latencies)
+stop_brokers
 
-cat <<EOF
+log "three brokers"
+ports=("$(free_port)" "$(free_port)" "$(free_port)")
+voters="1@127.0.0.1:${ports[0]},2@127.0.0.1:${ports[1]},3@127.0.0.1:${ports[2]}"
+for id in 1 2 3; do
+  "$BIN/sluice-broker" --node-id $id --voters "$voters" --listen "127.0.0.1:${ports[$((id - 1))]}" \
+    --data-dir "$WORK/data-$id" 2>"$WORK/broker-$id.log" &
+  PIDS+=($!)
+done
+export SLUICE_BOOTSTRAP="127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
+wait_active 3
+rows=()
+for acks in 1 all; do
+  for producers in 1 4; do
+    cell $acks $producers true 3
+    "$BIN/sluice" topic delete "$topic" >/dev/null
+  done
+done
+cluster_rows=("${rows[@]}")
+stop_brokers
+
+header='| acks | producers | MB/s | of dd | records/s | latency ms p50 / p99 / p999 | half rate (records/s) | latency at half rate p50 / p99 / p999 |
+|---|---|---|---|---|---|---|---|'
+cat <<DOC
 Machine: $(nproc) cores ($cpu), $mem, data on $fs; $(date -u +%Y-%m-%d).
 Disk: dd 1 GiB sequential write with fdatasync: **$dd_mbs MB/s**. Loopback TCP (iperf3): **$tcp_mbs MB/s**.
-One broker, fsync durability (acknowledged = on disk), $PARTITIONS partitions, $SIZE-byte records, $N records per run.
+Durability fsync everywhere (acknowledged = on disk), $PARTITIONS partitions, $SIZE-byte records, $N records per run.
 
-| acks | producers | MB/s | of dd | records/s | latency ms p50 / p99 / p999 | half rate (records/s) | latency at half rate p50 / p99 / p999 |
-|---|---|---|---|---|---|---|---|
-$(printf '%s\n' "${rows[@]}")
+One broker:
+
+$header
+$(printf '%s\n' "${single_rows[@]}")
 
 Consume ($N records, from the acks=all run): **$consume_mbs MB/s** ($(pct "$consume_mbs")% of dd).
 End to end at 10000 records/s ($e2e_n records): p50 / p99 / p999 = $e2e ms.
-EOF
+
+Three brokers on this machine (one disk and two cores shared by all three), replication factor 3:
+
+$header
+$(printf '%s\n' "${cluster_rows[@]}")
+DOC
