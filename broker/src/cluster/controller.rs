@@ -395,10 +395,21 @@ impl Controller {
                     .or_default();
                 reported.retain(|_, (epoch, _)| *epoch == current);
                 reported.insert(broker, (current, (end.last_epoch, end.log_end)));
+                let active = |id: &BrokerId| image.brokers.get(id).is_some_and(|b| b.is_active());
+                // A topic that allows unclean elections does not wait for replicas that
+                // are down: it takes the longest log among those that are up.
+                let unclean = image
+                    .topics
+                    .get(&end.topic)
+                    .is_some_and(|t| t.unclean_leader_election());
+                let voters: Vec<BrokerId> = match unclean {
+                    true => meta.replicas.iter().copied().filter(active).collect(),
+                    false => meta.replicas.clone(),
+                };
                 let leader = placement::longest_log(
-                    &meta.replicas,
+                    &voters,
                     |id| reported.get(&id).map(|(_, end)| *end),
-                    |id| image.brokers.get(&id).is_some_and(|b| b.is_active()),
+                    |id| active(&id),
                 );
                 if let Some(leader) = leader {
                     elections.push(MetadataCommand::ElectLongestLog {
