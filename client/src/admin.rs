@@ -188,7 +188,11 @@ const ADMIN_BACKOFF: Backoff = Backoff {
 /// Tries of each offset lookup of `describe_topic`: a description is a snapshot, so an
 /// unreachable leader is shown as such after one retry (with fresh metadata) rather than
 /// waited for.
-const DESCRIBE_LOOKUP_ATTEMPTS: u32 = 2;
+pub(crate) const DESCRIBE_LOOKUP_ATTEMPTS: u32 = 2;
+/// How long each leader may take to answer a description's offset lookup: a hung leader
+/// (paused, overloaded) shows -1 after this instead of stalling the whole description for
+/// the request timeout.
+pub(crate) const DESCRIBE_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long `create_topic` waits for the new topic's leaders to show in metadata.
 const CREATE_VISIBLE_WAIT: Duration = Duration::from_secs(5);
 
@@ -326,7 +330,12 @@ impl Admin {
                 .collect();
             let found = self
                 .client
-                .list_offsets_with(name, &lookups, DESCRIBE_LOOKUP_ATTEMPTS)
+                .list_offsets_bounded(
+                    name,
+                    &lookups,
+                    DESCRIBE_LOOKUP_ATTEMPTS,
+                    Some(DESCRIBE_LOOKUP_TIMEOUT),
+                )
                 .await?;
             for (partition, offset) in found {
                 let Some(p) = partitions.iter_mut().find(|p| p.partition == partition) else {
@@ -551,6 +560,27 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Some(ErrorCode::InvalidReplicationFactor));
+    }
+
+    #[tokio::test]
+    async fn a_hung_leader_shows_unknown_offsets_instead_of_stalling_the_description() {
+        let cluster = FakeCluster::start(2, &[("t", 2, 2)]).await;
+        let config = ClientConfig {
+            request_timeout: Duration::from_secs(600),
+            ..cluster.config()
+        };
+        let admin = Admin::new(Client::connect(config).await.unwrap());
+        let leaders = admin.describe_topic("t").await.unwrap().partitions;
+        cluster.hang(leaders[0].leader.0);
+        let topic = bounded("describe topic", admin.describe_topic("t"))
+            .await
+            .unwrap();
+        let offsets: Vec<(i64, i64)> = topic
+            .partitions
+            .iter()
+            .map(|p| (p.log_start_offset, p.high_watermark))
+            .collect();
+        assert_eq!(offsets, vec![(-1, -1), (0, 0)]);
     }
 
     #[tokio::test]

@@ -808,6 +808,20 @@ impl Client {
         lookups: &[(PartitionId, i64)],
         attempts: u32,
     ) -> Result<Vec<(PartitionId, Result<i64>)>> {
+        self.list_offsets_bounded(topic, lookups, attempts, None)
+            .await
+    }
+
+    /// [`Client::list_offsets_with`], each leader given at most `timeout` (instead of the
+    /// request timeout) to answer: for reports, which should not wait 30 s on a hung
+    /// leader to show -1 for its partitions.
+    pub(crate) async fn list_offsets_bounded(
+        &self,
+        topic: &str,
+        lookups: &[(PartitionId, i64)],
+        attempts: u32,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<(PartitionId, Result<i64>)>> {
         let mut todo: Vec<(PartitionId, i64)> = lookups.to_vec();
         let mut done: Vec<(PartitionId, Result<i64>)> = Vec::new();
         let mut jitter = Jitter::new();
@@ -816,7 +830,10 @@ impl Client {
                 tokio::time::sleep(LOOKUP_BACKOFF.delay(attempt - 1, &mut jitter)).await;
             }
             let retry = match self.lookup_metadata(topic, attempt > 1).await {
-                Ok(metadata) => self.list_offsets_once(&metadata, &todo, &mut done).await?,
+                Ok(metadata) => {
+                    self.list_offsets_once(&metadata, &todo, timeout, &mut done)
+                        .await?
+                }
                 Err(e) if e.is_retriable() => {
                     todo.iter().map(|&(p, t)| (p, t, e.clone())).collect()
                 }
@@ -851,6 +868,7 @@ impl Client {
         &self,
         metadata: &TopicMetadata,
         todo: &[(PartitionId, i64)],
+        timeout: Option<Duration>,
         done: &mut Vec<(PartitionId, Result<i64>)>,
     ) -> Result<LookupsLeft> {
         use sluice_protocol::messages::{
@@ -887,7 +905,11 @@ impl Client {
                     partitions,
                 }],
             });
-            let response = match self.send(leader, request).await {
+            let answer = match timeout {
+                Some(timeout) => self.send_with_timeout(leader, request, timeout).await,
+                None => self.send(leader, request).await,
+            };
+            let response = match answer {
                 Ok(Response::ListOffsets(r)) => r,
                 Ok(other) => return Err(unexpected("ListOffsets", &other)),
                 Err(e) if e.is_retriable() => {

@@ -12,6 +12,7 @@ use sluice_protocol::{BrokerId, ErrorCode, Offset, PartitionId, Request, Respons
 use super::coordinator::{group_error, COORDINATOR_BACKOFF};
 use super::membership::coordinator_code;
 use super::{fetch_committed, Coordinator};
+use crate::admin::{DESCRIBE_LOOKUP_ATTEMPTS, DESCRIBE_LOOKUP_TIMEOUT};
 use crate::backoff::Jitter;
 use crate::client::unexpected;
 use crate::error::{Error, Result};
@@ -20,9 +21,6 @@ use crate::{Admin, TopicPartition};
 /// Tries of asking every broker for its groups: with the coordinator backoff, about 6.5 s
 /// of waits, enough for a dead broker to be fenced and its groups to move.
 const LIST_ATTEMPTS: u32 = 10;
-/// Tries of each offset lookup of [`Admin::group_offsets`]: a description is a snapshot,
-/// so an unreachable leader shows as unavailable rather than being waited for.
-const DESCRIBE_LOOKUP_ATTEMPTS: u32 = 2;
 
 /// A group as `sluice group list` shows it.
 ///
@@ -284,7 +282,12 @@ impl Admin {
         for (topic, lookups) in by_topic {
             let found = match self
                 .client()
-                .list_offsets_with(topic, &lookups, DESCRIBE_LOOKUP_ATTEMPTS)
+                .list_offsets_bounded(
+                    topic,
+                    &lookups,
+                    DESCRIBE_LOOKUP_ATTEMPTS,
+                    Some(DESCRIBE_LOOKUP_TIMEOUT),
+                )
                 .await
             {
                 Ok(found) => found,
