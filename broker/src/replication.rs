@@ -32,17 +32,32 @@ pub const REPLICA_FETCH_WAIT_MS: i32 = 500;
 const REPLICA_FETCH_PARTITION_BYTES: i32 = 4 << 20;
 /// Pause after a failed replica fetch.
 const FETCH_BACKOFF: Duration = Duration::from_millis(200);
+/// Pause after the leader refused a partition because it has not applied the metadata
+/// that makes it the leader yet (it will within milliseconds: a new topic, a failover).
+const NOT_READY_BACKOFF: Duration = Duration::from_millis(10);
 
 /// The fetcher tasks, by leader.
-#[derive(Default)]
 pub struct Replication {
     fetchers: Mutex<HashMap<BrokerId, tokio::task::JoinHandle<()>>>,
+    /// Bumped on every metadata application: fetchers check whether the partitions they
+    /// follow on their leader changed, and if so cut their long poll short.
+    roles_changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Replication {
+            fetchers: Mutex::default(),
+            roles_changed: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 impl Replication {
     /// Starts a fetcher for every leader that a hosted follower replica follows and that
-    /// has none running.
+    /// has none running, and tells the running ones that roles may have changed.
     pub fn start_fetchers(&self, broker: &Arc<Broker>) {
+        self.roles_changed.send_modify(|n| *n += 1);
         let mut fetchers = self.fetchers.lock().expect("fetchers lock");
         fetchers.retain(|_, task| !task.is_finished());
         for partition in broker.topics.all_partitions() {
@@ -72,10 +87,12 @@ fn followed_on(broker: &Broker, leader: BrokerId) -> Vec<Arc<Partition>> {
 async fn fetch_from(broker: Arc<Broker>, leader: BrokerId) {
     let mut connection: Option<(String, PeerConnection)> = None;
     let mut stopping = broker.stopping();
+    let mut roles_changed = broker.replication.roles_changed.subscribe();
     loop {
         if broker.is_stopping() {
             return;
         }
+        roles_changed.borrow_and_update();
         let partitions = followed_on(&broker, leader);
         if partitions.is_empty() {
             return;
@@ -125,9 +142,31 @@ async fn fetch_from(broker: Arc<Broker>, leader: BrokerId) {
         });
         let timeout =
             Duration::from_millis(REPLICA_FETCH_WAIT_MS as u64) + broker.config.session_timeout();
-        let answer = tokio::select! {
-            answer = peer.call(request, timeout) => answer,
-            _ = stopping.wait_for(|s| *s) => return,
+        // A partition this broker starts following on the leader (a new topic, a
+        // leadership move) would otherwise wait out the long poll of a fetch that does not
+        // name it: up to REPLICA_FETCH_WAIT_MS of acks=all latency on its first records.
+        // The fetch is abandoned instead (its connection closes) and a new one names it.
+        let call = peer.call(request, timeout);
+        tokio::pin!(call);
+        let answer = loop {
+            tokio::select! {
+                answer = &mut call => break Some(answer),
+                _ = stopping.wait_for(|s| *s) => return,
+                changed = roles_changed.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let now = followed_on(&broker, leader);
+                    let same = now.len() == sent.len()
+                        && now.iter().all(|p| sent.iter().any(|(q, _)| Arc::ptr_eq(p, q)));
+                    if !same {
+                        break None;
+                    }
+                }
+            }
+        };
+        let Some(answer) = answer else {
+            continue;
         };
         let answer = match answer {
             Ok(Response::ReplicaFetch(answer)) => answer,
@@ -143,11 +182,12 @@ async fn fetch_from(broker: Arc<Broker>, leader: BrokerId) {
             }
         };
         let applied = tokio::task::spawn_blocking(move || {
-            let mut backoff = false;
+            let mut backoff: Option<Duration> = None;
+            let mut back_off = |pause: Duration| backoff = backoff.max(Some(pause));
             for (partition, response) in sent.iter().zip(answer.partitions) {
                 let (partition, request) = partition;
                 if response.topic != request.topic || response.partition != request.partition {
-                    backoff = true;
+                    back_off(FETCH_BACKOFF);
                     continue;
                 }
                 if partition.role() != (Role::Follower { leader })
@@ -175,20 +215,31 @@ async fn fetch_from(broker: Arc<Broker>, leader: BrokerId) {
                             "the leader refused the fetch: {code:?} {}",
                             response.error_message.unwrap_or_default()
                         );
-                        backoff = true;
+                        back_off(match code {
+                            ErrorCode::UnknownLeaderEpoch | ErrorCode::NotLeaderOrFollower => {
+                                NOT_READY_BACKOFF
+                            }
+                            _ => FETCH_BACKOFF,
+                        });
                         Ok(())
                     }
                 };
                 if let Err(e) = outcome {
                     tracing::warn!(partition = %partition.name(), "replicating failed: {}", e.message);
-                    backoff = true;
+                    back_off(FETCH_BACKOFF);
                 }
             }
             backoff
         })
         .await;
-        if !matches!(applied, Ok(false)) {
-            tokio::time::sleep(FETCH_BACKOFF).await;
+        let pause = applied.unwrap_or(Some(FETCH_BACKOFF));
+        if let Some(pause) = pause {
+            // Roles changing (this replica's metadata caught up) end the pause early.
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = roles_changed.changed() => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
         }
     }
 }
