@@ -110,7 +110,6 @@ impl Broker {
         tokio::time::timeout(timeout, ready).await.is_ok()
     }
 
-    /// Waits until the hosted replicas reflect the applied metadata at `index` or later.
     /// This broker registered (again): re-applies the metadata, so leaderships held back
     /// until the registration are taken.
     pub fn note_registered(&self) {
@@ -123,6 +122,7 @@ impl Broker {
         *self.reconciled.borrow()
     }
 
+    /// Waits until the hosted replicas reflect the applied metadata at `index` or later.
     pub async fn wait_reconciled(&self, index: u64, timeout: Duration) {
         let mut reconciled = self.reconciled.subscribe();
         let _ = tokio::time::timeout(timeout, reconciled.wait_for(|r| *r >= index)).await;
