@@ -14,15 +14,8 @@ use sluice_integration_tests::chaos::checker::{check, CheckConfig};
 use sluice_integration_tests::chaos::harness::ChaosCluster;
 use sluice_integration_tests::chaos::history::Recorder;
 use sluice_integration_tests::chaos::workload::{Workload, WorkloadConfig};
+use sluice_integration_tests::checks::runtime;
 use sluice_integration_tests::TestCluster;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 #[test]
 fn a_fault_free_run_has_no_anomalies() {

@@ -15,6 +15,7 @@ use sluice_client::{
     Admin, Client, ClientConfig, Consumer, ConsumerConfig, ConsumerEvent, GroupConfig, NewTopic,
     OffsetReset, PartitionId, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
+use sluice_integration_tests::checks::runtime;
 use sluice_integration_tests::{bin, cli, cli_ok, wait_until, BrokerProcess, TestCluster};
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
@@ -22,14 +23,6 @@ use tokio::sync::watch;
 /// Bound of every wait for the group to settle: far above a rebalance (the initial delay,
 /// a session timeout, a join).
 const SETTLE: Duration = Duration::from_secs(120);
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn client(rt: &Runtime, bootstrap: &str) -> Client {
     rt.block_on(Client::connect(ClientConfig {

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use sluice_client::{
     Admin, Client, ClientConfig, NewTopic, PartitionId, Producer, ProducerConfig, ProducerRecord,
 };
-use sluice_integration_tests::checks::{read_everything, value_of};
+use sluice_integration_tests::checks::{read_everything, runtime, value_of};
 use sluice_integration_tests::{free_port, wait_until, BrokerProcess, TestCluster};
 use sluice_protocol::{decode_request, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -153,14 +153,6 @@ fn take_one(counter: &AtomicUsize) -> bool {
     counter
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// What each acknowledged record was: its value, per (partition, offset).

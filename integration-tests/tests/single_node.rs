@@ -10,16 +10,8 @@ use sluice_client::{
     Admin, Client, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, NewTopic, OffsetSpec,
     PartitionId, Producer, ProducerConfig, ProducerRecord,
 };
-use sluice_integration_tests::checks::read_everything;
+use sluice_integration_tests::checks::{read_everything, runtime};
 use sluice_integration_tests::{cli_ok, BrokerProcess};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 async fn client(broker: &BrokerProcess) -> Client {
     Client::connect(ClientConfig {
