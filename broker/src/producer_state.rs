@@ -117,7 +117,21 @@ impl ProducerStates {
     /// The leader's check of an idempotent batch before it is appended.
     pub fn check(&self, stamp: &Stamp) -> Result<Verdict, ApiError> {
         let Some(entry) = self.producers.get(&stamp.producer_id) else {
-            // A producer this replica has not seen (new, or expired): any sequence starts it.
+            // A producer this replica has not seen (new, or expired) starts at sequence 0.
+            // Taking any sequence would let a pipelined batch in ahead of an earlier one the
+            // leader refused, reordering the producer's records; a producer whose state
+            // expired here gets OUT_OF_ORDER_SEQUENCE_NUMBER and restarts in a new epoch.
+            if stamp.first_seq != 0 {
+                return Err(ApiError::new(
+                    ErrorCode::OutOfOrderSequenceNumber,
+                    format!(
+                        "producer {} epoch {} sent sequence {}, but this partition has no \
+                         state for it (new here, or expired): its first batch must have \
+                         sequence 0; the producer restarts its sequences in a new epoch",
+                        stamp.producer_id, stamp.epoch, stamp.first_seq
+                    ),
+                ));
+            }
             return Ok(Verdict::Append);
         };
         if stamp.epoch < entry.epoch {

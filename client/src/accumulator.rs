@@ -3,20 +3,31 @@
 //! (every decision takes `now`), so it is tested without a network or sleeps.
 //!
 //! Per partition there is at most one open batch (being filled), a queue of sealed batches
-//! (full, expired, or handed back for a retry) and at most one batch in flight. Why one in
-//! flight: a retried batch must not be overtaken by the next one, or records would be
-//! reordered within the partition. Kafka allows five in flight with idempotence; that
-//! needs the sequences of every later batch in flight rewound and resent in order after a
-//! failure, which is not built (see ARCHITECTURE.md).
+//! (full, expired, or handed back for a retry, always in record order) and the batches in
+//! flight. Without idempotence one batch per partition is in flight: nothing would keep a
+//! retried batch from being overtaken by the next one. With idempotence up to
+//! [`MAX_IN_FLIGHT_IDEMPOTENT`] are, as in Kafka, because the sequence numbers keep the
+//! order: the leader takes a batch only right after the one before it.
 //! The generic `T` is what the producer keeps per record (its delivery handle).
 //!
-//! With idempotence, the accumulator also keeps each partition's sequence numbers and
-//! stamps a batch (producer id, epoch, base sequence) when it first leaves; a retry keeps
-//! the stamp, so the leader recognises a resend. Because only one batch per partition is in
-//! flight, a partition has at most one stamped batch that is not acknowledged: the one in
-//! flight or waiting for its retry. When that batch ends without an acknowledgement its
-//! sequence is unknown (was it written?), and the partition stamps nothing more until the
-//! producer has a new epoch, in which its sequences start again at 0.
+//! With idempotence, the accumulator keeps each partition's sequence numbers and stamps a
+//! batch (producer id, epoch, base sequence) when it first leaves; a retry keeps the stamp,
+//! so the leader recognises a resend. The rules that keep records in order and never
+//! written twice (Kafka's, from its `RecordAccumulator` and `TransactionManager`):
+//! - A batch handed back for a retry goes back into its place in the queue, ahead of
+//!   everything newer, and leaves only when nothing of its partition is in flight: after a
+//!   failure the partition sends one batch at a time until its retries are through.
+//! - OUT_OF_ORDER_SEQUENCE_NUMBER for a batch the leader should have taken next (everything
+//!   before it is acknowledged) means the leader lacks it and what follows: it is *refused*.
+//!   For a later batch it only means an earlier one is being retried: it is retried too.
+//! - A stamped batch that fails after it was sent leaves its partition *unresolved*: the
+//!   leader may have it or not. Once nothing stamped is in flight, the partition is
+//!   resolved if every later batch was acknowledged (then the leader had it).
+//! - A refused partition, or one left unresolved, waits for the producer's next epoch, in
+//!   which its sequences start again at 0. Only batches known not to be written (refused,
+//!   or never sent) are restamped, so no record is written twice.
+//! - A partition moves to a new epoch only when nothing stamped in the old one is in flight
+//!   or waiting for a retry: a new epoch's batch would fence the old one's.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -73,6 +84,25 @@ pub(crate) enum IdentityNeed {
     Bump(ProducerIdentity),
 }
 
+/// Most batches of one partition in flight at once with idempotence: Kafka's limit, and as
+/// many as the leader remembers per producer (the broker's `BATCHES_KEPT`), so a resend of
+/// any of them is recognised.
+pub(crate) const MAX_IN_FLIGHT_IDEMPOTENT: usize = 5;
+
+/// How a batch taken by [`Accumulator::drain_ready`] ended, for its partition's sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Completion {
+    /// The leader acknowledged it.
+    Acknowledged,
+    /// It failed after it was sent: the leader may have it.
+    Unknown,
+    /// It failed without being sent (it expired in the queue): the leader does not have it.
+    NotSent,
+    /// The leader refused it because a newer epoch of the producer wrote there: the
+    /// partition's sequence is beyond this producer's reach (a new epoch would not help).
+    Fenced,
+}
+
 /// Where a partition's sequence numbers stand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct PartitionSequence {
@@ -80,10 +110,64 @@ struct PartitionSequence {
     identity: ProducerIdentity,
     /// The base sequence of the next batch stamped.
     next: i32,
-    /// A batch stamped in `identity` ended without an acknowledgement, so whether the
-    /// leader has it is unknown (or it refused it as out of order): the partition stamps
-    /// nothing more in `identity`, and waits for the producer's next epoch.
-    unknown: bool,
+    /// The sequence after the last batch acknowledged in `identity`: the base sequence of
+    /// the first batch the leader may lack.
+    acked: i32,
+    /// A batch stamped in `identity` failed after it was sent: the leader may have it or
+    /// not. Resolved once nothing stamped is in flight: by the later batches all being
+    /// acknowledged (`acked == next`), or else by the next epoch.
+    unresolved: bool,
+    /// The leader lacks the batch of this base sequence (refused as out of order, or never
+    /// sent), so neither it nor any later batch of `identity` is or will be written: they
+    /// are restamped in the next epoch.
+    refused_from: Option<i32>,
+}
+
+impl PartitionSequence {
+    fn fresh(identity: ProducerIdentity) -> PartitionSequence {
+        PartitionSequence {
+            identity,
+            next: 0,
+            acked: 0,
+            unresolved: false,
+            refused_from: None,
+        }
+    }
+
+    /// How far `sequence` is past `acked`, in sequence arithmetic.
+    fn past_acked(&self, sequence: i32) -> i64 {
+        (i64::from(sequence) - i64::from(self.acked)).rem_euclid(i64::from(i32::MAX) + 1)
+    }
+
+    /// Whether the batch of base `sequence` is at or after the refused one.
+    fn refuses(&self, sequence: i32) -> bool {
+        self.refused_from
+            .is_some_and(|r| self.past_acked(sequence) >= self.past_acked(r))
+    }
+
+    /// Marks the batch of base `sequence` and everything after it in `identity` refused.
+    fn refuse(&mut self, sequence: i32) {
+        if !self.refuses(sequence) {
+            self.refused_from = Some(sequence);
+        }
+    }
+
+    /// The batch of base `sequence` and `n_records` was acknowledged. Acknowledgements of
+    /// one partition arrive in sequence order at the leader, not always here, so an older
+    /// one seen late changes nothing.
+    fn acknowledge(&mut self, sequence: i32, n_records: i32) {
+        let end = add_sequence(sequence, n_records);
+        let past = self.past_acked(end);
+        if past > 0 && past <= self.past_acked(self.next) {
+            self.acked = end;
+        }
+    }
+
+    /// Whether the partition can stamp nothing more in `identity`: some batch is refused,
+    /// or one whose fate is unknown was not followed by acknowledged ones.
+    fn needs_new_epoch(&self) -> bool {
+        self.refused_from.is_some() || (self.unresolved && self.acked != self.next)
+    }
 }
 
 /// `sequence + n` in Kafka's sequence arithmetic: after `i32::MAX` comes 0.
@@ -115,6 +199,7 @@ pub(crate) fn batch_size_for(record_size: usize) -> usize {
 struct OpenBatch<T> {
     builder: BatchBuilder,
     created: Instant,
+    order: u64,
     tokens: Vec<T>,
 }
 
@@ -129,14 +214,20 @@ pub(crate) struct Batch<T> {
     /// Produce requests sent with it so far.
     pub attempts: u32,
     /// The idempotent stamp its bytes carry, from its first send on; `None` before, and
-    /// always without idempotence.
+    /// always without idempotence (and again once the leader is known to lack it, until
+    /// it is restamped in the next epoch).
     pub stamp: Option<ProducerStamp>,
+    /// Its place among the accumulator's batches: creation order, which is record order
+    /// within a partition.
+    pub(crate) order: u64,
 }
 
 struct PartitionQueue<T> {
     open: Option<OpenBatch<T>>,
+    /// In record order. With idempotence the stamped batches (handed back for a retry)
+    /// come first: a batch after an unstamped one is unstamped too.
     sealed: VecDeque<Batch<T>>,
-    in_flight: bool,
+    in_flight: usize,
     /// No batch of this partition leaves before this (backoff after a failure).
     retry_at: Option<Instant>,
 }
@@ -146,13 +237,84 @@ impl<T> PartitionQueue<T> {
         PartitionQueue {
             open: None,
             sealed: VecDeque::new(),
-            in_flight: false,
+            in_flight: 0,
             retry_at: None,
         }
     }
 
     fn is_idle(&self) -> bool {
-        self.open.is_none() && self.sealed.is_empty() && !self.in_flight
+        self.open.is_none() && self.sealed.is_empty() && self.in_flight == 0
+    }
+
+    /// When the first batch waiting (sealed, or the open one) was created.
+    fn first_created(&self) -> Option<Instant> {
+        let first = self.sealed.front().map(|b| b.created);
+        first.or(self.open.as_ref().map(|o| o.created))
+    }
+
+    /// Puts a batch handed back for a retry into its place: after every batch created
+    /// before it.
+    fn insert_in_order(&mut self, batch: Batch<T>) {
+        let at = self
+            .sealed
+            .iter()
+            .position(|b| b.order > batch.order)
+            .unwrap_or(self.sealed.len());
+        self.sealed.insert(at, batch);
+    }
+}
+
+/// What keeps a partition's first waiting batch from leaving, its linger and backoff aside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gate {
+    /// Nothing.
+    Open,
+    /// Batches of the partition in flight must end first.
+    InFlight,
+    /// The producer needs an id, or a new epoch (this partition's sequence).
+    Identity,
+}
+
+/// The [`Gate`] of `queue`, whose sequence is `sequence`, under the producer's `identity`.
+fn gate<T>(
+    idempotent: bool,
+    identity: Option<ProducerIdentity>,
+    sequence: Option<&PartitionSequence>,
+    queue: &PartitionQueue<T>,
+) -> Gate {
+    let after_in_flight = if queue.in_flight == 0 {
+        Gate::Open
+    } else {
+        Gate::InFlight
+    };
+    let retry = queue.sealed.front().is_some_and(|b| b.stamp.is_some());
+    if !idempotent || retry {
+        return after_in_flight;
+    }
+    // A new batch, to be stamped; nothing stamped waits in the queue.
+    let Some(identity) = identity else {
+        return Gate::Identity;
+    };
+    let Some(sequence) = sequence else {
+        return Gate::Open;
+    };
+    let settled =
+        sequence.identity == identity && !sequence.unresolved && sequence.refused_from.is_none();
+    if settled {
+        return if queue.in_flight < MAX_IN_FLIGHT_IDEMPOTENT {
+            Gate::Open
+        } else {
+            Gate::InFlight
+        };
+    }
+    // The sequence starts again (a new identity) or gets settled only once every batch
+    // stamped in it has ended.
+    if after_in_flight == Gate::InFlight {
+        Gate::InFlight
+    } else if sequence.identity == identity && sequence.needs_new_epoch() {
+        Gate::Identity
+    } else {
+        Gate::Open
     }
 }
 
@@ -178,6 +340,8 @@ pub(crate) struct Accumulator<T> {
     /// goes idle: the next batch continues the sequence. Bounded by the partitions the
     /// producer writes to.
     sequences: HashMap<TopicPartition, PartitionSequence>,
+    /// The `order` of the next batch opened.
+    next_order: u64,
 }
 
 impl<T> Accumulator<T> {
@@ -188,6 +352,7 @@ impl<T> Accumulator<T> {
             flushes: 0,
             identity: None,
             sequences: HashMap::new(),
+            next_order: 0,
         }
     }
 
@@ -205,11 +370,7 @@ impl<T> Accumulator<T> {
         match self.identity {
             None => IdentityNeed::New,
             Some(identity) => {
-                if self
-                    .sequences
-                    .values()
-                    .any(|s| s.unknown && s.identity == identity)
-                {
+                if self.queues.keys().any(|tp| self.gate(tp) == Gate::Identity) {
                     IdentityNeed::Bump(identity)
                 } else {
                     IdentityNeed::Nothing
@@ -218,14 +379,15 @@ impl<T> Accumulator<T> {
         }
     }
 
-    /// The stamped batch `stamp` of `tp` ended without an acknowledgement (or was refused
-    /// as out of order): the partition's sequence in that identity is unknown from now on.
-    /// Nothing changes if the partition has moved on to another identity since.
-    pub fn sequence_unknown(&mut self, tp: &TopicPartition, stamp: &ProducerStamp) {
-        if let Some(sequence) = self.sequences.get_mut(tp) {
-            if sequence.identity.stamped(stamp) {
-                sequence.unknown = true;
-            }
+    fn gate(&self, tp: &TopicPartition) -> Gate {
+        match self.queues.get(tp) {
+            Some(queue) => gate(
+                self.config.idempotent,
+                self.identity,
+                self.sequences.get(tp),
+                queue,
+            ),
+            None => Gate::Open,
         }
     }
 
@@ -253,6 +415,7 @@ impl<T> Accumulator<T> {
     ) -> Appended {
         let record_size = record.size();
         let batch_bytes_max = self.config.batch_bytes_max;
+        let next_order = &mut self.next_order;
         let queue = self
             .queues
             .entry(tp.clone())
@@ -269,9 +432,11 @@ impl<T> Accumulator<T> {
         let open = queue.open.get_or_insert_with(|| {
             // Start small: most partitions never fill a whole batch_bytes_max.
             let capacity = record_size.max(16 * 1024).min(batch_bytes_max);
+            *next_order += 1;
             OpenBatch {
                 builder: BatchBuilder::with_capacity(ProducerStamp::default(), capacity),
                 created: now,
+                order: *next_order,
                 tokens: Vec::new(),
             }
         });
@@ -290,12 +455,14 @@ impl<T> Accumulator<T> {
         Appended { new_batch, sealed }
     }
 
-    /// Takes every batch that may be sent now: per partition with nothing in flight, no
-    /// backoff pending and (with idempotence) a usable sequence, the first sealed batch, or
-    /// the open one once its linger expired (at once while a flush is under way). Each
-    /// taken batch's partition is then in flight until [`complete`](Self::complete) or
-    /// [`retry`](Self::retry). With idempotence a batch without a stamp gets one here: the
-    /// partition's next sequence in the current identity.
+    /// Takes every batch that may be sent now, in record order per partition: from each
+    /// partition whose [`Gate`] is open and whose backoff is over, its sealed batches, then
+    /// the open one once its linger expired (at once while a flush is under way), as many
+    /// as the gate lets through (one without idempotence; with it, up to
+    /// [`MAX_IN_FLIGHT_IDEMPOTENT`] in flight, and a retry only alone). Each taken batch is
+    /// in flight until [`complete`](Self::complete) or [`retry`](Self::retry). With
+    /// idempotence a batch without a stamp gets one here: the partition's next sequence in
+    /// the current identity.
     pub fn drain_ready(&mut self, now: Instant) -> Vec<Batch<T>> {
         let linger = self.config.linger;
         let flushing = self.flushes > 0;
@@ -308,28 +475,31 @@ impl<T> Accumulator<T> {
             ..
         } = self;
         for (tp, queue) in queues.iter_mut() {
-            if queue.in_flight || queue.retry_at.is_some_and(|t| t > now) {
-                continue;
+            loop {
+                if queue.retry_at.is_some_and(|t| t > now) {
+                    break;
+                }
+                let waiting = !queue.sealed.is_empty()
+                    || queue
+                        .open
+                        .as_ref()
+                        .is_some_and(|open| flushing || now >= open.created + linger);
+                if !waiting
+                    || gate(config.idempotent, *identity, sequences.get(tp), queue) != Gate::Open
+                {
+                    break;
+                }
+                let mut batch = match queue.sealed.pop_front() {
+                    Some(batch) => batch,
+                    None => seal(tp, queue.open.take().expect("waiting")),
+                };
+                if let (Some(identity), None) = (*identity, batch.stamp) {
+                    stamp(&mut batch, identity, sequences);
+                }
+                queue.in_flight += 1;
+                queue.retry_at = None;
+                ready.push(batch);
             }
-            if config.idempotent && blocked(*identity, sequences.get(tp)) {
-                continue;
-            }
-            let mut batch = match queue.sealed.pop_front() {
-                Some(batch) => batch,
-                None => match &queue.open {
-                    Some(open) if flushing || now >= open.created + linger => {
-                        let open = queue.open.take().expect("matched above");
-                        seal(tp, open)
-                    }
-                    _ => continue,
-                },
-            };
-            if let (Some(identity), None) = (*identity, batch.stamp) {
-                stamp(&mut batch, identity, sequences);
-            }
-            queue.in_flight = true;
-            queue.retry_at = None;
-            ready.push(batch);
         }
         ready
     }
@@ -351,23 +521,25 @@ impl<T> Accumulator<T> {
     }
 
     /// Takes, from the front of each blocked partition's queue, the batches created at
-    /// instants for which `take` holds.
+    /// instants for which `take` holds. None of them is stamped or in flight: a partition
+    /// blocks only before its first stamp, or once everything stamped in its epoch ended.
     fn take_blocked_where(&mut self, take: impl Fn(Instant) -> bool) -> Vec<Batch<T>> {
         let mut taken = Vec::new();
-        if !self.config.idempotent {
-            return taken;
-        }
-        for (tp, queue) in &mut self.queues {
-            if queue.in_flight || !blocked(self.identity, self.sequences.get(tp)) {
-                continue;
-            }
+        let blocked: Vec<TopicPartition> = self
+            .queues
+            .keys()
+            .filter(|tp| self.gate(tp) == Gate::Identity)
+            .cloned()
+            .collect();
+        for tp in blocked {
+            let queue = self.queues.get_mut(&tp).expect("listed above");
             // Batches are created in queue order, so the ones taken come first.
             while queue.sealed.front().is_some_and(|b| take(b.created)) {
                 taken.extend(queue.sealed.pop_front());
             }
             if queue.sealed.is_empty() && queue.open.as_ref().is_some_and(|o| take(o.created)) {
                 let open = queue.open.take().expect("checked above");
-                taken.push(seal(tp, open));
+                taken.push(seal(&tp, open));
             }
         }
         self.queues.retain(|_, q| !q.is_idle());
@@ -383,13 +555,7 @@ impl<T> Accumulator<T> {
         let flushing = self.flushes > 0;
         self.queues
             .iter()
-            .filter(|(_, q)| !q.in_flight)
             .filter_map(|(tp, q)| {
-                if self.config.idempotent && blocked(self.identity, self.sequences.get(tp)) {
-                    let first = q.sealed.front().map(|b| b.created);
-                    let created = first.or(q.open.as_ref().map(|o| o.created))?;
-                    return Some(created + self.config.delivery_timeout);
-                }
                 let due = if let Some(batch) = q.sealed.front() {
                     batch.created
                 } else if let Some(open) = &q.open {
@@ -401,43 +567,101 @@ impl<T> Accumulator<T> {
                 } else {
                     return None;
                 };
-                Some(q.retry_at.map_or(due, |t| t.max(due)))
+                match self.gate(tp) {
+                    Gate::InFlight => None,
+                    Gate::Identity => Some(q.first_created()? + self.config.delivery_timeout),
+                    Gate::Open => Some(q.retry_at.map_or(due, |t| t.max(due))),
+                }
             })
             .min()
     }
 
-    /// The in-flight batch of `tp` is done (acknowledged or failed for good).
-    pub fn complete(&mut self, tp: &TopicPartition) {
-        if let Some(queue) = self.queues.get_mut(tp) {
-            queue.in_flight = false;
-            queue.retry_at = None;
+    /// A batch taken by [`drain_ready`](Self::drain_ready) is done: acknowledged, or
+    /// failed for good.
+    pub fn complete(&mut self, batch: &Batch<T>, completion: Completion) {
+        if let (Some(stamp), Some(sequence)) = (batch.stamp, self.sequences.get_mut(&batch.tp)) {
+            if sequence.identity.stamped(&stamp) {
+                match completion {
+                    Completion::Acknowledged => {
+                        let n = i32::try_from(batch.tokens.len()).expect("checked when stamped");
+                        sequence.acknowledge(stamp.base_sequence, n);
+                    }
+                    Completion::Unknown => sequence.unresolved = true,
+                    Completion::NotSent => self.refuse(&batch.tp, stamp.base_sequence),
+                    Completion::Fenced => {}
+                }
+            }
+        }
+        if let Some(queue) = self.queues.get_mut(&batch.tp) {
+            queue.in_flight = queue.in_flight.saturating_sub(1);
             if queue.is_idle() {
-                self.queues.remove(tp);
+                self.queues.remove(&batch.tp);
             }
         }
     }
 
-    /// The in-flight batch was refused as out of order (the leader lacks the batches
-    /// before it, so it was not written): its partition's sequence is unknown, and the
-    /// batch is retried at `retry_at` with a new stamp, in the producer's next epoch.
-    pub fn retry_in_next_epoch(&mut self, mut batch: Batch<T>, retry_at: Instant) {
-        if let Some(stamp) = batch.stamp.take() {
-            self.sequence_unknown(&batch.tp, &stamp);
+    /// A batch taken by [`drain_ready`](Self::drain_ready) failed and will be retried at
+    /// `retry_at`: it goes back into its place in its partition's queue, ahead of
+    /// everything newer. It keeps its stamp, so the leader can tell a resend of a batch it
+    /// has, unless its partition's leader is known to lack it (see
+    /// [`PartitionSequence::refused_from`]): then it is restamped in the next epoch.
+    pub fn retry(&mut self, mut batch: Batch<T>, retry_at: Instant) {
+        if let (Some(stamp), Some(sequence)) = (batch.stamp, self.sequences.get(&batch.tp)) {
+            if sequence.identity.stamped(&stamp) && sequence.refuses(stamp.base_sequence) {
+                batch.stamp = None;
+            }
         }
-        self.retry(batch, retry_at);
-    }
-
-    /// The in-flight batch failed and will be retried at `retry_at`: it goes back to the
-    /// front of its partition's queue, ahead of everything appended since. It keeps its
-    /// stamp, so the leader can tell a resend of a batch it has.
-    pub fn retry(&mut self, batch: Batch<T>, retry_at: Instant) {
         let queue = self
             .queues
             .entry(batch.tp.clone())
             .or_insert_with(PartitionQueue::new);
-        queue.in_flight = false;
+        queue.in_flight = queue.in_flight.saturating_sub(1);
         queue.retry_at = Some(retry_at);
-        queue.sealed.push_front(batch);
+        queue.insert_in_order(batch);
+    }
+
+    /// A batch taken by [`drain_ready`](Self::drain_ready) was refused as out of order
+    /// (the leader lacks a batch before it): it is retried at `retry_at`. If the leader
+    /// should have taken it (everything before it is acknowledged, or a batch before it
+    /// failed for good), the leader lacks it and everything after it: they are restamped
+    /// in the next epoch. Otherwise a batch before it is being retried, and it is retried
+    /// after that one with its stamp.
+    pub fn retry_out_of_order(&mut self, mut batch: Batch<T>, retry_at: Instant) {
+        if let Some(stamp) = batch.stamp {
+            match self.sequences.get_mut(&batch.tp) {
+                Some(sequence) if sequence.identity.stamped(&stamp) => {
+                    if stamp.base_sequence == sequence.acked || sequence.unresolved {
+                        self.refuse(&batch.tp, stamp.base_sequence);
+                    }
+                }
+                // Stamped in an identity the partition has left: the leader lacks it.
+                _ => batch.stamp = None,
+            }
+        }
+        self.retry(batch, retry_at);
+    }
+
+    /// The leader of `tp` lacks the batch of base `sequence` in the partition's identity,
+    /// so it lacks everything after it too: the queued batches from it on lose their
+    /// stamps (and those in flight lose theirs when they come back, see
+    /// [`retry`](Self::retry)).
+    fn refuse(&mut self, tp: &TopicPartition, sequence: i32) {
+        let Some(partition) = self.sequences.get_mut(tp) else {
+            return;
+        };
+        partition.refuse(sequence);
+        for queued in self
+            .queues
+            .get_mut(tp)
+            .into_iter()
+            .flat_map(|q| &mut q.sealed)
+        {
+            if queued.stamp.is_some_and(|s| {
+                partition.identity.stamped(&s) && partition.refuses(s.base_sequence)
+            }) {
+                queued.stamp = None;
+            }
+        }
     }
 
     /// Starts a flush: until [`end_flush`](Self::end_flush), open batches are ready at once.
@@ -464,39 +688,31 @@ fn seal<T>(tp: &TopicPartition, open: OpenBatch<T>) -> Batch<T> {
         created: open.created,
         attempts: 0,
         stamp: None,
-    }
-}
-
-/// Whether an idempotent partition with `sequence` cannot stamp a batch now: there is no
-/// producer id yet, or its sequence is unknown in the current identity.
-fn blocked(identity: Option<ProducerIdentity>, sequence: Option<&PartitionSequence>) -> bool {
-    match identity {
-        None => true,
-        Some(identity) => sequence.is_some_and(|s| s.unknown && s.identity == identity),
+        order: open.order,
     }
 }
 
 /// Stamps `batch` with the next sequence of its partition in `identity` (from 0 when the
 /// partition's sequence belongs to an earlier identity) and advances it by the records.
+/// The partition's [`Gate`] is open.
 fn stamp<T>(
     batch: &mut Batch<T>,
     identity: ProducerIdentity,
     sequences: &mut HashMap<TopicPartition, PartitionSequence>,
 ) {
-    let fresh = PartitionSequence {
-        identity,
-        next: 0,
-        unknown: false,
-    };
-    let sequence = sequences.entry(batch.tp.clone()).or_insert(fresh);
+    let sequence = sequences
+        .entry(batch.tp.clone())
+        .or_insert_with(|| PartitionSequence::fresh(identity));
     if sequence.identity != identity {
-        *sequence = fresh;
+        *sequence = PartitionSequence::fresh(identity);
     }
     assert!(
-        !sequence.unknown,
-        "{}: stamping in an identity whose sequence is unknown",
+        !sequence.needs_new_epoch(),
+        "{}: stamping in an identity whose sequence is broken",
         batch.tp
     );
+    // Everything stamped before was acknowledged, the unknown batch included.
+    sequence.unresolved = false;
     let stamp = identity.stamp(sequence.next);
     let n_records = i32::try_from(batch.tokens.len()).expect("a batch holds < 2^31 records");
     sequence.next = add_sequence(sequence.next, n_records);
@@ -585,7 +801,7 @@ mod tests {
         // In flight: nothing more until completed.
         assert_eq!(acc.next_wakeup(), None);
         assert!(!acc.is_empty());
-        acc.complete(&a);
+        acc.complete(&ready[0], Completion::Acknowledged);
         assert!(acc.is_empty());
     }
 
@@ -616,7 +832,7 @@ mod tests {
         let ready = acc.drain_ready(t0);
         assert_eq!(tokens(&ready), vec![vec![0, 1, 2]]);
         assert!(ready[0].bytes.len() <= max);
-        acc.complete(&a);
+        acc.complete(&ready[0], Completion::Acknowledged);
         // The fourth record waits for its own linger.
         assert!(acc.drain_ready(t0).is_empty());
         assert_eq!(
@@ -665,7 +881,7 @@ mod tests {
                 (y, x)
             }
         };
-        acc.complete(&batch_b.tp);
+        acc.complete(&batch_b, Completion::Acknowledged);
         batch_a.attempts += 1;
         let backoff = t0 + Duration::from_millis(100);
         acc.retry(batch_a, backoff);
@@ -674,7 +890,7 @@ mod tests {
         let again = acc.drain_ready(backoff);
         assert_eq!(tokens(&again), vec![vec![1]]);
         assert_eq!(again[0].attempts, 1);
-        acc.complete(&a);
+        acc.complete(&again[0], Completion::Acknowledged);
         assert_eq!(tokens(&acc.drain_ready(backoff)), vec![vec![2]]);
     }
 
@@ -760,6 +976,16 @@ mod tests {
         ready.swap_remove(i)
     }
 
+    /// Acknowledges `batch`.
+    fn ack(acc: &mut Accumulator<u32>, batch: &Batch<u32>) {
+        acc.complete(batch, Completion::Acknowledged);
+    }
+
+    /// The base sequences of `batches`.
+    fn sequences(batches: &[Batch<u32>]) -> Vec<i32> {
+        batches.iter().map(|b| wire_stamp(b).2).collect()
+    }
+
     #[test]
     fn sequences_advance_by_the_record_count_per_partition() {
         let t0 = Instant::now();
@@ -774,13 +1000,11 @@ mod tests {
         assert_eq!(acc.identity_need(), IdentityNeed::New);
         acc.set_identity(ID);
         assert_eq!(acc.identity_need(), IdentityNeed::Nothing);
-        let mut seen = Vec::new();
-        for _ in 0..3 {
-            for batch in acc.drain_ready(t0) {
-                seen.push((batch.tp.partition.0, wire_stamp(&batch)));
-                acc.complete(&batch.tp);
-            }
-        }
+        let mut seen: Vec<_> = acc
+            .drain_ready(t0)
+            .iter()
+            .map(|batch| (batch.tp.partition.0, wire_stamp(batch)))
+            .collect();
         seen.sort();
         assert_eq!(
             seen,
@@ -791,10 +1015,37 @@ mod tests {
                 (1, (7, 0, 0))
             ]
         );
+    }
+
+    #[test]
+    fn up_to_five_batches_of_a_partition_are_in_flight_and_its_sequence_goes_on() {
+        let t0 = Instant::now();
+        let mut acc = idempotent();
+        acc.set_identity(ID);
+        let a = tp("t", 0);
+        for i in 0..7 {
+            append_batch(&mut acc, &a, t0, i, 1);
+        }
+        let first = acc.drain_ready(t0);
+        assert_eq!(sequences(&first), [0, 1, 2, 3, 4], "in record order");
+        assert!(acc.drain_ready(t0).is_empty());
+        assert_eq!(acc.next_wakeup(), None, "a completion makes room");
+        ack(&mut acc, &first[0]);
+        assert_eq!(sequences(&acc.drain_ready(t0)), [5]);
+        for batch in &first[1..] {
+            ack(&mut acc, batch);
+        }
+        assert_eq!(sequences(&acc.drain_ready(t0)), [6]);
+        assert!(!acc.is_empty());
         // An idle partition keeps its sequence for its next batch.
+        let mut acc = idempotent();
+        acc.set_identity(ID);
+        append_batch(&mut acc, &a, t0, 0, 2);
+        let batch = drain_one(&mut acc, &a, t0);
+        ack(&mut acc, &batch);
         assert!(acc.is_empty());
-        append_batch(&mut acc, &a, t0, 6, 1);
-        assert_eq!(wire_stamp(&drain_one(&mut acc, &a, t0)), (7, 0, 6));
+        append_batch(&mut acc, &a, t0, 2, 1);
+        assert_eq!(wire_stamp(&drain_one(&mut acc, &a, t0)), (7, 0, 2));
     }
 
     #[test]
@@ -804,84 +1055,136 @@ mod tests {
         acc.set_identity(ID);
         let a = tp("t", 0);
         append_batch(&mut acc, &a, t0, 0, 2);
-        append_batch(&mut acc, &a, t0, 2, 1);
         let first = drain_one(&mut acc, &a, t0);
         let bytes = first.bytes.clone();
         acc.retry(first, t0);
         let again = drain_one(&mut acc, &a, t0);
         assert_eq!(again.bytes, bytes);
         assert_eq!(wire_stamp(&again), (7, 0, 0));
-        acc.complete(&a);
+        ack(&mut acc, &again);
+        append_batch(&mut acc, &a, t0, 2, 1);
         assert_eq!(wire_stamp(&drain_one(&mut acc, &a, t0)), (7, 0, 2));
     }
 
     #[test]
-    fn without_idempotence_batches_carry_no_stamp() {
+    fn retries_go_back_in_sequence_order_and_leave_one_at_a_time() {
         let t0 = Instant::now();
-        let mut acc = accumulator(1 << 20, 0);
+        let mut acc = idempotent();
+        acc.set_identity(ID);
         let a = tp("t", 0);
-        append(&mut acc, &a, t0, b"x", 1);
-        assert_eq!(acc.identity_need(), IdentityNeed::Nothing);
-        let batch = drain_one(&mut acc, &a, t0);
-        assert_eq!(batch.stamp, None);
-        let header = *RecordBatch::validate(batch.bytes).unwrap().header();
-        assert_eq!(
-            (
-                header.producer_id,
-                header.producer_epoch,
-                header.base_sequence
-            ),
-            (-1, -1, -1)
+        for i in 0..3 {
+            append_batch(&mut acc, &a, t0, i, 1);
+        }
+        let mut first = acc.drain_ready(t0).into_iter();
+        let (b0, b1, b2) = (
+            first.next().unwrap(),
+            first.next().unwrap(),
+            first.next().unwrap(),
         );
+        append_batch(&mut acc, &a, t0, 3, 1);
+        // The leader moved: b0 NOT_LEADER; b1 and b2 come back first, out of order.
+        acc.retry_out_of_order(b2, t0);
+        acc.retry_out_of_order(b1, t0);
+        assert!(acc.drain_ready(t0).is_empty(), "b0 is still in flight");
+        acc.retry(b0, t0);
+        assert_eq!(acc.identity_need(), IdentityNeed::Nothing);
+        for expected in 0..2 {
+            let ready = acc.drain_ready(t0);
+            assert_eq!(
+                sequences(&ready),
+                [expected],
+                "one retry at a time, in order"
+            );
+            assert!(acc.drain_ready(t0).is_empty());
+            ack(&mut acc, &ready[0]);
+        }
+        // The last retry: the new batch follows it at once, in the same epoch.
+        assert_eq!(sequences(&acc.drain_ready(t0)), [2, 3]);
     }
 
     #[test]
-    fn an_out_of_order_batch_waits_for_the_next_epoch_and_restarts_at_zero() {
+    fn the_next_batch_refused_as_out_of_order_restarts_its_partition_in_a_new_epoch() {
         let t0 = Instant::now();
         let mut acc = idempotent();
         acc.set_identity(ID);
         let (a, b) = (tp("t", 0), tp("t", 1));
         append_batch(&mut acc, &a, t0, 0, 2);
-        let first = drain_one(&mut acc, &a, t0);
-        acc.complete(&a);
-        drop(first);
+        let written = drain_one(&mut acc, &a, t0);
+        ack(&mut acc, &written);
         append_batch(&mut acc, &a, t0, 2, 3);
         append_batch(&mut acc, &a, t0, 5, 1);
+        append_batch(&mut acc, &a, t0, 6, 1);
         append_batch(&mut acc, &b, t0, 100, 1);
-        let mut ready = acc.drain_ready(t0);
-        ready.sort_by_key(|b| b.tp.partition);
-        let (refused, other) = (ready.remove(0), ready.remove(0));
-        assert_eq!(wire_stamp(&refused), (7, 0, 2));
-        assert_eq!(wire_stamp(&other), (7, 0, 0));
-        // The leader says 2 is out of order: the partition's sequence is unknown.
-        acc.retry_in_next_epoch(refused, t0);
-        assert_eq!(acc.identity_need(), IdentityNeed::Bump(ID));
-        // Partition 0 waits; partition 1 still sends in epoch 0.
-        acc.complete(&b);
-        append_batch(&mut acc, &b, t0, 101, 1);
         let ready = acc.drain_ready(t0);
-        assert_eq!(ready.len(), 1);
-        assert_eq!(wire_stamp(&ready[0]), (7, 0, 1));
-        let in_flight_b = ready.into_iter().next().unwrap();
+        let (mut in_a, mut in_b): (Vec<_>, Vec<_>) = ready.into_iter().partition(|x| x.tp == a);
+        assert_eq!(sequences(&in_a), [2, 5, 6]);
+        let in_flight_b = in_b.remove(0);
+        // The leader lost the producer's state: 2 is out of order although everything
+        // before it is acknowledged. 5 comes back after it, then 6 (refused too).
+        let (refused, later, last) = (in_a.remove(0), in_a.remove(0), in_a.remove(0));
+        acc.retry_out_of_order(refused, t0);
+        acc.retry_out_of_order(later, t0);
+        assert_eq!(
+            acc.identity_need(),
+            IdentityNeed::Nothing,
+            "6 is still in flight"
+        );
+        acc.retry(last, t0);
+        assert_eq!(acc.identity_need(), IdentityNeed::Bump(ID));
+        assert!(acc.drain_ready(t0).iter().all(|x| x.tp != a));
+        // Partition 1 still sends in epoch 0.
+        ack(&mut acc, &in_flight_b);
+        append_batch(&mut acc, &b, t0, 101, 1);
+        let in_flight_b = drain_one(&mut acc, &b, t0);
+        assert_eq!(wire_stamp(&in_flight_b), (7, 0, 1));
         acc.set_identity(BUMPED);
         assert_eq!(acc.identity_need(), IdentityNeed::Nothing);
-        // The refused batch goes again, first, restamped from 0 in epoch 1.
-        let restamped = drain_one(&mut acc, &a, t0);
-        assert_eq!(restamped.tokens, [2, 3, 4]);
-        assert_eq!(wire_stamp(&restamped), (7, 1, 0));
-        acc.complete(&a);
-        assert_eq!(wire_stamp(&drain_one(&mut acc, &a, t0)), (7, 1, 3));
-        // Partition 1's batch in flight from epoch 0 keeps its stamp on a retry; its next
-        // batch starts epoch 1 at 0.
+        // The refused batches go again, restamped from 0 in epoch 1, in order.
+        let again = acc.drain_ready(t0);
+        assert_eq!(
+            again.iter().map(|x| x.tokens.clone()).collect::<Vec<_>>(),
+            [vec![2, 3, 4], vec![5], vec![6]]
+        );
+        assert!(again.iter().all(|x| x.tp == a));
+        assert_eq!(
+            again.iter().map(wire_stamp).collect::<Vec<_>>(),
+            [(7, 1, 0), (7, 1, 3), (7, 1, 4)]
+        );
+        // Partition 1's batch in flight from epoch 0 keeps its stamp on a retry, and its
+        // next batch waits for it before starting epoch 1 at 0.
         acc.retry(in_flight_b, t0);
-        assert_eq!(wire_stamp(&drain_one(&mut acc, &b, t0)), (7, 0, 1));
-        acc.complete(&b);
         append_batch(&mut acc, &b, t0, 102, 1);
+        let resent = drain_one(&mut acc, &b, t0);
+        assert_eq!(wire_stamp(&resent), (7, 0, 1));
+        assert!(acc.drain_ready(t0).is_empty());
+        ack(&mut acc, &resent);
         assert_eq!(wire_stamp(&drain_one(&mut acc, &b, t0)), (7, 1, 0));
     }
 
     #[test]
-    fn a_sequence_left_unknown_needs_an_epoch_bump_only_in_its_own_epoch() {
+    fn a_batch_failed_before_acknowledged_ones_needs_no_new_epoch() {
+        let t0 = Instant::now();
+        let mut acc = idempotent();
+        acc.set_identity(ID);
+        let a = tp("t", 0);
+        append_batch(&mut acc, &a, t0, 0, 1);
+        append_batch(&mut acc, &a, t0, 1, 1);
+        let ready = acc.drain_ready(t0);
+        // The first timed out (written or not, nobody knows); the second was
+        // acknowledged, so the leader had the first.
+        acc.complete(&ready[0], Completion::Unknown);
+        append_batch(&mut acc, &a, t0, 2, 1);
+        assert!(
+            acc.drain_ready(t0).is_empty(),
+            "unresolved while 1 is in flight"
+        );
+        ack(&mut acc, &ready[1]);
+        assert_eq!(acc.identity_need(), IdentityNeed::Nothing);
+        assert_eq!(wire_stamp(&drain_one(&mut acc, &a, t0)), (7, 0, 2));
+    }
+
+    #[test]
+    fn a_sequence_left_unknown_needs_a_new_epoch_only_in_its_own_epoch() {
         let t0 = Instant::now();
         let mut acc = idempotent();
         acc.set_identity(ID);
@@ -891,9 +1194,8 @@ mod tests {
         let mut ready = acc.drain_ready(t0);
         ready.sort_by_key(|b| b.tp.partition);
         let (lost_a, lost_b) = (ready.remove(0), ready.remove(0));
-        // Partition 0's batch timed out after it was sent: written or not, nobody knows.
-        acc.complete(&a);
-        acc.sequence_unknown(&a, &lost_a.stamp.unwrap());
+        // Partition 0's batch timed out after it was sent, and nothing came after it.
+        acc.complete(&lost_a, Completion::Unknown);
         append_batch(&mut acc, &a, t0, 1, 1);
         assert_eq!(acc.identity_need(), IdentityNeed::Bump(ID));
         assert!(acc.drain_ready(t0).is_empty());
@@ -901,11 +1203,34 @@ mod tests {
         assert_eq!(wire_stamp(&drain_one(&mut acc, &a, t0)), (7, 1, 0));
         // Partition 1's batch of epoch 0 times out after the bump: partition 1 has not
         // stamped anything in epoch 1 yet, so it needs no further bump.
-        acc.complete(&b);
-        acc.sequence_unknown(&b, &lost_b.stamp.unwrap());
+        acc.complete(&lost_b, Completion::Unknown);
         append_batch(&mut acc, &b, t0, 11, 1);
         assert_eq!(acc.identity_need(), IdentityNeed::Nothing);
         assert_eq!(wire_stamp(&drain_one(&mut acc, &b, t0)), (7, 1, 0));
+    }
+
+    #[test]
+    fn a_stamped_batch_never_sent_restarts_its_partition_without_a_duplicate() {
+        let t0 = Instant::now();
+        let mut acc = idempotent();
+        acc.set_identity(ID);
+        let a = tp("t", 0);
+        append_batch(&mut acc, &a, t0, 0, 1);
+        append_batch(&mut acc, &a, t0, 1, 1);
+        let ready = acc.drain_ready(t0);
+        // The first expired before it was sent; the second, sent, comes back for a retry
+        // (say the connection broke): the leader cannot have it, so it is restamped.
+        acc.complete(&ready[0], Completion::NotSent);
+        let mut second = ready.into_iter().nth(1).unwrap();
+        second.attempts = 1;
+        acc.retry(second, t0);
+        assert_eq!(acc.identity_need(), IdentityNeed::Bump(ID));
+        acc.set_identity(BUMPED);
+        let again = drain_one(&mut acc, &a, t0);
+        assert_eq!(
+            (again.tokens.clone(), wire_stamp(&again)),
+            (vec![1], (7, 1, 0))
+        );
     }
 
     #[test]
@@ -919,8 +1244,7 @@ mod tests {
         let a = tp("t", 0);
         append_batch(&mut acc, &a, t0, 0, 2);
         let batch = drain_one(&mut acc, &a, t0);
-        acc.complete(&a);
-        acc.sequence_unknown(&a, &batch.stamp.unwrap());
+        acc.complete(&batch, Completion::Unknown);
         append_batch(&mut acc, &a, t0, 2, 1);
         // The broker answers a bump past the last epoch with a new id in epoch 0.
         acc.set_identity(ProducerIdentity {
@@ -939,22 +1263,20 @@ mod tests {
         let mut acc = idempotent();
         acc.set_identity(ID);
         let a = tp("t", 0);
-        acc.sequences.insert(
-            a.clone(),
-            PartitionSequence {
-                identity: ID,
-                next: i32::MAX - 1,
-                unknown: false,
-            },
-        );
+        let mut sequence = PartitionSequence::fresh(ID);
+        sequence.next = i32::MAX - 1;
+        sequence.acked = i32::MAX - 1;
+        acc.sequences.insert(a.clone(), sequence);
         append_batch(&mut acc, &a, t0, 0, 3);
         append_batch(&mut acc, &a, t0, 3, 1);
-        assert_eq!(
-            wire_stamp(&drain_one(&mut acc, &a, t0)),
-            (7, 0, i32::MAX - 1)
-        );
-        acc.complete(&a);
-        assert_eq!(wire_stamp(&drain_one(&mut acc, &a, t0)), (7, 0, 1));
+        let ready = acc.drain_ready(t0);
+        assert_eq!(sequences(&ready), [i32::MAX - 1, 1]);
+        // Acknowledgements compare across the wrap: the later one, seen first, moves
+        // `acked` past both; the earlier one, seen late, changes nothing.
+        ack(&mut acc, &ready[1]);
+        assert_eq!(acc.sequences[&a].acked, 2);
+        ack(&mut acc, &ready[0]);
+        assert_eq!(acc.sequences[&a].acked, 2);
     }
 
     #[test]

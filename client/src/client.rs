@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use sluice_protocol::messages::{MetadataRequest, MetadataResponse};
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use crate::backoff::{Backoff, Jitter};
@@ -260,9 +261,38 @@ impl Client {
         request: Request,
         timeout: Duration,
     ) -> Result<Response> {
+        self.send_in_turn(broker, request, timeout, None, None)
+            .await
+    }
+
+    /// [`send_with_timeout`](Self::send_with_timeout) for requests that must reach the
+    /// broker in the order they were issued (a producer's pipelined batches of one
+    /// partition): it first waits for `turn` (the previous request of the chain is queued
+    /// on the connection, or has failed), then queues its own and lets go of `queued`,
+    /// which the next request of the chain waits for. `queued` is dropped on every path,
+    /// so a request that fails never holds up the next one. The wait for the turn counts
+    /// in `timeout`.
+    pub(crate) async fn send_in_turn(
+        &self,
+        broker: BrokerId,
+        request: Request,
+        timeout: Duration,
+        turn: Option<oneshot::Receiver<()>>,
+        queued: Option<oneshot::Sender<()>>,
+    ) -> Result<Response> {
         let deadline = Instant::now() + timeout;
-        let connection = match tokio::time::timeout(timeout, self.connection(broker)).await {
-            Ok(connection) => connection?,
+        let submit = async {
+            if let Some(turn) = turn {
+                let _ = turn.await;
+            }
+            let connection = self.connection(broker).await?;
+            let submitted = connection.submit(&request).await;
+            Ok::<_, Error>((connection, submitted))
+        };
+        let submitted = tokio::time::timeout(timeout, submit).await;
+        drop(queued);
+        let (connection, submitted) = match submitted {
+            Ok(submitted) => submitted?,
             Err(_) => {
                 return Err(Error::Timeout {
                     addr: format!("broker {broker}"),
@@ -271,8 +301,13 @@ impl Client {
                 })
             }
         };
-        let left = deadline.saturating_duration_since(Instant::now());
-        let result = connection.send_with_timeout(&request, left).await;
+        let result = match submitted {
+            Ok(submitted) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                submitted.response(left).await
+            }
+            Err(e) => Err(e),
+        };
         self.note_outcome(connection.addr(), &result);
         result
     }

@@ -25,7 +25,7 @@ use sluice_protocol::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::Decoder;
 
 use crate::error::{Error, Result};
@@ -151,10 +151,19 @@ impl Connection {
         request: &Request,
         timeout: Duration,
     ) -> Result<Response> {
+        self.submit(request).await?.response(timeout).await
+    }
+
+    /// Hands `request` to the writer and returns once it is queued there, so requests
+    /// submitted one after another reach the broker in that order (the broker appends a
+    /// connection's produce requests in the order it reads them). The response is awaited
+    /// with [`Submitted::response`].
+    pub(crate) async fn submit(&self, request: &Request) -> Result<Submitted> {
         let api_key = request.api_key();
-        let _permit = self
+        let permit = self
             .in_flight
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| self.dead_error())?;
         let (correlation_id, frame) = self.encode(request)?;
@@ -173,9 +182,9 @@ impl Connection {
                 },
             );
         }
-        // Removes the pending entry however this future ends (timeout, drop).
-        let _guard = PendingGuard {
-            shared: &self.shared,
+        // Removes the pending entry however the request ends (timeout, drop).
+        let guard = PendingGuard {
+            shared: self.shared.clone(),
             correlation_id,
         };
         let outgoing = Outgoing {
@@ -185,24 +194,12 @@ impl Connection {
         if self.to_writer.send(outgoing).await.is_err() {
             return Err(self.dead_error());
         }
-        match tokio::time::timeout(timeout, response).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(self.dead_error()),
-            Err(_) => {
-                let reason = format!(
-                    "no response to a {} request within {} ms",
-                    api_key.name(),
-                    timeout.as_millis()
-                );
-                tracing::debug!(addr = %self.addr(), %reason, "closing the connection");
-                kill(&self.shared, reason);
-                Err(Error::Timeout {
-                    addr: self.addr().to_owned(),
-                    api: api_key.name(),
-                    timeout,
-                })
-            }
-        }
+        Ok(Submitted {
+            api_key,
+            response,
+            _guard: guard,
+            _permit: permit,
+        })
     }
 
     /// Sends a request the broker does not answer (Produce with acks=0) and returns once
@@ -262,11 +259,7 @@ impl Connection {
     }
 
     fn dead_error(&self) -> Error {
-        let reason = lock(&self.shared.pending)
-            .dead
-            .clone()
-            .unwrap_or_else(|| "the connection closed".to_owned());
-        self.network_error(reason)
+        dead_error(&self.shared)
     }
 
     fn network_error(&self, reason: String) -> Error {
@@ -284,13 +277,49 @@ impl Drop for Connection {
     }
 }
 
+/// A request queued on a connection ([`Connection::submit`]), its response not yet in.
+/// Dropping it abandons the request.
+pub(crate) struct Submitted {
+    api_key: ApiKey,
+    response: oneshot::Receiver<Result<Response>>,
+    _guard: PendingGuard,
+    /// Holds the request's place among the connection's in-flight requests.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Submitted {
+    /// Waits up to `timeout` for the response; closes the connection when none comes (see
+    /// [`Connection::send_with_timeout`]).
+    pub(crate) async fn response(self, timeout: Duration) -> Result<Response> {
+        let shared = self._guard.shared.clone();
+        match tokio::time::timeout(timeout, self.response).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(dead_error(&shared)),
+            Err(_) => {
+                let reason = format!(
+                    "no response to a {} request within {} ms",
+                    self.api_key.name(),
+                    timeout.as_millis()
+                );
+                tracing::debug!(addr = %shared.addr, %reason, "closing the connection");
+                kill(&shared, reason);
+                Err(Error::Timeout {
+                    addr: shared.addr.clone(),
+                    api: self.api_key.name(),
+                    timeout,
+                })
+            }
+        }
+    }
+}
+
 /// Removes a request's pending entry when its caller stops waiting.
-struct PendingGuard<'a> {
-    shared: &'a Shared,
+struct PendingGuard {
+    shared: Arc<Shared>,
     correlation_id: u32,
 }
 
-impl Drop for PendingGuard<'_> {
+impl Drop for PendingGuard {
     fn drop(&mut self) {
         lock(&self.shared.pending)
             .requests
@@ -302,6 +331,18 @@ fn lock(m: &Mutex<PendingMap>) -> std::sync::MutexGuard<'_, PendingMap> {
     // A panic while holding this lock cannot leave the map inconsistent (single inserts
     // and removes), so a poisoned lock is still usable.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The error of a request on a connection that died: why it died.
+fn dead_error(shared: &Shared) -> Error {
+    let reason = lock(&shared.pending)
+        .dead
+        .clone()
+        .unwrap_or_else(|| "the connection closed".to_owned());
+    Error::Network {
+        addr: shared.addr.clone(),
+        reason,
+    }
 }
 
 /// Marks the connection dead (first reason wins) and fails every pending request.

@@ -43,8 +43,8 @@ use sluice_protocol::{ApiKey, BrokerId, ErrorCode, PartitionId, Request, Respons
 use tokio::sync::{oneshot, watch, Notify, Semaphore};
 
 use crate::accumulator::{
-    batch_size_for, Accumulator, AccumulatorConfig, Batch, IdentityNeed, ProducerIdentity,
-    RecordParts,
+    batch_size_for, Accumulator, AccumulatorConfig, Batch, Completion, IdentityNeed,
+    ProducerIdentity, RecordParts,
 };
 use crate::backoff::{Backoff, Jitter};
 use crate::client::{broker_timeout_ms, leaderless, unexpected, Client};
@@ -290,6 +290,9 @@ struct State {
     /// Why the last InitProducerId failed, cleared by success: what a batch that expires
     /// waiting for a producer id or epoch is failed with.
     identity_error: Option<Error>,
+    /// Per broker, fired once the last Produce request started for it is on its
+    /// connection: the next one waits for it ([`dispatch`]).
+    send_turns: HashMap<BrokerId, oneshot::Receiver<()>>,
 }
 
 struct Shared {
@@ -386,6 +389,7 @@ impl Producer {
                 jitter: Jitter::new(),
                 identity_task: false,
                 identity_error: None,
+                send_turns: HashMap::new(),
             }),
             wake: Notify::new(),
             buffer: Semaphore::new(config.buffer_bytes_max.min(Semaphore::MAX_PERMITS)),
@@ -549,13 +553,16 @@ impl Shared {
     fn finish(&self, batch: Batch<Delivery>, outcome: Result<(i64, i64)>) {
         {
             let mut state = self.lock();
-            state.accumulator.complete(&batch.tp);
-            match &outcome {
+            let completion = match &outcome {
                 Ok(_) => {
                     state.last_errors.remove(&batch.tp);
+                    Completion::Acknowledged
                 }
-                Err(e) => forget_sequence(&mut state, &batch, e),
-            }
+                Err(Error::ProducerFenced { .. }) => Completion::Fenced,
+                Err(_) if batch.attempts == 0 => Completion::NotSent,
+                Err(_) => Completion::Unknown,
+            };
+            state.accumulator.complete(&batch, completion);
         }
         self.finish_records(batch, outcome);
         self.wake.notify_one();
@@ -563,12 +570,6 @@ impl Shared {
 
     /// Fails batches that never left (they could not be stamped) and frees their space.
     fn fail_unsent(&self, batches: Vec<Batch<Delivery>>, error: &Error) {
-        {
-            let mut state = self.lock();
-            for batch in &batches {
-                forget_sequence(&mut state, batch, error);
-            }
-        }
         for batch in batches {
             self.finish_records(batch, Err(error.clone()));
         }
@@ -647,7 +648,8 @@ impl Shared {
     /// Hands `batch` back for a retry after its backoff, or fails its records: for good
     /// with a non-retriable error, else with [`Error::DeliveryTimeout`] once the retries or
     /// the time are spent. A batch refused as out of order was not written: it is retried
-    /// in the producer's next epoch.
+    /// after the batches before it, or in the producer's next epoch (see
+    /// [`Accumulator::retry_out_of_order`]).
     fn retry_or_fail_one(&self, batch: Batch<Delivery>, error: Error) {
         let config = &self.config;
         let backoff = Backoff {
@@ -665,7 +667,7 @@ impl Shared {
             if retriable && batch.attempts <= config.retries_max && retry_at < expires {
                 tracing::debug!(tp = %batch.tp, attempts = batch.attempts, %error, "retrying batch");
                 if out_of_order {
-                    state.accumulator.retry_in_next_epoch(batch, retry_at);
+                    state.accumulator.retry_out_of_order(batch, retry_at);
                 } else {
                     state.accumulator.retry(batch, retry_at);
                 }
@@ -684,18 +686,6 @@ impl Shared {
             error
         };
         self.finish(batch, Err(error));
-    }
-}
-
-/// A batch that ends without an acknowledgement may or may not be in the log: if it was
-/// stamped, its partition's sequence can no longer be trusted in its epoch (the producer
-/// bumps the epoch). Not when the producer was fenced: a new epoch would not help, and
-/// that batch was certainly not written.
-fn forget_sequence(state: &mut State, batch: &Batch<Delivery>, error: &Error) {
-    if let Some(stamp) = &batch.stamp {
-        if !matches!(error, Error::ProducerFenced { .. }) {
-            state.accumulator.sequence_unknown(&batch.tp, stamp);
-        }
     }
 }
 
@@ -861,10 +851,14 @@ async fn init_producer_id(
     }
 }
 
-/// Groups ready batches by their partition's leader and starts one Produce request per
-/// broker. Batches whose leader is unknown go back with a backoff.
+/// Groups ready batches by their partition's leader and starts Produce requests: per
+/// broker one, or as many as the most batches of one partition (a request carries one
+/// batch per partition, as in Kafka, so each batch is acknowledged or refused alone).
+/// A broker's requests reach its connection in the order they are started here, whatever
+/// order their tasks run in, so the leader reads a partition's pipelined batches in
+/// sequence order. Batches whose leader is unknown go back with a backoff.
 fn dispatch(shared: &Arc<Shared>, ready: Vec<Batch<Delivery>>) {
-    let mut by_leader: BTreeMap<BrokerId, Vec<Batch<Delivery>>> = BTreeMap::new();
+    let mut by_leader: BTreeMap<BrokerId, Vec<Vec<Batch<Delivery>>>> = BTreeMap::new();
     let mut leaderless_batches = Vec::new();
     let now = Instant::now();
     for mut batch in ready {
@@ -892,7 +886,18 @@ fn dispatch(shared: &Arc<Shared>, ready: Vec<Batch<Delivery>>) {
             .and_then(|t| t.partition(batch.tp.partition).ok().map(|p| p.leader))
             .filter(|&leader| leader != BrokerId::NONE);
         match leader {
-            Some(leader) => by_leader.entry(leader).or_default().push(batch),
+            Some(leader) => {
+                // The k-th batch of a partition goes into the k-th request: they arrive in
+                // order per partition from the accumulator.
+                let requests = by_leader.entry(leader).or_default();
+                match requests
+                    .iter_mut()
+                    .find(|r| r.iter().all(|b| b.tp != batch.tp))
+                {
+                    Some(request) => request.push(batch),
+                    None => requests.push(vec![batch]),
+                }
+            }
             None => {
                 let error = leaderless(&batch.tp.topic, batch.tp.partition);
                 leaderless_batches.push((batch, error));
@@ -903,14 +908,27 @@ fn dispatch(shared: &Arc<Shared>, ready: Vec<Batch<Delivery>>) {
         let shared = shared.clone();
         tokio::spawn(async move { shared.retry_or_fail(leaderless_batches).await });
     }
-    for (leader, batches) in by_leader {
-        let shared = shared.clone();
-        tokio::spawn(async move { produce(shared, leader, batches).await });
+    let mut state = shared.lock();
+    for (leader, requests) in by_leader {
+        for batches in requests {
+            let (queued, next_turn) = oneshot::channel();
+            let turn = state.send_turns.insert(leader, next_turn);
+            let shared = shared.clone();
+            tokio::spawn(async move { produce(shared, leader, batches, turn, queued).await });
+        }
     }
 }
 
-/// One Produce request to `leader` with `batches`, and what follows from its answer.
-async fn produce(shared: Arc<Shared>, leader: BrokerId, batches: Vec<Batch<Delivery>>) {
+/// One Produce request to `leader` with `batches`, and what follows from its answer. It
+/// goes on the connection after `turn` fires (the previous request to `leader`), and
+/// lets go of `queued` once it is there (see [`Client::send_in_turn`]).
+async fn produce(
+    shared: Arc<Shared>,
+    leader: BrokerId,
+    batches: Vec<Batch<Delivery>>,
+    turn: Option<oneshot::Receiver<()>>,
+    queued: oneshot::Sender<()>,
+) {
     let mut topics: BTreeMap<&str, Vec<ProducePartition>> = BTreeMap::new();
     for batch in &batches {
         topics
@@ -935,7 +953,12 @@ async fn produce(shared: Arc<Shared>, leader: BrokerId, batches: Vec<Batch<Deliv
             .collect(),
     });
     if shared.config.acks == Acks::None {
-        match shared.client.send_without_response(leader, request).await {
+        if let Some(turn) = turn {
+            let _ = turn.await;
+        }
+        let sent = shared.client.send_without_response(leader, request).await;
+        drop(queued);
+        match sent {
             Ok(()) => batches
                 .into_iter()
                 .for_each(|b| shared.finish(b, Ok((-1, -1)))),
@@ -947,7 +970,7 @@ async fn produce(shared: Arc<Shared>, leader: BrokerId, batches: Vec<Batch<Deliv
     // delivery deadline coming first is not, so that cut leaves the connection alone.
     let attempt = shared
         .client
-        .send_with_timeout(leader, request, request_timeout);
+        .send_in_turn(leader, request, request_timeout, turn, Some(queued));
     let answer = if wait < request_timeout {
         tokio::time::timeout(wait, attempt)
             .await

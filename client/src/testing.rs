@@ -67,7 +67,12 @@ impl FakePartition {
     /// it, `Ok(Some(base offset))` for a batch the log has, or the refusal.
     fn check_sequence(&self, h: &BatchHeader) -> Result<Option<i64>, ErrorCode> {
         let Some(entry) = self.producers.get(&h.producer_id) else {
-            return Ok(None);
+            // An unknown producer starts at sequence 0.
+            return if h.base_sequence == 0 {
+                Ok(None)
+            } else {
+                Err(ErrorCode::OutOfOrderSequenceNumber)
+            };
         };
         let last_seq = add_seq(h.base_sequence, h.last_offset_delta);
         if h.producer_epoch < entry.epoch {

@@ -53,6 +53,29 @@ fn a_gap_in_the_sequence_is_out_of_order() {
 }
 
 #[test]
+fn an_unknown_producer_starts_at_sequence_zero() {
+    let mut states = ProducerStates::default();
+    let mut next = 0;
+    // A pipelined batch that arrives before the producer's first one here (which the
+    // leader refused, or which went to another leader) is not taken.
+    let err = write(&mut states, stamp(0, 3, 1), &mut next).unwrap_err();
+    assert_eq!(err.code, ErrorCode::OutOfOrderSequenceNumber);
+    assert!(
+        err.message.contains("must have sequence 0"),
+        "{}",
+        err.message
+    );
+    assert_eq!(
+        write(&mut states, stamp(0, 0, 3), &mut next).unwrap(),
+        Verdict::Append
+    );
+    assert_eq!(
+        write(&mut states, stamp(0, 3, 1), &mut next).unwrap(),
+        Verdict::Append
+    );
+}
+
+#[test]
 fn an_older_epoch_is_fenced_and_a_new_one_starts_at_zero() {
     let mut states = ProducerStates::default();
     let mut next = 0;
@@ -93,8 +116,10 @@ fn only_the_last_five_batches_are_remembered() {
 fn sequences_wrap_after_i32_max() {
     let mut states = ProducerStates::default();
     let mut next = 0;
+    // A producer that has written 2^31 - 1 records here already.
+    states.record(&stamp(0, i32::MAX - 6, 5), Offset(0), Offset(4), 1_000);
     write(&mut states, stamp(0, i32::MAX - 1, 2), &mut next).unwrap();
-    assert_eq!(states.get(7).unwrap().batches[0].last_seq, i32::MAX);
+    assert_eq!(states.get(7).unwrap().batches[1].last_seq, i32::MAX);
     assert_eq!(
         write(&mut states, stamp(0, 0, 1), &mut next).unwrap(),
         Verdict::Append

@@ -515,6 +515,7 @@ fn an_attempt_waits_the_request_timeout_cut_to_the_earliest_delivery_deadline() 
         created: now - Duration::from_secs(age_s),
         attempts: 1,
         stamp: None,
+        order: 0,
     };
     let check = |ages: &[u64], expected_s: u64| {
         let batches: Vec<Batch<Delivery>> = ages.iter().map(|&a| batch(a)).collect();
