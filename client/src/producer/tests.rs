@@ -845,3 +845,110 @@ async fn a_resend_to_a_new_leader_after_failover_is_written_once() {
     assert_eq!(state.duplicates, 1);
     assert_eq!(state.requests_to(BrokerId(2), ApiKey::Produce), 1);
 }
+
+/// The base sequences of partition 0's stamped batches the leader checked, in order.
+fn sequences_seen(state: &crate::testing::FakeState) -> Vec<i32> {
+    state
+        .stamps_seen
+        .iter()
+        .filter(|(_, p, _)| *p == 0)
+        .map(|(_, _, s)| s.base_sequence)
+        .collect()
+}
+
+#[tokio::test]
+async fn pipelined_batches_of_a_partition_reach_the_leader_in_order() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let producer = producer(&broker, one_record_per_batch()).await;
+    let values = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    assert_eq!(
+        offsets(&send_all(&producer, 0, &values).await),
+        [0, 1, 2, 3, 4, 5, 6, 7]
+    );
+    let state = broker.state();
+    // Each batch in its own request, each read in sequence order: none was refused.
+    assert_eq!(sequences_seen(&state), [0, 1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(state.produce_requests.len(), 8);
+}
+
+#[tokio::test]
+async fn at_most_five_batches_of_a_partition_are_in_flight() {
+    let cluster = FakeCluster::start(1, &[("t", 1, 1)]).await;
+    let producer = cluster_producer(&cluster, one_record_per_batch()).await;
+    // Send (and learn the metadata) before the leader stops answering.
+    producer.send(ProducerRecord::new("t", "0")).await.unwrap();
+    bounded("flush", producer.flush()).await;
+    cluster.hang(1);
+    for i in 1..=8 {
+        let record = ProducerRecord::new("t", i.to_string()).partition(PartitionId(0));
+        producer.send(record).await.unwrap();
+    }
+    cluster
+        .wait_for("five produce requests", |s| {
+            s.requests_to(BrokerId(1), ApiKey::Produce) >= 6
+        })
+        .await;
+    // The first five are unanswered: the sixth waits for one of them.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(cluster.state().requests_to(BrokerId(1), ApiKey::Produce), 6);
+}
+
+#[tokio::test]
+async fn batches_behind_a_refused_one_are_retried_after_it_in_order_and_written_once() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let producer = producer(&broker, one_record_per_batch()).await;
+    assert_eq!(offsets(&send_all(&producer, 0, &["a"]).await), [0]);
+    // "b" is refused (its leader moved, say); "c" to "f", pipelined behind it, are then
+    // out of order. Every one is retried after "b", with its stamp.
+    broker
+        .state()
+        .produce_errors
+        .push_back(ErrorCode::NotLeaderOrFollower);
+    let outcomes = send_all(&producer, 0, &["b", "c", "d", "e", "f"]).await;
+    assert_eq!(offsets(&outcomes), [1, 2, 3, 4, 5]);
+    let state = broker.state();
+    let values: Vec<Bytes> = state.values("t", 0).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(values, ["a", "b", "c", "d", "e", "f"]);
+    // "c" went out before "b" was resent: they were pipelined, and refused.
+    let seen = sequences_seen(&state);
+    let first_seen = |sequence| seen.iter().position(|&s| s == sequence);
+    assert!(first_seen(2) < first_seen(1), "{seen:?}");
+    // No epoch bump: an out-of-order answer behind a retried batch is only a retry.
+    assert_eq!(state.init_producer_id_requests, [(-1, -1)]);
+    assert_eq!(
+        stored_stamps_of(&state),
+        (0..6).map(|i| (1000, 0, i, 1)).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn pipelined_batches_whose_answers_were_lost_in_a_failover_are_written_once() {
+    let cluster = FakeCluster::start(2, &[("t", 1, 2)]).await;
+    let producer = cluster_producer(&cluster, one_record_per_batch()).await;
+    // Broker 1 writes the first batch, then leadership moves to broker 2 and the answer
+    // is lost with the connection: the batches behind it on that connection fail too.
+    {
+        let mut state = cluster.state();
+        state.lose_answers.push(ApiKey::Produce);
+        state.on_lost_answer = Some(Box::new(|s| s.move_leader("t", 0, BrokerId(2))));
+    }
+    let values = ["a", "b", "c", "d", "e", "f", "g"];
+    let mut deliveries = Vec::new();
+    for value in values {
+        let record = ProducerRecord::new("t", value).partition(PartitionId(0));
+        deliveries.push(producer.send(record).await.unwrap());
+    }
+    let mut offsets = Vec::new();
+    for delivery in deliveries {
+        offsets.push(bounded("delivery", delivery).await.unwrap().offset);
+    }
+    assert_eq!(offsets, [0, 1, 2, 3, 4, 5, 6]);
+    let expected: Vec<(i64, String)> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as i64, v.to_string()))
+        .collect();
+    assert_eq!(stored(&cluster, 0), expected);
+    let state = cluster.state();
+    assert_eq!(state.init_producer_id_requests, [(-1, -1)]);
+}
