@@ -3,9 +3,10 @@
 //! `send` picks the partition, appends the record to the shared [`Accumulator`] (after
 //! taking buffer space, so memory stays bounded) and returns a [`DeliveryFuture`]. One
 //! background task per producer drains ready batches (full, lingered, or flushed), groups
-//! them by leader, and sends one Produce request per broker; each request runs in its own
-//! task, and its outcome completes the records' futures or hands the batch back for a retry
-//! (after a metadata refresh and a backoff) ahead of anything newer in its partition.
+//! them by leader, and sends Produce requests per broker, one batch per partition each, in
+//! drain order on the broker's connection; each request runs in its own task, and its
+//! outcome completes the records' futures or hands the batch back for a retry (after a
+//! metadata refresh and a backoff) ahead of anything newer in its partition.
 //!
 //! Failover: a leader that dies shows as a refused or reset connection, one that hangs as a
 //! request timeout, and a leader that moved as NOT_LEADER_OR_FOLLOWER (or FENCED /
@@ -21,11 +22,13 @@
 //! when it is first sent, and a retry resends the same bytes, so a leader that already has
 //! the batch answers with its original offsets instead of writing it again. A stamped batch
 //! that ends without an acknowledgement (delivery timeout, a non-retriable error) or that the
-//! leader refuses as OUT_OF_ORDER_SEQUENCE_NUMBER leaves its partition's sequence unknown;
-//! the producer then bumps its epoch (InitProducerId with its id and epoch, KIP-360), and
-//! that partition starts again at sequence 0 in the new epoch, restamping the refused batch.
-//! Other partitions move to the new epoch with their next unstamped batch: a batch already
-//! stamped keeps its stamp until it is acknowledged, so its resends still deduplicate.
+//! leader refuses as OUT_OF_ORDER_SEQUENCE_NUMBER although it was next may break its
+//! partition's sequence; the producer then bumps its epoch (InitProducerId with its id and
+//! epoch, KIP-360), and that partition starts again at sequence 0 in the new epoch,
+//! restamping the batches the leader is known to lack. Other partitions move to the new
+//! epoch with their next unstamped batch: a batch already stamped keeps its stamp until it
+//! is acknowledged, so its resends still deduplicate. Up to five batches per partition are
+//! in flight; the rules that keep them in order are in [`crate::accumulator`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -339,8 +342,9 @@ impl Drop for Handle {
 /// of the old one. Without idempotence (acks 0 or 1, or turned off) delivery is at least
 /// once, and consumers must tolerate duplicates.
 ///
-/// Records of one partition are written in `send` order: one batch per partition is in
-/// flight at a time, and a retried batch goes before anything newer.
+/// Records of one partition are written in `send` order: a retried batch goes before
+/// anything newer. With idempotence up to five batches per partition are in flight (their
+/// sequence numbers keep the order, and a retry goes alone); without, one.
 ///
 /// ```no_run
 /// # async fn demo() -> sluice_client::Result<()> {
