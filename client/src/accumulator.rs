@@ -80,7 +80,8 @@ pub(crate) enum IdentityNeed {
     Nothing,
     /// A producer id: there is none yet and records are waiting.
     New,
-    /// The next epoch of this identity: a partition's sequence is unknown in it.
+    /// The next epoch of this identity: a partition's sequence is broken in it (a refused
+    /// batch, or one that failed unresolved).
     Bump(ProducerIdentity),
 }
 

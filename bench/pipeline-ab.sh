@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# What pipelining the idempotent producer's batches buys (up to five in flight per
+# partition, against one before): the `sluice-bench` of BASE (a revision from before the
+# pipeline, built in a git worktree) and of the working tree take turns against the same
+# three brokers (the working tree's), ROUNDS times, on one partition with replication
+# factor 3, acks=all, one producer, 1 KiB records: the case where a batch's round trip
+# (replication and fsync) is what a producer waits for. Two batch sizes: the default
+# (1 MiB) and 16 KiB (Kafka's default `batch.size`). Prints a Markdown table of each
+# run's MB/s and p99 latency and the medians.
+#
+#   bench/pipeline-ab.sh                             # BASE=0c3cf08, 3 rounds of 300k records
+#   BASE=<rev> ROUNDS=5 SLUICE_BENCH_RECORDS=1000000 bench/pipeline-ab.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${SLUICE_BENCH_RECORDS:-300000}
+ROUNDS=${ROUNDS:-3}
+BASE=${BASE:-0c3cf08}
+
+cargo build --release --bins -q
+BIN=$PWD/target/release
+WORK=$PWD/target/pipeline-ab
+BASE_TREE=$WORK/base-tree
+mkdir -p "$WORK"
+if [[ ! -x $WORK/base-target/release/sluice-bench || $(cat "$WORK/base-rev" 2>/dev/null) != "$BASE" ]]; then
+  git worktree remove --force "$BASE_TREE" 2>/dev/null || rm -rf "$BASE_TREE"
+  git worktree add --detach "$BASE_TREE" "$BASE" >&2
+  (cd "$BASE_TREE" && CARGO_TARGET_DIR=$WORK/base-target cargo build --release -q -p sluice-bench)
+  git worktree remove --force "$BASE_TREE"
+  echo "$BASE" >"$WORK/base-rev"
+fi
+OLD=$WORK/base-target/release/sluice-bench
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"/data-*; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+ports=("$(free_port)" "$(free_port)" "$(free_port)")
+voters="1@127.0.0.1:${ports[0]},2@127.0.0.1:${ports[1]},3@127.0.0.1:${ports[2]}"
+for id in 1 2 3; do
+  "$BIN/sluice-broker" --node-id $id --voters "$voters" --listen "127.0.0.1:${ports[$((id - 1))]}" \
+    --data-dir "$WORK/data-$id" 2>"$WORK/broker-$id.log" &
+  PIDS+=($!)
+done
+export SLUICE_BOOTSTRAP="127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
+active() {
+  "$BIN/sluice" cluster describe --format json 2>/dev/null |
+    python3 -c 'import json,sys; print(sum(b["state"] == "active" for b in json.load(sys.stdin)["brokers"]))' 2>/dev/null || echo 0
+}
+for _ in $(seq 1 300); do [[ $(active) == 3 ]] && break; sleep 0.1; done
+
+declare -A mbs p99
+for batch in 1048576 16384; do
+  for round in $(seq 1 "$ROUNDS"); do
+    for side in base new; do
+      bench=$BIN/sluice-bench
+      [[ $side == base ]] && bench=$OLD
+      topic="pipe-$batch-$round-$side"
+      out=$("$bench" produce --topic "$topic" --partitions 1 --replication-factor 3 --num-records "$N" \
+        --record-size 1024 --acks all --producers 1 --batch-bytes "$batch" --format json 2>/dev/null | tail -1)
+      "$BIN/sluice" topic delete "$topic" >/dev/null
+      m=$(echo "$out" | python3 -c 'import json,sys; print(round(json.loads(sys.stdin.read())["mb_per_sec"], 1))')
+      p=$(echo "$out" | python3 -c 'import json,sys; print(round(json.loads(sys.stdin.read())["latency_ms"]["p99"], 1))')
+      echo "== batch $batch round $round $side: $m MB/s, p99 $p ms" >&2
+      mbs[$batch-$side]+="$m "
+      p99[$batch-$side]+="$p "
+    done
+  done
+done
+median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" $1; }
+echo "| batch bytes | producer | runs (MB/s) | median MB/s | runs p99 (ms) | median p99 ms |"
+echo "|---|---|---|---|---|---|"
+for batch in 1048576 16384; do
+  for side in base new; do
+    label="one in flight ($BASE)"
+    [[ $side == new ]] && label="five in flight"
+    echo "| $batch | $label | ${mbs[$batch-$side]}| $(median "${mbs[$batch-$side]}") | ${p99[$batch-$side]}| $(median "${p99[$batch-$side]}") |"
+  done
+  echo
+  echo "Batch $batch: median MB/s five / one in flight = $(python3 -c "print(round($(median "${mbs[$batch-new]}") / $(median "${mbs[$batch-base]}"), 2))")" 
+done
+echo
+echo "$ROUNDS alternating rounds of $N records; one partition, replication factor 3, acks=all, one producer, three brokers on this machine."
