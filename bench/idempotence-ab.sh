@@ -15,14 +15,13 @@ cargo build --release --bins -q
 BIN=$PWD/target/release
 WORK=$PWD/target/bench-ab
 rm -rf "$WORK" && mkdir -p "$WORK"
-PID=
-cleanup() { [[ -n $PID ]] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
+source bench/lib.sh
+cleanup() { stop_brokers; rm -rf "$WORK"; }
 trap cleanup EXIT
-port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-export SLUICE_BOOTSTRAP=127.0.0.1:$port
+export SLUICE_BOOTSTRAP=127.0.0.1:$(free_port)
 "$BIN/sluice-broker" --listen "$SLUICE_BOOTSTRAP" --data-dir "$WORK/data" 2>"$WORK/broker.log" &
-PID=$!
-for _ in $(seq 1 100); do "$BIN/sluice" cluster describe >/dev/null 2>&1 && break; sleep 0.1; done
+PIDS+=($!)
+wait_active 1
 
 declare -A runs=([true]="" [false]="")
 for round in $(seq 1 "$ROUNDS"); do
@@ -30,7 +29,7 @@ for round in $(seq 1 "$ROUNDS"); do
     topic="ab-$round-$idem"
     mbs=$("$BIN/sluice-bench" produce --topic "$topic" --partitions 6 --num-records "$N" --record-size 1024 \
       --acks all --producers 4 --enable-idempotence "$idem" --format json 2>/dev/null | tail -1 |
-      python3 -c 'import json,sys; print(round(json.loads(sys.stdin.read())["mb_per_sec"], 1))')
+      json 'round(d["mb_per_sec"], 1)')
     "$BIN/sluice" topic delete "$topic" >/dev/null
     echo "== round $round idempotence=$idem: $mbs MB/s" >&2
     runs[$idem]+="$mbs "

@@ -29,23 +29,10 @@ if [[ ! -x $WORK/base-target/release/sluice-bench || $(cat "$WORK/base-rev" 2>/d
   echo "$BASE" >"$WORK/base-rev"
 fi
 OLD=$WORK/base-target/release/sluice-bench
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"/data-*; }
+source bench/lib.sh
+cleanup() { stop_brokers; rm -rf "$WORK"/data-*; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-ports=("$(free_port)" "$(free_port)" "$(free_port)")
-voters="1@127.0.0.1:${ports[0]},2@127.0.0.1:${ports[1]},3@127.0.0.1:${ports[2]}"
-for id in 1 2 3; do
-  "$BIN/sluice-broker" --node-id $id --voters "$voters" --listen "127.0.0.1:${ports[$((id - 1))]}" \
-    --data-dir "$WORK/data-$id" 2>"$WORK/broker-$id.log" &
-  PIDS+=($!)
-done
-export SLUICE_BOOTSTRAP="127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
-active() {
-  "$BIN/sluice" cluster describe --format json 2>/dev/null |
-    python3 -c 'import json,sys; print(sum(b["state"] == "active" for b in json.load(sys.stdin)["brokers"]))' 2>/dev/null || echo 0
-}
-for _ in $(seq 1 300); do [[ $(active) == 3 ]] && break; sleep 0.1; done
+start_three_brokers
 
 declare -A mbs p99
 for batch in 1048576 16384; do
@@ -57,8 +44,8 @@ for batch in 1048576 16384; do
       out=$("$bench" produce --topic "$topic" --partitions 1 --replication-factor 3 --num-records "$N" \
         --record-size 1024 --acks all --producers 1 --batch-bytes "$batch" --format json 2>/dev/null | tail -1)
       "$BIN/sluice" topic delete "$topic" >/dev/null
-      m=$(echo "$out" | python3 -c 'import json,sys; print(round(json.loads(sys.stdin.read())["mb_per_sec"], 1))')
-      p=$(echo "$out" | python3 -c 'import json,sys; print(round(json.loads(sys.stdin.read())["latency_ms"]["p99"], 1))')
+      m=$(echo "$out" | json 'round(d["mb_per_sec"], 1)')
+      p=$(echo "$out" | json 'round(d["latency_ms"]["p99"], 1)')
       echo "== batch $batch round $round $side: $m MB/s, p99 $p ms" >&2
       mbs[$batch-$side]+="$m "
       p99[$batch-$side]+="$p "

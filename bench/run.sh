@@ -22,19 +22,10 @@ cargo build --release --bins -q
 BIN=$PWD/target/release
 WORK=$PWD/target/bench-run
 rm -rf "$WORK" && mkdir -p "$WORK"
-PIDS=()
-stop_brokers() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=(); }
+source bench/lib.sh
 cleanup() { stop_brokers; rm -rf "$WORK"/data* "$WORK/dd.bin"; }
 trap cleanup EXIT
 log() { echo "== $*" >&2; }
-# Evaluates a Python expression over `d`, the JSON document on stdin (or its last line).
-json() {
-  python3 -c "import json,sys
-s=sys.stdin.read().strip()
-try: d=json.loads(s)
-except ValueError: d=json.loads(s.splitlines()[-1])
-print($1)"
-}
 
 log "machine"
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
@@ -54,27 +45,15 @@ if ! command -v iperf3 >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >
 fi
 tcp_mbs="not measured (iperf3 missing)"
 if command -v iperf3 >/dev/null; then
-  port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+  port=$(free_port)
   iperf3 -s -1 -B 127.0.0.1 -p "$port" >/dev/null 2>&1 &
   sleep 0.5
   tcp_mbs=$(iperf3 -c 127.0.0.1 -p "$port" -t 5 -J | json 'round(d["end"]["sum_received"]["bits_per_second"] / 8 / 1e6, 1)')
 fi
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 bench() { "$BIN/sluice-bench" "$@" --format json 2>/dev/null | tail -1; }
 pct() { python3 -c "print(round(100 * $1 / $dd_mbs))"; }
 latencies() { json '"%.1f / %.1f / %.1f" % (d["latency_ms"]["p50"], d["latency_ms"]["p99"], d["latency_ms"]["p999"])'; }
-# Waits until `sluice cluster describe` shows $1 active brokers.
-wait_active() {
-  local n
-  for _ in $(seq 1 300); do
-    n=$("$BIN/sluice" cluster describe --format json 2>/dev/null | json 'sum(b["state"] == "active" for b in d["brokers"])' 2>/dev/null || echo 0)
-    [[ $n == "$1" ]] && return 0
-    sleep 0.1
-  done
-  echo "the brokers did not become active; see $WORK/*.log" >&2
-  exit 1
-}
 
 # One table row: produce unlimited, then at half that rate (open loop) for latency.
 # Args: acks producers idempotence replication-factor. Leaves `topic` (the unlimited
@@ -132,15 +111,7 @@ e2e=$(echo "$out" | latencies)
 stop_brokers
 
 log "three brokers"
-ports=("$(free_port)" "$(free_port)" "$(free_port)")
-voters="1@127.0.0.1:${ports[0]},2@127.0.0.1:${ports[1]},3@127.0.0.1:${ports[2]}"
-for id in 1 2 3; do
-  "$BIN/sluice-broker" --node-id $id --voters "$voters" --listen "127.0.0.1:${ports[$((id - 1))]}" \
-    --data-dir "$WORK/data-$id" 2>"$WORK/broker-$id.log" &
-  PIDS+=($!)
-done
-export SLUICE_BOOTSTRAP="127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
-wait_active 3
+start_three_brokers
 rows=()
 for acks in 1 all; do
   for producers in 1 4; do

@@ -1069,14 +1069,8 @@ mod tests {
 
     #[test]
     fn retries_go_back_in_sequence_order_and_leave_one_at_a_time() {
-        let t0 = Instant::now();
-        let mut acc = idempotent();
-        acc.set_identity(ID);
-        let a = tp("t", 0);
-        for i in 0..3 {
-            append_batch(&mut acc, &a, t0, i, 1);
-        }
-        let mut first = acc.drain_ready(t0).into_iter();
+        let (mut acc, a, t0, first) = in_flight(3);
+        let mut first = first.into_iter();
         let (b0, b1, b2) = (
             first.next().unwrap(),
             first.next().unwrap(),
@@ -1162,15 +1156,23 @@ mod tests {
         assert_eq!(wire_stamp(&drain_one(&mut acc, &b, t0)), (7, 1, 0));
     }
 
-    #[test]
-    fn a_batch_failed_before_acknowledged_ones_needs_no_new_epoch() {
+    /// An idempotent accumulator with `n` batches of one record in flight in partition 0.
+    fn in_flight(n: u32) -> (Accumulator<u32>, TopicPartition, Instant, Vec<Batch<u32>>) {
         let t0 = Instant::now();
         let mut acc = idempotent();
         acc.set_identity(ID);
         let a = tp("t", 0);
-        append_batch(&mut acc, &a, t0, 0, 1);
-        append_batch(&mut acc, &a, t0, 1, 1);
+        for i in 0..n {
+            append_batch(&mut acc, &a, t0, i, 1);
+        }
         let ready = acc.drain_ready(t0);
+        assert_eq!(ready.len(), n as usize);
+        (acc, a, t0, ready)
+    }
+
+    #[test]
+    fn a_batch_failed_before_acknowledged_ones_needs_no_new_epoch() {
+        let (mut acc, a, t0, ready) = in_flight(2);
         // The first timed out (written or not, nobody knows); the second was
         // acknowledged, so the leader had the first.
         acc.complete(&ready[0], Completion::Unknown);
@@ -1212,13 +1214,7 @@ mod tests {
 
     #[test]
     fn a_stamped_batch_never_sent_restarts_its_partition_without_a_duplicate() {
-        let t0 = Instant::now();
-        let mut acc = idempotent();
-        acc.set_identity(ID);
-        let a = tp("t", 0);
-        append_batch(&mut acc, &a, t0, 0, 1);
-        append_batch(&mut acc, &a, t0, 1, 1);
-        let ready = acc.drain_ready(t0);
+        let (mut acc, a, t0, ready) = in_flight(2);
         // The first expired before it was sent; the second, sent, comes back for a retry
         // (say the connection broke): the leader cannot have it, so it is restamped.
         acc.complete(&ready[0], Completion::NotSent);

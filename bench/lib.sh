@@ -1,0 +1,40 @@
+# Shell helpers of the bench scripts (sourced). They expect BIN (the directory of the
+# sluice binaries) and WORK (a scratch directory for broker data and logs).
+
+PIDS=()
+stop_brokers() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=(); }
+# Evaluates a Python expression over `d`, the JSON document on stdin (or its last line).
+json() {
+  python3 -c "import json,sys
+s=sys.stdin.read().strip()
+try: d=json.loads(s)
+except ValueError: d=json.loads(s.splitlines()[-1])
+print($1)"
+}
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+# Waits until `sluice cluster describe` shows $1 active brokers.
+wait_active() {
+  local n
+  for _ in $(seq 1 300); do
+    n=$("$BIN/sluice" cluster describe --format json 2>/dev/null | json 'sum(b["state"] == "active" for b in d["brokers"])' 2>/dev/null || echo 0)
+    [[ $n == "$1" ]] && return 0
+    sleep 0.1
+  done
+  echo "the brokers did not become active; see $WORK/*.log" >&2
+  exit 1
+}
+# Starts brokers 1, 2 and 3 on free 127.0.0.1 ports (data in $WORK/data-N, logs in
+# $WORK/broker-N.log), exports SLUICE_BOOTSTRAP naming all three, and waits until they
+# are active.
+start_three_brokers() {
+  local ports voters id
+  ports=("$(free_port)" "$(free_port)" "$(free_port)")
+  voters="1@127.0.0.1:${ports[0]},2@127.0.0.1:${ports[1]},3@127.0.0.1:${ports[2]}"
+  for id in 1 2 3; do
+    "$BIN/sluice-broker" --node-id $id --voters "$voters" --listen "127.0.0.1:${ports[$((id - 1))]}" \
+      --data-dir "$WORK/data-$id" 2>"$WORK/broker-$id.log" &
+    PIDS+=($!)
+  done
+  export SLUICE_BOOTSTRAP="127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
+  wait_active 3
+}
