@@ -61,8 +61,10 @@ for batch in 1048576 16384; do
     [[ $side == new ]] && label="five in flight"
     echo "| $batch | $label | ${mbs[$batch-$side]}| $(median "${mbs[$batch-$side]}") | ${p99[$batch-$side]}| $(median "${p99[$batch-$side]}") |"
   done
-  echo
-  echo "Batch $batch: median MB/s five / one in flight = $(python3 -c "print(round($(median "${mbs[$batch-new]}") / $(median "${mbs[$batch-base]}"), 2))")" 
+done
+echo
+for batch in 1048576 16384; do
+  echo "Batch $batch: median MB/s five / one in flight = $(python3 -c "print(round($(median "${mbs[$batch-new]}") / $(median "${mbs[$batch-base]}"), 2))")."
 done
 echo
 echo "$ROUNDS alternating rounds of $N records; one partition, replication factor 3, acks=all, one producer, three brokers on this machine."
