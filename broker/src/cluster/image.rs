@@ -357,6 +357,25 @@ fn refuse<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, Refusal> 
     })
 }
 
+/// Partition `index` of `topic`, or the refusal of a command that names one that does not
+/// exist. A function of the topics alone, so callers keep reading the brokers beside it.
+fn existing_partition<'a>(
+    topics: &'a mut BTreeMap<String, TopicMeta>,
+    topic: &str,
+    index: PartitionId,
+) -> Result<&'a mut PartitionMeta, Refusal> {
+    match topics
+        .get_mut(topic)
+        .and_then(|meta| meta.partition_mut(index))
+    {
+        Some(partition) => Ok(partition),
+        None => refuse(
+            ErrorCode::UnknownTopicOrPartition,
+            format!("partition {topic}-{index} does not exist (it may have been deleted)"),
+        ),
+    }
+}
+
 /// An AlterPartition's fields, borrowed from the command.
 struct IsrChange<'a> {
     broker_id: BrokerId,
@@ -701,16 +720,7 @@ impl MetadataImage {
         leader: BrokerId,
     ) -> Result<CommandResult, Refusal> {
         let brokers = &self.brokers;
-        let Some(partition) = self
-            .topics
-            .get_mut(topic)
-            .and_then(|meta| meta.partition_mut(index))
-        else {
-            return refuse(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("partition {topic}-{index} does not exist (it may have been deleted)"),
-            );
-        };
+        let partition = existing_partition(&mut self.topics, topic, index)?;
         if !partition.awaiting_log_ends || partition.partition_epoch != partition_epoch {
             return refuse(
                 ErrorCode::FencedLeaderEpoch,
@@ -800,16 +810,7 @@ impl MetadataImage {
         )?;
         let (topic, p) = (change.topic, change.partition);
         let brokers = &self.brokers;
-        let Some(partition) = self
-            .topics
-            .get_mut(topic)
-            .and_then(|meta| meta.partition_mut(p))
-        else {
-            return refuse(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("partition {topic}-{p} does not exist (it may have been deleted)"),
-            );
-        };
+        let partition = existing_partition(&mut self.topics, topic, p)?;
         check_isr_change(&change, partition, brokers)?;
         let leader = partition.leader;
         partition.change(leader, change.new_isr.to_vec());
