@@ -197,7 +197,7 @@ impl Connection {
         Ok(Submitted {
             api_key,
             response,
-            _guard: guard,
+            guard,
             _permit: permit,
         })
     }
@@ -282,7 +282,8 @@ impl Drop for Connection {
 pub(crate) struct Submitted {
     api_key: ApiKey,
     response: oneshot::Receiver<Result<Response>>,
-    _guard: PendingGuard,
+    /// Removes the pending entry however the request ends.
+    guard: PendingGuard,
     /// Holds the request's place among the connection's in-flight requests.
     _permit: OwnedSemaphorePermit,
 }
@@ -291,7 +292,7 @@ impl Submitted {
     /// Waits up to `timeout` for the response; closes the connection when none comes (see
     /// [`Connection::send_with_timeout`]).
     pub(crate) async fn response(self, timeout: Duration) -> Result<Response> {
-        let shared = self._guard.shared.clone();
+        let shared = self.guard.shared.clone();
         match tokio::time::timeout(timeout, self.response).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(dead_error(&shared)),

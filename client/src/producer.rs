@@ -863,6 +863,8 @@ async fn init_producer_id(
 /// sequence order. Batches whose leader is unknown go back with a backoff.
 fn dispatch(shared: &Arc<Shared>, ready: Vec<Batch<Delivery>>) {
     let mut by_leader: BTreeMap<BrokerId, Vec<Vec<Batch<Delivery>>>> = BTreeMap::new();
+    // Per leader and partition, the batches placed in its requests so far.
+    let mut batches_to: HashMap<(BrokerId, TopicPartition), usize> = HashMap::new();
     let mut leaderless_batches = Vec::new();
     let now = Instant::now();
     for mut batch in ready {
@@ -894,13 +896,12 @@ fn dispatch(shared: &Arc<Shared>, ready: Vec<Batch<Delivery>>) {
                 // The k-th batch of a partition goes into the k-th request: they arrive in
                 // order per partition from the accumulator.
                 let requests = by_leader.entry(leader).or_default();
-                match requests
-                    .iter_mut()
-                    .find(|r| r.iter().all(|b| b.tp != batch.tp))
-                {
-                    Some(request) => request.push(batch),
-                    None => requests.push(vec![batch]),
+                let k = batches_to.entry((leader, batch.tp.clone())).or_insert(0);
+                if *k == requests.len() {
+                    requests.push(Vec::new());
                 }
+                requests[*k].push(batch);
+                *k += 1;
             }
             None => {
                 let error = leaderless(&batch.tp.topic, batch.tp.partition);
