@@ -14,7 +14,7 @@ use crate::config::{BrokerConfig, DurabilityMode};
 use crate::error::BrokerError;
 use crate::groups::group::GroupTimings;
 use crate::groups::GroupCoordinator;
-use crate::metadata::{NodeFile, NodeIdentity};
+use crate::metadata::{DataDirLock, NodeFile, NodeIdentity};
 use crate::partition::Partition;
 use crate::replication::Replication;
 use crate::topics::Topics;
@@ -35,6 +35,9 @@ pub struct Broker {
     pub groups: Arc<GroupCoordinator>,
     /// Who owns the data directory, and the cluster it joined.
     pub identity: std::sync::Mutex<(NodeIdentity, NodeFile)>,
+    /// This process's exclusive lock on the data directory, released by
+    /// [`Broker::release_data_dir`] once everything in it is closed.
+    data_dir_lock: std::sync::Mutex<Option<DataDirLock>>,
     /// The metadata index the hosted replicas last reconciled with.
     reconciled: watch::Sender<u64>,
     /// Wakes the metadata application when this broker (re)registers: leaderships held
@@ -55,15 +58,15 @@ impl Broker {
     /// first metadata image is applied ([`Broker::spawn_background`]).
     pub async fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let (topics, identity) = {
+        let (lock, topics, identity) = {
             let config = config.clone();
             tokio::task::spawn_blocking(move || {
-                std::fs::create_dir_all(&config.data_dir)
-                    .map_err(|e| BrokerError::io("create data directory", &config.data_dir, e))?;
+                // First of all: nothing in the directory is read or written unlocked.
+                let lock = DataDirLock::acquire(&config.data_dir)?;
                 let file = NodeFile::new(&config.data_dir);
                 let identity = file.load_or_create(config.node_id)?;
                 let topics = Topics::open(&config, clock)?;
-                Ok::<_, BrokerError>((topics, (identity, file)))
+                Ok::<_, BrokerError>((lock, topics, (identity, file)))
             })
             .await
             .map_err(|e| BrokerError::DataDir(format!("opening the data directory: {e}")))??
@@ -80,6 +83,7 @@ impl Broker {
             topics,
             replication: Replication::default(),
             identity: std::sync::Mutex::new(identity),
+            data_dir_lock: std::sync::Mutex::new(Some(lock)),
             reconciled: watch::channel(0).0,
             registered: tokio::sync::Notify::new(),
             fenced: watch::channel(None).0,
@@ -287,6 +291,15 @@ impl Broker {
     /// Flushes and closes every log (the end of a graceful shutdown). Blocking.
     pub fn close(&self) {
         self.topics.close_all();
+    }
+
+    /// Releases the data directory's lock, once its logs and the metadata log are closed,
+    /// so that another broker (or this one, restarted in the same process) may open it.
+    pub fn release_data_dir(&self) {
+        self.data_dir_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 }
 

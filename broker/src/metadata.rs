@@ -5,6 +5,10 @@
 //! Why keep an identity file: a data directory started under another `--node-id` would
 //! otherwise present another node's replicas as its own, and a node moved to another
 //! cluster would bring foreign data into it. Both are refused at start.
+//!
+//! [`DataDirLock`] is the other guard of a data directory: one process at a time, for its
+//! whole life (Kafka's `.lock`). Two brokers writing one directory interleave their
+//! segments and the controller's log, and acknowledged records are lost.
 
 use std::fs;
 use std::io::Write;
@@ -114,6 +118,62 @@ impl NodeFile {
     }
 }
 
+/// Name of the lock file in the data directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// An exclusive `flock` on `<data_dir>/.lock`, held for the life of the process that took
+/// it (or until dropped). The kernel drops it when the process dies, however it dies, so a
+/// SIGKILLed broker never leaves a stale lock; the file itself stays and only says which
+/// process held it last.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: fs::File,
+}
+
+impl DataDirLock {
+    /// Creates `data_dir` if needed and locks it, before anything in it is read or
+    /// written. Refuses at once (no waiting) if another process holds it, naming the
+    /// directory and, when the lock file says, the other process.
+    pub fn acquire(data_dir: &Path) -> Result<DataDirLock, BrokerError> {
+        fs::create_dir_all(data_dir)
+            .map_err(|e| BrokerError::io("create data directory", data_dir, e))?;
+        let path = data_dir.join(LOCK_FILE);
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| BrokerError::io("open the lock file", &path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|text| text.trim().parse::<u32>().ok())
+                    .map(|pid| format!(" (process {pid})"))
+                    .unwrap_or_default();
+                return Err(BrokerError::DataDir(format!(
+                    "{} is in use by another sluice-broker{holder}; stop that broker first, or \
+                     give this one another --data-dir",
+                    data_dir.display()
+                )));
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(BrokerError::io("lock", &path, e));
+            }
+        }
+        // Under the lock: record who holds it, for the next process's error message.
+        let mut record = || -> std::io::Result<()> {
+            file.set_len(0)?;
+            file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+            file.sync_data()
+        };
+        record().map_err(|e| BrokerError::io("write", &path, e))?;
+        Ok(DataDirLock { _file: file })
+    }
+}
+
 /// 16 random bytes from the OS, hex: cluster ids.
 pub fn random_id() -> String {
     hex(&random_bytes())
@@ -155,6 +215,22 @@ mod tests {
         assert_eq!(file.load_or_create(BrokerId(2)).unwrap(), identity);
         let err = file.load_or_create(BrokerId(3)).unwrap_err();
         assert!(err.to_string().contains("belongs to node 2"), "{err}");
+    }
+
+    #[test]
+    fn a_locked_data_dir_is_refused_until_the_lock_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let lock = DataDirLock::acquire(&data).unwrap();
+        // A second open file description conflicts even in the same process.
+        let err = DataDirLock::acquire(&data).unwrap_err().to_string();
+        assert!(err.contains(&data.display().to_string()), "{err}");
+        assert!(
+            err.contains(&format!("process {}", std::process::id())),
+            "{err}"
+        );
+        drop(lock);
+        DataDirLock::acquire(&data).unwrap();
     }
 
     #[test]

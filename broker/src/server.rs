@@ -64,6 +64,7 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Futu
         tracing::error!("closing the logs failed: {e}");
     }
     broker.cluster.shutdown().await;
+    broker.release_data_dir();
     tracing::info!("shut down cleanly");
 }
 

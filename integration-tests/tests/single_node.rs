@@ -318,3 +318,81 @@ fn a_torn_last_segment_is_recovered_on_restart() {
         assert_eq!(meta.offset, 90);
     });
 }
+
+/// Issue 27: two brokers on one data directory lost acknowledged records. The second one
+/// must refuse to start, at once, naming the directory and the process that holds it; the
+/// first one's records stay whole, and a lock left by a SIGKILLed broker blocks nothing.
+#[test]
+fn a_second_broker_on_the_same_data_dir_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut first = BrokerProcess::start(&data, &[]);
+    let bootstrap = first.bootstrap();
+    cli_ok(&bootstrap, &["topic", "create", "shared"], "");
+    cli_ok(&bootstrap, &["produce", "shared"], "1\n2\n3\n4\n5\n");
+
+    let second_addr = sluice_integration_tests::free_addr([127, 0, 0, 1].into());
+    let mut second = std::process::Command::new(sluice_integration_tests::bin("sluice-broker"))
+        .arg("--listen")
+        .arg(second_addr.to_string())
+        .arg("--data-dir")
+        .arg(&data)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start a second sluice-broker");
+    // It must exit by itself; a deadline only keeps a regression from hanging the suite.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second broker on a locked data directory kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "the second broker exits non-zero");
+    assert!(stderr.contains(&data.display().to_string()), "{stderr}");
+    assert!(
+        stderr.contains("in use by another sluice-broker"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("process {}", first_pid(&data))),
+        "{stderr}"
+    );
+
+    // The first broker goes on, then dies by SIGKILL; its lock must not block the restart.
+    cli_ok(&bootstrap, &["produce", "shared"], "6\n7\n8\n9\n10\n");
+    first.kill();
+    first.restart();
+    let consumed = cli_ok(
+        &bootstrap,
+        &[
+            "consume",
+            "shared",
+            "--from-beginning",
+            "-n",
+            "10",
+            "--timeout-ms",
+            "10000",
+        ],
+        "",
+    );
+    let lines: Vec<&str> = consumed.lines().collect();
+    assert_eq!(lines, ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"]);
+}
+
+/// The process id the data directory's lock file names.
+fn first_pid(data: &Path) -> u32 {
+    std::fs::read_to_string(data.join(".lock"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
