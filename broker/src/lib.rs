@@ -17,6 +17,7 @@ pub mod connection;
 pub mod error;
 pub mod groups;
 pub mod handlers;
+pub mod kafka;
 pub mod metadata;
 pub mod partition;
 pub mod producer_state;
