@@ -312,6 +312,24 @@ pub fn error_response(
     encode_response(key, version, correlation_id, &body, out).is_ok()
 }
 
+/// The error answer to a decoded request that the handlers could not serve: `request`'s
+/// api's response with `code` at the top level where its version has one, and on every
+/// item the request named (each partition of a Produce, Fetch, ListOffsets, OffsetCommit or
+/// OffsetForLeaderEpoch, each topic of a Metadata, CreateTopics or DeleteTopics, each group
+/// of a DescribeGroups, DeleteGroups or multi-group OffsetFetch, each key of a batched
+/// FindCoordinator, each resource of the config apis), as Kafka's own error responses do.
+/// An ApiVersions request gets the normal list with the error. Encode it with
+/// [`encode_response`] at the request's version.
+pub fn error_response_for(request: &KafkaRequest, code: i16) -> ResponseKind {
+    if request.api_key == ApiKey::ApiVersions {
+        return ResponseKind::ApiVersions(api_versions_response(code));
+    }
+    let mut body = default_response(request.api_key);
+    set_top_level_error(&mut body, request.api_version, code);
+    item_errors::fill(&request.body, request.api_version, code, &mut body);
+    body
+}
+
 /// The ApiVersions response body listing [`SERVED`], with `error_code` (0 for the normal
 /// answer; the handler uses this too, so what is advertised is what is decoded).
 pub fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
@@ -592,5 +610,6 @@ top_level_error! {
     Vote 0..=2,
 }
 
+mod item_errors;
 #[cfg(test)]
 mod tests;

@@ -3,10 +3,13 @@
 //! play the Kafka client.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, MetadataRequest, ProduceRequest, RequestHeader, RequestKind,
-    ResponseHeader, ResponseKind, TopicName,
+    ApiKey, ApiVersionsRequest, FindCoordinatorRequest, GroupId, MetadataRequest,
+    OffsetFetchRequest, ProduceRequest, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+    TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use proptest::prelude::*;
@@ -563,6 +566,65 @@ fn sluice_error_codes_map_to_what_kafka_clients_act_on() {
     );
 }
 
+#[test]
+fn a_request_the_handlers_cannot_serve_gets_its_error_on_every_item() {
+    // Every served api and version: the answer encodes and reads back.
+    for &(key, min, max) in SERVED {
+        for version in min..=max {
+            let body = match key {
+                ApiKey::Produce => produce_request(b"records"),
+                _ => default_request(key),
+            };
+            let request = decode_request(payload(key, version, &body)).unwrap();
+            let response = error_response_for(&request, 6);
+            let mut out = BytesMut::new();
+            encode_response(key, version, CORRELATION_ID, &response, &mut out)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(read_response(key, version, out.freeze()).1, response);
+        }
+    }
+    let (_, max) = served_versions(ApiKey::Produce).unwrap();
+    let request = decode_request(payload(ApiKey::Produce, max, &produce_request(b"r"))).unwrap();
+    let ResponseKind::Produce(produce) = error_response_for(&request, 6) else {
+        unreachable!()
+    };
+    let partition = &produce.responses[0].partition_responses[0];
+    assert_eq!(produce.responses[0].name.0.as_str(), "orders");
+    assert_eq!((partition.index, partition.error_code), (3, 6));
+
+    let group = OffsetFetchRequestGroup::default().with_group_id(GroupId("g".into()));
+    let body = RequestKind::OffsetFetch(OffsetFetchRequest::default().with_groups(vec![group]));
+    let request = decode_request(payload(ApiKey::OffsetFetch, 8, &body)).unwrap();
+    let ResponseKind::OffsetFetch(response) = error_response_for(&request, 16) else {
+        unreachable!()
+    };
+    assert_eq!(response.groups[0].error_code, 16);
+
+    let body = RequestKind::FindCoordinator(
+        FindCoordinatorRequest::default().with_coordinator_keys(vec!["g".into()]),
+    );
+    let request = decode_request(payload(ApiKey::FindCoordinator, 4, &body)).unwrap();
+    let ResponseKind::FindCoordinator(response) = error_response_for(&request, 15) else {
+        unreachable!()
+    };
+    assert_eq!(response.coordinators[0].error_code, 15);
+    assert_eq!(response.coordinators[0].key.as_str(), "g");
+
+    // A Metadata v10 topic asked by id gets an empty name, v12 a null one.
+    for (version, name) in [(10, Some("")), (12, None)] {
+        let topic = MetadataRequestTopic::default().with_name(None);
+        let body = RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![topic])));
+        let request = decode_request(payload(ApiKey::Metadata, version, &body)).unwrap();
+        let response = error_response_for(&request, 3);
+        let ResponseKind::Metadata(metadata) = &response else {
+            unreachable!()
+        };
+        assert_eq!(metadata.topics[0].name.as_ref().map(|n| n.0.as_str()), name);
+        let mut out = BytesMut::new();
+        encode_response(ApiKey::Metadata, version, 1, &response, &mut out).unwrap();
+    }
+}
+
 /// Valid requests of every served api and version, to mutate.
 fn valid_payloads() -> Vec<Bytes> {
     let mut all = Vec::new();
@@ -578,13 +640,54 @@ fn valid_payloads() -> Vec<Bytes> {
     all
 }
 
-/// Decoding never panics; whatever decodes re-encodes to a request that decodes the same.
+/// Whether a decoded value holds an unknown tagged field numbered 2^31 or more (a negative
+/// key: `BTreeMap` prints its smallest key first). `kafka-protocol` counts such a field when
+/// re-encoding but does not write it, so the bytes do not decode again; a broker never
+/// re-encodes a request, so this only exempts them from the round trip below.
+fn has_huge_tag(value: &impl std::fmt::Debug) -> bool {
+    format!("{value:?}").contains("unknown_tagged_fields: {-")
+}
+
+/// Decoding never panics; whatever decodes re-encodes to a request that decodes the same,
+/// and its per-item error answer encodes.
 fn check_total(bytes: Bytes) {
     if let Ok(request) = decode_request(bytes) {
+        let mut out = BytesMut::new();
+        let response = error_response_for(&request, 35);
+        encode_response(request.api_key, request.api_version, 1, &response, &mut out).unwrap();
+        if has_huge_tag(&request.body) {
+            return;
+        }
         let again = payload(request.api_key, request.api_version, &request.body);
         let decoded = decode_request(again).unwrap();
         assert_eq!(decoded.body, request.body);
     }
+}
+
+#[test]
+fn tags_of_2_pow_31_and_above_do_not_survive_kafka_protocols_re_encoding() {
+    // Produce v9: null transactional id, acks 0, timeout 0, no topics, one tagged field
+    // numbered 0xffffffff (a 5-byte varint) of 0 bytes. Found by proptest.
+    let mut bytes = header_bytes(ApiKey::Produce, 9);
+    bytes.put_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0]);
+    let request = decode_request(bytes.freeze()).unwrap();
+    assert!(has_huge_tag(&request.body));
+    let again = payload(request.api_key, request.api_version, &request.body);
+    assert!(
+        decode_request(again).is_err(),
+        "fixed upstream? drop has_huge_tag"
+    );
+}
+
+fn header_bytes(api_key: ApiKey, version: i16) -> BytesMut {
+    let mut bytes = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(CORRELATION_ID)
+        .encode(&mut bytes, api_key.request_header_version(version))
+        .unwrap();
+    bytes
 }
 
 proptest! {
