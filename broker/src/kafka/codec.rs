@@ -1,7 +1,8 @@
 //! The Kafka codec: one frame's payload (its 4-byte length prefix already stripped) to a
 //! [`KafkaRequest`], and responses to bytes. Sans-IO: the listener frames with the native
 //! `FrameCodec` and calls [`decode_request`], the handlers answer with [`encode_response`],
-//! and anything the handlers cannot or may not serve is answered with [`error_response`].
+//! a refused request is answered with [`error_response`], and a decoded one the handlers
+//! cannot serve with [`error_response_for`] (the error on each item it named).
 //!
 //! Message structs and their encodings are `kafka-protocol`'s (0.18, decoding from [`Bytes`]
 //! so record batches in a Produce request stay zero-copy slices of the frame). This module
@@ -48,20 +49,21 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     // 0..=13: v10+ carries topic ids next to names (the handler fills them from the image and
     // may resolve a request's id-only topic), v13 adds the top-level error code (KIP-1102).
-    // librdkafka 2.0.2 picks 4, 2.15 picks 13 (10 without topic ids), Java 4.x 13.
+    // librdkafka 2.0.2 picks 4, 2.15 picks 13 (10 without topic ids), Java 4.x 13,
+    // kafka-python 1.
     (ApiKey::Metadata, 0, 13),
     // 3..=11: v13 names topics by id. v12 means "transactions v2 may add partitions implicitly"
     // (KIP-890 part 2), a transaction promise sluice does not make; v9-v11 differ from v8 only
     // by flexible encoding and extra optional response fields (KIP-951's current leader).
-    // librdkafka 2.0.2 picks 7, 2.15 picks 10, Java 3.7+/4.x 11, kafka-python 7.
+    // librdkafka 2.0.2 picks 7, 2.15 picks 10, Java 4.x 11, kafka-python 7.
     (ApiKey::Produce, 3, 11),
     // 4..=12: v13+ name topics by id only (KIP-516). Java 3.x/4.x and librdkafka 2.15 (max 16)
-    // fall back to 12 and name topics; librdkafka 2.0.2 picks 11, kafka-python 10.
+    // fall back to 12 and name topics; librdkafka 2.0.2 picks 11, kafka-python 4.
     (ApiKey::Fetch, 4, 12),
     // 1..=6: v7 promises MAX_TIMESTAMP (-3) lookups, v8 earliest-local (-4, tiered storage),
     // v9 latest-tiered (-5), v10 a remote-read timeout; consumers need none of them, and an
     // admin asking for one gets a clean UnsupportedVersion. librdkafka 2.0.2 picks 2, 2.15
-    // picks 6, Java 6, kafka-python 1 (or 5 with newer releases).
+    // picks 6, Java 6, kafka-python 1.
     (ApiKey::ListOffsets, 1, 6),
     // 2..=4: the consumer's KIP-320 log truncation check after a leader change (v2 added the
     // current leader epoch, v4 is flexible). librdkafka 2.15 picks 2, Java 4.
@@ -69,21 +71,23 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     // 0..=5: v4 batches keys (KIP-699), v5 only lets the answer be TRANSACTION_ABORTABLE;
     // v6 admits share-group keys (KIP-932), which sluice has no coordinator for, so a share
     // consumer gets UnsupportedVersion instead of a confusing per-key error. librdkafka
-    // picks 2, Java 3.x 4 or 5, Java 4.x 5, kafka-python 0 or 1.
+    // picks 2, Java 3.x 4 or 5, Java 4.x 5, kafka-python 0.
     (ApiKey::FindCoordinator, 0, 5),
     // 0..=9, all of them: v4+ clients handle MEMBER_ID_REQUIRED (KIP-394, which the group
     // coordinator uses), v9 adds the response's SkipAssignment (false here). librdkafka
-    // picks 5, Java 9, kafka-python 1 or 2.
+    // picks 5, Java 9, kafka-python 1.
     (ApiKey::JoinGroup, 0, 9),
-    // 0..=5, all: v5 sends protocol type and name (KIP-559). librdkafka 3, Java 5.
+    // 0..=5, all: v5 sends protocol type and name (KIP-559). librdkafka 3, Java 5,
+    // kafka-python 1.
     (ApiKey::SyncGroup, 0, 5),
-    // 0..=4, all. librdkafka 3, Java 4.
+    // 0..=4, all. librdkafka 3, Java 4, kafka-python 1.
     (ApiKey::Heartbeat, 0, 4),
-    // 0..=5, all: v3+ removes a batch of members (KIP-345). librdkafka 1, Java 5.
+    // 0..=5, all: v3+ removes a batch of members (KIP-345). librdkafka 1, Java 5,
+    // kafka-python 1.
     (ApiKey::LeaveGroup, 0, 5),
     // 0..=9: v8 fetches several groups at once (the response then has per-group errors),
     // v9 adds the KIP-848 member fields (null with the classic protocol); v10 names topics
-    // by id. librdkafka 2.0.2 picks 7, 2.15 9, Java 9, kafka-python 1-3.
+    // by id. librdkafka 2.0.2 picks 7, 2.15 9, Java 9, kafka-python 1.
     (ApiKey::OffsetFetch, 1, 9),
     // 2..=9: v9 is v8 usable with KIP-848 groups; v10 names topics by id. librdkafka 2.0.2
     // picks 7, 2.15 9, Java 9, kafka-python 2.
