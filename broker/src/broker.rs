@@ -17,6 +17,7 @@ use crate::groups::GroupCoordinator;
 use crate::metadata::{DataDirLock, NodeFile, NodeIdentity};
 use crate::partition::Partition;
 use crate::replication::Replication;
+use crate::services::Services;
 use crate::topics::Topics;
 
 /// Everything a request handler may use. Shared by every connection as `Arc<Broker>`.
@@ -24,22 +25,23 @@ pub struct Broker {
     /// The effective configuration.
     pub config: BrokerConfig,
     /// The metadata log, the controller and the way to it.
-    pub cluster: Cluster,
+    pub cluster: Arc<Cluster>,
     /// Topics and partition replicas hosted here.
-    pub topics: Topics,
+    pub topics: Arc<Topics>,
     /// Replica fetchers and ISR maintenance.
     pub replication: Replication,
-    /// Producer ids left in the block taken from the controller.
-    pub producer_ids: tokio::sync::Mutex<crate::handlers::producer_id::ProducerIdBlock>,
     /// The consumer groups of the `__consumer_offsets` partitions led here.
     pub groups: Arc<GroupCoordinator>,
+    /// The services the listeners' handlers call.
+    pub services: Arc<Services>,
     /// Who owns the data directory, and the cluster it joined.
     pub identity: std::sync::Mutex<(NodeIdentity, NodeFile)>,
+    /// The address Kafka clients connect to, once the Kafka listener is bound; registered
+    /// with the controller as the `kafka` listener.
+    kafka_address: std::sync::OnceLock<String>,
     /// This process's exclusive lock on the data directory, released by
     /// [`Broker::release_data_dir`] once everything in it is closed.
     data_dir_lock: std::sync::Mutex<Option<DataDirLock>>,
-    /// The metadata index the hosted replicas last reconciled with.
-    reconciled: watch::Sender<u64>,
     /// Wakes the metadata application when this broker (re)registers: leaderships held
     /// back until then may be taken.
     registered: tokio::sync::Notify,
@@ -71,26 +73,46 @@ impl Broker {
             .await
             .map_err(|e| BrokerError::DataDir(format!("opening the data directory: {e}")))??
         };
-        let cluster = Cluster::start(&config).await?;
+        let cluster = Arc::new(Cluster::start(&config).await?);
+        let topics = Arc::new(topics);
         let timings = GroupTimings {
             initial_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
         };
+        let groups = Arc::new(GroupCoordinator::new(config.node_id, timings));
+        let stopping = watch::channel(false).0;
+        let services = Arc::new(Services::new(
+            &config,
+            &cluster,
+            &topics,
+            &groups,
+            stopping.subscribe(),
+        ));
         Ok(Arc::new(Broker {
-            groups: Arc::new(GroupCoordinator::new(config.node_id, timings)),
-            producer_ids: Default::default(),
+            groups,
+            services,
             config,
             cluster,
             topics,
             replication: Replication::default(),
             identity: std::sync::Mutex::new(identity),
             data_dir_lock: std::sync::Mutex::new(Some(lock)),
-            reconciled: watch::channel(0).0,
+            kafka_address: std::sync::OnceLock::new(),
             registered: tokio::sync::Notify::new(),
             fenced: watch::channel(None).0,
             shutdown_requested: watch::channel(false).0,
             shutdown_granted: watch::channel(false).0,
-            stopping: watch::channel(false).0,
+            stopping,
         }))
+    }
+
+    /// Records the address Kafka clients connect to (call before the broker registers).
+    pub fn set_kafka_address(&self, address: String) {
+        let _ = self.kafka_address.set(address);
+    }
+
+    /// The address Kafka clients connect to, when the Kafka listener is on.
+    pub fn kafka_address(&self) -> Option<&str> {
+        self.kafka_address.get().map(String::as_str)
     }
 
     /// Whether the cluster is this node alone (the default): it then waits to be ready
@@ -108,8 +130,7 @@ impl Broker {
                 return;
             }
             let index = self.cluster.applied_index();
-            let mut reconciled = self.reconciled.subscribe();
-            let _ = reconciled.wait_for(|r| *r >= index).await;
+            self.topics.wait_reconciled(index, Duration::MAX).await;
         };
         tokio::time::timeout(timeout, ready).await.is_ok()
     }
@@ -123,13 +144,12 @@ impl Broker {
     /// The metadata index the hosted replicas last reconciled with: every replica the
     /// image at that index gives this broker is open.
     pub fn reconciled_index(&self) -> u64 {
-        *self.reconciled.borrow()
+        self.topics.reconciled_index()
     }
 
     /// Waits until the hosted replicas reflect the applied metadata at `index` or later.
     pub async fn wait_reconciled(&self, index: u64, timeout: Duration) {
-        let mut reconciled = self.reconciled.subscribe();
-        let _ = tokio::time::timeout(timeout, reconciled.wait_for(|r| *r >= index)).await;
+        self.topics.wait_reconciled(index, timeout).await;
     }
 
     /// Records whether the controller fences this broker.
@@ -236,7 +256,7 @@ impl Broker {
             if let Err(e) = done {
                 tracing::error!("applying metadata to the replicas failed: {e}");
             }
-            self.reconciled.send_replace(index);
+            self.topics.mark_reconciled(index);
             self.replication.start_fetchers(&self);
             self.groups.on_image(&image, |index| {
                 let topic = self.topics.get(sluice_protocol::group_log::OFFSETS_TOPIC)?;

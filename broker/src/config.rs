@@ -27,6 +27,18 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     /// Address clients are told to connect to; `listen` when unset.
     pub advertise: String,
+    /// Address the Kafka-protocol listener binds to; `None` turns it off.
+    pub kafka_listen: Option<SocketAddr>,
+    /// Whether `kafka_listen` was set rather than defaulted: an explicit address that
+    /// cannot be bound stops the broker; the default one (127.0.0.1:9092, which a second
+    /// broker on the same host finds taken) only turns the Kafka listener off, with a
+    /// warning.
+    pub kafka_listen_explicit: bool,
+    /// Address Kafka clients are told to connect to; `kafka_listen` when unset.
+    pub kafka_advertise: Option<String>,
+    /// Whether a Kafka client's Metadata request that allows it creates a missing topic
+    /// with the broker's defaults (Kafka's `auto.create.topics.enable`).
+    pub auto_create_topics: bool,
     /// Directory of the node's data: topics, metadata.
     pub data_dir: PathBuf,
     /// The controller quorum: node ids and addresses. A single-node cluster by default.
@@ -109,6 +121,16 @@ pub enum DurabilityMode {
 }
 
 impl BrokerConfig {
+    /// The address Kafka clients are told to connect to, when the Kafka listener is on.
+    pub fn kafka_advertised(&self) -> Option<String> {
+        let listen = self.kafka_listen?;
+        Some(
+            self.kafka_advertise
+                .clone()
+                .unwrap_or_else(|| listen.to_string()),
+        )
+    }
+
     /// The storage durability of this configuration.
     pub fn storage_durability(&self) -> Durability {
         match self.durability {
@@ -159,6 +181,10 @@ impl Default for BrokerConfig {
             node_id: BrokerId(1),
             listen,
             advertise: listen.to_string(),
+            kafka_listen: Some(([127, 0, 0, 1], 9092).into()),
+            kafka_listen_explicit: false,
+            kafka_advertise: None,
+            auto_create_topics: true,
             data_dir: PathBuf::from("sluice-data"),
             voters: vec![Voter {
                 id: BrokerId(1),
@@ -219,6 +245,15 @@ pub struct ConfigLayer {
     /// Address advertised to clients (default: the listen address).
     #[arg(long, env = "SLUICE_ADVERTISE", value_name = "HOST:PORT")]
     pub advertise: Option<String>,
+    /// Address of the Kafka-protocol listener, or `off` (default 127.0.0.1:9092).
+    #[arg(long, env = "SLUICE_KAFKA_LISTEN", value_name = "HOST:PORT|off")]
+    pub kafka_listen: Option<String>,
+    /// Address advertised to Kafka clients (default: the Kafka listen address).
+    #[arg(long, env = "SLUICE_KAFKA_ADVERTISE", value_name = "HOST:PORT")]
+    pub kafka_advertise: Option<String>,
+    /// Whether Kafka clients' Metadata requests create missing topics (default true).
+    #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS", value_name = "true|false")]
+    pub auto_create_topics: Option<bool>,
     /// Data directory.
     #[arg(long, env = "SLUICE_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -332,8 +367,16 @@ impl ConfigLayer {
             offsets_topic_partitions,
             group_initial_rebalance_delay_ms,
             group_min_session_timeout_ms,
-            group_max_session_timeout_ms
+            group_max_session_timeout_ms,
+            auto_create_topics
         );
+        if let Some(listen) = self.kafka_listen {
+            config.kafka_listen = parse_listen(&listen)?;
+            config.kafka_listen_explicit = true;
+        }
+        if let Some(advertise) = self.kafka_advertise {
+            config.kafka_advertise = Some(advertise);
+        }
         if let Some(id) = self.node_id {
             config.node_id = BrokerId(id);
         }
@@ -445,6 +488,30 @@ fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
             config.advertise
         ));
     }
+    if let Some(kafka) = config.kafka_listen {
+        if config.kafka_advertise.is_none() && kafka.ip().is_unspecified() {
+            return fail(format!(
+                "listening for Kafka clients on {kafka} needs --kafka-advertise HOST:PORT: \
+                 clients cannot connect to {}",
+                kafka.ip()
+            ));
+        }
+        if kafka == config.listen {
+            return fail(format!(
+                "kafka_listen and listen are both {kafka}; give the Kafka listener its own port \
+                 (--kafka-listen HOST:PORT) or turn it off (--kafka-listen off)"
+            ));
+        }
+    }
+    if let Some(advertise) = &config.kafka_advertise {
+        let port = advertise.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+        if !matches!(port, Some(Ok(p)) if p != 0) {
+            return fail(format!(
+                "kafka_advertise address {advertise:?} must be HOST:PORT with a port from 1 to \
+                 65535"
+            ));
+        }
+    }
     if config.advertise == config.listen.to_string() && config.listen.ip().is_unspecified() {
         return fail(format!(
             "listening on {} needs --advertise HOST:PORT: clients cannot connect to {}",
@@ -453,6 +520,19 @@ fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
         ));
     }
     Ok(())
+}
+
+/// Parses a listener setting: `HOST:PORT`, or `off`.
+fn parse_listen(text: &str) -> Result<Option<SocketAddr>, BrokerError> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        BrokerError::Config(format!(
+            "kafka_listen {text:?} is not HOST:PORT (an IP address and a port, e.g. \
+             127.0.0.1:9092) or off"
+        ))
+    })
 }
 
 /// Parses `ID@HOST:PORT,ID@HOST:PORT,...`.

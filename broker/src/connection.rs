@@ -1,35 +1,37 @@
-//! One client connection: read frames, serve requests concurrently, answer in order.
+//! One client connection: read frames, serve requests concurrently, answer in order. The
+//! framing (a big-endian `u32` length, then the payload) is the same for the native and the
+//! Kafka protocol; what a frame means is the [`Protocol`]'s business.
 //!
 //! Shape: the reading half decodes frames from a `BytesMut` ("incomplete frame" is the
-//! normal state between reads) and spawns one task per request. Each task's answer travels
-//! through a oneshot whose receiver is queued, in request order, on a bounded channel to
-//! the writing half. The writer awaits the receivers in order, so responses leave in
-//! request order however the tasks finish (pipelining), and the channel's bound is the
-//! connection's in-flight limit: when it is full the reader stops reading, pushing back on
-//! the client through TCP.
+//! normal state between reads) and hands each to the protocol's ordered phase
+//! ([`Protocol::start`], awaited before the next frame is read: produce appends and topic
+//! administration happen in request order), then spawns the rest ([`Protocol::finish`])
+//! as a task. Each task's answer travels through a oneshot whose receiver is queued, in
+//! request order, on a bounded channel to the writing half. The writer awaits the
+//! receivers in order, so responses leave in request order however the tasks finish
+//! (pipelining), and the channel's bound is the connection's in-flight limit: when it is
+//! full the reader stops reading, pushing back on the client through TCP.
 //!
 //! Bad input only ends its own connection: an undecodable body gets an error response
 //! (the header gave a correlation id); an undecodable header, an oversized frame or a
 //! stream cut mid-frame closes the connection after the answers already owed are sent.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Bytes, BytesMut};
 use sluice_protocol::frame::FRAME_HEADER_LEN;
-use sluice_protocol::{decode_request, Error as ProtocolError, ErrorCode, FrameCodec, Response};
+use sluice_protocol::{Error as ProtocolError, FrameCodec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::Decoder;
 
-use crate::broker::Broker;
-use crate::error::ApiError;
-use crate::handlers::{self, Outcome};
-
-/// A response payload owed to the client, or nothing (acks=0).
-type Answer = oneshot::Receiver<Option<BytesMut>>;
+/// A response payload owed to the client (with room for the length prefix at the front),
+/// or nothing (acks=0).
+pub type Answer = Option<BytesMut>;
 
 /// How long a refused frame's request header is waited for.
 const REFUSED_HEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -37,24 +39,76 @@ const REFUSED_HEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(
 const REFUSED_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most bytes drained from a refused connection.
 const REFUSED_DRAIN_BYTES_MAX: usize = 16 << 20;
-
 /// Initial capacity of the read buffer; frames larger than this grow it as they arrive.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Bytes of a request header a refused frame's answer may need (api key, version,
+/// correlation id).
+const REQUEST_HEADER_PEEK: usize = 8;
+
+/// What the ordered phase of a request decided.
+pub enum Start<S> {
+    /// Run the rest of the request concurrently.
+    Run(S),
+    /// Already answered (a request refused when decoded).
+    Answered(Answer),
+    /// The frame makes no sense: close the connection (after the answers owed).
+    Close,
+}
+
+/// A listener's protocol: what its request frames mean.
+pub trait Protocol: Send + Sync + 'static {
+    /// A request after its ordered phase.
+    type Started: Send + 'static;
+    /// What the protocol remembers about one connection.
+    type Connection: Default + Send;
+
+    /// Decodes a frame's payload and runs the request's ordered phase.
+    fn start(
+        &self,
+        connection: &mut Self::Connection,
+        payload: Bytes,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Start<Self::Started>> + Send;
+
+    /// The rest of a request, run concurrently with later ones; its answer.
+    fn finish(self: Arc<Self>, started: Self::Started) -> impl Future<Output = Answer> + Send;
+
+    /// The answer to a frame refused for its size, given the start of its payload
+    /// (`REQUEST_HEADER_PEEK` bytes when they arrived), if the protocol can give one.
+    fn refuse_frame(&self, payload_start: &[u8], error: &ProtocolError) -> Answer;
+
+    /// The connection closed, after every answer owed was sent.
+    fn closed(&self, connection: Self::Connection);
+}
+
+/// The settings a connection runs with.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Requests of one connection being served at once.
+    pub max_in_flight: usize,
+    /// Largest frame accepted.
+    pub max_frame_bytes: u32,
+    /// Turns true when the broker shuts down: the connection stops reading.
+    pub stopping: watch::Receiver<bool>,
+}
 
 /// Serves one connection until the client closes it, it misbehaves, or shutdown begins.
-pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
+pub async fn serve<P: Protocol>(
+    protocol: Arc<P>,
+    settings: Settings,
+    socket: TcpStream,
+    peer: SocketAddr,
+) {
     let _ = socket.set_nodelay(true);
     let (mut reader, writer) = socket.into_split();
-    let depth = broker.config.max_in_flight_per_connection as usize;
-    let (answers_tx, answers_rx) = mpsc::channel::<Answer>(depth);
+    let (answers_tx, answers_rx) =
+        mpsc::channel::<oneshot::Receiver<Answer>>(settings.max_in_flight);
     let writing = tokio::spawn(write_answers(writer, answers_rx));
-    let mut codec = FrameCodec::new(broker.config.max_frame_bytes);
+    let mut codec = FrameCodec::new(settings.max_frame_bytes);
     let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
-    let mut stopping = broker.stopping();
+    let mut stopping = settings.stopping;
+    let mut connection = P::Connection::default();
     let mut refused = false;
-    // The broker whose heartbeats arrive on this connection: when it closes, the
-    // controller shortens that broker's session (see `cluster::controller`).
-    let mut heartbeats_from = None;
     'read: loop {
         loop {
             match codec.decode(&mut buffer) {
@@ -63,38 +117,19 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
                     if answers_tx.send(rx).await.is_err() {
                         break 'read; // The writer failed: the client is gone.
                     }
-                    match decode_request(payload) {
-                        Ok((header, request)) => {
-                            let id = header.correlation_id;
-                            if let sluice_protocol::Request::BrokerHeartbeat(h) = &request {
-                                heartbeats_from = Some(h.broker_id);
-                            }
-                            let started = handlers::start(&broker, request).await;
-                            let broker = Arc::clone(&broker);
-                            let caller = handlers::Caller {
-                                client_id: header.client_id,
-                                host: peer.ip().to_string(),
-                            };
+                    match protocol.start(&mut connection, payload, peer).await {
+                        Start::Run(started) => {
+                            let protocol = Arc::clone(&protocol);
                             tokio::spawn(async move {
-                                let outcome = match started {
-                                    Ok(started) => {
-                                        handlers::finish(&broker, started, &caller).await
-                                    }
-                                    Err(e) => Err(e),
-                                };
-                                let _ = tx.send(encode(id, outcome));
+                                let _ = tx.send(protocol.finish(started).await);
                             });
                         }
-                        Err(e) => {
-                            let Some(id) = e.correlation_id else {
-                                tracing::debug!(%peer, "closing connection: {e}");
-                                break 'read;
-                            };
-                            tracing::debug!(%peer, "refusing a request: {e}");
-                            let message =
-                                format!("{}; check the client's protocol version", e.error);
-                            let _ =
-                                tx.send(encode(id, Err(ApiError::new(e.error_code(), message))));
+                        Start::Answered(answer) => {
+                            let _ = tx.send(answer);
+                        }
+                        Start::Close => {
+                            let _ = tx.send(None);
+                            break 'read;
                         }
                     }
                 }
@@ -104,7 +139,7 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
                     // that follows may not have arrived yet. Wait for it briefly, so the
                     // refusal carries its correlation id and the client can read it.
                     let _ = tokio::time::timeout(REFUSED_HEADER_WAIT, async {
-                        while buffer.len() < FRAME_HEADER_LEN + 8 {
+                        while buffer.len() < FRAME_HEADER_LEN + REQUEST_HEADER_PEEK {
                             match reader.read_buf(&mut buffer).await {
                                 Ok(0) | Err(_) => break,
                                 Ok(_) => {}
@@ -112,7 +147,14 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
                         }
                     })
                     .await;
-                    refuse_frame(&broker, &buffer, &e, &answers_tx, peer).await;
+                    tracing::warn!(%peer, "closing connection: {e}");
+                    let start = buffer.get(FRAME_HEADER_LEN..).unwrap_or_default();
+                    let peek = &start[..start.len().min(REQUEST_HEADER_PEEK)];
+                    if let Some(answer) = protocol.refuse_frame(peek, &e) {
+                        let (tx, rx) = oneshot::channel();
+                        let _ = tx.send(Some(answer));
+                        let _ = answers_tx.send(rx).await;
+                    }
                     refused = true;
                     break 'read;
                 }
@@ -141,11 +183,7 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
     drop(answers_tx);
     // Answers already owed are still sent before the connection closes.
     let _ = writing.await;
-    // Only now: a heartbeat still being handled when the connection closed would
-    // otherwise grant a full session after the shortened one was set.
-    if let (Some(id), Some(controller)) = (heartbeats_from, &broker.cluster.controller) {
-        controller.connection_lost(id);
-    }
+    protocol.closed(connection);
     if refused {
         // Closing a socket with unread input sends a reset, which can destroy the error
         // answer before the client reads it. The writer has sent FIN; read and drop what
@@ -164,68 +202,13 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
     }
 }
 
-/// Encodes a request's outcome as a response payload, with room for the length prefix at
-/// the front; `None` when no response is owed (acks=0).
-fn encode(correlation_id: u32, outcome: Result<Outcome, ApiError>) -> Option<BytesMut> {
-    let mut out = BytesMut::new();
-    out.put_u32(0);
-    let encoded = match outcome {
-        Ok(Outcome::Silent) => return None,
-        Ok(Outcome::Respond(response)) => response.encode(correlation_id, &mut out),
-        Err(e) => Response::encode_error(correlation_id, e.code, Some(&e.message), &mut out),
-    };
-    if let Err(e) = encoded {
-        tracing::error!("encoding a response failed: {e}");
-        out.truncate(FRAME_HEADER_LEN);
-        let _ = Response::encode_error(
-            correlation_id,
-            ErrorCode::UnknownServerError,
-            Some("the broker could not encode its response"),
-            &mut out,
-        );
-    }
-    Some(out)
-}
-
-/// Answers a frame the codec refused (too large) with an error response when its header is
-/// readable, so the client learns why the connection closes.
-async fn refuse_frame(
-    broker: &Broker,
-    buffer: &BytesMut,
-    error: &ProtocolError,
-    answers: &mpsc::Sender<Answer>,
-    peer: SocketAddr,
-) {
-    tracing::warn!(%peer, "closing connection: {error}");
-    // Payload: api_key u16, api_version u16, correlation_id u32, ...
-    let Some(id) = buffer.get(FRAME_HEADER_LEN + 4..FRAME_HEADER_LEN + 8) else {
-        return;
-    };
-    let correlation_id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
-    let message = format!(
-        "{error}; send requests of at most {} bytes (broker setting max_frame_bytes)",
-        broker.config.max_frame_bytes
-    );
-    let mut out = BytesMut::new();
-    out.put_u32(0);
-    if Response::encode_error(
-        correlation_id,
-        ErrorCode::MessageTooLarge,
-        Some(&message),
-        &mut out,
-    )
-    .is_ok()
-    {
-        let (tx, rx) = oneshot::channel();
-        let _ = tx.send(Some(out));
-        let _ = answers.send(rx).await;
-    }
-}
-
 /// Writes answers in request order. Buffered answers are flushed before waiting on one
 /// that is not ready yet (a long poll must not hold back the answers queued before it) and
 /// whenever no further answer is queued.
-async fn write_answers(writer: OwnedWriteHalf, mut answers: mpsc::Receiver<Answer>) {
+async fn write_answers(
+    writer: OwnedWriteHalf,
+    mut answers: mpsc::Receiver<oneshot::Receiver<Answer>>,
+) {
     use tokio::sync::oneshot::error::TryRecvError;
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
     while let Some(mut answer) = answers.recv().await {

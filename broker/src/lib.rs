@@ -23,6 +23,7 @@ pub mod partition;
 pub mod producer_state;
 pub mod replication;
 pub mod server;
+pub mod services;
 pub mod topics;
 
 pub use broker::Broker;

@@ -49,7 +49,17 @@ async fn serve(config: sluice_broker::BrokerConfig) -> Result<(), sluice_broker:
             source,
         }
     })?;
+    let kafka = bind_kafka(&config).await?;
     let broker = Broker::open(config).await?;
+    if let Some(kafka) = &kafka {
+        tracing::info!(
+            "Kafka clients: listening on {}",
+            kafka
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        );
+    }
     tracing::info!(
         "sluice-broker node {} listening on {} (data in {})",
         broker.config.node_id,
@@ -59,8 +69,38 @@ async fn serve(config: sluice_broker::BrokerConfig) -> Result<(), sluice_broker:
             .unwrap_or_default(),
         broker.config.data_dir.display()
     );
-    sluice_broker::run(broker, listener, shutdown_signal()).await;
+    let listeners = sluice_broker::server::Listeners {
+        native: listener,
+        kafka,
+    };
+    sluice_broker::run(broker, listeners, shutdown_signal()).await;
     Ok(())
+}
+
+/// Binds the Kafka listener, if it is on. An address the user chose must be bound; the
+/// default one (127.0.0.1:9092) may be taken by another broker on the same host, and then
+/// this broker serves only the native protocol, with a warning that says how to change it.
+async fn bind_kafka(
+    config: &sluice_broker::BrokerConfig,
+) -> Result<Option<TcpListener>, sluice_broker::BrokerError> {
+    let Some(address) = config.kafka_listen else {
+        return Ok(None);
+    };
+    match TcpListener::bind(address).await {
+        Ok(listener) => Ok(Some(listener)),
+        Err(source) if config.kafka_listen_explicit => Err(sluice_broker::BrokerError::Bind {
+            address: address.to_string(),
+            source,
+        }),
+        Err(e) => {
+            tracing::warn!(
+                "the Kafka listener's default address {address} is not available ({e}); this \
+                 broker serves no Kafka clients. Give it another with --kafka-listen HOST:PORT, \
+                 or turn it off with --kafka-listen off"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

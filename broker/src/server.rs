@@ -1,6 +1,7 @@
-//! The listener: accepts connections, at most `max_connections` at once, one task each, and
-//! runs the graceful shutdown: move leaderships away (controlled shutdown), stop accepting,
-//! let connections finish what they owe, then flush and close every log.
+//! The listeners: accept connections, at most `max_connections` at once over all
+//! listeners, one task each (the native protocol's, and the Kafka protocol's when it is
+//! on), and run the graceful shutdown: move leaderships away (controlled shutdown), stop
+//! accepting, let connections finish what they owe, then flush and close every log.
 //!
 //! Brokers and clients share the listener. A node of a multi-node cluster accepts at once
 //! (the controller quorum needs its peers' listeners to elect a leader); a single node
@@ -16,18 +17,49 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::broker::Broker;
-use crate::connection;
+use crate::connection::{self, Protocol};
+use crate::handlers::Native;
+use crate::kafka::Kafka;
+
+/// The sockets a broker serves.
+pub struct Listeners {
+    /// The native protocol's (clients and other brokers).
+    pub native: TcpListener,
+    /// The Kafka protocol's, when it is on.
+    pub kafka: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    /// The native listener alone.
+    fn from(native: TcpListener) -> Listeners {
+        Listeners {
+            native,
+            kafka: None,
+        }
+    }
+}
 
 /// Longest pause between accept retries after errors (such as too many open files).
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long a single node waits to be ready before it serves anyway.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Serves `listener` until `shutdown` completes, then shuts down gracefully: leaderships
+/// Serves `listeners` until `shutdown` completes, then shuts down gracefully: leaderships
 /// move to other in-sync replicas, connections stop reading and send the answers they owe
 /// (up to `shutdown_timeout_ms`), and every log is flushed and closed so the next start
 /// needs no recovery.
-pub async fn run(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Future) {
+pub async fn run(broker: Arc<Broker>, listeners: impl Into<Listeners>, shutdown: impl Future) {
+    let listeners = listeners.into();
+    if let Some(kafka) = &listeners.kafka {
+        let advertised = broker
+            .config
+            .kafka_advertise
+            .clone()
+            .or_else(|| kafka.local_addr().ok().map(|a| a.to_string()));
+        if let Some(address) = advertised {
+            broker.set_kafka_address(address);
+        }
+    }
     broker.spawn_background();
     tokio::pin!(shutdown);
     let (stop_accepting, stop) = watch::channel(false);
@@ -40,7 +72,24 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Futu
             _ = &mut shutdown => early_stop = true,
         }
     }
-    let accepting = tokio::spawn(accept(Arc::clone(&broker), listener, stop));
+    let limit = Arc::new(Semaphore::new(broker.config.max_connections as usize));
+    let settings = connection::Settings {
+        max_in_flight: broker.config.max_in_flight_per_connection as usize,
+        max_frame_bytes: broker.config.max_frame_bytes,
+        stopping: broker.stopping(),
+    };
+    let native = Arc::new(Native::new(Arc::clone(&broker)));
+    let mut accepting = vec![tokio::spawn(accept(
+        native,
+        settings.clone(),
+        listeners.native,
+        Arc::clone(&limit),
+        stop.clone(),
+    ))];
+    if let Some(kafka) = listeners.kafka {
+        let protocol = Arc::new(Kafka::new(&broker));
+        accepting.push(tokio::spawn(accept(protocol, settings, kafka, limit, stop)));
+    }
     tracing::info!("ready");
     let timeout = Duration::from_millis(broker.config.shutdown_timeout_ms);
     if !early_stop {
@@ -49,7 +98,13 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Futu
     }
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     stop_accepting.send_replace(true);
-    let mut connections = accepting.await.unwrap_or_default();
+    let mut connections = JoinSet::new();
+    for listener in accepting {
+        let mut served = listener.await.unwrap_or_default();
+        // One set over every listener's connections, so one timeout covers them all
+        // (aborting a task drops its set, which aborts its connections).
+        connections.spawn(async move { while served.join_next().await.is_some() {} });
+    }
     broker.begin_shutdown();
     let drained = tokio::time::timeout(timeout, async {
         while connections.join_next().await.is_some() {}
@@ -68,13 +123,15 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, shutdown: impl Futu
     tracing::info!("shut down cleanly");
 }
 
-/// Accepts connections until `stop` turns true; returns the connections still running.
-async fn accept(
-    broker: Arc<Broker>,
+/// Accepts connections of `protocol` until `stop` turns true, at most as many at once as
+/// `limit` allows; returns the connections still running.
+async fn accept<P: Protocol>(
+    protocol: Arc<P>,
+    settings: connection::Settings,
     listener: TcpListener,
+    limit: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinSet<()> {
-    let limit = Arc::new(Semaphore::new(broker.config.max_connections as usize));
     let mut connections = JoinSet::new();
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -91,9 +148,10 @@ async fn accept(
         match accepted {
             Ok((socket, peer)) => {
                 backoff = Duration::from_millis(5);
-                let broker = Arc::clone(&broker);
+                let protocol = Arc::clone(&protocol);
+                let settings = settings.clone();
                 connections.spawn(async move {
-                    connection::serve(broker, socket, peer).await;
+                    connection::serve(protocol, settings, socket, peer).await;
                     drop(permit);
                 });
             }

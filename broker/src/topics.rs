@@ -115,6 +115,9 @@ pub struct Topics {
     /// Replicas opened damaged (recovery cut data off) that the controller has not been
     /// told about yet.
     damaged: std::sync::Mutex<Vec<(String, PartitionId)>>,
+    /// The metadata index the hosted replicas last reconciled with: every replica the
+    /// image at that index gives this broker is open and has its role.
+    reconciled: tokio::sync::watch::Sender<u64>,
 }
 
 impl Topics {
@@ -129,7 +132,25 @@ impl Topics {
             live: RwLock::new(BTreeMap::new()),
             reconciling: std::sync::Mutex::new(()),
             damaged: std::sync::Mutex::new(Vec::new()),
+            reconciled: tokio::sync::watch::channel(0).0,
         })
+    }
+
+    /// The replicas reflect the metadata image at `index`.
+    pub fn mark_reconciled(&self, index: u64) {
+        self.reconciled.send_replace(index);
+    }
+
+    /// The metadata index the hosted replicas last reconciled with.
+    pub fn reconciled_index(&self) -> u64 {
+        *self.reconciled.borrow()
+    }
+
+    /// Waits until the hosted replicas reflect the metadata at `index` or later, or
+    /// `timeout` passes.
+    pub async fn wait_reconciled(&self, index: u64, timeout: std::time::Duration) {
+        let mut reconciled = self.reconciled.subscribe();
+        let _ = tokio::time::timeout(timeout, reconciled.wait_for(|r| *r >= index)).await;
     }
 
     /// A hosted topic by name.

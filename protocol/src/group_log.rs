@@ -25,8 +25,11 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 const OFFSET_KEY_VERSION: i16 = 1;
 /// Key version of a group metadata record (Kafka's, too).
 const GROUP_KEY_VERSION: i16 = 2;
-/// The only value version this build writes and reads.
+/// The version of offset values, and of group values before Kafka's classic protocol.
 const VALUE_VERSION: i16 = 0;
+/// The version of group values this build writes: members carry their protocol metadata
+/// and the leader's assignment (version 0 is still read).
+const GROUP_VALUE_VERSION: i16 = 1;
 
 wire_struct! {
     /// The key of an offset commit.
@@ -71,7 +74,29 @@ wire_struct! {
         pub session_timeout_ms: i32,
         /// The topics it subscribes to.
         pub subscription: Vec<String>,
-        /// The partitions it owns in this generation.
+        /// The partitions it owns in this generation (server-side assignment).
+        pub assignment: Vec<TopicPartitions>,
+        /// Its metadata for the group's protocol (Kafka's classic protocol: the
+        /// subscription its assignor encoded); empty for server-side assignment. Since
+        /// value version 1.
+        pub protocol_metadata: Bytes,
+        /// The assignment the group's leader member computed for it, delivered verbatim
+        /// (Kafka's classic protocol); `None` for server-side assignment. Since value
+        /// version 1.
+        pub leader_assignment: Option<Bytes>,
+    }
+}
+
+wire_struct! {
+    /// A member as value version 0 wrote it (before Kafka's classic protocol).
+    pub struct MemberValueV0 {
+        pub member_id: String,
+        pub group_instance_id: Option<String>,
+        pub client_id: String,
+        pub client_host: String,
+        pub rebalance_timeout_ms: i32,
+        pub session_timeout_ms: i32,
+        pub subscription: Vec<String>,
         pub assignment: Vec<TopicPartitions>,
     }
 }
@@ -89,6 +114,44 @@ wire_struct! {
         pub leader: Option<String>,
         /// The members with their assignments; empty for an empty group.
         pub members: Vec<MemberValue>,
+    }
+}
+
+wire_struct! {
+    /// A group as value version 0 wrote it.
+    pub struct GroupValueV0 {
+        pub protocol_type: String,
+        pub generation: i32,
+        pub protocol_name: Option<String>,
+        pub leader: Option<String>,
+        pub members: Vec<MemberValueV0>,
+    }
+}
+
+impl From<GroupValueV0> for GroupValue {
+    fn from(v0: GroupValueV0) -> GroupValue {
+        GroupValue {
+            protocol_type: v0.protocol_type,
+            generation: v0.generation,
+            protocol_name: v0.protocol_name,
+            leader: v0.leader,
+            members: v0
+                .members
+                .into_iter()
+                .map(|m| MemberValue {
+                    member_id: m.member_id,
+                    group_instance_id: m.group_instance_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    session_timeout_ms: m.session_timeout_ms,
+                    subscription: m.subscription,
+                    assignment: m.assignment,
+                    protocol_metadata: Bytes::new(),
+                    leader_assignment: None,
+                })
+                .collect(),
+        }
     }
 }
 
@@ -132,9 +195,27 @@ impl GroupLogKey {
     }
 }
 
-/// The value of an offset or group record.
+/// The value of an offset record.
 pub fn encode_value<T: Encode>(value: &T) -> Result<Bytes> {
     versioned(VALUE_VERSION, value)
+}
+
+/// The value of a group record, at the newest version.
+pub fn encode_group_value(value: &GroupValue) -> Result<Bytes> {
+    versioned(GROUP_VALUE_VERSION, value)
+}
+
+/// Reads a group value of any version this build knows.
+pub fn decode_group_value(bytes: Bytes) -> Result<GroupValue> {
+    let mut r = Reader::new(bytes);
+    r.set_context("__consumer_offsets group value version");
+    let value = match r.get_i16()? {
+        VALUE_VERSION => GroupValueV0::decode(&mut r)?.into(),
+        GROUP_VALUE_VERSION => GroupValue::decode(&mut r)?,
+        other => return Err(unknown_version("__consumer_offsets group value", other)),
+    };
+    r.finish()?;
+    Ok(value)
 }
 
 /// Reads an offset or group value written by [`encode_value`].
@@ -198,8 +279,15 @@ mod tests {
             let decoded: OffsetValue = decode_value(encode_value(&value).unwrap()).unwrap();
             assert_eq!(decoded, value);
             let value = GroupValue::generate(&mut g);
-            let decoded: GroupValue = decode_value(encode_value(&value).unwrap()).unwrap();
+            let decoded = decode_group_value(encode_group_value(&value).unwrap()).unwrap();
             assert_eq!(decoded, value);
+            // A version 0 value (written before the classic protocol) still reads.
+            let v0 = GroupValueV0::generate(&mut g);
+            let mut old = BytesMut::new();
+            0i16.encode(&mut old).unwrap();
+            v0.encode(&mut old).unwrap();
+            let decoded = decode_group_value(old.freeze()).unwrap();
+            assert_eq!(decoded, GroupValue::from(v0));
         }
     }
 

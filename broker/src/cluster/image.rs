@@ -54,7 +54,7 @@ pub struct BrokerMeta {
 /// One advertised listener of a broker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListenerMeta {
-    /// `native` (a Kafka-compatible listener may come later).
+    /// `native` or `kafka`.
     pub name: String,
     /// Host name or IP.
     pub host: String,
@@ -253,6 +253,8 @@ const PARTITIONS_MAX: u32 = crate::topics::PARTITIONS_MAX as u32;
 
 /// The listener name of sluice's native protocol.
 pub const NATIVE_LISTENER: &str = "native";
+/// The listener name of the Kafka protocol.
+pub const KAFKA_LISTENER: &str = "kafka";
 
 impl ListenerMeta {
     /// `HOST:PORT`, to connect to.

@@ -15,7 +15,7 @@ use sluice_protocol::messages::{
 use sluice_protocol::{ErrorCode, Request, Response};
 
 use super::client::ControllerClient;
-use super::image::NATIVE_LISTENER;
+use super::image::{KAFKA_LISTENER, NATIVE_LISTENER};
 use crate::broker::Broker;
 
 /// Pause between failed registrations.
@@ -152,6 +152,28 @@ fn log_ends_awaited(broker: &Broker) -> Vec<ReplicaLogEnd> {
     ends
 }
 
+/// The listeners this broker advertises: the native one at `host:port`, and the Kafka one
+/// when it is on.
+fn listeners(broker: &Broker, host: String, port: u16) -> Vec<Listener> {
+    let mut listeners = vec![Listener {
+        name: NATIVE_LISTENER.into(),
+        host,
+        port,
+    }];
+    let kafka = broker
+        .kafka_address()
+        .and_then(|a| a.rsplit_once(':'))
+        .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)));
+    if let Some((host, port)) = kafka {
+        listeners.push(Listener {
+            name: KAFKA_LISTENER.into(),
+            host,
+            port,
+        });
+    }
+    listeners
+}
+
 /// One registration attempt; the broker epoch, or `None` to retry.
 async fn register(broker: &Broker, incarnation_id: [u8; 16]) -> Option<i64> {
     let (host, port) = broker
@@ -170,11 +192,7 @@ async fn register(broker: &Broker, incarnation_id: [u8; 16]) -> Option<i64> {
         broker_id: broker.config.node_id,
         cluster_id,
         incarnation_id,
-        listeners: vec![Listener {
-            name: NATIVE_LISTENER.into(),
-            host,
-            port,
-        }],
+        listeners: listeners(broker, host, port),
         rack: None,
     });
     match broker

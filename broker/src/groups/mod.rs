@@ -12,7 +12,12 @@
 //! replicates. A commit validated against generation N is therefore written before any
 //! record of generation N+1.
 
+pub mod consumer_protocol;
+pub mod coordinator;
 pub mod group;
+
+pub use coordinator::Coordinator;
+pub use group::SERVER_ASSIGNOR;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +27,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sluice_protocol::batch::{BatchBuilder, Batches};
 use sluice_protocol::group_log::{
-    decode_value, encode_value, GroupLogKey, GroupValue, OffsetKey, OffsetValue, OFFSETS_TOPIC,
+    decode_group_value, decode_value, encode_group_value, GroupLogKey, GroupValue, OffsetKey,
+    OffsetValue, OFFSETS_TOPIC,
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId};
 use sluice_storage::{Clock, SystemClock};
@@ -289,10 +295,25 @@ pub async fn complete_rebalance(shard: Arc<Shard>, group: GroupRef, image: Arc<M
     if !g.join_phase_done(Instant::now()) {
         return;
     }
-    let value = g.complete_join(&|t| partition_count(&image, t));
+    // Client-side assignment: the joins are answered, the leader's SyncGroup writes.
+    let Some(value) = g.complete_join(Instant::now(), &|t| partition_count(&image, t)) else {
+        return;
+    };
+    write_generation(&shard, &group, g, value).await;
+}
+
+/// Writes a generation (`value`, from the group locked in `g`), then tells the group how
+/// the write went so it answers the held joins or syncs. The lock is released while the
+/// record replicates.
+pub async fn write_generation(
+    shard: &Shard,
+    group: &GroupRef,
+    g: tokio::sync::MutexGuard<'_, Group>,
+    value: GroupValue,
+) {
     let generation = value.generation;
     let key = GroupLogKey::Group(g.id().to_owned());
-    let written = match encode_value(&value) {
+    let written = match encode_group_value(&value) {
         Ok(bytes) => shard.write(vec![(key, Some(bytes))]).await,
         Err(e) => Err(encoding_failed(&e)),
     };
@@ -416,7 +437,7 @@ fn apply_record(
             };
             group.apply_offset(topic, partition, value, record.offset);
         }
-        GroupLogKey::Group(_) => match record.value.map(decode_value::<GroupValue>).transpose() {
+        GroupLogKey::Group(_) => match record.value.map(decode_group_value).transpose() {
             Ok(Some(value)) => group.load(value, now, partitions_of),
             Ok(None) => group.unload_members(),
             Err(e) => tracing::warn!("skipping a group record at {}: {e}", record.offset),

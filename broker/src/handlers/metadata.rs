@@ -1,21 +1,17 @@
 //! ApiVersions, Metadata and DescribeCluster: what a client asks first and after every
-//! NOT_LEADER_OR_FOLLOWER. Answered from this node's metadata image, which every node
-//! holds whole (it is a voter or a learner of the metadata log).
-
-use std::sync::Arc;
+//! NOT_LEADER_OR_FOLLOWER, answered from [`crate::services::admin`]'s cluster view with
+//! the brokers' native addresses.
 
 use sluice_protocol::messages::{
     ApiVersionRange, ApiVersionsResponse, ConfigEntry, DescribeClusterBroker,
     DescribeClusterResponse, MetadataBroker, MetadataPartition, MetadataRequest, MetadataResponse,
     MetadataTopic,
 };
-use sluice_protocol::{BrokerId, ErrorCode};
+use sluice_protocol::ErrorCode;
 
 use super::SERVED;
-use crate::broker::Broker;
-use crate::cluster::image::{BrokerMeta, MetadataImage, TopicMeta, NATIVE_LISTENER};
-use crate::error::ApiError;
-use crate::topics::effective_topic_configs;
+use crate::cluster::image::NATIVE_LISTENER;
+use crate::services::admin::Admin;
 
 /// The apis this broker serves, each with its version range.
 pub fn api_versions() -> ApiVersionsResponse {
@@ -31,114 +27,86 @@ pub fn api_versions() -> ApiVersionsResponse {
     }
 }
 
-/// A broker's native address.
-fn native_address(broker: &BrokerMeta) -> (String, u16) {
-    broker
-        .listener(NATIVE_LISTENER)
-        .map_or((String::new(), 0), |l| (l.host.clone(), l.port))
-}
-
 /// Brokers (the unfenced ones), the controller, and the requested topics (all when
-/// `topics` is null).
-pub fn metadata(broker: &Arc<Broker>, request: MetadataRequest) -> MetadataResponse {
-    let image = broker.cluster.image();
-    let topics = match request.topics {
-        None => image
-            .topics
-            .iter()
-            .map(|(name, meta)| describe(broker, &image, name, meta))
-            .collect(),
-        Some(names) => names
-            .into_iter()
-            .map(|name| match image.topics.get(&name) {
-                Some(meta) => describe(broker, &image, &name, meta),
-                None => {
-                    let e = ApiError::unknown_topic(&name);
-                    MetadataTopic {
-                        error_code: e.code,
-                        error_message: e.wire_message(),
-                        name,
-                        is_internal: false,
-                        replication_factor: -1,
-                        configs: Vec::new(),
-                        partitions: Vec::new(),
-                    }
-                }
-            })
-            .collect(),
-    };
+/// `topics` is null). The native protocol never creates topics on a Metadata request.
+pub async fn metadata(service: &Admin, request: MetadataRequest) -> MetadataResponse {
+    let view = service
+        .cluster_view(NATIVE_LISTENER, request.topics, false, false)
+        .await;
     MetadataResponse {
-        cluster_id: image.cluster_id.clone(),
-        controller_id: broker.cluster.controller_id().unwrap_or(BrokerId(-1)),
-        brokers: image
+        cluster_id: view.cluster_id,
+        controller_id: view.controller_id,
+        brokers: view
             .brokers
-            .values()
-            .filter(|b| !b.fenced)
-            .map(|b| {
-                let (host, port) = native_address(b);
-                MetadataBroker {
-                    broker_id: b.id,
-                    host,
-                    port,
-                    rack: b.rack.clone(),
-                }
+            .into_iter()
+            .map(|b| MetadataBroker {
+                broker_id: b.id,
+                host: b.host,
+                port: b.port,
+                rack: b.rack,
             })
             .collect(),
-        topics,
-    }
-}
-
-fn describe(broker: &Broker, image: &MetadataImage, name: &str, meta: &TopicMeta) -> MetadataTopic {
-    let fenced = |id: &BrokerId| image.brokers.get(id).is_none_or(|b| b.fenced);
-    MetadataTopic {
-        error_code: ErrorCode::None,
-        error_message: None,
-        name: name.to_string(),
-        is_internal: name.starts_with("__"),
-        replication_factor: meta.replication_factor as i16,
-        configs: effective_topic_configs(&broker.config, &meta.configs)
+        topics: view
+            .topics
             .into_iter()
-            .map(|(name, value)| ConfigEntry { name, value })
-            .collect(),
-        partitions: meta
-            .partitions
-            .iter()
-            .map(|p| MetadataPartition {
-                error_code: if p.leader.0 < 0 {
-                    ErrorCode::LeaderNotAvailable
-                } else {
-                    ErrorCode::None
+            .map(|(name, described)| match described {
+                Ok(topic) => MetadataTopic {
+                    error_code: ErrorCode::None,
+                    error_message: None,
+                    name,
+                    is_internal: topic.is_internal,
+                    replication_factor: topic.replication_factor,
+                    configs: topic
+                        .configs
+                        .into_iter()
+                        .map(|(name, value)| ConfigEntry { name, value })
+                        .collect(),
+                    partitions: topic
+                        .partitions
+                        .into_iter()
+                        .map(|p| MetadataPartition {
+                            error_code: p.error.as_ref().map_or(ErrorCode::None, |e| e.code),
+                            error_message: None,
+                            partition: p.partition,
+                            leader: p.leader,
+                            leader_epoch: p.leader_epoch,
+                            replicas: p.replicas,
+                            isr: p.isr,
+                            offline_replicas: p.offline_replicas,
+                        })
+                        .collect(),
                 },
-                error_message: None,
-                partition: p.index,
-                leader: p.leader,
-                leader_epoch: p.leader_epoch,
-                replicas: p.replicas.clone(),
-                isr: p.isr.clone(),
-                offline_replicas: p.replicas.iter().copied().filter(fenced).collect(),
+                Err(e) => MetadataTopic {
+                    error_code: e.code,
+                    error_message: e.wire_message(),
+                    name,
+                    is_internal: false,
+                    replication_factor: -1,
+                    configs: Vec::new(),
+                    partitions: Vec::new(),
+                },
             })
             .collect(),
     }
 }
 
 /// The cluster: every registered broker (fenced too), the controller quorum and its leader.
-pub fn describe_cluster(broker: &Arc<Broker>) -> DescribeClusterResponse {
-    let image = broker.cluster.image();
+pub async fn describe_cluster(service: &Admin) -> DescribeClusterResponse {
+    let view = service
+        .cluster_view(NATIVE_LISTENER, Some(Vec::new()), false, true)
+        .await;
     DescribeClusterResponse {
-        cluster_id: image.cluster_id.clone(),
-        controller_id: broker.cluster.controller_id().unwrap_or(BrokerId(-1)),
-        voters: broker.cluster.voters().to_vec(),
-        brokers: image
+        cluster_id: view.cluster_id,
+        controller_id: view.controller_id,
+        voters: view.voters,
+        brokers: view
             .brokers
-            .values()
-            .map(|b| {
-                let (host, port) = native_address(b);
-                DescribeClusterBroker {
-                    broker_id: b.id,
-                    host,
-                    port,
-                    fenced: b.fenced,
-                }
+            .into_iter()
+            .map(|b| DescribeClusterBroker {
+                broker_id: b.id,
+                host: b.host,
+                port: b.port,
+                fenced: b.fenced,
             })
             .collect(),
     }

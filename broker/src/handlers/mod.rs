@@ -1,6 +1,8 @@
-//! Request handlers: one module per api family, each turning a decoded request into calls
-//! on the service layer ([`crate::topics`], [`crate::partition`]) and the result into a
-//! response. Nothing here touches sockets or files.
+//! The native protocol's request handlers: one module per api family, each a thin adapter
+//! that turns a decoded request into a call on one service of [`crate::services`] (or
+//! [`crate::groups::Coordinator`]) and the result into a response. Each client api's
+//! handler gets only its service; the broker-to-broker apis (replication, controller,
+//! Raft) get the broker. Nothing here touches sockets or files.
 
 mod admin;
 mod fetch;
@@ -8,15 +10,19 @@ mod groups;
 mod metadata;
 mod offsets;
 mod produce;
-pub mod producer_id;
+mod producer_id;
 mod replication;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use sluice_protocol::{ApiKey, ErrorCode, Request, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use sluice_protocol::frame::FRAME_HEADER_LEN;
+use sluice_protocol::{decode_request, ApiKey, BrokerId, ErrorCode, Request, Response};
 
 use crate::broker::Broker;
 use crate::cluster::network;
+use crate::connection::{self, Answer, Start};
 use crate::error::ApiError;
 
 /// Who sent a request: group membership records it.
@@ -72,7 +78,7 @@ pub const SERVED: &[ApiKey] = &[
 /// A request after its ordered phase.
 pub enum Started {
     /// A produce whose batches are in the logs.
-    Produce(produce::Started),
+    Produce(crate::services::produce::Appended),
     /// A request served entirely in its ordered phase (topic administration).
     Done(Response),
     /// Any other request: nothing is order-sensitive, all of it runs in `finish`.
@@ -84,13 +90,14 @@ pub enum Started {
 /// pipelined create then produce, or delete then create, must happen in that order). The
 /// connection awaits it before it starts the next request.
 pub async fn start(broker: &Arc<Broker>, request: Request) -> Result<Started, ApiError> {
+    let services = &broker.services;
     Ok(match request {
-        Request::Produce(r) => Started::Produce(produce::start(broker, r).await?),
+        Request::Produce(r) => Started::Produce(produce::start(&services.produce, r).await?),
         Request::CreateTopics(r) => Started::Done(Response::CreateTopics(
-            admin::create_topics(broker, r).await,
+            admin::create_topics(&services.admin, r).await,
         )),
         Request::DeleteTopics(r) => Started::Done(Response::DeleteTopics(
-            admin::delete_topics(broker, r).await,
+            admin::delete_topics(&services.admin, r).await,
         )),
         other => Started::Other(other),
     })
@@ -105,42 +112,46 @@ pub async fn finish(
     caller: &Caller,
 ) -> Result<Outcome, ApiError> {
     let request = match started {
-        Started::Produce(s) => return produce::finish(s).await,
+        Started::Produce(appended) => return produce::finish(appended).await,
         Started::Done(response) => return Ok(Outcome::Respond(response)),
         Started::Other(request) => request,
     };
+    let services = &broker.services;
+    let groups = &*services.groups;
     let response = match request {
-        Request::Fetch(r) => Response::Fetch(fetch::handle(broker, r).await?),
-        Request::ListOffsets(r) => Response::ListOffsets(offsets::list_offsets(broker, r).await?),
-        Request::Metadata(r) => Response::Metadata(metadata::metadata(broker, r)),
+        Request::Fetch(r) => Response::Fetch(fetch::handle(&services.fetch, r).await?),
+        Request::ListOffsets(r) => {
+            Response::ListOffsets(offsets::list_offsets(&services.offsets, r).await?)
+        }
+        Request::Metadata(r) => Response::Metadata(metadata::metadata(&services.admin, r).await),
         Request::ApiVersions(_) => Response::ApiVersions(metadata::api_versions()),
         Request::DescribeCluster(_) => {
-            Response::DescribeCluster(metadata::describe_cluster(broker))
+            Response::DescribeCluster(metadata::describe_cluster(&services.admin).await)
         }
         Request::FindCoordinator(r) => {
-            Response::FindCoordinator(groups::find_coordinator(broker, r).await)
+            Response::FindCoordinator(groups::find_coordinator(groups, r).await)
         }
-        Request::JoinGroup(r) => Response::JoinGroup(groups::join_group(broker, r, caller).await),
-        Request::SyncGroup(r) => Response::SyncGroup(groups::sync_group(broker, r).await),
-        Request::Heartbeat(r) => Response::Heartbeat(groups::heartbeat(broker, r).await),
-        Request::LeaveGroup(r) => Response::LeaveGroup(groups::leave_group(broker, r).await),
-        Request::OffsetCommit(r) => Response::OffsetCommit(groups::offset_commit(broker, r).await),
-        Request::OffsetFetch(r) => Response::OffsetFetch(groups::offset_fetch(broker, r).await),
-        Request::ResetOffsets(r) => Response::ResetOffsets(groups::reset_offsets(broker, r).await),
+        Request::JoinGroup(r) => Response::JoinGroup(groups::join_group(groups, r, caller).await),
+        Request::SyncGroup(r) => Response::SyncGroup(groups::sync_group(groups, r).await),
+        Request::Heartbeat(r) => Response::Heartbeat(groups::heartbeat(groups, r).await),
+        Request::LeaveGroup(r) => Response::LeaveGroup(groups::leave_group(groups, r).await),
+        Request::OffsetCommit(r) => Response::OffsetCommit(groups::offset_commit(groups, r).await),
+        Request::OffsetFetch(r) => Response::OffsetFetch(groups::offset_fetch(groups, r).await),
+        Request::ResetOffsets(r) => Response::ResetOffsets(groups::reset_offsets(groups, r).await),
         Request::DescribeGroups(r) => {
-            Response::DescribeGroups(groups::describe_groups(broker, r).await)
+            Response::DescribeGroups(groups::describe_groups(groups, r).await)
         }
-        Request::ListGroups(r) => Response::ListGroups(groups::list_groups(broker, r).await),
-        Request::DeleteGroups(r) => Response::DeleteGroups(groups::delete_groups(broker, r).await),
+        Request::ListGroups(r) => Response::ListGroups(groups::list_groups(groups, r).await),
+        Request::DeleteGroups(r) => Response::DeleteGroups(groups::delete_groups(groups, r).await),
         Request::InitProducerId(r) => {
-            Response::InitProducerId(producer_id::init_producer_id(broker, r).await)
+            Response::InitProducerId(producer_id::init_producer_id(&services.producer_ids, r).await)
         }
         Request::ReplicaFetch(r) => {
             Response::ReplicaFetch(replication::replica_fetch(broker, r).await?)
         }
-        Request::OffsetsForLeaderEpoch(r) => {
-            Response::OffsetsForLeaderEpoch(replication::offsets_for_leader_epoch(broker, r).await?)
-        }
+        Request::OffsetsForLeaderEpoch(r) => Response::OffsetsForLeaderEpoch(
+            replication::offsets_for_leader_epoch(&services.offsets, r).await?,
+        ),
         Request::RaftVote(r) => {
             Response::RaftVote(network::serve_vote(&broker.cluster.raft, r).await?)
         }
@@ -177,4 +188,122 @@ fn not_served(api: ApiKey) -> ApiError {
         ErrorCode::UnsupportedVersion,
         format!("{} is not served by this version of sluice", api.name()),
     )
+}
+
+/// The native protocol, as a listener serves it.
+pub struct Native {
+    broker: Arc<Broker>,
+}
+
+impl Native {
+    /// The native protocol over `broker`'s services.
+    pub fn new(broker: Arc<Broker>) -> Native {
+        Native { broker }
+    }
+}
+
+/// What the native protocol remembers about a connection.
+#[derive(Default)]
+pub struct NativeConnection {
+    /// The broker whose heartbeats arrive on this connection: when it closes, the
+    /// controller shortens that broker's session (see `cluster::controller`).
+    heartbeats_from: Option<BrokerId>,
+}
+
+/// A native request after its ordered phase, with what its answer needs.
+pub struct NativeStarted {
+    started: Started,
+    caller: Caller,
+    correlation_id: u32,
+}
+
+impl connection::Protocol for Native {
+    type Started = NativeStarted;
+    type Connection = NativeConnection;
+
+    async fn start(
+        &self,
+        connection: &mut NativeConnection,
+        payload: Bytes,
+        peer: SocketAddr,
+    ) -> Start<NativeStarted> {
+        match decode_request(payload) {
+            Ok((header, request)) => {
+                let correlation_id = header.correlation_id;
+                if let Request::BrokerHeartbeat(h) = &request {
+                    connection.heartbeats_from = Some(h.broker_id);
+                }
+                match start(&self.broker, request).await {
+                    Ok(started) => Start::Run(NativeStarted {
+                        started,
+                        caller: Caller {
+                            client_id: header.client_id,
+                            host: peer.ip().to_string(),
+                        },
+                        correlation_id,
+                    }),
+                    Err(e) => Start::Answered(encode(correlation_id, Err(e))),
+                }
+            }
+            Err(e) => {
+                let Some(id) = e.correlation_id else {
+                    tracing::debug!(%peer, "closing connection: {e}");
+                    return Start::Close;
+                };
+                tracing::debug!(%peer, "refusing a request: {e}");
+                let message = format!("{}; check the client's protocol version", e.error);
+                Start::Answered(encode(id, Err(ApiError::new(e.error_code(), message))))
+            }
+        }
+    }
+
+    async fn finish(self: Arc<Self>, started: NativeStarted) -> Answer {
+        let outcome = finish(&self.broker, started.started, &started.caller).await;
+        encode(started.correlation_id, outcome)
+    }
+
+    fn refuse_frame(&self, payload_start: &[u8], error: &sluice_protocol::Error) -> Answer {
+        // Payload: api_key u16, api_version u16, correlation_id u32, ...
+        let id = payload_start.get(4..8)?;
+        let correlation_id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+        let message = format!(
+            "{error}; send requests of at most {} bytes (broker setting max_frame_bytes)",
+            self.broker.config.max_frame_bytes
+        );
+        let error = ApiError::new(ErrorCode::MessageTooLarge, message);
+        encode(correlation_id, Err(error))
+    }
+
+    fn closed(&self, connection: NativeConnection) {
+        // Only now: a heartbeat still being handled when the connection closed would
+        // otherwise grant a full session after the shortened one was set.
+        if let (Some(id), Some(controller)) =
+            (connection.heartbeats_from, &self.broker.cluster.controller)
+        {
+            controller.connection_lost(id);
+        }
+    }
+}
+
+/// Encodes a request's outcome as a response payload, with room for the length prefix at
+/// the front; `None` when no response is owed (acks=0).
+fn encode(correlation_id: u32, outcome: Result<Outcome, ApiError>) -> Answer {
+    let mut out = BytesMut::new();
+    out.put_u32(0);
+    let encoded = match outcome {
+        Ok(Outcome::Silent) => return None,
+        Ok(Outcome::Respond(response)) => response.encode(correlation_id, &mut out),
+        Err(e) => Response::encode_error(correlation_id, e.code, Some(&e.message), &mut out),
+    };
+    if let Err(e) = encoded {
+        tracing::error!("encoding a response failed: {e}");
+        out.truncate(FRAME_HEADER_LEN);
+        let _ = Response::encode_error(
+            correlation_id,
+            ErrorCode::UnknownServerError,
+            Some("the broker could not encode its response"),
+            &mut out,
+        );
+    }
+    Some(out)
 }

@@ -1,51 +1,53 @@
-//! ListOffsets: earliest, latest (the high watermark) or the first offset at a time.
-
-use std::sync::Arc;
+//! ListOffsets: the native request in, [`crate::services::offsets`] looks up, the native
+//! response out.
 
 use sluice_protocol::messages::{
     ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
 use sluice_protocol::{ErrorCode, LeaderEpoch, Offset};
 
-use crate::broker::Broker;
 use crate::error::ApiError;
+use crate::services::offsets::{OffsetQuery, Offsets};
+use crate::services::TopicItems;
 
-/// Looks up every requested partition, on the blocking pool: a lookup takes the log's
-/// lock, which maintenance may hold across an fsync.
+/// Looks up every requested partition.
 pub async fn list_offsets(
-    broker: &Arc<Broker>,
+    service: &Offsets,
     request: ListOffsetsRequest,
 ) -> Result<ListOffsetsResponse, ApiError> {
-    let broker = Arc::clone(broker);
-    tokio::task::spawn_blocking(move || list_offsets_blocking(&broker, request))
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, format!("list offsets: {e}")))
-}
-
-fn list_offsets_blocking(broker: &Broker, request: ListOffsetsRequest) -> ListOffsetsResponse {
-    let image = broker.cluster.image();
-    let topics = request
+    let queries = request
         .topics
         .into_iter()
-        .map(|topic| {
-            let partitions = topic
+        .map(|t| TopicItems {
+            topic: t.name,
+            partitions: t
                 .partitions
                 .into_iter()
-                .map(|p| {
-                    let found = broker.topics.partition(&image, &topic.name, p.partition);
-                    let looked_up = found.and_then(|partition| {
-                        let (timestamp, offset) =
-                            partition.offset_for_timestamp(p.timestamp, p.current_leader_epoch)?;
-                        Ok((timestamp, offset, partition.leader_epoch()))
-                    });
-                    match looked_up {
-                        Ok((timestamp, offset, leader_epoch)) => ListOffsetsPartitionResponse {
+                .map(|p| OffsetQuery {
+                    partition: p.partition,
+                    timestamp: p.timestamp,
+                    current_leader_epoch: p.current_leader_epoch,
+                })
+                .collect(),
+        })
+        .collect();
+    let found = service.list_offsets(queries).await?;
+    Ok(ListOffsetsResponse {
+        topics: found
+            .into_iter()
+            .map(|t| ListOffsetsTopicResponse {
+                name: t.topic,
+                partitions: t
+                    .partitions
+                    .into_iter()
+                    .map(|p| match p.outcome {
+                        Ok(found) => ListOffsetsPartitionResponse {
                             partition: p.partition,
                             error_code: ErrorCode::None,
                             error_message: None,
-                            timestamp,
-                            offset,
-                            leader_epoch,
+                            timestamp: found.timestamp,
+                            offset: found.offset,
+                            leader_epoch: found.leader_epoch,
                         },
                         Err(e) => ListOffsetsPartitionResponse {
                             partition: p.partition,
@@ -55,14 +57,9 @@ fn list_offsets_blocking(broker: &Broker, request: ListOffsetsRequest) -> ListOf
                             offset: Offset(-1),
                             leader_epoch: LeaderEpoch::UNKNOWN,
                         },
-                    }
-                })
-                .collect();
-            ListOffsetsTopicResponse {
-                name: topic.name,
-                partitions,
-            }
-        })
-        .collect();
-    ListOffsetsResponse { topics }
+                    })
+                    .collect(),
+            })
+            .collect(),
+    })
 }

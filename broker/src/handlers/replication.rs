@@ -17,11 +17,13 @@ use sluice_protocol::messages::{
 use sluice_protocol::{ErrorCode, LeaderEpoch, Offset};
 use tokio::time::Instant;
 
-use super::fetch::any_woken;
 use crate::broker::Broker;
 use crate::error::ApiError;
 use crate::partition::Partition;
 use crate::replication::{propose_isr, REPLICA_FETCH_WAIT_MS};
+use crate::services::fetch::any_woken;
+use crate::services::offsets::{EpochQuery, Offsets};
+use crate::services::TopicItems;
 
 type Targets = Vec<(ReplicaFetchPartition, Result<Arc<Partition>, ApiError>)>;
 
@@ -173,62 +175,52 @@ fn read_all(
 
 /// Where each asked epoch ends in this leader's log.
 pub async fn offsets_for_leader_epoch(
-    broker: &Arc<Broker>,
+    service: &Offsets,
     request: OffsetsForLeaderEpochRequest,
 ) -> Result<OffsetsForLeaderEpochResponse, ApiError> {
-    let broker = Arc::clone(broker);
-    tokio::task::spawn_blocking(move || {
-        let image = broker.cluster.image();
-        let topics = request
-            .topics
+    let queries = request
+        .topics
+        .into_iter()
+        .map(|t| TopicItems {
+            topic: t.topic,
+            partitions: t
+                .partitions
+                .into_iter()
+                .map(|p| EpochQuery {
+                    partition: p.partition,
+                    current_leader_epoch: p.current_leader_epoch,
+                    leader_epoch: p.leader_epoch,
+                })
+                .collect(),
+        })
+        .collect();
+    let ends = service.epoch_ends(queries).await?;
+    Ok(OffsetsForLeaderEpochResponse {
+        topics: ends
             .into_iter()
-            .map(|topic| {
-                let partitions = topic
+            .map(|t| OffsetForLeaderEpochTopicResponse {
+                topic: t.topic,
+                partitions: t
                     .partitions
                     .into_iter()
-                    .map(|p| {
-                        let found = broker
-                            .topics
-                            .partition(&image, &topic.topic, p.partition)
-                            .and_then(|partition| {
-                                partition
-                                    .end_offset_for_epoch(p.leader_epoch, p.current_leader_epoch)
-                            });
-                        match found {
-                            Ok(found) => {
-                                let (leader_epoch, end_offset) =
-                                    found.unwrap_or((LeaderEpoch(-1), Offset(-1)));
-                                OffsetForLeaderEpochPartitionResponse {
-                                    partition: p.partition,
-                                    error_code: ErrorCode::None,
-                                    error_message: None,
-                                    leader_epoch,
-                                    end_offset,
-                                }
-                            }
-                            Err(e) => OffsetForLeaderEpochPartitionResponse {
-                                partition: p.partition,
-                                error_code: e.code,
-                                error_message: e.wire_message(),
-                                leader_epoch: LeaderEpoch(-1),
-                                end_offset: Offset(-1),
-                            },
-                        }
+                    .map(|p| match p.outcome {
+                        Ok(end) => OffsetForLeaderEpochPartitionResponse {
+                            partition: p.partition,
+                            error_code: ErrorCode::None,
+                            error_message: None,
+                            leader_epoch: end.leader_epoch,
+                            end_offset: end.end_offset,
+                        },
+                        Err(e) => OffsetForLeaderEpochPartitionResponse {
+                            partition: p.partition,
+                            error_code: e.code,
+                            error_message: e.wire_message(),
+                            leader_epoch: LeaderEpoch(-1),
+                            end_offset: Offset(-1),
+                        },
                     })
-                    .collect();
-                OffsetForLeaderEpochTopicResponse {
-                    topic: topic.topic,
-                    partitions,
-                }
+                    .collect(),
             })
-            .collect();
-        OffsetsForLeaderEpochResponse { topics }
-    })
-    .await
-    .map_err(|e| {
-        ApiError::new(
-            ErrorCode::UnknownServerError,
-            format!("offsets for epoch: {e}"),
-        )
+            .collect(),
     })
 }

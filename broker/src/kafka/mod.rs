@@ -1,10 +1,282 @@
-//! The Kafka wire protocol, for a second listener that Kafka clients (librdkafka, the Java
-//! client, kafka-python) talk to. `codec` turns one frame's payload into a typed request
-//! and typed responses back into bytes; it is sans-IO, like `sluice-protocol`, and the
-//! framing (a `u32` length prefix) is the native `FrameCodec`'s. The message types come from
-//! the `kafka-protocol` crate (vendored and patched, see `third_party/kafka-protocol`).
+//! The Kafka listener: Kafka's wire protocol in front of the same services the native
+//! listener uses ([`crate::services`], [`crate::groups::Coordinator`]), so that Kafka
+//! clients and tools (kcat, librdkafka, kafka-python, the Java client, stream processors)
+//! produce, consume, use groups and administer topics unchanged. Record batches pass
+//! through untouched in both directions: Kafka's RecordBatch v2 is sluice's own format.
 //!
-//! Architecture invariant: nothing here does I/O or knows the service layer; the listener
-//! and the handlers that serve Kafka requests sit on top of `codec`.
+//! - [`codec`]: requests and responses through the `kafka-protocol` crate (request header
+//!   v1/v2, flexible versions), ApiVersions and its v0 fallback, the apis and versions
+//!   served, error answers for anything else, and sluice's error codes in Kafka's terms.
+//! - One adapter module per api family (`produce`, `fetch`, `metadata`, `admin`,
+//!   `groups`): Kafka's request in, one service call, Kafka's response out. No rule is
+//!   written here that the native handlers do not share through the services.
+//!
+//! Framing is the native protocol's (a `u32` length, then the payload); connections are
+//! served by [`crate::connection`] exactly as native ones, with this module as their
+//! [`Protocol`]: produce appends and topic administration run in request order, the rest
+//! concurrently, and answers leave in request order.
 
+mod admin;
 pub mod codec;
+mod fetch;
+mod groups;
+mod metadata;
+mod produce;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::BrokerId;
+
+use crate::broker::Broker;
+use crate::connection::{Answer, Protocol, Start};
+use crate::services::Services;
+
+/// The Kafka protocol error code for a refused frame (MESSAGE_TOO_LARGE).
+const MESSAGE_TOO_LARGE: i16 = 10;
+/// The Kafka protocol's UNKNOWN_SERVER_ERROR.
+const UNKNOWN_SERVER_ERROR: i16 = -1;
+
+/// The Kafka protocol, as a listener serves it.
+pub struct Kafka {
+    services: Arc<Services>,
+    node_id: BrokerId,
+}
+
+impl Kafka {
+    /// The Kafka protocol over `broker`'s services.
+    pub fn new(broker: &Broker) -> Kafka {
+        Kafka {
+            services: Arc::clone(&broker.services),
+            node_id: broker.config.node_id,
+        }
+    }
+}
+
+/// What a response needs of its request's header.
+#[derive(Clone, Copy, Debug)]
+struct Header {
+    api_key: ApiKey,
+    api_version: i16,
+    correlation_id: i32,
+}
+
+/// Who sent a request: group membership records it.
+#[derive(Clone, Debug)]
+struct Caller {
+    client_id: String,
+    host: String,
+}
+
+/// A Kafka request after its ordered phase.
+pub struct KafkaStarted {
+    header: Header,
+    work: Work,
+}
+
+enum Work {
+    /// A produce whose batches are in the logs.
+    Produce(produce::Appended),
+    /// Served entirely in the ordered phase (topic administration).
+    Done(ResponseKind),
+    /// Everything else: served concurrently.
+    Other(RequestKind, Caller),
+}
+
+impl Protocol for Kafka {
+    type Started = KafkaStarted;
+    type Connection = ();
+
+    async fn start(&self, _: &mut (), payload: Bytes, peer: SocketAddr) -> Start<KafkaStarted> {
+        let request = match codec::decode_request(payload) {
+            Ok(request) => request,
+            Err(codec::DecodeError::Header(why)) => {
+                tracing::debug!(%peer, "closing a Kafka connection: {why}");
+                return Start::Close;
+            }
+            Err(codec::DecodeError::Refused {
+                api_key,
+                api_version,
+                correlation_id,
+                code,
+                message,
+            }) => {
+                tracing::debug!(%peer, "refusing a Kafka request (api {api_key} v{api_version}): {message}");
+                return match error_answer(api_key, api_version, correlation_id, code) {
+                    Some(answer) => Start::Answered(Some(answer)),
+                    None => Start::Close,
+                };
+            }
+        };
+        let header = Header {
+            api_key: request.api_key,
+            api_version: request.api_version,
+            correlation_id: request.correlation_id,
+        };
+        let services = &self.services;
+        let work = match request.body {
+            RequestKind::Produce(r) => {
+                match produce::start(&services.produce, r, header.api_version).await {
+                    Ok(appended) => Work::Produce(appended),
+                    Err(body) => Work::Done(body),
+                }
+            }
+            RequestKind::CreateTopics(r) => {
+                Work::Done(admin::create_topics(&services.admin, r, header.api_version).await)
+            }
+            RequestKind::DeleteTopics(r) => {
+                Work::Done(admin::delete_topics(&services.admin, r, header.api_version).await)
+            }
+            other => Work::Other(
+                other,
+                Caller {
+                    client_id: request.client_id.unwrap_or_default(),
+                    host: peer.ip().to_string(),
+                },
+            ),
+        };
+        Start::Run(KafkaStarted { header, work })
+    }
+
+    async fn finish(self: Arc<Self>, started: KafkaStarted) -> Answer {
+        let header = started.header;
+        let body = match started.work {
+            Work::Produce(appended) => produce::finish(appended).await?,
+            Work::Done(body) => body,
+            Work::Other(request, caller) => match self.serve(header, request, &caller).await {
+                Some(body) => body,
+                None => {
+                    return error_answer(
+                        header.api_key as i16,
+                        header.api_version,
+                        header.correlation_id,
+                        UNKNOWN_SERVER_ERROR,
+                    )
+                }
+            },
+        };
+        encode(header, &body)
+    }
+
+    fn refuse_frame(&self, payload_start: &[u8], _error: &sluice_protocol::Error) -> Answer {
+        // Payload: api_key i16, api_version i16, correlation_id i32, ...
+        let field = |at: usize| {
+            payload_start
+                .get(at..at + 2)
+                .map(|b| i16::from_be_bytes([b[0], b[1]]))
+        };
+        let (api_key, api_version) = (field(0)?, field(2)?);
+        let id = payload_start.get(4..8)?;
+        let correlation_id = i32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+        error_answer(api_key, api_version, correlation_id, MESSAGE_TOO_LARGE)
+    }
+
+    fn closed(&self, _: ()) {}
+}
+
+impl Kafka {
+    /// Serves a request outside the ordered phase; `None` for an api this listener does not
+    /// serve (the codec refuses those first, so this is a bug, answered with an error).
+    async fn serve(
+        &self,
+        header: Header,
+        request: RequestKind,
+        caller: &Caller,
+    ) -> Option<ResponseKind> {
+        let services = &self.services;
+        let version = header.api_version;
+        let groups = &*services.groups;
+        Some(match request {
+            RequestKind::ApiVersions(_) => {
+                ResponseKind::ApiVersions(codec::api_versions_response(0))
+            }
+            RequestKind::Metadata(r) => {
+                metadata::metadata(&services.admin, r, version, self.node_id).await
+            }
+            RequestKind::DescribeCluster(r) => {
+                metadata::describe_cluster(&services.admin, r, self.node_id).await
+            }
+            RequestKind::Fetch(r) => fetch::fetch(&services.fetch, r, version).await,
+            RequestKind::ListOffsets(r) => fetch::list_offsets(&services.offsets, r, version).await,
+            RequestKind::OffsetForLeaderEpoch(r) => {
+                fetch::offset_for_leader_epoch(&services.offsets, r).await
+            }
+            RequestKind::DescribeConfigs(r) => admin::describe_configs(&services.admin, r),
+            RequestKind::IncrementalAlterConfigs(r) => admin::incremental_alter_configs(r),
+            RequestKind::InitProducerId(r) => {
+                admin::init_producer_id(&services.producer_ids, r).await
+            }
+            RequestKind::FindCoordinator(r) => groups::find_coordinator(groups, r, version).await,
+            RequestKind::JoinGroup(r) => groups::join_group(groups, r, version, caller).await,
+            RequestKind::SyncGroup(r) => groups::sync_group(groups, r).await,
+            RequestKind::Heartbeat(r) => groups::heartbeat(groups, r).await,
+            RequestKind::LeaveGroup(r) => groups::leave_group(groups, r, version).await,
+            RequestKind::OffsetCommit(r) => groups::offset_commit(groups, r).await,
+            RequestKind::OffsetFetch(r) => groups::offset_fetch(groups, r, version).await,
+            RequestKind::DescribeGroups(r) => groups::describe_groups(groups, r, version).await,
+            RequestKind::ListGroups(r) => groups::list_groups(groups, r).await,
+            RequestKind::DeleteGroups(r) => groups::delete_groups(groups, r).await,
+            _ => {
+                tracing::error!(
+                    "the Kafka codec let an unserved {:?} through",
+                    header.api_key
+                );
+                return None;
+            }
+        })
+    }
+}
+
+/// A response payload with room for the length prefix at the front. A body the codec
+/// cannot encode (a bug) is logged and answered with UNKNOWN_SERVER_ERROR, so the client
+/// does not wait for an answer that never comes.
+fn encode(header: Header, body: &ResponseKind) -> Answer {
+    let mut out = BytesMut::new();
+    out.put_u32(0);
+    match codec::encode_response(
+        header.api_key,
+        header.api_version,
+        header.correlation_id,
+        body,
+        &mut out,
+    ) {
+        Ok(()) => Some(out),
+        Err(e) => {
+            tracing::error!("{e}");
+            error_answer(
+                header.api_key as i16,
+                header.api_version,
+                header.correlation_id,
+                UNKNOWN_SERVER_ERROR,
+            )
+        }
+    }
+}
+
+/// An error answer for a request with this header, if one can be encoded.
+fn error_answer(api_key: i16, api_version: i16, correlation_id: i32, code: i16) -> Answer {
+    let mut out = BytesMut::new();
+    out.put_u32(0);
+    codec::error_response(api_key, api_version, correlation_id, code, &mut out).then_some(out)
+}
+
+/// A sluice error as `api`'s Kafka clients must see it: the code and the message.
+fn kafka_error(api: ApiKey, e: &crate::error::ApiError) -> (i16, Option<StrBytes>) {
+    (
+        codec::kafka_error_code_for(api, e.code),
+        Some(StrBytes::from_string(e.message.clone())),
+    )
+}
+
+/// A string for a Kafka message field.
+fn kafka_str(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// A topic name for a Kafka message field.
+fn topic_name(name: impl Into<String>) -> TopicName {
+    TopicName(kafka_str(name))
+}

@@ -15,8 +15,24 @@ fn request(member_id: &str, topics: &[&str]) -> JoinRequest {
         session_timeout: Duration::from_secs(10),
         rebalance_timeout: Duration::from_secs(30),
         protocol_type: "consumer".to_owned(),
-        protocols: vec![SERVER_ASSIGNOR.to_owned()],
+        protocols: vec![(SERVER_ASSIGNOR.to_owned(), Bytes::new())],
         subscription: topics.iter().map(|t| (*t).to_owned()).collect(),
+        group_instance_id: None,
+        require_known_member_id: true,
+    }
+}
+
+/// A member's share, answered at once (server-side assignment).
+fn share(
+    group: &mut Group,
+    id: &str,
+    generation: i32,
+    now: Instant,
+) -> Result<Vec<TopicPartitions>, ApiError> {
+    match group.sync(id, generation, Vec::new(), now) {
+        SyncOutcome::Now(Ok(MemberAssignment::Partitions(p))) => Ok(p),
+        SyncOutcome::Now(Err(e)) => Err(e),
+        other => panic!("expected an immediate answer, got {other:?}"),
     }
 }
 
@@ -52,7 +68,7 @@ fn join_later(
 /// Completes the join phase and writes the generation successfully.
 fn complete(group: &mut Group, now: Instant) -> i32 {
     assert!(group.join_phase_done(now), "join phase not done: {group:?}");
-    let value = group.complete_join(&partitions);
+    let value = group.complete_join(now, &partitions).unwrap();
     group.written(value.generation, Ok(()), now);
     value.generation
 }
@@ -60,7 +76,7 @@ fn complete(group: &mut Group, now: Instant) -> i32 {
 fn owned(group: &mut Group, ids: &[&str], generation: i32, now: Instant) -> Vec<(String, i32)> {
     let mut all = Vec::new();
     for id in ids {
-        for tp in group.sync(id, generation, now).unwrap() {
+        for tp in share(group, id, generation, now).unwrap() {
             all.extend(tp.partitions.iter().map(|p| (tp.topic.clone(), p.0)));
         }
     }
@@ -91,7 +107,7 @@ fn members_starting_together_share_one_generation_round_robin() {
     // Round-robin over members sorted by id: the smaller id takes 0, 2, 4.
     let (first, second) = if a < b { (&a, &b) } else { (&b, &a) };
     let share = |id: &str, group: &mut Group| {
-        group.sync(id, 1, now).unwrap()[0]
+        share(group, id, 1, now).unwrap()[0]
             .partitions
             .iter()
             .map(|p| p.0)
@@ -119,7 +135,7 @@ fn a_third_member_triggers_a_rebalance_members_learn_from_heartbeats() {
     group.check_commit(&a, generation, now).unwrap();
     // ...and its sync is refused until it rejoins.
     assert_eq!(
-        group.sync(&a, generation, now).unwrap_err().code,
+        share(&mut group, &a, generation, now).unwrap_err().code,
         ErrorCode::RebalanceInProgress
     );
     assert!(!group.join_phase_done(now), "a has not rejoined yet");
@@ -180,7 +196,7 @@ fn a_member_that_does_not_rejoin_is_evicted_at_the_rebalance_timeout() {
         now += Duration::from_secs(1);
         assert!(now < t0 + Duration::from_secs(60), "never completed");
     }
-    group.complete_join(&partitions);
+    group.complete_join(t0, &partitions);
     assert_eq!(group.member_count(), 0);
     group.written(generation + 1, Ok(()), now);
     assert_eq!(group.state(), GroupState::Empty);
@@ -233,8 +249,10 @@ fn unknown_member_ids_and_other_assignors_are_refused() {
         JoinOutcome::Now(Err(e)) => assert_eq!(e.code, ErrorCode::UnknownMemberId),
         other => panic!("{other:?}"),
     }
+    let a = new_id(&mut group, t0);
+    let _ra = join_later(&mut group, &a, &["t"], t0);
     let mut classic = request("", &["t"]);
-    classic.protocols = vec!["range".to_owned()];
+    classic.protocols = vec![("range".to_owned(), Bytes::new())];
     match group.join(classic, t0, TIMINGS) {
         JoinOutcome::Now(Err(e)) => assert_eq!(e.code, ErrorCode::InconsistentGroupProtocol),
         other => panic!("{other:?}"),
@@ -247,7 +265,7 @@ fn a_failed_write_fails_the_held_joins_and_the_group_rebalances_again() {
     let mut group = Group::new("g");
     let a = new_id(&mut group, t0);
     let mut rx = join_later(&mut group, &a, &["t"], t0);
-    let value = group.complete_join(&partitions);
+    let value = group.complete_join(t0, &partitions).unwrap();
     let lost = ApiError::new(ErrorCode::NotCoordinator, "moved");
     group.written(value.generation, Err(lost), t0 + DELAY);
     assert_eq!(
@@ -283,7 +301,7 @@ fn a_loaded_generation_keeps_its_members_and_fences_older_ones() {
     let mut group = Group::new("g");
     let a = new_id(&mut group, t0);
     let _ra = join_later(&mut group, &a, &["t"], t0);
-    let value = group.complete_join(&partitions);
+    let value = group.complete_join(t0, &partitions).unwrap();
     group.written(value.generation, Ok(()), t0);
 
     let mut reloaded = Group::new("g");
@@ -291,8 +309,8 @@ fn a_loaded_generation_keeps_its_members_and_fences_older_ones() {
     assert_eq!(reloaded.state(), GroupState::Stable);
     reloaded.heartbeat(&a, value.generation, t0).unwrap();
     assert_eq!(
-        reloaded.sync(&a, value.generation, t0).unwrap(),
-        group.sync(&a, value.generation, t0).unwrap()
+        share(&mut reloaded, &a, value.generation, t0).unwrap(),
+        share(&mut group, &a, value.generation, t0).unwrap()
     );
     assert_eq!(
         reloaded
@@ -345,4 +363,210 @@ fn round_robin_follows_subscriptions_and_covers_each_partition_once() {
     assert_eq!(flat("c"), vec![("t".into(), 2), ("u".into(), 0)]);
     let covered: BTreeSet<_> = ["a", "b", "c"].iter().flat_map(|m| flat(m)).collect();
     assert_eq!(covered.len(), partitions.len());
+}
+
+/// A Kafka consumer's join: client-side assignors with their metadata.
+fn kafka_request(member_id: &str, protocols: &[(&str, &'static [u8])]) -> JoinRequest {
+    JoinRequest {
+        protocols: protocols
+            .iter()
+            .map(|(name, metadata)| ((*name).to_owned(), Bytes::from_static(metadata)))
+            .collect(),
+        subscription: Vec::new(),
+        ..request(member_id, &[])
+    }
+}
+
+fn kafka_member(
+    group: &mut Group,
+    protocols: &[(&str, &'static [u8])],
+    now: Instant,
+) -> (String, oneshot::Receiver<Result<Joined, ApiError>>) {
+    let id = match group.join(kafka_request("", protocols), now, TIMINGS) {
+        JoinOutcome::MemberIdRequired(id) => id,
+        other => panic!("expected MEMBER_ID_REQUIRED, got {other:?}"),
+    };
+    match group.join(kafka_request(&id, protocols), now, TIMINGS) {
+        JoinOutcome::Later(rx) => (id, rx),
+        other => panic!("expected a held join, got {other:?}"),
+    }
+}
+
+#[test]
+fn client_side_assignment_delivers_the_leaders_bytes_verbatim() {
+    let t0 = Instant::now();
+    let mut group = Group::new("g");
+    let (a, mut ja) = kafka_member(
+        &mut group,
+        &[("range", b"a-range"), ("roundrobin", b"a-rr")],
+        t0,
+    );
+    let (b, mut jb) = kafka_member(
+        &mut group,
+        &[("roundrobin", b"b-rr"), ("range", b"b-range")],
+        t0,
+    );
+    assert!(group.join_phase_done(t0 + DELAY));
+    // Nothing is written at the end of the join phase: the leader assigns.
+    assert!(group.complete_join(t0 + DELAY, &partitions).is_none());
+    let ja = ja.try_recv().unwrap().unwrap();
+    let jb = jb.try_recv().unwrap().unwrap();
+    // One vote each: the tie goes to the leader's (first member's) preference.
+    let (leader, follower, leader_join) = if ja.leader == a {
+        (&a, &b, &ja)
+    } else {
+        (&b, &a, &jb)
+    };
+    assert_eq!(ja.leader, jb.leader);
+    assert_eq!(ja.generation, 1);
+    assert_eq!(ja.protocol_name, jb.protocol_name);
+    let chosen = ja.protocol_name.clone().unwrap();
+    let mut metadata: Vec<(String, Bytes)> = leader_join
+        .members
+        .iter()
+        .map(|m| (m.member_id.clone(), m.metadata.clone()))
+        .collect();
+    metadata.sort();
+    let expected_metadata = |id: &str| -> Bytes {
+        let which = if id == a { "a" } else { "b" };
+        let suffix = if chosen == "range" { "range" } else { "rr" };
+        Bytes::from(format!("{which}-{suffix}"))
+    };
+    assert_eq!(metadata.len(), 2);
+    for (id, bytes) in &metadata {
+        assert_eq!(bytes, &expected_metadata(id));
+    }
+    let follower_join = if leader == &a { &jb } else { &ja };
+    assert!(
+        follower_join.members.is_empty(),
+        "only the leader gets the members"
+    );
+    assert_eq!(group.state(), GroupState::CompletingRebalance);
+
+    // The follower's sync is held until the leader's assignment is written.
+    let mut held = match group.sync(follower, 1, Vec::new(), t0 + DELAY) {
+        SyncOutcome::Later(rx) => rx,
+        other => panic!("{other:?}"),
+    };
+    let assignments = vec![
+        (leader.clone(), Bytes::from_static(b"\x00\x01leader-share")),
+        (
+            follower.clone(),
+            Bytes::from_static(b"\x00\x01follower-share"),
+        ),
+    ];
+    let (value, mut answer) = match group.sync(leader, 1, assignments, t0 + DELAY) {
+        SyncOutcome::Write { value, answer } => (value, answer),
+        other => panic!("{other:?}"),
+    };
+    assert!(held.try_recv().is_err(), "held until written");
+    assert!(value.members.iter().all(|m| m.leader_assignment.is_some()));
+    group.written(value.generation, Ok(()), t0 + DELAY);
+    assert_eq!(group.state(), GroupState::Stable);
+    assert_eq!(
+        answer.try_recv().unwrap().unwrap(),
+        MemberAssignment::Opaque(Bytes::from_static(b"\x00\x01leader-share"))
+    );
+    assert_eq!(
+        held.try_recv().unwrap().unwrap(),
+        MemberAssignment::Opaque(Bytes::from_static(b"\x00\x01follower-share"))
+    );
+
+    // A new coordinator that loads the generation gives the same shares.
+    let mut reloaded = Group::new("g");
+    reloaded.load(value, t0, &partitions);
+    match reloaded.sync(follower, 1, Vec::new(), t0) {
+        SyncOutcome::Now(Ok(share)) => assert_eq!(
+            share,
+            MemberAssignment::Opaque(Bytes::from_static(b"\x00\x01follower-share"))
+        ),
+        other => panic!("{other:?}"),
+    }
+    let described = reloaded.describe_members();
+    assert_eq!(described.len(), 2);
+    assert!(described.iter().all(|m| !m.metadata.is_empty()));
+}
+
+#[test]
+fn a_leader_that_never_syncs_is_removed_and_the_group_rebalances() {
+    let t0 = Instant::now();
+    let mut group = Group::new("g");
+    let (a, _ja) = kafka_member(&mut group, &[("range", b"m")], t0);
+    let (b, _jb) = kafka_member(&mut group, &[("range", b"m")], t0);
+    assert!(group.complete_join(t0 + DELAY, &partitions).is_none());
+    let leader = group.leader.clone().unwrap();
+    let follower = if leader == a { b } else { a };
+    let mut held = match group.sync(&follower, 1, Vec::new(), t0 + DELAY) {
+        SyncOutcome::Later(rx) => rx,
+        other => panic!("{other:?}"),
+    };
+    let mut now = t0 + DELAY;
+    while group.state() == GroupState::CompletingRebalance {
+        group.tick(now, &partitions);
+        now += Duration::from_secs(1);
+        assert!(
+            now < t0 + Duration::from_secs(120),
+            "never gave up on the leader"
+        );
+    }
+    assert_eq!(group.state(), GroupState::PreparingRebalance);
+    assert_eq!(
+        held.try_recv().unwrap().unwrap_err().code,
+        ErrorCode::RebalanceInProgress
+    );
+    assert_eq!(
+        group.member_count(),
+        1,
+        "the leader is gone, the follower stays"
+    );
+}
+
+#[test]
+fn sluice_and_kafka_members_never_share_a_group() {
+    let t0 = Instant::now();
+    let mut kafka = Group::new("k");
+    let _ = kafka_member(&mut kafka, &[("range", b"m")], t0);
+    let native = request("", &["t"]);
+    match kafka.join(native, t0, TIMINGS) {
+        JoinOutcome::Now(Err(e)) => {
+            assert_eq!(e.code, ErrorCode::InconsistentGroupProtocol);
+            assert!(
+                e.message.contains("consumed by Kafka clients"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut native = Group::new("n");
+    let a = new_id(&mut native, t0);
+    let _ra = join_later(&mut native, &a, &["t"], t0);
+    match native.join(kafka_request("", &[("range", b"m")]), t0, TIMINGS) {
+        JoinOutcome::Now(Err(e)) => {
+            assert_eq!(e.code, ErrorCode::InconsistentGroupProtocol);
+            assert!(
+                e.message.contains("consumed by sluice clients"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_client_without_kip_394_joins_at_once_with_a_new_id() {
+    let t0 = Instant::now();
+    let mut group = Group::new("g");
+    let mut old = kafka_request("", &[("range", b"m")]);
+    old.require_known_member_id = false;
+    let mut rx = match group.join(old, t0, TIMINGS) {
+        JoinOutcome::Later(rx) => rx,
+        other => panic!("{other:?}"),
+    };
+    assert!(group.complete_join(t0 + DELAY, &partitions).is_none());
+    let joined = rx.try_recv().unwrap().unwrap();
+    assert!(!joined.member_id.is_empty());
+    assert_eq!(joined.leader, joined.member_id);
+    assert_eq!(joined.members.len(), 1);
 }

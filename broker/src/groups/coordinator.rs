@@ -1,0 +1,804 @@
+//! The consumer-group service both listeners call: FindCoordinator (creating
+//! `__consumer_offsets` on first use), membership (join, sync, heartbeat, leave), offsets
+//! (commit, fetch, reset) and administration (describe, list, delete). Every rule lives
+//! here: session-timeout bounds, which commits are fenced, which errors send a client to
+//! find the coordinator again, what is written to `__consumer_offsets` and when. The
+//! listeners only translate their wire types to and from the types below.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sluice_protocol::group_log::{
+    coordinator_partition, encode_value, GroupLogKey, OffsetKey, OffsetValue, OFFSETS_TOPIC,
+};
+use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId};
+use sluice_storage::{Clock, SystemClock};
+
+use super::group::{
+    Group, GroupState, JoinOutcome, JoinRequest, Joined, MemberAssignment, MemberDescription,
+    SyncOutcome,
+};
+use super::{complete_rebalance, write_generation, GroupCoordinator, GroupRef, Shard};
+use crate::config::BrokerConfig;
+use crate::error::ApiError;
+use crate::services::admin::Admin;
+use crate::services::{PartitionOutcome, TopicItems};
+use crate::topics::NewTopic;
+
+/// Longest committed-offset metadata accepted (Kafka's `offset.metadata.max.bytes`).
+const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+/// Replication factor ceiling of `__consumer_offsets`.
+const OFFSETS_TOPIC_REPLICATION_MAX: usize = 3;
+
+/// Where a group's coordinator is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoordinatorAddress {
+    /// The coordinating broker.
+    pub node_id: BrokerId,
+    /// Its host on the asking listener.
+    pub host: String,
+    /// Its port on the asking listener.
+    pub port: u16,
+}
+
+/// A refused join: the error, and the member id the client should join with next (the
+/// new id with MEMBER_ID_REQUIRED, else the one it sent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinRefused {
+    /// Why.
+    pub error: ApiError,
+    /// The member id to answer with.
+    pub member_id: String,
+}
+
+/// A successful SyncGroup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Synced {
+    /// The group's protocol type.
+    pub protocol_type: String,
+    /// The generation's protocol.
+    pub protocol_name: String,
+    /// The member's share.
+    pub assignment: MemberAssignment,
+}
+
+/// What a SyncGroup carries, in service terms.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncRequest {
+    /// The group.
+    pub group_id: String,
+    /// The member.
+    pub member_id: String,
+    /// Its generation.
+    pub generation: i32,
+    /// From the leader of a client-side assignment: every member's share.
+    pub assignments: Vec<(String, Bytes)>,
+}
+
+/// An offset to commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OffsetToCommit {
+    /// The partition.
+    pub partition: PartitionId,
+    /// The next offset the group will consume there.
+    pub offset: Offset,
+    /// The leader epoch of the last record consumed, or -1.
+    pub leader_epoch: LeaderEpoch,
+    /// The committer's free-form metadata.
+    pub metadata: Option<String>,
+}
+
+/// An OffsetCommit, in service terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitRequest {
+    /// The group.
+    pub group_id: String,
+    /// The committing member, empty outside group management.
+    pub member_id: String,
+    /// Its generation, -1 outside group management.
+    pub generation: i32,
+    /// The offsets.
+    pub topics: Vec<TopicItems<OffsetToCommit>>,
+}
+
+/// A committed offset as OffsetFetch returns it (`None` where nothing is committed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedOffset {
+    /// The partition.
+    pub partition: PartitionId,
+    /// The commit, if any.
+    pub committed: Option<OffsetValue>,
+}
+
+/// A group as DescribeGroups shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// Kafka's name of its state (`Stable`, `Empty`, `Dead`...).
+    pub state: String,
+    /// Its protocol type.
+    pub protocol_type: String,
+    /// Its generation's protocol.
+    pub protocol_name: String,
+    /// Its generation.
+    pub generation: i32,
+    /// Its members.
+    pub members: Vec<MemberDescription>,
+}
+
+/// A group as ListGroups shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupListing {
+    /// The group.
+    pub group_id: String,
+    /// Its protocol type.
+    pub protocol_type: String,
+    /// Kafka's name of its state.
+    pub state: String,
+    /// How many members it has.
+    pub members: usize,
+}
+
+/// The group coordinator service.
+pub struct Coordinator {
+    node_id: BrokerId,
+    session_timeout_ms: std::ops::RangeInclusive<u64>,
+    offsets_topic_partitions: u32,
+    n_voters: usize,
+    admin: Admin,
+    shards: Arc<GroupCoordinator>,
+}
+
+impl Coordinator {
+    /// Coordinates the groups of the `__consumer_offsets` partitions in `shards`, creating
+    /// the topic through `admin` when it is first needed.
+    pub fn new(config: &BrokerConfig, admin: Admin, shards: Arc<GroupCoordinator>) -> Coordinator {
+        Coordinator {
+            node_id: config.node_id,
+            session_timeout_ms: config.group_min_session_timeout_ms
+                ..=config.group_max_session_timeout_ms,
+            offsets_topic_partitions: config.offsets_topic_partitions,
+            n_voters: config.voters.len(),
+            admin,
+            shards,
+        }
+    }
+
+    /// Where the coordinator of `group` is, as clients of `listener` reach it. Creates
+    /// `__consumer_offsets` on first use, with min(3, brokers) replicas, where the brokers
+    /// counted are the registered ones or the voters, whichever are more: a three-voter
+    /// cluster gets three replicas even when asked before every broker registered (the
+    /// creation then fails until they have, and the client retries on
+    /// COORDINATOR_NOT_AVAILABLE).
+    pub async fn find_coordinator(
+        &self,
+        group: &str,
+        listener: &str,
+    ) -> Result<CoordinatorAddress, ApiError> {
+        check_group_id(group)?;
+        let image = self.offsets_topic().await?;
+        let topic = &image.topics[OFFSETS_TOPIC];
+        let index = coordinator_partition(group, topic.partitions.len() as u32);
+        let leader = topic.partition(index).map_or(BrokerId(-1), |p| p.leader);
+        let address = image.broker_address(leader, listener).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::CoordinatorNotAvailable,
+                format!(
+                    "{OFFSETS_TOPIC}-{} has no leader right now; retry shortly",
+                    index.0
+                ),
+            )
+        })?;
+        Ok(CoordinatorAddress {
+            node_id: leader,
+            host: address.host.clone(),
+            port: address.port,
+        })
+    }
+
+    /// The image, once it has `__consumer_offsets` (created here if it is missing).
+    async fn offsets_topic(&self) -> Result<Arc<crate::cluster::image::MetadataImage>, ApiError> {
+        let image = self.admin.image();
+        if image.topics.contains_key(OFFSETS_TOPIC) {
+            return Ok(image);
+        }
+        let brokers = image.brokers.len().max(self.n_voters);
+        let replication_factor = brokers.clamp(1, OFFSETS_TOPIC_REPLICATION_MAX) as i16;
+        let config = |name: &str, value: &str| (name.to_owned(), value.to_owned());
+        let topic = NewTopic {
+            name: OFFSETS_TOPIC.to_owned(),
+            partitions: self.offsets_topic_partitions as i32,
+            replication_factor,
+            // Commits must outlive any retention: compaction would bound the topic, and
+            // sluice has none yet, so nothing is deleted.
+            configs: BTreeMap::from([
+                config("retention.ms", "-1"),
+                config("retention.bytes", "-1"),
+                config("segment.bytes", &(100u32 << 20).to_string()),
+            ]),
+        };
+        let created = self.admin.create_topics(vec![topic], false).await;
+        match created.into_iter().next().map(|(_, outcome)| outcome) {
+            Some(Ok(_)) => {}
+            Some(Err(e)) if e.code == ErrorCode::TopicAlreadyExists => {}
+            Some(Err(e)) => {
+                return Err(ApiError::new(
+                    ErrorCode::CoordinatorNotAvailable,
+                    format!(
+                        "cannot create {OFFSETS_TOPIC} with {replication_factor} replicas yet \
+                         ({}: {}); retry once enough brokers are up",
+                        e.code.name(),
+                        e.message
+                    ),
+                ))
+            }
+            None => {}
+        }
+        let image = self.admin.image();
+        if image.topics.contains_key(OFFSETS_TOPIC) {
+            Ok(image)
+        } else {
+            Err(ApiError::new(
+                ErrorCode::CoordinatorNotAvailable,
+                format!("{OFFSETS_TOPIC} is being created; retry shortly"),
+            ))
+        }
+    }
+
+    /// The loaded shard coordinating `group` here, and the group if it exists (created if
+    /// `create`).
+    fn locate(
+        &self,
+        group: &str,
+        create: bool,
+    ) -> Result<(Arc<Shard>, Option<GroupRef>), ApiError> {
+        check_group_id(group)?;
+        let shard = self.shards.shard_for(&self.admin.image(), group)?;
+        let found = shard.group(group, create);
+        Ok((shard, found))
+    }
+
+    /// A group that must exist for `member_id` to be in it.
+    fn existing(&self, group: &str, member_id: &str) -> Result<GroupRef, ApiError> {
+        let (_, found) = self.locate(group, false)?;
+        found.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::UnknownMemberId,
+                format!(
+                    "group {group:?} has no member {member_id:?}; join again without a member id"
+                ),
+            )
+        })
+    }
+
+    /// JoinGroup: answered when the join phase completes (or at once when refused).
+    pub async fn join(&self, group_id: &str, request: JoinRequest) -> Result<Joined, JoinRefused> {
+        let member_id = request.member_id.clone();
+        let refused = |error: ApiError| JoinRefused {
+            error,
+            member_id: member_id.clone(),
+        };
+        let session_ms = u64::try_from(request.session_timeout.as_millis()).unwrap_or(u64::MAX);
+        if !self.session_timeout_ms.contains(&session_ms) {
+            return Err(refused(ApiError::new(
+                ErrorCode::InvalidSessionTimeout,
+                format!(
+                    "session timeout {session_ms} ms is outside the broker's range {}..={} ms \
+                     (group_min_session_timeout_ms, group_max_session_timeout_ms)",
+                    self.session_timeout_ms.start(),
+                    self.session_timeout_ms.end()
+                ),
+            )));
+        }
+        let (shard, group) = match self.locate(group_id, true) {
+            Ok((shard, Some(group))) => (shard, group),
+            Ok((_, None)) => unreachable!("locate creates the group"),
+            Err(e) => return Err(refused(e)),
+        };
+        let mut request = request;
+        // The rebalance waits at least a session for a member.
+        request.rebalance_timeout = request.rebalance_timeout.max(request.session_timeout);
+        let (outcome, done) = {
+            let mut g = group.lock().await;
+            let outcome = g.join(request, Instant::now(), self.shards.timings());
+            (outcome, g.join_phase_done(Instant::now()))
+        };
+        if done {
+            tokio::spawn(complete_rebalance(
+                shard,
+                Arc::clone(&group),
+                self.admin.image(),
+            ));
+        }
+        let joined = match outcome {
+            JoinOutcome::Now(result) => result,
+            JoinOutcome::MemberIdRequired(id) => {
+                return Err(JoinRefused {
+                    error: ApiError::new(
+                        ErrorCode::MemberIdRequired,
+                        "join again with the member id in this response",
+                    ),
+                    member_id: id,
+                })
+            }
+            JoinOutcome::Later(rx) => rx.await.unwrap_or_else(|_| {
+                Err(ApiError::new(
+                    ErrorCode::RebalanceInProgress,
+                    "a newer join of this member replaced this one; join again",
+                ))
+            }),
+        };
+        joined.map_err(refused)
+    }
+
+    /// SyncGroup: the member's share of the generation (held, for client-side assignment,
+    /// until the leader's assignment is written).
+    pub async fn sync(&self, request: SyncRequest) -> Result<Synced, ApiError> {
+        let (shard, _) = self.locate(&request.group_id, false)?;
+        let group = self.existing(&request.group_id, &request.member_id)?;
+        let mut g = group.lock().await;
+        let outcome = g.sync(
+            &request.member_id,
+            request.generation,
+            request.assignments,
+            Instant::now(),
+        );
+        let protocol_type = g.protocol_type().to_owned();
+        let protocol_name = g.protocol_name().to_owned();
+        let assignment = match outcome {
+            SyncOutcome::Now(result) => {
+                drop(g);
+                result
+            }
+            SyncOutcome::Later(rx) => {
+                drop(g);
+                rx.await
+                    .unwrap_or_else(|_| Err(rebalancing(&request.group_id)))
+            }
+            SyncOutcome::Write { value, answer } => {
+                write_generation(&shard, &group, g, value).await;
+                answer
+                    .await
+                    .unwrap_or_else(|_| Err(rebalancing(&request.group_id)))
+            }
+        }?;
+        Ok(Synced {
+            protocol_type,
+            protocol_name,
+            assignment,
+        })
+    }
+
+    /// Heartbeat.
+    pub async fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+    ) -> Result<(), ApiError> {
+        let group = self.existing(group_id, member_id)?;
+        let mut g = group.lock().await;
+        g.heartbeat(member_id, generation, Instant::now())
+    }
+
+    /// LeaveGroup: each member leaves on its own; the group rebalances without them.
+    pub async fn leave(
+        &self,
+        group_id: &str,
+        members: Vec<String>,
+    ) -> Result<Vec<(String, Result<(), ApiError>)>, ApiError> {
+        let (shard, group) = self.locate(group_id, false)?;
+        let mut results = Vec::with_capacity(members.len());
+        for member in members {
+            let left = match &group {
+                Some(group) => group.lock().await.leave(&member, Instant::now()),
+                None => Err(ApiError::new(
+                    ErrorCode::UnknownMemberId,
+                    format!("group {group_id:?} has no members"),
+                )),
+            };
+            results.push((member, left));
+        }
+        // The last member gone (or every other member already rejoined): the next
+        // generation completes now, not at the next tick.
+        if let Some(group) = group {
+            if group.lock().await.join_phase_done(Instant::now()) {
+                tokio::spawn(complete_rebalance(shard, group, self.admin.image()));
+            }
+        }
+        Ok(results)
+    }
+
+    /// OffsetCommit: fenced by generation and member id; each partition answered on its
+    /// own (an unknown topic or oversized metadata fails only its partition).
+    pub async fn commit(&self, request: CommitRequest) -> Vec<TopicItems<PartitionOutcome<()>>> {
+        let image = self.admin.image();
+        let now_ms = SystemClock.now_ms();
+        let mut checks = Vec::new();
+        let mut writes = Vec::new();
+        for topic in request.topics {
+            let mut partitions = Vec::with_capacity(topic.partitions.len());
+            for p in topic.partitions {
+                let checked =
+                    check_offset(&image, &topic.topic, p.partition, p.metadata.as_deref());
+                if checked.is_ok() {
+                    writes.push(OffsetWrite {
+                        topic: topic.topic.clone(),
+                        partition: p.partition,
+                        value: OffsetValue {
+                            offset: p.offset,
+                            leader_epoch: p.leader_epoch,
+                            metadata: p.metadata,
+                            commit_timestamp: now_ms,
+                        },
+                    });
+                }
+                partitions.push((p.partition, checked));
+            }
+            checks.push((topic.topic, partitions));
+        }
+        let simple = request.generation < 0 && request.member_id.is_empty();
+        let written = async {
+            let (shard, group) = self.locate(&request.group_id, simple)?;
+            let group = group.ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::UnknownMemberId,
+                    format!(
+                        "group {:?} has no member {:?}; join again without a member id",
+                        request.group_id, request.member_id
+                    ),
+                )
+            })?;
+            let generation = request.generation;
+            write_offsets(&shard, &group, writes, |g| {
+                g.check_commit(&request.member_id, generation, Instant::now())
+            })
+            .await
+        }
+        .await;
+        per_partition(checks, written)
+    }
+
+    /// OffsetFetch: the committed offsets of the partitions asked (`None` where nothing is
+    /// committed), or of every partition with a commit when `topics` is `None`.
+    pub async fn committed(
+        &self,
+        group_id: &str,
+        topics: Option<Vec<TopicItems<PartitionId>>>,
+    ) -> Result<Vec<TopicItems<CommittedOffset>>, ApiError> {
+        let (_, group) = self.locate(group_id, false)?;
+        let g = match &group {
+            Some(group) => Some(group.lock().await),
+            None => None,
+        };
+        let lookup = |topic: &str, p: PartitionId| {
+            g.as_ref()
+                .and_then(|g| g.committed(topic, p))
+                .map(|c| c.value.clone())
+        };
+        Ok(match topics {
+            Some(topics) => topics
+                .into_iter()
+                .map(|t| TopicItems {
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .map(|p| CommittedOffset {
+                            partition: *p,
+                            committed: lookup(&t.topic, *p),
+                        })
+                        .collect(),
+                    topic: t.topic,
+                })
+                .collect(),
+            None => {
+                let mut all: Vec<TopicItems<CommittedOffset>> = Vec::new();
+                let committed = g.as_ref().map(|g| g.all_committed().clone());
+                for ((topic, partition), c) in committed.unwrap_or_default() {
+                    let entry = CommittedOffset {
+                        partition,
+                        committed: Some(c.value),
+                    };
+                    match all.last_mut() {
+                        Some(last) if last.topic == topic => last.partitions.push(entry),
+                        _ => all.push(TopicItems {
+                            topic,
+                            partitions: vec![entry],
+                        }),
+                    }
+                }
+                all
+            }
+        })
+    }
+
+    /// ResetOffsets: an administrator's explicit offsets, refused while the group has
+    /// members. Returns the group-level refusal (when every partition was valid but the
+    /// write was refused) and each partition's outcome.
+    pub async fn reset_offsets(
+        &self,
+        group_id: &str,
+        topics: Vec<TopicItems<(PartitionId, Offset)>>,
+    ) -> (Result<(), ApiError>, Vec<TopicItems<PartitionOutcome<()>>>) {
+        let image = self.admin.image();
+        let now_ms = SystemClock.now_ms();
+        let mut checks = Vec::new();
+        let mut writes = Vec::new();
+        for topic in topics {
+            let mut partitions = Vec::new();
+            for (partition, offset) in topic.partitions {
+                let mut checked = check_offset(&image, &topic.topic, partition, None);
+                if checked.is_ok() && offset.0 < 0 {
+                    checked = Err(ApiError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("offset {offset} is negative"),
+                    ));
+                }
+                if checked.is_ok() {
+                    writes.push(OffsetWrite {
+                        topic: topic.topic.clone(),
+                        partition,
+                        value: OffsetValue {
+                            offset,
+                            leader_epoch: LeaderEpoch(-1),
+                            metadata: None,
+                            commit_timestamp: now_ms,
+                        },
+                    });
+                }
+                partitions.push((partition, checked));
+            }
+            checks.push((topic.topic, partitions));
+        }
+        let written = async {
+            let (shard, group) = self.locate(group_id, true)?;
+            let group = group.expect("locate creates the group");
+            write_offsets(&shard, &group, writes, |g| {
+                no_members(g, "reset its offsets")
+            })
+            .await
+        }
+        .await;
+        let all_valid = checks.iter().all(|(_, p)| p.iter().all(|(_, c)| c.is_ok()));
+        let top = match &written {
+            Err(e) if all_valid => Err(e.clone()),
+            _ => Ok(()),
+        };
+        (top, per_partition(checks, written))
+    }
+
+    /// DescribeGroups: state, generation and members (with assignments). A group this
+    /// coordinator does not know is described as `Dead` with no members, as Kafka does.
+    pub async fn describe(&self, group_id: &str) -> Result<GroupDescription, ApiError> {
+        let (_, group) = self.locate(group_id, false)?;
+        let Some(group) = group else {
+            return Ok(GroupDescription {
+                state: GroupState::Dead.name().to_owned(),
+                protocol_type: String::new(),
+                protocol_name: String::new(),
+                generation: -1,
+                members: Vec::new(),
+            });
+        };
+        let g = group.lock().await;
+        Ok(GroupDescription {
+            state: g.state().name().to_owned(),
+            protocol_type: g.protocol_type().to_owned(),
+            protocol_name: g.protocol_name().to_owned(),
+            generation: g.generation(),
+            members: g.describe_members(),
+        })
+    }
+
+    /// ListGroups: the groups this broker coordinates (a client asks every broker), those
+    /// in one of `states` (Kafka's names, any case) when it is not empty.
+    pub async fn list(&self, states: &[String]) -> Vec<GroupListing> {
+        let mut groups = Vec::new();
+        for shard in self.shards.loaded_shards() {
+            for group in shard.groups() {
+                let g = group.lock().await;
+                let state = g.state().name();
+                let wanted =
+                    states.is_empty() || states.iter().any(|s| s.eq_ignore_ascii_case(state));
+                if g.state() != GroupState::Dead && wanted {
+                    groups.push(GroupListing {
+                        group_id: g.id().to_owned(),
+                        protocol_type: g.protocol_type().to_owned(),
+                        state: state.to_owned(),
+                        members: g.member_count(),
+                    });
+                }
+            }
+        }
+        groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        groups
+    }
+
+    /// DeleteGroups, one group: a group with no members, with its committed offsets
+    /// (tombstones).
+    pub async fn delete(&self, id: &str) -> Result<(), ApiError> {
+        let (shard, group) = self.locate(id, false)?;
+        let not_found = || {
+            ApiError::new(
+                ErrorCode::GroupIdNotFound,
+                format!("group {id:?} does not exist"),
+            )
+        };
+        let group = group.ok_or_else(not_found)?;
+        let pending = {
+            let mut g = group.lock().await;
+            if g.state() == GroupState::Dead || g.is_forgettable() {
+                return Err(not_found());
+            }
+            no_members(&g, "delete it")?;
+            let mut records: Vec<(GroupLogKey, Option<Bytes>)> = g
+                .all_committed()
+                .keys()
+                .map(|(topic, partition)| {
+                    let key = OffsetKey {
+                        group: id.to_owned(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    };
+                    (GroupLogKey::Offset(key), None)
+                })
+                .collect();
+            records.push((GroupLogKey::Group(id.to_owned()), None));
+            let pending = shard.write(records).await?;
+            g.kill(&ApiError::new(
+                ErrorCode::CoordinatorNotAvailable,
+                format!("group {id:?} was deleted; join again"),
+            ));
+            pending
+        };
+        // Forgotten whatever the outcome: the tombstones are in this leader's log, so they
+        // are committed once the ISR catches up, or another coordinator loads the partition.
+        let replicated = shard.replicated(pending).await;
+        shard.forget(id);
+        replicated.map(|_| ())
+    }
+
+    /// This broker's id (for messages).
+    pub fn node_id(&self) -> BrokerId {
+        self.node_id
+    }
+}
+
+fn check_group_id(group: &str) -> Result<(), ApiError> {
+    if group.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidGroupId,
+            "the group id must not be empty",
+        ));
+    }
+    Ok(())
+}
+
+fn rebalancing(group: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::RebalanceInProgress,
+        format!("group {group:?} is rebalancing; rejoin"),
+    )
+}
+
+/// Each partition of a topic with its own validation outcome.
+type TopicChecks = (String, Vec<(PartitionId, Result<(), ApiError>)>);
+
+/// One partition's offset to write, validated.
+struct OffsetWrite {
+    topic: String,
+    partition: PartitionId,
+    value: OffsetValue,
+}
+
+/// Why a commit of this partition cannot be stored, if it cannot.
+fn check_offset(
+    image: &crate::cluster::image::MetadataImage,
+    topic: &str,
+    partition: PartitionId,
+    metadata: Option<&str>,
+) -> Result<(), ApiError> {
+    let meta = image
+        .topics
+        .get(topic)
+        .ok_or_else(|| ApiError::unknown_topic(topic))?;
+    if meta.partition(partition).is_none() {
+        return Err(ApiError::unknown_partition(
+            topic,
+            partition.0,
+            meta.partitions.len(),
+        ));
+    }
+    if metadata.is_some_and(|m| m.len() > OFFSET_METADATA_MAX_BYTES) {
+        return Err(ApiError::new(
+            ErrorCode::OffsetMetadataTooLarge,
+            format!("offset metadata is longer than {OFFSET_METADATA_MAX_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes offsets of a group once `allowed` accepts them (checked under the group's lock,
+/// with the records appended before it is released), and applies them once replicated.
+async fn write_offsets(
+    shard: &Shard,
+    group: &GroupRef,
+    writes: Vec<OffsetWrite>,
+    allowed: impl FnOnce(&mut Group) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    let pending = {
+        let mut g = group.lock().await;
+        allowed(&mut g)?;
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut records = Vec::with_capacity(writes.len());
+        for w in &writes {
+            let key = GroupLogKey::Offset(OffsetKey {
+                group: g.id().to_owned(),
+                topic: w.topic.clone(),
+                partition: w.partition,
+            });
+            let value = encode_value(&w.value).map_err(|e| {
+                ApiError::new(
+                    ErrorCode::UnknownServerError,
+                    format!("encoding an offset: {e}"),
+                )
+            })?;
+            records.push((key, Some(value)));
+        }
+        shard.write(records).await?
+    };
+    let base = shard.replicated(pending).await?;
+    let mut g = group.lock().await;
+    for (i, w) in writes.into_iter().enumerate() {
+        g.apply_offset(
+            w.topic,
+            w.partition,
+            Some(w.value),
+            Offset(base.0 + i as i64),
+        );
+    }
+    Ok(())
+}
+
+/// Per-partition outcomes: a partition's own error, else the write's outcome.
+fn per_partition(
+    checks: Vec<TopicChecks>,
+    written: Result<(), ApiError>,
+) -> Vec<TopicItems<PartitionOutcome<()>>> {
+    checks
+        .into_iter()
+        .map(|(topic, partitions)| TopicItems {
+            topic,
+            partitions: partitions
+                .into_iter()
+                .map(|(partition, checked)| PartitionOutcome {
+                    partition,
+                    outcome: checked.and(written.clone()),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn no_members(group: &Group, what: &str) -> Result<(), ApiError> {
+    if group.member_count() == 0 {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::NonEmptyGroup,
+        format!(
+            "group {:?} has {} active member(s); stop its consumers first, then {what}",
+            group.id(),
+            group.member_count()
+        ),
+    ))
+}
+
+/// How long a group join may take at most before the coordinator answers: the session
+/// bounds (for adapters that clamp the client's numbers).
+pub fn millis(ms: i32) -> Duration {
+    Duration::from_millis(ms.max(0) as u64)
+}

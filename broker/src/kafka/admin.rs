@@ -1,0 +1,279 @@
+//! Topic administration and producer ids over the Kafka protocol: CreateTopics,
+//! DeleteTopics, DescribeConfigs, IncrementalAlterConfigs and InitProducerId, on
+//! [`crate::services::admin`] and [`crate::services::producer_ids`].
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId,
+    ResponseKind,
+};
+use sluice_protocol::ErrorCode;
+
+use super::metadata::topic_id;
+use super::{kafka_error, kafka_str, topic_name};
+use crate::error::ApiError;
+use crate::services::admin::Admin;
+use crate::services::producer_ids::{InitProducer, ProducerIds};
+use crate::topics::NewTopic;
+
+/// DescribeConfigs' resource type of a topic.
+const RESOURCE_TOPIC: i8 = 2;
+/// DescribeConfigs' config source of a topic's own setting.
+const SOURCE_TOPIC: i8 = 1;
+/// DescribeConfigs' config source of a default.
+const SOURCE_DEFAULT: i8 = 5;
+
+/// CreateTopics through the controller, each topic answered on its own.
+pub async fn create_topics(
+    service: &Admin,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> ResponseKind {
+    let mut refused: BTreeMap<String, ApiError> = BTreeMap::new();
+    let mut topics = Vec::new();
+    let mut order = Vec::new();
+    for t in request.topics {
+        let name = t.name.0.to_string();
+        order.push(name.clone());
+        if !t.assignments.is_empty() {
+            refused.insert(
+                name,
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "sluice places replicas itself; create the topic with a partition count \
+                     and a replication factor, without a replica assignment",
+                ),
+            );
+            continue;
+        }
+        let mut configs = BTreeMap::new();
+        let mut null_config = None;
+        for c in t.configs {
+            match c.value {
+                Some(value) => {
+                    configs.insert(c.name.to_string(), value.to_string());
+                }
+                None => null_config = Some(c.name.to_string()),
+            }
+        }
+        if let Some(key) = null_config {
+            refused.insert(
+                name,
+                ApiError::new(
+                    ErrorCode::InvalidConfig,
+                    format!("config {key} has no value; give it one or leave it out"),
+                ),
+            );
+            continue;
+        }
+        topics.push(NewTopic {
+            name,
+            partitions: t.num_partitions,
+            replication_factor: t.replication_factor,
+            configs,
+        });
+    }
+    let mut created: BTreeMap<String, Result<(u32, u16), ApiError>> = service
+        .create_topics(topics, request.validate_only)
+        .await
+        .into_iter()
+        .collect();
+    let image = service.image();
+    let results = order
+        .into_iter()
+        .map(|name| {
+            let outcome = match refused.remove(&name) {
+                Some(e) => Err(e),
+                None => created.remove(&name).unwrap_or_else(|| {
+                    Err(ApiError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("topic {name:?} appears twice in one request"),
+                    ))
+                }),
+            };
+            let result = CreatableTopicResult::default().with_name(topic_name(name.clone()));
+            match outcome {
+                Ok((partitions, replication_factor)) => {
+                    let mut result = result
+                        .with_num_partitions(partitions as i32)
+                        .with_replication_factor(replication_factor as i16);
+                    if let Some(meta) = image.topics.get(&name) {
+                        result.topic_id = topic_id(&image.cluster_id, meta.id);
+                    }
+                    // The configs in effect are part of the answer from v5 on.
+                    if version >= 5 {
+                        let configs = service.topic_configs(&name).unwrap_or_default();
+                        result.configs = Some(
+                            configs
+                                .into_iter()
+                                .map(|c| {
+                                    CreatableTopicConfigs::default()
+                                        .with_name(kafka_str(c.name))
+                                        .with_value(Some(kafka_str(c.value)))
+                                        .with_config_source(source(c.is_override))
+                                })
+                                .collect(),
+                        );
+                    }
+                    result
+                }
+                Err(e) => {
+                    let (code, message) = kafka_error(ApiKey::CreateTopics, &e);
+                    result
+                        .with_error_code(code)
+                        .with_error_message(message)
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
+                }
+            }
+        })
+        .collect();
+    ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results))
+}
+
+/// DeleteTopics through the controller (by name), each topic answered on its own.
+pub async fn delete_topics(
+    service: &Admin,
+    request: DeleteTopicsRequest,
+    _version: i16,
+) -> ResponseKind {
+    let names: Vec<String> = request
+        .topic_names
+        .into_iter()
+        .map(|n| n.0.to_string())
+        .collect();
+    let deleted = service.delete_topics(names).await;
+    let responses = deleted
+        .into_iter()
+        .map(|(name, outcome)| {
+            let result = DeletableTopicResult::default().with_name(Some(topic_name(name)));
+            match outcome {
+                Ok(()) => result,
+                Err(e) => {
+                    let (code, message) = kafka_error(ApiKey::DeleteTopics, &e);
+                    result.with_error_code(code).with_error_message(message)
+                }
+            }
+        })
+        .collect();
+    ResponseKind::DeleteTopics(DeleteTopicsResponse::default().with_responses(responses))
+}
+
+/// DescribeConfigs of topics: every key sluice knows with the value in effect, marked as
+/// the topic's own setting or a default. Other resources (brokers) are refused per
+/// resource.
+pub fn describe_configs(service: &Admin, request: DescribeConfigsRequest) -> ResponseKind {
+    let results = request
+        .resources
+        .into_iter()
+        .map(|resource| {
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone());
+            let described = if resource.resource_type == RESOURCE_TOPIC {
+                service.topic_configs(resource.resource_name.as_str())
+            } else {
+                Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "sluice describes the configs of topics (resource type 2), not of \
+                         resource type {}",
+                        resource.resource_type
+                    ),
+                ))
+            };
+            match described {
+                Ok(configs) => {
+                    let wanted = |name: &str| {
+                        resource
+                            .configuration_keys
+                            .as_ref()
+                            .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+                    };
+                    result.with_configs(
+                        configs
+                            .into_iter()
+                            .filter(|c| wanted(&c.name))
+                            .map(|c| {
+                                DescribeConfigsResourceResult::default()
+                                    .with_name(kafka_str(c.name))
+                                    .with_value(Some(kafka_str(c.value)))
+                                    .with_config_source(source(c.is_override))
+                            })
+                            .collect(),
+                    )
+                }
+                Err(e) => {
+                    let (code, message) = kafka_error(ApiKey::DescribeConfigs, &e);
+                    result.with_error_code(code).with_error_message(message)
+                }
+            }
+        })
+        .collect();
+    ResponseKind::DescribeConfigs(DescribeConfigsResponse::default().with_results(results))
+}
+
+/// IncrementalAlterConfigs: refused per resource; topic configs are set at creation.
+pub fn incremental_alter_configs(request: IncrementalAlterConfigsRequest) -> ResponseKind {
+    let responses = request
+        .resources
+        .into_iter()
+        .map(|resource| {
+            let e = ApiError::new(
+                ErrorCode::InvalidRequest,
+                "this version of sluice sets topic configs only when a topic is created \
+                 (CreateTopics configs, or `sluice topic create -c KEY=VALUE`)",
+            );
+            let (code, message) = kafka_error(ApiKey::IncrementalAlterConfigs, &e);
+            AlterConfigsResourceResponse::default()
+                .with_error_code(code)
+                .with_error_message(message)
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name)
+        })
+        .collect();
+    ResponseKind::IncrementalAlterConfigs(
+        IncrementalAlterConfigsResponse::default().with_responses(responses),
+    )
+}
+
+/// InitProducerId: an id for an idempotent producer, or the next epoch of its own.
+pub async fn init_producer_id(
+    service: &ProducerIds,
+    request: InitProducerIdRequest,
+) -> ResponseKind {
+    let asked = InitProducer {
+        transactional_id: request.transactional_id.map(|t| t.0.to_string()),
+        producer_id: request.producer_id.0,
+        producer_epoch: request.producer_epoch,
+    };
+    let response = match service.init(&asked).await {
+        Ok((id, epoch)) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(epoch),
+        Err(e) => InitProducerIdResponse::default()
+            .with_error_code(kafka_error(ApiKey::InitProducerId, &e).0)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    };
+    ResponseKind::InitProducerId(response)
+}
+
+fn source(is_override: bool) -> i8 {
+    if is_override {
+        SOURCE_TOPIC
+    } else {
+        SOURCE_DEFAULT
+    }
+}

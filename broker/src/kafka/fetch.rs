@@ -1,0 +1,242 @@
+//! Fetch, ListOffsets and OffsetForLeaderEpoch over the Kafka protocol, on
+//! [`crate::services::fetch`] and [`crate::services::offsets`]. Incremental fetch sessions
+//! (KIP-227) are declined: every answer carries session id 0, which tells a client to keep
+//! sending full fetches; a client that names a session gets FETCH_SESSION_ID_NOT_FOUND and
+//! starts over. Without transactions the last stable offset is the high watermark and no
+//! batch is ever aborted.
+
+use std::time::Duration;
+
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use kafka_protocol::messages::{
+    ApiKey, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ResponseKind,
+};
+use sluice_protocol::{LeaderEpoch, Offset, PartitionId};
+
+use super::{codec, kafka_error, topic_name};
+use crate::services::fetch::{self, Fetch, FetchPartition};
+use crate::services::offsets::{EpochQuery, OffsetQuery, Offsets};
+use crate::services::TopicItems;
+
+/// Kafka's FETCH_SESSION_ID_NOT_FOUND.
+const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+
+/// Fetch: records below each partition's high watermark, long-polled.
+pub async fn fetch(service: &Fetch, request: FetchRequest, version: i16) -> ResponseKind {
+    if request.session_id != 0 {
+        // No session was ever created here (every answer says session 0).
+        return ResponseKind::Fetch(
+            FetchResponse::default().with_error_code(FETCH_SESSION_ID_NOT_FOUND),
+        );
+    }
+    let asked = fetch::FetchRequest {
+        max_wait: Duration::from_millis(request.max_wait_ms.max(0) as u64),
+        min_bytes: request.min_bytes.max(0) as u64,
+        // Before v3 the response had no overall limit: each partition's counts.
+        max_bytes: if version >= 3 {
+            request.max_bytes.max(0) as u32
+        } else {
+            u32::MAX
+        },
+        topics: request
+            .topics
+            .into_iter()
+            .map(|t| TopicItems {
+                topic: t.topic.0.to_string(),
+                partitions: t
+                    .partitions
+                    .into_iter()
+                    .map(|p| FetchPartition {
+                        partition: PartitionId(p.partition),
+                        fetch_offset: Offset(p.fetch_offset),
+                        partition_max_bytes: p.partition_max_bytes.max(0) as u32,
+                        current_leader_epoch: LeaderEpoch(p.current_leader_epoch),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    let topics = match service.fetch(asked).await {
+        Ok(topics) => topics,
+        Err(e) => {
+            let code = codec::kafka_error_code_for(ApiKey::Fetch, e.code);
+            let mut response = FetchResponse::default();
+            if version >= 7 {
+                response.error_code = code;
+            }
+            return ResponseKind::Fetch(response);
+        }
+    };
+    let responses = topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let data = PartitionData::default()
+                        .with_partition_index(p.partition.0)
+                        .with_high_watermark(p.high_watermark.0)
+                        .with_last_stable_offset(p.high_watermark.0)
+                        .with_log_start_offset(p.log_start_offset.0)
+                        .with_aborted_transactions(Some(Vec::new()));
+                    match p.outcome {
+                        Ok(records) => data.with_records(Some(records)),
+                        Err(e) => data
+                            .with_error_code(kafka_error(ApiKey::Fetch, &e).0)
+                            .with_records(Some(Default::default())),
+                    }
+                })
+                .collect();
+            FetchableTopicResponse::default()
+                .with_topic(topic_name(t.topic))
+                .with_partitions(partitions)
+        })
+        .collect();
+    ResponseKind::Fetch(FetchResponse::default().with_responses(responses))
+}
+
+/// ListOffsets: earliest (-2), latest (-1: the high watermark) or the first offset at a
+/// time.
+pub async fn list_offsets(
+    service: &Offsets,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ResponseKind {
+    let queries: Vec<TopicItems<OffsetQuery>> = request
+        .topics
+        .iter()
+        .map(|t| TopicItems {
+            topic: t.name.0.to_string(),
+            partitions: t
+                .partitions
+                .iter()
+                .map(|p| OffsetQuery {
+                    partition: PartitionId(p.partition_index),
+                    timestamp: p.timestamp,
+                    current_leader_epoch: LeaderEpoch(p.current_leader_epoch),
+                })
+                .collect(),
+        })
+        .collect();
+    let found = service.list_offsets(queries.clone()).await;
+    let topics = match found {
+        Ok(found) => found,
+        Err(e) => every_partition_failed(queries, e),
+    };
+    let topics = topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let partition =
+                        ListOffsetsPartitionResponse::default().with_partition_index(p.partition.0);
+                    match p.outcome {
+                        Ok(found) => {
+                            let partition = partition
+                                .with_timestamp(found.timestamp)
+                                .with_offset(found.offset.0);
+                            // The leader epoch is in the answer from v4 on.
+                            if version >= 4 {
+                                partition.with_leader_epoch(found.leader_epoch.0)
+                            } else {
+                                partition
+                            }
+                        }
+                        Err(e) => partition
+                            .with_error_code(kafka_error(ApiKey::ListOffsets, &e).0)
+                            .with_timestamp(-1)
+                            .with_offset(-1),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(topic_name(t.topic))
+                .with_partitions(partitions)
+        })
+        .collect();
+    ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(topics))
+}
+
+/// OffsetForLeaderEpoch: where an epoch ends in the leader's log (a consumer's check for
+/// a truncated log after a leader change, KIP-320).
+pub async fn offset_for_leader_epoch(
+    service: &Offsets,
+    request: OffsetForLeaderEpochRequest,
+) -> ResponseKind {
+    let queries: Vec<TopicItems<EpochQuery>> = request
+        .topics
+        .iter()
+        .map(|t| TopicItems {
+            topic: t.topic.0.to_string(),
+            partitions: t
+                .partitions
+                .iter()
+                .map(|p| EpochQuery {
+                    partition: PartitionId(p.partition),
+                    current_leader_epoch: LeaderEpoch(p.current_leader_epoch),
+                    leader_epoch: LeaderEpoch(p.leader_epoch),
+                })
+                .collect(),
+        })
+        .collect();
+    let topics = match service.epoch_ends(queries.clone()).await {
+        Ok(ends) => ends,
+        Err(e) => every_partition_failed(queries, e),
+    };
+    let topics = topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let end = EpochEndOffset::default().with_partition(p.partition.0);
+                    match p.outcome {
+                        Ok(found) => end
+                            .with_leader_epoch(found.leader_epoch.0)
+                            .with_end_offset(found.end_offset.0),
+                        Err(e) => end
+                            .with_error_code(kafka_error(ApiKey::OffsetForLeaderEpoch, &e).0)
+                            .with_leader_epoch(-1)
+                            .with_end_offset(-1),
+                    }
+                })
+                .collect();
+            OffsetForLeaderTopicResult::default()
+                .with_topic(topic_name(t.topic))
+                .with_partitions(partitions)
+        })
+        .collect();
+    ResponseKind::OffsetForLeaderEpoch(OffsetForLeaderEpochResponse::default().with_topics(topics))
+}
+
+/// The same error for every partition asked (the lookup failed as a whole).
+fn every_partition_failed<Q: crate::services::offsets::HasPartition, T>(
+    queries: Vec<TopicItems<Q>>,
+    e: crate::error::ApiError,
+) -> Vec<TopicItems<crate::services::PartitionOutcome<T>>> {
+    queries
+        .into_iter()
+        .map(|t| TopicItems {
+            topic: t.topic,
+            partitions: t
+                .partitions
+                .iter()
+                .map(|q| crate::services::PartitionOutcome {
+                    partition: q.partition(),
+                    outcome: Err(e.clone()),
+                })
+                .collect(),
+        })
+        .collect()
+}

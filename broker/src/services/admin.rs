@@ -1,0 +1,368 @@
+//! Topic administration and the cluster view. Topics change only through the controller's
+//! metadata log: a creation or deletion goes to the active controller (locally when this
+//! node is it), and the answer waits until this broker has applied the change, so a client
+//! that creates a topic and then asks this broker about it finds it. The cluster view
+//! (Metadata, DescribeCluster, DescribeConfigs) is answered from this node's metadata
+//! image, which every node holds whole (it is a voter or a learner of the metadata log).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_protocol::messages::{
+    ConfigEntry, CreatableTopic, CreateTopicsRequest, DeleteTopicsRequest,
+};
+use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
+
+use crate::cluster::image::{MetadataImage, TopicMeta};
+use crate::cluster::Cluster;
+use crate::config::BrokerConfig;
+use crate::error::ApiError;
+use crate::topics::{effective_topic_configs, validate_topic_name, NewTopic, Topics};
+
+/// How long topic administration waits for the controller.
+const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the answer waits for this broker to apply the change.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A broker as clients of one listener reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerAddress {
+    /// The broker.
+    pub id: BrokerId,
+    /// Its advertised host for the listener.
+    pub host: String,
+    /// Its advertised port for the listener.
+    pub port: u16,
+    /// Its rack.
+    pub rack: Option<String>,
+    /// Whether the controller fences it.
+    pub fenced: bool,
+}
+
+/// One partition as Metadata describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionView {
+    /// The partition.
+    pub partition: PartitionId,
+    /// LEADER_NOT_AVAILABLE while it has no leader.
+    pub error: Option<ApiError>,
+    /// The leader, -1 for none.
+    pub leader: BrokerId,
+    /// The leader epoch.
+    pub leader_epoch: LeaderEpoch,
+    /// Every replica.
+    pub replicas: Vec<BrokerId>,
+    /// The in-sync replicas.
+    pub isr: Vec<BrokerId>,
+    /// Replicas on fenced brokers.
+    pub offline_replicas: Vec<BrokerId>,
+}
+
+/// One topic as Metadata describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicView {
+    /// The topic's id: the metadata log index of its creation.
+    pub id: u64,
+    /// An internal topic (`__consumer_offsets`).
+    pub is_internal: bool,
+    /// Replicas per partition.
+    pub replication_factor: i16,
+    /// Every config key with the value in effect.
+    pub configs: BTreeMap<String, String>,
+    /// The partitions.
+    pub partitions: Vec<PartitionView>,
+}
+
+/// The cluster as one listener's clients see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterView {
+    /// The cluster's id.
+    pub cluster_id: String,
+    /// The active controller, -1 when none is known.
+    pub controller_id: BrokerId,
+    /// The controller quorum.
+    pub voters: Vec<BrokerId>,
+    /// Brokers with an address on the listener: the unfenced ones, or all registered ones
+    /// when asked with `include_fenced`.
+    pub brokers: Vec<BrokerAddress>,
+    /// The topics asked for, each described or refused (UNKNOWN_TOPIC_OR_PARTITION).
+    pub topics: Vec<(String, Result<TopicView, ApiError>)>,
+}
+
+/// A topic config as DescribeConfigs shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// The key.
+    pub name: String,
+    /// The value in effect.
+    pub value: String,
+    /// Set on the topic (else the broker's default).
+    pub is_override: bool,
+}
+
+/// Each topic of a creation with its partition count and replication factor, or why it
+/// was refused.
+pub type Created = Vec<(String, Result<(u32, u16), ApiError>)>;
+
+/// The admin service. Cheap to clone.
+#[derive(Clone)]
+pub struct Admin {
+    config: Arc<BrokerConfig>,
+    cluster: Arc<Cluster>,
+    topics: Arc<Topics>,
+}
+
+impl Admin {
+    /// Administers topics through `cluster`'s controller; waits for `topics` to reflect
+    /// each change.
+    pub fn new(config: &BrokerConfig, cluster: Arc<Cluster>, topics: Arc<Topics>) -> Admin {
+        Admin {
+            config: Arc::new(config.clone()),
+            cluster,
+            topics,
+        }
+    }
+
+    /// The latest applied metadata image.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.cluster.image()
+    }
+
+    /// Creates topics through the controller; each topic gets its partition count and
+    /// replication factor, or why it was refused. With `validate_only` nothing is created.
+    pub async fn create_topics(&self, topics: Vec<NewTopic>, validate_only: bool) -> Created {
+        let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+        let request = CreateTopicsRequest {
+            topics: topics
+                .into_iter()
+                .map(|t| CreatableTopic {
+                    name: t.name,
+                    num_partitions: t.partitions,
+                    replication_factor: t.replication_factor,
+                    configs: t
+                        .configs
+                        .into_iter()
+                        .map(|(name, value)| ConfigEntry { name, value })
+                        .collect(),
+                })
+                .collect(),
+            timeout_ms: CONTROLLER_TIMEOUT.as_millis() as i32,
+            validate_only,
+        };
+        let answer = self
+            .cluster
+            .client
+            .call(Request::CreateTopics(request), CONTROLLER_TIMEOUT)
+            .await;
+        let results: Created = match answer {
+            Ok(Response::CreateTopics(response)) => response
+                .topics
+                .into_iter()
+                .map(|t| {
+                    let outcome = match t.error_code {
+                        ErrorCode::None => Ok((
+                            t.num_partitions.max(0) as u32,
+                            t.replication_factor.max(0) as u16,
+                        )),
+                        code => Err(ApiError::new(code, t.error_message.unwrap_or_default())),
+                    };
+                    (t.name, outcome)
+                })
+                .collect(),
+            other => {
+                let e = controller_failed(other);
+                return names.into_iter().map(|n| (n, Err(e.clone()))).collect();
+            }
+        };
+        if !validate_only {
+            let created: Vec<&str> = results
+                .iter()
+                .filter(|(_, r)| r.is_ok())
+                .map(|(n, _)| n.as_str())
+                .collect();
+            self.wait_applied(|image| created.iter().all(|n| image.topics.contains_key(*n)))
+                .await;
+        }
+        results
+    }
+
+    /// Deletes topics through the controller; each gets its outcome.
+    pub async fn delete_topics(&self, names: Vec<String>) -> Vec<(String, Result<(), ApiError>)> {
+        let request = DeleteTopicsRequest {
+            topic_names: names.clone(),
+            timeout_ms: CONTROLLER_TIMEOUT.as_millis() as i32,
+        };
+        let answer = self
+            .cluster
+            .client
+            .call(Request::DeleteTopics(request), CONTROLLER_TIMEOUT)
+            .await;
+        let results: Vec<(String, Result<(), ApiError>)> = match answer {
+            Ok(Response::DeleteTopics(response)) => response
+                .responses
+                .into_iter()
+                .map(|t| {
+                    let outcome = match t.error_code {
+                        ErrorCode::None => Ok(()),
+                        code => Err(ApiError::new(code, t.error_message.unwrap_or_default())),
+                    };
+                    (t.name, outcome)
+                })
+                .collect(),
+            other => {
+                let e = controller_failed(other);
+                return names.into_iter().map(|n| (n, Err(e.clone()))).collect();
+            }
+        };
+        let deleted: Vec<&str> = results
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        self.wait_applied(|image| deleted.iter().all(|n| !image.topics.contains_key(*n)))
+            .await;
+        results
+    }
+
+    /// Waits until this broker's image satisfies `done` and its replicas reflect it.
+    async fn wait_applied(&self, done: impl Fn(&MetadataImage) -> bool) {
+        self.cluster.wait_for_image(APPLY_TIMEOUT, done).await;
+        let index = self.cluster.applied_index();
+        self.topics.wait_reconciled(index, APPLY_TIMEOUT).await;
+    }
+
+    /// The cluster as clients of `listener` see it, with the topics named (every topic
+    /// when `None`). With `auto_create`, a named topic that does not exist is created with
+    /// the broker's defaults first, if the broker allows it (`auto_create_topics`); its
+    /// partitions may have no leader yet (LEADER_NOT_AVAILABLE), which clients retry.
+    pub async fn cluster_view(
+        &self,
+        listener: &str,
+        topics: Option<Vec<String>>,
+        auto_create: bool,
+        include_fenced: bool,
+    ) -> ClusterView {
+        let mut image = self.cluster.image();
+        if let (Some(names), true) = (&topics, auto_create && self.config.auto_create_topics) {
+            let missing: Vec<NewTopic> = names
+                .iter()
+                .filter(|n| !image.topics.contains_key(*n) && validate_topic_name(n).is_ok())
+                .map(|name| NewTopic {
+                    name: name.clone(),
+                    partitions: -1,
+                    replication_factor: -1,
+                    configs: BTreeMap::new(),
+                })
+                .collect();
+            if !missing.is_empty() {
+                for (name, outcome) in self.create_topics(missing, false).await {
+                    match outcome {
+                        Ok(_) => tracing::info!(topic = %name, "auto-created topic"),
+                        Err(e) if e.code == ErrorCode::TopicAlreadyExists => {}
+                        Err(e) => {
+                            tracing::warn!(topic = %name, "auto-creation failed: {}", e.message)
+                        }
+                    }
+                }
+                image = self.cluster.image();
+            }
+        }
+        let described = match topics {
+            None => image
+                .topics
+                .iter()
+                .map(|(name, meta)| (name.clone(), Ok(self.describe(&image, name, meta))))
+                .collect(),
+            Some(names) => names
+                .into_iter()
+                .map(|name| {
+                    let view = match image.topics.get(&name) {
+                        Some(meta) => Ok(self.describe(&image, &name, meta)),
+                        None => Err(ApiError::unknown_topic(&name)),
+                    };
+                    (name, view)
+                })
+                .collect(),
+        };
+        ClusterView {
+            cluster_id: image.cluster_id.clone(),
+            controller_id: self.cluster.controller_id().unwrap_or(BrokerId(-1)),
+            voters: self.cluster.voters().to_vec(),
+            brokers: image
+                .brokers
+                .values()
+                .filter(|b| include_fenced || !b.fenced)
+                .filter_map(|b| {
+                    let address = b.listener(listener)?;
+                    Some(BrokerAddress {
+                        id: b.id,
+                        host: address.host.clone(),
+                        port: address.port,
+                        rack: b.rack.clone(),
+                        fenced: b.fenced,
+                    })
+                })
+                .collect(),
+            topics: described,
+        }
+    }
+
+    fn describe(&self, image: &MetadataImage, name: &str, meta: &TopicMeta) -> TopicView {
+        let fenced = |id: &BrokerId| image.brokers.get(id).is_none_or(|b| b.fenced);
+        TopicView {
+            id: meta.id,
+            is_internal: name.starts_with("__"),
+            replication_factor: meta.replication_factor as i16,
+            configs: effective_topic_configs(&self.config, &meta.configs),
+            partitions: meta
+                .partitions
+                .iter()
+                .map(|p| PartitionView {
+                    partition: p.index,
+                    error: (p.leader.0 < 0).then(|| {
+                        ApiError::new(
+                            ErrorCode::LeaderNotAvailable,
+                            format!(
+                                "{name}-{} has no leader right now; retry shortly",
+                                p.index.0
+                            ),
+                        )
+                    }),
+                    leader: p.leader,
+                    leader_epoch: p.leader_epoch,
+                    replicas: p.replicas.clone(),
+                    isr: p.isr.clone(),
+                    offline_replicas: p.replicas.iter().copied().filter(fenced).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A topic's configs: every key with the value in effect, and whether the topic sets it.
+    pub fn topic_configs(&self, name: &str) -> Result<Vec<TopicConfig>, ApiError> {
+        let image = self.cluster.image();
+        let meta = image
+            .topics
+            .get(name)
+            .ok_or_else(|| ApiError::unknown_topic(name))?;
+        Ok(effective_topic_configs(&self.config, &meta.configs)
+            .into_iter()
+            .map(|(key, value)| TopicConfig {
+                is_override: meta.configs.contains_key(&key),
+                name: key,
+                value,
+            })
+            .collect())
+    }
+}
+
+fn controller_failed(outcome: Result<Response, ApiError>) -> ApiError {
+    match outcome {
+        Err(e) => e,
+        Ok(other) => ApiError::new(
+            ErrorCode::UnknownServerError,
+            format!("the controller answered {:?}", other.api_key()),
+        ),
+    }
+}

@@ -1,0 +1,102 @@
+//! The broker's service layer: every rule a client request is subject to, in terms of
+//! topics, partitions, offsets and groups, with no wire format in sight. Each listener
+//! (the native protocol in `handlers`, the Kafka protocol in `kafka`) is a set of thin
+//! adapters: decode a request, call a service, encode the answer. A rule written here
+//! (which topics a client may write, how long a long poll waits, what an error says) holds
+//! for both listeners because neither has a copy of it.
+//!
+//! - [`produce`]: appends, in request order, then the wait for durability and the ISR.
+//! - [`fetch`]: consumer reads below the high watermark, long-polled.
+//! - [`offsets`]: ListOffsets and OffsetsForLeaderEpoch for consumers.
+//! - [`admin`]: topic creation, deletion and configs through the active controller, and
+//!   the cluster view Metadata and DescribeCluster answer from.
+//! - [`producer_ids`]: ids for idempotent producers, from blocks the controller hands out.
+//! - [`crate::groups::Coordinator`]: consumer groups (kept beside the group state machine).
+//!
+//! Architecture invariant: nothing here imports `handlers`, `kafka` or the protocol
+//! message types; services take and return the domain types below and in
+//! [`crate::partition`], and fail with [`ApiError`] (a sluice [`ErrorCode`] and a message
+//! for a human).
+
+pub mod admin;
+pub mod fetch;
+pub mod offsets;
+pub mod produce;
+pub mod producer_ids;
+
+use std::sync::Arc;
+
+use sluice_protocol::{ErrorCode, PartitionId};
+use tokio::sync::watch;
+
+use crate::cluster::Cluster;
+use crate::config::BrokerConfig;
+use crate::error::ApiError;
+use crate::groups::Coordinator;
+use crate::topics::Topics;
+
+/// Items of a request or an answer grouped by topic, in request order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopicItems<T> {
+    /// The topic.
+    pub topic: String,
+    /// One item per partition asked about.
+    pub partitions: Vec<T>,
+}
+
+/// The outcome of a request on one partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionOutcome<T> {
+    /// The partition.
+    pub partition: PartitionId,
+    /// What happened there.
+    pub outcome: Result<T, ApiError>,
+}
+
+/// Every service of this broker, for the listeners' adapters.
+pub struct Services {
+    /// Topic administration and the cluster view.
+    pub admin: admin::Admin,
+    /// Appends.
+    pub produce: produce::Produce,
+    /// Consumer reads.
+    pub fetch: fetch::Fetch,
+    /// Offset lookups.
+    pub offsets: offsets::Offsets,
+    /// Producer ids.
+    pub producer_ids: producer_ids::ProducerIds,
+    /// Consumer groups.
+    pub groups: Arc<Coordinator>,
+}
+
+impl Services {
+    /// Wires the services over this node's cluster layer and hosted topics.
+    pub fn new(
+        config: &BrokerConfig,
+        cluster: &Arc<Cluster>,
+        topics: &Arc<Topics>,
+        groups: &Arc<crate::groups::GroupCoordinator>,
+        stopping: watch::Receiver<bool>,
+    ) -> Services {
+        let admin = admin::Admin::new(config, Arc::clone(cluster), Arc::clone(topics));
+        Services {
+            produce: produce::Produce::new(Arc::clone(cluster), Arc::clone(topics)),
+            fetch: fetch::Fetch::new(
+                Arc::clone(cluster),
+                Arc::clone(topics),
+                config.max_frame_bytes,
+                stopping,
+            ),
+            offsets: offsets::Offsets::new(Arc::clone(cluster), Arc::clone(topics)),
+            producer_ids: producer_ids::ProducerIds::new(config.node_id, Arc::clone(cluster)),
+            groups: Arc::new(Coordinator::new(config, admin.clone(), Arc::clone(groups))),
+            admin,
+        }
+    }
+}
+
+/// A task of the blocking pool that died (a bug, already logged by tokio), as the error
+/// of the request it served.
+pub(crate) fn task_failed(what: &str, e: tokio::task::JoinError) -> ApiError {
+    ApiError::new(ErrorCode::UnknownServerError, format!("{what}: {e}"))
+}

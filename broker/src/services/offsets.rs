@@ -1,0 +1,160 @@
+//! Offset lookups for consumers: ListOffsets (earliest, latest = the high watermark, or the
+//! first offset at a time) and OffsetsForLeaderEpoch (where an epoch ends in the leader's
+//! log, which a consumer compares with its position after a leader change, KIP-320).
+//! Lookups take the log's lock, which maintenance may hold across an fsync, so they run on
+//! the blocking pool.
+
+use std::sync::Arc;
+
+use sluice_protocol::{LeaderEpoch, Offset, PartitionId};
+
+use super::{task_failed, PartitionOutcome, TopicItems};
+use crate::cluster::Cluster;
+use crate::error::ApiError;
+use crate::topics::Topics;
+
+/// One partition of a ListOffsets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffsetQuery {
+    /// The partition.
+    pub partition: PartitionId,
+    /// -2 earliest, -1 latest, else a time in ms since the Unix epoch.
+    pub timestamp: i64,
+    /// The leader epoch the client knows, -1 if none.
+    pub current_leader_epoch: LeaderEpoch,
+}
+
+/// The answer of a ListOffsets for one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FoundOffset {
+    /// The timestamp of the record found (-1 for earliest and latest, or when none).
+    pub timestamp: i64,
+    /// The offset (-1 when no record is at or after the time).
+    pub offset: Offset,
+    /// The leader's epoch.
+    pub leader_epoch: LeaderEpoch,
+}
+
+/// One partition of an OffsetsForLeaderEpoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpochQuery {
+    /// The partition.
+    pub partition: PartitionId,
+    /// The leader epoch the client knows, -1 if none.
+    pub current_leader_epoch: LeaderEpoch,
+    /// The epoch whose end is asked.
+    pub leader_epoch: LeaderEpoch,
+}
+
+/// Where an epoch ends: the largest epoch at or below the one asked and its end offset
+/// (both -1 when the log has no epoch that old).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpochEnd {
+    /// The epoch.
+    pub leader_epoch: LeaderEpoch,
+    /// Its end offset.
+    pub end_offset: Offset,
+}
+
+/// The offset lookup service.
+pub struct Offsets {
+    cluster: Arc<Cluster>,
+    topics: Arc<Topics>,
+}
+
+impl Offsets {
+    /// Looks up the replicas in `topics`.
+    pub fn new(cluster: Arc<Cluster>, topics: Arc<Topics>) -> Offsets {
+        Offsets { cluster, topics }
+    }
+
+    /// ListOffsets on the leaders here.
+    pub async fn list_offsets(
+        &self,
+        topics: Vec<TopicItems<OffsetQuery>>,
+    ) -> Result<Vec<TopicItems<PartitionOutcome<FoundOffset>>>, ApiError> {
+        self.per_partition(topics, |partition, query: &OffsetQuery| {
+            let (timestamp, offset) =
+                partition.offset_for_timestamp(query.timestamp, query.current_leader_epoch)?;
+            Ok(FoundOffset {
+                timestamp,
+                offset,
+                leader_epoch: partition.leader_epoch(),
+            })
+        })
+        .await
+    }
+
+    /// OffsetsForLeaderEpoch on the leaders here.
+    pub async fn epoch_ends(
+        &self,
+        topics: Vec<TopicItems<EpochQuery>>,
+    ) -> Result<Vec<TopicItems<PartitionOutcome<EpochEnd>>>, ApiError> {
+        self.per_partition(topics, |partition, query: &EpochQuery| {
+            let found =
+                partition.end_offset_for_epoch(query.leader_epoch, query.current_leader_epoch)?;
+            let (leader_epoch, end_offset) = found.unwrap_or((LeaderEpoch(-1), Offset(-1)));
+            Ok(EpochEnd {
+                leader_epoch,
+                end_offset,
+            })
+        })
+        .await
+    }
+
+    /// Runs `lookup` on each asked partition, on the blocking pool.
+    async fn per_partition<Q, T>(
+        &self,
+        topics: Vec<TopicItems<Q>>,
+        lookup: fn(&crate::partition::Partition, &Q) -> Result<T, ApiError>,
+    ) -> Result<Vec<TopicItems<PartitionOutcome<T>>>, ApiError>
+    where
+        Q: Send + 'static + HasPartition,
+        T: Send + 'static,
+    {
+        let image = self.cluster.image();
+        let replicas = Arc::clone(&self.topics);
+        tokio::task::spawn_blocking(move || {
+            topics
+                .into_iter()
+                .map(|topic| {
+                    let partitions = topic
+                        .partitions
+                        .iter()
+                        .map(|query| {
+                            let partition = query.partition();
+                            let outcome = replicas
+                                .partition(&image, &topic.topic, partition)
+                                .and_then(|replica| lookup(&replica, query));
+                            PartitionOutcome { partition, outcome }
+                        })
+                        .collect();
+                    TopicItems {
+                        topic: topic.topic,
+                        partitions,
+                    }
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| task_failed("offset lookup", e))
+    }
+}
+
+/// A query about one partition.
+pub trait HasPartition {
+    /// The partition asked about.
+    fn partition(&self) -> PartitionId;
+}
+
+impl HasPartition for OffsetQuery {
+    fn partition(&self) -> PartitionId {
+        self.partition
+    }
+}
+
+impl HasPartition for EpochQuery {
+    fn partition(&self) -> PartitionId {
+        self.partition
+    }
+}

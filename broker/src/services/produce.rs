@@ -1,0 +1,182 @@
+//! Produce, in two phases. [`Produce::append`] runs in request order on the connection: it
+//! writes every partition's batches to its log (one blocking-thread hop for the whole
+//! request), so two pipelined requests of one producer land in the order they were sent,
+//! as Kafka guarantees per connection. [`Produce::complete`] runs concurrently with later
+//! requests: it waits for durability (group commit shares the fsync with every other
+//! waiter) and the ISR, and gives each partition its outcome.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_protocol::group_log::OFFSETS_TOPIC;
+use sluice_protocol::{ErrorCode, Offset, PartitionId};
+
+use super::{task_failed, PartitionOutcome, TopicItems};
+use crate::cluster::Cluster;
+use crate::error::ApiError;
+use crate::partition::{Acks, Partition, PendingAppend};
+use crate::topics::Topics;
+
+/// Shortest acks=all wait honoured: a zero or negative request timeout would fail every
+/// acks=all produce.
+const TIMEOUT_MIN: Duration = Duration::from_secs(1);
+/// Longest acks=all wait honoured: a bound on held requests.
+const TIMEOUT_MAX: Duration = Duration::from_secs(300);
+
+/// A produce request in service terms.
+#[derive(Clone, Debug)]
+pub struct ProduceRequest {
+    /// How many acknowledgements the producer wants.
+    pub acks: Acks,
+    /// How long acks=all may wait for the ISR (clamped to 1 s..=300 s).
+    pub timeout: Duration,
+    /// Each partition's record batches (RecordBatch v2, back to back).
+    pub topics: Vec<TopicItems<(PartitionId, Bytes)>>,
+}
+
+/// Where a partition's batches went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Produced {
+    /// The offset of the first record written.
+    pub base_offset: Offset,
+    /// The partition's log start offset just after the append.
+    pub log_start_offset: Offset,
+}
+
+/// A partition's append in the logs, or why it was not appended.
+type Written = Result<(Arc<Partition>, PendingAppend), ApiError>;
+
+/// A produce whose batches are in the logs, awaiting acknowledgement.
+pub struct Appended {
+    acks: Acks,
+    timeout: Duration,
+    topics: Vec<TopicItems<(PartitionId, Written)>>,
+}
+
+impl Appended {
+    /// The acks the producer asked for: with [`Acks::None`] nothing is answered.
+    pub fn acks(&self) -> Acks {
+        self.acks
+    }
+}
+
+/// The produce service.
+pub struct Produce {
+    cluster: Arc<Cluster>,
+    topics: Arc<Topics>,
+}
+
+impl Produce {
+    /// Appends to the replicas in `topics`, as `cluster`'s metadata names them.
+    pub fn new(cluster: Arc<Cluster>, topics: Arc<Topics>) -> Produce {
+        Produce { cluster, topics }
+    }
+
+    /// The ordered phase: finds every partition and appends its batches. Per-partition
+    /// failures are kept for [`Produce::complete`]; an `Err` fails the whole request.
+    pub async fn append(&self, request: ProduceRequest) -> Result<Appended, ApiError> {
+        let acks = request.acks;
+        let timeout = request.timeout.clamp(TIMEOUT_MIN, TIMEOUT_MAX);
+        let image = self.cluster.image();
+        let found: Vec<TopicItems<_>> = request
+            .topics
+            .into_iter()
+            .map(|topic| {
+                let partitions = topic
+                    .partitions
+                    .into_iter()
+                    .map(|(index, records)| {
+                        let partition = if topic.topic == OFFSETS_TOPIC {
+                            Err(internal_topic())
+                        } else {
+                            self.topics.partition(&image, &topic.topic, index)
+                        };
+                        (index, partition.map(|p| (p, records)))
+                    })
+                    .collect();
+                TopicItems {
+                    topic: topic.topic,
+                    partitions,
+                }
+            })
+            .collect();
+        let topics = tokio::task::spawn_blocking(move || {
+            found
+                .into_iter()
+                .map(|topic| TopicItems {
+                    topic: topic.topic,
+                    partitions: topic
+                        .partitions
+                        .into_iter()
+                        .map(|(index, found)| {
+                            let written = found.and_then(|(partition, records)| {
+                                let pending = partition.append_now(records, acks)?;
+                                Ok((partition, pending))
+                            });
+                            (index, written)
+                        })
+                        .collect(),
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| task_failed("append task", e))?;
+        Ok(Appended {
+            acks,
+            timeout,
+            topics,
+        })
+    }
+
+    /// The completion phase: waits for every partition's durability and ISR
+    /// (concurrently) and returns each partition's outcome in request order.
+    pub async fn complete(appended: Appended) -> Vec<TopicItems<PartitionOutcome<Produced>>> {
+        let timeout = appended.timeout;
+        let waiting: Vec<_> = appended
+            .topics
+            .into_iter()
+            .map(|topic| {
+                let tasks: Vec<_> = topic
+                    .partitions
+                    .into_iter()
+                    .map(|(index, written)| {
+                        let task = tokio::spawn(async move {
+                            let (partition, pending) = written?;
+                            let log_start_offset = pending.log_start_offset;
+                            let info = partition.complete(pending, timeout).await?;
+                            Ok::<_, ApiError>(Produced {
+                                base_offset: info.base_offset,
+                                log_start_offset,
+                            })
+                        });
+                        (index, task)
+                    })
+                    .collect();
+                (topic.topic, tasks)
+            })
+            .collect();
+        let mut topics = Vec::with_capacity(waiting.len());
+        for (topic, tasks) in waiting {
+            let mut partitions = Vec::with_capacity(tasks.len());
+            for (partition, task) in tasks {
+                let outcome = task
+                    .await
+                    .unwrap_or_else(|e| Err(task_failed("append task", e)));
+                partitions.push(PartitionOutcome { partition, outcome });
+            }
+            topics.push(TopicItems { topic, partitions });
+        }
+        topics
+    }
+}
+
+fn internal_topic() -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidTopicException,
+        format!(
+            "{OFFSETS_TOPIC} is internal: only group coordinators write it; commit offsets \
+             through a consumer group"
+        ),
+    )
+}

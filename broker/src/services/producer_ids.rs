@@ -1,0 +1,115 @@
+//! InitProducerId: ids for idempotent producers, handed out from blocks this broker takes
+//! from the controller (AllocateProducerIds), so ids are unique across the cluster with
+//! one controller round trip per block rather than per producer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_protocol::messages::AllocateProducerIdsRequest;
+use sluice_protocol::{BrokerId, ErrorCode, Request, Response};
+
+use crate::cluster::Cluster;
+use crate::error::ApiError;
+
+/// How long a block request may wait for the controller.
+const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The ids left in this broker's current block: `next..end`.
+#[derive(Debug, Default)]
+struct ProducerIdBlock {
+    next: i64,
+    end: i64,
+}
+
+/// What InitProducerId asks, in service terms.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InitProducer {
+    /// A transactional id: refused (transactions are not built).
+    pub transactional_id: Option<String>,
+    /// The producer's current id, or -1 for a new producer.
+    pub producer_id: i64,
+    /// The producer's current epoch, or -1.
+    pub producer_epoch: i16,
+}
+
+/// The producer id service.
+pub struct ProducerIds {
+    node_id: BrokerId,
+    cluster: Arc<Cluster>,
+    /// The ids left in the block taken from the controller. An async lock: taking a new
+    /// block awaits the controller, and the next caller must wait for that block.
+    block: tokio::sync::Mutex<ProducerIdBlock>,
+}
+
+impl ProducerIds {
+    /// Ids for broker `node_id`, from blocks of `cluster`'s controller.
+    pub fn new(node_id: BrokerId, cluster: Arc<Cluster>) -> ProducerIds {
+        ProducerIds {
+            node_id,
+            cluster,
+            block: Default::default(),
+        }
+    }
+
+    /// A producer id and epoch 0 for a new producer; the same id with the next epoch for a
+    /// producer that asks to bump its own (KIP-360: after it lost track of its sequences).
+    pub async fn init(&self, request: &InitProducer) -> Result<(i64, i16), ApiError> {
+        if request.transactional_id.is_some() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "transactions are not supported by this version of sluice; use an idempotent \
+                 producer (no transactional id)",
+            ));
+        }
+        if request.producer_id >= 0
+            && request.producer_epoch >= 0
+            && request.producer_epoch < i16::MAX
+        {
+            return Ok((request.producer_id, request.producer_epoch + 1));
+        }
+        let mut block = self.block.lock().await;
+        if block.next >= block.end {
+            *block = self.allocate().await?;
+        }
+        let id = block.next;
+        block.next += 1;
+        Ok((id, 0))
+    }
+
+    async fn allocate(&self) -> Result<ProducerIdBlock, ApiError> {
+        let request = Request::AllocateProducerIds(AllocateProducerIdsRequest {
+            broker_id: self.node_id,
+            broker_epoch: self.cluster.broker_epoch(),
+        });
+        match self
+            .cluster
+            .client
+            .call(request, CONTROLLER_TIMEOUT)
+            .await?
+        {
+            Response::AllocateProducerIds(r) if r.error_code == ErrorCode::None => {
+                Ok(ProducerIdBlock {
+                    next: r.producer_id_start,
+                    end: r.producer_id_start + i64::from(r.producer_id_len),
+                })
+            }
+            Response::AllocateProducerIds(r) => Err(ApiError::new(
+                // Retriable for the producer: the broker registers again, or a controller
+                // is elected.
+                ErrorCode::CoordinatorNotAvailable,
+                format!(
+                    "no producer ids from the controller yet ({}: {}); retry shortly",
+                    r.error_code.name(),
+                    r.error_message.unwrap_or_default()
+                ),
+            )),
+            other => Err(ApiError::new(
+                ErrorCode::UnknownServerError,
+                format!(
+                    "the controller answered AllocateProducerIds with {:?}",
+                    other.api_key()
+                ),
+            )),
+        }
+    }
+}
