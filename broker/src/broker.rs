@@ -1,7 +1,9 @@
 //! The node's shared state ([`Broker`]): configuration, the cluster (metadata log,
-//! controller), the hosted topics, replication, and the shutdown signals; plus the
-//! background work every node runs: applying metadata images to the hosted replicas,
-//! checkpoints, retention, and the background flush of `replicated` durability.
+//! controller), the hosted topics, the group coordinator's shards, the [`Services`] the
+//! listeners call, and the lifecycle signals (registered, fenced, shutdown). The work
+//! that runs over this state is elsewhere: `background` (metadata application,
+//! maintenance), `lifecycle` (registration, heartbeats), `replication`; they import
+//! `Broker`, and it imports none of them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,14 +12,17 @@ use sluice_storage::{Clock, SystemClock};
 use tokio::sync::watch;
 
 use crate::cluster::Cluster;
-use crate::config::{BrokerConfig, DurabilityMode};
+use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::groups::group::GroupTimings;
+use crate::groups::Coordinator;
 use crate::groups::GroupCoordinator;
 use crate::metadata::{DataDirLock, NodeFile, NodeIdentity};
-use crate::partition::Partition;
-use crate::replication::Replication;
-use crate::services::Services;
+use crate::services::admin::Admin;
+use crate::services::fetch::Fetch;
+use crate::services::offsets::Offsets;
+use crate::services::produce::Produce;
+use crate::services::producer_ids::ProducerIds;
 use crate::topics::Topics;
 
 /// Everything a request handler may use. Shared by every connection as `Arc<Broker>`.
@@ -28,8 +33,6 @@ pub struct Broker {
     pub cluster: Arc<Cluster>,
     /// Topics and partition replicas hosted here.
     pub topics: Arc<Topics>,
-    /// Replica fetchers and ISR maintenance.
-    pub replication: Replication,
     /// The consumer groups of the `__consumer_offsets` partitions led here.
     pub groups: Arc<GroupCoordinator>,
     /// The services the listeners' handlers call.
@@ -93,7 +96,6 @@ impl Broker {
             config,
             cluster,
             topics,
-            replication: Replication::default(),
             identity: std::sync::Mutex::new(identity),
             data_dir_lock: std::sync::Mutex::new(Some(lock)),
             kafka_address: std::sync::OnceLock::new(),
@@ -139,6 +141,11 @@ impl Broker {
     /// until the registration are taken.
     pub fn note_registered(&self) {
         self.registered.notify_one();
+    }
+
+    /// Completes when this broker registers (again) after the call.
+    pub async fn registered(&self) {
+        self.registered.notified().await
     }
 
     /// The metadata index the hosted replicas last reconciled with: every replica the
@@ -219,95 +226,6 @@ impl Broker {
         self.stopping.send_replace(true);
     }
 
-    /// Spawns the background work: metadata application, registration and heartbeats,
-    /// the controller's session checks, replication upkeep, and partition maintenance.
-    /// Everything ends when shutdown begins.
-    pub fn spawn_background(self: &Arc<Broker>) {
-        tokio::spawn(Arc::clone(self).apply_metadata());
-        tokio::spawn(crate::cluster::lifecycle::run(Arc::clone(self)));
-        if let Some(controller) = &self.cluster.controller {
-            tokio::spawn(Arc::clone(controller).run(self.stopping()));
-        }
-        tokio::spawn(crate::replication::maintain_isr(Arc::clone(self)));
-        let broker = Arc::clone(self);
-        tokio::spawn(Arc::clone(&self.groups).run(move || broker.cluster.image(), self.stopping()));
-        self.spawn_maintenance();
-    }
-
-    /// Applies every new metadata image to the hosted replicas (opening, deleting and
-    /// re-roling them on a blocking thread), then starts fetchers for new leaders.
-    async fn apply_metadata(self: Arc<Self>) {
-        let mut applied = self.cluster.applied();
-        let mut stopping = self.stopping();
-        loop {
-            let (index, image) = {
-                let a = applied.borrow_and_update();
-                (a.index, Arc::clone(&a.image))
-            };
-            // Leaderships count only from images that hold this run's registration.
-            let epoch = self.cluster.broker_epoch();
-            let may_lead = epoch >= 0 && index >= epoch as u64;
-            let broker = Arc::clone(&self);
-            let image_for_topics = Arc::clone(&image);
-            let done = tokio::task::spawn_blocking(move || {
-                broker.topics.reconcile(&image_for_topics, may_lead)
-            })
-            .await;
-            if let Err(e) = done {
-                tracing::error!("applying metadata to the replicas failed: {e}");
-            }
-            self.topics.mark_reconciled(index);
-            self.replication.start_fetchers(&self);
-            self.groups.on_image(&image, |index| {
-                let topic = self.topics.get(sluice_protocol::group_log::OFFSETS_TOPIC)?;
-                topic.partitions.get(&index).cloned()
-            });
-            tokio::select! {
-                changed = applied.changed() => if changed.is_err() { return },
-                _ = self.registered.notified() => {}
-                _ = stopping.wait_for(|s| *s) => return,
-            }
-        }
-    }
-
-    fn spawn_maintenance(self: &Arc<Broker>) {
-        let every = |period: Duration, job: fn(&Partition)| {
-            let broker = Arc::clone(self);
-            tokio::spawn(async move { broker.run_periodically(period, job).await })
-        };
-        every(self.config.checkpoint_interval(), checkpoint);
-        every(self.config.retention_check_interval(), apply_retention);
-        if self.config.durability == DurabilityMode::Replicated {
-            every(
-                Duration::from_millis(self.config.flush_interval_ms.max(1)),
-                background_flush,
-            );
-        }
-    }
-
-    async fn run_periodically(&self, period: Duration, job: fn(&Partition)) {
-        let mut stopping = self.stopping();
-        let mut ticker = tokio::time::interval(period);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await;
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = stopping.wait_for(|s| *s) => return,
-            }
-            let partitions = self.topics.all_partitions();
-            let ran = tokio::task::spawn_blocking(move || {
-                for partition in partitions {
-                    job(&partition);
-                }
-            })
-            .await;
-            if let Err(e) = ran {
-                tracing::error!("maintenance task failed: {e}");
-            }
-        }
-    }
-
     /// Flushes and closes every log (the end of a graceful shutdown). Blocking.
     pub fn close(&self) {
         self.topics.close_all();
@@ -323,51 +241,45 @@ impl Broker {
     }
 }
 
-/// How long an idle producer's sequences are kept (Kafka's
-/// `transactional.id.expiration.ms` default, which also bounds idempotent producers).
-const PRODUCER_ID_EXPIRATION_MS: i64 = 7 * 24 * 3600 * 1000;
-
-/// Writes the recovery point, bounding the rescan after a crash; snapshots the producer
-/// state, bounding its rebuild. Skips deleted partitions
-/// under the log lock, so nothing is written into the directory of a deleted topic.
-fn checkpoint(partition: &Partition) {
-    let mut log = partition.log().write();
-    if partition.is_deleted() {
-        return;
-    }
-    if let Err(e) = log.checkpoint() {
-        tracing::warn!(partition = %partition.name(), "checkpoint failed: {e}");
-    }
-    drop(log);
-    let expire_before = SystemClock.now_ms() - PRODUCER_ID_EXPIRATION_MS;
-    if let Err(e) = partition.snapshot_producers(expire_before) {
-        tracing::warn!(partition = %partition.name(), "producer state snapshot failed: {e}");
-    }
+/// Every service of this broker, for the listeners' adapters: the one place they are
+/// wired together (`services` and `groups` do not import each other's wiring).
+pub struct Services {
+    /// Topic administration and the cluster view.
+    pub admin: Admin,
+    /// Appends.
+    pub produce: Produce,
+    /// Consumer reads.
+    pub fetch: Fetch,
+    /// Offset lookups.
+    pub offsets: Offsets,
+    /// Producer ids.
+    pub producer_ids: ProducerIds,
+    /// Consumer groups.
+    pub groups: Arc<Coordinator>,
 }
 
-/// Deletes whole segments past retention, never at or above the HW.
-fn apply_retention(partition: &Partition) {
-    let high_watermark = partition.high_watermark();
-    let mut log = partition.log().write();
-    if partition.is_deleted() {
-        return;
-    }
-    match log.apply_retention(high_watermark) {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(partition = %partition.name(), "retention deleted {n} segment(s)"),
-        Err(e) => tracing::warn!(partition = %partition.name(), "retention failed: {e}"),
-    }
-}
-
-/// The background flush of `replicated` durability. The HW is already the log end there,
-/// so a flush makes nothing newly visible; a failed one takes the partition offline.
-fn background_flush(partition: &Partition) {
-    if partition.is_deleted() {
-        return;
-    }
-    match partition.log().flush() {
-        Ok(()) => {}
-        Err(_) if partition.log().is_retired() => {}
-        Err(e) => partition.take_offline(format!("a background fsync failed: {e}")),
+impl Services {
+    /// Wires the services over this node's cluster layer and hosted topics.
+    pub fn new(
+        config: &BrokerConfig,
+        cluster: &Arc<Cluster>,
+        topics: &Arc<Topics>,
+        groups: &Arc<crate::groups::GroupCoordinator>,
+        stopping: watch::Receiver<bool>,
+    ) -> Services {
+        let admin = Admin::new(config, Arc::clone(cluster), Arc::clone(topics));
+        Services {
+            produce: Produce::new(Arc::clone(cluster), Arc::clone(topics)),
+            fetch: Fetch::new(
+                Arc::clone(cluster),
+                Arc::clone(topics),
+                config.max_frame_bytes,
+                stopping,
+            ),
+            offsets: Offsets::new(Arc::clone(cluster), Arc::clone(topics)),
+            producer_ids: ProducerIds::new(config.node_id, Arc::clone(cluster)),
+            groups: Arc::new(Coordinator::new(config, admin.clone(), Arc::clone(groups))),
+            admin,
+        }
     }
 }

@@ -18,6 +18,9 @@ use sluice_storage::Durability;
 
 use crate::error::BrokerError;
 
+/// Most partitions one topic may have: each active segment preallocates its index files.
+pub const PARTITIONS_MAX: i32 = 1024;
+
 /// Everything a node needs to start.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BrokerConfig {
@@ -431,10 +434,10 @@ fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
     if config.max_frame_bytes < 1 << 20 {
         return fail("max_frame_bytes must be at least 1048576 (1 MiB)".into());
     }
-    if config.default_partitions as i64 > crate::topics::PARTITIONS_MAX as i64 {
+    if config.default_partitions as i64 > PARTITIONS_MAX as i64 {
         return fail(format!(
             "default_partitions must be at most {}",
-            crate::topics::PARTITIONS_MAX
+            PARTITIONS_MAX
         ));
     }
     if config.segment_bytes < 4096 {
@@ -465,11 +468,11 @@ fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
         return fail("replica_lag_time_max_ms must be at least 1".into());
     }
     if config.offsets_topic_partitions == 0
-        || config.offsets_topic_partitions as i64 > crate::topics::PARTITIONS_MAX as i64
+        || config.offsets_topic_partitions as i64 > PARTITIONS_MAX as i64
     {
         return fail(format!(
             "offsets_topic_partitions must be 1 to {}",
-            crate::topics::PARTITIONS_MAX
+            PARTITIONS_MAX
         ));
     }
     if config.group_min_session_timeout_ms > config.group_max_session_timeout_ms {

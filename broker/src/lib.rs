@@ -10,6 +10,7 @@
 //! Architecture invariant: handlers know the wire, the service layer does not; sockets are
 //! opened only by `server` and `connection`, and by `cluster::peer` to reach other brokers.
 
+pub mod background;
 pub mod broker;
 pub mod cluster;
 pub mod config;
@@ -18,12 +19,14 @@ pub mod error;
 pub mod groups;
 pub mod handlers;
 pub mod kafka;
+pub mod lifecycle;
 pub mod metadata;
 pub mod partition;
 pub mod producer_state;
 pub mod replication;
 pub mod server;
 pub mod services;
+pub mod topic_config;
 pub mod topics;
 
 pub use broker::Broker;

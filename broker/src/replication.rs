@@ -68,7 +68,9 @@ impl Replication {
                 continue;
             }
             tracing::debug!(%leader, "starting a replica fetcher");
-            fetchers.insert(leader, tokio::spawn(fetch_from(Arc::clone(broker), leader)));
+            let roles_changed = self.roles_changed.subscribe();
+            let fetcher = fetch_from(Arc::clone(broker), leader, roles_changed);
+            fetchers.insert(leader, tokio::spawn(fetcher));
         }
     }
 }
@@ -84,10 +86,13 @@ fn followed_on(broker: &Broker, leader: BrokerId) -> Vec<Arc<Partition>> {
 }
 
 /// The fetcher of one leader.
-async fn fetch_from(broker: Arc<Broker>, leader: BrokerId) {
+async fn fetch_from(
+    broker: Arc<Broker>,
+    leader: BrokerId,
+    mut roles_changed: tokio::sync::watch::Receiver<u64>,
+) {
     let mut connection: Option<(String, PeerConnection)> = None;
     let mut stopping = broker.stopping();
-    let mut roles_changed = broker.replication.roles_changed.subscribe();
     loop {
         if broker.is_stopping() {
             return;

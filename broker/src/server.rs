@@ -60,7 +60,7 @@ pub async fn run(broker: Arc<Broker>, listeners: impl Into<Listeners>, shutdown:
             broker.set_kafka_address(address);
         }
     }
-    broker.spawn_background();
+    crate::background::spawn(&broker);
     tokio::pin!(shutdown);
     let (stop_accepting, stop) = watch::channel(false);
     let mut early_stop = false;
@@ -87,7 +87,10 @@ pub async fn run(broker: Arc<Broker>, listeners: impl Into<Listeners>, shutdown:
         stop.clone(),
     ))];
     if let Some(kafka) = listeners.kafka {
-        let protocol = Arc::new(Kafka::new(&broker));
+        let protocol = Arc::new(Kafka::new(
+            Arc::clone(&broker.services),
+            broker.config.node_id,
+        ));
         accepting.push(tokio::spawn(accept(protocol, settings, kafka, limit, stop)));
     }
     tracing::info!("ready");

@@ -18,17 +18,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use sluice_protocol::{BrokerId, ErrorCode, PartitionId};
-use sluice_storage::{Clock, LogConfig, PartitionLog, SharedLog};
+use sluice_storage::{Clock, PartitionLog, SharedLog};
 
 use crate::cluster::image::{MetadataImage, PartitionMeta, TopicMeta};
 use crate::config::BrokerConfig;
 use crate::error::{ApiError, BrokerError};
 use crate::partition::{Assignment, Partition};
+use crate::topic_config::{topic_log_config, validate_topic_name};
 
-/// Most partitions one topic may have: each active segment preallocates its index files.
-pub const PARTITIONS_MAX: i32 = 1024;
-/// Longest topic name (Kafka's limit).
-pub const TOPIC_NAME_LEN_MAX: usize = 249;
 /// The file in each partition directory that names the topic id it belongs to.
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
 /// The first line of that file: our format, version 1.
@@ -36,16 +33,6 @@ const PARTITION_METADATA_MAGIC: &str = "sluice-partition-metadata 1";
 /// A file in a partition directory whose recovery cut data off, kept until the controller
 /// has been told (so a crash before then cannot make the damage forgotten).
 const DAMAGE_MARKER_FILE: &str = "damaged";
-
-/// The topic config keys sluice understands.
-pub const TOPIC_CONFIG_KEYS: &[&str] = &[
-    "retention.ms",
-    "retention.bytes",
-    "segment.bytes",
-    "segment.ms",
-    "min.insync.replicas",
-    "unclean.leader.election.enable",
-];
 
 /// A topic with replicas on this broker.
 pub struct Topic {
@@ -55,52 +42,6 @@ pub struct Topic {
     pub id: u64,
     /// The partitions whose replicas are on this broker, by index.
     pub partitions: BTreeMap<PartitionId, Arc<Partition>>,
-}
-
-/// A request to create a topic, in service terms.
-#[derive(Clone, Debug)]
-pub struct NewTopic {
-    /// The name.
-    pub name: String,
-    /// Partitions, or -1 for the broker default.
-    pub partitions: i32,
-    /// Replication factor, or -1 for the broker default.
-    pub replication_factor: i16,
-    /// Config overrides.
-    pub configs: BTreeMap<String, String>,
-}
-
-/// Checks a topic creation before it is proposed to the controller: the name, the counts
-/// (defaults filled in) and the configs. Returns the partition count and replication
-/// factor to create. Whether there are enough brokers is decided when the creation is
-/// applied, against the brokers active then.
-pub fn validate_new_topic(
-    config: &BrokerConfig,
-    request: &NewTopic,
-) -> Result<(u32, u16), ApiError> {
-    validate_topic_name(&request.name)?;
-    let partitions = match request.partitions {
-        -1 => config.default_partitions as i32,
-        n => n,
-    };
-    if !(1..=PARTITIONS_MAX).contains(&partitions) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidPartitions,
-            format!("a topic needs 1 to {PARTITIONS_MAX} partitions, not {partitions}"),
-        ));
-    }
-    let replication_factor = match request.replication_factor {
-        -1 => config.default_replication_factor as i16,
-        n => n,
-    };
-    if replication_factor < 1 {
-        return Err(ApiError::new(
-            ErrorCode::InvalidReplicationFactor,
-            format!("replication factor {replication_factor} is invalid: use 1 or more"),
-        ));
-    }
-    topic_log_config(config, &request.configs)?;
-    Ok((partitions as u32, replication_factor as u16))
 }
 
 /// Every topic with replicas on this broker.
@@ -517,166 +458,6 @@ fn remove_dir(dir: &Path) {
     if let Err(e) = std::fs::remove_dir_all(dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::error!("removing {}: {e}; remove it by hand", dir.display());
-        }
-    }
-}
-
-/// Kafka's rule: 1 to 249 of `[a-zA-Z0-9._-]`, and not `.` or `..`.
-pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
-    let invalid = |why: &str| {
-        Err(ApiError::new(
-            ErrorCode::InvalidTopicException,
-            format!("topic name {name:?} is invalid: {why}"),
-        ))
-    };
-    if name.is_empty() || name.len() > TOPIC_NAME_LEN_MAX {
-        return invalid("it must have 1 to 249 characters");
-    }
-    if name == "." || name == ".." {
-        return invalid("'.' and '..' are not allowed");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return invalid("use only letters, digits, '.', '_' and '-'");
-    }
-    Ok(())
-}
-
-/// The log configuration and `min.insync.replicas` of a topic: broker defaults overridden
-/// by the topic's configs. Unknown keys and bad values are INVALID_CONFIG.
-pub fn topic_log_config(
-    config: &BrokerConfig,
-    overrides: &BTreeMap<String, String>,
-) -> Result<(LogConfig, u16), ApiError> {
-    let mut log = LogConfig {
-        segment_bytes_max: config.segment_bytes,
-        retention_ms: (config.retention_ms >= 0).then_some(config.retention_ms),
-        retention_bytes: u64::try_from(config.retention_bytes).ok(),
-        durability: config.storage_durability(),
-        ..LogConfig::default()
-    };
-    let mut min_insync = config.min_insync_replicas;
-    for (key, value) in overrides {
-        let bad = |expect: &str| {
-            ApiError::new(
-                ErrorCode::InvalidConfig,
-                format!("config {key}={value:?} is invalid: expected {expect}"),
-            )
-        };
-        let int = |min: i64| -> Result<i64, ApiError> {
-            value
-                .parse::<i64>()
-                .ok()
-                .filter(|v| *v >= min)
-                .ok_or_else(|| bad(&format!("an integer of at least {min}")))
-        };
-        match key.as_str() {
-            "retention.ms" => log.retention_ms = Some(int(-1)?).filter(|v| *v >= 0),
-            "retention.bytes" => log.retention_bytes = u64::try_from(int(-1)?).ok(),
-            "segment.bytes" => {
-                log.segment_bytes_max =
-                    u32::try_from(int(4096)?).map_err(|_| bad("at most 4294967295 (4 GiB)"))?
-            }
-            "segment.ms" => log.segment_ms_max = int(1)?,
-            "min.insync.replicas" => {
-                min_insync = u16::try_from(int(1)?).map_err(|_| bad("at most 65535"))?
-            }
-            // Read by the controller when it elects leaders; only checked here.
-            "unclean.leader.election.enable" => {
-                if value != "true" && value != "false" {
-                    return Err(bad("true or false"));
-                }
-            }
-            _ => {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidConfig,
-                    format!(
-                        "unknown topic config {key:?}; known configs: {}",
-                        TOPIC_CONFIG_KEYS.join(", ")
-                    ),
-                ))
-            }
-        }
-    }
-    Ok((log, min_insync))
-}
-
-/// Every known config key with the value in effect for a topic with these overrides.
-pub fn effective_topic_configs(
-    config: &BrokerConfig,
-    overrides: &BTreeMap<String, String>,
-) -> BTreeMap<String, String> {
-    let Ok((log, min_insync)) = topic_log_config(config, overrides) else {
-        return overrides.clone();
-    };
-    let mut configs = effective_configs(&log, min_insync);
-    configs.insert(
-        "unclean.leader.election.enable".to_string(),
-        overrides
-            .get("unclean.leader.election.enable")
-            .cloned()
-            .unwrap_or_else(|| "false".to_string()),
-    );
-    configs
-}
-
-fn effective_configs(log: &LogConfig, min_insync: u16) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (
-            "retention.ms".to_string(),
-            log.retention_ms.unwrap_or(-1).to_string(),
-        ),
-        (
-            "retention.bytes".to_string(),
-            log.retention_bytes.map_or(-1, |b| b as i64).to_string(),
-        ),
-        (
-            "segment.bytes".to_string(),
-            log.segment_bytes_max.to_string(),
-        ),
-        ("segment.ms".to_string(), log.segment_ms_max.to_string()),
-        ("min.insync.replicas".to_string(), min_insync.to_string()),
-    ])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn topic_names_follow_kafka() {
-        for ok in ["orders", "a", "a.b_c-d", &"x".repeat(249)] {
-            assert!(validate_topic_name(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", ".", "..", "a b", "ü", "a/b", &"x".repeat(250)] {
-            let err = validate_topic_name(bad).unwrap_err();
-            assert_eq!(err.code, ErrorCode::InvalidTopicException, "{bad}");
-        }
-    }
-
-    #[test]
-    fn topic_configs_override_defaults_and_refuse_unknown_keys() {
-        let config = BrokerConfig::default();
-        let overrides = BTreeMap::from([
-            ("retention.ms".to_string(), "-1".to_string()),
-            ("segment.bytes".to_string(), "65536".to_string()),
-            ("min.insync.replicas".to_string(), "2".to_string()),
-        ]);
-        let (log, min_insync) = topic_log_config(&config, &overrides).unwrap();
-        assert_eq!(log.retention_ms, None);
-        assert_eq!(log.segment_bytes_max, 65536);
-        assert_eq!(min_insync, 2);
-        for (key, value) in [
-            ("retention.ms", "soon"),
-            ("segment.bytes", "1"),
-            ("nope", "1"),
-        ] {
-            let overrides = BTreeMap::from([(key.to_string(), value.to_string())]);
-            let err = topic_log_config(&config, &overrides).unwrap_err();
-            assert_eq!(err.code, ErrorCode::InvalidConfig, "{key}");
-            assert!(err.message.contains(key), "{}", err.message);
         }
     }
 }

@@ -35,7 +35,7 @@ use super::raft::{Applied, NodeId, Raft};
 use crate::config::BrokerConfig;
 use crate::error::ApiError;
 use crate::metadata::{hex, random_id};
-use crate::topics::{validate_new_topic, NewTopic};
+use crate::topic_config::{validate_new_topic, NewTopic};
 
 /// The controller logic of one voter.
 pub struct Controller {

@@ -249,7 +249,7 @@ pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable
 
 /// The most partitions a topic may have (the proposer's limit, re-checked by `apply` so a
 /// partition index always fits its `i32`).
-const PARTITIONS_MAX: u32 = crate::topics::PARTITIONS_MAX as u32;
+const PARTITIONS_MAX: u32 = crate::config::PARTITIONS_MAX as u32;
 
 /// The listener name of sluice's native protocol.
 pub const NATIVE_LISTENER: &str = "native";

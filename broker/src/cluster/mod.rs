@@ -12,12 +12,10 @@
 //! - [`controller`]: what the active controller does with registrations, heartbeats, ISR
 //!   proposals and topic administration; session expiry and fencing.
 //! - [`client`]: how any broker reaches the active controller.
-//! - [`lifecycle`]: this broker's registration, heartbeats and controlled shutdown.
 
 pub mod client;
 pub mod controller;
 pub mod image;
-pub mod lifecycle;
 pub mod network;
 pub mod peer;
 pub mod raft;
@@ -188,7 +186,8 @@ impl Cluster {
         self.broker_epoch.load(Ordering::Acquire)
     }
 
-    fn set_broker_epoch(&self, epoch: i64) {
+    /// Records this broker's epoch from a registration (`crate::lifecycle`).
+    pub(crate) fn set_broker_epoch(&self, epoch: i64) {
         self.broker_epoch.store(epoch, Ordering::Release);
     }
 

@@ -25,7 +25,7 @@ use crate::config::BrokerConfig;
 use crate::error::ApiError;
 use crate::services::admin::Admin;
 use crate::services::{PartitionOutcome, TopicItems};
-use crate::topics::NewTopic;
+use crate::topic_config::NewTopic;
 
 /// Longest committed-offset metadata accepted (Kafka's `offset.metadata.max.bytes`).
 const OFFSET_METADATA_MAX_BYTES: usize = 4096;

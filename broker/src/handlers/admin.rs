@@ -8,7 +8,7 @@ use sluice_protocol::messages::{
 use sluice_protocol::ErrorCode;
 
 use crate::services::admin::Admin;
-use crate::topics::NewTopic;
+use crate::topic_config::NewTopic;
 
 /// Creates topics.
 pub async fn create_topics(service: &Admin, request: CreateTopicsRequest) -> CreateTopicsResponse {

@@ -25,7 +25,7 @@ use super::{kafka_error, kafka_str, topic_name};
 use crate::error::ApiError;
 use crate::services::admin::Admin;
 use crate::services::producer_ids::{InitProducer, ProducerIds};
-use crate::topics::NewTopic;
+use crate::topic_config::NewTopic;
 
 /// DescribeConfigs' resource type of a topic.
 const RESOURCE_TOPIC: i8 = 2;

@@ -31,9 +31,8 @@ use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use sluice_protocol::BrokerId;
 
-use crate::broker::Broker;
+use crate::broker::Services;
 use crate::connection::{Answer, Protocol, Start};
-use crate::services::Services;
 
 /// The Kafka protocol error code for a refused frame (MESSAGE_TOO_LARGE).
 const MESSAGE_TOO_LARGE: i16 = 10;
@@ -47,12 +46,9 @@ pub struct Kafka {
 }
 
 impl Kafka {
-    /// The Kafka protocol over `broker`'s services.
-    pub fn new(broker: &Broker) -> Kafka {
-        Kafka {
-            services: Arc::clone(&broker.services),
-            node_id: broker.config.node_id,
-        }
+    /// The Kafka protocol over `services`, on broker `node_id`.
+    pub fn new(services: Arc<Services>, node_id: BrokerId) -> Kafka {
+        Kafka { services, node_id }
     }
 }
 

@@ -18,7 +18,8 @@ use crate::cluster::image::{MetadataImage, TopicMeta};
 use crate::cluster::Cluster;
 use crate::config::BrokerConfig;
 use crate::error::ApiError;
-use crate::topics::{effective_topic_configs, validate_topic_name, NewTopic, Topics};
+use crate::topic_config::{effective_topic_configs, validate_topic_name, NewTopic};
+use crate::topics::Topics;
 
 /// How long topic administration waits for the controller.
 const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(30);

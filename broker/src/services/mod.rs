@@ -13,6 +13,8 @@
 //! - [`producer_ids`]: ids for idempotent producers, from blocks the controller hands out.
 //! - [`crate::groups::Coordinator`]: consumer groups (kept beside the group state machine).
 //!
+//! [`crate::broker::Services`] wires them together for the listeners.
+//!
 //! Architecture invariant: nothing here imports `handlers`, `kafka` or the protocol
 //! message types; services take and return the domain types below and in
 //! [`crate::partition`], and fail with [`ApiError`] (a sluice [`ErrorCode`] and a message
@@ -24,16 +26,9 @@ pub mod offsets;
 pub mod produce;
 pub mod producer_ids;
 
-use std::sync::Arc;
-
 use sluice_protocol::{ErrorCode, PartitionId};
-use tokio::sync::watch;
 
-use crate::cluster::Cluster;
-use crate::config::BrokerConfig;
 use crate::error::ApiError;
-use crate::groups::Coordinator;
-use crate::topics::Topics;
 
 /// Items of a request or an answer grouped by topic, in request order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -51,48 +46,6 @@ pub struct PartitionOutcome<T> {
     pub partition: PartitionId,
     /// What happened there.
     pub outcome: Result<T, ApiError>,
-}
-
-/// Every service of this broker, for the listeners' adapters.
-pub struct Services {
-    /// Topic administration and the cluster view.
-    pub admin: admin::Admin,
-    /// Appends.
-    pub produce: produce::Produce,
-    /// Consumer reads.
-    pub fetch: fetch::Fetch,
-    /// Offset lookups.
-    pub offsets: offsets::Offsets,
-    /// Producer ids.
-    pub producer_ids: producer_ids::ProducerIds,
-    /// Consumer groups.
-    pub groups: Arc<Coordinator>,
-}
-
-impl Services {
-    /// Wires the services over this node's cluster layer and hosted topics.
-    pub fn new(
-        config: &BrokerConfig,
-        cluster: &Arc<Cluster>,
-        topics: &Arc<Topics>,
-        groups: &Arc<crate::groups::GroupCoordinator>,
-        stopping: watch::Receiver<bool>,
-    ) -> Services {
-        let admin = admin::Admin::new(config, Arc::clone(cluster), Arc::clone(topics));
-        Services {
-            produce: produce::Produce::new(Arc::clone(cluster), Arc::clone(topics)),
-            fetch: fetch::Fetch::new(
-                Arc::clone(cluster),
-                Arc::clone(topics),
-                config.max_frame_bytes,
-                stopping,
-            ),
-            offsets: offsets::Offsets::new(Arc::clone(cluster), Arc::clone(topics)),
-            producer_ids: producer_ids::ProducerIds::new(config.node_id, Arc::clone(cluster)),
-            groups: Arc::new(Coordinator::new(config, admin.clone(), Arc::clone(groups))),
-            admin,
-        }
-    }
 }
 
 /// A task of the blocking pool that died (a bug, already logged by tokio), as the error

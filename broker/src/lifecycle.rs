@@ -14,9 +14,9 @@ use sluice_protocol::messages::{
 };
 use sluice_protocol::{ErrorCode, Request, Response};
 
-use super::client::ControllerClient;
-use super::image::{KAFKA_LISTENER, NATIVE_LISTENER};
 use crate::broker::Broker;
+use crate::cluster::client::ControllerClient;
+use crate::cluster::image::{KAFKA_LISTENER, NATIVE_LISTENER};
 
 /// Pause between failed registrations.
 const REGISTER_BACKOFF: Duration = Duration::from_millis(300);

@@ -1,0 +1,162 @@
+//! The work every node runs in the background, spawned once the listeners are bound:
+//! applying each new metadata image to the hosted replicas (and starting the replica
+//! fetchers it calls for), this broker's registration and heartbeats ([`crate::lifecycle`]),
+//! the controller's session checks (on voters), ISR upkeep ([`crate::replication`]), the
+//! group coordinator's ticker, and partition maintenance: recovery-point checkpoints,
+//! retention, and the background flush of `replicated` durability. Everything ends when
+//! shutdown begins.
+//!
+//! Why not in `broker.rs`: `Broker` is the state these tasks share; the tasks import it,
+//! and it imports none of them, so the module graph has no cycle.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_storage::{Clock, SystemClock};
+
+use crate::broker::Broker;
+use crate::config::DurabilityMode;
+use crate::partition::Partition;
+use crate::replication::Replication;
+
+/// Spawns the background work of `broker`.
+pub fn spawn(broker: &Arc<Broker>) {
+    tokio::spawn(apply_metadata(Arc::clone(broker)));
+    tokio::spawn(crate::lifecycle::run(Arc::clone(broker)));
+    if let Some(controller) = &broker.cluster.controller {
+        tokio::spawn(Arc::clone(controller).run(broker.stopping()));
+    }
+    tokio::spawn(crate::replication::maintain_isr(Arc::clone(broker)));
+    let image_of = Arc::clone(broker);
+    tokio::spawn(
+        Arc::clone(&broker.groups).run(move || image_of.cluster.image(), broker.stopping()),
+    );
+    spawn_maintenance(broker);
+}
+
+/// Applies every new metadata image to the hosted replicas (opening, deleting and
+/// re-roling them on a blocking thread), then starts fetchers for new leaders and moves
+/// the group coordinator's shards with the leadership of `__consumer_offsets`.
+async fn apply_metadata(broker: Arc<Broker>) {
+    let replication = Replication::default();
+    let mut applied = broker.cluster.applied();
+    let mut stopping = broker.stopping();
+    loop {
+        let (index, image) = {
+            let a = applied.borrow_and_update();
+            (a.index, Arc::clone(&a.image))
+        };
+        // Leaderships count only from images that hold this run's registration.
+        let epoch = broker.cluster.broker_epoch();
+        let may_lead = epoch >= 0 && index >= epoch as u64;
+        let topics = Arc::clone(&broker.topics);
+        let image_for_topics = Arc::clone(&image);
+        let done =
+            tokio::task::spawn_blocking(move || topics.reconcile(&image_for_topics, may_lead))
+                .await;
+        if let Err(e) = done {
+            tracing::error!("applying metadata to the replicas failed: {e}");
+        }
+        broker.topics.mark_reconciled(index);
+        replication.start_fetchers(&broker);
+        broker.groups.on_image(&image, |index| {
+            let topic = broker
+                .topics
+                .get(sluice_protocol::group_log::OFFSETS_TOPIC)?;
+            topic.partitions.get(&index).cloned()
+        });
+        tokio::select! {
+            changed = applied.changed() => if changed.is_err() { return },
+            _ = broker.registered() => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+fn spawn_maintenance(broker: &Arc<Broker>) {
+    let every = |period: Duration, job: fn(&Partition)| {
+        tokio::spawn(run_periodically(Arc::clone(broker), period, job))
+    };
+    every(broker.config.checkpoint_interval(), checkpoint);
+    every(broker.config.retention_check_interval(), apply_retention);
+    if broker.config.durability == DurabilityMode::Replicated {
+        every(
+            Duration::from_millis(broker.config.flush_interval_ms.max(1)),
+            background_flush,
+        );
+    }
+}
+
+/// Runs `job` over every hosted partition every `period`, on the blocking pool, until
+/// shutdown begins.
+async fn run_periodically(broker: Arc<Broker>, period: Duration, job: fn(&Partition)) {
+    let mut stopping = broker.stopping();
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        let partitions = broker.topics.all_partitions();
+        let ran = tokio::task::spawn_blocking(move || {
+            for partition in partitions {
+                job(&partition);
+            }
+        })
+        .await;
+        if let Err(e) = ran {
+            tracing::error!("maintenance task failed: {e}");
+        }
+    }
+}
+
+/// How long an idle producer's sequences are kept (Kafka's
+/// `transactional.id.expiration.ms` default, which also bounds idempotent producers).
+const PRODUCER_ID_EXPIRATION_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// Writes the recovery point, bounding the rescan after a crash; snapshots the producer
+/// state, bounding its rebuild. Skips deleted partitions
+/// under the log lock, so nothing is written into the directory of a deleted topic.
+fn checkpoint(partition: &Partition) {
+    let mut log = partition.log().write();
+    if partition.is_deleted() {
+        return;
+    }
+    if let Err(e) = log.checkpoint() {
+        tracing::warn!(partition = %partition.name(), "checkpoint failed: {e}");
+    }
+    drop(log);
+    let expire_before = SystemClock.now_ms() - PRODUCER_ID_EXPIRATION_MS;
+    if let Err(e) = partition.snapshot_producers(expire_before) {
+        tracing::warn!(partition = %partition.name(), "producer state snapshot failed: {e}");
+    }
+}
+
+/// Deletes whole segments past retention, never at or above the HW.
+fn apply_retention(partition: &Partition) {
+    let high_watermark = partition.high_watermark();
+    let mut log = partition.log().write();
+    if partition.is_deleted() {
+        return;
+    }
+    match log.apply_retention(high_watermark) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(partition = %partition.name(), "retention deleted {n} segment(s)"),
+        Err(e) => tracing::warn!(partition = %partition.name(), "retention failed: {e}"),
+    }
+}
+
+/// The background flush of `replicated` durability. The HW is already the log end there,
+/// so a flush makes nothing newly visible; a failed one takes the partition offline.
+fn background_flush(partition: &Partition) {
+    if partition.is_deleted() {
+        return;
+    }
+    match partition.log().flush() {
+        Ok(()) => {}
+        Err(_) if partition.log().is_retired() => {}
+        Err(e) => partition.take_offline(format!("a background fsync failed: {e}")),
+    }
+}
