@@ -206,7 +206,7 @@ fn kafka_python_headers_survive_a_round_trip() {
     )
     .expect_ok(&broker.log());
     assert_eq!(summary["records"], 5);
-    assert_eq!(summary["headers"], 8);
+    assert_eq!(summary["headers"], 7);
 }
 
 #[test]
