@@ -5,13 +5,19 @@
 //! The binaries come from the workspace's target directory (`cargo test --workspace`
 //! builds them); when one is missing, the harness builds it once with cargo.
 //!
+//! A broker's Kafka-protocol listener is off unless a test asks for it
+//! ([`BrokerProcess::start_with_kafka`], [`TestCluster::start_with_kafka`]): then it gets
+//! its own free port, so no two test brokers fight over Kafka's default 9092.
+//!
 //! [`checks`] holds what cluster tests share above the processes: a producer workload that
 //! records acknowledgements and errors, and the checks of what was acknowledged and of the
 //! replicas' bytes. [`chaos`] is the fault-injection harness: a cluster whose every
-//! inter-broker link goes through a fault-injecting proxy.
+//! inter-broker link goes through a fault-injecting proxy. [`kafka`] finds and runs the
+//! real Kafka clients (kafka-python, confluent-kafka, kcat) of `tests/kafka_clients.rs`.
 
 pub mod chaos;
 pub mod checks;
+pub mod kafka;
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -82,11 +88,40 @@ pub fn free_addr(ip: IpAddr) -> SocketAddr {
         .unwrap_or_else(|e| panic!("bind an ephemeral port on {ip}: {e}"))
 }
 
+/// Whether a test broker opens its Kafka-protocol listener.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KafkaListener {
+    /// `--kafka-listen off`: the default, so test brokers never take port 9092.
+    #[default]
+    Off,
+    /// `--kafka-listen 127.0.0.1:PORT` on a free port of the harness's choosing.
+    FreePort,
+}
+
+/// Whether this tree's `sluice-broker` has the `--kafka-listen` flag (its `--help` says
+/// so); asked once per test process.
+///
+/// Why: the harness passes `--kafka-listen off` to every broker, and a broker without the
+/// flag would refuse to start. Once the Kafka listener has landed, this guard and its
+/// uses can go: pass the flag unconditionally.
+pub fn broker_has_kafka_listener() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        let help = Command::new(bin("sluice-broker"))
+            .arg("--help")
+            .output()
+            .expect("run sluice-broker --help");
+        String::from_utf8_lossy(&help.stdout).contains("--kafka-listen")
+    })
+}
+
 /// A `sluice-broker` process.
 pub struct BrokerProcess {
     child: Option<Child>,
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// The address of its Kafka-protocol listener, when the test asked for one.
+    pub kafka_addr: Option<SocketAddr>,
     /// Its data directory.
     pub data_dir: PathBuf,
     /// Extra flags it was started with.
@@ -96,17 +131,55 @@ pub struct BrokerProcess {
 }
 
 impl BrokerProcess {
-    /// Starts a broker on a free port with `data_dir` and waits until it answers.
+    /// Starts a broker on a free port with `data_dir` and waits until it answers. Its
+    /// Kafka listener is off.
     pub fn start(data_dir: &Path, args: &[&str]) -> BrokerProcess {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        BrokerProcess::start_at(addr, data_dir, args)
+        BrokerProcess::start_at(free_addr([127, 0, 0, 1].into()), data_dir, args)
     }
 
-    /// Starts a broker listening on `addr` with `data_dir` and waits until it answers.
+    /// Starts a broker on a free port with its Kafka listener on another free port
+    /// ([`BrokerProcess::kafka_bootstrap`]), and waits until both answer.
+    pub fn start_with_kafka(data_dir: &Path, args: &[&str]) -> BrokerProcess {
+        BrokerProcess::start_at_with(
+            free_addr([127, 0, 0, 1].into()),
+            KafkaListener::FreePort,
+            data_dir,
+            args,
+        )
+    }
+
+    /// Starts a broker listening on `addr` with `data_dir` and waits until it answers. Its
+    /// Kafka listener is off.
     pub fn start_at(addr: SocketAddr, data_dir: &Path, args: &[&str]) -> BrokerProcess {
+        BrokerProcess::start_at_with(addr, KafkaListener::Off, data_dir, args)
+    }
+
+    /// Starts a broker listening on `addr`, its Kafka listener as `kafka` says, and waits
+    /// until it answers (on both listeners).
+    ///
+    /// # Panics
+    /// If `kafka` asks for a listener this tree's broker does not have.
+    pub fn start_at_with(
+        addr: SocketAddr,
+        kafka: KafkaListener,
+        data_dir: &Path,
+        args: &[&str],
+    ) -> BrokerProcess {
+        let kafka_addr = match kafka {
+            KafkaListener::Off => None,
+            KafkaListener::FreePort => {
+                assert!(
+                    broker_has_kafka_listener(),
+                    "this test needs the Kafka-protocol listener, but `sluice-broker --help` \
+                     does not mention --kafka-listen: it has not landed in this tree"
+                );
+                Some(free_addr(addr.ip()))
+            }
+        };
         let mut broker = BrokerProcess {
             child: None,
             addr,
+            kafka_addr,
             data_dir: data_dir.to_path_buf(),
             args: args.iter().map(|s| s.to_string()).collect(),
             log_path: data_dir.with_extension("broker.log"),
@@ -121,6 +194,26 @@ impl BrokerProcess {
         self.addr.to_string()
     }
 
+    /// The bootstrap string for Kafka clients: its Kafka listener's address.
+    ///
+    /// # Panics
+    /// If it was started without a Kafka listener.
+    pub fn kafka_bootstrap(&self) -> String {
+        self.kafka_addr
+            .expect("started without a Kafka listener: use start_with_kafka")
+            .to_string()
+    }
+
+    /// The `--kafka-listen` flag for this broker: its address, or `off`; none with a
+    /// broker that does not know the flag (see [`broker_has_kafka_listener`]).
+    fn kafka_listen_args(&self) -> Vec<String> {
+        match self.kafka_addr {
+            Some(addr) => vec!["--kafka-listen".into(), addr.to_string()],
+            None if broker_has_kafka_listener() => vec!["--kafka-listen".into(), "off".into()],
+            None => Vec::new(),
+        }
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -132,6 +225,7 @@ impl BrokerProcess {
             .arg(self.addr.to_string())
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(self.kafka_listen_args())
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -156,7 +250,9 @@ impl BrokerProcess {
                     self.log()
                 );
             }
-            if answers_api_versions(self.addr) {
+            if answers_api_versions(self.addr)
+                && self.kafka_addr.is_none_or(answers_kafka_api_versions)
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -345,6 +441,8 @@ pub struct TestCluster {
     pub brokers: Vec<BrokerProcess>,
     /// The `--voters` list every node is started with.
     voters: String,
+    /// Whether every node, added ones included, opens a Kafka listener.
+    kafka: KafkaListener,
     /// Where the nodes' data directories are.
     dir: PathBuf,
 }
@@ -360,11 +458,29 @@ impl TestCluster {
         TestCluster::start_at(&addrs, dir, |_| extra.clone())
     }
 
+    /// As [`TestCluster::start`], every node (and every node added later) with a Kafka
+    /// listener on a free port of its own ([`TestCluster::kafka_bootstrap`]).
+    pub fn start_with_kafka(n: usize, dir: &Path, extra: &[&str]) -> TestCluster {
+        let addrs: Vec<SocketAddr> = (0..n).map(|_| free_addr([127, 0, 0, 1].into())).collect();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        TestCluster::start_at_with(&addrs, dir, KafkaListener::FreePort, |_| extra.clone())
+    }
+
     /// Starts node `i + 1` listening on `addrs[i]` with the flags `flags(i + 1)`, and
-    /// waits until all are registered and unfenced (active).
+    /// waits until all are registered and unfenced (active). Their Kafka listeners are off.
     pub fn start_at(
         addrs: &[SocketAddr],
         dir: &Path,
+        flags: impl Fn(i32) -> Vec<String>,
+    ) -> TestCluster {
+        TestCluster::start_at_with(addrs, dir, KafkaListener::Off, flags)
+    }
+
+    /// As [`TestCluster::start_at`], with every node's Kafka listener as `kafka` says.
+    pub fn start_at_with(
+        addrs: &[SocketAddr],
+        dir: &Path,
+        kafka: KafkaListener,
         flags: impl Fn(i32) -> Vec<String>,
     ) -> TestCluster {
         let voters = addrs
@@ -376,6 +492,7 @@ impl TestCluster {
         let mut cluster = TestCluster {
             brokers: Vec::new(),
             voters,
+            kafka,
             dir: dir.to_path_buf(),
         };
         for (i, addr) in addrs.iter().enumerate() {
@@ -399,8 +516,9 @@ impl TestCluster {
         ];
         args.extend_from_slice(extra);
         let data_dir = self.dir.join(format!("n{id}"));
-        self.brokers
-            .push(BrokerProcess::start_at(addr, &data_dir, &args));
+        self.brokers.push(BrokerProcess::start_at_with(
+            addr, self.kafka, &data_dir, &args,
+        ));
         id
     }
 
@@ -451,6 +569,18 @@ impl TestCluster {
         self.brokers
             .iter()
             .map(|b| b.bootstrap())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Every node's Kafka listener address, for Kafka clients.
+    ///
+    /// # Panics
+    /// If the cluster was started without Kafka listeners.
+    pub fn kafka_bootstrap(&self) -> String {
+        self.brokers
+            .iter()
+            .map(|b| b.kafka_bootstrap())
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -652,6 +782,34 @@ fn answers_api_versions(addr: SocketAddr) -> bool {
     frame.extend_from_slice(&payload);
     let mut len = [0u8; 4];
     stream.write_all(&frame).is_ok() && stream.read_exact(&mut len).is_ok()
+}
+
+/// Whether a Kafka-protocol listener at `addr` answers an ApiVersions v0 request (the
+/// version every Kafka broker answers, built by hand so the check depends on no client)
+/// with the same correlation id and no error.
+fn answers_kafka_api_versions(addr: SocketAddr) -> bool {
+    use std::io::Read;
+    const API_VERSIONS: i16 = 18;
+    const CORRELATION_ID: i32 = 0x5a11ce;
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let client_id = b"harness";
+    let mut request = Vec::new();
+    request.extend_from_slice(&API_VERSIONS.to_be_bytes());
+    request.extend_from_slice(&0i16.to_be_bytes()); // api_version
+    request.extend_from_slice(&CORRELATION_ID.to_be_bytes());
+    request.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
+    request.extend_from_slice(client_id);
+    let mut frame = (request.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&request);
+    // The response starts: length (4), correlation id (4), error code (2).
+    let mut head = [0u8; 10];
+    stream.write_all(&frame).is_ok()
+        && stream.read_exact(&mut head).is_ok()
+        && head[4..8] == CORRELATION_ID.to_be_bytes()
+        && head[8..10] == [0, 0]
 }
 
 /// Runs the `sluice` CLI against `bootstrap` with `stdin` as its input.

@@ -1,0 +1,216 @@
+"""confluent-kafka (librdkafka, the C client most non-Java clients wrap) against the Kafka
+listener.
+
+    python confluent_client.py SCENARIO --bootstrap B --topic T [--group G] [-n N] [-m M]
+
+Scenarios:
+  idempotent   an idempotent producer (enable.idempotence, acks=all) sends N keyed records
+               to T (created beforehand); every delivery report is OK and at a distinct
+               offset; a group consumer then reads each record exactly once, at its
+               reported offset, in send order within each partition.
+  admin        AdminClient: create T (3 partitions) and T-2 (1), list_topics shows them
+               with their partitions and leaders, creating T again fails with
+               TOPIC_ALREADY_EXISTS, delete T, T gone and T-2 still there.
+  group-resume N records, consumer 1 of group G reads them, commits synchronously, closes;
+               M more; consumer 2 of G reads exactly the M (no gap, no duplicate).
+The last line of stdout is the JSON summary (common.py).
+"""
+
+import time
+
+import common
+from common import Failed, check, finish, poll_until, step
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def producer(args, **config):
+    return Producer({"bootstrap.servers": args.bootstrap, "acks": "all", **config})
+
+
+def consumer(args, group, **config):
+    return Consumer({
+        "bootstrap.servers": args.bootstrap,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        **config,
+    })
+
+
+def produce_all(prod, topic, records):
+    """Produces every (key, value) and waits for every delivery report; returns the
+    reports [(error, partition, offset, value)] in send order."""
+    reports = [None] * len(records)
+
+    def on_delivery(index):
+        def report(err, msg):
+            reports[index] = (err, msg.partition(), msg.offset(), msg.value())
+        return report
+
+    for i, (key, value) in enumerate(records):
+        while True:
+            try:
+                prod.produce(topic, key=key, value=value, on_delivery=on_delivery(i))
+                break
+            except BufferError:
+                prod.poll(0.1)  # the local queue is full: serve delivery reports first
+        prod.poll(0)
+    left = prod.flush(60)
+    check(left == 0, "the producer did not flush", undelivered=left)
+    return reports
+
+
+def read_n(cons, n, timeout_s, what):
+    """Polls until n records have arrived; returns them in arrival order."""
+    got = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < n:
+        if time.monotonic() >= deadline:
+            raise Failed(f"timed out after {timeout_s}s with {len(got)} of {n} records ({what})")
+        msg = cons.poll(0.5)
+        if msg is None:
+            continue
+        if msg.error():
+            if msg.error().code() == KafkaError._PARTITION_EOF:
+                continue
+            raise Failed(f"consumer error ({what}): {msg.error()}")
+        got.append(msg)
+    return got
+
+
+def idempotent(args):
+    topic, n = args.topic, args.n
+    step(f"idempotent produce of {n} records")
+    prod = producer(args, **{"enable.idempotence": True, "linger.ms": 5})
+    records = [(f"k{i % 37}".encode(), f"v{i}".encode()) for i in range(n)]
+    reports = produce_all(prod, topic, records)
+    failed = [[i, str(r[0])] for i, r in enumerate(reports) if r is None or r[0] is not None]
+    check(not failed, "delivery reports with errors", count=len(failed), first=failed[:5])
+    places = {(p, o) for _, p, o, _ in reports}
+    check(len(places) == n, "two records acknowledged at the same offset",
+          distinct=len(places))
+    step(f"a group consumer reads the {n}")
+    cons = consumer(args, args.group)
+    cons.subscribe([topic])
+    got = read_n(cons, n, 60, "reading back")
+    step("drain: nothing more")
+    extra = cons.poll(1.0)
+    check(extra is None or extra.error() is not None, "more records than were produced",
+          extra=None if extra is None else [extra.partition(), extra.offset()])
+    cons.close()
+    acked_at = {v: (p, o) for _, p, o, v in reports}
+    values = [m.value() for m in got]
+    check(len(set(values)) == n == len(values), "not every record read exactly once",
+          read=len(values), distinct=len(set(values)))
+    moved = [[m.value().decode(), acked_at.get(m.value()), (m.partition(), m.offset())]
+             for m in got if acked_at.get(m.value()) != (m.partition(), m.offset())]
+    check(not moved, "records read at another partition/offset than reported", first=moved[:5])
+    # Within a partition, the records must be read in the order they were sent.
+    out_of_order = []
+    last = {}
+    for m in got:
+        index = int(m.value()[1:])
+        if index < last.get(m.partition(), -1):
+            out_of_order.append([m.partition(), m.offset(), index, last[m.partition()]])
+        last[m.partition()] = index
+    check(not out_of_order, "records out of send order within a partition",
+          first=out_of_order[:5])
+    finish(records=n, partitions=sorted({p for _, p, _, _ in reports}))
+
+
+def admin(args):
+    t1, t2 = args.topic, args.topic + "-2"
+    client = AdminClient({"bootstrap.servers": args.bootstrap})
+    step("create_topics")
+    futures = client.create_topics([NewTopic(t1, num_partitions=3, replication_factor=1),
+                                    NewTopic(t2, num_partitions=1, replication_factor=1)],
+                                   operation_timeout=30, request_timeout=30)
+    for name, future in futures.items():
+        future.result(timeout=30)
+    step("list_topics shows both with leaders")
+
+    def described():
+        topics = client.list_topics(timeout=10).topics
+        wanted = {name: topics.get(name) for name in (t1, t2)}
+        if any(t is None or t.error is not None or not t.partitions for t in wanted.values()):
+            return None
+        if any(p.leader < 0 for t in wanted.values() for p in t.partitions.values()):
+            return None
+        return wanted
+
+    topics = poll_until("both topics with leaders", 30, described)
+    partitions = {name: len(t.partitions) for name, t in topics.items()}
+    check(partitions == {t1: 3, t2: 1}, "wrong partition counts", partitions=partitions)
+    step("create_topics again: TOPIC_ALREADY_EXISTS")
+    again = client.create_topics([NewTopic(t1, num_partitions=3, replication_factor=1)],
+                                 request_timeout=30)[t1]
+    try:
+        again.result(timeout=30)
+        raise Failed("creating an existing topic succeeded")
+    except Exception as e:  # confluent_kafka.KafkaException wrapping a KafkaError
+        error = e.args[0] if e.args else None
+        check(isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS,
+              "creating an existing topic failed with another error", error=str(e))
+    step("delete_topics")
+    for name, future in client.delete_topics([t1], operation_timeout=30,
+                                             request_timeout=30).items():
+        future.result(timeout=30)
+    poll_until(f"{t1} gone", 30, lambda: t1 not in client.list_topics(timeout=10).topics)
+    remaining = sorted(t for t in client.list_topics(timeout=10).topics if t in (t1, t2))
+    check(remaining == [t2], "after deleting one topic", remaining=remaining)
+    finish(created=[t1, t2], partitions=partitions, remaining=remaining)
+
+
+def group_resume(args):
+    topic, group, n, m = args.topic, args.group, args.n, args.m
+    prod = producer(args)
+    step(f"produce {n} records")
+    first = produce_all(prod, topic, [(f"k{i}".encode(), f"a{i}".encode()) for i in range(n)])
+    check(all(r[0] is None for r in first), "delivery failed", reports=[str(r[0]) for r in first
+                                                                         if r[0]][:5])
+    step(f"consumer 1 of {group} reads {n}, commits, closes")
+    c1 = consumer(args, group)
+    c1.subscribe([topic])
+    got1 = read_n(c1, n, 60, "consumer 1")
+    values1 = sorted(msg.value().decode() for msg in got1)
+    check(values1 == sorted(f"a{i}" for i in range(n)), "consumer 1 read other records",
+          read=len(values1))
+    committed = c1.commit(asynchronous=False)
+    commit_errors = [str(tp.error) for tp in committed or [] if tp.error]
+    check(not commit_errors, "the commit failed", errors=commit_errors)
+    c1.close()
+    step(f"produce {m} more")
+    second = produce_all(prod, topic, [(f"k{i}".encode(), f"b{i}".encode()) for i in range(m)])
+    check(all(r[0] is None for r in second), "delivery failed")
+    ends = {}
+    for _, p, o, _ in first + second:
+        ends[p] = max(ends.get(p, 0), o + 1)
+    step(f"consumer 2 of {group} reads exactly the {m}")
+    c2 = consumer(args, group)
+    c2.subscribe([topic])
+    got2 = read_n(c2, m, 60, "consumer 2")
+    values2 = sorted(msg.value().decode() for msg in got2)
+    expected2 = sorted(f"b{i}" for i in range(m))
+    check(values2 == expected2, "consumer 2 did not read exactly the new records",
+          unexpected=sorted(set(values2) - set(expected2))[:5],
+          missing=sorted(set(expected2) - set(values2))[:5], read=len(values2))
+    extra = c2.poll(1.0)
+    check(extra is None or extra.error() is not None, "consumer 2 read more than the new ones",
+          extra=None if extra is None else [extra.partition(), extra.offset()])
+    # librdkafka knows a position only for the partitions it has read from since joining.
+    read_from = {p for _, p, _, _ in second}
+    positions = {tp.partition: tp.offset for tp in
+                 c2.position([TopicPartition(topic, p) for p in read_from])}
+    expected_ends = {p: ends[p] for p in read_from}
+    check(positions == expected_ends, "consumer 2 is not at the log end",
+          positions=positions, ends=expected_ends)
+    c2.close()
+    finish(first=n, second=m, second_read=len(got2), partitions=sorted(ends))
+
+
+SCENARIOS = {"idempotent": idempotent, "admin": admin, "group-resume": group_resume}
+
+if __name__ == "__main__":
+    common.run(SCENARIOS, common.arguments(__doc__, SCENARIOS))

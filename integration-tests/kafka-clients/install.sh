@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Installs what tests/kafka_clients.rs needs; .ci/run calls it, and a developer can too.
+# Idempotent: it installs only what is missing.
+#
+#   - kcat (Debian, on librdkafka 2.0.2), and librdkafka-dev with pkg-config: the `rdkafka`
+#     crate of the tests links Debian's librdkafka dynamically (apt-get; needs root);
+#   - a Python venv with requirements.txt's pinned clients, at $SLUICE_KAFKA_VENV or
+#     target/kafka-venv in the workspace (where the tests look for it).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+venv=${SLUICE_KAFKA_VENV:-$root/target/kafka-venv}
+
+apt_install() {
+  if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
+    echo "missing: $*; install them (Debian: apt-get install $*) and rerun" >&2
+    exit 1
+  fi
+  if [[ -z ${APT_UPDATED:-} ]]; then
+    apt-get update -qq
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+need=()
+command -v kcat >/dev/null || need+=(kcat)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+pkg-config --exists rdkafka 2>/dev/null || need+=(librdkafka-dev)
+if ((${#need[@]})); then
+  echo "installing ${need[*]}"
+  apt_install "${need[@]}"
+fi
+
+# The venv: kept if it already imports the pinned versions.
+check_venv() {
+  "$venv/bin/python" - "$here/requirements.txt" <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if line:
+        name, pinned = line.split("==")
+        assert version(name) == pinned, (name, version(name), pinned)
+import kafka, confluent_kafka
+PY
+}
+if ! check_venv; then
+  echo "creating the Kafka-client venv at $venv"
+  rm -rf "$venv"
+  if ! python3 -m venv "$venv" 2>/dev/null; then
+    # Debian's python3 has no ensurepip without python3-venv.
+    rm -rf "$venv"
+    apt_install python3-venv
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/pip" install -q --disable-pip-version-check --only-binary :all: -r "$here/requirements.txt"
+  check_venv || { echo "the venv at $venv does not import the pinned clients" >&2; exit 1; }
+fi
+echo "kcat: $(kcat -V 2>&1 | grep -m1 -o 'Version [0-9.]*') on librdkafka $(kcat -V 2>&1 | grep -m1 -o 'librdkafka [0-9.]*' | cut -d' ' -f2)"
+echo "librdkafka-dev: $(pkg-config --modversion rdkafka)"
+echo "venv $venv: $("$venv/bin/python" -c 'import kafka, confluent_kafka; print("kafka-python", kafka.__version__, "confluent-kafka", confluent_kafka.version(), "on librdkafka", confluent_kafka.libversion()[0])')"

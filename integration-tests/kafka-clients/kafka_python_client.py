@@ -1,0 +1,272 @@
+"""kafka-python (pure Python, its own protocol code) against the Kafka listener.
+
+    python kafka_python_client.py SCENARIO --bootstrap B --topic T [--group G] [-n N] [-m M]
+
+Scenarios:
+  admin        KafkaAdminClient: create T (3 partitions) and T-2 (1), list, describe,
+               create T again (TopicAlreadyExists), delete T, T gone and T-2 still there.
+  partitioner  1000 keyed records to T (created beforehand, any partition count): each
+               record's partition is the one Java's murmur2 partitioner gives its key
+               (our murmur2, checked against Kafka's test vectors), the one kafka-python's
+               DefaultPartitioner chose, and the one it is read back from, at the
+               acknowledged offset.
+  headers      records with headers (repeated keys, empty and binary values, none at all)
+               and a tombstone (null value) come back with the same headers in order.
+  group-resume N records, consumer 1 of group G reads them, commits, closes; M more; consumer
+               2 of G reads exactly the M (no gap, no duplicate) and ends at the log end.
+  group-split  two members of G on T (created beforehand with --partitions P): each gets a
+               non-empty share, the shares are disjoint and cover every partition, and a
+               record produced to each partition afterwards reaches the member owning it.
+The last line of stdout is the JSON summary (common.py).
+"""
+
+import time
+
+import common
+from common import Failed, check, finish, poll_until, step
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import TopicAlreadyExistsError
+from kafka.partitioner.default import murmur2 as kafka_python_murmur2
+
+
+def producer(args, **config):
+    return KafkaProducer(bootstrap_servers=args.bootstrap.split(","), acks="all", **config)
+
+
+def consumer(args, **config):
+    return KafkaConsumer(
+        bootstrap_servers=args.bootstrap.split(","),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **config,
+    )
+
+
+def produce_all(prod, topic, records):
+    """Sends every (key, value, headers) and waits for each acknowledgement; returns the
+    RecordMetadata of each, in order."""
+    futures = [prod.send(topic, key=k, value=v, headers=h) for k, v, h in records]
+    prod.flush(timeout=30)
+    return [f.get(timeout=30) for f in futures]
+
+
+def read_n(cons, n, timeout_s, what):
+    """Polls until n records have arrived; returns them in arrival order."""
+    got = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < n:
+        if time.monotonic() >= deadline:
+            raise Failed(f"timed out after {timeout_s}s with {len(got)} of {n} records ({what})")
+        for records in cons.poll(timeout_ms=500).values():
+            got.extend(records)
+    return got
+
+
+def read_assigned_from_start(args, topic, n):
+    """Reads n records of topic from the beginning of every partition, without a group."""
+    cons = consumer(args)
+    partitions = poll_until(f"partitions of {topic}", 30, lambda: cons.partitions_for_topic(topic))
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    cons.assign(tps)
+    cons.seek_to_beginning(*tps)
+    got = read_n(cons, n, 60, f"reading {topic} back")
+    cons.close()
+    return got
+
+
+def admin(args):
+    t1, t2 = args.topic, args.topic + "-2"
+    step("connect the admin client")
+    client = KafkaAdminClient(bootstrap_servers=args.bootstrap.split(","))
+    step("create_topics")
+    client.create_topics(
+        {t1: {"num_partitions": 3, "replication_factor": 1},
+         t2: {"num_partitions": 1, "replication_factor": 1}})
+    step("list_topics shows both")
+    poll_until("both topics listed", 30, lambda: {t1, t2} <= set(client.list_topics()))
+    step("describe_topics")
+    described = {t["name"]: t for t in client.describe_topics([t1, t2])}
+    partitions = {name: len(t["partitions"]) for name, t in described.items()}
+    check(partitions == {t1: 3, t2: 1}, "describe_topics: wrong partition counts",
+          partitions=partitions)
+    leaders = [p["leader_id"] for t in described.values() for p in t["partitions"]]
+    check(all(leader >= 0 for leader in leaders), "a partition has no leader", leaders=leaders)
+    step("create_topics again: TopicAlreadyExists")
+    try:
+        client.create_topics({t1: {"num_partitions": 3, "replication_factor": 1}})
+        raise Failed("creating an existing topic succeeded")
+    except TopicAlreadyExistsError:
+        pass
+    step("delete_topics")
+    client.delete_topics([t1])
+    poll_until(f"{t1} gone from list_topics", 30, lambda: t1 not in client.list_topics())
+    remaining = sorted(t for t in client.list_topics() if t in (t1, t2))
+    check(remaining == [t2], "after deleting one topic", remaining=remaining)
+    client.close()
+    finish(created=[t1, t2], partitions=partitions, remaining=remaining)
+
+
+def partitioner(args):
+    topic = args.topic
+    common.check_murmur2_vectors()
+    step("produce 1000 keyed records")
+    prod = producer(args)
+    n_partitions = len(poll_until("partitions", 30, lambda: prod.partitions_for(topic)))
+    keys = [f"key-{i}".encode() for i in range(1000)]
+    acked = produce_all(prod, topic, [(k, b"v-" + k, None) for k in keys])
+    prod.close()
+    step("compare with murmur2")
+    wrong_java = []
+    wrong_kafka_python = []
+    for key, meta in zip(keys, acked):
+        expected = common.java_partition(key, n_partitions)
+        if meta.partition != expected:
+            wrong_java.append([key.decode(), meta.partition, expected])
+        theirs = (kafka_python_murmur2(key) & 0x7FFFFFFF) % n_partitions
+        if theirs != expected:
+            wrong_kafka_python.append([key.decode(), theirs, expected])
+    check(not wrong_kafka_python, "kafka-python's murmur2 disagrees with ours",
+          first=wrong_kafka_python[:5])
+    check(not wrong_java, "the producer did not put keys where Java's partitioner does",
+          count=len(wrong_java), first=wrong_java[:5])
+    step("read every record back")
+    got = read_assigned_from_start(args, topic, len(keys))
+    read_at = {r.key: (r.partition, r.offset) for r in got}
+    moved = [[k.decode(), [m.partition, m.offset], read_at.get(k)]
+             for k, m in zip(keys, acked) if read_at.get(k) != (m.partition, m.offset)]
+    check(len(got) == len(keys), "read another number of records", read=len(got))
+    check(not moved, "records read at another partition/offset than acknowledged",
+          count=len(moved), first=moved[:5])
+    used = sorted({m.partition for m in acked})
+    finish(records=len(keys), partitions=n_partitions, partitions_used=used)
+
+
+HEADERS = [
+    [("trace-id", b"abc-123"), ("empty", b""), ("dup", b"first"), ("dup", b"second")],
+    [("binary", bytes(range(256)))],
+    [],
+    [("utf8-\u00e9", "\u2603".encode())],
+]
+
+
+def headers(args):
+    topic = args.topic
+    step("produce records with headers")
+    prod = producer(args)
+    records = [(f"k{i}".encode(), f"v{i}".encode(), h) for i, h in enumerate(HEADERS)]
+    records.append((b"tombstone", None, [("deleted", b"yes")]))
+    produce_all(prod, topic, records)
+    prod.close()
+    step("read them back")
+    got = read_assigned_from_start(args, topic, len(records))
+    sent = {k: (v, list(h)) for k, v, h in records}
+    read = {r.key: (r.value, [(k, bytes(v) if v is not None else None) for k, v in r.headers])
+            for r in got}
+    mismatched = [{"key": repr(k), "sent": repr(sent[k]), "read": repr(read.get(k))}
+                  for k in sent if read.get(k) != sent[k]]
+    check(len(got) == len(records), "read another number of records", read=len(got))
+    check(not mismatched, "headers, key or value changed in the round trip",
+          mismatched=mismatched)
+    finish(records=len(records), headers=sum(len(h) for _, _, h in records))
+
+
+def group_resume(args):
+    topic, group, n, m = args.topic, args.group, args.n, args.m
+    step(f"produce {n} records")
+    prod = producer(args)
+    first = produce_all(prod, topic, [(f"k{i}".encode(), f"a{i}".encode(), None)
+                                      for i in range(n)])
+    step(f"consumer 1 of {group} reads {n}")
+    c1 = consumer(args, group_id=group)
+    c1.subscribe([topic])
+    got1 = read_n(c1, n, 60, "consumer 1")
+    values1 = sorted(r.value.decode() for r in got1)
+    check(values1 == sorted(f"a{i}" for i in range(n)), "consumer 1 read other records",
+          extra=sorted(set(values1) - {f"a{i}" for i in range(n)})[:5])
+    step("consumer 1 commits and closes")
+    c1.commit()
+    ends = {}
+    for meta in first:
+        ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+    committed = {tp.partition: c1.committed(tp) for tp in c1.assignment()}
+    c1.close(autocommit=False)
+    for partition, end in ends.items():
+        check(committed.get(partition) == end, "the committed offset is not the log end",
+              partition=partition, committed=committed.get(partition), end=end)
+    step(f"produce {m} more")
+    second = produce_all(prod, topic, [(f"k{i}".encode(), f"b{i}".encode(), None)
+                                       for i in range(m)])
+    prod.close()
+    for meta in second:
+        ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+    step(f"consumer 2 of {group} reads exactly the {m}")
+    c2 = consumer(args, group_id=group)
+    c2.subscribe([topic])
+    got2 = read_n(c2, m, 60, "consumer 2")
+    values2 = sorted(r.value.decode() for r in got2)
+    expected2 = sorted(f"b{i}" for i in range(m))
+    check(values2 == expected2, "consumer 2 did not read exactly the new records",
+          unexpected=sorted(set(values2) - set(expected2))[:5],
+          missing=sorted(set(expected2) - set(values2))[:5], read=len(values2))
+    step("consumer 2 is at the log end and reads nothing more")
+    more = [r for rs in c2.poll(timeout_ms=1000).values() for r in rs]
+    check(not more, "consumer 2 read more than the new records",
+          more=[[r.partition, r.offset, r.value.decode()] for r in more[:5]])
+    positions = {tp.partition: c2.position(tp) for tp in c2.assignment()}
+    for partition, end in ends.items():
+        check(positions.get(partition) == end, "consumer 2's position is not the log end",
+              partition=partition, position=positions.get(partition), end=end)
+    c2.close(autocommit=False)
+    finish(first=n, second=m, second_read=len(got2), partitions=sorted(ends))
+
+
+def group_split(args):
+    topic, group, n_partitions = args.topic, args.group, args.partitions
+    step("two members join")
+    members = [consumer(args, group_id=group, client_id=f"member-{i}") for i in range(2)]
+    for member in members:
+        member.subscribe([topic])
+    everything = set(range(n_partitions))
+
+    def split():
+        for member in members:
+            member.poll(timeout_ms=200)
+        shares = [{tp.partition for tp in member.assignment()} for member in members]
+        if all(shares) and not (shares[0] & shares[1]) and (shares[0] | shares[1]) == everything:
+            return shares
+        return None
+
+    shares = poll_until("a disjoint split covering every partition", 60, split, interval_s=0)
+    step("a record to each partition reaches its owner")
+    prod = producer(args)
+    for p in range(n_partitions):
+        prod.send(topic, value=f"p{p}".encode(), partition=p).get(timeout=30)
+    prod.close()
+    received = [[], []]
+    deadline = time.monotonic() + 60
+    while sum(map(len, received)) < n_partitions:
+        check(time.monotonic() < deadline, "records did not arrive",
+              received=[[r.partition for r in rs] for rs in received])
+        for i, member in enumerate(members):
+            for records in member.poll(timeout_ms=200).values():
+                received[i].extend(records)
+    for i, records in enumerate(received):
+        wrong = [r.partition for r in records if r.partition not in shares[i]]
+        check(not wrong, f"member {i} received records of partitions it does not own",
+              share=sorted(shares[i]), partitions=wrong)
+    for member in members:
+        member.close(autocommit=False)
+    finish(shares=[sorted(s) for s in shares], partitions=n_partitions)
+
+
+SCENARIOS = {
+    "admin": admin,
+    "partitioner": partitioner,
+    "headers": headers,
+    "group-resume": group_resume,
+    "group-split": group_split,
+}
+
+if __name__ == "__main__":
+    common.run(SCENARIOS, common.arguments(__doc__, SCENARIOS))

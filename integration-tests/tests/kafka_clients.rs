@@ -1,0 +1,441 @@
+//! The Kafka-protocol listener against real Kafka clients that nobody here wrote:
+//! kafka-python (its own pure-Python protocol code), confluent-kafka (librdkafka 2.16, in
+//! its wheel) and kcat (Debian's, librdkafka 2.0.2); the `rdkafka` crate's tests are in
+//! `kafka_rdkafka.rs`. Each test starts its own broker(s) with a Kafka
+//! listener on a free port, runs one scenario of a script in `kafka-clients/` (or drives
+//! rdkafka itself) with a deadline, and asserts on the script's JSON summary; the script
+//! has checked the details (see each script's docstring).
+//!
+//! Topics are created through the sluice CLI unless creating them is what the scenario
+//! tests, so a failure points at one request family. Without the Python venv or kcat a
+//! test says why it skipped, except under CI (`CI=true`), where that is a failure.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use sluice_integration_tests::kafka::{self, ClientRun, CLIENT_TIMEOUT};
+use sluice_integration_tests::{cli_ok, BrokerProcess, TestCluster};
+
+/// Runs `scenario` of `script` with `program` (a python) against `bootstrap` and `topic`,
+/// with `extra` arguments.
+fn scenario(
+    program: &Path,
+    script: &str,
+    scenario: &str,
+    bootstrap: &str,
+    topic: &str,
+    extra: &[&str],
+) -> ClientRun {
+    let mut args = vec![
+        kafka::script(script).display().to_string(),
+        scenario.to_string(),
+        "--bootstrap".to_string(),
+        bootstrap.to_string(),
+        "--topic".to_string(),
+        topic.to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    kafka::run_client(program, &args, CLIENT_TIMEOUT)
+}
+
+/// The venv's python, or `None` (the test skipped; see [`kafka::require`]).
+fn python(test: &str) -> Option<PathBuf> {
+    kafka::require(test, kafka::python_clients())
+}
+
+/// A python to run the kcat driver with (it needs no package), once kcat is there.
+fn kcat_driver(test: &str) -> Option<PathBuf> {
+    kafka::require(test, kafka::kcat())?;
+    Some(PathBuf::from("python3"))
+}
+
+/// A broker with a Kafka listener, in `dir`.
+fn broker(dir: &Path) -> BrokerProcess {
+    BrokerProcess::start_with_kafka(&dir.join("data"), &[])
+}
+
+/// `sluice topic create NAME -p PARTITIONS` through the native listener.
+fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    cli_ok(
+        bootstrap,
+        &["topic", "create", topic, "-p", &partitions.to_string()],
+        "",
+    );
+}
+
+/// The topics `sluice topic list` shows, with their partition counts.
+fn sluice_topics(bootstrap: &str) -> BTreeMap<String, i64> {
+    let listed: Value = serde_json::from_str(&cli_ok(
+        bootstrap,
+        &["topic", "list", "--format", "json"],
+        "",
+    ))
+    .expect("topic list json");
+    listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_string(),
+                t["partitions"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn kafka_python_readme_snippet_round_trips_on_an_auto_created_topic() {
+    let Some(python) = python("kafka_python_readme_snippet") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    let run = kafka::run_client(
+        &python,
+        &[
+            kafka::script("snippet.py").display().to_string(),
+            broker.kafka_bootstrap(),
+            "my_topic".to_string(),
+        ],
+        CLIENT_TIMEOUT,
+    );
+    let summary = run.expect_ok(&broker.log());
+    assert_eq!(summary["values"], json!(["Hello, World!"]));
+    // The broker created the topic for the clients' Metadata request, as sluice's own.
+    assert!(sluice_topics(&broker.bootstrap()).contains_key("my_topic"));
+}
+
+#[test]
+fn kafka_python_admin_creates_lists_and_deletes_topics() {
+    let Some(python) = python("kafka_python_admin") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    let summary = scenario(
+        &python,
+        "kafka_python_client.py",
+        "admin",
+        &broker.kafka_bootstrap(),
+        "kp-admin",
+        &[],
+    )
+    .expect_ok(&broker.log());
+    assert_eq!(
+        summary["partitions"],
+        json!({"kp-admin": 3, "kp-admin-2": 1})
+    );
+    assert_eq!(summary["remaining"], json!(["kp-admin-2"]));
+    let topics = sluice_topics(&broker.bootstrap());
+    assert_eq!(topics.get("kp-admin-2"), Some(&1), "{topics:?}");
+    assert!(!topics.contains_key("kp-admin"), "{topics:?}");
+}
+
+#[test]
+fn kafka_python_keys_land_where_javas_murmur2_puts_them() {
+    let Some(python) = python("kafka_python_partitioner") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    create_topic(&broker.bootstrap(), "keys", 4);
+    let summary = scenario(
+        &python,
+        "kafka_python_client.py",
+        "partitioner",
+        &broker.kafka_bootstrap(),
+        "keys",
+        &[],
+    )
+    .expect_ok(&broker.log());
+    assert_eq!(summary["records"], 1000);
+    assert_eq!(summary["partitions"], 4);
+    assert_eq!(summary["partitions_used"], json!([0, 1, 2, 3]));
+    // Read natively, each record is where sluice's own partitioner puts its key.
+    let consumed = cli_ok(
+        &broker.bootstrap(),
+        &[
+            "consume",
+            "keys",
+            "--from-beginning",
+            "--format",
+            "json",
+            "-n",
+            "1000",
+            "--timeout-ms",
+            "10000",
+        ],
+        "",
+    );
+    let mut seen = 0;
+    for line in consumed.lines() {
+        let record: Value = serde_json::from_str(line).expect("consume json");
+        let key = record["key"].as_str().expect("a text key");
+        let expected = sluice_client::partition_for_key(key.as_bytes(), 4);
+        assert_eq!(record["partition"], expected.0, "{record}");
+        seen += 1;
+    }
+    assert_eq!(seen, 1000);
+}
+
+#[test]
+fn kafka_python_headers_survive_a_round_trip() {
+    let Some(python) = python("kafka_python_headers") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    create_topic(&broker.bootstrap(), "headers", 1);
+    let summary = scenario(
+        &python,
+        "kafka_python_client.py",
+        "headers",
+        &broker.kafka_bootstrap(),
+        "headers",
+        &[],
+    )
+    .expect_ok(&broker.log());
+    assert_eq!(summary["records"], 5);
+    assert_eq!(summary["headers"], 7);
+}
+
+#[test]
+fn kafka_python_group_resumes_after_its_commit() {
+    let Some(python) = python("kafka_python_group_resume") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    create_topic(&broker.bootstrap(), "kp-resume", 3);
+    let summary = scenario(
+        &python,
+        "kafka_python_client.py",
+        "group-resume",
+        &broker.kafka_bootstrap(),
+        "kp-resume",
+        &["--group", "kp-resume", "-n", "100", "-m", "50"],
+    )
+    .expect_ok(&broker.log());
+    assert_eq!(summary["second_read"], 50);
+    // The group is sluice's own: the native CLI sees its commits at the log end.
+    let described: Value = serde_json::from_str(&cli_ok(
+        &broker.bootstrap(),
+        &["group", "describe", "kp-resume", "--format", "json"],
+        "",
+    ))
+    .expect("group describe json");
+    let lags: Vec<i64> = described["offsets"]
+        .as_array()
+        .expect("offsets")
+        .iter()
+        .map(|o| o["lag"].as_i64().unwrap_or(-1))
+        .collect();
+    assert!(!lags.is_empty(), "{described}");
+    // Consumer 2 closed without committing, so the lag is what it read after the commit.
+    assert_eq!(lags.iter().sum::<i64>(), 50, "{described}");
+}
+
+#[test]
+fn kafka_python_two_members_split_the_partitions() {
+    let Some(python) = python("kafka_python_group_split") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    create_topic(&broker.bootstrap(), "kp-split", 4);
+    let summary = scenario(
+        &python,
+        "kafka_python_client.py",
+        "group-split",
+        &broker.kafka_bootstrap(),
+        "kp-split",
+        &["--group", "kp-split", "--partitions", "4"],
+    )
+    .expect_ok(&broker.log());
+    let shares: Vec<BTreeSet<i64>> = summary["shares"]
+        .as_array()
+        .expect("shares")
+        .iter()
+        .map(|s| {
+            s.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_i64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(shares.len(), 2);
+    assert!(shares.iter().all(|s| !s.is_empty()), "{shares:?}");
+    assert!(shares[0].is_disjoint(&shares[1]), "{shares:?}");
+    let all: BTreeSet<i64> = shares[0].union(&shares[1]).copied().collect();
+    assert_eq!(all, (0..4).collect(), "{shares:?}");
+}
+
+#[test]
+fn confluent_idempotent_producer_writes_each_record_once_in_order() {
+    let Some(python) = python("confluent_idempotent") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    create_topic(&broker.bootstrap(), "idem", 3);
+    let summary = scenario(
+        &python,
+        "confluent_client.py",
+        "idempotent",
+        &broker.kafka_bootstrap(),
+        "idem",
+        &["--group", "idem-readers", "-n", "2000"],
+    )
+    .expect_ok(&broker.log());
+    assert_eq!(summary["records"], 2000);
+    assert_eq!(summary["partitions"], json!([0, 1, 2]));
+}
+
+#[test]
+fn confluent_admin_creates_and_deletes_topics() {
+    let Some(python) = python("confluent_admin") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    let summary = scenario(
+        &python,
+        "confluent_client.py",
+        "admin",
+        &broker.kafka_bootstrap(),
+        "ck-admin",
+        &[],
+    )
+    .expect_ok(&broker.log());
+    assert_eq!(
+        summary["partitions"],
+        json!({"ck-admin": 3, "ck-admin-2": 1})
+    );
+    let topics = sluice_topics(&broker.bootstrap());
+    assert_eq!(topics.get("ck-admin-2"), Some(&1), "{topics:?}");
+    assert!(!topics.contains_key("ck-admin"), "{topics:?}");
+}
+
+#[test]
+fn confluent_group_resumes_after_its_commit() {
+    let Some(python) = python("confluent_group_resume") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    create_topic(&broker.bootstrap(), "ck-resume", 3);
+    let summary = scenario(
+        &python,
+        "confluent_client.py",
+        "group-resume",
+        &broker.kafka_bootstrap(),
+        "ck-resume",
+        &["--group", "ck-resume", "-n", "100", "-m", "50"],
+    )
+    .expect_ok(&broker.log());
+    assert_eq!(summary["second_read"], 50);
+}
+
+#[test]
+fn kcat_produces_keyed_lines_and_consumes_to_the_end() {
+    let Some(python) = kcat_driver("kcat_produce_consume") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    create_topic(&broker.bootstrap(), "lines", 4);
+    let summary = scenario(
+        &python,
+        "kcat_driver.py",
+        "produce-consume",
+        &broker.kafka_bootstrap(),
+        "lines",
+        &["-n", "500"],
+    )
+    .expect_ok(&broker.log());
+    assert_eq!(summary["records"], 500);
+    assert_eq!(summary["partitions_used"], json!([0, 1, 2, 3]));
+}
+
+#[test]
+fn kcat_metadata_lists_the_broker_at_its_kafka_address() {
+    let Some(python) = kcat_driver("kcat_metadata") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    create_topic(&broker.bootstrap(), "described", 2);
+    let summary = scenario(
+        &python,
+        "kcat_driver.py",
+        "metadata",
+        &broker.kafka_bootstrap(),
+        "described",
+        &[],
+    )
+    .expect_ok(&broker.log());
+    assert_eq!(
+        summary["brokers"],
+        json!([{"id": 1, "name": broker.kafka_bootstrap()}])
+    );
+    assert_eq!(summary["partitions"], 2);
+}
+
+#[test]
+fn kcat_balanced_consumer_resumes_its_group() {
+    let Some(python) = kcat_driver("kcat_group") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    create_topic(&broker.bootstrap(), "kc-group", 3);
+    let summary = scenario(
+        &python,
+        "kcat_driver.py",
+        "group",
+        &broker.kafka_bootstrap(),
+        "kc-group",
+        &["--group", "kc-group", "-n", "100", "-m", "40"],
+    )
+    .expect_ok(&broker.log());
+    assert_eq!(summary["first"], 100);
+    assert_eq!(summary["second"], 40);
+}
+
+#[test]
+fn three_brokers_kcat_lists_every_broker_at_its_kafka_port() {
+    let Some(python) = kcat_driver("three_brokers_kcat_metadata") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::start_with_kafka(3, dir.path(), &[]);
+    cli_ok(
+        &cluster.bootstrap(),
+        &["topic", "create", "r3", "-p", "3", "-r", "3"],
+        "",
+    );
+    cluster.wait_isr("r3", 3);
+    let summary = scenario(
+        &python,
+        "kcat_driver.py",
+        "metadata",
+        &cluster.kafka_bootstrap(),
+        "r3",
+        &[],
+    )
+    .expect_ok(&cluster.brokers[0].log());
+    let expected: Vec<Value> = cluster
+        .brokers
+        .iter()
+        .enumerate()
+        .map(|(i, b)| json!({"id": i + 1, "name": b.kafka_bootstrap()}))
+        .collect();
+    assert_eq!(summary["brokers"], Value::Array(expected));
+    assert_eq!(
+        summary["replicas"],
+        json!([[1, 2, 3], [1, 2, 3], [1, 2, 3]])
+    );
+}
