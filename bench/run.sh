@@ -142,3 +142,14 @@ Three brokers on this machine (one disk and two cores shared by all three), repl
 $header
 $(printf '%s\n' "${cluster_rows[@]}")
 DOC
+
+# The Kafka listener next to the native one on the same broker build (issue 18): needs
+# librdkafka-dev (integration-tests/kafka-clients/install.sh); skipped without it.
+if pkg-config --exists rdkafka 2>/dev/null; then
+  echo
+  echo "Kafka listener (bench/kafka-bench.sh):"
+  echo
+  bench/kafka-bench.sh
+else
+  echo "bench/kafka-bench.sh skipped: librdkafka-dev is missing (integration-tests/kafka-clients/install.sh)" >&2
+fi
