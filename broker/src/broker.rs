@@ -13,11 +13,11 @@ use tokio::sync::watch;
 
 use crate::cluster::Cluster;
 use crate::config::BrokerConfig;
+use crate::data_dir::{DataDirLock, NodeFile, NodeIdentity};
 use crate::error::BrokerError;
 use crate::groups::group::GroupTimings;
 use crate::groups::Coordinator;
 use crate::groups::GroupCoordinator;
-use crate::metadata::{DataDirLock, NodeFile, NodeIdentity};
 use crate::services::admin::Admin;
 use crate::services::fetch::Fetch;
 use crate::services::offsets::Offsets;

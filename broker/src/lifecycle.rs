@@ -31,7 +31,7 @@ pub async fn run(broker: Arc<Broker>) {
         cluster.raft.clone(),
         cluster.controller.clone(),
     );
-    let incarnation_id = crate::metadata::random_bytes();
+    let incarnation_id = crate::data_dir::random_bytes();
     let mut orphans_removed = false;
     'register: while !broker.is_stopping() {
         let epoch = match register(&broker, incarnation_id).await {

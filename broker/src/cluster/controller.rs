@@ -33,8 +33,8 @@ use super::image::placement::{self, LogEnd};
 use super::image::{CommandResult, ListenerMeta, MetadataCommand, MetadataImage, NATIVE_LISTENER};
 use super::raft::{Applied, NodeId, Raft};
 use crate::config::BrokerConfig;
+use crate::data_dir::{hex, random_id};
 use crate::error::ApiError;
-use crate::metadata::{hex, random_id};
 use crate::topic_config::{validate_new_topic, NewTopic};
 
 /// The controller logic of one voter.

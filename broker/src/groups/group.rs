@@ -444,7 +444,7 @@ impl Group {
         }
         let mut request = request;
         if request.member_id.is_empty() {
-            let id = format!("{}-{}", request.client_id, crate::metadata::random_id());
+            let id = format!("{}-{}", request.client_id, crate::data_dir::random_id());
             if request.require_known_member_id {
                 self.awaiting_ids
                     .insert(id.clone(), now + request.session_timeout);

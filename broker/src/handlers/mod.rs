@@ -11,7 +11,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer_id;
-mod replication;
+mod replica_fetch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -147,10 +147,10 @@ pub async fn finish(
             Response::InitProducerId(producer_id::init_producer_id(&services.producer_ids, r).await)
         }
         Request::ReplicaFetch(r) => {
-            Response::ReplicaFetch(replication::replica_fetch(broker, r).await?)
+            Response::ReplicaFetch(replica_fetch::replica_fetch(broker, r).await?)
         }
         Request::OffsetsForLeaderEpoch(r) => Response::OffsetsForLeaderEpoch(
-            replication::offsets_for_leader_epoch(&services.offsets, r).await?,
+            replica_fetch::offsets_for_leader_epoch(&services.offsets, r).await?,
         ),
         Request::RaftVote(r) => {
             Response::RaftVote(network::serve_vote(&broker.cluster.raft, r).await?)
