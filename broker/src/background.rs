@@ -116,47 +116,17 @@ async fn run_periodically(broker: Arc<Broker>, period: Duration, job: fn(&Partit
 /// `transactional.id.expiration.ms` default, which also bounds idempotent producers).
 const PRODUCER_ID_EXPIRATION_MS: i64 = 7 * 24 * 3600 * 1000;
 
-/// Writes the recovery point, bounding the rescan after a crash; snapshots the producer
-/// state, bounding its rebuild. Skips deleted partitions
-/// under the log lock, so nothing is written into the directory of a deleted topic.
+/// A checkpoint of one partition (recovery point and producer state).
 fn checkpoint(partition: &Partition) {
-    let mut log = partition.log().write();
-    if partition.is_deleted() {
-        return;
-    }
-    if let Err(e) = log.checkpoint() {
-        tracing::warn!(partition = %partition.name(), "checkpoint failed: {e}");
-    }
-    drop(log);
-    let expire_before = SystemClock.now_ms() - PRODUCER_ID_EXPIRATION_MS;
-    if let Err(e) = partition.snapshot_producers(expire_before) {
-        tracing::warn!(partition = %partition.name(), "producer state snapshot failed: {e}");
-    }
+    partition.checkpoint(SystemClock.now_ms() - PRODUCER_ID_EXPIRATION_MS);
 }
 
-/// Deletes whole segments past retention, never at or above the HW.
+/// Retention of one partition.
 fn apply_retention(partition: &Partition) {
-    let high_watermark = partition.high_watermark();
-    let mut log = partition.log().write();
-    if partition.is_deleted() {
-        return;
-    }
-    match log.apply_retention(high_watermark) {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(partition = %partition.name(), "retention deleted {n} segment(s)"),
-        Err(e) => tracing::warn!(partition = %partition.name(), "retention failed: {e}"),
-    }
+    partition.apply_retention();
 }
 
-/// The background flush of `replicated` durability. The HW is already the log end there,
-/// so a flush makes nothing newly visible; a failed one takes the partition offline.
+/// The background flush of one partition (`replicated` durability).
 fn background_flush(partition: &Partition) {
-    if partition.is_deleted() {
-        return;
-    }
-    match partition.log().flush() {
-        Ok(()) => {}
-        Err(_) if partition.log().is_retired() => {}
-        Err(e) => partition.take_offline(format!("a background fsync failed: {e}")),
-    }
+    partition.background_flush();
 }

@@ -167,6 +167,17 @@ pub struct Assignment {
 }
 
 /// A partition replica on this broker.
+///
+/// **Lock order:** `producers`, then `state`, then the log's lock (and storage's flush
+/// state inside it); a method that holds one of them takes only those after it, and none
+/// is held across an await. The log's guards never leave this type (maintenance runs
+/// through [`Partition::checkpoint`], [`Partition::apply_retention`] and
+/// [`Partition::background_flush`]), so the order is checked here alone.
+///
+/// **Invariants** (asserted where they change, in debug builds): the high watermark only
+/// grows, except when a follower's log is truncated ([`Partition::truncate_diverging`],
+/// [`Partition::restart_at`]), which lowers it explicitly; it never passes the log end; a
+/// leader is a member of its own ISR.
 pub struct Partition {
     topic: Arc<str>,
     index: PartitionId,
@@ -185,9 +196,10 @@ pub struct Partition {
     durability: Durability,
     /// Smallest ISR that acks=all accepts (`min.insync.replicas`).
     min_insync_replicas: u16,
+    /// Role, ISR and followers' progress. Taken after `producers`, before the log's lock.
     state: Mutex<ReplicaState>,
-    /// Idempotent producers' sequences. Held across appends and truncations (before the
-    /// log's own lock), so the state always matches the log.
+    /// Idempotent producers' sequences. Held across appends and truncations (first in the
+    /// lock order), so the state always matches the log.
     producers: Mutex<ProducerStates>,
     /// Set when the topic is deleted: every later operation fails, maintenance skips it.
     deleted: AtomicBool,
@@ -283,7 +295,7 @@ impl Partition {
     }
 
     /// The shared log, for maintenance (retention, checkpoints, flushing, shutdown).
-    pub fn log(&self) -> &Arc<SharedLog> {
+    pub(crate) fn log(&self) -> &Arc<SharedLog> {
         &self.log
     }
 
@@ -376,6 +388,13 @@ impl Partition {
         if !(newer_epoch || newer_isr || new_role) {
             return;
         }
+        debug_assert!(
+            role != Role::Leader || assignment.isr.contains(&self.node_id),
+            "{}: leader {} is not in its ISR {:?}",
+            self.name(),
+            self.node_id,
+            assignment.isr
+        );
         state.replicas = assignment.replicas.clone();
         state.isr = assignment.isr.clone();
         state.partition_epoch = assignment.partition_epoch;
@@ -664,9 +683,27 @@ impl Partition {
     /// Moves the HW forward to `offset` (never back) and wakes long-polling fetches.
     pub fn advance_high_watermark(&self, offset: Offset) {
         let previous = self.high_watermark.fetch_max(offset.0, Ordering::AcqRel);
+        debug_assert!(
+            self.high_watermark() <= self.log_end_offset(),
+            "{}: the HW {} passed the log end {}",
+            self.name(),
+            self.high_watermark(),
+            self.log_end_offset()
+        );
         if offset.0 > previous {
             self.hw_advanced.notify_waiters();
         }
+    }
+
+    /// The one way the HW goes back: a follower's log was truncated to `log_end`, so the
+    /// HW may be at most that (the leader's next answer brings it forward again).
+    fn lower_high_watermark_after_truncation(&self, log_end: Offset) {
+        debug_assert!(
+            self.role() != Role::Leader,
+            "{}: a leader's log is never truncated",
+            self.name()
+        );
+        self.high_watermark.fetch_min(log_end.0, Ordering::AcqRel);
     }
 
     /// Reads whole batches from `offset`, up to `max_bytes` (at least one batch), below the
@@ -714,6 +751,66 @@ impl Partition {
             high_watermark,
             log_start_offset,
         })
+    }
+
+    /// Reads whole batches from `offset` up to `max_offset` (exclusive) on this replica's
+    /// log, at most `max_bytes` (at least one batch), whatever its role and HW: a group
+    /// coordinator loading its `__consumer_offsets` partition reads up to the log end.
+    /// Blocking.
+    pub fn read_log(
+        &self,
+        offset: Offset,
+        max_bytes: u32,
+        max_offset: Offset,
+    ) -> Result<Bytes, ApiError> {
+        self.check_live()?;
+        Ok(self.log.read().read(offset, max_bytes, max_offset)?)
+    }
+
+    /// Writes the recovery point, bounding the rescan after a crash, and snapshots the
+    /// producer state (forgetting producers idle since before `expire_before_ms`), bounding
+    /// its rebuild. Nothing is written for a deleted partition: the check is made under the
+    /// log's lock, so nothing goes into the directory of a deleted topic. Blocking.
+    pub fn checkpoint(&self, expire_before_ms: i64) {
+        let mut log = self.log.write();
+        if self.is_deleted() {
+            return;
+        }
+        if let Err(e) = log.checkpoint() {
+            tracing::warn!(partition = %self.name(), "checkpoint failed: {e}");
+        }
+        drop(log);
+        if let Err(e) = self.snapshot_producers(expire_before_ms) {
+            tracing::warn!(partition = %self.name(), "producer state snapshot failed: {e}");
+        }
+    }
+
+    /// Deletes whole segments past retention, never at or above the HW. Blocking.
+    pub fn apply_retention(&self) {
+        let high_watermark = self.high_watermark();
+        let mut log = self.log.write();
+        if self.is_deleted() {
+            return;
+        }
+        match log.apply_retention(high_watermark) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(partition = %self.name(), "retention deleted {n} segment(s)"),
+            Err(e) => tracing::warn!(partition = %self.name(), "retention failed: {e}"),
+        }
+    }
+
+    /// The background flush of `replicated` durability. The HW is already the log end
+    /// there, so a flush makes nothing newly visible; a failed one takes the partition
+    /// offline. Blocking.
+    pub fn background_flush(&self) {
+        if self.is_deleted() {
+            return;
+        }
+        match self.log.flush() {
+            Ok(()) => {}
+            Err(_) if self.log.is_retired() => {}
+            Err(e) => self.take_offline(format!("a background fsync failed: {e}")),
+        }
     }
 
     /// Forgets producers idle since before `expire_before_ms`, then snapshots the producer
@@ -944,6 +1041,11 @@ impl Partition {
         state.pending_isr = None;
         if let Some((epoch, partition_epoch, isr)) = committed {
             if epoch == self.leader_epoch() && partition_epoch > state.partition_epoch {
+                debug_assert!(
+                    state.role != Role::Leader || isr.contains(&self.node_id),
+                    "{}: the controller committed an ISR {isr:?} without its leader",
+                    self.name()
+                );
                 tracing::info!(partition = %self.name(), "ISR is now {isr:?}");
                 state.isr = isr;
                 state.partition_epoch = partition_epoch;
@@ -1027,7 +1129,7 @@ impl Partition {
         producer_state::invalidate_snapshot_after(self.log.read().dir(), target);
         *producers = ProducerStates::rebuild(&self.log);
         drop(producers);
-        self.high_watermark.fetch_min(target.0, Ordering::AcqRel);
+        self.lower_high_watermark_after_truncation(target);
         Ok(target)
     }
 
@@ -1046,8 +1148,10 @@ impl Partition {
         producer_state::invalidate_snapshot_after(self.log.read().dir(), Offset(-1));
         *producers = ProducerStates::default();
         drop(producers);
-        self.high_watermark
-            .store(leader_log_start.0, Ordering::Release);
+        // Empty at the leader's log start: nothing below it is readable here, nothing at
+        // or above it is here yet.
+        self.lower_high_watermark_after_truncation(leader_log_start);
+        self.advance_high_watermark(leader_log_start);
         Ok(())
     }
 }

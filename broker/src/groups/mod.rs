@@ -373,10 +373,8 @@ fn replay(replica: &Partition, image: &MetadataImage) -> Result<HashMap<String, 
     let mut offset = replica.log_start_offset();
     while offset < end {
         let bytes = replica
-            .log()
-            .read()
-            .read(offset, LOAD_READ_BYTES, end)
-            .map_err(|e| format!("reading offset {offset}: {e}"))?;
+            .read_log(offset, LOAD_READ_BYTES, end)
+            .map_err(|e| format!("reading offset {offset}: {}", e.message))?;
         if bytes.is_empty() {
             break;
         }
