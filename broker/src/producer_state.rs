@@ -11,21 +11,28 @@
 //! snapshot or the log start. Producers idle longer than the expiration are forgotten.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sluice_protocol::batch::{peek_total_len, BatchHeader, NO_PRODUCER_ID};
 use sluice_protocol::{ErrorCode, Offset};
-use sluice_storage::{Clock, SharedLog, SystemClock};
+use sluice_storage::{Clock, DurableFile, SharedLog, SystemClock};
 
 use crate::error::ApiError;
 
 /// Batches remembered per producer: as many as a producer may have in flight per
 /// partition (Kafka's `max.in.flight.requests.per.connection` limit with idempotence).
 pub const BATCHES_KEPT: usize = 5;
-/// The snapshot's file name in the partition directory.
-const SNAPSHOT_FILE: &str = "producer-state.json";
+/// The snapshot's file name in the partition directory: `SLPS` v1, the state as JSON,
+/// CRC-32C (storage's `DurableFile`).
+const SNAPSHOT_FILE: &str = "producer-state";
+/// The snapshot's magic and version.
+const SNAPSHOT_MAGIC: [u8; 4] = *b"SLPS";
+const SNAPSHOT_VERSION: u8 = 1;
+/// The unversioned, unchecksummed JSON snapshot of earlier builds: read once, when no
+/// versioned one exists, and removed by the next save.
+const LEGACY_SNAPSHOT_FILE: &str = "producer-state.json";
 /// Bytes read per step when replaying the log.
 const REPLAY_READ_BYTES: u32 = 1 << 20;
 
@@ -284,10 +291,11 @@ impl ProducerStates {
             states: self,
         };
         let json = serde_json::to_vec(&snapshot).map_err(std::io::Error::other)?;
-        let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-        std::fs::write(&tmp, json)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, Snapshot::path(dir))?;
+        Snapshot::file(dir)
+            .write(&json)
+            .map_err(std::io::Error::other)?;
+        // The versioned file is durable: the legacy one, if any, is no longer needed.
+        let _ = std::fs::remove_file(dir.join(LEGACY_SNAPSHOT_FILE));
         self.saved_at = Some(offset);
         Ok(())
     }
@@ -318,30 +326,41 @@ struct SnapshotRef<'a> {
 }
 
 impl Snapshot {
-    fn path(dir: &Path) -> PathBuf {
-        dir.join(SNAPSHOT_FILE)
+    fn file(dir: &Path) -> DurableFile {
+        DurableFile::new(
+            &dir.join(SNAPSHOT_FILE),
+            SNAPSHOT_MAGIC,
+            SNAPSHOT_VERSION,
+            "producer-state snapshot",
+        )
     }
 
-    /// The snapshot, if there is a readable one (a damaged one is ignored: the log has
-    /// everything it had).
+    /// The snapshot, if there is a readable one: the versioned file, else an earlier
+    /// build's JSON file. A damaged one is ignored (the log has everything it had).
     fn load(dir: &Path) -> Option<Snapshot> {
-        let bytes = std::fs::read(Snapshot::path(dir)).ok()?;
+        let ignore = |why: String| {
+            tracing::warn!(
+                "ignoring the producer-state snapshot in {}: {why}; rebuilding from the log",
+                dir.display()
+            );
+            None
+        };
+        let bytes = match Snapshot::file(dir).read() {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => std::fs::read(dir.join(LEGACY_SNAPSHOT_FILE)).ok()?,
+            Err(e) => return ignore(e.to_string()),
+        };
         match serde_json::from_slice(&bytes) {
             Ok(snapshot) => Some(snapshot),
-            Err(e) => {
-                tracing::warn!(
-                    "ignoring the damaged producer-state snapshot in {}: {e}; rebuilding from \
-                     the log",
-                    dir.display()
-                );
-                None
-            }
+            Err(e) => ignore(e.to_string()),
         }
     }
 
-    /// Removes a snapshot that no longer matches the log (after a truncation).
+    /// Removes a snapshot that no longer matches the log (after a truncation), in either
+    /// format.
     pub fn remove(dir: &Path) {
-        let _ = std::fs::remove_file(Snapshot::path(dir));
+        let _ = Snapshot::file(dir).remove();
+        let _ = std::fs::remove_file(dir.join(LEGACY_SNAPSHOT_FILE));
     }
 }
 

@@ -113,7 +113,7 @@ async fn a_resent_batch_is_written_once_even_across_restarts() {
     broker.shutdown().await;
 
     // Without the snapshot the state is rebuilt from the log alone.
-    let snapshot = dir.path().join("topics/idem-0/producer-state.json");
+    let snapshot = dir.path().join("topics/idem-0/producer-state");
     assert!(snapshot.exists(), "the checkpoint wrote no snapshot");
     std::fs::remove_file(&snapshot).unwrap();
     let broker = TestBroker::start(dir.path(), &[]).await;

@@ -170,3 +170,38 @@ fn recorded_batches_come_from_their_headers() {
         }
     );
 }
+
+#[test]
+fn the_snapshot_is_versioned_and_checksummed_and_an_old_json_one_is_read_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut states = ProducerStates::default();
+    let mut next = 0;
+    write(&mut states, stamp(0, 0, 3), &mut next).unwrap();
+
+    // An earlier build's JSON snapshot is read when there is no versioned one.
+    let legacy = dir.path().join(LEGACY_SNAPSHOT_FILE);
+    let json = serde_json::to_vec(&SnapshotRef {
+        offset: Offset(3),
+        states: &states,
+    })
+    .unwrap();
+    std::fs::write(&legacy, json).unwrap();
+    let loaded = Snapshot::load(dir.path()).expect("the legacy snapshot");
+    assert_eq!(loaded.offset, Offset(3));
+
+    // Saving writes the versioned file and retires the legacy one.
+    states.save(dir.path(), Offset(3)).unwrap();
+    assert!(!legacy.exists());
+    let file = dir.path().join(SNAPSHOT_FILE);
+    assert_eq!(&std::fs::read(&file).unwrap()[..5], b"SLPS\x01");
+    assert_eq!(Snapshot::load(dir.path()).unwrap().offset, Offset(3));
+
+    // A damaged snapshot is ignored (the log has everything it had), not trusted.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&file, bytes).unwrap();
+    assert!(Snapshot::load(dir.path()).is_none());
+    Snapshot::remove(dir.path());
+    assert!(!file.exists());
+}
