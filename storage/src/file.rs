@@ -10,8 +10,11 @@ use std::path::Path;
 use crate::error::{IoContext, Result, StorageError};
 
 /// Header of every file of sluice's own format: 4 magic bytes, then a version byte.
-pub(crate) struct FileHeader {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileHeader {
+    /// Names the format.
     pub magic: [u8; 4],
+    /// The format's version this build reads and writes.
     pub version: u8,
 }
 
@@ -19,38 +22,46 @@ impl FileHeader {
     /// Bytes the header takes (magic + version).
     pub const LEN: usize = 5;
 
+    /// Appends the header to `buf`.
     pub fn write_to(&self, buf: &mut Vec<u8>) {
         buf.extend_from_slice(&self.magic);
         buf.push(self.version);
     }
 
-    /// Checks that `bytes` starts with this header; names `path` and `what` in the error.
-    pub fn check(&self, bytes: &[u8], path: &Path, what: &'static str) -> Result<()> {
-        let bad = |reason: String| StorageError::BadFile {
-            path: path.to_path_buf(),
-            what,
-            reason,
-        };
+    /// The header's bytes.
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(Self::LEN);
+        self.write_to(&mut buf);
+        buf
+    }
+
+    /// Why `bytes` does not start with this header, if it does not.
+    pub fn mismatch(&self, bytes: &[u8]) -> Option<String> {
         if bytes.len() < Self::LEN {
-            return Err(bad(format!(
-                "{} bytes is shorter than its header",
-                bytes.len()
-            )));
+            return Some(format!("{} bytes is shorter than its header", bytes.len()));
         }
         if bytes[..4] != self.magic {
-            return Err(bad(format!(
-                "magic {:?} is not {:?}",
-                &bytes[..4],
-                self.magic
-            )));
+            return Some(format!("magic {:?} is not {:?}", &bytes[..4], self.magic));
         }
         if bytes[4] != self.version {
-            return Err(bad(format!(
+            return Some(format!(
                 "format version {} is not the supported version {}",
                 bytes[4], self.version
-            )));
+            ));
         }
-        Ok(())
+        None
+    }
+
+    /// Checks that `bytes` starts with this header; names `path` and `what` in the error.
+    pub fn check(&self, bytes: &[u8], path: &Path, what: &'static str) -> Result<()> {
+        match self.mismatch(bytes) {
+            None => Ok(()),
+            Some(reason) => Err(StorageError::BadFile {
+                path: path.to_path_buf(),
+                what,
+                reason,
+            }),
+        }
     }
 }
 
@@ -58,11 +69,18 @@ impl FileHeader {
 /// content: write `path.tmp`, fsync it, rename over `path`, fsync the directory. A CRC-32C of
 /// the content is appended, so a torn or damaged file is detected on read.
 pub(crate) fn write_checkpoint(path: &Path, content: &[u8]) -> Result<()> {
+    let mut with_crc = Vec::with_capacity(content.len() + 4);
+    with_crc.extend_from_slice(content);
+    with_crc.extend_from_slice(&crc32c::crc32c(content).to_be_bytes());
+    replace_durably(path, &with_crc)
+}
+
+/// Replaces `path` with `content` so that a crash leaves either the old or the new file:
+/// write `path.tmp`, fsync it, rename it over `path`, fsync the directory.
+pub fn replace_durably(path: &Path, content: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = File::create(&tmp).at("create", &tmp)?;
     file.write_all(content).at("write", &tmp)?;
-    file.write_all(&crc32c::crc32c(content).to_be_bytes())
-        .at("write", &tmp)?;
     file.sync_all().at("fsync", &tmp)?;
     fs::rename(&tmp, path).at("rename", path)?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
@@ -165,7 +183,7 @@ impl DurableFile {
 }
 
 /// Makes a directory's entries (created, renamed, removed files) durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .at("fsync directory", dir)

@@ -21,7 +21,7 @@ mod shared;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use epoch::EpochEntry;
 pub use error::{Result, StorageError};
-pub use file::DurableFile;
+pub use file::{replace_durably, sync_dir, DurableFile, FileHeader};
 pub use log::{AppendInfo, FlushJob, PartitionLog, RecoveryReport, Truncation};
 pub use shared::{DurableTicket, SharedLog};
 

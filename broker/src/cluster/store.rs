@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 use std::fmt::{self, Debug};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Cursor, Write};
+use std::io::{self, Cursor};
 use std::ops::RangeBounds;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -40,6 +40,7 @@ use openraft::{
     Snapshot, StorageIOError,
 };
 use serde::{Deserialize, Serialize};
+use sluice_storage::{replace_durably, DurableFile, FileHeader};
 use tokio::sync::watch;
 
 use super::image::{CommandResult, MetadataImage};
@@ -75,6 +76,9 @@ const SNAPSHOT_HEADER: FileHeader = FileHeader {
     magic: *b"SLSN",
     version: 1,
 };
+/// How the small files are named in errors.
+const STATE_WHAT: &str = "controller raft-state";
+const SNAPSHOT_WHAT: &str = "controller snapshot";
 
 /// Bytes before a record's payload: length and CRC-32C, each a `u32`.
 const RECORD_HEADER_BYTES: u64 = 8;
@@ -137,41 +141,6 @@ fn check_purge_covered(
 // Files
 // ---------------------------------------------------------------------------------------
 
-/// Header of every file of our own format: 4 magic bytes, then a version byte.
-#[derive(Clone, Copy)]
-struct FileHeader {
-    magic: [u8; 4],
-    version: u8,
-}
-
-impl FileHeader {
-    /// Bytes the header takes.
-    const LEN: u64 = 5;
-
-    fn bytes(self) -> Vec<u8> {
-        let mut bytes = self.magic.to_vec();
-        bytes.push(self.version);
-        bytes
-    }
-
-    /// Why `bytes` does not start with this header, if it does not.
-    fn mismatch(self, bytes: &[u8]) -> Option<String> {
-        if bytes.len() < Self::LEN as usize {
-            return Some(format!("{} bytes is shorter than its header", bytes.len()));
-        }
-        if bytes[..4] != self.magic {
-            return Some(format!("magic {:?} is not {:?}", &bytes[..4], self.magic));
-        }
-        if bytes[4] != self.version {
-            return Some(format!(
-                "format version {} is not the supported version {}",
-                bytes[4], self.version
-            ));
-        }
-        None
-    }
-}
-
 /// A failed file operation: what was being done, to which file, and the OS error.
 #[derive(Debug)]
 pub struct FileError {
@@ -224,60 +193,55 @@ impl<T> At<T> for io::Result<T> {
     }
 }
 
-/// Makes a directory's entries (created, renamed files) durable.
-fn sync_dir(dir: &Path) -> Result<(), FileError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .at("fsync directory", dir)
+/// A storage-layer failure on `path` as the store's error.
+fn storage_failed(path: &Path, e: sluice_storage::StorageError) -> FileError {
+    FileError {
+        what: "write",
+        path: path.to_path_buf(),
+        source: io::Error::other(e.to_string()),
+    }
 }
 
-/// Replaces `path` with `content` so that a crash leaves either the old or the new file:
-/// write `path.tmp`, fsync it, rename it over `path`, fsync the directory.
+/// Makes a directory's entries (created, renamed files) durable.
+fn sync_dir(dir: &Path) -> Result<(), FileError> {
+    sluice_storage::sync_dir(dir).map_err(|e| storage_failed(dir, e))
+}
+
+/// Replaces `path` with `content` so that a crash leaves either the old or the new file.
 fn replace_file(path: &Path, content: &[u8]) -> Result<(), FileError> {
-    let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp).at("create", &tmp)?;
-    file.write_all(content).at("write", &tmp)?;
-    file.sync_all().at("fsync", &tmp)?;
-    fs::rename(&tmp, path).at("rename", path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    replace_durably(path, content).map_err(|e| storage_failed(path, e))
+}
+
+/// One of the store's small files (`raft-state`, `snapshot`): storage's durable-file
+/// layer (magic, version, body, CRC-32C; replaced atomically and durably).
+fn small_file(path: &Path, header: FileHeader, what: &'static str) -> DurableFile {
+    DurableFile::new(path, header.magic, header.version, what)
 }
 
 /// Replaces `path` atomically with `header`, `body` and a CRC-32C of both.
-fn write_checkpoint(path: &Path, header: FileHeader, body: &[u8]) -> Result<(), FileError> {
-    let mut content = header.bytes();
-    content.extend_from_slice(body);
-    let crc = crc32c::crc32c(&content);
-    content.extend_from_slice(&crc.to_be_bytes());
-    replace_file(path, &content)
+fn write_checkpoint(
+    path: &Path,
+    header: FileHeader,
+    what: &'static str,
+    body: &[u8],
+) -> Result<(), FileError> {
+    small_file(path, header, what)
+        .write(body)
+        .map_err(|e| storage_failed(path, e))
 }
 
 /// Reads a file written by [`write_checkpoint`] and returns its body, or `None` if the file
 /// does not exist. A wrong header or checksum is an error naming the file: these files are
 /// only ever replaced by rename, so a damaged one is damage, never a torn write.
-fn read_checkpoint(path: &Path, header: FileHeader) -> Result<Option<Vec<u8>>, BrokerError> {
-    let mut bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(BrokerError::io("read", path, e)),
-    };
-    if let Some(reason) = header.mismatch(&bytes) {
-        return Err(damaged(path, &reason));
-    }
-    if bytes.len() < FileHeader::LEN as usize + 4 {
-        return Err(damaged(path, "shorter than its checksum"));
-    }
-    let crc_at = bytes.len() - 4;
-    let stored = u32::from_be_bytes([
-        bytes[crc_at],
-        bytes[crc_at + 1],
-        bytes[crc_at + 2],
-        bytes[crc_at + 3],
-    ]);
-    if crc32c::crc32c(&bytes[..crc_at]) != stored {
-        return Err(damaged(path, "checksum mismatch"));
-    }
-    bytes.truncate(crc_at);
-    Ok(Some(bytes.split_off(FileHeader::LEN as usize)))
+fn read_checkpoint(
+    path: &Path,
+    header: FileHeader,
+    what: &'static str,
+) -> Result<Option<Vec<u8>>, BrokerError> {
+    small_file(path, header, what).read().map_err(|e| match e {
+        sluice_storage::StorageError::BadFile { reason, .. } => damaged(path, &reason),
+        other => BrokerError::DataDir(other.to_string()),
+    })
 }
 
 /// The error for a damaged controller file: what is wrong and what the operator can do.
@@ -306,7 +270,7 @@ struct DurableState {
 
 fn load_durable_state(dir: &Path) -> Result<DurableState, BrokerError> {
     let path = dir.join(STATE_FILE);
-    let Some(body) = read_checkpoint(&path, STATE_HEADER)? else {
+    let Some(body) = read_checkpoint(&path, STATE_HEADER, STATE_WHAT)? else {
         return Ok(DurableState::default());
     };
     serde_json::from_slice(&body).map_err(|e| damaged(&path, &e.to_string()))
@@ -339,7 +303,7 @@ struct Scan {
 fn scan_log(bytes: &[u8], path: &Path) -> Result<Scan, BrokerError> {
     let file_len = bytes.len() as u64;
     let mut records: Vec<ScannedRecord> = Vec::new();
-    let mut position = FileHeader::LEN;
+    let mut position = FileHeader::LEN as u64;
     while position < file_len {
         let bad = match read_record(bytes, position) {
             Ok((entry, end)) => {
@@ -563,7 +527,7 @@ impl LogDisk {
     fn save_state(&self, state: &DurableState) -> Result<(), FileError> {
         let body = serde_json::to_vec(state).map_err(io::Error::other);
         let path = self.dir.join(STATE_FILE);
-        write_checkpoint(&path, STATE_HEADER, &body.at("encode", &path)?)
+        write_checkpoint(&path, STATE_HEADER, STATE_WHAT, &body.at("encode", &path)?)
     }
 
     /// Rewrites the file without the records up to `purged` once they take at least as many
@@ -577,15 +541,15 @@ impl LogDisk {
             Some((_, &position)) => position,
             None => self.len,
         };
-        let purged_bytes = keep_from - FileHeader::LEN;
+        let purged_bytes = keep_from - FileHeader::LEN as u64;
         let kept_bytes = self.len - keep_from;
         if purged_bytes == 0 || purged_bytes < kept_bytes {
             return Ok(());
         }
         let mut content = LOG_HEADER.bytes();
-        content.resize((FileHeader::LEN + kept_bytes) as usize, 0);
+        content.resize(FileHeader::LEN + kept_bytes as usize, 0);
         self.file
-            .read_exact_at(&mut content[FileHeader::LEN as usize..], keep_from)
+            .read_exact_at(&mut content[FileHeader::LEN..], keep_from)
             .at("read", &self.log_path)?;
         replace_file(&self.log_path, &content)?;
         self.file = open_rw(&self.log_path)?;
@@ -593,9 +557,9 @@ impl LogDisk {
             .positions
             .split_off(&(purged + 1))
             .into_iter()
-            .map(|(index, position)| (index, position - keep_from + FileHeader::LEN))
+            .map(|(index, position)| (index, position - keep_from + FileHeader::LEN as u64))
             .collect();
-        self.len = FileHeader::LEN + kept_bytes;
+        self.len = FileHeader::LEN as u64 + kept_bytes;
         Ok(())
     }
 }
@@ -952,7 +916,7 @@ impl StoredSnapshot {
 /// Loads the snapshot file and its image, if there is one.
 fn load_snapshot(dir: &Path) -> Result<Option<(StoredSnapshot, MetadataImage)>, BrokerError> {
     let path = dir.join(SNAPSHOT_FILE);
-    let Some(body) = read_checkpoint(&path, SNAPSHOT_HEADER)? else {
+    let Some(body) = read_checkpoint(&path, SNAPSHOT_HEADER, SNAPSHOT_WHAT)? else {
         return Ok(None);
     };
     let snapshot = StoredSnapshot::decode(body).map_err(|reason| damaged(&path, &reason))?;
@@ -984,7 +948,12 @@ impl Snapshots {
             return Ok(());
         }
         let body = snapshot.encode().map_err(io::Error::other);
-        write_checkpoint(&self.path, SNAPSHOT_HEADER, &body.at("encode", &self.path)?)?;
+        write_checkpoint(
+            &self.path,
+            SNAPSHOT_HEADER,
+            SNAPSHOT_WHAT,
+            &body.at("encode", &self.path)?,
+        )?;
         *lock(&self.current) = Some(snapshot);
         Ok(())
     }

@@ -307,7 +307,7 @@ fn flip(path: &Path, at: usize) {
 
 #[tokio::test]
 async fn damage_before_the_tail_is_an_error_naming_the_file() {
-    let first_payload = (FileHeader::LEN + RECORD_HEADER_BYTES) as usize + 2;
+    let first_payload = FileHeader::LEN + RECORD_HEADER_BYTES as usize + 2;
     check_damaged(
         |dir| flip(&dir.join(LOG_FILE), first_payload),
         LOG_FILE,
@@ -316,7 +316,7 @@ async fn damage_before_the_tail_is_an_error_naming_the_file() {
     .await;
     for length_byte in 0..4 {
         check_damaged(
-            |dir| flip(&dir.join(LOG_FILE), FileHeader::LEN as usize + length_byte),
+            |dir| flip(&dir.join(LOG_FILE), FileHeader::LEN + length_byte),
             LOG_FILE,
             "record at byte 5 is corrupt (length",
         )
@@ -390,7 +390,7 @@ async fn purge_past_the_end_then_restart() {
             .await
             .unwrap();
         node.log.purge(log_id(2, 20)).await.unwrap();
-        assert_eq!(fs::metadata(log_path(&dir)).unwrap().len(), FileHeader::LEN);
+        assert_eq!(fs::metadata(log_path(&dir)).unwrap().len(), FileHeader::LEN as u64);
         node.log.blocking_append(blanks(2, 21, 22)).await.unwrap();
     }
     let mut node = open_node(dir.path());
@@ -470,7 +470,7 @@ fn scanning_a_clean_log_finds_every_record() {
     let expected: BTreeMap<u64, u64> = records
         .offsets
         .iter()
-        .map(|&(index, offset)| (index, offset + FileHeader::LEN))
+        .map(|&(index, offset)| (index, offset + FileHeader::LEN as u64))
         .collect();
     assert_eq!(found, expected);
 }
