@@ -32,30 +32,16 @@ use tokio::sync::Notify;
 use crate::error::ApiError;
 use crate::producer_state::{self, ProducerStates, Stamp, Verdict};
 
-/// How many acknowledgements a producer asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Acks {
-    /// No response: the append still happens (and becomes durable), unobserved.
-    None,
-    /// The leader has the records (durably, under `fsync`).
-    Leader,
-    /// Every in-sync replica has them and the HW covers them.
-    All,
-}
+pub use sluice_protocol::Acks;
 
-impl Acks {
-    /// Parses the wire value: 0, 1 or -1.
-    pub fn from_wire(acks: i16) -> Result<Acks, ApiError> {
-        match acks {
-            0 => Ok(Acks::None),
-            1 => Ok(Acks::Leader),
-            -1 => Ok(Acks::All),
-            other => Err(ApiError::new(
-                ErrorCode::InvalidRequiredAcks,
-                format!("acks must be 0, 1 or -1 (all), not {other}"),
-            )),
-        }
-    }
+/// The acks of a produce request's wire value, or INVALID_REQUIRED_ACKS.
+pub fn parse_acks(acks: i16) -> Result<Acks, ApiError> {
+    Acks::from_wire(acks).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidRequiredAcks,
+            format!("acks must be 0, 1 or -1 (all), not {acks}"),
+        )
+    })
 }
 
 /// An append written to the log and not yet acknowledged.

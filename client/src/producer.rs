@@ -40,7 +40,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use sluice_protocol::messages::{
     InitProducerIdRequest, ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic,
-    ACKS_ALL, ACKS_LEADER, ACKS_NONE,
 };
 use sluice_protocol::{ApiKey, BrokerId, ErrorCode, PartitionId, Request, Response};
 use tokio::sync::{oneshot, watch, Notify, Semaphore};
@@ -55,33 +54,14 @@ use crate::error::{Error, Result};
 use crate::partitioner::{partition_for_key, sticky_partition};
 use crate::TopicPartition;
 
-/// Which acknowledgement a produce request waits for.
+/// Which acknowledgement a produce request waits for (sluice-protocol's `Acks`, shared
+/// with the broker).
 ///
 /// ```
 /// use sluice_client::{Acks, ProducerConfig};
 /// assert_eq!(ProducerConfig::default().acks, Acks::All);
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Acks {
-    /// None: the broker does not answer; a record counts as delivered once written to the
-    /// socket, and its offset is unknown (-1).
-    None,
-    /// The leader has written the record to its log.
-    Leader,
-    /// Every in-sync replica has it (the high watermark covers it). The default.
-    #[default]
-    All,
-}
-
-impl Acks {
-    fn wire(self) -> i16 {
-        match self {
-            Acks::None => ACKS_NONE,
-            Acks::Leader => ACKS_LEADER,
-            Acks::All => ACKS_ALL,
-        }
-    }
-}
+pub use sluice_protocol::Acks;
 
 /// Producer settings.
 ///
@@ -947,7 +927,7 @@ async fn produce(
     let request_timeout = shared.config.request_timeout;
     let wait = attempt_wait(&shared.config, &batches, Instant::now());
     let request = Request::Produce(ProduceRequest {
-        acks: shared.config.acks.wire(),
+        acks: shared.config.acks.to_wire(),
         timeout_ms: broker_timeout_ms(wait),
         topics: topics
             .into_iter()

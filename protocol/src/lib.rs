@@ -18,6 +18,7 @@ pub mod wire;
 pub use error::Error;
 pub use error_code::ErrorCode;
 pub use frame::FrameCodec;
+pub use messages::Acks;
 pub use messages::{
     decode_request, ApiKey, Request, RequestError, RequestHeader, Response, ResponseHeader,
 };

@@ -11,14 +11,14 @@ use sluice_protocol::{ErrorCode, Offset, Response};
 
 use super::Outcome;
 use crate::error::ApiError;
-use crate::partition::Acks;
+use crate::partition::{parse_acks, Acks};
 use crate::services::produce::{self, Appended, Produce, Produced};
 use crate::services::TopicItems;
 
 /// The ordered phase: validates `acks` and appends every partition's batches.
 pub async fn start(service: &Produce, request: ProduceRequest) -> Result<Appended, ApiError> {
     let request = produce::ProduceRequest {
-        acks: Acks::from_wire(request.acks)?,
+        acks: parse_acks(request.acks)?,
         timeout: Duration::from_millis(request.timeout_ms.max(0) as u64),
         topics: request
             .topics

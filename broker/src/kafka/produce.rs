@@ -9,7 +9,7 @@ use sluice_protocol::{ErrorCode, PartitionId};
 
 use super::{kafka_error, topic_name};
 use crate::error::ApiError;
-use crate::partition::Acks;
+use crate::partition::{parse_acks, Acks};
 use crate::services::produce::{self, Produce};
 use crate::services::{PartitionOutcome, TopicItems};
 
@@ -49,7 +49,7 @@ pub async fn start(
         );
         return Err(refused(e, &request));
     }
-    let acks = match Acks::from_wire(request.acks) {
+    let acks = match parse_acks(request.acks) {
         Ok(acks) => acks,
         Err(e) => return Err(refused(e, &request)),
     };

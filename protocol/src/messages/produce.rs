@@ -15,6 +15,49 @@ pub const ACKS_LEADER: i16 = 1;
 /// `acks` value: the leader answers once the high watermark covers the batch.
 pub const ACKS_ALL: i16 = -1;
 
+/// Which acknowledgement a produce waits for; on the wire an `i16` (0, 1, -1), the same
+/// numbers in the native and the Kafka protocol. One type for the client that asks and the
+/// broker that honours it.
+///
+/// ```
+/// use sluice_protocol::Acks;
+/// assert_eq!(Acks::from_wire(-1), Some(Acks::All));
+/// assert_eq!(Acks::All.to_wire(), -1);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Acks {
+    /// None: the broker does not answer; a record counts as delivered once written to the
+    /// socket, and its offset is unknown (-1). The append still happens (and, under
+    /// `fsync` durability, becomes durable), unobserved.
+    None,
+    /// The leader has written the record to its log (durably, under `fsync`).
+    Leader,
+    /// Every in-sync replica has it (the high watermark covers it). The default.
+    #[default]
+    All,
+}
+
+impl Acks {
+    /// The wire value: 0, 1 or -1.
+    pub fn to_wire(self) -> i16 {
+        match self {
+            Acks::None => ACKS_NONE,
+            Acks::Leader => ACKS_LEADER,
+            Acks::All => ACKS_ALL,
+        }
+    }
+
+    /// The acks of a wire value, `None` for anything but 0, 1 and -1.
+    pub fn from_wire(acks: i16) -> Option<Acks> {
+        match acks {
+            ACKS_NONE => Some(Acks::None),
+            ACKS_LEADER => Some(Acks::Leader),
+            ACKS_ALL => Some(Acks::All),
+            _ => None,
+        }
+    }
+}
+
 wire_struct! {
     /// Records for one partition.
     pub struct ProducePartition {

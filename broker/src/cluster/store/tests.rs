@@ -390,7 +390,10 @@ async fn purge_past_the_end_then_restart() {
             .await
             .unwrap();
         node.log.purge(log_id(2, 20)).await.unwrap();
-        assert_eq!(fs::metadata(log_path(&dir)).unwrap().len(), FileHeader::LEN as u64);
+        assert_eq!(
+            fs::metadata(log_path(&dir)).unwrap().len(),
+            FileHeader::LEN as u64
+        );
         node.log.blocking_append(blanks(2, 21, 22)).await.unwrap();
     }
     let mut node = open_node(dir.path());
