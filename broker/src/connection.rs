@@ -24,7 +24,7 @@ use bytes::{Bytes, BytesMut};
 use sluice_protocol::frame::FRAME_HEADER_LEN;
 use sluice_protocol::{Error as ProtocolError, FrameCodec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::Decoder;
@@ -113,48 +113,15 @@ pub async fn serve<P: Protocol>(
         loop {
             match codec.decode(&mut buffer) {
                 Ok(Some(payload)) => {
-                    let (tx, rx) = oneshot::channel();
-                    if answers_tx.send(rx).await.is_err() {
-                        break 'read; // The writer failed: the client is gone.
-                    }
-                    match protocol.start(&mut connection, payload, peer).await {
-                        Start::Run(started) => {
-                            let protocol = Arc::clone(&protocol);
-                            tokio::spawn(async move {
-                                let _ = tx.send(protocol.finish(started).await);
-                            });
-                        }
-                        Start::Answered(answer) => {
-                            let _ = tx.send(answer);
-                        }
-                        Start::Close => {
-                            let _ = tx.send(None);
-                            break 'read;
-                        }
+                    let served =
+                        serve_frame(&protocol, &mut connection, payload, peer, &answers_tx).await;
+                    if !served {
+                        break 'read;
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    // The frame is refused from its length alone; the request header
-                    // that follows may not have arrived yet. Wait for it briefly, so the
-                    // refusal carries its correlation id and the client can read it.
-                    let _ = tokio::time::timeout(REFUSED_HEADER_WAIT, async {
-                        while buffer.len() < FRAME_HEADER_LEN + REQUEST_HEADER_PEEK {
-                            match reader.read_buf(&mut buffer).await {
-                                Ok(0) | Err(_) => break,
-                                Ok(_) => {}
-                            }
-                        }
-                    })
-                    .await;
-                    tracing::warn!(%peer, "closing connection: {e}");
-                    let start = buffer.get(FRAME_HEADER_LEN..).unwrap_or_default();
-                    let peek = &start[..start.len().min(REQUEST_HEADER_PEEK)];
-                    if let Some(answer) = protocol.refuse_frame(peek, &e) {
-                        let (tx, rx) = oneshot::channel();
-                        let _ = tx.send(Some(answer));
-                        let _ = answers_tx.send(rx).await;
-                    }
+                    refuse_frame(&*protocol, &mut reader, &mut buffer, &e, peer, &answers_tx).await;
                     refused = true;
                     break 'read;
                 }
@@ -185,21 +152,88 @@ pub async fn serve<P: Protocol>(
     let _ = writing.await;
     protocol.closed(connection);
     if refused {
-        // Closing a socket with unread input sends a reset, which can destroy the error
-        // answer before the client reads it. The writer has sent FIN; read and drop what
-        // the client still sends, for a bounded time and amount, before closing.
-        let mut scratch = vec![0u8; 64 * 1024];
-        let mut drained = 0usize;
-        let _ = tokio::time::timeout(REFUSED_DRAIN_TIME, async {
-            while drained < REFUSED_DRAIN_BYTES_MAX {
-                match reader.read(&mut scratch).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => drained += n,
-                }
-            }
-        })
-        .await;
+        drain(&mut reader).await;
     }
+}
+
+/// A frame of a request: its ordered phase now, the rest on a task whose answer is queued
+/// in request order. Returns false when the connection must close (the writer is gone, or
+/// the protocol gave up on the frame).
+async fn serve_frame<P: Protocol>(
+    protocol: &Arc<P>,
+    connection: &mut P::Connection,
+    payload: Bytes,
+    peer: SocketAddr,
+    answers: &mpsc::Sender<oneshot::Receiver<Answer>>,
+) -> bool {
+    let (tx, rx) = oneshot::channel();
+    if answers.send(rx).await.is_err() {
+        return false; // The writer failed: the client is gone.
+    }
+    match protocol.start(connection, payload, peer).await {
+        Start::Run(started) => {
+            let protocol = Arc::clone(protocol);
+            tokio::spawn(async move {
+                let _ = tx.send(protocol.finish(started).await);
+            });
+            true
+        }
+        Start::Answered(answer) => {
+            let _ = tx.send(answer);
+            true
+        }
+        Start::Close => {
+            let _ = tx.send(None);
+            false
+        }
+    }
+}
+
+/// A frame refused from its length alone (too large): queues the protocol's answer, if it
+/// has one. The request header that follows may not have arrived yet; it is waited for
+/// briefly, so the refusal carries its correlation id and the client can read it.
+async fn refuse_frame<P: Protocol>(
+    protocol: &P,
+    reader: &mut OwnedReadHalf,
+    buffer: &mut BytesMut,
+    error: &ProtocolError,
+    peer: SocketAddr,
+    answers: &mpsc::Sender<oneshot::Receiver<Answer>>,
+) {
+    let _ = tokio::time::timeout(REFUSED_HEADER_WAIT, async {
+        while buffer.len() < FRAME_HEADER_LEN + REQUEST_HEADER_PEEK {
+            match reader.read_buf(buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    tracing::warn!(%peer, "closing connection: {error}");
+    let start = buffer.get(FRAME_HEADER_LEN..).unwrap_or_default();
+    let peek = &start[..start.len().min(REQUEST_HEADER_PEEK)];
+    if let Some(answer) = protocol.refuse_frame(peek, error) {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(Some(answer));
+        let _ = answers.send(rx).await;
+    }
+}
+
+/// Closing a socket with unread input sends a reset, which can destroy the error answer
+/// before the client reads it. Once the writer has sent FIN, reads and drops what the
+/// client still sends, for a bounded time and amount, before the socket closes.
+async fn drain(reader: &mut OwnedReadHalf) {
+    let mut scratch = vec![0u8; 64 * 1024];
+    let mut drained = 0usize;
+    let _ = tokio::time::timeout(REFUSED_DRAIN_TIME, async {
+        while drained < REFUSED_DRAIN_BYTES_MAX {
+            match reader.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
 }
 
 /// Writes answers in request order. Buffered answers are flushed before waiting on one

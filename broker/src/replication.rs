@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use sluice_protocol::messages::{
     AlterPartitionPartition, AlterPartitionRequest, AlterPartitionTopic, ReplicaFetchPartition,
-    ReplicaFetchRequest,
+    ReplicaFetchRequest, ReplicaFetchResponse,
 };
 use sluice_protocol::{BrokerId, ErrorCode, Request, Response};
 
@@ -102,49 +102,11 @@ async fn fetch_from(
         if partitions.is_empty() {
             return;
         }
-        let image = broker.cluster.image();
-        let Some(address) = image
-            .broker_address(leader, NATIVE_LISTENER)
-            .map(ListenerMeta::address)
-        else {
+        let Some(peer) = connect(&broker, leader, &mut connection) else {
             tokio::time::sleep(FETCH_BACKOFF).await;
             continue;
         };
-        if connection.as_ref().is_none_or(|(a, _)| *a != address) {
-            connection = Some((
-                address.clone(),
-                PeerConnection::new(
-                    leader,
-                    &address,
-                    crate::cluster::peer_config(&broker.config),
-                ),
-            ));
-        }
-        let (_, peer) = connection.as_mut().expect("set above");
-        let sent: Vec<(Arc<Partition>, ReplicaFetchPartition)> = partitions
-            .into_iter()
-            .map(|p| {
-                let (fetch_offset, last_epoch, log_start, epoch) = p.follower_fetch_state();
-                let request = ReplicaFetchPartition {
-                    topic: p.topic().to_string(),
-                    partition: p.index(),
-                    current_leader_epoch: epoch,
-                    fetch_offset,
-                    last_fetched_epoch: last_epoch,
-                    log_start_offset: log_start,
-                    partition_max_bytes: REPLICA_FETCH_PARTITION_BYTES,
-                };
-                (p, request)
-            })
-            .collect();
-        let request = Request::ReplicaFetch(ReplicaFetchRequest {
-            replica_id: broker.config.node_id,
-            broker_epoch: broker.cluster.broker_epoch(),
-            max_wait_ms: REPLICA_FETCH_WAIT_MS,
-            min_bytes: 1,
-            max_bytes: broker.config.max_frame_bytes.saturating_sub(64 * 1024) as i32,
-            partitions: sent.iter().map(|(_, r)| r.clone()).collect(),
-        });
+        let (sent, request) = fetch_request(&broker, partitions);
         let timeout =
             Duration::from_millis(REPLICA_FETCH_WAIT_MS as u64) + broker.config.session_timeout();
         // A partition this broker starts following on the leader (a new topic, a
@@ -173,71 +135,21 @@ async fn fetch_from(
         let Some(answer) = answer else {
             continue;
         };
-        let answer = match answer {
-            Ok(Response::ReplicaFetch(answer)) => answer,
+        let pause = match answer {
+            Ok(Response::ReplicaFetch(answer)) => {
+                tokio::task::spawn_blocking(move || apply_answer(leader, &sent, answer))
+                    .await
+                    .unwrap_or(Some(FETCH_BACKOFF))
+            }
             Ok(other) => {
                 tracing::warn!(%leader, "unexpected replica fetch answer {:?}", other.api_key());
-                tokio::time::sleep(FETCH_BACKOFF).await;
-                continue;
+                Some(FETCH_BACKOFF)
             }
             Err(e) => {
                 tracing::debug!(%leader, "replica fetch failed: {e}");
-                tokio::time::sleep(FETCH_BACKOFF).await;
-                continue;
+                Some(FETCH_BACKOFF)
             }
         };
-        let applied = tokio::task::spawn_blocking(move || {
-            let mut backoff: Option<Duration> = None;
-            let mut back_off = |pause: Duration| backoff = backoff.max(Some(pause));
-            for (partition, response) in sent.iter().zip(answer.partitions) {
-                let (partition, request) = partition;
-                if response.topic != request.topic || response.partition != request.partition {
-                    back_off(FETCH_BACKOFF);
-                    continue;
-                }
-                if partition.role() != (Role::Follower { leader })
-                    || partition.leader_epoch() != request.current_leader_epoch
-                {
-                    continue; // The role changed while the fetch was out.
-                }
-                let outcome = match response.error_code {
-                    ErrorCode::None => match response.diverging_epoch {
-                        Some(diverging) => partition
-                            .truncate_diverging(diverging.epoch, diverging.end_offset)
-                            .map(|_| ()),
-                        None => {
-                            partition.append_from_leader(response.records, response.high_watermark)
-                        }
-                    },
-                    ErrorCode::OffsetOutOfRange
-                        if request.fetch_offset < response.log_start_offset =>
-                    {
-                        partition.restart_at(response.log_start_offset)
-                    }
-                    code => {
-                        tracing::debug!(
-                            partition = %partition.name(),
-                            "the leader refused the fetch: {code:?} {}",
-                            response.error_message.unwrap_or_default()
-                        );
-                        back_off(match code {
-                            ErrorCode::UnknownLeaderEpoch | ErrorCode::NotLeaderOrFollower => {
-                                NOT_READY_BACKOFF
-                            }
-                            _ => FETCH_BACKOFF,
-                        });
-                        Ok(())
-                    }
-                };
-                if let Err(e) = outcome {
-                    tracing::warn!(partition = %partition.name(), "replicating failed: {}", e.message);
-                    back_off(FETCH_BACKOFF);
-                }
-            }
-            backoff
-        })
-        .await;
-        let pause = applied.unwrap_or(Some(FETCH_BACKOFF));
         if let Some(pause) = pause {
             // Roles changing (this replica's metadata caught up) end the pause early.
             tokio::select! {
@@ -247,6 +159,110 @@ async fn fetch_from(
             }
         }
     }
+}
+
+/// The connection to `leader`'s advertised native address, (re)made when the address
+/// changed; `None` while the metadata has no address for it.
+fn connect<'a>(
+    broker: &Broker,
+    leader: BrokerId,
+    connection: &'a mut Option<(String, PeerConnection)>,
+) -> Option<&'a mut PeerConnection> {
+    let address = broker
+        .cluster
+        .image()
+        .broker_address(leader, NATIVE_LISTENER)
+        .map(ListenerMeta::address)?;
+    if connection.as_ref().is_none_or(|(a, _)| *a != address) {
+        let config = crate::cluster::peer_config(&broker.config);
+        *connection = Some((
+            address.clone(),
+            PeerConnection::new(leader, &address, config),
+        ));
+    }
+    connection.as_mut().map(|(_, peer)| peer)
+}
+
+/// A partition fetched, with what was asked for it.
+type Sent = Vec<(Arc<Partition>, ReplicaFetchPartition)>;
+
+/// The ReplicaFetch of `partitions`, each from its log end (all of it durable).
+fn fetch_request(broker: &Broker, partitions: Vec<Arc<Partition>>) -> (Sent, Request) {
+    let sent: Sent = partitions
+        .into_iter()
+        .map(|p| {
+            let (fetch_offset, last_epoch, log_start, epoch) = p.follower_fetch_state();
+            let request = ReplicaFetchPartition {
+                topic: p.topic().to_string(),
+                partition: p.index(),
+                current_leader_epoch: epoch,
+                fetch_offset,
+                last_fetched_epoch: last_epoch,
+                log_start_offset: log_start,
+                partition_max_bytes: REPLICA_FETCH_PARTITION_BYTES,
+            };
+            (p, request)
+        })
+        .collect();
+    let request = Request::ReplicaFetch(ReplicaFetchRequest {
+        replica_id: broker.config.node_id,
+        broker_epoch: broker.cluster.broker_epoch(),
+        max_wait_ms: REPLICA_FETCH_WAIT_MS,
+        min_bytes: 1,
+        max_bytes: broker.config.max_frame_bytes.saturating_sub(64 * 1024) as i32,
+        partitions: sent.iter().map(|(_, r)| r.clone()).collect(),
+    });
+    (sent, request)
+}
+
+/// Applies the leader's answer to each partition fetched (Kafka's
+/// `processPartitionData`): append, truncate to a diverging epoch, restart at the leader's
+/// log start, or note a refusal. Returns how long to pause before the next fetch, if at
+/// all. Blocking: appends and truncations write the logs.
+fn apply_answer(leader: BrokerId, sent: &Sent, answer: ReplicaFetchResponse) -> Option<Duration> {
+    let mut backoff: Option<Duration> = None;
+    let mut back_off = |pause: Duration| backoff = backoff.max(Some(pause));
+    for ((partition, request), response) in sent.iter().zip(answer.partitions) {
+        if response.topic != request.topic || response.partition != request.partition {
+            back_off(FETCH_BACKOFF);
+            continue;
+        }
+        if partition.role() != (Role::Follower { leader })
+            || partition.leader_epoch() != request.current_leader_epoch
+        {
+            continue; // The role changed while the fetch was out.
+        }
+        let outcome = match response.error_code {
+            ErrorCode::None => match response.diverging_epoch {
+                Some(diverging) => partition
+                    .truncate_diverging(diverging.epoch, diverging.end_offset)
+                    .map(|_| ()),
+                None => partition.append_from_leader(response.records, response.high_watermark),
+            },
+            ErrorCode::OffsetOutOfRange if request.fetch_offset < response.log_start_offset => {
+                partition.restart_at(response.log_start_offset)
+            }
+            code => {
+                tracing::debug!(
+                    partition = %partition.name(),
+                    "the leader refused the fetch: {code:?} {}",
+                    response.error_message.unwrap_or_default()
+                );
+                back_off(match code {
+                    ErrorCode::UnknownLeaderEpoch | ErrorCode::NotLeaderOrFollower => {
+                        NOT_READY_BACKOFF
+                    }
+                    _ => FETCH_BACKOFF,
+                });
+                Ok(())
+            }
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(partition = %partition.name(), "replicating failed: {}", e.message);
+            back_off(FETCH_BACKOFF);
+        }
+    }
+    backoff
 }
 
 /// Sends an ISR proposal of `partition` to the controller and records the answer.
