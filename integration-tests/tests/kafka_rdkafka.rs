@@ -129,10 +129,11 @@ fn rdkafka_future_producer_and_stream_consumer_group_see_every_record_once() {
     assert!(duplicates.is_empty(), "read twice: {duplicates:?}");
     assert_eq!(read, acked, "records read elsewhere than acknowledged");
     // The committed offset of each partition is its log end, as the native listener's
-    // `sluice group describe` reads it: one group, whichever protocol committed. (Asked
-    // through rdkafka's `committed()` instead, librdkafka 2.0.2 never answers here, while
-    // librdkafka 2.16 and kcat's group resume read the same offsets back; see the note of
-    // issue 18.)
+    // `sluice group describe` reads it: one group, whichever protocol committed. (Not
+    // through the StreamConsumer's blocking `committed()`, which never returned when called
+    // from this async block; librdkafka 2.0.2 itself answers it against this broker, as
+    // confluent-kafka 2.0.2's `committed()` showed, so the hang is the crate's, not the
+    // broker's.)
     let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
     for &(partition, offset) in acked.values() {
         let end = ends.entry(partition).or_default();
