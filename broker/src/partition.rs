@@ -17,7 +17,7 @@
 //! never acknowledged on fewer replicas than the committed ISR.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ use bytes::Bytes;
 use sluice_protocol::batch::{peek_total_len, BatchHeader, RecordBatch};
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId};
 use sluice_storage::{
-    AppendInfo, Clock, Durability, DurableTicket, SharedLog, StorageError, SystemClock,
+    AppendInfo, Clock, Durability, DurableTicket, LogConfig, SharedLog, StorageError, SystemClock,
 };
 use tokio::sync::Notify;
 
@@ -180,8 +180,9 @@ pub struct Partition {
     /// Woken when the leader appends: followers' replica fetches long-poll on it.
     appended: Notify,
     durability: Durability,
-    /// Smallest ISR that acks=all accepts (`min.insync.replicas`).
-    min_insync_replicas: u16,
+    /// Smallest ISR that acks=all accepts (`min.insync.replicas`; a topic's config may be
+    /// altered while it serves).
+    min_insync_replicas: AtomicU16,
     /// Role, ISR and followers' progress. Taken after `producers`, before the log's lock.
     state: Mutex<ReplicaState>,
     /// Idempotent producers' sequences. Held across appends and truncations (first in the
@@ -225,7 +226,7 @@ impl Partition {
             hw_advanced: Notify::new(),
             appended: Notify::new(),
             durability,
-            min_insync_replicas,
+            min_insync_replicas: AtomicU16::new(min_insync_replicas),
             state: Mutex::new(ReplicaState {
                 role: Role::Follower {
                     leader: BrokerId(-1),
@@ -489,7 +490,7 @@ impl Partition {
             if state.role != Role::Leader {
                 return Err(self.not_leader(state.role));
             }
-            if acks == Acks::All && state.isr.len() < usize::from(self.min_insync_replicas) {
+            if acks == Acks::All && state.isr.len() < usize::from(self.min_insync_replicas()) {
                 return Err(self.not_enough_replicas(ErrorCode::NotEnoughReplicas, &state.isr));
             }
             self.leader_epoch()
@@ -556,7 +557,7 @@ impl Partition {
                  for replicas to catch up, or lower min.insync.replicas",
                 self.name(),
                 isr.len(),
-                self.min_insync_replicas
+                self.min_insync_replicas()
             ),
         )
     }
@@ -606,7 +607,7 @@ impl Partition {
             }
             if self.high_watermark() >= end {
                 let state = self.state();
-                if state.isr.len() < usize::from(self.min_insync_replicas) {
+                if state.isr.len() < usize::from(self.min_insync_replicas()) {
                     return Err(self
                         .not_enough_replicas(ErrorCode::NotEnoughReplicasAfterAppend, &state.isr));
                 }
@@ -737,6 +738,18 @@ impl Partition {
             high_watermark,
             log_start_offset,
         })
+    }
+
+    /// The topic's configs were altered: new segment and retention limits for the log, a
+    /// new `min.insync.replicas` for acks=all. Blocking (takes the log's lock).
+    pub fn reconfigure(&self, log: LogConfig, min_insync_replicas: u16) {
+        self.log.write().reconfigure(log);
+        self.min_insync_replicas
+            .store(min_insync_replicas, Ordering::Release);
+    }
+
+    fn min_insync_replicas(&self) -> u16 {
+        self.min_insync_replicas.load(Ordering::Acquire)
     }
 
     /// Reads whole batches from `offset` up to `max_offset` (exclusive) on this replica's

@@ -42,6 +42,8 @@ pub struct Topic {
     pub id: u64,
     /// The partitions whose replicas are on this broker, by index.
     pub partitions: BTreeMap<PartitionId, Arc<Partition>>,
+    /// The config overrides the replicas run with (altered ones are applied on reconcile).
+    configs: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 /// Every topic with replicas on this broker.
@@ -203,6 +205,7 @@ impl Topics {
                             partition.apply_assignment(&assignment(p, node, may_lead));
                         }
                     }
+                    self.apply_configs(&topic, meta);
                 }
                 None if meta.partitions.iter().any(|p| p.replicas.contains(&node)) => {
                     let mut damaged = Vec::new();
@@ -233,6 +236,27 @@ impl Topics {
                 }
                 None => {}
             }
+        }
+    }
+
+    /// Gives the replicas of `topic` the configs the image has for it, if they changed
+    /// (`IncrementalAlterConfigs`): new segment and retention limits, `min.insync.replicas`.
+    fn apply_configs(&self, topic: &Topic, meta: &TopicMeta) {
+        let mut current = topic.configs.lock().expect("topic configs lock");
+        if *current == meta.configs {
+            return;
+        }
+        match topic_log_config(&self.config, &meta.configs) {
+            Ok((log, min_insync)) => {
+                for partition in topic.partitions.values() {
+                    partition.reconfigure(log.clone(), min_insync);
+                }
+                tracing::info!(topic = %topic.name, configs = ?meta.configs, "configs changed");
+                *current = meta.configs.clone();
+            }
+            // The controller validated them with the same rules: only a newer broker's
+            // config key could be refused here.
+            Err(e) => tracing::error!(topic = %topic.name, "cannot apply configs: {}", e.message),
         }
     }
 
@@ -418,6 +442,7 @@ fn open_topic(
         name,
         id: meta.id,
         partitions,
+        configs: std::sync::Mutex::new(meta.configs.clone()),
     })
 }
 

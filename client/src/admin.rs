@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use sluice_protocol::messages::{
-    CreatableTopic, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
+    AlterConfigsRequest, AlterableConfig, AlterableTopic, CreatableTopic, CreateTopicsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, CONFIG_DELETE, CONFIG_SET, EARLIEST_TIMESTAMP,
+    LATEST_TIMESTAMP,
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
 
@@ -280,6 +281,66 @@ impl Admin {
             match result.error_code {
                 ErrorCode::None => Ok(()),
                 ErrorCode::UnknownTopicOrPartition if maybe_done => Ok(()),
+                ErrorCode::UnknownTopicOrPartition => Err(Error::UnknownTopic {
+                    topic: name.to_owned(),
+                }),
+                code => Err(Error::broker(context_ref, code, result.error_message)),
+            }
+        })
+        .await
+    }
+
+    /// Changes a topic's configs: each `(key, Some(value))` sets the key, each `(key, None)`
+    /// removes the topic's own value (back to the broker's default); all of them or none.
+    /// The broker answers once its replicas run with the new values.
+    ///
+    /// ```no_run
+    /// # async fn demo(admin: sluice_client::Admin) -> sluice_client::Result<()> {
+    /// admin
+    ///     .alter_topic_configs("orders", &[("retention.ms", Some("3600000")), ("segment.bytes", None)])
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn alter_topic_configs(
+        &self,
+        name: &str,
+        changes: &[(&str, Option<&str>)],
+    ) -> Result<()> {
+        let request = AlterConfigsRequest {
+            topics: vec![AlterableTopic {
+                name: name.to_owned(),
+                configs: changes
+                    .iter()
+                    .map(|(key, value)| AlterableConfig {
+                        name: (*key).to_owned(),
+                        operation: if value.is_some() {
+                            CONFIG_SET
+                        } else {
+                            CONFIG_DELETE
+                        },
+                        value: value.map(str::to_owned),
+                    })
+                    .collect(),
+            }],
+            validate_only: false,
+        };
+        let context = format!("altering the configs of topic \"{name}\"");
+        let (request, context_ref) = (&request, context.as_str());
+        self.retrying(context_ref, move |_| async move {
+            let response = match self
+                .send_admin(Request::IncrementalAlterConfigs(request.clone()))
+                .await?
+            {
+                Response::IncrementalAlterConfigs(r) => r,
+                other => return Err(unexpected("IncrementalAlterConfigs", &other)),
+            };
+            let result = response
+                .topics
+                .into_iter()
+                .find(|t| t.name == name)
+                .ok_or_else(|| missing_result(name))?;
+            match result.error_code {
+                ErrorCode::None => Ok(()),
                 ErrorCode::UnknownTopicOrPartition => Err(Error::UnknownTopic {
                     topic: name.to_owned(),
                 }),

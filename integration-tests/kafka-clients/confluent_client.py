@@ -22,7 +22,8 @@ import common
 from common import Failed, check, finish, poll_until, step
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
+                                  NewTopic, ResourceType)
 
 
 def producer(args, **config):
@@ -153,6 +154,28 @@ def admin(args):
         error = e.args[0] if e.args else None
         check(isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS,
               "creating an existing topic failed with another error", error=str(e))
+    step("incremental_alter_configs sets retention.ms, describe_configs shows it")
+    resource = ConfigResource(ResourceType.TOPIC, t2, incremental_configs=[
+        ConfigEntry("retention.ms", "3600000",
+                    incremental_operation=AlterConfigOpType.SET)])
+    for future in client.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+
+    def retention():
+        futures = client.describe_configs([ConfigResource(ResourceType.TOPIC, t2)])
+        entries = list(futures.values())[0].result(timeout=30)
+        return entries["retention.ms"]
+
+    entry = retention()
+    check(entry.value == "3600000", "retention.ms after the alter", value=entry.value)
+    step("incremental_alter_configs deletes it: back to the broker default")
+    resource = ConfigResource(ResourceType.TOPIC, t2, incremental_configs=[
+        ConfigEntry("retention.ms", None, incremental_operation=AlterConfigOpType.DELETE)])
+    for future in client.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+    default = retention()
+    check(default.value != "3600000" and default.is_default,
+          "retention.ms after deleting it", value=default.value, source=str(default.source))
     step("delete_topics")
     for name, future in client.delete_topics([t1], operation_timeout=30,
                                              request_timeout=30).items():
@@ -160,7 +183,8 @@ def admin(args):
     poll_until(f"{t1} gone", 30, lambda: t1 not in client.list_topics(timeout=10).topics)
     remaining = sorted(t for t in client.list_topics(timeout=10).topics if t in (t1, t2))
     check(remaining == [t2], "after deleting one topic", remaining=remaining)
-    finish(created=[t1, t2], partitions=partitions, remaining=remaining)
+    finish(created=[t1, t2], partitions=partitions, remaining=remaining,
+           altered_retention_ms=entry.value, default_retention_ms=default.value)
 
 
 def group_resume(args):

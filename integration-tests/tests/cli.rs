@@ -165,3 +165,92 @@ fn failures_exit_non_zero_and_say_what_to_do() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is sluice-broker running"));
 }
+
+/// `sluice topic alter` (IncrementalAlterConfigs through the controller): set keys, remove
+/// them back to the broker default, refuse bad values whole; the replicas run with the new
+/// limits at once (a segment.bytes lowered below a batch refuses that batch).
+#[test]
+fn topic_alter_sets_and_removes_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap();
+    cli_ok(
+        &b,
+        &["topic", "create", "alt", "-c", "retention.ms=60000"],
+        "",
+    );
+    let config = |key: &str| {
+        let described = json(&cli_ok(
+            &b,
+            &["topic", "describe", "alt", "--format", "json"],
+            "",
+        ));
+        described["config"][key]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let default_segment = config("segment.bytes");
+
+    cli_ok(
+        &b,
+        &[
+            "topic",
+            "alter",
+            "alt",
+            "-c",
+            "segment.bytes=4096",
+            "--delete-config",
+            "retention.ms",
+        ],
+        "",
+    );
+    assert_eq!(config("segment.bytes"), "4096");
+    assert_eq!(
+        config("retention.ms"),
+        "604800000",
+        "back to the broker default"
+    );
+    // The live limit: a batch over 4096 bytes no longer fits a segment.
+    let big = format!("{}\n", "x".repeat(8000));
+    let refused = cli(&b, &["produce", "alt"], &big);
+    assert!(
+        !refused.status.success(),
+        "an 8 KB record fits a 4 KiB segment?"
+    );
+
+    let bad = cli(
+        &b,
+        &[
+            "topic",
+            "alter",
+            "alt",
+            "-c",
+            "segment.bytes=1",
+            "-c",
+            "retention.ms=5",
+        ],
+        "",
+    );
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("segment.bytes"), "{stderr}");
+    assert_eq!(
+        config("retention.ms"),
+        "604800000",
+        "nothing of a refused alter applies"
+    );
+
+    cli_ok(
+        &b,
+        &["topic", "alter", "alt", "--delete-config", "segment.bytes"],
+        "",
+    );
+    assert_eq!(config("segment.bytes"), default_segment);
+    let missing = cli(
+        &b,
+        &["topic", "alter", "nosuch", "-c", "retention.ms=1"],
+        "",
+    );
+    assert!(!missing.status.success());
+}

@@ -282,6 +282,17 @@ impl PartitionLog {
         &self.config
     }
 
+    /// Takes a topic's new limits (a config altered after creation): segment size and age
+    /// (from the next roll; the active segment rolls early if its index fills), retention
+    /// (from the next run). Durability and the handle cache stay as the log was opened.
+    pub fn reconfigure(&mut self, config: LogConfig) {
+        self.config = LogConfig {
+            durability: self.config.durability,
+            max_open_sealed_segments: self.config.max_open_sealed_segments,
+            ..config
+        };
+    }
+
     /// Offset of the first record the log holds (the first segment's base).
     pub fn log_start_offset(&self) -> Offset {
         self.sealed

@@ -19,11 +19,13 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState};
 use sluice_protocol::messages::{
-    AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterPartitionPartitionResponse,
-    AlterPartitionRequest, AlterPartitionResponse, AlterPartitionTopicResponse,
+    AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterConfigsRequest,
+    AlterConfigsResponse, AlterConfigsResult, AlterPartitionPartitionResponse,
+    AlterPartitionRequest, AlterPartitionResponse, AlterPartitionTopicResponse, AlterableTopic,
     BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest,
     BrokerRegistrationResponse, CreatableTopicResult, CreateTopicsRequest, CreateTopicsResponse,
-    DeletableTopicResult, DeleteTopicsRequest, DeleteTopicsResponse, ReplicaLogEnd,
+    DeletableTopicResult, DeleteTopicsRequest, DeleteTopicsResponse, ReplicaLogEnd, CONFIG_DELETE,
+    CONFIG_SET,
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
 use tokio::sync::watch;
@@ -146,6 +148,9 @@ impl Controller {
             Request::AlterPartition(r) => Response::AlterPartition(self.alter_partition(r).await),
             Request::CreateTopics(r) => Response::CreateTopics(self.create_topics(r).await),
             Request::DeleteTopics(r) => Response::DeleteTopics(self.delete_topics(r).await),
+            Request::IncrementalAlterConfigs(r) => {
+                Response::IncrementalAlterConfigs(self.alter_configs(r).await)
+            }
             Request::AllocateProducerIds(r) => {
                 Response::AllocateProducerIds(self.allocate_producer_ids(r).await?)
             }
@@ -590,6 +595,86 @@ impl Controller {
             });
         }
         DeleteTopicsResponse { responses }
+    }
+
+    async fn alter_configs(&self, request: AlterConfigsRequest) -> AlterConfigsResponse {
+        let mut topics = Vec::with_capacity(request.topics.len());
+        for topic in request.topics {
+            let outcome = self
+                .alter_topic_configs(&topic, request.validate_only)
+                .await;
+            topics.push(AlterConfigsResult {
+                name: topic.name,
+                error_code: outcome.as_ref().err().map_or(ErrorCode::None, |e| e.code),
+                error_message: outcome.err().and_then(|e| e.wire_message()),
+            });
+        }
+        AlterConfigsResponse { topics }
+    }
+
+    /// Applies a topic's config changes to its current overrides, validates the result as
+    /// a creation would, and proposes it.
+    async fn alter_topic_configs(
+        &self,
+        topic: &AlterableTopic,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        let name = &topic.name;
+        if name == sluice_protocol::group_log::OFFSETS_TOPIC {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "{name} is internal: the broker sets its configs (it must keep every \
+                     committed offset)"
+                ),
+            ));
+        }
+        let image = self.image();
+        let mut configs = image
+            .topics
+            .get(name)
+            .ok_or_else(|| ApiError::unknown_topic(name))?
+            .configs
+            .clone();
+        for change in &topic.configs {
+            match (change.operation, &change.value) {
+                (CONFIG_SET, Some(value)) => {
+                    configs.insert(change.name.clone(), value.clone());
+                }
+                (CONFIG_DELETE, _) => {
+                    configs.remove(&change.name);
+                }
+                (CONFIG_SET, None) => {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidConfig,
+                        format!("config {} has no value to set", change.name),
+                    ))
+                }
+                (other, _) => {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidRequest,
+                        format!(
+                            "config operation {other} on {} is not supported: sluice's topic \
+                             configs take set (0) and delete (1), none is a list",
+                            change.name
+                        ),
+                    ))
+                }
+            }
+        }
+        crate::topic_config::topic_log_config(&self.config, &configs)?;
+        if validate_only {
+            return Ok(());
+        }
+        let (_, result) = self
+            .propose(MetadataCommand::AlterTopicConfigs {
+                name: name.clone(),
+                configs: configs.clone(),
+            })
+            .await?;
+        refused_to_error(result)?;
+        tracing::info!(topic = %name, ?configs, "altered topic configs");
+        Ok(())
     }
 
     async fn allocate_producer_ids(

@@ -155,6 +155,13 @@ pub enum MetadataCommand {
         /// The name.
         name: String,
     },
+    /// Replaces a topic's config overrides (validated by the proposer).
+    AlterTopicConfigs {
+        /// The topic.
+        name: String,
+        /// Its new overrides, all of them.
+        configs: BTreeMap<String, String>,
+    },
     /// A partition leader changes the ISR (compare-and-set on the partition epoch).
     AlterPartition {
         /// The leader asking.
@@ -413,6 +420,9 @@ impl MetadataImage {
                 configs,
             } => self.create_topic(index, name, *partitions, *replication_factor, configs),
             MetadataCommand::DeleteTopic { name } => self.delete_topic(name),
+            MetadataCommand::AlterTopicConfigs { name, configs } => {
+                self.alter_topic_configs(name, configs)
+            }
             MetadataCommand::AlterPartition {
                 broker_id,
                 broker_epoch,
@@ -797,6 +807,23 @@ impl MetadataImage {
     fn delete_topic(&mut self, name: &str) -> Result<CommandResult, Refusal> {
         match self.topics.remove(name) {
             Some(_) => Ok(CommandResult::Done),
+            None => refuse(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic {name:?} does not exist; check the name against the topic list"),
+            ),
+        }
+    }
+
+    fn alter_topic_configs(
+        &mut self,
+        name: &str,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<CommandResult, Refusal> {
+        match self.topics.get_mut(name) {
+            Some(topic) => {
+                topic.configs = configs.clone();
+                Ok(CommandResult::Done)
+            }
             None => refuse(
                 ErrorCode::UnknownTopicOrPartition,
                 format!("topic {name:?} does not exist; check the name against the topic list"),

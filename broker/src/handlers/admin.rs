@@ -1,13 +1,15 @@
-//! CreateTopics and DeleteTopics: the native request in, [`crate::services::admin`]
-//! changes the topics through the controller, the native response out, per topic.
+//! CreateTopics, DeleteTopics and IncrementalAlterConfigs: the native request in,
+//! [`crate::services::admin`] changes the topics through the controller, the native
+//! response out, per topic.
 
 use sluice_protocol::messages::{
-    CreatableTopicResult, CreateTopicsRequest, CreateTopicsResponse, DeletableTopicResult,
-    DeleteTopicsRequest, DeleteTopicsResponse,
+    AlterConfigsRequest, AlterConfigsResponse, AlterConfigsResult, CreatableTopicResult,
+    CreateTopicsRequest, CreateTopicsResponse, DeletableTopicResult, DeleteTopicsRequest,
+    DeleteTopicsResponse, CONFIG_DELETE,
 };
 use sluice_protocol::ErrorCode;
 
-use crate::services::admin::Admin;
+use crate::services::admin::{Admin, ConfigChange};
 use crate::topic_config::NewTopic;
 
 /// Creates topics.
@@ -58,6 +60,48 @@ pub async fn delete_topics(service: &Admin, request: DeleteTopicsRequest) -> Del
                     Err(e) => (e.code, e.wire_message()),
                 };
                 DeletableTopicResult {
+                    name,
+                    error_code,
+                    error_message,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Alters topic configs (set, or delete back to the broker default).
+pub async fn alter_configs(service: &Admin, request: AlterConfigsRequest) -> AlterConfigsResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let changes = t
+                .configs
+                .into_iter()
+                .map(|c| ConfigChange {
+                    name: c.name,
+                    value: if c.operation == CONFIG_DELETE {
+                        None
+                    } else {
+                        Some(c.value.unwrap_or_default())
+                    },
+                })
+                .collect();
+            (t.name, changes)
+        })
+        .collect();
+    let altered = service
+        .alter_topic_configs(topics, request.validate_only)
+        .await;
+    AlterConfigsResponse {
+        topics: altered
+            .into_iter()
+            .map(|(name, outcome)| {
+                let (error_code, error_message) = match outcome {
+                    Ok(()) => (ErrorCode::None, None),
+                    Err(e) => (e.code, e.wire_message()),
+                };
+                AlterConfigsResult {
                     name,
                     error_code,
                     error_message,

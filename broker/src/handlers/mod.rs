@@ -51,6 +51,7 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::ApiVersions,
     ApiKey::CreateTopics,
     ApiKey::DeleteTopics,
+    ApiKey::IncrementalAlterConfigs,
     ApiKey::DescribeCluster,
     ApiKey::FindCoordinator,
     ApiKey::JoinGroup,
@@ -127,6 +128,9 @@ pub async fn finish(
         Request::ApiVersions(_) => Response::ApiVersions(metadata::api_versions()),
         Request::DescribeCluster(_) => {
             Response::DescribeCluster(metadata::describe_cluster(&services.admin).await)
+        }
+        Request::IncrementalAlterConfigs(r) => {
+            Response::IncrementalAlterConfigs(admin::alter_configs(&services.admin, r).await)
         }
         Request::FindCoordinator(r) => {
             Response::FindCoordinator(groups::find_coordinator(groups, r).await)

@@ -11,6 +11,7 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
+use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
@@ -23,7 +24,7 @@ use sluice_protocol::ErrorCode;
 use super::metadata::topic_id;
 use super::{kafka_error, kafka_str, topic_name};
 use crate::error::ApiError;
-use crate::services::admin::Admin;
+use crate::services::admin::{Admin, ConfigChange};
 use crate::services::producer_ids::{InitProducer, ProducerIds};
 use crate::topic_config::NewTopic;
 
@@ -33,6 +34,10 @@ const RESOURCE_TOPIC: i8 = 2;
 const SOURCE_TOPIC: i8 = 1;
 /// DescribeConfigs' config source of a default.
 const SOURCE_DEFAULT: i8 = 5;
+/// IncrementalAlterConfigs' operation: set the value.
+const OPERATION_SET: i8 = 0;
+/// IncrementalAlterConfigs' operation: delete the topic's own value.
+const OPERATION_DELETE: i8 = 1;
 
 /// CreateTopics through the controller, each topic answered on its own.
 pub async fn create_topics(
@@ -224,28 +229,92 @@ pub fn describe_configs(service: &Admin, request: DescribeConfigsRequest) -> Res
     ResponseKind::DescribeConfigs(DescribeConfigsResponse::default().with_results(results))
 }
 
-/// IncrementalAlterConfigs: refused per resource; topic configs are set at creation.
-pub fn incremental_alter_configs(request: IncrementalAlterConfigsRequest) -> ResponseKind {
+/// IncrementalAlterConfigs of topics: each topic's changes together, through the
+/// controller (set and delete; append and subtract are for list configs, which sluice has
+/// none of). Other resources (brokers) are refused per resource.
+pub async fn incremental_alter_configs(
+    service: &Admin,
+    request: IncrementalAlterConfigsRequest,
+) -> ResponseKind {
+    let mut refused: BTreeMap<usize, ApiError> = BTreeMap::new();
+    let mut asked = Vec::new();
+    for (at, resource) in request.resources.iter().enumerate() {
+        match topic_changes(resource) {
+            Ok(changes) => asked.push((at, resource.resource_name.to_string(), changes)),
+            Err(e) => {
+                refused.insert(at, e);
+            }
+        }
+    }
+    let topics = asked
+        .iter()
+        .map(|(_, name, changes)| (name.clone(), changes.clone()))
+        .collect();
+    let mut altered = service
+        .alter_topic_configs(topics, request.validate_only)
+        .await
+        .into_iter();
+    for (at, _, _) in &asked {
+        if let Some((_, Err(e))) = altered.next() {
+            refused.insert(*at, e);
+        }
+    }
     let responses = request
         .resources
         .into_iter()
-        .map(|resource| {
-            let e = ApiError::new(
-                ErrorCode::InvalidRequest,
-                "this version of sluice sets topic configs only when a topic is created \
-                 (CreateTopics configs, or `sluice topic create -c KEY=VALUE`)",
-            );
-            let (code, message) = kafka_error(ApiKey::IncrementalAlterConfigs, &e);
-            AlterConfigsResourceResponse::default()
-                .with_error_code(code)
-                .with_error_message(message)
+        .enumerate()
+        .map(|(at, resource)| {
+            let response = AlterConfigsResourceResponse::default()
                 .with_resource_type(resource.resource_type)
-                .with_resource_name(resource.resource_name)
+                .with_resource_name(resource.resource_name);
+            match refused.remove(&at) {
+                None => response,
+                Some(e) => {
+                    let (code, message) = kafka_error(ApiKey::IncrementalAlterConfigs, &e);
+                    response.with_error_code(code).with_error_message(message)
+                }
+            }
         })
         .collect();
     ResponseKind::IncrementalAlterConfigs(
         IncrementalAlterConfigsResponse::default().with_responses(responses),
     )
+}
+
+/// A topic resource's changes, or why they cannot be made.
+fn topic_changes(resource: &AlterConfigsResource) -> Result<Vec<ConfigChange>, ApiError> {
+    if resource.resource_type != RESOURCE_TOPIC {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "sluice alters the configs of topics (resource type 2), not of resource type \
+                 {}; broker settings are flags and the config file",
+                resource.resource_type
+            ),
+        ));
+    }
+    resource
+        .configs
+        .iter()
+        .map(|c| match c.config_operation {
+            OPERATION_SET => Ok(ConfigChange {
+                name: c.name.to_string(),
+                value: Some(c.value.as_ref().map(|v| v.to_string()).unwrap_or_default()),
+            }),
+            OPERATION_DELETE => Ok(ConfigChange {
+                name: c.name.to_string(),
+                value: None,
+            }),
+            other => Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "config operation {other} on {} is not supported: sluice's topic configs \
+                     take SET (0) and DELETE (1), none is a list",
+                    c.name.as_str()
+                ),
+            )),
+        })
+        .collect()
 }
 
 /// InitProducerId: an id for an idempotent producer, or the next epoch of its own.

@@ -201,7 +201,9 @@ impl Kafka {
                 fetch::offset_for_leader_epoch(&services.offsets, r).await
             }
             RequestKind::DescribeConfigs(r) => admin::describe_configs(&services.admin, r),
-            RequestKind::IncrementalAlterConfigs(r) => admin::incremental_alter_configs(r),
+            RequestKind::IncrementalAlterConfigs(r) => {
+                admin::incremental_alter_configs(&services.admin, r).await
+            }
             RequestKind::InitProducerId(r) => {
                 admin::init_producer_id(&services.producer_ids, r).await
             }

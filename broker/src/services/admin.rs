@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_protocol::messages::{
-    ConfigEntry, CreatableTopic, CreateTopicsRequest, DeleteTopicsRequest,
+    AlterConfigsRequest, AlterableConfig, AlterableTopic, ConfigEntry, CreatableTopic,
+    CreateTopicsRequest, DeleteTopicsRequest, CONFIG_DELETE, CONFIG_SET,
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
 
@@ -89,6 +90,15 @@ pub struct ClusterView {
     pub brokers: Vec<BrokerAddress>,
     /// The topics asked for, each described or refused (UNKNOWN_TOPIC_OR_PARTITION).
     pub topics: Vec<(String, Result<TopicView, ApiError>)>,
+}
+
+/// One change of a topic config: a new value, or `None` to go back to the broker default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigChange {
+    /// The key.
+    pub name: String,
+    /// The value to set, or `None` to delete the topic's own setting.
+    pub value: Option<String>,
 }
 
 /// A topic config as DescribeConfigs shows it.
@@ -223,6 +233,94 @@ impl Admin {
             .collect();
         self.wait_applied(|image| deleted.iter().all(|n| !image.topics.contains_key(*n)))
             .await;
+        results
+    }
+
+    /// Changes topics' configs through the controller (each topic's changes together, or
+    /// none of them); the replicas here take the new limits before the answer. With
+    /// `validate_only` nothing changes.
+    pub async fn alter_topic_configs(
+        &self,
+        topics: Vec<(String, Vec<ConfigChange>)>,
+        validate_only: bool,
+    ) -> Vec<(String, Result<(), ApiError>)> {
+        let names: Vec<String> = topics.iter().map(|(n, _)| n.clone()).collect();
+        // What each topic's overrides become, as this broker's image sees them now: the
+        // answer waits until the image shows it.
+        let image = self.cluster.image();
+        let expected: BTreeMap<String, BTreeMap<String, String>> = topics
+            .iter()
+            .filter_map(|(name, changes)| {
+                let mut configs = image.topics.get(name)?.configs.clone();
+                for change in changes {
+                    match &change.value {
+                        Some(value) => configs.insert(change.name.clone(), value.clone()),
+                        None => configs.remove(&change.name),
+                    };
+                }
+                Some((name.clone(), configs))
+            })
+            .collect();
+        let request = AlterConfigsRequest {
+            topics: topics
+                .into_iter()
+                .map(|(name, changes)| AlterableTopic {
+                    name,
+                    configs: changes
+                        .into_iter()
+                        .map(|c| AlterableConfig {
+                            name: c.name,
+                            operation: if c.value.is_some() {
+                                CONFIG_SET
+                            } else {
+                                CONFIG_DELETE
+                            },
+                            value: c.value,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            validate_only,
+        };
+        let answer = self
+            .cluster
+            .client
+            .call(
+                Request::IncrementalAlterConfigs(request),
+                CONTROLLER_TIMEOUT,
+            )
+            .await;
+        let results: Vec<(String, Result<(), ApiError>)> = match answer {
+            Ok(Response::IncrementalAlterConfigs(response)) => response
+                .topics
+                .into_iter()
+                .map(|t| {
+                    let outcome = match t.error_code {
+                        ErrorCode::None => Ok(()),
+                        code => Err(ApiError::new(code, t.error_message.unwrap_or_default())),
+                    };
+                    (t.name, outcome)
+                })
+                .collect(),
+            other => {
+                let e = controller_failed(other);
+                return names.into_iter().map(|n| (n, Err(e.clone()))).collect();
+            }
+        };
+        if !validate_only {
+            let altered: Vec<&str> = results
+                .iter()
+                .filter(|(_, r)| r.is_ok())
+                .map(|(n, _)| n.as_str())
+                .collect();
+            self.wait_applied(|image| {
+                altered.iter().all(|name| {
+                    let now = image.topics.get(*name).map(|t| &t.configs);
+                    now.is_none() || now == expected.get(*name)
+                })
+            })
+            .await;
+        }
         results
     }
 

@@ -67,6 +67,65 @@ wire_struct! {
 }
 
 wire_struct! {
+    /// One change of a topic config (Kafka's IncrementalAlterConfigs operations: 0 sets
+    /// the value, 1 deletes the override; 2 and 3, append and subtract, are for list
+    /// configs, which sluice has none of).
+    pub struct AlterableConfig {
+        /// The config key.
+        pub name: String,
+        /// 0 set, 1 delete.
+        pub operation: i8,
+        /// The value to set; null to delete.
+        pub value: Option<String>,
+    }
+}
+
+wire_struct! {
+    /// The config changes of one topic.
+    pub struct AlterableTopic {
+        /// The topic.
+        pub name: String,
+        /// Its changes, applied together.
+        pub configs: Vec<AlterableConfig>,
+    }
+}
+
+wire_struct! {
+    /// Changes topic configs after creation.
+    pub struct AlterConfigsRequest {
+        /// The topics and their changes.
+        pub topics: Vec<AlterableTopic>,
+        /// Only check the changes.
+        pub validate_only: bool,
+    }
+}
+
+wire_struct! {
+    /// The outcome of one topic's changes.
+    pub struct AlterConfigsResult {
+        /// The topic.
+        pub name: String,
+        /// NONE, or why nothing was changed.
+        pub error_code: ErrorCode,
+        /// Details of the error for a human, if any.
+        pub error_message: Option<String>,
+    }
+}
+
+wire_struct! {
+    /// Per-topic outcomes of an AlterConfigs request.
+    pub struct AlterConfigsResponse {
+        /// One result per topic.
+        pub topics: Vec<AlterConfigsResult>,
+    }
+}
+
+/// An [`AlterableConfig`] operation: set the value.
+pub const CONFIG_SET: i8 = 0;
+/// An [`AlterableConfig`] operation: delete the override (back to the broker default).
+pub const CONFIG_DELETE: i8 = 1;
+
+wire_struct! {
     /// The outcome of one topic deletion.
     pub struct DeletableTopicResult {
         /// The topic's name.

@@ -266,6 +266,8 @@ apis! {
     OffsetsForLeaderEpoch = 23, versions 0..=0, OffsetsForLeaderEpochRequest, OffsetsForLeaderEpochResponse;
     /// Delete empty consumer groups.
     DeleteGroups = 42, versions 0..=0, DeleteGroupsRequest, DeleteGroupsResponse;
+    /// Change topic configs after creation (Kafka's IncrementalAlterConfigs).
+    IncrementalAlterConfigs = 44, versions 0..=0, AlterConfigsRequest, AlterConfigsResponse;
     /// A leader proposes ISR changes to the controller.
     AlterPartition = 56, versions 0..=0, AlterPartitionRequest, AlterPartitionResponse;
     /// Brokers (fenced too) and the controller quorum.

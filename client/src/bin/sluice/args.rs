@@ -78,6 +78,19 @@ pub enum TopicCommand {
         /// The topic's name.
         name: String,
     },
+    /// Change a topic's configuration: set keys, or remove them (back to the broker's
+    /// default). All the changes apply together, or none.
+    Alter {
+        /// The topic's name.
+        name: String,
+        /// A configuration to set, repeatable: retention.ms, retention.bytes,
+        /// segment.bytes, segment.ms, min.insync.replicas, unclean.leader.election.enable.
+        #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        configs: Vec<(String, String)>,
+        /// A configuration to remove from the topic, repeatable.
+        #[arg(long = "delete-config", value_name = "KEY")]
+        delete_configs: Vec<String>,
+    },
 }
 
 /// `--acks` values.

@@ -132,6 +132,29 @@ async fn topic(admin: Admin, command: TopicCommand, format: Format) -> CliResult
                 || serde_json::json!({ "deleted": name }),
             )
         }
+        TopicCommand::Alter {
+            name,
+            configs,
+            delete_configs,
+        } => {
+            if configs.is_empty() && delete_configs.is_empty() {
+                return Err("nothing to change: give -c KEY=VALUE or --delete-config KEY".into());
+            }
+            let changes: Vec<(&str, Option<&str>)> = configs
+                .iter()
+                .map(|(k, v)| (k.as_str(), Some(v.as_str())))
+                .chain(delete_configs.iter().map(|k| (k.as_str(), None)))
+                .collect();
+            admin
+                .alter_topic_configs(&name, &changes)
+                .await
+                .map_err(|e| e.to_string())?;
+            print(
+                format,
+                || format!("altered the configs of topic \"{name}\"\n"),
+                || serde_json::json!({ "altered": name }),
+            )
+        }
     }
 }
 
