@@ -114,7 +114,7 @@ pub struct TopicConfig {
 
 /// Each topic of a creation with its partition count and replication factor, or why it
 /// was refused.
-pub type Created = Vec<(String, Result<(u32, u16), ApiError>)>;
+pub type Created = PerTopic<(u32, u16)>;
 
 /// The admin service. Cheap to clone.
 #[derive(Clone)]
@@ -161,37 +161,29 @@ impl Admin {
             timeout_ms: CONTROLLER_TIMEOUT.as_millis() as i32,
             validate_only,
         };
-        let answer = self
-            .cluster
-            .client
-            .call(Request::CreateTopics(request), CONTROLLER_TIMEOUT)
+        let results = self
+            .per_topic(
+                Request::CreateTopics(request),
+                names,
+                |response| match response {
+                    Response::CreateTopics(r) => Some(
+                        r.topics
+                            .into_iter()
+                            .map(|t| {
+                                let created = (
+                                    t.num_partitions.max(0) as u32,
+                                    t.replication_factor.max(0) as u16,
+                                );
+                                (t.name, outcome(t.error_code, t.error_message, created))
+                            })
+                            .collect(),
+                    ),
+                    _ => None,
+                },
+            )
             .await;
-        let results: Created = match answer {
-            Ok(Response::CreateTopics(response)) => response
-                .topics
-                .into_iter()
-                .map(|t| {
-                    let outcome = match t.error_code {
-                        ErrorCode::None => Ok((
-                            t.num_partitions.max(0) as u32,
-                            t.replication_factor.max(0) as u16,
-                        )),
-                        code => Err(ApiError::new(code, t.error_message.unwrap_or_default())),
-                    };
-                    (t.name, outcome)
-                })
-                .collect(),
-            other => {
-                let e = controller_failed(other);
-                return names.into_iter().map(|n| (n, Err(e.clone()))).collect();
-            }
-        };
         if !validate_only {
-            let created: Vec<&str> = results
-                .iter()
-                .filter(|(_, r)| r.is_ok())
-                .map(|(n, _)| n.as_str())
-                .collect();
+            let created = succeeded(&results);
             self.wait_applied(|image| created.iter().all(|n| image.topics.contains_key(*n)))
                 .await;
         }
@@ -199,38 +191,27 @@ impl Admin {
     }
 
     /// Deletes topics through the controller; each gets its outcome.
-    pub async fn delete_topics(&self, names: Vec<String>) -> Vec<(String, Result<(), ApiError>)> {
+    pub async fn delete_topics(&self, names: Vec<String>) -> PerTopic<()> {
         let request = DeleteTopicsRequest {
             topic_names: names.clone(),
             timeout_ms: CONTROLLER_TIMEOUT.as_millis() as i32,
         };
-        let answer = self
-            .cluster
-            .client
-            .call(Request::DeleteTopics(request), CONTROLLER_TIMEOUT)
+        let results = self
+            .per_topic(
+                Request::DeleteTopics(request),
+                names,
+                |response| match response {
+                    Response::DeleteTopics(r) => Some(
+                        r.responses
+                            .into_iter()
+                            .map(|t| (t.name, outcome(t.error_code, t.error_message, ())))
+                            .collect(),
+                    ),
+                    _ => None,
+                },
+            )
             .await;
-        let results: Vec<(String, Result<(), ApiError>)> = match answer {
-            Ok(Response::DeleteTopics(response)) => response
-                .responses
-                .into_iter()
-                .map(|t| {
-                    let outcome = match t.error_code {
-                        ErrorCode::None => Ok(()),
-                        code => Err(ApiError::new(code, t.error_message.unwrap_or_default())),
-                    };
-                    (t.name, outcome)
-                })
-                .collect(),
-            other => {
-                let e = controller_failed(other);
-                return names.into_iter().map(|n| (n, Err(e.clone()))).collect();
-            }
-        };
-        let deleted: Vec<&str> = results
-            .iter()
-            .filter(|(_, r)| r.is_ok())
-            .map(|(n, _)| n.as_str())
-            .collect();
+        let deleted = succeeded(&results);
         self.wait_applied(|image| deleted.iter().all(|n| !image.topics.contains_key(*n)))
             .await;
         results
@@ -243,7 +224,7 @@ impl Admin {
         &self,
         topics: Vec<(String, Vec<ConfigChange>)>,
         validate_only: bool,
-    ) -> Vec<(String, Result<(), ApiError>)> {
+    ) -> PerTopic<()> {
         let names: Vec<String> = topics.iter().map(|(n, _)| n.clone()).collect();
         // What each topic's overrides become, as this broker's image sees them now: the
         // answer waits until the image shows it.
@@ -282,37 +263,20 @@ impl Admin {
                 .collect(),
             validate_only,
         };
-        let answer = self
-            .cluster
-            .client
-            .call(
-                Request::IncrementalAlterConfigs(request),
-                CONTROLLER_TIMEOUT,
-            )
+        let request = Request::IncrementalAlterConfigs(request);
+        let results = self
+            .per_topic(request, names, |response| match response {
+                Response::IncrementalAlterConfigs(r) => Some(
+                    r.topics
+                        .into_iter()
+                        .map(|t| (t.name, outcome(t.error_code, t.error_message, ())))
+                        .collect(),
+                ),
+                _ => None,
+            })
             .await;
-        let results: Vec<(String, Result<(), ApiError>)> = match answer {
-            Ok(Response::IncrementalAlterConfigs(response)) => response
-                .topics
-                .into_iter()
-                .map(|t| {
-                    let outcome = match t.error_code {
-                        ErrorCode::None => Ok(()),
-                        code => Err(ApiError::new(code, t.error_message.unwrap_or_default())),
-                    };
-                    (t.name, outcome)
-                })
-                .collect(),
-            other => {
-                let e = controller_failed(other);
-                return names.into_iter().map(|n| (n, Err(e.clone()))).collect();
-            }
-        };
         if !validate_only {
-            let altered: Vec<&str> = results
-                .iter()
-                .filter(|(_, r)| r.is_ok())
-                .map(|(n, _)| n.as_str())
-                .collect();
+            let altered = succeeded(&results);
             self.wait_applied(|image| {
                 altered.iter().all(|name| {
                     let now = image.topics.get(*name).map(|t| &t.configs);
@@ -322,6 +286,32 @@ impl Admin {
             .await;
         }
         results
+    }
+
+    /// Sends a topic administration request to the active controller and gives each
+    /// topic its outcome (`results` reads them from the answer); when the controller cannot
+    /// be reached, or answers something else, every topic in `names` gets that error.
+    async fn per_topic<T>(
+        &self,
+        request: Request,
+        names: Vec<String>,
+        results: impl FnOnce(Response) -> Option<PerTopic<T>>,
+    ) -> PerTopic<T> {
+        let answer = self.cluster.client.call(request, CONTROLLER_TIMEOUT).await;
+        let e = match answer {
+            Ok(response) => {
+                let api = response.api_key();
+                match results(response) {
+                    Some(results) => return results,
+                    None => ApiError::new(
+                        ErrorCode::UnknownServerError,
+                        format!("the controller answered {api:?}"),
+                    ),
+                }
+            }
+            Err(e) => e,
+        };
+        names.into_iter().map(|n| (n, Err(e.clone()))).collect()
     }
 
     /// Waits until this broker's image satisfies `done` and its replicas reflect it.
@@ -456,12 +446,22 @@ impl Admin {
     }
 }
 
-fn controller_failed(outcome: Result<Response, ApiError>) -> ApiError {
-    match outcome {
-        Err(e) => e,
-        Ok(other) => ApiError::new(
-            ErrorCode::UnknownServerError,
-            format!("the controller answered {:?}", other.api_key()),
-        ),
+/// Each topic of a request with its outcome.
+pub type PerTopic<T> = Vec<(String, Result<T, ApiError>)>;
+
+/// A topic's outcome from the controller's error code and message.
+fn outcome<T>(code: ErrorCode, message: Option<String>, ok: T) -> Result<T, ApiError> {
+    match code {
+        ErrorCode::None => Ok(ok),
+        code => Err(ApiError::new(code, message.unwrap_or_default())),
     }
+}
+
+/// The topics whose outcome is a success.
+fn succeeded<T>(results: &PerTopic<T>) -> Vec<&str> {
+    results
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(n, _)| n.as_str())
+        .collect()
 }
