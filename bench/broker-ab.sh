@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# A broker change, before and after: the `sluice-broker` of BASE (built in a git worktree)
+# and of the working tree take turns, ROUNDS times, each as a fresh single node (fsync
+# on, the default) measured by the working tree's `sluice-bench`, so only the broker
+# differs. Three loads of 1,000-byte records, acks=all: as fast as one producer goes; a
+# fixed 100,000 records/s (100 MB/s) with linger 0, where latency is the broker's
+# pipeline and not queueing; and 8 producers on 8 partitions. Prints a Markdown table of
+# each run's MB/s and p50/p99/p999 latency, and the medians.
+#
+#   bench/broker-ab.sh                       # BASE=HEAD, 3 rounds of 300k records
+#   BASE=<rev> ROUNDS=5 SLUICE_BENCH_RECORDS=1000000 bench/broker-ab.sh
+#   OLD_BROKER=/path/to/sluice-broker bench/broker-ab.sh   # skip building BASE
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${SLUICE_BENCH_RECORDS:-300000}
+ROUNDS=${ROUNDS:-3}
+BASE=${BASE:-HEAD}
+
+cargo build --release --bins -q
+BIN=$PWD/target/release
+WORK=$PWD/target/broker-ab
+mkdir -p "$WORK"
+OLD=${OLD_BROKER:-}
+if [[ -z $OLD ]]; then
+  rev=$(git rev-parse "$BASE")
+  if [[ ! -x $WORK/base-target/release/sluice-broker || $(cat "$WORK/base-rev" 2>/dev/null) != "$rev" ]]; then
+    tree=$WORK/base-tree
+    git worktree remove --force "$tree" 2>/dev/null || rm -rf "$tree"
+    git worktree add --detach "$tree" "$rev" >&2
+    (cd "$tree" && CARGO_TARGET_DIR=$WORK/base-target cargo build --release -q -p sluice-broker)
+    git worktree remove --force "$tree"
+    echo "$rev" >"$WORK/base-rev"
+  fi
+  OLD=$WORK/base-target/release/sluice-broker
+fi
+source bench/lib.sh
+cleanup() { stop_brokers; rm -rf "$WORK"/data-*; }
+trap cleanup EXIT
+
+# load name -> sluice-bench produce flags
+declare -A LOADS=(
+  [unlimited]="--producers 1 --partitions 1"
+  [fixed-100k]="--producers 1 --partitions 1 --throughput 100000 --linger-ms 0"
+  [8-producers]="--producers 8 --partitions 8"
+)
+ORDER=(unlimited fixed-100k 8-producers)
+declare -A mbs p50 p99 p999
+for load in "${ORDER[@]}"; do
+  for round in $(seq 1 "$ROUNDS"); do
+    for side in base new; do
+      broker=$BIN/sluice-broker
+      [[ $side == base ]] && broker=$OLD
+      port=$(free_port)
+      rm -rf "$WORK/data-$side"
+      "$broker" --listen "127.0.0.1:$port" --kafka-listen off --data-dir "$WORK/data-$side" \
+        2>"$WORK/broker-$side.log" &
+      PIDS+=($!)
+      export SLUICE_BOOTSTRAP="127.0.0.1:$port"
+      wait_active 1
+      # shellcheck disable=SC2086 # the flags are words
+      out=$("$BIN/sluice-bench" produce --topic "ab" --num-records "$N" --record-size 1000 \
+        --acks all ${LOADS[$load]} --format json 2>/dev/null | tail -1)
+      stop_brokers
+      m=$(echo "$out" | json 'round(d["mb_per_sec"], 1)')
+      l=$(echo "$out" | json '" ".join(str(round(d["latency_ms"][k], 2)) for k in ("p50", "p99", "p999"))')
+      read -r a b c <<<"$l"
+      echo "== $load round $round $side: $m MB/s, p50/p99/p999 $a/$b/$c ms" >&2
+      mbs[$load-$side]+="$m "
+      p50[$load-$side]+="$a "
+      p99[$load-$side]+="$b "
+      p999[$load-$side]+="$c "
+    done
+  done
+done
+median() { python3 -c "import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]), 2))" $1; }
+echo "| load | broker | runs (MB/s) | median MB/s | median latency ms p50 / p99 / p999 |"
+echo "|---|---|---|---|---|"
+for load in "${ORDER[@]}"; do
+  for side in base new; do
+    label="base ($BASE)"
+    [[ $side == new ]] && label="working tree"
+    [[ $side == base && -n ${OLD_BROKER:-} ]] && label="base ($OLD_BROKER)"
+    echo "| $load | $label | ${mbs[$load-$side]}| $(median "${mbs[$load-$side]}") | $(median "${p50[$load-$side]}") / $(median "${p99[$load-$side]}") / $(median "${p999[$load-$side]}") |"
+  done
+done
+echo
+echo "$ROUNDS alternating rounds of $N records of 1,000 bytes; one broker (fsync), acks=all; the working tree's sluice-bench for both."
