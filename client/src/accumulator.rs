@@ -33,7 +33,9 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use sluice_protocol::batch::{set_producer_stamp, BatchBuilder, ProducerStamp, HEADER_LEN};
+use sluice_protocol::batch::{
+    set_producer_stamp, BatchBuilder, ProducerStamp, Record, RecordBatch, HEADER_LEN,
+};
 
 use crate::TopicPartition;
 
@@ -97,7 +99,8 @@ pub(crate) enum Completion {
     Acknowledged,
     /// It failed after it was sent: the leader may have it.
     Unknown,
-    /// It failed without being sent (it expired in the queue): the leader does not have it.
+    /// It failed without being sent (it expired in the queue), or the leader refused it
+    /// whole (too large): the leader does not have it.
     NotSent,
     /// The leader refused it because a newer epoch of the producer wrote there: the
     /// partition's sequence is beyond this producer's reach (a new epoch would not help).
@@ -199,10 +202,18 @@ pub(crate) fn batch_size_for(record_size: usize) -> usize {
 /// A batch being filled.
 struct OpenBatch<T> {
     builder: BatchBuilder,
+    /// It is sealed when the next record would take it past this size: the producer's
+    /// `batch_bytes_max`, or less when its topic takes less.
+    bytes_max: usize,
     created: Instant,
-    order: u64,
+    order: u128,
     tokens: Vec<T>,
 }
+
+/// The room in the batch order each new batch takes (see [`Batch::order`]): its halves,
+/// their halves and so on take parts of it, 32 splits deep, more than a batch of at most
+/// 2^31 records can be split.
+const ORDER_SPAN: u128 = 1 << 32;
 
 /// A sealed batch: built bytes and one token per record, in record order.
 #[derive(Debug)]
@@ -219,8 +230,10 @@ pub(crate) struct Batch<T> {
     /// it is restamped in the next epoch).
     pub stamp: Option<ProducerStamp>,
     /// Its place among the accumulator's batches: creation order, which is record order
-    /// within a partition.
-    pub(crate) order: u64,
+    /// within a partition. A batch owns the orders `order..order + order_span`; a split
+    /// gives each half a part of them, so halves sort between their neighbours.
+    pub(crate) order: u128,
+    pub(crate) order_span: u128,
 }
 
 struct PartitionQueue<T> {
@@ -342,7 +355,11 @@ pub(crate) struct Accumulator<T> {
     /// producer writes to.
     sequences: HashMap<TopicPartition, PartitionSequence>,
     /// The `order` of the next batch opened.
-    next_order: u64,
+    next_order: u128,
+    /// Per topic, the largest batch its leaders take (its `segment.bytes`) when that is
+    /// below `batch_bytes_max`, so the first batch already fits. Bounded by the topics the
+    /// producer writes to.
+    topic_bytes_max: HashMap<String, usize>,
 }
 
 impl<T> Accumulator<T> {
@@ -354,7 +371,28 @@ impl<T> Accumulator<T> {
             identity: None,
             sequences: HashMap::new(),
             next_order: 0,
+            topic_bytes_max: HashMap::new(),
         }
+    }
+
+    /// Records that `topic`'s leaders take batches of at most `bytes_max` bytes (the
+    /// topic's `segment.bytes`): batches opened from now on stay within it. A batch opened
+    /// before a lower limit was learned is split if the leader refuses it
+    /// ([`retry_split`](Self::retry_split)).
+    pub fn set_topic_bytes_max(&mut self, topic: &str, bytes_max: usize) {
+        if bytes_max >= self.config.batch_bytes_max {
+            self.topic_bytes_max.remove(topic);
+        } else if self.topic_bytes_max.get(topic) != Some(&bytes_max) {
+            self.topic_bytes_max.insert(topic.to_owned(), bytes_max);
+        }
+    }
+
+    /// The largest batch of `topic`: `batch_bytes_max`, or its topic's lower limit.
+    pub fn batch_bytes_max(&self, topic: &str) -> usize {
+        self.topic_bytes_max
+            .get(topic)
+            .copied()
+            .unwrap_or(self.config.batch_bytes_max)
     }
 
     /// The id and epoch batches are stamped with from now on.
@@ -401,11 +439,11 @@ impl<T> Accumulator<T> {
     }
 
     fn fits(&self, open: &OpenBatch<T>, record_size: usize) -> bool {
-        open.builder.size_bytes() + record_size <= self.config.batch_bytes_max
+        open.builder.size_bytes() + record_size <= open.bytes_max
     }
 
     /// Appends a record to `tp`'s open batch, sealing that batch first when the record
-    /// does not fit. A record larger than `batch_bytes_max` on its own still gets a batch
+    /// does not fit. A record larger than the batch limit on its own still gets a batch
     /// of its own (the producer refuses such records before they get here).
     pub fn append(
         &mut self,
@@ -415,7 +453,7 @@ impl<T> Accumulator<T> {
         token: T,
     ) -> Appended {
         let record_size = record.size();
-        let batch_bytes_max = self.config.batch_bytes_max;
+        let batch_bytes_max = self.batch_bytes_max(&tp.topic);
         let next_order = &mut self.next_order;
         let queue = self
             .queues
@@ -423,7 +461,7 @@ impl<T> Accumulator<T> {
             .or_insert_with(PartitionQueue::new);
         let mut sealed = false;
         if let Some(open) = &queue.open {
-            if open.builder.size_bytes() + record_size > batch_bytes_max {
+            if open.builder.size_bytes() + record_size > open.bytes_max.min(batch_bytes_max) {
                 let open = queue.open.take().expect("checked above");
                 queue.sealed.push_back(seal(tp, open));
                 sealed = true;
@@ -433,9 +471,10 @@ impl<T> Accumulator<T> {
         let open = queue.open.get_or_insert_with(|| {
             // Start small: most partitions never fill a whole batch_bytes_max.
             let capacity = record_size.max(16 * 1024).min(batch_bytes_max);
-            *next_order += 1;
+            *next_order += ORDER_SPAN;
             OpenBatch {
                 builder: BatchBuilder::with_capacity(ProducerStamp::default(), capacity),
+                bytes_max: batch_bytes_max,
                 created: now,
                 order: *next_order,
                 tokens: Vec::new(),
@@ -448,7 +487,7 @@ impl<T> Accumulator<T> {
             record.headers,
         );
         open.tokens.push(token);
-        if open.builder.size_bytes() >= batch_bytes_max {
+        if open.builder.size_bytes() >= open.bytes_max {
             let open = queue.open.take().expect("just filled");
             queue.sealed.push_back(seal(tp, open));
             sealed = true;
@@ -607,11 +646,7 @@ impl<T> Accumulator<T> {
     /// has, unless its partition's leader is known to lack it (see
     /// [`PartitionSequence::refused_from`]): then it is restamped in the next epoch.
     pub fn retry(&mut self, mut batch: Batch<T>, retry_at: Instant) {
-        if let (Some(stamp), Some(sequence)) = (batch.stamp, self.sequences.get(&batch.tp)) {
-            if sequence.identity.stamped(&stamp) && sequence.refuses(stamp.base_sequence) {
-                batch.stamp = None;
-            }
-        }
+        self.forget_refused_stamp(&mut batch);
         let queue = self
             .queues
             .entry(batch.tp.clone())
@@ -619,6 +654,39 @@ impl<T> Accumulator<T> {
         queue.in_flight = queue.in_flight.saturating_sub(1);
         queue.retry_at = Some(retry_at);
         queue.insert_in_order(batch);
+    }
+
+    /// Takes `batch`'s stamp off when its partition's leader is known to lack it (see
+    /// [`PartitionSequence::refused_from`]): it is restamped in the next epoch.
+    fn forget_refused_stamp(&self, batch: &mut Batch<T>) {
+        if let (Some(stamp), Some(sequence)) = (batch.stamp, self.sequences.get(&batch.tp)) {
+            if sequence.identity.stamped(&stamp) && sequence.refuses(stamp.base_sequence) {
+                batch.stamp = None;
+            }
+        }
+    }
+
+    /// A batch taken by [`drain_ready`](Self::drain_ready) was refused as too large for
+    /// its topic (MESSAGE_TOO_LARGE or RECORD_LIST_TOO_LARGE: the leader wrote none of it).
+    /// It goes back into its place as two batches, its first and its second half, which
+    /// leave from `retry_at` one after the other, as Kafka's producer splits a batch; a
+    /// half refused again is split again. A stamped batch's halves keep its sequence
+    /// numbers (the leader still waits for its base sequence, and the batches after it
+    /// keep theirs), so the split needs no new epoch. A batch of one record cannot be
+    /// split: it is handed back (`Some`), and is still in flight.
+    pub fn retry_split(&mut self, batch: Batch<T>, retry_at: Instant) -> Option<Batch<T>> {
+        if batch.tokens.len() < 2 {
+            return Some(batch);
+        }
+        let (first, mut second) = split(batch);
+        self.forget_refused_stamp(&mut second);
+        self.retry(first, retry_at);
+        let queue = self
+            .queues
+            .get_mut(&second.tp)
+            .expect("retry queued the first half");
+        queue.insert_in_order(second);
+        None
     }
 
     /// A batch taken by [`drain_ready`](Self::drain_ready) was refused as out of order
@@ -665,6 +733,37 @@ impl<T> Accumulator<T> {
         }
     }
 
+    /// Takes every batch the leader does not have and that was not sent in a form it may
+    /// have: never sent (or split and not sent since), or known not to be written (its stamp
+    /// taken off). With idempotence a batch taken with a stamp refuses its partition from
+    /// its sequence (the leader will never get it). What stays is only resends of batches
+    /// whose fate is unknown, which settle it: for a producer that stops after a failure.
+    pub fn take_unsent(&mut self) -> Vec<Batch<T>> {
+        let idempotent = self.config.idempotent;
+        let resend = |b: &Batch<T>| b.attempts > 0 && (b.stamp.is_some() || !idempotent);
+        let mut taken = Vec::new();
+        for (tp, queue) in self.queues.iter_mut() {
+            let (keep, take): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut queue.sealed)
+                .into_iter()
+                .partition(resend);
+            queue.sealed = keep;
+            taken.extend(take);
+            taken.extend(queue.open.take().map(|open| seal(tp, open)));
+        }
+        for batch in &taken {
+            let current = |s: &ProducerStamp| {
+                self.sequences
+                    .get(&batch.tp)
+                    .is_some_and(|sequence| sequence.identity.stamped(s))
+            };
+            if let Some(stamp) = batch.stamp.filter(current) {
+                self.refuse(&batch.tp, stamp.base_sequence);
+            }
+        }
+        self.queues.retain(|_, q| !q.is_idle());
+        taken
+    }
+
     /// Starts a flush: until [`end_flush`](Self::end_flush), open batches are ready at once.
     pub fn begin_flush(&mut self) {
         self.flushes += 1;
@@ -690,7 +789,80 @@ fn seal<T>(tp: &TopicPartition, open: OpenBatch<T>) -> Batch<T> {
         attempts: 0,
         stamp: None,
         order: open.order,
+        order_span: ORDER_SPAN,
     }
+}
+
+/// Splits a batch into its first half and its second half, rebuilt from its records
+/// (same timestamps, keys, values and headers). A stamped batch's halves carry its producer
+/// id and epoch; the first its base sequence, the second the sequence after the first
+/// half's records. Both count as never sent (`attempts` 0), as Kafka treats split batches.
+fn split<T>(batch: Batch<T>) -> (Batch<T>, Batch<T>) {
+    let records: Vec<Record> = RecordBatch::validate(batch.bytes.clone())
+        .and_then(|b| b.records()?.collect())
+        .expect("a batch this producer built decodes");
+    let mut first_tokens = batch.tokens;
+    let second_tokens = first_tokens.split_off(first_tokens.len() / 2);
+    let (first_records, second_records) = records.split_at(first_tokens.len());
+    let n_first = i32::try_from(first_tokens.len()).expect("a batch holds < 2^31 records");
+    let second_stamp = batch.stamp.map(|s| ProducerStamp {
+        base_sequence: add_sequence(s.base_sequence, n_first),
+        ..s
+    });
+    assert!(
+        batch.order_span >= 2,
+        "a batch split more often than it has records"
+    );
+    let first_span = batch.order_span / 2;
+    let half = |records: &[Record],
+                tokens: Vec<T>,
+                stamp: Option<ProducerStamp>,
+                order: u128,
+                order_span: u128| Batch {
+        tp: batch.tp.clone(),
+        bytes: build_batch(records, stamp.unwrap_or_default()),
+        tokens,
+        created: batch.created,
+        attempts: 0,
+        stamp,
+        order,
+        order_span,
+    };
+    (
+        half(
+            first_records,
+            first_tokens,
+            batch.stamp,
+            batch.order,
+            first_span,
+        ),
+        half(
+            second_records,
+            second_tokens,
+            second_stamp,
+            batch.order + first_span,
+            batch.order_span - first_span,
+        ),
+    )
+}
+
+/// A batch of `records` (as decoded from another batch) with `stamp`.
+fn build_batch(records: &[Record], stamp: ProducerStamp) -> Bytes {
+    let mut builder = BatchBuilder::with_capacity(stamp, 0);
+    for record in records {
+        let headers: Vec<(&[u8], Option<&[u8]>)> = record
+            .headers
+            .iter()
+            .map(|h| (&h.key[..], h.value.as_deref()))
+            .collect();
+        builder.append(
+            record.timestamp,
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &headers,
+        );
+    }
+    builder.build()
 }
 
 /// Stamps `batch` with the next sequence of its partition in `identity` (from 0 when the
@@ -896,6 +1068,82 @@ mod tests {
     }
 
     #[test]
+    fn a_topic_with_a_lower_limit_gets_smaller_batches() {
+        let t0 = Instant::now();
+        let mut acc = accumulator(1 << 20, 1_000);
+        let (small, big) = (tp("small", 0), tp("big", 0));
+        acc.set_topic_bytes_max("small", 200);
+        assert_eq!(acc.batch_bytes_max("small"), 200);
+        // A limit above the producer's own changes nothing.
+        acc.set_topic_bytes_max("big", 2 << 20);
+        assert_eq!(acc.batch_bytes_max("big"), 1 << 20);
+        for token in 0..10 {
+            append(&mut acc, &small, t0, &value(40), token);
+            append(&mut acc, &big, t0, &value(40), 100 + token);
+        }
+        acc.begin_flush();
+        let ready = acc.drain_ready(t0);
+        // One batch of each partition leaves (one in flight without idempotence).
+        let small_batch = ready.iter().find(|b| b.tp == small).unwrap();
+        assert!(
+            small_batch.bytes.len() <= 200,
+            "{}",
+            small_batch.bytes.len()
+        );
+        assert!(small_batch.tokens.len() < 10);
+        let big_batch = ready.iter().find(|b| b.tp == big).unwrap();
+        assert_eq!(big_batch.tokens.len(), 10);
+    }
+
+    /// Records' values in `batch`'s bytes, as the broker would read them.
+    fn values(batch: &Batch<u32>) -> Vec<Vec<u8>> {
+        RecordBatch::validate(batch.bytes.clone())
+            .unwrap()
+            .records()
+            .unwrap()
+            .map(|r| r.unwrap().value.unwrap().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_refused_as_too_large_goes_back_as_two_halves_in_its_place() {
+        let t0 = Instant::now();
+        let mut acc = accumulator(1 << 20, 0);
+        let a = tp("t", 0);
+        for token in 0..5 {
+            append(&mut acc, &a, t0, format!("v{token}").as_bytes(), token);
+        }
+        let mut big = acc.drain_ready(t0).pop().unwrap();
+        big.attempts = 1;
+        append(&mut acc, &a, t0, b"later", 9);
+        assert!(acc.retry_split(big, t0).is_none());
+        // The first half, then the second, then the later record, one at a time.
+        let first = drain_one(&mut acc, &a, t0);
+        assert_eq!((first.tokens.clone(), first.attempts), (vec![0, 1], 0));
+        assert_eq!(values(&first), [b"v0".to_vec(), b"v1".to_vec()]);
+        assert!(acc.drain_ready(t0).is_empty());
+        // A half refused again is split again; a single record is not.
+        assert!(acc.retry_split(first, t0).is_none(), "two records split");
+        let quarter = drain_one(&mut acc, &a, t0);
+        assert_eq!(quarter.tokens, vec![0]);
+        let single = acc
+            .retry_split(quarter, t0)
+            .expect("one record is not split");
+        acc.complete(&single, Completion::NotSent);
+        let next = drain_one(&mut acc, &a, t0);
+        assert_eq!(next.tokens, vec![1]);
+        acc.complete(&next, Completion::Acknowledged);
+        let second = drain_one(&mut acc, &a, t0);
+        assert_eq!(second.tokens, vec![2, 3, 4]);
+        assert_eq!(
+            values(&second),
+            [b"v2".to_vec(), b"v3".to_vec(), b"v4".to_vec()]
+        );
+        acc.complete(&second, Completion::Acknowledged);
+        assert_eq!(drain_one(&mut acc, &a, t0).tokens, vec![9]);
+    }
+
+    #[test]
     fn a_flush_makes_open_batches_ready_at_once() {
         let t0 = Instant::now();
         let mut acc = accumulator(1 << 20, 60_000);
@@ -985,6 +1233,43 @@ mod tests {
     /// The base sequences of `batches`.
     fn sequences(batches: &[Batch<u32>]) -> Vec<i32> {
         batches.iter().map(|b| wire_stamp(b).2).collect()
+    }
+
+    #[test]
+    fn split_halves_keep_the_sequences_of_the_batch_and_need_no_new_epoch() {
+        let t0 = Instant::now();
+        let mut acc = idempotent();
+        acc.set_identity(ID);
+        let a = tp("t", 0);
+        append_batch(&mut acc, &a, t0, 0, 5);
+        append_batch(&mut acc, &a, t0, 5, 2);
+        let mut in_flight = acc.drain_ready(t0);
+        assert_eq!(sequences(&in_flight), [0, 5]);
+        let later = in_flight.pop().unwrap();
+        let big = in_flight.pop().unwrap();
+        // The leader refuses the big batch as too large and the later one as out of order.
+        assert!(acc.retry_split(big, t0).is_none());
+        acc.retry_out_of_order(later, t0);
+        assert_eq!(acc.identity_need(), IdentityNeed::Nothing);
+        let first = drain_one(&mut acc, &a, t0);
+        assert_eq!(
+            (first.tokens.clone(), wire_stamp(&first)),
+            (vec![0, 1], (7, 0, 0))
+        );
+        assert!(acc.drain_ready(t0).is_empty(), "a stamped retry goes alone");
+        ack(&mut acc, &first);
+        let second = drain_one(&mut acc, &a, t0);
+        assert_eq!(
+            (second.tokens.clone(), wire_stamp(&second)),
+            (vec![2, 3, 4], (7, 0, 2))
+        );
+        ack(&mut acc, &second);
+        let resent = drain_one(&mut acc, &a, t0);
+        assert_eq!(wire_stamp(&resent), (7, 0, 5));
+        ack(&mut acc, &resent);
+        // The sequence goes on after them.
+        append_batch(&mut acc, &a, t0, 7, 1);
+        assert_eq!(wire_stamp(&drain_one(&mut acc, &a, t0)), (7, 0, 7));
     }
 
     #[test]

@@ -221,6 +221,14 @@ pub enum Error {
     /// The caller passed something unusable (an empty bootstrap list, a bad address...).
     #[error("{0}")]
     InvalidArgument(String),
+    /// The record was not sent because an earlier record failed and the producer has
+    /// [`crate::ProducerConfig::stop_after_failure`] set: it is not in the log. Not
+    /// retriable.
+    #[error("not sent: an earlier record failed, and this producer stops after a failure so that each partition keeps a prefix of the records sent to it (the first failure: {first_failure})")]
+    StoppedAfterFailure {
+        /// The failure that stopped the producer.
+        first_failure: Box<Error>,
+    },
 }
 
 fn detail(message: &Option<String>) -> String {

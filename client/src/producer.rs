@@ -29,6 +29,10 @@
 //! epoch with their next unstamped batch: a batch already stamped keeps its stamp until it
 //! is acknowledged, so its resends still deduplicate. Up to five batches per partition are
 //! in flight; the rules that keep them in order are in [`crate::accumulator`].
+//!
+//! A batch refused as too large is split ([`Accumulator::retry_split`]); with
+//! [`ProducerConfig::stop_after_failure`] the first failure stops the producer: the sender
+//! task fails what was not sent ([`Accumulator::take_unsent`]) and `send` refuses more.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -118,6 +122,14 @@ pub struct ProducerConfig {
     /// is set explicitly). Turn it off to produce to a broker without producer ids, or to
     /// spare the one InitProducerId round trip.
     pub enable_idempotence: bool,
+    /// After the first record that fails for good (at `send` or at delivery), send nothing
+    /// more: records not yet sent, and later `send`s, fail with
+    /// [`Error::StoppedAfterFailure`]; only resends of batches whose fate is unknown still
+    /// go, to settle it. Each partition's log then holds a prefix of the records sent to
+    /// it: what a caller that resends "from the first failure" needs (`sluice produce`
+    /// sets it). Default `false`: Kafka's rule, a failure is the failed record's alone and
+    /// later records are still written.
+    pub stop_after_failure: bool,
 }
 
 impl Default for ProducerConfig {
@@ -134,6 +146,7 @@ impl Default for ProducerConfig {
             buffer_bytes_max: 32 * 1024 * 1024,
             unknown_topic_wait: Duration::from_secs(2),
             enable_idempotence: true,
+            stop_after_failure: false,
         }
     }
 }
@@ -276,6 +289,12 @@ struct State {
     /// Per broker, fired once the last Produce request started for it is on its
     /// connection: the next one waits for it ([`dispatch`]).
     send_turns: HashMap<BrokerId, oneshot::Receiver<()>>,
+    /// With [`ProducerConfig::stop_after_failure`], the first failure of a record once
+    /// there was one: nothing new is sent from then on.
+    stopped: Option<Error>,
+    /// With [`ProducerConfig::stop_after_failure`], the first record `send` refused: later
+    /// `send`s are refused too, while the records before it still go.
+    sends_refused: Option<Error>,
 }
 
 struct Shared {
@@ -326,6 +345,22 @@ impl Drop for Handle {
 /// anything newer. With idempotence up to five batches per partition are in flight (their
 /// sequence numbers keep the order, and a retry goes alone); without, one.
 ///
+/// Two rules about failures, as in Kafka:
+/// - **A failure is the failed record's alone.** Its [`DeliveryFuture`] says so, and records
+///   sent after it, to its partition too, may still be written (after an epoch bump, with
+///   idempotence), so the partition lacks it in the middle. A caller that must keep each
+///   partition a prefix of what it sent (to resend "from the first failure") sets
+///   [`ProducerConfig::stop_after_failure`]: then nothing is sent after the first failure.
+/// - **Acknowledgements never go out of order within a partition.** Of two records sent
+///   to one partition, if both are acknowledged the earlier one has the lower offset; a
+///   record is never acknowledged at an offset before a record sent ahead of it.
+///
+/// A batch the leader refuses as too large for the topic (MESSAGE_TOO_LARGE,
+/// RECORD_LIST_TOO_LARGE: a segment holds whole batches, so a batch may be at most the
+/// topic's `segment.bytes`) is split in two and the halves resent, as Kafka's producer
+/// does; one record too large fails alone. Batches are sized from the start by the
+/// topic's `segment.bytes` as the metadata gives it, when that is below `batch_bytes_max`.
+///
 /// ```no_run
 /// # async fn demo() -> sluice_client::Result<()> {
 /// use sluice_client::{Client, ClientConfig, Producer, ProducerConfig, ProducerRecord};
@@ -374,6 +409,8 @@ impl Producer {
                 identity_task: false,
                 identity_error: None,
                 send_turns: HashMap::new(),
+                stopped: None,
+                sends_refused: None,
             }),
             wake: Notify::new(),
             buffer: Semaphore::new(config.buffer_bytes_max.min(Semaphore::MAX_PERMITS)),
@@ -403,8 +440,19 @@ impl Producer {
             value: Some(&record.value[..]),
             headers: &headers,
         };
+        if let Some(first) = shared.lock().first_failure() {
+            return Err(stopped_after(first));
+        }
         let size = parts.size();
-        self.check_size(size)?;
+        let batch_bytes_max = segment_bytes(&topic).map_or(shared.config.batch_bytes_max, |b| {
+            b.min(shared.config.batch_bytes_max)
+        });
+        if let Err(e) = self.check_size(size, batch_bytes_max) {
+            if shared.config.stop_after_failure {
+                shared.lock().sends_refused.get_or_insert_with(|| e.clone());
+            }
+            return Err(e);
+        }
         // Buffer space first, so the memory a producer holds stays bounded.
         let permits = u32::try_from(size).unwrap_or(u32::MAX);
         shared
@@ -437,6 +485,9 @@ impl Producer {
                 },
             };
             let tp = TopicPartition::new(&topic.name, partition);
+            state
+                .accumulator
+                .set_topic_bytes_max(&topic.name, batch_bytes_max);
             shared.pending.send_modify(|n| *n += 1);
             state
                 .accumulator
@@ -492,14 +543,21 @@ impl Producer {
         }
     }
 
-    fn check_size(&self, record_size: usize) -> Result<()> {
+    /// Refuses a record that could never be sent: one larger than a batch of its topic may
+    /// be (`batch_bytes_max`, or the topic's `segment.bytes` when lower), or than the
+    /// buffer.
+    fn check_size(&self, record_size: usize, batch_bytes_max: usize) -> Result<()> {
         let config = &self.handle.shared.config;
         let size = batch_size_for(record_size);
-        if size > config.batch_bytes_max {
+        if size > batch_bytes_max {
             return Err(Error::RecordTooLarge {
                 size,
-                max: config.batch_bytes_max,
-                limit: "batch_bytes_max",
+                max: batch_bytes_max,
+                limit: if batch_bytes_max < config.batch_bytes_max {
+                    "the topic's segment.bytes"
+                } else {
+                    "batch_bytes_max"
+                },
             });
         }
         if record_size > config.buffer_bytes_max.min(u32::MAX as usize) {
@@ -513,7 +571,27 @@ impl Producer {
     }
 }
 
+/// The largest batch `topic`'s leaders write: its `segment.bytes` (a batch never spans
+/// segments), as the metadata gives it. `None` when the metadata does not say.
+fn segment_bytes(topic: &crate::TopicMetadata) -> Option<usize> {
+    topic.config.get("segment.bytes")?.parse().ok()
+}
+
+/// Whether the leader refused a batch because it is larger than the topic takes: it wrote
+/// none of it, and a smaller batch may fit.
+fn too_large(error: &Error) -> bool {
+    matches!(
+        error.code(),
+        Some(ErrorCode::MessageTooLarge | ErrorCode::RecordListTooLarge)
+    )
+}
+
 impl State {
+    /// With [`ProducerConfig::stop_after_failure`], the first failure, if there was one.
+    fn first_failure(&self) -> Option<Error> {
+        self.stopped.clone().or_else(|| self.sends_refused.clone())
+    }
+
     fn sticky_for(&mut self, topic: &str, n_partitions: i32, record_size: usize) -> PartitionId {
         let accumulator = &self.accumulator;
         let partition = sticky_partition(
@@ -543,7 +621,8 @@ impl Shared {
                     Completion::Acknowledged
                 }
                 Err(Error::ProducerFenced { .. }) => Completion::Fenced,
-                Err(_) if batch.attempts == 0 => Completion::NotSent,
+                // Refused whole: the leader does not have it, as if it was never sent.
+                Err(e) if batch.attempts == 0 || too_large(e) => Completion::NotSent,
                 Err(_) => Completion::Unknown,
             };
             state.accumulator.complete(&batch, completion);
@@ -560,7 +639,25 @@ impl Shared {
         self.wake.notify_one();
     }
 
+    /// With [`ProducerConfig::stop_after_failure`], stops the producer at its first
+    /// failure: the sender loop fails what was not sent yet.
+    fn note_failure(&self, error: &Error) {
+        if !self.config.stop_after_failure || matches!(error, Error::StoppedAfterFailure { .. }) {
+            return;
+        }
+        let mut state = self.lock();
+        if state.stopped.is_none() {
+            tracing::debug!(%error, "a record failed; sending nothing more");
+            state.stopped = Some(error.clone());
+        }
+        drop(state);
+        self.wake.notify_one();
+    }
+
     fn finish_records(&self, batch: Batch<Delivery>, outcome: Result<(i64, i64)>) {
+        if let Err(e) = &outcome {
+            self.note_failure(e);
+        }
         let n = batch.tokens.len() as u64;
         let mut buffer_bytes = 0;
         for (i, delivery) in batch.tokens.into_iter().enumerate() {
@@ -602,7 +699,10 @@ impl Shared {
             .min();
         let mut refreshed: HashMap<String, Option<Error>> = HashMap::new();
         for (batch, error) in &failures {
-            if error.needs_metadata_refresh() && !refreshed.contains_key(&batch.tp.topic) {
+            // A batch too large: the topic's segment.bytes may have been lowered, and the
+            // refreshed metadata sizes the batches opened from now on.
+            let refresh = error.needs_metadata_refresh() || too_large(error);
+            if refresh && !refreshed.contains_key(&batch.tp.topic) {
                 let refresh = self.client.refresh_topic(&batch.tp.topic);
                 let left = deadline.map_or(Duration::ZERO, |d| {
                     d.saturating_duration_since(Instant::now())
@@ -641,6 +741,18 @@ impl Shared {
             max: config.retry_backoff_max,
         };
         let expires = batch.created + config.delivery_timeout;
+        if too_large(&error) {
+            // Split and resend at once, as Kafka does: no backoff, the halves are new
+            // batches. One record too large fails alone, below.
+            let split = self.lock().accumulator.retry_split(batch, Instant::now());
+            match split {
+                None => {
+                    tracing::debug!(%error, "split a batch the leader refused as too large");
+                    return;
+                }
+                Some(single) => return self.finish(single, Err(error)),
+            }
+        }
         let out_of_order =
             batch.stamp.is_some() && error.code() == Some(ErrorCode::OutOfOrderSequenceNumber);
         let retriable = error.is_retriable() || out_of_order;
@@ -673,6 +785,13 @@ impl Shared {
     }
 }
 
+/// The error of a record not sent because the producer stopped after `first`.
+fn stopped_after(first: Error) -> Error {
+    Error::StoppedAfterFailure {
+        first_failure: Box::new(first),
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -686,13 +805,18 @@ fn now_ms() -> i64 {
 /// new epoch, and fails those that wait past their delivery timeout.
 async fn sender_loop(shared: Arc<Shared>) {
     loop {
-        let (ready, expired, wakeup, done) = {
+        let (ready, expired, wakeup, done, unsent) = {
             let mut state = shared.lock();
             let closing = state.closing;
             if closing {
                 // Closing: whatever is buffered goes now.
                 state.accumulator.begin_flush();
             }
+            // Stopped after a failure: what was not sent never will be.
+            let unsent = state
+                .stopped
+                .clone()
+                .map(|first| (state.accumulator.take_unsent(), first));
             let now = Instant::now();
             let ready = state.accumulator.drain_ready(now);
             let expired = state.accumulator.take_expired_blocked(now);
@@ -716,8 +840,17 @@ async fn sender_loop(shared: Arc<Shared>) {
             });
             let done =
                 closing && ready.is_empty() && expired.is_none() && state.accumulator.is_empty();
-            (ready, expired, state.accumulator.next_wakeup(), done)
+            (
+                ready,
+                expired,
+                state.accumulator.next_wakeup(),
+                done,
+                unsent,
+            )
         };
+        if let Some((unsent, first)) = unsent.filter(|(u, _)| !u.is_empty()) {
+            shared.fail_unsent(unsent, &stopped_after(first));
+        }
         if done {
             return;
         }

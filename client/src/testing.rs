@@ -131,6 +131,8 @@ impl FakePartition {
 pub(crate) struct FakeTopic {
     pub replication_factor: i16,
     pub partitions: Vec<FakePartition>,
+    /// The configs Metadata reports (none unless a test sets them).
+    pub configs: BTreeMap<String, String>,
 }
 
 /// One broker of the fake cluster.
@@ -190,6 +192,10 @@ pub(crate) struct FakeState {
     pub stamps_seen: Vec<(String, i32, ProducerStamp)>,
     /// Idempotent batches answered as duplicates (already in the log).
     pub duplicates: usize,
+    /// Batches larger than this are refused with MESSAGE_TOO_LARGE, as a broker refuses a
+    /// batch larger than a segment; the metadata does not say so (a topic altered since the
+    /// producer read it).
+    pub batch_bytes_max: Option<usize>,
 }
 
 impl FakeState {
@@ -280,6 +286,7 @@ impl FakeState {
             FakeTopic {
                 replication_factor: rf as i16,
                 partitions,
+                configs: BTreeMap::new(),
             },
         );
         ErrorCode::None
@@ -319,6 +326,7 @@ impl FakeCluster {
             init_producer_id_requests: Vec::new(),
             stamps_seen: Vec::new(),
             duplicates: 0,
+            batch_bytes_max: None,
         }));
         let mut brokers = BTreeMap::new();
         for id in 1..=n_brokers {
@@ -658,7 +666,14 @@ fn metadata(state: &FakeState, m: MetadataRequest) -> MetadataResponse {
                     name,
                     is_internal: false,
                     replication_factor: topic.replication_factor,
-                    configs: vec![],
+                    configs: topic
+                        .configs
+                        .iter()
+                        .map(|(name, value)| ConfigEntry {
+                            name: name.clone(),
+                            value: value.clone(),
+                        })
+                        .collect(),
                     partitions: topic
                         .partitions
                         .iter()
@@ -766,6 +781,12 @@ fn produce(state: &mut FakeState, p: ProduceRequest, me: BrokerId) -> ProduceRes
                     }
                     if let Some(code) = state.produce_errors.pop_front() {
                         return fail(code);
+                    }
+                    if state
+                        .batch_bytes_max
+                        .is_some_and(|max| part.records.len() > max)
+                    {
+                        return fail(ErrorCode::MessageTooLarge);
                     }
                     let batches: Vec<RecordBatch> =
                         Batches::new(part.records).map(|b| b.unwrap()).collect();

@@ -1,7 +1,10 @@
 //! The `sluice` CLI against a real broker: the INTERFACES.md contract for topic, produce,
 //! consume and cluster commands, text and JSON, and its errors.
 
-use sluice_integration_tests::{cli, cli_ok, BrokerProcess};
+use std::io::Write;
+use std::time::Duration;
+
+use sluice_integration_tests::{cli, cli_ok, wait_until, BrokerProcess};
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
@@ -253,4 +256,212 @@ fn topic_alter_sets_and_removes_configs() {
         "",
     );
     assert!(!missing.status.success());
+}
+
+/// The high watermark of each partition of `topic`, from `topic describe`.
+fn high_watermarks(bootstrap: &str, topic: &str) -> Vec<i64> {
+    let described = json(&cli_ok(
+        bootstrap,
+        &["topic", "describe", topic, "--format", "json"],
+        "",
+    ));
+    described["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["high_watermark"].as_i64().unwrap())
+        .collect()
+}
+
+/// Issue 19, item 1: a topic whose segment.bytes (64 KiB) is below the producer's batch
+/// size still takes every record of a large input: the producer sizes its batches by the
+/// topic's limit (and would split a batch the leader refused as too large).
+#[test]
+fn produce_fits_batches_to_a_small_segment_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap();
+    cli_ok(
+        &b,
+        &[
+            "topic",
+            "create",
+            "kf",
+            "-p",
+            "2",
+            "-c",
+            "segment.bytes=65536",
+        ],
+        "",
+    );
+    // About 3 MB: the CLI reads far more than 64 KiB within one linger, so batches
+    // sized by the producer's own 1 MiB limit would be refused.
+    let padding = "p".repeat(80);
+    let input: String = (0..30_000)
+        .map(|i| format!("key-{}|value-{i}-{padding}\n", i % 97))
+        .collect();
+    cli_ok(&b, &["produce", "kf", "--key-separator", "|"], &input);
+    assert_eq!(high_watermarks(&b, "kf").iter().sum::<i64>(), 30_000);
+    let out = cli_ok(
+        &b,
+        &[
+            "consume",
+            "kf",
+            "--from-beginning",
+            "-n",
+            "30000",
+            "--timeout-ms",
+            "10000",
+            "--format",
+            "json",
+        ],
+        "",
+    );
+    // Each key's values in input order, each once.
+    let mut per_key: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for record in out.lines().map(json) {
+        let value = record["value"].as_str().unwrap();
+        let n: u64 = value
+            .strip_prefix("value-")
+            .and_then(|v| v.split('-').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        per_key
+            .entry(record["key"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(n);
+    }
+    for (key, values) in &per_key {
+        let expected: Vec<u64> = values
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<u64>>()
+            .into_iter()
+            .collect();
+        assert_eq!(values, &expected, "{key}: in order, once each");
+    }
+    assert_eq!(per_key.values().map(Vec::len).sum::<usize>(), 30_000);
+}
+
+/// The values of every record of single-partition `topic`, in offset order.
+fn values(bootstrap: &str, topic: &str, n: usize) -> Vec<String> {
+    let out = cli_ok(
+        bootstrap,
+        &[
+            "consume",
+            topic,
+            "--from-beginning",
+            "-n",
+            &n.to_string(),
+            "--timeout-ms",
+            "5000",
+        ],
+        "",
+    );
+    out.lines().map(str::to_owned).collect()
+}
+
+/// Issue 19, item 2: `sluice produce` keeps the log a prefix of its input. A line that
+/// fails stops it: nothing after that line is written, and stderr says how many leading
+/// lines are in the log and where to resend from. Two failures: a line the producer
+/// refuses at once (larger than the topic's segment.bytes), and one the leader refuses
+/// after the topic's limit was lowered under a running `produce` (its metadata is stale,
+/// so the batch is sent, refused, split down to the line, and the line fails alone).
+#[test]
+fn produce_stops_at_the_first_failed_line_and_says_where_to_resend_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap();
+    let big = "x".repeat(8000);
+
+    cli_ok(
+        &b,
+        &["topic", "create", "pa", "-c", "segment.bytes=4096"],
+        "",
+    );
+    let mut input: Vec<String> = (1..=600).map(|i| format!("v{i}")).collect();
+    input[300] = big.clone();
+    let out = cli(&b, &["produce", "pa"], &(input.join("\n") + "\n"));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the first 300 lines were acknowledged; resend from line 301"),
+        "{stderr}"
+    );
+    assert_eq!(
+        values(&b, "pa", 600),
+        input[..300],
+        "the log is the first 300 lines"
+    );
+
+    cli_ok(&b, &["topic", "create", "pb"], "");
+    let mut produce = std::process::Command::new(sluice_integration_tests::bin("sluice"))
+        .args(["--bootstrap", &b, "produce", "pb"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = produce.stdin.take().unwrap();
+    let first: String = (1..=500).map(|i| format!("v{i}\n")).collect();
+    stdin.write_all(first.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    wait_until(
+        "the first 500 lines in the log",
+        Duration::from_secs(30),
+        || high_watermarks(&b, "pb") == [500],
+    );
+    cli_ok(
+        &b,
+        &["topic", "alter", "pb", "-c", "segment.bytes=4096"],
+        "",
+    );
+    let rest: String = std::iter::once(big)
+        .chain((502..=1000).map(|i| format!("v{i}")))
+        .map(|line| line + "\n")
+        .collect();
+    stdin.write_all(rest.as_bytes()).unwrap();
+    drop(stdin);
+    let out = produce.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 501 failed")
+            && stderr.contains("the first 500 lines were acknowledged; resend from line 501"),
+        "{stderr}"
+    );
+    let expected: Vec<String> = (1..=500).map(|i| format!("v{i}")).collect();
+    assert_eq!(values(&b, "pb", 1000), expected, "nothing after line 500");
+}
+
+/// Issue 19, item 3: `consume --group --from-beginning -n N` that printed from only some of
+/// its six partitions still commits where it started on the others, so the group's next
+/// `consume` (without --from-beginning) reads the rest of the topic, not from the end.
+#[test]
+fn a_group_consume_commits_the_position_of_every_assigned_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap();
+    cli_ok(&b, &["topic", "create", "g", "-p", "6"], "");
+    let input: String = (0..1200).map(|i| format!("k{i}|{i}\n")).collect();
+    cli_ok(&b, &["produce", "g", "--key-separator", "|"], &input);
+    assert!(
+        high_watermarks(&b, "g").iter().all(|&hw| hw > 0),
+        "every partition has records"
+    );
+    let consume = |args: &[&str]| {
+        let mut all = vec!["consume", "g", "--group", "G1"];
+        all.extend_from_slice(args);
+        cli_ok(&b, &all, "")
+    };
+    let first = consume(&["--from-beginning", "-n", "400"]);
+    assert_eq!(first.lines().count(), 400);
+    let rest = consume(&["--timeout-ms", "3000"]);
+    let mut seen: Vec<u32> = first
+        .lines()
+        .chain(rest.lines())
+        .map(|v| v.parse().unwrap())
+        .collect();
+    seen.sort();
+    assert_eq!(seen, (0..1200).collect::<Vec<u32>>(), "each record once");
 }

@@ -516,6 +516,7 @@ fn an_attempt_waits_the_request_timeout_cut_to_the_earliest_delivery_deadline() 
         attempts: 1,
         stamp: None,
         order: 0,
+        order_span: 1,
     };
     let check = |ages: &[u64], expected_s: u64| {
         let batches: Vec<Batch<Delivery>> = ages.iter().map(|&a| batch(a)).collect();
@@ -951,4 +952,159 @@ async fn pipelined_batches_whose_answers_were_lost_in_a_failover_are_written_onc
     assert_eq!(stored(&cluster, 0), expected);
     let state = cluster.state();
     assert_eq!(state.init_producer_id_requests, [(-1, -1)]);
+}
+
+/// A batch the leader refuses as too large (a topic whose segment.bytes was lowered after
+/// the producer read it) is split until its halves fit, and every record lands once, in
+/// order; one record too large fails alone, and the records after it still land.
+#[tokio::test]
+async fn a_batch_refused_as_too_large_is_split_and_every_record_lands_in_order() {
+    for idempotent in [true, false] {
+        let broker = FakeBroker::start(&[("t", 1)]).await;
+        broker.state().batch_bytes_max = Some(300);
+        let config = ProducerConfig {
+            linger: Duration::from_secs(60),
+            enable_idempotence: idempotent,
+            ..ProducerConfig::default()
+        };
+        let producer = producer(&broker, config).await;
+        let mut values: Vec<String> = (0..40).map(|i| format!("record-{i:02}")).collect();
+        values[30] = "x".repeat(400);
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let outcomes = send_all(&producer, 0, &refs).await;
+        let failed: Vec<usize> = (0..40).filter(|&i| outcomes[i].is_err()).collect();
+        assert_eq!(
+            failed,
+            [30],
+            "idempotent {idempotent}: only the big record fails"
+        );
+        assert_eq!(
+            outcomes[30].as_ref().unwrap_err().code(),
+            Some(ErrorCode::MessageTooLarge)
+        );
+        let stored: Vec<Bytes> = broker
+            .state()
+            .values("t", 0)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        let expected: Vec<Bytes> = (0..40)
+            .filter(|&i| i != 30)
+            .map(|i| Bytes::from(values[i].clone()))
+            .collect();
+        assert_eq!(
+            stored, expected,
+            "idempotent {idempotent}: once each, in order"
+        );
+        let acknowledged: Vec<i64> = outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().ok())
+            .map(|m| m.offset)
+            .collect();
+        assert_eq!(acknowledged, (0..39).collect::<Vec<i64>>());
+    }
+}
+
+/// The topic's segment.bytes from the metadata sizes batches from the first one, and a
+/// record that could never fit fails at `send`, naming the limit.
+#[tokio::test]
+async fn the_topics_segment_bytes_bounds_batches_from_the_first() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    broker
+        .state()
+        .topics
+        .get_mut("t")
+        .unwrap()
+        .configs
+        .insert("segment.bytes".into(), "300".into());
+    // Anything larger than the metadata says would be refused, with no split possible for
+    // a test to see: every batch must fit at once.
+    broker.state().batch_bytes_max = Some(300);
+    let config = ProducerConfig {
+        linger: Duration::from_secs(60),
+        ..ProducerConfig::default()
+    };
+    let producer = producer(&broker, config).await;
+    let values: Vec<String> = (0..40).map(|i| format!("record-{i:02}")).collect();
+    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+    let outcomes = send_all(&producer, 0, &refs).await;
+    assert_eq!(offsets(&outcomes), (0..40).collect::<Vec<i64>>());
+    let refused_at_once = broker.state().stamps_seen.len();
+    assert_eq!(
+        refused_at_once,
+        broker.state().batches("t", 0).len(),
+        "no batch was refused"
+    );
+    let too_big = producer
+        .send(ProducerRecord::new("t", "x".repeat(400)))
+        .await;
+    match too_big {
+        Err(e @ Error::RecordTooLarge { .. }) => {
+            assert!(e.to_string().contains("segment.bytes"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Kafka's rule by default: a failure is the failed record's alone, and the records after
+/// it in its partition are still written (after an epoch bump), in send order. With
+/// `stop_after_failure` nothing after the failed record is written: the partition keeps a
+/// prefix of what was sent, and later records and `send`s fail with StoppedAfterFailure.
+#[tokio::test]
+async fn after_a_failure_later_records_land_in_order_or_with_stop_after_failure_not_at_all() {
+    for (idempotent, stop) in [(true, false), (true, true), (false, true), (false, false)] {
+        let case = format!("idempotent {idempotent}, stop {stop}");
+        let broker = FakeBroker::start(&[("t", 1)]).await;
+        let config = ProducerConfig {
+            enable_idempotence: idempotent,
+            stop_after_failure: stop,
+            linger: Duration::from_millis(1),
+            ..one_record_per_batch()
+        };
+        let producer = producer(&broker, config).await;
+        assert_eq!(offsets(&send_all(&producer, 0, &["a", "b"]).await), [0, 1]);
+        // "c" is refused for good (the disk full, say); the batches after it are in
+        // flight behind it or queued.
+        broker
+            .state()
+            .produce_errors
+            .push_back(ErrorCode::InvalidRecord);
+        let outcomes = send_all(&producer, 0, &["c", "d", "e", "f", "g", "h"]).await;
+        assert_eq!(
+            outcomes[0].as_ref().unwrap_err().code(),
+            Some(ErrorCode::InvalidRecord),
+            "{case}"
+        );
+        let stored: Vec<Bytes> = broker
+            .state()
+            .values("t", 0)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        if stop {
+            assert_eq!(stored, ["a", "b"], "{case}: a prefix");
+            for outcome in &outcomes[1..] {
+                assert!(
+                    matches!(outcome, Err(Error::StoppedAfterFailure { .. })),
+                    "{case}: {outcome:?}"
+                );
+            }
+            let later = producer.send(ProducerRecord::new("t", "i")).await;
+            assert!(
+                matches!(later, Err(Error::StoppedAfterFailure { .. })),
+                "{case}"
+            );
+        } else {
+            assert_eq!(
+                stored,
+                ["a", "b", "d", "e", "f", "g", "h"],
+                "{case}: in order"
+            );
+            let acknowledged: Vec<i64> = outcomes[1..]
+                .iter()
+                .map(|o| o.as_ref().unwrap().offset)
+                .collect();
+            assert_eq!(acknowledged, [2, 3, 4, 5, 6], "{case}");
+        }
+    }
 }

@@ -81,6 +81,9 @@ struct Printer<'a> {
     printed: u64,
     /// Per partition, the offset after the last record printed and not committed yet.
     to_commit: BTreeMap<TopicPartition, i64>,
+    /// Per partition, the first record returned by a poll but not printed (the limit cut
+    /// it off): the consumer's position is past it, a commit must not be.
+    unprinted: BTreeMap<TopicPartition, i64>,
     out: Vec<u8>,
 }
 
@@ -92,6 +95,7 @@ impl<'a> Printer<'a> {
             max: args.max_messages.unwrap_or(u64::MAX),
             printed: 0,
             to_commit: BTreeMap::new(),
+            unprinted: BTreeMap::new(),
             out: Vec::new(),
         }
     }
@@ -118,22 +122,43 @@ impl<'a> Printer<'a> {
             let tp = TopicPartition::new(record.topic.clone(), record.partition);
             self.to_commit.insert(tp, record.offset + 1);
         }
+        for record in records.iter().skip(room) {
+            let tp = TopicPartition::new(record.topic.clone(), record.partition);
+            self.unprinted.entry(tp).or_insert(record.offset);
+        }
         write_stdout(&self.out)
     }
 
-    /// Takes the offsets to commit of `partitions`.
-    fn take(&mut self, partitions: &[TopicPartition]) -> BTreeMap<TopicPartition, i64> {
+    /// Takes the offsets to commit of `partitions`: per partition the consumer's position
+    /// (after the last record a poll returned, or where it started: Kafka's consumer
+    /// commits the position of every partition it has positioned, so a partition it
+    /// printed nothing from is not started at the end by the group's next member), but
+    /// never past a record the limit kept from being printed.
+    fn take(
+        &mut self,
+        consumer: &Consumer,
+        partitions: &[TopicPartition],
+    ) -> BTreeMap<TopicPartition, i64> {
         partitions
             .iter()
-            .filter_map(|tp| self.to_commit.remove_entry(tp))
+            .filter_map(|tp| {
+                let printed = self.to_commit.remove(tp);
+                let position = consumer
+                    .position(&tp.topic, tp.partition)
+                    .filter(|p| *p >= 0);
+                let offset = self.unprinted.remove(tp).or(position).or(printed)?;
+                Some((tp.clone(), offset))
+            })
             .collect()
     }
 }
 
 /// `consume --group`: joins the group, starts where it committed (else at the earliest
-/// record with `--from-beginning`, else at the end), and commits exactly what it printed:
-/// before its partitions move to another member in a rebalance, and before it leaves the
-/// group on exit. Auto-commit is off, so nothing fetched but not printed is committed.
+/// record with `--from-beginning`, else at the end), and commits, for every partition it
+/// was assigned and positioned, the offset after the last record it printed, or where it
+/// started when it printed none: before its partitions move to another member in a
+/// rebalance, and before it leaves the group on exit. Auto-commit is off, so nothing
+/// fetched but not printed is committed.
 ///
 /// `--timeout-ms` counts only while the consumer is a member: the join (which waits for
 /// the group's other members) does not use it up. A join that does not complete within
@@ -215,14 +240,21 @@ async fn consume_as_member(
             }
             ConsumerEvent::PartitionsRevoked(partitions) => {
                 // Still ours until the next poll: commit what was printed from them.
-                let offsets = printer.take(&partitions);
+                let offsets = printer.take(consumer, &partitions);
                 if let Err(e) = consumer.commit_offsets(offsets).await {
                     eprintln!("warning: could not commit before the rebalance: {e}");
                 }
                 (idle_since, joining_since) = (None, Instant::now());
             }
             ConsumerEvent::PartitionsLost(partitions) => {
-                if !printer.take(&partitions).is_empty() {
+                let lost = partitions
+                    .iter()
+                    .filter(|tp| {
+                        printer.unprinted.remove(*tp);
+                        printer.to_commit.remove(*tp).is_some()
+                    })
+                    .count();
+                if lost > 0 {
                     eprintln!(
                         "warning: the group went on without this consumer; records it printed from {} partition(s) were not committed and will be delivered again",
                         partitions.len()
@@ -240,7 +272,7 @@ async fn consume_as_member(
 /// owns.
 async fn commit_printed(consumer: &mut Consumer, printer: &mut Printer<'_>) -> CliResult {
     let owned = consumer.assignment();
-    let offsets = printer.take(&owned);
+    let offsets = printer.take(consumer, &owned);
     if !printer.to_commit.is_empty() {
         eprintln!(
             "warning: records printed from {} partition(s) this consumer no longer owns were not committed",

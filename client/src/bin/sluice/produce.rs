@@ -35,6 +35,10 @@ pub fn strip_newline(mut line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
+/// `sluice produce`: each line of standard input is a record. The producer stops at the
+/// first record that fails (`stop_after_failure`), so each partition's log holds a prefix
+/// of the lines sent to it; reading stops too, what is in flight is waited for, and the
+/// error says which lines are in the log and where to resend from.
 pub async fn run(client: Client, args: ProduceArgs) -> CliResult {
     let acks = match args.acks {
         AcksArg::None => Acks::None,
@@ -46,38 +50,62 @@ pub async fn run(client: Client, args: ProduceArgs) -> CliResult {
         ProducerConfig {
             acks,
             enable_idempotence: args.enable_idempotence,
+            stop_after_failure: true,
             ..ProducerConfig::default()
         },
     );
-    let (deliveries, mut to_count) = mpsc::channel::<DeliveryFuture>(DELIVERIES_QUEUED_MAX);
-    let counter = tokio::spawn(async move {
-        let mut acknowledged = 0u64;
-        let mut first_error: Option<Error> = None;
-        while let Some(delivery) = to_count.recv().await {
-            match delivery.await {
-                Ok(_) => acknowledged += 1,
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
+    let (deliveries, to_count) = mpsc::channel::<(u64, DeliveryFuture)>(DELIVERIES_QUEUED_MAX);
+    let counter = tokio::spawn(count_deliveries(to_count));
+    let sent = send_lines(&producer, &args, deliveries).await;
+    producer.close().await;
+    let mut tally = counter
+        .await
+        .map_err(|e| format!("the delivery counter failed: {e}"))?;
+    match sent {
+        Sent::All => {}
+        Sent::Refused(line, e) => tally.fail(line, e),
+        Sent::InputError(e) => {
+            return Err(match tally.first_failure {
+                None => format!("{e}; the first {} lines were acknowledged", tally.prefix),
+                Some(_) => format!("{e}; {}", tally.report()),
+            })
         }
-        (acknowledged, first_error)
-    });
+    }
+    match tally.first_failure {
+        None => Ok(()),
+        Some(_) => Err(tally.report()),
+    }
+}
+
+/// How reading and sending the input ended.
+enum Sent {
+    /// Every line read was handed to the producer (standard input ended, or the producer
+    /// stopped after a failure, which its delivery reports).
+    All,
+    /// The producer refused this line at once (too large for the topic, say).
+    Refused(u64, Error),
+    /// Standard input could not be read.
+    InputError(String),
+}
+
+/// Reads standard input line by line and sends each line as a record, handing its
+/// delivery, numbered from 1, to the counter.
+async fn send_lines(
+    producer: &Producer,
+    args: &ProduceArgs,
+    deliveries: mpsc::Sender<(u64, DeliveryFuture)>,
+) -> Sent {
     let separator = args.key_separator.as_deref().map(str::as_bytes);
     let mut stdin = BufReader::with_capacity(64 * 1024, tokio::io::stdin());
     let mut line = Vec::new();
-    let mut total = 0u64;
+    let mut line_no = 0u64;
     let mut warned_no_separator = false;
-    let mut send_error = None;
     loop {
         line.clear();
         match stdin.read_until(b'\n', &mut line).await {
-            Ok(0) => break,
+            Ok(0) => return Sent::All,
             Ok(_) => {}
-            Err(e) => {
-                send_error = Some(format!("cannot read standard input: {e}"));
-                break;
-            }
+            Err(e) => return Sent::InputError(format!("cannot read standard input: {e}")),
         }
         let (key, value) = split_line(strip_newline(&line), separator);
         if separator.is_some() && key.is_none() && !warned_no_separator {
@@ -92,35 +120,110 @@ pub async fn run(client: Client, args: ProduceArgs) -> CliResult {
             headers: Vec::new(),
             timestamp_ms: None,
         };
-        total += 1;
+        line_no += 1;
         match producer.send(record).await {
             Ok(delivery) => {
-                if deliveries.send(delivery).await.is_err() {
-                    break;
+                if deliveries.send((line_no, delivery)).await.is_err() {
+                    return Sent::All;
                 }
             }
-            Err(e) => {
-                send_error = Some(e.to_string());
-                break;
+            // An earlier line failed: its delivery says so.
+            Err(Error::StoppedAfterFailure { .. }) => return Sent::All,
+            Err(e) => return Sent::Refused(line_no, e),
+        }
+    }
+}
+
+/// Most line numbers listed of lines acknowledged after the first failure.
+const LATER_LINES_LISTED_MAX: usize = 10;
+
+/// What the deliveries say, in input order.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Lines 1..=prefix were acknowledged.
+    prefix: u64,
+    /// The first line that failed, and why.
+    first_failure: Option<(u64, Error)>,
+    /// Lines after the first failure that were acknowledged anyway (on other partitions,
+    /// in flight when it failed): how many, and the first few. Never of the failed line's
+    /// partition unless that line's own outcome is unknown: the producer stops.
+    later_acknowledged: u64,
+    later_lines: Vec<u64>,
+}
+
+impl Tally {
+    fn acknowledged(&mut self, line: u64) {
+        if self.first_failure.is_none() {
+            self.prefix = line;
+        } else {
+            self.later_acknowledged += 1;
+            if self.later_lines.len() < LATER_LINES_LISTED_MAX {
+                self.later_lines.push(line);
             }
         }
     }
-    producer.close().await;
-    drop(deliveries);
-    let (acknowledged, first_error) = counter
-        .await
-        .map_err(|e| format!("the delivery counter failed: {e}"))?;
-    let failure = send_error.or(first_error.map(|e| e.to_string()));
-    match failure {
-        None if acknowledged == total => Ok(()),
-        None => Err(format!(
-            "{acknowledged} of {total} records were acknowledged"
-        )),
-        Some(e) if total <= 1 && acknowledged == 0 => Err(e),
-        Some(e) => Err(format!(
-            "{acknowledged} of {total} records were acknowledged; the first failure: {e}"
-        )),
+
+    fn fail(&mut self, line: u64, error: Error) {
+        if self
+            .first_failure
+            .as_ref()
+            .is_none_or(|(first, _)| line < *first)
+        {
+            self.first_failure = Some((line, error));
+        }
     }
+
+    /// Which lines are in the log and where to resend from.
+    fn report(&self) -> String {
+        let Some((line, error)) = &self.first_failure else {
+            return format!("all {} lines were acknowledged", self.prefix);
+        };
+        if *line == 1 && self.later_acknowledged == 0 && !may_be_written(error) {
+            // Nothing is in the log: the error alone says it.
+            return error.to_string();
+        }
+        let mut report = format!(
+            "line {line} failed: {error}; the first {} lines were acknowledged; resend from line {line}",
+            line - 1
+        );
+        if may_be_written(error) {
+            report.push_str(&format!(
+                " (line {line} itself may be in the log: its delivery timed out after it was sent)"
+            ));
+        }
+        if self.later_acknowledged > 0 {
+            let listed: Vec<String> = self.later_lines.iter().map(u64::to_string).collect();
+            let more = if self.later_acknowledged > listed.len() as u64 {
+                ", ..."
+            } else {
+                ""
+            };
+            report.push_str(&format!(
+                "; {} later lines were acknowledged too and are in the log, on other partitions (lines {}{more}): resending them duplicates them",
+                self.later_acknowledged,
+                listed.join(", ")
+            ));
+        }
+        report
+    }
+}
+
+/// Whether a failed record may be in the log all the same: its delivery timed out after a
+/// request with it was sent, so the leader may have written it.
+fn may_be_written(error: &Error) -> bool {
+    matches!(error, Error::DeliveryTimeout { attempts, .. } if *attempts > 0)
+}
+
+/// Awaits the deliveries in input order.
+async fn count_deliveries(mut deliveries: mpsc::Receiver<(u64, DeliveryFuture)>) -> Tally {
+    let mut tally = Tally::default();
+    while let Some((line, delivery)) = deliveries.recv().await {
+        match delivery.await {
+            Ok(_) => tally.acknowledged(line),
+            Err(e) => tally.fail(line, e),
+        }
+    }
+    tally
 }
 
 #[cfg(test)]
