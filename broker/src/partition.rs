@@ -550,13 +550,20 @@ impl Partition {
     }
 
     fn not_enough_replicas(&self, code: ErrorCode, isr: &[BrokerId]) -> ApiError {
+        let replicas = if isr.len() == 1 {
+            "replica"
+        } else {
+            "replicas"
+        };
         ApiError::new(
             code,
             format!(
-                "{}: {} in-sync replica(s) {isr:?}, fewer than min.insync.replicas={}; wait \
-                 for replicas to catch up, or lower min.insync.replicas",
+                "{} has {} in-sync {replicas} (broker {}), fewer than min.insync.replicas={}; \
+                 start the other replicas' brokers and wait for them to catch up, or lower \
+                 min.insync.replicas with sluice topic alter",
                 self.name(),
                 isr.len(),
+                ids(isr),
                 self.min_insync_replicas()
             ),
         )
@@ -617,11 +624,12 @@ impl Partition {
                 return Err(ApiError::new(
                     ErrorCode::RequestTimedOut,
                     format!(
-                        "{}: offsets {}..{end} were not replicated to the ISR {:?} within \
-                         {timeout:?}; the producer retries",
+                        "{}: offsets {}..{end} were not replicated to the in-sync replicas \
+                         (broker {}) within {} ms; the producer retries",
                         self.name(),
                         pending.info.base_offset,
-                        self.isr()
+                        ids(&self.isr()),
+                        timeout.as_millis()
                     ),
                 ));
             }
@@ -1206,4 +1214,10 @@ fn split_batches(records: Bytes) -> Result<Vec<Bytes>, ApiError> {
             Ok(batches)
         }
     }
+}
+
+/// Broker ids as a user reads them: `1, 2, 3`.
+fn ids(brokers: &[BrokerId]) -> String {
+    let ids: Vec<String> = brokers.iter().map(BrokerId::to_string).collect();
+    ids.join(", ")
 }

@@ -176,12 +176,14 @@ pub struct ClusterDescription {
 #[derive(Clone, Debug)]
 pub struct Admin {
     client: Client,
+    /// How long an operation keeps retrying NOT_CONTROLLER, a dead broker or another
+    /// retriable error ([`Admin::with_timeout`]).
+    timeout: Duration,
 }
 
-/// Tries of an admin request that hit NOT_CONTROLLER, a dead broker or another retriable
-/// error: with [`ADMIN_BACKOFF`], about 6.5 s of waits, enough for a controller election.
-const ADMIN_ATTEMPTS: u32 = 10;
-/// Wait between those tries: 100 ms doubling to 1 s, jittered.
+/// The default of [`Admin::with_timeout`]: several controller elections' worth.
+const ADMIN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// Wait between tries of a retried admin request: 100 ms doubling to 1 s, jittered.
 const ADMIN_BACKOFF: Backoff = Backoff {
     base: Duration::from_millis(100),
     max: Duration::from_secs(1),
@@ -200,7 +202,25 @@ const CREATE_VISIBLE_WAIT: Duration = Duration::from_secs(5);
 impl Admin {
     /// An admin over `client`.
     pub fn new(client: Client) -> Admin {
-        Admin { client }
+        Admin {
+            client,
+            timeout: ADMIN_TIMEOUT_DEFAULT,
+        }
+    }
+
+    /// How long each operation may keep retrying errors that may pass (no active
+    /// controller, a broker restarting) before it fails with the last of them. Default 30 s.
+    /// While it retries it logs, at WARN, what it waits for.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: sluice_client::Client) {
+    /// use std::time::Duration;
+    /// let admin = sluice_client::Admin::new(client).with_timeout(Duration::from_secs(5));
+    /// # }
+    /// ```
+    pub fn with_timeout(mut self, timeout: Duration) -> Admin {
+        self.timeout = timeout;
+        self
     }
 
     /// The client underneath.
@@ -461,10 +481,12 @@ impl Admin {
         }
     }
 
-    /// Runs `attempt` until it succeeds, fails for good, or `ADMIN_ATTEMPTS` tries are
-    /// spent, backing off between tries and refreshing the metadata (and so the
-    /// controller) before each retry. `attempt` is told whether an earlier try may have
-    /// taken effect (its connection failed or went silent after the request was sent).
+    /// Runs `attempt` until it succeeds, fails for good, or the admin timeout passes,
+    /// backing off between tries and refreshing the metadata (and so the controller)
+    /// before each retry; each new reason to wait is logged once at WARN (`waiting: ...`),
+    /// so a caller's user sees what is waited for. `attempt` is told whether an earlier try
+    /// may have taken effect (its connection failed or went silent after the request was
+    /// sent).
     async fn retrying<F, Fut>(&self, context: &str, attempt: F) -> Result<()>
     where
         F: Fn(bool) -> Fut,
@@ -473,12 +495,29 @@ impl Admin {
         let mut jitter = Jitter::new();
         let mut maybe_done = false;
         let mut tries = 1;
+        let deadline = Instant::now() + self.timeout;
+        let mut last_reported = String::new();
         loop {
             match attempt(maybe_done).await {
-                Err(e) if e.is_retriable() && tries < ADMIN_ATTEMPTS => {
-                    tracing::debug!(context, error = %e, tries, "retrying admin request");
+                Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                    let reason = match e.to_string() {
+                        r if r.starts_with(context) => r,
+                        r => format!("{context}: {r}"),
+                    };
+                    if reason != last_reported {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        tracing::warn!(
+                            "waiting: {reason}; retrying for up to {} s",
+                            left.as_secs_f64().ceil()
+                        );
+                        last_reported = reason;
+                    }
                     maybe_done |= matches!(e, Error::Network { .. } | Error::Timeout { .. });
-                    tokio::time::sleep(ADMIN_BACKOFF.delay(tries, &mut jitter)).await;
+                    let delay = ADMIN_BACKOFF.delay(tries, &mut jitter);
+                    tokio::time::sleep(
+                        delay.min(deadline.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
                     tries += 1;
                     // The refresh itself may fail for now; the next try finds a broker anyway.
                     let _ = self.client.refresh_metadata(Some(Vec::new())).await;
@@ -506,7 +545,7 @@ impl Admin {
     }
 
     fn timeout_ms(&self) -> i32 {
-        broker_timeout_ms(self.client.config().request_timeout)
+        broker_timeout_ms(self.client.config().request_timeout.min(self.timeout))
     }
 }
 

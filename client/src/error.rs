@@ -62,8 +62,10 @@ pub enum Error {
         /// The decoder's reason.
         reason: String,
     },
-    /// The broker answered with an error code.
-    #[error("{context}: {}{}", code.message(), detail(message))]
+    /// The broker answered with an error code. Shown as the broker's own account when it
+    /// sent one (it names the specifics), followed by the code's advice only if that account
+    /// gives none; otherwise as the code's generic message.
+    #[error("{context}: {}", broker_account(*code, message))]
     Broker {
         /// What was being done (`creating topic "orders"`, `producing to orders/3`).
         context: String,
@@ -231,6 +233,16 @@ pub enum Error {
     },
 }
 
+/// What a broker's error says, once: its message (with the code's advice when the message
+/// has no "what to do" part of its own), or the code's generic message.
+fn broker_account(code: ErrorCode, message: &Option<String>) -> String {
+    match (message.as_deref(), code.advice()) {
+        (Some(m), Some(advice)) if !m.is_empty() && !m.contains("; ") => format!("{m}; {advice}"),
+        (Some(m), _) if !m.is_empty() => m.to_owned(),
+        _ => code.message().to_owned(),
+    }
+}
+
 fn detail(message: &Option<String>) -> String {
     match message {
         Some(m) if !m.is_empty() => format!(" ({m})"),
@@ -334,7 +346,32 @@ mod tests {
                 ErrorCode::InvalidConfig,
                 Some("unknown config key foo".into()),
             ),
-            "creating topic \"t\": a configuration key or value is invalid; see the error message for which one (unknown config key foo)",
+            "creating topic \"t\": unknown config key foo; correct it and try again",
+        );
+        // The broker's account, then the code's advice, each once.
+        check(
+            Error::broker(
+                "creating topic \"orders\"",
+                ErrorCode::TopicAlreadyExists,
+                Some("topic \"orders\" already exists".into()),
+            ),
+            "creating topic \"orders\": topic \"orders\" already exists; pick another name or use the existing topic",
+        );
+        // An account that says what to do already is not followed by the generic advice.
+        check(
+            Error::broker(
+                "producing to full/0",
+                ErrorCode::DiskFull,
+                Some("the disk holding /d is full; free space or add disk, then retry (nothing was written)".into()),
+            ),
+            "producing to full/0: the disk holding /d is full; free space or add disk, then retry (nothing was written)",
+        );
+        check(
+            Error::broker("deleting group \"g\"", ErrorCode::NonEmptyGroup, None),
+            &format!(
+                "deleting group \"g\": {}",
+                ErrorCode::NonEmptyGroup.message()
+            ),
         );
         check(
             Error::UnknownPartition {

@@ -758,10 +758,23 @@ impl Shared {
         let retriable = error.is_retriable() || out_of_order;
         {
             let mut state = self.lock();
-            state.last_errors.insert(batch.tp.clone(), error.clone());
+            let reason = error.to_string();
+            let new_reason = state
+                .last_errors
+                .insert(batch.tp.clone(), error.clone())
+                .is_none_or(|before| before.to_string() != reason);
             let retry_at = Instant::now() + backoff.delay(batch.attempts, &mut state.jitter);
             if retriable && batch.attempts <= config.retries_max && retry_at < expires {
                 tracing::debug!(tp = %batch.tp, attempts = batch.attempts, %error, "retrying batch");
+                if new_reason && !out_of_order {
+                    // Once per partition and reason (cleared by a success), so a user sees
+                    // what a send waits for without a line per retry.
+                    let left = expires.saturating_duration_since(Instant::now());
+                    tracing::warn!(
+                        "waiting: {reason}; retrying for up to {} s",
+                        left.as_secs_f64().ceil()
+                    );
+                }
                 if out_of_order {
                     state.accumulator.retry_out_of_order(batch, retry_at);
                 } else {
@@ -946,8 +959,8 @@ async fn init_producer_id(
     });
     match client.send_any(request).await? {
         Response::InitProducerId(r) if r.error_code != ErrorCode::None => Err(Error::broker(
-            "getting a producer id for idempotent produce (set \
-             ProducerConfig::enable_idempotence to false to produce without one)",
+            "getting a producer id for idempotent produce (a producer without idempotence \
+             needs none)",
             r.error_code,
             r.error_message,
         )),

@@ -169,6 +169,144 @@ fn failures_exit_non_zero_and_say_what_to_do() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is sluice-broker running"));
 }
 
+/// What a user reads after a wrong turn: one line, the specifics once, what to do with
+/// the commands and flags that exist; no Rust names (`BrokerId(1)`, `ProducerConfig`).
+#[test]
+fn errors_say_what_happened_and_what_to_do_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap();
+    cli_ok(&b, &["topic", "create", "t"], "");
+    let check = |args: &[&str], stdin: &str, expected: &str| {
+        let out = cli(&b, args, stdin);
+        assert!(!out.status.success(), "{args:?} must fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim_end(), expected, "{args:?}");
+        said_once(&stderr);
+    };
+    check(
+        &["topic", "create", "t"],
+        "",
+        "error: creating topic \"t\": topic \"t\" already exists; pick another name or use \
+         the existing topic",
+    );
+    check(
+        &["topic", "delete", "nosuch"],
+        "",
+        "error: topic \"nosuch\" does not exist; sluice topic list shows the topics",
+    );
+    check(
+        &["topic", "delete", "__consumer_offsets"],
+        "",
+        "error: deleting topic \"__consumer_offsets\": __consumer_offsets is internal: it \
+         holds every consumer group's committed offsets; delete groups with `sluice group \
+         delete` instead",
+    );
+    check(
+        &["topic", "create", "x", "-r", "3"],
+        "",
+        "error: creating topic \"x\": replication factor 3 needs 3 brokers, but only broker 1 \
+         is available; add brokers or use a smaller --replication-factor",
+    );
+    check(
+        &["topic", "create", "x", "-c", "segment.bytes=1"],
+        "",
+        "error: creating topic \"x\": config segment.bytes=\"1\" is invalid: expected an \
+         integer of at least 4096; correct it and try again",
+    );
+    let big = format!("{}\n", "a".repeat(2_000_000));
+    check(
+        &["produce", "t"],
+        &big,
+        "error: a record of 2000087 bytes does not fit in --batch-bytes (1048576 bytes); raise \
+         --batch-bytes or send a smaller record",
+    );
+}
+
+/// Fails if a clause ("; "-separated) of a message appears twice in it.
+fn said_once(stderr: &str) {
+    for line in stderr.lines() {
+        let clauses: Vec<&str> = line.split("; ").map(str::trim).collect();
+        for (i, clause) in clauses.iter().enumerate() {
+            assert!(
+                !clauses[i + 1..].contains(clause),
+                "\"{clause}\" said twice: {line}"
+            );
+        }
+        assert!(
+            !line.contains("BrokerId(") && !line.contains("Config::"),
+            "a Rust name in: {line}"
+        );
+    }
+}
+
+/// No silent waits: a produce that cannot be acknowledged (fewer in-sync replicas than
+/// min.insync.replicas) says on stderr what it waits for while it retries, and gives up
+/// after --timeout-ms.
+#[test]
+fn produce_says_what_it_waits_for_and_gives_up_after_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap();
+    cli_ok(
+        &b,
+        &["topic", "create", "m", "-c", "min.insync.replicas=2"],
+        "",
+    );
+    let out = cli(&b, &["produce", "m", "--timeout-ms", "3000"], "hello\n");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut lines = stderr.lines();
+    let waiting = lines.next().unwrap_or_default();
+    assert!(
+        waiting.starts_with(
+            "waiting: producing to m/0: m-0 has 1 in-sync replica (broker 1), \
+             fewer than min.insync.replicas=2"
+        ) && waiting.ends_with("retrying for up to 3 s"),
+        "{stderr}"
+    );
+    let error = lines.next().unwrap_or_default();
+    assert!(
+        error.starts_with("error: line 1 failed: record for m/0 not acknowledged within 3000 ms"),
+        "{stderr}"
+    );
+    assert_eq!(lines.next(), None, "{stderr}");
+    said_once(waiting);
+}
+
+/// An admin command without a controller quorum says so while it waits, then fails after
+/// its --timeout-ms naming the voters that do not answer.
+#[test]
+fn admin_commands_without_a_quorum_say_so_and_give_up() {
+    use sluice_integration_tests::free_addr;
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: Vec<_> = (0..3).map(|_| free_addr([127, 0, 0, 1].into())).collect();
+    let voters = format!("1@{},2@{},3@{}", addrs[0], addrs[1], addrs[2]);
+    let broker = BrokerProcess::start_at(
+        addrs[0],
+        &dir.path().join("data"),
+        &["--node-id", "1", "--voters", &voters],
+    );
+    let out = cli(
+        &broker.bootstrap(),
+        &["topic", "create", "x", "--timeout-ms", "4000"],
+        "",
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = "creating topic \"x\": the controller quorum has no leader: 1 of its 3 \
+                    voters answer (not 2, 3) and a leader needs 2; start the missing voters or \
+                    check the network between them";
+    assert!(
+        stderr.starts_with(&format!("waiting: {expected}; retrying for up to")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with(&format!("error: {expected}\n")),
+        "{stderr}"
+    );
+}
+
 /// `sluice topic alter` (IncrementalAlterConfigs through the controller): set keys, remove
 /// them back to the broker default, refuse bad values whole; the replicas run with the new
 /// limits at once (a segment.bytes lowered below a batch refuses that batch).

@@ -64,7 +64,8 @@ macro_rules! error_codes {
                 }
             }
 
-            /// What went wrong and what to do about it, for a human.
+            /// What went wrong and what to do about it, for a human: `what happened; what
+            /// to do` (see [`ErrorCode::advice`]).
             pub fn message(self) -> &'static str {
                 match self {
                     $( ErrorCode::$variant => $message, )*
@@ -73,6 +74,15 @@ macro_rules! error_codes {
             }
         }
     };
+}
+
+impl ErrorCode {
+    /// The "what to do" half of [`ErrorCode::message`] (after its first `"; "`), to follow
+    /// a broker's own, more specific account of what happened; `None` for codes that only
+    /// state a fact.
+    pub fn advice(self) -> Option<&'static str> {
+        self.message().split_once("; ").map(|(_, advice)| advice)
+    }
 }
 
 error_codes! {
@@ -182,7 +192,7 @@ error_codes! {
         "the replica assignment is invalid; each partition needs distinct, registered brokers";
     /// A configuration value is invalid.
     InvalidConfig = 40, "INVALID_CONFIG", false,
-        "a configuration key or value is invalid; see the error message for which one";
+        "a configuration key or value is invalid; correct it and try again";
     /// This node is not the active controller.
     NotController = 41, "NOT_CONTROLLER", true,
         "this node is not the active controller; retry against the current controller";
@@ -343,6 +353,15 @@ mod tests {
         for n in i16::MIN..=i16::MAX {
             assert_eq!(ErrorCode::from_i16(n).code(), n);
         }
+    }
+
+    #[test]
+    fn advice_is_what_follows_the_account() {
+        assert_eq!(
+            ErrorCode::TopicAlreadyExists.advice(),
+            Some("pick another name or use the existing topic")
+        );
+        assert_eq!(ErrorCode::None.advice(), None);
     }
 
     #[test]

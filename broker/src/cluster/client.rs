@@ -19,6 +19,12 @@ use crate::error::ApiError;
 /// Pause between attempts while no controller answers.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How long one call waits while the quorum has no leader at all before it gives up with
+/// an account of which voters answered: the client retries (NOT_CONTROLLER is retriable)
+/// and can tell its user what it waits for, instead of one request going silent for its
+/// whole timeout. An election normally takes about a second.
+const NO_LEADER_WAIT: Duration = Duration::from_secs(3);
+
 /// A connection to whichever node is the active controller.
 pub struct ControllerClient {
     config: BrokerConfig,
@@ -74,25 +80,38 @@ impl ControllerClient {
     /// Sends a controller request and returns the answer, retrying NOT_CONTROLLER and
     /// unreachable controllers until `timeout` passes.
     pub async fn call(&self, request: Request, timeout: Duration) -> Result<Response, ApiError> {
-        let deadline = Instant::now() + timeout;
+        let start = Instant::now();
+        let deadline = start + timeout;
         let mut attempt = 0;
+        let mut voters = VoterReplies::default();
         loop {
-            let outcome = match self.target(attempt) {
+            let target = self.target(attempt);
+            let outcome = match &target {
                 None => match &self.local {
                     Some(local) => local.handle(request.clone()).await,
                     None => unreachable!("target is None only with a local controller"),
                 },
-                Some((id, address)) => self.remote(id, &address, request.clone(), deadline).await,
+                Some((id, address)) => self.remote(*id, address, request.clone(), deadline).await,
             };
             attempt += 1;
+            let asked = target.map_or(self.config.node_id, |(id, _)| id);
+            voters.record(asked, &outcome);
             match outcome {
                 Err(e) if retriable(&e) && Instant::now() + RETRY_BACKOFF < deadline => {
                     tracing::debug!("controller request failed ({}); retrying", e.message);
+                    if self.leader().is_none() && start.elapsed() >= NO_LEADER_WAIT {
+                        return Err(voters.no_leader(&self.config));
+                    }
                     tokio::time::sleep(RETRY_BACKOFF).await;
                 }
                 other => return other,
             }
         }
+    }
+
+    /// The Raft leader this node knows of, if any.
+    fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
     }
 
     async fn remote(
@@ -128,4 +147,50 @@ fn retriable(e: &ApiError) -> bool {
         e.code,
         ErrorCode::NotController | ErrorCode::NetworkException | ErrorCode::RequestTimedOut
     )
+}
+
+/// Which voters answered a controller call's attempts (anything, even "not the
+/// controller", counts): the account of a quorum without a leader.
+#[derive(Default)]
+struct VoterReplies {
+    answered: std::collections::BTreeSet<i32>,
+}
+
+impl VoterReplies {
+    fn record(&mut self, voter: BrokerId, outcome: &Result<Response, ApiError>) {
+        if !matches!(outcome, Err(e) if e.code == ErrorCode::NetworkException) {
+            self.answered.insert(voter.0);
+        }
+    }
+
+    /// NOT_CONTROLLER saying the quorum has no leader, which voters do not answer and how
+    /// many a leader needs.
+    fn no_leader(&self, config: &BrokerConfig) -> ApiError {
+        let n_voters = config.voters.len();
+        let silent: Vec<String> = config
+            .voters
+            .iter()
+            .map(|v| v.id.0)
+            .filter(|id| !self.answered.contains(id))
+            .map(|id| id.to_string())
+            .collect();
+        let needed = n_voters / 2 + 1;
+        let account = if silent.is_empty() {
+            format!(
+                "all {n_voters} voters answer, so an election should end shortly; if it \
+                 does not, check the voters' logs"
+            )
+        } else {
+            format!(
+                "{} of its {n_voters} voters answer (not {}) and a leader needs {needed}; \
+                 start the missing voters or check the network between them",
+                n_voters - silent.len(),
+                silent.join(", ")
+            )
+        };
+        ApiError::new(
+            ErrorCode::NotController,
+            format!("the controller quorum has no leader: {account}"),
+        )
+    }
 }

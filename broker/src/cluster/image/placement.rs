@@ -24,11 +24,14 @@ pub(super) fn check_replication_factor(
         ));
     }
     let ids: Vec<String> = active.iter().map(|id| id.to_string()).collect();
-    let brokers = if n_active == 1 { "broker" } else { "brokers" };
+    let available = if n_active == 1 {
+        format!("only broker {} is available", ids[0])
+    } else {
+        format!("only brokers {} are available", ids.join(", "))
+    };
     Err(format!(
-        "replication factor {replication_factor} is larger than the {n_active} available \
-         {brokers} ({}); add brokers or use a smaller --replication-factor",
-        ids.join(", ")
+        "replication factor {replication_factor} needs {replication_factor} brokers, but \
+         {available}; add brokers or use a smaller --replication-factor"
     ))
 }
 

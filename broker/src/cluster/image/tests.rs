@@ -596,14 +596,14 @@ fn create_topic_refusals() {
     check_refused(
         c.create("t", 1, 3),
         ErrorCode::InvalidReplicationFactor,
-        "replication factor 3 is larger than the 2 available brokers (1, 2); add brokers or \
-         use a smaller --replication-factor",
+        "replication factor 3 needs 3 brokers, but only brokers 1, 2 are available; add \
+         brokers or use a smaller --replication-factor",
     );
     c.fence(2);
     check_refused(
         c.create("t", 1, 2),
         ErrorCode::InvalidReplicationFactor,
-        "larger than the 1 available broker (1);",
+        "needs 2 brokers, but only broker 1 is available;",
     );
     check_refused(
         c.create("t", 1, 0),

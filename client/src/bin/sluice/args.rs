@@ -34,19 +34,49 @@ pub enum Format {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create, list, describe and delete topics.
-    #[command(subcommand)]
-    Topic(TopicCommand),
+    /// Create, list, describe, alter and delete topics.
+    Topic(TopicArgs),
     /// Send standard input to a topic, one record per line.
     Produce(ProduceArgs),
     /// Print a topic's records, one per line.
     Consume(ConsumeArgs),
     /// Inspect and manage consumer groups.
-    #[command(subcommand)]
-    Group(GroupCommand),
+    Group(GroupArgs),
     /// Inspect the cluster.
+    Cluster(ClusterArgs),
+}
+
+/// How long an admin command keeps retrying what may pass (no active controller, a broker
+/// restarting) before it fails; while it waits it says on stderr what for.
+#[derive(Debug, Args)]
+pub struct AdminTimeout {
+    /// Give up after this long (retries included).
+    #[arg(long, global = true, value_name = "MS", default_value_t = 30_000)]
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct TopicArgs {
+    #[command(flatten)]
+    pub timeout: AdminTimeout,
     #[command(subcommand)]
-    Cluster(ClusterCommand),
+    pub command: TopicCommand,
+}
+
+#[derive(Debug, Args)]
+pub struct GroupArgs {
+    #[command(flatten)]
+    pub timeout: AdminTimeout,
+    #[command(subcommand)]
+    pub command: GroupCommand,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub timeout: AdminTimeout,
+    #[command(subcommand)]
+    pub command: ClusterCommand,
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +153,14 @@ pub struct ProduceArgs {
     /// Idempotent writes (no duplicates when a send is retried); applies with --acks all.
     #[arg(long, value_name = "true|false", default_value_t = true, action = clap::ArgAction::Set)]
     pub enable_idempotence: bool,
+    /// How long a record may wait for its acknowledgement, retries included, before the
+    /// command gives up (a partition without a leader, too few in-sync replicas...).
+    #[arg(long, value_name = "MS", default_value_t = 120_000)]
+    pub timeout_ms: u64,
+    /// Largest batch of records sent to a partition in one request, in bytes (never more
+    /// than the topic's segment.bytes).
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    pub batch_bytes: usize,
 }
 
 #[derive(Debug, Args)]
@@ -239,29 +277,67 @@ mod tests {
         assert!(fails(&["topic", "list", "--format", "yaml"]).contains("yaml"));
     }
 
+    fn topic_of(command: Command) -> TopicCommand {
+        match command {
+            Command::Topic(args) => args.command,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn group_of(command: Command) -> GroupCommand {
+        match command {
+            Command::Group(args) => args.command,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn cluster_of(command: Command) -> ClusterCommand {
+        match command {
+            Command::Cluster(args) => args.command,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn timeouts_have_defaults_and_go_after_the_subcommand() {
+        match parse(&["topic", "create", "t", "--timeout-ms", "500"]).command {
+            Command::Topic(args) => assert_eq!(args.timeout.timeout_ms, 500),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["group", "list"]).command {
+            Command::Group(args) => assert_eq!(args.timeout.timeout_ms, 30_000),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["produce", "t", "--timeout-ms", "2000"]).command {
+            Command::Produce(args) => assert_eq!(args.timeout_ms, 2000),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn topic_commands() {
-        match parse(&[
-            "topic",
-            "create",
-            "t1",
-            "-p",
-            "3",
-            "-r",
-            "2",
-            "-c",
-            "retention.ms=10",
-            "--config",
-            "segment.bytes=1024",
-        ])
-        .command
-        {
-            Command::Topic(TopicCommand::Create {
+        match topic_of(
+            parse(&[
+                "topic",
+                "create",
+                "t1",
+                "-p",
+                "3",
+                "-r",
+                "2",
+                "-c",
+                "retention.ms=10",
+                "--config",
+                "segment.bytes=1024",
+            ])
+            .command,
+        ) {
+            TopicCommand::Create {
                 name,
                 partitions,
                 replication_factor,
                 configs,
-            }) => {
+            } => {
                 assert_eq!(
                     (name.as_str(), partitions, replication_factor),
                     ("t1", 3, 2)
@@ -276,43 +352,44 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match parse(&[
-            "topic",
-            "create",
-            "t",
-            "--partitions",
-            "4",
-            "--replication-factor",
-            "1",
-        ])
-        .command
-        {
-            Command::Topic(TopicCommand::Create {
+        match topic_of(
+            parse(&[
+                "topic",
+                "create",
+                "t",
+                "--partitions",
+                "4",
+                "--replication-factor",
+                "1",
+            ])
+            .command,
+        ) {
+            TopicCommand::Create {
                 partitions: 4,
                 replication_factor: 1,
                 ..
-            }) => {}
+            } => {}
             other => panic!("{other:?}"),
         }
-        match parse(&["topic", "create", "t"]).command {
-            Command::Topic(TopicCommand::Create {
+        match topic_of(parse(&["topic", "create", "t"]).command) {
+            TopicCommand::Create {
                 partitions: 1,
                 replication_factor: 1,
                 configs,
                 ..
-            }) => assert!(configs.is_empty()),
+            } => assert!(configs.is_empty()),
             other => panic!("{other:?}"),
         }
         assert!(fails(&["topic", "create", "t", "-c", "novalue"]).contains("KEY=VALUE"));
         assert!(matches!(
-            parse(&["topic", "list"]).command,
-            Command::Topic(TopicCommand::List)
+            topic_of(parse(&["topic", "list"]).command),
+            TopicCommand::List
         ));
         assert!(
-            matches!(parse(&["topic", "describe", "x"]).command, Command::Topic(TopicCommand::Describe { name }) if name == "x")
+            matches!(topic_of(parse(&["topic", "describe", "x"]).command), TopicCommand::Describe { name } if name == "x")
         );
         assert!(
-            matches!(parse(&["topic", "delete", "x"]).command, Command::Topic(TopicCommand::Delete { name }) if name == "x")
+            matches!(topic_of(parse(&["topic", "delete", "x"]).command), TopicCommand::Delete { name } if name == "x")
         );
         fails(&["topic", "describe"]);
     }
@@ -405,33 +482,34 @@ mod tests {
     #[test]
     fn group_and_cluster_commands() {
         assert!(matches!(
-            parse(&["group", "list"]).command,
-            Command::Group(GroupCommand::List)
+            group_of(parse(&["group", "list"]).command),
+            GroupCommand::List
         ));
         assert!(
-            matches!(parse(&["group", "describe", "g"]).command, Command::Group(GroupCommand::Describe { group }) if group == "g")
+            matches!(group_of(parse(&["group", "describe", "g"]).command), GroupCommand::Describe { group } if group == "g")
         );
         assert!(
-            matches!(parse(&["group", "delete", "g"]).command, Command::Group(GroupCommand::Delete { group }) if group == "g")
+            matches!(group_of(parse(&["group", "delete", "g"]).command), GroupCommand::Delete { group } if group == "g")
         );
-        match parse(&[
-            "group",
-            "reset-offsets",
-            "g",
-            "--topic",
-            "t",
-            "--to-offset",
-            "5",
-        ])
-        .command
-        {
-            Command::Group(GroupCommand::ResetOffsets {
+        match group_of(
+            parse(&[
+                "group",
+                "reset-offsets",
+                "g",
+                "--topic",
+                "t",
+                "--to-offset",
+                "5",
+            ])
+            .command,
+        ) {
+            GroupCommand::ResetOffsets {
                 group,
                 topic,
                 to_offset,
                 to_earliest,
                 to_latest,
-            }) => {
+            } => {
                 assert_eq!(
                     (
                         group.as_str(),
@@ -446,26 +524,30 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            parse(&[
-                "group",
-                "reset-offsets",
-                "g",
-                "--topic",
-                "t",
-                "--to-earliest"
-            ])
-            .command,
-            Command::Group(GroupCommand::ResetOffsets {
+            group_of(
+                parse(&[
+                    "group",
+                    "reset-offsets",
+                    "g",
+                    "--topic",
+                    "t",
+                    "--to-earliest"
+                ])
+                .command
+            ),
+            GroupCommand::ResetOffsets {
                 to_earliest: true,
                 ..
-            })
+            }
         ));
         assert!(matches!(
-            parse(&["group", "reset-offsets", "g", "--topic", "t", "--to-latest"]).command,
-            Command::Group(GroupCommand::ResetOffsets {
+            group_of(
+                parse(&["group", "reset-offsets", "g", "--topic", "t", "--to-latest"]).command
+            ),
+            GroupCommand::ResetOffsets {
                 to_latest: true,
                 ..
-            })
+            }
         ));
         fails(&["group", "reset-offsets", "g", "--topic", "t"]);
         fails(&[
@@ -478,8 +560,8 @@ mod tests {
             "--to-latest",
         ]);
         assert!(matches!(
-            parse(&["cluster", "describe"]).command,
-            Command::Cluster(ClusterCommand::Describe)
+            cluster_of(parse(&["cluster", "describe"]).command),
+            ClusterCommand::Describe
         ));
     }
 

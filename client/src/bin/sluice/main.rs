@@ -9,14 +9,30 @@ mod render;
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use sluice_client::{Admin, Client, ClientConfig, NewTopic, ResetTarget};
 
-use args::{Cli, ClusterCommand, Command, Format, GroupCommand, TopicCommand};
+use args::{
+    AdminTimeout, Cli, ClusterArgs, ClusterCommand, Command, Format, GroupCommand, TopicCommand,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The library logs at WARN what a command waits for (`waiting: ...`): shown as is, so a
+    // wait is never silent. RUST_LOG overrides it for debugging.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("sluice_client=warn")),
+        )
+        .without_time()
+        .with_target(false)
+        .with_level(false)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -53,10 +69,16 @@ async fn run(cli: Cli) -> CliResult {
     };
     let client = Client::connect(config).await.map_err(|e| e.to_string())?;
     let format = cli.format;
+    let admin = |timeout: AdminTimeout| {
+        Admin::new(client.clone()).with_timeout(Duration::from_millis(timeout.timeout_ms))
+    };
     match cli.command {
-        Command::Topic(command) => topic(Admin::new(client), command, format).await,
-        Command::Cluster(ClusterCommand::Describe) => {
-            let cluster = Admin::new(client)
+        Command::Topic(args) => topic(admin(args.timeout), args.command, format).await,
+        Command::Cluster(ClusterArgs {
+            timeout,
+            command: ClusterCommand::Describe,
+        }) => {
+            let cluster = admin(timeout)
                 .describe_cluster()
                 .await
                 .map_err(|e| e.to_string())?;
@@ -68,7 +90,7 @@ async fn run(cli: Cli) -> CliResult {
         }
         Command::Produce(args) => produce::run(client, args).await,
         Command::Consume(args) => consume::run(client, args, format).await,
-        Command::Group(command) => group(Admin::new(client), command, format).await,
+        Command::Group(args) => group(admin(args.timeout), args.command, format).await,
     }
 }
 
@@ -125,7 +147,7 @@ async fn topic(admin: Admin, command: TopicCommand, format: Format) -> CliResult
             )
         }
         TopicCommand::Delete { name } => {
-            admin.delete_topic(&name).await.map_err(|e| e.to_string())?;
+            admin.delete_topic(&name).await.map_err(not_there)?;
             print(
                 format,
                 || format!("deleted topic \"{name}\"\n"),
@@ -148,13 +170,24 @@ async fn topic(admin: Admin, command: TopicCommand, format: Format) -> CliResult
             admin
                 .alter_topic_configs(&name, &changes)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(not_there)?;
             print(
                 format,
                 || format!("altered the configs of topic \"{name}\"\n"),
                 || serde_json::json!({ "altered": name }),
             )
         }
+    }
+}
+
+/// An error of a command on an existing topic: a missing topic gets no advice to create
+/// it (the library's, right for produce and consume).
+fn not_there(e: sluice_client::Error) -> String {
+    match e {
+        sluice_client::Error::UnknownTopic { topic } => {
+            format!("topic \"{topic}\" does not exist; sluice topic list shows the topics")
+        }
+        other => other.to_string(),
     }
 }
 

@@ -1,5 +1,7 @@
 //! `sluice produce`: standard input to a topic, one record per line.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use sluice_client::{
     Acks, Client, DeliveryFuture, Error, PartitionId, Producer, ProducerConfig, ProducerRecord,
@@ -51,6 +53,11 @@ pub async fn run(client: Client, args: ProduceArgs) -> CliResult {
             acks,
             enable_idempotence: args.enable_idempotence,
             stop_after_failure: true,
+            batch_bytes_max: args.batch_bytes,
+            delivery_timeout: Duration::from_millis(args.timeout_ms),
+            request_timeout: ProducerConfig::default()
+                .request_timeout
+                .min(Duration::from_millis(args.timeout_ms)),
             ..ProducerConfig::default()
         },
     );
@@ -178,15 +185,19 @@ impl Tally {
         let Some((line, error)) = &self.first_failure else {
             return format!("all {} lines were acknowledged", self.prefix);
         };
-        if *line == 1 && self.later_acknowledged == 0 && !may_be_written(error) {
+        let error = Explained(error);
+        if *line == 1 && self.later_acknowledged == 0 && !may_be_written(error.0) {
             // Nothing is in the log: the error alone says it.
             return error.to_string();
         }
-        let mut report = format!(
-            "line {line} failed: {error}; the first {} lines were acknowledged; resend from line {line}",
-            line - 1
-        );
-        if may_be_written(error) {
+        let acknowledged = match line - 1 {
+            0 => "no line was acknowledged".to_string(),
+            1 => "the first line was acknowledged".to_string(),
+            n => format!("the first {n} lines were acknowledged"),
+        };
+        let mut report =
+            format!("line {line} failed: {error}; {acknowledged}; resend from line {line}");
+        if may_be_written(error.0) {
             report.push_str(&format!(
                 " (line {line} itself may be in the log: its delivery timed out after it was sent)"
             ));
@@ -205,6 +216,34 @@ impl Tally {
             ));
         }
         report
+    }
+}
+
+/// A producer error as the CLI user can act on it: the library names its own settings
+/// (`batch_bytes_max`), the CLI its flags and commands.
+struct Explained<'e>(&'e Error);
+
+impl std::fmt::Display for Explained<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Error::RecordTooLarge { size, max, limit } => {
+                let what_to_do = match *limit {
+                    "batch_bytes_max" => "raise --batch-bytes or send a smaller record",
+                    "buffer_bytes_max" => "send a smaller record",
+                    _ => "raise it with `sluice topic alter TOPIC -c segment.bytes=BYTES` or send a smaller record",
+                };
+                let limit = match *limit {
+                    "batch_bytes_max" => "--batch-bytes",
+                    "buffer_bytes_max" => "the producer's buffer",
+                    other => other,
+                };
+                write!(
+                    f,
+                    "a record of {size} bytes does not fit in {limit} ({max} bytes); {what_to_do}"
+                )
+            }
+            other => write!(f, "{other}"),
+        }
     }
 }
 
