@@ -52,8 +52,8 @@ pub struct Broker {
     fenced: watch::Sender<Option<bool>>,
     /// Graceful shutdown asked the controller to move leaderships away...
     shutdown_requested: watch::Sender<bool>,
-    /// ...and the controller confirmed it.
-    shutdown_granted: watch::Sender<bool>,
+    /// ...and the controller confirmed it, or no controller answered.
+    shutdown_granted: watch::Sender<ShutdownAnswer>,
     /// `true` once shutdown began: long polls end, connections stop reading.
     stopping: watch::Sender<bool>,
 }
@@ -102,7 +102,7 @@ impl Broker {
             registered: tokio::sync::Notify::new(),
             fenced: watch::channel(None).0,
             shutdown_requested: watch::channel(false).0,
-            shutdown_granted: watch::channel(false).0,
+            shutdown_granted: watch::channel(ShutdownAnswer::Pending).0,
             stopping,
         }))
     }
@@ -171,7 +171,20 @@ impl Broker {
 
     /// The controller moved this broker's leaderships away: it may stop.
     pub fn grant_shutdown(&self) {
-        self.shutdown_granted.send_replace(true);
+        self.shutdown_granted.send_replace(ShutdownAnswer::Granted);
+    }
+
+    /// No controller answers the controlled shutdown's heartbeats (the whole cluster is
+    /// stopping, or the quorum is lost): waiting longer would only delay the stop.
+    pub fn no_controller_for_shutdown(&self) {
+        self.shutdown_granted
+            .send_if_modified(|answer| match answer {
+                ShutdownAnswer::Pending => {
+                    *answer = ShutdownAnswer::NoController;
+                    true
+                }
+                _ => false,
+            });
     }
 
     /// The first step of a graceful shutdown (DESIGN §7): asks the controller, through the
@@ -197,17 +210,29 @@ impl Broker {
         }
         self.shutdown_requested.send_replace(true);
         let mut granted = self.shutdown_granted.subscribe();
-        let confirmed = tokio::time::timeout(timeout, granted.wait_for(|g| *g))
-            .await
-            .is_ok();
-        match confirmed {
-            true => {
+        // The watch's guard is dropped within this statement: it must not live across an
+        // await (it is not Send).
+        let answer = match tokio::time::timeout(
+            timeout,
+            granted.wait_for(|a| *a != ShutdownAnswer::Pending),
+        )
+        .await
+        {
+            Ok(Ok(answer)) => Some(*answer),
+            _ => None,
+        };
+        match answer {
+            Some(ShutdownAnswer::Granted) => {
                 // Let the local replicas take their new roles before connections close.
                 let index = self.cluster.applied_index();
                 self.wait_reconciled(index, Duration::from_secs(1)).await;
                 tracing::info!("leaderships moved; shutting down")
             }
-            false => tracing::warn!("the controller did not confirm the controlled shutdown in {timeout:?}; shutting down anyway"),
+            Some(_) => tracing::info!(
+                "no controller answers to move leaderships (the other brokers are stopping \
+                 too, or the quorum is lost); shutting down"
+            ),
+            None => tracing::warn!("the controller did not confirm the controlled shutdown in {timeout:?}; shutting down anyway"),
         }
     }
 
@@ -282,4 +307,15 @@ impl Services {
             admin,
         }
     }
+}
+
+/// What became of a controlled shutdown's request ([`Broker::controlled_shutdown`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ShutdownAnswer {
+    /// Not answered yet.
+    Pending,
+    /// The controller moved the leaderships away.
+    Granted,
+    /// Heartbeats found no controller to ask.
+    NoController,
 }

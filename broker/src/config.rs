@@ -396,6 +396,32 @@ impl ConfigLayer {
     }
 }
 
+impl ConfigLayer {
+    /// Parses the command line, with `--help` showing each setting's default. The flags
+    /// themselves have no clap defaults (a flag that is not given must leave the file's or
+    /// the environment's value), so the defaults are added to the help text from
+    /// [`BrokerConfig::default`], which stays their one source.
+    pub fn parse_with_defaults() -> ConfigLayer {
+        use clap::{CommandFactory, FromArgMatches};
+        let defaults = serde_json::to_value(BrokerConfig::default()).unwrap_or_default();
+        let command = ConfigLayer::command().mut_args(|arg| {
+            let shown = match defaults.get(arg.get_id().as_str()) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(serde_json::Value::Number(n)) => n.to_string(),
+                Some(serde_json::Value::Bool(b)) => b.to_string(),
+                _ => return arg,
+            };
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            if help.contains("(default") {
+                return arg; // says its default in its own words
+            }
+            arg.help(format!("{help} [default: {shown}]"))
+        });
+        let matches = command.get_matches();
+        ConfigLayer::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
 /// Builds the effective configuration from the command line (flags and `SLUICE_*`
 /// variables, parsed by clap) and the file it names.
 pub fn resolve(cli: ConfigLayer) -> Result<BrokerConfig, BrokerError> {

@@ -83,6 +83,9 @@ pub async fn run(broker: Arc<Broker>) {
                 }
                 Err(e) => {
                     tracing::debug!("heartbeat failed: {}", e.message);
+                    if want_shutdown {
+                        broker.no_controller_for_shutdown();
+                    }
                     continue;
                 }
             };

@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use sluice_broker::{config, Broker, ConfigLayer};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -16,7 +15,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let config = match config::resolve(ConfigLayer::parse()) {
+    let config = match config::resolve(ConfigLayer::parse_with_defaults()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");

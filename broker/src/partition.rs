@@ -413,6 +413,10 @@ impl Partition {
                     "now {}",
                     match role {
                         Role::Leader => "leader".to_string(),
+                        // No leader yet: an election is pending, or (after a restart) this
+                        // broker's own leaderships wait for its registration to be applied.
+                        Role::Follower { leader } if leader == BrokerId::NONE =>
+                            "without a leader (one is being elected)".to_string(),
                         Role::Follower { leader } => format!("follower of {leader}"),
                     }
                 );

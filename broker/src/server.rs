@@ -117,6 +117,7 @@ pub async fn run(broker: Arc<Broker>, listeners: impl Into<Listeners>, shutdown:
         tracing::warn!("connections still busy after {timeout:?}; closing them");
         connections.shutdown().await;
     }
+    broker.groups.unload_all().await;
     let closing = Arc::clone(&broker);
     if let Err(e) = tokio::task::spawn_blocking(move || closing.close()).await {
         tracing::error!("closing the logs failed: {e}");

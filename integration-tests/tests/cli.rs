@@ -223,6 +223,70 @@ fn errors_say_what_happened_and_what_to_do_once() {
     );
 }
 
+/// Normal operation logs nothing above INFO: a single node used with a consumer group
+/// (so `__consumer_offsets` exists and is led here), stopped cleanly, restarted, used and
+/// stopped again.
+#[test]
+fn a_clean_stop_and_restart_log_nothing_above_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap();
+    cli_ok(&b, &["topic", "create", "t", "-p", "2"], "");
+    for round in 0..2 {
+        cli_ok(&b, &["produce", "t"], "a\nb\nc\n");
+        let consumed = cli_ok(
+            &b,
+            &[
+                "consume",
+                "t",
+                "--group",
+                "g",
+                "--from-beginning",
+                "-n",
+                "3",
+            ],
+            "",
+        );
+        assert_eq!(consumed.lines().count(), 3, "round {round}: {consumed}");
+        assert!(broker.terminate().success(), "round {round}");
+        if round == 0 {
+            broker.restart();
+        }
+    }
+    let log = broker.log();
+    let loud: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(loud.is_empty(), "{}", loud.join("\n"));
+}
+
+/// `topic create --help` names every topic config the broker knows (the keys `topic
+/// describe` shows with their values), and `sluice --help` is about the CLI.
+#[test]
+fn help_lists_every_topic_config_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap();
+    cli_ok(&b, &["topic", "create", "t"], "");
+    let described = json(&cli_ok(
+        &b,
+        &["topic", "describe", "t", "--format", "json"],
+        "",
+    ));
+    let help = cli_ok(&b, &["topic", "create", "--help"], "");
+    let keys: Vec<&String> = described["config"].as_object().unwrap().keys().collect();
+    assert!(!keys.is_empty());
+    for key in keys {
+        assert!(help.contains(key.as_str()), "{key} missing from: {help}");
+    }
+    let about = cli_ok(&b, &["--help"], "");
+    assert!(
+        about.starts_with("Command-line client of the sluice log broker"),
+        "{about}"
+    );
+}
+
 /// Fails if a clause ("; "-separated) of a message appears twice in it.
 fn said_once(stderr: &str) {
     for line in stderr.lines() {

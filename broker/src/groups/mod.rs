@@ -243,11 +243,13 @@ impl GroupCoordinator {
         }
     }
 
-    /// Drops every shard (shutdown): held joins are answered NOT_COORDINATOR.
-    pub fn unload_all(&self) {
+    /// Drops every shard (shutdown, once connections are drained): held joins are answered
+    /// NOT_COORDINATOR, and the shards' `__consumer_offsets` partitions are let go, so the
+    /// logs close cleanly after.
+    pub async fn unload_all(&self) {
         let shards = std::mem::take(&mut *self.shards.lock().expect("shards lock"));
         for shard in shards.into_values() {
-            tokio::spawn(unload(shard));
+            unload(shard).await;
         }
     }
 

@@ -744,7 +744,8 @@ async fn a_broker_without_producer_ids_fails_the_records_and_says_why() {
     let e = outcomes[0].as_ref().unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::UnsupportedVersion));
     assert!(
-        e.to_string().contains("a producer without idempotence needs none"),
+        e.to_string()
+            .contains("a producer without idempotence needs none"),
         "{e}"
     );
     // The next record asks again, and gets an id.

@@ -4,7 +4,13 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 /// Command-line client of the sluice log broker.
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about, propagate_version = true)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Command-line client of the sluice log broker: manage topics and consumer groups, \
+             produce standard input, consume to standard output.",
+    propagate_version = true
+)]
 pub struct Cli {
     /// Brokers to connect to: HOST:PORT, comma-separated; the first that answers is used.
     #[arg(
@@ -91,8 +97,8 @@ pub enum TopicCommand {
         /// Replicas per partition (at most the number of brokers).
         #[arg(short, long, default_value_t = 1, value_name = "R")]
         replication_factor: i16,
-        /// A configuration override, repeatable: retention.ms, retention.bytes,
-        /// segment.bytes, min.insync.replicas.
+        /// A topic config, repeatable. Keys: retention.ms, retention.bytes, segment.bytes,
+        /// segment.ms, min.insync.replicas, unclean.leader.election.enable.
         #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
     },
