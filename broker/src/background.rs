@@ -19,9 +19,11 @@ use crate::config::DurabilityMode;
 use crate::partition::Partition;
 use crate::replication::Replication;
 
-/// Spawns the background work of `broker`.
-pub fn spawn(broker: &Arc<Broker>) {
-    tokio::spawn(apply_metadata(Arc::clone(broker)));
+/// Spawns the background work of `broker`. The handle is the metadata applier's, which
+/// ends, once shutdown begins, only after the replica fetchers it started have: awaited
+/// before the logs close, so no fetcher holds or writes a log while it closes.
+pub fn spawn(broker: &Arc<Broker>) -> tokio::task::JoinHandle<()> {
+    let applier = tokio::spawn(apply_metadata(Arc::clone(broker)));
     tokio::spawn(crate::lifecycle::run(Arc::clone(broker)));
     if let Some(controller) = &broker.cluster.controller {
         tokio::spawn(Arc::clone(controller).run(broker.stopping()));
@@ -32,6 +34,7 @@ pub fn spawn(broker: &Arc<Broker>) {
         Arc::clone(&broker.groups).run(move || image_of.cluster.image(), broker.stopping()),
     );
     spawn_maintenance(broker);
+    applier
 }
 
 /// Applies every new metadata image to the hosted replicas (opening, deleting and
@@ -66,11 +69,12 @@ async fn apply_metadata(broker: Arc<Broker>) {
             topic.partitions.get(&index).cloned()
         });
         tokio::select! {
-            changed = applied.changed() => if changed.is_err() { return },
+            changed = applied.changed() => if changed.is_err() { break },
             _ = broker.registered() => {}
-            _ = stopping.wait_for(|s| *s) => return,
+            _ = stopping.wait_for(|s| *s) => break,
         }
     }
+    replication.stop_fetchers().await;
 }
 
 fn spawn_maintenance(broker: &Arc<Broker>) {

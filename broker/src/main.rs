@@ -10,7 +10,14 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,openraft=warn".into()),
+            // openraft's warnings and its replication, vote and shutdown errors are about
+            // peers that do not answer, which a restart of any voter causes; sluice logs its
+            // own account of the controller instead. RUST_LOG=info,openraft=info shows them.
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "info,openraft=error,openraft::replication=off,openraft::raft::raft_inner=off,\
+                 openraft::core::raft_core=off"
+                    .into()
+            }),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -1057,7 +1057,7 @@ impl Partition {
                     "{}: the controller committed an ISR {isr:?} without its leader",
                     self.name()
                 );
-                tracing::info!(partition = %self.name(), "ISR is now {isr:?}");
+                tracing::info!(partition = %self.name(), "ISR is now {}", ids(&isr));
                 state.isr = isr;
                 state.partition_epoch = partition_epoch;
             }
@@ -1221,7 +1221,7 @@ fn split_batches(records: Bytes) -> Result<Vec<Bytes>, ApiError> {
 }
 
 /// Broker ids as a user reads them: `1, 2, 3`.
-fn ids(brokers: &[BrokerId]) -> String {
+pub(crate) fn ids(brokers: &[BrokerId]) -> String {
     let ids: Vec<String> = brokers.iter().map(BrokerId::to_string).collect();
     ids.join(", ")
 }

@@ -75,6 +75,23 @@ impl Replication {
     }
 }
 
+impl Replication {
+    /// Waits for every fetcher to end (they stop once shutdown begins), so none holds a
+    /// partition, or writes to its log, while the logs close.
+    pub async fn stop_fetchers(&self) {
+        let fetchers: Vec<_> = self
+            .fetchers
+            .lock()
+            .expect("fetchers lock")
+            .drain()
+            .map(|(_, task)| task)
+            .collect();
+        for task in fetchers {
+            let _ = task.await;
+        }
+    }
+}
+
 /// The partitions this broker follows on `leader`.
 fn followed_on(broker: &Broker, leader: BrokerId) -> Vec<Arc<Partition>> {
     broker
@@ -297,8 +314,8 @@ pub async fn propose_isr(broker: Arc<Broker>, partition: Arc<Partition>, proposa
                 } else {
                     tracing::info!(
                         partition = %partition.name(),
-                        "ISR change to {:?} refused: {}",
-                        proposal.new_isr,
+                        "ISR change to {} refused: {}",
+                        crate::partition::ids(&proposal.new_isr),
                         p.error_message.unwrap_or_default()
                     );
                     None

@@ -60,7 +60,7 @@ pub async fn run(broker: Arc<Broker>, listeners: impl Into<Listeners>, shutdown:
             broker.set_kafka_address(address);
         }
     }
-    crate::background::spawn(&broker);
+    let applier = crate::background::spawn(&broker);
     tokio::pin!(shutdown);
     let (stop_accepting, stop) = watch::channel(false);
     let mut early_stop = false;
@@ -116,6 +116,9 @@ pub async fn run(broker: Arc<Broker>, listeners: impl Into<Listeners>, shutdown:
     if drained.is_err() {
         tracing::warn!("connections still busy after {timeout:?}; closing them");
         connections.shutdown().await;
+    }
+    if let Err(e) = applier.await {
+        tracing::error!("the metadata applier failed: {e}");
     }
     broker.groups.unload_all().await;
     let closing = Arc::clone(&broker);

@@ -735,17 +735,22 @@ impl Controller {
                 continue;
             }
             let now = Instant::now();
-            let expired: Vec<(BrokerId, i64)> = self.with_sessions(term, |s| {
+            let expired: Vec<(BrokerId, i64, bool)> = self.with_sessions(term, |s| {
                 image
                     .brokers
                     .values()
                     .filter(|b| !b.fenced)
                     .filter(|b| s.deadlines.get(&b.id).is_none_or(|d| *d <= now))
-                    .map(|b| (b.id, b.epoch))
+                    .map(|b| (b.id, b.epoch, b.shutting_down))
                     .collect()
             });
-            for (id, epoch) in expired {
-                tracing::warn!(broker = %id, "broker session expired: fencing it and moving its leaderships");
+            for (id, epoch, shutting_down) in expired {
+                if shutting_down {
+                    // It asked to stop, and did: expected, not a failure.
+                    tracing::info!(broker = %id, "broker stopped after its controlled shutdown: fencing it");
+                } else {
+                    tracing::warn!(broker = %id, "broker session expired: fencing it and moving its leaderships");
+                }
                 if let Err(e) = self
                     .propose(MetadataCommand::FenceBroker { id, epoch })
                     .await

@@ -134,6 +134,7 @@ impl Cluster {
                 }
             }
         }
+        tokio::spawn(log_controller_changes(raft.metrics()));
         let controller = config.is_voter().then(|| {
             Arc::new(Controller::new(
                 config.clone(),
@@ -210,6 +211,33 @@ impl Cluster {
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("stopping the metadata log: {e}");
+        }
+    }
+}
+
+/// Logs, at INFO, each change of the active controller as this node sees it: the account
+/// of the quorum an operator reads, in place of openraft's own per-RPC lines (which the
+/// binary's default log filter leaves out: a peer that restarts is normal operation).
+async fn log_controller_changes(
+    mut metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
+) {
+    let mut last: Option<NodeId> = None;
+    loop {
+        let (leader, term) = {
+            let m = metrics.borrow_and_update();
+            (m.current_leader, m.current_term)
+        };
+        if leader != last {
+            match leader {
+                Some(id) => tracing::info!("node {id} is the active controller (term {term})"),
+                None => {
+                    tracing::info!("no active controller (term {term}): an election is under way")
+                }
+            }
+            last = leader;
+        }
+        if metrics.changed().await.is_err() {
+            return;
         }
     }
 }
