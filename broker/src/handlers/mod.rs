@@ -270,8 +270,12 @@ impl connection::Protocol for Native {
         // Payload: api_key u16, api_version u16, correlation_id u32, ...
         let id = payload_start.get(4..8)?;
         let correlation_id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+        // The codec's own advice ("raise the broker's max frame size") is replaced by the
+        // limit and the setting that holds it, so the client's user reads it once.
+        let account = error.to_string();
+        let fact = account.split_once("; ").map_or(account.as_str(), |(fact, _)| fact);
         let message = format!(
-            "{error}; send requests of at most {} bytes (broker setting max_frame_bytes)",
+            "{fact}; send requests of at most {} bytes, or raise the broker's max_frame_bytes",
             self.broker.config.max_frame_bytes
         );
         let error = ApiError::new(ErrorCode::MessageTooLarge, message);
