@@ -44,7 +44,8 @@ fn bin_dir() -> PathBuf {
     }
 }
 
-/// The path of a workspace binary (`sluice-broker`, `sluice`), built if missing.
+/// The path of a workspace binary (`sluice-broker`, `sluice`, `sluice-bench`), built if
+/// missing.
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     let path = bin_dir().join(name);
@@ -59,6 +60,8 @@ pub fn bin(name: &str) -> PathBuf {
                 "sluice-broker",
                 "-p",
                 "sluice-client",
+                "-p",
+                "sluice-bench",
             ]);
             if release {
                 cargo.arg("--release");

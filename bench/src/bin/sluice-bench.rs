@@ -5,14 +5,17 @@
 //!   rate the test is open loop: record i is due at `start + i / rate`, and its latency runs
 //!   from that due time, not from when `send` got to it, so a stall is charged to every
 //!   record it delayed (no coordinated omission).
-//! - `consume`: reads N records from the start of every partition.
+//! - `consume`: reads exactly N records from the start of every partition (or from a
+//!   group's committed offsets); it measures no latency, and reports none.
 //! - `e2e`: a producer and a consumer together; latency from the send time stamped in the
 //!   record's first 8 bytes to the consumer's receipt.
 //!
 //! Latency is exact per record: the generator chooses each record's partition itself
 //! (sticky per batch, rotating), and one task per partition awaits acknowledgements in
-//! send order, which is the order a partition acknowledges in. Progress goes to stderr
-//! once a second; the summary is the last line on stdout.
+//! send order, which is the order a partition acknowledges in. Progress (done/total)
+//! goes to stderr once a second; the summary is the last line on stdout. The first record
+//! refused at `send` or not acknowledged ends the run at once with an error in
+//! sluice-bench's terms (its flags, the `sluice` command that raises a topic's limit).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,9 +25,9 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use sluice_client::{
-    Acks, Admin, Client, ClientConfig, Consumer, ConsumerConfig, DeliveryFuture, ErrorCode,
-    GroupConfig, NewTopic, OffsetReset, OffsetSpec, PartitionId, Producer, ProducerConfig,
-    ProducerRecord,
+    Acks, Admin, Client, ClientConfig, Consumer, ConsumerConfig, DeliveryFuture,
+    Error as ClientError, ErrorCode, GroupConfig, NewTopic, OffsetReset, OffsetSpec, PartitionId,
+    Producer, ProducerConfig, ProducerRecord,
 };
 use tokio::sync::mpsc;
 
@@ -195,19 +198,40 @@ async fn ensure_topic(client: &Client, args: &TopicArgs) -> Result<i32, String> 
 struct Stats {
     records: AtomicU64,
     bytes: AtomicU64,
-    /// Latency in microseconds, 1 µs to 1 hour, 3 significant digits.
-    latency_us: Mutex<Histogram<u64>>,
+    /// The records the run is to count, for progress as done/total.
+    records_total: u64,
+    /// Latency in microseconds, 1 µs to 1 hour, 3 significant digits; `None` in a run
+    /// that measures no latency (consume), so that none is reported.
+    latency_us: Option<Mutex<Histogram<u64>>>,
     start: Instant,
 }
 
+/// Latency percentiles of a run, in ms.
+struct LatencyMs {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+}
+
 impl Stats {
-    fn new() -> Arc<Stats> {
+    /// Stats of a run that measures a latency per record (produce, e2e).
+    fn with_latency(records_total: u64) -> Arc<Stats> {
+        let histogram = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+        Stats::new(records_total, Some(Mutex::new(histogram)))
+    }
+
+    /// Stats of a run that measures no latency (consume).
+    fn without_latency(records_total: u64) -> Arc<Stats> {
+        Stats::new(records_total, None)
+    }
+
+    fn new(records_total: u64, latency_us: Option<Mutex<Histogram<u64>>>) -> Arc<Stats> {
         Arc::new(Stats {
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
-            latency_us: Mutex::new(
-                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"),
-            ),
+            records_total,
+            latency_us,
             start: Instant::now(),
         })
     }
@@ -215,27 +239,42 @@ impl Stats {
     fn record(&self, bytes: u64, latency: Option<Duration>) {
         self.records.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        if let Some(latency) = latency {
+        if let (Some(histogram), Some(latency)) = (&self.latency_us, latency) {
             let us = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
-            self.latency_us
-                .lock()
-                .expect("histogram")
-                .saturating_record(us);
+            histogram.lock().expect("histogram").saturating_record(us);
         }
     }
 
-    fn p_ms(&self, quantile: f64) -> f64 {
-        let h = self.latency_us.lock().expect("histogram");
+    /// The latency percentiles so far; `None` when the run measures none, or has not
+    /// measured any yet.
+    fn latency_ms(&self) -> Option<LatencyMs> {
+        let h = self.latency_us.as_ref()?.lock().expect("histogram");
         if h.is_empty() {
-            return 0.0;
+            return None;
         }
-        h.value_at_quantile(quantile) as f64 / 1000.0
+        let ms = |us: u64| us as f64 / 1000.0;
+        Some(LatencyMs {
+            p50: ms(h.value_at_quantile(0.5)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        })
     }
 
-    /// Prints progress to stderr once a second until the returned task is aborted.
-    fn spawn_progress(self: &Arc<Stats>) -> tokio::task::JoinHandle<()> {
+    /// `done/total records (pct%)`: how far the run is.
+    fn done_of_total(&self) -> String {
+        let done = self.records.load(Ordering::Relaxed);
+        format!(
+            "{done}/{} records ({}%)",
+            self.records_total,
+            percent(done, self.records_total)
+        )
+    }
+
+    /// Prints progress to stderr once a second until [`Progress::finish`].
+    fn spawn_progress(self: &Arc<Stats>) -> Progress {
         let stats = Arc::clone(self);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_secs(1));
             ticker.tick().await;
             let (mut last_records, mut last_bytes) = (0, 0);
@@ -243,41 +282,89 @@ impl Stats {
                 ticker.tick().await;
                 let records = stats.records.load(Ordering::Relaxed);
                 let bytes = stats.bytes.load(Ordering::Relaxed);
+                let p99 = stats
+                    .latency_ms()
+                    .map_or(String::new(), |l| format!(", p99 {:.2} ms", l.p99));
                 eprintln!(
-                    "{:>6.1} s  {:>10} records/s  {:>8.1} MB/s  p99 {:.2} ms",
+                    "{:>6.1} s  {}, {} records/s, {:.1} MB/s{p99}",
                     stats.start.elapsed().as_secs_f64(),
+                    stats.done_of_total(),
                     records - last_records,
                     (bytes - last_bytes) as f64 / 1e6,
-                    stats.p_ms(0.99)
                 );
                 (last_records, last_bytes) = (records, bytes);
             }
-        })
+        });
+        Progress {
+            task,
+            stats: Arc::clone(self),
+        }
     }
 
     fn summary(&self, format: Format) -> String {
         let seconds = self.start.elapsed().as_secs_f64();
         let records = self.records.load(Ordering::Relaxed);
         let bytes = self.bytes.load(Ordering::Relaxed);
-        let max = self.latency_us.lock().expect("histogram").max() as f64 / 1000.0;
-        let (p50, p99, p999) = (self.p_ms(0.5), self.p_ms(0.99), self.p_ms(0.999));
+        let latency = self.latency_ms();
         let records_per_sec = records as f64 / seconds;
         let mb_per_sec = bytes as f64 / 1e6 / seconds;
         match format {
+            // INTERFACES.md promises `latency_ms` with its four keys in every summary: a
+            // run that measured no latency gives them as null, never a made-up 0.
             Format::Json => serde_json::json!({
                 "records": records,
                 "bytes": bytes,
                 "seconds": seconds,
                 "records_per_sec": records_per_sec,
                 "mb_per_sec": mb_per_sec,
-                "latency_ms": { "p50": p50, "p99": p99, "p999": p999, "max": max },
+                "latency_ms": {
+                    "p50": latency.as_ref().map(|l| l.p50),
+                    "p99": latency.as_ref().map(|l| l.p99),
+                    "p999": latency.as_ref().map(|l| l.p999),
+                    "max": latency.as_ref().map(|l| l.max),
+                },
             })
             .to_string(),
-            Format::Text => format!(
-                "{records} records, {bytes} bytes in {seconds:.2} s: {records_per_sec:.0} records/s, \
-                 {mb_per_sec:.1} MB/s; latency ms p50 {p50:.2} p99 {p99:.2} p999 {p999:.2} max {max:.2}"
-            ),
+            Format::Text => {
+                let latency = latency.map_or(String::new(), |l| {
+                    format!(
+                        "; latency ms p50 {:.2} p99 {:.2} p999 {:.2} max {:.2}",
+                        l.p50, l.p99, l.p999, l.max
+                    )
+                });
+                format!(
+                    "{records} records, {bytes} bytes in {seconds:.2} s: {records_per_sec:.0} records/s, \
+                     {mb_per_sec:.1} MB/s{latency}"
+                )
+            }
         }
+    }
+}
+
+/// `done` as a whole percentage of `total`, rounded down (100 only when all are done).
+fn percent(done: u64, total: u64) -> u64 {
+    if total == 0 {
+        return 100;
+    }
+    (u128::from(done) * 100 / u128::from(total)) as u64
+}
+
+/// The progress reporter of a run.
+struct Progress {
+    task: tokio::task::JoinHandle<()>,
+    stats: Arc<Stats>,
+}
+
+impl Progress {
+    /// Stops the reporter and prints the last progress line, so that every run shows how
+    /// far it got, however short.
+    fn finish(self) {
+        self.task.abort();
+        eprintln!(
+            "{:>6.1} s  {}",
+            self.stats.start.elapsed().as_secs_f64(),
+            self.stats.done_of_total()
+        );
     }
 }
 
@@ -290,7 +377,12 @@ struct Payloads {
 
 impl Payloads {
     fn new(record_size: usize, seed: u64) -> Payloads {
-        let len = record_size.max(1) * 1024 + 4096;
+        // Room for 1024 records, but no more than PAYLOAD_BUFFER_BYTES_MAX (two records
+        // when they are larger): generating it byte by byte takes a while, and a buffer of
+        // 1024 records of 2 MB would be 2 GB.
+        let len = (record_size.max(1).saturating_mul(1024))
+            .min(PAYLOAD_BUFFER_BYTES_MAX.max(record_size.saturating_mul(2)))
+            + 4096;
         let mut state = seed | 1;
         let buffer: Vec<u8> = (0..len)
             .map(|_| {
@@ -314,6 +406,33 @@ impl Payloads {
     }
 }
 
+/// The largest buffer [`Payloads`] slices records from, unless two records need more.
+const PAYLOAD_BUFFER_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// A client error as a sluice-bench user can act on it: the library names its own
+/// settings (`batch_bytes_max`), sluice-bench its flags and the `sluice` command that
+/// changes a topic's config.
+fn explain(error: &ClientError, topic: &str) -> String {
+    match error {
+        ClientError::RecordTooLarge { size, max, limit } => match *limit {
+            "batch_bytes_max" => format!(
+                "a record of {size} bytes (encoded as a batch) does not fit in a batch of \
+                 {max} bytes; raise --batch-bytes to at least {size}, or lower --record-size"
+            ),
+            "buffer_bytes_max" => format!(
+                "a record of {size} bytes is larger than the producer's buffer of {max} \
+                 bytes; lower --record-size"
+            ),
+            _ => format!(
+                "a record of {size} bytes (encoded as a batch) does not fit in topic \
+                 {topic}'s segment.bytes of {max}; raise it with \
+                 `sluice topic alter {topic} -c segment.bytes={size}` or more, or lower --record-size"
+            ),
+        },
+        other => other.to_string(),
+    }
+}
+
 /// When record `i` of a producer sending at `rate` per second is due.
 fn due(start: Instant, rate: Option<f64>, i: u64) -> Option<Instant> {
     rate.map(|r| start + Duration::from_secs_f64(i as f64 / r))
@@ -322,28 +441,40 @@ fn due(start: Instant, rate: Option<f64>, i: u64) -> Option<Instant> {
 async fn produce(bootstrap: &str, args: ProduceArgs) -> Outcome {
     let admin_client = connect(bootstrap).await?;
     let n_partitions = ensure_topic(&admin_client, &args.topic).await?;
-    let stats = Stats::new();
+    let stats = Stats::with_latency(args.num_records);
     let progress = stats.spawn_progress();
-    let mut workers = Vec::new();
+    // The first failure of any producer or acknowledgement ends the run at once: a run
+    // with a failed record measures nothing, and waiting for the others (up to their
+    // delivery timeout) would look like a hang.
+    let (failures, mut first_failure) = mpsc::channel::<String>(1);
+    let mut workers = tokio::task::JoinSet::new();
     let k = u64::from(args.producers.max(1));
     for w in 0..k {
         let count = args.num_records / k + u64::from(w < args.num_records % k);
         let client = connect(bootstrap).await?;
-        let (args, stats) = (args.clone(), Arc::clone(&stats));
-        workers.push(tokio::spawn(async move {
-            run_producer(client, &args, n_partitions, count, w, stats).await
-        }));
+        let (args, stats, failures) = (args.clone(), Arc::clone(&stats), failures.clone());
+        workers.spawn(async move {
+            run_producer(client, &args, n_partitions, count, w, stats, failures).await
+        });
     }
-    for worker in workers {
-        worker.await.map_err(|e| e.to_string())??;
+    drop(failures);
+    loop {
+        tokio::select! {
+            Some(failure) = first_failure.recv() => return Err(failure),
+            joined = workers.join_next() => match joined {
+                Some(outcome) => outcome.map_err(|e| e.to_string())??,
+                None => break,
+            },
+        }
     }
-    progress.abort();
+    progress.finish();
     println!("{}", stats.summary(args.topic.format));
     Ok(())
 }
 
 /// One producer: sends `count` records, sticky per batch over the partitions, and awaits
-/// every acknowledgement (in per-partition order) to record its latency.
+/// every acknowledgement (in per-partition order) to record its latency. A failed
+/// acknowledgement is reported on `failures` as soon as it is seen.
 async fn run_producer(
     client: Client,
     args: &ProduceArgs,
@@ -351,6 +482,7 @@ async fn run_producer(
     count: u64,
     worker: u64,
     stats: Arc<Stats>,
+    failures: mpsc::Sender<String>,
 ) -> Outcome {
     let mut config = ProducerConfig {
         acks: args.acks,
@@ -365,8 +497,15 @@ async fn run_producer(
     }
     let records_per_batch = (config.batch_bytes_max / (args.record_size + 32)).max(1) as u64;
     let producer = Producer::new(client, config);
+    let topic = &args.topic.topic;
     let ackers: Vec<_> = (0..n_partitions)
-        .map(|_| spawn_acker(Arc::clone(&stats), args.record_size as u64))
+        .map(|_| {
+            let watch = DeliveryWatch {
+                topic: topic.clone(),
+                failures: failures.clone(),
+            };
+            spawn_acker(Arc::clone(&stats), args.record_size as u64, watch)
+        })
         .collect();
     let rate = args
         .throughput
@@ -383,9 +522,12 @@ async fn run_producer(
             None => Instant::now(),
         };
         let partition = (first_partition + (i / records_per_batch) as i32) % n_partitions;
-        let record = ProducerRecord::new(args.topic.topic.clone(), payloads.next())
-            .partition(PartitionId(partition));
-        let delivery = producer.send(record).await.map_err(|e| e.to_string())?;
+        let record =
+            ProducerRecord::new(topic.clone(), payloads.next()).partition(PartitionId(partition));
+        let delivery = producer
+            .send(record)
+            .await
+            .map_err(|e| explain(&e, topic))?;
         if ackers[partition as usize]
             .0
             .send((scheduled, delivery))
@@ -411,14 +553,34 @@ type Acker = (
     tokio::task::JoinHandle<Outcome>,
 );
 
+/// Where an acknowledgement's failure goes, and how to explain it.
+struct DeliveryWatch {
+    topic: String,
+    failures: mpsc::Sender<String>,
+}
+
+impl DeliveryWatch {
+    /// Awaits one acknowledgement; a failure is also reported on `failures` at once.
+    async fn acknowledged(&self, delivery: DeliveryFuture) -> Outcome {
+        let Err(e) = delivery.await else {
+            return Ok(());
+        };
+        let failure = format!(
+            "a record was not acknowledged: {}",
+            explain(&e, &self.topic)
+        );
+        // Only the first failure is reported; later ones find the channel full.
+        let _ = self.failures.try_send(failure.clone());
+        Err(failure)
+    }
+}
+
 /// A task that awaits one partition's acknowledgements in send order.
-fn spawn_acker(stats: Arc<Stats>, record_bytes: u64) -> Acker {
+fn spawn_acker(stats: Arc<Stats>, record_bytes: u64, watch: DeliveryWatch) -> Acker {
     let (tx, mut rx) = mpsc::channel::<(Instant, DeliveryFuture)>(64 * 1024);
     let handle = tokio::spawn(async move {
         while let Some((scheduled, delivery)) = rx.recv().await {
-            delivery
-                .await
-                .map_err(|e| format!("a record was not acknowledged: {e}"))?;
+            watch.acknowledged(delivery).await?;
             stats.record(record_bytes, Some(scheduled.elapsed()));
         }
         Ok(())
@@ -452,15 +614,23 @@ async fn consume(bootstrap: &str, args: ConsumeArgs) -> Outcome {
             .await?
         }
     };
-    let stats = Stats::new();
+    let stats = Stats::without_latency(args.num_records);
     let progress = stats.spawn_progress();
-    poll_until(&mut consumer, &stats, args.num_records, |r, _| {
+    let uncounted = poll_until(&mut consumer, args.num_records, |r, _| {
         let bytes = r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
         stats.record(bytes as u64, None);
     })
     .await?;
-    progress.abort();
+    progress.finish();
     if args.group.is_some() {
+        // The group's position is after the N records counted, not after the whole last
+        // poll: the next run goes on from the first record this one did not count.
+        for (topic, partition, offset) in first_offsets(&uncounted) {
+            consumer
+                .seek(&topic, partition, OffsetSpec::Offset(offset))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         consumer.commit().await.map_err(|e| e.to_string())?;
         consumer.close().await.map_err(|e| e.to_string())?;
     }
@@ -486,17 +656,18 @@ async fn assigned_consumer(
     Ok(consumer)
 }
 
-/// Polls until `stats` has counted `n` records, handing each record to `each` with the
-/// time its poll returned; fails after [`IDLE_TIMEOUT`] without a new record.
+/// Polls until exactly `n` records were handed to `each` (with the time their poll
+/// returned), in poll order; fails after [`IDLE_TIMEOUT`] without a new record. Returns
+/// the records of the last poll beyond the `n`th, which were not handed on.
 async fn poll_until(
     consumer: &mut Consumer,
-    stats: &Stats,
     n: u64,
     mut each: impl FnMut(&sluice_client::ConsumerRecord, Instant),
-) -> Outcome {
+) -> Result<Vec<sluice_client::ConsumerRecord>, String> {
+    let mut counted = 0u64;
     let mut idle_since = Instant::now();
-    while stats.records.load(Ordering::Relaxed) < n {
-        let records = consumer
+    while counted < n {
+        let mut records = consumer
             .poll(Duration::from_millis(500))
             .await
             .map_err(|e| e.to_string())?;
@@ -504,18 +675,37 @@ async fn poll_until(
         if records.is_empty() {
             if idle_since.elapsed() > IDLE_TIMEOUT {
                 return Err(format!(
-                    "only {} of {n} records arrived; nothing new for {IDLE_TIMEOUT:?}",
-                    stats.records.load(Ordering::Relaxed)
+                    "only {counted} of {n} records arrived; nothing new for {IDLE_TIMEOUT:?}"
                 ));
             }
             continue;
         }
         idle_since = received;
+        let wanted = usize::try_from(n - counted).unwrap_or(usize::MAX);
+        let uncounted = records.split_off(wanted.min(records.len()));
         for record in &records {
             each(record, received);
         }
+        counted += records.len() as u64;
+        if counted == n {
+            return Ok(uncounted);
+        }
     }
-    Ok(())
+    Ok(Vec::new())
+}
+
+/// Per partition, the offset of the first of `records` (in poll order, so its lowest).
+fn first_offsets(records: &[sluice_client::ConsumerRecord]) -> Vec<(String, PartitionId, i64)> {
+    let mut first: Vec<(String, PartitionId, i64)> = Vec::new();
+    for r in records {
+        if !first
+            .iter()
+            .any(|(topic, partition, _)| *topic == r.topic && *partition == r.partition)
+        {
+            first.push((r.topic.clone(), r.partition, r.offset));
+        }
+    }
+    first
 }
 
 /// How long `consume` and `e2e` wait without a new record before giving up.
@@ -536,35 +726,19 @@ async fn e2e(bootstrap: &str, args: E2eArgs) -> Outcome {
         OffsetSpec::Latest,
     )
     .await?;
-    let stats = Stats::new();
+    let stats = Stats::with_latency(args.num_records);
     let base = stats.start;
     let producer = Producer::new(connect(bootstrap).await?, ProducerConfig::default());
-    let (topic, n, size, rate) = (
-        args.topic.topic.clone(),
-        args.num_records,
-        args.record_size,
-        args.throughput,
-    );
-    let sending = tokio::spawn(async move {
-        let mut payloads = Payloads::new(size, 0x2545_f491_4f6c_dd1d);
-        let start = Instant::now();
-        for i in 0..n {
-            if let Some(at) = due(start, rate, i) {
-                tokio::time::sleep_until(at.into()).await;
-            }
-            // The due time (open loop) or now, in µs since the run began, in the first 8 bytes.
-            let sent = due(start, rate, i).unwrap_or_else(Instant::now);
-            let mut value = payloads.next().to_vec();
-            value[..8]
-                .copy_from_slice(&(sent.duration_since(base).as_micros() as u64).to_be_bytes());
-            let record = ProducerRecord::new(topic.clone(), Bytes::from(value));
-            producer.send(record).await.map_err(|e| e.to_string())?;
-        }
-        producer.flush().await;
-        Ok::<_, String>(())
-    });
+    // A record refused at `send` or not acknowledged ends the run at once, as in produce:
+    // the consumer would otherwise wait out IDLE_TIMEOUT for it.
+    let (failures, mut first_failure) = mpsc::channel::<String>(1);
+    let watch = DeliveryWatch {
+        topic: args.topic.topic.clone(),
+        failures,
+    };
+    let sending = tokio::spawn(send_stamped(producer, args.clone(), base, watch));
     let progress = stats.spawn_progress();
-    poll_until(&mut consumer, &stats, args.num_records, |r, received| {
+    let polling = poll_until(&mut consumer, args.num_records, |r, received| {
         let value = r.value.as_deref().unwrap_or_default();
         let sent_us = value
             .get(..8)
@@ -572,10 +746,58 @@ async fn e2e(bootstrap: &str, args: E2eArgs) -> Outcome {
         let since_start = received.duration_since(base);
         let latency = since_start.saturating_sub(Duration::from_micros(sent_us));
         stats.record(value.len() as u64, Some(latency));
-    })
-    .await?;
+    });
+    tokio::select! {
+        polled = polling => { polled?; }
+        Some(failure) = first_failure.recv() => return Err(failure),
+    }
     sending.await.map_err(|e| e.to_string())??;
-    progress.abort();
+    progress.finish();
     println!("{}", stats.summary(args.topic.format));
     Ok(())
+}
+
+/// e2e's producer: sends `args.num_records` records, each stamped in its first 8 bytes
+/// with its send time (its due time, open loop) in µs since `base`, and awaits their
+/// acknowledgements in send order.
+async fn send_stamped(
+    producer: Producer,
+    args: E2eArgs,
+    base: Instant,
+    watch: DeliveryWatch,
+) -> Outcome {
+    let (deliveries, mut acknowledgements) = mpsc::channel::<DeliveryFuture>(64 * 1024);
+    let failures = watch.failures.clone();
+    let acker = tokio::spawn(async move {
+        while let Some(delivery) = acknowledgements.recv().await {
+            watch.acknowledged(delivery).await?;
+        }
+        Ok::<_, String>(())
+    });
+    let mut payloads = Payloads::new(args.record_size, 0x2545_f491_4f6c_dd1d);
+    let start = Instant::now();
+    let topic = &args.topic.topic;
+    for i in 0..args.num_records {
+        if let Some(at) = due(start, args.throughput, i) {
+            tokio::time::sleep_until(at.into()).await;
+        }
+        let sent = due(start, args.throughput, i).unwrap_or_else(Instant::now);
+        let mut value = payloads.next().to_vec();
+        value[..8].copy_from_slice(&(sent.duration_since(base).as_micros() as u64).to_be_bytes());
+        let record = ProducerRecord::new(topic.clone(), Bytes::from(value));
+        let delivery = match producer.send(record).await {
+            Ok(delivery) => delivery,
+            Err(e) => {
+                let failure = explain(&e, topic);
+                let _ = failures.try_send(failure.clone());
+                return Err(failure);
+            }
+        };
+        if deliveries.send(delivery).await.is_err() {
+            break; // The acker failed and reported it.
+        }
+    }
+    producer.flush().await;
+    drop(deliveries);
+    acker.await.map_err(|e| e.to_string())?
 }
