@@ -20,20 +20,12 @@ cargo build --release --bins -q
 BIN=$PWD/target/release
 WORK=$PWD/target/broker-ab
 mkdir -p "$WORK"
+source bench/lib.sh
 OLD=${OLD_BROKER:-}
 if [[ -z $OLD ]]; then
-  rev=$(git rev-parse "$BASE")
-  if [[ ! -x $WORK/base-target/release/sluice-broker || $(cat "$WORK/base-rev" 2>/dev/null) != "$rev" ]]; then
-    tree=$WORK/base-tree
-    git worktree remove --force "$tree" 2>/dev/null || rm -rf "$tree"
-    git worktree add --detach "$tree" "$rev" >&2
-    (cd "$tree" && CARGO_TARGET_DIR=$WORK/base-target cargo build --release -q -p sluice-broker)
-    git worktree remove --force "$tree"
-    echo "$rev" >"$WORK/base-rev"
-  fi
+  build_base "$BASE" sluice-broker
   OLD=$WORK/base-target/release/sluice-broker
 fi
-source bench/lib.sh
 cleanup() { stop_brokers; rm -rf "$WORK"/data-*; }
 trap cleanup EXIT
 
@@ -52,7 +44,9 @@ for load in "${ORDER[@]}"; do
       [[ $side == base ]] && broker=$OLD
       port=$(free_port)
       rm -rf "$WORK/data-$side"
-      "$broker" --listen "127.0.0.1:$port" --kafka-listen off --data-dir "$WORK/data-$side" \
+      kafka=()  # a broker from before the Kafka listener has no such flag
+      "$broker" --help | grep -q -- --kafka-listen && kafka=(--kafka-listen off)
+      "$broker" --listen "127.0.0.1:$port" "${kafka[@]}" --data-dir "$WORK/data-$side" \
         2>"$WORK/broker-$side.log" &
       PIDS+=($!)
       export SLUICE_BOOTSTRAP="127.0.0.1:$port"

@@ -38,3 +38,17 @@ start_three_brokers() {
   export SLUICE_BOOTSTRAP="127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
   wait_active 3
 }
+# Builds package $2 (its binary has the same name) of revision $1 in a throwaway git
+# worktree, into $WORK/base-target/release; kept between runs while the revision is the
+# same.
+build_base() {
+  local rev tree=$WORK/base-tree
+  rev=$(git rev-parse "$1")
+  if [[ ! -x $WORK/base-target/release/$2 || $(cat "$WORK/base-rev" 2>/dev/null) != "$rev" ]]; then
+    git worktree remove --force "$tree" 2>/dev/null || rm -rf "$tree"
+    git worktree add --detach "$tree" "$rev" >&2
+    (cd "$tree" && CARGO_TARGET_DIR=$WORK/base-target cargo build --release -q -p "$2")
+    git worktree remove --force "$tree"
+    echo "$rev" >"$WORK/base-rev"
+  fi
+}

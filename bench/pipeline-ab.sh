@@ -19,17 +19,10 @@ BASE=${BASE:-0c3cf08}
 cargo build --release --bins -q
 BIN=$PWD/target/release
 WORK=$PWD/target/pipeline-ab
-BASE_TREE=$WORK/base-tree
 mkdir -p "$WORK"
-if [[ ! -x $WORK/base-target/release/sluice-bench || $(cat "$WORK/base-rev" 2>/dev/null) != "$BASE" ]]; then
-  git worktree remove --force "$BASE_TREE" 2>/dev/null || rm -rf "$BASE_TREE"
-  git worktree add --detach "$BASE_TREE" "$BASE" >&2
-  (cd "$BASE_TREE" && CARGO_TARGET_DIR=$WORK/base-target cargo build --release -q -p sluice-bench)
-  git worktree remove --force "$BASE_TREE"
-  echo "$BASE" >"$WORK/base-rev"
-fi
-OLD=$WORK/base-target/release/sluice-bench
 source bench/lib.sh
+build_base "$BASE" sluice-bench
+OLD=$WORK/base-target/release/sluice-bench
 cleanup() { stop_brokers; rm -rf "$WORK"/data-*; }
 trap cleanup EXIT
 start_three_brokers
