@@ -273,7 +273,9 @@ impl connection::Protocol for Native {
         // The codec's own advice ("raise the broker's max frame size") is replaced by the
         // limit and the setting that holds it, so the client's user reads it once.
         let account = error.to_string();
-        let fact = account.split_once("; ").map_or(account.as_str(), |(fact, _)| fact);
+        let fact = account
+            .split_once("; ")
+            .map_or(account.as_str(), |(fact, _)| fact);
         let message = format!(
             "{fact}; send requests of at most {} bytes, or raise the broker's max_frame_bytes",
             self.broker.config.max_frame_bytes
