@@ -43,6 +43,9 @@ pub(crate) enum Recovery {
     Wait,
 }
 
+/// How long coordinator retries go on before the wait is logged (`waiting: ...`).
+const WAIT_REPORTED_AFTER: Duration = Duration::from_secs(2);
+
 /// What to do about `error` from the coordinator; `None` when retrying cannot help.
 pub(crate) fn recovery(error: &Error) -> Option<Recovery> {
     match error {
@@ -167,6 +170,8 @@ impl Coordinator {
     ) -> Result<T> {
         let mut jitter = Jitter::new();
         let mut failures = 0u32;
+        let started = Instant::now();
+        let mut reported = String::new();
         loop {
             let error = match self.send(&request, timeout).await.and_then(&mut extract) {
                 Ok(value) => return Ok(value),
@@ -190,6 +195,17 @@ impl Coordinator {
                 ?delay,
                 "coordinator request failed; retrying"
             );
+            // A group's first use routinely waits a moment for its coordinator (the offsets
+            // topic is being created, a shard loads); a wait past that is said, once per
+            // reason, so a user is never left guessing.
+            let reason = error.to_string();
+            if started.elapsed() >= WAIT_REPORTED_AFTER && reason != reported {
+                tracing::warn!(
+                    "waiting: consumer group \"{}\": {reason}; retrying",
+                    self.group_id
+                );
+                reported = reason;
+            }
             tokio::time::sleep(delay).await;
         }
     }
