@@ -10,6 +10,7 @@
 #   bench/broker-ab.sh                       # BASE=HEAD, 3 rounds of 300k records
 #   BASE=<rev> ROUNDS=5 SLUICE_BENCH_RECORDS=1000000 bench/broker-ab.sh
 #   OLD_BROKER=/path/to/sluice-broker bench/broker-ab.sh   # skip building BASE
+#   LOADS=fixed-100k ROUNDS=7 bench/broker-ab.sh            # some of the loads only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${SLUICE_BENCH_RECORDS:-300000}
@@ -30,12 +31,12 @@ cleanup() { stop_brokers; rm -rf "$WORK"/data-*; }
 trap cleanup EXIT
 
 # load name -> sluice-bench produce flags
-declare -A LOADS=(
+declare -A LOAD_FLAGS=(
   [unlimited]="--producers 1 --partitions 1"
   [fixed-100k]="--producers 1 --partitions 1 --throughput 100000 --linger-ms 0"
   [8-producers]="--producers 8 --partitions 8"
 )
-ORDER=(unlimited fixed-100k 8-producers)
+read -r -a ORDER <<<"${LOADS:-unlimited fixed-100k 8-producers}"
 declare -A mbs p50 p99 p999
 for load in "${ORDER[@]}"; do
   for round in $(seq 1 "$ROUNDS"); do
@@ -53,7 +54,7 @@ for load in "${ORDER[@]}"; do
       wait_active 1
       # shellcheck disable=SC2086 # the flags are words
       out=$("$BIN/sluice-bench" produce --topic "ab" --num-records "$N" --record-size 1000 \
-        --acks all ${LOADS[$load]} --format json 2>/dev/null | tail -1)
+        --acks all ${LOAD_FLAGS[$load]} --format json 2>/dev/null | tail -1)
       stop_brokers
       m=$(echo "$out" | json 'round(d["mb_per_sec"], 1)')
       l=$(echo "$out" | json '" ".join(str(round(d["latency_ms"][k], 2)) for k in ("p50", "p99", "p999"))')
