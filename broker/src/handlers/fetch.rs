@@ -10,7 +10,7 @@ use sluice_protocol::ErrorCode;
 
 use crate::error::ApiError;
 use crate::services::fetch::{self, Fetch, FetchPartition};
-use crate::services::TopicItems;
+use crate::services::{map_topics, TopicItems};
 
 /// Serves a fetch.
 pub async fn handle(service: &Fetch, request: FetchRequest) -> Result<FetchResponse, ApiError> {
@@ -38,30 +38,24 @@ pub async fn handle(service: &Fetch, request: FetchRequest) -> Result<FetchRespo
     };
     let topics = service.fetch(request).await?;
     Ok(FetchResponse {
-        topics: topics
-            .into_iter()
-            .map(|t| FetchTopicResponse {
-                topic: t.topic,
-                partitions: t
-                    .partitions
-                    .into_iter()
-                    .map(|p| {
-                        let (error_code, error_message, records) = match p.outcome {
-                            Ok(records) => (ErrorCode::None, None, records),
-                            Err(e) => (e.code, e.wire_message(), Default::default()),
-                        };
-                        FetchPartitionResponse {
-                            partition: p.partition,
-                            error_code,
-                            error_message,
-                            high_watermark: p.high_watermark,
-                            last_stable_offset: p.high_watermark,
-                            log_start_offset: p.log_start_offset,
-                            records,
-                        }
-                    })
-                    .collect(),
-            })
-            .collect(),
+        topics: map_topics(
+            topics,
+            |p| {
+                let (error_code, error_message, records) = match p.outcome {
+                    Ok(records) => (ErrorCode::None, None, records),
+                    Err(e) => (e.code, e.wire_message(), Default::default()),
+                };
+                FetchPartitionResponse {
+                    partition: p.partition,
+                    error_code,
+                    error_message,
+                    high_watermark: p.high_watermark,
+                    last_stable_offset: p.high_watermark,
+                    log_start_offset: p.log_start_offset,
+                    records,
+                }
+            },
+            |topic, partitions| FetchTopicResponse { topic, partitions },
+        ),
     })
 }

@@ -18,7 +18,7 @@ use crate::cluster::image::NATIVE_LISTENER;
 use crate::error::ApiError;
 use crate::groups::coordinator::{millis, CommitRequest, Coordinator, OffsetToCommit, SyncRequest};
 use crate::groups::group::{JoinRequest, MemberAssignment};
-use crate::services::{PartitionOutcome, TopicItems};
+use crate::services::{map_topics, PartitionOutcome, TopicItems};
 
 /// Where the coordinator of a group is.
 pub async fn find_coordinator(
@@ -235,27 +235,24 @@ pub async fn offset_fetch(
         Ok(topics) => OffsetFetchResponse {
             error_code: ErrorCode::None,
             error_message: None,
-            topics: topics
-                .into_iter()
-                .map(|t| OffsetFetchTopic {
-                    name: t.topic,
-                    partitions: t
-                        .partitions
-                        .into_iter()
-                        .map(|p| OffsetFetchPartition {
-                            partition: p.partition,
-                            committed_offset: p.committed.as_ref().map_or(Offset(-1), |c| c.offset),
-                            committed_leader_epoch: p
-                                .committed
-                                .as_ref()
-                                .map_or(LeaderEpoch(-1), |c| c.leader_epoch),
-                            metadata: p.committed.and_then(|c| c.metadata),
-                            error_code: ErrorCode::None,
-                            error_message: None,
-                        })
-                        .collect(),
-                })
-                .collect(),
+            topics: map_topics(
+                topics,
+                |p| OffsetFetchPartition {
+                    partition: p.partition,
+                    committed_offset: p.committed.as_ref().map_or(Offset(-1), |c| c.offset),
+                    committed_leader_epoch: p
+                        .committed
+                        .as_ref()
+                        .map_or(LeaderEpoch(-1), |c| c.leader_epoch),
+                    metadata: p.committed.and_then(|c| c.metadata),
+                    error_code: ErrorCode::None,
+                    error_message: None,
+                },
+                |topic, partitions| OffsetFetchTopic {
+                    name: topic,
+                    partitions,
+                },
+            ),
         },
         Err(e) => OffsetFetchResponse {
             error_code: e.code,
@@ -372,24 +369,21 @@ pub async fn delete_groups(
 }
 
 fn topic_results(topics: Vec<TopicItems<PartitionOutcome<()>>>) -> Vec<TopicPartitionResults> {
-    topics
-        .into_iter()
-        .map(|t| TopicPartitionResults {
-            name: t.topic,
-            partitions: t
-                .partitions
-                .into_iter()
-                .map(|p| {
-                    let (error_code, error_message) = code_and_message(p.outcome);
-                    PartitionResult {
-                        partition: p.partition,
-                        error_code,
-                        error_message,
-                    }
-                })
-                .collect(),
-        })
-        .collect()
+    map_topics(
+        topics,
+        |p| {
+            let (error_code, error_message) = code_and_message(p.outcome);
+            PartitionResult {
+                partition: p.partition,
+                error_code,
+                error_message,
+            }
+        },
+        |topic, partitions| TopicPartitionResults {
+            name: topic,
+            partitions,
+        },
+    )
 }
 
 fn code_and_message(outcome: Result<(), ApiError>) -> (ErrorCode, Option<String>) {

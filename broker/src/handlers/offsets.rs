@@ -8,7 +8,7 @@ use sluice_protocol::{ErrorCode, LeaderEpoch, Offset};
 
 use crate::error::ApiError;
 use crate::services::offsets::{OffsetQuery, Offsets};
-use crate::services::TopicItems;
+use crate::services::{map_topics, TopicItems};
 
 /// Looks up every requested partition.
 pub async fn list_offsets(
@@ -33,33 +33,30 @@ pub async fn list_offsets(
         .collect();
     let found = service.list_offsets(queries).await?;
     Ok(ListOffsetsResponse {
-        topics: found
-            .into_iter()
-            .map(|t| ListOffsetsTopicResponse {
-                name: t.topic,
-                partitions: t
-                    .partitions
-                    .into_iter()
-                    .map(|p| match p.outcome {
-                        Ok(found) => ListOffsetsPartitionResponse {
-                            partition: p.partition,
-                            error_code: ErrorCode::None,
-                            error_message: None,
-                            timestamp: found.timestamp,
-                            offset: found.offset,
-                            leader_epoch: found.leader_epoch,
-                        },
-                        Err(e) => ListOffsetsPartitionResponse {
-                            partition: p.partition,
-                            error_code: e.code,
-                            error_message: e.wire_message(),
-                            timestamp: -1,
-                            offset: Offset(-1),
-                            leader_epoch: LeaderEpoch::UNKNOWN,
-                        },
-                    })
-                    .collect(),
-            })
-            .collect(),
+        topics: map_topics(
+            found,
+            |p| match p.outcome {
+                Ok(found) => ListOffsetsPartitionResponse {
+                    partition: p.partition,
+                    error_code: ErrorCode::None,
+                    error_message: None,
+                    timestamp: found.timestamp,
+                    offset: found.offset,
+                    leader_epoch: found.leader_epoch,
+                },
+                Err(e) => ListOffsetsPartitionResponse {
+                    partition: p.partition,
+                    error_code: e.code,
+                    error_message: e.wire_message(),
+                    timestamp: -1,
+                    offset: Offset(-1),
+                    leader_epoch: LeaderEpoch::UNKNOWN,
+                },
+            },
+            |topic, partitions| ListOffsetsTopicResponse {
+                name: topic,
+                partitions,
+            },
+        ),
     })
 }

@@ -13,7 +13,7 @@ use super::Outcome;
 use crate::error::ApiError;
 use crate::partition::{parse_acks, Acks};
 use crate::services::produce::{self, Appended, Produce, Produced};
-use crate::services::TopicItems;
+use crate::services::{map_topics, TopicItems};
 
 /// The ordered phase: validates `acks` and appends every partition's batches.
 pub async fn start(service: &Produce, request: ProduceRequest) -> Result<Appended, ApiError> {
@@ -43,17 +43,14 @@ pub async fn finish(appended: Appended) -> Result<Outcome, ApiError> {
     if acks == Acks::None {
         return Ok(Outcome::Silent);
     }
-    let topics = topics
-        .into_iter()
-        .map(|t| ProduceTopicResponse {
-            name: t.topic,
-            partitions: t
-                .partitions
-                .into_iter()
-                .map(|p| partition_response(p.partition, p.outcome))
-                .collect(),
-        })
-        .collect();
+    let topics = map_topics(
+        topics,
+        |p| partition_response(p.partition, p.outcome),
+        |topic, partitions| ProduceTopicResponse {
+            name: topic,
+            partitions,
+        },
+    );
     Ok(Outcome::Respond(Response::Produce(ProduceResponse {
         topics,
     })))

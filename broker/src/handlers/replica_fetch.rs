@@ -23,7 +23,7 @@ use crate::partition::Partition;
 use crate::replication::{propose_isr, REPLICA_FETCH_WAIT_MS};
 use crate::services::fetch::any_woken;
 use crate::services::offsets::{EpochQuery, Offsets};
-use crate::services::TopicItems;
+use crate::services::{map_topics, TopicItems};
 
 type Targets = Vec<(ReplicaFetchPartition, Result<Arc<Partition>, ApiError>)>;
 
@@ -196,31 +196,25 @@ pub async fn offsets_for_leader_epoch(
         .collect();
     let ends = service.epoch_ends(queries).await?;
     Ok(OffsetsForLeaderEpochResponse {
-        topics: ends
-            .into_iter()
-            .map(|t| OffsetForLeaderEpochTopicResponse {
-                topic: t.topic,
-                partitions: t
-                    .partitions
-                    .into_iter()
-                    .map(|p| match p.outcome {
-                        Ok(end) => OffsetForLeaderEpochPartitionResponse {
-                            partition: p.partition,
-                            error_code: ErrorCode::None,
-                            error_message: None,
-                            leader_epoch: end.leader_epoch,
-                            end_offset: end.end_offset,
-                        },
-                        Err(e) => OffsetForLeaderEpochPartitionResponse {
-                            partition: p.partition,
-                            error_code: e.code,
-                            error_message: e.wire_message(),
-                            leader_epoch: LeaderEpoch(-1),
-                            end_offset: Offset(-1),
-                        },
-                    })
-                    .collect(),
-            })
-            .collect(),
+        topics: map_topics(
+            ends,
+            |p| match p.outcome {
+                Ok(end) => OffsetForLeaderEpochPartitionResponse {
+                    partition: p.partition,
+                    error_code: ErrorCode::None,
+                    error_message: None,
+                    leader_epoch: end.leader_epoch,
+                    end_offset: end.end_offset,
+                },
+                Err(e) => OffsetForLeaderEpochPartitionResponse {
+                    partition: p.partition,
+                    error_code: e.code,
+                    error_message: e.wire_message(),
+                    leader_epoch: LeaderEpoch(-1),
+                    end_offset: Offset(-1),
+                },
+            },
+            |topic, partitions| OffsetForLeaderEpochTopicResponse { topic, partitions },
+        ),
     })
 }

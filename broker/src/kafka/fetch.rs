@@ -23,7 +23,7 @@ use sluice_protocol::{LeaderEpoch, Offset, PartitionId};
 use super::{codec, kafka_error, topic_name};
 use crate::services::fetch::{self, Fetch, FetchPartition};
 use crate::services::offsets::{EpochQuery, OffsetQuery, Offsets};
-use crate::services::TopicItems;
+use crate::services::{map_topics, TopicItems};
 
 /// Kafka's FETCH_SESSION_ID_NOT_FOUND.
 const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
@@ -74,32 +74,28 @@ pub async fn fetch(service: &Fetch, request: FetchRequest, version: i16) -> Resp
             return ResponseKind::Fetch(response);
         }
     };
-    let responses = topics
-        .into_iter()
-        .map(|t| {
-            let partitions = t
-                .partitions
-                .into_iter()
-                .map(|p| {
-                    let data = PartitionData::default()
-                        .with_partition_index(p.partition.0)
-                        .with_high_watermark(p.high_watermark.0)
-                        .with_last_stable_offset(p.high_watermark.0)
-                        .with_log_start_offset(p.log_start_offset.0)
-                        .with_aborted_transactions(Some(Vec::new()));
-                    match p.outcome {
-                        Ok(records) => data.with_records(Some(records)),
-                        Err(e) => data
-                            .with_error_code(kafka_error(ApiKey::Fetch, &e).0)
-                            .with_records(Some(Default::default())),
-                    }
-                })
-                .collect();
+    let responses = map_topics(
+        topics,
+        |p| {
+            let data = PartitionData::default()
+                .with_partition_index(p.partition.0)
+                .with_high_watermark(p.high_watermark.0)
+                .with_last_stable_offset(p.high_watermark.0)
+                .with_log_start_offset(p.log_start_offset.0)
+                .with_aborted_transactions(Some(Vec::new()));
+            match p.outcome {
+                Ok(records) => data.with_records(Some(records)),
+                Err(e) => data
+                    .with_error_code(kafka_error(ApiKey::Fetch, &e).0)
+                    .with_records(Some(Default::default())),
+            }
+        },
+        |name, partitions| {
             FetchableTopicResponse::default()
-                .with_topic(topic_name(t.topic))
+                .with_topic(topic_name(name))
                 .with_partitions(partitions)
-        })
-        .collect();
+        },
+    );
     ResponseKind::Fetch(FetchResponse::default().with_responses(responses))
 }
 
@@ -131,39 +127,35 @@ pub async fn list_offsets(
         Ok(found) => found,
         Err(e) => every_partition_failed(queries, e),
     };
-    let topics = topics
-        .into_iter()
-        .map(|t| {
-            let partitions = t
-                .partitions
-                .into_iter()
-                .map(|p| {
-                    let partition =
-                        ListOffsetsPartitionResponse::default().with_partition_index(p.partition.0);
-                    match p.outcome {
-                        Ok(found) => {
-                            let partition = partition
-                                .with_timestamp(found.timestamp)
-                                .with_offset(found.offset.0);
-                            // The leader epoch is in the answer from v4 on.
-                            if version >= 4 {
-                                partition.with_leader_epoch(found.leader_epoch.0)
-                            } else {
-                                partition
-                            }
-                        }
-                        Err(e) => partition
-                            .with_error_code(kafka_error(ApiKey::ListOffsets, &e).0)
-                            .with_timestamp(-1)
-                            .with_offset(-1),
+    let topics = map_topics(
+        topics,
+        |p| {
+            let partition =
+                ListOffsetsPartitionResponse::default().with_partition_index(p.partition.0);
+            match p.outcome {
+                Ok(found) => {
+                    let partition = partition
+                        .with_timestamp(found.timestamp)
+                        .with_offset(found.offset.0);
+                    // The leader epoch is in the answer from v4 on.
+                    if version >= 4 {
+                        partition.with_leader_epoch(found.leader_epoch.0)
+                    } else {
+                        partition
                     }
-                })
-                .collect();
+                }
+                Err(e) => partition
+                    .with_error_code(kafka_error(ApiKey::ListOffsets, &e).0)
+                    .with_timestamp(-1)
+                    .with_offset(-1),
+            }
+        },
+        |name, partitions| {
             ListOffsetsTopicResponse::default()
-                .with_name(topic_name(t.topic))
+                .with_name(topic_name(name))
                 .with_partitions(partitions)
-        })
-        .collect();
+        },
+    );
     ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(topics))
 }
 
@@ -193,30 +185,26 @@ pub async fn offset_for_leader_epoch(
         Ok(ends) => ends,
         Err(e) => every_partition_failed(queries, e),
     };
-    let topics = topics
-        .into_iter()
-        .map(|t| {
-            let partitions = t
-                .partitions
-                .into_iter()
-                .map(|p| {
-                    let end = EpochEndOffset::default().with_partition(p.partition.0);
-                    match p.outcome {
-                        Ok(found) => end
-                            .with_leader_epoch(found.leader_epoch.0)
-                            .with_end_offset(found.end_offset.0),
-                        Err(e) => end
-                            .with_error_code(kafka_error(ApiKey::OffsetForLeaderEpoch, &e).0)
-                            .with_leader_epoch(-1)
-                            .with_end_offset(-1),
-                    }
-                })
-                .collect();
+    let topics = map_topics(
+        topics,
+        |p| {
+            let end = EpochEndOffset::default().with_partition(p.partition.0);
+            match p.outcome {
+                Ok(found) => end
+                    .with_leader_epoch(found.leader_epoch.0)
+                    .with_end_offset(found.end_offset.0),
+                Err(e) => end
+                    .with_error_code(kafka_error(ApiKey::OffsetForLeaderEpoch, &e).0)
+                    .with_leader_epoch(-1)
+                    .with_end_offset(-1),
+            }
+        },
+        |name, partitions| {
             OffsetForLeaderTopicResult::default()
-                .with_topic(topic_name(t.topic))
+                .with_topic(topic_name(name))
                 .with_partitions(partitions)
-        })
-        .collect();
+        },
+    );
     ResponseKind::OffsetForLeaderEpoch(OffsetForLeaderEpochResponse::default().with_topics(topics))
 }
 
@@ -225,18 +213,12 @@ fn every_partition_failed<Q: crate::services::offsets::HasPartition, T>(
     queries: Vec<TopicItems<Q>>,
     e: crate::error::ApiError,
 ) -> Vec<TopicItems<crate::services::PartitionOutcome<T>>> {
-    queries
-        .into_iter()
-        .map(|t| TopicItems {
-            topic: t.topic,
-            partitions: t
-                .partitions
-                .iter()
-                .map(|q| crate::services::PartitionOutcome {
-                    partition: q.partition(),
-                    outcome: Err(e.clone()),
-                })
-                .collect(),
-        })
-        .collect()
+    map_topics(
+        queries,
+        |q| crate::services::PartitionOutcome {
+            partition: q.partition(),
+            outcome: Err(e.clone()),
+        },
+        |topic, partitions| TopicItems { topic, partitions },
+    )
 }

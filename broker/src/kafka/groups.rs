@@ -39,7 +39,7 @@ use crate::groups::coordinator::{
 };
 use crate::groups::group::{GroupState, JoinRequest, MemberAssignment};
 use crate::groups::SERVER_ASSIGNOR;
-use crate::services::TopicItems;
+use crate::services::{map_topics, TopicItems};
 
 /// FindCoordinator's key type of a consumer group.
 const KEY_TYPE_GROUP: i8 = 0;
@@ -279,29 +279,23 @@ pub async fn offset_commit(service: &Coordinator, request: OffsetCommitRequest) 
             })
             .collect(),
     };
-    let topics = service
-        .commit(commit)
-        .await
-        .into_iter()
-        .map(|t| {
-            OffsetCommitResponseTopic::default()
-                .with_name(topic_name(t.topic))
-                .with_partitions(
-                    t.partitions
-                        .into_iter()
-                        .map(|p| {
-                            OffsetCommitResponsePartition::default()
-                                .with_partition_index(p.partition.0)
-                                .with_error_code(
-                                    p.outcome
-                                        .err()
-                                        .map_or(0, |e| group_error(ApiKey::OffsetCommit, &e)),
-                                )
-                        })
-                        .collect(),
+    let topics = map_topics(
+        service.commit(commit).await,
+        |p| {
+            OffsetCommitResponsePartition::default()
+                .with_partition_index(p.partition.0)
+                .with_error_code(
+                    p.outcome
+                        .err()
+                        .map_or(0, |e| group_error(ApiKey::OffsetCommit, &e)),
                 )
-        })
-        .collect();
+        },
+        |name, partitions| {
+            OffsetCommitResponseTopic::default()
+                .with_name(topic_name(name))
+                .with_partitions(partitions)
+        },
+    );
     ResponseKind::OffsetCommit(OffsetCommitResponse::default().with_topics(topics))
 }
 
@@ -330,28 +324,22 @@ pub async fn offset_fetch(
             let fetched: Fetched = service.committed(&group.group_id.0, asked).await;
             let answer = OffsetFetchResponseGroup::default().with_group_id(group.group_id);
             groups.push(match fetched {
-                Ok(topics) => answer.with_topics(
-                    topics
-                        .into_iter()
-                        .map(|t| {
-                            OffsetFetchResponseTopics::default()
-                                .with_name(topic_name(t.topic))
-                                .with_partitions(
-                                    t.partitions
-                                        .into_iter()
-                                        .map(|p| {
-                                            let (offset, epoch, metadata) = committed(p.committed);
-                                            OffsetFetchResponsePartitions::default()
-                                                .with_partition_index(p.partition.0)
-                                                .with_committed_offset(offset)
-                                                .with_committed_leader_epoch(epoch)
-                                                .with_metadata(Some(metadata))
-                                        })
-                                        .collect(),
-                                )
-                        })
-                        .collect(),
-                ),
+                Ok(topics) => answer.with_topics(map_topics(
+                    topics,
+                    |p| {
+                        let (offset, epoch, metadata) = committed(p.committed);
+                        OffsetFetchResponsePartitions::default()
+                            .with_partition_index(p.partition.0)
+                            .with_committed_offset(offset)
+                            .with_committed_leader_epoch(epoch)
+                            .with_metadata(Some(metadata))
+                    },
+                    |name, partitions| {
+                        OffsetFetchResponseTopics::default()
+                            .with_name(topic_name(name))
+                            .with_partitions(partitions)
+                    },
+                )),
                 Err(e) => answer.with_error_code(group_error(ApiKey::OffsetFetch, &e)),
             });
         }
@@ -391,27 +379,23 @@ pub async fn offset_fetch(
         }
     };
     let partition_error = if version < 2 { error } else { 0 };
-    let topics = topics
-        .into_iter()
-        .map(|t| {
+    let topics = map_topics(
+        topics,
+        |p| {
+            let (offset, epoch, metadata) = committed(p.committed);
+            OffsetFetchResponsePartition::default()
+                .with_partition_index(p.partition.0)
+                .with_committed_offset(offset)
+                .with_committed_leader_epoch(epoch)
+                .with_metadata(Some(metadata))
+                .with_error_code(partition_error)
+        },
+        |name, partitions| {
             OffsetFetchResponseTopic::default()
-                .with_name(topic_name(t.topic))
-                .with_partitions(
-                    t.partitions
-                        .into_iter()
-                        .map(|p| {
-                            let (offset, epoch, metadata) = committed(p.committed);
-                            OffsetFetchResponsePartition::default()
-                                .with_partition_index(p.partition.0)
-                                .with_committed_offset(offset)
-                                .with_committed_leader_epoch(epoch)
-                                .with_metadata(Some(metadata))
-                                .with_error_code(partition_error)
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
+                .with_name(topic_name(name))
+                .with_partitions(partitions)
+        },
+    );
     let mut response = OffsetFetchResponse::default().with_topics(topics);
     if version >= 2 {
         response.error_code = error;

@@ -11,7 +11,7 @@ use super::{kafka_error, topic_name};
 use crate::error::ApiError;
 use crate::partition::{parse_acks, Acks};
 use crate::services::produce::{self, Produce};
-use crate::services::{PartitionOutcome, TopicItems};
+use crate::services::{map_topics, PartitionOutcome, TopicItems};
 
 /// A produce whose batches are in the logs.
 pub struct Appended(produce::Appended);
@@ -91,35 +91,31 @@ pub async fn finish(appended: Appended) -> Option<ResponseKind> {
 fn response(
     topics: Vec<TopicItems<PartitionOutcome<crate::services::produce::Produced>>>,
 ) -> ResponseKind {
-    let responses = topics
-        .into_iter()
-        .map(|t| {
-            let partitions = t
-                .partitions
-                .into_iter()
-                .map(|p| {
-                    let partition = PartitionProduceResponse::default().with_index(p.partition.0);
-                    match p.outcome {
-                        Ok(produced) => partition
-                            .with_base_offset(produced.base_offset.0)
-                            .with_log_append_time_ms(-1)
-                            .with_log_start_offset(produced.log_start_offset.0),
-                        Err(e) => {
-                            let (code, message) = kafka_error(ApiKey::Produce, &e);
-                            partition
-                                .with_error_code(code)
-                                .with_error_message(message)
-                                .with_base_offset(-1)
-                                .with_log_append_time_ms(-1)
-                                .with_log_start_offset(-1)
-                        }
-                    }
-                })
-                .collect();
+    let responses = map_topics(
+        topics,
+        |p| {
+            let partition = PartitionProduceResponse::default().with_index(p.partition.0);
+            match p.outcome {
+                Ok(produced) => partition
+                    .with_base_offset(produced.base_offset.0)
+                    .with_log_append_time_ms(-1)
+                    .with_log_start_offset(produced.log_start_offset.0),
+                Err(e) => {
+                    let (code, message) = kafka_error(ApiKey::Produce, &e);
+                    partition
+                        .with_error_code(code)
+                        .with_error_message(message)
+                        .with_base_offset(-1)
+                        .with_log_append_time_ms(-1)
+                        .with_log_start_offset(-1)
+                }
+            }
+        },
+        |name, partitions| {
             TopicProduceResponse::default()
-                .with_name(topic_name(t.topic))
+                .with_name(topic_name(name))
                 .with_partition_responses(partitions)
-        })
-        .collect();
+        },
+    );
     ResponseKind::Produce(ProduceResponse::default().with_responses(responses))
 }

@@ -39,6 +39,22 @@ pub struct TopicItems<T> {
     pub partitions: Vec<T>,
 }
 
+/// Turns each topic's items into `R` one by one, then each topic with its items into `U`,
+/// in order: the shape of every per-partition answer the protocol adapters encode.
+pub fn map_topics<T, R, U>(
+    topics: Vec<TopicItems<T>>,
+    mut item: impl FnMut(T) -> R,
+    mut topic: impl FnMut(String, Vec<R>) -> U,
+) -> Vec<U> {
+    topics
+        .into_iter()
+        .map(|t| {
+            let items = t.partitions.into_iter().map(&mut item).collect();
+            topic(t.topic, items)
+        })
+        .collect()
+}
+
 /// The outcome of a request on one partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionOutcome<T> {
