@@ -486,7 +486,19 @@ impl TestCluster {
         kafka: KafkaListener,
         flags: impl Fn(i32) -> Vec<String>,
     ) -> TestCluster {
-        let voters = addrs
+        TestCluster::start_at_with_voters(addrs, addrs.len(), dir, kafka, flags)
+    }
+
+    /// As [`TestCluster::start_at_with`], with only the first `n_voters` nodes controller
+    /// voters; the others join as brokers.
+    pub fn start_at_with_voters(
+        addrs: &[SocketAddr],
+        n_voters: usize,
+        dir: &Path,
+        kafka: KafkaListener,
+        flags: impl Fn(i32) -> Vec<String>,
+    ) -> TestCluster {
+        let voters = addrs[..n_voters]
             .iter()
             .enumerate()
             .map(|(i, a)| format!("{}@{a}", i + 1))

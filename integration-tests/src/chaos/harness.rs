@@ -24,7 +24,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use super::proxy::{Cut, Proxy, ProxyConfig};
-use crate::{free_addr, BrokerProcess, SegmentDamage, TestCluster};
+use crate::{free_addr, BrokerProcess, KafkaListener, SegmentDamage, TestCluster};
 
 /// Most nodes: node N listens on 127.0.0.N.
 pub const MAX_NODES: usize = 254;
@@ -52,6 +52,18 @@ impl ChaosCluster {
     /// Starts `n` voters (node N on 127.0.0.N, data in `dir/nN`) with `extra` flags each
     /// and a proxy on each of the n·(n-1) links, and waits until every node is active.
     pub fn start(n: usize, dir: &Path, extra: &[&str]) -> ChaosCluster {
+        ChaosCluster::start_with_brokers(n, 0, dir, extra)
+    }
+
+    /// As [`ChaosCluster::start`], with `brokers` more nodes after the `voters` that join
+    /// as brokers only (not controller voters).
+    pub fn start_with_brokers(
+        voters: usize,
+        brokers: usize,
+        dir: &Path,
+        extra: &[&str],
+    ) -> ChaosCluster {
+        let n = voters + brokers;
         assert!(
             (1..=MAX_NODES).contains(&n),
             "a chaos cluster has 1 to {MAX_NODES} nodes, not {n}"
@@ -93,7 +105,8 @@ impl ChaosCluster {
             }
             flags
         };
-        let cluster = TestCluster::start_at(&addrs, dir, flags);
+        let cluster =
+            TestCluster::start_at_with_voters(&addrs, voters, dir, KafkaListener::Off, flags);
         ChaosCluster {
             cluster,
             links,
