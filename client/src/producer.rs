@@ -307,6 +307,8 @@ struct Shared {
     buffer: Semaphore,
     /// Records appended and not yet completed; `flush` waits for zero.
     pending: watch::Sender<u64>,
+    /// When a request waiting long last refreshed the metadata ([`leader_replaced`]).
+    leader_checked: Mutex<Option<Instant>>,
 }
 
 /// The sender task stops when the last handle goes: dropping the producer sends what is
@@ -415,6 +417,7 @@ impl Producer {
             wake: Notify::new(),
             buffer: Semaphore::new(config.buffer_bytes_max.min(Semaphore::MAX_PERMITS)),
             pending: watch::channel(0).0,
+            leader_checked: Mutex::new(None),
             config,
         });
         tokio::spawn(sender_loop(shared.clone()));
@@ -685,14 +688,25 @@ impl Shared {
         self.pending.send_modify(|p| *p = p.saturating_sub(n));
     }
 
-    /// Failed attempts: refreshes the metadata of the topics whose errors call for it (once
-    /// each), then retries each batch after a backoff when its error allows and time
-    /// remains, or fails its records.
+    /// Failed attempts (sent to `sent_to`, when they were sent): refreshes the metadata of
+    /// the topics whose errors call for it (once each), then retries each batch after a
+    /// backoff when its error allows and time remains, or fails its records.
     ///
     /// The refreshes are bounded by the earliest delivery deadline among the batches; one
     /// that fails for now (no broker answered) is not waited for again: the batch is
     /// retried with the metadata it has, and its next failure refreshes again.
-    async fn retry_or_fail(&self, failures: Vec<(Batch<Delivery>, Error)>) {
+    ///
+    /// How long a retry waits: a batch whose partition the refreshed metadata gives another
+    /// leader than `sent_to` goes at once (the failover is over: every moment waited now is
+    /// latency); one whose leader is unknown, unreachable or refusing as not the leader
+    /// waits at most `retry_backoff` each time (the metadata is asked again at each retry,
+    /// which is cheap, so the new leader is found within a `retry_backoff` of its
+    /// election); other retriable errors back off exponentially up to `retry_backoff_max`.
+    async fn retry_or_fail(
+        &self,
+        failures: Vec<(Batch<Delivery>, Error)>,
+        sent_to: Option<BrokerId>,
+    ) {
         let deadline = failures
             .iter()
             .map(|(batch, _)| batch.created + self.config.delivery_timeout)
@@ -724,7 +738,15 @@ impl Shared {
                 Some(Some(gone)) => gone.clone(),
                 _ => error,
             };
-            self.retry_or_fail_one(batch, error);
+            let wait = if error.needs_metadata_refresh() {
+                match leader_of(&self.client, &batch.tp) {
+                    Some(leader) if Some(leader) != sent_to => RetryWait::None,
+                    _ => RetryWait::Short,
+                }
+            } else {
+                RetryWait::Backoff
+            };
+            self.retry_or_fail_one(batch, error, wait);
         }
         self.wake.notify_one();
     }
@@ -734,7 +756,7 @@ impl Shared {
     /// the time are spent. A batch refused as out of order was not written: it is retried
     /// after the batches before it, or in the producer's next epoch (see
     /// [`Accumulator::retry_out_of_order`]).
-    fn retry_or_fail_one(&self, batch: Batch<Delivery>, error: Error) {
+    fn retry_or_fail_one(&self, batch: Batch<Delivery>, error: Error, wait: RetryWait) {
         let config = &self.config;
         let backoff = Backoff {
             base: config.retry_backoff,
@@ -763,7 +785,14 @@ impl Shared {
                 .last_errors
                 .insert(batch.tp.clone(), error.clone())
                 .is_none_or(|before| before.to_string() != reason);
-            let retry_at = Instant::now() + backoff.delay(batch.attempts, &mut state.jitter);
+            let delay = match wait {
+                RetryWait::None => Duration::ZERO,
+                RetryWait::Short => backoff
+                    .delay(batch.attempts, &mut state.jitter)
+                    .min(config.retry_backoff),
+                RetryWait::Backoff => backoff.delay(batch.attempts, &mut state.jitter),
+            };
+            let retry_at = Instant::now() + delay;
             if retriable && batch.attempts <= config.retries_max && retry_at < expires {
                 tracing::debug!(tp = %batch.tp, attempts = batch.attempts, %error, "retrying batch");
                 if new_reason && !out_of_order {
@@ -1037,7 +1066,7 @@ fn dispatch(shared: &Arc<Shared>, ready: Vec<Batch<Delivery>>) {
     }
     if !leaderless_batches.is_empty() {
         let shared = shared.clone();
-        tokio::spawn(async move { shared.retry_or_fail(leaderless_batches).await });
+        tokio::spawn(async move { shared.retry_or_fail(leaderless_batches, None).await });
     }
     let mut state = shared.lock();
     for (leader, requests) in by_leader {
@@ -1093,15 +1122,22 @@ async fn produce(
             Ok(()) => batches
                 .into_iter()
                 .for_each(|b| shared.finish(b, Ok((-1, -1)))),
-            Err(e) => fail_all(&shared, batches, e).await,
+            Err(e) => fail_all(&shared, batches, e, leader).await,
         }
         return;
     }
     // The request timeout is evidence against the broker (the connection is closed); the
     // delivery deadline coming first is not, so that cut leaves the connection alone.
-    let attempt = shared
+    let tps: Vec<TopicPartition> = batches.iter().map(|b| b.tp.clone()).collect();
+    let sent = shared
         .client
         .send_in_turn(leader, request, request_timeout, turn, Some(queued));
+    let attempt = async {
+        tokio::select! {
+            answer = sent => answer,
+            replaced = leader_replaced(&shared, leader, tps) => Err(replaced),
+        }
+    };
     let answer = if wait < request_timeout {
         tokio::time::timeout(wait, attempt)
             .await
@@ -1142,11 +1178,11 @@ async fn produce(
                 }
             }
             if !failures.is_empty() {
-                shared.retry_or_fail(failures).await;
+                shared.retry_or_fail(failures, Some(leader)).await;
             }
         }
-        Ok(other) => fail_all(&shared, batches, unexpected("Produce", &other)).await,
-        Err(e) => fail_all(&shared, batches, e).await,
+        Ok(other) => fail_all(&shared, batches, unexpected("Produce", &other), leader).await,
+        Err(e) => fail_all(&shared, batches, e, leader).await,
     }
 }
 
@@ -1177,9 +1213,95 @@ fn fenced(batch: &Batch<Delivery>, message: Option<String>) -> Error {
     }
 }
 
-async fn fail_all(shared: &Arc<Shared>, batches: Vec<Batch<Delivery>>, error: Error) {
+async fn fail_all(
+    shared: &Arc<Shared>,
+    batches: Vec<Batch<Delivery>>,
+    error: Error,
+    sent_to: BrokerId,
+) {
     let failures = batches.into_iter().map(|b| (b, error.clone())).collect();
-    shared.retry_or_fail(failures).await;
+    shared.retry_or_fail(failures, Some(sent_to)).await;
+}
+
+/// How long a failed batch waits before its retry (see [`Shared::retry_or_fail`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RetryWait {
+    /// Its partition has a new leader: at once.
+    None,
+    /// Its leader is unknown or failing: at most `retry_backoff`.
+    Short,
+    /// The exponential backoff, up to `retry_backoff_max`.
+    Backoff,
+}
+
+/// The leader of `tp` as the cached metadata has it, if it names one.
+fn leader_of(client: &Client, tp: &TopicPartition) -> Option<BrokerId> {
+    client
+        .cached_topic(&tp.topic)
+        .and_then(|t| t.partition(tp.partition).ok().map(|p| p.leader))
+        .filter(|&leader| leader != BrokerId::NONE)
+}
+
+/// How long a Produce request may go unanswered before the producer starts checking
+/// whether its leader was replaced ([`leader_replaced`]).
+const LEADER_CHECK_AFTER: Duration = Duration::from_millis(250);
+/// How often the metadata is asked while a request waits past [`LEADER_CHECK_AFTER`]
+/// (once for all such requests of a producer).
+const LEADER_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Resolves once the metadata, asked of brokers other than `leader`, gives every
+/// partition of `tps` a leader other than `leader`: the request to `leader` can no
+/// longer succeed (a hung or cut-off leader was fenced and replaced; a cut-off one still
+/// names itself leader, which is why it is not asked), so it is abandoned and its batches
+/// retried at the new leader without waiting out the request timeout. Their outcome at `leader` is unknown,
+/// as after a timeout: idempotence keeps the retries from being written twice.
+///
+/// The metadata is refreshed only while a request has waited past
+/// [`LEADER_CHECK_AFTER`], at most every [`LEADER_CHECK_EVERY`] per producer, whatever the
+/// number of requests waiting.
+async fn leader_replaced(shared: &Shared, leader: BrokerId, tps: Vec<TopicPartition>) -> Error {
+    tokio::time::sleep(LEADER_CHECK_AFTER).await;
+    let mut topics: Vec<&str> = tps.iter().map(|tp| tp.topic.as_str()).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    loop {
+        let refresh = {
+            let mut last = lock_ignoring_poison(&shared.leader_checked);
+            let due = last.is_none_or(|at| at.elapsed() >= LEADER_CHECK_EVERY);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if refresh {
+            for topic in &topics {
+                if let Err(e) = shared.client.refresh_topic_avoiding(topic, leader).await {
+                    tracing::debug!(topic, error = %e, "checking for a new leader");
+                }
+            }
+        }
+        let moved: Vec<BrokerId> = tps
+            .iter()
+            .filter_map(|tp| leader_of(&shared.client, tp).filter(|l| *l != leader))
+            .collect();
+        if moved.len() == tps.len() {
+            let tp = &tps[0];
+            return Error::broker(
+                format!("producing to {tp}"),
+                ErrorCode::NotLeaderOrFollower,
+                Some(format!(
+                    "broker {leader} was replaced as the leader (by broker {}) while the \
+                     request waited for its answer",
+                    moved[0]
+                )),
+            );
+        }
+        tokio::time::sleep(LEADER_CHECK_EVERY).await;
+    }
+}
+
+fn lock_ignoring_poison<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 type PartitionOutcome = (ErrorCode, Option<String>, i64, i64);

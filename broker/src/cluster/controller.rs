@@ -5,12 +5,26 @@
 //! Every voter has a [`Controller`]; only the one whose Raft node leads acts. The others
 //! answer NOT_CONTROLLER and brokers retry at the leader (`cluster::client`).
 //!
-//! Sessions live only in the active controller's memory. A newly elected controller gives
-//! every registered broker a full session timeout before it may fence it, so a controller
-//! change never fences a live broker. A broker whose heartbeat connection closes (its
-//! process died: the kernel closes its sockets) gets a short deadline of two heartbeat
-//! intervals instead of the full session: a live broker reconnects within one interval,
-//! a dead one is fenced in about a second instead of three.
+//! Sessions live only in the active controller's memory. A session ends at its deadline,
+//! a full session timeout after the broker's last heartbeat, unless there is evidence
+//! that the broker is gone; evidence only shortens the deadline to two heartbeat
+//! intervals from when it arrived, so a live broker (which heartbeats every interval)
+//! keeps its session whatever the evidence said, and a dead one is fenced within about
+//! two intervals instead of a whole session. The evidence:
+//! - the broker's heartbeat connection closed (its process died: the kernel closes its
+//!   sockets; a live broker reconnects within an interval);
+//! - on a new term, the broker that was the previous term's controller: the quorum elected
+//!   another one because that node stopped answering it for an election timeout.
+//!
+//! Each piece of evidence is then checked with a probe: an ApiVersions call on a new
+//! connection to the broker's listener. A refused connection, or one closed or reset
+//! before the answer, shows that no broker process serves there any more, and the broker
+//! is fenced at once; an answer or a timeout (a hung process, a cut network) leaves the
+//! short deadline to decide.
+//!
+//! Every other broker gets a full session from the start of a new term, since it cannot
+//! have heartbeated a controller that did not exist yet. Silence alone (a hung process, a
+//! cut network) is caught by the session timeout.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -22,7 +36,7 @@ use sluice_protocol::messages::{
     AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterConfigsRequest,
     AlterConfigsResponse, AlterConfigsResult, AlterPartitionPartitionResponse,
     AlterPartitionRequest, AlterPartitionResponse, AlterPartitionTopicResponse, AlterableTopic,
-    BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest,
+    ApiVersionsRequest, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest,
     BrokerRegistrationResponse, CreatableTopicResult, CreateTopicsRequest, CreateTopicsResponse,
     DeletableTopicResult, DeleteTopicsRequest, DeleteTopicsResponse, ReplicaLogEnd, CONFIG_DELETE,
     CONFIG_SET,
@@ -33,6 +47,7 @@ use tokio::time::Instant;
 
 use super::image::placement::{self, LogEnd};
 use super::image::{CommandResult, ListenerMeta, MetadataCommand, MetadataImage, NATIVE_LISTENER};
+use super::peer::PeerConnection;
 use super::raft::{Applied, NodeId, Raft};
 use crate::config::BrokerConfig;
 use crate::data_dir::{hex, random_id};
@@ -49,6 +64,14 @@ pub struct Controller {
     /// Log ends reported for partitions awaiting a longest-log election, by partition and
     /// replica, with the partition epoch each was reported under.
     log_ends: Mutex<BTreeMap<(String, PartitionId), LogEndReports>>,
+    /// The last controller other than this node that this node knew of, with its term.
+    previous_leader: Mutex<Option<(u64, NodeId)>>,
+    /// Brokers with evidence against them, to probe (see the module doc).
+    suspects: tokio::sync::mpsc::UnboundedSender<BrokerId>,
+    /// The receiving end, taken by [`Controller::run`].
+    suspects_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<BrokerId>>>,
+    /// Wakes [`Controller::run`] to fence at once (a probe found a broker gone).
+    wake: tokio::sync::Notify,
 }
 
 /// One partition's log-end reports: replica -> (partition epoch, log end).
@@ -59,17 +82,24 @@ struct Sessions {
     /// The Raft term these deadlines were set in; a new term starts them afresh.
     term: u64,
     deadlines: HashMap<BrokerId, Instant>,
+    /// When each broker's last heartbeat arrived this term, for the gap to the next one.
+    last_heartbeat: HashMap<BrokerId, Instant>,
 }
 
 impl Controller {
     /// The controller logic over `raft`, reading the applied image from `applied`.
     pub fn new(config: BrokerConfig, raft: Raft, applied: watch::Receiver<Applied>) -> Controller {
+        let (suspects, suspects_rx) = tokio::sync::mpsc::unbounded_channel();
         Controller {
             config,
             raft,
             applied,
             sessions: Mutex::new(Sessions::default()),
             log_ends: Mutex::new(BTreeMap::new()),
+            previous_leader: Mutex::new(None),
+            suspects,
+            suspects_rx: Mutex::new(Some(suspects_rx)),
+            wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -100,20 +130,65 @@ impl Controller {
     }
 
     /// Sessions for the current term: a new term gives every registered broker a full
-    /// session timeout from now.
+    /// session timeout from now, except the previous term's controller, which gets the
+    /// short deadline of a broker with evidence against it (see the module doc).
     fn with_sessions<T>(&self, term: u64, f: impl FnOnce(&mut Sessions) -> T) -> T {
         let mut sessions = self.sessions.lock().expect("sessions poisoned");
         if sessions.term != term {
-            let deadline = Instant::now() + self.config.session_timeout();
+            let now = Instant::now();
+            let deadline = now + self.config.session_timeout();
             sessions.term = term;
+            sessions.last_heartbeat.clear();
             sessions.deadlines = self
                 .image()
                 .brokers
                 .keys()
                 .map(|id| (*id, deadline))
                 .collect();
+            let me = self.config.node_id.0 as NodeId;
+            let previous = *self
+                .previous_leader
+                .lock()
+                .expect("previous leader poisoned");
+            if let Some((_, previous)) = previous.filter(|(t, id)| *t < term && *id != me) {
+                let previous = BrokerId(previous as i32);
+                if let Some(deadline) = sessions.deadlines.get_mut(&previous) {
+                    *deadline = now + self.evidence_grace();
+                    let _ = self.suspects.send(previous);
+                    tracing::info!(
+                        broker = %previous,
+                        "the previous controller stopped answering the quorum: fencing it \
+                         unless it heartbeats within {} ms",
+                        self.evidence_grace().as_millis()
+                    );
+                }
+            }
         }
         f(&mut sessions)
+    }
+
+    /// How long a broker with evidence against it has to heartbeat before it is fenced:
+    /// two heartbeat intervals, so a live broker that lost a connection or a controller
+    /// heartbeats in time.
+    fn evidence_grace(&self) -> Duration {
+        2 * self.config.heartbeat_interval()
+    }
+
+    /// Remembers the controller this node knows of when it is another node, so that on
+    /// winning an election it knows whose silence made it controller.
+    fn note_leader(&self) {
+        let (leader, term) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            (m.current_leader, m.current_term)
+        };
+        let me = self.config.node_id.0 as NodeId;
+        if let Some(leader) = leader.filter(|l| *l != me) {
+            *self
+                .previous_leader
+                .lock()
+                .expect("previous leader poisoned") = Some((term, leader));
+        }
     }
 
     /// Proposes a command and waits until it is committed and applied here. Returns its
@@ -312,8 +387,28 @@ impl Controller {
                 ),
             ));
         }
-        let deadline = Instant::now() + self.config.session_timeout();
-        self.with_sessions(term, |s| s.deadlines.insert(request.broker_id, deadline));
+        let now = Instant::now();
+        let gap = self.with_sessions(term, |s| {
+            s.deadlines
+                .insert(request.broker_id, now + self.config.session_timeout());
+            s.last_heartbeat
+                .insert(request.broker_id, now)
+                .map(|last| now - last)
+        });
+        if let Some(gap) = gap {
+            // What the session timeout must cover (bench/failover-soak.sh reads these).
+            tracing::debug!(broker = %request.broker_id, gap_ms = gap.as_millis() as u64, "heartbeat");
+            if gap > self.config.session_timeout() / 2 {
+                tracing::warn!(
+                    broker = %request.broker_id,
+                    "heartbeats arrive {} ms apart, more than half the session timeout ({} ms): \
+                     the broker or this controller is overloaded, and it risks being fenced; \
+                     raise broker_session_timeout_ms if this recurs",
+                    gap.as_millis(),
+                    self.config.session_timeout().as_millis()
+                );
+            }
+        }
         let caught_up = request.current_metadata_offset >= broker.epoch;
         if !request.damaged.is_empty() {
             // Before any unfencing: a damaged last ISR member must not be elected first.
@@ -444,12 +539,50 @@ impl Controller {
         let Some(term) = self.leading_term() else {
             return;
         };
-        let soon = Instant::now() + 2 * self.config.heartbeat_interval();
+        let soon = Instant::now() + self.evidence_grace();
         self.with_sessions(term, |s| {
             if let Some(deadline) = s.deadlines.get_mut(&broker) {
                 *deadline = (*deadline).min(soon);
             }
         });
+        let _ = self.suspects.send(broker);
+    }
+
+    /// Checks the evidence against `broker` (see the module doc): if no process serves at
+    /// its address, its session ends now.
+    async fn probe(self: Arc<Self>, broker: BrokerId) {
+        let Some(term) = self.leading_term() else {
+            return;
+        };
+        let image = self.image();
+        let Some(address) = image
+            .brokers
+            .get(&broker)
+            .filter(|b| !b.fenced)
+            .and_then(|b| b.listener(NATIVE_LISTENER))
+            .map(ListenerMeta::address)
+        else {
+            return;
+        };
+        let mut peer = PeerConnection::new(broker, &address, super::peer_config(&self.config));
+        let request = Request::ApiVersions(ApiVersionsRequest {
+            client_software_name: "sluice-controller-probe".into(),
+            client_software_version: env!("CARGO_PKG_VERSION").into(),
+        });
+        match peer.call(request, self.evidence_grace()).await {
+            Err(e) if e.shows_peer_gone() => {
+                tracing::info!(broker = %broker, "no broker serves at {address} ({e}): fencing it now");
+                let now = Instant::now();
+                self.with_sessions(term, |s| {
+                    if let Some(deadline) = s.deadlines.get_mut(&broker) {
+                        *deadline = (*deadline).min(now);
+                    }
+                });
+                self.wake.notify_one();
+            }
+            Ok(_) => tracing::debug!(broker = %broker, "probe answered: the broker is up"),
+            Err(e) => tracing::debug!(broker = %broker, "probe inconclusive: {e}"),
+        }
     }
 
     async fn alter_partition(&self, request: AlterPartitionRequest) -> AlterPartitionResponse {
@@ -714,9 +847,28 @@ impl Controller {
         let period = (self.config.heartbeat_interval() / 2).max(Duration::from_millis(10));
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut metrics = self.raft.metrics();
+        let mut suspects = self
+            .suspects_rx
+            .lock()
+            .expect("suspects poisoned")
+            .take()
+            .expect("Controller::run runs once");
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
+                _ = self.wake.notified() => {}
+                Some(suspect) = suspects.recv() => {
+                    tokio::spawn(Arc::clone(&self).probe(suspect));
+                    continue;
+                }
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    self.note_leader();
+                    continue;
+                }
                 _ = stopping.wait_for(|s| *s) => return,
             }
             let Some(term) = self.leading_term() else {

@@ -43,7 +43,7 @@ use crate::error::BrokerError;
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often the Raft leader heartbeats its followers.
-pub const RAFT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+pub const RAFT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The settings of this node's connections to other brokers: the one place they are
 /// made, so every connection (Raft, the controller client, replica fetchers) is dialled
@@ -89,11 +89,15 @@ impl Cluster {
         };
         let raft_config = openraft::Config {
             cluster_name: "sluice".into(),
-            // Elections well inside the 3 s broker session, and far enough above an fsync
-            // stall on a loaded disk that they do not happen spuriously.
+            // A follower stands for election once it has heard nothing from the leader for
+            // openraft's leader lease (election_timeout_max) plus its own election timeout
+            // (random in min..max, drawn once per process): 500-600 ms here, ten Raft
+            // heartbeats and more. The metadata log is idle under produce load (broker
+            // heartbeats are not written to it), so a heartbeat is late only if the whole
+            // process is; bench/failover-soak.sh checks that none is, at full load.
             heartbeat_interval: RAFT_HEARTBEAT_INTERVAL.as_millis() as u64,
-            election_timeout_min: 1000,
-            election_timeout_max: 2000,
+            election_timeout_min: 200,
+            election_timeout_max: 300,
             install_snapshot_timeout: 2000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
             max_in_snapshot_log_to_keep: 100,

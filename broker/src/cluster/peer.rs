@@ -99,6 +99,8 @@ pub enum PeerError {
         addr: String,
         /// What went wrong, for a human.
         reason: String,
+        /// The peer's host refused the connection: nothing listens at the address.
+        refused: bool,
     },
     /// The connection failed while the request was being sent or its answer read (reset,
     /// closed by the peer).
@@ -173,6 +175,17 @@ impl PeerError {
             | PeerError::RequestTooLarge { .. }
             | PeerError::Encode { .. } => false,
         }
+    }
+
+    /// Whether the failure shows that no broker process serves at the peer's address: the
+    /// connection was refused, or one just made was closed or reset before the answer
+    /// (what a proxy in front of a dead process does). A timeout shows nothing: the peer
+    /// may be hung, slow, or cut off.
+    pub fn shows_peer_gone(&self) -> bool {
+        matches!(
+            self,
+            PeerError::Connect { refused: true, .. } | PeerError::Io { .. }
+        )
     }
 }
 
@@ -295,14 +308,21 @@ impl PeerConnection {
             .config
             .connect_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
-        let fail = |reason| PeerError::Connect {
+        let fail = |reason, refused| PeerError::Connect {
             addr: self.addr.clone(),
             reason,
+            refused,
         };
         let socket = match tokio::time::timeout(limit, self.dial()).await {
             Ok(Ok(socket)) => socket,
-            Ok(Err(e)) => return Err(fail(io_reason(&e))),
-            Err(_) => return Err(fail(format!("no answer within {} ms", limit.as_millis()))),
+            Ok(Err(e)) => {
+                let refused = e.kind() == std::io::ErrorKind::ConnectionRefused;
+                return Err(fail(io_reason(&e), refused));
+            }
+            Err(_) => {
+                let reason = format!("no answer within {} ms", limit.as_millis());
+                return Err(fail(reason, false));
+            }
         };
         // Requests between brokers are small and each waits for its answer: latency
         // matters more than packet count.
