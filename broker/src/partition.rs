@@ -799,12 +799,20 @@ impl Partition {
     /// Deletes whole segments past retention, never at or above the HW. Blocking.
     pub fn apply_retention(&self) {
         let high_watermark = self.high_watermark();
-        let mut log = self.log.write();
-        if self.is_deleted() {
+        let detached = {
+            let mut log = self.log.write();
+            if self.is_deleted() {
+                return;
+            }
+            log.detach_for_retention(high_watermark)
+        };
+        if detached.is_empty() {
             return;
         }
-        match log.apply_retention(high_watermark) {
-            Ok(0) => {}
+        // Without the log's lock: unlinking a large segment on a busy disk takes hundreds
+        // of milliseconds, which appends, reads and everything waiting on them (heartbeat
+        // handling included, on a 2-core machine) must not wait for.
+        match detached.delete() {
             Ok(n) => tracing::info!(partition = %self.name(), "retention deleted {n} segment(s)"),
             Err(e) => tracing::warn!(partition = %self.name(), "retention failed: {e}"),
         }

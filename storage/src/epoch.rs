@@ -141,6 +141,19 @@ impl LeaderEpochCache {
         Ok(())
     }
 
+    /// As [`Self::truncate_from_start`], in memory only: the checkpoint keeps the older
+    /// entries until the next change is persisted or the log is opened again (open trims
+    /// them to the log start). What retention uses, so deleting segments costs no fsync;
+    /// an entry below the log start answers no lookup differently.
+    pub fn trim_start(&mut self, start: Offset) {
+        let before = self.entries.partition_point(|e| e.start_offset <= start);
+        if before == 0 {
+            return;
+        }
+        self.entries.drain(..before - 1);
+        self.entries[0].start_offset = start;
+    }
+
     /// Replaces every entry (rebuild after damage).
     pub fn reset(&mut self, entries: Vec<EpochEntry>) -> Result<()> {
         self.entries = entries;

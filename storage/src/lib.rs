@@ -22,7 +22,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use epoch::EpochEntry;
 pub use error::{Result, StorageError};
 pub use file::{replace_durably, sync_dir, DurableFile, FileHeader};
-pub use log::{AppendInfo, FlushJob, PartitionLog, RecoveryReport, Truncation};
+pub use log::{AppendInfo, DetachedSegments, FlushJob, PartitionLog, RecoveryReport, Truncation};
 pub use shared::{DurableTicket, SharedLog};
 
 /// When an append counts as durable.

@@ -628,7 +628,7 @@ impl PartitionLog {
             .take_while(|(_, m)| m.next_offset <= offset)
             .map(|(b, _)| *b)
             .collect();
-        self.delete_oldest(doomed)
+        self.detach(doomed).delete()
     }
 
     /// Applies retention by time (`retention_ms`: a segment whose newest record is older)
@@ -636,6 +636,17 @@ impl PartitionLog {
     /// touching the active segment or any segment with offsets at or above `max_offset`
     /// (the high watermark). Returns how many segments went.
     pub fn apply_retention(&mut self, max_offset: Offset) -> Result<usize> {
+        self.detach_for_retention(max_offset).delete()
+    }
+
+    /// [`Self::apply_retention`] in two steps: the segments retention removes leave the log
+    /// now (reads and appends no longer see them), and their files are deleted by
+    /// [`DetachedSegments::delete`], which needs no access to the log. A caller that holds
+    /// the log behind a lock deletes after letting go of it: unlinking a large file on a
+    /// busy disk takes hundreds of milliseconds, which appends and reads must not wait for.
+    /// A crash in between leaves the files, and the next open takes them back as segments
+    /// (retention then runs again).
+    pub fn detach_for_retention(&mut self, max_offset: Offset) -> DetachedSegments {
         let now = self.clock.now_ms();
         let mut size = self.size_bytes();
         let mut doomed = Vec::new();
@@ -654,18 +665,26 @@ impl PartitionLog {
             size -= u64::from(meta.size);
             doomed.push(*base);
         }
-        self.delete_oldest(doomed)
+        self.detach(doomed)
     }
 
-    fn delete_oldest(&mut self, doomed: Vec<Offset>) -> Result<usize> {
+    /// Takes the oldest sealed segments `doomed` out of the log (see
+    /// [`Self::detach_for_retention`]).
+    fn detach(&mut self, doomed: Vec<Offset>) -> DetachedSegments {
         for base in &doomed {
-            self.remove_sealed(*base)?;
+            self.sealed.remove(base);
+            self.forget_handles(*base);
+            let [log_path, ..] = segment_paths(&self.dir, *base);
+            self.unflushed_sealed.retain(|(_, p)| *p != log_path);
         }
         if !doomed.is_empty() {
-            sync_dir(&self.dir)?;
-            self.epochs.truncate_from_start(self.log_start_offset())?;
+            let start = self.log_start_offset();
+            self.epochs.trim_start(start);
         }
-        Ok(doomed.len())
+        DetachedSegments {
+            dir: self.dir.clone(),
+            bases: doomed,
+        }
     }
 
     fn remove_sealed(&mut self, base: Offset) -> Result<()> {
@@ -849,6 +868,39 @@ fn list_segments(dir: &Path) -> Result<Vec<Offset>> {
         }
     }
     Ok(logs)
+}
+
+/// Segments taken out of a log by retention whose files are still to be deleted
+/// ([`PartitionLog::detach_for_retention`]).
+#[must_use = "the segments' files stay on disk until `delete` is called"]
+#[derive(Debug)]
+pub struct DetachedSegments {
+    dir: PathBuf,
+    bases: Vec<Offset>,
+}
+
+impl DetachedSegments {
+    /// How many segments were detached.
+    pub fn len(&self) -> usize {
+        self.bases.len()
+    }
+
+    /// Whether none were.
+    pub fn is_empty(&self) -> bool {
+        self.bases.is_empty()
+    }
+
+    /// Deletes the segments' files (and makes the deletion durable). Returns how many
+    /// segments went.
+    pub fn delete(self) -> Result<usize> {
+        for base in &self.bases {
+            delete_segment_files(&self.dir, *base)?;
+        }
+        if !self.bases.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(self.bases.len())
+    }
 }
 
 fn delete_segment_files(dir: &Path, base: Offset) -> Result<()> {

@@ -286,6 +286,44 @@ fn retention_by_size_and_time_deletes_whole_old_segments_below_the_hw() {
 }
 
 #[test]
+fn retention_detaches_segments_at_once_and_deletes_their_files_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let config = LogConfig {
+        retention_bytes: Some(8192),
+        ..small_config()
+    };
+    let mut log = open(dir.path(), config.clone(), &clock);
+    fill(&mut log, 60, 4, 100, 0);
+    let files_before = std::fs::read_dir(dir.path()).unwrap().count();
+    let detached = log.detach_for_retention(log.log_end_offset());
+    assert!(!detached.is_empty());
+    // Gone from the log at once...
+    let start = log.log_start_offset();
+    assert!(start > Offset(0));
+    assert!(matches!(
+        log.read(Offset(0), 10, Offset(i64::MAX)),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(read_all(&log, 1 << 20)[0].header().base_offset, start);
+    // ...while its files wait for `delete`, which needs no access to the log.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), files_before);
+    let n = detached.len();
+    assert_eq!(detached.delete().unwrap(), n);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        files_before - 3 * n,
+        "each segment's .log, .index and .timeindex"
+    );
+    // The epoch cache was trimmed in memory only; a reopened log agrees with this one.
+    let end = log.log_end_offset();
+    drop(log);
+    let log = open(dir.path(), config, &clock);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (start, end));
+    assert_eq!(log.epoch_entries()[0].start_offset, start);
+}
+
+#[test]
 fn delete_before_removes_only_whole_segments_below() {
     let dir = tempfile::tempdir().unwrap();
     let clock = clock();

@@ -83,6 +83,8 @@ async fn closed_connection_fails_then_the_next_call_redials() {
         .unwrap_err();
     assert!(matches!(err, PeerError::Io { .. }), "{err}");
     assert!(err.is_retriable());
+    // What a proxy in front of a dead broker does: the controller fences on it.
+    assert!(err.shows_peer_gone(), "{err}");
     assert!(err.to_string().contains("closed the connection"), "{err}");
     assert!(!connection.is_connected());
     let response = connection.call(api_versions_request(), TIMEOUT).await;
@@ -101,6 +103,8 @@ async fn slow_peer_times_out_then_the_next_call_redials() {
         .unwrap_err();
     assert!(matches!(err, PeerError::Timeout { .. }), "{err}");
     assert!(err.is_retriable());
+    // A hung or cut-off broker: silence is no evidence it is gone.
+    assert!(!err.shows_peer_gone(), "{err}");
     assert!(started.elapsed() < TIMEOUT, "{:?}", started.elapsed());
     assert!(!connection.is_connected());
     let response = connection.call(api_versions_request(), TIMEOUT).await;
@@ -127,6 +131,7 @@ async fn top_level_error_is_an_api_error_and_keeps_the_connection() {
         other => panic!("expected an api error, got {other:?}"),
     }
     assert!(err.is_retriable());
+    assert!(!err.shows_peer_gone(), "{err}");
     assert_eq!(err.to_string(), "NOT_CONTROLLER: node 3 is the controller");
     assert!(connection.is_connected());
     let response = connection.call(api_versions_request(), TIMEOUT).await;
@@ -144,8 +149,9 @@ async fn refused_connection_is_a_retriable_connect_error() {
         .call(api_versions_request(), TIMEOUT)
         .await
         .unwrap_err();
-    assert!(matches!(err, PeerError::Connect { .. }), "{err}");
+    assert!(matches!(err, PeerError::Connect { refused: true, .. }), "{err}");
     assert!(err.is_retriable());
+    assert!(err.shows_peer_gone(), "{err}");
     assert!(err.to_string().contains(&addr), "{err}");
 }
 

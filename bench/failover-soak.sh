@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# No false failover: three brokers (all voters, RF 3, min.insync.replicas 2, fsync
+# durability: the defaults) under sluice-bench at its maximum rate for SOAK_SECONDS
+# (default 300), then checks that no leadership moved, no ISR changed, no broker was
+# fenced and no controller election happened, and prints the distribution of the gaps
+# between consecutive heartbeats as the active controller received them: what the
+# broker session timeout (default 1 s) must cover, measured under load.
+#
+#   bench/failover-soak.sh                  # 5 minutes, about 6 minutes in all
+#   SOAK_SECONDS=60 bench/failover-soak.sh
+#
+# Data under target/failover-soak/ (retention keeps it to a few GB). Exits non-zero if
+# anything moved.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SOAK_SECONDS=${SOAK_SECONDS:-300}
+cargo build --release -q --bins
+BIN=$PWD/target/release
+WORK=$PWD/target/failover-soak
+rm -rf "$WORK" && mkdir -p "$WORK"
+source bench/lib.sh
+trap stop_brokers EXIT
+
+ports=("$(free_port)" "$(free_port)" "$(free_port)")
+voters="1@127.0.0.1:${ports[0]},2@127.0.0.1:${ports[1]},3@127.0.0.1:${ports[2]}"
+for id in 1 2 3; do
+  RUST_LOG=info,sluice_broker::cluster::controller=debug \
+    "$BIN/sluice-broker" --node-id $id --voters "$voters" --listen "127.0.0.1:${ports[$((id - 1))]}" \
+    --data-dir "$WORK/data-$id" --kafka-listen off --retention-check-interval-ms 5000 \
+    2>"$WORK/broker-$id.log" &
+  PIDS+=($!)
+done
+export SLUICE_BOOTSTRAP="127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
+wait_active 3
+"$BIN/sluice" topic create soak -p 6 -r 3 -c min.insync.replicas=2 \
+  -c segment.bytes=268435456 -c retention.bytes=536870912 >/dev/null
+state() { "$BIN/sluice" topic describe soak --format json | json '[(p["partition"], p["leader"], p["leader_epoch"], p["isr"]) for p in d["partitions"]]'; }
+sleep 3 # the ISRs fill
+before=$(state)
+marks() { cat "$WORK"/broker-*.log | grep -c -E "$1" || true; }
+isr_before=$(marks "ISR is now")
+fenced_before=$(marks "fencing it")
+elections_before=$(marks "is the active controller")
+echo "# failover-soak, $(date -u +%Y-%m-%d), $(nproc) cores, $(git rev-parse --short HEAD), ${SOAK_SECONDS} s"
+end=$((SECONDS + SOAK_SECONDS))
+rounds=0
+records=0
+while ((SECONDS < end)); do
+  out=$("$BIN/sluice-bench" produce --topic soak --num-records 1000000 --record-size 1024 \
+    --acks all --producers 2 --format json 2>/dev/null)
+  rounds=$((rounds + 1))
+  records=$((records + 1000000))
+  echo "round $rounds: $(echo "$out" | json '"%.0f MB/s, p99 %s ms" % (d["mb_per_sec"], d["latency_ms"]["p99"])')" >&2
+done
+after=$(state)
+isr=$(($(marks "ISR is now") - isr_before))
+fenced=$(($(marks "fencing it") - fenced_before))
+elections=$(($(marks "is the active controller") - elections_before))
+gaps=$(cat "$WORK"/broker-*.log | grep -o 'gap_ms=[0-9]*' | cut -d= -f2 | sort -n)
+echo "$gaps" | python3 -c "
+import sys
+g=[int(x) for x in sys.stdin.read().split()]
+q=lambda p: g[min(len(g)-1, max(0, int(p*len(g)+0.5)-1))] if g else '-'
+print(f'heartbeat gaps at the controller (ms, {len(g)} heartbeats): p50 {q(0.5)}, p99 {q(0.99)}, p999 {q(0.999)}, max {q(1.0)}')"
+echo "records produced: $records in $rounds rounds"
+echo "ISR changes: $isr, fences: $fenced, controller changes logged: $elections"
+if [[ $before == "$after" && $isr == 0 && $fenced == 0 && $elections == 0 ]]; then
+  echo "no false failover: leaders, leader epochs and ISRs as before: $after"
+else
+  echo "FALSE FAILOVER: before $before, after $after" >&2
+  exit 1
+fi

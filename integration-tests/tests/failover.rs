@@ -1,0 +1,153 @@
+//! The mechanisms of a fast failover (issue 20), each with real `sluice-broker` processes and
+//! built so that only the mechanism can make the test pass, whatever the machine's speed:
+//!
+//! - a killed leader is fenced on evidence (its heartbeat connection closed, then a probe
+//!   of its address is refused) while its broker session is a minute long;
+//! - a killed active controller is fenced by its successor on the same kind of evidence
+//!   (it was the previous term's controller, and its address refuses the probe);
+//! - a producer whose leader is cut off from the other brokers while its request waits
+//!   gets its record acknowledged by the new leader although its request timeout equals
+//!   its delivery timeout: had it waited for an answer from the cut-off leader, no time
+//!   would be left to retry.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_client::{Acks, PartitionId, Producer, ProducerConfig, ProducerRecord};
+use sluice_integration_tests::chaos::harness::ChaosCluster;
+use sluice_integration_tests::checks::{client, runtime};
+use sluice_integration_tests::{cli_ok, wait_until, TestCluster};
+
+/// A broker session far longer than the test waits: a fence within [`PATIENCE`] came from
+/// evidence, not from the session's end.
+const LONG_SESSION: &[&str] = &["--broker-session-timeout-ms", "60000"];
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    cli_ok(
+        bootstrap,
+        &[
+            "topic",
+            "create",
+            topic,
+            "-p",
+            &partitions.to_string(),
+            "-r",
+            "3",
+            "-c",
+            "min.insync.replicas=2",
+        ],
+        "",
+    );
+}
+
+/// The bootstrap string of the nodes `ids`.
+fn bootstrap_of(cluster: &mut TestCluster, ids: &[i32]) -> String {
+    ids.iter()
+        .map(|&id| cluster.node(id).bootstrap())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[test]
+fn a_killed_broker_is_fenced_on_evidence_long_before_its_session_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start(3, dir.path(), LONG_SESSION);
+    create_topic(&cluster.bootstrap(), "t", 3);
+    cluster.wait_isr("t", 3);
+    let controller = cluster.controller() as i32;
+    let victim = (1..=3).find(|&id| id != controller).unwrap();
+    cluster.node(victim).kill();
+    wait_until(&format!("broker {victim} fenced"), PATIENCE, || {
+        cluster.broker_state(victim).as_deref() == Some("fenced")
+    });
+    let log = cluster.node(controller).log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("no broker serves at") && l.contains(&format!("broker={victim}"))),
+        "the controller's probe fenced it:\n{log}"
+    );
+    // Its leaderships moved: every partition takes acks=all writes again.
+    let survivors: Vec<i32> = (1..=3).filter(|&id| id != victim).collect();
+    let bootstrap = bootstrap_of(&mut cluster, &survivors);
+    for partition in 0..3 {
+        cli_ok(
+            &bootstrap,
+            &["produce", "t", "--partition", &partition.to_string()],
+            "after the fence\n",
+        );
+    }
+}
+
+#[test]
+fn a_killed_controller_is_fenced_by_its_successor_on_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start(3, dir.path(), LONG_SESSION);
+    create_topic(&cluster.bootstrap(), "t", 3);
+    cluster.wait_isr("t", 3);
+    let victim = cluster.controller() as i32;
+    cluster.node(victim).kill();
+    let survivors: Vec<i32> = (1..=3).filter(|&id| id != victim).collect();
+    wait_until("another controller", PATIENCE, || {
+        let now = cluster.controller_from(&survivors);
+        now > 0 && now != i64::from(victim)
+    });
+    wait_until(&format!("broker {victim} fenced"), PATIENCE, || {
+        cluster.broker_state_from(&survivors, victim).as_deref() == Some("fenced")
+    });
+    let successor = cluster.controller_from(&survivors) as i32;
+    let log = cluster.node(successor).log();
+    assert!(
+        log.lines().any(|l| l.contains("previous controller stopped answering")
+            && l.contains(&format!("broker={victim}"))),
+        "the successor named the previous controller as suspect:\n{log}"
+    );
+    let bootstrap = bootstrap_of(&mut cluster, &survivors);
+    for partition in 0..3 {
+        cli_ok(
+            &bootstrap,
+            &["produce", "t", "--partition", &partition.to_string()],
+            "after the fence\n",
+        );
+    }
+}
+
+#[test]
+fn a_request_waiting_on_a_cut_off_leader_is_retried_at_its_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut chaos = ChaosCluster::start(3, dir.path(), &[]);
+    create_topic(&chaos.bootstrap(), "t", 1);
+    chaos.cluster().wait_isr("t", 3);
+    let rt = runtime();
+    let client = rt.block_on(client(&chaos.bootstrap()));
+    let _guard = rt.enter();
+    let timeout = Duration::from_secs(60);
+    let producer = Producer::new(
+        client,
+        ProducerConfig {
+            acks: Acks::All,
+            linger: Duration::ZERO,
+            request_timeout: timeout,
+            delivery_timeout: timeout,
+            ..ProducerConfig::default()
+        },
+    );
+    let send = |value: &'static str| {
+        rt.block_on(async {
+            let record =
+                ProducerRecord::new("t", Bytes::from_static(value.as_bytes())).partition(PartitionId(0));
+            producer.send(record).await?.await
+        })
+    };
+    let before = send("before").expect("a write before the cut");
+    let leader = chaos.cluster().leader("t", 0);
+    chaos.isolate(leader);
+    let after = send("after").unwrap_or_else(|e| {
+        panic!("the record sent to the cut-off leader {leader} was not retried at its successor: {e}")
+    });
+    assert!(after.offset > before.offset, "{before:?} then {after:?}");
+    let others = chaos.others(leader);
+    let now = chaos.cluster().topic_metadata_from(&others, "t").unwrap();
+    assert_ne!(now.partitions[0].leader.0, leader, "the leader moved");
+    chaos.heal_all();
+}
