@@ -98,8 +98,9 @@ fn a_killed_controller_is_fenced_by_its_successor_on_evidence() {
     let successor = cluster.controller_from(&survivors) as i32;
     let log = cluster.node(successor).log();
     assert!(
-        log.lines().any(|l| l.contains("previous controller stopped answering")
-            && l.contains(&format!("broker={victim}"))),
+        log.lines()
+            .any(|l| l.contains("previous controller stopped answering")
+                && l.contains(&format!("broker={victim}"))),
         "the successor named the previous controller as suspect:\n{log}"
     );
     let bootstrap = bootstrap_of(&mut cluster, &survivors);
@@ -134,8 +135,8 @@ fn a_request_waiting_on_a_cut_off_leader_is_retried_at_its_successor() {
     );
     let send = |value: &'static str| {
         rt.block_on(async {
-            let record =
-                ProducerRecord::new("t", Bytes::from_static(value.as_bytes())).partition(PartitionId(0));
+            let record = ProducerRecord::new("t", Bytes::from_static(value.as_bytes()))
+                .partition(PartitionId(0));
             producer.send(record).await?.await
         })
     };
@@ -143,7 +144,9 @@ fn a_request_waiting_on_a_cut_off_leader_is_retried_at_its_successor() {
     let leader = chaos.cluster().leader("t", 0);
     chaos.isolate(leader);
     let after = send("after").unwrap_or_else(|e| {
-        panic!("the record sent to the cut-off leader {leader} was not retried at its successor: {e}")
+        panic!(
+            "the record sent to the cut-off leader {leader} was not retried at its successor: {e}"
+        )
     });
     assert!(after.offset > before.offset, "{before:?} then {after:?}");
     let others = chaos.others(leader);

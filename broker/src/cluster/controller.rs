@@ -84,6 +84,8 @@ struct Sessions {
     deadlines: HashMap<BrokerId, Instant>,
     /// When each broker's last heartbeat arrived this term, for the gap to the next one.
     last_heartbeat: HashMap<BrokerId, Instant>,
+    /// The gaps (ms) since the last summary ([`Controller::log_heartbeat_gaps`]).
+    gaps_ms: Vec<u32>,
 }
 
 impl Controller {
@@ -396,8 +398,10 @@ impl Controller {
                 .map(|last| now - last)
         });
         if let Some(gap) = gap {
-            // What the session timeout must cover (bench/failover-soak.sh reads these).
-            tracing::debug!(broker = %request.broker_id, gap_ms = gap.as_millis() as u64, "heartbeat");
+            self.with_sessions(term, |s| {
+                s.gaps_ms
+                    .push(u32::try_from(gap.as_millis()).unwrap_or(u32::MAX))
+            });
             if gap > self.config.session_timeout() / 2 {
                 tracing::warn!(
                     broker = %request.broker_id,
@@ -841,6 +845,27 @@ impl Controller {
         })
     }
 
+    /// Logs, at DEBUG, the distribution of the gaps between consecutive heartbeats of a
+    /// broker since the last call: what the session timeout must cover
+    /// (`bench/failover-soak.sh` reads these lines). One line per period, not one per
+    /// heartbeat, so measuring does not add its own writes to the load.
+    fn log_heartbeat_gaps(&self, term: u64) {
+        let mut gaps = self.with_sessions(term, |s| std::mem::take(&mut s.gaps_ms));
+        if gaps.is_empty() {
+            return;
+        }
+        gaps.sort_unstable();
+        let q = |p: f64| gaps[((p * gaps.len() as f64).ceil() as usize).clamp(1, gaps.len()) - 1];
+        tracing::debug!(
+            heartbeats = gaps.len(),
+            p50_ms = q(0.5),
+            p99_ms = q(0.99),
+            p999_ms = q(0.999),
+            max_ms = q(1.0),
+            "heartbeat gaps"
+        );
+    }
+
     /// While this node leads: bootstraps the cluster id once and fences brokers whose
     /// sessions expired. Runs until `stopping` turns true.
     pub async fn run(self: Arc<Self>, mut stopping: watch::Receiver<bool>) {
@@ -848,6 +873,8 @@ impl Controller {
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut metrics = self.raft.metrics();
+        let mut gap_summary = tokio::time::interval(Duration::from_secs(30));
+        gap_summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut suspects = self
             .suspects_rx
             .lock()
@@ -858,6 +885,12 @@ impl Controller {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = self.wake.notified() => {}
+                _ = gap_summary.tick() => {
+                    if let Some(term) = self.leading_term() {
+                        self.log_heartbeat_gaps(term);
+                    }
+                    continue;
+                }
                 Some(suspect) = suspects.recv() => {
                     tokio::spawn(Arc::clone(&self).probe(suspect));
                     continue;

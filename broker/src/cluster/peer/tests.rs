@@ -149,7 +149,10 @@ async fn refused_connection_is_a_retriable_connect_error() {
         .call(api_versions_request(), TIMEOUT)
         .await
         .unwrap_err();
-    assert!(matches!(err, PeerError::Connect { refused: true, .. }), "{err}");
+    assert!(
+        matches!(err, PeerError::Connect { refused: true, .. }),
+        "{err}"
+    );
     assert!(err.is_retriable());
     assert!(err.shows_peer_gone(), "{err}");
     assert!(err.to_string().contains(&addr), "{err}");
