@@ -83,6 +83,20 @@ pub struct ReplicaRead {
     pub diverging: Option<(LeaderEpoch, Offset)>,
 }
 
+/// Which run of a follower broker a replica fetch comes from, by the broker epoch it
+/// carries and the registration the leader's metadata holds (KIP-380). A fetch from an
+/// older run is refused before it gets here (STALE_BROKER_EPOCH).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FollowerIncarnation {
+    /// The run the leader's metadata has registered: its fetch offset is its durable log
+    /// end, and counts toward the HW and the ISR.
+    Registered,
+    /// A run the leader's metadata does not know yet (a newer registration the leader has
+    /// not applied, or none yet): served, so it keeps replicating, but not counted,
+    /// because the leader cannot tell it from an older run whose log may be gone.
+    Unconfirmed,
+}
+
 /// This replica's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -306,6 +320,16 @@ impl Partition {
     /// The committed ISR as this replica knows it.
     pub fn isr(&self) -> Vec<BrokerId> {
         self.state().isr.clone()
+    }
+
+    /// Leader: follower `follower`'s durable log end as its last counted fetch said (-1
+    /// before any); `None` when this replica does not lead or `follower` is no replica.
+    pub fn follower_log_end(&self, follower: BrokerId) -> Option<Offset> {
+        let state = self.state();
+        if state.role != Role::Leader {
+            return None;
+        }
+        state.followers.get(&follower).map(|f| f.log_end)
     }
 
     fn state(&self) -> MutexGuard<'_, ReplicaState> {
@@ -943,10 +967,13 @@ impl Partition {
     /// returns the batches after `fetch_offset` up to the log end, or where the follower's
     /// log diverged (KIP-320: checked against the follower's last fetched epoch, so a
     /// follower truncates to the leader's epoch boundary, never to its own HW). Returns
-    /// also an ISR expansion to propose when the follower just caught up.
+    /// also an ISR expansion to propose when the follower just caught up. A fetch from an
+    /// [`FollowerIncarnation::Unconfirmed`] run of the follower is served the same way but
+    /// records nothing: it moves neither the HW nor the ISR.
     pub fn read_for_follower(
         &self,
         follower: BrokerId,
+        incarnation: FollowerIncarnation,
         fetch_offset: Offset,
         last_fetched_epoch: LeaderEpoch,
         client_epoch: LeaderEpoch,
@@ -993,8 +1020,14 @@ impl Partition {
             Bytes::new()
         };
         drop(log);
-        let proposal = self.follower_fetched(follower, fetch_offset, log_end);
-        self.maybe_advance_high_watermark();
+        let proposal = match incarnation {
+            FollowerIncarnation::Registered => {
+                let proposal = self.follower_fetched(follower, fetch_offset, log_end);
+                self.maybe_advance_high_watermark();
+                proposal
+            }
+            FollowerIncarnation::Unconfirmed => None,
+        };
         Ok((
             ReplicaRead {
                 records,

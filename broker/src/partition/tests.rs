@@ -5,13 +5,14 @@
 use sluice_protocol::{BrokerId, LeaderEpoch, Offset};
 
 use super::testing::{assignment, leader_batch, open, produce};
-use super::Partition;
+use super::{FollowerIncarnation, Partition};
 
 /// Follower `follower`'s fetch at `offset`, counted.
 fn fetch(partition: &Partition, follower: i32, offset: i64) {
     partition
         .read_for_follower(
             BrokerId(follower),
+            FollowerIncarnation::Registered,
             Offset(offset),
             LeaderEpoch(-1),
             LeaderEpoch(-1),
