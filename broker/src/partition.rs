@@ -83,6 +83,20 @@ pub struct ReplicaRead {
     pub diverging: Option<(LeaderEpoch, Offset)>,
 }
 
+/// Which run of a follower broker a replica fetch comes from, by the broker epoch it
+/// carries and the registration the leader's metadata holds (KIP-380). A fetch from an
+/// older run is refused before it gets here (STALE_BROKER_EPOCH).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FollowerIncarnation {
+    /// The run the leader's metadata has registered: its fetch offset is its durable log
+    /// end, and counts toward the HW and the ISR.
+    Registered,
+    /// A run the leader's metadata does not know yet (a newer registration the leader has
+    /// not applied, or none yet): served, so it keeps replicating, but not counted,
+    /// because the leader cannot tell it from an older run whose log may be gone.
+    Unconfirmed,
+}
+
 /// This replica's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -204,9 +218,13 @@ impl Partition {
         assignment: &Assignment,
         min_insync_replicas: u16,
     ) -> Partition {
-        let (end, durability) = {
+        let (end, checkpointed, durability) = {
             let guard = log.read();
-            (guard.log_end_offset(), guard.config().durability)
+            (
+                guard.log_end_offset(),
+                guard.checkpointed_high_watermark(),
+                guard.config().durability,
+            )
         };
         let producers = ProducerStates::rebuild(&log);
         let partition = Partition {
@@ -216,12 +234,15 @@ impl Partition {
             log: Arc::new(log),
             leader_epoch: AtomicI32::new(-1),
             // With one replica, recovery kept only what the files hold, so everything in
-            // the log is visible. With several, what this replica has is not known to be
-            // committed: the HW starts at 0 and the leader's (or the ISR's) moves it.
+            // the log is visible. With several, the HW checkpointed before the stop (what
+            // was committed then; storage capped it at the log end recovery kept, and a
+            // truncation since lowered it): a leader serves up to it at once and the ISR
+            // moves it on, a follower takes its leader's. Without a checkpoint it is the
+            // log start.
             high_watermark: AtomicI64::new(if assignment.replicas.len() <= 1 {
                 end.0
             } else {
-                0
+                checkpointed.0
             }),
             hw_advanced: Notify::new(),
             appended: Notify::new(),
@@ -299,6 +320,16 @@ impl Partition {
     /// The committed ISR as this replica knows it.
     pub fn isr(&self) -> Vec<BrokerId> {
         self.state().isr.clone()
+    }
+
+    /// Leader: follower `follower`'s durable log end as its last counted fetch said (-1
+    /// before any); `None` when this replica does not lead or `follower` is no replica.
+    pub fn follower_log_end(&self, follower: BrokerId) -> Option<Offset> {
+        let state = self.state();
+        if state.role != Role::Leader {
+            return None;
+        }
+        state.followers.get(&follower).map(|f| f.log_end)
     }
 
     fn state(&self) -> MutexGuard<'_, ReplicaState> {
@@ -694,9 +725,10 @@ impl Partition {
         }
     }
 
-    /// The one way the HW goes back: a follower's log was truncated to `log_end`, so the
-    /// HW may be at most that (the leader's next answer brings it forward again).
-    fn lower_high_watermark_after_truncation(&self, log_end: Offset) {
+    /// The one way the HW goes back: a follower's log is about to be truncated to
+    /// `log_end`, so the HW may be at most that (the leader's next answer brings it
+    /// forward again).
+    fn lower_high_watermark_for_truncation(&self, log_end: Offset) {
         debug_assert!(
             self.role() != Role::Leader,
             "{}: a leader's log is never truncated",
@@ -778,10 +810,11 @@ impl Partition {
         Ok(self.log.read().read(offset, max_bytes, max_offset)?)
     }
 
-    /// Writes the recovery point, bounding the rescan after a crash, and snapshots the
-    /// producer state (forgetting producers idle since before `expire_before_ms`), bounding
-    /// its rebuild. Nothing is written for a deleted partition: the check is made under the
-    /// log's lock, so nothing goes into the directory of a deleted topic. Blocking.
+    /// Writes the recovery point, bounding the rescan after a crash, and the HW, where a
+    /// restart starts from; then snapshots the producer state (forgetting producers idle
+    /// since before `expire_before_ms`), bounding its rebuild. Nothing is written for a
+    /// deleted partition: the check is made under the log's lock, so nothing goes into the
+    /// directory of a deleted topic. Blocking.
     pub fn checkpoint(&self, expire_before_ms: i64) {
         let mut log = self.log.write();
         if self.is_deleted() {
@@ -790,9 +823,33 @@ impl Partition {
         if let Err(e) = log.checkpoint() {
             tracing::warn!(partition = %self.name(), "checkpoint failed: {e}");
         }
+        self.write_high_watermark(&mut log);
         drop(log);
         if let Err(e) = self.snapshot_producers(expire_before_ms) {
             tracing::warn!(partition = %self.name(), "producer state snapshot failed: {e}");
+        }
+    }
+
+    /// Checkpoints the HW alone (a clean shutdown, just before the log closes). Blocking.
+    pub fn checkpoint_high_watermark(&self) {
+        let mut log = self.log.write();
+        if !self.is_deleted() {
+            self.write_high_watermark(&mut log);
+        }
+    }
+
+    /// Writes the HW checkpoint. Read under the log's write lock: a truncation lowers the
+    /// HW before it takes the lock, so the value is never above the log it describes.
+    fn write_high_watermark(&self, log: &mut sluice_storage::PartitionLog) {
+        let high_watermark = self.high_watermark();
+        debug_assert!(
+            high_watermark <= log.log_end_offset(),
+            "{}: checkpointing the HW {high_watermark} past the log end {}",
+            self.name(),
+            log.log_end_offset()
+        );
+        if let Err(e) = log.checkpoint_high_watermark(high_watermark) {
+            tracing::warn!(partition = %self.name(), "high-watermark checkpoint failed: {e}");
         }
     }
 
@@ -918,10 +975,13 @@ impl Partition {
     /// returns the batches after `fetch_offset` up to the log end, or where the follower's
     /// log diverged (KIP-320: checked against the follower's last fetched epoch, so a
     /// follower truncates to the leader's epoch boundary, never to its own HW). Returns
-    /// also an ISR expansion to propose when the follower just caught up.
+    /// also an ISR expansion to propose when the follower just caught up. A fetch from an
+    /// [`FollowerIncarnation::Unconfirmed`] run of the follower is served the same way but
+    /// records nothing: it moves neither the HW nor the ISR.
     pub fn read_for_follower(
         &self,
         follower: BrokerId,
+        incarnation: FollowerIncarnation,
         fetch_offset: Offset,
         last_fetched_epoch: LeaderEpoch,
         client_epoch: LeaderEpoch,
@@ -968,8 +1028,14 @@ impl Partition {
             Bytes::new()
         };
         drop(log);
-        let proposal = self.follower_fetched(follower, fetch_offset, log_end);
-        self.maybe_advance_high_watermark();
+        let proposal = match incarnation {
+            FollowerIncarnation::Registered => {
+                let proposal = self.follower_fetched(follower, fetch_offset, log_end);
+                self.maybe_advance_high_watermark();
+                proposal
+            }
+            FollowerIncarnation::Unconfirmed => None,
+        };
         Ok((
             ReplicaRead {
                 records,
@@ -1141,6 +1207,10 @@ impl Partition {
             "truncating to offset {target}: the leader's epoch {} ends at {leader_end}",
             epoch.0
         );
+        // The HW goes down first, so it is never past the log end, not even for a moment,
+        // and a checkpoint (which reads it under the log's lock) never writes one above
+        // the cut; storage lowers its checkpoint to the cut as it truncates.
+        self.lower_high_watermark_for_truncation(target);
         let mut producers = self.producers.lock().expect("producer state lock");
         self.log
             .truncate_to(target)
@@ -1148,7 +1218,6 @@ impl Partition {
         producer_state::invalidate_snapshot_after(self.log.read().dir(), target);
         *producers = ProducerStates::rebuild(&self.log);
         drop(producers);
-        self.lower_high_watermark_after_truncation(target);
         Ok(target)
     }
 
@@ -1160,6 +1229,9 @@ impl Partition {
             partition = %self.name(),
             "emptying the replica to restart at the leader's log start {leader_log_start}"
         );
+        // Empty at the leader's log start: nothing below it is readable here, nothing at
+        // or above it is here yet. Lowered first, as in `truncate_diverging`.
+        self.lower_high_watermark_for_truncation(leader_log_start);
         let mut producers = self.producers.lock().expect("producer state lock");
         self.log
             .truncate_fully_and_start_at(leader_log_start)
@@ -1167,9 +1239,6 @@ impl Partition {
         producer_state::invalidate_snapshot_after(self.log.read().dir(), Offset(-1));
         *producers = ProducerStates::default();
         drop(producers);
-        // Empty at the leader's log start: nothing below it is readable here, nothing at
-        // or above it is here yet.
-        self.lower_high_watermark_after_truncation(leader_log_start);
         self.advance_high_watermark(leader_log_start);
         Ok(())
     }
@@ -1227,6 +1296,12 @@ fn split_batches(records: Bytes) -> Result<Vec<Bytes>, ApiError> {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+#[cfg(test)]
+mod tests;
 
 /// Broker ids as a user reads them: `1, 2, 3`.
 pub(crate) fn ids(brokers: &[BrokerId]) -> String {

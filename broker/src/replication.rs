@@ -10,6 +10,9 @@
 //! - Leaders propose ISR changes to the controller (AlterPartition): expansions as
 //!   followers catch up (from the replica fetch handler), shrinks from [`maintain_isr`]
 //!   when a follower lags more than `replica_lag_time_max_ms`.
+//! - A fetch carries the follower's broker epoch (KIP-380), and a leader counts it only
+//!   from the run its metadata has registered ([`fetcher_incarnation`]): a zombie run's
+//!   fetch offsets must not advance the HW or the ISR.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,9 +25,10 @@ use sluice_protocol::messages::{
 use sluice_protocol::{BrokerId, ErrorCode, Request, Response};
 
 use crate::broker::Broker;
-use crate::cluster::image::{ListenerMeta, NATIVE_LISTENER};
-use crate::cluster::peer::PeerConnection;
-use crate::partition::{IsrProposal, Partition, Role};
+use crate::cluster::image::{ListenerMeta, MetadataImage, NATIVE_LISTENER};
+use crate::cluster::peer::{PeerConnection, PeerError};
+use crate::error::ApiError;
+use crate::partition::{FollowerIncarnation, IsrProposal, Partition, Role};
 
 /// How long a follower's fetch waits at the leader for new data.
 pub const REPLICA_FETCH_WAIT_MS: i32 = 500;
@@ -35,6 +39,43 @@ const FETCH_BACKOFF: Duration = Duration::from_millis(200);
 /// Pause after the leader refused a partition because it has not applied the metadata
 /// that makes it the leader yet (it will within milliseconds: a new topic, a failover).
 const NOT_READY_BACKOFF: Duration = Duration::from_millis(10);
+
+/// Which run of `follower` a replica fetch carrying `broker_epoch` comes from, as the
+/// leader's `image` knows the follower's registration (its epoch is the metadata log
+/// index of the registration, so a later run's is larger):
+///
+/// - the registered epoch: [`FollowerIncarnation::Registered`], counted;
+/// - an older one: a run the controller has replaced (a broker paused or cut off through
+///   its restart, whose log may have lost what it reported): refused with
+///   STALE_BROKER_EPOCH, so its fetch offsets move neither the HW nor the ISR;
+/// - a newer one, none (-1: the run has not registered yet), or a follower the image
+///   does not list: the leader has not applied that registration yet. Served but not
+///   counted ([`FollowerIncarnation::Unconfirmed`]) until it has, within milliseconds:
+///   refusing would only stall a follower that did nothing wrong.
+pub fn fetcher_incarnation(
+    image: &MetadataImage,
+    follower: BrokerId,
+    broker_epoch: i64,
+) -> Result<FollowerIncarnation, ApiError> {
+    let Some(registered) = image.brokers.get(&follower).map(|b| b.epoch) else {
+        return Ok(FollowerIncarnation::Unconfirmed);
+    };
+    if broker_epoch == registered {
+        Ok(FollowerIncarnation::Registered)
+    } else if broker_epoch < 0 || broker_epoch > registered {
+        Ok(FollowerIncarnation::Unconfirmed)
+    } else {
+        Err(ApiError::new(
+            ErrorCode::StaleBrokerEpoch,
+            format!(
+                "broker {follower} fetched with broker epoch {broker_epoch}, but its current \
+                 registration has epoch {registered}: the fetch comes from an older run of \
+                 the broker and counts for nothing; that run must register again and fetch \
+                 with its new epoch"
+            ),
+        ))
+    }
+}
 
 /// The fetcher tasks, by leader.
 pub struct Replication {
@@ -110,6 +151,8 @@ async fn fetch_from(
 ) {
     let mut connection: Option<(String, PeerConnection)> = None;
     let mut stopping = broker.stopping();
+    // The broker epoch of the last fetch the leader refused as stale, said once at INFO.
+    let mut refused_epoch: Option<i64> = None;
     loop {
         if broker.is_stopping() {
             return;
@@ -123,7 +166,8 @@ async fn fetch_from(
             tokio::time::sleep(FETCH_BACKOFF).await;
             continue;
         };
-        let (sent, request) = fetch_request(&broker, partitions);
+        let broker_epoch = broker.cluster.broker_epoch();
+        let (sent, request) = fetch_request(&broker, broker_epoch, partitions);
         let timeout =
             Duration::from_millis(REPLICA_FETCH_WAIT_MS as u64) + broker.config.session_timeout();
         // A partition this broker starts following on the leader (a new topic, a
@@ -160,6 +204,21 @@ async fn fetch_from(
             }
             Ok(other) => {
                 tracing::warn!(%leader, "unexpected replica fetch answer {:?}", other.api_key());
+                Some(FETCH_BACKOFF)
+            }
+            Err(PeerError::Api {
+                code: ErrorCode::StaleBrokerEpoch,
+                message,
+            }) => {
+                // This run re-registered after the fetch left (the next one carries the
+                // new epoch), or the controller replaced it and its lifecycle is
+                // registering again: either way a later fetch carries the current epoch.
+                if refused_epoch != Some(broker_epoch) {
+                    refused_epoch = Some(broker_epoch);
+                    tracing::info!(%leader, broker_epoch, "the leader refused a replica fetch as stale; retrying with this broker's current epoch: {message}");
+                } else {
+                    tracing::debug!(%leader, broker_epoch, "replica fetch refused as stale again: {message}");
+                }
                 Some(FETCH_BACKOFF)
             }
             Err(e) => {
@@ -203,8 +262,13 @@ fn connect<'a>(
 /// A partition fetched, with what was asked for it.
 type Sent = Vec<(Arc<Partition>, ReplicaFetchPartition)>;
 
-/// The ReplicaFetch of `partitions`, each from its log end (all of it durable).
-fn fetch_request(broker: &Broker, partitions: Vec<Arc<Partition>>) -> (Sent, Request) {
+/// The ReplicaFetch of `partitions`, each from its log end (all of it durable), from this
+/// broker's run registered with `broker_epoch`.
+fn fetch_request(
+    broker: &Broker,
+    broker_epoch: i64,
+    partitions: Vec<Arc<Partition>>,
+) -> (Sent, Request) {
     let sent: Sent = partitions
         .into_iter()
         .map(|p| {
@@ -223,7 +287,7 @@ fn fetch_request(broker: &Broker, partitions: Vec<Arc<Partition>>) -> (Sent, Req
         .collect();
     let request = Request::ReplicaFetch(ReplicaFetchRequest {
         replica_id: broker.config.node_id,
-        broker_epoch: broker.cluster.broker_epoch(),
+        broker_epoch,
         max_wait_ms: REPLICA_FETCH_WAIT_MS,
         min_bytes: 1,
         max_bytes: broker.config.max_frame_bytes.saturating_sub(64 * 1024) as i32,

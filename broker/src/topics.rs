@@ -296,7 +296,8 @@ impl Topics {
     }
 
     /// Flushes and closes every log cleanly (graceful shutdown), so the next start skips
-    /// recovery. A log something still holds is flushed and checkpointed instead. Blocking.
+    /// recovery, with its HW checkpointed. A log something still holds is flushed and
+    /// checkpointed instead. Blocking.
     pub fn close_all(&self) {
         let topics = std::mem::take(&mut *self.live.write().expect("topics lock"));
         let partitions: Vec<Arc<Partition>> = topics
@@ -306,10 +307,12 @@ impl Topics {
         drop(topics);
         for partition in partitions {
             let name = partition.name();
-            // The next start replays nothing to rebuild the producer state.
+            // The next start replays nothing to rebuild the producer state, and starts
+            // from the HW this replica knew.
             if let Err(e) = partition.snapshot_producers(i64::MIN) {
                 tracing::warn!(partition = %name, "producer state snapshot failed: {e}");
             }
+            partition.checkpoint_high_watermark();
             let log = match Arc::try_unwrap(partition) {
                 Ok(partition) => partition.into_log(),
                 Err(shared) => Arc::clone(shared.log()),

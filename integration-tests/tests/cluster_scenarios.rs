@@ -8,7 +8,9 @@
 //!   by fencing, acks=all goes on with `min.insync.replicas=2`, and it comes back;
 //! - a broker that is not a controller voter (a learner of the metadata log) registers and
 //!   hosts replicas;
-//! - a paused leader that was replaced refuses an acks=all produce sent straight to it.
+//! - a paused leader that was replaced refuses an acks=all produce sent straight to it;
+//! - after every broker stopped (SIGTERM, or SIGKILL once the high watermarks were
+//!   checkpointed) and started again, the first leader serves every committed record.
 //!
 //! Each ends with the checks of `sluice_integration_tests::checks`: every acknowledged
 //! record is read back at its offset, and the replicas of every partition are
@@ -19,7 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_client::{
-    Acks, Admin, BrokerId, ClientConfig, Error, ErrorCode, NewTopic, PartitionId, ProducerConfig,
+    Acks, Admin, BrokerId, Client, ClientConfig, Error, ErrorCode, NewTopic, PartitionId,
+    ProducerConfig,
 };
 use sluice_integration_tests::checks::{
     check_acknowledged, check_replicas_identical, client, cluster_with_topic, log_bytes,
@@ -28,9 +31,10 @@ use sluice_integration_tests::checks::{
 use sluice_integration_tests::{wait_until, BrokerProcess, TestCluster};
 use sluice_protocol::batch::BatchBuilder;
 use sluice_protocol::messages::{
-    ApiVersionsRequest, ProducePartition, ProduceRequest, ProduceTopic, ACKS_ALL,
+    ApiVersionsRequest, FetchPartition, FetchRequest, FetchTopic, IsolationLevel, ProducePartition,
+    ProduceRequest, ProduceTopic, ACKS_ALL,
 };
-use sluice_protocol::{Request, Response};
+use sluice_protocol::{LeaderEpoch, Offset, Request, Response};
 
 /// `n` values `prefix-0`, `prefix-1`, ...
 fn values(prefix: &str, n: usize) -> Vec<String> {
@@ -508,4 +512,163 @@ fn a_replaced_leader_refuses_a_produce_sent_straight_to_it() {
     drop(all_client);
     drop(rt);
     check_replicas_identical(&mut cluster, topic, 1, 3);
+}
+
+/// How a whole-cluster restart stops the brokers.
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    /// SIGTERM to all three at once: controlled shutdowns, then clean closes, which
+    /// checkpoint each replica's HW (the periodic checkpoint, every minute by default,
+    /// does not run first).
+    Graceful,
+    /// SIGKILL to all three, once every replica's periodic checkpoint (every 100 ms here)
+    /// holds the HW.
+    Kill,
+}
+
+/// The HW in a replica's `high-watermark-checkpoint` (`SLHW` v1, offset, CRC-32C; the
+/// checksum is storage's to check), if the file is there.
+fn checkpointed_high_watermark(partition_dir: &std::path::Path) -> Option<i64> {
+    let bytes = std::fs::read(partition_dir.join("high-watermark-checkpoint")).ok()?;
+    if bytes.len() != 17 || &bytes[..5] != b"SLHW\x01" {
+        return None;
+    }
+    Some(i64::from_be_bytes(bytes[5..13].try_into().ok()?))
+}
+
+/// Stops every broker of a three-node cluster as `stop` says after acks=all records were
+/// committed to an RF=3 partition, starts them all again, and checks that the partition's
+/// first leader reports a HW covering every committed record (never a lower one) and
+/// serves them all.
+///
+/// Why the HW is right at once, checkpoint or not: each restarted broker's registration
+/// fences its previous run and takes it out of every ISR it is not the last member of, so
+/// the partition's first leader after the restart is its sole ISR member, whose HW is its
+/// whole (durable) log. The checkpoints are what a restarted follower starts from.
+fn check_whole_cluster_restart(stop: Stop) {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "restart";
+    let flags: &[&str] = match stop {
+        Stop::Graceful => &[],
+        Stop::Kill => &["--checkpoint-interval-ms", "100"],
+    };
+    let (mut cluster, rt, all_client) = cluster_with_topic(
+        3,
+        dir.path(),
+        flags,
+        topic,
+        1,
+        &[("min.insync.replicas", "2")],
+    );
+    let committed = rt.block_on(produce_values(
+        &all_client,
+        topic,
+        0,
+        Acks::All,
+        &values("committed", 20),
+    ));
+    let end = committed.last().unwrap().0 + 1;
+    drop(all_client);
+    match stop {
+        Stop::Graceful => {
+            for id in 1..=3 {
+                cluster.node(id).signal(libc::SIGTERM);
+            }
+            for id in 1..=3 {
+                let status = cluster.node(id).wait_exit();
+                assert!(status.success(), "node {id}:\n{}", cluster.node(id).log());
+            }
+        }
+        Stop::Kill => {
+            wait_until(
+                "every replica's checkpointed HW at the log end",
+                Duration::from_secs(30),
+                || {
+                    (1..=3).all(|id| {
+                        let dir = cluster.node(id).partition_dir(topic, 0);
+                        checkpointed_high_watermark(&dir) == Some(end)
+                    })
+                },
+            );
+            for id in 1..=3 {
+                cluster.node(id).kill();
+            }
+        }
+    }
+    let checkpointed: Vec<Option<i64>> = (1..=3)
+        .map(|id| checkpointed_high_watermark(&cluster.node(id).partition_dir(topic, 0)))
+        .collect();
+    // The leader that acknowledged the records had a HW at the end and never lowers it;
+    // a follower learns it one fetch answer later, which a stop may come before.
+    assert!(
+        checkpointed.contains(&Some(end)),
+        "{stop:?}: no replica checkpointed the HW {end}: {checkpointed:?}"
+    );
+    for id in 1..=3 {
+        cluster.node(id).restart();
+    }
+
+    // The first fetch a leader serves: its HW must cover every committed record. A lower
+    // one would hide committed records from consumers until the ISR re-established it.
+    // (A Fetch, not ListOffsets: "latest" is not answered while a new leader's HW is below
+    // the start of its epoch, which would hide a low HW from the test.)
+    let client = rt.block_on(client(&cluster.bootstrap()));
+    let mut first = None;
+    wait_until("a leader serving fetches", Duration::from_secs(60), || {
+        first = (1..=3).find_map(|id| {
+            rt.block_on(served_high_watermark(&client, id, topic))
+                .map(|hw| (id, hw))
+        });
+        first.is_some()
+    });
+    let (leader, served) = first.unwrap();
+    eprintln!(
+        "{stop:?}: checkpointed HWs {checkpointed:?}; node {leader} served the first fetch \
+         after the restart with HW {served}; now {:?}",
+        cluster.partition_state(topic, 0)
+    );
+    assert_eq!(
+        served, end,
+        "node {leader}, the first leader, hides committed records"
+    );
+    let records = rt.block_on(read_everything(&client, topic, 1, committed.len()));
+    check_acknowledged(&records, &acked_at(0, &committed));
+    drop(client);
+    drop(rt);
+    check_replicas_identical(&mut cluster, topic, 1, 3);
+}
+
+/// The HW in node `id`'s answer to a consumer's fetch of `topic`-0 from offset 0, if it
+/// serves the partition (as its leader) now.
+async fn served_high_watermark(client: &Client, id: i32, topic: &str) -> Option<i64> {
+    let request = Request::Fetch(FetchRequest {
+        max_wait_ms: 0,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        isolation_level: IsolationLevel::ReadUncommitted,
+        topics: vec![FetchTopic {
+            topic: topic.into(),
+            partitions: vec![FetchPartition {
+                partition: PartitionId(0),
+                current_leader_epoch: LeaderEpoch(-1),
+                fetch_offset: Offset(0),
+                partition_max_bytes: 1 << 20,
+            }],
+        }],
+    });
+    let Ok(Response::Fetch(answer)) = client.send(BrokerId(id), request).await else {
+        return None;
+    };
+    let partition = answer.topics.first()?.partitions.first()?;
+    (partition.error_code == ErrorCode::None).then_some(partition.high_watermark.0)
+}
+
+#[test]
+fn a_whole_cluster_restart_after_sigterm_serves_every_committed_record() {
+    check_whole_cluster_restart(Stop::Graceful);
+}
+
+#[test]
+fn a_whole_cluster_restart_after_sigkill_serves_every_committed_record() {
+    check_whole_cluster_restart(Stop::Kill);
 }

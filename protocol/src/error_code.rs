@@ -238,9 +238,12 @@ error_codes! {
     /// The compression codec is not supported.
     UnsupportedCompressionType = 76, "UNSUPPORTED_COMPRESSION_TYPE", false,
         "the record batch uses a compression codec this broker does not support; send uncompressed batches";
-    /// The broker epoch is stale.
+    /// The broker epoch is stale: the request comes from an older run of a broker than the
+    /// one registered (heartbeats, AlterPartition, ReplicaFetch). Not retriable, as in
+    /// Kafka: the same request fails the same way; only the epoch of a newer registration
+    /// helps, and the broker's own code (lifecycle, replica fetcher) knows to get it.
     StaleBrokerEpoch = 77, "STALE_BROKER_EPOCH", false,
-        "the broker epoch is stale (the broker re-registered); the broker must use its current epoch";
+        "the broker epoch is stale (the broker registered again since); the broker must register and send its current epoch";
     /// The offset is not available yet (a new leader's HW has not caught up).
     OffsetNotAvailable = 78, "OFFSET_NOT_AVAILABLE", true,
         "the new leader's high watermark has not caught up yet, so offsets are not available; retry shortly";

@@ -1,5 +1,6 @@
 //! `PartitionLog`: the segments of one partition replica in one directory, with the
-//! leader-epoch cache, the recovery-point checkpoint and the clean-shutdown marker.
+//! leader-epoch cache, the recovery-point and high-watermark checkpoints and the
+//! clean-shutdown marker.
 //!
 //! Writes take `&mut self` and reads `&self`, so an owner may put the log behind an
 //! `RwLock` (as [`crate::SharedLog`] does) and serve reads while no append runs. Durability
@@ -28,6 +29,12 @@ const RECOVERY_POINT_HEADER: FileHeader = FileHeader {
     magic: *b"SLRP",
     version: 1,
 };
+const HIGH_WATERMARK_FILE: &str = "high-watermark-checkpoint";
+const HIGH_WATERMARK_HEADER: FileHeader = FileHeader {
+    magic: *b"SLHW",
+    version: 1,
+};
+const HIGH_WATERMARK_WHAT: &str = "high-watermark checkpoint";
 const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 const CLEAN_SHUTDOWN_HEADER: FileHeader = FileHeader {
     magic: *b"SLCS",
@@ -111,6 +118,10 @@ pub struct PartitionLog {
     flushed_offset: Offset,
     /// Sealed segments written since the last flush job.
     unflushed_sealed: Vec<(Arc<File>, PathBuf)>,
+    /// What the high-watermark checkpoint holds: the owner's last
+    /// [`PartitionLog::checkpoint_high_watermark`], never past the log end (open caps it
+    /// at what recovery kept, a truncation lowers it).
+    high_watermark_checkpoint: Offset,
     recovery: RecoveryReport,
 }
 
@@ -210,6 +221,7 @@ impl PartitionLog {
             }),
             epochs: epochs.expect("inserted above"),
             unflushed_sealed: Vec::new(),
+            high_watermark_checkpoint: Offset(0),
             recovery: report,
         };
         if rebuild_epochs {
@@ -225,7 +237,38 @@ impl PartitionLog {
             .sync_all()
             .at("fsync", &log.active.files.log_path)?;
         log.write_recovery_point(log.log_end_offset())?;
+        log.open_high_watermark_checkpoint()?;
         Ok(log)
+    }
+
+    /// Takes the high watermark checkpointed before the stop, within what the log holds
+    /// now: recovery may have cut a torn tail below it, and offsets past the log end must
+    /// never count as committed, so it is capped at the log end (and the file rewritten,
+    /// or records appended later at those offsets would count as committed after the next
+    /// restart). A missing or damaged checkpoint is the log start: the safe answer, which
+    /// the owner's replication brings forward again; it never stops the log opening.
+    fn open_high_watermark_checkpoint(&mut self) -> Result<()> {
+        let path = self.dir.join(HIGH_WATERMARK_FILE);
+        let stored = match read_offset_checkpoint(&path, HIGH_WATERMARK_HEADER, HIGH_WATERMARK_WHAT)
+        {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!("{e}; the high watermark starts at the log start");
+                None
+            }
+        };
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        let Some(stored) = stored else {
+            self.high_watermark_checkpoint = start;
+            return Ok(());
+        };
+        let capped = stored.clamp(start, end);
+        self.high_watermark_checkpoint = capped;
+        if capped < stored {
+            tracing::info!(dir = %self.dir.display(), "the checkpointed high watermark {stored} is past the recovered log end; capped at {capped}");
+            self.write_high_watermark(capped)?;
+        }
+        Ok(())
     }
 
     fn rebuild_epoch_cache(&mut self) -> Result<()> {
@@ -616,7 +659,13 @@ impl PartitionLog {
         self.epochs.truncate_from_end(end)?;
         self.flushed_offset = self.flushed_offset.min(end);
         self.unflushed_sealed.retain(|(_, p)| p.exists());
-        self.write_recovery_point(self.flushed_offset)
+        self.write_recovery_point(self.flushed_offset)?;
+        // Before anything is appended at the cut offsets: an older, higher checkpoint
+        // would make the records written there count as committed after a restart.
+        if self.high_watermark_checkpoint > end {
+            self.write_high_watermark(end)?;
+        }
+        Ok(())
     }
 
     /// Deletes whole sealed segments whose every offset is below `offset`. The active
@@ -751,10 +800,41 @@ impl PartitionLog {
     }
 
     fn write_recovery_point(&self, offset: Offset) -> Result<()> {
-        let mut buf = Vec::with_capacity(FileHeader::LEN + 8);
-        RECOVERY_POINT_HEADER.write_to(&mut buf);
-        buf.extend_from_slice(&offset.0.to_be_bytes());
-        write_checkpoint(&self.dir.join(RECOVERY_POINT_FILE), &buf)
+        write_offset_checkpoint(
+            &self.dir.join(RECOVERY_POINT_FILE),
+            RECOVERY_POINT_HEADER,
+            offset,
+        )
+    }
+
+    /// The high watermark to start from: what the owner last checkpointed with
+    /// [`Self::checkpoint_high_watermark`], capped at the log end that recovery kept and
+    /// lowered by truncations since; the log start when there is no checkpoint or it is
+    /// damaged. Storage only keeps the offset; the owner decides what it means.
+    pub fn checkpointed_high_watermark(&self) -> Offset {
+        // Retention or a restart at a leader's log start may have moved the start past it.
+        self.high_watermark_checkpoint.max(self.log_start_offset())
+    }
+
+    /// Durably records the owner's high watermark (Kafka's replication-offset-checkpoint,
+    /// here one file per partition), capped at the log end, so a restart starts from it.
+    /// Writes nothing when the file already holds that offset.
+    pub fn checkpoint_high_watermark(&mut self, high_watermark: Offset) -> Result<()> {
+        let offset = high_watermark.min(self.log_end_offset());
+        if offset == self.high_watermark_checkpoint {
+            return Ok(());
+        }
+        self.write_high_watermark(offset)
+    }
+
+    fn write_high_watermark(&mut self, offset: Offset) -> Result<()> {
+        write_offset_checkpoint(
+            &self.dir.join(HIGH_WATERMARK_FILE),
+            HIGH_WATERMARK_HEADER,
+            offset,
+        )?;
+        self.high_watermark_checkpoint = offset;
+        Ok(())
     }
 
     /// Shuts the log down cleanly: flushes, trims the active indexes, checkpoints, and
@@ -820,6 +900,34 @@ fn take_clean_marker(dir: &Path) -> Result<bool> {
     fs::remove_file(&path).at("remove", &path)?;
     sync_dir(dir)?;
     Ok(clean)
+}
+
+/// Writes a checkpoint of one offset: the header, the offset (`i64`), a CRC-32C.
+fn write_offset_checkpoint(path: &Path, header: FileHeader, offset: Offset) -> Result<()> {
+    let mut buf = Vec::with_capacity(FileHeader::LEN + 8);
+    header.write_to(&mut buf);
+    buf.extend_from_slice(&offset.0.to_be_bytes());
+    write_checkpoint(path, &buf)
+}
+
+/// Reads a checkpoint written by [`write_offset_checkpoint`]: `None` if there is none, an
+/// error naming the file if it cannot be read or is damaged (checksum, header or size).
+fn read_offset_checkpoint(
+    path: &Path,
+    header: FileHeader,
+    what: &'static str,
+) -> Result<Option<Offset>> {
+    let Some(bytes) = read_checkpoint(path, what)? else {
+        return Ok(None);
+    };
+    header.check(&bytes, path, what)?;
+    let body = &bytes[FileHeader::LEN..];
+    let raw = <[u8; 8]>::try_from(body).map_err(|_| StorageError::BadFile {
+        path: path.to_path_buf(),
+        what,
+        reason: format!("{} bytes where an offset takes 8", body.len()),
+    })?;
+    Ok(Some(Offset(i64::from_be_bytes(raw))))
 }
 
 fn read_recovery_point(dir: &Path) -> Result<Option<Offset>> {

@@ -4,6 +4,11 @@
 //! A replica fetch long-polls on each partition's `appended` notification (registered
 //! before reading, as consumer fetches do with the HW), so a follower hears of an append
 //! at once: acks=all latency is two replica round trips, not a polling interval.
+//!
+//! A fetch carries the follower's broker epoch (KIP-380): one from an older run of the
+//! follower than the leader's metadata has registered is refused (STALE_BROKER_EPOCH), so
+//! a zombie's fetch offsets never move the HW or the ISR; see
+//! [`crate::replication::fetcher_incarnation`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +23,10 @@ use sluice_protocol::{ErrorCode, LeaderEpoch, Offset};
 use tokio::time::Instant;
 
 use crate::broker::Broker;
+use crate::cluster::image::MetadataImage;
 use crate::error::ApiError;
-use crate::partition::Partition;
-use crate::replication::{propose_isr, REPLICA_FETCH_WAIT_MS};
+use crate::partition::{FollowerIncarnation, Partition};
+use crate::replication::{fetcher_incarnation, propose_isr, REPLICA_FETCH_WAIT_MS};
 use crate::services::fetch::any_woken;
 use crate::services::offsets::{EpochQuery, Offsets};
 use crate::services::{map_topics, TopicItems};
@@ -51,6 +57,7 @@ pub async fn replica_fetch(
             })
             .collect(),
     );
+    let broker_epoch = request.broker_epoch;
     let wait = request.max_wait_ms.clamp(0, 2 * REPLICA_FETCH_WAIT_MS) as u64;
     let deadline = Instant::now() + Duration::from_millis(wait);
     let max_bytes = (request.max_bytes.max(0) as u32)
@@ -69,12 +76,16 @@ pub async fn replica_fetch(
             waker.as_mut().enable();
         }
         let reading = Arc::clone(&targets);
-        let (response, worth_answering, proposals) =
-            tokio::task::spawn_blocking(move || read_all(&reading, follower, max_bytes))
-                .await
-                .map_err(|e| {
-                    ApiError::new(ErrorCode::UnknownServerError, format!("replica fetch: {e}"))
-                })?;
+        // The newest image each round: a registration applied during the long poll
+        // confirms the follower's run (or shows it is an old one).
+        let image = broker.cluster.image();
+        let (response, worth_answering, proposals) = tokio::task::spawn_blocking(move || {
+            read_once(&image, follower, broker_epoch, &reading, max_bytes)
+        })
+        .await
+        .map_err(|e| {
+            ApiError::new(ErrorCode::UnknownServerError, format!("replica fetch: {e}"))
+        })??;
         for (partition, proposal) in proposals {
             tokio::spawn(propose_isr(Arc::clone(broker), partition, proposal));
         }
@@ -91,11 +102,25 @@ pub async fn replica_fetch(
 
 type Proposals = Vec<(Arc<Partition>, crate::partition::IsrProposal)>;
 
+/// One round of a replica fetch: refuses a fetch from an older run of `follower` than
+/// `image` has registered, else reads every partition once (see [`read_all`]). Blocking.
+fn read_once(
+    image: &MetadataImage,
+    follower: sluice_protocol::BrokerId,
+    broker_epoch: i64,
+    targets: &Targets,
+    max_bytes: u32,
+) -> Result<(ReplicaFetchResponse, bool, Proposals), ApiError> {
+    let incarnation = fetcher_incarnation(image, follower, broker_epoch)?;
+    Ok(read_all(targets, follower, incarnation, max_bytes))
+}
+
 /// Reads every partition once. Returns the response, whether it is worth sending now
 /// (records, an error or a divergence), and ISR expansions to propose.
 fn read_all(
     targets: &Targets,
     follower: sluice_protocol::BrokerId,
+    incarnation: FollowerIncarnation,
     max_bytes: u32,
 ) -> (ReplicaFetchResponse, bool, Proposals) {
     let mut total: u64 = 0;
@@ -111,6 +136,7 @@ fn read_all(
                 return partition
                     .read_for_follower(
                         follower,
+                        incarnation,
                         request.fetch_offset,
                         request.last_fetched_epoch,
                         request.current_leader_epoch,
@@ -124,6 +150,7 @@ fn read_all(
             partition
                 .read_for_follower(
                     follower,
+                    incarnation,
                     request.fetch_offset,
                     request.last_fetched_epoch,
                     request.current_leader_epoch,
@@ -217,4 +244,138 @@ pub async fn offsets_for_leader_epoch(
             |topic, partitions| OffsetForLeaderEpochTopicResponse { topic, partitions },
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use sluice_protocol::BrokerId;
+
+    use super::*;
+    use crate::cluster::image::BrokerMeta;
+    use crate::partition::testing::{assignment, open, produce};
+
+    /// An image where brokers 1, 2 and 3 are registered with epochs 5, 10 and 12.
+    fn image() -> MetadataImage {
+        let brokers = [(1, 5), (2, 10), (3, 12)]
+            .into_iter()
+            .map(|(id, epoch)| {
+                let meta = BrokerMeta {
+                    id: BrokerId(id),
+                    epoch,
+                    incarnation_id: format!("run-{epoch}"),
+                    listeners: Vec::new(),
+                    rack: None,
+                    fenced: false,
+                    shutting_down: false,
+                };
+                (BrokerId(id), meta)
+            })
+            .collect::<BTreeMap<_, _>>();
+        MetadataImage {
+            brokers,
+            ..MetadataImage::default()
+        }
+    }
+
+    /// One round of broker `follower`'s fetch with `broker_epoch` at `fetch_offset`:
+    /// the records' length and whether an ISR expansion was proposed, or the refusal.
+    fn fetch(
+        partition: &Arc<Partition>,
+        follower: i32,
+        broker_epoch: i64,
+        fetch_offset: i64,
+    ) -> Result<(usize, bool), ErrorCode> {
+        let request = ReplicaFetchPartition {
+            topic: "t".into(),
+            partition: partition.index(),
+            current_leader_epoch: partition.leader_epoch(),
+            fetch_offset: Offset(fetch_offset),
+            last_fetched_epoch: LeaderEpoch(-1),
+            log_start_offset: Offset(0),
+            partition_max_bytes: 1 << 20,
+        };
+        let targets: Targets = vec![(request, Ok(Arc::clone(partition)))];
+        let (response, _, proposals) = read_once(
+            &image(),
+            BrokerId(follower),
+            broker_epoch,
+            &targets,
+            1 << 20,
+        )
+        .map_err(|e| e.code)?;
+        let answer = &response.partitions[0];
+        assert_eq!(
+            answer.error_code,
+            ErrorCode::None,
+            "{:?}",
+            answer.error_message
+        );
+        Ok((answer.records.len(), !proposals.is_empty()))
+    }
+
+    /// (follower 2's tracked log end, follower 3's, the HW, the ISR) on the leader.
+    fn progress(partition: &Partition) -> (Offset, Offset, Offset, Vec<BrokerId>) {
+        let end = |id| {
+            partition
+                .follower_log_end(BrokerId(id))
+                .expect("a follower")
+        };
+        (end(2), end(3), partition.high_watermark(), partition.isr())
+    }
+
+    #[test]
+    fn a_fetch_from_an_older_run_of_the_follower_is_refused_and_counts_for_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let leader = open(dir.path(), &assignment(1, 1, &[1, 2]));
+        produce(&leader, 3, 2); // offsets 0..6
+        let isr = vec![BrokerId(1), BrokerId(2)];
+        let untouched = (Offset(-1), Offset(-1), Offset(0), isr.clone());
+        assert_eq!(progress(&leader), untouched);
+
+        // Earlier runs of 2 (an ISR member) and 3 (caught up, so it would join the ISR).
+        for (follower, stale) in [(2, 9), (2, 0), (3, 11)] {
+            let refused = fetch(&leader, follower, stale, 6);
+            assert_eq!(refused, Err(ErrorCode::StaleBrokerEpoch), "epoch {stale}");
+            assert_eq!(progress(&leader), untouched, "epoch {stale}");
+        }
+        // A run whose registration the leader has not applied yet (newer, or none yet):
+        // it gets its records, and counts for nothing until the registration arrives.
+        for unconfirmed in [13, -1] {
+            assert_eq!(
+                fetch(&leader, 3, unconfirmed, 0),
+                Ok((batches_len(&leader), false))
+            );
+            assert_eq!(fetch(&leader, 3, unconfirmed, 6), Ok((0, false)));
+            assert_eq!(progress(&leader), untouched, "epoch {unconfirmed}");
+        }
+
+        // The current runs are served and counted.
+        let (bytes, proposed) = fetch(&leader, 2, 10, 0).unwrap();
+        assert_eq!((bytes, proposed), (batches_len(&leader), false));
+        assert_eq!(
+            progress(&leader),
+            (Offset(0), Offset(-1), Offset(0), isr.clone())
+        );
+        assert_eq!(fetch(&leader, 2, 10, 6), Ok((0, false)));
+        assert_eq!(
+            progress(&leader),
+            (Offset(6), Offset(-1), Offset(6), isr.clone())
+        );
+        assert_eq!(
+            fetch(&leader, 3, 12, 6),
+            Ok((0, true)),
+            "3 caught up: expansion"
+        );
+        assert_eq!(leader.follower_log_end(BrokerId(3)), Some(Offset(6)));
+    }
+
+    /// Bytes of the whole log, all of which one fetch from offset 0 returns.
+    fn batches_len(partition: &Partition) -> usize {
+        partition
+            .read_log(Offset(0), 1 << 20, partition.log_end_offset())
+            .expect("read the log")
+            .len()
+    }
 }

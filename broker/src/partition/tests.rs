@@ -1,0 +1,133 @@
+//! The high watermark across restarts: a replica starts from the HW it checkpointed
+//! (capped by its log), a follower's truncation is not undone by an older checkpoint, and
+//! a single replica keeps deriving its HW from what is durable.
+
+use sluice_protocol::{BrokerId, LeaderEpoch, Offset};
+
+use super::testing::{assignment, leader_batch, open, produce};
+use super::{FollowerIncarnation, Partition};
+
+/// Follower `follower`'s fetch at `offset`, counted.
+fn fetch(partition: &Partition, follower: i32, offset: i64) {
+    partition
+        .read_for_follower(
+            BrokerId(follower),
+            FollowerIncarnation::Registered,
+            Offset(offset),
+            LeaderEpoch(-1),
+            LeaderEpoch(-1),
+            1 << 20,
+        )
+        .expect("the leader serves its follower");
+}
+
+/// Offsets a consumer reads from the leader, from `start` on.
+fn consumed(partition: &Partition, start: i64) -> Vec<i64> {
+    let read = partition
+        .read(Offset(start), 1 << 20, LeaderEpoch(-1))
+        .expect("the leader serves reads");
+    let mut offsets = Vec::new();
+    for batch in sluice_protocol::batch::Batches::new(read.records) {
+        let header = *batch.expect("a whole batch").header();
+        offsets.extend(header.base_offset.0..=header.last_offset().0);
+    }
+    offsets
+}
+
+#[test]
+fn a_restarted_replica_starts_from_its_checkpointed_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), &assignment(1, 1, &[1, 2]));
+    produce(&leader, 3, 2); // offsets 0..6
+    fetch(&leader, 2, 4);
+    assert_eq!(leader.high_watermark(), Offset(4));
+    leader.checkpoint(i64::MIN);
+    drop(leader); // a crash: no clean close
+
+    // Leader again, with an ISR whose other members have not fetched since: what was
+    // committed before the stop is served at once, nothing past it.
+    let leader = open(dir.path(), &assignment(1, 3, &[1, 2, 3]));
+    assert_eq!(leader.high_watermark(), Offset(4));
+    assert_eq!(consumed(&leader, 0), [0, 1, 2, 3]);
+    drop(leader);
+
+    // A follower starts from it too, and its leader's answers move it on.
+    let follower = open(dir.path(), &assignment(2, 4, &[1, 2, 3]));
+    assert_eq!(follower.high_watermark(), Offset(4));
+    follower
+        .append_from_leader(bytes::Bytes::new(), Offset(6))
+        .unwrap();
+    assert_eq!(follower.high_watermark(), Offset(6));
+    follower.checkpoint_high_watermark(); // the clean-close path
+    drop(follower);
+    assert_eq!(
+        open(dir.path(), &assignment(2, 4, &[1, 2, 3])).high_watermark(),
+        Offset(6)
+    );
+}
+
+#[test]
+fn a_replica_without_a_checkpoint_starts_at_its_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), &assignment(1, 1, &[1, 2]));
+    produce(&leader, 3, 2);
+    fetch(&leader, 2, 6);
+    assert_eq!(leader.high_watermark(), Offset(6));
+    drop(leader); // before any checkpoint
+    let leader = open(dir.path(), &assignment(1, 2, &[1, 2, 3]));
+    assert_eq!(leader.high_watermark(), Offset(0));
+    assert!(consumed(&leader, 0).is_empty());
+}
+
+#[test]
+fn a_single_replica_derives_its_high_watermark_from_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let single = |epoch: i32| super::Assignment {
+        replicas: vec![BrokerId(1)],
+        ..assignment(1, epoch, &[1])
+    };
+    let leader = open(dir.path(), &single(1));
+    produce(&leader, 3, 2);
+    assert_eq!(leader.high_watermark(), Offset(6));
+    leader.checkpoint(i64::MIN);
+    produce(&leader, 1, 2);
+    drop(leader); // the checkpoint says 6; the log holds 8
+    let leader = open(dir.path(), &single(2));
+    assert_eq!(leader.high_watermark(), Offset(8));
+}
+
+#[test]
+fn a_follower_truncation_is_not_undone_by_an_older_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let follower = open(dir.path(), &assignment(2, 1, &[1, 2, 3]));
+    for base in [0, 4] {
+        follower
+            .append_from_leader(leader_batch(base, 4, 1), Offset(8))
+            .unwrap();
+    }
+    assert_eq!(follower.high_watermark(), Offset(8));
+    follower.checkpoint(i64::MIN);
+
+    // An unclean election made 3 the leader; its epoch 1 ended at offset 4.
+    follower.apply_assignment(&assignment(3, 2, &[3]));
+    assert_eq!(
+        follower
+            .truncate_diverging(LeaderEpoch(1), Offset(4))
+            .unwrap(),
+        Offset(4)
+    );
+    assert_eq!(follower.high_watermark(), Offset(4));
+    // The new leader's records land at the cut offsets, not committed yet.
+    follower
+        .append_from_leader(leader_batch(4, 6, 2), Offset(4))
+        .unwrap();
+    assert_eq!(follower.log_end_offset(), Offset(10));
+    drop(follower); // a crash before the next periodic checkpoint
+
+    let restarted = open(dir.path(), &assignment(3, 2, &[3]));
+    assert_eq!(
+        restarted.high_watermark(),
+        Offset(4),
+        "the checkpoint of 8 from before the truncation must not come back"
+    );
+}
