@@ -60,32 +60,6 @@ pub fn peer_config(config: &BrokerConfig) -> peer::PeerConfig {
     peer
 }
 
-/// This node's election timeouts (ms), staggered by its rank among the voters.
-///
-/// A follower stands for election once it has heard nothing from the leader for
-/// openraft's leader lease (`election_timeout_max`) plus its own election timeout (drawn
-/// once per process in min..max): 750-800 ms for the first voter, 100 ms more for each
-/// next one. Why staggered: with one shared range, two survivors whose draws fall close
-/// together stand at once, split the vote and try again a round later (failovers of
-/// 1.5 s and more in bench/failover.sh); with disjoint ranges the first survivor's
-/// request reaches the second before its own timer ends. Why not sooner: the metadata
-/// log is idle under produce load (broker heartbeats are not written to it), so a Raft
-/// heartbeat is late only when the whole process stalls, and at full produce load on a
-/// 2-core machine stalls of up to ~550 ms were measured (bench/failover-soak.sh,
-/// BENCHMARKS.md); elections after 500-600 ms of silence then happened spuriously.
-/// openraft also times each AppendEntries out after one heartbeat interval, which is why
-/// that interval is not shorter.
-fn election_timeouts(config: &BrokerConfig) -> (u64, u64) {
-    let mut voters: Vec<BrokerId> = config.voters.iter().map(|v| v.id).collect();
-    voters.sort_unstable();
-    let rank = voters
-        .iter()
-        .position(|id| *id == config.node_id)
-        .unwrap_or(voters.len()) as u64;
-    let min = 350 + 50 * rank;
-    (min, min + 50)
-}
-
 /// This node's part in the cluster.
 pub struct Cluster {
     /// The metadata log's Raft node.
@@ -113,12 +87,20 @@ impl Cluster {
                 .await
                 .map_err(|e| BrokerError::DataDir(format!("opening the metadata log: {e}")))??
         };
-        let (election_timeout_min, election_timeout_max) = election_timeouts(config);
         let raft_config = openraft::Config {
             cluster_name: "sluice".into(),
+            // A follower stands for election once it has heard nothing from the leader for
+            // openraft's leader lease (election_timeout_max) plus its own election timeout
+            // (random in min..max, drawn once per process): 700-800 ms here. The metadata
+            // log is idle under produce load (broker heartbeats are not written to it), so
+            // a Raft heartbeat is late only when the whole process stalls: at full produce
+            // load on a 2-core machine stalls of up to ~550 ms were measured
+            // (bench/failover-soak.sh, BENCHMARKS.md), and elections at 500-600 ms then
+            // happened spuriously. openraft also times each AppendEntries out after one
+            // heartbeat interval, which is why the interval is not shorter.
             heartbeat_interval: RAFT_HEARTBEAT_INTERVAL.as_millis() as u64,
-            election_timeout_min,
-            election_timeout_max,
+            election_timeout_min: 300,
+            election_timeout_max: 400,
             install_snapshot_timeout: 2000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
             max_in_snapshot_log_to_keep: 100,
@@ -264,36 +246,5 @@ async fn log_controller_changes(
         if metrics.changed().await.is_err() {
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Voter;
-
-    #[test]
-    fn voters_stand_for_election_in_disjoint_windows_by_rank() {
-        let voters: Vec<Voter> = [3, 1, 2]
-            .into_iter()
-            .map(|id| Voter {
-                id: BrokerId(id),
-                address: format!("127.0.0.1:970{id}"),
-            })
-            .collect();
-        // When a follower stands: the lease (max) plus a draw in min..max.
-        let window = |id: i32| {
-            let config = BrokerConfig {
-                node_id: BrokerId(id),
-                voters: voters.clone(),
-                ..BrokerConfig::default()
-            };
-            let (min, max) = election_timeouts(&config);
-            assert!(min > RAFT_HEARTBEAT_INTERVAL.as_millis() as u64 && min < max);
-            (max + min, 2 * max)
-        };
-        let (w1, w2, w3) = (window(1), window(2), window(3));
-        assert_eq!(w1, (750, 800));
-        assert!(w1.1 < w2.0 && w2.1 < w3.0, "{w1:?} {w2:?} {w3:?}");
     }
 }
