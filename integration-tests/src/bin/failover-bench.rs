@@ -131,9 +131,10 @@ struct Trial {
 
 fn main() {
     let mut trials = 20;
+    let mut keep = false;
     let mut cases: Vec<Case> = Case::ALL.iter().filter_map(|c| Case::parse(c)).collect();
     let mut args = std::env::args().skip(1);
-    let usage = "usage: failover-bench [--trials N] [--cases CASE,CASE...] (cases: kill|stop|cut - controller|voter|broker)";
+    let usage = "usage: failover-bench [--trials N] [--cases CASE,CASE...] [--keep] (cases: kill|stop|cut - controller|voter|broker; --keep: keep the brokers' data and logs)";
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--trials" => {
@@ -152,6 +153,7 @@ fn main() {
                     })
                     .collect();
             }
+            "--keep" => keep = true,
             other => fail(&format!("unknown argument {other:?}; {usage}")),
         }
     }
@@ -208,6 +210,9 @@ fn main() {
         );
     }
     cluster.stop_all();
+    if keep {
+        eprintln!("brokers' data and logs kept in {}", dir.keep().display());
+    }
 }
 
 fn fail(message: &str) -> ! {
