@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use crate::backoff::{Backoff, Jitter};
 use crate::connection::{Connection, ConnectionConfig};
 use crate::error::{Error, Result};
+use crate::TopicPartition;
 
 /// Default broker address: what `sluice-broker` listens on with no arguments.
 pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9700";
@@ -392,6 +393,71 @@ impl Client {
     pub(crate) fn cached_controller(&self) -> Option<BrokerId> {
         let cache = self.read_cache();
         Some(cache.controller).filter(|id| cache.brokers.contains_key(id))
+    }
+
+    /// Resolves once the metadata, asked of brokers other than `leader` from `after` on
+    /// and every [`LEADER_CHECK_EVERY`], gives every partition of `tps` a leader other
+    /// than `leader`: a request to `leader` for them can no longer succeed (a hung or
+    /// cut-off leader was fenced and replaced; a cut-off one still names itself leader,
+    /// which is why it is not asked), so the caller abandons it for the new leader
+    /// without waiting out its request timeout. The error says so (NOT_LEADER_OR_FOLLOWER,
+    /// retriable). A request abandoned this way has an unknown outcome, as after a
+    /// timeout.
+    ///
+    /// `limiter`, shared by the callers of one producer, holds when one of them last asked
+    /// the cluster: at most one refresh per [`LEADER_CHECK_EVERY`] among them, however
+    /// many requests wait.
+    pub(crate) async fn leader_replaced(
+        &self,
+        leader: BrokerId,
+        tps: &[TopicPartition],
+        after: Duration,
+        limiter: Option<&Mutex<Option<Instant>>>,
+    ) -> Error {
+        tokio::time::sleep(after).await;
+        let mut topics: Vec<&str> = tps.iter().map(|tp| tp.topic.as_str()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        loop {
+            let refresh = match limiter {
+                None => true,
+                Some(limiter) => {
+                    let mut last = lock(limiter);
+                    let due = last.is_none_or(|at| at.elapsed() >= LEADER_CHECK_EVERY);
+                    if due {
+                        *last = Some(Instant::now());
+                    }
+                    due
+                }
+            };
+            if refresh {
+                for topic in &topics {
+                    if let Err(e) = self.refresh_topic_avoiding(topic, leader).await {
+                        tracing::debug!(topic, error = %e, "checking for a new leader");
+                    }
+                }
+            }
+            let moved: Vec<BrokerId> = tps
+                .iter()
+                .filter_map(|tp| {
+                    self.cached_topic(&tp.topic)
+                        .and_then(|t| t.partition(tp.partition).ok().map(|p| p.leader))
+                        .filter(|l| *l != leader && *l != BrokerId::NONE)
+                })
+                .collect();
+            if !tps.is_empty() && moved.len() == tps.len() {
+                return Error::broker(
+                    format!("reading or writing {}", tps[0]),
+                    ErrorCode::NotLeaderOrFollower,
+                    Some(format!(
+                        "broker {leader} was replaced as the leader (by broker {}) while the \
+                         request waited for its answer",
+                        moved[0]
+                    )),
+                );
+            }
+            tokio::time::sleep(LEADER_CHECK_EVERY).await;
+        }
     }
 
     /// Sends a Metadata request for `topics` (`None`: every topic) and merges the answer
@@ -846,6 +912,9 @@ pub(crate) fn unexpected(expected: &str, got: &Response) -> Error {
 /// with [`LOOKUP_BACKOFF`], to ride out a leader failover (the broker session timeout, 3 s
 /// by default, then an election): the waits add up to about 6.5 s.
 pub(crate) const LOOKUP_ATTEMPTS: u32 = 10;
+
+/// How often [`Client::leader_replaced`] asks the metadata while a request waits.
+const LEADER_CHECK_EVERY: Duration = Duration::from_millis(100);
 /// Wait between those tries: 100 ms doubling to 1 s, jittered.
 const LOOKUP_BACKOFF: Backoff = Backoff {
     base: Duration::from_millis(100),

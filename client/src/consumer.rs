@@ -298,6 +298,10 @@ impl std::fmt::Debug for Consumer {
     }
 }
 
+/// How long past its max wait a fetch may go unanswered before the consumer checks
+/// whether the leader it waits on was replaced.
+const FETCH_LEADER_CHECK_MARGIN: Duration = Duration::from_millis(250);
+
 impl Consumer {
     /// A consumer over `client`, with nothing assigned.
     pub fn new(client: Client, config: ConsumerConfig) -> Consumer {
@@ -597,8 +601,17 @@ impl Consumer {
         });
         let client = self.client.clone();
         self.fetching.insert(broker);
+        // A fetch is answered within its max wait; one that is not past that and a margin
+        // may be waiting on a hung or cut-off leader, so the metadata is asked whether it
+        // was replaced (see `Client::leader_replaced`).
+        let check_after = self.config.fetch_max_wait + FETCH_LEADER_CHECK_MARGIN;
+        let tps: Vec<TopicPartition> = requested.keys().cloned().collect();
         self.in_flight.spawn(async move {
-            let result = match client.send(broker, request).await {
+            let answer = tokio::select! {
+                answer = client.send(broker, request) => answer,
+                replaced = client.leader_replaced(broker, &tps, check_after, None) => Err(replaced),
+            };
+            let result = match answer {
                 Ok(Response::Fetch(r)) => Ok(r),
                 Ok(other) => Err(unexpected("Fetch", &other)),
                 Err(e) => Err(e),

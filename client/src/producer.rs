@@ -307,7 +307,8 @@ struct Shared {
     buffer: Semaphore,
     /// Records appended and not yet completed; `flush` waits for zero.
     pending: watch::Sender<u64>,
-    /// When a request waiting long last refreshed the metadata ([`leader_replaced`]).
+    /// When a request waiting long last refreshed the metadata
+    /// ([`Client::leader_replaced`]).
     leader_checked: Mutex<Option<Instant>>,
 }
 
@@ -1135,7 +1136,12 @@ async fn produce(
     let attempt = async {
         tokio::select! {
             answer = sent => answer,
-            replaced = leader_replaced(&shared, leader, tps) => Err(replaced),
+            replaced = shared.client.leader_replaced(
+                leader,
+                &tps,
+                LEADER_CHECK_AFTER,
+                Some(&shared.leader_checked),
+            ) => Err(replaced),
         }
     };
     let answer = if wait < request_timeout {
@@ -1243,66 +1249,8 @@ fn leader_of(client: &Client, tp: &TopicPartition) -> Option<BrokerId> {
 }
 
 /// How long a Produce request may go unanswered before the producer starts checking
-/// whether its leader was replaced ([`leader_replaced`]).
+/// whether its leader was replaced ([`Client::leader_replaced`]).
 const LEADER_CHECK_AFTER: Duration = Duration::from_millis(250);
-/// How often the metadata is asked while a request waits past [`LEADER_CHECK_AFTER`]
-/// (once for all such requests of a producer).
-const LEADER_CHECK_EVERY: Duration = Duration::from_millis(100);
-
-/// Resolves once the metadata, asked of brokers other than `leader`, gives every
-/// partition of `tps` a leader other than `leader`: the request to `leader` can no
-/// longer succeed (a hung or cut-off leader was fenced and replaced; a cut-off one still
-/// names itself leader, which is why it is not asked), so it is abandoned and its batches
-/// retried at the new leader without waiting out the request timeout. Their outcome at `leader` is unknown,
-/// as after a timeout: idempotence keeps the retries from being written twice.
-///
-/// The metadata is refreshed only while a request has waited past
-/// [`LEADER_CHECK_AFTER`], at most every [`LEADER_CHECK_EVERY`] per producer, whatever the
-/// number of requests waiting.
-async fn leader_replaced(shared: &Shared, leader: BrokerId, tps: Vec<TopicPartition>) -> Error {
-    tokio::time::sleep(LEADER_CHECK_AFTER).await;
-    let mut topics: Vec<&str> = tps.iter().map(|tp| tp.topic.as_str()).collect();
-    topics.sort_unstable();
-    topics.dedup();
-    loop {
-        let refresh = {
-            let mut last = lock_ignoring_poison(&shared.leader_checked);
-            let due = last.is_none_or(|at| at.elapsed() >= LEADER_CHECK_EVERY);
-            if due {
-                *last = Some(Instant::now());
-            }
-            due
-        };
-        if refresh {
-            for topic in &topics {
-                if let Err(e) = shared.client.refresh_topic_avoiding(topic, leader).await {
-                    tracing::debug!(topic, error = %e, "checking for a new leader");
-                }
-            }
-        }
-        let moved: Vec<BrokerId> = tps
-            .iter()
-            .filter_map(|tp| leader_of(&shared.client, tp).filter(|l| *l != leader))
-            .collect();
-        if moved.len() == tps.len() {
-            let tp = &tps[0];
-            return Error::broker(
-                format!("producing to {tp}"),
-                ErrorCode::NotLeaderOrFollower,
-                Some(format!(
-                    "broker {leader} was replaced as the leader (by broker {}) while the \
-                     request waited for its answer",
-                    moved[0]
-                )),
-            );
-        }
-        tokio::time::sleep(LEADER_CHECK_EVERY).await;
-    }
-}
-
-fn lock_ignoring_poison<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 type PartitionOutcome = (ErrorCode, Option<String>, i64, i64);
 

@@ -8,12 +8,17 @@
 //! - a producer whose leader is cut off from the other brokers while its request waits
 //!   gets its record acknowledged by the new leader although its request timeout equals
 //!   its delivery timeout: had it waited for an answer from the cut-off leader, no time
-//!   would be left to retry.
+//!   would be left to retry;
+//! - a consumer whose fetch waits on a hung leader reads the records its successor takes,
+//!   well inside its ten-minute request timeout.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_client::{Acks, PartitionId, Producer, ProducerConfig, ProducerRecord};
+use sluice_client::{
+    Acks, Client, ClientConfig, Consumer, ConsumerConfig, OffsetSpec, PartitionId, Producer,
+    ProducerConfig, ProducerRecord,
+};
 use sluice_integration_tests::chaos::harness::ChaosCluster;
 use sluice_integration_tests::checks::{client, runtime};
 use sluice_integration_tests::{cli_ok, wait_until, TestCluster};
@@ -153,4 +158,48 @@ fn a_request_waiting_on_a_cut_off_leader_is_retried_at_its_successor() {
     let now = chaos.cluster().topic_metadata_from(&others, "t").unwrap();
     assert_ne!(now.partitions[0].leader.0, leader, "the leader moved");
     chaos.heal_all();
+}
+
+#[test]
+fn a_fetch_waiting_on_a_hung_leader_moves_to_its_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start(3, dir.path(), &[]);
+    create_topic(&cluster.bootstrap(), "t", 1);
+    cluster.wait_isr("t", 3);
+    cli_ok(&cluster.bootstrap(), &["produce", "t"], "before\n");
+    let rt = runtime();
+    let request_timeout = Duration::from_secs(600);
+    let client = rt
+        .block_on(Client::connect(ClientConfig {
+            bootstrap: cluster.bootstrap().split(',').map(str::to_string).collect(),
+            request_timeout,
+            ..ClientConfig::default()
+        }))
+        .unwrap();
+    let mut consumer = Consumer::new(client, ConsumerConfig::default());
+    rt.block_on(consumer.assign(vec![("t".into(), PartitionId(0), OffsetSpec::Earliest)]))
+        .unwrap();
+    let mut read = Vec::new();
+    // Reads until `value` arrives, within a bound far below the request timeout: a fetch
+    // left waiting on the hung leader would hold the partition for all of it.
+    let mut read_until = |value: &str, read: &mut Vec<String>| {
+        let started = std::time::Instant::now();
+        while !read.iter().any(|v| v == value) {
+            assert!(
+                started.elapsed() < request_timeout / 5,
+                "{value:?} not read; read so far: {read:?}"
+            );
+            for r in rt.block_on(consumer.poll(Duration::from_secs(1))).unwrap() {
+                read.push(String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into());
+            }
+        }
+    };
+    read_until("before", &mut read);
+    let leader = cluster.leader("t", 0);
+    cluster.node(leader).pause();
+    let survivors: Vec<i32> = (1..=3).filter(|&id| id != leader).collect();
+    let bootstrap = bootstrap_of(&mut cluster, &survivors);
+    cli_ok(&bootstrap, &["produce", "t"], "after\n");
+    read_until("after", &mut read);
+    cluster.node(leader).resume();
 }
