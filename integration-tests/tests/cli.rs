@@ -346,6 +346,17 @@ fn admin_commands_without_a_quorum_say_so_and_give_up() {
     let dir = tempfile::tempdir().unwrap();
     let addrs: Vec<_> = (0..3).map(|_| free_addr([127, 0, 0, 1].into())).collect();
     let voters = format!("1@{},2@{},3@{}", addrs[0], addrs[1], addrs[2]);
+    // The missing voters' addresses stay taken, by listeners that close every connection
+    // (as a host with nothing listening refuses it): left free, a broker of a test running
+    // alongside could get one of them and answer node 1's Raft votes.
+    for addr in &addrs[1..] {
+        let listener = std::net::TcpListener::bind(addr).expect("hold a missing voter's address");
+        std::thread::spawn(move || {
+            for connection in listener.incoming() {
+                drop(connection);
+            }
+        });
+    }
     let broker = BrokerProcess::start_at(
         addrs[0],
         &dir.path().join("data"),
