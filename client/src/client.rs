@@ -362,6 +362,13 @@ impl Client {
         })
     }
 
+    /// The leader of `tp` as the cached metadata has it, if it names one.
+    pub(crate) fn cached_leader(&self, tp: &TopicPartition) -> Option<BrokerId> {
+        self.cached_topic(&tp.topic)
+            .and_then(|t| t.partition(tp.partition).ok().map(|p| p.leader))
+            .filter(|&leader| leader != BrokerId::NONE)
+    }
+
     /// The cached metadata of `topic`, without asking the cluster.
     pub fn cached_topic(&self, topic: &str) -> Option<Arc<TopicMetadata>> {
         self.read_cache().topics.get(topic).cloned()
@@ -439,11 +446,7 @@ impl Client {
             }
             let moved: Vec<BrokerId> = tps
                 .iter()
-                .filter_map(|tp| {
-                    self.cached_topic(&tp.topic)
-                        .and_then(|t| t.partition(tp.partition).ok().map(|p| p.leader))
-                        .filter(|l| *l != leader && *l != BrokerId::NONE)
-                })
+                .filter_map(|tp| self.cached_leader(tp).filter(|l| *l != leader))
                 .collect();
             if !tps.is_empty() && moved.len() == tps.len() {
                 return Error::broker(

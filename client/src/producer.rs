@@ -740,7 +740,7 @@ impl Shared {
                 _ => error,
             };
             let wait = if error.needs_metadata_refresh() {
-                match leader_of(&self.client, &batch.tp) {
+                match self.client.cached_leader(&batch.tp) {
                     Some(leader) if Some(leader) != sent_to => RetryWait::None,
                     _ => RetryWait::Short,
                 }
@@ -1042,12 +1042,7 @@ fn dispatch(shared: &Arc<Shared>, ready: Vec<Batch<Delivery>>) {
             }
         }
         batch.attempts += 1;
-        let leader = shared
-            .client
-            .cached_topic(&batch.tp.topic)
-            .and_then(|t| t.partition(batch.tp.partition).ok().map(|p| p.leader))
-            .filter(|&leader| leader != BrokerId::NONE);
-        match leader {
+        match shared.client.cached_leader(&batch.tp) {
             Some(leader) => {
                 // The k-th batch of a partition goes into the k-th request: they arrive in
                 // order per partition from the accumulator.
@@ -1238,14 +1233,6 @@ enum RetryWait {
     Short,
     /// The exponential backoff, up to `retry_backoff_max`.
     Backoff,
-}
-
-/// The leader of `tp` as the cached metadata has it, if it names one.
-fn leader_of(client: &Client, tp: &TopicPartition) -> Option<BrokerId> {
-    client
-        .cached_topic(&tp.topic)
-        .and_then(|t| t.partition(tp.partition).ok().map(|p| p.leader))
-        .filter(|&leader| leader != BrokerId::NONE)
 }
 
 /// How long a Produce request may go unanswered before the producer starts checking

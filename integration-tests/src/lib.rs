@@ -588,6 +588,11 @@ impl TestCluster {
             .join(",")
     }
 
+    /// The client addresses of the nodes `ids`, comma-separated.
+    pub fn bootstrap_of(&self, ids: &[i32]) -> String {
+        self.addresses(ids).join(",")
+    }
+
     /// Every node's Kafka listener address, for Kafka clients.
     ///
     /// # Panics

@@ -60,14 +60,10 @@ fn log_lines(broker: &BrokerProcess, needles: &[&str]) -> Vec<String> {
 
 /// The bootstrap string of every node but `id`.
 fn all_but(cluster: &TestCluster, id: i32) -> String {
-    cluster
-        .brokers
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i as i32 + 1 != id)
-        .map(|(_, b)| b.bootstrap())
-        .collect::<Vec<_>>()
-        .join(",")
+    let others: Vec<i32> = (1..=cluster.brokers.len() as i32)
+        .filter(|&n| n != id)
+        .collect();
+    cluster.bootstrap_of(&others)
 }
 
 /// Waits until a broker other than `old` leads `topic`'s partition with an epoch above

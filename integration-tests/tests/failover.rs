@@ -46,12 +46,23 @@ fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     );
 }
 
-/// The bootstrap string of the nodes `ids`.
-fn bootstrap_of(cluster: &mut TestCluster, ids: &[i32]) -> String {
-    ids.iter()
-        .map(|&id| cluster.node(id).bootstrap())
-        .collect::<Vec<_>>()
-        .join(",")
+/// Every partition of `topic` (of `partitions`) takes an acks=all write through the
+/// nodes `ids`: its leadership moved off any node that failed.
+fn produce_to_every_partition(cluster: &TestCluster, ids: &[i32], topic: &str, partitions: i32) {
+    let bootstrap = cluster.bootstrap_of(ids);
+    for partition in 0..partitions {
+        cli_ok(
+            &bootstrap,
+            &["produce", topic, "--partition", &partition.to_string()],
+            "after the fence\n",
+        );
+    }
+}
+
+/// Whether `log` has a line that names broker `id` and says `what`.
+fn logged(log: &str, what: &str, id: i32) -> bool {
+    let broker = format!("broker={id}");
+    log.lines().any(|l| l.contains(what) && l.contains(&broker))
 }
 
 #[test]
@@ -68,20 +79,11 @@ fn a_killed_broker_is_fenced_on_evidence_long_before_its_session_ends() {
     });
     let log = cluster.node(controller).log();
     assert!(
-        log.lines()
-            .any(|l| l.contains("no broker serves at") && l.contains(&format!("broker={victim}"))),
+        logged(&log, "no broker serves at", victim),
         "the controller's probe fenced it:\n{log}"
     );
-    // Its leaderships moved: every partition takes acks=all writes again.
     let survivors: Vec<i32> = (1..=3).filter(|&id| id != victim).collect();
-    let bootstrap = bootstrap_of(&mut cluster, &survivors);
-    for partition in 0..3 {
-        cli_ok(
-            &bootstrap,
-            &["produce", "t", "--partition", &partition.to_string()],
-            "after the fence\n",
-        );
-    }
+    produce_to_every_partition(&cluster, &survivors, "t", 3);
 }
 
 #[test]
@@ -103,19 +105,10 @@ fn a_killed_controller_is_fenced_by_its_successor_on_evidence() {
     let successor = cluster.controller_from(&survivors) as i32;
     let log = cluster.node(successor).log();
     assert!(
-        log.lines()
-            .any(|l| l.contains("previous controller stopped answering")
-                && l.contains(&format!("broker={victim}"))),
+        logged(&log, "previous controller stopped answering", victim),
         "the successor named the previous controller as suspect:\n{log}"
     );
-    let bootstrap = bootstrap_of(&mut cluster, &survivors);
-    for partition in 0..3 {
-        cli_ok(
-            &bootstrap,
-            &["produce", "t", "--partition", &partition.to_string()],
-            "after the fence\n",
-        );
-    }
+    produce_to_every_partition(&cluster, &survivors, "t", 3);
 }
 
 #[test]
@@ -198,8 +191,11 @@ fn a_fetch_waiting_on_a_hung_leader_moves_to_its_successor() {
     let leader = cluster.leader("t", 0);
     cluster.node(leader).pause();
     let survivors: Vec<i32> = (1..=3).filter(|&id| id != leader).collect();
-    let bootstrap = bootstrap_of(&mut cluster, &survivors);
-    cli_ok(&bootstrap, &["produce", "t"], "after\n");
+    cli_ok(
+        &cluster.bootstrap_of(&survivors),
+        &["produce", "t"],
+        "after\n",
+    );
     read_until("after", &mut read);
     cluster.node(leader).resume();
 }

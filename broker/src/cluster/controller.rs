@@ -393,15 +393,17 @@ impl Controller {
         let gap = self.with_sessions(term, |s| {
             s.deadlines
                 .insert(request.broker_id, now + self.config.session_timeout());
-            s.last_heartbeat
+            let gap = s
+                .last_heartbeat
                 .insert(request.broker_id, now)
-                .map(|last| now - last)
+                .map(|last| now - last);
+            if let Some(gap) = gap {
+                s.gaps_ms
+                    .push(u32::try_from(gap.as_millis()).unwrap_or(u32::MAX));
+            }
+            gap
         });
         if let Some(gap) = gap {
-            self.with_sessions(term, |s| {
-                s.gaps_ms
-                    .push(u32::try_from(gap.as_millis()).unwrap_or(u32::MAX))
-            });
             if gap > self.config.session_timeout() / 2 {
                 tracing::warn!(
                     broker = %request.broker_id,
