@@ -100,7 +100,7 @@ fn wait_new_leader(
 ///
 /// Why deterministic: the partition chosen is the one the controller leads, so the kill
 /// takes the controller too and the followers elect a new one, which grants every broker a
-/// full session; had the controller been a frozen follower, it would on resume fence
+/// full session (ten seconds here, longer than the freeze); had the controller been a frozen follower, it would on resume fence
 /// whoever's session ran out during the freeze. The followers' last replica fetches were
 /// long polls of at most 500 ms; after a second they are answered (empty), and the
 /// sacrificial record `maybe-0` would take any that was not, so the records after it can
@@ -109,7 +109,10 @@ fn wait_new_leader(
 fn an_uncommitted_tail_is_truncated_to_the_new_leaders_epoch_not_the_hw() {
     let dir = tempfile::tempdir().unwrap();
     let topic = "diverge";
-    let (mut cluster, rt, all_client) = cluster_with_topic(3, dir.path(), &[], topic, 3, &[]);
+    // A session longer than the followers' freeze, so the controller fences nobody during
+    // it (its own death is found on evidence by its successor).
+    let session = ["--broker-session-timeout-ms", "10000"];
+    let (mut cluster, rt, all_client) = cluster_with_topic(3, dir.path(), &session, topic, 3, &[]);
     let controller = cluster.controller() as i32;
     let p = (0..3)
         .find(|p| cluster.leader(topic, *p) == controller)
@@ -157,14 +160,21 @@ fn an_uncommitted_tail_is_truncated_to_the_new_leaders_epoch_not_the_hw() {
     );
     cluster.node(old).restart();
     cluster.wait_isr(topic, 3);
-
+    // The restarted node may answer the ISR check above from its metadata of before the
+    // kill: wait for it to follow the new leader, which it does by truncating first.
     let partition = format!("partition={topic}-{p}");
+    wait_until(
+        &format!("node {old} following {topic}-{p} again"),
+        Duration::from_secs(30),
+        || !log_lines(cluster.node(old), &["truncating to offset", &partition]).is_empty(),
+    );
     let truncations = log_lines(cluster.node(old), &["truncating to offset", &partition]);
     let expected = format!("truncating to offset {epoch_start}:");
     assert!(
         !truncations.is_empty() && truncations.iter().all(|l| l.contains(&expected)),
         "node {old} must truncate {topic}-{p} to {epoch_start} (where epoch {old_epoch} ends \
-         on the new leader), and only there: {truncations:#?}"
+         on the new leader), and only there: {truncations:#?}; its log of the partition:\n{}",
+        log_lines(cluster.node(old), &[&partition]).join("\n")
     );
     eprintln!(
         "node {old} held {uncommitted:?} in epoch {old_epoch}; node {new_leader} leads epoch \

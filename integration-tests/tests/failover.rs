@@ -10,7 +10,9 @@
 //!   its delivery timeout: had it waited for an answer from the cut-off leader, no time
 //!   would be left to retry;
 //! - a consumer whose fetch waits on a hung leader reads the records its successor takes,
-//!   well inside its ten-minute request timeout.
+//!   well inside its ten-minute request timeout;
+//! - a voter cut off from the others for many election timeouts comes back without
+//!   deposing the controller (the pre-vote: it never stood while it could not win).
 
 use std::time::Duration;
 
@@ -198,4 +200,53 @@ fn a_fetch_waiting_on_a_hung_leader_moves_to_its_successor() {
     );
     read_until("after", &mut read);
     cluster.node(leader).resume();
+}
+
+#[test]
+fn a_voter_back_from_a_cut_link_does_not_depose_the_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut chaos = ChaosCluster::start(3, dir.path(), &[]);
+    create_topic(&chaos.bootstrap(), "t", 1);
+    chaos.cluster().wait_isr("t", 3);
+    let controller = chaos.cluster().controller() as i32;
+    let voter = (1..=3).find(|&id| id != controller).unwrap();
+    let changes_seen = |chaos: &ChaosCluster| {
+        let log = chaos.node(controller).log();
+        log.lines()
+            .filter(|l| {
+                l.contains("is the active controller") || l.contains("no active controller")
+            })
+            .count()
+    };
+    let stood = |chaos: &ChaosCluster| {
+        chaos
+            .node(voter)
+            .log()
+            .matches("standing for election")
+            .count()
+    };
+    let before = changes_seen(&chaos);
+    let stood_before = stood(&chaos);
+    // Cut off for about five election timeouts: without a pre-vote it stood in each one,
+    // and came back with a term that deposed the controller.
+    chaos.isolate(voter);
+    std::thread::sleep(Duration::from_secs(4));
+    chaos.heal_all();
+    // Back: it takes writes as a replica again, then has had time to do harm.
+    chaos.cluster().wait_in_every_isr("t", voter);
+    cli_ok(&chaos.bootstrap(), &["produce", "t"], "after the cut\n");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(chaos.cluster().controller() as i32, controller);
+    let log = chaos.node(controller).log();
+    assert_eq!(
+        changes_seen(&chaos),
+        before,
+        "node {controller} stayed the controller, in the same term:\n{log}"
+    );
+    assert_eq!(
+        stood(&chaos),
+        stood_before,
+        "node {voter} never stood while cut off:\n{}",
+        chaos.node(voter).log()
+    );
 }

@@ -9,12 +9,15 @@
 //! - [`store`]: the Raft log and state machine on disk (`<data_dir>/controller`).
 //! - [`network`] and [`peer`]: Raft messages and every other broker-to-broker request
 //!   over the native protocol, on the same listener as clients.
+//! - [`election`]: when a voter stands for election: our timer and pre-vote in place of
+//!   openraft's timer.
 //! - [`controller`]: what the active controller does with registrations, heartbeats, ISR
 //!   proposals and topic administration; session expiry and fencing.
 //! - [`client`]: how any broker reaches the active controller.
 
 pub mod client;
 pub mod controller;
+pub mod election;
 pub mod image;
 pub mod network;
 pub mod peer;
@@ -28,6 +31,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::storage::RaftLogStorage;
 use openraft::BasicNode;
 use sluice_protocol::BrokerId;
 use tokio::sync::watch;
@@ -36,6 +40,7 @@ use self::client::ControllerClient;
 use self::controller::Controller;
 use self::image::MetadataImage;
 use self::raft::{Applied, NodeId, Raft};
+use self::store::LogReader;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 
@@ -68,6 +73,8 @@ pub struct Cluster {
     pub controller: Option<Arc<Controller>>,
     /// The way to the active controller.
     pub client: ControllerClient,
+    /// The metadata log's entries, for pre-vote answers.
+    pub log: LogReader,
     applied: watch::Receiver<Applied>,
     /// This broker's epoch from its current registration, -1 before it registers.
     broker_epoch: AtomicI64,
@@ -76,12 +83,13 @@ pub struct Cluster {
 
 impl Cluster {
     /// Opens the metadata log in `<data_dir>/controller`, starts the Raft node, and on a
-    /// voter's first start initializes the quorum with every voter (each voter does; the
-    /// same membership everywhere makes that safe).
+    /// voter's first start initializes the quorum with every voter (the lowest-numbered
+    /// at once, the others only if no leader appears: [`initialize_unless_formed`]; the
+    /// same membership everywhere makes either safe).
     pub async fn start(config: &BrokerConfig) -> Result<Cluster, BrokerError> {
         let dir = config.data_dir.join("controller");
         let (applied_tx, applied) = watch::channel(Applied::default());
-        let (log_store, state_machine) = {
+        let (mut log_store, state_machine) = {
             let dir = dir.clone();
             tokio::task::spawn_blocking(move || store::open(&dir, applied_tx))
                 .await
@@ -89,18 +97,16 @@ impl Cluster {
         };
         let raft_config = openraft::Config {
             cluster_name: "sluice".into(),
-            // A follower stands for election once it has heard nothing from the leader for
-            // openraft's leader lease (election_timeout_max) plus its own election timeout
-            // (random in min..max, drawn once per process): 700-800 ms here. The metadata
-            // log is idle under produce load (broker heartbeats are not written to it), so
-            // a Raft heartbeat is late only when the whole process stalls: at full produce
-            // load on a 2-core machine stalls of up to ~550 ms were measured
-            // (bench/failover-soak.sh, BENCHMARKS.md), and elections at 500-600 ms then
-            // happened spuriously. openraft also times each AppendEntries out after one
-            // heartbeat interval, which is why the interval is not shorter.
+            // Voters stand for election by our own timer, after a pre-vote
+            // ([`election`]): openraft's timer is off. Its election timeouts still set its
+            // leader lease (election_timeout_max): a voter that heard from a leader within
+            // 400 ms refuses a vote, and grants no pre-vote either. openraft times each
+            // AppendEntries out after one heartbeat interval, which is why the interval is
+            // not shorter.
             heartbeat_interval: RAFT_HEARTBEAT_INTERVAL.as_millis() as u64,
             election_timeout_min: 300,
             election_timeout_max: 400,
+            enable_elect: false,
             install_snapshot_timeout: 2000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
             max_in_snapshot_log_to_keep: 100,
@@ -109,6 +115,7 @@ impl Cluster {
         .validate()
         .map_err(|e| BrokerError::Config(format!("raft configuration: {e}")))?;
         let node_id = config.node_id.0 as NodeId;
+        let log = log_store.get_log_reader().await;
         let network = network::Network::new(node_id, peer_config(config));
         let raft = Raft::new(
             node_id,
@@ -120,26 +127,40 @@ impl Cluster {
         .await
         .map_err(|e| BrokerError::DataDir(format!("starting the metadata log: {e}")))?;
         if config.is_voter() {
-            let initialized = raft
-                .is_initialized()
-                .await
-                .map_err(|e| BrokerError::DataDir(format!("metadata log: {e}")))?;
-            if !initialized {
-                let members: BTreeMap<NodeId, BasicNode> = config
-                    .voters
-                    .iter()
-                    .map(|v| {
-                        let node = BasicNode {
-                            addr: v.address.clone(),
-                        };
-                        (v.id.0 as NodeId, node)
-                    })
-                    .collect();
-                match raft.initialize(members).await {
-                    Ok(()) => tracing::info!("initialized the controller quorum"),
-                    Err(e) => tracing::info!("controller quorum already formed: {e}"),
-                }
+            let members: BTreeMap<NodeId, BasicNode> = config
+                .voters
+                .iter()
+                .map(|v| {
+                    let node = BasicNode {
+                        addr: v.address.clone(),
+                    };
+                    (v.id.0 as NodeId, node)
+                })
+                .collect();
+            let rank = members.keys().position(|id| *id == node_id).unwrap_or(0) as u32;
+            if rank == 0 {
+                initialize(&raft, members).await?;
+            } else {
+                tokio::spawn(initialize_unless_formed(
+                    raft.clone(),
+                    members,
+                    INITIALIZE_GRACE * rank,
+                ));
             }
+        }
+        if config.is_voter() {
+            let voters = config
+                .voters
+                .iter()
+                .map(|v| (v.id.0 as NodeId, v.address.clone()))
+                .collect();
+            tokio::spawn(election::run_timer(
+                raft.clone(),
+                log.clone(),
+                node_id,
+                voters,
+                peer_config(config),
+            ));
         }
         tokio::spawn(log_controller_changes(raft.metrics()));
         let controller = config.is_voter().then(|| {
@@ -154,6 +175,7 @@ impl Cluster {
             raft,
             controller,
             client,
+            log,
             applied,
             broker_epoch: AtomicI64::new(-1),
             voters: config.voters.iter().map(|v| v.id).collect(),
@@ -219,6 +241,43 @@ impl Cluster {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("stopping the metadata log: {e}");
         }
+    }
+}
+
+/// How long a voter other than the lowest-numbered waits, per rank, before it forms the
+/// quorum itself on a first start (see [`initialize_unless_formed`]).
+const INITIALIZE_GRACE: Duration = Duration::from_secs(2);
+
+/// Forms the quorum with `members` on this voter's first start; a no-op once formed.
+async fn initialize(raft: &Raft, members: BTreeMap<NodeId, BasicNode>) -> Result<(), BrokerError> {
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| BrokerError::DataDir(format!("metadata log: {e}")))?;
+    if !initialized {
+        match raft.initialize(members).await {
+            Ok(()) => tracing::info!("initialized the controller quorum"),
+            Err(e) => tracing::info!("controller quorum already formed: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// The lowest-numbered voter forms the quorum on a first start; the k-th other one does
+/// only if it has heard nothing from a leader after `grace` (k times
+/// [`INITIALIZE_GRACE`]), so a first start does not wait for a voter that is down. Why not
+/// every voter at once: each initialize makes its node a candidate in term 1; the losers
+/// are left with a vote openraft cannot compare with the winner's, refuse its entries,
+/// and make it step down until somebody stands again in term 2 (an election more, and a
+/// fencing of the first controller, on most first starts).
+async fn initialize_unless_formed(
+    raft: Raft,
+    members: BTreeMap<NodeId, BasicNode>,
+    grace: Duration,
+) {
+    tokio::time::sleep(grace).await;
+    if let Err(e) = initialize(&raft, members).await {
+        tracing::warn!("forming the controller quorum: {e}");
     }
 }
 

@@ -113,7 +113,10 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
         let n_entries = rpc.entries.len() as u64;
         let payload = self.encode(RPCTypes::AppendEntries, &rpc)?;
-        let request = Request::RaftAppendEntries(RaftAppendEntriesRequest { payload });
+        let request = Request::RaftAppendEntries(RaftAppendEntriesRequest {
+            target: BrokerId(self.target as i32),
+            payload,
+        });
         let answer = match self.send(request, &option).await {
             Ok(answer) => answer,
             Err(PeerError::RequestTooLarge { bytes, max, .. }) if n_entries > 1 => {
@@ -136,7 +139,10 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
         let payload = self.encode(RPCTypes::InstallSnapshot, &rpc)?;
-        let request = Request::RaftInstallSnapshot(RaftInstallSnapshotRequest { payload });
+        let request = Request::RaftInstallSnapshot(RaftInstallSnapshotRequest {
+            target: BrokerId(self.target as i32),
+            payload,
+        });
         let answer = match self.send(request, &option).await {
             Ok(answer) => answer,
             Err(e @ PeerError::RequestTooLarge { .. }) => {
@@ -159,7 +165,10 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcError> {
         let payload = self.encode(RPCTypes::Vote, &rpc)?;
-        let request = Request::RaftVote(RaftVoteRequest { payload });
+        let request = Request::RaftVote(RaftVoteRequest {
+            target: BrokerId(self.target as i32),
+            payload,
+        });
         let answer = self
             .send(request, &option)
             .await
@@ -267,13 +276,16 @@ fn network_error<E: std::error::Error>(message: String) -> RpcError<E> {
     RPCError::Network(NetworkError::from(AnyError::error(message)))
 }
 
-fn to_payload(value: &impl Serialize) -> serde_json::Result<Bytes> {
+pub(super) fn to_payload(value: &impl Serialize) -> serde_json::Result<Bytes> {
     serde_json::to_vec(value).map(Bytes::from)
 }
 
 /// Decodes an openraft request from a request payload; a bad one fails the request with
 /// INVALID_REQUEST.
-fn from_payload<T: DeserializeOwned>(api: ApiKey, payload: &[u8]) -> Result<T, ApiError> {
+pub(super) fn from_payload<T: DeserializeOwned>(
+    api: ApiKey,
+    payload: &[u8],
+) -> Result<T, ApiError> {
     serde_json::from_slice(payload).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidRequest,
@@ -286,7 +298,7 @@ fn from_payload<T: DeserializeOwned>(api: ApiKey, payload: &[u8]) -> Result<T, A
 }
 
 /// Serialises the local Raft's `Result` as an answer payload.
-fn answer_payload(api: ApiKey, result: &impl Serialize) -> Result<Bytes, ApiError> {
+pub(super) fn answer_payload(api: ApiKey, result: &impl Serialize) -> Result<Bytes, ApiError> {
     to_payload(result).map_err(|e| {
         ApiError::new(
             ErrorCode::UnknownServerError,
@@ -295,12 +307,32 @@ fn answer_payload(api: ApiKey, result: &impl Serialize) -> Result<Bytes, ApiErro
     })
 }
 
+/// Refuses a Raft request meant for another node: two clusters' brokers on one host, or
+/// voters lists that disagree, would otherwise have a broker answer votes and accept
+/// entries of a quorum it is not in.
+pub(super) fn check_target(raft: &Raft, target: BrokerId, api: ApiKey) -> Result<(), ApiError> {
+    let me = raft.metrics().borrow().id;
+    if target.0 as NodeId == me {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::InvalidRequest,
+        format!(
+            "a {} for node {} reached node {me}: check that every broker's --voters gives \
+             each voter's own address",
+            api.name(),
+            target.0
+        ),
+    ))
+}
+
 /// Serves a peer's RaftVote: hands the vote request to the local Raft and answers with its
 /// `Result`. Only an undecodable payload fails the request itself.
 pub async fn serve_vote(
     raft: &Raft,
     request: RaftVoteRequest,
 ) -> Result<RaftVoteResponse, ApiError> {
+    check_target(raft, request.target, ApiKey::RaftVote)?;
     let rpc: VoteRequest<NodeId> = from_payload(ApiKey::RaftVote, &request.payload)?;
     let result = raft.vote(rpc).await;
     Ok(RaftVoteResponse {
@@ -313,6 +345,7 @@ pub async fn serve_append_entries(
     raft: &Raft,
     request: RaftAppendEntriesRequest,
 ) -> Result<RaftAppendEntriesResponse, ApiError> {
+    check_target(raft, request.target, ApiKey::RaftAppendEntries)?;
     let rpc: AppendEntriesRequest<TypeConfig> =
         from_payload(ApiKey::RaftAppendEntries, &request.payload)?;
     let result = raft.append_entries(rpc).await;
@@ -327,6 +360,7 @@ pub async fn serve_install_snapshot(
     raft: &Raft,
     request: RaftInstallSnapshotRequest,
 ) -> Result<RaftInstallSnapshotResponse, ApiError> {
+    check_target(raft, request.target, ApiKey::RaftInstallSnapshot)?;
     let rpc: InstallSnapshotRequest<TypeConfig> =
         from_payload(ApiKey::RaftInstallSnapshot, &request.payload)?;
     let result = raft.install_snapshot(rpc).await;

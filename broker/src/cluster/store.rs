@@ -740,6 +740,14 @@ fn range_of(entries: &BTreeMap<u64, Entry>, range: impl RangeBounds<u64>) -> Vec
     entries.range(range).map(|(_, e)| e.clone()).collect()
 }
 
+impl LogReader {
+    /// The id of the last entry in the log; `None` if it holds none (empty, or purged
+    /// entirely, which the snapshot policy's kept entries make rare).
+    pub fn last_log_id(&self) -> Option<LogId> {
+        lock(&self.entries).values().next_back().map(|e| e.log_id)
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogReader {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,

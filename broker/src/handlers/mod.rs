@@ -21,7 +21,7 @@ use sluice_protocol::frame::FRAME_HEADER_LEN;
 use sluice_protocol::{decode_request, ApiKey, BrokerId, ErrorCode, Request, Response};
 
 use crate::broker::Broker;
-use crate::cluster::network;
+use crate::cluster::{election, network};
 use crate::connection::{self, Answer, Start};
 use crate::error::ApiError;
 
@@ -74,6 +74,7 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::RaftVote,
     ApiKey::RaftAppendEntries,
     ApiKey::RaftInstallSnapshot,
+    ApiKey::RaftPreVote,
 ];
 
 /// A request after its ordered phase.
@@ -164,6 +165,9 @@ pub async fn finish(
         ),
         Request::RaftInstallSnapshot(r) => Response::RaftInstallSnapshot(
             network::serve_install_snapshot(&broker.cluster.raft, r).await?,
+        ),
+        Request::RaftPreVote(r) => Response::RaftPreVote(
+            election::serve_pre_vote(&broker.cluster.raft, &broker.cluster.log, r).await?,
         ),
         request @ (Request::BrokerRegistration(_)
         | Request::BrokerHeartbeat(_)

@@ -195,6 +195,8 @@ wire_struct! {
 wire_struct! {
     /// An openraft vote request, serialised by the broker.
     pub struct RaftVoteRequest {
+        /// The node the sender meant: a broker that is another node refuses it.
+        pub target: BrokerId,
         /// The serialised openraft message.
         pub payload: Bytes,
     }
@@ -209,8 +211,30 @@ wire_struct! {
 }
 
 wire_struct! {
+    /// A voter asks another whether it would vote for it in the next term, before it stands
+    /// (Raft's pre-vote, section 9.6 of Ongaro's thesis): a voter that still hears from a
+    /// leader says no, so a node back from a pause or a cut link cannot force an election.
+    pub struct RaftPreVoteRequest {
+        /// The node the sender meant: a broker that is another node refuses it.
+        pub target: BrokerId,
+        /// The serialised pre-vote (the broker's type).
+        pub payload: Bytes,
+    }
+}
+
+wire_struct! {
+    /// The answer to a pre-vote, serialised by the broker.
+    pub struct RaftPreVoteResponse {
+        /// The serialised answer.
+        pub payload: Bytes,
+    }
+}
+
+wire_struct! {
     /// An openraft append-entries request, serialised by the broker.
     pub struct RaftAppendEntriesRequest {
+        /// The node the sender meant: a broker that is another node refuses it.
+        pub target: BrokerId,
         /// The serialised openraft message.
         pub payload: Bytes,
     }
@@ -227,6 +251,8 @@ wire_struct! {
 wire_struct! {
     /// An openraft install-snapshot request (one chunk), serialised by the broker.
     pub struct RaftInstallSnapshotRequest {
+        /// The node the sender meant: a broker that is another node refuses it.
+        pub target: BrokerId,
         /// The serialised openraft message.
         pub payload: Bytes,
     }

@@ -288,6 +288,8 @@ apis! {
     RaftAppendEntries = 1003, versions 0..=0, RaftAppendEntriesRequest, RaftAppendEntriesResponse;
     /// Sluice only: openraft snapshot transfer between controllers.
     RaftInstallSnapshot = 1004, versions 0..=0, RaftInstallSnapshotRequest, RaftInstallSnapshotResponse;
+    /// Sluice only: would a controller vote for this one (before it stands for election)?
+    RaftPreVote = 1005, versions 0..=0, RaftPreVoteRequest, RaftPreVoteResponse;
 }
 
 impl ApiKey {

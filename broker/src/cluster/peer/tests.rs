@@ -204,6 +204,7 @@ async fn oversized_request_is_refused_before_anything_is_sent() {
         PeerConfig::new(7, Duration::from_secs(1), 64),
     );
     let request = Request::RaftVote(RaftVoteRequest {
+        target: PEER,
         payload: Bytes::from(vec![b'x'; 100]),
     });
     let err = connection.call(request, TIMEOUT).await.unwrap_err();
