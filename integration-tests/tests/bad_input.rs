@@ -97,3 +97,44 @@ fn bad_input_fails_only_the_offending_connection() {
     );
     assert_eq!(out.trim(), "still here");
 }
+
+/// A Raft request meant for another node (brokers of two clusters on one host, or voters
+/// lists that disagree) is refused with an error naming both nodes, before the local Raft
+/// sees it; the broker goes on serving as the quorum's only voter.
+#[test]
+fn a_raft_request_for_another_node_is_refused() {
+    use sluice_integration_tests::checks::{client, runtime};
+    use sluice_protocol::messages::{RaftPreVoteRequest, RaftVoteRequest};
+    use sluice_protocol::{BrokerId, ErrorCode, Request};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::start(dir.path(), &[]);
+    broker.wait_ready();
+    let rt = runtime();
+    let client = rt.block_on(client(&broker.bootstrap()));
+    let misdirected = [
+        Request::RaftVote(RaftVoteRequest {
+            target: BrokerId(2),
+            payload: bytes::Bytes::from_static(b"{}"),
+        }),
+        Request::RaftPreVote(RaftPreVoteRequest {
+            target: BrokerId(2),
+            payload: bytes::Bytes::from_static(b"{}"),
+        }),
+    ];
+    for request in misdirected {
+        let api = request.api_key().name();
+        let err = rt.block_on(client.send(BrokerId(1), request)).unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::InvalidRequest), "{api}: {err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("a {api} for node 2 reached node 1")),
+            "{err}"
+        );
+    }
+    cli_ok(
+        &broker.bootstrap(),
+        &["topic", "create", "still-serving"],
+        "",
+    );
+}

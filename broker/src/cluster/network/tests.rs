@@ -22,7 +22,7 @@ use serde::Serialize;
 use sluice_protocol::messages::{
     RaftAppendEntriesResponse, RaftInstallSnapshotResponse, RaftVoteResponse,
 };
-use sluice_protocol::{ApiKey, ErrorCode, Request, Response};
+use sluice_protocol::{ApiKey, BrokerId, ErrorCode, Request, Response};
 
 use super::{from_payload, to_payload, Network, NetworkClient, RpcError};
 use crate::cluster::image::MetadataCommand;
@@ -170,23 +170,26 @@ async fn client_of(addr: &str, max_frame_bytes: u32) -> NetworkClient {
 }
 
 /// A fake peer answering every Raft request with `answer` (serialised), after checking
-/// the request decodes.
+/// the request decodes and names node 2, the target of [`client_of`]'s client.
 async fn peer_answering<T: Serialize + Send + Sync + 'static>(answer: T) -> FakePeer {
     let payload = to_payload(&answer).unwrap();
     FakePeer::start(move |_, _, request| {
         let payload = payload.clone();
         Reply::Respond(match request {
             Request::RaftVote(r) => {
+                assert_eq!(r.target, BrokerId(2));
                 from_payload::<VoteRequest<NodeId>>(ApiKey::RaftVote, &r.payload).unwrap();
                 Response::RaftVote(RaftVoteResponse { payload })
             }
             Request::RaftAppendEntries(r) => {
+                assert_eq!(r.target, BrokerId(2));
                 let rpc: AppendEntriesRequest<TypeConfig> =
                     from_payload(ApiKey::RaftAppendEntries, &r.payload).unwrap();
                 assert_eq!(format!("{rpc:?}"), format!("{:?}", append_entries()));
                 Response::RaftAppendEntries(RaftAppendEntriesResponse { payload })
             }
             Request::RaftInstallSnapshot(r) => {
+                assert_eq!(r.target, BrokerId(2));
                 let rpc: InstallSnapshotRequest<TypeConfig> =
                     from_payload(ApiKey::RaftInstallSnapshot, &r.payload).unwrap();
                 assert_eq!(rpc, snapshot_chunk());
