@@ -12,7 +12,10 @@
 //! - a consumer whose fetch waits on a hung leader reads the records its successor takes,
 //!   well inside its ten-minute request timeout;
 //! - a voter cut off from the others for many election timeouts comes back without
-//!   deposing the controller (the pre-vote: it never stood while it could not win).
+//!   deposing the controller (the pre-vote: it never stood while it could not win);
+//! - a new idempotent producer gets its id while the controller hangs: the broker's
+//!   request to the hung controller is abandoned for its successor, within a delivery
+//!   timeout shorter than the broker's own wait for the controller.
 
 use std::time::Duration;
 
@@ -249,4 +252,39 @@ fn a_voter_back_from_a_cut_link_does_not_depose_the_controller() {
         "node {voter} never stood while cut off:\n{}",
         chaos.node(voter).log()
     );
+}
+
+#[test]
+fn a_producer_id_is_given_by_the_successor_of_a_hung_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start(3, dir.path(), &[]);
+    create_topic(&cluster.bootstrap(), "t", 3);
+    cluster.wait_isr("t", 3);
+    let controller = cluster.controller() as i32;
+    let partition = (0..3)
+        .find(|&p| cluster.leader("t", p) != controller)
+        .expect("the controller leads one of three partitions");
+    let survivors: Vec<i32> = (1..=3).filter(|&id| id != controller).collect();
+    cluster.node(controller).pause();
+    let rt = runtime();
+    let client = rt.block_on(client(&cluster.bootstrap_of(&survivors)));
+    let _guard = rt.enter();
+    // Shorter than the 10 s a broker waits for the controller's AllocateProducerIds
+    // answer: only giving up on the hung controller for its successor delivers in time.
+    let timeout = Duration::from_secs(8);
+    let producer = Producer::new(
+        client,
+        ProducerConfig {
+            acks: Acks::All,
+            enable_idempotence: true,
+            request_timeout: timeout,
+            delivery_timeout: timeout,
+            ..ProducerConfig::default()
+        },
+    );
+    let record =
+        ProducerRecord::new("t", Bytes::from_static(b"first")).partition(PartitionId(partition));
+    let acked = rt.block_on(async { producer.send(record).await?.await });
+    cluster.node(controller).resume();
+    acked.expect("an idempotent write while the controller hangs");
 }

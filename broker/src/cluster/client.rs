@@ -132,13 +132,46 @@ impl ControllerClient {
         let left = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
-        peer.call(request, left).await.map_err(|e| match e {
+        // A controller that hangs (SIGSTOP, a cut link) would hold the call for all of
+        // `left`, seconds after the quorum elected another: give up on it once this node's
+        // metadata log names a new leader, and retry there.
+        let answer = tokio::select! {
+            answer = peer.call(request, left) => answer,
+            () = leader_other_than(self.raft.metrics(), id) => {
+                // The answer may still arrive on that socket: never read it.
+                *connection = None;
+                return Err(ApiError::new(
+                    ErrorCode::NotController,
+                    format!(
+                        "broker {id} stopped being the controller while the request waited; \
+                         retrying at the new one"
+                    ),
+                ));
+            }
+        };
+        answer.map_err(|e| match e {
             PeerError::Api { code, message } => ApiError::new(code, message),
             other => ApiError::new(
                 ErrorCode::NetworkException,
                 format!("controller at {address} unreachable: {other}"),
             ),
         })
+    }
+}
+
+/// Returns once `metrics` names a Raft leader other than `id` (not while there is none:
+/// `id` may yet win the election under way).
+async fn leader_other_than(
+    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, openraft::BasicNode>>,
+    id: BrokerId,
+) {
+    let moved = |m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>| {
+        m.current_leader
+            .is_some_and(|leader| leader != id.0 as NodeId)
+    };
+    if metrics.wait_for(moved).await.is_err() {
+        // The Raft node stopped: the call's own deadline decides.
+        std::future::pending::<()>().await;
     }
 }
 

@@ -45,6 +45,7 @@ use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Re
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::election::LastStand;
 use super::image::placement::{self, LogEnd};
 use super::image::{CommandResult, ListenerMeta, MetadataCommand, MetadataImage, NATIVE_LISTENER};
 use super::peer::PeerConnection;
@@ -72,6 +73,8 @@ pub struct Controller {
     suspects_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<BrokerId>>>,
     /// Wakes [`Controller::run`] to fence at once (a probe found a broker gone).
     wake: tokio::sync::Notify,
+    /// When this node last stood for election, and when it had heard from a leader then.
+    last_stand: Arc<LastStand>,
 }
 
 /// One partition's log-end reports: replica -> (partition epoch, log end).
@@ -102,7 +105,13 @@ impl Controller {
             suspects,
             suspects_rx: Mutex::new(Some(suspects_rx)),
             wake: tokio::sync::Notify::new(),
+            last_stand: Arc::default(),
         }
+    }
+
+    /// Where this voter's election timer records its stands (`election::run_timer`).
+    pub fn last_stand(&self) -> Arc<LastStand> {
+        Arc::clone(&self.last_stand)
     }
 
     fn image(&self) -> Arc<MetadataImage> {
@@ -155,13 +164,26 @@ impl Controller {
             if let Some((_, previous)) = previous.filter(|(t, id)| *t < term && *id != me) {
                 let previous = BrokerId(previous as i32);
                 if let Some(deadline) = sessions.deadlines.get_mut(&previous) {
-                    *deadline = now + self.evidence_grace();
+                    // Its session counts from the last word this node had from it, as
+                    // anyone's does from their last heartbeat, and never runs longer than
+                    // the grace of a broker with evidence against it.
+                    let heard_at = self.last_stand.leader_heard_at(term);
+                    *deadline = previous_controller_deadline(
+                        now,
+                        heard_at,
+                        self.config.session_timeout(),
+                        self.evidence_grace(),
+                    );
                     let _ = self.suspects.send(previous);
                     tracing::info!(
                         broker = %previous,
-                        "the previous controller stopped answering the quorum: fencing it \
+                        "the previous controller stopped answering the quorum{}: fencing it \
                          unless it heartbeats within {} ms",
-                        self.evidence_grace().as_millis()
+                        heard_at.map_or(String::new(), |at| format!(
+                            " {} ms ago",
+                            now.saturating_duration_since(at).as_millis()
+                        )),
+                        deadline.saturating_duration_since(now).as_millis()
                     );
                 }
             }
@@ -974,3 +996,19 @@ fn refused_to_error(result: CommandResult) -> Result<(), ApiError> {
         _ => Ok(()),
     }
 }
+
+/// The deadline a new controller gives the previous one: a session from when this node
+/// last heard from it (`heard_at`, if it stood for election after a silence), but no later
+/// than `grace` from `now`, the deadline of any broker with evidence against it.
+pub(crate) fn previous_controller_deadline(
+    now: Instant,
+    heard_at: Option<Instant>,
+    session: Duration,
+    grace: Duration,
+) -> Instant {
+    let latest = now + grace;
+    heard_at.map_or(latest, |at| (at + session).clamp(now, latest))
+}
+
+#[cfg(test)]
+mod tests;

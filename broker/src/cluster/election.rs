@@ -48,6 +48,25 @@ const TICK: Duration = Duration::from_millis(20);
 /// How long a pre-vote round waits for answers.
 const PRE_VOTE_TIMEOUT: Duration = Duration::from_millis(200);
 
+/// When this voter last stood for election: the term, and when it had last heard from a
+/// leader. The controller it becomes counts the previous controller's silence from there
+/// (`Controller`'s sessions), as a broker's session counts from its last heartbeat.
+#[derive(Debug, Default)]
+pub struct LastStand(std::sync::Mutex<Option<(u64, Instant)>>);
+
+impl LastStand {
+    fn record(&self, term: u64, leader_heard_at: Instant) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((term, leader_heard_at));
+    }
+
+    /// When this node last heard from a leader before it stood in `term`; `None` if it
+    /// did not stand in that term.
+    pub fn leader_heard_at(&self, term: u64) -> Option<Instant> {
+        let stood = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        stood.filter(|(t, _)| *t == term).map(|(_, at)| at)
+    }
+}
+
 /// A voter's question: would you vote for me in `term`?
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreVote {
@@ -178,13 +197,15 @@ pub async fn serve_pre_vote(
 }
 
 /// A voter's election timer: runs until the local Raft stops. `voters` are the quorum's
-/// ids and native addresses (from `--voters`); `peer` dials them.
+/// ids and native addresses (from `--voters`); `peer` dials them; each stand is recorded
+/// in `last_stand`.
 pub async fn run_timer(
     raft: Raft,
     log: LogReader,
     me: NodeId,
     voters: Vec<(NodeId, String)>,
     peer: PeerConfig,
+    last_stand: std::sync::Arc<LastStand>,
 ) {
     let mut random = SplitMix64::seeded();
     let mut timeout = random.between(ELECTION_TIMEOUT_MIN, ELECTION_TIMEOUT_MAX);
@@ -229,6 +250,9 @@ pub async fn run_timer(
                  {granted_by:?} would vote for it: standing for election (term {term})",
                 silence.min(Duration::from_secs(3600)).as_millis()
             );
+        }
+        if let Some(since) = view.since_leader_contact {
+            last_stand.record(term, Instant::now() - since);
         }
         if raft.trigger().elect().await.is_err() {
             return;

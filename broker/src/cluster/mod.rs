@@ -148,7 +148,15 @@ impl Cluster {
                 ));
             }
         }
-        if config.is_voter() {
+        tokio::spawn(log_controller_changes(raft.metrics()));
+        let controller = config.is_voter().then(|| {
+            Arc::new(Controller::new(
+                config.clone(),
+                raft.clone(),
+                applied.clone(),
+            ))
+        });
+        if let Some(controller) = &controller {
             let voters = config
                 .voters
                 .iter()
@@ -160,16 +168,9 @@ impl Cluster {
                 node_id,
                 voters,
                 peer_config(config),
+                controller.last_stand(),
             ));
         }
-        tokio::spawn(log_controller_changes(raft.metrics()));
-        let controller = config.is_voter().then(|| {
-            Arc::new(Controller::new(
-                config.clone(),
-                raft.clone(),
-                applied.clone(),
-            ))
-        });
         let client = ControllerClient::new(config.clone(), raft.clone(), controller.clone());
         Ok(Cluster {
             raft,
