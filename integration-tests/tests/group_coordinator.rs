@@ -3,15 +3,19 @@
 //! partition) is SIGKILLed, and the broker that takes over that partition loads the
 //! group: the committed offsets are intact and the member's generation still stands, so
 //! it heartbeats and commits on without a rebalance.
+//!
+//! The brokers run in this process (`sluice-testkit`): a killed coordinator is dropped with
+//! everything it ran, as a SIGKILLed process would be, without the cost of processes.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_client::{Admin, Client, ClientConfig, NewTopic};
-use sluice_integration_tests::{wait_until, TestCluster};
+use sluice_integration_tests::wait_until;
 use sluice_protocol::group_log::OFFSETS_TOPIC;
 use sluice_protocol::messages::*;
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId, Request, Response};
+use sluice_testkit::Cluster;
 
 const GROUP: &str = "ledger";
 const TOPIC: &str = "entries";
@@ -121,15 +125,27 @@ async fn heartbeat(client: &Client, to: BrokerId, member: &str, generation: i32)
     }
 }
 
+/// Waits until every partition of `topic` has `n` replicas in sync.
+async fn wait_isr(client: &Client, topic: &str, n: usize) {
+    for _ in 0..600 {
+        if let Ok(meta) = client.refresh_topic(topic).await {
+            if meta.partitions.iter().all(|p| p.isr.len() == n) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{topic}: ISRs not full");
+}
+
 #[test]
 fn a_new_coordinator_resumes_the_generation_and_the_committed_offsets() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cluster = TestCluster::start(3, dir.path(), &[]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    let mut cluster = rt.block_on(Cluster::start(3)).expect("cluster starts");
     let client = rt
         .block_on(Client::connect(ClientConfig {
             bootstrap: cluster.bootstrap().split(',').map(str::to_string).collect(),
@@ -141,7 +157,7 @@ fn a_new_coordinator_resumes_the_generation_and_the_committed_offsets() {
 
     let old = rt.block_on(coordinator(&client));
     // Three replicas of every coordinator partition, all in sync.
-    cluster.wait_isr(OFFSETS_TOPIC, 3);
+    rt.block_on(wait_isr(&client, OFFSETS_TOPIC, 3));
     let (member, generation) = rt.block_on(async {
         let first = join(&client, old, "").await;
         assert_eq!(first.error_code, ErrorCode::MemberIdRequired, "{first:?}");
@@ -152,7 +168,7 @@ fn a_new_coordinator_resumes_the_generation_and_the_committed_offsets() {
         (joined.member_id, joined.generation_id)
     });
 
-    cluster.node(old.0).kill();
+    rt.block_on(cluster.kill(old.0));
     let new = rt.block_on(async {
         loop {
             let new = coordinator(&client).await;
@@ -183,8 +199,9 @@ fn a_new_coordinator_resumes_the_generation_and_the_committed_offsets() {
     });
 
     // The old coordinator comes back as a follower of the partition and sends clients on.
-    cluster.node(old.0).restart();
-    cluster.wait_isr(OFFSETS_TOPIC, 3);
+    rt.block_on(cluster.restart(old.0))
+        .expect("the old coordinator restarts");
+    rt.block_on(wait_isr(&client, OFFSETS_TOPIC, 3));
     assert_eq!(
         rt.block_on(committed(&client, old)),
         Err(ErrorCode::NotCoordinator)
