@@ -894,8 +894,9 @@ impl Controller {
     /// sessions expired. Runs until `stopping` turns true.
     pub async fn run(self: Arc<Self>, mut stopping: watch::Receiver<bool>) {
         let period = (self.config.heartbeat_interval() / 2).max(Duration::from_millis(10));
-        let mut ticker = tokio::time::interval(period);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The next look at the sessions: every `period`, and at the earliest deadline when
+        // that comes sooner, so a session is fenced when it ends, not up to a period later.
+        let mut next_check = Instant::now() + period;
         let mut metrics = self.raft.metrics();
         let mut gap_summary = tokio::time::interval(Duration::from_secs(30));
         gap_summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -907,7 +908,7 @@ impl Controller {
             .expect("Controller::run runs once");
         loop {
             tokio::select! {
-                _ = ticker.tick() => {}
+                () = tokio::time::sleep_until(next_check) => {}
                 _ = self.wake.notified() => {}
                 _ = gap_summary.tick() => {
                     if let Some(term) = self.leading_term() {
@@ -928,6 +929,7 @@ impl Controller {
                 }
                 _ = stopping.wait_for(|s| *s) => return,
             }
+            next_check = Instant::now() + period;
             let Some(term) = self.leading_term() else {
                 continue;
             };
@@ -944,15 +946,23 @@ impl Controller {
                 continue;
             }
             let now = Instant::now();
-            let expired: Vec<(BrokerId, i64, bool)> = self.with_sessions(term, |s| {
-                image
-                    .brokers
-                    .values()
-                    .filter(|b| !b.fenced)
-                    .filter(|b| s.deadlines.get(&b.id).is_none_or(|d| *d <= now))
-                    .map(|b| (b.id, b.epoch, b.shutting_down))
-                    .collect()
-            });
+            let (expired, earliest): (Vec<(BrokerId, i64, bool)>, Option<Instant>) =
+                self.with_sessions(term, |s| {
+                    let live = || image.brokers.values().filter(|b| !b.fenced);
+                    let expired = live()
+                        .filter(|b| s.deadlines.get(&b.id).is_none_or(|d| *d <= now))
+                        .map(|b| (b.id, b.epoch, b.shutting_down))
+                        .collect();
+                    let earliest = live()
+                        .filter_map(|b| s.deadlines.get(&b.id))
+                        .filter(|d| **d > now)
+                        .min()
+                        .copied();
+                    (expired, earliest)
+                });
+            if let Some(earliest) = earliest {
+                next_check = next_check.min(earliest);
+            }
             for (id, epoch, shutting_down) in expired {
                 if shutting_down {
                     // It asked to stop, and did: expected, not a failure.
