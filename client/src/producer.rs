@@ -790,7 +790,8 @@ impl Shared {
                 RetryWait::None => Duration::ZERO,
                 RetryWait::Short => backoff
                     .delay(batch.attempts, &mut state.jitter)
-                    .min(config.retry_backoff),
+                    .min(config.retry_backoff)
+                    .min(LEADER_RETRY_WAIT),
                 RetryWait::Backoff => backoff.delay(batch.attempts, &mut state.jitter),
             };
             let retry_at = Instant::now() + delay;
@@ -1229,11 +1230,18 @@ async fn fail_all(
 enum RetryWait {
     /// Its partition has a new leader: at once.
     None,
-    /// Its leader is unknown or failing: at most `retry_backoff`.
+    /// Its leader is unknown or failing: at most `retry_backoff` and [`LEADER_RETRY_WAIT`].
     Short,
     /// The exponential backoff, up to `retry_backoff_max`.
     Backoff,
 }
+
+/// The longest wait before retrying a batch whose leader failed while the metadata names
+/// no new one yet (also capped by `retry_backoff`). Short, because the controller fences a
+/// broker it sees die within milliseconds and the new leader is named a few ms later: a
+/// 100 ms wait was most of the time a producer took to move after a leader's SIGKILL
+/// (BENCHMARKS.md, failover). Each retry is a refused connection and a metadata refresh.
+const LEADER_RETRY_WAIT: Duration = Duration::from_millis(25);
 
 /// How long a Produce request may go unanswered before the producer starts checking
 /// whether its leader was replaced ([`Client::leader_replaced`]).

@@ -946,8 +946,8 @@ impl Controller {
                 continue;
             }
             let now = Instant::now();
-            let (expired, earliest): (Vec<(BrokerId, i64, bool)>, Option<Instant>) =
-                self.with_sessions(term, |s| {
+            let (expired, earliest): (Vec<(BrokerId, i64, bool)>, Option<Instant>) = self
+                .with_sessions(term, |s| {
                     let live = || image.brokers.values().filter(|b| !b.fenced);
                     let expired = live()
                         .filter(|b| s.deadlines.get(&b.id).is_none_or(|d| *d <= now))
