@@ -792,7 +792,14 @@ impl Partition {
             .store(min_insync_replicas, Ordering::Release);
     }
 
-    fn min_insync_replicas(&self) -> u16 {
+    /// Bytes and segments of this replica's log (for metrics).
+    pub fn log_size(&self) -> (u64, usize) {
+        let log = self.log.read();
+        (log.size_bytes(), log.segment_count())
+    }
+
+    /// The topic's `min.insync.replicas` as this replica runs with it.
+    pub fn min_insync_replicas(&self) -> u16 {
         self.min_insync_replicas.load(Ordering::Acquire)
     }
 

@@ -1,6 +1,6 @@
 //! The listeners: accept connections, at most `max_connections` at once over all
 //! listeners, one task each (the native protocol's, and the Kafka protocol's when it is
-//! on), and run the graceful shutdown: move leaderships away (controlled shutdown), stop
+//! on; the HTTP admin listener, `crate::http`, has its own bound), and run the graceful shutdown: move leaderships away (controlled shutdown), stop
 //! accepting, let connections finish what they owe, then flush and close every log.
 //!
 //! Brokers and clients share the listener. A node of a multi-node cluster accepts at once
@@ -27,6 +27,8 @@ pub struct Listeners {
     pub native: TcpListener,
     /// The Kafka protocol's, when it is on.
     pub kafka: Option<TcpListener>,
+    /// The HTTP admin listener's (`/metrics`, `/health`, `/ready`), when it is on.
+    pub http: Option<TcpListener>,
 }
 
 impl From<TcpListener> for Listeners {
@@ -35,6 +37,7 @@ impl From<TcpListener> for Listeners {
         Listeners {
             native,
             kafka: None,
+            http: None,
         }
     }
 }
@@ -63,6 +66,10 @@ pub async fn run(broker: Arc<Broker>, listeners: impl Into<Listeners>, shutdown:
     let applier = crate::background::spawn(&broker);
     tokio::pin!(shutdown);
     let (stop_accepting, stop) = watch::channel(false);
+    // The admin endpoints first: `/ready` answers 503 while a single node waits below.
+    let http = listeners
+        .http
+        .map(|http| tokio::spawn(crate::http::serve(Arc::clone(&broker), http, stop.clone())));
     let mut early_stop = false;
     if broker.is_single_node() {
         tokio::select! {
@@ -77,6 +84,8 @@ pub async fn run(broker: Arc<Broker>, listeners: impl Into<Listeners>, shutdown:
         max_in_flight: broker.config.max_in_flight_per_connection as usize,
         max_frame_bytes: broker.config.max_frame_bytes,
         stopping: broker.stopping(),
+        metrics: Arc::clone(&broker.metrics),
+        listener: "native",
     };
     let native = Arc::new(Native::new(Arc::clone(&broker)));
     let mut accepting = vec![tokio::spawn(accept(
@@ -91,6 +100,10 @@ pub async fn run(broker: Arc<Broker>, listeners: impl Into<Listeners>, shutdown:
             Arc::clone(&broker.services),
             broker.config.node_id,
         ));
+        let settings = connection::Settings {
+            listener: "kafka",
+            ..settings
+        };
         accepting.push(tokio::spawn(accept(protocol, settings, kafka, limit, stop)));
     }
     tracing::info!("ready");
@@ -109,6 +122,9 @@ pub async fn run(broker: Arc<Broker>, listeners: impl Into<Listeners>, shutdown:
         connections.spawn(async move { while served.join_next().await.is_some() {} });
     }
     broker.begin_shutdown();
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     let drained = tokio::time::timeout(timeout, async {
         while connections.join_next().await.is_some() {}
     })

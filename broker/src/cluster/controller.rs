@@ -72,6 +72,8 @@ pub struct Controller {
     suspects_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<BrokerId>>>,
     /// Wakes [`Controller::run`] to fence at once (a probe found a broker gone).
     wake: tokio::sync::Notify,
+    /// Brokers this node fenced as the active controller (session expired), for metrics.
+    fencings: std::sync::atomic::AtomicU64,
 }
 
 /// One partition's log-end reports: replica -> (partition epoch, log end).
@@ -89,10 +91,16 @@ struct Sessions {
 }
 
 impl Controller {
+    /// Brokers fenced by this node while it was the active controller, since it started.
+    pub fn fencings(&self) -> u64 {
+        self.fencings.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The controller logic over `raft`, reading the applied image from `applied`.
     pub fn new(config: BrokerConfig, raft: Raft, applied: watch::Receiver<Applied>) -> Controller {
         let (suspects, suspects_rx) = tokio::sync::mpsc::unbounded_channel();
         Controller {
+            fencings: std::sync::atomic::AtomicU64::new(0),
             config,
             raft,
             applied,
@@ -938,11 +946,15 @@ impl Controller {
                 } else {
                     tracing::warn!(broker = %id, "broker session expired: fencing it and moving its leaderships");
                 }
-                if let Err(e) = self
+                match self
                     .propose(MetadataCommand::FenceBroker { id, epoch })
                     .await
                 {
-                    tracing::warn!(broker = %id, "could not fence: {}", e.message);
+                    Ok(_) => {
+                        self.fencings
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::warn!(broker = %id, "could not fence: {}", e.message),
                 }
             }
         }
