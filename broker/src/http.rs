@@ -36,6 +36,8 @@ use tokio::sync::{watch, Semaphore};
 use crate::broker::Broker;
 use crate::partition::{Partition, Role};
 
+mod console;
+
 /// HTTP connections served at once; more wait in the accept queue.
 pub const CONNECTIONS_MAX: usize = 64;
 /// Longest life of one HTTP connection (reading the request, answering it).
@@ -112,22 +114,67 @@ async fn route(
             "not ready: not registered with the controller, fenced, or stopping\n",
         ),
         "/metrics" => metrics(broker, registry).await,
+        "/" => body(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            Bytes::from_static(console::PAGE.as_bytes()),
+        ),
+        "/api/overview" => {
+            let broker = Arc::clone(broker);
+            json(tokio::task::spawn_blocking(move || Ok(console::overview(&broker))).await)
+        }
+        "/api/records" => {
+            let broker = Arc::clone(broker);
+            let query = request.uri().query().unwrap_or_default().to_string();
+            json(tokio::task::spawn_blocking(move || console::records(&broker, &query)).await)
+        }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; this listener serves /metrics, /health and /ready\n",
+            "not found; this listener serves /, /metrics, /health and /ready\n",
         ),
     }
 }
 
 /// A plain-text answer.
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    body(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(text.as_bytes()),
+    )
+}
+
+/// An answer of `content_type`.
+fn body(status: StatusCode, content_type: &'static str, bytes: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(bytes));
     *response.status_mut() = status;
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        hyper::header::HeaderValue::from_static(content_type),
     );
     response
+}
+
+/// A console api's answer: its JSON, or 400 with the message saying what is wrong.
+fn json(
+    outcome: Result<Result<serde_json::Value, String>, tokio::task::JoinError>,
+) -> Response<Full<Bytes>> {
+    match outcome {
+        Ok(Ok(value)) => body(
+            StatusCode::OK,
+            "application/json",
+            Bytes::from(value.to_string()),
+        ),
+        Ok(Err(message)) => body(
+            StatusCode::BAD_REQUEST,
+            "text/plain; charset=utf-8",
+            Bytes::from(message + "\n"),
+        ),
+        Err(_) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the request failed; see the broker's log\n",
+        ),
+    }
 }
 
 /// The metrics exposition: the event metrics, then the state computed now.
@@ -136,22 +183,15 @@ async fn metrics(broker: &Arc<Broker>, registry: &Arc<Registry>) -> Response<Ful
     let registry = Arc::clone(registry);
     let encoded = tokio::task::spawn_blocking(move || {
         let state = state_registry(&broker);
-        let mut body = String::with_capacity(64 * 1024);
-        encode_registry(&mut body, &registry)?;
-        encode_registry(&mut body, &state)?;
-        encode_eof(&mut body)?;
-        Ok::<_, std::fmt::Error>(body)
+        let mut text = String::with_capacity(64 * 1024);
+        encode_registry(&mut text, &registry)?;
+        encode_registry(&mut text, &state)?;
+        encode_eof(&mut text)?;
+        Ok::<_, std::fmt::Error>(text)
     })
     .await;
     match encoded {
-        Ok(Ok(body)) => {
-            let mut response = Response::new(Full::new(Bytes::from(body)));
-            response.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static(METRICS_CONTENT_TYPE),
-            );
-            response
-        }
+        Ok(Ok(text)) => body(StatusCode::OK, METRICS_CONTENT_TYPE, Bytes::from(text)),
         _ => text(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the metrics could not be encoded; see the broker's log\n",

@@ -223,3 +223,64 @@ fn ready_is_503_until_the_broker_registers_and_health_is_200_throughout() {
     assert_eq!(http_get(http, "/health").unwrap().0, 200);
     assert_eq!(value(&scrape(http), "sluice_broker_ready"), 1.0);
 }
+
+#[test]
+fn the_console_serves_its_page_the_cluster_the_groups_and_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap();
+    let http = broker.http_addr();
+    cli_ok(&b, &["topic", "create", "orders", "-p", "1"], "");
+    cli_ok(
+        &b,
+        &["produce", "orders", "--key-separator", ":"],
+        "alice:pizza\nbob:sushi\n",
+    );
+    cli_ok(
+        &b,
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "billing",
+            "--from-beginning",
+            "-n",
+            "1",
+        ],
+        "",
+    );
+
+    let (status, page) = http_get(http, "/").unwrap();
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>sluice console</title>"), "{page}");
+
+    let (status, overview) = http_get(http, "/api/overview").unwrap();
+    assert_eq!(status, 200, "{overview}");
+    let overview: serde_json::Value = serde_json::from_str(&overview).unwrap();
+    assert_eq!(overview["brokers"][0]["state"], "active");
+    assert_eq!(overview["brokers"][0]["role"], "controller");
+    let orders = overview["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "orders")
+        .expect("topic orders in the overview");
+    assert_eq!(orders["partitions"][0]["high_watermark"], 2);
+    let billing = &overview["groups"][0];
+    assert_eq!(billing["group"], "billing");
+    assert_eq!(billing["lag"][0]["committed"], 1);
+    assert_eq!(billing["lag"][0]["lag_records"], 1);
+
+    let (status, records) =
+        http_get(http, "/api/records?topic=orders&partition=0&offset=1").unwrap();
+    assert_eq!(status, 200, "{records}");
+    let records: serde_json::Value = serde_json::from_str(&records).unwrap();
+    assert_eq!(
+        records["records"],
+        serde_json::json!([{"offset": 1, "timestamp": records["records"][0]["timestamp"],
+            "key": {"text": "bob"}, "value": {"text": "sushi"}, "headers": []}])
+    );
+    let (status, refusal) = http_get(http, "/api/records?topic=nothing&partition=0").unwrap();
+    assert_eq!(status, 400);
+    assert!(refusal.contains("not hosted"), "{refusal}");
+}
