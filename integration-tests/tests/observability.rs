@@ -284,3 +284,89 @@ fn the_console_serves_its_page_the_cluster_the_groups_and_records() {
     assert_eq!(status, 400);
     assert!(refusal.contains("not hosted"), "{refusal}");
 }
+
+/// Headless Chromium (`$CHROMIUM`, else `chromium` on the PATH), or `None` after saying
+/// why the test skips. Under CI (`CI=true`) a missing browser fails: `.ci/run` installs
+/// Debian's `chromium`.
+fn chromium(test: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("CHROMIUM").map_or_else(|| "chromium".into(), Into::into);
+    let found = std::process::Command::new(&path)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    match found {
+        true => Some(path),
+        false if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{test}: no headless Chromium at {path:?} (under CI .ci/run installs it)")
+        }
+        false => {
+            eprintln!("SKIPPED {test}: no Chromium at {path:?}; apt-get install chromium");
+            None
+        }
+    }
+}
+
+#[test]
+fn a_headless_browser_shows_the_topic_and_the_group_in_the_console() {
+    let Some(chromium) = chromium("console in a browser") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap();
+    cli_ok(&b, &["topic", "create", "browsed-topic", "-p", "2"], "");
+    cli_ok(&b, &["produce", "browsed-topic"], &lines("seen", 4));
+    cli_ok(
+        &b,
+        &[
+            "consume",
+            "browsed-topic",
+            "--group",
+            "browsed-group",
+            "--from-beginning",
+            "-n",
+            "1",
+        ],
+        "",
+    );
+    let url = format!("http://{}/", broker.http_addr());
+    // The page fills itself from /api/overview after loading: the virtual time budget lets
+    // its fetch and scripts run before the DOM is dumped.
+    let mut child = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.path().join("chromium").display()
+        ))
+        .arg("--dump-dom")
+        .arg(&url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start chromium");
+    let mut stdout = child.stdout.take().expect("chromium's stdout");
+    let reader = std::thread::spawn(move || {
+        let mut dom = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut dom).map(|_| dom)
+    });
+    let deadline = std::time::Instant::now() + SETTLE;
+    while child.try_wait().expect("wait for chromium").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chromium did not finish within {SETTLE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dom = reader
+        .join()
+        .expect("reader thread")
+        .expect("chromium's output");
+    assert!(dom.contains("<td>browsed-topic</td>"), "{dom}");
+    assert!(dom.contains("<b>browsed-group</b>"), "{dom}");
+    assert!(dom.contains(r#"<td class="active">active</td>"#), "{dom}");
+}

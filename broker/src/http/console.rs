@@ -167,6 +167,7 @@ fn groups(broker: &Broker) -> Vec<Value> {
             }));
         }
     }
+    out.sort_by(|a, b| a["group"].as_str().cmp(&b["group"].as_str()));
     out
 }
 
