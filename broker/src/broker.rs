@@ -318,9 +318,14 @@ impl Services {
                 stopping,
                 Arc::clone(metrics),
             ),
-            offsets: Offsets::new(Arc::clone(cluster), Arc::clone(topics)),
+            offsets: Offsets::new(Arc::clone(cluster), Arc::clone(topics), Arc::clone(metrics)),
             producer_ids: ProducerIds::new(config.node_id, Arc::clone(cluster)),
-            groups: Arc::new(Coordinator::new(config, admin.clone(), Arc::clone(groups))),
+            groups: Arc::new(Coordinator::new(
+                config,
+                admin.clone(),
+                Arc::clone(groups),
+                Arc::clone(metrics),
+            )),
             admin,
         }
     }

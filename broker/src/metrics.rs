@@ -138,7 +138,8 @@ impl Metrics {
         );
         registry.register(
             "sluice_request_errors",
-            "Errors answered, per api and error code (per partition where the api has partitions)",
+            "Errors answered, per api and error code (per partition where the api has \
+             partitions), as the services decide them",
             self.request_errors.clone(),
         );
         registry.register(

@@ -130,6 +130,13 @@ fn lag_rises_while_a_group_is_stopped_and_falls_to_zero_once_it_catches_up() {
     wait_until("the group's commit in the lag", SETTLE, || {
         lag(http, "lagging") == (0.0, 0.0)
     });
+    // A new member's first JoinGroup is refused with MEMBER_ID_REQUIRED (KIP-394).
+    assert!(
+        value(
+            &scrape(http),
+            r#"sluice_request_errors_total{api="join_group",error_code="MEMBER_ID_REQUIRED"}"#
+        ) >= 1.0
+    );
 
     // The group is stopped; five more records arrive.
     cli_ok(&b, &["produce", "lagging"], &lines("second", 5));
