@@ -113,7 +113,8 @@ impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "sluice_produced_records",
-            "Records appended by producers, per topic",
+            "Records appended by producers, per topic (a recognised idempotent resend is not \
+             counted again)",
             self.produced_records.clone(),
         );
         registry.register(

@@ -121,9 +121,13 @@ impl Produce {
                             let written = found.and_then(|(partition, records)| {
                                 let bytes = records.len() as u64;
                                 let pending = partition.append_now(records, acks)?;
-                                let n_records =
-                                    pending.info.last_offset.0 - pending.info.base_offset.0 + 1;
-                                metrics.produced(&topic.topic, n_records.max(0) as u64, bytes);
+                                // A resend answered with its original offsets wrote
+                                // nothing: counted once, when it was first appended.
+                                if !pending.duplicate {
+                                    let n_records =
+                                        pending.info.last_offset.0 - pending.info.base_offset.0 + 1;
+                                    metrics.produced(&topic.topic, n_records.max(0) as u64, bytes);
+                                }
                                 Ok((partition, pending))
                             });
                             (index, written)
