@@ -45,8 +45,9 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most consumer-lag series one scrape exports (group x partition): a bound on the
 /// scrape's size and on the log reads it makes.
 pub const LAG_SERIES_MAX: usize = 10_000;
-/// Bytes read from a log to find the timestamp of a group's next record.
-const LAG_READ_BYTES: u32 = 64 * 1024;
+/// Bytes asked of a log to find the timestamp of a group's next record: storage returns
+/// at least one whole batch, so this reads exactly the batch holding the record.
+const LAG_READ_BYTES: u32 = 1;
 
 /// The content type of the OpenMetrics text format that `prometheus-client` writes.
 const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
