@@ -1,7 +1,8 @@
 //! The listeners: accept connections, at most `max_connections` at once over all
 //! listeners, one task each (the native protocol's, and the Kafka protocol's when it is
-//! on; the HTTP admin listener, `crate::http`, has its own bound), and run the graceful shutdown: move leaderships away (controlled shutdown), stop
-//! accepting, let connections finish what they owe, then flush and close every log.
+//! on; the HTTP admin listener, `crate::http`, has its own bound), and run the graceful
+//! shutdown: move leaderships away (controlled shutdown), stop accepting, let connections
+//! finish what they owe, then flush and close every log.
 //!
 //! Brokers and clients share the listener. A node of a multi-node cluster accepts at once
 //! (the controller quorum needs its peers' listeners to elect a leader); a single node
