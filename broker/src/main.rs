@@ -58,11 +58,19 @@ async fn serve(config: sluice_broker::BrokerConfig) -> Result<(), sluice_broker:
     let kafka = bind_kafka(&config).await?;
     let http = bind_http(&config).await?;
     let broker = Broker::open(config).await?;
-    if let Some(http) = &http {
+    if let Some(http) = http {
         tracing::info!(
             "HTTP admin (/metrics, /health, /ready): listening on {}",
             http.local_addr().map(|a| a.to_string()).unwrap_or_default()
         );
+        // Before `run`: `/ready` answers 503 while a single node waits to be ready. It
+        // stops accepting when shutdown begins.
+        let stopping = broker.stopping();
+        tokio::spawn(sluice_broker::http::serve(
+            std::sync::Arc::clone(&broker),
+            http,
+            stopping,
+        ));
     }
     if let Some(kafka) = &kafka {
         tracing::info!(
@@ -85,7 +93,6 @@ async fn serve(config: sluice_broker::BrokerConfig) -> Result<(), sluice_broker:
     let listeners = sluice_broker::server::Listeners {
         native: listener,
         kafka,
-        http,
     };
     sluice_broker::run(broker, listeners, shutdown_signal()).await;
     Ok(())

@@ -1,8 +1,9 @@
 //! The listeners: accept connections, at most `max_connections` at once over all
 //! listeners, one task each (the native protocol's, and the Kafka protocol's when it is
-//! on; the HTTP admin listener, `crate::http`, has its own bound), and run the graceful
-//! shutdown: move leaderships away (controlled shutdown), stop accepting, let connections
-//! finish what they owe, then flush and close every log.
+//! on), and run the graceful shutdown: move leaderships away (controlled shutdown), stop
+//! accepting, let connections finish what they owe, then flush and close every log. (The
+//! HTTP admin listener, `crate::http`, is started beside this by the binary, with its own
+//! bound, and stops when shutdown begins.)
 //!
 //! Brokers and clients share the listener. A node of a multi-node cluster accepts at once
 //! (the controller quorum needs its peers' listeners to elect a leader); a single node
@@ -28,8 +29,6 @@ pub struct Listeners {
     pub native: TcpListener,
     /// The Kafka protocol's, when it is on.
     pub kafka: Option<TcpListener>,
-    /// The HTTP admin listener's (`/metrics`, `/health`, `/ready`), when it is on.
-    pub http: Option<TcpListener>,
 }
 
 impl From<TcpListener> for Listeners {
@@ -38,7 +37,6 @@ impl From<TcpListener> for Listeners {
         Listeners {
             native,
             kafka: None,
-            http: None,
         }
     }
 }
@@ -67,10 +65,6 @@ pub async fn run(broker: Arc<Broker>, listeners: impl Into<Listeners>, shutdown:
     let applier = crate::background::spawn(&broker);
     tokio::pin!(shutdown);
     let (stop_accepting, stop) = watch::channel(false);
-    // The admin endpoints first: `/ready` answers 503 while a single node waits below.
-    let http = listeners
-        .http
-        .map(|http| tokio::spawn(crate::http::serve(Arc::clone(&broker), http, stop.clone())));
     let mut early_stop = false;
     if broker.is_single_node() {
         tokio::select! {
@@ -123,9 +117,6 @@ pub async fn run(broker: Arc<Broker>, listeners: impl Into<Listeners>, shutdown:
         connections.spawn(async move { while served.join_next().await.is_some() {} });
     }
     broker.begin_shutdown();
-    if let Some(http) = http {
-        let _ = http.await;
-    }
     let drained = tokio::time::timeout(timeout, async {
         while connections.join_next().await.is_some() {}
     })
