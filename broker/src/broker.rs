@@ -18,6 +18,7 @@ use crate::error::BrokerError;
 use crate::groups::group::GroupTimings;
 use crate::groups::Coordinator;
 use crate::groups::GroupCoordinator;
+use crate::metrics::Metrics;
 use crate::services::admin::Admin;
 use crate::services::fetch::Fetch;
 use crate::services::offsets::Offsets;
@@ -37,6 +38,9 @@ pub struct Broker {
     pub groups: Arc<GroupCoordinator>,
     /// The services the listeners' handlers call.
     pub services: Arc<Services>,
+    /// The event metrics (counters, histograms) everything on the request path moves;
+    /// `http` exports them with the state it computes at each scrape.
+    pub metrics: Arc<Metrics>,
     /// Who owns the data directory, and the cluster it joined.
     pub identity: std::sync::Mutex<(NodeIdentity, NodeFile)>,
     /// The address Kafka clients connect to, once the Kafka listener is bound; registered
@@ -63,14 +67,16 @@ impl Broker {
     /// first metadata image is applied ([`Broker::spawn_background`]).
     pub async fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let metrics = Metrics::new();
         let (lock, topics, identity) = {
             let config = config.clone();
+            let observer: Arc<dyn sluice_storage::FlushObserver> = metrics.clone();
             tokio::task::spawn_blocking(move || {
                 // First of all: nothing in the directory is read or written unlocked.
                 let lock = DataDirLock::acquire(&config.data_dir)?;
                 let file = NodeFile::new(&config.data_dir);
                 let identity = file.load_or_create(config.node_id)?;
-                let topics = Topics::open(&config, clock)?;
+                let topics = Topics::open(&config, clock, Some(observer))?;
                 Ok::<_, BrokerError>((lock, topics, (identity, file)))
             })
             .await
@@ -89,10 +95,12 @@ impl Broker {
             &topics,
             &groups,
             stopping.subscribe(),
+            &metrics,
         ));
         Ok(Arc::new(Broker {
             groups,
             services,
+            metrics,
             config,
             cluster,
             topics,
@@ -135,6 +143,13 @@ impl Broker {
             self.topics.wait_reconciled(index, Duration::MAX).await;
         };
         tokio::time::timeout(timeout, ready).await.is_ok()
+    }
+
+    /// Whether this broker is ready for clients (`/ready`): registered with the
+    /// controller, unfenced (the controller unfences a broker once its metadata has caught
+    /// up with its registration) and not shutting down.
+    pub fn is_ready(&self) -> bool {
+        *self.fenced.borrow() == Some(false) && !self.is_stopping()
     }
 
     /// This broker registered (again): re-applies the metadata, so leaderships held back
@@ -291,19 +306,26 @@ impl Services {
         topics: &Arc<Topics>,
         groups: &Arc<crate::groups::GroupCoordinator>,
         stopping: watch::Receiver<bool>,
+        metrics: &Arc<Metrics>,
     ) -> Services {
         let admin = Admin::new(config, Arc::clone(cluster), Arc::clone(topics));
         Services {
-            produce: Produce::new(Arc::clone(cluster), Arc::clone(topics)),
+            produce: Produce::new(Arc::clone(cluster), Arc::clone(topics), Arc::clone(metrics)),
             fetch: Fetch::new(
                 Arc::clone(cluster),
                 Arc::clone(topics),
                 config.max_frame_bytes,
                 stopping,
+                Arc::clone(metrics),
             ),
-            offsets: Offsets::new(Arc::clone(cluster), Arc::clone(topics)),
+            offsets: Offsets::new(Arc::clone(cluster), Arc::clone(topics), Arc::clone(metrics)),
             producer_ids: ProducerIds::new(config.node_id, Arc::clone(cluster)),
-            groups: Arc::new(Coordinator::new(config, admin.clone(), Arc::clone(groups))),
+            groups: Arc::new(Coordinator::new(
+                config,
+                admin.clone(),
+                Arc::clone(groups),
+                Arc::clone(metrics),
+            )),
             admin,
         }
     }

@@ -39,6 +39,14 @@ pub struct BrokerConfig {
     pub kafka_listen_explicit: bool,
     /// Address Kafka clients are told to connect to; `kafka_listen` when unset.
     pub kafka_advertise: Option<String>,
+    /// Address the HTTP admin listener (`/metrics`, `/health`, `/ready`) binds to; `None`
+    /// turns it off.
+    pub http_listen: Option<SocketAddr>,
+    /// Whether `http_listen` was set rather than defaulted: as with `kafka_listen`, an
+    /// explicit address that cannot be bound stops the broker, the default one
+    /// (127.0.0.1:9644, which a second broker on the same host finds taken) only turns
+    /// the HTTP listener off, with a warning.
+    pub http_listen_explicit: bool,
     /// Whether a Kafka client's Metadata request that allows it creates a missing topic
     /// with the broker's defaults (Kafka's `auto.create.topics.enable`).
     pub auto_create_topics: bool,
@@ -187,6 +195,8 @@ impl Default for BrokerConfig {
             kafka_listen: Some(([127, 0, 0, 1], 9092).into()),
             kafka_listen_explicit: false,
             kafka_advertise: None,
+            http_listen: Some(([127, 0, 0, 1], 9644).into()),
+            http_listen_explicit: false,
             auto_create_topics: true,
             data_dir: PathBuf::from("sluice-data"),
             voters: vec![Voter {
@@ -254,6 +264,10 @@ pub struct ConfigLayer {
     /// Address advertised to Kafka clients (default: the Kafka listen address).
     #[arg(long, env = "SLUICE_KAFKA_ADVERTISE", value_name = "HOST:PORT")]
     pub kafka_advertise: Option<String>,
+    /// Address of the HTTP admin listener (/metrics, /health, /ready), or `off` (default
+    /// 127.0.0.1:9644).
+    #[arg(long, env = "SLUICE_HTTP_LISTEN", value_name = "HOST:PORT|off")]
+    pub http_listen: Option<String>,
     /// Whether Kafka clients' Metadata requests create missing topics (default true).
     #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS", value_name = "true|false")]
     pub auto_create_topics: Option<bool>,
@@ -374,8 +388,12 @@ impl ConfigLayer {
             auto_create_topics
         );
         if let Some(listen) = self.kafka_listen {
-            config.kafka_listen = parse_listen(&listen)?;
+            config.kafka_listen = parse_listen("kafka_listen", &listen)?;
             config.kafka_listen_explicit = true;
+        }
+        if let Some(listen) = self.http_listen {
+            config.http_listen = parse_listen("http_listen", &listen)?;
+            config.http_listen_explicit = true;
         }
         if let Some(advertise) = self.kafka_advertise {
             config.kafka_advertise = Some(advertise);
@@ -532,6 +550,15 @@ fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
             ));
         }
     }
+    if let Some(http) = config.http_listen {
+        if http.port() != 0 && (http == config.listen || Some(http) == config.kafka_listen) {
+            return fail(format!(
+                "http_listen {http} is the address of another listener; give the HTTP \
+                 listener its own port (--http-listen HOST:PORT) or turn it off \
+                 (--http-listen off)"
+            ));
+        }
+    }
     if let Some(advertise) = &config.kafka_advertise {
         let port = advertise.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
         if !matches!(port, Some(Ok(p)) if p != 0) {
@@ -551,14 +578,14 @@ fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
     Ok(())
 }
 
-/// Parses a listener setting: `HOST:PORT`, or `off`.
-fn parse_listen(text: &str) -> Result<Option<SocketAddr>, BrokerError> {
+/// Parses a listener setting (`key`): `HOST:PORT`, or `off`.
+fn parse_listen(key: &str, text: &str) -> Result<Option<SocketAddr>, BrokerError> {
     if text.eq_ignore_ascii_case("off") {
         return Ok(None);
     }
     text.parse().map(Some).map_err(|_| {
         BrokerError::Config(format!(
-            "kafka_listen {text:?} is not HOST:PORT (an IP address and a port, e.g. \
+            "{key} {text:?} is not HOST:PORT (an IP address and a port, e.g. \
              127.0.0.1:9092) or off"
         ))
     })
@@ -642,6 +669,22 @@ mod tests {
                 address: "127.0.0.1:1234".into()
             }]
         );
+    }
+
+    #[test]
+    fn http_listen_defaults_to_9644_and_turns_off_or_moves() {
+        let config = resolve_args(&[]).unwrap();
+        assert_eq!(config.http_listen, Some(([127, 0, 0, 1], 9644).into()));
+        assert!(!config.http_listen_explicit);
+        let off = resolve_args(&["--http-listen", "off"]).unwrap();
+        assert_eq!(off.http_listen, None);
+        let moved = resolve_args(&["--http-listen", "127.0.0.1:0"]).unwrap();
+        assert_eq!(moved.http_listen, Some(([127, 0, 0, 1], 0).into()));
+        assert!(moved.http_listen_explicit);
+        let err = resolve_args(&["--http-listen", "nowhere"]).unwrap_err();
+        assert!(err.to_string().contains("http_listen"), "{err}");
+        let err = resolve_args(&["--http-listen", "127.0.0.1:9700"]).unwrap_err();
+        assert!(err.to_string().contains("--http-listen"), "{err}");
     }
 
     #[test]

@@ -29,6 +29,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::Decoder;
 
+use crate::metrics::Metrics;
+
 /// A response payload owed to the client (with room for the length prefix at the front),
 /// or nothing (acks=0).
 pub type Answer = Option<BytesMut>;
@@ -79,6 +81,10 @@ pub trait Protocol: Send + Sync + 'static {
 
     /// The connection closed, after every answer owed was sent.
     fn closed(&self, connection: Self::Connection);
+
+    /// The metrics label of a request's api (`produce`, `join_group`...), from the start
+    /// of its payload (both protocols begin with the api key); `unknown` if none.
+    fn api_name(&self, payload: &[u8]) -> &'static str;
 }
 
 /// The settings a connection runs with.
@@ -90,6 +96,10 @@ pub struct Settings {
     pub max_frame_bytes: u32,
     /// Turns true when the broker shuts down: the connection stops reading.
     pub stopping: watch::Receiver<bool>,
+    /// Where connections and requests are counted.
+    pub metrics: Arc<Metrics>,
+    /// The listener's name in the metrics (`native`, `kafka`).
+    pub listener: &'static str,
 }
 
 /// Serves one connection until the client closes it, it misbehaves, or shutdown begins.
@@ -100,6 +110,7 @@ pub async fn serve<P: Protocol>(
     peer: SocketAddr,
 ) {
     let _ = socket.set_nodelay(true);
+    let _open = settings.metrics.connection_opened(settings.listener);
     let (mut reader, writer) = socket.into_split();
     let (answers_tx, answers_rx) =
         mpsc::channel::<oneshot::Receiver<Answer>>(settings.max_in_flight);
@@ -113,8 +124,15 @@ pub async fn serve<P: Protocol>(
         loop {
             match codec.decode(&mut buffer) {
                 Ok(Some(payload)) => {
-                    let served =
-                        serve_frame(&protocol, &mut connection, payload, peer, &answers_tx).await;
+                    let served = serve_frame(
+                        &protocol,
+                        &mut connection,
+                        payload,
+                        peer,
+                        &answers_tx,
+                        &settings.metrics,
+                    )
+                    .await;
                     if !served {
                         break 'read;
                     }
@@ -165,20 +183,27 @@ async fn serve_frame<P: Protocol>(
     payload: Bytes,
     peer: SocketAddr,
     answers: &mpsc::Sender<oneshot::Receiver<Answer>>,
+    metrics: &Arc<Metrics>,
 ) -> bool {
     let (tx, rx) = oneshot::channel();
     if answers.send(rx).await.is_err() {
         return false; // The writer failed: the client is gone.
     }
+    let api = protocol.api_name(&payload);
+    let started_at = std::time::Instant::now();
     match protocol.start(connection, payload, peer).await {
         Start::Run(started) => {
             let protocol = Arc::clone(protocol);
+            let metrics = Arc::clone(metrics);
             tokio::spawn(async move {
-                let _ = tx.send(protocol.finish(started).await);
+                let answer = protocol.finish(started).await;
+                metrics.request(api, started_at.elapsed());
+                let _ = tx.send(answer);
             });
             true
         }
         Start::Answered(answer) => {
+            metrics.request(api, started_at.elapsed());
             let _ = tx.send(answer);
             true
         }

@@ -56,7 +56,22 @@ async fn serve(config: sluice_broker::BrokerConfig) -> Result<(), sluice_broker:
         }
     })?;
     let kafka = bind_kafka(&config).await?;
+    let http = bind_http(&config).await?;
     let broker = Broker::open(config).await?;
+    if let Some(http) = http {
+        tracing::info!(
+            "HTTP admin (/metrics, /health, /ready): listening on {}",
+            http.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        );
+        // Before `run`: `/ready` answers 503 while a single node waits to be ready. It
+        // stops accepting when shutdown begins.
+        let stopping = broker.stopping();
+        tokio::spawn(sluice_broker::http::serve(
+            std::sync::Arc::clone(&broker),
+            http,
+            stopping,
+        ));
+    }
     if let Some(kafka) = &kafka {
         tracing::info!(
             "Kafka clients: listening on {}",
@@ -103,6 +118,32 @@ async fn bind_kafka(
                 "the Kafka listener's default address {address} is not available ({e}); this \
                  broker serves no Kafka clients. Give it another with --kafka-listen HOST:PORT, \
                  or turn it off with --kafka-listen off"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Binds the HTTP admin listener, if it is on. As with the Kafka listener, an address the
+/// user chose must be bound, and the default one (127.0.0.1:9644) being taken by another
+/// broker on the same host only turns it off, with a warning.
+async fn bind_http(
+    config: &sluice_broker::BrokerConfig,
+) -> Result<Option<TcpListener>, sluice_broker::BrokerError> {
+    let Some(address) = config.http_listen else {
+        return Ok(None);
+    };
+    match TcpListener::bind(address).await {
+        Ok(listener) => Ok(Some(listener)),
+        Err(source) if config.http_listen_explicit => Err(sluice_broker::BrokerError::Bind {
+            address: address.to_string(),
+            source,
+        }),
+        Err(e) => {
+            tracing::warn!(
+                "the HTTP admin listener's default address {address} is not available ({e}); \
+                 this broker serves no /metrics, /health or /ready. Give it another with \
+                 --http-listen HOST:PORT, or turn it off with --http-listen off"
             );
             Ok(None)
         }

@@ -51,6 +51,9 @@ pub struct PendingAppend {
     pub info: AppendInfo,
     /// The log start offset just after the append (for the produce response).
     pub log_start_offset: Offset,
+    /// The batches were an idempotent producer's resend of batches already in the log:
+    /// nothing was written, `info` holds the original offsets.
+    pub duplicate: bool,
     ticket: DurableTicket,
     acks: Acks,
     /// The leader epoch the batches were written in: if it changes before the HW covers
@@ -537,6 +540,7 @@ impl Partition {
             if let Verdict::Duplicate(original) = producers.check(stamp)? {
                 // A resend of a batch the log has: its original offsets, once durable.
                 return Ok(PendingAppend {
+                    duplicate: true,
                     log_start_offset: self.log.read().log_start_offset(),
                     info: AppendInfo {
                         base_offset: original.base_offset,
@@ -572,6 +576,7 @@ impl Partition {
         drop(producers);
         self.appended.notify_waiters();
         Ok(PendingAppend {
+            duplicate: false,
             log_start_offset: self.log.read().log_start_offset(),
             info: AppendInfo {
                 base_offset: first.base_offset,
@@ -792,7 +797,14 @@ impl Partition {
             .store(min_insync_replicas, Ordering::Release);
     }
 
-    fn min_insync_replicas(&self) -> u16 {
+    /// Bytes and segments of this replica's log (for metrics).
+    pub fn log_size(&self) -> (u64, usize) {
+        let log = self.log.read();
+        (log.size_bytes(), log.segment_count())
+    }
+
+    /// The topic's `min.insync.replicas` as this replica runs with it.
+    pub fn min_insync_replicas(&self) -> u16 {
         self.min_insync_replicas.load(Ordering::Acquire)
     }
 

@@ -348,6 +348,7 @@ fn apply_answer(leader: BrokerId, sent: &Sent, answer: ReplicaFetchResponse) -> 
 
 /// Sends an ISR proposal of `partition` to the controller and records the answer.
 pub async fn propose_isr(broker: Arc<Broker>, partition: Arc<Partition>, proposal: IsrProposal) {
+    let isr_before = partition.isr().len();
     let request = Request::AlterPartition(AlterPartitionRequest {
         broker_id: broker.config.node_id,
         broker_epoch: broker.cluster.broker_epoch(),
@@ -391,6 +392,9 @@ pub async fn propose_isr(broker: Arc<Broker>, partition: Arc<Partition>, proposa
             None
         }
     };
+    if let Some((_, _, isr)) = &committed {
+        broker.metrics.isr_changed(isr_before, isr.len());
+    }
     partition.isr_proposal_done(committed);
 }
 

@@ -1,7 +1,9 @@
 //! The listeners: accept connections, at most `max_connections` at once over all
 //! listeners, one task each (the native protocol's, and the Kafka protocol's when it is
 //! on), and run the graceful shutdown: move leaderships away (controlled shutdown), stop
-//! accepting, let connections finish what they owe, then flush and close every log.
+//! accepting, let connections finish what they owe, then flush and close every log. (The
+//! HTTP admin listener, `crate::http`, is started beside this by the binary, with its own
+//! bound, and stops when shutdown begins.)
 //!
 //! Brokers and clients share the listener. A node of a multi-node cluster accepts at once
 //! (the controller quorum needs its peers' listeners to elect a leader); a single node
@@ -77,6 +79,8 @@ pub async fn run(broker: Arc<Broker>, listeners: impl Into<Listeners>, shutdown:
         max_in_flight: broker.config.max_in_flight_per_connection as usize,
         max_frame_bytes: broker.config.max_frame_bytes,
         stopping: broker.stopping(),
+        metrics: Arc::clone(&broker.metrics),
+        listener: "native",
     };
     let native = Arc::new(Native::new(Arc::clone(&broker)));
     let mut accepting = vec![tokio::spawn(accept(
@@ -91,6 +95,10 @@ pub async fn run(broker: Arc<Broker>, listeners: impl Into<Listeners>, shutdown:
             Arc::clone(&broker.services),
             broker.config.node_id,
         ));
+        let settings = connection::Settings {
+            listener: "kafka",
+            ..settings
+        };
         accepting.push(tokio::spawn(accept(protocol, settings, kafka, limit, stop)));
     }
     tracing::info!("ready");

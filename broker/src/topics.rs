@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use sluice_protocol::{BrokerId, ErrorCode, PartitionId};
-use sluice_storage::{Clock, PartitionLog, SharedLog};
+use sluice_storage::{Clock, FlushObserver, PartitionLog, SharedLog};
 
 use crate::cluster::image::{MetadataImage, PartitionMeta, TopicMeta};
 use crate::config::BrokerConfig;
@@ -50,6 +50,8 @@ pub struct Topic {
 pub struct Topics {
     config: BrokerConfig,
     clock: Arc<dyn Clock>,
+    /// Told of every group-commit fsync of the hosted logs (the broker's metrics).
+    flush_observer: Option<Arc<dyn FlushObserver>>,
     /// Hosted topics by name. Held only to look up or swap entries, never across an await
     /// or a file operation.
     live: RwLock<BTreeMap<String, Arc<Topic>>>,
@@ -65,13 +67,18 @@ pub struct Topics {
 
 impl Topics {
     /// Prepares the data directory; partitions open when the first image is reconciled.
-    pub fn open(config: &BrokerConfig, clock: Arc<dyn Clock>) -> Result<Topics, BrokerError> {
+    pub fn open(
+        config: &BrokerConfig,
+        clock: Arc<dyn Clock>,
+        flush_observer: Option<Arc<dyn FlushObserver>>,
+    ) -> Result<Topics, BrokerError> {
         let data_dir = &config.data_dir;
         std::fs::create_dir_all(topics_dir(data_dir))
             .map_err(|e| BrokerError::io("create data directory", data_dir, e))?;
         Ok(Topics {
             config: config.clone(),
             clock,
+            flush_observer,
             live: RwLock::new(BTreeMap::new()),
             reconciling: std::sync::Mutex::new(()),
             damaged: std::sync::Mutex::new(Vec::new()),
@@ -212,6 +219,7 @@ impl Topics {
                     let opened = open_topic(
                         &self.config,
                         &self.clock,
+                        &self.flush_observer,
                         name,
                         meta,
                         may_lead,
@@ -368,6 +376,7 @@ pub fn partition_dir(data_dir: &Path, topic: &str, index: PartitionId) -> PathBu
 fn open_topic(
     config: &BrokerConfig,
     clock: &Arc<dyn Clock>,
+    flush_observer: &Option<Arc<dyn FlushObserver>>,
     name: &str,
     meta: &TopicMeta,
     may_lead: bool,
@@ -438,7 +447,7 @@ fn open_topic(
             name.clone(),
             p.index,
             node,
-            SharedLog::new(log),
+            SharedLog::with_observer(log, flush_observer.clone()),
             &assignment(p, node, may_lead),
             min_insync,
         );

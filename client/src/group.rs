@@ -20,7 +20,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-pub use admin::{GroupDescription, GroupListing, GroupMember, GroupPartitionOffset, ResetTarget};
+pub use admin::{
+    GroupDescription, GroupListing, GroupMember, GroupPartitionLag, GroupPartitionOffset,
+    ResetTarget,
+};
 pub(crate) use coordinator::Coordinator;
 pub(crate) use membership::{
     join, leave, Generation, JoinOutcome, MemberParams, Rejoin, RejoinSignal, SharedMemberId,

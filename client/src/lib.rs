@@ -45,7 +45,8 @@ pub use consumer::{
 };
 pub use error::{Error, Result};
 pub use group::{
-    GroupConfig, GroupDescription, GroupListing, GroupMember, GroupPartitionOffset, ResetTarget,
+    GroupConfig, GroupDescription, GroupListing, GroupMember, GroupPartitionLag,
+    GroupPartitionOffset, ResetTarget,
 };
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{

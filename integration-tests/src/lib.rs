@@ -9,6 +9,11 @@
 //! ([`BrokerProcess::start_with_kafka`], [`TestCluster::start_with_kafka`]): then it gets
 //! its own free port, so no two test brokers fight over Kafka's default 9092.
 //!
+//! Every broker's HTTP admin listener (`/metrics`, `/health`, `/ready`) is on a port the
+//! kernel picks (`--http-listen IP:0`), so no two test brokers fight over its default 9644
+//! either; [`BrokerProcess::http_addr`] reads the bound address from the broker's log, and
+//! [`http_get`] and [`scrape`] query it.
+//!
 //! [`checks`] holds what cluster tests share above the processes: a producer workload that
 //! records acknowledgements and errors, and the checks of what was acknowledged and of the
 //! replicas' bytes. [`chaos`] is the fault-injection harness: a cluster whose every
@@ -76,6 +81,50 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// How long one HTTP request to a test broker may take.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `GET path` from the HTTP listener at `addr`: the status code and the body. Plain
+/// HTTP/1.1 over a std socket (the broker closes the connection after each answer).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::Read;
+    let mut socket = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
+    socket.set_read_timeout(Some(HTTP_TIMEOUT))?;
+    socket.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    write!(
+        socket,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer)?;
+    let bad = || std::io::Error::other(format!("not an HTTP answer: {answer:?}"));
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse::<u16>().ok())
+        .ok_or_else(bad)?;
+    let body = answer.split_once("\r\n\r\n").ok_or_else(bad)?.1.to_string();
+    Ok((status, body))
+}
+
+/// Scrapes `/metrics` at `addr`: every sample by its series (`name{labels}` as the broker
+/// writes it, or the bare name), e.g. `sluice_produced_records_total{topic="t"}`.
+///
+/// # Panics
+/// If the scrape fails or is not 200.
+pub fn scrape(addr: SocketAddr) -> std::collections::BTreeMap<String, f64> {
+    let (status, body) =
+        http_get(addr, "/metrics").unwrap_or_else(|e| panic!("scrape {addr}/metrics: {e}"));
+    assert_eq!(status, 200, "GET /metrics answered {status}: {body}");
+    body.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
 }
 
 /// A free port on 127.0.0.1 (bound and released; another process could take it first, so
@@ -229,6 +278,8 @@ impl BrokerProcess {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(self.kafka_listen_args())
+            .arg("--http-listen")
+            .arg(SocketAddr::new(self.addr.ip(), 0).to_string())
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -264,6 +315,23 @@ impl BrokerProcess {
             "sluice-broker did not answer within {START_TIMEOUT:?}:\n{}",
             self.log()
         );
+    }
+
+    /// The address of its HTTP admin listener in its current run, from its log (the broker
+    /// binds port 0 and logs what it got before it answers any request).
+    ///
+    /// # Panics
+    /// If the log names none (a test that passed `--http-listen off`).
+    pub fn http_addr(&self) -> SocketAddr {
+        const MARK: &str = "HTTP admin (/metrics, /health, /ready): listening on ";
+        let log = self.log();
+        log.lines()
+            .rev()
+            .find_map(|line| {
+                let at = line.find(MARK)?;
+                line[at + MARK.len()..].trim().parse().ok()
+            })
+            .unwrap_or_else(|| panic!("the broker's log names no HTTP listener:\n{log}"))
     }
 
     /// The broker's stderr so far.

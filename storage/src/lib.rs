@@ -23,7 +23,7 @@ pub use epoch::EpochEntry;
 pub use error::{Result, StorageError};
 pub use file::{replace_durably, sync_dir, DurableFile, FileHeader};
 pub use log::{AppendInfo, DetachedSegments, FlushJob, PartitionLog, RecoveryReport, Truncation};
-pub use shared::{DurableTicket, SharedLog};
+pub use shared::{DurableTicket, FlushObserver, SharedLog};
 
 /// When an append counts as durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

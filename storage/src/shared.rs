@@ -14,7 +14,8 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_protocol::{LeaderEpoch, Offset};
@@ -37,6 +38,14 @@ struct FlushState {
     fsyncs: u64,
 }
 
+/// Told of every group-commit fsync a [`SharedLog`] runs: how long it took and how many
+/// records it made durable. The seam through which an owner measures the disk; storage
+/// itself keeps no metrics and knows nothing of how they are exported.
+pub trait FlushObserver: Send + Sync {
+    /// A flush job covering `records` records ran for `elapsed` (successfully or not).
+    fn flushed(&self, elapsed: Duration, records: u64);
+}
+
 /// A partition log for concurrent use: appends, reads and durable waits from many threads.
 pub struct SharedLog {
     dir: PathBuf,
@@ -51,6 +60,8 @@ pub struct SharedLog {
     /// and flushes write nothing, so a deleted log never writes into a directory that a new
     /// log of the same name may own by then.
     retired: AtomicBool,
+    /// Told of each flush job, if the owner asked.
+    observer: Option<Arc<dyn FlushObserver>>,
 }
 
 /// A ticket to wait for: the end offset of an append, in the generation it was made.
@@ -63,7 +74,13 @@ pub struct DurableTicket {
 impl SharedLog {
     /// Shares `log`; its configured durability decides what `append` waits for.
     pub fn new(log: PartitionLog) -> SharedLog {
+        SharedLog::with_observer(log, None)
+    }
+
+    /// As [`SharedLog::new`], telling `observer` of every flush job.
+    pub fn with_observer(log: PartitionLog, observer: Option<Arc<dyn FlushObserver>>) -> SharedLog {
         SharedLog {
+            observer,
             dir: log.dir().to_path_buf(),
             durability: log.config().durability,
             flush_state: Mutex::new(FlushState {
@@ -231,8 +248,13 @@ impl SharedLog {
         let Some(job) = job else {
             return Ok(self.read().flushed_offset());
         };
+        let started = Instant::now();
         let result = job.run();
         let mut log = self.write();
+        if let Some(observer) = &self.observer {
+            let records = job.up_to().0.saturating_sub(log.flushed_offset().0);
+            observer.flushed(started.elapsed(), records.max(0) as u64);
+        }
         // Completing writes the recovery point by path: not into a deleted log's directory.
         self.check_not_retired()?;
         match result.and_then(|()| log.complete_flush(&job)) {

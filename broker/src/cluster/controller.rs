@@ -75,6 +75,8 @@ pub struct Controller {
     wake: tokio::sync::Notify,
     /// When this node last stood for election, and when it had heard from a leader then.
     last_stand: Arc<LastStand>,
+    /// Brokers this node fenced as the active controller (session expired), for metrics.
+    fencings: std::sync::atomic::AtomicU64,
 }
 
 /// One partition's log-end reports: replica -> (partition epoch, log end).
@@ -92,10 +94,16 @@ struct Sessions {
 }
 
 impl Controller {
+    /// Brokers fenced by this node while it was the active controller, since it started.
+    pub fn fencings(&self) -> u64 {
+        self.fencings.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The controller logic over `raft`, reading the applied image from `applied`.
     pub fn new(config: BrokerConfig, raft: Raft, applied: watch::Receiver<Applied>) -> Controller {
         let (suspects, suspects_rx) = tokio::sync::mpsc::unbounded_channel();
         Controller {
+            fencings: std::sync::atomic::AtomicU64::new(0),
             config,
             raft,
             applied,
@@ -970,11 +978,15 @@ impl Controller {
                 } else {
                     tracing::warn!(broker = %id, "broker session expired: fencing it and moving its leaderships");
                 }
-                if let Err(e) = self
+                match self
                     .propose(MetadataCommand::FenceBroker { id, epoch })
                     .await
                 {
-                    tracing::warn!(broker = %id, "could not fence: {}", e.message);
+                    Ok(_) => {
+                        self.fencings
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::warn!(broker = %id, "could not fence: {}", e.message),
                 }
             }
         }

@@ -23,6 +23,7 @@ use super::group::{
 use super::{complete_rebalance, write_generation, GroupCoordinator, GroupRef, Shard};
 use crate::config::BrokerConfig;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::services::admin::Admin;
 use crate::services::{PartitionOutcome, TopicItems};
 use crate::topic_config::NewTopic;
@@ -148,13 +149,21 @@ pub struct Coordinator {
     n_voters: usize,
     admin: Admin,
     shards: Arc<GroupCoordinator>,
+    /// Where refusals are counted, by api and error code.
+    metrics: Arc<Metrics>,
 }
 
 impl Coordinator {
     /// Coordinates the groups of the `__consumer_offsets` partitions in `shards`, creating
     /// the topic through `admin` when it is first needed.
-    pub fn new(config: &BrokerConfig, admin: Admin, shards: Arc<GroupCoordinator>) -> Coordinator {
+    pub fn new(
+        config: &BrokerConfig,
+        admin: Admin,
+        shards: Arc<GroupCoordinator>,
+        metrics: Arc<Metrics>,
+    ) -> Coordinator {
         Coordinator {
+            metrics,
             node_id: config.node_id,
             session_timeout_ms: config.group_min_session_timeout_ms
                 ..=config.group_max_session_timeout_ms,
@@ -274,6 +283,14 @@ impl Coordinator {
 
     /// JoinGroup: answered when the join phase completes (or at once when refused).
     pub async fn join(&self, group_id: &str, request: JoinRequest) -> Result<Joined, JoinRefused> {
+        let joined = self.join_now(group_id, request).await;
+        if let Err(refused) = &joined {
+            self.metrics.error("join_group", refused.error.code);
+        }
+        joined
+    }
+
+    async fn join_now(&self, group_id: &str, request: JoinRequest) -> Result<Joined, JoinRefused> {
         let member_id = request.member_id.clone();
         let refused = |error: ApiError| JoinRefused {
             error,
@@ -335,6 +352,12 @@ impl Coordinator {
     /// SyncGroup: the member's share of the generation (held, for client-side assignment,
     /// until the leader's assignment is written).
     pub async fn sync(&self, request: SyncRequest) -> Result<Synced, ApiError> {
+        let synced = self.sync_now(request).await;
+        self.count("sync_group", &synced);
+        synced
+    }
+
+    async fn sync_now(&self, request: SyncRequest) -> Result<Synced, ApiError> {
         let (shard, _) = self.locate(&request.group_id, false)?;
         let group = self.existing(&request.group_id, &request.member_id)?;
         let mut g = group.lock().await;
@@ -377,9 +400,21 @@ impl Coordinator {
         member_id: &str,
         generation: i32,
     ) -> Result<(), ApiError> {
-        let group = self.existing(group_id, member_id)?;
-        let mut g = group.lock().await;
-        g.heartbeat(member_id, generation, Instant::now())
+        let beat = async {
+            let group = self.existing(group_id, member_id)?;
+            let mut g = group.lock().await;
+            g.heartbeat(member_id, generation, Instant::now())
+        }
+        .await;
+        self.count("heartbeat", &beat);
+        beat
+    }
+
+    /// Counts a refusal of `api`.
+    fn count<T>(&self, api: &'static str, outcome: &Result<T, ApiError>) {
+        if let Err(e) = outcome {
+            self.metrics.error(api, e.code);
+        }
     }
 
     /// LeaveGroup: each member leaves on its own; the group rebalances without them.
@@ -457,7 +492,11 @@ impl Coordinator {
             .await
         }
         .await;
-        per_partition(checks, written)
+        let answered = per_partition(checks, written);
+        for outcome in answered.iter().flat_map(|t| &t.partitions) {
+            self.count("offset_commit", &outcome.outcome);
+        }
+        answered
     }
 
     /// OffsetFetch: the committed offsets of the partitions asked (`None` where nothing is

@@ -288,6 +288,19 @@ impl connection::Protocol for Native {
         encode(correlation_id, Err(error))
     }
 
+    fn api_name(&self, payload: &[u8]) -> &'static str {
+        static NAMES: std::sync::OnceLock<crate::metrics::ApiNames> = std::sync::OnceLock::new();
+        NAMES
+            .get_or_init(|| {
+                crate::metrics::ApiNames::new(
+                    ApiKey::ALL
+                        .iter()
+                        .map(|key| (*key as u16 as i16, format!("{key:?}"))),
+                )
+            })
+            .of_payload(payload)
+    }
+
     fn closed(&self, connection: NativeConnection) {
         // Only now: a heartbeat still being handled when the connection closed would
         // otherwise grant a full session after the shortened one was set.

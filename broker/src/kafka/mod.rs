@@ -171,6 +171,19 @@ impl Protocol for Kafka {
     }
 
     fn closed(&self, _: ()) {}
+
+    fn api_name(&self, payload: &[u8]) -> &'static str {
+        static NAMES: std::sync::OnceLock<crate::metrics::ApiNames> = std::sync::OnceLock::new();
+        NAMES
+            .get_or_init(|| {
+                crate::metrics::ApiNames::new(
+                    codec::SERVED
+                        .iter()
+                        .map(|(key, _, _)| (*key as i16, format!("{key:?}"))),
+                )
+            })
+            .of_payload(payload)
+    }
 }
 
 impl Kafka {

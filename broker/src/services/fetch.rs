@@ -12,6 +12,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use sluice_protocol::batch::BatchHeader;
 use sluice_protocol::{LeaderEpoch, Offset, PartitionId};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -19,6 +20,7 @@ use tokio::time::Instant;
 use super::{task_failed, TopicItems};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::partition::{Partition, ReadResult};
 use crate::topics::Topics;
 
@@ -78,6 +80,7 @@ pub struct Fetch {
     response_bytes_max: u32,
     /// Turns true when the broker shuts down: long polls end.
     stopping: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 }
 
 impl Fetch {
@@ -87,12 +90,14 @@ impl Fetch {
         topics: Arc<Topics>,
         max_frame_bytes: u32,
         stopping: watch::Receiver<bool>,
+        metrics: Arc<Metrics>,
     ) -> Fetch {
         Fetch {
             cluster,
             topics,
             response_bytes_max: max_frame_bytes.saturating_sub(RESPONSE_OVERHEAD_BYTES),
             stopping,
+            metrics,
         }
     }
 
@@ -143,6 +148,7 @@ impl Fetch {
                     .map_err(|e| task_failed("fetch", e))?;
             let stop = *stopping.borrow();
             if bytes >= request.min_bytes || failed || Instant::now() >= deadline || stop {
+                self.count(&targets, &fetched);
                 return Ok(fetched);
             }
             tokio::select! {
@@ -152,6 +158,45 @@ impl Fetch {
             }
         }
     }
+}
+
+impl Fetch {
+    /// Counts what an answer carries: per topic the records at or after each partition's
+    /// fetch offset (a read starts at the batch holding it, whose earlier records the
+    /// consumer skips) and the batch bytes, and each partition's error.
+    fn count(&self, targets: &Targets, fetched: &[TopicItems<Fetched>]) {
+        for (target, answer) in targets.iter().zip(fetched) {
+            let mut records = 0u64;
+            let mut bytes = 0u64;
+            for ((request, _), result) in target.partitions.iter().zip(&answer.partitions) {
+                match &result.outcome {
+                    Ok(batches) => {
+                        records += records_from(batches, request.fetch_offset);
+                        bytes += batches.len() as u64;
+                    }
+                    Err(e) => self.metrics.error("fetch", e.code),
+                }
+            }
+            if records > 0 || bytes > 0 {
+                self.metrics.fetched(&target.topic, records, bytes);
+            }
+        }
+    }
+}
+
+/// Records at or after `from` in back-to-back batches, from their headers alone.
+fn records_from(batches: &[u8], from: Offset) -> u64 {
+    let mut records = 0u64;
+    let mut rest = batches;
+    while let Ok(header) = BatchHeader::parse(rest) {
+        let first = header.base_offset.0.max(from.0);
+        records += (header.last_offset().0 - first + 1).max(0) as u64;
+        match rest.get(header.total_len() as usize..) {
+            Some(next) if !next.is_empty() => rest = next,
+            _ => break,
+        }
+    }
+    records
 }
 
 /// Completes when any of the enabled notifications fires.

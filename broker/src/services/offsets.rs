@@ -11,6 +11,7 @@ use sluice_protocol::{LeaderEpoch, Offset, PartitionId};
 use super::{task_failed, PartitionOutcome, TopicItems};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::topics::Topics;
 
 /// One partition of a ListOffsets.
@@ -60,12 +61,17 @@ pub struct EpochEnd {
 pub struct Offsets {
     cluster: Arc<Cluster>,
     topics: Arc<Topics>,
+    metrics: Arc<Metrics>,
 }
 
 impl Offsets {
-    /// Looks up the replicas in `topics`.
-    pub fn new(cluster: Arc<Cluster>, topics: Arc<Topics>) -> Offsets {
-        Offsets { cluster, topics }
+    /// Looks up the replicas in `topics`, counting refusals in `metrics`.
+    pub fn new(cluster: Arc<Cluster>, topics: Arc<Topics>, metrics: Arc<Metrics>) -> Offsets {
+        Offsets {
+            cluster,
+            topics,
+            metrics,
+        }
     }
 
     /// ListOffsets on the leaders here.
@@ -73,16 +79,30 @@ impl Offsets {
         &self,
         topics: Vec<TopicItems<OffsetQuery>>,
     ) -> Result<Vec<TopicItems<PartitionOutcome<FoundOffset>>>, ApiError> {
-        self.per_partition(topics, |partition, query: &OffsetQuery| {
-            let (timestamp, offset) =
-                partition.offset_for_timestamp(query.timestamp, query.current_leader_epoch)?;
-            Ok(FoundOffset {
-                timestamp,
-                offset,
-                leader_epoch: partition.leader_epoch(),
+        let found = self
+            .per_partition(topics, |partition, query: &OffsetQuery| {
+                let (timestamp, offset) =
+                    partition.offset_for_timestamp(query.timestamp, query.current_leader_epoch)?;
+                Ok(FoundOffset {
+                    timestamp,
+                    offset,
+                    leader_epoch: partition.leader_epoch(),
+                })
             })
-        })
-        .await
+            .await;
+        let refusals = match &found {
+            Ok(topics) => topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .filter_map(|p| p.outcome.as_ref().err())
+                .map(|e| e.code)
+                .collect(),
+            Err(e) => vec![e.code],
+        };
+        for code in refusals {
+            self.metrics.error("list_offsets", code);
+        }
+        found
     }
 
     /// OffsetsForLeaderEpoch on the leaders here.

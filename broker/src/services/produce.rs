@@ -15,6 +15,7 @@ use sluice_protocol::{ErrorCode, Offset, PartitionId};
 use super::{task_failed, PartitionOutcome, TopicItems};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::partition::{Acks, Partition, PendingAppend};
 use crate::topics::Topics;
 
@@ -52,6 +53,7 @@ pub struct Appended {
     acks: Acks,
     timeout: Duration,
     topics: Vec<TopicItems<(PartitionId, Written)>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Appended {
@@ -65,12 +67,18 @@ impl Appended {
 pub struct Produce {
     cluster: Arc<Cluster>,
     topics: Arc<Topics>,
+    metrics: Arc<Metrics>,
 }
 
 impl Produce {
-    /// Appends to the replicas in `topics`, as `cluster`'s metadata names them.
-    pub fn new(cluster: Arc<Cluster>, topics: Arc<Topics>) -> Produce {
-        Produce { cluster, topics }
+    /// Appends to the replicas in `topics`, as `cluster`'s metadata names them, counting
+    /// what is appended in `metrics`.
+    pub fn new(cluster: Arc<Cluster>, topics: Arc<Topics>, metrics: Arc<Metrics>) -> Produce {
+        Produce {
+            cluster,
+            topics,
+            metrics,
+        }
     }
 
     /// The ordered phase: finds every partition and appends its batches. Per-partition
@@ -101,22 +109,34 @@ impl Produce {
                 }
             })
             .collect();
+        let metrics = Arc::clone(&self.metrics);
         let topics = tokio::task::spawn_blocking(move || {
             found
                 .into_iter()
-                .map(|topic| TopicItems {
-                    topic: topic.topic,
-                    partitions: topic
+                .map(|topic| {
+                    let partitions = topic
                         .partitions
                         .into_iter()
                         .map(|(index, found)| {
                             let written = found.and_then(|(partition, records)| {
+                                let bytes = records.len() as u64;
                                 let pending = partition.append_now(records, acks)?;
+                                // A resend answered with its original offsets wrote
+                                // nothing: counted once, when it was first appended.
+                                if !pending.duplicate {
+                                    let n_records =
+                                        pending.info.last_offset.0 - pending.info.base_offset.0 + 1;
+                                    metrics.produced(&topic.topic, n_records.max(0) as u64, bytes);
+                                }
                                 Ok((partition, pending))
                             });
                             (index, written)
                         })
-                        .collect(),
+                        .collect();
+                    TopicItems {
+                        topic: topic.topic,
+                        partitions,
+                    }
                 })
                 .collect()
         })
@@ -126,6 +146,7 @@ impl Produce {
             acks,
             timeout,
             topics,
+            metrics: Arc::clone(&self.metrics),
         })
     }
 
@@ -133,6 +154,7 @@ impl Produce {
     /// (concurrently) and returns each partition's outcome in request order.
     pub async fn complete(appended: Appended) -> Vec<TopicItems<PartitionOutcome<Produced>>> {
         let timeout = appended.timeout;
+        let metrics = appended.metrics;
         let waiting: Vec<_> = appended
             .topics
             .into_iter()
@@ -163,6 +185,9 @@ impl Produce {
                 let outcome = task
                     .await
                     .unwrap_or_else(|e| Err(task_failed("append task", e)));
+                if let Err(e) = &outcome {
+                    metrics.error("produce", e.code);
+                }
                 partitions.push(PartitionOutcome { partition, outcome });
             }
             topics.push(TopicItems { topic, partitions });

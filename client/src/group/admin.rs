@@ -16,7 +16,7 @@ use crate::admin::{DESCRIBE_LOOKUP_ATTEMPTS, DESCRIBE_LOOKUP_TIMEOUT};
 use crate::backoff::Jitter;
 use crate::client::unexpected;
 use crate::error::{Error, Result};
-use crate::{Admin, TopicPartition};
+use crate::{Admin, Consumer, ConsumerConfig, OffsetReset, OffsetSpec, TopicPartition};
 
 /// Tries of asking every broker for its groups: with the coordinator backoff, about 6.5 s
 /// of waits, enough for a dead broker to be fenced and its groups to move.
@@ -102,6 +102,20 @@ pub struct GroupPartitionOffset {
     /// when either is unknown.
     pub lag: i64,
 }
+
+/// A partition's lag in records and in time, as `sluice group lag` shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupPartitionLag {
+    /// The committed offset, log end and lag in records.
+    pub offsets: GroupPartitionOffset,
+    /// How old the next record the group has not consumed is, from its timestamp, in
+    /// seconds: 0 when the group is caught up, -1 when it could not be read in time.
+    pub lag_seconds: f64,
+}
+
+/// How long [`Admin::group_lag`] waits to read the next unconsumed record of the lagging
+/// partitions.
+const LAG_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where [`Admin::reset_offsets`] moves a group's offsets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,6 +268,90 @@ impl Admin {
     pub async fn committed_offsets(&self, group: &str) -> Result<BTreeMap<TopicPartition, i64>> {
         let coordinator = Coordinator::new(self.client().clone(), group);
         fetch_committed(&coordinator, None, self.deadline()).await
+    }
+
+    /// Committed offset, log end and lag of every partition the group has committed an
+    /// offset for, as [`Admin::group_offsets`], with the lag in seconds: how old the next
+    /// record the group has not consumed is (its timestamp against this machine's clock),
+    /// read from the partition's leader like any consumer read.
+    pub async fn group_lag(&self, group: &str) -> Result<Vec<GroupPartitionLag>> {
+        let offsets = self.group_offsets(group, &[]).await?;
+        let lagging: Vec<(String, PartitionId, OffsetSpec)> = offsets
+            .iter()
+            .filter(|o| o.lag > 0)
+            .map(|o| {
+                let tp = &o.partition;
+                (
+                    tp.topic.clone(),
+                    tp.partition,
+                    OffsetSpec::Offset(o.committed),
+                )
+            })
+            .collect();
+        let timestamps = if lagging.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.next_record_timestamps(lagging).await
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        Ok(offsets
+            .into_iter()
+            .map(|offsets| {
+                let lag_seconds = match offsets.lag {
+                    0 => 0.0,
+                    lag if lag < 0 => -1.0,
+                    _ => timestamps
+                        .get(&offsets.partition)
+                        .map_or(-1.0, |ts| (now_ms - ts).max(0) as f64 / 1000.0),
+                };
+                GroupPartitionLag {
+                    offsets,
+                    lag_seconds,
+                }
+            })
+            .collect())
+    }
+
+    /// The timestamp of the record at each given offset (or the first after it), read
+    /// with a consumer of its own within [`LAG_READ_TIMEOUT`]; partitions it could not
+    /// read are left out.
+    async fn next_record_timestamps(
+        &self,
+        partitions: Vec<(String, PartitionId, OffsetSpec)>,
+    ) -> BTreeMap<TopicPartition, i64> {
+        let config = ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            ..ConsumerConfig::default()
+        };
+        let mut consumer = Consumer::new(self.client().clone(), config);
+        let wanted = partitions.len();
+        let mut found = BTreeMap::new();
+        if let Err(e) = consumer.assign(partitions).await {
+            tracing::warn!("cannot read the next records for the lag in seconds: {e}");
+            return found;
+        }
+        let deadline = Instant::now() + LAG_READ_TIMEOUT;
+        while found.len() < wanted {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            match consumer.poll(left).await {
+                Ok(records) => {
+                    for record in records {
+                        found
+                            .entry(TopicPartition::new(&record.topic, record.partition))
+                            .or_insert(record.timestamp_ms);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("cannot read the next records for the lag in seconds: {e}");
+                    break;
+                }
+            }
+        }
+        found
     }
 
     /// Committed offset, log end and lag of every partition the group has committed an

@@ -205,6 +205,12 @@ pub enum GroupCommand {
         /// The group's id.
         group: String,
     },
+    /// Show a group's lag per partition: in records, and in seconds (how old the next
+    /// record it has not consumed is).
+    Lag {
+        /// The group's id.
+        group: String,
+    },
     /// Overwrite a group's committed offsets for a topic (the group must have no members).
     #[command(group(ArgGroup::new("target").required(true).args(["to_earliest", "to_latest", "to_offset"])))]
     ResetOffsets {
@@ -493,6 +499,9 @@ mod tests {
         ));
         assert!(
             matches!(group_of(parse(&["group", "describe", "g"]).command), GroupCommand::Describe { group } if group == "g")
+        );
+        assert!(
+            matches!(group_of(parse(&["group", "lag", "g"]).command), GroupCommand::Lag { group } if group == "g")
         );
         assert!(
             matches!(group_of(parse(&["group", "delete", "g"]).command), GroupCommand::Delete { group } if group == "g")

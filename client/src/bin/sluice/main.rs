@@ -216,6 +216,14 @@ async fn group(admin: Admin, command: GroupCommand, format: Format) -> CliResult
                 || render::group_describe_json(&description, &offsets),
             )
         }
+        GroupCommand::Lag { group } => {
+            let lags = admin.group_lag(&group).await.map_err(e2s)?;
+            print(
+                format,
+                || render::group_lag_text(&lags),
+                || render::group_lag_json(&lags),
+            )
+        }
         GroupCommand::ResetOffsets {
             group,
             topic,

@@ -3,8 +3,8 @@
 
 use serde_json::{json, Value};
 use sluice_client::{
-    BrokerId, ClusterDescription, GroupDescription, GroupListing, GroupPartitionOffset,
-    PartitionId, TopicDescription, TopicInfo, TopicPartition,
+    BrokerId, ClusterDescription, GroupDescription, GroupListing, GroupPartitionLag,
+    GroupPartitionOffset, PartitionId, TopicDescription, TopicInfo, TopicPartition,
 };
 
 /// Columns separated by two spaces, each as wide as its widest cell; no trailing spaces.
@@ -367,6 +367,58 @@ pub fn group_describe_json(g: &GroupDescription, offsets: &[GroupPartitionOffset
     })
 }
 
+/// `group lag`: one row per partition; unknown figures are `-`.
+pub fn group_lag_text(lags: &[GroupPartitionLag]) -> String {
+    let known = |o: i64| if o < 0 { "-".to_owned() } else { o.to_string() };
+    let rows: Vec<Vec<String>> = lags
+        .iter()
+        .map(|l| {
+            let o = &l.offsets;
+            vec![
+                o.partition.topic.clone(),
+                o.partition.partition.to_string(),
+                known(o.committed),
+                known(o.log_end),
+                known(o.lag),
+                if l.lag_seconds < 0.0 {
+                    "-".to_owned()
+                } else {
+                    format!("{:.3}", l.lag_seconds)
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "TOPIC",
+            "PARTITION",
+            "COMMITTED",
+            "LOG-END",
+            "LAG-RECORDS",
+            "LAG-SECONDS",
+        ],
+        &rows,
+    )
+}
+
+/// `group lag --format json`: unknown figures are -1.
+pub fn group_lag_json(lags: &[GroupPartitionLag]) -> Value {
+    Value::Array(
+        lags.iter()
+            .map(|l| {
+                json!({
+                    "topic": l.offsets.partition.topic,
+                    "partition": l.offsets.partition.partition.0,
+                    "committed": l.offsets.committed,
+                    "log_end": l.offsets.log_end,
+                    "lag_records": l.offsets.lag,
+                    "lag_seconds": l.lag_seconds,
+                })
+            })
+            .collect(),
+    )
+}
+
 /// `group reset-offsets`.
 pub fn group_reset_text(group: &str, topic: &str, offsets: &[(PartitionId, i64)]) -> String {
     let mut out = format!("reset the offsets of group \"{group}\" for topic \"{topic}\"\n");
@@ -453,6 +505,30 @@ mod tests {
         assert_eq!(
             j["offsets"][1],
             json!({"topic": "g1", "partition": 1, "committed": -1, "log_end": 3, "lag": -1, "member_id": "m-b"})
+        );
+    }
+
+    #[test]
+    fn group_lag() {
+        let (_, offsets) = group();
+        let lags: Vec<GroupPartitionLag> = offsets
+            .into_iter()
+            .zip([2.5, -1.0, -1.0])
+            .map(|(offsets, lag_seconds)| GroupPartitionLag {
+                offsets,
+                lag_seconds,
+            })
+            .collect();
+        assert_eq!(
+            group_lag_text(&lags),
+            "TOPIC  PARTITION  COMMITTED  LOG-END  LAG-RECORDS  LAG-SECONDS\n\
+             g1     0          4          10       6            2.500\n\
+             g1     1          -          3        -            -\n\
+             g1     2          7          -        -            -\n"
+        );
+        assert_eq!(
+            group_lag_json(&lags)[0],
+            json!({"topic": "g1", "partition": 0, "committed": 4, "log_end": 10, "lag_records": 6, "lag_seconds": 2.5})
         );
     }
 
