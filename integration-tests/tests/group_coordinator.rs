@@ -155,17 +155,27 @@ fn a_new_coordinator_resumes_the_generation_and_the_committed_offsets() {
     rt.block_on(Admin::new(client.clone()).create_topic(NewTopic::new(TOPIC, 6, 3)))
         .unwrap();
 
-    let old = rt.block_on(coordinator(&client));
-    // Three replicas of every coordinator partition, all in sync.
+    // The first FindCoordinator creates the coordinator partitions; then three replicas
+    // of each, all in sync.
+    rt.block_on(coordinator(&client));
     rt.block_on(wait_isr(&client, OFFSETS_TOPIC, 3));
-    let (member, generation) = rt.block_on(async {
-        let first = join(&client, old, "").await;
+    let (old, member, generation) = rt.block_on(async {
+        // The broker FindCoordinator names may not have taken up its leadership yet
+        // (NOT_COORDINATOR): find it again, as a client does.
+        let (old, first) = loop {
+            let old = coordinator(&client).await;
+            let first = join(&client, old, "").await;
+            if first.error_code != ErrorCode::NotCoordinator {
+                break (old, first);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         assert_eq!(first.error_code, ErrorCode::MemberIdRequired, "{first:?}");
         let joined = join(&client, old, &first.member_id).await;
         assert_eq!(joined.error_code, ErrorCode::None, "{joined:?}");
         let codes = commit(&client, old, &joined.member_id, joined.generation_id, 100).await;
         assert!(codes.iter().all(|c| *c == ErrorCode::None), "{codes:?}");
-        (joined.member_id, joined.generation_id)
+        (old, joined.member_id, joined.generation_id)
     });
 
     rt.block_on(cluster.kill(old.0));
