@@ -99,7 +99,8 @@ pub enum TopicCommand {
         #[arg(short, long, default_value_t = 1, value_name = "R")]
         replication_factor: i16,
         /// A topic config, repeatable. Keys: retention.ms, retention.bytes, segment.bytes,
-        /// segment.ms, min.insync.replicas, unclean.leader.election.enable.
+        /// segment.ms, min.insync.replicas, unclean.leader.election.enable,
+        /// compression.type (only `producer`: batches stay as the producer compressed them).
         #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
     },
@@ -121,7 +122,8 @@ pub enum TopicCommand {
         /// The topic's name.
         name: String,
         /// A configuration to set, repeatable: retention.ms, retention.bytes,
-        /// segment.bytes, segment.ms, min.insync.replicas, unclean.leader.election.enable.
+        /// segment.bytes, segment.ms, min.insync.replicas, unclean.leader.election.enable,
+        /// compression.type (only `producer`).
         #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
         /// A configuration to remove from the topic, repeatable.
