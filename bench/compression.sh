@@ -17,7 +17,7 @@ N=${SLUICE_BENCH_RECORDS:-200000}
 SIZE=${SLUICE_BENCH_RECORD_SIZE:-1024}
 PARTITIONS=6
 
-cargo build --release --bins -q
+cargo build --release -q -p sluice-broker -p sluice-client -p sluice-bench --bins
 BIN=$PWD/target/release
 WORK=$PWD/target/bench-compression
 rm -rf "$WORK" && mkdir -p "$WORK"

@@ -422,10 +422,13 @@ struct Payloads {
 
 impl Payloads {
     fn new(kind: PayloadKind, record_size: usize, seed: u64) -> Payloads {
-        // Room for 1024 records, but no more than PAYLOAD_BUFFER_BYTES_MAX (two records
-        // when they are larger): generating it byte by byte takes a while, and a buffer of
-        // 1024 records of 2 MB would be 2 GB.
+        // Room for 1024 records and at least PAYLOAD_BUFFER_BYTES_MIN, but no more than
+        // PAYLOAD_BUFFER_BYTES_MAX (two records when they are larger): generating it byte
+        // by byte takes a while, and a buffer of 1024 records of 2 MB would be 2 GB. The
+        // minimum keeps the slices of one 1 MiB batch from repeating, which a codec with a
+        // window of a few MiB (zstd) would otherwise find and compress.
         let len = (record_size.max(1).saturating_mul(1024))
+            .max(PAYLOAD_BUFFER_BYTES_MIN)
             .min(PAYLOAD_BUFFER_BYTES_MAX.max(record_size.saturating_mul(2)))
             + 4096;
         let mut rng = XorShift(seed | 1);
@@ -515,6 +518,9 @@ fn json_record(rng: &mut XorShift, seq: usize, size: usize) -> Vec<u8> {
 
 /// The largest buffer [`Payloads`] slices records from, unless two records need more.
 const PAYLOAD_BUFFER_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// The smallest such buffer: 4093-byte strides over it wrap only after 4096 records (a
+/// whole default batch of 1 KiB records or larger).
+const PAYLOAD_BUFFER_BYTES_MIN: usize = 16 * 1024 * 1024;
 
 /// A client error as a sluice-bench user can act on it: the library names its own
 /// settings (`batch_bytes_max`), sluice-bench its flags and the `sluice` command that

@@ -548,10 +548,10 @@ fn the_broker_check_refuses_a_record_count_that_does_not_match() {
         Compression::Zstd,
     ] {
         let good = build_compressed(&records, ProducerStamp::default(), codec);
-        for (count, delta) in [(9, 9), (11, 10), (10, 10)] {
+        for (count, delta) in [(9i32, 9i32), (11, 10), (10, 10)] {
             let mut v = good.to_vec();
-            v[23..27].copy_from_slice(&(delta as i32).to_be_bytes());
-            v[57..61].copy_from_slice(&(count as i32).to_be_bytes());
+            v[23..27].copy_from_slice(&delta.to_be_bytes());
+            v[57..61].copy_from_slice(&count.to_be_bytes());
             let crc = compute_crc(&v);
             v[17..21].copy_from_slice(&crc.to_be_bytes());
             let batch = RecordBatch::validate(Bytes::from(v)).unwrap();
