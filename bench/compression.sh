@@ -35,32 +35,37 @@ bench() { "$BIN/sluice-bench" "$@" --format json 2>/dev/null | tail -1; }
 disk_bytes() { cat "$WORK"/data/topics/"$1"-*/*.log | wc -c; }
 mib() { python3 -c "print(round($1 / 1048576, 1))"; }
 
+load=$(cut -d' ' -f1-3 /proc/loadavg)
 rows=()
 for payload in json random; do
   none_bytes=
-  for codec in none gzip snappy lz4 zstd; do
-    topic="c-$payload-$codec"
-    log "produce $N $payload records with $codec"
+  # CODEC or CODEC:LEVEL; the defaults (gzip 6, zstd 3) and each codec's fastest level.
+  for spec in none gzip gzip:1 snappy lz4 zstd zstd:1; do
+    codec=${spec%%:*}
+    level=()
+    [[ $spec == *:* ]] && level=(--compression-level "${spec#*:}")
+    topic="c-$payload-${spec/:/-}"
+    log "produce $N $payload records with $spec"
     out=$(bench produce --topic "$topic" --partitions $PARTITIONS --num-records "$N" \
-      --record-size "$SIZE" --payload "$payload" --compression "$codec")
+      --record-size "$SIZE" --payload "$payload" --compression "$codec" "${level[@]}")
     mbs=$(echo "$out" | json 'round(d["mb_per_sec"], 1)')
     rps=$(echo "$out" | json 'round(d["records_per_sec"])')
     lat=$(echo "$out" | json '"%.1f / %.1f" % (d["latency_ms"]["p50"], d["latency_ms"]["p99"])')
     bytes=$(disk_bytes "$topic")
     none_bytes=${none_bytes:-$bytes}
     ratio=$(python3 -c "print(round($none_bytes / $bytes, 2))")
-    log "consume $N records with $codec"
+    log "consume $N records with $spec"
     cons=$(bench consume --topic "$topic" --num-records "$N" | json 'round(d["mb_per_sec"], 1)')
     "$BIN/sluice" topic delete "$topic" >/dev/null
-    rows+=("| $payload | $codec | $mbs | $rps | $lat | $(mib "$bytes") | ${ratio}x | $cons |")
+    rows+=("| $payload | $spec | $mbs | $rps | $lat | $(mib "$bytes") | ${ratio}x | $cons |")
   done
 done
 stop_brokers
 
 cat <<DOC
-$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(date -u +%Y-%m-%d); one broker (fsync), $PARTITIONS partitions, one idempotent acks=all producer with default batching (1 MiB, 5 ms linger), $N records of $SIZE bytes per cell.
+$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(date -u +%Y-%m-%d), load average before the run: $load; one broker (fsync), $PARTITIONS partitions, one idempotent acks=all producer with default batching (1 MiB, 5 ms linger), $N records of $SIZE bytes per cell.
 
-| values | codec | produce MB/s (uncompressed) | records/s | latency ms p50 / p99 | on disk MiB | smaller than none | consume MB/s |
+| values | codec[:level] | produce MB/s (uncompressed) | records/s | latency ms p50 / p99 | on disk MiB | smaller than none | consume MB/s |
 |---|---|---|---|---|---|---|---|
 $(printf '%s\n' "${rows[@]}")
 DOC
