@@ -37,7 +37,7 @@ use sluice_protocol::batch::{
     set_producer_stamp, BatchBuilder, ProducerStamp, Record, RecordBatch, HEADER_LEN,
 };
 
-use crate::{CompressionConfig, TopicPartition};
+use crate::{Compression, CompressionConfig, TopicPartition};
 
 /// When batches close, and whether they are stamped.
 #[derive(Clone, Copy, Debug)]
@@ -236,6 +236,10 @@ pub(crate) struct Batch<T> {
     /// gives each half a part of them, so halves sort between their neighbours.
     pub(crate) order: u128,
     pub(crate) order_span: u128,
+    /// Its bytes went through the producer's compression (which may have left them as
+    /// they were). A sealed batch is compressed by the sender once it is drained, off the
+    /// producer's lock; a retry resends the same bytes.
+    pub compressed: bool,
 }
 
 struct PartitionQueue<T> {
@@ -784,12 +788,13 @@ impl<T> Accumulator<T> {
     }
 }
 
-/// Seals an open batch: builds its bytes, compressed as configured (the compression of
-/// a batch happens here, once; retries resend the same bytes).
+/// Seals an open batch: builds its bytes uncompressed. The sender compresses it when it is
+/// drained ([`Batch::compressed`]), not here under the producer's lock.
 fn seal<T>(tp: &TopicPartition, open: OpenBatch<T>, compression: CompressionConfig) -> Batch<T> {
     Batch {
+        compressed: compression.codec() == Compression::None,
         tp: tp.clone(),
-        bytes: build_compressed(open.builder, compression),
+        bytes: open.builder.build(),
         tokens: open.tokens,
         created: open.created,
         attempts: 0,
@@ -833,6 +838,7 @@ fn split<T>(batch: Batch<T>, compression: CompressionConfig) -> (Batch<T>, Batch
         stamp,
         order,
         order_span,
+        compressed: true,
     };
     (
         half(

@@ -42,7 +42,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use sluice_protocol::batch::Compression;
+use sluice_protocol::batch::{compress_batch, Compression};
 use sluice_protocol::messages::{
     InitProducerIdRequest, ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic,
 };
@@ -919,6 +919,44 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Compresses the drained batches that have not been yet, on the blocking pool: a slow
+/// codec (gzip) must hold neither the producer's lock, which `send` takes, nor a runtime
+/// worker. Each batch is compressed once, after it was stamped (compression keeps the
+/// header's fields); its retries resend the compressed bytes.
+async fn compress_drained(
+    compression: CompressionConfig,
+    mut ready: Vec<Batch<Delivery>>,
+) -> Vec<Batch<Delivery>> {
+    if ready.iter().all(|b| b.compressed) {
+        return ready;
+    }
+    let plain: Vec<Option<Bytes>> = ready
+        .iter()
+        .map(|b| (!b.compressed).then(|| b.bytes.clone()))
+        .collect();
+    let compressed = tokio::task::spawn_blocking(move || {
+        plain
+            .into_iter()
+            .map(|bytes| {
+                bytes.map(|b| {
+                    compress_batch(b.clone(), compression.codec(), compression.level()).unwrap_or(b)
+                })
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    // A compression task that panicked leaves its batches uncompressed, which is valid.
+    if let Ok(compressed) = compressed {
+        for (batch, bytes) in ready.iter_mut().zip(compressed) {
+            if let Some(bytes) = bytes {
+                batch.bytes = bytes;
+            }
+            batch.compressed = true;
+        }
+    }
+    ready
+}
+
 /// The background task: drain ready batches, send them, sleep until the next linger
 /// deadline or a wake-up; after close, exit once nothing is buffered or in flight. With
 /// idempotence it also starts [`obtain_identity`] when batches wait for a producer id or a
@@ -986,6 +1024,7 @@ async fn sender_loop(shared: Arc<Shared>) {
                 shared.fail_unsent(vec![batch], &error);
             }
         }
+        let ready = compress_drained(shared.config.compression, ready).await;
         dispatch(&shared, ready);
         let sleep = match wakeup {
             Some(at) => tokio::time::sleep_until(at.into()),

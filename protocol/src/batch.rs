@@ -782,7 +782,6 @@ impl BatchBuilder {
             base_timestamp: self.base_timestamp,
             max_timestamp: self.max_timestamp,
             stamp: self.stamp,
-            codec: Compression::None,
         };
         fields.write(self.buf)
     }
@@ -812,26 +811,38 @@ impl BatchBuilder {
     /// If no record was appended: a batch holds at least one record.
     pub fn build_compressed(self, codec: Compression, level: Option<i32>) -> Result<Bytes> {
         crate::compression::check_level(codec, level)?;
-        if codec == Compression::None {
-            return Ok(self.build());
-        }
-        let mut fields = HeaderFields {
-            n_records: self.n_records,
-            base_timestamp: self.base_timestamp,
-            max_timestamp: self.max_timestamp,
-            stamp: self.stamp,
-            codec,
-        };
-        let records = &self.buf[HEADER_LEN..];
-        let mut out = Vec::with_capacity(HEADER_LEN + records.len() / 2);
-        out.resize(HEADER_LEN, 0);
-        crate::compression::compress(codec, level, records, &mut out)?;
-        if out.len() >= self.buf.len() {
-            fields.codec = Compression::None;
-            return Ok(fields.write(self.buf));
-        }
-        Ok(fields.write(BytesMut::from(&out[..])))
+        compress_batch(self.build(), codec, level)
     }
+}
+
+/// Compresses the records of a built, uncompressed batch with `codec` (at `level`, or the
+/// codec's default), keeping every header field but `batchLength`, the codec bits of
+/// `attributes` and the CRC: a producer stamps a batch, then compresses it off its lock.
+/// A batch already compressed, `Compression::None`, or a batch the codec would not shrink
+/// comes back as it is.
+///
+/// # Errors
+/// A level the codec does not take, or bytes that are not a batch header.
+pub fn compress_batch(batch: Bytes, codec: Compression, level: Option<i32>) -> Result<Bytes> {
+    crate::compression::check_level(codec, level)?;
+    let header = BatchHeader::parse(&batch)?;
+    if codec == Compression::None || header.compression()? != Compression::None {
+        return Ok(batch);
+    }
+    let records = &batch[HEADER_LEN..];
+    let mut out = Vec::with_capacity(HEADER_LEN + records.len() / 2);
+    out.extend_from_slice(&batch[..HEADER_LEN]);
+    crate::compression::compress(codec, level, records, &mut out)?;
+    if out.len() >= batch.len() {
+        return Ok(batch);
+    }
+    let batch_length = (out.len() - LOG_OVERHEAD) as i32;
+    out[BATCH_LENGTH_AT..LOG_OVERHEAD].copy_from_slice(&batch_length.to_be_bytes());
+    let attributes = (header.attributes & !COMPRESSION_MASK) | codec.bits();
+    out[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = compute_crc(&out);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(Bytes::from(out))
 }
 
 /// The header fields a builder fills in when it builds.
@@ -840,7 +851,6 @@ struct HeaderFields {
     base_timestamp: i64,
     max_timestamp: i64,
     stamp: ProducerStamp,
-    codec: Compression,
 }
 
 impl HeaderFields {
@@ -858,7 +868,7 @@ impl HeaderFields {
         header.put_i32(LeaderEpoch::UNKNOWN.0); // stamped by the leader
         header.put_i8(MAGIC_V2);
         header.put_u32(0); // crc: below
-        header.put_i16(self.codec.bits()); // attributes: the codec, CreateTime
+        header.put_i16(0); // attributes: uncompressed, CreateTime
         header.put_i32(self.n_records - 1);
         header.put_i64(self.base_timestamp);
         header.put_i64(self.max_timestamp);
