@@ -582,3 +582,66 @@ fn codec_names_parse_and_print() {
     }
     assert!("brotli".parse::<Compression>().is_err());
 }
+
+/// A stamped batch compressed afterwards (what the producer does, off its lock) keeps the
+/// stamp and every other header field but the length, codec bits and CRC, and the same
+/// records; compressing it again changes nothing.
+#[test]
+fn compressing_a_stamped_batch_keeps_its_header_fields() {
+    let records: Vec<TestRecord> = (0..20)
+        .map(|i| {
+            (
+                i,
+                Some(b"k".to_vec()),
+                Some(b"abcabcabcabcabcabc".repeat(3)),
+                vec![],
+            )
+        })
+        .collect();
+    let stamp = ProducerStamp {
+        producer_id: 42,
+        producer_epoch: 7,
+        base_sequence: 99,
+    };
+    let mut plain = BytesMut::from(&build(&records, ProducerStamp::default())[..]);
+    set_producer_stamp(&mut plain, stamp);
+    let plain = plain.freeze();
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let packed = compress_batch(plain.clone(), codec, None).unwrap();
+        let (a, b) = (
+            RecordBatch::validate(plain.clone()).unwrap(),
+            RecordBatch::validate(packed.clone()).unwrap(),
+        );
+        assert_eq!(b.header().compression().unwrap(), codec);
+        let same = |h: &BatchHeader| {
+            (
+                h.last_offset_delta,
+                h.base_timestamp,
+                h.max_timestamp,
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                h.records_count,
+            )
+        };
+        assert_eq!(same(a.header()), same(b.header()));
+        let (ra, rb): (Vec<Record>, Vec<Record>) = (
+            a.records().unwrap().collect::<Result<_>>().unwrap(),
+            b.records().unwrap().collect::<Result<_>>().unwrap(),
+        );
+        assert_eq!(ra, rb);
+        assert_eq!(
+            compress_batch(packed.clone(), Compression::Zstd, None).unwrap(),
+            packed
+        );
+    }
+    assert_eq!(
+        compress_batch(plain.clone(), Compression::None, None).unwrap(),
+        plain
+    );
+}
