@@ -927,30 +927,27 @@ async fn compress_drained(
     compression: CompressionConfig,
     mut ready: Vec<Batch<Delivery>>,
 ) -> Vec<Batch<Delivery>> {
-    if ready.iter().all(|b| b.compressed) {
-        return ready;
-    }
-    let plain: Vec<Option<Bytes>> = ready
+    // One blocking task per batch, so batches of several partitions compress in parallel;
+    // at most the batches drained at once (bounded by partitions and in-flight limits).
+    let (codec, level) = (compression.codec(), compression.level());
+    let tasks: Vec<_> = ready
         .iter()
-        .map(|b| (!b.compressed).then(|| b.bytes.clone()))
-        .collect();
-    let compressed = tokio::task::spawn_blocking(move || {
-        plain
-            .into_iter()
-            .map(|bytes| {
-                bytes.map(|b| {
-                    compress_batch(b.clone(), compression.codec(), compression.level()).unwrap_or(b)
+        .map(|batch| {
+            (!batch.compressed).then(|| {
+                let plain = batch.bytes.clone();
+                tokio::task::spawn_blocking(move || {
+                    compress_batch(plain.clone(), codec, level).unwrap_or(plain)
                 })
             })
-            .collect::<Vec<_>>()
-    })
-    .await;
-    // A compression task that panicked leaves its batches uncompressed, which is valid.
-    if let Ok(compressed) = compressed {
-        for (batch, bytes) in ready.iter_mut().zip(compressed) {
-            if let Some(bytes) = bytes {
-                batch.bytes = bytes;
-            }
+        })
+        .collect();
+    for (batch, task) in ready.iter_mut().zip(tasks) {
+        // A compression task that panicked leaves its batch uncompressed, which is valid.
+        if let Some(Ok(bytes)) = match task {
+            Some(task) => Some(task.await),
+            None => None,
+        } {
+            batch.bytes = bytes;
             batch.compressed = true;
         }
     }
