@@ -11,7 +11,7 @@
 # all and 1 and 4 producers, first unlimited, then at half the measured rate for latency
 # (acks=all also with idempotence off, to show what it costs), then a consume and an e2e
 # run. Then the same produce cells on three brokers on 127.0.0.1 with replication factor
-# 3. Prints one Markdown document on stdout.
+# 3. Then the codecs of bench/compression.sh. Prints one Markdown document on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${SLUICE_BENCH_RECORDS:-500000}
@@ -153,3 +153,9 @@ if pkg-config --exists rdkafka 2>/dev/null; then
 else
   echo "bench/kafka-bench.sh skipped: librdkafka-dev is missing (integration-tests/kafka-clients/install.sh)" >&2
 fi
+
+# Batch compression per codec (issue 23): throughput, bytes on disk, consume.
+echo
+echo "Compression (bench/compression.sh):"
+echo
+bench/compression.sh

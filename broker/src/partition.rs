@@ -22,7 +22,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_protocol::batch::{peek_total_len, BatchHeader, RecordBatch};
+use sluice_protocol::batch::{peek_total_len, BatchHeader, Compression, RecordBatch};
+use sluice_protocol::compression::MAX_DECOMPRESSED_BYTES;
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId};
 use sluice_storage::{
     AppendInfo, Clock, Durability, DurableTicket, LogConfig, SharedLog, StorageError, SystemClock,
@@ -1276,7 +1277,8 @@ fn idempotent_stamp(batches: &[Bytes]) -> Result<Option<Stamp>, ApiError> {
 /// Splits a produce request's records into batches by their length fields. Storage
 /// validates each batch (CRC, sizes, counts) as it appends; when a request holds several,
 /// they are all validated first so that the request appends all of them or none. Producers
-/// send one batch per partition, so the CRC is normally computed once.
+/// send one batch per partition, so the CRC is normally computed once. A compressed batch
+/// is checked whole here, before anything is appended ([`check_compressed`]).
 fn split_batches(records: Bytes) -> Result<Vec<Bytes>, ApiError> {
     let invalid = |reason: String| {
         ApiError::new(
@@ -1292,7 +1294,9 @@ fn split_batches(records: Bytes) -> Result<Vec<Bytes>, ApiError> {
             Ok(_) => return Err(invalid(format!("{} trailing bytes", rest.len()))),
             Err(e) => return Err(invalid(e.to_string())),
         };
-        batches.push(rest.split_to(len));
+        let batch = rest.split_to(len);
+        check_compressed(&batch)?;
+        batches.push(batch);
     }
     match batches.len() {
         0 => Err(ApiError::new(
@@ -1307,6 +1311,32 @@ fn split_batches(records: Bytes) -> Result<Vec<Bytes>, ApiError> {
             Ok(batches)
         }
     }
+}
+
+/// Checks what the broker cannot take on trust in a compressed batch, whose records it
+/// stores and serves as the producer compressed them: the codec is known, the records
+/// decompress within [`MAX_DECOMPRESSED_BYTES`] (a decompression bomb is refused before its
+/// size is allocated), their framing parses and their count is the header's. An
+/// uncompressed batch passes untouched (storage validates it as it appends). Runs on the
+/// append's blocking thread, before any lock is taken.
+fn check_compressed(batch: &Bytes) -> Result<(), ApiError> {
+    let compressed = BatchHeader::parse(batch)
+        .ok()
+        .and_then(|h| h.compression().ok())
+        .is_some_and(|codec| codec != Compression::None);
+    if !compressed {
+        return Ok(());
+    }
+    let refused = |e: sluice_protocol::Error| {
+        ApiError::new(
+            ErrorCode::CorruptMessage,
+            format!("compressed record batch refused: {e}"),
+        )
+    };
+    RecordBatch::validate(batch.clone())
+        .map_err(refused)?
+        .validate_compressed_records(MAX_DECOMPRESSED_BYTES)
+        .map_err(refused)
 }
 
 #[cfg(test)]

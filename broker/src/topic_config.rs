@@ -23,7 +23,12 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "segment.ms",
     "min.insync.replicas",
     "unclean.leader.election.enable",
+    "compression.type",
 ];
+
+/// The one `compression.type` a topic takes: `producer` (Kafka's default), batches stored
+/// as the producer compressed them. The broker never recompresses.
+pub const COMPRESSION_TYPE_PRODUCER: &str = "producer";
 
 /// A request to create a topic, in service terms.
 #[derive(Clone, Debug)]
@@ -139,6 +144,7 @@ pub fn topic_log_config(
                     return Err(bad("true or false"));
                 }
             }
+            "compression.type" => check_compression_type(value)?,
             _ => {
                 return Err(ApiError::new(
                     ErrorCode::InvalidConfig,
@@ -151,6 +157,36 @@ pub fn topic_log_config(
         }
     }
     Ok((log, min_insync))
+}
+
+/// `compression.type`: only `producer`. Kafka's other values (a codec, or `uncompressed`)
+/// make its broker recompress every batch to that codec; sluice stores and serves the bytes
+/// the producer sent (no re-encoding on the hot path), so it refuses them with the way to
+/// get the same result.
+fn check_compression_type(value: &str) -> Result<(), ApiError> {
+    if value == COMPRESSION_TYPE_PRODUCER {
+        return Ok(());
+    }
+    let known = ["uncompressed", "none", "gzip", "snappy", "lz4", "zstd"];
+    let reason = if known.contains(&value) {
+        format!(
+            "recompression on the broker is not supported: sluice stores batches as the \
+             producer compressed them; leave compression.type at producer and set the codec \
+             on the producers (sluice produce --compression {}, Kafka clients' \
+             compression.type)",
+            if value == "uncompressed" {
+                "none"
+            } else {
+                value
+            }
+        )
+    } else {
+        "expected producer (the only value sluice supports)".to_string()
+    };
+    Err(ApiError::new(
+        ErrorCode::InvalidConfig,
+        format!("config compression.type={value:?} is invalid: {reason}"),
+    ))
 }
 
 /// Every known config key with the value in effect for a topic with these overrides.
@@ -168,6 +204,10 @@ pub fn effective_topic_configs(
             .get("unclean.leader.election.enable")
             .cloned()
             .unwrap_or_else(|| "false".to_string()),
+    );
+    configs.insert(
+        "compression.type".to_string(),
+        COMPRESSION_TYPE_PRODUCER.to_string(),
     );
     configs
 }
@@ -228,5 +268,31 @@ mod tests {
             assert_eq!(err.code, ErrorCode::InvalidConfig, "{key}");
             assert!(err.message.contains(key), "{}", err.message);
         }
+    }
+
+    #[test]
+    fn compression_type_is_producer_only_and_other_values_say_why() {
+        let config = BrokerConfig::default();
+        let with = |value: &str| {
+            let overrides = BTreeMap::from([("compression.type".to_string(), value.to_string())]);
+            topic_log_config(&config, &overrides)
+        };
+        assert!(with("producer").is_ok());
+        for codec in ["gzip", "snappy", "lz4", "zstd", "uncompressed"] {
+            let err = with(codec).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidConfig);
+            assert!(
+                err.message
+                    .contains("recompression on the broker is not supported"),
+                "{}",
+                err.message
+            );
+        }
+        assert!(with("brotli")
+            .unwrap_err()
+            .message
+            .contains("expected producer"));
+        let effective = effective_topic_configs(&config, &BTreeMap::new());
+        assert_eq!(effective["compression.type"], "producer");
     }
 }

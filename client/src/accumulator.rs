@@ -37,7 +37,7 @@ use sluice_protocol::batch::{
     set_producer_stamp, BatchBuilder, ProducerStamp, Record, RecordBatch, HEADER_LEN,
 };
 
-use crate::TopicPartition;
+use crate::{Compression, CompressionConfig, TopicPartition};
 
 /// When batches close, and whether they are stamped.
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +52,8 @@ pub(crate) struct AccumulatorConfig {
     /// Batches are stamped with a producer id, epoch and sequence, and none leaves before
     /// the producer has an id ([`Accumulator::set_identity`]).
     pub idempotent: bool,
+    /// How sealed batches are compressed.
+    pub compression: CompressionConfig,
 }
 
 /// An idempotent producer's id and epoch, from InitProducerId.
@@ -234,6 +236,10 @@ pub(crate) struct Batch<T> {
     /// gives each half a part of them, so halves sort between their neighbours.
     pub(crate) order: u128,
     pub(crate) order_span: u128,
+    /// Its bytes went through the producer's compression (which may have left them as
+    /// they were). A sealed batch is compressed by the sender once it is drained, off the
+    /// producer's lock; a retry resends the same bytes.
+    pub compressed: bool,
 }
 
 struct PartitionQueue<T> {
@@ -454,6 +460,7 @@ impl<T> Accumulator<T> {
     ) -> Appended {
         let record_size = record.size();
         let batch_bytes_max = self.batch_bytes_max(&tp.topic);
+        let compression = self.config.compression;
         let next_order = &mut self.next_order;
         let queue = self
             .queues
@@ -463,7 +470,7 @@ impl<T> Accumulator<T> {
         if let Some(open) = &queue.open {
             if open.builder.size_bytes() + record_size > open.bytes_max.min(batch_bytes_max) {
                 let open = queue.open.take().expect("checked above");
-                queue.sealed.push_back(seal(tp, open));
+                queue.sealed.push_back(seal(tp, open, compression));
                 sealed = true;
             }
         }
@@ -489,7 +496,7 @@ impl<T> Accumulator<T> {
         open.tokens.push(token);
         if open.builder.size_bytes() >= open.bytes_max {
             let open = queue.open.take().expect("just filled");
-            queue.sealed.push_back(seal(tp, open));
+            queue.sealed.push_back(seal(tp, open, compression));
             sealed = true;
         }
         Appended { new_batch, sealed }
@@ -531,7 +538,7 @@ impl<T> Accumulator<T> {
                 }
                 let mut batch = match queue.sealed.pop_front() {
                     Some(batch) => batch,
-                    None => seal(tp, queue.open.take().expect("waiting")),
+                    None => seal(tp, queue.open.take().expect("waiting"), config.compression),
                 };
                 if let (Some(identity), None) = (*identity, batch.stamp) {
                     stamp(&mut batch, identity, sequences);
@@ -579,7 +586,7 @@ impl<T> Accumulator<T> {
             }
             if queue.sealed.is_empty() && queue.open.as_ref().is_some_and(|o| take(o.created)) {
                 let open = queue.open.take().expect("checked above");
-                taken.push(seal(&tp, open));
+                taken.push(seal(&tp, open, self.config.compression));
             }
         }
         self.queues.retain(|_, q| !q.is_idle());
@@ -678,7 +685,7 @@ impl<T> Accumulator<T> {
         if batch.tokens.len() < 2 {
             return Some(batch);
         }
-        let (first, mut second) = split(batch);
+        let (first, mut second) = split(batch, self.config.compression);
         self.forget_refused_stamp(&mut second);
         self.retry(first, retry_at);
         let queue = self
@@ -748,7 +755,8 @@ impl<T> Accumulator<T> {
                 .partition(resend);
             queue.sealed = keep;
             taken.extend(take);
-            taken.extend(queue.open.take().map(|open| seal(tp, open)));
+            let compression = self.config.compression;
+            taken.extend(queue.open.take().map(|open| seal(tp, open, compression)));
         }
         for batch in &taken {
             let current = |s: &ProducerStamp| {
@@ -780,8 +788,11 @@ impl<T> Accumulator<T> {
     }
 }
 
-fn seal<T>(tp: &TopicPartition, open: OpenBatch<T>) -> Batch<T> {
+/// Seals an open batch: builds its bytes uncompressed. The sender compresses it when it is
+/// drained ([`Batch::compressed`]), not here under the producer's lock.
+fn seal<T>(tp: &TopicPartition, open: OpenBatch<T>, compression: CompressionConfig) -> Batch<T> {
     Batch {
+        compressed: compression.codec() == Compression::None,
         tp: tp.clone(),
         bytes: open.builder.build(),
         tokens: open.tokens,
@@ -797,7 +808,7 @@ fn seal<T>(tp: &TopicPartition, open: OpenBatch<T>) -> Batch<T> {
 /// (same timestamps, keys, values and headers). A stamped batch's halves carry its producer
 /// id and epoch; the first its base sequence, the second the sequence after the first
 /// half's records. Both count as never sent (`attempts` 0), as Kafka treats split batches.
-fn split<T>(batch: Batch<T>) -> (Batch<T>, Batch<T>) {
+fn split<T>(batch: Batch<T>, compression: CompressionConfig) -> (Batch<T>, Batch<T>) {
     let records: Vec<Record> = RecordBatch::validate(batch.bytes.clone())
         .and_then(|b| b.records()?.collect())
         .expect("a batch this producer built decodes");
@@ -820,13 +831,14 @@ fn split<T>(batch: Batch<T>) -> (Batch<T>, Batch<T>) {
                 order: u128,
                 order_span: u128| Batch {
         tp: batch.tp.clone(),
-        bytes: build_batch(records, stamp.unwrap_or_default()),
+        bytes: build_batch(records, stamp.unwrap_or_default(), compression),
         tokens,
         created: batch.created,
         attempts: 0,
         stamp,
         order,
         order_span,
+        compressed: true,
     };
     (
         half(
@@ -847,7 +859,14 @@ fn split<T>(batch: Batch<T>) -> (Batch<T>, Batch<T>) {
 }
 
 /// A batch of `records` (as decoded from another batch) with `stamp`.
-fn build_batch(records: &[Record], stamp: ProducerStamp) -> Bytes {
+/// Builds `builder`'s batch with `compression`, whose level was checked when it was made.
+fn build_compressed(builder: BatchBuilder, compression: CompressionConfig) -> Bytes {
+    builder
+        .build_compressed(compression.codec(), compression.level())
+        .expect("CompressionConfig holds a level its codec takes")
+}
+
+fn build_batch(records: &[Record], stamp: ProducerStamp, compression: CompressionConfig) -> Bytes {
     let mut builder = BatchBuilder::with_capacity(stamp, 0);
     for record in records {
         let headers: Vec<(&[u8], Option<&[u8]>)> = record
@@ -862,7 +881,7 @@ fn build_batch(records: &[Record], stamp: ProducerStamp) -> Bytes {
             &headers,
         );
     }
-    builder.build()
+    build_compressed(builder, compression)
 }
 
 /// Stamps `batch` with the next sequence of its partition in `identity` (from 0 when the
@@ -932,6 +951,7 @@ mod tests {
             linger: Duration::from_millis(linger_ms),
             delivery_timeout: Duration::from_secs(120),
             idempotent: false,
+            compression: CompressionConfig::default(),
         })
     }
 
@@ -1176,6 +1196,7 @@ mod tests {
             linger: Duration::ZERO,
             delivery_timeout: Duration::from_secs(10),
             idempotent: true,
+            compression: CompressionConfig::default(),
         })
     }
 
@@ -1191,11 +1212,11 @@ mod tests {
             append(acc, tp, now, b"v", token);
         }
         if let Some(open) = acc.queues.get_mut(tp).and_then(|q| q.open.take()) {
-            acc.queues
-                .get_mut(tp)
-                .unwrap()
-                .sealed
-                .push_back(seal(tp, open));
+            acc.queues.get_mut(tp).unwrap().sealed.push_back(seal(
+                tp,
+                open,
+                CompressionConfig::default(),
+            ));
         }
     }
 

@@ -50,8 +50,11 @@ pub use group::{
 };
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{
-    Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    Acks, CompressionConfig, DeliveryFuture, Producer, ProducerConfig, ProducerRecord,
+    RecordMetadata,
 };
+/// A batch codec: none, gzip, snappy, lz4, zstd.
+pub use sluice_protocol::batch::Compression;
 /// A record header as consumers see it: key and nullable value, both zero-copy.
 pub use sluice_protocol::batch::Header as RecordHeader;
 pub use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId};

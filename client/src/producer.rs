@@ -42,6 +42,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use sluice_protocol::batch::{compress_batch, Compression};
 use sluice_protocol::messages::{
     InitProducerIdRequest, ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic,
 };
@@ -130,6 +131,80 @@ pub struct ProducerConfig {
     /// sets it). Default `false`: Kafka's rule, a failure is the failed record's alone and
     /// later records are still written.
     pub stop_after_failure: bool,
+    /// How batches are compressed (Kafka's `compression.type`). Default none. The records
+    /// of each batch are compressed together when the batch is sealed; `batch_bytes_max`
+    /// counts them uncompressed. A batch that compression would not shrink is sent
+    /// uncompressed, so no batch outgrows `batch_bytes_max`.
+    pub compression: CompressionConfig,
+}
+
+/// A producer's batch codec and its level, checked when made: Kafka's `compression.type`
+/// and `compression.{gzip,zstd}.level`.
+///
+/// ```
+/// use sluice_client::{Compression, CompressionConfig};
+/// let zstd = CompressionConfig::new(Compression::Zstd, Some(6)).unwrap();
+/// assert_eq!(zstd, "zstd:6".parse().unwrap());
+/// assert!(CompressionConfig::new(Compression::Gzip, Some(12)).is_err());
+/// assert_eq!(CompressionConfig::default().codec(), Compression::None);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompressionConfig {
+    codec: Compression,
+    level: Option<i32>,
+}
+
+impl CompressionConfig {
+    /// `codec` at `level`, or at the codec's default level (gzip 6, zstd 3) with `None`.
+    /// gzip takes levels 1-9, zstd 1-22; snappy, lz4 and none take none (sluice's lz4
+    /// encoder, pure Rust, has one fast level).
+    pub fn new(codec: Compression, level: Option<i32>) -> Result<CompressionConfig> {
+        sluice_protocol::compression::check_level(codec, level)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        Ok(CompressionConfig { codec, level })
+    }
+
+    /// The codec.
+    pub fn codec(&self) -> Compression {
+        self.codec
+    }
+
+    /// The level, `None` for the codec's default.
+    pub fn level(&self) -> Option<i32> {
+        self.level
+    }
+}
+
+impl std::str::FromStr for CompressionConfig {
+    type Err = Error;
+
+    /// `CODEC` or `CODEC:LEVEL`, with Kafka's codec names: none, gzip, snappy, lz4, zstd.
+    fn from_str(s: &str) -> Result<CompressionConfig> {
+        let (codec, level) = match s.split_once(':') {
+            Some((codec, level)) => {
+                let level = level.parse::<i32>().map_err(|_| {
+                    Error::InvalidArgument(format!(
+                        "compression level {level:?} is not a number (CODEC or CODEC:LEVEL)"
+                    ))
+                })?;
+                (codec, Some(level))
+            }
+            None => (s, None),
+        };
+        let codec = codec
+            .parse::<Compression>()
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        CompressionConfig::new(codec, level)
+    }
+}
+
+impl std::fmt::Display for CompressionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.level {
+            Some(level) => write!(f, "{}:{level}", self.codec),
+            None => write!(f, "{}", self.codec),
+        }
+    }
 }
 
 impl Default for ProducerConfig {
@@ -147,6 +222,7 @@ impl Default for ProducerConfig {
             unknown_topic_wait: Duration::from_secs(2),
             enable_idempotence: true,
             stop_after_failure: false,
+            compression: CompressionConfig::default(),
         }
     }
 }
@@ -403,6 +479,7 @@ impl Producer {
                     linger: config.linger,
                     delivery_timeout: config.delivery_timeout,
                     idempotent: config.is_idempotent(),
+                    compression: config.compression,
                 }),
                 sticky: HashMap::new(),
                 sticky_start,
@@ -843,6 +920,41 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Compresses the drained batches that have not been yet, on the blocking pool: a slow
+/// codec (gzip) must hold neither the producer's lock, which `send` takes, nor a runtime
+/// worker. Each batch is compressed once, after it was stamped (compression keeps the
+/// header's fields); its retries resend the compressed bytes.
+async fn compress_drained(
+    compression: CompressionConfig,
+    mut ready: Vec<Batch<Delivery>>,
+) -> Vec<Batch<Delivery>> {
+    // One blocking task per batch, so batches of several partitions compress in parallel;
+    // at most the batches drained at once (bounded by partitions and in-flight limits).
+    let (codec, level) = (compression.codec(), compression.level());
+    let tasks: Vec<_> = ready
+        .iter()
+        .map(|batch| {
+            (!batch.compressed).then(|| {
+                let plain = batch.bytes.clone();
+                tokio::task::spawn_blocking(move || {
+                    compress_batch(plain.clone(), codec, level).unwrap_or(plain)
+                })
+            })
+        })
+        .collect();
+    for (batch, task) in ready.iter_mut().zip(tasks) {
+        // A compression task that panicked leaves its batch uncompressed, which is valid.
+        if let Some(Ok(bytes)) = match task {
+            Some(task) => Some(task.await),
+            None => None,
+        } {
+            batch.bytes = bytes;
+            batch.compressed = true;
+        }
+    }
+    ready
+}
+
 /// The background task: drain ready batches, send them, sleep until the next linger
 /// deadline or a wake-up; after close, exit once nothing is buffered or in flight. With
 /// idempotence it also starts [`obtain_identity`] when batches wait for a producer id or a
@@ -910,6 +1022,7 @@ async fn sender_loop(shared: Arc<Shared>) {
                 shared.fail_unsent(vec![batch], &error);
             }
         }
+        let ready = compress_drained(shared.config.compression, ready).await;
         dispatch(&shared, ready);
         let sleep = match wakeup {
             Some(at) => tokio::time::sleep_until(at.into()),

@@ -102,6 +102,7 @@ def arguments(description, scenarios):
     parser.add_argument("-n", type=int, default=100, help="records in the first round")
     parser.add_argument("-m", type=int, default=50, help="records in the second round")
     parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--codec", default=None, help="gzip, snappy, lz4 or zstd")
     parser.add_argument("--timeout-s", type=float, default=90.0)
     args = parser.parse_args()
     _state["scenario"] = args.scenario
@@ -133,6 +134,32 @@ def poll_until(what, timeout_s, condition, interval_s=0.1):
         if time.monotonic() >= deadline:
             raise Failed(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(interval_s)
+
+
+def json_value(source, seq):
+    """The value of record `seq` written by `source` in the compression scenarios: a JSON
+    event, compressible as real ones are. tests/kafka_clients.rs writes sluice's the same
+    way ("from": "sluice")."""
+    return json.dumps({
+        "from": source,
+        "seq": seq,
+        "user": f"user-{seq % 97}",
+        "event": "page_view",
+        "note": "the customer viewed an item from a recommended list",
+    }).encode()
+
+
+def check_compressed_mix(values, source, n, m):
+    """`values` (read from the start of the topic) are exactly the n records `source`
+    wrote and the m sluice wrote before it, each once."""
+    decoded = [json.loads(v) for v in values]
+    check(len(decoded) == n + m, "wrong record count", read=len(decoded), expected=n + m)
+    ours = sorted(d["seq"] for d in decoded if d["from"] == source)
+    sluice = sorted(d["seq"] for d in decoded if d["from"] == "sluice")
+    check(ours == list(range(n)), f"{source}'s own records did not come back once each",
+          read=len(ours))
+    check(sluice == list(range(m)), "sluice's compressed records did not come back once each",
+          read=len(sluice))
 
 
 def murmur2(data: bytes) -> int:

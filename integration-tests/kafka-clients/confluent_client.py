@@ -13,6 +13,10 @@ Scenarios:
                TOPIC_ALREADY_EXISTS, delete T, T gone and T-2 still there.
   group-resume N records, consumer 1 of group G reads them, commits synchronously, closes;
                M more; consumer 2 of G reads exactly the M (no gap, no duplicate).
+  compression  --codec C: N records compressed with C (librdkafka's compression.type,
+               linger 20 ms) to T, which already holds M records that sluice's producer
+               compressed with C; T read from the start by a group consumer gives back
+               exactly both sets (sluice's batches decoded by librdkafka).
 The last line of stdout is the JSON summary (common.py).
 """
 
@@ -234,7 +238,25 @@ def group_resume(args):
     finish(first=n, second=m, second_read=len(got2), partitions=sorted(ends))
 
 
-SCENARIOS = {"idempotent": idempotent, "admin": admin, "group-resume": group_resume}
+def compression(args):
+    codec, n, m = args.codec, args.n, args.m
+    step(f"produce {n} records compressed with {codec}")
+    prod = producer(args, **{"compression.type": codec, "linger.ms": 20})
+    reports = produce_all(prod, args.topic,
+                          [(f"k{i}".encode(), common.json_value("confluent", i)) for i in range(n)])
+    failed = [str(r[0]) for r in reports if r[0]]
+    check(not failed, "delivery failed", reports=failed[:5])
+    step(f"read T from the start: {m} of sluice's and {n} of ours")
+    cons = consumer(args, args.group or f"{args.topic}-readers")
+    cons.subscribe([args.topic])
+    got = read_n(cons, n + m, 60, "reading T back")
+    cons.close()
+    common.check_compressed_mix([msg.value() for msg in got], "confluent", n, m)
+    finish(records=len(got), codec=codec)
+
+
+SCENARIOS = {"idempotent": idempotent, "admin": admin, "group-resume": group_resume,
+             "compression": compression}
 
 if __name__ == "__main__":
     common.run(SCENARIOS, common.arguments(__doc__, SCENARIOS))

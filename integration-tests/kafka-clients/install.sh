@@ -43,6 +43,7 @@ for line in open(sys.argv[1]):
         name, pinned = line.split("==")
         assert version(name) == pinned, (name, version(name), pinned)
 import kafka, confluent_kafka
+import snappy, lz4.frame, zstandard  # kafka-python's codecs
 PY
 }
 if ! check_venv; then

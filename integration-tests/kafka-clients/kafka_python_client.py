@@ -14,6 +14,10 @@ Scenarios:
                and a tombstone (null value) come back with the same headers in order.
   group-resume N records, consumer 1 of group G reads them, commits, closes; M more; consumer
                2 of G reads exactly the M (no gap, no duplicate) and ends at the log end.
+  compression  --codec C: N records compressed with C (linger 20 ms, so batches hold many)
+               to T, which already holds M records that sluice's producer compressed with
+               C; T read from the start gives back exactly both sets (sluice's batches
+               decoded by kafka-python's codecs).
   group-split  two members of G on T (created beforehand with --partitions P): each gets a
                non-empty share, the shares are disjoint and cover every partition, and a
                record produced to each partition afterwards reaches the member owning it.
@@ -73,6 +77,25 @@ def read_assigned_from_start(args, topic, n):
     got = read_n(cons, n, 60, f"reading {topic} back")
     cons.close()
     return got
+
+
+def compression(args):
+    from kafka import codec as kafka_codec
+
+    codec, n, m = args.codec, args.n, args.m
+    available = {"gzip": kafka_codec.has_gzip, "snappy": kafka_codec.has_snappy,
+                 "lz4": kafka_codec.has_lz4, "zstd": kafka_codec.has_zstd}
+    check(codec in available and available[codec](),
+          f"kafka-python cannot use {codec}: install the venv's codec packages (install.sh)")
+    step(f"produce {n} records compressed with {codec}")
+    prod = producer(args, compression_type=codec, linger_ms=20, batch_size=256 * 1024)
+    records = [(f"k{i}".encode(), common.json_value("kafka-python", i), []) for i in range(n)]
+    produce_all(prod, args.topic, records)
+    prod.close(timeout=10)
+    step(f"read T from the start: {m} of sluice's and {n} of ours")
+    got = read_assigned_from_start(args, args.topic, n + m)
+    common.check_compressed_mix([r.value for r in got], "kafka-python", n, m)
+    finish(records=len(got), codec=codec)
 
 
 def admin(args):
@@ -266,6 +289,7 @@ SCENARIOS = {
     "headers": headers,
     "group-resume": group_resume,
     "group-split": group_split,
+    "compression": compression,
 }
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use sluice_integration_tests::kafka::{self, ClientRun, CLIENT_TIMEOUT};
 use sluice_integration_tests::{cli_ok, BrokerProcess, TestCluster};
+use sluice_protocol::batch::{Batches, Compression};
 
 /// Runs `scenario` of `script` with `program` (a python) against `bootstrap` and `topic`,
 /// with `extra` arguments.
@@ -337,6 +338,116 @@ fn confluent_group_resumes_after_its_commit() {
     )
     .expect_ok(&broker.log());
     assert_eq!(summary["second_read"], 50);
+}
+
+/// The codec of each batch of partition 0 of `topic`, in log order, from its segment files.
+fn codecs_on_disk(broker: &BrokerProcess, topic: &str) -> Vec<Compression> {
+    let dir = broker.data_dir.join("topics").join(format!("{topic}-0"));
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    let mut codecs = Vec::new();
+    for log in logs {
+        for batch in Batches::new(bytes::Bytes::from(std::fs::read(&log).unwrap())) {
+            codecs.push(batch.unwrap().header().compression().unwrap());
+        }
+    }
+    codecs
+}
+
+/// For each codec: sluice's producer writes `m` JSON records compressed with it (through
+/// the CLI) to a one-partition topic, then `script`'s compression scenario writes `n`
+/// more with the same codec and reads all of them back (so the client decodes sluice's
+/// batches); then sluice's consumer reads all of them (so sluice decodes the client's), and
+/// the segment file holds both producers' batches compressed as they sent them.
+fn compression_both_ways(test: &str, script: &str, source: &str) {
+    let Some(python) = python(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    let bootstrap = broker.bootstrap();
+    let (n, m) = (500, 300);
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("{source}-{codec}");
+        create_topic(&bootstrap, &topic, 1);
+        let lines: String = (0..m)
+            .map(|i| {
+                let value = json!({"from": "sluice", "seq": i, "user": format!("user-{}", i % 97),
+                    "event": "page_view", "note": "the customer viewed an item from a recommended list"});
+                format!("{value}\n")
+            })
+            .collect();
+        cli_ok(
+            &bootstrap,
+            &["produce", &topic, "--compression", codec],
+            &lines,
+        );
+        let summary = scenario(
+            &python,
+            script,
+            "compression",
+            &broker.kafka_bootstrap(),
+            &topic,
+            &["--codec", codec, "-n", &n.to_string(), "-m", &m.to_string()],
+        )
+        .expect_ok(&broker.log());
+        assert_eq!(summary["records"], n + m, "{codec}");
+        let read = cli_ok(
+            &bootstrap,
+            &[
+                "consume",
+                &topic,
+                "--from-beginning",
+                "--timeout-ms",
+                "2000",
+                "--format",
+                "json",
+            ],
+            "",
+        );
+        let mut seqs: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+        for line in read.lines() {
+            let record: Value = serde_json::from_str(line).unwrap();
+            let value: Value = serde_json::from_str(record["value"].as_str().unwrap()).unwrap();
+            let from = value["from"].as_str().unwrap().to_string();
+            assert!(seqs
+                .entry(from)
+                .or_default()
+                .insert(value["seq"].as_i64().unwrap()));
+        }
+        assert_eq!(seqs["sluice"], (0..m).collect(), "{codec}");
+        assert_eq!(
+            seqs[source],
+            (0..n).collect(),
+            "{codec}: {source}'s records, read by sluice"
+        );
+        let on_disk = codecs_on_disk(&broker, &topic);
+        let codec: Compression = codec.parse().unwrap();
+        assert_eq!(on_disk[0], codec, "sluice's batch: {on_disk:?}");
+        assert!(
+            on_disk[1..].contains(&codec),
+            "{codec}: {source}'s batches on disk are {:?}",
+            &on_disk[1..]
+        );
+    }
+}
+
+#[test]
+fn kafka_python_and_sluice_read_each_others_compressed_batches() {
+    compression_both_ways(
+        "kafka_python_compression",
+        "kafka_python_client.py",
+        "kafka-python",
+    );
+}
+
+#[test]
+fn confluent_and_sluice_read_each_others_compressed_batches() {
+    compression_both_ways("confluent_compression", "confluent_client.py", "confluent");
 }
 
 #[test]

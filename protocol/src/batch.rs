@@ -23,8 +23,11 @@
 //! `partitionLeaderEpoch` in place ([`set_base_offset`], [`set_partition_leader_epoch`])
 //! without recomputing it. An idempotent producer's id, epoch and sequence are covered:
 //! [`set_producer_stamp`] rewrites them and recomputes the CRC. The broker validates a batch per batch ([`RecordBatch::validate`]:
-//! sizes, magic, CRC, counts) and never parses records on the hot path; records are decoded
-//! only by consumers ([`RecordBatch::records`]).
+//! sizes, magic, CRC, counts) and never parses uncompressed records on the hot path; records
+//! are decoded by consumers ([`RecordBatch::records`]). A compressed batch (attribute bits
+//! 0-2, codecs in [`crate::compression`]) has its records section after the header as one
+//! compressed stream; the broker decompresses it once, within a bound, to check it
+//! ([`RecordBatch::validate_compressed_records`]), and stores it as it came.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -64,8 +67,9 @@ const TRANSACTIONAL_BIT: i16 = 0x10;
 const CONTROL_BIT: i16 = 0x20;
 
 /// Compression codec of a batch, from attribute bits 0-2.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Compression {
+    #[default]
     None,
     Gzip,
     Snappy,
@@ -74,6 +78,37 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// Every codec, in attribute order.
+    pub const ALL: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+
+    /// Kafka's name of the codec (`compression.type`): none, gzip, snappy, lz4, zstd.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    /// The value of attribute bits 0-2 that names the codec.
+    pub fn bits(self) -> i16 {
+        match self {
+            Compression::None => 0,
+            Compression::Gzip => 1,
+            Compression::Snappy => 2,
+            Compression::Lz4 => 3,
+            Compression::Zstd => 4,
+        }
+    }
+
     fn from_bits(bits: u8) -> Result<Compression> {
         Ok(match bits {
             0 => Compression::None,
@@ -88,6 +123,27 @@ impl Compression {
                 })
             }
         })
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = Error;
+
+    /// Parses Kafka's codec names, case-insensitively.
+    fn from_str(s: &str) -> Result<Compression> {
+        Compression::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| Error::Invalid {
+                field: "compression codec",
+                reason: format!("{s:?} is not one of none, gzip, snappy, lz4, zstd"),
+            })
     }
 }
 
@@ -302,20 +358,58 @@ impl RecordBatch {
         self.bytes
     }
 
-    /// Decodes the records. Zero-copy: keys, values and header values are slices of the
-    /// batch. Compressed batches are an [`Error::UnsupportedCompression`] for now.
+    /// Decodes the records, decompressing them first if the batch is compressed (at most
+    /// [`MAX_DECOMPRESSED_BYTES`](crate::compression::MAX_DECOMPRESSED_BYTES)). Keys, values
+    /// and header values are slices of the batch, or of its one decompressed buffer.
     pub fn records(&self) -> Result<Records<'_>> {
-        if self.header.compression()? != Compression::None {
-            return Err(Error::UnsupportedCompression(
-                (self.header.attributes & COMPRESSION_MASK) as u8,
-            ));
-        }
+        self.records_within(crate::compression::MAX_DECOMPRESSED_BYTES)
+    }
+
+    /// [`records`](Self::records) with its own bound on the decompressed size: a batch
+    /// whose records would decompress past `limit` bytes is refused with
+    /// [`Error::DecompressedTooLarge`] before they are allocated.
+    pub fn records_within(&self, limit: usize) -> Result<Records<'_>> {
+        let (buf, pos) = match self.header.compression()? {
+            Compression::None => (self.bytes.clone(), HEADER_LEN),
+            codec => {
+                let plain =
+                    crate::compression::decompress(codec, &self.bytes[HEADER_LEN..], limit)?;
+                (Bytes::from(plain), 0)
+            }
+        };
         Ok(Records {
-            batch: self,
-            pos: HEADER_LEN,
+            header: self.header,
+            buf,
+            pos,
             remaining: self.header.records_count,
             last_delta: -1,
+            batch: std::marker::PhantomData,
         })
+    }
+
+    /// Checks the records a broker cannot take on trust in a compressed batch: they
+    /// decompress within `limit` bytes, every record's framing parses, their number is
+    /// `recordsCount` with nothing after the last, and their offset deltas grow within
+    /// `lastOffsetDelta`, the last one equal to it. An uncompressed batch passes without
+    /// being parsed: its records are what the CRC covers, and consumers check them.
+    pub fn validate_compressed_records(&self, limit: usize) -> Result<()> {
+        if self.header.compression()? == Compression::None {
+            return Ok(());
+        }
+        let mut records = self.records_within(limit)?;
+        for record in records.by_ref() {
+            record?;
+        }
+        if records.last_delta != self.header.last_offset_delta {
+            return Err(Error::Invalid {
+                field: "record batch counts",
+                reason: format!(
+                    "the last record's offset delta is {} but lastOffsetDelta is {}",
+                    records.last_delta, self.header.last_offset_delta
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -418,14 +512,18 @@ pub struct Record {
     pub headers: Vec<Header>,
 }
 
-/// Iterator over the records of an uncompressed batch. Every length is checked against the
-/// batch; a record that does not parse ends the iteration with an error.
+/// Iterator over the records of a batch (decompressed first when it is compressed). Every
+/// length is checked against the records' bytes; a record that does not parse ends the
+/// iteration with an error.
 pub struct Records<'a> {
-    batch: &'a RecordBatch,
+    header: BatchHeader,
+    /// The records: the batch itself (from `HEADER_LEN`) or its decompressed records.
+    buf: Bytes,
     pos: usize,
     remaining: i32,
     /// The previous record's offset delta: deltas must grow within `0..=lastOffsetDelta`.
     last_delta: i32,
+    batch: std::marker::PhantomData<&'a RecordBatch>,
 }
 
 impl Iterator for Records<'_> {
@@ -433,9 +531,9 @@ impl Iterator for Records<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.remaining <= 0 {
-            if self.pos != self.batch.bytes.len() {
-                let trailing = self.batch.bytes.len() - self.pos;
-                self.pos = self.batch.bytes.len();
+            if self.pos != self.buf.len() {
+                let trailing = self.buf.len() - self.pos;
+                self.pos = self.buf.len();
                 return Some(Err(Error::Invalid {
                     field: "record batch",
                     reason: format!("{trailing} bytes after the last record"),
@@ -447,7 +545,7 @@ impl Iterator for Records<'_> {
         let result = self.parse_record();
         if result.is_err() {
             self.remaining = 0;
-            self.pos = self.batch.bytes.len();
+            self.pos = self.buf.len();
         }
         Some(result)
     }
@@ -455,7 +553,7 @@ impl Iterator for Records<'_> {
 
 impl Records<'_> {
     fn parse_record(&mut self) -> Result<Record> {
-        let buf: &[u8] = &self.batch.bytes;
+        let buf: &[u8] = &self.buf;
         let length = get_varint(buf, &mut self.pos)?;
         let start = self.pos;
         let end = start
@@ -476,12 +574,12 @@ impl Records<'_> {
         pos += 1; // record attributes: unused in v2
         let timestamp_delta = get_varlong(body, &mut pos)?;
         let offset_delta = get_varint(body, &mut pos)?;
-        if offset_delta <= self.last_delta || offset_delta > self.batch.header.last_offset_delta {
+        if offset_delta <= self.last_delta || offset_delta > self.header.last_offset_delta {
             return Err(Error::Invalid {
                 field: "record offset delta",
                 reason: format!(
                     "{offset_delta} after {} is outside the batch's 0..={} or goes backwards",
-                    self.last_delta, self.batch.header.last_offset_delta
+                    self.last_delta, self.header.last_offset_delta
                 ),
             });
         }
@@ -514,7 +612,7 @@ impl Records<'_> {
             });
         }
         self.pos = end;
-        let header = &self.batch.header;
+        let header = &self.header;
         let timestamp = if header.is_log_append_time() {
             header.max_timestamp
         } else {
@@ -541,7 +639,7 @@ impl Records<'_> {
                 needed: *pos + len - body.len(),
             });
         }
-        let out = self.batch.bytes.slice(*pos..*pos + len);
+        let out = self.buf.slice(*pos..*pos + len);
         *pos += len;
         Ok(Some(out))
     }
@@ -674,16 +772,95 @@ impl BatchBuilder {
         self.n_records += 1;
     }
 
-    /// Fills in the header and CRC and returns the batch's bytes.
+    /// Fills in the header and CRC and returns the batch's bytes, uncompressed.
     ///
     /// # Panics
     /// If no record was appended: a batch holds at least one record.
     pub fn build(self) -> Bytes {
+        let fields = HeaderFields {
+            n_records: self.n_records,
+            base_timestamp: self.base_timestamp,
+            max_timestamp: self.max_timestamp,
+            stamp: self.stamp,
+        };
+        fields.write(self.buf)
+    }
+
+    /// Builds the batch with its records compressed by `codec` (at `level`, or the codec's
+    /// default), as Kafka does: the header stays plain, the records section after it is
+    /// one compressed stream, and the CRC covers the compressed bytes. When compression
+    /// does not make the batch smaller (random bytes, tiny batches) the batch is built
+    /// uncompressed instead, so a batch never outgrows the size it was filled to; readers
+    /// take either alike.
+    ///
+    /// ```
+    /// use sluice_protocol::batch::{BatchBuilder, Compression, RecordBatch};
+    /// let mut builder = BatchBuilder::new();
+    /// for _ in 0..100 {
+    ///     builder.append(1_700_000_000_000, None, Some(b"{\"event\":\"click\"}"), &[]);
+    /// }
+    /// let batch = RecordBatch::validate(builder.build_compressed(Compression::Zstd, None).unwrap()).unwrap();
+    /// assert_eq!(batch.header().compression().unwrap(), Compression::Zstd);
+    /// assert_eq!(batch.records().unwrap().count(), 100);
+    /// ```
+    ///
+    /// # Errors
+    /// A level the codec does not take ([`check_level`](crate::compression::check_level)).
+    ///
+    /// # Panics
+    /// If no record was appended: a batch holds at least one record.
+    pub fn build_compressed(self, codec: Compression, level: Option<i32>) -> Result<Bytes> {
+        crate::compression::check_level(codec, level)?;
+        compress_batch(self.build(), codec, level)
+    }
+}
+
+/// Compresses the records of a built, uncompressed batch with `codec` (at `level`, or the
+/// codec's default), keeping every header field but `batchLength`, the codec bits of
+/// `attributes` and the CRC: a producer stamps a batch, then compresses it off its lock.
+/// A batch already compressed, `Compression::None`, or a batch the codec would not shrink
+/// comes back as it is.
+///
+/// # Errors
+/// A level the codec does not take, or bytes that are not a batch header.
+pub fn compress_batch(batch: Bytes, codec: Compression, level: Option<i32>) -> Result<Bytes> {
+    crate::compression::check_level(codec, level)?;
+    let header = BatchHeader::parse(&batch)?;
+    if codec == Compression::None || header.compression()? != Compression::None {
+        return Ok(batch);
+    }
+    let records = &batch[HEADER_LEN..];
+    let mut out = Vec::with_capacity(HEADER_LEN + records.len() / 2);
+    out.extend_from_slice(&batch[..HEADER_LEN]);
+    crate::compression::compress(codec, level, records, &mut out)?;
+    if out.len() >= batch.len() {
+        return Ok(batch);
+    }
+    let batch_length = (out.len() - LOG_OVERHEAD) as i32;
+    out[BATCH_LENGTH_AT..LOG_OVERHEAD].copy_from_slice(&batch_length.to_be_bytes());
+    let attributes = (header.attributes & !COMPRESSION_MASK) | codec.bits();
+    out[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = compute_crc(&out);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(Bytes::from(out))
+}
+
+/// The header fields a builder fills in when it builds.
+struct HeaderFields {
+    n_records: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    stamp: ProducerStamp,
+}
+
+impl HeaderFields {
+    /// Writes the header into the first `HEADER_LEN` bytes of `buf` (records after them),
+    /// then the CRC.
+    fn write(self, mut buf: BytesMut) -> Bytes {
         assert!(
             self.n_records > 0,
             "a record batch needs at least one record"
         );
-        let mut buf = self.buf;
         let batch_length = (buf.len() - LOG_OVERHEAD) as i32;
         let mut header = &mut buf[..HEADER_LEN];
         header.put_i64(0); // baseOffset: stamped by the leader

@@ -94,7 +94,21 @@ pub enum Error {
     /// A record batch of a format other than RecordBatch v2.
     #[error("unsupported record batch magic {0}: sluice reads only RecordBatch v2 (magic 2); upgrade the producer")]
     UnsupportedMagic(i8),
-    /// A record batch compressed with a codec this build cannot decode.
-    #[error("unsupported compression codec {0} (attributes bits 0-2); send uncompressed batches")]
-    UnsupportedCompression(u8),
+    /// A compressed record batch would decompress past the bound its reader set: a
+    /// decompression bomb, or a batch built for a larger limit.
+    #[error("the {codec} records of the batch decompress to more than {limit} bytes, the most a batch may hold; refused before allocating them (a decompression bomb, or a producer batch far too large)")]
+    DecompressedTooLarge {
+        /// The codec's name.
+        codec: &'static str,
+        /// The bound, in decompressed bytes.
+        limit: usize,
+    },
+    /// Compressed records that do not decode: damaged, or not the framing Kafka uses.
+    #[error("the {codec} records of the batch do not decompress: {reason}")]
+    Decompress {
+        /// The codec's name.
+        codec: &'static str,
+        /// What the decoder said.
+        reason: String,
+    },
 }

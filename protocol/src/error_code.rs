@@ -237,7 +237,7 @@ error_codes! {
         "the request's leader epoch is newer than the broker's (it has not caught up yet); retry shortly";
     /// The compression codec is not supported.
     UnsupportedCompressionType = 76, "UNSUPPORTED_COMPRESSION_TYPE", false,
-        "the record batch uses a compression codec this broker does not support; send uncompressed batches";
+        "the record batch uses a compression codec this broker does not support (it reads none, gzip, snappy, lz4 and zstd)";
     /// The broker epoch is stale: the request comes from an older run of a broker than the
     /// one registered (heartbeats, AlterPartition, ReplicaFetch). Not retriable, as in
     /// Kafka: the same request fails the same way; only the epoch of a newer registration

@@ -6,6 +6,7 @@
 //! cannot accept and never panics or allocates more than its input could hold.
 
 pub mod batch;
+pub mod compression;
 mod error;
 pub mod error_code;
 pub mod frame;

@@ -126,3 +126,60 @@ fn the_counter_sees_allocations() {
     });
     assert!(used >= 1 << 20, "counted {used}");
 }
+
+/// A decompression bomb: one record of 16 MiB of zeros, compressed by each codec into a
+/// batch of a few KiB to a few hundred. Checked against a 1 MiB bound, it is refused having
+/// allocated little more than the bound: output grows only as the decoder produces it, and
+/// stops one chunk past the bound. (zstd's own window is malloc'd by the C library, which
+/// this counter does not see; `ZSTD_WINDOW_LOG_MAX` bounds it, and a unit test shows a frame
+/// asking for more is refused.)
+#[test]
+fn a_decompression_bomb_is_refused_without_allocating_its_size() {
+    use sluice_protocol::batch::{BatchBuilder, Compression, RecordBatch};
+    use sluice_protocol::Error;
+    const LIMIT: usize = 1 << 20;
+    let zeros = vec![0u8; 16 << 20];
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let mut builder = BatchBuilder::new();
+        builder.append(0, None, Some(&zeros), &[]);
+        let bomb = RecordBatch::validate(builder.build_compressed(codec, None).unwrap()).unwrap();
+        assert_eq!(bomb.header().compression().unwrap(), codec);
+        assert!(
+            bomb.bytes().len() < 1 << 20,
+            "{codec}: {}",
+            bomb.bytes().len()
+        );
+        let mut outcome = None;
+        let used = peak_during(|| outcome = Some(bomb.validate_compressed_records(LIMIT)));
+        let outcome = outcome.unwrap();
+        assert!(
+            matches!(
+                outcome,
+                Err(Error::DecompressedTooLarge { limit: LIMIT, .. })
+            ),
+            "{codec}: {outcome:?}"
+        );
+        assert!(
+            used < 2 * LIMIT + (256 << 10),
+            "{codec}: refusing a {}-byte bomb allocated {used} bytes",
+            bomb.bytes().len()
+        );
+    }
+}
+
+/// A raw snappy block that claims 4 GiB in its 5-byte preamble is refused from the claim.
+#[test]
+fn a_snappy_block_claiming_gigabytes_allocates_nothing_large() {
+    use sluice_protocol::batch::Compression;
+    use sluice_protocol::compression::{decompress, MAX_DECOMPRESSED_BYTES};
+    let claim = [0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0, 0];
+    let used = peak_during(|| {
+        assert!(decompress(Compression::Snappy, &claim, MAX_DECOMPRESSED_BYTES).is_err());
+    });
+    assert!(used < 4096, "allocated {used} bytes");
+}

@@ -25,9 +25,9 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use sluice_client::{
-    Acks, Admin, Client, ClientConfig, Consumer, ConsumerConfig, DeliveryFuture,
-    Error as ClientError, ErrorCode, GroupConfig, NewTopic, OffsetReset, OffsetSpec, PartitionId,
-    Producer, ProducerConfig, ProducerRecord,
+    Acks, Admin, Client, ClientConfig, Compression, CompressionConfig, Consumer, ConsumerConfig,
+    DeliveryFuture, Error as ClientError, ErrorCode, GroupConfig, NewTopic, OffsetReset,
+    OffsetSpec, PartitionId, Producer, ProducerConfig, ProducerRecord,
 };
 use tokio::sync::mpsc;
 
@@ -83,9 +83,19 @@ struct ProduceArgs {
     /// Records to send (over all producers).
     #[arg(long)]
     num_records: u64,
-    /// Bytes of each record's value (random, incompressible).
+    /// Bytes of each record's value (random, incompressible, unless `--payload json`).
     #[arg(long)]
     record_size: usize,
+    /// What the values hold: `random` bytes (incompressible) or `json` lines (event
+    /// records, compressible as real JSON is).
+    #[arg(long, value_enum, default_value_t = PayloadKind::Random)]
+    payload: PayloadKind,
+    /// Batch compression: none, gzip, snappy, lz4, zstd.
+    #[arg(long, value_name = "CODEC", default_value_t = Compression::None, value_parser = parse_codec)]
+    compression: Compression,
+    /// Compression level: gzip 1-9 (default 6), zstd 1-22 (default 3).
+    #[arg(long, value_name = "LEVEL", allow_negative_numbers = true)]
+    compression_level: Option<i32>,
     /// Acknowledgements: 0, 1 or all.
     #[arg(long, default_value = "all", value_parser = parse_acks)]
     acks: Acks,
@@ -368,46 +378,149 @@ impl Progress {
     }
 }
 
-/// Incompressible payloads: one buffer of xorshift bytes, sliced (zero-copy) per record.
+/// What `sluice-bench produce` puts in the values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum PayloadKind {
+    /// Random bytes: no codec shrinks them.
+    Random,
+    /// JSON lines of click events, each exactly `--record-size` bytes: field names repeat,
+    /// values come from small vocabularies, as in real event streams.
+    Json,
+}
+
+fn parse_codec(s: &str) -> Result<Compression, String> {
+    s.parse::<Compression>().map_err(|e| e.to_string())
+}
+
+impl ProduceArgs {
+    /// The producers' compression; the level was checked when the arguments were.
+    fn compression_config(&self) -> CompressionConfig {
+        CompressionConfig::new(self.compression, self.compression_level).expect("checked in main")
+    }
+}
+
+/// A xorshift generator: reproducible payloads from a seed.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Payloads: one buffer, sliced (zero-copy) per record. Random bytes are sliced at odd
+/// strides; JSON records are whole records of the buffer, one after another.
 struct Payloads {
     buffer: Bytes,
     record_size: usize,
     next: usize,
+    kind: PayloadKind,
 }
 
 impl Payloads {
-    fn new(record_size: usize, seed: u64) -> Payloads {
-        // Room for 1024 records, but no more than PAYLOAD_BUFFER_BYTES_MAX (two records
-        // when they are larger): generating it byte by byte takes a while, and a buffer of
-        // 1024 records of 2 MB would be 2 GB.
+    fn new(kind: PayloadKind, record_size: usize, seed: u64) -> Payloads {
+        // Room for 1024 records and at least PAYLOAD_BUFFER_BYTES_MIN, but no more than
+        // PAYLOAD_BUFFER_BYTES_MAX (two records when they are larger): generating it byte
+        // by byte takes a while, and a buffer of 1024 records of 2 MB would be 2 GB. The
+        // minimum keeps the slices of one 1 MiB batch from repeating, which a codec with a
+        // window of a few MiB (zstd) would otherwise find and compress.
         let len = (record_size.max(1).saturating_mul(1024))
+            .max(PAYLOAD_BUFFER_BYTES_MIN)
             .min(PAYLOAD_BUFFER_BYTES_MAX.max(record_size.saturating_mul(2)))
             + 4096;
-        let mut state = seed | 1;
-        let buffer: Vec<u8> = (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 24) as u8
-            })
-            .collect();
+        let mut rng = XorShift(seed | 1);
+        let buffer: Vec<u8> = match kind {
+            PayloadKind::Random => (0..len).map(|_| (rng.next() >> 24) as u8).collect(),
+            PayloadKind::Json => (0..len / record_size.max(1))
+                .flat_map(|seq| json_record(&mut rng, seq, record_size))
+                .collect(),
+        };
         Payloads {
             buffer: Bytes::from(buffer),
             record_size,
             next: 0,
+            kind,
         }
     }
 
     fn next(&mut self) -> Bytes {
-        // Odd strides so consecutive records differ.
-        self.next = (self.next + 4093) % (self.buffer.len() - self.record_size);
+        match self.kind {
+            PayloadKind::Random => {
+                // Odd strides so consecutive records differ.
+                self.next = (self.next + 4093) % (self.buffer.len() - self.record_size);
+            }
+            PayloadKind::Json => {
+                self.next += self.record_size;
+                if self.next + self.record_size > self.buffer.len() {
+                    self.next = 0;
+                }
+            }
+        }
         self.buffer.slice(self.next..self.next + self.record_size)
     }
 }
 
+/// One JSON line of a click event, exactly `size` bytes: padded with a note of common
+/// words, or cut (no longer valid JSON) when `size` is below the event's fields.
+fn json_record(rng: &mut XorShift, seq: usize, size: usize) -> Vec<u8> {
+    const EVENTS: [&str; 6] = [
+        "page_view",
+        "click",
+        "add_to_cart",
+        "purchase",
+        "search",
+        "login",
+    ];
+    const SECTIONS: [&str; 5] = ["catalog", "cart", "account", "search", "help"];
+    const COUNTRIES: [&str; 8] = ["DE", "FR", "US", "GB", "JP", "BR", "IN", "ES"];
+    const WORDS: [&str; 16] = [
+        "the",
+        "customer",
+        "viewed",
+        "item",
+        "from",
+        "a",
+        "recommended",
+        "list",
+        "and",
+        "then",
+        "returned",
+        "to",
+        "the",
+        "search",
+        "results",
+        "page",
+    ];
+    let mut pick = |n: usize| (rng.next() >> 33) as usize % n;
+    let mut line = format!(
+        "{{\"seq\":{seq},\"user\":\"user-{}\",\"event\":\"{}\",\"page\":\"/{}/{}\",\"country\":\"{}\",\"duration_ms\":{},\"note\":\"",
+        pick(5000),
+        EVENTS[pick(EVENTS.len())],
+        SECTIONS[pick(SECTIONS.len())],
+        pick(1000),
+        COUNTRIES[pick(COUNTRIES.len())],
+        pick(2000),
+    );
+    while line.len() + 2 < size {
+        line.push_str(WORDS[pick(WORDS.len())]);
+        line.push(' ');
+    }
+    line.truncate(size.saturating_sub(2));
+    line.push_str("\"}");
+    let mut bytes = line.into_bytes();
+    bytes.resize(size, b' ');
+    bytes.truncate(size);
+    bytes
+}
+
 /// The largest buffer [`Payloads`] slices records from, unless two records need more.
 const PAYLOAD_BUFFER_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// The smallest such buffer: 4093-byte strides over it wrap only after 4096 records (a
+/// whole default batch of 1 KiB records or larger).
+const PAYLOAD_BUFFER_BYTES_MIN: usize = 16 * 1024 * 1024;
 
 /// A client error as a sluice-bench user can act on it: the library names its own
 /// settings (`batch_bytes_max`), sluice-bench its flags and the `sluice` command that
@@ -439,6 +552,8 @@ fn due(start: Instant, rate: Option<f64>, i: u64) -> Option<Instant> {
 }
 
 async fn produce(bootstrap: &str, args: ProduceArgs) -> Outcome {
+    CompressionConfig::new(args.compression, args.compression_level)
+        .map_err(|e| format!("--compression-level: {e}"))?;
     let admin_client = connect(bootstrap).await?;
     let n_partitions = ensure_topic(&admin_client, &args.topic).await?;
     let stats = Stats::with_latency(args.num_records);
@@ -487,6 +602,7 @@ async fn run_producer(
     let mut config = ProducerConfig {
         acks: args.acks,
         enable_idempotence: args.enable_idempotence,
+        compression: args.compression_config(),
         ..ProducerConfig::default()
     };
     if let Some(b) = args.batch_bytes {
@@ -510,7 +626,11 @@ async fn run_producer(
     let rate = args
         .throughput
         .map(|t| t / f64::from(args.producers.max(1)));
-    let mut payloads = Payloads::new(args.record_size, 0x9e37_79b9_7f4a_7c15 ^ worker);
+    let mut payloads = Payloads::new(
+        args.payload,
+        args.record_size,
+        0x9e37_79b9_7f4a_7c15 ^ worker,
+    );
     let start = Instant::now();
     let first_partition = worker as i32;
     for i in 0..count {
@@ -774,7 +894,7 @@ async fn send_stamped(
         }
         Ok::<_, String>(())
     });
-    let mut payloads = Payloads::new(args.record_size, 0x2545_f491_4f6c_dd1d);
+    let mut payloads = Payloads::new(PayloadKind::Random, args.record_size, 0x2545_f491_4f6c_dd1d);
     let start = Instant::now();
     let topic = &args.topic.topic;
     for i in 0..args.num_records {

@@ -241,17 +241,18 @@ fn counts_must_agree_with_last_offset_delta() {
 }
 
 #[test]
-fn compressed_batches_validate_but_do_not_decode() {
+fn a_batch_marked_compressed_whose_records_are_not_decodes_to_an_error() {
     let mut v = one_record_batch().to_vec();
-    v[22] = 1; // gzip
+    v[22] = 1; // gzip, over plain records
     let crc = compute_crc(&v);
     v[17..21].copy_from_slice(&crc.to_be_bytes());
     let batch = RecordBatch::validate(Bytes::from(v)).unwrap();
     assert_eq!(batch.header().compression().unwrap(), Compression::Gzip);
     assert!(matches!(
         batch.records(),
-        Err(Error::UnsupportedCompression(1))
+        Err(Error::Decompress { codec: "gzip", .. })
     ));
+    assert!(batch.validate_compressed_records(1 << 20).is_err());
 }
 
 #[test]
@@ -406,4 +407,241 @@ proptest! {
             let _ = batch.records().unwrap().collect::<Vec<_>>();
         }
     }
+}
+
+/// Records that compress well whatever the codec: values are a short random token repeated.
+fn arb_compressible_record() -> impl Strategy<Value = TestRecord> {
+    let token = proptest::collection::vec(any::<u8>(), 1..8);
+    let repeated = (token, 32usize..128).prop_map(|(t, n)| t.repeat(n));
+    (
+        -1_000i64..1_000,
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8)),
+        repeated.prop_map(Some),
+        proptest::collection::vec(
+            (
+                proptest::collection::vec(any::<u8>(), 0..8),
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8)),
+            ),
+            0..2,
+        ),
+    )
+}
+
+fn arb_codec() -> impl Strategy<Value = Compression> {
+    prop_oneof![
+        Just(Compression::Gzip),
+        Just(Compression::Snappy),
+        Just(Compression::Lz4),
+        Just(Compression::Zstd),
+    ]
+}
+
+fn build_compressed(records: &[TestRecord], stamp: ProducerStamp, codec: Compression) -> Bytes {
+    let mut b = BatchBuilder::with_capacity(stamp, 0);
+    for (ts, key, value, headers) in records {
+        let headers: Vec<(&[u8], Option<&[u8]>)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_deref()))
+            .collect();
+        b.append(
+            1_600_000_000_000 + ts,
+            key.as_deref(),
+            value.as_deref(),
+            &headers,
+        );
+    }
+    b.build_compressed(codec, None).unwrap()
+}
+
+proptest! {
+    /// Compress, build, validate, decompress: the records that come back are the records
+    /// that went in, for every codec, and the header (counts, timestamps, stamp) is the
+    /// uncompressed batch's.
+    #[test]
+    fn compressed_batch_round_trip(
+        records in proptest::collection::vec(arb_compressible_record(), 4..30),
+        codec in arb_codec(),
+        producer_id in -1i64..1000,
+        base_offset in 0i64..1 << 40,
+    ) {
+        let stamp = ProducerStamp { producer_id, producer_epoch: 3, base_sequence: 11 };
+        let plain = RecordBatch::validate(build(&records, stamp)).unwrap();
+        let mut bytes = BytesMut::from(&build_compressed(&records, stamp, codec)[..]);
+        prop_assert!(bytes.len() < plain.bytes().len());
+        set_base_offset(&mut bytes, Offset(base_offset));
+        let batch = RecordBatch::validate(bytes.freeze()).unwrap();
+        let header = batch.header();
+        prop_assert_eq!(header.compression().unwrap(), codec);
+        prop_assert_eq!(header.records_count, plain.header().records_count);
+        prop_assert_eq!(header.last_offset_delta, plain.header().last_offset_delta);
+        prop_assert_eq!(header.max_timestamp, plain.header().max_timestamp);
+        prop_assert_eq!(header.base_sequence, 11);
+        batch.validate_compressed_records(1 << 20).unwrap();
+        let decoded: Vec<Record> = batch.records().unwrap().collect::<Result<_>>().unwrap();
+        let mut want: Vec<Record> = plain.records().unwrap().collect::<Result<_>>().unwrap();
+        for record in &mut want {
+            record.offset = record.offset.plus(base_offset);
+        }
+        prop_assert_eq!(decoded, want);
+    }
+
+    /// A batch that compression would not shrink (a few random bytes) is built uncompressed,
+    /// and reads back the same.
+    #[test]
+    fn a_batch_compression_does_not_shrink_is_built_uncompressed(
+        records in proptest::collection::vec(arb_record(), 1..3),
+        codec in arb_codec(),
+    ) {
+        let built = build_compressed(&records, ProducerStamp::default(), codec);
+        let plain = build(&records, ProducerStamp::default());
+        let batch = RecordBatch::validate(built.clone()).unwrap();
+        if batch.header().compression().unwrap() == Compression::None {
+            prop_assert_eq!(&built, &plain);
+        } else {
+            prop_assert!(built.len() < plain.len());
+        }
+        let decoded: Vec<Record> = batch.records().unwrap().collect::<Result<_>>().unwrap();
+        prop_assert_eq!(decoded.len(), records.len());
+    }
+
+    /// Damage inside the compressed records of a batch whose CRC is then made right again
+    /// (what a buggy producer sends): decoding and the broker's check give an error or the
+    /// records, never a panic; and the check refuses whatever does not decode whole.
+    #[test]
+    fn damaged_compressed_records_never_panic(
+        records in proptest::collection::vec(arb_compressible_record(), 4..12),
+        codec in arb_codec(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let good = build_compressed(&records, ProducerStamp::default(), codec);
+        prop_assert_eq!(BatchHeader::parse(&good).unwrap().compression().unwrap(), codec);
+        let mut v = good.to_vec();
+        for (at, byte) in flips {
+            let at = HEADER_LEN + at.index(v.len() - HEADER_LEN);
+            v[at] = byte;
+        }
+        let keep = HEADER_LEN + 1 + cut.index(v.len() - HEADER_LEN);
+        for mut v in [v.clone(), v[..keep].to_vec()] {
+            let batch_length = (v.len() - LOG_OVERHEAD) as i32;
+            v[8..12].copy_from_slice(&batch_length.to_be_bytes());
+            let crc = compute_crc(&v);
+            v[17..21].copy_from_slice(&crc.to_be_bytes());
+            let batch = RecordBatch::validate(Bytes::from(v)).unwrap();
+            let decoded = batch.records().and_then(|r| r.collect::<Result<Vec<_>>>());
+            if batch.validate_compressed_records(1 << 20).is_ok() {
+                prop_assert_eq!(decoded.unwrap().len(), records.len());
+            }
+        }
+    }
+}
+
+#[test]
+fn the_broker_check_refuses_a_record_count_that_does_not_match() {
+    let records: Vec<TestRecord> = (0..10)
+        .map(|i| (i, None, Some(b"abcabcabcabcabcabcabc".repeat(4)), vec![]))
+        .collect();
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let good = build_compressed(&records, ProducerStamp::default(), codec);
+        for (count, delta) in [(9i32, 9i32), (11, 10), (10, 10)] {
+            let mut v = good.to_vec();
+            v[23..27].copy_from_slice(&delta.to_be_bytes());
+            v[57..61].copy_from_slice(&count.to_be_bytes());
+            let crc = compute_crc(&v);
+            v[17..21].copy_from_slice(&crc.to_be_bytes());
+            let batch = RecordBatch::validate(Bytes::from(v)).unwrap();
+            let err = batch.validate_compressed_records(1 << 20).unwrap_err();
+            assert!(
+                matches!(err, Error::Invalid { .. } | Error::Truncated { .. }),
+                "{codec} {count}/{delta}: {err}"
+            );
+        }
+        let batch = RecordBatch::validate(good).unwrap();
+        batch.validate_compressed_records(1 << 20).unwrap();
+        assert!(matches!(
+            batch.validate_compressed_records(100),
+            Err(Error::DecompressedTooLarge { .. })
+        ));
+    }
+}
+
+#[test]
+fn codec_names_parse_and_print() {
+    for codec in Compression::ALL {
+        assert_eq!(codec.name().parse::<Compression>().unwrap(), codec);
+        assert_eq!(
+            codec.name().to_uppercase().parse::<Compression>().unwrap(),
+            codec
+        );
+        assert_eq!(Compression::from_bits(codec.bits() as u8).unwrap(), codec);
+    }
+    assert!("brotli".parse::<Compression>().is_err());
+}
+
+/// A stamped batch compressed afterwards (what the producer does, off its lock) keeps the
+/// stamp and every other header field but the length, codec bits and CRC, and the same
+/// records; compressing it again changes nothing.
+#[test]
+fn compressing_a_stamped_batch_keeps_its_header_fields() {
+    let records: Vec<TestRecord> = (0..20)
+        .map(|i| {
+            (
+                i,
+                Some(b"k".to_vec()),
+                Some(b"abcabcabcabcabcabc".repeat(3)),
+                vec![],
+            )
+        })
+        .collect();
+    let stamp = ProducerStamp {
+        producer_id: 42,
+        producer_epoch: 7,
+        base_sequence: 99,
+    };
+    let mut plain = BytesMut::from(&build(&records, ProducerStamp::default())[..]);
+    set_producer_stamp(&mut plain, stamp);
+    let plain = plain.freeze();
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let packed = compress_batch(plain.clone(), codec, None).unwrap();
+        let (a, b) = (
+            RecordBatch::validate(plain.clone()).unwrap(),
+            RecordBatch::validate(packed.clone()).unwrap(),
+        );
+        assert_eq!(b.header().compression().unwrap(), codec);
+        let same = |h: &BatchHeader| {
+            (
+                h.last_offset_delta,
+                h.base_timestamp,
+                h.max_timestamp,
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                h.records_count,
+            )
+        };
+        assert_eq!(same(a.header()), same(b.header()));
+        let (ra, rb): (Vec<Record>, Vec<Record>) = (
+            a.records().unwrap().collect::<Result<_>>().unwrap(),
+            b.records().unwrap().collect::<Result<_>>().unwrap(),
+        );
+        assert_eq!(ra, rb);
+        assert_eq!(
+            compress_batch(packed.clone(), Compression::Zstd, None).unwrap(),
+            packed
+        );
+    }
+    assert_eq!(
+        compress_batch(plain.clone(), Compression::None, None).unwrap(),
+        plain
+    );
 }

@@ -1,6 +1,7 @@
 //! The command line of `sluice`, exactly as `shared/INTERFACES.md` specifies it.
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use sluice_client::Compression;
 
 /// Command-line client of the sluice log broker.
 #[derive(Debug, Parser)]
@@ -98,7 +99,8 @@ pub enum TopicCommand {
         #[arg(short, long, default_value_t = 1, value_name = "R")]
         replication_factor: i16,
         /// A topic config, repeatable. Keys: retention.ms, retention.bytes, segment.bytes,
-        /// segment.ms, min.insync.replicas, unclean.leader.election.enable.
+        /// segment.ms, min.insync.replicas, unclean.leader.election.enable,
+        /// compression.type (only `producer`: batches stay as the producer compressed them).
         #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
     },
@@ -120,7 +122,8 @@ pub enum TopicCommand {
         /// The topic's name.
         name: String,
         /// A configuration to set, repeatable: retention.ms, retention.bytes,
-        /// segment.bytes, segment.ms, min.insync.replicas, unclean.leader.election.enable.
+        /// segment.bytes, segment.ms, min.insync.replicas, unclean.leader.election.enable,
+        /// compression.type (only `producer`).
         #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
         /// A configuration to remove from the topic, repeatable.
@@ -167,6 +170,18 @@ pub struct ProduceArgs {
     /// than the topic's segment.bytes).
     #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
     pub batch_bytes: usize,
+    /// Compress each batch: none, gzip, snappy, lz4 or zstd (Kafka's codecs; consumers,
+    /// Kafka's included, decompress transparently).
+    #[arg(long, value_name = "CODEC", default_value_t = Compression::None, value_parser = parse_codec)]
+    pub compression: Compression,
+    /// Compression level: gzip 1-9 (default 6), zstd 1-22 (default 3).
+    #[arg(long, value_name = "LEVEL", allow_negative_numbers = true)]
+    pub compression_level: Option<i32>,
+}
+
+/// Parses `--compression` with Kafka's codec names.
+pub fn parse_codec(s: &str) -> Result<Compression, String> {
+    s.parse::<Compression>().map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -443,6 +458,33 @@ mod tests {
             other => panic!("{other:?}"),
         }
         fails(&["produce", "t", "--enable-idempotence", "maybe"]);
+        match parse(&["produce", "t"]).command {
+            Command::Produce(a) => {
+                assert_eq!(
+                    (a.compression, a.compression_level),
+                    (Compression::None, None)
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let args = [
+            "produce",
+            "t",
+            "--compression",
+            "zstd",
+            "--compression-level",
+            "7",
+        ];
+        match parse(&args).command {
+            Command::Produce(a) => {
+                assert_eq!(
+                    (a.compression, a.compression_level),
+                    (Compression::Zstd, Some(7))
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        fails(&["produce", "t", "--compression", "brotli"]);
     }
 
     #[test]

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_client::{
-    Acks, Client, DeliveryFuture, Error, PartitionId, Producer, ProducerConfig, ProducerRecord,
+    Acks, Client, CompressionConfig, DeliveryFuture, Error, PartitionId, Producer, ProducerConfig,
+    ProducerRecord,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
@@ -47,6 +48,8 @@ pub async fn run(client: Client, args: ProduceArgs) -> CliResult {
         AcksArg::Leader => Acks::Leader,
         AcksArg::All => Acks::All,
     };
+    let compression = CompressionConfig::new(args.compression, args.compression_level)
+        .map_err(|e| format!("--compression-level: {e}"))?;
     let producer = Producer::new(
         client,
         ProducerConfig {
@@ -54,6 +57,7 @@ pub async fn run(client: Client, args: ProduceArgs) -> CliResult {
             enable_idempotence: args.enable_idempotence,
             stop_after_failure: true,
             batch_bytes_max: args.batch_bytes,
+            compression,
             delivery_timeout: Duration::from_millis(args.timeout_ms),
             request_timeout: ProducerConfig::default()
                 .request_timeout
