@@ -9,7 +9,8 @@
 #   bench/failover-soak.sh                  # 5 minutes, about 6 minutes in all
 #   SOAK_SECONDS=60 bench/failover-soak.sh
 #
-# Data under target/failover-soak/ (retention keeps it to a few GB). Exits non-zero if
+# Logs under target/failover-soak/; the data (retention keeps it to a few GB per broker) is
+# deleted at the end. Exits non-zero if
 # anything moved.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,8 @@ BIN=$PWD/target/release
 WORK=$PWD/target/failover-soak
 rm -rf "$WORK" && mkdir -p "$WORK"
 source bench/lib.sh
-trap stop_brokers EXIT
+# The brokers' data (over 10 GB after 5 minutes) goes when the script ends; their logs stay.
+trap 'stop_brokers; rm -rf "$WORK"/data-*' EXIT
 
 ports=("$(free_port)" "$(free_port)" "$(free_port)")
 voters="1@127.0.0.1:${ports[0]},2@127.0.0.1:${ports[1]},3@127.0.0.1:${ports[2]}"
