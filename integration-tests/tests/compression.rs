@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use sluice_client::{
-    Admin, Client, ClientConfig, Compression, CompressionConfig, Consumer, ConsumerConfig,
-    NewTopic, OffsetSpec, PartitionId, Producer, ProducerConfig, ProducerRecord,
+    Admin, Client, Compression, CompressionConfig, Consumer, ConsumerConfig, NewTopic, OffsetSpec,
+    PartitionId, Producer, ProducerConfig, ProducerRecord,
 };
 use sluice_integration_tests::checks::{read_everything, runtime};
 use sluice_integration_tests::{cli_ok, BrokerProcess};
@@ -31,12 +31,7 @@ const CODECS: [Compression; 4] = [
 ];
 
 async fn client(broker: &BrokerProcess) -> Client {
-    Client::connect(ClientConfig {
-        bootstrap: vec![broker.bootstrap()],
-        ..ClientConfig::default()
-    })
-    .await
-    .expect("connect to the broker")
+    sluice_integration_tests::checks::client(&broker.bootstrap()).await
 }
 
 /// A JSON line of record `i`: compressible, as event streams are.

@@ -7,19 +7,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_client::{
-    Admin, Client, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, NewTopic, OffsetSpec,
-    PartitionId, Producer, ProducerConfig, ProducerRecord,
+    Admin, Client, Consumer, ConsumerConfig, ConsumerRecord, NewTopic, OffsetSpec, PartitionId,
+    Producer, ProducerConfig, ProducerRecord,
 };
 use sluice_integration_tests::checks::{read_everything, runtime};
 use sluice_integration_tests::{cli_ok, BrokerProcess};
 
 async fn client(broker: &BrokerProcess) -> Client {
-    Client::connect(ClientConfig {
-        bootstrap: vec![broker.bootstrap()],
-        ..ClientConfig::default()
-    })
-    .await
-    .expect("connect to the broker")
+    sluice_integration_tests::checks::client(&broker.bootstrap()).await
 }
 
 #[test]

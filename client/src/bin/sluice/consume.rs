@@ -59,6 +59,7 @@ pub async fn run(client: Client, args: ConsumeArgs, format: Format) -> CliResult
         let records = tokio::select! {
             records = consumer.poll(wait) => records.map_err(|e| e.to_string())?,
             _ = &mut ctrl_c => {
+                printer.progress.clear();
                 eprintln!("processed {} records", printer.printed);
                 break;
             }
@@ -85,6 +86,8 @@ struct Printer<'a> {
     /// it off): the consumer's position is past it, a commit must not be.
     unprinted: BTreeMap<TopicPartition, i64>,
     out: Vec<u8>,
+    /// How many were printed, on stderr while stdout goes to a file or a pipe.
+    progress: crate::progress::Progress,
 }
 
 impl<'a> Printer<'a> {
@@ -97,6 +100,7 @@ impl<'a> Printer<'a> {
             to_commit: BTreeMap::new(),
             unprinted: BTreeMap::new(),
             out: Vec::new(),
+            progress: crate::progress::Progress::beside_stdout("read"),
         }
     }
 
@@ -126,6 +130,7 @@ impl<'a> Printer<'a> {
             let tp = TopicPartition::new(record.topic.clone(), record.partition);
             self.unprinted.entry(tp).or_insert(record.offset);
         }
+        self.progress.update(self.printed);
         write_stdout(&self.out)
     }
 
@@ -228,6 +233,7 @@ async fn consume_as_member(
         let event = tokio::select! {
             event = consumer.poll_event(wait) => event.map_err(|e| e.to_string())?,
             _ = &mut ctrl_c => {
+                printer.progress.clear();
                 eprintln!("processed {} records", printer.printed);
                 break;
             }

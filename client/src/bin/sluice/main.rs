@@ -5,6 +5,7 @@
 mod args;
 mod consume;
 mod produce;
+mod progress;
 mod render;
 
 use std::io::Write;

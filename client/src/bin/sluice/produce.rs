@@ -260,11 +260,15 @@ fn may_be_written(error: &Error) -> bool {
 /// Awaits the deliveries in input order.
 async fn count_deliveries(mut deliveries: mpsc::Receiver<(u64, DeliveryFuture)>) -> Tally {
     let mut tally = Tally::default();
+    let mut progress = crate::progress::Progress::on_terminal("acknowledged");
+    let mut done = 0;
     while let Some((line, delivery)) = deliveries.recv().await {
         match delivery.await {
             Ok(_) => tally.acknowledged(line),
             Err(e) => tally.fail(line, e),
         }
+        done += 1;
+        progress.update(done);
     }
     tally
 }
