@@ -48,22 +48,49 @@ const TICK: Duration = Duration::from_millis(20);
 /// How long a pre-vote round waits for answers.
 const PRE_VOTE_TIMEOUT: Duration = Duration::from_millis(200);
 
-/// When this voter last stood for election: the term, and when it had last heard from a
-/// leader. The controller it becomes counts the previous controller's silence from there
-/// (`Controller`'s sessions), as a broker's session counts from its last heartbeat.
+/// When this voter last stood for election (the term, and when it had last heard from a
+/// leader), and the last pre-vote it granted. The controller it becomes counts the previous
+/// controller's silence from the first (`Controller`'s sessions), as a broker's session
+/// counts from its last heartbeat; the second keeps two voters from standing together.
 #[derive(Debug, Default)]
-pub struct LastStand(std::sync::Mutex<Option<(u64, Instant)>>);
+pub struct LastStand {
+    stood: std::sync::Mutex<Option<(u64, Instant)>>,
+    granted: std::sync::Mutex<Option<(Instant, NodeId)>>,
+}
+
+/// How long after granting a pre-vote a voter leaves the election to that candidate.
+const YIELD_WINDOW: Duration = Duration::from_millis(300);
 
 impl LastStand {
     fn record(&self, term: u64, leader_heard_at: Instant) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((term, leader_heard_at));
+        *self.stood.lock().unwrap_or_else(|p| p.into_inner()) = Some((term, leader_heard_at));
     }
 
     /// When this node last heard from a leader before it stood in `term`; `None` if it
     /// did not stand in that term.
     pub fn leader_heard_at(&self, term: u64) -> Option<Instant> {
-        let stood = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let stood = *self.stood.lock().unwrap_or_else(|p| p.into_inner());
         stood.filter(|(t, _)| *t == term).map(|(_, at)| at)
+    }
+
+    /// Notes a pre-vote this node granted to `candidate`.
+    pub fn granted(&self, candidate: NodeId) {
+        *self.granted.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), candidate));
+    }
+
+    /// The candidate node `me` should leave the election to, for a pre-vote round it began
+    /// (or is about to begin) at `round_began`: one it granted a pre-vote within the last
+    /// [`YIELD_WINDOW`] that asked before this round began, or, when both asked at once
+    /// (the grant came during the round), the higher id. Asked before a round, so a voter
+    /// asked first does not ask at all, and again after a round won, for the tie. Without this, two voters whose timers end together both stand, split
+    /// the vote and wait a whole timer more (the controller cases' tail in BENCHMARKS.md).
+    pub fn yields_to(&self, me: NodeId, round_began: Instant) -> Option<NodeId> {
+        let granted = *self.granted.lock().unwrap_or_else(|p| p.into_inner());
+        granted
+            .filter(|(at, candidate)| {
+                at.elapsed() < YIELD_WINDOW && (*at <= round_began || *candidate > me)
+            })
+            .map(|(_, candidate)| candidate)
     }
 }
 
@@ -164,6 +191,7 @@ fn leader_lease(raft: &Raft) -> Duration {
 pub async fn serve_pre_vote(
     raft: &Raft,
     log: &LogReader,
+    stand: Option<&LastStand>,
     request: RaftPreVoteRequest,
 ) -> Result<RaftPreVoteResponse, ApiError> {
     check_target(raft, request.target, ApiKey::RaftPreVote)?;
@@ -184,6 +212,9 @@ pub async fn serve_pre_vote(
             reason: "its metadata log is stopping".to_owned(),
         },
     };
+    if let (true, Some(stand)) = (answer.granted, stand) {
+        stand.granted(pre.candidate);
+    }
     tracing::debug!(
         candidate = pre.candidate,
         term = pre.term,
@@ -229,6 +260,14 @@ pub async fn run_timer(
         }
         last_try = Some(Instant::now());
         timeout = random.between(ELECTION_TIMEOUT_MIN, ELECTION_TIMEOUT_MAX);
+        // Another voter asked this one first: it will stand; asking too would only make
+        // it yield or split the vote.
+        if let Some(candidate) = last_stand.yields_to(me, Instant::now()) {
+            tracing::debug!(
+                "node {me} leaves the next term to node {candidate}, which asked first"
+            );
+            continue;
+        }
         let term = raft.metrics().borrow().current_term + 1;
         let pre = PreVote {
             candidate: me,
@@ -240,10 +279,15 @@ pub async fn run_timer(
             .filter(|(id, _)| *id != me && view.voters.contains(id))
             .cloned()
             .collect();
+        let round_began = Instant::now();
         let Some(granted_by) = ask_for_pre_votes(&pre, &others, &peer, view.voters.len()).await
         else {
             continue;
         };
+        if let Some(candidate) = last_stand.yields_to(me, round_began) {
+            tracing::debug!("node {me} leaves term {term} to node {candidate}, which asked too");
+            continue;
+        }
         if !single {
             tracing::info!(
                 "node {me} heard nothing from an active controller for {} ms and nodes \

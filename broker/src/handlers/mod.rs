@@ -167,7 +167,18 @@ pub async fn finish(
             network::serve_install_snapshot(&broker.cluster.raft, r).await?,
         ),
         Request::RaftPreVote(r) => Response::RaftPreVote(
-            election::serve_pre_vote(&broker.cluster.raft, &broker.cluster.log, r).await?,
+            election::serve_pre_vote(
+                &broker.cluster.raft,
+                &broker.cluster.log,
+                broker
+                    .cluster
+                    .controller
+                    .as_ref()
+                    .map(|c| c.last_stand())
+                    .as_deref(),
+                r,
+            )
+            .await?,
         ),
         request @ (Request::BrokerRegistration(_)
         | Request::BrokerHeartbeat(_)

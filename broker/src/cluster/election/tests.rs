@@ -95,3 +95,24 @@ fn timeouts_stay_in_their_range() {
     assert!(drawn.iter().any(|d| *d < Duration::from_millis(720)));
     assert!(drawn.iter().any(|d| *d > Duration::from_millis(780)));
 }
+
+#[test]
+fn a_voter_that_granted_a_pre_vote_leaves_the_election_to_that_candidate() {
+    use tokio::time::Instant;
+    let stand = super::LastStand::default();
+    let before_round = Instant::now();
+    assert_eq!(stand.yields_to(2, before_round), None, "granted nothing");
+    // Node 1 asked before node 2's round began: node 2 yields, whatever the ids.
+    stand.granted(1);
+    let round = Instant::now();
+    assert_eq!(stand.yields_to(2, round), Some(1));
+    // Both asked at once (the grant came during node 2's round): the higher id stands.
+    let round = Instant::now();
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    stand.granted(3);
+    assert_eq!(stand.yields_to(2, round), Some(3));
+    let round = Instant::now();
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    stand.granted(1);
+    assert_eq!(stand.yields_to(2, round), None);
+}
