@@ -366,23 +366,21 @@ fn run_node(
             return;
         }
     };
-    let how = runtime.block_on(serve(config, listener, stop, ready, ready_timeout));
+    runtime.block_on(serve(config, listener, stop, ready, ready_timeout));
     // Every task still running on it (replica fetchers, the Raft node, connections) is
     // dropped at its next await, the abrupt end of a killed process; blocking I/O under
     // way gets a moment to finish, so the data directory's lock is free for a restart.
-    let _ = how;
     runtime.shutdown_timeout(Duration::from_secs(1));
 }
 
-/// Opens and runs the broker; returns how it was told to stop (`None`: it stopped by
-/// itself, or never started).
+/// Opens and runs the broker until told to stop; a graceful stop waits for its shutdown.
 async fn serve(
     config: BrokerConfig,
     listener: std::net::TcpListener,
     stop: oneshot::Receiver<Stop>,
     ready: oneshot::Sender<Result<(), Error>>,
     ready_timeout: Duration,
-) -> Option<Stop> {
+) {
     let id = config.node_id.0;
     let native = match listener
         .set_nonblocking(true)
@@ -391,14 +389,14 @@ async fn serve(
         Ok(native) => native,
         Err(source) => {
             let _ = ready.send(Err(io("serving a bound listener", source)));
-            return None;
+            return;
         }
     };
     let broker = match Broker::open(config).await {
         Ok(broker) => broker,
         Err(source) => {
             let _ = ready.send(Err(Error::Broker { node: id, source }));
-            return None;
+            return;
         }
     };
     let (graceful_tx, graceful_rx) = oneshot::channel::<()>();
@@ -427,5 +425,4 @@ async fn serve(
         let _ = graceful_tx.send(());
         let _ = serving.await;
     }
-    Some(how)
 }

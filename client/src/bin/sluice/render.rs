@@ -310,7 +310,6 @@ pub fn group_describe_text(g: &GroupDescription, offsets: &[GroupPartitionOffset
     }
     if !offsets.is_empty() {
         out.push('\n');
-        let known = |o: i64| if o < 0 { "-".to_owned() } else { o.to_string() };
         let rows: Vec<Vec<String>> = offsets
             .iter()
             .map(|o| {
@@ -369,7 +368,6 @@ pub fn group_describe_json(g: &GroupDescription, offsets: &[GroupPartitionOffset
 
 /// `group lag`: one row per partition; unknown figures are `-`.
 pub fn group_lag_text(lags: &[GroupPartitionLag]) -> String {
-    let known = |o: i64| if o < 0 { "-".to_owned() } else { o.to_string() };
     let rows: Vec<Vec<String>> = lags
         .iter()
         .map(|l| {
@@ -437,6 +435,15 @@ pub fn group_reset_json(group: &str, topic: &str, offsets: &[(PartitionId, i64)]
         "topic": topic,
         "offsets": offsets.iter().map(|(p, o)| json!({"partition": p.0, "offset": o})).collect::<Vec<_>>(),
     })
+}
+
+/// An offset for a table: `-` where none is known (negative).
+fn known(offset: i64) -> String {
+    if offset < 0 {
+        "-".to_owned()
+    } else {
+        offset.to_string()
+    }
 }
 
 #[cfg(test)]
