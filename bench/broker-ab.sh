@@ -11,6 +11,12 @@
 #   BASE=<rev> ROUNDS=5 SLUICE_BENCH_RECORDS=1000000 bench/broker-ab.sh
 #   OLD_BROKER=/path/to/sluice-broker bench/broker-ab.sh   # skip building BASE
 #   LOADS=fixed-100k ROUNDS=7 bench/broker-ab.sh            # some of the loads only
+#   OLD_BROKER=target/release/sluice-broker OLD_FLAGS="--http-listen off" bench/broker-ab.sh
+#                              # one binary, two configurations (here: metrics off vs on)
+#
+# Besides MB/s and latency it reports the broker's CPU time per MB produced (user +
+# system, from /proc), which a machine shared with other work disturbs far less than
+# throughput: the cost of a change that does not touch the disk shows there first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${SLUICE_BENCH_RECORDS:-300000}
@@ -37,7 +43,7 @@ declare -A LOAD_FLAGS=(
   [8-producers]="--producers 8 --partitions 8"
 )
 read -r -a ORDER <<<"${LOADS:-unlimited fixed-100k 8-producers}"
-declare -A mbs p50 p99 p999
+declare -A mbs p50 p99 p999 cpums
 for load in "${ORDER[@]}"; do
   for round in $(seq 1 "$ROUNDS"); do
     for side in base new; do
@@ -47,19 +53,26 @@ for load in "${ORDER[@]}"; do
       rm -rf "$WORK/data-$side"
       kafka=()  # a broker from before the Kafka listener has no such flag
       "$broker" --help | grep -q -- --kafka-listen && kafka=(--kafka-listen off)
-      "$broker" --listen "127.0.0.1:$port" "${kafka[@]}" --data-dir "$WORK/data-$side" \
+      flags=${NEW_FLAGS:-}
+      [[ $side == base ]] && flags=${OLD_FLAGS:-}
+      # shellcheck disable=SC2086 # the flags are words
+      "$broker" --listen "127.0.0.1:$port" "${kafka[@]}" --data-dir "$WORK/data-$side" $flags \
         2>"$WORK/broker-$side.log" &
       PIDS+=($!)
+      pid=$!
       export SLUICE_BOOTSTRAP="127.0.0.1:$port"
       wait_active 1
       # shellcheck disable=SC2086 # the flags are words
       out=$("$BIN/sluice-bench" produce --topic "ab" --num-records "$N" --record-size 1000 \
         --acks all ${LOAD_FLAGS[$load]} --format json 2>/dev/null | tail -1)
+      cpu_secs=$(cpu_seconds "$pid")
       stop_brokers
       m=$(echo "$out" | json 'round(d["mb_per_sec"], 1)')
       l=$(echo "$out" | json '" ".join(str(round(d["latency_ms"][k], 2)) for k in ("p50", "p99", "p999"))')
       read -r a b c <<<"$l"
-      echo "== $load round $round $side: $m MB/s, p50/p99/p999 $a/$b/$c ms" >&2
+      cpu=$(python3 -c "print(round(1000 * $cpu_secs / ($N * 1000 / 1e6), 2))")
+      echo "== $load round $round $side: $m MB/s, p50/p99/p999 $a/$b/$c ms, $cpu CPU ms/MB" >&2
+      cpums[$load-$side]+="$cpu "
       mbs[$load-$side]+="$m "
       p50[$load-$side]+="$a "
       p99[$load-$side]+="$b "
@@ -68,14 +81,16 @@ for load in "${ORDER[@]}"; do
   done
 done
 median() { python3 -c "import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]), 2))" $1; }
-echo "| load | broker | runs (MB/s) | median MB/s | median latency ms p50 / p99 / p999 |"
-echo "|---|---|---|---|---|"
+echo "| load | broker | runs (MB/s) | median MB/s | median latency ms p50 / p99 / p999 | broker CPU ms per MB: runs, median |"
+echo "|---|---|---|---|---|---|"
 for load in "${ORDER[@]}"; do
   for side in base new; do
     label="base ($BASE)"
     [[ $side == new ]] && label="working tree"
     [[ $side == base && -n ${OLD_BROKER:-} ]] && label="base ($OLD_BROKER)"
-    echo "| $load | $label | ${mbs[$load-$side]}| $(median "${mbs[$load-$side]}") | $(median "${p50[$load-$side]}") / $(median "${p99[$load-$side]}") / $(median "${p999[$load-$side]}") |"
+    [[ $side == base && -n ${OLD_FLAGS:-} ]] && label+=" $OLD_FLAGS"
+    [[ $side == new && -n ${NEW_FLAGS:-} ]] && label+=" $NEW_FLAGS"
+    echo "| $load | $label | ${mbs[$load-$side]}| $(median "${mbs[$load-$side]}") | $(median "${p50[$load-$side]}") / $(median "${p99[$load-$side]}") / $(median "${p999[$load-$side]}") | ${cpums[$load-$side]}: $(median "${cpums[$load-$side]}") |"
   done
 done
 echo

@@ -80,6 +80,9 @@ pub struct Metrics {
     connections_accepted: Family<ListenerLabels, Counter>,
     isr_shrinks: Counter,
     isr_expands: Counter,
+    /// `false` when nothing can read the metrics (the broker has no HTTP listener): every
+    /// event is then ignored, so a broker without `/metrics` pays nothing for them.
+    enabled: bool,
 }
 
 impl Default for Metrics {
@@ -98,6 +101,7 @@ impl Default for Metrics {
             connections_accepted: Family::default(),
             isr_shrinks: Counter::default(),
             isr_expands: Counter::default(),
+            enabled: true,
         }
     }
 }
@@ -106,6 +110,20 @@ impl Metrics {
     /// A fresh set, every counter at zero.
     pub fn new() -> Arc<Metrics> {
         Arc::new(Metrics::default())
+    }
+
+    /// A set that counts nothing: for a broker without an HTTP listener, where no one
+    /// could read them.
+    pub fn disabled() -> Arc<Metrics> {
+        Arc::new(Metrics {
+            enabled: false,
+            ..Metrics::default()
+        })
+    }
+
+    /// Whether events are counted.
+    pub fn enabled(&self) -> bool {
+        self.enabled
     }
 
     /// Registers every metric in `registry` (the names are the exported ones; a counter's
@@ -182,6 +200,9 @@ impl Metrics {
 
     /// A producer's batches were appended to a partition of `topic`.
     pub fn produced(&self, topic: &str, records: u64, bytes: u64) {
+        if !self.enabled {
+            return;
+        }
         let labels = TopicLabels {
             topic: topic.to_owned(),
         };
@@ -191,6 +212,9 @@ impl Metrics {
 
     /// A consumer was answered `records` records (`bytes` bytes of batches) of `topic`.
     pub fn fetched(&self, topic: &str, records: u64, bytes: u64) {
+        if !self.enabled {
+            return;
+        }
         let labels = TopicLabels {
             topic: topic.to_owned(),
         };
@@ -200,6 +224,9 @@ impl Metrics {
 
     /// A request of `api` was answered after `elapsed`.
     pub fn request(&self, api: &'static str, elapsed: Duration) {
+        if !self.enabled {
+            return;
+        }
         let labels = ApiLabels { api };
         self.requests.get_or_create(&labels).inc();
         self.request_duration
@@ -209,7 +236,7 @@ impl Metrics {
 
     /// A request of `api` (or one partition of it) was answered with `code`.
     pub fn error(&self, api: &'static str, code: ErrorCode) {
-        if code == ErrorCode::None {
+        if code == ErrorCode::None || !self.enabled {
             return;
         }
         let labels = ErrorLabels {
@@ -222,8 +249,10 @@ impl Metrics {
     /// A connection of `listener` opened; the guard closes it in the gauge when dropped.
     pub fn connection_opened(self: &Arc<Self>, listener: &'static str) -> ConnectionGuard {
         let labels = ListenerLabels { listener };
-        self.connections_accepted.get_or_create(&labels).inc();
-        self.connections_open.get_or_create(&labels).inc();
+        if self.enabled {
+            self.connections_accepted.get_or_create(&labels).inc();
+            self.connections_open.get_or_create(&labels).inc();
+        }
         ConnectionGuard {
             metrics: Arc::clone(self),
             listener,
@@ -233,6 +262,9 @@ impl Metrics {
     /// The controller committed an ISR change of a partition led here, from `before` to
     /// `after` members.
     pub fn isr_changed(&self, before: usize, after: usize) {
+        if !self.enabled {
+            return;
+        }
         if after < before {
             self.isr_shrinks.inc();
         } else if after > before {
@@ -243,6 +275,9 @@ impl Metrics {
 
 impl FlushObserver for Metrics {
     fn flushed(&self, elapsed: Duration, records: u64) {
+        if !self.enabled {
+            return;
+        }
         self.fsync_duration.observe(elapsed.as_secs_f64());
         self.fsync_records.observe(records as f64);
     }
@@ -256,6 +291,9 @@ pub struct ConnectionGuard {
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
+        if !self.metrics.enabled {
+            return;
+        }
         let labels = ListenerLabels {
             listener: self.listener,
         };
@@ -316,6 +354,24 @@ mod tests {
     fn api_names_are_snake_case() {
         assert_eq!(snake_case("JoinGroup"), "join_group");
         assert_eq!(snake_case("Produce"), "produce");
+    }
+
+    #[test]
+    fn a_disabled_set_counts_nothing() {
+        let metrics = Metrics::disabled();
+        metrics.produced("orders", 3, 120);
+        metrics.request("produce", Duration::from_millis(2));
+        metrics.error("produce", ErrorCode::NotLeaderOrFollower);
+        metrics.flushed(Duration::from_millis(1), 3);
+        drop(metrics.connection_opened("native"));
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        assert!(!text.contains("orders"), "{text}");
+        assert!(!text.contains("api=\"produce\""), "{text}");
+        assert!(!text.contains("listener="), "{text}");
+        assert!(text.contains("sluice_fsync_records_count 0"), "{text}");
     }
 
     #[test]
