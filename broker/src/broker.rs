@@ -67,16 +67,22 @@ impl Broker {
     /// first metadata image is applied ([`Broker::spawn_background`]).
     pub async fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let metrics = Metrics::new();
+        // Without an HTTP listener nothing can read the metrics: count nothing.
+        let metrics = match config.http_listen {
+            Some(_) => Metrics::new(),
+            None => Metrics::disabled(),
+        };
         let (lock, topics, identity) = {
             let config = config.clone();
-            let observer: Arc<dyn sluice_storage::FlushObserver> = metrics.clone();
+            let observer = metrics
+                .enabled()
+                .then(|| -> Arc<dyn sluice_storage::FlushObserver> { metrics.clone() });
             tokio::task::spawn_blocking(move || {
                 // First of all: nothing in the directory is read or written unlocked.
                 let lock = DataDirLock::acquire(&config.data_dir)?;
                 let file = NodeFile::new(&config.data_dir);
                 let identity = file.load_or_create(config.node_id)?;
-                let topics = Topics::open(&config, clock, Some(observer))?;
+                let topics = Topics::open(&config, clock, observer)?;
                 Ok::<_, BrokerError>((lock, topics, (identity, file)))
             })
             .await
@@ -296,6 +302,10 @@ pub struct Services {
     pub producer_ids: ProducerIds,
     /// Consumer groups.
     pub groups: Arc<Coordinator>,
+    /// SCRAM users.
+    pub users: crate::services::users::Users,
+    /// Logins (SASL), for both listeners.
+    pub auth: Arc<crate::security::Authenticator>,
 }
 
 impl Services {
@@ -309,7 +319,15 @@ impl Services {
         metrics: &Arc<Metrics>,
     ) -> Services {
         let admin = Admin::new(config, Arc::clone(cluster), Arc::clone(topics));
+        let images = Arc::clone(cluster);
+        let auth = crate::security::Authenticator::new(
+            config.sasl_mechanisms.clone(),
+            config.sasl_plain_without_tls,
+            Arc::new(move || images.image()),
+        );
         Services {
+            users: crate::services::users::Users::new(Arc::clone(cluster)),
+            auth: Arc::new(auth),
             produce: Produce::new(Arc::clone(cluster), Arc::clone(topics), Arc::clone(metrics)),
             fetch: Fetch::new(
                 Arc::clone(cluster),

@@ -96,6 +96,12 @@ pub struct BrokerConfig {
     pub group_min_session_timeout_ms: u64,
     /// Longest session timeout a consumer may ask for.
     pub group_max_session_timeout_ms: u64,
+    /// The SASL mechanisms clients must log in with; empty (the default): no
+    /// authentication, every connection is `User:ANONYMOUS`.
+    pub sasl_mechanisms: Vec<crate::security::SaslMechanism>,
+    /// Whether PLAIN (which sends the password itself) is accepted on connections without
+    /// TLS. Off by default.
+    pub sasl_plain_without_tls: bool,
     /// A testing aid: the address to dial instead when this broker connects to broker N
     /// (by its voter address or its advertised listener), so a fault-injecting proxy can
     /// sit on each directed link. Empty in production.
@@ -198,6 +204,8 @@ impl Default for BrokerConfig {
             http_listen: Some(([127, 0, 0, 1], 9644).into()),
             http_listen_explicit: false,
             auto_create_topics: true,
+            sasl_mechanisms: Vec::new(),
+            sasl_plain_without_tls: false,
             data_dir: PathBuf::from("sluice-data"),
             voters: vec![Voter {
                 id: BrokerId(1),
@@ -271,6 +279,13 @@ pub struct ConfigLayer {
     /// Whether Kafka clients' Metadata requests create missing topics (default true).
     #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS", value_name = "true|false")]
     pub auto_create_topics: Option<bool>,
+    /// SASL mechanisms clients must log in with, comma-separated (SCRAM-SHA-256,
+    /// SCRAM-SHA-512, PLAIN); authentication is on when set. Users: `sluice user create`.
+    #[arg(long, env = "SLUICE_SASL_MECHANISMS", value_name = "M,...")]
+    pub sasl_mechanisms: Option<String>,
+    /// Accept PLAIN logins (the password itself) on connections without TLS (default false).
+    #[arg(long, env = "SLUICE_SASL_PLAIN_WITHOUT_TLS", value_name = "true|false")]
+    pub sasl_plain_without_tls: Option<bool>,
     /// Data directory.
     #[arg(long, env = "SLUICE_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -385,8 +400,12 @@ impl ConfigLayer {
             group_initial_rebalance_delay_ms,
             group_min_session_timeout_ms,
             group_max_session_timeout_ms,
-            auto_create_topics
+            auto_create_topics,
+            sasl_plain_without_tls
         );
+        if let Some(mechanisms) = self.sasl_mechanisms {
+            config.sasl_mechanisms = parse_sasl_mechanisms(&mechanisms)?;
+        }
         if let Some(listen) = self.kafka_listen {
             config.kafka_listen = parse_listen("kafka_listen", &listen)?;
             config.kafka_listen_explicit = true;
@@ -477,6 +496,15 @@ fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
     }
     if config.max_frame_bytes < 1 << 20 {
         return fail("max_frame_bytes must be at least 1048576 (1 MiB)".into());
+    }
+    let single_node = config.voters.len() == 1 && config.is_voter();
+    if !config.sasl_mechanisms.is_empty() && !single_node {
+        return fail(
+            "sasl_mechanisms is set on a node of a multi-node cluster: brokers do not log in \
+             to each other yet, so they could not replicate or elect a controller; run \
+             several nodes without sasl_mechanisms, or authentication on a single node"
+                .into(),
+        );
     }
     if config.default_partitions as i64 > PARTITIONS_MAX as i64 {
         return fail(format!(
@@ -578,6 +606,28 @@ fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
     Ok(())
 }
 
+/// `SCRAM-SHA-256,PLAIN` -> the mechanisms; empty or `none` turns authentication off.
+fn parse_sasl_mechanisms(list: &str) -> Result<Vec<crate::security::SaslMechanism>, BrokerError> {
+    use crate::security::SaslMechanism;
+    let mut mechanisms = Vec::new();
+    for name in list
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && *n != "none")
+    {
+        let Some(m) = SaslMechanism::from_name(name) else {
+            return Err(BrokerError::Config(format!(
+                "sasl_mechanisms: {name:?} is not a SASL mechanism sluice has; use \
+                 SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN, comma-separated"
+            )));
+        };
+        if !mechanisms.contains(&m) {
+            mechanisms.push(m);
+        }
+    }
+    Ok(mechanisms)
+}
+
 /// Parses a listener setting (`key`): `HOST:PORT`, or `off`.
 fn parse_listen(key: &str, text: &str) -> Result<Option<SocketAddr>, BrokerError> {
     if text.eq_ignore_ascii_case("off") {
@@ -669,6 +719,37 @@ mod tests {
                 address: "127.0.0.1:1234".into()
             }]
         );
+    }
+
+    #[test]
+    fn sasl_mechanisms_parse_and_need_a_single_node() {
+        use crate::security::SaslMechanism;
+        use sluice_protocol::scram::Mechanism;
+        assert!(resolve_args(&[]).unwrap().sasl_mechanisms.is_empty());
+        let config = resolve_args(&["--sasl-mechanisms", "scram-sha-512, PLAIN"]).unwrap();
+        assert_eq!(
+            config.sasl_mechanisms,
+            vec![
+                SaslMechanism::Scram(Mechanism::Sha512),
+                SaslMechanism::Plain
+            ]
+        );
+        let err = resolve_args(&["--sasl-mechanisms", "GSSAPI"]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN"),
+            "{err}"
+        );
+        let err = resolve_args(&[
+            "--sasl-mechanisms",
+            "PLAIN",
+            "--node-id",
+            "1",
+            "--voters",
+            "1@127.0.0.1:9700,2@127.0.0.1:9701,3@127.0.0.1:9702",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("multi-node"), "{err}");
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod partition;
 pub mod producer_state;
 pub mod replication;
+pub mod security;
 pub mod server;
 pub mod services;
 pub mod topic_config;

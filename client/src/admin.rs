@@ -5,15 +5,17 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use sluice_protocol::messages::{
-    AlterConfigsRequest, AlterableConfig, AlterableTopic, CreatableTopic, CreateTopicsRequest,
-    DeleteTopicsRequest, DescribeClusterRequest, CONFIG_DELETE, CONFIG_SET, EARLIEST_TIMESTAMP,
-    LATEST_TIMESTAMP,
+    AlterConfigsRequest, AlterUserScramCredentialsRequest, AlterableConfig, AlterableTopic,
+    CreatableTopic, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeUserScramCredentialsRequest, ScramCredentialDeletion, ScramCredentialUpsertion,
+    CONFIG_DELETE, CONFIG_SET, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
 
 use crate::backoff::{Backoff, Jitter};
 use crate::client::{broker_timeout_ms, format_address, unexpected, Client};
 use crate::error::{Error, Result};
+use crate::sasl::SaslMechanism;
 
 /// A topic to create.
 ///
@@ -198,6 +200,15 @@ pub(crate) const DESCRIBE_LOOKUP_ATTEMPTS: u32 = 2;
 pub(crate) const DESCRIBE_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long `create_topic` waits for the new topic's leaders to show in metadata.
 const CREATE_VISIBLE_WAIT: Duration = Duration::from_secs(5);
+
+/// A SCRAM user ([`Admin::list_users`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserDescription {
+    /// The user.
+    pub name: String,
+    /// `(mechanism, iterations)` of each credential it has.
+    pub mechanisms: Vec<(String, i32)>,
+}
 
 impl Admin {
     /// An admin over `client`.
@@ -474,6 +485,133 @@ impl Admin {
 
     /// Sends an admin request to the active controller when it is known, else anywhere
     /// (a broker forwards it or answers NOT_CONTROLLER, which `retrying` handles).
+    /// Creates user `name` (or replaces its credential for `mechanism`) with `password`,
+    /// for SCRAM and PLAIN logins. The password is salted and hashed here (PBKDF2, 8192
+    /// iterations); only the salted password reaches the broker, and the brokers keep only
+    /// what checks a login. On a broker without authentication this is how the first users
+    /// are made before authentication is turned on.
+    ///
+    /// ```no_run
+    /// # async fn demo(admin: sluice_client::Admin) -> sluice_client::Result<()> {
+    /// use sluice_client::SaslMechanism;
+    /// admin.create_user("alice", SaslMechanism::ScramSha256, "s3cret").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_user(
+        &self,
+        name: &str,
+        mechanism: SaslMechanism,
+        password: &str,
+    ) -> Result<()> {
+        let Some(scram) = mechanism.scram() else {
+            return Err(Error::InvalidArgument(
+                "a user's credential is SCRAM-SHA-256 or SCRAM-SHA-512 (PLAIN logins are \
+                 checked against either)"
+                    .into(),
+            ));
+        };
+        if password.is_empty() {
+            return Err(Error::InvalidArgument("the password is empty".into()));
+        }
+        let salt = sluice_protocol::scram::new_salt();
+        let iterations = sluice_protocol::scram::ITERATIONS_DEFAULT;
+        let salted = scram.salted_password(password.as_bytes(), &salt, iterations);
+        let request = AlterUserScramCredentialsRequest {
+            deletions: Vec::new(),
+            upsertions: vec![ScramCredentialUpsertion {
+                name: name.to_owned(),
+                mechanism: scram.name().to_owned(),
+                iterations: iterations as i32,
+                salt: salt.into(),
+                salted_password: salted.into(),
+            }],
+        };
+        self.alter_users(format!("creating user \"{name}\""), request)
+            .await
+    }
+
+    /// Deletes user `name`'s credentials: of `mechanism`, or of every mechanism it has.
+    pub async fn delete_user(&self, name: &str, mechanism: Option<SaslMechanism>) -> Result<()> {
+        let mechanisms: Vec<String> = match mechanism.and_then(SaslMechanism::scram) {
+            Some(m) => vec![m.name().to_owned()],
+            None => {
+                let users = self.list_users().await?;
+                let user = users.into_iter().find(|u| u.name == name).ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "there is no user \"{name}\"; sluice user list shows the users"
+                    ))
+                })?;
+                user.mechanisms.into_iter().map(|(m, _)| m).collect()
+            }
+        };
+        let request = AlterUserScramCredentialsRequest {
+            deletions: mechanisms
+                .into_iter()
+                .map(|mechanism| ScramCredentialDeletion {
+                    name: name.to_owned(),
+                    mechanism,
+                })
+                .collect(),
+            upsertions: Vec::new(),
+        };
+        self.alter_users(format!("deleting user \"{name}\""), request)
+            .await
+    }
+
+    async fn alter_users(
+        &self,
+        context: String,
+        request: AlterUserScramCredentialsRequest,
+    ) -> Result<()> {
+        let context_ref = context.as_str();
+        let request = &request;
+        self.retrying(context_ref, move |_| async move {
+            let response = match self
+                .client
+                .send_any(Request::AlterUserScramCredentials(request.clone()))
+                .await?
+            {
+                Response::AlterUserScramCredentials(r) => r,
+                other => return Err(unexpected("AlterUserScramCredentials", &other)),
+            };
+            for result in response.results {
+                if result.error_code != ErrorCode::None {
+                    return Err(Error::broker(
+                        context_ref,
+                        result.error_code,
+                        result.error_message,
+                    ));
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The SCRAM users, sorted by name, with their mechanisms and iterations (never their
+    /// keys).
+    pub async fn list_users(&self) -> Result<Vec<UserDescription>> {
+        let request = Request::DescribeUserScramCredentials(DescribeUserScramCredentialsRequest {
+            users: None,
+        });
+        let response = match self.client.send_any(request).await? {
+            Response::DescribeUserScramCredentials(r) => r,
+            other => return Err(unexpected("DescribeUserScramCredentials", &other)),
+        };
+        Ok(response
+            .users
+            .into_iter()
+            .map(|u| UserDescription {
+                name: u.user,
+                mechanisms: u
+                    .credentials
+                    .into_iter()
+                    .map(|c| (c.mechanism, c.iterations))
+                    .collect(),
+            })
+            .collect())
+    }
+
     async fn send_admin(&self, request: Request) -> Result<Response> {
         match self.client.cached_controller() {
             Some(controller) => self.client.send(controller, request).await,

@@ -52,6 +52,8 @@ pub struct ClientConfig {
     /// request timeout, while others are up. A broker answers metadata from memory in
     /// well under a millisecond, so waiting longer only delays a failover. Default 250 ms.
     pub metadata_hedge_after: Duration,
+    /// How to log in, for brokers that require SASL authentication. Default: none.
+    pub sasl: Option<crate::SaslConfig>,
 }
 
 impl Default for ClientConfig {
@@ -64,6 +66,7 @@ impl Default for ClientConfig {
             max_frame_bytes: 64 * 1024 * 1024,
             max_in_flight_per_connection: 64,
             metadata_hedge_after: Duration::from_millis(250),
+            sasl: None,
         }
     }
 }
@@ -580,6 +583,7 @@ impl Client {
             connect_timeout: c.connect_timeout,
             max_frame_bytes: c.max_frame_bytes,
             max_in_flight: c.max_in_flight_per_connection.max(1),
+            sasl: c.sasl.clone(),
         }
     }
 

@@ -38,6 +38,7 @@ pub(crate) struct ConnectionConfig {
     pub connect_timeout: Duration,
     pub max_frame_bytes: u32,
     pub max_in_flight: usize,
+    pub sasl: Option<crate::sasl::SaslConfig>,
 }
 
 /// What a pending request is waiting for.
@@ -116,12 +117,17 @@ impl Connection {
             FrameCodec::new(config.max_frame_bytes),
         ));
         tokio::spawn(write_loop(write_half, shared.clone(), from_callers));
-        Ok(Connection {
+        let sasl = config.sasl.clone();
+        let connection = Connection {
             shared,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             config,
             to_writer,
-        })
+        };
+        if let Some(sasl) = &sasl {
+            crate::sasl::login(&connection, sasl).await?;
+        }
+        Ok(connection)
     }
 
     /// The broker's address.

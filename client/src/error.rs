@@ -33,6 +33,16 @@ pub enum Error {
         /// The operating system's reason (connection refused, ...).
         reason: String,
     },
+    /// The broker refused this client's login (SASL): unknown user, wrong password, a
+    /// mechanism the broker does not offer, or a broker that requires a login the client
+    /// was not configured for. Not retriable: the same credentials are refused again.
+    #[error("cannot log in to {addr}: {reason}")]
+    Authentication {
+        /// The broker's address.
+        addr: String,
+        /// The broker's or the exchange's account.
+        reason: String,
+    },
     /// An established connection failed (closed by the broker, reset, unreadable frame)
     /// before the response arrived. Retriable: the connection is re-dialled on next use.
     #[error("connection to {addr} failed: {reason}; the request may be retried (check the broker if this persists)")]

@@ -30,12 +30,13 @@ mod error;
 mod group;
 mod partitioner;
 mod producer;
+mod sasl;
 #[cfg(test)]
 mod testing;
 
 pub use admin::{
     Admin, BrokerDescription, ClusterDescription, NewTopic, PartitionDescription, TopicDescription,
-    TopicInfo,
+    TopicInfo, UserDescription,
 };
 pub use client::{
     BrokerMetadata, Client, ClientConfig, PartitionMetadata, TopicMetadata, DEFAULT_BOOTSTRAP,
@@ -53,6 +54,7 @@ pub use producer::{
     Acks, CompressionConfig, DeliveryFuture, Producer, ProducerConfig, ProducerRecord,
     RecordMetadata,
 };
+pub use sasl::{SaslConfig, SaslMechanism};
 /// A batch codec: none, gzip, snappy, lz4, zstd.
 pub use sluice_protocol::batch::Compression;
 /// A record header as consumers see it: key and nullable value, both zero-copy.

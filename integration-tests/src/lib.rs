@@ -902,10 +902,16 @@ fn answers_kafka_api_versions(addr: SocketAddr) -> bool {
 
 /// Runs the `sluice` CLI against `bootstrap` with `stdin` as its input.
 pub fn cli(bootstrap: &str, args: &[&str], stdin: &str) -> Output {
+    cli_with_env(bootstrap, args, stdin, &[])
+}
+
+/// [`cli`] with environment variables set (`SLUICE_SASL_PASSWORD`...).
+pub fn cli_with_env(bootstrap: &str, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(bin("sluice"))
         .arg("--bootstrap")
         .arg(bootstrap)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

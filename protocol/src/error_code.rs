@@ -172,9 +172,24 @@ error_codes! {
     /// The committed offset's metadata is invalid.
     InvalidCommitOffsetSize = 28, "INVALID_COMMIT_OFFSET_SIZE", false,
         "the offset commit is invalid; check the offsets and metadata";
+    /// The principal may not do this to the topic (ACLs).
+    TopicAuthorizationFailed = 29, "TOPIC_AUTHORIZATION_FAILED", false,
+        "not authorized for this operation on the topic; ask an administrator for an ACL (sluice acl add)";
+    /// The principal may not do this to the group (ACLs).
+    GroupAuthorizationFailed = 30, "GROUP_AUTHORIZATION_FAILED", false,
+        "not authorized for this operation on the group; ask an administrator for an ACL (sluice acl add)";
+    /// The principal may not do this to the cluster (ACLs).
+    ClusterAuthorizationFailed = 31, "CLUSTER_AUTHORIZATION_FAILED", false,
+        "not authorized for this cluster operation; ask an administrator for an ACL (sluice acl add)";
     /// The timestamp is out of range.
     InvalidTimestamp = 32, "INVALID_TIMESTAMP", false,
         "a record timestamp is outside the range the topic accepts; check the producer's clock";
+    /// The broker does not offer the SASL mechanism asked for.
+    UnsupportedSaslMechanism = 33, "UNSUPPORTED_SASL_MECHANISM", false,
+        "the broker does not offer this SASL mechanism; use one of those it lists";
+    /// A SASL message arrived out of order.
+    IllegalSaslState = 34, "ILLEGAL_SASL_STATE", false,
+        "SASL messages arrived out of order; reconnect and authenticate from the start";
     /// The api version is not supported.
     UnsupportedVersion = 35, "UNSUPPORTED_VERSION", false,
         "the broker does not support this api or version; upgrade the broker or use a matching client";
@@ -220,6 +235,9 @@ error_codes! {
     /// A disk error on the broker.
     KafkaStorageError = 56, "KAFKA_STORAGE_ERROR", true,
         "the broker failed to read or write the partition's log on disk; retry (another replica may take over) and check the broker's disk";
+    /// Authentication failed: unknown user, wrong password, or a broken exchange.
+    SaslAuthenticationFailed = 58, "SASL_AUTHENTICATION_FAILED", false,
+        "authentication failed; check the user name, password and mechanism";
     /// The broker does not know this producer id.
     UnknownProducerId = 59, "UNKNOWN_PRODUCER_ID", false,
         "the broker has no state for this producer id (its records may have expired); re-initialise the producer";
@@ -262,6 +280,12 @@ error_codes! {
     /// A newer producer with the same transactional id exists.
     ProducerFenced = 90, "PRODUCER_FENCED", false,
         "a newer producer with the same transactional id fenced this one; close this producer";
+    /// The resource (a user, an ACL) does not exist.
+    ResourceNotFound = 91, "RESOURCE_NOT_FOUND", false,
+        "there is no such resource; list them to check the name";
+    /// A credential was refused (too few iterations, an empty password or name).
+    UnacceptableCredential = 93, "UNACCEPTABLE_CREDENTIAL", false,
+        "the credential is not acceptable; check the user name, mechanism and password";
     /// A partition change was based on a partition epoch that is no longer current.
     InvalidUpdateVersion = 95, "INVALID_UPDATE_VERSION", false,
         "the partition changed since the leader read it; it will retry with the new state";

@@ -12,6 +12,7 @@ pub mod error_code;
 pub mod frame;
 pub mod group_log;
 pub mod messages;
+pub mod scram;
 pub mod types;
 pub mod varint;
 pub mod wire;

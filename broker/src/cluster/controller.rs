@@ -35,12 +35,14 @@ use openraft::{BasicNode, ServerState};
 use sluice_protocol::messages::{
     AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterConfigsRequest,
     AlterConfigsResponse, AlterConfigsResult, AlterPartitionPartitionResponse,
-    AlterPartitionRequest, AlterPartitionResponse, AlterPartitionTopicResponse, AlterableTopic,
-    ApiVersionsRequest, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest,
-    BrokerRegistrationResponse, CreatableTopicResult, CreateTopicsRequest, CreateTopicsResponse,
-    DeletableTopicResult, DeleteTopicsRequest, DeleteTopicsResponse, ReplicaLogEnd, CONFIG_DELETE,
-    CONFIG_SET,
+    AlterPartitionRequest, AlterPartitionResponse, AlterPartitionTopicResponse,
+    AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse,
+    AlterUserScramCredentialsResult, AlterableTopic, ApiVersionsRequest, BrokerHeartbeatRequest,
+    BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRegistrationResponse,
+    CreatableTopicResult, CreateTopicsRequest, CreateTopicsResponse, DeletableTopicResult,
+    DeleteTopicsRequest, DeleteTopicsResponse, ReplicaLogEnd, CONFIG_DELETE, CONFIG_SET,
 };
+use sluice_protocol::scram::{Mechanism, ScramCredential};
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -260,6 +262,9 @@ impl Controller {
             }
             Request::AllocateProducerIds(r) => {
                 Response::AllocateProducerIds(self.allocate_producer_ids(r).await?)
+            }
+            Request::AlterUserScramCredentials(r) => {
+                Response::AlterUserScramCredentials(self.alter_scram_credentials(r).await)
             }
             other => {
                 return Err(ApiError::new(
@@ -764,6 +769,77 @@ impl Controller {
             });
         }
         DeleteTopicsResponse { responses }
+    }
+
+    /// Removes, then creates or replaces SCRAM credentials, one command each. The
+    /// controller derives the stored keys from the salted password it was sent; the
+    /// salted password itself is not kept.
+    async fn alter_scram_credentials(
+        &self,
+        request: AlterUserScramCredentialsRequest,
+    ) -> AlterUserScramCredentialsResponse {
+        let unknown = |name: &str| {
+            ApiError::new(
+                ErrorCode::UnsupportedSaslMechanism,
+                format!("{name:?} is not a SCRAM mechanism: use SCRAM-SHA-256 or SCRAM-SHA-512"),
+            )
+        };
+        let mut commands = Vec::new();
+        for d in request.deletions {
+            let command = Mechanism::from_name(&d.mechanism)
+                .map(|mechanism| MetadataCommand::DeleteScramCredential {
+                    user: d.name.clone(),
+                    mechanism,
+                })
+                .ok_or_else(|| unknown(&d.mechanism));
+            commands.push((d.name, command));
+        }
+        for u in request.upsertions {
+            let command = Mechanism::from_name(&u.mechanism)
+                .ok_or_else(|| unknown(&u.mechanism))
+                .and_then(|mechanism| {
+                    if u.salted_password.len() != mechanism.output_len() {
+                        return Err(ApiError::new(
+                            ErrorCode::UnacceptableCredential,
+                            format!(
+                                "a {mechanism} salted password is {} bytes",
+                                mechanism.output_len()
+                            ),
+                        ));
+                    }
+                    let iterations = u32::try_from(u.iterations).unwrap_or(0);
+                    Ok(MetadataCommand::UpsertScramCredential {
+                        user: u.name.clone(),
+                        mechanism,
+                        credential: ScramCredential::from_salted_password(
+                            mechanism,
+                            u.salt.to_vec(),
+                            iterations,
+                            &u.salted_password,
+                        ),
+                    })
+                });
+            commands.push((u.name, command));
+        }
+        let mut results = Vec::with_capacity(commands.len());
+        for (user, command) in commands {
+            let outcome = match command {
+                Ok(command) => match self.propose(command).await {
+                    Ok((_, result)) => refused_to_error(result),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            if outcome.is_ok() {
+                tracing::info!(%user, "altered SCRAM credentials");
+            }
+            results.push(AlterUserScramCredentialsResult {
+                user,
+                error_code: outcome.as_ref().err().map_or(ErrorCode::None, |e| e.code),
+                error_message: outcome.err().and_then(|e| e.wire_message()),
+            });
+        }
+        AlterUserScramCredentialsResponse { results }
     }
 
     async fn alter_configs(&self, request: AlterConfigsRequest) -> AlterConfigsResponse {

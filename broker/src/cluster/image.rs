@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use sluice_protocol::scram::{Mechanism, ScramCredential};
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId};
 
 pub mod placement;
@@ -29,6 +30,10 @@ pub struct MetadataImage {
     pub topics: BTreeMap<String, TopicMeta>,
     /// The first producer id not yet handed out (idempotent producers).
     pub next_producer_id: i64,
+    /// SCRAM users: per user, a credential per mechanism (salted and hashed, never a
+    /// password). Absent from images written before users existed.
+    #[serde(default)]
+    pub users: BTreeMap<String, BTreeMap<Mechanism, ScramCredential>>,
 }
 
 /// A registered broker.
@@ -208,6 +213,22 @@ pub enum MetadataCommand {
         /// The replica with the longest log.
         leader: BrokerId,
     },
+    /// Creates or replaces a user's SCRAM credential of one mechanism.
+    UpsertScramCredential {
+        /// The user.
+        user: String,
+        /// The mechanism.
+        mechanism: Mechanism,
+        /// The credential (checked by `apply`).
+        credential: ScramCredential,
+    },
+    /// Removes a user's SCRAM credential of one mechanism (the user goes with its last).
+    DeleteScramCredential {
+        /// The user.
+        user: String,
+        /// The mechanism.
+        mechanism: Mechanism,
+    },
 }
 
 /// What applying a command yields; returned to the proposer by openraft.
@@ -359,6 +380,23 @@ impl From<Refusal> for CommandResult {
     }
 }
 
+/// Longest user name.
+pub const USER_NAME_LEN_MAX: usize = 255;
+
+/// A user name: 1 to 255 characters, no control characters.
+pub fn check_user_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.chars().count() > USER_NAME_LEN_MAX {
+        return Err(format!(
+            "a user name has 1 to {USER_NAME_LEN_MAX} characters, not {}",
+            name.chars().count()
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("user name {name:?} has a control character"));
+    }
+    Ok(())
+}
+
 fn refuse<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, Refusal> {
     Err(Refusal {
         code,
@@ -422,6 +460,14 @@ impl MetadataImage {
             MetadataCommand::DeleteTopic { name } => self.delete_topic(name),
             MetadataCommand::AlterTopicConfigs { name, configs } => {
                 self.alter_topic_configs(name, configs)
+            }
+            MetadataCommand::UpsertScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => self.upsert_scram_credential(user, *mechanism, credential),
+            MetadataCommand::DeleteScramCredential { user, mechanism } => {
+                self.delete_scram_credential(user, *mechanism)
             }
             MetadataCommand::AlterPartition {
                 broker_id,
@@ -829,6 +875,47 @@ impl MetadataImage {
                 format!("topic {name:?} does not exist; check the name against the topic list"),
             ),
         }
+    }
+
+    fn upsert_scram_credential(
+        &mut self,
+        user: &str,
+        mechanism: Mechanism,
+        credential: &ScramCredential,
+    ) -> Result<CommandResult, Refusal> {
+        if let Err(why) = check_user_name(user)
+            .and_then(|()| sluice_protocol::scram::check_credential(mechanism, credential))
+        {
+            return refuse(ErrorCode::UnacceptableCredential, why);
+        }
+        self.users
+            .entry(user.to_owned())
+            .or_default()
+            .insert(mechanism, credential.clone());
+        Ok(CommandResult::Done)
+    }
+
+    fn delete_scram_credential(
+        &mut self,
+        user: &str,
+        mechanism: Mechanism,
+    ) -> Result<CommandResult, Refusal> {
+        let Some(credentials) = self.users.get_mut(user) else {
+            return refuse(
+                ErrorCode::ResourceNotFound,
+                format!("there is no user {user:?}; list them with sluice user list"),
+            );
+        };
+        if credentials.remove(&mechanism).is_none() {
+            return refuse(
+                ErrorCode::ResourceNotFound,
+                format!("user {user:?} has no {mechanism} credential"),
+            );
+        }
+        if credentials.is_empty() {
+            self.users.remove(user);
+        }
+        Ok(CommandResult::Done)
     }
 
     fn alter_partition(&mut self, change: IsrChange<'_>) -> Result<CommandResult, Refusal> {

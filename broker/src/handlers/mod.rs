@@ -12,6 +12,7 @@ mod offsets;
 mod produce;
 mod producer_id;
 mod replica_fetch;
+mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ use crate::broker::Broker;
 use crate::cluster::{election, network};
 use crate::connection::{self, Answer, Start};
 use crate::error::ApiError;
+use crate::security::Login;
+use sluice_protocol::messages::{SaslAuthenticateResponse, SaslHandshakeResponse};
 
 /// Who sent a request: group membership records it.
 #[derive(Clone, Debug, Default)]
@@ -75,6 +78,10 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::RaftAppendEntries,
     ApiKey::RaftInstallSnapshot,
     ApiKey::RaftPreVote,
+    ApiKey::SaslHandshake,
+    ApiKey::SaslAuthenticate,
+    ApiKey::AlterUserScramCredentials,
+    ApiKey::DescribeUserScramCredentials,
 ];
 
 /// A request after its ordered phase.
@@ -150,6 +157,12 @@ pub async fn finish(
         Request::DeleteGroups(r) => Response::DeleteGroups(groups::delete_groups(groups, r).await),
         Request::InitProducerId(r) => {
             Response::InitProducerId(producer_id::init_producer_id(&services.producer_ids, r).await)
+        }
+        Request::AlterUserScramCredentials(r) => {
+            Response::AlterUserScramCredentials(users::alter(&services.users, r).await)
+        }
+        Request::DescribeUserScramCredentials(r) => {
+            Response::DescribeUserScramCredentials(users::describe(&services.users, r))
         }
         Request::ReplicaFetch(r) => {
             Response::ReplicaFetch(replica_fetch::replica_fetch(broker, r).await?)
@@ -227,6 +240,8 @@ pub struct NativeConnection {
     /// The broker whose heartbeats arrive on this connection: when it closes, the
     /// controller shortens that broker's session (see `cluster::controller`).
     heartbeats_from: Option<BrokerId>,
+    /// Where the connection is in its SASL login.
+    login: Login,
 }
 
 /// A native request after its ordered phase, with what its answer needs.
@@ -234,6 +249,46 @@ pub struct NativeStarted {
     started: Started,
     caller: Caller,
     correlation_id: u32,
+}
+
+impl Native {
+    /// The login's part of a request: SaslHandshake and SaslAuthenticate are answered
+    /// here, and anything but ApiVersions is refused until the login is done (when the
+    /// broker requires one). `None`: serve the request.
+    async fn authenticate(
+        &self,
+        connection: &mut NativeConnection,
+        request: &Request,
+        peer: SocketAddr,
+    ) -> Option<Result<Outcome, ApiError>> {
+        let auth = &self.broker.services.auth;
+        let login = &mut connection.login;
+        match request {
+            Request::SaslHandshake(r) => Some(auth.handshake(login, &r.mechanism).map(|()| {
+                Outcome::Respond(Response::SaslHandshake(SaslHandshakeResponse {
+                    error_code: ErrorCode::None,
+                    error_message: None,
+                    mechanisms: auth.mechanism_names(),
+                }))
+            })),
+            Request::SaslAuthenticate(r) => {
+                let tls = false;
+                let peer = peer.to_string();
+                let answer = auth.authenticate(login, &r.auth_bytes, tls, &peer).await;
+                Some(answer.map(|answer| {
+                    Outcome::Respond(Response::SaslAuthenticate(SaslAuthenticateResponse {
+                        error_code: ErrorCode::None,
+                        error_message: None,
+                        auth_bytes: answer.into(),
+                        session_lifetime_ms: 0,
+                    }))
+                }))
+            }
+            Request::ApiVersions(_) => None,
+            _ if auth.principal(login).is_none() => Some(Err(auth.not_authenticated(login))),
+            _ => None,
+        }
+    }
 }
 
 impl connection::Protocol for Native {
@@ -249,6 +304,9 @@ impl connection::Protocol for Native {
         match decode_request(payload) {
             Ok((header, request)) => {
                 let correlation_id = header.correlation_id;
+                if let Some(answer) = self.authenticate(connection, &request, peer).await {
+                    return Start::Answered(encode(correlation_id, answer));
+                }
                 if let Request::BrokerHeartbeat(h) = &request {
                     connection.heartbeats_from = Some(h.broker_id);
                 }

@@ -117,6 +117,15 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     // 0..=2, all: v1 adds the endpoint type (1 = brokers), v2 IncludeFencedBrokers (the
     // handler lists fenced brokers only when asked). Java 3.x picks 1, 4.x 2.
     (ApiKey::DescribeCluster, 0, 2),
+    // 0..=1: librdkafka turns SASL on only if the range includes 0 (its feature map), but
+    // every client that knows SaslAuthenticate sends v1 and follows it with
+    // SaslAuthenticate (librdkafka, kafka-python, Java). A client that sends v0 then sends
+    // the SASL tokens as raw frames without Kafka headers (clients from before Kafka 1.0),
+    // which the listener cannot decode: it closes that connection.
+    (ApiKey::SaslHandshake, 0, 1),
+    // 0..=2, all: v1 adds the session lifetime (0 here: the session lasts as long as the
+    // connection), v2 is flexible. librdkafka 2.0.2 picks 1, Java 2.
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The versions of `api_key` this broker serves, as (min, max), or `None` if it does not

@@ -27,12 +27,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, RequestKind, ResponseKind, SaslAuthenticateResponse, SaslHandshakeResponse, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use sluice_protocol::BrokerId;
 
 use crate::broker::Services;
 use crate::connection::{Answer, Protocol, Start};
+use crate::security::Login;
 
 /// The Kafka protocol error code for a refused frame (MESSAGE_TOO_LARGE).
 const MESSAGE_TOO_LARGE: i16 = 10;
@@ -82,11 +85,84 @@ enum Work {
     Other(RequestKind, Caller),
 }
 
+/// What the Kafka listener remembers about a connection.
+#[derive(Default)]
+pub struct KafkaConnection {
+    /// Where the connection is in its SASL login.
+    login: Login,
+}
+
+impl Kafka {
+    /// The login's part of a request: SaslHandshake and SaslAuthenticate are answered
+    /// here; anything but ApiVersions before a required login closes the connection (what
+    /// Kafka does: its clients report the disconnection), after a log line saying why.
+    async fn authenticate(
+        &self,
+        connection: &mut KafkaConnection,
+        header: Header,
+        body: &RequestKind,
+        peer: SocketAddr,
+    ) -> Option<Start<KafkaStarted>> {
+        let auth = &self.services.auth;
+        let login = &mut connection.login;
+        let body = match body {
+            RequestKind::SaslHandshake(r) => {
+                let outcome = auth.handshake(login, r.mechanism.as_str());
+                let (code, _) = outcome
+                    .err()
+                    .map_or((0, None), |e| kafka_error(header.api_key, &e));
+                ResponseKind::SaslHandshake(
+                    SaslHandshakeResponse::default()
+                        .with_error_code(code)
+                        .with_mechanisms(
+                            auth.mechanism_names().into_iter().map(kafka_str).collect(),
+                        ),
+                )
+            }
+            RequestKind::SaslAuthenticate(r) => {
+                let tls = false;
+                let answer = auth
+                    .authenticate(login, &r.auth_bytes, tls, &peer.to_string())
+                    .await;
+                let response = match answer {
+                    Ok(answer) => {
+                        SaslAuthenticateResponse::default().with_auth_bytes(answer.into())
+                    }
+                    Err(e) => {
+                        let (code, message) = kafka_error(header.api_key, &e);
+                        SaslAuthenticateResponse::default()
+                            .with_error_code(code)
+                            .with_error_message(message)
+                    }
+                };
+                ResponseKind::SaslAuthenticate(response)
+            }
+            RequestKind::ApiVersions(_) => return None,
+            _ if auth.principal(login).is_none() => {
+                tracing::info!(
+                    %peer,
+                    "closing a Kafka connection: {:?} before logging in ({})",
+                    header.api_key,
+                    auth.not_authenticated(login).message
+                );
+                return Some(Start::Close);
+            }
+            _ => return None,
+        };
+        Some(Start::Answered(encode(header, &body)))
+    }
+}
+
 impl Protocol for Kafka {
     type Started = KafkaStarted;
-    type Connection = ();
+    type Connection = KafkaConnection;
 
-    async fn start(&self, _: &mut (), payload: Bytes, peer: SocketAddr) -> Start<KafkaStarted> {
+    async fn start(
+        &self,
+        connection: &mut KafkaConnection,
+        payload: Bytes,
+        peer: SocketAddr,
+    ) -> Start<KafkaStarted> {
         let request = match codec::decode_request(payload) {
             Ok(request) => request,
             Err(codec::DecodeError::Header(why)) => {
@@ -112,6 +188,12 @@ impl Protocol for Kafka {
             api_version: request.api_version,
             correlation_id: request.correlation_id,
         };
+        if let Some(answered) = self
+            .authenticate(connection, header, &request.body, peer)
+            .await
+        {
+            return answered;
+        }
         let services = &self.services;
         let work = match request.body {
             RequestKind::Produce(r) => {
@@ -170,7 +252,7 @@ impl Protocol for Kafka {
         error_answer(api_key, api_version, correlation_id, MESSAGE_TOO_LARGE)
     }
 
-    fn closed(&self, _: ()) {}
+    fn closed(&self, _: KafkaConnection) {}
 
     fn api_name(&self, payload: &[u8]) -> &'static str {
         static NAMES: std::sync::OnceLock<crate::metrics::ApiNames> = std::sync::OnceLock::new();

@@ -11,6 +11,8 @@
 //! - [`admin`]: topic creation, deletion and configs through the active controller, and
 //!   the cluster view Metadata and DescribeCluster answer from.
 //! - [`producer_ids`]: ids for idempotent producers, from blocks the controller hands out.
+//! - [`users`]: SCRAM users, through the active controller; logins are
+//!   [`crate::security::Authenticator`]'s, which both listeners drive.
 //! - [`crate::groups::Coordinator`]: consumer groups (kept beside the group state machine).
 //!
 //! [`crate::broker::Services`] wires them together for the listeners.
@@ -25,6 +27,7 @@ pub mod fetch;
 pub mod offsets;
 pub mod produce;
 pub mod producer_ids;
+pub mod users;
 
 use sluice_protocol::{ErrorCode, PartitionId};
 

@@ -22,6 +22,7 @@ mod offsets;
 mod produce;
 mod producer_id;
 mod replication;
+mod security;
 
 pub use admin::*;
 pub use controller::*;
@@ -32,6 +33,7 @@ pub use offsets::*;
 pub use produce::*;
 pub use producer_id::*;
 pub use replication::*;
+pub use security::*;
 
 use bytes::{Bytes, BytesMut};
 
@@ -254,6 +256,8 @@ apis! {
     DescribeGroups = 15, versions 0..=0, DescribeGroupsRequest, DescribeGroupsResponse;
     /// List the groups of a coordinator.
     ListGroups = 16, versions 0..=0, ListGroupsRequest, ListGroupsResponse;
+    /// Name the SASL mechanism a connection logs in with.
+    SaslHandshake = 17, versions 0..=0, SaslHandshakeRequest, SaslHandshakeResponse;
     /// The apis and versions a broker supports.
     ApiVersions = 18, versions 0..=0, ApiVersionsRequest, ApiVersionsResponse;
     /// Create topics.
@@ -264,10 +268,16 @@ apis! {
     InitProducerId = 22, versions 0..=0, InitProducerIdRequest, InitProducerIdResponse;
     /// Where leader epochs end in a leader's log (follower truncation).
     OffsetsForLeaderEpoch = 23, versions 0..=0, OffsetsForLeaderEpochRequest, OffsetsForLeaderEpochResponse;
+    /// One message of a SASL login.
+    SaslAuthenticate = 36, versions 0..=0, SaslAuthenticateRequest, SaslAuthenticateResponse;
     /// Delete empty consumer groups.
     DeleteGroups = 42, versions 0..=0, DeleteGroupsRequest, DeleteGroupsResponse;
     /// Change topic configs after creation (Kafka's IncrementalAlterConfigs).
     IncrementalAlterConfigs = 44, versions 0..=0, AlterConfigsRequest, AlterConfigsResponse;
+    /// List SCRAM users.
+    DescribeUserScramCredentials = 50, versions 0..=0, DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse;
+    /// Create, replace or remove SCRAM credentials.
+    AlterUserScramCredentials = 51, versions 0..=0, AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse;
     /// A leader proposes ISR changes to the controller.
     AlterPartition = 56, versions 0..=0, AlterPartitionRequest, AlterPartitionResponse;
     /// Brokers (fenced too) and the controller quorum.

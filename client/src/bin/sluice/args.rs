@@ -26,6 +26,25 @@ pub struct Cli {
     /// for streams of records).
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Log in with this SASL mechanism (SCRAM-SHA-256, SCRAM-SHA-512, PLAIN), for brokers
+    /// that require authentication; the password comes from SLUICE_SASL_PASSWORD.
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_SASL_MECHANISM",
+        value_name = "MECHANISM",
+        requires = "sasl_username"
+    )]
+    pub sasl_mechanism: Option<String>,
+    /// The user to log in as (with --sasl-mechanism).
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_SASL_USERNAME",
+        value_name = "USER",
+        requires = "sasl_mechanism"
+    )]
+    pub sasl_username: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -51,6 +70,39 @@ pub enum Command {
     Group(GroupArgs),
     /// Inspect the cluster.
     Cluster(ClusterArgs),
+    /// Manage SCRAM users (SASL authentication).
+    User(UserArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    #[command(flatten)]
+    pub timeout: AdminTimeout,
+    #[command(subcommand)]
+    pub command: UserCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user, or replace its password, reading the password from standard input
+    /// (one line). It is salted and hashed here; brokers never see it.
+    Create {
+        /// The user's name.
+        name: String,
+        /// SCRAM-SHA-256 or SCRAM-SHA-512 (PLAIN logins are checked against either).
+        #[arg(long, default_value = "SCRAM-SHA-256", value_name = "MECHANISM")]
+        mechanism: String,
+    },
+    /// Delete a user's credentials (of every mechanism, or of one).
+    Delete {
+        /// The user's name.
+        name: String,
+        /// Delete only this mechanism's credential.
+        #[arg(long, value_name = "MECHANISM")]
+        mechanism: Option<String>,
+    },
+    /// List users and their mechanisms.
+    List,
 }
 
 /// How long an admin command keeps retrying what may pass (no active controller, a broker

@@ -13,10 +13,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use sluice_client::{Admin, Client, ClientConfig, NewTopic, ResetTarget};
+use sluice_client::{
+    Admin, Client, ClientConfig, NewTopic, ResetTarget, SaslConfig, SaslMechanism,
+};
 
 use args::{
     AdminTimeout, Cli, ClusterArgs, ClusterCommand, Command, Format, GroupCommand, TopicCommand,
+    UserCommand,
 };
 
 fn main() -> ExitCode {
@@ -66,6 +69,7 @@ async fn run(cli: Cli) -> CliResult {
             .map(str::to_owned)
             .collect(),
         client_id: "sluice-cli".to_owned(),
+        sasl: sasl_config(cli.sasl_mechanism.as_deref(), cli.sasl_username.as_deref())?,
         ..ClientConfig::default()
     };
     let client = Client::connect(config).await.map_err(|e| e.to_string())?;
@@ -92,6 +96,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Produce(args) => produce::run(client, args).await,
         Command::Consume(args) => consume::run(client, args, format).await,
         Command::Group(args) => group(admin(args.timeout), args.command, format).await,
+        Command::User(args) => user(admin(args.timeout), args.command, format).await,
     }
 }
 
@@ -189,6 +194,89 @@ fn not_there(e: sluice_client::Error) -> String {
             format!("topic \"{topic}\" does not exist; sluice topic list shows the topics")
         }
         other => other.to_string(),
+    }
+}
+
+/// The login of `--sasl-mechanism` and `--sasl-username`, the password from
+/// `SLUICE_SASL_PASSWORD` (never a flag: flags show in `ps`).
+fn sasl_config(mechanism: Option<&str>, user: Option<&str>) -> Result<Option<SaslConfig>, String> {
+    let (Some(mechanism), Some(user)) = (mechanism, user) else {
+        return Ok(None);
+    };
+    let mechanism = sasl_mechanism(mechanism)?;
+    let password = std::env::var("SLUICE_SASL_PASSWORD").map_err(|_| {
+        "--sasl-username needs the password in the environment variable SLUICE_SASL_PASSWORD"
+            .to_owned()
+    })?;
+    Ok(Some(SaslConfig::new(mechanism, user, password)))
+}
+
+fn sasl_mechanism(name: &str) -> Result<SaslMechanism, String> {
+    SaslMechanism::from_name(name).ok_or_else(|| {
+        format!("{name:?} is not a SASL mechanism; use SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN")
+    })
+}
+
+async fn user(admin: Admin, command: UserCommand, format: Format) -> CliResult {
+    let e2s = |e: sluice_client::Error| e.to_string();
+    match command {
+        UserCommand::Create { name, mechanism } => {
+            let mechanism = sasl_mechanism(&mechanism)?;
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .map_err(|e| format!("reading the password from standard input: {e}"))?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                return Err("give the password on standard input, e.g. echo \"$PASSWORD\" | sluice user create NAME".into());
+            }
+            admin
+                .create_user(&name, mechanism, password)
+                .await
+                .map_err(e2s)?;
+            print(
+                format,
+                || format!("created user \"{name}\" ({})\n", mechanism.name()),
+                || serde_json::json!({ "created": name, "mechanism": mechanism.name() }),
+            )
+        }
+        UserCommand::Delete { name, mechanism } => {
+            let mechanism = mechanism.as_deref().map(sasl_mechanism).transpose()?;
+            admin.delete_user(&name, mechanism).await.map_err(e2s)?;
+            print(
+                format,
+                || format!("deleted user \"{name}\"\n"),
+                || serde_json::json!({ "deleted": name }),
+            )
+        }
+        UserCommand::List => {
+            let users = admin.list_users().await.map_err(e2s)?;
+            print(
+                format,
+                || {
+                    let mut out = String::new();
+                    for u in &users {
+                        let mechanisms: Vec<&str> =
+                            u.mechanisms.iter().map(|(m, _)| m.as_str()).collect();
+                        out.push_str(&format!("{}\t{}\n", u.name, mechanisms.join(",")));
+                    }
+                    out
+                },
+                || {
+                    serde_json::Value::Array(
+                        users
+                            .iter()
+                            .map(|u| {
+                                serde_json::json!({
+                                    "name": u.name,
+                                    "mechanisms": u.mechanisms.iter().map(|(m, i)| serde_json::json!({"mechanism": m, "iterations": i})).collect::<Vec<_>>(),
+                                })
+                            })
+                            .collect(),
+                    )
+                },
+            )
+        }
     }
 }
 

@@ -1,0 +1,332 @@
+//! Authentication (issue 22) against a real broker process: SCRAM users made with `sluice
+//! user create` on a broker without authentication log in once it runs with
+//! `--sasl-mechanisms`, through the native listener (the CLI) and the Kafka listener (kcat,
+//! kafka-python and confluent-kafka with `security.protocol=SASL_PLAINTEXT`); a wrong
+//! password, an unknown user and a missing login are refused with an error that says so.
+
+use std::path::Path;
+use std::process::Command;
+
+use sluice_integration_tests::kafka::{self, CLIENT_TIMEOUT};
+use sluice_integration_tests::{cli, cli_ok, cli_with_env, BrokerProcess};
+
+const ALL: &str = "SCRAM-SHA-256,SCRAM-SHA-512,PLAIN";
+
+/// The CLI as `user` with `password` by `mechanism`.
+fn cli_as(
+    bootstrap: &str,
+    (mechanism, user, password): (&str, &str, &str),
+    args: &[&str],
+    stdin: &str,
+) -> std::process::Output {
+    let mut all = vec!["--sasl-mechanism", mechanism, "--sasl-username", user];
+    all.extend_from_slice(args);
+    cli_with_env(
+        bootstrap,
+        &all,
+        stdin,
+        &[("SLUICE_SASL_PASSWORD", password)],
+    )
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A broker whose users alice (SCRAM-SHA-256, `alice-pw`) and bob (SCRAM-SHA-512,
+/// `bob-pw`) were made before authentication was turned on; restarted with `args`.
+fn broker_with_users(dir: &Path, kafka: bool, args: &[&str]) -> BrokerProcess {
+    let data = dir.join("data");
+    let mut broker = if kafka {
+        BrokerProcess::start_with_kafka(&data, &[])
+    } else {
+        BrokerProcess::start(&data, &[])
+    };
+    let bootstrap = broker.bootstrap();
+    cli_ok(&bootstrap, &["user", "create", "alice"], "alice-pw\n");
+    cli_ok(
+        &bootstrap,
+        &["user", "create", "bob", "--mechanism", "SCRAM-SHA-512"],
+        "bob-pw\n",
+    );
+    broker.terminate();
+    drop(broker);
+    if kafka {
+        BrokerProcess::start_with_kafka(&data, args)
+    } else {
+        BrokerProcess::start(&data, args)
+    }
+}
+
+#[test]
+fn users_made_before_authentication_log_in_once_it_is_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with_users(
+        dir.path(),
+        false,
+        &["--sasl-mechanisms", ALL, "--sasl-plain-without-tls", "true"],
+    );
+    let b = broker.bootstrap();
+
+    // No login: refused, saying what to do.
+    let anonymous = cli(&b, &["topic", "list"], "");
+    assert!(!anonymous.status.success());
+    assert!(
+        stderr(&anonymous).contains("requires SASL authentication"),
+        "{}",
+        stderr(&anonymous)
+    );
+
+    // alice by SCRAM-SHA-256: topics, produce, consume.
+    let alice = ("SCRAM-SHA-256", "alice", "alice-pw");
+    let ok = |who, args: &[&str], stdin: &str| {
+        let out = cli_as(&b, who, args, stdin);
+        assert!(
+            out.status.success(),
+            "{args:?} as {who:?}: {}",
+            stderr(&out)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(alice, &["topic", "create", "orders"], "");
+    ok(alice, &["produce", "orders"], "one\ntwo\n");
+    let consumed = ok(
+        alice,
+        &["consume", "orders", "--from-beginning", "-n", "2"],
+        "",
+    );
+    assert_eq!(consumed, "one\ntwo\n");
+
+    // bob by SCRAM-SHA-512, and by PLAIN (checked against his SCRAM credential).
+    ok(("SCRAM-SHA-512", "bob", "bob-pw"), &["topic", "list"], "");
+    ok(("PLAIN", "bob", "bob-pw"), &["topic", "list"], "");
+
+    // Wrong password, unknown user, a mechanism the user has no credential for.
+    for who in [
+        ("SCRAM-SHA-256", "alice", "nope"),
+        ("SCRAM-SHA-256", "mallory", "alice-pw"),
+        ("SCRAM-SHA-512", "alice", "alice-pw"),
+        ("PLAIN", "alice", "nope"),
+    ] {
+        let out = cli_as(&b, who, &["topic", "list"], "");
+        assert!(!out.status.success(), "{who:?} logged in");
+        assert!(
+            stderr(&out).contains("unknown user or wrong password"),
+            "{who:?}: {}",
+            stderr(&out)
+        );
+    }
+
+    // Users are managed while authenticated, and a deleted user no longer logs in.
+    ok(alice, &["user", "delete", "bob"], "");
+    let listed = ok(alice, &["user", "list", "--format", "json"], "");
+    let users: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(users.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(users[0]["name"], "alice");
+    let out = cli_as(
+        &b,
+        ("SCRAM-SHA-512", "bob", "bob-pw"),
+        &["topic", "list"],
+        "",
+    );
+    assert!(!out.status.success(), "a deleted user logged in");
+}
+
+#[test]
+fn plain_is_refused_without_tls_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with_users(
+        dir.path(),
+        false,
+        &["--sasl-mechanisms", "PLAIN,SCRAM-SHA-256"],
+    );
+    let out = cli_as(
+        &broker.bootstrap(),
+        ("PLAIN", "alice", "alice-pw"),
+        &["topic", "list"],
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no TLS"), "{}", stderr(&out));
+    // An unoffered mechanism is named with what is offered.
+    let out = cli_as(
+        &broker.bootstrap(),
+        ("SCRAM-SHA-512", "bob", "bob-pw"),
+        &["topic", "list"],
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("offers PLAIN, SCRAM-SHA-256"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// kcat with `-X` SASL settings against the Kafka listener: its exit status and output.
+fn kcat(
+    bootstrap: &str,
+    sasl: Option<(&str, &str, &str)>,
+    args: &[&str],
+    stdin: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    let mut command = Command::new(std::env::var("KCAT").unwrap_or_else(|_| "kcat".into()));
+    command.args(["-b", bootstrap]);
+    if let Some((mechanism, user, password)) = sasl {
+        command.args([
+            "-X",
+            "security.protocol=SASL_PLAINTEXT",
+            "-X",
+            &format!("sasl.mechanisms={mechanism}"),
+            "-X",
+            &format!("sasl.username={user}"),
+            "-X",
+            &format!("sasl.password={password}"),
+        ]);
+    }
+    let mut child = command
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kcat");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn kcat_logs_in_with_scram_on_the_kafka_listener() {
+    if kafka::require("kcat_sasl", kafka::kcat()).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with_users(dir.path(), true, &["--sasl-mechanisms", ALL]);
+    let k = broker.kafka_bootstrap();
+    cli_as(
+        &broker.bootstrap(),
+        ("SCRAM-SHA-256", "alice", "alice-pw"),
+        &["topic", "create", "t"],
+        "",
+    );
+    for who in [
+        ("SCRAM-SHA-256", "alice", "alice-pw"),
+        ("SCRAM-SHA-512", "bob", "bob-pw"),
+    ] {
+        let out = kcat(
+            &k,
+            Some(who),
+            &["-m", "20", "-P", "-t", "t"],
+            &format!("from {}\n", who.1),
+        );
+        assert!(out.status.success(), "{who:?}: {}", stderr(&out));
+    }
+    let out = kcat(
+        &k,
+        Some(("SCRAM-SHA-512", "bob", "bob-pw")),
+        &["-m", "20", "-C", "-t", "t", "-o", "beginning", "-e", "-q"],
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "from alice\nfrom bob\n"
+    );
+    // A refused login fails at once, but kcat waits out its metadata timeout (-m).
+    let out = kcat(
+        &k,
+        Some(("SCRAM-SHA-256", "alice", "wrong")),
+        &["-m", "2", "-L"],
+        "",
+    );
+    assert!(!out.status.success(), "a wrong password listed metadata");
+    assert!(
+        stderr(&out).contains("unknown user or wrong password"),
+        "{}",
+        stderr(&out)
+    );
+    let out = kcat(&k, None, &["-m", "2", "-L"], "");
+    assert!(
+        !out.status.success(),
+        "kcat without a login listed metadata"
+    );
+}
+
+#[test]
+fn python_clients_log_in_with_scram_on_the_kafka_listener() {
+    let Some(python) = kafka::require("python_sasl", kafka::python_clients()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with_users(dir.path(), true, &["--sasl-mechanisms", ALL]);
+    let k = broker.kafka_bootstrap();
+    cli_as(
+        &broker.bootstrap(),
+        ("SCRAM-SHA-256", "alice", "alice-pw"),
+        &["topic", "create", "t"],
+        "",
+    );
+    // kafka-python produces as alice, confluent-kafka consumes as bob; each prints a line.
+    let script = r#"
+import sys
+from kafka import KafkaProducer
+from confluent_kafka import Consumer
+bootstrap = sys.argv[1]
+producer = KafkaProducer(bootstrap_servers=bootstrap, security_protocol="SASL_PLAINTEXT",
+                         sasl_mechanism="SCRAM-SHA-256", sasl_plain_username="alice",
+                         sasl_plain_password="alice-pw")
+producer.send("t", b"from kafka-python").get(timeout=30)
+producer.close()
+consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "g",
+                     "auto.offset.reset": "earliest", "security.protocol": "SASL_PLAINTEXT",
+                     "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": "bob",
+                     "sasl.password": "bob-pw"})
+consumer.subscribe(["t"])
+got = None
+for _ in range(60):
+    m = consumer.poll(1.0)
+    if m is not None and m.error() is None:
+        got = m.value()
+        break
+consumer.close()
+print("consumed", got.decode() if got else None)
+bad = Consumer({"bootstrap.servers": bootstrap, "group.id": "h", "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanisms": "SCRAM-SHA-256", "sasl.username": "alice",
+                "sasl.password": "wrong"})
+try:
+    bad.list_topics(timeout=10)
+    print("wrong password: listed")
+except Exception as e:
+    print("wrong password:", e)
+"#;
+    let run = kafka::run_client(
+        &python,
+        &["-c".to_string(), script.to_string(), k],
+        CLIENT_TIMEOUT,
+    );
+    let tail = |s: &str| s[s.len().saturating_sub(2000)..].to_owned();
+    assert!(
+        run.stdout.contains("consumed from kafka-python"),
+        "stdout: {}\nstderr: {}",
+        run.stdout,
+        tail(&run.stderr)
+    );
+    // librdkafka shows the broker's reason in its log and fails the metadata request.
+    assert!(run.stdout.contains("wrong password: "), "{}", run.stdout);
+    assert!(
+        !run.stdout.contains("wrong password: listed"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("unknown user or wrong password"),
+        "{}",
+        tail(&run.stderr)
+    );
+}
