@@ -306,6 +306,10 @@ pub struct Services {
     pub users: crate::services::users::Users,
     /// Logins (SASL), for both listeners.
     pub auth: Arc<crate::security::Authenticator>,
+    /// What each principal may do (ACLs), for every service.
+    pub authorizer: Arc<crate::security::acl::Authorizer>,
+    /// ACL administration.
+    pub acls: crate::services::acls::Acls,
 }
 
 impl Services {
@@ -318,26 +322,60 @@ impl Services {
         stopping: watch::Receiver<bool>,
         metrics: &Arc<Metrics>,
     ) -> Services {
-        let admin = Admin::new(config, Arc::clone(cluster), Arc::clone(topics));
         let images = Arc::clone(cluster);
+        let images: Arc<dyn Fn() -> Arc<crate::cluster::image::MetadataImage> + Send + Sync> =
+            Arc::new(move || images.image());
         let auth = crate::security::Authenticator::new(
             config.sasl_mechanisms.clone(),
             config.sasl_plain_without_tls,
-            Arc::new(move || images.image()),
+            Arc::clone(&images),
+            Arc::clone(metrics),
+        );
+        let authorizer = Arc::new(crate::security::acl::Authorizer::new(
+            config.authorizer,
+            config
+                .superusers
+                .iter()
+                .map(|p| crate::security::Principal::named(p))
+                .collect(),
+            images,
+            Arc::clone(metrics),
+        ));
+        let admin = Admin::new(
+            config,
+            Arc::clone(cluster),
+            Arc::clone(topics),
+            Arc::clone(&authorizer),
         );
         Services {
-            users: crate::services::users::Users::new(Arc::clone(cluster)),
+            acls: crate::services::acls::Acls::new(Arc::clone(cluster), Arc::clone(&authorizer)),
+            users: crate::services::users::Users::new(Arc::clone(cluster), Arc::clone(&authorizer)),
             auth: Arc::new(auth),
-            produce: Produce::new(Arc::clone(cluster), Arc::clone(topics), Arc::clone(metrics)),
+            produce: Produce::new(
+                Arc::clone(cluster),
+                Arc::clone(topics),
+                Arc::clone(metrics),
+                Arc::clone(&authorizer),
+            ),
             fetch: Fetch::new(
                 Arc::clone(cluster),
                 Arc::clone(topics),
                 config.max_frame_bytes,
                 stopping,
                 Arc::clone(metrics),
+                Arc::clone(&authorizer),
             ),
-            offsets: Offsets::new(Arc::clone(cluster), Arc::clone(topics), Arc::clone(metrics)),
-            producer_ids: ProducerIds::new(config.node_id, Arc::clone(cluster)),
+            offsets: Offsets::new(
+                Arc::clone(cluster),
+                Arc::clone(topics),
+                Arc::clone(metrics),
+                Arc::clone(&authorizer),
+            ),
+            producer_ids: ProducerIds::new(
+                config.node_id,
+                Arc::clone(cluster),
+                Arc::clone(&authorizer),
+            ),
             groups: Arc::new(Coordinator::new(
                 config,
                 admin.clone(),
@@ -345,6 +383,7 @@ impl Services {
                 Arc::clone(metrics),
             )),
             admin,
+            authorizer,
         }
     }
 }

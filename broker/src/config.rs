@@ -98,14 +98,58 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: u64,
     /// The SASL mechanisms clients must log in with; empty (the default): no
     /// authentication, every connection is `User:ANONYMOUS`.
-    pub sasl_mechanisms: Vec<crate::security::SaslMechanism>,
+    pub sasl_mechanisms: Vec<SaslMechanism>,
     /// Whether PLAIN (which sends the password itself) is accepted on connections without
     /// TLS. Off by default.
     pub sasl_plain_without_tls: bool,
+    /// Whether ACLs are enforced (`--authorizer on`); off by default: everything allowed.
+    pub authorizer: bool,
+    /// Principals allowed everything whatever the ACLs say (`User:admin`).
+    pub superusers: Vec<String>,
     /// A testing aid: the address to dial instead when this broker connects to broker N
     /// (by its voter address or its advertised listener), so a fault-injecting proxy can
     /// sit on each directed link. Empty in production.
     pub peer_overrides: Vec<PeerOverride>,
+}
+
+/// A SASL mechanism a listener may offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum SaslMechanism {
+    /// SCRAM-SHA-256 or SCRAM-SHA-512.
+    Scram(#[serde(serialize_with = "mechanism_name")] sluice_protocol::scram::Mechanism),
+    /// PLAIN: the password itself, checked against the user's SCRAM credential.
+    Plain,
+}
+
+fn mechanism_name<S: serde::Serializer>(
+    m: &sluice_protocol::scram::Mechanism,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(m.name())
+}
+
+impl SaslMechanism {
+    /// Every mechanism sluice has.
+    pub const ALL: [SaslMechanism; 3] = [
+        SaslMechanism::Scram(sluice_protocol::scram::Mechanism::Sha256),
+        SaslMechanism::Scram(sluice_protocol::scram::Mechanism::Sha512),
+        SaslMechanism::Plain,
+    ];
+
+    /// The IANA name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Scram(m) => m.name(),
+            SaslMechanism::Plain => "PLAIN",
+        }
+    }
+
+    /// The mechanism named `name` (case-insensitive).
+    pub fn from_name(name: &str) -> Option<SaslMechanism> {
+        SaslMechanism::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(name))
+    }
 }
 
 /// One member of the controller quorum.
@@ -206,6 +250,8 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             sasl_mechanisms: Vec::new(),
             sasl_plain_without_tls: false,
+            authorizer: false,
+            superusers: Vec::new(),
             data_dir: PathBuf::from("sluice-data"),
             voters: vec![Voter {
                 id: BrokerId(1),
@@ -286,6 +332,13 @@ pub struct ConfigLayer {
     /// Accept PLAIN logins (the password itself) on connections without TLS (default false).
     #[arg(long, env = "SLUICE_SASL_PLAIN_WITHOUT_TLS", value_name = "true|false")]
     pub sasl_plain_without_tls: Option<bool>,
+    /// Enforce ACLs (`on`), or allow everything (`off`, the default). Manage ACLs with
+    /// `sluice acl`.
+    #[arg(long, env = "SLUICE_AUTHORIZER", value_name = "on|off")]
+    pub authorizer: Option<String>,
+    /// Principals allowed everything, comma-separated: User:NAME,...
+    #[arg(long, env = "SLUICE_SUPERUSERS", value_name = "User:NAME,...")]
+    pub superusers: Option<String>,
     /// Data directory.
     #[arg(long, env = "SLUICE_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -403,6 +456,20 @@ impl ConfigLayer {
             auto_create_topics,
             sasl_plain_without_tls
         );
+        if let Some(authorizer) = self.authorizer {
+            config.authorizer = match authorizer.as_str() {
+                "on" | "true" => true,
+                "off" | "false" => false,
+                other => {
+                    return Err(BrokerError::Config(format!(
+                        "authorizer is on or off, not {other:?}"
+                    )))
+                }
+            };
+        }
+        if let Some(superusers) = self.superusers {
+            config.superusers = parse_superusers(&superusers)?;
+        }
         if let Some(mechanisms) = self.sasl_mechanisms {
             config.sasl_mechanisms = parse_sasl_mechanisms(&mechanisms)?;
         }
@@ -498,11 +565,11 @@ fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
         return fail("max_frame_bytes must be at least 1048576 (1 MiB)".into());
     }
     let single_node = config.voters.len() == 1 && config.is_voter();
-    if !config.sasl_mechanisms.is_empty() && !single_node {
+    if (!config.sasl_mechanisms.is_empty() || config.authorizer) && !single_node {
         return fail(
-            "sasl_mechanisms is set on a node of a multi-node cluster: brokers do not log in \
-             to each other yet, so they could not replicate or elect a controller; run \
-             several nodes without sasl_mechanisms, or authentication on a single node"
+            "sasl_mechanisms or authorizer is set on a node of a multi-node cluster: brokers \
+             do not log in to each other yet, so they could not replicate or elect a \
+             controller; run several nodes without them, or security on a single node"
                 .into(),
         );
     }
@@ -606,9 +673,23 @@ fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
     Ok(())
 }
 
+/// `User:alice,User:bob` -> the principals.
+fn parse_superusers(list: &str) -> Result<Vec<String>, BrokerError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.strip_prefix("User:") {
+            Some(name) if !name.is_empty() => Ok(p.to_owned()),
+            _ => Err(BrokerError::Config(format!(
+                "superusers: {p:?} is not a principal; write User:NAME, comma-separated"
+            ))),
+        })
+        .collect()
+}
+
 /// `SCRAM-SHA-256,PLAIN` -> the mechanisms; empty or `none` turns authentication off.
-fn parse_sasl_mechanisms(list: &str) -> Result<Vec<crate::security::SaslMechanism>, BrokerError> {
-    use crate::security::SaslMechanism;
+fn parse_sasl_mechanisms(list: &str) -> Result<Vec<SaslMechanism>, BrokerError> {
+    use SaslMechanism;
     let mut mechanisms = Vec::new();
     for name in list
         .split(',')
@@ -723,7 +804,6 @@ mod tests {
 
     #[test]
     fn sasl_mechanisms_parse_and_need_a_single_node() {
-        use crate::security::SaslMechanism;
         use sluice_protocol::scram::Mechanism;
         assert!(resolve_args(&[]).unwrap().sasl_mechanisms.is_empty());
         let config = resolve_args(&["--sasl-mechanisms", "scram-sha-512, PLAIN"]).unwrap();

@@ -54,6 +54,22 @@ pub struct ListenerLabels {
     pub listener: &'static str,
 }
 
+/// Labels of an authorization denial.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DenialLabels {
+    /// The operation (`read`, `write`...).
+    pub operation: &'static str,
+    /// `topic`, `group` or `cluster`.
+    pub resource_type: &'static str,
+}
+
+/// Labels of a failed login.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MechanismLabels {
+    /// `SCRAM-SHA-256`, `SCRAM-SHA-512` or `PLAIN`.
+    pub mechanism: &'static str,
+}
+
 /// Request latency buckets: 100 µs to ~52 s, doubling.
 fn request_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.0001, 2.0, 20)
@@ -80,6 +96,8 @@ pub struct Metrics {
     connections_accepted: Family<ListenerLabels, Counter>,
     isr_shrinks: Counter,
     isr_expands: Counter,
+    denials: Family<DenialLabels, Counter>,
+    failed_logins: Family<MechanismLabels, Counter>,
     /// `false` when nothing can read the metrics (the broker has no HTTP listener): every
     /// event is then ignored, so a broker without `/metrics` pays nothing for them.
     enabled: bool,
@@ -101,6 +119,8 @@ impl Default for Metrics {
             connections_accepted: Family::default(),
             isr_shrinks: Counter::default(),
             isr_expands: Counter::default(),
+            denials: Family::default(),
+            failed_logins: Family::default(),
             enabled: true,
         }
     }
@@ -192,6 +212,16 @@ impl Metrics {
             self.isr_shrinks.clone(),
         );
         registry.register(
+            "sluice_authorization_denials",
+            "Requests (or parts of them) the ACLs denied, per operation and resource type",
+            self.denials.clone(),
+        );
+        registry.register(
+            "sluice_authentication_failures",
+            "SASL logins refused, per mechanism",
+            self.failed_logins.clone(),
+        );
+        registry.register(
             "sluice_isr_expands",
             "ISR expansions of partitions led here, committed by the controller",
             self.isr_expands.clone(),
@@ -256,6 +286,25 @@ impl Metrics {
         ConnectionGuard {
             metrics: Arc::clone(self),
             listener,
+        }
+    }
+
+    /// The authorizer denied `operation` on a resource of `resource_type`.
+    pub fn denied(&self, operation: &'static str, resource_type: &'static str) {
+        if self.enabled {
+            let labels = DenialLabels {
+                operation,
+                resource_type,
+            };
+            self.denials.get_or_create(&labels).inc();
+        }
+    }
+
+    /// A SASL login by `mechanism` was refused.
+    pub fn login_failed(&self, mechanism: &'static str) {
+        if self.enabled {
+            let labels = MechanismLabels { mechanism };
+            self.failed_logins.get_or_create(&labels).inc();
         }
     }
 

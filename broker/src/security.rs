@@ -14,6 +14,8 @@
 //! mechanisms; PLAIN sends the password itself, so it is refused on a connection without
 //! TLS unless `sasl_plain_without_tls` allows it.
 
+pub mod acl;
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -22,6 +24,7 @@ use sluice_protocol::ErrorCode;
 
 use crate::cluster::image::MetadataImage;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 
 /// How long a failed login waits before its answer.
 pub const FAILED_LOGIN_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
@@ -36,9 +39,26 @@ impl Principal {
         Principal::user("ANONYMOUS")
     }
 
+    /// The broker itself, for work it does on its own account (creating
+    /// `__consumer_offsets` for a group): allowed everything. No login can be it: logins
+    /// are always `User:`.
+    pub fn internal() -> Principal {
+        Principal("Broker:self".to_owned())
+    }
+
+    /// Whether this is [`Principal::internal`].
+    pub fn is_internal(&self) -> bool {
+        self.0 == "Broker:self"
+    }
+
     /// `User:<name>`.
     pub fn user(name: &str) -> Principal {
         Principal(format!("User:{name}"))
+    }
+
+    /// The principal written `User:alice`.
+    pub fn named(principal: &str) -> Principal {
+        Principal(principal.to_owned())
     }
 
     /// `User:alice`.
@@ -53,42 +73,7 @@ impl fmt::Display for Principal {
     }
 }
 
-/// A SASL mechanism a listener may offer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum SaslMechanism {
-    /// SCRAM-SHA-256 or SCRAM-SHA-512.
-    Scram(#[serde(serialize_with = "mechanism_name")] Mechanism),
-    /// PLAIN: the password itself, checked against the user's SCRAM credential.
-    Plain,
-}
-
-fn mechanism_name<S: serde::Serializer>(m: &Mechanism, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(m.name())
-}
-
-impl SaslMechanism {
-    /// Every mechanism sluice has.
-    pub const ALL: [SaslMechanism; 3] = [
-        SaslMechanism::Scram(Mechanism::Sha256),
-        SaslMechanism::Scram(Mechanism::Sha512),
-        SaslMechanism::Plain,
-    ];
-
-    /// The IANA name.
-    pub fn name(self) -> &'static str {
-        match self {
-            SaslMechanism::Scram(m) => m.name(),
-            SaslMechanism::Plain => "PLAIN",
-        }
-    }
-
-    /// The mechanism named `name` (case-insensitive).
-    pub fn from_name(name: &str) -> Option<SaslMechanism> {
-        SaslMechanism::ALL
-            .into_iter()
-            .find(|m| m.name().eq_ignore_ascii_case(name))
-    }
-}
+pub use crate::config::SaslMechanism;
 
 /// Where one connection is in its login.
 #[derive(Default)]
@@ -126,6 +111,7 @@ pub struct Authenticator {
     mechanisms: Vec<SaslMechanism>,
     plain_without_tls: bool,
     image: Arc<dyn Fn() -> Arc<MetadataImage> + Send + Sync>,
+    metrics: Arc<Metrics>,
 }
 
 /// What a request of an unauthenticated connection may be.
@@ -143,11 +129,13 @@ impl Authenticator {
         mechanisms: Vec<SaslMechanism>,
         plain_without_tls: bool,
         image: Arc<dyn Fn() -> Arc<MetadataImage> + Send + Sync>,
+        metrics: Arc<Metrics>,
     ) -> Authenticator {
         Authenticator {
             mechanisms,
             plain_without_tls,
             image,
+            metrics,
         }
     }
 
@@ -229,10 +217,16 @@ impl Authenticator {
         peer: &str,
     ) -> Result<Vec<u8>, ApiError> {
         let state = std::mem::replace(&mut login.state, LoginState::Failed);
+        let mechanism = match &state {
+            LoginState::Handshaken(m) => m.name(),
+            LoginState::ScramFirst(exchange) => exchange.mechanism().name(),
+            _ => "none",
+        };
         let (next, answer) = match self.step(state, message, tls) {
             Ok(step) => step,
             Err(e) => {
                 tracing::info!(%peer, "authentication failed: {}", e.message);
+                self.metrics.login_failed(mechanism);
                 tokio::time::sleep(FAILED_LOGIN_DELAY).await;
                 return Err(e);
             }
@@ -339,7 +333,12 @@ mod tests {
                 .insert(m, credential);
         }
         let image = Arc::new(image);
-        Authenticator::new(mechanisms, false, Arc::new(move || Arc::clone(&image)))
+        Authenticator::new(
+            mechanisms,
+            false,
+            Arc::new(move || Arc::clone(&image)),
+            Metrics::new(),
+        )
     }
 
     async fn scram_login(

@@ -6,12 +6,14 @@ use std::time::{Duration, Instant};
 
 use sluice_protocol::messages::{
     AlterConfigsRequest, AlterUserScramCredentialsRequest, AlterableConfig, AlterableTopic,
-    CreatableTopic, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeUserScramCredentialsRequest, ScramCredentialDeletion, ScramCredentialUpsertion,
-    CONFIG_DELETE, CONFIG_SET, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
+    CreatableTopic, CreateAclsRequest, CreateTopicsRequest, DeleteAclsRequest, DeleteTopicsRequest,
+    DescribeAclsRequest, DescribeClusterRequest, DescribeUserScramCredentialsRequest,
+    ScramCredentialDeletion, ScramCredentialUpsertion, CONFIG_DELETE, CONFIG_SET,
+    EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
 
+use crate::acl::Acl;
 use crate::backoff::{Backoff, Jitter};
 use crate::client::{broker_timeout_ms, format_address, unexpected, Client};
 use crate::error::{Error, Result};
@@ -586,6 +588,71 @@ impl Admin {
             Ok(())
         })
         .await
+    }
+
+    /// Adds ACLs, all of them or none (the broker must run with `--authorizer on` to
+    /// enforce them; this needs Alter on the cluster).
+    ///
+    /// ```no_run
+    /// # async fn demo(admin: sluice_client::Admin) -> sluice_client::Result<()> {
+    /// use sluice_client::{Acl, AclOperation, AclResource};
+    /// admin
+    ///     .add_acls(&[Acl::allow("User:alice", AclOperation::Write, AclResource::Topic("orders".into()))])
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn add_acls(&self, acls: &[Acl]) -> Result<()> {
+        self.change_acls(acls, true).await
+    }
+
+    /// Removes ACLs, each given exactly as it was added; all of them or none.
+    pub async fn remove_acls(&self, acls: &[Acl]) -> Result<()> {
+        self.change_acls(acls, false).await
+    }
+
+    async fn change_acls(&self, acls: &[Acl], create: bool) -> Result<()> {
+        let entries: Vec<_> = acls.iter().map(Acl::to_entry).collect();
+        let context = if create {
+            "adding ACLs"
+        } else {
+            "removing ACLs"
+        };
+        let entries = &entries;
+        self.retrying(context, move |_| async move {
+            let request = if create {
+                Request::CreateAcls(CreateAclsRequest {
+                    creations: entries.clone(),
+                })
+            } else {
+                Request::DeleteAcls(DeleteAclsRequest {
+                    deletions: entries.clone(),
+                })
+            };
+            let results = match self.client.send_any(request).await? {
+                Response::CreateAcls(r) => r.results,
+                Response::DeleteAcls(r) => r.results,
+                other => return Err(unexpected("CreateAcls", &other)),
+            };
+            match results
+                .into_iter()
+                .find(|r| r.error_code != ErrorCode::None)
+            {
+                Some(r) => Err(Error::broker(context, r.error_code, r.error_message)),
+                None => Ok(()),
+            }
+        })
+        .await
+    }
+
+    /// Every ACL, or those of `principal` (`User:alice`).
+    pub async fn list_acls(&self, principal: Option<&str>) -> Result<Vec<Acl>> {
+        let request = Request::DescribeAcls(DescribeAclsRequest {
+            principal: principal.map(str::to_owned),
+        });
+        match self.client.send_any(request).await? {
+            Response::DescribeAcls(r) => Ok(r.acls.iter().filter_map(Acl::from_entry).collect()),
+            other => Err(unexpected("DescribeAcls", &other)),
+        }
     }
 
     /// The SCRAM users, sorted by name, with their mechanisms and iterations (never their

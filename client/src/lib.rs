@@ -21,6 +21,7 @@
 //! ```
 
 mod accumulator;
+mod acl;
 mod admin;
 mod backoff;
 mod client;
@@ -34,6 +35,7 @@ mod sasl;
 #[cfg(test)]
 mod testing;
 
+pub use acl::{Acl, AclOperation, AclResource};
 pub use admin::{
     Admin, BrokerDescription, ClusterDescription, NewTopic, PartitionDescription, TopicDescription,
     TopicInfo, UserDescription,

@@ -333,6 +333,11 @@ impl ServerExchange {
         Ok((exchange, server_first.into_bytes()))
     }
 
+    /// The exchange's mechanism.
+    pub fn mechanism(&self) -> Mechanism {
+        self.mechanism
+    }
+
     /// Checks the client's final message; on success the authenticated user and the
     /// server's final message.
     pub fn finish(self, client_final: &[u8]) -> Result<(String, Vec<u8>), ScramError> {

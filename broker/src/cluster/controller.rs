@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState};
+use sluice_protocol::messages::{AclResult, CreateAclsResponse, DeleteAclsResponse};
 use sluice_protocol::messages::{
     AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterConfigsRequest,
     AlterConfigsResponse, AlterConfigsResult, AlterPartitionPartitionResponse,
@@ -43,6 +44,8 @@ use sluice_protocol::messages::{
     DeleteTopicsRequest, DeleteTopicsResponse, ReplicaLogEnd, CONFIG_DELETE, CONFIG_SET,
 };
 use sluice_protocol::scram::{Mechanism, ScramCredential};
+
+use super::image::acls::AclBinding;
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -265,6 +268,18 @@ impl Controller {
             }
             Request::AlterUserScramCredentials(r) => {
                 Response::AlterUserScramCredentials(self.alter_scram_credentials(r).await)
+            }
+            Request::CreateAcls(r) => {
+                let acls = r.creations.iter().map(AclBinding::from_entry).collect();
+                Response::CreateAcls(CreateAclsResponse {
+                    results: self.change_acls(acls, true).await,
+                })
+            }
+            Request::DeleteAcls(r) => {
+                let acls = r.deletions.iter().map(AclBinding::from_entry).collect();
+                Response::DeleteAcls(DeleteAclsResponse {
+                    results: self.change_acls(acls, false).await,
+                })
             }
             other => {
                 return Err(ApiError::new(
@@ -769,6 +784,37 @@ impl Controller {
             });
         }
         DeleteTopicsResponse { responses }
+    }
+
+    /// Adds (`create`) or removes ACLs, all in one command: all of them or none. Each gets
+    /// the outcome; one ACL the wire could not express fails them all, before anything is
+    /// proposed.
+    async fn change_acls(
+        &self,
+        acls: Vec<Result<AclBinding, String>>,
+        create: bool,
+    ) -> Vec<AclResult> {
+        let n = acls.len();
+        let outcome = match acls.into_iter().collect::<Result<Vec<_>, _>>() {
+            Err(why) => Err(ApiError::new(ErrorCode::InvalidRequest, why)),
+            Ok(acls) => {
+                let command = if create {
+                    MetadataCommand::CreateAcls { acls }
+                } else {
+                    MetadataCommand::DeleteAcls { acls }
+                };
+                match self.propose(command).await {
+                    Ok((_, result)) => refused_to_error(result),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        (0..n)
+            .map(|_| AclResult {
+                error_code: outcome.as_ref().err().map_or(ErrorCode::None, |e| e.code),
+                error_message: outcome.as_ref().err().and_then(|e| e.wire_message()),
+            })
+            .collect()
     }
 
     /// Removes, then creates or replaces SCRAM credentials, one command each. The

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sluice_protocol::scram::{Mechanism, ScramCredential};
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId};
 
+pub mod acls;
 pub mod placement;
 
 /// The whole cluster as the metadata log describes it.
@@ -34,6 +35,10 @@ pub struct MetadataImage {
     /// password). Absent from images written before users existed.
     #[serde(default)]
     pub users: BTreeMap<String, BTreeMap<Mechanism, ScramCredential>>,
+    /// The ACLs (`crate::security::acl` decides with them). Absent from images written
+    /// before ACLs existed.
+    #[serde(default)]
+    pub acls: std::collections::BTreeSet<acls::AclBinding>,
 }
 
 /// A registered broker.
@@ -221,6 +226,16 @@ pub enum MetadataCommand {
         mechanism: Mechanism,
         /// The credential (checked by `apply`).
         credential: ScramCredential,
+    },
+    /// Adds ACLs (validated by `apply`; an ACL already there is no change).
+    CreateAcls {
+        /// The ACLs.
+        acls: Vec<acls::AclBinding>,
+    },
+    /// Removes ACLs, each exactly as it was added.
+    DeleteAcls {
+        /// The ACLs.
+        acls: Vec<acls::AclBinding>,
     },
     /// Removes a user's SCRAM credential of one mechanism (the user goes with its last).
     DeleteScramCredential {
@@ -469,6 +484,8 @@ impl MetadataImage {
             MetadataCommand::DeleteScramCredential { user, mechanism } => {
                 self.delete_scram_credential(user, *mechanism)
             }
+            MetadataCommand::CreateAcls { acls } => self.create_acls(acls),
+            MetadataCommand::DeleteAcls { acls } => self.delete_acls(acls),
             MetadataCommand::AlterPartition {
                 broker_id,
                 broker_epoch,
@@ -892,6 +909,29 @@ impl MetadataImage {
             .entry(user.to_owned())
             .or_default()
             .insert(mechanism, credential.clone());
+        Ok(CommandResult::Done)
+    }
+
+    fn create_acls(&mut self, acls: &[acls::AclBinding]) -> Result<CommandResult, Refusal> {
+        for acl in acls {
+            if let Err(why) = acl.validate() {
+                return refuse(ErrorCode::InvalidRequest, why);
+            }
+        }
+        self.acls.extend(acls.iter().cloned());
+        Ok(CommandResult::Done)
+    }
+
+    fn delete_acls(&mut self, acls: &[acls::AclBinding]) -> Result<CommandResult, Refusal> {
+        if let Some(missing) = acls.iter().find(|acl| !self.acls.contains(acl)) {
+            return refuse(
+                ErrorCode::ResourceNotFound,
+                format!("there is no such ACL ({missing:?}); sluice acl list shows them"),
+            );
+        }
+        for acl in acls {
+            self.acls.remove(acl);
+        }
         Ok(CommandResult::Done)
     }
 

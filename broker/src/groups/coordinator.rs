@@ -24,6 +24,8 @@ use super::{complete_rebalance, write_generation, GroupCoordinator, GroupRef, Sh
 use crate::config::BrokerConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::security::acl::{Operation, Resource};
+use crate::security::Principal;
 use crate::services::admin::Admin;
 use crate::services::{PartitionOutcome, TopicItems};
 use crate::topic_config::NewTopic;
@@ -182,10 +184,12 @@ impl Coordinator {
     /// COORDINATOR_NOT_AVAILABLE).
     pub async fn find_coordinator(
         &self,
+        principal: &Principal,
         group: &str,
         listener: &str,
     ) -> Result<CoordinatorAddress, ApiError> {
         check_group_id(group)?;
+        self.may(principal, Operation::Describe, group)?;
         let image = self.offsets_topic().await?;
         let topic = &image.topics[OFFSETS_TOPIC];
         let index = coordinator_partition(group, topic.partitions.len() as u32);
@@ -227,7 +231,10 @@ impl Coordinator {
                 config("segment.bytes", &(100u32 << 20).to_string()),
             ]),
         };
-        let created = self.admin.create_topics(vec![topic], false).await;
+        let created = self
+            .admin
+            .create_topics(&Principal::internal(), vec![topic], false)
+            .await;
         match created.into_iter().next().map(|(_, outcome)| outcome) {
             Some(Ok(_)) => {}
             Some(Err(e)) if e.code == ErrorCode::TopicAlreadyExists => {}
@@ -282,8 +289,19 @@ impl Coordinator {
     }
 
     /// JoinGroup: answered when the join phase completes (or at once when refused).
-    pub async fn join(&self, group_id: &str, request: JoinRequest) -> Result<Joined, JoinRefused> {
-        let joined = self.join_now(group_id, request).await;
+    pub async fn join(
+        &self,
+        principal: &Principal,
+        group_id: &str,
+        request: JoinRequest,
+    ) -> Result<Joined, JoinRefused> {
+        let joined = match self.may(principal, Operation::Read, group_id) {
+            Ok(()) => self.join_now(group_id, request).await,
+            Err(error) => Err(JoinRefused {
+                error,
+                member_id: request.member_id.clone(),
+            }),
+        };
         if let Err(refused) = &joined {
             self.metrics.error("join_group", refused.error.code);
         }
@@ -351,8 +369,15 @@ impl Coordinator {
 
     /// SyncGroup: the member's share of the generation (held, for client-side assignment,
     /// until the leader's assignment is written).
-    pub async fn sync(&self, request: SyncRequest) -> Result<Synced, ApiError> {
-        let synced = self.sync_now(request).await;
+    pub async fn sync(
+        &self,
+        principal: &Principal,
+        request: SyncRequest,
+    ) -> Result<Synced, ApiError> {
+        let synced = match self.may(principal, Operation::Read, &request.group_id) {
+            Ok(()) => self.sync_now(request).await,
+            Err(e) => Err(e),
+        };
         self.count("sync_group", &synced);
         synced
     }
@@ -396,11 +421,13 @@ impl Coordinator {
     /// Heartbeat.
     pub async fn heartbeat(
         &self,
+        principal: &Principal,
         group_id: &str,
         member_id: &str,
         generation: i32,
     ) -> Result<(), ApiError> {
         let beat = async {
+            self.may(principal, Operation::Read, group_id)?;
             let group = self.existing(group_id, member_id)?;
             let mut g = group.lock().await;
             g.heartbeat(member_id, generation, Instant::now())
@@ -408,6 +435,30 @@ impl Coordinator {
         .await;
         self.count("heartbeat", &beat);
         beat
+    }
+
+    /// Whether `principal` may do `operation` on group `group` (ACLs).
+    fn may(
+        &self,
+        principal: &Principal,
+        operation: Operation,
+        group: &str,
+    ) -> Result<(), ApiError> {
+        self.admin
+            .authorizer()
+            .check(principal, operation, Resource::Group(group))
+    }
+
+    /// Whether `principal` may do `operation` on topic `topic` (ACLs).
+    fn may_topic(
+        &self,
+        principal: &Principal,
+        operation: Operation,
+        topic: &str,
+    ) -> Result<(), ApiError> {
+        self.admin
+            .authorizer()
+            .check(principal, operation, Resource::Topic(topic))
     }
 
     /// Counts a refusal of `api`.
@@ -420,9 +471,11 @@ impl Coordinator {
     /// LeaveGroup: each member leaves on its own; the group rebalances without them.
     pub async fn leave(
         &self,
+        principal: &Principal,
         group_id: &str,
         members: Vec<String>,
     ) -> Result<Vec<(String, Result<(), ApiError>)>, ApiError> {
+        self.may(principal, Operation::Read, group_id)?;
         let (shard, group) = self.locate(group_id, false)?;
         let mut results = Vec::with_capacity(members.len());
         for member in members {
@@ -447,16 +500,25 @@ impl Coordinator {
 
     /// OffsetCommit: fenced by generation and member id; each partition answered on its
     /// own (an unknown topic or oversized metadata fails only its partition).
-    pub async fn commit(&self, request: CommitRequest) -> Vec<TopicItems<PartitionOutcome<()>>> {
+    pub async fn commit(
+        &self,
+        principal: &Principal,
+        request: CommitRequest,
+    ) -> Vec<TopicItems<PartitionOutcome<()>>> {
         let image = self.admin.image();
         let now_ms = SystemClock.now_ms();
         let mut checks = Vec::new();
         let mut writes = Vec::new();
+        let group_allowed = self.may(principal, Operation::Read, &request.group_id);
         for topic in request.topics {
             let mut partitions = Vec::with_capacity(topic.partitions.len());
+            let allowed = group_allowed
+                .clone()
+                .and_then(|()| self.may_topic(principal, Operation::Read, &topic.topic));
             for p in topic.partitions {
-                let checked =
-                    check_offset(&image, &topic.topic, p.partition, p.metadata.as_deref());
+                let checked = allowed.clone().and_then(|()| {
+                    check_offset(&image, &topic.topic, p.partition, p.metadata.as_deref())
+                });
                 if checked.is_ok() {
                     writes.push(OffsetWrite {
                         topic: topic.topic.clone(),
@@ -503,9 +565,17 @@ impl Coordinator {
     /// committed), or of every partition with a commit when `topics` is `None`.
     pub async fn committed(
         &self,
+        principal: &Principal,
         group_id: &str,
         topics: Option<Vec<TopicItems<PartitionId>>>,
     ) -> Result<Vec<TopicItems<CommittedOffset>>, ApiError> {
+        self.may(principal, Operation::Describe, group_id)?;
+        // Topics the principal may not describe are left out of the answer.
+        let may_see = |topic: &str| {
+            self.admin
+                .authorizer()
+                .allows(principal, Operation::Describe, Resource::Topic(topic))
+        };
         let (_, group) = self.locate(group_id, false)?;
         let g = match &group {
             Some(group) => Some(group.lock().await),
@@ -519,6 +589,7 @@ impl Coordinator {
         Ok(match topics {
             Some(topics) => topics
                 .into_iter()
+                .filter(|t| may_see(&t.topic))
                 .map(|t| TopicItems {
                     partitions: t
                         .partitions
@@ -535,6 +606,9 @@ impl Coordinator {
                 let mut all: Vec<TopicItems<CommittedOffset>> = Vec::new();
                 let committed = g.as_ref().map(|g| g.all_committed().clone());
                 for ((topic, partition), c) in committed.unwrap_or_default() {
+                    if !may_see(&topic) {
+                        continue;
+                    }
                     let entry = CommittedOffset {
                         partition,
                         committed: Some(c.value),
@@ -557,6 +631,7 @@ impl Coordinator {
     /// write was refused) and each partition's outcome.
     pub async fn reset_offsets(
         &self,
+        principal: &Principal,
         group_id: &str,
         topics: Vec<TopicItems<(PartitionId, Offset)>>,
     ) -> (Result<(), ApiError>, Vec<TopicItems<PartitionOutcome<()>>>) {
@@ -564,10 +639,16 @@ impl Coordinator {
         let now_ms = SystemClock.now_ms();
         let mut checks = Vec::new();
         let mut writes = Vec::new();
+        let group_allowed = self.may(principal, Operation::Read, group_id);
         for topic in topics {
             let mut partitions = Vec::new();
+            let allowed = group_allowed
+                .clone()
+                .and_then(|()| self.may_topic(principal, Operation::Read, &topic.topic));
             for (partition, offset) in topic.partitions {
-                let mut checked = check_offset(&image, &topic.topic, partition, None);
+                let mut checked = allowed
+                    .clone()
+                    .and_then(|()| check_offset(&image, &topic.topic, partition, None));
                 if checked.is_ok() && offset.0 < 0 {
                     checked = Err(ApiError::new(
                         ErrorCode::InvalidRequest,
@@ -609,7 +690,12 @@ impl Coordinator {
 
     /// DescribeGroups: state, generation and members (with assignments). A group this
     /// coordinator does not know is described as `Dead` with no members, as Kafka does.
-    pub async fn describe(&self, group_id: &str) -> Result<GroupDescription, ApiError> {
+    pub async fn describe(
+        &self,
+        principal: &Principal,
+        group_id: &str,
+    ) -> Result<GroupDescription, ApiError> {
+        self.may(principal, Operation::Describe, group_id)?;
         let (_, group) = self.locate(group_id, false)?;
         let Some(group) = group else {
             return Ok(GroupDescription {
@@ -632,7 +718,8 @@ impl Coordinator {
 
     /// ListGroups: the groups this broker coordinates (a client asks every broker), those
     /// in one of `states` (Kafka's names, any case) when it is not empty.
-    pub async fn list(&self, states: &[String]) -> Vec<GroupListing> {
+    pub async fn list(&self, principal: &Principal, states: &[String]) -> Vec<GroupListing> {
+        let authorizer = self.admin.authorizer();
         let mut groups = Vec::new();
         for shard in self.shards.loaded_shards() {
             for group in shard.groups() {
@@ -640,7 +727,9 @@ impl Coordinator {
                 let state = g.state().name();
                 let wanted =
                     states.is_empty() || states.iter().any(|s| s.eq_ignore_ascii_case(state));
-                if g.state() != GroupState::Dead && wanted {
+                let visible =
+                    authorizer.allows(principal, Operation::Describe, Resource::Group(g.id()));
+                if g.state() != GroupState::Dead && wanted && visible {
                     groups.push(GroupListing {
                         group_id: g.id().to_owned(),
                         protocol_type: g.protocol_type().to_owned(),
@@ -656,7 +745,8 @@ impl Coordinator {
 
     /// DeleteGroups, one group: a group with no members, with its committed offsets
     /// (tombstones).
-    pub async fn delete(&self, id: &str) -> Result<(), ApiError> {
+    pub async fn delete(&self, principal: &Principal, id: &str) -> Result<(), ApiError> {
+        self.may(principal, Operation::Delete, id)?;
         let (shard, group) = self.locate(id, false)?;
         let not_found = || {
             ApiError::new(

@@ -9,11 +9,16 @@ use sluice_protocol::messages::{
 };
 use sluice_protocol::ErrorCode;
 
+use crate::security::Principal;
 use crate::services::admin::{Admin, ConfigChange};
 use crate::topic_config::NewTopic;
 
 /// Creates topics.
-pub async fn create_topics(service: &Admin, request: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn create_topics(
+    service: &Admin,
+    principal: &Principal,
+    request: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let topics = request
         .topics
         .into_iter()
@@ -24,7 +29,9 @@ pub async fn create_topics(service: &Admin, request: CreateTopicsRequest) -> Cre
             configs: t.configs.into_iter().map(|c| (c.name, c.value)).collect(),
         })
         .collect();
-    let created = service.create_topics(topics, request.validate_only).await;
+    let created = service
+        .create_topics(principal, topics, request.validate_only)
+        .await;
     CreateTopicsResponse {
         topics: created
             .into_iter()
@@ -49,8 +56,12 @@ pub async fn create_topics(service: &Admin, request: CreateTopicsRequest) -> Cre
 }
 
 /// Deletes topics.
-pub async fn delete_topics(service: &Admin, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
-    let deleted = service.delete_topics(request.topic_names).await;
+pub async fn delete_topics(
+    service: &Admin,
+    principal: &Principal,
+    request: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
+    let deleted = service.delete_topics(principal, request.topic_names).await;
     DeleteTopicsResponse {
         responses: deleted
             .into_iter()
@@ -70,7 +81,11 @@ pub async fn delete_topics(service: &Admin, request: DeleteTopicsRequest) -> Del
 }
 
 /// Alters topic configs (set, or delete back to the broker default).
-pub async fn alter_configs(service: &Admin, request: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn alter_configs(
+    service: &Admin,
+    principal: &Principal,
+    request: AlterConfigsRequest,
+) -> AlterConfigsResponse {
     let topics = request
         .topics
         .into_iter()
@@ -91,7 +106,7 @@ pub async fn alter_configs(service: &Admin, request: AlterConfigsRequest) -> Alt
         })
         .collect();
     let altered = service
-        .alter_topic_configs(topics, request.validate_only)
+        .alter_topic_configs(principal, topics, request.validate_only)
         .await;
     AlterConfigsResponse {
         topics: altered

@@ -9,11 +9,16 @@ use sluice_protocol::messages::{
 use sluice_protocol::ErrorCode;
 
 use crate::error::ApiError;
+use crate::security::Principal;
 use crate::services::fetch::{self, Fetch, FetchPartition};
 use crate::services::{map_topics, TopicItems};
 
 /// Serves a fetch.
-pub async fn handle(service: &Fetch, request: FetchRequest) -> Result<FetchResponse, ApiError> {
+pub async fn handle(
+    service: &Fetch,
+    principal: &Principal,
+    request: FetchRequest,
+) -> Result<FetchResponse, ApiError> {
     let request = fetch::FetchRequest {
         max_wait: Duration::from_millis(request.max_wait_ms.max(0) as u64),
         min_bytes: request.min_bytes.max(0) as u64,
@@ -35,6 +40,7 @@ pub async fn handle(service: &Fetch, request: FetchRequest) -> Result<FetchRespo
                     .collect(),
             })
             .collect(),
+        principal: principal.clone(),
     };
     let topics = service.fetch(request).await?;
     Ok(FetchResponse {

@@ -18,17 +18,19 @@ use crate::cluster::image::NATIVE_LISTENER;
 use crate::error::ApiError;
 use crate::groups::coordinator::{millis, CommitRequest, Coordinator, OffsetToCommit, SyncRequest};
 use crate::groups::group::{JoinRequest, MemberAssignment};
+use crate::security::Principal;
 use crate::services::{map_topics, PartitionOutcome, TopicItems};
 
 /// Where the coordinator of a group is.
 pub async fn find_coordinator(
     service: &Coordinator,
+    principal: &Principal,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
     let located = match request.key_type {
         CoordinatorType::Group => {
             service
-                .find_coordinator(&request.key, NATIVE_LISTENER)
+                .find_coordinator(principal, &request.key, NATIVE_LISTENER)
                 .await
         }
         _ => Err(ApiError::new(
@@ -57,6 +59,7 @@ pub async fn find_coordinator(
 /// JoinGroup: held until the join phase completes.
 pub async fn join_group(
     service: &Coordinator,
+    principal: &Principal,
     request: JoinGroupRequest,
     caller: &Caller,
 ) -> JoinGroupResponse {
@@ -76,7 +79,7 @@ pub async fn join_group(
         subscription: request.subscribed_topics,
         require_known_member_id: true,
     };
-    match service.join(&request.group_id, join).await {
+    match service.join(principal, &request.group_id, join).await {
         Ok(joined) => JoinGroupResponse {
             error_code: ErrorCode::None,
             error_message: None,
@@ -109,18 +112,25 @@ pub async fn join_group(
 }
 
 /// SyncGroup: the member's share of the generation.
-pub async fn sync_group(service: &Coordinator, request: SyncGroupRequest) -> SyncGroupResponse {
+pub async fn sync_group(
+    service: &Coordinator,
+    principal: &Principal,
+    request: SyncGroupRequest,
+) -> SyncGroupResponse {
     let synced = service
-        .sync(SyncRequest {
-            group_id: request.group_id,
-            member_id: request.member_id,
-            generation: request.generation_id,
-            assignments: request
-                .assignments
-                .into_iter()
-                .map(|a| (a.member_id, a.assignment))
-                .collect(),
-        })
+        .sync(
+            principal,
+            SyncRequest {
+                group_id: request.group_id,
+                member_id: request.member_id,
+                generation: request.generation_id,
+                assignments: request
+                    .assignments
+                    .into_iter()
+                    .map(|a| (a.member_id, a.assignment))
+                    .collect(),
+            },
+        )
         .await;
     match synced {
         Ok(synced) => SyncGroupResponse {
@@ -140,9 +150,18 @@ pub async fn sync_group(service: &Coordinator, request: SyncGroupRequest) -> Syn
 }
 
 /// Heartbeat.
-pub async fn heartbeat(service: &Coordinator, request: HeartbeatRequest) -> HeartbeatResponse {
+pub async fn heartbeat(
+    service: &Coordinator,
+    principal: &Principal,
+    request: HeartbeatRequest,
+) -> HeartbeatResponse {
     let beat = service
-        .heartbeat(&request.group_id, &request.member_id, request.generation_id)
+        .heartbeat(
+            principal,
+            &request.group_id,
+            &request.member_id,
+            request.generation_id,
+        )
         .await;
     let (error_code, error_message) = code_and_message(beat);
     HeartbeatResponse {
@@ -152,14 +171,18 @@ pub async fn heartbeat(service: &Coordinator, request: HeartbeatRequest) -> Hear
 }
 
 /// LeaveGroup.
-pub async fn leave_group(service: &Coordinator, request: LeaveGroupRequest) -> LeaveGroupResponse {
+pub async fn leave_group(
+    service: &Coordinator,
+    principal: &Principal,
+    request: LeaveGroupRequest,
+) -> LeaveGroupResponse {
     let instances: Vec<Option<String>> = request
         .members
         .iter()
         .map(|m| m.group_instance_id.clone())
         .collect();
     let members = request.members.into_iter().map(|m| m.member_id).collect();
-    match service.leave(&request.group_id, members).await {
+    match service.leave(principal, &request.group_id, members).await {
         Ok(results) => LeaveGroupResponse {
             error_code: ErrorCode::None,
             error_message: None,
@@ -188,6 +211,7 @@ pub async fn leave_group(service: &Coordinator, request: LeaveGroupRequest) -> L
 /// OffsetCommit: each partition answered on its own.
 pub async fn offset_commit(
     service: &Coordinator,
+    principal: &Principal,
     request: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
     let commit = CommitRequest {
@@ -213,13 +237,14 @@ pub async fn offset_commit(
             .collect(),
     };
     OffsetCommitResponse {
-        topics: topic_results(service.commit(commit).await),
+        topics: topic_results(service.commit(principal, commit).await),
     }
 }
 
 /// OffsetFetch: committed offsets (-1 where none).
 pub async fn offset_fetch(
     service: &Coordinator,
+    principal: &Principal,
     request: OffsetFetchRequest,
 ) -> OffsetFetchResponse {
     let asked = request.topics.map(|topics| {
@@ -231,7 +256,7 @@ pub async fn offset_fetch(
             })
             .collect()
     });
-    match service.committed(&request.group_id, asked).await {
+    match service.committed(principal, &request.group_id, asked).await {
         Ok(topics) => OffsetFetchResponse {
             error_code: ErrorCode::None,
             error_message: None,
@@ -265,6 +290,7 @@ pub async fn offset_fetch(
 /// ResetOffsets: an administrator's explicit offsets.
 pub async fn reset_offsets(
     service: &Coordinator,
+    principal: &Principal,
     request: ResetOffsetsRequest,
 ) -> ResetOffsetsResponse {
     let topics = request
@@ -279,7 +305,9 @@ pub async fn reset_offsets(
                 .collect(),
         })
         .collect();
-    let (top, partitions) = service.reset_offsets(&request.group_id, topics).await;
+    let (top, partitions) = service
+        .reset_offsets(principal, &request.group_id, topics)
+        .await;
     let (error_code, error_message) = code_and_message(top);
     ResetOffsetsResponse {
         error_code,
@@ -291,11 +319,12 @@ pub async fn reset_offsets(
 /// DescribeGroups.
 pub async fn describe_groups(
     service: &Coordinator,
+    principal: &Principal,
     request: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
     let mut groups = Vec::with_capacity(request.groups.len());
     for group_id in request.groups {
-        groups.push(match service.describe(&group_id).await {
+        groups.push(match service.describe(principal, &group_id).await {
             Ok(g) => DescribedGroup {
                 error_code: ErrorCode::None,
                 error_message: None,
@@ -333,12 +362,16 @@ pub async fn describe_groups(
 }
 
 /// ListGroups: the groups this broker coordinates (a client asks every broker).
-pub async fn list_groups(service: &Coordinator, request: ListGroupsRequest) -> ListGroupsResponse {
+pub async fn list_groups(
+    service: &Coordinator,
+    principal: &Principal,
+    request: ListGroupsRequest,
+) -> ListGroupsResponse {
     ListGroupsResponse {
         error_code: ErrorCode::None,
         error_message: None,
         groups: service
-            .list(&request.states_filter)
+            .list(principal, &request.states_filter)
             .await
             .into_iter()
             .map(|g| ListedGroup {
@@ -354,11 +387,13 @@ pub async fn list_groups(service: &Coordinator, request: ListGroupsRequest) -> L
 /// DeleteGroups.
 pub async fn delete_groups(
     service: &Coordinator,
+    principal: &Principal,
     request: DeleteGroupsRequest,
 ) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(request.group_ids.len());
     for group_id in request.group_ids {
-        let (error_code, error_message) = code_and_message(service.delete(&group_id).await);
+        let (error_code, error_message) =
+            code_and_message(service.delete(principal, &group_id).await);
         results.push(DeletableGroupResult {
             group_id,
             error_code,

@@ -11,6 +11,7 @@ use sluice_protocol::ErrorCode;
 
 use super::SERVED;
 use crate::cluster::image::NATIVE_LISTENER;
+use crate::security::Principal;
 use crate::services::admin::Admin;
 
 /// The apis this broker serves, each with its version range.
@@ -29,9 +30,13 @@ pub fn api_versions() -> ApiVersionsResponse {
 
 /// Brokers (the unfenced ones), the controller, and the requested topics (all when
 /// `topics` is null). The native protocol never creates topics on a Metadata request.
-pub async fn metadata(service: &Admin, request: MetadataRequest) -> MetadataResponse {
+pub async fn metadata(
+    service: &Admin,
+    principal: &Principal,
+    request: MetadataRequest,
+) -> MetadataResponse {
     let view = service
-        .cluster_view(NATIVE_LISTENER, request.topics, false, false)
+        .cluster_view(principal, NATIVE_LISTENER, request.topics, false, false)
         .await;
     MetadataResponse {
         cluster_id: view.cluster_id,
@@ -91,9 +96,9 @@ pub async fn metadata(service: &Admin, request: MetadataRequest) -> MetadataResp
 }
 
 /// The cluster: every registered broker (fenced too), the controller quorum and its leader.
-pub async fn describe_cluster(service: &Admin) -> DescribeClusterResponse {
+pub async fn describe_cluster(service: &Admin, principal: &Principal) -> DescribeClusterResponse {
     let view = service
-        .cluster_view(NATIVE_LISTENER, Some(Vec::new()), false, true)
+        .cluster_view(principal, NATIVE_LISTENER, Some(Vec::new()), false, true)
         .await;
     DescribeClusterResponse {
         cluster_id: view.cluster_id,

@@ -4,6 +4,7 @@
 //! handler gets only its service; the broker-to-broker apis (replication, controller,
 //! Raft) get the broker. Nothing here touches sockets or files.
 
+mod acls;
 mod admin;
 mod fetch;
 mod groups;
@@ -25,16 +26,19 @@ use crate::broker::Broker;
 use crate::cluster::{election, network};
 use crate::connection::{self, Answer, Start};
 use crate::error::ApiError;
-use crate::security::Login;
+use crate::security::acl::{Operation, Resource};
+use crate::security::{Login, Principal};
 use sluice_protocol::messages::{SaslAuthenticateResponse, SaslHandshakeResponse};
 
-/// Who sent a request: group membership records it.
-#[derive(Clone, Debug, Default)]
+/// Who sent a request: group membership records it, the authorizer judges it.
+#[derive(Clone, Debug)]
 pub struct Caller {
     /// The client id of the request header.
     pub client_id: String,
     /// The host the connection comes from.
     pub host: String,
+    /// Who logged in on the connection (`User:ANONYMOUS` without authentication).
+    pub principal: Principal,
 }
 
 /// What a request produced.
@@ -82,6 +86,9 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::SaslAuthenticate,
     ApiKey::AlterUserScramCredentials,
     ApiKey::DescribeUserScramCredentials,
+    ApiKey::CreateAcls,
+    ApiKey::DeleteAcls,
+    ApiKey::DescribeAcls,
 ];
 
 /// A request after its ordered phase.
@@ -98,15 +105,21 @@ pub enum Started {
 /// produce, writing the batches to the logs; topic creation and deletion entirely (a
 /// pipelined create then produce, or delete then create, must happen in that order). The
 /// connection awaits it before it starts the next request.
-pub async fn start(broker: &Arc<Broker>, request: Request) -> Result<Started, ApiError> {
+pub async fn start(
+    broker: &Arc<Broker>,
+    principal: &Principal,
+    request: Request,
+) -> Result<Started, ApiError> {
     let services = &broker.services;
     Ok(match request {
-        Request::Produce(r) => Started::Produce(produce::start(&services.produce, r).await?),
+        Request::Produce(r) => {
+            Started::Produce(produce::start(&services.produce, principal, r).await?)
+        }
         Request::CreateTopics(r) => Started::Done(Response::CreateTopics(
-            admin::create_topics(&services.admin, r).await,
+            admin::create_topics(&services.admin, principal, r).await,
         )),
         Request::DeleteTopics(r) => Started::Done(Response::DeleteTopics(
-            admin::delete_topics(&services.admin, r).await,
+            admin::delete_topics(&services.admin, principal, r).await,
         )),
         other => Started::Other(other),
     })
@@ -127,48 +140,81 @@ pub async fn finish(
     };
     let services = &broker.services;
     let groups = &*services.groups;
+    let principal = &caller.principal;
+    if is_broker_api(request.api_key()) {
+        services
+            .authorizer
+            .check(principal, Operation::ClusterAction, Resource::Cluster)?;
+    }
     let response = match request {
-        Request::Fetch(r) => Response::Fetch(fetch::handle(&services.fetch, r).await?),
+        Request::Fetch(r) => Response::Fetch(fetch::handle(&services.fetch, principal, r).await?),
         Request::ListOffsets(r) => {
-            Response::ListOffsets(offsets::list_offsets(&services.offsets, r).await?)
+            Response::ListOffsets(offsets::list_offsets(&services.offsets, principal, r).await?)
         }
-        Request::Metadata(r) => Response::Metadata(metadata::metadata(&services.admin, r).await),
+        Request::Metadata(r) => {
+            Response::Metadata(metadata::metadata(&services.admin, principal, r).await)
+        }
         Request::ApiVersions(_) => Response::ApiVersions(metadata::api_versions()),
         Request::DescribeCluster(_) => {
-            Response::DescribeCluster(metadata::describe_cluster(&services.admin).await)
+            Response::DescribeCluster(metadata::describe_cluster(&services.admin, principal).await)
         }
-        Request::IncrementalAlterConfigs(r) => {
-            Response::IncrementalAlterConfigs(admin::alter_configs(&services.admin, r).await)
-        }
+        Request::IncrementalAlterConfigs(r) => Response::IncrementalAlterConfigs(
+            admin::alter_configs(&services.admin, principal, r).await,
+        ),
         Request::FindCoordinator(r) => {
-            Response::FindCoordinator(groups::find_coordinator(groups, r).await)
+            Response::FindCoordinator(groups::find_coordinator(groups, principal, r).await)
         }
-        Request::JoinGroup(r) => Response::JoinGroup(groups::join_group(groups, r, caller).await),
-        Request::SyncGroup(r) => Response::SyncGroup(groups::sync_group(groups, r).await),
-        Request::Heartbeat(r) => Response::Heartbeat(groups::heartbeat(groups, r).await),
-        Request::LeaveGroup(r) => Response::LeaveGroup(groups::leave_group(groups, r).await),
-        Request::OffsetCommit(r) => Response::OffsetCommit(groups::offset_commit(groups, r).await),
-        Request::OffsetFetch(r) => Response::OffsetFetch(groups::offset_fetch(groups, r).await),
-        Request::ResetOffsets(r) => Response::ResetOffsets(groups::reset_offsets(groups, r).await),
+        Request::JoinGroup(r) => {
+            Response::JoinGroup(groups::join_group(groups, principal, r, caller).await)
+        }
+        Request::SyncGroup(r) => {
+            Response::SyncGroup(groups::sync_group(groups, principal, r).await)
+        }
+        Request::Heartbeat(r) => Response::Heartbeat(groups::heartbeat(groups, principal, r).await),
+        Request::LeaveGroup(r) => {
+            Response::LeaveGroup(groups::leave_group(groups, principal, r).await)
+        }
+        Request::OffsetCommit(r) => {
+            Response::OffsetCommit(groups::offset_commit(groups, principal, r).await)
+        }
+        Request::OffsetFetch(r) => {
+            Response::OffsetFetch(groups::offset_fetch(groups, principal, r).await)
+        }
+        Request::ResetOffsets(r) => {
+            Response::ResetOffsets(groups::reset_offsets(groups, principal, r).await)
+        }
         Request::DescribeGroups(r) => {
-            Response::DescribeGroups(groups::describe_groups(groups, r).await)
+            Response::DescribeGroups(groups::describe_groups(groups, principal, r).await)
         }
-        Request::ListGroups(r) => Response::ListGroups(groups::list_groups(groups, r).await),
-        Request::DeleteGroups(r) => Response::DeleteGroups(groups::delete_groups(groups, r).await),
-        Request::InitProducerId(r) => {
-            Response::InitProducerId(producer_id::init_producer_id(&services.producer_ids, r).await)
+        Request::ListGroups(r) => {
+            Response::ListGroups(groups::list_groups(groups, principal, r).await)
+        }
+        Request::DeleteGroups(r) => {
+            Response::DeleteGroups(groups::delete_groups(groups, principal, r).await)
+        }
+        Request::InitProducerId(r) => Response::InitProducerId(
+            producer_id::init_producer_id(&services.producer_ids, principal, r).await,
+        ),
+        Request::CreateAcls(r) => {
+            Response::CreateAcls(acls::create(&services.acls, principal, r).await)
+        }
+        Request::DeleteAcls(r) => {
+            Response::DeleteAcls(acls::delete(&services.acls, principal, r).await)
+        }
+        Request::DescribeAcls(r) => {
+            Response::DescribeAcls(acls::describe(&services.acls, principal, r)?)
         }
         Request::AlterUserScramCredentials(r) => {
-            Response::AlterUserScramCredentials(users::alter(&services.users, r).await)
+            Response::AlterUserScramCredentials(users::alter(&services.users, principal, r).await)
         }
         Request::DescribeUserScramCredentials(r) => {
-            Response::DescribeUserScramCredentials(users::describe(&services.users, r))
+            Response::DescribeUserScramCredentials(users::describe(&services.users, principal, r)?)
         }
         Request::ReplicaFetch(r) => {
             Response::ReplicaFetch(replica_fetch::replica_fetch(broker, r).await?)
         }
         Request::OffsetsForLeaderEpoch(r) => Response::OffsetsForLeaderEpoch(
-            replica_fetch::offsets_for_leader_epoch(&services.offsets, r).await?,
+            replica_fetch::offsets_for_leader_epoch(&services.offsets, principal, r).await?,
         ),
         Request::RaftVote(r) => {
             Response::RaftVote(network::serve_vote(&broker.cluster.raft, r).await?)
@@ -213,6 +259,23 @@ pub async fn finish(
         other => return Err(not_served(other.api_key())),
     };
     Ok(Outcome::Respond(response))
+}
+
+/// The apis only brokers send each other: ClusterAction on the cluster (superusers, when
+/// the authorizer is on).
+fn is_broker_api(api: ApiKey) -> bool {
+    matches!(
+        api,
+        ApiKey::ReplicaFetch
+            | ApiKey::BrokerRegistration
+            | ApiKey::BrokerHeartbeat
+            | ApiKey::AlterPartition
+            | ApiKey::AllocateProducerIds
+            | ApiKey::RaftVote
+            | ApiKey::RaftAppendEntries
+            | ApiKey::RaftInstallSnapshot
+            | ApiKey::RaftPreVote
+    )
 }
 
 fn not_served(api: ApiKey) -> ApiError {
@@ -310,12 +373,19 @@ impl connection::Protocol for Native {
                 if let Request::BrokerHeartbeat(h) = &request {
                     connection.heartbeats_from = Some(h.broker_id);
                 }
-                match start(&self.broker, request).await {
+                let principal = self
+                    .broker
+                    .services
+                    .auth
+                    .principal(&connection.login)
+                    .unwrap_or_else(Principal::anonymous);
+                match start(&self.broker, &principal, request).await {
                     Ok(started) => Start::Run(NativeStarted {
                         started,
                         caller: Caller {
                             client_id: header.client_id,
                             host: peer.ip().to_string(),
+                            principal,
                         },
                         correlation_id,
                     }),

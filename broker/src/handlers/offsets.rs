@@ -7,12 +7,14 @@ use sluice_protocol::messages::{
 use sluice_protocol::{ErrorCode, LeaderEpoch, Offset};
 
 use crate::error::ApiError;
+use crate::security::Principal;
 use crate::services::offsets::{OffsetQuery, Offsets};
 use crate::services::{map_topics, TopicItems};
 
 /// Looks up every requested partition.
 pub async fn list_offsets(
     service: &Offsets,
+    principal: &Principal,
     request: ListOffsetsRequest,
 ) -> Result<ListOffsetsResponse, ApiError> {
     let queries = request
@@ -31,7 +33,7 @@ pub async fn list_offsets(
                 .collect(),
         })
         .collect();
-    let found = service.list_offsets(queries).await?;
+    let found = service.list_offsets(principal, queries).await?;
     Ok(ListOffsetsResponse {
         topics: map_topics(
             found,

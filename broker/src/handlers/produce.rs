@@ -12,11 +12,16 @@ use sluice_protocol::{ErrorCode, Offset, Response};
 use super::Outcome;
 use crate::error::ApiError;
 use crate::partition::{parse_acks, Acks};
+use crate::security::Principal;
 use crate::services::produce::{self, Appended, Produce, Produced};
 use crate::services::{map_topics, TopicItems};
 
 /// The ordered phase: validates `acks` and appends every partition's batches.
-pub async fn start(service: &Produce, request: ProduceRequest) -> Result<Appended, ApiError> {
+pub async fn start(
+    service: &Produce,
+    principal: &Principal,
+    request: ProduceRequest,
+) -> Result<Appended, ApiError> {
     let request = produce::ProduceRequest {
         acks: parse_acks(request.acks)?,
         timeout: Duration::from_millis(request.timeout_ms.max(0) as u64),
@@ -32,6 +37,7 @@ pub async fn start(service: &Produce, request: ProduceRequest) -> Result<Appende
                     .collect(),
             })
             .collect(),
+        principal: principal.clone(),
     };
     service.append(request).await
 }

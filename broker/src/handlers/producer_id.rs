@@ -4,11 +4,13 @@
 use sluice_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
 use sluice_protocol::ErrorCode;
 
+use crate::security::Principal;
 use crate::services::producer_ids::{InitProducer, ProducerIds};
 
 /// A producer id and epoch.
 pub async fn init_producer_id(
     service: &ProducerIds,
+    principal: &Principal,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let asked = InitProducer {
@@ -16,7 +18,7 @@ pub async fn init_producer_id(
         producer_id: request.producer_id,
         producer_epoch: request.producer_epoch,
     };
-    match service.init(&asked).await {
+    match service.init(principal, &asked).await {
         Ok((producer_id, producer_epoch)) => InitProducerIdResponse {
             error_code: ErrorCode::None,
             error_message: None,

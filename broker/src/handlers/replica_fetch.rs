@@ -27,6 +27,7 @@ use crate::cluster::image::MetadataImage;
 use crate::error::ApiError;
 use crate::partition::{FollowerIncarnation, Partition};
 use crate::replication::{fetcher_incarnation, propose_isr, REPLICA_FETCH_WAIT_MS};
+use crate::security::Principal;
 use crate::services::fetch::any_woken;
 use crate::services::offsets::{EpochQuery, Offsets};
 use crate::services::{map_topics, TopicItems};
@@ -203,6 +204,7 @@ fn read_all(
 /// Where each asked epoch ends in this leader's log.
 pub async fn offsets_for_leader_epoch(
     service: &Offsets,
+    principal: &Principal,
     request: OffsetsForLeaderEpochRequest,
 ) -> Result<OffsetsForLeaderEpochResponse, ApiError> {
     let queries = request
@@ -221,7 +223,7 @@ pub async fn offsets_for_leader_epoch(
                 .collect(),
         })
         .collect();
-    let ends = service.epoch_ends(queries).await?;
+    let ends = service.epoch_ends(principal, queries).await?;
     Ok(OffsetsForLeaderEpochResponse {
         topics: map_topics(
             ends,

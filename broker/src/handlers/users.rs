@@ -10,11 +10,13 @@ use sluice_protocol::scram::Mechanism;
 use sluice_protocol::ErrorCode;
 
 use crate::error::ApiError;
+use crate::security::Principal;
 use crate::services::users::{UserChange, Users};
 
 /// Creates, replaces or removes SCRAM credentials.
 pub async fn alter(
     service: &Users,
+    principal: &Principal,
     request: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
     // A change naming a mechanism sluice does not have is answered here, in order.
@@ -51,7 +53,7 @@ pub async fn alter(
     }
     let mut results = refused;
     if !changes.is_empty() {
-        results.extend(service.alter(changes).await);
+        results.extend(service.alter(principal, changes).await);
     }
     AlterUserScramCredentialsResponse {
         results: results
@@ -68,11 +70,12 @@ pub async fn alter(
 /// Lists users and their mechanisms (never their keys).
 pub fn describe(
     service: &Users,
+    principal: &Principal,
     request: DescribeUserScramCredentialsRequest,
-) -> DescribeUserScramCredentialsResponse {
-    DescribeUserScramCredentialsResponse {
+) -> Result<DescribeUserScramCredentialsResponse, ApiError> {
+    Ok(DescribeUserScramCredentialsResponse {
         users: service
-            .describe(request.users)
+            .describe(principal, request.users)?
             .into_iter()
             .map(|(user, outcome)| match outcome {
                 Ok(info) => DescribedUser {
@@ -96,5 +99,5 @@ pub fn describe(
                 },
             })
             .collect(),
-    }
+    })
 }

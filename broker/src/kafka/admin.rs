@@ -24,6 +24,7 @@ use sluice_protocol::ErrorCode;
 use super::metadata::topic_id;
 use super::{kafka_error, kafka_str, topic_name};
 use crate::error::ApiError;
+use crate::security::Principal;
 use crate::services::admin::{Admin, ConfigChange};
 use crate::services::producer_ids::{InitProducer, ProducerIds};
 use crate::topic_config::NewTopic;
@@ -42,6 +43,7 @@ const OPERATION_DELETE: i8 = 1;
 /// CreateTopics through the controller, each topic answered on its own.
 pub async fn create_topics(
     service: &Admin,
+    principal: &Principal,
     request: CreateTopicsRequest,
     version: i16,
 ) -> ResponseKind {
@@ -90,7 +92,7 @@ pub async fn create_topics(
         });
     }
     let mut created: BTreeMap<String, Result<(u32, u16), ApiError>> = service
-        .create_topics(topics, request.validate_only)
+        .create_topics(principal, topics, request.validate_only)
         .await
         .into_iter()
         .collect();
@@ -118,7 +120,7 @@ pub async fn create_topics(
                     }
                     // The configs in effect are part of the answer from v5 on.
                     if version >= 5 {
-                        let configs = service.topic_configs(&name).unwrap_or_default();
+                        let configs = service.topic_configs(principal, &name).unwrap_or_default();
                         result.configs = Some(
                             configs
                                 .into_iter()
@@ -150,6 +152,7 @@ pub async fn create_topics(
 /// DeleteTopics through the controller (by name), each topic answered on its own.
 pub async fn delete_topics(
     service: &Admin,
+    principal: &Principal,
     request: DeleteTopicsRequest,
     _version: i16,
 ) -> ResponseKind {
@@ -158,7 +161,7 @@ pub async fn delete_topics(
         .into_iter()
         .map(|n| n.0.to_string())
         .collect();
-    let deleted = service.delete_topics(names).await;
+    let deleted = service.delete_topics(principal, names).await;
     let responses = deleted
         .into_iter()
         .map(|(name, outcome)| {
@@ -178,7 +181,11 @@ pub async fn delete_topics(
 /// DescribeConfigs of topics: every key sluice knows with the value in effect, marked as
 /// the topic's own setting or a default. Other resources (brokers) are refused per
 /// resource.
-pub fn describe_configs(service: &Admin, request: DescribeConfigsRequest) -> ResponseKind {
+pub fn describe_configs(
+    service: &Admin,
+    principal: &Principal,
+    request: DescribeConfigsRequest,
+) -> ResponseKind {
     let results = request
         .resources
         .into_iter()
@@ -187,7 +194,7 @@ pub fn describe_configs(service: &Admin, request: DescribeConfigsRequest) -> Res
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
             let described = if resource.resource_type == RESOURCE_TOPIC {
-                service.topic_configs(resource.resource_name.as_str())
+                service.topic_configs(principal, resource.resource_name.as_str())
             } else {
                 Err(ApiError::new(
                     ErrorCode::InvalidRequest,
@@ -234,6 +241,7 @@ pub fn describe_configs(service: &Admin, request: DescribeConfigsRequest) -> Res
 /// none of). Other resources (brokers) are refused per resource.
 pub async fn incremental_alter_configs(
     service: &Admin,
+    principal: &Principal,
     request: IncrementalAlterConfigsRequest,
 ) -> ResponseKind {
     let mut refused: BTreeMap<usize, ApiError> = BTreeMap::new();
@@ -251,7 +259,7 @@ pub async fn incremental_alter_configs(
         .map(|(_, name, changes)| (name.clone(), changes.clone()))
         .collect();
     let mut altered = service
-        .alter_topic_configs(topics, request.validate_only)
+        .alter_topic_configs(principal, topics, request.validate_only)
         .await
         .into_iter();
     for (at, _, _) in &asked {
@@ -320,6 +328,7 @@ fn topic_changes(resource: &AlterConfigsResource) -> Result<Vec<ConfigChange>, A
 /// InitProducerId: an id for an idempotent producer, or the next epoch of its own.
 pub async fn init_producer_id(
     service: &ProducerIds,
+    principal: &Principal,
     request: InitProducerIdRequest,
 ) -> ResponseKind {
     let asked = InitProducer {
@@ -327,7 +336,7 @@ pub async fn init_producer_id(
         producer_id: request.producer_id.0,
         producer_epoch: request.producer_epoch,
     };
-    let response = match service.init(&asked).await {
+    let response = match service.init(principal, &asked).await {
         Ok((id, epoch)) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(epoch),

@@ -21,6 +21,7 @@ use kafka_protocol::messages::{
 use sluice_protocol::{LeaderEpoch, Offset, PartitionId};
 
 use super::{codec, kafka_error, topic_name};
+use crate::security::Principal;
 use crate::services::fetch::{self, Fetch, FetchPartition};
 use crate::services::offsets::{EpochQuery, OffsetQuery, Offsets};
 use crate::services::{map_topics, TopicItems};
@@ -29,7 +30,12 @@ use crate::services::{map_topics, TopicItems};
 const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 
 /// Fetch: records below each partition's high watermark, long-polled.
-pub async fn fetch(service: &Fetch, request: FetchRequest, version: i16) -> ResponseKind {
+pub async fn fetch(
+    service: &Fetch,
+    principal: &Principal,
+    request: FetchRequest,
+    version: i16,
+) -> ResponseKind {
     if request.session_id != 0 {
         // No session was ever created here (every answer says session 0).
         return ResponseKind::Fetch(
@@ -62,6 +68,7 @@ pub async fn fetch(service: &Fetch, request: FetchRequest, version: i16) -> Resp
                     .collect(),
             })
             .collect(),
+        principal: principal.clone(),
     };
     let topics = match service.fetch(asked).await {
         Ok(topics) => topics,
@@ -103,6 +110,7 @@ pub async fn fetch(service: &Fetch, request: FetchRequest, version: i16) -> Resp
 /// time.
 pub async fn list_offsets(
     service: &Offsets,
+    principal: &Principal,
     request: ListOffsetsRequest,
     version: i16,
 ) -> ResponseKind {
@@ -122,7 +130,7 @@ pub async fn list_offsets(
                 .collect(),
         })
         .collect();
-    let found = service.list_offsets(queries.clone()).await;
+    let found = service.list_offsets(principal, queries.clone()).await;
     let topics = match found {
         Ok(found) => found,
         Err(e) => every_partition_failed(queries, e),
@@ -163,6 +171,7 @@ pub async fn list_offsets(
 /// a truncated log after a leader change, KIP-320).
 pub async fn offset_for_leader_epoch(
     service: &Offsets,
+    principal: &Principal,
     request: OffsetForLeaderEpochRequest,
 ) -> ResponseKind {
     let queries: Vec<TopicItems<EpochQuery>> = request
@@ -181,7 +190,7 @@ pub async fn offset_for_leader_epoch(
                 .collect(),
         })
         .collect();
-    let topics = match service.epoch_ends(queries.clone()).await {
+    let topics = match service.epoch_ends(principal, queries.clone()).await {
         Ok(ends) => ends,
         Err(e) => every_partition_failed(queries, e),
     };

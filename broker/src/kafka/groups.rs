@@ -39,6 +39,7 @@ use crate::groups::coordinator::{
 };
 use crate::groups::group::{GroupState, JoinRequest, MemberAssignment};
 use crate::groups::SERVER_ASSIGNOR;
+use crate::security::Principal;
 use crate::services::{map_topics, TopicItems};
 
 /// FindCoordinator's key type of a consumer group.
@@ -51,6 +52,7 @@ fn group_error(api: ApiKey, e: &ApiError) -> i16 {
 /// FindCoordinator: one key before v4, a batch of keys from v4 on (KIP-699).
 pub async fn find_coordinator(
     service: &Coordinator,
+    principal: &Principal,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> ResponseKind {
@@ -61,7 +63,9 @@ pub async fn find_coordinator(
                 "transactions are not supported by this version of sluice",
             ));
         }
-        service.find_coordinator(&key, KAFKA_LISTENER).await
+        service
+            .find_coordinator(principal, &key, KAFKA_LISTENER)
+            .await
     };
     if version < 4 {
         let response = match locate(request.key.to_string()).await {
@@ -112,6 +116,7 @@ pub async fn find_coordinator(
 /// metadata. Clients before v4 do not know MEMBER_ID_REQUIRED and join at once.
 pub async fn join_group(
     service: &Coordinator,
+    principal: &Principal,
     request: JoinGroupRequest,
     version: i16,
     caller: &Caller,
@@ -145,7 +150,7 @@ pub async fn join_group(
         subscription,
         require_known_member_id: version >= 4,
     };
-    let response = match service.join(&request.group_id.0, join).await {
+    let response = match service.join(principal, &request.group_id.0, join).await {
         Ok(joined) => JoinGroupResponse::default()
             .with_generation_id(joined.generation)
             .with_protocol_type(Some(kafka_str(protocol_type)))
@@ -173,18 +178,25 @@ pub async fn join_group(
 }
 
 /// SyncGroup: the member's assignment, the leader's bytes verbatim.
-pub async fn sync_group(service: &Coordinator, request: SyncGroupRequest) -> ResponseKind {
+pub async fn sync_group(
+    service: &Coordinator,
+    principal: &Principal,
+    request: SyncGroupRequest,
+) -> ResponseKind {
     let synced = service
-        .sync(SyncRequest {
-            group_id: request.group_id.0.to_string(),
-            member_id: request.member_id.to_string(),
-            generation: request.generation_id,
-            assignments: request
-                .assignments
-                .into_iter()
-                .map(|a| (a.member_id.to_string(), a.assignment))
-                .collect(),
-        })
+        .sync(
+            principal,
+            SyncRequest {
+                group_id: request.group_id.0.to_string(),
+                member_id: request.member_id.to_string(),
+                generation: request.generation_id,
+                assignments: request
+                    .assignments
+                    .into_iter()
+                    .map(|a| (a.member_id.to_string(), a.assignment))
+                    .collect(),
+            },
+        )
         .await;
     let response = match synced {
         Ok(synced) => SyncGroupResponse::default()
@@ -197,9 +209,14 @@ pub async fn sync_group(service: &Coordinator, request: SyncGroupRequest) -> Res
 }
 
 /// Heartbeat.
-pub async fn heartbeat(service: &Coordinator, request: HeartbeatRequest) -> ResponseKind {
+pub async fn heartbeat(
+    service: &Coordinator,
+    principal: &Principal,
+    request: HeartbeatRequest,
+) -> ResponseKind {
     let beat = service
         .heartbeat(
+            principal,
             &request.group_id.0,
             &request.member_id,
             request.generation_id,
@@ -212,6 +229,7 @@ pub async fn heartbeat(service: &Coordinator, request: HeartbeatRequest) -> Resp
 /// LeaveGroup: one member before v3, a batch from v3 on (KIP-345).
 pub async fn leave_group(
     service: &Coordinator,
+    principal: &Principal,
     request: LeaveGroupRequest,
     version: i16,
 ) -> ResponseKind {
@@ -225,7 +243,7 @@ pub async fn leave_group(
         vec![(request.member_id.to_string(), None)]
     };
     let ids = members.iter().map(|(id, _)| id.clone()).collect();
-    let response = match service.leave(&request.group_id.0, ids).await {
+    let response = match service.leave(principal, &request.group_id.0, ids).await {
         Ok(results) if version >= 3 => LeaveGroupResponse::default().with_members(
             results
                 .into_iter()
@@ -256,7 +274,11 @@ pub async fn leave_group(
 }
 
 /// OffsetCommit: each partition answered on its own.
-pub async fn offset_commit(service: &Coordinator, request: OffsetCommitRequest) -> ResponseKind {
+pub async fn offset_commit(
+    service: &Coordinator,
+    principal: &Principal,
+    request: OffsetCommitRequest,
+) -> ResponseKind {
     let commit = CommitRequest {
         group_id: request.group_id.0.to_string(),
         member_id: request.member_id.to_string(),
@@ -280,7 +302,7 @@ pub async fn offset_commit(service: &Coordinator, request: OffsetCommitRequest) 
             .collect(),
     };
     let topics = map_topics(
-        service.commit(commit).await,
+        service.commit(principal, commit).await,
         |p| {
             OffsetCommitResponsePartition::default()
                 .with_partition_index(p.partition.0)
@@ -306,6 +328,7 @@ type Fetched = Result<Vec<TopicItems<CommittedOffset>>, ApiError>;
 /// commit answers offset -1 and empty metadata, as Kafka does.
 pub async fn offset_fetch(
     service: &Coordinator,
+    principal: &Principal,
     request: OffsetFetchRequest,
     version: i16,
 ) -> ResponseKind {
@@ -321,7 +344,7 @@ pub async fn offset_fetch(
                     })
                     .collect()
             });
-            let fetched: Fetched = service.committed(&group.group_id.0, asked).await;
+            let fetched: Fetched = service.committed(principal, &group.group_id.0, asked).await;
             let answer = OffsetFetchResponseGroup::default().with_group_id(group.group_id);
             groups.push(match fetched {
                 Ok(topics) => answer.with_topics(map_topics(
@@ -354,7 +377,9 @@ pub async fn offset_fetch(
             })
             .collect()
     });
-    let fetched: Fetched = service.committed(&request.group_id.0, asked.clone()).await;
+    let fetched: Fetched = service
+        .committed(principal, &request.group_id.0, asked.clone())
+        .await;
     let (topics, error) = match fetched {
         Ok(topics) => (topics, 0),
         Err(e) => {
@@ -420,12 +445,13 @@ fn committed(value: Option<OffsetValue>) -> (i64, i32, StrBytes) {
 /// unknown group is GROUP_ID_NOT_FOUND (KIP-1043), before it is described as Dead.
 pub async fn describe_groups(
     service: &Coordinator,
+    principal: &Principal,
     request: DescribeGroupsRequest,
     version: i16,
 ) -> ResponseKind {
     let mut groups = Vec::with_capacity(request.groups.len());
     for group_id in request.groups {
-        let described = service.describe(&group_id.0).await;
+        let described = service.describe(principal, &group_id.0).await;
         let answer = DescribedGroup::default().with_group_id(group_id.clone());
         groups.push(match described {
             Ok(g) if version >= 6 && g.state == GroupState::Dead.name() && g.generation < 0 => {
@@ -482,7 +508,11 @@ fn assignment_bytes(assignment: &MemberAssignment) -> bytes::Bytes {
 
 /// ListGroups: the groups this broker coordinates (a client asks every broker), filtered
 /// by state (v4+) and type (v5+: every group here is "classic").
-pub async fn list_groups(service: &Coordinator, request: ListGroupsRequest) -> ResponseKind {
+pub async fn list_groups(
+    service: &Coordinator,
+    principal: &Principal,
+    request: ListGroupsRequest,
+) -> ResponseKind {
     let states: Vec<String> = request
         .states_filter
         .iter()
@@ -494,7 +524,7 @@ pub async fn list_groups(service: &Coordinator, request: ListGroupsRequest) -> R
             .iter()
             .any(|t| t.eq_ignore_ascii_case("classic"));
     let groups = if classic {
-        service.list(&states).await
+        service.list(principal, &states).await
     } else {
         Vec::new()
     };
@@ -512,10 +542,14 @@ pub async fn list_groups(service: &Coordinator, request: ListGroupsRequest) -> R
 }
 
 /// DeleteGroups: each group answered on its own.
-pub async fn delete_groups(service: &Coordinator, request: DeleteGroupsRequest) -> ResponseKind {
+pub async fn delete_groups(
+    service: &Coordinator,
+    principal: &Principal,
+    request: DeleteGroupsRequest,
+) -> ResponseKind {
     let mut results = Vec::with_capacity(request.groups_names.len());
     for group_id in request.groups_names {
-        let deleted = service.delete(&group_id.0).await;
+        let deleted = service.delete(principal, &group_id.0).await;
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(group_id)

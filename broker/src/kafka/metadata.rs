@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::{codec, kafka_error, kafka_str, topic_name};
 use crate::cluster::image::KAFKA_LISTENER;
+use crate::security::Principal;
 use crate::services::admin::Admin;
 
 /// DescribeCluster's endpoint type for brokers (the only one a broker answers for).
@@ -39,6 +40,7 @@ pub fn topic_id(cluster_id: &str, id: u64) -> Uuid {
 /// and the topics asked (all when the list is null, or empty before v1).
 pub async fn metadata(
     service: &Admin,
+    principal: &Principal,
     request: MetadataRequest,
     version: i16,
     node_id: BrokerId,
@@ -66,7 +68,7 @@ pub async fn metadata(
     // Before v4 a Metadata request always allowed auto-creation.
     let auto_create = version < 4 || request.allow_auto_topic_creation;
     let view = service
-        .cluster_view(KAFKA_LISTENER, asked, auto_create, false)
+        .cluster_view(principal, KAFKA_LISTENER, asked, auto_create, false)
         .await;
     let brokers = view
         .brokers
@@ -122,6 +124,7 @@ pub async fn metadata(
 /// DescribeCluster: the brokers with a Kafka listener (fenced ones too when asked, v2+).
 pub async fn describe_cluster(
     service: &Admin,
+    principal: &Principal,
     request: DescribeClusterRequest,
     node_id: BrokerId,
 ) -> ResponseKind {
@@ -136,6 +139,7 @@ pub async fn describe_cluster(
     }
     let view = service
         .cluster_view(
+            principal,
             KAFKA_LISTENER,
             Some(Vec::new()),
             false,

@@ -35,7 +35,7 @@ use sluice_protocol::BrokerId;
 
 use crate::broker::Services;
 use crate::connection::{Answer, Protocol, Start};
-use crate::security::Login;
+use crate::security::{Login, Principal};
 
 /// The Kafka protocol error code for a refused frame (MESSAGE_TOO_LARGE).
 const MESSAGE_TOO_LARGE: i16 = 10;
@@ -63,11 +63,12 @@ struct Header {
     correlation_id: i32,
 }
 
-/// Who sent a request: group membership records it.
+/// Who sent a request: group membership records it, the authorizer judges it.
 #[derive(Clone, Debug)]
 struct Caller {
     client_id: String,
     host: String,
+    principal: Principal,
 }
 
 /// A Kafka request after its ordered phase.
@@ -195,24 +196,29 @@ impl Protocol for Kafka {
             return answered;
         }
         let services = &self.services;
+        let principal = services
+            .auth
+            .principal(&connection.login)
+            .unwrap_or_else(Principal::anonymous);
         let work = match request.body {
             RequestKind::Produce(r) => {
-                match produce::start(&services.produce, r, header.api_version).await {
+                match produce::start(&services.produce, &principal, r, header.api_version).await {
                     Ok(appended) => Work::Produce(appended),
                     Err(body) => Work::Done(body),
                 }
             }
-            RequestKind::CreateTopics(r) => {
-                Work::Done(admin::create_topics(&services.admin, r, header.api_version).await)
-            }
-            RequestKind::DeleteTopics(r) => {
-                Work::Done(admin::delete_topics(&services.admin, r, header.api_version).await)
-            }
+            RequestKind::CreateTopics(r) => Work::Done(
+                admin::create_topics(&services.admin, &principal, r, header.api_version).await,
+            ),
+            RequestKind::DeleteTopics(r) => Work::Done(
+                admin::delete_topics(&services.admin, &principal, r, header.api_version).await,
+            ),
             other => Work::Other(
                 other,
                 Caller {
                     client_id: request.client_id.unwrap_or_default(),
                     host: peer.ip().to_string(),
+                    principal,
                 },
             ),
         };
@@ -280,38 +286,51 @@ impl Kafka {
         let services = &self.services;
         let version = header.api_version;
         let groups = &*services.groups;
+        let principal = &caller.principal;
         Some(match request {
             RequestKind::ApiVersions(_) => {
                 ResponseKind::ApiVersions(codec::api_versions_response(0))
             }
             RequestKind::Metadata(r) => {
-                metadata::metadata(&services.admin, r, version, self.node_id).await
+                metadata::metadata(&services.admin, principal, r, version, self.node_id).await
             }
             RequestKind::DescribeCluster(r) => {
-                metadata::describe_cluster(&services.admin, r, self.node_id).await
+                metadata::describe_cluster(&services.admin, principal, r, self.node_id).await
             }
-            RequestKind::Fetch(r) => fetch::fetch(&services.fetch, r, version).await,
-            RequestKind::ListOffsets(r) => fetch::list_offsets(&services.offsets, r, version).await,
+            RequestKind::Fetch(r) => fetch::fetch(&services.fetch, principal, r, version).await,
+            RequestKind::ListOffsets(r) => {
+                fetch::list_offsets(&services.offsets, principal, r, version).await
+            }
             RequestKind::OffsetForLeaderEpoch(r) => {
-                fetch::offset_for_leader_epoch(&services.offsets, r).await
+                fetch::offset_for_leader_epoch(&services.offsets, principal, r).await
             }
-            RequestKind::DescribeConfigs(r) => admin::describe_configs(&services.admin, r),
+            RequestKind::DescribeConfigs(r) => {
+                admin::describe_configs(&services.admin, principal, r)
+            }
             RequestKind::IncrementalAlterConfigs(r) => {
-                admin::incremental_alter_configs(&services.admin, r).await
+                admin::incremental_alter_configs(&services.admin, principal, r).await
             }
             RequestKind::InitProducerId(r) => {
-                admin::init_producer_id(&services.producer_ids, r).await
+                admin::init_producer_id(&services.producer_ids, principal, r).await
             }
-            RequestKind::FindCoordinator(r) => groups::find_coordinator(groups, r, version).await,
-            RequestKind::JoinGroup(r) => groups::join_group(groups, r, version, caller).await,
-            RequestKind::SyncGroup(r) => groups::sync_group(groups, r).await,
-            RequestKind::Heartbeat(r) => groups::heartbeat(groups, r).await,
-            RequestKind::LeaveGroup(r) => groups::leave_group(groups, r, version).await,
-            RequestKind::OffsetCommit(r) => groups::offset_commit(groups, r).await,
-            RequestKind::OffsetFetch(r) => groups::offset_fetch(groups, r, version).await,
-            RequestKind::DescribeGroups(r) => groups::describe_groups(groups, r, version).await,
-            RequestKind::ListGroups(r) => groups::list_groups(groups, r).await,
-            RequestKind::DeleteGroups(r) => groups::delete_groups(groups, r).await,
+            RequestKind::FindCoordinator(r) => {
+                groups::find_coordinator(groups, principal, r, version).await
+            }
+            RequestKind::JoinGroup(r) => {
+                groups::join_group(groups, principal, r, version, caller).await
+            }
+            RequestKind::SyncGroup(r) => groups::sync_group(groups, principal, r).await,
+            RequestKind::Heartbeat(r) => groups::heartbeat(groups, principal, r).await,
+            RequestKind::LeaveGroup(r) => groups::leave_group(groups, principal, r, version).await,
+            RequestKind::OffsetCommit(r) => groups::offset_commit(groups, principal, r).await,
+            RequestKind::OffsetFetch(r) => {
+                groups::offset_fetch(groups, principal, r, version).await
+            }
+            RequestKind::DescribeGroups(r) => {
+                groups::describe_groups(groups, principal, r, version).await
+            }
+            RequestKind::ListGroups(r) => groups::list_groups(groups, principal, r).await,
+            RequestKind::DeleteGroups(r) => groups::delete_groups(groups, principal, r).await,
             _ => {
                 tracing::error!(
                     "the Kafka codec let an unserved {:?} through",

@@ -10,6 +10,7 @@ use sluice_protocol::{ErrorCode, PartitionId};
 use super::{kafka_error, topic_name};
 use crate::error::ApiError;
 use crate::partition::{parse_acks, Acks};
+use crate::security::Principal;
 use crate::services::produce::{self, Produce};
 use crate::services::{map_topics, PartitionOutcome, TopicItems};
 
@@ -20,6 +21,7 @@ pub struct Appended(produce::Appended);
 /// (bad acks, a transactional produce) is answered at once with every partition's error.
 pub async fn start(
     service: &Produce,
+    principal: &Principal,
     request: ProduceRequest,
     _version: i16,
 ) -> Result<Appended, kafka_protocol::messages::ResponseKind> {
@@ -68,6 +70,7 @@ pub async fn start(
                     .collect(),
             })
             .collect(),
+        principal: principal.clone(),
     };
     match service.append(asked).await {
         Ok(appended) => Ok(Appended(appended)),

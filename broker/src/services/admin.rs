@@ -19,6 +19,8 @@ use crate::cluster::image::{MetadataImage, TopicMeta};
 use crate::cluster::Cluster;
 use crate::config::BrokerConfig;
 use crate::error::ApiError;
+use crate::security::acl::{Authorizer, Operation, Resource};
+use crate::security::Principal;
 use crate::topic_config::{effective_topic_configs, validate_topic_name, NewTopic};
 use crate::topics::Topics;
 
@@ -122,17 +124,61 @@ pub struct Admin {
     config: Arc<BrokerConfig>,
     cluster: Arc<Cluster>,
     topics: Arc<Topics>,
+    authorizer: Arc<Authorizer>,
 }
 
 impl Admin {
     /// Administers topics through `cluster`'s controller; waits for `topics` to reflect
     /// each change.
-    pub fn new(config: &BrokerConfig, cluster: Arc<Cluster>, topics: Arc<Topics>) -> Admin {
+    pub fn new(
+        config: &BrokerConfig,
+        cluster: Arc<Cluster>,
+        topics: Arc<Topics>,
+        authorizer: Arc<Authorizer>,
+    ) -> Admin {
         Admin {
             config: Arc::new(config.clone()),
             cluster,
             topics,
+            authorizer,
         }
+    }
+
+    /// The authorizer every service asks.
+    pub fn authorizer(&self) -> &Authorizer {
+        &self.authorizer
+    }
+
+    /// Splits `items` into those `principal` may do `operation` on (by their topic name)
+    /// and the refusals, each refusal with its index in `items`.
+    fn permitted<T>(
+        &self,
+        principal: &Principal,
+        operation: Operation,
+        items: Vec<T>,
+        name: impl Fn(&T) -> &str,
+    ) -> (Vec<T>, Vec<(usize, String, ApiError)>) {
+        let mut allowed = Vec::with_capacity(items.len());
+        let mut refused = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let topic = name(&item).to_owned();
+            let mut check = self
+                .authorizer
+                .check(principal, operation, Resource::Topic(&topic));
+            if check.is_err()
+                && operation == Operation::Create
+                && self
+                    .authorizer
+                    .allows(principal, Operation::Create, Resource::Cluster)
+            {
+                check = Ok(()); // Create on the cluster creates any topic (Kafka's rule).
+            }
+            match check {
+                Ok(()) => allowed.push(item),
+                Err(e) => refused.push((i, topic, e)),
+            }
+        }
+        (allowed, refused)
     }
 
     /// The latest applied metadata image.
@@ -142,7 +188,21 @@ impl Admin {
 
     /// Creates topics through the controller; each topic gets its partition count and
     /// replication factor, or why it was refused. With `validate_only` nothing is created.
-    pub async fn create_topics(&self, topics: Vec<NewTopic>, validate_only: bool) -> Created {
+    pub async fn create_topics(
+        &self,
+        principal: &Principal,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    ) -> Created {
+        let (topics, refused) = self.permitted(principal, Operation::Create, topics, |t| &t.name);
+        let results = self.create_permitted(topics, validate_only).await;
+        merge(results, refused)
+    }
+
+    async fn create_permitted(&self, topics: Vec<NewTopic>, validate_only: bool) -> Created {
+        if topics.is_empty() {
+            return Vec::new();
+        }
         let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
         let request = CreateTopicsRequest {
             topics: topics
@@ -191,7 +251,11 @@ impl Admin {
     }
 
     /// Deletes topics through the controller; each gets its outcome.
-    pub async fn delete_topics(&self, names: Vec<String>) -> PerTopic<()> {
+    pub async fn delete_topics(&self, principal: &Principal, names: Vec<String>) -> PerTopic<()> {
+        let (names, refused) = self.permitted(principal, Operation::Delete, names, |n| n);
+        if names.is_empty() {
+            return merge(Vec::new(), refused);
+        }
         let request = DeleteTopicsRequest {
             topic_names: names.clone(),
             timeout_ms: CONTROLLER_TIMEOUT.as_millis() as i32,
@@ -214,7 +278,7 @@ impl Admin {
         let deleted = succeeded(&results);
         self.wait_applied(|image| deleted.iter().all(|n| !image.topics.contains_key(*n)))
             .await;
-        results
+        merge(results, refused)
     }
 
     /// Changes topics' configs through the controller (each topic's changes together, or
@@ -222,9 +286,14 @@ impl Admin {
     /// `validate_only` nothing changes.
     pub async fn alter_topic_configs(
         &self,
+        principal: &Principal,
         topics: Vec<(String, Vec<ConfigChange>)>,
         validate_only: bool,
     ) -> PerTopic<()> {
+        let (topics, refused) = self.permitted(principal, Operation::Alter, topics, |t| &t.0);
+        if topics.is_empty() {
+            return merge(Vec::new(), refused);
+        }
         let names: Vec<String> = topics.iter().map(|(n, _)| n.clone()).collect();
         // What each topic's overrides become, as this broker's image sees them now: the
         // answer waits until the image shows it.
@@ -285,7 +354,7 @@ impl Admin {
             })
             .await;
         }
-        results
+        merge(results, refused)
     }
 
     /// Sends a topic administration request to the active controller and gives each
@@ -327,11 +396,16 @@ impl Admin {
     /// partitions may have no leader yet (LEADER_NOT_AVAILABLE), which clients retry.
     pub async fn cluster_view(
         &self,
+        principal: &Principal,
         listener: &str,
         topics: Option<Vec<String>>,
         auto_create: bool,
         include_fenced: bool,
     ) -> ClusterView {
+        let may_describe = |name: &str| {
+            self.authorizer
+                .allows(principal, Operation::Describe, Resource::Topic(name))
+        };
         let mut image = self.cluster.image();
         if let (Some(names), true) = (&topics, auto_create && self.config.auto_create_topics) {
             let missing: Vec<NewTopic> = names
@@ -345,7 +419,7 @@ impl Admin {
                 })
                 .collect();
             if !missing.is_empty() {
-                for (name, outcome) in self.create_topics(missing, false).await {
+                for (name, outcome) in self.create_topics(principal, missing, false).await {
                     match outcome {
                         Ok(_) => tracing::info!(topic = %name, "auto-created topic"),
                         Err(e) if e.code == ErrorCode::TopicAlreadyExists => {}
@@ -358,17 +432,25 @@ impl Admin {
             }
         }
         let described = match topics {
+            // Topics the principal may not describe are left out, never revealed.
             None => image
                 .topics
                 .iter()
+                .filter(|(name, _)| may_describe(name))
                 .map(|(name, meta)| (name.clone(), Ok(self.describe(&image, name, meta))))
                 .collect(),
             Some(names) => names
                 .into_iter()
                 .map(|name| {
-                    let view = match image.topics.get(&name) {
-                        Some(meta) => Ok(self.describe(&image, &name, meta)),
-                        None => Err(ApiError::unknown_topic(&name)),
+                    let check = self.authorizer.check(
+                        principal,
+                        Operation::Describe,
+                        Resource::Topic(&name),
+                    );
+                    let view = match (check, image.topics.get(&name)) {
+                        (Err(e), _) => Err(e),
+                        (Ok(()), Some(meta)) => Ok(self.describe(&image, &name, meta)),
+                        (Ok(()), None) => Err(ApiError::unknown_topic(&name)),
                     };
                     (name, view)
                 })
@@ -429,7 +511,13 @@ impl Admin {
     }
 
     /// A topic's configs: every key with the value in effect, and whether the topic sets it.
-    pub fn topic_configs(&self, name: &str) -> Result<Vec<TopicConfig>, ApiError> {
+    pub fn topic_configs(
+        &self,
+        principal: &Principal,
+        name: &str,
+    ) -> Result<Vec<TopicConfig>, ApiError> {
+        self.authorizer
+            .check(principal, Operation::Describe, Resource::Topic(name))?;
         let image = self.cluster.image();
         let meta = image
             .topics
@@ -448,6 +536,15 @@ impl Admin {
 
 /// Each topic of a request with its outcome.
 pub type PerTopic<T> = Vec<(String, Result<T, ApiError>)>;
+
+/// `results` (of the permitted items, in order) with each refusal put back at its index.
+fn merge<T>(results: PerTopic<T>, refused: Vec<(usize, String, ApiError)>) -> PerTopic<T> {
+    let mut merged = results;
+    for (i, name, e) in refused {
+        merged.insert(i.min(merged.len()), (name, Err(e)));
+    }
+    merged
+}
 
 /// A topic's outcome from the controller's error code and message.
 fn outcome<T>(code: ErrorCode, message: Option<String>, ok: T) -> Result<T, ApiError> {

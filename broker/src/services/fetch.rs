@@ -22,6 +22,8 @@ use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::partition::{Partition, ReadResult};
+use crate::security::acl::{Authorizer, Operation, Resource};
+use crate::security::Principal;
 use crate::topics::Topics;
 
 /// Longest long poll served, whatever the client asks: a bound on held requests.
@@ -41,6 +43,8 @@ pub struct FetchRequest {
     pub max_bytes: u32,
     /// What to read.
     pub topics: Vec<TopicItems<FetchPartition>>,
+    /// Who reads: needs Read on each topic.
+    pub principal: Principal,
 }
 
 /// One partition of a fetch.
@@ -81,6 +85,7 @@ pub struct Fetch {
     /// Turns true when the broker shuts down: long polls end.
     stopping: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
+    authorizer: Arc<Authorizer>,
 }
 
 impl Fetch {
@@ -91,6 +96,7 @@ impl Fetch {
         max_frame_bytes: u32,
         stopping: watch::Receiver<bool>,
         metrics: Arc<Metrics>,
+        authorizer: Arc<Authorizer>,
     ) -> Fetch {
         Fetch {
             cluster,
@@ -98,6 +104,7 @@ impl Fetch {
             response_bytes_max: max_frame_bytes.saturating_sub(RESPONSE_OVERHEAD_BYTES),
             stopping,
             metrics,
+            authorizer,
         }
     }
 
@@ -109,11 +116,19 @@ impl Fetch {
                 .topics
                 .into_iter()
                 .map(|t| {
+                    let allowed = self.authorizer.check(
+                        &request.principal,
+                        Operation::Read,
+                        Resource::Topic(&t.topic),
+                    );
                     let partitions = t
                         .partitions
                         .into_iter()
                         .map(|p| {
-                            let found = self.topics.partition(&image, &t.topic, p.partition);
+                            let found = match &allowed {
+                                Ok(()) => self.topics.partition(&image, &t.topic, p.partition),
+                                Err(e) => Err(e.clone()),
+                            };
                             (p, found)
                         })
                         .collect();

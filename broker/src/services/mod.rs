@@ -11,6 +11,8 @@
 //! - [`admin`]: topic creation, deletion and configs through the active controller, and
 //!   the cluster view Metadata and DescribeCluster answer from.
 //! - [`producer_ids`]: ids for idempotent producers, from blocks the controller hands out.
+//! - [`acls`]: ACLs, through the active controller; [`crate::security::acl::Authorizer`]
+//!   judges every request by them.
 //! - [`users`]: SCRAM users, through the active controller; logins are
 //!   [`crate::security::Authenticator`]'s, which both listeners drive.
 //! - [`crate::groups::Coordinator`]: consumer groups (kept beside the group state machine).
@@ -22,6 +24,7 @@
 //! [`crate::partition`], and fail with [`ApiError`] (a sluice [`ErrorCode`] and a message
 //! for a human).
 
+pub mod acls;
 pub mod admin;
 pub mod fetch;
 pub mod offsets;

@@ -12,6 +12,8 @@ use super::{task_failed, PartitionOutcome, TopicItems};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::security::acl::{Authorizer, Operation, Resource};
+use crate::security::Principal;
 use crate::topics::Topics;
 
 /// One partition of a ListOffsets.
@@ -62,25 +64,33 @@ pub struct Offsets {
     cluster: Arc<Cluster>,
     topics: Arc<Topics>,
     metrics: Arc<Metrics>,
+    authorizer: Arc<Authorizer>,
 }
 
 impl Offsets {
     /// Looks up the replicas in `topics`, counting refusals in `metrics`.
-    pub fn new(cluster: Arc<Cluster>, topics: Arc<Topics>, metrics: Arc<Metrics>) -> Offsets {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        topics: Arc<Topics>,
+        metrics: Arc<Metrics>,
+        authorizer: Arc<Authorizer>,
+    ) -> Offsets {
         Offsets {
             cluster,
             topics,
             metrics,
+            authorizer,
         }
     }
 
-    /// ListOffsets on the leaders here.
+    /// ListOffsets on the leaders here, for `principal` (Describe on each topic).
     pub async fn list_offsets(
         &self,
+        principal: &Principal,
         topics: Vec<TopicItems<OffsetQuery>>,
     ) -> Result<Vec<TopicItems<PartitionOutcome<FoundOffset>>>, ApiError> {
         let found = self
-            .per_partition(topics, |partition, query: &OffsetQuery| {
+            .per_partition(principal, topics, |partition, query: &OffsetQuery| {
                 let (timestamp, offset) =
                     partition.offset_for_timestamp(query.timestamp, query.current_leader_epoch)?;
                 Ok(FoundOffset {
@@ -105,12 +115,13 @@ impl Offsets {
         found
     }
 
-    /// OffsetsForLeaderEpoch on the leaders here.
+    /// OffsetsForLeaderEpoch on the leaders here, for `principal` (Describe on each topic).
     pub async fn epoch_ends(
         &self,
+        principal: &Principal,
         topics: Vec<TopicItems<EpochQuery>>,
     ) -> Result<Vec<TopicItems<PartitionOutcome<EpochEnd>>>, ApiError> {
-        self.per_partition(topics, |partition, query: &EpochQuery| {
+        self.per_partition(principal, topics, |partition, query: &EpochQuery| {
             let found =
                 partition.end_offset_for_epoch(query.leader_epoch, query.current_leader_epoch)?;
             let (leader_epoch, end_offset) = found.unwrap_or((LeaderEpoch(-1), Offset(-1)));
@@ -125,6 +136,7 @@ impl Offsets {
     /// Runs `lookup` on each asked partition, on the blocking pool.
     async fn per_partition<Q, T>(
         &self,
+        principal: &Principal,
         topics: Vec<TopicItems<Q>>,
         lookup: fn(&crate::partition::Partition, &Q) -> Result<T, ApiError>,
     ) -> Result<Vec<TopicItems<PartitionOutcome<T>>>, ApiError>
@@ -134,17 +146,26 @@ impl Offsets {
     {
         let image = self.cluster.image();
         let replicas = Arc::clone(&self.topics);
+        let allowed: Vec<Result<(), ApiError>> = topics
+            .iter()
+            .map(|t| {
+                self.authorizer
+                    .check(principal, Operation::Describe, Resource::Topic(&t.topic))
+            })
+            .collect();
         tokio::task::spawn_blocking(move || {
             topics
                 .into_iter()
-                .map(|topic| {
+                .zip(allowed)
+                .map(|(topic, allowed)| {
                     let partitions = topic
                         .partitions
                         .iter()
                         .map(|query| {
                             let partition = query.partition();
-                            let outcome = replicas
-                                .partition(&image, &topic.topic, partition)
+                            let outcome = allowed
+                                .clone()
+                                .and_then(|()| replicas.partition(&image, &topic.topic, partition))
                                 .and_then(|replica| lookup(&replica, query));
                             PartitionOutcome { partition, outcome }
                         })

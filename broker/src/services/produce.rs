@@ -17,6 +17,8 @@ use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::partition::{Acks, Partition, PendingAppend};
+use crate::security::acl::{Authorizer, Operation, Resource};
+use crate::security::Principal;
 use crate::topics::Topics;
 
 /// Shortest acks=all wait honoured: a zero or negative request timeout would fail every
@@ -34,6 +36,8 @@ pub struct ProduceRequest {
     pub timeout: Duration,
     /// Each partition's record batches (RecordBatch v2, back to back).
     pub topics: Vec<TopicItems<(PartitionId, Bytes)>>,
+    /// Who sends them: needs Write on each topic.
+    pub principal: Principal,
 }
 
 /// Where a partition's batches went.
@@ -68,16 +72,23 @@ pub struct Produce {
     cluster: Arc<Cluster>,
     topics: Arc<Topics>,
     metrics: Arc<Metrics>,
+    authorizer: Arc<Authorizer>,
 }
 
 impl Produce {
     /// Appends to the replicas in `topics`, as `cluster`'s metadata names them, counting
     /// what is appended in `metrics`.
-    pub fn new(cluster: Arc<Cluster>, topics: Arc<Topics>, metrics: Arc<Metrics>) -> Produce {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        topics: Arc<Topics>,
+        metrics: Arc<Metrics>,
+        authorizer: Arc<Authorizer>,
+    ) -> Produce {
         Produce {
             cluster,
             topics,
             metrics,
+            authorizer,
         }
     }
 
@@ -91,11 +102,18 @@ impl Produce {
             .topics
             .into_iter()
             .map(|topic| {
+                let allowed = self.authorizer.check(
+                    &request.principal,
+                    Operation::Write,
+                    Resource::Topic(&topic.topic),
+                );
                 let partitions = topic
                     .partitions
                     .into_iter()
                     .map(|(index, records)| {
-                        let partition = if topic.topic == OFFSETS_TOPIC {
+                        let partition = if let Err(e) = &allowed {
+                            Err(e.clone())
+                        } else if topic.topic == OFFSETS_TOPIC {
                             Err(internal_topic())
                         } else {
                             self.topics.partition(&image, &topic.topic, index)

@@ -10,6 +10,8 @@ use sluice_protocol::{BrokerId, ErrorCode, Request, Response};
 
 use crate::cluster::Cluster;
 use crate::error::ApiError;
+use crate::security::acl::Authorizer;
+use crate::security::Principal;
 
 /// How long a block request may wait for the controller.
 const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,6 +38,7 @@ pub struct InitProducer {
 pub struct ProducerIds {
     node_id: BrokerId,
     cluster: Arc<Cluster>,
+    authorizer: Arc<Authorizer>,
     /// The ids left in the block taken from the controller. An async lock: taking a new
     /// block awaits the controller, and the next caller must wait for that block.
     block: tokio::sync::Mutex<ProducerIdBlock>,
@@ -43,17 +46,37 @@ pub struct ProducerIds {
 
 impl ProducerIds {
     /// Ids for broker `node_id`, from blocks of `cluster`'s controller.
-    pub fn new(node_id: BrokerId, cluster: Arc<Cluster>) -> ProducerIds {
+    pub fn new(
+        node_id: BrokerId,
+        cluster: Arc<Cluster>,
+        authorizer: Arc<Authorizer>,
+    ) -> ProducerIds {
         ProducerIds {
             node_id,
             cluster,
+            authorizer,
             block: Default::default(),
         }
     }
 
     /// A producer id and epoch 0 for a new producer; the same id with the next epoch for a
     /// producer that asks to bump its own (KIP-360: after it lost track of its sequences).
-    pub async fn init(&self, request: &InitProducer) -> Result<(i64, i16), ApiError> {
+    pub async fn init(
+        &self,
+        principal: &Principal,
+        request: &InitProducer,
+    ) -> Result<(i64, i16), ApiError> {
+        // Kafka's KIP-679: an idempotent producer needs Write on some topic.
+        if !self.authorizer.may_write_somewhere(principal) {
+            tracing::info!(%principal, "denied a producer id: no Write on any topic");
+            return Err(ApiError::new(
+                ErrorCode::ClusterAuthorizationFailed,
+                format!(
+                    "{principal} may not write to any topic, so it gets no producer id; an \
+                     administrator can allow writes with sluice acl add"
+                ),
+            ));
+        }
         if request.transactional_id.is_some() {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,

@@ -15,6 +15,8 @@ use sluice_protocol::{ErrorCode, Request, Response};
 use crate::cluster::image::MetadataImage;
 use crate::cluster::Cluster;
 use crate::error::ApiError;
+use crate::security::acl::{Authorizer, Operation, Resource};
+use crate::security::Principal;
 
 /// How long a change waits for the controller.
 const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -88,22 +90,43 @@ pub struct UserInfo {
     pub credentials: Vec<(Mechanism, u32)>,
 }
 
+/// Each user of a request with its outcome.
+pub type PerUser<T> = Vec<(String, Result<T, ApiError>)>;
+
 /// The users service.
 #[derive(Clone)]
 pub struct Users {
     cluster: Arc<Cluster>,
+    authorizer: Arc<Authorizer>,
 }
 
 impl Users {
-    /// Users of `cluster`'s metadata.
-    pub fn new(cluster: Arc<Cluster>) -> Users {
-        Users { cluster }
+    /// Users of `cluster`'s metadata; changing them needs Alter on the cluster, listing
+    /// them Describe.
+    pub fn new(cluster: Arc<Cluster>, authorizer: Arc<Authorizer>) -> Users {
+        Users {
+            cluster,
+            authorizer,
+        }
     }
 
     /// Applies `changes` through the controller, each with its outcome (deletions first,
     /// then upsertions, as the controller applies them); a successful change shows in this
     /// broker's image before the answer, so a login right after it works here.
-    pub async fn alter(&self, changes: Vec<UserChange>) -> Vec<(String, Result<(), ApiError>)> {
+    pub async fn alter(
+        &self,
+        principal: &Principal,
+        changes: Vec<UserChange>,
+    ) -> Vec<(String, Result<(), ApiError>)> {
+        if let Err(e) = self
+            .authorizer
+            .check(principal, Operation::Alter, Resource::Cluster)
+        {
+            return changes
+                .iter()
+                .map(|c| (c.user().to_owned(), Err(e.clone())))
+                .collect();
+        }
         let (mut deletions, mut upsertions) = (Vec::new(), Vec::new());
         for change in &changes {
             match change {
@@ -187,11 +210,14 @@ impl Users {
     /// credential is RESOURCE_NOT_FOUND.
     pub fn describe(
         &self,
+        principal: &Principal,
         names: Option<Vec<String>>,
-    ) -> Vec<(String, Result<UserInfo, ApiError>)> {
+    ) -> Result<PerUser<UserInfo>, ApiError> {
+        self.authorizer
+            .check(principal, Operation::Describe, Resource::Cluster)?;
         let image = self.cluster.image();
         let names = names.unwrap_or_else(|| image.users.keys().cloned().collect());
-        names
+        Ok(names
             .into_iter()
             .map(|name| {
                 let outcome = match image.users.get(&name) {
@@ -209,6 +235,6 @@ impl Users {
                 };
                 (name, outcome)
             })
-            .collect()
+            .collect())
     }
 }

@@ -264,6 +264,12 @@ apis! {
     CreateTopics = 19, versions 0..=0, CreateTopicsRequest, CreateTopicsResponse;
     /// Delete topics.
     DeleteTopics = 20, versions 0..=0, DeleteTopicsRequest, DeleteTopicsResponse;
+    /// List ACLs.
+    DescribeAcls = 29, versions 0..=0, DescribeAclsRequest, DescribeAclsResponse;
+    /// Add ACLs.
+    CreateAcls = 30, versions 0..=0, CreateAclsRequest, CreateAclsResponse;
+    /// Remove ACLs.
+    DeleteAcls = 31, versions 0..=0, DeleteAclsRequest, DeleteAclsResponse;
     /// Get a producer id and epoch.
     InitProducerId = 22, versions 0..=0, InitProducerIdRequest, InitProducerIdResponse;
     /// Where leader epochs end in a leader's log (follower truncation).

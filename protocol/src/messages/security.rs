@@ -146,3 +146,81 @@ wire_struct! {
         pub users: Vec<DescribedUser>,
     }
 }
+
+wire_struct! {
+    /// One ACL, in Kafka's numbers: resource type (2 topic, 3 group, 4 cluster), pattern
+    /// type (3 literal, 4 prefixed), operation (2 all, 3 read, 4 write, 5 create, 6
+    /// delete, 7 alter, 8 describe, 9 cluster action), permission (2 deny, 3 allow).
+    pub struct AclEntry {
+        /// The resource's type.
+        pub resource_type: i8,
+        /// The resource's name (`kafka-cluster` for the cluster; `*` for every one).
+        pub resource_name: String,
+        /// Literal or prefixed.
+        pub pattern_type: i8,
+        /// `User:NAME`, or `User:*`.
+        pub principal: String,
+        /// The operation.
+        pub operation: i8,
+        /// Allow or deny.
+        pub permission_type: i8,
+    }
+}
+
+wire_struct! {
+    /// Adds ACLs.
+    pub struct CreateAclsRequest {
+        /// The ACLs.
+        pub creations: Vec<AclEntry>,
+    }
+}
+
+wire_struct! {
+    /// The outcome of one ACL change.
+    pub struct AclResult {
+        /// NONE, or why the ACL was refused.
+        pub error_code: ErrorCode,
+        /// Details of the error for a human, if any.
+        pub error_message: Option<String>,
+    }
+}
+
+wire_struct! {
+    /// One outcome per ACL, in request order.
+    pub struct CreateAclsResponse {
+        /// The outcomes.
+        pub results: Vec<AclResult>,
+    }
+}
+
+wire_struct! {
+    /// Removes ACLs, each exactly as it was added.
+    pub struct DeleteAclsRequest {
+        /// The ACLs.
+        pub deletions: Vec<AclEntry>,
+    }
+}
+
+wire_struct! {
+    /// One outcome per ACL, in request order.
+    pub struct DeleteAclsResponse {
+        /// The outcomes.
+        pub results: Vec<AclResult>,
+    }
+}
+
+wire_struct! {
+    /// Lists every ACL.
+    pub struct DescribeAclsRequest {
+        /// Only the ACLs of this principal, or null for all.
+        pub principal: Option<String>,
+    }
+}
+
+wire_struct! {
+    /// The ACLs.
+    pub struct DescribeAclsResponse {
+        /// Every ACL (of the principal asked about), sorted.
+        pub acls: Vec<AclEntry>,
+    }
+}

@@ -72,6 +72,61 @@ pub enum Command {
     Cluster(ClusterArgs),
     /// Manage SCRAM users (SASL authentication).
     User(UserArgs),
+    /// Manage ACLs (enforced by brokers run with --authorizer on).
+    Acl(AclArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AclArgs {
+    #[command(flatten)]
+    pub timeout: AdminTimeout,
+    #[command(subcommand)]
+    pub command: AclCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AclCommand {
+    /// Add an ACL.
+    Add(AclSpecArgs),
+    /// Remove an ACL (given exactly as it was added).
+    Remove(AclSpecArgs),
+    /// List ACLs.
+    List {
+        /// Only this principal's ACLs.
+        #[arg(long, value_name = "User:NAME")]
+        principal: Option<String>,
+    },
+}
+
+/// One ACL on the command line.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("permission").required(true).args(["allow", "deny"])))]
+#[command(group(ArgGroup::new("resource").required(true).args(["topic", "group", "cluster"])))]
+pub struct AclSpecArgs {
+    /// Who: User:NAME, or User:* for everyone.
+    #[arg(long, value_name = "User:NAME")]
+    pub principal: String,
+    /// Allow the operation.
+    #[arg(long)]
+    pub allow: bool,
+    /// Deny the operation (a deny wins over any allow).
+    #[arg(long)]
+    pub deny: bool,
+    /// read, write, create, delete, describe, alter or all.
+    #[arg(long, value_name = "OPERATION")]
+    pub operation: String,
+    /// On this topic (* for every topic).
+    #[arg(long, value_name = "NAME")]
+    pub topic: Option<String>,
+    /// On this consumer group (* for every group).
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+    /// On the cluster (topic creation, users, ACLs).
+    #[arg(long)]
+    pub cluster: bool,
+    /// The topic or group name is a prefix: every name starting with it.
+    #[arg(long)]
+    pub prefixed: bool,
 }
 
 #[derive(Debug, Args)]

@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use sluice_client::{
-    Admin, Client, ClientConfig, NewTopic, ResetTarget, SaslConfig, SaslMechanism,
+    Acl, AclOperation, AclResource, Admin, Client, ClientConfig, NewTopic, ResetTarget, SaslConfig,
+    SaslMechanism,
 };
 
 use args::{
-    AdminTimeout, Cli, ClusterArgs, ClusterCommand, Command, Format, GroupCommand, TopicCommand,
-    UserCommand,
+    AclCommand, AclSpecArgs, AdminTimeout, Cli, ClusterArgs, ClusterCommand, Command, Format,
+    GroupCommand, TopicCommand, UserCommand,
 };
 
 fn main() -> ExitCode {
@@ -97,6 +98,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Consume(args) => consume::run(client, args, format).await,
         Command::Group(args) => group(admin(args.timeout), args.command, format).await,
         Command::User(args) => user(admin(args.timeout), args.command, format).await,
+        Command::Acl(args) => acl(admin(args.timeout), args.command, format).await,
     }
 }
 
@@ -215,6 +217,84 @@ fn sasl_mechanism(name: &str) -> Result<SaslMechanism, String> {
     SaslMechanism::from_name(name).ok_or_else(|| {
         format!("{name:?} is not a SASL mechanism; use SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN")
     })
+}
+
+fn acl_of(spec: AclSpecArgs) -> Result<Acl, String> {
+    let operation = AclOperation::from_name(&spec.operation).ok_or_else(|| {
+        format!(
+            "{:?} is not an operation; use read, write, create, delete, describe, alter or all",
+            spec.operation
+        )
+    })?;
+    let resource = match (spec.topic, spec.group) {
+        (Some(topic), _) => AclResource::Topic(topic),
+        (_, Some(group)) => AclResource::Group(group),
+        _ => AclResource::Cluster,
+    };
+    if spec.prefixed && resource == AclResource::Cluster {
+        return Err("--prefixed applies to --topic and --group names".into());
+    }
+    Ok(Acl {
+        principal: spec.principal,
+        allow: spec.allow,
+        operation,
+        resource,
+        prefixed: spec.prefixed,
+    })
+}
+
+fn acl_json(acl: &Acl) -> serde_json::Value {
+    let (resource_type, name) = match &acl.resource {
+        AclResource::Topic(n) => ("topic", n.as_str()),
+        AclResource::Group(n) => ("group", n.as_str()),
+        AclResource::Cluster => ("cluster", "kafka-cluster"),
+    };
+    serde_json::json!({
+        "principal": acl.principal,
+        "permission": if acl.allow { "allow" } else { "deny" },
+        "operation": acl.operation.name(),
+        "resource_type": resource_type,
+        "resource_name": name,
+        "pattern": if acl.prefixed { "prefixed" } else { "literal" },
+    })
+}
+
+async fn acl(admin: Admin, command: AclCommand, format: Format) -> CliResult {
+    let e2s = |e: sluice_client::Error| e.to_string();
+    match command {
+        AclCommand::Add(spec) => {
+            let acl = acl_of(spec)?;
+            admin
+                .add_acls(std::slice::from_ref(&acl))
+                .await
+                .map_err(e2s)?;
+            print(
+                format,
+                || format!("added: {acl}\n"),
+                || serde_json::json!({ "added": acl_json(&acl) }),
+            )
+        }
+        AclCommand::Remove(spec) => {
+            let acl = acl_of(spec)?;
+            admin
+                .remove_acls(std::slice::from_ref(&acl))
+                .await
+                .map_err(e2s)?;
+            print(
+                format,
+                || format!("removed: {acl}\n"),
+                || serde_json::json!({ "removed": acl_json(&acl) }),
+            )
+        }
+        AclCommand::List { principal } => {
+            let acls = admin.list_acls(principal.as_deref()).await.map_err(e2s)?;
+            print(
+                format,
+                || acls.iter().map(|a| format!("{a}\n")).collect(),
+                || serde_json::Value::Array(acls.iter().map(acl_json).collect()),
+            )
+        }
+    }
 }
 
 async fn user(admin: Admin, command: UserCommand, format: Format) -> CliResult {
