@@ -542,3 +542,70 @@ fn acls_decide_what_each_user_may_do() {
         "no denial in the log"
     );
 }
+
+#[test]
+fn kafka_clients_obey_the_same_acls() {
+    if kafka::require("kcat_acls", kafka::kcat()).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with_users(
+        dir.path(),
+        true,
+        &[
+            "--sasl-mechanisms",
+            ALL,
+            "--authorizer",
+            "on",
+            "--superusers",
+            "User:alice",
+            "--auto-create-topics",
+            "false",
+        ],
+    );
+    let (b, k) = (broker.bootstrap(), broker.kafka_bootstrap());
+    let alice = ("SCRAM-SHA-256", "alice", "alice-pw");
+    let bob = ("SCRAM-SHA-512", "bob", "bob-pw");
+    for topic in ["open", "closed"] {
+        let out = cli_as(&b, alice, &["topic", "create", topic], "");
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = cli_as(
+        &b,
+        alice,
+        &[
+            "acl",
+            "add",
+            "--principal",
+            "User:bob",
+            "--allow",
+            "--operation",
+            "all",
+            "--topic",
+            "open",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // bob's metadata shows "open" only.
+    let out = kcat(&k, Some(bob), &["-m", "20", "-L", "-J"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("\"open\"") && !listed.contains("\"closed\""),
+        "{listed}"
+    );
+    // He produces to "open", and not to "closed" (not even told it exists).
+    let out = kcat(&k, Some(bob), &["-m", "20", "-P", "-t", "open"], "hi\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = kcat(&k, Some(bob), &["-m", "5", "-P", "-t", "closed"], "no\n");
+    assert!(
+        !out.status.success(),
+        "bob produced to a topic he may not see"
+    );
+    assert!(
+        stderr(&out).contains("authoriz") || stderr(&out).contains("Authoriz"),
+        "{}",
+        stderr(&out)
+    );
+}
