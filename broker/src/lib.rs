@@ -32,6 +32,7 @@ pub mod producer_state;
 pub mod replication;
 pub mod server;
 pub mod services;
+pub mod tls;
 pub mod topic_config;
 pub mod topics;
 
