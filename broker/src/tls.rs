@@ -225,4 +225,4 @@ fn der_take(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -222,11 +222,20 @@ impl Native {
 }
 
 /// What the native protocol remembers about a connection.
-#[derive(Default)]
 pub struct NativeConnection {
     /// The broker whose heartbeats arrive on this connection: when it closes, the
     /// controller shortens that broker's session (see `cluster::controller`).
     heartbeats_from: Option<BrokerId>,
+    /// The verified client certificate's identity under mutual TLS (`connection::Protocol::opened`).
+    tls_identity: Option<String>,
+}
+
+impl NativeConnection {
+    /// The verified client certificate's identity (its CN, else its first DNS name) under
+    /// mutual TLS; `None` otherwise. What SASL/ACLs will turn into a principal.
+    pub fn tls_identity(&self) -> Option<&str> {
+        self.tls_identity.as_deref()
+    }
 }
 
 /// A native request after its ordered phase, with what its answer needs.
@@ -239,6 +248,13 @@ pub struct NativeStarted {
 impl connection::Protocol for Native {
     type Started = NativeStarted;
     type Connection = NativeConnection;
+
+    fn opened(&self, _peer: SocketAddr, tls_identity: Option<String>) -> NativeConnection {
+        NativeConnection {
+            heartbeats_from: None,
+            tls_identity,
+        }
+    }
 
     async fn start(
         &self,

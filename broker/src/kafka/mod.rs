@@ -82,11 +82,34 @@ enum Work {
     Other(RequestKind, Caller),
 }
 
+/// What the Kafka protocol remembers about a connection.
+pub struct KafkaConnection {
+    /// The verified client certificate's identity under mutual TLS (`Protocol::opened`).
+    tls_identity: Option<String>,
+}
+
+impl KafkaConnection {
+    /// The verified client certificate's identity (its CN, else its first DNS name) under
+    /// mutual TLS; `None` otherwise. What SASL/ACLs will turn into a principal.
+    pub fn tls_identity(&self) -> Option<&str> {
+        self.tls_identity.as_deref()
+    }
+}
+
 impl Protocol for Kafka {
     type Started = KafkaStarted;
-    type Connection = ();
+    type Connection = KafkaConnection;
 
-    async fn start(&self, _: &mut (), payload: Bytes, peer: SocketAddr) -> Start<KafkaStarted> {
+    fn opened(&self, _peer: SocketAddr, tls_identity: Option<String>) -> KafkaConnection {
+        KafkaConnection { tls_identity }
+    }
+
+    async fn start(
+        &self,
+        _: &mut KafkaConnection,
+        payload: Bytes,
+        peer: SocketAddr,
+    ) -> Start<KafkaStarted> {
         let request = match codec::decode_request(payload) {
             Ok(request) => request,
             Err(codec::DecodeError::Header(why)) => {
@@ -170,7 +193,7 @@ impl Protocol for Kafka {
         error_answer(api_key, api_version, correlation_id, MESSAGE_TOO_LARGE)
     }
 
-    fn closed(&self, _: ()) {}
+    fn closed(&self, _: KafkaConnection) {}
 
     fn api_name(&self, payload: &[u8]) -> &'static str {
         static NAMES: std::sync::OnceLock<crate::metrics::ApiNames> = std::sync::OnceLock::new();
