@@ -302,7 +302,12 @@ async fn refuse_frame<P: Protocol, R: AsyncRead + Unpin>(
         }
     })
     .await;
-    tracing::warn!(%peer, "closing connection: {error}");
+    if buffer.starts_with(&[0x16, 0x03]) {
+        // A TLS ClientHello read as a frame length: a TLS client on a plain listener.
+        tracing::info!(%peer, "closing connection: a TLS handshake on a plain listener");
+    } else {
+        tracing::warn!(%peer, "closing connection: {error}");
+    }
     let start = buffer.get(FRAME_HEADER_LEN..).unwrap_or_default();
     let peek = &start[..start.len().min(REQUEST_HEADER_PEEK)];
     if let Some(answer) = protocol.refuse_frame(peek, error) {

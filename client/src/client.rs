@@ -52,6 +52,9 @@ pub struct ClientConfig {
     /// request timeout, while others are up. A broker answers metadata from memory in
     /// well under a millisecond, so waiting longer only delays a failover. Default 250 ms.
     pub metadata_hedge_after: Duration,
+    /// TLS to the brokers: the CA of their certificates, and this client's certificate
+    /// when they require one. Default `None`: plain TCP.
+    pub tls: Option<crate::TlsConfig>,
 }
 
 impl Default for ClientConfig {
@@ -64,6 +67,7 @@ impl Default for ClientConfig {
             max_frame_bytes: 64 * 1024 * 1024,
             max_in_flight_per_connection: 64,
             metadata_hedge_after: Duration::from_millis(250),
+            tls: None,
         }
     }
 }
@@ -580,6 +584,7 @@ impl Client {
             connect_timeout: c.connect_timeout,
             max_frame_bytes: c.max_frame_bytes,
             max_in_flight: c.max_in_flight_per_connection.max(1),
+            tls: c.tls.clone(),
         }
     }
 

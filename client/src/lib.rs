@@ -32,6 +32,7 @@ mod partitioner;
 mod producer;
 #[cfg(test)]
 mod testing;
+mod tls;
 
 pub use admin::{
     Admin, BrokerDescription, ClusterDescription, NewTopic, PartitionDescription, TopicDescription,
@@ -58,6 +59,7 @@ pub use sluice_protocol::batch::Compression;
 /// A record header as consumers see it: key and nullable value, both zero-copy.
 pub use sluice_protocol::batch::Header as RecordHeader;
 pub use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId};
+pub use tls::TlsConfig;
 
 /// A partition of a topic: the key under which producers batch and consumers track
 /// positions.

@@ -87,6 +87,7 @@ fn config() -> ConnectionConfig {
         connect_timeout: Duration::from_secs(5),
         max_frame_bytes: 1024 * 1024,
         max_in_flight: 8,
+        tls: None,
     }
 }
 
