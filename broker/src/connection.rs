@@ -114,11 +114,13 @@ pub struct Settings {
     pub metrics: Arc<Metrics>,
     /// The listener's name in the metrics (`native`, `kafka`).
     pub listener: &'static str,
+    /// How long a TLS client may take to complete its handshake (`tls::HANDSHAKE_TIMEOUT`).
+    pub handshake_timeout: std::time::Duration,
 }
 
 /// Serves one connection until the client closes it, it misbehaves, or shutdown begins;
 /// with `tls`, after a TLS handshake (which must complete within
-/// `tls::HANDSHAKE_TIMEOUT`).
+/// `settings.handshake_timeout`).
 pub async fn serve<P: Protocol>(
     protocol: Arc<P>,
     settings: Settings,
@@ -133,7 +135,7 @@ pub async fn serve<P: Protocol>(
         return serve_stream(protocol, settings, reader, writer, peer, connection).await;
     };
     let mut stopping = settings.stopping.clone();
-    let handshake = tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(socket));
+    let handshake = tokio::time::timeout(settings.handshake_timeout, acceptor.accept(socket));
     let stream = tokio::select! {
         done = handshake => match done {
             Ok(Ok(stream)) => stream,
@@ -146,7 +148,7 @@ pub async fn serve<P: Protocol>(
                     %peer,
                     listener = settings.listener,
                     "TLS handshake not completed within {:?}; closing",
-                    crate::tls::HANDSHAKE_TIMEOUT
+                    settings.handshake_timeout
                 );
                 return;
             }

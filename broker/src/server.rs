@@ -82,6 +82,7 @@ pub async fn run(broker: Arc<Broker>, listeners: impl Into<Listeners>, shutdown:
         stopping: broker.stopping(),
         metrics: Arc::clone(&broker.metrics),
         listener: "native",
+        handshake_timeout: crate::tls::HANDSHAKE_TIMEOUT,
     };
     let native = Arc::new(Native::new(Arc::clone(&broker)));
     let tls_of = |on: bool| {

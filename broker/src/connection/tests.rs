@@ -74,6 +74,7 @@ async fn serve_mutual_tls(ca: &TestCa) -> (SocketAddr, Arc<Echo>, watch::Sender<
         stopping,
         metrics: Metrics::new(),
         listener: "native",
+        handshake_timeout: std::time::Duration::from_millis(200),
     };
     let protocol = Arc::clone(&echo);
     tokio::spawn(async move {
@@ -187,5 +188,18 @@ async fn a_certificate_of_another_ca_is_refused() {
         Err(_) => true,
     };
     assert!(refused, "a certificate of another CA was accepted");
+    assert!(echo.opened.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_handshake_is_closed() {
+    let ca = TestCa::new();
+    let (addr, echo, _stop) = serve_mutual_tls(&ca).await;
+    // Connects and sends nothing: the server closes it once the handshake time is up,
+    // rather than holding its connection slot for ever.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = silent.read(&mut byte).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     assert!(echo.opened.lock().unwrap().is_empty());
 }
