@@ -11,6 +11,8 @@ try: d=json.loads(s)
 except ValueError: d=json.loads(s.splitlines()[-1])
 print($1)"
 }
+# CPU seconds (user + system) process $1 has used so far.
+cpu_seconds() { python3 -c "import os,sys; f=open(f'/proc/{sys.argv[1]}/stat').read().rsplit(')', 1)[1].split(); print((int(f[11]) + int(f[12])) / os.sysconf('SC_CLK_TCK'))" "$1"; }
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 # Waits until `sluice cluster describe` shows $1 active brokers.
 wait_active() {
