@@ -110,6 +110,27 @@ pub struct BrokerConfig {
     /// (by its voter address or its advertised listener), so a fault-injecting proxy can
     /// sit on each directed link. Empty in production.
     pub peer_overrides: Vec<PeerOverride>,
+    /// PEM certificate chain of this broker's TLS listeners (and of its inter-broker
+    /// connections when the peers require client certificates).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must be signed by: when set, the TLS
+    /// listeners require and verify client certificates (mutual TLS).
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// PEM CA certificates that signed the other brokers' certificates: what this broker
+    /// verifies a peer against when it dials it with TLS.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Whether the native listener serves TLS (default: when a certificate is set).
+    pub native_tls: bool,
+    /// Whether the Kafka listener serves TLS (default: when a certificate is set).
+    pub kafka_tls: bool,
+    /// Whether this broker dials its peers with TLS. Brokers reach each other on the
+    /// native listener, so it equals `native_tls` (a contradiction is refused at start).
+    pub inter_broker_tls: bool,
+    /// The TLS material loaded from the files above at start (`tls::load`); never logged.
+    #[serde(skip)]
+    pub tls: crate::tls::Loaded,
 }
 
 /// A SASL mechanism a listener may offer.
@@ -279,6 +300,14 @@ impl Default for BrokerConfig {
             group_min_session_timeout_ms: 1000,
             group_max_session_timeout_ms: 30 * 60 * 1000,
             peer_overrides: Vec::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            tls_ca_file: None,
+            native_tls: false,
+            kafka_tls: false,
+            inter_broker_tls: false,
+            tls: crate::tls::Loaded::default(),
         }
     }
 }
@@ -411,6 +440,30 @@ pub struct ConfigLayer {
     /// Testing aid: dial these addresses instead of the brokers' own (ID@HOST:PORT,...).
     #[arg(long, env = "SLUICE_PEER_OVERRIDES", value_name = "ID@HOST:PORT,...")]
     pub peer_overrides: Option<String>,
+    /// PEM certificate (chain) of this broker: TLS on the client listeners when set (with
+    /// --tls-key-file).
+    #[arg(long, env = "SLUICE_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "SLUICE_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates: require client certificates signed by them (mutual TLS).
+    #[arg(long, env = "SLUICE_TLS_CLIENT_CA_FILE", value_name = "FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// PEM CA certificates that signed the other brokers' certificates (inter-broker TLS
+    /// verifies peers against them).
+    #[arg(long, env = "SLUICE_TLS_CA_FILE", value_name = "FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Whether the native listener serves TLS (default: true when --tls-cert-file is set).
+    #[arg(long, env = "SLUICE_NATIVE_TLS", value_name = "true|false")]
+    pub native_tls: Option<bool>,
+    /// Whether the Kafka listener serves TLS (default: true when --tls-cert-file is set).
+    #[arg(long, env = "SLUICE_KAFKA_TLS", value_name = "true|false")]
+    pub kafka_tls: Option<bool>,
+    /// Whether brokers dial each other with TLS; they meet on the native listener, so this
+    /// must match its TLS (default: the native listener's).
+    #[arg(long, env = "SLUICE_INTER_BROKER_TLS", value_name = "true|false")]
+    pub inter_broker_tls: Option<bool>,
 }
 
 impl ConfigLayer {
@@ -473,6 +526,16 @@ impl ConfigLayer {
         if let Some(mechanisms) = self.sasl_mechanisms {
             config.sasl_mechanisms = parse_sasl_mechanisms(&mechanisms)?;
         }
+        for (value, field) in [
+            (self.tls_cert_file, &mut config.tls_cert_file),
+            (self.tls_key_file, &mut config.tls_key_file),
+            (self.tls_client_ca_file, &mut config.tls_client_ca_file),
+            (self.tls_ca_file, &mut config.tls_ca_file),
+        ] {
+            if value.is_some() {
+                *field = value;
+            }
+        }
         if let Some(listen) = self.kafka_listen {
             config.kafka_listen = parse_listen("kafka_listen", &listen)?;
             config.kafka_listen_explicit = true;
@@ -533,14 +596,25 @@ pub fn resolve(cli: ConfigLayer) -> Result<BrokerConfig, BrokerError> {
     let listen_before = config.listen;
     let mut advertise_set = false;
     let mut voters_set = false;
+    // The TLS switches default to what the other settings say, so each layer's explicit
+    // value is kept apart: (native, kafka, inter-broker).
+    let mut tls_switches: [Option<bool>; 3] = [None; 3];
+    let mut note_switches = |layer: &ConfigLayer| {
+        let given = [layer.native_tls, layer.kafka_tls, layer.inter_broker_tls];
+        for (kept, given) in tls_switches.iter_mut().zip(given) {
+            *kept = given.or(*kept);
+        }
+    };
     if let Some(path) = &cli.config {
         let file = ConfigLayer::from_file(path)?;
         advertise_set |= file.advertise.is_some();
         voters_set |= file.voters.is_some();
+        note_switches(&file);
         file.apply(&mut config)?;
     }
     advertise_set |= cli.advertise.is_some();
     voters_set |= cli.voters.is_some();
+    note_switches(&cli);
     cli.apply(&mut config)?;
     if !advertise_set && config.listen != listen_before {
         config.advertise = config.listen.to_string();
@@ -553,7 +627,120 @@ pub fn resolve(cli: ConfigLayer) -> Result<BrokerConfig, BrokerError> {
         }];
     }
     validate(&config)?;
+    resolve_tls(&mut config, tls_switches)?;
+    config.tls = crate::tls::load(&config)?;
+    validate_security(&config)?;
     Ok(config)
+}
+
+/// Authentication and the authorizer on a node of several: brokers reach each other's
+/// native listener for Raft and replication, so they must authenticate there too, and the
+/// way they do is mutual TLS (inter-broker TLS, client certificates required). With the
+/// authorizer on, this broker's own certificate name must be a superuser, or its peers
+/// would refuse its replication and Raft requests.
+fn validate_security(config: &BrokerConfig) -> Result<(), BrokerError> {
+    let single_node = config.voters.len() == 1 && config.is_voter();
+    let secured = !config.sasl_mechanisms.is_empty() || config.authorizer;
+    if !secured || single_node {
+        return Ok(());
+    }
+    if !config.inter_broker_tls || config.tls_client_ca_file.is_none() {
+        return Err(BrokerError::Config(
+            "sasl_mechanisms or authorizer on a node of a multi-node cluster needs the \
+             brokers to authenticate to each other by mutual TLS: set --tls-cert-file, \
+             --tls-key-file, --tls-ca-file and --tls-client-ca-file (inter-broker TLS on), \
+             or run the cluster without them"
+                .into(),
+        ));
+    }
+    if config.authorizer {
+        let Some(cert) = &config.tls_cert_file else {
+            return Ok(()); // resolve_tls refused inter-broker TLS without a certificate
+        };
+        let chain = crate::tls::certificates(cert, "tls_cert_file")?;
+        let name = chain.first().and_then(crate::tls::identity);
+        let principal = name.as_ref().map(|n| format!("User:{n}"));
+        if !principal
+            .as_ref()
+            .is_some_and(|p| config.superusers.contains(p))
+        {
+            return Err(BrokerError::Config(format!(
+                "with the authorizer on, the other brokers know this one as {} (its \
+                 certificate's name) and must allow it everything: add it to --superusers \
+                 on every broker",
+                principal.unwrap_or_else(|| "a certificate without a name".into())
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Settles the TLS switches (explicit values, else defaults) and refuses combinations that
+/// cannot work, naming the flags to change. The coherent model: one certificate serves
+/// every TLS listener; brokers dial each other on the native listener, so inter-broker TLS
+/// is the native listener's TLS; a broker that dials a TLS peer verifies it, so it needs
+/// the CA of the other brokers' certificates.
+fn resolve_tls(config: &mut BrokerConfig, switches: [Option<bool>; 3]) -> Result<(), BrokerError> {
+    let fail = |msg: String| Err(BrokerError::Config(msg));
+    let certified = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(_), Some(_)) => true,
+        (None, None) => false,
+        (Some(_), None) => {
+            return fail("--tls-cert-file is set but --tls-key-file is not; TLS needs both".into())
+        }
+        (None, Some(_)) => {
+            return fail("--tls-key-file is set but --tls-cert-file is not; TLS needs both".into())
+        }
+    };
+    let [native, kafka, inter_broker] = switches;
+    config.native_tls = native.unwrap_or(certified);
+    config.kafka_tls = kafka.unwrap_or(certified);
+    config.inter_broker_tls = inter_broker.unwrap_or(config.native_tls);
+    for (on, flag) in [
+        (config.native_tls, "--native-tls true"),
+        (config.kafka_tls, "--kafka-tls true"),
+    ] {
+        if on && !certified {
+            return fail(format!(
+                "{flag} needs this broker's certificate: pass --tls-cert-file and --tls-key-file"
+            ));
+        }
+    }
+    if config.tls_client_ca_file.is_some() && !certified {
+        return fail(
+            "--tls-client-ca-file (mutual TLS) needs TLS first: pass --tls-cert-file and              --tls-key-file"
+                .into(),
+        );
+    }
+    if config.tls_client_ca_file.is_some() && !config.native_tls && !config.kafka_tls {
+        return fail(
+            "--tls-client-ca-file is set but no listener serves TLS (--native-tls false,              --kafka-tls false); turn one on or drop --tls-client-ca-file"
+                .into(),
+        );
+    }
+    match (config.inter_broker_tls, config.native_tls) {
+        (true, false) => {
+            return fail(
+                "--inter-broker-tls true, but the native listener, where brokers reach each                  other, is plain; serve it with TLS (--tls-cert-file, --tls-key-file and not                  --native-tls false) or pass --inter-broker-tls false"
+                    .into(),
+            )
+        }
+        (false, true) => {
+            return fail(
+                "--inter-broker-tls false, but the native listener, where brokers reach each                  other, serves TLS; drop --inter-broker-tls false, or serve it plain with                  --native-tls false"
+                    .into(),
+            )
+        }
+        _ => {}
+    }
+    let has_peers = config.voters.iter().any(|v| v.id != config.node_id);
+    if config.inter_broker_tls && has_peers && config.tls_ca_file.is_none() {
+        return fail(
+            "inter-broker TLS is on (the native listener serves TLS), so this broker must verify              the other brokers' certificates: pass --tls-ca-file FILE, the CA that signed them"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
@@ -563,15 +750,6 @@ fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
     }
     if config.max_frame_bytes < 1 << 20 {
         return fail("max_frame_bytes must be at least 1048576 (1 MiB)".into());
-    }
-    let single_node = config.voters.len() == 1 && config.is_voter();
-    if (!config.sasl_mechanisms.is_empty() || config.authorizer) && !single_node {
-        return fail(
-            "sasl_mechanisms or authorizer is set on a node of a multi-node cluster: brokers \
-             do not log in to each other yet, so they could not replicate or elect a \
-             controller; run several nodes without them, or security on a single node"
-                .into(),
-        );
     }
     if config.default_partitions as i64 > PARTITIONS_MAX as i64 {
         return fail(format!(
@@ -803,7 +981,7 @@ mod tests {
     }
 
     #[test]
-    fn sasl_mechanisms_parse_and_need_a_single_node() {
+    fn sasl_mechanisms_parse_and_need_mutual_tls_between_brokers() {
         use sluice_protocol::scram::Mechanism;
         assert!(resolve_args(&[]).unwrap().sasl_mechanisms.is_empty());
         let config = resolve_args(&["--sasl-mechanisms", "scram-sha-512, PLAIN"]).unwrap();
@@ -829,7 +1007,7 @@ mod tests {
             "1@127.0.0.1:9700,2@127.0.0.1:9701,3@127.0.0.1:9702",
         ])
         .unwrap_err();
-        assert!(err.to_string().contains("multi-node"), "{err}");
+        assert!(err.to_string().contains("mutual TLS"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,14 @@
 //! (pipelining), and the channel's bound is the connection's in-flight limit: when it is
 //! full the reader stops reading, pushing back on the client through TCP.
 //!
+//! Transport: plain TCP (the socket's owned halves) or TLS (`tokio_rustls`, the stream split
+//! with `tokio::io::split`); the serving code is generic over the two halves, so the plain
+//! path pays nothing for TLS. A TLS handshake runs in the connection's own task within
+//! `tls::HANDSHAKE_TIMEOUT`; one that fails or times out closes only its connection. The
+//! protocol's per-connection state is made by [`Protocol::opened`] with what the transport
+//! knows: the peer's address and, under mutual TLS, the verified client certificate's
+//! identity.
+//!
 //! Bad input only ends its own connection: an undecodable body gets an error response
 //! (the header gave a correlation id); an undecodable header, an oversized frame or a
 //! stream cut mid-frame closes the connection after the answers already owed are sent.
@@ -23,10 +31,10 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use sluice_protocol::frame::FRAME_HEADER_LEN;
 use sluice_protocol::{Error as ProtocolError, FrameCodec};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Decoder;
 
 use crate::metrics::Metrics;
@@ -62,7 +70,15 @@ pub trait Protocol: Send + Sync + 'static {
     /// A request after its ordered phase.
     type Started: Send + 'static;
     /// What the protocol remembers about one connection.
-    type Connection: Default + Send;
+    type Connection: Send;
+
+    /// The state of a connection just opened from `peer`, over TLS or not (`tls`).
+    /// `tls_identity` is the verified
+    /// client certificate's identity under mutual TLS (its subject CN, else its first DNS
+    /// name: `tls::identity`), `None` on a plain listener or a TLS one without client
+    /// certificates. The seam through which authentication learns who is connected.
+    fn opened(&self, peer: SocketAddr, tls: bool, tls_identity: Option<String>)
+        -> Self::Connection;
 
     /// Decodes a frame's payload and runs the request's ordered phase.
     fn start(
@@ -100,25 +116,81 @@ pub struct Settings {
     pub metrics: Arc<Metrics>,
     /// The listener's name in the metrics (`native`, `kafka`).
     pub listener: &'static str,
+    /// How long a TLS client may take to complete its handshake (`tls::HANDSHAKE_TIMEOUT`).
+    pub handshake_timeout: std::time::Duration,
 }
 
-/// Serves one connection until the client closes it, it misbehaves, or shutdown begins.
+/// Serves one connection until the client closes it, it misbehaves, or shutdown begins;
+/// with `tls`, after a TLS handshake (which must complete within
+/// `settings.handshake_timeout`).
 pub async fn serve<P: Protocol>(
     protocol: Arc<P>,
     settings: Settings,
     socket: TcpStream,
     peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
 ) {
     let _ = socket.set_nodelay(true);
+    let Some(acceptor) = tls else {
+        let (reader, writer) = socket.into_split();
+        let connection = protocol.opened(peer, false, None);
+        return serve_stream(protocol, settings, reader, writer, peer, connection).await;
+    };
+    let mut stopping = settings.stopping.clone();
+    let handshake = tokio::time::timeout(settings.handshake_timeout, acceptor.accept(socket));
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::info!(%peer, listener = settings.listener, "TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(
+                    %peer,
+                    listener = settings.listener,
+                    "TLS handshake not completed within {:?}; closing",
+                    settings.handshake_timeout
+                );
+                return;
+            }
+        },
+        _ = stopping.wait_for(|s| *s) => return,
+    };
+    let identity = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(crate::tls::identity);
+    if let Some(identity) = &identity {
+        tracing::debug!(%peer, listener = settings.listener, "TLS client certificate of {identity:?}");
+    }
+    let connection = protocol.opened(peer, true, identity);
+    let (reader, writer) = tokio::io::split(stream);
+    serve_stream(protocol, settings, reader, writer, peer, connection).await;
+}
+
+/// Serves one connection over its two halves (see [`serve`]).
+async fn serve_stream<P, R, W>(
+    protocol: Arc<P>,
+    settings: Settings,
+    mut reader: R,
+    writer: W,
+    peer: SocketAddr,
+    mut connection: P::Connection,
+) where
+    P: Protocol,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let _open = settings.metrics.connection_opened(settings.listener);
-    let (mut reader, writer) = socket.into_split();
     let (answers_tx, answers_rx) =
         mpsc::channel::<oneshot::Receiver<Answer>>(settings.max_in_flight);
     let writing = tokio::spawn(write_answers(writer, answers_rx));
     let mut codec = FrameCodec::new(settings.max_frame_bytes);
     let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
     let mut stopping = settings.stopping;
-    let mut connection = P::Connection::default();
     let mut refused = false;
     'read: loop {
         loop {
@@ -217,9 +289,9 @@ async fn serve_frame<P: Protocol>(
 /// A frame refused from its length alone (too large): queues the protocol's answer, if it
 /// has one. The request header that follows may not have arrived yet; it is waited for
 /// briefly, so the refusal carries its correlation id and the client can read it.
-async fn refuse_frame<P: Protocol>(
+async fn refuse_frame<P: Protocol, R: AsyncRead + Unpin>(
     protocol: &P,
-    reader: &mut OwnedReadHalf,
+    reader: &mut R,
     buffer: &mut BytesMut,
     error: &ProtocolError,
     peer: SocketAddr,
@@ -234,7 +306,12 @@ async fn refuse_frame<P: Protocol>(
         }
     })
     .await;
-    tracing::warn!(%peer, "closing connection: {error}");
+    if buffer.starts_with(&[0x16, 0x03]) {
+        // A TLS ClientHello read as a frame length: a TLS client on a plain listener.
+        tracing::info!(%peer, "closing connection: a TLS handshake on a plain listener");
+    } else {
+        tracing::warn!(%peer, "closing connection: {error}");
+    }
     let start = buffer.get(FRAME_HEADER_LEN..).unwrap_or_default();
     let peek = &start[..start.len().min(REQUEST_HEADER_PEEK)];
     if let Some(answer) = protocol.refuse_frame(peek, error) {
@@ -247,7 +324,7 @@ async fn refuse_frame<P: Protocol>(
 /// Closing a socket with unread input sends a reset, which can destroy the error answer
 /// before the client reads it. Once the writer has sent FIN, reads and drops what the
 /// client still sends, for a bounded time and amount, before the socket closes.
-async fn drain(reader: &mut OwnedReadHalf) {
+async fn drain<R: AsyncRead + Unpin>(reader: &mut R) {
     let mut scratch = vec![0u8; 64 * 1024];
     let mut drained = 0usize;
     let _ = tokio::time::timeout(REFUSED_DRAIN_TIME, async {
@@ -264,8 +341,8 @@ async fn drain(reader: &mut OwnedReadHalf) {
 /// Writes answers in request order. Buffered answers are flushed before waiting on one
 /// that is not ready yet (a long poll must not hold back the answers queued before it) and
 /// whenever no further answer is queued.
-async fn write_answers(
-    writer: OwnedWriteHalf,
+async fn write_answers<W: AsyncWrite + Unpin>(
+    writer: W,
     mut answers: mpsc::Receiver<oneshot::Receiver<Answer>>,
 ) {
     use tokio::sync::oneshot::error::TryRecvError;
@@ -299,3 +376,6 @@ async fn write_answers(
     let _ = writer.flush().await;
     let _ = writer.into_inner().shutdown().await;
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,7 +8,8 @@
 //! image and the active controller's logic; `lifecycle` this broker's registration and
 //! heartbeats; `background` the work that runs over the `broker` state; `data_dir` the
 //! data directory's identity file and lock; `config` builds the effective configuration
-//! from defaults, file, environment and flags; `topic_config` what a topic may be.
+//! from defaults, file, environment and flags; `tls` loads the listeners' and the peer
+//! links' TLS material once at start; `topic_config` what a topic may be.
 //!
 //! Architecture invariant: handlers know the wire, the service layer does not; sockets are
 //! opened only by `server` and `connection`, and by `cluster::peer` to reach other brokers;
@@ -33,6 +34,7 @@ pub mod replication;
 pub mod security;
 pub mod server;
 pub mod services;
+pub mod tls;
 pub mod topic_config;
 pub mod topics;
 

@@ -74,20 +74,22 @@ async fn serve(config: sluice_broker::BrokerConfig) -> Result<(), sluice_broker:
     }
     if let Some(kafka) = &kafka {
         tracing::info!(
-            "Kafka clients: listening on {}",
+            "Kafka clients: listening on {}{}",
             kafka
                 .local_addr()
                 .map(|a| a.to_string())
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            transport(&broker.config, broker.config.kafka_tls)
         );
     }
     tracing::info!(
-        "sluice-broker node {} listening on {} (data in {})",
+        "sluice-broker node {} listening on {}{} (data in {})",
         broker.config.node_id,
         listener
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default(),
+        transport(&broker.config, broker.config.native_tls),
         broker.config.data_dir.display()
     );
     let listeners = sluice_broker::server::Listeners {
@@ -96,6 +98,15 @@ async fn serve(config: sluice_broker::BrokerConfig) -> Result<(), sluice_broker:
     };
     sluice_broker::run(broker, listeners, shutdown_signal()).await;
     Ok(())
+}
+
+/// How a listener serves, for its start-up line: nothing for plain TCP.
+fn transport(config: &sluice_broker::BrokerConfig, tls: bool) -> &'static str {
+    match (tls, config.tls_client_ca_file.is_some()) {
+        (false, _) => "",
+        (true, false) => " with TLS",
+        (true, true) => " with TLS, client certificates required",
+    }
 }
 
 /// Binds the Kafka listener, if it is on. An address the user chose must be bound; the

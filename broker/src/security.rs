@@ -79,6 +79,11 @@ pub use crate::config::SaslMechanism;
 #[derive(Default)]
 pub struct Login {
     state: LoginState,
+    /// Whether the connection is TLS (PLAIN needs it).
+    tls: bool,
+    /// `User:<CN>` of a verified client certificate (mutual TLS): the connection is
+    /// authenticated by it, without SASL.
+    certificate: Option<Principal>,
 }
 
 #[derive(Default)]
@@ -97,11 +102,22 @@ enum LoginState {
 }
 
 impl Login {
-    /// The connection's principal once it logged in.
+    /// The login of a connection over TLS or not, with the identity of its verified client
+    /// certificate under mutual TLS.
+    pub fn new(tls: bool, certificate: Option<String>) -> Login {
+        Login {
+            state: LoginState::Start,
+            tls,
+            certificate: certificate.map(|name| Principal::user(&name)),
+        }
+    }
+
+    /// The connection's principal once it logged in (SASL), or its certificate's.
     pub fn principal(&self) -> Option<&Principal> {
         match &self.state {
             LoginState::Done(principal) => Some(principal),
-            _ => None,
+            LoginState::Failed => None,
+            _ => self.certificate.as_ref(),
         }
     }
 }
@@ -213,9 +229,9 @@ impl Authenticator {
         &self,
         login: &mut Login,
         message: &[u8],
-        tls: bool,
         peer: &str,
     ) -> Result<Vec<u8>, ApiError> {
+        let tls = login.tls;
         let state = std::mem::replace(&mut login.state, LoginState::Failed);
         let mechanism = match &state {
             LoginState::Handshaken(m) => m.name(),
@@ -349,10 +365,10 @@ mod tests {
         let mut login = Login::default();
         auth.handshake(&mut login, "SCRAM-SHA-512")?;
         let (mut client, first) = ClientExchange::start(Mechanism::Sha512, user, password);
-        let server_first = auth.authenticate(&mut login, &first, false, "test").await?;
+        let server_first = auth.authenticate(&mut login, &first, "test").await?;
         let client_final = client.respond(&server_first).map_err(malformed)?;
         let server_final = auth
-            .authenticate(&mut login, &client_final, false, "test")
+            .authenticate(&mut login, &client_final, "test")
             .await?;
         client.verify(&server_final).map_err(malformed)?;
         Ok(login)
@@ -383,13 +399,13 @@ mod tests {
         auth.handshake(&mut login, "PLAIN").unwrap();
         let message = scram::plain_message("alice", "pw");
         let e = auth
-            .authenticate(&mut login, &message, false, "test")
+            .authenticate(&mut login, &message, "test")
             .await
             .unwrap_err();
         assert!(e.message.contains("no TLS"), "{e:?}");
-        let mut login = Login::default();
+        let mut login = Login::new(true, None);
         auth.handshake(&mut login, "plain").unwrap();
-        auth.authenticate(&mut login, &message, true, "test")
+        auth.authenticate(&mut login, &message, "test")
             .await
             .expect("over TLS");
         assert_eq!(login.principal(), Some(&Principal::user("alice")));
@@ -400,7 +416,7 @@ mod tests {
         let auth = authenticator(vec![SaslMechanism::Scram(Mechanism::Sha256)]);
         let mut login = Login::default();
         let e = auth
-            .authenticate(&mut login, b"x", false, "t")
+            .authenticate(&mut login, b"x", "t")
             .await
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::IllegalSaslState);
@@ -409,6 +425,11 @@ mod tests {
         assert_eq!(e.code, ErrorCode::UnsupportedSaslMechanism);
         assert!(e.message.contains("SCRAM-SHA-256"), "{e:?}");
         assert_eq!(auth.principal(&Login::default()), None);
+        let certified = Login::new(true, Some("broker-2".into()));
+        assert_eq!(
+            auth.principal(&certified),
+            Some(Principal::user("broker-2"))
+        );
         let off = authenticator(Vec::new());
         assert_eq!(
             off.principal(&Login::default()),

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use crate::broker::Broker;
 use crate::connection::{self, Protocol};
@@ -81,12 +82,17 @@ pub async fn run(broker: Arc<Broker>, listeners: impl Into<Listeners>, shutdown:
         stopping: broker.stopping(),
         metrics: Arc::clone(&broker.metrics),
         listener: "native",
+        handshake_timeout: crate::tls::HANDSHAKE_TIMEOUT,
     };
     let native = Arc::new(Native::new(Arc::clone(&broker)));
+    let tls_of = |on: bool| {
+        let server = broker.config.tls.server.as_ref().filter(|_| on);
+        server.map(|server| TlsAcceptor::from(Arc::clone(&server.0)))
+    };
     let mut accepting = vec![tokio::spawn(accept(
         native,
         settings.clone(),
-        listeners.native,
+        (listeners.native, tls_of(broker.config.native_tls)),
         Arc::clone(&limit),
         stop.clone(),
     ))];
@@ -99,7 +105,10 @@ pub async fn run(broker: Arc<Broker>, listeners: impl Into<Listeners>, shutdown:
             listener: "kafka",
             ..settings
         };
-        accepting.push(tokio::spawn(accept(protocol, settings, kafka, limit, stop)));
+        let listener = (kafka, tls_of(broker.config.kafka_tls));
+        accepting.push(tokio::spawn(accept(
+            protocol, settings, listener, limit, stop,
+        )));
     }
     tracing::info!("ready");
     let timeout = Duration::from_millis(broker.config.shutdown_timeout_ms);
@@ -138,12 +147,13 @@ pub async fn run(broker: Arc<Broker>, listeners: impl Into<Listeners>, shutdown:
     tracing::info!("shut down cleanly");
 }
 
-/// Accepts connections of `protocol` until `stop` turns true, at most as many at once as
-/// `limit` allows; returns the connections still running.
+/// Accepts connections of `protocol` (over TLS when the listener has an acceptor) until
+/// `stop` turns true, at most as many at once as `limit` allows; returns the connections
+/// still running. The TLS handshake runs in each connection's task, never here.
 async fn accept<P: Protocol>(
     protocol: Arc<P>,
     settings: connection::Settings,
-    listener: TcpListener,
+    (listener, tls): (TcpListener, Option<TlsAcceptor>),
     limit: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinSet<()> {
@@ -165,8 +175,9 @@ async fn accept<P: Protocol>(
                 backoff = Duration::from_millis(5);
                 let protocol = Arc::clone(&protocol);
                 let settings = settings.clone();
+                let tls = tls.clone();
                 connections.spawn(async move {
-                    connection::serve(protocol, settings, socket, peer).await;
+                    connection::serve(protocol, settings, socket, peer, tls).await;
                     drop(permit);
                 });
             }

@@ -54,6 +54,9 @@ pub struct ClientConfig {
     pub metadata_hedge_after: Duration,
     /// How to log in, for brokers that require SASL authentication. Default: none.
     pub sasl: Option<crate::SaslConfig>,
+    /// TLS to the brokers: the CA of their certificates, and this client's certificate
+    /// when they require one. Default `None`: plain TCP.
+    pub tls: Option<crate::TlsConfig>,
 }
 
 impl Default for ClientConfig {
@@ -67,6 +70,7 @@ impl Default for ClientConfig {
             max_in_flight_per_connection: 64,
             metadata_hedge_after: Duration::from_millis(250),
             sasl: None,
+            tls: None,
         }
     }
 }
@@ -584,6 +588,7 @@ impl Client {
             max_frame_bytes: c.max_frame_bytes,
             max_in_flight: c.max_in_flight_per_connection.max(1),
             sasl: c.sasl.clone(),
+            tls: c.tls.clone(),
         }
     }
 

@@ -22,8 +22,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use sluice_protocol::{
     messages::peek_correlation_id, ApiKey, ErrorCode, FrameCodec, Request, RequestHeader, Response,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::Decoder;
@@ -39,6 +38,7 @@ pub(crate) struct ConnectionConfig {
     pub max_frame_bytes: u32,
     pub max_in_flight: usize,
     pub sasl: Option<crate::sasl::SaslConfig>,
+    pub tls: Option<crate::TlsConfig>,
 }
 
 /// What a pending request is waiting for.
@@ -68,7 +68,7 @@ struct Shared {
 struct PendingMap {
     requests: HashMap<u32, Pending>,
     /// Set once the connection has died: why. New requests fail fast with it.
-    dead: Option<String>,
+    dead: Option<Error>,
 }
 
 /// A pipelined connection to one broker. Cheap to share behind an `Arc`.
@@ -80,8 +80,19 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Dials `addr` and starts the reader and writer tasks.
+    /// Dials `addr`, starts the reader and writer tasks, and logs in when SASL is
+    /// configured.
     pub(crate) async fn connect(addr: &str, config: ConnectionConfig) -> Result<Connection> {
+        let sasl = config.sasl.clone();
+        let connection = Connection::dial(addr, config).await?;
+        if let Some(sasl) = &sasl {
+            crate::sasl::login(&connection, sasl).await?;
+        }
+        Ok(connection)
+    }
+
+    /// Dials `addr` (with TLS when configured) and starts the tasks; no login yet.
+    async fn dial(addr: &str, config: ConnectionConfig) -> Result<Connection> {
         let connect = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr));
         let stream = match connect.await {
             Ok(Ok(stream)) => stream,
@@ -100,7 +111,49 @@ impl Connection {
         };
         // Requests are small and latency matters more than packet count.
         let _ = stream.set_nodelay(true);
-        let (read_half, write_half) = stream.into_split();
+        let Some(tls) = &config.tls else {
+            let (read_half, write_half) = stream.into_split();
+            return Ok(Connection::start(
+                addr, config, read_half, write_half, false,
+            ));
+        };
+        let handshake = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config))
+            .connect(crate::tls::server_name(addr)?, stream);
+        let stream = match tokio::time::timeout(config.connect_timeout, handshake).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                return Err(Error::Tls {
+                    addr: addr.to_owned(),
+                    reason: crate::tls::explain(&e, true).unwrap_or_else(|| e.to_string()),
+                })
+            }
+            Err(_) => {
+                return Err(Error::Tls {
+                    addr: addr.to_owned(),
+                    reason: format!(
+                        "no TLS handshake within {} ms; is this a TLS listener? drop \
+                         --tls-ca-file to connect without TLS",
+                        config.connect_timeout.as_millis()
+                    ),
+                })
+            }
+        };
+        let (read_half, write_half) = tokio::io::split(stream);
+        Ok(Connection::start(addr, config, read_half, write_half, true))
+    }
+
+    /// Starts the reader and writer tasks over the two halves of a connected stream.
+    fn start<R, W>(
+        addr: &str,
+        config: ConnectionConfig,
+        read_half: R,
+        write_half: W,
+        tls: bool,
+    ) -> Connection
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let shared = Arc::new(Shared {
             addr: addr.to_owned(),
             pending: Mutex::new(PendingMap {
@@ -115,19 +168,15 @@ impl Connection {
             read_half,
             shared.clone(),
             FrameCodec::new(config.max_frame_bytes),
+            tls,
         ));
         tokio::spawn(write_loop(write_half, shared.clone(), from_callers));
-        let sasl = config.sasl.clone();
-        let connection = Connection {
+        Connection {
             shared,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             config,
             to_writer,
-        };
-        if let Some(sasl) = &sasl {
-            crate::sasl::login(&connection, sasl).await?;
         }
-        Ok(connection)
     }
 
     /// The broker's address.
@@ -176,8 +225,8 @@ impl Connection {
         let (reply, response) = oneshot::channel();
         {
             let mut pending = lock(&self.shared.pending);
-            if let Some(reason) = &pending.dead {
-                return Err(self.network_error(reason.clone()));
+            if let Some(error) = &pending.dead {
+                return Err(error.clone());
             }
             pending.requests.insert(
                 correlation_id,
@@ -267,13 +316,6 @@ impl Connection {
     fn dead_error(&self) -> Error {
         dead_error(&self.shared)
     }
-
-    fn network_error(&self, reason: String) -> Error {
-        Error::Network {
-            addr: self.addr().to_owned(),
-            reason,
-        }
-    }
 }
 
 impl Drop for Connection {
@@ -342,30 +384,39 @@ fn lock(m: &Mutex<PendingMap>) -> std::sync::MutexGuard<'_, PendingMap> {
 
 /// The error of a request on a connection that died: why it died.
 fn dead_error(shared: &Shared) -> Error {
-    let reason = lock(&shared.pending)
+    lock(&shared.pending)
         .dead
         .clone()
-        .unwrap_or_else(|| "the connection closed".to_owned());
-    Error::Network {
-        addr: shared.addr.clone(),
-        reason,
-    }
+        .unwrap_or_else(|| Error::Network {
+            addr: shared.addr.clone(),
+            reason: "the connection closed".to_owned(),
+        })
 }
 
-/// Marks the connection dead (first reason wins) and fails every pending request.
+/// Marks the connection dead (first reason wins) and fails every pending request with a
+/// retriable [`Error::Network`].
 fn kill(shared: &Shared, reason: String) {
+    kill_with(
+        shared,
+        Error::Network {
+            addr: shared.addr.clone(),
+            reason,
+        },
+    );
+}
+
+/// Marks the connection dead with `error` (the first one wins) and fails every pending
+/// request with it.
+fn kill_with(shared: &Shared, error: Error) {
     let drained: Vec<Pending> = {
         let mut pending = lock(&shared.pending);
         if pending.dead.is_none() {
-            pending.dead = Some(reason.clone());
+            pending.dead = Some(error.clone());
         }
         pending.requests.drain().map(|(_, p)| p).collect()
     };
     for p in drained {
-        let _ = p.reply.send(Err(Error::Network {
-            addr: shared.addr.clone(),
-            reason: reason.clone(),
-        }));
+        let _ = p.reply.send(Err(error.clone()));
     }
     shared.closed.send_replace(true);
 }
@@ -386,8 +437,8 @@ const WRITE_BATCH_BYTES: usize = 1 << 20;
 /// batches) are written as they are, so their payload is not copied again.
 const COALESCE_BELOW_BYTES: usize = 64 * 1024;
 
-async fn write_frames(
-    socket: &mut OwnedWriteHalf,
+async fn write_frames<W: AsyncWrite + Unpin>(
+    socket: &mut W,
     frames: &[Bytes],
     buf: &mut BytesMut,
 ) -> std::io::Result<()> {
@@ -407,11 +458,12 @@ async fn write_frames(
         socket.write_all(buf).await?;
         buf.clear();
     }
-    Ok(())
+    // A TLS stream buffers what it encrypts until flushed; a TCP socket's flush is a no-op.
+    socket.flush().await
 }
 
-async fn write_loop(
-    mut socket: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut socket: W,
     shared: Arc<Shared>,
     mut from_callers: mpsc::Receiver<Outgoing>,
 ) {
@@ -461,10 +513,31 @@ async fn write_loop(
     }
 }
 
-async fn read_loop(mut socket: OwnedReadHalf, shared: Arc<Shared>, mut codec: FrameCodec) {
+/// Reads response frames until the connection fails. `tls`: the stream is TLS, whose errors
+/// are explained ([`crate::tls::explain`]); a plain stream whose first bytes are a TLS
+/// record reached a TLS listener. Either ends the connection with [`Error::Tls`].
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut socket: R,
+    shared: Arc<Shared>,
+    mut codec: FrameCodec,
+    tls: bool,
+) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut closed = shared.closed.subscribe();
+    // A plain stream's first two bytes are checked once for a TLS record.
+    let mut checked = tls;
+    let tls_error = |reason: String| Error::Tls {
+        addr: shared.addr.clone(),
+        reason,
+    };
     let reason = loop {
+        if !checked && buf.len() >= 2 {
+            checked = true;
+            if crate::tls::looks_like_tls(&buf) {
+                kill_with(&shared, tls_error(crate::tls::PLAIN_ON_TLS.to_owned()));
+                return;
+            }
+        }
         match codec.decode(&mut buf) {
             Ok(Some(frame)) => match dispatch(&shared, frame) {
                 Ok(()) => continue,
@@ -478,7 +551,13 @@ async fn read_loop(mut socket: OwnedReadHalf, shared: Arc<Shared>, mut codec: Fr
                 Ok(0) if buf.is_empty() => break "the broker closed the connection".to_owned(),
                 Ok(0) => break format!("the broker closed the connection in the middle of a {}-byte response frame", buf.len()),
                 Ok(_) => {}
-                Err(e) => break io_reason(&e),
+                Err(e) => match crate::tls::explain(&e, false).filter(|_| tls) {
+                    Some(reason) => {
+                        kill_with(&shared, tls_error(reason));
+                        return;
+                    }
+                    None => break io_reason(&e),
+                },
             },
             _ = closed.wait_for(|dead| *dead) => {
                 break "the client closed the connection".to_owned();

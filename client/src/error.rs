@@ -43,6 +43,16 @@ pub enum Error {
         /// The broker's or the exchange's account.
         reason: String,
     },
+    /// TLS with the broker failed: a certificate refused either way, or one side speaking
+    /// TLS and the other not. Not retriable: the configuration must change, as the reason
+    /// says.
+    #[error("TLS with {addr}: {reason}")]
+    Tls {
+        /// The broker's address.
+        addr: String,
+        /// What went wrong and what to change.
+        reason: String,
+    },
     /// An established connection failed (closed by the broker, reset, unreadable frame)
     /// before the response arrived. Retriable: the connection is re-dialled on next use.
     #[error("connection to {addr} failed: {reason}; the request may be retried (check the broker if this persists)")]

@@ -34,6 +34,7 @@ mod producer;
 mod sasl;
 #[cfg(test)]
 mod testing;
+mod tls;
 
 pub use acl::{Acl, AclOperation, AclResource};
 pub use admin::{
@@ -62,6 +63,7 @@ pub use sluice_protocol::batch::Compression;
 /// A record header as consumers see it: key and nullable value, both zero-copy.
 pub use sluice_protocol::batch::Header as RecordHeader;
 pub use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId};
+pub use tls::TlsConfig;
 
 /// A partition of a topic: the key under which producers batch and consumers track
 /// positions.

@@ -103,6 +103,7 @@ def arguments(description, scenarios):
     parser.add_argument("-m", type=int, default=50, help="records in the second round")
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--codec", default=None, help="gzip, snappy, lz4 or zstd")
+    parser.add_argument("--ssl-ca", default=None, help="CA file: connect over TLS (SSL)")
     parser.add_argument("--timeout-s", type=float, default=90.0)
     args = parser.parse_args()
     _state["scenario"] = args.scenario

@@ -32,8 +32,14 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// A client of the brokers in `bootstrap` (comma-separated).
 pub async fn client(bootstrap: &str) -> Client {
+    client_tls(bootstrap, None).await
+}
+
+/// A client of the brokers in `bootstrap` (comma-separated), over TLS when `tls` is given.
+pub async fn client_tls(bootstrap: &str, tls: Option<&crate::tls::ClientTls>) -> Client {
     Client::connect(ClientConfig {
         bootstrap: bootstrap.split(',').map(str::to_string).collect(),
+        tls: tls.map(crate::tls::ClientTls::library),
         ..ClientConfig::default()
     })
     .await

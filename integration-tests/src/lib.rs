@@ -23,6 +23,7 @@
 pub mod chaos;
 pub mod checks;
 pub mod kafka;
+pub mod tls;
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -178,6 +179,10 @@ pub struct BrokerProcess {
     pub data_dir: PathBuf,
     /// Extra flags it was started with.
     pub args: Vec<String>,
+    /// How the harness reaches its native listener when it serves TLS.
+    pub client_tls: Option<tls::ClientTls>,
+    /// How the harness reaches its Kafka listener when it serves TLS.
+    pub kafka_client_tls: Option<tls::ClientTls>,
     log_path: PathBuf,
     paused: bool,
 }
@@ -217,6 +222,32 @@ impl BrokerProcess {
         data_dir: &Path,
         args: &[&str],
     ) -> BrokerProcess {
+        BrokerProcess::start_tls(addr, kafka, data_dir, args, None)
+    }
+
+    /// As [`BrokerProcess::start_at_with`]; the harness reaches its listeners with
+    /// `client_tls` when given (the flags in `args` must make them serve TLS).
+    pub fn start_tls(
+        addr: SocketAddr,
+        kafka: KafkaListener,
+        data_dir: &Path,
+        args: &[&str],
+        client_tls: Option<tls::ClientTls>,
+    ) -> BrokerProcess {
+        let kafka_tls = client_tls.clone();
+        BrokerProcess::start_tls_per_listener(addr, kafka, data_dir, args, client_tls, kafka_tls)
+    }
+
+    /// As [`BrokerProcess::start_tls`], with the native and the Kafka listener reached each
+    /// its own way (`--native-tls` and `--kafka-tls` in `args` may differ).
+    pub fn start_tls_per_listener(
+        addr: SocketAddr,
+        kafka: KafkaListener,
+        data_dir: &Path,
+        args: &[&str],
+        client_tls: Option<tls::ClientTls>,
+        kafka_client_tls: Option<tls::ClientTls>,
+    ) -> BrokerProcess {
         let kafka_addr = match kafka {
             KafkaListener::Off => None,
             KafkaListener::FreePort => {
@@ -234,6 +265,8 @@ impl BrokerProcess {
             kafka_addr,
             data_dir: data_dir.to_path_buf(),
             args: args.iter().map(|s| s.to_string()).collect(),
+            client_tls,
+            kafka_client_tls,
             log_path: data_dir.with_extension("broker.log"),
             paused: false,
         };
@@ -304,8 +337,11 @@ impl BrokerProcess {
                     self.log()
                 );
             }
-            if answers_api_versions(self.addr)
-                && self.kafka_addr.is_none_or(answers_kafka_api_versions)
+            let kafka_tls = self.kafka_client_tls.as_ref();
+            if answers_api_versions(self.addr, self.client_tls.as_ref())
+                && self
+                    .kafka_addr
+                    .is_none_or(|addr| answers_kafka_api_versions(addr, kafka_tls))
             {
                 return;
             }
@@ -516,6 +552,8 @@ pub struct TestCluster {
     kafka: KafkaListener,
     /// Where the nodes' data directories are.
     dir: PathBuf,
+    /// How the harness and its CLI calls reach TLS listeners, when the nodes serve TLS.
+    pub client_tls: Option<tls::ClientTls>,
 }
 
 impl TestCluster {
@@ -566,6 +604,19 @@ impl TestCluster {
         kafka: KafkaListener,
         flags: impl Fn(i32) -> Vec<String>,
     ) -> TestCluster {
+        TestCluster::start_tls(addrs, n_voters, dir, kafka, None, flags)
+    }
+
+    /// As [`TestCluster::start_at_with_voters`]; the harness reaches the nodes with
+    /// `client_tls` when given (`flags` must make their listeners serve TLS).
+    pub fn start_tls(
+        addrs: &[SocketAddr],
+        n_voters: usize,
+        dir: &Path,
+        kafka: KafkaListener,
+        client_tls: Option<tls::ClientTls>,
+        flags: impl Fn(i32) -> Vec<String>,
+    ) -> TestCluster {
         let voters = addrs[..n_voters]
             .iter()
             .enumerate()
@@ -577,6 +628,7 @@ impl TestCluster {
             voters,
             kafka,
             dir: dir.to_path_buf(),
+            client_tls,
         };
         for (i, addr) in addrs.iter().enumerate() {
             let flags = flags(i as i32 + 1);
@@ -599,8 +651,12 @@ impl TestCluster {
         ];
         args.extend_from_slice(extra);
         let data_dir = self.dir.join(format!("n{id}"));
-        self.brokers.push(BrokerProcess::start_at_with(
-            addr, self.kafka, &data_dir, &args,
+        self.brokers.push(BrokerProcess::start_tls(
+            addr,
+            self.kafka,
+            &data_dir,
+            &args,
+            self.client_tls.clone(),
         ));
         id
     }
@@ -702,11 +758,21 @@ impl TestCluster {
     fn cli_json_from(&self, ids: &[i32], args: &[&str]) -> Option<serde_json::Value> {
         let mut args = args.to_vec();
         args.extend(["--format", "json"]);
+        let tls_args = self.tls_args();
+        args.extend(tls_args.iter().map(String::as_str));
         let output = cli(&self.addresses(ids).join(","), &args, "");
         if !output.status.success() {
             return None;
         }
         serde_json::from_slice(&output.stdout).ok()
+    }
+
+    /// The CLI's TLS flags for this cluster (none when it is plain).
+    pub fn tls_args(&self) -> Vec<String> {
+        self.client_tls
+            .as_ref()
+            .map(tls::ClientTls::cli_args)
+            .unwrap_or_default()
     }
 
     /// `sluice cluster describe --format json` from any serving node.
@@ -785,6 +851,7 @@ impl TestCluster {
                 bootstrap,
                 request_timeout: Duration::from_secs(10),
                 connect_timeout: Duration::from_secs(2),
+                tls: self.client_tls.as_ref().map(tls::ClientTls::library),
                 ..ClientConfig::default()
             })
             .await
@@ -849,14 +916,13 @@ impl Drop for BrokerProcess {
 }
 
 /// Whether a broker at `addr` answers an ApiVersions request.
-fn answers_api_versions(addr: SocketAddr) -> bool {
+fn answers_api_versions(addr: SocketAddr, tls: Option<&tls::ClientTls>) -> bool {
     use sluice_protocol::messages::ApiVersionsRequest;
     use sluice_protocol::{ApiKey, Request, RequestHeader};
     use std::io::Read;
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+    let Some(mut stream) = tls::connect(addr, tls) else {
         return false;
     };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let request = Request::ApiVersions(ApiVersionsRequest {
         client_software_name: "harness".into(),
         client_software_version: "0".into(),
@@ -875,14 +941,13 @@ fn answers_api_versions(addr: SocketAddr) -> bool {
 /// Whether a Kafka-protocol listener at `addr` answers an ApiVersions v0 request (the
 /// version every Kafka broker answers, built by hand so the check depends on no client)
 /// with the same correlation id and no error.
-fn answers_kafka_api_versions(addr: SocketAddr) -> bool {
+fn answers_kafka_api_versions(addr: SocketAddr, tls: Option<&tls::ClientTls>) -> bool {
     use std::io::Read;
     const API_VERSIONS: i16 = 18;
     const CORRELATION_ID: i32 = 0x5a11ce;
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+    let Some(mut stream) = tls::connect(addr, tls) else {
         return false;
     };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let client_id = b"harness";
     let mut request = Vec::new();
     request.extend_from_slice(&API_VERSIONS.to_be_bytes());

@@ -27,7 +27,8 @@ use hdrhistogram::Histogram;
 use sluice_client::{
     Acks, Admin, Client, ClientConfig, Compression, CompressionConfig, Consumer, ConsumerConfig,
     DeliveryFuture, Error as ClientError, ErrorCode, GroupConfig, NewTopic, OffsetReset,
-    OffsetSpec, PartitionId, Producer, ProducerConfig, ProducerRecord,
+    OffsetSpec, PartitionId, Producer, ProducerConfig, ProducerRecord, SaslConfig, SaslMechanism,
+    TlsConfig,
 };
 use tokio::sync::mpsc;
 
@@ -46,6 +47,34 @@ struct Cli {
         default_value = "127.0.0.1:9700"
     )]
     bootstrap: String,
+    /// Connect with TLS, verifying the brokers' certificates against this PEM CA file.
+    #[arg(long, global = true, env = "SLUICE_TLS_CA_FILE", value_name = "FILE")]
+    tls_ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate, for brokers that require one (mutual TLS).
+    #[arg(long, global = true, env = "SLUICE_TLS_CERT_FILE", value_name = "FILE")]
+    tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, global = true, env = "SLUICE_TLS_KEY_FILE", value_name = "FILE")]
+    tls_key_file: Option<std::path::PathBuf>,
+    /// Log in with this SASL mechanism (SCRAM-SHA-256, SCRAM-SHA-512, PLAIN); the password
+    /// comes from SLUICE_SASL_PASSWORD.
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_SASL_MECHANISM",
+        value_name = "MECHANISM",
+        requires = "sasl_username"
+    )]
+    sasl_mechanism: Option<String>,
+    /// The user to log in as (with --sasl-mechanism).
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_SASL_USERNAME",
+        value_name = "USER",
+        requires = "sasl_mechanism"
+    )]
+    sasl_username: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -166,10 +195,33 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let outcome = runtime.block_on(async {
+        let tls = TlsConfig::from_flags(
+            cli.tls_ca_file.as_deref(),
+            cli.tls_cert_file.as_deref(),
+            cli.tls_key_file.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
+        let sasl = match (cli.sasl_mechanism.as_deref(), cli.sasl_username) {
+            (Some(mechanism), Some(user)) => {
+                let mechanism = SaslMechanism::from_name(mechanism).ok_or_else(|| {
+                    format!("{mechanism:?} is not a SASL mechanism; use SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN")
+                })?;
+                let password = std::env::var("SLUICE_SASL_PASSWORD").map_err(|_| {
+                    "--sasl-username needs the password in SLUICE_SASL_PASSWORD".to_owned()
+                })?;
+                Some(SaslConfig::new(mechanism, user, password))
+            }
+            _ => None,
+        };
+        let target = Target {
+            bootstrap: cli.bootstrap.split(',').map(str::to_string).collect(),
+            tls,
+            sasl,
+        };
         match cli.command {
-            Command::Produce(args) => produce(&cli.bootstrap, args).await,
-            Command::Consume(args) => consume(&cli.bootstrap, args).await,
-            Command::E2e(args) => e2e(&cli.bootstrap, args).await,
+            Command::Produce(args) => produce(&target, args).await,
+            Command::Consume(args) => consume(&target, args).await,
+            Command::E2e(args) => e2e(&target, args).await,
         }
     });
     if let Err(e) = outcome {
@@ -180,9 +232,18 @@ fn main() {
 
 type Outcome = Result<(), String>;
 
-async fn connect(bootstrap: &str) -> Result<Client, String> {
+/// The brokers to connect to, and how.
+struct Target {
+    bootstrap: Vec<String>,
+    tls: Option<TlsConfig>,
+    sasl: Option<SaslConfig>,
+}
+
+async fn connect(target: &Target) -> Result<Client, String> {
     let config = ClientConfig {
-        bootstrap: bootstrap.split(',').map(str::to_string).collect(),
+        bootstrap: target.bootstrap.clone(),
+        tls: target.tls.clone(),
+        sasl: target.sasl.clone(),
         client_id: "sluice-bench".into(),
         ..ClientConfig::default()
     };
@@ -551,7 +612,7 @@ fn due(start: Instant, rate: Option<f64>, i: u64) -> Option<Instant> {
     rate.map(|r| start + Duration::from_secs_f64(i as f64 / r))
 }
 
-async fn produce(bootstrap: &str, args: ProduceArgs) -> Outcome {
+async fn produce(bootstrap: &Target, args: ProduceArgs) -> Outcome {
     CompressionConfig::new(args.compression, args.compression_level)
         .map_err(|e| format!("--compression-level: {e}"))?;
     let admin_client = connect(bootstrap).await?;
@@ -708,7 +769,7 @@ fn spawn_acker(stats: Arc<Stats>, record_bytes: u64, watch: DeliveryWatch) -> Ac
     (tx, handle)
 }
 
-async fn consume(bootstrap: &str, args: ConsumeArgs) -> Outcome {
+async fn consume(bootstrap: &Target, args: ConsumeArgs) -> Outcome {
     let client = connect(bootstrap).await?;
     let n_partitions = ensure_topic(&client, &args.topic).await?;
     let mut consumer = match &args.group {
@@ -831,7 +892,7 @@ fn first_offsets(records: &[sluice_client::ConsumerRecord]) -> Vec<(String, Part
 /// How long `consume` and `e2e` wait without a new record before giving up.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn e2e(bootstrap: &str, args: E2eArgs) -> Outcome {
+async fn e2e(bootstrap: &Target, args: E2eArgs) -> Outcome {
     if args.record_size < 8 {
         return Err(
             "--record-size must be at least 8 (the send time travels in the record)".into(),

@@ -62,6 +62,11 @@ pub fn peer_config(config: &BrokerConfig) -> peer::PeerConfig {
         .map(|o| (o.id, o.address.clone()))
         .collect();
     peer.bind_ip = Some(config.listen.ip()).filter(|ip| !ip.is_unspecified());
+    peer.tls = match (&config.tls.peer, config.inter_broker_tls) {
+        (_, false) => peer::PeerTransport::Plain,
+        (Some(tls), true) => peer::PeerTransport::Tls(tls.clone()),
+        (None, true) => peer::PeerTransport::TlsWithoutCa,
+    };
     peer
 }
 

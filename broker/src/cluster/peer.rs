@@ -8,6 +8,12 @@
 //! heartbeat), so a pipeline would only add a writer task, a pending map and their failure
 //! modes. Whoever needs parallelism opens one `PeerConnection` per stream.
 //!
+//! TLS: when inter-broker TLS is on (`PeerConfig::tls`), every connection is a TLS
+//! connection that verifies the peer's certificate against `tls_ca_file` for the host of the
+//! peer's own address (an IP SAN for an IP, as in tests on 127.0.0.x), even when an override
+//! sends the bytes elsewhere; the broker's own certificate goes out as a client certificate
+//! when the peer requires one. The handshake counts against the connect timeout.
+//!
 //! Cancellation: the socket is taken out of the connection while a call uses it and put
 //! back only when the call ends with the stream in a known state. If the caller drops the
 //! future mid-call (openraft cancels RPCs that outlive their time to live), the half-used
@@ -26,7 +32,10 @@ use sluice_protocol::{ApiKey, BrokerId, ErrorCode, FrameCodec, Request, RequestH
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 use tokio_util::codec::Decoder;
+use tokio_util::either::Either;
 
 /// Initial capacity of a connection's read buffer; a larger frame grows it as it arrives.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
@@ -48,6 +57,21 @@ pub struct PeerConfig {
     /// The local address outgoing sockets are bound to: this node's listen IP, so a peer
     /// sees the connection come from the node's own address. `None`: the kernel chooses.
     pub bind_ip: Option<IpAddr>,
+    /// Plain TCP, or TLS to the peers' native listeners (`inter_broker_tls`).
+    pub tls: PeerTransport,
+}
+
+/// How peer connections are made.
+#[derive(Clone, Debug, Default)]
+pub enum PeerTransport {
+    /// Plain TCP (inter-broker TLS off).
+    #[default]
+    Plain,
+    /// TLS, verifying peers against the CA of `tls_ca_file`.
+    Tls(crate::tls::PeerTls),
+    /// Inter-broker TLS is on but no `tls_ca_file` was given (a single node needs none until
+    /// another broker joins): dialling fails, saying so.
+    TlsWithoutCa,
 }
 
 impl PeerConfig {
@@ -63,6 +87,7 @@ impl PeerConfig {
             max_frame_bytes,
             overrides: BTreeMap::new(),
             bind_ip: None,
+            tls: PeerTransport::Plain,
         }
     }
 
@@ -189,9 +214,12 @@ impl PeerError {
     }
 }
 
+/// A connection to a peer: plain TCP or TLS.
+type PeerStream = Either<TcpStream, TlsStream<TcpStream>>;
+
 /// An open socket and the bytes read from it that no answer has used yet.
 struct Open {
-    socket: TcpStream,
+    socket: PeerStream,
     read_buffer: BytesMut,
 }
 
@@ -199,6 +227,8 @@ struct Open {
 /// call and after any failure that left the stream in an unknown state.
 pub struct PeerConnection {
     addr: String,
+    /// The host of the peer's own address, which its TLS certificate must name.
+    server_name: String,
     config: PeerConfig,
     /// `None` while disconnected and while a call holds the socket (see the module doc).
     open: Option<Open>,
@@ -212,7 +242,12 @@ impl PeerConnection {
     /// advertised listener) is `addr`, unless `config` overrides it; nothing is dialled
     /// until the first call.
     pub fn new(peer: BrokerId, addr: &str, config: PeerConfig) -> PeerConnection {
+        let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
         PeerConnection {
+            server_name: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             addr: config.dial_address(peer, addr),
             config,
             open: None,
@@ -246,7 +281,7 @@ impl PeerConnection {
         let frame = self.encode(&request, correlation_id)?;
         let mut open = match self.open.take() {
             Some(open) => open,
-            None => self.connect(deadline).await?,
+            None => self.connect(deadline, api_key).await?,
         };
         let mut codec = FrameCodec::new(self.config.max_frame_bytes);
         let payload = match tokio::time::timeout_at(
@@ -302,8 +337,9 @@ impl PeerConnection {
         Ok(frame.freeze())
     }
 
-    /// Dials the peer within the connect timeout and what is left of the call's.
-    async fn connect(&self, deadline: Instant) -> Result<Open, PeerError> {
+    /// Dials the peer (and completes the TLS handshake, with TLS) within the connect timeout
+    /// and what is left of the call's.
+    async fn connect(&self, deadline: Instant, api_key: ApiKey) -> Result<Open, PeerError> {
         let limit = self
             .config
             .connect_timeout
@@ -327,10 +363,72 @@ impl PeerConnection {
         // Requests between brokers are small and each waits for its answer: latency
         // matters more than packet count.
         let _ = socket.set_nodelay(true);
+        let socket = match &self.config.tls {
+            PeerTransport::Plain => Either::Left(socket),
+            PeerTransport::TlsWithoutCa => {
+                let reason = "inter-broker TLS is on, but this broker has no CA to verify the \
+                              peer's certificate with; pass --tls-ca-file FILE"
+                    .to_owned();
+                return Err(fail(reason, false));
+            }
+            PeerTransport::Tls(tls) => {
+                let handshake = self.handshake(tls, socket);
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(limit.min(left), handshake).await {
+                    Ok(Ok(stream)) => Either::Right(stream),
+                    Ok(Err(e)) => return Err(self.handshake_error(e, api_key)),
+                    Err(_) => {
+                        let reason = format!("no TLS handshake within {} ms", limit.as_millis());
+                        return Err(fail(reason, false));
+                    }
+                }
+            }
+        };
         Ok(Open {
             socket,
             read_buffer: BytesMut::with_capacity(READ_BUFFER_BYTES),
         })
+    }
+
+    async fn handshake(
+        &self,
+        tls: &crate::tls::PeerTls,
+        socket: TcpStream,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        let name = rustls::pki_types::ServerName::try_from(self.server_name.clone())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        TlsConnector::from(std::sync::Arc::clone(&tls.0))
+            .connect(name, socket)
+            .await
+    }
+
+    /// A failed handshake: a connection closed or reset during it is what a proxy in front
+    /// of a dead process does (`PeerError::Io`, evidence the peer is gone, as for a plain
+    /// connection closed before its answer); a refused certificate is a configuration
+    /// error, said with the flags to check.
+    fn handshake_error(&self, e: std::io::Error, api_key: ApiKey) -> PeerError {
+        use std::io::ErrorKind;
+        let closed = matches!(
+            e.kind(),
+            ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::BrokenPipe
+        );
+        if closed {
+            return PeerError::Io {
+                addr: self.addr.clone(),
+                api: api_key.name(),
+                reason: format!("the peer closed the connection during the TLS handshake ({e})"),
+            };
+        }
+        PeerError::Connect {
+            addr: self.addr.clone(),
+            reason: format!(
+                "TLS handshake failed: {e}; check that --tls-ca-file names the CA of the peer's \
+                 certificate, that the certificate names {:?}, and that the peer accepts this \
+                 broker's certificate (--tls-client-ca-file)",
+                self.server_name
+            ),
+            refused: false,
+        }
     }
 
     /// Resolves the address and connects to the first of its IPs that accepts, from this

@@ -298,7 +298,6 @@ impl Native {
 }
 
 /// What the native protocol remembers about a connection.
-#[derive(Default)]
 pub struct NativeConnection {
     /// The broker whose heartbeats arrive on this connection: when it closes, the
     /// controller shortens that broker's session (see `cluster::controller`).
@@ -335,9 +334,8 @@ impl Native {
                 }))
             })),
             Request::SaslAuthenticate(r) => {
-                let tls = false;
                 let peer = peer.to_string();
-                let answer = auth.authenticate(login, &r.auth_bytes, tls, &peer).await;
+                let answer = auth.authenticate(login, &r.auth_bytes, &peer).await;
                 Some(answer.map(|answer| {
                     Outcome::Respond(Response::SaslAuthenticate(SaslAuthenticateResponse {
                         error_code: ErrorCode::None,
@@ -357,6 +355,18 @@ impl Native {
 impl connection::Protocol for Native {
     type Started = NativeStarted;
     type Connection = NativeConnection;
+
+    fn opened(
+        &self,
+        _peer: SocketAddr,
+        tls: bool,
+        tls_identity: Option<String>,
+    ) -> NativeConnection {
+        NativeConnection {
+            heartbeats_from: None,
+            login: Login::new(tls, tls_identity),
+        }
+    }
 
     async fn start(
         &self,

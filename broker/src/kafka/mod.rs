@@ -87,7 +87,6 @@ enum Work {
 }
 
 /// What the Kafka listener remembers about a connection.
-#[derive(Default)]
 pub struct KafkaConnection {
     /// Where the connection is in its SASL login.
     login: Login,
@@ -121,9 +120,8 @@ impl Kafka {
                 )
             }
             RequestKind::SaslAuthenticate(r) => {
-                let tls = false;
                 let answer = auth
-                    .authenticate(login, &r.auth_bytes, tls, &peer.to_string())
+                    .authenticate(login, &r.auth_bytes, &peer.to_string())
                     .await;
                 let response = match answer {
                     Ok(answer) => {
@@ -157,6 +155,17 @@ impl Kafka {
 impl Protocol for Kafka {
     type Started = KafkaStarted;
     type Connection = KafkaConnection;
+
+    fn opened(
+        &self,
+        _peer: SocketAddr,
+        tls: bool,
+        tls_identity: Option<String>,
+    ) -> KafkaConnection {
+        KafkaConnection {
+            login: Login::new(tls, tls_identity),
+        }
+    }
 
     async fn start(
         &self,

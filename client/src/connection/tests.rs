@@ -88,6 +88,7 @@ fn config() -> ConnectionConfig {
         max_frame_bytes: 1024 * 1024,
         max_in_flight: 8,
         sasl: None,
+        tls: None,
     }
 }
 

@@ -22,6 +22,8 @@ pub struct Cli {
         value_name = "HOST:PORT[,HOST:PORT...]"
     )]
     pub bootstrap: String,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Output format: human-readable text, or JSON (one document, or one object per line
     /// for streams of records).
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
@@ -47,6 +49,20 @@ pub struct Cli {
     pub sasl_username: Option<String>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// TLS to the brokers (shared with `sluice-bench`).
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// Connect with TLS, verifying the brokers' certificates against this PEM CA file.
+    #[arg(long, global = true, env = "SLUICE_TLS_CA_FILE", value_name = "FILE")]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate, for brokers that require one (mutual TLS).
+    #[arg(long, global = true, env = "SLUICE_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, global = true, env = "SLUICE_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<std::path::PathBuf>,
 }
 
 /// How output is printed.

@@ -61,6 +61,12 @@ fn main() -> ExitCode {
 type CliResult = Result<(), String>;
 
 async fn run(cli: Cli) -> CliResult {
+    let tls = sluice_client::TlsConfig::from_flags(
+        cli.tls.tls_ca_file.as_deref(),
+        cli.tls.tls_cert_file.as_deref(),
+        cli.tls.tls_key_file.as_deref(),
+    )
+    .map_err(|e| e.to_string())?;
     let config = ClientConfig {
         bootstrap: cli
             .bootstrap
@@ -71,6 +77,7 @@ async fn run(cli: Cli) -> CliResult {
             .collect(),
         client_id: "sluice-cli".to_owned(),
         sasl: sasl_config(cli.sasl_mechanism.as_deref(), cli.sasl_username.as_deref())?,
+        tls,
         ..ClientConfig::default()
     };
     let client = Client::connect(config).await.map_err(|e| e.to_string())?;
