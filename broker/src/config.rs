@@ -628,7 +628,13 @@ pub fn resolve(cli: ConfigLayer) -> Result<BrokerConfig, BrokerError> {
     }
     validate(&config)?;
     resolve_tls(&mut config, tls_switches)?;
-    config.tls = crate::tls::load(&config)?;
+    config.tls = crate::tls::load(&crate::tls::Files {
+        tls_cert_file: &config.tls_cert_file,
+        tls_key_file: &config.tls_key_file,
+        tls_client_ca_file: &config.tls_client_ca_file,
+        tls_ca_file: &config.tls_ca_file,
+        inter_broker_tls: config.inter_broker_tls,
+    })?;
     validate_security(&config)?;
     Ok(config)
 }
@@ -948,6 +954,9 @@ fn parse_node_addresses(text: &str, key: &str) -> Result<Vec<(BrokerId, String)>
     }
     Ok(parsed_all)
 }
+
+#[cfg(test)]
+mod tls_tests;
 
 #[cfg(test)]
 mod tests {

@@ -367,9 +367,7 @@ mod tests {
         let (mut client, first) = ClientExchange::start(Mechanism::Sha512, user, password);
         let server_first = auth.authenticate(&mut login, &first, "test").await?;
         let client_final = client.respond(&server_first).map_err(malformed)?;
-        let server_final = auth
-            .authenticate(&mut login, &client_final, "test")
-            .await?;
+        let server_final = auth.authenticate(&mut login, &client_final, "test").await?;
         client.verify(&server_final).map_err(malformed)?;
         Ok(login)
     }
@@ -415,10 +413,7 @@ mod tests {
     async fn out_of_order_and_unoffered_steps_are_refused() {
         let auth = authenticator(vec![SaslMechanism::Scram(Mechanism::Sha256)]);
         let mut login = Login::default();
-        let e = auth
-            .authenticate(&mut login, b"x", "t")
-            .await
-            .unwrap_err();
+        let e = auth.authenticate(&mut login, b"x", "t").await.unwrap_err();
         assert_eq!(e.code, ErrorCode::IllegalSaslState);
         let mut login = Login::default();
         let e = auth.handshake(&mut login, "PLAIN").unwrap_err();

@@ -11,7 +11,7 @@
 //! asked (the peers require client certificates), presents its own certificate.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 
 /// Longest time a client may take to complete its TLS handshake; a client that never
@@ -69,10 +68,25 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The TLS files and switches of a broker's configuration (`config` passes them: this
+/// module does not import `config`, which holds a [`Loaded`]).
+pub struct Files<'a> {
+    /// `tls_cert_file`.
+    pub tls_cert_file: &'a Option<PathBuf>,
+    /// `tls_key_file`.
+    pub tls_key_file: &'a Option<PathBuf>,
+    /// `tls_client_ca_file`.
+    pub tls_client_ca_file: &'a Option<PathBuf>,
+    /// `tls_ca_file`.
+    pub tls_ca_file: &'a Option<PathBuf>,
+    /// `inter_broker_tls`.
+    pub inter_broker_tls: bool,
+}
+
 /// Loads the files `config` names. The combinations were checked by `config::validate`.
-pub fn load(config: &BrokerConfig) -> Result<Loaded, BrokerError> {
+pub fn load(config: &Files<'_>) -> Result<Loaded, BrokerError> {
     let mut loaded = Loaded::default();
-    let (Some(cert_file), Some(key_file)) = (&config.tls_cert_file, &config.tls_key_file) else {
+    let (Some(cert_file), Some(key_file)) = (config.tls_cert_file, config.tls_key_file) else {
         return Ok(loaded);
     };
     let chain = certificates(cert_file, "--tls-cert-file")?;
@@ -88,7 +102,7 @@ pub fn load(config: &BrokerConfig) -> Result<Loaded, BrokerError> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| BrokerError::Config(format!("TLS: {e}")))?;
-    let server = match &config.tls_client_ca_file {
+    let server = match config.tls_client_ca_file {
         Some(ca_file) => {
             let roots = Arc::new(root_store(ca_file, "--tls-client-ca-file")?);
             let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
@@ -104,7 +118,7 @@ pub fn load(config: &BrokerConfig) -> Result<Loaded, BrokerError> {
     .map_err(mismatch)?;
     loaded.server = Some(ServerTls(Arc::new(server)));
     if config.inter_broker_tls {
-        if let Some(ca_file) = &config.tls_ca_file {
+        if let Some(ca_file) = config.tls_ca_file {
             let roots = root_store(ca_file, "--tls-ca-file")?;
             // The own certificate goes out as a client certificate when a peer asks for
             // one (it requires client certificates); otherwise it is never sent.

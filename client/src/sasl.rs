@@ -93,6 +93,39 @@ impl SaslConfig {
     }
 }
 
+impl SaslConfig {
+    /// The login of the command-line flags `--sasl-mechanism` and `--sasl-username` (the
+    /// `sluice` CLI's and `sluice-bench`'s), the password from the environment variable
+    /// `SLUICE_SASL_PASSWORD` (never a flag: flags show in `ps`). `None` without flags.
+    pub fn from_flags(
+        mechanism: Option<&str>,
+        username: Option<&str>,
+    ) -> Result<Option<SaslConfig>> {
+        let (mechanism, username) = match (mechanism, username) {
+            (Some(m), Some(u)) => (m, u),
+            (None, None) => return Ok(None),
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "--sasl-mechanism and --sasl-username go together".into(),
+                ))
+            }
+        };
+        let mechanism = SaslMechanism::from_name(mechanism).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{mechanism:?} is not a SASL mechanism; use SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN"
+            ))
+        })?;
+        let password = std::env::var("SLUICE_SASL_PASSWORD").map_err(|_| {
+            Error::InvalidArgument(
+                "--sasl-username needs the password in the environment variable \
+                 SLUICE_SASL_PASSWORD"
+                    .into(),
+            )
+        })?;
+        Ok(Some(SaslConfig::new(mechanism, username, password)))
+    }
+}
+
 impl fmt::Debug for SaslConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SaslConfig")

@@ -27,8 +27,7 @@ use hdrhistogram::Histogram;
 use sluice_client::{
     Acks, Admin, Client, ClientConfig, Compression, CompressionConfig, Consumer, ConsumerConfig,
     DeliveryFuture, Error as ClientError, ErrorCode, GroupConfig, NewTopic, OffsetReset,
-    OffsetSpec, PartitionId, Producer, ProducerConfig, ProducerRecord, SaslConfig, SaslMechanism,
-    TlsConfig,
+    OffsetSpec, PartitionId, Producer, ProducerConfig, ProducerRecord, SaslConfig, TlsConfig,
 };
 use tokio::sync::mpsc;
 
@@ -201,18 +200,9 @@ fn main() {
             cli.tls_key_file.as_deref(),
         )
         .map_err(|e| e.to_string())?;
-        let sasl = match (cli.sasl_mechanism.as_deref(), cli.sasl_username) {
-            (Some(mechanism), Some(user)) => {
-                let mechanism = SaslMechanism::from_name(mechanism).ok_or_else(|| {
-                    format!("{mechanism:?} is not a SASL mechanism; use SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN")
-                })?;
-                let password = std::env::var("SLUICE_SASL_PASSWORD").map_err(|_| {
-                    "--sasl-username needs the password in SLUICE_SASL_PASSWORD".to_owned()
-                })?;
-                Some(SaslConfig::new(mechanism, user, password))
-            }
-            _ => None,
-        };
+        let sasl =
+            SaslConfig::from_flags(cli.sasl_mechanism.as_deref(), cli.sasl_username.as_deref())
+                .map_err(|e| e.to_string())?;
         let target = Target {
             bootstrap: cli.bootstrap.split(',').map(str::to_string).collect(),
             tls,

@@ -76,7 +76,8 @@ async fn run(cli: Cli) -> CliResult {
             .map(str::to_owned)
             .collect(),
         client_id: "sluice-cli".to_owned(),
-        sasl: sasl_config(cli.sasl_mechanism.as_deref(), cli.sasl_username.as_deref())?,
+        sasl: SaslConfig::from_flags(cli.sasl_mechanism.as_deref(), cli.sasl_username.as_deref())
+            .map_err(|e| e.to_string())?,
         tls,
         ..ClientConfig::default()
     };
@@ -204,20 +205,6 @@ fn not_there(e: sluice_client::Error) -> String {
         }
         other => other.to_string(),
     }
-}
-
-/// The login of `--sasl-mechanism` and `--sasl-username`, the password from
-/// `SLUICE_SASL_PASSWORD` (never a flag: flags show in `ps`).
-fn sasl_config(mechanism: Option<&str>, user: Option<&str>) -> Result<Option<SaslConfig>, String> {
-    let (Some(mechanism), Some(user)) = (mechanism, user) else {
-        return Ok(None);
-    };
-    let mechanism = sasl_mechanism(mechanism)?;
-    let password = std::env::var("SLUICE_SASL_PASSWORD").map_err(|_| {
-        "--sasl-username needs the password in the environment variable SLUICE_SASL_PASSWORD"
-            .to_owned()
-    })?;
-    Ok(Some(SaslConfig::new(mechanism, user, password)))
 }
 
 fn sasl_mechanism(name: &str) -> Result<SaslMechanism, String> {
