@@ -476,3 +476,92 @@ fn three_brokers_authenticate_each_other_by_certificate_under_sasl_and_acls() {
         "{err}"
     );
 }
+
+#[test]
+fn kcat_logs_in_with_sasl_ssl_scram_and_plain_over_a_tls_kafka_listener() {
+    let Some(kcat) = kafka::require("kafka_sasl_ssl_kcat", kafka::kcat()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(&dir.path().join("pki"), "sluice-test-ca");
+    let data = dir.path().join("data");
+    let start = |extra: &[&str]| {
+        // The native listener plain, the Kafka one TLS.
+        let mut all = vec!["--native-tls", "false"];
+        all.extend_from_slice(extra);
+        let flags = ca.broker_flags(1, "127.0.0.1", &all);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        BrokerProcess::start_tls_per_listener(
+            free_addr([127, 0, 0, 1].into()),
+            KafkaListener::FreePort,
+            &data,
+            &flags,
+            None,
+            Some(ca.client()),
+        )
+    };
+    let broker = start(&[]);
+    cli_ok(
+        &broker.bootstrap(),
+        &["user", "create", "alice"],
+        "alice-pw\n",
+    );
+    cli_ok(&broker.bootstrap(), &["topic", "create", "st"], "");
+    drop(broker);
+    // PLAIN is accepted here without --sasl-plain-without-tls: the Kafka listener is TLS.
+    let broker = start(&["--sasl-mechanisms", "SCRAM-SHA-256,PLAIN"]);
+    let kafka_addr = broker.kafka_bootstrap();
+    let run_kcat = |mechanism: &str, password: &str, args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new(&kcat)
+            .args(["-b", &kafka_addr, "-X", "security.protocol=SASL_SSL"])
+            .arg("-X")
+            .arg(format!("ssl.ca.location={}", ca.ca_file.display()))
+            .args(["-X", &format!("sasl.mechanisms={mechanism}")])
+            .args(["-X", "sasl.username=alice"])
+            .args(["-X", &format!("sasl.password={password}")])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run kcat");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().expect("kcat")
+    };
+    let out = run_kcat(
+        "PLAIN",
+        "alice-pw",
+        &["-m", "20", "-P", "-t", "st"],
+        "over tls\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_kcat(
+        "SCRAM-SHA-256",
+        "alice-pw",
+        &["-m", "20", "-C", "-t", "st", "-o", "beginning", "-e", "-q"],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over tls\n");
+    let out = run_kcat("PLAIN", "wrong", &["-m", "2", "-L"], "");
+    assert!(!out.status.success(), "a wrong password listed metadata");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown user or wrong password"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
