@@ -1306,7 +1306,8 @@ fn split_batches(records: Bytes) -> Result<Vec<Bytes>, ApiError> {
         1 => Ok(batches),
         _ => {
             for batch in &batches {
-                RecordBatch::validate(batch.clone()).map_err(|e| invalid(e.to_string()))?;
+                RecordBatch::validate_produced(batch.clone())
+                    .map_err(|e| invalid(e.to_string()))?;
             }
             Ok(batches)
         }

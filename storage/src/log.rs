@@ -386,7 +386,7 @@ impl PartitionLog {
     /// it the next offsets and `leader_epoch` (in place in the written bytes, the CRC
     /// untouched), writes it with one `pwritev` and indexes it. Not durable until flushed.
     pub fn append(&mut self, batch: Bytes, leader_epoch: LeaderEpoch) -> Result<AppendInfo> {
-        let batch = RecordBatch::validate(batch)?;
+        let batch = RecordBatch::validate_produced(batch)?;
         if let Some(latest) = self.epochs.latest() {
             if leader_epoch < latest.epoch {
                 return Err(StorageError::StaleLeaderEpoch {
