@@ -3,16 +3,17 @@
 //! fetchers it calls for), this broker's registration and heartbeats ([`crate::lifecycle`]),
 //! the controller's session checks (on voters), ISR upkeep ([`crate::replication`]), the
 //! group coordinator's ticker, and partition maintenance: recovery-point checkpoints,
-//! retention, and the background flush of `replicated` durability. Everything ends when
-//! shutdown begins.
+//! retention, the log cleaner (compaction), and the background flush of `replicated`
+//! durability. Everything ends when shutdown begins.
 //!
 //! Why not in `broker.rs`: `Broker` is the state these tasks share; the tasks import it,
 //! and it imports none of them, so the module graph has no cycle.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_storage::{Clock, SystemClock};
+use sluice_storage::{Clock, StorageError, SystemClock, Throttle};
 
 use crate::broker::Broker;
 use crate::config::DurabilityMode;
@@ -83,6 +84,7 @@ fn spawn_maintenance(broker: &Arc<Broker>) {
     };
     every(broker.config.checkpoint_interval(), checkpoint);
     every(broker.config.retention_check_interval(), apply_retention);
+    tokio::spawn(run_cleaner(Arc::clone(broker)));
     if broker.config.durability == DurabilityMode::Replicated {
         every(
             Duration::from_millis(broker.config.flush_interval_ms.max(1)),
@@ -113,6 +115,73 @@ async fn run_periodically(broker: Arc<Broker>, period: Duration, job: fn(&Partit
         if let Err(e) = ran {
             tracing::error!("maintenance task failed: {e}");
         }
+    }
+}
+
+/// The log cleaner: every `log_cleaner_interval_ms`, one pass over the hosted replicas of
+/// compacted topics, one at a time on one blocking thread (Kafka's default of one cleaner
+/// thread), each cleaned when its dirty ratio calls for it. The I/O of a pass shares one
+/// budget (`log_cleaner_io_bytes_per_sec`), so the cleaner takes a bounded share of the
+/// disk from producers and consumers. A run in progress stops at shutdown and changes
+/// nothing (its files are removed).
+async fn run_cleaner(broker: Arc<Broker>) {
+    let mut stopping = broker.stopping();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut ticker = tokio::time::interval(broker.config.log_cleaner_interval());
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        let partitions = broker.topics.all_partitions();
+        let bytes_per_sec = broker.config.log_cleaner_io_bytes_per_sec;
+        let map_bytes =
+            usize::try_from(broker.config.log_cleaner_dedupe_buffer_bytes).unwrap_or(usize::MAX);
+        let stop_pass = Arc::clone(&stop);
+        let pass = tokio::task::spawn_blocking(move || {
+            let mut throttle = Throttle::new(Some(bytes_per_sec), Some(stop_pass));
+            for partition in partitions {
+                clean(&partition, map_bytes, &mut throttle);
+            }
+        });
+        tokio::pin!(pass);
+        let finished = tokio::select! {
+            ran = &mut pass => Some(ran),
+            _ = stopping.wait_for(|s| *s) => None,
+        };
+        let Some(ran) = finished else {
+            // Shutdown: the run in progress stops at its next read or write, before the
+            // logs close.
+            stop.store(true, Ordering::Relaxed);
+            let _ = pass.await;
+            return;
+        };
+        if let Err(e) = ran {
+            tracing::error!("log cleaner pass failed: {e}");
+        }
+    }
+}
+
+/// One cleaner run over one replica, logged.
+fn clean(partition: &Partition, map_bytes: usize, throttle: &mut Throttle) {
+    match partition.clean_log(false, map_bytes, throttle) {
+        Ok(None) => {}
+        Ok(Some(report)) if report.swapped => tracing::info!(
+            partition = %partition.name(),
+            "log cleaner: {} segment(s), {} -> {} bytes, {} record(s) removed",
+            report.segments_replaced,
+            report.bytes_before,
+            report.bytes_after,
+            report.records_removed
+        ),
+        Ok(Some(_)) => tracing::info!(
+            partition = %partition.name(),
+            "log cleaner: the log changed during the run (retention or truncation); it runs again next time"
+        ),
+        Err(StorageError::CleanerStopped { .. }) => {}
+        Err(e) => tracing::warn!(partition = %partition.name(), "log cleaner failed: {e}"),
     }
 }
 

@@ -90,6 +90,19 @@ pub struct BrokerConfig {
     pub replica_lag_time_max_ms: u64,
     /// Partitions of `__consumer_offsets` when it is created (the group coordinators).
     pub offsets_topic_partitions: u32,
+    /// `segment.bytes` of `__consumer_offsets` when it is created (Kafka's
+    /// `offsets.topic.segment.bytes`): the cleaner compacts only sealed segments, so this
+    /// bounds what a busy group's commits grow to between cleanings.
+    pub offsets_topic_segment_bytes: u32,
+    /// How often the log cleaner looks for compacted partitions to clean (Kafka's
+    /// `log.cleaner.backoff.ms`).
+    pub log_cleaner_interval_ms: u64,
+    /// The log cleaner's I/O budget in bytes per second, reads and writes together
+    /// (Kafka's `log.cleaner.io.max.bytes.per.second`); 0 = unlimited.
+    pub log_cleaner_io_bytes_per_sec: u64,
+    /// Memory for the cleaner's map of keys to their latest offsets (Kafka's
+    /// `log.cleaner.dedupe.buffer.size`); a log with more keys is cleaned over several runs.
+    pub log_cleaner_dedupe_buffer_bytes: u64,
     /// How long a new group waits for more members before its first rebalance completes.
     pub group_initial_rebalance_delay_ms: u64,
     /// Shortest session timeout a consumer may ask for.
@@ -233,6 +246,11 @@ impl BrokerConfig {
         Duration::from_millis(self.checkpoint_interval_ms.max(1))
     }
 
+    /// How often the log cleaner runs.
+    pub fn log_cleaner_interval(&self) -> Duration {
+        Duration::from_millis(self.log_cleaner_interval_ms.max(1))
+    }
+
     /// Heartbeat period.
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms.max(1))
@@ -296,6 +314,10 @@ impl Default for BrokerConfig {
             broker_session_timeout_ms: 1000,
             replica_lag_time_max_ms: 10_000,
             offsets_topic_partitions: 16,
+            offsets_topic_segment_bytes: 100 << 20,
+            log_cleaner_interval_ms: 15_000,
+            log_cleaner_io_bytes_per_sec: 32 << 20,
+            log_cleaner_dedupe_buffer_bytes: 64 << 20,
             group_initial_rebalance_delay_ms: 500,
             group_min_session_timeout_ms: 1000,
             group_max_session_timeout_ms: 30 * 60 * 1000,
@@ -428,6 +450,18 @@ pub struct ConfigLayer {
     /// Partitions of __consumer_offsets when it is created.
     #[arg(long, env = "SLUICE_OFFSETS_TOPIC_PARTITIONS")]
     pub offsets_topic_partitions: Option<u32>,
+    /// segment.bytes of __consumer_offsets when it is created.
+    #[arg(long, env = "SLUICE_OFFSETS_TOPIC_SEGMENT_BYTES")]
+    pub offsets_topic_segment_bytes: Option<u32>,
+    /// How often the log cleaner looks for compacted partitions to clean, in ms.
+    #[arg(long, env = "SLUICE_LOG_CLEANER_INTERVAL_MS")]
+    pub log_cleaner_interval_ms: Option<u64>,
+    /// The log cleaner's I/O budget in bytes per second (0: unlimited).
+    #[arg(long, env = "SLUICE_LOG_CLEANER_IO_BYTES_PER_SEC")]
+    pub log_cleaner_io_bytes_per_sec: Option<u64>,
+    /// Memory for the log cleaner's key map, in bytes.
+    #[arg(long, env = "SLUICE_LOG_CLEANER_DEDUPE_BUFFER_BYTES")]
+    pub log_cleaner_dedupe_buffer_bytes: Option<u64>,
     /// How long a new consumer group waits for more members before its first rebalance, in ms.
     #[arg(long, env = "SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     pub group_initial_rebalance_delay_ms: Option<u64>,
@@ -503,6 +537,10 @@ impl ConfigLayer {
             broker_session_timeout_ms,
             replica_lag_time_max_ms,
             offsets_topic_partitions,
+            offsets_topic_segment_bytes,
+            log_cleaner_interval_ms,
+            log_cleaner_io_bytes_per_sec,
+            log_cleaner_dedupe_buffer_bytes,
             group_initial_rebalance_delay_ms,
             group_min_session_timeout_ms,
             group_max_session_timeout_ms,
@@ -797,6 +835,16 @@ fn validate(config: &BrokerConfig) -> Result<(), BrokerError> {
             "offsets_topic_partitions must be 1 to {}",
             PARTITIONS_MAX
         ));
+    }
+    if config.offsets_topic_segment_bytes < 4096 {
+        return fail("offsets_topic_segment_bytes must be at least 4096".into());
+    }
+    if config.log_cleaner_interval_ms == 0 || config.log_cleaner_dedupe_buffer_bytes < 1 << 20 {
+        return fail(
+            "log_cleaner_interval_ms must be at least 1 and log_cleaner_dedupe_buffer_bytes \
+             at least 1048576 (1 MiB)"
+                .into(),
+        );
     }
     if config.group_min_session_timeout_ms > config.group_max_session_timeout_ms {
         return fail(format!(

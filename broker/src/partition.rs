@@ -26,7 +26,8 @@ use sluice_protocol::batch::{peek_total_len, BatchHeader, Compression, RecordBat
 use sluice_protocol::compression::MAX_DECOMPRESSED_BYTES;
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId};
 use sluice_storage::{
-    AppendInfo, Clock, Durability, DurableTicket, LogConfig, SharedLog, StorageError, SystemClock,
+    AppendInfo, CleanReport, Clock, Durability, DurableTicket, LogConfig, SharedLog, StorageError,
+    SystemClock, Throttle,
 };
 use tokio::sync::Notify;
 
@@ -206,6 +207,8 @@ pub struct Partition {
     /// Idempotent producers' sequences. Held across appends and truncations (first in the
     /// lock order), so the state always matches the log.
     producers: Mutex<ProducerStates>,
+    /// The topic's `cleanup.policy` compacts: produced records must have a key.
+    compacted: AtomicBool,
     /// Set when the topic is deleted: every later operation fails, maintenance skips it.
     deleted: AtomicBool,
     /// Why the partition was taken offline (a failed background fsync), if it was.
@@ -222,12 +225,13 @@ impl Partition {
         assignment: &Assignment,
         min_insync_replicas: u16,
     ) -> Partition {
-        let (end, checkpointed, durability) = {
+        let (end, checkpointed, durability, compacted) = {
             let guard = log.read();
             (
                 guard.log_end_offset(),
                 guard.checkpointed_high_watermark(),
                 guard.config().durability,
+                guard.config().cleanup_policy.compacts(),
             )
         };
         let producers = ProducerStates::rebuild(&log);
@@ -264,6 +268,7 @@ impl Partition {
                 epoch_start_offset: Offset(0),
             }),
             producers: Mutex::new(producers),
+            compacted: AtomicBool::new(compacted),
             deleted: AtomicBool::new(false),
             offline: std::sync::OnceLock::new(),
         };
@@ -535,6 +540,9 @@ impl Partition {
             self.leader_epoch()
         };
         let batches = split_batches(records)?;
+        if self.compacted.load(Ordering::Acquire) {
+            check_keys(&batches, &self.name())?;
+        }
         let stamp = idempotent_stamp(&batches)?;
         let mut producers = self.producers.lock().expect("producer state lock");
         if let Some(stamp) = &stamp {
@@ -793,6 +801,8 @@ impl Partition {
     /// The topic's configs were altered: new segment and retention limits for the log, a
     /// new `min.insync.replicas` for acks=all. Blocking (takes the log's lock).
     pub fn reconfigure(&self, log: LogConfig, min_insync_replicas: u16) {
+        self.compacted
+            .store(log.cleanup_policy.compacts(), Ordering::Release);
         self.log.write().reconfigure(log);
         self.min_insync_replicas
             .store(min_insync_replicas, Ordering::Release);
@@ -886,6 +896,48 @@ impl Partition {
             Ok(n) => tracing::info!(partition = %self.name(), "retention deleted {n} segment(s)"),
             Err(e) => tracing::warn!(partition = %self.name(), "retention failed: {e}"),
         }
+    }
+
+    /// One run of the log cleaner over this replica (a compacted topic's), below the HW:
+    /// plans under the log's read lock, rewrites the segments without it (paced by
+    /// `throttle`), swaps them in under the write lock. Leader and followers each clean
+    /// their own copy, as in Kafka: the bound is each one's HW, so only committed records
+    /// are compacted. `None` when there was nothing to clean. A failed swap takes the
+    /// partition offline (the next open finishes or discards it). Blocking and disk-heavy.
+    pub fn clean_log(
+        &self,
+        force: bool,
+        map_bytes_max: usize,
+        throttle: &mut Throttle,
+    ) -> Result<Option<CleanReport>, StorageError> {
+        if self.is_deleted() || self.offline.get().is_some() {
+            return Ok(None);
+        }
+        let high_watermark = self.high_watermark();
+        let Some(plan) = self.log.read().plan_cleaning(high_watermark, force)? else {
+            return Ok(None);
+        };
+        let cleaned = plan.run(map_bytes_max, throttle)?;
+        let mut log = self.log.write();
+        // Under the log's lock: a deletion sets the flag before it takes the lock, so a
+        // deleted topic's directory (which a new topic may own) is never written.
+        if self.is_deleted() || self.log.is_retired() {
+            return Ok(None);
+        }
+        match log.swap_cleaned(cleaned) {
+            Ok(report) => Ok(Some(report)),
+            Err(e) => {
+                drop(log);
+                self.take_offline(format!("swapping in cleaned segments failed: {e}"));
+                Err(e)
+            }
+        }
+    }
+
+    /// Size of the log and where its dirty part starts (for the cleaner's tests and logs).
+    pub fn cleaner_state(&self) -> (u64, Offset) {
+        let log = self.log.read();
+        (log.size_bytes(), log.cleaner_first_dirty_offset())
     }
 
     /// The background flush of `replicated` durability. The HW is already the log end
@@ -1306,11 +1358,47 @@ fn split_batches(records: Bytes) -> Result<Vec<Bytes>, ApiError> {
         1 => Ok(batches),
         _ => {
             for batch in &batches {
-                RecordBatch::validate(batch.clone()).map_err(|e| invalid(e.to_string()))?;
+                RecordBatch::validate_produced(batch.clone())
+                    .map_err(|e| invalid(e.to_string()))?;
             }
             Ok(batches)
         }
     }
+}
+
+/// A compacted topic keeps the latest record of each key, so a record without one cannot
+/// be kept: it is refused at produce, as Kafka refuses it (INVALID_RECORD, "Compacted
+/// topic cannot accept message without key"). Parses the records (decompressed within
+/// [`MAX_DECOMPRESSED_BYTES`]); only compacted topics pay for it.
+fn check_keys(batches: &[Bytes], partition: &str) -> Result<(), ApiError> {
+    for batch in batches {
+        let refused = |e: sluice_protocol::Error| {
+            ApiError::new(
+                ErrorCode::CorruptMessage,
+                format!("invalid record batch: {e}; the producer must send RecordBatch v2"),
+            )
+        };
+        let batch = RecordBatch::validate_produced(batch.clone()).map_err(refused)?;
+        if batch.header().is_control() {
+            continue;
+        }
+        for record in batch
+            .records_within(MAX_DECOMPRESSED_BYTES)
+            .map_err(refused)?
+        {
+            if record.map_err(refused)?.key.is_none() {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRecord,
+                    format!(
+                        "{partition} is compacted (cleanup.policy compact), so every record \
+                         needs a key; send the record with a key, or produce to a topic with \
+                         cleanup.policy=delete"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks what the broker cannot take on trust in a compressed batch, whose records it
@@ -1344,6 +1432,9 @@ pub(crate) mod testing;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod compaction_tests;
 
 /// Broker ids as a user reads them: `1, 2, 3`.
 pub(crate) fn ids(brokers: &[BrokerId]) -> String {

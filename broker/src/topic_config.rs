@@ -5,8 +5,9 @@
 
 use std::collections::BTreeMap;
 
+use sluice_protocol::group_log::OFFSETS_TOPIC;
 use sluice_protocol::ErrorCode;
-use sluice_storage::LogConfig;
+use sluice_storage::{CleanupPolicy, LogConfig};
 
 use crate::config::BrokerConfig;
 use crate::error::ApiError;
@@ -24,6 +25,10 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "min.insync.replicas",
     "unclean.leader.election.enable",
     "compression.type",
+    "cleanup.policy",
+    "delete.retention.ms",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
 ];
 
 /// The one `compression.type` a topic takes: `producer` (Kafka's default), batches stored
@@ -145,6 +150,19 @@ pub fn topic_log_config(
                 }
             }
             "compression.type" => check_compression_type(value)?,
+            "cleanup.policy" => {
+                log.cleanup_policy = parse_cleanup_policy(value)
+                    .ok_or_else(|| bad("delete, compact or compact,delete"))?
+            }
+            "delete.retention.ms" => log.delete_retention_ms = int(0)?,
+            "min.cleanable.dirty.ratio" => {
+                log.min_cleanable_dirty_ratio = value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| bad("a number from 0 to 1"))?
+            }
+            "min.compaction.lag.ms" => log.min_compaction_lag_ms = int(0)?,
             _ => {
                 return Err(ApiError::new(
                     ErrorCode::InvalidConfig,
@@ -155,6 +173,35 @@ pub fn topic_log_config(
                 ))
             }
         }
+    }
+    Ok((log, min_insync))
+}
+
+/// `cleanup.policy`: Kafka's values, the two policies in either order.
+fn parse_cleanup_policy(value: &str) -> Option<CleanupPolicy> {
+    let mut parts: Vec<&str> = value.split(',').map(str::trim).collect();
+    parts.sort_unstable();
+    match parts.as_slice() {
+        ["delete"] => Some(CleanupPolicy::Delete),
+        ["compact"] => Some(CleanupPolicy::Compact),
+        ["compact", "delete"] => Some(CleanupPolicy::CompactDelete),
+        _ => None,
+    }
+}
+
+/// The log configuration a replica of `topic` runs with: [`topic_log_config`], except
+/// that `__consumer_offsets` is always compacted. It is created with
+/// `cleanup.policy=compact`; one created by an earlier build, without the key, is
+/// compacted too (it is internal: its records are keyed commits and group metadata, and
+/// only the latest of each key means anything).
+pub fn replica_log_config(
+    config: &BrokerConfig,
+    topic: &str,
+    overrides: &BTreeMap<String, String>,
+) -> Result<(LogConfig, u16), ApiError> {
+    let (mut log, min_insync) = topic_log_config(config, overrides)?;
+    if topic == OFFSETS_TOPIC && !log.cleanup_policy.compacts() {
+        log.cleanup_policy = CleanupPolicy::Compact;
     }
     Ok((log, min_insync))
 }
@@ -228,6 +275,22 @@ fn effective_configs(log: &LogConfig, min_insync: u16) -> BTreeMap<String, Strin
         ),
         ("segment.ms".to_string(), log.segment_ms_max.to_string()),
         ("min.insync.replicas".to_string(), min_insync.to_string()),
+        (
+            "cleanup.policy".to_string(),
+            log.cleanup_policy.name().to_string(),
+        ),
+        (
+            "delete.retention.ms".to_string(),
+            log.delete_retention_ms.to_string(),
+        ),
+        (
+            "min.cleanable.dirty.ratio".to_string(),
+            log.min_cleanable_dirty_ratio.to_string(),
+        ),
+        (
+            "min.compaction.lag.ms".to_string(),
+            log.min_compaction_lag_ms.to_string(),
+        ),
     ])
 }
 
@@ -268,6 +331,66 @@ mod tests {
             assert_eq!(err.code, ErrorCode::InvalidConfig, "{key}");
             assert!(err.message.contains(key), "{}", err.message);
         }
+    }
+
+    #[test]
+    fn compaction_configs_are_checked_and_become_the_log_config() {
+        let config = BrokerConfig::default();
+        let with = |pairs: &[(&str, &str)]| {
+            let overrides = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            topic_log_config(&config, &overrides)
+        };
+        let (log, _) = with(&[]).unwrap();
+        assert_eq!(log.cleanup_policy, CleanupPolicy::Delete);
+        assert_eq!(log.delete_retention_ms, 24 * 3600 * 1000);
+        assert_eq!(log.min_cleanable_dirty_ratio, 0.5);
+        for (value, policy) in [
+            ("delete", CleanupPolicy::Delete),
+            ("compact", CleanupPolicy::Compact),
+            ("compact,delete", CleanupPolicy::CompactDelete),
+            ("delete,compact", CleanupPolicy::CompactDelete),
+        ] {
+            assert_eq!(
+                with(&[("cleanup.policy", value)]).unwrap().0.cleanup_policy,
+                policy
+            );
+        }
+        let (log, _) = with(&[
+            ("delete.retention.ms", "1000"),
+            ("min.cleanable.dirty.ratio", "0.1"),
+            ("min.compaction.lag.ms", "60000"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                log.delete_retention_ms,
+                log.min_cleanable_dirty_ratio,
+                log.min_compaction_lag_ms
+            ),
+            (1000, 0.1, 60000)
+        );
+        for (key, value) in [
+            ("cleanup.policy", "forever"),
+            ("cleanup.policy", "compact,compact"),
+            ("delete.retention.ms", "-5"),
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("min.compaction.lag.ms", "soon"),
+        ] {
+            let err = with(&[(key, value)]).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidConfig, "{key}={value}");
+            assert!(err.message.contains(key), "{}", err.message);
+        }
+        // The internal topic is compacted whatever an older build created it with.
+        let old = BTreeMap::from([("retention.ms".to_string(), "-1".to_string())]);
+        let (log, _) = replica_log_config(&config, OFFSETS_TOPIC, &old).unwrap();
+        assert_eq!(log.cleanup_policy, CleanupPolicy::Compact);
+        let (log, _) = replica_log_config(&config, "orders", &old).unwrap();
+        assert_eq!(log.cleanup_policy, CleanupPolicy::Delete);
+        let effective = effective_topic_configs(&config, &BTreeMap::new());
+        assert_eq!(effective["cleanup.policy"], "delete");
     }
 
     #[test]

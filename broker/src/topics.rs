@@ -24,7 +24,7 @@ use crate::cluster::image::{MetadataImage, PartitionMeta, TopicMeta};
 use crate::config::BrokerConfig;
 use crate::error::{ApiError, BrokerError};
 use crate::partition::{Assignment, Partition};
-use crate::topic_config::{topic_log_config, validate_topic_name};
+use crate::topic_config::{replica_log_config, validate_topic_name};
 
 /// The file in each partition directory that names the topic id it belongs to.
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
@@ -254,7 +254,7 @@ impl Topics {
         if *current == meta.configs {
             return;
         }
-        match topic_log_config(&self.config, &meta.configs) {
+        match replica_log_config(&self.config, &topic.name, &meta.configs) {
             Ok((log, min_insync)) => {
                 for partition in topic.partitions.values() {
                     partition.reconfigure(log.clone(), min_insync);
@@ -395,7 +395,7 @@ fn open_topic(
     // The name becomes a directory path: never trust it without the rule.
     validate_topic_name(name).map_err(|e| bad_metadata(e.message))?;
     let (log_config, min_insync) =
-        topic_log_config(config, &meta.configs).map_err(|e| bad_metadata(e.message))?;
+        replica_log_config(config, name, &meta.configs).map_err(|e| bad_metadata(e.message))?;
     let node = config.node_id;
     let name: Arc<str> = Arc::from(name);
     let mut partitions = BTreeMap::new();

@@ -312,10 +312,13 @@ pub struct RecordBatch {
 }
 
 impl RecordBatch {
-    /// Validates that `bytes` is exactly one RecordBatch v2: magic 2, `batchLength` equal to
-    /// the bytes given, CRC-32C correct, a known compression codec, and `recordsCount`
-    /// consistent with `lastOffsetDelta` (at least one record; for uncompressed batches
-    /// from a producer, exactly `lastOffsetDelta + 1`). Records themselves are not parsed.
+    /// Validates that `bytes` is exactly one RecordBatch v2 as a log may hold it: magic 2,
+    /// `batchLength` equal to the bytes given, CRC-32C correct, a known compression codec,
+    /// and `recordsCount` consistent with `lastOffsetDelta` (at most `lastOffsetDelta + 1`
+    /// records: compaction leaves gaps in the offsets, and an empty batch, header only,
+    /// where it removed every record of an idempotent producer's last batch, as Kafka
+    /// does). Records themselves are not parsed. A producer's batch is held to more:
+    /// [`RecordBatch::validate_produced`].
     pub fn validate(bytes: Bytes) -> Result<RecordBatch> {
         let header = BatchHeader::parse(&bytes)?;
         if header.magic != MAGIC_V2 {
@@ -341,6 +344,16 @@ impl RecordBatch {
         header.compression()?;
         check_counts(&header, bytes.len())?;
         Ok(RecordBatch { header, bytes })
+    }
+
+    /// [`RecordBatch::validate`], plus what a batch fresh from a producer must also be: at
+    /// least one record, and for an uncompressed batch of a non-idempotent producer exactly
+    /// `lastOffsetDelta + 1` of them (gaps are left by compaction only). The leader's
+    /// append uses this; stored and replicated batches need only `validate`.
+    pub fn validate_produced(bytes: Bytes) -> Result<RecordBatch> {
+        let batch = Self::validate(bytes)?;
+        check_produced_counts(&batch.header, batch.bytes.len())?;
+        Ok(batch)
     }
 
     /// The decoded header (reflects in-place stamps made before validation).
@@ -418,9 +431,10 @@ fn check_counts(header: &BatchHeader, total_len: usize) -> Result<()> {
         field: "record batch counts",
         reason,
     };
-    if header.records_count < 1 {
+    let record_bytes = total_len - HEADER_LEN;
+    if header.records_count < 0 || (header.records_count == 0 && record_bytes > 0) {
         return Err(invalid(format!(
-            "recordsCount is {}; a batch holds at least one record",
+            "recordsCount is {} with {record_bytes} bytes of records",
             header.records_count
         )));
     }
@@ -432,21 +446,39 @@ fn check_counts(header: &BatchHeader, total_len: usize) -> Result<()> {
     }
     // An uncompressed record takes at least 7 bytes (length, attributes, timestampDelta,
     // offsetDelta, key length, value length, header count), which bounds the count.
-    let record_bytes = total_len - HEADER_LEN;
-    if header.compression().ok() == Some(Compression::None) {
-        if header.records_count as usize > record_bytes / 7 {
-            return Err(invalid(format!(
-                "{} records cannot fit in {record_bytes} bytes",
-                header.records_count
-            )));
-        }
-        if header.last_offset_delta != header.records_count - 1 && header.producer_id < 0 {
-            // Only compaction leaves gaps, and compacted batches keep their producer id.
-            return Err(invalid(format!(
-                "lastOffsetDelta {} does not match {} records",
-                header.last_offset_delta, header.records_count
-            )));
-        }
+    if header.compression().ok() == Some(Compression::None)
+        && header.records_count as usize > record_bytes / 7
+    {
+        return Err(invalid(format!(
+            "{} records cannot fit in {record_bytes} bytes",
+            header.records_count
+        )));
+    }
+    Ok(())
+}
+
+/// The counts a producer's batch must have beyond [`check_counts`].
+fn check_produced_counts(header: &BatchHeader, total_len: usize) -> Result<()> {
+    let invalid = |reason: String| Error::Invalid {
+        field: "record batch counts",
+        reason,
+    };
+    if header.records_count < 1 {
+        return Err(invalid(format!(
+            "recordsCount is {}; a batch holds at least one record",
+            header.records_count
+        )));
+    }
+    let uncompressed = header.compression().ok() == Some(Compression::None);
+    if uncompressed
+        && header.last_offset_delta != header.records_count - 1
+        && header.producer_id < 0
+    {
+        // Only compaction leaves gaps; a producer's records have consecutive offsets.
+        return Err(invalid(format!(
+            "lastOffsetDelta {} does not match {} records ({} bytes)",
+            header.last_offset_delta, header.records_count, total_len
+        )));
     }
     Ok(())
 }
@@ -843,6 +875,96 @@ pub fn compress_batch(batch: Bytes, codec: Compression, level: Option<i32>) -> R
     let crc = compute_crc(&out);
     out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(Bytes::from(out))
+}
+
+/// Rebuilds a stored batch with only `records` (a subset of its own, in offset order): the
+/// log cleaner's rewrite of a compacted batch. Every header field stays (base offset,
+/// `lastOffsetDelta`, timestamps, producer id, epoch and base sequence, leader epoch,
+/// attributes) but the length, `recordsCount` and the CRC; each record keeps its offset
+/// and timestamp (as deltas from the batch's). The records are compressed again with the
+/// batch's codec (at its default level), or left uncompressed where that codec would not
+/// shrink them, as [`compress_batch`] decides. With no records the result is the header
+/// alone, uncompressed, with `recordsCount` 0: Kafka's empty batch, which keeps an
+/// idempotent producer's last sequence in the log.
+///
+/// # Errors
+/// A record outside the batch's offsets, or records out of order; a compression failure.
+pub fn rebuild_batch(header: &BatchHeader, records: &[Record]) -> Result<Bytes> {
+    let codec = header.compression()?;
+    let mut buf = BytesMut::with_capacity(HEADER_LEN);
+    buf.put_bytes(0, HEADER_LEN);
+    let mut previous_delta = -1i64;
+    for record in records {
+        let offset_delta = record.offset.0 - header.base_offset.0;
+        if offset_delta <= previous_delta || offset_delta > i64::from(header.last_offset_delta) {
+            return Err(Error::Invalid {
+                field: "rebuilt batch",
+                reason: format!(
+                    "record offset {} is outside the batch at {} or out of order",
+                    record.offset, header.base_offset
+                ),
+            });
+        }
+        previous_delta = offset_delta;
+        // Under LogAppendTime readers take the batch's max timestamp; the delta is unused.
+        let timestamp_delta = if header.is_log_append_time() {
+            0
+        } else {
+            record.timestamp.wrapping_sub(header.base_timestamp)
+        };
+        let headers: Vec<(&[u8], Option<&[u8]>)> = record
+            .headers
+            .iter()
+            .map(|h| (&h.key[..], h.value.as_deref()))
+            .collect();
+        let (key, value) = (record.key.as_deref(), record.value.as_deref());
+        let delta = offset_delta as i32;
+        let body_len = record_body_len(timestamp_delta, delta, key, value, &headers);
+        put_varint(&mut buf, body_len as i32);
+        buf.put_u8(0);
+        put_varlong(&mut buf, timestamp_delta);
+        put_varint(&mut buf, delta);
+        put_nullable(&mut buf, key);
+        put_nullable(&mut buf, value);
+        put_varint(&mut buf, headers.len() as i32);
+        for (header_key, header_value) in &headers {
+            put_nullable(&mut buf, Some(header_key));
+            put_nullable(&mut buf, *header_value);
+        }
+    }
+    let batch_length = (buf.len() - LOG_OVERHEAD) as i32;
+    buf[..HEADER_LEN].copy_from_slice(&header_bytes(header));
+    buf[BATCH_LENGTH_AT..LOG_OVERHEAD].copy_from_slice(&batch_length.to_be_bytes());
+    let attributes = header.attributes & !COMPRESSION_MASK;
+    buf[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    let count = records.len() as i32;
+    buf[RECORDS_COUNT_AT..HEADER_LEN].copy_from_slice(&count.to_be_bytes());
+    let crc = compute_crc(&buf);
+    buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    if records.is_empty() {
+        return Ok(buf.freeze());
+    }
+    compress_batch(buf.freeze(), codec, None)
+}
+
+/// A header's 61 bytes as they are encoded (the CRC as the header holds it).
+fn header_bytes(header: &BatchHeader) -> [u8; HEADER_LEN] {
+    let mut out = [0u8; HEADER_LEN];
+    let mut w = &mut out[..];
+    w.put_i64(header.base_offset.0);
+    w.put_i32(header.batch_length);
+    w.put_i32(header.partition_leader_epoch.0);
+    w.put_i8(header.magic);
+    w.put_u32(header.crc);
+    w.put_i16(header.attributes);
+    w.put_i32(header.last_offset_delta);
+    w.put_i64(header.base_timestamp);
+    w.put_i64(header.max_timestamp);
+    w.put_i64(header.producer_id);
+    w.put_i16(header.producer_epoch);
+    w.put_i32(header.base_sequence);
+    w.put_i32(header.records_count);
+    out
 }
 
 /// The header fields a builder fills in when it builds.

@@ -33,7 +33,7 @@ pub enum StorageError {
         log_end: Offset,
     },
     /// A follower append that does not continue the log where it ends.
-    #[error("follower append at offset {got} does not continue the log, which ends at {expected}")]
+    #[error("follower append at offset {got} does not continue the log, which ends at {expected} (a batch may start past the end, where compaction left a gap, never before it)")]
     NonContiguousAppend { expected: Offset, got: Offset },
     /// A leader append with an epoch older than one the log already holds.
     #[error("leader epoch {got} is older than the log's latest epoch {latest}")]
@@ -44,6 +44,9 @@ pub enum StorageError {
     /// The log was retired (its topic deleted); nothing more may be written to it.
     #[error("the log in {path} was deleted")]
     Deleted { path: PathBuf },
+    /// A log cleaner run was stopped by its owner (shutdown); nothing in the log changed.
+    #[error("cleaning of the log in {path} was stopped (the broker is shutting down); it resumes at the next start")]
+    CleanerStopped { path: PathBuf },
     /// A file of our own format that cannot be used (wrong magic, version or checksum).
     #[error("{path} is not a usable {what}: {reason}")]
     BadFile {

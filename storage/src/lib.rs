@@ -4,11 +4,14 @@
 //! and invariants.
 //!
 //! - [`PartitionLog`]: append (as leader or follower), read, lookups by offset, timestamp
-//!   and leader epoch, roll, truncate, retention, crash recovery.
+//!   and leader epoch, roll, truncate, retention, compaction (the log cleaner, in two
+//!   steps: [`PartitionLog::plan_cleaning`] then [`CleanPlan::run`] without the log, then
+//!   [`PartitionLog::swap_cleaned`]), crash recovery.
 //! - [`SharedLog`]: a `PartitionLog` shared between threads, with group commit: in `fsync`
 //!   durability an append returns once it is on disk, and one fsync covers every append
 //!   that queued behind the one running.
 
+mod cleaner;
 mod clock;
 mod epoch;
 mod error;
@@ -18,6 +21,7 @@ mod log;
 mod segment;
 mod shared;
 
+pub use cleaner::{CleanPlan, CleanReport, Cleaned, Throttle};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use epoch::EpochEntry;
 pub use error::{Result, StorageError};
@@ -33,6 +37,39 @@ pub enum Durability {
     /// Appends are acknowledged once replicated; the owner flushes every `flush_interval_ms`
     /// in the background (Kafka's default behaviour).
     Replicated { flush_interval_ms: u64 },
+}
+
+/// What happens to old records (Kafka's `cleanup.policy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CleanupPolicy {
+    /// Retention deletes whole old segments (by time and size). The default.
+    #[default]
+    Delete,
+    /// The log cleaner keeps the latest record of each key; retention deletes nothing.
+    Compact,
+    /// Both: compaction, and retention deletes segments past its limits.
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    /// Whether retention by time and size applies.
+    pub fn deletes(self) -> bool {
+        matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
+    }
+
+    /// Whether the log cleaner compacts the log.
+    pub fn compacts(self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
+    }
+
+    /// The config value: `delete`, `compact` or `compact,delete`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CleanupPolicy::Delete => "delete",
+            CleanupPolicy::Compact => "compact",
+            CleanupPolicy::CompactDelete => "compact,delete",
+        }
+    }
 }
 
 /// Settings of one partition log. Defaults are Kafka's (segment 1 GiB, index interval
@@ -55,6 +92,18 @@ pub struct LogConfig {
     pub max_open_sealed_segments: usize,
     /// When appends are durable.
     pub durability: Durability,
+    /// Retention, compaction or both (`cleanup.policy`).
+    pub cleanup_policy: CleanupPolicy,
+    /// How long the cleaner keeps a tombstone (a record with a null value) once the
+    /// segment holding it is this old by its newest timestamp (`delete.retention.ms`), so
+    /// consumers reading from the start still see the deletion.
+    pub delete_retention_ms: i64,
+    /// The cleaner runs only when the dirty share of the cleanable bytes (those written
+    /// since the last cleaning) is at least this (`min.cleanable.dirty.ratio`).
+    pub min_cleanable_dirty_ratio: f64,
+    /// A segment is cleanable only once its newest record is this old
+    /// (`min.compaction.lag.ms`), so consumers see every recent record.
+    pub min_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -68,6 +117,10 @@ impl Default for LogConfig {
             retention_bytes: None,
             max_open_sealed_segments: 16,
             durability: Durability::Fsync,
+            cleanup_policy: CleanupPolicy::Delete,
+            delete_retention_ms: 24 * 3600 * 1000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
         }
     }
 }

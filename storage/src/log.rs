@@ -18,10 +18,13 @@ use bytes::Bytes;
 use sluice_protocol::batch::{self, BatchHeader, Batches, RecordBatch};
 use sluice_protocol::{LeaderEpoch, Offset};
 
+use crate::cleaner::{self, CleanPlan, CleanReport, Cleaned, CleanedGroup};
 use crate::epoch::{EpochEntry, LeaderEpochCache};
 use crate::error::{IoContext, Result, StorageError};
 use crate::file::{read_checkpoint, sync_dir, write_checkpoint, FileHeader};
-use crate::segment::{parse_segment_name, segment_paths, ActiveSegment, SegmentFiles, SegmentMeta};
+use crate::segment::{
+    parse_segment_name, segment_paths, segment_paths_with, ActiveSegment, SegmentFiles, SegmentMeta,
+};
 use crate::{Clock, LogConfig};
 
 const RECOVERY_POINT_FILE: &str = "recovery-point-checkpoint";
@@ -35,6 +38,11 @@ const HIGH_WATERMARK_HEADER: FileHeader = FileHeader {
     version: 1,
 };
 const HIGH_WATERMARK_WHAT: &str = "high-watermark checkpoint";
+const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
+const CLEANER_CHECKPOINT_HEADER: FileHeader = FileHeader {
+    magic: *b"SLCO",
+    version: 1,
+};
 const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 const CLEAN_SHUTDOWN_HEADER: FileHeader = FileHeader {
     magic: *b"SLCS",
@@ -86,6 +94,8 @@ pub struct RecoveryReport {
     pub truncated: Option<Truncation>,
     /// Segments deleted because they followed a damaged one.
     pub segments_deleted: usize,
+    /// Cleaned segments whose swap a crash interrupted and the open completed.
+    pub cleaner_swaps_completed: usize,
 }
 
 /// Damage that recovery cut off a segment: everything from `position` on is gone.
@@ -122,6 +132,9 @@ pub struct PartitionLog {
     /// [`PartitionLog::checkpoint_high_watermark`], never past the log end (open caps it
     /// at what recovery kept, a truncation lowers it).
     high_watermark_checkpoint: Offset,
+    /// Offsets below this were mapped by the last cleaning (the cleaner's first dirty
+    /// offset); kept in `cleaner-offset-checkpoint`.
+    cleaner_checkpoint: Offset,
     recovery: RecoveryReport,
 }
 
@@ -133,6 +146,7 @@ impl PartitionLog {
     pub fn open(dir: &Path, config: LogConfig, clock: Arc<dyn Clock>) -> Result<PartitionLog> {
         fs::create_dir_all(dir).at("create directory", dir)?;
         let clean = take_clean_marker(dir)?;
+        let finished_swaps = cleaner::finish_interrupted_cleaning(dir)?;
         let bases = list_segments(dir)?;
         let recovery_point = if clean {
             Offset(i64::MAX)
@@ -155,6 +169,7 @@ impl PartitionLog {
         let mut damaged = false;
         let mut report = RecoveryReport {
             clean_shutdown: clean,
+            cleaner_swaps_completed: finished_swaps.len(),
             ..RecoveryReport::default()
         };
         for (i, &base) in bases.iter().enumerate() {
@@ -165,7 +180,9 @@ impl PartitionLog {
                 report.segments_deleted += 1;
                 continue;
             }
-            let trusted = if base < recover_from {
+            let trusted = if finished_swaps.contains(&base) {
+                None
+            } else if base < recover_from {
                 match open_trusted(dir, base, now) {
                     Ok(found) => Some(found),
                     Err(e) => {
@@ -222,8 +239,10 @@ impl PartitionLog {
             epochs: epochs.expect("inserted above"),
             unflushed_sealed: Vec::new(),
             high_watermark_checkpoint: Offset(0),
+            cleaner_checkpoint: Offset(0),
             recovery: report,
         };
+        log.cleaner_checkpoint = log.read_cleaner_checkpoint();
         if rebuild_epochs {
             log.rebuild_epoch_cache()?;
         }
@@ -386,7 +405,7 @@ impl PartitionLog {
     /// it the next offsets and `leader_epoch` (in place in the written bytes, the CRC
     /// untouched), writes it with one `pwritev` and indexes it. Not durable until flushed.
     pub fn append(&mut self, batch: Bytes, leader_epoch: LeaderEpoch) -> Result<AppendInfo> {
-        let batch = RecordBatch::validate(batch)?;
+        let batch = RecordBatch::validate_produced(batch)?;
         if let Some(latest) = self.epochs.latest() {
             if leader_epoch < latest.epoch {
                 return Err(StorageError::StaleLeaderEpoch {
@@ -412,13 +431,18 @@ impl PartitionLog {
     }
 
     /// Appends batches a follower fetched from its leader, keeping their offsets and epochs.
-    /// The first must start exactly at the log end, and each must follow the previous.
+    /// Each must start at or after the log end: exactly at it, or past it where the
+    /// leader's log cleaner left a gap (a compacted log keeps offsets, so the batch after
+    /// removed records starts above the previous batch's end, as in Kafka). A batch that
+    /// starts before the log end, or so far past it that its offsets do not fit one
+    /// segment, is [`StorageError::NonContiguousAppend`].
     pub fn append_as_follower(&mut self, batches: Bytes) -> Result<AppendInfo> {
         let mut info: Option<AppendInfo> = None;
         for batch in Batches::new(batches) {
             let batch = batch?;
             let header = *batch.header();
-            if header.base_offset != self.log_end_offset() {
+            let span = header.last_offset().0 - self.log_end_offset().0;
+            if header.base_offset < self.log_end_offset() || span > i64::from(i32::MAX) {
                 return Err(StorageError::NonContiguousAppend {
                     expected: self.log_end_offset(),
                     got: header.base_offset,
@@ -544,11 +568,13 @@ impl PartitionLog {
         let mut base = self.segment_for(offset);
         loop {
             let (meta, files) = self.segment(base)?;
-            if offset < meta.next_offset {
+            // A segment the cleaner emptied holds no batch, whatever the offset.
+            if offset < meta.next_offset && !meta.is_empty() {
                 let position = files.position_of(&meta, offset)?;
                 return files.read_batches(&meta, position, max_bytes, max_offset);
             }
-            // `offset` is this segment's end: continue in the next one, if any.
+            // `offset` is at or past this segment's end (past it where the cleaner removed
+            // the last records): continue in the next one, if any.
             match self.next_segment_after(base) {
                 Some(next) => base = next,
                 None => return Ok(Bytes::new()),
@@ -656,6 +682,8 @@ impl PartitionLog {
 
     fn after_truncation(&mut self) -> Result<()> {
         let end = self.log_end_offset();
+        // Offsets at and above the cut will hold new records, which no run has mapped.
+        self.cleaner_checkpoint = self.cleaner_checkpoint.min(end);
         self.epochs.truncate_from_end(end)?;
         self.flushed_offset = self.flushed_offset.min(end);
         self.unflushed_sealed.retain(|(_, p)| p.exists());
@@ -696,6 +724,9 @@ impl PartitionLog {
     /// A crash in between leaves the files, and the next open takes them back as segments
     /// (retention then runs again).
     pub fn detach_for_retention(&mut self, max_offset: Offset) -> DetachedSegments {
+        if !self.config.cleanup_policy.deletes() {
+            return self.detach(Vec::new());
+        }
         let now = self.clock.now_ms();
         let mut size = self.size_bytes();
         let mut doomed = Vec::new();
@@ -733,6 +764,145 @@ impl PartitionLog {
         DetachedSegments {
             dir: self.dir.clone(),
             bases: doomed,
+        }
+    }
+
+    /// The first step of a cleaning (see the `cleaner` module): which sealed segments may
+    /// be compacted now, or `None`. Only a log whose `cleanup_policy` compacts is cleaned;
+    /// only sealed segments, from the log start up to the first that ends above
+    /// `max_offset` (the owner passes the high watermark, as for retention) or holds a
+    /// record newer than `min_compaction_lag_ms`. Without `force`, a plan is made only when
+    /// the dirty bytes (segments written since the last cleaning) are at least
+    /// `min_cleanable_dirty_ratio` of the cleanable bytes. Opens the cleanable segments'
+    /// logs, so retention may delete them meanwhile without failing the run.
+    pub fn plan_cleaning(&self, max_offset: Offset, force: bool) -> Result<Option<CleanPlan>> {
+        if !self.config.cleanup_policy.compacts() {
+            return Ok(None);
+        }
+        let now = self.clock.now_ms();
+        let first_dirty = self
+            .cleaner_checkpoint
+            .clamp(self.log_start_offset(), self.log_end_offset());
+        let lag_ms = self.config.min_compaction_lag_ms;
+        let mut cleanable = Vec::new();
+        let mut tail = Vec::new();
+        let (mut dirty_bytes, mut total_bytes) = (0u64, 0u64);
+        for meta in self.sealed.values() {
+            let may_clean = tail.is_empty()
+                && cleanable.len() < cleaner::CLEANABLE_SEGMENTS_MAX
+                && meta.next_offset <= max_offset
+                && (lag_ms <= 0 || now.saturating_sub(meta.max_timestamp) >= lag_ms);
+            if !may_clean {
+                tail.push(*meta);
+                continue;
+            }
+            let [path, ..] = segment_paths(&self.dir, meta.base_offset);
+            let file = File::open(&path).at("open", &path)?;
+            total_bytes += u64::from(meta.size);
+            if meta.next_offset > first_dirty {
+                dirty_bytes += u64::from(meta.size);
+            }
+            cleanable.push((*meta, Arc::new(file)));
+        }
+        tail.push(self.active.meta);
+        if cleanable.is_empty() {
+            return Ok(None);
+        }
+        let ratio_met = dirty_bytes > 0
+            && dirty_bytes as f64 >= self.config.min_cleanable_dirty_ratio * total_bytes as f64;
+        if !force && !ratio_met {
+            return Ok(None);
+        }
+        Ok(Some(CleanPlan {
+            dir: self.dir.clone(),
+            config: self.config.clone(),
+            now_ms: now,
+            first_dirty,
+            cleanable,
+            tail,
+        }))
+    }
+
+    /// Where the dirty part of the log starts: offsets below it were mapped by the last
+    /// cleaning (the cleaner checkpoint, within the log).
+    pub fn cleaner_first_dirty_offset(&self) -> Offset {
+        self.cleaner_checkpoint
+            .clamp(self.log_start_offset(), self.log_end_offset())
+    }
+
+    /// The last step of a cleaning: puts the cleaned segments into the log in place of the
+    /// ones they replace, oldest first, each by the `.cleaned` -> `.swap` -> final-name
+    /// protocol (see the `cleaner` module), then moves the cleaner checkpoint. When a
+    /// segment the run cleaned is no longer the log's (retention or a truncation changed
+    /// it meanwhile), nothing is swapped and the cleaned files are deleted
+    /// (`swapped: false`). An I/O error part way leaves the rest of that swap to the next
+    /// open's recovery; the owner should stop serving the log until then.
+    pub fn swap_cleaned(&mut self, mut cleaned: Cleaned) -> Result<CleanReport> {
+        let current = |old: &SegmentMeta| {
+            self.sealed
+                .get(&old.base_offset)
+                .is_some_and(|m| m.next_offset == old.next_offset && m.size == old.size)
+        };
+        let still_ours = cleaned
+            .groups
+            .iter()
+            .all(|g| g.replaces.iter().all(current));
+        let mut report = cleaned.report.clone();
+        if !still_ours {
+            report.swapped = false;
+            return Ok(report);
+        }
+        for group in std::mem::take(&mut cleaned.groups) {
+            report.segments_replaced += group.replaces.len();
+            self.swap_group(group)?;
+        }
+        report.swapped = true;
+        let checkpoint = self.cleaner_checkpoint.max(cleaned.map_end);
+        write_offset_checkpoint(
+            &self.dir.join(CLEANER_CHECKPOINT_FILE),
+            CLEANER_CHECKPOINT_HEADER,
+            checkpoint,
+        )?;
+        self.cleaner_checkpoint = checkpoint;
+        Ok(report)
+    }
+
+    fn swap_group(&mut self, group: CleanedGroup) -> Result<()> {
+        let base = group.meta.base_offset;
+        let cleaned = segment_paths_with(&self.dir, base, cleaner::CLEANED_SUFFIX);
+        let swap = segment_paths_with(&self.dir, base, cleaner::SWAP_SUFFIX);
+        let finals = segment_paths(&self.dir, base);
+        // Indexes first, the log last: the log's `.swap` name is the commit point.
+        for i in [1, 2, 0] {
+            fs::rename(&cleaned[i], &swap[i]).at("rename", &cleaned[i])?;
+        }
+        sync_dir(&self.dir)?;
+        for old in &group.replaces {
+            self.sealed.remove(&old.base_offset);
+            self.forget_handles(old.base_offset);
+            let [log_path, ..] = segment_paths(&self.dir, old.base_offset);
+            self.unflushed_sealed.retain(|(_, p)| *p != log_path);
+            delete_segment_files(&self.dir, old.base_offset)?;
+        }
+        sync_dir(&self.dir)?;
+        for i in [1, 2, 0] {
+            fs::rename(&swap[i], &finals[i]).at("rename", &swap[i])?;
+        }
+        sync_dir(&self.dir)?;
+        self.sealed.insert(base, group.meta);
+        Ok(())
+    }
+
+    fn read_cleaner_checkpoint(&self) -> Offset {
+        let path = self.dir.join(CLEANER_CHECKPOINT_FILE);
+        match read_offset_checkpoint(&path, CLEANER_CHECKPOINT_HEADER, "cleaner checkpoint") {
+            Ok(Some(offset)) => offset,
+            Ok(None) => self.log_start_offset(),
+            Err(e) => {
+                // The safe answer: the whole log counts as dirty and is mapped again.
+                tracing::warn!("{e}; the cleaner starts from the log start");
+                self.log_start_offset()
+            }
         }
     }
 

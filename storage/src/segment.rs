@@ -19,11 +19,17 @@ use crate::LogConfig;
 
 /// The three file paths of the segment starting at `base_offset`.
 pub(crate) fn segment_paths(dir: &Path, base_offset: Offset) -> [PathBuf; 3] {
+    segment_paths_with(dir, base_offset, "")
+}
+
+/// The three file paths of the segment starting at `base_offset`, each with `suffix`
+/// appended (the cleaner's `.cleaned` and `.swap` files).
+pub(crate) fn segment_paths_with(dir: &Path, base_offset: Offset, suffix: &str) -> [PathBuf; 3] {
     let stem = format!("{:020}", base_offset.0);
     [
-        dir.join(format!("{stem}.log")),
-        dir.join(format!("{stem}.index")),
-        dir.join(format!("{stem}.timeindex")),
+        dir.join(format!("{stem}.log{suffix}")),
+        dir.join(format!("{stem}.index{suffix}")),
+        dir.join(format!("{stem}.timeindex{suffix}")),
     ]
 }
 
@@ -236,10 +242,22 @@ impl ActiveSegment {
         config: &LogConfig,
         now_ms: i64,
     ) -> Result<ActiveSegment> {
-        let [log_path, ..] = segment_paths(dir, base_offset);
-        let log = open_rw(&log_path, true)?;
-        log.set_len(0).at("truncate", &log_path)?;
-        Self::with_fresh_indexes(dir, base_offset, log, config, now_ms)
+        Self::create_with(dir, base_offset, "", config, now_ms)
+    }
+
+    /// [`Self::create`] with `suffix` after each file name: the cleaner writes a cleaned
+    /// segment as `.cleaned` files beside the log's own.
+    pub fn create_with(
+        dir: &Path,
+        base_offset: Offset,
+        suffix: &str,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> Result<ActiveSegment> {
+        let paths = segment_paths_with(dir, base_offset, suffix);
+        let log = open_rw(&paths[0], true)?;
+        log.set_len(0).at("truncate", &paths[0])?;
+        Self::with_fresh_indexes(paths, base_offset, log, config, now_ms)
     }
 
     /// Opens an existing segment's log with new, empty indexes, for [`Self::recover`] to
@@ -250,19 +268,19 @@ impl ActiveSegment {
         config: &LogConfig,
         now_ms: i64,
     ) -> Result<ActiveSegment> {
-        let [log_path, ..] = segment_paths(dir, base_offset);
-        let log = open_rw(&log_path, false)?;
-        Self::with_fresh_indexes(dir, base_offset, log, config, now_ms)
+        let paths = segment_paths(dir, base_offset);
+        let log = open_rw(&paths[0], false)?;
+        Self::with_fresh_indexes(paths, base_offset, log, config, now_ms)
     }
 
     fn with_fresh_indexes(
-        dir: &Path,
+        [log_path, index_path, time_path]: [PathBuf; 3],
         base_offset: Offset,
         log: File,
         config: &LogConfig,
         now_ms: i64,
     ) -> Result<ActiveSegment> {
-        let [log_path, index_path, time_path] = segment_paths(dir, base_offset);
+        let dir = log_path.parent().unwrap_or(Path::new("."));
         let (offset_capacity, time_capacity) = index_capacities(config);
         let indexes = IndexFile::create(IndexKind::Offset, &index_path, offset_capacity).and_then(
             |offset_index| {
@@ -431,7 +449,9 @@ impl ActiveSegment {
         if position >= self.meta.size {
             return Ok(self.meta.next_offset);
         }
-        let new_end = self.files.header_at(position)?.base_offset;
+        // In a compacted log `offset` may fall in a gap before this batch: the log then
+        // ends at `offset`, not past it.
+        let new_end = self.files.header_at(position)?.base_offset.min(offset);
         let path = &self.files.log_path;
         self.files
             .log

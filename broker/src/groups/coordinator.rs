@@ -148,6 +148,7 @@ pub struct Coordinator {
     node_id: BrokerId,
     session_timeout_ms: std::ops::RangeInclusive<u64>,
     offsets_topic_partitions: u32,
+    offsets_topic_segment_bytes: u32,
     n_voters: usize,
     admin: Admin,
     shards: Arc<GroupCoordinator>,
@@ -170,6 +171,7 @@ impl Coordinator {
             session_timeout_ms: config.group_min_session_timeout_ms
                 ..=config.group_max_session_timeout_ms,
             offsets_topic_partitions: config.offsets_topic_partitions,
+            offsets_topic_segment_bytes: config.offsets_topic_segment_bytes,
             n_voters: config.voters.len(),
             admin,
             shards,
@@ -223,12 +225,16 @@ impl Coordinator {
             name: OFFSETS_TOPIC.to_owned(),
             partitions: self.offsets_topic_partitions as i32,
             replication_factor,
-            // Commits must outlive any retention: compaction would bound the topic, and
-            // sluice has none yet, so nothing is deleted.
+            // Commits must outlive any retention: only compaction removes records, those a
+            // later record of the same key (or a deleted group's tombstone) supersedes.
             configs: BTreeMap::from([
+                config("cleanup.policy", "compact"),
                 config("retention.ms", "-1"),
                 config("retention.bytes", "-1"),
-                config("segment.bytes", &(100u32 << 20).to_string()),
+                config(
+                    "segment.bytes",
+                    &self.offsets_topic_segment_bytes.to_string(),
+                ),
             ]),
         };
         let created = self

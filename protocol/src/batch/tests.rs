@@ -228,11 +228,18 @@ fn counts_must_agree_with_last_offset_delta() {
         v[57..61].copy_from_slice(&records_count.to_be_bytes());
         let crc = compute_crc(&v);
         v[17..21].copy_from_slice(&crc.to_be_bytes());
-        RecordBatch::validate(Bytes::from(v))
+        Bytes::from(v)
     };
-    assert!(patch(1, 0).is_ok());
-    assert!(patch(0, 0).is_err(), "empty batch");
-    assert!(patch(1, 5).is_err(), "gap without a producer id");
+    let stored = |c, d| RecordBatch::validate(patch(c, d));
+    let produced = |c, d| RecordBatch::validate_produced(patch(c, d));
+    assert!(stored(1, 0).is_ok() && produced(1, 0).is_ok());
+    assert!(
+        stored(0, 0).is_err(),
+        "no records counted, record bytes present"
+    );
+    assert!(stored(1, 5).is_ok(), "a compacted batch has gaps");
+    assert!(produced(1, 5).is_err(), "gap without a producer id");
+    let patch = |c, d| stored(c, d);
     assert!(patch(2, 0).is_err(), "more records than offsets");
     assert!(
         patch(1_000_000, 999_999).is_err(),
@@ -644,4 +651,62 @@ fn compressing_a_stamped_batch_keeps_its_header_fields() {
         compress_batch(plain.clone(), Compression::None, None).unwrap(),
         plain
     );
+}
+
+#[test]
+fn rebuild_keeps_the_chosen_records_at_their_offsets_with_the_codec() {
+    for codec in Compression::ALL {
+        let mut builder = BatchBuilder::with_capacity(
+            ProducerStamp {
+                producer_id: 9,
+                producer_epoch: 2,
+                base_sequence: 40,
+            },
+            0,
+        );
+        for i in 0..20u8 {
+            let value = vec![b'v'; 100 + usize::from(i)];
+            builder.append(
+                1_000 + i64::from(i),
+                Some(&[i % 5]),
+                Some(&value),
+                &[(b"h", None)],
+            );
+        }
+        let mut bytes = BytesMut::from(builder.build_compressed(codec, None).unwrap());
+        set_base_offset(&mut bytes, Offset(100));
+        let original = RecordBatch::validate(bytes.freeze()).unwrap();
+        let all: Vec<Record> = original.records().unwrap().map(Result::unwrap).collect();
+        let kept: Vec<Record> = all.iter().filter(|r| r.offset.0 >= 115).cloned().collect();
+        let rebuilt = rebuild_batch(original.header(), &kept).unwrap();
+        let rebuilt = RecordBatch::validate(rebuilt).unwrap();
+        let (h, o) = (rebuilt.header(), original.header());
+        assert_eq!(h.compression().unwrap(), codec, "{codec:?}");
+        assert_eq!(
+            (
+                h.base_offset,
+                h.last_offset_delta,
+                h.producer_id,
+                h.base_sequence,
+                h.records_count
+            ),
+            (
+                o.base_offset,
+                o.last_offset_delta,
+                o.producer_id,
+                o.base_sequence,
+                5
+            )
+        );
+        let back: Vec<Record> = rebuilt.records().unwrap().map(Result::unwrap).collect();
+        assert_eq!(back, kept, "{codec:?}");
+        assert!(RecordBatch::validate_produced(rebuilt.bytes().clone()).is_ok());
+
+        let empty = RecordBatch::validate(rebuild_batch(original.header(), &[]).unwrap()).unwrap();
+        assert_eq!(empty.bytes().len(), HEADER_LEN);
+        assert_eq!(empty.header().records_count, 0);
+        assert_eq!(empty.header().next_offset(), o.next_offset());
+        assert_eq!(empty.records().unwrap().count(), 0);
+        assert!(RecordBatch::validate_produced(empty.bytes().clone()).is_err());
+    }
 }

@@ -1,0 +1,138 @@
+//! Compacted topics at the replica: produce refuses records without a key, the cleaner
+//! runs below the HW only, and a follower copies a compacted leader's log, gaps and all.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sluice_protocol::batch::{BatchBuilder, Batches};
+use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId};
+use sluice_storage::{
+    CleanupPolicy, Durability, LogConfig, PartitionLog, SharedLog, SystemClock, Throttle,
+};
+
+use super::testing::{assignment, batch, SELF};
+use super::{Acks, FollowerIncarnation, Partition};
+
+fn compacted_config() -> LogConfig {
+    LogConfig {
+        durability: Durability::Replicated {
+            flush_interval_ms: 60_000,
+        },
+        segment_bytes_max: 4096,
+        cleanup_policy: CleanupPolicy::Compact,
+        ..LogConfig::default()
+    }
+}
+
+fn open(dir: &std::path::Path, leader: i32, isr: &[i32]) -> Arc<Partition> {
+    let log = PartitionLog::open(dir, compacted_config(), Arc::new(SystemClock)).unwrap();
+    Arc::new(Partition::new(
+        Arc::from("t"),
+        PartitionId(0),
+        SELF,
+        SharedLog::new(log),
+        &assignment(leader, 1, isr),
+        1,
+    ))
+}
+
+fn keyed(key: u8, value: &str) -> Bytes {
+    let mut b = BatchBuilder::new();
+    b.append(1_700_000_000_000, Some(&[key]), Some(value.as_bytes()), &[]);
+    b.build()
+}
+
+/// Key -> (offset, value) of the latest record of each key in the replica's log, read
+/// from its start through the gaps as a consumer would.
+fn latest(partition: &Partition) -> BTreeMap<u8, (i64, Bytes)> {
+    let mut out = BTreeMap::new();
+    let mut offset = Offset(0);
+    loop {
+        let records = partition
+            .read_log(offset, 1 << 20, Offset(i64::MAX))
+            .unwrap();
+        if records.is_empty() {
+            return out;
+        }
+        for batch in Batches::new(records) {
+            let batch = batch.unwrap();
+            offset = batch.header().next_offset();
+            for record in batch.records().unwrap() {
+                let record = record.unwrap();
+                let key = record.key.unwrap()[0];
+                out.insert(key, (record.offset.0, record.value.unwrap()));
+            }
+        }
+    }
+}
+
+fn clean(partition: &Partition) -> bool {
+    partition
+        .clean_log(true, 1 << 20, &mut Throttle::unlimited())
+        .unwrap()
+        .is_some_and(|r| r.swapped)
+}
+
+#[test]
+fn a_compacted_topic_refuses_records_without_a_key_until_its_policy_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), 1, &[1]);
+    let err = leader.append_now(batch(2), Acks::Leader).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidRecord);
+    assert!(err.message.contains("needs a key"), "{}", err.message);
+    leader.append_now(keyed(1, "v"), Acks::Leader).unwrap();
+    leader.reconfigure(
+        LogConfig {
+            cleanup_policy: CleanupPolicy::Delete,
+            ..compacted_config()
+        },
+        1,
+    );
+    leader.append_now(batch(2), Acks::Leader).unwrap();
+}
+
+#[test]
+fn the_leader_compacts_below_its_hw_and_a_follower_copies_the_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(&dir.path().join("leader"), 1, &[1]);
+    for round in 0..60 {
+        for key in 0..4u8 {
+            let value = format!("r{round}-{}", "x".repeat(40));
+            leader.append_now(keyed(key, &value), Acks::Leader).unwrap();
+        }
+    }
+    leader.maybe_advance_high_watermark();
+    let end = leader.log_end_offset();
+    assert_eq!(leader.high_watermark(), end);
+    let expected = latest(&leader);
+    assert!(clean(&leader), "sealed segments below the HW are cleaned");
+    let (size, first_dirty) = leader.cleaner_state();
+    assert!(first_dirty > Offset(0));
+    assert!(size < 4096 * 3, "{size} bytes left");
+    assert_eq!(latest(&leader), expected);
+
+    // A new follower fetches from 0, which the cleaner removed, and copies what is left.
+    let follower = open(&dir.path().join("follower"), 2, &[2]);
+    loop {
+        let at = follower.log_end_offset();
+        let (read, _) = leader
+            .read_for_follower(
+                BrokerId(2),
+                FollowerIncarnation::Registered,
+                at,
+                LeaderEpoch(-1),
+                LeaderEpoch(-1),
+                512,
+            )
+            .unwrap();
+        if read.records.is_empty() {
+            break;
+        }
+        follower
+            .append_from_leader(read.records, read.high_watermark)
+            .unwrap();
+    }
+    assert_eq!(latest(&follower), expected);
+    assert_eq!(follower.log_end_offset(), end);
+}

@@ -1,0 +1,616 @@
+//! The log cleaner: compaction of a partition log (Kafka's `LogCleaner`), for topics whose
+//! `cleanup.policy` includes `compact`. It keeps, for each key, the record with the highest
+//! offset, and drops tombstones (records with a null value) once `delete.retention.ms` has
+//! passed. Offsets never change: readers see gaps.
+//!
+//! Three steps, so the heavy I/O runs without the log's lock:
+//! 1. [`crate::PartitionLog::plan_cleaning`] (read access): which sealed segments below the
+//!    owner's bound (the HW) may be cleaned, from the log start, and whether the dirty share
+//!    of them (written since the last cleaning) is large enough.
+//! 2. [`CleanPlan::run`] (no access to the log): finds each idempotent producer's last batch
+//!    (batch headers of the whole log), maps every key of the dirty segments to its latest
+//!    offset (within a memory budget: a map that fills stops at a segment boundary, and the
+//!    rest waits for the next run), then rewrites the cleanable segments in groups that fit
+//!    one segment each, as `{base}.log.cleaned` (+ indexes), fsynced. I/O is paced by a
+//!    [`Throttle`].
+//! 3. [`crate::PartitionLog::swap_cleaned`] (write access): replaces the old segments of each
+//!    group with the cleaned one, oldest group first, by Kafka's protocol: rename the
+//!    `.cleaned` files to `.swap` (the log's rename is the commit point), delete the old
+//!    segments, rename the `.swap` files to their final names. A crash at any point leaves
+//!    either the old segments (plus `.cleaned` files, which the next open deletes) or a
+//!    `.swap` log, which the next open completes ([`finish_interrupted_cleaning`]).
+//!
+//! What a batch becomes: a control batch stays whole; a batch whose every record survives is
+//! copied byte for byte; one that loses some records is rebuilt with the survivors at their
+//! offsets and compressed again with its codec ([`sluice_protocol::batch::rebuild_batch`]);
+//! one that loses them all is dropped, unless it is the last batch of an idempotent producer
+//! in the whole log, which stays as an empty batch (header only, `recordsCount` 0, as Kafka
+//! keeps it) so the producer's last sequence survives a rebuild of the producer state from
+//! the log. Records without a key cannot be compacted and are removed, as Kafka's cleaner
+//! does (the broker refuses them at produce for compacted topics). A batch whose records do
+//! not parse is kept whole, with a warning: the cleaner never makes data unreadable.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sluice_protocol::batch::{self, BatchHeader, Record, RecordBatch, HEADER_LEN, LOG_OVERHEAD};
+use sluice_protocol::Offset;
+
+use crate::error::{IoContext, Result, StorageError};
+use crate::file::sync_dir;
+use crate::segment::{
+    parse_segment_name, segment_paths, segment_paths_with, ActiveSegment, SegmentMeta,
+};
+use crate::LogConfig;
+
+/// Suffix of a cleaned segment's files before the swap.
+pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
+/// Suffix of a cleaned segment's files once the swap is committed.
+pub(crate) const SWAP_SUFFIX: &str = ".swap";
+/// Most segments one run cleans: bounds the files a plan holds open.
+pub(crate) const CLEANABLE_SEGMENTS_MAX: usize = 1000;
+/// Bytes the cleaner reads at once from a segment.
+const READ_CHUNK_BYTES: u32 = 1 << 20;
+/// What one key costs in the offset map beyond its bytes (hash table slot, `Bytes`, offset).
+const MAP_ENTRY_OVERHEAD_BYTES: usize = 64;
+
+/// Paces the cleaner's I/O to a bytes-per-second budget, so producers' and consumers'
+/// reads and writes keep the disk, and lets its owner stop a run (shutdown). Counted bytes
+/// are those read from and written to segments.
+pub struct Throttle {
+    bytes_per_sec: Option<u64>,
+    stop: Option<Arc<AtomicBool>>,
+    window_start: Instant,
+    window_bytes: u64,
+}
+
+impl Throttle {
+    /// No pacing, no stop.
+    pub fn unlimited() -> Throttle {
+        Throttle::new(None, None)
+    }
+
+    /// At most `bytes_per_sec` (none: unpaced); the run ends with
+    /// [`StorageError::CleanerStopped`] soon after `stop` is set.
+    pub fn new(bytes_per_sec: Option<u64>, stop: Option<Arc<AtomicBool>>) -> Throttle {
+        Throttle {
+            bytes_per_sec: bytes_per_sec.filter(|r| *r > 0),
+            stop,
+            window_start: Instant::now(),
+            window_bytes: 0,
+        }
+    }
+
+    /// Counts `bytes` of I/O and sleeps until the budget allows them.
+    fn account(&mut self, bytes: u64, dir: &Path) -> Result<()> {
+        if self
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
+            return Err(StorageError::CleanerStopped {
+                path: dir.to_path_buf(),
+            });
+        }
+        let Some(rate) = self.bytes_per_sec else {
+            return Ok(());
+        };
+        self.window_bytes += bytes;
+        let due = Duration::from_secs_f64(self.window_bytes as f64 / rate as f64);
+        let elapsed = self.window_start.elapsed();
+        if due > elapsed {
+            std::thread::sleep(due - elapsed);
+        }
+        // A new window every second: an idle pause does not bank a burst for later.
+        if self.window_start.elapsed() >= Duration::from_secs(1) {
+            self.window_start = Instant::now();
+            self.window_bytes = 0;
+        }
+        Ok(())
+    }
+}
+
+/// What a run did, for logs, metrics and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CleanReport {
+    /// Bytes of segments read (the offset map's pass and the rewrite's).
+    pub bytes_read: u64,
+    /// Size of the segments that were replaced, before.
+    pub bytes_before: u64,
+    /// Size of the segments that replaced them.
+    pub bytes_after: u64,
+    /// Records removed (superseded, tombstones past retention, without a key).
+    pub records_removed: u64,
+    /// Old segments replaced.
+    pub segments_replaced: usize,
+    /// Whether the cleaned segments went into the log; false when the log changed under
+    /// the run (retention or truncation removed a segment it cleaned) and it was discarded.
+    pub swapped: bool,
+}
+
+/// A cleaning to run: made by [`crate::PartitionLog::plan_cleaning`], run without the log.
+pub struct CleanPlan {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: LogConfig,
+    pub(crate) now_ms: i64,
+    /// Offsets below this were mapped by an earlier run (the cleaner checkpoint).
+    pub(crate) first_dirty: Offset,
+    /// The cleanable sealed segments, from the log start, with their open logs.
+    pub(crate) cleanable: Vec<(SegmentMeta, Arc<File>)>,
+    /// Every later segment, the active one last, with its size at planning: only their
+    /// batch headers are read, to find each producer's last batch.
+    pub(crate) tail: Vec<SegmentMeta>,
+}
+
+/// One cleaned segment, written as `.cleaned` files, and the old segments it replaces.
+#[derive(Debug)]
+pub(crate) struct CleanedGroup {
+    pub replaces: Vec<SegmentMeta>,
+    pub meta: SegmentMeta,
+}
+
+/// The result of [`CleanPlan::run`]: cleaned segments waiting for
+/// [`crate::PartitionLog::swap_cleaned`]. Dropped unswapped, it deletes their files.
+#[derive(Debug)]
+pub struct Cleaned {
+    pub(crate) dir: PathBuf,
+    pub(crate) groups: Vec<CleanedGroup>,
+    /// Every offset below this was mapped: the next run's first dirty offset.
+    pub(crate) map_end: Offset,
+    pub(crate) report: CleanReport,
+}
+
+impl Drop for Cleaned {
+    fn drop(&mut self) {
+        for group in &self.groups {
+            remove_files(&segment_paths_with(
+                &self.dir,
+                group.meta.base_offset,
+                CLEANED_SUFFIX,
+            ));
+        }
+    }
+}
+
+fn remove_files(paths: &[PathBuf]) {
+    for path in paths {
+        if let Err(e) = fs::remove_file(path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), "could not remove a cleaner file: {e}");
+            }
+        }
+    }
+}
+
+/// What becomes of one batch.
+enum Kept {
+    Whole,
+    Rebuilt(Bytes),
+    Nothing,
+}
+
+impl CleanPlan {
+    /// The first offset not cleaned before (where the dirty part starts).
+    pub fn first_dirty_offset(&self) -> Offset {
+        self.first_dirty
+    }
+
+    /// Runs the cleaning (blocking, disk-heavy: run it on a blocking thread, without the
+    /// log's lock). `map_bytes_max` bounds the offset map (at least one segment is always
+    /// mapped, so every run makes progress). Files are written as `.cleaned`; nothing in the
+    /// log changes until [`crate::PartitionLog::swap_cleaned`].
+    pub fn run(self, map_bytes_max: usize, throttle: &mut Throttle) -> Result<Cleaned> {
+        let mut report = CleanReport::default();
+        let last_batches = self.producers_last_batches()?;
+        let (map, map_end) = self.build_offset_map(map_bytes_max, throttle, &mut report)?;
+        let segments: Vec<&(SegmentMeta, Arc<File>)> = self
+            .cleanable
+            .iter()
+            .filter(|(meta, _)| meta.next_offset <= map_end)
+            .collect();
+        let mut cleaned = Cleaned {
+            dir: self.dir.clone(),
+            groups: Vec::new(),
+            map_end,
+            report,
+        };
+        for group in group_segments(&segments, self.config.segment_bytes_max) {
+            let base = group[0].0.base_offset;
+            match self.clean_group(&group, &map, &last_batches, throttle, &mut cleaned.report) {
+                Ok(Some(done)) => cleaned.groups.push(done),
+                Ok(None) => {}
+                Err(e) => {
+                    remove_files(&segment_paths_with(&self.dir, base, CLEANED_SUFFIX));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(cleaned)
+    }
+
+    /// Base offset of each idempotent producer's last batch in the whole log (headers only).
+    fn producers_last_batches(&self) -> Result<HashMap<i64, Offset>> {
+        let mut last = HashMap::new();
+        let mut note = |header: &BatchHeader| {
+            if header.producer_id >= 0 {
+                last.insert(header.producer_id, header.base_offset);
+            }
+        };
+        for (meta, file) in &self.cleanable {
+            let [path, ..] = segment_paths(&self.dir, meta.base_offset);
+            scan_headers(file, &path, meta.size, &mut note)?;
+        }
+        for meta in &self.tail {
+            let [path, ..] = segment_paths(&self.dir, meta.base_offset);
+            // Retention or a truncation may have removed it since the plan; the swap
+            // checks the cleaned segments are still the log's.
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            scan_headers(&file, &path, meta.size, &mut note)?;
+        }
+        Ok(last)
+    }
+
+    /// Maps every key of the dirty segments (from the first dirty offset) to its latest
+    /// offset, segment by segment, until the map holds `map_bytes_max`. Returns the map and
+    /// the offset it covers up to.
+    fn build_offset_map(
+        &self,
+        map_bytes_max: usize,
+        throttle: &mut Throttle,
+        report: &mut CleanReport,
+    ) -> Result<(HashMap<Bytes, i64>, Offset)> {
+        let mut map: HashMap<Bytes, i64> = HashMap::new();
+        let mut map_bytes = 0usize;
+        let mut map_end = self.first_dirty;
+        for (meta, file) in &self.cleanable {
+            if meta.next_offset <= self.first_dirty {
+                map_end = map_end.max(meta.next_offset);
+                continue;
+            }
+            if map_end > self.first_dirty && map_bytes >= map_bytes_max {
+                break;
+            }
+            let [path, ..] = segment_paths(&self.dir, meta.base_offset);
+            let mut reader = BatchReader::new(file, &path, meta.size);
+            while let Some(batch) = reader.next(throttle, &self.dir)? {
+                let header = batch.header();
+                if header.is_control() || header.last_offset() < self.first_dirty {
+                    continue;
+                }
+                let Some(records) = parse_records(&batch, &path) else {
+                    continue;
+                };
+                for record in records {
+                    let Some(key) = record.key.filter(|_| record.offset >= self.first_dirty) else {
+                        continue;
+                    };
+                    if let Some(latest) = map.get_mut(&key[..]) {
+                        *latest = record.offset.0;
+                    } else {
+                        map_bytes += key.len() + MAP_ENTRY_OVERHEAD_BYTES;
+                        map.insert(Bytes::copy_from_slice(&key), record.offset.0);
+                    }
+                }
+            }
+            report.bytes_read += u64::from(meta.size);
+            map_end = meta.next_offset;
+        }
+        Ok((map, map_end))
+    }
+
+    /// Rewrites one group of segments into one `.cleaned` segment named after the first.
+    /// `None` when nothing would change (one segment, every batch kept whole).
+    fn clean_group(
+        &self,
+        group: &[&(SegmentMeta, Arc<File>)],
+        map: &HashMap<Bytes, i64>,
+        last_batches: &HashMap<i64, Offset>,
+        throttle: &mut Throttle,
+        report: &mut CleanReport,
+    ) -> Result<Option<CleanedGroup>> {
+        let base = group[0].0.base_offset;
+        let size: u64 = group.iter().map(|(m, _)| u64::from(m.size)).sum();
+        let config = LogConfig {
+            segment_bytes_max: self
+                .config
+                .segment_bytes_max
+                .max(u32::try_from(size).unwrap_or(u32::MAX)),
+            ..self.config.clone()
+        };
+        let mut out =
+            ActiveSegment::create_with(&self.dir, base, CLEANED_SUFFIX, &config, self.now_ms)?;
+        let mut changed = group.len() > 1;
+        let mut removed = 0u64;
+        for (meta, file) in group {
+            let expire_tombstones =
+                self.now_ms.saturating_sub(meta.max_timestamp) > self.config.delete_retention_ms;
+            let [path, ..] = segment_paths(&self.dir, meta.base_offset);
+            let mut reader = BatchReader::new(file, &path, meta.size);
+            while let Some(batch) = reader.next(throttle, &self.dir)? {
+                let (kept, n_removed) =
+                    self.keep(&batch, &path, map, last_batches, expire_tombstones)?;
+                removed += n_removed;
+                let bytes = match kept {
+                    Kept::Whole => batch.bytes().clone(),
+                    Kept::Rebuilt(bytes) => bytes,
+                    Kept::Nothing => {
+                        changed = true;
+                        continue;
+                    }
+                };
+                changed |= bytes.len() != batch.bytes().len() || n_removed > 0;
+                let header = BatchHeader::parse(&bytes)?;
+                out.append(&[&bytes], &header)?;
+                throttle.account(bytes.len() as u64, &self.dir)?;
+            }
+            report.bytes_read += u64::from(meta.size);
+        }
+        if !changed {
+            drop(out);
+            remove_files(&segment_paths_with(&self.dir, base, CLEANED_SUFFIX));
+            return Ok(None);
+        }
+        let (meta, files) = out.seal()?;
+        files.log.sync_all().at("fsync", &files.log_path)?;
+        report.bytes_before += size;
+        report.bytes_after += u64::from(meta.size);
+        report.records_removed += removed;
+        Ok(Some(CleanedGroup {
+            replaces: group.iter().map(|(m, _)| *m).collect(),
+            meta,
+        }))
+    }
+
+    /// Decides what becomes of `batch` (see the module documentation); also returns how
+    /// many of its records go.
+    fn keep(
+        &self,
+        batch: &RecordBatch,
+        path: &Path,
+        map: &HashMap<Bytes, i64>,
+        last_batches: &HashMap<i64, Offset>,
+        expire_tombstones: bool,
+    ) -> Result<(Kept, u64)> {
+        let header = batch.header();
+        if header.is_control() {
+            return Ok((Kept::Whole, 0));
+        }
+        let Some(records) = parse_records(batch, path) else {
+            return Ok((Kept::Whole, 0));
+        };
+        let total = records.len();
+        let retains = |record: &Record| match &record.key {
+            None => false,
+            Some(key) => {
+                let superseded = map
+                    .get(&key[..])
+                    .is_some_and(|&latest| latest > record.offset.0);
+                !superseded && !(record.value.is_none() && expire_tombstones)
+            }
+        };
+        let kept: Vec<Record> = records.into_iter().filter(retains).collect();
+        let removed = (total - kept.len()) as u64;
+        if removed == 0 {
+            return Ok((Kept::Whole, 0));
+        }
+        let last_of_producer = header.producer_id >= 0
+            && last_batches.get(&header.producer_id) == Some(&header.base_offset);
+        if kept.is_empty() && !last_of_producer {
+            return Ok((Kept::Nothing, removed));
+        }
+        Ok((Kept::Rebuilt(batch::rebuild_batch(header, &kept)?), removed))
+    }
+}
+
+/// The records of a stored batch, or `None` (with a warning) when they do not parse: such a
+/// batch is kept whole and its keys are not mapped.
+fn parse_records(batch: &RecordBatch, path: &Path) -> Option<Vec<Record>> {
+    let parsed = batch
+        .records()
+        .and_then(|records| records.collect::<sluice_protocol::Result<Vec<Record>>>());
+    match parsed {
+        Ok(records) => Some(records),
+        Err(e) => {
+            tracing::warn!(
+                file = %path.display(),
+                "the cleaner keeps the batch at offset {} whole: its records do not parse: {e}",
+                batch.header().base_offset
+            );
+            None
+        }
+    }
+}
+
+/// Splits consecutive segments into groups that each fit one segment: at most
+/// `segment_bytes_max` together (a larger segment is a group of its own) and offsets within
+/// the range one segment's indexes can address.
+fn group_segments<'a>(
+    segments: &[&'a (SegmentMeta, Arc<File>)],
+    segment_bytes_max: u32,
+) -> Vec<Vec<&'a (SegmentMeta, Arc<File>)>> {
+    let mut groups: Vec<Vec<&(SegmentMeta, Arc<File>)>> = Vec::new();
+    let mut size = 0u64;
+    for &segment in segments {
+        let meta = &segment.0;
+        let fits = groups.last().is_some_and(|group| {
+            let span = meta.next_offset.0 - group[0].0.base_offset.0;
+            size + u64::from(meta.size) <= u64::from(segment_bytes_max)
+                && span <= i64::from(i32::MAX)
+        });
+        if fits {
+            size += u64::from(meta.size);
+            groups.last_mut().expect("checked").push(segment);
+        } else {
+            size = u64::from(meta.size);
+            groups.push(vec![segment]);
+        }
+    }
+    groups
+}
+
+/// Calls `f` with the header of every batch in the first `size` bytes of a segment's log
+/// (one small read per batch). Stops at a header that cannot be read whole.
+fn scan_headers(
+    file: &File,
+    path: &Path,
+    size: u32,
+    f: &mut impl FnMut(&BatchHeader),
+) -> Result<()> {
+    let mut position = 0u32;
+    let mut buf = [0u8; HEADER_LEN];
+    while position + HEADER_LEN as u32 <= size {
+        file.read_exact_at(&mut buf, u64::from(position))
+            .at("read", path)?;
+        let header = BatchHeader::parse(&buf)?;
+        f(&header);
+        position = position.saturating_add(header.total_len());
+    }
+    Ok(())
+}
+
+/// Reads a segment's batches in order, 1 MiB at a time, each validated (CRC included).
+struct BatchReader<'a> {
+    file: &'a File,
+    path: &'a Path,
+    end: u32,
+    position: u32,
+    chunk: Bytes,
+    chunk_at: u32,
+}
+
+impl<'a> BatchReader<'a> {
+    fn new(file: &'a File, path: &'a Path, end: u32) -> BatchReader<'a> {
+        BatchReader {
+            file,
+            path,
+            end,
+            position: 0,
+            chunk: Bytes::new(),
+            chunk_at: 0,
+        }
+    }
+
+    fn corrupt(&self, reason: String) -> StorageError {
+        StorageError::BadFile {
+            path: self.path.to_path_buf(),
+            what: "log segment",
+            reason: format!("at position {}: {reason}", self.position),
+        }
+    }
+
+    fn refill(&mut self, want: u32, throttle: &mut Throttle, dir: &Path) -> Result<()> {
+        let len = want.min(self.end - self.position);
+        let mut buf = vec![0u8; len as usize];
+        self.file
+            .read_exact_at(&mut buf, u64::from(self.position))
+            .at("read", self.path)?;
+        throttle.account(u64::from(len), dir)?;
+        self.chunk = Bytes::from(buf);
+        self.chunk_at = self.position;
+        Ok(())
+    }
+
+    fn next(&mut self, throttle: &mut Throttle, dir: &Path) -> Result<Option<RecordBatch>> {
+        if self.position >= self.end {
+            return Ok(None);
+        }
+        let mut at = (self.position - self.chunk_at) as usize;
+        if at + LOG_OVERHEAD > self.chunk.len() {
+            self.refill(READ_CHUNK_BYTES, throttle, dir)?;
+            at = 0;
+        }
+        let len = batch::peek_total_len(&self.chunk[at..])
+            .map_err(|e| self.corrupt(e.to_string()))?
+            .ok_or_else(|| self.corrupt("torn batch header".into()))?;
+        if u64::from(self.position) + u64::from(len) > u64::from(self.end) {
+            return Err(self.corrupt(format!("a batch of {len} bytes runs past the segment")));
+        }
+        if at + len as usize > self.chunk.len() {
+            self.refill(READ_CHUNK_BYTES.max(len), throttle, dir)?;
+            at = 0;
+        }
+        let bytes = self.chunk.slice(at..at + len as usize);
+        let batch = RecordBatch::validate(bytes).map_err(|e| self.corrupt(e.to_string()))?;
+        self.position += len;
+        Ok(Some(batch))
+    }
+}
+
+/// Finishes or discards a cleaning a crash interrupted, before the log's segments are
+/// listed: `.cleaned` files were never committed and go; a `.swap` log was, so the old
+/// segments it replaces (every segment whose base lies in the offsets it covers, its own
+/// base included) are deleted and it takes its final name. Its indexes are not trusted: the
+/// returned bases are segments the open must rescan (which rebuilds their indexes).
+pub(crate) fn finish_interrupted_cleaning(dir: &Path) -> Result<BTreeSet<Offset>> {
+    let mut cleaned = Vec::new();
+    let mut swapped_logs = Vec::new();
+    let mut swapped_indexes = Vec::new();
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(dir).at("list", dir)? {
+        let entry = entry.at("list", dir)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(CLEANED_SUFFIX) {
+            cleaned.push(entry.path());
+        } else if let Some(stem) = name.strip_suffix(SWAP_SUFFIX) {
+            match parse_segment_name(stem, "log") {
+                Some(base) => swapped_logs.push(base),
+                None => swapped_indexes.push(entry.path()),
+            }
+        } else if let Some(base) = parse_segment_name(&name, "log") {
+            segments.push(base);
+        }
+    }
+    if cleaned.is_empty() && swapped_logs.is_empty() && swapped_indexes.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    for path in &cleaned {
+        tracing::info!(path = %path.display(), "recovery: removing a cleaned segment that was never swapped in");
+        fs::remove_file(path).at("remove", path)?;
+    }
+    for path in &swapped_indexes {
+        fs::remove_file(path).at("remove", path)?;
+    }
+    let mut rescan = BTreeSet::new();
+    for base in swapped_logs {
+        let [swap_log, ..] = segment_paths_with(dir, base, SWAP_SUFFIX);
+        let end = swap_end_offset(&swap_log, base)?;
+        for old in segments
+            .iter()
+            .filter(|&&b| b >= base && b < end.max(base.plus(1)))
+        {
+            for path in segment_paths(dir, *old) {
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StorageError::io("remove", &path, e)),
+                }
+            }
+        }
+        sync_dir(dir)?;
+        let [log, ..] = segment_paths(dir, base);
+        fs::rename(&swap_log, &log).at("rename", &swap_log)?;
+        tracing::info!(path = %log.display(), "recovery: finished swapping in a cleaned segment");
+        rescan.insert(base);
+    }
+    sync_dir(dir)?;
+    Ok(rescan)
+}
+
+/// The offset after the last whole batch of a `.swap` log (its base when it has none).
+fn swap_end_offset(path: &Path, base: Offset) -> Result<Offset> {
+    let file = File::open(path).at("open", path)?;
+    let size = u32::try_from(file.metadata().at("stat", path)?.len()).unwrap_or(u32::MAX);
+    let mut end = base;
+    scan_headers(&file, path, size, &mut |header| {
+        end = end.max(header.next_offset());
+    })?;
+    Ok(end)
+}

@@ -1,0 +1,713 @@
+//! The log cleaner at the storage boundary: a property test against a model (random keyed
+//! writes and tombstones, compaction at random points, reopens: what reads back is the
+//! latest value of each key at its original offset, and tombstones go once
+//! `delete_retention_ms` has passed), the crash protocol (a cleaner interrupted at each step
+//! of the `.cleaned` / `.swap` swap, and the next open), and the rules around it (dirty
+//! ratio, compaction lag, the bound, the active segment, idempotent producers' last
+//! batches, compressed batches, gaps for followers and fetches).
+
+mod common;
+
+use common::{batch, clock, open};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use sluice_protocol::batch::{BatchBuilder, Batches, Compression, ProducerStamp, RecordBatch};
+use sluice_protocol::{LeaderEpoch, Offset};
+use sluice_storage::{CleanupPolicy, Clock, LogConfig, PartitionLog, Throttle};
+
+const RETENTION_MS: i64 = 10_000;
+const MAP_BYTES: usize = 64 << 20;
+
+/// One record as the model and the log hold it: key and value (`None`: a tombstone).
+type Entry = (Vec<u8>, Option<Vec<u8>>);
+
+fn compact_config() -> LogConfig {
+    LogConfig {
+        segment_bytes_max: 2048,
+        index_interval_bytes: 256,
+        retention_ms: Some(1),
+        cleanup_policy: CleanupPolicy::Compact,
+        delete_retention_ms: RETENTION_MS,
+        min_cleanable_dirty_ratio: 0.5,
+        ..LogConfig::default()
+    }
+}
+
+/// A batch of keyed records (key, value or tombstone), compressed with `codec`.
+fn keyed_batch(records: &[Entry], ts: i64, codec: Compression, stamp: ProducerStamp) -> Bytes {
+    let mut b = BatchBuilder::with_capacity(stamp, 0);
+    for (key, value) in records {
+        b.append(ts, Some(key), value.as_deref(), &[]);
+    }
+    b.build_compressed(codec, None).unwrap()
+}
+
+/// Every batch the log holds, read from its start in pieces of `max_bytes` as a consumer
+/// does: each read starts after the last batch returned, landing on the next batch where
+/// the cleaner left a gap. A read may end before the log end: the cleaner may have removed
+/// the last records of the last sealed segment.
+fn read_all(log: &PartitionLog, max_bytes: u32) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    loop {
+        let bytes = log.read(offset, max_bytes, Offset(i64::MAX)).unwrap();
+        if bytes.is_empty() {
+            break;
+        }
+        for batch in Batches::new(bytes) {
+            let batch = batch.expect("the log returns valid batches");
+            assert!(batch.header().next_offset() > offset, "reads move forward");
+            offset = batch.header().next_offset();
+            out.push(batch);
+        }
+    }
+    assert!(offset <= log.log_end_offset());
+    out
+}
+
+/// Every record the log holds, by offset (reading from the log start, through gaps).
+fn records(log: &PartitionLog) -> BTreeMap<i64, Entry> {
+    let mut out = BTreeMap::new();
+    for batch in read_all(log, 700) {
+        for record in batch.records().unwrap() {
+            let record = record.unwrap();
+            let entry = (
+                record.key.unwrap().to_vec(),
+                record.value.map(|v| v.to_vec()),
+            );
+            assert!(out.insert(record.offset.0, entry).is_none());
+        }
+    }
+    out
+}
+
+/// Plans, runs and swaps one cleaning below `max_offset`; false when there was nothing to do.
+fn clean(log: &mut PartitionLog, max_offset: Offset, force: bool) -> bool {
+    let Some(plan) = log.plan_cleaning(max_offset, force).unwrap() else {
+        return false;
+    };
+    let cleaned = plan.run(MAP_BYTES, &mut Throttle::unlimited()).unwrap();
+    let report = log.swap_cleaned(cleaned).unwrap();
+    assert!(report.swapped);
+    true
+}
+
+/// Cleans every sealed segment, whatever the dirty ratio.
+fn clean_all(log: &mut PartitionLog) -> bool {
+    clean(log, Offset(i64::MAX), true)
+}
+
+fn no_cleaner_files_left(dir: &Path) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            !name.ends_with(".cleaned") && !name.ends_with(".swap"),
+            "{name} left behind"
+        );
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Write {
+        records: Vec<(u8, bool)>,
+        codec: Compression,
+    },
+    Roll,
+    Clean {
+        force: bool,
+        below_end: bool,
+    },
+    Advance {
+        ms: i64,
+    },
+    Reopen {
+        clean: bool,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (
+            prop::collection::vec((0u8..12, prop::bool::weighted(0.15)), 1..6),
+            prop::sample::select(Compression::ALL.to_vec()),
+        )
+            .prop_map(|(records, codec)| Op::Write { records, codec }),
+        1 => Just(Op::Roll),
+        2 => (any::<bool>(), any::<bool>())
+            .prop_map(|(force, below_end)| Op::Clean { force, below_end }),
+        1 => (0i64..4_000).prop_map(|ms| Op::Advance { ms }),
+        1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
+    ]
+}
+
+/// Checks the log against every record ever written (`model`, by offset): what it holds
+/// is a subset at the same offsets, holding the latest record of every key (a tombstone
+/// may be gone).
+fn check_against(log: &PartitionLog, model: &BTreeMap<i64, Entry>) {
+    let held = records(log);
+    for (offset, entry) in &held {
+        assert_eq!(model.get(offset), Some(entry), "offset {offset}");
+    }
+    let mut latest: BTreeMap<&[u8], (i64, &Entry)> = BTreeMap::new();
+    for (offset, entry) in model {
+        latest.insert(&entry.0, (*offset, entry));
+    }
+    for (key, (offset, entry)) in latest {
+        if entry.1.is_some() {
+            assert_eq!(held.get(&offset), Some(entry), "latest of key {key:?}");
+        }
+    }
+    assert_eq!(
+        log.log_end_offset().0,
+        model.keys().last().map_or(0, |o| o + 1)
+    );
+}
+
+fn run_ops(ops: Vec<Op>) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), compact_config(), &clock);
+    let mut model: BTreeMap<i64, Entry> = BTreeMap::new();
+    let mut n = 0u32;
+    for op in ops {
+        match op {
+            Op::Write { records, codec } => {
+                let entries: Vec<Entry> = records
+                    .iter()
+                    .map(|&(key, tombstone)| {
+                        n += 1;
+                        let value = (!tombstone).then(|| format!("v{n}-{}", "x".repeat(40)));
+                        (vec![b'k', key], value.map(String::into_bytes))
+                    })
+                    .collect();
+                let ts = clock.now_ms();
+                let batch = keyed_batch(&entries, ts, codec, ProducerStamp::default());
+                let info = log.append(batch, LeaderEpoch(0)).unwrap();
+                for (i, entry) in entries.into_iter().enumerate() {
+                    model.insert(info.base_offset.0 + i as i64, entry);
+                }
+            }
+            Op::Roll => log.roll().unwrap(),
+            Op::Clean { force, below_end } => {
+                let bound = if below_end {
+                    Offset(log.log_end_offset().0 / 2)
+                } else {
+                    log.log_end_offset()
+                };
+                clean(&mut log, bound, force);
+            }
+            Op::Advance { ms } => clock.advance(ms),
+            Op::Reopen { clean } => {
+                if clean {
+                    log.close().unwrap();
+                } else {
+                    drop(log);
+                }
+                log = open(dir.path(), compact_config(), &clock);
+            }
+        }
+        check_against(&log, &model);
+    }
+    // Past the tombstones' retention, with everything sealed and cleaned, exactly the
+    // latest live value of each key is left, at its offset.
+    clock.advance(RETENTION_MS + 1);
+    log.roll().unwrap();
+    clean_all(&mut log);
+    let mut expected: BTreeMap<Vec<u8>, (i64, Entry)> = BTreeMap::new();
+    for (offset, entry) in &model {
+        expected.insert(entry.0.clone(), (*offset, entry.clone()));
+    }
+    let expected: BTreeMap<i64, Entry> = expected
+        .into_values()
+        .filter(|(_, entry)| entry.1.is_some())
+        .collect();
+    assert_eq!(records(&log), expected);
+    drop(log);
+    let log = open(dir.path(), compact_config(), &clock);
+    assert_eq!(records(&log), expected, "after an unclean reopen");
+    no_cleaner_files_left(dir.path());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn compaction_keeps_the_latest_value_of_each_key_at_its_offset(
+        ops in prop::collection::vec(op(), 1..80)
+    ) {
+        run_ops(ops);
+    }
+}
+
+/// Fills a compacted log with `rounds` writes of keys 0..n_keys (one record per batch),
+/// then seals it. Returns the latest value of each key by offset.
+fn fill_rounds(log: &mut PartitionLog, rounds: usize, n_keys: u8, ts: i64) -> BTreeMap<i64, Entry> {
+    let mut latest: BTreeMap<Vec<u8>, (i64, Entry)> = BTreeMap::new();
+    for round in 0..rounds {
+        for key in 0..n_keys {
+            let entry: Entry = (
+                vec![b'k', key],
+                Some(format!("r{round}-{}", "y".repeat(60)).into_bytes()),
+            );
+            let batch = keyed_batch(
+                &[entry.clone()],
+                ts,
+                Compression::None,
+                ProducerStamp::default(),
+            );
+            let info = log.append(batch, LeaderEpoch(1)).unwrap();
+            latest.insert(entry.0.clone(), (info.base_offset.0, entry));
+        }
+    }
+    log.roll().unwrap();
+    latest.into_values().collect()
+}
+
+/// The steps at which a crash may stop a swap, simulated by doing by hand what the swap
+/// would have done up to there.
+#[derive(Clone, Copy, Debug)]
+enum CrashAt {
+    /// `.cleaned` files written, nothing renamed.
+    Cleaned,
+    /// The indexes renamed to `.swap`, the log not yet (not committed).
+    IndexesSwapped,
+    /// All three renamed to `.swap` (committed), the old segments all there.
+    Swapped,
+    /// Committed, the first old segment deleted.
+    FirstOldDeleted,
+    /// Committed, every old segment deleted.
+    OldDeleted,
+    /// The indexes renamed to their final names, the log still `.swap`.
+    IndexesFinal,
+}
+
+fn suffixed(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    out.sort();
+    out
+}
+
+fn rename_suffix(path: &Path, from: &str, to: &str) {
+    let name = path.to_string_lossy();
+    let target = format!("{}{to}", name.strip_suffix(from).unwrap());
+    fs::rename(path, target).unwrap();
+}
+
+#[test]
+fn a_cleaner_interrupted_at_any_step_leaves_a_readable_log_with_every_latest_value() {
+    for crash in [
+        CrashAt::Cleaned,
+        CrashAt::IndexesSwapped,
+        CrashAt::Swapped,
+        CrashAt::FirstOldDeleted,
+        CrashAt::OldDeleted,
+        CrashAt::IndexesFinal,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = clock();
+        let config = LogConfig {
+            segment_bytes_max: 4096,
+            ..compact_config()
+        };
+        let mut log = open(dir.path(), config.clone(), &clock);
+        let expected = fill_rounds(&mut log, 12, 10, clock.now_ms());
+        let before = records(&log);
+        // Segments of 4 KiB, cleaned into one (one group, one swap to interrupt).
+        log.reconfigure(LogConfig {
+            segment_bytes_max: 1 << 20,
+            ..config.clone()
+        });
+        let plan = log
+            .plan_cleaning(log.log_end_offset(), false)
+            .unwrap()
+            .unwrap();
+        let cleaned = plan.run(MAP_BYTES, &mut Throttle::unlimited()).unwrap();
+        // The process dies: nothing is swapped, the files stay as they are.
+        std::mem::forget(cleaned);
+        let old_logs: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        drop(log);
+
+        let cleaned_files = suffixed(dir.path(), ".cleaned");
+        assert_eq!(cleaned_files.len(), 3, "{crash:?}: one group, three files");
+        let is_log = |p: &Path| p.to_string_lossy().ends_with(".log.cleaned");
+        let committed = !matches!(crash, CrashAt::Cleaned | CrashAt::IndexesSwapped);
+        if !matches!(crash, CrashAt::Cleaned) {
+            for path in cleaned_files.iter().filter(|p| !is_log(p)) {
+                rename_suffix(path, ".cleaned", ".swap");
+            }
+        }
+        if committed {
+            let log_file = cleaned_files.iter().find(|p| is_log(p)).unwrap();
+            rename_suffix(log_file, ".cleaned", ".swap");
+        }
+        let mut old_sorted = old_logs.clone();
+        old_sorted.sort();
+        let replaced: Vec<_> = old_sorted[..old_sorted.len() - 1].to_vec(); // all but the active
+        let delete_old = |paths: &[std::path::PathBuf]| {
+            for path in paths {
+                for ext in ["log", "index", "timeindex"] {
+                    let _ = fs::remove_file(path.with_extension(ext));
+                }
+            }
+        };
+        match crash {
+            CrashAt::FirstOldDeleted => delete_old(&replaced[..1]),
+            CrashAt::OldDeleted => delete_old(&replaced),
+            CrashAt::IndexesFinal => {
+                delete_old(&replaced);
+                for path in suffixed(dir.path(), "index.swap") {
+                    rename_suffix(&path, ".swap", "");
+                }
+            }
+            _ => {}
+        }
+
+        let log = open(dir.path(), config.clone(), &clock);
+        assert_eq!(
+            log.recovery_report().cleaner_swaps_completed,
+            usize::from(committed),
+            "{crash:?}"
+        );
+        no_cleaner_files_left(dir.path());
+        let after = records(&log);
+        if committed {
+            assert_eq!(after, expected, "{crash:?}: the cleaned log");
+        } else {
+            assert_eq!(after, before, "{crash:?}: the log as it was");
+        }
+        // The log works on: the next cleaning and appends.
+        let mut log = log;
+        clean_all(&mut log);
+        assert_eq!(records(&log), expected, "{crash:?}: cleaned again");
+        log.append(batch("after", 1, 10, clock.now_ms()), LeaderEpoch(1))
+            .unwrap();
+    }
+}
+
+#[test]
+fn the_dirty_ratio_and_the_compaction_lag_decide_when_a_log_is_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let config = LogConfig {
+        min_compaction_lag_ms: 5_000,
+        ..compact_config()
+    };
+    let mut log = open(dir.path(), config, &clock);
+    fill_rounds(&mut log, 5, 10, clock.now_ms());
+    let end = log.log_end_offset();
+    assert!(
+        log.plan_cleaning(end, false).unwrap().is_none(),
+        "records younger than the lag are not cleanable"
+    );
+    clock.advance(5_000);
+    assert!(clean(&mut log, end, false), "all dirty: ratio 1");
+    assert_eq!(log.cleaner_first_dirty_offset(), end);
+    let cleaned_size = log.size_bytes();
+    // A little more data: the dirty share is below one half.
+    fill_rounds(&mut log, 1, 1, clock.now_ms());
+    clock.advance(5_000);
+    assert!(log.size_bytes() - cleaned_size < cleaned_size);
+    assert!(log
+        .plan_cleaning(log.log_end_offset(), false)
+        .unwrap()
+        .is_none());
+    fill_rounds(&mut log, 3, 10, clock.now_ms());
+    clock.advance(5_000);
+    assert!(log
+        .plan_cleaning(log.log_end_offset(), false)
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn only_sealed_segments_below_the_bound_are_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), compact_config(), &clock);
+    fill_rounds(&mut log, 6, 4, clock.now_ms());
+    let sealed_end = log.log_end_offset();
+    // The active segment holds superseded values too: they stay.
+    for _ in 0..3 {
+        let entry: Entry = (b"k\x00".to_vec(), Some(b"active".to_vec()));
+        log.append(
+            keyed_batch(
+                &[entry],
+                clock.now_ms(),
+                Compression::None,
+                ProducerStamp::default(),
+            ),
+            LeaderEpoch(1),
+        )
+        .unwrap();
+    }
+    let before = records(&log);
+    // A bound in the middle: segments ending above it stay as they are.
+    let bound = Offset(sealed_end.0 / 2);
+    clean(&mut log, bound, true);
+    let after = records(&log);
+    for (offset, entry) in &before {
+        if *offset >= bound.0 {
+            assert_eq!(
+                after.get(offset),
+                Some(entry),
+                "offset {offset} above the bound"
+            );
+        }
+    }
+    clean_all(&mut log);
+    let after = records(&log);
+    let active: Vec<_> = after.range(sealed_end.0..).collect();
+    assert_eq!(active.len(), 3, "the active segment is never compacted");
+}
+
+#[test]
+fn retention_deletes_nothing_under_compact_alone_and_does_under_compact_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), compact_config(), &clock);
+    fill_rounds(&mut log, 4, 4, clock.now_ms());
+    clock.advance(10);
+    assert_eq!(log.apply_retention(log.log_end_offset()).unwrap(), 0);
+    log.reconfigure(LogConfig {
+        cleanup_policy: CleanupPolicy::CompactDelete,
+        ..compact_config()
+    });
+    assert!(log.apply_retention(log.log_end_offset()).unwrap() > 0);
+}
+
+#[test]
+fn an_idempotent_producers_last_batch_stays_as_an_empty_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), compact_config(), &clock);
+    let stamp = |seq| ProducerStamp {
+        producer_id: 42,
+        producer_epoch: 3,
+        base_sequence: seq,
+    };
+    let entry = |v: &str| -> Entry { (b"key".to_vec(), Some(v.as_bytes().to_vec())) };
+    let ts = clock.now_ms();
+    log.append(
+        keyed_batch(&[entry("a"), entry("b")], ts, Compression::None, stamp(0)),
+        LeaderEpoch(1),
+    )
+    .unwrap();
+    log.append(
+        keyed_batch(&[entry("c")], ts, Compression::None, stamp(2)),
+        LeaderEpoch(1),
+    )
+    .unwrap();
+    // Producer 42's last batch (offset 2) is superseded by a non-idempotent write.
+    log.append(
+        keyed_batch(
+            &[entry("d")],
+            ts,
+            Compression::None,
+            ProducerStamp::default(),
+        ),
+        LeaderEpoch(1),
+    )
+    .unwrap();
+    log.roll().unwrap();
+    clean_all(&mut log);
+    let batches = read_all(&log, 1 << 20);
+    let shape: Vec<(i64, i64, i32, i64, i32)> = batches
+        .iter()
+        .map(|b| {
+            let h = b.header();
+            (
+                h.base_offset.0,
+                h.last_offset().0,
+                h.records_count,
+                h.producer_id,
+                h.base_sequence,
+            )
+        })
+        .collect();
+    // The first batch of 42 goes; its last stays, empty, with its sequence and offsets.
+    assert_eq!(shape, vec![(2, 2, 0, 42, 2), (3, 3, 1, -1, -1)]);
+}
+
+#[test]
+fn compressed_batches_are_rewritten_with_their_codec() {
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = clock();
+        let mut log = open(dir.path(), compact_config(), &clock);
+        let entries: Vec<Entry> = (0..40u8)
+            .map(|i| {
+                (
+                    vec![b'k', i % 20],
+                    Some(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "z".repeat(50)).into_bytes()),
+                )
+            })
+            .collect();
+        log.append(
+            keyed_batch(&entries, clock.now_ms(), codec, ProducerStamp::default()),
+            LeaderEpoch(1),
+        )
+        .unwrap();
+        log.roll().unwrap();
+        clean_all(&mut log);
+        let batches = read_all(&log, 1 << 20);
+        assert_eq!(batches.len(), 1);
+        let h = batches[0].header();
+        assert_eq!(h.compression().unwrap(), codec);
+        assert_eq!(
+            (h.base_offset.0, h.last_offset().0, h.records_count),
+            (0, 39, 20)
+        );
+        let kept: Vec<i64> = records(&log).keys().copied().collect();
+        assert_eq!(kept, (20..40).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn records_without_a_key_are_removed_by_the_cleaner() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), compact_config(), &clock);
+    log.append(batch("unkeyed", 3, 10, clock.now_ms()), LeaderEpoch(1))
+        .unwrap();
+    let mut b = BatchBuilder::new();
+    b.append(clock.now_ms(), None, Some(b"no key"), &[]);
+    b.append(clock.now_ms(), Some(b"k"), Some(b"keyed"), &[]);
+    log.append(b.build(), LeaderEpoch(1)).unwrap();
+    log.roll().unwrap();
+    clean_all(&mut log);
+    let batches = read_all(&log, 1 << 20);
+    let kept: Vec<(i64, Option<Bytes>)> = batches
+        .iter()
+        .flat_map(|b| b.records().unwrap().map(|r| r.unwrap()))
+        .map(|r| (r.offset.0, r.key))
+        .collect();
+    // `batch()` keys its records with the tag: the last of them wins.
+    assert_eq!(
+        kept,
+        vec![
+            (2, Some(Bytes::from_static(b"unkeyed"))),
+            (4, Some(Bytes::from_static(b"k")))
+        ]
+    );
+}
+
+#[test]
+fn a_follower_copies_a_compacted_log_with_its_gaps_and_reads_land_on_the_next_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut leader = open(&dir.path().join("leader"), compact_config(), &clock);
+    let expected = fill_rounds(&mut leader, 8, 5, clock.now_ms());
+    clean_all(&mut leader);
+    assert_eq!(records(&leader), expected);
+
+    // A consumer at an offset that was compacted away gets the next batch.
+    let first_kept = *expected.keys().next().unwrap();
+    assert!(first_kept > 0);
+    let read = leader.read(Offset(0), 1 << 20, Offset(i64::MAX)).unwrap();
+    let first = Batches::new(read).next().unwrap().unwrap();
+    assert_eq!(first.header().base_offset.0, first_kept);
+
+    // A follower fetching from its log end, as replication does, ends with the same log.
+    let mut follower = open(&dir.path().join("follower"), compact_config(), &clock);
+    loop {
+        let at = follower.log_end_offset();
+        let fetched = leader.read(at, 300, Offset(i64::MAX)).unwrap();
+        if fetched.is_empty() {
+            break;
+        }
+        follower.append_as_follower(fetched).unwrap();
+    }
+    assert_eq!(records(&follower), expected);
+    assert_eq!(
+        follower.log_end_offset().0,
+        expected.keys().last().unwrap() + 1
+    );
+    // Overlaps are still refused.
+    let again = leader
+        .read(Offset(first_kept), 1 << 20, Offset(i64::MAX))
+        .unwrap();
+    assert!(follower.append_as_follower(again).is_err());
+}
+
+#[test]
+fn a_small_offset_map_cleans_in_several_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), compact_config(), &clock);
+    let expected = fill_rounds(&mut log, 10, 30, clock.now_ms());
+    let mut runs = 0;
+    while let Some(plan) = log.plan_cleaning(log.log_end_offset(), false).unwrap() {
+        let cleaned = plan.run(1, &mut Throttle::unlimited()).unwrap();
+        log.swap_cleaned(cleaned).unwrap();
+        runs += 1;
+        assert!(runs < 100, "the cleaner makes progress");
+    }
+    assert!(runs > 1, "a one-byte map holds one segment at a time");
+    clean_all(&mut log);
+    assert_eq!(records(&log), expected);
+}
+
+#[test]
+fn a_stopped_cleaner_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), compact_config(), &clock);
+    fill_rounds(&mut log, 5, 5, clock.now_ms());
+    let before = records(&log);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let plan = log
+        .plan_cleaning(log.log_end_offset(), true)
+        .unwrap()
+        .unwrap();
+    let err = plan
+        .run(MAP_BYTES, &mut Throttle::new(Some(1 << 30), Some(stop)))
+        .unwrap_err();
+    assert!(err.to_string().contains("stopped"), "{err}");
+    no_cleaner_files_left(dir.path());
+    assert_eq!(records(&log), before);
+}
+
+#[test]
+fn a_retention_that_removed_a_cleaned_segment_meanwhile_discards_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(
+        dir.path(),
+        LogConfig {
+            cleanup_policy: CleanupPolicy::CompactDelete,
+            ..compact_config()
+        },
+        &clock,
+    );
+    fill_rounds(&mut log, 5, 5, clock.now_ms());
+    let plan = log
+        .plan_cleaning(log.log_end_offset(), true)
+        .unwrap()
+        .unwrap();
+    let cleaned = plan.run(MAP_BYTES, &mut Throttle::unlimited()).unwrap();
+    clock.advance(10);
+    assert!(log.apply_retention(log.log_end_offset()).unwrap() > 0);
+    let report = log.swap_cleaned(cleaned).unwrap();
+    assert!(!report.swapped);
+    no_cleaner_files_left(dir.path());
+    records(&log);
+}
