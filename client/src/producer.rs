@@ -256,8 +256,9 @@ pub struct ProducerRecord {
     pub partition: Option<PartitionId>,
     /// The key: records with the same key go to the same partition.
     pub key: Option<Bytes>,
-    /// The value.
-    pub value: Bytes,
+    /// The value; `None` is a tombstone, which deletes its key from a compacted topic
+    /// (`cleanup.policy=compact`): see [`ProducerRecord::tombstone`].
+    pub value: Option<Bytes>,
     /// Headers: name and value.
     pub headers: Vec<(String, Bytes)>,
     /// Creation time in ms since the Unix epoch; now when `None`.
@@ -271,9 +272,25 @@ impl ProducerRecord {
             topic: topic.into(),
             partition: None,
             key: None,
-            value: value.into(),
+            value: Some(value.into()),
             headers: Vec::new(),
             timestamp_ms: None,
+        }
+    }
+
+    /// A tombstone: `key` with a null value. On a compacted topic it deletes the key: the
+    /// log cleaner removes the key's earlier records, and the tombstone itself once it is
+    /// `delete.retention.ms` old.
+    ///
+    /// ```
+    /// use sluice_client::ProducerRecord;
+    /// let delete = ProducerRecord::tombstone("profiles", "alice");
+    /// assert_eq!(delete.value, None);
+    /// ```
+    pub fn tombstone(topic: impl Into<String>, key: impl Into<Bytes>) -> ProducerRecord {
+        ProducerRecord {
+            value: None,
+            ..ProducerRecord::new(topic, Bytes::new()).key(key)
         }
     }
 
@@ -518,7 +535,7 @@ impl Producer {
         let parts = RecordParts {
             timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
             key: record.key.as_deref(),
-            value: Some(&record.value[..]),
+            value: record.value.as_deref(),
             headers: &headers,
         };
         if let Some(first) = shared.lock().first_failure() {

@@ -18,6 +18,12 @@ Scenarios:
                to T, which already holds M records that sluice's producer compressed with
                C; T read from the start gives back exactly both sets (sluice's batches
                decoded by kafka-python's codecs).
+  compacted    T (created beforehand: one partition, cleanup.policy=compact, small segments,
+               delete.retention.ms=0): a record without a key is refused with
+               INVALID_RECORD; N rounds of M keys, then a tombstone for key 0 and a round
+               of other keys to roll the segments; read from the start, once the broker's
+               cleaner has run, T holds each key's last value (key 0 not at all) at
+               increasing offsets with gaps, fewer records than were written.
   group-split  two members of G on T (created beforehand with --partitions P): each gets a
                non-empty share, the shares are disjoint and cover every partition, and a
                record produced to each partition afterwards reaches the member owning it.
@@ -283,7 +289,61 @@ def group_split(args):
     finish(shares=[sorted(s) for s in shares], partitions=n_partitions)
 
 
+def compacted(args):
+    from kafka.errors import InvalidRecordError
+
+    topic, rounds, keys = args.topic, args.n, args.m
+    step("a record without a key is refused")
+    # kafka-python's idempotent producer treats any non-retriable error as fatal (Java's
+    # bumps its epoch and goes on): a producer of its own for the refused record.
+    refused = producer(args)
+    try:
+        refused.send(topic, value=b"no key").get(timeout=30)
+        raise Failed("a record without a key was accepted by a compacted topic")
+    except InvalidRecordError:
+        pass
+    refused.close()
+    prod = producer(args, linger_ms=5, batch_size=2048)  # batches well below segment.bytes
+    step(f"{rounds} rounds of {keys} keys, a tombstone for key-0, a round of fillers")
+    records = [(f"key-{k}".encode(), f"key-{k} round {r} {'x' * 100}".encode(), [])
+               for r in range(rounds) for k in range(keys)]
+    records.append((b"key-0", None, []))
+    records += [(f"filler-{i}".encode(), b"f" * 100, []) for i in range(keys)]
+    sent = produce_all(prod, topic, records)
+    prod.close()
+    expected = {f"key-{k}".encode(): f"key-{k} round {rounds - 1} {'x' * 100}".encode()
+                for k in range(1, keys)}
+
+    def compacted_view():
+        cons = consumer(args)
+        tp = TopicPartition(topic, 0)
+        cons.assign([tp])
+        cons.seek_to_beginning(tp)
+        end = cons.end_offsets([tp])[tp]
+        got = []
+        deadline = time.monotonic() + 30
+        while cons.position(tp) < end and time.monotonic() < deadline:
+            for batch in cons.poll(timeout_ms=500).values():
+                got.extend(batch)
+        cons.close()
+        latest = {r.key: r.value for r in got if not r.key.startswith(b"filler-")}
+        if b"key-0" in latest or len(got) >= len(records) - keys:
+            return None  # not cleaned yet
+        return got, latest
+
+    step("read T from the start once the cleaner has run")
+    got, latest = poll_until("the cleaner to compact T", 90, compacted_view, interval_s=0.5)
+    offsets = [r.offset for r in got]
+    check(offsets == sorted(set(offsets)), "offsets are not increasing", offsets=offsets)
+    check(latest == expected, "the latest value of some key is wrong",
+          wrong=sorted(k.decode() for k in expected if latest.get(k) != expected[k]))
+    acked = {m.offset for m in sent}
+    check(set(offsets) <= acked, "a record at an offset that was never acknowledged")
+    finish(records=len(got), written=len(records), gaps=offsets[-1] + 1 - len(got))
+
+
 SCENARIOS = {
+    "compacted": compacted,
     "admin": admin,
     "partitioner": partitioner,
     "headers": headers,

@@ -17,7 +17,7 @@ use sluice_client::{
     ResetTarget, TopicPartition,
 };
 use sluice_integration_tests::checks::{client, read_everything, runtime};
-use sluice_integration_tests::{wait_until, BrokerProcess};
+use sluice_integration_tests::{cli, cli_ok, wait_until, BrokerProcess};
 
 /// Sizes of the `.log` files in `dir`, and whether a cleaner's `.cleaned` or `.swap` file
 /// is there (a cleaning in progress).
@@ -218,7 +218,10 @@ fn consumer_offsets_stay_small_however_many_commits_a_group_makes() {
             .await
             .unwrap();
         let written = *end[0].1.as_ref().unwrap();
-        assert!(written >= commits * i64::from(partitions), "{written} records");
+        assert!(
+            written >= commits * i64::from(partitions),
+            "{written} records"
+        );
         expected
     });
     let offsets_dir = broker.partition_dir("__consumer_offsets", 0);
@@ -234,4 +237,93 @@ fn consumer_offsets_stay_small_however_many_commits_a_group_makes() {
         let admin = Admin::new(client(&broker.bootstrap()).await);
         assert_eq!(admin.committed_offsets(group).await.unwrap(), expected);
     });
+}
+
+#[test]
+fn a_tombstone_deletes_its_key_and_a_record_without_a_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &["--log-cleaner-interval-ms", "100"]);
+    let bootstrap = broker.bootstrap();
+    let topic = "prices";
+    cli_ok(
+        &bootstrap,
+        &[
+            "topic",
+            "create",
+            topic,
+            "-c",
+            "cleanup.policy=compact",
+            "-c",
+            "segment.bytes=4096",
+            "-c",
+            "delete.retention.ms=0",
+            "-c",
+            "min.cleanable.dirty.ratio=0.01",
+        ],
+        "",
+    );
+    // A keyless record cannot be kept by key: refused, saying what to do, nothing written.
+    let refused = cli(&bootstrap, &["produce", topic], "no key here\n");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a keyless record was accepted");
+    assert!(
+        stderr.contains("compacted") && stderr.contains("key"),
+        "the error says the topic is compacted and the record needs a key: {stderr}"
+    );
+
+    let rt = runtime();
+    let survivors = rt.block_on(async {
+        let client = client(&bootstrap).await;
+        let producer = Producer::new(client.clone(), ProducerConfig::default());
+        let send = |record: ProducerRecord| {
+            let producer = &producer;
+            async move {
+                producer
+                    .send(record.partition(PartitionId(0)))
+                    .await
+                    .expect("send")
+                    .await
+                    .expect("acknowledged")
+                    .offset
+            }
+        };
+        let apple = send(ProducerRecord::new(topic, "1.10").key("apple")).await;
+        send(ProducerRecord::new(topic, "0.50").key("banana")).await;
+        let deleted = send(ProducerRecord::tombstone(topic, "banana")).await;
+        // Enough later records of other keys to roll the tombstone's segment, twice each so
+        // the fillers compact too.
+        for round in 0..2 {
+            for i in 0..60 {
+                let value = format!("{round} {}", "y".repeat(100));
+                send(ProducerRecord::new(topic, value).key(format!("filler-{i}"))).await;
+            }
+        }
+        producer.close().await;
+        assert!(deleted > apple);
+        // The cleaner removes banana's value and then its tombstone (delete.retention.ms
+        // 0); apple's one record stays at its offset.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let records = read_everything(&client, topic, 1, 1).await;
+            let banana = records
+                .iter()
+                .any(|r| r.key.as_deref() == Some(b"banana".as_slice()));
+            // 123 records were written; the active segment's are never compacted (nor the
+            // older records of its keys: the cleaner maps only sealed segments' keys).
+            if !banana && records.len() < 100 {
+                break records;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "banana still there, or nothing compacted: {} records",
+                records.len()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        .into_iter()
+        .filter(|r| r.key.as_deref() == Some(b"apple".as_slice()))
+        .map(|r| (r.offset, r.value.unwrap()))
+        .collect::<Vec<_>>()
+    });
+    assert_eq!(survivors, vec![(0, Bytes::from("1.10"))]);
 }

@@ -127,7 +127,7 @@ async fn send_lines(
             topic: args.topic.clone(),
             partition: args.partition.map(PartitionId),
             key,
-            value,
+            value: Some(value),
             headers: Vec::new(),
             timestamp_ms: None,
         };
