@@ -102,6 +102,17 @@ struct TopicArgs {
     /// Output format of the summary.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// A config of the topic when it is created, KEY=VALUE (repeatable), e.g.
+    /// `cleanup.policy=compact`.
+    #[arg(long = "topic-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    topic_configs: Vec<(String, String)>,
+}
+
+/// `KEY=VALUE`.
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
 #[derive(clap::Args, Clone)]
@@ -142,6 +153,10 @@ struct ProduceArgs {
     /// Idempotent producers (the default, with acks all): `false` measures what it costs.
     #[arg(long, value_name = "true|false", default_value_t = true, action = clap::ArgAction::Set)]
     enable_idempotence: bool,
+    /// Give records keys, cycling through this many (`key-00000000`...), as updates of a
+    /// table do (a compacted topic needs them); without it records have no key.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    keys: Option<u64>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -242,7 +257,10 @@ async fn connect(target: &Target) -> Result<Client, String> {
 
 /// Creates the topic unless it exists; returns its partition count.
 async fn ensure_topic(client: &Client, args: &TopicArgs) -> Result<i32, String> {
-    let topic = NewTopic::new(&args.topic, args.partitions, args.replication_factor);
+    let mut topic = NewTopic::new(&args.topic, args.partitions, args.replication_factor);
+    for (key, value) in &args.topic_configs {
+        topic = topic.config(key, value);
+    }
     match Admin::new(client.clone()).create_topic(topic).await {
         Ok(()) => {}
         Err(e) if e.code() == Some(ErrorCode::TopicAlreadyExists) => {}
@@ -693,8 +711,13 @@ async fn run_producer(
             None => Instant::now(),
         };
         let partition = (first_partition + (i / records_per_batch) as i32) % n_partitions;
-        let record =
+        let mut record =
             ProducerRecord::new(topic.clone(), payloads.next()).partition(PartitionId(partition));
+        if let Some(keys) = args.keys {
+            // Spread over the workers, so each key is updated by all of them in turn.
+            let key = (i * args.producers.max(1) as u64 + worker) % keys;
+            record = record.key(format!("key-{key:08}"));
+        }
         let delivery = producer
             .send(record)
             .await
