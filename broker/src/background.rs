@@ -17,6 +17,7 @@ use sluice_storage::{Clock, StorageError, SystemClock, Throttle};
 
 use crate::broker::Broker;
 use crate::config::DurabilityMode;
+use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::replication::Replication;
 
@@ -140,10 +141,11 @@ async fn run_cleaner(broker: Arc<Broker>) {
         let map_bytes =
             usize::try_from(broker.config.log_cleaner_dedupe_buffer_bytes).unwrap_or(usize::MAX);
         let stop_pass = Arc::clone(&stop);
+        let metrics = Arc::clone(&broker.metrics);
         let pass = tokio::task::spawn_blocking(move || {
             let mut throttle = Throttle::new(Some(bytes_per_sec), Some(stop_pass));
             for partition in partitions {
-                clean(&partition, map_bytes, &mut throttle);
+                clean(&partition, map_bytes, &mut throttle, &metrics);
             }
         });
         tokio::pin!(pass);
@@ -164,9 +166,14 @@ async fn run_cleaner(broker: Arc<Broker>) {
     }
 }
 
-/// One cleaner run over one replica, logged.
-fn clean(partition: &Partition, map_bytes: usize, throttle: &mut Throttle) {
-    match partition.clean_log(false, map_bytes, throttle) {
+/// One cleaner run over one replica, logged and counted.
+fn clean(partition: &Partition, map_bytes: usize, throttle: &mut Throttle, metrics: &Metrics) {
+    let started = std::time::Instant::now();
+    let ran = partition.clean_log(false, map_bytes, throttle);
+    if let Ok(Some(report)) = &ran {
+        metrics.cleaned(report, started.elapsed());
+    }
+    match ran {
         Ok(None) => {}
         Ok(Some(report)) if report.swapped => tracing::info!(
             partition = %partition.name(),

@@ -98,6 +98,11 @@ pub struct Metrics {
     isr_expands: Counter,
     denials: Family<DenialLabels, Counter>,
     failed_logins: Family<MechanismLabels, Counter>,
+    cleaner_runs: Counter,
+    cleaner_records_removed: Counter,
+    cleaner_bytes_read: Counter,
+    cleaner_bytes_reclaimed: Counter,
+    cleaner_duration: Histogram,
     /// `false` when nothing can read the metrics (the broker has no HTTP listener): every
     /// event is then ignored, so a broker without `/metrics` pays nothing for them.
     enabled: bool,
@@ -121,6 +126,11 @@ impl Default for Metrics {
             isr_expands: Counter::default(),
             denials: Family::default(),
             failed_logins: Family::default(),
+            cleaner_runs: Counter::default(),
+            cleaner_records_removed: Counter::default(),
+            cleaner_bytes_read: Counter::default(),
+            cleaner_bytes_reclaimed: Counter::default(),
+            cleaner_duration: Histogram::new(request_buckets()),
             enabled: true,
         }
     }
@@ -222,6 +232,32 @@ impl Metrics {
             self.failed_logins.clone(),
         );
         registry.register(
+            "sluice_log_cleaner_runs",
+            "Log cleaner runs that swapped cleaned segments into a compacted log",
+            self.cleaner_runs.clone(),
+        );
+        registry.register(
+            "sluice_log_cleaner_records_removed",
+            "Records the log cleaner removed (superseded by a later record of their key, or \
+             tombstones past delete.retention.ms)",
+            self.cleaner_records_removed.clone(),
+        );
+        registry.register(
+            "sluice_log_cleaner_bytes_read",
+            "Segment bytes the log cleaner read (within log_cleaner_io_bytes_per_sec)",
+            self.cleaner_bytes_read.clone(),
+        );
+        registry.register(
+            "sluice_log_cleaner_bytes_reclaimed",
+            "Disk bytes the log cleaner freed (segment bytes before minus after)",
+            self.cleaner_bytes_reclaimed.clone(),
+        );
+        registry.register(
+            "sluice_log_cleaner_run_duration_seconds",
+            "Duration of each log cleaner run over one partition (throttling included)",
+            self.cleaner_duration.clone(),
+        );
+        registry.register(
             "sluice_isr_expands",
             "ISR expansions of partitions led here, committed by the controller",
             self.isr_expands.clone(),
@@ -305,6 +341,22 @@ impl Metrics {
         if self.enabled {
             let labels = MechanismLabels { mechanism };
             self.failed_logins.get_or_create(&labels).inc();
+        }
+    }
+
+    /// The log cleaner ran over one partition for `elapsed`, and swapped its result in
+    /// when `report.swapped`.
+    pub fn cleaned(&self, report: &sluice_storage::CleanReport, elapsed: Duration) {
+        if !self.enabled {
+            return;
+        }
+        self.cleaner_duration.observe(elapsed.as_secs_f64());
+        self.cleaner_bytes_read.inc_by(report.bytes_read);
+        if report.swapped {
+            self.cleaner_runs.inc();
+            self.cleaner_records_removed.inc_by(report.records_removed);
+            self.cleaner_bytes_reclaimed
+                .inc_by(report.bytes_before.saturating_sub(report.bytes_after));
         }
     }
 

@@ -17,7 +17,7 @@ use sluice_client::{
     ResetTarget, TopicPartition,
 };
 use sluice_integration_tests::checks::{client, read_everything, runtime};
-use sluice_integration_tests::{cli, cli_ok, wait_until, BrokerProcess};
+use sluice_integration_tests::{cli, cli_ok, scrape, wait_until, BrokerProcess};
 
 /// Sizes of the `.log` files in `dir`, and whether a cleaner's `.cleaned` or `.swap` file
 /// is there (a cleaning in progress).
@@ -326,4 +326,11 @@ fn a_tombstone_deletes_its_key_and_a_record_without_a_key_is_refused() {
         .collect::<Vec<_>>()
     });
     assert_eq!(survivors, vec![(0, Bytes::from("1.10"))]);
+    // Counted just after the swap the reads above saw.
+    wait_until("the cleaner's metrics", Duration::from_secs(30), || {
+        scrape(broker.http_addr())["sluice_log_cleaner_runs_total"] >= 1.0
+    });
+    let metrics = scrape(broker.http_addr());
+    assert!(metrics["sluice_log_cleaner_records_removed_total"] >= 2.0);
+    assert!(metrics["sluice_log_cleaner_bytes_reclaimed_total"] > 0.0);
 }
