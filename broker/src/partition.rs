@@ -16,7 +16,7 @@
 //! the larger of the two sets (Kafka's KIP-497 "maximal ISR"), so an acks=all append is
 //! never acknowledged on fewer replicas than the committed ISR.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -913,15 +913,29 @@ impl Partition {
         if self.is_deleted() || self.offline.get().is_some() {
             return Ok(None);
         }
-        let high_watermark = self.high_watermark();
-        let Some(plan) = self.log.read().plan_cleaning(high_watermark, force)? else {
+        // The last batch of every producer still tracked stays (empty if need be), as in
+        // Kafka: its sequence survives a rebuild of the state from the log. Producers
+        // forgotten since (expired) keep nothing.
+        let last_batches: HashMap<i64, Offset> = {
+            let producers = self.producers.lock().expect("producer state lock");
+            producers.last_batches().collect()
+        };
+        let plan = {
+            let log = self.log.read();
+            // The HW read under the log's lock: a truncation lowers it before it cuts the
+            // log (under the write lock), so the plan never reaches above what is
+            // committed, and a cut after the plan makes the swap discard the run.
+            log.plan_cleaning(self.high_watermark(), force)?
+        };
+        let Some(plan) = plan else {
             return Ok(None);
         };
-        let cleaned = plan.run(map_bytes_max, throttle)?;
+        let cleaned = plan.run(map_bytes_max, throttle, &last_batches)?;
         let mut log = self.log.write();
         // Under the log's lock: a deletion sets the flag before it takes the lock, so a
-        // deleted topic's directory (which a new topic may own) is never written.
-        if self.is_deleted() || self.log.is_retired() {
+        // deleted topic's directory (which a new topic may own) is never written; a policy
+        // altered to `delete` meanwhile removes nothing more.
+        if self.is_deleted() || self.log.is_retired() || !log.config().cleanup_policy.compacts() {
             return Ok(None);
         }
         match log.swap_cleaned(cleaned) {
@@ -1348,6 +1362,16 @@ fn split_batches(records: Bytes) -> Result<Vec<Bytes>, ApiError> {
         };
         let batch = rest.split_to(len);
         check_compressed(&batch)?;
+        let header = BatchHeader::parse(&batch).map_err(|e| invalid(e.to_string()))?;
+        if header.is_control() {
+            // Commit and abort markers are the broker's to write (Kafka refuses them from
+            // clients too); one from a producer would also pass the checks records get.
+            return Err(ApiError::new(
+                ErrorCode::InvalidRecord,
+                "a producer may not write control batches (transaction markers): clear the \
+                 control bit of the batch's attributes",
+            ));
+        }
         batches.push(batch);
     }
     match batches.len() {

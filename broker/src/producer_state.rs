@@ -116,6 +116,13 @@ impl ProducerStates {
         self.producers.is_empty()
     }
 
+    /// Each tracked producer's last batch (its base offset): what the log cleaner keeps.
+    pub fn last_batches(&self) -> impl Iterator<Item = (i64, Offset)> + '_ {
+        self.producers
+            .iter()
+            .filter_map(|(&id, entry)| Some((id, entry.batches.back()?.base_offset)))
+    }
+
     /// A producer's entry.
     pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
         self.producers.get(&producer_id)

@@ -879,8 +879,9 @@ pub fn compress_batch(batch: Bytes, codec: Compression, level: Option<i32>) -> R
 
 /// Rebuilds a stored batch with only `records` (a subset of its own, in offset order): the
 /// log cleaner's rewrite of a compacted batch. Every header field stays (base offset,
-/// `lastOffsetDelta`, timestamps, producer id, epoch and base sequence, leader epoch,
-/// attributes) but the length, `recordsCount` and the CRC; each record keeps its offset
+/// `lastOffsetDelta`, base timestamp, producer id, epoch and base sequence, leader epoch,
+/// attributes) but the length, `recordsCount`, the CRC and, under CreateTime, the max
+/// timestamp (the newest surviving record's); each record keeps its offset
 /// and timestamp (as deltas from the batch's). The records are compressed again with the
 /// batch's codec (at its default level), or left uncompressed where that codec would not
 /// shrink them, as [`compress_batch`] decides. With no records the result is the header
@@ -933,7 +934,16 @@ pub fn rebuild_batch(header: &BatchHeader, records: &[Record]) -> Result<Bytes> 
         }
     }
     let batch_length = (buf.len() - LOG_OVERHEAD) as i32;
-    buf[..HEADER_LEN].copy_from_slice(&header_bytes(header));
+    // Under CreateTime the batch's max timestamp is its newest surviving record's (as
+    // Kafka recomputes it), so a timestamp lookup never lands on a batch that holds no
+    // record at or after it.
+    let mut header = *header;
+    if !header.is_log_append_time() {
+        if let Some(max) = records.iter().map(|r| r.timestamp).max() {
+            header.max_timestamp = max;
+        }
+    }
+    buf[..HEADER_LEN].copy_from_slice(&header_bytes(&header));
     buf[BATCH_LENGTH_AT..LOG_OVERHEAD].copy_from_slice(&batch_length.to_be_bytes());
     let attributes = header.attributes & !COMPRESSION_MASK;
     buf[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());

@@ -7,12 +7,13 @@
 //! 1. [`crate::PartitionLog::plan_cleaning`] (read access): which sealed segments below the
 //!    owner's bound (the HW) may be cleaned, from the log start, and whether the dirty share
 //!    of them (written since the last cleaning) is large enough.
-//! 2. [`CleanPlan::run`] (no access to the log): finds each idempotent producer's last batch
-//!    (batch headers of the whole log), maps every key of the dirty segments to its latest
-//!    offset (within a memory budget: a map that fills stops at a segment boundary, and the
-//!    rest waits for the next run), then rewrites the cleanable segments in groups that fit
-//!    one segment each, as `{base}.log.cleaned` (+ indexes), fsynced. I/O is paced by a
-//!    [`Throttle`].
+//! 2. [`CleanPlan::run`] (no access to the log): maps every key of the dirty segments (by a
+//!    128-bit keyed hash, as Kafka's cleaner maps an MD5) to its latest offset, within a
+//!    memory budget (a map that fills stops after the batch that filled it, and the rest
+//!    waits for the next run), then rewrites the cleanable segments that the map covers in
+//!    groups that fit one segment each, as `{base}.log.cleaned` (+ indexes), fsynced. The
+//!    owner passes the last batch of each producer it still tracks. Segment files are
+//!    opened as they are read, and I/O is paced by a [`Throttle`].
 //! 3. [`crate::PartitionLog::swap_cleaned`] (write access): replaces the old segments of each
 //!    group with the cleaned one, oldest group first, by Kafka's protocol: rename the
 //!    `.cleaned` files to `.swap` (the log's rename is the commit point), delete the old
@@ -22,16 +23,18 @@
 //!
 //! What a batch becomes: a control batch stays whole; a batch whose every record survives is
 //! copied byte for byte; one that loses some records is rebuilt with the survivors at their
-//! offsets and compressed again with its codec ([`sluice_protocol::batch::rebuild_batch`]);
-//! one that loses them all is dropped, unless it is the last batch of an idempotent producer
-//! in the whole log, which stays as an empty batch (header only, `recordsCount` 0, as Kafka
-//! keeps it) so the producer's last sequence survives a rebuild of the producer state from
-//! the log. Records without a key cannot be compacted and are removed, as Kafka's cleaner
+//! offsets and compressed again with its codec ([`sluice_protocol::batch::rebuild_batch`]),
+//! unless that is not smaller (a producer's higher compression level), when it is kept
+//! whole; one that loses them all is dropped, unless it is the last batch of a producer the
+//! owner still tracks, which stays as an empty batch (header only, `recordsCount` 0, as
+//! Kafka keeps it) so the producer's last sequence survives a rebuild of the producer state
+//! from the log. A producer the owner forgot (expired) keeps nothing. Records without a key cannot be compacted and are removed, as Kafka's cleaner
 //! does (the broker refuses them at produce for compacted topics). A batch whose records do
 //! not parse is kept whole, with a warning: the cleaner never makes data unreadable.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
+use std::hash::{BuildHasher, RandomState};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,12 +56,11 @@ use crate::LogConfig;
 pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
 /// Suffix of a cleaned segment's files once the swap is committed.
 pub(crate) const SWAP_SUFFIX: &str = ".swap";
-/// Most segments one run cleans: bounds the files a plan holds open.
-pub(crate) const CLEANABLE_SEGMENTS_MAX: usize = 1000;
 /// Bytes the cleaner reads at once from a segment.
 const READ_CHUNK_BYTES: u32 = 1 << 20;
-/// What one key costs in the offset map beyond its bytes (hash table slot, `Bytes`, offset).
-const MAP_ENTRY_OVERHEAD_BYTES: usize = 64;
+/// What one key costs in the offset map: a 24-byte entry (hash and offset) in a table that
+/// is at most 7/8 full and doubles when it grows, so up to ~57 bytes just after a growth.
+const MAP_ENTRY_BYTES: usize = 64;
 
 /// Paces the cleaner's I/O to a bytes-per-second budget, so producers' and consumers'
 /// reads and writes keep the disk, and lets its owner stop a run (shutdown). Counted bytes
@@ -141,11 +143,11 @@ pub struct CleanPlan {
     pub(crate) now_ms: i64,
     /// Offsets below this were mapped by an earlier run (the cleaner checkpoint).
     pub(crate) first_dirty: Offset,
-    /// The cleanable sealed segments, from the log start, with their open logs.
-    pub(crate) cleanable: Vec<(SegmentMeta, Arc<File>)>,
-    /// Every later segment, the active one last, with its size at planning: only their
-    /// batch headers are read, to find each producer's last batch.
-    pub(crate) tail: Vec<SegmentMeta>,
+    /// The cleanable sealed segments, from the log start (opened as the run reads them).
+    pub(crate) cleanable: Vec<SegmentMeta>,
+    /// The log's layout generation at planning (bumped by every truncation): a run planned
+    /// before a truncation is discarded at the swap.
+    pub(crate) layout_generation: u64,
 }
 
 /// One cleaned segment, written as `.cleaned` files, and the old segments it replaces.
@@ -163,6 +165,7 @@ pub struct Cleaned {
     pub(crate) groups: Vec<CleanedGroup>,
     /// Every offset below this was mapped: the next run's first dirty offset.
     pub(crate) map_end: Offset,
+    pub(crate) layout_generation: u64,
     pub(crate) report: CleanReport,
 }
 
@@ -202,27 +205,34 @@ impl CleanPlan {
     }
 
     /// Runs the cleaning (blocking, disk-heavy: run it on a blocking thread, without the
-    /// log's lock). `map_bytes_max` bounds the offset map (at least one segment is always
-    /// mapped, so every run makes progress). Files are written as `.cleaned`; nothing in the
-    /// log changes until [`crate::PartitionLog::swap_cleaned`].
-    pub fn run(self, map_bytes_max: usize, throttle: &mut Throttle) -> Result<Cleaned> {
+    /// log's lock). `map_bytes_max` bounds the offset map (at least one batch is always
+    /// mapped, so every run makes progress). `last_batches` holds, for each idempotent
+    /// producer the owner still tracks, the base offset of its last batch: that batch stays
+    /// (empty if need be). Files are written as `.cleaned`; nothing in the log changes
+    /// until [`crate::PartitionLog::swap_cleaned`].
+    pub fn run(
+        self,
+        map_bytes_max: usize,
+        throttle: &mut Throttle,
+        last_batches: &HashMap<i64, Offset>,
+    ) -> Result<Cleaned> {
         let mut report = CleanReport::default();
-        let last_batches = self.producers_last_batches()?;
         let (map, map_end) = self.build_offset_map(map_bytes_max, throttle, &mut report)?;
-        let segments: Vec<&(SegmentMeta, Arc<File>)> = self
+        let segments: Vec<&SegmentMeta> = self
             .cleanable
             .iter()
-            .filter(|(meta, _)| meta.next_offset <= map_end)
+            .filter(|meta| meta.next_offset <= map_end)
             .collect();
         let mut cleaned = Cleaned {
             dir: self.dir.clone(),
             groups: Vec::new(),
             map_end,
+            layout_generation: self.layout_generation,
             report,
         };
         for group in group_segments(&segments, self.config.segment_bytes_max) {
-            let base = group[0].0.base_offset;
-            match self.clean_group(&group, &map, &last_batches, throttle, &mut cleaned.report) {
+            let base = group[0].base_offset;
+            match self.clean_group(&group, &map, last_batches, throttle, &mut cleaned.report) {
                 Ok(Some(done)) => cleaned.groups.push(done),
                 Ok(None) => {}
                 Err(e) => {
@@ -234,69 +244,47 @@ impl CleanPlan {
         Ok(cleaned)
     }
 
-    /// Base offset of each idempotent producer's last batch in the whole log (headers only).
-    fn producers_last_batches(&self) -> Result<HashMap<i64, Offset>> {
-        let mut last = HashMap::new();
-        let mut note = |header: &BatchHeader| {
-            if header.producer_id >= 0 {
-                last.insert(header.producer_id, header.base_offset);
-            }
-        };
-        for (meta, file) in &self.cleanable {
-            let [path, ..] = segment_paths(&self.dir, meta.base_offset);
-            scan_headers(file, &path, meta.size, &mut note)?;
-        }
-        for meta in &self.tail {
-            let [path, ..] = segment_paths(&self.dir, meta.base_offset);
-            // Retention or a truncation may have removed it since the plan; the swap
-            // checks the cleaned segments are still the log's.
-            let Ok(file) = File::open(&path) else {
-                continue;
-            };
-            scan_headers(&file, &path, meta.size, &mut note)?;
-        }
-        Ok(last)
-    }
-
     /// Maps every key of the dirty segments (from the first dirty offset) to its latest
-    /// offset, segment by segment, until the map holds `map_bytes_max`. Returns the map and
-    /// the offset it covers up to.
+    /// offset, batch by batch, until the map holds `map_bytes_max` (after at least one
+    /// batch). Returns the map and the offset it covers up to: a whole segment's end, or,
+    /// where the map filled inside a segment, the end of the last batch mapped (that
+    /// segment is then cleaned by a later run, whose map covers it).
     fn build_offset_map(
         &self,
         map_bytes_max: usize,
         throttle: &mut Throttle,
         report: &mut CleanReport,
-    ) -> Result<(HashMap<Bytes, i64>, Offset)> {
-        let mut map: HashMap<Bytes, i64> = HashMap::new();
-        let mut map_bytes = 0usize;
+    ) -> Result<(OffsetMap, Offset)> {
+        let mut map = OffsetMap::new();
         let mut map_end = self.first_dirty;
-        for (meta, file) in &self.cleanable {
+        let mut mapped_any = false;
+        'segments: for meta in &self.cleanable {
             if meta.next_offset <= self.first_dirty {
                 map_end = map_end.max(meta.next_offset);
                 continue;
             }
-            if map_end > self.first_dirty && map_bytes >= map_bytes_max {
-                break;
-            }
-            let [path, ..] = segment_paths(&self.dir, meta.base_offset);
-            let mut reader = BatchReader::new(file, &path, meta.size);
+            let (file, path) = self.open(meta)?;
+            let mut reader = BatchReader::new(&file, &path, meta.size);
             while let Some(batch) = reader.next(throttle, &self.dir)? {
                 let header = batch.header();
-                if header.is_control() || header.last_offset() < self.first_dirty {
+                if header.last_offset() < self.first_dirty {
+                    continue;
+                }
+                if mapped_any && map.bytes() >= map_bytes_max {
+                    report.bytes_read += u64::from(reader.position);
+                    break 'segments;
+                }
+                mapped_any = true;
+                map_end = header.next_offset().max(self.first_dirty);
+                if header.is_control() {
                     continue;
                 }
                 let Some(records) = parse_records(&batch, &path) else {
                     continue;
                 };
                 for record in records {
-                    let Some(key) = record.key.filter(|_| record.offset >= self.first_dirty) else {
-                        continue;
-                    };
-                    if let Some(latest) = map.get_mut(&key[..]) {
-                        *latest = record.offset.0;
-                    } else {
-                        map_bytes += key.len() + MAP_ENTRY_OVERHEAD_BYTES;
-                        map.insert(Bytes::copy_from_slice(&key), record.offset.0);
+                    if let Some(key) = record.key.filter(|_| record.offset >= self.first_dirty) {
+                        map.put(&key, record.offset.0);
                     }
                 }
             }
@@ -310,14 +298,14 @@ impl CleanPlan {
     /// `None` when nothing would change (one segment, every batch kept whole).
     fn clean_group(
         &self,
-        group: &[&(SegmentMeta, Arc<File>)],
-        map: &HashMap<Bytes, i64>,
+        group: &[&SegmentMeta],
+        map: &OffsetMap,
         last_batches: &HashMap<i64, Offset>,
         throttle: &mut Throttle,
         report: &mut CleanReport,
     ) -> Result<Option<CleanedGroup>> {
-        let base = group[0].0.base_offset;
-        let size: u64 = group.iter().map(|(m, _)| u64::from(m.size)).sum();
+        let base = group[0].base_offset;
+        let size: u64 = group.iter().map(|m| u64::from(m.size)).sum();
         let config = LogConfig {
             segment_bytes_max: self
                 .config
@@ -329,11 +317,11 @@ impl CleanPlan {
             ActiveSegment::create_with(&self.dir, base, CLEANED_SUFFIX, &config, self.now_ms)?;
         let mut changed = group.len() > 1;
         let mut removed = 0u64;
-        for (meta, file) in group {
+        for meta in group {
             let expire_tombstones =
                 self.now_ms.saturating_sub(meta.max_timestamp) > self.config.delete_retention_ms;
-            let [path, ..] = segment_paths(&self.dir, meta.base_offset);
-            let mut reader = BatchReader::new(file, &path, meta.size);
+            let (file, path) = self.open(meta)?;
+            let mut reader = BatchReader::new(&file, &path, meta.size);
             while let Some(batch) = reader.next(throttle, &self.dir)? {
                 let (kept, n_removed) =
                     self.keep(&batch, &path, map, last_batches, expire_tombstones)?;
@@ -364,9 +352,17 @@ impl CleanPlan {
         report.bytes_after += u64::from(meta.size);
         report.records_removed += removed;
         Ok(Some(CleanedGroup {
-            replaces: group.iter().map(|(m, _)| *m).collect(),
+            replaces: group.iter().map(|m| **m).collect(),
             meta,
         }))
+    }
+
+    /// Opens a cleanable segment's log. Retention (or a truncation) may have deleted it
+    /// since the plan: the run then fails, and the next one plans again.
+    fn open(&self, meta: &SegmentMeta) -> Result<(File, PathBuf)> {
+        let [path, ..] = segment_paths(&self.dir, meta.base_offset);
+        let file = File::open(&path).at("open", &path)?;
+        Ok((file, path))
     }
 
     /// Decides what becomes of `batch` (see the module documentation); also returns how
@@ -375,7 +371,7 @@ impl CleanPlan {
         &self,
         batch: &RecordBatch,
         path: &Path,
-        map: &HashMap<Bytes, i64>,
+        map: &OffsetMap,
         last_batches: &HashMap<i64, Offset>,
         expire_tombstones: bool,
     ) -> Result<(Kept, u64)> {
@@ -391,9 +387,10 @@ impl CleanPlan {
             None => false,
             Some(key) => {
                 let superseded = map
-                    .get(&key[..])
-                    .is_some_and(|&latest| latest > record.offset.0);
-                !superseded && !(record.value.is_none() && expire_tombstones)
+                    .latest(key)
+                    .is_some_and(|latest| latest > record.offset.0);
+                let expired_tombstone = record.value.is_none() && expire_tombstones;
+                !superseded && !expired_tombstone
             }
         };
         let kept: Vec<Record> = records.into_iter().filter(retains).collect();
@@ -406,7 +403,50 @@ impl CleanPlan {
         if kept.is_empty() && !last_of_producer {
             return Ok((Kept::Nothing, removed));
         }
-        Ok((Kept::Rebuilt(batch::rebuild_batch(header, &kept)?), removed))
+        let rebuilt = batch::rebuild_batch(header, &kept)?;
+        if rebuilt.len() >= batch.bytes().len() {
+            // Recompressed at the codec's default level, the survivors can take more room
+            // than the producer's batch: keeping it whole is safe, and the output never
+            // outgrows its input (its indexes are sized from the input).
+            return Ok((Kept::Whole, 0));
+        }
+        Ok((Kept::Rebuilt(rebuilt), removed))
+    }
+}
+
+/// Each key's latest offset in the mapped part of the log, by a 128-bit keyed hash of the
+/// key (two SipHash-1-3 with random keys, fresh for each run): 24 bytes an entry whatever
+/// the key's length, and a collision (which would drop a record whose key only shares the
+/// hash with a later one) has a chance of about n^2 / 2^129.
+struct OffsetMap {
+    hashers: (RandomState, RandomState),
+    latest: HashMap<[u64; 2], i64>,
+}
+
+impl OffsetMap {
+    fn new() -> OffsetMap {
+        OffsetMap {
+            hashers: (RandomState::new(), RandomState::new()),
+            latest: HashMap::new(),
+        }
+    }
+
+    fn hash(&self, key: &[u8]) -> [u64; 2] {
+        [self.hashers.0.hash_one(key), self.hashers.1.hash_one(key)]
+    }
+
+    /// Records `offset` as `key`'s latest (offsets are mapped in increasing order).
+    fn put(&mut self, key: &[u8], offset: i64) {
+        self.latest.insert(self.hash(key), offset);
+    }
+
+    fn latest(&self, key: &[u8]) -> Option<i64> {
+        self.latest.get(&self.hash(key)).copied()
+    }
+
+    /// Memory the map takes, by [`MAP_ENTRY_BYTES`] per key.
+    fn bytes(&self) -> usize {
+        self.latest.len() * MAP_ENTRY_BYTES
     }
 }
 
@@ -433,15 +473,15 @@ fn parse_records(batch: &RecordBatch, path: &Path) -> Option<Vec<Record>> {
 /// `segment_bytes_max` together (a larger segment is a group of its own) and offsets within
 /// the range one segment's indexes can address.
 fn group_segments<'a>(
-    segments: &[&'a (SegmentMeta, Arc<File>)],
+    segments: &[&'a SegmentMeta],
     segment_bytes_max: u32,
-) -> Vec<Vec<&'a (SegmentMeta, Arc<File>)>> {
-    let mut groups: Vec<Vec<&(SegmentMeta, Arc<File>)>> = Vec::new();
+) -> Vec<Vec<&'a SegmentMeta>> {
+    let mut groups: Vec<Vec<&SegmentMeta>> = Vec::new();
     let mut size = 0u64;
     for &segment in segments {
-        let meta = &segment.0;
+        let meta = segment;
         let fits = groups.last().is_some_and(|group| {
-            let span = meta.next_offset.0 - group[0].0.base_offset.0;
+            let span = meta.next_offset.0 - group[0].base_offset.0;
             size + u64::from(meta.size) <= u64::from(segment_bytes_max)
                 && span <= i64::from(i32::MAX)
         });

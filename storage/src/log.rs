@@ -135,6 +135,8 @@ pub struct PartitionLog {
     /// Offsets below this were mapped by the last cleaning (the cleaner's first dirty
     /// offset); kept in `cleaner-offset-checkpoint`.
     cleaner_checkpoint: Offset,
+    /// Bumped by every truncation: a cleaning planned before one is not swapped in.
+    layout_generation: u64,
     recovery: RecoveryReport,
 }
 
@@ -240,6 +242,7 @@ impl PartitionLog {
             unflushed_sealed: Vec::new(),
             high_watermark_checkpoint: Offset(0),
             cleaner_checkpoint: Offset(0),
+            layout_generation: 0,
             recovery: report,
         };
         log.cleaner_checkpoint = log.read_cleaner_checkpoint();
@@ -682,8 +685,19 @@ impl PartitionLog {
 
     fn after_truncation(&mut self) -> Result<()> {
         let end = self.log_end_offset();
-        // Offsets at and above the cut will hold new records, which no run has mapped.
-        self.cleaner_checkpoint = self.cleaner_checkpoint.min(end);
+        // Offsets at and above the cut will hold new records, which no run has mapped: on
+        // disk too, or after a restart they would count as clean and never be mapped (a
+        // key deleted there could come back once its tombstone expires).
+        if self.cleaner_checkpoint > end {
+            self.cleaner_checkpoint = end;
+            write_offset_checkpoint(
+                &self.dir.join(CLEANER_CHECKPOINT_FILE),
+                CLEANER_CHECKPOINT_HEADER,
+                end,
+            )?;
+        }
+        // A cleaning planned before the cut must not swap in: see `swap_cleaned`.
+        self.layout_generation += 1;
         self.epochs.truncate_from_end(end)?;
         self.flushed_offset = self.flushed_offset.min(end);
         self.unflushed_sealed.retain(|(_, p)| p.exists());
@@ -773,8 +787,9 @@ impl PartitionLog {
     /// `max_offset` (the owner passes the high watermark, as for retention) or holds a
     /// record newer than `min_compaction_lag_ms`. Without `force`, a plan is made only when
     /// the dirty bytes (segments written since the last cleaning) are at least
-    /// `min_cleanable_dirty_ratio` of the cleanable bytes. Opens the cleanable segments'
-    /// logs, so retention may delete them meanwhile without failing the run.
+    /// `min_cleanable_dirty_ratio` of the cleanable bytes. The run opens the segments as
+    /// it reads them: one that retention deleted meanwhile fails the run (with nothing
+    /// changed), and the next plans again.
     pub fn plan_cleaning(&self, max_offset: Offset, force: bool) -> Result<Option<CleanPlan>> {
         if !self.config.cleanup_policy.compacts() {
             return Ok(None);
@@ -785,26 +800,19 @@ impl PartitionLog {
             .clamp(self.log_start_offset(), self.log_end_offset());
         let lag_ms = self.config.min_compaction_lag_ms;
         let mut cleanable = Vec::new();
-        let mut tail = Vec::new();
         let (mut dirty_bytes, mut total_bytes) = (0u64, 0u64);
         for meta in self.sealed.values() {
-            let may_clean = tail.is_empty()
-                && cleanable.len() < cleaner::CLEANABLE_SEGMENTS_MAX
-                && meta.next_offset <= max_offset
+            let may_clean = meta.next_offset <= max_offset
                 && (lag_ms <= 0 || now.saturating_sub(meta.max_timestamp) >= lag_ms);
             if !may_clean {
-                tail.push(*meta);
-                continue;
+                break;
             }
-            let [path, ..] = segment_paths(&self.dir, meta.base_offset);
-            let file = File::open(&path).at("open", &path)?;
             total_bytes += u64::from(meta.size);
             if meta.next_offset > first_dirty {
                 dirty_bytes += u64::from(meta.size);
             }
-            cleanable.push((*meta, Arc::new(file)));
+            cleanable.push(*meta);
         }
-        tail.push(self.active.meta);
         if cleanable.is_empty() {
             return Ok(None);
         }
@@ -819,7 +827,7 @@ impl PartitionLog {
             now_ms: now,
             first_dirty,
             cleanable,
-            tail,
+            layout_generation: self.layout_generation,
         }))
     }
 
@@ -843,10 +851,14 @@ impl PartitionLog {
                 .get(&old.base_offset)
                 .is_some_and(|m| m.next_offset == old.next_offset && m.size == old.size)
         };
-        let still_ours = cleaned
-            .groups
-            .iter()
-            .all(|g| g.replaces.iter().all(current));
+        // A truncation since the plan may have removed records the run's map counted as
+        // the latest of their keys; retention or a truncation may have removed a segment
+        // it replaces.
+        let still_ours = cleaned.layout_generation == self.layout_generation
+            && cleaned
+                .groups
+                .iter()
+                .all(|g| g.replaces.iter().all(current));
         let mut report = cleaned.report.clone();
         if !still_ours {
             report.swapped = false;

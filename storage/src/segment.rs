@@ -447,6 +447,13 @@ impl ActiveSegment {
     pub fn truncate_to(&mut self, offset: Offset) -> Result<Offset> {
         let position = self.files.position_of(&self.meta, offset)?;
         if position >= self.meta.size {
+            // No batch holds `offset` or follows it. In a compacted log the segment may end
+            // in a gap above `offset` (the cleaner removed its last records): the log then
+            // ends at `offset`, as Kafka's truncateTo sets it, so a replica never keeps an
+            // end above the offset it was cut to.
+            if offset < self.meta.next_offset {
+                self.meta.next_offset = offset.max(self.meta.base_offset);
+            }
             return Ok(self.meta.next_offset);
         }
         // In a compacted log `offset` may fall in a gap before this batch: the log then

@@ -9,7 +9,7 @@
 mod common;
 
 use common::{batch, clock, open};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
@@ -86,12 +86,24 @@ fn records(log: &PartitionLog) -> BTreeMap<i64, Entry> {
     out
 }
 
+/// Each idempotent producer's last batch in the log, as the broker's producer state
+/// tracks it (what the cleaner keeps).
+fn last_batches(log: &PartitionLog) -> HashMap<i64, Offset> {
+    read_all(log, 1 << 20)
+        .iter()
+        .map(|b| (b.header().producer_id, b.header().base_offset))
+        .filter(|(id, _)| *id >= 0)
+        .collect()
+}
+
 /// Plans, runs and swaps one cleaning below `max_offset`; false when there was nothing to do.
 fn clean(log: &mut PartitionLog, max_offset: Offset, force: bool) -> bool {
     let Some(plan) = log.plan_cleaning(max_offset, force).unwrap() else {
         return false;
     };
-    let cleaned = plan.run(MAP_BYTES, &mut Throttle::unlimited()).unwrap();
+    let cleaned = plan
+        .run(MAP_BYTES, &mut Throttle::unlimited(), &last_batches(log))
+        .unwrap();
     let report = log.swap_cleaned(cleaned).unwrap();
     assert!(report.swapped);
     true
@@ -256,7 +268,7 @@ fn fill_rounds(log: &mut PartitionLog, rounds: usize, n_keys: u8, ts: i64) -> BT
                 Some(format!("r{round}-{}", "y".repeat(60)).into_bytes()),
             );
             let batch = keyed_batch(
-                &[entry.clone()],
+                std::slice::from_ref(&entry),
                 ts,
                 Compression::None,
                 ProducerStamp::default(),
@@ -331,7 +343,9 @@ fn a_cleaner_interrupted_at_any_step_leaves_a_readable_log_with_every_latest_val
             .plan_cleaning(log.log_end_offset(), false)
             .unwrap()
             .unwrap();
-        let cleaned = plan.run(MAP_BYTES, &mut Throttle::unlimited()).unwrap();
+        let cleaned = plan
+            .run(MAP_BYTES, &mut Throttle::unlimited(), &last_batches(&log))
+            .unwrap();
         // The process dies: nothing is swapped, the files stay as they are.
         std::mem::forget(cleaned);
         let old_logs: Vec<_> = fs::read_dir(dir.path())
@@ -656,12 +670,16 @@ fn a_small_offset_map_cleans_in_several_runs() {
     let expected = fill_rounds(&mut log, 10, 30, clock.now_ms());
     let mut runs = 0;
     while let Some(plan) = log.plan_cleaning(log.log_end_offset(), false).unwrap() {
-        let cleaned = plan.run(1, &mut Throttle::unlimited()).unwrap();
+        // Room for 20 of the 30 keys: the map fills inside a segment, and the next run
+        // goes on from the batch where it stopped.
+        let cleaned = plan
+            .run(20 * 64, &mut Throttle::unlimited(), &last_batches(&log))
+            .unwrap();
         log.swap_cleaned(cleaned).unwrap();
         runs += 1;
-        assert!(runs < 100, "the cleaner makes progress");
+        assert!(runs < 200, "the cleaner makes progress");
     }
-    assert!(runs > 1, "a one-byte map holds one segment at a time");
+    assert!(runs > 1, "a small map cleans over several runs");
     clean_all(&mut log);
     assert_eq!(records(&log), expected);
 }
@@ -679,7 +697,11 @@ fn a_stopped_cleaner_changes_nothing() {
         .unwrap()
         .unwrap();
     let err = plan
-        .run(MAP_BYTES, &mut Throttle::new(Some(1 << 30), Some(stop)))
+        .run(
+            MAP_BYTES,
+            &mut Throttle::new(Some(1 << 30), Some(stop)),
+            &last_batches(&log),
+        )
         .unwrap_err();
     assert!(err.to_string().contains("stopped"), "{err}");
     no_cleaner_files_left(dir.path());
@@ -703,11 +725,91 @@ fn a_retention_that_removed_a_cleaned_segment_meanwhile_discards_the_run() {
         .plan_cleaning(log.log_end_offset(), true)
         .unwrap()
         .unwrap();
-    let cleaned = plan.run(MAP_BYTES, &mut Throttle::unlimited()).unwrap();
+    let cleaned = plan
+        .run(MAP_BYTES, &mut Throttle::unlimited(), &last_batches(&log))
+        .unwrap();
     clock.advance(10);
     assert!(log.apply_retention(log.log_end_offset()).unwrap() > 0);
     let report = log.swap_cleaned(cleaned).unwrap();
     assert!(!report.swapped);
     no_cleaner_files_left(dir.path());
     records(&log);
+}
+
+#[test]
+fn a_truncation_below_the_cleaner_checkpoint_lowers_it_on_disk_and_discards_a_planned_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let config = compact_config();
+    let mut log = open(dir.path(), config.clone(), &clock);
+    fill_rounds(&mut log, 6, 10, clock.now_ms());
+    assert!(clean_all(&mut log));
+    let checkpoint = log.cleaner_first_dirty_offset();
+    assert!(
+        checkpoint > Offset(20),
+        "the run mapped the log: {checkpoint}"
+    );
+
+    // A plan made before a truncation does not swap in after it: its map may count a
+    // record the truncation removed as the latest of its key.
+    fill_rounds(&mut log, 2, 10, clock.now_ms());
+    let plan = log
+        .plan_cleaning(log.log_end_offset(), true)
+        .unwrap()
+        .unwrap();
+    let cleaned = plan
+        .run(MAP_BYTES, &mut Throttle::unlimited(), &last_batches(&log))
+        .unwrap();
+    let cut = Offset(15);
+    log.truncate_to(cut).unwrap();
+    let report = log.swap_cleaned(cleaned).unwrap();
+    assert!(
+        !report.swapped,
+        "a run planned before the truncation is discarded"
+    );
+    no_cleaner_files_left(dir.path());
+    assert!(log.cleaner_first_dirty_offset() <= cut);
+
+    // On disk too: after a restart the offsets above the cut are dirty, mapped again.
+    log.close().unwrap();
+    let log = open(dir.path(), config, &clock);
+    assert!(log.log_end_offset() <= cut);
+    assert!(
+        log.cleaner_first_dirty_offset() <= log.log_end_offset(),
+        "the checkpoint on disk was lowered with the cut"
+    );
+}
+
+#[test]
+fn a_truncation_into_the_gap_the_cleaner_left_at_a_segments_end_ends_the_log_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), compact_config(), &clock);
+    let ts = clock.now_ms();
+    let entry =
+        |k: &str, v: &str| -> Entry { (k.as_bytes().to_vec(), Some(v.as_bytes().to_vec())) };
+    let append = |log: &mut PartitionLog, records: &[Entry]| {
+        let batch = keyed_batch(records, ts, Compression::None, ProducerStamp::default());
+        log.append(batch, LeaderEpoch(1)).unwrap()
+    };
+    // Offsets 0-2 in the first segment, a batch each, then b and c written again in the
+    // next one: the cleaner removes the first segment's last two batches, which leaves it
+    // ending in a gap (its end offset is still 3).
+    for key in ["a", "b", "c"] {
+        append(&mut log, &[entry(key, "1")]);
+    }
+    log.roll().unwrap();
+    append(&mut log, &[entry("b", "2"), entry("c", "2")]);
+    log.roll().unwrap();
+    assert!(clean_all(&mut log));
+    let kept: Vec<i64> = records(&log).into_keys().collect();
+    assert_eq!(kept, vec![0, 3, 4]);
+    // A follower cut to offset 1 (a batch boundary of the original log, in that gap) ends
+    // at 1, not at the segment's old end 3, and its next record goes at 1.
+    log.truncate_to(Offset(1)).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(1));
+    let next = append(&mut log, &[entry("d", "1")]);
+    assert_eq!(next.base_offset, Offset(1));
+    let kept: Vec<i64> = records(&log).into_keys().collect();
+    assert_eq!(kept, vec![0, 1]);
 }

@@ -93,6 +93,24 @@ fn a_compacted_topic_refuses_records_without_a_key_until_its_policy_changes() {
 }
 
 #[test]
+fn a_producer_may_not_write_a_control_batch() {
+    // The control bit would also let a keyless record past the key check, and the cleaner
+    // keeps control batches whole.
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), 1, &[1]);
+    let mut control = batch(1).to_vec();
+    control[22] |= 0x20; // attributes (bytes 21-22, big-endian): the control bit
+    let crc = sluice_protocol::batch::compute_crc(&control);
+    control[17..21].copy_from_slice(&crc.to_be_bytes());
+    let err = leader
+        .append_now(Bytes::from(control), Acks::Leader)
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidRecord);
+    assert!(err.message.contains("control"), "{}", err.message);
+    assert_eq!(leader.log_end_offset(), Offset(0), "nothing was written");
+}
+
+#[test]
 fn the_leader_compacts_below_its_hw_and_a_follower_copies_the_gaps() {
     let dir = tempfile::tempdir().unwrap();
     let leader = open(&dir.path().join("leader"), 1, &[1]);
