@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use common::BoxError;
 use sluice_client::{
-    Client, Consumer, ConsumerConfig, NewTopic, OffsetSpec, PartitionId, Producer, ProducerConfig,
-    ProducerRecord,
+    Client, ClientConfig, Consumer, ConsumerConfig, NewTopic, OffsetSpec, PartitionId, Producer,
+    ProducerConfig, ProducerRecord,
 };
 use sluice_testkit::Cluster;
 
@@ -36,7 +36,11 @@ async fn main() -> Result<(), BoxError> {
 
 async fn run() -> Result<(), BoxError> {
     let mut cluster = Cluster::start(3).await?;
-    let client = common::connect(&cluster.bootstrap()).await?;
+    let config = ClientConfig {
+        bootstrap: cluster.bootstrap_servers(),
+        ..ClientConfig::default()
+    };
+    let client = Client::connect(config).await?;
     // Three copies; an acknowledged record is on disk on at least two brokers.
     let topic = NewTopic::new(TOPIC, 1, 3).config("min.insync.replicas", "2");
     common::ensure_topic(&client, topic).await?;

@@ -27,7 +27,7 @@ use sluice_protocol::{ErrorCode, PartitionId};
 /// # #[tokio::main]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let cluster = sluice_testkit::Cluster::start(1).await?;
-/// # let config = ClientConfig { bootstrap: vec![cluster.bootstrap()], ..ClientConfig::default() };
+/// # let config = ClientConfig { bootstrap: cluster.bootstrap_servers(), ..ClientConfig::default() };
 /// let client = Client::connect(config).await?;
 /// match Admin::new(client).describe_topic("orders").await {
 ///     Ok(description) => println!("{} partitions", description.partitions.len()),

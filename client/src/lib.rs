@@ -42,7 +42,7 @@
 //! // test; in production, your cluster's addresses (the default is 127.0.0.1:9700).
 //! let cluster = sluice_testkit::Cluster::start(1).await?;
 //! let client = Client::connect(ClientConfig {
-//!     bootstrap: vec![cluster.bootstrap()],
+//!     bootstrap: cluster.bootstrap_servers(),
 //!     ..ClientConfig::default()
 //! })
 //! .await?;

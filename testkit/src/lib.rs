@@ -14,8 +14,7 @@
 //! // In a test: #[tokio::test(flavor = "multi_thread")] async fn ...
 //! let mut cluster = Cluster::start(3).await?;
 //! let client = Client::connect(ClientConfig {
-//!     // "127.0.0.1:PORT,127.0.0.1:PORT,...": the running nodes.
-//!     bootstrap: cluster.bootstrap().split(',').map(str::to_owned).collect(),
+//!     bootstrap: cluster.bootstrap_servers(), // ["127.0.0.1:PORT", ...]: the running nodes
 //!     ..ClientConfig::default()
 //! })
 //! .await?;
@@ -237,14 +236,20 @@ impl Cluster {
             .ok_or(Error::NoSuchNode(id))
     }
 
-    /// The bootstrap list of the running nodes, `HOST:PORT,...`, for a client.
+    /// The bootstrap list of the running nodes, `HOST:PORT,...`, as the `sluice` CLI's
+    /// `--bootstrap` and `SLUICE_BOOTSTRAP` take it.
     pub fn bootstrap(&self) -> String {
+        self.bootstrap_servers().join(",")
+    }
+
+    /// The running nodes' addresses, `HOST:PORT` each, as `sluice_client::ClientConfig`'s
+    /// `bootstrap` takes them.
+    pub fn bootstrap_servers(&self) -> Vec<String> {
         self.nodes
             .values()
             .filter(|n| n.running.is_some())
             .map(|n| n.config.listen.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
+            .collect()
     }
 
     /// Stops node `id` abruptly, as SIGKILL would (see the crate doc); a no-op if it is

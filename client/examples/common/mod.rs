@@ -38,8 +38,12 @@ impl Target {
             "started an in-process cluster of {n_brokers} at {}",
             cluster.bootstrap()
         );
+        let config = ClientConfig {
+            bootstrap: cluster.bootstrap_servers(),
+            ..ClientConfig::default()
+        };
         Ok(Target {
-            client: connect(&cluster.bootstrap()).await?,
+            client: Client::connect(config).await?,
             embedded: Some(cluster),
         })
     }

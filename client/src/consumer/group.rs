@@ -249,7 +249,7 @@ impl Consumer {
     /// # #[tokio::main]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let cluster = sluice_testkit::Cluster::start(1).await?;
-    /// # let config = ClientConfig { bootstrap: vec![cluster.bootstrap()], ..ClientConfig::default() };
+    /// # let config = ClientConfig { bootstrap: cluster.bootstrap_servers(), ..ClientConfig::default() };
     /// let client = Client::connect(config).await?;
     /// # Admin::new(client.clone()).create_topic(NewTopic::new("orders", 1, 1)).await?;
     /// # let producer = Producer::new(client.clone(), ProducerConfig::default());
