@@ -7,6 +7,16 @@ use std::fmt;
 use sluice_protocol::messages::AclEntry;
 
 /// What an ACL is about.
+///
+/// ```
+/// use sluice_client::{Acl, AclOperation, AclResource};
+/// // Every group whose name starts with "billing-" may be joined by bob.
+/// let acl = Acl {
+///     prefixed: true,
+///     ..Acl::allow("User:bob", AclOperation::Read, AclResource::Group("billing-".into()))
+/// };
+/// assert_eq!(acl.to_string(), "allow User:bob read group billing- (prefixed)");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AclResource {
     /// A topic, or every topic (`*`), or those starting with it (prefixed).
@@ -18,6 +28,12 @@ pub enum AclResource {
 }
 
 /// An operation an ACL allows or denies.
+///
+/// ```
+/// use sluice_client::{Acl, AclOperation, AclResource};
+/// let acl = Acl::allow("User:mallory", AclOperation::All, AclResource::Cluster).deny();
+/// assert_eq!(acl.to_string(), "deny User:mallory all cluster");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AclOperation {
     /// Every operation.

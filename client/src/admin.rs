@@ -204,6 +204,14 @@ pub(crate) const DESCRIBE_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 const CREATE_VISIBLE_WAIT: Duration = Duration::from_secs(5);
 
 /// A SCRAM user ([`Admin::list_users`]).
+///
+/// ```no_run
+/// # async fn demo(admin: sluice_client::Admin) -> sluice_client::Result<()> {
+/// for user in admin.list_users().await? {
+///     println!("{}: {:?}", user.name, user.mechanisms);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserDescription {
     /// The user.

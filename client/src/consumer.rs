@@ -167,6 +167,28 @@ pub struct ConsumerRecord {
 ///
 /// Rebalances are eager: every partition is handed back (revoked, or lost) before the
 /// member rejoins, and the new assignment arrives whole.
+///
+/// ```no_run
+/// # async fn demo(mut consumer: sluice_client::Consumer) -> sluice_client::Result<()> {
+/// use std::time::Duration;
+/// use sluice_client::ConsumerEvent;
+/// loop {
+///     match consumer.poll_event(Duration::from_secs(1)).await? {
+///         ConsumerEvent::Records(records) => {
+///             for record in records {
+///                 println!("{}/{}@{}", record.topic, record.partition, record.offset);
+///             }
+///             consumer.commit().await?;
+///         }
+///         // Flush per-partition state (caches, open files) of partitions going away.
+///         ConsumerEvent::PartitionsRevoked(partitions) => println!("revoked {partitions:?}"),
+///         // Another member may own these already: drop their state without committing.
+///         ConsumerEvent::PartitionsLost(partitions) => println!("lost {partitions:?}"),
+///         ConsumerEvent::PartitionsAssigned(partitions) => println!("now own {partitions:?}"),
+///     }
+/// }
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConsumerEvent {
     /// Records, in order per partition; empty when the timeout passed first.

@@ -8,18 +8,35 @@ use sluice_protocol::{ErrorCode, PartitionId};
 
 /// Why a client operation failed.
 ///
-/// [`Error::is_retriable`] tells whether the same operation may succeed if tried again (the
-/// producer and consumer already retry these internally within their timeouts).
+/// [`Error::is_retriable`] tells whether the same operation may succeed if tried again
+/// later. The producer, the consumer and the admin calls already retry these internally,
+/// with backoff, within their timeouts, so one that reaches the caller means the cluster
+/// stayed unavailable that long:
 ///
-/// ```no_run
-/// # async fn demo() {
+/// | retriable | not retriable |
+/// |---|---|
+/// | [`Error::Connect`], [`Error::Network`], [`Error::Timeout`] (a broker down, restarting, or slow) | [`Error::Authentication`], [`Error::Tls`], [`Error::InvalidArgument`] (fix the configuration) |
+/// | [`Error::LeaderNotAvailable`] (an election under way) | [`Error::UnknownTopic`], [`Error::UnknownPartition`], [`Error::UnknownGroup`] |
+/// | [`Error::Broker`] whose [`ErrorCode::is_retriable`] (NOT_LEADER_OR_FOLLOWER, NOT_ENOUGH_REPLICAS, REQUEST_TIMED_OUT, COORDINATOR_NOT_AVAILABLE, ...) | [`Error::Broker`] with any other code (TOPIC_ALREADY_EXISTS, POLICY_VIOLATION, ...) |
+/// | | [`Error::DeliveryTimeout`] (the producer's retries ran out; its `last_error` says why), [`Error::ProducerFenced`], [`Error::ProducerClosed`], [`Error::StoppedAfterFailure`], [`Error::RecordTooLarge`] |
+/// | | [`Error::Fenced`], [`Error::RebalanceInProgress`] (poll, then commit what it returns), [`Error::NotAssigned`], [`Error::NoGroup`], [`Error::GroupNotEmpty`], [`Error::NoCommittedOffset`], [`Error::OffsetOutOfRange`] |
+/// | | [`Error::Protocol`], [`Error::CorruptBatch`] (a bug or incompatible versions) |
+///
+/// ```
 /// use sluice_client::{Admin, Client, ClientConfig, Error};
-/// let client = Client::connect(ClientConfig::default()).await.unwrap();
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let cluster = sluice_testkit::Cluster::start(1).await?;
+/// # let config = ClientConfig { bootstrap: cluster.bootstrap_servers(), ..ClientConfig::default() };
+/// let client = Client::connect(config).await?;
 /// match Admin::new(client).describe_topic("orders").await {
-///     Err(Error::UnknownTopic { topic }) => eprintln!("no topic {topic}"),
-///     Err(e) => eprintln!("error: {e}"),
 ///     Ok(description) => println!("{} partitions", description.partitions.len()),
+///     // Variants carry what a program needs to react; their Display says it for a human.
+///     Err(Error::UnknownTopic { topic }) => println!("no topic {topic} yet"),
+///     Err(e) if e.is_retriable() => println!("the cluster is unavailable ({e}); try later"),
+///     Err(e) => return Err(e.into()),
 /// }
+/// # Ok(())
 /// # }
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

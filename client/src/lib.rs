@@ -12,13 +12,94 @@
 //! records nor move a consumer's position; the producer delivers at least once (see
 //! [`Producer`]).
 //!
-//! ```no_run
-//! # async fn demo() -> sluice_client::Result<()> {
-//! use sluice_client::{Admin, Client, ClientConfig, NewTopic};
-//! let client = Client::connect(ClientConfig::default()).await?;
-//! Admin::new(client.clone()).create_topic(NewTopic::new("orders", 3, 1)).await?;
-//! # Ok(()) }
+//! # Quick start
+//!
+//! A service depends on the library alone (the default feature `cli` builds the `sluice`
+//! command-line tool and its dependencies, clap, serde_json and tracing-subscriber, which a
+//! library user does not need), a tokio runtime, and for its tests an in-process cluster:
+//!
+//! ```toml
+//! [dependencies]
+//! sluice-client = { version = "0.1", default-features = false }
+//! tokio = { version = "1", features = ["macros", "rt-multi-thread"] }
+//!
+//! [dev-dependencies]
+//! sluice-testkit = "0.1"
 //! ```
+//!
+//! Create a topic, produce a record, read it back:
+//!
+//! ```
+//! use std::time::Duration;
+//! use sluice_client::{
+//!     Admin, Client, ClientConfig, Consumer, ConsumerConfig, NewTopic, OffsetSpec, Producer,
+//!     ProducerConfig, ProducerRecord,
+//! };
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A broker to talk to: here one started inside this process by sluice-testkit, as in a
+//! // test; in production, your cluster's addresses (the default is 127.0.0.1:9700).
+//! let cluster = sluice_testkit::Cluster::start(1).await?;
+//! let client = Client::connect(ClientConfig {
+//!     bootstrap: cluster.bootstrap_servers(),
+//!     ..ClientConfig::default()
+//! })
+//! .await?;
+//!
+//! // A client is cheap to clone: one connection per broker, shared by everything built on it.
+//! Admin::new(client.clone()).create_topic(NewTopic::new("orders", 3, 1)).await?;
+//!
+//! let producer = Producer::new(client.clone(), ProducerConfig::default());
+//! let delivery = producer.send(ProducerRecord::new("orders", "pizza").key("alice")).await?;
+//! let written = delivery.await?; // acknowledged: on disk, at this partition and offset
+//!
+//! let mut consumer = Consumer::new(client, ConsumerConfig::default());
+//! consumer.assign(vec![("orders".into(), written.partition, OffsetSpec::Earliest)]).await?;
+//! let records = loop {
+//!     let records = consumer.poll(Duration::from_secs(1)).await?;
+//!     if !records.is_empty() {
+//!         break records;
+//!     }
+//! };
+//! assert_eq!(records[0].value.as_deref(), Some(&b"pizza"[..]));
+//! assert_eq!(records[0].offset, written.offset);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Where to go next
+//!
+//! - [`Producer`]: batching, acks, idempotence (the default), compression, delivery
+//!   timeouts; [`ProducerConfig`] lists every setting.
+//! - [`Consumer`]: assigned partitions ([`Consumer::assign`], [`Consumer::seek`]) or a
+//!   consumer group ([`Consumer::with_group`], [`Consumer::subscribe`],
+//!   [`Consumer::commit`], rebalances through [`Consumer::poll_event`]).
+//! - [`Admin`]: topics, the cluster, groups (offsets, lag, resets), users and ACLs.
+//! - [`ClientConfig`]: bootstrap, timeouts, [`TlsConfig`] and [`SaslConfig`] logins.
+//! - The crate's `examples/` directory: producing a file, a group consumer that commits, a
+//!   consume-transform-produce loop, and a failover under a running producer. Each runs
+//!   against an in-process cluster with `cargo run -p sluice-client --example NAME`, or
+//!   against yours with `SLUICE_BOOTSTRAP=host:port`.
+//!
+//! # Errors and retries
+//!
+//! Every fallible call returns [`Result`], whose [`Error`] says what went wrong and what to
+//! do. The producer, the consumer and the admin calls already retry what can succeed on a
+//! second try (a leader that moved, a broker that restarts, a timeout) with backoff, within
+//! their timeouts; what reaches the caller is final for that call. [`Error::is_retriable`]
+//! says whether trying the whole operation again later may succeed:
+//! [`Error::Connect`], [`Error::Network`], [`Error::Timeout`],
+//! [`Error::LeaderNotAvailable`], and [`Error::Broker`] with a retriable code (such as
+//! NOT_LEADER_OR_FOLLOWER or NOT_ENOUGH_REPLICAS) are; a wrong topic, a refused login, a
+//! fenced producer or group member are not.
+//!
+//! # Features
+//!
+//! - `cli` (default): the `sluice` binary. Turn it off with `default-features = false`
+//!   when using the library.
+
+#![warn(missing_docs)]
 
 mod accumulator;
 mod acl;

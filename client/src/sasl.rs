@@ -12,6 +12,12 @@ use crate::connection::Connection;
 use crate::error::{Error, Result};
 
 /// A SASL mechanism.
+///
+/// ```
+/// use sluice_client::{SaslConfig, SaslMechanism};
+/// let login = SaslConfig::new(SaslMechanism::ScramSha512, "alice", "s3cret");
+/// assert_eq!(login.mechanism, SaslMechanism::ScramSha512);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SaslMechanism {
     /// SCRAM-SHA-256: a challenge-response login; the password never crosses the wire.

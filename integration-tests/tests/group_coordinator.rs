@@ -148,7 +148,7 @@ fn a_new_coordinator_resumes_the_generation_and_the_committed_offsets() {
     let mut cluster = rt.block_on(Cluster::start(3)).expect("cluster starts");
     let client = rt
         .block_on(Client::connect(ClientConfig {
-            bootstrap: cluster.bootstrap().split(',').map(str::to_string).collect(),
+            bootstrap: cluster.bootstrap_servers(),
             ..ClientConfig::default()
         }))
         .unwrap();

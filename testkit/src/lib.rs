@@ -2,14 +2,32 @@
 //! code the `sluice-broker` binary runs, no test double) on free loopback ports, with
 //! temporary data directories, started and stopped from the calling process.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), sluice_testkit::Error> {
-//! let mut cluster = sluice_testkit::Cluster::start(3).await?;
-//! let bootstrap = cluster.bootstrap(); // "127.0.0.1:PORT,127.0.0.1:PORT,..."
-//! // ... connect a sluice_client::Client to `bootstrap`, produce, consume ...
+//! A test of your own code against three brokers, one of which dies (add
+//! `sluice-testkit` as a dev-dependency):
+//!
+//! ```
+//! use sluice_client::{Admin, Client, ClientConfig, NewTopic, Producer, ProducerConfig, ProducerRecord};
+//! use sluice_testkit::Cluster;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // In a test: #[tokio::test(flavor = "multi_thread")] async fn ...
+//! let mut cluster = Cluster::start(3).await?;
+//! let client = Client::connect(ClientConfig {
+//!     bootstrap: cluster.bootstrap_servers(), // ["127.0.0.1:PORT", ...]: the running nodes
+//!     ..ClientConfig::default()
+//! })
+//! .await?;
+//! Admin::new(client.clone()).create_topic(NewTopic::new("orders", 1, 3)).await?;
+//! let producer = Producer::new(client, ProducerConfig::default());
+//! producer.send(ProducerRecord::new("orders", "one")).await?.await?;
+//!
 //! cluster.kill(2).await; // as abrupt as SIGKILL for the broker's state
+//! producer.send(ProducerRecord::new("orders", "two")).await?.await?; // two replicas are left
 //! cluster.restart(2).await?; // same id, address and data directory
-//! # Ok(()) }
+//! # Ok(())
+//! # }
+//! // Dropping the cluster stops the brokers and deletes their data.
 //! ```
 //!
 //! Each broker runs on its own tokio runtime on its own thread, so [`Cluster::kill`] can
@@ -218,14 +236,20 @@ impl Cluster {
             .ok_or(Error::NoSuchNode(id))
     }
 
-    /// The bootstrap list of the running nodes, `HOST:PORT,...`, for a client.
+    /// The bootstrap list of the running nodes, `HOST:PORT,...`, as the `sluice` CLI's
+    /// `--bootstrap` and `SLUICE_BOOTSTRAP` take it.
     pub fn bootstrap(&self) -> String {
+        self.bootstrap_servers().join(",")
+    }
+
+    /// The running nodes' addresses, `HOST:PORT` each, as `sluice_client::ClientConfig`'s
+    /// `bootstrap` takes them.
+    pub fn bootstrap_servers(&self) -> Vec<String> {
         self.nodes
             .values()
             .filter(|n| n.running.is_some())
             .map(|n| n.config.listen.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
+            .collect()
     }
 
     /// Stops node `id` abruptly, as SIGKILL would (see the crate doc); a no-op if it is
@@ -261,6 +285,16 @@ impl Cluster {
             node.running = Some(running);
         }
         wait_started(id, is_ready, self.settings.ready_timeout).await
+    }
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("nodes", &self.node_ids())
+            .field("bootstrap", &self.bootstrap())
+            .field("dir", &self.dir.path())
+            .finish()
     }
 }
 

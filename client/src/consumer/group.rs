@@ -236,18 +236,45 @@ impl Consumer {
     /// committed offset starts. Fails for a [`GroupConfig`] that does not
     /// [`GroupConfig::validate`].
     ///
-    /// ```no_run
-    /// # async fn demo() -> sluice_client::Result<()> {
+    /// A member that processes records and then commits them, so that a member taking
+    /// over its partitions after a crash starts after what was processed (at least once):
+    ///
+    /// ```
     /// use std::time::Duration;
-    /// use sluice_client::{Client, ClientConfig, Consumer, ConsumerConfig, GroupConfig};
-    /// let client = Client::connect(ClientConfig::default()).await?;
-    /// let mut consumer = Consumer::with_group(client, ConsumerConfig::default(), GroupConfig::new("billing"))?;
+    /// use sluice_client::{
+    ///     Client, ClientConfig, Consumer, ConsumerConfig, GroupConfig, OffsetReset, PartitionId,
+    ///     TopicPartition,
+    /// };
+    /// # use sluice_client::{Admin, NewTopic, Producer, ProducerConfig, ProducerRecord};
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cluster = sluice_testkit::Cluster::start(1).await?;
+    /// # let config = ClientConfig { bootstrap: cluster.bootstrap_servers(), ..ClientConfig::default() };
+    /// let client = Client::connect(config).await?;
+    /// # Admin::new(client.clone()).create_topic(NewTopic::new("orders", 1, 1)).await?;
+    /// # let producer = Producer::new(client.clone(), ProducerConfig::default());
+    /// # producer.send(ProducerRecord::new("orders", "pizza")).await?.await?;
+    /// let mut consumer = Consumer::with_group(
+    ///     client,
+    ///     ConsumerConfig { auto_offset_reset: OffsetReset::Earliest, ..ConsumerConfig::default() },
+    ///     GroupConfig { enable_auto_commit: false, ..GroupConfig::new("billing") },
+    /// )?;
     /// consumer.subscribe(["orders"])?;
-    /// loop {
-    ///     for record in consumer.poll(Duration::from_secs(1)).await? {
+    /// let mut n_processed = 0;
+    /// while n_processed == 0 {
+    ///     // The first poll joins the group and gets its partitions.
+    ///     let records = consumer.poll(Duration::from_secs(1)).await?;
+    ///     for record in &records {
     ///         println!("{}/{}@{}", record.topic, record.partition, record.offset);
     ///     }
+    ///     n_processed += records.len();
+    ///     consumer.commit().await?; // the positions after the records just returned
     /// }
+    /// let orders_0 = TopicPartition::new("orders", PartitionId(0));
+    /// let committed = consumer.committed(&[orders_0.clone()]).await?;
+    /// assert_eq!(committed[&orders_0], 1);
+    /// consumer.close().await?; // leaves the group: its partitions go to the others now
+    /// # Ok(())
     /// # }
     /// ```
     pub fn with_group(

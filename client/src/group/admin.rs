@@ -45,7 +45,16 @@ pub struct GroupListing {
     pub coordinator: BrokerId,
 }
 
-/// A member of a described group.
+/// A member of a described group ([`GroupDescription::members`]).
+///
+/// ```no_run
+/// # async fn demo(admin: sluice_client::Admin) -> sluice_client::Result<()> {
+/// for member in admin.describe_group("billing").await?.members {
+///     let partitions: Vec<String> = member.assignment.iter().map(|tp| tp.to_string()).collect();
+///     println!("{} ({}) owns {}", member.member_id, member.client_host, partitions.join(", "));
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupMember {
     /// The member's id (given by the coordinator).
@@ -89,6 +98,14 @@ pub struct GroupDescription {
 }
 
 /// A partition's committed offset and lag, as `sluice group describe` shows them.
+///
+/// ```no_run
+/// # async fn demo(admin: sluice_client::Admin) -> sluice_client::Result<()> {
+/// for p in admin.group_offsets("billing", &[]).await? {
+///     println!("{} committed {} of {}: {} behind", p.partition, p.committed, p.log_end, p.lag);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupPartitionOffset {
     /// The partition.
@@ -104,6 +121,13 @@ pub struct GroupPartitionOffset {
 }
 
 /// A partition's lag in records and in time, as `sluice group lag` shows it.
+///
+/// ```no_run
+/// # async fn demo(admin: sluice_client::Admin) -> sluice_client::Result<()> {
+/// let behind: i64 = admin.group_lag("billing").await?.iter().map(|p| p.offsets.lag.max(0)).sum();
+/// println!("group billing is {behind} records behind");
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct GroupPartitionLag {
     /// The committed offset, log end and lag in records.
@@ -118,6 +142,16 @@ pub struct GroupPartitionLag {
 const LAG_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where [`Admin::reset_offsets`] moves a group's offsets.
+///
+/// ```no_run
+/// # async fn demo(admin: sluice_client::Admin) -> sluice_client::Result<()> {
+/// use sluice_client::ResetTarget;
+/// // Reprocess everything still in the log (the group's consumers must be stopped).
+/// for (partition, offset) in admin.reset_offsets("billing", "orders", ResetTarget::Earliest).await? {
+///     println!("orders/{partition} -> {offset}");
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResetTarget {
     /// Each partition's first offset still in the log.
