@@ -223,7 +223,9 @@ pub enum TopicCommand {
         replication_factor: i16,
         /// A topic config, repeatable. Keys: retention.ms, retention.bytes, segment.bytes,
         /// segment.ms, min.insync.replicas, unclean.leader.election.enable,
-        /// compression.type (only `producer`: batches stay as the producer compressed them).
+        /// compression.type (only `producer`: batches stay as the producer compressed them),
+        /// cleanup.policy (delete, compact or compact,delete), delete.retention.ms,
+        /// min.cleanable.dirty.ratio, min.compaction.lag.ms.
         #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
     },
@@ -246,7 +248,8 @@ pub enum TopicCommand {
         name: String,
         /// A configuration to set, repeatable: retention.ms, retention.bytes,
         /// segment.bytes, segment.ms, min.insync.replicas, unclean.leader.election.enable,
-        /// compression.type (only `producer`).
+        /// compression.type (only `producer`), cleanup.policy, delete.retention.ms,
+        /// min.cleanable.dirty.ratio, min.compaction.lag.ms.
         #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
         /// A configuration to remove from the topic, repeatable.
