@@ -839,8 +839,8 @@ impl PartitionLog {
     }
 
     /// The last step of a cleaning: puts the cleaned segments into the log in place of the
-    /// ones they replace, oldest first, each by the `.cleaned` -> `.swap` -> final-name
-    /// protocol (see the `cleaner` module), then moves the cleaner checkpoint. When a
+    /// ones they replace, oldest first, by the `.cleaned` -> `.swap` -> final-name
+    /// protocol (see the `cleaner` module and `swap_groups`), then moves the cleaner checkpoint. When a
     /// segment the run cleaned is no longer the log's (retention or a truncation changed
     /// it meanwhile), nothing is swapped and the cleaned files are deleted
     /// (`swapped: false`). An I/O error part way leaves the rest of that swap to the next
@@ -864,10 +864,7 @@ impl PartitionLog {
             report.swapped = false;
             return Ok(report);
         }
-        for group in std::mem::take(&mut cleaned.groups) {
-            report.segments_replaced += group.replaces.len();
-            self.swap_group(group)?;
-        }
+        self.swap_groups(std::mem::take(&mut cleaned.groups), &mut report)?;
         report.swapped = true;
         let checkpoint = self.cleaner_checkpoint.max(cleaned.map_end);
         write_offset_checkpoint(
@@ -879,30 +876,45 @@ impl PartitionLog {
         Ok(report)
     }
 
-    fn swap_group(&mut self, group: CleanedGroup) -> Result<()> {
-        let base = group.meta.base_offset;
-        let cleaned = segment_paths_with(&self.dir, base, cleaner::CLEANED_SUFFIX);
-        let swap = segment_paths_with(&self.dir, base, cleaner::SWAP_SUFFIX);
-        let finals = segment_paths(&self.dir, base);
-        // Indexes first, the log last: the log's `.swap` name is the commit point.
-        for i in [1, 2, 0] {
-            fs::rename(&cleaned[i], &swap[i]).at("rename", &cleaned[i])?;
+    /// Puts cleaned groups in place of the segments they replace, holding the write lock
+    /// for as few directory syncs as the protocol allows (a group's count plus two, not
+    /// three per group): each group is committed (its `.swap` log named) and synced before
+    /// the next, oldest first, so a crash leaves a prefix of them committed (a later group
+    /// may have dropped an expired tombstone whose key's older values only an earlier group
+    /// removed); then every old segment goes, one sync; then every cleaned segment takes its
+    /// final name, one sync.
+    fn swap_groups(&mut self, groups: Vec<CleanedGroup>, report: &mut CleanReport) -> Result<()> {
+        for group in &groups {
+            let base = group.meta.base_offset;
+            let cleaned = segment_paths_with(&self.dir, base, cleaner::CLEANED_SUFFIX);
+            let swap = segment_paths_with(&self.dir, base, cleaner::SWAP_SUFFIX);
+            // Indexes first, the log last: the log's `.swap` name is the commit point.
+            for i in [1, 2, 0] {
+                fs::rename(&cleaned[i], &swap[i]).at("rename", &cleaned[i])?;
+            }
+            sync_dir(&self.dir)?;
+        }
+        for group in &groups {
+            for old in &group.replaces {
+                self.sealed.remove(&old.base_offset);
+                self.forget_handles(old.base_offset);
+                let [log_path, ..] = segment_paths(&self.dir, old.base_offset);
+                self.unflushed_sealed.retain(|(_, p)| *p != log_path);
+                delete_segment_files(&self.dir, old.base_offset)?;
+            }
         }
         sync_dir(&self.dir)?;
-        for old in &group.replaces {
-            self.sealed.remove(&old.base_offset);
-            self.forget_handles(old.base_offset);
-            let [log_path, ..] = segment_paths(&self.dir, old.base_offset);
-            self.unflushed_sealed.retain(|(_, p)| *p != log_path);
-            delete_segment_files(&self.dir, old.base_offset)?;
+        for group in groups {
+            let base = group.meta.base_offset;
+            let swap = segment_paths_with(&self.dir, base, cleaner::SWAP_SUFFIX);
+            let finals = segment_paths(&self.dir, base);
+            for i in [1, 2, 0] {
+                fs::rename(&swap[i], &finals[i]).at("rename", &swap[i])?;
+            }
+            report.segments_replaced += group.replaces.len();
+            self.sealed.insert(base, group.meta);
         }
-        sync_dir(&self.dir)?;
-        for i in [1, 2, 0] {
-            fs::rename(&swap[i], &finals[i]).at("rename", &swap[i])?;
-        }
-        sync_dir(&self.dir)?;
-        self.sealed.insert(base, group.meta);
-        Ok(())
+        sync_dir(&self.dir)
     }
 
     fn read_cleaner_checkpoint(&self) -> Offset {
