@@ -46,7 +46,7 @@ use sluice_protocol::batch::{self, BatchHeader, Record, RecordBatch, HEADER_LEN,
 use sluice_protocol::Offset;
 
 use crate::error::{IoContext, Result, StorageError};
-use crate::file::sync_dir;
+use crate::file::{start_writeback, sync_dir};
 use crate::segment::{
     parse_segment_name, segment_paths, segment_paths_with, ActiveSegment, SegmentMeta,
 };
@@ -56,6 +56,8 @@ use crate::LogConfig;
 pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
 /// Suffix of a cleaned segment's files once the swap is committed.
 pub(crate) const SWAP_SUFFIX: &str = ".swap";
+/// Bytes of a cleaned segment written before the cleaner starts their write-back.
+const WRITEBACK_SLICE_BYTES: u64 = 1 << 20;
 /// Bytes the cleaner reads at once from a segment.
 const READ_CHUNK_BYTES: u32 = 1 << 20;
 /// What one key costs in the offset map: a 24-byte entry (hash and offset) in a table that
@@ -317,6 +319,9 @@ impl CleanPlan {
             ActiveSegment::create_with(&self.dir, base, CLEANED_SUFFIX, &config, self.now_ms)?;
         let mut changed = group.len() > 1;
         let mut removed = 0u64;
+        // Written back in slices as the run goes (see `start_writeback`), so the fsync
+        // at the end does not stall producers' fsyncs behind a whole segment's bytes.
+        let (mut written, mut written_back) = (0u64, 0u64);
         for meta in group {
             let expire_tombstones =
                 self.now_ms.saturating_sub(meta.max_timestamp) > self.config.delete_retention_ms;
@@ -337,6 +342,11 @@ impl CleanPlan {
                 changed |= bytes.len() != batch.bytes().len() || n_removed > 0;
                 let header = BatchHeader::parse(&bytes)?;
                 out.append(&[&bytes], &header)?;
+                written += bytes.len() as u64;
+                if written - written_back >= WRITEBACK_SLICE_BYTES {
+                    start_writeback(&out.files.log, written_back, written - written_back);
+                    written_back = written;
+                }
                 throttle.account(bytes.len() as u64, &self.dir)?;
             }
             report.bytes_read += u64::from(meta.size);
