@@ -16,7 +16,7 @@ use sluice_client::{
     OffsetSpec, PartitionId, Producer, ProducerConfig, ProducerRecord,
 };
 
-use crate::{wait_until, TestCluster};
+use crate::{cli_ok, wait_until, TestCluster};
 
 /// Acknowledged records: (partition, offset) -> value.
 pub type Acked = HashMap<(PartitionId, i64), String>;
@@ -295,4 +295,28 @@ pub fn check_replicas_identical(
             );
         }
     }
+}
+
+/// Creates `topic` (one partition) compacted as eagerly as the cleaner allows: 4 KiB
+/// segments (records leave the never-compacted active segment soon), tombstones kept for
+/// no time, a run as soon as anything is dirty. With a broker's
+/// `--log-cleaner-interval-ms 100`, compaction shows within a second.
+pub fn create_eagerly_compacted_topic(bootstrap: &str, topic: &str) {
+    cli_ok(
+        bootstrap,
+        &[
+            "topic",
+            "create",
+            topic,
+            "-c",
+            "cleanup.policy=compact",
+            "-c",
+            "segment.bytes=4096",
+            "-c",
+            "delete.retention.ms=0",
+            "-c",
+            "min.cleanable.dirty.ratio=0.01",
+        ],
+        "",
+    );
 }

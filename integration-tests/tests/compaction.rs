@@ -16,8 +16,8 @@ use sluice_client::{
     Acks, Admin, Client, NewTopic, PartitionId, Producer, ProducerConfig, ProducerRecord,
     ResetTarget, TopicPartition,
 };
-use sluice_integration_tests::checks::{client, read_everything, runtime};
-use sluice_integration_tests::{cli, cli_ok, scrape, wait_until, BrokerProcess};
+use sluice_integration_tests::checks::{self, client, read_everything, runtime};
+use sluice_integration_tests::{cli, scrape, wait_until, BrokerProcess};
 
 /// Sizes of the `.log` files in `dir`, and whether a cleaner's `.cleaned` or `.swap` file
 /// is there (a cleaning in progress).
@@ -245,23 +245,7 @@ fn a_tombstone_deletes_its_key_and_a_record_without_a_key_is_refused() {
     let broker = BrokerProcess::start(dir.path(), &["--log-cleaner-interval-ms", "100"]);
     let bootstrap = broker.bootstrap();
     let topic = "prices";
-    cli_ok(
-        &bootstrap,
-        &[
-            "topic",
-            "create",
-            topic,
-            "-c",
-            "cleanup.policy=compact",
-            "-c",
-            "segment.bytes=4096",
-            "-c",
-            "delete.retention.ms=0",
-            "-c",
-            "min.cleanable.dirty.ratio=0.01",
-        ],
-        "",
-    );
+    checks::create_eagerly_compacted_topic(&bootstrap, topic);
     // A keyless record cannot be kept by key: refused, saying what to do, nothing written.
     let refused = cli(&bootstrap, &["produce", topic], "no key here\n");
     let stderr = String::from_utf8_lossy(&refused.stderr);

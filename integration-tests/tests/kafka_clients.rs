@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
+use sluice_integration_tests::checks;
 use sluice_integration_tests::kafka::{self, ClientRun, CLIENT_TIMEOUT};
 use sluice_integration_tests::{cli_ok, BrokerProcess, TestCluster};
 use sluice_protocol::batch::{Batches, Compression};
@@ -212,23 +213,7 @@ fn kafka_python_reads_a_compacted_topic_with_its_gaps_and_is_refused_keyless_rec
         &dir.path().join("data"),
         &["--log-cleaner-interval-ms", "100"],
     );
-    cli_ok(
-        &broker.bootstrap(),
-        &[
-            "topic",
-            "create",
-            "compacted",
-            "-c",
-            "cleanup.policy=compact",
-            "-c",
-            "segment.bytes=4096",
-            "-c",
-            "delete.retention.ms=0",
-            "-c",
-            "min.cleanable.dirty.ratio=0.01",
-        ],
-        "",
-    );
+    checks::create_eagerly_compacted_topic(&broker.bootstrap(), "compacted");
     let summary = scenario(
         &python,
         "kafka_python_client.py",

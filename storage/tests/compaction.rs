@@ -18,7 +18,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use sluice_protocol::batch::{BatchBuilder, Batches, Compression, ProducerStamp, RecordBatch};
 use sluice_protocol::{LeaderEpoch, Offset};
-use sluice_storage::{CleanupPolicy, Clock, LogConfig, PartitionLog, Throttle};
+use sluice_storage::{Cleaned, CleanupPolicy, Clock, LogConfig, PartitionLog, Throttle};
 
 const RETENTION_MS: i64 = 10_000;
 const MAP_BYTES: usize = 64 << 20;
@@ -94,6 +94,16 @@ fn last_batches(log: &PartitionLog) -> HashMap<i64, Offset> {
         .map(|b| (b.header().producer_id, b.header().base_offset))
         .filter(|(id, _)| *id >= 0)
         .collect()
+}
+
+/// Plans and runs a cleaning of every sealed segment (`force`: whatever the dirty ratio)
+/// without swapping it in; panics when there is nothing to clean.
+fn run_cleaning(log: &PartitionLog, force: bool) -> Cleaned {
+    log.plan_cleaning(log.log_end_offset(), force)
+        .unwrap()
+        .expect("something to clean")
+        .run(MAP_BYTES, &mut Throttle::unlimited(), &last_batches(log))
+        .unwrap()
 }
 
 /// Plans, runs and swaps one cleaning below `max_offset`; false when there was nothing to do.
@@ -339,13 +349,7 @@ fn a_cleaner_interrupted_at_any_step_leaves_a_readable_log_with_every_latest_val
             segment_bytes_max: 1 << 20,
             ..config.clone()
         });
-        let plan = log
-            .plan_cleaning(log.log_end_offset(), false)
-            .unwrap()
-            .unwrap();
-        let cleaned = plan
-            .run(MAP_BYTES, &mut Throttle::unlimited(), &last_batches(&log))
-            .unwrap();
+        let cleaned = run_cleaning(&log, false);
         // The process dies: nothing is swapped, the files stay as they are.
         std::mem::forget(cleaned);
         let old_logs: Vec<_> = fs::read_dir(dir.path())
@@ -721,13 +725,7 @@ fn a_retention_that_removed_a_cleaned_segment_meanwhile_discards_the_run() {
         &clock,
     );
     fill_rounds(&mut log, 5, 5, clock.now_ms());
-    let plan = log
-        .plan_cleaning(log.log_end_offset(), true)
-        .unwrap()
-        .unwrap();
-    let cleaned = plan
-        .run(MAP_BYTES, &mut Throttle::unlimited(), &last_batches(&log))
-        .unwrap();
+    let cleaned = run_cleaning(&log, true);
     clock.advance(10);
     assert!(log.apply_retention(log.log_end_offset()).unwrap() > 0);
     let report = log.swap_cleaned(cleaned).unwrap();
@@ -753,13 +751,7 @@ fn a_truncation_below_the_cleaner_checkpoint_lowers_it_on_disk_and_discards_a_pl
     // A plan made before a truncation does not swap in after it: its map may count a
     // record the truncation removed as the latest of its key.
     fill_rounds(&mut log, 2, 10, clock.now_ms());
-    let plan = log
-        .plan_cleaning(log.log_end_offset(), true)
-        .unwrap()
-        .unwrap();
-    let cleaned = plan
-        .run(MAP_BYTES, &mut Throttle::unlimited(), &last_batches(&log))
-        .unwrap();
+    let cleaned = run_cleaning(&log, true);
     let cut = Offset(15);
     log.truncate_to(cut).unwrap();
     let report = log.swap_cleaned(cleaned).unwrap();
