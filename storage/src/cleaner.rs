@@ -174,13 +174,14 @@ pub struct Cleaned {
 impl Drop for Cleaned {
     fn drop(&mut self) {
         for group in &self.groups {
-            remove_files(&segment_paths_with(
-                &self.dir,
-                group.meta.base_offset,
-                CLEANED_SUFFIX,
-            ));
+            remove_cleaned_files(&self.dir, group.meta.base_offset);
         }
     }
+}
+
+/// Deletes the `.cleaned` files of the cleaned segment at `base`.
+pub(crate) fn remove_cleaned_files(dir: &Path, base: Offset) {
+    remove_files(&segment_paths_with(dir, base, CLEANED_SUFFIX));
 }
 
 fn remove_files(paths: &[PathBuf]) {

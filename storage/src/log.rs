@@ -840,20 +840,35 @@ impl PartitionLog {
 
     /// The last step of a cleaning: puts the cleaned segments into the log in place of the
     /// ones they replace, oldest first, by the `.cleaned` -> `.swap` -> final-name
-    /// protocol (see the `cleaner` module and `swap_groups`), then moves the cleaner checkpoint. When a
-    /// segment the run cleaned is no longer the log's (retention or a truncation changed
-    /// it meanwhile), nothing is swapped and the cleaned files are deleted
-    /// (`swapped: false`). An I/O error part way leaves the rest of that swap to the next
-    /// open's recovery; the owner should stop serving the log until then.
+    /// protocol (see the `cleaner` module and `swap_groups`), then moves the cleaner
+    /// checkpoint. Groups whose segments retention has deleted meanwhile are dropped. When
+    /// the log was truncated since the plan, or a segment the run cleaned changed otherwise,
+    /// nothing is swapped and the cleaned files are deleted (`swapped: false`). An I/O
+    /// error part way leaves the rest of that swap to the next open's recovery; the owner
+    /// should stop serving the log until then.
     pub fn swap_cleaned(&mut self, mut cleaned: Cleaned) -> Result<CleanReport> {
         let current = |old: &SegmentMeta| {
             self.sealed
                 .get(&old.base_offset)
                 .is_some_and(|m| m.next_offset == old.next_offset && m.size == old.size)
         };
+        // Retention deletes whole segments from the log start (under compact,delete, maybe
+        // while a long throttled run went on): groups whose every segment it deleted are
+        // dropped, and the rest still go in, so such a run is not wasted. Safe: what the
+        // remaining groups removed is superseded at offsets above them.
+        let start = self.log_start_offset();
+        let gone = cleaned
+            .groups
+            .iter()
+            .take_while(|g| g.replaces.iter().all(|old| old.next_offset <= start))
+            .count();
+        for group in cleaned.groups.drain(..gone) {
+            cleaner::remove_cleaned_files(&self.dir, group.meta.base_offset);
+        }
         // A truncation since the plan may have removed records the run's map counted as
-        // the latest of their keys; retention or a truncation may have removed a segment
-        // it replaces.
+        // the latest of their keys; a segment it replaces may have changed otherwise (a
+        // group only partly deleted: its remaining segments would keep older values a
+        // later group's expired tombstone no longer hides).
         let still_ours = cleaned.layout_generation == self.layout_generation
             && cleaned
                 .groups

@@ -713,23 +713,53 @@ fn a_stopped_cleaner_changes_nothing() {
 }
 
 #[test]
-fn a_retention_that_removed_a_cleaned_segment_meanwhile_discards_the_run() {
+fn a_retention_during_a_run_drops_the_groups_it_deleted_and_the_rest_go_in() {
     let dir = tempfile::tempdir().unwrap();
     let clock = clock();
-    let mut log = open(
-        dir.path(),
-        LogConfig {
-            cleanup_policy: CleanupPolicy::CompactDelete,
-            ..compact_config()
-        },
-        &clock,
-    );
-    fill_rounds(&mut log, 5, 5, clock.now_ms());
+    let config = LogConfig {
+        cleanup_policy: CleanupPolicy::CompactDelete,
+        retention_ms: None,
+        ..compact_config()
+    };
+    let mut log = open(dir.path(), config.clone(), &clock);
+    let expected = fill_rounds(&mut log, 8, 5, clock.now_ms());
     let cleaned = run_cleaning(&log, true);
+    // Retention by size deletes the oldest segments while the run was going on.
+    log.reconfigure(LogConfig {
+        retention_bytes: Some(log.size_bytes() / 2),
+        ..config.clone()
+    });
+    assert!(log.apply_retention(log.log_end_offset()).unwrap() > 0);
+    let start = log.log_start_offset();
+    let report = log.swap_cleaned(cleaned).unwrap();
+    assert!(report.swapped, "the groups retention left went in");
+    assert!(report.segments_replaced > 0);
+    no_cleaner_files_left(dir.path());
+    let held = records(&log);
+    let expected: BTreeMap<i64, Entry> = expected
+        .into_iter()
+        .filter(|(o, _)| *o >= start.0)
+        .collect();
+    for (offset, entry) in &expected {
+        assert_eq!(held.get(offset), Some(entry), "latest at {offset}");
+    }
+    assert!(
+        held.len() < 20,
+        "the rest was compacted: {} records",
+        held.len()
+    );
+
+    // Retention that deletes everything the run cleaned: nothing to swap, nothing lost.
+    fill_rounds(&mut log, 8, 5, clock.now_ms());
+    let cleaned = run_cleaning(&log, true);
+    log.reconfigure(LogConfig {
+        retention_ms: Some(1),
+        ..config
+    });
     clock.advance(10);
     assert!(log.apply_retention(log.log_end_offset()).unwrap() > 0);
     let report = log.swap_cleaned(cleaned).unwrap();
-    assert!(!report.swapped);
+    assert_eq!(report.segments_replaced, 0);
     no_cleaner_files_left(dir.path());
     records(&log);
 }
