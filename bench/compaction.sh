@@ -7,8 +7,8 @@
 #   compact    cleanup.policy=compact with the cleaner's default I/O budget (32 MiB/s)
 #   unlimited  cleanup.policy=compact, --log-cleaner-io-bytes-per-sec 0 (no budget)
 # For each: acknowledgement latency (p50 / p99 / p999), the topic's bytes on disk at the
-# end against the bytes written, the cleaner runs the broker logged, and broker CPU ms per
-# MB produced. Prints a Markdown table on stdout.
+# end against the bytes written, the cleaner runs the broker logged and the longest time a
+# swap held the log, and broker CPU ms per MB produced. Prints a Markdown table on stdout.
 #
 #   bench/compaction.sh
 #   SLUICE_BENCH_RECORDS=1200000 SLUICE_BENCH_RATE=40000 bench/compaction.sh
@@ -30,7 +30,7 @@ cleanup() { stop_brokers; rm -rf "$WORK"/data; }
 trap cleanup EXIT
 log() { echo "== $*" >&2; }
 
-declare -A p50 p99 p999 disk cpu runs
+declare -A p50 p99 p999 disk cpu runs swap
 run() { # SETTING ROUND
   local setting=$1 policy=compact extra=()
   case $setting in
@@ -59,6 +59,7 @@ run() { # SETTING ROUND
   disk[$key]=$(cat "$WORK"/data/topics/table-0/*.log | wc -c)
   cpu[$key]=$(python3 -c "print(($cpu1 - $cpu0) * 1000 / ($N * $SIZE / 1e6))")
   runs[$key]=$(grep -c "log cleaner: " "$WORK/broker.log" || true)
+  swap[$key]=$(grep -o "swapped in [0-9.]* ms" "$WORK/broker.log" | awk '{ if ($3 > m) m = $3 } END { print m + 0 }')
   stop_brokers
 }
 
@@ -73,14 +74,14 @@ row() { # SETTING
   for r in $(seq 1 "$ROUNDS"); do keys+=("$s/$r"); done
   vals() { local -n a=$1; for k in "${keys[@]}"; do echo -n "${a[$k]} "; done; }
   # shellcheck disable=SC2046
-  echo "| $s | $(median x 2 $(vals p50)) | $(median x 2 $(vals p99)) | $(median x 2 $(vals p999)) | $(python3 -c "print(round($(median x 0 $(vals disk)) / 1048576, 1))") | $(median x 0 $(vals runs)) | $(median x 2 $(vals cpu)) |"
+  echo "| $s | $(median x 2 $(vals p50)) | $(median x 2 $(vals p99)) | $(median x 2 $(vals p999)) | $(python3 -c "print(round($(median x 0 $(vals disk)) / 1048576, 1))") | $(median x 0 $(vals runs)) | $(median x 1 $(vals swap)) | $(median x 2 $(vals cpu)) |"
 }
 
 cat <<DOC
 $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(date -u +%Y-%m-%d), load average before the run: $load; one broker (fsync), one partition, segment.bytes $((SEGMENT >> 20)) MiB, one idempotent acks=all producer at $RATE records/s of $SIZE bytes over $KEYS keys ($((N * SIZE / 1000000)) MB written, a table of $((KEYS * SIZE / 1000000)) MB); medians of $ROUNDS alternating rounds.
 
-| setting | latency ms p50 | p99 | p999 | on disk at the end, MiB | cleaner runs | broker CPU ms/MB |
-|---|---|---|---|---|---|---|
+| setting | latency ms p50 | p99 | p999 | on disk at the end, MiB | cleaner runs | longest swap, ms | broker CPU ms/MB |
+|---|---|---|---|---|---|---|---|
 $(row delete)
 $(row compact)
 $(row unlimited)

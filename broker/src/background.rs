@@ -177,11 +177,12 @@ fn clean(partition: &Partition, map_bytes: usize, throttle: &mut Throttle, metri
         Ok(None) => {}
         Ok(Some(report)) if report.swapped => tracing::info!(
             partition = %partition.name(),
-            "log cleaner: {} segment(s), {} -> {} bytes, {} record(s) removed",
+            "log cleaner: {} segment(s), {} -> {} bytes, {} record(s) removed, swapped in {:.1} ms",
             report.segments_replaced,
             report.bytes_before,
             report.bytes_after,
-            report.records_removed
+            report.records_removed,
+            report.swap_micros as f64 / 1000.0
         ),
         Ok(Some(_)) => tracing::info!(
             partition = %partition.name(),

@@ -103,6 +103,7 @@ pub struct Metrics {
     cleaner_bytes_read: Counter,
     cleaner_bytes_reclaimed: Counter,
     cleaner_duration: Histogram,
+    cleaner_swap_duration: Histogram,
     /// `false` when nothing can read the metrics (the broker has no HTTP listener): every
     /// event is then ignored, so a broker without `/metrics` pays nothing for them.
     enabled: bool,
@@ -131,6 +132,7 @@ impl Default for Metrics {
             cleaner_bytes_read: Counter::default(),
             cleaner_bytes_reclaimed: Counter::default(),
             cleaner_duration: Histogram::new(request_buckets()),
+            cleaner_swap_duration: Histogram::new(request_buckets()),
             enabled: true,
         }
     }
@@ -258,6 +260,12 @@ impl Metrics {
             self.cleaner_duration.clone(),
         );
         registry.register(
+            "sluice_log_cleaner_swap_duration_seconds",
+            "How long each swap of cleaned segments held its log (appends to the partition \
+             wait meanwhile)",
+            self.cleaner_swap_duration.clone(),
+        );
+        registry.register(
             "sluice_isr_expands",
             "ISR expansions of partitions led here, committed by the controller",
             self.isr_expands.clone(),
@@ -353,6 +361,8 @@ impl Metrics {
         self.cleaner_duration.observe(elapsed.as_secs_f64());
         self.cleaner_bytes_read.inc_by(report.bytes_read);
         if report.swapped {
+            self.cleaner_swap_duration
+                .observe(report.swap_micros as f64 / 1e6);
             self.cleaner_runs.inc();
             self.cleaner_records_removed.inc_by(report.records_removed);
             self.cleaner_bytes_reclaimed

@@ -136,6 +136,8 @@ pub struct CleanReport {
     /// Whether the cleaned segments went into the log; false when the log changed under
     /// the run (retention or truncation removed a segment it cleaned) and it was discarded.
     pub swapped: bool,
+    /// How long the swap held the log (exclusively: appends waited), in microseconds.
+    pub swap_micros: u64,
 }
 
 /// A cleaning to run: made by [`crate::PartitionLog::plan_cleaning`], run without the log.

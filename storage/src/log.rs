@@ -879,7 +879,9 @@ impl PartitionLog {
             report.swapped = false;
             return Ok(report);
         }
+        let swap_started = std::time::Instant::now();
         self.swap_groups(std::mem::take(&mut cleaned.groups), &mut report)?;
+        report.swap_micros = swap_started.elapsed().as_micros() as u64;
         report.swapped = true;
         let checkpoint = self.cleaner_checkpoint.max(cleaned.map_end);
         write_offset_checkpoint(
