@@ -59,7 +59,7 @@ run() { # SETTING ROUND
   disk[$key]=$(cat "$WORK"/data/topics/table-0/*.log | wc -c)
   cpu[$key]=$(python3 -c "print(($cpu1 - $cpu0) * 1000 / ($N * $SIZE / 1e6))")
   runs[$key]=$(grep -c "log cleaner: " "$WORK/broker.log" || true)
-  swap[$key]=$(grep -o "swapped in [0-9.]* ms" "$WORK/broker.log" | awk '{ if ($3 > m) m = $3 } END { print m + 0 }')
+  swap[$key]=$({ grep -o "swapped in [0-9.]* ms" "$WORK/broker.log" || true; } | awk '{ if ($3 > m) m = $3 } END { print m + 0 }')
   stop_brokers
 }
 
