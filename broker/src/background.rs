@@ -94,13 +94,20 @@ fn spawn_maintenance(broker: &Arc<Broker>) {
     }
 }
 
+/// A ticker whose next tick is `period` from now (the immediate first one is taken), and
+/// which waits a whole period after a late tick rather than catching up.
+async fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    ticker
+}
+
 /// Runs `job` over every hosted partition every `period`, on the blocking pool, until
 /// shutdown begins.
 async fn run_periodically(broker: Arc<Broker>, period: Duration, job: fn(&Partition)) {
     let mut stopping = broker.stopping();
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
+    let mut ticker = ticker(period).await;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -128,9 +135,7 @@ async fn run_periodically(broker: Arc<Broker>, period: Duration, job: fn(&Partit
 async fn run_cleaner(broker: Arc<Broker>) {
     let mut stopping = broker.stopping();
     let stop = Arc::new(AtomicBool::new(false));
-    let mut ticker = tokio::time::interval(broker.config.log_cleaner_interval());
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
+    let mut ticker = ticker(broker.config.log_cleaner_interval()).await;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}

@@ -972,22 +972,31 @@ pub fn cli(bootstrap: &str, args: &[&str], stdin: &str) -> Output {
 
 /// [`cli`] with environment variables set (`SLUICE_SASL_PASSWORD`...).
 pub fn cli_with_env(bootstrap: &str, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
-    let mut child = Command::new(bin("sluice"))
-        .arg("--bootstrap")
-        .arg(bootstrap)
-        .args(args)
-        .envs(env.iter().copied())
+    run_with_stdin(
+        Command::new(bin("sluice"))
+            .arg("--bootstrap")
+            .arg(bootstrap)
+            .args(args)
+            .envs(env.iter().copied()),
+        stdin,
+    )
+}
+
+/// Runs `command` with `stdin` as its input (written from another thread, so a child that
+/// answers before reading it all cannot deadlock) and returns its status and output.
+pub fn run_with_stdin(command: &mut Command, stdin: &str) -> Output {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run sluice");
+        .unwrap_or_else(|e| panic!("run {command:?}: {e}"));
     let mut input = child.stdin.take().expect("stdin");
     let text = stdin.to_string();
     let writer = std::thread::spawn(move || {
         let _ = input.write_all(text.as_bytes());
     });
-    let output = child.wait_with_output().expect("wait for sluice");
+    let output = child.wait_with_output().expect("wait for the child");
     let _ = writer.join();
     output
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use sluice_integration_tests::kafka::{self, CLIENT_TIMEOUT};
-use sluice_integration_tests::{cli, cli_ok, cli_with_env, BrokerProcess};
+use sluice_integration_tests::{cli, cli_ok, cli_with_env, run_with_stdin, BrokerProcess};
 
 const ALL: &str = "SCRAM-SHA-256,SCRAM-SHA-512,PLAIN";
 
@@ -170,7 +170,6 @@ fn kcat(
     args: &[&str],
     stdin: &str,
 ) -> std::process::Output {
-    use std::io::Write;
     let mut command = Command::new(std::env::var("KCAT").unwrap_or_else(|_| "kcat".into()));
     command.args(["-b", bootstrap]);
     if let Some((mechanism, user, password)) = sasl {
@@ -185,20 +184,7 @@ fn kcat(
             &format!("sasl.password={password}"),
         ]);
     }
-    let mut child = command
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run kcat");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    run_with_stdin(command.args(args), stdin)
 }
 
 #[test]

@@ -18,7 +18,7 @@ use sluice_integration_tests::checks::{
 };
 use sluice_integration_tests::tls::{ClientTls, TestCa};
 use sluice_integration_tests::{
-    bin, cli, cli_ok, free_addr, kafka, BrokerProcess, KafkaListener, TestCluster,
+    bin, cli, cli_ok, free_addr, kafka, run_with_stdin, BrokerProcess, KafkaListener, TestCluster,
 };
 
 /// A single broker on 127.0.0.1 whose listeners serve TLS with a certificate of `ca`,
@@ -275,23 +275,13 @@ fn the_kafka_listener_serves_tls_to_kcat_and_confluent_kafka_beside_a_plain_nati
         format!("ssl.ca.location={}", ca.ca_file.display()),
     ];
     let run_kcat = |args: &[&str], stdin: &str| {
-        use std::io::Write;
-        let mut child = Command::new(&kcat)
-            .args(["-b", &kafka_addr])
-            .args(&ssl)
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run kcat");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let output = child.wait_with_output().expect("kcat");
+        let output = run_with_stdin(
+            Command::new(&kcat)
+                .args(["-b", &kafka_addr])
+                .args(&ssl)
+                .args(args),
+            stdin,
+        );
         assert!(
             output.status.success(),
             "kcat {args:?}: {}\n{}",
@@ -512,27 +502,17 @@ fn kcat_logs_in_with_sasl_ssl_scram_and_plain_over_a_tls_kafka_listener() {
     let broker = start(&["--sasl-mechanisms", "SCRAM-SHA-256,PLAIN"]);
     let kafka_addr = broker.kafka_bootstrap();
     let run_kcat = |mechanism: &str, password: &str, args: &[&str], stdin: &str| {
-        use std::io::Write;
-        let mut child = Command::new(&kcat)
-            .args(["-b", &kafka_addr, "-X", "security.protocol=SASL_SSL"])
-            .arg("-X")
-            .arg(format!("ssl.ca.location={}", ca.ca_file.display()))
-            .args(["-X", &format!("sasl.mechanisms={mechanism}")])
-            .args(["-X", "sasl.username=alice"])
-            .args(["-X", &format!("sasl.password={password}")])
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run kcat");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().expect("kcat")
+        run_with_stdin(
+            Command::new(&kcat)
+                .args(["-b", &kafka_addr, "-X", "security.protocol=SASL_SSL"])
+                .arg("-X")
+                .arg(format!("ssl.ca.location={}", ca.ca_file.display()))
+                .args(["-X", &format!("sasl.mechanisms={mechanism}")])
+                .args(["-X", "sasl.username=alice"])
+                .args(["-X", &format!("sasl.password={password}")])
+                .args(args),
+            stdin,
+        )
     };
     let out = run_kcat(
         "PLAIN",
