@@ -528,6 +528,32 @@ impl Partition {
     /// thread, in request order, and finish with [`Partition::complete`]. The batches are
     /// validated before any is written, so a request appends all of them or none.
     pub fn append_now(&self, records: Bytes, acks: Acks) -> Result<PendingAppend, ApiError> {
+        let appended = self.append_with(records, acks, true)?;
+        Ok(appended.expect("a blocking append always appends or fails"))
+    }
+
+    /// [`Partition::append_now`] for an async worker: appends only when that is quick (a
+    /// small, uncompressed request: [`INLINE_APPEND_BYTES_MAX`]) and the log is free, and
+    /// otherwise returns `Ok(None)` having changed nothing, for the caller to append on a
+    /// blocking thread. A small request then costs no thread hand-off (two context
+    /// switches, more than the page-cache copy itself).
+    pub fn try_append_now(
+        &self,
+        records: &Bytes,
+        acks: Acks,
+    ) -> Result<Option<PendingAppend>, ApiError> {
+        if !quick_to_append(records) {
+            return Ok(None);
+        }
+        self.append_with(records.clone(), acks, false)
+    }
+
+    fn append_with(
+        &self,
+        records: Bytes,
+        acks: Acks,
+        block: bool,
+    ) -> Result<Option<PendingAppend>, ApiError> {
         self.check_live()?;
         let epoch = {
             let state = self.state();
@@ -548,7 +574,7 @@ impl Partition {
         if let Some(stamp) = &stamp {
             if let Verdict::Duplicate(original) = producers.check(stamp)? {
                 // A resend of a batch the log has: its original offsets, once durable.
-                return Ok(PendingAppend {
+                return Ok(Some(PendingAppend {
                     duplicate: true,
                     log_start_offset: self.log.read().log_start_offset(),
                     info: AppendInfo {
@@ -559,43 +585,38 @@ impl Partition {
                     ticket: self.log.ticket_for(original.last_offset.plus(1)),
                     acks,
                     leader_epoch: epoch,
-                });
+                }));
             }
         }
-        let mut first: Option<AppendInfo> = None;
-        let mut last = None;
-        for batch in batches {
-            let (info, ticket) = self
-                .log
-                .append_no_wait(batch, epoch)
-                .map_err(|e| self.append_failed(e))?;
-            first.get_or_insert(info);
-            last = Some((info, ticket));
-        }
-        let (last_info, ticket) = last.expect("split_batches returns at least one batch");
-        let first = first.expect("at least one batch");
+        let Some((info, ticket)) = self
+            .log
+            .append_batches_no_wait(batches, epoch, block)
+            .map_err(|e| self.append_failed(e))?
+        else {
+            return Ok(None);
+        };
         if let Some(stamp) = &stamp {
             producers.record(
                 stamp,
-                first.base_offset,
-                last_info.last_offset,
+                info.base_offset,
+                info.last_offset,
                 SystemClock.now_ms(),
             );
         }
         drop(producers);
+        if matches!(self.durability, Durability::Fsync) {
+            // The fsync starts now, while the request's task gets to `complete`.
+            self.log.request_flush();
+        }
         self.appended.notify_waiters();
-        Ok(PendingAppend {
+        Ok(Some(PendingAppend {
             duplicate: false,
             log_start_offset: self.log.read().log_start_offset(),
-            info: AppendInfo {
-                base_offset: first.base_offset,
-                last_offset: last_info.last_offset,
-                max_timestamp: first.max_timestamp.max(last_info.max_timestamp),
-            },
+            info,
             ticket,
             acks,
             leader_epoch: epoch,
-        })
+        }))
     }
 
     fn not_enough_replicas(&self, code: ErrorCode, isr: &[BrokerId]) -> ApiError {
@@ -630,13 +651,9 @@ impl Partition {
         timeout: Duration,
     ) -> Result<AppendInfo, ApiError> {
         if matches!(self.durability, Durability::Fsync) {
-            let partition = Arc::clone(self);
-            let ticket = pending.ticket;
-            tokio::task::spawn_blocking(move || partition.log.wait_durable(ticket))
+            self.log
+                .durable(pending.ticket)
                 .await
-                .map_err(|e| {
-                    ApiError::new(ErrorCode::UnknownServerError, format!("append task: {e}"))
-                })?
                 .map_err(|e| self.append_failed(e))?;
         }
         self.maybe_advance_high_watermark();
@@ -1338,6 +1355,38 @@ fn idempotent_stamp(batches: &[Bytes]) -> Result<Option<Stamp>, ApiError> {
             "an idempotent producer must send one batch per partition per request",
         )),
     }
+}
+
+/// Largest request (per partition) appended on an async worker: CRC and page-cache copy
+/// of this much take tens of microseconds. Larger ones, where a thread hand-off is small
+/// beside the work, go to a blocking thread.
+pub const INLINE_APPEND_BYTES_MAX: usize = 256 * 1024;
+
+/// Whether `records` are small and uncompressed (decompressing to check a batch could take
+/// milliseconds), read from the batch headers alone. Malformed input may go either way:
+/// the checks that refuse it are the same.
+fn quick_to_append(records: &Bytes) -> bool {
+    if records.len() > INLINE_APPEND_BYTES_MAX {
+        return false;
+    }
+    let mut rest = &records[..];
+    while !rest.is_empty() {
+        let Ok(Some(len)) = peek_total_len(rest) else {
+            return true;
+        };
+        let Some((batch, after)) = rest.split_at_checked(len as usize) else {
+            return true;
+        };
+        let compressed = BatchHeader::parse(batch)
+            .ok()
+            .and_then(|h| h.compression().ok())
+            .is_none_or(|codec| codec != Compression::None);
+        if compressed {
+            return false;
+        }
+        rest = after;
+    }
+    true
 }
 
 /// Splits a produce request's records into batches by their length fields. Storage

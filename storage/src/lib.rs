@@ -16,6 +16,7 @@ mod clock;
 mod epoch;
 mod error;
 mod file;
+mod flusher;
 mod index;
 mod log;
 mod segment;
@@ -26,6 +27,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use epoch::EpochEntry;
 pub use error::{Result, StorageError};
 pub use file::{replace_durably, sync_dir, DurableFile, FileHeader};
+pub use flusher::{Flusher, DEFAULT_FLUSH_THREADS};
 pub use log::{AppendInfo, DetachedSegments, FlushJob, PartitionLog, RecoveryReport, Truncation};
 pub use shared::{DurableTicket, FlushObserver, SharedLog};
 

@@ -1,26 +1,31 @@
 //! A [`PartitionLog`] shared between threads, with group commit.
 //!
 //! Appends write under the log's write lock (a page-cache copy, microseconds); waiting for
-//! durability happens outside it. The first appender that needs an fsync becomes the
-//! flusher: it takes a [`crate::FlushJob`] covering everything appended so far, runs it
-//! without any lock, and wakes everyone it covered. Appends that arrive meanwhile queue
-//! behind it and are covered together by the next fsync, so N concurrent appenders cost far
-//! fewer than N fsyncs (BENCHMARKS.md measures how many fewer).
+//! durability happens outside it. One fsync at a time runs per log: a [`crate::FlushJob`]
+//! covering everything appended so far, run without any lock, that wakes everyone it
+//! covered. Appends that arrive meanwhile queue behind it and are covered together by the
+//! next fsync, so N concurrent appenders cost far fewer than N fsyncs (BENCHMARKS.md
+//! measures how many fewer). Who runs the fsync: async callers ask the log's
+//! [`Flusher`] ([`SharedLog::request_flush`]) and await [`SharedLog::durable`]; a blocking
+//! caller of [`SharedLog::wait_durable`] runs it itself when no one else is.
 //!
 //! Every mutation goes through this type so the group-commit state stays true: a
 //! truncation (or a failed fsync, which truncates the unflushed tail) starts a new
 //! *generation*, and a waiter from an older generation fails instead of being acknowledged
 //! by some later fsync of different data at the same offsets.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_protocol::{LeaderEpoch, Offset};
 
 use crate::error::{Result, StorageError};
+use crate::flusher::Flusher;
 use crate::log::{AppendInfo, PartitionLog};
 use crate::Durability;
 
@@ -36,6 +41,14 @@ struct FlushState {
     cut_reason: String,
     /// fsyncs run so far, for measurements.
     fsyncs: u64,
+    /// The log is in its flusher's queue or being flushed by a flusher thread.
+    scheduled: bool,
+    /// A flush was asked for while `scheduled`: the flusher thread runs another after the
+    /// one it runs (cleared before each, so an append during it sets it again).
+    dirty: bool,
+    /// Async waiters: the end offset each waits for, and how to wake it. Woken by the
+    /// fsync that covers it, or all at once when their generation ends.
+    waiters: Vec<(Offset, Waker)>,
 }
 
 /// Told of every group-commit fsync a [`SharedLog`] runs: how long it took and how many
@@ -62,6 +75,8 @@ pub struct SharedLog {
     retired: AtomicBool,
     /// Told of each flush job, if the owner asked.
     observer: Option<Arc<dyn FlushObserver>>,
+    /// Runs the fsyncs async waiters ask for.
+    flusher: Flusher,
 }
 
 /// A ticket to wait for: the end offset of an append, in the generation it was made.
@@ -89,11 +104,21 @@ impl SharedLog {
                 generation: 0,
                 cut_reason: String::new(),
                 fsyncs: 0,
+                scheduled: false,
+                dirty: false,
+                waiters: Vec::new(),
             }),
             log: RwLock::new(log),
             flushed_cv: Condvar::new(),
             retired: AtomicBool::new(false),
+            flusher: Flusher::global(),
         }
+    }
+
+    /// Runs this log's requested fsyncs on `flusher` instead of the process-wide one.
+    pub fn with_flusher(mut self, flusher: Flusher) -> SharedLog {
+        self.flusher = flusher;
+        self
     }
 
     fn state(&self) -> MutexGuard<'_, FlushState> {
@@ -119,6 +144,50 @@ impl SharedLog {
         self.check_not_retired()?;
         let info = log.append(batch, leader_epoch)?;
         Ok((info, self.ticket(&info)))
+    }
+
+    /// Appends `batches` as leader under one hold of the log's lock, without waiting; the
+    /// info spans them all. With `block` false it appends nothing and returns `Ok(None)`
+    /// when another thread holds the log: the caller, on an async worker that must not
+    /// wait for a lock (a cleaner swap can hold it for tens of ms), retries on a thread
+    /// that may. A failure after some batches leaves those appended, as separate appends
+    /// would.
+    pub fn append_batches_no_wait(
+        &self,
+        batches: Vec<Bytes>,
+        leader_epoch: LeaderEpoch,
+        block: bool,
+    ) -> Result<Option<(AppendInfo, DurableTicket)>> {
+        let mut log = if block {
+            self.write()
+        } else {
+            match self.log.try_write() {
+                Ok(log) => log,
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::sync::TryLockError::Poisoned(_)) => panic!("log lock poisoned"),
+            }
+        };
+        self.check_not_retired()?;
+        let mut all: Option<AppendInfo> = None;
+        for batch in batches {
+            let info = log.append(batch, leader_epoch)?;
+            all = Some(match all {
+                None => info,
+                Some(first) => AppendInfo {
+                    base_offset: first.base_offset,
+                    last_offset: info.last_offset,
+                    max_timestamp: first.max_timestamp.max(info.max_timestamp),
+                },
+            });
+        }
+        let info = all.ok_or_else(|| {
+            StorageError::io(
+                "append",
+                &self.dir,
+                std::io::Error::other("an append of no batches"),
+            )
+        })?;
+        Ok(Some((info, self.ticket(&info))))
     }
 
     /// Appends fetched batches as a follower, without waiting.
@@ -198,7 +267,22 @@ impl SharedLog {
         state.flushed = state.flushed.min(log.flushed_offset());
         state.generation += 1;
         state.cut_reason = reason;
+        let waiters = std::mem::take(&mut state.waiters);
+        drop(state);
         self.flushed_cv.notify_all();
+        waiters.into_iter().for_each(|(_, waker)| waker.wake());
+    }
+
+    /// Why a waiter of an ended generation fails.
+    fn cut_error(&self, state: &FlushState) -> StorageError {
+        StorageError::io(
+            "fsync",
+            &self.dir,
+            std::io::Error::other(format!(
+                "appended data was not made durable: {}",
+                state.cut_reason
+            )),
+        )
     }
 
     /// Blocks until the ticket's offsets are on disk, fsyncing if no one else is. Fails if
@@ -207,14 +291,7 @@ impl SharedLog {
         let mut state = self.state();
         loop {
             if state.generation != ticket.generation {
-                return Err(StorageError::io(
-                    "fsync",
-                    &self.dir,
-                    std::io::Error::other(format!(
-                        "appended data was not made durable: {}",
-                        state.cut_reason
-                    )),
-                ));
+                return Err(self.cut_error(&state));
             }
             if state.flushed >= ticket.end {
                 return Ok(());
@@ -229,12 +306,94 @@ impl SharedLog {
             state = self.state();
             state.in_progress = false;
             state.fsyncs += 1;
+            let mut covered = Vec::new();
             if let Ok(flushed) = outcome {
                 state.flushed = state.flushed.max(flushed);
+                let flushed = state.flushed;
+                state.waiters.retain(|(end, waker)| {
+                    let done = *end <= flushed;
+                    if done {
+                        covered.push(waker.clone());
+                    }
+                    !done
+                });
             }
             self.flushed_cv.notify_all();
+            if !covered.is_empty() {
+                drop(state);
+                covered.into_iter().for_each(Waker::wake);
+                state = self.state();
+            }
             outcome?;
         }
+    }
+
+    /// Resolves once the ticket's offsets are on disk, or fails as
+    /// [`SharedLog::wait_durable`] does; never blocks. The fsync is run by this log's
+    /// flusher: ask for it with [`SharedLog::request_flush`] right after the append, so it
+    /// starts before anyone awaits (this asks too, should no flush be queued or running).
+    pub fn durable(self: &Arc<Self>, ticket: DurableTicket) -> impl Future<Output = Result<()>> {
+        let log = Arc::clone(self);
+        std::future::poll_fn(move |cx| log.poll_durable(ticket, cx))
+    }
+
+    fn poll_durable(
+        self: &Arc<Self>,
+        ticket: DurableTicket,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<()>> {
+        let mut state = self.state();
+        if state.generation != ticket.generation {
+            return Poll::Ready(Err(self.cut_error(&state)));
+        }
+        if state.flushed >= ticket.end {
+            return Poll::Ready(Ok(()));
+        }
+        match state
+            .waiters
+            .iter_mut()
+            .find(|(_, w)| w.will_wake(cx.waker()))
+        {
+            Some((end, _)) => *end = (*end).min(ticket.end),
+            None => state.waiters.push((ticket.end, cx.waker().clone())),
+        }
+        let idle = !state.scheduled && !state.in_progress;
+        drop(state);
+        if idle {
+            self.request_flush();
+        }
+        Poll::Pending
+    }
+
+    /// Asks this log's flusher for an fsync of everything appended so far. Cheap; call it
+    /// after every append whose durability someone awaits. A log is with one flusher
+    /// thread at a time: asked while it is, that thread flushes again after its fsync.
+    pub fn request_flush(self: &Arc<Self>) {
+        let submit = {
+            let mut state = self.state();
+            state.dirty = true;
+            !std::mem::replace(&mut state.scheduled, true)
+        };
+        if submit {
+            self.flusher.submit(self);
+        }
+    }
+
+    /// A flusher thread's turn with this log: everything appended until now goes to disk.
+    /// Returns whether more was asked for meanwhile (the thread queues the log again, behind
+    /// the others, so one busy log cannot starve them). A failure reaches the waiters
+    /// through the generation the failed fsync cut.
+    pub(crate) fn run_queued_flush(&self) -> bool {
+        self.state().dirty = false;
+        if let Err(e) = self.flush() {
+            tracing::debug!(log = %self.dir.display(), "requested flush failed: {e}");
+        }
+        let mut state = self.state();
+        if state.dirty {
+            return true;
+        }
+        state.scheduled = false;
+        false
     }
 
     /// One flush job: everything appended until now. On failure the unflushed tail is cut

@@ -1,15 +1,130 @@
 //! SharedLog under concurrent appenders: every append gets unique, contiguous offsets and is
 //! durable when it returns; one fsync may cover several appends (counted, not asserted:
-//! how many depends on scheduling, which BENCHMARKS.md measures).
+//! how many depends on scheduling, which BENCHMARKS.md measures). The same for async
+//! waiters, whose fsyncs a `Flusher` runs.
 
 mod common;
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
 
 use common::*;
 use sluice_protocol::{LeaderEpoch, Offset};
-use sluice_storage::{Clock, Durability, LogConfig, PartitionLog, SharedLog};
+use sluice_storage::{Clock, Durability, Flusher, LogConfig, PartitionLog, SharedLog};
+
+/// Runs a future to completion on this thread (storage knows no async runtime).
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+fn shared(dir: &std::path::Path, flusher: Flusher) -> Arc<SharedLog> {
+    let config = LogConfig {
+        segment_bytes_max: 64 << 10,
+        ..LogConfig::default()
+    };
+    Arc::new(
+        SharedLog::new(PartitionLog::open(dir, config, clock() as Arc<dyn Clock>).unwrap())
+            .with_flusher(flusher),
+    )
+}
+
+#[test]
+fn async_waiters_are_woken_by_the_flusher_and_share_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = shared(dir.path(), Flusher::start(2).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                (0..40)
+                    .map(|i| {
+                        let (info, ticket) = log
+                            .append_batches_no_wait(
+                                vec![batch(&format!("t{t}-{i}"), 3, 200, 1)],
+                                LeaderEpoch(0),
+                                true,
+                            )
+                            .unwrap()
+                            .expect("a blocking append appends");
+                        log.request_flush();
+                        block_on(log.durable(ticket)).unwrap();
+                        assert!(log.flushed_offset() > info.last_offset);
+                        info.base_offset.0
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let bases: BTreeSet<i64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(bases, (0..320).map(|i| i * 3).collect());
+    assert_eq!(log.flushed_offset(), Offset(960));
+    eprintln!("320 async waits took {} fsyncs", log.fsync_count());
+    assert!(log.fsync_count() <= 320);
+}
+
+#[test]
+fn an_async_waiter_asks_for_the_flush_itself_and_fails_when_its_data_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = shared(dir.path(), Flusher::start(1).unwrap());
+    // No request_flush after this append: awaiting asks for the fsync.
+    let (_, ticket) = log
+        .append_batches_no_wait(vec![batch("a", 2, 10, 1)], LeaderEpoch(0), true)
+        .unwrap()
+        .unwrap();
+    block_on(log.durable(ticket)).unwrap();
+    assert_eq!(log.flushed_offset(), Offset(2));
+
+    // A waiter whose data is cut before it awaits fails, fsync or not.
+    let (_, cut) = log
+        .append_no_wait(batch("b", 2, 10, 1), LeaderEpoch(0))
+        .unwrap();
+    log.truncate_to(Offset(2)).unwrap();
+    let err = block_on(log.durable(cut)).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+}
+
+#[test]
+fn a_try_append_appends_nothing_while_the_log_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = shared(dir.path(), Flusher::start(1).unwrap());
+    let held = log.read();
+    let tried = log
+        .append_batches_no_wait(vec![batch("a", 2, 10, 1)], LeaderEpoch(0), false)
+        .unwrap();
+    assert!(tried.is_none(), "the log is held: nothing appended");
+    assert_eq!(held.log_end_offset(), Offset(0));
+    drop(held);
+    let (info, _) = log
+        .append_batches_no_wait(
+            vec![batch("a", 2, 10, 1), batch("b", 3, 10, 2)],
+            LeaderEpoch(0),
+            false,
+        )
+        .unwrap()
+        .expect("the log is free");
+    assert_eq!((info.base_offset, info.last_offset), (Offset(0), Offset(4)));
+    assert_eq!(info.max_timestamp, 2);
+}
 
 #[test]
 fn concurrent_fsync_appends_are_all_durable_and_distinct() {

@@ -620,6 +620,18 @@ fn due(start: Instant, rate: Option<f64>, i: u64) -> Option<Instant> {
     rate.map(|r| start + Duration::from_secs_f64(i as f64 / r))
 }
 
+/// Blocks the calling thread (never a runtime worker) until `at`. Latency counts from a
+/// record's due time, so the pacing's own lateness is measured as latency: tokio's timer
+/// has a granularity of a millisecond, which at 100,000 records/s held records back by
+/// ~0.8 ms at the median; a thread sleep wakes within the kernel's timer slack (~50 µs),
+/// and the loop then sends every record that fell due meanwhile.
+fn sleep_until(at: Instant) {
+    let now = Instant::now();
+    if at > now {
+        std::thread::sleep(at - now);
+    }
+}
+
 async fn produce(bootstrap: &Target, args: ProduceArgs) -> Outcome {
     CompressionConfig::new(args.compression, args.compression_level)
         .map_err(|e| format!("--compression-level: {e}"))?;
@@ -700,37 +712,45 @@ async fn run_producer(
         args.record_size,
         0x9e37_79b9_7f4a_7c15 ^ worker,
     );
-    let start = Instant::now();
-    let first_partition = worker as i32;
-    for i in 0..count {
-        let scheduled = match due(start, rate, i) {
-            Some(at) => {
-                tokio::time::sleep_until(at.into()).await;
-                at
+    // The sending loop runs on a thread of its own, as an application producing from its
+    // own thread would: it paces with thread sleeps (see `sleep_until`) and hands each
+    // record to the producer through the runtime.
+    let runtime = tokio::runtime::Handle::current();
+    let senders: Vec<_> = ackers.iter().map(|(sender, _)| sender.clone()).collect();
+    let (producer_of_loop, args) = (producer.clone(), args.clone());
+    let sent = tokio::task::spawn_blocking(move || -> Outcome {
+        let topic = &args.topic.topic;
+        let start = Instant::now();
+        let first_partition = worker as i32;
+        for i in 0..count {
+            let scheduled = match due(start, rate, i) {
+                Some(at) => {
+                    sleep_until(at);
+                    at
+                }
+                None => Instant::now(),
+            };
+            let partition = (first_partition + (i / records_per_batch) as i32) % n_partitions;
+            let mut record = ProducerRecord::new(topic.clone(), payloads.next())
+                .partition(PartitionId(partition));
+            if let Some(keys) = args.keys {
+                // Spread over the workers, so each key is updated by all of them in turn.
+                let key = (i * args.producers.max(1) as u64 + worker) % keys;
+                record = record.key(format!("key-{key:08}"));
             }
-            None => Instant::now(),
-        };
-        let partition = (first_partition + (i / records_per_batch) as i32) % n_partitions;
-        let mut record =
-            ProducerRecord::new(topic.clone(), payloads.next()).partition(PartitionId(partition));
-        if let Some(keys) = args.keys {
-            // Spread over the workers, so each key is updated by all of them in turn.
-            let key = (i * args.producers.max(1) as u64 + worker) % keys;
-            record = record.key(format!("key-{key:08}"));
+            let delivery = runtime
+                .block_on(producer_of_loop.send(record))
+                .map_err(|e| explain(&e, topic))?;
+            if senders[partition as usize]
+                .blocking_send((scheduled, delivery))
+                .is_err()
+            {
+                break; // An acker failed; its error is reported below.
+            }
         }
-        let delivery = producer
-            .send(record)
-            .await
-            .map_err(|e| explain(&e, topic))?;
-        if ackers[partition as usize]
-            .0
-            .send((scheduled, delivery))
-            .await
-            .is_err()
-        {
-            break; // An acker failed; its error is reported below.
-        }
-    }
+        Ok(())
+    });
+    sent.await.map_err(|e| e.to_string())??;
     producer.flush().await;
     let mut first_error = None;
     for (sender, handle) in ackers {
@@ -969,29 +989,39 @@ async fn send_stamped(
         Ok::<_, String>(())
     });
     let mut payloads = Payloads::new(PayloadKind::Random, args.record_size, 0x2545_f491_4f6c_dd1d);
-    let start = Instant::now();
-    let topic = &args.topic.topic;
-    for i in 0..args.num_records {
-        if let Some(at) = due(start, args.throughput, i) {
-            tokio::time::sleep_until(at.into()).await;
-        }
-        let sent = due(start, args.throughput, i).unwrap_or_else(Instant::now);
-        let mut value = payloads.next().to_vec();
-        value[..8].copy_from_slice(&(sent.duration_since(base).as_micros() as u64).to_be_bytes());
-        let record = ProducerRecord::new(topic.clone(), Bytes::from(value));
-        let delivery = match producer.send(record).await {
-            Ok(delivery) => delivery,
-            Err(e) => {
-                let failure = explain(&e, topic);
-                let _ = failures.try_send(failure.clone());
-                return Err(failure);
+    // Paced on a thread of its own, as in `run_producer`.
+    let runtime = tokio::runtime::Handle::current();
+    let producer_of_loop = producer.clone();
+    let sent = tokio::task::spawn_blocking(move || -> Outcome {
+        let start = Instant::now();
+        let topic = &args.topic.topic;
+        for i in 0..args.num_records {
+            let sent = match due(start, args.throughput, i) {
+                Some(at) => {
+                    sleep_until(at);
+                    at
+                }
+                None => Instant::now(),
+            };
+            let mut value = payloads.next().to_vec();
+            value[..8]
+                .copy_from_slice(&(sent.duration_since(base).as_micros() as u64).to_be_bytes());
+            let record = ProducerRecord::new(topic.clone(), Bytes::from(value));
+            let delivery = match runtime.block_on(producer_of_loop.send(record)) {
+                Ok(delivery) => delivery,
+                Err(e) => {
+                    let failure = explain(&e, topic);
+                    let _ = failures.try_send(failure.clone());
+                    return Err(failure);
+                }
+            };
+            if deliveries.blocking_send(delivery).is_err() {
+                break; // The acker failed and reported it.
             }
-        };
-        if deliveries.send(delivery).await.is_err() {
-            break; // The acker failed and reported it.
         }
-    }
+        Ok(())
+    });
+    sent.await.map_err(|e| e.to_string())??;
     producer.flush().await;
-    drop(deliveries);
     acker.await.map_err(|e| e.to_string())?
 }

@@ -1,7 +1,7 @@
 //! Produce, in two phases. [`Produce::append`] runs in request order on the connection: it
-//! writes every partition's batches to its log (one blocking-thread hop for the whole
-//! request), so two pipelined requests of one producer land in the order they were sent,
-//! as Kafka guarantees per connection. [`Produce::complete`] runs concurrently with later
+//! writes every partition's batches to its log (small uncompressed ones in place, the rest
+//! in one blocking-thread hop for the whole request), so two pipelined requests of one
+//! producer land in the order they were sent, as Kafka guarantees per connection. [`Produce::complete`] runs concurrently with later
 //! requests: it waits for durability (group commit shares the fsync with every other
 //! waiter) and the ISR, and gives each partition its outcome.
 
@@ -127,39 +127,50 @@ impl Produce {
                 }
             })
             .collect();
+        // Small uncompressed appends run here, on the connection's task; the rest, and those
+        // whose log is busy, together on one blocking thread.
         let metrics = Arc::clone(&self.metrics);
-        let topics = tokio::task::spawn_blocking(move || {
-            found
-                .into_iter()
-                .map(|topic| {
-                    let partitions = topic
-                        .partitions
-                        .into_iter()
-                        .map(|(index, found)| {
-                            let written = found.and_then(|(partition, records)| {
-                                let bytes = records.len() as u64;
-                                let pending = partition.append_now(records, acks)?;
-                                // A resend answered with its original offsets wrote
-                                // nothing: counted once, when it was first appended.
-                                if !pending.duplicate {
-                                    let n_records =
-                                        pending.info.last_offset.0 - pending.info.base_offset.0 + 1;
-                                    metrics.produced(&topic.topic, n_records.max(0) as u64, bytes);
+        let slots: Vec<TopicItems<(PartitionId, Slot)>> = found
+            .into_iter()
+            .map(|topic| TopicItems {
+                partitions: topic
+                    .partitions
+                    .into_iter()
+                    .map(|(index, found)| {
+                        let slot = match found {
+                            Err(e) => Slot::Done(Err(e)),
+                            Ok((partition, records)) => {
+                                match partition.try_append_now(&records, acks) {
+                                    Ok(Some(pending)) => Slot::Done(Ok(count_appended(
+                                        &metrics,
+                                        &topic.topic,
+                                        partition,
+                                        pending,
+                                        records.len(),
+                                    ))),
+                                    Ok(None) => Slot::Blocking(partition, records),
+                                    Err(e) => Slot::Done(Err(e)),
                                 }
-                                Ok((partition, pending))
-                            });
-                            (index, written)
-                        })
-                        .collect();
-                    TopicItems {
-                        topic: topic.topic,
-                        partitions,
-                    }
-                })
-                .collect()
-        })
-        .await
-        .map_err(|e| task_failed("append task", e))?;
+                            }
+                        };
+                        (index, slot)
+                    })
+                    .collect(),
+                topic: topic.topic,
+            })
+            .collect();
+        let blocking = slots.iter().any(|t| {
+            t.partitions
+                .iter()
+                .any(|(_, s)| matches!(s, Slot::Blocking(..)))
+        });
+        let topics = if blocking {
+            tokio::task::spawn_blocking(move || append_blocking(slots, acks, &metrics))
+                .await
+                .map_err(|e| task_failed("append task", e))?
+        } else {
+            append_blocking(slots, acks, &metrics)
+        };
         Ok(Appended {
             acks,
             timeout,
@@ -212,6 +223,59 @@ impl Produce {
         }
         topics
     }
+}
+
+/// A partition's append: done (or refused), or left for a blocking thread.
+enum Slot {
+    Done(Written),
+    Blocking(Arc<Partition>, Bytes),
+}
+
+/// Runs the appends left for a blocking thread (blocking only if there are any) and
+/// returns every partition's.
+fn append_blocking(
+    slots: Vec<TopicItems<(PartitionId, Slot)>>,
+    acks: Acks,
+    metrics: &Metrics,
+) -> Vec<TopicItems<(PartitionId, Written)>> {
+    slots
+        .into_iter()
+        .map(|topic| TopicItems {
+            partitions: topic
+                .partitions
+                .into_iter()
+                .map(|(index, slot)| {
+                    let written = match slot {
+                        Slot::Done(written) => written,
+                        Slot::Blocking(partition, records) => {
+                            let bytes = records.len();
+                            partition.append_now(records, acks).map(|pending| {
+                                count_appended(metrics, &topic.topic, partition, pending, bytes)
+                            })
+                        }
+                    };
+                    (index, written)
+                })
+                .collect(),
+            topic: topic.topic,
+        })
+        .collect()
+}
+
+/// Counts an append in the metrics. A resend answered with its original offsets wrote
+/// nothing: it was counted once, when first appended.
+fn count_appended(
+    metrics: &Metrics,
+    topic: &str,
+    partition: Arc<Partition>,
+    pending: PendingAppend,
+    bytes: usize,
+) -> (Arc<Partition>, PendingAppend) {
+    if !pending.duplicate {
+        let n_records = pending.info.last_offset.0 - pending.info.base_offset.0 + 1;
+        metrics.produced(topic, n_records.max(0) as u64, bytes as u64);
+    }
+    (partition, pending)
 }
 
 fn internal_topic() -> ApiError {
