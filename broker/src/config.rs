@@ -211,7 +211,8 @@ pub struct PeerOverride {
 pub enum DurabilityMode {
     /// Acknowledge only data that is fsynced (group commit). The default.
     Fsync,
-    /// Acknowledge on replication; flush every `flush_interval_ms` (Kafka's default).
+    /// Acknowledge on replication; each log is fsynced in the background, one fsync at a
+    /// time, as soon as data is pending, and every `flush_interval_ms` at the latest.
     Replicated,
 }
 
@@ -408,7 +409,8 @@ pub struct ConfigLayer {
     /// fsync: acknowledge only what is on disk; replicated: flush in the background.
     #[arg(long, env = "SLUICE_DURABILITY", value_enum)]
     pub durability: Option<DurabilityMode>,
-    /// Background flush interval in replicated durability, in ms.
+    /// Safety-net flush period in replicated durability, in ms (pending data is fsynced in
+    /// the background as soon as the disk is free anyway).
     #[arg(long, env = "SLUICE_FLUSH_INTERVAL_MS")]
     pub flush_interval_ms: Option<u64>,
     /// Partitions of a topic created without a count.
