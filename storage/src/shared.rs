@@ -331,7 +331,7 @@ impl SharedLog {
     /// Resolves once the ticket's offsets are on disk, or fails as
     /// [`SharedLog::wait_durable`] does; never blocks. The fsync is run by this log's
     /// flusher: ask for it with [`SharedLog::request_flush`] right after the append, so it
-    /// starts before anyone awaits (this asks too, should no flush be queued or running).
+    /// starts before anyone awaits (awaiting asks too).
     pub fn durable(self: &Arc<Self>, ticket: DurableTicket) -> impl Future<Output = Result<()>> {
         let log = Arc::clone(self);
         std::future::poll_fn(move |cx| log.poll_durable(ticket, cx))
@@ -357,11 +357,11 @@ impl SharedLog {
             Some((end, _)) => *end = (*end).min(ticket.end),
             None => state.waiters.push((ticket.end, cx.waker().clone())),
         }
-        let idle = !state.scheduled && !state.in_progress;
         drop(state);
-        if idle {
-            self.request_flush();
-        }
+        // Asked even when a flush is running: it may have begun before these offsets were
+        // appended, and then only a flush asked for after it covers them. When the append
+        // asked already, this costs a lock, or one flush turn that finds nothing to do.
+        self.request_flush();
         Poll::Pending
     }
 

@@ -83,6 +83,38 @@ fn async_waiters_are_woken_by_the_flusher_and_share_fsyncs() {
 }
 
 #[test]
+fn waiters_that_only_await_are_all_covered_even_when_they_register_during_a_flush() {
+    // No appender asks for a flush: each waiter's own poll must. One registering while a
+    // flush that began before its append runs is covered only by a later one, which its
+    // poll has to ask for (it once did not, and such a waiter slept until another came).
+    let dir = tempfile::tempdir().unwrap();
+    let log = shared(dir.path(), Flusher::start(1).unwrap());
+    let (done, finished) = std::sync::mpsc::channel();
+    for t in 0..8 {
+        let (log, done) = (log.clone(), done.clone());
+        std::thread::spawn(move || {
+            for i in 0..40 {
+                let (_, ticket) = log
+                    .append_no_wait(batch(&format!("t{t}-{i}"), 1, 100, 1), LeaderEpoch(0))
+                    .unwrap();
+                block_on(log.durable(ticket)).unwrap();
+            }
+            done.send(()).unwrap();
+        });
+    }
+    // A lost wake-up hangs a waiter forever; the bound turns that hang into a failure and
+    // is far above any honest run (320 small fsyncs), so it measures nothing.
+    for _ in 0..8 {
+        finished
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect(
+                "a waiter was never woken: its offsets were appended but no flush covered them",
+            );
+    }
+    assert_eq!(log.flushed_offset(), Offset(320));
+}
+
+#[test]
 fn an_async_waiter_asks_for_the_flush_itself_and_fails_when_its_data_is_cut() {
     let dir = tempfile::tempdir().unwrap();
     let log = shared(dir.path(), Flusher::start(1).unwrap());
