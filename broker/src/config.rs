@@ -212,7 +212,7 @@ pub enum DurabilityMode {
     /// Acknowledge only data that is fsynced (group commit). The default.
     Fsync,
     /// Acknowledge on replication; each log is fsynced in the background, one fsync at a
-    /// time, as soon as data is pending, and every `flush_interval_ms` at the latest.
+    /// time, once per 4 MiB appended, and every `flush_interval_ms` at the latest.
     Replicated,
 }
 

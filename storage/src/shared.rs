@@ -17,7 +17,9 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -77,6 +79,9 @@ pub struct SharedLog {
     observer: Option<Arc<dyn FlushObserver>>,
     /// Runs the fsyncs async waiters ask for.
     flusher: Flusher,
+    /// Why an fsync of this log failed, the first time one did (see
+    /// [`SharedLog::fsync_failure`]).
+    fsync_failure: OnceLock<String>,
 }
 
 /// A ticket to wait for: the end offset of an append, in the generation it was made.
@@ -112,6 +117,7 @@ impl SharedLog {
             flushed_cv: Condvar::new(),
             retired: AtomicBool::new(false),
             flusher: Flusher::global(),
+            fsync_failure: OnceLock::new(),
         }
     }
 
@@ -426,6 +432,7 @@ impl SharedLog {
                 if let Err(cut) = log.truncate_to(flushed) {
                     tracing::error!("could not truncate after a failed fsync: {cut}");
                 }
+                let _ = self.fsync_failure.set(e.to_string());
                 self.cut(&log, format!("fsync failed: {e}"));
                 Err(e)
             }
@@ -441,6 +448,15 @@ impl SharedLog {
         };
         drop(log);
         self.wait_durable(ticket)
+    }
+
+    /// Why an fsync of this log failed, if one ever did (the first failure). The failed
+    /// fsync cut the unflushed tail off; whoever waited for it got the error, but under
+    /// `Replicated` durability no one waits, and readers may already have seen the cut
+    /// records, so the owner has to stop serving the log (whichever thread ran the fsync:
+    /// a flusher's or its own).
+    pub fn fsync_failure(&self) -> Option<&str> {
+        self.fsync_failure.get().map(String::as_str)
     }
 
     /// Every offset below this is on disk.

@@ -1,11 +1,12 @@
 //! The high watermark across restarts: a replica starts from the HW it checkpointed
 //! (capped by its log), a follower's truncation is not undone by an older checkpoint, and
-//! a single replica keeps deriving its HW from what is durable.
+//! a single replica keeps deriving its HW from what is durable. And under `replicated`
+//! durability the leader asks for an fsync once per slice appended.
 
 use sluice_protocol::{BrokerId, LeaderEpoch, Offset};
 
 use super::testing::{assignment, leader_batch, open, produce};
-use super::{FollowerIncarnation, Partition};
+use super::{Acks, FollowerIncarnation, Partition, REPLICATED_FLUSH_SLICE};
 
 /// Follower `follower`'s fetch at `offset`, counted.
 fn fetch(partition: &Partition, follower: i32, offset: i64) {
@@ -130,4 +131,35 @@ fn a_follower_truncation_is_not_undone_by_an_older_checkpoint() {
         Offset(4),
         "the checkpoint of 8 from before the truncation must not come back"
     );
+}
+
+#[test]
+fn a_replicated_leader_asks_for_an_fsync_once_per_slice_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), &assignment(1, 1, &[1]));
+    // One batch of a quarter slice: 16 records of a 64th each.
+    let quarter = {
+        let mut builder = sluice_protocol::batch::BatchBuilder::new();
+        let value = vec![7u8; REPLICATED_FLUSH_SLICE as usize / 64];
+        for _ in 0..16 {
+            builder.append(1_700_000_000_000, None, Some(&value), &[]);
+        }
+        builder.build()
+    };
+    for _ in 0..3 {
+        leader.append_now(quarter.clone(), Acks::Leader).unwrap();
+    }
+    // Nothing asked yet: the periodic flush (a minute away here) would cover this much.
+    assert_eq!(leader.log.flushed_offset(), Offset(0));
+    leader.append_now(quarter, Acks::Leader).unwrap();
+    // The fourth quarter completes a slice: a flusher fsyncs all four in the background.
+    // (The bound only turns a missing fsync into a failure instead of a hang.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while leader.log.flushed_offset() < Offset(64) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fsync after a whole slice"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
