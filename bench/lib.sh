@@ -13,6 +13,16 @@ print($1)"
 }
 # CPU seconds (user + system) process $1 has used so far.
 cpu_seconds() { python3 -c "import os,sys; f=open(f'/proc/{sys.argv[1]}/stat').read().rsplit(')', 1)[1].split(); print((int(f[11]) + int(f[12])) / os.sysconf('SC_CLK_TCK'))" "$1"; }
+# The disk's own bandwidth under directory $1, in MB/s: dd writes 1 GiB sequentially with
+# one fdatasync at the end.
+disk_mbs() {
+  local line bytes secs
+  line=$(dd if=/dev/zero of="$1/dd.bin" bs=1M count=1024 conv=fdatasync 2>&1 | tail -1)
+  rm -f "$1/dd.bin"
+  bytes=$(echo "$line" | awk '{ print $1 }')
+  secs=$(echo "$line" | awk -F, '{ print $(NF-1) }' | awk '{ print $1 }')
+  python3 -c "print(round($bytes / $secs / 1e6, 1))"
+}
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 # Waits until `sluice cluster describe` shows $1 active brokers.
 wait_active() {

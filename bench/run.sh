@@ -33,11 +33,7 @@ mem=$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
 fs=$(df -T "$WORK" | awk 'NR==2 { print $2 " on " $1 }')
 
 log "dd: 1 GiB sequential write, fdatasync at the end, on the broker's filesystem"
-dd_line=$(dd if=/dev/zero of="$WORK/dd.bin" bs=1M count=1024 conv=fdatasync 2>&1 | tail -1)
-rm -f "$WORK/dd.bin"
-dd_bytes=$(echo "$dd_line" | awk '{ print $1 }')
-dd_secs=$(echo "$dd_line" | awk -F, '{ print $(NF-1) }' | awk '{ print $1 }')
-dd_mbs=$(python3 -c "print(round($dd_bytes / $dd_secs / 1e6, 1))")
+dd_mbs=$(disk_mbs "$WORK")
 
 log "loopback TCP: iperf3 for 5 s"
 if ! command -v iperf3 >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
