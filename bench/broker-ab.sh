@@ -80,7 +80,6 @@ for load in "${ORDER[@]}"; do
     done
   done
 done
-median() { python3 -c "import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]), 2))" $1; }
 echo "| load | broker | runs (MB/s) | median MB/s | median latency ms p50 / p99 / p999 | broker CPU ms per MB: runs, median |"
 echo "|---|---|---|---|---|---|"
 for load in "${ORDER[@]}"; do

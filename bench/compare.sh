@@ -93,7 +93,6 @@ for load in max fixed; do
   done
 done
 
-median() { python3 -c "import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]), 2))" $1; }
 echo "| system | durability | load | runs (MB/s) | median MB/s | median latency ms p50 / p99 / p999 |"
 echo "|---|---|---|---|---|---|"
 for load in max fixed; do

@@ -23,6 +23,8 @@ disk_mbs() {
   secs=$(echo "$line" | awk -F, '{ print $(NF-1) }' | awk '{ print $1 }')
   python3 -c "print(round($bytes / $secs / 1e6, 1))"
 }
+# The median of the space-separated numbers in $1, to 2 decimals.
+median() { python3 -c "import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]), 2))" $1; }
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 # Waits until `sluice cluster describe` shows $1 active brokers.
 wait_active() {
