@@ -409,8 +409,8 @@ pub struct ConfigLayer {
     /// fsync: acknowledge only what is on disk; replicated: flush in the background.
     #[arg(long, env = "SLUICE_DURABILITY", value_enum)]
     pub durability: Option<DurabilityMode>,
-    /// Safety-net flush period in replicated durability, in ms (pending data is fsynced in
-    /// the background as soon as the disk is free anyway).
+    /// Background flush period in replicated durability, in ms (each partition is also
+    /// fsynced in the background once per 4 MiB appended).
     #[arg(long, env = "SLUICE_FLUSH_INTERVAL_MS")]
     pub flush_interval_ms: Option<u64>,
     /// Partitions of a topic created without a count.

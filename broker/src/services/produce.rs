@@ -1,9 +1,10 @@
 //! Produce, in two phases. [`Produce::append`] runs in request order on the connection: it
 //! writes every partition's batches to its log (small uncompressed ones in place, the rest
 //! in one blocking-thread hop for the whole request), so two pipelined requests of one
-//! producer land in the order they were sent, as Kafka guarantees per connection. [`Produce::complete`] runs concurrently with later
-//! requests: it waits for durability (group commit shares the fsync with every other
-//! waiter) and the ISR, and gives each partition its outcome.
+//! producer land in the order they were sent, as Kafka guarantees per connection.
+//! [`Produce::complete`] runs concurrently with later requests: it waits for durability
+//! (group commit shares the fsync with every other waiter) and the ISR, and gives each
+//! partition its outcome.
 
 use std::sync::Arc;
 use std::time::Duration;
