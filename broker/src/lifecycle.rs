@@ -143,13 +143,13 @@ fn log_ends_awaited(broker: &Broker) -> Vec<ReplicaLogEnd> {
         else {
             continue;
         };
-        let (log_end, last_epoch, _, _) = partition.follower_fetch_state();
+        let state = partition.follower_fetch_state();
         ends.push(ReplicaLogEnd {
             topic: name.to_string(),
             partition: meta.index,
             partition_epoch: meta.partition_epoch,
-            last_epoch,
-            log_end,
+            last_epoch: state.last_fetched_epoch,
+            log_end: state.fetch_offset,
         });
     }
     ends

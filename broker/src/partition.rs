@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sluice_protocol::batch::{peek_total_len, BatchHeader, Compression, RecordBatch};
 use sluice_protocol::compression::MAX_DECOMPRESSED_BYTES;
+use sluice_protocol::messages::ReplicaFetchPartition;
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId};
 use sluice_storage::{
     AppendInfo, CleanReport, Clock, Durability, DurableTicket, LogConfig, SharedLog, StorageError,
@@ -112,6 +113,21 @@ pub enum Role {
         /// The leader it fetches from.
         leader: BrokerId,
     },
+}
+
+/// What a follower's next replica fetch of a partition carries (see
+/// [`Partition::follower_fetch_state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FollowerFetchState {
+    /// The log end, all of it durable (the fetcher awaits its fsyncs before it fetches
+    /// again): the first offset wanted, and what the leader counts toward the HW.
+    pub fetch_offset: Offset,
+    /// The epoch of the last batch, to detect divergence, or -1.
+    pub last_fetched_epoch: LeaderEpoch,
+    /// The log start.
+    pub log_start_offset: Offset,
+    /// The leader epoch this replica knows.
+    pub leader_epoch: LeaderEpoch,
 }
 
 /// What the leader knows of one follower.
@@ -1102,7 +1118,7 @@ impl Partition {
 
     /// Serves a follower's fetch (blocking: call from a blocking thread). Records the
     /// follower's progress (its fetch offset is its durable log end), advances the HW, and
-    /// returns the batches after `fetch_offset` up to the log end, or where the follower's
+    /// returns the batches after its fetch offset up to the log end, or where the follower's
     /// log diverged (KIP-320: checked against the follower's last fetched epoch, so a
     /// follower truncates to the leader's epoch boundary, never to its own HW). Returns
     /// also an ISR expansion to propose when the follower just caught up. A fetch from an
@@ -1112,15 +1128,49 @@ impl Partition {
         &self,
         follower: BrokerId,
         incarnation: FollowerIncarnation,
-        fetch_offset: Offset,
-        last_fetched_epoch: LeaderEpoch,
-        client_epoch: LeaderEpoch,
+        request: &ReplicaFetchPartition,
         max_bytes: u32,
     ) -> Result<(ReplicaRead, Option<IsrProposal>), ApiError> {
+        let read = self.read_for_follower_with(follower, incarnation, request, max_bytes, true);
+        read.map(|read| read.expect("a blocking read always reads or fails"))
+    }
+
+    /// [`Partition::read_for_follower`] for an async worker: reads only when the log is
+    /// free and all the follower lacks fits in [`INLINE_APPEND_BYTES_MAX`]; otherwise
+    /// returns `Ok(None)` having changed nothing, for the caller to read on a blocking
+    /// thread.
+    pub fn try_read_for_follower(
+        &self,
+        follower: BrokerId,
+        incarnation: FollowerIncarnation,
+        request: &ReplicaFetchPartition,
+        max_bytes: u32,
+    ) -> Result<Option<(ReplicaRead, Option<IsrProposal>)>, ApiError> {
+        let max_bytes = max_bytes.min(INLINE_APPEND_BYTES_MAX as u32);
+        self.read_for_follower_with(follower, incarnation, request, max_bytes, false)
+    }
+
+    fn read_for_follower_with(
+        &self,
+        follower: BrokerId,
+        incarnation: FollowerIncarnation,
+        request: &ReplicaFetchPartition,
+        max_bytes: u32,
+        block: bool,
+    ) -> Result<Option<(ReplicaRead, Option<IsrProposal>)>, ApiError> {
+        let fetch_offset = request.fetch_offset;
+        let last_fetched_epoch = request.last_fetched_epoch;
         self.check_live()?;
-        self.check_leader_epoch(client_epoch)?;
+        self.check_leader_epoch(request.current_leader_epoch)?;
         self.check_leader()?;
-        let log = self.log.read();
+        let log = if block {
+            self.log.read()
+        } else {
+            match self.log.try_read() {
+                Some(log) => log,
+                None => return Ok(None),
+            }
+        };
         self.check_live()?;
         let log_start_offset = log.log_start_offset();
         let log_end = log.log_end_offset();
@@ -1131,7 +1181,7 @@ impl Partition {
                 None => Some((LeaderEpoch(-1), log_start_offset)),
             };
             if let Some(diverging) = diverging {
-                return Ok((
+                return Ok(Some((
                     ReplicaRead {
                         records: Bytes::new(),
                         high_watermark: self.high_watermark(),
@@ -1139,7 +1189,7 @@ impl Partition {
                         diverging: Some(diverging),
                     },
                     None,
-                ));
+                )));
             }
         }
         if fetch_offset < log_start_offset || fetch_offset > log_end {
@@ -1158,6 +1208,11 @@ impl Partition {
             Bytes::new()
         };
         drop(log);
+        if !block && end_of_batches(&records).is_some_and(|end| end < log_end) {
+            // A follower further behind than a quick read: a blocking thread reads it
+            // all, in fewer and larger answers.
+            return Ok(None);
+        }
         let proposal = match incarnation {
             FollowerIncarnation::Registered => {
                 let proposal = self.follower_fetched(follower, fetch_offset, log_end);
@@ -1166,7 +1221,7 @@ impl Partition {
             }
             FollowerIncarnation::Unconfirmed => None,
         };
-        Ok((
+        Ok(Some((
             ReplicaRead {
                 records,
                 high_watermark: self.high_watermark(),
@@ -1174,7 +1229,7 @@ impl Partition {
                 diverging: None,
             },
             proposal,
-        ))
+        )))
     }
 
     /// Records a follower's fetch; proposes adding it to the ISR once it has everything up
@@ -1271,45 +1326,86 @@ impl Partition {
         self.hw_advanced.notify_waiters();
     }
 
-    /// Follower: what to send in the next replica fetch: the fetch offset (the log end,
-    /// all of it durable: the fetcher flushes before fetching again), the epoch of the last
-    /// batch, the log start, and the leader epoch known.
-    pub fn follower_fetch_state(&self) -> (Offset, LeaderEpoch, Offset, LeaderEpoch) {
+    /// Follower: where the next replica fetch reads from and what it reports.
+    pub fn follower_fetch_state(&self) -> FollowerFetchState {
         let log = self.log.read();
         let last_epoch = log.latest_epoch().map_or(LeaderEpoch(-1), |e| e.epoch);
-        (
-            log.log_end_offset(),
-            last_epoch,
-            log.log_start_offset(),
-            self.leader_epoch(),
-        )
+        FollowerFetchState {
+            fetch_offset: log.log_end_offset(),
+            last_fetched_epoch: last_epoch,
+            log_start_offset: log.log_start_offset(),
+            leader_epoch: self.leader_epoch(),
+        }
     }
 
     /// Follower: appends batches fetched from the leader (offsets and epochs as the leader
-    /// stamped them) and makes them durable before they count (blocking). Then takes the
-    /// leader's HW, capped by its own log end.
+    /// stamped them) and starts making them durable: a flusher thread runs the fsync, and
+    /// the fetcher awaits it ([`Partition::pending_durability`]) before it fetches again,
+    /// so the fetch offset it reports is durable. Takes the leader's HW, capped by what is
+    /// durable here. Blocking.
     pub fn append_from_leader(
         &self,
         records: Bytes,
         leader_high_watermark: Offset,
     ) -> Result<(), ApiError> {
+        let appended = self.append_from_leader_with(&records, leader_high_watermark, true)?;
+        debug_assert!(appended, "a blocking append always appends or fails");
+        Ok(())
+    }
+
+    /// [`Partition::append_from_leader`] for an async worker: appends only when that is
+    /// quick (at most [`INLINE_APPEND_BYTES_MAX`]) and the log is free, and otherwise
+    /// returns `Ok(false)` having changed nothing, for the caller to append on a blocking
+    /// thread.
+    pub fn try_append_from_leader(
+        &self,
+        records: &Bytes,
+        leader_high_watermark: Offset,
+    ) -> Result<bool, ApiError> {
+        if records.len() > INLINE_APPEND_BYTES_MAX {
+            return Ok(false);
+        }
+        self.append_from_leader_with(records, leader_high_watermark, false)
+    }
+
+    fn append_from_leader_with(
+        &self,
+        records: &Bytes,
+        leader_high_watermark: Offset,
+        block: bool,
+    ) -> Result<bool, ApiError> {
         self.check_live()?;
         if !records.is_empty() {
             let mut producers = self.producers.lock().expect("producer state lock");
-            self.log
-                .append_as_follower(records.clone())
+            let appended = self
+                .log
+                .append_as_follower(records.clone(), block)
                 .map_err(|e| self.append_failed(e))?;
-            producers.record_batches(&records, SystemClock.now_ms());
-            drop(producers);
-            match self.durability {
-                Durability::Fsync => self.log.flush().map_err(|e| self.append_failed(e))?,
-                // In the background, as on the leader.
-                Durability::Replicated { .. } => self.start_flush(records.len() as u64),
+            if appended.is_none() {
+                return Ok(false);
             }
+            producers.record_batches(records, SystemClock.now_ms());
+            drop(producers);
+            self.start_flush(records.len() as u64);
         }
-        let end = self.log_end_offset();
-        self.advance_high_watermark(leader_high_watermark.min(end));
-        Ok(())
+        let durable = self.local_durable_end().min(self.log_end_offset());
+        self.advance_high_watermark(leader_high_watermark.min(durable));
+        Ok(true)
+    }
+
+    /// Follower: the wait for everything in the log now to be durable, or `None` when it
+    /// is. It fails when the data can no longer become durable (a failed fsync cut it off,
+    /// or a truncation did: the next fetch reports where the log ends now, and the leader
+    /// sends the rest again). Awaiting it asks for the fsync.
+    pub fn pending_durability(
+        &self,
+    ) -> Option<impl std::future::Future<Output = Result<(), ApiError>> + 'static> {
+        let ticket = self.log.ticket_for_log_end();
+        if self.local_durable_end() >= ticket.end() {
+            return None;
+        }
+        let durable = self.log.durable(ticket);
+        Some(async move { durable.await.map_err(ApiError::from) })
     }
 
     /// Follower: the leader says the log diverged: its `epoch` ends at `leader_end`.
@@ -1404,6 +1500,21 @@ pub const REPLICATED_FLUSH_SLICE: u64 = 4 * 1024 * 1024;
 /// of this much take tens of microseconds. Larger ones, where a thread hand-off is small
 /// beside the work, go to a blocking thread.
 pub const INLINE_APPEND_BYTES_MAX: usize = 256 * 1024;
+
+/// The offset after the last whole batch of `records`, if there is one.
+fn end_of_batches(records: &[u8]) -> Option<Offset> {
+    let mut rest = records;
+    let mut last = None;
+    while let Ok(Some(len)) = peek_total_len(rest) {
+        let Some((batch, after)) = rest.split_at_checked(len as usize) else {
+            break;
+        };
+        last = Some(batch);
+        rest = after;
+    }
+    let header = BatchHeader::parse(last?).ok()?;
+    Some(header.last_offset().plus(1))
+}
 
 /// Whether `records` are small and uncompressed (decompressing to check a batch could take
 /// milliseconds), read from the batch headers alone. Malformed input may go either way:

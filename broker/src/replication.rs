@@ -3,10 +3,16 @@
 //!
 //! - One fetcher task per leader broker this broker follows. Each round it asks the leader
 //!   for every partition it follows there (ReplicaFetch, a long poll), appends what comes
-//!   back with the leader's offsets and epochs, flushes it (a follower reports as its log
-//!   end only what is durable), and takes the leader's HW. A diverging answer truncates
-//!   the replica to the leader's epoch boundary (KIP-101/279/320). A task ends when it no
-//!   longer follows anything on its leader.
+//!   back with the leader's offsets and epochs, makes it durable (a follower reports as
+//!   its log end only what is durable), and takes the leader's HW. A diverging answer
+//!   truncates the replica to the leader's epoch boundary (KIP-101/279/320). A task ends
+//!   when it no longer follows anything on its leader.
+//! - Small answers are appended on the fetcher's task and fsynced by a flusher thread
+//!   that the task awaits, large ones and truncations run on a blocking thread; the
+//!   leader reads small answers on its connection's task too. (Fetching again while the
+//!   fsync runs, reporting the durable end beside the fetch offset, was tried: at half
+//!   the maximum rate of three brokers on two cores it cost the followers an eighth more
+//!   CPU and moved neither the median nor the p99; BENCHMARKS.md.)
 //! - Leaders propose ISR changes to the controller (AlterPartition): expansions as
 //!   followers catch up (from the replica fetch handler), shrinks from [`maintain_isr`]
 //!   when a follower lags more than `replica_lag_time_max_ms`.
@@ -20,7 +26,7 @@ use std::time::Duration;
 
 use sluice_protocol::messages::{
     AlterPartitionPartition, AlterPartitionRequest, AlterPartitionTopic, ReplicaFetchPartition,
-    ReplicaFetchRequest, ReplicaFetchResponse,
+    ReplicaFetchPartitionResponse, ReplicaFetchRequest, ReplicaFetchResponse,
 };
 use sluice_protocol::{BrokerId, ErrorCode, Request, Response};
 
@@ -167,7 +173,7 @@ async fn fetch_from(
             continue;
         };
         let broker_epoch = broker.cluster.broker_epoch();
-        let (sent, request) = fetch_request(&broker, broker_epoch, partitions);
+        let (sent, request) = fetch_request(&broker, broker_epoch, partitions.clone());
         let timeout =
             Duration::from_millis(REPLICA_FETCH_WAIT_MS as u64) + broker.config.session_timeout();
         // A partition this broker starts following on the leader (a new topic, a
@@ -198,9 +204,25 @@ async fn fetch_from(
         };
         let pause = match answer {
             Ok(Response::ReplicaFetch(answer)) => {
-                tokio::task::spawn_blocking(move || apply_answer(leader, &sent, answer))
-                    .await
-                    .unwrap_or(Some(FETCH_BACKOFF))
+                let mut backoff = Backoff(apply_answer(leader, sent, answer).await);
+                // The fsyncs of what the answer brought: the next fetch reports it durable.
+                let durable = async move {
+                    for partition in partitions {
+                        let Some(wait) = partition.pending_durability() else {
+                            continue;
+                        };
+                        if let Err(e) = wait.await {
+                            let name = partition.name();
+                            tracing::warn!(partition = %name, "replicating failed: {}", e.message);
+                            backoff.back_off(Some(FETCH_BACKOFF));
+                        }
+                    }
+                    backoff.0
+                };
+                tokio::select! {
+                    pause = durable => pause,
+                    _ = stopping.wait_for(|s| *s) => return,
+                }
             }
             Ok(other) => {
                 tracing::warn!(%leader, "unexpected replica fetch answer {:?}", other.api_key());
@@ -272,14 +294,14 @@ fn fetch_request(
     let sent: Sent = partitions
         .into_iter()
         .map(|p| {
-            let (fetch_offset, last_epoch, log_start, epoch) = p.follower_fetch_state();
+            let state = p.follower_fetch_state();
             let request = ReplicaFetchPartition {
                 topic: p.topic().to_string(),
                 partition: p.index(),
-                current_leader_epoch: epoch,
-                fetch_offset,
-                last_fetched_epoch: last_epoch,
-                log_start_offset: log_start,
+                current_leader_epoch: state.leader_epoch,
+                fetch_offset: state.fetch_offset,
+                last_fetched_epoch: state.last_fetched_epoch,
+                log_start_offset: state.log_start_offset,
                 partition_max_bytes: REPLICA_FETCH_PARTITION_BYTES,
             };
             (p, request)
@@ -296,16 +318,64 @@ fn fetch_request(
     (sent, request)
 }
 
-/// Applies the leader's answer to each partition fetched (Kafka's
-/// `processPartitionData`): append, truncate to a diverging epoch, restart at the leader's
-/// log start, or note a refusal. Returns how long to pause before the next fetch, if at
-/// all. Blocking: appends and truncations write the logs.
-fn apply_answer(leader: BrokerId, sent: &Sent, answer: ReplicaFetchResponse) -> Option<Duration> {
-    let mut backoff: Option<Duration> = None;
-    let mut back_off = |pause: Duration| backoff = backoff.max(Some(pause));
-    for ((partition, request), response) in sent.iter().zip(answer.partitions) {
+/// One partition's part of a leader's answer, with what was asked.
+type Answered = (
+    Arc<Partition>,
+    ReplicaFetchPartition,
+    ReplicaFetchPartitionResponse,
+);
+
+/// How long to pause before the next fetch, if at all: the longest any partition's answer
+/// asked for.
+#[derive(Default)]
+struct Backoff(Option<Duration>);
+
+impl Backoff {
+    fn back_off(&mut self, pause: Option<Duration>) {
+        self.0 = self.0.max(pause);
+    }
+}
+
+/// Applies the leader's answer: small appends on this task when their logs are free
+/// (a thread hand-off costs more than the page-cache copy), the rest on a blocking thread.
+/// Returns how long to pause before the next fetch, if at all.
+async fn apply_answer(
+    leader: BrokerId,
+    sent: Sent,
+    answer: ReplicaFetchResponse,
+) -> Option<Duration> {
+    let answered: Vec<Answered> = sent
+        .into_iter()
+        .zip(answer.partitions)
+        .map(|((partition, request), response)| (partition, request, response))
+        .collect();
+    let mut backoff = Backoff::default();
+    let rest = apply_parts(leader, answered, false, &mut backoff);
+    if !rest.is_empty() {
+        let blocking = tokio::task::spawn_blocking(move || {
+            let mut backoff = Backoff::default();
+            apply_parts(leader, rest, true, &mut backoff);
+            backoff.0
+        });
+        backoff.back_off(blocking.await.unwrap_or(Some(FETCH_BACKOFF)));
+    }
+    backoff.0
+}
+
+/// Applies each partition's answer (Kafka's `processPartitionData`): append, truncate to a
+/// diverging epoch, restart at the leader's log start, or note a refusal. With `block`
+/// false it only appends, and only what is quick, and returns the parts it left for a
+/// blocking thread; with `block` true it applies all and returns none.
+fn apply_parts(
+    leader: BrokerId,
+    answered: Vec<Answered>,
+    block: bool,
+    backoff: &mut Backoff,
+) -> Vec<Answered> {
+    let mut rest = Vec::new();
+    for (partition, request, response) in answered {
         if response.topic != request.topic || response.partition != request.partition {
-            back_off(FETCH_BACKOFF);
+            backoff.back_off(Some(FETCH_BACKOFF));
             continue;
         }
         if partition.role() != (Role::Follower { leader })
@@ -313,12 +383,30 @@ fn apply_answer(leader: BrokerId, sent: &Sent, answer: ReplicaFetchResponse) -> 
         {
             continue; // The role changed while the fetch was out.
         }
+        let plain_append =
+            response.error_code == ErrorCode::None && response.diverging_epoch.is_none();
+        if !block && !plain_append {
+            rest.push((partition, request, response));
+            continue;
+        }
         let outcome = match response.error_code {
             ErrorCode::None => match response.diverging_epoch {
                 Some(diverging) => partition
                     .truncate_diverging(diverging.epoch, diverging.end_offset)
                     .map(|_| ()),
-                None => partition.append_from_leader(response.records, response.high_watermark),
+                None if block => {
+                    partition.append_from_leader(response.records, response.high_watermark)
+                }
+                None => match partition
+                    .try_append_from_leader(&response.records, response.high_watermark)
+                {
+                    Ok(true) => Ok(()),
+                    Ok(false) => {
+                        rest.push((partition, request, response));
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                },
             },
             ErrorCode::OffsetOutOfRange if request.fetch_offset < response.log_start_offset => {
                 partition.restart_at(response.log_start_offset)
@@ -329,21 +417,21 @@ fn apply_answer(leader: BrokerId, sent: &Sent, answer: ReplicaFetchResponse) -> 
                     "the leader refused the fetch: {code:?} {}",
                     response.error_message.unwrap_or_default()
                 );
-                back_off(match code {
+                backoff.back_off(Some(match code {
                     ErrorCode::UnknownLeaderEpoch | ErrorCode::NotLeaderOrFollower => {
                         NOT_READY_BACKOFF
                     }
                     _ => FETCH_BACKOFF,
-                });
+                }));
                 Ok(())
             }
         };
         if let Err(e) = outcome {
             tracing::warn!(partition = %partition.name(), "replicating failed: {}", e.message);
-            back_off(FETCH_BACKOFF);
+            backoff.back_off(Some(FETCH_BACKOFF));
         }
     }
-    backoff
+    rest
 }
 
 /// Sends an ISR proposal of `partition` to the controller and records the answer.

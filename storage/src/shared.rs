@@ -91,6 +91,13 @@ pub struct DurableTicket {
     generation: u64,
 }
 
+impl DurableTicket {
+    /// The offset below which everything is durable once the ticket resolves.
+    pub fn end(&self) -> Offset {
+        self.end
+    }
+}
+
 impl SharedLog {
     /// Shares `log`; its configured durability decides what `append` waits for.
     pub fn new(log: PartitionLog) -> SharedLog {
@@ -164,14 +171,8 @@ impl SharedLog {
         leader_epoch: LeaderEpoch,
         block: bool,
     ) -> Result<Option<(AppendInfo, DurableTicket)>> {
-        let mut log = if block {
-            self.write()
-        } else {
-            match self.log.try_write() {
-                Ok(log) => log,
-                Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
-                Err(std::sync::TryLockError::Poisoned(_)) => panic!("log lock poisoned"),
-            }
+        let Some(mut log) = self.write_if(block) else {
+            return Ok(None);
         };
         self.check_not_retired()?;
         let mut all: Option<AppendInfo> = None;
@@ -196,12 +197,32 @@ impl SharedLog {
         Ok(Some((info, self.ticket(&info))))
     }
 
-    /// Appends fetched batches as a follower, without waiting.
-    pub fn append_as_follower(&self, batches: Bytes) -> Result<(AppendInfo, DurableTicket)> {
-        let mut log = self.write();
+    /// Appends fetched batches as a follower, without waiting for durability. With
+    /// `block` false it appends nothing and returns `Ok(None)` when another thread holds
+    /// the log (see [`SharedLog::append_batches_no_wait`]).
+    pub fn append_as_follower(
+        &self,
+        batches: Bytes,
+        block: bool,
+    ) -> Result<Option<(AppendInfo, DurableTicket)>> {
+        let Some(mut log) = self.write_if(block) else {
+            return Ok(None);
+        };
         self.check_not_retired()?;
         let info = log.append_as_follower(batches)?;
-        Ok((info, self.ticket(&info)))
+        Ok(Some((info, self.ticket(&info))))
+    }
+
+    /// The write lock; with `block` false only when no other thread holds the log.
+    fn write_if(&self, block: bool) -> Option<RwLockWriteGuard<'_, PartitionLog>> {
+        if block {
+            return Some(self.write());
+        }
+        match self.log.try_write() {
+            Ok(log) => Some(log),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+            Err(std::sync::TryLockError::Poisoned(_)) => panic!("log lock poisoned"),
+        }
     }
 
     /// A ticket for offsets below `end` that are in the log already (a producer resent a
@@ -210,6 +231,15 @@ impl SharedLog {
         let _log = self.read();
         DurableTicket {
             end,
+            generation: self.state().generation,
+        }
+    }
+
+    /// A ticket for everything in the log now.
+    pub fn ticket_for_log_end(&self) -> DurableTicket {
+        let log = self.read();
+        DurableTicket {
+            end: log.log_end_offset(),
             generation: self.state().generation,
         }
     }
@@ -441,13 +471,7 @@ impl SharedLog {
 
     /// Flushes whatever is unflushed now (the background flush of `Replicated` durability).
     pub fn flush(&self) -> Result<()> {
-        let log = self.read();
-        let ticket = DurableTicket {
-            end: log.log_end_offset(),
-            generation: self.state().generation,
-        };
-        drop(log);
-        self.wait_durable(ticket)
+        self.wait_durable(self.ticket_for_log_end())
     }
 
     /// Why an fsync of this log failed, if one ever did (the first failure). The failed
@@ -472,6 +496,15 @@ impl SharedLog {
     /// Shared access for reads and lookups.
     pub fn read(&self) -> RwLockReadGuard<'_, PartitionLog> {
         self.log.read().expect("log lock poisoned")
+    }
+
+    /// Shared access, when no thread holds (or waits for) the write lock.
+    pub fn try_read(&self) -> Option<RwLockReadGuard<'_, PartitionLog>> {
+        match self.log.try_read() {
+            Ok(log) => Some(log),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+            Err(std::sync::TryLockError::Poisoned(_)) => panic!("log lock poisoned"),
+        }
     }
 
     /// Exclusive access for mutations that do not cut data: roll, retention, checkpoint.

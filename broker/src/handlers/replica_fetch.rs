@@ -80,16 +80,24 @@ pub async fn replica_fetch(
         // The newest image each round: a registration applied during the long poll
         // confirms the follower's run (or shows it is an old one).
         let image = broker.cluster.image();
-        let (response, worth_answering, proposals) = tokio::task::spawn_blocking(move || {
-            read_once(&image, follower, broker_epoch, &reading, max_bytes)
-        })
-        .await
-        .map_err(|e| {
-            ApiError::new(ErrorCode::UnknownServerError, format!("replica fetch: {e}"))
-        })??;
-        for (partition, proposal) in proposals {
-            tokio::spawn(propose_isr(Arc::clone(broker), partition, proposal));
-        }
+        // On this task when every log is free (a thread hand-off costs more than a small
+        // page-cache read), else on a blocking thread.
+        let read = match read_once(&image, follower, broker_epoch, &reading, max_bytes, false)? {
+            Ok(read) => read,
+            Err(proposed) => {
+                propose(broker, proposed);
+                tokio::task::spawn_blocking(move || {
+                    read_once(&image, follower, broker_epoch, &reading, max_bytes, true)
+                })
+                .await
+                .map_err(|e| {
+                    ApiError::new(ErrorCode::UnknownServerError, format!("replica fetch: {e}"))
+                })??
+                .unwrap_or_else(|_| unreachable!("a blocking read reads every partition"))
+            }
+        };
+        let (response, worth_answering, proposals) = read;
+        propose(broker, proposals);
         if worth_answering || Instant::now() >= deadline || broker.is_stopping() {
             return Ok(response);
         }
@@ -103,27 +111,41 @@ pub async fn replica_fetch(
 
 type Proposals = Vec<(Arc<Partition>, crate::partition::IsrProposal)>;
 
+/// Sends ISR proposals to the controller, each on its own task.
+fn propose(broker: &Arc<Broker>, proposals: Proposals) {
+    for (partition, proposal) in proposals {
+        tokio::spawn(propose_isr(Arc::clone(broker), partition, proposal));
+    }
+}
+
+/// What one round of a replica fetch read: the response, whether it is worth sending now
+/// (records, an error or a divergence), and ISR expansions to propose.
+type Round = (ReplicaFetchResponse, bool, Proposals);
+
 /// One round of a replica fetch: refuses a fetch from an older run of `follower` than
-/// `image` has registered, else reads every partition once (see [`read_all`]). Blocking.
+/// `image` has registered, else reads every partition once (see [`read_all`]).
 fn read_once(
     image: &MetadataImage,
     follower: sluice_protocol::BrokerId,
     broker_epoch: i64,
     targets: &Targets,
     max_bytes: u32,
-) -> Result<(ReplicaFetchResponse, bool, Proposals), ApiError> {
+    block: bool,
+) -> Result<Result<Round, Proposals>, ApiError> {
     let incarnation = fetcher_incarnation(image, follower, broker_epoch)?;
-    Ok(read_all(targets, follower, incarnation, max_bytes))
+    Ok(read_all(targets, follower, incarnation, max_bytes, block))
 }
 
-/// Reads every partition once. Returns the response, whether it is worth sending now
-/// (records, an error or a divergence), and ISR expansions to propose.
+/// Reads every partition once. With `block` false only quick reads of free logs: at a
+/// busy one it stops and returns the ISR expansions proposed so far, which must still be
+/// sent (the blocking round that reads again records the follower's progress again).
 fn read_all(
     targets: &Targets,
     follower: sluice_protocol::BrokerId,
     incarnation: FollowerIncarnation,
     max_bytes: u32,
-) -> (ReplicaFetchResponse, bool, Proposals) {
+    block: bool,
+) -> Result<Round, Proposals> {
     let mut total: u64 = 0;
     let mut worth = false;
     let mut proposals = Vec::new();
@@ -131,34 +153,31 @@ fn read_all(
     for (request, found) in targets {
         let budget = (max_bytes as u64).saturating_sub(total) as u32;
         let limit = (request.partition_max_bytes.max(0) as u32).min(budget);
+        // With the response full, read nothing but report the follower's progress.
+        let full = total > 0 && limit == 0;
+        let limit = if full { 0 } else { limit.max(1) };
         let read = found.as_ref().map_err(Clone::clone).and_then(|partition| {
-            if total > 0 && limit == 0 {
-                // The response is full: report progress, read nothing.
-                return partition
-                    .read_for_follower(
-                        follower,
-                        incarnation,
-                        request.fetch_offset,
-                        request.last_fetched_epoch,
-                        request.current_leader_epoch,
-                        0,
-                    )
-                    .map(|(mut r, p)| {
+            let read = if block {
+                partition
+                    .read_for_follower(follower, incarnation, request, limit)
+                    .map(Some)
+            } else {
+                partition.try_read_for_follower(follower, incarnation, request, limit)
+            };
+            read.map(|read| {
+                read.map(|(mut r, p)| {
+                    if full {
                         r.records = Bytes::new();
-                        (partition, r, p)
-                    });
-            }
-            partition
-                .read_for_follower(
-                    follower,
-                    incarnation,
-                    request.fetch_offset,
-                    request.last_fetched_epoch,
-                    request.current_leader_epoch,
-                    limit.max(1),
-                )
-                .map(|(r, p)| (partition, r, p))
+                    }
+                    (partition, r, p)
+                })
+            })
         });
+        let read = match read {
+            Ok(None) => return Err(proposals),
+            Ok(Some(read)) => Ok(read),
+            Err(e) => Err(e),
+        };
         partitions.push(match read {
             Ok((partition, read, proposal)) => {
                 if let Some(proposal) = proposal {
@@ -198,7 +217,7 @@ fn read_all(
             }
         });
     }
-    (ReplicaFetchResponse { partitions }, worth, proposals)
+    Ok((ReplicaFetchResponse { partitions }, worth, proposals))
 }
 
 /// Where each asked epoch ends in this leader's log.
@@ -305,8 +324,10 @@ mod tests {
             broker_epoch,
             &targets,
             1 << 20,
+            true,
         )
-        .map_err(|e| e.code)?;
+        .map_err(|e| e.code)?
+        .unwrap_or_else(|_| unreachable!("a blocking read reads every partition"));
         let answer = &response.partitions[0];
         assert_eq!(
             answer.error_code,

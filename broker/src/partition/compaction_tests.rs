@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sluice_protocol::batch::{BatchBuilder, Batches};
-use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId};
+use sluice_protocol::{BrokerId, ErrorCode, Offset, PartitionId};
 use sluice_storage::{
     CleanupPolicy, Durability, LogConfig, PartitionLog, SharedLog, SystemClock, Throttle,
 };
 
-use super::testing::{assignment, batch, SELF};
+use super::testing::{assignment, batch, replica_fetch, SELF};
 use super::{Acks, FollowerIncarnation, Partition};
 
 fn compacted_config() -> LogConfig {
@@ -138,9 +138,7 @@ fn the_leader_compacts_below_its_hw_and_a_follower_copies_the_gaps() {
             .read_for_follower(
                 BrokerId(2),
                 FollowerIncarnation::Registered,
-                at,
-                LeaderEpoch(-1),
-                LeaderEpoch(-1),
+                &replica_fetch(at),
                 512,
             )
             .unwrap();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use sluice_protocol::batch::{set_base_offset, set_partition_leader_epoch, BatchBuilder};
+use sluice_protocol::messages::ReplicaFetchPartition;
 use sluice_protocol::{BrokerId, LeaderEpoch, Offset, PartitionId};
 use sluice_storage::{Durability, LogConfig, PartitionLog, SharedLog, SystemClock};
 
@@ -28,10 +29,16 @@ pub fn assignment(leader: i32, leader_epoch: i32, isr: &[i32]) -> Assignment {
 /// Opens the replica in `dir` (recovering its log as a restart does) in `assignment`'s
 /// role. Durability `replicated`: the leader counts its log end without an fsync wait.
 pub fn open(dir: &Path, assignment: &Assignment) -> Arc<Partition> {
+    let durability = Durability::Replicated {
+        flush_interval_ms: 60_000,
+    };
+    open_with(dir, assignment, durability)
+}
+
+/// As [`open`], with `durability`.
+pub fn open_with(dir: &Path, assignment: &Assignment, durability: Durability) -> Arc<Partition> {
     let config = LogConfig {
-        durability: Durability::Replicated {
-            flush_interval_ms: 60_000,
-        },
+        durability,
         ..LogConfig::default()
     };
     let log = PartitionLog::open(dir, config, Arc::new(SystemClock)).expect("open the log");
@@ -43,6 +50,19 @@ pub fn open(dir: &Path, assignment: &Assignment) -> Arc<Partition> {
         assignment,
         1,
     ))
+}
+
+/// A follower's fetch of this partition from `fetch_offset`.
+pub fn replica_fetch(fetch_offset: Offset) -> ReplicaFetchPartition {
+    ReplicaFetchPartition {
+        topic: "t".into(),
+        partition: PartitionId(0),
+        current_leader_epoch: LeaderEpoch(-1),
+        fetch_offset,
+        last_fetched_epoch: LeaderEpoch(-1),
+        log_start_offset: Offset(0),
+        partition_max_bytes: 1 << 20,
+    }
 }
 
 /// A batch of `n` records, as a producer sends it.

@@ -1,11 +1,12 @@
 //! The high watermark across restarts: a replica starts from the HW it checkpointed
 //! (capped by its log), a follower's truncation is not undone by an older checkpoint, and
 //! a single replica keeps deriving its HW from what is durable. And under `replicated`
-//! durability the leader asks for an fsync once per slice appended.
+//! durability the leader asks for an fsync once per slice appended, and under `fsync` a
+//! follower's fetcher awaits the fsync of what it appended.
 
 use sluice_protocol::{BrokerId, LeaderEpoch, Offset};
 
-use super::testing::{assignment, leader_batch, open, produce};
+use super::testing::{assignment, leader_batch, open, open_with, produce, replica_fetch};
 use super::{Acks, FollowerIncarnation, Partition, REPLICATED_FLUSH_SLICE};
 
 /// Follower `follower`'s fetch at `offset`, counted.
@@ -14,9 +15,7 @@ fn fetch(partition: &Partition, follower: i32, offset: i64) {
         .read_for_follower(
             BrokerId(follower),
             FollowerIncarnation::Registered,
-            Offset(offset),
-            LeaderEpoch(-1),
-            LeaderEpoch(-1),
+            &replica_fetch(Offset(offset)),
             1 << 20,
         )
         .expect("the leader serves its follower");
@@ -162,4 +161,92 @@ fn a_replicated_leader_asks_for_an_fsync_once_per_slice_appended() {
         );
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
+}
+
+#[tokio::test]
+async fn a_follower_under_fsync_counts_only_what_its_fsync_covered() {
+    let dir = tempfile::tempdir().unwrap();
+    let follower = open_with(
+        dir.path(),
+        &assignment(2, 1, &[1, 2]),
+        sluice_storage::Durability::Fsync,
+    );
+    let records = leader_batch(0, 4, 1);
+    assert!(follower
+        .try_append_from_leader(&records, Offset(4))
+        .unwrap());
+    assert_eq!(follower.follower_fetch_state().fetch_offset, Offset(4));
+    // The HW is capped by what is durable here, however far the fsync got.
+    assert!(follower.high_watermark() <= follower.log.flushed_offset());
+    if let Some(wait) = follower.pending_durability() {
+        wait.await.unwrap();
+    }
+    assert!(follower.pending_durability().is_none());
+    assert_eq!(follower.log.flushed_offset(), Offset(4));
+    // The next answer (nothing new) takes the leader's HW up to the durable end.
+    assert!(follower
+        .try_append_from_leader(&bytes::Bytes::new(), Offset(4))
+        .unwrap());
+    assert_eq!(follower.high_watermark(), Offset(4));
+}
+
+#[test]
+fn the_quick_replication_paths_leave_a_busy_or_large_job_to_a_blocking_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(&dir.path().join("leader"), &assignment(1, 1, &[1, 2]));
+    produce(&leader, 3, 2); // offsets 0..6
+    let follower = open(&dir.path().join("follower"), &assignment(2, 1, &[1, 2]));
+    let registered = FollowerIncarnation::Registered;
+    {
+        let _busy = leader.log.write();
+        let read = leader.try_read_for_follower(
+            BrokerId(2),
+            registered,
+            &replica_fetch(Offset(0)),
+            1 << 20,
+        );
+        assert!(
+            read.unwrap().is_none(),
+            "a busy log is not read on an async worker"
+        );
+    }
+    assert_eq!(leader.follower_log_end(BrokerId(2)), Some(Offset(-1)));
+    let (read, _) = leader
+        .try_read_for_follower(BrokerId(2), registered, &replica_fetch(Offset(0)), 1 << 20)
+        .unwrap()
+        .expect("a free log is read at once");
+    assert_eq!(leader.follower_log_end(BrokerId(2)), Some(Offset(0)));
+    {
+        let _busy = follower.log.write();
+        let appended = follower.try_append_from_leader(&read.records, read.high_watermark);
+        assert!(
+            !appended.unwrap(),
+            "a busy log is not written on an async worker"
+        );
+    }
+    assert_eq!(follower.log_end_offset(), Offset(0));
+    let large = bytes::Bytes::from(vec![0u8; super::INLINE_APPEND_BYTES_MAX + 1]);
+    assert!(!follower.try_append_from_leader(&large, Offset(0)).unwrap());
+    assert!(follower
+        .try_append_from_leader(&read.records, read.high_watermark)
+        .unwrap());
+    assert_eq!(follower.log_end_offset(), Offset(6));
+
+    // More than a quick read behind: left to a blocking thread, which reads it all.
+    let big = {
+        let mut builder = sluice_protocol::batch::BatchBuilder::new();
+        let value = vec![7u8; super::INLINE_APPEND_BYTES_MAX / 2];
+        builder.append(1_700_000_000_000, None, Some(&value), &[]);
+        builder.build()
+    };
+    for _ in 0..3 {
+        leader.append_now(big.clone(), Acks::Leader).unwrap();
+    }
+    let behind = replica_fetch(Offset(6));
+    let quick = leader.try_read_for_follower(BrokerId(2), registered, &behind, 1 << 20);
+    assert!(quick.unwrap().is_none());
+    let (read, _) = leader
+        .read_for_follower(BrokerId(2), registered, &behind, 1 << 20)
+        .unwrap();
+    assert_eq!(read.records.len(), 3 * big.len(), "all three batches");
 }
