@@ -5,17 +5,22 @@
 # differs. Three loads of 1,000-byte records, acks=all: as fast as one producer goes; a
 # fixed 100,000 records/s (100 MB/s) with linger 0, where latency is the broker's
 # pipeline and not queueing; and 8 producers on 8 partitions. Prints a Markdown table of
-# each run's MB/s and p50/p99/p999 latency, and the medians.
+# each run's MB/s and p50/p99/p999 latency, and the medians. Two more loads on request run
+# three brokers of each side with one partition of replication factor 3: as fast as it
+# goes (rf3-unlimited), and at 150,000 records/s with linger 0 (rf3-150k, about half that
+# on a 2-core machine).
 #
 #   bench/broker-ab.sh                       # BASE=HEAD, 3 rounds of 300k records
 #   BASE=<rev> ROUNDS=5 SLUICE_BENCH_RECORDS=1000000 bench/broker-ab.sh
 #   OLD_BROKER=/path/to/sluice-broker bench/broker-ab.sh   # skip building BASE
 #   LOADS=fixed-100k ROUNDS=7 bench/broker-ab.sh            # some of the loads only
+#   LOADS="rf3-unlimited rf3-150k" ROUNDS=5 bench/broker-ab.sh     # three brokers, RF 3
 #   OLD_BROKER=target/release/sluice-broker OLD_FLAGS="--http-listen off" bench/broker-ab.sh
 #                              # one binary, two configurations (here: metrics off vs on)
 #
 # Besides MB/s and latency it reports the broker's CPU time per MB produced (user +
-# system, from /proc), which a machine shared with other work disturbs far less than
+# system, from /proc; all three brokers' for the RF 3 loads), which a machine shared with
+# other work disturbs far less than
 # throughput: the cost of a change that does not touch the disk shows there first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +46,8 @@ declare -A LOAD_FLAGS=(
   [unlimited]="--producers 1 --partitions 1"
   [fixed-100k]="--producers 1 --partitions 1 --throughput 100000 --linger-ms 0"
   [8-producers]="--producers 8 --partitions 8"
+  [rf3-unlimited]="--producers 1 --partitions 1 --replication-factor 3"
+  [rf3-150k]="--producers 1 --partitions 1 --replication-factor 3 --throughput 150000 --linger-ms 0"
 )
 read -r -a ORDER <<<"${LOADS:-unlimited fixed-100k 8-producers}"
 declare -A mbs p50 p99 p999 cpums
@@ -49,23 +56,30 @@ for load in "${ORDER[@]}"; do
     for side in base new; do
       broker=$BIN/sluice-broker
       [[ $side == base ]] && broker=$OLD
-      port=$(free_port)
-      rm -rf "$WORK/data-$side"
-      kafka=()  # a broker from before the Kafka listener has no such flag
-      "$broker" --help | grep -q -- --kafka-listen && kafka=(--kafka-listen off)
       flags=${NEW_FLAGS:-}
       [[ $side == base ]] && flags=${OLD_FLAGS:-}
-      # shellcheck disable=SC2086 # the flags are words
-      "$broker" --listen "127.0.0.1:$port" "${kafka[@]}" --data-dir "$WORK/data-$side" $flags \
-        2>"$WORK/broker-$side.log" &
-      PIDS+=($!)
-      pid=$!
-      export SLUICE_BOOTSTRAP="127.0.0.1:$port"
-      wait_active 1
+      rm -rf "$WORK"/data-*
+      if [[ $load == rf3-* ]]; then
+        # shellcheck disable=SC2086 # the flags are words
+        start_three_brokers "$broker" $flags
+      else
+        port=$(free_port)
+        kafka=()  # a broker from before the Kafka listener has no such flag
+        "$broker" --help | grep -q -- --kafka-listen && kafka=(--kafka-listen off)
+        # shellcheck disable=SC2086 # the flags are words
+        "$broker" --listen "127.0.0.1:$port" "${kafka[@]}" --data-dir "$WORK/data-$side" $flags \
+          2>"$WORK/broker-$side.log" &
+        PIDS+=($!)
+        export SLUICE_BOOTSTRAP="127.0.0.1:$port"
+        wait_active 1
+      fi
       # shellcheck disable=SC2086 # the flags are words
       out=$("$BIN/sluice-bench" produce --topic "ab" --num-records "$N" --record-size 1000 \
         --acks all ${LOAD_FLAGS[$load]} --format json 2>/dev/null | tail -1)
-      cpu_secs=$(cpu_seconds "$pid")
+      cpu_secs=0
+      for pid in "${PIDS[@]}"; do
+        cpu_secs=$(python3 -c "print($cpu_secs + $(cpu_seconds "$pid"))")
+      done
       stop_brokers
       m=$(echo "$out" | json 'round(d["mb_per_sec"], 1)')
       l=$(echo "$out" | json '" ".join(str(round(d["latency_ms"][k], 2)) for k in ("p50", "p99", "p999"))')
@@ -93,4 +107,4 @@ for load in "${ORDER[@]}"; do
   done
 done
 echo
-echo "$ROUNDS alternating rounds of $N records of 1,000 bytes; one broker (fsync), acks=all; the working tree's sluice-bench for both."
+echo "$ROUNDS alternating rounds of $N records of 1,000 bytes; one broker (three for the rf3 loads; fsync unless the flags say otherwise), acks=all; the working tree's sluice-bench for both."

@@ -39,14 +39,15 @@ wait_active() {
 }
 # Starts brokers 1, 2 and 3 on free 127.0.0.1 ports (data in $WORK/data-N, logs in
 # $WORK/broker-N.log), exports SLUICE_BOOTSTRAP naming all three, and waits until they
-# are active.
+# are active. Optional: the broker binary (default $BIN/sluice-broker), then extra flags.
 start_three_brokers() {
-  local ports voters id
+  local ports voters id broker=${1:-$BIN/sluice-broker}
+  shift || true
   ports=("$(free_port)" "$(free_port)" "$(free_port)")
   voters="1@127.0.0.1:${ports[0]},2@127.0.0.1:${ports[1]},3@127.0.0.1:${ports[2]}"
   for id in 1 2 3; do
-    "$BIN/sluice-broker" --node-id $id --voters "$voters" --listen "127.0.0.1:${ports[$((id - 1))]}" \
-      --data-dir "$WORK/data-$id" 2>"$WORK/broker-$id.log" &
+    "$broker" --node-id $id --voters "$voters" --listen "127.0.0.1:${ports[$((id - 1))]}" \
+      --data-dir "$WORK/data-$id" "$@" 2>"$WORK/broker-$id.log" &
     PIDS+=($!)
   done
   export SLUICE_BOOTSTRAP="127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"

@@ -1202,17 +1202,22 @@ impl Partition {
                 ),
             ));
         }
+        if !block
+            && fetch_offset < log_end
+            && log
+                .active_bytes_from(fetch_offset)
+                .is_none_or(|lacking| lacking > u64::from(max_bytes))
+        {
+            // A follower further behind than a quick read: a blocking thread reads it
+            // all, in fewer and larger answers.
+            return Ok(None);
+        }
         let records = if fetch_offset < log_end {
             log.read(fetch_offset, max_bytes, log_end)?
         } else {
             Bytes::new()
         };
         drop(log);
-        if !block && end_of_batches(&records).is_some_and(|end| end < log_end) {
-            // A follower further behind than a quick read: a blocking thread reads it
-            // all, in fewer and larger answers.
-            return Ok(None);
-        }
         let proposal = match incarnation {
             FollowerIncarnation::Registered => {
                 let proposal = self.follower_fetched(follower, fetch_offset, log_end);
@@ -1500,21 +1505,6 @@ pub const REPLICATED_FLUSH_SLICE: u64 = 4 * 1024 * 1024;
 /// of this much take tens of microseconds. Larger ones, where a thread hand-off is small
 /// beside the work, go to a blocking thread.
 pub const INLINE_APPEND_BYTES_MAX: usize = 256 * 1024;
-
-/// The offset after the last whole batch of `records`, if there is one.
-fn end_of_batches(records: &[u8]) -> Option<Offset> {
-    let mut rest = records;
-    let mut last = None;
-    while let Ok(Some(len)) = peek_total_len(rest) {
-        let Some((batch, after)) = rest.split_at_checked(len as usize) else {
-            break;
-        };
-        last = Some(batch);
-        rest = after;
-    }
-    let header = BatchHeader::parse(last?).ok()?;
-    Some(header.last_offset().plus(1))
-}
 
 /// Whether `records` are small and uncompressed (decompressing to check a batch could take
 /// milliseconds), read from the batch headers alone. Malformed input may go either way:

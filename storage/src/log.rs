@@ -585,6 +585,19 @@ impl PartitionLog {
         }
     }
 
+    /// How many bytes of the active segment lie from the batch holding `offset` to the
+    /// log end: what a reader at `offset` lacks. `None` when `offset` is below the active
+    /// segment (a reader that far behind lacks at least the rest of a sealed segment) or
+    /// its position cannot be read.
+    pub fn active_bytes_from(&self, offset: Offset) -> Option<u64> {
+        let meta = &self.active.meta;
+        if offset < meta.base_offset {
+            return None;
+        }
+        let position = self.active.files.position_of(meta, offset).ok()?;
+        Some(u64::from(meta.size.saturating_sub(position)))
+    }
+
     fn next_segment_after(&self, base: Offset) -> Option<Offset> {
         if base >= self.active.meta.base_offset {
             return None;
