@@ -1027,12 +1027,20 @@ impl Partition {
         if self.is_deleted() {
             return;
         }
-        match self.log.flush() {
-            // A flusher thread's fsync may have failed since: this looks.
-            Ok(()) => _ = self.offline_reason(),
-            Err(_) if self.log.is_retired() => {}
-            Err(e) => self.take_offline(format!("a background fsync failed: {e}")),
+        let outcome = self.log.flush();
+        self.background_flush_done(outcome);
+    }
+
+    /// What a background flush's outcome means. A failed fsync, this one's or a flusher
+    /// thread's, is recorded in storage (`fsync_failure`) and takes the partition offline
+    /// here. Any other error is a wait that ended because the data it waited for was cut
+    /// off (a follower's truncation, a deletion) while nothing failed: the next flush
+    /// covers what the log holds then.
+    fn background_flush_done(&self, outcome: Result<(), StorageError>) {
+        if let Err(e) = outcome {
+            tracing::debug!(partition = %self.name(), "background flush ended early: {e}");
         }
+        _ = self.offline_reason();
     }
 
     /// Forgets producers idle since before `expire_before_ms`, then snapshots the producer

@@ -250,3 +250,23 @@ fn the_quick_replication_paths_leave_a_busy_or_large_job_to_a_blocking_thread() 
         .unwrap();
     assert_eq!(read.records.len(), 3 * big.len(), "all three batches");
 }
+
+#[test]
+fn a_background_flush_cut_short_by_a_truncation_leaves_the_partition_online() {
+    let dir = tempfile::tempdir().unwrap();
+    let follower = open(dir.path(), &assignment(2, 1, &[1, 2]));
+    follower
+        .append_from_leader(leader_batch(0, 4, 1), Offset(0))
+        .unwrap();
+    // What the periodic flush's wait returns when a truncation cut its data off.
+    let cut = sluice_storage::StorageError::io(
+        "fsync",
+        dir.path(),
+        std::io::Error::other("appended data was not made durable: the log was truncated"),
+    );
+    follower.background_flush_done(Err(cut));
+    assert!(follower.offline_reason().is_none());
+    follower.background_flush();
+    assert!(follower.offline_reason().is_none());
+    assert_eq!(follower.log.flushed_offset(), Offset(4));
+}
