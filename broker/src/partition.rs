@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sluice_protocol::batch::{peek_total_len, BatchHeader, Compression, RecordBatch};
 use sluice_protocol::compression::MAX_DECOMPRESSED_BYTES;
-use sluice_protocol::messages::ReplicaFetchPartition;
+use sluice_protocol::messages::{IsolationLevel, ReplicaFetchPartition};
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId};
 use sluice_storage::{
     AppendInfo, CleanReport, Clock, Durability, DurableTicket, LogConfig, SharedLog, StorageError,
@@ -67,12 +67,18 @@ pub struct PendingAppend {
 /// What a read returns: whole batches and where the partition stands.
 #[derive(Clone, Debug)]
 pub struct ReadResult {
-    /// Whole RecordBatch v2 batches below the HW, possibly empty.
+    /// Whole RecordBatch v2 batches below the HW (read_committed: below the LSO), possibly
+    /// empty.
     pub records: Bytes,
     /// The HW when the read was made.
     pub high_watermark: Offset,
+    /// The last stable offset when the read was made (at most the HW).
+    pub last_stable_offset: Offset,
     /// The first offset still in the log.
     pub log_start_offset: Offset,
+    /// read_committed: the aborted transactions (producer id, first offset) with records
+    /// in `records`; empty otherwise.
+    pub aborted: Vec<(i64, Offset)>,
 }
 
 /// What a replica fetch returns to a follower.
@@ -226,6 +232,12 @@ pub struct Partition {
     /// Idempotent producers' sequences. Held across appends and truncations (first in the
     /// lock order), so the state always matches the log.
     producers: Mutex<ProducerStates>,
+    /// At most the first offset of an open transaction, or of one whose marker the HW
+    /// does not cover yet (`i64::MAX`: none): the last stable offset is the HW unless
+    /// this is below it. Set under `producers` (lowered before a transaction's first batch
+    /// is written, so the HW can never pass it unseen); may lag above-HW pruning, which
+    /// [`Partition::last_stable_offset`] does.
+    first_unstable: AtomicI64,
     /// The topic's `cleanup.policy` compacts: produced records must have a key.
     compacted: AtomicBool,
     /// Set when the topic is deleted: every later operation fails, maintenance skips it.
@@ -254,6 +266,7 @@ impl Partition {
             )
         };
         let producers = ProducerStates::rebuild(&log);
+        let first_unstable = AtomicI64::new(producers.unstable_bound());
         let partition = Partition {
             topic,
             index,
@@ -288,6 +301,7 @@ impl Partition {
                 epoch_start_offset: Offset(0),
             }),
             producers: Mutex::new(producers),
+            first_unstable,
             compacted: AtomicBool::new(compacted),
             deleted: AtomicBool::new(false),
             offline: std::sync::OnceLock::new(),
@@ -607,7 +621,15 @@ impl Partition {
         let stamp = idempotent_stamp(&batches)?;
         let mut producers = self.producers.lock().expect("producer state lock");
         if let Some(stamp) = &stamp {
-            if let Verdict::Duplicate(original) = producers.check(stamp)? {
+            let verdict = producers.check(stamp)?;
+            if verdict == Verdict::Append && stamp.transactional {
+                // A transaction may open here: the LSO must stop at its first offset from
+                // before the batch can be read or replicated (appends are serialized by
+                // this lock, so that offset is the log end now).
+                let log_end = self.log.read().log_end_offset();
+                self.first_unstable.fetch_min(log_end.0, Ordering::AcqRel);
+            }
+            if let Verdict::Duplicate(original) = verdict {
                 // A resend of a batch the log has: its original offsets, once durable.
                 return Ok(Some(PendingAppend {
                     duplicate: true,
@@ -637,6 +659,9 @@ impl Partition {
                 info.last_offset,
                 SystemClock.now_ms(),
             );
+            if stamp.transactional {
+                self.publish_unstable(&producers);
+            }
         }
         drop(producers);
         self.start_flush(bytes);
@@ -818,30 +843,40 @@ impl Partition {
     }
 
     /// Reads whole batches from `offset`, up to `max_bytes` (at least one batch), below the
-    /// HW, on the leader. `offset` must be within `[log start, log end]`; offsets between
-    /// the HW and the log end read nothing yet (a new leader's HW may lag the old one's).
+    /// HW (read_committed: below the last stable offset, with the aborted transactions the
+    /// records overlap), on the leader. `offset` must be within `[log start, log end]`;
+    /// offsets between the bound and the log end read nothing yet (a new leader's HW may
+    /// lag the old one's).
     pub fn read(
         &self,
         offset: Offset,
         max_bytes: u32,
         client_epoch: LeaderEpoch,
+        isolation: IsolationLevel,
     ) -> Result<ReadResult, ApiError> {
         self.check_live()?;
         self.check_leader_epoch(client_epoch)?;
         self.check_leader()?;
         let high_watermark = self.high_watermark();
+        let last_stable_offset = self.last_stable_offset_at(high_watermark);
+        let bound = match isolation {
+            IsolationLevel::ReadUncommitted => high_watermark,
+            IsolationLevel::ReadCommitted => last_stable_offset,
+        };
         let log = self.log.read();
         // Checked again under the lock: deletion sets the flag, then takes the write lock,
         // so a reader that gets the lock after it sees the flag.
         self.check_live()?;
         let log_start_offset = log.log_start_offset();
-        let caught_up = offset >= high_watermark && offset <= log.log_end_offset();
+        let caught_up = offset >= bound && offset <= log.log_end_offset();
         if caught_up && offset >= log_start_offset {
             // A caught-up consumer: nothing to read (and nothing unflushed to copy).
             return Ok(ReadResult {
                 records: Bytes::new(),
                 high_watermark,
+                last_stable_offset,
                 log_start_offset,
+                aborted: Vec::new(),
             });
         }
         if offset < log_start_offset || offset > high_watermark {
@@ -856,11 +891,18 @@ impl Partition {
         }
         // Reads come from the page cache; a pread under the shared lock, never a copy of
         // more than `max_bytes` plus one batch.
-        let records = log.read(offset, max_bytes, high_watermark)?;
+        let records = log.read(offset, max_bytes, bound)?;
+        drop(log);
+        let aborted = match (isolation, last_offset_of(&records)) {
+            (IsolationLevel::ReadCommitted, Some(last)) => self.aborted_between(offset, last),
+            _ => Vec::new(),
+        };
         Ok(ReadResult {
             records,
             high_watermark,
+            last_stable_offset,
             log_start_offset,
+            aborted,
         })
     }
 
@@ -1053,6 +1095,7 @@ impl Partition {
             tracing::info!(partition = %self.name(), "forgot {expired} idle producer(s)");
         }
         let log = self.log.read();
+        producers.forget_aborted_before(log.log_start_offset());
         // Under the log's lock: a deletion sets the flag before it takes the lock, so a
         // deleted partition's directory (which a new topic may own) is never written.
         if self.is_deleted() || self.log.is_retired() {
@@ -1073,19 +1116,24 @@ impl Partition {
         &self.appended
     }
 
-    /// ListOffsets: -2 earliest, -1 latest (the HW), else the first offset whose timestamp
-    /// is at or after `timestamp_ms` and below the HW, with that timestamp; `(-1, -1)` when
-    /// there is none.
+    /// ListOffsets: -2 earliest, -1 latest (the HW; read_committed: the last stable
+    /// offset), else the first offset whose timestamp is at or after `timestamp_ms` and
+    /// below that bound, with that timestamp; `(-1, -1)` when there is none.
     pub fn offset_for_timestamp(
         &self,
         timestamp_ms: i64,
         client_epoch: LeaderEpoch,
+        isolation: IsolationLevel,
     ) -> Result<(i64, Offset), ApiError> {
         use sluice_protocol::messages::{EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
         self.check_live()?;
         self.check_leader_epoch(client_epoch)?;
         self.check_leader()?;
         let high_watermark = self.high_watermark();
+        let bound = match isolation {
+            IsolationLevel::ReadUncommitted => high_watermark,
+            IsolationLevel::ReadCommitted => self.last_stable_offset_at(high_watermark),
+        };
         let epoch_start = self.state().epoch_start_offset;
         let log = self.log.read();
         self.check_live()?;
@@ -1099,13 +1147,13 @@ impl Partition {
                     self.name()
                 ),
             )),
-            LATEST_TIMESTAMP => Ok((-1, high_watermark)),
+            LATEST_TIMESTAMP => Ok((-1, bound)),
             t if t < 0 => Err(ApiError::new(
                 ErrorCode::InvalidTimestamp,
                 format!("timestamp {t} is not -2 (earliest), -1 (latest) or a time in ms"),
             )),
             t => match log.offset_for_timestamp(t)? {
-                Some((found_ts, offset)) if offset < high_watermark => Ok((found_ts, offset)),
+                Some((found_ts, offset)) if offset < bound => Ok((found_ts, offset)),
                 _ => Ok((-1, Offset(-1))),
             },
         }
@@ -1398,6 +1446,7 @@ impl Partition {
                 return Ok(false);
             }
             producers.record_batches(records, SystemClock.now_ms());
+            self.publish_unstable(&producers);
             drop(producers);
             self.start_flush(records.len() as u64);
         }
@@ -1458,6 +1507,7 @@ impl Partition {
             .map_err(|e| self.append_failed(e))?;
         producer_state::invalidate_snapshot_after(self.log.read().dir(), target);
         *producers = ProducerStates::rebuild(&self.log);
+        self.publish_unstable(&producers);
         drop(producers);
         Ok(target)
     }
@@ -1479,10 +1529,22 @@ impl Partition {
             .map_err(|e| self.append_failed(e))?;
         producer_state::invalidate_snapshot_after(self.log.read().dir(), Offset(-1));
         *producers = ProducerStates::default();
+        self.publish_unstable(&producers);
         drop(producers);
         self.advance_high_watermark(leader_log_start);
         Ok(())
     }
+}
+
+/// The last offset of the last whole batch in `records`, from the headers alone.
+fn last_offset_of(records: &[u8]) -> Option<Offset> {
+    let mut rest = records;
+    let mut last = None;
+    while let Ok(header) = BatchHeader::parse(rest) {
+        last = Some(header.last_offset());
+        rest = rest.get(header.total_len() as usize..)?;
+    }
+    last
 }
 
 /// The producer stamp of an idempotent produce: one batch per partition per request, as
@@ -1655,11 +1717,16 @@ fn check_compressed(batch: &Bytes) -> Result<(), ApiError> {
 #[cfg(test)]
 pub(crate) mod testing;
 
+mod txn;
+
 #[cfg(test)]
 mod tests;
 
 #[cfg(test)]
 mod compaction_tests;
+
+#[cfg(test)]
+mod txn_tests;
 
 /// Broker ids as a user reads them: `1, 2, 3`.
 pub(crate) fn ids(brokers: &[BrokerId]) -> String {

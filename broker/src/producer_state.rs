@@ -9,13 +9,22 @@
 //! sequence; a restart rebuilds the state from a snapshot file (written at each
 //! checkpoint) plus the batches after it, and a truncation rebuilds it from an older
 //! snapshot or the log start. Producers idle longer than the expiration are forgotten.
+//!
+//! Transactions (issue 26, the rest of Kafka's ProducerStateManager): a transactional
+//! producer's first batch in a partition opens its transaction there, and the commit or
+//! abort marker the coordinator writes closes it. The first offset of the oldest
+//! transaction that is open, or closed by a marker the HW does not cover yet, bounds the
+//! last stable offset (LSO) that read_committed consumers read up to; aborted
+//! transactions are kept (producer, first offset, marker offset) until retention deletes
+//! their markers, so a read_committed fetch can name the ones its records overlap.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use sluice_protocol::batch::{peek_total_len, BatchHeader, NO_PRODUCER_ID};
+use sluice_protocol::batch::{peek_total_len, BatchHeader, RecordBatch, NO_PRODUCER_ID};
+use sluice_protocol::control::{ControlMarker, ControlType};
 use sluice_protocol::{ErrorCode, Offset};
 use sluice_storage::{Clock, DurableFile, SharedLog, SystemClock};
 
@@ -46,7 +55,7 @@ pub struct BatchMeta {
 }
 
 /// What the replica knows of one producer.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerEntry {
     pub epoch: i16,
     /// Its last batches, oldest first.
@@ -54,6 +63,39 @@ pub struct ProducerEntry {
     /// When this replica last saw it write (ms since the Unix epoch, this broker's clock:
     /// producers' own timestamps may be anything).
     pub last_timestamp: i64,
+    /// The first offset of its open transaction in this partition, if one is open.
+    #[serde(default)]
+    pub txn_first_offset: Option<Offset>,
+    /// The epoch of the transaction coordinator whose marker for it this replica last
+    /// wrote (-1: none yet): markers of an older coordinator are refused.
+    #[serde(default = "no_coordinator_epoch")]
+    pub coordinator_epoch: i32,
+}
+
+fn no_coordinator_epoch() -> i32 {
+    -1
+}
+
+impl Default for ProducerEntry {
+    fn default() -> Self {
+        ProducerEntry {
+            epoch: 0,
+            batches: VecDeque::new(),
+            last_timestamp: 0,
+            txn_first_offset: None,
+            coordinator_epoch: no_coordinator_epoch(),
+        }
+    }
+}
+
+/// A transaction closed by a marker, in this partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedTxn {
+    pub producer_id: i64,
+    /// Its first record here.
+    pub first_offset: Offset,
+    /// Its marker's offset.
+    pub marker_offset: Offset,
 }
 
 /// What to do with an idempotent batch.
@@ -73,12 +115,15 @@ pub struct Stamp {
     pub first_seq: i32,
     pub last_seq: i32,
     pub max_timestamp: i64,
+    /// Part of a transaction (the attributes' transactional bit).
+    pub transactional: bool,
 }
 
 impl Stamp {
-    /// The stamp of an idempotent batch, `None` for a plain one.
+    /// The stamp of an idempotent (or transactional) data batch, `None` for a plain one or
+    /// a control batch (markers carry no sequence: see [`ProducerStates::check_marker`]).
     pub fn of(header: &BatchHeader) -> Option<Stamp> {
-        if header.producer_id == NO_PRODUCER_ID || header.producer_id < 0 {
+        if header.producer_id == NO_PRODUCER_ID || header.producer_id < 0 || header.is_control() {
             return None;
         }
         Some(Stamp {
@@ -87,6 +132,7 @@ impl Stamp {
             first_seq: header.base_sequence,
             last_seq: add_seq(header.base_sequence, header.last_offset_delta),
             max_timestamp: header.max_timestamp,
+            transactional: header.is_transactional(),
         })
     }
 }
@@ -100,6 +146,17 @@ fn add_seq(seq: i32, delta: i32) -> i32 {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
+    /// Transactions closed by a marker the HW may not cover yet: they still bound the LSO
+    /// (a reader must not see their records before it can see how they ended).
+    #[serde(default)]
+    ended: Vec<EndedTxn>,
+    /// Aborted transactions whose markers are still in the log, by marker offset.
+    #[serde(default)]
+    aborted: Vec<EndedTxn>,
+    /// The open transactions, (first offset, producer id): the index of the entries'
+    /// `txn_first_offset`, rebuilt from them after a load.
+    #[serde(skip)]
+    open: BTreeSet<(Offset, i64)>,
     /// The log end the snapshot file describes, if it describes this state: a checkpoint
     /// of an unchanged log writes nothing.
     #[serde(skip)]
@@ -164,6 +221,15 @@ impl ProducerStates {
             }
             return Ok(Verdict::Append);
         }
+        if entry.txn_first_offset.is_some() && !stamp.transactional {
+            return Err(ApiError::new(
+                ErrorCode::InvalidTxnState,
+                format!(
+                    "producer {} epoch {} sent a non-transactional batch while its                      transaction is open in this partition; commit or abort the transaction                      first",
+                    stamp.producer_id, stamp.epoch
+                ),
+            ));
+        }
         if let Some(original) = entry
             .batches
             .iter()
@@ -189,6 +255,10 @@ impl ProducerStates {
             entry.batches.clear();
             entry.epoch = stamp.epoch;
         }
+        if stamp.transactional && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(base_offset);
+            self.open.insert((base_offset, stamp.producer_id));
+        }
         if entry.batches.len() == BATCHES_KEPT {
             entry.batches.pop_front();
         }
@@ -210,18 +280,164 @@ impl ProducerStates {
                 break;
             }
             if let Ok(header) = BatchHeader::parse(&rest[..len]) {
-                if let Some(stamp) = Stamp::of(&header) {
-                    self.record(&stamp, header.base_offset, header.last_offset(), now_ms);
-                }
+                self.apply(&header, &rest[..len], now_ms);
             }
             rest = &rest[len..];
         }
     }
 
-    /// Forgets producers whose last batch is older than `before_ms`. Returns how many.
+    /// Records one whole batch at its offsets, whatever it is: an idempotent or
+    /// transactional batch's sequences, a marker's end of a transaction, nothing for a
+    /// plain batch (a follower's copy, a replay).
+    fn apply(&mut self, header: &BatchHeader, batch: &[u8], now_ms: i64) {
+        if let Some(stamp) = Stamp::of(header) {
+            self.record(&stamp, header.base_offset, header.last_offset(), now_ms);
+        } else if header.is_control() && header.producer_id >= 0 {
+            match RecordBatch::validate(Bytes::copy_from_slice(batch))
+                .and_then(|b| ControlMarker::of(&b))
+            {
+                Ok(marker) => self.record_marker(
+                    header.producer_id,
+                    header.producer_epoch,
+                    marker,
+                    header.base_offset,
+                    now_ms,
+                ),
+                // Kafka skips control records it does not know, and so do we.
+                Err(e) => tracing::warn!(
+                    "skipping control batch at offset {}: {e}",
+                    header.base_offset
+                ),
+            }
+        }
+    }
+
+    /// The leader's check of a marker before it is appended: the producer's epoch and the
+    /// coordinator's may not be older than the ones this partition has seen.
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        marker: &ControlMarker,
+    ) -> Result<(), ApiError> {
+        let Some(entry) = self.producers.get(&producer_id) else {
+            return Ok(());
+        };
+        if epoch < entry.epoch {
+            return Err(ApiError::new(
+                ErrorCode::InvalidProducerEpoch,
+                format!(
+                    "a {} marker for producer {producer_id} epoch {epoch} is fenced: epoch {}                      has written here since",
+                    marker.kind.name(),
+                    entry.epoch
+                ),
+            ));
+        }
+        if marker.coordinator_epoch < entry.coordinator_epoch {
+            return Err(ApiError::new(
+                ErrorCode::TransactionCoordinatorFenced,
+                format!(
+                    "a {} marker for producer {producer_id} comes from coordinator epoch {}, \
+                     older than epoch {} whose marker this partition has",
+                    marker.kind.name(),
+                    marker.coordinator_epoch,
+                    entry.coordinator_epoch
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records a marker written at `offset`: the producer's transaction here (if one is
+    /// open) ends; an aborted one is remembered for read_committed fetches. A marker in a
+    /// newer producer epoch (the coordinator bumps it when it aborts a transaction on its
+    /// own) restarts the producer's sequences.
+    pub fn record_marker(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        marker: ControlMarker,
+        offset: Offset,
+        now_ms: i64,
+    ) {
+        let entry = self.producers.entry(producer_id).or_default();
+        if epoch != entry.epoch {
+            entry.batches.clear();
+            entry.epoch = epoch;
+        }
+        entry.coordinator_epoch = entry.coordinator_epoch.max(marker.coordinator_epoch);
+        entry.last_timestamp = entry.last_timestamp.max(now_ms);
+        let Some(first_offset) = entry.txn_first_offset.take() else {
+            return;
+        };
+        self.open.remove(&(first_offset, producer_id));
+        let ended = EndedTxn {
+            producer_id,
+            first_offset,
+            marker_offset: offset,
+        };
+        self.ended.push(ended);
+        if marker.kind == ControlType::Abort {
+            self.aborted.push(ended);
+        }
+    }
+
+    /// The first offset a read_committed reader may not read past yet: the oldest open
+    /// transaction's first offset, or that of one whose marker is at or past
+    /// `high_watermark` (what is below it is decided). `None` when nothing is unstable.
+    pub fn first_unstable_offset(&mut self, high_watermark: Offset) -> Option<Offset> {
+        self.ended.retain(|t| t.marker_offset >= high_watermark);
+        let open = self.open.first().map(|(first, _)| *first);
+        let ended = self.ended.iter().map(|t| t.first_offset).min();
+        match (open, ended) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Where the unstable part starts as far as this state knows, without pruning ended
+    /// transactions the HW has passed: `i64::MAX` when no transaction is open or awaiting
+    /// its marker's replication.
+    pub fn unstable_bound(&self) -> i64 {
+        let open = self.open.first().map(|(first, _)| first.0);
+        let ended = self.ended.iter().map(|t| t.first_offset.0).min();
+        open.into_iter().chain(ended).min().unwrap_or(i64::MAX)
+    }
+
+    /// The aborted transactions with records in `from..=to`: the ones whose first offset
+    /// is at or before `to` and whose marker is at or after `from`.
+    pub fn aborted_between(&self, from: Offset, to: Offset) -> Vec<(i64, Offset)> {
+        self.aborted
+            .iter()
+            .filter(|t| t.first_offset <= to && t.marker_offset >= from)
+            .map(|t| (t.producer_id, t.first_offset))
+            .collect()
+    }
+
+    /// Forgets aborted transactions whose markers are below `log_start` (deleted).
+    pub fn forget_aborted_before(&mut self, log_start: Offset) {
+        let n = self.aborted.len();
+        self.aborted.retain(|t| t.marker_offset >= log_start);
+        if self.aborted.len() != n {
+            self.saved_at = None;
+        }
+    }
+
+    /// Rebuilds the index of open transactions from the entries (after a load).
+    fn index_open(&mut self) {
+        self.open = self
+            .producers
+            .iter()
+            .filter_map(|(&id, e)| Some((e.txn_first_offset?, id)))
+            .collect();
+    }
+
+    /// Forgets producers whose last batch is older than `before_ms`, but not one with an
+    /// open transaction (its coordinator ends it). Returns how many.
     pub fn expire(&mut self, before_ms: i64) -> usize {
         let n = self.producers.len();
-        self.producers.retain(|_, e| e.last_timestamp >= before_ms);
+        self.producers
+            .retain(|_, e| e.last_timestamp >= before_ms || e.txn_first_offset.is_some());
         let expired = n - self.producers.len();
         if expired > 0 {
             self.saved_at = None;
@@ -246,7 +462,9 @@ impl ProducerStates {
             // Retention may have deleted the batches a snapshot describes; their producers'
             // sequences still hold, so such a snapshot is kept.
             Some(snapshot) if snapshot.offset <= end => {
-                (snapshot.states, snapshot.offset.max(start))
+                let mut states = snapshot.states;
+                states.index_open();
+                (states, snapshot.offset.max(start))
             }
             Some(_) => {
                 Snapshot::remove(&dir);
@@ -275,9 +493,7 @@ impl ProducerStates {
                     break;
                 };
                 if header.last_offset() >= offset {
-                    if let Some(stamp) = Stamp::of(&header) {
-                        states.record(&stamp, header.base_offset, header.last_offset(), now_ms);
-                    }
+                    states.apply(&header, batch, now_ms);
                 }
                 offset = offset.max(header.next_offset());
                 rest = &rest[len..];

@@ -8,7 +8,7 @@ use sluice_protocol::messages::{
     AlterConfigsRequest, AlterUserScramCredentialsRequest, AlterableConfig, AlterableTopic,
     CreatableTopic, CreateAclsRequest, CreateTopicsRequest, DeleteAclsRequest, DeleteTopicsRequest,
     DescribeAclsRequest, DescribeClusterRequest, DescribeUserScramCredentialsRequest,
-    ScramCredentialDeletion, ScramCredentialUpsertion, CONFIG_DELETE, CONFIG_SET,
+    IsolationLevel, ScramCredentialDeletion, ScramCredentialUpsertion, CONFIG_DELETE, CONFIG_SET,
     EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
@@ -437,6 +437,7 @@ impl Admin {
                     &lookups,
                     DESCRIBE_LOOKUP_ATTEMPTS,
                     Some(DESCRIBE_LOOKUP_TIMEOUT),
+                    IsolationLevel::ReadUncommitted,
                 )
                 .await?;
             for (partition, offset) in found {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use sluice_protocol::messages::{MetadataRequest, MetadataResponse};
+use sluice_protocol::messages::{IsolationLevel, MetadataRequest, MetadataResponse};
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -952,19 +952,26 @@ impl Client {
         topic: &str,
         lookups: &[(PartitionId, i64)],
     ) -> Result<Vec<(PartitionId, Result<i64>)>> {
-        self.list_offsets_with(topic, lookups, LOOKUP_ATTEMPTS)
-            .await
+        self.list_offsets_with(
+            topic,
+            lookups,
+            LOOKUP_ATTEMPTS,
+            IsolationLevel::ReadUncommitted,
+        )
+        .await
     }
 
-    /// [`Client::list_offsets`] with at most `attempts` tries per partition (at least one).
-    /// Fails as a whole only for a topic or partition that does not exist.
+    /// [`Client::list_offsets`] with at most `attempts` tries per partition (at least one),
+    /// at `isolation` (read_committed: latest is the last stable offset). Fails as a whole
+    /// only for a topic or partition that does not exist.
     pub(crate) async fn list_offsets_with(
         &self,
         topic: &str,
         lookups: &[(PartitionId, i64)],
         attempts: u32,
+        isolation: IsolationLevel,
     ) -> Result<Vec<(PartitionId, Result<i64>)>> {
-        self.list_offsets_bounded(topic, lookups, attempts, None)
+        self.list_offsets_bounded(topic, lookups, attempts, None, isolation)
             .await
     }
 
@@ -977,6 +984,7 @@ impl Client {
         lookups: &[(PartitionId, i64)],
         attempts: u32,
         timeout: Option<Duration>,
+        isolation: IsolationLevel,
     ) -> Result<Vec<(PartitionId, Result<i64>)>> {
         let mut todo: Vec<(PartitionId, i64)> = lookups.to_vec();
         let mut done: Vec<(PartitionId, Result<i64>)> = Vec::new();
@@ -987,7 +995,7 @@ impl Client {
             }
             let retry = match self.lookup_metadata(topic, attempt > 1).await {
                 Ok(metadata) => {
-                    self.list_offsets_once(&metadata, &todo, timeout, &mut done)
+                    self.list_offsets_once(&metadata, &todo, timeout, isolation, &mut done)
                         .await?
                 }
                 Err(e) if e.is_retriable() => {
@@ -1025,10 +1033,11 @@ impl Client {
         metadata: &TopicMetadata,
         todo: &[(PartitionId, i64)],
         timeout: Option<Duration>,
+        isolation: IsolationLevel,
         done: &mut Vec<(PartitionId, Result<i64>)>,
     ) -> Result<LookupsLeft> {
         use sluice_protocol::messages::{
-            IsolationLevel, ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
+            ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
         };
         let topic = metadata.name.as_str();
         let mut by_leader: BTreeMap<BrokerId, Vec<ListOffsetsPartition>> = BTreeMap::new();
@@ -1055,7 +1064,7 @@ impl Client {
                 .collect();
             let request = Request::ListOffsets(ListOffsetsRequest {
                 replica_id: BrokerId::NONE,
-                isolation_level: IsolationLevel::ReadUncommitted,
+                isolation_level: isolation,
                 topics: vec![ListOffsetsTopic {
                     name: topic.to_owned(),
                     partitions,

@@ -21,10 +21,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_protocol::batch::{Batches, Header};
+use sluice_protocol::batch::{Batches, Header, RecordBatch};
+use sluice_protocol::control::{ControlMarker, ControlType};
 use sluice_protocol::messages::{
-    FetchPartition, FetchPartitionResponse, FetchRequest, FetchResponse, FetchTopic,
-    IsolationLevel, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
+    AbortedTransaction, FetchPartition, FetchPartitionResponse, FetchRequest, FetchResponse,
+    FetchTopic, IsolationLevel, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId, Request, Response};
 use tokio::task::JoinSet;
@@ -114,6 +115,12 @@ pub struct ConsumerConfig {
     /// consumer waits rather than rewind or skip. Past this wait the log really lost the
     /// position (an unclean election, or the topic deleted and created again). Default 30 s.
     pub leader_catch_up_wait: Duration,
+    /// Which records `poll` returns. [`IsolationLevel::ReadUncommitted`] (the default, as
+    /// in Kafka): every record below the high watermark, transactional ones whether or not
+    /// their transaction committed. [`IsolationLevel::ReadCommitted`]: only records whose
+    /// transaction committed (and non-transactional ones), up to the last stable offset;
+    /// "latest" positions are the last stable offset too.
+    pub isolation_level: IsolationLevel,
 }
 
 impl Default for ConsumerConfig {
@@ -129,6 +136,7 @@ impl Default for ConsumerConfig {
             retry_backoff_max: Duration::from_secs(1),
             unknown_topic_wait: Duration::from_secs(10),
             leader_catch_up_wait: Duration::from_secs(30),
+            isolation_level: IsolationLevel::ReadUncommitted,
         }
     }
 }
@@ -615,7 +623,7 @@ impl Consumer {
             max_wait_ms: i32::try_from(self.config.fetch_max_wait.as_millis()).unwrap_or(i32::MAX),
             min_bytes: self.config.fetch_min_bytes,
             max_bytes,
-            isolation_level: IsolationLevel::ReadUncommitted,
+            isolation_level: self.config.isolation_level,
             topics: topics
                 .into_iter()
                 .map(|(topic, partitions)| FetchTopic { topic, partitions })
@@ -701,7 +709,11 @@ impl Consumer {
                     ErrorCode::None => {
                         state.succeeded();
                         state.confirmed_end = state.confirmed_end.max(p.high_watermark.0);
-                        self.buffer(tp, fetched_from, p.records)?;
+                        let aborted = match self.config.isolation_level {
+                            IsolationLevel::ReadCommitted => p.aborted_transactions,
+                            IsolationLevel::ReadUncommitted => Vec::new(),
+                        };
+                        self.buffer(tp, fetched_from, p.records, aborted)?;
                     }
                     ErrorCode::OffsetOutOfRange => self.out_of_range(tp, fetched_from, &p)?,
                     code => {
@@ -894,8 +906,15 @@ impl Consumer {
     }
 
     /// Turns one partition's fetched batches into buffered records at or after the
-    /// position (a batch may start before it).
-    fn buffer(&mut self, tp: TopicPartition, position: i64, records: Bytes) -> Result<()> {
+    /// position (a batch may start before it), leaving out control batches and the
+    /// batches of the `aborted` transactions (read_committed).
+    fn buffer(
+        &mut self,
+        tp: TopicPartition,
+        position: i64,
+        records: Bytes,
+        aborted: Vec<AbortedTransaction>,
+    ) -> Result<()> {
         let corrupt = |reason: String| Error::CorruptBatch {
             topic: tp.topic.clone(),
             partition: tp.partition,
@@ -903,10 +922,11 @@ impl Consumer {
         };
         let mut out = VecDeque::new();
         let mut next_position = position;
+        let mut aborts = AbortFilter::new(aborted);
         for batch in Batches::new(records) {
             let batch = batch.map_err(|e| corrupt(e.to_string()))?;
             next_position = next_position.max(batch.header().next_offset().0);
-            if batch.header().is_control() {
+            if aborts.skips(&batch) || batch.header().is_control() {
                 continue;
             }
             for record in batch.records().map_err(|e| corrupt(e.to_string()))? {
@@ -1005,7 +1025,7 @@ impl Consumer {
         let mut latest_needed = Vec::new();
         let found = self
             .client
-            .list_offsets_with(topic, &timestamps, attempts)
+            .list_offsets_with(topic, &timestamps, attempts, self.config.isolation_level)
             .await?;
         for (partition, offset) in found {
             match offset {
@@ -1017,11 +1037,62 @@ impl Consumer {
         if !latest_needed.is_empty() {
             let found = self
                 .client
-                .list_offsets_with(topic, &latest_needed, attempts)
+                .list_offsets_with(topic, &latest_needed, attempts, self.config.isolation_level)
                 .await?;
             out.extend(found);
         }
         Ok(out)
+    }
+}
+
+/// A read_committed reader's filter of aborted transactions (Kafka's consumer does the
+/// same): the fetch names each aborted transaction by producer and first offset; from the
+/// first batch that reaches that offset, the producer's transactional batches are aborted
+/// until its abort marker.
+struct AbortFilter {
+    /// Aborted transactions not reached yet, by first offset.
+    pending: Vec<AbortedTransaction>,
+    /// Producers whose aborted transaction is being read.
+    aborting: HashSet<i64>,
+}
+
+impl AbortFilter {
+    fn new(mut aborted: Vec<AbortedTransaction>) -> AbortFilter {
+        // Latest first, so the next one to reach is at the end.
+        aborted.sort_by_key(|t| std::cmp::Reverse(t.first_offset));
+        AbortFilter {
+            pending: aborted,
+            aborting: HashSet::new(),
+        }
+    }
+
+    /// Whether `batch` belongs to an aborted transaction (or is its abort marker).
+    fn skips(&mut self, batch: &RecordBatch) -> bool {
+        let header = batch.header();
+        if self.pending.is_empty() && self.aborting.is_empty() {
+            return false;
+        }
+        if header.producer_id < 0 || !header.is_transactional() {
+            return false;
+        }
+        while self
+            .pending
+            .last()
+            .is_some_and(|t| t.first_offset <= header.last_offset())
+        {
+            let started = self.pending.pop().expect("checked");
+            self.aborting.insert(started.producer_id);
+        }
+        if !self.aborting.contains(&header.producer_id) {
+            return false;
+        }
+        if header.is_control() {
+            let abort = ControlMarker::of(batch).is_ok_and(|m| m.kind == ControlType::Abort);
+            if abort {
+                self.aborting.remove(&header.producer_id);
+            }
+        }
+        true
     }
 }
 

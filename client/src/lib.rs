@@ -143,6 +143,7 @@ pub use sasl::{SaslConfig, SaslMechanism};
 pub use sluice_protocol::batch::Compression;
 /// A record header as consumers see it: key and nullable value, both zero-copy.
 pub use sluice_protocol::batch::Header as RecordHeader;
+pub use sluice_protocol::messages::IsolationLevel;
 pub use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId};
 pub use tls::TlsConfig;
 

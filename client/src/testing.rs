@@ -882,6 +882,7 @@ fn fetch_partition(
         high_watermark: Offset(-1),
         last_stable_offset: Offset(-1),
         log_start_offset: Offset(-1),
+        aborted_transactions: Vec::new(),
         records: Bytes::new(),
     };
     if let Some(code) = refusal(state, topic, p.partition, Some(p.current_leader_epoch), me) {

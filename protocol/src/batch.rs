@@ -718,6 +718,8 @@ impl Default for ProducerStamp {
 pub struct BatchBuilder {
     buf: BytesMut,
     stamp: ProducerStamp,
+    /// The attributes' transactional and control bits (the codec's are set on compression).
+    attributes: i16,
     n_records: i32,
     base_timestamp: i64,
     max_timestamp: i64,
@@ -743,10 +745,26 @@ impl BatchBuilder {
         BatchBuilder {
             buf,
             stamp,
+            attributes: 0,
             n_records: 0,
             base_timestamp: NO_TIMESTAMP,
             max_timestamp: NO_TIMESTAMP,
         }
+    }
+
+    /// Marks the batch as part of a transaction (the attributes' transactional bit): a
+    /// transactional producer's records, which read_committed consumers see only once a
+    /// commit marker follows them.
+    pub fn transactional(mut self) -> BatchBuilder {
+        self.attributes |= TRANSACTIONAL_BIT;
+        self
+    }
+
+    /// Marks the batch as a control batch (transactional too): a transaction marker the
+    /// broker writes, whose one record is a [`crate::control::ControlMarker`].
+    pub fn control(mut self) -> BatchBuilder {
+        self.attributes |= TRANSACTIONAL_BIT | CONTROL_BIT;
+        self
     }
 
     /// Records appended so far.
@@ -810,6 +828,7 @@ impl BatchBuilder {
     /// If no record was appended: a batch holds at least one record.
     pub fn build(self) -> Bytes {
         let fields = HeaderFields {
+            attributes: self.attributes,
             n_records: self.n_records,
             base_timestamp: self.base_timestamp,
             max_timestamp: self.max_timestamp,
@@ -979,6 +998,7 @@ fn header_bytes(header: &BatchHeader) -> [u8; HEADER_LEN] {
 
 /// The header fields a builder fills in when it builds.
 struct HeaderFields {
+    attributes: i16,
     n_records: i32,
     base_timestamp: i64,
     max_timestamp: i64,
@@ -1000,7 +1020,7 @@ impl HeaderFields {
         header.put_i32(LeaderEpoch::UNKNOWN.0); // stamped by the leader
         header.put_i8(MAGIC_V2);
         header.put_u32(0); // crc: below
-        header.put_i16(0); // attributes: uncompressed, CreateTime
+        header.put_i16(self.attributes); // uncompressed, CreateTime
         header.put_i32(self.n_records - 1);
         header.put_i64(self.base_timestamp);
         header.put_i64(self.max_timestamp);

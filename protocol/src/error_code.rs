@@ -226,9 +226,22 @@ error_codes! {
     /// The producer epoch is old.
     InvalidProducerEpoch = 47, "INVALID_PRODUCER_EPOCH", false,
         "the producer epoch is older than the current one: another producer instance took over; close this producer";
+    /// The producer is not in a state that allows the operation (a plain write inside an
+    /// open transaction, a commit of a transaction that is not open).
+    InvalidTxnState = 48, "INVALID_TXN_STATE", false,
+        "the producer's transaction is not in a state that allows this; abort the transaction or close the producer";
+    /// The producer id does not belong to the transactional id.
+    InvalidProducerIdMapping = 49, "INVALID_PRODUCER_ID_MAPPING", false,
+        "the producer id does not belong to this transactional id (it expired or was fenced); initialise the producer again";
     /// The transaction timeout is invalid.
     InvalidTransactionTimeout = 50, "INVALID_TRANSACTION_TIMEOUT", false,
         "the transaction timeout is larger than the broker allows; lower it";
+    /// The transactional id is still completing its previous transaction.
+    ConcurrentTransactions = 51, "CONCURRENT_TRANSACTIONS", true,
+        "the previous transaction of this transactional id is still completing; retry shortly";
+    /// The marker comes from a transaction coordinator older than the partition has seen.
+    TransactionCoordinatorFenced = 52, "TRANSACTION_COORDINATOR_FENCED", false,
+        "a newer transaction coordinator has written to this partition; the older one stops";
     /// The broker did not attempt this item because another in the request failed.
     OperationNotAttempted = 55, "OPERATION_NOT_ATTEMPTED", false,
         "the broker did not attempt this operation because another part of the request failed; fix that and retry";

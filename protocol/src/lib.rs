@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod compression;
+pub mod control;
 mod error;
 pub mod error_code;
 pub mod frame;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use sluice_protocol::messages::{
-    FetchPartitionResponse, FetchRequest, FetchResponse, FetchTopicResponse,
+    AbortedTransaction, FetchPartitionResponse, FetchRequest, FetchResponse, FetchTopicResponse,
 };
 use sluice_protocol::ErrorCode;
 
@@ -40,6 +40,7 @@ pub async fn handle(
                     .collect(),
             })
             .collect(),
+        isolation: request.isolation_level,
         principal: principal.clone(),
     };
     let topics = service.fetch(request).await?;
@@ -56,8 +57,16 @@ pub async fn handle(
                     error_code,
                     error_message,
                     high_watermark: p.high_watermark,
-                    last_stable_offset: p.high_watermark,
+                    last_stable_offset: p.last_stable_offset,
                     log_start_offset: p.log_start_offset,
+                    aborted_transactions: p
+                        .aborted
+                        .into_iter()
+                        .map(|(producer_id, first_offset)| AbortedTransaction {
+                            producer_id,
+                            first_offset,
+                        })
+                        .collect(),
                     records,
                 }
             },

@@ -17,6 +17,7 @@ pub async fn list_offsets(
     principal: &Principal,
     request: ListOffsetsRequest,
 ) -> Result<ListOffsetsResponse, ApiError> {
+    let isolation = request.isolation_level;
     let queries = request
         .topics
         .into_iter()
@@ -29,6 +30,7 @@ pub async fn list_offsets(
                     partition: p.partition,
                     timestamp: p.timestamp,
                     current_leader_epoch: p.current_leader_epoch,
+                    isolation,
                 })
                 .collect(),
         })

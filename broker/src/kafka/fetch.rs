@@ -2,12 +2,14 @@
 //! [`crate::services::fetch`] and [`crate::services::offsets`]. Incremental fetch sessions
 //! (KIP-227) are declined: every answer carries session id 0, which tells a client to keep
 //! sending full fetches; a client that names a session gets FETCH_SESSION_ID_NOT_FOUND and
-//! starts over. Without transactions the last stable offset is the high watermark and no
-//! batch is ever aborted.
+//! starts over. read_committed fetches (v4+) stop at the last stable offset and carry the
+//! aborted transactions their records overlap.
 
 use std::time::Duration;
 
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -16,8 +18,9 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{
     ApiKey, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
-    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ResponseKind,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProducerId, ResponseKind,
 };
+use sluice_protocol::messages::IsolationLevel;
 use sluice_protocol::{LeaderEpoch, Offset, PartitionId};
 
 use super::{codec, kafka_error, topic_name};
@@ -68,6 +71,12 @@ pub async fn fetch(
                     .collect(),
             })
             .collect(),
+        // Before v4 there were no transactions: every record was committed.
+        isolation: if version >= 4 {
+            isolation_level(request.isolation_level)
+        } else {
+            IsolationLevel::ReadUncommitted
+        },
         principal: principal.clone(),
     };
     let topics = match service.fetch(asked).await {
@@ -87,9 +96,18 @@ pub async fn fetch(
             let data = PartitionData::default()
                 .with_partition_index(p.partition.0)
                 .with_high_watermark(p.high_watermark.0)
-                .with_last_stable_offset(p.high_watermark.0)
+                .with_last_stable_offset(p.last_stable_offset.0)
                 .with_log_start_offset(p.log_start_offset.0)
-                .with_aborted_transactions(Some(Vec::new()));
+                .with_aborted_transactions(Some(
+                    p.aborted
+                        .iter()
+                        .map(|&(producer_id, first_offset)| {
+                            AbortedTransaction::default()
+                                .with_producer_id(ProducerId(producer_id))
+                                .with_first_offset(first_offset.0)
+                        })
+                        .collect(),
+                ));
             match p.outcome {
                 Ok(records) => data.with_records(Some(records)),
                 Err(e) => data
@@ -106,14 +124,20 @@ pub async fn fetch(
     ResponseKind::Fetch(FetchResponse::default().with_responses(responses))
 }
 
-/// ListOffsets: earliest (-2), latest (-1: the high watermark) or the first offset at a
-/// time.
+/// ListOffsets: earliest (-2), latest (-1: the high watermark, or under read_committed the
+/// last stable offset) or the first offset at a time.
 pub async fn list_offsets(
     service: &Offsets,
     principal: &Principal,
     request: ListOffsetsRequest,
     version: i16,
 ) -> ResponseKind {
+    // read_committed came with v2.
+    let isolation = if version >= 2 {
+        isolation_level(request.isolation_level)
+    } else {
+        IsolationLevel::ReadUncommitted
+    };
     let queries: Vec<TopicItems<OffsetQuery>> = request
         .topics
         .iter()
@@ -126,6 +150,7 @@ pub async fn list_offsets(
                     partition: PartitionId(p.partition_index),
                     timestamp: p.timestamp,
                     current_leader_epoch: LeaderEpoch(p.current_leader_epoch),
+                    isolation,
                 })
                 .collect(),
         })
@@ -215,6 +240,15 @@ pub async fn offset_for_leader_epoch(
         },
     );
     ResponseKind::OffsetForLeaderEpoch(OffsetForLeaderEpochResponse::default().with_topics(topics))
+}
+
+/// Kafka's isolation level byte: 1 is read_committed, anything else read_uncommitted.
+fn isolation_level(wire: i8) -> IsolationLevel {
+    if wire == 1 {
+        IsolationLevel::ReadCommitted
+    } else {
+        IsolationLevel::ReadUncommitted
+    }
 }
 
 /// The same error for every partition asked (the lookup failed as a whole).

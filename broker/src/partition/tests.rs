@@ -4,6 +4,7 @@
 //! durability the leader asks for an fsync once per slice appended, and under `fsync` a
 //! follower's fetcher awaits the fsync of what it appended.
 
+use sluice_protocol::messages::IsolationLevel;
 use sluice_protocol::{BrokerId, LeaderEpoch, Offset};
 
 use super::testing::{assignment, leader_batch, open, open_with, produce, replica_fetch};
@@ -24,7 +25,12 @@ fn fetch(partition: &Partition, follower: i32, offset: i64) {
 /// Offsets a consumer reads from the leader, from `start` on.
 fn consumed(partition: &Partition, start: i64) -> Vec<i64> {
     let read = partition
-        .read(Offset(start), 1 << 20, LeaderEpoch(-1))
+        .read(
+            Offset(start),
+            1 << 20,
+            LeaderEpoch(-1),
+            IsolationLevel::ReadUncommitted,
+        )
         .expect("the leader serves reads");
     let mut offsets = Vec::new();
     for batch in sluice_protocol::batch::Batches::new(read.records) {

@@ -7,6 +7,7 @@ fn stamp(epoch: i16, first_seq: i32, n: i32) -> Stamp {
         first_seq,
         last_seq: add_seq(first_seq, n - 1),
         max_timestamp: 1_000,
+        transactional: false,
     }
 }
 

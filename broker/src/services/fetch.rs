@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_protocol::batch::BatchHeader;
+use sluice_protocol::messages::IsolationLevel;
 use sluice_protocol::{LeaderEpoch, Offset, PartitionId};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -43,6 +44,9 @@ pub struct FetchRequest {
     pub max_bytes: u32,
     /// What to read.
     pub topics: Vec<TopicItems<FetchPartition>>,
+    /// read_committed reads below the last stable offset and names the aborted
+    /// transactions in what it returns; read_uncommitted reads below the HW.
+    pub isolation: IsolationLevel,
     /// Who reads: needs Read on each topic.
     pub principal: Principal,
 }
@@ -69,8 +73,13 @@ pub struct Fetched {
     pub outcome: Result<Bytes, ApiError>,
     /// The HW when the read was made, -1 if unknown.
     pub high_watermark: Offset,
+    /// The last stable offset when the read was made, -1 if unknown.
+    pub last_stable_offset: Offset,
     /// The log start offset, -1 if unknown.
     pub log_start_offset: Offset,
+    /// read_committed: the aborted transactions (producer id, first offset) the records
+    /// overlap.
+    pub aborted: Vec<(i64, Offset)>,
 }
 
 /// The partitions of a fetch, resolved once.
@@ -157,8 +166,9 @@ impl Fetch {
             // Reads take the log's lock, which maintenance may hold across an fsync, and
             // may pread a cold segment: both belong on the blocking pool.
             let reading = Arc::clone(&targets);
+            let isolation = request.isolation;
             let (fetched, bytes, failed) =
-                tokio::task::spawn_blocking(move || read_all(&reading, max_bytes))
+                tokio::task::spawn_blocking(move || read_all(&reading, max_bytes, isolation))
                     .await
                     .map_err(|e| task_failed("fetch", e))?;
             let stop = *stopping.borrow();
@@ -232,7 +242,11 @@ pub(crate) async fn any_woken(wakers: &mut [Pin<Box<tokio::sync::futures::Notifi
 
 /// Reads every partition once. Returns what was read, the record bytes in it, and whether
 /// any partition failed (an error is worth answering at once, not after the long poll).
-fn read_all(targets: &Targets, max_bytes: u32) -> (Vec<TopicItems<Fetched>>, u64, bool) {
+fn read_all(
+    targets: &Targets,
+    max_bytes: u32,
+    isolation: IsolationLevel,
+) -> (Vec<TopicItems<Fetched>>, u64, bool) {
     let mut total: u64 = 0;
     let mut failed = false;
     let mut topics = Vec::with_capacity(targets.len());
@@ -240,27 +254,36 @@ fn read_all(targets: &Targets, max_bytes: u32) -> (Vec<TopicItems<Fetched>>, u64
         let mut results = Vec::with_capacity(topic.partitions.len());
         for (request, found) in &topic.partitions {
             let budget = (max_bytes as u64).saturating_sub(total) as u32;
-            let fetched = match read_one(request, found, budget, total > 0) {
+            let fetched = match read_one(request, found, budget, total > 0, isolation) {
                 Ok(read) => {
                     total += read.records.len() as u64;
                     Fetched {
                         partition: request.partition,
                         outcome: Ok(read.records),
                         high_watermark: read.high_watermark,
+                        last_stable_offset: read.last_stable_offset,
                         log_start_offset: read.log_start_offset,
+                        aborted: read.aborted,
                     }
                 }
                 Err(e) => {
                     failed = true;
-                    let (high_watermark, log_start_offset) =
-                        found.as_ref().map_or((Offset(-1), Offset(-1)), |p| {
-                            (p.high_watermark(), p.log_start_offset())
+                    let (high_watermark, last_stable_offset, log_start_offset) = found
+                        .as_ref()
+                        .map_or((Offset(-1), Offset(-1), Offset(-1)), |p| {
+                            (
+                                p.high_watermark(),
+                                p.last_stable_offset(),
+                                p.log_start_offset(),
+                            )
                         });
                     Fetched {
                         partition: request.partition,
                         outcome: Err(e),
                         high_watermark,
+                        last_stable_offset,
                         log_start_offset,
+                        aborted: Vec::new(),
                     }
                 }
             };
@@ -282,12 +305,15 @@ fn read_one(
     found: &Result<Arc<Partition>, ApiError>,
     budget: u32,
     response_has_data: bool,
+    isolation: IsolationLevel,
 ) -> Result<ReadResult, ApiError> {
     let partition = found.as_ref().map_err(Clone::clone)?;
     let state_only = || ReadResult {
         records: Bytes::new(),
         high_watermark: partition.high_watermark(),
+        last_stable_offset: partition.last_stable_offset(),
         log_start_offset: partition.log_start_offset(),
+        aborted: Vec::new(),
     };
     if response_has_data && budget == 0 {
         return Ok(state_only());
@@ -297,6 +323,7 @@ fn read_one(
         request.fetch_offset,
         partition_max,
         request.current_leader_epoch,
+        isolation,
     )?;
     if response_has_data && read.records.len() as u64 > u64::from(budget) {
         return Ok(state_only());

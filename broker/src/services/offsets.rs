@@ -1,4 +1,5 @@
-//! Offset lookups for consumers: ListOffsets (earliest, latest = the high watermark, or the
+//! Offset lookups for consumers: ListOffsets (earliest, latest = the high watermark or, under
+//! read_committed, the last stable offset, or the
 //! first offset at a time) and OffsetsForLeaderEpoch (where an epoch ends in the leader's
 //! log, which a consumer compares with its position after a leader change, KIP-320).
 //! Lookups take the log's lock, which maintenance may hold across an fsync, so they run on
@@ -6,6 +7,7 @@
 
 use std::sync::Arc;
 
+use sluice_protocol::messages::IsolationLevel;
 use sluice_protocol::{LeaderEpoch, Offset, PartitionId};
 
 use super::{task_failed, PartitionOutcome, TopicItems};
@@ -25,6 +27,9 @@ pub struct OffsetQuery {
     pub timestamp: i64,
     /// The leader epoch the client knows, -1 if none.
     pub current_leader_epoch: LeaderEpoch,
+    /// read_committed: "latest" is the last stable offset, and a time finds only offsets
+    /// below it.
+    pub isolation: IsolationLevel,
 }
 
 /// The answer of a ListOffsets for one partition.
@@ -91,8 +96,11 @@ impl Offsets {
     ) -> Result<Vec<TopicItems<PartitionOutcome<FoundOffset>>>, ApiError> {
         let found = self
             .per_partition(principal, topics, |partition, query: &OffsetQuery| {
-                let (timestamp, offset) =
-                    partition.offset_for_timestamp(query.timestamp, query.current_leader_epoch)?;
+                let (timestamp, offset) = partition.offset_for_timestamp(
+                    query.timestamp,
+                    query.current_leader_epoch,
+                    query.isolation,
+                )?;
                 Ok(FoundOffset {
                     timestamp,
                     offset,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use sluice_protocol::batch::BatchHeader;
 use sluice_protocol::group_log::OFFSETS_TOPIC;
 use sluice_protocol::{ErrorCode, Offset, PartitionId};
 
@@ -116,6 +117,8 @@ impl Produce {
                             Err(e.clone())
                         } else if topic.topic == OFFSETS_TOPIC {
                             Err(internal_topic())
+                        } else if any_transactional(&records) {
+                            Err(no_transaction_coordinator())
                         } else {
                             self.topics.partition(&image, &topic.topic, index)
                         };
@@ -277,6 +280,32 @@ fn count_appended(
         metrics.produced(topic, n_records.max(0) as u64, bytes as u64);
     }
     (partition, pending)
+}
+
+/// Whether any batch in `records` has the transactional bit, from the headers alone.
+fn any_transactional(records: &[u8]) -> bool {
+    let mut rest = records;
+    while let Ok(header) = BatchHeader::parse(rest) {
+        if header.is_transactional() {
+            return true;
+        }
+        match rest.get(header.total_len() as usize..) {
+            Some(next) => rest = next,
+            None => break,
+        }
+    }
+    false
+}
+
+/// A transactional batch opens a transaction in its partition, which only a transaction
+/// coordinator's marker closes; until the coordinator exists (issue 26's next step), a
+/// transaction opened here would hold every read_committed reader back forever.
+fn no_transaction_coordinator() -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidTxnState,
+        "this broker has no transaction coordinator yet, so it takes no transactional \
+         batches; produce with an idempotent (non-transactional) producer",
+    )
 }
 
 fn internal_topic() -> ApiError {

@@ -158,7 +158,12 @@ async fn a_lookup_that_keeps_failing_returns_the_partitions_last_error() {
     cluster.state().move_leader("t", 0, BrokerId::NONE);
     let offsets = bounded(
         "lookup",
-        client.list_offsets_with("t", &[(PartitionId(0), -1)], 2),
+        client.list_offsets_with(
+            "t",
+            &[(PartitionId(0), -1)],
+            2,
+            sluice_protocol::messages::IsolationLevel::ReadUncommitted,
+        ),
     )
     .await
     .unwrap();

@@ -539,3 +539,78 @@ async fn a_confirmed_position_the_log_really_lost_is_reset_after_the_wait() {
         "offset 3 is out of range for t/0 (the log holds 0 to 1); seek to a valid offset"
     );
 }
+
+/// The offsets of data batches a read_committed reader keeps from `batches` (base
+/// offset, producer, kind) given the fetch's `aborted` transactions.
+fn kept_by_abort_filter(
+    batches: &[(i64, i64, Option<ControlType>)],
+    aborted: &[(i64, i64)],
+) -> Vec<i64> {
+    use sluice_protocol::batch::{set_base_offset, BatchBuilder, ProducerStamp};
+    let mut filter = AbortFilter::new(
+        aborted
+            .iter()
+            .map(|&(producer_id, first)| AbortedTransaction {
+                producer_id,
+                first_offset: Offset(first),
+            })
+            .collect(),
+    );
+    let mut kept = Vec::new();
+    for &(base, producer_id, kind) in batches {
+        let bytes = match kind {
+            Some(kind) => ControlMarker {
+                kind,
+                coordinator_epoch: 0,
+            }
+            .batch(producer_id, 0, 0),
+            None => {
+                let stamp = ProducerStamp {
+                    producer_id,
+                    producer_epoch: 0,
+                    base_sequence: 0,
+                };
+                let mut builder = BatchBuilder::with_capacity(stamp, 0).transactional();
+                builder.append(0, None, Some(b"v"), &[]);
+                builder.build()
+            }
+        };
+        let mut bytes = bytes::BytesMut::from(&bytes[..]);
+        set_base_offset(&mut bytes, Offset(base));
+        let batch = RecordBatch::validate(bytes.freeze()).unwrap();
+        if !filter.skips(&batch) && !batch.header().is_control() {
+            kept.push(base);
+        }
+    }
+    kept
+}
+
+#[test]
+fn read_committed_skips_the_batches_of_aborted_transactions_up_to_their_markers() {
+    use ControlType::{Abort, Commit};
+    // Producer 1 aborts at 3 and again at 6 (a second transaction from 4); producer 2's
+    // transaction in between commits at 7.
+    let batches = [
+        (0, 1, None),
+        (1, 1, None),
+        (2, 2, None),
+        (3, 1, Some(Abort)),
+        (4, 1, None),
+        (5, 1, None),
+        (6, 1, Some(Abort)),
+        (7, 2, Some(Commit)),
+        (8, 1, None),
+    ];
+    assert_eq!(
+        kept_by_abort_filter(&batches, &[(1, 0), (1, 4)]),
+        [2, 8],
+        "producer 1's batch at 8 is a new transaction, not aborted"
+    );
+    assert_eq!(
+        kept_by_abort_filter(&batches, &[]),
+        [0, 1, 2, 4, 5, 8],
+        "without aborted transactions only markers are left out"
+    );
+    // Fetched from 4: only the second abort is named.
+    assert_eq!(kept_by_abort_filter(&batches[4..], &[(1, 4)]), [8]);
+}

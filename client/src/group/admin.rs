@@ -4,8 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use sluice_protocol::messages::{
-    DeleteGroupsRequest, DescribeGroupsRequest, ListGroupsRequest, ResetOffsetsPartition,
-    ResetOffsetsRequest, ResetOffsetsTopic, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
+    DeleteGroupsRequest, DescribeGroupsRequest, IsolationLevel, ListGroupsRequest,
+    ResetOffsetsPartition, ResetOffsetsRequest, ResetOffsetsTopic, EARLIEST_TIMESTAMP,
+    LATEST_TIMESTAMP,
 };
 use sluice_protocol::{BrokerId, ErrorCode, Offset, PartitionId, Request, Response};
 
@@ -419,6 +420,7 @@ impl Admin {
                     &lookups,
                     DESCRIBE_LOOKUP_ATTEMPTS,
                     Some(DESCRIBE_LOOKUP_TIMEOUT),
+                    IsolationLevel::ReadUncommitted,
                 )
                 .await
             {

@@ -13,7 +13,8 @@ wire_enum_i8! {
     pub enum IsolationLevel {
         /// Everything below the high watermark.
         ReadUncommitted = 0,
-        /// Only records below the last stable offset (no open transactions).
+        /// Only records below the last stable offset (no open transactions), without the
+        /// records of aborted transactions.
         ReadCommitted = 1,
     }
 }
@@ -59,6 +60,18 @@ wire_struct! {
 }
 
 wire_struct! {
+    /// A transaction that was aborted, with records in the fetched range: a read_committed
+    /// reader drops this producer's transactional batches from `first_offset` until it
+    /// reads the producer's abort marker.
+    pub struct AbortedTransaction {
+        /// The producer whose transaction it was.
+        pub producer_id: i64,
+        /// The offset of the transaction's first record in this partition.
+        pub first_offset: Offset,
+    }
+}
+
+wire_struct! {
     /// What was read from one partition.
     pub struct FetchPartitionResponse {
         /// The partition's index.
@@ -73,6 +86,9 @@ wire_struct! {
         pub last_stable_offset: Offset,
         /// The partition's log start offset.
         pub log_start_offset: Offset,
+        /// Under read_committed, the aborted transactions with records in `records`
+        /// (empty under read_uncommitted).
+        pub aborted_transactions: Vec<AbortedTransaction>,
         /// Whole RecordBatch v2 batches, possibly empty.
         pub records: Bytes,
     }

@@ -335,6 +335,30 @@ pub struct ConsumeArgs {
     /// Print each record as key SEP value.
     #[arg(long, value_name = "SEP")]
     pub key_separator: Option<String>,
+    /// Which records to print: only those of committed transactions (and every
+    /// non-transactional one), or also those of open and aborted transactions.
+    #[arg(long, value_name = "LEVEL", default_value = "read_committed")]
+    pub isolation_level: IsolationArg,
+}
+
+/// `--isolation-level` values, Kafka's names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IsolationArg {
+    /// Records of committed transactions, up to the last stable offset.
+    #[value(name = "read_committed")]
+    ReadCommitted,
+    /// Every record up to the high watermark.
+    #[value(name = "read_uncommitted")]
+    ReadUncommitted,
+}
+
+impl IsolationArg {
+    pub fn level(self) -> sluice_client::IsolationLevel {
+        match self {
+            IsolationArg::ReadCommitted => sluice_client::IsolationLevel::ReadCommitted,
+            IsolationArg::ReadUncommitted => sluice_client::IsolationLevel::ReadUncommitted,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

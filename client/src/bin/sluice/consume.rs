@@ -33,7 +33,11 @@ pub async fn run(client: Client, args: ConsumeArgs, format: Format) -> CliResult
         Some(p) => vec![PartitionId(p)],
         None => topic.partitions.iter().map(|p| p.partition).collect(),
     };
-    let mut consumer = Consumer::new(client, ConsumerConfig::default());
+    let config = ConsumerConfig {
+        isolation_level: args.isolation_level.level(),
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::new(client, config);
     consumer
         .assign(
             partitions
@@ -181,6 +185,7 @@ async fn run_group(client: Client, args: ConsumeArgs, group: String, format: For
         } else {
             OffsetReset::Latest
         },
+        isolation_level: args.isolation_level.level(),
         ..ConsumerConfig::default()
     };
     let group_config = GroupConfig {

@@ -1,0 +1,248 @@
+//! Transactions in one partition: the last stable offset stops read_committed readers at
+//! an open transaction (and at one whose marker the ISR does not have yet), aborted
+//! transactions are named to them, markers are fenced by producer and coordinator epochs,
+//! and all of it survives a restart and is copied by followers.
+
+use bytes::Bytes;
+use sluice_protocol::batch::{BatchBuilder, Batches, ProducerStamp};
+use sluice_protocol::control::{ControlMarker, ControlType};
+use sluice_protocol::messages::IsolationLevel;
+use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset};
+
+use super::testing::{assignment, open, produce, replica_fetch};
+use super::{Acks, FollowerIncarnation, Partition};
+
+const PRODUCER: i64 = 7;
+
+/// A transactional batch of `n` records of producer [`PRODUCER`] at `epoch` from `seq`.
+fn txn_batch(epoch: i16, seq: i32, n: usize) -> Bytes {
+    let stamp = ProducerStamp {
+        producer_id: PRODUCER,
+        producer_epoch: epoch,
+        base_sequence: seq,
+    };
+    let mut builder = BatchBuilder::with_capacity(stamp, 0).transactional();
+    for i in 0..n {
+        builder.append(0, None, Some(format!("t{i}").as_bytes()), &[]);
+    }
+    builder.build()
+}
+
+fn marker(kind: ControlType, coordinator_epoch: i32) -> ControlMarker {
+    ControlMarker {
+        kind,
+        coordinator_epoch,
+    }
+}
+
+/// Appends and moves the HW as far as the ISR allows.
+fn append(partition: &Partition, records: Bytes) {
+    partition.append_now(records, Acks::Leader).unwrap();
+    partition.maybe_advance_high_watermark();
+}
+
+fn end_txn(partition: &Partition, epoch: i16, kind: ControlType) {
+    partition
+        .append_marker(PRODUCER, epoch, marker(kind, 0))
+        .expect("the leader writes the marker");
+    partition.maybe_advance_high_watermark();
+}
+
+/// What a consumer reads from `start` at `isolation`: the offsets of data records (markers
+/// left out), and the aborted transactions named.
+fn read(
+    partition: &Partition,
+    start: i64,
+    isolation: IsolationLevel,
+) -> (Vec<i64>, Vec<(i64, Offset)>) {
+    let read = partition
+        .read(Offset(start), 1 << 20, LeaderEpoch(-1), isolation)
+        .expect("the leader serves reads");
+    let mut offsets = Vec::new();
+    for batch in Batches::new(read.records) {
+        let header = *batch.expect("a whole batch").header();
+        if !header.is_control() {
+            offsets.extend(header.base_offset.0..=header.last_offset().0);
+        }
+    }
+    (offsets, read.aborted)
+}
+
+fn committed(partition: &Partition, start: i64) -> Vec<i64> {
+    read(partition, start, IsolationLevel::ReadCommitted).0
+}
+
+#[test]
+fn a_read_committed_reader_stops_at_an_open_transaction_until_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), &assignment(1, 1, &[1]));
+    produce(&leader, 1, 3); // 0..=2
+    append(&leader, txn_batch(0, 0, 2)); // 3..=4, open
+    produce(&leader, 1, 2); // 5..=6, plain, after the open transaction
+    assert_eq!(leader.high_watermark(), Offset(7));
+    assert_eq!(leader.last_stable_offset(), Offset(3));
+    assert_eq!(committed(&leader, 0), [0, 1, 2]);
+    assert!(committed(&leader, 3).is_empty(), "at the LSO: nothing yet");
+    assert_eq!(
+        read(&leader, 0, IsolationLevel::ReadUncommitted).0,
+        [0, 1, 2, 3, 4, 5, 6]
+    );
+    // The transaction's second batch, then its commit.
+    append(&leader, txn_batch(0, 2, 1)); // 7
+    assert_eq!(leader.last_stable_offset(), Offset(3));
+    end_txn(&leader, 0, ControlType::Commit); // marker at 8
+    assert_eq!(leader.last_stable_offset(), Offset(9));
+    assert_eq!(
+        read(&leader, 0, IsolationLevel::ReadCommitted),
+        (vec![0, 1, 2, 3, 4, 5, 6, 7], vec![])
+    );
+}
+
+#[test]
+fn an_aborted_transaction_is_named_to_read_committed_readers_of_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), &assignment(1, 1, &[1]));
+    append(&leader, txn_batch(0, 0, 2)); // 0..=1
+    produce(&leader, 1, 1); // 2
+    end_txn(&leader, 0, ControlType::Abort); // marker at 3
+    produce(&leader, 1, 1); // 4
+    assert_eq!(leader.last_stable_offset(), Offset(5));
+    let (offsets, aborted) = read(&leader, 0, IsolationLevel::ReadCommitted);
+    assert_eq!(offsets, [0, 1, 2, 4]);
+    assert_eq!(aborted, [(PRODUCER, Offset(0))]);
+    assert_eq!(read(&leader, 4, IsolationLevel::ReadCommitted).1, []);
+    assert_eq!(
+        read(&leader, 0, IsolationLevel::ReadUncommitted).1,
+        [],
+        "read_uncommitted readers are told nothing"
+    );
+}
+
+#[test]
+fn the_lso_waits_for_the_isr_to_have_the_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), &assignment(1, 1, &[1, 2]));
+    append(&leader, txn_batch(0, 0, 2)); // 0..=1
+    end_txn(&leader, 0, ControlType::Commit); // marker at 2
+    let follower_fetch = |offset: i64| {
+        leader
+            .read_for_follower(
+                BrokerId(2),
+                FollowerIncarnation::Registered,
+                &replica_fetch(Offset(offset)),
+                1 << 20,
+            )
+            .unwrap();
+    };
+    follower_fetch(2); // the follower has the records, not the marker
+    assert_eq!(leader.high_watermark(), Offset(2));
+    assert_eq!(
+        leader.last_stable_offset(),
+        Offset(0),
+        "a reader must not see records before it can see how their transaction ended"
+    );
+    assert!(committed(&leader, 0).is_empty());
+    follower_fetch(3);
+    assert_eq!(leader.last_stable_offset(), Offset(3));
+    assert_eq!(committed(&leader, 0), [0, 1]);
+}
+
+#[test]
+fn markers_and_writes_are_fenced_by_epochs_and_the_open_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), &assignment(1, 1, &[1]));
+    append(&leader, txn_batch(1, 0, 1)); // 0, epoch 1
+    leader
+        .append_marker(PRODUCER, 1, marker(ControlType::Commit, 5))
+        .unwrap();
+    append(&leader, txn_batch(1, 1, 1)); // 2, a new transaction
+                                         // An idempotent batch of the same producer inside its open transaction.
+    let mut plain = BatchBuilder::with_capacity(
+        ProducerStamp {
+            producer_id: PRODUCER,
+            producer_epoch: 1,
+            base_sequence: 2,
+        },
+        0,
+    );
+    plain.append(0, None, Some(b"p"), &[]);
+    let refused = leader.append_now(plain.build(), Acks::Leader).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::InvalidTxnState);
+    let stale_producer = leader
+        .append_marker(PRODUCER, 0, marker(ControlType::Abort, 5))
+        .unwrap_err();
+    assert_eq!(stale_producer.code, ErrorCode::InvalidProducerEpoch);
+    let stale_coordinator = leader
+        .append_marker(PRODUCER, 1, marker(ControlType::Abort, 4))
+        .unwrap_err();
+    assert_eq!(
+        stale_coordinator.code,
+        ErrorCode::TransactionCoordinatorFenced
+    );
+    // The coordinator aborts it in a bumped epoch (a timed-out transaction): the producer's
+    // sequences restart in that epoch.
+    leader
+        .append_marker(PRODUCER, 2, marker(ControlType::Abort, 5))
+        .unwrap();
+    leader.maybe_advance_high_watermark();
+    append(&leader, txn_batch(2, 0, 1));
+    assert_eq!(leader.last_stable_offset(), Offset(4));
+}
+
+#[test]
+fn transactions_survive_a_restart_with_or_without_a_snapshot() {
+    for snapshot in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let leader = open(dir.path(), &assignment(1, 1, &[1]));
+        append(&leader, txn_batch(0, 0, 2)); // 0..=1
+        end_txn(&leader, 0, ControlType::Abort); // 2
+        append(&leader, txn_batch(0, 2, 1)); // 3, open
+        if snapshot {
+            leader.checkpoint(i64::MIN);
+        }
+        produce(&leader, 1, 1); // 4
+        drop(leader); // a crash
+        let leader = open(dir.path(), &assignment(1, 2, &[1]));
+        assert_eq!(leader.high_watermark(), Offset(5));
+        assert_eq!(
+            leader.last_stable_offset(),
+            Offset(3),
+            "snapshot: {snapshot}"
+        );
+        let (offsets, aborted) = read(&leader, 0, IsolationLevel::ReadCommitted);
+        assert_eq!(offsets, [0, 1]);
+        assert_eq!(aborted, [(PRODUCER, Offset(0))], "snapshot: {snapshot}");
+        end_txn(&leader, 0, ControlType::Commit); // 5
+        assert_eq!(committed(&leader, 0), [0, 1, 3, 4]);
+    }
+}
+
+#[test]
+fn a_follower_copies_the_transactions_so_that_it_can_lead() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let leader = open(leader_dir.path(), &assignment(1, 1, &[1]));
+    append(&leader, txn_batch(0, 0, 2)); // 0..=1
+    end_txn(&leader, 0, ControlType::Abort); // 2
+    append(&leader, txn_batch(0, 2, 1)); // 3, open
+    let copied = leader
+        .read_for_follower(
+            BrokerId(2),
+            FollowerIncarnation::Registered,
+            &replica_fetch(Offset(0)),
+            1 << 20,
+        )
+        .unwrap()
+        .0
+        .records;
+
+    let follower_dir = tempfile::tempdir().unwrap();
+    let follower = open(follower_dir.path(), &assignment(2, 1, &[1, 2]));
+    follower.append_from_leader(copied, Offset(4)).unwrap();
+    follower.apply_assignment(&assignment(1, 2, &[1]));
+    assert_eq!(follower.high_watermark(), Offset(4));
+    assert_eq!(follower.last_stable_offset(), Offset(3));
+    assert_eq!(
+        read(&follower, 0, IsolationLevel::ReadCommitted),
+        (vec![0, 1], vec![(PRODUCER, Offset(0))])
+    );
+}
