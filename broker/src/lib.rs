@@ -37,6 +37,7 @@ pub mod services;
 pub mod tls;
 pub mod topic_config;
 pub mod topics;
+pub mod txn;
 
 pub use broker::Broker;
 pub use config::{BrokerConfig, ConfigLayer};

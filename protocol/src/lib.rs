@@ -14,6 +14,7 @@ pub mod frame;
 pub mod group_log;
 pub mod messages;
 pub mod scram;
+pub mod txn_log;
 pub mod types;
 pub mod varint;
 pub mod wire;
