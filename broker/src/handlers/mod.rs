@@ -13,6 +13,7 @@ mod offsets;
 mod produce;
 mod producer_id;
 mod replica_fetch;
+mod txn;
 mod users;
 
 use std::net::SocketAddr;
@@ -74,6 +75,7 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::InitProducerId,
     ApiKey::OffsetsForLeaderEpoch,
     ApiKey::ReplicaFetch,
+    ApiKey::WriteTxnMarkers,
     ApiKey::BrokerRegistration,
     ApiKey::BrokerHeartbeat,
     ApiKey::AlterPartition,
@@ -213,6 +215,9 @@ pub async fn finish(
         Request::ReplicaFetch(r) => {
             Response::ReplicaFetch(replica_fetch::replica_fetch(broker, r).await?)
         }
+        Request::WriteTxnMarkers(r) => {
+            Response::WriteTxnMarkers(txn::write_txn_markers(broker, r).await?)
+        }
         Request::OffsetsForLeaderEpoch(r) => Response::OffsetsForLeaderEpoch(
             replica_fetch::offsets_for_leader_epoch(&services.offsets, principal, r).await?,
         ),
@@ -267,6 +272,7 @@ fn is_broker_api(api: ApiKey) -> bool {
     matches!(
         api,
         ApiKey::ReplicaFetch
+            | ApiKey::WriteTxnMarkers
             | ApiKey::BrokerRegistration
             | ApiKey::BrokerHeartbeat
             | ApiKey::AlterPartition

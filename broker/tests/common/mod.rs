@@ -1,6 +1,6 @@
 //! The broker black-box harness shared by the test files: a broker on 127.0.0.1:0 in this
 //! process, and a raw protocol connection to it (no client library).
-#![allow(dead_code)] // each test file uses its own subset
+#![allow(dead_code, unused_imports)] // each test file uses its own subset
 
 pub use std::time::Duration;
 

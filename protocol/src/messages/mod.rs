@@ -23,6 +23,7 @@ mod produce;
 mod producer_id;
 mod replication;
 mod security;
+mod txn;
 
 pub use admin::*;
 pub use controller::*;
@@ -34,6 +35,7 @@ pub use produce::*;
 pub use producer_id::*;
 pub use replication::*;
 pub use security::*;
+pub use txn::*;
 
 use bytes::{Bytes, BytesMut};
 
@@ -274,6 +276,8 @@ apis! {
     InitProducerId = 22, versions 0..=0, InitProducerIdRequest, InitProducerIdResponse;
     /// Where leader epochs end in a leader's log (follower truncation).
     OffsetsForLeaderEpoch = 23, versions 0..=0, OffsetsForLeaderEpochRequest, OffsetsForLeaderEpochResponse;
+    /// A transaction coordinator has leaders write commit or abort markers (brokers only).
+    WriteTxnMarkers = 27, versions 0..=0, WriteTxnMarkersRequest, WriteTxnMarkersResponse;
     /// One message of a SASL login.
     SaslAuthenticate = 36, versions 0..=0, SaslAuthenticateRequest, SaslAuthenticateResponse;
     /// Delete empty consumer groups.
