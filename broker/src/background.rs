@@ -35,13 +35,15 @@ pub fn spawn(broker: &Arc<Broker>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(
         Arc::clone(&broker.groups).run(move || image_of.cluster.image(), broker.stopping()),
     );
+    tokio::spawn(Arc::clone(&broker.services.txns).run(broker.stopping()));
     spawn_maintenance(broker);
     applier
 }
 
 /// Applies every new metadata image to the hosted replicas (opening, deleting and
 /// re-roling them on a blocking thread), then starts fetchers for new leaders and moves
-/// the group coordinator's shards with the leadership of `__consumer_offsets`.
+/// the group coordinator's shards with the leadership of `__consumer_offsets` and the
+/// transaction coordinator's with that of `__transaction_state`.
 async fn apply_metadata(broker: Arc<Broker>) {
     let replication = Replication::default();
     let mut applied = broker.cluster.applied();
@@ -68,6 +70,12 @@ async fn apply_metadata(broker: Arc<Broker>) {
             let topic = broker
                 .topics
                 .get(sluice_protocol::group_log::OFFSETS_TOPIC)?;
+            topic.partitions.get(&index).cloned()
+        });
+        broker.services.txns.on_image(&image, |index| {
+            let topic = broker
+                .topics
+                .get(sluice_protocol::txn_log::TRANSACTION_STATE_TOPIC)?;
             topic.partitions.get(&index).cloned()
         });
         tokio::select! {

@@ -299,7 +299,9 @@ pub struct Services {
     /// Offset lookups.
     pub offsets: Offsets,
     /// Producer ids.
-    pub producer_ids: ProducerIds,
+    pub producer_ids: Arc<ProducerIds>,
+    /// The transaction coordinator (the `__transaction_state` partitions led here).
+    pub txns: Arc<crate::txn::coordinator::Transactions>,
     /// Consumer groups.
     pub groups: Arc<Coordinator>,
     /// SCRAM users.
@@ -347,6 +349,11 @@ impl Services {
             Arc::clone(topics),
             Arc::clone(&authorizer),
         );
+        let producer_ids = Arc::new(ProducerIds::new(
+            config.node_id,
+            Arc::clone(cluster),
+            Arc::clone(&authorizer),
+        ));
         Services {
             acls: crate::services::acls::Acls::new(Arc::clone(cluster), Arc::clone(&authorizer)),
             users: crate::services::users::Users::new(Arc::clone(cluster), Arc::clone(&authorizer)),
@@ -371,11 +378,14 @@ impl Services {
                 Arc::clone(metrics),
                 Arc::clone(&authorizer),
             ),
-            producer_ids: ProducerIds::new(
-                config.node_id,
-                Arc::clone(cluster),
+            txns: Arc::new(crate::txn::coordinator::Transactions::new(
+                config,
+                admin.clone(),
+                Arc::clone(topics),
+                Arc::clone(&producer_ids),
                 Arc::clone(&authorizer),
-            ),
+            )),
+            producer_ids,
             groups: Arc::new(Coordinator::new(
                 config,
                 admin.clone(),

@@ -138,6 +138,7 @@ pub async fn run(broker: Arc<Broker>, listeners: impl Into<Listeners>, shutdown:
         tracing::error!("the metadata applier failed: {e}");
     }
     broker.groups.unload_all().await;
+    broker.services.txns.unload_all();
     let closing = Arc::clone(&broker);
     if let Err(e) = tokio::task::spawn_blocking(move || closing.close()).await {
         tracing::error!("closing the logs failed: {e}");

@@ -36,26 +36,6 @@ impl Conn {
         assert_eq!(r.error_code, ErrorCode::None, "{r:?}");
         r
     }
-
-    async fn produce_batch(&mut self, topic: &str, records: Bytes) -> ProducePartitionResponse {
-        let Response::Produce(r) = self
-            .call(Request::Produce(ProduceRequest {
-                acks: ACKS_ALL,
-                timeout_ms: 5000,
-                topics: vec![ProduceTopic {
-                    name: topic.into(),
-                    partitions: vec![ProducePartition {
-                        partition: PartitionId(0),
-                        records,
-                    }],
-                }],
-            }))
-            .await
-        else {
-            panic!("not a Produce response")
-        };
-        r.topics[0].partitions[0].clone()
-    }
 }
 
 #[tokio::test]
@@ -72,22 +52,22 @@ async fn a_resent_batch_is_written_once_even_across_restarts() {
 
     let a = idempotent_batch(pid, 0, 0, &["a", "b", "c"]);
     assert_eq!(
-        c.produce_batch("idem", a.clone()).await.base_offset,
+        c.produce_records("idem", a.clone()).await.base_offset,
         Offset(0)
     );
-    let again = c.produce_batch("idem", a.clone()).await;
+    let again = c.produce_records("idem", a.clone()).await;
     assert_eq!(
         (again.error_code, again.base_offset),
         (ErrorCode::None, Offset(0))
     );
     let b = idempotent_batch(pid, 0, 3, &["d"]);
     assert_eq!(
-        c.produce_batch("idem", b.clone()).await.base_offset,
+        c.produce_records("idem", b.clone()).await.base_offset,
         Offset(3)
     );
 
     let gap = c
-        .produce_batch("idem", idempotent_batch(pid, 0, 9, &["x"]))
+        .produce_records("idem", idempotent_batch(pid, 0, 9, &["x"]))
         .await;
     assert_eq!(gap.error_code, ErrorCode::OutOfOrderSequenceNumber);
     assert!(gap.error_message.unwrap().contains("expected 4"));
@@ -98,12 +78,12 @@ async fn a_resent_batch_is_written_once_even_across_restarts() {
 
     let broker = TestBroker::start(dir.path(), &[]).await;
     let mut c = broker.connect().await;
-    let resent = c.produce_batch("idem", b).await;
+    let resent = c.produce_records("idem", b).await;
     assert_eq!(
         (resent.error_code, resent.base_offset),
         (ErrorCode::None, Offset(3))
     );
-    let resent = c.produce_batch("idem", a).await;
+    let resent = c.produce_records("idem", a).await;
     assert_eq!(resent.base_offset, Offset(0));
     assert_eq!(
         values(c.fetch("idem", 0, 0, 0).await.records, 0),
@@ -119,11 +99,11 @@ async fn a_resent_batch_is_written_once_even_across_restarts() {
     let broker = TestBroker::start(dir.path(), &[]).await;
     let mut c = broker.connect().await;
     let next = c
-        .produce_batch("idem", idempotent_batch(pid, 0, 4, &["e"]))
+        .produce_records("idem", idempotent_batch(pid, 0, 4, &["e"]))
         .await;
     assert_eq!(next.base_offset, Offset(4));
     let gap = c
-        .produce_batch("idem", idempotent_batch(pid, 0, 4 + 2, &["x"]))
+        .produce_records("idem", idempotent_batch(pid, 0, 4 + 2, &["x"]))
         .await;
     assert_eq!(gap.error_code, ErrorCode::OutOfOrderSequenceNumber);
     broker.shutdown().await;
@@ -135,7 +115,7 @@ async fn a_bumped_epoch_fences_the_old_one() {
     let mut c = broker.connect().await;
     assert_eq!(c.create("fence", 1, &[]).await, ErrorCode::None);
     let old = c.init_producer_id(-1, -1).await;
-    c.produce_batch("fence", idempotent_batch(old.producer_id, 0, 0, &["a"]))
+    c.produce_records("fence", idempotent_batch(old.producer_id, 0, 0, &["a"]))
         .await;
     let bumped = c
         .init_producer_id(old.producer_id, old.producer_epoch)
@@ -145,11 +125,11 @@ async fn a_bumped_epoch_fences_the_old_one() {
         (old.producer_id, 1)
     );
     let new_epoch = c
-        .produce_batch("fence", idempotent_batch(old.producer_id, 1, 0, &["b"]))
+        .produce_records("fence", idempotent_batch(old.producer_id, 1, 0, &["b"]))
         .await;
     assert_eq!(new_epoch.base_offset, Offset(1));
     let zombie = c
-        .produce_batch("fence", idempotent_batch(old.producer_id, 0, 1, &["c"]))
+        .produce_records("fence", idempotent_batch(old.producer_id, 0, 1, &["c"]))
         .await;
     assert_eq!(zombie.error_code, ErrorCode::InvalidProducerEpoch);
     broker.shutdown().await;

@@ -1,12 +1,18 @@
 //! Transactions on a real broker, in raw frames (issue 26, as far as it is built): the
 //! leader writes a coordinator's commit or abort markers (WriteTxnMarkers), fenced by the
-//! coordinator's epoch, read_committed fetches see the markers' batches but no record of
-//! them, and transactional produce is refused until the transaction coordinator exists.
+//! coordinator's epoch; a transactional producer's records become visible to
+//! read_committed readers when it commits and never when it aborts; a new instance of a
+//! transactional id fences the old one and aborts what it left open, as does the
+//! transaction timeout; the coordinator's state survives a restart.
 
 mod common;
 
 use common::*;
 use sluice_protocol::batch::ProducerStamp;
+use tokio::time::Instant;
+
+/// How long a condition the broker reaches on its own (a load, a marker) is waited for.
+const PATIENCE: Duration = Duration::from_secs(20);
 
 fn marker(committed: bool, coordinator_epoch: i32, topics: &[(&str, i32)]) -> WritableTxnMarker {
     WritableTxnMarker {
@@ -89,41 +95,287 @@ async fn markers_are_written_by_the_leader_fenced_by_coordinator_epoch_and_never
     broker.shutdown().await;
 }
 
+/// A transactional batch of `values` from producer `pid` at `epoch` and sequence `seq`.
+fn txn_batch(pid: i64, epoch: i16, seq: i32, values: &[&str]) -> Bytes {
+    let stamp = ProducerStamp {
+        producer_id: pid,
+        producer_epoch: epoch,
+        base_sequence: seq,
+    };
+    let mut builder = BatchBuilder::with_capacity(stamp, 0).transactional();
+    for v in values {
+        builder.append(1_700_000_000_000, None, Some(v.as_bytes()), &[]);
+    }
+    builder.build()
+}
+
+impl Conn {
+    /// InitProducerId for `id`, retried while the coordinator is being set up or is
+    /// aborting an older instance's transaction.
+    async fn init_txn(&mut self, id: &str, timeout_ms: i32) -> Result<(i64, i16), ErrorCode> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let Response::InitProducerId(r) = self
+                .call(Request::InitProducerId(InitProducerIdRequest {
+                    transactional_id: Some(id.into()),
+                    transaction_timeout_ms: timeout_ms,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                }))
+                .await
+            else {
+                panic!("not an InitProducerId response")
+            };
+            match r.error_code {
+                ErrorCode::None => return Ok((r.producer_id, r.producer_epoch)),
+                ErrorCode::CoordinatorNotAvailable
+                | ErrorCode::CoordinatorLoadInProgress
+                | ErrorCode::NotCoordinator
+                | ErrorCode::ConcurrentTransactions
+                    if Instant::now() < deadline =>
+                {
+                    if r.error_code == ErrorCode::CoordinatorNotAvailable {
+                        self.find_txn_coordinator(id).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                code => return Err(code),
+            }
+        }
+    }
+
+    async fn find_txn_coordinator(&mut self, id: &str) -> FindCoordinatorResponse {
+        let Response::FindCoordinator(r) = self
+            .call(Request::FindCoordinator(FindCoordinatorRequest {
+                key: id.into(),
+                key_type: CoordinatorType::Transaction,
+            }))
+            .await
+        else {
+            panic!("not a FindCoordinator response")
+        };
+        r
+    }
+
+    async fn add_partition(&mut self, id: &str, pid: i64, epoch: i16, topic: &str) -> ErrorCode {
+        let Response::AddPartitionsToTxn(r) = self
+            .call(Request::AddPartitionsToTxn(AddPartitionsToTxnRequest {
+                transactional_id: id.into(),
+                producer_id: pid,
+                producer_epoch: epoch,
+                topics: vec![TopicPartitions {
+                    topic: topic.into(),
+                    partitions: vec![PartitionId(0)],
+                }],
+            }))
+            .await
+        else {
+            panic!("not an AddPartitionsToTxn response")
+        };
+        r.topics[0].partitions[0].error_code
+    }
+
+    async fn end(&mut self, id: &str, pid: i64, epoch: i16, committed: bool) -> ErrorCode {
+        let Response::EndTxn(r) = self
+            .call(Request::EndTxn(EndTxnRequest {
+                transactional_id: id.into(),
+                producer_id: pid,
+                producer_epoch: epoch,
+                committed,
+            }))
+            .await
+        else {
+            panic!("not an EndTxn response")
+        };
+        r.error_code
+    }
+
+    async fn read_committed(&mut self, topic: &str) -> FetchPartitionResponse {
+        let Response::Fetch(r) = self
+            .call(Request::Fetch(FetchRequest {
+                isolation_level: IsolationLevel::ReadCommitted,
+                ..match fetch_request(topic, 0, 0, 0) {
+                    Request::Fetch(f) => f,
+                    _ => unreachable!(),
+                }
+            }))
+            .await
+        else {
+            panic!("not a Fetch response")
+        };
+        r.topics[0].partitions[0].clone()
+    }
+
+    /// A read_committed fetch once the LSO has caught up with a HW of at least `hw` (the
+    /// markers are written after EndTxn answers).
+    async fn settled(&mut self, topic: &str, hw: i64) -> FetchPartitionResponse {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let p = self.read_committed(topic).await;
+            if p.high_watermark.0 >= hw && p.last_stable_offset == p.high_watermark {
+                return p;
+            }
+            assert!(Instant::now() < deadline, "never settled: {p:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The values of the data records in `records` (markers left out), dropping the batches
+/// of the aborted transactions as a read_committed consumer does.
+fn committed_values(p: &FetchPartitionResponse) -> Vec<String> {
+    let mut out = Vec::new();
+    for batch in Batches::new(p.records.clone()) {
+        let batch = batch.unwrap();
+        let h = *batch.header();
+        let aborted = p.aborted_transactions.iter().any(|a| {
+            a.producer_id == h.producer_id
+                && a.first_offset <= h.base_offset
+                && h.is_transactional()
+        });
+        if h.is_control() || aborted {
+            continue;
+        }
+        for record in batch.records().unwrap() {
+            out.push(String::from_utf8(record.unwrap().value.unwrap().to_vec()).unwrap());
+        }
+    }
+    out
+}
+
 #[tokio::test]
-async fn transactional_produce_is_refused_until_the_coordinator_exists() {
+async fn a_committed_transaction_becomes_visible_and_an_aborted_one_never_does() {
     let broker = TestBroker::fresh().await;
     let mut conn = broker.connect().await;
     assert_eq!(conn.create("t", 1, &[]).await, ErrorCode::None);
-    let stamp = ProducerStamp {
-        producer_id: 3,
-        producer_epoch: 0,
-        base_sequence: 0,
-    };
-    let mut builder = BatchBuilder::with_capacity(stamp, 0).transactional();
-    builder.append(1_700_000_000_000, None, Some(b"x"), &[]);
-    let Response::Produce(r) = conn
-        .call(Request::Produce(ProduceRequest {
-            acks: ACKS_ALL,
-            timeout_ms: 5000,
-            topics: vec![ProduceTopic {
-                name: "t".into(),
-                partitions: vec![ProducePartition {
-                    partition: PartitionId(0),
-                    records: builder.build(),
-                }],
-            }],
-        }))
-        .await
-    else {
-        panic!("not a Produce response")
-    };
-    let p = &r.topics[0].partitions[0];
-    assert_eq!(p.error_code, ErrorCode::InvalidTxnState);
-    assert!(
-        p.error_message.as_deref().unwrap().contains("idempotent"),
-        "{:?}",
-        p.error_message
+    let (pid, epoch) = conn.init_txn("tx", 60_000).await.unwrap();
+    assert_eq!(epoch, 0);
+
+    assert_eq!(
+        conn.add_partition("tx", pid, epoch, "t").await,
+        ErrorCode::None
     );
-    assert_eq!(conn.fetch("t", 0, 0, 0).await.high_watermark, Offset(0));
+    let written = conn
+        .produce_records("t", txn_batch(pid, epoch, 0, &["a", "b"]))
+        .await;
+    assert_eq!(written.error_code, ErrorCode::None);
+    conn.produce("t", 0, &["plain"]).await; // offset 2, behind the open transaction
+    let open = conn.read_committed("t").await;
+    assert_eq!(
+        (open.high_watermark, open.last_stable_offset),
+        (Offset(3), Offset(0))
+    );
+    assert!(open.records.is_empty());
+
+    assert_eq!(conn.end("tx", pid, epoch, true).await, ErrorCode::None);
+    let committed = conn.settled("t", 4).await; // the marker at 3
+    assert_eq!(committed_values(&committed), ["a", "b", "plain"]);
+
+    // The next transaction of the same producer aborts.
+    assert_eq!(
+        conn.add_partition("tx", pid, epoch, "t").await,
+        ErrorCode::None
+    );
+    let written = conn
+        .produce_records("t", txn_batch(pid, epoch, 2, &["x"]))
+        .await;
+    assert_eq!(written.base_offset, Offset(4));
+    assert_eq!(conn.end("tx", pid, epoch, false).await, ErrorCode::None);
+    let aborted = conn.settled("t", 6).await;
+    assert_eq!(
+        aborted.aborted_transactions,
+        [AbortedTransaction {
+            producer_id: pid,
+            first_offset: Offset(4)
+        }]
+    );
+    assert_eq!(committed_values(&aborted), ["a", "b", "plain"]);
+    // A retried EndTxn of a completed abort is answered at once; a commit of nothing is not.
+    assert_eq!(conn.end("tx", pid, epoch, false).await, ErrorCode::None);
+    assert_eq!(
+        conn.end("tx", pid, epoch, true).await,
+        ErrorCode::InvalidTxnState
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_new_instance_fences_the_old_one_and_aborts_what_it_left_open() {
+    let broker = TestBroker::fresh().await;
+    let mut conn = broker.connect().await;
+    assert_eq!(conn.create("t", 1, &[]).await, ErrorCode::None);
+    let (pid, old) = conn.init_txn("tx", 60_000).await.unwrap();
+    assert_eq!(
+        conn.add_partition("tx", pid, old, "t").await,
+        ErrorCode::None
+    );
+    conn.produce_records("t", txn_batch(pid, old, 0, &["zombie"]))
+        .await;
+
+    let (same_pid, new) = conn.init_txn("tx", 60_000).await.unwrap();
+    assert_eq!(same_pid, pid);
+    assert_eq!(
+        new,
+        old + 2,
+        "one bump for the abort, one for the new instance"
+    );
+    let settled = conn.settled("t", 2).await;
+    assert!(committed_values(&settled).is_empty());
+    assert_eq!(settled.aborted_transactions.len(), 1);
+
+    let late = conn
+        .produce_records("t", txn_batch(pid, old, 1, &["late"]))
+        .await;
+    assert_eq!(late.error_code, ErrorCode::InvalidProducerEpoch);
+    assert_eq!(
+        conn.end("tx", pid, old, true).await,
+        ErrorCode::ProducerFenced
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_abandoned_transaction_is_aborted_when_its_timeout_passes() {
+    let broker = TestBroker::fresh().await;
+    let mut conn = broker.connect().await;
+    assert_eq!(conn.create("t", 1, &[]).await, ErrorCode::None);
+    let (pid, epoch) = conn.init_txn("tx", 1_000).await.unwrap();
+    assert_eq!(
+        conn.add_partition("tx", pid, epoch, "t").await,
+        ErrorCode::None
+    );
+    conn.produce_records("t", txn_batch(pid, epoch, 0, &["abandoned"]))
+        .await;
+    let settled = conn.settled("t", 2).await;
+    assert!(committed_values(&settled).is_empty());
+    assert_eq!(
+        conn.end("tx", pid, epoch, true).await,
+        ErrorCode::ProducerFenced
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_coordinator_state_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path(), &[]).await;
+    let mut conn = broker.connect().await;
+    assert_eq!(conn.create("t", 1, &[]).await, ErrorCode::None);
+    let (pid, epoch) = conn.init_txn("tx", 60_000).await.unwrap();
+    assert_eq!(
+        conn.add_partition("tx", pid, epoch, "t").await,
+        ErrorCode::None
+    );
+    conn.produce_records("t", txn_batch(pid, epoch, 0, &["open"]))
+        .await;
+    drop(conn);
+    broker.shutdown().await;
+
+    let broker = TestBroker::start(dir.path(), &[]).await;
+    let mut conn = broker.connect().await;
+    let (same_pid, new) = conn.init_txn("tx", 60_000).await.unwrap();
+    assert_eq!((same_pid, new), (pid, epoch + 2));
+    let settled = conn.settled("t", 2).await;
+    assert!(committed_values(&settled).is_empty());
     broker.shutdown().await;
 }

@@ -17,6 +17,10 @@ Scenarios:
                linger 20 ms) to T, which already holds M records that sluice's producer
                compressed with C; T read from the start by a group consumer gives back
                exactly both sets (sluice's batches decoded by librdkafka).
+  transactions a transactional producer (transactional.id T-tx) commits N records, aborts M,
+               commits N more; a read_committed group consumer (G) reads exactly the 2N
+               committed ones, a read_uncommitted one all 2N+M; a second producer with the
+               same transactional.id fences the first, whose next transaction fails.
 The last line of stdout is the JSON summary (common.py).
 """
 
@@ -25,7 +29,7 @@ import time
 import common
 from common import Failed, check, finish, poll_until, step
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
                                   NewTopic, ResourceType)
 
@@ -255,8 +259,74 @@ def compression(args):
     finish(records=len(got), codec=codec)
 
 
+def transactions(args):
+    topic, n, m = args.topic, args.n, args.m
+    txn_id = f"{topic}-tx"
+
+    def transaction(prod, prefix, count, commit):
+        prod.begin_transaction()
+        for i in range(count):
+            while True:
+                try:
+                    prod.produce(topic, key=f"k{i}".encode(), value=f"{prefix}{i}".encode())
+                    break
+                except BufferError:
+                    prod.poll(0.1)
+        if commit:
+            prod.commit_transaction(30)
+        else:
+            # Sent first, so the aborted records are in the log (abort alone would drop
+            # the ones still queued) and read_committed readers must skip them.
+            left = prod.flush(30)
+            check(left == 0, "the aborted transaction's records were not all sent", left=left)
+            prod.abort_transaction(30)
+
+    step(f"init_transactions for {txn_id}")
+    prod = producer(args, **{"transactional.id": txn_id, "linger.ms": 5})
+    prod.init_transactions(30)
+    step(f"commit {n}, abort {m}, commit {n}")
+    transaction(prod, "c", n, True)
+    transaction(prod, "a", m, False)
+    transaction(prod, "d", n, True)
+
+    step("a read_committed consumer reads exactly the committed records")
+    cons = consumer(args, args.group, **{"isolation.level": "read_committed"})
+    cons.subscribe([topic])
+    got = [msg.value().decode() for msg in read_n(cons, 2 * n, 60, "read_committed")]
+    extra = cons.poll(2.0)
+    check(extra is None or extra.error() is not None, "read_committed read more than committed",
+          extra=None if extra is None else extra.value())
+    cons.close()
+    expected = {f"c{i}" for i in range(n)} | {f"d{i}" for i in range(n)}
+    check(sorted(got) == sorted(expected), "read_committed did not read exactly the committed",
+          aborted_seen=[v for v in got if v.startswith("a")][:5], read=len(got))
+
+    step("a read_uncommitted consumer reads the aborted records too")
+    cons = consumer(args, args.group + "-uncommitted", **{"isolation.level": "read_uncommitted"})
+    cons.subscribe([topic])
+    everything = [msg.value().decode() for msg in read_n(cons, 2 * n + m, 60, "read_uncommitted")]
+    cons.close()
+    check(sum(v.startswith("a") for v in everything) == m, "the aborted records were not written",
+          read=len(everything))
+
+    step("a second instance fences the first")
+    second = producer(args, **{"transactional.id": txn_id})
+    second.init_transactions(30)
+    fenced = None
+    try:
+        transaction(prod, "z", 1, True)
+    except KafkaException as e:
+        fenced = e.args[0]
+    check(fenced is not None, "the fenced producer committed a transaction")
+    check(fenced.fatal() or fenced.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
+                                              KafkaError.INVALID_PRODUCER_EPOCH),
+          "the fenced producer's error is not a fencing", error=str(fenced))
+    transaction(second, "e", 1, True)
+    finish(committed=len(got), everything=len(everything), fenced=fenced.name())
+
+
 SCENARIOS = {"idempotent": idempotent, "admin": admin, "group-resume": group_resume,
-             "compression": compression}
+             "compression": compression, "transactions": transactions}
 
 if __name__ == "__main__":
     common.run(SCENARIOS, common.arguments(__doc__, SCENARIOS))

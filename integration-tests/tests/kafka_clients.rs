@@ -336,6 +336,27 @@ fn confluent_idempotent_producer_writes_each_record_once_in_order() {
 }
 
 #[test]
+fn confluent_transactions_commit_abort_and_fence() {
+    let Some(python) = python("confluent_transactions") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    create_topic(&broker.bootstrap(), "txn", 3);
+    let summary = scenario(
+        &python,
+        "confluent_client.py",
+        "transactions",
+        &broker.kafka_bootstrap(),
+        "txn",
+        &["--group", "txn-readers", "-n", "200", "-m", "100"],
+    )
+    .expect_ok(&broker.log());
+    assert_eq!(summary["committed"], 400);
+    assert_eq!(summary["everything"], 500);
+}
+
+#[test]
 fn confluent_admin_creates_and_deletes_topics() {
     let Some(python) = python("confluent_admin") else {
         return;

@@ -242,6 +242,9 @@ error_codes! {
     /// The marker comes from a transaction coordinator older than the partition has seen.
     TransactionCoordinatorFenced = 52, "TRANSACTION_COORDINATOR_FENCED", false,
         "a newer transaction coordinator has written to this partition; the older one stops";
+    /// The principal may not use the transactional id.
+    TransactionalIdAuthorizationFailed = 53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED", false,
+        "not authorized to use this transactional id; ask an administrator for access";
     /// The broker did not attempt this item because another in the request failed.
     OperationNotAttempted = 55, "OPERATION_NOT_ATTEMPTED", false,
         "the broker did not attempt this operation because another part of the request failed; fix that and retry";

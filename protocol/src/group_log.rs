@@ -231,14 +231,16 @@ pub fn decode_value<T: Decode>(bytes: Bytes) -> Result<T> {
     Ok(value)
 }
 
-fn versioned<T: Encode + ?Sized>(version: i16, body: &T) -> Result<Bytes> {
+/// `version` then `body`: how every key and value of the internal topics starts.
+pub(crate) fn versioned<T: Encode + ?Sized>(version: i16, body: &T) -> Result<Bytes> {
     let mut buf = BytesMut::with_capacity(2 + body.encoded_len());
     version.encode(&mut buf)?;
     body.encode(&mut buf)?;
     Ok(buf.freeze())
 }
 
-fn unknown_version(field: &'static str, version: i16) -> Error {
+/// A version this build cannot read (written by a newer one).
+pub(crate) fn unknown_version(field: &'static str, version: i16) -> Error {
     Error::Invalid {
         field,
         reason: format!("unknown version {version}; was it written by a newer sluice?"),

@@ -6,11 +6,11 @@
 //! from its start; a null value (tombstone) forgets an expired id. Values start with their
 //! own version so the schema can grow.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use crate::error::Error;
+use crate::group_log::{unknown_version, versioned};
 use crate::messages::TopicPartitions;
-use crate::wire::{wire_enum_i8, wire_struct, Decode, Encode, Reader};
+use crate::wire::{wire_enum_i8, wire_struct, Decode, Reader};
 use crate::Result;
 
 /// The internal topic's name.
@@ -95,20 +95,6 @@ pub fn decode_value(bytes: Bytes) -> Result<TxnValue> {
     let value = TxnValue::decode(&mut r)?;
     r.finish()?;
     Ok(value)
-}
-
-fn versioned<T: Encode>(version: i16, body: &T) -> Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(2 + body.encoded_len());
-    version.encode(&mut buf)?;
-    body.encode(&mut buf)?;
-    Ok(buf.freeze())
-}
-
-fn unknown_version(field: &'static str, version: i16) -> Error {
-    Error::Invalid {
-        field,
-        reason: format!("unknown version {version}; was it written by a newer sluice?"),
-    }
 }
 
 #[cfg(test)]

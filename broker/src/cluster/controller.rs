@@ -768,6 +768,11 @@ impl Controller {
                          offsets; delete groups with `sluice group delete` instead"
                     ),
                 ))
+            } else if name == sluice_protocol::txn_log::TRANSACTION_STATE_TOPIC {
+                Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("{name} is internal: it holds every transactional producer's state"),
+                ))
             } else {
                 match self
                     .propose(MetadataCommand::DeleteTopic { name: name.clone() })
@@ -911,12 +916,14 @@ impl Controller {
         validate_only: bool,
     ) -> Result<(), ApiError> {
         let name = &topic.name;
-        if name == sluice_protocol::group_log::OFFSETS_TOPIC {
+        if name == sluice_protocol::group_log::OFFSETS_TOPIC
+            || name == sluice_protocol::txn_log::TRANSACTION_STATE_TOPIC
+        {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,
                 format!(
                     "{name} is internal: the broker sets its configs (it must keep every \
-                     committed offset)"
+                     coordinator's last state)"
                 ),
             ));
         }

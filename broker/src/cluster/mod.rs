@@ -84,6 +84,9 @@ pub struct Cluster {
     /// This broker's epoch from its current registration, -1 before it registers.
     broker_epoch: AtomicI64,
     voters: Vec<BrokerId>,
+    /// A voter's election timer, stopped before the Raft node: a timer tick that asked a
+    /// stopping node for its state made openraft log an ERROR at a clean shutdown.
+    election_timer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Cluster {
@@ -161,20 +164,21 @@ impl Cluster {
                 applied.clone(),
             ))
         });
+        let mut election_timer = None;
         if let Some(controller) = &controller {
             let voters = config
                 .voters
                 .iter()
                 .map(|v| (v.id.0 as NodeId, v.address.clone()))
                 .collect();
-            tokio::spawn(election::run_timer(
+            election_timer = Some(tokio::spawn(election::run_timer(
                 raft.clone(),
                 log.clone(),
                 node_id,
                 voters,
                 peer_config(config),
                 controller.last_stand(),
-            ));
+            )));
         }
         let client = ControllerClient::new(config.clone(), raft.clone(), controller.clone());
         Ok(Cluster {
@@ -185,6 +189,7 @@ impl Cluster {
             applied,
             broker_epoch: AtomicI64::new(-1),
             voters: config.voters.iter().map(|v| v.id).collect(),
+            election_timer: std::sync::Mutex::new(election_timer),
         })
     }
 
@@ -242,8 +247,17 @@ impl Cluster {
         }
     }
 
-    /// Stops the Raft node.
+    /// Stops the election timer, then the Raft node.
     pub async fn shutdown(&self) {
+        let timer = self
+            .election_timer
+            .lock()
+            .expect("election timer lock")
+            .take();
+        if let Some(timer) = timer {
+            timer.abort();
+            let _ = timer.await;
+        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("stopping the metadata log: {e}");
         }

@@ -5,7 +5,6 @@
 //! find the coordinator again, what is written to `__consumer_offsets` and when. The
 //! listeners only translate their wire types to and from the types below.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,12 +27,9 @@ use crate::security::acl::{Operation, Resource};
 use crate::security::Principal;
 use crate::services::admin::Admin;
 use crate::services::{PartitionOutcome, TopicItems};
-use crate::topic_config::NewTopic;
 
 /// Longest committed-offset metadata accepted (Kafka's `offset.metadata.max.bytes`).
 const OFFSET_METADATA_MAX_BYTES: usize = 4096;
-/// Replication factor ceiling of `__consumer_offsets`.
-const OFFSETS_TOPIC_REPLICATION_MAX: usize = 3;
 
 /// Where a group's coordinator is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -214,58 +210,14 @@ impl Coordinator {
 
     /// The image, once it has `__consumer_offsets` (created here if it is missing).
     async fn offsets_topic(&self) -> Result<Arc<crate::cluster::image::MetadataImage>, ApiError> {
-        let image = self.admin.image();
-        if image.topics.contains_key(OFFSETS_TOPIC) {
-            return Ok(image);
-        }
-        let brokers = image.brokers.len().max(self.n_voters);
-        let replication_factor = brokers.clamp(1, OFFSETS_TOPIC_REPLICATION_MAX) as i16;
-        let config = |name: &str, value: &str| (name.to_owned(), value.to_owned());
-        let topic = NewTopic {
-            name: OFFSETS_TOPIC.to_owned(),
-            partitions: self.offsets_topic_partitions as i32,
-            replication_factor,
-            // Commits must outlive any retention: only compaction removes records, those a
-            // later record of the same key (or a deleted group's tombstone) supersedes.
-            configs: BTreeMap::from([
-                config("cleanup.policy", "compact"),
-                config("retention.ms", "-1"),
-                config("retention.bytes", "-1"),
-                config(
-                    "segment.bytes",
-                    &self.offsets_topic_segment_bytes.to_string(),
-                ),
-            ]),
-        };
-        let created = self
-            .admin
-            .create_topics(&Principal::internal(), vec![topic], false)
-            .await;
-        match created.into_iter().next().map(|(_, outcome)| outcome) {
-            Some(Ok(_)) => {}
-            Some(Err(e)) if e.code == ErrorCode::TopicAlreadyExists => {}
-            Some(Err(e)) => {
-                return Err(ApiError::new(
-                    ErrorCode::CoordinatorNotAvailable,
-                    format!(
-                        "cannot create {OFFSETS_TOPIC} with {replication_factor} replicas yet \
-                         ({}: {}); retry once enough brokers are up",
-                        e.code.name(),
-                        e.message
-                    ),
-                ))
-            }
-            None => {}
-        }
-        let image = self.admin.image();
-        if image.topics.contains_key(OFFSETS_TOPIC) {
-            Ok(image)
-        } else {
-            Err(ApiError::new(
-                ErrorCode::CoordinatorNotAvailable,
-                format!("{OFFSETS_TOPIC} is being created; retry shortly"),
-            ))
-        }
+        self.admin
+            .internal_topic(
+                OFFSETS_TOPIC,
+                self.offsets_topic_partitions,
+                self.offsets_topic_segment_bytes,
+                self.n_voters,
+            )
+            .await
     }
 
     /// The loaded shard coordinating `group` here, and the group if it exists (created if

@@ -196,20 +196,7 @@ impl GroupCoordinator {
         image: &Arc<MetadataImage>,
         partition: impl Fn(PartitionId) -> Option<Arc<Partition>>,
     ) {
-        let topic = image.topics.get(OFFSETS_TOPIC);
-        // Led by the image and taken by the local replica (which holds a leadership back
-        // until this broker's registration; see `topics::assignment`).
-        let led: BTreeMap<PartitionId, LeaderEpoch> = topic
-            .map(|t| {
-                t.partitions
-                    .iter()
-                    .filter(|p| p.leader == self.node_id)
-                    .filter(|p| partition(p.index).is_some_and(|r| r.role() == Role::Leader))
-                    .map(|p| (p.index, p.leader_epoch))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let topic_id = topic.map(|t| t.id);
+        let (led, topic_id) = led_partitions(image, OFFSETS_TOPIC, self.node_id, &partition);
         let mut shards = self.shards.lock().expect("shards lock");
         shards.retain(|index, shard| {
             let keep =
@@ -289,6 +276,31 @@ impl GroupCoordinator {
             }
         }
     }
+}
+
+/// The partitions of the internal topic `name` that `node_id` leads in `image` and whose
+/// local replica (`partition`) has taken the leadership (it holds one back until this
+/// broker's registration; see `topics::assignment`), with their leader epochs; and the
+/// topic's id. What a coordinator's shards follow (groups here, transactions in
+/// `crate::txn::coordinator`).
+pub(crate) fn led_partitions(
+    image: &MetadataImage,
+    name: &str,
+    node_id: BrokerId,
+    partition: &dyn Fn(PartitionId) -> Option<Arc<Partition>>,
+) -> (BTreeMap<PartitionId, LeaderEpoch>, Option<u64>) {
+    let topic = image.topics.get(name);
+    let led = topic
+        .map(|t| {
+            t.partitions
+                .iter()
+                .filter(|p| p.leader == node_id)
+                .filter(|p| partition(p.index).is_some_and(|r| r.role() == Role::Leader))
+                .map(|p| (p.index, p.leader_epoch))
+                .collect()
+        })
+        .unwrap_or_default();
+    (led, topic.map(|t| t.id))
 }
 
 /// Ends a group's join phase: writes the new generation, then answers the held joins.

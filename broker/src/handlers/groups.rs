@@ -20,10 +20,12 @@ use crate::groups::coordinator::{millis, CommitRequest, Coordinator, OffsetToCom
 use crate::groups::group::{JoinRequest, MemberAssignment};
 use crate::security::Principal;
 use crate::services::{map_topics, PartitionOutcome, TopicItems};
+use crate::txn::coordinator::Transactions;
 
-/// Where the coordinator of a group is.
+/// Where the coordinator of a group, or of a transactional id, is.
 pub async fn find_coordinator(
     service: &Coordinator,
+    txns: &Transactions,
     principal: &Principal,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
@@ -33,10 +35,10 @@ pub async fn find_coordinator(
                 .find_coordinator(principal, &request.key, NATIVE_LISTENER)
                 .await
         }
-        _ => Err(ApiError::new(
-            ErrorCode::CoordinatorNotAvailable,
-            "transactions are not supported by this version of sluice",
-        )),
+        CoordinatorType::Transaction => {
+            txns.find_coordinator(principal, &request.key, NATIVE_LISTENER)
+                .await
+        }
     };
     match located {
         Ok(found) => FindCoordinatorResponse {

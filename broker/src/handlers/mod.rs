@@ -73,6 +73,8 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::DeleteGroups,
     ApiKey::ResetOffsets,
     ApiKey::InitProducerId,
+    ApiKey::AddPartitionsToTxn,
+    ApiKey::EndTxn,
     ApiKey::OffsetsForLeaderEpoch,
     ApiKey::ReplicaFetch,
     ApiKey::WriteTxnMarkers,
@@ -163,9 +165,9 @@ pub async fn finish(
         Request::IncrementalAlterConfigs(r) => Response::IncrementalAlterConfigs(
             admin::alter_configs(&services.admin, principal, r).await,
         ),
-        Request::FindCoordinator(r) => {
-            Response::FindCoordinator(groups::find_coordinator(groups, principal, r).await)
-        }
+        Request::FindCoordinator(r) => Response::FindCoordinator(
+            groups::find_coordinator(groups, &services.txns, principal, r).await,
+        ),
         Request::JoinGroup(r) => {
             Response::JoinGroup(groups::join_group(groups, principal, r, caller).await)
         }
@@ -195,7 +197,8 @@ pub async fn finish(
             Response::DeleteGroups(groups::delete_groups(groups, principal, r).await)
         }
         Request::InitProducerId(r) => Response::InitProducerId(
-            producer_id::init_producer_id(&services.producer_ids, principal, r).await,
+            producer_id::init_producer_id(&services.producer_ids, &services.txns, principal, r)
+                .await,
         ),
         Request::CreateAcls(r) => {
             Response::CreateAcls(acls::create(&services.acls, principal, r).await)
@@ -215,6 +218,10 @@ pub async fn finish(
         Request::ReplicaFetch(r) => {
             Response::ReplicaFetch(replica_fetch::replica_fetch(broker, r).await?)
         }
+        Request::AddPartitionsToTxn(r) => Response::AddPartitionsToTxn(
+            txn::add_partitions_to_txn(&services.txns, principal, r).await?,
+        ),
+        Request::EndTxn(r) => Response::EndTxn(txn::end_txn(&services.txns, principal, r).await),
         Request::WriteTxnMarkers(r) => {
             Response::WriteTxnMarkers(txn::write_txn_markers(broker, r).await?)
         }

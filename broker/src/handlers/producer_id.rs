@@ -1,24 +1,35 @@
 //! InitProducerId: the native request in, [`crate::services::producer_ids`] hands out an
-//! id, the native response out.
+//! id (the transaction coordinator, for a transactional id), the native response out.
 
 use sluice_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
 use sluice_protocol::ErrorCode;
 
 use crate::security::Principal;
 use crate::services::producer_ids::{InitProducer, ProducerIds};
+use crate::txn::coordinator::Transactions;
 
 /// A producer id and epoch.
 pub async fn init_producer_id(
     service: &ProducerIds,
+    txns: &Transactions,
     principal: &Principal,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
-    let asked = InitProducer {
-        transactional_id: request.transactional_id,
-        producer_id: request.producer_id,
-        producer_epoch: request.producer_epoch,
+    let answer = match request.transactional_id {
+        Some(id) => {
+            txns.init_producer_id(principal, &id, request.transaction_timeout_ms)
+                .await
+        }
+        None => {
+            let asked = InitProducer {
+                transactional_id: None,
+                producer_id: request.producer_id,
+                producer_epoch: request.producer_epoch,
+            };
+            service.init(principal, &asked).await
+        }
     };
-    match service.init(principal, &asked).await {
+    match answer {
         Ok((producer_id, producer_epoch)) => InitProducerIdResponse {
             error_code: ErrorCode::None,
             error_message: None,

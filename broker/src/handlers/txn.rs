@@ -1,17 +1,90 @@
-//! WriteTxnMarkers (brokers only): the native request in, [`crate::txn::markers`] writes,
-//! the native response out.
+//! Transactions: AddPartitionsToTxn and EndTxn to [`crate::txn::coordinator`], and
+//! WriteTxnMarkers (brokers only) to [`crate::txn::markers`]; native requests in, native
+//! responses out.
 
 use sluice_protocol::control::{ControlMarker, ControlType};
 use sluice_protocol::messages::{
-    PartitionResult, TopicPartitionResults, WritableTxnMarkerResult, WriteTxnMarkersRequest,
+    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, EndTxnRequest, PartitionResult,
+    TopicPartitionResults, TxnResponse, WritableTxnMarkerResult, WriteTxnMarkersRequest,
     WriteTxnMarkersResponse,
 };
 use sluice_protocol::ErrorCode;
 
 use crate::broker::Broker;
 use crate::error::ApiError;
-use crate::services::{map_topics, TopicItems};
+use crate::security::Principal;
+use crate::services::{map_topics, PartitionOutcome, TopicItems};
+use crate::txn::coordinator::Transactions;
 use crate::txn::markers::{self, MarkerRequest};
+
+/// AddPartitionsToTxn: per-partition outcomes.
+pub async fn add_partitions_to_txn(
+    txns: &Transactions,
+    principal: &Principal,
+    request: AddPartitionsToTxnRequest,
+) -> Result<AddPartitionsToTxnResponse, ApiError> {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| TopicItems {
+            topic: t.topic,
+            partitions: t.partitions,
+        })
+        .collect();
+    let added = txns
+        .add_partitions(
+            principal,
+            &request.transactional_id,
+            request.producer_id,
+            request.producer_epoch,
+            topics,
+        )
+        .await?;
+    Ok(AddPartitionsToTxnResponse {
+        topics: map_topics(added, partition_result, |name, partitions| {
+            TopicPartitionResults { name, partitions }
+        }),
+    })
+}
+
+/// EndTxn: commit or abort.
+pub async fn end_txn(
+    txns: &Transactions,
+    principal: &Principal,
+    request: EndTxnRequest,
+) -> TxnResponse {
+    let ended = txns
+        .end_txn(
+            principal,
+            &request.transactional_id,
+            request.producer_id,
+            request.producer_epoch,
+            request.committed,
+        )
+        .await;
+    match ended {
+        Ok(()) => TxnResponse {
+            error_code: ErrorCode::None,
+            error_message: None,
+        },
+        Err(e) => TxnResponse {
+            error_code: e.code,
+            error_message: e.wire_message(),
+        },
+    }
+}
+
+fn partition_result(p: PartitionOutcome<()>) -> PartitionResult {
+    let (error_code, error_message) = match p.outcome {
+        Ok(()) => (ErrorCode::None, None),
+        Err(e) => (e.code, e.wire_message()),
+    };
+    PartitionResult {
+        partition: p.partition,
+        error_code,
+        error_message,
+    }
+}
 
 /// Writes the markers of a WriteTxnMarkers request.
 pub async fn write_txn_markers(
@@ -49,21 +122,9 @@ pub async fn write_txn_markers(
             .into_iter()
             .map(|r| WritableTxnMarkerResult {
                 producer_id: r.producer_id,
-                topics: map_topics(
-                    r.topics,
-                    |p| {
-                        let (error_code, error_message) = match p.outcome {
-                            Ok(()) => (ErrorCode::None, None),
-                            Err(e) => (e.code, e.wire_message()),
-                        };
-                        PartitionResult {
-                            partition: p.partition,
-                            error_code,
-                            error_message,
-                        }
-                    },
-                    |name, partitions| TopicPartitionResults { name, partitions },
-                ),
+                topics: map_topics(r.topics, partition_result, |name, partitions| {
+                    TopicPartitionResults { name, partitions }
+                }),
             })
             .collect(),
     })

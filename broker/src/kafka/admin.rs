@@ -28,6 +28,7 @@ use crate::security::Principal;
 use crate::services::admin::{Admin, ConfigChange};
 use crate::services::producer_ids::{InitProducer, ProducerIds};
 use crate::topic_config::NewTopic;
+use crate::txn::coordinator::Transactions;
 
 /// DescribeConfigs' resource type of a topic.
 const RESOURCE_TOPIC: i8 = 2;
@@ -325,18 +326,29 @@ fn topic_changes(resource: &AlterConfigsResource) -> Result<Vec<ConfigChange>, A
         .collect()
 }
 
-/// InitProducerId: an id for an idempotent producer, or the next epoch of its own.
+/// InitProducerId: an id for an idempotent producer, or the next epoch of its own; a
+/// transactional id's from its transaction coordinator.
 pub async fn init_producer_id(
     service: &ProducerIds,
+    txns: &Transactions,
     principal: &Principal,
     request: InitProducerIdRequest,
 ) -> ResponseKind {
-    let asked = InitProducer {
-        transactional_id: request.transactional_id.map(|t| t.0.to_string()),
-        producer_id: request.producer_id.0,
-        producer_epoch: request.producer_epoch,
+    let answer = match request.transactional_id {
+        Some(id) => {
+            txns.init_producer_id(principal, &id, request.transaction_timeout_ms)
+                .await
+        }
+        None => {
+            let asked = InitProducer {
+                transactional_id: None,
+                producer_id: request.producer_id.0,
+                producer_epoch: request.producer_epoch,
+            };
+            service.init(principal, &asked).await
+        }
     };
-    let response = match service.init(principal, &asked).await {
+    let response = match answer {
         Ok((id, epoch)) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(epoch),

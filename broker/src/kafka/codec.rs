@@ -114,6 +114,13 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     // 0..=5: all `kafka-protocol` decodes (v6 is KIP-939's two-phase commit). v3+ lets an
     // idempotent producer ask for an epoch bump of its current id. librdkafka picks 4, Java 5.
     (ApiKey::InitProducerId, 0, 5),
+    // 0..=3: one transaction per request (v4+ batches them for brokers verifying a
+    // partition's transaction, KIP-890, which sluice's leaders do not do yet; clients send
+    // v3 at most).
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    // 0..=3: v4 lets the answer be TRANSACTION_ABORTABLE, v5 is KIP-890 part 2's epoch bump
+    // per transaction, which sluice's coordinator does not do.
+    (ApiKey::EndTxn, 0, 3),
     // 0..=2, all: v1 adds the endpoint type (1 = brokers), v2 IncludeFencedBrokers (the
     // handler lists fenced brokers only when asked). Java 3.x picks 1, 4.x 2.
     (ApiKey::DescribeCluster, 0, 2),
@@ -398,7 +405,9 @@ pub fn kafka_error_code_for(api_key: ApiKey, code: ErrorCode) -> i16 {
         | ApiKey::OffsetCommit
         | ApiKey::OffsetFetch
         | ApiKey::DescribeGroups
-        | ApiKey::DeleteGroups => ErrorCode::NotCoordinator,
+        | ApiKey::DeleteGroups
+        | ApiKey::AddPartitionsToTxn
+        | ApiKey::EndTxn => ErrorCode::NotCoordinator,
         ApiKey::FindCoordinator | ApiKey::ListGroups | ApiKey::InitProducerId => {
             ErrorCode::CoordinatorNotAvailable
         }

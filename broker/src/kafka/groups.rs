@@ -41,9 +41,12 @@ use crate::groups::group::{GroupState, JoinRequest, MemberAssignment};
 use crate::groups::SERVER_ASSIGNOR;
 use crate::security::Principal;
 use crate::services::{map_topics, TopicItems};
+use crate::txn::coordinator::Transactions;
 
 /// FindCoordinator's key type of a consumer group.
 const KEY_TYPE_GROUP: i8 = 0;
+/// FindCoordinator's key type of a transactional id.
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 fn group_error(api: ApiKey, e: &ApiError) -> i16 {
     codec::kafka_error_code_for(api, e.code)
@@ -52,20 +55,26 @@ fn group_error(api: ApiKey, e: &ApiError) -> i16 {
 /// FindCoordinator: one key before v4, a batch of keys from v4 on (KIP-699).
 pub async fn find_coordinator(
     service: &Coordinator,
+    txns: &Transactions,
     principal: &Principal,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> ResponseKind {
     let locate = |key: String| async move {
-        if request.key_type != KEY_TYPE_GROUP {
-            return Err(ApiError::new(
-                ErrorCode::CoordinatorNotAvailable,
-                "transactions are not supported by this version of sluice",
-            ));
+        match request.key_type {
+            KEY_TYPE_GROUP => {
+                service
+                    .find_coordinator(principal, &key, KAFKA_LISTENER)
+                    .await
+            }
+            KEY_TYPE_TRANSACTION => txns.find_coordinator(principal, &key, KAFKA_LISTENER).await,
+            other => Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "unknown coordinator key type {other} (0 is a group, 1 a transactional id)"
+                ),
+            )),
         }
-        service
-            .find_coordinator(principal, &key, KAFKA_LISTENER)
-            .await
     };
     if version < 4 {
         let response = match locate(request.key.to_string()).await {

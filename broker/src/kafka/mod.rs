@@ -22,6 +22,7 @@ mod fetch;
 mod groups;
 mod metadata;
 mod produce;
+mod txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -320,11 +321,15 @@ impl Kafka {
                 admin::incremental_alter_configs(&services.admin, principal, r).await
             }
             RequestKind::InitProducerId(r) => {
-                admin::init_producer_id(&services.producer_ids, principal, r).await
+                admin::init_producer_id(&services.producer_ids, &services.txns, principal, r).await
             }
             RequestKind::FindCoordinator(r) => {
-                groups::find_coordinator(groups, principal, r, version).await
+                groups::find_coordinator(groups, &services.txns, principal, r, version).await
             }
+            RequestKind::AddPartitionsToTxn(r) => {
+                txn::add_partitions_to_txn(&services.txns, principal, r).await
+            }
+            RequestKind::EndTxn(r) => txn::end_txn(&services.txns, principal, r).await,
             RequestKind::JoinGroup(r) => {
                 groups::join_group(groups, principal, r, version, caller).await
             }

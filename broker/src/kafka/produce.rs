@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, ResponseKind};
-use sluice_protocol::{ErrorCode, PartitionId};
+use sluice_protocol::PartitionId;
 
 use super::{kafka_error, topic_name};
 use crate::error::ApiError;
@@ -18,7 +18,7 @@ use crate::services::{map_topics, PartitionOutcome, TopicItems};
 pub struct Appended(produce::Appended);
 
 /// The ordered phase: appends every partition's batches. A request refused as a whole
-/// (bad acks, a transactional produce) is answered at once with every partition's error.
+/// (bad acks) is answered at once with every partition's error.
 pub async fn start(
     service: &Produce,
     principal: &Principal,
@@ -43,14 +43,6 @@ pub async fn start(
             .collect();
         response(topics)
     };
-    if request.transactional_id.is_some() {
-        let e = ApiError::new(
-            ErrorCode::InvalidRequest,
-            "transactions are not supported by this version of sluice; use an idempotent \
-             producer (no transactional.id)",
-        );
-        return Err(refused(e, &request));
-    }
     let acks = match parse_acks(request.acks) {
         Ok(acks) => acks,
         Err(e) => return Err(refused(e, &request)),

@@ -118,6 +118,9 @@ pub struct TopicConfig {
 /// was refused.
 pub type Created = PerTopic<(u32, u16)>;
 
+/// Replication factor ceiling of the coordinators' internal topics.
+const INTERNAL_TOPIC_REPLICATION_MAX: usize = 3;
+
 /// The admin service. Cheap to clone.
 #[derive(Clone)]
 pub struct Admin {
@@ -184,6 +187,65 @@ impl Admin {
     /// The latest applied metadata image.
     pub fn image(&self) -> Arc<MetadataImage> {
         self.cluster.image()
+    }
+
+    /// The image, once it has the coordinators' internal topic `name` (`__consumer_offsets`,
+    /// `__transaction_state`): created here on first use, compacted and never deleted by
+    /// retention (only a later record of a key supersedes it), with `partitions` partitions
+    /// of `segment_bytes` segments and min(3, brokers) replicas, where the brokers counted
+    /// are the registered ones or the voters, whichever are more: a three-voter cluster gets
+    /// three replicas even when asked before every broker registered (the creation then
+    /// fails until they have, and the client retries on COORDINATOR_NOT_AVAILABLE).
+    pub async fn internal_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        segment_bytes: u32,
+        voters: usize,
+    ) -> Result<Arc<MetadataImage>, ApiError> {
+        let image = self.image();
+        if image.topics.contains_key(name) {
+            return Ok(image);
+        }
+        let brokers = image.brokers.len().max(voters);
+        let replication_factor = brokers.clamp(1, INTERNAL_TOPIC_REPLICATION_MAX) as i16;
+        let config = |name: &str, value: &str| (name.to_owned(), value.to_owned());
+        let topic = NewTopic {
+            name: name.to_owned(),
+            partitions: partitions as i32,
+            replication_factor,
+            configs: BTreeMap::from([
+                config("cleanup.policy", "compact"),
+                config("retention.ms", "-1"),
+                config("retention.bytes", "-1"),
+                config("segment.bytes", &segment_bytes.to_string()),
+            ]),
+        };
+        let created = self
+            .create_topics(&Principal::internal(), vec![topic], false)
+            .await;
+        if let Some((_, Err(e))) = created.into_iter().next() {
+            if e.code != ErrorCode::TopicAlreadyExists {
+                return Err(ApiError::new(
+                    ErrorCode::CoordinatorNotAvailable,
+                    format!(
+                        "cannot create {name} with {replication_factor} replicas yet ({}: {}); \
+                         retry once enough brokers are up",
+                        e.code.name(),
+                        e.message
+                    ),
+                ));
+            }
+        }
+        let image = self.image();
+        if image.topics.contains_key(name) {
+            Ok(image)
+        } else {
+            Err(ApiError::new(
+                ErrorCode::CoordinatorNotAvailable,
+                format!("{name} is being created; retry shortly"),
+            ))
+        }
     }
 
     /// Creates topics through the controller; each topic gets its partition count and

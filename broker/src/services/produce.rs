@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_protocol::batch::BatchHeader;
 use sluice_protocol::group_log::OFFSETS_TOPIC;
+use sluice_protocol::txn_log::TRANSACTION_STATE_TOPIC;
 use sluice_protocol::{ErrorCode, Offset, PartitionId};
 
 use super::{task_failed, PartitionOutcome, TopicItems};
@@ -115,10 +115,8 @@ impl Produce {
                     .map(|(index, records)| {
                         let partition = if let Err(e) = &allowed {
                             Err(e.clone())
-                        } else if topic.topic == OFFSETS_TOPIC {
-                            Err(internal_topic())
-                        } else if any_transactional(&records) {
-                            Err(no_transaction_coordinator())
+                        } else if is_internal(&topic.topic) {
+                            Err(internal_topic(&topic.topic))
                         } else {
                             self.topics.partition(&image, &topic.topic, index)
                         };
@@ -282,38 +280,19 @@ fn count_appended(
     (partition, pending)
 }
 
-/// Whether any batch in `records` has the transactional bit, from the headers alone.
-fn any_transactional(records: &[u8]) -> bool {
-    let mut rest = records;
-    while let Ok(header) = BatchHeader::parse(rest) {
-        if header.is_transactional() {
-            return true;
-        }
-        match rest.get(header.total_len() as usize..) {
-            Some(next) => rest = next,
-            None => break,
-        }
-    }
-    false
+/// The coordinators' own topics, which no producer writes.
+fn is_internal(topic: &str) -> bool {
+    topic == OFFSETS_TOPIC || topic == TRANSACTION_STATE_TOPIC
 }
 
-/// A transactional batch opens a transaction in its partition, which only a transaction
-/// coordinator's marker closes; until the coordinator exists (issue 26's next step), a
-/// transaction opened here would hold every read_committed reader back forever.
-fn no_transaction_coordinator() -> ApiError {
-    ApiError::new(
-        ErrorCode::InvalidTxnState,
-        "this broker has no transaction coordinator yet, so it takes no transactional \
-         batches; produce with an idempotent (non-transactional) producer",
-    )
-}
-
-fn internal_topic() -> ApiError {
+fn internal_topic(topic: &str) -> ApiError {
+    let why = if topic == OFFSETS_TOPIC {
+        "only group coordinators write it; commit offsets through a consumer group"
+    } else {
+        "only transaction coordinators write it"
+    };
     ApiError::new(
         ErrorCode::InvalidTopicException,
-        format!(
-            "{OFFSETS_TOPIC} is internal: only group coordinators write it; commit offsets \
-             through a consumer group"
-        ),
+        format!("{topic} is internal: {why}"),
     )
 }

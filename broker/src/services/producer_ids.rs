@@ -26,7 +26,8 @@ struct ProducerIdBlock {
 /// What InitProducerId asks, in service terms.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InitProducer {
-    /// A transactional id: refused (transactions are not built).
+    /// A transactional id: refused here (the native listener asks the transaction
+    /// coordinator, `crate::txn`, instead).
     pub transactional_id: Option<String>,
     /// The producer's current id, or -1 for a new producer.
     pub producer_id: i64,
@@ -78,10 +79,12 @@ impl ProducerIds {
             ));
         }
         if request.transactional_id.is_some() {
+            // The native listener sends these to the transaction coordinator (`crate::txn`);
+            // the Kafka listener does not serve transactions yet.
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,
-                "transactions are not supported by this version of sluice; use an idempotent \
-                 producer (no transactional id)",
+                "transactions are not served on the Kafka listener yet; use an idempotent \
+                 producer (no transactional.id)",
             ));
         }
         if request.producer_id >= 0
@@ -90,13 +93,19 @@ impl ProducerIds {
         {
             return Ok((request.producer_id, request.producer_epoch + 1));
         }
+        Ok((self.new_id().await?, 0))
+    }
+
+    /// A producer id no one has had: the next of this broker's block (a new block from the
+    /// controller when it is used up). The transaction coordinator takes its ids here too.
+    pub async fn new_id(&self) -> Result<i64, ApiError> {
         let mut block = self.block.lock().await;
         if block.next >= block.end {
             *block = self.allocate().await?;
         }
         let id = block.next;
         block.next += 1;
-        Ok((id, 0))
+        Ok(id)
     }
 
     async fn allocate(&self) -> Result<ProducerIdBlock, ApiError> {

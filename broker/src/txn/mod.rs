@@ -3,5 +3,6 @@
 //! coordinator itself (one per `__transaction_state` partition this broker leads, as
 //! [`crate::groups`] is for `__consumer_offsets`) and its apis are the next steps.
 
+pub mod coordinator;
 pub mod markers;
 pub mod state;

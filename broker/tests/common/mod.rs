@@ -160,6 +160,31 @@ impl Conn {
         r.topics[0].partitions[0].clone()
     }
 
+    /// Produces `records` (whole batches, as built) to partition 0 of `topic`, acks=all.
+    pub async fn produce_records(
+        &mut self,
+        topic: &str,
+        records: Bytes,
+    ) -> ProducePartitionResponse {
+        let Response::Produce(r) = self
+            .call(Request::Produce(ProduceRequest {
+                acks: ACKS_ALL,
+                timeout_ms: 5000,
+                topics: vec![ProduceTopic {
+                    name: topic.into(),
+                    partitions: vec![ProducePartition {
+                        partition: PartitionId(0),
+                        records,
+                    }],
+                }],
+            }))
+            .await
+        else {
+            panic!("not a Produce response")
+        };
+        r.topics[0].partitions[0].clone()
+    }
+
     pub async fn fetch(
         &mut self,
         topic: &str,

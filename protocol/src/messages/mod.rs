@@ -276,6 +276,10 @@ apis! {
     InitProducerId = 22, versions 0..=0, InitProducerIdRequest, InitProducerIdResponse;
     /// Where leader epochs end in a leader's log (follower truncation).
     OffsetsForLeaderEpoch = 23, versions 0..=0, OffsetsForLeaderEpochRequest, OffsetsForLeaderEpochResponse;
+    /// A transactional producer adds partitions to its transaction.
+    AddPartitionsToTxn = 24, versions 0..=0, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse;
+    /// A transactional producer commits or aborts its transaction.
+    EndTxn = 26, versions 0..=0, EndTxnRequest, TxnResponse;
     /// A transaction coordinator has leaders write commit or abort markers (brokers only).
     WriteTxnMarkers = 27, versions 0..=0, WriteTxnMarkersRequest, WriteTxnMarkersResponse;
     /// One message of a SASL login.

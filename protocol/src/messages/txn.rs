@@ -1,8 +1,11 @@
-//! Transactions (issue 26). WriteTxnMarkers: a transaction coordinator has the leaders of a
-//! transaction's partitions write its commit or abort marker (Kafka's api 27, sent between
-//! brokers only).
+//! Transactions (issue 26): a transactional producer's requests to its transaction
+//! coordinator (AddPartitionsToTxn, EndTxn; InitProducerId is in `producer_id`;
+//! AddOffsetsToTxn and TxnOffsetCommit come with transactional offset commits), and WriteTxnMarkers, with which the coordinator has the leaders of a
+//! transaction's partitions write its commit or abort marker (sent between brokers only).
+//! Kafka's api keys.
 
 use super::{TopicPartitionResults, TopicPartitions};
+use crate::error_code::ErrorCode;
 use crate::wire::wire_struct;
 
 wire_struct! {
@@ -45,5 +48,52 @@ wire_struct! {
     pub struct WriteTxnMarkersResponse {
         /// One result per marker.
         pub markers: Vec<WritableTxnMarkerResult>,
+    }
+}
+
+wire_struct! {
+    /// A transactional producer adds partitions to its open transaction (or opens one) before
+    /// it sends to them.
+    pub struct AddPartitionsToTxnRequest {
+        /// The producer's transactional id.
+        pub transactional_id: String,
+        /// Its producer id.
+        pub producer_id: i64,
+        /// Its epoch.
+        pub producer_epoch: i16,
+        /// The partitions.
+        pub topics: Vec<TopicPartitions>,
+    }
+}
+
+wire_struct! {
+    /// Per-partition outcomes of an AddPartitionsToTxn.
+    pub struct AddPartitionsToTxnResponse {
+        /// One result per partition asked.
+        pub topics: Vec<TopicPartitionResults>,
+    }
+}
+
+wire_struct! {
+    /// Ends a transaction: commit or abort.
+    pub struct EndTxnRequest {
+        /// The producer's transactional id.
+        pub transactional_id: String,
+        /// Its producer id.
+        pub producer_id: i64,
+        /// Its epoch.
+        pub producer_epoch: i16,
+        /// Commit (true) or abort (false).
+        pub committed: bool,
+    }
+}
+
+wire_struct! {
+    /// The outcome of a transaction request with a single result (EndTxn).
+    pub struct TxnResponse {
+        /// NONE, or why it was refused.
+        pub error_code: ErrorCode,
+        /// Details of the error for a human, if any.
+        pub error_message: Option<String>,
     }
 }

@@ -1,0 +1,882 @@
+//! The transaction coordinator (issue 26): the leader of partition `hash(id) % n` of
+//! `__transaction_state` coordinates transactional id `id`, as the group coordinator does
+//! groups on `__consumer_offsets`. Each such partition led here is a [`TxnShard`]: the ids
+//! that hash to it, rebuilt from the partition's records when leadership arrives
+//! (COORDINATOR_LOAD_IN_PROGRESS meanwhile) and dropped when it leaves (NOT_COORDINATOR).
+//! The partition's leader epoch is the coordinator epoch its markers carry, so a deposed
+//! coordinator's markers are fenced by every partition that saw a newer one.
+//!
+//! Every change of an id's state ([`super::state`] decides it) is a record appended with
+//! acks=all and adopted only once replicated, under the id's lock. An EndTxn answers once
+//! its Prepare state is replicated (the decision is durable); a task then has the leaders
+//! write the markers (WriteTxnMarkers, retried until each is written) and writes the
+//! completion. Meanwhile the id's next request gets CONCURRENT_TRANSACTIONS. A new
+//! coordinator that loads a Prepare state finishes it the same way.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_protocol::batch::{BatchBuilder, Batches};
+use sluice_protocol::control::{ControlMarker, ControlType};
+use sluice_protocol::group_log::coordinator_partition;
+use sluice_protocol::messages::{TopicPartitions, WritableTxnMarker, WriteTxnMarkersRequest};
+use sluice_protocol::txn_log::{
+    decode_key, decode_value, encode_key, encode_value, TxnState, TxnValue, TRANSACTION_STATE_TOPIC,
+};
+use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
+use sluice_storage::{Clock, SystemClock};
+
+use super::markers::{self, MarkerRequest};
+use super::state::{self, End, Init};
+use crate::cluster::image::{MetadataImage, NATIVE_LISTENER};
+use crate::cluster::peer::PeerConnection;
+use crate::config::BrokerConfig;
+use crate::error::ApiError;
+use crate::groups::coordinator::CoordinatorAddress;
+use crate::groups::led_partitions;
+use crate::partition::{Acks, Partition};
+use crate::security::acl::{Authorizer, Operation, Resource};
+use crate::security::Principal;
+use crate::services::admin::Admin;
+use crate::services::producer_ids::ProducerIds;
+use crate::services::{PartitionOutcome, TopicItems};
+use crate::topics::Topics;
+
+/// How long a write to `__transaction_state` may wait for the ISR.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a WriteTxnMarkers to another broker may take.
+const MARKER_CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Waits between rounds of marker writes that did not all succeed: first, and most.
+const MARKER_RETRY_FIRST: Duration = Duration::from_millis(100);
+const MARKER_RETRY_MAX: Duration = Duration::from_secs(2);
+/// How often open transactions are checked against their timeouts (Kafka's
+/// `transaction.abort.timed.out.transaction.cleanup.interval.ms` is 10 s; ours is finer,
+/// so a timeout is kept within a second).
+const TIMEOUT_CHECK: Duration = Duration::from_secs(1);
+/// Bytes read per step while loading a partition.
+const LOAD_READ_BYTES: u32 = 1 << 20;
+
+/// One transactional id's state behind its lock (`None`: not initialised).
+type IdRef = Arc<tokio::sync::Mutex<Option<TxnValue>>>;
+
+/// The transactional ids of one `__transaction_state` partition this broker leads.
+pub struct TxnShard {
+    index: PartitionId,
+    /// The partition's leader epoch: the coordinator epoch of every marker sent from here.
+    coordinator_epoch: LeaderEpoch,
+    topic_id: u64,
+    partition: Arc<Partition>,
+    loaded: AtomicBool,
+    ids: Mutex<HashMap<String, IdRef>>,
+}
+
+impl TxnShard {
+    fn id(&self, id: &str) -> IdRef {
+        let mut ids = self.ids.lock().expect("ids lock");
+        Arc::clone(ids.entry(id.to_owned()).or_default())
+    }
+
+    fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// Writes `value` as `id`'s state and waits until the ISR has it.
+    async fn write(&self, id: &str, value: &TxnValue) -> Result<(), ApiError> {
+        let key = encode_key(id).map_err(|e| encoding_failed(&e))?;
+        let value = encode_value(value).map_err(|e| encoding_failed(&e))?;
+        let mut batch = BatchBuilder::new();
+        batch.append(SystemClock.now_ms(), Some(&key), Some(&value), &[]);
+        let partition = Arc::clone(&self.partition);
+        let bytes = batch.build();
+        let pending = tokio::task::spawn_blocking(move || partition.append_now(bytes, Acks::All))
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, format!("append task: {e}")))?
+            .map_err(coordinator_error)?;
+        self.partition
+            .complete(pending, WRITE_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(coordinator_error)
+    }
+}
+
+/// The transaction coordinator service.
+pub struct Transactions {
+    node_id: BrokerId,
+    config: BrokerConfig,
+    admin: Admin,
+    topics: Arc<Topics>,
+    producer_ids: Arc<ProducerIds>,
+    authorizer: Arc<Authorizer>,
+    shards: Mutex<BTreeMap<PartitionId, Arc<TxnShard>>>,
+}
+
+impl Transactions {
+    pub fn new(
+        config: &BrokerConfig,
+        admin: Admin,
+        topics: Arc<Topics>,
+        producer_ids: Arc<ProducerIds>,
+        authorizer: Arc<Authorizer>,
+    ) -> Transactions {
+        Transactions {
+            node_id: config.node_id,
+            config: config.clone(),
+            admin,
+            topics,
+            producer_ids,
+            authorizer,
+            shards: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Where the coordinator of transactional id `id` is, as clients of `listener` reach
+    /// it. Creates `__transaction_state` on first use, as the group coordinator creates
+    /// `__consumer_offsets`.
+    pub async fn find_coordinator(
+        &self,
+        principal: &Principal,
+        id: &str,
+        listener: &str,
+    ) -> Result<CoordinatorAddress, ApiError> {
+        self.may(principal, id)?;
+        let image = self.state_topic().await?;
+        let topic = &image.topics[TRANSACTION_STATE_TOPIC];
+        let index = coordinator_partition(id, topic.partitions.len() as u32);
+        let leader = topic.partition(index).map_or(BrokerId(-1), |p| p.leader);
+        let address = image.broker_address(leader, listener).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::CoordinatorNotAvailable,
+                format!(
+                    "{TRANSACTION_STATE_TOPIC}-{} has no leader right now; retry shortly",
+                    index.0
+                ),
+            )
+        })?;
+        Ok(CoordinatorAddress {
+            node_id: leader,
+            host: address.host.clone(),
+            port: address.port,
+        })
+    }
+
+    /// InitProducerId for a transactional id: its producer id and a new epoch, which fences
+    /// every older instance. An open transaction of an older instance is aborted first
+    /// (CONCURRENT_TRANSACTIONS until that is done; the producer retries).
+    pub async fn init_producer_id(
+        &self,
+        principal: &Principal,
+        id: &str,
+        timeout_ms: i32,
+    ) -> Result<(i64, i16), ApiError> {
+        self.may(principal, id)?;
+        let (shard, entry) = self.locate(id)?;
+        let mut current = entry.lock().await;
+        // A fresh producer id is taken only when needed; the closure cannot await, so one
+        // is taken first when the rules may want it.
+        let fresh = match current.as_ref() {
+            None => Some(self.producer_ids.new_id().await?),
+            Some(v) if v.producer_epoch >= i16::MAX - 1 => Some(self.producer_ids.new_id().await?),
+            Some(_) => None,
+        };
+        let now = SystemClock.now_ms();
+        let next = state::init_producer_id(id, current.as_ref(), timeout_ms, now, || {
+            fresh.ok_or_else(|| {
+                ApiError::new(ErrorCode::UnknownServerError, "no fresh producer id taken")
+            })
+        })?;
+        match next {
+            Init::Ready(value) => {
+                shard.write(id, &value).await?;
+                let answer = (value.producer_id, value.producer_epoch);
+                *current = Some(value);
+                Ok(answer)
+            }
+            Init::AbortFirst(value) => {
+                shard.write(id, &value).await?;
+                *current = Some(value);
+                drop(current);
+                self.spawn_completion(&shard, id, entry);
+                Err(ApiError::new(
+                    ErrorCode::ConcurrentTransactions,
+                    format!(
+                        "aborting the transaction an older instance of {id:?} left open; \
+                         retry shortly"
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// AddPartitionsToTxn: the partitions join the producer's transaction (opening it).
+    /// Each must exist and be writable by the principal; if any is not, none is added and
+    /// the others answer OPERATION_NOT_ATTEMPTED, as in Kafka.
+    pub async fn add_partitions(
+        &self,
+        principal: &Principal,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        topics: Vec<TopicItems<PartitionId>>,
+    ) -> Result<Vec<TopicItems<PartitionOutcome<()>>>, ApiError> {
+        self.may(principal, id)?;
+        let image = self.admin.image();
+        let checked: Vec<TopicItems<PartitionOutcome<()>>> = topics
+            .iter()
+            .map(|t| {
+                let allowed =
+                    self.authorizer
+                        .check(principal, Operation::Write, Resource::Topic(&t.topic));
+                TopicItems {
+                    topic: t.topic.clone(),
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .map(|&p| PartitionOutcome {
+                            partition: p,
+                            outcome: allowed
+                                .clone()
+                                .and_then(|()| partition_exists(&image, &t.topic, p)),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let failed = checked
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .any(|p| p.outcome.is_err());
+        if failed {
+            return Ok(not_attempted(checked));
+        }
+        let (shard, entry) = self.locate(id)?;
+        let mut current = entry.lock().await;
+        let asked: Vec<TopicPartitions> = topics
+            .iter()
+            .map(|t| TopicPartitions {
+                topic: t.topic.clone(),
+                partitions: t.partitions.clone(),
+            })
+            .collect();
+        let now = SystemClock.now_ms();
+        if let Some(value) =
+            state::add_partitions(id, current.as_ref(), producer_id, epoch, &asked, now)?
+        {
+            shard.write(id, &value).await?;
+            *current = Some(value);
+        }
+        Ok(checked)
+    }
+
+    /// EndTxn: commits or aborts the open transaction. Answers once the decision is
+    /// replicated; the markers follow (the next request of the id waits for them).
+    pub async fn end_txn(
+        &self,
+        principal: &Principal,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<(), ApiError> {
+        self.may(principal, id)?;
+        let (shard, entry) = self.locate(id)?;
+        let mut current = entry.lock().await;
+        let now = SystemClock.now_ms();
+        match state::end_txn(id, current.as_ref(), producer_id, epoch, commit, now)? {
+            End::AlreadyDone => Ok(()),
+            End::Prepare(value) => {
+                shard.write(id, &value).await?;
+                *current = Some(value);
+                drop(current);
+                self.spawn_completion(&shard, id, entry);
+                Ok(())
+            }
+        }
+    }
+
+    /// The shard coordinating `id` and the id's entry, or the error that sends the client
+    /// to find the coordinator again (or to wait for the load).
+    fn locate(&self, id: &str) -> Result<(Arc<TxnShard>, IdRef), ApiError> {
+        if id.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "the transactional id is empty; give the producer a transactional.id",
+            ));
+        }
+        let image = self.admin.image();
+        let Some(topic) = image.topics.get(TRANSACTION_STATE_TOPIC) else {
+            return Err(ApiError::new(
+                ErrorCode::CoordinatorNotAvailable,
+                format!("{TRANSACTION_STATE_TOPIC} does not exist yet; send FindCoordinator first"),
+            ));
+        };
+        let index = coordinator_partition(id, topic.partitions.len() as u32);
+        let shard = self
+            .shards
+            .lock()
+            .expect("shards lock")
+            .get(&index)
+            .cloned();
+        match shard {
+            Some(shard) if shard.is_loaded() => {
+                let entry = shard.id(id);
+                Ok((shard, entry))
+            }
+            Some(_) => Err(ApiError::new(
+                ErrorCode::CoordinatorLoadInProgress,
+                format!(
+                    "broker {} is loading the transactions of {TRANSACTION_STATE_TOPIC}-{}; \
+                     retry shortly",
+                    self.node_id, index.0
+                ),
+            )),
+            None => Err(ApiError::new(
+                ErrorCode::NotCoordinator,
+                format!(
+                    "broker {} is not the transaction coordinator of {id:?} (the leader of \
+                     {TRANSACTION_STATE_TOPIC}-{} is); find the coordinator again",
+                    self.node_id, index.0
+                ),
+            )),
+        }
+    }
+
+    /// Kafka asks for Describe or Write on the TransactionalId resource; sluice's ACLs have
+    /// no such resource type yet, so a transactional producer needs what an idempotent one
+    /// does (Write on some topic) and its writes are checked per topic. Until the resource
+    /// type exists, a principal that may write anywhere may use any transactional id.
+    fn may(&self, principal: &Principal, id: &str) -> Result<(), ApiError> {
+        if self.authorizer.may_write_somewhere(principal) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            ErrorCode::TransactionalIdAuthorizationFailed,
+            format!(
+                "{principal} may not write to any topic, so it may not use transactional id \
+                 {id:?}; an administrator can allow writes with sluice acl add"
+            ),
+        ))
+    }
+
+    /// The image, once it has `__transaction_state` (created here if it is missing, as
+    /// many partitions as `__consumer_offsets`).
+    async fn state_topic(&self) -> Result<Arc<MetadataImage>, ApiError> {
+        self.admin
+            .internal_topic(
+                TRANSACTION_STATE_TOPIC,
+                self.config.offsets_topic_partitions,
+                self.config.offsets_topic_segment_bytes,
+                self.config.voters.len(),
+            )
+            .await
+    }
+
+    /// Finishes `id`'s Prepare state in the background: markers, then the completion.
+    fn spawn_completion(&self, shard: &Arc<TxnShard>, id: &str, entry: IdRef) {
+        let completer = Completer {
+            node_id: self.node_id,
+            config: self.config.clone(),
+            topics: Arc::clone(&self.topics),
+            admin: self.admin.clone(),
+        };
+        tokio::spawn(completer.complete(Arc::clone(shard), id.to_owned(), entry));
+    }
+
+    /// Follows leadership of `__transaction_state`: loads the partitions this broker now
+    /// leads (or leads in a new epoch), drops the others. `partition` finds the local
+    /// replica.
+    pub fn on_image(
+        self: &Arc<Self>,
+        image: &Arc<MetadataImage>,
+        partition: impl Fn(PartitionId) -> Option<Arc<Partition>>,
+    ) {
+        let (led, topic_id) =
+            led_partitions(image, TRANSACTION_STATE_TOPIC, self.node_id, &partition);
+        let mut shards = self.shards.lock().expect("shards lock");
+        shards.retain(|index, shard| {
+            let keep = led.get(index) == Some(&shard.coordinator_epoch)
+                && topic_id == Some(shard.topic_id);
+            if !keep {
+                tracing::info!(
+                    "no longer the transaction coordinator of {TRANSACTION_STATE_TOPIC}-{}",
+                    index.0
+                );
+                shard.loaded.store(false, Ordering::Release);
+            }
+            keep
+        });
+        for (index, coordinator_epoch) in led {
+            if shards.contains_key(&index) {
+                continue;
+            }
+            let Some(replica) = partition(index) else {
+                continue;
+            };
+            let shard = Arc::new(TxnShard {
+                index,
+                coordinator_epoch,
+                topic_id: topic_id.expect("a led partition has a topic"),
+                partition: replica,
+                loaded: AtomicBool::new(false),
+                ids: Mutex::new(HashMap::new()),
+            });
+            shards.insert(index, Arc::clone(&shard));
+            tokio::spawn(Arc::clone(self).load(shard));
+        }
+    }
+
+    /// Drops every shard (shutdown).
+    pub fn unload_all(&self) {
+        for shard in std::mem::take(&mut *self.shards.lock().expect("shards lock")).into_values() {
+            shard.loaded.store(false, Ordering::Release);
+        }
+    }
+
+    /// Rebuilds a shard's ids from its partition, then finishes the transactions it left
+    /// in a Prepare state.
+    async fn load(self: Arc<Self>, shard: Arc<TxnShard>) {
+        let replica = Arc::clone(&shard.partition);
+        let loaded = tokio::task::spawn_blocking(move || replay(&replica)).await;
+        let ids = match loaded {
+            Ok(Ok(ids)) => ids,
+            Ok(Err(e)) => {
+                tracing::error!(
+                    "cannot load the transactions of {TRANSACTION_STATE_TOPIC}-{}: {e}; they \
+                     stay unavailable on this broker until its leadership changes",
+                    shard.index.0
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::error!(
+                    "loading {TRANSACTION_STATE_TOPIC}-{} failed: {e}",
+                    shard.index.0
+                );
+                return;
+            }
+        };
+        let n = ids.len();
+        let entries: HashMap<String, IdRef> = ids
+            .into_iter()
+            .map(|(id, v)| (id, Arc::new(tokio::sync::Mutex::new(Some(v)))))
+            .collect();
+        let unfinished: Vec<(String, IdRef)> = {
+            let mut out = Vec::new();
+            for (id, entry) in &entries {
+                let preparing = entry.lock().await.as_ref().is_some_and(|v| {
+                    matches!(v.state, TxnState::PrepareCommit | TxnState::PrepareAbort)
+                });
+                if preparing {
+                    out.push((id.clone(), Arc::clone(entry)));
+                }
+            }
+            out
+        };
+        *shard.ids.lock().expect("ids lock") = entries;
+        shard.loaded.store(true, Ordering::Release);
+        tracing::info!(
+            "coordinating {n} transactional id(s) of {TRANSACTION_STATE_TOPIC}-{}",
+            shard.index.0
+        );
+        for (id, entry) in unfinished {
+            self.spawn_completion(&shard, &id, entry);
+        }
+    }
+
+    /// Aborts the transactions open longer than their timeouts, until `stopping`.
+    pub async fn run(self: Arc<Self>, mut stopping: tokio::sync::watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(TIMEOUT_CHECK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            let shards: Vec<Arc<TxnShard>> = self
+                .shards
+                .lock()
+                .expect("shards lock")
+                .values()
+                .filter(|s| s.is_loaded())
+                .cloned()
+                .collect();
+            for shard in shards {
+                let ids: Vec<(String, IdRef)> = shard
+                    .ids
+                    .lock()
+                    .expect("ids lock")
+                    .iter()
+                    .map(|(id, e)| (id.clone(), Arc::clone(e)))
+                    .collect();
+                for (id, entry) in ids {
+                    let Ok(mut current) = entry.try_lock() else {
+                        continue; // busy with a request: checked next tick
+                    };
+                    let Some(abort) = current
+                        .as_ref()
+                        .and_then(|v| state::timed_out(v, SystemClock.now_ms()))
+                    else {
+                        continue;
+                    };
+                    tracing::info!(
+                        "aborting the transaction of {id:?}: open longer than its timeout of \
+                         {} ms",
+                        abort.timeout_ms
+                    );
+                    if let Err(e) = shard.write(&id, &abort).await {
+                        tracing::warn!(
+                            "aborting the timed-out transaction of {id:?}: {}",
+                            e.message
+                        );
+                        continue;
+                    }
+                    *current = Some(abort);
+                    drop(current);
+                    self.spawn_completion(&shard, &id, entry);
+                }
+            }
+        }
+    }
+}
+
+/// Writes a Prepare state's markers and then its completion, in the background.
+struct Completer {
+    node_id: BrokerId,
+    config: BrokerConfig,
+    topics: Arc<Topics>,
+    admin: Admin,
+}
+
+impl Completer {
+    /// Retries the markers until every partition has one (or is gone), then writes the
+    /// completed state. Stops when the shard is dropped (the next coordinator finishes).
+    async fn complete(self, shard: Arc<TxnShard>, id: String, entry: IdRef) {
+        let mut delay = MARKER_RETRY_FIRST;
+        let mut peers: HashMap<BrokerId, (String, PeerConnection)> = HashMap::new();
+        loop {
+            if !shard.is_loaded() {
+                return;
+            }
+            let Some(prepared) = entry.lock().await.clone() else {
+                return;
+            };
+            if !matches!(
+                prepared.state,
+                TxnState::PrepareCommit | TxnState::PrepareAbort
+            ) {
+                return;
+            }
+            match self.send_markers(&shard, &prepared, &mut peers).await {
+                Ok(()) => {
+                    let mut current = entry.lock().await;
+                    if current.as_ref() != Some(&prepared) {
+                        return;
+                    }
+                    let done = state::completed(&prepared, SystemClock.now_ms());
+                    match shard.write(&id, &done).await {
+                        Ok(()) => {
+                            *current = Some(done);
+                            return;
+                        }
+                        Err(e) => tracing::warn!(
+                            "completing the transaction of {id:?}: {}; retrying",
+                            e.message
+                        ),
+                    }
+                }
+                Err(e) => tracing::debug!("markers of {id:?}: {}; retrying", e.message),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MARKER_RETRY_MAX);
+        }
+    }
+
+    /// Has each partition's leader write the marker. `Ok` once every partition has it or
+    /// no longer exists.
+    async fn send_markers(
+        &self,
+        shard: &TxnShard,
+        prepared: &TxnValue,
+        peers: &mut HashMap<BrokerId, (String, PeerConnection)>,
+    ) -> Result<(), ApiError> {
+        let image = self.admin.image();
+        let marker = ControlMarker {
+            kind: if prepared.state == TxnState::PrepareCommit {
+                ControlType::Commit
+            } else {
+                ControlType::Abort
+            },
+            coordinator_epoch: shard.coordinator_epoch.0,
+        };
+        let mut by_leader: BTreeMap<BrokerId, Vec<TopicPartitions>> = BTreeMap::new();
+        for t in &prepared.partitions {
+            let Some(topic) = image.topics.get(&t.topic) else {
+                continue; // deleted: nothing to mark
+            };
+            for &p in &t.partitions {
+                let Some(meta) = topic.partition(p) else {
+                    continue;
+                };
+                let list = by_leader.entry(meta.leader).or_default();
+                match list.iter_mut().find(|x| x.topic == t.topic) {
+                    Some(x) => x.partitions.push(p),
+                    None => list.push(TopicPartitions {
+                        topic: t.topic.clone(),
+                        partitions: vec![p],
+                    }),
+                }
+            }
+        }
+        let mut failure = None;
+        for (leader, partitions) in by_leader {
+            let outcome = if leader == BrokerId::NONE {
+                Err(ApiError::new(
+                    ErrorCode::LeaderNotAvailable,
+                    "a partition of the transaction has no leader",
+                ))
+            } else if leader == self.node_id {
+                self.write_local(&image, prepared, marker, partitions).await
+            } else {
+                self.write_remote(&image, leader, prepared, marker, partitions, peers)
+                    .await
+            };
+            if let Err(e) = outcome {
+                if matches!(
+                    e.code,
+                    ErrorCode::TransactionCoordinatorFenced | ErrorCode::InvalidProducerEpoch
+                ) {
+                    // A newer coordinator or producer epoch wrote there: this coordinator
+                    // is stale, its shard will be dropped.
+                    tracing::warn!("a marker was fenced: {}", e.message);
+                }
+                failure = Some(e);
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    async fn write_local(
+        &self,
+        image: &MetadataImage,
+        prepared: &TxnValue,
+        marker: ControlMarker,
+        partitions: Vec<TopicPartitions>,
+    ) -> Result<(), ApiError> {
+        let request = MarkerRequest {
+            producer_id: prepared.producer_id,
+            producer_epoch: prepared.producer_epoch,
+            marker,
+            topics: partitions
+                .into_iter()
+                .map(|t| TopicItems {
+                    topic: t.topic,
+                    partitions: t.partitions,
+                })
+                .collect(),
+        };
+        let results = markers::write_markers(&self.topics, image, vec![request]).await?;
+        first_failure(results.into_iter().flat_map(|r| r.topics).flat_map(|t| {
+            t.partitions
+                .into_iter()
+                .map(|p| p.outcome)
+                .collect::<Vec<_>>()
+        }))
+    }
+
+    async fn write_remote(
+        &self,
+        image: &MetadataImage,
+        leader: BrokerId,
+        prepared: &TxnValue,
+        marker: ControlMarker,
+        partitions: Vec<TopicPartitions>,
+        peers: &mut HashMap<BrokerId, (String, PeerConnection)>,
+    ) -> Result<(), ApiError> {
+        let Some(address) = image
+            .broker_address(leader, NATIVE_LISTENER)
+            .map(|l| l.address())
+        else {
+            return Err(ApiError::new(
+                ErrorCode::LeaderNotAvailable,
+                format!("broker {leader} has no address yet"),
+            ));
+        };
+        if peers.get(&leader).is_none_or(|(a, _)| *a != address) {
+            let config = crate::cluster::peer_config(&self.config);
+            peers.insert(
+                leader,
+                (
+                    address.clone(),
+                    PeerConnection::new(leader, &address, config),
+                ),
+            );
+        }
+        let (_, peer) = peers.get_mut(&leader).expect("inserted above");
+        let request = Request::WriteTxnMarkers(WriteTxnMarkersRequest {
+            markers: vec![WritableTxnMarker {
+                producer_id: prepared.producer_id,
+                producer_epoch: prepared.producer_epoch,
+                committed: marker.kind == ControlType::Commit,
+                topics: partitions,
+                coordinator_epoch: marker.coordinator_epoch,
+            }],
+        });
+        let answer = peer.call(request, MARKER_CALL_TIMEOUT).await.map_err(|e| {
+            ApiError::new(
+                ErrorCode::NetworkException,
+                format!("WriteTxnMarkers to broker {leader}: {e}"),
+            )
+        })?;
+        let Response::WriteTxnMarkers(r) = answer else {
+            return Err(ApiError::new(
+                ErrorCode::UnknownServerError,
+                format!(
+                    "broker {leader} answered WriteTxnMarkers with {:?}",
+                    answer.api_key()
+                ),
+            ));
+        };
+        first_failure(r.markers.into_iter().flat_map(|m| m.topics).flat_map(|t| {
+            t.partitions
+                .into_iter()
+                .map(|p| match p.error_code {
+                    ErrorCode::None => Ok(()),
+                    code => Err(ApiError::new(code, p.error_message.unwrap_or_default())),
+                })
+                .collect::<Vec<_>>()
+        }))
+    }
+}
+
+/// The first failure among per-partition outcomes, a partition that no longer exists
+/// counting as done (its records went with it).
+fn first_failure(outcomes: impl Iterator<Item = Result<(), ApiError>>) -> Result<(), ApiError> {
+    for outcome in outcomes {
+        match outcome {
+            Ok(()) => {}
+            Err(e) if e.code == ErrorCode::UnknownTopicOrPartition => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn partition_exists(
+    image: &MetadataImage,
+    topic: &str,
+    partition: PartitionId,
+) -> Result<(), ApiError> {
+    let exists = image
+        .topics
+        .get(topic)
+        .is_some_and(|t| t.partition(partition).is_some());
+    if exists {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::UnknownTopicOrPartition,
+            format!(
+                "{topic}-{} does not exist; create the topic first",
+                partition.0
+            ),
+        ))
+    }
+}
+
+/// Every partition that did not fail answers OPERATION_NOT_ATTEMPTED.
+fn not_attempted(
+    checked: Vec<TopicItems<PartitionOutcome<()>>>,
+) -> Vec<TopicItems<PartitionOutcome<()>>> {
+    checked
+        .into_iter()
+        .map(|t| TopicItems {
+            topic: t.topic,
+            partitions: t
+                .partitions
+                .into_iter()
+                .map(|p| PartitionOutcome {
+                    partition: p.partition,
+                    outcome: match p.outcome {
+                        Ok(()) => Err(ApiError::new(
+                            ErrorCode::OperationNotAttempted,
+                            "another partition of the request was refused; none was added",
+                        )),
+                        failed => failed,
+                    },
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Replays a `__transaction_state` partition: the last record of each id wins; a
+/// tombstone forgets it. A record that does not decode is skipped with a warning.
+fn replay(replica: &Partition) -> Result<HashMap<String, TxnValue>, String> {
+    let mut ids: HashMap<String, TxnValue> = HashMap::new();
+    let end = replica.log_end_offset();
+    let mut offset = replica.log_start_offset();
+    while offset < end {
+        let bytes = replica
+            .read_log(offset, LOAD_READ_BYTES, end)
+            .map_err(|e| format!("reading offset {offset}: {}", e.message))?;
+        if bytes.is_empty() {
+            break;
+        }
+        for batch in Batches::new(bytes) {
+            let batch = batch.map_err(|e| format!("a batch at or after offset {offset}: {e}"))?;
+            offset = batch.header().next_offset();
+            let Ok(records) = batch.records() else {
+                tracing::warn!("skipping a batch of {TRANSACTION_STATE_TOPIC} at {offset}");
+                continue;
+            };
+            for record in records.flatten() {
+                let Some(key) = record.key else { continue };
+                let id = match decode_key(key) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        tracing::warn!("skipping a record of {TRANSACTION_STATE_TOPIC}: {e}");
+                        continue;
+                    }
+                };
+                match record.value.map(decode_value).transpose() {
+                    Ok(Some(value)) => {
+                        ids.insert(id, value);
+                    }
+                    Ok(None) => {
+                        ids.remove(&id);
+                    }
+                    Err(e) => tracing::warn!("skipping the state of {id:?}: {e}"),
+                }
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// What a client should do when a write to `__transaction_state` fails: leadership moved
+/// → find the coordinator again; the ISR is short or slow → retry later.
+fn coordinator_error(e: ApiError) -> ApiError {
+    let code = match e.code {
+        ErrorCode::NotLeaderOrFollower
+        | ErrorCode::LeaderNotAvailable
+        | ErrorCode::FencedLeaderEpoch
+        | ErrorCode::UnknownTopicOrPartition => ErrorCode::NotCoordinator,
+        ErrorCode::NotEnoughReplicas
+        | ErrorCode::NotEnoughReplicasAfterAppend
+        | ErrorCode::RequestTimedOut => ErrorCode::CoordinatorNotAvailable,
+        other => other,
+    };
+    ApiError::new(
+        code,
+        format!("writing to {TRANSACTION_STATE_TOPIC}: {}", e.message),
+    )
+}
+
+fn encoding_failed(e: &sluice_protocol::Error) -> ApiError {
+    ApiError::new(
+        ErrorCode::UnknownServerError,
+        format!("encoding a {TRANSACTION_STATE_TOPIC} record: {e}"),
+    )
+}
