@@ -356,6 +356,40 @@ fn confluent_transactions_commit_abort_and_fence() {
     assert_eq!(summary["everything"], 500);
 }
 
+/// The same on three brokers: the transaction coordinator (the leader of one
+/// `__transaction_state` partition) has the leaders of the topic's partitions, other
+/// brokers mostly, write the markers over WriteTxnMarkers.
+#[test]
+fn confluent_transactions_on_three_brokers() {
+    let Some(python) = python("confluent_transactions_three_brokers") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::start_with_kafka(3, dir.path(), &[]);
+    cli_ok(
+        &cluster.bootstrap(),
+        &["topic", "create", "txn", "-p", "3", "-r", "3"],
+        "",
+    );
+    cluster.wait_isr("txn", 3);
+    let summary = scenario(
+        &python,
+        "confluent_client.py",
+        "transactions",
+        &cluster.kafka_bootstrap(),
+        "txn",
+        &["--group", "txn-readers", "-n", "200", "-m", "100"],
+    )
+    .expect_ok(&cluster.brokers[0].log());
+    assert_eq!(summary["committed"], 400);
+    assert_eq!(summary["everything"], 500);
+    let leaders: BTreeSet<i32> = (0..3).map(|p| cluster.leader("txn", p)).collect();
+    assert!(
+        leaders.len() > 1,
+        "the partitions' leaders are spread: {leaders:?}"
+    );
+}
+
 #[test]
 fn confluent_admin_creates_and_deletes_topics() {
     let Some(python) = python("confluent_admin") else {
