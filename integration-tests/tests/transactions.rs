@@ -180,8 +180,8 @@ fn a_commit_is_finished_by_the_next_coordinator_when_the_first_dies_before_its_m
     });
 
     // t-0's leader stops: no marker can reach t-0 until it goes on. The commit is decided
-    // (EndTxn answers once its Prepare state is replicated, to the brokers still running),
-    // then its coordinator dies before it could write the marker.
+    // (its Prepare state replicated to the brokers still running; EndTxn answers after
+    // waiting in vain for the marker), then its coordinator dies before it could write it.
     cluster.node(leader.0).pause();
     rt.block_on(async {
         let client = connect(&cluster.bootstrap_of(&[coordinator.0])).await;

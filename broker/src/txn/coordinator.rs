@@ -7,10 +7,11 @@
 //! coordinator's markers are fenced by every partition that saw a newer one.
 //!
 //! Every change of an id's state ([`super::state`] decides it) is a record appended with
-//! acks=all and adopted only once replicated, under the id's lock. An EndTxn answers once
-//! its Prepare state is replicated (the decision is durable); a task then has the leaders
-//! write the markers (WriteTxnMarkers, retried until each is written) and writes the
-//! completion. Meanwhile the id's next request gets CONCURRENT_TRANSACTIONS. A new
+//! acks=all and adopted only once replicated, under the id's lock. An EndTxn writes its
+//! Prepare state (the decision is durable from then on); a task then has the leaders write
+//! the markers (WriteTxnMarkers, retried until each is written) and writes the completion,
+//! and the EndTxn answers when that is done or after `END_TXN_WAIT_MAX`, whichever comes
+//! first. Until the completion the id's next request gets CONCURRENT_TRANSACTIONS. A new
 //! coordinator that loads a Prepare state finishes it the same way.
 
 use std::collections::{BTreeMap, HashMap};
@@ -46,6 +47,9 @@ use crate::topics::Topics;
 
 /// How long a write to `__transaction_state` may wait for the ISR.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest an EndTxn waits for its markers and completion before it answers (the
+/// decision is durable before that wait begins).
+const END_TXN_WAIT_MAX: Duration = Duration::from_secs(5);
 /// How long a WriteTxnMarkers to another broker may take.
 const MARKER_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Waits between rounds of marker writes that did not all succeed: first, and most.
@@ -198,7 +202,7 @@ impl Transactions {
                 shard.write(id, &value).await?;
                 *current = Some(value);
                 drop(current);
-                self.spawn_completion(&shard, id, entry);
+                drop(self.spawn_completion(&shard, id, entry));
                 Err(ApiError::new(
                     ErrorCode::ConcurrentTransactions,
                     format!(
@@ -290,7 +294,14 @@ impl Transactions {
                 shard.write(id, &value).await?;
                 *current = Some(value);
                 drop(current);
-                self.spawn_completion(&shard, id, entry);
+                // The decision is durable: the answer could go now (as Kafka's does), but
+                // then the producer's next AddPartitionsToTxn meets CONCURRENT_TRANSACTIONS
+                // until the markers are written, and clients back off from that for their
+                // retry backoff (BENCHMARKS.md, "What transactions cost"). So the answer
+                // waits for the completion, a marker round trip, up to a bound: past it
+                // the markers go on in the background.
+                let completion = self.spawn_completion(&shard, id, entry);
+                let _ = tokio::time::timeout(END_TXN_WAIT_MAX, completion).await;
                 Ok(())
             }
         }
@@ -373,15 +384,21 @@ impl Transactions {
             .await
     }
 
-    /// Finishes `id`'s Prepare state in the background: markers, then the completion.
-    fn spawn_completion(&self, shard: &Arc<TxnShard>, id: &str, entry: IdRef) {
+    /// Finishes `id`'s Prepare state in the background: markers, then the completion. The
+    /// handle ends when it is done (or the shard was dropped).
+    fn spawn_completion(
+        &self,
+        shard: &Arc<TxnShard>,
+        id: &str,
+        entry: IdRef,
+    ) -> tokio::task::JoinHandle<()> {
         let completer = Completer {
             node_id: self.node_id,
             config: self.config.clone(),
             topics: Arc::clone(&self.topics),
             admin: self.admin.clone(),
         };
-        tokio::spawn(completer.complete(Arc::clone(shard), id.to_owned(), entry));
+        tokio::spawn(completer.complete(Arc::clone(shard), id.to_owned(), entry))
     }
 
     /// Follows leadership of `__transaction_state`: loads the partitions this broker now
@@ -481,7 +498,7 @@ impl Transactions {
             shard.index.0
         );
         for (id, entry) in unfinished {
-            self.spawn_completion(&shard, &id, entry);
+            drop(self.spawn_completion(&shard, &id, entry));
         }
     }
 
@@ -534,7 +551,8 @@ impl Transactions {
                     }
                     *current = Some(abort);
                     drop(current);
-                    self.spawn_completion(&shard, &id, entry);
+                    // Its end in the background: a timeout has no one waiting for it.
+                    drop(self.spawn_completion(&shard, &id, entry));
                 }
             }
         }
