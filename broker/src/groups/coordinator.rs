@@ -42,6 +42,31 @@ pub struct CoordinatorAddress {
     pub port: u16,
 }
 
+/// Where the coordinator of `key` is: the leader of partition `hash(key) % n` of the
+/// internal topic `topic` (which `image` has), as clients of `listener` reach it. The
+/// group coordinator's rule, and the transaction coordinator's on `__transaction_state`.
+pub(crate) fn coordinator_address(
+    image: &crate::cluster::image::MetadataImage,
+    topic: &str,
+    key: &str,
+    listener: &str,
+) -> Result<CoordinatorAddress, ApiError> {
+    let meta = &image.topics[topic];
+    let index = coordinator_partition(key, meta.partitions.len() as u32);
+    let leader = meta.partition(index).map_or(BrokerId(-1), |p| p.leader);
+    let address = image.broker_address(leader, listener).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::CoordinatorNotAvailable,
+            format!("{topic}-{} has no leader right now; retry shortly", index.0),
+        )
+    })?;
+    Ok(CoordinatorAddress {
+        node_id: leader,
+        host: address.host.clone(),
+        port: address.port,
+    })
+}
+
 /// A refused join: the error, and the member id the client should join with next (the
 /// new id with MEMBER_ID_REQUIRED, else the one it sent).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -189,23 +214,7 @@ impl Coordinator {
         check_group_id(group)?;
         self.may(principal, Operation::Describe, group)?;
         let image = self.offsets_topic().await?;
-        let topic = &image.topics[OFFSETS_TOPIC];
-        let index = coordinator_partition(group, topic.partitions.len() as u32);
-        let leader = topic.partition(index).map_or(BrokerId(-1), |p| p.leader);
-        let address = image.broker_address(leader, listener).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::CoordinatorNotAvailable,
-                format!(
-                    "{OFFSETS_TOPIC}-{} has no leader right now; retry shortly",
-                    index.0
-                ),
-            )
-        })?;
-        Ok(CoordinatorAddress {
-            node_id: leader,
-            host: address.host.clone(),
-            port: address.port,
-        })
+        coordinator_address(&image, OFFSETS_TOPIC, group, listener)
     }
 
     /// The image, once it has `__consumer_offsets` (created here if it is missing).

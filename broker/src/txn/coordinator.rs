@@ -35,7 +35,7 @@ use crate::cluster::image::{MetadataImage, NATIVE_LISTENER};
 use crate::cluster::peer::PeerConnection;
 use crate::config::BrokerConfig;
 use crate::error::ApiError;
-use crate::groups::coordinator::CoordinatorAddress;
+use crate::groups::coordinator::{coordinator_address, CoordinatorAddress};
 use crate::groups::led_partitions;
 use crate::partition::{Acks, Partition};
 use crate::security::acl::{Authorizer, Operation, Resource};
@@ -147,23 +147,7 @@ impl Transactions {
     ) -> Result<CoordinatorAddress, ApiError> {
         self.may(principal, id)?;
         let image = self.state_topic().await?;
-        let topic = &image.topics[TRANSACTION_STATE_TOPIC];
-        let index = coordinator_partition(id, topic.partitions.len() as u32);
-        let leader = topic.partition(index).map_or(BrokerId(-1), |p| p.leader);
-        let address = image.broker_address(leader, listener).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::CoordinatorNotAvailable,
-                format!(
-                    "{TRANSACTION_STATE_TOPIC}-{} has no leader right now; retry shortly",
-                    index.0
-                ),
-            )
-        })?;
-        Ok(CoordinatorAddress {
-            node_id: leader,
-            host: address.host.clone(),
-            port: address.port,
-        })
+        coordinator_address(&image, TRANSACTION_STATE_TOPIC, id, listener)
     }
 
     /// InitProducerId for a transactional id: its producer id and a new epoch, which fences
