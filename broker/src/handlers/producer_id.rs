@@ -17,7 +17,9 @@ pub async fn init_producer_id(
 ) -> InitProducerIdResponse {
     let answer = match request.transactional_id {
         Some(id) => {
-            txns.init_producer_id(principal, &id, request.transaction_timeout_ms)
+            let claimed =
+                (request.producer_id >= 0).then_some((request.producer_id, request.producer_epoch));
+            txns.init_producer_id(principal, &id, claimed, request.transaction_timeout_ms)
                 .await
         }
         None => {

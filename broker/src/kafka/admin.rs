@@ -336,7 +336,10 @@ pub async fn init_producer_id(
 ) -> ResponseKind {
     let answer = match request.transactional_id {
         Some(id) => {
-            txns.init_producer_id(principal, &id, request.transaction_timeout_ms)
+            // v3+ carries the running producer's id and epoch when it asks for a bump.
+            let claimed = (request.producer_id.0 >= 0)
+                .then_some((request.producer_id.0, request.producer_epoch));
+            txns.init_producer_id(principal, &id, claimed, request.transaction_timeout_ms)
                 .await
         }
         None => {

@@ -151,12 +151,14 @@ impl Transactions {
     }
 
     /// InitProducerId for a transactional id: its producer id and a new epoch, which fences
-    /// every older instance. An open transaction of an older instance is aborted first
+    /// every older instance (`claimed`: the running producer's own id and epoch, when it
+    /// asks for a bump). An open transaction of an older instance is aborted first
     /// (CONCURRENT_TRANSACTIONS until that is done; the producer retries).
     pub async fn init_producer_id(
         &self,
         principal: &Principal,
         id: &str,
+        claimed: Option<(i64, i16)>,
         timeout_ms: i32,
     ) -> Result<(i64, i16), ApiError> {
         self.may(principal, id)?;
@@ -170,7 +172,7 @@ impl Transactions {
             Some(_) => None,
         };
         let now = SystemClock.now_ms();
-        let next = state::init_producer_id(id, current.as_ref(), timeout_ms, now, || {
+        let next = state::init_producer_id(id, current.as_ref(), claimed, timeout_ms, now, || {
             fresh.ok_or_else(|| {
                 ApiError::new(ErrorCode::UnknownServerError, "no fresh producer id taken")
             })

@@ -40,15 +40,22 @@ pub enum Init {
 }
 
 /// InitProducerId for a transactional id in state `current` (`None`: never seen, or
-/// expired). `new_producer_id` is called when a fresh id is needed: first use, or an epoch
-/// that would overflow.
+/// expired). `claimed` is the producer id and epoch a running producer sends to have its
+/// epoch bumped (KIP-360, after an error it can recover from); they must be the id's
+/// current ones, so a fenced instance cannot fence its successor in turn. A new instance
+/// sends none. `new_producer_id` is called when a fresh id is needed: first use, or an
+/// epoch that would overflow.
 pub fn init_producer_id(
     id: &str,
     current: Option<&TxnValue>,
+    claimed: Option<(i64, i16)>,
     timeout_ms: i32,
     now_ms: i64,
     new_producer_id: impl FnOnce() -> Result<i64, ApiError>,
 ) -> Result<Init, ApiError> {
+    if let Some((producer_id, epoch)) = claimed {
+        check_producer(id, current, producer_id, epoch)?;
+    }
     if timeout_ms <= 0 || timeout_ms > TRANSACTION_TIMEOUT_MAX_MS {
         return Err(ApiError::new(
             ErrorCode::InvalidTransactionTimeout,

@@ -20,7 +20,7 @@ fn ready(init: Init) -> TxnValue {
 
 /// A transactional id initialised once: producer 42, epoch 0.
 fn initialised() -> TxnValue {
-    ready(init_producer_id(ID, None, 60_000, 1_000, || Ok(42)).unwrap())
+    ready(init_producer_id(ID, None, None, 60_000, 1_000, || Ok(42)).unwrap())
 }
 
 #[test]
@@ -92,7 +92,7 @@ fn a_new_instance_fences_the_old_one_and_aborts_its_open_transaction_first() {
     let empty = initialised();
     // A second instance of a producer with no transaction open: epoch 1 at once.
     let second =
-        ready(init_producer_id(ID, Some(&empty), 60_000, 2_000, || unreachable!()).unwrap());
+        ready(init_producer_id(ID, Some(&empty), None, 60_000, 2_000, || unreachable!()).unwrap());
     assert_eq!((second.producer_id, second.producer_epoch), (42, 1));
     let err = add_partitions(ID, Some(&second), 42, 0, &[tp("a", &[0])], 3_000).unwrap_err();
     assert_eq!(err.code, ErrorCode::ProducerFenced);
@@ -103,7 +103,7 @@ fn a_new_instance_fences_the_old_one_and_aborts_its_open_transaction_first() {
         .unwrap()
         .unwrap();
     let Init::AbortFirst(abort) =
-        init_producer_id(ID, Some(&ongoing), 60_000, 4_000, || unreachable!()).unwrap()
+        init_producer_id(ID, Some(&ongoing), None, 60_000, 4_000, || unreachable!()).unwrap()
     else {
         panic!("the open transaction is aborted first");
     };
@@ -113,14 +113,15 @@ fn a_new_instance_fences_the_old_one_and_aborts_its_open_transaction_first() {
     );
     assert_eq!(abort.partitions, [tp("a", &[0])]);
     assert_eq!(
-        init_producer_id(ID, Some(&abort), 60_000, 4_500, || unreachable!())
+        init_producer_id(ID, Some(&abort), None, 60_000, 4_500, || unreachable!())
             .unwrap_err()
             .code,
         ErrorCode::ConcurrentTransactions
     );
     let aborted = completed(&abort, 5_000);
-    let third =
-        ready(init_producer_id(ID, Some(&aborted), 60_000, 6_000, || unreachable!()).unwrap());
+    let third = ready(
+        init_producer_id(ID, Some(&aborted), None, 60_000, 6_000, || unreachable!()).unwrap(),
+    );
     assert_eq!((third.producer_id, third.producer_epoch), (42, 3));
 }
 
@@ -148,7 +149,7 @@ fn requests_must_carry_the_ids_producer_and_epoch() {
 #[test]
 fn timeouts_and_exhausted_epochs() {
     for bad in [0, -1, TRANSACTION_TIMEOUT_MAX_MS + 1] {
-        let err = init_producer_id(ID, None, bad, 0, || Ok(1)).unwrap_err();
+        let err = init_producer_id(ID, None, None, bad, 0, || Ok(1)).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidTransactionTimeout);
     }
     let empty = initialised();
@@ -171,6 +172,49 @@ fn timeouts_and_exhausted_epochs() {
         producer_epoch: i16::MAX - 1,
         ..empty
     };
-    let fresh = ready(init_producer_id(ID, Some(&exhausted), 60_000, 0, || Ok(99)).unwrap());
+    let fresh = ready(init_producer_id(ID, Some(&exhausted), None, 60_000, 0, || Ok(99)).unwrap());
     assert_eq!((fresh.producer_id, fresh.producer_epoch), (99, 0));
+}
+
+#[test]
+fn an_epoch_bump_must_come_from_the_current_instance() {
+    let empty = initialised();
+    let second =
+        ready(init_producer_id(ID, Some(&empty), None, 60_000, 0, || unreachable!()).unwrap());
+    // The first instance (epoch 0) asks for a bump of its own epoch: it is fenced, and
+    // the second keeps its epoch.
+    let zombie = init_producer_id(
+        ID,
+        Some(&second),
+        Some((42, 0)),
+        60_000,
+        0,
+        || unreachable!(),
+    );
+    assert_eq!(zombie.unwrap_err().code, ErrorCode::ProducerFenced);
+    let wrong_id = init_producer_id(
+        ID,
+        Some(&second),
+        Some((7, 1)),
+        60_000,
+        0,
+        || unreachable!(),
+    );
+    assert_eq!(
+        wrong_id.unwrap_err().code,
+        ErrorCode::InvalidProducerIdMapping
+    );
+    // The current instance's own bump.
+    let bumped = ready(
+        init_producer_id(
+            ID,
+            Some(&second),
+            Some((42, 1)),
+            60_000,
+            0,
+            || unreachable!(),
+        )
+        .unwrap(),
+    );
+    assert_eq!((bumped.producer_id, bumped.producer_epoch), (42, 2));
 }
