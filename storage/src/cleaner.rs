@@ -281,7 +281,11 @@ impl CleanPlan {
                 }
                 mapped_any = true;
                 map_end = header.next_offset().max(self.first_dirty);
-                if header.is_control() {
+                // A transactional record may be aborted, or not decided yet: it must not
+                // supersede anything (an aborted write would take a committed value with
+                // it). Until the cleaner knows transactions' outcomes (issue 26), such
+                // records only ever give way to later plain records of their key.
+                if header.is_control() || header.is_transactional() {
                     continue;
                 }
                 let Some(records) = parse_records(&batch, &path) else {
@@ -402,7 +406,9 @@ impl CleanPlan {
                 let superseded = map
                     .latest(key)
                     .is_some_and(|latest| latest > record.offset.0);
-                let expired_tombstone = record.value.is_none() && expire_tombstones;
+                // A transactional tombstone stays (its delete superseded nothing here).
+                let expired_tombstone =
+                    record.value.is_none() && expire_tombstones && !header.is_transactional();
                 !superseded && !expired_tombstone
             }
         };

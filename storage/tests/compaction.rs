@@ -835,3 +835,48 @@ fn a_truncation_into_the_gap_the_cleaner_left_at_a_segments_end_ends_the_log_the
     let kept: Vec<i64> = records(&log).into_keys().collect();
     assert_eq!(kept, vec![0, 1]);
 }
+
+#[test]
+fn a_transactional_write_never_supersedes_a_value_it_may_have_been_aborted_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), compact_config(), &clock);
+    let plain = |key: &[u8], value: &[u8]| {
+        keyed_batch(
+            &[(key.to_vec(), Some(value.to_vec()))],
+            clock.now_ms(),
+            Compression::None,
+            ProducerStamp::default(),
+        )
+    };
+    log.append(plain(b"k", b"committed"), LeaderEpoch(1))
+        .unwrap();
+    // A transactional write of the same key (and delete of another) that may be aborted.
+    let stamp = ProducerStamp {
+        producer_id: 7,
+        producer_epoch: 0,
+        base_sequence: 0,
+    };
+    let mut txn = BatchBuilder::with_capacity(stamp, 0).transactional();
+    txn.append(clock.now_ms(), Some(b"k"), Some(b"maybe aborted"), &[]);
+    txn.append(clock.now_ms(), Some(b"gone"), None, &[]);
+    log.append(plain(b"gone", b"kept"), LeaderEpoch(1)).unwrap();
+    log.append(txn.build(), LeaderEpoch(1)).unwrap();
+    // Other keys until the first segments are sealed.
+    for i in 0..40u8 {
+        log.append(plain(&[b'x', i % 4], &[i; 64]), LeaderEpoch(1))
+            .unwrap();
+    }
+    clock.advance(RETENTION_MS + 1);
+    clean_all(&mut log);
+    clean_all(&mut log); // a second run, past the tombstone's retention
+    let values: Vec<Entry> = records(&log).into_values().collect();
+    for expected in [
+        (b"k".to_vec(), Some(b"committed".to_vec())),
+        (b"k".to_vec(), Some(b"maybe aborted".to_vec())),
+        (b"gone".to_vec(), Some(b"kept".to_vec())),
+        (b"gone".to_vec(), None),
+    ] {
+        assert!(values.contains(&expected), "{expected:?} was cleaned away");
+    }
+}

@@ -79,12 +79,11 @@ impl ProducerIds {
             ));
         }
         if request.transactional_id.is_some() {
-            // The native listener sends these to the transaction coordinator (`crate::txn`);
-            // the Kafka listener does not serve transactions yet.
+            // Both listeners send these to the transaction coordinator (`crate::txn`); one
+            // that reaches this service is a listener's bug.
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,
-                "transactions are not served on the Kafka listener yet; use an idempotent \
-                 producer (no transactional.id)",
+                "a transactional id's producer id comes from its transaction coordinator",
             ));
         }
         if request.producer_id >= 0

@@ -82,7 +82,11 @@ pub fn init_producer_id(
         TxnState::Ongoing => Ok(Init::AbortFirst(TxnValue {
             state: TxnState::PrepareAbort,
             updated_ms: now_ms,
-            ..bumped(current, current.producer_id, current.producer_epoch + 1)?
+            ..bumped(
+                current,
+                current.producer_id,
+                current.producer_epoch.checked_add(1).unwrap_or(-1),
+            )?
         })),
         TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
             let (producer_id, epoch) = if current.producer_epoch >= i16::MAX - 1 {
