@@ -34,17 +34,7 @@ cleanup() { stop_brokers; rm -rf "$WORK"/data; }
 trap cleanup EXIT
 log() { echo "== $*" >&2; }
 
-export SLUICE_BOOTSTRAP=127.0.0.1:$(free_port)
-KAFKA=127.0.0.1:$(free_port)
-"$BIN/sluice-broker" --listen "$SLUICE_BOOTSTRAP" --kafka-listen "$KAFKA" --data-dir "$WORK/data" \
-  2>"$WORK/broker.log" &
-PIDS+=($!)
-wait_active 1
-for _ in $(seq 1 100); do
-  python3 -c "import socket,sys; h,p=sys.argv[1].split(':'); socket.create_connection((h,int(p)),1)" "$KAFKA" \
-    2>/dev/null && break
-  sleep 0.1
-done
+start_kafka_broker
 
 native() { "$BIN/sluice-bench" "$@" --format json 2>/dev/null | tail -1; }
 kafka() { "$PERF" "$@" --bootstrap "$KAFKA" | tail -1; }

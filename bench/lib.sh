@@ -37,6 +37,22 @@ wait_active() {
   echo "the brokers did not become active; see $WORK/*.log" >&2
   exit 1
 }
+# Starts one broker ($BIN/sluice-broker, data in $WORK/data, log in $WORK/broker.log) with
+# its native and Kafka listeners on free 127.0.0.1 ports; exports SLUICE_BOOTSTRAP, sets
+# KAFKA to the Kafka listener's address, and waits until both serve.
+start_kafka_broker() {
+  export SLUICE_BOOTSTRAP=127.0.0.1:$(free_port)
+  KAFKA=127.0.0.1:$(free_port)
+  "$BIN/sluice-broker" --listen "$SLUICE_BOOTSTRAP" --kafka-listen "$KAFKA" --data-dir "$WORK/data" \
+    2>"$WORK/broker.log" &
+  PIDS+=($!)
+  wait_active 1
+  for _ in $(seq 1 100); do
+    python3 -c "import socket,sys; h,p=sys.argv[1].split(':'); socket.create_connection((h,int(p)),1)" "$KAFKA" \
+      2>/dev/null && return 0
+    sleep 0.1
+  done
+}
 # Starts brokers 1, 2 and 3 on free 127.0.0.1 ports (data in $WORK/data-N, logs in
 # $WORK/broker-N.log), exports SLUICE_BOOTSTRAP naming all three, and waits until they
 # are active. Optional: the broker binary (default $BIN/sluice-broker), then extra flags.

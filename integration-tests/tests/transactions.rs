@@ -86,6 +86,31 @@ async fn coordinator_of(client: &Client, ask: BrokerId, id: &str) -> BrokerId {
     .await
 }
 
+/// A new instance's InitProducerId for `id` at `coordinator`, retried until it succeeds:
+/// its producer id and epoch.
+async fn init_producer(client: &Client, coordinator: BrokerId, id: &str, what: &str) -> (i64, i16) {
+    until(
+        client,
+        || coordinator,
+        || {
+            Request::InitProducerId(InitProducerIdRequest {
+                transactional_id: Some(id.to_owned()),
+                transaction_timeout_ms: 600_000,
+                producer_id: -1,
+                producer_epoch: -1,
+            })
+        },
+        |r| match r {
+            Response::InitProducerId(r) if r.error_code == ErrorCode::None => {
+                Some((r.producer_id, r.producer_epoch))
+            }
+            _ => None,
+        },
+        what,
+    )
+    .await
+}
+
 #[test]
 fn a_commit_is_finished_by_the_next_coordinator_when_the_first_dies_before_its_markers() {
     let dir = tempfile::tempdir().unwrap();
@@ -128,26 +153,8 @@ fn a_commit_is_finished_by_the_next_coordinator_when_the_first_dies_before_its_m
             }
         }
         let (id, coordinator) = chosen.expect("an id coordinated elsewhere");
-        let (pid, epoch) = until(
-            &client,
-            || coordinator,
-            || {
-                Request::InitProducerId(InitProducerIdRequest {
-                    transactional_id: Some(id.clone()),
-                    transaction_timeout_ms: 600_000,
-                    producer_id: -1,
-                    producer_epoch: -1,
-                })
-            },
-            |r| match r {
-                Response::InitProducerId(r) if r.error_code == ErrorCode::None => {
-                    Some((r.producer_id, r.producer_epoch))
-                }
-                _ => None,
-            },
-            "initialising the producer",
-        )
-        .await;
+        let (pid, epoch) =
+            init_producer(&client, coordinator, &id, "initialising the producer").await;
         let add = Request::AddPartitionsToTxn(AddPartitionsToTxnRequest {
             transactional_id: id.clone(),
             producer_id: pid,
@@ -238,23 +245,10 @@ fn a_commit_is_finished_by_the_next_coordinator_when_the_first_dies_before_its_m
             "finding the next coordinator",
         )
         .await;
-        let next_epoch = until(
+        let (_, next_epoch) = init_producer(
             &client,
-            || next,
-            || {
-                Request::InitProducerId(InitProducerIdRequest {
-                    transactional_id: Some(id.clone()),
-                    transaction_timeout_ms: 600_000,
-                    producer_id: -1,
-                    producer_epoch: -1,
-                })
-            },
-            |r| match r {
-                Response::InitProducerId(r) if r.error_code == ErrorCode::None => {
-                    Some(r.producer_epoch)
-                }
-                _ => None,
-            },
+            next,
+            &id,
             "initialising again at the next coordinator",
         )
         .await;
