@@ -32,7 +32,7 @@ use sluice_storage::{Clock, SystemClock};
 use super::markers::{self, MarkerRequest};
 use super::state::{self, End, Init};
 use crate::cluster::image::{MetadataImage, NATIVE_LISTENER};
-use crate::cluster::peer::PeerConnection;
+use crate::cluster::peer::{PeerConfig, PeerConnection};
 use crate::config::BrokerConfig;
 use crate::error::ApiError;
 use crate::groups::coordinator::{coordinator_address, CoordinatorAddress};
@@ -109,7 +109,13 @@ impl TxnShard {
 /// The transaction coordinator service.
 pub struct Transactions {
     node_id: BrokerId,
-    config: BrokerConfig,
+    /// `__transaction_state`'s partitions and segment size when it is created, and the
+    /// voters counted for its replication factor (`__consumer_offsets`' settings).
+    state_topic_partitions: u32,
+    state_topic_segment_bytes: u32,
+    voters: usize,
+    /// How this broker dials the others (marker writes), made once.
+    peer: PeerConfig,
     admin: Admin,
     topics: Arc<Topics>,
     producer_ids: Arc<ProducerIds>,
@@ -127,7 +133,10 @@ impl Transactions {
     ) -> Transactions {
         Transactions {
             node_id: config.node_id,
-            config: config.clone(),
+            state_topic_partitions: config.offsets_topic_partitions,
+            state_topic_segment_bytes: config.offsets_topic_segment_bytes,
+            voters: config.voters.len(),
+            peer: crate::cluster::peer_config(config),
             admin,
             topics,
             producer_ids,
@@ -363,9 +372,9 @@ impl Transactions {
         self.admin
             .internal_topic(
                 TRANSACTION_STATE_TOPIC,
-                self.config.offsets_topic_partitions,
-                self.config.offsets_topic_segment_bytes,
-                self.config.voters.len(),
+                self.state_topic_partitions,
+                self.state_topic_segment_bytes,
+                self.voters,
             )
             .await
     }
@@ -380,7 +389,7 @@ impl Transactions {
     ) -> tokio::task::JoinHandle<()> {
         let completer = Completer {
             node_id: self.node_id,
-            config: self.config.clone(),
+            peer: self.peer.clone(),
             topics: Arc::clone(&self.topics),
             admin: self.admin.clone(),
         };
@@ -548,7 +557,7 @@ impl Transactions {
 /// Writes a Prepare state's markers and then its completion, in the background.
 struct Completer {
     node_id: BrokerId,
-    config: BrokerConfig,
+    peer: PeerConfig,
     topics: Arc<Topics>,
     admin: Admin,
 }
@@ -708,12 +717,11 @@ impl Completer {
             ));
         };
         if peers.get(&leader).is_none_or(|(a, _)| *a != address) {
-            let config = crate::cluster::peer_config(&self.config);
             peers.insert(
                 leader,
                 (
                     address.clone(),
-                    PeerConnection::new(leader, &address, config),
+                    PeerConnection::new(leader, &address, self.peer.clone()),
                 ),
             );
         }
