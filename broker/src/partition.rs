@@ -47,6 +47,14 @@ pub fn parse_acks(acks: i16) -> Result<Acks, ApiError> {
     })
 }
 
+/// Who appends: a producer (every check), or a coordinator writing its own state in the
+/// leader epoch it loaded it in ([`Partition::append_as_coordinator`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    Client,
+    Coordinator(LeaderEpoch),
+}
+
 /// An append written to the log and not yet acknowledged.
 #[derive(Debug)]
 pub struct PendingAppend {
@@ -576,7 +584,24 @@ impl Partition {
     /// thread, in request order, and finish with [`Partition::complete`]. The batches are
     /// validated before any is written, so a request appends all of them or none.
     pub fn append_now(&self, records: Bytes, acks: Acks) -> Result<PendingAppend, ApiError> {
-        let appended = self.append_with(records, acks, true)?;
+        let appended = self.append_with(records, acks, true, Origin::Client)?;
+        Ok(appended.expect("a blocking append always appends or fails"))
+    }
+
+    /// A coordinator's acks=all append to its internal partition (Kafka's
+    /// `AppendOrigin.Coordinator`): only while this replica still leads in `leader_epoch`,
+    /// the epoch the coordinator loaded its state in. Leadership that moved away and came
+    /// back is a new epoch, so a deposed coordinator can never write over the state its
+    /// successor (here or elsewhere) built (FENCED_LEADER_EPOCH). A transactional batch
+    /// (the group coordinator's TxnOffsetCommit) is checked for its producer epoch only:
+    /// its records carry no sequence. Blocking, as [`Partition::append_now`].
+    pub fn append_as_coordinator(
+        &self,
+        records: Bytes,
+        leader_epoch: LeaderEpoch,
+    ) -> Result<PendingAppend, ApiError> {
+        let appended =
+            self.append_with(records, Acks::All, true, Origin::Coordinator(leader_epoch))?;
         Ok(appended.expect("a blocking append always appends or fails"))
     }
 
@@ -593,7 +618,7 @@ impl Partition {
         if !quick_to_append(records) {
             return Ok(None);
         }
-        self.append_with(records.clone(), acks, false)
+        self.append_with(records.clone(), acks, false, Origin::Client)
     }
 
     fn append_with(
@@ -601,12 +626,27 @@ impl Partition {
         records: Bytes,
         acks: Acks,
         block: bool,
+        origin: Origin,
     ) -> Result<Option<PendingAppend>, ApiError> {
         self.check_live()?;
         let epoch = {
             let state = self.state();
             if state.role != Role::Leader {
                 return Err(self.not_leader(state.role));
+            }
+            if let Origin::Coordinator(loaded) = origin {
+                if self.leader_epoch() != loaded {
+                    return Err(ApiError::new(
+                        ErrorCode::FencedLeaderEpoch,
+                        format!(
+                            "{}: its coordinator was loaded in leader epoch {}, and the \
+                             partition is in epoch {} now",
+                            self.name(),
+                            loaded.0,
+                            self.leader_epoch().0
+                        ),
+                    ));
+                }
             }
             if acks == Acks::All && state.isr.len() < usize::from(self.min_insync_replicas()) {
                 return Err(self.not_enough_replicas(ErrorCode::NotEnoughReplicas, &state.isr));
@@ -621,7 +661,10 @@ impl Partition {
         let stamp = idempotent_stamp(&batches)?;
         let mut producers = self.producers.lock().expect("producer state lock");
         if let Some(stamp) = &stamp {
-            let verdict = producers.check(stamp)?;
+            let verdict = match origin {
+                Origin::Client => producers.check(stamp)?,
+                Origin::Coordinator(_) => producers.check_coordinator_write(stamp)?,
+            };
             if verdict == Verdict::Append && stamp.transactional {
                 // A transaction may open here: the LSO must stop at its first offset from
                 // before the batch can be read or replicated (appends are serialized by

@@ -206,14 +206,7 @@ impl ProducerStates {
             return Ok(Verdict::Append);
         };
         if stamp.epoch < entry.epoch {
-            return Err(ApiError::new(
-                ErrorCode::InvalidProducerEpoch,
-                format!(
-                    "producer {} epoch {} is fenced: epoch {} has written here since; close \
-                     this producer",
-                    stamp.producer_id, stamp.epoch, entry.epoch
-                ),
-            ));
+            return Err(fenced(stamp, entry.epoch));
         }
         if stamp.epoch > entry.epoch {
             if stamp.first_seq != 0 {
@@ -245,6 +238,16 @@ impl ProducerStates {
             return Err(out_of_order(stamp, expected));
         }
         Ok(Verdict::Append)
+    }
+
+    /// The check of a batch a coordinator writes for a producer (the group coordinator's
+    /// TxnOffsetCommit): its records carry no sequence, so only the producer's epoch is
+    /// checked, as Kafka does for `AppendOrigin.Coordinator`.
+    pub fn check_coordinator_write(&self, stamp: &Stamp) -> Result<Verdict, ApiError> {
+        match self.producers.get(&stamp.producer_id) {
+            Some(entry) if stamp.epoch < entry.epoch => Err(fenced(stamp, entry.epoch)),
+            _ => Ok(Verdict::Append),
+        }
     }
 
     /// Records a batch written at `base_offset..=last_offset` (by this leader, or copied
@@ -522,6 +525,17 @@ impl ProducerStates {
         self.saved_at = Some(offset);
         Ok(())
     }
+}
+
+fn fenced(stamp: &Stamp, newer: i16) -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidProducerEpoch,
+        format!(
+            "producer {} epoch {} is fenced: epoch {newer} has written here since; close this \
+             producer",
+            stamp.producer_id, stamp.epoch
+        ),
+    )
 }
 
 fn out_of_order(stamp: &Stamp, expected: i32) -> ApiError {

@@ -35,7 +35,7 @@ use sluice_storage::{Clock, SystemClock};
 
 use crate::cluster::image::MetadataImage;
 use crate::error::ApiError;
-use crate::partition::{Acks, Partition, PendingAppend, Role};
+use crate::partition::{Partition, PendingAppend, Role};
 use group::{Group, GroupTimings};
 
 /// How long a write to `__consumer_offsets` may wait for the ISR (Kafka's
@@ -91,7 +91,8 @@ impl Shard {
     }
 
     /// Writes records to the partition (the ordered phase: call with the group's lock
-    /// held); finish with [`Shard::replicated`] after releasing it.
+    /// held); finish with [`Shard::replicated`] after releasing it. Refused once the
+    /// partition's leadership moved since the shard was made, even if it came back.
     pub async fn write(
         &self,
         records: Vec<(GroupLogKey, Option<Bytes>)>,
@@ -104,7 +105,8 @@ impl Shard {
         }
         let partition = Arc::clone(&self.partition);
         let bytes = batch.build();
-        tokio::task::spawn_blocking(move || partition.append_now(bytes, Acks::All))
+        let epoch = self.leader_epoch;
+        tokio::task::spawn_blocking(move || partition.append_as_coordinator(bytes, epoch))
             .await
             .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, format!("append task: {e}")))?
             .map_err(coordinator_error)

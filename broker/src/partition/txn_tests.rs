@@ -246,3 +246,27 @@ fn a_follower_copies_the_transactions_so_that_it_can_lead() {
         (vec![0, 1], vec![(PRODUCER, Offset(0))])
     );
 }
+
+#[test]
+fn a_coordinator_writes_a_producers_transactional_batch_without_sequences_but_fenced_by_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), &assignment(1, 1, &[1]));
+    // TxnOffsetCommit's batches carry no sequence (-1), twice in one transaction.
+    for _ in 0..2 {
+        leader
+            .append_as_coordinator(txn_batch(2, -1, 1), LeaderEpoch(1))
+            .expect("the coordinator writes for the producer");
+    }
+    leader.maybe_advance_high_watermark();
+    assert_eq!(
+        leader.last_stable_offset(),
+        Offset(0),
+        "the transaction is open"
+    );
+    end_txn(&leader, 2, ControlType::Commit);
+    assert_eq!(leader.last_stable_offset(), Offset(3));
+    let fenced = leader
+        .append_as_coordinator(txn_batch(1, -1, 1), LeaderEpoch(1))
+        .unwrap_err();
+    assert_eq!(fenced.code, ErrorCode::InvalidProducerEpoch);
+}

@@ -37,7 +37,7 @@ use crate::config::BrokerConfig;
 use crate::error::ApiError;
 use crate::groups::coordinator::{coordinator_address, CoordinatorAddress};
 use crate::groups::led_partitions;
-use crate::partition::{Acks, Partition};
+use crate::partition::Partition;
 use crate::security::acl::{Authorizer, Operation, Resource};
 use crate::security::Principal;
 use crate::services::admin::Admin;
@@ -86,7 +86,10 @@ impl TxnShard {
         self.loaded.load(Ordering::Acquire)
     }
 
-    /// Writes `value` as `id`'s state and waits until the ISR has it.
+    /// Writes `value` as `id`'s state and waits until the ISR has it. Refused once the
+    /// partition's leadership moved since the shard was made, even if it came back: a
+    /// deposed shard's tasks (a Completer, a request queued on an id's lock, the timeout
+    /// check) must not write over its successor's states.
     async fn write(&self, id: &str, value: &TxnValue) -> Result<(), ApiError> {
         let key = encode_key(id).map_err(|e| encoding_failed(&e))?;
         let value = encode_value(value).map_err(|e| encoding_failed(&e))?;
@@ -94,10 +97,14 @@ impl TxnShard {
         batch.append(SystemClock.now_ms(), Some(&key), Some(&value), &[]);
         let partition = Arc::clone(&self.partition);
         let bytes = batch.build();
-        let pending = tokio::task::spawn_blocking(move || partition.append_now(bytes, Acks::All))
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, format!("append task: {e}")))?
-            .map_err(coordinator_error)?;
+        let epoch = self.coordinator_epoch;
+        let pending =
+            tokio::task::spawn_blocking(move || partition.append_as_coordinator(bytes, epoch))
+                .await
+                .map_err(|e| {
+                    ApiError::new(ErrorCode::UnknownServerError, format!("append task: {e}"))
+                })?
+                .map_err(coordinator_error)?;
         self.partition
             .complete(pending, WRITE_TIMEOUT)
             .await
