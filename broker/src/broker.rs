@@ -384,6 +384,7 @@ impl Services {
                 Arc::clone(topics),
                 Arc::clone(&producer_ids),
                 Arc::clone(&authorizer),
+                Arc::clone(groups),
             )),
             producer_ids,
             groups: Arc::new(Coordinator::new(

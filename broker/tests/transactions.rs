@@ -3,7 +3,8 @@
 //! coordinator's epoch; a transactional producer's records become visible to
 //! read_committed readers when it commits and never when it aborts; a new instance of a
 //! transactional id fences the old one and aborts what it left open, as does the
-//! transaction timeout; the coordinator's state survives a restart.
+//! transaction timeout; the coordinator's state survives a restart; consumer offsets
+//! committed in a transaction count only if it commits, also after a restart.
 
 mod common;
 
@@ -221,6 +222,121 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// AddOffsetsToTxn for group `group`, retried while `__consumer_offsets` is set up.
+    async fn add_offsets(&mut self, id: &str, pid: i64, epoch: i16, group: &str) -> ErrorCode {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let Response::AddOffsetsToTxn(r) = self
+                .call(Request::AddOffsetsToTxn(AddOffsetsToTxnRequest {
+                    transactional_id: id.into(),
+                    producer_id: pid,
+                    producer_epoch: epoch,
+                    group_id: group.into(),
+                }))
+                .await
+            else {
+                panic!("not an AddOffsetsToTxn response")
+            };
+            match r.error_code {
+                ErrorCode::CoordinatorNotAvailable | ErrorCode::ConcurrentTransactions
+                    if Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                code => return code,
+            }
+        }
+    }
+
+    /// TxnOffsetCommit of `offset` for `group` on partition 0 of `topic`, retried while the
+    /// group's partition loads.
+    async fn txn_commit_offset(
+        &mut self,
+        group: &str,
+        (pid, epoch): (i64, i16),
+        topic: &str,
+        offset: i64,
+    ) -> ErrorCode {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let Response::TxnOffsetCommit(r) = self
+                .call(Request::TxnOffsetCommit(TxnOffsetCommitRequest {
+                    transactional_id: "tx".into(),
+                    group_id: group.into(),
+                    producer_id: pid,
+                    producer_epoch: epoch,
+                    generation_id: -1,
+                    member_id: String::new(),
+                    topics: vec![OffsetCommitTopic {
+                        name: topic.into(),
+                        partitions: vec![OffsetCommitPartition {
+                            partition: PartitionId(0),
+                            committed_offset: Offset(offset),
+                            committed_leader_epoch: LeaderEpoch(-1),
+                            committed_metadata: None,
+                        }],
+                    }],
+                }))
+                .await
+            else {
+                panic!("not a TxnOffsetCommit response")
+            };
+            match r.topics[0].partitions[0].error_code {
+                ErrorCode::CoordinatorLoadInProgress | ErrorCode::CoordinatorNotAvailable
+                    if Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                code => return code,
+            }
+        }
+    }
+
+    /// The offset `group` has committed for partition 0 of `topic` (-1: none), or the
+    /// error; `stable`: refuse one a transaction has not decided yet.
+    async fn committed_offset(
+        &mut self,
+        group: &str,
+        topic: &str,
+        stable: bool,
+    ) -> Result<i64, ErrorCode> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let Response::OffsetFetch(r) = self
+                .call(Request::OffsetFetch(OffsetFetchRequest {
+                    group_id: group.into(),
+                    topics: Some(vec![TopicPartitions {
+                        topic: topic.into(),
+                        partitions: vec![PartitionId(0)],
+                    }]),
+                    require_stable: stable,
+                }))
+                .await
+            else {
+                panic!("not an OffsetFetch response")
+            };
+            match r.error_code {
+                ErrorCode::CoordinatorLoadInProgress
+                | ErrorCode::CoordinatorNotAvailable
+                | ErrorCode::NotCoordinator
+                    if Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                ErrorCode::None => {}
+                code => return Err(code),
+            }
+            let p = &r.topics[0].partitions[0];
+            return match p.error_code {
+                ErrorCode::None => Ok(p.committed_offset.0),
+                code => Err(code),
+            };
+        }
+    }
+}
+
 /// The values of the data records in `records` (markers left out), dropping the batches
 /// of the aborted transactions as a read_committed consumer does.
 fn committed_values(p: &FetchPartitionResponse) -> Vec<String> {
@@ -377,5 +493,74 @@ async fn the_coordinator_state_survives_a_restart() {
     assert_eq!((same_pid, new), (pid, epoch + 2));
     let settled = conn.settled("t", 2).await;
     assert!(committed_values(&settled).is_empty());
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn offsets_committed_in_a_transaction_count_only_if_it_commits_also_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path(), &[]).await;
+    let mut conn = broker.connect().await;
+    assert_eq!(conn.create("in", 1, &[]).await, ErrorCode::None);
+    let producer = conn.init_txn("tx", 60_000).await.unwrap();
+    let (pid, epoch) = producer;
+
+    // Committed: invisible until the commit, then the group's offset.
+    assert_eq!(
+        conn.add_offsets("tx", pid, epoch, "g").await,
+        ErrorCode::None
+    );
+    assert_eq!(
+        conn.txn_commit_offset("g", producer, "in", 5).await,
+        ErrorCode::None
+    );
+    assert_eq!(conn.committed_offset("g", "in", false).await, Ok(-1));
+    assert_eq!(
+        conn.committed_offset("g", "in", true).await,
+        Err(ErrorCode::UnstableOffsetCommit)
+    );
+    assert_eq!(conn.end("tx", pid, epoch, true).await, ErrorCode::None);
+    assert_eq!(conn.committed_offset("g", "in", true).await, Ok(5));
+
+    // Aborted: never counts.
+    assert_eq!(
+        conn.add_offsets("tx", pid, epoch, "g").await,
+        ErrorCode::None
+    );
+    assert_eq!(
+        conn.txn_commit_offset("g", producer, "in", 9).await,
+        ErrorCode::None
+    );
+    assert_eq!(conn.end("tx", pid, epoch, false).await, ErrorCode::None);
+    assert_eq!(conn.committed_offset("g", "in", true).await, Ok(5));
+
+    // Left open across a restart: still undecided after it (the load replays the markers
+    // and stages what none decided), and dropped when a new instance aborts it.
+    assert_eq!(
+        conn.add_offsets("tx", pid, epoch, "g").await,
+        ErrorCode::None
+    );
+    assert_eq!(
+        conn.txn_commit_offset("g", producer, "in", 12).await,
+        ErrorCode::None
+    );
+    drop(conn);
+    broker.shutdown().await;
+
+    let broker = TestBroker::start(dir.path(), &[]).await;
+    let mut conn = broker.connect().await;
+    assert_eq!(
+        conn.committed_offset("g", "in", true).await,
+        Err(ErrorCode::UnstableOffsetCommit)
+    );
+    assert_eq!(conn.committed_offset("g", "in", false).await, Ok(5));
+    let (_, new) = conn.init_txn("tx", 60_000).await.unwrap();
+    assert_eq!(new, epoch + 2);
+    assert_eq!(conn.committed_offset("g", "in", true).await, Ok(5));
+    // An older epoch is fenced where the offsets are written too.
+    assert_eq!(
+        conn.txn_commit_offset("g", producer, "in", 20).await,
+        ErrorCode::InvalidProducerEpoch
+    );
     broker.shutdown().await;
 }

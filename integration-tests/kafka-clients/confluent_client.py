@@ -21,6 +21,15 @@ Scenarios:
                commits N more; a read_committed group consumer (G) reads exactly the 2N
                committed ones, a read_uncommitted one all 2N+M; a second producer with the
                same transactional.id fences the first, whose next transaction fails.
+  exactly-once consume-transform-produce: N records in T; a processor (read_committed
+               consumer of group G, transactional producer) writes each as "out-<value>"
+               to T-out with its input offsets in the same transaction
+               (send_offsets_to_transaction), aborting and rewinding every fourth one;
+               halfway it leaves a transaction open (outputs and offsets written) and
+               stops; a second instance with the same transactional.id takes over and
+               finishes. A read_committed reader of T-out then reads exactly one output per
+               input, the aborted outputs are in the log, and G's committed offsets are
+               T's ends.
 The last line of stdout is the JSON summary (common.py).
 """
 
@@ -29,7 +38,8 @@ import time
 import common
 from common import Failed, check, finish, poll_until, step
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer,
+                             TopicPartition)
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
                                   NewTopic, ResourceType)
 
@@ -325,8 +335,131 @@ def transactions(args):
     finish(committed=len(got), everything=len(everything), fenced=fenced.name())
 
 
+def exactly_once(args):
+    source, sink, n = args.topic, f"{args.topic}-out", args.n
+    txn_id = f"{source}-eos"
+    step(f"{n} input records")
+    reports = produce_all(producer(args), source,
+                          [(f"k{i}".encode(), f"v{i}".encode()) for i in range(n)])
+    check(all(r is not None and r[0] is None for r in reports), "the input was not all written")
+    ends = {}
+    for _, p, o, _ in reports:
+        ends[p] = max(ends.get(p, 0), o + 1)
+
+    def processor():
+        prod = producer(args, **{"transactional.id": txn_id, "linger.ms": 5})
+        prod.init_transactions(30)
+        cons = consumer(args, args.group, **{"isolation.level": "read_committed"})
+        cons.subscribe([source])
+        return prod, cons
+
+    def batch(cons):
+        msgs = []
+        for m in cons.consume(50, 1.0):
+            if m.error() is None:
+                msgs.append(m)
+            elif m.error().code() != KafkaError._PARTITION_EOF:
+                raise Failed(f"consumer error: {m.error()}")
+        return msgs
+
+    def transform(prod, cons, msgs, outcome):
+        """One transaction: the outputs of msgs, and the consumer's positions."""
+        prod.begin_transaction()
+        for m in msgs:
+            while True:
+                try:
+                    prod.produce(sink, key=m.key(), value=b"out-" + m.value())
+                    break
+                except BufferError:
+                    prod.poll(0.1)
+        prod.send_offsets_to_transaction(cons.position(cons.assignment()),
+                                         cons.consumer_group_metadata(), 30)
+        if outcome == "commit":
+            prod.commit_transaction(30)
+            return
+        left = prod.flush(30)
+        check(left == 0, "the outputs were not all sent", left=left)
+        if outcome == "abort":
+            prod.abort_transaction(30)
+            # Back to the committed offsets: the aborted inputs are processed again.
+            for tp in cons.committed(cons.assignment(), timeout=10):
+                if tp.offset < 0:
+                    tp.offset = OFFSET_BEGINNING
+                cons.seek(tp)
+
+    step("the first instance: every fourth transaction aborted, one left open halfway")
+    prod, cons = processor()
+    done, aborted, transactions = 0, 0, 0
+    deadline = time.monotonic() + 90
+    while done < n // 2:
+        check(time.monotonic() < deadline, "the first instance stalled", done=done)
+        msgs = batch(cons)
+        if not msgs:
+            continue
+        transactions += 1
+        if transactions % 4 == 2:
+            transform(prod, cons, msgs, "abort")
+            aborted += len(msgs)
+        else:
+            transform(prod, cons, msgs, "commit")
+            done += len(msgs)
+    left_open = []
+    while not left_open:
+        check(time.monotonic() < deadline, "nothing left for the open transaction")
+        left_open = batch(cons)
+    transform(prod, cons, left_open, "open")
+    cons.close()
+
+    step("a second instance takes over (fencing the first) and finishes")
+    second, cons = processor()
+
+    def caught_up():
+        assigned = cons.assignment()
+        if not assigned:
+            return False
+        return all(ends.get(tp.partition, 0) == 0 or tp.offset >= ends[tp.partition]
+                   for tp in cons.position(assigned))
+
+    deadline = time.monotonic() + 90
+    while not caught_up():
+        check(time.monotonic() < deadline, "the second instance stalled")
+        msgs = batch(cons)
+        if msgs:
+            transform(second, cons, msgs, "commit")
+    cons.close()
+
+    step("exactly one committed output per input")
+    reader = consumer(args, args.group + "-check", **{"isolation.level": "read_committed"})
+    reader.subscribe([sink])
+    outputs = [m.value().decode() for m in read_n(reader, n, 60, "the outputs")]
+    extra = reader.poll(2.0)
+    check(extra is None or extra.error() is not None, "more outputs than inputs",
+          extra=None if extra is None else extra.value())
+    reader.close()
+    expected = sorted(f"out-v{i}" for i in range(n))
+    duplicates = sorted({v for v in outputs if outputs.count(v) > 1})
+    check(sorted(outputs) == expected, "not exactly one output per input",
+          duplicates=duplicates[:5], missing=sorted(set(expected) - set(outputs))[:5])
+
+    step("the aborted and abandoned outputs are in the log, skipped")
+    everything = consumer(args, args.group + "-all", **{"isolation.level": "read_uncommitted"})
+    everything.subscribe([sink])
+    written = len(read_n(everything, n + aborted + len(left_open), 60, "every output"))
+    everything.close()
+
+    step("the group's committed offsets are the input's ends")
+    check_cons = consumer(args, args.group)
+    committed = check_cons.committed([TopicPartition(source, p) for p in ends], timeout=10)
+    check_cons.close()
+    wrong = [[tp.partition, tp.offset, ends[tp.partition]] for tp in committed
+             if tp.offset != ends[tp.partition]]
+    check(not wrong, "committed offsets are not the input's ends", wrong=wrong)
+    finish(outputs=len(outputs), written=written, aborted=aborted, left_open=len(left_open))
+
+
 SCENARIOS = {"idempotent": idempotent, "admin": admin, "group-resume": group_resume,
-             "compression": compression, "transactions": transactions}
+             "compression": compression, "transactions": transactions,
+             "exactly-once": exactly_once}
 
 if __name__ == "__main__":
     common.run(SCENARIOS, common.arguments(__doc__, SCENARIOS))

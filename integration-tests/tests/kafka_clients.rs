@@ -390,6 +390,62 @@ fn confluent_transactions_on_three_brokers() {
     );
 }
 
+/// Exactly-once consume-transform-produce with confluent-kafka's transactional producer:
+/// outputs and input offsets committed together (send_offsets_to_transaction: AddOffsetsToTxn
+/// and TxnOffsetCommit), aborts rewound, an instance left with an open transaction replaced
+/// by a second one; every input has exactly one committed output.
+#[test]
+fn confluent_exactly_once_consume_transform_produce() {
+    let Some(python) = python("confluent_exactly_once") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    create_topic(&broker.bootstrap(), "eos", 3);
+    create_topic(&broker.bootstrap(), "eos-out", 3);
+    let summary = scenario(
+        &python,
+        "confluent_client.py",
+        "exactly-once",
+        &broker.kafka_bootstrap(),
+        "eos",
+        &["--group", "eos-processor", "-n", "600"],
+    )
+    .expect_ok(&broker.log());
+    assert_eq!(summary["outputs"], 600);
+    assert!(summary["aborted"].as_u64().unwrap() > 0, "{summary}");
+}
+
+/// The same on three brokers, where the markers that decide the group's offsets reach
+/// its `__consumer_offsets` partition from a transaction coordinator on another broker
+/// (mostly) over WriteTxnMarkers.
+#[test]
+fn confluent_exactly_once_on_three_brokers() {
+    let Some(python) = python("confluent_exactly_once_three_brokers") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::start_with_kafka(3, dir.path(), &[]);
+    for topic in ["eos", "eos-out"] {
+        cli_ok(
+            &cluster.bootstrap(),
+            &["topic", "create", topic, "-p", "3", "-r", "3"],
+            "",
+        );
+        cluster.wait_isr(topic, 3);
+    }
+    let summary = scenario(
+        &python,
+        "confluent_client.py",
+        "exactly-once",
+        &cluster.kafka_bootstrap(),
+        "eos",
+        &["--group", "eos-processor", "-n", "600"],
+    )
+    .expect_ok(&cluster.brokers[0].log());
+    assert_eq!(summary["outputs"], 600);
+}
+
 #[test]
 fn confluent_admin_creates_and_deletes_topics() {
     let Some(python) = python("confluent_admin") else {

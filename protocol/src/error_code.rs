@@ -293,6 +293,9 @@ error_codes! {
     /// A record failed broker-side validation.
     InvalidRecord = 87, "INVALID_RECORD", false,
         "a record failed validation on the broker; see the error message for why";
+    /// A transaction that has not ended wrote an offset the consumer asked for.
+    UnstableOffsetCommit = 88, "UNSTABLE_OFFSET_COMMIT", true,
+        "a transaction that has not ended yet committed an offset of this partition; retry shortly";
     /// A newer producer with the same transactional id exists.
     ProducerFenced = 90, "PRODUCER_FENCED", false,
         "a newer producer with the same transactional id fenced this one; close this producer";

@@ -134,6 +134,18 @@ pub struct CommittedOffset {
     pub partition: PartitionId,
     /// The commit, if any.
     pub committed: Option<OffsetValue>,
+    /// A transaction that has not ended wrote an offset of the partition (Kafka's
+    /// OffsetFetch answers UNSTABLE_OFFSET_COMMIT when asked for stable offsets only).
+    pub unstable: bool,
+}
+
+/// The producer a TxnOffsetCommit writes for: its offsets join its transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxnProducer {
+    /// Its producer id.
+    pub producer_id: i64,
+    /// Its epoch (an older one than the partition has seen is fenced).
+    pub producer_epoch: i16,
 }
 
 /// A group as DescribeGroups shows it.
@@ -472,36 +484,7 @@ impl Coordinator {
         principal: &Principal,
         request: CommitRequest,
     ) -> Vec<TopicItems<PartitionOutcome<()>>> {
-        let image = self.admin.image();
-        let now_ms = SystemClock.now_ms();
-        let mut checks = Vec::new();
-        let mut writes = Vec::new();
-        let group_allowed = self.may(principal, Operation::Read, &request.group_id);
-        for topic in request.topics {
-            let mut partitions = Vec::with_capacity(topic.partitions.len());
-            let allowed = group_allowed
-                .clone()
-                .and_then(|()| self.may_topic(principal, Operation::Read, &topic.topic));
-            for p in topic.partitions {
-                let checked = allowed.clone().and_then(|()| {
-                    check_offset(&image, &topic.topic, p.partition, p.metadata.as_deref())
-                });
-                if checked.is_ok() {
-                    writes.push(OffsetWrite {
-                        topic: topic.topic.clone(),
-                        partition: p.partition,
-                        value: OffsetValue {
-                            offset: p.offset,
-                            leader_epoch: p.leader_epoch,
-                            metadata: p.metadata,
-                            commit_timestamp: now_ms,
-                        },
-                    });
-                }
-                partitions.push((p.partition, checked));
-            }
-            checks.push((topic.topic, partitions));
-        }
+        let (checks, writes) = self.check_offsets(principal, &request.group_id, request.topics);
         let simple = request.generation < 0 && request.member_id.is_empty();
         let written = async {
             let (shard, group) = self.locate(&request.group_id, simple)?;
@@ -526,6 +509,105 @@ impl Coordinator {
             self.count("offset_commit", &outcome.outcome);
         }
         answered
+    }
+
+    /// TxnOffsetCommit: offsets written in producer `producer`'s transaction (which
+    /// AddOffsetsToTxn opened on this group's partition), applied only if it commits. A
+    /// member id or generation, if given, must be the group's current ones (KIP-447); the
+    /// group is made if it does not exist.
+    pub async fn txn_commit(
+        &self,
+        principal: &Principal,
+        producer: TxnProducer,
+        request: CommitRequest,
+    ) -> Vec<TopicItems<PartitionOutcome<()>>> {
+        let (checks, writes) = self.check_offsets(principal, &request.group_id, request.topics);
+        let written = async {
+            if !self.admin.authorizer().may_write_somewhere(principal) {
+                return Err(ApiError::new(
+                    ErrorCode::TransactionalIdAuthorizationFailed,
+                    format!(
+                        "{principal} may not write to any topic, so it may not commit offsets \
+                         in a transaction; an administrator can allow writes with sluice acl add"
+                    ),
+                ));
+            }
+            let (shard, group) = self.locate(&request.group_id, true)?;
+            let group = group.expect("made when missing");
+            let pending = {
+                let mut g = group.lock().await;
+                g.check_txn_commit(&request.member_id, request.generation)?;
+                if writes.is_empty() {
+                    return Ok(());
+                }
+                let records = offset_records(g.id(), &writes)?;
+                let pending = shard
+                    .write_txn(producer.producer_id, producer.producer_epoch, records)
+                    .await?;
+                // Staged before the lock is released: the transaction's marker may follow
+                // right after the append, and must find them.
+                let base = pending.info.base_offset;
+                for (i, w) in writes.into_iter().enumerate() {
+                    g.stage_txn_offset(
+                        producer.producer_id,
+                        w.topic,
+                        w.partition,
+                        w.value,
+                        Offset(base.0 + i as i64),
+                    );
+                }
+                shard.staged(producer.producer_id, g.id());
+                pending
+            };
+            shard.replicated(pending).await.map(|_| ())
+        }
+        .await;
+        let answered = per_partition(checks, written);
+        for outcome in answered.iter().flat_map(|t| &t.partitions) {
+            self.count("txn_offset_commit", &outcome.outcome);
+        }
+        answered
+    }
+
+    /// The per-partition checks of a commit (ACLs, the partition exists, the metadata's
+    /// size), and the offsets to write for the partitions that pass.
+    fn check_offsets(
+        &self,
+        principal: &Principal,
+        group_id: &str,
+        topics: Vec<TopicItems<OffsetToCommit>>,
+    ) -> (Vec<TopicChecks>, Vec<OffsetWrite>) {
+        let image = self.admin.image();
+        let now_ms = SystemClock.now_ms();
+        let mut checks = Vec::new();
+        let mut writes = Vec::new();
+        let group_allowed = self.may(principal, Operation::Read, group_id);
+        for topic in topics {
+            let mut partitions = Vec::with_capacity(topic.partitions.len());
+            let allowed = group_allowed
+                .clone()
+                .and_then(|()| self.may_topic(principal, Operation::Read, &topic.topic));
+            for p in topic.partitions {
+                let checked = allowed.clone().and_then(|()| {
+                    check_offset(&image, &topic.topic, p.partition, p.metadata.as_deref())
+                });
+                if checked.is_ok() {
+                    writes.push(OffsetWrite {
+                        topic: topic.topic.clone(),
+                        partition: p.partition,
+                        value: OffsetValue {
+                            offset: p.offset,
+                            leader_epoch: p.leader_epoch,
+                            metadata: p.metadata,
+                            commit_timestamp: now_ms,
+                        },
+                    });
+                }
+                partitions.push((p.partition, checked));
+            }
+            checks.push((topic.topic, partitions));
+        }
+        (checks, writes)
     }
 
     /// OffsetFetch: the committed offsets of the partitions asked (`None` where nothing is
@@ -553,6 +635,10 @@ impl Coordinator {
                 .and_then(|g| g.committed(topic, p))
                 .map(|c| c.value.clone())
         };
+        let unstable = |topic: &str, p: PartitionId| {
+            g.as_ref()
+                .is_some_and(|g| g.has_pending_txn_offset(topic, p))
+        };
         Ok(match topics {
             Some(topics) => topics
                 .into_iter()
@@ -564,6 +650,7 @@ impl Coordinator {
                         .map(|p| CommittedOffset {
                             partition: *p,
                             committed: lookup(&t.topic, *p),
+                            unstable: unstable(&t.topic, *p),
                         })
                         .collect(),
                     topic: t.topic,
@@ -577,6 +664,7 @@ impl Coordinator {
                         continue;
                     }
                     let entry = CommittedOffset {
+                        unstable: unstable(&topic, partition),
                         partition,
                         committed: Some(c.value),
                     };
@@ -829,21 +917,7 @@ async fn write_offsets(
         if writes.is_empty() {
             return Ok(());
         }
-        let mut records = Vec::with_capacity(writes.len());
-        for w in &writes {
-            let key = GroupLogKey::Offset(OffsetKey {
-                group: g.id().to_owned(),
-                topic: w.topic.clone(),
-                partition: w.partition,
-            });
-            let value = encode_value(&w.value).map_err(|e| {
-                ApiError::new(
-                    ErrorCode::UnknownServerError,
-                    format!("encoding an offset: {e}"),
-                )
-            })?;
-            records.push((key, Some(value)));
-        }
+        let records = offset_records(g.id(), &writes)?;
         shard.write(records).await?
     };
     let base = shard.replicated(pending).await?;
@@ -857,6 +931,30 @@ async fn write_offsets(
         );
     }
     Ok(())
+}
+
+/// The `__consumer_offsets` records of `group`'s offsets.
+fn offset_records(
+    group: &str,
+    writes: &[OffsetWrite],
+) -> Result<Vec<(GroupLogKey, Option<Bytes>)>, ApiError> {
+    writes
+        .iter()
+        .map(|w| {
+            let key = GroupLogKey::Offset(OffsetKey {
+                group: group.to_owned(),
+                topic: w.topic.clone(),
+                partition: w.partition,
+            });
+            let value = encode_value(&w.value).map_err(|e| {
+                ApiError::new(
+                    ErrorCode::UnknownServerError,
+                    format!("encoding an offset: {e}"),
+                )
+            })?;
+            Ok((key, Some(value)))
+        })
+        .collect()
 }
 
 /// Per-partition outcomes: a partition's own error, else the write's outcome.

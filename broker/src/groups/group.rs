@@ -273,6 +273,9 @@ pub struct Group {
     /// (server-side assignment only: Kafka clients watch their own topics).
     assigned_partitions: Vec<(String, PartitionId)>,
     offsets: BTreeMap<(String, PartitionId), Committed>,
+    /// Offsets written in transactions (TxnOffsetCommit) whose markers have not been
+    /// written yet, by producer id: invisible until a commit marker applies them.
+    pending_txn: HashMap<i64, BTreeMap<(String, PartitionId), Committed>>,
 }
 
 impl Group {
@@ -293,6 +296,7 @@ impl Group {
             rebalance_after_write: false,
             assigned_partitions: Vec::new(),
             offsets: BTreeMap::new(),
+            pending_txn: HashMap::new(),
         }
     }
 
@@ -326,9 +330,13 @@ impl Group {
         self.members.len()
     }
 
-    /// Whether there is nothing left to keep: no members and no committed offsets.
+    /// Whether there is nothing left to keep: no members, no committed offsets and none a
+    /// transaction may still commit.
     pub fn is_forgettable(&self) -> bool {
-        self.members.is_empty() && self.awaiting_ids.is_empty() && self.offsets.is_empty()
+        self.members.is_empty()
+            && self.awaiting_ids.is_empty()
+            && self.offsets.is_empty()
+            && self.pending_txn.is_empty()
     }
 
     /// Whether the coordinator assigns the partitions (sluice's own clients).
@@ -1134,6 +1142,80 @@ impl Group {
                 self.offsets.remove(&key);
             }
         }
+    }
+
+    /// Stages an offset producer `producer_id` wrote in its transaction at `log_offset`: it
+    /// counts once the transaction's commit marker is written ([`Group::end_txn`]).
+    pub fn stage_txn_offset(
+        &mut self,
+        producer_id: i64,
+        topic: String,
+        partition: PartitionId,
+        value: OffsetValue,
+        log_offset: Offset,
+    ) {
+        let staged = self.pending_txn.entry(producer_id).or_default();
+        let key = (topic, partition);
+        if staged.get(&key).is_some_and(|c| c.log_offset > log_offset) {
+            return;
+        }
+        staged.insert(key, Committed { value, log_offset });
+    }
+
+    /// Producer `producer_id`'s transaction ended with a marker at `marker_offset`: its
+    /// offsets written before the marker are applied (commit) or dropped (abort). Applied,
+    /// each loses to a plain commit of its partition written after it, as in Kafka. Returns
+    /// whether offsets of that producer remain staged (written after the marker).
+    pub fn end_txn(&mut self, producer_id: i64, commit: bool, marker_offset: Offset) -> bool {
+        let Some(staged) = self.pending_txn.remove(&producer_id) else {
+            return false;
+        };
+        let (decided, later): (BTreeMap<_, _>, BTreeMap<_, _>) = staged
+            .into_iter()
+            .partition(|(_, c)| c.log_offset < marker_offset);
+        if commit {
+            for ((topic, partition), c) in decided {
+                self.apply_offset(topic, partition, Some(c.value), c.log_offset);
+            }
+        }
+        if later.is_empty() {
+            return false;
+        }
+        self.pending_txn.insert(producer_id, later);
+        true
+    }
+
+    /// Whether a transaction that has not ended yet wrote an offset of the partition
+    /// (OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT then).
+    pub fn has_pending_txn_offset(&self, topic: &str, partition: PartitionId) -> bool {
+        let key = (topic.to_owned(), partition);
+        self.pending_txn.values().any(|s| s.contains_key(&key))
+    }
+
+    /// A transactional commit's check (Kafka's TxnOffsetCommit, KIP-447): a member id, if
+    /// given, must be a member; a generation, if given, the current one. A producer
+    /// outside group management sends neither.
+    pub fn check_txn_commit(&self, member_id: &str, generation: i32) -> Result<(), ApiError> {
+        if !member_id.is_empty() && !self.members.contains_key(member_id) {
+            return Err(ApiError::new(
+                ErrorCode::UnknownMemberId,
+                format!(
+                    "group {:?} has no member {member_id:?}; the consumer must join again",
+                    self.id
+                ),
+            ));
+        }
+        if generation >= 0 && generation != self.generation {
+            return Err(ApiError::new(
+                ErrorCode::IllegalGeneration,
+                format!(
+                    "generation {generation} of group {:?} is over (it is at {}); the \
+                     consumer must join again",
+                    self.id, self.generation
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// A partition's committed offset.

@@ -11,6 +11,11 @@
 //! them in the order the group validated them; the lock is released while the append
 //! replicates. A commit validated against generation N is therefore written before any
 //! record of generation N+1.
+//!
+//! Transactional offsets (TxnOffsetCommit, issue 26) are written as a transactional batch
+//! in the producer's id and epoch, and staged in the group until the transaction's marker
+//! reaches the partition: [`GroupCoordinator::end_txn`] applies them on commit and drops
+//! them on abort, and a load does the same as it replays the markers.
 
 pub mod consumer_protocol;
 pub mod coordinator;
@@ -19,13 +24,14 @@ pub mod group;
 pub use coordinator::Coordinator;
 pub use group::SERVER_ASSIGNOR;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_protocol::batch::{BatchBuilder, Batches};
+use sluice_protocol::batch::{BatchBuilder, Batches, ProducerStamp, RecordBatch, NO_SEQUENCE};
+use sluice_protocol::control::{ControlMarker, ControlType};
 use sluice_protocol::group_log::{
     decode_group_value, decode_value, encode_group_value, GroupLogKey, GroupValue, OffsetKey,
     OffsetValue, OFFSETS_TOPIC,
@@ -58,6 +64,25 @@ pub struct Shard {
     partition: Arc<Partition>,
     loaded: AtomicBool,
     groups: Mutex<HashMap<String, GroupRef>>,
+    txns: Mutex<ShardTxns>,
+}
+
+/// Which groups hold offsets of which producers' undecided transactions, and the
+/// transaction ends that arrived while the shard was loading (applied once it is).
+#[derive(Default)]
+struct ShardTxns {
+    loaded: bool,
+    producers: HashMap<i64, BTreeSet<String>>,
+    early: Vec<TxnEnd>,
+}
+
+/// A transaction's marker, written to a `__consumer_offsets` partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxnEnd {
+    pub producer_id: i64,
+    pub commit: bool,
+    /// The marker's offset: it decides the producer's offsets written before it.
+    pub marker_offset: Offset,
 }
 
 impl Shard {
@@ -97,8 +122,15 @@ impl Shard {
         &self,
         records: Vec<(GroupLogKey, Option<Bytes>)>,
     ) -> Result<PendingAppend, ApiError> {
+        self.append(BatchBuilder::new(), records).await
+    }
+
+    async fn append(
+        &self,
+        mut batch: BatchBuilder,
+        records: Vec<(GroupLogKey, Option<Bytes>)>,
+    ) -> Result<PendingAppend, ApiError> {
         let now_ms = SystemClock.now_ms();
-        let mut batch = BatchBuilder::new();
         for (key, value) in &records {
             let key = key.encode().map_err(|e| encoding_failed(&e))?;
             batch.append(now_ms, Some(&key), value.as_deref(), &[]);
@@ -110,6 +142,61 @@ impl Shard {
             .await
             .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, format!("append task: {e}")))?
             .map_err(coordinator_error)
+    }
+
+    /// Writes offset records in producer `producer_id`'s transaction (epoch `epoch`): a
+    /// transactional batch without sequences, as Kafka's coordinator writes it, fenced by
+    /// the producer epochs the partition has seen. Call with the group's lock held, and
+    /// stage the offsets ([`Shard::staged`]) before releasing it.
+    pub async fn write_txn(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        records: Vec<(GroupLogKey, Option<Bytes>)>,
+    ) -> Result<PendingAppend, ApiError> {
+        let stamp = ProducerStamp {
+            producer_id,
+            producer_epoch: epoch,
+            base_sequence: NO_SEQUENCE,
+        };
+        let batch = BatchBuilder::with_capacity(stamp, 0).transactional();
+        self.append(batch, records).await
+    }
+
+    /// Notes that `group` staged offsets of producer `producer_id`'s transaction.
+    pub fn staged(&self, producer_id: i64, group: &str) {
+        self.txns
+            .lock()
+            .expect("txns lock")
+            .producers
+            .entry(producer_id)
+            .or_default()
+            .insert(group.to_owned());
+    }
+
+    /// A transaction's marker reached the partition: its staged offsets are applied or
+    /// dropped in every group that has some (or later, if the shard is still loading).
+    async fn end_txn(&self, end: TxnEnd) {
+        let groups = {
+            let mut txns = self.txns.lock().expect("txns lock");
+            if !txns.loaded {
+                txns.early.push(end);
+                return;
+            }
+            txns.producers.remove(&end.producer_id).unwrap_or_default()
+        };
+        for id in groups {
+            let Some(group) = self.group(&id, false) else {
+                continue;
+            };
+            let remain = group
+                .lock()
+                .await
+                .end_txn(end.producer_id, end.commit, end.marker_offset);
+            if remain {
+                self.staged(end.producer_id, &id);
+            }
+        }
     }
 
     /// Waits until the ISR has a write; returns the offset of its first record.
@@ -226,9 +313,25 @@ impl GroupCoordinator {
                 partition: replica,
                 loaded: AtomicBool::new(false),
                 groups: Mutex::new(HashMap::new()),
+                txns: Mutex::new(ShardTxns::default()),
             });
             shards.insert(index, Arc::clone(&shard));
             tokio::spawn(load(shard, Arc::clone(image)));
+        }
+    }
+
+    /// A transaction's marker was written (and replicated) to `__consumer_offsets`
+    /// partition `index` led here: the offsets the transaction staged there are applied or
+    /// dropped. A shard not made yet replays the marker when it loads.
+    pub async fn end_txn(&self, index: PartitionId, end: TxnEnd) {
+        let shard = self
+            .shards
+            .lock()
+            .expect("shards lock")
+            .get(&index)
+            .cloned();
+        if let Some(shard) = shard {
+            shard.end_txn(end).await;
         }
     }
 
@@ -357,12 +460,21 @@ async fn load(shard: Arc<Shard>, image: Arc<MetadataImage>) {
     let replica = Arc::clone(&shard.partition);
     let loaded = tokio::task::spawn_blocking(move || replay(&replica, &image)).await;
     match loaded {
-        Ok(Ok(groups)) => {
+        Ok(Ok((groups, producers))) => {
             let n = groups.len();
             *shard.groups.lock().expect("groups lock") = groups
                 .into_iter()
                 .map(|(id, g)| (id, Arc::new(tokio::sync::Mutex::new(g))))
                 .collect();
+            let early = {
+                let mut txns = shard.txns.lock().expect("txns lock");
+                txns.producers = producers;
+                txns.loaded = true;
+                std::mem::take(&mut txns.early)
+            };
+            for end in early {
+                shard.end_txn(end).await;
+            }
             shard.loaded.store(true, Ordering::Release);
             tracing::info!(
                 "coordinating {n} group(s) of {OFFSETS_TOPIC}-{} (loaded in {:?})",
@@ -379,12 +491,18 @@ async fn load(shard: Arc<Shard>, image: Arc<MetadataImage>) {
     }
 }
 
+/// Groups replayed from a partition, and which of them hold offsets of which producers'
+/// undecided transactions.
+type Replayed = (HashMap<String, Group>, HashMap<i64, BTreeSet<String>>);
+
 /// Replays a partition's records into groups. A record that does not decode is skipped
-/// with a warning: one damaged commit must not hide every other group.
-fn replay(replica: &Partition, image: &MetadataImage) -> Result<HashMap<String, Group>, String> {
+/// with a warning: one damaged commit must not hide every other group. Offsets written in
+/// a transaction are staged until its marker, then applied or dropped.
+fn replay(replica: &Partition, image: &MetadataImage) -> Result<Replayed, String> {
     let now = Instant::now();
     let partitions_of = |t: &str| partition_count(image, t);
     let mut groups: HashMap<String, Group> = HashMap::new();
+    let mut producers: HashMap<i64, BTreeSet<String>> = HashMap::new();
     let end = replica.log_end_offset();
     let mut offset = replica.log_start_offset();
     while offset < end {
@@ -397,6 +515,12 @@ fn replay(replica: &Partition, image: &MetadataImage) -> Result<HashMap<String, 
         for batch in Batches::new(bytes) {
             let batch = batch.map_err(|e| format!("a batch at or after offset {offset}: {e}"))?;
             offset = batch.header().next_offset();
+            let header = *batch.header();
+            if header.is_control() {
+                replay_marker(&mut groups, &mut producers, &batch);
+                continue;
+            }
+            let txn = header.is_transactional().then_some(header.producer_id);
             let records = match batch.records() {
                 Ok(records) => records,
                 Err(e) => {
@@ -406,25 +530,63 @@ fn replay(replica: &Partition, image: &MetadataImage) -> Result<HashMap<String, 
             };
             for record in records {
                 match record {
-                    Ok(record) => apply_record(&mut groups, record, now, &partitions_of),
+                    Ok(record) => {
+                        let staged = apply_record(&mut groups, record, now, txn, &partitions_of);
+                        if let (Some(producer_id), Some(group)) = (txn, staged) {
+                            producers.entry(producer_id).or_default().insert(group);
+                        }
+                    }
                     Err(e) => tracing::warn!("skipping a record of {OFFSETS_TOPIC}: {e}"),
                 }
             }
         }
     }
     groups.retain(|_, g| !g.is_forgettable());
-    Ok(groups)
+    Ok((groups, producers))
 }
 
+/// A transaction marker met in a replay: the producer's staged offsets before it are
+/// applied (commit) or dropped (abort).
+fn replay_marker(
+    groups: &mut HashMap<String, Group>,
+    producers: &mut HashMap<i64, BTreeSet<String>>,
+    batch: &RecordBatch,
+) {
+    let header = batch.header();
+    let marker = match ControlMarker::of(batch) {
+        Ok(marker) => marker,
+        Err(e) => {
+            tracing::warn!(
+                "skipping a control batch of {OFFSETS_TOPIC} at {}: {e}",
+                header.base_offset
+            );
+            return;
+        }
+    };
+    let Some(staged_in) = producers.remove(&header.producer_id) else {
+        return;
+    };
+    let commit = marker.kind == ControlType::Commit;
+    for id in staged_in {
+        let Some(group) = groups.get_mut(&id) else {
+            continue;
+        };
+        if group.end_txn(header.producer_id, commit, header.base_offset) {
+            producers.entry(header.producer_id).or_default().insert(id);
+        }
+    }
+}
+
+/// Applies one record to its group; offsets of transaction `txn` (a producer id) are
+/// staged instead, and the group's id returned.
 fn apply_record(
     groups: &mut HashMap<String, Group>,
     record: sluice_protocol::batch::Record,
     now: Instant,
+    txn: Option<i64>,
     partitions_of: &dyn Fn(&str) -> Option<u32>,
-) {
-    let Some(key) = record.key else {
-        return;
-    };
+) -> Option<String> {
+    let key = record.key?;
     let key = match GroupLogKey::decode(key) {
         Ok(key) => key,
         Err(e) => {
@@ -432,7 +594,7 @@ fn apply_record(
                 "skipping a record of {OFFSETS_TOPIC} at {}: {e}",
                 record.offset
             );
-            return;
+            return None;
         }
     };
     let group = groups
@@ -446,10 +608,18 @@ fn apply_record(
                 Ok(value) => value,
                 Err(e) => {
                     tracing::warn!("skipping an offset record at {}: {e}", record.offset);
-                    return;
+                    return None;
                 }
             };
-            group.apply_offset(topic, partition, value, record.offset);
+            match (txn, value) {
+                (Some(producer_id), Some(value)) => {
+                    group.stage_txn_offset(producer_id, topic, partition, value, record.offset);
+                    return Some(group.id().to_owned());
+                }
+                // A transaction writes no tombstones.
+                (Some(_), None) => {}
+                (None, value) => group.apply_offset(topic, partition, value, record.offset),
+            }
         }
         GroupLogKey::Group(_) => match record.value.map(decode_group_value).transpose() {
             Ok(Some(value)) => group.load(value, now, partitions_of),
@@ -457,6 +627,7 @@ fn apply_record(
             Err(e) => tracing::warn!("skipping a group record at {}: {e}", record.offset),
         },
     }
+    None
 }
 
 /// Drops a shard: every group is answered NOT_COORDINATOR from now on.

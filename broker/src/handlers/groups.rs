@@ -7,16 +7,19 @@ use sluice_protocol::messages::{
     FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
     JoinGroupMember, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
     LeavingMemberResponse, ListGroupsRequest, ListGroupsResponse, ListedGroup, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetFetchPartition, OffsetFetchRequest, OffsetFetchResponse,
-    OffsetFetchTopic, PartitionResult, ResetOffsetsRequest, ResetOffsetsResponse, SyncGroupRequest,
-    SyncGroupResponse, TopicPartitionResults,
+    OffsetCommitResponse, OffsetCommitTopic, OffsetFetchPartition, OffsetFetchRequest,
+    OffsetFetchResponse, OffsetFetchTopic, PartitionResult, ResetOffsetsRequest,
+    ResetOffsetsResponse, SyncGroupRequest, SyncGroupResponse, TopicPartitionResults,
+    TxnOffsetCommitRequest,
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset};
 
 use super::Caller;
 use crate::cluster::image::NATIVE_LISTENER;
 use crate::error::ApiError;
-use crate::groups::coordinator::{millis, CommitRequest, Coordinator, OffsetToCommit, SyncRequest};
+use crate::groups::coordinator::{
+    millis, CommitRequest, Coordinator, OffsetToCommit, SyncRequest, TxnProducer,
+};
 use crate::groups::group::{JoinRequest, MemberAssignment};
 use crate::security::Principal;
 use crate::services::{map_topics, PartitionOutcome, TopicItems};
@@ -220,27 +223,52 @@ pub async fn offset_commit(
         group_id: request.group_id,
         member_id: request.member_id,
         generation: request.generation_id,
-        topics: request
-            .topics
-            .into_iter()
-            .map(|t| TopicItems {
-                topic: t.name,
-                partitions: t
-                    .partitions
-                    .into_iter()
-                    .map(|p| OffsetToCommit {
-                        partition: p.partition,
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata: p.committed_metadata,
-                    })
-                    .collect(),
-            })
-            .collect(),
+        topics: to_commit(request.topics),
     };
     OffsetCommitResponse {
         topics: topic_results(service.commit(principal, commit).await),
     }
+}
+
+/// TxnOffsetCommit: offsets in a producer's transaction, each partition answered on its
+/// own.
+pub async fn txn_offset_commit(
+    service: &Coordinator,
+    principal: &Principal,
+    request: TxnOffsetCommitRequest,
+) -> OffsetCommitResponse {
+    let producer = TxnProducer {
+        producer_id: request.producer_id,
+        producer_epoch: request.producer_epoch,
+    };
+    let commit = CommitRequest {
+        group_id: request.group_id,
+        member_id: request.member_id,
+        generation: request.generation_id,
+        topics: to_commit(request.topics),
+    };
+    OffsetCommitResponse {
+        topics: topic_results(service.txn_commit(principal, producer, commit).await),
+    }
+}
+
+fn to_commit(topics: Vec<OffsetCommitTopic>) -> Vec<TopicItems<OffsetToCommit>> {
+    topics
+        .into_iter()
+        .map(|t| TopicItems {
+            topic: t.name,
+            partitions: t
+                .partitions
+                .into_iter()
+                .map(|p| OffsetToCommit {
+                    partition: p.partition,
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p.committed_metadata,
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// OffsetFetch: committed offsets (-1 where none).
@@ -264,16 +292,30 @@ pub async fn offset_fetch(
             error_message: None,
             topics: map_topics(
                 topics,
-                |p| OffsetFetchPartition {
-                    partition: p.partition,
-                    committed_offset: p.committed.as_ref().map_or(Offset(-1), |c| c.offset),
-                    committed_leader_epoch: p
-                        .committed
-                        .as_ref()
-                        .map_or(LeaderEpoch(-1), |c| c.leader_epoch),
-                    metadata: p.committed.and_then(|c| c.metadata),
-                    error_code: ErrorCode::None,
-                    error_message: None,
+                |p| {
+                    if request.require_stable && p.unstable {
+                        // A transaction that has not ended wrote an offset here: the
+                        // consumer waits for it rather than resuming before it.
+                        return OffsetFetchPartition {
+                            partition: p.partition,
+                            committed_offset: Offset(-1),
+                            committed_leader_epoch: LeaderEpoch(-1),
+                            metadata: None,
+                            error_code: ErrorCode::UnstableOffsetCommit,
+                            error_message: None,
+                        };
+                    }
+                    OffsetFetchPartition {
+                        partition: p.partition,
+                        committed_offset: p.committed.as_ref().map_or(Offset(-1), |c| c.offset),
+                        committed_leader_epoch: p
+                            .committed
+                            .as_ref()
+                            .map_or(LeaderEpoch(-1), |c| c.leader_epoch),
+                        metadata: p.committed.and_then(|c| c.metadata),
+                        error_code: ErrorCode::None,
+                        error_message: None,
+                    }
                 },
                 |topic, partitions| OffsetFetchTopic {
                     name: topic,

@@ -74,7 +74,9 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::ResetOffsets,
     ApiKey::InitProducerId,
     ApiKey::AddPartitionsToTxn,
+    ApiKey::AddOffsetsToTxn,
     ApiKey::EndTxn,
+    ApiKey::TxnOffsetCommit,
     ApiKey::OffsetsForLeaderEpoch,
     ApiKey::ReplicaFetch,
     ApiKey::WriteTxnMarkers,
@@ -221,7 +223,13 @@ pub async fn finish(
         Request::AddPartitionsToTxn(r) => Response::AddPartitionsToTxn(
             txn::add_partitions_to_txn(&services.txns, principal, r).await?,
         ),
+        Request::AddOffsetsToTxn(r) => {
+            Response::AddOffsetsToTxn(txn::add_offsets_to_txn(&services.txns, principal, r).await)
+        }
         Request::EndTxn(r) => Response::EndTxn(txn::end_txn(&services.txns, principal, r).await),
+        Request::TxnOffsetCommit(r) => {
+            Response::TxnOffsetCommit(groups::txn_offset_commit(groups, principal, r).await)
+        }
         Request::WriteTxnMarkers(r) => {
             Response::WriteTxnMarkers(txn::write_txn_markers(broker, r).await?)
         }

@@ -1,12 +1,14 @@
-//! Transactions: AddPartitionsToTxn and EndTxn to [`crate::txn::coordinator`], and
+//! Transactions: AddPartitionsToTxn, AddOffsetsToTxn and EndTxn to
+//! [`crate::txn::coordinator`] (TxnOffsetCommit goes to the group coordinator, in
+//! `groups`), and
 //! WriteTxnMarkers (brokers only) to [`crate::txn::markers`]; native requests in, native
 //! responses out.
 
 use sluice_protocol::control::{ControlMarker, ControlType};
 use sluice_protocol::messages::{
-    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, EndTxnRequest, PartitionResult,
-    TopicPartitionResults, TxnResponse, WritableTxnMarkerResult, WriteTxnMarkersRequest,
-    WriteTxnMarkersResponse,
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, EndTxnRequest,
+    PartitionResult, TopicPartitionResults, TxnResponse, WritableTxnMarkerResult,
+    WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 use sluice_protocol::ErrorCode;
 
@@ -62,7 +64,29 @@ pub async fn end_txn(
             request.committed,
         )
         .await;
-    match ended {
+    txn_response(ended)
+}
+
+/// AddOffsetsToTxn: the group's offsets partition joins the transaction.
+pub async fn add_offsets_to_txn(
+    txns: &Transactions,
+    principal: &Principal,
+    request: AddOffsetsToTxnRequest,
+) -> TxnResponse {
+    let added = txns
+        .add_offsets(
+            principal,
+            &request.transactional_id,
+            request.producer_id,
+            request.producer_epoch,
+            &request.group_id,
+        )
+        .await;
+    txn_response(added)
+}
+
+fn txn_response(outcome: Result<(), ApiError>) -> TxnResponse {
+    match outcome {
         Ok(()) => TxnResponse {
             error_code: ErrorCode::None,
             error_message: None,
@@ -116,7 +140,7 @@ pub async fn write_txn_markers(
         })
         .collect();
     let image = broker.cluster.image();
-    let results = markers::write_markers(&broker.topics, &image, asked).await?;
+    let results = markers::write_markers(&broker.topics, &broker.groups, &image, asked).await?;
     Ok(WriteTxnMarkersResponse {
         markers: results
             .into_iter()

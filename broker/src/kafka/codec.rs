@@ -121,6 +121,12 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     // 0..=3: v4 lets the answer be TRANSACTION_ABORTABLE, v5 is KIP-890 part 2's epoch bump
     // per transaction, which sluice's coordinator does not do.
     (ApiKey::EndTxn, 0, 3),
+    // 0..=3: v4 lets the answer be TRANSACTION_ABORTABLE (KIP-890). librdkafka picks 0,
+    // Java 3.
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    // 0..=3: v3 carries the consumer's generation and member id (KIP-447), v4 drops the
+    // need for AddOffsetsToTxn (KIP-890 part 2, not done). librdkafka and Java pick 3.
+    (ApiKey::TxnOffsetCommit, 0, 3),
     // 0..=2, all: v1 adds the endpoint type (1 = brokers), v2 IncludeFencedBrokers (the
     // handler lists fenced brokers only when asked). Java 3.x picks 1, 4.x 2.
     (ApiKey::DescribeCluster, 0, 2),
@@ -407,7 +413,9 @@ pub fn kafka_error_code_for(api_key: ApiKey, code: ErrorCode) -> i16 {
         | ApiKey::DescribeGroups
         | ApiKey::DeleteGroups
         | ApiKey::AddPartitionsToTxn
-        | ApiKey::EndTxn => ErrorCode::NotCoordinator,
+        | ApiKey::AddOffsetsToTxn
+        | ApiKey::EndTxn
+        | ApiKey::TxnOffsetCommit => ErrorCode::NotCoordinator,
         ApiKey::FindCoordinator | ApiKey::ListGroups | ApiKey::InitProducerId => {
             ErrorCode::CoordinatorNotAvailable
         }

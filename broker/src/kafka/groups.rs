@@ -16,13 +16,17 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::{
     ApiKey, BrokerId as KafkaBrokerId, DeleteGroupsRequest, DeleteGroupsResponse,
     DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
     GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
     LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
     OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    ResponseKind, SyncGroupRequest, SyncGroupResponse,
+    ResponseKind, SyncGroupRequest, SyncGroupResponse, TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use sluice_protocol::group_log::OffsetValue;
@@ -35,7 +39,7 @@ use crate::groups::consumer_protocol::{
     decode_subscription, encode_subscription, CONSUMER_PROTOCOL_TYPE,
 };
 use crate::groups::coordinator::{
-    millis, CommitRequest, CommittedOffset, Coordinator, OffsetToCommit, SyncRequest,
+    millis, CommitRequest, CommittedOffset, Coordinator, OffsetToCommit, SyncRequest, TxnProducer,
 };
 use crate::groups::group::{GroupState, JoinRequest, MemberAssignment};
 use crate::groups::SERVER_ASSIGNOR;
@@ -330,6 +334,59 @@ pub async fn offset_commit(
     ResponseKind::OffsetCommit(OffsetCommitResponse::default().with_topics(topics))
 }
 
+/// TxnOffsetCommit (v0-3): offsets in a producer's transaction, each partition answered
+/// on its own.
+pub async fn txn_offset_commit(
+    service: &Coordinator,
+    principal: &Principal,
+    request: TxnOffsetCommitRequest,
+) -> ResponseKind {
+    let producer = TxnProducer {
+        producer_id: request.producer_id.0,
+        producer_epoch: request.producer_epoch,
+    };
+    let commit = CommitRequest {
+        group_id: request.group_id.0.to_string(),
+        member_id: request.member_id.to_string(),
+        generation: request.generation_id,
+        topics: request
+            .topics
+            .into_iter()
+            .map(|t| TopicItems {
+                topic: t.name.0.to_string(),
+                partitions: t
+                    .partitions
+                    .into_iter()
+                    .map(|p| OffsetToCommit {
+                        partition: PartitionId(p.partition_index),
+                        offset: Offset(p.committed_offset),
+                        leader_epoch: LeaderEpoch(p.committed_leader_epoch),
+                        metadata: p.committed_metadata.map(|m| m.to_string()),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    let topics = map_topics(
+        service.txn_commit(principal, producer, commit).await,
+        |p| {
+            TxnOffsetCommitResponsePartition::default()
+                .with_partition_index(p.partition.0)
+                .with_error_code(
+                    p.outcome
+                        .err()
+                        .map_or(0, |e| group_error(ApiKey::TxnOffsetCommit, &e)),
+                )
+        },
+        |name, partitions| {
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(topic_name(name))
+                .with_partitions(partitions)
+        },
+    );
+    ResponseKind::TxnOffsetCommit(TxnOffsetCommitResponse::default().with_topics(topics))
+}
+
 /// What OffsetFetch answers for a group: its committed offsets, or its error.
 type Fetched = Result<Vec<TopicItems<CommittedOffset>>, ApiError>;
 
@@ -359,12 +416,14 @@ pub async fn offset_fetch(
                 Ok(topics) => answer.with_topics(map_topics(
                     topics,
                     |p| {
-                        let (offset, epoch, metadata) = committed(p.committed);
+                        let index = p.partition.0;
+                        let (offset, epoch, metadata, code) = stable(p, request.require_stable);
                         OffsetFetchResponsePartitions::default()
-                            .with_partition_index(p.partition.0)
+                            .with_partition_index(index)
                             .with_committed_offset(offset)
                             .with_committed_leader_epoch(epoch)
                             .with_metadata(Some(metadata))
+                            .with_error_code(code)
                     },
                     |name, partitions| {
                         OffsetFetchResponseTopics::default()
@@ -405,6 +464,7 @@ pub async fn offset_fetch(
                         .map(|partition| CommittedOffset {
                             partition,
                             committed: None,
+                            unstable: false,
                         })
                         .collect(),
                 })
@@ -413,16 +473,18 @@ pub async fn offset_fetch(
         }
     };
     let partition_error = if version < 2 { error } else { 0 };
+    let stable_only = version >= 7 && request.require_stable;
     let topics = map_topics(
         topics,
         |p| {
-            let (offset, epoch, metadata) = committed(p.committed);
+            let index = p.partition.0;
+            let (offset, epoch, metadata, code) = stable(p, stable_only);
             OffsetFetchResponsePartition::default()
-                .with_partition_index(p.partition.0)
+                .with_partition_index(index)
                 .with_committed_offset(offset)
                 .with_committed_leader_epoch(epoch)
                 .with_metadata(Some(metadata))
-                .with_error_code(partition_error)
+                .with_error_code(if code != 0 { code } else { partition_error })
         },
         |name, partitions| {
             OffsetFetchResponseTopic::default()
@@ -435,6 +497,23 @@ pub async fn offset_fetch(
         response.error_code = error;
     }
     ResponseKind::OffsetFetch(response)
+}
+
+/// A partition's answer: its commit, or UNSTABLE_OFFSET_COMMIT (and no offset) when the
+/// client asked for stable offsets only (KIP-447: a read_committed consumer about to
+/// resume there) and a transaction that has not ended wrote one.
+fn stable(p: CommittedOffset, stable_only: bool) -> (i64, i32, StrBytes, i16) {
+    if stable_only && p.unstable {
+        let (offset, epoch, metadata) = committed(None);
+        return (
+            offset,
+            epoch,
+            metadata,
+            codec::kafka_error_code(ErrorCode::UnstableOffsetCommit),
+        );
+    }
+    let (offset, epoch, metadata) = committed(p.committed);
+    (offset, epoch, metadata, 0)
 }
 
 /// A commit's offset, leader epoch and metadata, or Kafka's "none" (-1, -1, "").

@@ -329,7 +329,13 @@ impl Kafka {
             RequestKind::AddPartitionsToTxn(r) => {
                 txn::add_partitions_to_txn(&services.txns, principal, r).await
             }
+            RequestKind::AddOffsetsToTxn(r) => {
+                txn::add_offsets_to_txn(&services.txns, principal, r).await
+            }
             RequestKind::EndTxn(r) => txn::end_txn(&services.txns, principal, r).await,
+            RequestKind::TxnOffsetCommit(r) => {
+                groups::txn_offset_commit(groups, principal, r).await
+            }
             RequestKind::JoinGroup(r) => {
                 groups::join_group(groups, principal, r, version, caller).await
             }

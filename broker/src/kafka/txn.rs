@@ -1,14 +1,16 @@
 //! A Kafka transactional producer's requests to its transaction coordinator, on
 //! [`crate::txn::coordinator`]: AddPartitionsToTxn (v0-3, one transaction per request: v4+
-//! batches transactions for brokers verifying partitions, KIP-890) and EndTxn (v0-3).
-//! InitProducerId and FindCoordinator with a transactional id are in `admin` and `groups`.
+//! batches transactions for brokers verifying partitions, KIP-890), AddOffsetsToTxn (v0-3)
+//! and EndTxn (v0-3). InitProducerId and FindCoordinator with a transactional id are in
+//! `admin` and `groups`, and TxnOffsetCommit, which goes to the group's coordinator, in
+//! `groups`.
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
 };
 use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, EndTxnRequest, EndTxnResponse,
-    ResponseKind,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, ApiKey, EndTxnRequest, EndTxnResponse, ResponseKind,
 };
 use sluice_protocol::PartitionId;
 
@@ -102,5 +104,27 @@ pub async fn end_txn(
     ResponseKind::EndTxn(match ended {
         Ok(()) => response,
         Err(e) => response.with_error_code(kafka_error(ApiKey::EndTxn, &e).0),
+    })
+}
+
+/// AddOffsetsToTxn: the group's offsets partition joins the transaction.
+pub async fn add_offsets_to_txn(
+    txns: &Transactions,
+    principal: &Principal,
+    request: AddOffsetsToTxnRequest,
+) -> ResponseKind {
+    let added = txns
+        .add_offsets(
+            principal,
+            &request.transactional_id,
+            request.producer_id.0,
+            request.producer_epoch,
+            &request.group_id,
+        )
+        .await;
+    let response = AddOffsetsToTxnResponse::default();
+    ResponseKind::AddOffsetsToTxn(match added {
+        Ok(()) => response,
+        Err(e) => response.with_error_code(kafka_error(ApiKey::AddOffsetsToTxn, &e).0),
     })
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use sluice_protocol::batch::{BatchBuilder, Batches};
 use sluice_protocol::control::{ControlMarker, ControlType};
-use sluice_protocol::group_log::coordinator_partition;
+use sluice_protocol::group_log::{coordinator_partition, OFFSETS_TOPIC};
 use sluice_protocol::messages::{TopicPartitions, WritableTxnMarker, WriteTxnMarkersRequest};
 use sluice_protocol::txn_log::{
     decode_key, decode_value, encode_key, encode_value, TxnState, TxnValue, TRANSACTION_STATE_TOPIC,
@@ -36,7 +36,7 @@ use crate::cluster::peer::{PeerConfig, PeerConnection};
 use crate::config::BrokerConfig;
 use crate::error::ApiError;
 use crate::groups::coordinator::{coordinator_address, CoordinatorAddress};
-use crate::groups::led_partitions;
+use crate::groups::{led_partitions, GroupCoordinator};
 use crate::partition::Partition;
 use crate::security::acl::{Authorizer, Operation, Resource};
 use crate::security::Principal;
@@ -127,6 +127,8 @@ pub struct Transactions {
     topics: Arc<Topics>,
     producer_ids: Arc<ProducerIds>,
     authorizer: Arc<Authorizer>,
+    /// The group coordinator, told when a marker decides a transaction's offsets.
+    groups: Arc<GroupCoordinator>,
     shards: Mutex<BTreeMap<PartitionId, Arc<TxnShard>>>,
 }
 
@@ -137,6 +139,7 @@ impl Transactions {
         topics: Arc<Topics>,
         producer_ids: Arc<ProducerIds>,
         authorizer: Arc<Authorizer>,
+        groups: Arc<GroupCoordinator>,
     ) -> Transactions {
         Transactions {
             node_id: config.node_id,
@@ -148,6 +151,7 @@ impl Transactions {
             topics,
             producer_ids,
             authorizer,
+            groups,
             shards: Mutex::new(BTreeMap::new()),
         }
     }
@@ -257,8 +261,6 @@ impl Transactions {
         if failed {
             return Ok(not_attempted(checked));
         }
-        let (shard, entry) = self.locate(id)?;
-        let mut current = entry.lock().await;
         let asked: Vec<TopicPartitions> = topics
             .iter()
             .map(|t| TopicPartitions {
@@ -266,14 +268,59 @@ impl Transactions {
                 partitions: t.partitions.clone(),
             })
             .collect();
+        self.add(id, producer_id, epoch, &asked).await?;
+        Ok(checked)
+    }
+
+    /// AddOffsetsToTxn: group `group`'s `__consumer_offsets` partition joins the
+    /// transaction, so its marker decides the offsets the producer then commits there
+    /// (TxnOffsetCommit, to the group's coordinator). Needs Read on the group.
+    pub async fn add_offsets(
+        &self,
+        principal: &Principal,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        group: &str,
+    ) -> Result<(), ApiError> {
+        self.may(principal, id)?;
+        self.authorizer
+            .check(principal, Operation::Read, Resource::Group(group))?;
+        let image = self
+            .admin
+            .internal_topic(
+                OFFSETS_TOPIC,
+                self.state_topic_partitions,
+                self.state_topic_segment_bytes,
+                self.voters,
+            )
+            .await?;
+        let n = image.topics[OFFSETS_TOPIC].partitions.len() as u32;
+        let partition = TopicPartitions {
+            topic: OFFSETS_TOPIC.to_owned(),
+            partitions: vec![coordinator_partition(group, n)],
+        };
+        self.add(id, producer_id, epoch, &[partition]).await
+    }
+
+    /// Adds `asked` to `id`'s transaction (opening it), once replicated.
+    async fn add(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        asked: &[TopicPartitions],
+    ) -> Result<(), ApiError> {
+        let (shard, entry) = self.locate(id)?;
+        let mut current = entry.lock().await;
         let now = SystemClock.now_ms();
         if let Some(value) =
-            state::add_partitions(id, current.as_ref(), producer_id, epoch, &asked, now)?
+            state::add_partitions(id, current.as_ref(), producer_id, epoch, asked, now)?
         {
             shard.write(id, &value).await?;
             *current = Some(value);
         }
-        Ok(checked)
+        Ok(())
     }
 
     /// EndTxn: commits or aborts the open transaction. Answers once the decision is
@@ -395,6 +442,7 @@ impl Transactions {
         entry: IdRef,
     ) -> tokio::task::JoinHandle<()> {
         let completer = Completer {
+            groups: Arc::clone(&self.groups),
             node_id: self.node_id,
             peer: self.peer.clone(),
             topics: Arc::clone(&self.topics),
@@ -563,6 +611,7 @@ impl Transactions {
 
 /// Writes a Prepare state's markers and then its completion, in the background.
 struct Completer {
+    groups: Arc<GroupCoordinator>,
     node_id: BrokerId,
     peer: PeerConfig,
     topics: Arc<Topics>,
@@ -696,7 +745,8 @@ impl Completer {
                 })
                 .collect(),
         };
-        let results = markers::write_markers(&self.topics, image, vec![request]).await?;
+        let results =
+            markers::write_markers(&self.topics, &self.groups, image, vec![request]).await?;
         first_failure(results.into_iter().flat_map(|r| r.topics).flat_map(|t| {
             t.partitions
                 .into_iter()

@@ -2,16 +2,20 @@
 //! the leaders of a transaction's partitions to write its commit or abort marker. Each
 //! partition appends the marker ([`Partition::append_marker`], which fences older producer
 //! and coordinator epochs) and answers once its ISR has it, so the coordinator completes
-//! the transaction only when every marker is committed.
+//! the transaction only when every marker is committed. A marker on a
+//! `__consumer_offsets` partition also decides the offsets the transaction committed
+//! there (TxnOffsetCommit): the group coordinator applies or drops them before the answer.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_protocol::control::ControlMarker;
+use sluice_protocol::control::{ControlMarker, ControlType};
+use sluice_protocol::group_log::OFFSETS_TOPIC;
 use sluice_protocol::PartitionId;
 
 use crate::cluster::image::MetadataImage;
 use crate::error::ApiError;
+use crate::groups::{GroupCoordinator, TxnEnd};
 use crate::partition::{Partition, PendingAppend};
 use crate::services::{task_failed, PartitionOutcome, TopicItems};
 use crate::topics::Topics;
@@ -46,6 +50,7 @@ pub struct MarkerResult {
 /// the ISRs side by side) and returns each partition's outcome.
 pub async fn write_markers(
     topics: &Arc<Topics>,
+    groups: &GroupCoordinator,
     image: &MetadataImage,
     markers: Vec<MarkerRequest>,
 ) -> Result<Vec<MarkerResult>, ApiError> {
@@ -104,7 +109,19 @@ pub async fn write_markers(
             let mut partitions = Vec::with_capacity(t.partitions.len());
             for (partition, written) in t.partitions {
                 let outcome = match written {
-                    Ok((p, pending)) => p.complete(pending, MARKER_TIMEOUT).await.map(|_| ()),
+                    Ok((p, pending)) => match p.complete(pending, MARKER_TIMEOUT).await {
+                        Ok(info) if t.topic == OFFSETS_TOPIC => {
+                            let end = TxnEnd {
+                                producer_id,
+                                commit: kind == ControlType::Commit,
+                                marker_offset: info.base_offset,
+                            };
+                            groups.end_txn(partition, end).await;
+                            Ok(())
+                        }
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 };
                 if let Err(e) = &outcome {

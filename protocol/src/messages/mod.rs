@@ -278,10 +278,14 @@ apis! {
     OffsetsForLeaderEpoch = 23, versions 0..=0, OffsetsForLeaderEpochRequest, OffsetsForLeaderEpochResponse;
     /// A transactional producer adds partitions to its transaction.
     AddPartitionsToTxn = 24, versions 0..=0, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse;
+    /// A transactional producer adds its group's offsets to its transaction.
+    AddOffsetsToTxn = 25, versions 0..=0, AddOffsetsToTxnRequest, TxnResponse;
     /// A transactional producer commits or aborts its transaction.
     EndTxn = 26, versions 0..=0, EndTxnRequest, TxnResponse;
     /// A transaction coordinator has leaders write commit or abort markers (brokers only).
     WriteTxnMarkers = 27, versions 0..=0, WriteTxnMarkersRequest, WriteTxnMarkersResponse;
+    /// A transactional producer commits its group's offsets in its transaction.
+    TxnOffsetCommit = 28, versions 0..=0, TxnOffsetCommitRequest, OffsetCommitResponse;
     /// One message of a SASL login.
     SaslAuthenticate = 36, versions 0..=0, SaslAuthenticateRequest, SaslAuthenticateResponse;
     /// Delete empty consumer groups.

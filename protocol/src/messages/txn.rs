@@ -1,10 +1,11 @@
 //! Transactions (issue 26): a transactional producer's requests to its transaction
-//! coordinator (AddPartitionsToTxn, EndTxn; InitProducerId is in `producer_id`;
-//! AddOffsetsToTxn and TxnOffsetCommit come with transactional offset commits), and WriteTxnMarkers, with which the coordinator has the leaders of a
-//! transaction's partitions write its commit or abort marker (sent between brokers only).
-//! Kafka's api keys.
+//! coordinator (AddPartitionsToTxn, AddOffsetsToTxn, EndTxn; InitProducerId is in
+//! `producer_id`) and to its consumer group's coordinator (TxnOffsetCommit), and
+//! WriteTxnMarkers, with which the coordinator has the leaders of a transaction's
+//! partitions write its commit or abort marker (sent between brokers only). Kafka's api
+//! keys.
 
-use super::{TopicPartitionResults, TopicPartitions};
+use super::{OffsetCommitTopic, TopicPartitionResults, TopicPartitions};
 use crate::error_code::ErrorCode;
 use crate::wire::wire_struct;
 
@@ -95,5 +96,43 @@ wire_struct! {
         pub error_code: ErrorCode,
         /// Details of the error for a human, if any.
         pub error_message: Option<String>,
+    }
+}
+
+wire_struct! {
+    /// A transactional producer adds its consumer group's offsets to its open transaction
+    /// (or opens one), before it commits them with TxnOffsetCommit. Answered with a
+    /// [`TxnResponse`].
+    pub struct AddOffsetsToTxnRequest {
+        /// The producer's transactional id.
+        pub transactional_id: String,
+        /// Its producer id.
+        pub producer_id: i64,
+        /// Its epoch.
+        pub producer_epoch: i16,
+        /// The consumer group whose offsets the transaction will commit.
+        pub group_id: String,
+    }
+}
+
+wire_struct! {
+    /// Commits a consumer group's offsets in a producer's transaction, to the group's
+    /// coordinator: they count only if the transaction commits. Answered with an
+    /// [`super::OffsetCommitResponse`].
+    pub struct TxnOffsetCommitRequest {
+        /// The producer's transactional id.
+        pub transactional_id: String,
+        /// The group.
+        pub group_id: String,
+        /// The producer's id.
+        pub producer_id: i64,
+        /// Its epoch.
+        pub producer_epoch: i16,
+        /// The consumer's generation, or -1 to skip the check.
+        pub generation_id: i32,
+        /// The consumer's member id, or empty to skip the check.
+        pub member_id: String,
+        /// The offsets.
+        pub topics: Vec<OffsetCommitTopic>,
     }
 }

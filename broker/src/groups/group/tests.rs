@@ -341,6 +341,36 @@ fn the_later_offset_record_wins_whatever_order_appends_complete_in() {
 }
 
 #[test]
+fn a_transactions_offsets_count_on_its_commit_marker_and_lose_to_later_plain_commits() {
+    let mut group = Group::new("g");
+    let value = |offset| OffsetValue {
+        offset: Offset(offset),
+        leader_epoch: sluice_protocol::LeaderEpoch(-1),
+        metadata: None,
+        commit_timestamp: 0,
+    };
+    let p = |i| PartitionId(i);
+    group.stage_txn_offset(7, "t".into(), p(0), value(10), Offset(1));
+    group.stage_txn_offset(7, "t".into(), p(1), value(11), Offset(2));
+    assert!(group.committed("t", p(0)).is_none(), "undecided");
+    assert!(group.has_pending_txn_offset("t", p(0)));
+    assert!(!group.is_forgettable());
+    // A plain commit of partition 1 written after the transaction's record wins.
+    group.apply_offset("t".into(), p(1), Some(value(50)), Offset(3));
+    // A record of the producer's next transaction, after the marker, stays staged.
+    group.stage_txn_offset(7, "t".into(), p(2), value(12), Offset(5));
+    assert!(group.end_txn(7, true, Offset(4)));
+    assert_eq!(group.committed("t", p(0)).unwrap().value.offset, Offset(10));
+    assert_eq!(group.committed("t", p(1)).unwrap().value.offset, Offset(50));
+    assert!(group.committed("t", p(2)).is_none());
+    assert!(!group.has_pending_txn_offset("t", p(0)));
+    // Aborted: dropped.
+    assert!(!group.end_txn(7, false, Offset(6)));
+    assert!(group.committed("t", p(2)).is_none());
+    assert!(!group.has_pending_txn_offset("t", p(2)));
+}
+
+#[test]
 fn round_robin_follows_subscriptions_and_covers_each_partition_once() {
     let all = vec!["t".to_owned(), "u".to_owned()];
     let only_t = vec!["t".to_owned()];
