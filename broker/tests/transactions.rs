@@ -114,14 +114,24 @@ impl Conn {
     /// InitProducerId for `id`, retried while the coordinator is being set up or is
     /// aborting an older instance's transaction.
     async fn init_txn(&mut self, id: &str, timeout_ms: i32) -> Result<(i64, i16), ErrorCode> {
+        self.init_txn_claiming(id, timeout_ms, (-1, -1)).await
+    }
+
+    /// [`Conn::init_txn`] by a running producer asking for a bump of its epoch (KIP-360).
+    async fn init_txn_claiming(
+        &mut self,
+        id: &str,
+        timeout_ms: i32,
+        (producer_id, producer_epoch): (i64, i16),
+    ) -> Result<(i64, i16), ErrorCode> {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let Response::InitProducerId(r) = self
                 .call(Request::InitProducerId(InitProducerIdRequest {
                     transactional_id: Some(id.into()),
                     transaction_timeout_ms: timeout_ms,
-                    producer_id: -1,
-                    producer_epoch: -1,
+                    producer_id,
+                    producer_epoch,
                 }))
                 .await
             else {
@@ -447,6 +457,23 @@ async fn a_new_instance_fences_the_old_one_and_aborts_what_it_left_open() {
         conn.end("tx", pid, old, true).await,
         ErrorCode::ProducerFenced
     );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_producers_own_bump_retried_after_a_lost_answer_gets_the_same_epoch() {
+    let broker = TestBroker::fresh().await;
+    let mut conn = broker.connect().await;
+    let (pid, epoch) = conn.init_txn("tx", 60_000).await.unwrap();
+    let bumped = conn.init_txn_claiming("tx", 60_000, (pid, epoch)).await;
+    assert_eq!(bumped, Ok((pid, epoch + 1)));
+    let retried = conn.init_txn_claiming("tx", 60_000, (pid, epoch)).await;
+    assert_eq!(retried, Ok((pid, epoch + 1)), "the answer the retry lost");
+    // A new instance takes the id over: the old claim is fenced now.
+    let (_, newest) = conn.init_txn("tx", 60_000).await.unwrap();
+    assert_eq!(newest, epoch + 2);
+    let stale = conn.init_txn_claiming("tx", 60_000, (pid, epoch)).await;
+    assert_eq!(stale, Err(ErrorCode::ProducerFenced));
     broker.shutdown().await;
 }
 

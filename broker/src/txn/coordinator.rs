@@ -74,12 +74,31 @@ pub struct TxnShard {
     partition: Arc<Partition>,
     loaded: AtomicBool,
     ids: Mutex<HashMap<String, IdRef>>,
+    /// What each id's last InitProducerId claimed, when it was a producer's bump of its
+    /// own epoch (KIP-360): a retry of it is answered with the epoch it got.
+    bumped_from: Mutex<HashMap<String, (i64, i16)>>,
 }
 
 impl TxnShard {
     fn id(&self, id: &str) -> IdRef {
         let mut ids = self.ids.lock().expect("ids lock");
         Arc::clone(ids.entry(id.to_owned()).or_default())
+    }
+
+    fn last_bump(&self, id: &str) -> Option<(i64, i16)> {
+        self.bumped_from
+            .lock()
+            .expect("bumped_from lock")
+            .get(id)
+            .copied()
+    }
+
+    fn set_last_bump(&self, id: &str, claimed: Option<(i64, i16)>) {
+        let mut bumped_from = self.bumped_from.lock().expect("bumped_from lock");
+        match claimed {
+            Some(claim) => bumped_from.insert(id.to_owned(), claim),
+            None => bumped_from.remove(id),
+        };
     }
 
     fn is_loaded(&self) -> bool {
@@ -184,6 +203,10 @@ impl Transactions {
         self.may(principal, id)?;
         let (shard, entry) = self.locate(id)?;
         let mut current = entry.lock().await;
+        let bumped_from = shard.last_bump(id);
+        if let Some(v) = state::retried_bump(current.as_ref(), claimed, bumped_from) {
+            return Ok((v.producer_id, v.producer_epoch));
+        }
         // A fresh producer id is taken only when needed; the closure cannot await, so one
         // is taken first when the rules may want it.
         let fresh = match current.as_ref() {
@@ -200,12 +223,14 @@ impl Transactions {
         match next {
             Init::Ready(value) => {
                 shard.write(id, &value).await?;
+                shard.set_last_bump(id, claimed);
                 let answer = (value.producer_id, value.producer_epoch);
                 *current = Some(value);
                 Ok(answer)
             }
             Init::AbortFirst(value) => {
                 shard.write(id, &value).await?;
+                shard.set_last_bump(id, None);
                 *current = Some(value);
                 drop(current);
                 drop(self.spawn_completion(&shard, id, entry));
@@ -488,6 +513,7 @@ impl Transactions {
                 partition: replica,
                 loaded: AtomicBool::new(false),
                 ids: Mutex::new(HashMap::new()),
+                bumped_from: Mutex::new(HashMap::new()),
             });
             shards.insert(index, Arc::clone(&shard));
             tokio::spawn(Arc::clone(self).load(shard));

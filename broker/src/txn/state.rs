@@ -107,6 +107,26 @@ pub fn init_producer_id(
     }
 }
 
+/// A KIP-360 bump retried after its answer was lost: the producer claims the epoch it
+/// bumped from, and the id is still as that bump left it (its epoch one higher, no
+/// transaction begun). `bumped_from` is what the id's last InitProducerId claimed, if it
+/// was such a bump (kept in memory only, as Kafka's `lastProducerEpoch`): the instance
+/// that held that epoch is the one retrying, since every epoch belongs to one instance.
+/// Answer with the current id and epoch, writing nothing; `None`: not a retry.
+pub fn retried_bump(
+    current: Option<&TxnValue>,
+    claimed: Option<(i64, i16)>,
+    bumped_from: Option<(i64, i16)>,
+) -> Option<&TxnValue> {
+    let (producer_id, epoch) = claimed?;
+    let current = current?;
+    let retry = bumped_from == claimed
+        && current.producer_id == producer_id
+        && Some(current.producer_epoch) == epoch.checked_add(1)
+        && current.state == TxnState::Empty;
+    retry.then_some(current)
+}
+
 fn bumped(current: &TxnValue, producer_id: i64, epoch: i16) -> Result<TxnValue, ApiError> {
     if epoch < 0 {
         return Err(ApiError::new(

@@ -218,3 +218,28 @@ fn an_epoch_bump_must_come_from_the_current_instance() {
     );
     assert_eq!((bumped.producer_id, bumped.producer_epoch), (42, 2));
 }
+
+#[test]
+fn a_bump_retried_after_its_answer_was_lost_gets_the_same_epoch() {
+    let empty = initialised();
+    let claim = Some((42, 0));
+    let bumped =
+        ready(init_producer_id(ID, Some(&empty), claim, 60_000, 0, || unreachable!()).unwrap());
+    assert_eq!(bumped.producer_epoch, 1);
+    // The same claim again: a retry of that bump, answered with its epoch.
+    let retried = retried_bump(Some(&bumped), claim, claim).expect("a retry");
+    assert_eq!((retried.producer_id, retried.producer_epoch), (42, 1));
+    // Not when the last InitProducerId was not that bump (a new instance took epoch 1 by
+    // an InitProducerId without a claim)...
+    assert!(retried_bump(Some(&bumped), claim, None).is_none());
+    // ... nor once a transaction began, or the epoch moved on (a timeout's abort).
+    let ongoing = add_partitions(ID, Some(&bumped), 42, 1, &[tp("t", &[0])], 10)
+        .unwrap()
+        .unwrap();
+    assert!(retried_bump(Some(&ongoing), claim, claim).is_none());
+    let moved = TxnValue {
+        producer_epoch: 2,
+        ..bumped.clone()
+    };
+    assert!(retried_bump(Some(&moved), claim, claim).is_none());
+}
