@@ -52,6 +52,8 @@ pub(crate) struct AccumulatorConfig {
     /// Batches are stamped with a producer id, epoch and sequence, and none leaves before
     /// the producer has an id ([`Accumulator::set_identity`]).
     pub idempotent: bool,
+    /// Batches carry the transactional bit (a transactional producer's: idempotent too).
+    pub transactional: bool,
     /// How sealed batches are compressed.
     pub compression: CompressionConfig,
 }
@@ -461,6 +463,7 @@ impl<T> Accumulator<T> {
         let record_size = record.size();
         let batch_bytes_max = self.batch_bytes_max(&tp.topic);
         let compression = self.config.compression;
+        let transactional = self.config.transactional;
         let next_order = &mut self.next_order;
         let queue = self
             .queues
@@ -480,7 +483,7 @@ impl<T> Accumulator<T> {
             let capacity = record_size.max(16 * 1024).min(batch_bytes_max);
             *next_order += ORDER_SPAN;
             OpenBatch {
-                builder: BatchBuilder::with_capacity(ProducerStamp::default(), capacity),
+                builder: new_builder(ProducerStamp::default(), capacity, transactional),
                 bytes_max: batch_bytes_max,
                 created: now,
                 order: *next_order,
@@ -685,7 +688,7 @@ impl<T> Accumulator<T> {
         if batch.tokens.len() < 2 {
             return Some(batch);
         }
-        let (first, mut second) = split(batch, self.config.compression);
+        let (first, mut second) = split(batch, self.config.compression, self.config.transactional);
         self.forget_refused_stamp(&mut second);
         self.retry(first, retry_at);
         let queue = self
@@ -808,7 +811,11 @@ fn seal<T>(tp: &TopicPartition, open: OpenBatch<T>, compression: CompressionConf
 /// (same timestamps, keys, values and headers). A stamped batch's halves carry its producer
 /// id and epoch; the first its base sequence, the second the sequence after the first
 /// half's records. Both count as never sent (`attempts` 0), as Kafka treats split batches.
-fn split<T>(batch: Batch<T>, compression: CompressionConfig) -> (Batch<T>, Batch<T>) {
+fn split<T>(
+    batch: Batch<T>,
+    compression: CompressionConfig,
+    transactional: bool,
+) -> (Batch<T>, Batch<T>) {
     let records: Vec<Record> = RecordBatch::validate(batch.bytes.clone())
         .and_then(|b| b.records()?.collect())
         .expect("a batch this producer built decodes");
@@ -831,7 +838,12 @@ fn split<T>(batch: Batch<T>, compression: CompressionConfig) -> (Batch<T>, Batch
                 order: u128,
                 order_span: u128| Batch {
         tp: batch.tp.clone(),
-        bytes: build_batch(records, stamp.unwrap_or_default(), compression),
+        bytes: build_batch(
+            records,
+            stamp.unwrap_or_default(),
+            compression,
+            transactional,
+        ),
         tokens,
         created: batch.created,
         attempts: 0,
@@ -866,8 +878,23 @@ fn build_compressed(builder: BatchBuilder, compression: CompressionConfig) -> By
         .expect("CompressionConfig holds a level its codec takes")
 }
 
-fn build_batch(records: &[Record], stamp: ProducerStamp, compression: CompressionConfig) -> Bytes {
-    let mut builder = BatchBuilder::with_capacity(stamp, 0);
+/// An empty batch's builder, transactional if the producer is.
+fn new_builder(stamp: ProducerStamp, capacity: usize, transactional: bool) -> BatchBuilder {
+    let builder = BatchBuilder::with_capacity(stamp, capacity);
+    if transactional {
+        builder.transactional()
+    } else {
+        builder
+    }
+}
+
+fn build_batch(
+    records: &[Record],
+    stamp: ProducerStamp,
+    compression: CompressionConfig,
+    transactional: bool,
+) -> Bytes {
+    let mut builder = new_builder(stamp, 0, transactional);
     for record in records {
         let headers: Vec<(&[u8], Option<&[u8]>)> = record
             .headers
@@ -951,6 +978,7 @@ mod tests {
             linger: Duration::from_millis(linger_ms),
             delivery_timeout: Duration::from_secs(120),
             idempotent: false,
+            transactional: false,
             compression: CompressionConfig::default(),
         })
     }
@@ -1196,6 +1224,7 @@ mod tests {
             linger: Duration::ZERO,
             delivery_timeout: Duration::from_secs(10),
             idempotent: true,
+            transactional: false,
             compression: CompressionConfig::default(),
         })
     }

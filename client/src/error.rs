@@ -257,6 +257,16 @@ pub enum Error {
         /// The partition.
         partition: PartitionId,
     },
+    /// The producer's open transaction cannot commit (a record of it failed, a partition
+    /// could not be added): abort it, then begin another. Not retriable.
+    #[error("the transaction cannot commit: {reason}; abort it with abort_transaction, then begin another")]
+    TransactionAbortable {
+        /// Why.
+        reason: String,
+    },
+    /// The record was not sent: its transaction was aborted first.
+    #[error("not sent: the transaction was aborted")]
+    TransactionAborted,
     /// The caller passed something unusable (an empty bootstrap list, a bad address...).
     #[error("{0}")]
     InvalidArgument(String),

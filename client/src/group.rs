@@ -11,7 +11,7 @@
 //! consume one partition in one generation.
 
 mod admin;
-mod coordinator;
+pub(crate) mod coordinator;
 mod membership;
 mod offsets;
 

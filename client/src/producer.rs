@@ -37,6 +37,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -136,6 +137,14 @@ pub struct ProducerConfig {
     /// counts them uncompressed. A batch that compression would not shrink is sent
     /// uncompressed, so no batch outgrows `batch_bytes_max`.
     pub compression: CompressionConfig,
+    /// Kafka's `transactional.id`: the producer's records go in transactions
+    /// ([`Producer::init_transactions`], [`Producer::begin_transaction`],
+    /// [`Producer::commit_transaction`]), and a new producer with the same id fences this
+    /// one. Needs idempotence (acks=all). Default none.
+    pub transactional_id: Option<String>,
+    /// Kafka's `transaction.timeout.ms`: the coordinator aborts a transaction left open
+    /// longer (and fences this producer). At most the brokers' 15 minutes. Default 60 s.
+    pub transaction_timeout: Duration,
 }
 
 /// A producer's batch codec and its level, checked when made: Kafka's `compression.type`
@@ -223,6 +232,8 @@ impl Default for ProducerConfig {
             enable_idempotence: true,
             stop_after_failure: false,
             compression: CompressionConfig::default(),
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -400,6 +411,10 @@ struct Shared {
     buffer: Semaphore,
     /// Records appended and not yet completed; `flush` waits for zero.
     pending: watch::Sender<u64>,
+    /// Records that failed, ever: a transaction commits only if none failed since it began.
+    failed: AtomicU64,
+    /// A transactional producer's transaction ([`ProducerConfig::transactional_id`]).
+    txn: Option<transaction::Transaction>,
     /// When a request waiting long last refreshed the metadata
     /// ([`Client::leader_replaced`]).
     leader_checked: Mutex<Option<Instant>>,
@@ -489,13 +504,14 @@ impl Producer {
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
         let shared = Arc::new(Shared {
-            client,
+            client: client.clone(),
             state: Mutex::new(State {
                 accumulator: Accumulator::new(AccumulatorConfig {
                     batch_bytes_max: config.batch_bytes_max,
                     linger: config.linger,
                     delivery_timeout: config.delivery_timeout,
                     idempotent: config.is_idempotent(),
+                    transactional: config.transactional_id.is_some(),
                     compression: config.compression,
                 }),
                 sticky: HashMap::new(),
@@ -512,6 +528,11 @@ impl Producer {
             wake: Notify::new(),
             buffer: Semaphore::new(config.buffer_bytes_max.min(Semaphore::MAX_PERMITS)),
             pending: watch::channel(0).0,
+            failed: AtomicU64::new(0),
+            txn: config
+                .transactional_id
+                .clone()
+                .map(|id| transaction::Transaction::new(client.clone(), id)),
             leader_checked: Mutex::new(None),
             config,
         });
@@ -565,6 +586,26 @@ impl Producer {
             timestamp_ms: parts.timestamp_ms,
             buffer_bytes: permits as usize,
         };
+        // A transactional record's partition joins the transaction before the record is
+        // appended: its batch must not reach the leader before that.
+        let chosen = match self.transactional() {
+            Some(_) => {
+                let chosen = choose_partition(&mut shared.lock(), &topic, &record, size)
+                    .map(|p| TopicPartition::new(&topic.name, p));
+                let added = match chosen {
+                    Ok(tp) => self.add_to_transaction(&tp).await.map(|()| tp.partition),
+                    Err(e) => Err(e),
+                };
+                match added {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        shared.buffer.add_permits(permits as usize);
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
         let appended = {
             let mut state = shared.lock();
             if state.closing {
@@ -572,14 +613,15 @@ impl Producer {
                 shared.buffer.add_permits(permits as usize);
                 return Err(Error::ProducerClosed);
             }
-            let partition = match record.partition {
-                Some(p) => {
-                    topic.partition(p)?;
-                    p
-                }
-                None => match &record.key {
-                    Some(key) => partition_for_key(key, topic.n_partitions()),
-                    None => state.sticky_for(&topic.name, topic.n_partitions(), size),
+            let partition = match chosen {
+                Some(p) => p,
+                None => match choose_partition(&mut state, &topic, &record, size) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        drop(state);
+                        shared.buffer.add_permits(permits as usize);
+                        return Err(e);
+                    }
                 },
             };
             let tp = TopicPartition::new(&topic.name, partition);
@@ -669,6 +711,25 @@ impl Producer {
     }
 }
 
+/// The partition `record` goes to: its own, its key's, or the topic's sticky one.
+fn choose_partition(
+    state: &mut State,
+    topic: &crate::TopicMetadata,
+    record: &ProducerRecord,
+    size: usize,
+) -> Result<PartitionId> {
+    Ok(match record.partition {
+        Some(p) => {
+            topic.partition(p)?;
+            p
+        }
+        None => match &record.key {
+            Some(key) => partition_for_key(key, topic.n_partitions()),
+            None => state.sticky_for(&topic.name, topic.n_partitions(), size),
+        },
+    })
+}
+
 /// The largest batch `topic`'s leaders write: its `segment.bytes` (a batch never spans
 /// segments), as the metadata gives it. `None` when the metadata does not say.
 fn segment_bytes(topic: &crate::TopicMetadata) -> Option<usize> {
@@ -753,10 +814,14 @@ impl Shared {
     }
 
     fn finish_records(&self, batch: Batch<Delivery>, outcome: Result<(i64, i64)>) {
+        let n = batch.tokens.len() as u64;
         if let Err(e) = &outcome {
             self.note_failure(e);
+            self.failed.fetch_add(n, Ordering::AcqRel);
+            if let Some(txn) = &self.txn {
+                txn.make_abortable(e);
+            }
         }
-        let n = batch.tokens.len() as u64;
         let mut buffer_bytes = 0;
         for (i, delivery) in batch.tokens.into_iter().enumerate() {
             buffer_bytes += delivery.buffer_bytes;
@@ -978,7 +1043,7 @@ async fn compress_drained(
 /// new epoch, and fails those that wait past their delivery timeout.
 async fn sender_loop(shared: Arc<Shared>) {
     loop {
-        let (ready, expired, wakeup, done, unsent) = {
+        let (ready, expired, wakeup, done, unsent, transaction_blocked) = {
             let mut state = shared.lock();
             let closing = state.closing;
             if closing {
@@ -996,7 +1061,13 @@ async fn sender_loop(shared: Arc<Shared>) {
             if closing {
                 state.accumulator.end_flush();
             }
-            if state.accumulator.identity_need() != IdentityNeed::Nothing && !state.identity_task {
+            let need = state.accumulator.identity_need();
+            let mut transaction_blocked = false;
+            if shared.txn.is_some() {
+                // A transactional producer's identity comes from its coordinator, in
+                // init_transactions and abort_transaction only.
+                transaction_blocked = matches!(need, IdentityNeed::Bump(_));
+            } else if need != IdentityNeed::Nothing && !state.identity_task {
                 state.identity_task = true;
                 tokio::spawn(obtain_identity(shared.clone()));
             }
@@ -1019,10 +1090,14 @@ async fn sender_loop(shared: Arc<Shared>) {
                 state.accumulator.next_wakeup(),
                 done,
                 unsent,
+                transaction_blocked,
             )
         };
         if let Some((unsent, first)) = unsent.filter(|(u, _)| !u.is_empty()) {
             shared.fail_unsent(unsent, &stopped_after(first));
+        }
+        if transaction_blocked {
+            shared.fail_blocked_transaction();
         }
         if done {
             return;
@@ -1396,6 +1471,8 @@ fn index_results(response: ProduceResponse) -> HashMap<TopicPartition, Partition
     }
     out
 }
+
+mod transaction;
 
 #[cfg(test)]
 mod tests;

@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use sluice_protocol::messages::IsolationLevel;
 use tokio::sync::watch;
 
 use super::{Consumer, ConsumerConfig, ConsumerEvent, OffsetReset, OffsetSpec, PartitionState};
@@ -338,6 +339,7 @@ impl Consumer {
         group.subscription = Some(Arc::new(MemberParams {
             config: group.config.clone(),
             topics,
+            require_stable: self.config.isolation_level == IsolationLevel::ReadCommitted,
         }));
         if let (Phase::Stable, Some(generation)) = (&group.phase, &group.generation) {
             Rejoin::signal(
@@ -395,7 +397,8 @@ impl Consumer {
     ) -> Result<BTreeMap<TopicPartition, i64>> {
         let group = self.group.as_ref().ok_or(Error::NoGroup)?;
         let deadline = Instant::now() + self.client.config().request_timeout;
-        fetch_committed(&group.coordinator, Some(partitions), Some(deadline)).await
+        let stable = self.config.isolation_level == IsolationLevel::ReadCommitted;
+        fetch_committed(&group.coordinator, Some(partitions), Some(deadline), stable).await
     }
 
     /// Commits after any commit in flight, and waits for the answer.

@@ -302,7 +302,7 @@ impl Admin {
     /// The group's committed offsets, of every partition it has one for.
     pub async fn committed_offsets(&self, group: &str) -> Result<BTreeMap<TopicPartition, i64>> {
         let coordinator = Coordinator::new(self.client().clone(), group);
-        fetch_committed(&coordinator, None, self.deadline()).await
+        fetch_committed(&coordinator, None, self.deadline(), false).await
     }
 
     /// Committed offset, log end and lag of every partition the group has committed an

@@ -1,5 +1,5 @@
-//! [`Coordinator`]: finds a group's coordinator and sends it requests, over a connection of
-//! its own.
+//! [`Coordinator`]: finds a group's coordinator (or a transactional id's) and sends it
+//! requests, over a connection of its own.
 //!
 //! Why a dedicated connection rather than the client's connection to that broker: the
 //! broker answers a connection's requests in the order they came, and it holds a JoinGroup
@@ -12,7 +12,8 @@
 //! a connection that fails or goes silent mean the coordinator moved or is being elected:
 //! find it again (FindCoordinator, answered by any broker) and retry after a backoff.
 //! COORDINATOR_LOAD_IN_PROGRESS means the right coordinator is still loading the group:
-//! retry it after a backoff.
+//! retry it after a backoff; so does CONCURRENT_TRANSACTIONS, a transaction coordinator
+//! still writing the markers of the last transaction.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,7 +64,10 @@ pub(crate) fn code_recovery(code: ErrorCode) -> Option<Recovery> {
         ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable => {
             Some(Recovery::Rediscover)
         }
-        ErrorCode::CoordinatorLoadInProgress | ErrorCode::RequestTimedOut => Some(Recovery::Wait),
+        ErrorCode::CoordinatorLoadInProgress
+        | ErrorCode::RequestTimedOut
+        | ErrorCode::ConcurrentTransactions
+        | ErrorCode::UnstableOffsetCommit => Some(Recovery::Wait),
         _ => None,
     }
 }
@@ -74,11 +78,14 @@ struct Known {
     connection: Arc<Connection>,
 }
 
-/// The coordinator of one group, found on demand and forgotten when it stops serving the
-/// group. Shared (in an `Arc`) by a consumer's `poll` and its heartbeat and commit tasks.
+/// The coordinator of one group (or transactional id), found on demand and forgotten when
+/// it stops serving it. Shared (in an `Arc`) by a consumer's `poll` and its heartbeat and
+/// commit tasks.
 pub(crate) struct Coordinator {
     client: Client,
     group_id: String,
+    /// A group's coordinator, or a transactional id's.
+    key_type: CoordinatorType,
     /// The coordinator in use. Locked only to read or replace it; finding and dialling
     /// happen outside the lock (two tasks finding it at once is harmless).
     known: Mutex<Option<Known>>,
@@ -99,17 +106,39 @@ impl std::fmt::Debug for Coordinator {
 impl Coordinator {
     /// The coordinator of `group_id`, not looked up yet.
     pub fn new(client: Client, group_id: impl Into<String>) -> Coordinator {
+        Coordinator::of(client, group_id.into(), CoordinatorType::Group)
+    }
+
+    /// The transaction coordinator of `transactional_id`, not looked up yet.
+    pub fn transactions(client: Client, transactional_id: impl Into<String>) -> Coordinator {
+        Coordinator::of(
+            client,
+            transactional_id.into(),
+            CoordinatorType::Transaction,
+        )
+    }
+
+    fn of(client: Client, key: String, key_type: CoordinatorType) -> Coordinator {
         Coordinator {
             client,
-            group_id: group_id.into(),
+            group_id: key,
+            key_type,
             known: Mutex::new(None),
             answers_lost: AtomicU32::new(0),
         }
     }
 
-    /// The group's id.
+    /// The group's id (or the transactional id).
     pub fn group_id(&self) -> &str {
         &self.group_id
+    }
+
+    /// What is coordinated, for messages: `consumer group "g"`, `transactional id "t"`.
+    fn describe(&self) -> String {
+        match self.key_type {
+            CoordinatorType::Transaction => format!("transactional id \"{}\"", self.group_id),
+            _ => format!("consumer group \"{}\"", self.group_id),
+        }
     }
 
     /// The client underneath.
@@ -200,10 +229,7 @@ impl Coordinator {
             // reason, so a user is never left guessing.
             let reason = error.to_string();
             if started.elapsed() >= WAIT_REPORTED_AFTER && reason != reported {
-                tracing::warn!(
-                    "waiting: consumer group \"{}\": {reason}; retrying",
-                    self.group_id
-                );
+                tracing::warn!("waiting: {}: {reason}; retrying", self.describe());
                 reported = reason;
             }
             tokio::time::sleep(delay).await;
@@ -233,7 +259,7 @@ impl Coordinator {
     async fn find(&self) -> Result<(BrokerId, String)> {
         let request = Request::FindCoordinator(FindCoordinatorRequest {
             key: self.group_id.clone(),
-            key_type: CoordinatorType::Group,
+            key_type: self.key_type,
         });
         let response = match self.client.send_any(request).await? {
             Response::FindCoordinator(r) => r,
@@ -241,7 +267,7 @@ impl Coordinator {
         };
         if response.error_code != ErrorCode::None {
             return Err(Error::broker(
-                format!("finding the coordinator of group \"{}\"", self.group_id),
+                format!("finding the coordinator of {}", self.describe()),
                 response.error_code,
                 response.error_message,
             ));

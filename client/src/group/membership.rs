@@ -132,6 +132,9 @@ pub(crate) struct JoinOutcome {
 pub(crate) struct MemberParams {
     pub config: GroupConfig,
     pub topics: Vec<String>,
+    /// A read_committed consumer resumes only from offsets no open transaction may still
+    /// change (KIP-447): the lookup after a join waits for such a transaction to end.
+    pub require_stable: bool,
 }
 
 /// Joins the group (JoinGroup, then SyncGroup), rejoining as the coordinator asks, then
@@ -216,10 +219,18 @@ async fn join_inner(
             generation.clone(),
             rejoin.clone(),
         ));
+        // Waiting for a transaction to end may take up to its timeout: no deadline then,
+        // as for the join itself.
+        let deadline = if params.require_stable {
+            None
+        } else {
+            offsets_deadline(coordinator)
+        };
         let committed = fetch_committed(
             coordinator,
             Some(&assignment),
-            offsets_deadline(coordinator),
+            deadline,
+            params.require_stable,
         )
         .await?;
         return Ok(Joined {

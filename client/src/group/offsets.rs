@@ -130,11 +130,13 @@ fn commit_error(
 
 /// The group's committed offsets, of `partitions` (`None`: every partition it has one
 /// for), retrying while the coordinator moves or loads, until `deadline`. Partitions
-/// without a committed offset are left out.
+/// without a committed offset are left out. `require_stable`: retry while a transaction
+/// that has not ended committed an offset of a partition (UNSTABLE_OFFSET_COMMIT).
 pub(crate) async fn fetch_committed(
     coordinator: &Coordinator,
     partitions: Option<&[TopicPartition]>,
     deadline: Option<Instant>,
+    require_stable: bool,
 ) -> Result<CommitOffsets> {
     if partitions.is_some_and(|p| p.is_empty()) {
         return Ok(CommitOffsets::new());
@@ -156,7 +158,7 @@ pub(crate) async fn fetch_committed(
     let request = Request::OffsetFetch(OffsetFetchRequest {
         group_id: group.clone(),
         topics,
-        require_stable: false,
+        require_stable,
     });
     let context = format!("reading the committed offsets of group \"{group}\"");
     let timeout = coordinator.client().config().request_timeout;

@@ -215,6 +215,7 @@ fn make_member(consumer: &mut Consumer) {
     group.subscription = Some(Arc::new(MemberParams {
         config: group.config.clone(),
         topics: vec!["t".into()],
+        require_stable: false,
     }));
     group.generation = Some(Generation {
         generation_id: 5,

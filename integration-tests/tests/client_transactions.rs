@@ -1,0 +1,166 @@
+//! The client crate's transactional producer against a real broker (issue 26): committed
+//! records are read by read_committed consumers and aborted ones never; offsets sent in a
+//! transaction count only when it commits; a new instance of the transactional id fences
+//! the old one; a record sent after an abort lands in the next transaction (the epoch bump
+//! after an abort restarts every partition's sequence).
+
+use std::time::Duration;
+
+use sluice_client::{
+    Admin, Client, ClientConfig, Consumer, ConsumerConfig, Error, GroupConfig, IsolationLevel,
+    NewTopic, OffsetReset, OffsetSpec, PartitionId, Producer, ProducerConfig, ProducerRecord,
+    TopicPartition,
+};
+use sluice_integration_tests::checks::runtime;
+use sluice_integration_tests::BrokerProcess;
+
+async fn connect(bootstrap: &str) -> Client {
+    Client::connect(ClientConfig {
+        bootstrap: vec![bootstrap.to_owned()],
+        ..ClientConfig::default()
+    })
+    .await
+    .expect("a client")
+}
+
+fn transactional(client: &Client, id: &str) -> Producer {
+    Producer::new(
+        client.clone(),
+        ProducerConfig {
+            transactional_id: Some(id.to_owned()),
+            ..ProducerConfig::default()
+        },
+    )
+}
+
+/// Every value in `topic` (partition 0) a consumer at `isolation` reads, in order.
+async fn values(client: &Client, topic: &str, isolation: IsolationLevel, n: usize) -> Vec<String> {
+    let mut consumer = Consumer::new(
+        client.clone(),
+        ConsumerConfig {
+            isolation_level: isolation,
+            auto_offset_reset: OffsetReset::Earliest,
+            ..ConsumerConfig::default()
+        },
+    );
+    consumer
+        .assign(vec![(
+            topic.to_owned(),
+            PartitionId(0),
+            OffsetSpec::Earliest,
+        )])
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while out.len() < n && tokio::time::Instant::now() < deadline {
+        for record in consumer.poll(Duration::from_millis(200)).await.unwrap() {
+            out.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    // Nothing beyond what was expected arrives.
+    for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+        out.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+    }
+    out
+}
+
+#[test]
+fn the_clients_transactions_commit_abort_carry_offsets_and_fence() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let rt = runtime();
+    rt.block_on(async {
+        let client = connect(&broker.bootstrap()).await;
+        let admin = Admin::new(client.clone());
+        for topic in ["out", "in"] {
+            admin
+                .create_topic(NewTopic::new(topic, 1, 1))
+                .await
+                .unwrap();
+        }
+        let producer = transactional(&client, "tx");
+        // Before init_transactions: refused, saying what to do.
+        let early = producer.begin_transaction().unwrap_err();
+        assert!(early.to_string().contains("init_transactions"), "{early}");
+        producer.init_transactions().await.unwrap();
+
+        let record = |v: &str| ProducerRecord::new("out", v.to_owned()).partition(PartitionId(0));
+        producer.begin_transaction().unwrap();
+        for v in ["a", "b"] {
+            producer.send(record(v)).await.unwrap();
+        }
+        producer.commit_transaction().await.unwrap();
+
+        producer.begin_transaction().unwrap();
+        let aborted = producer.send(record("x")).await.unwrap();
+        producer.flush().await;
+        aborted.await.expect("written, then aborted");
+        producer
+            .send_offsets_to_transaction("g", &[(TopicPartition::new("in", PartitionId(0)), 9)])
+            .await
+            .unwrap();
+        producer.abort_transaction().await.unwrap();
+
+        producer.begin_transaction().unwrap();
+        producer.send(record("c")).await.unwrap();
+        producer
+            .send_offsets_to_transaction("g", &[(TopicPartition::new("in", PartitionId(0)), 5)])
+            .await
+            .unwrap();
+        producer.commit_transaction().await.unwrap();
+
+        assert_eq!(
+            values(&client, "out", IsolationLevel::ReadCommitted, 3).await,
+            ["a", "b", "c"]
+        );
+        assert_eq!(
+            values(&client, "out", IsolationLevel::ReadUncommitted, 4).await,
+            ["a", "b", "x", "c"]
+        );
+        let group = Consumer::with_group(
+            client.clone(),
+            ConsumerConfig {
+                isolation_level: IsolationLevel::ReadCommitted,
+                ..ConsumerConfig::default()
+            },
+            GroupConfig::new("g"),
+        )
+        .unwrap();
+        let in_0 = TopicPartition::new("in", PartitionId(0));
+        let committed = group.committed(std::slice::from_ref(&in_0)).await.unwrap();
+        assert_eq!(
+            committed.get(&in_0),
+            Some(&5),
+            "the aborted 9 never counted"
+        );
+
+        // A second instance fences the first: its next transaction fails for good.
+        let second = transactional(&client, "tx");
+        second.init_transactions().await.unwrap();
+        producer.begin_transaction().unwrap();
+        let fenced = match producer.send(record("zombie")).await {
+            Err(e) => e,
+            Ok(delivery) => match producer.commit_transaction().await {
+                Err(e) => e,
+                Ok(()) => panic!("the fenced instance committed ({:?})", delivery.await),
+            },
+        };
+        assert!(
+            matches!(&fenced, Error::Broker { .. } | Error::ProducerFenced { .. }),
+            "{fenced}"
+        );
+        let after = producer.begin_transaction().unwrap_err();
+        assert!(
+            matches!(after, Error::Broker { .. } | Error::ProducerFenced { .. }),
+            "{after}"
+        );
+        second.begin_transaction().unwrap();
+        second.send(record("d")).await.unwrap();
+        second.commit_transaction().await.unwrap();
+        assert_eq!(
+            values(&client, "out", IsolationLevel::ReadCommitted, 4).await,
+            ["a", "b", "c", "d"]
+        );
+    });
+}
