@@ -97,7 +97,11 @@ fn the_clients_transactions_commit_abort_carry_offsets_and_fence() {
         producer.flush().await;
         aborted.await.expect("written, then aborted");
         producer
-            .send_offsets_to_transaction("g", &[(TopicPartition::new("in", PartitionId(0)), 9)])
+            .send_offsets_to_transaction(
+                "g",
+                None,
+                &[(TopicPartition::new("in", PartitionId(0)), 9)],
+            )
             .await
             .unwrap();
         producer.abort_transaction().await.unwrap();
@@ -105,7 +109,11 @@ fn the_clients_transactions_commit_abort_carry_offsets_and_fence() {
         producer.begin_transaction().unwrap();
         producer.send(record("c")).await.unwrap();
         producer
-            .send_offsets_to_transaction("g", &[(TopicPartition::new("in", PartitionId(0)), 5)])
+            .send_offsets_to_transaction(
+                "g",
+                None,
+                &[(TopicPartition::new("in", PartitionId(0)), 5)],
+            )
             .await
             .unwrap();
         producer.commit_transaction().await.unwrap();

@@ -359,10 +359,15 @@ impl Producer {
     /// Commits a consumer group's offsets in the open transaction: `offsets` are the next
     /// offsets to consume (the consumer's positions), as with a consumer's commit. They
     /// count only if the transaction commits; a read_committed consumer of the group that
-    /// resumes meanwhile waits for the transaction to end.
+    /// resumes meanwhile waits for the transaction to end. `member` is the consuming
+    /// member's generation and id ([`crate::Consumer::group_generation`]): with it the
+    /// commit is refused once the group has moved on without that member (KIP-447), so a
+    /// processor that lost its partitions in a rebalance cannot commit their offsets over
+    /// the new owner's; `None` for offsets managed outside group membership.
     pub async fn send_offsets_to_transaction(
         &self,
         group: &str,
+        member: Option<(i32, String)>,
         offsets: &[(TopicPartition, i64)],
     ) -> Result<()> {
         let shared = &self.handle.shared;
@@ -423,8 +428,8 @@ impl Producer {
             group_id: group.to_owned(),
             producer_id: identity.producer_id,
             producer_epoch: identity.epoch,
-            generation_id: -1,
-            member_id: String::new(),
+            generation_id: member.as_ref().map_or(-1, |(generation, _)| *generation),
+            member_id: member.map(|(_, id)| id).unwrap_or_default(),
             topics,
         });
         let context = format!("committing offsets of group \"{group}\" in a transaction");
