@@ -349,14 +349,14 @@ async fn run_instance(
             counts.aborted.fetch_add(1, Ordering::Relaxed);
             return Err(failed("send_offsets_to_transaction", e));
         }
-        if config.crash_every > 0 && *begun % config.crash_every == 0 {
+        if config.crash_every > 0 && begun.is_multiple_of(config.crash_every) {
             // Outputs written, offsets staged, never ended: the next instance's
             // init_transactions has it aborted.
             producer.flush().await;
             counts.abandoned.fetch_add(1, Ordering::Relaxed);
             return Err(Stop::Planned);
         }
-        if config.abort_every > 0 && *begun % config.abort_every == 0 {
+        if config.abort_every > 0 && begun.is_multiple_of(config.abort_every) {
             producer.flush().await;
             producer
                 .abort_transaction()
