@@ -8,10 +8,11 @@
 # One broker (fsync durability, its defaults) with its Kafka listener on a free 127.0.0.1
 # port, data under target/txn-bench/; 1 KiB records over 6 partitions, one confluent-kafka
 # producer (bench/peers/txn_bench.py: librdkafka 2.16 from the Kafka-clients venv,
-# linger.ms 5, batch.size 1 MB, acks all, idempotent, no compression). The transactional
-# rounds' time includes every commit (each waits for its records, then EndTxn, which
-# answers once the markers are written). sluice's own client has no transactional producer
-# yet, so librdkafka measures both sides. Debian's librdkafka 2.0.2 (kafka-perf) is not
+# linger.ms 5, batch.size 1 MB, acks all, idempotent, no compression), and the same with
+# sluice's own client (`sluice-bench produce`, `--transaction-ms` for the transactional
+# rounds, its defaults otherwise: linger 5 ms, 1 MiB batches) on the native listener. The
+# transactional rounds' time includes every commit (each waits for its records, then
+# EndTxn, which answers once the markers are written). Debian's librdkafka 2.0.2 (kafka-perf) is not
 # used: on a first try its transactional deliveries waited about a second (20,000 records
 # in one transaction: p50 0.99 s) where confluent-kafka's 2.16 took 0.09 s against the
 # same debug broker. Needs the
@@ -39,6 +40,22 @@ start_kafka_broker
 
 declare -A mbs latency commits cpu
 for round in $(seq 1 "$ROUNDS"); do
+  for kind in sluice-idempotent sluice-transactional; do
+    topic="$kind-$round"
+    "$BIN/sluice" topic create "$topic" --partitions $PARTITIONS >/dev/null
+    txn=()
+    [[ $kind == sluice-transactional ]] && txn=(--transaction-ms "$TXN_MS")
+    log "round $round: $kind"
+    before=$(cpu_seconds "${PIDS[0]}")
+    out=$("$BIN/sluice-bench" produce --topic "$topic" --num-records "$N" --record-size $SIZE \
+      "${txn[@]}" --format json 2>/dev/null | tail -1)
+    after=$(cpu_seconds "${PIDS[0]}")
+    mbs[$kind]+="$(echo "$out" | json "'%.1f' % d['mb_per_sec']") "
+    latency[$kind]+="$(echo "$out" | json "'%.1f/%.1f' % (d['latency_ms']['p50'], d['latency_ms']['p99'])") "
+    seconds=$(echo "$out" | json "d['seconds']")
+    commits[$kind]+="$([[ -n ${txn[*]} ]] && python3 -c "print(int($seconds * 1000 / $TXN_MS) + 1)" || echo 0) "
+    cpu[$kind]+="$(python3 -c "print(round(($after - $before) * 1000 / ($N * $SIZE / 1e6), 2))") "
+  done
   for kind in idempotent transactional; do
     topic="$kind-$round"
     "$BIN/sluice" topic create "$topic" --partitions $PARTITIONS >/dev/null
@@ -60,10 +77,12 @@ row() { # kind label
 }
 cat <<DOC
 Machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo); $(date -u +%Y-%m-%d).
-One broker, fsync durability, $PARTITIONS partitions, $SIZE-byte records, $N records per round, one confluent-kafka producer, acks=all.
+One broker, fsync durability, $PARTITIONS partitions, $SIZE-byte records, $N records per round, one producer, acks=all (sluice's commits per run: one per $TXN_MS ms of the run, approximately).
 
 | producer | runs (MB/s) | median MB/s | latency ms p50/p99 per run | commits per run | broker CPU ms per MB |
 |---|---|---|---|---|---|
-$(row idempotent "idempotent")
-$(row transactional "transactional, a commit every $TXN_MS ms")
+$(row sluice-idempotent "sluice-bench, idempotent")
+$(row sluice-transactional "sluice-bench, transactional, a commit every $TXN_MS ms")
+$(row idempotent "confluent-kafka, idempotent")
+$(row transactional "confluent-kafka, transactional, a commit every $TXN_MS ms")
 DOC

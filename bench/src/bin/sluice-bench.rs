@@ -157,6 +157,11 @@ struct ProduceArgs {
     /// table do (a compacted topic needs them); without it records have no key.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     keys: Option<u64>,
+    /// Transactional producers (a transactional id each) that commit every MS
+    /// milliseconds, and once more at the end: what transactions cost. Latency is still
+    /// send to acknowledgement; the time includes every commit.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    transaction_ms: Option<u64>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -692,8 +697,22 @@ async fn run_producer(
     if let Some(ms) = args.linger_ms {
         config.linger = Duration::from_millis(ms);
     }
+    if args.transaction_ms.is_some() {
+        config.transactional_id = Some(format!("sluice-bench-{}-{worker}", std::process::id()));
+    }
     let records_per_batch = (config.batch_bytes_max / (args.record_size + 32)).max(1) as u64;
     let producer = Producer::new(client, config);
+    let commit_every = args.transaction_ms.map(Duration::from_millis);
+    if commit_every.is_some() {
+        let topic = &args.topic.topic;
+        producer
+            .init_transactions()
+            .await
+            .map_err(|e| explain(&e, topic))?;
+        producer
+            .begin_transaction()
+            .map_err(|e| explain(&e, topic))?;
+    }
     let topic = &args.topic.topic;
     let ackers: Vec<_> = (0..n_partitions)
         .map(|_| {
@@ -717,12 +736,22 @@ async fn run_producer(
     // record to the producer through the runtime.
     let runtime = tokio::runtime::Handle::current();
     let senders: Vec<_> = ackers.iter().map(|(sender, _)| sender.clone()).collect();
+    let topic_name = args.topic.topic.clone();
     let (producer_of_loop, args) = (producer.clone(), args.clone());
     let sent = tokio::task::spawn_blocking(move || -> Outcome {
         let topic = &args.topic.topic;
         let start = Instant::now();
         let first_partition = worker as i32;
+        let mut last_commit = start;
         for i in 0..count {
+            if commit_every.is_some_and(|every| last_commit.elapsed() >= every) {
+                // Commit (which waits for the transaction's records) and begin the next.
+                runtime
+                    .block_on(producer_of_loop.commit_transaction())
+                    .and_then(|()| producer_of_loop.begin_transaction())
+                    .map_err(|e| explain(&e, topic))?;
+                last_commit = Instant::now();
+            }
             let scheduled = match due(start, rate, i) {
                 Some(at) => {
                     sleep_until(at);
@@ -751,6 +780,12 @@ async fn run_producer(
         Ok(())
     });
     sent.await.map_err(|e| e.to_string())??;
+    if commit_every.is_some() {
+        producer
+            .commit_transaction()
+            .await
+            .map_err(|e| explain(&e, &topic_name))?;
+    }
     producer.flush().await;
     let mut first_error = None;
     for (sender, handle) in ackers {
