@@ -59,6 +59,8 @@ const MARKER_RETRY_MAX: Duration = Duration::from_secs(2);
 /// `transaction.abort.timed.out.transaction.cleanup.interval.ms` is 10 s; ours is finer,
 /// so a timeout is kept within a second).
 const TIMEOUT_CHECK: Duration = Duration::from_secs(1);
+/// How often ids are checked for expiry ([`state::expired`]).
+const EXPIRY_CHECK: Duration = Duration::from_secs(60);
 /// Bytes read per step while loading a partition.
 const LOAD_READ_BYTES: u32 = 1 << 20;
 
@@ -105,6 +107,14 @@ impl TxnShard {
         self.loaded.load(Ordering::Acquire)
     }
 
+    /// Writes `id`'s tombstone (it expired) and waits until the ISR has it.
+    async fn forget(&self, id: &str) -> Result<(), ApiError> {
+        let key = encode_key(id).map_err(|e| encoding_failed(&e))?;
+        let mut batch = BatchBuilder::new();
+        batch.append(SystemClock.now_ms(), Some(&key), None, &[]);
+        self.append(batch.build()).await
+    }
+
     /// Writes `value` as `id`'s state and waits until the ISR has it. Refused once the
     /// partition's leadership moved since the shard was made, even if it came back: a
     /// deposed shard's tasks (a Completer, a request queued on an id's lock, the timeout
@@ -114,8 +124,12 @@ impl TxnShard {
         let value = encode_value(value).map_err(|e| encoding_failed(&e))?;
         let mut batch = BatchBuilder::new();
         batch.append(SystemClock.now_ms(), Some(&key), Some(&value), &[]);
+        self.append(batch.build()).await
+    }
+
+    /// Appends `bytes` in the shard's leader epoch and waits until the ISR has them.
+    async fn append(&self, bytes: bytes::Bytes) -> Result<(), ApiError> {
         let partition = Arc::clone(&self.partition);
-        let bytes = batch.build();
         let epoch = self.coordinator_epoch;
         let pending =
             tokio::task::spawn_blocking(move || partition.append_as_coordinator(bytes, epoch))
@@ -578,14 +592,20 @@ impl Transactions {
         }
     }
 
-    /// Aborts the transactions open longer than their timeouts, until `stopping`.
+    /// Aborts the transactions open longer than their timeouts, and forgets the ids unused
+    /// for a week, until `stopping`.
     pub async fn run(self: Arc<Self>, mut stopping: tokio::sync::watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(TIMEOUT_CHECK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_expiry_check = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = stopping.wait_for(|s| *s) => return,
+            }
+            if last_expiry_check.elapsed() >= EXPIRY_CHECK {
+                last_expiry_check = tokio::time::Instant::now();
+                self.expire_ids().await;
             }
             let shards: Vec<Arc<TxnShard>> = self
                 .shards
@@ -630,6 +650,54 @@ impl Transactions {
                     // Its end in the background: a timeout has no one waiting for it.
                     drop(self.spawn_completion(&shard, &id, entry));
                 }
+            }
+        }
+    }
+}
+
+impl Transactions {
+    /// Forgets the ids of the loaded shards unused past [`state::expired`]: a tombstone
+    /// each, then out of memory (Kafka's transactional id expiration).
+    async fn expire_ids(&self) {
+        let shards: Vec<Arc<TxnShard>> = self
+            .shards
+            .lock()
+            .expect("shards lock")
+            .values()
+            .filter(|s| s.is_loaded())
+            .cloned()
+            .collect();
+        for shard in shards {
+            let ids: Vec<(String, IdRef)> = shard
+                .ids
+                .lock()
+                .expect("ids lock")
+                .iter()
+                .map(|(id, e)| (id.clone(), Arc::clone(e)))
+                .collect();
+            for (id, entry) in ids {
+                let Ok(mut current) = entry.try_lock() else {
+                    continue; // in use: not expired
+                };
+                let now = SystemClock.now_ms();
+                if !current.as_ref().is_some_and(|v| state::expired(v, now)) {
+                    continue;
+                }
+                if let Err(e) = shard.forget(&id).await {
+                    tracing::debug!("expiring transactional id {id:?}: {}", e.message);
+                    continue;
+                }
+                tracing::info!("transactional id {id:?} expired: unused for 7 days");
+                *current = None;
+                shard.set_last_bump(&id, None);
+                // Out of the map only if no request holds the entry (they take it under
+                // the map's lock, held here): one waiting on it sees `None`, as it must.
+                let mut ids = shard.ids.lock().expect("ids lock");
+                if Arc::strong_count(&entry) == 2 {
+                    ids.remove(&id);
+                }
+                drop(ids);
+                drop(current);
             }
         }
     }

@@ -298,6 +298,20 @@ pub fn timed_out(current: &TxnValue, now_ms: i64) -> Option<TxnValue> {
     })
 }
 
+/// How long a transactional id may go unused before the coordinator forgets it (Kafka's
+/// `transactional.id.expiration.ms` default, 7 days): its producer id and epoch go with
+/// it, and a producer that comes back later starts afresh.
+pub const TRANSACTIONAL_ID_EXPIRATION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
+/// Whether `current` has gone unused past [`TRANSACTIONAL_ID_EXPIRATION_MS`] with no
+/// transaction open or ending: the coordinator then writes its tombstone.
+pub fn expired(current: &TxnValue, now_ms: i64) -> bool {
+    matches!(
+        current.state,
+        TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+    ) && now_ms - current.updated_ms > TRANSACTIONAL_ID_EXPIRATION_MS
+}
+
 fn completing(id: &str, current: &TxnValue) -> ApiError {
     ApiError::new(
         ErrorCode::ConcurrentTransactions,

@@ -243,3 +243,15 @@ fn a_bump_retried_after_its_answer_was_lost_gets_the_same_epoch() {
     };
     assert!(retried_bump(Some(&moved), claim, claim).is_none());
 }
+
+#[test]
+fn an_id_unused_for_a_week_expires_unless_a_transaction_is_open() {
+    let empty = initialised();
+    let week = TRANSACTIONAL_ID_EXPIRATION_MS;
+    assert!(!expired(&empty, empty.updated_ms + week));
+    assert!(expired(&empty, empty.updated_ms + week + 1));
+    let ongoing = add_partitions(ID, Some(&empty), 42, 0, &[tp("t", &[0])], 10)
+        .unwrap()
+        .unwrap();
+    assert!(!expired(&ongoing, ongoing.updated_ms + 2 * week));
+}
