@@ -229,8 +229,9 @@ struct PartitionState {
     retry_at: Option<Instant>,
     /// Failures in a row, for the backoff.
     failures: u32,
-    /// The highest offset a leader has shown to exist: a high watermark it reported, or an
-    /// offset it returned for a lookup; -1 before any. Committed records are never lost
+    /// The highest offset a leader has shown to exist: a high watermark it reported, an
+    /// offset it returned for a lookup, or the group's committed offset the position
+    /// started from (records were consumed up to it); -1 before any. Committed records are never lost
     /// (elections are clean), so a position at or below it is valid even when a new
     /// leader, not caught up yet, answers OFFSET_OUT_OF_RANGE for it: that is waited out,
     /// never "reset" into a rewind or a skip.

@@ -606,8 +606,8 @@ impl Consumer {
     }
 }
 
-/// Where each newly assigned partition starts: at its committed offset, else where
-/// `reset` says (looked up at the next poll). With [`OffsetReset::None`] a partition
+/// Where each newly assigned partition starts: at its committed offset (a position a
+/// leader has confirmed), else where `reset` says (looked up at the next poll). With [`OffsetReset::None`] a partition
 /// without a committed offset has no valid position; the first is returned.
 pub(super) fn starting_positions(
     assignment: &[TopicPartition],
@@ -622,7 +622,13 @@ pub(super) fn starting_positions(
         .iter()
         .map(|tp| {
             let state = match committed.get(tp) {
-                Some(&offset) => PartitionState::new(offset, -1),
+                // A committed offset was consumed up to, so a leader had it below its high
+                // watermark: a leader answering OFFSET_OUT_OF_RANGE there is one that has
+                // not caught up, or a deposed one still serving (a paused broker resumed
+                // with its old metadata, which a new client may have read): waited out
+                // with a metadata refresh, not reset to the earliest offset, which would
+                // consume the whole partition again.
+                Some(&offset) => PartitionState::new(offset, offset),
                 None => {
                     let mut state = PartitionState::new(-1, -1);
                     state.reset = match reset {

@@ -70,6 +70,8 @@ fn new_partitions_start_at_the_committed_offset_else_as_reset_says() {
     assert_eq!((a0.position, a0.reset), (-1, Some(OffsetSpec::Earliest)));
     let a1 = &partitions[&tp("a", 1)];
     assert_eq!((a1.position, a1.reset), (42, None));
+    // Consumed up to there: a leader answering OFFSET_OUT_OF_RANGE at 42 is waited out.
+    assert_eq!(a1.confirmed_end, 42);
     let (_, missing) = starting_positions(&assignment, &committed, OffsetReset::None);
     assert_eq!(missing, Some(tp("a", 0)));
 }
