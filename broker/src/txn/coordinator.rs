@@ -87,6 +87,16 @@ impl TxnShard {
         Arc::clone(ids.entry(id.to_owned()).or_default())
     }
 
+    /// Every id of the shard and its entry, as they are now.
+    fn entries(&self) -> Vec<(String, IdRef)> {
+        self.ids
+            .lock()
+            .expect("ids lock")
+            .iter()
+            .map(|(id, e)| (id.clone(), Arc::clone(e)))
+            .collect()
+    }
+
     fn last_bump(&self, id: &str) -> Option<(i64, i16)> {
         self.bumped_from
             .lock()
@@ -607,22 +617,9 @@ impl Transactions {
                 last_expiry_check = tokio::time::Instant::now();
                 self.expire_ids().await;
             }
-            let shards: Vec<Arc<TxnShard>> = self
-                .shards
-                .lock()
-                .expect("shards lock")
-                .values()
-                .filter(|s| s.is_loaded())
-                .cloned()
-                .collect();
+            let shards = self.loaded_shards();
             for shard in shards {
-                let ids: Vec<(String, IdRef)> = shard
-                    .ids
-                    .lock()
-                    .expect("ids lock")
-                    .iter()
-                    .map(|(id, e)| (id.clone(), Arc::clone(e)))
-                    .collect();
+                let ids = shard.entries();
                 for (id, entry) in ids {
                     let Ok(mut current) = entry.try_lock() else {
                         continue; // busy with a request: checked next tick
@@ -656,25 +653,23 @@ impl Transactions {
 }
 
 impl Transactions {
-    /// Forgets the ids of the loaded shards unused past [`state::expired`]: a tombstone
-    /// each, then out of memory (Kafka's transactional id expiration).
-    async fn expire_ids(&self) {
-        let shards: Vec<Arc<TxnShard>> = self
-            .shards
+    /// The shards loaded now.
+    fn loaded_shards(&self) -> Vec<Arc<TxnShard>> {
+        self.shards
             .lock()
             .expect("shards lock")
             .values()
             .filter(|s| s.is_loaded())
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Forgets the ids of the loaded shards unused past [`state::expired`]: a tombstone
+    /// each, then out of memory (Kafka's transactional id expiration).
+    async fn expire_ids(&self) {
+        let shards = self.loaded_shards();
         for shard in shards {
-            let ids: Vec<(String, IdRef)> = shard
-                .ids
-                .lock()
-                .expect("ids lock")
-                .iter()
-                .map(|(id, e)| (id.clone(), Arc::clone(e)))
-                .collect();
+            let ids = shard.entries();
             for (id, entry) in ids {
                 let Ok(mut current) = entry.try_lock() else {
                     continue; // in use: not expired

@@ -265,21 +265,24 @@ impl Transaction {
             if commit { "committing" } else { "aborting" },
             self.id
         );
+        self.call_coded(request, context, timeout).await
+    }
+
+    /// Sends a request answered with an error code alone (EndTxn, AddOffsetsToTxn) to the
+    /// coordinator, retried while it moves, loads or ends the previous transaction.
+    async fn call_coded(&self, request: Request, context: String, timeout: Duration) -> Result<()> {
+        let api = request.api_key().name();
         self.coordinator
-            .call(
-                request,
-                timeout,
-                Some(Instant::now() + timeout),
-                |answer| match answer {
-                    Response::EndTxn(r) if r.error_code == ErrorCode::None => Ok(()),
-                    Response::EndTxn(r) => Err(Error::broker(
-                        context.clone(),
-                        r.error_code,
-                        r.error_message,
-                    )),
-                    other => Err(unexpected("EndTxn", &other)),
-                },
-            )
+            .call(request, timeout, Some(Instant::now() + timeout), |answer| {
+                let r = match answer {
+                    Response::EndTxn(r) | Response::AddOffsetsToTxn(r) => r,
+                    other => return Err(unexpected(api, &other)),
+                };
+                match r.error_code {
+                    ErrorCode::None => Ok(()),
+                    code => Err(Error::broker(context.clone(), code, r.error_message)),
+                }
+            })
             .await
     }
 
@@ -387,24 +390,9 @@ impl Producer {
                 "adding group \"{group}\" to the transaction of \"{}\"",
                 txn.id
             );
-            let added = txn
-                .coordinator
-                .call(
-                    request,
-                    timeout,
-                    Some(Instant::now() + timeout),
-                    |answer| match answer {
-                        Response::AddOffsetsToTxn(r) if r.error_code == ErrorCode::None => Ok(()),
-                        Response::AddOffsetsToTxn(r) => Err(Error::broker(
-                            context.clone(),
-                            r.error_code,
-                            r.error_message,
-                        )),
-                        other => Err(unexpected("AddOffsetsToTxn", &other)),
-                    },
-                )
-                .await;
-            added.map_err(|e| txn.fail(e))?;
+            txn.call_coded(request, context, timeout)
+                .await
+                .map_err(|e| txn.fail(e))?;
             txn.lock().groups.insert(group.to_owned());
         }
         let mut topics: Vec<OffsetCommitTopic> = Vec::new();
