@@ -1075,12 +1075,24 @@ impl Partition {
             let log = self.log.read();
             // The HW read under the log's lock: a truncation lowers it before it cuts the
             // log (under the write lock), so the plan never reaches above what is
-            // committed, and a cut after the plan makes the swap discard the run.
-            log.plan_cleaning(self.high_watermark(), force)?
+            // committed, and a cut after the plan makes the swap discard the run. Bounded
+            // by the last stable offset too: every transaction below it is decided, so
+            // the cleaner compacts a committed one's records as any others and removes an
+            // aborted one's.
+            let high_watermark = self.high_watermark();
+            log.plan_cleaning(self.last_stable_offset_at(high_watermark), force)?
         };
         let Some(plan) = plan else {
             return Ok(None);
         };
+        // The aborted transactions read after the bound: one decided before it is among
+        // them (one still open then has its records above the bound).
+        let aborted = self
+            .producers
+            .lock()
+            .expect("producer state lock")
+            .aborted_ranges();
+        let plan = plan.with_transactions(sluice_storage::TxnOutcomes { aborted });
         let cleaned = plan.run(map_bytes_max, throttle, &last_batches)?;
         let mut log = self.log.write();
         // Under the log's lock: a deletion sets the flag before it takes the lock, so a

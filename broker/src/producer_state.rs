@@ -417,6 +417,15 @@ impl ProducerStates {
             .collect()
     }
 
+    /// Every aborted transaction still remembered: producer id, first offset, marker
+    /// offset (what the log cleaner removes).
+    pub fn aborted_ranges(&self) -> Vec<(i64, Offset, Offset)> {
+        self.aborted
+            .iter()
+            .map(|t| (t.producer_id, t.first_offset, t.marker_offset))
+            .collect()
+    }
+
     /// Forgets aborted transactions whose markers are below `log_start` (deleted).
     pub fn forget_aborted_before(&mut self, log_start: Offset) {
         let n = self.aborted.len();

@@ -28,7 +28,10 @@
 //! whole; one that loses them all is dropped, unless it is the last batch of a producer the
 //! owner still tracks, which stays as an empty batch (header only, `recordsCount` 0, as
 //! Kafka keeps it) so the producer's last sequence survives a rebuild of the producer state
-//! from the log. A producer the owner forgot (expired) keeps nothing. Records without a key cannot be compacted and are removed, as Kafka's cleaner
+//! from the log. A producer the owner forgot (expired) keeps nothing. A transactional
+//! batch is compacted by its transaction's outcome when the owner knows it
+//! ([`CleanPlan::with_transactions`]): committed as any batch, aborted removed; otherwise
+//! it is kept and supersedes nothing. Records without a key cannot be compacted and are removed, as Kafka's cleaner
 //! does (the broker refuses them at produce for compacted topics). A batch whose records do
 //! not parse is kept whole, with a warning: the cleaner never makes data unreadable.
 
@@ -152,6 +155,28 @@ pub struct CleanPlan {
     /// The log's layout generation at planning (bumped by every truncation): a run planned
     /// before a truncation is discarded at the swap.
     pub(crate) layout_generation: u64,
+    /// How the transactions in the cleanable segments ended, when the owner knows
+    /// ([`CleanPlan::with_transactions`]); without, transactional records are kept as
+    /// they are and supersede nothing.
+    pub(crate) transactions: Option<TxnOutcomes>,
+}
+
+/// How the transactions of a partition ended, for the cleaner: every transaction with
+/// records in the cleanable segments is decided (the owner bounds the plan by its last
+/// stable offset), and these are the aborted ones; the others committed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TxnOutcomes {
+    /// Aborted transactions: producer id, first offset, the offset of its abort marker.
+    pub aborted: Vec<(i64, Offset, Offset)>,
+}
+
+impl TxnOutcomes {
+    /// Whether the transactional batch of `producer_id` at `offset` was aborted.
+    fn aborted(&self, producer_id: i64, offset: Offset) -> bool {
+        self.aborted
+            .iter()
+            .any(|&(p, first, marker)| p == producer_id && first <= offset && offset < marker)
+    }
 }
 
 /// One cleaned segment, written as `.cleaned` files, and the old segments it replaces.
@@ -204,6 +229,26 @@ enum Kept {
 }
 
 impl CleanPlan {
+    /// Cleans transactional records by their outcomes: a committed one as any other
+    /// record, an aborted one away (as Kafka's cleaner does). The plan must not reach
+    /// past the owner's last stable offset, so every transaction in it is decided.
+    pub fn with_transactions(mut self, outcomes: TxnOutcomes) -> CleanPlan {
+        self.transactions = Some(outcomes);
+        self
+    }
+
+    /// What the cleaner makes of a data batch: `Some(true)` an aborted transaction's (its
+    /// records go), `Some(false)` a plain or committed one (compacted as usual), `None`
+    /// a transactional batch whose outcome is not known (kept, superseding nothing).
+    fn transaction_of(&self, header: &BatchHeader) -> Option<bool> {
+        if !header.is_transactional() {
+            return Some(false);
+        }
+        self.transactions
+            .as_ref()
+            .map(|t| t.aborted(header.producer_id, header.base_offset))
+    }
+
     /// The first offset not cleaned before (where the dirty part starts).
     pub fn first_dirty_offset(&self) -> Offset {
         self.first_dirty
@@ -281,11 +326,10 @@ impl CleanPlan {
                 }
                 mapped_any = true;
                 map_end = header.next_offset().max(self.first_dirty);
-                // A transactional record may be aborted, or not decided yet: it must not
-                // supersede anything (an aborted write would take a committed value with
-                // it). Until the cleaner knows transactions' outcomes (issue 26), such
-                // records only ever give way to later plain records of their key.
-                if header.is_control() || header.is_transactional() {
+                // A transactional record whose outcome is not known, or that was aborted,
+                // must not supersede anything (an aborted write would take a committed
+                // value with it); a committed one counts as any other.
+                if header.is_control() || self.transaction_of(header) != Some(false) {
                     continue;
                 }
                 let Some(records) = parse_records(&batch, &path) else {
@@ -400,15 +444,19 @@ impl CleanPlan {
             return Ok((Kept::Whole, 0));
         };
         let total = records.len();
+        let outcome = self.transaction_of(header);
         let retains = |record: &Record| match &record.key {
+            // An aborted transaction's records are never read committed: they go.
+            _ if outcome == Some(true) => false,
             None => false,
             Some(key) => {
                 let superseded = map
                     .latest(key)
                     .is_some_and(|latest| latest > record.offset.0);
-                // A transactional tombstone stays (its delete superseded nothing here).
+                // A tombstone of a transaction not known to have committed stays (its
+                // delete superseded nothing here).
                 let expired_tombstone =
-                    record.value.is_none() && expire_tombstones && !header.is_transactional();
+                    record.value.is_none() && expire_tombstones && outcome == Some(false);
                 !superseded && !expired_tombstone
             }
         };

@@ -22,7 +22,7 @@ mod log;
 mod segment;
 mod shared;
 
-pub use cleaner::{CleanPlan, CleanReport, Cleaned, Throttle};
+pub use cleaner::{CleanPlan, CleanReport, Cleaned, Throttle, TxnOutcomes};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use epoch::EpochEntry;
 pub use error::{Result, StorageError};

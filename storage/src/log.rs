@@ -841,6 +841,7 @@ impl PartitionLog {
             first_dirty,
             cleanable,
             layout_generation: self.layout_generation,
+            transactions: None,
         }))
     }
 

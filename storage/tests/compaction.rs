@@ -18,7 +18,9 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use sluice_protocol::batch::{BatchBuilder, Batches, Compression, ProducerStamp, RecordBatch};
 use sluice_protocol::{LeaderEpoch, Offset};
-use sluice_storage::{Cleaned, CleanupPolicy, Clock, LogConfig, PartitionLog, Throttle};
+use sluice_storage::{
+    Cleaned, CleanupPolicy, Clock, LogConfig, PartitionLog, Throttle, TxnOutcomes,
+};
 
 const RETENTION_MS: i64 = 10_000;
 const MAP_BYTES: usize = 64 << 20;
@@ -879,4 +881,77 @@ fn a_transactional_write_never_supersedes_a_value_it_may_have_been_aborted_over(
     ] {
         assert!(values.contains(&expected), "{expected:?} was cleaned away");
     }
+}
+
+#[test]
+fn decided_transactions_are_compacted_by_outcome_committed_as_any_record_aborted_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), compact_config(), &clock);
+    let plain = |key: &[u8], value: &[u8]| {
+        keyed_batch(
+            &[(key.to_vec(), Some(value.to_vec()))],
+            clock.now_ms(),
+            Compression::None,
+            ProducerStamp::default(),
+        )
+    };
+    let txn = |producer_id: i64, value: &[u8]| {
+        let stamp = ProducerStamp {
+            producer_id,
+            producer_epoch: 0,
+            base_sequence: 0,
+        };
+        let mut b = BatchBuilder::with_capacity(stamp, 0).transactional();
+        b.append(clock.now_ms(), Some(b"k"), Some(value), &[]);
+        b.append(clock.now_ms(), Some(b"gone"), None, &[]);
+        b.build()
+    };
+    log.append(plain(b"k", b"first"), LeaderEpoch(1)).unwrap();
+    log.append(plain(b"gone", b"deleted later"), LeaderEpoch(1))
+        .unwrap();
+    // Producer 7 commits "committed" (and deletes "gone"); producer 8 then writes
+    // "aborted", which its abort marker (offset `abort_marker`) discards.
+    log.append(txn(7, b"committed"), LeaderEpoch(1)).unwrap();
+    let aborted_first = log.log_end_offset();
+    log.append(txn(8, b"aborted"), LeaderEpoch(1)).unwrap();
+    let abort_marker = log.log_end_offset();
+    for i in 0..40u8 {
+        log.append(plain(&[b'x', i % 4], &[i; 64]), LeaderEpoch(1))
+            .unwrap();
+    }
+    clock.advance(RETENTION_MS + 1);
+    let outcomes = TxnOutcomes {
+        aborted: vec![(8, aborted_first, abort_marker)],
+    };
+    for _ in 0..2 {
+        // Twice: the second run is past the committed tombstone's retention.
+        let plan = log
+            .plan_cleaning(Offset(i64::MAX), true)
+            .unwrap()
+            .expect("something to clean")
+            .with_transactions(outcomes.clone());
+        let cleaned = plan
+            .run(MAP_BYTES, &mut Throttle::unlimited(), &last_batches(&log))
+            .unwrap();
+        log.swap_cleaned(cleaned).unwrap();
+    }
+    let values: Vec<Entry> = records(&log).into_values().collect();
+    let of = |key: &[u8]| -> Vec<Option<Vec<u8>>> {
+        values
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert_eq!(
+        of(b"k"),
+        [Some(b"committed".to_vec())],
+        "the committed write superseded the first, the aborted one is gone"
+    );
+    assert!(
+        of(b"gone").is_empty(),
+        "the committed delete took the value, then expired itself: {:?}",
+        of(b"gone")
+    );
 }

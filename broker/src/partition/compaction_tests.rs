@@ -152,3 +152,80 @@ fn the_leader_compacts_below_its_hw_and_a_follower_copies_the_gaps() {
     assert_eq!(latest(&follower), expected);
     assert_eq!(follower.log_end_offset(), end);
 }
+
+#[test]
+fn the_cleaner_stops_at_an_open_transaction_and_compacts_decided_ones_by_outcome() {
+    use sluice_protocol::batch::ProducerStamp;
+    use sluice_protocol::control::{ControlMarker, ControlType};
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), 1, &[1]);
+    let txn = |producer_id: i64, seq: i32, value: &str| {
+        let stamp = ProducerStamp {
+            producer_id,
+            producer_epoch: 0,
+            base_sequence: seq,
+        };
+        let mut b = BatchBuilder::with_capacity(stamp, 0).transactional();
+        b.append(1_700_000_000_000, Some(&[9]), Some(value.as_bytes()), &[]);
+        b.build()
+    };
+    let marker = |kind| ControlMarker {
+        kind,
+        coordinator_epoch: 0,
+    };
+    let fill = |leader: &Partition| {
+        for round in 0..30 {
+            for key in 0..4u8 {
+                let value = format!("r{round}-{}", "x".repeat(40));
+                leader.append_now(keyed(key, &value), Acks::Leader).unwrap();
+            }
+        }
+    };
+    leader.append_now(keyed(9, "plain"), Acks::Leader).unwrap();
+    leader
+        .append_now(txn(7, 0, "committed"), Acks::Leader)
+        .unwrap();
+    leader
+        .append_marker(7, 0, marker(ControlType::Commit))
+        .unwrap();
+    leader
+        .append_now(txn(8, 0, "aborted"), Acks::Leader)
+        .unwrap();
+    leader
+        .append_marker(8, 0, marker(ControlType::Abort))
+        .unwrap();
+    fill(&leader);
+    // An open transaction: nothing from here on is cleaned.
+    leader.append_now(txn(10, 0, "open"), Acks::Leader).unwrap();
+    fill(&leader);
+    leader.maybe_advance_high_watermark();
+    assert!(clean(&leader));
+    let value = |l: &Partition| latest(l).get(&9).map(|(_, v)| v.clone());
+    // Below the open transaction: the committed write superseded the plain one and the
+    // aborted one is gone; the open one's record is still there, after them.
+    let all: Vec<Bytes> = {
+        let mut out = Vec::new();
+        let mut offset = Offset(0);
+        loop {
+            let records = leader.read_log(offset, 1 << 20, Offset(i64::MAX)).unwrap();
+            if records.is_empty() {
+                break out;
+            }
+            for batch in Batches::new(records) {
+                let batch = batch.unwrap();
+                offset = batch.header().next_offset();
+                if batch.header().is_control() {
+                    continue;
+                }
+                for record in batch.records().unwrap() {
+                    let record = record.unwrap();
+                    if record.key.as_deref() == Some(&[9][..]) {
+                        out.push(record.value.unwrap());
+                    }
+                }
+            }
+        }
+    };
+    assert_eq!(all, [Bytes::from("committed"), Bytes::from("open")]);
+    assert_eq!(value(&leader), Some(Bytes::from("open")));
+}
