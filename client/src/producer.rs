@@ -1229,6 +1229,7 @@ async fn produce(
     let request_timeout = shared.config.request_timeout;
     let wait = attempt_wait(&shared.config, &batches, Instant::now());
     let request = Request::Produce(ProduceRequest {
+        transactional_id: None,
         acks: shared.config.acks.to_wire(),
         timeout_ms: broker_timeout_ms(wait),
         topics: topics

@@ -169,6 +169,7 @@ fn a_commit_is_finished_by_the_next_coordinator_when_the_first_dies_before_its_m
         };
         assert_eq!(added.topics[0].partitions[0].error_code, ErrorCode::None);
         let produce = Request::Produce(ProduceRequest {
+            transactional_id: Some(id.clone()),
             acks: -1,
             timeout_ms: 10_000,
             topics: vec![ProduceTopic {
