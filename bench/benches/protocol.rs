@@ -43,6 +43,7 @@ fn batches(c: &mut Criterion) {
 fn requests(c: &mut Criterion) {
     let batch = build_batch(&[0x5au8; 1024]);
     let request = Request::Produce(ProduceRequest {
+        transactional_id: None,
         acks: -1,
         timeout_ms: 30_000,
         topics: vec![ProduceTopic {

@@ -354,6 +354,15 @@ impl Services {
             Arc::clone(cluster),
             Arc::clone(&authorizer),
         ));
+        let txns = Arc::new(crate::txn::coordinator::Transactions::new(
+            config,
+            admin.clone(),
+            Arc::clone(topics),
+            Arc::clone(&producer_ids),
+            Arc::clone(&authorizer),
+            Arc::clone(groups),
+        ));
+        let verifier = crate::txn::verify::Verifier::new(config, admin.clone(), Arc::clone(&txns));
         Services {
             acls: crate::services::acls::Acls::new(Arc::clone(cluster), Arc::clone(&authorizer)),
             users: crate::services::users::Users::new(Arc::clone(cluster), Arc::clone(&authorizer)),
@@ -363,6 +372,7 @@ impl Services {
                 Arc::clone(topics),
                 Arc::clone(metrics),
                 Arc::clone(&authorizer),
+                Arc::new(verifier),
             ),
             fetch: Fetch::new(
                 Arc::clone(cluster),
@@ -378,14 +388,7 @@ impl Services {
                 Arc::clone(metrics),
                 Arc::clone(&authorizer),
             ),
-            txns: Arc::new(crate::txn::coordinator::Transactions::new(
-                config,
-                admin.clone(),
-                Arc::clone(topics),
-                Arc::clone(&producer_ids),
-                Arc::clone(&authorizer),
-                Arc::clone(groups),
-            )),
+            txns,
             producer_ids,
             groups: Arc::new(Coordinator::new(
                 config,

@@ -33,7 +33,7 @@ use sluice_storage::{
 use tokio::sync::Notify;
 
 use crate::error::ApiError;
-use crate::producer_state::{self, ProducerStates, Stamp, Verdict};
+use crate::producer_state::{self, ProducerStates, Stamp, Verdict, VerificationGuard};
 
 pub use sluice_protocol::Acks;
 
@@ -70,6 +70,28 @@ pub struct PendingAppend {
     /// The leader epoch the batches were written in: if it changes before the HW covers
     /// them, this leader can no longer acknowledge them.
     leader_epoch: LeaderEpoch,
+}
+
+/// What a producer's append did.
+#[derive(Debug)]
+pub enum Append {
+    /// The batches are in the log (or were already: a resend).
+    Written(PendingAppend),
+    /// Nothing was written: the batch would begin its producer's transaction here, which
+    /// needs the transaction coordinator's word first.
+    Unverified(Unverified),
+}
+
+/// A transactional batch held back until the transaction coordinator confirms its
+/// partition is in the producer's ongoing transaction (KIP-890). Append it with
+/// [`Partition::append_verified`] once it has, or drop it with
+/// [`Partition::cancel_verification`].
+#[derive(Debug)]
+pub struct Unverified {
+    /// The leader's guard for the producer, in place until a marker for it is written.
+    pub guard: VerificationGuard,
+    /// The batch.
+    pub records: Bytes,
 }
 
 /// What a read returns: whole batches and where the partition stands.
@@ -582,10 +604,40 @@ impl Partition {
     /// The ordered phase of an append: checks, then writes the batches to the log (the page
     /// cache) with offsets and this leader's epoch. Blocking: call it from a blocking
     /// thread, in request order, and finish with [`Partition::complete`]. The batches are
-    /// validated before any is written, so a request appends all of them or none.
-    pub fn append_now(&self, records: Bytes, acks: Acks) -> Result<PendingAppend, ApiError> {
-        let appended = self.append_with(records, acks, true, Origin::Client)?;
+    /// validated before any is written, so a request appends all of them or none. A
+    /// transactional batch that would begin its producer's transaction here is not written
+    /// but returned as [`Append::Unverified`], for the transaction coordinator to confirm.
+    pub fn append_now(&self, records: Bytes, acks: Acks) -> Result<Append, ApiError> {
+        let appended = self.append_with(records, acks, true, Origin::Client, None)?;
         Ok(appended.expect("a blocking append always appends or fails"))
+    }
+
+    /// The append of a batch the transaction coordinator confirmed (see
+    /// [`Partition::append_now`]): written only if its guard is still in place, else
+    /// refused with NOT_ENOUGH_REPLICAS (retriable: a retry is verified again, and the
+    /// coordinator then answers for the transaction as it is now). Blocking.
+    pub fn append_verified(
+        &self,
+        unverified: Unverified,
+        acks: Acks,
+    ) -> Result<PendingAppend, ApiError> {
+        let guard = Some(unverified.guard);
+        match self.append_with(unverified.records, acks, true, Origin::Client, guard)? {
+            Some(Append::Written(pending)) => Ok(pending),
+            _ => Err(ApiError::new(
+                ErrorCode::UnknownServerError,
+                format!(
+                    "{}: a verified transactional batch was not appended",
+                    self.name()
+                ),
+            )),
+        }
+    }
+
+    /// Forgets the guard of a batch that will not be appended (its verification failed).
+    pub fn cancel_verification(&self, guard: VerificationGuard) {
+        let mut producers = self.producers.lock().expect("producer state lock");
+        producers.cancel_verification(guard);
     }
 
     /// A coordinator's acks=all append to its internal partition (Kafka's
@@ -600,9 +652,19 @@ impl Partition {
         records: Bytes,
         leader_epoch: LeaderEpoch,
     ) -> Result<PendingAppend, ApiError> {
-        let appended =
-            self.append_with(records, Acks::All, true, Origin::Coordinator(leader_epoch))?;
-        Ok(appended.expect("a blocking append always appends or fails"))
+        match self.append_with(
+            records,
+            Acks::All,
+            true,
+            Origin::Coordinator(leader_epoch),
+            None,
+        )? {
+            Some(Append::Written(pending)) => Ok(pending),
+            _ => Err(ApiError::new(
+                ErrorCode::UnknownServerError,
+                format!("{}: a coordinator's append was not written", self.name()),
+            )),
+        }
     }
 
     /// [`Partition::append_now`] for an async worker: appends only when that is quick (a
@@ -610,24 +672,24 @@ impl Partition {
     /// otherwise returns `Ok(None)` having changed nothing, for the caller to append on a
     /// blocking thread. A small request then costs no thread hand-off (two context
     /// switches, more than the page-cache copy itself).
-    pub fn try_append_now(
-        &self,
-        records: &Bytes,
-        acks: Acks,
-    ) -> Result<Option<PendingAppend>, ApiError> {
+    pub fn try_append_now(&self, records: &Bytes, acks: Acks) -> Result<Option<Append>, ApiError> {
         if !quick_to_append(records) {
             return Ok(None);
         }
-        self.append_with(records.clone(), acks, false, Origin::Client)
+        self.append_with(records.clone(), acks, false, Origin::Client, None)
     }
 
+    /// Checks and appends. `guard`: the verification a client's batch that begins its
+    /// producer's transaction here went through (with `block`, so a guard taken is never
+    /// followed by a busy log).
     fn append_with(
         &self,
         records: Bytes,
         acks: Acks,
         block: bool,
         origin: Origin,
-    ) -> Result<Option<PendingAppend>, ApiError> {
+        guard: Option<VerificationGuard>,
+    ) -> Result<Option<Append>, ApiError> {
         self.check_live()?;
         let epoch = {
             let state = self.state();
@@ -665,6 +727,28 @@ impl Partition {
                 Origin::Client => producers.check(stamp)?,
                 Origin::Coordinator(_) => producers.check_coordinator_write(stamp)?,
             };
+            // KIP-890: a client's batch begins its transaction here only with its
+            // coordinator's word, given after the guard was made and before any marker
+            // for the producer removed it. A coordinator's own write (TxnOffsetCommit) is
+            // not verified.
+            let begins = verdict == Verdict::Append
+                && stamp.transactional
+                && origin == Origin::Client
+                && producers.begins_txn(stamp);
+            if begins {
+                let Some(guard) = guard else {
+                    let guard = producers.start_verification(stamp);
+                    // A transactional request is one batch (`idempotent_stamp`).
+                    let records = batches.into_iter().next().unwrap_or_default();
+                    return Ok(Some(Append::Unverified(Unverified { guard, records })));
+                };
+                if !producers.take_verification(guard) {
+                    return Err(self.verification_lost(stamp));
+                }
+            } else if let Some(guard) = guard {
+                // Not needed any more: another request of the producer began it.
+                producers.cancel_verification(guard);
+            }
             if verdict == Verdict::Append && stamp.transactional {
                 // A transaction may open here: the LSO must stop at its first offset from
                 // before the batch can be read or replicated (appends are serialized by
@@ -674,7 +758,7 @@ impl Partition {
             }
             if let Verdict::Duplicate(original) = verdict {
                 // A resend of a batch the log has: its original offsets, once durable.
-                return Ok(Some(PendingAppend {
+                return Ok(Some(Append::Written(PendingAppend {
                     duplicate: true,
                     log_start_offset: self.log.read().log_start_offset(),
                     info: AppendInfo {
@@ -685,7 +769,7 @@ impl Partition {
                     ticket: self.log.ticket_for(original.last_offset.plus(1)),
                     acks,
                     leader_epoch: epoch,
-                }));
+                })));
             }
         }
         let Some((info, ticket)) = self
@@ -709,14 +793,31 @@ impl Partition {
         drop(producers);
         self.start_flush(bytes);
         self.appended.notify_waiters();
-        Ok(Some(PendingAppend {
+        Ok(Some(Append::Written(PendingAppend {
             duplicate: false,
             log_start_offset: self.log.read().log_start_offset(),
             info,
             ticket,
             acks,
             leader_epoch: epoch,
-        }))
+        })))
+    }
+
+    /// The refusal of a verified batch whose guard is gone: a marker for its producer was
+    /// written meanwhile, or this replica's producer state was rebuilt (a truncation).
+    fn verification_lost(&self, stamp: &Stamp) -> ApiError {
+        ApiError::new(
+            ErrorCode::NotEnoughReplicas,
+            format!(
+                "{}: the transaction of producer {} epoch {} ended here (its marker was \
+                 written) or this replica's producer state was rebuilt while the batch was \
+                 being verified with the transaction coordinator; nothing was written: retry, \
+                 and the batch is verified again",
+                self.name(),
+                stamp.producer_id,
+                stamp.epoch
+            ),
+        )
     }
 
     /// Starts the disk on an append of `bytes` just made. Under `fsync` durability the

@@ -17,9 +17,17 @@
 //! last stable offset (LSO) that read_committed consumers read up to; aborted
 //! transactions are kept (producer, first offset, marker offset) until retention deletes
 //! their markers, so a read_committed fetch can name the ones its records overlap.
+//!
+//! A transactional batch begins its producer's transaction in a partition only once the
+//! transaction coordinator confirmed the partition is in the producer's ongoing
+//! transaction (KIP-890): the leader holds a [`VerificationGuard`] for the producer while
+//! it asks, a marker for the producer removes it, and the batch is appended only if its
+//! guard is still in place, so a marker written meanwhile (the transaction ended) makes
+//! the answer stale.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -107,6 +115,33 @@ pub enum Verdict {
     Duplicate(BatchMeta),
 }
 
+/// A leader's note that it is asking the transaction coordinator whether a producer's
+/// transaction includes this partition, before a batch begins the transaction here. Each
+/// is unique (a process-wide counter), so an answer cannot be matched to a later
+/// verification of the same producer: a marker removes the guard, and a guard made after
+/// it is another one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerificationGuard {
+    producer_id: i64,
+    epoch: i16,
+    token: u64,
+}
+
+/// The tokens of [`VerificationGuard`]s.
+static NEXT_GUARD: AtomicU64 = AtomicU64::new(1);
+
+impl VerificationGuard {
+    /// The producer being verified.
+    pub fn producer_id(&self) -> i64 {
+        self.producer_id
+    }
+
+    /// Its epoch.
+    pub fn epoch(&self) -> i16 {
+        self.epoch
+    }
+}
+
 /// The identity fields of a batch: producer id, epoch, sequences.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stamp {
@@ -161,6 +196,11 @@ pub struct ProducerStates {
     /// of an unchanged log writes nothing.
     #[serde(skip)]
     saved_at: Option<Offset>,
+    /// The verifications in progress, by producer id (the leader's, in memory only): one
+    /// per producer with a batch waiting for its coordinator's answer, removed by the
+    /// append it allowed, a failed answer or a marker for the producer.
+    #[serde(skip)]
+    verifying: HashMap<i64, VerificationGuard>,
 }
 
 impl ProducerStates {
@@ -238,6 +278,45 @@ impl ProducerStates {
             return Err(out_of_order(stamp, expected));
         }
         Ok(Verdict::Append)
+    }
+
+    /// Whether a transactional batch with `stamp` would begin its producer's transaction
+    /// here: none is open in its epoch.
+    pub fn begins_txn(&self, stamp: &Stamp) -> bool {
+        self.producers
+            .get(&stamp.producer_id)
+            .is_none_or(|e| e.epoch != stamp.epoch || e.txn_first_offset.is_none())
+    }
+
+    /// The guard under which `stamp`'s producer is verified: the one of a verification of
+    /// the same epoch already in progress (both answers then come after it was made), else
+    /// a new one.
+    pub fn start_verification(&mut self, stamp: &Stamp) -> VerificationGuard {
+        let fresh = VerificationGuard {
+            producer_id: stamp.producer_id,
+            epoch: stamp.epoch,
+            token: NEXT_GUARD.fetch_add(1, Ordering::Relaxed),
+        };
+        let guard = self.verifying.entry(stamp.producer_id).or_insert(fresh);
+        if guard.epoch != stamp.epoch {
+            *guard = fresh;
+        }
+        *guard
+    }
+
+    /// Takes `guard` if it is still in place: no marker for its producer was recorded, and
+    /// no newer verification replaced it, since it was made.
+    pub fn take_verification(&mut self, guard: VerificationGuard) -> bool {
+        if self.verifying.get(&guard.producer_id) == Some(&guard) {
+            self.verifying.remove(&guard.producer_id);
+            return true;
+        }
+        false
+    }
+
+    /// Forgets `guard` (its verification failed), if it is still in place.
+    pub fn cancel_verification(&mut self, guard: VerificationGuard) {
+        self.take_verification(guard);
     }
 
     /// The check of a batch a coordinator writes for a producer (the group coordinator's
@@ -363,6 +442,9 @@ impl ProducerStates {
         offset: Offset,
         now_ms: i64,
     ) {
+        // A verification in progress asked about the transaction this marker ends (or an
+        // older one): its answer no longer holds.
+        self.verifying.remove(&producer_id);
         let entry = self.producers.entry(producer_id).or_default();
         if epoch != entry.epoch {
             entry.batches.clear();

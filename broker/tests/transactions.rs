@@ -4,7 +4,10 @@
 //! read_committed readers when it commits and never when it aborts; a new instance of a
 //! transactional id fences the old one and aborts what it left open, as does the
 //! transaction timeout; the coordinator's state survives a restart; consumer offsets
-//! committed in a transaction count only if it commits, also after a restart.
+//! committed in a transaction count only if it commits, also after a restart; a
+//! transactional batch opens a transaction in a partition only if the coordinator confirms
+//! the partition is in it (KIP-890), so a batch to a partition never added, or one that
+//! arrives after its transaction ended, leaves the LSO where it was.
 
 mod common;
 
@@ -382,7 +385,7 @@ async fn a_committed_transaction_becomes_visible_and_an_aborted_one_never_does()
         ErrorCode::None
     );
     let written = conn
-        .produce_records("t", txn_batch(pid, epoch, 0, &["a", "b"]))
+        .produce_records_as(Some("tx"), "t", txn_batch(pid, epoch, 0, &["a", "b"]))
         .await;
     assert_eq!(written.error_code, ErrorCode::None);
     conn.produce("t", 0, &["plain"]).await; // offset 2, behind the open transaction
@@ -403,7 +406,7 @@ async fn a_committed_transaction_becomes_visible_and_an_aborted_one_never_does()
         ErrorCode::None
     );
     let written = conn
-        .produce_records("t", txn_batch(pid, epoch, 2, &["x"]))
+        .produce_records_as(Some("tx"), "t", txn_batch(pid, epoch, 2, &["x"]))
         .await;
     assert_eq!(written.base_offset, Offset(4));
     assert_eq!(conn.end("tx", pid, epoch, false).await, ErrorCode::None);
@@ -426,6 +429,98 @@ async fn a_committed_transaction_becomes_visible_and_an_aborted_one_never_does()
 }
 
 #[tokio::test]
+async fn a_batch_to_a_partition_never_added_to_the_transaction_opens_nothing() {
+    let broker = TestBroker::fresh().await;
+    let mut conn = broker.connect().await;
+    assert_eq!(conn.create("t", 1, &[]).await, ErrorCode::None);
+    conn.produce("t", 0, &["plain"]).await;
+    let (pid, epoch) = conn.init_txn("tx", 60_000).await.unwrap();
+
+    // No AddPartitionsToTxn for t-0: the coordinator does not confirm it.
+    let stray = conn
+        .produce_records_as(Some("tx"), "t", txn_batch(pid, epoch, 0, &["stray"]))
+        .await;
+    assert_eq!(stray.error_code, ErrorCode::InvalidTxnState, "{stray:?}");
+    let message = stray.error_message.unwrap_or_default();
+    assert!(message.contains("AddPartitionsToTxn"), "{message}");
+    // Without the transactional id there is nothing to verify with.
+    let anonymous = conn
+        .produce_records("t", txn_batch(pid, epoch, 0, &["stray"]))
+        .await;
+    assert_eq!(anonymous.error_code, ErrorCode::InvalidRequest);
+    let p = conn.read_committed("t").await;
+    assert_eq!(
+        (p.high_watermark, p.last_stable_offset),
+        (Offset(1), Offset(1)),
+        "no transaction was opened"
+    );
+    assert_eq!(committed_values(&p), ["plain"]);
+
+    // Added, the same batch is written.
+    assert_eq!(
+        conn.add_partition("tx", pid, epoch, "t").await,
+        ErrorCode::None
+    );
+    let added = conn
+        .produce_records_as(Some("tx"), "t", txn_batch(pid, epoch, 0, &["added"]))
+        .await;
+    assert_eq!(added.error_code, ErrorCode::None, "{added:?}");
+    assert_eq!(conn.end("tx", pid, epoch, true).await, ErrorCode::None);
+    assert_eq!(
+        committed_values(&conn.settled("t", 3).await),
+        ["plain", "added"]
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_late_batch_of_a_committed_transaction_is_refused_and_the_lso_stays_at_the_hw() {
+    let broker = TestBroker::fresh().await;
+    let mut conn = broker.connect().await;
+    assert_eq!(conn.create("t", 1, &[]).await, ErrorCode::None);
+    let (pid, epoch) = conn.init_txn("tx", 60_000).await.unwrap();
+    assert_eq!(
+        conn.add_partition("tx", pid, epoch, "t").await,
+        ErrorCode::None
+    );
+    let written = conn
+        .produce_records_as(Some("tx"), "t", txn_batch(pid, epoch, 0, &["a", "b"]))
+        .await;
+    assert_eq!(written.error_code, ErrorCode::None);
+    assert_eq!(conn.end("tx", pid, epoch, true).await, ErrorCode::None);
+    let committed = conn.settled("t", 3).await; // the marker at 2
+
+    // A batch of the same epoch, next in sequence, delayed until after the commit: it
+    // would open a transaction no marker ever closes.
+    let late = conn
+        .produce_records_as(Some("tx"), "t", txn_batch(pid, epoch, 2, &["late"]))
+        .await;
+    assert_eq!(late.error_code, ErrorCode::InvalidTxnState, "{late:?}");
+    let after = conn.read_committed("t").await;
+    assert_eq!(
+        (after.high_watermark, after.last_stable_offset),
+        (committed.high_watermark, committed.high_watermark)
+    );
+    assert_eq!(committed_values(&after), ["a", "b"]);
+
+    // The producer's next transaction adds the partition and goes on from there.
+    assert_eq!(
+        conn.add_partition("tx", pid, epoch, "t").await,
+        ErrorCode::None
+    );
+    let next = conn
+        .produce_records_as(Some("tx"), "t", txn_batch(pid, epoch, 2, &["c"]))
+        .await;
+    assert_eq!(next.error_code, ErrorCode::None, "{next:?}");
+    assert_eq!(conn.end("tx", pid, epoch, true).await, ErrorCode::None);
+    assert_eq!(
+        committed_values(&conn.settled("t", 5).await),
+        ["a", "b", "c"]
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_new_instance_fences_the_old_one_and_aborts_what_it_left_open() {
     let broker = TestBroker::fresh().await;
     let mut conn = broker.connect().await;
@@ -435,7 +530,7 @@ async fn a_new_instance_fences_the_old_one_and_aborts_what_it_left_open() {
         conn.add_partition("tx", pid, old, "t").await,
         ErrorCode::None
     );
-    conn.produce_records("t", txn_batch(pid, old, 0, &["zombie"]))
+    conn.produce_records_as(Some("tx"), "t", txn_batch(pid, old, 0, &["zombie"]))
         .await;
 
     let (same_pid, new) = conn.init_txn("tx", 60_000).await.unwrap();
@@ -450,7 +545,7 @@ async fn a_new_instance_fences_the_old_one_and_aborts_what_it_left_open() {
     assert_eq!(settled.aborted_transactions.len(), 1);
 
     let late = conn
-        .produce_records("t", txn_batch(pid, old, 1, &["late"]))
+        .produce_records_as(Some("tx"), "t", txn_batch(pid, old, 1, &["late"]))
         .await;
     assert_eq!(late.error_code, ErrorCode::InvalidProducerEpoch);
     assert_eq!(
@@ -487,7 +582,7 @@ async fn an_abandoned_transaction_is_aborted_when_its_timeout_passes() {
         conn.add_partition("tx", pid, epoch, "t").await,
         ErrorCode::None
     );
-    conn.produce_records("t", txn_batch(pid, epoch, 0, &["abandoned"]))
+    conn.produce_records_as(Some("tx"), "t", txn_batch(pid, epoch, 0, &["abandoned"]))
         .await;
     let settled = conn.settled("t", 2).await;
     assert!(committed_values(&settled).is_empty());
@@ -509,7 +604,7 @@ async fn the_coordinator_state_survives_a_restart() {
         conn.add_partition("tx", pid, epoch, "t").await,
         ErrorCode::None
     );
-    conn.produce_records("t", txn_batch(pid, epoch, 0, &["open"]))
+    conn.produce_records_as(Some("tx"), "t", txn_batch(pid, epoch, 0, &["open"]))
         .await;
     drop(conn);
     broker.shutdown().await;

@@ -1304,6 +1304,9 @@ async fn produce(
     let request_timeout = shared.config.request_timeout;
     let wait = attempt_wait(&shared.config, &batches, Instant::now());
     let request = Request::Produce(ProduceRequest {
+        // A transactional producer names its id: the leader verifies a transaction's first
+        // batch in a partition with the id's coordinator (KIP-890).
+        transactional_id: shared.config.transactional_id.clone(),
         acks: shared.config.acks.to_wire(),
         timeout_ms: broker_timeout_ms(wait),
         topics: topics

@@ -462,6 +462,7 @@ fn a_replaced_leader_refuses_a_produce_sent_straight_to_it() {
     let mut batch = BatchBuilder::new();
     batch.append(0, None, Some(b"stale"), &[]);
     let request = Request::Produce(ProduceRequest {
+        transactional_id: None,
         acks: ACKS_ALL,
         timeout_ms: 10_000,
         topics: vec![ProduceTopic {

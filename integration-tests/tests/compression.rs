@@ -210,6 +210,7 @@ fn the_cli_produces_compressed_and_consumes_transparently() {
 /// Sends one Produce request of `batch` to partition 0 of `topic` over a raw connection.
 fn produce_raw(broker: &BrokerProcess, topic: &str, batch: Bytes) -> ProducePartitionResponse {
     let request = Request::Produce(ProduceRequest {
+        transactional_id: None,
         acks: -1,
         timeout_ms: 10_000,
         topics: vec![ProduceTopic {

@@ -1,6 +1,8 @@
 //! Transactions across broker processes (issue 26): a commit whose coordinator is killed
 //! after it answered EndTxn and before it could write the marker is finished by the next
-//! coordinator, the leader of the same `__transaction_state` partition on another broker.
+//! coordinator, the leader of the same `__transaction_state` partition on another broker;
+//! a leader verifies a batch that begins a transaction with a coordinator on another
+//! broker (KIP-890, VerifyTxn).
 //! Deterministic: the partition's leader is paused (SIGSTOP) from before EndTxn until the
 //! coordinator is dead, so no marker can have reached it. Native protocol, through the
 //! client crate's raw `Client::send`.
@@ -56,10 +58,15 @@ async fn until<T>(
 }
 
 fn txn_batch(pid: i64, epoch: i16, value: &str) -> bytes::Bytes {
+    txn_batch_at(pid, epoch, 0, value)
+}
+
+/// A transactional batch of one record at sequence `seq`.
+fn txn_batch_at(pid: i64, epoch: i16, seq: i32, value: &str) -> bytes::Bytes {
     let stamp = ProducerStamp {
         producer_id: pid,
         producer_epoch: epoch,
-        base_sequence: 0,
+        base_sequence: seq,
     };
     let mut builder = BatchBuilder::with_capacity(stamp, 0).transactional();
     builder.append(1_700_000_000_000, None, Some(value.as_bytes()), &[]);
@@ -143,16 +150,7 @@ fn a_commit_is_finished_by_the_next_coordinator_when_the_first_dies_before_its_m
     // transactional record in t-0.
     let (id, coordinator, pid, epoch) = rt.block_on(async {
         let client = connect(&bootstrap).await;
-        let mut chosen = None;
-        for n in 0..20 {
-            let id = format!("tx-{n}");
-            let coordinator = coordinator_of(&client, leader, &id).await;
-            if coordinator != leader {
-                chosen = Some((id, coordinator));
-                break;
-            }
-        }
-        let (id, coordinator) = chosen.expect("an id coordinated elsewhere");
+        let (id, coordinator) = id_coordinated_elsewhere(&client, leader).await;
         let (pid, epoch) =
             init_producer(&client, coordinator, &id, "initialising the producer").await;
         let add = Request::AddPartitionsToTxn(AddPartitionsToTxnRequest {
@@ -169,6 +167,7 @@ fn a_commit_is_finished_by_the_next_coordinator_when_the_first_dies_before_its_m
         };
         assert_eq!(added.topics[0].partitions[0].error_code, ErrorCode::None);
         let produce = Request::Produce(ProduceRequest {
+            transactional_id: Some(id.clone()),
             acks: -1,
             timeout_ms: 10_000,
             topics: vec![ProduceTopic {
@@ -258,6 +257,111 @@ fn a_commit_is_finished_by_the_next_coordinator_when_the_first_dies_before_its_m
             epoch + 1,
             "the committed transaction was completed"
         );
+    });
+}
+
+/// A transactional id that `leader` says another broker coordinates, and that broker.
+async fn id_coordinated_elsewhere(client: &Client, leader: BrokerId) -> (String, BrokerId) {
+    for n in 0..20 {
+        let id = format!("tx-{n}");
+        let coordinator = coordinator_of(client, leader, &id).await;
+        if coordinator != leader {
+            return (id, coordinator);
+        }
+    }
+    panic!("no id of 20 is coordinated away from broker {leader}");
+}
+
+/// Produces `records` to t-0 at `leader` as transactional id `id`: the partition's error.
+async fn produce_txn(
+    client: &Client,
+    leader: BrokerId,
+    id: &str,
+    records: bytes::Bytes,
+) -> ErrorCode {
+    let produce = Request::Produce(ProduceRequest {
+        transactional_id: Some(id.to_owned()),
+        acks: -1,
+        timeout_ms: 10_000,
+        topics: vec![ProduceTopic {
+            name: "t".into(),
+            partitions: vec![ProducePartition {
+                partition: PartitionId(0),
+                records,
+            }],
+        }],
+    });
+    match client.send(leader, produce).await {
+        Ok(Response::Produce(r)) => r.topics[0].partitions[0].error_code,
+        other => panic!("producing to t-0: {other:?}"),
+    }
+}
+
+#[test]
+fn a_leader_verifies_a_batch_with_the_coordinator_on_another_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::start(3, dir.path(), &[]);
+    let bootstrap = cluster.bootstrap();
+    cli_ok(
+        &bootstrap,
+        &["topic", "create", "t", "-p", "1", "-r", "3"],
+        "",
+    );
+    cluster.wait_isr("t", 3);
+    let leader = BrokerId(cluster.leader("t", 0));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = connect(&bootstrap).await;
+        let (id, coordinator) = id_coordinated_elsewhere(&client, leader).await;
+        let (pid, epoch) = init_producer(&client, coordinator, &id, "initialising").await;
+
+        // t-0 is not in the transaction: the coordinator (another broker) says so.
+        let stray = produce_txn(&client, leader, &id, txn_batch_at(pid, epoch, 0, "stray")).await;
+        assert_eq!(stray, ErrorCode::InvalidTxnState);
+
+        let add = Request::AddPartitionsToTxn(AddPartitionsToTxnRequest {
+            transactional_id: id.clone(),
+            producer_id: pid,
+            producer_epoch: epoch,
+            topics: vec![TopicPartitions {
+                topic: "t".into(),
+                partitions: vec![PartitionId(0)],
+            }],
+        });
+        let Ok(Response::AddPartitionsToTxn(added)) = client.send(coordinator, add).await else {
+            panic!("AddPartitionsToTxn failed");
+        };
+        assert_eq!(added.topics[0].partitions[0].error_code, ErrorCode::None);
+        let written = produce_txn(&client, leader, &id, txn_batch_at(pid, epoch, 0, "v0")).await;
+        assert_eq!(written, ErrorCode::None);
+        until(
+            &client,
+            || coordinator,
+            || {
+                Request::EndTxn(EndTxnRequest {
+                    transactional_id: id.clone(),
+                    producer_id: pid,
+                    producer_epoch: epoch,
+                    committed: true,
+                })
+            },
+            |r| match r {
+                Response::EndTxn(r) if r.error_code == ErrorCode::None => Some(()),
+                _ => None,
+            },
+            "committing",
+        )
+        .await;
+        assert_eq!(settled(&client, 0).await, ["v0"]);
+
+        // A batch of the committed transaction that arrives late opens nothing: the LSO
+        // settles at the HW again.
+        let late = produce_txn(&client, leader, &id, txn_batch_at(pid, epoch, 1, "late")).await;
+        assert_eq!(late, ErrorCode::InvalidTxnState);
+        assert_eq!(settled(&client, 0).await, ["v0"]);
     });
 }
 

@@ -88,6 +88,7 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::RaftAppendEntries,
     ApiKey::RaftInstallSnapshot,
     ApiKey::RaftPreVote,
+    ApiKey::VerifyTxn,
     ApiKey::SaslHandshake,
     ApiKey::SaslAuthenticate,
     ApiKey::AlterUserScramCredentials,
@@ -233,6 +234,7 @@ pub async fn finish(
         Request::WriteTxnMarkers(r) => {
             Response::WriteTxnMarkers(txn::write_txn_markers(broker, r).await?)
         }
+        Request::VerifyTxn(r) => Response::VerifyTxn(txn::verify_txn(&services.txns, r).await?),
         Request::OffsetsForLeaderEpoch(r) => Response::OffsetsForLeaderEpoch(
             replica_fetch::offsets_for_leader_epoch(&services.offsets, principal, r).await?,
         ),
@@ -296,6 +298,7 @@ fn is_broker_api(api: ApiKey) -> bool {
             | ApiKey::RaftAppendEntries
             | ApiKey::RaftInstallSnapshot
             | ApiKey::RaftPreVote
+            | ApiKey::VerifyTxn
     )
 }
 

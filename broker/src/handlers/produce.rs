@@ -23,6 +23,7 @@ pub async fn start(
     request: ProduceRequest,
 ) -> Result<Appended, ApiError> {
     let request = produce::ProduceRequest {
+        transactional_id: request.transactional_id,
         acks: parse_acks(request.acks)?,
         timeout: Duration::from_millis(request.timeout_ms.max(0) as u64),
         topics: request

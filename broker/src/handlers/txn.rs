@@ -1,14 +1,13 @@
-//! Transactions: AddPartitionsToTxn, AddOffsetsToTxn and EndTxn to
-//! [`crate::txn::coordinator`] (TxnOffsetCommit goes to the group coordinator, in
-//! `groups`), and
-//! WriteTxnMarkers (brokers only) to [`crate::txn::markers`]; native requests in, native
-//! responses out.
+//! Transactions: AddPartitionsToTxn, AddOffsetsToTxn, EndTxn and VerifyTxn (brokers only)
+//! to [`crate::txn::coordinator`] (TxnOffsetCommit goes to the group coordinator, in
+//! `groups`), and WriteTxnMarkers (brokers only) to [`crate::txn::markers`]; native
+//! requests in, native responses out.
 
 use sluice_protocol::control::{ControlMarker, ControlType};
 use sluice_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, EndTxnRequest,
-    PartitionResult, TopicPartitionResults, TxnResponse, WritableTxnMarkerResult,
-    WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    PartitionResult, TopicPartitionResults, TxnResponse, VerifyTxnRequest, VerifyTxnResponse,
+    WritableTxnMarkerResult, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 use sluice_protocol::ErrorCode;
 
@@ -44,6 +43,27 @@ pub async fn add_partitions_to_txn(
         .await?;
     Ok(AddPartitionsToTxnResponse {
         topics: map_topics(added, partition_result, |name, partitions| {
+            TopicPartitionResults { name, partitions }
+        }),
+    })
+}
+
+/// VerifyTxn: is each partition in the producer's ongoing transaction (a leader asks,
+/// KIP-890)?
+pub async fn verify_txn(
+    txns: &Transactions,
+    request: VerifyTxnRequest,
+) -> Result<VerifyTxnResponse, ApiError> {
+    let verified = txns
+        .verify(
+            &request.transactional_id,
+            request.producer_id,
+            request.producer_epoch,
+            request.topics,
+        )
+        .await?;
+    Ok(VerifyTxnResponse {
+        topics: map_topics(verified, partition_result, |name, partitions| {
             TopicPartitionResults { name, partitions }
         }),
     })

@@ -48,6 +48,9 @@ pub async fn start(
         Err(e) => return Err(refused(e, &request)),
     };
     let asked = produce::ProduceRequest {
+        // v3+: a transactional producer's id, which a batch that begins its transaction in
+        // a partition is verified with.
+        transactional_id: request.transactional_id.map(|id| id.0.to_string()),
         acks,
         timeout: Duration::from_millis(request.timeout_ms.max(0) as u64),
         topics: request

@@ -153,6 +153,17 @@ fn the_leader_compacts_below_its_hw_and_a_follower_copies_the_gaps() {
     assert_eq!(follower.log_end_offset(), end);
 }
 
+/// Appends a transactional batch as the leader does once its transaction coordinator
+/// confirmed the partition (KIP-890).
+fn append_txn(leader: &Partition, records: Bytes) {
+    match leader.append_now(records, Acks::Leader).unwrap() {
+        super::Append::Written(_) => {}
+        super::Append::Unverified(unverified) => {
+            leader.append_verified(unverified, Acks::Leader).unwrap();
+        }
+    }
+}
+
 #[test]
 fn the_cleaner_stops_at_an_open_transaction_and_compacts_decided_ones_by_outcome() {
     use sluice_protocol::batch::ProducerStamp;
@@ -182,21 +193,17 @@ fn the_cleaner_stops_at_an_open_transaction_and_compacts_decided_ones_by_outcome
         }
     };
     leader.append_now(keyed(9, "plain"), Acks::Leader).unwrap();
-    leader
-        .append_now(txn(7, 0, "committed"), Acks::Leader)
-        .unwrap();
+    append_txn(&leader, txn(7, 0, "committed"));
     leader
         .append_marker(7, 0, marker(ControlType::Commit))
         .unwrap();
-    leader
-        .append_now(txn(8, 0, "aborted"), Acks::Leader)
-        .unwrap();
+    append_txn(&leader, txn(8, 0, "aborted"));
     leader
         .append_marker(8, 0, marker(ControlType::Abort))
         .unwrap();
     fill(&leader);
     // An open transaction: nothing from here on is cleaned.
-    leader.append_now(txn(10, 0, "open"), Acks::Leader).unwrap();
+    append_txn(&leader, txn(10, 0, "open"));
     fill(&leader);
     leader.maybe_advance_high_watermark();
     assert!(clean(&leader));

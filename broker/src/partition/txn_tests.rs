@@ -10,7 +10,7 @@ use sluice_protocol::messages::IsolationLevel;
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset};
 
 use super::testing::{assignment, open, produce, replica_fetch};
-use super::{Acks, FollowerIncarnation, Partition};
+use super::{Acks, Append, FollowerIncarnation, Partition};
 
 const PRODUCER: i64 = 7;
 
@@ -35,9 +35,17 @@ fn marker(kind: ControlType, coordinator_epoch: i32) -> ControlMarker {
     }
 }
 
-/// Appends and moves the HW as far as the ISR allows.
+/// Appends and moves the HW as far as the ISR allows. A batch that begins a transaction
+/// is appended as if its coordinator confirmed it.
 fn append(partition: &Partition, records: Bytes) {
-    partition.append_now(records, Acks::Leader).unwrap();
+    match partition.append_now(records, Acks::Leader).unwrap() {
+        Append::Written(_) => {}
+        Append::Unverified(unverified) => {
+            partition
+                .append_verified(unverified, Acks::Leader)
+                .expect("nothing happened since the verification began");
+        }
+    }
     partition.maybe_advance_high_watermark();
 }
 
@@ -116,6 +124,62 @@ fn an_aborted_transaction_is_named_to_read_committed_readers_of_its_records() {
         [],
         "read_uncommitted readers are told nothing"
     );
+}
+
+/// The batch held back for its coordinator's word (KIP-890), or a panic.
+fn unverified(partition: &Partition, records: Bytes) -> super::Unverified {
+    match partition.append_now(records, Acks::Leader).unwrap() {
+        Append::Unverified(unverified) => unverified,
+        Append::Written(_) => panic!("a batch that begins a transaction was written unverified"),
+    }
+}
+
+#[test]
+fn a_batch_that_begins_a_transaction_is_verified_and_a_marker_meanwhile_voids_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), &assignment(1, 1, &[1]));
+    // Held back: nothing written, the LSO untouched while the coordinator is asked.
+    let late = unverified(&leader, txn_batch(0, 0, 2));
+    assert_eq!(leader.log_end_offset(), Offset(0));
+    assert_eq!(leader.last_stable_offset(), leader.high_watermark());
+
+    // The transaction the coordinator confirms ends (its marker is written) before the
+    // batch is appended, and another verification of the producer begins: the first
+    // answer no longer holds, the new one does.
+    end_txn(&leader, 0, ControlType::Abort); // marker at 0
+    let next = unverified(&leader, txn_batch(0, 0, 2));
+    let refused = leader.append_verified(late, Acks::Leader).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::NotEnoughReplicas, "{refused:?}");
+    assert!(refused.code.is_retriable());
+    assert_eq!(leader.log_end_offset(), Offset(1), "only the marker");
+    assert_eq!(leader.last_stable_offset(), Offset(1));
+    let written = leader.append_verified(next, Acks::Leader).unwrap();
+    assert_eq!(written.info.base_offset, Offset(1));
+    leader.maybe_advance_high_watermark();
+    assert_eq!(
+        leader.last_stable_offset(),
+        Offset(1),
+        "its transaction is open"
+    );
+
+    // The open transaction's next batch, and a resend of its first, need no verification.
+    assert!(matches!(
+        leader.append_now(txn_batch(0, 2, 1), Acks::Leader).unwrap(),
+        Append::Written(_)
+    ));
+    match leader.append_now(txn_batch(0, 0, 2), Acks::Leader).unwrap() {
+        Append::Written(resend) => assert!(resend.duplicate),
+        Append::Unverified(_) => panic!("a resend was held back"),
+    }
+    end_txn(&leader, 0, ControlType::Commit);
+    assert_eq!(committed(&leader, 0), [1, 2, 3]);
+
+    // A verification that failed leaves nothing behind: the next one gets its own guard.
+    let failed = unverified(&leader, txn_batch(0, 3, 1));
+    leader.cancel_verification(failed.guard);
+    let retried = unverified(&leader, txn_batch(0, 3, 1));
+    assert_ne!(retried.guard, failed.guard);
+    leader.append_verified(retried, Acks::Leader).unwrap();
 }
 
 #[test]

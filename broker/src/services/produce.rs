@@ -5,12 +5,22 @@
 //! [`Produce::complete`] runs concurrently with later requests: it waits for durability
 //! (group commit shares the fsync with every other waiter) and the ISR, and gives each
 //! partition its outcome.
+//!
+//! A transactional batch that would begin its producer's transaction in a partition is
+//! held back by the partition ([`Append::Unverified`]) and appended only once the
+//! transactional id's coordinator confirms the partition is in the producer's ongoing
+//! transaction (KIP-890, through a [`TxnVerifier`]); the ordered phase awaits that answer,
+//! so the connection's next request still comes after it. Other batches never wait for it.
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_protocol::group_log::OFFSETS_TOPIC;
+use sluice_protocol::messages::TopicPartitions;
 use sluice_protocol::txn_log::TRANSACTION_STATE_TOPIC;
 use sluice_protocol::{ErrorCode, Offset, PartitionId};
 
@@ -18,7 +28,7 @@ use super::{task_failed, PartitionOutcome, TopicItems};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::partition::{Acks, Partition, PendingAppend};
+use crate::partition::{Acks, Append, Partition, PendingAppend, Unverified};
 use crate::security::acl::{Authorizer, Operation, Resource};
 use crate::security::Principal;
 use crate::topics::Topics;
@@ -29,9 +39,31 @@ const TIMEOUT_MIN: Duration = Duration::from_secs(1);
 /// Longest acks=all wait honoured: a bound on held requests.
 const TIMEOUT_MAX: Duration = Duration::from_secs(300);
 
+/// What the coordinators answered for some partitions: each `Ok` (in the transaction) or
+/// the error the produce answers there; an `Err` for all of them.
+pub type Verified = Result<Vec<TopicItems<PartitionOutcome<()>>>, ApiError>;
+
+/// Asks transactional id `transactional_id`'s coordinator whether `partitions` are in the
+/// ongoing transaction of producer `producer_id` at `epoch` (KIP-890). Implemented by the
+/// transaction coordinator's service, which builds on this layer (so this is a trait, not
+/// an import); its errors are already the ones a produce answers (a coordinator that is
+/// loading, moved or out of reach is retriable).
+pub trait TxnVerifier: Send + Sync {
+    fn verify<'a>(
+        &'a self,
+        transactional_id: &'a str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: Vec<TopicPartitions>,
+    ) -> Pin<Box<dyn Future<Output = Verified> + Send + 'a>>;
+}
+
 /// A produce request in service terms.
 #[derive(Clone, Debug)]
 pub struct ProduceRequest {
+    /// The producer's transactional id, if it is transactional: needed to verify a batch
+    /// that begins its transaction in a partition.
+    pub transactional_id: Option<String>,
     /// How many acknowledgements the producer wants.
     pub acks: Acks,
     /// How long acks=all may wait for the ISR (clamped to 1 s..=300 s).
@@ -75,22 +107,27 @@ pub struct Produce {
     topics: Arc<Topics>,
     metrics: Arc<Metrics>,
     authorizer: Arc<Authorizer>,
+    /// Asks transaction coordinators about batches that begin a transaction.
+    verifier: Arc<dyn TxnVerifier>,
 }
 
 impl Produce {
     /// Appends to the replicas in `topics`, as `cluster`'s metadata names them, counting
-    /// what is appended in `metrics`.
+    /// what is appended in `metrics`; `verifier` confirms the partitions a transactional
+    /// batch begins its transaction in.
     pub fn new(
         cluster: Arc<Cluster>,
         topics: Arc<Topics>,
         metrics: Arc<Metrics>,
         authorizer: Arc<Authorizer>,
+        verifier: Arc<dyn TxnVerifier>,
     ) -> Produce {
         Produce {
             cluster,
             topics,
             metrics,
             authorizer,
+            verifier,
         }
     }
 
@@ -132,7 +169,7 @@ impl Produce {
         // Small uncompressed appends run here, on the connection's task; the rest, and those
         // whose log is busy, together on one blocking thread.
         let metrics = Arc::clone(&self.metrics);
-        let slots: Vec<TopicItems<(PartitionId, Slot)>> = found
+        let mut slots: Vec<TopicItems<(PartitionId, Slot)>> = found
             .into_iter()
             .map(|topic| TopicItems {
                 partitions: topic
@@ -143,13 +180,13 @@ impl Produce {
                             Err(e) => Slot::Done(Err(e)),
                             Ok((partition, records)) => {
                                 match partition.try_append_now(&records, acks) {
-                                    Ok(Some(pending)) => Slot::Done(Ok(count_appended(
+                                    Ok(Some(append)) => appended(
                                         &metrics,
                                         &topic.topic,
                                         partition,
-                                        pending,
+                                        append,
                                         records.len(),
-                                    ))),
+                                    ),
                                     Ok(None) => Slot::Blocking(partition, records),
                                     Err(e) => Slot::Done(Err(e)),
                                 }
@@ -161,24 +198,114 @@ impl Produce {
                 topic: topic.topic,
             })
             .collect();
-        let blocking = slots.iter().any(|t| {
-            t.partitions
-                .iter()
-                .any(|(_, s)| matches!(s, Slot::Blocking(..)))
-        });
-        let topics = if blocking {
-            tokio::task::spawn_blocking(move || append_blocking(slots, acks, &metrics))
-                .await
-                .map_err(|e| task_failed("append task", e))?
-        } else {
-            append_blocking(slots, acks, &metrics)
-        };
+        if any_slot(&slots, |s| matches!(s, Slot::Blocking(..))) {
+            slots = self.append_blocking(slots, acks).await?;
+        }
+        if any_slot(&slots, |s| matches!(s, Slot::Unverified(..))) {
+            slots = self
+                .verify(request.transactional_id.as_deref(), slots)
+                .await;
+            if any_slot(&slots, |s| matches!(s, Slot::Verified(..))) {
+                slots = self.append_blocking(slots, acks).await?;
+            }
+        }
+        let topics = slots
+            .into_iter()
+            .map(|topic| TopicItems {
+                partitions: topic
+                    .partitions
+                    .into_iter()
+                    .map(|(index, slot)| (index, slot.written(&topic.topic, index)))
+                    .collect(),
+                topic: topic.topic,
+            })
+            .collect();
         Ok(Appended {
             acks,
             timeout,
             topics,
             metrics: Arc::clone(&self.metrics),
         })
+    }
+
+    /// Runs the appends left for a blocking thread, all on one.
+    async fn append_blocking(
+        &self,
+        slots: Vec<TopicItems<(PartitionId, Slot)>>,
+        acks: Acks,
+    ) -> Result<Vec<TopicItems<(PartitionId, Slot)>>, ApiError> {
+        let metrics = Arc::clone(&self.metrics);
+        tokio::task::spawn_blocking(move || append_blocking(slots, acks, &metrics))
+            .await
+            .map_err(|e| task_failed("append task", e))
+    }
+
+    /// Asks the coordinator about every batch held back for its word: each becomes
+    /// [`Slot::Verified`], or is refused with the coordinator's answer (its guard dropped).
+    async fn verify(
+        &self,
+        transactional_id: Option<&str>,
+        slots: Vec<TopicItems<(PartitionId, Slot)>>,
+    ) -> Vec<TopicItems<(PartitionId, Slot)>> {
+        // The producers asked about (one, from a well-behaved client) and their partitions.
+        let mut asked: BTreeMap<(i64, i16), Vec<TopicPartitions>> = BTreeMap::new();
+        for topic in &slots {
+            for (index, slot) in &topic.partitions {
+                if let Slot::Unverified(_, unverified) = slot {
+                    let guard = unverified.guard;
+                    let list = asked
+                        .entry((guard.producer_id(), guard.epoch()))
+                        .or_default();
+                    match list.iter_mut().find(|t| t.topic == topic.topic) {
+                        Some(t) => t.partitions.push(*index),
+                        None => list.push(TopicPartitions {
+                            topic: topic.topic.clone(),
+                            partitions: vec![*index],
+                        }),
+                    }
+                }
+            }
+        }
+        let mut answers: BTreeMap<(i64, i16), Verified> = BTreeMap::new();
+        if let Some(id) = transactional_id {
+            for ((producer_id, epoch), partitions) in asked {
+                let answer = self
+                    .verifier
+                    .verify(id, producer_id, epoch, partitions)
+                    .await;
+                answers.insert((producer_id, epoch), answer);
+            }
+        }
+        slots
+            .into_iter()
+            .map(|topic| TopicItems {
+                partitions: topic
+                    .partitions
+                    .into_iter()
+                    .map(|(index, slot)| {
+                        let Slot::Unverified(partition, unverified) = slot else {
+                            return (index, slot);
+                        };
+                        let guard = unverified.guard;
+                        let answer = answers.get(&(guard.producer_id(), guard.epoch()));
+                        let outcome = match answer {
+                            None => Err(no_transactional_id(&topic.topic, index, &unverified)),
+                            Some(Err(e)) => Err(e.clone()),
+                            Some(Ok(results)) => answer_for(results, &topic.topic, index),
+                        };
+                        let slot = match outcome {
+                            Ok(()) => Slot::Verified(partition, unverified),
+                            Err(e) => {
+                                partition.cancel_verification(guard);
+                                Slot::Done(Err(e))
+                            }
+                        };
+                        (index, slot)
+                    })
+                    .collect(),
+                topic: topic.topic,
+            })
+            .collect()
     }
 
     /// The completion phase: waits for every partition's durability and ISR
@@ -227,19 +354,44 @@ impl Produce {
     }
 }
 
-/// A partition's append: done (or refused), or left for a blocking thread.
+/// A partition's append: done (or refused), or what is left to do.
 enum Slot {
     Done(Written),
+    /// For a blocking thread.
     Blocking(Arc<Partition>, Bytes),
+    /// Held back for the transaction coordinator's word.
+    Unverified(Arc<Partition>, Unverified),
+    /// Confirmed by the coordinator: to append under its guard, on a blocking thread.
+    Verified(Arc<Partition>, Unverified),
 }
 
-/// Runs the appends left for a blocking thread (blocking only if there are any) and
-/// returns every partition's.
+impl Slot {
+    /// The outcome of a slot all of whose work is done.
+    fn written(self, topic: &str, index: PartitionId) -> Written {
+        match self {
+            Slot::Done(written) => written,
+            _ => Err(ApiError::new(
+                ErrorCode::UnknownServerError,
+                format!("{topic}-{}: the append was left unfinished", index.0),
+            )),
+        }
+    }
+}
+
+/// Whether any partition's slot is `which`.
+fn any_slot(slots: &[TopicItems<(PartitionId, Slot)>], which: impl Fn(&Slot) -> bool) -> bool {
+    slots
+        .iter()
+        .any(|t| t.partitions.iter().any(|(_, slot)| which(slot)))
+}
+
+/// Runs the appends left for a blocking thread (blocking, when there are any): the
+/// blocking ones and the verified ones.
 fn append_blocking(
     slots: Vec<TopicItems<(PartitionId, Slot)>>,
     acks: Acks,
     metrics: &Metrics,
-) -> Vec<TopicItems<(PartitionId, Written)>> {
+) -> Vec<TopicItems<(PartitionId, Slot)>> {
     slots
         .into_iter()
         .map(|topic| TopicItems {
@@ -247,21 +399,87 @@ fn append_blocking(
                 .partitions
                 .into_iter()
                 .map(|(index, slot)| {
-                    let written = match slot {
-                        Slot::Done(written) => written,
+                    let slot = match slot {
                         Slot::Blocking(partition, records) => {
                             let bytes = records.len();
-                            partition.append_now(records, acks).map(|pending| {
-                                count_appended(metrics, &topic.topic, partition, pending, bytes)
-                            })
+                            match partition.append_now(records, acks) {
+                                Ok(append) => {
+                                    appended(metrics, &topic.topic, partition, append, bytes)
+                                }
+                                Err(e) => Slot::Done(Err(e)),
+                            }
                         }
+                        Slot::Verified(partition, unverified) => {
+                            let bytes = unverified.records.len();
+                            Slot::Done(partition.append_verified(unverified, acks).map(|pending| {
+                                count_appended(metrics, &topic.topic, partition, pending, bytes)
+                            }))
+                        }
+                        other => other,
                     };
-                    (index, written)
+                    (index, slot)
                 })
                 .collect(),
             topic: topic.topic,
         })
         .collect()
+}
+
+/// The slot of a partition's append: written (counted), or held back for verification.
+fn appended(
+    metrics: &Metrics,
+    topic: &str,
+    partition: Arc<Partition>,
+    append: Append,
+    bytes: usize,
+) -> Slot {
+    match append {
+        Append::Written(pending) => Slot::Done(Ok(count_appended(
+            metrics, topic, partition, pending, bytes,
+        ))),
+        Append::Unverified(unverified) => Slot::Unverified(partition, unverified),
+    }
+}
+
+/// The coordinator's answer for `topic`-`index` among `results`.
+fn answer_for(
+    results: &[TopicItems<PartitionOutcome<()>>],
+    topic: &str,
+    index: PartitionId,
+) -> Result<(), ApiError> {
+    results
+        .iter()
+        .filter(|t| t.topic == topic)
+        .flat_map(|t| &t.partitions)
+        .find(|p| p.partition == index)
+        .map_or_else(
+            || {
+                Err(ApiError::new(
+                    ErrorCode::UnknownServerError,
+                    format!(
+                        "{topic}-{}: the transaction coordinator's answer left this partition \
+                         out",
+                        index.0
+                    ),
+                ))
+            },
+            |p| p.outcome.clone(),
+        )
+}
+
+fn no_transactional_id(topic: &str, index: PartitionId, unverified: &Unverified) -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidRequest,
+        format!(
+            "{topic}-{}: the transactional batch of producer {} epoch {} would begin its \
+             transaction in this partition, and the Produce request names no transactional \
+             id to verify that with the transaction coordinator; send the producer's \
+             transactional id with the request",
+            index.0,
+            unverified.guard.producer_id(),
+            unverified.guard.epoch()
+        ),
+    )
 }
 
 /// Counts an append in the metrics. A resend answered with its original offsets wrote

@@ -405,6 +405,46 @@ impl Transactions {
         }
     }
 
+    /// VerifyTxn (KIP-890), as `id`'s coordinator: whether each of `topics` is in the
+    /// ongoing transaction of producer `producer_id` at `epoch`, asked by the partition's
+    /// leader before a batch begins the transaction there. Changes nothing. A partition
+    /// that is not answers INVALID_TXN_STATE; the whole request is refused when the id has
+    /// another producer or epoch, or its transaction is completing, or this broker is not
+    /// (yet) its coordinator. Waits for a change of the id's state being replicated, so
+    /// the answer is about the state the producer's last request left.
+    pub async fn verify(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        topics: Vec<TopicPartitions>,
+    ) -> Result<Vec<TopicItems<PartitionOutcome<()>>>, ApiError> {
+        let (_, entry) = self.locate(id)?;
+        let current = entry.lock().await;
+        let ongoing = state::ongoing_partitions(id, current.as_ref(), producer_id, epoch)?;
+        Ok(topics
+            .into_iter()
+            .map(|t| {
+                let added = ongoing.iter().find(|o| o.topic == t.topic);
+                TopicItems {
+                    partitions: t
+                        .partitions
+                        .into_iter()
+                        .map(|p| PartitionOutcome {
+                            partition: p,
+                            outcome: if added.is_some_and(|a| a.partitions.contains(&p)) {
+                                Ok(())
+                            } else {
+                                Err(not_in_transaction(id, producer_id, epoch, &t.topic, p))
+                            },
+                        })
+                        .collect(),
+                    topic: t.topic,
+                }
+            })
+            .collect())
+    }
+
     /// The shard coordinating `id` and the id's entry, or the error that sends the client
     /// to find the coordinator again (or to wait for the load).
     fn locate(&self, id: &str) -> Result<(Arc<TxnShard>, IdRef), ApiError> {
@@ -941,6 +981,27 @@ fn partition_exists(
             ),
         ))
     }
+}
+
+/// A batch's partition is not in its producer's ongoing transaction (Kafka's answer to
+/// clients before KIP-890 part 2).
+fn not_in_transaction(
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    topic: &str,
+    partition: PartitionId,
+) -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidTxnState,
+        format!(
+            "{topic}-{} is not in the ongoing transaction of transactional id {id:?} \
+             (producer {producer_id} epoch {epoch}): the producer did not add it \
+             (AddPartitionsToTxn) before sending to it, or the batch arrived after its \
+             transaction ended; nothing was written: abort the transaction",
+            partition.0
+        ),
+    )
 }
 
 /// Every partition that did not fail answers OPERATION_NOT_ATTEMPTED.

@@ -213,6 +213,25 @@ pub fn add_partitions(
     }
 }
 
+/// VerifyTxn (KIP-890): the partitions of the producer's ongoing transaction, which a
+/// leader checks a partition against before a batch begins the transaction there; none
+/// when no transaction is ongoing (a batch that arrives after its transaction ended, or
+/// that the producer never added). A transaction whose markers are being written is
+/// CONCURRENT_TRANSACTIONS: asked again once they are, the answer is final.
+pub fn ongoing_partitions<'a>(
+    id: &str,
+    current: Option<&'a TxnValue>,
+    producer_id: i64,
+    epoch: i16,
+) -> Result<&'a [TopicPartitions], ApiError> {
+    let current = check_producer(id, current, producer_id, epoch)?;
+    match current.state {
+        TxnState::Ongoing => Ok(&current.partitions),
+        TxnState::PrepareCommit | TxnState::PrepareAbort => Err(completing(id, current)),
+        TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => Ok(&[]),
+    }
+}
+
 /// What an EndTxn does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum End {

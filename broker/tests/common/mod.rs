@@ -166,8 +166,19 @@ impl Conn {
         topic: &str,
         records: Bytes,
     ) -> ProducePartitionResponse {
+        self.produce_records_as(None, topic, records).await
+    }
+
+    /// [`Conn::produce_records`] by a transactional producer, when `transactional_id` is set.
+    pub async fn produce_records_as(
+        &mut self,
+        transactional_id: Option<&str>,
+        topic: &str,
+        records: Bytes,
+    ) -> ProducePartitionResponse {
         let Response::Produce(r) = self
             .call(Request::Produce(ProduceRequest {
+                transactional_id: transactional_id.map(str::to_owned),
                 acks: ACKS_ALL,
                 timeout_ms: 5000,
                 topics: vec![ProduceTopic {
@@ -238,6 +249,7 @@ pub fn batch(values: &[&str], timestamp_ms: i64) -> Bytes {
 
 pub fn produce_request(topic: &str, partition: i32, values: &[&str], acks: i16) -> Request {
     Request::Produce(ProduceRequest {
+        transactional_id: None,
         acks,
         timeout_ms: 5000,
         topics: vec![ProduceTopic {

@@ -318,6 +318,9 @@ apis! {
     RaftInstallSnapshot = 1004, versions 0..=0, RaftInstallSnapshotRequest, RaftInstallSnapshotResponse;
     /// Sluice only: would a controller vote for this one (before it stands for election)?
     RaftPreVote = 1005, versions 0..=0, RaftPreVoteRequest, RaftPreVoteResponse;
+    /// Sluice only: is a partition in a producer's ongoing transaction? A leader asks the
+    /// transaction coordinator before a batch begins the transaction there (brokers only).
+    VerifyTxn = 1006, versions 0..=0, VerifyTxnRequest, VerifyTxnResponse;
 }
 
 impl ApiKey {

@@ -81,6 +81,11 @@ wire_struct! {
 wire_struct! {
     /// Appends records.
     pub struct ProduceRequest {
+        /// The transactional id of a transactional producer (Kafka's Produce v3+ field),
+        /// `None` for any other. A batch that begins the producer's transaction in a
+        /// partition is appended only once this id's coordinator confirms the partition is
+        /// in the transaction (KIP-890), so such a batch needs it.
+        pub transactional_id: Option<String>,
         /// 0 (no response), 1 (leader written) or -1 (all in-sync replicas).
         pub acks: i16,
         /// How long the leader may wait for replication before answering, in milliseconds.

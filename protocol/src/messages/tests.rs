@@ -316,6 +316,7 @@ fn trailing_garbage_is_rejected() {
 #[test]
 fn huge_array_count_is_an_error_not_an_allocation() {
     let mut payload = raw_header(ApiKey::Produce as u16, 0, 46);
+    payload.put_u16(0xFFFF); // transactional id: null
     payload.put_i16(-1); // acks
     payload.put_i32(1000); // timeout
     payload.put_i32(i32::MAX); // 2^31 - 1 topics in 0 bytes
@@ -347,6 +348,7 @@ fn mismatched_header_is_refused_on_encode() {
 fn records_are_zero_copy_slices_of_the_payload() {
     let records = Bytes::from_static(b"not really a record batch");
     let request = Request::Produce(ProduceRequest {
+        transactional_id: None,
         acks: -1,
         timeout_ms: 1000,
         topics: vec![ProduceTopic {

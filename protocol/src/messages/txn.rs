@@ -3,7 +3,9 @@
 //! `producer_id`) and to its consumer group's coordinator (TxnOffsetCommit), and
 //! WriteTxnMarkers, with which the coordinator has the leaders of a transaction's
 //! partitions write its commit or abort marker (sent between brokers only). Kafka's api
-//! keys.
+//! keys, but for VerifyTxn (sluice only, between brokers): a leader asks the coordinator
+//! whether partitions are in a producer's ongoing transaction before a batch begins the
+//! transaction there (Kafka's AddPartitionsToTxn v4 with VerifyOnly, KIP-890).
 
 use super::{OffsetCommitTopic, TopicPartitionResults, TopicPartitions};
 use crate::error_code::ErrorCode;
@@ -134,5 +136,32 @@ wire_struct! {
         pub member_id: String,
         /// The offsets.
         pub topics: Vec<OffsetCommitTopic>,
+    }
+}
+
+wire_struct! {
+    /// A partition leader asks a transaction coordinator whether partitions are in the
+    /// ongoing transaction of a producer (id and epoch), before a batch of that producer
+    /// begins the transaction there. Changes nothing.
+    pub struct VerifyTxnRequest {
+        /// The producer's transactional id.
+        pub transactional_id: String,
+        /// Its producer id.
+        pub producer_id: i64,
+        /// Its epoch.
+        pub producer_epoch: i16,
+        /// The partitions.
+        pub topics: Vec<TopicPartitions>,
+    }
+}
+
+wire_struct! {
+    /// Per-partition answers of a VerifyTxn: NONE when the partition is in the ongoing
+    /// transaction, INVALID_TXN_STATE when it is not. A refusal of the whole request
+    /// (another producer id or epoch, a transaction completing, not the coordinator) is
+    /// the response's top-level error.
+    pub struct VerifyTxnResponse {
+        /// One result per partition asked.
+        pub topics: Vec<TopicPartitionResults>,
     }
 }
