@@ -70,6 +70,19 @@ pub struct PartitionOutcome<T> {
     pub outcome: Result<T, ApiError>,
 }
 
+impl PartitionOutcome<()> {
+    /// A partition's result as another broker answered it (WriteTxnMarkers, VerifyTxn).
+    pub fn from_wire(p: sluice_protocol::messages::PartitionResult) -> PartitionOutcome<()> {
+        PartitionOutcome {
+            partition: p.partition,
+            outcome: match p.error_code {
+                ErrorCode::None => Ok(()),
+                code => Err(ApiError::new(code, p.error_message.unwrap_or_default())),
+            },
+        }
+    }
+}
+
 /// A task of the blocking pool that died (a bug, already logged by tokio), as the error
 /// of the request it served.
 pub(crate) fn task_failed(what: &str, e: tokio::task::JoinError) -> ApiError {

@@ -939,10 +939,7 @@ impl Completer {
         first_failure(r.markers.into_iter().flat_map(|m| m.topics).flat_map(|t| {
             t.partitions
                 .into_iter()
-                .map(|p| match p.error_code {
-                    ErrorCode::None => Ok(()),
-                    code => Err(ApiError::new(code, p.error_message.unwrap_or_default())),
-                })
+                .map(|p| PartitionOutcome::from_wire(p).outcome)
                 .collect::<Vec<_>>()
         }))
     }

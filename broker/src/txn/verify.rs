@@ -148,13 +148,7 @@ impl Verifier {
                 partitions: t
                     .partitions
                     .into_iter()
-                    .map(|p| PartitionOutcome {
-                        partition: p.partition,
-                        outcome: match p.error_code {
-                            ErrorCode::None => Ok(()),
-                            code => Err(ApiError::new(code, p.error_message.unwrap_or_default())),
-                        },
-                    })
+                    .map(PartitionOutcome::from_wire)
                     .collect(),
             })
             .collect())
