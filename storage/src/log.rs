@@ -25,7 +25,13 @@ use crate::file::{read_checkpoint, sync_dir, write_checkpoint, FileHeader};
 use crate::segment::{
     parse_segment_name, segment_paths, segment_paths_with, ActiveSegment, SegmentFiles, SegmentMeta,
 };
-use crate::{Clock, LogConfig};
+use crate::{Clock, Durability, LogConfig};
+
+/// [`PartitionLog::extend_runway`] writes more zeros ahead once fewer than this are left.
+pub const RUNWAY_LOW: u64 = 256 << 10;
+/// How far ahead of the last batch [`PartitionLog::extend_runway`] writes zeros: a few
+/// milliseconds of appends at 100 MB/s, little disk per partition.
+pub const RUNWAY_AHEAD: u64 = 512 << 10;
 
 const RECOVERY_POINT_FILE: &str = "recovery-point-checkpoint";
 const RECOVERY_POINT_HEADER: FileHeader = FileHeader {
@@ -205,7 +211,8 @@ impl PartitionLog {
                 }
                 Some((meta, files)) => ActiveSegment::reopen(meta, files, &config)?,
                 None => {
-                    let (segment, cut) = recover_segment(dir, base, &config, now, epoch_cache)?;
+                    let (segment, cut) =
+                        recover_segment(dir, base, is_last, &config, now, epoch_cache)?;
                     report.segments_rescanned += 1;
                     damaged = cut.is_some();
                     report.truncated = report.truncated.or(cut);
@@ -1009,6 +1016,29 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Makes sure the active segment has zeros written ahead of its end for the next
+    /// appends to overwrite (see `segment.rs`): when fewer than [`RUNWAY_LOW`] bytes are
+    /// left, writes them up to [`RUNWAY_AHEAD`] past the end. Only under `Fsync` durability,
+    /// where an fdatasync waits on every acknowledgement. Returns the file to fdatasync for
+    /// the runway to pay off, if it wrote; sync it through a descriptor of its own (see
+    /// `SharedLog::extend_runway`). A failure (a full disk) leaves no runway and the log
+    /// as it was.
+    pub fn extend_runway(&mut self) -> Result<Option<PathBuf>> {
+        if self.config.durability != Durability::Fsync || self.active.runway() >= RUNWAY_LOW {
+            return Ok(None);
+        }
+        let limit = u64::from(self.config.segment_bytes_max);
+        Ok(self
+            .active
+            .extend_runway(RUNWAY_AHEAD, limit)?
+            .then(|| self.active.files.log_path.clone()))
+    }
+
+    /// Zeros written ahead of the active segment's last batch.
+    pub fn runway_bytes(&self) -> u64 {
+        self.active.runway()
+    }
+
     /// Flushes everything appended so far, blocking until it is on disk.
     pub fn flush(&mut self) -> Result<()> {
         if let Some(job) = self.begin_flush() {
@@ -1065,6 +1095,12 @@ impl PartitionLog {
     /// Shuts the log down cleanly: flushes, trims the active indexes, checkpoints, and
     /// writes the clean-shutdown marker so the next open skips the rescan.
     pub fn close(mut self) -> Result<()> {
+        if self.active.runway() > 0 {
+            // The clean marker tells the next open to trust the file's length.
+            self.active.cut_runway()?;
+            let path = &self.active.files.log_path;
+            self.active.files.log.sync_data().at("fsync", path)?;
+        }
         self.flush()?;
         self.active.files.offset_index.trim()?;
         self.active.files.time_index.trim()?;
@@ -1304,6 +1340,7 @@ fn open_trusted(dir: &Path, base: Offset, now: i64) -> Result<(SegmentMeta, Segm
 fn recover_segment(
     dir: &Path,
     base: Offset,
+    last: bool,
     config: &LogConfig,
     now: i64,
     epochs: &mut LeaderEpochCache,
@@ -1311,7 +1348,7 @@ fn recover_segment(
     let [log_path, ..] = segment_paths(dir, base);
     let log_len = fs::metadata(&log_path).at("stat", &log_path)?.len();
     let mut segment = ActiveSegment::for_recovery(dir, base, config, now)?;
-    let recovered = segment.recover(log_len)?;
+    let recovered = segment.recover(log_len, last)?;
     for (epoch, offset) in recovered.epochs {
         epochs.assign(LeaderEpoch(epoch), offset)?;
     }

@@ -71,6 +71,8 @@ pub struct SharedLog {
     flush_state: Mutex<FlushState>,
     flushed_cv: Condvar,
     durability: Durability,
+    /// A flusher thread is writing or syncing the runway ([`SharedLog::extend_runway`]).
+    extending_runway: AtomicBool,
     /// Set (under the log's write lock) when the log is deleted: every later mutation fails
     /// and flushes write nothing, so a deleted log never writes into a directory that a new
     /// log of the same name may own by then.
@@ -123,6 +125,7 @@ impl SharedLog {
             log: RwLock::new(log),
             flushed_cv: Condvar::new(),
             retired: AtomicBool::new(false),
+            extending_runway: AtomicBool::new(false),
             flusher: Flusher::global(),
             fsync_failure: OnceLock::new(),
         }
@@ -429,7 +432,45 @@ impl SharedLog {
             return true;
         }
         state.scheduled = false;
+        drop(state);
+        // Nothing is waiting for the disk now: the moment to write ahead. A flush asked for
+        // meanwhile goes to another flusher thread, beside this one.
+        self.extend_runway();
         false
+    }
+
+    /// Writes zeros ahead of the active segment's end when few are left, then fdatasyncs
+    /// them, so that the next appends' fsyncs overwrite blocks the file has and commit no
+    /// journal ([`PartitionLog::extend_runway`]). The fdatasync goes through a descriptor
+    /// opened for it: an error it saw would be reported to it alone, so the group commit's
+    /// own descriptor still sees any write-back failure of the log's data. A failure here
+    /// only means no runway.
+    fn extend_runway(&self) {
+        if self.durability != Durability::Fsync
+            || self.fsync_failure.get().is_some()
+            || self.read().runway_bytes() >= crate::log::RUNWAY_LOW
+            || self.extending_runway.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let written = {
+            let mut log = self.write();
+            match self.check_not_retired() {
+                Ok(()) => log.extend_runway(),
+                Err(e) => Err(e),
+            }
+        };
+        let synced = match written {
+            Ok(Some(path)) => std::fs::File::open(&path)
+                .and_then(|file| file.sync_data())
+                .map_err(|e| StorageError::io("fsync", &path, e)),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = synced {
+            tracing::debug!(log = %self.dir.display(), "no runway written ahead: {e}");
+        }
+        self.extending_runway.store(false, Ordering::Release);
     }
 
     /// One flush job: everything appended until now. On failure the unflushed tail is cut

@@ -266,3 +266,37 @@ fn a_retired_log_writes_nothing_more_into_its_directory() {
         "nothing written into the new directory: {files:?}"
     );
 }
+
+#[test]
+fn an_idle_flusher_writes_a_runway_ahead_under_fsync_durability_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = shared(dir.path(), Flusher::start(1).unwrap());
+    let (_, ticket) = log
+        .append_no_wait(batch("a", 2, 10, 1), LeaderEpoch(0))
+        .unwrap();
+    log.request_flush();
+    block_on(log.durable(ticket)).unwrap();
+    // The flusher writes the runway once nothing waits, after waking the waiter. The bound
+    // turns a runway never written into a failure; it measures nothing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while log.read().runway_bytes() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no runway after an idle flush"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+
+    // Where acknowledgements do not wait for an fsync there is nothing to gain.
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        durability: Durability::Replicated {
+            flush_interval_ms: 1000,
+        },
+        ..LogConfig::default()
+    };
+    let mut log = PartitionLog::open(dir.path(), config, clock() as Arc<dyn Clock>).unwrap();
+    log.append(batch("a", 2, 10, 1), LeaderEpoch(0)).unwrap();
+    assert_eq!(log.extend_runway().unwrap(), None);
+    assert_eq!(log.runway_bytes(), 0);
+}

@@ -1,6 +1,7 @@
 //! Model-based property test: random sequences of appends, reads, rolls, truncations,
-//! retention, flushes and (clean or unclean) reopens keep the log equal to a model, a plain
-//! Vec of the batches it should hold.
+//! retention, flushes, runways of zeros written ahead and (clean or unclean) reopens keep
+//! the log equal to a model, a plain Vec of the batches it should hold, and its files
+//! nothing but those batches beside the active segment's runway.
 
 mod common;
 
@@ -33,6 +34,7 @@ enum Op {
         at: prop::sample::Index,
     },
     Flush,
+    Runway,
     Reopen {
         clean: bool,
     },
@@ -48,6 +50,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<prop::sample::Index>().prop_map(|at| Op::Truncate { at }),
         1 => any::<prop::sample::Index>().prop_map(|at| Op::DeleteBefore { at }),
         1 => Just(Op::Flush),
+        2 => Just(Op::Runway),
         1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
     ]
 }
@@ -76,7 +79,18 @@ fn config(segment_bytes_max: u32, index_interval_bytes: u32) -> LogConfig {
     }
 }
 
-fn check_equal(log: &PartitionLog, model: &Model) -> Result<(), TestCaseError> {
+fn check_equal(dir: &Path, log: &PartitionLog, model: &Model) -> Result<(), TestCaseError> {
+    let file_bytes: u64 = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    prop_assert_eq!(
+        file_bytes,
+        log.size_bytes() + log.runway_bytes(),
+        "the .log files hold the batches and the active segment's runway"
+    );
     prop_assert_eq!(log.log_start_offset().0, model.start);
     prop_assert_eq!(log.log_end_offset().0, model.end());
     let got: Vec<Bytes> = read_all(log, 700)
@@ -179,6 +193,12 @@ fn run(dir: &Path, ops: Vec<Op>, cfg: LogConfig) -> Result<(), TestCaseError> {
                 model.batches.retain(|b| b.0 >= new_start);
                 model.start = new_start;
             }
+            Op::Runway => {
+                let before = l.runway_bytes();
+                if l.extend_runway().unwrap().is_some() {
+                    prop_assert!(l.runway_bytes() > before);
+                }
+            }
             Op::Flush => {
                 l.flush().unwrap();
                 prop_assert_eq!(l.flushed_offset().0, model.end());
@@ -195,7 +215,7 @@ fn run(dir: &Path, ops: Vec<Op>, cfg: LogConfig) -> Result<(), TestCaseError> {
                 log = Some(reopened);
             }
         }
-        check_equal(log.as_ref().unwrap(), &model)?;
+        check_equal(dir, log.as_ref().unwrap(), &model)?;
     }
     Ok(())
 }

@@ -53,6 +53,7 @@ fn cut_at_every_byte_of_the_last_batch() {
     let template = tempfile::tempdir().unwrap();
     let starts = crashed_log(template.path(), LogConfig::default());
     let (last_start, end) = (starts[9], starts[10]);
+    let template_bytes = fs::read(&files_with(template.path(), "log")[0]).unwrap();
     for cut in last_start..end {
         let dir = tempfile::tempdir().unwrap();
         for f in fs::read_dir(template.path()).unwrap() {
@@ -65,7 +66,12 @@ fn cut_at_every_byte_of_the_last_batch() {
         assert_eq!(read_all(&log, 1 << 20).len(), 9, "cut at byte {cut}");
         let report = log.recovery_report();
         assert!(!report.clean_shutdown);
-        if cut > last_start {
+        // A tail of zeros alone (the batch's base offset begins with them) is what the
+        // runway leaves: cut without a report. Anything else torn is reported.
+        if template_bytes[last_start as usize..cut as usize]
+            .iter()
+            .any(|&b| b != 0)
+        {
             let cut = report.truncated.clone().expect("a torn tail is reported");
             assert_eq!(cut.file.extension().unwrap(), "log");
             assert_eq!(u64::from(cut.position), last_start);
@@ -209,4 +215,98 @@ fn a_lost_epoch_checkpoint_is_rebuilt_from_the_batches() {
     fs::remove_file(dir.path().join("leader-epoch-checkpoint")).unwrap();
     let log = open(dir.path(), small_config(), &clock);
     assert_eq!(log.epoch_entries(), entries.as_slice());
+}
+
+/// The length of the single `.log` file in `dir`.
+fn log_file_len(dir: &Path) -> u64 {
+    fs::metadata(&files_with(dir, "log")[0]).unwrap().len()
+}
+
+#[test]
+fn the_runway_of_zeros_is_no_damage_and_appends_overwrite_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), LogConfig::default(), &clock);
+    fill(&mut log, 3, 4, 30, 1);
+    assert!(log.extend_runway().unwrap().is_some());
+    let runway = log.runway_bytes();
+    assert!(runway >= 256 << 10, "{runway}");
+    assert_eq!(log_file_len(dir.path()), log.size_bytes() + runway);
+    // Appends go into the runway: the file does not grow.
+    fill(&mut log, 4, 4, 30, 1);
+    assert_eq!(
+        log_file_len(dir.path()),
+        log.size_bytes() + log.runway_bytes()
+    );
+    assert!(log.runway_bytes() < runway);
+    let before = offsets(&read_all(&log, 1 << 20));
+    drop(log); // unclean: the runway is still there
+
+    let mut log = open(dir.path(), LogConfig::default(), &clock);
+    let report = log.recovery_report().clone();
+    assert!(!report.clean_shutdown);
+    assert_eq!(
+        report.truncated, None,
+        "zeros never written over are not damage"
+    );
+    assert_eq!(offsets(&read_all(&log, 1 << 20)), before);
+    assert_eq!(log_file_len(dir.path()), log.size_bytes());
+    assert!(log.extend_runway().unwrap().is_some());
+    let size = log.size_bytes();
+    log.close().unwrap();
+    // A clean close leaves batches only, and the next open trusts the file's length.
+    assert_eq!(log_file_len(dir.path()), size);
+    let log = open(dir.path(), LogConfig::default(), &clock);
+    assert!(log.recovery_report().clean_shutdown);
+    assert_eq!(log.recovery_report().segments_rescanned, 0);
+    assert_eq!(offsets(&read_all(&log, 1 << 20)), before);
+}
+
+#[test]
+fn a_batch_torn_inside_the_runway_is_cut_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), LogConfig::default(), &clock);
+    fill(&mut log, 3, 4, 30, 1);
+    log.extend_runway().unwrap();
+    let last_start = log.size_bytes();
+    fill(&mut log, 1, 4, 30, 1);
+    let end = log.size_bytes();
+    drop(log);
+    // The last batch's second half never reached the disk: zeros, as the runway had.
+    let path = files_with(dir.path(), "log")[0].clone();
+    let mut bytes = fs::read(&path).unwrap();
+    let half = ((last_start + end) / 2) as usize;
+    bytes[half..end as usize].fill(0);
+    fs::write(&path, bytes).unwrap();
+
+    let log = open(dir.path(), LogConfig::default(), &clock);
+    assert_eq!(log.log_end_offset(), Offset(12));
+    let cut = log
+        .recovery_report()
+        .truncated
+        .clone()
+        .expect("a torn batch is damage");
+    assert_eq!(u64::from(cut.position), last_start);
+    assert_eq!(log_file_len(dir.path()), last_start);
+}
+
+#[test]
+fn zeros_at_the_end_of_an_older_segment_are_damage() {
+    // Only the last segment has a runway (sealing cuts it): zeros after an older
+    // segment's batches mean its end never reached the disk, and what follows goes.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), small_config(), &clock);
+    fill(&mut log, 60, 4, 100, 1);
+    let n_segments = log.segment_count();
+    drop(log);
+    let logs = files_with(dir.path(), "log");
+    let file = OpenOptions::new().append(true).open(&logs[1]).unwrap();
+    std::io::Write::write_all(&mut &file, &[0u8; 4096]).unwrap();
+    let log = open(dir.path(), small_config(), &clock);
+    let report = log.recovery_report().clone();
+    assert!(report.truncated.is_some());
+    assert_eq!(report.segments_deleted, n_segments - 2);
+    assert_eq!(log.segment_count(), 2);
 }
