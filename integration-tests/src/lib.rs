@@ -496,7 +496,8 @@ impl BrokerProcess {
     }
 
     /// Applies `damage(file, length, n)` to the last `n = min(bytes, length)` bytes of the
-    /// newest segment.
+    /// newest segment's batches (`length` is where they end: a runway of zeros the broker
+    /// wrote ahead may follow, see [`segment_batches_end`]).
     fn damage_newest_segment(
         &self,
         topic: &str,
@@ -514,7 +515,7 @@ impl BrokerProcess {
             .write(true)
             .open(&path)
             .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-        let length = file.metadata().expect("segment metadata").len();
+        let length = segment_batches_end(&path);
         let n = bytes.min(length);
         if n == 0 {
             return None;
@@ -528,13 +529,30 @@ impl BrokerProcess {
     }
 }
 
+/// Where the record batches of the segment file at `path` end: the file's length, unless
+/// the broker wrote a runway of zeros ahead of its active segment's last batch (the
+/// batches' length fields are followed until one is zero or runs past the file).
+pub fn segment_batches_end(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut at = 0usize;
+    while let Some(header) = bytes.get(at..at + 12) {
+        let len = i32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
+        let end = at + 12 + len.max(0) as usize;
+        if len <= 0 || end > bytes.len() {
+            break;
+        }
+        at = end;
+    }
+    at as u64
+}
+
 /// Where a segment file was damaged ([`BrokerProcess::truncate_newest_segment`],
 /// [`BrokerProcess::corrupt_newest_segment`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentDamage {
     /// The `.log` file.
     pub file: PathBuf,
-    /// Its length before the damage.
+    /// Where its batches ended before the damage (a runway of zeros may follow them).
     pub length_before: u64,
     /// Where the damage starts: everything from here to the old end was cut or flipped.
     pub position: u64,

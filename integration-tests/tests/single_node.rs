@@ -11,7 +11,7 @@ use sluice_client::{
     Producer, ProducerConfig, ProducerRecord,
 };
 use sluice_integration_tests::checks::{read_everything, runtime};
-use sluice_integration_tests::{cli_ok, BrokerProcess};
+use sluice_integration_tests::{cli_ok, segment_batches_end, BrokerProcess};
 
 async fn client(broker: &BrokerProcess) -> Client {
     sluice_integration_tests::checks::client(&broker.bootstrap()).await
@@ -274,9 +274,10 @@ fn a_torn_last_segment_is_recovered_on_restart() {
         produce_acked(&client, "torn", 100, 10).await
     });
     broker.kill();
-    // Tear the last batch as a crash in the middle of a write would: cut its last 7 bytes.
+    // Tear the last batch as a crash in the middle of a write would: cut its last 7 bytes
+    // (and the runway of zeros after it, if the broker wrote one).
     let segment = newest_segment(&data.join("topics").join("torn-0"));
-    let len = std::fs::metadata(&segment).unwrap().len();
+    let len = segment_batches_end(&segment);
     std::fs::OpenOptions::new()
         .write(true)
         .open(&segment)
