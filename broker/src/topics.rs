@@ -329,10 +329,11 @@ impl Topics {
                 Ok(log) => log.close(),
                 Err(log) => {
                     // A task that outlived the shutdown's drain still holds it (an ISR
-                    // change or a group write in flight); neither appends any more, so a
-                    // flush and a checkpoint leave it as clean as a close.
+                    // change or a group write in flight, or a flusher thread); neither
+                    // appends any more, so a flush, the runway cut and a checkpoint leave it
+                    // as clean as a close.
                     tracing::debug!(partition = %name, "log still in use at shutdown; flushing it");
-                    log.flush().and_then(|()| log.write().checkpoint())
+                    log.quiesce()
                 }
             };
             if let Err(e) = outcome {

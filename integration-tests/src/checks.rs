@@ -252,9 +252,14 @@ pub fn log_bytes(partition_dir: &Path) -> Option<Vec<u8>> {
         .filter(|p| p.extension().is_some_and(|e| e == "log"))
         .collect();
     logs.sort();
+    // The batches of each segment: a runway of zeros after the last is no data.
     Some(
         logs.iter()
-            .flat_map(|p| std::fs::read(p).unwrap())
+            .flat_map(|p| {
+                let mut bytes = std::fs::read(p).unwrap();
+                bytes.truncate(crate::batches_end(&bytes));
+                bytes
+            })
             .collect(),
     )
 }

@@ -534,6 +534,11 @@ impl BrokerProcess {
 /// batches' length fields are followed until one is zero or runs past the file).
 pub fn segment_batches_end(path: &Path) -> u64 {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    batches_end(&bytes) as u64
+}
+
+/// [`segment_batches_end`] of a segment file's bytes.
+pub fn batches_end(bytes: &[u8]) -> usize {
     let mut at = 0usize;
     while let Some(header) = bytes.get(at..at + 12) {
         let len = i32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
@@ -543,7 +548,7 @@ pub fn segment_batches_end(path: &Path) -> u64 {
         }
         at = end;
     }
-    at as u64
+    at
 }
 
 /// Where a segment file was damaged ([`BrokerProcess::truncate_newest_segment`],

@@ -1039,6 +1039,16 @@ impl PartitionLog {
         self.active.runway()
     }
 
+    /// Cuts the runway off the active segment, durably: its file ends at its last batch.
+    pub fn cut_runway(&mut self) -> Result<()> {
+        if self.active.runway() > 0 {
+            self.active.cut_runway()?;
+            let path = &self.active.files.log_path;
+            self.active.files.log.sync_data().at("fsync", path)?;
+        }
+        Ok(())
+    }
+
     /// Flushes everything appended so far, blocking until it is on disk.
     pub fn flush(&mut self) -> Result<()> {
         if let Some(job) = self.begin_flush() {
@@ -1095,12 +1105,8 @@ impl PartitionLog {
     /// Shuts the log down cleanly: flushes, trims the active indexes, checkpoints, and
     /// writes the clean-shutdown marker so the next open skips the rescan.
     pub fn close(mut self) -> Result<()> {
-        if self.active.runway() > 0 {
-            // The clean marker tells the next open to trust the file's length.
-            self.active.cut_runway()?;
-            let path = &self.active.files.log_path;
-            self.active.files.log.sync_data().at("fsync", path)?;
-        }
+        // The clean marker tells the next open to trust the file's length.
+        self.cut_runway()?;
         self.flush()?;
         self.active.files.offset_index.trim()?;
         self.active.files.time_index.trim()?;

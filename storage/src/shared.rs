@@ -73,6 +73,8 @@ pub struct SharedLog {
     durability: Durability,
     /// A flusher thread is writing or syncing the runway ([`SharedLog::extend_runway`]).
     extending_runway: AtomicBool,
+    /// Set (under the log's write lock) by [`SharedLog::quiesce`]: no runway any more.
+    runway_closed: AtomicBool,
     /// Set (under the log's write lock) when the log is deleted: every later mutation fails
     /// and flushes write nothing, so a deleted log never writes into a directory that a new
     /// log of the same name may own by then.
@@ -126,6 +128,7 @@ impl SharedLog {
             flushed_cv: Condvar::new(),
             retired: AtomicBool::new(false),
             extending_runway: AtomicBool::new(false),
+            runway_closed: AtomicBool::new(false),
             flusher: Flusher::global(),
             fsync_failure: OnceLock::new(),
         }
@@ -456,6 +459,7 @@ impl SharedLog {
         let written = {
             let mut log = self.write();
             match self.check_not_retired() {
+                Ok(()) if self.runway_closed.load(Ordering::Acquire) => Ok(None),
                 Ok(()) => log.extend_runway(),
                 Err(e) => Err(e),
             }
@@ -551,6 +555,18 @@ impl SharedLog {
     /// Exclusive access for mutations that do not cut data: roll, retention, checkpoint.
     pub fn write(&self) -> RwLockWriteGuard<'_, PartitionLog> {
         self.log.write().expect("log lock poisoned")
+    }
+
+    /// What [`SharedLog::close`] does for a log that something else still holds (a graceful
+    /// shutdown that cannot take it back): flushes, cuts the runway for good and
+    /// checkpoints the recovery point, so the files hold batches only and the next open
+    /// rescans nothing it need not. Appends may still come; they are flushed as ever.
+    pub fn quiesce(&self) -> Result<()> {
+        self.flush()?;
+        let mut log = self.write();
+        self.runway_closed.store(true, Ordering::Release);
+        log.cut_runway()?;
+        log.checkpoint()
     }
 
     /// Closes the log cleanly.

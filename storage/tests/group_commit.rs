@@ -287,6 +287,19 @@ fn an_idle_flusher_writes_a_runway_ahead_under_fsync_durability_only() {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
 
+    // A log quiesced at shutdown (something still holds it) loses its runway for good.
+    log.quiesce().unwrap();
+    assert_eq!(log.read().runway_bytes(), 0);
+    for tag in ["b", "c"] {
+        // On the one flusher thread, c's flush runs after b's turn, runway attempt included.
+        let (_, ticket) = log
+            .append_no_wait(batch(tag, 2, 10, 1), LeaderEpoch(0))
+            .unwrap();
+        log.request_flush();
+        block_on(log.durable(ticket)).unwrap();
+    }
+    assert_eq!(log.read().runway_bytes(), 0, "no runway after quiesce");
+
     // Where acknowledgements do not wait for an fsync there is nothing to gain.
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {
