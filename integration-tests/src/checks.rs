@@ -255,11 +255,7 @@ pub fn log_bytes(partition_dir: &Path) -> Option<Vec<u8>> {
     // The batches of each segment: a runway of zeros after the last is no data.
     Some(
         logs.iter()
-            .flat_map(|p| {
-                let mut bytes = std::fs::read(p).unwrap();
-                bytes.truncate(crate::batches_end(&bytes));
-                bytes
-            })
+            .flat_map(|p| crate::segment_batches(p))
             .collect(),
     )
 }

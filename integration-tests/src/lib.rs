@@ -533,8 +533,15 @@ impl BrokerProcess {
 /// the broker wrote a runway of zeros ahead of its active segment's last batch (the
 /// batches' length fields are followed until one is zero or runs past the file).
 pub fn segment_batches_end(path: &Path) -> u64 {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    batches_end(&bytes) as u64
+    segment_batches(path).len() as u64
+}
+
+/// The record batches of the segment file at `path`, without the runway of zeros a
+/// running broker may have written after the last (see [`segment_batches_end`]).
+pub fn segment_batches(path: &Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    bytes.truncate(batches_end(&bytes));
+    bytes
 }
 
 /// [`segment_batches_end`] of a segment file's bytes.

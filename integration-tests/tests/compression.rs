@@ -15,7 +15,7 @@ use sluice_client::{
     PartitionId, Producer, ProducerConfig, ProducerRecord,
 };
 use sluice_integration_tests::checks::{read_everything, runtime};
-use sluice_integration_tests::{cli_ok, BrokerProcess};
+use sluice_integration_tests::{cli_ok, segment_batches, BrokerProcess};
 use sluice_protocol::batch::{compute_crc, BatchBuilder, Batches};
 use sluice_protocol::messages::{ApiKey, Request, RequestHeader, Response};
 use sluice_protocol::messages::{
@@ -59,7 +59,7 @@ fn batches_on_disk(data: &Path, topic: &str, partitions: i32) -> Vec<(Compressio
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "log") {
-                let bytes = Bytes::from(std::fs::read(&path).unwrap());
+                let bytes = Bytes::from(segment_batches(&path));
                 for batch in Batches::new(bytes) {
                     let header = *batch.unwrap().header();
                     batches.push((header.compression().unwrap(), header.records_count));

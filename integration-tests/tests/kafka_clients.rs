@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use sluice_integration_tests::checks;
 use sluice_integration_tests::kafka::{self, ClientRun, CLIENT_TIMEOUT};
-use sluice_integration_tests::{cli_ok, BrokerProcess, TestCluster};
+use sluice_integration_tests::{cli_ok, segment_batches, BrokerProcess, TestCluster};
 use sluice_protocol::batch::{Batches, Compression};
 
 /// Runs `scenario` of `script` with `program` (a python) against `bootstrap` and `topic`,
@@ -502,7 +502,7 @@ fn codecs_on_disk(broker: &BrokerProcess, topic: &str) -> Vec<Compression> {
     logs.sort();
     let mut codecs = Vec::new();
     for log in logs {
-        for batch in Batches::new(bytes::Bytes::from(std::fs::read(&log).unwrap())) {
+        for batch in Batches::new(bytes::Bytes::from(segment_batches(&log))) {
             codecs.push(batch.unwrap().header().compression().unwrap());
         }
     }
