@@ -25,6 +25,8 @@ pub enum AclResource {
     Group(String),
     /// The cluster: topic creation, users and ACLs.
     Cluster,
+    /// A transactional id, likewise: a transactional producer needs Write on its id.
+    TransactionalId(String),
 }
 
 /// An operation an ACL allows or denies.
@@ -139,6 +141,7 @@ impl Acl {
             AclResource::Topic(name) => (2, name.clone()),
             AclResource::Group(name) => (3, name.clone()),
             AclResource::Cluster => (4, "kafka-cluster".to_owned()),
+            AclResource::TransactionalId(name) => (5, name.clone()),
         };
         AclEntry {
             resource_type,
@@ -157,6 +160,7 @@ impl Acl {
             2 => AclResource::Topic(entry.resource_name.clone()),
             3 => AclResource::Group(entry.resource_name.clone()),
             4 => AclResource::Cluster,
+            5 => AclResource::TransactionalId(entry.resource_name.clone()),
             _ => return None,
         };
         let operation = OPERATIONS
@@ -181,6 +185,7 @@ impl fmt::Display for Acl {
             AclResource::Topic(name) => format!("topic {name}{prefixed}"),
             AclResource::Group(name) => format!("group {name}{prefixed}"),
             AclResource::Cluster => "cluster".to_owned(),
+            AclResource::TransactionalId(name) => format!("transactional id {name}{prefixed}"),
         };
         write!(
             f,

@@ -595,3 +595,108 @@ fn kafka_clients_obey_the_same_acls() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_transactional_id_is_used_only_with_write_on_it() {
+    // Without the TransactionalId resource, anyone allowed to write somewhere could take
+    // another application's id and fence its producer.
+    use sluice_client::{
+        Client, ClientConfig, Producer, ProducerConfig, ProducerRecord, SaslConfig, SaslMechanism,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with_users(
+        dir.path(),
+        false,
+        &[
+            "--sasl-mechanisms",
+            ALL,
+            "--authorizer",
+            "on",
+            "--superusers",
+            "User:alice",
+        ],
+    );
+    let b = broker.bootstrap();
+    let alice = ("SCRAM-SHA-256", "alice", "alice-pw");
+    let admin = |args: &[&str]| {
+        let out = cli_as(&b, alice, args, "");
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    };
+    admin(&["topic", "create", "out"]);
+    let acl = |spec: &[&str]| {
+        let mut args = vec![
+            "acl",
+            "add",
+            "--principal",
+            "User:bob",
+            "--operation",
+            "write",
+        ];
+        args.extend_from_slice(spec);
+        admin(&args);
+    };
+    acl(&["--allow", "--topic", "out"]);
+
+    let rt = sluice_integration_tests::checks::runtime();
+    let transactional = |id: &str| {
+        let bootstrap = b.clone();
+        let id = id.to_owned();
+        async move {
+            let client = Client::connect(ClientConfig {
+                bootstrap: vec![bootstrap],
+                sasl: Some(SaslConfig::new(SaslMechanism::ScramSha512, "bob", "bob-pw")),
+                ..ClientConfig::default()
+            })
+            .await
+            .expect("bob logs in");
+            Producer::new(
+                client,
+                ProducerConfig {
+                    transactional_id: Some(id),
+                    ..ProducerConfig::default()
+                },
+            )
+        }
+    };
+    rt.block_on(async {
+        let producer = transactional("app-1").await;
+        let e = producer.init_transactions().await.unwrap_err().to_string();
+        assert!(
+            e.contains("User:bob may not") && e.contains("transactional id \"app-1\""),
+            "{e}"
+        );
+    });
+
+    // Write on every id starting with "app-", but not on app-2.
+    acl(&["--allow", "--transactional-id", "app-", "--prefixed"]);
+    acl(&["--deny", "--transactional-id", "app-2"]);
+    rt.block_on(async {
+        let producer = transactional("app-1").await;
+        producer
+            .init_transactions()
+            .await
+            .expect("bob may use app-1");
+        producer.begin_transaction().unwrap();
+        producer
+            .send(ProducerRecord::new("out", "committed"))
+            .await
+            .unwrap()
+            .await
+            .expect("the record is acknowledged");
+        producer.commit_transaction().await.expect("the commit");
+        let denied = transactional("app-2").await;
+        let e = denied.init_transactions().await.unwrap_err().to_string();
+        assert!(e.contains("transactional id \"app-2\""), "{e}");
+    });
+    let out = cli_as(&b, alice, &["acl", "list", "--format", "json"], "");
+    let acls: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        acls.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["resource_type"] == "transactional_id"
+                && a["resource_name"] == "app-"
+                && a["pattern"] == "prefixed"),
+        "{acls}"
+    );
+}

@@ -140,8 +140,10 @@ pub struct CommittedOffset {
 }
 
 /// The producer a TxnOffsetCommit writes for: its offsets join its transaction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TxnProducer {
+    /// Its transactional id (the principal needs Write on it).
+    pub transactional_id: String,
     /// Its producer id.
     pub producer_id: i64,
     /// Its epoch (an older one than the partition has seen is fenced).
@@ -523,15 +525,11 @@ impl Coordinator {
     ) -> Vec<TopicItems<PartitionOutcome<()>>> {
         let (checks, writes) = self.check_offsets(principal, &request.group_id, request.topics);
         let written = async {
-            if !self.admin.authorizer().may_write_somewhere(principal) {
-                return Err(ApiError::new(
-                    ErrorCode::TransactionalIdAuthorizationFailed,
-                    format!(
-                        "{principal} may not write to any topic, so it may not commit offsets \
-                         in a transaction; an administrator can allow writes with sluice acl add"
-                    ),
-                ));
-            }
+            self.admin.authorizer().check(
+                principal,
+                Operation::Write,
+                Resource::TransactionalId(&producer.transactional_id),
+            )?;
             let (shard, group) = self.locate(&request.group_id, true)?;
             let group = group.expect("made when missing");
             let pending = {

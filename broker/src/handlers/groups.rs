@@ -238,6 +238,7 @@ pub async fn txn_offset_commit(
     request: TxnOffsetCommitRequest,
 ) -> OffsetCommitResponse {
     let producer = TxnProducer {
+        transactional_id: request.transactional_id,
         producer_id: request.producer_id,
         producer_epoch: request.producer_epoch,
     };

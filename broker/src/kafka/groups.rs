@@ -342,6 +342,7 @@ pub async fn txn_offset_commit(
     request: TxnOffsetCommitRequest,
 ) -> ResponseKind {
     let producer = TxnProducer {
+        transactional_id: request.transactional_id.to_string(),
         producer_id: request.producer_id.0,
         producer_epoch: request.producer_epoch,
     };

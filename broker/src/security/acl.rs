@@ -1,5 +1,5 @@
 //! Authorization (issue 22): Kafka's ACL model. An ACL allows or denies a principal an
-//! operation on resources: a topic, a group or the cluster, named literally (`orders`, or
+//! operation on resources: a topic, a group, a transactional id or the cluster, named literally (`orders`, or
 //! `*` for every resource of the type) or by prefix (`orders.`). ACLs live in the metadata
 //! image, so every broker decides alike; the [`Authorizer`] answers from the image of the
 //! moment, so a new ACL applies to the next request.
@@ -32,12 +32,14 @@ pub enum Resource<'a> {
     Group(&'a str),
     /// The cluster.
     Cluster,
+    /// A transactional id.
+    TransactionalId(&'a str),
 }
 
 impl<'a> Resource<'a> {
     fn resource_name(self) -> &'a str {
         match self {
-            Resource::Topic(name) | Resource::Group(name) => name,
+            Resource::Topic(name) | Resource::Group(name) | Resource::TransactionalId(name) => name,
             Resource::Cluster => CLUSTER_RESOURCE,
         }
     }
@@ -47,6 +49,7 @@ impl<'a> Resource<'a> {
             Resource::Topic(_) => ResourceType::Topic,
             Resource::Group(_) => ResourceType::Group,
             Resource::Cluster => ResourceType::Cluster,
+            Resource::TransactionalId(_) => ResourceType::TransactionalId,
         }
     }
 
@@ -55,6 +58,7 @@ impl<'a> Resource<'a> {
             Resource::Topic(_) => "topic",
             Resource::Group(_) => "group",
             Resource::Cluster => "cluster",
+            Resource::TransactionalId(_) => "transactional id",
         }
     }
 
@@ -63,6 +67,7 @@ impl<'a> Resource<'a> {
             Resource::Topic(_) => ErrorCode::TopicAuthorizationFailed,
             Resource::Group(_) => ErrorCode::GroupAuthorizationFailed,
             Resource::Cluster => ErrorCode::ClusterAuthorizationFailed,
+            Resource::TransactionalId(_) => ErrorCode::TransactionalIdAuthorizationFailed,
         }
     }
 }
@@ -70,7 +75,9 @@ impl<'a> Resource<'a> {
 impl fmt::Display for Resource<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Resource::Topic(name) | Resource::Group(name) => write!(f, "{} {name:?}", self.name()),
+            Resource::Topic(name) | Resource::Group(name) | Resource::TransactionalId(name) => {
+                write!(f, "{} {name:?}", self.name())
+            }
             Resource::Cluster => f.write_str("the cluster"),
         }
     }
@@ -259,6 +266,46 @@ mod tests {
             "All on every group"
         );
         assert!(!can(&bob, Create, Resource::Cluster));
+    }
+
+    #[test]
+    fn a_transactional_id_is_a_resource_of_its_own() {
+        use Operation::*;
+        use PatternType::*;
+        use Permission::*;
+        use ResourceType::*;
+        let acls: BTreeSet<AclBinding> = [
+            acl(Allow, "User:app", Write, Topic, "*", Literal),
+            acl(Allow, "User:app", Write, TransactionalId, "etl-", Prefixed),
+            acl(
+                Deny,
+                "User:app",
+                Write,
+                TransactionalId,
+                "etl-billing",
+                Literal,
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let app = Principal::user("app");
+        let can = |op, r| decide(&acls, &app, op, r);
+        assert!(can(Write, Resource::TransactionalId("etl-1")));
+        assert!(
+            can(Describe, Resource::TransactionalId("etl-1")),
+            "Write implies Describe (FindCoordinator)"
+        );
+        assert!(!can(Write, Resource::TransactionalId("etl-billing")));
+        assert!(
+            !can(Write, Resource::TransactionalId("other")),
+            "Write on every topic is not Write on every id"
+        );
+        let e = ApiError::new(Resource::TransactionalId("x").code(), "");
+        assert_eq!(e.code, ErrorCode::TransactionalIdAuthorizationFailed);
+        assert_eq!(
+            Resource::TransactionalId("x").to_string(),
+            "transactional id \"x\""
+        );
     }
 
     #[test]

@@ -136,6 +136,15 @@ impl Produce {
     pub async fn append(&self, request: ProduceRequest) -> Result<Appended, ApiError> {
         let acks = request.acks;
         let timeout = request.timeout.clamp(TIMEOUT_MIN, TIMEOUT_MAX);
+        if let Some(id) = &request.transactional_id {
+            // A transactional producer writes for its id: it needs Write on it (Kafka's
+            // TRANSACTIONAL_ID_AUTHORIZATION_FAILED for the whole request otherwise).
+            self.authorizer.check(
+                &request.principal,
+                Operation::Write,
+                Resource::TransactionalId(id),
+            )?;
+        }
         let image = self.cluster.image();
         let found: Vec<TopicItems<_>> = request
             .topics

@@ -208,7 +208,12 @@ impl Transactions {
         id: &str,
         listener: &str,
     ) -> Result<CoordinatorAddress, ApiError> {
-        self.may(principal, id)?;
+        // Finding the coordinator needs Describe (which Write implies), as in Kafka.
+        self.authorizer.check(
+            principal,
+            Operation::Describe,
+            Resource::TransactionalId(id),
+        )?;
         let image = self.state_topic().await?;
         coordinator_address(&image, TRANSACTION_STATE_TOPIC, id, listener)
     }
@@ -492,21 +497,12 @@ impl Transactions {
         }
     }
 
-    /// Kafka asks for Describe or Write on the TransactionalId resource; sluice's ACLs have
-    /// no such resource type yet, so a transactional producer needs what an idempotent one
-    /// does (Write on some topic) and its writes are checked per topic. Until the resource
-    /// type exists, a principal that may write anywhere may use any transactional id.
+    /// Using transactional id `id` (InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn,
+    /// EndTxn) needs Write on it, as in Kafka: otherwise any principal allowed to write
+    /// somewhere could take another application's id and fence its producer.
     fn may(&self, principal: &Principal, id: &str) -> Result<(), ApiError> {
-        if self.authorizer.may_write_somewhere(principal) {
-            return Ok(());
-        }
-        Err(ApiError::new(
-            ErrorCode::TransactionalIdAuthorizationFailed,
-            format!(
-                "{principal} may not write to any topic, so it may not use transactional id \
-                 {id:?}; an administrator can allow writes with sluice acl add"
-            ),
-        ))
+        self.authorizer
+            .check(principal, Operation::Write, Resource::TransactionalId(id))
     }
 
     /// The image, once it has `__transaction_state` (created here if it is missing, as

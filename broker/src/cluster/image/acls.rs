@@ -12,6 +12,9 @@ pub enum ResourceType {
     Group,
     /// The cluster (topic creation, users, ACLs, broker-to-broker apis).
     Cluster,
+    /// A transactional id: using it (InitProducerId, the transaction apis, transactional
+    /// produce) needs Write on it, finding its coordinator Describe (Kafka's).
+    TransactionalId,
 }
 
 /// How an ACL's resource name matches.
@@ -158,12 +161,13 @@ impl AclBinding {
 pub mod kafka_codes {
     use super::{Operation, PatternType, Permission, ResourceType};
 
-    /// Resource type: 2 topic, 3 group, 4 cluster.
+    /// Resource type: 2 topic, 3 group, 4 cluster, 5 transactional id.
     pub fn resource_type(t: ResourceType) -> i8 {
         match t {
             ResourceType::Topic => 2,
             ResourceType::Group => 3,
             ResourceType::Cluster => 4,
+            ResourceType::TransactionalId => 5,
         }
     }
 
@@ -173,6 +177,7 @@ pub mod kafka_codes {
             ResourceType::Topic,
             ResourceType::Group,
             ResourceType::Cluster,
+            ResourceType::TransactionalId,
         ]
         .into_iter()
         .find(|t| resource_type(*t) == code)

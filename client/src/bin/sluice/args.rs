@@ -117,7 +117,7 @@ pub enum AclCommand {
 /// One ACL on the command line.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("permission").required(true).args(["allow", "deny"])))]
-#[command(group(ArgGroup::new("resource").required(true).args(["topic", "group", "cluster"])))]
+#[command(group(ArgGroup::new("resource").required(true).args(["topic", "group", "transactional_id", "cluster"])))]
 pub struct AclSpecArgs {
     /// Who: User:NAME, or User:* for everyone.
     #[arg(long, value_name = "User:NAME")]
@@ -137,10 +137,13 @@ pub struct AclSpecArgs {
     /// On this consumer group (* for every group).
     #[arg(long, value_name = "NAME")]
     pub group: Option<String>,
+    /// On this transactional id (* for every id): a transactional producer needs write.
+    #[arg(long, value_name = "NAME")]
+    pub transactional_id: Option<String>,
     /// On the cluster (topic creation, users, ACLs).
     #[arg(long)]
     pub cluster: bool,
-    /// The topic or group name is a prefix: every name starting with it.
+    /// The topic, group or transactional id is a prefix: every name starting with it.
     #[arg(long)]
     pub prefixed: bool,
 }

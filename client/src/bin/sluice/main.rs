@@ -220,13 +220,14 @@ fn acl_of(spec: AclSpecArgs) -> Result<Acl, String> {
             spec.operation
         )
     })?;
-    let resource = match (spec.topic, spec.group) {
-        (Some(topic), _) => AclResource::Topic(topic),
-        (_, Some(group)) => AclResource::Group(group),
+    let resource = match (spec.topic, spec.group, spec.transactional_id) {
+        (Some(topic), _, _) => AclResource::Topic(topic),
+        (_, Some(group), _) => AclResource::Group(group),
+        (_, _, Some(id)) => AclResource::TransactionalId(id),
         _ => AclResource::Cluster,
     };
     if spec.prefixed && resource == AclResource::Cluster {
-        return Err("--prefixed applies to --topic and --group names".into());
+        return Err("--prefixed applies to --topic, --group and --transactional-id names".into());
     }
     Ok(Acl {
         principal: spec.principal,
@@ -242,6 +243,7 @@ fn acl_json(acl: &Acl) -> serde_json::Value {
         AclResource::Topic(n) => ("topic", n.as_str()),
         AclResource::Group(n) => ("group", n.as_str()),
         AclResource::Cluster => ("cluster", "kafka-cluster"),
+        AclResource::TransactionalId(n) => ("transactional_id", n.as_str()),
     };
     serde_json::json!({
         "principal": acl.principal,
