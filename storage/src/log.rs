@@ -72,6 +72,8 @@ pub struct FlushJob {
     files: Vec<(Arc<File>, PathBuf)>,
     up_to: Offset,
     includes_sealed: bool,
+    /// The active segment (base, bytes) when the job began.
+    active_end: (Offset, u32),
 }
 
 impl FlushJob {
@@ -134,6 +136,11 @@ pub struct PartitionLog {
     flushed_offset: Offset,
     /// Sealed segments written since the last flush job.
     unflushed_sealed: Vec<(Arc<File>, PathBuf)>,
+    /// The active segment (base, bytes) the last completed flush job covered, and the
+    /// bytes it covered there: [`PartitionLog::extend_runway`] writes no zeros ahead of
+    /// flushes that large.
+    flushed_active_end: (Offset, u32),
+    last_flush_bytes: u64,
     /// What the high-watermark checkpoint holds: the owner's last
     /// [`PartitionLog::checkpoint_high_watermark`], never past the log end (open caps it
     /// at what recovery kept, a truncation lowers it).
@@ -240,6 +247,8 @@ impl PartitionLog {
             clock,
             sealed,
             flushed_offset: active.meta.next_offset,
+            flushed_active_end: (active.meta.base_offset, active.meta.size),
+            last_flush_bytes: 0,
             active,
             handles: Mutex::new(HandleCache {
                 open: BTreeMap::new(),
@@ -1001,6 +1010,7 @@ impl PartitionLog {
             files,
             up_to: end,
             includes_sealed,
+            active_end: (self.active.meta.base_offset, self.active.meta.size),
         })
     }
 
@@ -1010,6 +1020,15 @@ impl PartitionLog {
         // A truncation between begin and complete may have moved the end below the job.
         let durable = job.up_to.min(self.log_end_offset());
         self.flushed_offset = self.flushed_offset.max(durable);
+        let (base, size) = job.active_end;
+        let (flushed_base, flushed_size) = self.flushed_active_end;
+        let from = if base == flushed_base {
+            flushed_size
+        } else {
+            0
+        };
+        self.last_flush_bytes = u64::from(size.saturating_sub(from));
+        self.flushed_active_end = job.active_end;
         if job.includes_sealed {
             self.write_recovery_point(self.flushed_offset)?;
         }
@@ -1018,13 +1037,20 @@ impl PartitionLog {
 
     /// Makes sure the active segment has zeros written ahead of its end for the next
     /// appends to overwrite (see `segment.rs`): when fewer than [`RUNWAY_LOW`] bytes are
-    /// left, writes them up to [`RUNWAY_AHEAD`] past the end. Only under `Fsync` durability,
+    /// left, writes them up to [`RUNWAY_AHEAD`] past the end, unless the last flush
+    /// covered more than that. Only under `Fsync` durability,
     /// where an fdatasync waits on every acknowledgement. Returns the file to fdatasync for
     /// the runway to pay off, if it wrote; sync it through a descriptor of its own (see
     /// `SharedLog::extend_runway`). A failure (a full disk) leaves no runway and the log
     /// as it was.
     pub fn extend_runway(&mut self) -> Result<Option<PathBuf>> {
-        if self.config.durability != Durability::Fsync || self.active.runway() >= RUNWAY_LOW {
+        // A flush of more than the runway pays its journal commit once per half MiB or more
+        // anyway: at full speed zeros would only double the writes (and cost CPU), where at
+        // a moderate rate (each flush tens of KiB) they halve the fsync.
+        if self.config.durability != Durability::Fsync
+            || self.active.runway() >= RUNWAY_LOW
+            || self.last_flush_bytes > RUNWAY_AHEAD
+        {
             return Ok(None);
         }
         let limit = u64::from(self.config.segment_bytes_max);

@@ -397,3 +397,24 @@ fn leader_stamps_do_not_break_batches_the_client_stamped_differently() {
     assert_eq!(back[0].header().base_offset, Offset(0));
     assert_eq!(back[0].header().partition_leader_epoch, LeaderEpoch(1));
 }
+
+#[test]
+fn no_runway_is_written_ahead_of_flushes_larger_than_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), LogConfig::default(), &clock);
+    // A flush of 1 MiB: the rate of a producer at full speed.
+    for i in 0..16 {
+        log.append(batch(&format!("big{i}"), 64, 1000, 1), LeaderEpoch(0))
+            .unwrap();
+    }
+    log.flush().unwrap();
+    assert_eq!(log.extend_runway().unwrap(), None);
+    assert_eq!(log.runway_bytes(), 0);
+    // A flush of a few KiB: a moderate rate, where the runway pays.
+    log.append(batch("small", 4, 100, 1), LeaderEpoch(0))
+        .unwrap();
+    log.flush().unwrap();
+    assert!(log.extend_runway().unwrap().is_some());
+    assert!(log.runway_bytes() > 0);
+}
