@@ -56,7 +56,7 @@ run() { # SETTING ROUND
   p50[$key]=$(echo "$out" | json 'd["latency_ms"]["p50"]')
   p99[$key]=$(echo "$out" | json 'd["latency_ms"]["p99"]')
   p999[$key]=$(echo "$out" | json 'd["latency_ms"]["p999"]')
-  disk[$key]=$(cat "$WORK"/data/topics/table-0/*.log | wc -c)
+  disk[$key]=$(batch_bytes "$WORK"/data/topics/table-0/*.log)
   cpu[$key]=$(python3 -c "print(($cpu1 - $cpu0) * 1000 / ($N * $SIZE / 1e6))")
   runs[$key]=$(grep -c "log cleaner: " "$WORK/broker.log" || true)
   swap[$key]=$({ grep -o "swapped in [0-9.]* ms" "$WORK/broker.log" || true; } | awk '{ if ($3 > m) m = $3 } END { print m + 0 }')

@@ -32,7 +32,7 @@ PIDS+=($!)
 wait_active 1
 
 bench() { "$BIN/sluice-bench" "$@" --format json 2>/dev/null | tail -1; }
-disk_bytes() { cat "$WORK"/data/topics/"$1"-*/*.log | wc -c; }
+disk_bytes() { batch_bytes "$WORK"/data/topics/"$1"-*/*.log; }
 mib() { python3 -c "print(round($1 / 1048576, 1))"; }
 
 load=$(cut -d' ' -f1-3 /proc/loadavg)

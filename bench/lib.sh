@@ -24,6 +24,24 @@ disk_mbs() {
   python3 -c "print(round($bytes / $secs / 1e6, 1))"
 }
 # The median of the space-separated numbers in $1, to 2 decimals.
+# Bytes of record batches in the given segment files: a running broker's active segment
+# may end in a runway of zeros written ahead (storage/src/segment.rs), which is no data.
+batch_bytes() {
+  python3 - "$@" <<'PY'
+import struct, sys
+total = 0
+for path in sys.argv[1:]:
+    data = open(path, "rb").read()
+    at = 0
+    while at + 12 <= len(data):
+        (n,) = struct.unpack(">i", data[at + 8:at + 12])
+        if n <= 0 or at + 12 + n > len(data):
+            break
+        at += 12 + n
+    total += at
+print(total)
+PY
+}
 median() { python3 -c "import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]), 2))" $1; }
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 # Waits until `sluice cluster describe` shows $1 active brokers.
