@@ -1037,12 +1037,11 @@ impl PartitionLog {
 
     /// Makes sure the active segment has zeros written ahead of its end for the next
     /// appends to overwrite (see `segment.rs`): when fewer than [`RUNWAY_LOW`] bytes are
-    /// left, writes them up to [`RUNWAY_AHEAD`] past the end, unless the last flush
-    /// covered more than that. Only under `Fsync` durability,
-    /// where an fdatasync waits on every acknowledgement. Returns the file to fdatasync for
-    /// the runway to pay off, if it wrote; sync it through a descriptor of its own (see
-    /// `SharedLog::extend_runway`). A failure (a full disk) leaves no runway and the log
-    /// as it was.
+    /// left, writes them up to [`RUNWAY_AHEAD`] past the end, unless the last flush covered
+    /// more than that. Only under `Fsync` durability, where an fdatasync waits on every
+    /// acknowledgement. Returns the file to fdatasync for the runway to pay off, if it
+    /// wrote; sync it through a descriptor of its own (see `SharedLog::extend_runway`). A
+    /// failure (a full disk) leaves no runway and the log as it was.
     pub fn extend_runway(&mut self) -> Result<Option<PathBuf>> {
         // A flush of more than the runway pays its journal commit once per half MiB or more
         // anyway: at full speed zeros would only double the writes (and cost CPU), where at
