@@ -531,7 +531,7 @@ impl BrokerProcess {
 
 /// Where the record batches of the segment file at `path` end: the file's length, unless
 /// the broker wrote a runway of zeros ahead of its active segment's last batch (the
-/// batches' length fields are followed until one is zero or runs past the file).
+/// batches' length fields are followed until one cannot be a batch or runs past the file).
 pub fn segment_batches_end(path: &Path) -> u64 {
     segment_batches(path).len() as u64
 }
@@ -547,10 +547,9 @@ pub fn segment_batches(path: &Path) -> Vec<u8> {
 /// [`segment_batches_end`] of a segment file's bytes.
 pub fn batches_end(bytes: &[u8]) -> usize {
     let mut at = 0usize;
-    while let Some(header) = bytes.get(at..at + 12) {
-        let len = i32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
-        let end = at + 12 + len.max(0) as usize;
-        if len <= 0 || end > bytes.len() {
+    while let Ok(Some(len)) = sluice_protocol::batch::peek_total_len(&bytes[at..]) {
+        let end = at + len as usize;
+        if end > bytes.len() {
             break;
         }
         at = end;

@@ -29,7 +29,7 @@ use crate::config::BrokerConfig;
 use crate::error::ApiError;
 use crate::services::admin::Admin;
 use crate::services::produce::{TxnVerifier, Verified};
-use crate::services::{PartitionOutcome, TopicItems};
+use crate::services::{map_topics, PartitionOutcome, TopicItems};
 
 /// How long a produce's ordered phase waits for another broker's VerifyTxn answer.
 const VERIFY_CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -86,20 +86,14 @@ impl Verifier {
         };
         answer
             .map(|topics| {
-                topics
-                    .into_iter()
-                    .map(|t| TopicItems {
-                        topic: t.topic,
-                        partitions: t
-                            .partitions
-                            .into_iter()
-                            .map(|p| PartitionOutcome {
-                                partition: p.partition,
-                                outcome: p.outcome.map_err(|e| for_produce(id, e)),
-                            })
-                            .collect(),
-                    })
-                    .collect()
+                map_topics(
+                    topics,
+                    |p| PartitionOutcome {
+                        partition: p.partition,
+                        outcome: p.outcome.map_err(|e| for_produce(id, e)),
+                    },
+                    |topic, partitions| TopicItems { topic, partitions },
+                )
             })
             .map_err(|e| for_produce(id, e))
     }
