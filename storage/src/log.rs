@@ -1043,13 +1043,7 @@ impl PartitionLog {
     /// wrote; sync it through a descriptor of its own (see `SharedLog::extend_runway`). A
     /// failure (a full disk) leaves no runway and the log as it was.
     pub fn extend_runway(&mut self) -> Result<Option<PathBuf>> {
-        // A flush of more than the runway pays its journal commit once per half MiB or more
-        // anyway: at full speed zeros would only double the writes (and cost CPU), where at
-        // a moderate rate (each flush tens of KiB) they halve the fsync.
-        if self.config.durability != Durability::Fsync
-            || self.active.runway() >= RUNWAY_LOW
-            || self.last_flush_bytes > RUNWAY_AHEAD
-        {
+        if !self.runway_wanted() {
             return Ok(None);
         }
         let limit = u64::from(self.config.segment_bytes_max);
@@ -1057,6 +1051,17 @@ impl PartitionLog {
             .active
             .extend_runway(RUNWAY_AHEAD, limit)?
             .then(|| self.active.files.log_path.clone()))
+    }
+
+    /// Whether [`PartitionLog::extend_runway`] would write: `Fsync` durability, fewer than
+    /// [`RUNWAY_LOW`] bytes left, and a last flush no larger than the runway. A flush of
+    /// more pays its journal commit once per half MiB or more anyway: at full speed zeros
+    /// would only double the writes (and cost CPU), where at a moderate rate (each flush
+    /// tens of KiB) they halve the fsync.
+    pub fn runway_wanted(&self) -> bool {
+        self.config.durability == Durability::Fsync
+            && self.active.runway() < RUNWAY_LOW
+            && self.last_flush_bytes <= RUNWAY_AHEAD
     }
 
     /// Zeros written ahead of the active segment's last batch.

@@ -451,7 +451,7 @@ impl SharedLog {
     fn extend_runway(&self) {
         if self.durability != Durability::Fsync
             || self.fsync_failure.get().is_some()
-            || self.read().runway_bytes() >= crate::log::RUNWAY_LOW
+            || !self.read().runway_wanted()
             || self.extending_runway.swap(true, Ordering::AcqRel)
         {
             return;
