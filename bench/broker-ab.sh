@@ -8,7 +8,9 @@
 # each run's MB/s and p50/p99/p999 latency, and the medians. Two more loads on request run
 # three brokers of each side with one partition of replication factor 3: as fast as it
 # goes (rf3-unlimited), and at 150,000 records/s with linger 0 (rf3-150k, about half that
-# on a 2-core machine).
+# on a 2-core machine). The `consume` load produces the records first, unmeasured, then
+# reads them all back from the start with one consumer: its MB/s and CPU are the fetch
+# path's (no latency).
 #
 #   bench/broker-ab.sh                       # BASE=HEAD, 3 rounds of 300k records
 #   BASE=<rev> ROUNDS=5 SLUICE_BENCH_RECORDS=1000000 bench/broker-ab.sh
@@ -48,6 +50,7 @@ declare -A LOAD_FLAGS=(
   [8-producers]="--producers 8 --partitions 8"
   [rf3-unlimited]="--producers 1 --partitions 1 --replication-factor 3"
   [rf3-150k]="--producers 1 --partitions 1 --replication-factor 3 --throughput 150000 --linger-ms 0"
+  [consume]="--producers 1 --partitions 1"
 )
 read -r -a ORDER <<<"${LOADS:-unlimited fixed-100k 8-producers}"
 declare -A mbs p50 p99 p999 cpums
@@ -76,13 +79,19 @@ for load in "${ORDER[@]}"; do
       # shellcheck disable=SC2086 # the flags are words
       out=$("$BIN/sluice-bench" produce --topic "ab" --num-records "$N" --record-size 1000 \
         --acks all ${LOAD_FLAGS[$load]} --format json 2>/dev/null | tail -1)
-      cpu_secs=0
+      cpu_before=0
+      if [[ $load == consume ]]; then
+        cpu_before=$(cpu_seconds "${PIDS[0]}")
+        out=$("$BIN/sluice-bench" consume --topic "ab" --num-records "$N" --format json \
+          2>/dev/null | tail -1)
+      fi
+      cpu_secs=$(python3 -c "print(-$cpu_before)")
       for pid in "${PIDS[@]}"; do
         cpu_secs=$(python3 -c "print($cpu_secs + $(cpu_seconds "$pid"))")
       done
       stop_brokers
       m=$(echo "$out" | json 'round(d["mb_per_sec"], 1)')
-      l=$(echo "$out" | json '" ".join(str(round(d["latency_ms"][k], 2)) for k in ("p50", "p99", "p999"))')
+      l=$(echo "$out" | json '" ".join(str(round(d["latency_ms"][k], 2)) if d["latency_ms"][k] is not None else "-" for k in ("p50", "p99", "p999"))')
       read -r a b c <<<"$l"
       cpu=$(python3 -c "print(round(1000 * $cpu_secs / ($N * 1000 / 1e6), 2))")
       echo "== $load round $round $side: $m MB/s, p50/p99/p999 $a/$b/$c ms, $cpu CPU ms/MB" >&2

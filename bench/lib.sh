@@ -42,7 +42,8 @@ for path in sys.argv[1:]:
 print(total)
 PY
 }
-median() { python3 -c "import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]), 2))" $1; }
+# The median of the numbers among the words of $1 ("-" when there are none).
+median() { python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[1:] if x != '-']; print(round(statistics.median(v), 2) if v else '-')" $1; }
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 # Waits until `sluice cluster describe` shows $1 active brokers.
 wait_active() {

@@ -28,10 +28,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use sluice_protocol::frame::FRAME_HEADER_LEN;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
+use sluice_protocol::frame::{SplicedFrame, FRAME_HEADER_LEN};
 use sluice_protocol::{Error as ProtocolError, FrameCodec};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
@@ -39,9 +41,9 @@ use tokio_util::codec::Decoder;
 
 use crate::metrics::Metrics;
 
-/// A response payload owed to the client (with room for the length prefix at the front),
-/// or nothing (acks=0).
-pub type Answer = Option<BytesMut>;
+/// A response frame owed to the client (its length prefix is filled in when written), or
+/// nothing (acks=0).
+pub type Answer = Option<SplicedFrame>;
 
 /// How long a refused frame's request header is waited for.
 const REFUSED_HEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -338,20 +340,22 @@ async fn drain<R: AsyncRead + Unpin>(reader: &mut R) {
     .await;
 }
 
-/// Writes answers in request order. Buffered answers are flushed before waiting on one
-/// that is not ready yet (a long poll must not hold back the answers queued before it) and
-/// whenever no further answer is queued.
+/// Writes answers in request order, several frames' pieces per vectored write: queued
+/// answers go out together before waiting on one that is not ready yet (a long poll must
+/// not hold back the answers queued before it) and whenever no further answer is queued.
+/// Record batches shared into a frame ([`SplicedFrame`]) go from the log's read buffer to
+/// the socket without another copy.
 async fn write_answers<W: AsyncWrite + Unpin>(
-    writer: W,
+    mut writer: W,
     mut answers: mpsc::Receiver<oneshot::Receiver<Answer>>,
 ) {
     use tokio::sync::oneshot::error::TryRecvError;
-    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    let mut outbox = Outbox::default();
     while let Some(mut answer) = answers.recv().await {
         let answer = match answer.try_recv() {
             Ok(ready) => ready,
             Err(TryRecvError::Empty) => {
-                if writer.flush().await.is_err() {
+                if outbox.flush(&mut writer).await.is_err() {
                     return;
                 }
                 match answer.await {
@@ -362,19 +366,67 @@ async fn write_answers<W: AsyncWrite + Unpin>(
             // The request task died (a bug, already logged by tokio); the order is broken.
             Err(TryRecvError::Closed) => return,
         };
-        if let Some(mut frame) = answer {
-            let payload_len = (frame.len() - FRAME_HEADER_LEN) as u32;
-            frame[..FRAME_HEADER_LEN].copy_from_slice(&payload_len.to_be_bytes());
-            if writer.write_all(&frame).await.is_err() {
-                return;
-            }
+        if let Some(frame) = answer {
+            outbox.push(frame);
         }
-        if answers.is_empty() && writer.flush().await.is_err() {
+        if (answers.is_empty() || outbox.full()) && outbox.flush(&mut writer).await.is_err() {
             return;
         }
     }
-    let _ = writer.flush().await;
-    let _ = writer.into_inner().shutdown().await;
+    let _ = outbox.flush(&mut writer).await;
+    let _ = writer.shutdown().await;
+}
+
+/// Frames' pieces waiting to be written.
+#[derive(Default)]
+struct Outbox {
+    pieces: std::collections::VecDeque<Bytes>,
+    bytes: usize,
+}
+
+/// Bytes an outbox holds before it is written whatever else is queued.
+const OUTBOX_BYTES_MAX: usize = 1 << 20;
+/// Pieces one vectored write takes (Linux's `IOV_MAX` is 1024).
+const WRITE_PIECES_MAX: usize = 256;
+
+impl Outbox {
+    fn push(&mut self, frame: SplicedFrame) {
+        for piece in frame.into_pieces() {
+            self.bytes += piece.len();
+            self.pieces.push_back(piece);
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.bytes >= OUTBOX_BYTES_MAX || self.pieces.len() >= WRITE_PIECES_MAX
+    }
+
+    /// Writes every piece, then flushes the writer (a TLS stream holds what it encrypted
+    /// until then).
+    async fn flush<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        while !self.pieces.is_empty() {
+            let slices: Vec<IoSlice<'_>> = self
+                .pieces
+                .iter()
+                .take(WRITE_PIECES_MAX)
+                .map(|p| IoSlice::new(p))
+                .collect();
+            let mut written = writer.write_vectored(&slices).await?;
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.bytes -= written;
+            while let Some(piece) = self.pieces.front_mut() {
+                if written < piece.len() {
+                    piece.advance(written);
+                    break;
+                }
+                written -= piece.len();
+                self.pieces.pop_front();
+            }
+        }
+        writer.flush().await
+    }
 }
 
 #[cfg(test)]

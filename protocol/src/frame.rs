@@ -12,6 +12,9 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::Error;
 
+mod spliced;
+pub use spliced::{SplicedFrame, SPLICE_MIN_BYTES};
+
 /// Bytes of the length prefix.
 pub const FRAME_HEADER_LEN: usize = 4;
 /// Default largest payload accepted: 16 MiB (DESIGN §7).

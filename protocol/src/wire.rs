@@ -10,6 +10,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::frame::SplicedFrame;
 use crate::types::{BrokerId, LeaderEpoch, Offset, PartitionId};
 use crate::{Error, Result};
 
@@ -29,6 +30,12 @@ pub trait Encode {
     fn encode(&self, buf: &mut BytesMut) -> Result<()>;
     /// Bytes that [`Encode::encode`] appends, so callers can reserve once.
     fn encoded_len(&self) -> usize;
+    /// Appends the wire form of `self` to a frame, sharing long byte strings (record
+    /// batches) instead of copying them ([`SplicedFrame::put_shared`]); the bytes are the
+    /// same as [`Encode::encode`]'s.
+    fn encode_spliced(&self, frame: &mut SplicedFrame) -> Result<()> {
+        self.encode(frame.head_mut())
+    }
 }
 
 /// A value that can be read from a payload.
@@ -453,6 +460,11 @@ impl Encode for Bytes {
     fn encoded_len(&self) -> usize {
         4 + self.len()
     }
+    fn encode_spliced(&self, frame: &mut SplicedFrame) -> Result<()> {
+        put_len(frame.head_mut(), "byte string", self.len())?;
+        frame.put_shared(self);
+        Ok(())
+    }
 }
 
 impl Decode for Bytes {
@@ -482,6 +494,10 @@ impl<T: Encode> Encode for Vec<T> {
     }
     fn encoded_len(&self) -> usize {
         4 + self.iter().map(Encode::encoded_len).sum::<usize>()
+    }
+    fn encode_spliced(&self, frame: &mut SplicedFrame) -> Result<()> {
+        put_len(frame.head_mut(), "array", self.len())?;
+        self.iter().try_for_each(|e| e.encode_spliced(frame))
     }
 }
 
@@ -551,6 +567,11 @@ macro_rules! wire_struct {
             }
             fn encoded_len(&self) -> usize {
                 0 $( + $crate::wire::Encode::encoded_len(&self.$field) )*
+            }
+            fn encode_spliced(&self, frame: &mut $crate::frame::SplicedFrame) -> $crate::Result<()> {
+                let _ = &frame;
+                $( $crate::wire::Encode::encode_spliced(&self.$field, frame)?; )*
+                Ok(())
             }
         }
 

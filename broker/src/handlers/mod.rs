@@ -19,8 +19,8 @@ mod users;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use sluice_protocol::frame::FRAME_HEADER_LEN;
+use bytes::Bytes;
+use sluice_protocol::frame::{SplicedFrame, FRAME_HEADER_LEN};
 use sluice_protocol::{decode_request, ApiKey, BrokerId, ErrorCode, Request, Response};
 
 use crate::broker::Broker;
@@ -485,24 +485,23 @@ impl connection::Protocol for Native {
     }
 }
 
-/// Encodes a request's outcome as a response payload, with room for the length prefix at
-/// the front; `None` when no response is owed (acks=0).
+/// Encodes a request's outcome as a response frame (record batches shared, not copied);
+/// `None` when no response is owed (acks=0).
 fn encode(correlation_id: u32, outcome: Result<Outcome, ApiError>) -> Answer {
-    let mut out = BytesMut::new();
-    out.put_u32(0);
+    let mut out = SplicedFrame::new();
     let encoded = match outcome {
         Ok(Outcome::Silent) => return None,
-        Ok(Outcome::Respond(response)) => response.encode(correlation_id, &mut out),
-        Err(e) => Response::encode_error(correlation_id, e.code, Some(&e.message), &mut out),
+        Ok(Outcome::Respond(response)) => response.encode_spliced(correlation_id, &mut out),
+        Err(e) => Response::encode_error(correlation_id, e.code, Some(&e.message), out.head_mut()),
     };
     if let Err(e) = encoded {
         tracing::error!("encoding a response failed: {e}");
-        out.truncate(FRAME_HEADER_LEN);
+        out.resize(FRAME_HEADER_LEN);
         let _ = Response::encode_error(
             correlation_id,
             ErrorCode::UnknownServerError,
             Some("the broker could not encode its response"),
-            &mut out,
+            out.head_mut(),
         );
     }
     Some(out)

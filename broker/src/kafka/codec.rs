@@ -19,10 +19,12 @@
 //! array lengths beyond the bytes left; `broker/tests/kafka_codec_alloc.rs` measures it).
 //! Like Kafka, a request's bytes after its body are ignored.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::*;
+use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Decodable, Encodable, Message, VersionRange};
+use sluice_protocol::frame::{SplicedFrame, SPLICE_MIN_BYTES};
 use sluice_protocol::ErrorCode;
 
 /// Kafka's UNSUPPORTED_VERSION: the api or the version is not served here.
@@ -269,37 +271,67 @@ pub fn encode_response(
     body: &ResponseKind,
     out: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    let start = out.len();
-    let result = encode_response_at(api_key, api_version, correlation_id, body, out);
+    encode_with(api_key, api_version, correlation_id, body, out, |out| {
+        body.encode(out, api_version)
+    })
+}
+
+/// Encodes a response payload into `frame` like [`encode_response`], a Fetch answer's
+/// record batches shared rather than copied ([`SplicingBuf`]).
+pub fn encode_response_spliced(
+    api_key: ApiKey,
+    api_version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+    frame: &mut SplicedFrame,
+) -> Result<(), EncodeError> {
+    let ResponseKind::Fetch(fetch) = body else {
+        return encode_response(api_key, api_version, correlation_id, body, frame.head_mut());
+    };
+    let mut out = SplicingBuf::new(frame, fetch);
+    encode_with(
+        api_key,
+        api_version,
+        correlation_id,
+        body,
+        &mut out,
+        |out| fetch.encode(out, api_version),
+    )
+}
+
+/// The header, then the body as `encode_body` writes it; on error `out` is left as it was.
+fn encode_with<B: ByteBufMut, E: std::fmt::Display>(
+    api_key: ApiKey,
+    api_version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+    out: &mut B,
+    encode_body: impl FnOnce(&mut B) -> Result<(), E>,
+) -> Result<(), EncodeError> {
+    let start = out.offset();
+    let encode = || {
+        if response_api_key(body) != Some(api_key) {
+            return Err(format!("the body is not a {api_key:?} response"));
+        }
+        let versions = response_versions(api_key);
+        if !(versions.min..=versions.max).contains(&api_version) {
+            return Err(format!("kafka-protocol encodes v{versions} only"));
+        }
+        let header = ResponseHeader::default().with_correlation_id(correlation_id);
+        header
+            .encode(out, api_key.response_header_version(api_version))
+            .map_err(|e| format!("header: {e:#}"))?;
+        encode_body(out).map_err(|e| format!("{e:#}"))
+    };
+    let result = encode();
     if result.is_err() {
-        out.truncate(start);
+        out.seek(start);
     }
     result.map_err(|message| EncodeError {
         api_key,
         api_version,
         message,
     })
-}
-
-fn encode_response_at(
-    api_key: ApiKey,
-    api_version: i16,
-    correlation_id: i32,
-    body: &ResponseKind,
-    out: &mut BytesMut,
-) -> Result<(), String> {
-    if response_api_key(body) != Some(api_key) {
-        return Err(format!("the body is not a {api_key:?} response"));
-    }
-    let versions = response_versions(api_key);
-    if !(versions.min..=versions.max).contains(&api_version) {
-        return Err(format!("kafka-protocol encodes v{versions} only"));
-    }
-    let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    header
-        .encode(out, api_key.response_header_version(api_version))
-        .map_err(|e| format!("header: {e:#}"))?;
-    body.encode(out, api_version).map_err(|e| format!("{e:#}"))
 }
 
 /// The answer to a [`DecodeError::Refused`] request, or to a request the handlers could not
@@ -641,5 +673,69 @@ top_level_error! {
 }
 
 mod item_errors;
+/// A [`SplicedFrame`] as kafka-protocol's output buffer: a byte string that is one of
+/// `shareable` (the Fetch answer's record batches, recognised by address and length when
+/// kafka-protocol copies them in) is shared into the frame instead of copied.
+pub struct SplicingBuf<'a> {
+    frame: &'a mut SplicedFrame,
+    shareable: Vec<Bytes>,
+}
+
+impl<'a> SplicingBuf<'a> {
+    /// Encodes into `frame`, sharing the record batches of `fetch`.
+    pub fn new(frame: &'a mut SplicedFrame, fetch: &FetchResponse) -> SplicingBuf<'a> {
+        let shareable = fetch
+            .responses
+            .iter()
+            .flat_map(|topic| &topic.partitions)
+            .filter_map(|partition| partition.records.clone())
+            .filter(|records| records.len() >= SPLICE_MIN_BYTES)
+            .collect();
+        SplicingBuf { frame, shareable }
+    }
+}
+
+// SAFETY: every method hands the head's own `BufMut` through unchanged (`put_slice` only
+// chooses between that and sharing), so the head's guarantees hold.
+unsafe impl BufMut for SplicingBuf<'_> {
+    fn remaining_mut(&self) -> usize {
+        self.frame.head().remaining_mut()
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        // SAFETY: the caller initialised `cnt` bytes of the head's `chunk_mut`.
+        unsafe { self.frame.head_mut().advance_mut(cnt) }
+    }
+
+    fn chunk_mut(&mut self) -> &mut bytes::buf::UninitSlice {
+        self.frame.head_mut().chunk_mut()
+    }
+
+    fn put_slice(&mut self, src: &[u8]) {
+        if src.len() >= SPLICE_MIN_BYTES {
+            let same = |b: &&Bytes| b.as_ptr() == src.as_ptr() && b.len() == src.len();
+            if let Some(records) = self.shareable.iter().find(same) {
+                self.frame.put_shared(records);
+                return;
+            }
+        }
+        self.frame.head_mut().put_slice(src);
+    }
+}
+
+impl ByteBufMut for SplicingBuf<'_> {
+    fn offset(&self) -> usize {
+        self.frame.len()
+    }
+
+    fn seek(&mut self, offset: usize) {
+        self.frame.resize(offset);
+    }
+
+    fn range(&mut self, r: std::ops::Range<usize>) -> &mut [u8] {
+        self.frame.range_mut(r)
+    }
+}
+
 #[cfg(test)]
 mod tests;

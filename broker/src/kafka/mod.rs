@@ -27,11 +27,12 @@ mod txn;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::{
     ApiKey, RequestKind, ResponseKind, SaslAuthenticateResponse, SaslHandshakeResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::frame::SplicedFrame;
 use sluice_protocol::BrokerId;
 
 use crate::broker::Services;
@@ -362,13 +363,12 @@ impl Kafka {
     }
 }
 
-/// A response payload with room for the length prefix at the front. A body the codec
-/// cannot encode (a bug) is logged and answered with UNKNOWN_SERVER_ERROR, so the client
-/// does not wait for an answer that never comes.
+/// A response frame, a Fetch answer's record batches shared rather than copied. A body
+/// the codec cannot encode (a bug) is logged and answered with UNKNOWN_SERVER_ERROR, so the
+/// client does not wait for an answer that never comes.
 fn encode(header: Header, body: &ResponseKind) -> Answer {
-    let mut out = BytesMut::new();
-    out.put_u32(0);
-    match codec::encode_response(
+    let mut out = SplicedFrame::new();
+    match codec::encode_response_spliced(
         header.api_key,
         header.api_version,
         header.correlation_id,
@@ -390,9 +390,8 @@ fn encode(header: Header, body: &ResponseKind) -> Answer {
 
 /// An error answer for a request with this header, if one can be encoded.
 fn error_answer(api_key: i16, api_version: i16, correlation_id: i32, code: i16) -> Answer {
-    let mut out = BytesMut::new();
-    out.put_u32(0);
-    codec::error_response(api_key, api_version, correlation_id, code, &mut out).then_some(out)
+    let mut out = SplicedFrame::new();
+    codec::error_response(api_key, api_version, correlation_id, code, out.head_mut()).then_some(out)
 }
 
 /// A sluice error as `api`'s Kafka clients must see it: the code and the message.

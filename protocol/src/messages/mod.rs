@@ -40,6 +40,7 @@ pub use txn::*;
 use bytes::{Bytes, BytesMut};
 
 use crate::error_code::ErrorCode;
+use crate::frame::SplicedFrame;
 use crate::types::PartitionId;
 use crate::wire::{wire_struct, Decode, Encode, Reader};
 use crate::{Error, Result};
@@ -181,6 +182,12 @@ macro_rules! apis {
             fn encode_body(&self, buf: &mut BytesMut) -> Result<()> {
                 match self {
                     $( Response::$variant(body) => body.encode(buf), )*
+                }
+            }
+
+            fn encode_body_spliced(&self, frame: &mut SplicedFrame) -> Result<()> {
+                match self {
+                    $( Response::$variant(body) => body.encode_spliced(frame), )*
                 }
             }
 
@@ -469,6 +476,18 @@ impl Response {
         buf.reserve(header.encoded_len() + self.body_len());
         header.encode(buf)?;
         self.encode_body(buf)
+    }
+
+    /// Appends a successful response payload to `frame` like [`Response::encode`] does,
+    /// sharing the record batches of Fetch and ReplicaFetch answers instead of copying them.
+    pub fn encode_spliced(&self, correlation_id: u32, frame: &mut SplicedFrame) -> Result<()> {
+        let header = ResponseHeader {
+            correlation_id,
+            error_code: ErrorCode::None,
+            error_message: None,
+        };
+        header.encode(frame.head_mut())?;
+        self.encode_body_spliced(frame)
     }
 
     /// Appends a response payload that fails the whole request with `error_code` (not

@@ -140,6 +140,54 @@ fn decode_everything(input: &Bytes) {
     }
 }
 
+/// A fetch answer's record batches reach the frame's pieces as the very bytes read (no copy),
+/// and the pieces make the same payload as the plain encoding.
+#[test]
+fn fetch_records_are_shared_not_copied() {
+    let records = Bytes::from(vec![7u8; 3 * crate::frame::SPLICE_MIN_BYTES]);
+    let small = Bytes::from(vec![9u8; 100]);
+    let partition = |index: i32, records: &Bytes| FetchPartitionResponse {
+        partition: PartitionId(index),
+        error_code: ErrorCode::None,
+        error_message: None,
+        high_watermark: crate::Offset(10),
+        last_stable_offset: crate::Offset(10),
+        log_start_offset: crate::Offset(0),
+        aborted_transactions: Vec::new(),
+        records: records.clone(),
+    };
+    let response = Response::Fetch(FetchResponse {
+        topics: vec![FetchTopicResponse {
+            topic: "t".into(),
+            partitions: vec![
+                partition(0, &records),
+                partition(1, &small),
+                partition(2, &records),
+            ],
+        }],
+    });
+    let mut frame = SplicedFrame::new();
+    response.encode_spliced(5, &mut frame).unwrap();
+    let pieces = frame.into_pieces();
+    let shared = pieces
+        .iter()
+        .filter(|p| p.as_ptr() == records.as_ptr())
+        .count();
+    assert_eq!(
+        shared, 2,
+        "both large batches are shared, the small one copied"
+    );
+    let payload = encode_response(5, &response);
+    assert_eq!(
+        &pieces.concat()[crate::frame::FRAME_HEADER_LEN..],
+        &payload[..]
+    );
+    assert_eq!(
+        &pieces.concat()[..crate::frame::FRAME_HEADER_LEN],
+        &(payload.len() as u32).to_be_bytes()
+    );
+}
+
 proptest! {
     #[test]
     fn every_request_and_response_round_trips(every in arb::<EveryApi>()) {
@@ -152,6 +200,9 @@ proptest! {
 
             let payload = encode_response(header.correlation_id, response);
             prop_assert_eq!(peek_correlation_id(&payload).unwrap(), header.correlation_id);
+            let mut spliced = SplicedFrame::new();
+            response.encode_spliced(header.correlation_id, &mut spliced).expect("encode spliced");
+            prop_assert_eq!(&spliced.into_bytes()[crate::frame::FRAME_HEADER_LEN..], &payload[..]);
             let (rh, body) = Response::decode(response.api_key(), 0, payload).expect("decode response");
             prop_assert_eq!(rh.correlation_id, header.correlation_id);
             prop_assert_eq!(rh.error_code, ErrorCode::None);
