@@ -628,7 +628,12 @@ impl Producer {
             state
                 .accumulator
                 .set_topic_bytes_max(&topic.name, batch_bytes_max);
-            shared.pending.send_modify(|n| *n += 1);
+            // `flush` waits for zero only: an increment wakes no one (a notification per
+            // record cost the sending thread ~3 % of its CPU).
+            shared.pending.send_if_modified(|n| {
+                *n += 1;
+                false
+            });
             state
                 .accumulator
                 .append(&tp, Instant::now(), &parts, delivery)
@@ -845,7 +850,10 @@ impl Shared {
             let _ = delivery.reply.send(result);
         }
         self.buffer.add_permits(buffer_bytes);
-        self.pending.send_modify(|p| *p = p.saturating_sub(n));
+        self.pending.send_if_modified(|p| {
+            *p = p.saturating_sub(n);
+            *p == 0
+        });
     }
 
     /// Failed attempts (sent to `sent_to`, when they were sent): refreshes the metadata of
