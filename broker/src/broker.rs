@@ -362,7 +362,9 @@ impl Services {
             Arc::clone(&authorizer),
             Arc::clone(groups),
         ));
-        let verifier = crate::txn::verify::Verifier::new(config, admin.clone(), Arc::clone(&txns));
+        let verifier: Arc<dyn crate::services::produce::TxnVerifier> = Arc::new(
+            crate::txn::verify::Verifier::new(config, admin.clone(), Arc::clone(&txns)),
+        );
         Services {
             acls: crate::services::acls::Acls::new(Arc::clone(cluster), Arc::clone(&authorizer)),
             users: crate::services::users::Users::new(Arc::clone(cluster), Arc::clone(&authorizer)),
@@ -372,7 +374,7 @@ impl Services {
                 Arc::clone(topics),
                 Arc::clone(metrics),
                 Arc::clone(&authorizer),
-                Arc::new(verifier),
+                Arc::clone(&verifier),
             ),
             fetch: Fetch::new(
                 Arc::clone(cluster),
@@ -395,6 +397,7 @@ impl Services {
                 admin.clone(),
                 Arc::clone(groups),
                 Arc::clone(metrics),
+                verifier,
             )),
             admin,
             authorizer,

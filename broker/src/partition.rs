@@ -640,24 +640,47 @@ impl Partition {
         producers.cancel_verification(guard);
     }
 
+    /// Whether a coordinator's transactional write for producer `producer_id` at `epoch`
+    /// (the group coordinator's TxnOffsetCommit) would begin the producer's transaction
+    /// here: then the guard under which the transaction coordinator must confirm the
+    /// partition is in the transaction (KIP-890), to pass to
+    /// [`Partition::append_as_coordinator`]; `None` when the transaction is already open
+    /// here. An older epoch than the partition has seen is fenced (INVALID_PRODUCER_EPOCH).
+    pub fn start_coordinator_verification(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+    ) -> Result<Option<VerificationGuard>, ApiError> {
+        let stamp = Stamp::of_coordinator_write(producer_id, epoch);
+        let mut producers = self.producers.lock().expect("producer state lock");
+        producers.check_coordinator_write(&stamp)?;
+        Ok(producers
+            .begins_txn(&stamp)
+            .then(|| producers.start_verification(&stamp)))
+    }
+
     /// A coordinator's acks=all append to its internal partition (Kafka's
     /// `AppendOrigin.Coordinator`): only while this replica still leads in `leader_epoch`,
     /// the epoch the coordinator loaded its state in. Leadership that moved away and came
     /// back is a new epoch, so a deposed coordinator can never write over the state its
     /// successor (here or elsewhere) built (FENCED_LEADER_EPOCH). A transactional batch
-    /// (the group coordinator's TxnOffsetCommit) is checked for its producer epoch only:
-    /// its records carry no sequence. Blocking, as [`Partition::append_now`].
+    /// (the group coordinator's TxnOffsetCommit) is checked for its producer epoch only
+    /// (its records carry no sequence), and one that begins its producer's transaction
+    /// here needs the `guard` of [`Partition::start_coordinator_verification`], still in
+    /// place (else NOT_ENOUGH_REPLICAS: the transaction ended meanwhile). Blocking, as
+    /// [`Partition::append_now`].
     pub fn append_as_coordinator(
         &self,
         records: Bytes,
         leader_epoch: LeaderEpoch,
+        guard: Option<VerificationGuard>,
     ) -> Result<PendingAppend, ApiError> {
         match self.append_with(
             records,
             Acks::All,
             true,
             Origin::Coordinator(leader_epoch),
-            None,
+            guard,
         )? {
             Some(Append::Written(pending)) => Ok(pending),
             _ => Err(ApiError::new(
@@ -727,16 +750,17 @@ impl Partition {
                 Origin::Client => producers.check(stamp)?,
                 Origin::Coordinator(_) => producers.check_coordinator_write(stamp)?,
             };
-            // KIP-890: a client's batch begins its transaction here only with its
-            // coordinator's word, given after the guard was made and before any marker
-            // for the producer removed it. A coordinator's own write (TxnOffsetCommit) is
-            // not verified.
-            let begins = verdict == Verdict::Append
-                && stamp.transactional
-                && origin == Origin::Client
-                && producers.begins_txn(stamp);
+            // KIP-890: a batch begins its transaction here only with its coordinator's
+            // word, given after the guard was made and before any marker for the
+            // producer removed it: a client's batch, and the group coordinator's
+            // TxnOffsetCommit (verified before it takes the group's lock).
+            let begins =
+                verdict == Verdict::Append && stamp.transactional && producers.begins_txn(stamp);
             if begins {
                 let Some(guard) = guard else {
+                    if origin != Origin::Client {
+                        return Err(self.verification_lost(stamp));
+                    }
                     let guard = producers.start_verification(stamp);
                     // A transactional request is one batch (`idempotent_stamp`).
                     let records = batches.into_iter().next().unwrap_or_default();

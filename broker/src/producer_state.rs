@@ -170,6 +170,19 @@ impl Stamp {
             transactional: header.is_transactional(),
         })
     }
+
+    /// The stamp of a transactional batch a coordinator writes for producer `producer_id`
+    /// at `epoch` (no sequence), before the batch is built: for the checks that come first.
+    pub fn of_coordinator_write(producer_id: i64, epoch: i16) -> Stamp {
+        Stamp {
+            producer_id,
+            epoch,
+            first_seq: sluice_protocol::batch::NO_SEQUENCE,
+            last_seq: sluice_protocol::batch::NO_SEQUENCE,
+            max_timestamp: -1,
+            transactional: true,
+        }
+    }
 }
 
 /// Sequence arithmetic: sequences wrap from `i32::MAX` to 0, as in Kafka.

@@ -686,3 +686,70 @@ async fn offsets_committed_in_a_transaction_count_only_if_it_commits_also_after_
     );
     broker.shutdown().await;
 }
+
+/// KIP-890 for offsets: a TxnOffsetCommit writes only in a transaction whose coordinator
+/// confirms the group's partition is in it. One without AddOffsetsToTxn, or one delayed
+/// past its transaction's end, would open a transaction no marker closes, and the group's
+/// offsets would stay unstable for ever.
+#[tokio::test]
+async fn a_txn_offset_commit_outside_its_transaction_opens_nothing() {
+    let broker = TestBroker::fresh().await;
+    let mut conn = broker.connect().await;
+    assert_eq!(conn.create("in", 1, &[]).await, ErrorCode::None);
+    let producer = conn.init_txn("tx", 60_000).await.unwrap();
+    let (pid, epoch) = producer;
+
+    // No AddOffsetsToTxn: refused, and nothing is left undecided. (A client finds the
+    // group's coordinator first, which creates `__consumer_offsets`.)
+    let Response::FindCoordinator(found) = conn
+        .call(Request::FindCoordinator(FindCoordinatorRequest {
+            key: "g".into(),
+            key_type: CoordinatorType::Group,
+        }))
+        .await
+    else {
+        panic!("not a FindCoordinator response")
+    };
+    assert_eq!(found.error_code, ErrorCode::None, "{found:?}");
+    assert_eq!(
+        conn.txn_commit_offset("g", producer, "in", 3).await,
+        ErrorCode::InvalidTxnState
+    );
+    assert_eq!(conn.committed_offset("g", "in", true).await, Ok(-1));
+
+    // Added: written, and applied at the commit.
+    assert_eq!(
+        conn.add_offsets("tx", pid, epoch, "g").await,
+        ErrorCode::None
+    );
+    assert_eq!(
+        conn.txn_commit_offset("g", producer, "in", 5).await,
+        ErrorCode::None
+    );
+    // A second commit in the same transaction needs no new word from the coordinator.
+    assert_eq!(
+        conn.txn_commit_offset("g", producer, "in", 6).await,
+        ErrorCode::None
+    );
+    assert_eq!(conn.end("tx", pid, epoch, true).await, ErrorCode::None);
+    assert_eq!(conn.committed_offset("g", "in", true).await, Ok(6));
+
+    // Delayed past the commit: refused; the offsets stay stable and the producer's next
+    // transaction works as before.
+    assert_eq!(
+        conn.txn_commit_offset("g", producer, "in", 7).await,
+        ErrorCode::InvalidTxnState
+    );
+    assert_eq!(conn.committed_offset("g", "in", true).await, Ok(6));
+    assert_eq!(
+        conn.add_offsets("tx", pid, epoch, "g").await,
+        ErrorCode::None
+    );
+    assert_eq!(
+        conn.txn_commit_offset("g", producer, "in", 8).await,
+        ErrorCode::None
+    );
+    assert_eq!(conn.end("tx", pid, epoch, true).await, ErrorCode::None);
+    assert_eq!(conn.committed_offset("g", "in", true).await, Ok(8));
+    broker.shutdown().await;
+}

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use sluice_protocol::group_log::{
     coordinator_partition, encode_value, GroupLogKey, OffsetKey, OffsetValue, OFFSETS_TOPIC,
 };
+use sluice_protocol::messages::TopicPartitions;
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId};
 use sluice_storage::{Clock, SystemClock};
 
@@ -23,9 +24,11 @@ use super::{complete_rebalance, write_generation, GroupCoordinator, GroupRef, Sh
 use crate::config::BrokerConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::producer_state::VerificationGuard;
 use crate::security::acl::{Operation, Resource};
 use crate::security::Principal;
 use crate::services::admin::Admin;
+use crate::services::produce::TxnVerifier;
 use crate::services::{PartitionOutcome, TopicItems};
 
 /// Longest committed-offset metadata accepted (Kafka's `offset.metadata.max.bytes`).
@@ -189,6 +192,9 @@ pub struct Coordinator {
     shards: Arc<GroupCoordinator>,
     /// Where refusals are counted, by api and error code.
     metrics: Arc<Metrics>,
+    /// Asks a transaction coordinator whether a TxnOffsetCommit's partition is in the
+    /// producer's transaction (KIP-890).
+    verifier: Arc<dyn TxnVerifier>,
 }
 
 impl Coordinator {
@@ -199,9 +205,11 @@ impl Coordinator {
         admin: Admin,
         shards: Arc<GroupCoordinator>,
         metrics: Arc<Metrics>,
+        verifier: Arc<dyn TxnVerifier>,
     ) -> Coordinator {
         Coordinator {
             metrics,
+            verifier,
             node_id: config.node_id,
             session_timeout_ms: config.group_min_session_timeout_ms
                 ..=config.group_max_session_timeout_ms,
@@ -516,7 +524,11 @@ impl Coordinator {
     /// TxnOffsetCommit: offsets written in producer `producer`'s transaction (which
     /// AddOffsetsToTxn opened on this group's partition), applied only if it commits. A
     /// member id or generation, if given, must be the group's current ones (KIP-447); the
-    /// group is made if it does not exist.
+    /// group is made if it does not exist. The first offsets of a transaction in the
+    /// partition are written only once the transaction coordinator confirms the partition
+    /// is in it (KIP-890): a TxnOffsetCommit without AddOffsetsToTxn, or one delayed past
+    /// its transaction's end, would open a transaction no marker ever closes, leaving the
+    /// group's offsets unstable for ever.
     pub async fn txn_commit(
         &self,
         principal: &Principal,
@@ -532,16 +544,34 @@ impl Coordinator {
             )?;
             let (shard, group) = self.locate(&request.group_id, true)?;
             let group = group.expect("made when missing");
+            let guard = if writes.is_empty() {
+                None
+            } else {
+                self.verify_txn_offsets(&shard, &producer).await?
+            };
             let pending = {
                 let mut g = group.lock().await;
-                g.check_txn_commit(&request.member_id, request.generation)?;
-                if writes.is_empty() {
-                    return Ok(());
-                }
-                let records = offset_records(g.id(), &writes)?;
+                let checked = g
+                    .check_txn_commit(&request.member_id, request.generation)
+                    .and_then(|()| offset_records(g.id(), &writes));
+                let records = match checked {
+                    Ok(records) if !writes.is_empty() => records,
+                    other => {
+                        if let Some(guard) = guard {
+                            shard.cancel_verification(guard);
+                        }
+                        return other.map(|_| ());
+                    }
+                };
                 let pending = shard
-                    .write_txn(producer.producer_id, producer.producer_epoch, records)
-                    .await?;
+                    .write_txn(
+                        producer.producer_id,
+                        producer.producer_epoch,
+                        records,
+                        guard,
+                    )
+                    .await
+                    .map_err(txn_offset_error)?;
                 // Staged before the lock is released: the transaction's marker may follow
                 // right after the append, and must find them.
                 let base = pending.info.base_offset;
@@ -565,6 +595,47 @@ impl Coordinator {
             self.count("txn_offset_commit", &outcome.outcome);
         }
         answered
+    }
+
+    /// When offsets written now would begin `producer`'s transaction in `shard`'s
+    /// partition: asks the transaction coordinator whether the partition is in the
+    /// transaction, and returns the guard to write them under. The coordinator's refusal
+    /// (INVALID_TXN_STATE: no AddOffsetsToTxn for this group in the ongoing transaction)
+    /// is the commit's; being unable to ask is retriable.
+    async fn verify_txn_offsets(
+        &self,
+        shard: &Shard,
+        producer: &TxnProducer,
+    ) -> Result<Option<VerificationGuard>, ApiError> {
+        let Some(guard) =
+            shard.start_verification(producer.producer_id, producer.producer_epoch)?
+        else {
+            return Ok(None);
+        };
+        let partitions = vec![TopicPartitions {
+            topic: OFFSETS_TOPIC.to_owned(),
+            partitions: vec![shard.partition_id()],
+        }];
+        let answer = self
+            .verifier
+            .verify(
+                &producer.transactional_id,
+                producer.producer_id,
+                producer.producer_epoch,
+                partitions,
+            )
+            .await
+            .and_then(|topics| {
+                let outcome = topics.into_iter().flat_map(|t| t.partitions).next();
+                outcome.map_or(Ok(()), |p| p.outcome)
+            });
+        match answer {
+            Ok(()) => Ok(Some(guard)),
+            Err(e) => {
+                shard.cancel_verification(guard);
+                Err(txn_offset_error(e))
+            }
+        }
     }
 
     /// The per-partition checks of a commit (ACLs, the partition exists, the metadata's
@@ -993,4 +1064,18 @@ fn no_members(group: &Group, what: &str) -> Result<(), ApiError> {
 /// bounds (for adapters that clamp the client's numbers).
 pub fn millis(ms: i32) -> Duration {
     Duration::from_millis(ms.max(0) as u64)
+}
+
+/// A TxnOffsetCommit's error as Kafka's clients expect it: the retriable NOT_ENOUGH_REPLICAS
+/// of a verification that could not be made (the transaction coordinator loading, moved
+/// or out of reach, or the transaction ended while it was asked) becomes
+/// COORDINATOR_LOAD_IN_PROGRESS, which every client retries without looking the group
+/// coordinator up again (Kafka does the same since KAFKA-16386).
+fn txn_offset_error(e: ApiError) -> ApiError {
+    match e.code {
+        ErrorCode::NotEnoughReplicas => {
+            ApiError::new(ErrorCode::CoordinatorLoadInProgress, e.message)
+        }
+        _ => e,
+    }
 }

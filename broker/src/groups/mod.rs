@@ -42,6 +42,7 @@ use sluice_storage::{Clock, SystemClock};
 use crate::cluster::image::MetadataImage;
 use crate::error::ApiError;
 use crate::partition::{Partition, PendingAppend, Role};
+use crate::producer_state::VerificationGuard;
 use group::{Group, GroupTimings};
 
 /// How long a write to `__consumer_offsets` may wait for the ISR (Kafka's
@@ -122,13 +123,14 @@ impl Shard {
         &self,
         records: Vec<(GroupLogKey, Option<Bytes>)>,
     ) -> Result<PendingAppend, ApiError> {
-        self.append(BatchBuilder::new(), records).await
+        self.append(BatchBuilder::new(), records, None).await
     }
 
     async fn append(
         &self,
         mut batch: BatchBuilder,
         records: Vec<(GroupLogKey, Option<Bytes>)>,
+        guard: Option<VerificationGuard>,
     ) -> Result<PendingAppend, ApiError> {
         let now_ms = SystemClock.now_ms();
         for (key, value) in &records {
@@ -138,7 +140,7 @@ impl Shard {
         let partition = Arc::clone(&self.partition);
         let bytes = batch.build();
         let epoch = self.leader_epoch;
-        tokio::task::spawn_blocking(move || partition.append_as_coordinator(bytes, epoch))
+        tokio::task::spawn_blocking(move || partition.append_as_coordinator(bytes, epoch, guard))
             .await
             .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, format!("append task: {e}")))?
             .map_err(coordinator_error)
@@ -146,13 +148,15 @@ impl Shard {
 
     /// Writes offset records in producer `producer_id`'s transaction (epoch `epoch`): a
     /// transactional batch without sequences, as Kafka's coordinator writes it, fenced by
-    /// the producer epochs the partition has seen. Call with the group's lock held, and
-    /// stage the offsets ([`Shard::staged`]) before releasing it.
+    /// the producer epochs the partition has seen. The first of a transaction needs the
+    /// `guard` of a verification ([`Shard::start_verification`]). Call with the group's
+    /// lock held, and stage the offsets ([`Shard::staged`]) before releasing it.
     pub async fn write_txn(
         &self,
         producer_id: i64,
         epoch: i16,
         records: Vec<(GroupLogKey, Option<Bytes>)>,
+        guard: Option<VerificationGuard>,
     ) -> Result<PendingAppend, ApiError> {
         let stamp = ProducerStamp {
             producer_id,
@@ -160,7 +164,29 @@ impl Shard {
             base_sequence: NO_SEQUENCE,
         };
         let batch = BatchBuilder::with_capacity(stamp, 0).transactional();
-        self.append(batch, records).await
+        self.append(batch, records, guard).await
+    }
+
+    /// Whether offsets written now for producer `producer_id` at `epoch` would begin its
+    /// transaction in this shard's partition: then the guard under which its transaction
+    /// coordinator must confirm the partition is in the transaction (KIP-890).
+    pub fn start_verification(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+    ) -> Result<Option<VerificationGuard>, ApiError> {
+        self.partition
+            .start_coordinator_verification(producer_id, epoch)
+    }
+
+    /// Forgets a verification whose offsets will not be written.
+    pub fn cancel_verification(&self, guard: VerificationGuard) {
+        self.partition.cancel_verification(guard);
+    }
+
+    /// The shard's partition of `__consumer_offsets`.
+    pub fn partition_id(&self) -> PartitionId {
+        self.index
     }
 
     /// Notes that `group` staged offsets of producer `producer_id`'s transaction.

@@ -282,17 +282,17 @@ fn a_coordinator_append_is_refused_once_leadership_moved_even_if_it_came_back() 
     let dir = tempfile::tempdir().unwrap();
     let leader = open(dir.path(), &assignment(1, 1, &[1]));
     leader
-        .append_as_coordinator(super::testing::batch(1), LeaderEpoch(1))
+        .append_as_coordinator(super::testing::batch(1), LeaderEpoch(1), None)
         .expect("the coordinator loaded in this epoch writes");
     // Broker 2 led in epoch 2, and leadership came back here in epoch 3.
     leader.apply_assignment(&assignment(2, 2, &[2]));
     leader.apply_assignment(&assignment(1, 3, &[1]));
     let stale = leader
-        .append_as_coordinator(super::testing::batch(1), LeaderEpoch(1))
+        .append_as_coordinator(super::testing::batch(1), LeaderEpoch(1), None)
         .unwrap_err();
     assert_eq!(stale.code, sluice_protocol::ErrorCode::FencedLeaderEpoch);
     assert_eq!(leader.log_end_offset(), Offset(1), "nothing written");
     leader
-        .append_as_coordinator(super::testing::batch(1), LeaderEpoch(3))
+        .append_as_coordinator(super::testing::batch(1), LeaderEpoch(3), None)
         .expect("the coordinator loaded in the new epoch writes");
 }

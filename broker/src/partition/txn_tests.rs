@@ -315,12 +315,24 @@ fn a_follower_copies_the_transactions_so_that_it_can_lead() {
 fn a_coordinator_writes_a_producers_transactional_batch_without_sequences_but_fenced_by_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let leader = open(dir.path(), &assignment(1, 1, &[1]));
-    // TxnOffsetCommit's batches carry no sequence (-1), twice in one transaction.
-    for _ in 0..2 {
-        leader
-            .append_as_coordinator(txn_batch(2, -1, 1), LeaderEpoch(1))
-            .expect("the coordinator writes for the producer");
-    }
+    // TxnOffsetCommit's batches carry no sequence (-1), twice in one transaction; the first
+    // begins the transaction here, so it is written under a verification's guard (KIP-890).
+    let guard = leader.start_coordinator_verification(PRODUCER, 2).unwrap();
+    assert!(
+        guard.is_some(),
+        "the first write would begin the transaction"
+    );
+    leader
+        .append_as_coordinator(txn_batch(2, -1, 1), LeaderEpoch(1), guard)
+        .expect("the coordinator writes for the producer");
+    assert_eq!(
+        leader.start_coordinator_verification(PRODUCER, 2).unwrap(),
+        None,
+        "the transaction is open here: nothing to verify"
+    );
+    leader
+        .append_as_coordinator(txn_batch(2, -1, 1), LeaderEpoch(1), None)
+        .expect("a second write of the same transaction");
     leader.maybe_advance_high_watermark();
     assert_eq!(
         leader.last_stable_offset(),
@@ -329,8 +341,22 @@ fn a_coordinator_writes_a_producers_transactional_batch_without_sequences_but_fe
     );
     end_txn(&leader, 2, ControlType::Commit);
     assert_eq!(leader.last_stable_offset(), Offset(3));
+    // After the marker, a write without a new verification would open a transaction no
+    // marker closes: refused, retriable, nothing written.
+    let unverified = leader
+        .append_as_coordinator(txn_batch(2, -1, 1), LeaderEpoch(1), None)
+        .unwrap_err();
+    assert_eq!(unverified.code, ErrorCode::NotEnoughReplicas);
+    leader.maybe_advance_high_watermark();
+    assert_eq!(leader.last_stable_offset(), Offset(3));
+    assert_eq!(leader.high_watermark(), Offset(3));
+    // An older epoch is fenced, asked first or not.
     let fenced = leader
-        .append_as_coordinator(txn_batch(1, -1, 1), LeaderEpoch(1))
+        .start_coordinator_verification(PRODUCER, 1)
+        .unwrap_err();
+    assert_eq!(fenced.code, ErrorCode::InvalidProducerEpoch);
+    let fenced = leader
+        .append_as_coordinator(txn_batch(1, -1, 1), LeaderEpoch(1), None)
         .unwrap_err();
     assert_eq!(fenced.code, ErrorCode::InvalidProducerEpoch);
 }

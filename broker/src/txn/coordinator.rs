@@ -141,13 +141,12 @@ impl TxnShard {
     async fn append(&self, bytes: bytes::Bytes) -> Result<(), ApiError> {
         let partition = Arc::clone(&self.partition);
         let epoch = self.coordinator_epoch;
-        let pending =
-            tokio::task::spawn_blocking(move || partition.append_as_coordinator(bytes, epoch))
-                .await
-                .map_err(|e| {
-                    ApiError::new(ErrorCode::UnknownServerError, format!("append task: {e}"))
-                })?
-                .map_err(coordinator_error)?;
+        let pending = tokio::task::spawn_blocking(move || {
+            partition.append_as_coordinator(bytes, epoch, None)
+        })
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, format!("append task: {e}")))?
+        .map_err(coordinator_error)?;
         self.partition
             .complete(pending, WRITE_TIMEOUT)
             .await
