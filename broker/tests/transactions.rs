@@ -306,6 +306,28 @@ impl Conn {
         }
     }
 
+    /// A whole transaction of producer `producer` (id "tx") that commits `offset` for
+    /// `group` and ends (`committed` or aborted); each step must succeed.
+    async fn transact_offset(
+        &mut self,
+        group: &str,
+        producer: (i64, i16),
+        topic: &str,
+        offset: i64,
+        committed: bool,
+    ) {
+        let (pid, epoch) = producer;
+        assert_eq!(
+            self.add_offsets("tx", pid, epoch, group).await,
+            ErrorCode::None
+        );
+        assert_eq!(
+            self.txn_commit_offset(group, producer, topic, offset).await,
+            ErrorCode::None
+        );
+        assert_eq!(self.end("tx", pid, epoch, committed).await, ErrorCode::None);
+    }
+
     /// The offset `group` has committed for partition 0 of `topic` (-1: none), or the
     /// error; `stable`: refuse one a transaction has not decided yet.
     async fn committed_offset(
@@ -645,15 +667,7 @@ async fn offsets_committed_in_a_transaction_count_only_if_it_commits_also_after_
     assert_eq!(conn.committed_offset("g", "in", true).await, Ok(5));
 
     // Aborted: never counts.
-    assert_eq!(
-        conn.add_offsets("tx", pid, epoch, "g").await,
-        ErrorCode::None
-    );
-    assert_eq!(
-        conn.txn_commit_offset("g", producer, "in", 9).await,
-        ErrorCode::None
-    );
-    assert_eq!(conn.end("tx", pid, epoch, false).await, ErrorCode::None);
+    conn.transact_offset("g", producer, "in", 9, false).await;
     assert_eq!(conn.committed_offset("g", "in", true).await, Ok(5));
 
     // Left open across a restart: still undecided after it (the load replays the markers
@@ -741,15 +755,7 @@ async fn a_txn_offset_commit_outside_its_transaction_opens_nothing() {
         ErrorCode::InvalidTxnState
     );
     assert_eq!(conn.committed_offset("g", "in", true).await, Ok(6));
-    assert_eq!(
-        conn.add_offsets("tx", pid, epoch, "g").await,
-        ErrorCode::None
-    );
-    assert_eq!(
-        conn.txn_commit_offset("g", producer, "in", 8).await,
-        ErrorCode::None
-    );
-    assert_eq!(conn.end("tx", pid, epoch, true).await, ErrorCode::None);
+    conn.transact_offset("g", producer, "in", 8, true).await;
     assert_eq!(conn.committed_offset("g", "in", true).await, Ok(8));
     broker.shutdown().await;
 }
