@@ -21,7 +21,8 @@
 //!    either the old segments (plus `.cleaned` files, which the next open deletes) or a
 //!    `.swap` log, which the next open completes ([`finish_interrupted_cleaning`]).
 //!
-//! What a batch becomes: a control batch stays whole; a batch whose every record survives is
+//! What a batch becomes: a control batch (a transaction's marker) stays whole until no record
+//! of its transaction is left and `delete.retention.ms` has passed, then goes; a batch whose every record survives is
 //! copied byte for byte; one that loses some records is rebuilt with the survivors at their
 //! offsets and compressed again with its codec ([`sluice_protocol::batch::rebuild_batch`]),
 //! unless that is not smaller (a producer's higher compression level), when it is kept
@@ -35,7 +36,7 @@
 //! does (the broker refuses them at produce for compacted topics). A batch whose records do
 //! not parse is kept whole, with a warning: the cleaner never makes data unreadable.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::hash::{BuildHasher, RandomState};
 use std::os::unix::fs::FileExt;
@@ -280,9 +281,20 @@ impl CleanPlan {
             layout_generation: self.layout_generation,
             report,
         };
+        // Producers with a transactional batch kept since their last marker, in offset
+        // order from the log start: the marker that ends that transaction stays.
+        let mut open_txns = HashSet::new();
         for group in group_segments(&segments, self.config.segment_bytes_max) {
             let base = group[0].base_offset;
-            match self.clean_group(&group, &map, last_batches, throttle, &mut cleaned.report) {
+            let done = self.clean_group(
+                &group,
+                &map,
+                last_batches,
+                &mut open_txns,
+                throttle,
+                &mut cleaned.report,
+            );
+            match done {
                 Ok(Some(done)) => cleaned.groups.push(done),
                 Ok(None) => {}
                 Err(e) => {
@@ -354,6 +366,7 @@ impl CleanPlan {
         group: &[&SegmentMeta],
         map: &OffsetMap,
         last_batches: &HashMap<i64, Offset>,
+        open_txns: &mut HashSet<i64>,
         throttle: &mut Throttle,
         report: &mut CleanReport,
     ) -> Result<Option<CleanedGroup>> {
@@ -379,8 +392,18 @@ impl CleanPlan {
             let (file, path) = self.open(meta)?;
             let mut reader = BatchReader::new(&file, &path, meta.size);
             while let Some(batch) = reader.next(throttle, &self.dir)? {
-                let (kept, n_removed) =
-                    self.keep(&batch, &path, map, last_batches, expire_tombstones)?;
+                let header = batch.header();
+                let (kept, n_removed) = if header.is_control() {
+                    self.keep_control(header, last_batches, open_txns, expire_tombstones)
+                } else {
+                    self.keep(&batch, &path, map, last_batches, expire_tombstones)?
+                };
+                if header.is_transactional()
+                    && !header.is_control()
+                    && !matches!(kept, Kept::Nothing)
+                {
+                    open_txns.insert(header.producer_id);
+                }
                 removed += n_removed;
                 let bytes = match kept {
                     Kept::Whole => batch.bytes().clone(),
@@ -426,8 +449,38 @@ impl CleanPlan {
         Ok((file, path))
     }
 
-    /// Decides what becomes of `batch` (see the module documentation); also returns how
-    /// many of its records go.
+    /// Decides what becomes of a control batch (a transaction marker): it goes once no
+    /// record of the transaction it ends is left (`open_txns` does not hold its
+    /// producer) and its segment is older than `delete.retention.ms`, as Kafka's cleaner
+    /// removes markers, so a partition of transactional writes (`__consumer_offsets`
+    /// under exactly-once consumers) does not keep every marker for ever. It stays when
+    /// the transactions' outcomes are not known, and when it is its producer's last batch
+    /// the owner tracks.
+    fn keep_control(
+        &self,
+        header: &BatchHeader,
+        last_batches: &HashMap<i64, Offset>,
+        open_txns: &mut HashSet<i64>,
+        expired: bool,
+    ) -> (Kept, u64) {
+        let ends_kept_records = open_txns.remove(&header.producer_id);
+        let last_of_producer = last_batches.get(&header.producer_id) == Some(&header.base_offset);
+        if ends_kept_records
+            || !expired
+            || self.transactions.is_none()
+            || header.producer_id < 0
+            || last_of_producer
+        {
+            return (Kept::Whole, 0);
+        }
+        (
+            Kept::Nothing,
+            u64::try_from(header.records_count).unwrap_or(0),
+        )
+    }
+
+    /// Decides what becomes of a data `batch` (see the module documentation); also returns
+    /// how many of its records go.
     fn keep(
         &self,
         batch: &RecordBatch,
@@ -437,9 +490,6 @@ impl CleanPlan {
         expire_tombstones: bool,
     ) -> Result<(Kept, u64)> {
         let header = batch.header();
-        if header.is_control() {
-            return Ok((Kept::Whole, 0));
-        }
         let Some(records) = parse_records(batch, path) else {
             return Ok((Kept::Whole, 0));
         };

@@ -236,3 +236,108 @@ fn the_cleaner_stops_at_an_open_transaction_and_compacts_decided_ones_by_outcome
     assert_eq!(all, [Bytes::from("committed"), Bytes::from("open")]);
     assert_eq!(value(&leader), Some(Bytes::from("open")));
 }
+
+/// A transaction's marker goes with the last of its records, once `delete.retention.ms`
+/// has passed: exactly-once consumers commit offsets in a transaction every few hundred
+/// milliseconds, and `__consumer_offsets` would otherwise keep every marker for ever. A
+/// marker whose transaction still has a record (or its producer's last, empty, batch)
+/// stays, and the state rebuilt from the cleaned log has no transaction open.
+#[test]
+fn markers_of_transactions_with_no_records_left_are_cleaned_away() {
+    use sluice_protocol::batch::ProducerStamp;
+    use sluice_protocol::control::{ControlMarker, ControlType};
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        delete_retention_ms: 0,
+        ..compacted_config()
+    };
+    let reopen = || {
+        let log = PartitionLog::open(dir.path(), config.clone(), Arc::new(SystemClock)).unwrap();
+        Arc::new(Partition::new(
+            Arc::from("t"),
+            PartitionId(0),
+            SELF,
+            SharedLog::new(log),
+            &assignment(1, 1, &[1]),
+            1,
+        ))
+    };
+    let leader = reopen();
+    let txn = |producer_id: i64, seq: i32, key: u8, value: &str| {
+        let stamp = ProducerStamp {
+            producer_id,
+            producer_epoch: 0,
+            base_sequence: seq,
+        };
+        let mut b = BatchBuilder::with_capacity(stamp, 0).transactional();
+        b.append(1_700_000_000_000, Some(&[key]), Some(value.as_bytes()), &[]);
+        b.build()
+    };
+    let end = |leader: &Partition, producer_id: i64, kind| {
+        let marker = ControlMarker {
+            kind,
+            coordinator_epoch: 0,
+        };
+        leader.append_marker(producer_id, 0, marker).unwrap();
+    };
+    // Producer 8: two aborted transactions. The first's record goes, and so does its
+    // marker; the second's record is the producer's last batch (kept empty), so its
+    // marker stays.
+    append_txn(&leader, txn(8, 0, 1, "aborted-1"));
+    end(&leader, 8, ControlType::Abort);
+    append_txn(&leader, txn(8, 1, 1, "aborted-2"));
+    end(&leader, 8, ControlType::Abort);
+    // Producer 7: a committed record superseded by a later plain write, then a committed
+    // record that stays: the first marker goes, the second stays.
+    append_txn(&leader, txn(7, 0, 5, "old"));
+    end(&leader, 7, ControlType::Commit);
+    leader.append_now(keyed(5, "new"), Acks::Leader).unwrap();
+    append_txn(&leader, txn(7, 1, 6, "kept"));
+    end(&leader, 7, ControlType::Commit);
+    for round in 0..30 {
+        for key in 10..14u8 {
+            let value = format!("r{round}-{}", "x".repeat(40));
+            leader.append_now(keyed(key, &value), Acks::Leader).unwrap();
+        }
+    }
+    leader.maybe_advance_high_watermark();
+    // What is left to read: the aborted records go (they were never read committed).
+    let mut expected = latest(&leader);
+    expected.remove(&1);
+    let markers_of = |leader: &Partition| {
+        let mut out: Vec<i64> = Vec::new();
+        let mut offset = Offset(0);
+        loop {
+            let records = leader.read_log(offset, 1 << 20, Offset(i64::MAX)).unwrap();
+            if records.is_empty() {
+                return out;
+            }
+            for batch in Batches::new(records) {
+                let header = *batch.unwrap().header();
+                offset = header.next_offset();
+                if header.is_control() {
+                    out.push(header.producer_id);
+                }
+            }
+        }
+    };
+    assert_eq!(markers_of(&leader), [8, 8, 7, 7]);
+    assert!(clean(&leader));
+    assert_eq!(latest(&leader), expected);
+    assert_eq!(
+        markers_of(&leader),
+        [8, 7],
+        "the markers of emptied transactions went"
+    );
+    assert_eq!(leader.last_stable_offset(), leader.high_watermark());
+
+    // Rebuilt from the cleaned log alone (no snapshot was written), no transaction is
+    // open: every record left still has its marker.
+    let hw = leader.high_watermark();
+    drop(leader);
+    let leader = reopen();
+    leader.maybe_advance_high_watermark();
+    assert_eq!(leader.high_watermark(), hw);
+    assert_eq!(leader.last_stable_offset(), hw);
+    assert_eq!(latest(&leader), expected);
+}
