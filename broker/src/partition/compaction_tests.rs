@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sluice_protocol::batch::{BatchBuilder, Batches};
+use sluice_protocol::batch::{BatchBuilder, Batches, RecordBatch};
 use sluice_protocol::{BrokerId, ErrorCode, Offset, PartitionId};
 use sluice_storage::{
     CleanupPolicy, Durability, LogConfig, PartitionLog, SharedLog, SystemClock, Throttle,
@@ -43,10 +43,10 @@ fn keyed(key: u8, value: &str) -> Bytes {
     b.build()
 }
 
-/// Key -> (offset, value) of the latest record of each key in the replica's log, read
-/// from its start through the gaps as a consumer would.
-fn latest(partition: &Partition) -> BTreeMap<u8, (i64, Bytes)> {
-    let mut out = BTreeMap::new();
+/// Every batch in the replica's log, read from its start through the gaps as a consumer
+/// would.
+fn log_batches(partition: &Partition) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
     let mut offset = Offset(0);
     loop {
         let records = partition
@@ -58,13 +58,35 @@ fn latest(partition: &Partition) -> BTreeMap<u8, (i64, Bytes)> {
         for batch in Batches::new(records) {
             let batch = batch.unwrap();
             offset = batch.header().next_offset();
-            for record in batch.records().unwrap() {
-                let record = record.unwrap();
-                let key = record.key.unwrap()[0];
-                out.insert(key, (record.offset.0, record.value.unwrap()));
-            }
+            out.push(batch);
         }
     }
+}
+
+/// Key -> (offset, value) of the latest record of each key in the replica's log (markers'
+/// control records included, under their key's first byte).
+fn latest(partition: &Partition) -> BTreeMap<u8, (i64, Bytes)> {
+    let mut out = BTreeMap::new();
+    for batch in log_batches(partition) {
+        for record in batch.records().unwrap() {
+            let record = record.unwrap();
+            let key = record.key.unwrap()[0];
+            out.insert(key, (record.offset.0, record.value.unwrap()));
+        }
+    }
+    out
+}
+
+/// A transactional batch of one record of producer `producer_id` (epoch 0).
+fn txn_record(producer_id: i64, seq: i32, key: u8, value: &str) -> Bytes {
+    let stamp = sluice_protocol::batch::ProducerStamp {
+        producer_id,
+        producer_epoch: 0,
+        base_sequence: seq,
+    };
+    let mut b = BatchBuilder::with_capacity(stamp, 0).transactional();
+    b.append(1_700_000_000_000, Some(&[key]), Some(value.as_bytes()), &[]);
+    b.build()
 }
 
 fn clean(partition: &Partition) -> bool {
@@ -166,20 +188,10 @@ fn append_txn(leader: &Partition, records: Bytes) {
 
 #[test]
 fn the_cleaner_stops_at_an_open_transaction_and_compacts_decided_ones_by_outcome() {
-    use sluice_protocol::batch::ProducerStamp;
     use sluice_protocol::control::{ControlMarker, ControlType};
     let dir = tempfile::tempdir().unwrap();
     let leader = open(dir.path(), 1, &[1]);
-    let txn = |producer_id: i64, seq: i32, value: &str| {
-        let stamp = ProducerStamp {
-            producer_id,
-            producer_epoch: 0,
-            base_sequence: seq,
-        };
-        let mut b = BatchBuilder::with_capacity(stamp, 0).transactional();
-        b.append(1_700_000_000_000, Some(&[9]), Some(value.as_bytes()), &[]);
-        b.build()
-    };
+    let txn = |producer_id: i64, seq: i32, value: &str| txn_record(producer_id, seq, 9, value);
     let marker = |kind| ControlMarker {
         kind,
         coordinator_epoch: 0,
@@ -210,29 +222,13 @@ fn the_cleaner_stops_at_an_open_transaction_and_compacts_decided_ones_by_outcome
     let value = |l: &Partition| latest(l).get(&9).map(|(_, v)| v.clone());
     // Below the open transaction: the committed write superseded the plain one and the
     // aborted one is gone; the open one's record is still there, after them.
-    let all: Vec<Bytes> = {
-        let mut out = Vec::new();
-        let mut offset = Offset(0);
-        loop {
-            let records = leader.read_log(offset, 1 << 20, Offset(i64::MAX)).unwrap();
-            if records.is_empty() {
-                break out;
-            }
-            for batch in Batches::new(records) {
-                let batch = batch.unwrap();
-                offset = batch.header().next_offset();
-                if batch.header().is_control() {
-                    continue;
-                }
-                for record in batch.records().unwrap() {
-                    let record = record.unwrap();
-                    if record.key.as_deref() == Some(&[9][..]) {
-                        out.push(record.value.unwrap());
-                    }
-                }
-            }
-        }
-    };
+    let all: Vec<Bytes> = log_batches(&leader)
+        .iter()
+        .filter(|batch| !batch.header().is_control())
+        .flat_map(|batch| batch.records().unwrap().map(Result::unwrap))
+        .filter(|record| record.key.as_deref() == Some(&[9][..]))
+        .map(|record| record.value.unwrap())
+        .collect();
     assert_eq!(all, [Bytes::from("committed"), Bytes::from("open")]);
     assert_eq!(value(&leader), Some(Bytes::from("open")));
 }
@@ -244,7 +240,6 @@ fn the_cleaner_stops_at_an_open_transaction_and_compacts_decided_ones_by_outcome
 /// stays, and the state rebuilt from the cleaned log has no transaction open.
 #[test]
 fn markers_of_transactions_with_no_records_left_are_cleaned_away() {
-    use sluice_protocol::batch::ProducerStamp;
     use sluice_protocol::control::{ControlMarker, ControlType};
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {
@@ -263,16 +258,7 @@ fn markers_of_transactions_with_no_records_left_are_cleaned_away() {
         ))
     };
     let leader = reopen();
-    let txn = |producer_id: i64, seq: i32, key: u8, value: &str| {
-        let stamp = ProducerStamp {
-            producer_id,
-            producer_epoch: 0,
-            base_sequence: seq,
-        };
-        let mut b = BatchBuilder::with_capacity(stamp, 0).transactional();
-        b.append(1_700_000_000_000, Some(&[key]), Some(value.as_bytes()), &[]);
-        b.build()
-    };
+    let txn = txn_record;
     let end = |leader: &Partition, producer_id: i64, kind| {
         let marker = ControlMarker {
             kind,
@@ -304,22 +290,12 @@ fn markers_of_transactions_with_no_records_left_are_cleaned_away() {
     // What is left to read: the aborted records go (they were never read committed).
     let mut expected = latest(&leader);
     expected.remove(&1);
-    let markers_of = |leader: &Partition| {
-        let mut out: Vec<i64> = Vec::new();
-        let mut offset = Offset(0);
-        loop {
-            let records = leader.read_log(offset, 1 << 20, Offset(i64::MAX)).unwrap();
-            if records.is_empty() {
-                return out;
-            }
-            for batch in Batches::new(records) {
-                let header = *batch.unwrap().header();
-                offset = header.next_offset();
-                if header.is_control() {
-                    out.push(header.producer_id);
-                }
-            }
-        }
+    let markers_of = |leader: &Partition| -> Vec<i64> {
+        log_batches(leader)
+            .iter()
+            .filter(|batch| batch.header().is_control())
+            .map(|batch| batch.header().producer_id)
+            .collect()
     };
     assert_eq!(markers_of(&leader), [8, 8, 7, 7]);
     assert!(clean(&leader));
