@@ -627,7 +627,16 @@ impl Coordinator {
             .await
             .and_then(|topics| {
                 let outcome = topics.into_iter().flat_map(|t| t.partitions).next();
-                outcome.map_or(Ok(()), |p| p.outcome)
+                outcome.map_or_else(
+                    || {
+                        Err(ApiError::new(
+                            ErrorCode::NotEnoughReplicas,
+                            "the transaction coordinator gave no answer for the group's \
+                             partition; retry",
+                        ))
+                    },
+                    |p| p.outcome,
+                )
             });
         match answer {
             Ok(()) => Ok(Some(guard)),
