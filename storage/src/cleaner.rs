@@ -21,20 +21,21 @@
 //!    either the old segments (plus `.cleaned` files, which the next open deletes) or a
 //!    `.swap` log, which the next open completes ([`finish_interrupted_cleaning`]).
 //!
-//! What a batch becomes: a control batch (a transaction's marker) stays whole until no record
-//! of its transaction is left and `delete.retention.ms` has passed, then goes; a batch whose every record survives is
-//! copied byte for byte; one that loses some records is rebuilt with the survivors at their
-//! offsets and compressed again with its codec ([`sluice_protocol::batch::rebuild_batch`]),
-//! unless that is not smaller (a producer's higher compression level), when it is kept
-//! whole; one that loses them all is dropped, unless it is the last batch of a producer the
-//! owner still tracks, which stays as an empty batch (header only, `recordsCount` 0, as
-//! Kafka keeps it) so the producer's last sequence survives a rebuild of the producer state
-//! from the log. A producer the owner forgot (expired) keeps nothing. A transactional
-//! batch is compacted by its transaction's outcome when the owner knows it
-//! ([`CleanPlan::with_transactions`]): committed as any batch, aborted removed; otherwise
-//! it is kept and supersedes nothing. Records without a key cannot be compacted and are removed, as Kafka's cleaner
-//! does (the broker refuses them at produce for compacted topics). A batch whose records do
-//! not parse is kept whole, with a warning: the cleaner never makes data unreadable.
+//! What a batch becomes: a control batch (a transaction's marker) stays whole until no
+//! batch of its transaction is left and `delete.retention.ms` has passed, then goes; a
+//! batch whose every record survives is copied byte for byte; one that loses some records
+//! is rebuilt with the survivors at their offsets and compressed again with its codec
+//! ([`sluice_protocol::batch::rebuild_batch`]), unless that is not smaller (a producer's
+//! higher compression level), when it is kept whole; one that loses them all is dropped,
+//! unless it is the last batch of a producer the owner still tracks, which stays as an
+//! empty batch (header only, `recordsCount` 0, as Kafka keeps it) so the producer's last
+//! sequence survives a rebuild of the producer state from the log. A producer the owner
+//! forgot (expired) keeps nothing. A transactional batch is compacted by its transaction's
+//! outcome when the owner knows it ([`CleanPlan::with_transactions`]): committed as any
+//! batch, aborted removed; otherwise it is kept and supersedes nothing. Records without a
+//! key cannot be compacted and are removed, as Kafka's cleaner does (the broker refuses
+//! them at produce for compacted topics). A batch whose records do not parse is kept whole,
+//! with a warning: the cleaner never makes data unreadable.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
