@@ -35,6 +35,25 @@ fn stderr(output: &std::process::Output) -> String {
 
 /// A broker whose users alice (SCRAM-SHA-256, `alice-pw`) and bob (SCRAM-SHA-512,
 /// `bob-pw`) were made before authentication was turned on; restarted with `args`.
+/// The users `broker_with_users` creates, as `cli_as` logs in: mechanism, user, password.
+const ALICE: (&str, &str, &str) = ("SCRAM-SHA-256", "alice", "alice-pw");
+const BOB: (&str, &str, &str) = ("SCRAM-SHA-512", "bob", "bob-pw");
+
+/// `broker_with_users` with every SASL mechanism, the authorizer on and alice its
+/// superuser, plus `args`.
+fn broker_with_authorizer(dir: &Path, kafka: bool, args: &[&str]) -> BrokerProcess {
+    let mut all = vec![
+        "--sasl-mechanisms",
+        ALL,
+        "--authorizer",
+        "on",
+        "--superusers",
+        "User:alice",
+    ];
+    all.extend_from_slice(args);
+    broker_with_users(dir, kafka, &all)
+}
+
 fn broker_with_users(dir: &Path, kafka: bool, args: &[&str]) -> BrokerProcess {
     let data = dir.join("data");
     let mut broker = if kafka {
@@ -78,7 +97,6 @@ fn users_made_before_authentication_log_in_once_it_is_on() {
     );
 
     // alice by SCRAM-SHA-256: topics, produce, consume.
-    let alice = ("SCRAM-SHA-256", "alice", "alice-pw");
     let ok = |who, args: &[&str], stdin: &str| {
         let out = cli_as(&b, who, args, stdin);
         assert!(
@@ -88,17 +106,17 @@ fn users_made_before_authentication_log_in_once_it_is_on() {
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    ok(alice, &["topic", "create", "orders"], "");
-    ok(alice, &["produce", "orders"], "one\ntwo\n");
+    ok(ALICE, &["topic", "create", "orders"], "");
+    ok(ALICE, &["produce", "orders"], "one\ntwo\n");
     let consumed = ok(
-        alice,
+        ALICE,
         &["consume", "orders", "--from-beginning", "-n", "2"],
         "",
     );
     assert_eq!(consumed, "one\ntwo\n");
 
     // bob by SCRAM-SHA-512, and by PLAIN (checked against his SCRAM credential).
-    ok(("SCRAM-SHA-512", "bob", "bob-pw"), &["topic", "list"], "");
+    ok(BOB, &["topic", "list"], "");
     ok(("PLAIN", "bob", "bob-pw"), &["topic", "list"], "");
 
     // Wrong password, unknown user, a mechanism the user has no credential for.
@@ -118,17 +136,12 @@ fn users_made_before_authentication_log_in_once_it_is_on() {
     }
 
     // Users are managed while authenticated, and a deleted user no longer logs in.
-    ok(alice, &["user", "delete", "bob"], "");
-    let listed = ok(alice, &["user", "list", "--format", "json"], "");
+    ok(ALICE, &["user", "delete", "bob"], "");
+    let listed = ok(ALICE, &["user", "list", "--format", "json"], "");
     let users: serde_json::Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(users.as_array().unwrap().len(), 1, "{listed}");
     assert_eq!(users[0]["name"], "alice");
-    let out = cli_as(
-        &b,
-        ("SCRAM-SHA-512", "bob", "bob-pw"),
-        &["topic", "list"],
-        "",
-    );
+    let out = cli_as(&b, BOB, &["topic", "list"], "");
     assert!(!out.status.success(), "a deleted user logged in");
 }
 
@@ -149,12 +162,7 @@ fn plain_is_refused_without_tls_unless_allowed() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no TLS"), "{}", stderr(&out));
     // An unoffered mechanism is named with what is offered.
-    let out = cli_as(
-        &broker.bootstrap(),
-        ("SCRAM-SHA-512", "bob", "bob-pw"),
-        &["topic", "list"],
-        "",
-    );
+    let out = cli_as(&broker.bootstrap(), BOB, &["topic", "list"], "");
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("offers PLAIN, SCRAM-SHA-256"),
@@ -195,16 +203,8 @@ fn kcat_logs_in_with_scram_on_the_kafka_listener() {
     let dir = tempfile::tempdir().unwrap();
     let broker = broker_with_users(dir.path(), true, &["--sasl-mechanisms", ALL]);
     let k = broker.kafka_bootstrap();
-    cli_as(
-        &broker.bootstrap(),
-        ("SCRAM-SHA-256", "alice", "alice-pw"),
-        &["topic", "create", "t"],
-        "",
-    );
-    for who in [
-        ("SCRAM-SHA-256", "alice", "alice-pw"),
-        ("SCRAM-SHA-512", "bob", "bob-pw"),
-    ] {
+    cli_as(&broker.bootstrap(), ALICE, &["topic", "create", "t"], "");
+    for who in [ALICE, BOB] {
         let out = kcat(
             &k,
             Some(who),
@@ -215,7 +215,7 @@ fn kcat_logs_in_with_scram_on_the_kafka_listener() {
     }
     let out = kcat(
         &k,
-        Some(("SCRAM-SHA-512", "bob", "bob-pw")),
+        Some(BOB),
         &["-m", "20", "-C", "-t", "t", "-o", "beginning", "-e", "-q"],
         "",
     );
@@ -252,12 +252,7 @@ fn python_clients_log_in_with_scram_on_the_kafka_listener() {
     let dir = tempfile::tempdir().unwrap();
     let broker = broker_with_users(dir.path(), true, &["--sasl-mechanisms", ALL]);
     let k = broker.kafka_bootstrap();
-    cli_as(
-        &broker.bootstrap(),
-        ("SCRAM-SHA-256", "alice", "alice-pw"),
-        &["topic", "create", "t"],
-        "",
-    );
+    cli_as(&broker.bootstrap(), ALICE, &["topic", "create", "t"], "");
     // kafka-python produces as alice, confluent-kafka consumes as bob; each prints a line.
     let script = r#"
 import sys
@@ -535,30 +530,15 @@ fn kafka_clients_obey_the_same_acls() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let broker = broker_with_users(
-        dir.path(),
-        true,
-        &[
-            "--sasl-mechanisms",
-            ALL,
-            "--authorizer",
-            "on",
-            "--superusers",
-            "User:alice",
-            "--auto-create-topics",
-            "false",
-        ],
-    );
+    let broker = broker_with_authorizer(dir.path(), true, &["--auto-create-topics", "false"]);
     let (b, k) = (broker.bootstrap(), broker.kafka_bootstrap());
-    let alice = ("SCRAM-SHA-256", "alice", "alice-pw");
-    let bob = ("SCRAM-SHA-512", "bob", "bob-pw");
     for topic in ["open", "closed"] {
-        let out = cli_as(&b, alice, &["topic", "create", topic], "");
+        let out = cli_as(&b, ALICE, &["topic", "create", topic], "");
         assert!(out.status.success(), "{}", stderr(&out));
     }
     let out = cli_as(
         &b,
-        alice,
+        ALICE,
         &[
             "acl",
             "add",
@@ -574,7 +554,7 @@ fn kafka_clients_obey_the_same_acls() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     // bob's metadata shows "open" only.
-    let out = kcat(&k, Some(bob), &["-m", "20", "-L", "-J"], "");
+    let out = kcat(&k, Some(BOB), &["-m", "20", "-L", "-J"], "");
     assert!(out.status.success(), "{}", stderr(&out));
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -582,9 +562,9 @@ fn kafka_clients_obey_the_same_acls() {
         "{listed}"
     );
     // He produces to "open", and not to "closed" (not even told it exists).
-    let out = kcat(&k, Some(bob), &["-m", "20", "-P", "-t", "open"], "hi\n");
+    let out = kcat(&k, Some(BOB), &["-m", "20", "-P", "-t", "open"], "hi\n");
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = kcat(&k, Some(bob), &["-m", "5", "-P", "-t", "closed"], "no\n");
+    let out = kcat(&k, Some(BOB), &["-m", "5", "-P", "-t", "closed"], "no\n");
     assert!(
         !out.status.success(),
         "bob produced to a topic he may not see"
@@ -604,22 +584,10 @@ fn a_transactional_id_is_used_only_with_write_on_it() {
         Client, ClientConfig, Producer, ProducerConfig, ProducerRecord, SaslConfig, SaslMechanism,
     };
     let dir = tempfile::tempdir().unwrap();
-    let broker = broker_with_users(
-        dir.path(),
-        false,
-        &[
-            "--sasl-mechanisms",
-            ALL,
-            "--authorizer",
-            "on",
-            "--superusers",
-            "User:alice",
-        ],
-    );
+    let broker = broker_with_authorizer(dir.path(), false, &[]);
     let b = broker.bootstrap();
-    let alice = ("SCRAM-SHA-256", "alice", "alice-pw");
     let admin = |args: &[&str]| {
-        let out = cli_as(&b, alice, args, "");
+        let out = cli_as(&b, ALICE, args, "");
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     };
     admin(&["topic", "create", "out"]);
@@ -688,7 +656,7 @@ fn a_transactional_id_is_used_only_with_write_on_it() {
         let e = denied.init_transactions().await.unwrap_err().to_string();
         assert!(e.contains("transactional id \"app-2\""), "{e}");
     });
-    let out = cli_as(&b, alice, &["acl", "list", "--format", "json"], "");
+    let out = cli_as(&b, ALICE, &["acl", "list", "--format", "json"], "");
     let acls: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         acls.as_array()
