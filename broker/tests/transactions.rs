@@ -306,6 +306,20 @@ impl Conn {
         }
     }
 
+    /// Adds `group` to the transaction of producer `producer` (id "tx") and commits
+    /// `offset` in it; each step must succeed.
+    async fn offset_in_txn(&mut self, group: &str, producer: (i64, i16), topic: &str, offset: i64) {
+        let (pid, epoch) = producer;
+        assert_eq!(
+            self.add_offsets("tx", pid, epoch, group).await,
+            ErrorCode::None
+        );
+        assert_eq!(
+            self.txn_commit_offset(group, producer, topic, offset).await,
+            ErrorCode::None
+        );
+    }
+
     /// A whole transaction of producer `producer` (id "tx") that commits `offset` for
     /// `group` and ends (`committed` or aborted); each step must succeed.
     async fn transact_offset(
@@ -317,14 +331,7 @@ impl Conn {
         committed: bool,
     ) {
         let (pid, epoch) = producer;
-        assert_eq!(
-            self.add_offsets("tx", pid, epoch, group).await,
-            ErrorCode::None
-        );
-        assert_eq!(
-            self.txn_commit_offset(group, producer, topic, offset).await,
-            ErrorCode::None
-        );
+        self.offset_in_txn(group, producer, topic, offset).await;
         assert_eq!(self.end("tx", pid, epoch, committed).await, ErrorCode::None);
     }
 
@@ -650,14 +657,7 @@ async fn offsets_committed_in_a_transaction_count_only_if_it_commits_also_after_
     let (pid, epoch) = producer;
 
     // Committed: invisible until the commit, then the group's offset.
-    assert_eq!(
-        conn.add_offsets("tx", pid, epoch, "g").await,
-        ErrorCode::None
-    );
-    assert_eq!(
-        conn.txn_commit_offset("g", producer, "in", 5).await,
-        ErrorCode::None
-    );
+    conn.offset_in_txn("g", producer, "in", 5).await;
     assert_eq!(conn.committed_offset("g", "in", false).await, Ok(-1));
     assert_eq!(
         conn.committed_offset("g", "in", true).await,
@@ -672,14 +672,7 @@ async fn offsets_committed_in_a_transaction_count_only_if_it_commits_also_after_
 
     // Left open across a restart: still undecided after it (the load replays the markers
     // and stages what none decided), and dropped when a new instance aborts it.
-    assert_eq!(
-        conn.add_offsets("tx", pid, epoch, "g").await,
-        ErrorCode::None
-    );
-    assert_eq!(
-        conn.txn_commit_offset("g", producer, "in", 12).await,
-        ErrorCode::None
-    );
+    conn.offset_in_txn("g", producer, "in", 12).await;
     drop(conn);
     broker.shutdown().await;
 
@@ -732,14 +725,7 @@ async fn a_txn_offset_commit_outside_its_transaction_opens_nothing() {
     assert_eq!(conn.committed_offset("g", "in", true).await, Ok(-1));
 
     // Added: written, and applied at the commit.
-    assert_eq!(
-        conn.add_offsets("tx", pid, epoch, "g").await,
-        ErrorCode::None
-    );
-    assert_eq!(
-        conn.txn_commit_offset("g", producer, "in", 5).await,
-        ErrorCode::None
-    );
+    conn.offset_in_txn("g", producer, "in", 5).await;
     // A second commit in the same transaction needs no new word from the coordinator.
     assert_eq!(
         conn.txn_commit_offset("g", producer, "in", 6).await,
