@@ -25,11 +25,12 @@ pub mod checks;
 pub mod kafka;
 pub mod tls;
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sluice_client::{BrokerId, Client, ClientConfig, PartitionId, TopicMetadata};
@@ -128,17 +129,42 @@ pub fn scrape(addr: SocketAddr) -> std::collections::BTreeMap<String, f64> {
         .collect()
 }
 
-/// A free port on 127.0.0.1 (bound and released; another process could take it first, so
-/// brokers are started with a retry).
+/// A free port on 127.0.0.1 (see [`free_addr`]).
 pub fn free_port() -> u16 {
     free_addr([127, 0, 0, 1].into()).port()
 }
 
-/// An address with a free port on `ip` (bound and released, as [`free_port`]).
+/// An address with a free port on `ip`: bound and released, and never handed out before
+/// by this process, whatever the IP.
+///
+/// Why the memory: tests run in parallel threads, and the kernel picks a released port
+/// again at random. Two tests given one port both started a broker on it: the second
+/// broker could not bind and exited, but the harness's readiness check had already been
+/// answered by the first test's broker on that port, and the second test waited out its
+/// cluster start (60 s) for a node that was gone. A port a test released (a node killed to
+/// be restarted on the same address) is likewise not given to another test. Another
+/// process can still take a released port; then the broker fails to bind and its log,
+/// printed when the test fails, says so.
 pub fn free_addr(ip: IpAddr) -> SocketAddr {
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .unwrap_or_else(|e| panic!("bind an ephemeral port on {ip}: {e}"))
+    static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let mut handed_out = HANDED_OUT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    // Ports refused are held until a fresh one is found, so the kernel cannot offer them
+    // again meanwhile.
+    let mut refused = Vec::new();
+    loop {
+        let listener = TcpListener::bind((ip, 0))
+            .unwrap_or_else(|e| panic!("bind an ephemeral port on {ip}: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("the address of an ephemeral port on {ip}: {e}"));
+        if handed_out.insert(addr.port()) {
+            return addr;
+        }
+        refused.push(listener);
+    }
 }
 
 /// Whether a test broker opens its Kafka-protocol listener.
@@ -939,10 +965,26 @@ impl TestCluster {
 }
 
 impl Drop for BrokerProcess {
+    /// Kills the broker; when a test is failing, prints the end of its log first, since
+    /// the log is in the test's temporary directory and goes with it.
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            eprintln!(
+                "--- the last {} lines of {} ---\n{}",
+                tail.len(),
+                self.log_path.display(),
+                tail.join("\n")
+            );
+        }
     }
 }
+
+/// How much of a broker's log a failing test prints.
+const LOG_TAIL_LINES: usize = 80;
 
 /// Whether a broker at `addr` answers an ApiVersions request.
 fn answers_api_versions(addr: SocketAddr, tls: Option<&tls::ClientTls>) -> bool {
@@ -1051,4 +1093,20 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without the memory, 500 draws from the kernel's ~14,000 odd ephemeral ports would
+    /// repeat one about nine times over.
+    #[test]
+    fn free_addr_never_hands_out_a_port_twice() {
+        let mut seen = HashSet::new();
+        for _ in 0..500 {
+            let port = free_port();
+            assert!(seen.insert(port), "port {port} handed out twice");
+        }
+    }
 }
