@@ -13,14 +13,16 @@
 //! [`Error::Network`], and both halves of the socket close. The owner ([`crate::Client`])
 //! dials a new connection on next use.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use sluice_protocol::{
-    messages::peek_correlation_id, ApiKey, ErrorCode, FrameCodec, Request, RequestHeader, Response,
+    frame::SplicedFrame, messages::peek_correlation_id, ApiKey, ErrorCode, FrameCodec, Request,
+    RequestHeader, Response,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -48,9 +50,11 @@ struct Pending {
     reply: oneshot::Sender<Result<Response>>,
 }
 
-/// A frame for the writer, with an optional notice once it is on the socket.
+/// A frame for the writer, as the pieces that go on the wire in order (a Produce
+/// request's record batches are the producer's own bytes, not copies: see
+/// [`SplicedFrame`]), with an optional notice once it is on the socket.
 struct Outgoing {
-    frame: Bytes,
+    pieces: Vec<Bytes>,
     written: Option<oneshot::Sender<Result<()>>>,
 }
 
@@ -221,7 +225,7 @@ impl Connection {
             .acquire_owned()
             .await
             .map_err(|_| self.dead_error())?;
-        let (correlation_id, frame) = self.encode(request)?;
+        let (correlation_id, pieces) = self.encode(request)?;
         let (reply, response) = oneshot::channel();
         {
             let mut pending = lock(&self.shared.pending);
@@ -243,7 +247,7 @@ impl Connection {
             correlation_id,
         };
         let outgoing = Outgoing {
-            frame,
+            pieces,
             written: None,
         };
         if self.to_writer.send(outgoing).await.is_err() {
@@ -265,10 +269,10 @@ impl Connection {
             .acquire()
             .await
             .map_err(|_| self.dead_error())?;
-        let (_, frame) = self.encode(request)?;
+        let (_, pieces) = self.encode(request)?;
         let (written, done) = oneshot::channel();
         let outgoing = Outgoing {
-            frame,
+            pieces,
             written: Some(written),
         };
         if self.to_writer.send(outgoing).await.is_err() {
@@ -285,8 +289,9 @@ impl Connection {
         }
     }
 
-    /// Encodes a whole frame (length prefix included) under a fresh correlation id.
-    fn encode(&self, request: &Request) -> Result<(u32, Bytes)> {
+    /// Encodes a whole frame (length prefix included) under a fresh correlation id, as the
+    /// pieces to write.
+    fn encode(&self, request: &Request) -> Result<(u32, Vec<Bytes>)> {
         let correlation_id = self
             .shared
             .next_correlation_id
@@ -296,12 +301,11 @@ impl Connection {
             correlation_id,
             self.config.client_id.clone(),
         );
-        let mut buf = BytesMut::new();
-        buf.put_u32(0);
+        let mut frame = SplicedFrame::new();
         request
-            .encode(&header, &mut buf)
+            .encode_spliced(&header, &mut frame)
             .map_err(|e| Error::InvalidArgument(format!("cannot encode the request: {e}")))?;
-        let payload_len = buf.len() - 4;
+        let payload_len = frame.payload_len();
         if payload_len > self.config.max_frame_bytes as usize {
             return Err(Error::InvalidArgument(format!(
                 "a {} request of {payload_len} bytes exceeds the maximum frame of {} bytes; send smaller batches",
@@ -309,8 +313,7 @@ impl Connection {
                 self.config.max_frame_bytes
             )));
         }
-        buf[..4].copy_from_slice(&(payload_len as u32).to_be_bytes());
-        Ok((correlation_id, buf.freeze()))
+        Ok((correlation_id, frame.into_pieces()))
     }
 
     fn dead_error(&self) -> Error {
@@ -433,32 +436,34 @@ fn io_reason(e: &std::io::Error) -> String {
 
 /// Bytes of queued frames one pass of the writer takes.
 const WRITE_BATCH_BYTES: usize = 1 << 20;
-/// Frames below this size are copied together into one write; larger ones (record
-/// batches) are written as they are, so their payload is not copied again.
-const COALESCE_BELOW_BYTES: usize = 64 * 1024;
+/// Pieces one vectored write takes at most (Linux's `IOV_MAX` is 1024).
+const WRITE_PIECES_MAX: usize = 256;
 
-async fn write_frames<W: AsyncWrite + Unpin>(
+/// Writes `pieces` in order with vectored writes, then flushes (a TLS stream buffers what
+/// it encrypts until flushed; a TCP socket's flush is a no-op). Written pieces are consumed.
+async fn write_pieces<W: AsyncWrite + Unpin>(
     socket: &mut W,
-    frames: &[Bytes],
-    buf: &mut BytesMut,
+    pieces: &mut VecDeque<Bytes>,
 ) -> std::io::Result<()> {
-    buf.clear();
-    for frame in frames {
-        if frame.len() < COALESCE_BELOW_BYTES {
-            buf.extend_from_slice(frame);
-            continue;
+    while !pieces.is_empty() {
+        let slices: Vec<IoSlice<'_>> = pieces
+            .iter()
+            .take(WRITE_PIECES_MAX)
+            .map(|p| IoSlice::new(p))
+            .collect();
+        let mut written = socket.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
         }
-        if !buf.is_empty() {
-            socket.write_all(buf).await?;
-            buf.clear();
+        while let Some(first) = pieces.front_mut() {
+            if written < first.len() {
+                first.advance(written);
+                break;
+            }
+            written -= first.len();
+            pieces.pop_front();
         }
-        socket.write_all(frame).await?;
     }
-    if !buf.is_empty() {
-        socket.write_all(buf).await?;
-        buf.clear();
-    }
-    // A TLS stream buffers what it encrypts until flushed; a TCP socket's flush is a no-op.
     socket.flush().await
 }
 
@@ -467,7 +472,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     mut from_callers: mpsc::Receiver<Outgoing>,
 ) {
-    let mut buf = BytesMut::new();
+    let mut pieces = VecDeque::new();
     let mut notices = Vec::new();
     let mut closed = shared.closed.subscribe();
     loop {
@@ -479,18 +484,17 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             _ = closed.wait_for(|dead| *dead) => break,
         };
         // Take whatever else is already queued too, up to a bound, and write it together.
-        let mut frames = vec![first.frame];
-        notices.extend(first.written);
-        let mut queued_bytes = frames[0].len();
-        while queued_bytes < WRITE_BATCH_BYTES {
-            let Ok(outgoing) = from_callers.try_recv() else {
-                break;
-            };
-            queued_bytes += outgoing.frame.len();
-            frames.push(outgoing.frame);
+        let mut queued_bytes = 0;
+        let mut next = Some(first);
+        while let Some(outgoing) = next.take() {
+            queued_bytes += outgoing.pieces.iter().map(Bytes::len).sum::<usize>();
+            pieces.extend(outgoing.pieces);
             notices.extend(outgoing.written);
+            if queued_bytes < WRITE_BATCH_BYTES {
+                next = from_callers.try_recv().ok();
+            }
         }
-        let result = write_frames(&mut socket, &frames, &mut buf).await;
+        let result = write_pieces(&mut socket, &mut pieces).await;
         match result {
             Ok(()) => notices.drain(..).for_each(|n| {
                 let _ = n.send(Ok(()));

@@ -417,3 +417,26 @@ async fn a_request_over_the_frame_limit_is_refused_before_sending() {
     );
     assert!(!connection.is_dead());
 }
+
+/// Pieces reach the other end whole and in order through a pipe that takes a few bytes a
+/// write, so vectored writes end inside pieces and between them.
+#[tokio::test]
+async fn pieces_are_written_whole_and_in_order_through_partial_writes() {
+    let pieces: Vec<Bytes> = [3, 10_000, 1, 5_000, 0, 70_000]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| Bytes::from((0..n).map(|j| (i * 31 + j) as u8).collect::<Vec<u8>>()))
+        .collect();
+    let expected = pieces.concat();
+    let (mut writer, mut reader) = tokio::io::duplex(7);
+    let read = tokio::spawn(async move {
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    let mut queue: VecDeque<Bytes> = pieces.into_iter().collect();
+    write_pieces(&mut writer, &mut queue).await.unwrap();
+    assert!(queue.is_empty());
+    drop(writer);
+    assert_eq!(read.await.unwrap(), expected);
+}

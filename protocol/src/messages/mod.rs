@@ -158,6 +158,12 @@ macro_rules! apis {
                 }
             }
 
+            fn encode_body_spliced(&self, frame: &mut SplicedFrame) -> Result<()> {
+                match self {
+                    $( Request::$variant(body) => body.encode_spliced(frame), )*
+                }
+            }
+
             fn body_len(&self) -> usize {
                 match self {
                     $( Request::$variant(body) => body.encoded_len(), )*
@@ -435,6 +441,22 @@ impl Request {
     /// Appends the request payload (header, then body). `header.api_key` must be this
     /// request's api; a mismatch is refused rather than sent.
     pub fn encode(&self, header: &RequestHeader, buf: &mut BytesMut) -> Result<()> {
+        self.check_header(header)?;
+        buf.reserve(header.encoded_len() + self.body_len());
+        header.encode(buf)?;
+        self.encode_body(buf)
+    }
+
+    /// Appends the request payload to `frame` like [`Request::encode`] does, sharing the
+    /// record batches of Produce requests instead of copying them.
+    pub fn encode_spliced(&self, header: &RequestHeader, frame: &mut SplicedFrame) -> Result<()> {
+        self.check_header(header)?;
+        header.encode(frame.head_mut())?;
+        self.encode_body_spliced(frame)
+    }
+
+    /// Refuses a header that names another api than this request's, or a version it lacks.
+    fn check_header(&self, header: &RequestHeader) -> Result<()> {
         let api_key = self.api_key();
         if header.api_key != api_key as u16 {
             return Err(Error::Invalid {
@@ -446,10 +468,7 @@ impl Request {
                 ),
             });
         }
-        api_key.check_version(header.api_version)?;
-        buf.reserve(header.encoded_len() + self.body_len());
-        header.encode(buf)?;
-        self.encode_body(buf)
+        api_key.check_version(header.api_version)
     }
 }
 

@@ -188,12 +188,44 @@ fn fetch_records_are_shared_not_copied() {
     );
 }
 
+/// A produce request's record batch reaches the frame's pieces as the producer's own bytes
+/// (no copy), and the pieces make the same payload as the plain encoding.
+#[test]
+fn produce_records_are_shared_not_copied() {
+    let records = Bytes::from(vec![7u8; 3 * crate::frame::SPLICE_MIN_BYTES]);
+    let request = Request::Produce(crate::messages::ProduceRequest {
+        acks: -1,
+        timeout_ms: 1000,
+        transactional_id: None,
+        topics: vec![crate::messages::ProduceTopic {
+            name: "t".into(),
+            partitions: vec![crate::messages::ProducePartition {
+                partition: PartitionId(0),
+                records: records.clone(),
+            }],
+        }],
+    });
+    let header = RequestHeader::new(ApiKey::Produce, 9, "client");
+    let mut frame = SplicedFrame::new();
+    request.encode_spliced(&header, &mut frame).unwrap();
+    let pieces = frame.into_pieces();
+    assert!(pieces.iter().any(|p| p.as_ptr() == records.as_ptr()));
+    let payload = encode_request(&header, &request);
+    assert_eq!(
+        &pieces.concat()[crate::frame::FRAME_HEADER_LEN..],
+        &payload[..]
+    );
+}
+
 proptest! {
     #[test]
     fn every_request_and_response_round_trips(every in arb::<EveryApi>()) {
         for (header, request, response) in &every.0 {
             check_round_trip(header);
             let payload = encode_request(header, request);
+            let mut spliced = SplicedFrame::new();
+            request.encode_spliced(header, &mut spliced).expect("encode request spliced");
+            prop_assert_eq!(&spliced.into_bytes()[crate::frame::FRAME_HEADER_LEN..], &payload[..]);
             let (decoded_header, decoded) = decode_request(payload.clone()).expect("decode request");
             prop_assert_eq!(&decoded_header, header);
             prop_assert_eq!(&decoded, request);
