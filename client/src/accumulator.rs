@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use sluice_protocol::batch::{
-    set_producer_stamp, BatchBuilder, ProducerStamp, Record, RecordBatch, HEADER_LEN,
+    set_producer_stamp, write_producer_stamp, BatchBuilder, ProducerStamp, Record, RecordBatch,
+    HEADER_LEN,
 };
 
 use crate::{Compression, CompressionConfig, TopicPartition};
@@ -242,6 +243,22 @@ pub(crate) struct Batch<T> {
     /// they were). A sealed batch is compressed by the sender once it is drained, off the
     /// producer's lock; a retry resends the same bytes.
     pub compressed: bool,
+    /// Its bytes lack their CRC: a batch is sealed without it, on the application's thread
+    /// and under the producer's lock, and the sender computes it once the batch is drained
+    /// and stamped, off the lock ([`Batch::set_crc`]). The application's thread is what
+    /// limits one producer's speed, and the CRC was a sixteenth of its time.
+    pub crc_pending: bool,
+}
+
+impl<T> Batch<T> {
+    /// Computes the CRC of a batch sealed without it (see [`Batch::crc_pending`]).
+    pub fn set_crc(&mut self) {
+        if std::mem::take(&mut self.crc_pending) {
+            let mut bytes = BytesMut::from(std::mem::take(&mut self.bytes));
+            sluice_protocol::batch::set_crc(&mut bytes);
+            self.bytes = bytes.freeze();
+        }
+    }
 }
 
 struct PartitionQueue<T> {
@@ -252,6 +269,10 @@ struct PartitionQueue<T> {
     in_flight: usize,
     /// No batch of this partition leaves before this (backoff after a failure).
     retry_at: Option<Instant>,
+    /// Whether its last batch was sealed full: the next one then starts at the full size,
+    /// instead of small and grown by doubling (a copy of everything in it each time, on
+    /// the application's thread: 1 MiB more copied per 1 MiB batch at full speed).
+    filled: bool,
 }
 
 impl<T> PartitionQueue<T> {
@@ -261,6 +282,7 @@ impl<T> PartitionQueue<T> {
             sealed: VecDeque::new(),
             in_flight: 0,
             retry_at: None,
+            filled: false,
         }
     }
 
@@ -474,13 +496,16 @@ impl<T> Accumulator<T> {
             if open.builder.size_bytes() + record_size > open.bytes_max.min(batch_bytes_max) {
                 let open = queue.open.take().expect("checked above");
                 queue.sealed.push_back(seal(tp, open, compression));
+                queue.filled = true;
                 sealed = true;
             }
         }
         let new_batch = queue.open.is_none();
+        let filled = queue.filled;
         let open = queue.open.get_or_insert_with(|| {
             // Start small: most partitions never fill a whole batch_bytes_max.
-            let capacity = record_size.max(16 * 1024).min(batch_bytes_max);
+            let small = if filled { batch_bytes_max } else { 16 * 1024 };
+            let capacity = record_size.max(small).min(batch_bytes_max);
             *next_order += ORDER_SPAN;
             OpenBatch {
                 builder: new_builder(ProducerStamp::default(), capacity, transactional),
@@ -500,6 +525,7 @@ impl<T> Accumulator<T> {
         if open.builder.size_bytes() >= open.bytes_max {
             let open = queue.open.take().expect("just filled");
             queue.sealed.push_back(seal(tp, open, compression));
+            queue.filled = true;
             sealed = true;
         }
         Appended { new_batch, sealed }
@@ -541,7 +567,11 @@ impl<T> Accumulator<T> {
                 }
                 let mut batch = match queue.sealed.pop_front() {
                     Some(batch) => batch,
-                    None => seal(tp, queue.open.take().expect("waiting"), config.compression),
+                    None => {
+                        // Sent before it filled: the next batch starts small again.
+                        queue.filled = false;
+                        seal(tp, queue.open.take().expect("waiting"), config.compression)
+                    }
                 };
                 if let (Some(identity), None) = (*identity, batch.stamp) {
                     stamp(&mut batch, identity, sequences);
@@ -791,13 +821,15 @@ impl<T> Accumulator<T> {
     }
 }
 
-/// Seals an open batch: builds its bytes uncompressed. The sender compresses it when it is
-/// drained ([`Batch::compressed`]), not here under the producer's lock.
+/// Seals an open batch: builds its bytes uncompressed and without their CRC. The sender
+/// computes the CRC and compresses it when it is drained ([`Batch::crc_pending`],
+/// [`Batch::compressed`]), not here under the producer's lock.
 fn seal<T>(tp: &TopicPartition, open: OpenBatch<T>, compression: CompressionConfig) -> Batch<T> {
     Batch {
         compressed: compression.codec() == Compression::None,
+        crc_pending: true,
         tp: tp.clone(),
-        bytes: open.builder.build(),
+        bytes: open.builder.build_without_crc(),
         tokens: open.tokens,
         created: open.created,
         attempts: 0,
@@ -812,10 +844,12 @@ fn seal<T>(tp: &TopicPartition, open: OpenBatch<T>, compression: CompressionConf
 /// id and epoch; the first its base sequence, the second the sequence after the first
 /// half's records. Both count as never sent (`attempts` 0), as Kafka treats split batches.
 fn split<T>(
-    batch: Batch<T>,
+    mut batch: Batch<T>,
     compression: CompressionConfig,
     transactional: bool,
 ) -> (Batch<T>, Batch<T>) {
+    // Split after a send, so it has its CRC; a batch that has not is not refused.
+    batch.set_crc();
     let records: Vec<Record> = RecordBatch::validate(batch.bytes.clone())
         .and_then(|b| b.records()?.collect())
         .expect("a batch this producer built decodes");
@@ -837,6 +871,7 @@ fn split<T>(
                 stamp: Option<ProducerStamp>,
                 order: u128,
                 order_span: u128| Batch {
+        crc_pending: false,
         tp: batch.tp.clone(),
         bytes: build_batch(
             records,
@@ -935,9 +970,14 @@ fn stamp<T>(
     let stamp = identity.stamp(sequence.next);
     let n_records = i32::try_from(batch.tokens.len()).expect("a batch holds < 2^31 records");
     sequence.next = add_sequence(sequence.next, n_records);
-    // The bytes were built without a stamp, or with one of an earlier epoch.
+    // The bytes were built without a stamp, or with one of an earlier epoch. A batch
+    // without its CRC yet gets it after the stamp, from the sender.
     let mut bytes = BytesMut::from(std::mem::take(&mut batch.bytes));
-    set_producer_stamp(&mut bytes, stamp);
+    if batch.crc_pending {
+        write_producer_stamp(&mut bytes, stamp);
+    } else {
+        set_producer_stamp(&mut bytes, stamp);
+    }
     batch.bytes = bytes.freeze();
     batch.stamp = Some(stamp);
 }
@@ -950,6 +990,15 @@ mod tests {
 
     fn tp(topic: &str, partition: i32) -> TopicPartition {
         TopicPartition::new(topic, PartitionId(partition))
+    }
+
+    /// A drained batch's bytes as the sender sends them: with their CRC.
+    fn finished_bytes<T>(batch: &Batch<T>) -> Bytes {
+        let mut bytes = BytesMut::from(&batch.bytes[..]);
+        if batch.crc_pending {
+            sluice_protocol::batch::set_crc(&mut bytes);
+        }
+        bytes.freeze()
     }
 
     fn value(n: usize) -> Vec<u8> {
@@ -1012,7 +1061,7 @@ mod tests {
         assert_eq!(acc.next_wakeup(), Some(t0 + Duration::from_millis(5)));
         let ready = acc.drain_ready(t0 + Duration::from_millis(5));
         assert_eq!(tokens(&ready), vec![vec![1, 2]]);
-        let batch = RecordBatch::validate(ready[0].bytes.clone()).unwrap();
+        let batch = RecordBatch::validate(finished_bytes(&ready[0])).unwrap();
         let values: Vec<_> = batch
             .records()
             .unwrap()
@@ -1145,7 +1194,7 @@ mod tests {
 
     /// Records' values in `batch`'s bytes, as the broker would read them.
     fn values(batch: &Batch<u32>) -> Vec<Vec<u8>> {
-        RecordBatch::validate(batch.bytes.clone())
+        RecordBatch::validate(finished_bytes(batch))
             .unwrap()
             .records()
             .unwrap()
@@ -1251,7 +1300,9 @@ mod tests {
 
     /// The stamp in a batch's bytes, as the broker reads it: (id, epoch, base sequence).
     fn wire_stamp(batch: &Batch<u32>) -> (i64, i16, i32) {
-        let header = *RecordBatch::validate(batch.bytes.clone()).unwrap().header();
+        let header = *RecordBatch::validate(finished_bytes(batch))
+            .unwrap()
+            .header();
         let stamp = batch.stamp.expect("stamped");
         assert_eq!(
             (

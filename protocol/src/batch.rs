@@ -260,6 +260,15 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[ATTRIBUTES_AT..])
 }
 
+/// Computes a batch's CRC and writes it in ([`BatchBuilder::build_without_crc`]).
+///
+/// # Panics
+/// If `batch` is shorter than a batch header.
+pub fn set_crc(batch: &mut [u8]) {
+    let crc = compute_crc(batch);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Stamps `baseOffset` in place. The CRC does not cover it, so the batch stays valid.
 ///
 /// # Panics
@@ -314,10 +323,7 @@ const STAMP_CRC_UPDATE_FROM: usize = 64 * 1024;
 /// CRC of 0 applies), the last two terms are that shift of `crc(P F) ^ crc(P F')`.
 fn stamp_with(batch: &mut [u8], stamp: ProducerStamp, incremental: bool) {
     let before = incremental.then(|| crc32c::crc32c(&batch[ATTRIBUTES_AT..RECORDS_COUNT_AT]));
-    let mut fields = &mut batch[PRODUCER_ID_AT..RECORDS_COUNT_AT];
-    fields.put_i64(stamp.producer_id);
-    fields.put_i16(stamp.producer_epoch);
-    fields.put_i32(stamp.base_sequence);
+    write_producer_stamp(batch, stamp);
     let crc = match before {
         Some(before) => {
             let after = crc32c::crc32c(&batch[ATTRIBUTES_AT..RECORDS_COUNT_AT]);
@@ -328,6 +334,18 @@ fn stamp_with(batch: &mut [u8], stamp: ProducerStamp, incremental: bool) {
         None => compute_crc(batch),
     };
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Writes the producer id, producer epoch and base sequence of a batch built without its
+/// CRC ([`BatchBuilder::build_without_crc`]), leaving the CRC to [`set_crc`].
+///
+/// # Panics
+/// If `batch` is shorter than a batch header.
+pub fn write_producer_stamp(batch: &mut [u8], stamp: ProducerStamp) {
+    let mut fields = &mut batch[PRODUCER_ID_AT..RECORDS_COUNT_AT];
+    fields.put_i64(stamp.producer_id);
+    fields.put_i16(stamp.producer_epoch);
+    fields.put_i32(stamp.base_sequence);
 }
 
 /// One whole, validated record batch: the header checked, the CRC matched, the sizes and
@@ -861,7 +879,24 @@ impl BatchBuilder {
             max_timestamp: self.max_timestamp,
             stamp: self.stamp,
         };
-        fields.write(self.buf)
+        fields.write(self.buf, true)
+    }
+
+    /// As [`build`](Self::build), with the CRC left 0: for a producer that fills it in
+    /// later with [`set_crc`], on another thread than the one appending records. Nothing
+    /// may read the batch before: it does not validate.
+    ///
+    /// # Panics
+    /// If no record was appended: a batch holds at least one record.
+    pub fn build_without_crc(self) -> Bytes {
+        let fields = HeaderFields {
+            attributes: self.attributes,
+            n_records: self.n_records,
+            base_timestamp: self.base_timestamp,
+            max_timestamp: self.max_timestamp,
+            stamp: self.stamp,
+        };
+        fields.write(self.buf, false)
     }
 
     /// Builds the batch with its records compressed by `codec` (at `level`, or the codec's
@@ -1035,7 +1070,8 @@ struct HeaderFields {
 impl HeaderFields {
     /// Writes the header into the first `HEADER_LEN` bytes of `buf` (records after them),
     /// then the CRC.
-    fn write(self, mut buf: BytesMut) -> Bytes {
+    /// Fills in the header; the CRC too when `crc`, else it stays 0.
+    fn write(self, mut buf: BytesMut, crc: bool) -> Bytes {
         assert!(
             self.n_records > 0,
             "a record batch needs at least one record"
@@ -1055,8 +1091,9 @@ impl HeaderFields {
         header.put_i16(self.stamp.producer_epoch);
         header.put_i32(self.stamp.base_sequence);
         header.put_i32(self.n_records);
-        let crc = compute_crc(&buf);
-        buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        if crc {
+            set_crc(&mut buf);
+        }
         buf.freeze()
     }
 }

@@ -518,6 +518,7 @@ fn an_attempt_waits_the_request_timeout_cut_to_the_earliest_delivery_deadline() 
         order: 0,
         order_span: 1,
         compressed: true,
+        crc_pending: false,
     };
     let check = |ages: &[u64], expected_s: u64| {
         let batches: Vec<Batch<Delivery>> = ages.iter().map(|&a| batch(a)).collect();

@@ -404,6 +404,32 @@ proptest! {
         prop_assert_eq!(&updated[..], &computed[..]);
     }
 
+    /// A batch built without its CRC, stamped, then given its CRC, is the batch built with
+    /// the stamp.
+    #[test]
+    fn a_batch_given_its_crc_later_equals_one_built_with_it(
+        records in proptest::collection::vec(arb_record(), 1..10),
+        stamp in (any::<i64>(), any::<i16>(), any::<i32>()),
+    ) {
+        let stamp = ProducerStamp {
+            producer_id: stamp.0,
+            producer_epoch: stamp.1,
+            base_sequence: stamp.2,
+        };
+        let mut b = BatchBuilder::with_capacity(ProducerStamp::default(), 0);
+        for (ts, key, value, headers) in &records {
+            let headers: Vec<(&[u8], Option<&[u8]>)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_deref()))
+                .collect();
+            b.append(1_600_000_000_000 + ts, key.as_deref(), value.as_deref(), &headers);
+        }
+        let mut bytes = BytesMut::from(b.build_without_crc());
+        write_producer_stamp(&mut bytes, stamp);
+        set_crc(&mut bytes);
+        prop_assert_eq!(&bytes[..], &build(&records, stamp)[..]);
+    }
+
     /// Validation and record decoding are total: any damage to a valid batch, and any bytes
     /// at all, give an error or a batch, never a panic.
     #[test]
