@@ -487,10 +487,11 @@ impl<T> Accumulator<T> {
         let compression = self.config.compression;
         let transactional = self.config.transactional;
         let next_order = &mut self.next_order;
-        let queue = self
-            .queues
-            .entry(tp.clone())
-            .or_insert_with(PartitionQueue::new);
+        // Not `entry(tp.clone())`: that copies the topic's name for every record.
+        if !self.queues.contains_key(tp) {
+            self.queues.insert(tp.clone(), PartitionQueue::new());
+        }
+        let queue = self.queues.get_mut(tp).expect("inserted above");
         let mut sealed = false;
         if let Some(open) = &queue.open {
             if open.builder.size_bytes() + record_size > open.bytes_max.min(batch_bytes_max) {
