@@ -872,14 +872,7 @@ impl BatchBuilder {
     /// # Panics
     /// If no record was appended: a batch holds at least one record.
     pub fn build(self) -> Bytes {
-        let fields = HeaderFields {
-            attributes: self.attributes,
-            n_records: self.n_records,
-            base_timestamp: self.base_timestamp,
-            max_timestamp: self.max_timestamp,
-            stamp: self.stamp,
-        };
-        fields.write(self.buf, true)
+        self.finish(true)
     }
 
     /// As [`build`](Self::build), with the CRC left 0: for a producer that fills it in
@@ -889,6 +882,11 @@ impl BatchBuilder {
     /// # Panics
     /// If no record was appended: a batch holds at least one record.
     pub fn build_without_crc(self) -> Bytes {
+        self.finish(false)
+    }
+
+    /// Fills in the header (and the CRC when `crc`) and returns the batch's bytes.
+    fn finish(self, crc: bool) -> Bytes {
         let fields = HeaderFields {
             attributes: self.attributes,
             n_records: self.n_records,
@@ -896,7 +894,7 @@ impl BatchBuilder {
             max_timestamp: self.max_timestamp,
             stamp: self.stamp,
         };
-        fields.write(self.buf, false)
+        fields.write(self.buf, crc)
     }
 
     /// Builds the batch with its records compressed by `codec` (at `level`, or the codec's

@@ -312,6 +312,17 @@ fn arb_record() -> impl Strategy<Value = TestRecord> {
     )
 }
 
+/// Any producer stamp.
+fn arb_stamp() -> impl Strategy<Value = ProducerStamp> {
+    (any::<i64>(), any::<i16>(), any::<i32>()).prop_map(
+        |(producer_id, producer_epoch, base_sequence)| ProducerStamp {
+            producer_id,
+            producer_epoch,
+            base_sequence,
+        },
+    )
+}
+
 fn build(records: &[TestRecord], stamp: ProducerStamp) -> Bytes {
     let mut b = BatchBuilder::with_capacity(stamp, 0);
     for (ts, key, value, headers) in records {
@@ -367,19 +378,14 @@ proptest! {
     #[test]
     fn a_stamped_batch_equals_one_built_with_the_stamp(
         records in proptest::collection::vec(arb_record(), 1..10),
-        first in (any::<i64>(), any::<i16>(), any::<i32>()),
-        second in (any::<i64>(), any::<i16>(), any::<i32>()),
+        first in arb_stamp(),
+        second in arb_stamp(),
     ) {
-        let stamp = |(producer_id, producer_epoch, base_sequence)| ProducerStamp {
-            producer_id,
-            producer_epoch,
-            base_sequence,
-        };
         let mut bytes = BytesMut::from(build(&records, ProducerStamp::default()));
-        set_producer_stamp(&mut bytes, stamp(first));
-        prop_assert_eq!(&bytes[..], &build(&records, stamp(first))[..]);
-        set_producer_stamp(&mut bytes, stamp(second));
-        prop_assert_eq!(&bytes[..], &build(&records, stamp(second))[..]);
+        set_producer_stamp(&mut bytes, first);
+        prop_assert_eq!(&bytes[..], &build(&records, first)[..]);
+        set_producer_stamp(&mut bytes, second);
+        prop_assert_eq!(&bytes[..], &build(&records, second)[..]);
         prop_assert!(RecordBatch::validate(bytes.freeze()).is_ok());
     }
 
@@ -388,19 +394,14 @@ proptest! {
     #[test]
     fn a_stamps_crc_update_equals_the_crc_computed_again(
         records in proptest::collection::vec(arb_record(), 1..10),
-        first in (any::<i64>(), any::<i16>(), any::<i32>()),
-        second in (any::<i64>(), any::<i16>(), any::<i32>()),
+        first in arb_stamp(),
+        second in arb_stamp(),
     ) {
-        let stamp = |(producer_id, producer_epoch, base_sequence)| ProducerStamp {
-            producer_id,
-            producer_epoch,
-            base_sequence,
-        };
-        let built = build(&records, stamp(first));
+        let built = build(&records, first);
         let mut updated = BytesMut::from(&built[..]);
         let mut computed = BytesMut::from(&built[..]);
-        stamp_with(&mut updated, stamp(second), true);
-        stamp_with(&mut computed, stamp(second), false);
+        stamp_with(&mut updated, second, true);
+        stamp_with(&mut computed, second, false);
         prop_assert_eq!(&updated[..], &computed[..]);
     }
 
@@ -409,13 +410,8 @@ proptest! {
     #[test]
     fn a_batch_given_its_crc_later_equals_one_built_with_it(
         records in proptest::collection::vec(arb_record(), 1..10),
-        stamp in (any::<i64>(), any::<i16>(), any::<i32>()),
+        stamp in arb_stamp(),
     ) {
-        let stamp = ProducerStamp {
-            producer_id: stamp.0,
-            producer_epoch: stamp.1,
-            base_sequence: stamp.2,
-        };
         let mut b = BatchBuilder::with_capacity(ProducerStamp::default(), 0);
         for (ts, key, value, headers) in &records {
             let headers: Vec<(&[u8], Option<&[u8]>)> = headers
