@@ -227,9 +227,14 @@ pub async fn serve_pre_vote(
     })
 }
 
-/// A voter's election timer: runs until the local Raft stops. `voters` are the quorum's
-/// ids and native addresses (from `--voters`); `peer` dials them; each stand is recorded
-/// in `last_stand`.
+/// A voter's election timer: runs until `stop` turns true (or the sender goes) or the
+/// local Raft stops. `voters` are the quorum's ids and native addresses (from `--voters`);
+/// `peer` dials them; each stand is recorded in `last_stand`.
+///
+/// It stops only between ticks, never inside a call to the Raft node: a call abandoned
+/// half way (the task aborted while it waited for `with_raft_state`) leaves the Raft core
+/// an answer nobody takes, which openraft logs as an ERROR ("to-Raft tx send error") at
+/// every such clean shutdown.
 pub async fn run_timer(
     raft: Raft,
     log: LogReader,
@@ -237,12 +242,16 @@ pub async fn run_timer(
     voters: Vec<(NodeId, String)>,
     peer: PeerConfig,
     last_stand: std::sync::Arc<LastStand>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut random = SplitMix64::seeded();
     let mut timeout = random.between(ELECTION_TIMEOUT_MIN, ELECTION_TIMEOUT_MAX);
     let mut last_try: Option<Instant> = None;
     loop {
-        tokio::time::sleep(TICK).await;
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
         let Some(view) = VoterView::of(&raft, &log).await else {
             return;
         };

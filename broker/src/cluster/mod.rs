@@ -84,9 +84,10 @@ pub struct Cluster {
     /// This broker's epoch from its current registration, -1 before it registers.
     broker_epoch: AtomicI64,
     voters: Vec<BrokerId>,
-    /// A voter's election timer, stopped before the Raft node: a timer tick that asked a
-    /// stopping node for its state made openraft log an ERROR at a clean shutdown.
-    election_timer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// A voter's election timer and what stops it, stopped (and awaited) before the Raft
+    /// node: a timer tick that asked a stopping node for its state made openraft log an
+    /// ERROR at a clean shutdown (see [`election::run_timer`]).
+    election_timer: std::sync::Mutex<Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>>,
 }
 
 impl Cluster {
@@ -171,14 +172,17 @@ impl Cluster {
                 .iter()
                 .map(|v| (v.id.0 as NodeId, v.address.clone()))
                 .collect();
-            election_timer = Some(tokio::spawn(election::run_timer(
+            let (stop, stopped) = watch::channel(false);
+            let timer = tokio::spawn(election::run_timer(
                 raft.clone(),
                 log.clone(),
                 node_id,
                 voters,
                 peer_config(config),
                 controller.last_stand(),
-            )));
+                stopped,
+            ));
+            election_timer = Some((timer, stop));
         }
         let client = ControllerClient::new(config.clone(), raft.clone(), controller.clone());
         Ok(Cluster {
@@ -254,8 +258,8 @@ impl Cluster {
             .lock()
             .expect("election timer lock")
             .take();
-        if let Some(timer) = timer {
-            timer.abort();
+        if let Some((timer, stop)) = timer {
+            let _ = stop.send(true);
             let _ = timer.await;
         }
         if let Err(e) = self.raft.shutdown().await {
