@@ -304,36 +304,8 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: LeaderEpoch) {
 /// # Panics
 /// If `batch` is shorter than a batch header: callers pass batches they built.
 pub fn set_producer_stamp(batch: &mut [u8], stamp: ProducerStamp) {
-    let incremental = batch.len() - RECORDS_COUNT_AT >= STAMP_CRC_UPDATE_FROM;
-    stamp_with(batch, stamp, incremental);
-}
-
-/// From how many bytes after the stamp on [`set_producer_stamp`] updates the CRC for the
-/// changed fields instead of computing it again over the whole batch: the update costs a
-/// few microseconds whatever the length, a CRC over 64 KiB about as much.
-const STAMP_CRC_UPDATE_FROM: usize = 64 * 1024;
-
-/// [`set_producer_stamp`], the CRC updated (`incremental`) or computed again.
-///
-/// The update: the CRC covers `P F S` (the bytes before the stamp, the stamp's fields, the
-/// rest), and for messages of one length CRC-32C is affine, `crc(a ^ b ^ c) = crc(a) ^
-/// crc(b) ^ crc(c)`. With `a = P F S`, `b = P F Z`, `c = P F' Z` (`Z` zeros as long as
-/// `S`): `crc(P F' S) = crc(P F S) ^ crc(P F Z) ^ crc(P F' Z)`, and since appending `Z` to
-/// a message shifts its CRC by a linear map of `|Z|` (what `crc32c_combine` with a second
-/// CRC of 0 applies), the last two terms are that shift of `crc(P F) ^ crc(P F')`.
-fn stamp_with(batch: &mut [u8], stamp: ProducerStamp, incremental: bool) {
-    let before = incremental.then(|| crc32c::crc32c(&batch[ATTRIBUTES_AT..RECORDS_COUNT_AT]));
     write_producer_stamp(batch, stamp);
-    let crc = match before {
-        Some(before) => {
-            let after = crc32c::crc32c(&batch[ATTRIBUTES_AT..RECORDS_COUNT_AT]);
-            let old = u32::from_be_bytes(batch[CRC_AT..CRC_AT + 4].try_into().expect("4 bytes"));
-            let rest = batch.len() - RECORDS_COUNT_AT;
-            old ^ crc32c::crc32c_combine(before ^ after, 0, rest)
-        }
-        None => compute_crc(batch),
-    };
-    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    set_crc(batch);
 }
 
 /// Writes the producer id, producer epoch and base sequence of a batch built without its

@@ -184,24 +184,6 @@ fn restamping_the_producer_fields_recomputes_the_crc() {
     assert_eq!(bytes.freeze(), unstamped);
 }
 
-/// A batch larger than the size from which a stamp updates the CRC instead of computing it
-/// again: stamped, it is the batch built with the stamp.
-#[test]
-fn a_large_batch_stamped_equals_one_built_with_the_stamp() {
-    let records: Vec<TestRecord> = (0..100)
-        .map(|i| (i, None, Some(vec![i as u8; 1000]), Vec::new()))
-        .collect();
-    let stamp = ProducerStamp {
-        producer_id: 12,
-        producer_epoch: 3,
-        base_sequence: 1_000,
-    };
-    let mut bytes = BytesMut::from(build(&records, ProducerStamp::default()));
-    assert!(bytes.len() > STAMP_CRC_UPDATE_FROM);
-    set_producer_stamp(&mut bytes, stamp);
-    assert_eq!(bytes.freeze(), build(&records, stamp));
-}
-
 fn one_record_batch() -> Bytes {
     let mut b = BatchBuilder::new();
     b.append(1, Some(b"k"), Some(b"v"), &[]);
@@ -387,22 +369,6 @@ proptest! {
         set_producer_stamp(&mut bytes, second);
         prop_assert_eq!(&bytes[..], &build(&records, second)[..]);
         prop_assert!(RecordBatch::validate(bytes.freeze()).is_ok());
-    }
-
-    /// The CRC updated for a new stamp equals the CRC computed again, whatever the batch
-    /// and the stamps before and after.
-    #[test]
-    fn a_stamps_crc_update_equals_the_crc_computed_again(
-        records in proptest::collection::vec(arb_record(), 1..10),
-        first in arb_stamp(),
-        second in arb_stamp(),
-    ) {
-        let built = build(&records, first);
-        let mut updated = BytesMut::from(&built[..]);
-        let mut computed = BytesMut::from(&built[..]);
-        stamp_with(&mut updated, second, true);
-        stamp_with(&mut computed, second, false);
-        prop_assert_eq!(&updated[..], &computed[..]);
     }
 
     /// A batch built without its CRC, stamped, then given its CRC, is the batch built with
