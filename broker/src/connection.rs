@@ -28,10 +28,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use std::io::IoSlice;
-
-use bytes::{Buf, Bytes, BytesMut};
-use sluice_protocol::frame::{SplicedFrame, FRAME_HEADER_LEN};
+use bytes::{Bytes, BytesMut};
+use sluice_protocol::frame::{Pieces, SplicedFrame, FRAME_HEADER_LEN, WRITE_PIECES_MAX};
 use sluice_protocol::{Error as ProtocolError, FrameCodec};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -380,50 +378,30 @@ async fn write_answers<W: AsyncWrite + Unpin>(
 /// Frames' pieces waiting to be written.
 #[derive(Default)]
 struct Outbox {
-    pieces: std::collections::VecDeque<Bytes>,
-    bytes: usize,
+    pieces: Pieces,
 }
 
 /// Bytes an outbox holds before it is written whatever else is queued.
 const OUTBOX_BYTES_MAX: usize = 1 << 20;
-/// Pieces one vectored write takes (Linux's `IOV_MAX` is 1024).
-const WRITE_PIECES_MAX: usize = 256;
 
 impl Outbox {
     fn push(&mut self, frame: SplicedFrame) {
-        for piece in frame.into_pieces() {
-            self.bytes += piece.len();
-            self.pieces.push_back(piece);
-        }
+        self.pieces.push_frame(frame);
     }
 
     fn full(&self) -> bool {
-        self.bytes >= OUTBOX_BYTES_MAX || self.pieces.len() >= WRITE_PIECES_MAX
+        self.pieces.bytes() >= OUTBOX_BYTES_MAX || self.pieces.len() >= WRITE_PIECES_MAX
     }
 
     /// Writes every piece, then flushes the writer (a TLS stream holds what it encrypted
     /// until then).
     async fn flush<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) -> std::io::Result<()> {
         while !self.pieces.is_empty() {
-            let slices: Vec<IoSlice<'_>> = self
-                .pieces
-                .iter()
-                .take(WRITE_PIECES_MAX)
-                .map(|p| IoSlice::new(p))
-                .collect();
-            let mut written = writer.write_vectored(&slices).await?;
+            let written = writer.write_vectored(&self.pieces.io_slices()).await?;
             if written == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
-            self.bytes -= written;
-            while let Some(piece) = self.pieces.front_mut() {
-                if written < piece.len() {
-                    piece.advance(written);
-                    break;
-                }
-                written -= piece.len();
-                self.pieces.pop_front();
-            }
+            self.pieces.advance(written);
         }
         writer.flush().await
     }

@@ -13,16 +13,16 @@
 //! [`Error::Network`], and both halves of the socket close. The owner ([`crate::Client`])
 //! dials a new connection on next use.
 
-use std::collections::{HashMap, VecDeque};
-use std::io::IoSlice;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use sluice_protocol::{
-    frame::SplicedFrame, messages::peek_correlation_id, ApiKey, ErrorCode, FrameCodec, Request,
-    RequestHeader, Response,
+    frame::{Pieces, SplicedFrame},
+    messages::peek_correlation_id,
+    ApiKey, ErrorCode, FrameCodec, Request, RequestHeader, Response,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -436,33 +436,18 @@ fn io_reason(e: &std::io::Error) -> String {
 
 /// Bytes of queued frames one pass of the writer takes.
 const WRITE_BATCH_BYTES: usize = 1 << 20;
-/// Pieces one vectored write takes at most (Linux's `IOV_MAX` is 1024).
-const WRITE_PIECES_MAX: usize = 256;
-
 /// Writes `pieces` in order with vectored writes, then flushes (a TLS stream buffers what
 /// it encrypts until flushed; a TCP socket's flush is a no-op). Written pieces are consumed.
 async fn write_pieces<W: AsyncWrite + Unpin>(
     socket: &mut W,
-    pieces: &mut VecDeque<Bytes>,
+    pieces: &mut Pieces,
 ) -> std::io::Result<()> {
     while !pieces.is_empty() {
-        let slices: Vec<IoSlice<'_>> = pieces
-            .iter()
-            .take(WRITE_PIECES_MAX)
-            .map(|p| IoSlice::new(p))
-            .collect();
-        let mut written = socket.write_vectored(&slices).await?;
+        let written = socket.write_vectored(&pieces.io_slices()).await?;
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        while let Some(first) = pieces.front_mut() {
-            if written < first.len() {
-                first.advance(written);
-                break;
-            }
-            written -= first.len();
-            pieces.pop_front();
-        }
+        pieces.advance(written);
     }
     socket.flush().await
 }
@@ -472,7 +457,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     mut from_callers: mpsc::Receiver<Outgoing>,
 ) {
-    let mut pieces = VecDeque::new();
+    let mut pieces = Pieces::default();
     let mut notices = Vec::new();
     let mut closed = shared.closed.subscribe();
     loop {
@@ -484,13 +469,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             _ = closed.wait_for(|dead| *dead) => break,
         };
         // Take whatever else is already queued too, up to a bound, and write it together.
-        let mut queued_bytes = 0;
         let mut next = Some(first);
         while let Some(outgoing) = next.take() {
-            queued_bytes += outgoing.pieces.iter().map(Bytes::len).sum::<usize>();
-            pieces.extend(outgoing.pieces);
+            outgoing.pieces.into_iter().for_each(|p| pieces.push(p));
             notices.extend(outgoing.written);
-            if queued_bytes < WRITE_BATCH_BYTES {
+            if pieces.bytes() < WRITE_BATCH_BYTES {
                 next = from_callers.try_recv().ok();
             }
         }

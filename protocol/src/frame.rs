@@ -12,7 +12,9 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::Error;
 
+mod pieces;
 mod spliced;
+pub use pieces::{Pieces, WRITE_PIECES_MAX};
 pub use spliced::{SplicedFrame, SPLICE_MIN_BYTES};
 
 /// Bytes of the length prefix.

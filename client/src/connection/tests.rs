@@ -434,7 +434,8 @@ async fn pieces_are_written_whole_and_in_order_through_partial_writes() {
         reader.read_to_end(&mut got).await.unwrap();
         got
     });
-    let mut queue: VecDeque<Bytes> = pieces.into_iter().collect();
+    let mut queue = Pieces::default();
+    pieces.into_iter().for_each(|p| queue.push(p));
     write_pieces(&mut writer, &mut queue).await.unwrap();
     assert!(queue.is_empty());
     drop(writer);
