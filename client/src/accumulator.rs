@@ -30,6 +30,7 @@
 //!   or waiting for a retry: a new epoch's batch would fence the old one's.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -38,7 +39,8 @@ use sluice_protocol::batch::{
     HEADER_LEN,
 };
 
-use crate::{Compression, CompressionConfig, TopicPartition};
+use crate::delivery::{Completer, DeliveryFuture, Written};
+use crate::{Compression, CompressionConfig, Result, TopicPartition};
 
 /// When batches close, and whether they are stamped.
 #[derive(Clone, Copy, Debug)]
@@ -213,6 +215,8 @@ struct OpenBatch<T> {
     created: Instant,
     order: u128,
     tokens: Vec<T>,
+    /// Where its records' delivery futures learn their outcome.
+    completer: Arc<Completer>,
 }
 
 /// The room in the batch order each new batch takes (see [`Batch::order`]): its halves,
@@ -226,6 +230,10 @@ pub(crate) struct Batch<T> {
     pub tp: TopicPartition,
     pub bytes: Bytes,
     pub tokens: Vec<T>,
+    /// Where its records' delivery futures learn their outcome: the batch's own, or the
+    /// one of the batch it is a half of, whose records from `first_index` on it holds.
+    pub completer: Arc<Completer>,
+    pub first_index: usize,
     /// When its first record was appended (the delivery timeout counts from here).
     pub created: Instant,
     /// Produce requests sent with it so far.
@@ -251,6 +259,12 @@ pub(crate) struct Batch<T> {
 }
 
 impl<T> Batch<T> {
+    /// Resolves the delivery futures of the batch's records.
+    pub fn complete(&self, result: Result<Written>) {
+        let range = self.first_index..self.first_index + self.tokens.len();
+        self.completer.complete(range, result);
+    }
+
     /// Computes the CRC of a batch sealed without it (see [`Batch::crc_pending`]).
     pub fn set_crc(&mut self) {
         if std::mem::take(&mut self.crc_pending) {
@@ -363,12 +377,14 @@ fn gate<T>(
 }
 
 /// What an append did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct Appended {
     /// The record started a new batch.
     pub new_batch: bool,
     /// A batch was sealed (full) and is ready to send: wake the sender.
     pub sealed: bool,
+    /// Resolves when the record's batch is acknowledged or fails.
+    pub delivery: DeliveryFuture,
 }
 
 /// Records per partition, batched.
@@ -514,8 +530,12 @@ impl<T> Accumulator<T> {
                 created: now,
                 order: *next_order,
                 tokens: Vec::new(),
+                completer: Completer::for_batch(tp.clone()),
             }
         });
+        let delivery = open
+            .completer
+            .future(open.tokens.len(), record.timestamp_ms);
         open.builder.append(
             record.timestamp_ms,
             record.key,
@@ -529,7 +549,11 @@ impl<T> Accumulator<T> {
             queue.filled = true;
             sealed = true;
         }
-        Appended { new_batch, sealed }
+        Appended {
+            new_batch,
+            sealed,
+            delivery,
+        }
     }
 
     /// Takes every batch that may be sent now, in record order per partition: from each
@@ -832,6 +856,8 @@ fn seal<T>(tp: &TopicPartition, open: OpenBatch<T>, compression: CompressionConf
         tp: tp.clone(),
         bytes: open.builder.build_without_crc(),
         tokens: open.tokens,
+        completer: open.completer,
+        first_index: 0,
         created: open.created,
         attempts: 0,
         stamp: None,
@@ -867,8 +893,10 @@ fn split<T>(
         "a batch split more often than it has records"
     );
     let first_span = batch.order_span / 2;
+    let first_index = batch.first_index;
     let half = |records: &[Record],
                 tokens: Vec<T>,
+                first_index: usize,
                 stamp: Option<ProducerStamp>,
                 order: u128,
                 order_span: u128| Batch {
@@ -881,6 +909,8 @@ fn split<T>(
             transactional,
         ),
         tokens,
+        completer: Arc::clone(&batch.completer),
+        first_index,
         created: batch.created,
         attempts: 0,
         stamp,
@@ -892,6 +922,7 @@ fn split<T>(
         half(
             first_records,
             first_tokens,
+            first_index,
             batch.stamp,
             batch.order,
             first_span,
@@ -899,6 +930,7 @@ fn split<T>(
         half(
             second_records,
             second_tokens,
+            first_index + n_first as usize,
             second_stamp,
             batch.order + first_span,
             batch.order_span - first_span,
@@ -1012,14 +1044,15 @@ mod tests {
         now: Instant,
         v: &[u8],
         token: u32,
-    ) -> Appended {
+    ) -> (bool, bool) {
         let record = RecordParts {
             timestamp_ms: 1_000,
             key: None,
             value: Some(v),
             headers: &[],
         };
-        acc.append(tp, now, &record, token)
+        let appended = acc.append(tp, now, &record, token);
+        (appended.new_batch, appended.sealed)
     }
 
     fn accumulator(batch_bytes_max: usize, linger_ms: u64) -> Accumulator<u32> {
@@ -1044,19 +1077,10 @@ mod tests {
         let t0 = Instant::now();
         let mut acc = accumulator(1 << 20, 5);
         let a = tp("t", 0);
-        assert_eq!(
-            append(&mut acc, &a, t0, b"one", 1),
-            Appended {
-                new_batch: true,
-                sealed: false
-            }
-        );
+        assert_eq!(append(&mut acc, &a, t0, b"one", 1), (true, false));
         assert_eq!(
             append(&mut acc, &a, t0 + Duration::from_millis(3), b"two", 2),
-            Appended {
-                new_batch: false,
-                sealed: false
-            }
+            (false, false)
         );
         assert!(acc.drain_ready(t0 + Duration::from_millis(4)).is_empty());
         assert_eq!(acc.next_wakeup(), Some(t0 + Duration::from_millis(5)));
@@ -1090,16 +1114,10 @@ mod tests {
         let mut acc = accumulator(max, 1_000);
         let a = tp("t", 0);
         for token in 0..3 {
-            assert!(!append(&mut acc, &a, t0, &value(100), token).sealed);
+            assert!(!append(&mut acc, &a, t0, &value(100), token).1);
         }
         assert!(acc.needs_new_batch(&a, record.size()));
-        assert_eq!(
-            append(&mut acc, &a, t0, &value(100), 3),
-            Appended {
-                new_batch: true,
-                sealed: true
-            }
-        );
+        assert_eq!(append(&mut acc, &a, t0, &value(100), 3), (true, true));
         let ready = acc.drain_ready(t0);
         assert_eq!(tokens(&ready), vec![vec![0, 1, 2]]);
         assert!(ready[0].bytes.len() <= max);
@@ -1120,13 +1138,7 @@ mod tests {
         builder.append(1_000, None, Some(&value(10)), &[]);
         let mut acc = accumulator(builder.size_bytes(), 1_000);
         let a = tp("t", 0);
-        assert_eq!(
-            append(&mut acc, &a, t0, &value(10), 0),
-            Appended {
-                new_batch: true,
-                sealed: true
-            }
-        );
+        assert_eq!(append(&mut acc, &a, t0, &value(10), 0), (true, true));
         assert_eq!(acc.drain_ready(t0).len(), 1);
     }
 

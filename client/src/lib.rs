@@ -108,6 +108,7 @@ mod backoff;
 mod client;
 mod connection;
 mod consumer;
+mod delivery;
 mod error;
 mod group;
 mod partitioner;
@@ -128,16 +129,14 @@ pub use client::{
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerEvent, ConsumerRecord, OffsetReset, OffsetSpec,
 };
+pub use delivery::{DeliveryFuture, RecordMetadata};
 pub use error::{Error, Result};
 pub use group::{
     GroupConfig, GroupDescription, GroupListing, GroupMember, GroupPartitionLag,
     GroupPartitionOffset, ResetTarget,
 };
 pub use partitioner::{murmur2, partition_for_key};
-pub use producer::{
-    Acks, CompressionConfig, DeliveryFuture, Producer, ProducerConfig, ProducerRecord,
-    RecordMetadata,
-};
+pub use producer::{Acks, CompressionConfig, Producer, ProducerConfig, ProducerRecord};
 pub use sasl::{SaslConfig, SaslMechanism};
 /// A batch codec: none, gzip, snappy, lz4, zstd.
 pub use sluice_protocol::batch::Compression;

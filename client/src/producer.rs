@@ -35,11 +35,8 @@
 //! task fails what was not sent ([`Accumulator::take_unsent`]) and `send` refuses more.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -56,6 +53,7 @@ use crate::accumulator::{
 };
 use crate::backoff::{Backoff, Jitter};
 use crate::client::{broker_timeout_ms, leaderless, unexpected, Client};
+use crate::delivery::{DeliveryFuture, Written};
 use crate::error::{Error, Result};
 use crate::partitioner::{partition_for_key, sticky_partition};
 use crate::TopicPartition;
@@ -318,57 +316,10 @@ impl ProducerRecord {
     }
 }
 
-/// Where an acknowledged record was written.
-///
-/// ```no_run
-/// # async fn demo(producer: sluice_client::Producer) -> sluice_client::Result<()> {
-/// use sluice_client::ProducerRecord;
-/// let metadata = producer.send(ProducerRecord::new("orders", "x")).await?.await?;
-/// println!("{}/{} at offset {}", metadata.topic, metadata.partition, metadata.offset);
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RecordMetadata {
-    /// The topic.
-    pub topic: String,
-    /// The partition.
-    pub partition: PartitionId,
-    /// The record's offset, or -1 with [`Acks::None`].
-    pub offset: i64,
-    /// The record's timestamp (the broker's append time when the topic uses it).
-    pub timestamp_ms: i64,
-}
-
-/// Resolves when the record is acknowledged (or has failed for good).
-///
-/// ```no_run
-/// # async fn demo(producer: sluice_client::Producer) -> sluice_client::Result<()> {
-/// use sluice_client::ProducerRecord;
-/// let delivery = producer.send(ProducerRecord::new("orders", "hello")).await?;
-/// let metadata = delivery.await?;
-/// println!("written at {}/{}", metadata.partition, metadata.offset);
-/// # Ok(()) }
-/// ```
-#[derive(Debug)]
-pub struct DeliveryFuture {
-    receiver: oneshot::Receiver<Result<RecordMetadata>>,
-}
-
-impl Future for DeliveryFuture {
-    type Output = Result<RecordMetadata>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.receiver)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(Error::ProducerClosed)))
-    }
-}
-
 /// What the accumulator keeps per record.
 #[derive(Debug)]
 struct Delivery {
-    reply: oneshot::Sender<Result<RecordMetadata>>,
-    timestamp_ms: i64,
+    /// The buffer space the record holds until it is acknowledged or fails.
     buffer_bytes: usize,
 }
 
@@ -580,10 +531,7 @@ impl Producer {
             .await
             .map_err(|_| Error::ProducerClosed)?
             .forget();
-        let (reply, receiver) = oneshot::channel();
         let delivery = Delivery {
-            reply,
-            timestamp_ms: parts.timestamp_ms,
             buffer_bytes: permits as usize,
         };
         // A transactional record's partition joins the transaction before the record is
@@ -642,7 +590,7 @@ impl Producer {
         if appended.sealed || appended.new_batch {
             shared.wake.notify_one();
         }
-        Ok(DeliveryFuture { receiver })
+        Ok(appended.delivery)
     }
 
     /// Sends everything buffered now (linger ignored) and waits until every record sent
@@ -827,28 +775,11 @@ impl Shared {
                 txn.make_abortable(e);
             }
         }
-        let mut buffer_bytes = 0;
-        for (i, delivery) in batch.tokens.into_iter().enumerate() {
-            buffer_bytes += delivery.buffer_bytes;
-            let result = match &outcome {
-                Ok((base_offset, log_append_time)) => Ok(RecordMetadata {
-                    topic: batch.tp.topic.clone(),
-                    partition: batch.tp.partition,
-                    offset: if *base_offset < 0 {
-                        -1
-                    } else {
-                        base_offset + i as i64
-                    },
-                    timestamp_ms: if *log_append_time >= 0 {
-                        *log_append_time
-                    } else {
-                        delivery.timestamp_ms
-                    },
-                }),
-                Err(e) => Err(e.clone()),
-            };
-            let _ = delivery.reply.send(result);
-        }
+        batch.complete(outcome.map(|(base_offset, log_append_time)| Written {
+            base_offset,
+            log_append_time,
+        }));
+        let buffer_bytes = batch.tokens.iter().map(|d| d.buffer_bytes).sum();
         self.buffer.add_permits(buffer_bytes);
         self.pending.send_if_modified(|p| {
             *p = p.saturating_sub(n);

@@ -762,8 +762,7 @@ async fn run_producer(
                     }
                     None => Instant::now(),
                 };
-                let partition =
-                    (first_partition + (i / records_per_batch) as i32) % n_partitions;
+                let partition = (first_partition + (i / records_per_batch) as i32) % n_partitions;
                 let mut record = ProducerRecord::new(topic.clone(), payloads.next())
                     .partition(PartitionId(partition));
                 if let Some(keys) = args.keys {

@@ -1,10 +1,11 @@
 //! The producer against the fake broker of `crate::testing`.
 
+use std::future::Future;
 use std::time::Duration;
 
 use super::*;
 use crate::testing::{FakeBroker, FakeCluster};
-use crate::ClientConfig;
+use crate::{ClientConfig, RecordMetadata};
 
 async fn producer(broker: &FakeBroker, config: ProducerConfig) -> Producer {
     let client = Client::connect(broker.config()).await.unwrap();
@@ -512,6 +513,8 @@ fn an_attempt_waits_the_request_timeout_cut_to_the_earliest_delivery_deadline() 
         tp: TopicPartition::new("t", PartitionId(0)),
         bytes: Bytes::new(),
         tokens: Vec::new(),
+        completer: crate::delivery::Completer::for_batch(TopicPartition::new("t", PartitionId(0))),
+        first_index: 0,
         created: now - Duration::from_secs(age_s),
         attempts: 1,
         stamp: None,
