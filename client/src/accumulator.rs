@@ -426,8 +426,12 @@ impl<T> Accumulator<T> {
     /// before a lower limit was learned is split if the leader refuses it
     /// ([`retry_split`](Self::retry_split)).
     pub fn set_topic_bytes_max(&mut self, topic: &str, bytes_max: usize) {
+        // Called for every record: most producers' topics keep the default, and an empty
+        // map needs no hashing of the topic's name.
         if bytes_max >= self.config.batch_bytes_max {
-            self.topic_bytes_max.remove(topic);
+            if !self.topic_bytes_max.is_empty() {
+                self.topic_bytes_max.remove(topic);
+            }
         } else if self.topic_bytes_max.get(topic) != Some(&bytes_max) {
             self.topic_bytes_max.insert(topic.to_owned(), bytes_max);
         }
@@ -435,6 +439,9 @@ impl<T> Accumulator<T> {
 
     /// The largest batch of `topic`: `batch_bytes_max`, or its topic's lower limit.
     pub fn batch_bytes_max(&self, topic: &str) -> usize {
+        if self.topic_bytes_max.is_empty() {
+            return self.config.batch_bytes_max;
+        }
         self.topic_bytes_max
             .get(topic)
             .copied()

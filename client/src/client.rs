@@ -137,9 +137,17 @@ pub struct TopicMetadata {
     pub config: BTreeMap<String, String>,
     /// Its partitions, indexed by partition number.
     pub partitions: Vec<PartitionMetadata>,
+    /// `segment.bytes` from `config`, parsed once: the producer asks for every record.
+    segment_bytes: Option<usize>,
 }
 
 impl TopicMetadata {
+    /// The largest batch the topic's leaders write: its `segment.bytes` (a batch never
+    /// spans segments). `None` when the metadata does not say.
+    pub fn segment_bytes(&self) -> Option<usize> {
+        self.segment_bytes
+    }
+
     /// Number of partitions.
     pub fn n_partitions(&self) -> i32 {
         self.partitions.len() as i32
@@ -887,15 +895,17 @@ fn topic_from_wire(topic: &sluice_protocol::messages::MetadataTopic) -> TopicMet
         })
         .collect();
     partitions.sort_by_key(|p| p.partition);
+    let config: BTreeMap<String, String> = topic
+        .configs
+        .iter()
+        .map(|c| (c.name.clone(), c.value.clone()))
+        .collect();
     TopicMetadata {
         name: topic.name.clone(),
         internal: topic.is_internal,
         replication_factor: topic.replication_factor,
-        config: topic
-            .configs
-            .iter()
-            .map(|c| (c.name.clone(), c.value.clone()))
-            .collect(),
+        segment_bytes: config.get("segment.bytes").and_then(|b| b.parse().ok()),
+        config,
         partitions,
     }
 }

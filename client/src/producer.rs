@@ -510,13 +510,18 @@ impl Producer {
             value: record.value.as_deref(),
             headers: &headers,
         };
-        if let Some(first) = shared.lock().first_failure() {
-            return Err(stopped_after(first));
+        // (Only a producer that stops after a failure has one to check: not worth its lock.)
+        if shared.config.stop_after_failure {
+            if let Some(first) = shared.lock().first_failure() {
+                return Err(stopped_after(first));
+            }
         }
         let size = parts.size();
-        let batch_bytes_max = segment_bytes(&topic).map_or(shared.config.batch_bytes_max, |b| {
-            b.min(shared.config.batch_bytes_max)
-        });
+        let batch_bytes_max = topic
+            .segment_bytes()
+            .map_or(shared.config.batch_bytes_max, |b| {
+                b.min(shared.config.batch_bytes_max)
+            });
         if let Err(e) = self.check_size(size, batch_bytes_max) {
             if shared.config.stop_after_failure {
                 shared.lock().sends_refused.get_or_insert_with(|| e.clone());
@@ -681,12 +686,6 @@ fn choose_partition(
             None => state.sticky_for(&topic.name, topic.n_partitions(), size),
         },
     })
-}
-
-/// The largest batch `topic`'s leaders write: its `segment.bytes` (a batch never spans
-/// segments), as the metadata gives it. `None` when the metadata does not say.
-fn segment_bytes(topic: &crate::TopicMetadata) -> Option<usize> {
-    topic.config.get("segment.bytes")?.parse().ok()
 }
 
 /// Whether the leader refused a batch because it is larger than the topic takes: it wrote
