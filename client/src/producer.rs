@@ -941,7 +941,7 @@ fn now_ms() -> i64 {
 }
 
 /// Finishes the drained batches off the producer's lock: computes the CRC of those sealed
-/// without it (on this task: tens of microseconds per MiB), then compresses those not yet
+/// without it (on this task: tens of microseconds per MiB), and compresses those not yet
 /// compressed on the blocking pool (a slow codec, gzip, must hold neither the lock, which
 /// `send` takes, nor a runtime worker). Each batch is finished once, after it was stamped
 /// (compression keeps the header's fields); its retries resend the same bytes.
@@ -952,30 +952,52 @@ async fn finish_drained(
     // One blocking task per batch, so batches of several partitions compress in parallel;
     // at most the batches drained at once (bounded by partitions and in-flight limits).
     let (codec, level) = (compression.codec(), compression.level());
-    // The CRC first: compression keeps a batch it would not shrink as it is.
-    ready.iter_mut().for_each(Batch::set_crc);
     let tasks: Vec<_> = ready
-        .iter()
+        .iter_mut()
         .map(|batch| {
-            (!batch.compressed).then(|| {
-                let plain = batch.bytes.clone();
-                tokio::task::spawn_blocking(move || {
-                    compress_batch(plain.clone(), codec, level).unwrap_or(plain)
-                })
-            })
+            if batch.compressed {
+                batch.set_crc();
+                return None;
+            }
+            let (plain, crc_pending) = (batch.bytes.clone(), batch.crc_pending);
+            Some(tokio::task::spawn_blocking(move || {
+                compress_or_keep(plain, crc_pending, codec, level)
+            }))
         })
         .collect();
     for (batch, task) in ready.iter_mut().zip(tasks) {
-        // A compression task that panicked leaves its batch uncompressed, which is valid.
-        if let Some(Ok(bytes)) = match task {
-            Some(task) => Some(task.await),
-            None => None,
-        } {
-            batch.bytes = bytes;
-            batch.compressed = true;
+        let Some(task) = task else { continue };
+        match task.await {
+            Ok(bytes) => {
+                batch.bytes = bytes;
+                batch.compressed = true;
+                batch.crc_pending = false;
+            }
+            // A compression task that panicked leaves its batch uncompressed, which is
+            // valid once it has its CRC.
+            Err(_) => batch.set_crc(),
         }
     }
     ready
+}
+
+/// A batch compressed, or as it was (with its CRC computed when `crc_pending`) when the
+/// codec would not shrink it or failed: the plain batch's CRC is computed only then.
+fn compress_or_keep(
+    plain: Bytes,
+    crc_pending: bool,
+    codec: Compression,
+    level: Option<i32>,
+) -> Bytes {
+    match compress_batch(plain.clone(), codec, level) {
+        Ok(compressed) if compressed.len() < plain.len() => compressed,
+        _ if crc_pending => {
+            let mut bytes = bytes::BytesMut::from(plain);
+            sluice_protocol::batch::set_crc(&mut bytes);
+            bytes.freeze()
+        }
+        _ => plain,
+    }
 }
 
 /// The background task: drain ready batches, send them, sleep until the next linger

@@ -1117,3 +1117,29 @@ async fn after_a_failure_later_records_land_in_order_or_with_stop_after_failure_
         }
     }
 }
+
+/// A batch sealed without its CRC comes out of compression valid, whether the codec shrank
+/// it or not (the plain batch's CRC is computed only when it is kept).
+#[test]
+fn a_batch_without_its_crc_is_valid_compressed_or_kept() {
+    use sluice_protocol::batch::{BatchBuilder, RecordBatch};
+    let mut noise = 0x2545_f491_4f6c_dd1d_u64;
+    let random: Vec<u8> = (0..4000)
+        .map(|_| {
+            noise ^= noise << 13;
+            noise ^= noise >> 7;
+            noise ^= noise << 17;
+            noise as u8
+        })
+        .collect();
+    for (value, shrinks) in [(vec![b'a'; 4000], true), (random, false)] {
+        let mut builder = BatchBuilder::new();
+        builder.append(1, None, Some(&value), &[]);
+        let plain = builder.build_without_crc();
+        let done = compress_or_keep(plain.clone(), true, Compression::Lz4, None);
+        assert_eq!(done.len() < plain.len(), shrinks);
+        let batch = RecordBatch::validate(done).expect("valid");
+        let records: Vec<_> = batch.records().unwrap().map(|r| r.unwrap()).collect();
+        assert_eq!(records[0].value.as_deref(), Some(&value[..]));
+    }
+}
