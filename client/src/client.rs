@@ -143,7 +143,8 @@ pub struct TopicMetadata {
 
 impl TopicMetadata {
     /// The largest batch the topic's leaders write: its `segment.bytes` (a batch never
-    /// spans segments). `None` when the metadata does not say.
+    /// spans segments). `None` when the metadata does not say. Parsed from `config` as the
+    /// broker gave it: a copy whose `config` is edited afterwards still answers the same.
     pub fn segment_bytes(&self) -> Option<usize> {
         self.segment_bytes
     }

@@ -64,6 +64,9 @@ struct OutcomeState {
     closed: bool,
     /// Tasks waiting for some record of the batch.
     wakers: Vec<Waker>,
+    /// How many times `wakers` was emptied: a future whose registration is of the current
+    /// round need not register again.
+    round: u64,
 }
 
 impl BatchOutcome {
@@ -76,6 +79,7 @@ impl BatchOutcome {
         let wakers = {
             let mut state = self.state();
             update(&mut state);
+            state.round += 1;
             std::mem::take(&mut state.wakers)
         };
         wakers.into_iter().for_each(Waker::wake);
@@ -119,6 +123,7 @@ impl Completer {
             outcome: Arc::clone(&self.0),
             index,
             timestamp_ms,
+            registered: None,
         }
     }
 
@@ -150,6 +155,8 @@ pub struct DeliveryFuture {
     /// The record's index in its batch as first sealed.
     index: usize,
     timestamp_ms: i64,
+    /// The waker this future registered last, and in which round of the outcome's.
+    registered: Option<(Waker, u64)>,
 }
 
 impl Future for DeliveryFuture {
@@ -171,9 +178,21 @@ impl Future for DeliveryFuture {
         if state.closed {
             return Poll::Ready(Err(Error::ProducerClosed));
         }
-        // One waker per task: a task awaiting many records of a batch registers once.
-        if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+        // Registered once per round and waker: a future polled again by the same task adds
+        // nothing (no scan of the others' wakers, which made polling a batch's records
+        // quadratic), nor does a task awaiting the records of a batch one after another.
+        let round = state.round;
+        let current = |w: &Waker| w.will_wake(cx.waker());
+        let fresh = match &this.registered {
+            Some((waker, r)) => *r != round || !current(waker),
+            None => true,
+        };
+        if fresh && !state.wakers.last().is_some_and(current) {
             state.wakers.push(cx.waker().clone());
+        }
+        drop(state);
+        if fresh {
+            this.registered = Some((cx.waker().clone(), round));
         }
         Poll::Pending
     }
@@ -229,6 +248,39 @@ mod tests {
             got,
             vec![(70, 100), (71, 101), (50, 102), (51, 103), (52, 104)]
         );
+    }
+
+    /// Futures polled again and again register their waker once per completion round,
+    /// and every task waiting is woken when its range completes.
+    #[test]
+    fn a_waker_is_registered_once_per_round() {
+        let completer = Completer::for_batch(tp());
+        let counts: Vec<Arc<Count>> = (0..3).map(|_| Arc::new(Count(0.into()))).collect();
+        let wakers: Vec<Waker> = counts.iter().map(|c| Waker::from(Arc::clone(c))).collect();
+        let mut futures: Vec<_> = (0..3).map(|i| completer.future(i, 0)).collect();
+        for _ in 0..10 {
+            for (f, w) in futures.iter_mut().zip(&wakers) {
+                assert!(poll(f, w).is_pending());
+            }
+        }
+        assert_eq!(completer.0.state().wakers.len(), 3);
+        let written = Written {
+            base_offset: 0,
+            log_append_time: -1,
+        };
+        completer.complete(0..1, Ok(written));
+        let woken = |c: &Arc<Count>| c.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(counts.iter().map(woken).collect::<Vec<_>>(), vec![1, 1, 1]);
+        // The next round: the two still pending register again, once each.
+        for _ in 0..10 {
+            for (f, w) in futures[1..].iter_mut().zip(&wakers[1..]) {
+                assert!(poll(f, w).is_pending());
+            }
+        }
+        assert_eq!(completer.0.state().wakers.len(), 2);
+        completer.complete(1..3, Ok(written));
+        assert_eq!(counts.iter().map(woken).collect::<Vec<_>>(), vec![1, 2, 2]);
+        assert!(poll(&mut futures[2], &wakers[2]).is_ready());
     }
 
     #[test]
