@@ -397,7 +397,7 @@ impl Drop for Handle {
 /// is not written twice: each batch carries the producer's id, epoch and sequence numbers,
 /// and the leader answers a batch it already has with the offsets it was first written at.
 /// A record acknowledged once is in the partition once, at the offset its
-/// [`RecordMetadata`] says. What idempotence cannot cover: a record whose delivery failed
+/// [`RecordMetadata`](crate::RecordMetadata) says. What idempotence cannot cover: a record whose delivery failed
 /// (for example [`Error::DeliveryTimeout`] after an attempt was sent) may still have been
 /// written, and a new producer (another process, or a restart) does not know the sequences
 /// of the old one. Without idempotence (acks 0 or 1, or turned off) delivery is at least
