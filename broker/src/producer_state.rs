@@ -261,20 +261,26 @@ impl ProducerStates {
         if stamp.epoch < entry.epoch {
             return Err(fenced(stamp, entry.epoch));
         }
+        // Whatever its epoch: a non-transactional batch of a producer whose transaction is
+        // open here would, in a newer epoch, fence the markers that close the transaction,
+        // leaving it open for ever (Kafka refuses it the same way). A producer's own new
+        // epoch comes after its coordinator ended the transaction with markers.
+        if entry.txn_first_offset.is_some() && !stamp.transactional {
+            return Err(ApiError::new(
+                ErrorCode::InvalidTxnState,
+                format!(
+                    "producer {} epoch {} sent a non-transactional batch while its \
+                     transaction (epoch {}) is open in this partition; commit or abort the \
+                     transaction first",
+                    stamp.producer_id, stamp.epoch, entry.epoch
+                ),
+            ));
+        }
         if stamp.epoch > entry.epoch {
             if stamp.first_seq != 0 {
                 return Err(out_of_order(stamp, 0));
             }
             return Ok(Verdict::Append);
-        }
-        if entry.txn_first_offset.is_some() && !stamp.transactional {
-            return Err(ApiError::new(
-                ErrorCode::InvalidTxnState,
-                format!(
-                    "producer {} epoch {} sent a non-transactional batch while its                      transaction is open in this partition; commit or abort the transaction                      first",
-                    stamp.producer_id, stamp.epoch
-                ),
-            ));
         }
         if let Some(original) = entry
             .batches

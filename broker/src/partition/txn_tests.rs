@@ -253,6 +253,39 @@ fn markers_and_writes_are_fenced_by_epochs_and_the_open_transaction() {
     assert_eq!(leader.last_stable_offset(), Offset(4));
 }
 
+/// A non-transactional batch claiming the producer's id in a newer epoch, while its
+/// transaction is open here, is refused: written, it would fence the transaction's markers
+/// (an older epoch) and leave the transaction open for ever, the LSO stuck under it.
+#[test]
+fn a_newer_epochs_plain_batch_cannot_fence_an_open_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), &assignment(1, 1, &[1]));
+    append(&leader, txn_batch(1, 0, 1)); // 0, open in epoch 1
+    let mut forged = BatchBuilder::with_capacity(
+        ProducerStamp {
+            producer_id: PRODUCER,
+            producer_epoch: 2,
+            base_sequence: 0,
+        },
+        0,
+    );
+    forged.append(0, None, Some(b"f"), &[]);
+    let refused = leader.append_now(forged.build(), Acks::Leader).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::InvalidTxnState);
+    assert!(
+        refused.message.contains("open in this partition"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(leader.last_stable_offset(), Offset(0));
+    leader
+        .append_marker(PRODUCER, 1, marker(ControlType::Commit, 0))
+        .expect("the transaction's own marker is not fenced");
+    leader.maybe_advance_high_watermark();
+    assert_eq!(leader.last_stable_offset(), Offset(2));
+    assert_eq!(committed(&leader, 0), [0]);
+}
+
 #[test]
 fn transactions_survive_a_restart_with_or_without_a_snapshot() {
     for snapshot in [false, true] {
