@@ -754,26 +754,32 @@ fn resolve_tls(config: &mut BrokerConfig, switches: [Option<bool>; 3]) -> Result
     }
     if config.tls_client_ca_file.is_some() && !certified {
         return fail(
-            "--tls-client-ca-file (mutual TLS) needs TLS first: pass --tls-cert-file and              --tls-key-file"
+            "--tls-client-ca-file (mutual TLS) needs TLS first: pass --tls-cert-file and \
+             --tls-key-file"
                 .into(),
         );
     }
     if config.tls_client_ca_file.is_some() && !config.native_tls && !config.kafka_tls {
         return fail(
-            "--tls-client-ca-file is set but no listener serves TLS (--native-tls false,              --kafka-tls false); turn one on or drop --tls-client-ca-file"
+            "--tls-client-ca-file is set but no listener serves TLS (--native-tls false, \
+             --kafka-tls false); turn one on or drop --tls-client-ca-file"
                 .into(),
         );
     }
     match (config.inter_broker_tls, config.native_tls) {
         (true, false) => {
             return fail(
-                "--inter-broker-tls true, but the native listener, where brokers reach each                  other, is plain; serve it with TLS (--tls-cert-file, --tls-key-file and not                  --native-tls false) or pass --inter-broker-tls false"
+                "--inter-broker-tls true, but the native listener, where brokers reach each \
+                 other, is plain; serve it with TLS (--tls-cert-file, --tls-key-file and not \
+                 --native-tls false) or pass --inter-broker-tls false"
                     .into(),
             )
         }
         (false, true) => {
             return fail(
-                "--inter-broker-tls false, but the native listener, where brokers reach each                  other, serves TLS; drop --inter-broker-tls false, or serve it plain with                  --native-tls false"
+                "--inter-broker-tls false, but the native listener, where brokers reach each \
+                 other, serves TLS; drop --inter-broker-tls false, or serve it plain with \
+                 --native-tls false"
                     .into(),
             )
         }
@@ -782,7 +788,8 @@ fn resolve_tls(config: &mut BrokerConfig, switches: [Option<bool>; 3]) -> Result
     let has_peers = config.voters.iter().any(|v| v.id != config.node_id);
     if config.inter_broker_tls && has_peers && config.tls_ca_file.is_none() {
         return fail(
-            "inter-broker TLS is on (the native listener serves TLS), so this broker must verify              the other brokers' certificates: pass --tls-ca-file FILE, the CA that signed them"
+            "inter-broker TLS is on (the native listener serves TLS), so this broker must verify \
+             the other brokers' certificates: pass --tls-ca-file FILE, the CA that signed them"
                 .into(),
         );
     }

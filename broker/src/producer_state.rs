@@ -428,7 +428,8 @@ impl ProducerStates {
             return Err(ApiError::new(
                 ErrorCode::InvalidProducerEpoch,
                 format!(
-                    "a {} marker for producer {producer_id} epoch {epoch} is fenced: epoch {}                      has written here since",
+                    "a {} marker for producer {producer_id} epoch {epoch} is fenced: epoch {} \
+                     has written here since",
                     marker.kind.name(),
                     entry.epoch
                 ),

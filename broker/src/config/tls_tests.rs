@@ -81,6 +81,8 @@ fn incoherent_tls_settings_are_refused_naming_the_flags() {
     let check = |args: &[&str], expected: &str| {
         let err = error_of(args);
         assert!(err.contains(expected), "{args:?}: {err}");
+        // One line of prose: a literal continued without its `\` kept the indentation.
+        assert!(!err.contains("  "), "{args:?}: {err}");
     };
     check(&["--tls-cert-file", cert], "--tls-key-file is not");
     check(&["--tls-key-file", key], "--tls-cert-file is not");
