@@ -589,7 +589,7 @@ impl Producer {
             });
             state
                 .accumulator
-                .append(&tp, Instant::now(), &parts, delivery)
+                .append(&tp, Instant::now, &parts, delivery)
         };
         // A full batch is ready; a new batch has a linger deadline the sender must learn.
         if appended.sealed || appended.new_batch {
