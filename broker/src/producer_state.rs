@@ -511,10 +511,20 @@ impl ProducerStates {
 
     /// The aborted transactions with records in `from..=to`: the ones whose first offset
     /// is at or before `to` and whose marker is at or after `from`.
+    ///
+    /// `aborted` is in marker order (markers are recorded as the log has them), so the
+    /// ones ending before `from` are skipped by a binary search: a tailing read_committed
+    /// fetch, under the lock the produce path takes, does not walk every abort the
+    /// partition ever had (a compacted one keeps them until its log start passes them).
     pub fn aborted_between(&self, from: Offset, to: Offset) -> Vec<(i64, Offset)> {
-        self.aborted
+        debug_assert!(self
+            .aborted
+            .windows(2)
+            .all(|w| w[0].marker_offset <= w[1].marker_offset));
+        let skip = self.aborted.partition_point(|t| t.marker_offset < from);
+        self.aborted[skip..]
             .iter()
-            .filter(|t| t.first_offset <= to && t.marker_offset >= from)
+            .filter(|t| t.first_offset <= to)
             .map(|t| (t.producer_id, t.first_offset))
             .collect()
     }
@@ -537,8 +547,11 @@ impl ProducerStates {
         }
     }
 
-    /// Rebuilds the index of open transactions from the entries (after a load).
+    /// Rebuilds the index of open transactions from the entries (after a load), and puts
+    /// the aborted ones in marker order, which `aborted_between` searches by (a snapshot
+    /// keeps that order; this makes it not depend on it).
     fn index_open(&mut self) {
+        self.aborted.sort_by_key(|t| t.marker_offset);
         self.open = self
             .producers
             .iter()

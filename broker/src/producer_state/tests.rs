@@ -206,3 +206,65 @@ fn the_snapshot_is_versioned_and_checksummed_and_an_old_json_one_is_read_once() 
     Snapshot::remove(dir.path());
     assert!(!file.exists());
 }
+
+/// `aborted_between` (a binary search over the aborts in marker order) answers as a scan
+/// of every abort would, for every range of offsets, with transactions of three producers
+/// interleaved, committed and aborted.
+#[test]
+fn aborted_between_finds_what_a_scan_of_every_abort_finds() {
+    let mut states = ProducerStates::default();
+    let mut aborted_model: Vec<(i64, Offset, Offset)> = Vec::new();
+    let mut open: HashMap<i64, Offset> = HashMap::new();
+    let mut seq: HashMap<i64, i32> = HashMap::new();
+    let mut rng = 0x9e37_79b9_u64;
+    let mut offset = 0i64;
+    while offset < 300 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let producer = (rng % 3) as i64;
+        if open.contains_key(&producer) && rng.is_multiple_of(4) {
+            let kind = if rng.is_multiple_of(8) {
+                ControlType::Commit
+            } else {
+                ControlType::Abort
+            };
+            let marker = ControlMarker {
+                kind,
+                coordinator_epoch: 0,
+            };
+            states.record_marker(producer, 0, marker, Offset(offset), 1_000);
+            let first = open.remove(&producer).unwrap();
+            if kind == ControlType::Abort {
+                aborted_model.push((producer, first, Offset(offset)));
+            }
+            offset += 1;
+            continue;
+        }
+        let n = 1 + (rng % 3) as i32;
+        let first_seq = *seq.get(&producer).unwrap_or(&0);
+        let s = Stamp {
+            producer_id: producer,
+            transactional: true,
+            ..stamp(0, first_seq, n)
+        };
+        states.record(&s, Offset(offset), Offset(offset + i64::from(n) - 1), 1_000);
+        open.entry(producer).or_insert(Offset(offset));
+        seq.insert(producer, first_seq + n);
+        offset += i64::from(n);
+    }
+    assert!(aborted_model.len() > 10, "{aborted_model:?}");
+    for from in 0..offset {
+        for to in from..offset {
+            let mut expected: Vec<(i64, Offset)> = aborted_model
+                .iter()
+                .filter(|&&(_, first, marker)| first.0 <= to && marker.0 >= from)
+                .map(|&(p, first, _)| (p, first))
+                .collect();
+            let mut got = states.aborted_between(Offset(from), Offset(to));
+            expected.sort();
+            got.sort();
+            assert_eq!(got, expected, "{from}..={to}");
+        }
+    }
+}
