@@ -28,6 +28,18 @@ fn txn_batch(epoch: i16, seq: i32, n: usize) -> Bytes {
     builder.build()
 }
 
+/// A non-transactional (idempotent) batch of one record from the test's producer.
+fn plain_batch(epoch: i16, seq: i32) -> Bytes {
+    let stamp = ProducerStamp {
+        producer_id: PRODUCER,
+        producer_epoch: epoch,
+        base_sequence: seq,
+    };
+    let mut builder = BatchBuilder::with_capacity(stamp, 0);
+    builder.append(0, None, Some(b"p"), &[]);
+    builder.build()
+}
+
 fn marker(kind: ControlType, coordinator_epoch: i32) -> ControlMarker {
     ControlMarker {
         kind,
@@ -221,16 +233,9 @@ fn markers_and_writes_are_fenced_by_epochs_and_the_open_transaction() {
         .unwrap();
     append(&leader, txn_batch(1, 1, 1)); // 2, a new transaction
                                          // An idempotent batch of the same producer inside its open transaction.
-    let mut plain = BatchBuilder::with_capacity(
-        ProducerStamp {
-            producer_id: PRODUCER,
-            producer_epoch: 1,
-            base_sequence: 2,
-        },
-        0,
-    );
-    plain.append(0, None, Some(b"p"), &[]);
-    let refused = leader.append_now(plain.build(), Acks::Leader).unwrap_err();
+    let refused = leader
+        .append_now(plain_batch(1, 2), Acks::Leader)
+        .unwrap_err();
     assert_eq!(refused.code, ErrorCode::InvalidTxnState);
     let stale_producer = leader
         .append_marker(PRODUCER, 0, marker(ControlType::Abort, 5))
@@ -261,16 +266,9 @@ fn a_newer_epochs_plain_batch_cannot_fence_an_open_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let leader = open(dir.path(), &assignment(1, 1, &[1]));
     append(&leader, txn_batch(1, 0, 1)); // 0, open in epoch 1
-    let mut forged = BatchBuilder::with_capacity(
-        ProducerStamp {
-            producer_id: PRODUCER,
-            producer_epoch: 2,
-            base_sequence: 0,
-        },
-        0,
-    );
-    forged.append(0, None, Some(b"f"), &[]);
-    let refused = leader.append_now(forged.build(), Acks::Leader).unwrap_err();
+    let refused = leader
+        .append_now(plain_batch(2, 0), Acks::Leader)
+        .unwrap_err();
     assert_eq!(refused.code, ErrorCode::InvalidTxnState);
     assert!(
         refused.message.contains("open in this partition"),
