@@ -46,11 +46,27 @@ fn pct(mut v: Vec<f64>) -> String {
     )
 }
 
+/// Writes the N records into `f` at RATE, each when due (a thread sleep), calling
+/// `written(i, due)` after record `i` is written.
+fn write_paced(f: &std::fs::File, mut written: impl FnMut(usize, Instant)) {
+    let buf = vec![7u8; WRITE];
+    let start = Instant::now();
+    for i in 0..N {
+        let due = start + Duration::from_secs_f64(i as f64 / RATE);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        f.write_all_at(&buf, (i * WRITE) as u64).unwrap();
+        written(i, due);
+    }
+}
+
 fn serial(path: &str) -> Vec<f64> {
     let f = Arc::new(prepare(path));
-    // state: (written count, durable count, arrival times)
+    // state: (written count, durable count)
     let st = Arc::new((Mutex::new((0usize, 0usize)), Condvar::new()));
-    let arrivals = Arc::new(Mutex::new(vec![Instant::now(); N]));
+    let mut arrivals = vec![Instant::now(); N];
     let done_at = Arc::new(Mutex::new(vec![Instant::now(); N]));
     let (f2, st2, done2) = (f.clone(), st.clone(), done_at.clone());
     let flusher = std::thread::spawn(move || loop {
@@ -75,25 +91,16 @@ fn serial(path: &str) -> Vec<f64> {
             return;
         }
     });
-    let buf = vec![7u8; WRITE];
-    let start = Instant::now();
-    for i in 0..N {
-        let due = start + Duration::from_secs_f64(i as f64 / RATE);
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
-        }
-        arrivals.lock().unwrap()[i] = due;
-        f.write_all_at(&buf, (i * WRITE) as u64).unwrap();
+    write_paced(&f, |i, due| {
+        arrivals[i] = due;
         let (lock, cv) = &*st;
         lock.lock().unwrap().0 = i + 1;
         cv.notify_one();
-    }
+    });
     flusher.join().unwrap();
-    let a = arrivals.lock().unwrap();
     let d = done_at.lock().unwrap();
     (0..N)
-        .map(|i| (d[i] - a[i]).as_secs_f64() * 1000.0)
+        .map(|i| (d[i] - arrivals[i]).as_secs_f64() * 1000.0)
         .collect()
 }
 
@@ -112,17 +119,7 @@ fn concurrent(path: &str, threads: usize) -> Vec<f64> {
             out.lock().unwrap()[i] = due.elapsed().as_secs_f64() * 1000.0;
         }));
     }
-    let buf = vec![7u8; WRITE];
-    let start = Instant::now();
-    for i in 0..N {
-        let due = start + Duration::from_secs_f64(i as f64 / RATE);
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
-        }
-        f.write_all_at(&buf, (i * WRITE) as u64).unwrap();
-        tx.send((i, due)).unwrap();
-    }
+    write_paced(&f, |i, due| tx.send((i, due)).unwrap());
     drop(tx);
     for t in pool {
         t.join().unwrap();
