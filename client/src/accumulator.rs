@@ -268,11 +268,16 @@ impl<T> Batch<T> {
     /// Computes the CRC of a batch sealed without it (see [`Batch::crc_pending`]).
     pub fn set_crc(&mut self) {
         if std::mem::take(&mut self.crc_pending) {
-            let mut bytes = BytesMut::from(std::mem::take(&mut self.bytes));
-            sluice_protocol::batch::set_crc(&mut bytes);
-            self.bytes = bytes.freeze();
+            self.bytes = with_crc(std::mem::take(&mut self.bytes));
         }
     }
+}
+
+/// A batch's bytes with their CRC computed and written in (a batch sealed without it).
+pub(crate) fn with_crc(bytes: Bytes) -> Bytes {
+    let mut bytes = BytesMut::from(bytes);
+    sluice_protocol::batch::set_crc(&mut bytes);
+    bytes.freeze()
 }
 
 struct PartitionQueue<T> {

@@ -48,7 +48,7 @@ use sluice_protocol::{ApiKey, BrokerId, ErrorCode, PartitionId, Request, Respons
 use tokio::sync::{oneshot, watch, Notify, Semaphore};
 
 use crate::accumulator::{
-    batch_size_for, Accumulator, AccumulatorConfig, Batch, Completion, IdentityNeed,
+    batch_size_for, with_crc, Accumulator, AccumulatorConfig, Batch, Completion, IdentityNeed,
     ProducerIdentity, RecordParts,
 };
 use crate::backoff::{Backoff, Jitter};
@@ -991,11 +991,7 @@ fn compress_or_keep(
 ) -> Bytes {
     match compress_batch(plain.clone(), codec, level) {
         Ok(compressed) if compressed.len() < plain.len() => compressed,
-        _ if crc_pending => {
-            let mut bytes = bytes::BytesMut::from(plain);
-            sluice_protocol::batch::set_crc(&mut bytes);
-            bytes.freeze()
-        }
+        _ if crc_pending => with_crc(plain),
         _ => plain,
     }
 }
