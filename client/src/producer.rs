@@ -723,7 +723,7 @@ impl Shared {
 
     /// Completes an in-flight batch's records with their offsets (or an error) and frees
     /// its space.
-    fn finish(&self, batch: Batch<Delivery>, outcome: Result<(i64, i64)>) {
+    fn finish(&self, mut batch: Batch<Delivery>, outcome: Result<(i64, i64)>) {
         {
             let mut state = self.lock();
             let completion = match &outcome {
@@ -737,6 +737,7 @@ impl Shared {
                 Err(_) => Completion::Unknown,
             };
             state.accumulator.complete(&batch, completion);
+            state.accumulator.recycle(std::mem::take(&mut batch.bytes));
         }
         self.finish_records(batch, outcome);
         self.wake.notify_one();

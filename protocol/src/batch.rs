@@ -757,7 +757,13 @@ impl BatchBuilder {
     /// A builder with the producer's id, epoch and base sequence, and room for
     /// `capacity_bytes` of records before it reallocates.
     pub fn with_capacity(stamp: ProducerStamp, capacity_bytes: usize) -> BatchBuilder {
-        let mut buf = BytesMut::with_capacity(HEADER_LEN + capacity_bytes);
+        Self::in_buffer(stamp, BytesMut::with_capacity(HEADER_LEN + capacity_bytes))
+    }
+
+    /// A builder that writes into `buf` (emptied first): a buffer kept from an earlier
+    /// batch, whose pages are already the process's (a producer's buffer pool).
+    pub fn in_buffer(stamp: ProducerStamp, mut buf: BytesMut) -> BatchBuilder {
+        buf.clear();
         buf.put_bytes(0, HEADER_LEN);
         BatchBuilder {
             buf,
