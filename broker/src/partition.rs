@@ -262,6 +262,10 @@ pub struct Partition {
     /// Idempotent producers' sequences. Held across appends and truncations (first in the
     /// lock order), so the state always matches the log.
     producers: Mutex<ProducerStates>,
+    /// Cleaner swaps waiting to let the aborted transactions they cleaned away be
+    /// forgotten: when ([`CLEANED_ABORTS_DELAY`] after the swap) and below which offset.
+    /// Taken alone.
+    cleaned_aborts: Mutex<Vec<(Instant, Offset)>>,
     /// At most the first offset of an open transaction, or of one whose marker the HW
     /// does not cover yet (`i64::MAX`: none): the last stable offset is the HW unless
     /// this is below it. Set under `producers` (lowered before a transaction's first batch
@@ -331,6 +335,7 @@ impl Partition {
                 epoch_start_offset: Offset(0),
             }),
             producers: Mutex::new(producers),
+            cleaned_aborts: Mutex::new(Vec::new()),
             first_unstable,
             compacted: AtomicBool::new(compacted),
             deleted: AtomicBool::new(false),
@@ -1227,7 +1232,16 @@ impl Partition {
             return Ok(None);
         }
         match log.swap_cleaned(cleaned) {
-            Ok(report) => Ok(Some(report)),
+            Ok(report) => {
+                if let (true, Some(end)) = (report.swapped, report.cleaned_end) {
+                    let due = Instant::now() + CLEANED_ABORTS_DELAY;
+                    self.cleaned_aborts
+                        .lock()
+                        .expect("cleaned aborts lock")
+                        .push((due, end));
+                }
+                Ok(Some(report))
+            }
             Err(e) => {
                 drop(log);
                 self.take_offline(format!("swapping in cleaned segments failed: {e}"));
@@ -1269,13 +1283,43 @@ impl Partition {
     /// state at the log end (if it moved since the last snapshot), so a restart replays
     /// only the batches after it. Blocking.
     pub fn snapshot_producers(&self, expire_before_ms: i64) -> std::io::Result<()> {
+        self.snapshot_producers_at(expire_before_ms, Instant::now())
+    }
+
+    /// [`Partition::snapshot_producers`] at `now`, which decides which cleaner swaps are
+    /// old enough for their aborted transactions to be forgotten.
+    pub(crate) fn snapshot_producers_at(
+        &self,
+        expire_before_ms: i64,
+        now: Instant,
+    ) -> std::io::Result<()> {
+        let cleaned_below = {
+            let mut swaps = self.cleaned_aborts.lock().expect("cleaned aborts lock");
+            let due = swaps
+                .iter()
+                .filter(|(at, _)| *at <= now)
+                .map(|(_, end)| *end)
+                .max();
+            swaps.retain(|(at, _)| *at > now);
+            due
+        };
         let mut producers = self.producers.lock().expect("producer state lock");
         let expired = producers.expire(expire_before_ms);
         if expired > 0 {
             tracing::info!(partition = %self.name(), "forgot {expired} idle producer(s)");
         }
         let log = self.log.read();
-        producers.forget_aborted_before(log.log_start_offset());
+        // An aborted transaction is remembered for read_committed fetches of its records
+        // (and for the cleaner): until the log start passes its marker, or until the
+        // cleaner removed its records. Not at the swap itself: a fetch reads under the
+        // log's lock and asks for the aborted transactions after letting go of it, so it
+        // may have read the records just cleaned away; a minute later none is left
+        // between the two steps (Kafka deletes replaced segment files after such a delay,
+        // `file.delete.delay.ms`).
+        producers.forget_aborted_before(
+            log.log_start_offset()
+                .max(cleaned_below.unwrap_or(Offset(0))),
+        );
         // Under the log's lock: a deletion sets the flag before it takes the lock, so a
         // deleted partition's directory (which a new topic may own) is never written.
         if self.is_deleted() || self.log.is_retired() {
@@ -1743,6 +1787,10 @@ fn idempotent_stamp(batches: &[Bytes]) -> Result<Option<Stamp>, ApiError> {
         )),
     }
 }
+
+/// How long after a cleaner swap the aborted transactions whose records it removed are
+/// forgotten (see [`Partition::snapshot_producers_at`]).
+pub const CLEANED_ABORTS_DELAY: Duration = Duration::from_secs(60);
 
 /// Under `replicated` durability, a partition asks for an fsync each time this much has
 /// been appended since it last asked. Measured at 100,000 records/s of 1,000 bytes

@@ -143,6 +143,11 @@ pub struct CleanReport {
     pub swapped: bool,
     /// How long the swap held the log (exclusively: appends waited), in microseconds.
     pub swap_micros: u64,
+    /// The run went through every sealed segment from the log start up to this offset:
+    /// once swapped in, no record of an aborted transaction whose marker is below it is
+    /// left (the cleaner removes them; an unparsable batch kept whole aside). `None` when
+    /// the run cleaned no segment.
+    pub cleaned_end: Option<Offset>,
 }
 
 /// A cleaning to run: made by [`crate::PartitionLog::plan_cleaning`], run without the log.
@@ -275,6 +280,7 @@ impl CleanPlan {
             .iter()
             .filter(|meta| meta.next_offset <= map_end)
             .collect();
+        report.cleaned_end = segments.last().map(|meta| meta.next_offset);
         let mut cleaned = Cleaned {
             dir: self.dir.clone(),
             groups: Vec::new(),

@@ -233,6 +233,61 @@ fn the_cleaner_stops_at_an_open_transaction_and_compacts_decided_ones_by_outcome
     assert_eq!(value(&leader), Some(Bytes::from("open")));
 }
 
+/// A compacted partition's log start never passes its markers, so it forgot no aborted
+/// transaction: now one whose records the cleaner removed is forgotten a minute after the
+/// swap (a fetch that read them just before still learns they were aborted), and one
+/// above what was cleaned is kept.
+#[test]
+fn aborted_transactions_cleaned_away_are_forgotten_a_minute_after_the_swap() {
+    use sluice_protocol::control::{ControlMarker, ControlType};
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), 1, &[1]);
+    let abort = |producer_id: i64| {
+        let marker = ControlMarker {
+            kind: ControlType::Abort,
+            coordinator_epoch: 0,
+        };
+        leader.append_marker(producer_id, 0, marker).unwrap();
+    };
+    append_txn(&leader, txn_record(8, 0, 1, "aborted-early"));
+    abort(8);
+    for round in 0..30 {
+        for key in 10..14u8 {
+            let value = format!("r{round}-{}", "x".repeat(40));
+            leader.append_now(keyed(key, &value), Acks::Leader).unwrap();
+        }
+    }
+    // In the active segment, which the cleaner leaves alone.
+    append_txn(&leader, txn_record(9, 0, 2, "aborted-late"));
+    abort(9);
+    leader.maybe_advance_high_watermark();
+    let aborted = || -> Vec<i64> {
+        let all = leader.aborted_between(Offset(0), Offset(i64::MAX));
+        all.into_iter()
+            .map(|(producer_id, _)| producer_id)
+            .collect()
+    };
+    assert_eq!(aborted(), [8, 9]);
+    assert!(clean(&leader));
+    assert!(
+        !latest(&leader).contains_key(&1),
+        "the aborted record is cleaned away"
+    );
+    let now = Instant::now();
+    leader.snapshot_producers_at(i64::MIN, now).unwrap();
+    assert_eq!(aborted(), [8, 9], "remembered right after the swap");
+    leader
+        .snapshot_producers_at(i64::MIN, now + super::CLEANED_ABORTS_DELAY)
+        .unwrap();
+    assert_eq!(aborted(), [9]);
+    // The forgotten one stays forgotten across a restart (the snapshot has it no more).
+    drop(leader);
+    let reopened = open(dir.path(), 1, &[1]);
+    let all = reopened.aborted_between(Offset(0), Offset(i64::MAX));
+    assert_eq!(all.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [9]);
+}
+
 /// A transaction's marker goes with the last of its records, once `delete.retention.ms`
 /// has passed: exactly-once consumers commit offsets in a transaction every few hundred
 /// milliseconds, and `__consumer_offsets` would otherwise keep every marker for ever. A
