@@ -426,18 +426,24 @@ pub fn record_timestamp(bytes: Bytes, offset: Offset) -> Option<i64> {
         if header.is_log_append_time() {
             return Some(header.max_timestamp);
         }
-        if header.base_offset >= offset {
-            return Some(header.base_timestamp);
+        // A cleaned batch's `baseTimestamp` may be its delete horizon (KIP-534) instead of
+        // its first record's timestamp: then only its max timestamp is in the header.
+        let first = match header.delete_horizon() {
+            None => header.base_timestamp,
+            Some(_) => header.max_timestamp,
+        };
+        if header.base_offset >= offset && header.delete_horizon().is_none() {
+            return Some(first);
         }
-        // Inside the batch: its own record, when the records can be read (uncompressed),
-        // else the batch's first timestamp, which is at most the record's.
+        // Inside the batch (or under a delete horizon): its own record, when the records
+        // can be read (uncompressed), else the header's timestamp found above.
         let exact = batch.records().ok().and_then(|records| {
             records
                 .filter_map(Result::ok)
                 .find(|r| r.offset >= offset)
                 .map(|r| r.timestamp)
         });
-        return Some(exact.unwrap_or(header.base_timestamp));
+        return Some(exact.unwrap_or(first));
     }
     None
 }

@@ -65,6 +65,9 @@ const COMPRESSION_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_BIT: i16 = 0x08;
 const TRANSACTIONAL_BIT: i16 = 0x10;
 const CONTROL_BIT: i16 = 0x20;
+/// Attribute bit 6 (KIP-534): `baseTimestamp` holds the batch's delete horizon, and its
+/// records' timestamp deltas count from it.
+const DELETE_HORIZON_BIT: i16 = 0x40;
 
 /// Compression codec of a batch, from attribute bits 0-2.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -230,6 +233,24 @@ impl BatchHeader {
     /// True for a control batch (transaction markers), which holds no user records.
     pub fn is_control(&self) -> bool {
         self.attributes & CONTROL_BIT != 0
+    }
+
+    /// The batch's delete horizon (KIP-534), when a log cleaner set one: after it, the
+    /// cleaner removes the batch's tombstones (or the marker, of a transaction with no
+    /// records left). Set the first time a cleaner keeps such a batch, to that time plus
+    /// `delete.retention.ms`, so the retention counts from when the broker first cleaned
+    /// it, not from the records' timestamps, which producers set. It takes the
+    /// `baseTimestamp` field, whose records' timestamps then count from it.
+    pub fn delete_horizon(&self) -> Option<i64> {
+        (self.attributes & DELETE_HORIZON_BIT != 0).then_some(self.base_timestamp)
+    }
+
+    /// This header with `horizon` as its delete horizon, for [`rebuild_batch`], which
+    /// encodes the records' timestamps from it.
+    pub fn with_delete_horizon(mut self, horizon: i64) -> BatchHeader {
+        self.attributes |= DELETE_HORIZON_BIT;
+        self.base_timestamp = horizon;
+        self
     }
 }
 

@@ -1,7 +1,10 @@
 //! The log cleaner: compaction of a partition log (Kafka's `LogCleaner`), for topics whose
 //! `cleanup.policy` includes `compact`. It keeps, for each key, the record with the highest
-//! offset, and drops tombstones (records with a null value) once `delete.retention.ms` has
-//! passed. Offsets never change: readers see gaps.
+//! offset, and drops tombstones (records with a null value) `delete.retention.ms` after it
+//! first kept them: the first run that keeps a batch's tombstones sets the batch's delete
+//! horizon (KIP-534: attribute bit 6, the horizon in `baseTimestamp`, the records'
+//! timestamps counted from it), and a run after the horizon removes them. Offsets never
+//! change: readers see gaps.
 //!
 //! Three steps, so the heavy I/O runs without the log's lock:
 //! 1. [`crate::PartitionLog::plan_cleaning`] (read access): which sealed segments below the
@@ -22,8 +25,9 @@
 //!    `.swap` log, which the next open completes ([`finish_interrupted_cleaning`]).
 //!
 //! What a batch becomes: a control batch (a transaction's marker) stays whole until no
-//! batch of its transaction is left and `delete.retention.ms` has passed, then goes; a
-//! batch whose every record survives is copied byte for byte; one that loses some records
+//! batch of its transaction is left, is then dated (its delete horizon set), and goes once
+//! its horizon has passed; a batch whose every record survives (and needs no date) is
+//! copied byte for byte; one that loses some records
 //! is rebuilt with the survivors at their offsets and compressed again with its codec
 //! ([`sluice_protocol::batch::rebuild_batch`]), unless that is not smaller (a producer's
 //! higher compression level), when it is kept whole; one that loses them all is dropped,
@@ -402,11 +406,11 @@ impl CleanPlan {
     ) -> Result<Option<CleanedGroup>> {
         let base = group[0].base_offset;
         let size: u64 = group.iter().map(|m| u64::from(m.size)).sum();
+        // Room for twice the input: a batch given its delete horizon is rewritten with its
+        // records' timestamps counted from that horizon, a few bytes more a record.
+        let limit = u32::try_from(size.saturating_mul(2)).unwrap_or(u32::MAX);
         let config = LogConfig {
-            segment_bytes_max: self
-                .config
-                .segment_bytes_max
-                .max(u32::try_from(size).unwrap_or(u32::MAX)),
+            segment_bytes_max: self.config.segment_bytes_max.max(limit),
             ..self.config.clone()
         };
         let mut out =
@@ -417,16 +421,14 @@ impl CleanPlan {
         // at the end does not stall producers' fsyncs behind a whole segment's bytes.
         let (mut written, mut written_back) = (0u64, 0u64);
         for meta in group {
-            let expire_tombstones =
-                self.now_ms.saturating_sub(meta.max_timestamp) > self.config.delete_retention_ms;
             let (file, path) = self.open(meta)?;
             let mut reader = BatchReader::new(&file, &path, meta.size);
             while let Some(batch) = reader.next(throttle, &self.dir)? {
                 let header = batch.header();
                 let (kept, n_removed) = if header.is_control() {
-                    self.keep_control(header, last_batches, open_txns, expire_tombstones)
+                    self.keep_control(&batch, &path, last_batches, open_txns)?
                 } else {
-                    self.keep(&batch, &path, map, last_batches, expire_tombstones)?
+                    self.keep(&batch, &path, map, last_batches)?
                 };
                 if header.is_transactional()
                     && !header.is_control()
@@ -437,14 +439,27 @@ impl CleanPlan {
                 removed += n_removed;
                 let bytes = match kept {
                     Kept::Whole => batch.bytes().clone(),
-                    Kept::Rebuilt(bytes) => bytes,
+                    // Records removed, or only dated (its delete horizon set, maybe at the
+                    // same length): either way the segment is written anew.
+                    Kept::Rebuilt(bytes) => {
+                        changed = true;
+                        bytes
+                    }
                     Kept::Nothing => {
                         changed = true;
                         continue;
                     }
                 };
-                changed |= bytes.len() != batch.bytes().len() || n_removed > 0;
                 let header = BatchHeader::parse(&bytes)?;
+                if u64::from(out.meta.size) + bytes.len() as u64
+                    > u64::from(config.segment_bytes_max)
+                {
+                    return Err(StorageError::BadFile {
+                        path: path.clone(),
+                        what: "log segment",
+                        reason: "its cleaned copy would be larger than a segment can be".into(),
+                    });
+                }
                 out.append(&[&bytes], &header)?;
                 written += bytes.len() as u64;
                 if written - written_back >= WRITEBACK_SLICE_BYTES {
@@ -479,34 +494,55 @@ impl CleanPlan {
         Ok((file, path))
     }
 
+    /// When a batch's tombstones (or a marker) go: its delete horizon (KIP-534), set by
+    /// the first run that kept them; for a batch no run has dated yet, now plus
+    /// `delete.retention.ms` (so a retention of 0 removes them at once). Counted from when
+    /// the broker first cleaned them, not from the records' timestamps, which producers
+    /// set: one backfilling last year's events would have its deletes removed at the
+    /// first cleaning, before consumers behind had read them.
+    fn delete_horizon(&self, header: &BatchHeader) -> i64 {
+        header
+            .delete_horizon()
+            .unwrap_or(self.now_ms.saturating_add(self.config.delete_retention_ms))
+    }
+
     /// Decides what becomes of a control batch (a transaction marker): it goes once no
     /// record of the transaction it ends is left (`open_txns` does not hold its
-    /// producer) and its segment is older than `delete.retention.ms`, as Kafka's cleaner
-    /// removes markers, so a partition of transactional writes (`__consumer_offsets`
-    /// under exactly-once consumers) does not keep every marker for ever. It stays when
-    /// the transactions' outcomes are not known, and when it is its producer's last batch
-    /// the owner tracks.
+    /// producer) and its delete horizon has passed, as Kafka's cleaner removes markers,
+    /// so a partition of transactional writes (`__consumer_offsets` under exactly-once
+    /// consumers) does not keep every marker for ever; the first run that finds no record
+    /// left dates it. It stays when the transactions' outcomes are not known, and when it
+    /// is its producer's last batch the owner tracks.
     fn keep_control(
         &self,
-        header: &BatchHeader,
+        batch: &RecordBatch,
+        path: &Path,
         last_batches: &HashMap<i64, Offset>,
         open_txns: &mut HashSet<i64>,
-        expired: bool,
-    ) -> (Kept, u64) {
+    ) -> Result<(Kept, u64)> {
+        let header = batch.header();
         let ends_kept_records = open_txns.remove(&header.producer_id);
         let last_of_producer = last_batches.get(&header.producer_id) == Some(&header.base_offset);
         if ends_kept_records
-            || !expired
             || self.transactions.is_none()
             || header.producer_id < 0
             || last_of_producer
         {
-            return (Kept::Whole, 0);
+            return Ok((Kept::Whole, 0));
         }
-        (
-            Kept::Nothing,
-            u64::try_from(header.records_count).unwrap_or(0),
-        )
+        let horizon = self.delete_horizon(header);
+        if self.now_ms >= horizon {
+            let n = u64::try_from(header.records_count).unwrap_or(0);
+            return Ok((Kept::Nothing, n));
+        }
+        if header.delete_horizon().is_some() {
+            return Ok((Kept::Whole, 0));
+        }
+        let Some(records) = parse_records(batch, path) else {
+            return Ok((Kept::Whole, 0));
+        };
+        let dated = batch::rebuild_batch(&header.with_delete_horizon(horizon), &records)?;
+        Ok((Kept::Rebuilt(dated), 0))
     }
 
     /// Decides what becomes of a data `batch` (see the module documentation); also returns
@@ -517,7 +553,6 @@ impl CleanPlan {
         path: &Path,
         map: &OffsetMap,
         last_batches: &HashMap<i64, Offset>,
-        expire_tombstones: bool,
     ) -> Result<(Kept, u64)> {
         let header = batch.header();
         let Some(records) = parse_records(batch, path) else {
@@ -525,6 +560,8 @@ impl CleanPlan {
         };
         let total = records.len();
         let outcome = self.transaction_of(header);
+        let horizon = self.delete_horizon(header);
+        let expire_tombstones = self.now_ms >= horizon;
         let retains = |record: &Record| match &record.key {
             // An aborted transaction's records are never read committed: they go.
             _ if outcome == Some(true) => false,
@@ -542,7 +579,12 @@ impl CleanPlan {
         };
         let kept: Vec<Record> = records.into_iter().filter(retains).collect();
         let removed = (total - kept.len()) as u64;
-        if removed == 0 {
+        // Tombstones that expire (a plain or committed batch's) kept by a batch no run has
+        // dated: it gets its delete horizon now.
+        let dating = header.delete_horizon().is_none()
+            && outcome == Some(false)
+            && kept.iter().any(|r| r.value.is_none());
+        if removed == 0 && !dating {
             return Ok((Kept::Whole, 0));
         }
         let last_of_producer = header.producer_id >= 0
@@ -550,11 +592,16 @@ impl CleanPlan {
         if kept.is_empty() && !last_of_producer {
             return Ok((Kept::Nothing, removed));
         }
-        let rebuilt = batch::rebuild_batch(header, &kept)?;
-        if rebuilt.len() >= batch.bytes().len() {
+        let header = if dating {
+            header.with_delete_horizon(horizon)
+        } else {
+            *header
+        };
+        let rebuilt = batch::rebuild_batch(&header, &kept)?;
+        if rebuilt.len() >= batch.bytes().len() && !dating {
             // Recompressed at the codec's default level, the survivors can take more room
-            // than the producer's batch: keeping it whole is safe, and the output never
-            // outgrows its input (its indexes are sized from the input).
+            // than the producer's batch: keeping it whole is safe. (A batch being dated
+            // takes the room it needs: the output has room for twice its input.)
             return Ok((Kept::Whole, 0));
         }
         Ok((Kept::Rebuilt(rebuilt), removed))

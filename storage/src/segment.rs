@@ -413,7 +413,9 @@ impl ActiveSegment {
                 .meta
                 .relative(header.base_offset)
                 .expect("roll keeps offsets relative");
-            if position > 0 {
+            // Full only in a cleaner's output grown past its input (dated batches): an
+            // entry fewer makes lookups scan further, nothing worse. Appends roll first.
+            if position > 0 && !self.files.offset_index.is_full() {
                 self.files.offset_index.push_offset(OffsetEntry {
                     relative_offset: relative,
                     position,

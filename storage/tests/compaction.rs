@@ -238,10 +238,12 @@ fn run_ops(ops: Vec<Op>) {
         }
         check_against(&log, &model);
     }
-    // Past the tombstones' retention, with everything sealed and cleaned, exactly the
-    // latest live value of each key is left, at its offset.
-    clock.advance(RETENTION_MS + 1);
+    // Everything sealed and cleaned (which dates every tombstone left), then cleaned again
+    // past the tombstones' retention: exactly the latest live value of each key is left,
+    // at its offset.
     log.roll().unwrap();
+    clean_all(&mut log);
+    clock.advance(RETENTION_MS + 1);
     clean_all(&mut log);
     let mut expected: BTreeMap<Vec<u8>, (i64, Entry)> = BTreeMap::new();
     for (offset, entry) in &model {
@@ -920,12 +922,15 @@ fn decided_transactions_are_compacted_by_outcome_committed_as_any_record_aborted
         log.append(plain(&[b'x', i % 4], &[i; 64]), LeaderEpoch(1))
             .unwrap();
     }
-    clock.advance(RETENTION_MS + 1);
     let outcomes = TxnOutcomes {
         aborted: vec![(8, aborted_first, abort_marker)],
     };
-    for _ in 0..2 {
-        // Twice: the second run is past the committed tombstone's retention.
+    for run in 0..2 {
+        // Twice: the first run dates the committed tombstone (its delete horizon), the
+        // second, past its retention, removes it.
+        if run == 1 {
+            clock.advance(RETENTION_MS + 1);
+        }
         let plan = log
             .plan_cleaning(Offset(i64::MAX), true)
             .unwrap()
@@ -954,4 +959,65 @@ fn decided_transactions_are_compacted_by_outcome_committed_as_any_record_aborted
         "the committed delete took the value, then expired itself: {:?}",
         of(b"gone")
     );
+}
+
+/// A tombstone expires `delete.retention.ms` after the broker first cleaned it (KIP-534's
+/// delete horizon, in its batch's header), not after its own timestamp, which the producer
+/// set: one backfilling events of last year would otherwise have its deletes cleaned away
+/// at the first run, before a consumer behind had read them. The horizon is in the batch,
+/// so it holds across a reopen and later rewrites, and the records keep their timestamps.
+#[test]
+fn a_tombstone_with_an_old_timestamp_is_kept_for_the_retention_after_its_first_cleaning() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), compact_config(), &clock);
+    let year_ago = clock.now_ms() - 365 * 24 * 3600 * 1000;
+    for value in [Some(b"old".to_vec()), None] {
+        let entry = (b"gone".to_vec(), value);
+        let batch = keyed_batch(
+            &[entry],
+            year_ago,
+            Compression::None,
+            ProducerStamp::default(),
+        );
+        log.append(batch, LeaderEpoch(1)).unwrap();
+    }
+    fill_rounds(&mut log, 10, 4, year_ago);
+    let tombstone_of_gone = |log: &PartitionLog| -> Vec<(Option<i64>, i64)> {
+        read_all(log, 1 << 20)
+            .iter()
+            .flat_map(|batch| {
+                let horizon = batch.header().delete_horizon();
+                let records: Vec<_> = batch.records().unwrap().map(Result::unwrap).collect();
+                records
+                    .into_iter()
+                    .filter(|r| r.key.as_deref() == Some(&b"gone"[..]))
+                    .map(move |r| {
+                        assert!(r.value.is_none(), "the old value was superseded");
+                        (horizon, r.timestamp)
+                    })
+            })
+            .collect()
+    };
+    let horizon = clock.now_ms() + RETENTION_MS;
+    assert!(clean_all(&mut log));
+    assert_eq!(
+        tombstone_of_gone(&log),
+        [(Some(horizon), year_ago)],
+        "first cleaned just now: kept, dated, its timestamp as it was"
+    );
+    clock.advance(RETENTION_MS / 2);
+    drop(log);
+    let mut log = open(dir.path(), compact_config(), &clock);
+    fill_rounds(&mut log, 2, 4, year_ago);
+    assert!(clean_all(&mut log));
+    assert_eq!(
+        tombstone_of_gone(&log),
+        [(Some(horizon), year_ago)],
+        "half the retention later, after a reopen and a rewrite: kept"
+    );
+    clock.advance(RETENTION_MS / 2);
+    fill_rounds(&mut log, 2, 4, year_ago);
+    assert!(clean_all(&mut log));
+    assert_eq!(tombstone_of_gone(&log), [], "at its horizon: gone");
 }
