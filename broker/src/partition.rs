@@ -274,6 +274,9 @@ pub struct Partition {
     first_unstable: AtomicI64,
     /// The topic's `cleanup.policy` compacts: produced records must have a key.
     compacted: AtomicBool,
+    /// The topic's `message.timestamp.after.max.ms`: how far ahead of this broker's clock a
+    /// produced batch may be timestamped.
+    timestamp_ahead_max_ms: AtomicI64,
     /// Set when the topic is deleted: every later operation fails, maintenance skips it.
     deleted: AtomicBool,
     /// Why the partition was taken offline (a failed background fsync), if it was.
@@ -290,13 +293,14 @@ impl Partition {
         assignment: &Assignment,
         min_insync_replicas: u16,
     ) -> Partition {
-        let (end, checkpointed, durability, compacted) = {
+        let (end, checkpointed, durability, compacted, timestamp_ahead_max) = {
             let guard = log.read();
             (
                 guard.log_end_offset(),
                 guard.checkpointed_high_watermark(),
                 guard.config().durability,
                 guard.config().cleanup_policy.compacts(),
+                guard.config().message_timestamp_after_max_ms,
             )
         };
         let producers = ProducerStates::rebuild(&log);
@@ -338,6 +342,7 @@ impl Partition {
             cleaned_aborts: Mutex::new(Vec::new()),
             first_unstable,
             compacted: AtomicBool::new(compacted),
+            timestamp_ahead_max_ms: AtomicI64::new(timestamp_ahead_max),
             deleted: AtomicBool::new(false),
             offline: std::sync::OnceLock::new(),
         };
@@ -745,6 +750,9 @@ impl Partition {
         };
         let bytes = records.len() as u64;
         let batches = split_batches(records)?;
+        if origin == Origin::Client {
+            self.check_timestamps(&batches)?;
+        }
         if self.compacted.load(Ordering::Acquire) {
             check_keys(&batches, &self.name())?;
         }
@@ -864,6 +872,40 @@ impl Partition {
             self.unflushed_bytes.store(0, Ordering::Relaxed);
         }
         self.log.request_flush();
+    }
+
+    /// Refuses a batch timestamped further ahead of this broker's clock than the topic's
+    /// `message.timestamp.after.max.ms` allows (INVALID_TIMESTAMP, as Kafka since KIP-937):
+    /// retention and the compaction lag go by a segment's newest timestamp, so one record
+    /// stamped a year ahead would keep its segment, and every one after it, from both for
+    /// a year. Broker-set LogAppendTime batches are not the producer's clock.
+    fn check_timestamps(&self, batches: &[Bytes]) -> Result<(), ApiError> {
+        let ahead_max = self.timestamp_ahead_max_ms.load(Ordering::Acquire);
+        let now = SystemClock.now_ms();
+        for batch in batches {
+            let header = BatchHeader::parse(batch).map_err(|e| {
+                ApiError::new(
+                    ErrorCode::CorruptMessage,
+                    format!("invalid record batch: {e}"),
+                )
+            })?;
+            let ahead = header.max_timestamp.saturating_sub(now);
+            if !header.is_log_append_time() && ahead > ahead_max {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidTimestamp,
+                    format!(
+                        "{}: a record's timestamp ({} ms since the epoch) is {ahead} ms ahead \
+                         of this broker's clock, and the topic takes at most {ahead_max} \
+                         (message.timestamp.after.max.ms): correct the producer's clock or \
+                         the timestamps it sets, or raise the topic's \
+                         message.timestamp.after.max.ms",
+                        self.name(),
+                        header.max_timestamp,
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn not_enough_replicas(&self, code: ErrorCode, isr: &[BrokerId]) -> ApiError {
@@ -1084,6 +1126,8 @@ impl Partition {
     pub fn reconfigure(&self, log: LogConfig, min_insync_replicas: u16) {
         self.compacted
             .store(log.cleanup_policy.compacts(), Ordering::Release);
+        self.timestamp_ahead_max_ms
+            .store(log.message_timestamp_after_max_ms, Ordering::Release);
         self.log.write().reconfigure(log);
         self.min_insync_replicas
             .store(min_insync_replicas, Ordering::Release);

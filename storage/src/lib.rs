@@ -96,9 +96,10 @@ pub struct LogConfig {
     pub durability: Durability,
     /// Retention, compaction or both (`cleanup.policy`).
     pub cleanup_policy: CleanupPolicy,
-    /// How long the cleaner keeps a tombstone (a record with a null value) once the
-    /// segment holding it is this old by its newest timestamp (`delete.retention.ms`), so
-    /// consumers reading from the start still see the deletion.
+    /// How long the cleaner keeps a tombstone (a record with a null value), or a marker of
+    /// a transaction with no records left, after the first run that kept it
+    /// (`delete.retention.ms`; that run sets the batch's delete horizon), so consumers
+    /// reading from the start still see the deletion.
     pub delete_retention_ms: i64,
     /// The cleaner runs only when the dirty share of the cleanable bytes (those written
     /// since the last cleaning) is at least this (`min.cleanable.dirty.ratio`).
@@ -106,6 +107,11 @@ pub struct LogConfig {
     /// A segment is cleanable only once its newest record is this old
     /// (`min.compaction.lag.ms`), so consumers see every recent record.
     pub min_compaction_lag_ms: i64,
+    /// A produced batch may be timestamped at most this far ahead of the broker's clock
+    /// (`message.timestamp.after.max.ms`, Kafka's KIP-937 bound, 1 hour by default):
+    /// retention and compaction lag go by a segment's newest timestamp. Checked by the
+    /// broker's produce path; storage does not read it.
+    pub message_timestamp_after_max_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -123,6 +129,7 @@ impl Default for LogConfig {
             delete_retention_ms: 24 * 3600 * 1000,
             min_cleanable_dirty_ratio: 0.5,
             min_compaction_lag_ms: 0,
+            message_timestamp_after_max_ms: 3600 * 1000,
         }
     }
 }

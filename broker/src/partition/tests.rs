@@ -2,7 +2,8 @@
 //! (capped by its log), a follower's truncation is not undone by an older checkpoint, and
 //! a single replica keeps deriving its HW from what is durable. And under `replicated`
 //! durability the leader asks for an fsync once per slice appended, and under `fsync` a
-//! follower's fetcher awaits the fsync of what it appended.
+//! follower's fetcher awaits the fsync of what it appended. And a produced batch
+//! timestamped too far ahead of the broker's clock is refused.
 
 use sluice_protocol::messages::IsolationLevel;
 use sluice_protocol::{BrokerId, LeaderEpoch, Offset};
@@ -295,4 +296,47 @@ fn a_coordinator_append_is_refused_once_leadership_moved_even_if_it_came_back() 
     leader
         .append_as_coordinator(super::testing::batch(1), LeaderEpoch(3), None)
         .expect("the coordinator loaded in the new epoch writes");
+}
+
+/// A batch timestamped further ahead of the broker's clock than the topic's
+/// `message.timestamp.after.max.ms` (1 hour by default) is refused with INVALID_TIMESTAMP
+/// and a message that says what to do; within it, or once the topic takes more, it goes in.
+#[test]
+fn a_batch_stamped_too_far_ahead_of_the_brokers_clock_is_refused() {
+    use sluice_protocol::batch::BatchBuilder;
+    use sluice_protocol::ErrorCode;
+    use sluice_storage::{Clock, LogConfig, SystemClock};
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), &assignment(1, 1, &[1]));
+    let stamped = |ahead_ms: i64| {
+        let mut b = BatchBuilder::new();
+        b.append(SystemClock.now_ms() + ahead_ms, None, Some(b"v"), &[]);
+        b.build()
+    };
+    let hour = 3600 * 1000;
+    leader.append_now(stamped(hour / 2), Acks::Leader).unwrap();
+    let err = leader
+        .append_now(stamped(2 * hour), Acks::Leader)
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidTimestamp);
+    assert!(
+        err.message.contains("ahead of this broker's clock")
+            && err.message.contains("message.timestamp.after.max.ms"),
+        "{}",
+        err.message
+    );
+    leader.maybe_advance_high_watermark();
+    assert_eq!(
+        consumed(&leader, 0),
+        [0],
+        "nothing of the refused batch is written"
+    );
+    leader.reconfigure(
+        LogConfig {
+            message_timestamp_after_max_ms: 3 * hour,
+            ..LogConfig::default()
+        },
+        1,
+    );
+    leader.append_now(stamped(2 * hour), Acks::Leader).unwrap();
 }
