@@ -202,7 +202,14 @@ fn clean(partition: &Partition, map_bytes: usize, throttle: &mut Throttle, metri
             "log cleaner: the log changed during the run (retention or truncation); it runs again next time"
         ),
         Err(StorageError::CleanerStopped { .. }) => {}
-        Err(e) => tracing::warn!(partition = %partition.name(), "log cleaner failed: {e}"),
+        Err(e) => {
+            let retry = partition.cleaner_retry_in().unwrap_or_default();
+            tracing::warn!(
+                partition = %partition.name(),
+                "log cleaner failed: {e}; it tries this partition again in {} s",
+                retry.as_secs()
+            )
+        }
     }
 }
 

@@ -266,6 +266,9 @@ pub struct Partition {
     /// forgotten: when ([`CLEANED_ABORTS_DELAY`] after the swap) and below which offset.
     /// Taken alone.
     cleaned_aborts: Mutex<Vec<(Instant, Offset)>>,
+    /// After failed cleaner runs: not before when, and the last wait (see
+    /// [`Partition::clean_log`]). Taken alone.
+    cleaner_backoff: Mutex<Option<(Instant, Duration)>>,
     /// At most the first offset of an open transaction, or of one whose marker the HW
     /// does not cover yet (`i64::MAX`: none): the last stable offset is the HW unless
     /// this is below it. Set under `producers` (lowered before a transaction's first batch
@@ -340,6 +343,7 @@ impl Partition {
             }),
             producers: Mutex::new(producers),
             cleaned_aborts: Mutex::new(Vec::new()),
+            cleaner_backoff: Mutex::new(None),
             first_unstable,
             compacted: AtomicBool::new(compacted),
             timestamp_ahead_max_ms: AtomicI64::new(timestamp_ahead_max),
@@ -1229,7 +1233,47 @@ impl Partition {
     /// their own copy, as in Kafka: the bound is each one's HW, so only committed records
     /// are compacted. `None` when there was nothing to clean. A failed swap takes the
     /// partition offline (the next open finishes or discards it). Blocking and disk-heavy.
+    ///
+    /// A run that fails (a full disk, a segment it cannot read) is not tried again on the
+    /// next pass but after a backoff, [`CLEANER_RETRY_MIN`] doubling to
+    /// [`CLEANER_RETRY_MAX`] while it keeps failing ([`Partition::cleaner_retry_in`]), so a
+    /// partition that cannot be cleaned does not reread its log and log a warning every
+    /// interval (Kafka marks such a partition uncleanable until a restart). `force` runs
+    /// anyway.
     pub fn clean_log(
+        &self,
+        force: bool,
+        map_bytes_max: usize,
+        throttle: &mut Throttle,
+    ) -> Result<Option<CleanReport>, StorageError> {
+        let now = Instant::now();
+        let waiting = *self.cleaner_backoff.lock().expect("cleaner backoff lock");
+        if !force && waiting.is_some_and(|(until, _)| now < until) {
+            return Ok(None);
+        }
+        let ran = self.clean_log_once(force, map_bytes_max, throttle);
+        let mut backoff = self.cleaner_backoff.lock().expect("cleaner backoff lock");
+        *backoff = match &ran {
+            Err(StorageError::CleanerStopped { .. }) => *backoff,
+            Err(_) => {
+                let wait = backoff.map_or(CLEANER_RETRY_MIN, |(_, last)| {
+                    (last * 2).min(CLEANER_RETRY_MAX)
+                });
+                Some((Instant::now() + wait, wait))
+            }
+            Ok(_) => None,
+        };
+        ran
+    }
+
+    /// How long until the cleaner tries this replica again after failed runs, if it is
+    /// waiting.
+    pub fn cleaner_retry_in(&self) -> Option<Duration> {
+        let backoff = *self.cleaner_backoff.lock().expect("cleaner backoff lock");
+        backoff.map(|(until, _)| until.saturating_duration_since(Instant::now()))
+    }
+
+    fn clean_log_once(
         &self,
         force: bool,
         map_bytes_max: usize,
@@ -1831,6 +1875,11 @@ fn idempotent_stamp(batches: &[Bytes]) -> Result<Option<Stamp>, ApiError> {
         )),
     }
 }
+
+/// The first wait after a failed cleaner run of a replica (see [`Partition::clean_log`]).
+pub const CLEANER_RETRY_MIN: Duration = Duration::from_secs(60);
+/// The longest wait between failed cleaner runs of a replica.
+pub const CLEANER_RETRY_MAX: Duration = Duration::from_secs(3600);
 
 /// How long after a cleaner swap the aborted transactions whose records it removed are
 /// forgotten (see [`Partition::snapshot_producers_at`]).

@@ -372,3 +372,46 @@ fn markers_of_transactions_with_no_records_left_are_cleaned_away() {
     assert_eq!(leader.last_stable_offset(), hw);
     assert_eq!(latest(&leader), expected);
 }
+
+/// A cleaner run that fails is not tried again on the next pass but after a backoff, which
+/// doubles while runs keep failing; a forced run goes anyway, and a run that succeeds ends
+/// the backoff.
+#[test]
+fn a_failing_cleaner_run_backs_off_until_a_run_succeeds() {
+    use super::CLEANER_RETRY_MIN;
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), 1, &[1]);
+    for round in 0..30 {
+        for key in 0..4u8 {
+            let value = format!("r{round}-{}", "x".repeat(40));
+            leader.append_now(keyed(key, &value), Acks::Leader).unwrap();
+        }
+    }
+    leader.maybe_advance_high_watermark();
+    // The first group's cleaned copy cannot be created: a directory has its name.
+    let blocker = dir.path().join(format!("{:020}.log.cleaned", 0));
+    std::fs::create_dir(&blocker).unwrap();
+    let run = |force| leader.clean_log(force, 1 << 20, &mut Throttle::unlimited());
+    assert_eq!(leader.cleaner_retry_in(), None);
+    assert!(run(false).is_err());
+    let first = leader.cleaner_retry_in().expect("waiting after a failure");
+    assert!(
+        first <= CLEANER_RETRY_MIN && first > CLEANER_RETRY_MIN / 2,
+        "{first:?}"
+    );
+    std::fs::remove_dir(&blocker).unwrap();
+    assert_eq!(
+        run(false).unwrap(),
+        None,
+        "not tried before its wait is over"
+    );
+    std::fs::create_dir(&blocker).unwrap();
+    assert!(run(true).is_err(), "a forced run goes, and fails again");
+    assert!(
+        leader.cleaner_retry_in().unwrap() > CLEANER_RETRY_MIN,
+        "the wait doubled"
+    );
+    std::fs::remove_dir(&blocker).unwrap();
+    assert!(run(true).unwrap().is_some_and(|r| r.swapped));
+    assert_eq!(leader.cleaner_retry_in(), None);
+}
