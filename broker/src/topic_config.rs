@@ -29,6 +29,7 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "delete.retention.ms",
     "min.cleanable.dirty.ratio",
     "min.compaction.lag.ms",
+    "max.compaction.lag.ms",
     "message.timestamp.after.max.ms",
 ];
 
@@ -164,6 +165,7 @@ pub fn topic_log_config(
                     .ok_or_else(|| bad("a number from 0 to 1"))?
             }
             "min.compaction.lag.ms" => log.min_compaction_lag_ms = int(0)?,
+            "max.compaction.lag.ms" => log.max_compaction_lag_ms = int(1)?,
             "message.timestamp.after.max.ms" => log.message_timestamp_after_max_ms = int(0)?,
             _ => {
                 return Err(ApiError::new(
@@ -292,6 +294,10 @@ fn effective_configs(log: &LogConfig, min_insync: u16) -> BTreeMap<String, Strin
         (
             "min.compaction.lag.ms".to_string(),
             log.min_compaction_lag_ms.to_string(),
+        ),
+        (
+            "max.compaction.lag.ms".to_string(),
+            log.max_compaction_lag_ms.to_string(),
         ),
         (
             "message.timestamp.after.max.ms".to_string(),

@@ -107,11 +107,29 @@ pub struct LogConfig {
     /// A segment is cleanable only once its newest record is this old
     /// (`min.compaction.lag.ms`), so consumers see every recent record.
     pub min_compaction_lag_ms: i64,
+    /// A compacted log is cleaned, whatever its dirty ratio, once a dirty segment's newest
+    /// record is this old, and its active segment rolls at least this often
+    /// (`max.compaction.lag.ms`, Kafka's KIP-354; unbounded by default): a bound on how long
+    /// a superseded value or a tombstone's key stays readable in a quiet topic.
+    pub max_compaction_lag_ms: i64,
     /// A produced batch may be timestamped at most this far ahead of the broker's clock
     /// (`message.timestamp.after.max.ms`, Kafka's KIP-937 bound, 1 hour by default):
     /// retention and compaction lag go by a segment's newest timestamp. Checked by the
     /// broker's produce path; storage does not read it.
     pub message_timestamp_after_max_ms: i64,
+}
+
+impl LogConfig {
+    /// How old the active segment may get before it rolls: `segment.ms`, or a compacted
+    /// log's `max.compaction.lag.ms` when that is shorter (the active segment is never
+    /// cleaned, so it must be sealed for the bound to hold).
+    pub fn segment_roll_ms(&self) -> i64 {
+        if self.cleanup_policy.compacts() {
+            self.segment_ms_max.min(self.max_compaction_lag_ms)
+        } else {
+            self.segment_ms_max
+        }
+    }
 }
 
 impl Default for LogConfig {
@@ -129,6 +147,7 @@ impl Default for LogConfig {
             delete_retention_ms: 24 * 3600 * 1000,
             min_cleanable_dirty_ratio: 0.5,
             min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
             message_timestamp_after_max_ms: 3600 * 1000,
         }
     }

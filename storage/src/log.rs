@@ -830,6 +830,10 @@ impl PartitionLog {
         let lag_ms = self.config.min_compaction_lag_ms;
         let mut cleanable = Vec::new();
         let (mut dirty_bytes, mut total_bytes) = (0u64, 0u64);
+        // A dirty segment past `max.compaction.lag.ms` is cleaned whatever the ratio. By its
+        // newest record: a record waits at most the lag plus its segment's span, which the
+        // roll bounds by the lag too.
+        let mut overdue = false;
         for meta in self.sealed.values() {
             let may_clean = meta.next_offset <= max_offset
                 && (lag_ms <= 0 || now.saturating_sub(meta.max_timestamp) >= lag_ms);
@@ -839,6 +843,8 @@ impl PartitionLog {
             total_bytes += u64::from(meta.size);
             if meta.next_offset > first_dirty {
                 dirty_bytes += u64::from(meta.size);
+                let max_lag = self.config.max_compaction_lag_ms;
+                overdue |= max_lag < i64::MAX && now.saturating_sub(meta.max_timestamp) >= max_lag;
             }
             cleanable.push(*meta);
         }
@@ -847,7 +853,7 @@ impl PartitionLog {
         }
         let ratio_met = dirty_bytes > 0
             && dirty_bytes as f64 >= self.config.min_cleanable_dirty_ratio * total_bytes as f64;
-        if !force && !ratio_met {
+        if !force && !ratio_met && !overdue {
             return Ok(None);
         }
         Ok(Some(CleanPlan {

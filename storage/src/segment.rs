@@ -372,7 +372,7 @@ impl ActiveSegment {
             return false;
         }
         self.meta.size as u64 + len as u64 > config.segment_bytes_max as u64
-            || now_ms.saturating_sub(self.meta.rolling_base_ms) >= config.segment_ms_max
+            || now_ms.saturating_sub(self.meta.rolling_base_ms) >= config.segment_roll_ms()
             || self.files.offset_index.is_full()
             || self.files.time_index.is_full()
             || self

@@ -455,6 +455,78 @@ fn the_dirty_ratio_and_the_compaction_lag_decide_when_a_log_is_cleaned() {
         .is_some());
 }
 
+/// `max.compaction.lag.ms` (KIP-354): a dirty segment past it is cleaned whatever the
+/// dirty ratio, and the active segment of a compacted log rolls at least that often, so a
+/// quiet topic's superseded values do not stay readable without bound.
+#[test]
+fn the_max_compaction_lag_cleans_below_the_dirty_ratio_and_rolls_the_active_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let config = LogConfig {
+        max_compaction_lag_ms: 60_000,
+        ..compact_config()
+    };
+    let mut log = open(dir.path(), config, &clock);
+    fill_rounds(&mut log, 5, 10, clock.now_ms());
+    let end = log.log_end_offset();
+    assert!(clean(&mut log, end, false), "all dirty: ratio 1");
+    let cleaned_size = log.size_bytes();
+    // A little more: the dirty share is below one half, and stays in the active segment
+    // until the lag has passed since it began.
+    let append = |log: &mut PartitionLog, key: u8| {
+        let entry: Entry = (vec![b'k', key], Some(b"newer".to_vec()));
+        let batch = keyed_batch(
+            &[entry],
+            clock.now_ms(),
+            Compression::None,
+            ProducerStamp::default(),
+        );
+        log.append(batch, LeaderEpoch(1)).unwrap();
+    };
+    append(&mut log, 1);
+    assert!(log.size_bytes() - cleaned_size < cleaned_size);
+    let segments = log.segment_count();
+    clock.advance(30_000);
+    append(&mut log, 2);
+    assert_eq!(
+        log.segment_count(),
+        segments,
+        "the active segment is younger than the lag"
+    );
+    assert!(log
+        .plan_cleaning(log.log_end_offset(), false)
+        .unwrap()
+        .is_none());
+    clock.advance(30_000);
+    append(&mut log, 3);
+    assert_eq!(log.segment_count(), segments + 1, "rolled at the lag");
+    assert!(
+        log.plan_cleaning(log.log_end_offset(), false)
+            .unwrap()
+            .is_none(),
+        "the newly sealed segment's records are younger than the lag"
+    );
+    clock.advance(30_000);
+    let end = log.log_end_offset();
+    assert!(
+        clean(&mut log, end, false),
+        "past the lag: cleaned below the dirty ratio"
+    );
+    let values: Vec<Entry> = records(&log).into_values().collect();
+    let of_key = |key: u8| -> Vec<Option<Vec<u8>>> {
+        values
+            .iter()
+            .filter(|(k, _)| k[..] == [b'k', key])
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert_eq!(
+        of_key(1),
+        [Some(b"newer".to_vec())],
+        "the older values of k1 are gone"
+    );
+}
+
 #[test]
 fn only_sealed_segments_below_the_bound_are_cleaned() {
     let dir = tempfile::tempdir().unwrap();

@@ -228,8 +228,9 @@ pub enum TopicCommand {
         /// segment.ms, min.insync.replicas, unclean.leader.election.enable,
         /// compression.type (only `producer`: batches stay as the producer compressed them),
         /// cleanup.policy (delete, compact or compact,delete), delete.retention.ms,
-        /// min.cleanable.dirty.ratio, min.compaction.lag.ms, message.timestamp.after.max.ms
-        /// (how far ahead of the broker's clock a record's timestamp may be).
+        /// min.cleanable.dirty.ratio, min.compaction.lag.ms, max.compaction.lag.ms (clean
+        /// within this whatever the dirty ratio), message.timestamp.after.max.ms (how far
+        /// ahead of the broker's clock a record's timestamp may be).
         #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
     },
@@ -253,7 +254,8 @@ pub enum TopicCommand {
         /// A configuration to set, repeatable: retention.ms, retention.bytes,
         /// segment.bytes, segment.ms, min.insync.replicas, unclean.leader.election.enable,
         /// compression.type (only `producer`), cleanup.policy, delete.retention.ms,
-        /// min.cleanable.dirty.ratio, min.compaction.lag.ms, message.timestamp.after.max.ms.
+        /// min.cleanable.dirty.ratio, min.compaction.lag.ms, max.compaction.lag.ms,
+        /// message.timestamp.after.max.ms.
         #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
         /// A configuration to remove from the topic, repeatable.
