@@ -99,10 +99,11 @@ pub(crate) enum IdentityNeed {
 /// any of them is recognised.
 pub(crate) const MAX_IN_FLIGHT_IDEMPOTENT: usize = 5;
 
-/// Most emptied batch buffers the accumulator keeps for new batches (Kafka's `BufferPool`,
-/// bounded by a count instead of `buffer.memory`): 8 MiB at the default batch size, enough
-/// for a partition's batches in flight, the sealed one behind them and the open one.
-const BUFFER_POOL_MAX: usize = 8;
+/// Most bytes of emptied batch buffers the accumulator keeps for new batches (Kafka's
+/// `BufferPool`, bounded on its own instead of within `buffer.memory`): eight buffers at
+/// the default batch size, enough for a partition's batches in flight, the sealed one
+/// behind them and the open one; always room for one.
+const BUFFER_POOL_BYTES_MAX: usize = 8 << 20;
 
 /// How a batch taken by [`Accumulator::drain_ready`] ended, for its partition's sequence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -441,11 +442,12 @@ impl<T> Accumulator<T> {
     /// else holds them (a request being written still may) and they have room for a whole
     /// batch.
     pub fn recycle(&mut self, bytes: Bytes) {
-        if self.pool.len() >= BUFFER_POOL_MAX {
+        let full_size = HEADER_LEN + self.config.batch_bytes_max;
+        if self.pool.len() >= (BUFFER_POOL_BYTES_MAX / full_size).max(1) {
             return;
         }
         if let Ok(buf) = bytes.try_into_mut() {
-            if buf.capacity() >= HEADER_LEN + self.config.batch_bytes_max {
+            if buf.capacity() >= full_size {
                 self.pool.push(buf);
             }
         }
