@@ -1093,3 +1093,81 @@ fn a_tombstone_with_an_old_timestamp_is_kept_for_the_retention_after_its_first_c
     assert!(clean_all(&mut log));
     assert_eq!(tombstone_of_gone(&log), [], "at its horizon: gone");
 }
+
+/// A transaction marker whose transaction has no record left is dated by the first run
+/// that finds it so (its delete horizon), and removed by a run past the horizon; a marker
+/// whose transaction kept a record stays.
+#[test]
+fn a_marker_of_a_transaction_with_no_records_left_goes_past_its_delete_horizon() {
+    use sluice_protocol::control::{ControlMarker, ControlType};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), compact_config(), &clock);
+    let txn = |value: &[u8], sequence: i32| {
+        let stamp = ProducerStamp {
+            producer_id: 8,
+            producer_epoch: 0,
+            base_sequence: sequence,
+        };
+        let mut b = BatchBuilder::with_capacity(stamp, 0).transactional();
+        b.append(clock.now_ms(), Some(b"t"), Some(value), &[]);
+        b.build()
+    };
+    let marker = |kind| {
+        let marker = ControlMarker {
+            kind,
+            coordinator_epoch: 0,
+        };
+        marker.batch(8, 0, clock.now_ms())
+    };
+    // Producer 8 aborts one transaction, then commits one whose record stays.
+    let aborted_first = log
+        .append(txn(b"aborted", 0), LeaderEpoch(1))
+        .unwrap()
+        .base_offset;
+    let abort_at = log
+        .append(marker(ControlType::Abort), LeaderEpoch(1))
+        .unwrap()
+        .base_offset;
+    log.append(txn(b"committed", 1), LeaderEpoch(1)).unwrap();
+    let commit_at = log
+        .append(marker(ControlType::Commit), LeaderEpoch(1))
+        .unwrap()
+        .base_offset;
+    fill_rounds(&mut log, 10, 4, clock.now_ms());
+    let outcomes = TxnOutcomes {
+        aborted: vec![(8, aborted_first, abort_at)],
+    };
+    let run = |log: &mut PartitionLog| {
+        let plan = log
+            .plan_cleaning(Offset(i64::MAX), true)
+            .unwrap()
+            .expect("something to clean")
+            .with_transactions(outcomes.clone());
+        let cleaned = plan
+            .run(MAP_BYTES, &mut Throttle::unlimited(), &last_batches(log))
+            .unwrap();
+        assert!(log.swap_cleaned(cleaned).unwrap().swapped);
+    };
+    let markers = |log: &PartitionLog| -> Vec<(Offset, Option<i64>)> {
+        read_all(log, 1 << 20)
+            .iter()
+            .filter(|b| b.header().is_control())
+            .map(|b| {
+                ControlMarker::of(b).expect("a marker still, dated or not");
+                (b.header().base_offset, b.header().delete_horizon())
+            })
+            .collect()
+    };
+    run(&mut log);
+    let horizon = clock.now_ms() + RETENTION_MS;
+    assert_eq!(
+        markers(&log),
+        [(abort_at, Some(horizon)), (commit_at, None)],
+        "the abort's transaction is empty: dated; the commit's kept its record"
+    );
+    clock.advance(RETENTION_MS);
+    fill_rounds(&mut log, 2, 4, clock.now_ms());
+    run(&mut log);
+    assert_eq!(markers(&log), [(commit_at, None)], "past its horizon: gone");
+}
