@@ -19,7 +19,7 @@ use proptest::prelude::*;
 use sluice_protocol::batch::{BatchBuilder, Batches, Compression, ProducerStamp, RecordBatch};
 use sluice_protocol::{LeaderEpoch, Offset};
 use sluice_storage::{
-    Cleaned, CleanupPolicy, Clock, LogConfig, PartitionLog, Throttle, TxnOutcomes,
+    CleanReport, Cleaned, CleanupPolicy, Clock, LogConfig, PartitionLog, Throttle, TxnOutcomes,
 };
 
 const RETENTION_MS: i64 = 10_000;
@@ -124,6 +124,19 @@ fn clean(log: &mut PartitionLog, max_offset: Offset, force: bool) -> bool {
 /// Cleans every sealed segment, whatever the dirty ratio.
 fn clean_all(log: &mut PartitionLog) -> bool {
     clean(log, Offset(i64::MAX), true)
+}
+
+/// Cleans every sealed segment, whatever the dirty ratio, with the transactions' outcomes.
+fn clean_all_with(log: &mut PartitionLog, outcomes: &TxnOutcomes) -> CleanReport {
+    let plan = log
+        .plan_cleaning(Offset(i64::MAX), true)
+        .unwrap()
+        .expect("something to clean")
+        .with_transactions(outcomes.clone());
+    let cleaned = plan
+        .run(MAP_BYTES, &mut Throttle::unlimited(), &last_batches(log))
+        .unwrap();
+    log.swap_cleaned(cleaned).unwrap()
 }
 
 fn no_cleaner_files_left(dir: &Path) {
@@ -1003,15 +1016,7 @@ fn decided_transactions_are_compacted_by_outcome_committed_as_any_record_aborted
         if run == 1 {
             clock.advance(RETENTION_MS + 1);
         }
-        let plan = log
-            .plan_cleaning(Offset(i64::MAX), true)
-            .unwrap()
-            .expect("something to clean")
-            .with_transactions(outcomes.clone());
-        let cleaned = plan
-            .run(MAP_BYTES, &mut Throttle::unlimited(), &last_batches(&log))
-            .unwrap();
-        log.swap_cleaned(cleaned).unwrap();
+        clean_all_with(&mut log, &outcomes);
     }
     let values: Vec<Entry> = records(&log).into_values().collect();
     let of = |key: &[u8]| -> Vec<Option<Vec<u8>>> {
@@ -1138,17 +1143,7 @@ fn a_marker_of_a_transaction_with_no_records_left_goes_past_its_delete_horizon()
     let outcomes = TxnOutcomes {
         aborted: vec![(8, aborted_first, abort_at)],
     };
-    let run = |log: &mut PartitionLog| {
-        let plan = log
-            .plan_cleaning(Offset(i64::MAX), true)
-            .unwrap()
-            .expect("something to clean")
-            .with_transactions(outcomes.clone());
-        let cleaned = plan
-            .run(MAP_BYTES, &mut Throttle::unlimited(), &last_batches(log))
-            .unwrap();
-        assert!(log.swap_cleaned(cleaned).unwrap().swapped);
-    };
+    let run = |log: &mut PartitionLog| assert!(clean_all_with(log, &outcomes).swapped);
     let markers = |log: &PartitionLog| -> Vec<(Offset, Option<i64>)> {
         read_all(log, 1 << 20)
             .iter()

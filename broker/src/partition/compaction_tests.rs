@@ -89,6 +89,16 @@ fn txn_record(producer_id: i64, seq: i32, key: u8, value: &str) -> Bytes {
     b.build()
 }
 
+/// Thirty rounds of a 40-byte value for each of `keys`: several 4 KiB segments.
+fn fill(leader: &Partition, keys: std::ops::Range<u8>) {
+    for round in 0..30 {
+        for key in keys.clone() {
+            let value = format!("r{round}-{}", "x".repeat(40));
+            leader.append_now(keyed(key, &value), Acks::Leader).unwrap();
+        }
+    }
+}
+
 fn clean(partition: &Partition) -> bool {
     partition
         .clean_log(true, 1 << 20, &mut Throttle::unlimited())
@@ -196,14 +206,6 @@ fn the_cleaner_stops_at_an_open_transaction_and_compacts_decided_ones_by_outcome
         kind,
         coordinator_epoch: 0,
     };
-    let fill = |leader: &Partition| {
-        for round in 0..30 {
-            for key in 0..4u8 {
-                let value = format!("r{round}-{}", "x".repeat(40));
-                leader.append_now(keyed(key, &value), Acks::Leader).unwrap();
-            }
-        }
-    };
     leader.append_now(keyed(9, "plain"), Acks::Leader).unwrap();
     append_txn(&leader, txn(7, 0, "committed"));
     leader
@@ -213,10 +215,10 @@ fn the_cleaner_stops_at_an_open_transaction_and_compacts_decided_ones_by_outcome
     leader
         .append_marker(8, 0, marker(ControlType::Abort))
         .unwrap();
-    fill(&leader);
+    fill(&leader, 0..4);
     // An open transaction: nothing from here on is cleaned.
     append_txn(&leader, txn(10, 0, "open"));
-    fill(&leader);
+    fill(&leader, 0..4);
     leader.maybe_advance_high_watermark();
     assert!(clean(&leader));
     let value = |l: &Partition| latest(l).get(&9).map(|(_, v)| v.clone());
@@ -252,12 +254,7 @@ fn aborted_transactions_cleaned_away_are_forgotten_a_minute_after_the_swap() {
     };
     append_txn(&leader, txn_record(8, 0, 1, "aborted-early"));
     abort(8);
-    for round in 0..30 {
-        for key in 10..14u8 {
-            let value = format!("r{round}-{}", "x".repeat(40));
-            leader.append_now(keyed(key, &value), Acks::Leader).unwrap();
-        }
-    }
+    fill(&leader, 10..14);
     // In the active segment, which the cleaner leaves alone.
     append_txn(&leader, txn_record(9, 0, 2, "aborted-late"));
     abort(9);
@@ -335,12 +332,7 @@ fn markers_of_transactions_with_no_records_left_are_cleaned_away() {
     leader.append_now(keyed(5, "new"), Acks::Leader).unwrap();
     append_txn(&leader, txn(7, 1, 6, "kept"));
     end(&leader, 7, ControlType::Commit);
-    for round in 0..30 {
-        for key in 10..14u8 {
-            let value = format!("r{round}-{}", "x".repeat(40));
-            leader.append_now(keyed(key, &value), Acks::Leader).unwrap();
-        }
-    }
+    fill(&leader, 10..14);
     leader.maybe_advance_high_watermark();
     // What is left to read: the aborted records go (they were never read committed).
     let mut expected = latest(&leader);
@@ -381,12 +373,7 @@ fn a_failing_cleaner_run_backs_off_until_a_run_succeeds() {
     use super::CLEANER_RETRY_MIN;
     let dir = tempfile::tempdir().unwrap();
     let leader = open(dir.path(), 1, &[1]);
-    for round in 0..30 {
-        for key in 0..4u8 {
-            let value = format!("r{round}-{}", "x".repeat(40));
-            leader.append_now(keyed(key, &value), Acks::Leader).unwrap();
-        }
-    }
+    fill(&leader, 0..4);
     leader.maybe_advance_high_watermark();
     // The first group's cleaned copy cannot be created: a directory has its name.
     let blocker = dir.path().join(format!("{:020}.log.cleaned", 0));
