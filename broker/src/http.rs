@@ -428,11 +428,13 @@ pub fn record_timestamp(bytes: Bytes, offset: Offset) -> Option<i64> {
         }
         // A cleaned batch's `baseTimestamp` may be its delete horizon (KIP-534) instead of
         // its first record's timestamp: then only its max timestamp is in the header.
-        let first = match header.delete_horizon() {
-            None => header.base_timestamp,
-            Some(_) => header.max_timestamp,
+        let dated = header.delete_horizon().is_some();
+        let first = if dated {
+            header.max_timestamp
+        } else {
+            header.base_timestamp
         };
-        if header.base_offset >= offset && header.delete_horizon().is_none() {
+        if header.base_offset >= offset && !dated {
             return Some(first);
         }
         // Inside the batch (or under a delete horizon): its own record, when the records
