@@ -26,11 +26,12 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use sluice_protocol::frame::{Pieces, SplicedFrame, FRAME_HEADER_LEN, WRITE_PIECES_MAX};
-use sluice_protocol::{Error as ProtocolError, FrameCodec};
+use sluice_protocol::{Error as ProtocolError, FileSlice, FrameCodec};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -182,7 +183,7 @@ async fn serve_stream<P, R, W>(
 ) where
     P: Protocol,
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: AnswerWriter,
 {
     let _open = settings.metrics.connection_opened(settings.listener);
     let (answers_tx, answers_rx) =
@@ -343,7 +344,7 @@ async fn drain<R: AsyncRead + Unpin>(reader: &mut R) {
 /// not hold back the answers queued before it) and whenever no further answer is queued.
 /// Record batches shared into a frame ([`SplicedFrame`]) go from the log's read buffer to
 /// the socket without another copy.
-async fn write_answers<W: AsyncWrite + Unpin>(
+async fn write_answers<W: AnswerWriter>(
     mut writer: W,
     mut answers: mpsc::Receiver<oneshot::Receiver<Answer>>,
 ) {
@@ -395,15 +396,136 @@ impl Outbox {
 
     /// Writes every piece, then flushes the writer (a TLS stream holds what it encrypted
     /// until then).
-    async fn flush<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) -> std::io::Result<()> {
+    async fn flush<W: AnswerWriter>(&mut self, writer: &mut W) -> std::io::Result<()> {
         while !self.pieces.is_empty() {
-            let written = writer.write_vectored(&self.pieces.io_slices()).await?;
+            let written = match self.pieces.front_file() {
+                Some(slice) => writer.write_file(slice).await?,
+                None => {
+                    let more = self.pieces.file_follows();
+                    writer.write_pieces(&self.pieces.io_slices(), more).await?
+                }
+            };
             if written == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
             self.pieces.advance(written);
         }
         writer.flush().await
+    }
+}
+
+/// The writing half of a connection: bytes, and record batches in a segment file
+/// ([`FileSlice`]), which plain TCP sends from the page cache (`sendfile`: no read into
+/// memory, no copy into the socket) and TLS, which encrypts in user space, reads first.
+pub(crate) trait AnswerWriter: AsyncWrite + Unpin + Send + 'static {
+    /// Writes from the front of `slice`; how many bytes went.
+    fn write_file(
+        &mut self,
+        slice: &FileSlice,
+    ) -> impl Future<Output = std::io::Result<usize>> + Send {
+        async move {
+            let bytes = slice.first(FILE_READ_CHUNK_BYTES_MAX).read()?;
+            self.write_all(&bytes).await?;
+            Ok(bytes.len())
+        }
+    }
+
+    /// Writes `slices` with one vectored write; `more`: a file range follows at once.
+    fn write_pieces(
+        &mut self,
+        slices: &[std::io::IoSlice<'_>],
+        more: bool,
+    ) -> impl Future<Output = std::io::Result<usize>> + Send {
+        let _ = more;
+        async move { self.write_vectored(slices).await }
+    }
+}
+
+/// Most of a file range a TLS writer reads into memory at once.
+const FILE_READ_CHUNK_BYTES_MAX: usize = 256 << 10;
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> AnswerWriter for tokio::io::WriteHalf<S> {}
+
+impl AnswerWriter for tokio::net::tcp::OwnedWriteHalf {
+    /// `sendfile(2)` from the segment file: its pages go to the socket without being read
+    /// into memory. A file that ends before the range (truncated under the answer) fails
+    /// the connection: its frame can no longer be completed.
+    async fn write_file(&mut self, slice: &FileSlice) -> std::io::Result<usize> {
+        let socket: &TcpStream = self.as_ref();
+        loop {
+            socket.writable().await?;
+            let sent = socket.try_io(tokio::io::Interest::WRITABLE, || {
+                let mut offset = slice.position() as libc::off_t;
+                // SAFETY: both descriptors are open for the call (the socket is borrowed, the
+                // file held by the slice); sendfile reads `offset` and writes it back.
+                let n = unsafe {
+                    libc::sendfile(
+                        socket.as_raw_fd(),
+                        slice.file().as_raw_fd(),
+                        &mut offset,
+                        slice.len(),
+                    )
+                };
+                if n < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(n as usize)
+            });
+            match sent {
+                Ok(0) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "a segment file ends before the records an answer sends from it \
+                         (the log was truncated)",
+                    ))
+                }
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `sendmsg` with `MSG_MORE` when a file range follows, so the frame's head and its
+    /// records leave in full segments rather than the head alone (`TCP_NODELAY` is on).
+    async fn write_pieces(
+        &mut self,
+        slices: &[std::io::IoSlice<'_>],
+        more: bool,
+    ) -> std::io::Result<usize> {
+        if !more {
+            return self.write_vectored(slices).await;
+        }
+        let socket: &TcpStream = self.as_ref();
+        loop {
+            socket.writable().await?;
+            let sent = socket.try_io(tokio::io::Interest::WRITABLE, || {
+                // SAFETY: an all-zero msghdr is valid; the iovecs point at `slices`, which
+                // outlive the call (IoSlice is ABI-compatible with iovec on Unix).
+                let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+                message.msg_iov = slices.as_ptr() as *mut libc::iovec;
+                message.msg_iovlen = slices.len() as _;
+                // SAFETY: `message` is valid for the call.
+                let n = unsafe {
+                    libc::sendmsg(
+                        socket.as_raw_fd(),
+                        &message,
+                        libc::MSG_MORE | libc::MSG_NOSIGNAL,
+                    )
+                };
+                if n < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(n as usize)
+            });
+            match sent {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 

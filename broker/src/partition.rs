@@ -25,7 +25,7 @@ use bytes::Bytes;
 use sluice_protocol::batch::{peek_total_len, BatchHeader, Compression, RecordBatch};
 use sluice_protocol::compression::MAX_DECOMPRESSED_BYTES;
 use sluice_protocol::messages::{IsolationLevel, ReplicaFetchPartition};
-use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId};
+use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId, Records};
 use sluice_storage::{
     AppendInfo, CleanReport, Clock, Durability, DurableTicket, LogConfig, SharedLog, StorageError,
     SystemClock, Throttle,
@@ -99,7 +99,9 @@ pub struct Unverified {
 pub struct ReadResult {
     /// Whole RecordBatch v2 batches below the HW (read_committed: below the LSO), possibly
     /// empty.
-    pub records: Bytes,
+    pub records: Records,
+    /// The last batch's last offset, when there is a batch.
+    pub last_offset: Option<Offset>,
     /// The HW when the read was made.
     pub high_watermark: Offset,
     /// The last stable offset when the read was made (at most the HW).
@@ -115,7 +117,7 @@ pub struct ReadResult {
 #[derive(Clone, Debug)]
 pub struct ReplicaRead {
     /// Whole batches from the follower's fetch offset up to the leader's log end.
-    pub records: Bytes,
+    pub records: Records,
     /// The leader's HW.
     pub high_watermark: Offset,
     /// The leader's log start offset.
@@ -1091,7 +1093,8 @@ impl Partition {
         if caught_up && offset >= log_start_offset {
             // A caught-up consumer: nothing to read (and nothing unflushed to copy).
             return Ok(ReadResult {
-                records: Bytes::new(),
+                records: Records::default(),
+                last_offset: None,
                 high_watermark,
                 last_stable_offset,
                 log_start_offset,
@@ -1108,16 +1111,21 @@ impl Partition {
                 ),
             ));
         }
-        // Reads come from the page cache; a pread under the shared lock, never a copy of
-        // more than `max_bytes` plus one batch.
-        let records = log.read(offset, max_bytes, bound)?;
+        // A large read in the page cache goes out from the file; others are a pread under
+        // the shared lock, never of more than `max_bytes` plus one batch.
+        let read = log.read_records(offset, max_bytes, bound)?;
         drop(log);
-        let aborted = match (isolation, last_offset_of(&records)) {
+        let (records, last_offset) = match read {
+            Some(read) => (read.records, Some(read.last_offset)),
+            None => (Records::default(), None),
+        };
+        let aborted = match (isolation, last_offset) {
             (IsolationLevel::ReadCommitted, Some(last)) => self.aborted_between(offset, last),
             _ => Vec::new(),
         };
         Ok(ReadResult {
             records,
+            last_offset,
             high_watermark,
             last_stable_offset,
             log_start_offset,
@@ -1551,7 +1559,7 @@ impl Partition {
             if let Some(diverging) = diverging {
                 return Ok(Some((
                     ReplicaRead {
-                        records: Bytes::new(),
+                        records: Records::default(),
                         high_watermark: self.high_watermark(),
                         log_start_offset,
                         diverging: Some(diverging),
@@ -1581,9 +1589,11 @@ impl Partition {
             return Ok(None);
         }
         let records = if fetch_offset < log_end {
-            log.read(fetch_offset, max_bytes, log_end)?
+            log.read_records(fetch_offset, max_bytes, log_end)?
+                .map(|read| read.records)
+                .unwrap_or_default()
         } else {
-            Bytes::new()
+            Records::default()
         };
         drop(log);
         let proposal = match incarnation {
@@ -1849,16 +1859,6 @@ impl Partition {
 }
 
 /// The last offset of the last whole batch in `records`, from the headers alone.
-fn last_offset_of(records: &[u8]) -> Option<Offset> {
-    let mut rest = records;
-    let mut last = None;
-    while let Ok(header) = BatchHeader::parse(rest) {
-        last = Some(header.last_offset());
-        rest = rest.get(header.total_len() as usize..)?;
-    }
-    last
-}
-
 /// The producer stamp of an idempotent produce: one batch per partition per request, as
 /// Kafka's producers send (so a resend is recognised as a whole).
 fn idempotent_stamp(batches: &[Bytes]) -> Result<Option<Stamp>, ApiError> {

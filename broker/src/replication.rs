@@ -33,6 +33,7 @@ use sluice_protocol::{BrokerId, ErrorCode, Request, Response};
 use crate::broker::Broker;
 use crate::cluster::image::{ListenerMeta, MetadataImage, NATIVE_LISTENER};
 use crate::cluster::peer::{PeerConnection, PeerError};
+use crate::error::records_in_memory;
 use crate::error::ApiError;
 use crate::partition::{FollowerIncarnation, IsrProposal, Partition, Role};
 
@@ -394,18 +395,21 @@ fn apply_parts(
                 Some(diverging) => partition
                     .truncate_diverging(diverging.epoch, diverging.end_offset)
                     .map(|_| ()),
-                None if block => {
-                    partition.append_from_leader(response.records, response.high_watermark)
-                }
-                None => match partition
-                    .try_append_from_leader(&response.records, response.high_watermark)
-                {
-                    Ok(true) => Ok(()),
-                    Ok(false) => {
-                        rest.push((partition, request, response));
-                        continue;
-                    }
+                None => match records_in_memory(&response.records) {
                     Err(e) => Err(e),
+                    Ok(records) if block => {
+                        partition.append_from_leader(records, response.high_watermark)
+                    }
+                    Ok(records) => {
+                        match partition.try_append_from_leader(&records, response.high_watermark) {
+                            Ok(true) => Ok(()),
+                            Ok(false) => {
+                                rest.push((partition, request, response));
+                                continue;
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
                 },
             },
             ErrorCode::OffsetOutOfRange if request.fetch_offset < response.log_start_offset => {

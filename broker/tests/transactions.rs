@@ -89,7 +89,7 @@ async fn markers_are_written_by_the_leader_fenced_by_coordinator_epoch_and_never
         (Offset(4), Offset(4))
     );
     assert!(p.aborted_transactions.is_empty());
-    let kinds: Vec<(i64, bool)> = Batches::new(p.records.clone())
+    let kinds: Vec<(i64, bool)> = Batches::new(p.records.to_bytes().unwrap())
         .map(|b| {
             let h = *b.unwrap().header();
             (h.base_offset.0, h.is_control())
@@ -383,7 +383,7 @@ impl Conn {
 /// of the aborted transactions as a read_committed consumer does.
 fn committed_values(p: &FetchPartitionResponse) -> Vec<String> {
     let mut out = Vec::new();
-    for batch in Batches::new(p.records.clone()) {
+    for batch in Batches::new(p.records.to_bytes().unwrap()) {
         let batch = batch.unwrap();
         let h = *batch.header();
         let aborted = p.aborted_transactions.iter().any(|a| {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use sluice_protocol::{
-    frame::{Pieces, SplicedFrame},
+    frame::{Piece, Pieces, SplicedFrame},
     messages::peek_correlation_id,
     ApiKey, ErrorCode, FrameCodec, Request, RequestHeader, Response,
 };
@@ -54,7 +54,7 @@ struct Pending {
 /// request's record batches are the producer's own bytes, not copies: see
 /// [`SplicedFrame`]), with an optional notice once it is on the socket.
 struct Outgoing {
-    pieces: Vec<Bytes>,
+    pieces: Vec<Piece>,
     written: Option<oneshot::Sender<Result<()>>>,
 }
 
@@ -291,7 +291,7 @@ impl Connection {
 
     /// Encodes a whole frame (length prefix included) under a fresh correlation id, as the
     /// pieces to write.
-    fn encode(&self, request: &Request) -> Result<(u32, Vec<Bytes>)> {
+    fn encode(&self, request: &Request) -> Result<(u32, Vec<Piece>)> {
         let correlation_id = self
             .shared
             .next_correlation_id

@@ -27,7 +27,9 @@ use sluice_protocol::messages::{
     AbortedTransaction, FetchPartition, FetchPartitionResponse, FetchRequest, FetchResponse,
     FetchTopic, IsolationLevel, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
-use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId, Request, Response};
+use sluice_protocol::{
+    BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId, Records, Request, Response,
+};
 use tokio::task::JoinSet;
 
 use crate::backoff::{Backoff, Jitter};
@@ -913,7 +915,7 @@ impl Consumer {
         &mut self,
         tp: TopicPartition,
         position: i64,
-        records: Bytes,
+        records: Records,
         aborted: Vec<AbortedTransaction>,
     ) -> Result<()> {
         let corrupt = |reason: String| Error::CorruptBatch {
@@ -921,6 +923,8 @@ impl Consumer {
             partition: tp.partition,
             reason,
         };
+        // Decoded answers hold their records in memory: this is a clone of `Bytes`.
+        let records = records.to_bytes().map_err(|e| corrupt(e.to_string()))?;
         let mut out = VecDeque::new();
         let mut next_position = position;
         let mut aborts = AbortFilter::new(aborted);

@@ -883,7 +883,7 @@ fn fetch_partition(
         last_stable_offset: Offset(-1),
         log_start_offset: Offset(-1),
         aborted_transactions: Vec::new(),
-        records: Bytes::new(),
+        records: Default::default(),
     };
     if let Some(code) = refusal(state, topic, p.partition, Some(p.current_leader_epoch), me) {
         out.error_code = code;
@@ -916,7 +916,7 @@ fn fetch_partition(
             records.extend_from_slice(batch.bytes());
         }
     }
-    out.records = records.freeze();
+    out.records = records.freeze().into();
     out
 }
 

@@ -399,7 +399,7 @@ async fn settled(client: &Client, p: i32) -> Vec<String> {
                     && part.last_stable_offset == part.high_watermark
                 {
                     assert!(part.aborted_transactions.is_empty(), "{part:?}");
-                    return data_values(&part.records);
+                    return data_values(&part.records.to_bytes().unwrap());
                 }
             }
         }

@@ -15,7 +15,7 @@ use crate::Error;
 mod pieces;
 mod spliced;
 pub use pieces::{Pieces, WRITE_PIECES_MAX};
-pub use spliced::{SplicedFrame, SPLICE_MIN_BYTES};
+pub use spliced::{Piece, SplicedFrame, SPLICE_MIN_BYTES};
 
 /// Bytes of the length prefix.
 pub const FRAME_HEADER_LEN: usize = 4;

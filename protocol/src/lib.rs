@@ -13,6 +13,7 @@ pub mod error_code;
 pub mod frame;
 pub mod group_log;
 pub mod messages;
+mod records;
 pub mod scram;
 pub mod txn_log;
 pub mod types;
@@ -26,6 +27,7 @@ pub use messages::Acks;
 pub use messages::{
     decode_request, ApiKey, Request, RequestError, RequestHeader, Response, ResponseHeader,
 };
+pub use records::{FileSlice, Records};
 pub use types::{BrokerId, LeaderEpoch, Offset, PartitionId};
 
 /// Result of every fallible codec function in this crate.

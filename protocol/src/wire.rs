@@ -11,6 +11,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::frame::SplicedFrame;
+use crate::records::Records;
 use crate::types::{BrokerId, LeaderEpoch, Offset, PartitionId};
 use crate::{Error, Result};
 
@@ -487,6 +488,43 @@ impl Nullable for Bytes {
     }
 }
 
+impl Encode for Records {
+    /// Records in a file are read here: only [`Encode::encode_spliced`] sends them from
+    /// the file.
+    fn encode(&self, buf: &mut BytesMut) -> Result<()> {
+        match self {
+            Records::Memory(bytes) => bytes.encode(buf),
+            Records::File(slice) => {
+                put_len(buf, "byte string", slice.len())?;
+                slice.read_into(buf).map_err(|e| Error::Invalid {
+                    field: "records",
+                    reason: format!("reading them from their file failed: {e}"),
+                })
+            }
+        }
+    }
+    fn encoded_len(&self) -> usize {
+        4 + self.len()
+    }
+    fn encode_spliced(&self, frame: &mut SplicedFrame) -> Result<()> {
+        match self {
+            Records::Memory(bytes) => bytes.encode_spliced(frame),
+            Records::File(slice) => {
+                put_len(frame.head_mut(), "byte string", slice.len())?;
+                frame.put_file(slice);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Decode for Records {
+    const MIN_LEN: u32 = 4;
+    fn decode(r: &mut Reader) -> Result<Self> {
+        r.get_bytes().map(Records::Memory)
+    }
+}
+
 impl<T: Encode> Encode for Vec<T> {
     fn encode(&self, buf: &mut BytesMut) -> Result<()> {
         put_len(buf, "array", self.len())?;
@@ -709,6 +747,12 @@ pub(crate) mod testing {
     impl Generate for Bytes {
         fn generate(g: &mut TestRunner) -> Self {
             Bytes::from(draw(g, proptest::collection::vec(any::<u8>(), 0..24)))
+        }
+    }
+
+    impl Generate for crate::Records {
+        fn generate(g: &mut TestRunner) -> Self {
+            crate::Records::Memory(Bytes::generate(g))
         }
     }
 

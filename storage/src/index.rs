@@ -276,6 +276,12 @@ impl IndexFile {
             .map(|i| self.offset_entry(i))
     }
 
+    /// The last offset entry at or before `position` of the log.
+    pub fn lookup_position(&self, position: u32) -> Option<OffsetEntry> {
+        self.floor(i64::from(position), |e| i64::from(be_u32(&e[4..8])))
+            .map(|i| self.offset_entry(i))
+    }
+
     /// The last time entry with a timestamp at or before `timestamp`.
     pub fn lookup_time(&self, timestamp: i64) -> Option<TimeEntry> {
         self.floor(timestamp, |e| be_i64(&e[0..8]))

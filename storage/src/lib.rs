@@ -28,7 +28,10 @@ pub use epoch::EpochEntry;
 pub use error::{Result, StorageError};
 pub use file::{replace_durably, sync_dir, DurableFile, FileHeader};
 pub use flusher::{Flusher, DEFAULT_FLUSH_THREADS};
-pub use log::{AppendInfo, DetachedSegments, FlushJob, PartitionLog, RecoveryReport, Truncation};
+pub use log::{
+    AppendInfo, DetachedSegments, FlushJob, PartitionLog, ReadRecords, RecoveryReport, Truncation,
+    SEND_FROM_FILE_MIN_BYTES,
+};
 pub use shared::{DurableTicket, FlushObserver, SharedLog};
 
 /// When an append counts as durable.

@@ -16,14 +16,15 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use sluice_protocol::batch::{self, BatchHeader, Batches, RecordBatch};
-use sluice_protocol::{LeaderEpoch, Offset};
+use sluice_protocol::{FileSlice, LeaderEpoch, Offset, Records};
 
 use crate::cleaner::{self, CleanPlan, CleanReport, Cleaned, CleanedGroup};
 use crate::epoch::{EpochEntry, LeaderEpochCache};
 use crate::error::{IoContext, Result, StorageError};
 use crate::file::{read_checkpoint, sync_dir, write_checkpoint, FileHeader};
 use crate::segment::{
-    parse_segment_name, segment_paths, segment_paths_with, ActiveSegment, SegmentFiles, SegmentMeta,
+    parse_segment_name, segment_paths, segment_paths_with, ActiveSegment, BatchSpan, SegmentFiles,
+    SegmentMeta,
 };
 use crate::{Clock, Durability, LogConfig};
 
@@ -54,6 +55,54 @@ const CLEAN_SHUTDOWN_HEADER: FileHeader = FileHeader {
     magic: *b"SLCS",
     version: 1,
 };
+
+/// Whole batches of the log, for an answer ([`PartitionLog::read_records`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadRecords {
+    /// The batches, in memory or as their file's range.
+    pub records: Records,
+    /// The last batch's last offset.
+    pub last_offset: Offset,
+}
+
+/// Smallest read worth sending from the file: below it a read into the answer costs less
+/// than the page-cache check and the extra system call.
+pub const SEND_FROM_FILE_MIN_BYTES: usize = 64 << 10;
+
+/// Whether every page of `slice` is in the page cache (`mincore` of a mapping nothing
+/// touches, so no page is read or faulted). False when it cannot tell.
+fn in_page_cache(slice: &FileSlice) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sysconf has no preconditions.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        p if p > 0 => p as u64,
+        _ => return false,
+    };
+    let start = slice.position() / page * page;
+    let len = (slice.position() + slice.len() as u64 - start) as usize;
+    let pages = len.div_ceil(page as usize);
+    // SAFETY: a read-only shared mapping of an open file, never dereferenced (mincore only
+    // reads the kernel's page tables for it) and unmapped below.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            slice.file().as_raw_fd(),
+            start as libc::off_t,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return false;
+    }
+    let mut residency = vec![0u8; pages];
+    // SAFETY: `map` is a live mapping of `len` bytes; `residency` has a byte per page.
+    let checked = unsafe { libc::mincore(map, len, residency.as_mut_ptr()) } == 0;
+    // SAFETY: unmaps exactly the mapping made above.
+    unsafe { libc::munmap(map, len) };
+    checked && residency.iter().all(|r| r & 1 == 1)
+}
 
 /// Where an append landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -576,6 +625,47 @@ impl PartitionLog {
     /// (the high watermark for consumers). Empty at the log end or when the first batch
     /// crosses `max_offset`. An offset outside the log is [`StorageError::OffsetOutOfRange`].
     pub fn read(&self, offset: Offset, max_bytes: u32, max_offset: Offset) -> Result<Bytes> {
+        match self.find(offset, max_bytes, max_offset)? {
+            Some((files, found)) => files.read_at(found.position, found.len),
+            None => Ok(Bytes::new()),
+        }
+    }
+
+    /// The batches [`PartitionLog::read`] would read, for an answer to send: the range of
+    /// the segment file they are in, unread, when it is at least
+    /// [`SEND_FROM_FILE_MIN_BYTES`] and wholly in the page cache (so a connection's task
+    /// sending it never waits for the disk, as Kafka's network threads do on a lagging
+    /// consumer's cold segment); otherwise read now, on the caller's thread. The range stays
+    /// valid after the log's lock is let go: segments only grow, and a deleted or replaced
+    /// one stays readable through the open file; only a truncation cuts it, and that never
+    /// reaches below the high watermark. `None` when there is nothing to read.
+    pub fn read_records(
+        &self,
+        offset: Offset,
+        max_bytes: u32,
+        max_offset: Offset,
+    ) -> Result<Option<ReadRecords>> {
+        let Some((files, found)) = self.find(offset, max_bytes, max_offset)? else {
+            return Ok(None);
+        };
+        let slice = files.slice(found.position, found.len);
+        let records = if slice.len() >= SEND_FROM_FILE_MIN_BYTES && in_page_cache(&slice) {
+            Records::File(slice)
+        } else {
+            Records::Memory(files.read_at(found.position, found.len)?)
+        };
+        Ok(Some(ReadRecords {
+            records,
+            last_offset: found.last_offset,
+        }))
+    }
+
+    fn find(
+        &self,
+        offset: Offset,
+        max_bytes: u32,
+        max_offset: Offset,
+    ) -> Result<Option<(SegmentRef<'_>, BatchSpan)>> {
         let (start, end) = (self.log_start_offset(), self.log_end_offset());
         if offset < start || offset > end {
             return Err(StorageError::OffsetOutOfRange {
@@ -590,13 +680,14 @@ impl PartitionLog {
             // A segment the cleaner emptied holds no batch, whatever the offset.
             if offset < meta.next_offset && !meta.is_empty() {
                 let position = files.position_of(&meta, offset)?;
-                return files.read_batches(&meta, position, max_bytes, max_offset);
+                let found = files.find_batches(&meta, position, max_bytes, max_offset)?;
+                return Ok(found.map(|found| (files, found)));
             }
             // `offset` is at or past this segment's end (past it where the cleaner removed
             // the last records): continue in the next one, if any.
             match self.next_segment_after(base) {
                 Some(next) => base = next,
-                None => return Ok(Bytes::new()),
+                None => return Ok(None),
             }
         }
     }

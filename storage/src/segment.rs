@@ -17,9 +17,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use sluice_protocol::batch::{self, BatchHeader, RecordBatch, HEADER_LEN, NO_TIMESTAMP};
-use sluice_protocol::Offset;
+use sluice_protocol::{FileSlice, Offset};
 
 use crate::error::{IoContext, Result, StorageError};
 use crate::file::{open_rw, sync_dir};
@@ -108,48 +108,14 @@ impl SegmentFiles {
         })
     }
 
-    /// Reads `len` bytes at `position` of the log into a new buffer (one copy). The
-    /// buffer is not zeroed first: `pread` fills it, and zeroing a MiB per fetch was 6% of
-    /// the broker's CPU under a produce + consume load (BENCHMARKS.md).
+    /// The `len` bytes at `position` of the log, unread.
+    pub fn slice(&self, position: u32, len: u32) -> FileSlice {
+        FileSlice::new(self.log.clone(), u64::from(position), len as usize)
+    }
+
+    /// Reads `len` bytes at `position` of the log into a new buffer (one copy).
     pub fn read_at(&self, position: u32, len: u32) -> Result<Bytes> {
-        let len = len as usize;
-        let mut buf = BytesMut::with_capacity(len);
-        while buf.len() < len {
-            let filled = buf.len();
-            let spare = &mut buf.spare_capacity_mut()[..len - filled];
-            // SAFETY: pread writes at most `spare.len()` bytes into `spare`, memory this
-            // buffer owns (uninitialized bytes are fine as a write target), and we mark as
-            // initialized only the `n` bytes it reports written.
-            let n = unsafe {
-                libc::pread(
-                    self.log.as_raw_fd(),
-                    spare.as_mut_ptr().cast(),
-                    spare.len(),
-                    (u64::from(position) + filled as u64) as libc::off_t,
-                )
-            };
-            match n {
-                // SAFETY: pread initialized these `n` bytes, within the capacity.
-                n if n > 0 => unsafe { buf.set_len(filled + n as usize) },
-                0 => {
-                    let eof = std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "the log ends before byte {}",
-                            u64::from(position) + len as u64
-                        ),
-                    );
-                    return Err(StorageError::io("read", &self.log_path, eof));
-                }
-                _ => {
-                    let e = std::io::Error::last_os_error();
-                    if e.kind() != std::io::ErrorKind::Interrupted {
-                        return Err(StorageError::io("read", &self.log_path, e));
-                    }
-                }
-            }
-        }
-        Ok(buf.freeze())
+        self.slice(position, len).read().at("read", &self.log_path)
     }
 
     /// Reads the header of the batch at `position`.
@@ -179,8 +145,9 @@ impl SegmentFiles {
             .offset_index
             .lookup_offset(relative)
             .map_or(0, |e| e.position);
+        let mut walk = HeaderWalk::new(self, meta.size);
         while position < meta.size {
-            let header = self.header_at(position)?;
+            let header = walk.header(position)?;
             if header.last_offset() >= offset {
                 break;
             }
@@ -189,49 +156,121 @@ impl SegmentFiles {
         Ok(position)
     }
 
-    /// Reads whole batches starting at `position`: as many as fit in `max_bytes` (at least
+    /// Finds whole batches starting at `position`: as many as fit in `max_bytes` (at least
     /// one, however large), stopping before any batch whose last offset is at or past
-    /// `max_offset`. Two preads at most.
-    pub fn read_batches(
+    /// `max_offset`. Reads no record, only headers: those near the end, from the nearest
+    /// offset index entries (Kafka's `FileRecords.slice` finds its end the same way).
+    pub fn find_batches(
         &self,
         meta: &SegmentMeta,
         position: u32,
         max_bytes: u32,
         max_offset: Offset,
-    ) -> Result<Bytes> {
+    ) -> Result<Option<BatchSpan>> {
         if position >= meta.size {
-            return Ok(Bytes::new());
+            return Ok(None);
         }
-        let want = max_bytes.max(HEADER_LEN as u32).min(meta.size - position);
-        let mut chunk = self.read_at(position, want)?;
-        let mut end = 0usize;
+        // Batches from the one holding `max_offset` on are out.
+        let bound = if max_offset < meta.next_offset {
+            self.position_of(meta, max_offset)?
+        } else {
+            meta.size
+        };
+        if bound <= position {
+            return Ok(None);
+        }
+        let limit = bound.min(position.saturating_add(max_bytes));
+        let mut walk = HeaderWalk::new(self, meta.size);
+        // From the last indexed batch that starts below the limit; when none of its batches
+        // fits, from the entry before (whose batches all end at or before that one starts).
+        let mut below = limit;
         loop {
-            let rest = &chunk[end..];
-            let Some(len) = batch::peek_total_len(rest)
-                .map_err(|e| self.corrupt(position + end as u32, &e.to_string()))?
-            else {
-                break;
-            };
-            if rest.len() < HEADER_LEN {
-                break;
-            }
-            let header =
-                BatchHeader::parse(rest).map_err(|e| self.corrupt(position, &e.to_string()))?;
-            if header.last_offset() >= max_offset {
-                break;
-            }
-            if len as usize > rest.len() {
-                if end == 0 {
-                    // The first batch is larger than max_bytes: return it whole anyway.
-                    chunk = self.read_at(position, len)?;
-                    end = len as usize;
+            let from = below
+                .checked_sub(1)
+                .and_then(|p| self.offset_index.lookup_position(p))
+                .map_or(position, |e| e.position.max(position));
+            let mut end = from;
+            let mut last = None;
+            while end < limit {
+                let header = walk.header(end)?;
+                if u64::from(end) + u64::from(header.total_len()) > u64::from(limit) {
+                    break;
                 }
-                break;
+                end += header.total_len();
+                last = Some(header.last_offset());
             }
-            end += len as usize;
+            if let Some(last_offset) = last {
+                return Ok(Some(BatchSpan {
+                    position,
+                    len: end - position,
+                    last_offset,
+                }));
+            }
+            if from == position {
+                // Not even the first batch fits in `max_bytes`: it goes whole anyway (it
+                // is below `bound`, so below `max_offset`).
+                let header = walk.header(position)?;
+                return Ok(Some(BatchSpan {
+                    position,
+                    len: header.total_len(),
+                    last_offset: header.last_offset(),
+                }));
+            }
+            below = from;
         }
-        chunk.truncate(end);
-        Ok(chunk)
+    }
+}
+
+/// Whole batches of a segment's log: where they lie and the last one's last offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BatchSpan {
+    pub position: u32,
+    pub len: u32,
+    pub last_offset: Offset,
+}
+
+/// Bytes a [`HeaderWalk`] reads at once: the offset index's default interval, so the
+/// batches between an entry and the next usually take one read.
+const WALK_WINDOW: u32 = 4096;
+
+/// Reads the headers of a segment's batches going forward, a window of the file at a time:
+/// one `pread` for the dozens of small batches between two index entries, not one each.
+struct HeaderWalk<'a> {
+    files: &'a SegmentFiles,
+    /// The log's size: no window reads past it.
+    size: u32,
+    window: Bytes,
+    window_at: u32,
+}
+
+impl<'a> HeaderWalk<'a> {
+    fn new(files: &'a SegmentFiles, size: u32) -> HeaderWalk<'a> {
+        HeaderWalk {
+            files,
+            size,
+            window: Bytes::new(),
+            window_at: 0,
+        }
+    }
+
+    /// The header of the batch at `position` (below the log's size).
+    fn header(&mut self, position: u32) -> Result<BatchHeader> {
+        let in_window = position >= self.window_at
+            && u64::from(position) + HEADER_LEN as u64
+                <= u64::from(self.window_at) + self.window.len() as u64;
+        if !in_window {
+            let len = WALK_WINDOW.min(self.size.saturating_sub(position));
+            if (len as usize) < HEADER_LEN {
+                return Err(self
+                    .files
+                    .corrupt(position, "a batch header runs past the log's end"));
+            }
+            self.window = self.files.read_at(position, len)?;
+            self.window_at = position;
+        }
+        let at = (position - self.window_at) as usize;
+        BatchHeader::parse(&self.window[at..])
+            .map_err(|e| self.files.corrupt(position, &e.to_string()))
     }
 }
 

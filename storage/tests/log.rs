@@ -6,8 +6,8 @@ mod common;
 use bytes::{Bytes, BytesMut};
 use common::*;
 use sluice_protocol::batch::{set_base_offset, set_partition_leader_epoch, RecordBatch};
-use sluice_protocol::{LeaderEpoch, Offset};
-use sluice_storage::{LogConfig, StorageError};
+use sluice_protocol::{LeaderEpoch, Offset, Records};
+use sluice_storage::{LogConfig, StorageError, SEND_FROM_FILE_MIN_BYTES};
 
 #[test]
 fn append_assigns_offsets_and_epochs_and_reads_back() {
@@ -65,6 +65,38 @@ fn read_starts_at_the_batch_holding_the_offset_and_respects_limits() {
         Err(StorageError::OffsetOutOfRange { .. })
     ));
     assert_eq!(read_all(&log, 300).len(), 40);
+}
+
+/// A read for an answer that is large and in the page cache (just written) is the range of
+/// its segment file, holding what `read` reads; a small one is read into memory.
+#[test]
+fn a_large_cached_read_for_an_answer_is_its_files_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), LogConfig::default(), &clock);
+    fill(&mut log, 40, 4, 1000, 0); // 160 records, ~4 KB a batch
+    let large = 1 << 20;
+    let found = log
+        .read_records(Offset(0), large, Offset(i64::MAX))
+        .unwrap()
+        .expect("records");
+    assert!(found.records.len() >= SEND_FROM_FILE_MIN_BYTES);
+    assert!(matches!(found.records, Records::File(_)), "{found:?}");
+    let read = log.read(Offset(0), large, Offset(i64::MAX)).unwrap();
+    assert_eq!(found.records.to_bytes().unwrap(), read);
+    assert_eq!(found.last_offset, Offset(159));
+    let small = log
+        .read_records(Offset(4), 1, Offset(i64::MAX))
+        .unwrap()
+        .expect("records");
+    assert!(matches!(small.records, Records::Memory(_)));
+    assert_eq!(small.last_offset, Offset(7));
+    assert_eq!(
+        log.read_records(Offset(160), large, Offset(i64::MAX))
+            .unwrap(),
+        None,
+        "nothing at the log end"
+    );
 }
 
 #[test]

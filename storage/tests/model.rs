@@ -102,6 +102,16 @@ fn check_equal(dir: &Path, log: &PartitionLog, model: &Model) -> Result<(), Test
     Ok(())
 }
 
+/// The base offsets of the segments in `dir`, from their files' names.
+fn segment_bases(dir: &Path) -> Vec<i64> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .filter_map(|p| p.file_stem()?.to_str()?.parse().ok())
+        .collect()
+}
+
 fn run(dir: &Path, ops: Vec<Op>, cfg: LogConfig) -> Result<(), TestCaseError> {
     let clock = clock();
     let mut log = Some(open(dir, cfg.clone(), &clock));
@@ -145,6 +155,14 @@ fn run(dir: &Path, ops: Vec<Op>, cfg: LogConfig) -> Result<(), TestCaseError> {
                 let offset = model.start + at.index(span) as i64;
                 let hw = model.start + below_hw.index(span) as i64;
                 let bytes = l.read(Offset(offset), max_bytes, Offset(hw)).unwrap();
+                // The same batches for an answer, with the last offset.
+                let slice = l
+                    .read_records(Offset(offset), max_bytes, Offset(hw))
+                    .unwrap();
+                match &slice {
+                    Some(slice) => prop_assert_eq!(&slice.records.to_bytes().unwrap(), &bytes),
+                    None => prop_assert!(bytes.is_empty()),
+                }
                 let got: Vec<Bytes> = Batches::new(bytes)
                     .map(|b| b.unwrap().into_bytes())
                     .collect();
@@ -162,6 +180,20 @@ fn run(dir: &Path, ops: Vec<Op>, cfg: LogConfig) -> Result<(), TestCaseError> {
                     }
                     let total: usize = got.iter().map(|g| g.len()).sum();
                     prop_assert!(got.len() == 1 || total <= max_bytes as usize);
+                    let last = &model.batches[i + got.len() - 1];
+                    prop_assert_eq!(slice.map(|s| s.last_offset.0), Some(last.1));
+                    // As many as fit: the next batch crosses the HW, does not fit, or is in
+                    // the next segment (a read stays in one).
+                    if let Some(next) = model.batches.get(i + got.len()) {
+                        prop_assert!(
+                            next.1 >= hw
+                                || total + next.2.len() > max_bytes as usize
+                                || segment_bases(dir).contains(&next.0),
+                            "the read stopped before batch {}..={} for no reason",
+                            next.0,
+                            next.1
+                        );
+                    }
                 } else if let Some(i) = first {
                     // Empty only when the batch holding the offset crosses the HW.
                     prop_assert!(got.is_empty() && model.batches[i].1 >= hw);

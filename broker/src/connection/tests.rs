@@ -31,10 +31,22 @@ impl Protocol for Echo {
         Start::Run(payload)
     }
 
-    /// The payload back, shared into the answer (not copied) when it is long enough.
+    /// The payload back, shared into the answer (not copied) when it is long enough; an
+    /// even-sized one of at least 20 bytes from a file as a fetch answer's batches can be:
+    /// its first 7 bytes copied, the middle a range of a file, the last 9 shared.
     async fn finish(self: Arc<Self>, payload: Bytes) -> Answer {
         let mut out = SplicedFrame::new();
-        out.put_shared(&payload);
+        if payload.len() < 20 || payload.len() % 2 == 1 {
+            out.put_shared(&payload);
+            return Some(out);
+        }
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, b"xyz").unwrap();
+        std::io::Write::write_all(&mut file, &payload).unwrap();
+        let middle = payload.len() - 16;
+        out.head_mut().extend_from_slice(&payload[..7]);
+        out.put_file(&FileSlice::new(Arc::new(file), 3 + 7, middle));
+        out.put_shared(&payload.slice(7 + middle..));
         Some(out)
     }
 
@@ -244,11 +256,12 @@ async fn echo_pipelined<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S, s
     sending.await.unwrap();
 }
 
-/// Answers whose payload is shared into the frame (as fetched record batches are) are
-/// written with vectored writes, several frames at once, partly when the socket is full:
-/// every byte arrives, in order, over plain TCP and over TLS.
+/// Answers whose payload is shared into the frame or a range of a file (as fetched record
+/// batches are) are written with vectored writes and `sendfile` (plain TCP) or reads
+/// (TLS), several frames at once, partly when the socket is full: every byte arrives, in
+/// order, over plain TCP and over TLS.
 #[tokio::test]
-async fn answers_with_shared_pieces_arrive_whole_and_in_order() {
+async fn answers_with_shared_pieces_and_file_ranges_arrive_whole_and_in_order() {
     let sizes = [
         0,
         5,

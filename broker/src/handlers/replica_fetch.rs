@@ -13,13 +13,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use sluice_protocol::messages::{
     EpochEndOffset, OffsetForLeaderEpochPartitionResponse, OffsetForLeaderEpochTopicResponse,
     OffsetsForLeaderEpochRequest, OffsetsForLeaderEpochResponse, ReplicaFetchPartition,
     ReplicaFetchPartitionResponse, ReplicaFetchRequest, ReplicaFetchResponse,
 };
-use sluice_protocol::{ErrorCode, LeaderEpoch, Offset};
+use sluice_protocol::{ErrorCode, LeaderEpoch, Offset, Records};
 use tokio::time::Instant;
 
 use crate::broker::Broker;
@@ -167,7 +166,7 @@ fn read_all(
             read.map(|read| {
                 read.map(|(mut r, p)| {
                     if full {
-                        r.records = Bytes::new();
+                        r.records = Records::default();
                     }
                     (partition, r, p)
                 })
@@ -212,7 +211,7 @@ fn read_all(
                     high_watermark,
                     log_start_offset,
                     diverging_epoch: None,
-                    records: Bytes::new(),
+                    records: Records::default(),
                 }
             }
         });

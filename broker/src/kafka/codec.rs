@@ -25,7 +25,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Decodable, Encodable, Message, VersionRange};
 use sluice_protocol::frame::{SplicedFrame, SPLICE_MIN_BYTES};
-use sluice_protocol::ErrorCode;
+use sluice_protocol::{ErrorCode, FileSlice};
 
 /// Kafka's UNSUPPORTED_VERSION: the api or the version is not served here.
 pub const UNSUPPORTED_VERSION: i16 = 35;
@@ -277,18 +277,21 @@ pub fn encode_response(
 }
 
 /// Encodes a response payload into `frame` like [`encode_response`], a Fetch answer's
-/// record batches shared rather than copied ([`SplicingBuf`]).
+/// record batches shared rather than copied ([`SplicingBuf`]), and those `in_files` sent
+/// from their segment files.
 pub fn encode_response_spliced(
     api_key: ApiKey,
     api_version: i16,
     correlation_id: i32,
     body: &ResponseKind,
+    in_files: &[InFile],
     frame: &mut SplicedFrame,
 ) -> Result<(), EncodeError> {
     let ResponseKind::Fetch(fetch) = body else {
         return encode_response(api_key, api_version, correlation_id, body, frame.head_mut());
     };
-    let mut out = SplicingBuf::new(frame, fetch);
+    let flexible = api_key.response_header_version(api_version) >= 1;
+    let mut out = SplicingBuf::new(frame, fetch, in_files, flexible);
     encode_with(
         api_key,
         api_version,
@@ -673,17 +676,53 @@ top_level_error! {
 }
 
 mod item_errors;
+/// Record batches a Fetch answer sends from a segment file. kafka-protocol's message, which
+/// holds bytes, carries `stand_in` where they go: [`STAND_IN_LEN`] bytes of its own, which
+/// the encoder ([`SplicingBuf`]) recognises by address and replaces, length included, with
+/// the file's range. (Were it ever sent as it is, a client would read 8 zero bytes as an
+/// incomplete batch and skip it: no record could be made of it.)
+#[derive(Clone, Debug)]
+pub struct InFile {
+    /// What kafka-protocol's message holds instead of the batches.
+    pub stand_in: Bytes,
+    /// Where the batches are.
+    pub slice: FileSlice,
+}
+
+/// Bytes of an [`InFile`]'s stand-in.
+pub const STAND_IN_LEN: usize = 8;
+
+impl InFile {
+    /// The batches of `slice`, with a stand-in of their own.
+    pub fn new(slice: FileSlice) -> InFile {
+        InFile {
+            stand_in: Bytes::from(vec![0u8; STAND_IN_LEN]),
+            slice,
+        }
+    }
+}
+
 /// A [`SplicedFrame`] as kafka-protocol's output buffer: a byte string that is one of
 /// `shareable` (the Fetch answer's record batches, recognised by address and length when
-/// kafka-protocol copies them in) is shared into the frame instead of copied.
+/// kafka-protocol copies them in) is shared into the frame instead of copied, and the
+/// stand-in of an [`InFile`] becomes its file range.
 pub struct SplicingBuf<'a> {
     frame: &'a mut SplicedFrame,
     shareable: Vec<Bytes>,
+    in_files: &'a [InFile],
+    /// Whether the version writes byte strings' lengths as compact varints (else `i32`).
+    flexible: bool,
 }
 
 impl<'a> SplicingBuf<'a> {
-    /// Encodes into `frame`, sharing the record batches of `fetch`.
-    pub fn new(frame: &'a mut SplicedFrame, fetch: &FetchResponse) -> SplicingBuf<'a> {
+    /// Encodes into `frame`, sharing the record batches of `fetch` and sending `in_files`
+    /// from their files.
+    pub fn new(
+        frame: &'a mut SplicedFrame,
+        fetch: &FetchResponse,
+        in_files: &'a [InFile],
+        flexible: bool,
+    ) -> SplicingBuf<'a> {
         let shareable = fetch
             .responses
             .iter()
@@ -691,7 +730,41 @@ impl<'a> SplicingBuf<'a> {
             .filter_map(|partition| partition.records.clone())
             .filter(|records| records.len() >= SPLICE_MIN_BYTES)
             .collect();
-        SplicingBuf { frame, shareable }
+        SplicingBuf {
+            frame,
+            shareable,
+            in_files,
+            flexible,
+        }
+    }
+
+    /// kafka-protocol has just written the stand-in's length: puts the file range's
+    /// length in its place, then the range.
+    fn put_file(&mut self, slice: &FileSlice) {
+        let head = self.frame.head_mut();
+        let written = if self.flexible {
+            head.last() == Some(&(STAND_IN_LEN as u8 + 1))
+        } else {
+            head.ends_with(&(STAND_IN_LEN as i32).to_be_bytes())
+        };
+        assert!(
+            written,
+            "a stand-in's length is not where kafka-protocol writes it"
+        );
+        if self.flexible {
+            head.truncate(head.len() - 1);
+            // An unsigned varint: 7 bits a byte, low first, the high bit set on all but the last.
+            let mut length = slice.len() as u32 + 1;
+            while length >= 0x80 {
+                head.put_u8(length as u8 | 0x80);
+                length >>= 7;
+            }
+            head.put_u8(length as u8);
+        } else {
+            head.truncate(head.len() - 4);
+            head.put_i32(slice.len() as i32);
+        }
+        self.frame.put_file(slice);
     }
 }
 
@@ -712,9 +785,15 @@ unsafe impl BufMut for SplicingBuf<'_> {
     }
 
     fn put_slice(&mut self, src: &[u8]) {
+        let same = |b: &Bytes| b.as_ptr() == src.as_ptr() && b.len() == src.len();
+        if src.len() == STAND_IN_LEN {
+            if let Some(in_file) = self.in_files.iter().find(|f| same(&f.stand_in)) {
+                self.put_file(&in_file.slice);
+                return;
+            }
+        }
         if src.len() >= SPLICE_MIN_BYTES {
-            let same = |b: &&Bytes| b.as_ptr() == src.as_ptr() && b.len() == src.len();
-            if let Some(records) = self.shareable.iter().find(same) {
+            if let Some(records) = self.shareable.iter().find(|b| same(b)) {
                 self.frame.put_shared(records);
                 return;
             }

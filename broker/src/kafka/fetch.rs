@@ -21,9 +21,10 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProducerId, ResponseKind,
 };
 use sluice_protocol::messages::IsolationLevel;
-use sluice_protocol::{LeaderEpoch, Offset, PartitionId};
+use sluice_protocol::{LeaderEpoch, Offset, PartitionId, Records};
 
-use super::{codec, kafka_error, topic_name};
+use super::codec::{self, InFile};
+use super::{kafka_error, topic_name};
 use crate::security::Principal;
 use crate::services::fetch::{self, Fetch, FetchPartition};
 use crate::services::offsets::{EpochQuery, OffsetQuery, Offsets};
@@ -32,18 +33,18 @@ use crate::services::{map_topics, TopicItems};
 /// Kafka's FETCH_SESSION_ID_NOT_FOUND.
 const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 
-/// Fetch: records below each partition's high watermark, long-polled.
+/// Fetch: records below each partition's high watermark, long-polled. With the answer, the
+/// record batches it sends from their segment files (the answer holds their stand-ins).
 pub async fn fetch(
     service: &Fetch,
     principal: &Principal,
     request: FetchRequest,
     version: i16,
-) -> ResponseKind {
+) -> (ResponseKind, Vec<InFile>) {
     if request.session_id != 0 {
         // No session was ever created here (every answer says session 0).
-        return ResponseKind::Fetch(
-            FetchResponse::default().with_error_code(FETCH_SESSION_ID_NOT_FOUND),
-        );
+        let response = FetchResponse::default().with_error_code(FETCH_SESSION_ID_NOT_FOUND);
+        return (ResponseKind::Fetch(response), Vec::new());
     }
     let asked = fetch::FetchRequest {
         max_wait: Duration::from_millis(request.max_wait_ms.max(0) as u64),
@@ -87,9 +88,10 @@ pub async fn fetch(
             if version >= 7 {
                 response.error_code = code;
             }
-            return ResponseKind::Fetch(response);
+            return (ResponseKind::Fetch(response), Vec::new());
         }
     };
+    let mut in_files = Vec::new();
     let responses = map_topics(
         topics,
         |p| {
@@ -109,7 +111,13 @@ pub async fn fetch(
                         .collect(),
                 ));
             match p.outcome {
-                Ok(records) => data.with_records(Some(records)),
+                Ok(Records::Memory(records)) => data.with_records(Some(records)),
+                Ok(Records::File(slice)) => {
+                    let in_file = InFile::new(slice);
+                    let stand_in = in_file.stand_in.clone();
+                    in_files.push(in_file);
+                    data.with_records(Some(stand_in))
+                }
                 Err(e) => data
                     .with_error_code(kafka_error(ApiKey::Fetch, &e).0)
                     .with_records(Some(Default::default())),
@@ -121,7 +129,8 @@ pub async fn fetch(
                 .with_partitions(partitions)
         },
     );
-    ResponseKind::Fetch(FetchResponse::default().with_responses(responses))
+    let response = FetchResponse::default().with_responses(responses);
+    (ResponseKind::Fetch(response), in_files)
 }
 
 /// ListOffsets: earliest (-2), latest (-1: the high watermark, or under read_committed the

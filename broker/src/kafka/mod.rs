@@ -150,7 +150,7 @@ impl Kafka {
             }
             _ => return None,
         };
-        Some(Start::Answered(encode(header, &body)))
+        Some(Start::Answered(encode(header, &body, &[])))
     }
 }
 
@@ -241,6 +241,17 @@ impl Protocol for Kafka {
         let body = match started.work {
             Work::Produce(appended) => produce::finish(appended).await?,
             Work::Done(body) => body,
+            Work::Other(RequestKind::Fetch(request), caller) => {
+                let services = &self.services;
+                let (body, in_files) = fetch::fetch(
+                    &services.fetch,
+                    &caller.principal,
+                    request,
+                    header.api_version,
+                )
+                .await;
+                return encode(header, &body, &in_files);
+            }
             Work::Other(request, caller) => match self.serve(header, request, &caller).await {
                 Some(body) => body,
                 None => {
@@ -253,7 +264,7 @@ impl Protocol for Kafka {
                 }
             },
         };
-        encode(header, &body)
+        encode(header, &body, &[])
     }
 
     fn refuse_frame(&self, payload_start: &[u8], _error: &sluice_protocol::Error) -> Answer {
@@ -308,7 +319,6 @@ impl Kafka {
             RequestKind::DescribeCluster(r) => {
                 metadata::describe_cluster(&services.admin, principal, r, self.node_id).await
             }
-            RequestKind::Fetch(r) => fetch::fetch(&services.fetch, principal, r, version).await,
             RequestKind::ListOffsets(r) => {
                 fetch::list_offsets(&services.offsets, principal, r, version).await
             }
@@ -363,16 +373,18 @@ impl Kafka {
     }
 }
 
-/// A response frame, a Fetch answer's record batches shared rather than copied. A body
-/// the codec cannot encode (a bug) is logged and answered with UNKNOWN_SERVER_ERROR, so the
-/// client does not wait for an answer that never comes.
-fn encode(header: Header, body: &ResponseKind) -> Answer {
+/// A response frame, a Fetch answer's record batches shared rather than copied and
+/// `in_files` sent from their segment files. A body the codec cannot encode (a bug) is
+/// logged and answered with UNKNOWN_SERVER_ERROR, so the client does not wait for an
+/// answer that never comes.
+fn encode(header: Header, body: &ResponseKind, in_files: &[codec::InFile]) -> Answer {
     let mut out = SplicedFrame::new();
     match codec::encode_response_spliced(
         header.api_key,
         header.api_version,
         header.correlation_id,
         body,
+        in_files,
         &mut out,
     ) {
         Ok(()) => Some(out),

@@ -178,7 +178,7 @@ fn the_leader_compacts_below_its_hw_and_a_follower_copies_the_gaps() {
             break;
         }
         follower
-            .append_from_leader(read.records, read.high_watermark)
+            .append_from_leader(read.records.to_bytes().unwrap(), read.high_watermark)
             .unwrap();
     }
     assert_eq!(latest(&follower), expected);

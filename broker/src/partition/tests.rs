@@ -34,7 +34,7 @@ fn consumed(partition: &Partition, start: i64) -> Vec<i64> {
         )
         .expect("the leader serves reads");
     let mut offsets = Vec::new();
-    for batch in sluice_protocol::batch::Batches::new(read.records) {
+    for batch in sluice_protocol::batch::Batches::new(read.records.to_bytes().unwrap()) {
         let header = *batch.expect("a whole batch").header();
         offsets.extend(header.base_offset.0..=header.last_offset().0);
     }
@@ -225,7 +225,8 @@ fn the_quick_replication_paths_leave_a_busy_or_large_job_to_a_blocking_thread() 
     assert_eq!(leader.follower_log_end(BrokerId(2)), Some(Offset(0)));
     {
         let _busy = follower.log.write();
-        let appended = follower.try_append_from_leader(&read.records, read.high_watermark);
+        let appended =
+            follower.try_append_from_leader(&read.records.to_bytes().unwrap(), read.high_watermark);
         assert!(
             !appended.unwrap(),
             "a busy log is not written on an async worker"
@@ -235,7 +236,7 @@ fn the_quick_replication_paths_leave_a_busy_or_large_job_to_a_blocking_thread() 
     let large = bytes::Bytes::from(vec![0u8; super::INLINE_APPEND_BYTES_MAX + 1]);
     assert!(!follower.try_append_from_leader(&large, Offset(0)).unwrap());
     assert!(follower
-        .try_append_from_leader(&read.records, read.high_watermark)
+        .try_append_from_leader(&read.records.to_bytes().unwrap(), read.high_watermark)
         .unwrap());
     assert_eq!(follower.log_end_offset(), Offset(6));
 

@@ -79,7 +79,7 @@ fn read(
         .read(Offset(start), 1 << 20, LeaderEpoch(-1), isolation)
         .expect("the leader serves reads");
     let mut offsets = Vec::new();
-    for batch in Batches::new(read.records) {
+    for batch in Batches::new(read.records.to_bytes().unwrap()) {
         let header = *batch.expect("a whole batch").header();
         if !header.is_control() {
             offsets.extend(header.base_offset.0..=header.last_offset().0);
@@ -332,7 +332,9 @@ fn a_follower_copies_the_transactions_so_that_it_can_lead() {
 
     let follower_dir = tempfile::tempdir().unwrap();
     let follower = open(follower_dir.path(), &assignment(2, 1, &[1, 2]));
-    follower.append_from_leader(copied, Offset(4)).unwrap();
+    follower
+        .append_from_leader(copied.to_bytes().unwrap(), Offset(4))
+        .unwrap();
     follower.apply_assignment(&assignment(1, 2, &[1]));
     assert_eq!(follower.high_watermark(), Offset(4));
     assert_eq!(follower.last_stable_offset(), Offset(3));

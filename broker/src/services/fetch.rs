@@ -11,10 +11,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
-use sluice_protocol::batch::BatchHeader;
 use sluice_protocol::messages::IsolationLevel;
-use sluice_protocol::{LeaderEpoch, Offset, PartitionId};
+use sluice_protocol::{LeaderEpoch, Offset, PartitionId, Records};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -70,7 +68,9 @@ pub struct Fetched {
     /// The partition.
     pub partition: PartitionId,
     /// Its batches, or why it could not be read.
-    pub outcome: Result<Bytes, ApiError>,
+    pub outcome: Result<Records, ApiError>,
+    /// The last batch's last offset, when there is a batch.
+    pub last_offset: Option<Offset>,
     /// The HW when the read was made, -1 if unknown.
     pub high_watermark: Offset,
     /// The last stable offset when the read was made, -1 if unknown.
@@ -186,9 +186,10 @@ impl Fetch {
 }
 
 impl Fetch {
-    /// Counts what an answer carries: per topic the records at or after each partition's
-    /// fetch offset (a read starts at the batch holding it, whose earlier records the
-    /// consumer skips) and the batch bytes, and each partition's error.
+    /// Counts what an answer carries: per topic the offsets from each partition's fetch
+    /// offset to its last batch's end (the records, and in a compacted log the gaps
+    /// between them: the batches may be in a file not read) and the batch bytes, and each
+    /// partition's error.
     fn count(&self, targets: &Targets, fetched: &[TopicItems<Fetched>]) {
         for (target, answer) in targets.iter().zip(fetched) {
             let mut records = 0u64;
@@ -196,7 +197,9 @@ impl Fetch {
             for ((request, _), result) in target.partitions.iter().zip(&answer.partitions) {
                 match &result.outcome {
                     Ok(batches) => {
-                        records += records_from(batches, request.fetch_offset);
+                        if let Some(last) = result.last_offset {
+                            records += (last.0 - request.fetch_offset.0 + 1).max(0) as u64;
+                        }
                         bytes += batches.len() as u64;
                     }
                     Err(e) => self.metrics.error("fetch", e.code),
@@ -207,21 +210,6 @@ impl Fetch {
             }
         }
     }
-}
-
-/// Records at or after `from` in back-to-back batches, from their headers alone.
-fn records_from(batches: &[u8], from: Offset) -> u64 {
-    let mut records = 0u64;
-    let mut rest = batches;
-    while let Ok(header) = BatchHeader::parse(rest) {
-        let first = header.base_offset.0.max(from.0);
-        records += (header.last_offset().0 - first + 1).max(0) as u64;
-        match rest.get(header.total_len() as usize..) {
-            Some(next) if !next.is_empty() => rest = next,
-            _ => break,
-        }
-    }
-    records
 }
 
 /// Completes when any of the enabled notifications fires.
@@ -260,6 +248,7 @@ fn read_all(
                     Fetched {
                         partition: request.partition,
                         outcome: Ok(read.records),
+                        last_offset: read.last_offset,
                         high_watermark: read.high_watermark,
                         last_stable_offset: read.last_stable_offset,
                         log_start_offset: read.log_start_offset,
@@ -280,6 +269,7 @@ fn read_all(
                     Fetched {
                         partition: request.partition,
                         outcome: Err(e),
+                        last_offset: None,
                         high_watermark,
                         last_stable_offset,
                         log_start_offset,
@@ -309,7 +299,8 @@ fn read_one(
 ) -> Result<ReadResult, ApiError> {
     let partition = found.as_ref().map_err(Clone::clone)?;
     let state_only = || ReadResult {
-        records: Bytes::new(),
+        records: Records::default(),
+        last_offset: None,
         high_watermark: partition.high_watermark(),
         last_stable_offset: partition.last_stable_offset(),
         log_start_offset: partition.log_start_offset(),

@@ -281,9 +281,9 @@ pub fn fetch_request(topic: &str, partition: i32, offset: i64, max_wait_ms: i32)
 }
 
 /// The values of every record in `records` at or after `from`.
-pub fn values(records: Bytes, from: i64) -> Vec<String> {
+pub fn values(records: sluice_protocol::Records, from: i64) -> Vec<String> {
     let mut out = Vec::new();
-    for batch in Batches::new(records) {
+    for batch in Batches::new(records.to_bytes().unwrap()) {
         let batch = batch.unwrap();
         for record in batch.records().unwrap() {
             let record = record.unwrap();

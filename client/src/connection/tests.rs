@@ -435,7 +435,7 @@ async fn pieces_are_written_whole_and_in_order_through_partial_writes() {
         got
     });
     let mut queue = Pieces::default();
-    pieces.into_iter().for_each(|p| queue.push(p));
+    pieces.into_iter().for_each(|p| queue.push_bytes(p));
     write_pieces(&mut writer, &mut queue).await.unwrap();
     assert!(queue.is_empty());
     drop(writer);

@@ -1,23 +1,58 @@
 //! An outgoing frame that shares its record batches instead of copying them in.
 //!
 //! A fetch answer is mostly record batches the broker has just read from a segment file
-//! into a `Bytes`. Encoding them into one contiguous buffer copies every byte once more
-//! before the socket copies it again (16-22 % of a consuming broker's cycles were that
-//! `memmove`, BENCHMARKS.md). A [`SplicedFrame`] keeps the encoded bytes around the
-//! batches in `head` and the batches themselves as shared pieces placed between them; the
-//! writer sends the pieces with one vectored write (DESIGN: "write responses with vectored
-//! writes").
+//! into a `Bytes`, or a range of that file it has not read at all ([`FileSlice`]).
+//! Encoding them into one contiguous buffer copies every byte once more before the socket
+//! copies it again (16-22 % of a consuming broker's cycles were that `memmove`,
+//! BENCHMARKS.md). A [`SplicedFrame`] keeps the encoded bytes around the batches in `head`
+//! and the batches themselves as pieces placed between them; the writer sends the pieces
+//! with one vectored write (DESIGN: "write responses with vectored writes"), and a file
+//! range with `sendfile` where the socket is plain TCP.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::FRAME_HEADER_LEN;
+use crate::FileSlice;
 
 /// Shared pieces shorter than this are copied into the head: below it an extra piece costs
 /// more than the copy saves.
 pub const SPLICE_MIN_BYTES: usize = 4096;
 
+/// A piece of a frame on its way to the socket: bytes, or a range of a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Piece {
+    /// Bytes in memory.
+    Bytes(Bytes),
+    /// A file range, sent from the file (`sendfile`) or read first where it cannot be.
+    File(FileSlice),
+}
+
+impl Piece {
+    /// The piece's length.
+    pub fn len(&self) -> usize {
+        match self {
+            Piece::Bytes(bytes) => bytes.len(),
+            Piece::File(slice) => slice.len(),
+        }
+    }
+
+    /// Whether the piece is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes, when the piece is in memory.
+    pub fn bytes(&self) -> Option<&Bytes> {
+        match self {
+            Piece::Bytes(bytes) => Some(bytes),
+            Piece::File(_) => None,
+        }
+    }
+}
+
 /// A frame being encoded: the length prefix, then the payload, whose long byte strings
-/// (record batches) may be shared `Bytes` rather than copies ([`SplicedFrame::put_shared`]).
+/// (record batches) may be shared `Bytes` or file ranges rather than copies
+/// ([`SplicedFrame::put_shared`], [`SplicedFrame::put_file`]).
 /// [`SplicedFrame::into_pieces`] gives it back as the pieces to write, in order.
 #[derive(Debug)]
 pub struct SplicedFrame {
@@ -25,7 +60,7 @@ pub struct SplicedFrame {
     head: BytesMut,
     /// Shared pieces and where each goes: before the head's byte at that position.
     /// Positions never decrease.
-    shared: Vec<(usize, Bytes)>,
+    shared: Vec<(usize, Piece)>,
     /// Bytes in `shared`.
     shared_len: usize,
 }
@@ -63,7 +98,20 @@ impl SplicedFrame {
             return;
         }
         self.shared_len += bytes.len();
-        self.shared.push((self.head.len(), bytes.clone()));
+        self.shared
+            .push((self.head.len(), Piece::Bytes(bytes.clone())));
+    }
+
+    /// Appends a file range, to be sent from the file. Nothing before it can be edited
+    /// afterwards ([`SplicedFrame::range_mut`], [`SplicedFrame::resize`]): the encoders
+    /// that put file ranges (the native messages') never go back.
+    pub fn put_file(&mut self, slice: &FileSlice) {
+        if slice.is_empty() {
+            return;
+        }
+        self.shared_len += slice.len();
+        self.shared
+            .push((self.head.len(), Piece::File(slice.clone())));
     }
 
     /// The frame's length, prefix included.
@@ -82,6 +130,9 @@ impl SplicedFrame {
     }
 
     /// Copies every shared piece into the head, so the frame is one buffer again.
+    ///
+    /// # Panics
+    /// If the frame holds a file range (see [`SplicedFrame::put_file`]).
     fn flatten(&mut self) {
         if self.shared.is_empty() {
             return;
@@ -89,6 +140,9 @@ impl SplicedFrame {
         let mut flat = BytesMut::with_capacity(self.len());
         let mut at = 0;
         for (position, piece) in self.shared.drain(..) {
+            let Piece::Bytes(piece) = piece else {
+                panic!("a frame holding a file range is edited behind it");
+            };
             flat.put_slice(&self.head[at..position]);
             flat.put_slice(&piece);
             at = position;
@@ -98,12 +152,22 @@ impl SplicedFrame {
         self.shared_len = 0;
     }
 
-    /// Cuts the frame to `len` bytes (prefix included), or pads it with zeros to that.
+    /// Cuts the frame to `len` bytes (prefix included), or pads it with zeros to that. A cut
+    /// before every shared piece (an encoder undoing what it wrote) drops them unread.
     pub fn resize(&mut self, len: usize) {
-        if len != self.len() {
-            self.flatten();
-            self.head.resize(len, 0);
+        if len == self.len() {
+            return;
         }
+        if self
+            .shared
+            .first()
+            .is_some_and(|(position, _)| len <= *position)
+        {
+            self.shared.clear();
+            self.shared_len = 0;
+        }
+        self.flatten();
+        self.head.resize(len, 0);
     }
 
     /// The bytes in `range` of the frame (prefix included), to fill in a field encoded
@@ -120,7 +184,7 @@ impl SplicedFrame {
 
     /// Writes the payload's length into the prefix and returns the frame as its pieces, in
     /// the order they go on the wire.
-    pub fn into_pieces(mut self) -> Vec<Bytes> {
+    pub fn into_pieces(mut self) -> Vec<Piece> {
         let payload_len = self.payload_len() as u32;
         self.head[..FRAME_HEADER_LEN].copy_from_slice(&payload_len.to_be_bytes());
         let mut head = self.head.freeze();
@@ -128,21 +192,28 @@ impl SplicedFrame {
         let mut at = 0;
         for (position, piece) in self.shared {
             if position > at {
-                pieces.push(head.split_to(position - at));
+                pieces.push(Piece::Bytes(head.split_to(position - at)));
                 at = position;
             }
             pieces.push(piece);
         }
         if !head.is_empty() {
-            pieces.push(head);
+            pieces.push(Piece::Bytes(head));
         }
         pieces
     }
 
-    /// The whole frame in one buffer (tests, and writers that take one buffer).
-    pub fn into_bytes(mut self) -> Bytes {
-        self.flatten();
-        self.into_pieces().into_iter().next().unwrap_or_default()
+    /// The whole frame in one buffer (tests, and writers that take one buffer); file
+    /// ranges are read.
+    pub fn into_bytes(self) -> std::io::Result<Bytes> {
+        let mut flat = BytesMut::with_capacity(self.len());
+        for piece in self.into_pieces() {
+            match piece {
+                Piece::Bytes(bytes) => flat.put_slice(&bytes),
+                Piece::File(slice) => slice.read_into(&mut flat)?,
+            }
+        }
+        Ok(flat.freeze())
     }
 }
 
@@ -191,7 +262,31 @@ mod tests {
             let pieces = frame.into_pieces();
             prop_assert!(pieces.len() <= 2 * shared + 1);
             prop_assert!(pieces.iter().all(|p| !p.is_empty()));
-            prop_assert_eq!(pieces.concat(), expected);
+            let bytes: Vec<Bytes> = pieces
+                .into_iter()
+                .map(|p| match p {
+                    Piece::Bytes(b) => b,
+                    Piece::File(_) => unreachable!("no file was put"),
+                })
+                .collect();
+            prop_assert_eq!(bytes.concat(), expected);
+        }
+
+        /// A cut before a file range drops it unread; the bytes before it stay.
+        #[test]
+        fn a_cut_before_a_file_range_drops_it(head in proptest::collection::vec(any::<u8>(), 0..100), cut in any::<proptest::sample::Index>()) {
+            use std::io::Write;
+            let mut file = tempfile::tempfile().unwrap();
+            file.write_all(&[1u8; 10]).unwrap();
+            let mut frame = SplicedFrame::new();
+            frame.head_mut().put_slice(&head);
+            frame.put_file(&FileSlice::new(std::sync::Arc::new(file), 0, 10));
+            frame.head_mut().put_slice(b"tail");
+            let cut = FRAME_HEADER_LEN + cut.index(head.len() + 1);
+            frame.resize(cut);
+            let mut expected = flat(&[(false, head[..cut - FRAME_HEADER_LEN].to_vec())]);
+            expected.truncate(cut);
+            prop_assert_eq!(frame.into_bytes().unwrap().to_vec(), expected);
         }
 
         /// Filling in and cutting work on the frame's positions, shared pieces or not.
@@ -220,7 +315,7 @@ mod tests {
             expected.truncate(cut);
             let payload_len = (cut - FRAME_HEADER_LEN) as u32;
             expected[..FRAME_HEADER_LEN].copy_from_slice(&payload_len.to_be_bytes());
-            prop_assert_eq!(frame.into_bytes().to_vec(), expected);
+            prop_assert_eq!(frame.into_bytes().unwrap().to_vec(), expected);
         }
     }
 }

@@ -1,10 +1,10 @@
 //! Fetch: consumers read record batches below the high watermark. Records come back as
-//! opaque `Bytes`, the same bytes the producer sent (DESIGN §3). Followers use ReplicaFetch
+//! opaque bytes, the same bytes the producer sent (DESIGN §3), which a broker may send
+//! straight from a segment file ([`Records`]). Followers use ReplicaFetch
 //! instead (see `replication`), so this request never carries a replica id.
 
-use bytes::Bytes;
-
 use crate::error_code::ErrorCode;
+use crate::records::Records;
 use crate::types::{LeaderEpoch, Offset, PartitionId};
 use crate::wire::{wire_enum_i8, wire_struct};
 
@@ -90,7 +90,7 @@ wire_struct! {
         /// (empty under read_uncommitted).
         pub aborted_transactions: Vec<AbortedTransaction>,
         /// Whole RecordBatch v2 batches, possibly empty.
-        pub records: Bytes,
+        pub records: Records,
     }
 }
 

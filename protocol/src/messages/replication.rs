@@ -6,10 +6,10 @@
 //! follower's fields (broker epoch, last fetched epoch, diverging epoch) never mix with a
 //! consumer's, and neither request's handler has to branch on who is asking.
 
-use bytes::Bytes;
 use bytes::BytesMut;
 
 use crate::error_code::ErrorCode;
+use crate::records::Records;
 use crate::types::{BrokerId, LeaderEpoch, Offset, PartitionId};
 use crate::wire::{wire_struct, Decode, Encode, Nullable, Reader};
 use crate::Result;
@@ -100,7 +100,7 @@ wire_struct! {
         /// Set when the follower's log diverged: it must truncate there and fetch again.
         pub diverging_epoch: Option<EpochEndOffset>,
         /// Whole RecordBatch v2 batches, possibly empty.
-        pub records: Bytes,
+        pub records: Records,
     }
 }
 

@@ -13,6 +13,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use proptest::prelude::*;
+use sluice_protocol::frame::Piece;
 use sluice_protocol::ErrorCode;
 
 use super::*;
@@ -735,46 +736,66 @@ proptest! {
 }
 
 /// A Fetch answer's record batches are shared into the frame, not copied, at every version
-/// (records are `Bytes` before v12 and `CompactBytes` from it); the frame's bytes are those
-/// of the plain encoding, and a client reads them back.
+/// (records are `Bytes` before v12 and `CompactBytes` from it), and batches in a segment
+/// file are sent from it in their stand-in's place, length included; the frame's bytes are
+/// those of the plain encoding of the same batches, and a client reads them back.
 #[test]
 fn fetch_records_are_shared_into_the_frame() {
     use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
     use kafka_protocol::messages::FetchResponse;
+    use std::io::Write;
     let records = Bytes::from(vec![3u8; 2 * SPLICE_MIN_BYTES]);
     let small = Bytes::from_static(b"small batch");
+    // Long enough for a three-byte varint length.
+    let filed = Bytes::from(vec![5u8; 70_000]);
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(b"..").unwrap();
+    file.write_all(&filed).unwrap();
+    let in_file = InFile::new(FileSlice::new(std::sync::Arc::new(file), 2, filed.len()));
     let partition = |index: i32, records: &Bytes| {
         PartitionData::default()
             .with_partition_index(index)
             .with_high_watermark(10)
             .with_records(Some(records.clone()))
     };
-    let body = ResponseKind::Fetch(FetchResponse::default().with_responses(
-        vec![FetchableTopicResponse::default()
-            .with_topic(TopicName(StrBytes::from_static_str("t")))
-            .with_topic_id(uuid::Uuid::from_u128(7))
-            .with_partitions(vec![
-                partition(0, &records),
-                partition(1, &small),
-                partition(2, &records),
-            ])],
-    ));
+    let body = |last: &Bytes| {
+        ResponseKind::Fetch(FetchResponse::default().with_responses(vec![
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_static_str("t")))
+                .with_topic_id(uuid::Uuid::from_u128(7))
+                .with_partitions(vec![
+                    partition(0, &records),
+                    partition(1, &small),
+                    partition(2, &records),
+                    partition(3, last),
+                ]),
+        ]))
+    };
+    let (sent, read) = (body(&in_file.stand_in), body(&filed));
     let versions = response_versions(ApiKey::Fetch);
     for version in versions.min..=versions.max {
         let mut plain = BytesMut::from(&[0u8; 4][..]);
-        encode_response(ApiKey::Fetch, version, 5, &body, &mut plain).unwrap();
+        encode_response(ApiKey::Fetch, version, 5, &read, &mut plain).unwrap();
         let mut frame = SplicedFrame::new();
-        encode_response_spliced(ApiKey::Fetch, version, 5, &body, &mut frame).unwrap();
+        let in_files = [in_file.clone()];
+        encode_response_spliced(ApiKey::Fetch, version, 5, &sent, &in_files, &mut frame).unwrap();
         let pieces = frame.into_pieces();
         let shared = pieces
             .iter()
-            .filter(|p| p.as_ptr() == records.as_ptr())
+            .filter(|p| p.bytes().is_some_and(|b| b.as_ptr() == records.as_ptr()))
             .count();
         assert_eq!(shared, 2, "v{version}: both large batches shared");
-        let bytes = pieces.concat();
+        assert!(pieces.contains(&Piece::File(in_file.slice.clone())));
+        let mut bytes = BytesMut::new();
+        for piece in &pieces {
+            match piece {
+                Piece::Bytes(b) => bytes.extend_from_slice(b),
+                Piece::File(f) => f.read_into(&mut bytes).unwrap(),
+            }
+        }
         assert_eq!(&bytes[4..], &plain[4..], "v{version}");
         let (correlation_id, decoded) =
-            read_response(ApiKey::Fetch, version, Bytes::from(bytes).slice(4..));
+            read_response(ApiKey::Fetch, version, bytes.freeze().slice(4..));
         assert_eq!(correlation_id, 5);
         let ResponseKind::Fetch(decoded) = decoded else {
             panic!("v{version}: not a fetch response");
@@ -782,5 +803,6 @@ fn fetch_records_are_shared_into_the_frame() {
         let got = &decoded.responses[0].partitions;
         assert_eq!(got[0].records.as_ref(), Some(&records), "v{version}");
         assert_eq!(got[1].records.as_ref(), Some(&small), "v{version}");
+        assert_eq!(got[3].records.as_ref(), Some(&filed), "v{version}");
     }
 }
