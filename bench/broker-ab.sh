@@ -10,7 +10,8 @@
 # goes (rf3-unlimited), and at 150,000 records/s with linger 0 (rf3-150k, about half that
 # on a 2-core machine). The `consume` load produces the records first, unmeasured, then
 # reads them all back from the start with one consumer: its MB/s and CPU are the fetch
-# path's (no latency).
+# path's (no latency); `kafka-consume` does the same with a librdkafka consumer through
+# the Kafka listener (integration-tests' kafka-perf example; needs librdkafka-dev).
 #
 #   bench/broker-ab.sh                       # BASE=HEAD, 3 rounds of 300k records
 #   BASE=<rev> ROUNDS=5 SLUICE_BENCH_RECORDS=1000000 bench/broker-ab.sh
@@ -51,8 +52,12 @@ declare -A LOAD_FLAGS=(
   [rf3-unlimited]="--producers 1 --partitions 1 --replication-factor 3"
   [rf3-150k]="--producers 1 --partitions 1 --replication-factor 3 --throughput 150000 --linger-ms 0"
   [consume]="--producers 1 --partitions 1"
+  [kafka-consume]="--producers 1 --partitions 1"
 )
 read -r -a ORDER <<<"${LOADS:-unlimited fixed-100k 8-producers}"
+if [[ " ${ORDER[*]} " == *" kafka-consume "* ]]; then
+  cargo build --release -q -p sluice-integration-tests --features rdkafka --example kafka-perf
+fi
 declare -A mbs p50 p99 p999 cpums
 for load in "${ORDER[@]}"; do
   for round in $(seq 1 "$ROUNDS"); do
@@ -69,6 +74,10 @@ for load in "${ORDER[@]}"; do
         port=$(free_port)
         kafka=()  # a broker from before the Kafka listener has no such flag
         "$broker" --help | grep -q -- --kafka-listen && kafka=(--kafka-listen off)
+        if [[ $load == kafka-consume ]]; then
+          kafka_address=127.0.0.1:$(free_port)
+          kafka=(--kafka-listen "$kafka_address")
+        fi
         # shellcheck disable=SC2086 # the flags are words
         "$broker" --listen "127.0.0.1:$port" "${kafka[@]}" --data-dir "$WORK/data-$side" $flags \
           2>"$WORK/broker-$side.log" &
@@ -84,6 +93,10 @@ for load in "${ORDER[@]}"; do
         cpu_before=$(cpu_seconds "${PIDS[0]}")
         out=$("$BIN/sluice-bench" consume --topic "ab" --num-records "$N" --format json \
           2>/dev/null | tail -1)
+      elif [[ $load == kafka-consume ]]; then
+        cpu_before=$(cpu_seconds "${PIDS[0]}")
+        out=$("$BIN/examples/kafka-perf" consume --topic "ab" --num-records "$N" \
+          --bootstrap "$kafka_address" | tail -1)
       fi
       cpu_secs=$(python3 -c "print(-$cpu_before)")
       for pid in "${PIDS[@]}"; do
@@ -91,7 +104,7 @@ for load in "${ORDER[@]}"; do
       done
       stop_brokers
       m=$(echo "$out" | json 'round(d["mb_per_sec"], 1)')
-      l=$(echo "$out" | json '" ".join(str(round(d["latency_ms"][k], 2)) if d["latency_ms"][k] is not None else "-" for k in ("p50", "p99", "p999"))')
+      l=$(echo "$out" | json '" ".join(str(round(v, 2)) if v is not None else "-" for v in ((d.get("latency_ms") or {}).get(k) for k in ("p50", "p99", "p999")))')
       read -r a b c <<<"$l"
       cpu=$(python3 -c "print(round(1000 * $cpu_secs / ($N * 1000 / 1e6), 2))")
       echo "== $load round $round $side: $m MB/s, p50/p99/p999 $a/$b/$c ms, $cpu CPU ms/MB" >&2

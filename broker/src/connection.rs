@@ -452,39 +452,29 @@ impl AnswerWriter for tokio::net::tcp::OwnedWriteHalf {
     /// the connection: its frame can no longer be completed.
     async fn write_file(&mut self, slice: &FileSlice) -> std::io::Result<usize> {
         let socket: &TcpStream = self.as_ref();
-        loop {
-            socket.writable().await?;
-            let sent = socket.try_io(tokio::io::Interest::WRITABLE, || {
-                let mut offset = slice.position() as libc::off_t;
-                // SAFETY: both descriptors are open for the call (the socket is borrowed, the
-                // file held by the slice); sendfile reads `offset` and writes it back.
-                let n = unsafe {
-                    libc::sendfile(
-                        socket.as_raw_fd(),
-                        slice.file().as_raw_fd(),
-                        &mut offset,
-                        slice.len(),
-                    )
-                };
-                if n < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(n as usize)
-            });
-            match sent {
-                Ok(0) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "a segment file ends before the records an answer sends from it \
-                         (the log was truncated)",
-                    ))
-                }
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
+        let sent = write_when_ready(socket, || {
+            let mut offset = slice.position() as libc::off_t;
+            // SAFETY: both descriptors are open for the call (the socket is borrowed, the
+            // file held by the slice); sendfile reads `offset` and writes it back.
+            let n = unsafe {
+                libc::sendfile(
+                    socket.as_raw_fd(),
+                    slice.file().as_raw_fd(),
+                    &mut offset,
+                    slice.len(),
+                )
+            };
+            written(n)
+        })
+        .await?;
+        if sent == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "a segment file ends before the records an answer sends from it (the log \
+                 was truncated)",
+            ));
         }
+        Ok(sent)
     }
 
     /// `sendmsg` with `MSG_MORE` when a file range follows, so the frame's head and its
@@ -498,35 +488,48 @@ impl AnswerWriter for tokio::net::tcp::OwnedWriteHalf {
             return self.write_vectored(slices).await;
         }
         let socket: &TcpStream = self.as_ref();
-        loop {
-            socket.writable().await?;
-            let sent = socket.try_io(tokio::io::Interest::WRITABLE, || {
-                // SAFETY: an all-zero msghdr is valid; the iovecs point at `slices`, which
-                // outlive the call (IoSlice is ABI-compatible with iovec on Unix).
-                let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
-                message.msg_iov = slices.as_ptr() as *mut libc::iovec;
-                message.msg_iovlen = slices.len() as _;
-                // SAFETY: `message` is valid for the call.
-                let n = unsafe {
-                    libc::sendmsg(
-                        socket.as_raw_fd(),
-                        &message,
-                        libc::MSG_MORE | libc::MSG_NOSIGNAL,
-                    )
-                };
-                if n < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(n as usize)
-            });
-            match sent {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
+        write_when_ready(socket, || {
+            // SAFETY: an all-zero msghdr is valid; the iovecs point at `slices`, which
+            // outlive the call (IoSlice is ABI-compatible with iovec on Unix).
+            let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+            message.msg_iov = slices.as_ptr() as *mut libc::iovec;
+            message.msg_iovlen = slices.len() as _;
+            // SAFETY: `message` is valid for the call.
+            let n = unsafe {
+                libc::sendmsg(
+                    socket.as_raw_fd(),
+                    &message,
+                    libc::MSG_MORE | libc::MSG_NOSIGNAL,
+                )
+            };
+            written(n)
+        })
+        .await
+    }
+}
+
+/// Runs a non-blocking write system call on `socket` until it goes through: waits while
+/// the socket is full, retries when interrupted.
+async fn write_when_ready(
+    socket: &TcpStream,
+    mut write: impl FnMut() -> std::io::Result<usize>,
+) -> std::io::Result<usize> {
+    loop {
+        socket.writable().await?;
+        match socket.try_io(tokio::io::Interest::WRITABLE, &mut write) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) => {}
+            done => return done,
         }
     }
+}
+
+/// A write system call's result: bytes written, or the OS error.
+fn written(n: isize) -> std::io::Result<usize> {
+    usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
 }
 
 #[cfg(test)]
