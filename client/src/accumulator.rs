@@ -29,7 +29,7 @@
 //! - A partition moves to a new epoch only when nothing stamped in the old one is in flight
 //!   or waiting for a retry: a new epoch's batch would fence the old one's.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,7 @@ use sluice_protocol::batch::{
 };
 
 use crate::delivery::{Completer, DeliveryFuture, Written};
+use crate::fast_hash::FastMap;
 use crate::{Compression, CompressionConfig, Result, TopicPartition};
 
 /// When batches close, and whether they are stamped.
@@ -401,7 +402,7 @@ pub(crate) struct Appended {
 /// Records per partition, batched.
 pub(crate) struct Accumulator<T> {
     config: AccumulatorConfig,
-    queues: HashMap<TopicPartition, PartitionQueue<T>>,
+    queues: FastMap<TopicPartition, PartitionQueue<T>>,
     /// While positive (a flush or close is under way), open batches are ready at once.
     flushes: usize,
     /// The idempotent producer's current id and epoch; `None` until the first
@@ -410,13 +411,13 @@ pub(crate) struct Accumulator<T> {
     /// Per partition ever stamped, its sequence numbers. Kept when the partition's queue
     /// goes idle: the next batch continues the sequence. Bounded by the partitions the
     /// producer writes to.
-    sequences: HashMap<TopicPartition, PartitionSequence>,
+    sequences: FastMap<TopicPartition, PartitionSequence>,
     /// The `order` of the next batch opened.
     next_order: u128,
     /// Per topic, the largest batch its leaders take (its `segment.bytes`) when that is
     /// below `batch_bytes_max`, so the first batch already fits. Bounded by the topics the
     /// producer writes to.
-    topic_bytes_max: HashMap<String, usize>,
+    topic_bytes_max: FastMap<String, usize>,
     /// Buffers of acknowledged batches, each with room for a whole `batch_bytes_max`,
     /// taken by the next batches opened. A new buffer's pages cost a page fault each when
     /// first written, and freeing one hands them back: at full speed that was a twentieth
@@ -428,12 +429,12 @@ impl<T> Accumulator<T> {
     pub fn new(config: AccumulatorConfig) -> Self {
         Accumulator {
             config,
-            queues: HashMap::new(),
+            queues: FastMap::default(),
             flushes: 0,
             identity: None,
-            sequences: HashMap::new(),
+            sequences: FastMap::default(),
             next_order: 0,
-            topic_bytes_max: HashMap::new(),
+            topic_bytes_max: FastMap::default(),
             pool: Vec::new(),
         }
     }
@@ -1030,7 +1031,7 @@ fn build_batch(
 fn stamp<T>(
     batch: &mut Batch<T>,
     identity: ProducerIdentity,
-    sequences: &mut HashMap<TopicPartition, PartitionSequence>,
+    sequences: &mut FastMap<TopicPartition, PartitionSequence>,
 ) {
     let sequence = sequences
         .entry(batch.tp.clone())

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use crate::backoff::{Backoff, Jitter};
 use crate::connection::{Connection, ConnectionConfig};
 use crate::error::{Error, Result};
+use crate::fast_hash::FastMap;
 use crate::TopicPartition;
 
 /// Default broker address: what `sluice-broker` listens on with no arguments.
@@ -175,7 +176,7 @@ struct MetadataCache {
     cluster_id: String,
     controller: BrokerId,
     brokers: HashMap<BrokerId, BrokerMetadata>,
-    topics: HashMap<String, Arc<TopicMetadata>>,
+    topics: FastMap<String, Arc<TopicMetadata>>,
 }
 
 struct Inner {

@@ -110,6 +110,7 @@ mod connection;
 mod consumer;
 mod delivery;
 mod error;
+mod fast_hash;
 mod group;
 mod partitioner;
 mod producer;

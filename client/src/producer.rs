@@ -55,6 +55,7 @@ use crate::backoff::{Backoff, Jitter};
 use crate::client::{broker_timeout_ms, leaderless, unexpected, Client};
 use crate::delivery::{DeliveryFuture, Written};
 use crate::error::{Error, Result};
+use crate::fast_hash::FastMap;
 use crate::partitioner::{partition_for_key, sticky_partition};
 use crate::TopicPartition;
 
@@ -327,7 +328,7 @@ struct Delivery {
 /// the batch it decides on. Held only for in-memory work, never across an await.
 struct State {
     accumulator: Accumulator<Delivery>,
-    sticky: HashMap<String, PartitionId>,
+    sticky: FastMap<String, PartitionId>,
     /// Where sticky rotation starts for a topic seen for the first time.
     sticky_start: u32,
     closing: bool,
@@ -465,7 +466,7 @@ impl Producer {
                     transactional: config.transactional_id.is_some(),
                     compression: config.compression,
                 }),
-                sticky: HashMap::new(),
+                sticky: FastMap::default(),
                 sticky_start,
                 closing: false,
                 last_errors: HashMap::new(),
