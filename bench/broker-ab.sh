@@ -5,13 +5,14 @@
 # differs. Three loads of 1,000-byte records, acks=all: as fast as one producer goes; a
 # fixed 100,000 records/s (100 MB/s) with linger 0, where latency is the broker's
 # pipeline and not queueing; and 8 producers on 8 partitions. Prints a Markdown table of
-# each run's MB/s and p50/p99/p999 latency, and the medians. Two more loads on request run
+# each run's MB/s and p50/p99/p999 latency, and the medians. More loads on request run
 # three brokers of each side with one partition of replication factor 3: as fast as it
-# goes (rf3-unlimited), and at 150,000 records/s with linger 0 (rf3-150k, about half that
-# on a 2-core machine). The `consume` load produces the records first, unmeasured, then
-# reads them all back from the start with one consumer: its MB/s and CPU are the fetch
-# path's (no latency); `kafka-consume` does the same with a librdkafka consumer through
-# the Kafka listener (integration-tests' kafka-perf example; needs librdkafka-dev).
+# goes (rf3-unlimited), and at 150,000 or 200,000 records/s with linger 0 (rf3-150k,
+# rf3-200k: about half that on a 2-core machine, on slower and faster days). The
+# `consume` load produces the records first, unmeasured, then reads them all back from
+# the start with one consumer: its MB/s and CPU are the fetch path's (no latency);
+# `kafka-consume` does the same with a librdkafka consumer through the Kafka listener
+# (integration-tests' kafka-perf example; needs librdkafka-dev).
 #
 #   bench/broker-ab.sh                       # BASE=HEAD, 3 rounds of 300k records
 #   BASE=<rev> ROUNDS=5 SLUICE_BENCH_RECORDS=1000000 bench/broker-ab.sh
@@ -51,6 +52,7 @@ declare -A LOAD_FLAGS=(
   [8-producers]="--producers 8 --partitions 8"
   [rf3-unlimited]="--producers 1 --partitions 1 --replication-factor 3"
   [rf3-150k]="--producers 1 --partitions 1 --replication-factor 3 --throughput 150000 --linger-ms 0"
+  [rf3-200k]="--producers 1 --partitions 1 --replication-factor 3 --throughput 200000 --linger-ms 0"
   [consume]="--producers 1 --partitions 1"
   [kafka-consume]="--producers 1 --partitions 1"
 )
