@@ -6,6 +6,31 @@ mod common;
 
 use common::*;
 
+/// A fetch of more than `SEND_FROM_FILE_MIN_BYTES` of just-written (page-cached) batches is
+/// answered from the segment file (`sendfile`): every record comes back, in order, from
+/// the start and from the middle of a batch.
+#[tokio::test]
+async fn a_large_fetch_sent_from_the_segment_file_returns_every_record() {
+    let broker = TestBroker::fresh().await;
+    let mut c = broker.connect().await;
+    assert_eq!(c.create("big", 1, &[]).await, ErrorCode::None);
+    let sent: Vec<String> = (0..400)
+        .map(|i| format!("{i:04}{}", "v".repeat(996)))
+        .collect();
+    for chunk in sent.chunks(50) {
+        let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let done = c
+            .produce_records("big", batch(&chunk, 1_700_000_000_000))
+            .await;
+        assert_eq!(done.error_code, ErrorCode::None);
+    }
+    let fetched = c.fetch("big", 0, 0, 0).await;
+    assert!(fetched.records.len() >= sluice_storage::SEND_FROM_FILE_MIN_BYTES);
+    assert_eq!(values(fetched.records, 0), sent);
+    let from_middle = c.fetch("big", 0, 123, 0).await;
+    assert_eq!(values(from_middle.records, 123), sent[123..]);
+}
+
 #[tokio::test]
 async fn produce_then_fetch_and_list_offsets() {
     let broker = TestBroker::fresh().await;
