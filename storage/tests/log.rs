@@ -99,6 +99,41 @@ fn a_large_cached_read_for_an_answer_is_its_files_range() {
     );
 }
 
+/// Batches not in the page cache are read for the answer on the caller's thread (the
+/// fetch's blocking thread), never left to a connection's task to wait for the disk.
+#[test]
+fn a_large_read_of_batches_not_in_the_page_cache_is_read_at_once() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    // SAFETY: statfs fills `fs`, a plain C struct, for a valid path.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    let path = std::ffi::CString::new(dir.path().to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::statfs(path.as_ptr(), &mut fs) }, 0);
+    if fs.f_type == libc::TMPFS_MAGIC {
+        eprintln!("skipped: tmpfs keeps every page in memory, none can be evicted");
+        return;
+    }
+    let clock = clock();
+    let mut log = open(dir.path(), LogConfig::default(), &clock);
+    fill(&mut log, 40, 4, 1000, 0);
+    log.flush().unwrap();
+    let segment = std::fs::File::open(dir.path().join("00000000000000000000.log")).unwrap();
+    // SAFETY: advice on an open file; its clean pages leave the page cache.
+    let advised =
+        unsafe { libc::posix_fadvise(segment.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(advised, 0);
+    let found = log
+        .read_records(Offset(0), 1 << 20, Offset(i64::MAX))
+        .unwrap()
+        .expect("records");
+    assert!(found.records.len() >= SEND_FROM_FILE_MIN_BYTES);
+    assert!(matches!(found.records, Records::Memory(_)), "{found:?}");
+    assert_eq!(
+        found.records.to_bytes().unwrap(),
+        log.read(Offset(0), 1 << 20, Offset(i64::MAX)).unwrap()
+    );
+}
+
 #[test]
 fn rolls_on_size_age_and_offset_overflow() {
     let dir = tempfile::tempdir().unwrap();
