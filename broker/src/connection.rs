@@ -399,6 +399,13 @@ impl Outbox {
     async fn flush<W: AnswerWriter>(&mut self, writer: &mut W) -> std::io::Result<()> {
         while !self.pieces.is_empty() {
             let written = match self.pieces.front_file() {
+                Some(slice) if !slice.is_current() => {
+                    // Truncated in place since it was read: it may hold other bytes now.
+                    return Err(std::io::Error::other(
+                        "the log was truncated under an answer's records; closing the \
+                         connection rather than sending what the file holds now",
+                    ));
+                }
                 Some(slice) => writer.write_file(slice).await?,
                 None => {
                     let more = self.pieces.file_follows();

@@ -10,13 +10,19 @@
 //!
 //! The file range must not change while a message holds it. A segment file only grows, and
 //! a replaced or deleted segment stays readable through the open handle; the one exception
-//! is a follower truncating its log, which never cuts below what consumers may read (the
-//! high watermark), so it concerns only a follower fetching from a leader that has just
-//! stepped down. A range the file no longer holds reads as
-//! [`std::io::ErrorKind::UnexpectedEof`], and its connection closes (as Kafka's does).
+//! is a log truncated in place (a follower whose log diverged from its new leader's),
+//! which never cuts below what consumers may read (the high watermark) unless an unclean
+//! election made the leader, so it concerns mostly a follower fetching from a leader that
+//! has just stepped down. Such a range may then hold other bytes, so a slice can carry its
+//! log's truncation count from when it was made ([`FileSlice::guarded`]): a writer checks
+//! [`FileSlice::is_current`] before each send and closes the connection instead of sending
+//! what the range holds now. (A truncation during the send itself is not caught: Kafka's
+//! `sendfile` has the same window, and a follower or client checks batch CRCs.) A range the
+//! file no longer holds reads as [`std::io::ErrorKind::UnexpectedEof`].
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -27,6 +33,8 @@ pub struct FileSlice {
     file: Arc<File>,
     position: u64,
     len: usize,
+    /// The file's truncation count, and its value when the slice was made.
+    guard: Option<(Arc<AtomicU64>, u64)>,
 }
 
 impl FileSlice {
@@ -36,7 +44,22 @@ impl FileSlice {
             file,
             position,
             len,
+            guard: None,
         }
+    }
+
+    /// The slice, valid while `truncations` (counted up before the file is truncated in
+    /// place) keeps its value of now.
+    pub fn guarded(mut self, truncations: &Arc<AtomicU64>) -> FileSlice {
+        self.guard = Some((Arc::clone(truncations), truncations.load(Ordering::Acquire)));
+        self
+    }
+
+    /// Whether the file was not truncated since the slice was made (always, unguarded).
+    pub fn is_current(&self) -> bool {
+        self.guard
+            .as_ref()
+            .is_none_or(|(count, at)| count.load(Ordering::Acquire) == *at)
     }
 
     /// The file.
@@ -62,9 +85,8 @@ impl FileSlice {
     /// The first `len` bytes of the range (all of it when shorter).
     pub fn first(&self, len: usize) -> FileSlice {
         FileSlice {
-            file: Arc::clone(&self.file),
-            position: self.position,
             len: self.len.min(len),
+            ..self.clone()
         }
     }
 
@@ -233,6 +255,21 @@ mod tests {
         let mut buf = BytesMut::from(&b"ab"[..]);
         slice.read_into(&mut buf).unwrap();
         assert_eq!(&buf[..], b"ab56");
+    }
+
+    #[test]
+    fn a_guarded_slice_is_current_until_its_file_is_truncated() {
+        let truncations = Arc::new(AtomicU64::new(3));
+        let mut slice = FileSlice::new(file_with(b"0123456789"), 2, 5).guarded(&truncations);
+        assert!(slice.is_current());
+        slice.advance(1);
+        assert!(slice.first(2).is_current());
+        truncations.fetch_add(1, Ordering::AcqRel);
+        assert!(!slice.is_current() && !slice.first(2).is_current());
+        assert!(
+            FileSlice::new(file_with(b"0"), 0, 1).is_current(),
+            "unguarded"
+        );
     }
 
     #[test]

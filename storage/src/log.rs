@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -199,6 +200,10 @@ pub struct PartitionLog {
     cleaner_checkpoint: Offset,
     /// Bumped by every truncation: a cleaning planned before one is not swapped in.
     layout_generation: u64,
+    /// Counted up before the log is truncated in place: the file ranges handed out for
+    /// answers ([`PartitionLog::read_records`]) carry it, so a writer can tell that a
+    /// range may no longer hold what it was made for.
+    truncations: Arc<AtomicU64>,
     recovery: RecoveryReport,
 }
 
@@ -308,6 +313,7 @@ impl PartitionLog {
             high_watermark_checkpoint: Offset(0),
             cleaner_checkpoint: Offset(0),
             layout_generation: 0,
+            truncations: Arc::default(),
             recovery: report,
         };
         log.cleaner_checkpoint = log.read_cleaner_checkpoint();
@@ -638,7 +644,9 @@ impl PartitionLog {
     /// consumer's cold segment); otherwise read now, on the caller's thread. The range stays
     /// valid after the log's lock is let go: segments only grow, and a deleted or replaced
     /// one stays readable through the open file; only a truncation cuts it, and that never
-    /// reaches below the high watermark. `None` when there is nothing to read.
+    /// reaches below the high watermark (but for an unclean election), and a range made
+    /// before a truncation says so ([`FileSlice::is_current`]). `None` when there is
+    /// nothing to read.
     pub fn read_records(
         &self,
         offset: Offset,
@@ -650,7 +658,7 @@ impl PartitionLog {
         };
         let slice = files.slice(found.position, found.len);
         let records = if slice.len() >= SEND_FROM_FILE_MIN_BYTES && in_page_cache(&slice) {
-            Records::File(slice)
+            Records::File(slice.guarded(&self.truncations))
         } else {
             Records::Memory(files.read_at(found.position, found.len)?)
         };
@@ -758,6 +766,7 @@ impl PartitionLog {
         if offset >= self.log_end_offset() {
             return Ok(());
         }
+        self.truncations.fetch_add(1, Ordering::AcqRel);
         if offset <= self.log_start_offset() {
             return self.truncate_fully_and_start_at(offset);
         }
@@ -790,6 +799,7 @@ impl PartitionLog {
     /// Deletes the whole log and starts it empty at `offset` (a follower that fell behind
     /// its leader's log start).
     pub fn truncate_fully_and_start_at(&mut self, offset: Offset) -> Result<()> {
+        self.truncations.fetch_add(1, Ordering::AcqRel);
         let now = self.clock.now_ms();
         for base in self.sealed.keys().copied().collect::<Vec<_>>() {
             self.remove_sealed(base)?;

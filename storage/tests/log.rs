@@ -97,6 +97,13 @@ fn a_large_cached_read_for_an_answer_is_its_files_range() {
         None,
         "nothing at the log end"
     );
+    // A truncation in place makes the range say it may hold other bytes now.
+    let Records::File(slice) = &found.records else {
+        unreachable!()
+    };
+    assert!(slice.is_current());
+    log.truncate_to(Offset(100)).unwrap();
+    assert!(!slice.is_current());
 }
 
 /// Batches not in the page cache are read for the answer on the caller's thread (the

@@ -289,3 +289,27 @@ async fn answers_with_shared_pieces_and_file_ranges_arrive_whole_and_in_order() 
         .unwrap();
     echo_pipelined(stream, &sizes).await;
 }
+
+/// An answer whose file range was made before its log was truncated is not sent: the
+/// writer fails (closing the connection) before a byte of the range goes out.
+#[tokio::test]
+async fn a_file_range_made_before_a_truncation_is_not_sent() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let mut file = tempfile::tempfile().unwrap();
+    std::io::Write::write_all(&mut file, &[7u8; 100]).unwrap();
+    let truncations = Arc::new(AtomicU64::new(0));
+    let slice = FileSlice::new(Arc::new(file), 0, 100).guarded(&truncations);
+    let mut frame = SplicedFrame::new();
+    frame.head_mut().extend_from_slice(b"head");
+    frame.put_file(&slice);
+    let mut outbox = Outbox::default();
+    outbox.push(frame);
+    truncations.fetch_add(1, Ordering::AcqRel);
+    let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+    let (_, mut writer) = tokio::io::split(ours);
+    assert!(outbox.flush(&mut writer).await.is_err());
+    drop(writer);
+    let mut got = Vec::new();
+    theirs.read_to_end(&mut got).await.unwrap();
+    assert!(!got.contains(&7), "none of the range was sent: {got:?}");
+}
