@@ -1,8 +1,7 @@
 //! Errors of the broker: start-up failures (`BrokerError`) and the typed outcome of a request
 //! on one partition or topic (`ApiError`, an [`ErrorCode`] and a message for the client).
 
-use bytes::Bytes;
-use sluice_protocol::{ErrorCode, Records};
+use sluice_protocol::ErrorCode;
 use sluice_storage::StorageError;
 
 /// Why the broker could not start or stopped.
@@ -93,23 +92,6 @@ impl ApiError {
     pub fn wire_message(&self) -> Option<String> {
         Some(self.message.clone())
     }
-}
-
-/// Record batches in memory, as an append takes them: a decoded answer's always are; a
-/// file range is read. The range cut short means the log was truncated under the read:
-/// that replica is no longer the leader.
-pub fn records_in_memory(records: &Records) -> Result<Bytes, ApiError> {
-    records.to_bytes().map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => ApiError::new(
-            ErrorCode::NotLeaderOrFollower,
-            "the log was truncated while its records were read (this replica stopped \
-             leading the partition); fetch again from the leader",
-        ),
-        _ => ApiError::new(
-            ErrorCode::KafkaStorageError,
-            format!("reading the records from their segment file failed: {e}"),
-        ),
-    })
 }
 
 impl From<StorageError> for ApiError {

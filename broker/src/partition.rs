@@ -1858,7 +1858,6 @@ impl Partition {
     }
 }
 
-/// The last offset of the last whole batch in `records`, from the headers alone.
 /// The producer stamp of an idempotent produce: one batch per partition per request, as
 /// Kafka's producers send (so a resend is recognised as a whole).
 fn idempotent_stamp(batches: &[Bytes]) -> Result<Option<Stamp>, ApiError> {

@@ -33,7 +33,6 @@ use sluice_protocol::{BrokerId, ErrorCode, Request, Response};
 use crate::broker::Broker;
 use crate::cluster::image::{ListenerMeta, MetadataImage, NATIVE_LISTENER};
 use crate::cluster::peer::{PeerConnection, PeerError};
-use crate::error::records_in_memory;
 use crate::error::ApiError;
 use crate::partition::{FollowerIncarnation, IsrProposal, Partition, Role};
 
@@ -395,7 +394,13 @@ fn apply_parts(
                 Some(diverging) => partition
                     .truncate_diverging(diverging.epoch, diverging.end_offset)
                     .map(|_| ()),
-                None => match records_in_memory(&response.records) {
+                // A decoded answer holds its records in memory: this clones a `Bytes`.
+                None => match response.records.to_bytes().map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::CorruptMessage,
+                        format!("records unreadable: {e}"),
+                    )
+                }) {
                     Err(e) => Err(e),
                     Ok(records) if block => {
                         partition.append_from_leader(records, response.high_watermark)
