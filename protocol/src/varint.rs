@@ -52,6 +52,12 @@ pub fn put_varlong(buf: &mut impl BufMut, v: i64) {
     put_uleb(buf, zigzag64(v));
 }
 
+/// Appends the unsigned varint encoding of `v` (Kafka's `UNSIGNED_VARINT`, the length of a
+/// compact string or byte string in flexible versions).
+pub fn put_unsigned_varint(buf: &mut impl BufMut, v: u32) {
+    put_uleb(buf, u64::from(v));
+}
+
 fn put_uleb(buf: &mut impl BufMut, mut v: u64) {
     while v >= 0x80 {
         buf.put_u8((v as u8) | 0x80);

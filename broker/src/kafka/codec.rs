@@ -25,6 +25,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Decodable, Encodable, Message, VersionRange};
 use sluice_protocol::frame::{SplicedFrame, SPLICE_MIN_BYTES};
+use sluice_protocol::varint::put_unsigned_varint;
 use sluice_protocol::{ErrorCode, FileSlice};
 
 /// Kafka's UNSUPPORTED_VERSION: the api or the version is not served here.
@@ -676,6 +677,7 @@ top_level_error! {
 }
 
 mod item_errors;
+
 /// Record batches a Fetch answer sends from a segment file. kafka-protocol's message, which
 /// holds bytes, carries `stand_in` where they go: [`STAND_IN_LEN`] bytes of its own, which
 /// the encoder ([`SplicingBuf`]) recognises by address and replaces, length included, with
@@ -753,13 +755,7 @@ impl<'a> SplicingBuf<'a> {
         );
         if self.flexible {
             head.truncate(head.len() - 1);
-            // An unsigned varint: 7 bits a byte, low first, the high bit set on all but the last.
-            let mut length = slice.len() as u32 + 1;
-            while length >= 0x80 {
-                head.put_u8(length as u8 | 0x80);
-                length >>= 7;
-            }
-            head.put_u8(length as u8);
+            put_unsigned_varint(head, slice.len() as u32 + 1);
         } else {
             head.truncate(head.len() - 4);
             head.put_i32(slice.len() as i32);
