@@ -282,6 +282,9 @@ pub struct Partition {
     /// The topic's `message.timestamp.after.max.ms`: how far ahead of this broker's clock a
     /// produced batch may be timestamped.
     timestamp_ahead_max_ms: AtomicI64,
+    /// The topic's `message.timestamp.before.max.ms`: how far behind this broker's clock a
+    /// produced record may be timestamped (`i64::MAX`: any).
+    timestamp_behind_max_ms: AtomicI64,
     /// Set when the topic is deleted: every later operation fails, maintenance skips it.
     deleted: AtomicBool,
     /// Why the partition was taken offline (a failed background fsync), if it was.
@@ -298,7 +301,7 @@ impl Partition {
         assignment: &Assignment,
         min_insync_replicas: u16,
     ) -> Partition {
-        let (end, checkpointed, durability, compacted, timestamp_ahead_max) = {
+        let (end, checkpointed, durability, compacted, timestamp_ahead_max, timestamp_behind_max) = {
             let guard = log.read();
             (
                 guard.log_end_offset(),
@@ -306,6 +309,7 @@ impl Partition {
                 guard.config().durability,
                 guard.config().cleanup_policy.compacts(),
                 guard.config().message_timestamp_after_max_ms,
+                guard.config().message_timestamp_before_max_ms,
             )
         };
         let producers = ProducerStates::rebuild(&log);
@@ -349,6 +353,7 @@ impl Partition {
             first_unstable,
             compacted: AtomicBool::new(compacted),
             timestamp_ahead_max_ms: AtomicI64::new(timestamp_ahead_max),
+            timestamp_behind_max_ms: AtomicI64::new(timestamp_behind_max),
             deleted: AtomicBool::new(false),
             offline: std::sync::OnceLock::new(),
         };
@@ -880,38 +885,83 @@ impl Partition {
         self.log.request_flush();
     }
 
-    /// Refuses a batch timestamped further ahead of this broker's clock than the topic's
-    /// `message.timestamp.after.max.ms` allows (INVALID_TIMESTAMP, as Kafka since KIP-937):
-    /// retention and the compaction lag go by a segment's newest timestamp, so one record
-    /// stamped a year ahead would keep its segment, and every one after it, from both for
-    /// a year. Broker-set LogAppendTime batches are not the producer's clock.
+    /// Refuses a batch with a record timestamped further from this broker's clock than
+    /// the topic allows (INVALID_TIMESTAMP, as Kafka since KIP-937). Ahead:
+    /// `message.timestamp.after.max.ms` (1 hour by default), since retention and the
+    /// compaction lag go by a segment's newest timestamp, so one record stamped a year
+    /// ahead would keep its segment, and every one after it, from both for a year.
+    /// Behind: `message.timestamp.before.max.ms` (unbounded by default), since a record
+    /// stamped long ago is older than retention keeps and is deleted as soon as its
+    /// segment rolls. Broker-set LogAppendTime batches are not the producer's clock.
     fn check_timestamps(&self, batches: &[Bytes]) -> Result<(), ApiError> {
         let ahead_max = self.timestamp_ahead_max_ms.load(Ordering::Acquire);
+        let behind_max = self.timestamp_behind_max_ms.load(Ordering::Acquire);
         let now = SystemClock.now_ms();
         for batch in batches {
-            let header = BatchHeader::parse(batch).map_err(|e| {
+            let corrupt = |e: sluice_protocol::Error| {
                 ApiError::new(
                     ErrorCode::CorruptMessage,
                     format!("invalid record batch: {e}"),
                 )
-            })?;
+            };
+            let header = BatchHeader::parse(batch).map_err(corrupt)?;
+            if header.is_log_append_time() {
+                continue;
+            }
             let ahead = header.max_timestamp.saturating_sub(now);
-            if !header.is_log_append_time() && ahead > ahead_max {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidTimestamp,
-                    format!(
-                        "{}: a record's timestamp ({} ms since the epoch) is {ahead} ms ahead \
-                         of this broker's clock, and the topic takes at most {ahead_max} \
-                         (message.timestamp.after.max.ms): correct the producer's clock or \
-                         the timestamps it sets, or raise the topic's \
-                         message.timestamp.after.max.ms",
-                        self.name(),
-                        header.max_timestamp,
-                    ),
+            if ahead > ahead_max {
+                return Err(self.invalid_timestamp(
+                    header.max_timestamp,
+                    format!("{ahead} ms ahead of"),
+                    ahead_max,
+                    "message.timestamp.after.max.ms",
+                ));
+            }
+            if behind_max == i64::MAX {
+                continue;
+            }
+            // The oldest record's timestamp: the first one's is the batch's base, but a
+            // later one may be older (timestamp deltas are signed), so a topic with the
+            // bound set has each record's read (decompressed within the same limit as
+            // every other produce check).
+            let oldest = if now.saturating_sub(header.base_timestamp) > behind_max {
+                header.base_timestamp
+            } else {
+                let batch = RecordBatch::validate_produced(batch.clone()).map_err(corrupt)?;
+                let mut oldest = header.base_timestamp;
+                for record in batch
+                    .records_within(MAX_DECOMPRESSED_BYTES)
+                    .map_err(corrupt)?
+                {
+                    oldest = oldest.min(record.map_err(corrupt)?.timestamp);
+                }
+                oldest
+            };
+            let behind = now.saturating_sub(oldest);
+            if behind > behind_max {
+                return Err(self.invalid_timestamp(
+                    oldest,
+                    format!("{behind} ms behind"),
+                    behind_max,
+                    "message.timestamp.before.max.ms",
                 ));
             }
         }
         Ok(())
+    }
+
+    /// INVALID_TIMESTAMP for a record stamped `timestamp`, `how_far` this broker's clock,
+    /// beyond the topic's `key` of `max` ms.
+    fn invalid_timestamp(&self, timestamp: i64, how_far: String, max: i64, key: &str) -> ApiError {
+        ApiError::new(
+            ErrorCode::InvalidTimestamp,
+            format!(
+                "{}: a record's timestamp ({timestamp} ms since the epoch) is {how_far} this \
+                 broker's clock, and the topic takes at most {max} ({key}): correct the \
+                 producer's clock or the timestamps it sets, or raise the topic's {key}",
+                self.name(),
+            ),
+        )
     }
 
     fn not_enough_replicas(&self, code: ErrorCode, isr: &[BrokerId]) -> ApiError {
@@ -1140,6 +1190,8 @@ impl Partition {
             .store(log.cleanup_policy.compacts(), Ordering::Release);
         self.timestamp_ahead_max_ms
             .store(log.message_timestamp_after_max_ms, Ordering::Release);
+        self.timestamp_behind_max_ms
+            .store(log.message_timestamp_before_max_ms, Ordering::Release);
         self.log.write().reconfigure(log);
         self.min_insync_replicas
             .store(min_insync_replicas, Ordering::Release);

@@ -31,6 +31,7 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "min.compaction.lag.ms",
     "max.compaction.lag.ms",
     "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms",
 ];
 
 /// The one `compression.type` a topic takes: `producer` (Kafka's default), batches stored
@@ -167,6 +168,7 @@ pub fn topic_log_config(
             "min.compaction.lag.ms" => log.min_compaction_lag_ms = int(0)?,
             "max.compaction.lag.ms" => log.max_compaction_lag_ms = int(1)?,
             "message.timestamp.after.max.ms" => log.message_timestamp_after_max_ms = int(0)?,
+            "message.timestamp.before.max.ms" => log.message_timestamp_before_max_ms = int(0)?,
             _ => {
                 return Err(ApiError::new(
                     ErrorCode::InvalidConfig,
@@ -303,6 +305,10 @@ fn effective_configs(log: &LogConfig, min_insync: u16) -> BTreeMap<String, Strin
             "message.timestamp.after.max.ms".to_string(),
             log.message_timestamp_after_max_ms.to_string(),
         ),
+        (
+            "message.timestamp.before.max.ms".to_string(),
+            log.message_timestamp_before_max_ms.to_string(),
+        ),
     ])
 }
 
@@ -403,6 +409,31 @@ mod tests {
         assert_eq!(log.cleanup_policy, CleanupPolicy::Delete);
         let effective = effective_topic_configs(&config, &BTreeMap::new());
         assert_eq!(effective["cleanup.policy"], "delete");
+    }
+
+    #[test]
+    fn timestamp_bounds_are_checked_and_described_with_kafkas_defaults() {
+        let config = BrokerConfig::default();
+        let with = |key: &str, value: &str| {
+            topic_log_config(
+                &config,
+                &BTreeMap::from([(key.to_string(), value.to_string())]),
+            )
+        };
+        let effective = effective_topic_configs(&config, &BTreeMap::new());
+        assert_eq!(effective["message.timestamp.after.max.ms"], "3600000");
+        assert_eq!(
+            effective["message.timestamp.before.max.ms"],
+            i64::MAX.to_string(),
+            "unbounded, as in Kafka"
+        );
+        let (log, _) = with("message.timestamp.before.max.ms", "86400000").unwrap();
+        assert_eq!(log.message_timestamp_before_max_ms, 86_400_000);
+        for value in ["-1", "a day"] {
+            let err = with("message.timestamp.before.max.ms", value).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidConfig, "{value}");
+            assert!(err.message.contains("at least 0"), "{}", err.message);
+        }
     }
 
     #[test]

@@ -120,6 +120,11 @@ pub struct LogConfig {
     /// retention and compaction lag go by a segment's newest timestamp. Checked by the
     /// broker's produce path; storage does not read it.
     pub message_timestamp_after_max_ms: i64,
+    /// A produced record may be timestamped at most this far behind the broker's clock
+    /// (`message.timestamp.before.max.ms`, the other half of KIP-937; unbounded by
+    /// default, as in Kafka): a record stamped years ago would be deleted by retention at
+    /// once. Checked by the broker's produce path; storage does not read it.
+    pub message_timestamp_before_max_ms: i64,
 }
 
 impl LogConfig {
@@ -152,6 +157,7 @@ impl Default for LogConfig {
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
             message_timestamp_after_max_ms: 3600 * 1000,
+            message_timestamp_before_max_ms: i64::MAX,
         }
     }
 }

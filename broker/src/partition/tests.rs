@@ -341,3 +341,63 @@ fn a_batch_stamped_too_far_ahead_of_the_brokers_clock_is_refused() {
     );
     leader.append_now(stamped(2 * hour), Acks::Leader).unwrap();
 }
+
+/// With `message.timestamp.before.max.ms` set, a batch holding a record timestamped
+/// further behind the broker's clock than it allows is refused with INVALID_TIMESTAMP,
+/// whether the old record is the batch's first or a later one (a negative timestamp
+/// delta); by default (unbounded, as in Kafka) any past timestamp goes in, and
+/// LogAppendTime batches are never checked.
+#[test]
+fn a_record_stamped_too_far_behind_the_brokers_clock_is_refused_once_the_topic_says_so() {
+    use sluice_protocol::batch::BatchBuilder;
+    use sluice_protocol::ErrorCode;
+    use sluice_storage::{Clock, LogConfig, SystemClock};
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), &assignment(1, 1, &[1]));
+    let hour = 3600 * 1000;
+    let stamped = |behind_ms: &[i64]| {
+        let mut b = BatchBuilder::new();
+        for behind in behind_ms {
+            b.append(SystemClock.now_ms() - behind, None, Some(b"v"), &[]);
+        }
+        b.build()
+    };
+    let year = 365 * 24 * hour;
+    leader.append_now(stamped(&[year]), Acks::Leader).unwrap();
+    leader.reconfigure(
+        LogConfig {
+            message_timestamp_before_max_ms: hour,
+            ..LogConfig::default()
+        },
+        1,
+    );
+    leader
+        .append_now(stamped(&[hour / 2, 0]), Acks::Leader)
+        .unwrap();
+    for refused in [stamped(&[2 * hour]), stamped(&[0, 2 * hour, 0])] {
+        let err = leader.append_now(refused, Acks::Leader).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidTimestamp);
+        assert!(
+            err.message.contains("ms behind this broker's clock")
+                && err.message.contains("message.timestamp.before.max.ms"),
+            "{}",
+            err.message
+        );
+    }
+    let mut log_append_time = BatchBuilder::new();
+    log_append_time.append(SystemClock.now_ms() - year, None, Some(b"v"), &[]);
+    let mut log_append_time = log_append_time.build().to_vec();
+    // attributes (bit 3: LogAppendTime) sit after base offset, length, epoch, magic, CRC
+    log_append_time[22] |= 0x08;
+    let crc = crc32c::crc32c(&log_append_time[21..]);
+    log_append_time[17..21].copy_from_slice(&crc.to_be_bytes());
+    leader
+        .append_now(log_append_time.into(), Acks::Leader)
+        .unwrap();
+    leader.maybe_advance_high_watermark();
+    assert_eq!(
+        consumed(&leader, 0),
+        [0, 1, 2, 3],
+        "nothing of the refused batches is written"
+    );
+}

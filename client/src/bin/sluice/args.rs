@@ -229,8 +229,9 @@ pub enum TopicCommand {
         /// compression.type (only `producer`: batches stay as the producer compressed them),
         /// cleanup.policy (delete, compact or compact,delete), delete.retention.ms,
         /// min.cleanable.dirty.ratio, min.compaction.lag.ms, max.compaction.lag.ms (clean
-        /// within this whatever the dirty ratio), message.timestamp.after.max.ms (how far
-        /// ahead of the broker's clock a record's timestamp may be).
+        /// within this whatever the dirty ratio), message.timestamp.after.max.ms and
+        /// message.timestamp.before.max.ms (how far ahead of or behind the broker's clock a
+        /// record's timestamp may be).
         #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
     },
@@ -255,7 +256,7 @@ pub enum TopicCommand {
         /// segment.bytes, segment.ms, min.insync.replicas, unclean.leader.election.enable,
         /// compression.type (only `producer`), cleanup.policy, delete.retention.ms,
         /// min.cleanable.dirty.ratio, min.compaction.lag.ms, max.compaction.lag.ms,
-        /// message.timestamp.after.max.ms.
+        /// message.timestamp.after.max.ms, message.timestamp.before.max.ms.
         #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
         /// A configuration to remove from the topic, repeatable.
