@@ -36,6 +36,7 @@ import common
 from common import Failed, check, finish, poll_until, step
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
@@ -127,13 +128,41 @@ def admin(args):
         raise Failed("creating an existing topic succeeded")
     except TopicAlreadyExistsError:
         pass
+    # AlterConfigs, the non-incremental form (kafka-python falls back to it for brokers
+    # before 2.3; Sarama's AlterConfig sends it): the configs given replace the topic's own.
+    topic_configs = lambda: client.describe_configs(  # noqa: E731
+        [ConfigResource(ConfigResourceType.TOPIC, t2)], config_filter="all")["topic"][t2]
+    step("alter_configs (AlterConfigs) sets retention.ms and segment.ms")
+    client.alter_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, t2,
+                        configs={"retention.ms": "7200000", "segment.ms": "3600000"})],
+        incremental=False)
+    altered = {k: topic_configs()[k]["value"] for k in ("retention.ms", "segment.ms")}
+    check(altered == {"retention.ms": "7200000", "segment.ms": "3600000"},
+          "alter_configs did not set both", altered=altered)
+    step("reset_configs (AlterConfigs without retention.ms): retention.ms back to its default")
+    client.reset_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, t2, configs=["retention.ms"])],
+        incremental=False)
+    reset = {k: topic_configs()[k]["value"] for k in ("retention.ms", "segment.ms")}
+    check(reset == {"retention.ms": "604800000", "segment.ms": "3600000"},
+          "AlterConfigs did not replace the topic's configs", reset=reset)
+    step("alter_configs of a broker: refused with InvalidRequestError")
+    result = client.alter_configs(
+        [ConfigResource(ConfigResourceType.BROKER, "1", configs={"log.retention.ms": "1"})],
+        incremental=False, raise_on_unknown=False)
+    # kafka-python gives each resource's outcome as a string: the error's, or its success
+    broker_result = str(result["broker"]["1"])
+    check("InvalidRequestError" in broker_result and "flags" in broker_result,
+          "altering a broker's configs was not refused", result=broker_result)
     step("delete_topics")
     client.delete_topics([t1])
     poll_until(f"{t1} gone from list_topics", 30, lambda: t1 not in client.list_topics())
     remaining = sorted(t for t in client.list_topics() if t in (t1, t2))
     check(remaining == [t2], "after deleting one topic", remaining=remaining)
     client.close()
-    finish(created=[t1, t2], partitions=partitions, remaining=remaining)
+    finish(created=[t1, t2], partitions=partitions, remaining=remaining, altered=altered,
+           reset=reset)
 
 
 def partitioner(args):

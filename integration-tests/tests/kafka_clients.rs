@@ -110,7 +110,7 @@ fn kafka_python_readme_snippet_round_trips_on_an_auto_created_topic() {
 }
 
 #[test]
-fn kafka_python_admin_creates_lists_and_deletes_topics() {
+fn kafka_python_admin_creates_lists_alters_and_deletes_topics() {
     let Some(python) = python("kafka_python_admin") else {
         return;
     };
@@ -130,6 +130,11 @@ fn kafka_python_admin_creates_lists_and_deletes_topics() {
         json!({"kp-admin": 3, "kp-admin-2": 1})
     );
     assert_eq!(summary["remaining"], json!(["kp-admin-2"]));
+    assert_eq!(
+        summary["reset"],
+        json!({"retention.ms": "604800000", "segment.ms": "3600000"}),
+        "AlterConfigs replaces the topic's own configs"
+    );
     let topics = sluice_topics(&broker.bootstrap());
     assert_eq!(topics.get("kp-admin-2"), Some(&1), "{topics:?}");
     assert!(!topics.contains_key("kp-admin"), "{topics:?}");

@@ -1,5 +1,5 @@
 //! Topic administration and producer ids over the Kafka protocol: CreateTopics,
-//! DeleteTopics, DescribeConfigs, IncrementalAlterConfigs and InitProducerId, on
+//! DeleteTopics, DescribeConfigs, IncrementalAlterConfigs, AlterConfigs and InitProducerId, on
 //! [`crate::services::admin`] and [`crate::services::producer_ids`].
 
 use std::collections::BTreeMap;
@@ -14,10 +14,10 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId,
-    ResponseKind,
+    alter_configs_response, AlterConfigsRequest, AlterConfigsResponse, ApiKey, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ProducerId, ResponseKind,
 };
 use sluice_protocol::ErrorCode;
 
@@ -245,38 +245,27 @@ pub async fn incremental_alter_configs(
     principal: &Principal,
     request: IncrementalAlterConfigsRequest,
 ) -> ResponseKind {
-    let mut refused: BTreeMap<usize, ApiError> = BTreeMap::new();
-    let mut asked = Vec::new();
-    for (at, resource) in request.resources.iter().enumerate() {
-        match topic_changes(resource) {
-            Ok(changes) => asked.push((at, resource.resource_name.to_string(), changes)),
-            Err(e) => {
-                refused.insert(at, e);
-            }
-        }
-    }
-    let topics = asked
+    let asked = request
+        .resources
         .iter()
-        .map(|(_, name, changes)| (name.clone(), changes.clone()))
+        .map(|resource| {
+            let changes = topic_changes(resource)?;
+            Ok((resource.resource_name.to_string(), changes))
+        })
         .collect();
-    let mut altered = service
-        .alter_topic_configs(principal, topics, request.validate_only)
-        .await
-        .into_iter();
-    for (at, _, _) in &asked {
-        if let Some((_, Err(e))) = altered.next() {
-            refused.insert(*at, e);
-        }
-    }
+    let mut outcomes = per_resource(asked, |topics| {
+        service.alter_topic_configs(principal, topics, request.validate_only)
+    })
+    .await
+    .into_iter();
     let responses = request
         .resources
         .into_iter()
-        .enumerate()
-        .map(|(at, resource)| {
+        .map(|resource| {
             let response = AlterConfigsResourceResponse::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name);
-            match refused.remove(&at) {
+            match outcomes.next().flatten() {
                 None => response,
                 Some(e) => {
                     let (code, message) = kafka_error(ApiKey::IncrementalAlterConfigs, &e);
@@ -290,18 +279,109 @@ pub async fn incremental_alter_configs(
     )
 }
 
+/// AlterConfigs, Kafka's older non-incremental form (kafka-python's `alter_configs` and
+/// Sarama's `AlterConfig` send it): each topic's own configs become exactly the ones
+/// given, every other key back to the broker's default, all together through the
+/// controller. Other resources (brokers) are refused per resource.
+pub async fn alter_configs(
+    service: &Admin,
+    principal: &Principal,
+    request: AlterConfigsRequest,
+) -> ResponseKind {
+    let asked = request
+        .resources
+        .iter()
+        .map(|resource| {
+            check_topic_resource(resource.resource_type)?;
+            let configs = resource
+                .configs
+                .iter()
+                .map(|c| match &c.value {
+                    Some(value) => Ok((c.name.to_string(), value.to_string())),
+                    None => Err(ApiError::new(
+                        ErrorCode::InvalidRequest,
+                        format!(
+                            "config {} has no value: AlterConfigs sets every config it names \
+                             (leave a key out to put it back to the broker's default)",
+                            c.name.as_str()
+                        ),
+                    )),
+                })
+                .collect::<Result<BTreeMap<_, _>, _>>()?;
+            Ok((resource.resource_name.to_string(), configs))
+        })
+        .collect();
+    let mut outcomes = per_resource(asked, |topics| {
+        service.replace_topic_configs(principal, topics, request.validate_only)
+    })
+    .await
+    .into_iter();
+    let responses = request
+        .resources
+        .into_iter()
+        .map(|resource| {
+            let response = alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name);
+            match outcomes.next().flatten() {
+                None => response,
+                Some(e) => {
+                    let (code, message) = kafka_error(ApiKey::AlterConfigs, &e);
+                    response.with_error_code(code).with_error_message(message)
+                }
+            }
+        })
+        .collect();
+    ResponseKind::AlterConfigs(AlterConfigsResponse::default().with_responses(responses))
+}
+
+/// Runs `alter` on the resources that could be asked for (`Ok((topic, what))`), and gives
+/// each resource's error in request order: its own refusal, or the service's outcome.
+async fn per_resource<T, F>(
+    asked: Vec<Result<(String, T), ApiError>>,
+    alter: impl FnOnce(Vec<(String, T)>) -> F,
+) -> Vec<Option<ApiError>>
+where
+    F: std::future::Future<Output = crate::services::admin::PerTopic<()>>,
+{
+    let mut errors: Vec<Option<ApiError>> = Vec::with_capacity(asked.len());
+    let mut topics = Vec::new();
+    let mut at = Vec::new();
+    for (i, resource) in asked.into_iter().enumerate() {
+        match resource {
+            Ok(topic) => {
+                at.push(i);
+                topics.push(topic);
+                errors.push(None);
+            }
+            Err(e) => errors.push(Some(e)),
+        }
+    }
+    if !topics.is_empty() {
+        for (i, (_, outcome)) in at.into_iter().zip(alter(topics).await) {
+            errors[i] = outcome.err();
+        }
+    }
+    errors
+}
+
+/// Refuses a config resource that is not a topic: broker settings are flags.
+fn check_topic_resource(resource_type: i8) -> Result<(), ApiError> {
+    if resource_type == RESOURCE_TOPIC {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::InvalidRequest,
+        format!(
+            "sluice alters the configs of topics (resource type 2), not of resource type \
+             {resource_type}; broker settings are flags and the config file"
+        ),
+    ))
+}
+
 /// A topic resource's changes, or why they cannot be made.
 fn topic_changes(resource: &AlterConfigsResource) -> Result<Vec<ConfigChange>, ApiError> {
-    if resource.resource_type != RESOURCE_TOPIC {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            format!(
-                "sluice alters the configs of topics (resource type 2), not of resource type \
-                 {}; broker settings are flags and the config file",
-                resource.resource_type
-            ),
-        ));
-    }
+    check_topic_resource(resource.resource_type)?;
     resource
         .configs
         .iter()

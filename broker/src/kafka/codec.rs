@@ -114,6 +114,10 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     // 0..=1, all. librdkafka 2.15 and Java pick 1.
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    // 0..=2, all: the older, non-incremental form (the given configs replace the topic's
+    // own), which kafka-python's `alter_configs` and Sarama's `AlterConfig` send; v2 is
+    // flexible.
+    (ApiKey::AlterConfigs, 0, 2),
     // 0..=5: all `kafka-protocol` decodes (v6 is KIP-939's two-phase commit). v3+ lets an
     // idempotent producer ask for an epoch bump of its current id. librdkafka picks 4, Java 5.
     (ApiKey::InitProducerId, 0, 5),
@@ -345,15 +349,15 @@ fn encode_with<B: ByteBufMut, E: std::fmt::Display>(
 /// list), whatever version was asked: that is the fallback every client understands, and
 /// with UNSUPPORTED_VERSION the list tells it which version to retry with. Every other api
 /// gets its default (empty) response at the requested version with the top-level error code
-/// set where that version has one; responses without one (Produce, Fetch before v7,
-/// ListOffsets, Metadata before v13, OffsetCommit, OffsetFetch v1 and v8+, FindCoordinator
-/// v4+, the topic and config admin apis, DescribeGroups, DeleteGroups, ...) carry their
-/// errors per item, and since a refused request's items are unknown the answer has none:
-/// a client sees no result for what it asked and retries or fails the request.
+/// set, where that version has one.
 ///
-/// Returns false, writing nothing, when no response can be encoded: an api key
-/// `kafka-protocol` does not know, or a version outside its range for the api. Then the
-/// listener closes the connection, as Kafka does for such requests.
+/// Returns false, writing nothing, when no response can carry the error: an api key
+/// `kafka-protocol` does not know, a version outside its range for the api, or a response
+/// without a top-level error code (Produce, Fetch before v7, ListOffsets, Metadata before
+/// v13, OffsetCommit, the topic and config admin apis, ...). Those carry their errors per
+/// item, and a refused request's items are unknown: an answer without items reads as "all
+/// done" to a client (Sarama took an empty AlterConfigs answer for success). Then the
+/// listener closes the connection, as Kafka does for requests it cannot read.
 pub fn error_response(
     api_key: i16,
     api_version: i16,
@@ -368,7 +372,9 @@ pub fn error_response(
         (0, ResponseKind::ApiVersions(api_versions_response(code)))
     } else {
         let mut body = default_response(key);
-        set_top_level_error(&mut body, api_version, code);
+        if !set_top_level_error(&mut body, api_version, code) {
+            return false;
+        }
         (api_version, body)
     };
     encode_response(key, version, correlation_id, &body, out).is_ok()
@@ -455,9 +461,10 @@ pub fn kafka_error_code_for(api_key: ApiKey, code: ErrorCode) -> i16 {
         ApiKey::FindCoordinator | ApiKey::ListGroups | ApiKey::InitProducerId => {
             ErrorCode::CoordinatorNotAvailable
         }
-        ApiKey::CreateTopics | ApiKey::DeleteTopics | ApiKey::IncrementalAlterConfigs => {
-            ErrorCode::NotController
-        }
+        ApiKey::CreateTopics
+        | ApiKey::DeleteTopics
+        | ApiKey::IncrementalAlterConfigs
+        | ApiKey::AlterConfigs => ErrorCode::NotController,
         _ => ErrorCode::NotLeaderOrFollower,
     };
     instead.code()

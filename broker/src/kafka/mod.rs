@@ -39,7 +39,9 @@ use crate::broker::Services;
 use crate::connection::{Answer, Protocol, Start};
 use crate::security::{Login, Principal};
 
-/// The Kafka protocol error code for a refused frame (MESSAGE_TOO_LARGE).
+/// The Kafka protocol error code for a refused frame (MESSAGE_TOO_LARGE), answered where the
+/// response has a top-level error code; a Produce or other per-item response is not
+/// answered (the connection closes, as Kafka closes it).
 const MESSAGE_TOO_LARGE: i16 = 10;
 /// The Kafka protocol's UNKNOWN_SERVER_ERROR.
 const UNKNOWN_SERVER_ERROR: i16 = -1;
@@ -188,7 +190,17 @@ impl Protocol for Kafka {
                 code,
                 message,
             }) => {
-                tracing::debug!(%peer, "refusing a Kafka request (api {api_key} v{api_version}): {message}");
+                if first_refusal(api_key, api_version) {
+                    tracing::warn!(
+                        %peer,
+                        "refusing a Kafka request (api {api_key} v{api_version}): {message}; \
+                         the client is older than the versions sluice serves (Kafka 4.0's \
+                         minimums) or uses an api sluice lacks: upgrade the client, or raise \
+                         the Kafka version it is configured for (said once per api and version)"
+                    );
+                } else {
+                    tracing::debug!(%peer, "refusing a Kafka request (api {api_key} v{api_version}): {message}");
+                }
                 return match error_answer(api_key, api_version, correlation_id, code) {
                     Some(answer) => Start::Answered(Some(answer)),
                     None => Start::Close,
@@ -331,6 +343,9 @@ impl Kafka {
             RequestKind::IncrementalAlterConfigs(r) => {
                 admin::incremental_alter_configs(&services.admin, principal, r).await
             }
+            RequestKind::AlterConfigs(r) => {
+                admin::alter_configs(&services.admin, principal, r).await
+            }
             RequestKind::InitProducerId(r) => {
                 admin::init_producer_id(&services.producer_ids, &services.txns, principal, r).await
             }
@@ -404,6 +419,21 @@ fn encode(header: Header, body: &ResponseKind, in_files: &[codec::InFile]) -> An
 fn error_answer(api_key: i16, api_version: i16, correlation_id: i32, code: i16) -> Answer {
     let mut out = SplicedFrame::new();
     codec::error_response(api_key, api_version, correlation_id, code, out.head_mut()).then_some(out)
+}
+
+/// Whether this is the first refusal of `api_key` at `api_version` this process has seen
+/// (for the first few hundred combinations: a client sending random keys cannot grow the
+/// set without bound).
+fn first_refusal(api_key: i16, api_version: i16) -> bool {
+    static SEEN: std::sync::Mutex<Vec<(i16, i16)>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if seen.len() >= 256 || seen.contains(&(api_key, api_version)) {
+        return false;
+    }
+    seen.push((api_key, api_version));
+    true
 }
 
 /// A sluice error as `api`'s Kafka clients must see it: the code and the message.

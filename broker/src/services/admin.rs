@@ -343,6 +343,46 @@ impl Admin {
         merge(results, refused)
     }
 
+    /// Makes each topic's own configs exactly `configs` (Kafka's non-incremental
+    /// AlterConfigs): the keys given are set, every other key the topic sets goes back to the
+    /// broker's default; all of a topic's changes together, as [`Admin::alter_topic_configs`].
+    /// The keys to remove are read from this broker's image, so a change another client
+    /// makes between that read and the controller's commit is not removed.
+    pub async fn replace_topic_configs(
+        &self,
+        principal: &Principal,
+        topics: Vec<(String, BTreeMap<String, String>)>,
+        validate_only: bool,
+    ) -> PerTopic<()> {
+        let image = self.cluster.image();
+        let topics = topics
+            .into_iter()
+            .map(|(name, configs)| {
+                let removed: Vec<ConfigChange> = image
+                    .topics
+                    .get(&name)
+                    .map(|meta| {
+                        meta.configs
+                            .keys()
+                            .filter(|key| !configs.contains_key(*key))
+                            .map(|key| ConfigChange {
+                                name: key.clone(),
+                                value: None,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let set = configs.into_iter().map(|(name, value)| ConfigChange {
+                    name,
+                    value: Some(value),
+                });
+                (name, set.chain(removed).collect())
+            })
+            .collect();
+        self.alter_topic_configs(principal, topics, validate_only)
+            .await
+    }
+
     /// Changes topics' configs through the controller (each topic's changes together, or
     /// none of them); the replicas here take the new limits before the answer. With
     /// `validate_only` nothing changes.

@@ -233,6 +233,18 @@ pub(super) fn fill(request: &RequestKind, version: i16, code: i16, response: &mu
                 })
                 .collect();
         }
+        (RequestKind::AlterConfigs(request), ResponseKind::AlterConfigs(response)) => {
+            response.responses = request
+                .resources
+                .iter()
+                .map(|resource| {
+                    alter_configs_response::AlterConfigsResourceResponse::default()
+                        .with_resource_type(resource.resource_type)
+                        .with_resource_name(resource.resource_name.clone())
+                        .with_error_code(code)
+                })
+                .collect();
+        }
         _ => {}
     }
 }

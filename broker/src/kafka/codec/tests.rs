@@ -402,7 +402,7 @@ fn served_ranges_lie_within_what_kafka_protocol_decodes_and_encodes() {
         // Min is the lowest version kafka-protocol decodes (ApiVersions: 0).
         assert_eq!(min, request.min, "{key:?}");
     }
-    assert_eq!(SERVED.len(), 28);
+    assert_eq!(SERVED.len(), 29);
 }
 
 #[test]
@@ -417,16 +417,26 @@ fn every_served_version_decodes_its_default_request() {
     }
 }
 
+/// Every api and version `kafka-protocol` knows gets an error answer when the response has
+/// a top-level error code (and ApiVersions always); the others get none (the listener
+/// closes), since an answer without the request's items reads as success.
 #[test]
-fn every_api_and_version_kafka_protocol_knows_has_an_error_response() {
+fn every_api_and_version_with_a_top_level_error_has_an_error_response() {
     for key in ApiKey::iter() {
         let versions = response_versions(key);
         for version in versions.min..=versions.max {
             let mut out = BytesMut::new();
-            assert!(
+            let has_error = key == ApiKey::ApiVersions
+                || set_top_level_error(&mut default_response(key), version, 35);
+            assert_eq!(
                 error_response(key as i16, version, CORRELATION_ID, 35, &mut out),
+                has_error,
                 "{key:?} v{version}"
             );
+            if !has_error {
+                assert!(out.is_empty(), "{key:?} v{version}");
+                continue;
+            }
             let read_version = if key == ApiKey::ApiVersions {
                 0
             } else {
@@ -610,6 +620,21 @@ fn a_request_the_handlers_cannot_serve_gets_its_error_on_every_item() {
     };
     assert_eq!(response.coordinators[0].error_code, 15);
     assert_eq!(response.coordinators[0].key.as_str(), "g");
+
+    let resource = alter_configs_request::AlterConfigsResource::default()
+        .with_resource_type(2)
+        .with_resource_name("orders".into());
+    let body =
+        RequestKind::AlterConfigs(AlterConfigsRequest::default().with_resources(vec![resource]));
+    let request = decode_request(payload(ApiKey::AlterConfigs, 2, &body)).unwrap();
+    let ResponseKind::AlterConfigs(response) = error_response_for(&request, 41) else {
+        unreachable!()
+    };
+    let answered = &response.responses[0];
+    assert_eq!(
+        (answered.resource_name.as_str(), answered.error_code),
+        ("orders", 41)
+    );
 
     // A Metadata v10 topic asked by id gets an empty name, v12 a null one.
     for (version, name) in [(10, Some("")), (12, None)] {
