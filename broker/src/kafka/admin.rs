@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
 use sluice_protocol::ErrorCode;
 
 use super::metadata::topic_id;
-use super::{kafka_error, kafka_str, topic_name};
+use super::{kafka_error, kafka_error_at, kafka_str, topic_name};
 use crate::error::ApiError;
 use crate::security::Principal;
 use crate::services::admin::{Admin, ConfigChange};
@@ -413,6 +413,7 @@ pub async fn init_producer_id(
     txns: &Transactions,
     principal: &Principal,
     request: InitProducerIdRequest,
+    version: i16,
 ) -> ResponseKind {
     let answer = match request.transactional_id {
         Some(id) => {
@@ -436,7 +437,7 @@ pub async fn init_producer_id(
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(epoch),
         Err(e) => InitProducerIdResponse::default()
-            .with_error_code(kafka_error(ApiKey::InitProducerId, &e).0)
+            .with_error_code(kafka_error_at(ApiKey::InitProducerId, version, &e).0)
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1),
     };

@@ -442,6 +442,9 @@ pub fn kafka_error_code(code: ErrorCode) -> i16 {
 /// metadata and retries), NOT_LEADER_OR_FOLLOWER (6) for the rest. The Java consumer treats
 /// an unexpected code in a JoinGroup answer as fatal, hence the distinction.
 pub fn kafka_error_code_for(api_key: ApiKey, code: ErrorCode) -> i16 {
+    if code == ErrorCode::ProducerFenced && producer_fenced_from(api_key).is_none() {
+        return ErrorCode::InvalidProducerEpoch.code();
+    }
     if code != ErrorCode::BrokerShuttingDown {
         return kafka_error_code(code);
     }
@@ -468,6 +471,29 @@ pub fn kafka_error_code_for(api_key: ApiKey, code: ErrorCode) -> i16 {
         _ => ErrorCode::NotLeaderOrFollower,
     };
     instead.code()
+}
+
+/// [`kafka_error_code_for`] at `api_version`: PRODUCER_FENCED (90, KIP-588) only from the
+/// version that may carry it, INVALID_PRODUCER_EPOCH (47) before, as Kafka answers older
+/// clients (kafkajs, at v1 of the transaction apis, reported 90 as an unknown error rather
+/// than as being fenced).
+pub fn kafka_error_code_at(api_key: ApiKey, api_version: i16, code: ErrorCode) -> i16 {
+    let kafka = kafka_error_code_for(api_key, code);
+    match producer_fenced_from(api_key) {
+        Some(from) if code == ErrorCode::ProducerFenced && api_version < from => {
+            ErrorCode::InvalidProducerEpoch.code()
+        }
+        _ => kafka,
+    }
+}
+
+/// The first version of `api_key`'s response that may carry PRODUCER_FENCED, if any does.
+fn producer_fenced_from(api_key: ApiKey) -> Option<i16> {
+    match api_key {
+        ApiKey::InitProducerId => Some(4),
+        ApiKey::AddPartitionsToTxn | ApiKey::AddOffsetsToTxn | ApiKey::EndTxn => Some(2),
+        _ => None,
+    }
 }
 
 /// The request and response types of every api `kafka-protocol` knows: the versions each

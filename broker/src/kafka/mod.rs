@@ -347,18 +347,25 @@ impl Kafka {
                 admin::alter_configs(&services.admin, principal, r).await
             }
             RequestKind::InitProducerId(r) => {
-                admin::init_producer_id(&services.producer_ids, &services.txns, principal, r).await
+                admin::init_producer_id(
+                    &services.producer_ids,
+                    &services.txns,
+                    principal,
+                    r,
+                    version,
+                )
+                .await
             }
             RequestKind::FindCoordinator(r) => {
                 groups::find_coordinator(groups, &services.txns, principal, r, version).await
             }
             RequestKind::AddPartitionsToTxn(r) => {
-                txn::add_partitions_to_txn(&services.txns, principal, r).await
+                txn::add_partitions_to_txn(&services.txns, principal, r, version).await
             }
             RequestKind::AddOffsetsToTxn(r) => {
-                txn::add_offsets_to_txn(&services.txns, principal, r).await
+                txn::add_offsets_to_txn(&services.txns, principal, r, version).await
             }
-            RequestKind::EndTxn(r) => txn::end_txn(&services.txns, principal, r).await,
+            RequestKind::EndTxn(r) => txn::end_txn(&services.txns, principal, r, version).await,
             RequestKind::TxnOffsetCommit(r) => {
                 groups::txn_offset_commit(groups, principal, r).await
             }
@@ -440,6 +447,18 @@ fn first_refusal(api_key: i16, api_version: i16) -> bool {
 fn kafka_error(api: ApiKey, e: &crate::error::ApiError) -> (i16, Option<StrBytes>) {
     (
         codec::kafka_error_code_for(api, e.code),
+        Some(StrBytes::from_string(e.message.clone())),
+    )
+}
+
+/// [`kafka_error`] at `version` of `api` (PRODUCER_FENCED only where the version knows it).
+fn kafka_error_at(
+    api: ApiKey,
+    version: i16,
+    e: &crate::error::ApiError,
+) -> (i16, Option<StrBytes>) {
+    (
+        codec::kafka_error_code_at(api, version, e.code),
         Some(StrBytes::from_string(e.message.clone())),
     )
 }

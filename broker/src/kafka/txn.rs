@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
 };
 use sluice_protocol::PartitionId;
 
-use super::{kafka_error, topic_name};
+use super::{kafka_error_at, topic_name};
 use crate::security::Principal;
 use crate::services::{map_topics, TopicItems};
 use crate::txn::coordinator::Transactions;
@@ -25,7 +25,10 @@ pub async fn add_partitions_to_txn(
     txns: &Transactions,
     principal: &Principal,
     request: AddPartitionsToTxnRequest,
+    version: i16,
 ) -> ResponseKind {
+    let code_of =
+        |e: &crate::error::ApiError| kafka_error_at(ApiKey::AddPartitionsToTxn, version, e).0;
     let topics: Vec<TopicItems<PartitionId>> = request
         .v3_and_below_topics
         .iter()
@@ -47,15 +50,13 @@ pub async fn add_partitions_to_txn(
         Ok(added) => map_topics(
             added,
             |p| {
-                let code = p
-                    .outcome
-                    .map_or_else(|e| kafka_error(ApiKey::AddPartitionsToTxn, &e).0, |()| 0);
+                let code = p.outcome.map_or_else(|e| code_of(&e), |()| 0);
                 (p.partition, code)
             },
             |topic, partitions| TopicItems { topic, partitions },
         ),
         Err(e) => {
-            let code = kafka_error(ApiKey::AddPartitionsToTxn, &e).0;
+            let code = code_of(&e);
             map_topics(
                 topics,
                 |p| (p, code),
@@ -90,6 +91,7 @@ pub async fn end_txn(
     txns: &Transactions,
     principal: &Principal,
     request: EndTxnRequest,
+    version: i16,
 ) -> ResponseKind {
     let ended = txns
         .end_txn(
@@ -103,7 +105,7 @@ pub async fn end_txn(
     let response = EndTxnResponse::default();
     ResponseKind::EndTxn(match ended {
         Ok(()) => response,
-        Err(e) => response.with_error_code(kafka_error(ApiKey::EndTxn, &e).0),
+        Err(e) => response.with_error_code(kafka_error_at(ApiKey::EndTxn, version, &e).0),
     })
 }
 
@@ -112,6 +114,7 @@ pub async fn add_offsets_to_txn(
     txns: &Transactions,
     principal: &Principal,
     request: AddOffsetsToTxnRequest,
+    version: i16,
 ) -> ResponseKind {
     let added = txns
         .add_offsets(
@@ -125,6 +128,6 @@ pub async fn add_offsets_to_txn(
     let response = AddOffsetsToTxnResponse::default();
     ResponseKind::AddOffsetsToTxn(match added {
         Ok(()) => response,
-        Err(e) => response.with_error_code(kafka_error(ApiKey::AddOffsetsToTxn, &e).0),
+        Err(e) => response.with_error_code(kafka_error_at(ApiKey::AddOffsetsToTxn, version, &e).0),
     })
 }

@@ -577,6 +577,28 @@ fn sluice_error_codes_map_to_what_kafka_clients_act_on() {
     );
 }
 
+/// PRODUCER_FENCED (90) reaches only clients whose version of the api knows it (KIP-588);
+/// older ones, and every api without it, get INVALID_PRODUCER_EPOCH (47), as from Kafka.
+#[test]
+fn producer_fenced_is_invalid_producer_epoch_before_the_version_that_knows_it() {
+    let fenced = ErrorCode::ProducerFenced;
+    for (key, first) in [
+        (ApiKey::InitProducerId, 4),
+        (ApiKey::AddPartitionsToTxn, 2),
+        (ApiKey::AddOffsetsToTxn, 2),
+        (ApiKey::EndTxn, 2),
+    ] {
+        assert_eq!(kafka_error_code_at(key, first - 1, fenced), 47, "{key:?}");
+        assert_eq!(kafka_error_code_at(key, first, fenced), 90, "{key:?}");
+    }
+    for key in [ApiKey::Produce, ApiKey::TxnOffsetCommit] {
+        assert_eq!(kafka_error_code_for(key, fenced), 47, "{key:?}");
+        assert_eq!(kafka_error_code_at(key, 9, fenced), 47, "{key:?}");
+    }
+    let other = ErrorCode::InvalidTxnState;
+    assert_eq!(kafka_error_code_at(ApiKey::EndTxn, 0, other), other.code());
+}
+
 #[test]
 fn a_request_the_handlers_cannot_serve_gets_its_error_on_every_item() {
     // Every served api and version: the answer encodes and reads back.
