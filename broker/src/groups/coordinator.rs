@@ -478,10 +478,11 @@ impl Coordinator {
             results.push((member, left));
         }
         // The last member gone (or every other member already rejoined): the next
-        // generation completes now, not at the next tick.
+        // generation completes before the answer, as in Kafka, so the group is Empty (or
+        // in its next generation) by the time the leaving client hears back.
         if let Some(group) = group {
             if group.lock().await.join_phase_done(Instant::now()) {
-                tokio::spawn(complete_rebalance(shard, group, self.admin.image()));
+                complete_rebalance(shard, group, self.admin.image()).await;
             }
         }
         Ok(results)

@@ -660,16 +660,21 @@ impl Group {
             self.members.remove(&id);
         }
         self.generation += 1;
-        self.state = GroupState::CompletingRebalance;
-        self.completing = Some(Completing::Writing);
         self.rebalance_deadline = None;
         self.initial_delay_until = None;
         if self.members.is_empty() {
+            // Empty at once, as Kafka's `initNextGeneration`: no one waits on the write, and
+            // an admin resetting the group's offsets right after its last member left must
+            // not find it mid-rebalance. The empty generation is written all the same.
+            self.state = GroupState::Empty;
+            self.completing = None;
             self.protocol_name = None;
             self.leader = None;
             self.assigned_partitions.clear();
             return Some(self.to_value());
         }
+        self.state = GroupState::CompletingRebalance;
+        self.completing = Some(Completing::Writing);
         self.protocol_name = self.select_protocol();
         let leader_stays = self
             .leader

@@ -198,6 +198,11 @@ fn a_member_that_does_not_rejoin_is_evicted_at_the_rebalance_timeout() {
     }
     group.complete_join(t0, &partitions);
     assert_eq!(group.member_count(), 0);
+    assert_eq!(
+        group.state(),
+        GroupState::Empty,
+        "empty before its generation is written"
+    );
     group.written(generation + 1, Ok(()), now);
     assert_eq!(group.state(), GroupState::Empty);
 }
@@ -219,6 +224,37 @@ fn leaving_last_member_empties_the_group_with_a_new_generation() {
     );
     // Simple commits are allowed once nobody consumes.
     group.check_commit("", -1, t0).unwrap();
+}
+
+/// Kafka's `initNextGeneration`: a group whose last member left is Empty as soon as its
+/// join phase completes, before the empty generation is durable (an admin resetting its
+/// offsets right after found it CompletingRebalance), and a consumer arriving meanwhile
+/// joins at once.
+#[test]
+fn a_group_whose_last_member_left_is_empty_and_joinable_while_its_generation_is_written() {
+    let t0 = Instant::now();
+    let mut group = Group::new("g");
+    let a = new_id(&mut group, t0);
+    let _ra = join_later(&mut group, &a, &["t"], t0);
+    let generation = complete(&mut group, t0 + DELAY);
+    group.leave(&a, t0 + DELAY).unwrap();
+    assert!(group.join_phase_done(t0 + DELAY));
+    let empty = group.complete_join(t0 + DELAY, &partitions).unwrap();
+    assert_eq!(
+        (empty.generation, group.state()),
+        (generation + 1, GroupState::Empty)
+    );
+    group.check_commit("", -1, t0 + DELAY).unwrap();
+    let b = new_id(&mut group, t0 + DELAY);
+    let _rb = join_later(&mut group, &b, &["t"], t0 + DELAY);
+    assert_eq!(group.state(), GroupState::PreparingRebalance);
+    group.written(empty.generation, Ok(()), t0 + DELAY);
+    assert_eq!(
+        group.state(),
+        GroupState::PreparingRebalance,
+        "the empty generation's write changes nothing once someone joined"
+    );
+    assert_eq!(complete(&mut group, t0 + 3 * DELAY), generation + 2);
 }
 
 #[test]
