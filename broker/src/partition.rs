@@ -21,8 +21,10 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU16, AtomicU64, 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use sluice_protocol::batch::{peek_total_len, BatchHeader, Compression, RecordBatch};
+use bytes::{Bytes, BytesMut};
+use sluice_protocol::batch::{
+    peek_total_len, set_log_append_time, BatchHeader, Compression, RecordBatch,
+};
 use sluice_protocol::compression::MAX_DECOMPRESSED_BYTES;
 use sluice_protocol::messages::{IsolationLevel, ReplicaFetchPartition};
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId, Records};
@@ -285,6 +287,9 @@ pub struct Partition {
     /// The topic's `message.timestamp.before.max.ms`: how far behind this broker's clock a
     /// produced record may be timestamped (`i64::MAX`: any).
     timestamp_behind_max_ms: AtomicI64,
+    /// The topic's `message.timestamp.type` is LogAppendTime: produced batches take this
+    /// broker's clock.
+    log_append_time: AtomicBool,
     /// Set when the topic is deleted: every later operation fails, maintenance skips it.
     deleted: AtomicBool,
     /// Why the partition was taken offline (a failed background fsync), if it was.
@@ -301,7 +306,15 @@ impl Partition {
         assignment: &Assignment,
         min_insync_replicas: u16,
     ) -> Partition {
-        let (end, checkpointed, durability, compacted, timestamp_ahead_max, timestamp_behind_max) = {
+        let (
+            end,
+            checkpointed,
+            durability,
+            compacted,
+            timestamp_ahead_max,
+            timestamp_behind_max,
+            log_append_time,
+        ) = {
             let guard = log.read();
             (
                 guard.log_end_offset(),
@@ -310,6 +323,7 @@ impl Partition {
                 guard.config().cleanup_policy.compacts(),
                 guard.config().message_timestamp_after_max_ms,
                 guard.config().message_timestamp_before_max_ms,
+                guard.config().log_append_time,
             )
         };
         let producers = ProducerStates::rebuild(&log);
@@ -354,6 +368,7 @@ impl Partition {
             compacted: AtomicBool::new(compacted),
             timestamp_ahead_max_ms: AtomicI64::new(timestamp_ahead_max),
             timestamp_behind_max_ms: AtomicI64::new(timestamp_behind_max),
+            log_append_time: AtomicBool::new(log_append_time),
             deleted: AtomicBool::new(false),
             offline: std::sync::OnceLock::new(),
         };
@@ -760,9 +775,30 @@ impl Partition {
             self.leader_epoch()
         };
         let bytes = records.len() as u64;
-        let batches = split_batches(records)?;
+        let mut batches = split_batches(records)?;
         if origin == Origin::Client {
-            self.check_timestamps(&batches)?;
+            if self.log_append_time() {
+                // Kafka ignores the producer's timestamps under LogAppendTime: no bounds. The
+                // stamp recomputes the CRC, so the producer's is checked first (storage's
+                // check would pass a batch damaged on the way).
+                let now = SystemClock.now_ms();
+                batches = batches
+                    .into_iter()
+                    .map(|batch| {
+                        RecordBatch::validate_produced(batch.clone()).map_err(|e| {
+                            ApiError::new(
+                                ErrorCode::CorruptMessage,
+                                format!("invalid record batch: {e}"),
+                            )
+                        })?;
+                        let mut stamped = BytesMut::from(&batch[..]);
+                        set_log_append_time(&mut stamped, now);
+                        Ok(stamped.freeze())
+                    })
+                    .collect::<Result<_, ApiError>>()?;
+            } else {
+                self.check_timestamps(&batches)?;
+            }
         }
         if self.compacted.load(Ordering::Acquire) {
             check_keys(&batches, &self.name())?;
@@ -883,6 +919,12 @@ impl Partition {
             self.unflushed_bytes.store(0, Ordering::Relaxed);
         }
         self.log.request_flush();
+    }
+
+    /// Whether the topic's `message.timestamp.type` is LogAppendTime: produced batches are
+    /// stamped with this broker's clock as they are appended.
+    pub fn log_append_time(&self) -> bool {
+        self.log_append_time.load(Ordering::Acquire)
     }
 
     /// Refuses a batch with a record timestamped further from this broker's clock than
@@ -1192,6 +1234,8 @@ impl Partition {
             .store(log.message_timestamp_after_max_ms, Ordering::Release);
         self.timestamp_behind_max_ms
             .store(log.message_timestamp_before_max_ms, Ordering::Release);
+        self.log_append_time
+            .store(log.log_append_time, Ordering::Release);
         self.log.write().reconfigure(log);
         self.min_insync_replicas
             .store(min_insync_replicas, Ordering::Release);

@@ -32,6 +32,7 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "max.compaction.lag.ms",
     "message.timestamp.after.max.ms",
     "message.timestamp.before.max.ms",
+    "message.timestamp.type",
 ];
 
 /// The one `compression.type` a topic takes: `producer` (Kafka's default), batches stored
@@ -169,6 +170,13 @@ pub fn topic_log_config(
             "max.compaction.lag.ms" => log.max_compaction_lag_ms = int(1)?,
             "message.timestamp.after.max.ms" => log.message_timestamp_after_max_ms = int(0)?,
             "message.timestamp.before.max.ms" => log.message_timestamp_before_max_ms = int(0)?,
+            "message.timestamp.type" => {
+                log.log_append_time = match value.as_str() {
+                    "CreateTime" => false,
+                    "LogAppendTime" => true,
+                    _ => return Err(bad("CreateTime or LogAppendTime")),
+                }
+            }
             _ => {
                 return Err(ApiError::new(
                     ErrorCode::InvalidConfig,
@@ -309,6 +317,15 @@ fn effective_configs(log: &LogConfig, min_insync: u16) -> BTreeMap<String, Strin
             "message.timestamp.before.max.ms".to_string(),
             log.message_timestamp_before_max_ms.to_string(),
         ),
+        (
+            "message.timestamp.type".to_string(),
+            if log.log_append_time {
+                "LogAppendTime"
+            } else {
+                "CreateTime"
+            }
+            .to_string(),
+        ),
     ])
 }
 
@@ -412,7 +429,7 @@ mod tests {
     }
 
     #[test]
-    fn timestamp_bounds_are_checked_and_described_with_kafkas_defaults() {
+    fn timestamp_configs_are_checked_and_described_with_kafkas_defaults() {
         let config = BrokerConfig::default();
         let with = |key: &str, value: &str| {
             topic_log_config(
@@ -426,6 +443,15 @@ mod tests {
             effective["message.timestamp.before.max.ms"],
             i64::MAX.to_string(),
             "unbounded, as in Kafka"
+        );
+        assert_eq!(effective["message.timestamp.type"], "CreateTime");
+        let (log, _) = with("message.timestamp.type", "LogAppendTime").unwrap();
+        assert!(log.log_append_time);
+        let err = with("message.timestamp.type", "logappendtime").unwrap_err();
+        assert!(
+            err.message.contains("CreateTime or LogAppendTime"),
+            "{}",
+            err.message
         );
         let (log, _) = with("message.timestamp.before.max.ms", "86400000").unwrap();
         assert_eq!(log.message_timestamp_before_max_ms, 86_400_000);

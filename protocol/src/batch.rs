@@ -55,6 +55,7 @@ const LEADER_EPOCH_AT: usize = 12;
 const MAGIC_AT: usize = 16;
 const CRC_AT: usize = 17;
 const ATTRIBUTES_AT: usize = 21;
+const MAX_TIMESTAMP_AT: usize = 35;
 const PRODUCER_ID_AT: usize = 43;
 const RECORDS_COUNT_AT: usize = 57;
 
@@ -304,6 +305,33 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: Offset) {
 /// If `batch` is shorter than a batch header: callers pass validated batches.
 pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: LeaderEpoch) {
     batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&epoch.0.to_be_bytes());
+}
+
+/// Marks a batch's timestamps as the broker's (LogAppendTime, a topic's
+/// `message.timestamp.type`): the timestamp type bit is set, the max timestamp becomes
+/// `now_ms` (every record of the batch reads as that time) and the CRC is recomputed, as
+/// Kafka stamps a batch in place. The records are untouched.
+///
+/// ```
+/// use sluice_protocol::batch::{set_log_append_time, BatchBuilder, RecordBatch};
+/// let mut builder = BatchBuilder::new();
+/// builder.append(1_700_000_000_000, None, Some(b"v"), &[]);
+/// let mut bytes = bytes::BytesMut::from(builder.build());
+/// set_log_append_time(&mut bytes, 1_800_000_000_000);
+/// let batch = RecordBatch::validate(bytes.freeze()).unwrap();
+/// assert!(batch.header().is_log_append_time());
+/// let record = batch.records().unwrap().next().unwrap().unwrap();
+/// assert_eq!(record.timestamp, 1_800_000_000_000);
+/// ```
+///
+/// # Panics
+/// If `batch` is shorter than a batch header: callers pass validated batches.
+pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
+    let attributes = i16::from_be_bytes([batch[ATTRIBUTES_AT], batch[ATTRIBUTES_AT + 1]]);
+    batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2]
+        .copy_from_slice(&(attributes | TIMESTAMP_TYPE_BIT).to_be_bytes());
+    batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now_ms.to_be_bytes());
+    set_crc(batch);
 }
 
 /// Rewrites the producer id, producer epoch and base sequence of a built batch and

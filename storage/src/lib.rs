@@ -125,6 +125,10 @@ pub struct LogConfig {
     /// default, as in Kafka): a record stamped years ago would be deleted by retention at
     /// once. Checked by the broker's produce path; storage does not read it.
     pub message_timestamp_before_max_ms: i64,
+    /// Produced batches are stamped with the broker's clock as they are appended
+    /// (`message.timestamp.type=LogAppendTime`) instead of keeping the producer's
+    /// (CreateTime, the default). Applied by the broker's produce path.
+    pub log_append_time: bool,
 }
 
 impl LogConfig {
@@ -158,6 +162,7 @@ impl Default for LogConfig {
             max_compaction_lag_ms: i64::MAX,
             message_timestamp_after_max_ms: 3600 * 1000,
             message_timestamp_before_max_ms: i64::MAX,
+            log_append_time: false,
         }
     }
 }

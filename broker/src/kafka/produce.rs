@@ -96,7 +96,7 @@ fn response(
             match p.outcome {
                 Ok(produced) => partition
                     .with_base_offset(produced.base_offset.0)
-                    .with_log_append_time_ms(-1)
+                    .with_log_append_time_ms(produced.log_append_time_ms.unwrap_or(-1))
                     .with_log_start_offset(produced.log_start_offset.0),
                 Err(e) => {
                     let (code, message) = kafka_error(ApiKey::Produce, &e);

@@ -401,3 +401,57 @@ fn a_record_stamped_too_far_behind_the_brokers_clock_is_refused_once_the_topic_s
         "nothing of the refused batches is written"
     );
 }
+
+/// Under `message.timestamp.type=LogAppendTime` a produced batch takes the broker's clock
+/// (whatever the producer stamped, no bound applies), its records read as that time, and a
+/// batch damaged on the way is still refused: the stamp's new CRC does not hide it.
+#[test]
+fn log_append_time_topics_stamp_batches_with_the_brokers_clock() {
+    use sluice_protocol::batch::{BatchBuilder, Batches};
+    use sluice_protocol::ErrorCode;
+    use sluice_storage::{Clock, LogConfig, SystemClock};
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), &assignment(1, 1, &[1]));
+    leader.reconfigure(
+        LogConfig {
+            log_append_time: true,
+            message_timestamp_before_max_ms: 1000,
+            ..LogConfig::default()
+        },
+        1,
+    );
+    let year = 365 * 24 * 3600 * 1000;
+    let mut b = BatchBuilder::new();
+    b.append(SystemClock.now_ms() - year, None, Some(b"a"), &[]);
+    b.append(SystemClock.now_ms() + year, None, Some(b"b"), &[]);
+    let before = SystemClock.now_ms();
+    leader.append_now(b.build(), Acks::Leader).unwrap();
+    let after = SystemClock.now_ms();
+
+    let mut damaged = BatchBuilder::new();
+    damaged.append(SystemClock.now_ms(), None, Some(b"c"), &[]);
+    let mut damaged = damaged.build().to_vec();
+    *damaged.last_mut().unwrap() ^= 0xff;
+    let err = leader.append_now(damaged.into(), Acks::Leader).unwrap_err();
+    assert_eq!(err.code, ErrorCode::CorruptMessage, "{}", err.message);
+
+    leader.maybe_advance_high_watermark();
+    let read = leader
+        .read(
+            Offset(0),
+            1 << 20,
+            LeaderEpoch(-1),
+            IsolationLevel::ReadUncommitted,
+        )
+        .unwrap();
+    let batches: Vec<_> = Batches::new(read.records.to_bytes().unwrap())
+        .map(|b| b.unwrap())
+        .collect();
+    assert_eq!(batches.len(), 1, "only the good batch is written");
+    let header = *batches[0].header();
+    assert!(header.is_log_append_time());
+    assert!((before..=after).contains(&header.max_timestamp));
+    for record in batches[0].records().unwrap() {
+        assert_eq!(record.unwrap().timestamp, header.max_timestamp);
+    }
+}

@@ -81,6 +81,9 @@ pub struct Produced {
     pub base_offset: Offset,
     /// The partition's log start offset just after the append.
     pub log_start_offset: Offset,
+    /// The broker's timestamp of the records, when the topic's `message.timestamp.type`
+    /// is LogAppendTime (Kafka's produce answer carries it).
+    pub log_append_time_ms: Option<i64>,
 }
 
 /// A partition's append in the logs, or why it was not appended.
@@ -337,6 +340,9 @@ impl Produce {
                             Ok::<_, ApiError>(Produced {
                                 base_offset: info.base_offset,
                                 log_start_offset,
+                                log_append_time_ms: partition
+                                    .log_append_time()
+                                    .then_some(info.max_timestamp),
                             })
                         });
                         (index, task)

@@ -231,7 +231,8 @@ pub enum TopicCommand {
         /// min.cleanable.dirty.ratio, min.compaction.lag.ms, max.compaction.lag.ms (clean
         /// within this whatever the dirty ratio), message.timestamp.after.max.ms and
         /// message.timestamp.before.max.ms (how far ahead of or behind the broker's clock a
-        /// record's timestamp may be).
+        /// record's timestamp may be), message.timestamp.type (CreateTime or
+        /// LogAppendTime: the broker's clock stamps each batch).
         #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
     },
@@ -256,7 +257,8 @@ pub enum TopicCommand {
         /// segment.bytes, segment.ms, min.insync.replicas, unclean.leader.election.enable,
         /// compression.type (only `producer`), cleanup.policy, delete.retention.ms,
         /// min.cleanable.dirty.ratio, min.compaction.lag.ms, max.compaction.lag.ms,
-        /// message.timestamp.after.max.ms, message.timestamp.before.max.ms.
+        /// message.timestamp.after.max.ms, message.timestamp.before.max.ms,
+        /// message.timestamp.type.
         #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
         /// A configuration to remove from the topic, repeatable.
