@@ -17,7 +17,9 @@
 //! never acknowledged on fewer replicas than the committed ISR.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicI64, AtomicU16, AtomicU32, AtomicU64, Ordering,
+};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -290,6 +292,8 @@ pub struct Partition {
     /// The topic's `message.timestamp.type` is LogAppendTime: produced batches take this
     /// broker's clock.
     log_append_time: AtomicBool,
+    /// The topic's `max.message.bytes`: the largest batch a producer may append.
+    max_message_bytes: AtomicU32,
     /// Set when the topic is deleted: every later operation fails, maintenance skips it.
     deleted: AtomicBool,
     /// Why the partition was taken offline (a failed background fsync), if it was.
@@ -306,24 +310,12 @@ impl Partition {
         assignment: &Assignment,
         min_insync_replicas: u16,
     ) -> Partition {
-        let (
-            end,
-            checkpointed,
-            durability,
-            compacted,
-            timestamp_ahead_max,
-            timestamp_behind_max,
-            log_append_time,
-        ) = {
+        let (end, checkpointed, config) = {
             let guard = log.read();
             (
                 guard.log_end_offset(),
                 guard.checkpointed_high_watermark(),
-                guard.config().durability,
-                guard.config().cleanup_policy.compacts(),
-                guard.config().message_timestamp_after_max_ms,
-                guard.config().message_timestamp_before_max_ms,
-                guard.config().log_append_time,
+                guard.config().clone(),
             )
         };
         let producers = ProducerStates::rebuild(&log);
@@ -347,7 +339,7 @@ impl Partition {
             }),
             hw_advanced: Notify::new(),
             appended: Notify::new(),
-            durability,
+            durability: config.durability,
             unflushed_bytes: AtomicU64::new(0),
             min_insync_replicas: AtomicU16::new(min_insync_replicas),
             state: Mutex::new(ReplicaState {
@@ -365,10 +357,11 @@ impl Partition {
             cleaned_aborts: Mutex::new(Vec::new()),
             cleaner_backoff: Mutex::new(None),
             first_unstable,
-            compacted: AtomicBool::new(compacted),
-            timestamp_ahead_max_ms: AtomicI64::new(timestamp_ahead_max),
-            timestamp_behind_max_ms: AtomicI64::new(timestamp_behind_max),
-            log_append_time: AtomicBool::new(log_append_time),
+            compacted: AtomicBool::new(config.cleanup_policy.compacts()),
+            timestamp_ahead_max_ms: AtomicI64::new(config.message_timestamp_after_max_ms),
+            timestamp_behind_max_ms: AtomicI64::new(config.message_timestamp_before_max_ms),
+            log_append_time: AtomicBool::new(config.log_append_time),
+            max_message_bytes: AtomicU32::new(config.max_message_bytes),
             deleted: AtomicBool::new(false),
             offline: std::sync::OnceLock::new(),
         };
@@ -777,6 +770,7 @@ impl Partition {
         let bytes = records.len() as u64;
         let mut batches = split_batches(records)?;
         if origin == Origin::Client {
+            self.check_batch_sizes(&batches)?;
             if self.log_append_time() {
                 // Kafka ignores the producer's timestamps under LogAppendTime: no bounds. The
                 // stamp recomputes the CRC, so the producer's is checked first (storage's
@@ -919,6 +913,25 @@ impl Partition {
             self.unflushed_bytes.store(0, Ordering::Relaxed);
         }
         self.log.request_flush();
+    }
+
+    /// Refuses a batch larger than the topic's `max.message.bytes` (MESSAGE_TOO_LARGE, as
+    /// Kafka's RecordTooLargeException): nothing of the request is appended.
+    fn check_batch_sizes(&self, batches: &[Bytes]) -> Result<(), ApiError> {
+        let max = self.max_message_bytes.load(Ordering::Acquire);
+        match batches.iter().find(|b| b.len() > max as usize) {
+            None => Ok(()),
+            Some(batch) => Err(ApiError::new(
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "{}: a record batch of {} bytes is larger than the topic's \
+                     max.message.bytes ({max}): send smaller batches (or smaller records), or \
+                     raise the topic's max.message.bytes",
+                    self.name(),
+                    batch.len()
+                ),
+            )),
+        }
     }
 
     /// Whether the topic's `message.timestamp.type` is LogAppendTime: produced batches are
@@ -1236,6 +1249,8 @@ impl Partition {
             .store(log.message_timestamp_before_max_ms, Ordering::Release);
         self.log_append_time
             .store(log.log_append_time, Ordering::Release);
+        self.max_message_bytes
+            .store(log.max_message_bytes, Ordering::Release);
         self.log.write().reconfigure(log);
         self.min_insync_replicas
             .store(min_insync_replicas, Ordering::Release);

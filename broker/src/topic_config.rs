@@ -33,6 +33,7 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "message.timestamp.after.max.ms",
     "message.timestamp.before.max.ms",
     "message.timestamp.type",
+    "max.message.bytes",
 ];
 
 /// The one `compression.type` a topic takes: `producer` (Kafka's default), batches stored
@@ -119,6 +120,7 @@ pub fn topic_log_config(
         retention_ms: (config.retention_ms >= 0).then_some(config.retention_ms),
         retention_bytes: u64::try_from(config.retention_bytes).ok(),
         durability: config.storage_durability(),
+        max_message_bytes: config.max_frame_bytes,
         ..LogConfig::default()
     };
     let mut min_insync = config.min_insync_replicas;
@@ -170,6 +172,10 @@ pub fn topic_log_config(
             "max.compaction.lag.ms" => log.max_compaction_lag_ms = int(1)?,
             "message.timestamp.after.max.ms" => log.message_timestamp_after_max_ms = int(0)?,
             "message.timestamp.before.max.ms" => log.message_timestamp_before_max_ms = int(0)?,
+            "max.message.bytes" => {
+                log.max_message_bytes = u32::try_from(int(0)?)
+                    .map_err(|_| bad(&format!("an integer from 0 to {}", u32::MAX)))?
+            }
             "message.timestamp.type" => {
                 log.log_append_time = match value.as_str() {
                     "CreateTime" => false,
@@ -318,6 +324,10 @@ fn effective_configs(log: &LogConfig, min_insync: u16) -> BTreeMap<String, Strin
             log.message_timestamp_before_max_ms.to_string(),
         ),
         (
+            "max.message.bytes".to_string(),
+            log.max_message_bytes.to_string(),
+        ),
+        (
             "message.timestamp.type".to_string(),
             if log.log_append_time {
                 "LogAppendTime"
@@ -445,6 +455,14 @@ mod tests {
             "unbounded, as in Kafka"
         );
         assert_eq!(effective["message.timestamp.type"], "CreateTime");
+        assert_eq!(
+            effective["max.message.bytes"],
+            config.max_frame_bytes.to_string(),
+            "the frame limit bounds a batch anyway"
+        );
+        let (log, _) = with("max.message.bytes", "1048588").unwrap();
+        assert_eq!(log.max_message_bytes, 1_048_588);
+        assert!(with("max.message.bytes", "-1").is_err());
         let (log, _) = with("message.timestamp.type", "LogAppendTime").unwrap();
         assert!(log.log_append_time);
         let err = with("message.timestamp.type", "logappendtime").unwrap_err();

@@ -129,6 +129,10 @@ pub struct LogConfig {
     /// (`message.timestamp.type=LogAppendTime`) instead of keeping the producer's
     /// (CreateTime, the default). Applied by the broker's produce path.
     pub log_append_time: bool,
+    /// The largest record batch a producer may append (`max.message.bytes`); by default the
+    /// broker's frame limit, which bounds a batch anyway. Checked by the broker's produce
+    /// path; storage does not read it.
+    pub max_message_bytes: u32,
 }
 
 impl LogConfig {
@@ -163,6 +167,7 @@ impl Default for LogConfig {
             message_timestamp_after_max_ms: 3600 * 1000,
             message_timestamp_before_max_ms: i64::MAX,
             log_append_time: false,
+            max_message_bytes: 16 << 20,
         }
     }
 }

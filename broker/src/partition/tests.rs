@@ -455,3 +455,35 @@ fn log_append_time_topics_stamp_batches_with_the_brokers_clock() {
         assert_eq!(record.unwrap().timestamp, header.max_timestamp);
     }
 }
+
+/// A batch larger than the topic's `max.message.bytes` is refused with MESSAGE_TOO_LARGE
+/// (on which Kafka's producers and sluice's split their batches); nothing is written.
+#[test]
+fn a_batch_above_the_topics_max_message_bytes_is_refused() {
+    use sluice_protocol::batch::BatchBuilder;
+    use sluice_protocol::ErrorCode;
+    use sluice_storage::{Clock, LogConfig, SystemClock};
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), &assignment(1, 1, &[1]));
+    let batch = |records: usize| {
+        let mut b = BatchBuilder::new();
+        for _ in 0..records {
+            b.append(SystemClock.now_ms(), None, Some(&[7u8; 1000]), &[]);
+        }
+        b.build()
+    };
+    let (small, large) = (batch(1), batch(3));
+    leader.reconfigure(
+        LogConfig {
+            max_message_bytes: small.len() as u32,
+            ..LogConfig::default()
+        },
+        1,
+    );
+    leader.append_now(small, Acks::Leader).unwrap();
+    let err = leader.append_now(large, Acks::Leader).unwrap_err();
+    assert_eq!(err.code, ErrorCode::MessageTooLarge);
+    assert!(err.message.contains("max.message.bytes"), "{}", err.message);
+    leader.maybe_advance_high_watermark();
+    assert_eq!(consumed(&leader, 0), [0], "nothing of the refused batch");
+}

@@ -232,7 +232,8 @@ pub enum TopicCommand {
         /// within this whatever the dirty ratio), message.timestamp.after.max.ms and
         /// message.timestamp.before.max.ms (how far ahead of or behind the broker's clock a
         /// record's timestamp may be), message.timestamp.type (CreateTime or
-        /// LogAppendTime: the broker's clock stamps each batch).
+        /// LogAppendTime: the broker's clock stamps each batch), max.message.bytes (the
+        /// largest batch a producer may append).
         #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
     },
@@ -258,7 +259,7 @@ pub enum TopicCommand {
         /// compression.type (only `producer`), cleanup.policy, delete.retention.ms,
         /// min.cleanable.dirty.ratio, min.compaction.lag.ms, max.compaction.lag.ms,
         /// message.timestamp.after.max.ms, message.timestamp.before.max.ms,
-        /// message.timestamp.type.
+        /// message.timestamp.type, max.message.bytes.
         #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
         /// A configuration to remove from the topic, repeatable.
