@@ -227,6 +227,69 @@ impl BrokerConfig {
         )
     }
 
+    /// This broker's settings under the names of their Kafka broker configs, for a Kafka
+    /// client's DescribeConfigs of a broker (admin consoles show them); read-only, since
+    /// they are flags and the config file. Only settings with a Kafka equivalent.
+    pub fn kafka_broker_configs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "auto.create.topics.enable",
+                self.auto_create_topics.to_string(),
+            ),
+            ("broker.id", self.node_id.to_string()),
+            (
+                "broker.session.timeout.ms",
+                self.broker_session_timeout_ms.to_string(),
+            ),
+            ("compression.type", "producer".to_string()),
+            (
+                "default.replication.factor",
+                self.default_replication_factor.to_string(),
+            ),
+            (
+                "group.initial.rebalance.delay.ms",
+                self.group_initial_rebalance_delay_ms.to_string(),
+            ),
+            (
+                "group.max.session.timeout.ms",
+                self.group_max_session_timeout_ms.to_string(),
+            ),
+            (
+                "group.min.session.timeout.ms",
+                self.group_min_session_timeout_ms.to_string(),
+            ),
+            (
+                "log.cleaner.backoff.ms",
+                self.log_cleaner_interval_ms.to_string(),
+            ),
+            (
+                "log.retention.check.interval.ms",
+                self.retention_check_interval_ms.to_string(),
+            ),
+            ("log.retention.bytes", self.retention_bytes.to_string()),
+            ("log.retention.ms", self.retention_ms.to_string()),
+            ("log.segment.bytes", self.segment_bytes.to_string()),
+            ("message.max.bytes", self.max_frame_bytes.to_string()),
+            ("min.insync.replicas", self.min_insync_replicas.to_string()),
+            ("node.id", self.node_id.to_string()),
+            ("num.partitions", self.default_partitions.to_string()),
+            (
+                "offsets.topic.num.partitions",
+                self.offsets_topic_partitions.to_string(),
+            ),
+            (
+                "offsets.topic.segment.bytes",
+                self.offsets_topic_segment_bytes.to_string(),
+            ),
+            (
+                "replica.lag.time.max.ms",
+                self.replica_lag_time_max_ms.to_string(),
+            ),
+            ("socket.request.max.bytes", self.max_frame_bytes.to_string()),
+            ("unclean.leader.election.enable", "false".to_string()),
+        ]
+    }
+
     /// The storage durability of this configuration.
     pub fn storage_durability(&self) -> Durability {
         match self.durability {

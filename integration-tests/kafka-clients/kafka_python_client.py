@@ -147,6 +147,14 @@ def admin(args):
     reset = {k: topic_configs()[k]["value"] for k in ("retention.ms", "segment.ms")}
     check(reset == {"retention.ms": "604800000", "segment.ms": "3600000"},
           "AlterConfigs did not replace the topic's configs", reset=reset)
+    step("describe_configs of the broker: its settings under Kafka's names")
+    broker_configs = client.describe_configs(
+        [ConfigResource(ConfigResourceType.BROKER, "1")], config_filter="all")["broker"]["1"]
+    broker_view = {k: broker_configs[k]["value"]
+                   for k in ("num.partitions", "log.retention.ms", "broker.id")}
+    check(broker_view == {"num.partitions": "1", "log.retention.ms": "604800000",
+                          "broker.id": "1"},
+          "describe_configs of the broker", broker=broker_view)
     step("alter_configs of a broker: refused with InvalidRequestError")
     result = client.alter_configs(
         [ConfigResource(ConfigResourceType.BROKER, "1", configs={"log.retention.ms": "1"})],
@@ -162,7 +170,7 @@ def admin(args):
     check(remaining == [t2], "after deleting one topic", remaining=remaining)
     client.close()
     finish(created=[t1, t2], partitions=partitions, remaining=remaining, altered=altered,
-           reset=reset)
+           reset=reset, broker=broker_view)
 
 
 def partitioner(args):

@@ -135,6 +135,10 @@ fn kafka_python_admin_creates_lists_alters_and_deletes_topics() {
         json!({"retention.ms": "604800000", "segment.ms": "3600000"}),
         "AlterConfigs replaces the topic's own configs"
     );
+    assert_eq!(
+        summary["broker"],
+        json!({"num.partitions": "1", "log.retention.ms": "604800000", "broker.id": "1"})
+    );
     let topics = sluice_topics(&broker.bootstrap());
     assert_eq!(topics.get("kp-admin-2"), Some(&1), "{topics:?}");
     assert!(!topics.contains_key("kp-admin"), "{topics:?}");

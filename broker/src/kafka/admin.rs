@@ -25,7 +25,7 @@ use super::metadata::topic_id;
 use super::{kafka_error, kafka_error_at, kafka_str, topic_name};
 use crate::error::ApiError;
 use crate::security::Principal;
-use crate::services::admin::{Admin, ConfigChange};
+use crate::services::admin::{Admin, ConfigChange, TopicConfig};
 use crate::services::producer_ids::{InitProducer, ProducerIds};
 use crate::topic_config::NewTopic;
 use crate::txn::coordinator::Transactions;
@@ -34,6 +34,10 @@ use crate::txn::coordinator::Transactions;
 const RESOURCE_TOPIC: i8 = 2;
 /// DescribeConfigs' config source of a topic's own setting.
 const SOURCE_TOPIC: i8 = 1;
+/// DescribeConfigs' resource type of a broker.
+const RESOURCE_BROKER: i8 = 4;
+/// DescribeConfigs' config source of a broker's setting from its startup configuration.
+const SOURCE_STATIC_BROKER: i8 = 4;
 /// DescribeConfigs' config source of a default.
 const SOURCE_DEFAULT: i8 = 5;
 /// IncrementalAlterConfigs' operation: set the value.
@@ -179,8 +183,9 @@ pub async fn delete_topics(
     ResponseKind::DeleteTopics(DeleteTopicsResponse::default().with_responses(responses))
 }
 
-/// DescribeConfigs of topics: every key sluice knows with the value in effect, marked as
-/// the topic's own setting or a default. Other resources (brokers) are refused per
+/// DescribeConfigs of topics (every key sluice knows with the value in effect, marked as
+/// the topic's own setting or a default) and of this broker (its settings under Kafka's
+/// names, read-only: they are flags and the config file). Other resources are refused per
 /// resource.
 pub fn describe_configs(
     service: &Admin,
@@ -194,18 +199,28 @@ pub fn describe_configs(
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
-            let described = if resource.resource_type == RESOURCE_TOPIC {
-                service.topic_configs(principal, resource.resource_name.as_str())
-            } else {
-                Err(ApiError::new(
+            let name = resource.resource_name.as_str();
+            let described = match resource.resource_type {
+                RESOURCE_TOPIC => service.topic_configs(principal, name),
+                RESOURCE_BROKER => service.broker_configs(principal, name).map(|configs| {
+                    configs
+                        .into_iter()
+                        .map(|(name, value)| TopicConfig {
+                            name: name.to_string(),
+                            value,
+                            is_override: false,
+                        })
+                        .collect()
+                }),
+                other => Err(ApiError::new(
                     ErrorCode::InvalidRequest,
                     format!(
-                        "sluice describes the configs of topics (resource type 2), not of \
-                         resource type {}",
-                        resource.resource_type
+                        "sluice describes the configs of topics (resource type 2) and brokers \
+                         (4), not of resource type {other}"
                     ),
-                ))
+                )),
             };
+            let broker = resource.resource_type == RESOURCE_BROKER;
             match described {
                 Ok(configs) => {
                     let wanted = |name: &str| {
@@ -222,7 +237,12 @@ pub fn describe_configs(
                                 DescribeConfigsResourceResult::default()
                                     .with_name(kafka_str(c.name))
                                     .with_value(Some(kafka_str(c.value)))
-                                    .with_config_source(source(c.is_override))
+                                    .with_read_only(broker)
+                                    .with_config_source(if broker {
+                                        SOURCE_STATIC_BROKER
+                                    } else {
+                                        source(c.is_override)
+                                    })
                             })
                             .collect(),
                     )

@@ -612,6 +612,30 @@ impl Admin {
         }
     }
 
+    /// This broker's configs under Kafka's names ([`BrokerConfig::kafka_broker_configs`]),
+    /// for a DescribeConfigs of broker `broker` (its id, or empty for the defaults, which
+    /// are this broker's too): another broker's are asked of that broker, as Kafka's admin
+    /// clients do.
+    pub fn broker_configs(
+        &self,
+        principal: &Principal,
+        broker: &str,
+    ) -> Result<Vec<(&'static str, String)>, ApiError> {
+        self.authorizer
+            .check(principal, Operation::Describe, Resource::Cluster)?;
+        let me = self.config.node_id.to_string();
+        if !broker.is_empty() && broker != me {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "this is broker {me}: ask broker {broker} for its configs (Kafka's admin \
+                     clients send a broker's DescribeConfigs to that broker)"
+                ),
+            ));
+        }
+        Ok(self.config.kafka_broker_configs())
+    }
+
     /// A topic's configs: every key with the value in effect, and whether the topic sets it.
     pub fn topic_configs(
         &self,
