@@ -135,22 +135,45 @@ pub fn free_port() -> u16 {
 }
 
 /// An address with a free port on `ip`: bound and released, and never handed out before
-/// by this process, whatever the IP.
+/// by this process, whatever the IP; taken below the kernel's ephemeral range when it can
+/// be.
 ///
 /// Why the memory: tests run in parallel threads, and the kernel picks a released port
 /// again at random. Two tests given one port both started a broker on it: the second
 /// broker could not bind and exited, but the harness's readiness check had already been
 /// answered by the first test's broker on that port, and the second test waited out its
 /// cluster start (60 s) for a node that was gone. A port a test released (a node killed to
-/// be restarted on the same address) is likewise not given to another test. Another
-/// process can still take a released port; then the broker fails to bind and its log,
-/// printed when the test fails, says so.
+/// be restarted on the same address) is likewise not given to another test.
+///
+/// Why below the ephemeral range: every outgoing connection takes a source port from that
+/// range, so a port picked there and released could be taken by the connection of a node
+/// started a moment earlier before its own node bound it (CI once saw a cluster's third
+/// node fail with "Address already in use" that way). The kernel never hands out ports
+/// below the range on its own; another process can still bind one, and then the broker
+/// fails to bind and its log, printed when the test fails, says so.
 pub fn free_addr(ip: IpAddr) -> SocketAddr {
     static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
     let mut handed_out = HANDED_OUT
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
+    if let Some(ephemeral_low) = ephemeral_range_low().filter(|low| *low > FIXED_PORTS_FROM + 1000)
+    {
+        use std::hash::{BuildHasher, Hasher};
+        let span = u64::from(ephemeral_low - FIXED_PORTS_FROM);
+        for attempt in 0u64..1000 {
+            let mut random = std::collections::hash_map::RandomState::new().build_hasher();
+            random.write_u64(attempt);
+            let port = FIXED_PORTS_FROM + (random.finish() % span) as u16;
+            if handed_out.contains(&port) {
+                continue;
+            }
+            if TcpListener::bind((ip, port)).is_ok() {
+                handed_out.insert(port);
+                return SocketAddr::new(ip, port);
+            }
+        }
+    }
     // Ports refused are held until a fresh one is found, so the kernel cannot offer them
     // again meanwhile.
     let mut refused = Vec::new();
@@ -165,6 +188,20 @@ pub fn free_addr(ip: IpAddr) -> SocketAddr {
         }
         refused.push(listener);
     }
+}
+
+/// The lowest port [`free_addr`] picks below the ephemeral range (above the well-known and
+/// most registered service ports).
+const FIXED_PORTS_FROM: u16 = 20_000;
+
+/// The first port of the kernel's ephemeral range (`ip_local_port_range`), if readable.
+fn ephemeral_range_low() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Whether a test broker opens its Kafka-protocol listener.
