@@ -779,12 +779,7 @@ impl Partition {
                 batches = batches
                     .into_iter()
                     .map(|batch| {
-                        RecordBatch::validate_produced(batch.clone()).map_err(|e| {
-                            ApiError::new(
-                                ErrorCode::CorruptMessage,
-                                format!("invalid record batch: {e}"),
-                            )
-                        })?;
+                        RecordBatch::validate_produced(batch.clone()).map_err(invalid_batch)?;
                         let mut stamped = BytesMut::from(&batch[..]);
                         set_log_append_time(&mut stamped, now);
                         Ok(stamped.freeze())
@@ -953,13 +948,7 @@ impl Partition {
         let behind_max = self.timestamp_behind_max_ms.load(Ordering::Acquire);
         let now = SystemClock.now_ms();
         for batch in batches {
-            let corrupt = |e: sluice_protocol::Error| {
-                ApiError::new(
-                    ErrorCode::CorruptMessage,
-                    format!("invalid record batch: {e}"),
-                )
-            };
-            let header = BatchHeader::parse(batch).map_err(corrupt)?;
+            let header = BatchHeader::parse(batch).map_err(invalid_batch)?;
             if header.is_log_append_time() {
                 continue;
             }
@@ -982,13 +971,13 @@ impl Partition {
             let oldest = if now.saturating_sub(header.base_timestamp) > behind_max {
                 header.base_timestamp
             } else {
-                let batch = RecordBatch::validate_produced(batch.clone()).map_err(corrupt)?;
+                let batch = RecordBatch::validate_produced(batch.clone()).map_err(invalid_batch)?;
                 let mut oldest = header.base_timestamp;
                 for record in batch
                     .records_within(MAX_DECOMPRESSED_BYTES)
-                    .map_err(corrupt)?
+                    .map_err(invalid_batch)?
                 {
-                    oldest = oldest.min(record.map_err(corrupt)?.timestamp);
+                    oldest = oldest.min(record.map_err(invalid_batch)?.timestamp);
                 }
                 oldest
             };
@@ -2040,23 +2029,17 @@ fn quick_to_append(records: &Bytes) -> bool {
 /// send one batch per partition, so the CRC is normally computed once. A compressed batch
 /// is checked whole here, before anything is appended ([`check_compressed`]).
 fn split_batches(records: Bytes) -> Result<Vec<Bytes>, ApiError> {
-    let invalid = |reason: String| {
-        ApiError::new(
-            ErrorCode::CorruptMessage,
-            format!("invalid record batch: {reason}; the producer must send RecordBatch v2"),
-        )
-    };
     let mut rest = records;
     let mut batches = Vec::new();
     while !rest.is_empty() {
         let len = match peek_total_len(&rest) {
             Ok(Some(len)) if len as usize <= rest.len() => len as usize,
-            Ok(_) => return Err(invalid(format!("{} trailing bytes", rest.len()))),
-            Err(e) => return Err(invalid(e.to_string())),
+            Ok(_) => return Err(invalid_batch(format!("{} trailing bytes", rest.len()))),
+            Err(e) => return Err(invalid_batch(e)),
         };
         let batch = rest.split_to(len);
         check_compressed(&batch)?;
-        let header = BatchHeader::parse(&batch).map_err(|e| invalid(e.to_string()))?;
+        let header = BatchHeader::parse(&batch).map_err(invalid_batch)?;
         if header.is_control() {
             // Commit and abort markers are the broker's to write (Kafka refuses them from
             // clients too); one from a producer would also pass the checks records get.
@@ -2076,12 +2059,19 @@ fn split_batches(records: Bytes) -> Result<Vec<Bytes>, ApiError> {
         1 => Ok(batches),
         _ => {
             for batch in &batches {
-                RecordBatch::validate_produced(batch.clone())
-                    .map_err(|e| invalid(e.to_string()))?;
+                RecordBatch::validate_produced(batch.clone()).map_err(invalid_batch)?;
             }
             Ok(batches)
         }
     }
+}
+
+/// CORRUPT_MESSAGE for a produced batch that does not parse or validate.
+fn invalid_batch(reason: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        ErrorCode::CorruptMessage,
+        format!("invalid record batch: {reason}; the producer must send RecordBatch v2"),
+    )
 }
 
 /// A compacted topic keeps the latest record of each key, so a record without one cannot
@@ -2090,21 +2080,15 @@ fn split_batches(records: Bytes) -> Result<Vec<Bytes>, ApiError> {
 /// [`MAX_DECOMPRESSED_BYTES`]); only compacted topics pay for it.
 fn check_keys(batches: &[Bytes], partition: &str) -> Result<(), ApiError> {
     for batch in batches {
-        let refused = |e: sluice_protocol::Error| {
-            ApiError::new(
-                ErrorCode::CorruptMessage,
-                format!("invalid record batch: {e}; the producer must send RecordBatch v2"),
-            )
-        };
-        let batch = RecordBatch::validate_produced(batch.clone()).map_err(refused)?;
+        let batch = RecordBatch::validate_produced(batch.clone()).map_err(invalid_batch)?;
         if batch.header().is_control() {
             continue;
         }
         for record in batch
             .records_within(MAX_DECOMPRESSED_BYTES)
-            .map_err(refused)?
+            .map_err(invalid_batch)?
         {
-            if record.map_err(refused)?.key.is_none() {
+            if record.map_err(invalid_batch)?.key.is_none() {
                 return Err(ApiError::new(
                     ErrorCode::InvalidRecord,
                     format!(

@@ -167,7 +167,7 @@ impl Default for LogConfig {
             message_timestamp_after_max_ms: 3600 * 1000,
             message_timestamp_before_max_ms: i64::MAX,
             log_append_time: false,
-            max_message_bytes: 16 << 20,
+            max_message_bytes: sluice_protocol::frame::DEFAULT_MAX_FRAME_BYTES,
         }
     }
 }
