@@ -386,9 +386,10 @@ impl PartitionLog {
 
     fn for_each_header(&self, base: Offset, mut f: impl FnMut(&BatchHeader)) -> Result<()> {
         let (meta, files) = self.segment(base)?;
+        let mut walk = files.headers(meta.size);
         let mut position = 0;
         while position < meta.size {
-            let header = files.header_at(position)?;
+            let header = walk.header(position)?;
             f(&header);
             position += header.total_len();
         }
@@ -749,8 +750,9 @@ impl PartitionLog {
                 meta.base_offset.plus(i64::from(e.relative_offset))
             });
         let mut position = files.position_of(&meta, start)?;
+        let mut walk = files.headers(meta.size);
         while position < meta.size {
-            let header = files.header_at(position)?;
+            let header = walk.header(position)?;
             if header.max_timestamp >= timestamp_ms {
                 let batch = RecordBatch::validate(files.read_at(position, header.total_len())?)?;
                 return Ok(Some(first_record_at_or_after(&batch, timestamp_ms)));

@@ -127,6 +127,12 @@ impl SegmentFiles {
         BatchHeader::parse(&buf).map_err(|e| self.corrupt(position, &e.to_string()))
     }
 
+    /// The headers of the batches in the log's first `size` bytes, read a window at a time
+    /// ([`HeaderWalk`]).
+    pub(crate) fn headers(&self, size: u32) -> HeaderWalk<'_> {
+        HeaderWalk::new(self, size)
+    }
+
     fn corrupt(&self, position: u32, reason: &str) -> StorageError {
         StorageError::BadFile {
             path: self.log_path.clone(),
@@ -145,7 +151,7 @@ impl SegmentFiles {
             .offset_index
             .lookup_offset(relative)
             .map_or(0, |e| e.position);
-        let mut walk = HeaderWalk::new(self, meta.size);
+        let mut walk = self.headers(meta.size);
         while position < meta.size {
             let header = walk.header(position)?;
             if header.last_offset() >= offset {
@@ -180,7 +186,7 @@ impl SegmentFiles {
             return Ok(None);
         }
         let limit = bound.min(position.saturating_add(max_bytes));
-        let mut walk = HeaderWalk::new(self, meta.size);
+        let mut walk = self.headers(meta.size);
         // From the last indexed batch that starts below the limit; when none of its batches
         // fits, from the entry before (whose batches all end at or before that one starts).
         let mut below = limit;
@@ -235,7 +241,7 @@ const WALK_WINDOW: u32 = 4096;
 
 /// Reads the headers of a segment's batches going forward, a window of the file at a time:
 /// one `pread` for the dozens of small batches between two index entries, not one each.
-struct HeaderWalk<'a> {
+pub(crate) struct HeaderWalk<'a> {
     files: &'a SegmentFiles,
     /// The log's size: no window reads past it.
     size: u32,
@@ -254,7 +260,7 @@ impl<'a> HeaderWalk<'a> {
     }
 
     /// The header of the batch at `position` (below the log's size).
-    fn header(&mut self, position: u32) -> Result<BatchHeader> {
+    pub(crate) fn header(&mut self, position: u32) -> Result<BatchHeader> {
         let in_window = position >= self.window_at
             && u64::from(position) + HEADER_LEN as u64
                 <= u64::from(self.window_at) + self.window.len() as u64;
@@ -588,9 +594,10 @@ impl ActiveSegment {
             .time_index
             .last_time_entry()
             .map_or(NO_TIMESTAMP, |e| e.timestamp);
+        let mut walk = self.files.headers(position);
         let mut at = last_indexed;
         while at < position {
-            let header = self.files.header_at(at)?;
+            let header = walk.header(at)?;
             self.meta.max_timestamp = self.meta.max_timestamp.max(header.max_timestamp);
             at += header.total_len();
         }
