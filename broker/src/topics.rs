@@ -213,18 +213,11 @@ impl Topics {
                         }
                     }
                     self.apply_configs(&topic, meta);
+                    self.open_added_partitions(&topic, meta, may_lead);
                 }
                 None if meta.partitions.iter().any(|p| p.replicas.contains(&node)) => {
                     let mut damaged = Vec::new();
-                    let opened = open_topic(
-                        &self.config,
-                        &self.clock,
-                        &self.flush_observer,
-                        name,
-                        meta,
-                        may_lead,
-                        &mut damaged,
-                    );
+                    let opened = self.open_topic(name, meta, may_lead, &mut damaged);
                     self.damaged.lock().expect("damage lock").extend(damaged);
                     match opened {
                         Ok(topic) => {
@@ -233,17 +226,159 @@ impl Topics {
                                 .expect("topics lock")
                                 .insert(name.clone(), Arc::new(topic));
                         }
-                        Err((partition, e)) => {
-                            tracing::error!(
-                                partition = %partition,
-                                "cannot open the replica: {e}; it stays unavailable on this \
-                                 broker until it can be opened"
-                            );
-                        }
+                        Err((partition, e)) => log_unopened(&partition, &e),
                     }
                 }
                 None => {}
             }
+        }
+    }
+
+    /// Opens every partition log of a topic that the image places here; on failure names the
+    /// partition.
+    fn open_topic(
+        &self,
+        name: &str,
+        meta: &TopicMeta,
+        may_lead: bool,
+        damaged: &mut Vec<(String, PartitionId)>,
+    ) -> Result<Topic, (String, sluice_storage::StorageError)> {
+        let name: Arc<str> = Arc::from(name);
+        let partitions = self.open_partitions(&name, meta, may_lead, |_| true, damaged)?;
+        Ok(Topic {
+            name,
+            id: meta.id,
+            partitions,
+            configs: std::sync::Mutex::new(meta.configs.clone()),
+        })
+    }
+
+    /// Opens the partition logs of a topic that the image places here and `wanted` picks; on
+    /// failure names the partition. Replicas whose recovery cut data off go to `damaged`.
+    fn open_partitions(
+        &self,
+        name: &Arc<str>,
+        meta: &TopicMeta,
+        may_lead: bool,
+        wanted: impl Fn(PartitionId) -> bool,
+        damaged: &mut Vec<(String, PartitionId)>,
+    ) -> Result<BTreeMap<PartitionId, Arc<Partition>>, (String, sluice_storage::StorageError)> {
+        let (config, clock, flush_observer) = (&self.config, &self.clock, &self.flush_observer);
+        let bad_metadata = |reason: String| {
+            (
+                name.to_string(),
+                sluice_storage::StorageError::BadFile {
+                    path: config.data_dir.join("controller"),
+                    what: "topic in the cluster metadata",
+                    reason,
+                },
+            )
+        };
+        // The name becomes a directory path: never trust it without the rule.
+        validate_topic_name(name).map_err(|e| bad_metadata(e.message))?;
+        let (log_config, min_insync) =
+            replica_log_config(config, name, &meta.configs).map_err(|e| bad_metadata(e.message))?;
+        let node = config.node_id;
+        let mut partitions = BTreeMap::new();
+        for p in meta
+            .partitions
+            .iter()
+            .filter(|p| p.replicas.contains(&node) && wanted(p.index))
+        {
+            let dir = partition_dir(&config.data_dir, name, p.index);
+            let label = format!("{name}-{}", p.index.0);
+            let io = |what: &'static str, e: std::io::Error| {
+                (
+                    label.clone(),
+                    sluice_storage::StorageError::io(what, &dir, e),
+                )
+            };
+            match read_topic_id(&dir) {
+                Some(id) if id != meta.id => {
+                    tracing::info!(
+                        partition = %label,
+                        "removing the replica of an older topic with this name (id {id}, now {})",
+                        meta.id
+                    );
+                    std::fs::remove_dir_all(&dir).map_err(|e| io("remove", e))?;
+                }
+                _ => {}
+            }
+            std::fs::create_dir_all(&dir).map_err(|e| io("create", e))?;
+            write_topic_id(&dir, meta.id).map_err(|e| io("write", e))?;
+            let log = PartitionLog::open(&dir, log_config.clone(), clock.clone())
+                .map_err(|e| (label.clone(), e))?;
+            let report = log.recovery_report();
+            let marker = dir.join(DAMAGE_MARKER_FILE);
+            if let Some(cut) = &report.truncated {
+                tracing::warn!(
+                    partition = %label,
+                    "recovered: cut {} at byte {} ({}); the controller will not let this \
+                     replica lead on its own before the others report their logs",
+                    cut.file.display(),
+                    cut.position,
+                    cut.reason
+                );
+                write_durably(&marker, cut.reason.as_bytes()).map_err(|e| io("write", e))?;
+            }
+            if marker.exists() {
+                damaged.push((name.to_string(), p.index));
+            }
+            let partition = Partition::new(
+                name.clone(),
+                p.index,
+                node,
+                SharedLog::with_observer(log, flush_observer.clone()),
+                &assignment(p, node, may_lead),
+                min_insync,
+            );
+            partitions.insert(p.index, Arc::new(partition));
+        }
+        Ok(partitions)
+    }
+
+    /// Opens the replicas of partitions added to a hosted topic (CreatePartitions) that the
+    /// image places here, and hosts the topic with them from now on. A partition that fails
+    /// to open is logged; the next image retries it.
+    fn open_added_partitions(&self, topic: &Topic, meta: &TopicMeta, may_lead: bool) {
+        let node = self.config.node_id;
+        let added = meta
+            .partitions
+            .iter()
+            .any(|p| p.replicas.contains(&node) && !topic.partitions.contains_key(&p.index));
+        if !added {
+            return;
+        }
+        let mut damaged = Vec::new();
+        let opened = self.open_partitions(
+            &topic.name,
+            meta,
+            may_lead,
+            |index| !topic.partitions.contains_key(&index),
+            &mut damaged,
+        );
+        self.damaged.lock().expect("damage lock").extend(damaged);
+        match opened {
+            Ok(added) => {
+                let mut partitions = topic.partitions.clone();
+                for index in added.keys() {
+                    tracing::info!(topic = %topic.name, partition = index.0, "added partition");
+                }
+                partitions.extend(added);
+                let grown = Topic {
+                    name: topic.name.clone(),
+                    id: topic.id,
+                    partitions,
+                    configs: std::sync::Mutex::new(
+                        topic.configs.lock().expect("topic configs lock").clone(),
+                    ),
+                };
+                self.live
+                    .write()
+                    .expect("topics lock")
+                    .insert(topic.name.to_string(), Arc::new(grown));
+            }
+            Err((partition, e)) => log_unopened(&partition, &e),
         }
     }
 
@@ -373,93 +508,12 @@ pub fn partition_dir(data_dir: &Path, topic: &str, index: PartitionId) -> PathBu
     topics_dir(data_dir).join(format!("{topic}-{}", index.0))
 }
 
-/// Opens every partition log of a topic; on failure names the partition.
-fn open_topic(
-    config: &BrokerConfig,
-    clock: &Arc<dyn Clock>,
-    flush_observer: &Option<Arc<dyn FlushObserver>>,
-    name: &str,
-    meta: &TopicMeta,
-    may_lead: bool,
-    damaged: &mut Vec<(String, PartitionId)>,
-) -> Result<Topic, (String, sluice_storage::StorageError)> {
-    let bad_metadata = |reason: String| {
-        (
-            name.to_string(),
-            sluice_storage::StorageError::BadFile {
-                path: config.data_dir.join("controller"),
-                what: "topic in the cluster metadata",
-                reason,
-            },
-        )
-    };
-    // The name becomes a directory path: never trust it without the rule.
-    validate_topic_name(name).map_err(|e| bad_metadata(e.message))?;
-    let (log_config, min_insync) =
-        replica_log_config(config, name, &meta.configs).map_err(|e| bad_metadata(e.message))?;
-    let node = config.node_id;
-    let name: Arc<str> = Arc::from(name);
-    let mut partitions = BTreeMap::new();
-    for p in meta
-        .partitions
-        .iter()
-        .filter(|p| p.replicas.contains(&node))
-    {
-        let dir = partition_dir(&config.data_dir, &name, p.index);
-        let label = format!("{name}-{}", p.index.0);
-        let io = |what: &'static str, e: std::io::Error| {
-            (
-                label.clone(),
-                sluice_storage::StorageError::io(what, &dir, e),
-            )
-        };
-        match read_topic_id(&dir) {
-            Some(id) if id != meta.id => {
-                tracing::info!(
-                    partition = %label,
-                    "removing the replica of an older topic with this name (id {id}, now {})",
-                    meta.id
-                );
-                std::fs::remove_dir_all(&dir).map_err(|e| io("remove", e))?;
-            }
-            _ => {}
-        }
-        std::fs::create_dir_all(&dir).map_err(|e| io("create", e))?;
-        write_topic_id(&dir, meta.id).map_err(|e| io("write", e))?;
-        let log = PartitionLog::open(&dir, log_config.clone(), clock.clone())
-            .map_err(|e| (label.clone(), e))?;
-        let report = log.recovery_report();
-        let marker = dir.join(DAMAGE_MARKER_FILE);
-        if let Some(cut) = &report.truncated {
-            tracing::warn!(
-                partition = %label,
-                "recovered: cut {} at byte {} ({}); the controller will not let this \
-                 replica lead on its own before the others report their logs",
-                cut.file.display(),
-                cut.position,
-                cut.reason
-            );
-            write_durably(&marker, cut.reason.as_bytes()).map_err(|e| io("write", e))?;
-        }
-        if marker.exists() {
-            damaged.push((name.to_string(), p.index));
-        }
-        let partition = Partition::new(
-            name.clone(),
-            p.index,
-            node,
-            SharedLog::with_observer(log, flush_observer.clone()),
-            &assignment(p, node, may_lead),
-            min_insync,
-        );
-        partitions.insert(p.index, Arc::new(partition));
-    }
-    Ok(Topic {
-        name,
-        id: meta.id,
-        partitions,
-        configs: std::sync::Mutex::new(meta.configs.clone()),
-    })
+fn log_unopened(partition: &str, e: &sluice_storage::StorageError) {
+    tracing::error!(
+        partition = %partition,
+        "cannot open the replica: {e}; it stays unavailable on this broker until it can be \
+         opened"
+    );
 }
 
 /// The topic id a partition directory belongs to, if it says.

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use sluice_protocol::messages::{
     AlterConfigsRequest, AlterUserScramCredentialsRequest, AlterableConfig, AlterableTopic,
-    CreatableTopic, CreateAclsRequest, CreateTopicsRequest, DeleteAclsRequest, DeleteTopicsRequest,
-    DescribeAclsRequest, DescribeClusterRequest, DescribeUserScramCredentialsRequest,
-    IsolationLevel, ScramCredentialDeletion, ScramCredentialUpsertion, CONFIG_DELETE, CONFIG_SET,
+    CreatableTopic, CreateAclsRequest, CreatePartitionsRequest, CreatePartitionsTopic,
+    CreateTopicsRequest, DeleteAclsRequest, DeleteTopicsRequest, DescribeAclsRequest,
+    DescribeClusterRequest, DescribeUserScramCredentialsRequest, IsolationLevel,
+    ScramCredentialDeletion, ScramCredentialUpsertion, CONFIG_DELETE, CONFIG_SET,
     EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
@@ -293,7 +294,7 @@ impl Admin {
             }
         })
         .await?;
-        self.wait_until_visible(&name).await;
+        self.wait_until_visible(&name, 1).await;
         Ok(())
     }
 
@@ -329,6 +330,65 @@ impl Admin {
             }
         })
         .await
+    }
+
+    /// Grows a topic to `partitions` partitions (Kafka's CreatePartitions), then waits (up
+    /// to 5 s) until every partition has a leader in the metadata. The new partitions start
+    /// empty; records already written stay where they are, so keys hash to other
+    /// partitions from now on. Fewer or as many partitions as the topic has is an
+    /// [`Error::Broker`] with INVALID_PARTITIONS, unless an earlier try of this same call may
+    /// have added them and the topic now has exactly `partitions`.
+    ///
+    /// ```no_run
+    /// # async fn demo(admin: sluice_client::Admin) -> sluice_client::Result<()> {
+    /// admin.create_partitions("orders", 12).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_partitions(&self, name: &str, partitions: i32) -> Result<()> {
+        let request = CreatePartitionsRequest {
+            topics: vec![CreatePartitionsTopic {
+                name: name.to_owned(),
+                count: partitions,
+            }],
+            timeout_ms: self.timeout_ms(),
+            validate_only: false,
+        };
+        let context = format!("adding partitions to topic \"{name}\"");
+        let (request, context_ref) = (&request, context.as_str());
+        self.retrying(context_ref, move |maybe_done| async move {
+            let response = match self
+                .send_admin(Request::CreatePartitions(request.clone()))
+                .await?
+            {
+                Response::CreatePartitions(r) => r,
+                other => return Err(unexpected("CreatePartitions", &other)),
+            };
+            let result = response
+                .results
+                .into_iter()
+                .find(|t| t.name == name)
+                .ok_or_else(|| missing_result(name))?;
+            match result.error_code {
+                ErrorCode::None => Ok(()),
+                ErrorCode::InvalidPartitions
+                    if maybe_done
+                        && self
+                            .client
+                            .refresh_topic(name)
+                            .await
+                            .is_ok_and(|t| t.n_partitions() == partitions) =>
+                {
+                    Ok(())
+                }
+                ErrorCode::UnknownTopicOrPartition => Err(Error::UnknownTopic {
+                    topic: name.to_owned(),
+                }),
+                code => Err(Error::broker(context_ref, code, result.error_message)),
+            }
+        })
+        .await?;
+        self.wait_until_visible(name, partitions).await;
+        Ok(())
     }
 
     /// Changes a topic's configs: each `(key, Some(value))` sets the key, each `(key, None)`
@@ -741,13 +801,16 @@ impl Admin {
         }
     }
 
-    /// Polls the metadata until `topic` shows with a leader for every partition, or the
-    /// wait ends; creation already succeeded, so this never fails.
-    async fn wait_until_visible(&self, topic: &str) {
+    /// Polls the metadata until `topic` shows with at least `partitions` partitions and a
+    /// leader for every one, or the wait ends; the change already succeeded, so this never
+    /// fails.
+    async fn wait_until_visible(&self, topic: &str, partitions: i32) {
         let deadline = Instant::now() + CREATE_VISIBLE_WAIT;
         loop {
             if let Ok(t) = self.client.refresh_topic(topic).await {
-                if t.partitions.iter().all(|p| p.leader != BrokerId::NONE) {
+                if t.n_partitions() >= partitions
+                    && t.partitions.iter().all(|p| p.leader != BrokerId::NONE)
+                {
                     return;
                 }
             }

@@ -53,6 +53,11 @@ pub struct ClientConfig {
     /// request timeout, while others are up. A broker answers metadata from memory in
     /// well under a millisecond, so waiting longer only delays a failover. Default 250 ms.
     pub metadata_hedge_after: Duration,
+    /// How old a topic's cached metadata may grow before a producer sending to it has it
+    /// fetched again, in the background, so partitions added to the topic (and leaders
+    /// moved without an error to show it) are seen. Kafka's `metadata.max.age.ms`.
+    /// Default 5 minutes.
+    pub metadata_max_age: Duration,
     /// How to log in, for brokers that require SASL authentication. Default: none.
     pub sasl: Option<crate::SaslConfig>,
     /// TLS to the brokers: the CA of their certificates, and this client's certificate
@@ -70,6 +75,7 @@ impl Default for ClientConfig {
             max_frame_bytes: 64 * 1024 * 1024,
             max_in_flight_per_connection: 64,
             metadata_hedge_after: Duration::from_millis(250),
+            metadata_max_age: Duration::from_secs(300),
             sasl: None,
             tls: None,
         }
@@ -176,7 +182,8 @@ struct MetadataCache {
     cluster_id: String,
     controller: BrokerId,
     brokers: HashMap<BrokerId, BrokerMetadata>,
-    topics: FastMap<String, Arc<TopicMetadata>>,
+    /// Each topic's metadata and when it was fetched (or last claimed for a refresh).
+    topics: FastMap<String, (Arc<TopicMetadata>, Instant)>,
 }
 
 struct Inner {
@@ -388,7 +395,46 @@ impl Client {
 
     /// The cached metadata of `topic`, without asking the cluster.
     pub fn cached_topic(&self, topic: &str) -> Option<Arc<TopicMetadata>> {
-        self.read_cache().topics.get(topic).cloned()
+        self.read_cache()
+            .topics
+            .get(topic)
+            .map(|(t, _)| Arc::clone(t))
+    }
+
+    /// The cached metadata of `topic`, without waiting for the cluster; when it is older
+    /// than [`ClientConfig::metadata_max_age`], a refresh starts in the background (one
+    /// per topic at a time: the entry counts as fresh from then on, so a refresh that fails
+    /// is tried again after another `metadata_max_age`).
+    pub(crate) fn cached_topic_refreshing(&self, topic: &str) -> Option<Arc<TopicMetadata>> {
+        let max_age = self.inner.config.metadata_max_age;
+        let (metadata, fetched_at) = self.read_cache().topics.get(topic).cloned()?;
+        if fetched_at.elapsed() > max_age && self.claim_refresh(topic, max_age) {
+            let client = self.clone();
+            let topic = topic.to_owned();
+            tokio::spawn(async move {
+                if let Err(e) = client.refresh_topic(&topic).await {
+                    tracing::debug!(topic, error = %e, "periodic metadata refresh failed");
+                }
+            });
+        }
+        Some(metadata)
+    }
+
+    /// Marks `topic`'s cached metadata fresh if it is still older than `max_age`: true
+    /// for the one caller that should refresh it.
+    fn claim_refresh(&self, topic: &str, max_age: Duration) -> bool {
+        let mut cache = self
+            .inner
+            .metadata
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        match cache.topics.get_mut(topic) {
+            Some((_, fetched_at)) if fetched_at.elapsed() > max_age => {
+                *fetched_at = Instant::now();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Every topic of the cluster (internal ones included), fetched now.
@@ -400,7 +446,7 @@ impl Client {
         names.dedup();
         Ok(names
             .into_iter()
-            .filter_map(|name| cache.topics.get(name).cloned())
+            .filter_map(|name| cache.topics.get(name).map(|(t, _)| Arc::clone(t)))
             .collect())
     }
 
@@ -559,9 +605,10 @@ impl Client {
         for topic in &response.topics {
             match topic.error_code {
                 ErrorCode::None => {
-                    cache
-                        .topics
-                        .insert(topic.name.clone(), Arc::new(topic_from_wire(topic)));
+                    cache.topics.insert(
+                        topic.name.clone(),
+                        (Arc::new(topic_from_wire(topic)), Instant::now()),
+                    );
                 }
                 ErrorCode::UnknownTopicOrPartition => {
                     cache.topics.remove(&topic.name);

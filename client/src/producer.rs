@@ -624,7 +624,7 @@ impl Producer {
     /// there yet, or for a broker to answer when none does (the cluster mid-failover).
     async fn topic_metadata(&self, topic: &str) -> Result<Arc<crate::TopicMetadata>> {
         let shared = &self.handle.shared;
-        if let Some(t) = shared.client.cached_topic(topic) {
+        if let Some(t) = shared.client.cached_topic_refreshing(topic) {
             return Ok(t);
         }
         let deadline = Instant::now() + shared.config.unknown_topic_wait;

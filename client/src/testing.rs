@@ -267,29 +267,44 @@ impl FakeState {
         if rf == 0 || rf > live.len() {
             return ErrorCode::InvalidReplicationFactor;
         }
-        let partitions = (0..n_partitions.max(1))
-            .map(|i| {
-                let replicas: Vec<BrokerId> = (0..rf).map(|j| live[(i + j) % live.len()]).collect();
-                FakePartition {
-                    batches: Vec::new(),
-                    leader: replicas[0],
-                    leader_epoch: 0,
-                    isr: replicas.clone(),
-                    replicas,
-                    hw_lag: 0,
-                    producers: HashMap::new(),
-                }
-            })
-            .collect();
         self.topics.insert(
             name.to_owned(),
             FakeTopic {
                 replication_factor: rf as i16,
-                partitions,
+                partitions: Vec::new(),
                 configs: BTreeMap::new(),
             },
         );
+        self.add_partitions(name, n_partitions.max(1));
         ErrorCode::None
+    }
+
+    /// Grows `topic` to `n_partitions`, placing the new ones as [`FakeState::create_topic`]
+    /// would have (CreatePartitions).
+    pub fn add_partitions(&mut self, topic: &str, n_partitions: usize) {
+        let live: Vec<BrokerId> = self
+            .brokers
+            .iter()
+            .filter(|(_, n)| !n.fenced)
+            .map(|(&id, _)| id)
+            .collect();
+        let topic = self
+            .topics
+            .get_mut(topic)
+            .expect("a topic of the fake cluster");
+        let rf = topic.replication_factor as usize;
+        for i in topic.partitions.len()..n_partitions {
+            let replicas: Vec<BrokerId> = (0..rf).map(|j| live[(i + j) % live.len()]).collect();
+            topic.partitions.push(FakePartition {
+                batches: Vec::new(),
+                leader: replicas[0],
+                leader_epoch: 0,
+                isr: replicas.clone(),
+                replicas,
+                hw_lag: 0,
+                producers: HashMap::new(),
+            });
+        }
     }
 }
 

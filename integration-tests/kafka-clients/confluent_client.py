@@ -41,7 +41,7 @@ from common import Failed, check, finish, poll_until, step
 from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer,
                              TopicPartition)
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
-                                  NewTopic, ResourceType)
+                                  NewPartitions, NewTopic, ResourceType)
 
 
 def producer(args, **config):
@@ -194,6 +194,16 @@ def admin(args):
     default = retention()
     check(default.value != "3600000" and default.is_default,
           "retention.ms after deleting it", value=default.value, source=str(default.source))
+    step("create_partitions grows a topic from 1 to 2 partitions")
+    for future in client.create_partitions([NewPartitions(t2, 2)], operation_timeout=30,
+                                           request_timeout=30).values():
+        future.result(timeout=30)
+
+    def two_partitions():
+        topic = client.list_topics(timeout=10).topics.get(t2)
+        return 2 if topic is not None and len(topic.partitions) == 2 else None
+
+    grown = poll_until("two partitions listed", 30, two_partitions)
     step("delete_topics")
     for name, future in client.delete_topics([t1], operation_timeout=30,
                                              request_timeout=30).items():
@@ -202,7 +212,7 @@ def admin(args):
     remaining = sorted(t for t in client.list_topics(timeout=10).topics if t in (t1, t2))
     check(remaining == [t2], "after deleting one topic", remaining=remaining)
     finish(created=[t1, t2], partitions=partitions, remaining=remaining,
-           altered_retention_ms=entry.value, default_retention_ms=default.value)
+           altered_retention_ms=entry.value, default_retention_ms=default.value, grown=grown)
 
 
 def group_resume(args):

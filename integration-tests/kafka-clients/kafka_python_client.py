@@ -36,8 +36,8 @@ import common
 from common import Failed, check, finish, poll_until, step
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import ConfigResource, ConfigResourceType
-from kafka.errors import TopicAlreadyExistsError
+from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions
+from kafka.errors import InvalidPartitionsError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
 
@@ -163,6 +163,20 @@ def admin(args):
     broker_result = str(result["broker"]["1"])
     check("InvalidRequestError" in broker_result and "flags" in broker_result,
           "altering a broker's configs was not refused", result=broker_result)
+    step("create_partitions grows a topic from 1 to 3 partitions")
+    client.create_partitions({t2: NewPartitions(total_count=3)})
+    grown = len(client.describe_topics([t2])[0]["partitions"])
+    check(grown == 3, "describe_topics after create_partitions", partitions=grown)
+    step("create_partitions with validate_only changes nothing")
+    client.create_partitions({t2: NewPartitions(total_count=5)}, validate_only=True)
+    unchanged = len(client.describe_topics([t2])[0]["partitions"])
+    check(unchanged == 3, "validate_only added partitions", partitions=unchanged)
+    step("create_partitions to fewer: InvalidPartitionsError")
+    try:
+        client.create_partitions({t2: NewPartitions(total_count=2)})
+        raise Failed("shrinking a topic succeeded")
+    except InvalidPartitionsError as e:
+        check("cannot have fewer" in str(e), "the refusal does not say why", error=str(e))
     step("delete_topics")
     client.delete_topics([t1])
     poll_until(f"{t1} gone from list_topics", 30, lambda: t1 not in client.list_topics())
@@ -170,7 +184,7 @@ def admin(args):
     check(remaining == [t2], "after deleting one topic", remaining=remaining)
     client.close()
     finish(created=[t1, t2], partitions=partitions, remaining=remaining, altered=altered,
-           reset=reset, broker=broker_view)
+           reset=reset, broker=broker_view, grown=grown)
 
 
 def partitioner(args):

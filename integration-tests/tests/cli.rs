@@ -386,7 +386,7 @@ fn admin_commands_without_a_quorum_say_so_and_give_up() {
 /// them back to the broker default, refuse bad values whole; the replicas run with the new
 /// limits at once (a segment.bytes lowered below a batch refuses that batch).
 #[test]
-fn topic_alter_sets_and_removes_configs() {
+fn topic_alter_sets_and_removes_configs_and_adds_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
     let b = broker.bootstrap();
@@ -469,6 +469,38 @@ fn topic_alter_sets_and_removes_configs() {
         "",
     );
     assert!(!missing.status.success());
+
+    // Partitions: added, never removed; the coordinators' topics keep theirs.
+    let grown = json(&cli_ok(
+        &b,
+        &["topic", "alter", "alt", "-p", "3", "--format", "json"],
+        "",
+    ));
+    assert_eq!(
+        grown,
+        serde_json::json!({"altered": "alt", "partitions": 3})
+    );
+    let described = json(&cli_ok(
+        &b,
+        &["topic", "describe", "alt", "--format", "json"],
+        "",
+    ));
+    assert_eq!(described["partitions"].as_array().unwrap().len(), 3);
+    let shrink = cli(&b, &["topic", "alter", "alt", "-p", "2"], "");
+    assert!(!shrink.status.success());
+    let stderr = String::from_utf8_lossy(&shrink.stderr);
+    assert!(
+        stderr.contains("has 3 partitions and cannot have fewer"),
+        "{stderr}"
+    );
+    let internal = cli(
+        &b,
+        &["topic", "alter", "__consumer_offsets", "-p", "100"],
+        "",
+    );
+    assert!(!internal.status.success());
+    let stderr = String::from_utf8_lossy(&internal.stderr);
+    assert!(stderr.contains("is internal"), "{stderr}");
 }
 
 /// The high watermark of each partition of `topic`, from `topic describe`.

@@ -1,5 +1,6 @@
 //! Three real `sluice-broker` processes on 127.0.0.1 (every node a controller voter),
-//! driven through the client library and the CLI: replication, leader failover under
+//! driven through the client library and the CLI: replication (of partitions added to a
+//! topic too), leader failover under
 //! acks=all load with back-to-back leader changes (KIP-101/279 truncation), ISR below
 //! `min.insync.replicas`, and a paused leader that comes back after it was replaced.
 //!
@@ -83,7 +84,54 @@ fn three_nodes_replicate_and_describe_the_cluster() {
         "",
     );
     assert_eq!(out.lines().count(), 300);
-    check_replicas_identical(&mut cluster, "r3", 3, 3);
+
+    // Two partitions more: each node opens its replicas of them, the producer's refreshed
+    // metadata hashes keys over five, and the new partitions replicate like the old.
+    let altered = cli_ok(
+        &bootstrap,
+        &["topic", "alter", "r3", "--partitions", "5"],
+        "",
+    );
+    assert_eq!(altered, "topic \"r3\" now has 5 partitions\n");
+    let input: String = (300..600).map(|i| format!("k{i}|v{i}\n")).collect();
+    cli_ok(
+        &bootstrap,
+        &["produce", "r3", "--key-separator", "|"],
+        &input,
+    );
+    let topic = cluster.describe_topic("r3").unwrap();
+    let partitions = topic["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 5);
+    for p in &partitions[3..] {
+        assert!(p["high_watermark"].as_i64().unwrap() > 0, "{p}");
+        assert_eq!(p["isr"].as_array().unwrap().len(), 3, "{p}");
+    }
+    let out = cli_ok(
+        &bootstrap,
+        &[
+            "consume",
+            "r3",
+            "--from-beginning",
+            "-n",
+            "600",
+            "--timeout-ms",
+            "20000",
+        ],
+        "",
+    );
+    assert_eq!(out.lines().count(), 600);
+    let fewer = sluice_integration_tests::cli(
+        &bootstrap,
+        &["topic", "alter", "r3", "--partitions", "4"],
+        "",
+    );
+    assert!(!fewer.status.success());
+    let stderr = String::from_utf8_lossy(&fewer.stderr);
+    assert!(
+        stderr.contains("has 5 partitions and cannot have fewer"),
+        "{stderr}"
+    );
+    check_replicas_identical(&mut cluster, "r3", 5, 3);
 }
 
 #[test]

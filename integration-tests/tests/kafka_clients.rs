@@ -110,7 +110,7 @@ fn kafka_python_readme_snippet_round_trips_on_an_auto_created_topic() {
 }
 
 #[test]
-fn kafka_python_admin_creates_lists_alters_and_deletes_topics() {
+fn kafka_python_admin_creates_lists_alters_grows_and_deletes_topics() {
     let Some(python) = python("kafka_python_admin") else {
         return;
     };
@@ -130,6 +130,7 @@ fn kafka_python_admin_creates_lists_alters_and_deletes_topics() {
         json!({"kp-admin": 3, "kp-admin-2": 1})
     );
     assert_eq!(summary["remaining"], json!(["kp-admin-2"]));
+    assert_eq!(summary["grown"], 3);
     assert_eq!(
         summary["reset"],
         json!({"retention.ms": "604800000", "segment.ms": "3600000"}),
@@ -140,7 +141,7 @@ fn kafka_python_admin_creates_lists_alters_and_deletes_topics() {
         json!({"num.partitions": "1", "log.retention.ms": "604800000", "broker.id": "1"})
     );
     let topics = sluice_topics(&broker.bootstrap());
-    assert_eq!(topics.get("kp-admin-2"), Some(&1), "{topics:?}");
+    assert_eq!(topics.get("kp-admin-2"), Some(&3), "{topics:?}");
     assert!(!topics.contains_key("kp-admin"), "{topics:?}");
 }
 
@@ -456,7 +457,7 @@ fn confluent_exactly_once_on_three_brokers() {
 }
 
 #[test]
-fn confluent_admin_creates_and_deletes_topics() {
+fn confluent_admin_creates_alters_grows_and_deletes_topics() {
     let Some(python) = python("confluent_admin") else {
         return;
     };
@@ -475,8 +476,9 @@ fn confluent_admin_creates_and_deletes_topics() {
         summary["partitions"],
         json!({"ck-admin": 3, "ck-admin-2": 1})
     );
+    assert_eq!(summary["grown"], 2);
     let topics = sluice_topics(&broker.bootstrap());
-    assert_eq!(topics.get("ck-admin-2"), Some(&1), "{topics:?}");
+    assert_eq!(topics.get("ck-admin-2"), Some(&2), "{topics:?}");
     assert!(!topics.contains_key("ck-admin"), "{topics:?}");
 }
 

@@ -40,7 +40,8 @@ use sluice_protocol::messages::{
     AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse,
     AlterUserScramCredentialsResult, AlterableTopic, ApiVersionsRequest, BrokerHeartbeatRequest,
     BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRegistrationResponse,
-    CreatableTopicResult, CreateTopicsRequest, CreateTopicsResponse, DeletableTopicResult,
+    CreatableTopicResult, CreatePartitionsRequest, CreatePartitionsResponse,
+    CreatePartitionsTopicResult, CreateTopicsRequest, CreateTopicsResponse, DeletableTopicResult,
     DeleteTopicsRequest, DeleteTopicsResponse, ReplicaLogEnd, CONFIG_DELETE, CONFIG_SET,
 };
 use sluice_protocol::scram::{Mechanism, ScramCredential};
@@ -260,6 +261,9 @@ impl Controller {
             Request::AlterPartition(r) => Response::AlterPartition(self.alter_partition(r).await),
             Request::CreateTopics(r) => Response::CreateTopics(self.create_topics(r).await),
             Request::DeleteTopics(r) => Response::DeleteTopics(self.delete_topics(r).await),
+            Request::CreatePartitions(r) => {
+                Response::CreatePartitions(self.create_partitions(r).await)
+            }
             Request::IncrementalAlterConfigs(r) => {
                 Response::IncrementalAlterConfigs(self.alter_configs(r).await)
             }
@@ -760,18 +764,14 @@ impl Controller {
     async fn delete_topics(&self, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
         let mut responses = Vec::with_capacity(request.topic_names.len());
         for name in request.topic_names {
-            let outcome = if name == sluice_protocol::group_log::OFFSETS_TOPIC {
+            let outcome = if let Some(why) = internal_topic(&name) {
+                let instead = match name == sluice_protocol::group_log::OFFSETS_TOPIC {
+                    true => "; delete groups with `sluice group delete` instead",
+                    false => "",
+                };
                 Err(ApiError::new(
                     ErrorCode::InvalidRequest,
-                    format!(
-                        "{name} is internal: it holds every consumer group's committed \
-                         offsets; delete groups with `sluice group delete` instead"
-                    ),
-                ))
-            } else if name == sluice_protocol::txn_log::TRANSACTION_STATE_TOPIC {
-                Err(ApiError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("{name} is internal: it holds every transactional producer's state"),
+                    format!("{name} is internal: {why}{instead}"),
                 ))
             } else {
                 match self
@@ -789,6 +789,68 @@ impl Controller {
             });
         }
         DeleteTopicsResponse { responses }
+    }
+
+    async fn create_partitions(
+        &self,
+        request: CreatePartitionsRequest,
+    ) -> CreatePartitionsResponse {
+        let mut results = Vec::with_capacity(request.topics.len());
+        let mut seen = std::collections::HashSet::new();
+        for topic in request.topics {
+            let outcome = if !seen.insert(topic.name.clone()) {
+                Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("topic {:?} appears twice in one request", topic.name),
+                ))
+            } else {
+                self.create_partitions_of(&topic.name, topic.count, request.validate_only)
+                    .await
+            };
+            results.push(CreatePartitionsTopicResult {
+                name: topic.name,
+                error_code: outcome.as_ref().err().map_or(ErrorCode::None, |e| e.code),
+                error_message: outcome.err().and_then(|e| e.wire_message()),
+            });
+        }
+        CreatePartitionsResponse { results }
+    }
+
+    /// Grows one topic to `count` partitions. `validate_only` applies the command to a copy
+    /// of the image, so it refuses exactly what the real change would.
+    async fn create_partitions_of(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        if let Some(why) = internal_topic(name) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "{name} is internal: {why}; its partition count is fixed, as each \
+                     coordinator is found by hashing onto it"
+                ),
+            ));
+        }
+        let partitions = u32::try_from(count).map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidPartitions,
+                format!("a partition count must be positive, not {count}"),
+            )
+        })?;
+        let command = MetadataCommand::CreatePartitions {
+            name: name.to_owned(),
+            partitions,
+        };
+        if validate_only {
+            let mut scratch = MetadataImage::clone(&self.image());
+            return refused_to_error(scratch.apply(0, &command));
+        }
+        let (_, result) = self.propose(command).await?;
+        refused_to_error(result)?;
+        tracing::info!(topic = %name, partitions, "added partitions");
+        Ok(())
     }
 
     /// Adds (`create`) or removes ACLs, all in one command: all of them or none. Each gets
@@ -916,9 +978,7 @@ impl Controller {
         validate_only: bool,
     ) -> Result<(), ApiError> {
         let name = &topic.name;
-        if name == sluice_protocol::group_log::OFFSETS_TOPIC
-            || name == sluice_protocol::txn_log::TRANSACTION_STATE_TOPIC
-        {
+        if internal_topic(name).is_some() {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,
                 format!(
@@ -1139,6 +1199,20 @@ fn alter_refused(
 }
 
 /// A refused command as an error; anything else is fine.
+/// What an internal topic holds, if `name` is one: the coordinators' topics, which
+/// administrators may not delete or grow.
+fn internal_topic(name: &str) -> Option<&'static str> {
+    match name {
+        sluice_protocol::group_log::OFFSETS_TOPIC => {
+            Some("it holds every consumer group's committed offsets")
+        }
+        sluice_protocol::txn_log::TRANSACTION_STATE_TOPIC => {
+            Some("it holds every transactional producer's state")
+        }
+        _ => None,
+    }
+}
+
 fn refused_to_error(result: CommandResult) -> Result<(), ApiError> {
     match result {
         CommandResult::Refused { code, message } => {

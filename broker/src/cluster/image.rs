@@ -160,6 +160,14 @@ pub enum MetadataCommand {
         /// Config overrides (validated by the proposer).
         configs: BTreeMap<String, String>,
     },
+    /// Adds partitions to a topic, placing their replicas over the active brokers as if the
+    /// topic had been created with `partitions`; the existing ones stay where they are.
+    CreatePartitions {
+        /// The topic.
+        name: String,
+        /// The topic's new partition count (more than it has; at most the topic limit).
+        partitions: u32,
+    },
     /// Deletes a topic.
     DeleteTopic {
         /// The name.
@@ -438,6 +446,20 @@ fn existing_partition<'a>(
     }
 }
 
+/// The partitions of a topic placed by `assignment` (one replica list per partition, in
+/// index order), as they start: the preferred replica leads, every replica in sync, epoch 0.
+fn new_partitions(assignment: Vec<Vec<BrokerId>>) -> impl Iterator<Item = PartitionMeta> {
+    (0i32..).zip(assignment).map(|(p, replicas)| PartitionMeta {
+        index: PartitionId(p),
+        leader: replicas[0],
+        leader_epoch: LeaderEpoch(0),
+        partition_epoch: 0,
+        isr: replicas.clone(),
+        replicas,
+        awaiting_log_ends: false,
+    })
+}
+
 /// An AlterPartition's fields, borrowed from the command.
 struct IsrChange<'a> {
     broker_id: BrokerId,
@@ -472,6 +494,9 @@ impl MetadataImage {
                 replication_factor,
                 configs,
             } => self.create_topic(index, name, *partitions, *replication_factor, configs),
+            MetadataCommand::CreatePartitions { name, partitions } => {
+                self.create_partitions(name, *partitions)
+            }
             MetadataCommand::DeleteTopic { name } => self.delete_topic(name),
             MetadataCommand::AlterTopicConfigs { name, configs } => {
                 self.alter_topic_configs(name, configs)
@@ -843,18 +868,7 @@ impl MetadataImage {
             .or_else(|message| refuse(ErrorCode::InvalidReplicationFactor, message))?;
         let assignment =
             placement::assign_replicas(&active, index, n_partitions, replication_factor);
-        let partitions = (0i32..)
-            .zip(assignment)
-            .map(|(p, replicas)| PartitionMeta {
-                index: PartitionId(p),
-                leader: replicas[0],
-                leader_epoch: LeaderEpoch(0),
-                partition_epoch: 0,
-                isr: replicas.clone(),
-                replicas,
-                awaiting_log_ends: false,
-            })
-            .collect();
+        let partitions = new_partitions(assignment).collect();
         self.topics.insert(
             name.to_owned(),
             TopicMeta {
@@ -864,6 +878,44 @@ impl MetadataImage {
                 partitions,
             },
         );
+        Ok(CommandResult::Done)
+    }
+
+    fn create_partitions(
+        &mut self,
+        name: &str,
+        n_partitions: u32,
+    ) -> Result<CommandResult, Refusal> {
+        let active = self.active_brokers();
+        let Some(topic) = self.topics.get_mut(name) else {
+            return refuse(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic {name:?} does not exist; check the name against the topic list"),
+            );
+        };
+        let current = topic.partitions.len() as u32;
+        if n_partitions <= current {
+            let message = match n_partitions == current {
+                true => format!("topic {name:?} already has {current} partitions"),
+                false => format!(
+                    "topic {name:?} has {current} partitions and cannot have fewer; ask for \
+                     more than {current}"
+                ),
+            };
+            return refuse(ErrorCode::InvalidPartitions, message);
+        }
+        if n_partitions > PARTITIONS_MAX {
+            return refuse(
+                ErrorCode::InvalidPartitions,
+                format!("a topic may have at most {PARTITIONS_MAX} partitions, not {n_partitions}"),
+            );
+        }
+        placement::check_replication_factor(topic.replication_factor, &active)
+            .or_else(|message| refuse(ErrorCode::InvalidReplicationFactor, message))?;
+        let assignment =
+            placement::assign_replicas(&active, topic.id, n_partitions, topic.replication_factor);
+        let added = new_partitions(assignment).skip(current as usize);
+        topic.partitions.extend(added);
         Ok(CommandResult::Done)
     }
 

@@ -1,9 +1,10 @@
-//! CreateTopics, DeleteTopics and IncrementalAlterConfigs: the native request in,
+//! CreateTopics, DeleteTopics, CreatePartitions and IncrementalAlterConfigs: the native request in,
 //! [`crate::services::admin`] changes the topics through the controller, the native
 //! response out, per topic.
 
 use sluice_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, AlterConfigsResult, CreatableTopicResult,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreatePartitionsTopicResult,
     CreateTopicsRequest, CreateTopicsResponse, DeletableTopicResult, DeleteTopicsRequest,
     DeleteTopicsResponse, CONFIG_DELETE,
 };
@@ -117,6 +118,38 @@ pub async fn alter_configs(
                     Err(e) => (e.code, e.wire_message()),
                 };
                 AlterConfigsResult {
+                    name,
+                    error_code,
+                    error_message,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Adds partitions to topics.
+pub async fn create_partitions(
+    service: &Admin,
+    principal: &Principal,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| (t.name, t.count))
+        .collect();
+    let grown = service
+        .create_partitions(principal, topics, request.validate_only)
+        .await;
+    CreatePartitionsResponse {
+        results: grown
+            .into_iter()
+            .map(|(name, outcome)| {
+                let (error_code, error_message) = match outcome {
+                    Ok(()) => (ErrorCode::None, None),
+                    Err(e) => (e.code, e.wire_message()),
+                };
+                CreatePartitionsTopicResult {
                     name,
                     error_code,
                     error_message,

@@ -59,6 +59,7 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::ApiVersions,
     ApiKey::CreateTopics,
     ApiKey::DeleteTopics,
+    ApiKey::CreatePartitions,
     ApiKey::IncrementalAlterConfigs,
     ApiKey::DescribeCluster,
     ApiKey::FindCoordinator,
@@ -109,8 +110,8 @@ pub enum Started {
 }
 
 /// The phase of a request that must run in request order on its connection: for a
-/// produce, writing the batches to the logs; topic creation and deletion entirely (a
-/// pipelined create then produce, or delete then create, must happen in that order). The
+/// produce, writing the batches to the logs; topic creation, growth and deletion entirely
+/// (a pipelined create then produce, or delete then create, must happen in that order). The
 /// connection awaits it before it starts the next request.
 pub async fn start(
     broker: &Arc<Broker>,
@@ -127,6 +128,9 @@ pub async fn start(
         )),
         Request::DeleteTopics(r) => Started::Done(Response::DeleteTopics(
             admin::delete_topics(&services.admin, principal, r).await,
+        )),
+        Request::CreatePartitions(r) => Started::Done(Response::CreatePartitions(
+            admin::create_partitions(&services.admin, principal, r).await,
         )),
         other => Started::Other(other),
     })

@@ -1,9 +1,10 @@
 //! Topic administration and producer ids over the Kafka protocol: CreateTopics,
-//! DeleteTopics, DescribeConfigs, IncrementalAlterConfigs, AlterConfigs and InitProducerId, on
+//! DeleteTopics, CreatePartitions, DescribeConfigs, IncrementalAlterConfigs, AlterConfigs and InitProducerId, on
 //! [`crate::services::admin`] and [`crate::services::producer_ids`].
 
 use std::collections::BTreeMap;
 
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
@@ -14,10 +15,11 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    alter_configs_response, AlterConfigsRequest, AlterConfigsResponse, ApiKey, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest,
-    DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
-    InitProducerIdRequest, InitProducerIdResponse, ProducerId, ResponseKind,
+    alter_configs_response, AlterConfigsRequest, AlterConfigsResponse, ApiKey,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ProducerId, ResponseKind,
 };
 use sluice_protocol::ErrorCode;
 
@@ -96,24 +98,13 @@ pub async fn create_topics(
             configs,
         });
     }
-    let mut created: BTreeMap<String, Result<(u32, u16), ApiError>> = service
+    let created = service
         .create_topics(principal, topics, request.validate_only)
-        .await
-        .into_iter()
-        .collect();
+        .await;
     let image = service.image();
-    let results = order
+    let results = in_request_order(order, refused, created)
         .into_iter()
-        .map(|name| {
-            let outcome = match refused.remove(&name) {
-                Some(e) => Err(e),
-                None => created.remove(&name).unwrap_or_else(|| {
-                    Err(ApiError::new(
-                        ErrorCode::InvalidRequest,
-                        format!("topic {name:?} appears twice in one request"),
-                    ))
-                }),
-            };
+        .map(|(name, outcome)| {
             let result = CreatableTopicResult::default().with_name(topic_name(name.clone()));
             match outcome {
                 Ok((partitions, replication_factor)) => {
@@ -152,6 +143,77 @@ pub async fn create_topics(
         })
         .collect();
     ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results))
+}
+
+/// Each topic of `order` (the request's, repeats included) with its outcome: refused
+/// before it reached the service, or the service's (`done`). A topic named twice gets
+/// INVALID_REQUEST the second time.
+fn in_request_order<T>(
+    order: Vec<String>,
+    mut refused: BTreeMap<String, ApiError>,
+    done: Vec<(String, Result<T, ApiError>)>,
+) -> Vec<(String, Result<T, ApiError>)> {
+    let mut done: BTreeMap<String, Result<T, ApiError>> = done.into_iter().collect();
+    order
+        .into_iter()
+        .map(|name| {
+            let outcome = match refused.remove(&name) {
+                Some(e) => Err(e),
+                None => done.remove(&name).unwrap_or_else(|| {
+                    Err(ApiError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("topic {name:?} appears twice in one request"),
+                    ))
+                }),
+            };
+            (name, outcome)
+        })
+        .collect()
+}
+
+/// CreatePartitions through the controller, each topic answered on its own. sluice places
+/// the new replicas itself: a topic given a replica assignment is refused.
+pub async fn create_partitions(
+    service: &Admin,
+    principal: &Principal,
+    request: CreatePartitionsRequest,
+) -> ResponseKind {
+    let mut refused = BTreeMap::new();
+    let mut order = Vec::new();
+    let mut topics = Vec::new();
+    for t in request.topics {
+        let name = t.name.0.to_string();
+        order.push(name.clone());
+        if t.assignments.is_some_and(|a| !a.is_empty()) {
+            refused.insert(
+                name,
+                ApiError::new(
+                    ErrorCode::InvalidReplicaAssignment,
+                    "sluice places replicas itself; ask for the partition count without a \
+                     replica assignment",
+                ),
+            );
+            continue;
+        }
+        topics.push((name, t.count));
+    }
+    let grown = service
+        .create_partitions(principal, topics, request.validate_only)
+        .await;
+    let results = in_request_order(order, refused, grown)
+        .into_iter()
+        .map(|(name, outcome)| {
+            let result = CreatePartitionsTopicResult::default().with_name(topic_name(name));
+            match outcome {
+                Ok(()) => result,
+                Err(e) => {
+                    let (code, message) = kafka_error(ApiKey::CreatePartitions, &e);
+                    result.with_error_code(code).with_error_message(message)
+                }
+            }
+        })
+        .collect();
+    ResponseKind::CreatePartitions(CreatePartitionsResponse::default().with_results(results))
 }
 
 /// DeleteTopics through the controller (by name), each topic answered on its own.

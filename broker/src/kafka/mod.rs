@@ -236,6 +236,9 @@ impl Protocol for Kafka {
             RequestKind::DeleteTopics(r) => Work::Done(
                 admin::delete_topics(&services.admin, &principal, r, header.api_version).await,
             ),
+            RequestKind::CreatePartitions(r) => {
+                Work::Done(admin::create_partitions(&services.admin, &principal, r).await)
+            }
             other => Work::Other(
                 other,
                 Caller {

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use sluice_protocol::messages::{
     AlterConfigsRequest, AlterableConfig, AlterableTopic, ConfigEntry, CreatableTopic,
-    CreateTopicsRequest, DeleteTopicsRequest, CONFIG_DELETE, CONFIG_SET,
+    CreatePartitionsRequest, CreatePartitionsTopic, CreateTopicsRequest, DeleteTopicsRequest,
+    CONFIG_DELETE, CONFIG_SET,
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
 
@@ -340,6 +341,61 @@ impl Admin {
         let deleted = succeeded(&results);
         self.wait_applied(|image| deleted.iter().all(|n| !image.topics.contains_key(*n)))
             .await;
+        merge(results, refused)
+    }
+
+    /// Grows each topic to the partition count given, through the controller; each gets
+    /// its outcome. The new partitions' replicas are open here before the answer. With
+    /// `validate_only` nothing changes.
+    pub async fn create_partitions(
+        &self,
+        principal: &Principal,
+        topics: Vec<(String, i32)>,
+        validate_only: bool,
+    ) -> PerTopic<()> {
+        let (topics, refused) = self.permitted(principal, Operation::Alter, topics, |t| &t.0);
+        if topics.is_empty() {
+            return merge(Vec::new(), refused);
+        }
+        let names: Vec<String> = topics.iter().map(|(n, _)| n.clone()).collect();
+        let counts: BTreeMap<String, i32> = topics.iter().cloned().collect();
+        let request = CreatePartitionsRequest {
+            topics: topics
+                .into_iter()
+                .map(|(name, count)| CreatePartitionsTopic { name, count })
+                .collect(),
+            timeout_ms: CONTROLLER_TIMEOUT.as_millis() as i32,
+            validate_only,
+        };
+        let results = self
+            .per_topic(
+                Request::CreatePartitions(request),
+                names,
+                |response| match response {
+                    Response::CreatePartitions(r) => Some(
+                        r.results
+                            .into_iter()
+                            .map(|t| (t.name, outcome(t.error_code, t.error_message, ())))
+                            .collect(),
+                    ),
+                    _ => None,
+                },
+            )
+            .await;
+        if !validate_only {
+            let grown = succeeded(&results);
+            self.wait_applied(|image| {
+                grown
+                    .iter()
+                    .all(|name| match (image.topics.get(*name), counts.get(*name)) {
+                        (Some(topic), Some(&count)) => {
+                            topic.partitions.len() as i64 >= count as i64
+                        }
+                        _ => true,
+                    })
+            })
+            .await;
+        }
         merge(results, refused)
     }
 

@@ -43,6 +43,44 @@ async fn keyed_records_land_on_kafkas_partition_with_contiguous_offsets() {
 }
 
 #[tokio::test]
+async fn partitions_added_to_a_topic_are_used_once_the_metadata_is_refreshed() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let client = Client::connect(ClientConfig {
+        metadata_max_age: Duration::from_millis(50),
+        ..broker.config()
+    })
+    .await
+    .unwrap();
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let send = |key: String| {
+        let producer = producer.clone();
+        async move {
+            let delivery = producer
+                .send(ProducerRecord::new("t", "v").key(key))
+                .await
+                .unwrap();
+            producer.flush().await;
+            delivery.await.unwrap().partition
+        }
+    };
+    assert_eq!(send("k".into()).await, PartitionId(0));
+    broker.state().add_partitions("t", 3);
+    bounded("the grown topic's metadata", async {
+        while client.cached_topic("t").unwrap().n_partitions() < 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            // A send with metadata older than metadata_max_age starts the refresh.
+            send("k".into()).await;
+        }
+    })
+    .await;
+    let key = (0..)
+        .map(|i| format!("key-{i}"))
+        .find(|k| partition_for_key(k.as_bytes(), 3) == PartitionId(2))
+        .unwrap();
+    assert_eq!(send(key).await, PartitionId(2));
+}
+
+#[tokio::test]
 async fn keyless_records_stick_to_a_partition_per_batch() {
     let broker = FakeBroker::start(&[("t", 3)]).await;
     // Room for exactly ten records: appends check the worst-case record size (about 13

@@ -144,3 +144,47 @@ wire_struct! {
         pub responses: Vec<DeletableTopicResult>,
     }
 }
+
+wire_struct! {
+    /// One topic to grow.
+    pub struct CreatePartitionsTopic {
+        /// The topic.
+        pub name: String,
+        /// The partition count it should have: more than it has.
+        pub count: i32,
+    }
+}
+
+wire_struct! {
+    /// Adds partitions to topics (Kafka's CreatePartitions). The new partitions' replicas
+    /// are placed by the controller; existing partitions and their records stay as they
+    /// are, so keyed records of the topic map to other partitions from then on.
+    pub struct CreatePartitionsRequest {
+        /// The topics and their new partition counts.
+        pub topics: Vec<CreatePartitionsTopic>,
+        /// How long to wait for the change to be committed, in milliseconds.
+        pub timeout_ms: i32,
+        /// Only check the request.
+        pub validate_only: bool,
+    }
+}
+
+wire_struct! {
+    /// The outcome of one topic's growth.
+    pub struct CreatePartitionsTopicResult {
+        /// The topic.
+        pub name: String,
+        /// NONE, or why it did not grow (INVALID_PARTITIONS, UNKNOWN_TOPIC_OR_PARTITION...).
+        pub error_code: ErrorCode,
+        /// Details of the error for a human, if any.
+        pub error_message: Option<String>,
+    }
+}
+
+wire_struct! {
+    /// Per-topic outcomes of a CreatePartitions request.
+    pub struct CreatePartitionsResponse {
+        /// One result per topic.
+        pub results: Vec<CreatePartitionsTopicResult>,
+    }
+}

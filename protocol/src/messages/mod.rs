@@ -301,6 +301,8 @@ apis! {
     TxnOffsetCommit = 28, versions 0..=0, TxnOffsetCommitRequest, OffsetCommitResponse;
     /// One message of a SASL login.
     SaslAuthenticate = 36, versions 0..=0, SaslAuthenticateRequest, SaslAuthenticateResponse;
+    /// Add partitions to topics.
+    CreatePartitions = 37, versions 0..=0, CreatePartitionsRequest, CreatePartitionsResponse;
     /// Delete empty consumer groups.
     DeleteGroups = 42, versions 0..=0, DeleteGroupsRequest, DeleteGroupsResponse;
     /// Change topic configs after creation (Kafka's IncrementalAlterConfigs).

@@ -625,6 +625,64 @@ fn create_topic_refusals() {
 }
 
 #[test]
+fn added_partitions_continue_the_placement_and_keep_the_old_ones() {
+    let mut c = Cluster::with_brokers(&[1, 2, 3]);
+    c.create("t", 2, 2);
+    c.fence(1);
+    assert_eq!(c.image.topics["t"].id, 7);
+    let before = c.image.topics["t"].partitions.clone();
+    let add = |n: u32| MetadataCommand::CreatePartitions {
+        name: "t".into(),
+        partitions: n,
+    };
+    assert_eq!(c.apply(add(4)), CommandResult::Done);
+    let topic = &c.image.topics["t"];
+    assert_eq!(topic.partitions[..2], before[..]);
+    // Brokers 2 and 3 are active; the placement goes on as for a topic of 4 created now
+    // (at the topic's index 7, so partition 0 would start on the second of them).
+    c.check(
+        "t",
+        &[
+            &describe(&before[0]),
+            &describe(&before[1]),
+            "leader=3 le=0 pe=0 replicas=3,2 isr=3,2",
+            "leader=2 le=0 pe=0 replicas=2,3 isr=2,3",
+        ],
+    );
+
+    check_refused(
+        c.apply(add(4)),
+        ErrorCode::InvalidPartitions,
+        "topic \"t\" already has 4 partitions",
+    );
+    check_refused(
+        c.apply(add(3)),
+        ErrorCode::InvalidPartitions,
+        "has 4 partitions and cannot have fewer; ask for more than 4",
+    );
+    check_refused(
+        c.apply(add(1025)),
+        ErrorCode::InvalidPartitions,
+        "at most 1024",
+    );
+    check_refused(
+        c.apply(MetadataCommand::CreatePartitions {
+            name: "u".into(),
+            partitions: 2,
+        }),
+        ErrorCode::UnknownTopicOrPartition,
+        "topic \"u\" does not exist",
+    );
+    c.fence(2);
+    check_refused(
+        c.apply(add(5)),
+        ErrorCode::InvalidReplicationFactor,
+        "only broker 3 is available",
+    );
+    assert_eq!(c.image.topics["t"].partitions.len(), 4);
+}
+
+#[test]
 fn delete_topic() {
     let mut c = Cluster::with_brokers(&[1]);
     c.create("t", 2, 1);
@@ -921,6 +979,11 @@ enum Op {
     Delete {
         topic: usize,
     },
+    /// The topic's partition count becomes `partitions` (refused unless it grows).
+    AddPartitions {
+        topic: usize,
+        partitions: u32,
+    },
     Alter(AlterOp),
     Allocate {
         broker: i32,
@@ -1005,6 +1068,8 @@ fn op() -> impl Strategy<Value = Op> {
             }
         ),
         1 => (0..TOPICS.len()).prop_map(|topic| Op::Delete { topic }),
+        1 => (0..TOPICS.len(), 0u32..6)
+            .prop_map(|(topic, partitions)| Op::AddPartitions { topic, partitions }),
         5 => alter,
         1 => (BROKERS, stale()).prop_map(|(broker, stale)| Op::Allocate { broker, stale }),
         2 => (BROKERS, stale(), prop::collection::vec(any::<prop::sample::Index>(), 0..3))
@@ -1066,6 +1131,10 @@ fn to_command(op: &Op, image: &MetadataImage) -> MetadataCommand {
         },
         Op::Delete { topic } => MetadataCommand::DeleteTopic {
             name: TOPICS[*topic].into(),
+        },
+        Op::AddPartitions { topic, partitions } => MetadataCommand::CreatePartitions {
+            name: TOPICS[*topic].into(),
+            partitions: *partitions,
         },
         Op::Alter(alter) => alter_command(alter, image),
         Op::Allocate { broker, stale } => MetadataCommand::AllocateProducerIds {

@@ -195,6 +195,17 @@ pub(super) fn fill(request: &RequestKind, version: i16, code: i16, response: &mu
                 })
                 .collect();
         }
+        (RequestKind::CreatePartitions(request), ResponseKind::CreatePartitions(response)) => {
+            response.results = request
+                .topics
+                .iter()
+                .map(|topic| {
+                    create_partitions_response::CreatePartitionsTopicResult::default()
+                        .with_name(topic.name.clone())
+                        .with_error_code(code)
+                })
+                .collect();
+        }
         (RequestKind::DeleteTopics(request), ResponseKind::DeleteTopics(response)) => {
             response.responses = request
                 .topic_names

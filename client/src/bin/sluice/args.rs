@@ -250,10 +250,14 @@ pub enum TopicCommand {
         name: String,
     },
     /// Change a topic's configuration: set keys, or remove them (back to the broker's
-    /// default). All the changes apply together, or none.
+    /// default), all together or none; or give it more partitions.
     Alter {
         /// The topic's name.
         name: String,
+        /// Grow the topic to N partitions (more than it has; partitions cannot be removed).
+        /// Existing records stay where they are, so keys map to other partitions from now on.
+        #[arg(short, long, value_name = "N")]
+        partitions: Option<i32>,
         /// A configuration to set, repeatable: retention.ms, retention.bytes,
         /// segment.bytes, segment.ms, min.insync.replicas, unclean.leader.election.enable,
         /// compression.type (only `producer`), cleanup.policy, delete.retention.ms,

@@ -172,25 +172,43 @@ async fn topic(admin: Admin, command: TopicCommand, format: Format) -> CliResult
         }
         TopicCommand::Alter {
             name,
+            partitions,
             configs,
             delete_configs,
         } => {
-            if configs.is_empty() && delete_configs.is_empty() {
-                return Err("nothing to change: give -c KEY=VALUE or --delete-config KEY".into());
+            if partitions.is_none() && configs.is_empty() && delete_configs.is_empty() {
+                return Err(
+                    "nothing to change: give -p N, -c KEY=VALUE or --delete-config KEY".into(),
+                );
             }
             let changes: Vec<(&str, Option<&str>)> = configs
                 .iter()
                 .map(|(k, v)| (k.as_str(), Some(v.as_str())))
                 .chain(delete_configs.iter().map(|k| (k.as_str(), None)))
                 .collect();
-            admin
-                .alter_topic_configs(&name, &changes)
-                .await
-                .map_err(not_there)?;
+            if !changes.is_empty() {
+                admin
+                    .alter_topic_configs(&name, &changes)
+                    .await
+                    .map_err(not_there)?;
+            }
+            if let Some(n) = partitions {
+                admin.create_partitions(&name, n).await.map_err(not_there)?;
+            }
+            let mut text = String::new();
+            if !changes.is_empty() {
+                text += &format!("altered the configs of topic \"{name}\"\n");
+            }
+            if let Some(n) = partitions {
+                text += &format!("topic \"{name}\" now has {n} partitions\n");
+            }
             print(
                 format,
-                || format!("altered the configs of topic \"{name}\"\n"),
-                || serde_json::json!({ "altered": name }),
+                || text.clone(),
+                || match partitions {
+                    Some(n) => serde_json::json!({ "altered": name, "partitions": n }),
+                    None => serde_json::json!({ "altered": name }),
+                },
             )
         }
     }
