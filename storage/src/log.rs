@@ -51,6 +51,12 @@ const CLEANER_CHECKPOINT_HEADER: FileHeader = FileHeader {
     magic: *b"SLCO",
     version: 1,
 };
+const LOG_START_FILE: &str = "log-start-offset-checkpoint";
+const LOG_START_HEADER: FileHeader = FileHeader {
+    magic: *b"SLLS",
+    version: 1,
+};
+const LOG_START_WHAT: &str = "log-start-offset checkpoint";
 const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 const CLEAN_SHUTDOWN_HEADER: FileHeader = FileHeader {
     magic: *b"SLCS",
@@ -195,6 +201,10 @@ pub struct PartitionLog {
     /// [`PartitionLog::checkpoint_high_watermark`], never past the log end (open caps it
     /// at what recovery kept, a truncation lowers it).
     high_watermark_checkpoint: Offset,
+    /// Records below this were deleted inside their segment ([`PartitionLog::advance_log_start`]:
+    /// Kafka's DeleteRecords, or a follower taking its leader's log start); kept in
+    /// `log-start-offset-checkpoint`, never past the log end. 0 when none were.
+    log_start_checkpoint: Offset,
     /// Offsets below this were mapped by the last cleaning (the cleaner's first dirty
     /// offset); kept in `cleaner-offset-checkpoint`.
     cleaner_checkpoint: Offset,
@@ -311,11 +321,13 @@ impl PartitionLog {
             epochs: epochs.expect("inserted above"),
             unflushed_sealed: Vec::new(),
             high_watermark_checkpoint: Offset(0),
+            log_start_checkpoint: Offset(0),
             cleaner_checkpoint: Offset(0),
             layout_generation: 0,
             truncations: Arc::default(),
             recovery: report,
         };
+        log.open_log_start_checkpoint()?;
         log.cleaner_checkpoint = log.read_cleaner_checkpoint();
         if rebuild_epochs {
             log.rebuild_epoch_cache()?;
@@ -361,6 +373,30 @@ impl PartitionLog {
             tracing::info!(dir = %self.dir.display(), "the checkpointed high watermark {stored} is past the recovered log end; capped at {capped}");
             self.write_high_watermark(capped)?;
         }
+        Ok(())
+    }
+
+    /// Takes the log start a DeleteRecords (or the leader) moved inside a segment before
+    /// the stop, within what recovery kept (capped at the log end, and the file rewritten:
+    /// records appended later below it would be hidden), and deletes the sealed segments
+    /// wholly below it that a crash left behind. A damaged file is the first segment's
+    /// base: deleted records may show again, nothing else is lost.
+    fn open_log_start_checkpoint(&mut self) -> Result<()> {
+        let path = self.dir.join(LOG_START_FILE);
+        let stored = match read_offset_checkpoint(&path, LOG_START_HEADER, LOG_START_WHAT) {
+            Ok(stored) => stored.unwrap_or(Offset(0)),
+            Err(e) => {
+                tracing::warn!("{e}; the log starts at its first segment");
+                Offset(0)
+            }
+        };
+        let end = self.log_end_offset();
+        self.log_start_checkpoint = stored.min(end);
+        if stored > end {
+            write_offset_checkpoint(&path, LOG_START_HEADER, end)?;
+        }
+        let doomed = self.sealed_below(self.log_start_checkpoint);
+        self.detach(doomed).delete()?;
         Ok(())
     }
 
@@ -430,13 +466,51 @@ impl PartitionLog {
         };
     }
 
-    /// Offset of the first record the log holds (the first segment's base).
+    /// Offset of the first record the log holds: the first segment's base, or where
+    /// [`PartitionLog::advance_log_start`] moved it inside a segment.
     pub fn log_start_offset(&self) -> Offset {
-        self.sealed
+        let first_base = self
+            .sealed
             .keys()
             .next()
             .copied()
-            .unwrap_or(self.active.meta.base_offset)
+            .unwrap_or(self.active.meta.base_offset);
+        first_base.max(self.log_start_checkpoint)
+    }
+
+    /// Moves the log start up to `offset` (Kafka's DeleteRecords; a follower taking its
+    /// leader's log start): records below it are never read again, and the sealed
+    /// segments wholly below it leave the log, returned for deletion as retention's are
+    /// ([`DetachedSegments::delete`]). The new start is durable before this returns. An
+    /// offset at or below the log start changes nothing; one past the log end is
+    /// [`StorageError::OffsetOutOfRange`].
+    pub fn advance_log_start(&mut self, offset: Offset) -> Result<DetachedSegments> {
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        if offset > end {
+            return Err(StorageError::OffsetOutOfRange {
+                requested: offset,
+                log_start: start,
+                log_end: end,
+            });
+        }
+        if offset <= start {
+            return Ok(self.detach(Vec::new()));
+        }
+        write_offset_checkpoint(&self.dir.join(LOG_START_FILE), LOG_START_HEADER, offset)?;
+        self.log_start_checkpoint = offset;
+        let doomed = self.sealed_below(offset);
+        let detached = self.detach(doomed);
+        self.epochs.truncate_from_start(offset)?;
+        Ok(detached)
+    }
+
+    /// The sealed segments whose every offset is below `offset`, oldest first.
+    fn sealed_below(&self, offset: Offset) -> Vec<Offset> {
+        self.sealed
+            .iter()
+            .take_while(|(_, m)| m.next_offset <= offset)
+            .map(|(b, _)| *b)
+            .collect()
     }
 
     /// Offset the next appended record gets (Kafka's log end offset).
@@ -830,6 +904,12 @@ impl PartitionLog {
         }
         // A cleaning planned before the cut must not swap in: see `swap_cleaned`.
         self.layout_generation += 1;
+        // A log started over below its deleted records (a follower restarting at a lower
+        // leader log start) must not hide what is appended there.
+        if self.log_start_checkpoint > end {
+            self.log_start_checkpoint = end;
+            write_offset_checkpoint(&self.dir.join(LOG_START_FILE), LOG_START_HEADER, end)?;
+        }
         self.epochs.truncate_from_end(end)?;
         self.flushed_offset = self.flushed_offset.min(end);
         self.unflushed_sealed.retain(|(_, p)| p.exists());
@@ -845,12 +925,7 @@ impl PartitionLog {
     /// Deletes whole sealed segments whose every offset is below `offset`. The active
     /// segment is never deleted. Returns how many segments went.
     pub fn delete_before(&mut self, offset: Offset) -> Result<usize> {
-        let doomed: Vec<Offset> = self
-            .sealed
-            .iter()
-            .take_while(|(_, m)| m.next_offset <= offset)
-            .map(|(b, _)| *b)
-            .collect();
+        let doomed = self.sealed_below(offset);
         self.detach(doomed).delete()
     }
 

@@ -416,6 +416,99 @@ fn delete_before_removes_only_whole_segments_below() {
 }
 
 #[test]
+fn advancing_the_log_start_hides_records_inside_a_segment_and_deletes_whole_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), small_config(), &clock);
+    fill(&mut log, 80, 4, 20, 0);
+    let segments = log.segment_count();
+    assert!(segments > 2);
+    // A read stops at its segment's end.
+    let first_segment = log.read(Offset(0), 1 << 30, Offset(i64::MAX)).unwrap();
+    let second_segment_start = sluice_protocol::batch::Batches::new(first_segment)
+        .last()
+        .unwrap()
+        .unwrap()
+        .header()
+        .next_offset();
+    // Inside the second segment: the first goes, the second stays with its early records
+    // out of reach.
+    let start = second_segment_start.plus(2);
+    let detached = log.advance_log_start(start).unwrap();
+    assert_eq!(detached.len(), 1);
+    assert_eq!(detached.delete().unwrap(), 1);
+    assert_eq!(log.log_start_offset(), start);
+    assert_eq!(log.segment_count(), segments - 1);
+    assert!(matches!(
+        log.read(second_segment_start, 1 << 20, Offset(i64::MAX)),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    // A read at the start gets the batch holding it, as Kafka's.
+    let first = log.read(start, 1, Offset(i64::MAX)).unwrap();
+    let first = sluice_protocol::batch::Batches::new(first)
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.header().base_offset, second_segment_start);
+    assert_eq!(log.epoch_entries()[0].start_offset, start);
+    // Lower or equal: no change. Past the end: refused.
+    assert!(log.advance_log_start(Offset(1)).unwrap().is_empty());
+    assert_eq!(log.log_start_offset(), start);
+    let end = log.log_end_offset();
+    assert!(matches!(
+        log.advance_log_start(end.plus(1)),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+
+    // Durable: a reopened log (after a crash too) starts there.
+    drop(log);
+    let mut log = open(dir.path(), small_config(), &clock);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (start, end));
+    // Up to the log end: every sealed segment goes, the active one stays, empty to readers.
+    log.advance_log_start(end).unwrap().delete().unwrap();
+    assert_eq!((log.log_start_offset(), log.segment_count()), (end, 1));
+    assert!(read_all(&log, 1 << 20).is_empty());
+    fill(&mut log, 1, 2, 5, 0);
+    assert_eq!(offsets(&read_all(&log, 1 << 20)), [(end.0, end.0 + 1)]);
+}
+
+#[test]
+fn a_log_start_left_past_the_log_end_by_a_truncation_is_lowered() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), small_config(), &clock);
+    fill(&mut log, 10, 4, 20, 0);
+    log.advance_log_start(Offset(30)).unwrap().delete().unwrap();
+    // A follower that restarts below its deleted records (an unclean leader's log start)
+    // sees what it appends there.
+    log.truncate_fully_and_start_at(Offset(20)).unwrap();
+    assert_eq!(log.log_start_offset(), Offset(20));
+    fill(&mut log, 5, 4, 20, 1);
+    assert_eq!(read_all(&log, 1 << 20)[0].header().base_offset, Offset(20));
+    drop(log);
+    let log = open(dir.path(), small_config(), &clock);
+    assert_eq!(log.log_start_offset(), Offset(20));
+}
+
+#[test]
+fn segments_a_crash_left_below_the_log_start_are_deleted_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut log = open(dir.path(), small_config(), &clock);
+    fill(&mut log, 40, 4, 20, 0);
+    let segments = log.segment_count();
+    let end = log.log_end_offset();
+    // The checkpoint is written first; the process dies before the files are deleted.
+    let detached = log.advance_log_start(end.plus(-1)).unwrap();
+    assert_eq!(detached.len(), segments - 1);
+    drop(detached);
+    drop(log);
+    let log = open(dir.path(), small_config(), &clock);
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.log_start_offset(), end.plus(-1));
+}
+
+#[test]
 fn offset_for_timestamp_finds_the_first_record_at_or_after() {
     let dir = tempfile::tempdir().unwrap();
     let clock = clock();

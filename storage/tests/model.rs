@@ -33,6 +33,10 @@ enum Op {
     DeleteBefore {
         at: prop::sample::Index,
     },
+    /// DeleteRecords: the log start moves to any offset up to the end.
+    AdvanceStart {
+        at: prop::sample::Index,
+    },
     Flush,
     Runway,
     Reopen {
@@ -49,6 +53,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Roll),
         1 => any::<prop::sample::Index>().prop_map(|at| Op::Truncate { at }),
         1 => any::<prop::sample::Index>().prop_map(|at| Op::DeleteBefore { at }),
+        1 => any::<prop::sample::Index>().prop_map(|at| Op::AdvanceStart { at }),
         1 => Just(Op::Flush),
         2 => Just(Op::Runway),
         1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
@@ -207,6 +212,11 @@ fn run(dir: &Path, ops: Vec<Op>, cfg: LogConfig) -> Result<(), TestCaseError> {
                     let offset =
                         model.start + 1 + at.index((model.end() - model.start) as usize) as i64;
                     l.truncate_to(Offset(offset)).unwrap();
+                    // The log ends where the batch holding `offset` began, which may be
+                    // below a start moved inside it: the start comes down with it.
+                    if let Some(cut) = model.batches.iter().find(|b| b.1 >= offset) {
+                        model.start = model.start.min(cut.0);
+                    }
                     model.batches.retain(|b| b.1 < offset);
                     prop_assert_eq!(l.log_end_offset().0, model.end());
                 }
@@ -220,10 +230,23 @@ fn run(dir: &Path, ops: Vec<Op>, cfg: LogConfig) -> Result<(), TestCaseError> {
                     new_start >= model.start && (new_start <= offset || new_start == model.start)
                 );
                 prop_assert!(
-                    new_start == model.end() || model.batches.iter().any(|b| b.0 == new_start)
+                    new_start == model.start
+                        || new_start == model.end()
+                        || model.batches.iter().any(|b| b.0 == new_start)
                 );
-                model.batches.retain(|b| b.0 >= new_start);
+                model.batches.retain(|b| b.1 >= new_start);
                 model.start = new_start;
+            }
+            Op::AdvanceStart { at } => {
+                let offset =
+                    model.start + at.index((model.end() - model.start + 1) as usize) as i64;
+                l.advance_log_start(Offset(offset))
+                    .unwrap()
+                    .delete()
+                    .unwrap();
+                // Reads start at the batch holding the new start: it stays.
+                model.start = offset;
+                model.batches.retain(|b| b.1 >= offset);
             }
             Op::Runway => {
                 let before = l.runway_bytes();
