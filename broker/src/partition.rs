@@ -181,6 +181,8 @@ struct FollowerProgress {
     caught_up_at: Instant,
     /// The leader's log end at the follower's previous fetch, and that fetch's time.
     previous_fetch: (Offset, Instant),
+    /// The follower's log start, from its last fetch; -1 until it fetches.
+    log_start: Offset,
 }
 
 /// The replication state, under one lock.
@@ -546,6 +548,7 @@ impl Partition {
                             log_end: Offset(-1),
                             caught_up_at: now,
                             previous_fetch: (log_end, now),
+                            log_start: Offset(-1),
                         };
                         (*r, progress)
                     })
@@ -1698,7 +1701,12 @@ impl Partition {
         drop(log);
         let proposal = match incarnation {
             FollowerIncarnation::Registered => {
-                let proposal = self.follower_fetched(follower, fetch_offset, log_end);
+                let proposal = self.follower_fetched(
+                    follower,
+                    fetch_offset,
+                    request.log_start_offset,
+                    log_end,
+                );
                 self.maybe_advance_high_watermark();
                 proposal
             }
@@ -1722,6 +1730,7 @@ impl Partition {
         &self,
         follower: BrokerId,
         fetch_offset: Offset,
+        log_start: Offset,
         log_end: Offset,
     ) -> Option<IsrProposal> {
         let now = Instant::now();
@@ -1730,6 +1739,11 @@ impl Partition {
         let epoch_start = state.epoch_start_offset;
         let progress = state.followers.get_mut(&follower)?;
         progress.log_end = fetch_offset;
+        if log_start > progress.log_start {
+            progress.log_start = log_start;
+            // A DeleteRecords may wait for this replica's log start.
+            self.hw_advanced.notify_waiters();
+        }
         if fetch_offset >= log_end {
             progress.caught_up_at = now;
         } else if fetch_offset >= progress.previous_fetch.0 {
@@ -1932,6 +1946,118 @@ impl Partition {
         self.publish_unstable(&producers);
         drop(producers);
         Ok(target)
+    }
+
+    /// Leader: deletes the records below `offset` (Kafka's DeleteRecords; -1 means the high
+    /// watermark): the log start moves there, durably, and segments wholly below it are
+    /// removed. Only committed records can be deleted: an offset past the high watermark
+    /// is OFFSET_OUT_OF_RANGE. Followers take the new log start from their next fetch
+    /// ([`Partition::follow_leader_log_start`]); [`Partition::low_watermark`] tells when
+    /// they have. Returns the new log start. Blocking.
+    pub fn delete_records(&self, offset: i64) -> Result<Offset, ApiError> {
+        self.check_live()?;
+        self.check_leader()?;
+        let high_watermark = self.high_watermark();
+        let offset = match offset {
+            -1 => high_watermark,
+            o if (0..=high_watermark.0).contains(&o) => Offset(o),
+            o => {
+                return Err(ApiError::new(
+                    ErrorCode::OffsetOutOfRange,
+                    format!(
+                        "{}: cannot delete records below offset {o}: only committed records, \
+                         below the high watermark {high_watermark}, can be deleted (-1 for \
+                         all of them)",
+                        self.name()
+                    ),
+                ))
+            }
+        };
+        let detached = {
+            let mut log = self.log.write();
+            self.check_live()?;
+            log.advance_log_start(offset).map_err(ApiError::from)?
+        };
+        let start = self.log_start_offset();
+        // Parked follower fetches answer now, carrying the new log start.
+        self.appended.notify_waiters();
+        if !detached.is_empty() {
+            match detached.delete() {
+                Ok(n) => {
+                    tracing::info!(partition = %self.name(), "deleting records below {offset} removed {n} segment(s)")
+                }
+                Err(e) => {
+                    tracing::warn!(partition = %self.name(), "deleting records below {offset}: {e}")
+                }
+            }
+        }
+        Ok(start)
+    }
+
+    /// Leader: the lowest log start among the in-sync replicas (Kafka's low watermark):
+    /// every in-sync copy has deleted the records below it.
+    pub fn low_watermark(&self) -> Offset {
+        let own = self.log_start_offset();
+        let state = self.state();
+        state
+            .isr
+            .iter()
+            .filter_map(|member| state.followers.get(member))
+            .map(|follower| follower.log_start)
+            .fold(own, Offset::min)
+    }
+
+    /// Leader: waits until every in-sync replica has deleted the records below `offset`
+    /// ([`Partition::low_watermark`] reaches it; Kafka's DeleteRecords purgatory), and
+    /// returns the low watermark. NOT_LEADER_OR_FOLLOWER if this replica stops leading,
+    /// REQUEST_TIMED_OUT at `deadline` (the leader's records are deleted either way).
+    pub async fn await_low_watermark(
+        &self,
+        offset: Offset,
+        deadline: tokio::time::Instant,
+    ) -> Result<Offset, ApiError> {
+        loop {
+            let woken = self.hw_advanced.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            self.check_live()?;
+            self.check_leader()?;
+            let low = self.low_watermark();
+            if low >= offset {
+                return Ok(low);
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return Err(ApiError::new(
+                    ErrorCode::RequestTimedOut,
+                    format!(
+                        "{}: the leader deleted the records below {offset}, but the in-sync \
+                         replicas (brokers {}) had not within the request's timeout; they \
+                         delete them when they next fetch",
+                        self.name(),
+                        ids(&self.isr()),
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// Follower: takes the leader's log start (moved by DeleteRecords or retention there),
+    /// as far as this replica's log end, so records deleted on the leader are deleted
+    /// here too. Blocking when it moves.
+    pub fn follow_leader_log_start(&self, leader_log_start: Offset) -> Result<(), ApiError> {
+        self.check_live()?;
+        let detached = {
+            let mut log = self.log.write();
+            let target = leader_log_start.min(log.log_end_offset());
+            if target <= log.log_start_offset() {
+                return Ok(());
+            }
+            log.advance_log_start(target).map_err(ApiError::from)?
+        };
+        if let Err(e) = detached.delete() {
+            tracing::warn!(partition = %self.name(), "deleting records below the leader's log start: {e}");
+        }
+        Ok(())
     }
 
     /// Follower: the leader no longer has this replica's log end (retention deleted it):

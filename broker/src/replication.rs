@@ -383,8 +383,13 @@ fn apply_parts(
         {
             continue; // The role changed while the fetch was out.
         }
-        let plain_append =
-            response.error_code == ErrorCode::None && response.diverging_epoch.is_none();
+        // The leader's log start moved (DeleteRecords or retention there): this replica
+        // follows, which writes a checkpoint, so on a blocking thread.
+        let follows_start = response.error_code == ErrorCode::None
+            && response.log_start_offset > request.log_start_offset;
+        let plain_append = response.error_code == ErrorCode::None
+            && response.diverging_epoch.is_none()
+            && !follows_start;
         if !block && !plain_append {
             rest.push((partition, request, response));
             continue;
@@ -402,9 +407,12 @@ fn apply_parts(
                     )
                 }) {
                     Err(e) => Err(e),
-                    Ok(records) if block => {
-                        partition.append_from_leader(records, response.high_watermark)
-                    }
+                    Ok(records) if block => partition
+                        .append_from_leader(records, response.high_watermark)
+                        .and_then(|()| match follows_start {
+                            true => partition.follow_leader_log_start(response.log_start_offset),
+                            false => Ok(()),
+                        }),
                     Ok(records) => {
                         match partition.try_append_from_leader(&records, response.high_watermark) {
                             Ok(true) => Ok(()),

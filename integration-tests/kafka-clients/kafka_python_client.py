@@ -27,6 +27,10 @@ Scenarios:
   group-split  two members of G on T (created beforehand with --partitions P): each gets a
                non-empty share, the shares are disjoint and cover every partition, and a
                record produced to each partition afterwards reaches the member owning it.
+  delete-records  T (created beforehand, one partition): 20 records; delete_records below
+               offset 8: the low watermark is 8 and a consumer from the beginning starts
+               there; below -1 (the high watermark): 20; below 25 (past it):
+               OffsetOutOfRangeError.
 The last line of stdout is the JSON summary (common.py).
 """
 
@@ -37,7 +41,7 @@ from common import Failed, check, finish, poll_until, step
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions
-from kafka.errors import InvalidPartitionsError, TopicAlreadyExistsError
+from kafka.errors import InvalidPartitionsError, OffsetOutOfRangeError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
 
@@ -393,7 +397,44 @@ def compacted(args):
     finish(records=len(got), written=len(records), gaps=offsets[-1] + 1 - len(got))
 
 
+def delete_records(args):
+    topic = args.topic
+    tp = TopicPartition(topic, 0)
+    step("produce 20 records")
+    prod = producer(args)
+    acked = produce_all(prod, topic, [(None, f"v{i}".encode(), None) for i in range(20)])
+    prod.close()
+    check([m.offset for m in acked] == list(range(20)), "offsets of the 20 records",
+          offsets=[m.offset for m in acked])
+    client = KafkaAdminClient(bootstrap_servers=args.bootstrap.split(","))
+    step("delete_records below 8")
+    low = [client.delete_records({tp: 8}, timeout_ms=30000)[tp]["low_watermark"]]
+    check(low == [8], "the low watermark after deleting below 8", low=low)
+    step("a consumer from the beginning starts at 8")
+    cons = consumer(args)
+    cons.assign([tp])
+    beginning = cons.beginning_offsets([tp])[tp]
+    cons.seek_to_beginning(tp)
+    got = read_n(cons, 12, 30, "reading what is left")
+    cons.close()
+    first = got[0].offset
+    check(beginning == 8 and first == 8 and [r.value for r in got][-1] == b"v19",
+          "what is left after deleting below 8", beginning=beginning, first=first)
+    step("delete_records below the high watermark (-1)")
+    low.append(client.delete_records({tp: -1}, timeout_ms=30000)[tp]["low_watermark"])
+    check(low[1] == 20, "the low watermark after deleting everything", low=low)
+    step("delete_records past the high watermark: OffsetOutOfRangeError")
+    try:
+        client.delete_records({tp: 25}, timeout_ms=30000)
+        raise Failed("deleting past the high watermark succeeded")
+    except OffsetOutOfRangeError:
+        pass
+    client.close()
+    finish(low_watermarks=low, beginning=beginning, first_offset=first)
+
+
 SCENARIOS = {
+    "delete-records": delete_records,
     "compacted": compacted,
     "admin": admin,
     "partitioner": partitioner,

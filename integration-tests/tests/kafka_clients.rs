@@ -12,11 +12,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_integration_tests::checks;
 use sluice_integration_tests::kafka::{self, ClientRun, CLIENT_TIMEOUT};
-use sluice_integration_tests::{cli_ok, segment_batches, BrokerProcess, TestCluster};
+use sluice_integration_tests::{cli_ok, segment_batches, wait_until, BrokerProcess, TestCluster};
 use sluice_protocol::batch::{Batches, Compression};
 
 /// Runs `scenario` of `script` with `program` (a python) against `bootstrap` and `topic`,
@@ -454,6 +455,45 @@ fn confluent_exactly_once_on_three_brokers() {
     )
     .expect_ok(&cluster.brokers[0].log());
     assert_eq!(summary["outputs"], 600);
+}
+
+/// DeleteRecords on three brokers: the answer waits for the followers, so once it is
+/// given every in-sync replica has deleted the records: the leader killed, the next one
+/// starts where the deletion left the log.
+#[test]
+fn kafka_python_delete_records_on_three_brokers_reaches_every_replica() {
+    let Some(python) = python("kafka_python_delete_records") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start_with_kafka(3, dir.path(), &[]);
+    cli_ok(
+        &cluster.bootstrap(),
+        &["topic", "create", "dr", "-r", "3"],
+        "",
+    );
+    cluster.wait_isr("dr", 3);
+    let summary = scenario(
+        &python,
+        "kafka_python_client.py",
+        "delete-records",
+        &cluster.kafka_bootstrap(),
+        "dr",
+        &[],
+    )
+    .expect_ok(&cluster.brokers[0].log());
+    assert_eq!(summary["low_watermarks"], json!([8, 20]));
+    assert_eq!(summary["first_offset"], 8);
+    let leader = cluster.leader("dr", 0);
+    cluster.node(leader).kill();
+    wait_until("another leader of dr-0", Duration::from_secs(30), || {
+        ![-1, leader].contains(&cluster.leader("dr", 0))
+    });
+    let described = cluster.describe_topic("dr").unwrap();
+    assert_eq!(
+        described["partitions"][0]["log_start_offset"], 20,
+        "{described}"
+    );
 }
 
 #[test]

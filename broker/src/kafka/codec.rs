@@ -112,6 +112,9 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 5),
     // 0..=3, all: v2 is flexible, v3 the same. kafka-python picks 1, Java 3.
     (ApiKey::CreatePartitions, 0, 3),
+    // 0..=2, all: v2 is flexible. Java (kafka-delete-records.sh, Kafka Streams' purge of
+    // repartition topics) picks 2.
+    (ApiKey::DeleteRecords, 0, 2),
     // 1..=4, all: v3 asks for documentation, v4 is flexible. librdkafka picks 1, Java 4.
     (ApiKey::DescribeConfigs, 1, 4),
     // 0..=1, all. librdkafka 2.15 and Java pick 1.
@@ -384,10 +387,10 @@ pub fn error_response(
 
 /// The error answer to a decoded request that the handlers could not serve: `request`'s
 /// api's response with `code` at the top level where its version has one, and on every
-/// item the request named (each partition of a Produce, Fetch, ListOffsets, OffsetCommit or
-/// OffsetForLeaderEpoch, each topic of a Metadata, CreateTopics, DeleteTopics or
-/// CreatePartitions, each group of a DescribeGroups, DeleteGroups or multi-group
-/// OffsetFetch, each key of a batched FindCoordinator, each resource of the config apis), as Kafka's own error responses do.
+/// item the request named (each partition of a Produce, Fetch, ListOffsets, OffsetCommit,
+/// OffsetForLeaderEpoch or DeleteRecords, each topic of a Metadata, CreateTopics,
+/// DeleteTopics or CreatePartitions, each group of a DescribeGroups, DeleteGroups or
+/// multi-group OffsetFetch, each key of a batched FindCoordinator, each resource of the config apis), as Kafka's own error responses do.
 /// An ApiVersions request gets the normal list with the error. Encode it with
 /// [`encode_response`] at the request's version.
 pub fn error_response_for(request: &KafkaRequest, code: i16) -> ResponseKind {

@@ -1,4 +1,4 @@
-//! Fetch, ListOffsets and OffsetForLeaderEpoch over the Kafka protocol, on
+//! Fetch, ListOffsets, OffsetForLeaderEpoch and DeleteRecords over the Kafka protocol, on
 //! [`crate::services::fetch`] and [`crate::services::offsets`]. Incremental fetch sessions
 //! (KIP-227) are declined: every answer carries session id 0, which tells a client to keep
 //! sending full fetches; a client that names a session gets FETCH_SESSION_ID_NOT_FOUND and
@@ -7,6 +7,9 @@
 
 use std::time::Duration;
 
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
 };
@@ -17,8 +20,9 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
 use kafka_protocol::messages::{
-    ApiKey, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
-    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProducerId, ResponseKind,
+    ApiKey, DeleteRecordsRequest, DeleteRecordsResponse, FetchRequest, FetchResponse,
+    ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse, ProducerId, ResponseKind,
 };
 use sluice_protocol::messages::IsolationLevel;
 use sluice_protocol::{LeaderEpoch, Offset, PartitionId, Records};
@@ -27,7 +31,7 @@ use super::codec::{self, InFile};
 use super::{kafka_error, topic_name};
 use crate::security::Principal;
 use crate::services::fetch::{self, Fetch, FetchPartition};
-use crate::services::offsets::{EpochQuery, OffsetQuery, Offsets};
+use crate::services::offsets::{DeleteQuery, EpochQuery, OffsetQuery, Offsets};
 use crate::services::{map_topics, TopicItems};
 
 /// Kafka's FETCH_SESSION_ID_NOT_FOUND.
@@ -199,6 +203,58 @@ pub async fn list_offsets(
         },
     );
     ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(topics))
+}
+
+/// DeleteRecords: each partition's leader deletes the records below the offset asked (-1:
+/// below the high watermark), and the answer waits, up to the request's timeout, until the
+/// in-sync replicas have too; its low watermark is their lowest log start.
+pub async fn delete_records(
+    service: &Offsets,
+    principal: &Principal,
+    request: DeleteRecordsRequest,
+) -> ResponseKind {
+    let queries: Vec<TopicItems<DeleteQuery>> = request
+        .topics
+        .iter()
+        .map(|t| TopicItems {
+            topic: t.name.0.to_string(),
+            partitions: t
+                .partitions
+                .iter()
+                .map(|p| DeleteQuery {
+                    partition: PartitionId(p.partition_index),
+                    offset: p.offset,
+                })
+                .collect(),
+        })
+        .collect();
+    let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
+    let deleted = service
+        .delete_records(principal, queries.clone(), timeout)
+        .await;
+    let topics = match deleted {
+        Ok(deleted) => deleted,
+        Err(e) => every_partition_failed(queries, e),
+    };
+    let topics = map_topics(
+        topics,
+        |p| {
+            let partition =
+                DeleteRecordsPartitionResult::default().with_partition_index(p.partition.0);
+            match p.outcome {
+                Ok(low_watermark) => partition.with_low_watermark(low_watermark.0),
+                Err(e) => partition
+                    .with_error_code(kafka_error(ApiKey::DeleteRecords, &e).0)
+                    .with_low_watermark(-1),
+            }
+        },
+        |name, partitions| {
+            DeleteRecordsTopicResult::default()
+                .with_name(topic_name(name))
+                .with_partitions(partitions)
+        },
+    );
+    ResponseKind::DeleteRecords(DeleteRecordsResponse::default().with_topics(topics))
 }
 
 /// OffsetForLeaderEpoch: where an epoch ends in the leader's log (a consumer's check for

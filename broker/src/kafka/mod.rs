@@ -340,6 +340,9 @@ impl Kafka {
             RequestKind::OffsetForLeaderEpoch(r) => {
                 fetch::offset_for_leader_epoch(&services.offsets, principal, r).await
             }
+            RequestKind::DeleteRecords(r) => {
+                fetch::delete_records(&services.offsets, principal, r).await
+            }
             RequestKind::DescribeConfigs(r) => {
                 admin::describe_configs(&services.admin, principal, r)
             }

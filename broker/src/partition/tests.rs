@@ -487,3 +487,69 @@ fn a_batch_above_the_topics_max_message_bytes_is_refused() {
     leader.maybe_advance_high_watermark();
     assert_eq!(consumed(&leader, 0), [0], "nothing of the refused batch");
 }
+
+#[tokio::test]
+async fn deleted_records_go_on_the_leader_at_once_and_count_once_every_isr_member_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), &assignment(1, 1, &[1, 2]));
+    produce(&leader, 5, 2); // offsets 0..10
+    fetch(&leader, 2, 6);
+    assert_eq!(leader.high_watermark(), Offset(6));
+    let refused = leader.delete_records(7).unwrap_err();
+    assert_eq!(refused.code, sluice_protocol::ErrorCode::OffsetOutOfRange);
+    assert!(
+        refused.message.contains("high watermark 6"),
+        "{}",
+        refused.message
+    );
+
+    assert_eq!(leader.delete_records(3).unwrap(), Offset(3));
+    assert_eq!(leader.log_start_offset(), Offset(3));
+    // The batch holding offset 3 (2..4) is still read whole, as Kafka's.
+    assert_eq!(consumed(&leader, 3), [2, 3, 4, 5]);
+    assert!(leader
+        .read(
+            Offset(1),
+            1 << 20,
+            LeaderEpoch(-1),
+            IsolationLevel::ReadUncommitted
+        )
+        .is_err());
+    // Follower 2 has not said it deleted them: the low watermark waits for it.
+    assert_eq!(leader.low_watermark(), Offset(0));
+    let soon = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
+    let timed_out = leader
+        .await_low_watermark(Offset(3), soon)
+        .await
+        .unwrap_err();
+    assert_eq!(timed_out.code, sluice_protocol::ErrorCode::RequestTimedOut);
+    let mut request = replica_fetch(Offset(6));
+    request.log_start_offset = Offset(3);
+    leader
+        .read_for_follower(
+            BrokerId(2),
+            FollowerIncarnation::Registered,
+            &request,
+            1 << 20,
+        )
+        .unwrap();
+    assert_eq!(leader.low_watermark(), Offset(3));
+    let later = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    assert_eq!(
+        leader.await_low_watermark(Offset(3), later).await.unwrap(),
+        Offset(3)
+    );
+    // -1: everything committed.
+    assert_eq!(leader.delete_records(-1).unwrap(), Offset(6));
+
+    // A follower takes its leader's log start, as far as its own log reaches.
+    let dir = tempfile::tempdir().unwrap();
+    let follower = open(dir.path(), &assignment(2, 1, &[1, 2]));
+    follower
+        .append_from_leader(leader_batch(0, 4, 1), Offset(4))
+        .unwrap();
+    follower.follow_leader_log_start(Offset(6)).unwrap();
+    assert_eq!(follower.log_start_offset(), Offset(4));
+    follower.follow_leader_log_start(Offset(2)).unwrap();
+    assert_eq!(follower.log_start_offset(), Offset(4), "never back");
+}

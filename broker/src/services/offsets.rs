@@ -6,6 +6,7 @@
 //! the blocking pool.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sluice_protocol::messages::IsolationLevel;
 use sluice_protocol::{LeaderEpoch, Offset, PartitionId};
@@ -54,6 +55,15 @@ pub struct EpochQuery {
     pub leader_epoch: LeaderEpoch,
 }
 
+/// One partition of a DeleteRecords.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeleteQuery {
+    /// The partition.
+    pub partition: PartitionId,
+    /// Records below this offset go; -1 for every committed record (the high watermark).
+    pub offset: i64,
+}
+
 /// Where an epoch ends: the largest epoch at or below the one asked and its end offset
 /// (both -1 when the log has no epoch that old).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,18 +105,23 @@ impl Offsets {
         topics: Vec<TopicItems<OffsetQuery>>,
     ) -> Result<Vec<TopicItems<PartitionOutcome<FoundOffset>>>, ApiError> {
         let found = self
-            .per_partition(principal, topics, |partition, query: &OffsetQuery| {
-                let (timestamp, offset) = partition.offset_for_timestamp(
-                    query.timestamp,
-                    query.current_leader_epoch,
-                    query.isolation,
-                )?;
-                Ok(FoundOffset {
-                    timestamp,
-                    offset,
-                    leader_epoch: partition.leader_epoch(),
-                })
-            })
+            .per_partition(
+                principal,
+                Operation::Describe,
+                topics,
+                |partition, query: &OffsetQuery| {
+                    let (timestamp, offset) = partition.offset_for_timestamp(
+                        query.timestamp,
+                        query.current_leader_epoch,
+                        query.isolation,
+                    )?;
+                    Ok(FoundOffset {
+                        timestamp,
+                        offset,
+                        leader_epoch: partition.leader_epoch(),
+                    })
+                },
+            )
             .await;
         let refusals = match &found {
             Ok(topics) => topics
@@ -129,22 +144,77 @@ impl Offsets {
         principal: &Principal,
         topics: Vec<TopicItems<EpochQuery>>,
     ) -> Result<Vec<TopicItems<PartitionOutcome<EpochEnd>>>, ApiError> {
-        self.per_partition(principal, topics, |partition, query: &EpochQuery| {
-            let found =
-                partition.end_offset_for_epoch(query.leader_epoch, query.current_leader_epoch)?;
-            let (leader_epoch, end_offset) = found.unwrap_or((LeaderEpoch(-1), Offset(-1)));
-            Ok(EpochEnd {
-                leader_epoch,
-                end_offset,
-            })
-        })
+        self.per_partition(
+            principal,
+            Operation::Describe,
+            topics,
+            |partition, query: &EpochQuery| {
+                let found = partition
+                    .end_offset_for_epoch(query.leader_epoch, query.current_leader_epoch)?;
+                let (leader_epoch, end_offset) = found.unwrap_or((LeaderEpoch(-1), Offset(-1)));
+                Ok(EpochEnd {
+                    leader_epoch,
+                    end_offset,
+                })
+            },
+        )
         .await
     }
 
-    /// Runs `lookup` on each asked partition, on the blocking pool.
+    /// DeleteRecords on the leaders here, for `principal` (Delete on each topic): each
+    /// partition's log start moves to the offset asked, then the answer waits, up to
+    /// `timeout`, until the in-sync replicas have deleted the records too. Each
+    /// partition's outcome is its low watermark (the lowest log start among them).
+    pub async fn delete_records(
+        &self,
+        principal: &Principal,
+        topics: Vec<TopicItems<DeleteQuery>>,
+        timeout: Duration,
+    ) -> Result<Vec<TopicItems<PartitionOutcome<Offset>>>, ApiError> {
+        let deleted = self
+            .per_partition(principal, Operation::Delete, topics, |partition, query| {
+                partition.delete_records(query.offset)
+            })
+            .await?;
+        let image = self.cluster.image();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut answered = Vec::with_capacity(deleted.len());
+        for topic in deleted {
+            let mut partitions = Vec::with_capacity(topic.partitions.len());
+            for p in topic.partitions {
+                let outcome = match p.outcome {
+                    Ok(start) => match self.topics.partition(&image, &topic.topic, p.partition) {
+                        Ok(replica) => replica.await_low_watermark(start, deadline).await,
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                };
+                partitions.push(PartitionOutcome {
+                    partition: p.partition,
+                    outcome,
+                });
+            }
+            answered.push(TopicItems {
+                topic: topic.topic,
+                partitions,
+            });
+        }
+        for e in answered
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .filter_map(|p| p.outcome.as_ref().err())
+        {
+            self.metrics.error("delete_records", e.code);
+        }
+        Ok(answered)
+    }
+
+    /// Runs `lookup` on each asked partition, on the blocking pool, where `principal` may
+    /// do `operation` on its topic.
     async fn per_partition<Q, T>(
         &self,
         principal: &Principal,
+        operation: Operation,
         topics: Vec<TopicItems<Q>>,
         lookup: fn(&crate::partition::Partition, &Q) -> Result<T, ApiError>,
     ) -> Result<Vec<TopicItems<PartitionOutcome<T>>>, ApiError>
@@ -158,7 +228,7 @@ impl Offsets {
             .iter()
             .map(|t| {
                 self.authorizer
-                    .check(principal, Operation::Describe, Resource::Topic(&t.topic))
+                    .check(principal, operation, Resource::Topic(&t.topic))
             })
             .collect();
         tokio::task::spawn_blocking(move || {
@@ -197,6 +267,12 @@ pub trait HasPartition {
 }
 
 impl HasPartition for OffsetQuery {
+    fn partition(&self) -> PartitionId {
+        self.partition
+    }
+}
+
+impl HasPartition for DeleteQuery {
     fn partition(&self) -> PartitionId {
         self.partition
     }

@@ -195,6 +195,23 @@ pub(super) fn fill(request: &RequestKind, version: i16, code: i16, response: &mu
                 })
                 .collect();
         }
+        (RequestKind::DeleteRecords(request), ResponseKind::DeleteRecords(response)) => {
+            response.topics = request
+                .topics
+                .iter()
+                .map(|topic| {
+                    let partitions = topic.partitions.iter().map(|p| {
+                        delete_records_response::DeleteRecordsPartitionResult::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(code)
+                            .with_low_watermark(-1)
+                    });
+                    delete_records_response::DeleteRecordsTopicResult::default()
+                        .with_name(topic.name.clone())
+                        .with_partitions(partitions.collect())
+                })
+                .collect();
+        }
         (RequestKind::CreatePartitions(request), ResponseKind::CreatePartitions(response)) => {
             response.results = request
                 .topics
