@@ -1965,10 +1965,9 @@ impl Partition {
                 return Err(ApiError::new(
                     ErrorCode::OffsetOutOfRange,
                     format!(
-                        "{}: cannot delete records below offset {o}: only committed records, \
-                         below the high watermark {high_watermark}, can be deleted (-1 for \
-                         all of them)",
-                        self.name()
+                        "cannot delete records below offset {o}: only committed records can \
+                         be deleted, those below the high watermark {high_watermark}; give an \
+                         offset up to {high_watermark}, or -1 for all of them"
                     ),
                 ))
             }
@@ -2030,10 +2029,9 @@ impl Partition {
                 return Err(ApiError::new(
                     ErrorCode::RequestTimedOut,
                     format!(
-                        "{}: the leader deleted the records below {offset}, but the in-sync \
+                        "the leader deleted the records below {offset}, but the in-sync \
                          replicas (brokers {}) had not within the request's timeout; they \
                          delete them when they next fetch",
-                        self.name(),
                         ids(&self.isr()),
                     ),
                 ));

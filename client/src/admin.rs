@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use sluice_protocol::messages::{
     AlterConfigsRequest, AlterUserScramCredentialsRequest, AlterableConfig, AlterableTopic,
     CreatableTopic, CreateAclsRequest, CreatePartitionsRequest, CreatePartitionsTopic,
-    CreateTopicsRequest, DeleteAclsRequest, DeleteTopicsRequest, DescribeAclsRequest,
-    DescribeClusterRequest, DescribeUserScramCredentialsRequest, IsolationLevel,
-    ScramCredentialDeletion, ScramCredentialUpsertion, CONFIG_DELETE, CONFIG_SET,
-    EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
+    CreateTopicsRequest, DeleteAclsRequest, DeleteRecordsPartition, DeleteRecordsRequest,
+    DeleteRecordsTopic, DeleteTopicsRequest, DescribeAclsRequest, DescribeClusterRequest,
+    DescribeUserScramCredentialsRequest, IsolationLevel, ScramCredentialDeletion,
+    ScramCredentialUpsertion, CONFIG_DELETE, CONFIG_SET, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
 
@@ -389,6 +389,125 @@ impl Admin {
         .await?;
         self.wait_until_visible(name, partitions).await;
         Ok(())
+    }
+
+    /// Deletes the records below an offset of partitions of `topic` (Kafka's
+    /// DeleteRecords): each `(partition, offset)`, with offset -1 for every committed
+    /// record, on the partition's leader, which answers once its in-sync replicas have
+    /// deleted them too. Each partition's outcome is its new low watermark (the first
+    /// offset left), or its error: OFFSET_OUT_OF_RANGE past the high watermark. Leadership
+    /// and connection errors refresh the metadata and retry until the admin timeout (a
+    /// retry deletes nothing twice: the log start only moves up).
+    ///
+    /// ```no_run
+    /// # async fn demo(admin: sluice_client::Admin) -> sluice_client::Result<()> {
+    /// use sluice_client::PartitionId;
+    /// for (partition, outcome) in admin.delete_records("orders", &[(PartitionId(0), 1000)]).await? {
+    ///     println!("{partition}: {:?}", outcome);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partitions: &[(PartitionId, i64)],
+    ) -> Result<Vec<(PartitionId, Result<i64>)>> {
+        let deadline = Instant::now() + self.timeout;
+        let mut todo = partitions.to_vec();
+        let mut done = Vec::new();
+        let mut jitter = Jitter::new();
+        for attempt in 1.. {
+            if attempt > 1 {
+                tokio::time::sleep(ADMIN_BACKOFF.delay(attempt - 1, &mut jitter)).await;
+            }
+            let metadata = match attempt {
+                1 => self.client.topic_metadata(topic).await?,
+                _ => self.client.refresh_topic(topic).await?,
+            };
+            let retry = self
+                .delete_records_once(&metadata, &todo, &mut done)
+                .await?;
+            if retry.is_empty() || Instant::now() >= deadline {
+                done.extend(retry.into_iter().map(|(p, _, e)| (p, Err(e))));
+                break;
+            }
+            todo = retry.into_iter().map(|(p, o, _)| (p, o)).collect();
+        }
+        done.sort_by_key(|(p, _)| *p);
+        Ok(done)
+    }
+
+    /// One try of each deletion in `todo`, one request per leader. Outcomes go to `done`;
+    /// returns those to try again, with their errors.
+    async fn delete_records_once(
+        &self,
+        metadata: &crate::TopicMetadata,
+        todo: &[(PartitionId, i64)],
+        done: &mut Vec<(PartitionId, Result<i64>)>,
+    ) -> Result<Vec<(PartitionId, i64, Error)>> {
+        let topic = metadata.name.as_str();
+        let mut by_leader: BTreeMap<BrokerId, Vec<DeleteRecordsPartition>> = BTreeMap::new();
+        let mut retry = Vec::new();
+        for &(partition, offset) in todo {
+            match metadata.partition(partition)?.leader {
+                BrokerId::NONE => retry.push((
+                    partition,
+                    offset,
+                    crate::client::leaderless(topic, partition),
+                )),
+                leader => by_leader
+                    .entry(leader)
+                    .or_default()
+                    .push(DeleteRecordsPartition {
+                        partition,
+                        offset: sluice_protocol::Offset(offset),
+                    }),
+            }
+        }
+        for (leader, partitions) in by_leader {
+            let mut asked: BTreeMap<PartitionId, i64> = partitions
+                .iter()
+                .map(|p| (p.partition, p.offset.0))
+                .collect();
+            let request = Request::DeleteRecords(DeleteRecordsRequest {
+                topics: vec![DeleteRecordsTopic {
+                    name: topic.to_owned(),
+                    partitions,
+                }],
+                timeout_ms: self.timeout_ms(),
+            });
+            let response = match self.client.send(leader, request).await {
+                Ok(Response::DeleteRecords(r)) => r,
+                Ok(other) => return Err(unexpected("DeleteRecords", &other)),
+                Err(e) if e.is_retriable() => {
+                    retry.extend(asked.iter().map(|(&p, &o)| (p, o, e.clone())));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for p in response.topics.into_iter().flat_map(|t| t.partitions) {
+                let Some(offset) = asked.remove(&p.partition) else {
+                    continue;
+                };
+                if p.error_code == ErrorCode::None {
+                    done.push((p.partition, Ok(p.low_watermark.0)));
+                    continue;
+                }
+                let context = format!("deleting records of {topic}/{}", p.partition);
+                let e = Error::broker(context, p.error_code, p.error_message);
+                match e.is_retriable() {
+                    true => retry.push((p.partition, offset, e)),
+                    false => done.push((p.partition, Err(e))),
+                }
+            }
+            for partition in asked.into_keys() {
+                done.push((
+                    partition,
+                    Err(missing_result(&format!("{topic}/{partition}"))),
+                ));
+            }
+        }
+        Ok(retry)
     }
 
     /// Changes a topic's configs: each `(key, Some(value))` sets the key, each `(key, None)`

@@ -382,6 +382,85 @@ fn admin_commands_without_a_quorum_say_so_and_give_up() {
     );
 }
 
+/// `sluice topic delete-records`: a partition's records below an offset go, consumers start
+/// there, -1 deletes every committed record of every partition, past the high watermark is
+/// refused.
+#[test]
+fn topic_delete_records_moves_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap();
+    cli_ok(&b, &["topic", "create", "dr", "-p", "2"], "");
+    let lines =
+        |from: usize, to: usize| -> String { (from..to).map(|i| format!("v{i}\n")).collect() };
+    cli_ok(&b, &["produce", "dr", "--partition", "0"], &lines(0, 10));
+    cli_ok(&b, &["produce", "dr", "--partition", "1"], &lines(0, 6));
+    let out = cli_ok(
+        &b,
+        &["topic", "delete-records", "dr", "--offset", "4", "-p", "0"],
+        "",
+    );
+    assert_eq!(out, "dr/0: records below 4 deleted\n");
+    let described = json(&cli_ok(
+        &b,
+        &["topic", "describe", "dr", "--format", "json"],
+        "",
+    ));
+    assert_eq!(described["partitions"][0]["log_start_offset"], 4);
+    assert_eq!(described["partitions"][1]["log_start_offset"], 0);
+    // The ten records went in one batch: the consumer skips what is below the start.
+    let read = cli_ok(
+        &b,
+        &[
+            "consume",
+            "dr",
+            "--partition",
+            "0",
+            "--from-beginning",
+            "--timeout-ms",
+            "2000",
+        ],
+        "",
+    );
+    assert_eq!(read, lines(4, 10));
+    let all = json(&cli_ok(
+        &b,
+        &[
+            "topic",
+            "delete-records",
+            "dr",
+            "--offset",
+            "-1",
+            "--format",
+            "json",
+        ],
+        "",
+    ));
+    assert_eq!(
+        all,
+        serde_json::json!([
+            {"partition": 0, "low_watermark": 10},
+            {"partition": 1, "low_watermark": 6}
+        ])
+    );
+    let past = cli(
+        &b,
+        &[
+            "topic",
+            "delete-records",
+            "dr",
+            "--offset",
+            "100",
+            "-p",
+            "0",
+        ],
+        "",
+    );
+    assert!(!past.status.success());
+    let stderr = String::from_utf8_lossy(&past.stderr);
+    assert!(stderr.contains("high watermark 10"), "{stderr}");
+}
+
 /// `sluice topic alter` (IncrementalAlterConfigs through the controller): set keys, remove
 /// them back to the broker default, refuse bad values whole; the replicas run with the new
 /// limits at once (a segment.bytes lowered below a batch refuses that batch).

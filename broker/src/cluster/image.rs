@@ -895,11 +895,15 @@ impl MetadataImage {
         };
         let current = topic.partitions.len() as u32;
         if n_partitions <= current {
+            let plural = if current == 1 { "" } else { "s" };
             let message = match n_partitions == current {
-                true => format!("topic {name:?} already has {current} partitions"),
+                true => format!(
+                    "topic {name:?} already has {current} partition{plural}; ask for more \
+                     than {current} (partitions cannot be removed)"
+                ),
                 false => format!(
-                    "topic {name:?} has {current} partitions and cannot have fewer; ask for \
-                     more than {current}"
+                    "topic {name:?} has {current} partition{plural} and cannot have fewer; \
+                     ask for more than {current}"
                 ),
             };
             return refuse(ErrorCode::InvalidPartitions, message);
@@ -907,7 +911,10 @@ impl MetadataImage {
         if n_partitions > PARTITIONS_MAX {
             return refuse(
                 ErrorCode::InvalidPartitions,
-                format!("a topic may have at most {PARTITIONS_MAX} partitions, not {n_partitions}"),
+                format!(
+                    "a topic may have at most {PARTITIONS_MAX} partitions, not {n_partitions}; \
+                     ask for fewer"
+                ),
             );
         }
         placement::check_replication_factor(topic.replication_factor, &active)

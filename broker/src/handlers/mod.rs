@@ -55,6 +55,7 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::Produce,
     ApiKey::Fetch,
     ApiKey::ListOffsets,
+    ApiKey::DeleteRecords,
     ApiKey::Metadata,
     ApiKey::ApiVersions,
     ApiKey::CreateTopics,
@@ -161,6 +162,9 @@ pub async fn finish(
         Request::Fetch(r) => Response::Fetch(fetch::handle(&services.fetch, principal, r).await?),
         Request::ListOffsets(r) => {
             Response::ListOffsets(offsets::list_offsets(&services.offsets, principal, r).await?)
+        }
+        Request::DeleteRecords(r) => {
+            Response::DeleteRecords(offsets::delete_records(&services.offsets, principal, r).await?)
         }
         Request::Metadata(r) => {
             Response::Metadata(metadata::metadata(&services.admin, principal, r).await)

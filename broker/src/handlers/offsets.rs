@@ -1,14 +1,18 @@
-//! ListOffsets: the native request in, [`crate::services::offsets`] looks up, the native
-//! response out.
+//! ListOffsets and DeleteRecords: the native request in, [`crate::services::offsets`]
+//! looks up or deletes, the native response out.
+
+use std::time::Duration;
 
 use sluice_protocol::messages::{
-    ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, ListOffsetsTopicResponse,
+    DeleteRecordsPartitionResponse, DeleteRecordsRequest, DeleteRecordsResponse,
+    DeleteRecordsTopicResponse, ListOffsetsPartitionResponse, ListOffsetsRequest,
+    ListOffsetsResponse, ListOffsetsTopicResponse,
 };
 use sluice_protocol::{ErrorCode, LeaderEpoch, Offset};
 
 use crate::error::ApiError;
 use crate::security::Principal;
-use crate::services::offsets::{OffsetQuery, Offsets};
+use crate::services::offsets::{DeleteQuery, OffsetQuery, Offsets};
 use crate::services::{map_topics, TopicItems};
 
 /// Looks up every requested partition.
@@ -58,6 +62,52 @@ pub async fn list_offsets(
                 },
             },
             |topic, partitions| ListOffsetsTopicResponse {
+                name: topic,
+                partitions,
+            },
+        ),
+    })
+}
+
+/// Deletes the records below each requested offset, on the leaders here.
+pub async fn delete_records(
+    service: &Offsets,
+    principal: &Principal,
+    request: DeleteRecordsRequest,
+) -> Result<DeleteRecordsResponse, ApiError> {
+    let queries = request
+        .topics
+        .into_iter()
+        .map(|t| TopicItems {
+            topic: t.name,
+            partitions: t
+                .partitions
+                .into_iter()
+                .map(|p| DeleteQuery {
+                    partition: p.partition,
+                    offset: p.offset.0,
+                })
+                .collect(),
+        })
+        .collect();
+    let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
+    let deleted = service.delete_records(principal, queries, timeout).await?;
+    Ok(DeleteRecordsResponse {
+        topics: map_topics(
+            deleted,
+            |p| {
+                let (error_code, error_message, low_watermark) = match p.outcome {
+                    Ok(low) => (ErrorCode::None, None, low),
+                    Err(e) => (e.code, e.wire_message(), Offset(-1)),
+                };
+                DeleteRecordsPartitionResponse {
+                    partition: p.partition,
+                    error_code,
+                    error_message,
+                    low_watermark,
+                }
+            },
+            |topic, partitions| DeleteRecordsTopicResponse {
                 name: topic,
                 partitions,
             },

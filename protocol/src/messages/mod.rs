@@ -279,6 +279,8 @@ apis! {
     CreateTopics = 19, versions 0..=0, CreateTopicsRequest, CreateTopicsResponse;
     /// Delete topics.
     DeleteTopics = 20, versions 0..=0, DeleteTopicsRequest, DeleteTopicsResponse;
+    /// Delete the records below an offset of partitions.
+    DeleteRecords = 21, versions 0..=0, DeleteRecordsRequest, DeleteRecordsResponse;
     /// List ACLs.
     DescribeAcls = 29, versions 0..=0, DescribeAclsRequest, DescribeAclsResponse;
     /// Add ACLs.

@@ -1,4 +1,5 @@
-//! Offsets: ListOffsets (log positions by time), and the committed offsets of consumer
+//! Offsets: ListOffsets (log positions by time), DeleteRecords (the log start moved up),
+//! and the committed offsets of consumer
 //! groups (OffsetCommit, OffsetFetch, and sluice's admin ResetOffsets). Committed offsets
 //! are records in `__consumer_offsets`, so every commit is replicated like any data.
 
@@ -81,6 +82,71 @@ wire_struct! {
     pub struct ListOffsetsResponse {
         /// One entry per topic of the request.
         pub topics: Vec<ListOffsetsTopicResponse>,
+    }
+}
+
+wire_struct! {
+    /// Where one partition's records are deleted up to.
+    pub struct DeleteRecordsPartition {
+        /// The partition's index.
+        pub partition: PartitionId,
+        /// Records below this offset go; -1 for every committed record.
+        pub offset: Offset,
+    }
+}
+
+wire_struct! {
+    /// The partitions of one topic to delete records from.
+    pub struct DeleteRecordsTopic {
+        /// The topic's name.
+        pub name: String,
+        /// Its partitions.
+        pub partitions: Vec<DeleteRecordsPartition>,
+    }
+}
+
+wire_struct! {
+    /// Deletes the records below an offset of each partition, on its leader (Kafka's
+    /// DeleteRecords). The answer waits until the in-sync replicas have deleted them too,
+    /// or `timeout_ms` passes.
+    pub struct DeleteRecordsRequest {
+        /// What to delete.
+        pub topics: Vec<DeleteRecordsTopic>,
+        /// How long to wait for the in-sync replicas, in milliseconds.
+        pub timeout_ms: i32,
+    }
+}
+
+wire_struct! {
+    /// The outcome in one partition.
+    pub struct DeleteRecordsPartitionResponse {
+        /// The partition's index.
+        pub partition: PartitionId,
+        /// NONE, or why nothing (OFFSET_OUT_OF_RANGE, NOT_LEADER_OR_FOLLOWER) or not all
+        /// (REQUEST_TIMED_OUT: the leader deleted them, a follower had not yet) was deleted.
+        pub error_code: ErrorCode,
+        /// Details of the error for a human, if any.
+        pub error_message: Option<String>,
+        /// The lowest log start among the in-sync replicas, or -1.
+        pub low_watermark: Offset,
+    }
+}
+
+wire_struct! {
+    /// Outcomes in one topic.
+    pub struct DeleteRecordsTopicResponse {
+        /// The topic's name.
+        pub name: String,
+        /// One entry per partition of the request.
+        pub partitions: Vec<DeleteRecordsPartitionResponse>,
+    }
+}
+
+wire_struct! {
+    /// Per-partition outcomes of a DeleteRecords.
+    pub struct DeleteRecordsResponse {
+        /// One entry per topic of the request.
+        pub topics: Vec<DeleteRecordsTopicResponse>,
     }
 }
 

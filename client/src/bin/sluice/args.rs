@@ -270,6 +270,18 @@ pub enum TopicCommand {
         #[arg(long = "delete-config", value_name = "KEY")]
         delete_configs: Vec<String>,
     },
+    /// Delete the records below an offset (Kafka's DeleteRecords): consumers then start at
+    /// that offset. Only committed records can be deleted.
+    DeleteRecords {
+        /// The topic's name.
+        name: String,
+        /// Delete the records below this offset; -1 deletes every committed record.
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        offset: i64,
+        /// Only this partition (default: every partition of the topic).
+        #[arg(short, long, value_name = "P")]
+        partition: Option<i32>,
+    },
 }
 
 /// `--acks` values.

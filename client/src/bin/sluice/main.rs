@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use sluice_client::{
-    Acl, AclOperation, AclResource, Admin, Client, ClientConfig, NewTopic, ResetTarget, SaslConfig,
-    SaslMechanism,
+    Acl, AclOperation, AclResource, Admin, Client, ClientConfig, NewTopic, PartitionId,
+    ResetTarget, SaslConfig, SaslMechanism,
 };
 
 use args::{
@@ -210,6 +210,47 @@ async fn topic(admin: Admin, command: TopicCommand, format: Format) -> CliResult
                     None => serde_json::json!({ "altered": name }),
                 },
             )
+        }
+        TopicCommand::DeleteRecords {
+            name,
+            offset,
+            partition,
+        } => {
+            let partitions: Vec<PartitionId> = match partition {
+                Some(p) => vec![PartitionId(p)],
+                None => {
+                    let topic = admin
+                        .client()
+                        .refresh_topic(&name)
+                        .await
+                        .map_err(not_there)?;
+                    topic.partitions.iter().map(|p| p.partition).collect()
+                }
+            };
+            let asked: Vec<(PartitionId, i64)> = partitions.iter().map(|&p| (p, offset)).collect();
+            let outcomes = admin
+                .delete_records(&name, &asked)
+                .await
+                .map_err(not_there)?;
+            let mut failures = Vec::new();
+            let mut text = String::new();
+            let mut json = Vec::new();
+            for (partition, outcome) in outcomes {
+                match outcome {
+                    Ok(low) => {
+                        text += &format!("{name}/{partition}: records below {low} deleted\n");
+                        json.push(
+                            serde_json::json!({"partition": partition.0, "low_watermark": low}),
+                        );
+                    }
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            print(format, || text.clone(), || serde_json::json!(json))?;
+            match failures.is_empty() {
+                true => Ok(()),
+                false => Err(failures.join("\n")),
+            }
         }
     }
 }
