@@ -576,6 +576,95 @@ fn kafka_clients_obey_the_same_acls() {
     );
 }
 
+/// kafka-python's admin client, logged in as the superuser, manages ACLs through the Kafka
+/// listener (CreateAcls, DescribeAcls, DeleteAcls) and they decide what kcat may do.
+#[test]
+fn kafka_admin_clients_add_describe_and_remove_acls() {
+    let Some(python) = kafka::require("python_acls", kafka::python_clients()) else {
+        return;
+    };
+    if kafka::require("kcat_kafka_acls", kafka::kcat()).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with_authorizer(dir.path(), true, &["--auto-create-topics", "false"]);
+    let (b, k) = (broker.bootstrap(), broker.kafka_bootstrap());
+    let out = cli_as(&b, ALICE, &["topic", "create", "open"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let admin = |step: &str| -> String {
+        let script = r#"
+import sys
+from kafka import KafkaAdminClient
+from kafka.admin import (ACL, ACLFilter, ACLOperation, ACLPermissionType,
+                         ACLResourcePatternType, ResourcePattern, ResourcePatternFilter,
+                         ResourceType)
+bootstrap, step = sys.argv[1], sys.argv[2]
+admin = KafkaAdminClient(bootstrap_servers=bootstrap, security_protocol="SASL_PLAINTEXT",
+                         sasl_mechanism="SCRAM-SHA-256", sasl_plain_username="alice",
+                         sasl_plain_password="alice-pw")
+bob_on_open = ACLFilter(principal="User:bob", host="*", operation=ACLOperation.ANY,
+                        permission_type=ACLPermissionType.ANY,
+                        resource_pattern=ResourcePatternFilter(ResourceType.TOPIC, "open",
+                                                               ACLResourcePatternType.MATCH))
+if step == "create":
+    result = admin.create_acls([
+        ACL("User:bob", "*", ACLOperation.WRITE, ACLPermissionType.ALLOW,
+            ResourcePattern(ResourceType.TOPIC, "open", ACLResourcePatternType.LITERAL)),
+        ACL("User:bob", "*", ACLOperation.DESCRIBE, ACLPermissionType.ALLOW,
+            ResourcePattern(ResourceType.TOPIC, "op", ACLResourcePatternType.PREFIXED)),
+        ACL("User:bob", "10.1.2.3", ACLOperation.READ, ACLPermissionType.ALLOW,
+            ResourcePattern(ResourceType.TOPIC, "open", ACLResourcePatternType.LITERAL)),
+    ])
+    print("created", len(result["succeeded"]), "failed", [e.__name__ for e in result["failed"]])
+    acls, _ = admin.describe_acls(bob_on_open)
+    print("described", sorted((a.resource_pattern.resource_name, a.operation.name) for a in acls))
+else:
+    results = admin.delete_acls([bob_on_open])
+    print("deleted", sorted(a.operation.name for _, matched, _ in results for a in matched))
+    acls, _ = admin.describe_acls(bob_on_open)
+    print("left", len(acls))
+admin.close()
+"#;
+        let run = kafka::run_client(
+            &python,
+            &[
+                "-c".to_string(),
+                script.to_string(),
+                k.clone(),
+                step.to_string(),
+            ],
+            CLIENT_TIMEOUT,
+        );
+        assert!(
+            run.status.is_some_and(|s| s.success()),
+            "{}\n{}",
+            run.stdout,
+            run.stderr
+        );
+        run.stdout
+    };
+    let created = admin("create");
+    assert!(
+        created.contains("created 2 failed ['InvalidRequestError']"),
+        "{created}"
+    );
+    // MATCH finds the literal ACL and the prefixed one that applies to "open".
+    assert!(
+        created.contains("described [('op', 'DESCRIBE'), ('open', 'WRITE')]"),
+        "{created}"
+    );
+    let out = kcat(&k, Some(BOB), &["-m", "20", "-P", "-t", "open"], "hi\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deleted = admin("delete");
+    assert!(
+        deleted.contains("deleted ['DESCRIBE', 'WRITE']"),
+        "{deleted}"
+    );
+    assert!(deleted.contains("left 0"), "{deleted}");
+    let out = kcat(&k, Some(BOB), &["-m", "5", "-P", "-t", "open"], "no\n");
+    assert!(!out.status.success(), "bob still produced");
+}
+
 #[test]
 fn a_transactional_id_is_used_only_with_write_on_it() {
     // Without the TransactionalId resource, anyone allowed to write somewhere could take

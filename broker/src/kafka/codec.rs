@@ -115,6 +115,11 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     // 0..=2, all: v2 is flexible. Java (kafka-delete-records.sh, Kafka Streams' purge of
     // repartition topics) picks 2.
     (ApiKey::DeleteRecords, 0, 2),
+    // 1..=3: all `kafka-protocol` decodes (Kafka 4.0 dropped v0, which had no pattern
+    // type); v2 is flexible. kafka-acls.sh picks 3, kafka-python 1.
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
     // 1..=4, all: v3 asks for documentation, v4 is flexible. librdkafka picks 1, Java 4.
     (ApiKey::DescribeConfigs, 1, 4),
     // 0..=1, all. librdkafka 2.15 and Java pick 1.

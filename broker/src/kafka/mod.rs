@@ -16,6 +16,7 @@
 //! [`Protocol`]: produce appends and topic administration run in request order, the rest
 //! concurrently, and answers leave in request order.
 
+mod acls;
 mod admin;
 pub mod codec;
 mod fetch;
@@ -346,6 +347,9 @@ impl Kafka {
             RequestKind::DescribeConfigs(r) => {
                 admin::describe_configs(&services.admin, principal, r)
             }
+            RequestKind::CreateAcls(r) => acls::create_acls(&services.acls, principal, r).await,
+            RequestKind::DescribeAcls(r) => acls::describe_acls(&services.acls, principal, r),
+            RequestKind::DeleteAcls(r) => acls::delete_acls(&services.acls, principal, r).await,
             RequestKind::IncrementalAlterConfigs(r) => {
                 admin::incremental_alter_configs(&services.admin, principal, r).await
             }

@@ -195,6 +195,22 @@ pub(super) fn fill(request: &RequestKind, version: i16, code: i16, response: &mu
                 })
                 .collect();
         }
+        (RequestKind::CreateAcls(request), ResponseKind::CreateAcls(response)) => {
+            response.results = request
+                .creations
+                .iter()
+                .map(|_| create_acls_response::AclCreationResult::default().with_error_code(code))
+                .collect();
+        }
+        (RequestKind::DeleteAcls(request), ResponseKind::DeleteAcls(response)) => {
+            response.filter_results = request
+                .filters
+                .iter()
+                .map(|_| {
+                    delete_acls_response::DeleteAclsFilterResult::default().with_error_code(code)
+                })
+                .collect();
+        }
         (RequestKind::DeleteRecords(request), ResponseKind::DeleteRecords(response)) => {
             response.topics = request
                 .topics

@@ -340,9 +340,9 @@ fn an_unknown_api_key_is_refused_and_closes_the_connection() {
 
 #[test]
 fn an_api_we_do_not_serve_gets_unsupported_version_in_its_own_response() {
-    for version in 1..=3 {
-        let body = default_request(ApiKey::DescribeAcls);
-        let error = check_refused(payload(ApiKey::DescribeAcls, version, &body), 35);
+    for version in 0..=1 {
+        let body = default_request(ApiKey::DescribeClientQuotas);
+        let error = check_refused(payload(ApiKey::DescribeClientQuotas, version, &body), 35);
         let DecodeError::Refused { api_key, code, .. } = error else {
             unreachable!()
         };
@@ -354,9 +354,9 @@ fn an_api_we_do_not_serve_gets_unsupported_version_in_its_own_response() {
             code,
             &mut out
         ));
-        let (id, response) = read_response(ApiKey::DescribeAcls, version, out.freeze());
+        let (id, response) = read_response(ApiKey::DescribeClientQuotas, version, out.freeze());
         assert_eq!(id, CORRELATION_ID);
-        let ResponseKind::DescribeAcls(response) = response else {
+        let ResponseKind::DescribeClientQuotas(response) = response else {
             unreachable!()
         };
         assert_eq!(response.error_code, UNSUPPORTED_VERSION);
@@ -402,7 +402,7 @@ fn served_ranges_lie_within_what_kafka_protocol_decodes_and_encodes() {
         // Min is the lowest version kafka-protocol decodes (ApiVersions: 0).
         assert_eq!(min, request.min, "{key:?}");
     }
-    assert_eq!(SERVED.len(), 31);
+    assert_eq!(SERVED.len(), 34);
 }
 
 #[test]
