@@ -665,6 +665,77 @@ admin.close()
     assert!(!out.status.success(), "bob still produced");
 }
 
+/// kafka-python's admin client manages SCRAM users through the Kafka listener
+/// (AlterUserScramCredentials, DescribeUserScramCredentials): a user it adds logs in with
+/// kcat, one it removes no longer does, and only the superuser may change users.
+#[test]
+fn kafka_admin_clients_add_describe_and_remove_scram_users() {
+    let Some(python) = kafka::require("python_users", kafka::python_clients()) else {
+        return;
+    };
+    if kafka::require("kcat_kafka_users", kafka::kcat()).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with_authorizer(dir.path(), true, &[]);
+    let k = broker.kafka_bootstrap();
+    let admin = |user: &str, step: &str| -> String {
+        let script = r#"
+import sys
+from kafka import KafkaAdminClient
+from kafka.admin import ScramMechanism, UserScramCredentialDeletion, UserScramCredentialUpsertion
+bootstrap, user, step = sys.argv[1], sys.argv[2], sys.argv[3]
+mechanism = {"alice": "SCRAM-SHA-256", "bob": "SCRAM-SHA-512"}[user]
+admin = KafkaAdminClient(bootstrap_servers=bootstrap, security_protocol="SASL_PLAINTEXT",
+                         sasl_mechanism=mechanism, sasl_plain_username=user,
+                         sasl_plain_password=user + "-pw")
+if step == "add":
+    print("altered", admin.alter_user_scram_credentials([
+        UserScramCredentialUpsertion("carol", ScramMechanism.SCRAM_SHA_512, "carol-pw",
+                                     iterations=8192)]))
+else:
+    print("altered", admin.alter_user_scram_credentials([
+        UserScramCredentialDeletion("carol", ScramMechanism.SCRAM_SHA_512)]))
+described = admin.describe_user_scram_credentials(["carol"])["carol"]
+infos = [(i["mechanism"].name, i["iterations"]) for i in described["credential_infos"]]
+print("described", infos, described["error"] is not None)
+admin.close()
+"#;
+        let run = kafka::run_client(
+            &python,
+            &[
+                "-c".to_string(),
+                script.to_string(),
+                k.clone(),
+                user.to_string(),
+                step.to_string(),
+            ],
+            CLIENT_TIMEOUT,
+        );
+        format!("{}{}", run.stdout, run.stderr)
+    };
+    let carol = ("SCRAM-SHA-512", "carol", "carol-pw");
+    // Only the superuser changes users (Alter on the cluster).
+    let refused = admin("bob", "add");
+    assert!(
+        refused.contains("altered {'carol': 'User:bob may not alter the cluster"),
+        "{refused}"
+    );
+    let added = admin("alice", "add");
+    assert!(added.contains("altered {'carol': None}"), "{added}");
+    assert!(
+        added.contains("described [('SCRAM_SHA_512', 8192)] False"),
+        "{added}"
+    );
+    let out = kcat(&k, Some(carol), &["-m", "20", "-L"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let removed = admin("alice", "remove");
+    assert!(removed.contains("altered {'carol': None}"), "{removed}");
+    assert!(removed.contains("described [] True"), "{removed}");
+    let out = kcat(&k, Some(carol), &["-m", "5", "-L"], "");
+    assert!(!out.status.success(), "carol still logs in");
+}
+
 #[test]
 fn a_transactional_id_is_used_only_with_write_on_it() {
     // Without the TransactionalId resource, anyone allowed to write somewhere could take

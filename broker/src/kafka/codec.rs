@@ -120,6 +120,9 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateAcls, 1, 3),
     (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::DeleteAcls, 1, 3),
+    // 0..=0, all.
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
     // 1..=4, all: v3 asks for documentation, v4 is flexible. librdkafka picks 1, Java 4.
     (ApiKey::DescribeConfigs, 1, 4),
     // 0..=1, all. librdkafka 2.15 and Java pick 1.

@@ -24,6 +24,7 @@ mod groups;
 mod metadata;
 mod produce;
 mod txn;
+mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -350,6 +351,12 @@ impl Kafka {
             RequestKind::CreateAcls(r) => acls::create_acls(&services.acls, principal, r).await,
             RequestKind::DescribeAcls(r) => acls::describe_acls(&services.acls, principal, r),
             RequestKind::DeleteAcls(r) => acls::delete_acls(&services.acls, principal, r).await,
+            RequestKind::DescribeUserScramCredentials(r) => {
+                users::describe(&services.users, principal, r)
+            }
+            RequestKind::AlterUserScramCredentials(r) => {
+                users::alter(&services.users, principal, r).await
+            }
             RequestKind::IncrementalAlterConfigs(r) => {
                 admin::incremental_alter_configs(&services.admin, principal, r).await
             }

@@ -211,6 +211,31 @@ pub(super) fn fill(request: &RequestKind, version: i16, code: i16, response: &mu
                 })
                 .collect();
         }
+        (
+            RequestKind::AlterUserScramCredentials(request),
+            ResponseKind::AlterUserScramCredentials(response),
+        ) => {
+            let mut users: Vec<&kafka_protocol::protocol::StrBytes> = Vec::new();
+            let names = request
+                .deletions
+                .iter()
+                .map(|d| &d.name)
+                .chain(request.upsertions.iter().map(|u| &u.name));
+            for name in names {
+                if !users.contains(&name) {
+                    users.push(name);
+                }
+            }
+            response.results = users
+                .into_iter()
+                .map(|user| {
+                    alter_user_scram_credentials_response::AlterUserScramCredentialsResult::default(
+                    )
+                    .with_user(user.clone())
+                    .with_error_code(code)
+                })
+                .collect();
+        }
         (RequestKind::DeleteRecords(request), ResponseKind::DeleteRecords(response)) => {
             response.topics = request
                 .topics
