@@ -401,6 +401,11 @@ impl Partition {
         self.log.read().log_start_offset()
     }
 
+    /// The bytes of the log's segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.log.read().size_bytes()
+    }
+
     /// The offset the next append gets.
     pub fn log_end_offset(&self) -> Offset {
         self.log.read().log_end_offset()

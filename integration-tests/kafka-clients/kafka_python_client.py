@@ -181,6 +181,15 @@ def admin(args):
         raise Failed("shrinking a topic succeeded")
     except InvalidPartitionsError as e:
         check("cannot have fewer" in str(e), "the refusal does not say why", error=str(e))
+    step("describe_log_dirs: the broker's data directory holds T-2's three partitions")
+    log_dirs = [d for b in client.describe_log_dirs() for d in b["log_dirs"]]
+    in_dir = sorted(p["partition_index"] for d in log_dirs for t in d["topics"]
+                    if t["name"] == t2 for p in t["partitions"])
+    check(len(log_dirs) == 1 and in_dir == [0, 1, 2] and log_dirs[0]["total_bytes"] > 0,
+          "describe_log_dirs", log_dirs=log_dirs)
+    step("list_partition_reassignments: none")
+    reassignments = client.list_partition_reassignments()
+    check(reassignments == {}, "reassignments in progress", reassignments=str(reassignments))
     step("delete_topics")
     client.delete_topics([t1])
     poll_until(f"{t1} gone from list_topics", 30, lambda: t1 not in client.list_topics())
@@ -188,7 +197,7 @@ def admin(args):
     check(remaining == [t2], "after deleting one topic", remaining=remaining)
     client.close()
     finish(created=[t1, t2], partitions=partitions, remaining=remaining, altered=altered,
-           reset=reset, broker=broker_view, grown=grown)
+           reset=reset, broker=broker_view, grown=grown, log_dir_partitions=in_dir)
 
 
 def partitioner(args):

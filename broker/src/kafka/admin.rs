@@ -12,16 +12,20 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
+use kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
 use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
     alter_configs_response, AlterConfigsRequest, AlterConfigsResponse, ApiKey,
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ProducerId, ResponseKind,
+    DescribeLogDirsRequest, DescribeLogDirsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ListPartitionReassignmentsResponse, ProducerId, ResponseKind,
 };
-use sluice_protocol::ErrorCode;
+use sluice_protocol::{ErrorCode, PartitionId};
 
 use super::metadata::topic_id;
 use super::{kafka_error, kafka_error_at, kafka_str, topic_name};
@@ -532,4 +536,72 @@ fn source(is_override: bool) -> i8 {
     } else {
         SOURCE_DEFAULT
     }
+}
+
+/// DescribeLogDirs: this broker's one data directory with the replicas in it (every
+/// hosted replica, or those asked for), their sizes, and (v4) the file system's size and
+/// free bytes. Refused whole (CLUSTER_AUTHORIZATION_FAILED) without Describe on the cluster.
+pub fn describe_log_dirs(
+    service: &Admin,
+    principal: &Principal,
+    request: DescribeLogDirsRequest,
+) -> ResponseKind {
+    let wanted: Option<Vec<(String, Vec<PartitionId>)>> = request.topics.map(|topics| {
+        topics
+            .into_iter()
+            .map(|t| {
+                let partitions = t.partitions.into_iter().map(PartitionId).collect();
+                (t.topic.0.to_string(), partitions)
+            })
+            .collect()
+    });
+    let response = match service.log_dir(principal, wanted.as_deref()) {
+        Ok(dir) => {
+            let mut topics: Vec<DescribeLogDirsTopic> = Vec::new();
+            for replica in dir.replicas {
+                let partition = DescribeLogDirsPartition::default()
+                    .with_partition_index(replica.partition.0)
+                    .with_partition_size(replica.size_bytes as i64)
+                    .with_offset_lag(replica.offset_lag);
+                match topics.last_mut() {
+                    Some(t) if t.name.0.as_str() == replica.topic => t.partitions.push(partition),
+                    _ => topics.push(
+                        DescribeLogDirsTopic::default()
+                            .with_name(topic_name(replica.topic))
+                            .with_partitions(vec![partition]),
+                    ),
+                }
+            }
+            let result = DescribeLogDirsResult::default()
+                .with_log_dir(kafka_str(dir.path))
+                .with_topics(topics)
+                .with_total_bytes(dir.total_bytes)
+                .with_usable_bytes(dir.usable_bytes);
+            DescribeLogDirsResponse::default().with_results(vec![result])
+        }
+        Err(e) => {
+            let (code, _) = kafka_error(ApiKey::DescribeLogDirs, &e);
+            DescribeLogDirsResponse::default().with_error_code(code)
+        }
+    };
+    ResponseKind::DescribeLogDirs(response)
+}
+
+/// ListPartitionReassignments: none, ever. sluice places replicas when a topic is created
+/// or grows and does not move them, so no reassignment is ever in progress.
+pub fn list_partition_reassignments(service: &Admin, principal: &Principal) -> ResponseKind {
+    let response = match service.authorizer().check(
+        principal,
+        crate::security::acl::Operation::Describe,
+        crate::security::acl::Resource::Cluster,
+    ) {
+        Ok(()) => ListPartitionReassignmentsResponse::default(),
+        Err(e) => {
+            let (code, message) = kafka_error(ApiKey::ListPartitionReassignments, &e);
+            ListPartitionReassignmentsResponse::default()
+                .with_error_code(code)
+                .with_error_message(message)
+        }
+    };
+    ResponseKind::ListPartitionReassignments(response)
 }

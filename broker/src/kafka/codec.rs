@@ -120,6 +120,11 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateAcls, 1, 3),
     (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::DeleteAcls, 1, 3),
+    // 1..=4, all `kafka-protocol` decodes: v2 is flexible, v3 adds a top-level error
+    // code, v4 the file system's size. kafka-log-dirs.sh and admin consoles ask it.
+    (ApiKey::DescribeLogDirs, 1, 4),
+    // 0..=0, all: always empty (sluice moves no replicas).
+    (ApiKey::ListPartitionReassignments, 0, 0),
     // 0..=0, all.
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),

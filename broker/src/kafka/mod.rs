@@ -348,6 +348,12 @@ impl Kafka {
             RequestKind::DescribeConfigs(r) => {
                 admin::describe_configs(&services.admin, principal, r)
             }
+            RequestKind::DescribeLogDirs(r) => {
+                admin::describe_log_dirs(&services.admin, principal, r)
+            }
+            RequestKind::ListPartitionReassignments(_) => {
+                admin::list_partition_reassignments(&services.admin, principal)
+            }
             RequestKind::CreateAcls(r) => acls::create_acls(&services.acls, principal, r).await,
             RequestKind::DescribeAcls(r) => acls::describe_acls(&services.acls, principal, r),
             RequestKind::DeleteAcls(r) => acls::delete_acls(&services.acls, principal, r).await,

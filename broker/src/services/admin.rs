@@ -692,6 +692,45 @@ impl Admin {
         Ok(self.config.kafka_broker_configs())
     }
 
+    /// This broker's data directory and the replicas in it (Kafka's DescribeLogDirs; sluice
+    /// has one log directory per broker): every hosted replica, or those of `wanted`
+    /// (topic, partitions) that are here. Describe on the cluster.
+    pub fn log_dir(
+        &self,
+        principal: &Principal,
+        wanted: Option<&[(String, Vec<PartitionId>)]>,
+    ) -> Result<LogDirView, ApiError> {
+        self.authorizer
+            .check(principal, Operation::Describe, Resource::Cluster)?;
+        let is_wanted = |topic: &str, partition: PartitionId| {
+            wanted.is_none_or(|w| {
+                w.iter()
+                    .any(|(t, ps)| t == topic && ps.contains(&partition))
+            })
+        };
+        let mut replicas: Vec<ReplicaView> = self
+            .topics
+            .all_partitions()
+            .into_iter()
+            .filter(|p| is_wanted(p.topic(), p.index()))
+            .map(|p| ReplicaView {
+                topic: p.topic().to_string(),
+                partition: p.index(),
+                size_bytes: p.size_bytes(),
+                // Kafka's offset lag of a current log: how far its end is behind the HW.
+                offset_lag: (p.high_watermark().0 - p.log_end_offset().0).max(0),
+            })
+            .collect();
+        replicas.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        let (total_bytes, usable_bytes) = disk_space(&self.config.data_dir);
+        Ok(LogDirView {
+            path: self.config.data_dir.display().to_string(),
+            total_bytes,
+            usable_bytes,
+            replicas,
+        })
+    }
+
     /// A topic's configs: every key with the value in effect, and whether the topic sets it.
     pub fn topic_configs(
         &self,
@@ -718,6 +757,50 @@ impl Admin {
 
 /// Each topic of a request with its outcome.
 pub type PerTopic<T> = Vec<(String, Result<T, ApiError>)>;
+
+/// A broker's data directory, as DescribeLogDirs shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogDirView {
+    /// The directory.
+    pub path: String,
+    /// The size of its file system, or -1 when unknown.
+    pub total_bytes: i64,
+    /// The bytes free there for this process, or -1 when unknown.
+    pub usable_bytes: i64,
+    /// The replicas in it, by topic and partition.
+    pub replicas: Vec<ReplicaView>,
+}
+
+/// One replica in a data directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaView {
+    /// Its topic.
+    pub topic: String,
+    /// Its partition.
+    pub partition: PartitionId,
+    /// The bytes of its segments.
+    pub size_bytes: u64,
+    /// How far its log end is behind its high watermark.
+    pub offset_lag: i64,
+}
+
+/// The size and the free bytes (for an unprivileged process) of the file system holding
+/// `dir`; -1 each when it cannot be read.
+fn disk_space(dir: &std::path::Path) -> (i64, i64) {
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return (-1, -1);
+    };
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a NUL-terminated string and `stat` a valid out-pointer.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return (-1, -1);
+    }
+    let block = stat.f_frsize as i64;
+    (
+        (stat.f_blocks as i64).saturating_mul(block),
+        (stat.f_bavail as i64).saturating_mul(block),
+    )
+}
 
 /// `results` (of the permitted items, in order) with each refusal put back at its index.
 fn merge<T>(results: PerTopic<T>, refused: Vec<(usize, String, ApiError)>) -> PerTopic<T> {
