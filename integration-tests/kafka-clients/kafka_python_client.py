@@ -27,6 +27,10 @@ Scenarios:
   group-split  two members of G on T (created beforehand with --partitions P): each gets a
                non-empty share, the shares are disjoint and cover every partition, and a
                record produced to each partition afterwards reaches the member owning it.
+  delete-offsets  T (created beforehand, two partitions), group G: a member reads and
+               commits both partitions; deleting the offsets of T-0 while it consumes T is
+               GroupSubscribedToTopicError; once it left, they go and T-1's stay; an unknown
+               group is GroupIdNotFoundError.
   delete-records  T (created beforehand, one partition): 20 records; delete_records below
                offset 8: the low watermark is 8 and a consumer from the beginning starts
                there; below -1 (the high watermark): 20; below 25 (past it):
@@ -41,7 +45,8 @@ from common import Failed, check, finish, poll_until, step
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions
-from kafka.errors import InvalidPartitionsError, OffsetOutOfRangeError, TopicAlreadyExistsError
+from kafka.errors import (GroupIdNotFoundError, InvalidPartitionsError, OffsetOutOfRangeError,
+                          TopicAlreadyExistsError)
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
 
@@ -406,6 +411,40 @@ def compacted(args):
     finish(records=len(got), written=len(records), gaps=offsets[-1] + 1 - len(got))
 
 
+def delete_offsets(args):
+    topic, group = args.topic, args.group
+    tp0, tp1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    step("produce a record to each partition")
+    prod = producer(args)
+    for p in (0, 1):
+        prod.send(topic, value=b"v", partition=p).get(timeout=30)
+    prod.close()
+    step(f"a member of {group} reads both and commits")
+    member = consumer(args, group_id=group)
+    member.subscribe([topic])
+    read_n(member, 2, 60, "the member")
+    member.commit()
+    client = KafkaAdminClient(bootstrap_servers=args.bootstrap.split(","))
+    step("delete_group_offsets while the member consumes the topic")
+    while_subscribed = client.delete_group_offsets(group, [tp0])[tp0].__name__
+    check(while_subscribed == "GroupSubscribedToTopicError", "deleting a subscribed topic's offsets",
+          error=while_subscribed)
+    member.close(autocommit=False)
+    step("delete_group_offsets once it left")
+    after = client.delete_group_offsets(group, [tp0])[tp0].__name__
+    committed = sorted(tp.partition for tp in client.list_group_offsets(group)[group])
+    check(after == "NoError" and committed == [1], "after deleting T-0's offset",
+          error=after, committed=committed)
+    step("an unknown group: GroupIdNotFoundError")
+    try:
+        client.delete_group_offsets(group + "-nosuch", [tp0])
+        raise Failed("deleting the offsets of an unknown group succeeded")
+    except GroupIdNotFoundError:
+        pass
+    client.close()
+    finish(while_subscribed=while_subscribed, after=after, committed=committed)
+
+
 def delete_records(args):
     topic = args.topic
     tp = TopicPartition(topic, 0)
@@ -443,6 +482,7 @@ def delete_records(args):
 
 
 SCENARIOS = {
+    "delete-offsets": delete_offsets,
     "delete-records": delete_records,
     "compacted": compacted,
     "admin": admin,

@@ -255,6 +255,27 @@ fn kafka_python_reads_a_compacted_topic_with_its_gaps_and_is_refused_keyless_rec
 }
 
 #[test]
+fn kafka_python_deletes_a_groups_offsets_of_a_topic_it_no_longer_consumes() {
+    let Some(python) = python("kafka_python_delete_offsets") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    create_topic(&broker.bootstrap(), "kp-offdel", 2);
+    let summary = scenario(
+        &python,
+        "kafka_python_client.py",
+        "delete-offsets",
+        &broker.kafka_bootstrap(),
+        "kp-offdel",
+        &["--group", "kp-offdel"],
+    )
+    .expect_ok(&broker.log());
+    assert_eq!(summary["while_subscribed"], "GroupSubscribedToTopicError");
+    assert_eq!(summary["committed"], json!([1]));
+}
+
+#[test]
 fn kafka_python_group_resumes_after_its_commit() {
     let Some(python) = python("kafka_python_group_resume") else {
         return;

@@ -290,6 +290,9 @@ error_codes! {
     /// Another member uses the same group instance id.
     FencedInstanceId = 82, "FENCED_INSTANCE_ID", false,
         "another consumer with the same group instance id joined the group; give each consumer a distinct instance id";
+    /// The group's members subscribe to the topic whose offsets were to be deleted.
+    GroupSubscribedToTopic = 86, "GROUP_SUBSCRIBED_TO_TOPIC", false,
+        "the group's members consume this topic, so its offsets cannot be deleted; stop them or change their subscription first";
     /// A record failed broker-side validation.
     InvalidRecord = 87, "INVALID_RECORD", false,
         "a record failed validation on the broker; see the error message for why";

@@ -822,6 +822,105 @@ impl Coordinator {
         (top, per_partition(checks, written))
     }
 
+    /// OffsetDelete (Kafka's `kafka-consumer-groups.sh --delete-offsets`): removes the
+    /// group's committed offsets of the partitions named (tombstones), except for topics
+    /// some member subscribes to (GROUP_SUBSCRIBED_TO_TOPIC). Delete on the group, Read on
+    /// each topic. Returns the group-level refusal and each partition's outcome.
+    pub async fn delete_offsets(
+        &self,
+        principal: &Principal,
+        group_id: &str,
+        topics: Vec<TopicItems<PartitionId>>,
+    ) -> (Result<(), ApiError>, Vec<TopicItems<PartitionOutcome<()>>>) {
+        let refuse_all = |e: ApiError, topics: Vec<TopicItems<PartitionId>>| {
+            let checks = topics
+                .into_iter()
+                .map(|t| {
+                    (
+                        t.topic,
+                        t.partitions.into_iter().map(|p| (p, Ok(()))).collect(),
+                    )
+                })
+                .collect();
+            (Err(e.clone()), per_partition(checks, Err(e)))
+        };
+        if let Err(e) = self.may(principal, Operation::Delete, group_id) {
+            return refuse_all(e, topics);
+        }
+        let not_found = || {
+            ApiError::new(
+                ErrorCode::GroupIdNotFound,
+                format!("group {group_id:?} does not exist"),
+            )
+        };
+        let (shard, group) = match self.locate(group_id, false) {
+            Ok((shard, Some(group))) => (shard, group),
+            Ok((_, None)) => return refuse_all(not_found(), topics),
+            Err(e) => return refuse_all(e, topics),
+        };
+        let g = group.lock().await;
+        if g.state() == GroupState::Dead || g.is_forgettable() {
+            drop(g);
+            return refuse_all(not_found(), topics);
+        }
+        let subscribed = g.subscribed_topics();
+        let mut checks = Vec::new();
+        let mut doomed = Vec::new();
+        for topic in topics {
+            let allowed = self
+                .may_topic(principal, Operation::Read, &topic.topic)
+                .and_then(|()| match subscribed.contains(&topic.topic) {
+                    true => Err(ApiError::new(
+                        ErrorCode::GroupSubscribedToTopic,
+                        format!(
+                            "group {group_id:?} has members consuming {:?}; stop them or \
+                             change their subscription, then delete its offsets",
+                            topic.topic
+                        ),
+                    )),
+                    false => Ok(()),
+                });
+            let mut partitions = Vec::new();
+            for partition in topic.partitions {
+                if allowed.is_ok() && g.committed(&topic.topic, partition).is_some() {
+                    doomed.push((topic.topic.clone(), partition));
+                }
+                partitions.push((partition, allowed.clone()));
+            }
+            checks.push((topic.topic, partitions));
+        }
+        if doomed.is_empty() {
+            return (Ok(()), per_partition(checks, Ok(())));
+        }
+        let records = doomed
+            .iter()
+            .map(|(topic, partition)| {
+                let key = OffsetKey {
+                    group: group_id.to_owned(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                };
+                (GroupLogKey::Offset(key), None)
+            })
+            .collect();
+        let pending = match shard.write(records).await {
+            Ok(pending) => pending,
+            Err(e) => return (Ok(()), per_partition(checks, Err(e))),
+        };
+        drop(g);
+        let written = match shard.replicated(pending).await {
+            Ok(base) => {
+                let mut g = group.lock().await;
+                for (i, (topic, partition)) in doomed.into_iter().enumerate() {
+                    g.apply_offset(topic, partition, None, Offset(base.0 + i as i64));
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        (Ok(()), per_partition(checks, written))
+    }
+
     /// DescribeGroups: state, generation and members (with assignments). A group this
     /// coordinator does not know is described as `Dead` with no members, as Kafka does.
     pub async fn describe(

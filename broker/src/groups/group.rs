@@ -993,6 +993,15 @@ impl Group {
         self.join_phase_done(now)
     }
 
+    /// The topics some member subscribes to (Kafka's consumer protocol: decoded from each
+    /// member's metadata at its join).
+    pub fn subscribed_topics(&self) -> BTreeSet<String> {
+        self.members
+            .values()
+            .flat_map(|m| m.subscription.iter().cloned())
+            .collect()
+    }
+
     /// Every partition of the topics some member subscribes to, sorted by (topic, index).
     fn subscribed_partitions(
         &self,

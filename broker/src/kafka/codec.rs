@@ -104,6 +104,8 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     // 0..=2, all. librdkafka 2.0.2 picks 1, 2.15 2, Java 2.
     (ApiKey::DeleteGroups, 0, 2),
+    // 0..=0, all: kafka-consumer-groups.sh --delete-offsets.
+    (ApiKey::OffsetDelete, 0, 0),
     // 2..=7, all: v7 returns the new topic's id. librdkafka picks 4, Java 7.
     (ApiKey::CreateTopics, 2, 7),
     // 1..=5: v6 lets a request name topics by id only, and deletion is the wrong place to
@@ -475,6 +477,7 @@ pub fn kafka_error_code_for(api_key: ApiKey, code: ErrorCode) -> i16 {
         | ApiKey::OffsetFetch
         | ApiKey::DescribeGroups
         | ApiKey::DeleteGroups
+        | ApiKey::OffsetDelete
         | ApiKey::AddPartitionsToTxn
         | ApiKey::AddOffsetsToTxn
         | ApiKey::EndTxn

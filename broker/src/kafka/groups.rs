@@ -12,6 +12,9 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
@@ -24,9 +27,9 @@ use kafka_protocol::messages::{
     DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
     GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
     LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    ResponseKind, SyncGroupRequest, SyncGroupResponse, TxnOffsetCommitRequest,
-    TxnOffsetCommitResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse, ResponseKind, SyncGroupRequest, SyncGroupResponse,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use sluice_protocol::group_log::OffsetValue;
@@ -650,4 +653,51 @@ pub async fn delete_groups(
         );
     }
     ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(results))
+}
+
+/// OffsetDelete: the group's committed offsets of the partitions named are removed, except
+/// for topics its members consume (GROUP_SUBSCRIBED_TO_TOPIC).
+pub async fn offset_delete(
+    service: &Coordinator,
+    principal: &Principal,
+    request: OffsetDeleteRequest,
+) -> ResponseKind {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| TopicItems {
+            topic: t.name.0.to_string(),
+            partitions: t
+                .partitions
+                .into_iter()
+                .map(|p| PartitionId(p.partition_index))
+                .collect(),
+        })
+        .collect();
+    let (top, deleted) = service
+        .delete_offsets(principal, &request.group_id.0, topics)
+        .await;
+    let response = match top {
+        Err(e) => {
+            OffsetDeleteResponse::default().with_error_code(group_error(ApiKey::OffsetDelete, &e))
+        }
+        Ok(()) => OffsetDeleteResponse::default().with_topics(map_topics(
+            deleted,
+            |p| {
+                OffsetDeleteResponsePartition::default()
+                    .with_partition_index(p.partition.0)
+                    .with_error_code(
+                        p.outcome
+                            .err()
+                            .map_or(0, |e| group_error(ApiKey::OffsetDelete, &e)),
+                    )
+            },
+            |name, partitions| {
+                OffsetDeleteResponseTopic::default()
+                    .with_name(topic_name(name))
+                    .with_partitions(partitions)
+            },
+        )),
+    };
+    ResponseKind::OffsetDelete(response)
 }

@@ -407,6 +407,7 @@ impl Kafka {
             }
             RequestKind::ListGroups(r) => groups::list_groups(groups, principal, r).await,
             RequestKind::DeleteGroups(r) => groups::delete_groups(groups, principal, r).await,
+            RequestKind::OffsetDelete(r) => groups::offset_delete(groups, principal, r).await,
             _ => {
                 tracing::error!(
                     "the Kafka codec let an unserved {:?} through",
