@@ -88,6 +88,9 @@ pub struct BrokerConfig {
     pub broker_session_timeout_ms: u64,
     /// A follower that has not caught up for this long leaves the ISR.
     pub replica_lag_time_max_ms: u64,
+    /// How often the active controller moves leaderships back to the preferred replicas
+    /// of brokers that lead too few of theirs (Kafka's automatic leader rebalance); 0 never.
+    pub leader_imbalance_check_interval_ms: u64,
     /// Partitions of `__consumer_offsets` when it is created (the group coordinators).
     pub offsets_topic_partitions: u32,
     /// `segment.bytes` of `__consumer_offsets` when it is created (Kafka's
@@ -285,6 +288,14 @@ impl BrokerConfig {
                 "replica.lag.time.max.ms",
                 self.replica_lag_time_max_ms.to_string(),
             ),
+            (
+                "auto.leader.rebalance.enable",
+                (self.leader_imbalance_check_interval_ms > 0).to_string(),
+            ),
+            (
+                "leader.imbalance.check.interval.seconds",
+                (self.leader_imbalance_check_interval_ms / 1000).to_string(),
+            ),
             ("socket.request.max.bytes", self.max_frame_bytes.to_string()),
             ("unclean.leader.election.enable", "false".to_string()),
         ]
@@ -313,6 +324,12 @@ impl BrokerConfig {
     /// How often the log cleaner runs.
     pub fn log_cleaner_interval(&self) -> Duration {
         Duration::from_millis(self.log_cleaner_interval_ms.max(1))
+    }
+
+    /// The period of the automatic leader rebalance, or `None` when it is off.
+    pub fn leader_imbalance_check_interval(&self) -> Option<Duration> {
+        (self.leader_imbalance_check_interval_ms > 0)
+            .then(|| Duration::from_millis(self.leader_imbalance_check_interval_ms))
     }
 
     /// Heartbeat period.
@@ -377,6 +394,7 @@ impl Default for BrokerConfig {
             heartbeat_interval_ms: 200,
             broker_session_timeout_ms: 1000,
             replica_lag_time_max_ms: 10_000,
+            leader_imbalance_check_interval_ms: 300_000,
             offsets_topic_partitions: 16,
             offsets_topic_segment_bytes: 100 << 20,
             log_cleaner_interval_ms: 15_000,
@@ -512,6 +530,9 @@ pub struct ConfigLayer {
     /// A follower not caught up for this long leaves the ISR, in ms.
     #[arg(long, env = "SLUICE_REPLICA_LAG_TIME_MAX_MS")]
     pub replica_lag_time_max_ms: Option<u64>,
+    /// How often leaderships move back to preferred replicas, in ms (0: never).
+    #[arg(long, env = "SLUICE_LEADER_IMBALANCE_CHECK_INTERVAL_MS")]
+    pub leader_imbalance_check_interval_ms: Option<u64>,
     /// Partitions of __consumer_offsets when it is created.
     #[arg(long, env = "SLUICE_OFFSETS_TOPIC_PARTITIONS")]
     pub offsets_topic_partitions: Option<u32>,
@@ -601,6 +622,7 @@ impl ConfigLayer {
             heartbeat_interval_ms,
             broker_session_timeout_ms,
             replica_lag_time_max_ms,
+            leader_imbalance_check_interval_ms,
             offsets_topic_partitions,
             offsets_topic_segment_bytes,
             log_cleaner_interval_ms,

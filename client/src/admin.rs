@@ -9,8 +9,9 @@ use sluice_protocol::messages::{
     CreatableTopic, CreateAclsRequest, CreatePartitionsRequest, CreatePartitionsTopic,
     CreateTopicsRequest, DeleteAclsRequest, DeleteRecordsPartition, DeleteRecordsRequest,
     DeleteRecordsTopic, DeleteTopicsRequest, DescribeAclsRequest, DescribeClusterRequest,
-    DescribeUserScramCredentialsRequest, IsolationLevel, ScramCredentialDeletion,
-    ScramCredentialUpsertion, CONFIG_DELETE, CONFIG_SET, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
+    DescribeUserScramCredentialsRequest, ElectLeadersRequest, IsolationLevel,
+    ScramCredentialDeletion, ScramCredentialUpsertion, TopicPartitions, CONFIG_DELETE, CONFIG_SET,
+    EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
 
@@ -508,6 +509,62 @@ impl Admin {
             }
         }
         Ok(retry)
+    }
+
+    /// Moves partitions' leadership back to their preferred replicas (the first assigned),
+    /// where those are in sync: the partitions of `topic`, or of every topic when `None`.
+    /// Each partition's outcome: moved, or its error (ELECTION_NOT_NEEDED where the
+    /// preferred replica leads already, PREFERRED_LEADER_NOT_AVAILABLE where it cannot
+    /// lead now). The controller also does this by itself every few minutes (the broker's
+    /// `leader_imbalance_check_interval_ms`).
+    ///
+    /// ```no_run
+    /// # async fn demo(admin: sluice_client::Admin) -> sluice_client::Result<()> {
+    /// for (topic, partition, outcome) in admin.elect_preferred_leaders(None).await? {
+    ///     println!("{topic}/{partition}: {outcome:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn elect_preferred_leaders(
+        &self,
+        topic: Option<&str>,
+    ) -> Result<Vec<(String, PartitionId, Result<()>)>> {
+        let topics = match topic {
+            None => None,
+            Some(name) => {
+                let metadata = self.client.refresh_topic(name).await?;
+                Some(vec![TopicPartitions {
+                    topic: name.to_owned(),
+                    partitions: metadata.partitions.iter().map(|p| p.partition).collect(),
+                }])
+            }
+        };
+        let request = ElectLeadersRequest {
+            topics,
+            timeout_ms: self.timeout_ms(),
+        };
+        let response = match self.send_admin(Request::ElectLeaders(request)).await? {
+            Response::ElectLeaders(r) => r,
+            other => return Err(unexpected("ElectLeaders", &other)),
+        };
+        Ok(response
+            .topics
+            .into_iter()
+            .flat_map(|t| {
+                let topic = t.name;
+                t.partitions.into_iter().map(move |p| {
+                    let outcome = match p.error_code {
+                        ErrorCode::None => Ok(()),
+                        code => Err(Error::broker(
+                            format!("electing the leader of {topic}/{}", p.partition),
+                            code,
+                            p.error_message,
+                        )),
+                    };
+                    (topic.clone(), p.partition, outcome)
+                })
+            })
+            .collect())
     }
 
     /// Changes a topic's configs: each `(key, Some(value))` sets the key, each `(key, None)`

@@ -192,6 +192,17 @@ def admin(args):
                     if t["name"] == t2 for p in t["partitions"])
     check(len(log_dirs) == 1 and in_dir == [0, 1, 2] and log_dirs[0]["total_bytes"] > 0,
           "describe_log_dirs", log_dirs=log_dirs)
+    step("elect_leaders: each partition's preferred replica leads already")
+    elected = client.elect_leaders(0, {t2: [0, 1, 2]})
+    election_codes = sorted({p.error_code for r in elected.replica_election_results
+                             for p in r.partition_result})
+    check(election_codes == [84], "preferred election codes (ELECTION_NOT_NEEDED)",
+          codes=election_codes)
+    unclean = client.elect_leaders(1, {t2: [0]}, raise_errors=False)
+    unclean_codes = [p.error_code for r in unclean.replica_election_results
+                     for p in r.partition_result]
+    check(unclean_codes == [42], "an unclean election is refused (INVALID_REQUEST)",
+          codes=unclean_codes)
     step("list_partition_reassignments: none")
     reassignments = client.list_partition_reassignments()
     check(reassignments == {}, "reassignments in progress", reassignments=str(reassignments))

@@ -134,6 +134,89 @@ fn three_nodes_replicate_and_describe_the_cluster() {
     check_replicas_identical(&mut cluster, "r3", 5, 3);
 }
 
+/// Whether every partition of `topic` is led by its preferred replica (its first).
+fn led_by_preferred(cluster: &TestCluster, topic: &str) -> bool {
+    cluster.topic_metadata(topic).is_some_and(|t| {
+        t.partitions
+            .iter()
+            .all(|p| p.replicas.first() == Some(&p.leader))
+    })
+}
+
+/// A node that was down comes back as a follower of everything it led; once it is in
+/// sync, `sluice cluster elect-leaders` (with the automatic rebalance off) hands each
+/// partition back to its preferred replica.
+#[test]
+fn preferred_replicas_lead_again_after_an_election() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start(
+        3,
+        dir.path(),
+        &["--leader-imbalance-check-interval-ms", "0"],
+    );
+    let bootstrap = cluster.bootstrap();
+    cli_ok(
+        &bootstrap,
+        &["topic", "create", "pl", "-p", "3", "-r", "3"],
+        "",
+    );
+    cluster.wait_isr("pl", 3);
+    assert!(led_by_preferred(&cluster, "pl"));
+    let victim = cluster.leader("pl", 0);
+    cluster.node(victim).kill();
+    wait_until("another leader of pl-0", Duration::from_secs(30), || {
+        ![-1, victim].contains(&cluster.leader("pl", 0))
+    });
+    cluster.node(victim).restart();
+    cluster.wait_in_every_isr("pl", victim);
+    assert!(
+        !led_by_preferred(&cluster, "pl"),
+        "nothing moved it back yet"
+    );
+    let out = cli_ok(
+        &cluster.bootstrap(),
+        &["cluster", "elect-leaders", "--topic", "pl"],
+        "",
+    );
+    assert!(
+        out.contains("pl/0: its preferred replica leads again"),
+        "{out}"
+    );
+    assert!(led_by_preferred(&cluster, "pl"));
+    let again = cli_ok(&cluster.bootstrap(), &["cluster", "elect-leaders"], "");
+    assert_eq!(again, "every partition is led by its preferred replica\n");
+}
+
+/// With the automatic rebalance on (a short interval here; Kafka's 5 minutes by default),
+/// the controller hands the partitions back by itself once the preferred replica is in
+/// sync.
+#[test]
+fn the_controller_moves_leaderships_back_to_preferred_replicas_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start(
+        3,
+        dir.path(),
+        &["--leader-imbalance-check-interval-ms", "500"],
+    );
+    cli_ok(
+        &cluster.bootstrap(),
+        &["topic", "create", "pa", "-p", "3", "-r", "3"],
+        "",
+    );
+    cluster.wait_isr("pa", 3);
+    let victim = cluster.leader("pa", 1);
+    cluster.node(victim).kill();
+    wait_until("another leader of pa-1", Duration::from_secs(30), || {
+        ![-1, victim].contains(&cluster.leader("pa", 1))
+    });
+    cluster.node(victim).restart();
+    wait_until(
+        "every partition of pa led by its preferred replica",
+        Duration::from_secs(60),
+        || led_by_preferred(&cluster, "pa"),
+    );
+}
+
 #[test]
 fn leader_sigkills_under_acks_all_load_lose_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();

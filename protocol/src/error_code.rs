@@ -284,12 +284,19 @@ error_codes! {
     /// The member must first obtain a member id.
     MemberIdRequired = 79, "MEMBER_ID_REQUIRED", false,
         "the member needs a member id: rejoin with the id in the response";
+    /// The preferred replica of the partition cannot lead now (not in the ISR, or its
+    /// broker is not active).
+    PreferredLeaderNotAvailable = 80, "PREFERRED_LEADER_NOT_AVAILABLE", true,
+        "the preferred replica cannot lead now (its broker is down or it is not in sync); retry once it has caught up";
     /// The group has reached its maximum size.
     GroupMaxSizeReached = 81, "GROUP_MAX_SIZE_REACHED", false,
         "the group has reached its maximum number of members; add no more consumers";
     /// Another member uses the same group instance id.
     FencedInstanceId = 82, "FENCED_INSTANCE_ID", false,
         "another consumer with the same group instance id joined the group; give each consumer a distinct instance id";
+    /// The partition's preferred replica leads already.
+    ElectionNotNeeded = 84, "ELECTION_NOT_NEEDED", false,
+        "the preferred replica leads already; nothing to do";
     /// The group's members subscribe to the topic whose offsets were to be deleted.
     GroupSubscribedToTopic = 86, "GROUP_SUBSCRIBED_TO_TOPIC", false,
         "the group's members consume this topic, so its offsets cannot be deleted; stop them or change their subscription first";

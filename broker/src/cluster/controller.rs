@@ -42,7 +42,8 @@ use sluice_protocol::messages::{
     BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRegistrationResponse,
     CreatableTopicResult, CreatePartitionsRequest, CreatePartitionsResponse,
     CreatePartitionsTopicResult, CreateTopicsRequest, CreateTopicsResponse, DeletableTopicResult,
-    DeleteTopicsRequest, DeleteTopicsResponse, ReplicaLogEnd, CONFIG_DELETE, CONFIG_SET,
+    DeleteTopicsRequest, DeleteTopicsResponse, ElectLeadersRequest, ElectLeadersResponse,
+    PartitionResult, ReplicaLogEnd, TopicPartitionResults, CONFIG_DELETE, CONFIG_SET,
 };
 use sluice_protocol::scram::{Mechanism, ScramCredential};
 
@@ -264,6 +265,7 @@ impl Controller {
             Request::CreatePartitions(r) => {
                 Response::CreatePartitions(self.create_partitions(r).await)
             }
+            Request::ElectLeaders(r) => Response::ElectLeaders(self.elect_leaders(r).await),
             Request::IncrementalAlterConfigs(r) => {
                 Response::IncrementalAlterConfigs(self.alter_configs(r).await)
             }
@@ -853,6 +855,94 @@ impl Controller {
         Ok(())
     }
 
+    /// Preferred leader elections of the partitions asked (every partition when none is):
+    /// those whose preferred replica can lead now move in one command; the others are
+    /// answered with why not.
+    async fn elect_leaders(&self, request: ElectLeadersRequest) -> ElectLeadersResponse {
+        let image = self.image();
+        let asked: Vec<(String, PartitionId)> = match request.topics {
+            Some(topics) => topics
+                .into_iter()
+                .flat_map(|t| {
+                    let topic = t.topic;
+                    t.partitions.into_iter().map(move |p| (topic.clone(), p))
+                })
+                .collect(),
+            None => image
+                .topics
+                .iter()
+                .flat_map(|(name, t)| t.partitions.iter().map(|p| (name.clone(), p.index)))
+                .collect(),
+        };
+        let eligible: Vec<(String, PartitionId)> = asked
+            .iter()
+            .filter(|(topic, p)| image.preferred_election(topic, *p).is_ok())
+            .cloned()
+            .collect();
+        let moved = match eligible.is_empty() {
+            true => Ok(()),
+            false => self.move_to_preferred(eligible).await,
+        };
+        let after = self.image();
+        let mut topics: Vec<TopicPartitionResults> = Vec::new();
+        for (topic, partition) in asked {
+            let outcome = match image.preferred_election(&topic, partition) {
+                Err((code, message)) => Err(ApiError::new(code, message)),
+                Ok(()) => moved.clone().and_then(|()| {
+                    let led = after
+                        .partition(&topic, partition)
+                        .is_some_and(|p| p.leader == p.replicas[0]);
+                    match led {
+                        true => Ok(()),
+                        false => after
+                            .preferred_election(&topic, partition)
+                            .map_err(|(code, message)| ApiError::new(code, message)),
+                    }
+                }),
+            };
+            let result = PartitionResult {
+                partition,
+                error_code: outcome.as_ref().err().map_or(ErrorCode::None, |e| e.code),
+                error_message: outcome.err().and_then(|e| e.wire_message()),
+            };
+            match topics.last_mut() {
+                Some(t) if t.name == topic => t.partitions.push(result),
+                _ => topics.push(TopicPartitionResults {
+                    name: topic,
+                    partitions: vec![result],
+                }),
+            }
+        }
+        ElectLeadersResponse { topics }
+    }
+
+    /// Proposes moving `partitions`' leadership to their preferred replicas.
+    async fn move_to_preferred(
+        &self,
+        partitions: Vec<(String, PartitionId)>,
+    ) -> Result<(), ApiError> {
+        let n = partitions.len();
+        let (_, result) = self
+            .propose(MetadataCommand::ElectPreferredLeaders { partitions })
+            .await?;
+        refused_to_error(result)?;
+        tracing::info!("moved {n} leadership(s) to their preferred replicas");
+        Ok(())
+    }
+
+    /// Kafka's automatic leader rebalance: the partitions of each broker that leads fewer
+    /// than it is preferred for, by more than [`LEADER_IMBALANCE_PERCENT`], move back to
+    /// it where it is in sync.
+    async fn rebalance_leaders(&self) {
+        let partitions = self.image().imbalanced_partitions(LEADER_IMBALANCE_PERCENT);
+        if partitions.is_empty() {
+            return;
+        }
+        if let Err(e) = self.move_to_preferred(partitions).await {
+            tracing::warn!("could not rebalance leaderships: {}", e.message);
+        }
+    }
+
     /// Adds (`create`) or removes ACLs, all in one command: all of them or none. Each gets
     /// the outcome; one ACL the wire could not express fails them all, before anything is
     /// proposed.
@@ -1097,6 +1187,13 @@ impl Controller {
         let mut metrics = self.raft.metrics();
         let mut gap_summary = tokio::time::interval(Duration::from_secs(30));
         gap_summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Kafka's leader.imbalance.check.interval: 0 turns the automatic rebalance off.
+        let rebalance_every = self.config.leader_imbalance_check_interval();
+        let mut leader_check =
+            tokio::time::interval(rebalance_every.unwrap_or(Duration::from_secs(3600)));
+        leader_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        leader_check.tick().await;
+        let mut rebalance_now = false;
         let mut suspects = self
             .suspects_rx
             .lock()
@@ -1113,6 +1210,9 @@ impl Controller {
                     }
                     continue;
                 }
+                _ = leader_check.tick(), if rebalance_every.is_some() => {
+                    rebalance_now = true;
+                }
                 Some(suspect) = suspects.recv() => {
                     tokio::spawn(Arc::clone(&self).probe(suspect));
                     continue;
@@ -1125,6 +1225,12 @@ impl Controller {
                     continue;
                 }
                 _ = stopping.wait_for(|s| *s) => return,
+            }
+            if std::mem::take(&mut rebalance_now) {
+                if self.leading_term().is_some() {
+                    self.rebalance_leaders().await;
+                }
+                continue;
             }
             next_check = Instant::now() + period;
             let Some(term) = self.leading_term() else {
@@ -1199,6 +1305,10 @@ fn alter_refused(
 }
 
 /// A refused command as an error; anything else is fine.
+/// The share of the partitions a broker is preferred for but does not lead above which
+/// the automatic rebalance moves them back (Kafka's `leader.imbalance.per.broker.percentage`).
+const LEADER_IMBALANCE_PERCENT: u32 = 10;
+
 /// What an internal topic holds, if `name` is one: the coordinators' topics, which
 /// administrators may not delete or grow.
 fn internal_topic(name: &str) -> Option<&'static str> {

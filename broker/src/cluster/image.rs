@@ -168,6 +168,13 @@ pub enum MetadataCommand {
         /// The topic's new partition count (more than it has; at most the topic limit).
         partitions: u32,
     },
+    /// Moves the leadership of each partition named to its preferred replica (the first
+    /// assigned), where that replica is active and in the ISR and does not lead already
+    /// (Kafka's preferred leader election); the others stay as they are.
+    ElectPreferredLeaders {
+        /// `(topic, partition)` of each partition.
+        partitions: Vec<(String, PartitionId)>,
+    },
     /// Deletes a topic.
     DeleteTopic {
         /// The name.
@@ -497,6 +504,9 @@ impl MetadataImage {
             MetadataCommand::CreatePartitions { name, partitions } => {
                 self.create_partitions(name, *partitions)
             }
+            MetadataCommand::ElectPreferredLeaders { partitions } => {
+                Ok(self.elect_preferred_leaders(partitions))
+            }
             MetadataCommand::DeleteTopic { name } => self.delete_topic(name),
             MetadataCommand::AlterTopicConfigs { name, configs } => {
                 self.alter_topic_configs(name, configs)
@@ -567,6 +577,78 @@ impl MetadataImage {
     /// Partition `partition` of `topic`, if both exist.
     pub fn partition(&self, topic: &str, partition: PartitionId) -> Option<&PartitionMeta> {
         self.topics.get(topic)?.partition(partition)
+    }
+
+    /// Whether a preferred leader election would move `topic`'s `partition` to its preferred
+    /// replica now, or why not: UNKNOWN_TOPIC_OR_PARTITION, ELECTION_NOT_NEEDED (it leads),
+    /// PREFERRED_LEADER_NOT_AVAILABLE (its broker is not active, it is not in the ISR, or
+    /// the partition awaits a longest-log election).
+    pub fn preferred_election(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> Result<(), (ErrorCode, String)> {
+        let Some(meta) = self.partition(topic, partition) else {
+            return Err((
+                ErrorCode::UnknownTopicOrPartition,
+                format!("{topic}-{} does not exist", partition.0),
+            ));
+        };
+        let preferred = meta.replicas[0];
+        if meta.leader == preferred {
+            return Err((
+                ErrorCode::ElectionNotNeeded,
+                format!(
+                    "{topic}-{}: its preferred replica {preferred} leads already",
+                    partition.0
+                ),
+            ));
+        }
+        if !is_active(&self.brokers, preferred)
+            || !meta.isr.contains(&preferred)
+            || meta.awaiting_log_ends
+        {
+            return Err((
+                ErrorCode::PreferredLeaderNotAvailable,
+                format!(
+                    "{topic}-{}: its preferred replica {preferred} cannot lead now (its broker \
+                     is down, or it is not in the in-sync replicas {}); retry once it has \
+                     caught up",
+                    partition.0,
+                    meta.isr
+                        .iter()
+                        .map(BrokerId::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The partitions whose preferred replica should lead again (Kafka's automatic leader
+    /// rebalance): of each broker whose share of the partitions it is preferred for but
+    /// does not lead is above `imbalance_percent`, those it could lead now.
+    pub fn imbalanced_partitions(&self, imbalance_percent: u32) -> Vec<(String, PartitionId)> {
+        let mut by_preferred: BTreeMap<BrokerId, (usize, Vec<(String, PartitionId)>)> =
+            BTreeMap::new();
+        for (name, topic) in &self.topics {
+            for p in &topic.partitions {
+                let entry = by_preferred.entry(p.replicas[0]).or_default();
+                entry.0 += 1;
+                if p.leader != p.replicas[0] {
+                    entry.1.push((name.clone(), p.index));
+                }
+            }
+        }
+        by_preferred
+            .into_values()
+            .filter(|(preferred, moved)| {
+                moved.len() * 100 > *preferred * imbalance_percent as usize
+            })
+            .flat_map(|(_, moved)| moved)
+            .filter(|(topic, partition)| self.preferred_election(topic, *partition).is_ok())
+            .collect()
     }
 
     /// Every partition with a replica on broker `id`, in topic and partition order, with
@@ -924,6 +1006,22 @@ impl MetadataImage {
         let added = new_partitions(assignment).skip(current as usize);
         topic.partitions.extend(added);
         Ok(CommandResult::Done)
+    }
+
+    fn elect_preferred_leaders(&mut self, partitions: &[(String, PartitionId)]) -> CommandResult {
+        for (topic, index) in partitions {
+            if self.preferred_election(topic, *index).is_err() {
+                continue;
+            }
+            let partition = self
+                .topics
+                .get_mut(topic)
+                .and_then(|t| t.partition_mut(*index))
+                .expect("preferred_election found it");
+            let (preferred, isr) = (partition.replicas[0], partition.isr.clone());
+            partition.change(preferred, isr);
+        }
+        CommandResult::Done
     }
 
     fn delete_topic(&mut self, name: &str) -> Result<CommandResult, Refusal> {

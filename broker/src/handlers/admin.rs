@@ -1,4 +1,4 @@
-//! CreateTopics, DeleteTopics, CreatePartitions and IncrementalAlterConfigs: the native request in,
+//! CreateTopics, DeleteTopics, CreatePartitions, IncrementalAlterConfigs and ElectLeaders: the native request in,
 //! [`crate::services::admin`] changes the topics through the controller, the native
 //! response out, per topic.
 
@@ -6,12 +6,15 @@ use sluice_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, AlterConfigsResult, CreatableTopicResult,
     CreatePartitionsRequest, CreatePartitionsResponse, CreatePartitionsTopicResult,
     CreateTopicsRequest, CreateTopicsResponse, DeletableTopicResult, DeleteTopicsRequest,
-    DeleteTopicsResponse, CONFIG_DELETE,
+    DeleteTopicsResponse, ElectLeadersRequest, ElectLeadersResponse, PartitionResult,
+    TopicPartitionResults, CONFIG_DELETE,
 };
 use sluice_protocol::ErrorCode;
 
+use crate::error::ApiError;
 use crate::security::Principal;
 use crate::services::admin::{Admin, ConfigChange};
+use crate::services::{map_topics, TopicItems};
 use crate::topic_config::NewTopic;
 
 /// Creates topics.
@@ -157,4 +160,39 @@ pub async fn create_partitions(
             })
             .collect(),
     }
+}
+
+/// Moves partitions' leadership to their preferred replicas.
+pub async fn elect_leaders(
+    service: &Admin,
+    principal: &Principal,
+    request: ElectLeadersRequest,
+) -> Result<ElectLeadersResponse, ApiError> {
+    let partitions = request.topics.map(|topics| {
+        topics
+            .into_iter()
+            .map(|t| TopicItems {
+                topic: t.topic,
+                partitions: t.partitions,
+            })
+            .collect()
+    });
+    let elected = service.elect_leaders(principal, partitions).await?;
+    Ok(ElectLeadersResponse {
+        topics: map_topics(
+            elected,
+            |p| {
+                let (error_code, error_message) = match p.outcome {
+                    Ok(()) => (ErrorCode::None, None),
+                    Err(e) => (e.code, e.wire_message()),
+                };
+                PartitionResult {
+                    partition: p.partition,
+                    error_code,
+                    error_message,
+                }
+            },
+            |name, partitions| TopicPartitionResults { name, partitions },
+        ),
+    })
 }

@@ -61,6 +61,7 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::CreateTopics,
     ApiKey::DeleteTopics,
     ApiKey::CreatePartitions,
+    ApiKey::ElectLeaders,
     ApiKey::IncrementalAlterConfigs,
     ApiKey::DescribeCluster,
     ApiKey::FindCoordinator,
@@ -176,6 +177,9 @@ pub async fn finish(
         Request::IncrementalAlterConfigs(r) => Response::IncrementalAlterConfigs(
             admin::alter_configs(&services.admin, principal, r).await,
         ),
+        Request::ElectLeaders(r) => {
+            Response::ElectLeaders(admin::elect_leaders(&services.admin, principal, r).await?)
+        }
         Request::FindCoordinator(r) => Response::FindCoordinator(
             groups::find_coordinator(groups, &services.txns, principal, r).await,
         ),

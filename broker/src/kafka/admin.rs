@@ -15,15 +15,18 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
 };
+use kafka_protocol::messages::elect_leaders_response::{
+    PartitionResult as ElectLeadersPartitionResult, ReplicaElectionResult,
+};
 use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
     alter_configs_response, AlterConfigsRequest, AlterConfigsResponse, ApiKey,
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    DescribeLogDirsRequest, DescribeLogDirsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, InitProducerIdRequest, InitProducerIdResponse,
-    ListPartitionReassignmentsResponse, ProducerId, ResponseKind,
+    DescribeLogDirsRequest, DescribeLogDirsResponse, ElectLeadersRequest, ElectLeadersResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ListPartitionReassignmentsResponse, ProducerId, ResponseKind,
 };
 use sluice_protocol::{ErrorCode, PartitionId};
 
@@ -33,6 +36,7 @@ use crate::error::ApiError;
 use crate::security::Principal;
 use crate::services::admin::{Admin, ConfigChange, TopicConfig};
 use crate::services::producer_ids::{InitProducer, ProducerIds};
+use crate::services::{map_topics, PartitionOutcome, TopicItems};
 use crate::topic_config::NewTopic;
 use crate::txn::coordinator::Transactions;
 
@@ -604,4 +608,80 @@ pub fn list_partition_reassignments(service: &Admin, principal: &Principal) -> R
         }
     };
     ResponseKind::ListPartitionReassignments(response)
+}
+
+/// ElectLeaders' election type of a preferred leader election.
+const ELECTION_PREFERRED: i8 = 0;
+
+/// ElectLeaders (`kafka-leader-election.sh`): preferred elections through the controller,
+/// each partition answered (ELECTION_NOT_NEEDED where its preferred replica leads
+/// already). Unclean elections are refused per partition: sluice elects a replica outside
+/// the ISR only on its own, where a topic allows it.
+pub async fn elect_leaders(
+    service: &Admin,
+    principal: &Principal,
+    request: ElectLeadersRequest,
+    version: i16,
+) -> ResponseKind {
+    let asked: Option<Vec<TopicItems<PartitionId>>> = request.topic_partitions.map(|topics| {
+        topics
+            .into_iter()
+            .map(|t| TopicItems {
+                topic: t.topic.0.to_string(),
+                partitions: t.partitions.into_iter().map(PartitionId).collect(),
+            })
+            .collect()
+    });
+    let outcome = match version >= 1 && request.election_type != ELECTION_PREFERRED {
+        true => Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "sluice runs preferred leader elections only (election type 0); a replica outside \
+             the ISR leads only where its topic sets unclean.leader.election.enable",
+        )),
+        false => service.elect_leaders(principal, asked.clone()).await,
+    };
+    let (top, topics) = match outcome {
+        Ok(topics) => (Ok(()), topics),
+        Err(e) => {
+            let topics = asked
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| TopicItems {
+                    topic: t.topic,
+                    partitions: t
+                        .partitions
+                        .into_iter()
+                        .map(|partition| PartitionOutcome {
+                            partition,
+                            outcome: Err(e.clone()),
+                        })
+                        .collect(),
+                })
+                .collect();
+            (Err(e), topics)
+        }
+    };
+    let results = map_topics(
+        topics,
+        |p| {
+            let result = ElectLeadersPartitionResult::default().with_partition_id(p.partition.0);
+            match p.outcome {
+                Ok(()) => result,
+                Err(e) => {
+                    let (code, message) = kafka_error(ApiKey::ElectLeaders, &e);
+                    result.with_error_code(code).with_error_message(message)
+                }
+            }
+        },
+        |name, partitions| {
+            ReplicaElectionResult::default()
+                .with_topic(topic_name(name))
+                .with_partition_result(partitions)
+        },
+    );
+    let mut response = ElectLeadersResponse::default().with_replica_election_results(results);
+    if let Err(e) = top {
+        response.error_code = kafka_error(ApiKey::ElectLeaders, &e).0;
+    }
+    ResponseKind::ElectLeaders(response)
 }

@@ -127,6 +127,9 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeLogDirs, 1, 4),
     // 0..=0, all: always empty (sluice moves no replicas).
     (ApiKey::ListPartitionReassignments, 0, 0),
+    // 0..=2, all: v1 adds the election type and a top-level error code, v2 is flexible.
+    // kafka-leader-election.sh picks 2.
+    (ApiKey::ElectLeaders, 0, 2),
     // 0..=0, all.
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
@@ -488,6 +491,7 @@ pub fn kafka_error_code_for(api_key: ApiKey, code: ErrorCode) -> i16 {
         ApiKey::CreateTopics
         | ApiKey::DeleteTopics
         | ApiKey::CreatePartitions
+        | ApiKey::ElectLeaders
         | ApiKey::IncrementalAlterConfigs
         | ApiKey::AlterConfigs => ErrorCode::NotController,
         _ => ErrorCode::NotLeaderOrFollower,

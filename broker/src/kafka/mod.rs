@@ -354,6 +354,9 @@ impl Kafka {
             RequestKind::ListPartitionReassignments(_) => {
                 admin::list_partition_reassignments(&services.admin, principal)
             }
+            RequestKind::ElectLeaders(r) => {
+                admin::elect_leaders(&services.admin, principal, r, version).await
+            }
             RequestKind::CreateAcls(r) => acls::create_acls(&services.acls, principal, r).await,
             RequestKind::DescribeAcls(r) => acls::describe_acls(&services.acls, principal, r),
             RequestKind::DeleteAcls(r) => acls::delete_acls(&services.acls, principal, r).await,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use sluice_protocol::messages::{
     AlterConfigsRequest, AlterableConfig, AlterableTopic, ConfigEntry, CreatableTopic,
     CreatePartitionsRequest, CreatePartitionsTopic, CreateTopicsRequest, DeleteTopicsRequest,
-    CONFIG_DELETE, CONFIG_SET,
+    ElectLeadersRequest, TopicPartitions, CONFIG_DELETE, CONFIG_SET,
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
 
@@ -22,6 +22,7 @@ use crate::config::BrokerConfig;
 use crate::error::ApiError;
 use crate::security::acl::{Authorizer, Operation, Resource};
 use crate::security::Principal;
+use crate::services::{PartitionOutcome, TopicItems};
 use crate::topic_config::{effective_topic_configs, validate_topic_name, NewTopic};
 use crate::topics::Topics;
 
@@ -397,6 +398,75 @@ impl Admin {
             .await;
         }
         merge(results, refused)
+    }
+
+    /// Preferred leader elections (Kafka's ElectLeaders) of the partitions asked, every
+    /// partition when `None`, through the controller: each partition moved, or why not
+    /// (ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE, UNKNOWN_TOPIC_OR_PARTITION).
+    /// Alter on the cluster. The answer waits until this broker's image shows the moves.
+    pub async fn elect_leaders(
+        &self,
+        principal: &Principal,
+        partitions: Option<Vec<TopicItems<PartitionId>>>,
+    ) -> Result<Vec<TopicItems<PartitionOutcome<()>>>, ApiError> {
+        self.authorizer
+            .check(principal, Operation::Alter, Resource::Cluster)?;
+        let request = ElectLeadersRequest {
+            topics: partitions.map(|topics| {
+                topics
+                    .into_iter()
+                    .map(|t| TopicPartitions {
+                        topic: t.topic,
+                        partitions: t.partitions,
+                    })
+                    .collect()
+            }),
+            timeout_ms: CONTROLLER_TIMEOUT.as_millis() as i32,
+        };
+        let response = match self
+            .cluster
+            .client
+            .call(Request::ElectLeaders(request), CONTROLLER_TIMEOUT)
+            .await?
+        {
+            Response::ElectLeaders(r) => r,
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::UnknownServerError,
+                    format!("the controller answered {:?}", other.api_key()),
+                ))
+            }
+        };
+        let elected: Vec<TopicItems<PartitionOutcome<()>>> = response
+            .topics
+            .into_iter()
+            .map(|t| TopicItems {
+                topic: t.name,
+                partitions: t
+                    .partitions
+                    .into_iter()
+                    .map(PartitionOutcome::from_wire)
+                    .collect(),
+            })
+            .collect();
+        let moved: Vec<(&str, PartitionId)> = elected
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|p| p.outcome.is_ok())
+                    .map(|p| (t.topic.as_str(), p.partition))
+            })
+            .collect();
+        self.wait_applied(|image| {
+            moved.iter().all(|(topic, partition)| {
+                image
+                    .partition(topic, *partition)
+                    .is_none_or(|p| p.leader == p.replicas[0])
+            })
+        })
+        .await;
+        Ok(elected)
     }
 
     /// Makes each topic's own configs exactly `configs` (Kafka's non-incremental

@@ -4,7 +4,7 @@
 use crate::error_code::ErrorCode;
 use crate::wire::wire_struct;
 
-use super::ConfigEntry;
+use super::{ConfigEntry, TopicPartitionResults, TopicPartitions};
 
 wire_struct! {
     /// One topic to create.
@@ -186,5 +186,26 @@ wire_struct! {
     pub struct CreatePartitionsResponse {
         /// One result per topic.
         pub results: Vec<CreatePartitionsTopicResult>,
+    }
+}
+
+wire_struct! {
+    /// Moves partitions' leadership to their preferred replicas (Kafka's ElectLeaders of
+    /// the preferred type), where those can lead now.
+    pub struct ElectLeadersRequest {
+        /// The partitions, or null for every partition of every topic.
+        pub topics: Option<Vec<TopicPartitions>>,
+        /// How long to wait for the change to be committed, in milliseconds.
+        pub timeout_ms: i32,
+    }
+}
+
+wire_struct! {
+    /// Per-partition outcomes of an ElectLeaders: NONE (moved), ELECTION_NOT_NEEDED (it
+    /// leads already), PREFERRED_LEADER_NOT_AVAILABLE, UNKNOWN_TOPIC_OR_PARTITION.
+    pub struct ElectLeadersResponse {
+        /// One entry per topic; with a null request, the partitions that were elected or
+        /// could not be.
+        pub topics: Vec<TopicPartitionResults>,
     }
 }

@@ -307,6 +307,8 @@ apis! {
     CreatePartitions = 37, versions 0..=0, CreatePartitionsRequest, CreatePartitionsResponse;
     /// Delete empty consumer groups.
     DeleteGroups = 42, versions 0..=0, DeleteGroupsRequest, DeleteGroupsResponse;
+    /// Move partitions' leadership to their preferred replicas.
+    ElectLeaders = 43, versions 0..=0, ElectLeadersRequest, ElectLeadersResponse;
     /// Change topic configs after creation (Kafka's IncrementalAlterConfigs).
     IncrementalAlterConfigs = 44, versions 0..=0, AlterConfigsRequest, AlterConfigsResponse;
     /// List SCRAM users.

@@ -683,6 +683,63 @@ fn added_partitions_continue_the_placement_and_keep_the_old_ones() {
 }
 
 #[test]
+fn preferred_leaders_lead_again_once_back_in_the_isr() {
+    let mut c = Cluster::with_brokers(&[1, 2, 3]);
+    c.create("t", 3, 3);
+    c.fence(1);
+    // Partition 2 (preferred 1) is led by 2 now; broker 1 is out of every ISR.
+    let elect = |partitions: &[i32]| MetadataCommand::ElectPreferredLeaders {
+        partitions: partitions
+            .iter()
+            .map(|&p| ("t".to_string(), PartitionId(p)))
+            .collect(),
+    };
+    let why = |c: &Cluster, p: i32| {
+        c.image
+            .preferred_election("t", PartitionId(p))
+            .map_err(|e| e.0)
+    };
+    assert_eq!(why(&c, 0), Err(ErrorCode::ElectionNotNeeded));
+    assert_eq!(why(&c, 2), Err(ErrorCode::PreferredLeaderNotAvailable));
+    assert_eq!(why(&c, 9), Err(ErrorCode::UnknownTopicOrPartition));
+    assert_eq!(c.apply(elect(&[2])), CommandResult::Done);
+    c.check(
+        "t",
+        &[
+            "leader=2 le=0 pe=1 replicas=2,3,1 isr=2,3",
+            "leader=3 le=0 pe=1 replicas=3,1,2 isr=3,2",
+            "leader=2 le=1 pe=1 replicas=1,2,3 isr=2,3",
+        ],
+    );
+    // Back, but not in sync yet: still not.
+    c.unfence(1);
+    assert_eq!(why(&c, 2), Err(ErrorCode::PreferredLeaderNotAvailable));
+    assert!(c.image.imbalanced_partitions(10).is_empty());
+    // In the ISR again: partition 2 may move; broker 1 leads 0 of its 1 = 100 % > 10 %.
+    let rejoin = c.alter_request("t", 2, &[2, 3, 1]);
+    c.apply(rejoin);
+    assert_eq!(why(&c, 2), Ok(()));
+    assert_eq!(
+        c.image.imbalanced_partitions(10),
+        [("t".to_string(), PartitionId(2))]
+    );
+    assert!(
+        c.image.imbalanced_partitions(100).is_empty(),
+        "at most 100 % imbalance"
+    );
+    assert_eq!(c.apply(elect(&[0, 2, 7])), CommandResult::Done);
+    c.check(
+        "t",
+        &[
+            "leader=2 le=0 pe=1 replicas=2,3,1 isr=2,3",
+            "leader=3 le=0 pe=1 replicas=3,1,2 isr=3,2",
+            "leader=1 le=2 pe=3 replicas=1,2,3 isr=2,3,1",
+        ],
+    );
+    assert!(c.image.imbalanced_partitions(10).is_empty());
+}
+
+#[test]
 fn delete_topic() {
     let mut c = Cluster::with_brokers(&[1]);
     c.create("t", 2, 1);
@@ -979,6 +1036,10 @@ enum Op {
     Delete {
         topic: usize,
     },
+    /// A preferred leader election of the picked partitions.
+    ElectPreferred {
+        picks: Vec<prop::sample::Index>,
+    },
     /// The topic's partition count becomes `partitions` (refused unless it grows).
     AddPartitions {
         topic: usize,
@@ -1070,6 +1131,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..TOPICS.len()).prop_map(|topic| Op::Delete { topic }),
         1 => (0..TOPICS.len(), 0u32..6)
             .prop_map(|(topic, partitions)| Op::AddPartitions { topic, partitions }),
+        1 => prop::collection::vec(any::<prop::sample::Index>(), 0..3)
+            .prop_map(|picks| Op::ElectPreferred { picks }),
         5 => alter,
         1 => (BROKERS, stale()).prop_map(|(broker, stale)| Op::Allocate { broker, stale }),
         2 => (BROKERS, stale(), prop::collection::vec(any::<prop::sample::Index>(), 0..3))
@@ -1136,6 +1199,19 @@ fn to_command(op: &Op, image: &MetadataImage) -> MetadataCommand {
             name: TOPICS[*topic].into(),
             partitions: *partitions,
         },
+        Op::ElectPreferred { picks } => {
+            let existing = all_partitions(image);
+            MetadataCommand::ElectPreferredLeaders {
+                partitions: picks
+                    .iter()
+                    .filter(|_| !existing.is_empty())
+                    .map(|pick| {
+                        let (topic, p) = pick.get(&existing);
+                        (topic.to_string(), p.index)
+                    })
+                    .collect(),
+            }
+        }
         Op::Alter(alter) => alter_command(alter, image),
         Op::Allocate { broker, stale } => MetadataCommand::AllocateProducerIds {
             broker_id: id(*broker),

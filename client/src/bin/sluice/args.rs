@@ -431,6 +431,13 @@ pub enum GroupCommand {
 pub enum ClusterCommand {
     /// Show the cluster id, the controller quorum and every broker.
     Describe,
+    /// Move leaderships back to each partition's preferred replica (the first assigned)
+    /// where it is in sync; the controller also does this every few minutes.
+    ElectLeaders {
+        /// Only this topic's partitions (default: every topic).
+        #[arg(long, value_name = "TOPIC")]
+        topic: Option<String>,
+    },
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {

@@ -102,6 +102,57 @@ async fn run(cli: Cli) -> CliResult {
                 || render::cluster_json(&cluster),
             )
         }
+        Command::Cluster(ClusterArgs {
+            timeout,
+            command: ClusterCommand::ElectLeaders { topic },
+        }) => {
+            let outcomes = admin(timeout)
+                .elect_preferred_leaders(topic.as_deref())
+                .await
+                .map_err(not_there)?;
+            let moved: Vec<(String, i32)> = outcomes
+                .iter()
+                .filter(|(_, _, o)| o.is_ok())
+                .map(|(t, p, _)| (t.clone(), p.0))
+                .collect();
+            // A partition whose preferred replica leads already is not news.
+            let failed: Vec<String> = outcomes
+                .iter()
+                .filter_map(|(_, _, o)| o.as_ref().err())
+                .filter(|e| {
+                    !matches!(
+                        e,
+                        sluice_client::Error::Broker {
+                            code: sluice_client::ErrorCode::ElectionNotNeeded,
+                            ..
+                        }
+                    )
+                })
+                .map(ToString::to_string)
+                .collect();
+            print(
+                format,
+                || {
+                    let mut text: String = moved
+                        .iter()
+                        .map(|(t, p)| format!("{t}/{p}: its preferred replica leads again\n"))
+                        .collect();
+                    if moved.is_empty() && failed.is_empty() {
+                        text = "every partition is led by its preferred replica\n".into();
+                    }
+                    text
+                },
+                || {
+                    serde_json::json!({
+                        "elected": moved.iter().map(|(t, p)| serde_json::json!({"topic": t, "partition": p})).collect::<Vec<_>>(),
+                    })
+                },
+            )?;
+            match failed.is_empty() {
+                true => Ok(()),
+                false => Err(failed.join("\n")),
+            }
+        }
         Command::Produce(args) => produce::run(client, args).await,
         Command::Consume(args) => consume::run(client, args, format).await,
         Command::Group(args) => group(admin(args.timeout), args.command, format).await,
