@@ -86,6 +86,19 @@ pub fn validate_new_topic(
     Ok((partitions as u32, replication_factor as u16))
 }
 
+/// What a coordinator's internal topic holds, if `name` is one (`__consumer_offsets`,
+/// `__transaction_state`): no producer writes them, and administrators may not delete,
+/// grow or trim them.
+pub fn internal_topic(name: &str) -> Option<&'static str> {
+    match name {
+        OFFSETS_TOPIC => Some("it holds every consumer group's committed offsets"),
+        sluice_protocol::txn_log::TRANSACTION_STATE_TOPIC => {
+            Some("it holds every transactional producer's state")
+        }
+        _ => None,
+    }
+}
+
 /// Kafka's rule: 1 to 249 of `[a-zA-Z0-9._-]`, and not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
     let invalid = |why: &str| {

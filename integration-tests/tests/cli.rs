@@ -459,6 +459,28 @@ fn topic_delete_records_moves_the_log_start() {
     assert!(!past.status.success());
     let stderr = String::from_utf8_lossy(&past.stderr);
     assert!(stderr.contains("high watermark 10"), "{stderr}");
+    // A group's commit creates __consumer_offsets, whose records are not for deleting.
+    cli_ok(
+        &b,
+        &["consume", "dr", "--group", "g", "--timeout-ms", "500"],
+        "",
+    );
+    let internal = cli(
+        &b,
+        &[
+            "topic",
+            "delete-records",
+            "__consumer_offsets",
+            "--offset",
+            "-1",
+            "-p",
+            "0",
+        ],
+        "",
+    );
+    assert!(!internal.status.success());
+    let stderr = String::from_utf8_lossy(&internal.stderr);
+    assert!(stderr.contains("is internal"), "{stderr}");
 }
 
 /// `sluice topic alter` (IncrementalAlterConfigs through the controller): set keys, remove

@@ -60,6 +60,7 @@ use super::raft::{Applied, NodeId, Raft};
 use crate::config::BrokerConfig;
 use crate::data_dir::{hex, random_id};
 use crate::error::ApiError;
+use crate::topic_config::internal_topic;
 use crate::topic_config::{validate_new_topic, NewTopic};
 
 /// The controller logic of one voter.
@@ -1308,20 +1309,6 @@ fn alter_refused(
 /// The share of the partitions a broker is preferred for but does not lead above which
 /// the automatic rebalance moves them back (Kafka's `leader.imbalance.per.broker.percentage`).
 const LEADER_IMBALANCE_PERCENT: u32 = 10;
-
-/// What an internal topic holds, if `name` is one: the coordinators' topics, which
-/// administrators may not delete or grow.
-fn internal_topic(name: &str) -> Option<&'static str> {
-    match name {
-        sluice_protocol::group_log::OFFSETS_TOPIC => {
-            Some("it holds every consumer group's committed offsets")
-        }
-        sluice_protocol::txn_log::TRANSACTION_STATE_TOPIC => {
-            Some("it holds every transactional producer's state")
-        }
-        _ => None,
-    }
-}
 
 fn refused_to_error(result: CommandResult) -> Result<(), ApiError> {
     match result {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_protocol::messages::IsolationLevel;
-use sluice_protocol::{LeaderEpoch, Offset, PartitionId};
+use sluice_protocol::{ErrorCode, LeaderEpoch, Offset, PartitionId};
 
 use super::{task_failed, PartitionOutcome, TopicItems};
 use crate::cluster::Cluster;
@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::security::acl::{Authorizer, Operation, Resource};
 use crate::security::Principal;
+use crate::topic_config::internal_topic;
 use crate::topics::Topics;
 
 /// One partition of a ListOffsets.
@@ -173,6 +174,15 @@ impl Offsets {
     ) -> Result<Vec<TopicItems<PartitionOutcome<Offset>>>, ApiError> {
         let deleted = self
             .per_partition(principal, Operation::Delete, topics, |partition, query| {
+                if let Some(why) = internal_topic(partition.topic()) {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidTopicException,
+                        format!(
+                            "{} is internal: {why}; its records cannot be deleted",
+                            partition.topic()
+                        ),
+                    ));
+                }
                 partition.delete_records(query.offset)
             })
             .await?;

@@ -21,7 +21,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use sluice_protocol::group_log::OFFSETS_TOPIC;
 use sluice_protocol::messages::TopicPartitions;
-use sluice_protocol::txn_log::TRANSACTION_STATE_TOPIC;
 use sluice_protocol::{ErrorCode, Offset, PartitionId};
 
 use super::{task_failed, PartitionOutcome, TopicItems};
@@ -31,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::partition::{Acks, Append, Partition, PendingAppend, Unverified};
 use crate::security::acl::{Authorizer, Operation, Resource};
 use crate::security::Principal;
+use crate::topic_config::internal_topic;
 use crate::topics::Topics;
 
 /// Shortest acks=all wait honoured: a zero or negative request timeout would fail every
@@ -164,8 +164,8 @@ impl Produce {
                     .map(|(index, records)| {
                         let partition = if let Err(e) = &allowed {
                             Err(e.clone())
-                        } else if is_internal(&topic.topic) {
-                            Err(internal_topic(&topic.topic))
+                        } else if internal_topic(&topic.topic).is_some() {
+                            Err(internal_topic_refused(&topic.topic))
                         } else {
                             self.topics.partition(&image, &topic.topic, index)
                         };
@@ -513,12 +513,7 @@ fn count_appended(
     (partition, pending)
 }
 
-/// The coordinators' own topics, which no producer writes.
-fn is_internal(topic: &str) -> bool {
-    topic == OFFSETS_TOPIC || topic == TRANSACTION_STATE_TOPIC
-}
-
-fn internal_topic(topic: &str) -> ApiError {
+fn internal_topic_refused(topic: &str) -> ApiError {
     let why = if topic == OFFSETS_TOPIC {
         "only group coordinators write it; commit offsets through a consumer group"
     } else {
