@@ -39,6 +39,9 @@ pub struct BrokerConfig {
     pub kafka_listen_explicit: bool,
     /// Address Kafka clients are told to connect to; `kafka_listen` when unset.
     pub kafka_advertise: Option<String>,
+    /// The rack (or availability zone) of this broker (Kafka's `broker.rack`): when every
+    /// broker has one, each partition's replicas are placed on as many racks as there are.
+    pub rack: Option<String>,
     /// Address the HTTP admin listener (`/metrics`, `/health`, `/ready`) binds to; `None`
     /// turns it off.
     pub http_listen: Option<SocketAddr>,
@@ -239,7 +242,12 @@ impl BrokerConfig {
                 "auto.create.topics.enable",
                 self.auto_create_topics.to_string(),
             ),
+            (
+                "auto.leader.rebalance.enable",
+                (self.leader_imbalance_check_interval_ms > 0).to_string(),
+            ),
             ("broker.id", self.node_id.to_string()),
+            ("broker.rack", self.rack.clone().unwrap_or_default()),
             (
                 "broker.session.timeout.ms",
                 self.broker_session_timeout_ms.to_string(),
@@ -260,6 +268,10 @@ impl BrokerConfig {
             (
                 "group.min.session.timeout.ms",
                 self.group_min_session_timeout_ms.to_string(),
+            ),
+            (
+                "leader.imbalance.check.interval.seconds",
+                (self.leader_imbalance_check_interval_ms / 1000).to_string(),
             ),
             (
                 "log.cleaner.backoff.ms",
@@ -287,14 +299,6 @@ impl BrokerConfig {
             (
                 "replica.lag.time.max.ms",
                 self.replica_lag_time_max_ms.to_string(),
-            ),
-            (
-                "auto.leader.rebalance.enable",
-                (self.leader_imbalance_check_interval_ms > 0).to_string(),
-            ),
-            (
-                "leader.imbalance.check.interval.seconds",
-                (self.leader_imbalance_check_interval_ms / 1000).to_string(),
             ),
             ("socket.request.max.bytes", self.max_frame_bytes.to_string()),
             ("unclean.leader.election.enable", "false".to_string()),
@@ -365,6 +369,7 @@ impl Default for BrokerConfig {
             kafka_listen: Some(([127, 0, 0, 1], 9092).into()),
             kafka_listen_explicit: false,
             kafka_advertise: None,
+            rack: None,
             http_listen: Some(([127, 0, 0, 1], 9644).into()),
             http_listen_explicit: false,
             auto_create_topics: true,
@@ -451,6 +456,10 @@ pub struct ConfigLayer {
     /// Address advertised to Kafka clients (default: the Kafka listen address).
     #[arg(long, env = "SLUICE_KAFKA_ADVERTISE", value_name = "HOST:PORT")]
     pub kafka_advertise: Option<String>,
+    /// This broker's rack or availability zone: with one on every broker, a partition's
+    /// replicas go to distinct racks (default: none).
+    #[arg(long, env = "SLUICE_RACK", value_name = "NAME")]
+    pub rack: Option<String>,
     /// Address of the HTTP admin listener (/metrics, /health, /ready), or `off` (default
     /// 127.0.0.1:9644).
     #[arg(long, env = "SLUICE_HTTP_LISTEN", value_name = "HOST:PORT|off")]
@@ -671,6 +680,14 @@ impl ConfigLayer {
         }
         if let Some(advertise) = self.kafka_advertise {
             config.kafka_advertise = Some(advertise);
+        }
+        if let Some(rack) = self.rack {
+            if rack.trim().is_empty() {
+                return Err(BrokerError::Config(
+                    "rack is empty: give the rack's name, or leave the setting out".into(),
+                ));
+            }
+            config.rack = Some(rack);
         }
         if let Some(id) = self.node_id {
             config.node_id = BrokerId(id);

@@ -196,7 +196,7 @@ async fn register(broker: &Broker, incarnation_id: [u8; 16]) -> Option<i64> {
         cluster_id,
         incarnation_id,
         listeners: listeners(broker, host, port),
-        rack: None,
+        rack: broker.config.rack.clone(),
     });
     match broker
         .cluster

@@ -134,6 +134,34 @@ fn three_nodes_replicate_and_describe_the_cluster() {
     check_replicas_identical(&mut cluster, "r3", 5, 3);
 }
 
+/// Brokers with `--rack` (two availability zones of two brokers): each partition's
+/// replicas are in both zones, so losing a zone loses no partition's last replica.
+#[test]
+fn replicas_are_spread_over_racks() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: Vec<std::net::SocketAddr> = (0..4)
+        .map(|_| {
+            format!("127.0.0.1:{}", sluice_integration_tests::free_port())
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let cluster = TestCluster::start_at(&addrs, dir.path(), |id| {
+        let zone = if id <= 2 { "az-1" } else { "az-2" };
+        vec!["--rack".to_string(), zone.to_string()]
+    });
+    cli_ok(
+        &cluster.bootstrap(),
+        &["topic", "create", "zoned", "-p", "8", "-r", "2"],
+        "",
+    );
+    let topic = cluster.topic_metadata("zoned").unwrap();
+    for p in &topic.partitions {
+        let zones: Vec<bool> = p.replicas.iter().map(|b| b.0 <= 2).collect();
+        assert!(zones.contains(&true) && zones.contains(&false), "{p:?}");
+    }
+}
+
 /// Whether every partition of `topic` is led by its preferred replica (its first).
 fn led_by_preferred(cluster: &TestCluster, topic: &str) -> bool {
     cluster.topic_metadata(topic).is_some_and(|t| {

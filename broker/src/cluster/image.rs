@@ -568,6 +568,15 @@ impl MetadataImage {
             .collect()
     }
 
+    /// The active brokers with their racks, by id: what placement spreads replicas over.
+    pub fn active_racks(&self) -> BTreeMap<BrokerId, Option<String>> {
+        self.brokers
+            .values()
+            .filter(|broker| broker.is_active())
+            .map(|broker| (broker.id, broker.rack.clone()))
+            .collect()
+    }
+
     /// Broker `id`'s advertised listener named `listener` (`native`), if the broker is
     /// registered and advertises one.
     pub fn broker_address(&self, id: BrokerId, listener: &str) -> Option<&ListenerMeta> {
@@ -948,8 +957,12 @@ impl MetadataImage {
         let active = self.active_brokers();
         placement::check_replication_factor(replication_factor, &active)
             .or_else(|message| refuse(ErrorCode::InvalidReplicationFactor, message))?;
-        let assignment =
-            placement::assign_replicas(&active, index, n_partitions, replication_factor);
+        let assignment = placement::assign_replicas_by_rack(
+            &self.active_racks(),
+            index,
+            n_partitions,
+            replication_factor,
+        );
         let partitions = new_partitions(assignment).collect();
         self.topics.insert(
             name.to_owned(),
@@ -969,6 +982,7 @@ impl MetadataImage {
         n_partitions: u32,
     ) -> Result<CommandResult, Refusal> {
         let active = self.active_brokers();
+        let racks = self.active_racks();
         let Some(topic) = self.topics.get_mut(name) else {
             return refuse(
                 ErrorCode::UnknownTopicOrPartition,
@@ -1001,8 +1015,12 @@ impl MetadataImage {
         }
         placement::check_replication_factor(topic.replication_factor, &active)
             .or_else(|message| refuse(ErrorCode::InvalidReplicationFactor, message))?;
-        let assignment =
-            placement::assign_replicas(&active, topic.id, n_partitions, topic.replication_factor);
+        let assignment = placement::assign_replicas_by_rack(
+            &racks,
+            topic.id,
+            n_partitions,
+            topic.replication_factor,
+        );
         let added = new_partitions(assignment).skip(current as usize);
         topic.partitions.extend(added);
         Ok(CommandResult::Done)
