@@ -201,11 +201,23 @@ fn preferred_replicas_lead_again_after_an_election() {
         !led_by_preferred(&cluster, "pl"),
         "nothing moved it back yet"
     );
-    let out = cli_ok(
-        &cluster.bootstrap(),
-        &["cluster", "elect-leaders", "--topic", "pl"],
-        "",
-    );
+    // The ISR seen here may be a moment ahead of the controller's image: the election
+    // says PREFERRED_LEADER_NOT_AVAILABLE (retriable) until the controller has it too.
+    let mut out = String::new();
+    wait_until("the election", Duration::from_secs(30), || {
+        let run = sluice_integration_tests::cli(
+            &cluster.bootstrap(),
+            &["cluster", "elect-leaders", "--topic", "pl"],
+            "",
+        );
+        out += &String::from_utf8_lossy(&run.stdout);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            run.status.success() || stderr.contains("cannot lead now"),
+            "{stderr}"
+        );
+        run.status.success()
+    });
     assert!(
         out.contains("pl/0: its preferred replica leads again"),
         "{out}"

@@ -30,6 +30,9 @@ use crate::topics::Topics;
 const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the answer waits for this broker to apply the change.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a metadata answer waits for a restarted broker to catch up with the
+/// controller ([`Admin::caught_up`]); clients asking in the meantime wait this long at most.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 
 /// A broker as clients of one listener reach it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -585,6 +588,28 @@ impl Admin {
         merge(results, refused)
     }
 
+    /// Waits, at most [`CATCH_UP_WAIT`], until this broker's image holds its registration
+    /// of this run. Until then it is the image the broker had when it last stopped, whose
+    /// leaders may long have moved: a client told them would send its requests to the
+    /// wrong brokers (Kafka's brokers accept no client connection before catching up).
+    /// Afterwards the answer is given whatever the image holds.
+    async fn caught_up(&self) {
+        let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
+        loop {
+            let epoch = self.cluster.broker_epoch();
+            if epoch >= 0 && self.cluster.applied_index() >= epoch as u64 {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::debug!(
+                    "answering metadata before this broker caught up with the controller"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Sends a topic administration request to the active controller and gives each
     /// topic its outcome (`results` reads them from the answer); when the controller cannot
     /// be reached, or answers something else, every topic in `names` gets that error.
@@ -630,6 +655,7 @@ impl Admin {
         auto_create: bool,
         include_fenced: bool,
     ) -> ClusterView {
+        self.caught_up().await;
         let may_describe = |name: &str| {
             self.authorizer
                 .allows(principal, Operation::Describe, Resource::Topic(name))
