@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use sluice_protocol::group_log::OFFSETS_TOPIC;
-use sluice_protocol::ErrorCode;
+use sluice_protocol::messages::{ConfigEntry, CreatableTopic, ReplicaAssignment};
+use sluice_protocol::{BrokerId, ErrorCode, PartitionId};
 use sluice_storage::{CleanupPolicy, LogConfig};
 
 use crate::config::BrokerConfig;
@@ -51,6 +52,63 @@ pub struct NewTopic {
     pub replication_factor: i16,
     /// Config overrides.
     pub configs: BTreeMap<String, String>,
+    /// Each partition's replicas placed by the user (preferred leader first), as the
+    /// request gave them; empty lets the controller place them.
+    pub assignment: Vec<(PartitionId, Vec<BrokerId>)>,
+}
+
+impl NewTopic {
+    /// A topic of a native CreateTopics request.
+    pub fn from_wire(topic: CreatableTopic) -> NewTopic {
+        NewTopic {
+            name: topic.name,
+            partitions: topic.num_partitions,
+            replication_factor: topic.replication_factor,
+            configs: topic
+                .configs
+                .into_iter()
+                .map(|c| (c.name, c.value))
+                .collect(),
+            assignment: topic
+                .assignments
+                .into_iter()
+                .map(|a| (a.partition, a.broker_ids))
+                .collect(),
+        }
+    }
+
+    /// The topic as a native CreateTopics request carries it.
+    pub fn to_wire(self) -> CreatableTopic {
+        CreatableTopic {
+            name: self.name,
+            num_partitions: self.partitions,
+            replication_factor: self.replication_factor,
+            configs: self
+                .configs
+                .into_iter()
+                .map(|(name, value)| ConfigEntry { name, value })
+                .collect(),
+            assignments: self
+                .assignment
+                .into_iter()
+                .map(|(partition, broker_ids)| ReplicaAssignment {
+                    partition,
+                    broker_ids,
+                })
+                .collect(),
+        }
+    }
+
+    /// The user's assignment in partition order, `None` when there is none. Call after
+    /// [`validate_new_topic`], which checks the partitions are 0 to n - 1.
+    pub fn placed(&self) -> Option<Vec<Vec<BrokerId>>> {
+        if self.assignment.is_empty() {
+            return None;
+        }
+        let mut ordered = self.assignment.clone();
+        ordered.sort_by_key(|(p, _)| *p);
+        Some(ordered.into_iter().map(|(_, brokers)| brokers).collect())
+    }
 }
 
 /// Checks a topic creation before it is proposed to the controller: the name, the counts
@@ -62,6 +120,20 @@ pub fn validate_new_topic(
     request: &NewTopic,
 ) -> Result<(u32, u16), ApiError> {
     validate_topic_name(&request.name)?;
+    if !request.assignment.is_empty() {
+        let mut indexes: Vec<i32> = request.assignment.iter().map(|(p, _)| p.0).collect();
+        indexes.sort();
+        if indexes.iter().enumerate().any(|(i, p)| *p != i as i32) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidReplicaAssignment,
+                format!("the assignment names partitions {indexes:?}; name 0 to n - 1, each once"),
+            ));
+        }
+        let placed = request.placed().unwrap_or_default();
+        let counts = check_assignment(&placed, request.partitions, request.replication_factor)?;
+        topic_log_config(config, &request.configs)?;
+        return Ok(counts);
+    }
     let partitions = match request.partitions {
         -1 => config.default_partitions as i32,
         n => n,
@@ -84,6 +156,55 @@ pub fn validate_new_topic(
     }
     topic_log_config(config, &request.configs)?;
     Ok((partitions as u32, replication_factor as u16))
+}
+
+/// Checks a replica assignment given by the user: partitions 1 to the limit, each with the
+/// same number of distinct brokers, agreeing with `partitions` and `replication_factor`
+/// where those are not -1. Returns the partition count and replication factor.
+pub fn check_assignment(
+    assignment: &[Vec<BrokerId>],
+    partitions: i32,
+    replication_factor: i16,
+) -> Result<(u32, u16), ApiError> {
+    let invalid = |message: String| ApiError::new(ErrorCode::InvalidReplicaAssignment, message);
+    let n = assignment.len();
+    if !(1..=PARTITIONS_MAX as usize).contains(&n) {
+        return Err(invalid(format!(
+            "the assignment places {n} partitions; give it 1 to {PARTITIONS_MAX}"
+        )));
+    }
+    let rf = assignment[0].len();
+    for (p, replicas) in assignment.iter().enumerate() {
+        let mut distinct = replicas.clone();
+        distinct.sort();
+        distinct.dedup();
+        if replicas.is_empty() || distinct.len() != replicas.len() || replicas.len() != rf {
+            let ids: Vec<String> = replicas.iter().map(BrokerId::to_string).collect();
+            return Err(invalid(format!(
+                "the assignment gives partition {p} brokers [{}]; give every partition the \
+                 same number ({rf}) of distinct brokers",
+                ids.join(", ")
+            )));
+        }
+        if let Some(bad) = replicas.iter().find(|b| b.0 < 0) {
+            return Err(invalid(format!(
+                "the assignment gives partition {p} broker {bad}; broker ids are 0 or more"
+            )));
+        }
+    }
+    if (partitions != -1 && partitions as usize != n)
+        || (replication_factor != -1 && replication_factor as usize != rf)
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "the assignment places {n} partitions of {rf} replicas, but the request asks for \
+                 {partitions} partitions of {replication_factor}; give -1 for both (or the \
+                 assignment's numbers)"
+            ),
+        ));
+    }
+    Ok((n as u32, rf as u16))
 }
 
 /// What a coordinator's internal topic holds, if `name` is one (`__consumer_offsets`,

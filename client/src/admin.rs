@@ -9,7 +9,7 @@ use sluice_protocol::messages::{
     CreatableTopic, CreateAclsRequest, CreatePartitionsRequest, CreatePartitionsTopic,
     CreateTopicsRequest, DeleteAclsRequest, DeleteRecordsPartition, DeleteRecordsRequest,
     DeleteRecordsTopic, DeleteTopicsRequest, DescribeAclsRequest, DescribeClusterRequest,
-    DescribeUserScramCredentialsRequest, ElectLeadersRequest, IsolationLevel,
+    DescribeUserScramCredentialsRequest, ElectLeadersRequest, IsolationLevel, ReplicaAssignment,
     ScramCredentialDeletion, ScramCredentialUpsertion, TopicPartitions, CONFIG_DELETE, CONFIG_SET,
     EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
@@ -39,6 +39,9 @@ pub struct NewTopic {
     /// Configuration overrides: `retention.ms`, `retention.bytes`, `segment.bytes`,
     /// `min.insync.replicas`.
     pub configs: Vec<(String, String)>,
+    /// Each partition's brokers, in partition order, preferred leader first; empty lets
+    /// the controller place the replicas ([`NewTopic::assignment`]).
+    pub assignment: Vec<Vec<BrokerId>>,
 }
 
 impl NewTopic {
@@ -49,7 +52,25 @@ impl NewTopic {
             partitions,
             replication_factor,
             configs: Vec::new(),
+            assignment: Vec::new(),
         }
+    }
+
+    /// Places the replicas: partition `i` on `brokers[i]`, its first broker leading. The
+    /// partition count and replication factor become the assignment's; every broker must
+    /// be active, and each partition needs the same number of distinct brokers.
+    ///
+    /// ```
+    /// use sluice_client::{BrokerId, NewTopic};
+    /// let topic = NewTopic::new("orders", -1, -1)
+    ///     .assignment(vec![vec![BrokerId(1), BrokerId(2)], vec![BrokerId(2), BrokerId(3)]]);
+    /// assert_eq!((topic.partitions, topic.replication_factor), (2, 2));
+    /// ```
+    pub fn assignment(mut self, brokers: Vec<Vec<BrokerId>>) -> NewTopic {
+        self.partitions = brokers.len() as i32;
+        self.replication_factor = brokers.first().map_or(0, |b| b.len() as i16);
+        self.assignment = brokers;
+        self
     }
 
     /// Adds a configuration override.
@@ -268,6 +289,13 @@ impl Admin {
                     .configs
                     .into_iter()
                     .map(|(name, value)| sluice_protocol::messages::ConfigEntry { name, value })
+                    .collect(),
+                assignments: (0..)
+                    .zip(topic.assignment)
+                    .map(|(p, broker_ids)| ReplicaAssignment {
+                        partition: PartitionId(p),
+                        broker_ids,
+                    })
                     .collect(),
             }],
             timeout_ms: self.timeout_ms(),

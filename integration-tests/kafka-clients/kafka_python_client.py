@@ -45,7 +45,8 @@ from common import Failed, check, finish, poll_until, step
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions
-from kafka.errors import (GroupIdNotFoundError, InvalidPartitionsError, OffsetOutOfRangeError,
+from kafka.errors import (GroupIdNotFoundError, InvalidPartitionsError,
+                          InvalidReplicationAssignmentError, OffsetOutOfRangeError,
                           TopicAlreadyExistsError)
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
@@ -131,6 +132,19 @@ def admin(args):
           partitions=partitions)
     leaders = [p["leader_id"] for t in described.values() for p in t["partitions"]]
     check(all(leader >= 0 for leader in leaders), "a partition has no leader", leaders=leaders)
+    step("create_topics with a replica assignment: where it says; an absent broker refused")
+    t3 = args.topic + "-3"
+    client.create_topics({t3: {"assignments": {0: [1], 1: [1]}}})
+    placed = [(p["partition_index"], p["replica_nodes"]) for p in
+              client.describe_topics([t3])[0]["partitions"]]
+    placed.sort()
+    check(placed == [(0, [1]), (1, [1])], "the placed topic's replicas", placed=placed)
+    try:
+        client.create_topics({t3 + "x": {"assignments": {0: [7]}}})
+        raise Failed("placing a replica on an absent broker succeeded")
+    except InvalidReplicationAssignmentError as e:
+        check("broker 7" in str(e), "the refusal does not name the broker", error=str(e))
+    client.delete_topics([t3])
     step("create_topics again: TopicAlreadyExists")
     try:
         client.create_topics({t1: {"num_partitions": 3, "replication_factor": 1}})

@@ -131,6 +131,35 @@ fn three_nodes_replicate_and_describe_the_cluster() {
         stderr.contains("has 5 partitions and cannot have fewer"),
         "{stderr}"
     );
+    // Replicas placed by hand (Kafka's --replica-assignment): where they say, first leading.
+    cli_ok(
+        &bootstrap,
+        &[
+            "topic",
+            "create",
+            "placed",
+            "--replica-assignment",
+            "3:1,2:3",
+        ],
+        "",
+    );
+    let placed = cluster.topic_metadata("placed").unwrap();
+    let layout: Vec<(i32, Vec<i32>)> = placed
+        .partitions
+        .iter()
+        .map(|p| (p.leader.0, p.replicas.iter().map(|b| b.0).collect()))
+        .collect();
+    assert_eq!(layout, [(3, vec![3, 1]), (2, vec![2, 3])]);
+    for bad in ["1:1", "1:2,3", "1:9"] {
+        let refused = sluice_integration_tests::cli(
+            &bootstrap,
+            &["topic", "create", "bad", "--replica-assignment", bad],
+            "",
+        );
+        assert!(!refused.status.success(), "{bad}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("assignment"), "{bad}: {stderr}");
+    }
     check_replicas_identical(&mut cluster, "r3", 5, 3);
 }
 

@@ -698,16 +698,7 @@ impl Controller {
         let mut seen = std::collections::HashSet::new();
         for topic in request.topics {
             let name = topic.name.clone();
-            let new = NewTopic {
-                name: topic.name,
-                partitions: topic.num_partitions,
-                replication_factor: topic.replication_factor,
-                configs: topic
-                    .configs
-                    .into_iter()
-                    .map(|c| (c.name, c.value))
-                    .collect::<BTreeMap<_, _>>(),
-            };
+            let new = NewTopic::from_wire(topic);
             let outcome = if !seen.insert(name.clone()) {
                 Err(ApiError::new(
                     ErrorCode::InvalidRequest,
@@ -756,6 +747,7 @@ impl Controller {
                 name: new.name.clone(),
                 partitions,
                 replication_factor,
+                assignment: new.placed(),
                 configs: new.configs,
             })
             .await?;

@@ -159,6 +159,11 @@ pub enum MetadataCommand {
         replication_factor: u16,
         /// Config overrides (validated by the proposer).
         configs: BTreeMap<String, String>,
+        /// Each partition's replicas as the user placed them (checked by the proposer:
+        /// `partitions` lists of `replication_factor` distinct brokers); `None` places them
+        /// over the active brokers. Absent from commands written before it existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        assignment: Option<Vec<Vec<BrokerId>>>,
     },
     /// Adds partitions to a topic, placing their replicas over the active brokers as if the
     /// topic had been created with `partitions`; the existing ones stay where they are.
@@ -500,7 +505,15 @@ impl MetadataImage {
                 partitions,
                 replication_factor,
                 configs,
-            } => self.create_topic(index, name, *partitions, *replication_factor, configs),
+                assignment,
+            } => self.create_topic(
+                index,
+                name,
+                *partitions,
+                *replication_factor,
+                configs,
+                assignment.as_deref(),
+            ),
             MetadataCommand::CreatePartitions { name, partitions } => {
                 self.create_partitions(name, *partitions)
             }
@@ -940,6 +953,7 @@ impl MetadataImage {
         n_partitions: u32,
         replication_factor: u16,
         configs: &BTreeMap<String, String>,
+        placed: Option<&[Vec<BrokerId>]>,
     ) -> Result<CommandResult, Refusal> {
         if self.topics.contains_key(name) {
             return refuse(
@@ -954,15 +968,23 @@ impl MetadataImage {
                 format!("a topic needs 1 to {PARTITIONS_MAX} partitions, not {n_partitions}"),
             );
         }
-        let active = self.active_brokers();
-        placement::check_replication_factor(replication_factor, &active)
-            .or_else(|message| refuse(ErrorCode::InvalidReplicationFactor, message))?;
-        let assignment = placement::assign_replicas_by_rack(
-            &self.active_racks(),
-            index,
-            n_partitions,
-            replication_factor,
-        );
+        let assignment = match placed {
+            Some(placed) => {
+                self.check_placed(placed, n_partitions, replication_factor)?;
+                placed.to_vec()
+            }
+            None => {
+                let active = self.active_brokers();
+                placement::check_replication_factor(replication_factor, &active)
+                    .or_else(|message| refuse(ErrorCode::InvalidReplicationFactor, message))?;
+                placement::assign_replicas_by_rack(
+                    &self.active_racks(),
+                    index,
+                    n_partitions,
+                    replication_factor,
+                )
+            }
+        };
         let partitions = new_partitions(assignment).collect();
         self.topics.insert(
             name.to_owned(),
@@ -974,6 +996,49 @@ impl MetadataImage {
             },
         );
         Ok(CommandResult::Done)
+    }
+
+    /// Checks replicas the user placed: `n_partitions` lists of `replication_factor`
+    /// distinct brokers (the proposer's rules, re-checked so the image stays whole), every
+    /// one active, so each partition starts with its first replica leading and all in sync.
+    fn check_placed(
+        &self,
+        placed: &[Vec<BrokerId>],
+        n_partitions: u32,
+        replication_factor: u16,
+    ) -> Result<(), Refusal> {
+        let shape_ok = placed.len() == n_partitions as usize
+            && placed.iter().all(|replicas| {
+                let mut distinct = replicas.clone();
+                distinct.sort();
+                distinct.dedup();
+                distinct.len() == replicas.len()
+                    && replicas.len() == usize::from(replication_factor)
+            });
+        if !shape_ok || replication_factor == 0 {
+            return refuse(
+                ErrorCode::InvalidReplicaAssignment,
+                format!(
+                    "the assignment does not place {n_partitions} partitions; give each the \
+                     same number ({replication_factor}) of distinct brokers"
+                ),
+            );
+        }
+        if let Some(absent) = placed
+            .iter()
+            .flatten()
+            .find(|id| !is_active(&self.brokers, **id))
+        {
+            return refuse(
+                ErrorCode::InvalidReplicaAssignment,
+                format!(
+                    "the assignment places a replica on broker {absent}, which is not active \
+                     (registered, unfenced and not shutting down); sluice cluster describe \
+                     lists the brokers"
+                ),
+            );
+        }
+        Ok(())
     }
 
     fn create_partitions(

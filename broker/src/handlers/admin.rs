@@ -26,12 +26,7 @@ pub async fn create_topics(
     let topics = request
         .topics
         .into_iter()
-        .map(|t| NewTopic {
-            name: t.name,
-            partitions: t.num_partitions,
-            replication_factor: t.replication_factor,
-            configs: t.configs.into_iter().map(|c| (c.name, c.value)).collect(),
-        })
+        .map(NewTopic::from_wire)
         .collect();
     let created = service
         .create_topics(principal, topics, request.validate_only)

@@ -28,7 +28,7 @@ use kafka_protocol::messages::{
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, InitProducerIdRequest,
     InitProducerIdResponse, ListPartitionReassignmentsResponse, ProducerId, ResponseKind,
 };
-use sluice_protocol::{ErrorCode, PartitionId};
+use sluice_protocol::{BrokerId, ErrorCode, PartitionId};
 
 use super::metadata::topic_id;
 use super::{kafka_error, kafka_error_at, kafka_str, topic_name};
@@ -68,17 +68,14 @@ pub async fn create_topics(
     for t in request.topics {
         let name = t.name.0.to_string();
         order.push(name.clone());
-        if !t.assignments.is_empty() {
-            refused.insert(
-                name,
-                ApiError::new(
-                    ErrorCode::InvalidRequest,
-                    "sluice places replicas itself; create the topic with a partition count \
-                     and a replication factor, without a replica assignment",
-                ),
-            );
-            continue;
-        }
+        let assignment = t
+            .assignments
+            .into_iter()
+            .map(|a| {
+                let brokers = a.broker_ids.into_iter().map(|b| BrokerId(b.0)).collect();
+                (PartitionId(a.partition_index), brokers)
+            })
+            .collect();
         let mut configs = BTreeMap::new();
         let mut null_config = None;
         for c in t.configs {
@@ -104,6 +101,7 @@ pub async fn create_topics(
             partitions: t.num_partitions,
             replication_factor: t.replication_factor,
             configs,
+            assignment,
         });
     }
     let created = service

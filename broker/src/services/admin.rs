@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_protocol::messages::{
-    AlterConfigsRequest, AlterableConfig, AlterableTopic, ConfigEntry, CreatableTopic,
-    CreatePartitionsRequest, CreatePartitionsTopic, CreateTopicsRequest, DeleteTopicsRequest,
-    ElectLeadersRequest, TopicPartitions, CONFIG_DELETE, CONFIG_SET,
+    AlterConfigsRequest, AlterableConfig, AlterableTopic, CreatePartitionsRequest,
+    CreatePartitionsTopic, CreateTopicsRequest, DeleteTopicsRequest, ElectLeadersRequest,
+    TopicPartitions, CONFIG_DELETE, CONFIG_SET,
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
 
@@ -225,6 +225,7 @@ impl Admin {
                 config("retention.bytes", "-1"),
                 config("segment.bytes", &segment_bytes.to_string()),
             ]),
+            assignment: Vec::new(),
         };
         let created = self
             .create_topics(&Principal::internal(), vec![topic], false)
@@ -272,19 +273,7 @@ impl Admin {
         }
         let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
         let request = CreateTopicsRequest {
-            topics: topics
-                .into_iter()
-                .map(|t| CreatableTopic {
-                    name: t.name,
-                    num_partitions: t.partitions,
-                    replication_factor: t.replication_factor,
-                    configs: t
-                        .configs
-                        .into_iter()
-                        .map(|(name, value)| ConfigEntry { name, value })
-                        .collect(),
-                })
-                .collect(),
+            topics: topics.into_iter().map(NewTopic::to_wire).collect(),
             timeout_ms: CONTROLLER_TIMEOUT.as_millis() as i32,
             validate_only,
         };
@@ -670,6 +659,7 @@ impl Admin {
                     partitions: -1,
                     replication_factor: -1,
                     configs: BTreeMap::new(),
+                    assignment: Vec::new(),
                 })
                 .collect();
             if !missing.is_empty() {

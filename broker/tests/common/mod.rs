@@ -134,6 +134,7 @@ impl Conn {
                             value: v.to_string(),
                         })
                         .collect(),
+                    assignments: Vec::new(),
                 }],
                 timeout_ms: 5000,
                 validate_only: false,

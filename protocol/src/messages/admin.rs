@@ -5,18 +5,32 @@ use crate::error_code::ErrorCode;
 use crate::wire::wire_struct;
 
 use super::{ConfigEntry, TopicPartitionResults, TopicPartitions};
+use crate::types::{BrokerId, PartitionId};
+
+wire_struct! {
+    /// The brokers of one partition, placed by the user (the first leads).
+    pub struct ReplicaAssignment {
+        /// The partition's index.
+        pub partition: PartitionId,
+        /// Its replicas' brokers, preferred leader first.
+        pub broker_ids: Vec<BrokerId>,
+    }
+}
 
 wire_struct! {
     /// One topic to create.
     pub struct CreatableTopic {
         /// The topic's name.
         pub name: String,
-        /// Number of partitions, or -1 for the broker's default.
+        /// Number of partitions, or -1 for the broker's default (-1 with `assignments`).
         pub num_partitions: i32,
-        /// Replicas per partition, or -1 for the broker's default.
+        /// Replicas per partition, or -1 for the broker's default (-1 with `assignments`).
         pub replication_factor: i16,
         /// Configuration overrides (`retention.ms`, `min.insync.replicas`, ...).
         pub configs: Vec<ConfigEntry>,
+        /// The replicas of every partition, placed by the user; empty to let the
+        /// controller place them.
+        pub assignments: Vec<ReplicaAssignment>,
     }
 }
 

@@ -127,6 +127,7 @@ impl Cluster {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            assignment: None,
         })
     }
 
@@ -998,6 +999,60 @@ fn queries() {
 }
 
 #[test]
+fn replicas_placed_by_the_user_go_where_they_say_on_active_brokers_only() {
+    let mut c = Cluster::with_brokers(&[1, 2, 3]);
+    c.fence(3);
+    let create = |placed: Vec<Vec<i32>>, rf: u16| MetadataCommand::CreateTopic {
+        name: "t".into(),
+        partitions: placed.len() as u32,
+        replication_factor: rf,
+        configs: BTreeMap::new(),
+        assignment: Some(
+            placed
+                .into_iter()
+                .map(|p| p.into_iter().map(BrokerId).collect())
+                .collect(),
+        ),
+    };
+    check_refused(
+        c.apply(create(vec![vec![1, 3]], 2)),
+        ErrorCode::InvalidReplicaAssignment,
+        "broker 3, which is not active",
+    );
+    check_refused(
+        c.apply(create(vec![vec![1, 1]], 2)),
+        ErrorCode::InvalidReplicaAssignment,
+        "same number (2) of distinct brokers",
+    );
+    check_refused(
+        c.apply(create(vec![vec![1, 2], vec![2]], 2)),
+        ErrorCode::InvalidReplicaAssignment,
+        "same number (2) of distinct brokers",
+    );
+    assert_eq!(
+        c.apply(create(vec![vec![2, 1], vec![2, 1]], 2)),
+        CommandResult::Done
+    );
+    c.check(
+        "t",
+        &[
+            "leader=2 le=0 pe=0 replicas=2,1 isr=2,1",
+            "leader=2 le=0 pe=0 replicas=2,1 isr=2,1",
+        ],
+    );
+    // A command written before placements existed reads as the controller's placement.
+    let old = r#"{"CreateTopic":{"name":"u","partitions":1,"replication_factor":1,"configs":{}}}"#;
+    let command: MetadataCommand = serde_json::from_str(old).unwrap();
+    assert!(matches!(
+        command,
+        MetadataCommand::CreateTopic {
+            assignment: None,
+            ..
+        }
+    ));
+}
+
+#[test]
 fn the_image_round_trips_through_json() {
     let mut c = Cluster::with_brokers(&[1, 2]);
     c.create_with("t", 2, 2, &[(UNCLEAN_LEADER_ELECTION_ENABLE, "true")]);
@@ -1032,6 +1087,8 @@ enum Op {
         partitions: u32,
         replication_factor: u16,
         unclean: bool,
+        /// Partition `p` placed on brokers `(p + j) % 5 + 1` (some never registered).
+        placed: bool,
     },
     Delete {
         topic: usize,
@@ -1123,9 +1180,10 @@ fn op() -> impl Strategy<Value = Op> {
             prop_oneof![9 => 1u32..4, 1 => Just(0)],
             prop_oneof![8 => 1u16..=3, 1 => Just(0), 1 => Just(5)],
             any::<bool>(),
+            prop::bool::weighted(0.3),
         ).prop_map(
-            |(topic, partitions, replication_factor, unclean)| Op::Create {
-                topic, partitions, replication_factor, unclean,
+            |(topic, partitions, replication_factor, unclean, placed)| Op::Create {
+                topic, partitions, replication_factor, unclean, placed,
             }
         ),
         1 => (0..TOPICS.len()).prop_map(|topic| Op::Delete { topic }),
@@ -1182,6 +1240,7 @@ fn to_command(op: &Op, image: &MetadataImage) -> MetadataCommand {
             partitions,
             replication_factor,
             unclean,
+            placed,
         } => MetadataCommand::CreateTopic {
             name: TOPICS[*topic].into(),
             partitions: *partitions,
@@ -1191,6 +1250,15 @@ fn to_command(op: &Op, image: &MetadataImage) -> MetadataCommand {
                 unclean.to_string(),
             )]
             .into(),
+            assignment: placed.then(|| {
+                (0..*partitions as i32)
+                    .map(|p| {
+                        (0..i32::from(*replication_factor))
+                            .map(|j| BrokerId((p + j) % 5 + 1))
+                            .collect()
+                    })
+                    .collect()
+            }),
         },
         Op::Delete { topic } => MetadataCommand::DeleteTopic {
             name: TOPICS[*topic].into(),
@@ -1340,6 +1408,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
             partitions,
             replication_factor,
             unclean,
+            placed: false,
         });
     }
     let mut image = MetadataImage::default();

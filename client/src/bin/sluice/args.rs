@@ -236,6 +236,16 @@ pub enum TopicCommand {
         /// largest batch a producer may append).
         #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
+        /// Place the replicas yourself instead of -p and -r (Kafka's syntax): partitions
+        /// separated by commas, each partition's broker ids by colons, the first leading;
+        /// `1:2,2:3` puts partition 0 on brokers 1 and 2, partition 1 on 2 and 3.
+        #[arg(
+            long,
+            value_name = "B:B,B:B",
+            value_parser = parse_replica_assignment,
+            conflicts_with_all = ["partitions", "replication_factor"]
+        )]
+        replica_assignment: Option<ReplicaAssignment>,
     },
     /// List topics.
     List,
@@ -440,6 +450,27 @@ pub enum ClusterCommand {
     },
 }
 
+/// `--replica-assignment`: each partition's broker ids, in partition order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaAssignment(pub Vec<Vec<i32>>);
+
+fn parse_replica_assignment(s: &str) -> Result<ReplicaAssignment, String> {
+    let partitions: Result<Vec<Vec<i32>>, String> = s
+        .split(',')
+        .map(|partition| {
+            partition
+                .split(':')
+                .map(|id| {
+                    id.trim().parse::<i32>().map_err(|_| {
+                        format!("expected broker ids like 1:2,2:3, got {id:?} in \"{s}\"")
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    partitions.map(ReplicaAssignment)
+}
+
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -509,6 +540,33 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_assignment_is_kafkas_syntax_and_excludes_counts() {
+        match topic_of(parse(&["topic", "create", "t", "--replica-assignment", "1:2,3:1"]).command)
+        {
+            TopicCommand::Create {
+                replica_assignment, ..
+            } => assert_eq!(
+                replica_assignment,
+                Some(ReplicaAssignment(vec![vec![1, 2], vec![3, 1]]))
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            fails(&["topic", "create", "t", "--replica-assignment", "1:x"]).contains("1:2,2:3")
+        );
+        assert!(fails(&[
+            "topic",
+            "create",
+            "t",
+            "-r",
+            "2",
+            "--replica-assignment",
+            "1:2"
+        ])
+        .contains("cannot be used with"));
+    }
+
+    #[test]
     fn timeouts_have_defaults_and_go_after_the_subcommand() {
         match parse(&["topic", "create", "t", "--timeout-ms", "500"]).command {
             Command::Topic(args) => assert_eq!(args.timeout.timeout_ms, 500),
@@ -547,11 +605,13 @@ mod tests {
                 partitions,
                 replication_factor,
                 configs,
+                replica_assignment,
             } => {
                 assert_eq!(
                     (name.as_str(), partitions, replication_factor),
                     ("t1", 3, 2)
                 );
+                assert_eq!(replica_assignment, None);
                 assert_eq!(
                     configs,
                     vec![

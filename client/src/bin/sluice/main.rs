@@ -168,13 +168,20 @@ async fn topic(admin: Admin, command: TopicCommand, format: Format) -> CliResult
             partitions,
             replication_factor,
             configs,
+            replica_assignment,
         } => {
-            let topic = NewTopic {
-                name: name.clone(),
-                partitions,
-                replication_factor,
-                configs: configs.clone(),
-            };
+            let mut topic = NewTopic::new(name.clone(), partitions, replication_factor);
+            topic.configs = configs.clone();
+            if let Some(placed) = replica_assignment {
+                topic = topic.assignment(
+                    placed
+                        .0
+                        .into_iter()
+                        .map(|p| p.into_iter().map(sluice_client::BrokerId).collect())
+                        .collect(),
+                );
+            }
+            let (partitions, replication_factor) = (topic.partitions, topic.replication_factor);
             admin.create_topic(topic).await.map_err(|e| e.to_string())?;
             print(
                 format,
