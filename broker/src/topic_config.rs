@@ -35,6 +35,28 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "message.timestamp.before.max.ms",
     "message.timestamp.type",
     "max.message.bytes",
+    "index.interval.bytes",
+    "segment.index.bytes",
+];
+
+/// Kafka topic configs sluice takes so that tools copying or setting them work, whose
+/// values change nothing here, with Kafka's defaults (what DescribeConfigs shows when a
+/// topic does not set them). Each is checked as Kafka checks it, and a value that would
+/// ask for something sluice does not do is refused ([`check_compat_config`]).
+const COMPAT_CONFIGS: &[(&str, &str)] = &[
+    ("compression.gzip.level", "-1"),
+    ("compression.lz4.level", "9"),
+    ("compression.zstd.level", "3"),
+    ("file.delete.delay.ms", "60000"),
+    ("flush.messages", "9223372036854775807"),
+    ("flush.ms", "9223372036854775807"),
+    ("follower.replication.throttled.replicas", ""),
+    ("leader.replication.throttled.replicas", ""),
+    ("local.retention.bytes", "-2"),
+    ("local.retention.ms", "-2"),
+    ("preallocate", "false"),
+    ("remote.storage.enable", "false"),
+    ("segment.jitter.ms", "0"),
 ];
 
 /// The one `compression.type` a topic takes: `producer` (Kafka's default), batches stored
@@ -317,18 +339,104 @@ pub fn topic_log_config(
                     _ => return Err(bad("CreateTime or LogAppendTime")),
                 }
             }
+            "index.interval.bytes" => {
+                log.index_interval_bytes =
+                    u32::try_from(int(0)?).map_err(|_| bad("at most 4294967295"))?
+            }
+            // The most an index may hold: a full one rolls the segment early.
+            "segment.index.bytes" => {
+                log.index_bytes_max = u32::try_from(int(4)?)
+                    .ok()
+                    .filter(|b| *b <= i32::MAX as u32)
+                    .ok_or_else(|| bad("an integer from 4 to 2147483647"))?
+            }
+            _ if COMPAT_CONFIGS.iter().any(|(k, _)| k == key) => {
+                check_compat_config(config, key, value)?
+            }
             _ => {
+                let compat: Vec<&str> = COMPAT_CONFIGS.iter().map(|(k, _)| *k).collect();
                 return Err(ApiError::new(
                     ErrorCode::InvalidConfig,
                     format!(
-                        "unknown topic config {key:?}; known configs: {}",
-                        TOPIC_CONFIG_KEYS.join(", ")
+                        "unknown topic config {key:?}; known configs: {}, and, accepted for \
+                         Kafka's tools with no effect here, {}",
+                        TOPIC_CONFIG_KEYS.join(", "),
+                        compat.join(", ")
                     ),
-                ))
+                ));
             }
         }
     }
     Ok((log, min_insync))
+}
+
+/// A value of one of [`COMPAT_CONFIGS`]: Kafka's type and range, and nothing sluice would
+/// have to do differently. The compression levels matter only where a broker recompresses,
+/// which sluice never does; the flush settings only where fsyncs are not already made
+/// before every acknowledgement (under `replicated` durability a topic cannot ask for its
+/// own); throttling and tiered storage exist only at their off values; the rest
+/// (preallocation, the delay before deleting a file, segment roll jitter) tune Kafka's
+/// storage where sluice's decides for itself.
+fn check_compat_config(config: &BrokerConfig, key: &str, value: &str) -> Result<(), ApiError> {
+    let bad = |expect: &str| {
+        ApiError::new(
+            ErrorCode::InvalidConfig,
+            format!("config {key}={value:?} is invalid: {expect}"),
+        )
+    };
+    let in_range = |min: i64, max: i64| {
+        value
+            .parse::<i64>()
+            .ok()
+            .filter(|v| (min..=max).contains(v))
+            .map(|_| ())
+            .ok_or_else(|| bad(&format!("expected an integer from {min} to {max}")))
+    };
+    match key {
+        "compression.gzip.level" => match value {
+            "-1" => Ok(()),
+            _ => in_range(1, 9),
+        },
+        "compression.lz4.level" => in_range(1, 17),
+        "compression.zstd.level" => in_range(-131072, 22),
+        "file.delete.delay.ms" | "segment.jitter.ms" => in_range(0, i64::MAX),
+        "preallocate" => match value {
+            "true" | "false" => Ok(()),
+            _ => Err(bad("expected true or false")),
+        },
+        "flush.messages" | "flush.ms" => {
+            in_range(if key == "flush.ms" { 0 } else { 1 }, i64::MAX)?;
+            let default = value == "9223372036854775807";
+            match (config.durability, default) {
+                (crate::config::DurabilityMode::Replicated, false) => Err(bad(
+                    "this broker runs with durability replicated, which fsyncs in the \
+                     background, and a topic cannot ask for its own flushes; run the brokers \
+                     with --durability fsync (every acknowledged batch is on disk, more than \
+                     any flush setting asks)",
+                )),
+                _ => Ok(()),
+            }
+        }
+        "leader.replication.throttled.replicas" | "follower.replication.throttled.replicas" => {
+            match value {
+                "" => Ok(()),
+                _ => Err(bad(
+                    "replication throttling is not supported; leave it empty",
+                )),
+            }
+        }
+        "local.retention.ms" | "local.retention.bytes" => match value {
+            "-2" => Ok(()),
+            _ => Err(bad(
+                "tiered storage is not supported; leave it at -2 (the topic's retention)",
+            )),
+        },
+        "remote.storage.enable" => match value {
+            "false" => Ok(()),
+            _ => Err(bad("tiered storage is not supported; leave it false")),
+        },
+        _ => Ok(()),
+    }
 }
 
 /// `cleanup.policy`: Kafka's values, the two policies in either order.
@@ -399,6 +507,10 @@ pub fn effective_topic_configs(
         return overrides.clone();
     };
     let mut configs = effective_configs(&log, min_insync);
+    for (key, default) in COMPAT_CONFIGS {
+        let value = overrides.get(*key).map_or(*default, String::as_str);
+        configs.insert(key.to_string(), value.to_string());
+    }
     configs.insert(
         "unclean.leader.election.enable".to_string(),
         overrides
@@ -462,6 +574,14 @@ fn effective_configs(log: &LogConfig, min_insync: u16) -> BTreeMap<String, Strin
             log.max_message_bytes.to_string(),
         ),
         (
+            "index.interval.bytes".to_string(),
+            log.index_interval_bytes.to_string(),
+        ),
+        (
+            "segment.index.bytes".to_string(),
+            log.index_bytes_max.to_string(),
+        ),
+        (
             "message.timestamp.type".to_string(),
             if log.log_append_time {
                 "LogAppendTime"
@@ -510,6 +630,54 @@ mod tests {
             assert_eq!(err.code, ErrorCode::InvalidConfig, "{key}");
             assert!(err.message.contains(key), "{}", err.message);
         }
+    }
+
+    #[test]
+    fn kafkas_other_topic_configs_are_taken_where_they_change_nothing_here() {
+        let fsync = BrokerConfig::default();
+        let replicated = BrokerConfig {
+            durability: crate::config::DurabilityMode::Replicated,
+            ..BrokerConfig::default()
+        };
+        let check = |config: &BrokerConfig, key: &str, value: &str| {
+            let overrides = BTreeMap::from([(key.to_string(), value.to_string())]);
+            topic_log_config(config, &overrides).map(|_| ())
+        };
+        // What Kafka's tools copy from a topic at its defaults.
+        for (key, default) in COMPAT_CONFIGS {
+            assert!(check(&replicated, key, default).is_ok(), "{key}={default}");
+        }
+        // Every acknowledged batch is fsynced already: any flush setting is met.
+        assert!(check(&fsync, "flush.messages", "1").is_ok());
+        assert!(check(&fsync, "flush.ms", "1000").is_ok());
+        let refused = |config, key, value| check(config, key, value).unwrap_err().message;
+        assert!(refused(&replicated, "flush.ms", "1000").contains("--durability fsync"));
+        assert!(refused(&fsync, "remote.storage.enable", "true").contains("tiered storage"));
+        assert!(refused(&fsync, "local.retention.ms", "1000").contains("tiered storage"));
+        assert!(
+            refused(&fsync, "leader.replication.throttled.replicas", "0:1").contains("throttling")
+        );
+        assert!(refused(&fsync, "compression.zstd.level", "99").contains("-131072 to 22"));
+        assert!(refused(&fsync, "preallocate", "yes").contains("true or false"));
+        // The index settings are sluice's own.
+        let overrides = BTreeMap::from([
+            ("segment.index.bytes".to_string(), "65536".to_string()),
+            ("index.interval.bytes".to_string(), "1024".to_string()),
+        ]);
+        let (log, _) = topic_log_config(&fsync, &overrides).unwrap();
+        assert_eq!(
+            (log.index_bytes_max, log.index_interval_bytes),
+            (65536, 1024)
+        );
+        // DescribeConfigs shows them all, the topic's own where it sets one.
+        let shown = effective_topic_configs(
+            &fsync,
+            &BTreeMap::from([("flush.ms".to_string(), "1000".to_string())]),
+        );
+        assert_eq!(shown["flush.ms"], "1000");
+        assert_eq!(shown["preallocate"], "false");
+        assert_eq!(shown["segment.index.bytes"], "10485760");
+        assert!(refused(&fsync, "nope", "1").contains("accepted for Kafka's tools"));
     }
 
     #[test]

@@ -233,7 +233,13 @@ pub enum TopicCommand {
         /// message.timestamp.before.max.ms (how far ahead of or behind the broker's clock a
         /// record's timestamp may be), message.timestamp.type (CreateTime or
         /// LogAppendTime: the broker's clock stamps each batch), max.message.bytes (the
-        /// largest batch a producer may append).
+        /// largest batch a producer may append), index.interval.bytes and
+        /// segment.index.bytes (the offset index's spacing and size). Accepted for Kafka's
+        /// tools, changing nothing here: compression.gzip.level, compression.lz4.level,
+        /// compression.zstd.level, file.delete.delay.ms, flush.messages, flush.ms,
+        /// preallocate, segment.jitter.ms, and at their off values
+        /// follower.replication.throttled.replicas, leader.replication.throttled.replicas,
+        /// local.retention.bytes, local.retention.ms, remote.storage.enable.
         #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
         /// Place the replicas yourself instead of -p and -r (Kafka's syntax): partitions
@@ -273,7 +279,8 @@ pub enum TopicCommand {
         /// compression.type (only `producer`), cleanup.policy, delete.retention.ms,
         /// min.cleanable.dirty.ratio, min.compaction.lag.ms, max.compaction.lag.ms,
         /// message.timestamp.after.max.ms, message.timestamp.before.max.ms,
-        /// message.timestamp.type, max.message.bytes.
+        /// message.timestamp.type, max.message.bytes, index.interval.bytes,
+        /// segment.index.bytes, and Kafka's that change nothing here (see topic create).
         #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
         /// A configuration to remove from the topic, repeatable.
