@@ -95,8 +95,10 @@ struct Sessions {
     /// The Raft term these deadlines were set in; a new term starts them afresh.
     term: u64,
     deadlines: HashMap<BrokerId, Instant>,
-    /// When each broker's last heartbeat arrived this term, for the gap to the next one.
-    last_heartbeat: HashMap<BrokerId, Instant>,
+    /// When each broker's last heartbeat arrived this term, and its registration epoch,
+    /// for the gap to the next heartbeat of the same registration (a broker that was down
+    /// and registered again starts afresh: its downtime is no heartbeat gap).
+    last_heartbeat: HashMap<BrokerId, (i64, Instant)>,
     /// The gaps (ms) since the last summary ([`Controller::log_heartbeat_gaps`]).
     gaps_ms: Vec<u32>,
 }
@@ -452,8 +454,9 @@ impl Controller {
                 .insert(request.broker_id, now + self.config.session_timeout());
             let gap = s
                 .last_heartbeat
-                .insert(request.broker_id, now)
-                .map(|last| now - last);
+                .insert(request.broker_id, (request.broker_epoch, now))
+                .filter(|(epoch, _)| *epoch == request.broker_epoch)
+                .map(|(_, last)| now - last);
             if let Some(gap) = gap {
                 s.gaps_ms
                     .push(u32::try_from(gap.as_millis()).unwrap_or(u32::MAX));
