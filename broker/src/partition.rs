@@ -37,7 +37,9 @@ use sluice_storage::{
 use tokio::sync::Notify;
 
 use crate::error::ApiError;
-use crate::producer_state::{self, ProducerStates, Stamp, Verdict, VerificationGuard};
+use crate::producer_state::{
+    self, ActiveProducer, ProducerStates, Stamp, Verdict, VerificationGuard,
+};
 
 pub use sluice_protocol::Acks;
 
@@ -1996,6 +1998,11 @@ impl Partition {
             }
         }
         Ok(start)
+    }
+
+    /// The producers this replica remembers (DescribeProducers), by id.
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        self.producers.lock().expect("producer state lock").active()
     }
 
     /// Leader: the lowest log start among the in-sync replicas (Kafka's low watermark):

@@ -106,6 +106,21 @@ pub struct EndedTxn {
     pub marker_offset: Offset,
 }
 
+/// One producer as a replica knows it (Kafka's DescribeProducers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The last sequence number it wrote here (-1: none in this epoch).
+    pub last_sequence: i32,
+    /// When this replica last saw it write (ms since the Unix epoch).
+    pub last_timestamp: i64,
+    /// The coordinator epoch of the last marker written here for it (-1: none).
+    pub coordinator_epoch: i32,
+    /// The first offset of its transaction open here, if one is.
+    pub txn_start_offset: Option<Offset>,
+}
+
 /// What to do with an idempotent batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -231,6 +246,24 @@ impl ProducerStates {
         self.producers
             .iter()
             .filter_map(|(&id, entry)| Some((id, entry.batches.back()?.base_offset)))
+    }
+
+    /// Every producer remembered, by id.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut active: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, entry)| ActiveProducer {
+                producer_id,
+                epoch: entry.epoch,
+                last_sequence: entry.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: entry.last_timestamp,
+                coordinator_epoch: entry.coordinator_epoch,
+                txn_start_offset: entry.txn_first_offset,
+            })
+            .collect();
+        active.sort_by_key(|p| p.producer_id);
+        active
     }
 
     /// A producer's entry.

@@ -35,6 +35,14 @@ Scenarios:
                offset 8: the low watermark is 8 and a consumer from the beginning starts
                there; below -1 (the high watermark): 20; below 25 (past it):
                OffsetOutOfRangeError.
+  txn-tools    the operators' view of transactions (KIP-664, kafka-transactions.sh) on T
+               (created beforehand, one partition): a transactional producer leaves 3
+               records open; list_transactions (every filter), describe_transactions and
+               describe_producers show it; an unknown id is TransactionalIdNotFoundError;
+               a commit marker from a client is refused; abort_transaction writes the abort marker (a read_committed consumer then
+               reads past the 3 and sees none); the producer's own commit afterwards
+               changes nothing; its next transaction's 2 records are read; no transaction
+               is hanging.
 The last line of stdout is the JSON summary (common.py).
 """
 
@@ -506,7 +514,118 @@ def delete_records(args):
     finish(low_watermarks=low, beginning=beginning, first_offset=first)
 
 
+def txn_tools(args):
+    from kafka.admin import AbortTransactionSpec
+
+    topic = args.topic
+    tp = TopicPartition(topic, 0)
+    txn_id = topic + "-txn"
+    client = KafkaAdminClient(bootstrap_servers=args.bootstrap.split(","))
+    step("a transactional producer leaves 3 records open")
+    prod = producer(args, transactional_id=txn_id)
+    prod.init_transactions()
+    prod.begin_transaction()
+    produce_all(prod, topic, [(None, f"open{i}".encode(), None) for i in range(3)])
+
+    step("list_transactions, with each filter")
+    listed = {t.transactional_id: t for ts in client.list_transactions().values() for t in ts}
+    check(txn_id in listed and listed[txn_id].state.value == "Ongoing", "the listing",
+          listed=str(listed))
+    pid = listed[txn_id].producer_id
+
+    def ids(**filters):
+        return sorted(t.transactional_id
+                      for ts in client.list_transactions(**filters).values() for t in ts)
+
+    filtered = {
+        "ongoing": ids(state_filters=["Ongoing"]),
+        "committed": ids(state_filters=["CompleteCommit"]),
+        "unknown_state": ids(state_filters=["NoSuchState"]),
+        "pid": ids(producer_id_filters=[pid]),
+        "other_pid": ids(producer_id_filters=[pid + 1000]),
+        "open_10min": ids(duration_filter_ms=600000),
+        "open_0ms": ids(duration_filter_ms=0),
+    }
+    want = {"ongoing": [txn_id], "committed": [], "unknown_state": [], "pid": [txn_id],
+            "other_pid": [], "open_10min": [], "open_0ms": [txn_id]}
+    check(filtered == want, "filtered listings", got=filtered, want=want)
+
+    step("describe_transactions")
+    desc = client.describe_transactions([txn_id])[txn_id]
+    check(desc.state.value == "Ongoing" and desc.producer_id == pid
+          and desc.topic_partitions == {tp} and desc.transaction_start_time_ms > 0
+          and desc.transaction_timeout_ms > 0, "the description", desc=str(desc))
+    step("an unknown id: TransactionalIdNotFoundError")
+    try:
+        client.describe_transactions([txn_id + "-nosuch"])
+        raise Failed("describing an unknown transactional id succeeded")
+    except Exception as e:  # noqa: BLE001 - the class is what is checked
+        check(type(e).__name__ == "TransactionalIdNotFoundError", "the unknown id's error",
+              error=repr(e))
+
+    step("describe_producers")
+    producers = client.describe_producers([tp])[tp].active_producers
+    mine = [p for p in producers if p.producer_id == pid]
+    check(len(mine) == 1 and mine[0].current_transaction_start_offset == 0
+          and mine[0].last_sequence == 2 and mine[0].producer_epoch == desc.producer_epoch,
+          "the producer's state", producers=str(producers))
+
+    step("a commit marker from a client is refused (INVALID_REQUEST) and changes nothing")
+    from kafka.protocol.producer.transaction import WriteTxnMarkersRequest
+    marker = WriteTxnMarkersRequest.WritableTxnMarker
+    commit = WriteTxnMarkersRequest(markers=[marker(
+        producer_id=pid, producer_epoch=mine[0].producer_epoch, transaction_result=True,
+        topics=[marker.WritableTxnMarkerTopic(name=topic, partition_indexes=[0])],
+        coordinator_epoch=mine[0].coordinator_epoch)])
+
+    async def send_commit():
+        leader = next(iter(await client._async_get_leader_for_partitions([tp])))
+        return await client._manager.send(commit, node_id=leader)
+
+    refused = client._manager.run(send_commit).markers[0].topics[0].partitions[0].error_code
+    still = [p for p in client.describe_producers([tp])[tp].active_producers
+             if p.producer_id == pid]
+    check(refused == 42 and still and still[0].current_transaction_start_offset == 0,
+          "a client's commit marker", error_code=refused, producers=str(still))
+
+    step("abort_transaction (an operator's abort marker)")
+    client.abort_transaction(AbortTransactionSpec(
+        topic_partition=tp, producer_id=pid, producer_epoch=mine[0].producer_epoch,
+        coordinator_epoch=mine[0].coordinator_epoch))
+    after = [p for p in client.describe_producers([tp])[tp].active_producers
+             if p.producer_id == pid]
+    check(after and after[0].current_transaction_start_offset == -1,
+          "the producer's state after the abort", producers=str(after))
+
+    step("read_committed sees none of the 3")
+    cons = consumer(args, isolation_level="read_committed")
+    cons.assign([tp])
+    end = cons.end_offsets([tp])[tp]
+    cons.seek_to_beginning(tp)
+    early = [r.value for recs in cons.poll(timeout_ms=2000).values() for r in recs]
+    check(end >= 4 and early == [], "read_committed after the abort", end=end, early=early)
+
+    step("the producer's commit changes nothing; its next transaction is read")
+    prod.commit_transaction()
+    prod.begin_transaction()
+    produce_all(prod, topic, [(None, f"next{i}".encode(), None) for i in range(2)])
+    prod.commit_transaction()
+    prod.close()
+    got = [r.value for r in read_n(cons, 2, 30, "the next transaction")]
+    more = [r.value for recs in cons.poll(timeout_ms=1000).values() for r in recs]
+    cons.close()
+    check(got == [b"next0", b"next1"] and more == [], "what read_committed reads",
+          got=got, more=more)
+    state = client.describe_transactions([txn_id])[txn_id].state.value
+    hanging = client.find_hanging_transactions()
+    check(state == "CompleteCommit" and hanging == [], "after the commit", state=state,
+          hanging=hanging)
+    client.close()
+    finish(filtered=filtered, read=[g.decode() for g in got], state=state)
+
+
 SCENARIOS = {
+    "txn-tools": txn_tools,
     "delete-offsets": delete_offsets,
     "delete-records": delete_records,
     "compacted": compacted,

@@ -276,6 +276,27 @@ fn kafka_python_deletes_a_groups_offsets_of_a_topic_it_no_longer_consumes() {
 }
 
 #[test]
+fn kafka_python_transaction_tools_list_describe_and_abort() {
+    let Some(python) = python("kafka_python_txn_tools") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    create_topic(&broker.bootstrap(), "kp-txn-tools", 1);
+    let summary = scenario(
+        &python,
+        "kafka_python_client.py",
+        "txn-tools",
+        &broker.kafka_bootstrap(),
+        "kp-txn-tools",
+        &[],
+    )
+    .expect_ok(&broker.log());
+    assert_eq!(summary["read"], json!(["next0", "next1"]));
+    assert_eq!(summary["state"], "CompleteCommit");
+}
+
+#[test]
 fn kafka_python_group_resumes_after_its_commit() {
     let Some(python) = python("kafka_python_group_resume") else {
         return;

@@ -327,6 +327,9 @@ error_codes! {
     /// The cluster id does not match.
     InconsistentClusterId = 104, "INCONSISTENT_CLUSTER_ID", false,
         "the cluster id does not match this cluster's; the node's data directory belongs to another cluster";
+    /// No producer uses the transactional id (DescribeTransactions).
+    TransactionalIdNotFound = 105, "TRANSACTIONAL_ID_NOT_FOUND", false,
+        "no producer uses this transactional id; list the transactional ids to check the name";
     /// The new ISR contains an ineligible replica.
     IneligibleReplica = 107, "INELIGIBLE_REPLICA", false,
         "the proposed ISR contains a replica that is fenced or shutting down";

@@ -39,6 +39,36 @@ wire_enum_i8! {
     }
 }
 
+impl TxnState {
+    /// Every state, in order.
+    pub const ALL: [TxnState; 6] = [
+        TxnState::Empty,
+        TxnState::Ongoing,
+        TxnState::PrepareCommit,
+        TxnState::PrepareAbort,
+        TxnState::CompleteCommit,
+        TxnState::CompleteAbort,
+    ];
+
+    /// Its name as Kafka's tools show and filter by it (ListTransactions,
+    /// DescribeTransactions).
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnState::Empty => "Empty",
+            TxnState::Ongoing => "Ongoing",
+            TxnState::PrepareCommit => "PrepareCommit",
+            TxnState::PrepareAbort => "PrepareAbort",
+            TxnState::CompleteCommit => "CompleteCommit",
+            TxnState::CompleteAbort => "CompleteAbort",
+        }
+    }
+
+    /// The state named `name` (exactly as [`TxnState::name`] spells it).
+    pub fn from_name(name: &str) -> Option<TxnState> {
+        TxnState::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
 wire_struct! {
     /// A transactional id's state.
     pub struct TxnValue {
@@ -113,6 +143,14 @@ mod tests {
             let id = String::generate(&mut g);
             assert_eq!(decode_key(encode_key(&id).unwrap()).unwrap(), id);
         }
+    }
+
+    #[test]
+    fn state_names_round_trip() {
+        for state in TxnState::ALL {
+            assert_eq!(TxnState::from_name(state.name()), Some(state));
+        }
+        assert_eq!(TxnState::from_name("ongoing"), None);
     }
 
     #[test]

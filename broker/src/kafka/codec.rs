@@ -157,6 +157,13 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     // 0..=3: v3 carries the consumer's generation and member id (KIP-447), v4 drops the
     // need for AddOffsetsToTxn (KIP-890 part 2, not done). librdkafka and Java pick 3.
     (ApiKey::TxnOffsetCommit, 0, 3),
+    // The operators' view of transactions (KIP-664): v2 of ListTransactions filters ids by
+    // a Java regex.
+    (ApiKey::ListTransactions, 0, 1),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::DescribeProducers, 0, 0),
+    // From a client only to abort (brokers write markers over the native protocol).
+    (ApiKey::WriteTxnMarkers, 1, 1),
     // 0..=2, all: v1 adds the endpoint type (1 = brokers), v2 IncludeFencedBrokers (the
     // handler lists fenced brokers only when asked). Java 3.x picks 1, 4.x 2.
     (ApiKey::DescribeCluster, 0, 2),
@@ -406,7 +413,8 @@ pub fn error_response(
 /// The error answer to a decoded request that the handlers could not serve: `request`'s
 /// api's response with `code` at the top level where its version has one, and on every
 /// item the request named (each partition of a Produce, Fetch, ListOffsets, OffsetCommit,
-/// OffsetForLeaderEpoch or DeleteRecords, each topic of a Metadata, CreateTopics,
+/// OffsetForLeaderEpoch, DeleteRecords, DescribeProducers or WriteTxnMarkers, each
+/// transactional id of a DescribeTransactions, each topic of a Metadata, CreateTopics,
 /// DeleteTopics or CreatePartitions, each group of a DescribeGroups, DeleteGroups or
 /// multi-group OffsetFetch, each key of a batched FindCoordinator, each resource of the config apis), as Kafka's own error responses do.
 /// An ApiVersions request gets the normal list with the error. Encode it with
@@ -484,10 +492,12 @@ pub fn kafka_error_code_for(api_key: ApiKey, code: ErrorCode) -> i16 {
         | ApiKey::AddPartitionsToTxn
         | ApiKey::AddOffsetsToTxn
         | ApiKey::EndTxn
-        | ApiKey::TxnOffsetCommit => ErrorCode::NotCoordinator,
-        ApiKey::FindCoordinator | ApiKey::ListGroups | ApiKey::InitProducerId => {
-            ErrorCode::CoordinatorNotAvailable
-        }
+        | ApiKey::TxnOffsetCommit
+        | ApiKey::DescribeTransactions => ErrorCode::NotCoordinator,
+        ApiKey::FindCoordinator
+        | ApiKey::ListGroups
+        | ApiKey::ListTransactions
+        | ApiKey::InitProducerId => ErrorCode::CoordinatorNotAvailable,
         ApiKey::CreateTopics
         | ApiKey::DeleteTopics
         | ApiKey::CreatePartitions

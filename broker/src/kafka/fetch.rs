@@ -317,7 +317,7 @@ fn isolation_level(wire: i8) -> IsolationLevel {
 }
 
 /// The same error for every partition asked (the lookup failed as a whole).
-fn every_partition_failed<Q: crate::services::offsets::HasPartition, T>(
+pub(super) fn every_partition_failed<Q: crate::services::offsets::HasPartition, T>(
     queries: Vec<TopicItems<Q>>,
     e: crate::error::ApiError,
 ) -> Vec<TopicItems<crate::services::PartitionOutcome<T>>> {

@@ -392,6 +392,18 @@ impl Kafka {
                 txn::add_offsets_to_txn(&services.txns, principal, r, version).await
             }
             RequestKind::EndTxn(r) => txn::end_txn(&services.txns, principal, r, version).await,
+            RequestKind::ListTransactions(r) => {
+                txn::list_transactions(&services.txns, principal, r).await
+            }
+            RequestKind::DescribeTransactions(r) => {
+                txn::describe_transactions(&services.txns, principal, r).await
+            }
+            RequestKind::DescribeProducers(r) => {
+                txn::describe_producers(&services.offsets, principal, r).await
+            }
+            RequestKind::WriteTxnMarkers(r) => {
+                txn::write_txn_markers(&services.txns, principal, r).await
+            }
             RequestKind::TxnOffsetCommit(r) => {
                 groups::txn_offset_commit(groups, principal, r).await
             }

@@ -393,3 +393,29 @@ fn a_coordinator_writes_a_producers_transactional_batch_without_sequences_but_fe
         .unwrap_err();
     assert_eq!(fenced.code, ErrorCode::InvalidProducerEpoch);
 }
+
+#[test]
+fn active_producers_show_each_producers_sequence_and_open_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), &assignment(1, 1, &[1]));
+    assert!(leader.active_producers().is_empty());
+    produce(&leader, 1, 2); // 0..=1, no producer id
+    append(&leader, txn_batch(0, 0, 3)); // 2..=4, open
+    let [open] = leader.active_producers()[..] else {
+        panic!("{:?}", leader.active_producers());
+    };
+    assert_eq!(
+        (open.producer_id, open.epoch, open.last_sequence),
+        (PRODUCER, 0, 2)
+    );
+    assert_eq!(open.txn_start_offset, Some(Offset(2)));
+    assert_eq!(open.coordinator_epoch, -1);
+    assert!(open.last_timestamp > 0);
+    end_txn(&leader, 0, ControlType::Abort);
+    let [ended] = leader.active_producers()[..] else {
+        panic!("{:?}", leader.active_producers());
+    };
+    assert_eq!(ended.txn_start_offset, None);
+    assert_eq!(ended.coordinator_epoch, 0);
+    assert_eq!(ended.last_sequence, 2);
+}

@@ -1,8 +1,9 @@
 //! Offset lookups for consumers: ListOffsets (earliest, latest = the high watermark or, under
 //! read_committed, the last stable offset, or the
 //! first offset at a time) and OffsetsForLeaderEpoch (where an epoch ends in the leader's
-//! log, which a consumer compares with its position after a leader change, KIP-320).
-//! Lookups take the log's lock, which maintenance may hold across an fsync, so they run on
+//! log, which a consumer compares with its position after a leader change, KIP-320), and
+//! the per-partition admin requests on the replicas here: DeleteRecords and
+//! DescribeProducers (KIP-664). Lookups take the log's lock, which maintenance may hold across an fsync, so they run on
 //! the blocking pool.
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use super::{task_failed, PartitionOutcome, TopicItems};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::producer_state::ActiveProducer;
 use crate::security::acl::{Authorizer, Operation, Resource};
 use crate::security::Principal;
 use crate::topic_config::internal_topic;
@@ -219,6 +221,20 @@ impl Offsets {
         Ok(answered)
     }
 
+    /// DescribeProducers (KIP-664): the producers each replica here remembers, for
+    /// `principal` (Read on each topic, as in Kafka). Any replica answers, not only the
+    /// leader, so an operator can compare them.
+    pub async fn describe_producers(
+        &self,
+        principal: &Principal,
+        topics: Vec<TopicItems<PartitionId>>,
+    ) -> Result<Vec<TopicItems<PartitionOutcome<Vec<ActiveProducer>>>>, ApiError> {
+        self.per_partition(principal, Operation::Read, topics, |partition, _| {
+            Ok(partition.active_producers())
+        })
+        .await
+    }
+
     /// Runs `lookup` on each asked partition, on the blocking pool, where `principal` may
     /// do `operation` on its topic.
     async fn per_partition<Q, T>(
@@ -279,6 +295,12 @@ pub trait HasPartition {
 impl HasPartition for OffsetQuery {
     fn partition(&self) -> PartitionId {
         self.partition
+    }
+}
+
+impl HasPartition for PartitionId {
+    fn partition(&self) -> PartitionId {
+        *self
     }
 }
 

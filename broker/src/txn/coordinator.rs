@@ -87,6 +87,11 @@ impl TxnShard {
         Arc::clone(ids.entry(id.to_owned()).or_default())
     }
 
+    /// `id`'s entry, if the shard has one (unlike [`TxnShard::id`], makes none).
+    fn existing(&self, id: &str) -> Option<IdRef> {
+        self.ids.lock().expect("ids lock").get(id).cloned()
+    }
+
     /// Every id of the shard and its entry, as they are now.
     fn entries(&self) -> Vec<(String, IdRef)> {
         self.ids
@@ -152,6 +157,27 @@ impl TxnShard {
             .await
             .map(|_| ())
             .map_err(coordinator_error)
+    }
+}
+
+/// What ListTransactions selects: every filter given must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TxnFilter {
+    /// These states only (empty: any).
+    pub states: Vec<TxnState>,
+    /// These producers only (empty: any).
+    pub producer_ids: Vec<i64>,
+    /// Only transactions open longer than this (ms), Kafka's `duration_filter` (KIP-994).
+    pub open_longer_than_ms: Option<i64>,
+}
+
+impl TxnFilter {
+    fn selects(&self, value: &TxnValue, now_ms: i64) -> bool {
+        (self.states.is_empty() || self.states.contains(&value.state))
+            && (self.producer_ids.is_empty() || self.producer_ids.contains(&value.producer_id))
+            && self
+                .open_longer_than_ms
+                .is_none_or(|d| value.started_ms >= 0 && now_ms - value.started_ms > d)
     }
 }
 
@@ -449,9 +475,128 @@ impl Transactions {
             .collect())
     }
 
+    /// ListTransactions: the transactional ids this broker coordinates that `principal` may
+    /// describe (the others are left out, as in Kafka) and `filter` selects, with their
+    /// states, by id. Refused while a `__transaction_state` partition led here is still
+    /// loading: the listing would miss its ids.
+    pub async fn list(
+        &self,
+        principal: &Principal,
+        filter: &TxnFilter,
+    ) -> Result<Vec<(String, TxnValue)>, ApiError> {
+        let shards: Vec<Arc<TxnShard>> = self
+            .shards
+            .lock()
+            .expect("shards lock")
+            .values()
+            .cloned()
+            .collect();
+        if let Some(loading) = shards.iter().find(|s| !s.is_loaded()) {
+            return Err(ApiError::new(
+                ErrorCode::CoordinatorLoadInProgress,
+                format!(
+                    "broker {} is loading the transactions of {TRANSACTION_STATE_TOPIC}-{}; \
+                     retry shortly",
+                    self.node_id, loading.index.0
+                ),
+            ));
+        }
+        let now = SystemClock.now_ms();
+        let mut listed = Vec::new();
+        for shard in shards {
+            for (id, entry) in shard.entries() {
+                if !self.authorizer.allows(
+                    principal,
+                    Operation::Describe,
+                    Resource::TransactionalId(&id),
+                ) {
+                    continue;
+                }
+                let current = entry.lock().await.clone();
+                if let Some(value) = current.filter(|v| filter.selects(v, now)) {
+                    listed.push((id, value));
+                }
+            }
+        }
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(listed)
+    }
+
+    /// DescribeTransactions: each id's state, in request order, or why not (not allowed,
+    /// not coordinated here, unknown).
+    pub async fn describe(
+        &self,
+        principal: &Principal,
+        ids: Vec<String>,
+    ) -> Vec<(String, Result<TxnValue, ApiError>)> {
+        let mut described = Vec::with_capacity(ids.len());
+        for id in ids {
+            let outcome = self.describe_one(principal, &id).await;
+            described.push((id, outcome));
+        }
+        described
+    }
+
+    async fn describe_one(&self, principal: &Principal, id: &str) -> Result<TxnValue, ApiError> {
+        self.authorizer.check(
+            principal,
+            Operation::Describe,
+            Resource::TransactionalId(id),
+        )?;
+        let shard = self.shard_of(id)?;
+        let entry = shard.existing(id);
+        let current = match entry {
+            Some(entry) => entry.lock().await.clone(),
+            None => None,
+        };
+        current.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::TransactionalIdNotFound,
+                format!(
+                    "no producer uses transactional id {id:?} (none initialised it, or it \
+                     expired); list the ids with ListTransactions"
+                ),
+            )
+        })
+    }
+
+    /// WriteTxnMarkers from a client: an operator's abort of a transaction left open in a
+    /// partition (Kafka's `kafka-transactions.sh abort`, KIP-664), ClusterAction on the
+    /// cluster as in Kafka. Only aborts: a commit is the coordinator's decision, and a
+    /// marker written around it would commit a transaction in some partitions only.
+    pub async fn write_markers(
+        &self,
+        principal: &Principal,
+        asked: Vec<MarkerRequest>,
+    ) -> Result<Vec<markers::MarkerResult>, ApiError> {
+        self.authorizer
+            .check(principal, Operation::ClusterAction, Resource::Cluster)?;
+        if let Some(commit) = asked.iter().find(|m| m.marker.kind == ControlType::Commit) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "a client may only write abort markers (producer {} asked for a commit): \
+                     commits are the transaction coordinator's; end the transaction from its \
+                     producer instead",
+                    commit.producer_id
+                ),
+            ));
+        }
+        let image = self.admin.image();
+        markers::write_markers(&self.topics, &self.groups, &image, asked).await
+    }
+
     /// The shard coordinating `id` and the id's entry, or the error that sends the client
     /// to find the coordinator again (or to wait for the load).
     fn locate(&self, id: &str) -> Result<(Arc<TxnShard>, IdRef), ApiError> {
+        let shard = self.shard_of(id)?;
+        let entry = shard.id(id);
+        Ok((shard, entry))
+    }
+
+    /// The loaded shard coordinating `id`, or the error that sends the client to find the
+    /// coordinator again (or to wait for the load).
+    fn shard_of(&self, id: &str) -> Result<Arc<TxnShard>, ApiError> {
         if id.is_empty() {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,
@@ -473,10 +618,7 @@ impl Transactions {
             .get(&index)
             .cloned();
         match shard {
-            Some(shard) if shard.is_loaded() => {
-                let entry = shard.id(id);
-                Ok((shard, entry))
-            }
+            Some(shard) if shard.is_loaded() => Ok(shard),
             Some(_) => Err(ApiError::new(
                 ErrorCode::CoordinatorLoadInProgress,
                 format!(
@@ -1090,4 +1232,48 @@ fn encoding_failed(e: &sluice_protocol::Error) -> ApiError {
         ErrorCode::UnknownServerError,
         format!("encoding a {TRANSACTION_STATE_TOPIC} record: {e}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(state: TxnState, producer_id: i64, started_ms: i64) -> TxnValue {
+        TxnValue {
+            producer_id,
+            producer_epoch: 0,
+            timeout_ms: 60_000,
+            state,
+            partitions: vec![],
+            started_ms,
+            updated_ms: started_ms.max(0),
+        }
+    }
+
+    #[test]
+    fn a_filter_selects_by_every_field_it_has() {
+        let now = 100_000;
+        let open = value(TxnState::Ongoing, 7, now - 5_000);
+        let idle = value(TxnState::Empty, 8, -1);
+        let any = TxnFilter::default();
+        assert!(any.selects(&open, now) && any.selects(&idle, now));
+        let ongoing = TxnFilter {
+            states: vec![TxnState::Ongoing],
+            ..TxnFilter::default()
+        };
+        assert!(ongoing.selects(&open, now) && !ongoing.selects(&idle, now));
+        let producer = TxnFilter {
+            producer_ids: vec![8],
+            ..TxnFilter::default()
+        };
+        assert!(!producer.selects(&open, now) && producer.selects(&idle, now));
+        // Only a transaction open longer than the duration: an id without one never is.
+        let long = |ms| TxnFilter {
+            open_longer_than_ms: Some(ms),
+            ..TxnFilter::default()
+        };
+        assert!(long(4_999).selects(&open, now));
+        assert!(!long(5_000).selects(&open, now));
+        assert!(!long(0).selects(&idle, now));
+    }
 }

@@ -253,6 +253,60 @@ pub(super) fn fill(request: &RequestKind, version: i16, code: i16, response: &mu
                 })
                 .collect();
         }
+        (RequestKind::DescribeProducers(request), ResponseKind::DescribeProducers(response)) => {
+            response.topics = request
+                .topics
+                .iter()
+                .map(|topic| {
+                    let partitions = topic.partition_indexes.iter().map(|&p| {
+                        describe_producers_response::PartitionResponse::default()
+                            .with_partition_index(p)
+                            .with_error_code(code)
+                    });
+                    describe_producers_response::TopicResponse::default()
+                        .with_name(topic.name.clone())
+                        .with_partitions(partitions.collect())
+                })
+                .collect();
+        }
+        (
+            RequestKind::DescribeTransactions(request),
+            ResponseKind::DescribeTransactions(response),
+        ) => {
+            response.transaction_states = request
+                .transactional_ids
+                .iter()
+                .map(|id| {
+                    describe_transactions_response::TransactionState::default()
+                        .with_transactional_id(id.clone())
+                        .with_error_code(code)
+                        .with_producer_id(ProducerId(-1))
+                        .with_producer_epoch(-1)
+                        .with_transaction_start_time_ms(-1)
+                })
+                .collect();
+        }
+        (RequestKind::WriteTxnMarkers(request), ResponseKind::WriteTxnMarkers(response)) => {
+            response.markers = request
+                .markers
+                .iter()
+                .map(|marker| {
+                    let topics = marker.topics.iter().map(|topic| {
+                        let partitions = topic.partition_indexes.iter().map(|&p| {
+                            write_txn_markers_response::WritableTxnMarkerPartitionResult::default()
+                                .with_partition_index(p)
+                                .with_error_code(code)
+                        });
+                        write_txn_markers_response::WritableTxnMarkerTopicResult::default()
+                            .with_name(topic.name.clone())
+                            .with_partitions(partitions.collect())
+                    });
+                    write_txn_markers_response::WritableTxnMarkerResult::default()
+                        .with_producer_id(marker.producer_id)
+                        .with_topics(topics.collect())
+                })
+                .collect();
+        }
         (RequestKind::CreatePartitions(request), ResponseKind::CreatePartitions(response)) => {
             response.results = request
                 .topics
