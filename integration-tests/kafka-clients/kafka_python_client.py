@@ -228,6 +228,28 @@ def admin(args):
     step("list_partition_reassignments: none")
     reassignments = client.list_partition_reassignments()
     check(reassignments == {}, "reassignments in progress", reassignments=str(reassignments))
+    step("client quotas: none described, setting one refused (INVALID_REQUEST)")
+    from kafka.protocol.admin.client_quotas import (AlterClientQuotasRequest,
+                                                    DescribeClientQuotasRequest)
+    component = DescribeClientQuotasRequest.ComponentData(
+        entity_type="client-id", match_type=2, match=None)
+    entry = AlterClientQuotasRequest.EntryData
+    alter = AlterClientQuotasRequest(entries=[entry(
+        entity=[entry.EntityData(entity_type="client-id", entity_name="noisy")],
+        ops=[entry.OpData(key="producer_byte_rate", value=1024.0, remove=False)])],
+        validate_only=False)
+
+    async def quotas():
+        described = await client._manager.send(
+            DescribeClientQuotasRequest(components=[component], strict=False))
+        altered = await client._manager.send(alter)
+        return described, altered
+
+    described, altered_quota = client._manager.run(quotas)
+    quota_answers = {"describe": [described.error_code, list(described.entries)],
+                     "alter": [e.error_code for e in altered_quota.entries]}
+    check(quota_answers == {"describe": [0, []], "alter": [42]}, "client quotas",
+          answers=str(quota_answers))
     step("delete_topics")
     client.delete_topics([t1])
     poll_until(f"{t1} gone from list_topics", 30, lambda: t1 not in client.list_topics())
@@ -235,7 +257,8 @@ def admin(args):
     check(remaining == [t2], "after deleting one topic", remaining=remaining)
     client.close()
     finish(created=[t1, t2], partitions=partitions, remaining=remaining, altered=altered,
-           reset=reset, broker=broker_view, grown=grown, log_dir_partitions=in_dir)
+           reset=reset, broker=broker_view, grown=grown, log_dir_partitions=in_dir,
+           quotas=quota_answers)
 
 
 def partitioner(args):

@@ -134,6 +134,10 @@ fn kafka_python_admin_creates_lists_alters_grows_and_deletes_topics() {
     assert_eq!(summary["grown"], 3);
     assert_eq!(summary["log_dir_partitions"], json!([0, 1, 2]));
     assert_eq!(
+        summary["quotas"],
+        json!({"describe": [0, []], "alter": [42]})
+    );
+    assert_eq!(
         summary["reset"],
         json!({"retention.ms": "604800000", "segment.ms": "3600000"}),
         "AlterConfigs replaces the topic's own configs"

@@ -21,10 +21,12 @@ use kafka_protocol::messages::elect_leaders_response::{
 use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    alter_configs_response, AlterConfigsRequest, AlterConfigsResponse, ApiKey,
+    alter_client_quotas_response, alter_configs_response, AlterClientQuotasRequest,
+    AlterClientQuotasResponse, AlterConfigsRequest, AlterConfigsResponse, ApiKey,
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    DescribeLogDirsRequest, DescribeLogDirsResponse, ElectLeadersRequest, ElectLeadersResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeClientQuotasResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, DescribeLogDirsRequest,
+    DescribeLogDirsResponse, ElectLeadersRequest, ElectLeadersResponse,
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, InitProducerIdRequest,
     InitProducerIdResponse, ListPartitionReassignmentsResponse, ProducerId, ResponseKind,
 };
@@ -606,6 +608,54 @@ pub fn list_partition_reassignments(service: &Admin, principal: &Principal) -> R
         }
     };
     ResponseKind::ListPartitionReassignments(response)
+}
+
+/// DescribeClientQuotas (`kafka-configs.sh --describe --entity-type users|clients`, admin
+/// consoles): sluice enforces no client quotas, so every filter matches none (Describe on
+/// the cluster, as ListPartitionReassignments).
+pub fn describe_client_quotas(service: &Admin, principal: &Principal) -> ResponseKind {
+    let response = DescribeClientQuotasResponse::default();
+    let response = match service.authorizer().check(
+        principal,
+        crate::security::acl::Operation::Describe,
+        crate::security::acl::Resource::Cluster,
+    ) {
+        Ok(()) => response.with_entries(Some(Vec::new())),
+        Err(e) => {
+            let (code, message) = kafka_error(ApiKey::DescribeClientQuotas, &e);
+            response.with_error_code(code).with_error_message(message)
+        }
+    };
+    ResponseKind::DescribeClientQuotas(response)
+}
+
+/// AlterClientQuotas: refused for each entity, with why; nothing changes.
+pub fn alter_client_quotas(request: AlterClientQuotasRequest) -> ResponseKind {
+    let entries = request
+        .entries
+        .into_iter()
+        .map(|entry| {
+            alter_client_quotas_response::EntryData::default()
+                .with_error_code(ErrorCode::InvalidRequest.code())
+                .with_error_message(Some(kafka_str(
+                    "sluice does not enforce client quotas (producer_byte_rate, \
+                     consumer_byte_rate, request_percentage, controller_mutation_rate); \
+                     nothing was changed",
+                )))
+                .with_entity(
+                    entry
+                        .entity
+                        .into_iter()
+                        .map(|e| {
+                            alter_client_quotas_response::EntityData::default()
+                                .with_entity_type(e.entity_type)
+                                .with_entity_name(e.entity_name)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    ResponseKind::AlterClientQuotas(AlterClientQuotasResponse::default().with_entries(entries))
 }
 
 /// ElectLeaders' election type of a preferred leader election.

@@ -157,6 +157,10 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     // 0..=3: v3 carries the consumer's generation and member id (KIP-447), v4 drops the
     // need for AddOffsetsToTxn (KIP-890 part 2, not done). librdkafka and Java pick 3.
     (ApiKey::TxnOffsetCommit, 0, 3),
+    // Client quotas: none are enforced, so none are described and none can be set (the
+    // entries of an AlterClientQuotas are refused one by one).
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
     // The operators' view of transactions (KIP-664): v2 of ListTransactions filters ids by
     // a Java regex.
     (ApiKey::ListTransactions, 0, 1),

@@ -354,6 +354,10 @@ impl Kafka {
             RequestKind::ListPartitionReassignments(_) => {
                 admin::list_partition_reassignments(&services.admin, principal)
             }
+            RequestKind::DescribeClientQuotas(_) => {
+                admin::describe_client_quotas(&services.admin, principal)
+            }
+            RequestKind::AlterClientQuotas(r) => admin::alter_client_quotas(r),
             RequestKind::ElectLeaders(r) => {
                 admin::elect_leaders(&services.admin, principal, r, version).await
             }

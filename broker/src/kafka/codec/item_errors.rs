@@ -253,6 +253,22 @@ pub(super) fn fill(request: &RequestKind, version: i16, code: i16, response: &mu
                 })
                 .collect();
         }
+        (RequestKind::AlterClientQuotas(request), ResponseKind::AlterClientQuotas(response)) => {
+            response.entries = request
+                .entries
+                .iter()
+                .map(|entry| {
+                    let entity = entry.entity.iter().map(|e| {
+                        alter_client_quotas_response::EntityData::default()
+                            .with_entity_type(e.entity_type.clone())
+                            .with_entity_name(e.entity_name.clone())
+                    });
+                    alter_client_quotas_response::EntryData::default()
+                        .with_error_code(code)
+                        .with_entity(entity.collect())
+                })
+                .collect();
+        }
         (RequestKind::DescribeProducers(request), ResponseKind::DescribeProducers(response)) => {
             response.topics = request
                 .topics
