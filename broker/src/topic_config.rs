@@ -59,6 +59,115 @@ const COMPAT_CONFIGS: &[(&str, &str)] = &[
     ("segment.jitter.ms", "0"),
 ];
 
+/// What kind of value a config takes: Kafka's `ConfigDef` types, which its DescribeConfigs
+/// (v3+) reports so that consoles can render and check values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean,
+    String,
+    Int,
+    Short,
+    Long,
+    Double,
+    List,
+}
+
+/// The type of the topic or broker config `name` as Kafka declares it, for every name
+/// sluice describes; `None` for any other.
+pub fn config_type(name: &str) -> Option<ConfigType> {
+    use ConfigType::*;
+    Some(match name {
+        "unclean.leader.election.enable"
+        | "preallocate"
+        | "remote.storage.enable"
+        | "auto.create.topics.enable"
+        | "auto.leader.rebalance.enable" => Boolean,
+        "compression.type" | "message.timestamp.type" | "broker.rack" => String,
+        "cleanup.policy"
+        | "follower.replication.throttled.replicas"
+        | "leader.replication.throttled.replicas" => List,
+        "min.cleanable.dirty.ratio" => Double,
+        "segment.bytes"
+        | "min.insync.replicas"
+        | "max.message.bytes"
+        | "index.interval.bytes"
+        | "segment.index.bytes"
+        | "compression.gzip.level"
+        | "compression.lz4.level"
+        | "compression.zstd.level"
+        | "broker.id"
+        | "node.id"
+        | "broker.session.timeout.ms"
+        | "default.replication.factor"
+        | "group.initial.rebalance.delay.ms"
+        | "group.max.session.timeout.ms"
+        | "group.min.session.timeout.ms"
+        | "log.segment.bytes"
+        | "message.max.bytes"
+        | "num.partitions"
+        | "offsets.topic.num.partitions"
+        | "offsets.topic.segment.bytes"
+        | "socket.request.max.bytes" => Int,
+        "retention.ms"
+        | "retention.bytes"
+        | "segment.ms"
+        | "delete.retention.ms"
+        | "min.compaction.lag.ms"
+        | "max.compaction.lag.ms"
+        | "message.timestamp.after.max.ms"
+        | "message.timestamp.before.max.ms"
+        | "file.delete.delay.ms"
+        | "flush.messages"
+        | "flush.ms"
+        | "local.retention.bytes"
+        | "local.retention.ms"
+        | "segment.jitter.ms"
+        | "leader.imbalance.check.interval.seconds"
+        | "log.cleaner.backoff.ms"
+        | "log.retention.check.interval.ms"
+        | "log.retention.bytes"
+        | "log.retention.ms"
+        | "replica.lag.time.max.ms" => Long,
+        _ => return None,
+    })
+}
+
+/// The broker config a topic config falls back to when the topic does not set it (Kafka's
+/// `LogConfig` synonyms, which DescribeConfigs lists when asked), if it has one.
+pub fn broker_synonym(topic_key: &str) -> Option<&'static str> {
+    Some(match topic_key {
+        "retention.ms" => "log.retention.ms",
+        "retention.bytes" => "log.retention.bytes",
+        "segment.bytes" => "log.segment.bytes",
+        "segment.ms" => "log.roll.ms",
+        "segment.jitter.ms" => "log.roll.jitter.ms",
+        "segment.index.bytes" => "log.index.size.max.bytes",
+        "index.interval.bytes" => "log.index.interval.bytes",
+        "min.insync.replicas" => "min.insync.replicas",
+        "unclean.leader.election.enable" => "unclean.leader.election.enable",
+        "compression.type" => "compression.type",
+        "compression.gzip.level" => "compression.gzip.level",
+        "compression.lz4.level" => "compression.lz4.level",
+        "compression.zstd.level" => "compression.zstd.level",
+        "cleanup.policy" => "log.cleanup.policy",
+        "delete.retention.ms" => "log.cleaner.delete.retention.ms",
+        "min.cleanable.dirty.ratio" => "log.cleaner.min.cleanable.ratio",
+        "min.compaction.lag.ms" => "log.cleaner.min.compaction.lag.ms",
+        "max.compaction.lag.ms" => "log.cleaner.max.compaction.lag.ms",
+        "message.timestamp.after.max.ms" => "log.message.timestamp.after.max.ms",
+        "message.timestamp.before.max.ms" => "log.message.timestamp.before.max.ms",
+        "message.timestamp.type" => "log.message.timestamp.type",
+        "max.message.bytes" => "message.max.bytes",
+        "file.delete.delay.ms" => "log.segment.delete.delay.ms",
+        "flush.messages" => "log.flush.interval.messages",
+        "flush.ms" => "log.flush.interval.ms",
+        "preallocate" => "log.preallocate",
+        "local.retention.bytes" => "log.local.retention.bytes",
+        "local.retention.ms" => "log.local.retention.ms",
+        _ => return None,
+    })
+}
+
 /// The one `compression.type` a topic takes: `producer` (Kafka's default), batches stored
 /// as the producer compressed them. The broker never recompresses.
 pub const COMPRESSION_TYPE_PRODUCER: &str = "producer";
@@ -596,6 +705,30 @@ fn effective_configs(log: &LogConfig, min_insync: u16) -> BTreeMap<String, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_described_config_has_kafkas_type_and_topic_configs_their_broker_synonym() {
+        let config = BrokerConfig::default();
+        for key in effective_topic_configs(&config, &BTreeMap::new()).keys() {
+            assert!(config_type(key).is_some(), "{key} has no type");
+            let no_synonym = [
+                "remote.storage.enable",
+                "leader.replication.throttled.replicas",
+                "follower.replication.throttled.replicas",
+            ];
+            assert_eq!(
+                broker_synonym(key).is_some(),
+                !no_synonym.contains(&key.as_str()),
+                "{key}'s synonym"
+            );
+        }
+        for (key, _) in config.kafka_broker_configs() {
+            assert!(
+                config_type(key).is_some(),
+                "broker config {key} has no type"
+            );
+        }
+    }
 
     #[test]
     fn topic_names_follow_kafka() {

@@ -123,6 +123,12 @@ def compression(args):
     finish(records=len(got), codec=codec)
 
 
+def config_view(config):
+    """A described config or synonym as [source, type, value]."""
+    return [config.get("config_source", config.get("source")), config.get("config_type"),
+            config["value"]]
+
+
 def admin(args):
     t1, t2 = args.topic, args.topic + "-2"
     step("connect the admin client")
@@ -178,6 +184,19 @@ def admin(args):
     reset = {k: topic_configs()[k]["value"] for k in ("retention.ms", "segment.ms")}
     check(reset == {"retention.ms": "604800000", "segment.ms": "3600000"},
           "AlterConfigs did not replace the topic's configs", reset=reset)
+    step("describe_configs with synonyms: the topic's value, then the broker config's")
+    described = client.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, t2, configs=["segment.ms", "retention.ms"])],
+        include_synonyms=True, config_filter="all")["topic"][t2]
+    synonyms = {k: [config_view(c) for c in [v] + v["synonyms"]] for k, v in described.items()}
+    want_synonyms = {
+        "segment.ms": [["DYNAMIC_TOPIC_CONFIG", "LONG", "3600000"],
+                       ["DYNAMIC_TOPIC_CONFIG", None, "3600000"],
+                       ["DEFAULT_CONFIG", None, "604800000"]],
+        "retention.ms": [["DEFAULT_CONFIG", "LONG", "604800000"],
+                         ["DEFAULT_CONFIG", None, "604800000"]],
+    }
+    check(synonyms == want_synonyms, "describe_configs with synonyms", got=synonyms)
     step("describe_configs of the broker: its settings under Kafka's names")
     broker_configs = client.describe_configs(
         [ConfigResource(ConfigResourceType.BROKER, "1")], config_filter="all")["broker"]["1"]

@@ -10,7 +10,7 @@ use kafka_protocol::messages::create_topics_response::{
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
@@ -36,10 +36,10 @@ use super::metadata::topic_id;
 use super::{kafka_error, kafka_error_at, kafka_str, topic_name};
 use crate::error::ApiError;
 use crate::security::Principal;
-use crate::services::admin::{Admin, ConfigChange, TopicConfig};
+use crate::services::admin::{Admin, ConfigChange, Fallback, TopicConfig};
 use crate::services::producer_ids::{InitProducer, ProducerIds};
 use crate::services::{map_topics, PartitionOutcome, TopicItems};
-use crate::topic_config::NewTopic;
+use crate::topic_config::{config_type, ConfigType, NewTopic};
 use crate::txn::coordinator::Transactions;
 
 /// DescribeConfigs' resource type of a topic.
@@ -130,9 +130,9 @@ pub async fn create_topics(
                                 .into_iter()
                                 .map(|c| {
                                     CreatableTopicConfigs::default()
+                                        .with_config_source(config_source(&c, false))
                                         .with_name(kafka_str(c.name))
                                         .with_value(Some(kafka_str(c.value)))
-                                        .with_config_source(source(c.is_override))
                                 })
                                 .collect(),
                         );
@@ -279,6 +279,7 @@ pub fn describe_configs(
                             name: name.to_string(),
                             value,
                             is_override: false,
+                            fallback: None,
                         })
                         .collect()
                 }),
@@ -303,17 +304,7 @@ pub fn describe_configs(
                         configs
                             .into_iter()
                             .filter(|c| wanted(&c.name))
-                            .map(|c| {
-                                DescribeConfigsResourceResult::default()
-                                    .with_name(kafka_str(c.name))
-                                    .with_value(Some(kafka_str(c.value)))
-                                    .with_read_only(broker)
-                                    .with_config_source(if broker {
-                                        SOURCE_STATIC_BROKER
-                                    } else {
-                                        source(c.is_override)
-                                    })
-                            })
+                            .map(|c| described_config(c, broker, request.include_synonyms))
                             .collect(),
                     )
                 }
@@ -534,12 +525,71 @@ pub async fn init_producer_id(
     ResponseKind::InitProducerId(response)
 }
 
-fn source(is_override: bool) -> i8 {
-    if is_override {
-        SOURCE_TOPIC
+/// Where a config's value comes from: a broker's own configuration, the topic's setting,
+/// the broker config it falls back to, or a default.
+fn config_source(config: &TopicConfig, broker: bool) -> i8 {
+    match &config.fallback {
+        _ if broker => SOURCE_STATIC_BROKER,
+        _ if config.is_override => SOURCE_TOPIC,
+        Some(fallback) => fallback_source(fallback),
+        None => SOURCE_DEFAULT,
+    }
+}
+
+fn fallback_source(fallback: &Fallback) -> i8 {
+    if fallback.configured {
+        SOURCE_STATIC_BROKER
     } else {
         SOURCE_DEFAULT
     }
+}
+
+/// One config as DescribeConfigs shows it: where its value comes from (the topic, the
+/// broker's configuration, or a default), its type (v3+), and with `synonyms` the chain
+/// Kafka's tools print (`kafka-configs.sh --describe --all`): the topic's own value, then
+/// the broker config it falls back to.
+fn described_config(
+    config: TopicConfig,
+    broker: bool,
+    synonyms: bool,
+) -> DescribeConfigsResourceResult {
+    let source = config_source(&config, broker);
+    let synonym = |name: &str, value: &str, source: i8| {
+        DescribeConfigsSynonym::default()
+            .with_name(kafka_str(name))
+            .with_value(Some(kafka_str(value)))
+            .with_source(source)
+    };
+    let mut chain = Vec::new();
+    if synonyms {
+        if broker || config.is_override {
+            chain.push(synonym(&config.name, &config.value, source));
+        }
+        if let Some(fallback) = &config.fallback {
+            chain.push(synonym(
+                fallback.name,
+                &fallback.value,
+                fallback_source(fallback),
+            ));
+        }
+    }
+    let config_type = match config_type(&config.name) {
+        Some(ConfigType::Boolean) => 1,
+        Some(ConfigType::String) => 2,
+        Some(ConfigType::Int) => 3,
+        Some(ConfigType::Short) => 4,
+        Some(ConfigType::Long) => 5,
+        Some(ConfigType::Double) => 6,
+        Some(ConfigType::List) => 7,
+        None => 0,
+    };
+    DescribeConfigsResourceResult::default()
+        .with_name(kafka_str(config.name))
+        .with_value(Some(kafka_str(config.value)))
+        .with_read_only(broker)
+        .with_config_source(source)
+        .with_synonyms(chain)
+        .with_config_type(config_type)
 }
 
 /// DescribeLogDirs: this broker's one data directory with the replicas in it (every

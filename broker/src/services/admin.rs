@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::security::acl::{Authorizer, Operation, Resource};
 use crate::security::Principal;
 use crate::services::{PartitionOutcome, TopicItems};
-use crate::topic_config::{effective_topic_configs, validate_topic_name, NewTopic};
+use crate::topic_config::{broker_synonym, effective_topic_configs, validate_topic_name, NewTopic};
 use crate::topics::Topics;
 
 /// How long topic administration waits for the controller.
@@ -117,6 +117,20 @@ pub struct TopicConfig {
     pub value: String,
     /// Set on the topic (else the broker's default).
     pub is_override: bool,
+    /// The broker config it falls back to where the topic does not set it, if any.
+    pub fallback: Option<Fallback>,
+}
+
+/// The broker config a topic config falls back to (Kafka's synonym of it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fallback {
+    /// The broker config's Kafka name (`log.retention.ms` for `retention.ms`).
+    pub name: &'static str,
+    /// Its value on this broker.
+    pub value: String,
+    /// Whether this broker's configuration (flags, config file) gave a value other than
+    /// sluice's default.
+    pub configured: bool,
 }
 
 /// Each topic of a creation with its partition count and replication factor, or why it
@@ -830,12 +844,26 @@ impl Admin {
             .topics
             .get(name)
             .ok_or_else(|| ApiError::unknown_topic(name))?;
+        let none = BTreeMap::new();
+        let broker = effective_topic_configs(&self.config, &none);
+        let defaults = effective_topic_configs(&BrokerConfig::default(), &none);
         Ok(effective_topic_configs(&self.config, &meta.configs)
             .into_iter()
-            .map(|(key, value)| TopicConfig {
-                is_override: meta.configs.contains_key(&key),
-                name: key,
-                value,
+            .map(|(key, value)| {
+                let fallback = broker_synonym(&key).and_then(|name| {
+                    let value = broker.get(&key)?.clone();
+                    Some(Fallback {
+                        name,
+                        configured: defaults.get(&key) != Some(&value),
+                        value,
+                    })
+                });
+                TopicConfig {
+                    is_override: meta.configs.contains_key(&key),
+                    name: key,
+                    value,
+                    fallback,
+                }
             })
             .collect())
     }
