@@ -312,6 +312,8 @@ pub struct Services {
     pub authorizer: Arc<crate::security::acl::Authorizer>,
     /// ACL administration.
     pub acls: crate::services::acls::Acls,
+    /// Client quotas: their administration and this broker's throttling.
+    pub quotas: crate::services::quotas::ClientQuotas,
 }
 
 impl Services {
@@ -367,6 +369,10 @@ impl Services {
         );
         Services {
             acls: crate::services::acls::Acls::new(Arc::clone(cluster), Arc::clone(&authorizer)),
+            quotas: crate::services::quotas::ClientQuotas::new(
+                Arc::clone(cluster),
+                Arc::clone(&authorizer),
+            ),
             users: crate::services::users::Users::new(Arc::clone(cluster), Arc::clone(&authorizer)),
             auth: Arc::new(auth),
             produce: Produce::new(

@@ -102,6 +102,35 @@ pub trait Protocol: Send + Sync + 'static {
     /// The metrics label of a request's api (`produce`, `join_group`...), from the start
     /// of its payload (both protocols begin with the api key); `unknown` if none.
     fn api_name(&self, payload: &[u8]) -> &'static str;
+
+    /// The connection's throttle: no further request of it is read before it has passed.
+    fn throttle<'a>(&self, connection: &'a Self::Connection) -> Option<&'a Throttle>;
+}
+
+/// When a connection's client may send its next request: a client over its quota
+/// ([`crate::services::quotas`]) is held back, as Kafka mutes its channel. Shared between
+/// the connection and the requests it is serving, which may extend it.
+#[derive(Clone, Debug, Default)]
+pub struct Throttle(Arc<std::sync::Mutex<Option<std::time::Instant>>>);
+
+impl Throttle {
+    /// Holds the connection back for `wait` from now, unless it already is for longer.
+    pub fn extend(&self, wait: std::time::Duration) {
+        if wait.is_zero() {
+            return;
+        }
+        let until = std::time::Instant::now() + wait;
+        let mut held = self.0.lock().expect("throttle lock");
+        if held.is_none_or(|h| h < until) {
+            *held = Some(until);
+        }
+    }
+
+    /// Until when the connection is held back, if it is.
+    fn until(&self) -> Option<std::time::Instant> {
+        let held = *self.0.lock().expect("throttle lock");
+        held.filter(|h| *h > std::time::Instant::now())
+    }
 }
 
 /// The settings a connection runs with.
@@ -195,6 +224,12 @@ async fn serve_stream<P, R, W>(
     let mut refused = false;
     'read: loop {
         loop {
+            if let Some(until) = protocol.throttle(&connection).and_then(Throttle::until) {
+                tokio::select! {
+                    () = tokio::time::sleep_until(until.into()) => {}
+                    _ = stopping.wait_for(|s| *s) => break 'read,
+                }
+            }
             match codec.decode(&mut buffer) {
                 Ok(Some(payload)) => {
                     let served = serve_frame(

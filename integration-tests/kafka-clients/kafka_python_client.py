@@ -43,6 +43,11 @@ Scenarios:
                reads past the 3 and sees none); the producer's own commit afterwards
                changes nothing; its next transaction's 2 records are read; no transaction
                is hanging.
+  throttle     client quotas enforced on T (created beforehand, one partition): a producer
+               with client id slow-p (producer_byte_rate 50 KB/s) sending 600 KB is told
+               to wait (throttle_time_ms) and gets every record acknowledged; one
+               without a quota is never throttled; a consumer slow-c (consumer_byte_rate
+               100 KB/s) reading the 1.2 MB back is throttled and reads every record.
 The last line of stdout is the JSON summary (common.py).
 """
 
@@ -127,6 +132,108 @@ def config_view(config):
     """A described config or synonym as [source, type, value]."""
     return [config.get("config_source", config.get("source")), config.get("config_type"),
             config["value"]]
+
+
+def quota_request(client, request):
+    async def send():
+        return await client._manager.send(request)
+    return client._manager.run(send)
+
+
+def describe_quotas(client, entity_type, match_type, match=None, strict=False):
+    """[(entity, {key: value})] of the quotas a filter selects, sorted."""
+    from kafka.protocol.admin.client_quotas import DescribeClientQuotasRequest
+    component = DescribeClientQuotasRequest.ComponentData(
+        entity_type=entity_type, match_type=match_type, match=match)
+    response = quota_request(client, DescribeClientQuotasRequest(
+        components=[component], strict=strict))
+    check(response.error_code == 0, "DescribeClientQuotas", error=response.error_code)
+    return sorted(
+        (sorted((e.entity_type, e.entity_name) for e in entry.entity),
+         {v.key: v.value for v in entry.values})
+        for entry in response.entries)
+
+
+def alter_quotas(client, entity, ops):
+    """Each entry's error code: entity [(type, name)], ops [(key, value or None)]."""
+    from kafka.protocol.admin.client_quotas import AlterClientQuotasRequest
+    entry = AlterClientQuotasRequest.EntryData
+    request = AlterClientQuotasRequest(entries=[entry(
+        entity=[entry.EntityData(entity_type=t, entity_name=n) for t, n in entity],
+        ops=[entry.OpData(key=k, value=v or 0.0, remove=v is None) for k, v in ops])],
+        validate_only=False)
+    return [e.error_code for e in quota_request(client, request).entries]
+
+
+def client_quotas(client):
+    answers = {"none": describe_quotas(client, "client-id", 2)}
+    answers["set"] = alter_quotas(client, [("client-id", "noisy")],
+                                  [("producer_byte_rate", 1024.0)])
+    answers["set_default_user"] = alter_quotas(client, [("user", None)],
+                                               [("consumer_byte_rate", 2048.0)])
+    answers["by_client"] = describe_quotas(client, "client-id", 0, "noisy")
+    answers["default_user"] = describe_quotas(client, "user", 1)
+    answers["percentage"] = alter_quotas(client, [("user", "app")],
+                                         [("request_percentage", 50.0)])
+    answers["fraction"] = alter_quotas(client, [("user", "app")],
+                                       [("producer_byte_rate", 10.5)])
+    answers["ip"] = alter_quotas(client, [("ip", "10.0.0.1")],
+                                 [("producer_byte_rate", 100.0)])
+    alter_quotas(client, [("client-id", "noisy")], [("producer_byte_rate", None)])
+    alter_quotas(client, [("user", None)], [("consumer_byte_rate", None)])
+    answers["removed"] = describe_quotas(client, "user", 2) + describe_quotas(
+        client, "client-id", 2)
+    want = {
+        "none": [], "set": [0], "set_default_user": [0],
+        "by_client": [([("client-id", "noisy")], {"producer_byte_rate": 1024.0})],
+        "default_user": [([("user", None)], {"consumer_byte_rate": 2048.0})],
+        "percentage": [42], "fraction": [42], "ip": [42], "removed": [],
+    }
+    check(answers == want, "client quotas", got=str(answers))
+    return {k: v for k, v in answers.items() if isinstance(v, list) and v and
+            isinstance(v[0], int)}
+
+
+def throttle_time_max(metrics):
+    """The largest throttle time a client's connections reported (ms)."""
+    return max([v for group in metrics.values() for k, v in group.items()
+                if k == "throttle-time-max" and v == v] or [0.0])
+
+
+def throttle(args):
+    topic = args.topic
+    client = KafkaAdminClient(bootstrap_servers=args.bootstrap.split(","))
+    step("quotas: producer_byte_rate 50 KB/s for client id slow-p, consumer_byte_rate "
+         "100 KB/s for slow-c")
+    codes = alter_quotas(client, [("client-id", "slow-p")], [("producer_byte_rate", 50000.0)])
+    codes += alter_quotas(client, [("client-id", "slow-c")], [("consumer_byte_rate", 100000.0)])
+    check(codes == [0, 0], "setting the quotas", codes=codes)
+    value = b"x" * 10000
+    records = [(None, value, None)] * 60
+    step("a producer without a quota sends 600 KB: never throttled")
+    fast = producer(args, client_id="fast-p", batch_size=16384, linger_ms=0)
+    produce_all(fast, topic, records)
+    fast_throttle = throttle_time_max(fast.metrics())
+    fast.close()
+    step("client id slow-p sends 600 KB: throttled, and every record is acknowledged")
+    slow = producer(args, client_id="slow-p", batch_size=16384, linger_ms=0)
+    acked = produce_all(slow, topic, records)
+    slow_throttle = throttle_time_max(slow.metrics())
+    slow.close()
+    step("client id slow-c reads all 1.2 MB: throttled, and every record arrives")
+    cons = consumer(args, client_id="slow-c", fetch_max_bytes=1 << 20)
+    tp = TopicPartition(topic, 0)
+    cons.assign([tp])
+    cons.seek_to_beginning(tp)
+    got = read_n(cons, 120, 120, "reading everything back")
+    consumer_throttle = throttle_time_max(cons.metrics())
+    cons.close()
+    client.close()
+    check(fast_throttle == 0 and slow_throttle > 0 and consumer_throttle > 0
+          and len(acked) == 60 and len(got) == 120, "throttling",
+          fast=fast_throttle, slow=slow_throttle, consumer=consumer_throttle)
+    finish(fast_throttled=fast_throttle > 0, slow_throttled=slow_throttle > 0,
+           consumer_throttled=consumer_throttle > 0, acked=len(acked), read=len(got))
 
 
 def admin(args):
@@ -247,28 +354,8 @@ def admin(args):
     step("list_partition_reassignments: none")
     reassignments = client.list_partition_reassignments()
     check(reassignments == {}, "reassignments in progress", reassignments=str(reassignments))
-    step("client quotas: none described, setting one refused (INVALID_REQUEST)")
-    from kafka.protocol.admin.client_quotas import (AlterClientQuotasRequest,
-                                                    DescribeClientQuotasRequest)
-    component = DescribeClientQuotasRequest.ComponentData(
-        entity_type="client-id", match_type=2, match=None)
-    entry = AlterClientQuotasRequest.EntryData
-    alter = AlterClientQuotasRequest(entries=[entry(
-        entity=[entry.EntityData(entity_type="client-id", entity_name="noisy")],
-        ops=[entry.OpData(key="producer_byte_rate", value=1024.0, remove=False)])],
-        validate_only=False)
-
-    async def quotas():
-        described = await client._manager.send(
-            DescribeClientQuotasRequest(components=[component], strict=False))
-        altered = await client._manager.send(alter)
-        return described, altered
-
-    described, altered_quota = client._manager.run(quotas)
-    quota_answers = {"describe": [described.error_code, list(described.entries)],
-                     "alter": [e.error_code for e in altered_quota.entries]}
-    check(quota_answers == {"describe": [0, []], "alter": [42]}, "client quotas",
-          answers=str(quota_answers))
+    step("client quotas: set, described by filter, refused where sluice cannot, removed")
+    quota_answers = client_quotas(client)
     step("delete_topics")
     client.delete_topics([t1])
     poll_until(f"{t1} gone from list_topics", 30, lambda: t1 not in client.list_topics())
@@ -668,6 +755,7 @@ def txn_tools(args):
 
 SCENARIOS = {
     "txn-tools": txn_tools,
+    "throttle": throttle,
     "delete-offsets": delete_offsets,
     "delete-records": delete_records,
     "compacted": compacted,

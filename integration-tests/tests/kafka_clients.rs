@@ -135,7 +135,8 @@ fn kafka_python_admin_creates_lists_alters_grows_and_deletes_topics() {
     assert_eq!(summary["log_dir_partitions"], json!([0, 1, 2]));
     assert_eq!(
         summary["quotas"],
-        json!({"describe": [0, []], "alter": [42]})
+        json!({"set": [0], "set_default_user": [0], "percentage": [42], "fraction": [42],
+               "ip": [42]})
     );
     assert_eq!(
         summary["reset"],
@@ -298,6 +299,29 @@ fn kafka_python_transaction_tools_list_describe_and_abort() {
     .expect_ok(&broker.log());
     assert_eq!(summary["read"], json!(["next0", "next1"]));
     assert_eq!(summary["state"], "CompleteCommit");
+}
+
+#[test]
+fn kafka_python_clients_over_their_quotas_are_throttled_and_lose_nothing() {
+    let Some(python) = python("kafka_python_throttle") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    create_topic(&broker.bootstrap(), "kp-throttle", 1);
+    let summary = scenario(
+        &python,
+        "kafka_python_client.py",
+        "throttle",
+        &broker.kafka_bootstrap(),
+        "kp-throttle",
+        &[],
+    )
+    .expect_ok(&broker.log());
+    assert_eq!(summary["fast_throttled"], false);
+    assert_eq!(summary["slow_throttled"], true);
+    assert_eq!(summary["consumer_throttled"], true);
+    assert_eq!(summary["read"], 120);
 }
 
 #[test]

@@ -32,7 +32,10 @@ use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState};
-use sluice_protocol::messages::{AclResult, CreateAclsResponse, DeleteAclsResponse};
+use sluice_protocol::messages::{
+    AclResult, AlterClientQuotasRequest, AlterClientQuotasResponse, CreateAclsResponse,
+    DeleteAclsResponse, QuotaResult,
+};
 use sluice_protocol::messages::{
     AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterConfigsRequest,
     AlterConfigsResponse, AlterConfigsResult, AlterPartitionPartitionResponse,
@@ -48,6 +51,7 @@ use sluice_protocol::messages::{
 use sluice_protocol::scram::{Mechanism, ScramCredential};
 
 use super::image::acls::AclBinding;
+use super::image::quotas::QuotaChange;
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -283,6 +287,9 @@ impl Controller {
                 Response::CreateAcls(CreateAclsResponse {
                     results: self.change_acls(acls, true).await,
                 })
+            }
+            Request::AlterClientQuotas(r) => {
+                Response::AlterClientQuotas(self.alter_client_quotas(r).await)
             }
             Request::DeleteAcls(r) => {
                 let acls = r.deletions.iter().map(AclBinding::from_entry).collect();
@@ -968,6 +975,45 @@ impl Controller {
                 error_message: outcome.as_ref().err().and_then(|e| e.wire_message()),
             })
             .collect()
+    }
+
+    /// Sets and removes client quotas: the entries that make sense in one command, each
+    /// refused entry with why (Kafka answers per entry, too).
+    async fn alter_client_quotas(
+        &self,
+        request: AlterClientQuotasRequest,
+    ) -> AlterClientQuotasResponse {
+        let parsed: Vec<Result<QuotaChange, ApiError>> = request
+            .entries
+            .iter()
+            .map(|e| {
+                QuotaChange::from_wire(e)
+                    .map_err(|why| ApiError::new(ErrorCode::InvalidRequest, why))
+            })
+            .collect();
+        let changes: Vec<QuotaChange> = parsed.iter().filter_map(|p| p.clone().ok()).collect();
+        let proposed = if changes.is_empty() || request.validate_only {
+            Ok(())
+        } else {
+            match self
+                .propose(MetadataCommand::AlterClientQuotas { changes })
+                .await
+            {
+                Ok((_, result)) => refused_to_error(result),
+                Err(e) => Err(e),
+            }
+        };
+        let results = parsed
+            .into_iter()
+            .map(|p| {
+                let outcome = p.and_then(|_| proposed.clone());
+                QuotaResult {
+                    error_code: outcome.as_ref().err().map_or(ErrorCode::None, |e| e.code),
+                    error_message: outcome.as_ref().err().and_then(|e| e.wire_message()),
+                }
+            })
+            .collect();
+        AlterClientQuotasResponse { results }
     }
 
     /// Removes, then creates or replaces SCRAM credentials, one command each. The

@@ -19,6 +19,7 @@ use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId};
 
 pub mod acls;
 pub mod placement;
+pub mod quotas;
 
 /// The whole cluster as the metadata log describes it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +40,9 @@ pub struct MetadataImage {
     /// before ACLs existed.
     #[serde(default)]
     pub acls: std::collections::BTreeSet<acls::AclBinding>,
+    /// Client quotas, sorted by entity. Absent from images written before quotas existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_quotas: Vec<quotas::ClientQuota>,
 }
 
 /// A registered broker.
@@ -256,6 +260,11 @@ pub enum MetadataCommand {
     DeleteAcls {
         /// The ACLs.
         acls: Vec<acls::AclBinding>,
+    },
+    /// Sets and removes client quotas (validated by `apply`: all or none).
+    AlterClientQuotas {
+        /// One change per entity.
+        changes: Vec<quotas::QuotaChange>,
     },
     /// Removes a user's SCRAM credential of one mechanism (the user goes with its last).
     DeleteScramCredential {
@@ -534,6 +543,7 @@ impl MetadataImage {
             }
             MetadataCommand::CreateAcls { acls } => self.create_acls(acls),
             MetadataCommand::DeleteAcls { acls } => self.delete_acls(acls),
+            MetadataCommand::AlterClientQuotas { changes } => self.alter_client_quotas(changes),
             MetadataCommand::AlterPartition {
                 broker_id,
                 broker_epoch,
@@ -1159,6 +1169,17 @@ impl MetadataImage {
             }
         }
         self.acls.extend(acls.iter().cloned());
+        Ok(CommandResult::Done)
+    }
+
+    fn alter_client_quotas(
+        &mut self,
+        changes: &[quotas::QuotaChange],
+    ) -> Result<CommandResult, Refusal> {
+        if let Some(why) = changes.iter().find_map(|c| c.validate().err()) {
+            return refuse(ErrorCode::InvalidRequest, why);
+        }
+        quotas::apply(&mut self.client_quotas, changes);
         Ok(CommandResult::Done)
     }
 

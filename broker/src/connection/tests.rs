@@ -59,6 +59,10 @@ impl Protocol for Echo {
     fn api_name(&self, _: &[u8]) -> &'static str {
         "echo"
     }
+
+    fn throttle<'a>(&self, _: &'a ()) -> Option<&'a Throttle> {
+        None
+    }
 }
 
 /// A TLS listener requiring client certificates of `ca`, serving `Echo` on 127.0.0.1:0.

@@ -12,6 +12,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer_id;
+mod quotas;
 mod replica_fetch;
 mod txn;
 mod users;
@@ -24,8 +25,9 @@ use sluice_protocol::frame::{SplicedFrame, FRAME_HEADER_LEN};
 use sluice_protocol::{decode_request, ApiKey, BrokerId, ErrorCode, Request, Response};
 
 use crate::broker::Broker;
+use crate::cluster::image::quotas::QuotaKey;
 use crate::cluster::{election, network};
-use crate::connection::{self, Answer, Start};
+use crate::connection::{self, Answer, Start, Throttle};
 use crate::error::ApiError;
 use crate::security::acl::{Operation, Resource};
 use crate::security::{Login, Principal};
@@ -99,6 +101,7 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::CreateAcls,
     ApiKey::DeleteAcls,
     ApiKey::DescribeAcls,
+    ApiKey::AlterClientQuotas,
 ];
 
 /// A request after its ordered phase.
@@ -217,6 +220,9 @@ pub async fn finish(
         ),
         Request::CreateAcls(r) => {
             Response::CreateAcls(acls::create(&services.acls, principal, r).await)
+        }
+        Request::AlterClientQuotas(r) => {
+            Response::AlterClientQuotas(quotas::alter(&services.quotas, principal, r).await)
         }
         Request::DeleteAcls(r) => {
             Response::DeleteAcls(acls::delete(&services.acls, principal, r).await)
@@ -340,6 +346,8 @@ pub struct NativeConnection {
     heartbeats_from: Option<BrokerId>,
     /// Where the connection is in its SASL login.
     login: Login,
+    /// Holds the client back while it is over a quota.
+    throttle: Throttle,
 }
 
 /// A native request after its ordered phase, with what its answer needs.
@@ -347,6 +355,8 @@ pub struct NativeStarted {
     started: Started,
     caller: Caller,
     correlation_id: u32,
+    /// The connection's throttle, which a consumer's fetch answer may extend.
+    throttle: Throttle,
 }
 
 impl Native {
@@ -401,6 +411,7 @@ impl connection::Protocol for Native {
         NativeConnection {
             heartbeats_from: None,
             login: Login::new(tls, tls_identity),
+            throttle: Throttle::default(),
         }
     }
 
@@ -410,6 +421,7 @@ impl connection::Protocol for Native {
         payload: Bytes,
         peer: SocketAddr,
     ) -> Start<NativeStarted> {
+        let request_bytes = payload.len();
         match decode_request(payload) {
             Ok((header, request)) => {
                 let correlation_id = header.correlation_id;
@@ -426,15 +438,27 @@ impl connection::Protocol for Native {
                     .principal(&connection.login)
                     .unwrap_or_else(Principal::anonymous);
                 match start(&self.broker, &principal, request).await {
-                    Ok(started) => Start::Run(NativeStarted {
-                        started,
-                        caller: Caller {
-                            client_id: header.client_id,
-                            host: peer.ip().to_string(),
-                            principal,
-                        },
-                        correlation_id,
-                    }),
+                    Ok(started) => {
+                        if let Started::Produce(_) = started {
+                            let wait = self.broker.services.quotas.record(
+                                QuotaKey::ProducerByteRate,
+                                &principal,
+                                &header.client_id,
+                                request_bytes,
+                            );
+                            connection.throttle.extend(wait);
+                        }
+                        Start::Run(NativeStarted {
+                            started,
+                            caller: Caller {
+                                client_id: header.client_id,
+                                host: peer.ip().to_string(),
+                                principal,
+                            },
+                            correlation_id,
+                            throttle: connection.throttle.clone(),
+                        })
+                    }
                     Err(e) => Start::Answered(encode(correlation_id, Err(e))),
                 }
             }
@@ -451,8 +475,20 @@ impl connection::Protocol for Native {
     }
 
     async fn finish(self: Arc<Self>, started: NativeStarted) -> Answer {
+        let consumer_fetch = matches!(started.started, Started::Other(Request::Fetch(_)));
         let outcome = finish(&self.broker, started.started, &started.caller).await;
-        encode(started.correlation_id, outcome)
+        let answer = encode(started.correlation_id, outcome);
+        if let (true, Some(frame)) = (consumer_fetch, &answer) {
+            let caller = &started.caller;
+            let wait = self.broker.services.quotas.record(
+                QuotaKey::ConsumerByteRate,
+                &caller.principal,
+                &caller.client_id,
+                frame.len(),
+            );
+            started.throttle.extend(wait);
+        }
+        answer
     }
 
     fn refuse_frame(&self, payload_start: &[u8], error: &sluice_protocol::Error) -> Answer {
@@ -484,6 +520,10 @@ impl connection::Protocol for Native {
                 )
             })
             .of_payload(payload)
+    }
+
+    fn throttle<'a>(&self, connection: &'a NativeConnection) -> Option<&'a Throttle> {
+        Some(&connection.throttle)
     }
 
     fn closed(&self, connection: NativeConnection) {

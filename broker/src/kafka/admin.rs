@@ -21,23 +21,26 @@ use kafka_protocol::messages::elect_leaders_response::{
 use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    alter_client_quotas_response, alter_configs_response, AlterClientQuotasRequest,
-    AlterClientQuotasResponse, AlterConfigsRequest, AlterConfigsResponse, ApiKey,
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, DescribeClientQuotasResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, DescribeLogDirsRequest,
-    DescribeLogDirsResponse, ElectLeadersRequest, ElectLeadersResponse,
+    alter_client_quotas_response, alter_configs_response, describe_client_quotas_response,
+    AlterClientQuotasRequest, AlterClientQuotasResponse, AlterConfigsRequest, AlterConfigsResponse,
+    ApiKey, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClientQuotasRequest,
+    DescribeClientQuotasResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    DescribeLogDirsRequest, DescribeLogDirsResponse, ElectLeadersRequest, ElectLeadersResponse,
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, InitProducerIdRequest,
     InitProducerIdResponse, ListPartitionReassignmentsResponse, ProducerId, ResponseKind,
 };
+use sluice_protocol::messages::{QuotaAlteration, QuotaEntityComponent, QuotaOp};
 use sluice_protocol::{BrokerId, ErrorCode, PartitionId};
 
 use super::metadata::topic_id;
 use super::{kafka_error, kafka_error_at, kafka_str, topic_name};
+use crate::cluster::image::quotas::{EntityName, QuotaChange};
 use crate::error::ApiError;
 use crate::security::Principal;
 use crate::services::admin::{Admin, ConfigChange, Fallback, TopicConfig};
 use crate::services::producer_ids::{InitProducer, ProducerIds};
+use crate::services::quotas::{ClientQuotas, ComponentMatch, QuotaFilter};
 use crate::services::{map_topics, PartitionOutcome, TopicItems};
 use crate::topic_config::{config_type, ConfigType, NewTopic};
 use crate::txn::coordinator::Transactions;
@@ -661,48 +664,166 @@ pub fn list_partition_reassignments(service: &Admin, principal: &Principal) -> R
 }
 
 /// DescribeClientQuotas (`kafka-configs.sh --describe --entity-type users|clients`, admin
-/// consoles): sluice enforces no client quotas, so every filter matches none (Describe on
-/// the cluster, as ListPartitionReassignments).
-pub fn describe_client_quotas(service: &Admin, principal: &Principal) -> ResponseKind {
+/// consoles): the quotas whose entities the filter selects.
+pub fn describe_client_quotas(
+    service: &ClientQuotas,
+    principal: &Principal,
+    request: DescribeClientQuotasRequest,
+) -> ResponseKind {
     let response = DescribeClientQuotasResponse::default();
-    let response = match service.authorizer().check(
-        principal,
-        crate::security::acl::Operation::Describe,
-        crate::security::acl::Resource::Cluster,
-    ) {
-        Ok(()) => response.with_entries(Some(Vec::new())),
+    let described = quota_filter(&request).and_then(|f| service.describe(principal, &f));
+    ResponseKind::DescribeClientQuotas(match described {
+        Ok(quotas) => response.with_entries(Some(
+            quotas
+                .into_iter()
+                .map(|q| {
+                    let component = |entity_type: &str, name: &Option<EntityName>| {
+                        name.as_ref().map(|n| {
+                            describe_client_quotas_response::EntityData::default()
+                                .with_entity_type(kafka_str(entity_type))
+                                .with_entity_name(match n {
+                                    EntityName::Default => None,
+                                    EntityName::Named(n) => Some(kafka_str(n.clone())),
+                                })
+                        })
+                    };
+                    let entity = [
+                        component("user", &q.entity.user),
+                        component("client-id", &q.entity.client_id),
+                    ];
+                    describe_client_quotas_response::EntryData::default()
+                        .with_entity(entity.into_iter().flatten().collect())
+                        .with_values(
+                            q.values
+                                .iter()
+                                .map(|(key, rate)| {
+                                    describe_client_quotas_response::ValueData::default()
+                                        .with_key(kafka_str(key.name()))
+                                        .with_value(*rate as f64)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )),
         Err(e) => {
             let (code, message) = kafka_error(ApiKey::DescribeClientQuotas, &e);
             response.with_error_code(code).with_error_message(message)
         }
-    };
-    ResponseKind::DescribeClientQuotas(response)
+    })
 }
 
-/// AlterClientQuotas: refused for each entity, with why; nothing changes.
-pub fn alter_client_quotas(request: AlterClientQuotasRequest) -> ResponseKind {
+/// DescribeClientQuotas' match types: a name, the default, any.
+const MATCH_EXACT: i8 = 0;
+const MATCH_DEFAULT: i8 = 1;
+const MATCH_ANY: i8 = 2;
+
+fn quota_filter(request: &DescribeClientQuotasRequest) -> Result<QuotaFilter, ApiError> {
+    let mut filter = QuotaFilter {
+        strict: request.strict,
+        ..QuotaFilter::default()
+    };
+    for c in &request.components {
+        let matched = match (c.match_type, &c._match) {
+            (MATCH_EXACT, Some(name)) => ComponentMatch::Exact(name.to_string()),
+            (MATCH_DEFAULT, _) => ComponentMatch::Default,
+            (MATCH_ANY, _) => ComponentMatch::Any,
+            (other, _) => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("match type {other} without a name is not a quota filter"),
+                ))
+            }
+        };
+        let slot = match c.entity_type.as_str() {
+            "user" => &mut filter.user,
+            "client-id" => &mut filter.client_id,
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("sluice has quotas for users and client ids, not for {other:?}"),
+                ))
+            }
+        };
+        *slot = Some(matched);
+    }
+    Ok(filter)
+}
+
+/// AlterClientQuotas (`kafka-configs.sh --alter --entity-type users|clients`): each
+/// entry's changes, through the controller; an entry sluice cannot make is refused with
+/// why (Kafka's rates are doubles: sluice's, like Kafka's checks of them, whole bytes).
+pub async fn alter_client_quotas(
+    service: &ClientQuotas,
+    principal: &Principal,
+    request: AlterClientQuotasRequest,
+) -> ResponseKind {
+    let changes = request
+        .entries
+        .iter()
+        .map(|entry| {
+            let ops = entry
+                .ops
+                .iter()
+                .map(|op| {
+                    let value = op.value;
+                    if !op.remove && (value.fract() != 0.0 || !value.is_finite()) {
+                        return Err(ApiError::new(
+                            ErrorCode::InvalidRequest,
+                            format!(
+                                "{} must be a whole number of bytes per second, not {value}",
+                                op.key
+                            ),
+                        ));
+                    }
+                    Ok(QuotaOp {
+                        key: op.key.to_string(),
+                        value: value as i64,
+                        remove: op.remove,
+                    })
+                })
+                .collect::<Result<Vec<_>, ApiError>>()?;
+            let alteration = QuotaAlteration {
+                entity: entry
+                    .entity
+                    .iter()
+                    .map(|e| QuotaEntityComponent {
+                        entity_type: e.entity_type.to_string(),
+                        name: e.entity_name.as_ref().map(|n| n.to_string()),
+                    })
+                    .collect(),
+                ops,
+            };
+            QuotaChange::from_wire(&alteration)
+                .map_err(|why| ApiError::new(ErrorCode::InvalidRequest, why))
+        })
+        .collect();
+    let outcomes = service
+        .alter(principal, changes, request.validate_only)
+        .await;
     let entries = request
         .entries
         .into_iter()
-        .map(|entry| {
-            alter_client_quotas_response::EntryData::default()
-                .with_error_code(ErrorCode::InvalidRequest.code())
-                .with_error_message(Some(kafka_str(
-                    "sluice does not enforce client quotas (producer_byte_rate, \
-                     consumer_byte_rate, request_percentage, controller_mutation_rate); \
-                     nothing was changed",
-                )))
-                .with_entity(
-                    entry
-                        .entity
-                        .into_iter()
-                        .map(|e| {
-                            alter_client_quotas_response::EntityData::default()
-                                .with_entity_type(e.entity_type)
-                                .with_entity_name(e.entity_name)
-                        })
-                        .collect(),
-                )
+        .zip(outcomes)
+        .map(|(entry, outcome)| {
+            let result = alter_client_quotas_response::EntryData::default().with_entity(
+                entry
+                    .entity
+                    .into_iter()
+                    .map(|e| {
+                        alter_client_quotas_response::EntityData::default()
+                            .with_entity_type(e.entity_type)
+                            .with_entity_name(e.entity_name)
+                    })
+                    .collect(),
+            );
+            match outcome {
+                Ok(()) => result,
+                Err(e) => {
+                    let (code, message) = kafka_error(ApiKey::AlterClientQuotas, &e);
+                    result.with_error_code(code).with_error_message(message)
+                }
+            }
         })
         .collect();
     ResponseKind::AlterClientQuotas(AlterClientQuotasResponse::default().with_entries(entries))

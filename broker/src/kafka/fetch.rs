@@ -39,6 +39,22 @@ const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 
 /// Fetch: records below each partition's high watermark, long-polled. With the answer, the
 /// record batches it sends from their segment files (the answer holds their stand-ins).
+/// The bytes of batches in a Fetch answer: those it holds and those sent from files.
+pub fn answer_bytes(body: &ResponseKind, in_files: &[InFile]) -> usize {
+    let held = match body {
+        ResponseKind::Fetch(r) => r
+            .responses
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .filter_map(|p| p.records.as_ref())
+            .map(|r| r.len())
+            .sum(),
+        _ => 0,
+    };
+    let from_files: usize = in_files.iter().map(|f| f.slice.len()).sum();
+    held + from_files
+}
+
 pub async fn fetch(
     service: &Fetch,
     principal: &Principal,

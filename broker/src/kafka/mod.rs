@@ -28,6 +28,7 @@ mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
@@ -38,7 +39,8 @@ use sluice_protocol::frame::SplicedFrame;
 use sluice_protocol::BrokerId;
 
 use crate::broker::Services;
-use crate::connection::{Answer, Protocol, Start};
+use crate::cluster::image::quotas::QuotaKey;
+use crate::connection::{Answer, Protocol, Start, Throttle};
 use crate::security::{Login, Principal};
 
 /// The Kafka protocol error code for a refused frame (MESSAGE_TOO_LARGE), answered where the
@@ -75,6 +77,8 @@ struct Caller {
     client_id: String,
     host: String,
     principal: Principal,
+    /// The connection's throttle, which a consumer's fetch answer may extend.
+    throttle: Throttle,
 }
 
 /// A Kafka request after its ordered phase.
@@ -84,8 +88,8 @@ pub struct KafkaStarted {
 }
 
 enum Work {
-    /// A produce whose batches are in the logs.
-    Produce(produce::Appended),
+    /// A produce whose batches are in the logs, and how long its client is throttled.
+    Produce(produce::Appended, Duration),
     /// Served entirely in the ordered phase (topic administration).
     Done(ResponseKind),
     /// Everything else: served concurrently.
@@ -96,6 +100,8 @@ enum Work {
 pub struct KafkaConnection {
     /// Where the connection is in its SASL login.
     login: Login,
+    /// Holds the client back while it is over a quota.
+    throttle: Throttle,
 }
 
 impl Kafka {
@@ -170,6 +176,7 @@ impl Protocol for Kafka {
     ) -> KafkaConnection {
         KafkaConnection {
             login: Login::new(tls, tls_identity),
+            throttle: Throttle::default(),
         }
     }
 
@@ -179,6 +186,7 @@ impl Protocol for Kafka {
         payload: Bytes,
         peer: SocketAddr,
     ) -> Start<KafkaStarted> {
+        let request_bytes = payload.len();
         let request = match codec::decode_request(payload) {
             Ok(request) => request,
             Err(codec::DecodeError::Header(why)) => {
@@ -228,7 +236,16 @@ impl Protocol for Kafka {
         let work = match request.body {
             RequestKind::Produce(r) => {
                 match produce::start(&services.produce, &principal, r, header.api_version).await {
-                    Ok(appended) => Work::Produce(appended),
+                    Ok(appended) => {
+                        let wait = services.quotas.record(
+                            QuotaKey::ProducerByteRate,
+                            &principal,
+                            request.client_id.as_deref().unwrap_or_default(),
+                            request_bytes,
+                        );
+                        connection.throttle.extend(wait);
+                        Work::Produce(appended, wait)
+                    }
                     Err(body) => Work::Done(body),
                 }
             }
@@ -247,6 +264,7 @@ impl Protocol for Kafka {
                     client_id: request.client_id.unwrap_or_default(),
                     host: peer.ip().to_string(),
                     principal,
+                    throttle: connection.throttle.clone(),
                 },
             ),
         };
@@ -256,17 +274,28 @@ impl Protocol for Kafka {
     async fn finish(self: Arc<Self>, started: KafkaStarted) -> Answer {
         let header = started.header;
         let body = match started.work {
-            Work::Produce(appended) => produce::finish(appended).await?,
+            Work::Produce(appended, wait) => produce::finish(appended, wait).await?,
             Work::Done(body) => body,
             Work::Other(RequestKind::Fetch(request), caller) => {
                 let services = &self.services;
-                let (body, in_files) = fetch::fetch(
+                let (mut body, in_files) = fetch::fetch(
                     &services.fetch,
                     &caller.principal,
                     request,
                     header.api_version,
                 )
                 .await;
+                // The answer's size is its batches' (Kafka counts the whole response).
+                let wait = services.quotas.record(
+                    QuotaKey::ConsumerByteRate,
+                    &caller.principal,
+                    &caller.client_id,
+                    fetch::answer_bytes(&body, &in_files),
+                );
+                caller.throttle.extend(wait);
+                if let ResponseKind::Fetch(response) = &mut body {
+                    response.throttle_time_ms = throttle_ms(wait);
+                }
                 return encode(header, &body, &in_files);
             }
             Work::Other(request, caller) => match self.serve(header, request, &caller).await {
@@ -298,6 +327,10 @@ impl Protocol for Kafka {
     }
 
     fn closed(&self, _: KafkaConnection) {}
+
+    fn throttle<'a>(&self, connection: &'a KafkaConnection) -> Option<&'a Throttle> {
+        Some(&connection.throttle)
+    }
 
     fn api_name(&self, payload: &[u8]) -> &'static str {
         static NAMES: std::sync::OnceLock<crate::metrics::ApiNames> = std::sync::OnceLock::new();
@@ -354,10 +387,12 @@ impl Kafka {
             RequestKind::ListPartitionReassignments(_) => {
                 admin::list_partition_reassignments(&services.admin, principal)
             }
-            RequestKind::DescribeClientQuotas(_) => {
-                admin::describe_client_quotas(&services.admin, principal)
+            RequestKind::DescribeClientQuotas(r) => {
+                admin::describe_client_quotas(&services.quotas, principal, r)
             }
-            RequestKind::AlterClientQuotas(r) => admin::alter_client_quotas(r),
+            RequestKind::AlterClientQuotas(r) => {
+                admin::alter_client_quotas(&services.quotas, principal, r).await
+            }
             RequestKind::ElectLeaders(r) => {
                 admin::elect_leaders(&services.admin, principal, r, version).await
             }
@@ -487,6 +522,11 @@ fn first_refusal(api_key: i16, api_version: i16) -> bool {
 }
 
 /// A sluice error as `api`'s Kafka clients must see it: the code and the message.
+/// A throttle as a response's `throttle_time_ms`.
+fn throttle_ms(wait: Duration) -> i32 {
+    i32::try_from(wait.as_millis()).unwrap_or(i32::MAX)
+}
+
 fn kafka_error(api: ApiKey, e: &crate::error::ApiError) -> (i16, Option<StrBytes>) {
     (
         codec::kafka_error_code_for(api, e.code),

@@ -79,11 +79,18 @@ pub async fn start(
     }
 }
 
-/// The completion phase: every partition's outcome, or no answer at all for acks=0.
-pub async fn finish(appended: Appended) -> Option<ResponseKind> {
+/// The completion phase: every partition's outcome, or no answer at all for acks=0;
+/// with the time the client is throttled for (over its quota).
+pub async fn finish(appended: Appended, throttled: Duration) -> Option<ResponseKind> {
     let acks = appended.0.acks();
     let topics = Produce::complete(appended.0).await;
-    (acks != Acks::None).then(|| response(topics))
+    (acks != Acks::None).then(|| {
+        let mut answer = response(topics);
+        if let ResponseKind::Produce(r) = &mut answer {
+            r.throttle_time_ms = super::throttle_ms(throttled);
+        }
+        answer
+    })
 }
 
 fn response(

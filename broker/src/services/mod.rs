@@ -13,6 +13,8 @@
 //! - [`producer_ids`]: ids for idempotent producers, from blocks the controller hands out.
 //! - [`acls`]: ACLs, through the active controller; [`crate::security::acl::Authorizer`]
 //!   judges every request by them.
+//! - [`quotas`]: client quotas, through the active controller, and the throttling of
+//!   clients above theirs.
 //! - [`users`]: SCRAM users, through the active controller; logins are
 //!   [`crate::security::Authenticator`]'s, which both listeners drive.
 //! - [`crate::groups::Coordinator`]: consumer groups (kept beside the group state machine).
@@ -30,6 +32,7 @@ pub mod fetch;
 pub mod offsets;
 pub mod produce;
 pub mod producer_ids;
+pub mod quotas;
 pub mod users;
 
 use sluice_protocol::{ErrorCode, PartitionId};

@@ -223,3 +223,63 @@ wire_struct! {
         pub topics: Vec<TopicPartitionResults>,
     }
 }
+
+wire_struct! {
+    /// One component of a client quota's entity.
+    pub struct QuotaEntityComponent {
+        /// `user` or `client-id`.
+        pub entity_type: String,
+        /// The user or client id, or null for the default one.
+        pub name: Option<String>,
+    }
+}
+
+wire_struct! {
+    /// One quota of an entity set or removed.
+    pub struct QuotaOp {
+        /// `producer_byte_rate` or `consumer_byte_rate`.
+        pub key: String,
+        /// Bytes per second (ignored when removed).
+        pub value: i64,
+        /// Remove the quota instead of setting it.
+        pub remove: bool,
+    }
+}
+
+wire_struct! {
+    /// The quota changes of one entity.
+    pub struct QuotaAlteration {
+        /// The entity: a user, a client id, or both.
+        pub entity: Vec<QuotaEntityComponent>,
+        /// Its quotas set or removed.
+        pub ops: Vec<QuotaOp>,
+    }
+}
+
+wire_struct! {
+    /// Sets or removes client quotas (Kafka's AlterClientQuotas).
+    pub struct AlterClientQuotasRequest {
+        /// One entry per entity.
+        pub entries: Vec<QuotaAlteration>,
+        /// Check the changes and make none.
+        pub validate_only: bool,
+    }
+}
+
+wire_struct! {
+    /// The outcome of one entity's changes.
+    pub struct QuotaResult {
+        /// NONE, or why the entry was refused.
+        pub error_code: ErrorCode,
+        /// Details of the error for a human, if any.
+        pub error_message: Option<String>,
+    }
+}
+
+wire_struct! {
+    /// One outcome per entry, in request order.
+    pub struct AlterClientQuotasResponse {
+        /// The outcomes.
+        pub results: Vec<QuotaResult>,
+    }
+}
