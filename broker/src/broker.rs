@@ -372,6 +372,7 @@ impl Services {
             quotas: crate::services::quotas::ClientQuotas::new(
                 Arc::clone(cluster),
                 Arc::clone(&authorizer),
+                Arc::clone(metrics),
             ),
             users: crate::services::users::Users::new(Arc::clone(cluster), Arc::clone(&authorizer)),
             auth: Arc::new(auth),

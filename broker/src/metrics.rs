@@ -63,6 +63,13 @@ pub struct DenialLabels {
     pub resource_type: &'static str,
 }
 
+/// Labels of a client throttled for its quota.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabels {
+    /// `producer_byte_rate` or `consumer_byte_rate`.
+    pub quota: &'static str,
+}
+
 /// Labels of a failed login.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MechanismLabels {
@@ -98,6 +105,8 @@ pub struct Metrics {
     isr_expands: Counter,
     denials: Family<DenialLabels, Counter>,
     failed_logins: Family<MechanismLabels, Counter>,
+    throttles: Family<QuotaLabels, Counter>,
+    throttle_ms: Family<QuotaLabels, Counter>,
     cleaner_runs: Counter,
     cleaner_records_removed: Counter,
     cleaner_bytes_read: Counter,
@@ -127,6 +136,8 @@ impl Default for Metrics {
             isr_expands: Counter::default(),
             denials: Family::default(),
             failed_logins: Family::default(),
+            throttles: Family::default(),
+            throttle_ms: Family::default(),
             cleaner_runs: Counter::default(),
             cleaner_records_removed: Counter::default(),
             cleaner_bytes_read: Counter::default(),
@@ -227,6 +238,16 @@ impl Metrics {
             "sluice_authorization_denials",
             "Requests (or parts of them) the ACLs denied, per operation and resource type",
             self.denials.clone(),
+        );
+        registry.register(
+            "sluice_quota_throttles",
+            "Answers after which a client over its quota was held back, per quota",
+            self.throttles.clone(),
+        );
+        registry.register(
+            "sluice_quota_throttle_time_ms",
+            "Milliseconds clients over their quotas were held back for, per quota",
+            self.throttle_ms.clone(),
         );
         registry.register(
             "sluice_authentication_failures",
@@ -341,6 +362,17 @@ impl Metrics {
                 resource_type,
             };
             self.denials.get_or_create(&labels).inc();
+        }
+    }
+
+    /// A client over its `quota` is held back for `wait`.
+    pub fn throttled(&self, quota: &'static str, wait: std::time::Duration) {
+        if self.enabled {
+            let labels = QuotaLabels { quota };
+            self.throttles.get_or_create(&labels).inc();
+            self.throttle_ms
+                .get_or_create(&labels)
+                .inc_by(wait.as_millis().try_into().unwrap_or(u64::MAX));
         }
     }
 

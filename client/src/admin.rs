@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use sluice_protocol::messages::{
-    AlterConfigsRequest, AlterUserScramCredentialsRequest, AlterableConfig, AlterableTopic,
-    CreatableTopic, CreateAclsRequest, CreatePartitionsRequest, CreatePartitionsTopic,
-    CreateTopicsRequest, DeleteAclsRequest, DeleteRecordsPartition, DeleteRecordsRequest,
-    DeleteRecordsTopic, DeleteTopicsRequest, DescribeAclsRequest, DescribeClusterRequest,
-    DescribeUserScramCredentialsRequest, ElectLeadersRequest, IsolationLevel, ReplicaAssignment,
+    AlterClientQuotasRequest, AlterConfigsRequest, AlterUserScramCredentialsRequest,
+    AlterableConfig, AlterableTopic, CreatableTopic, CreateAclsRequest, CreatePartitionsRequest,
+    CreatePartitionsTopic, CreateTopicsRequest, DeleteAclsRequest, DeleteRecordsPartition,
+    DeleteRecordsRequest, DeleteRecordsTopic, DeleteTopicsRequest, DescribeAclsRequest,
+    DescribeClientQuotasRequest, DescribeClusterRequest, DescribeUserScramCredentialsRequest,
+    ElectLeadersRequest, IsolationLevel, QuotaAlteration, QuotaOp, ReplicaAssignment,
     ScramCredentialDeletion, ScramCredentialUpsertion, TopicPartitions, CONFIG_DELETE, CONFIG_SET,
     EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
@@ -19,6 +20,7 @@ use crate::acl::Acl;
 use crate::backoff::{Backoff, Jitter};
 use crate::client::{broker_timeout_ms, format_address, unexpected, Client};
 use crate::error::{Error, Result};
+use crate::quota::{ClientQuota, QuotaEntity};
 use crate::sasl::SaslMechanism;
 
 /// A topic to create.
@@ -915,6 +917,79 @@ impl Admin {
             }
         })
         .await
+    }
+
+    /// Sets `entity`'s quotas in `set` and removes those in `remove` (Kafka's names:
+    /// `producer_byte_rate`, `consumer_byte_rate`; bytes per second). Needs Alter on the
+    /// cluster.
+    ///
+    /// ```no_run
+    /// # async fn demo(admin: sluice_client::Admin) -> sluice_client::Result<()> {
+    /// use sluice_client::{QuotaEntity, QuotaName};
+    /// let etl = QuotaEntity { user: None, client_id: Some(QuotaName::Named("etl".into())) };
+    /// admin.alter_client_quotas(&etl, &[("producer_byte_rate", 1 << 20)], &[]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn alter_client_quotas(
+        &self,
+        entity: &QuotaEntity,
+        set: &[(&str, u64)],
+        remove: &[&str],
+    ) -> Result<()> {
+        let ops = set
+            .iter()
+            .map(|(key, value)| QuotaOp {
+                key: (*key).to_owned(),
+                value: i64::try_from(*value).unwrap_or(i64::MAX),
+                remove: false,
+            })
+            .chain(remove.iter().map(|key| QuotaOp {
+                key: (*key).to_owned(),
+                value: 0,
+                remove: true,
+            }))
+            .collect();
+        let entry = QuotaAlteration {
+            entity: entity.to_wire(),
+            ops,
+        };
+        let entry = &entry;
+        self.retrying("altering client quotas", move |_| async move {
+            let request = Request::AlterClientQuotas(AlterClientQuotasRequest {
+                entries: vec![entry.clone()],
+                validate_only: false,
+            });
+            let results = match self.client.send_any(request).await? {
+                Response::AlterClientQuotas(r) => r.results,
+                other => return Err(unexpected("AlterClientQuotas", &other)),
+            };
+            match results
+                .into_iter()
+                .find(|r| r.error_code != ErrorCode::None)
+            {
+                Some(r) => Err(Error::broker(
+                    "altering client quotas",
+                    r.error_code,
+                    r.error_message,
+                )),
+                None => Ok(()),
+            }
+        })
+        .await
+    }
+
+    /// Every client quota, sorted by entity.
+    pub async fn client_quotas(&self) -> Result<Vec<ClientQuota>> {
+        let request = Request::DescribeClientQuotas(DescribeClientQuotasRequest {
+            components: Vec::new(),
+            strict: false,
+        });
+        match self.client.send_any(request).await? {
+            Response::DescribeClientQuotas(r) => {
+                Ok(r.entries.into_iter().map(ClientQuota::from_wire).collect())
+            }
+            other => Err(unexpected("DescribeClientQuotas", &other)),
+        }
     }
 
     /// Every ACL, or those of `principal` (`User:alice`).

@@ -114,6 +114,7 @@ mod fast_hash;
 mod group;
 mod partitioner;
 mod producer;
+mod quota;
 mod sasl;
 #[cfg(test)]
 mod testing;
@@ -138,6 +139,7 @@ pub use group::{
 };
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{Acks, CompressionConfig, Producer, ProducerConfig, ProducerRecord};
+pub use quota::{ClientQuota, QuotaEntity, QuotaName};
 pub use sasl::{SaslConfig, SaslMechanism};
 /// A batch codec: none, gzip, snappy, lz4, zstd.
 pub use sluice_protocol::batch::Compression;

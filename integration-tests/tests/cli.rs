@@ -811,3 +811,82 @@ fn a_group_consume_commits_the_position_of_every_assigned_partition() {
     seen.sort();
     assert_eq!(seen, (0..1200).collect::<Vec<u32>>(), "each record once");
 }
+
+#[test]
+fn quota_commands_set_list_remove_and_hold_back_a_producer_over_its_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap();
+    let out = cli_ok(
+        &b,
+        &[
+            "quota",
+            "set",
+            "--client-id",
+            "sluice-cli",
+            "--producer-byte-rate",
+            "50000",
+        ],
+        "",
+    );
+    assert_eq!(out, "set client-id=sluice-cli producer_byte_rate=50000\n");
+    cli_ok(
+        &b,
+        &[
+            "quota",
+            "set",
+            "--default-user",
+            "--consumer-byte-rate",
+            "1048576",
+        ],
+        "",
+    );
+    let listed = json(&cli_ok(&b, &["quota", "list", "--format", "json"], ""));
+    assert_eq!(
+        listed,
+        serde_json::json!([
+            {"user": null, "client_id": "sluice-cli", "quotas": {"producer_byte_rate": 50000}},
+            {"user": "<default>", "client_id": null, "quotas": {"consumer_byte_rate": 1048576}},
+        ])
+    );
+    // 600 KB from client id sluice-cli: over 50 KB/s across the 10 s window.
+    cli_ok(&b, &["topic", "create", "q"], "");
+    let value = "x".repeat(1000);
+    let input: String = (0..600).map(|_| format!("{value}\n")).collect();
+    cli_ok(&b, &["produce", "q"], &input);
+    let metrics = sluice_integration_tests::scrape(broker.http_addr());
+    let throttles = metrics
+        .get(r#"sluice_quota_throttles_total{quota="producer_byte_rate"}"#)
+        .copied()
+        .unwrap_or(0.0);
+    assert!(throttles >= 1.0, "no producer throttled: {metrics:?}");
+    let read = cli_ok(
+        &b,
+        &["consume", "q", "--from-beginning", "--timeout-ms", "5000"],
+        "",
+    );
+    assert_eq!(read.lines().count(), 600, "every record was written");
+    // Refusals: no rate, two names for one component, a rate of zero.
+    for bad in [
+        &["quota", "set", "--user", "a"][..],
+        &[
+            "quota",
+            "set",
+            "--user",
+            "a",
+            "--default-user",
+            "--producer-byte-rate",
+            "1",
+        ],
+        &["quota", "set", "--user", "a", "--producer-byte-rate", "0"],
+    ] {
+        assert!(!cli(&b, bad, "").status.success(), "{bad:?}");
+    }
+    let out = cli_ok(&b, &["quota", "remove", "--client-id", "sluice-cli"], "");
+    assert_eq!(
+        out,
+        "removed producer_byte_rate and consumer_byte_rate of client-id=sluice-cli\n"
+    );
+    cli_ok(&b, &["quota", "remove", "--default-user"], "");
+    assert_eq!(cli_ok(&b, &["quota", "list"], ""), "");
+}

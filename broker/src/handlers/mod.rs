@@ -102,6 +102,7 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::DeleteAcls,
     ApiKey::DescribeAcls,
     ApiKey::AlterClientQuotas,
+    ApiKey::DescribeClientQuotas,
 ];
 
 /// A request after its ordered phase.
@@ -223,6 +224,9 @@ pub async fn finish(
         }
         Request::AlterClientQuotas(r) => {
             Response::AlterClientQuotas(quotas::alter(&services.quotas, principal, r).await)
+        }
+        Request::DescribeClientQuotas(r) => {
+            Response::DescribeClientQuotas(quotas::describe(&services.quotas, principal, r)?)
         }
         Request::DeleteAcls(r) => {
             Response::DeleteAcls(acls::delete(&services.acls, principal, r).await)

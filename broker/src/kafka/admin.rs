@@ -35,12 +35,12 @@ use sluice_protocol::{BrokerId, ErrorCode, PartitionId};
 
 use super::metadata::topic_id;
 use super::{kafka_error, kafka_error_at, kafka_str, topic_name};
-use crate::cluster::image::quotas::{EntityName, QuotaChange};
+use crate::cluster::image::quotas::QuotaChange;
 use crate::error::ApiError;
 use crate::security::Principal;
 use crate::services::admin::{Admin, ConfigChange, Fallback, TopicConfig};
 use crate::services::producer_ids::{InitProducer, ProducerIds};
-use crate::services::quotas::{ClientQuotas, ComponentMatch, QuotaFilter};
+use crate::services::quotas::{ClientQuotas, QuotaFilter};
 use crate::services::{map_topics, PartitionOutcome, TopicItems};
 use crate::topic_config::{config_type, ConfigType, NewTopic};
 use crate::txn::coordinator::Transactions;
@@ -671,28 +671,24 @@ pub fn describe_client_quotas(
     request: DescribeClientQuotasRequest,
 ) -> ResponseKind {
     let response = DescribeClientQuotasResponse::default();
-    let described = quota_filter(&request).and_then(|f| service.describe(principal, &f));
+    let components = request
+        .components
+        .iter()
+        .map(|c| (c.entity_type.as_str(), c.match_type, c._match.as_deref()));
+    let described = QuotaFilter::from_components(components, request.strict)
+        .and_then(|f| service.describe(principal, &f));
     ResponseKind::DescribeClientQuotas(match described {
         Ok(quotas) => response.with_entries(Some(
             quotas
                 .into_iter()
                 .map(|q| {
-                    let component = |entity_type: &str, name: &Option<EntityName>| {
-                        name.as_ref().map(|n| {
-                            describe_client_quotas_response::EntityData::default()
-                                .with_entity_type(kafka_str(entity_type))
-                                .with_entity_name(match n {
-                                    EntityName::Default => None,
-                                    EntityName::Named(n) => Some(kafka_str(n.clone())),
-                                })
-                        })
-                    };
-                    let entity = [
-                        component("user", &q.entity.user),
-                        component("client-id", &q.entity.client_id),
-                    ];
+                    let entity = q.entity.to_wire().into_iter().map(|c| {
+                        describe_client_quotas_response::EntityData::default()
+                            .with_entity_type(kafka_str(c.entity_type))
+                            .with_entity_name(c.name.map(kafka_str))
+                    });
                     describe_client_quotas_response::EntryData::default()
-                        .with_entity(entity.into_iter().flatten().collect())
+                        .with_entity(entity.collect())
                         .with_values(
                             q.values
                                 .iter()
@@ -711,43 +707,6 @@ pub fn describe_client_quotas(
             response.with_error_code(code).with_error_message(message)
         }
     })
-}
-
-/// DescribeClientQuotas' match types: a name, the default, any.
-const MATCH_EXACT: i8 = 0;
-const MATCH_DEFAULT: i8 = 1;
-const MATCH_ANY: i8 = 2;
-
-fn quota_filter(request: &DescribeClientQuotasRequest) -> Result<QuotaFilter, ApiError> {
-    let mut filter = QuotaFilter {
-        strict: request.strict,
-        ..QuotaFilter::default()
-    };
-    for c in &request.components {
-        let matched = match (c.match_type, &c._match) {
-            (MATCH_EXACT, Some(name)) => ComponentMatch::Exact(name.to_string()),
-            (MATCH_DEFAULT, _) => ComponentMatch::Default,
-            (MATCH_ANY, _) => ComponentMatch::Any,
-            (other, _) => {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("match type {other} without a name is not a quota filter"),
-                ))
-            }
-        };
-        let slot = match c.entity_type.as_str() {
-            "user" => &mut filter.user,
-            "client-id" => &mut filter.client_id,
-            other => {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("sluice has quotas for users and client ids, not for {other:?}"),
-                ))
-            }
-        };
-        *slot = Some(matched);
-    }
-    Ok(filter)
 }
 
 /// AlterClientQuotas (`kafka-configs.sh --alter --entity-type users|clients`): each

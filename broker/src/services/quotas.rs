@@ -19,6 +19,7 @@ use sluice_protocol::{ErrorCode, Request, Response};
 use crate::cluster::image::quotas::{ClientQuota, EntityName, QuotaChange, QuotaKey, UsageKey};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::security::acl::{Authorizer, Operation, Resource};
 use crate::security::Principal;
 
@@ -56,6 +57,43 @@ pub struct QuotaFilter {
 }
 
 impl QuotaFilter {
+    /// The filter of a DescribeClientQuotas, from each component's entity type, match
+    /// type (Kafka's: 0 this name, 1 the default, 2 any) and name.
+    pub fn from_components<'a>(
+        components: impl IntoIterator<Item = (&'a str, i8, Option<&'a str>)>,
+        strict: bool,
+    ) -> Result<QuotaFilter, ApiError> {
+        let mut filter = QuotaFilter {
+            strict,
+            ..QuotaFilter::default()
+        };
+        for (entity_type, match_type, name) in components {
+            let matched = match (match_type, name) {
+                (0, Some(name)) => ComponentMatch::Exact(name.to_owned()),
+                (1, _) => ComponentMatch::Default,
+                (2, _) => ComponentMatch::Any,
+                (other, _) => {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("match type {other} without a name is not a quota filter"),
+                    ))
+                }
+            };
+            let slot = match entity_type {
+                "user" => &mut filter.user,
+                "client-id" => &mut filter.client_id,
+                other => {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("sluice has quotas for users and client ids, not for {other:?}"),
+                    ))
+                }
+            };
+            *slot = Some(matched);
+        }
+        Ok(filter)
+    }
+
     fn selects(&self, quota: &ClientQuota) -> bool {
         fn component(
             filter: &Option<ComponentMatch>,
@@ -82,15 +120,21 @@ impl QuotaFilter {
 pub struct ClientQuotas {
     cluster: Arc<Cluster>,
     authorizer: Arc<Authorizer>,
+    metrics: Arc<Metrics>,
     usage: Mutex<HashMap<UsageKey, Rate>>,
 }
 
 impl ClientQuotas {
     /// The quotas of `cluster`'s metadata, guarded by `authorizer`.
-    pub fn new(cluster: Arc<Cluster>, authorizer: Arc<Authorizer>) -> ClientQuotas {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        authorizer: Arc<Authorizer>,
+        metrics: Arc<Metrics>,
+    ) -> ClientQuotas {
         ClientQuotas {
             cluster,
             authorizer,
+            metrics,
             usage: Mutex::new(HashMap::new()),
         }
     }
@@ -205,10 +249,15 @@ impl ClientQuotas {
         if rates.len() >= USAGE_ENTRIES_PRUNE {
             rates.retain(|_, rate| !rate.idle(now));
         }
-        rates
+        let wait = rates
             .entry(usage)
             .or_default()
-            .record(now, bytes as u64, quota)
+            .record(now, bytes as u64, quota);
+        drop(rates);
+        if !wait.is_zero() {
+            self.metrics.throttled(key.name(), wait);
+        }
+        wait
     }
 }
 

@@ -283,3 +283,53 @@ wire_struct! {
         pub results: Vec<QuotaResult>,
     }
 }
+
+wire_struct! {
+    /// One component of a DescribeClientQuotas filter.
+    pub struct QuotaFilterComponent {
+        /// `user` or `client-id`.
+        pub entity_type: String,
+        /// 0: exactly `name`; 1: the default; 2: any (the entity has the component).
+        pub match_type: i8,
+        /// The name, for match type 0.
+        pub name: Option<String>,
+    }
+}
+
+wire_struct! {
+    /// Lists client quotas (Kafka's DescribeClientQuotas).
+    pub struct DescribeClientQuotasRequest {
+        /// The components every listed entity matches (empty: every entity).
+        pub components: Vec<QuotaFilterComponent>,
+        /// Only entities with no component the filter does not name.
+        pub strict: bool,
+    }
+}
+
+wire_struct! {
+    /// One quota of an entity.
+    pub struct QuotaValue {
+        /// `producer_byte_rate` or `consumer_byte_rate`.
+        pub key: String,
+        /// Bytes per second.
+        pub value: i64,
+    }
+}
+
+wire_struct! {
+    /// An entity's quotas.
+    pub struct QuotaEntry {
+        /// The entity.
+        pub entity: Vec<QuotaEntityComponent>,
+        /// Its quotas.
+        pub values: Vec<QuotaValue>,
+    }
+}
+
+wire_struct! {
+    /// The quotas the filter selects, sorted by entity.
+    pub struct DescribeClientQuotasResponse {
+        /// One entry per entity.
+        pub entries: Vec<QuotaEntry>,
+    }
+}

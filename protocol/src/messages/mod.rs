@@ -311,6 +311,8 @@ apis! {
     ElectLeaders = 43, versions 0..=0, ElectLeadersRequest, ElectLeadersResponse;
     /// Change topic configs after creation (Kafka's IncrementalAlterConfigs).
     IncrementalAlterConfigs = 44, versions 0..=0, AlterConfigsRequest, AlterConfigsResponse;
+    /// List client quotas.
+    DescribeClientQuotas = 48, versions 0..=0, DescribeClientQuotasRequest, DescribeClientQuotasResponse;
     /// Set or remove client quotas (byte rates per user and client id).
     AlterClientQuotas = 49, versions 0..=0, AlterClientQuotasRequest, AlterClientQuotasResponse;
     /// List SCRAM users.

@@ -53,6 +53,26 @@ impl QuotaEntity {
         Ok(())
     }
 
+    /// The entity as the wire names it: a component per name, null for a default.
+    pub fn to_wire(&self) -> Vec<QuotaEntityComponent> {
+        let component = |entity_type: &str, name: &Option<EntityName>| {
+            name.as_ref().map(|n| QuotaEntityComponent {
+                entity_type: entity_type.to_owned(),
+                name: match n {
+                    EntityName::Default => None,
+                    EntityName::Named(n) => Some(n.clone()),
+                },
+            })
+        };
+        [
+            component("user", &self.user),
+            component("client-id", &self.client_id),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
     /// `user=alice,client-id=<default>`.
     pub fn describe(&self) -> String {
         let parts: Vec<String> = [("user", &self.user), ("client-id", &self.client_id)]
@@ -174,22 +194,7 @@ impl QuotaChange {
 
     /// This change as an AlterClientQuotas entry.
     pub fn to_wire(&self) -> QuotaAlteration {
-        let component = |entity_type: &str, name: &Option<EntityName>| {
-            name.as_ref().map(|n| QuotaEntityComponent {
-                entity_type: entity_type.to_owned(),
-                name: match n {
-                    EntityName::Default => None,
-                    EntityName::Named(n) => Some(n.clone()),
-                },
-            })
-        };
-        let entity = [
-            component("user", &self.entity.user),
-            component("client-id", &self.entity.client_id),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let entity = self.entity.to_wire();
         let set = self.set.iter().map(|(k, v)| QuotaOp {
             key: k.name().to_owned(),
             value: i64::try_from(*v).unwrap_or(i64::MAX),

@@ -90,6 +90,63 @@ pub enum Command {
     User(UserArgs),
     /// Manage ACLs (enforced by brokers run with --authorizer on).
     Acl(AclArgs),
+    /// Manage client quotas (byte rates per user and client id, enforced by every broker).
+    Quota(QuotaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QuotaArgs {
+    #[command(flatten)]
+    pub timeout: AdminTimeout,
+    #[command(subcommand)]
+    pub command: QuotaCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuotaCommand {
+    /// Set a user's, a client id's or a user's client id's quotas (bytes per second).
+    #[command(group(ArgGroup::new("rate").required(true).multiple(true).args(["producer_byte_rate", "consumer_byte_rate"])))]
+    Set {
+        #[command(flatten)]
+        entity: QuotaEntityArgs,
+        /// Bytes per second the clients may produce (Kafka's producer_byte_rate).
+        #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+        producer_byte_rate: Option<u64>,
+        /// Bytes per second the clients may consume (Kafka's consumer_byte_rate).
+        #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+        consumer_byte_rate: Option<u64>,
+    },
+    /// Remove quotas: those named, or both.
+    Remove {
+        #[command(flatten)]
+        entity: QuotaEntityArgs,
+        /// Remove the producer byte rate.
+        #[arg(long)]
+        producer_byte_rate: bool,
+        /// Remove the consumer byte rate.
+        #[arg(long)]
+        consumer_byte_rate: bool,
+    },
+    /// List every quota.
+    List,
+}
+
+/// Whom a quota is for, on the command line.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("entity").required(true).multiple(true).args(["user", "default_user", "client_id", "default_client_id"])))]
+pub struct QuotaEntityArgs {
+    /// For this user (a SASL user's name, without User:).
+    #[arg(long, value_name = "NAME", conflicts_with = "default_user")]
+    pub user: Option<String>,
+    /// For every user without a quota of their own.
+    #[arg(long)]
+    pub default_user: bool,
+    /// For clients with this client id.
+    #[arg(long, value_name = "ID", conflicts_with = "default_client_id")]
+    pub client_id: Option<String>,
+    /// For every client id without a quota of its own.
+    #[arg(long)]
+    pub default_client_id: bool,
 }
 
 #[derive(Debug, Args)]

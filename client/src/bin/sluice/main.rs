@@ -15,12 +15,12 @@ use std::time::Duration;
 use clap::Parser;
 use sluice_client::{
     Acl, AclOperation, AclResource, Admin, Client, ClientConfig, NewTopic, PartitionId,
-    ResetTarget, SaslConfig, SaslMechanism,
+    QuotaEntity, QuotaName, ResetTarget, SaslConfig, SaslMechanism,
 };
 
 use args::{
     AclCommand, AclSpecArgs, AdminTimeout, Cli, ClusterArgs, ClusterCommand, Command, Format,
-    GroupCommand, TopicCommand, UserCommand,
+    GroupCommand, QuotaCommand, QuotaEntityArgs, TopicCommand, UserCommand,
 };
 
 fn main() -> ExitCode {
@@ -158,6 +158,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Group(args) => group(admin(args.timeout), args.command, format).await,
         Command::User(args) => user(admin(args.timeout), args.command, format).await,
         Command::Acl(args) => acl(admin(args.timeout), args.command, format).await,
+        Command::Quota(args) => quota(admin(args.timeout), args.command, format).await,
     }
 }
 
@@ -408,6 +409,114 @@ async fn acl(admin: Admin, command: AclCommand, format: Format) -> CliResult {
             )
         }
     }
+}
+
+async fn quota(admin: Admin, command: QuotaCommand, format: Format) -> CliResult {
+    let e2s = |e: sluice_client::Error| e.to_string();
+    const PRODUCER: &str = "producer_byte_rate";
+    const CONSUMER: &str = "consumer_byte_rate";
+    match command {
+        QuotaCommand::Set {
+            entity,
+            producer_byte_rate,
+            consumer_byte_rate,
+        } => {
+            let entity = quota_entity(entity);
+            let set: Vec<(&str, u64)> = [
+                (PRODUCER, producer_byte_rate),
+                (CONSUMER, consumer_byte_rate),
+            ]
+            .into_iter()
+            .filter_map(|(key, rate)| Some((key, rate?)))
+            .collect();
+            admin
+                .alter_client_quotas(&entity, &set, &[])
+                .await
+                .map_err(e2s)?;
+            let values: std::collections::BTreeMap<String, u64> =
+                set.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+            print(
+                format,
+                || format!("set {}\n", quota_line(&entity, &values)),
+                || serde_json::json!({ "set": quota_json(&entity, &values) }),
+            )
+        }
+        QuotaCommand::Remove {
+            entity,
+            producer_byte_rate,
+            consumer_byte_rate,
+        } => {
+            let entity = quota_entity(entity);
+            let both = !producer_byte_rate && !consumer_byte_rate;
+            let remove: Vec<&str> = [
+                (PRODUCER, producer_byte_rate),
+                (CONSUMER, consumer_byte_rate),
+            ]
+            .into_iter()
+            .filter(|(_, named)| *named || both)
+            .map(|(key, _)| key)
+            .collect();
+            admin
+                .alter_client_quotas(&entity, &[], &remove)
+                .await
+                .map_err(e2s)?;
+            print(
+                format,
+                || format!("removed {} of {entity}\n", remove.join(" and ")),
+                || serde_json::json!({ "removed": remove, "entity": entity.to_string() }),
+            )
+        }
+        QuotaCommand::List => {
+            let quotas = admin.client_quotas().await.map_err(e2s)?;
+            print(
+                format,
+                || {
+                    quotas
+                        .iter()
+                        .map(|q| format!("{}\n", quota_line(&q.entity, &q.values)))
+                        .collect()
+                },
+                || {
+                    serde_json::Value::Array(
+                        quotas
+                            .iter()
+                            .map(|q| quota_json(&q.entity, &q.values))
+                            .collect(),
+                    )
+                },
+            )
+        }
+    }
+}
+
+fn quota_entity(args: QuotaEntityArgs) -> QuotaEntity {
+    let name = |named: Option<String>, default: bool| match (named, default) {
+        (Some(n), _) => Some(QuotaName::Named(n)),
+        (None, true) => Some(QuotaName::Default),
+        (None, false) => None,
+    };
+    QuotaEntity {
+        user: name(args.user, args.default_user),
+        client_id: name(args.client_id, args.default_client_id),
+    }
+}
+
+/// `user=alice,client-id=<default> producer_byte_rate=1048576`.
+fn quota_line(entity: &QuotaEntity, values: &std::collections::BTreeMap<String, u64>) -> String {
+    let rates: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{entity} {}", rates.join(" "))
+}
+
+fn quota_json(
+    entity: &QuotaEntity,
+    values: &std::collections::BTreeMap<String, u64>,
+) -> serde_json::Value {
+    let name = |n: &Option<QuotaName>| n.as_ref().map(|n| n.display().to_owned());
+    serde_json::json!({
+        "user": name(&entity.user),
+        "client_id": name(&entity.client_id),
+        "quotas": values,
+    })
 }
 
 async fn user(admin: Admin, command: UserCommand, format: Format) -> CliResult {
