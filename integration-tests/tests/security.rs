@@ -489,6 +489,15 @@ fn acls_decide_what_each_user_may_do() {
         &["acl", "list"][..],
         &["user", "list"],
         &["topic", "delete", "orders"],
+        &["quota", "list"],
+        &[
+            "quota",
+            "set",
+            "--user",
+            "alice",
+            "--producer-byte-rate",
+            "1000000000",
+        ],
     ] {
         let e = as_user(&b, "alice", args, "").unwrap_err();
         assert!(e.contains("User:alice may not"), "{args:?}: {e}");
@@ -517,7 +526,7 @@ fn acls_decide_what_each_user_may_do() {
         .filter(|(k, _)| k.starts_with("sluice_authorization_denials_total"))
         .map(|(_, v)| v)
         .sum();
-    assert!(denied >= 8.0, "{metrics:?}");
+    assert!(denied >= 10.0, "{metrics:?}");
     assert!(
         broker.log().contains("denied principal=User:bob"),
         "no denial in the log"
