@@ -21,6 +21,15 @@ pub enum ControlType {
 }
 
 impl ControlType {
+    /// The marker of a transaction that commits (`true`) or aborts.
+    pub fn ending(committed: bool) -> ControlType {
+        if committed {
+            ControlType::Commit
+        } else {
+            ControlType::Abort
+        }
+    }
+
     fn wire(self) -> i16 {
         match self {
             ControlType::Abort => 0,

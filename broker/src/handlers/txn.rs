@@ -142,11 +142,7 @@ pub async fn write_txn_markers(
             producer_id: m.producer_id,
             producer_epoch: m.producer_epoch,
             marker: ControlMarker {
-                kind: if m.committed {
-                    ControlType::Commit
-                } else {
-                    ControlType::Abort
-                },
+                kind: ControlType::ending(m.committed),
                 coordinator_epoch: m.coordinator_epoch,
             },
             topics: m

@@ -24,7 +24,7 @@ use kafka_protocol::messages::{
     AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, DescribeProducersRequest,
     DescribeProducersResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
     EndTxnRequest, EndTxnResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId,
-    ResponseKind, TransactionalId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    ResponseKind, TopicName, TransactionalId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 use sluice_protocol::control::{ControlMarker, ControlType};
 use sluice_protocol::txn_log::TxnState;
@@ -51,10 +51,7 @@ pub async fn add_partitions_to_txn(
     let topics: Vec<TopicItems<PartitionId>> = request
         .v3_and_below_topics
         .iter()
-        .map(|t| TopicItems {
-            topic: t.name.0.to_string(),
-            partitions: t.partitions.iter().copied().map(PartitionId).collect(),
-        })
+        .map(|t| topic_partitions(&t.name, &t.partitions))
         .collect();
     let added = txns
         .add_partitions(
@@ -250,15 +247,7 @@ pub async fn describe_producers(
     let asked: Vec<TopicItems<PartitionId>> = request
         .topics
         .iter()
-        .map(|t| TopicItems {
-            topic: t.name.0.to_string(),
-            partitions: t
-                .partition_indexes
-                .iter()
-                .copied()
-                .map(PartitionId)
-                .collect(),
-        })
+        .map(|t| topic_partitions(&t.name, &t.partition_indexes))
         .collect();
     let topics = match offsets.describe_producers(principal, asked.clone()).await {
         Ok(described) => described,
@@ -314,25 +303,13 @@ pub async fn write_txn_markers(
             producer_id: m.producer_id.0,
             producer_epoch: m.producer_epoch,
             marker: ControlMarker {
-                kind: if m.transaction_result {
-                    ControlType::Commit
-                } else {
-                    ControlType::Abort
-                },
+                kind: ControlType::ending(m.transaction_result),
                 coordinator_epoch: m.coordinator_epoch,
             },
             topics: m
                 .topics
                 .iter()
-                .map(|t| TopicItems {
-                    topic: t.name.0.to_string(),
-                    partitions: t
-                        .partition_indexes
-                        .iter()
-                        .copied()
-                        .map(PartitionId)
-                        .collect(),
-                })
+                .map(|t| topic_partitions(&t.name, &t.partition_indexes))
                 .collect(),
         })
         .collect();
@@ -370,4 +347,12 @@ pub async fn write_txn_markers(
         })
         .collect();
     ResponseKind::WriteTxnMarkers(WriteTxnMarkersResponse::default().with_markers(markers))
+}
+
+/// A topic's partitions named in a request, as the services take them.
+fn topic_partitions(name: &TopicName, indexes: &[i32]) -> TopicItems<PartitionId> {
+    TopicItems {
+        topic: name.0.to_string(),
+        partitions: indexes.iter().copied().map(PartitionId).collect(),
+    }
 }
