@@ -187,6 +187,18 @@ struct FollowerProgress {
     log_start: Offset,
 }
 
+impl FollowerProgress {
+    /// A follower not heard from yet, as of `now` with the leader's log ending at `log_end`.
+    fn unknown(log_end: Offset, now: Instant) -> FollowerProgress {
+        FollowerProgress {
+            log_end: Offset(-1),
+            caught_up_at: now,
+            previous_fetch: (log_end, now),
+            log_start: Offset(-1),
+        }
+    }
+}
+
 /// The replication state, under one lock.
 #[derive(Debug)]
 struct ReplicaState {
@@ -550,15 +562,7 @@ impl Partition {
                     .replicas
                     .iter()
                     .filter(|r| **r != self.node_id)
-                    .map(|r| {
-                        let progress = FollowerProgress {
-                            log_end: Offset(-1),
-                            caught_up_at: now,
-                            previous_fetch: (log_end, now),
-                            log_start: Offset(-1),
-                        };
-                        (*r, progress)
-                    })
+                    .map(|r| (*r, FollowerProgress::unknown(log_end, now)))
                     .collect(),
                 Role::Follower { .. } => BTreeMap::new(),
             };
@@ -579,6 +583,21 @@ impl Partition {
                 );
             }
             state.role = role;
+        } else if role == Role::Leader {
+            // The same leadership over other replicas (a reassignment began or completed):
+            // followers added start unknown, followers removed are forgotten.
+            let now = Instant::now();
+            let log_end = self.log_end_offset();
+            let node = self.node_id;
+            state
+                .followers
+                .retain(|id, _| assignment.replicas.contains(id));
+            for replica in assignment.replicas.iter().filter(|r| **r != node) {
+                state
+                    .followers
+                    .entry(*replica)
+                    .or_insert_with(|| FollowerProgress::unknown(log_end, now));
+            }
         }
         self.leader_epoch
             .store(assignment.leader_epoch.0, Ordering::Release);

@@ -207,6 +207,7 @@ impl Topics {
         for (name, meta) in &image.topics {
             match self.get(name) {
                 Some(topic) => {
+                    let topic = self.remove_moved_replicas(topic, meta);
                     for (index, partition) in &topic.partitions {
                         if let Some(p) = meta.partition(*index) {
                             partition.apply_assignment(&assignment(p, node, may_lead));
@@ -380,6 +381,50 @@ impl Topics {
             }
             Err((partition, e)) => log_unopened(&partition, &e),
         }
+    }
+
+    /// Closes and deletes this broker's replicas of `topic` that the image no longer places
+    /// here (a reassignment moved them, and completed only once the replicas that stay
+    /// were in sync); the topic as it is then.
+    fn remove_moved_replicas(&self, topic: Arc<Topic>, meta: &TopicMeta) -> Arc<Topic> {
+        let node = self.config.node_id;
+        let moved: Vec<PartitionId> = topic
+            .partitions
+            .keys()
+            .copied()
+            .filter(|i| {
+                meta.partition(*i)
+                    .is_some_and(|p| !p.replicas.contains(&node))
+            })
+            .collect();
+        if moved.is_empty() {
+            return topic;
+        }
+        let mut partitions = topic.partitions.clone();
+        for index in &moved {
+            if let Some(partition) = partitions.remove(index) {
+                partition.mark_deleted();
+            }
+            remove_dir(&partition_dir(&self.config.data_dir, &topic.name, *index));
+            tracing::info!(
+                topic = %topic.name,
+                partition = index.0,
+                "replica reassigned to other brokers: deleted here"
+            );
+        }
+        let shrunk = Arc::new(Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions,
+            configs: std::sync::Mutex::new(
+                topic.configs.lock().expect("topic configs lock").clone(),
+            ),
+        });
+        self.live
+            .write()
+            .expect("topics lock")
+            .insert(topic.name.to_string(), Arc::clone(&shrunk));
+        shrunk
     }
 
     /// Gives the replicas of `topic` the configs the image has for it, if they changed

@@ -5,14 +5,15 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use sluice_protocol::messages::{
-    AlterClientQuotasRequest, AlterConfigsRequest, AlterUserScramCredentialsRequest,
-    AlterableConfig, AlterableTopic, CreatableTopic, CreateAclsRequest, CreatePartitionsRequest,
-    CreatePartitionsTopic, CreateTopicsRequest, DeleteAclsRequest, DeleteRecordsPartition,
-    DeleteRecordsRequest, DeleteRecordsTopic, DeleteTopicsRequest, DescribeAclsRequest,
-    DescribeClientQuotasRequest, DescribeClusterRequest, DescribeUserScramCredentialsRequest,
-    ElectLeadersRequest, IsolationLevel, QuotaAlteration, QuotaOp, ReplicaAssignment,
-    ScramCredentialDeletion, ScramCredentialUpsertion, TopicPartitions, CONFIG_DELETE, CONFIG_SET,
-    EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
+    AlterClientQuotasRequest, AlterConfigsRequest, AlterPartitionReassignmentsRequest,
+    AlterUserScramCredentialsRequest, AlterableConfig, AlterableTopic, CreatableTopic,
+    CreateAclsRequest, CreatePartitionsRequest, CreatePartitionsTopic, CreateTopicsRequest,
+    DeleteAclsRequest, DeleteRecordsPartition, DeleteRecordsRequest, DeleteRecordsTopic,
+    DeleteTopicsRequest, DescribeAclsRequest, DescribeClientQuotasRequest, DescribeClusterRequest,
+    DescribeUserScramCredentialsRequest, ElectLeadersRequest, IsolationLevel,
+    ListPartitionReassignmentsRequest, QuotaAlteration, QuotaOp, ReassignablePartition,
+    ReassignableTopic, ReplicaAssignment, ScramCredentialDeletion, ScramCredentialUpsertion,
+    TopicPartitions, CONFIG_DELETE, CONFIG_SET, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
 
@@ -227,6 +228,21 @@ pub(crate) const DESCRIBE_LOOKUP_ATTEMPTS: u32 = 2;
 pub(crate) const DESCRIBE_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long `create_topic` waits for the new topic's leaders to show in metadata.
 const CREATE_VISIBLE_WAIT: Duration = Duration::from_secs(5);
+
+/// A partition being moved to other brokers ([`Admin::reassign_partitions`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionReassignment {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: PartitionId,
+    /// Its replicas now: the target's, then those being removed.
+    pub replicas: Vec<BrokerId>,
+    /// The replicas being added (copying the log).
+    pub adding: Vec<BrokerId>,
+    /// The replicas removed once the added ones are in sync.
+    pub removing: Vec<BrokerId>,
+}
 
 /// A SCRAM user ([`Admin::list_users`]).
 ///
@@ -593,6 +609,92 @@ impl Admin {
                     };
                     (topic.clone(), p.partition, outcome)
                 })
+            })
+            .collect())
+    }
+
+    /// Moves partitions of `topic` to other brokers (Kafka's partition reassignment): each
+    /// to its target replicas, whose first leads once the move completes, or (`None`) back
+    /// to the replicas it had before its move. The answer comes once the moves began; the
+    /// added replicas copy the log, and each move completes when they are in sync
+    /// ([`Admin::list_reassignments`] shows them until then). Each partition's outcome.
+    ///
+    /// ```no_run
+    /// # async fn demo(admin: sluice_client::Admin) -> sluice_client::Result<()> {
+    /// use sluice_client::{BrokerId, PartitionId};
+    /// let moved = admin
+    ///     .reassign_partitions("orders", &[(PartitionId(0), Some(vec![BrokerId(2), BrokerId(3)]))])
+    ///     .await?;
+    /// for (partition, outcome) in moved {
+    ///     outcome?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn reassign_partitions(
+        &self,
+        topic: &str,
+        partitions: &[(PartitionId, Option<Vec<BrokerId>>)],
+    ) -> Result<Vec<(PartitionId, Result<()>)>> {
+        let request = AlterPartitionReassignmentsRequest {
+            topics: vec![ReassignableTopic {
+                name: topic.to_owned(),
+                partitions: partitions
+                    .iter()
+                    .map(|(partition, replicas)| ReassignablePartition {
+                        partition: *partition,
+                        replicas: replicas.clone(),
+                    })
+                    .collect(),
+            }],
+            timeout_ms: self.timeout_ms(),
+        };
+        let response = match self
+            .send_admin(Request::AlterPartitionReassignments(request))
+            .await?
+        {
+            Response::AlterPartitionReassignments(r) => r,
+            other => return Err(unexpected("AlterPartitionReassignments", &other)),
+        };
+        Ok(response
+            .topics
+            .into_iter()
+            .flat_map(|t| t.partitions)
+            .map(|p| {
+                let outcome = match p.error_code {
+                    ErrorCode::None => Ok(()),
+                    code => Err(Error::broker(
+                        format!("reassigning {topic}/{}", p.partition),
+                        code,
+                        p.error_message,
+                    )),
+                };
+                (p.partition, outcome)
+            })
+            .collect())
+    }
+
+    /// The partition moves under way, by topic and partition.
+    pub async fn list_reassignments(&self) -> Result<Vec<PartitionReassignment>> {
+        let request =
+            Request::ListPartitionReassignments(ListPartitionReassignmentsRequest { topics: None });
+        let response = match self.client.send_any(request).await? {
+            Response::ListPartitionReassignments(r) => r,
+            other => return Err(unexpected("ListPartitionReassignments", &other)),
+        };
+        Ok(response
+            .topics
+            .into_iter()
+            .flat_map(|t| {
+                let topic = t.name;
+                t.partitions
+                    .into_iter()
+                    .map(move |p| PartitionReassignment {
+                        topic: topic.clone(),
+                        partition: p.partition,
+                        replicas: p.replicas,
+                        adding: p.adding,
+                        removing: p.removing,
+                    })
             })
             .collect())
     }

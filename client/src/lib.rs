@@ -122,8 +122,8 @@ mod tls;
 
 pub use acl::{Acl, AclOperation, AclResource};
 pub use admin::{
-    Admin, BrokerDescription, ClusterDescription, NewTopic, PartitionDescription, TopicDescription,
-    TopicInfo, UserDescription,
+    Admin, BrokerDescription, ClusterDescription, NewTopic, PartitionDescription,
+    PartitionReassignment, TopicDescription, TopicInfo, UserDescription,
 };
 pub use client::{
     BrokerMetadata, Client, ClientConfig, PartitionMetadata, TopicMetadata, DEFAULT_BOOTSTRAP,

@@ -48,6 +48,10 @@ Scenarios:
                to wait (throttle_time_ms) and gets every record acknowledged; one
                without a quota is never throttled; a consumer slow-c (consumer_byte_rate
                100 KB/s) reading the 1.2 MB back is throttled and reads every record.
+  reassign     T (created beforehand: one partition on broker 1 of three): 100 records;
+               alter_partition_reassignments moves T-0 to brokers 2 and 3, listed until it
+               completes; the records are read back from there; cancelling with no move
+               under way and moving to an unknown broker are refused.
 The last line of stdout is the JSON summary (common.py).
 """
 
@@ -643,6 +647,42 @@ def delete_records(args):
     finish(low_watermarks=low, beginning=beginning, first_offset=first)
 
 
+def reassign(args):
+    topic = args.topic
+    tp = TopicPartition(topic, 0)
+    step("produce 100 records to T-0 (on broker 1)")
+    prod = producer(args)
+    produce_all(prod, topic, [(None, f"v{i}".encode(), None) for i in range(100)])
+    prod.close()
+    client = KafkaAdminClient(bootstrap_servers=args.bootstrap.split(","))
+    step("alter_partition_reassignments: T-0 to brokers 2 and 3")
+    began = client.alter_partition_reassignments({tp: [2, 3]})
+    check(began == {tp: None}, "the move began", result=str(began))
+    poll_until("the move completes", 60,
+               lambda: tp not in client.list_partition_reassignments())
+    described = client.describe_topics([topic])[0]["partitions"][0]
+    replicas = sorted(described["replica_nodes"] if "replica_nodes" in described
+                      else described["replicas"])
+    check(replicas == [2, 3], "T-0's replicas after the move", partition=str(described))
+    step("read the 100 records from the new replicas")
+    cons = consumer(args)
+    cons.assign([tp])
+    cons.seek_to_beginning(tp)
+    got = [r.value for r in read_n(cons, 100, 30, "reading T-0 back")]
+    cons.close()
+    check(got == [f"v{i}".encode() for i in range(100)], "the records after the move")
+    step("refusals: nothing to cancel, a broker that does not exist")
+    errors = {
+        "cancel": client.alter_partition_reassignments({tp: None})[tp].__name__,
+        "unknown_broker": client.alter_partition_reassignments({tp: [2, 9]})[tp].__name__,
+    }
+    check(errors == {"cancel": "NoReassignmentInProgressError",
+                     "unknown_broker": "InvalidReplicationAssignmentError"},
+          "refused moves", errors=errors)
+    client.close()
+    finish(replicas=replicas, read=len(got), errors=errors)
+
+
 def txn_tools(args):
     from kafka.admin import AbortTransactionSpec
 
@@ -754,6 +794,7 @@ def txn_tools(args):
 
 
 SCENARIOS = {
+    "reassign": reassign,
     "txn-tools": txn_tools,
     "throttle": throttle,
     "delete-offsets": delete_offsets,

@@ -421,3 +421,96 @@ fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
     drop(rt);
     check_replicas_identical(&mut cluster, "paused", 1, 3);
 }
+
+#[test]
+fn partitions_move_to_other_brokers_under_acks_all_load_losing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start(3, dir.path(), &[]);
+    let bootstrap = cluster.bootstrap();
+    // Both partitions on brokers 1 and 2, broker 1 leading.
+    cli_ok(
+        &bootstrap,
+        &[
+            "topic",
+            "create",
+            "moving",
+            "--replica-assignment",
+            "1:2,1:2",
+        ],
+        "",
+    );
+    cluster.wait_isr("moving", 2);
+    let rt = sluice_integration_tests::checks::runtime();
+    let client = rt.block_on(client(&bootstrap));
+    let progress = Arc::new(Progress::default());
+    let producing = rt.spawn(produce_until(
+        client.clone(),
+        "moving".into(),
+        ProducerConfig::default(),
+        Arc::clone(&progress),
+    ));
+    progress.wait_for_more("acknowledgements before the moves", 300);
+    // Partition 0 leaves broker 1 (its leader) for 2 and 3; partition 1 swaps 2 for 3.
+    let out = cli_ok(
+        &bootstrap,
+        &[
+            "topic",
+            "reassign",
+            "moving",
+            "-p",
+            "0",
+            "--replicas",
+            "2,3",
+        ],
+        "",
+    );
+    assert!(out.starts_with("moving/0: moving to brokers 2,3"), "{out}");
+    cli_ok(
+        &bootstrap,
+        &[
+            "topic",
+            "reassign",
+            "moving",
+            "-p",
+            "1",
+            "--replicas",
+            "3,1",
+        ],
+        "",
+    );
+    wait_until("both moves complete", Duration::from_secs(60), || {
+        cli_ok(&bootstrap, &["topic", "reassignments"], "").is_empty()
+    });
+    let layout: Vec<(i32, Vec<i32>)> = cluster
+        .topic_metadata("moving")
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| (p.leader.0, p.replicas.iter().map(|b| b.0).collect()))
+        .collect();
+    // A leader that stays a replica keeps leading (the preferred election moves it later).
+    assert_eq!(layout, vec![(2, vec![2, 3]), (1, vec![3, 1])]);
+    wait_until(
+        "broker 1's copy of partition 0 deleted",
+        Duration::from_secs(10),
+        || !cluster.node(1).partition_dir("moving", 0).exists(),
+    );
+    progress.wait_for_more("acknowledgements after the moves", 300);
+    // Cancelling a move that is not under way says so.
+    let cancel = sluice_integration_tests::cli(
+        &bootstrap,
+        &["topic", "reassign", "moving", "-p", "0", "--cancel"],
+        "",
+    );
+    assert!(!cancel.status.success());
+    let stderr = String::from_utf8_lossy(&cancel.stderr);
+    assert!(stderr.contains("not being reassigned"), "{stderr}");
+    progress.stop.store(true, Ordering::Release);
+    rt.block_on(producing).unwrap();
+    let acked = progress.acked.lock().unwrap().clone();
+    let records = rt.block_on(read_everything(&client, "moving", 2, acked.len()));
+    check_acknowledged(&records, &acked);
+    drop(client);
+    drop(rt);
+    check_replicas_identical(&mut cluster, "moving", 2, 2);
+}

@@ -823,3 +823,28 @@ fn three_brokers_kcat_lists_every_broker_at_its_kafka_port() {
         json!([[1, 2, 3], [1, 2, 3], [1, 2, 3]])
     );
 }
+
+#[test]
+fn kafka_python_moves_a_partition_to_other_brokers() {
+    let Some(python) = python("kafka_python_reassign") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::start_with_kafka(3, dir.path(), &[]);
+    cli_ok(
+        &cluster.bootstrap(),
+        &["topic", "create", "kp-move", "--replica-assignment", "1"],
+        "",
+    );
+    let summary = scenario(
+        &python,
+        "kafka_python_client.py",
+        "reassign",
+        &cluster.kafka_bootstrap(),
+        "kp-move",
+        &[],
+    )
+    .expect_ok(&cluster.brokers[0].log());
+    assert_eq!(summary["replicas"], json!([2, 3]));
+    assert_eq!(summary["read"], 100);
+}

@@ -297,6 +297,9 @@ error_codes! {
     /// The partition's preferred replica leads already.
     ElectionNotNeeded = 84, "ELECTION_NOT_NEEDED", false,
         "the preferred replica leads already; nothing to do";
+    /// A reassignment was to be cancelled where none is under way.
+    NoReassignmentInProgress = 85, "NO_REASSIGNMENT_IN_PROGRESS", false,
+        "the partition is not being reassigned; there is nothing to cancel";
     /// The group's members subscribe to the topic whose offsets were to be deleted.
     GroupSubscribedToTopic = 86, "GROUP_SUBSCRIBED_TO_TOPIC", false,
         "the group's members consume this topic, so its offsets cannot be deleted; stop them or change their subscription first";

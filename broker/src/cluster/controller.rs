@@ -33,8 +33,9 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState};
 use sluice_protocol::messages::{
-    AclResult, AlterClientQuotasRequest, AlterClientQuotasResponse, CreateAclsResponse,
-    DeleteAclsResponse, QuotaResult,
+    AclResult, AlterClientQuotasRequest, AlterClientQuotasResponse,
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, CreateAclsResponse,
+    DeleteAclsResponse, QuotaResult, ReassignablePartition,
 };
 use sluice_protocol::messages::{
     AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterConfigsRequest,
@@ -290,6 +291,9 @@ impl Controller {
             }
             Request::AlterClientQuotas(r) => {
                 Response::AlterClientQuotas(self.alter_client_quotas(r).await)
+            }
+            Request::AlterPartitionReassignments(r) => {
+                Response::AlterPartitionReassignments(self.reassign_partitions(r).await)
             }
             Request::DeleteAcls(r) => {
                 let acls = r.deletions.iter().map(AclBinding::from_entry).collect();
@@ -975,6 +979,60 @@ impl Controller {
                 error_message: outcome.as_ref().err().and_then(|e| e.wire_message()),
             })
             .collect()
+    }
+
+    /// Begins (or cancels) partition reassignments: each topic's partitions that may be
+    /// reassigned in one command, each refused partition with why. The answer comes once
+    /// the moves began; they complete as the added replicas catch up.
+    async fn reassign_partitions(
+        &self,
+        request: AlterPartitionReassignmentsRequest,
+    ) -> AlterPartitionReassignmentsResponse {
+        let image = self.image();
+        let mut topics = Vec::with_capacity(request.topics.len());
+        for topic in request.topics {
+            let checked: Vec<(ReassignablePartition, Result<(), ApiError>)> = topic
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let outcome = image
+                        .check_reassignment(&topic.name, p.partition, p.replicas.as_deref())
+                        .map_err(|(code, message)| ApiError::new(code, message));
+                    (p, outcome)
+                })
+                .collect();
+            let valid: Vec<(PartitionId, Option<Vec<BrokerId>>)> = checked
+                .iter()
+                .filter(|(_, outcome)| outcome.is_ok())
+                .map(|(p, _)| (p.partition, p.replicas.clone()))
+                .collect();
+            let proposed = match valid.is_empty() {
+                true => Ok(()),
+                false => self
+                    .propose(MetadataCommand::ReassignPartitions {
+                        topic: topic.name.clone(),
+                        partitions: valid,
+                    })
+                    .await
+                    .and_then(|(_, result)| refused_to_error(result)),
+            };
+            let partitions = checked
+                .into_iter()
+                .map(|(p, outcome)| {
+                    let outcome = outcome.and_then(|()| proposed.clone());
+                    PartitionResult {
+                        partition: p.partition,
+                        error_code: outcome.as_ref().err().map_or(ErrorCode::None, |e| e.code),
+                        error_message: outcome.as_ref().err().and_then(|e| e.wire_message()),
+                    }
+                })
+                .collect();
+            topics.push(TopicPartitionResults {
+                name: topic.name,
+                partitions,
+            });
+        }
+        AlterPartitionReassignmentsResponse { topics }
     }
 
     /// Sets and removes client quotas: the entries that make sense in one command, each

@@ -20,6 +20,7 @@ use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId};
 pub mod acls;
 pub mod placement;
 pub mod quotas;
+mod reassign;
 
 /// The whole cluster as the metadata log describes it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +112,13 @@ pub struct PartitionMeta {
     /// reported its log end, and then the longest log leads ([`MetadataCommand::ElectLongestLog`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub awaiting_log_ends: bool,
+    /// Replicas a reassignment adds (`reassign.rs`): in `replicas`, copying the log, not
+    /// yet all in the ISR. Empty without a reassignment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<BrokerId>,
+    /// Replicas a reassignment removes once every added one is in the ISR.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<BrokerId>,
 }
 
 /// A command of the metadata log. Proposed by the active controller, applied everywhere.
@@ -260,6 +268,15 @@ pub enum MetadataCommand {
     DeleteAcls {
         /// The ACLs.
         acls: Vec<acls::AclBinding>,
+    },
+    /// Moves partitions of a topic to other replicas (Kafka's AlterPartitionReassignments):
+    /// each to its target replica list, or (`None`) back to the replicas it had before its
+    /// reassignment began. A partition `check_reassignment` refuses is left as it is.
+    ReassignPartitions {
+        /// The topic.
+        topic: String,
+        /// Each partition's target replicas, or `None` to cancel its reassignment.
+        partitions: Vec<(PartitionId, Option<Vec<BrokerId>>)>,
     },
     /// Sets and removes client quotas (validated by `apply`: all or none).
     AlterClientQuotas {
@@ -478,6 +495,8 @@ fn new_partitions(assignment: Vec<Vec<BrokerId>>) -> impl Iterator<Item = Partit
         isr: replicas.clone(),
         replicas,
         awaiting_log_ends: false,
+        adding: Vec::new(),
+        removing: Vec::new(),
     })
 }
 
@@ -544,6 +563,9 @@ impl MetadataImage {
             MetadataCommand::CreateAcls { acls } => self.create_acls(acls),
             MetadataCommand::DeleteAcls { acls } => self.delete_acls(acls),
             MetadataCommand::AlterClientQuotas { changes } => self.alter_client_quotas(changes),
+            MetadataCommand::ReassignPartitions { topic, partitions } => {
+                Ok(self.reassign_partitions(topic, partitions))
+            }
             MetadataCommand::AlterPartition {
                 broker_id,
                 broker_epoch,
@@ -577,6 +599,9 @@ impl MetadataImage {
                 leader,
             } => self.elect_longest_log(topic, *partition, *partition_epoch, *leader),
         };
+        // Any change may be the one a reassignment waited for (its added replicas joined the
+        // ISR, a target replica can lead again).
+        self.complete_reassignments();
         debug_assert_eq!(self.check_invariants(), Ok(()), "after {command:?}");
         result.unwrap_or_else(CommandResult::from)
     }
@@ -737,6 +762,21 @@ impl MetadataImage {
         {
             return Err(format!("replica {id} is not a registered broker"));
         }
+        if let Some(id) = partition
+            .adding
+            .iter()
+            .chain(&partition.removing)
+            .find(|id| !partition.replicas.contains(id))
+        {
+            return Err(format!("reassigned replica {id} is not a replica"));
+        }
+        if partition
+            .adding
+            .iter()
+            .any(|id| partition.removing.contains(id))
+        {
+            return Err("a replica is both added and removed".into());
+        }
         if partition.isr.is_empty() || !distinct(&partition.isr) {
             return Err("the ISR is empty or not distinct".into());
         }
@@ -886,6 +926,7 @@ impl MetadataImage {
                     partition.change(id, partition.isr.clone());
                 } else if unclean
                     && partition.replicas.contains(&id)
+                    && !partition.adding.contains(&id)
                     && !partition.isr.iter().any(|b| is_active(brokers, *b))
                 {
                     // Unclean: what only the ISR held is lost, the topic chose availability.
@@ -1231,6 +1272,7 @@ impl MetadataImage {
         check_isr_change(&change, partition, brokers)?;
         let leader = partition.leader;
         partition.change(leader, change.new_isr.to_vec());
+        partition.complete_reassignment(brokers);
         Ok(CommandResult::Partition(partition.clone()))
     }
 

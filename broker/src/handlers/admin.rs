@@ -1,15 +1,20 @@
-//! CreateTopics, DeleteTopics, CreatePartitions, IncrementalAlterConfigs and ElectLeaders: the native request in,
+//! CreateTopics, DeleteTopics, CreatePartitions, IncrementalAlterConfigs, ElectLeaders and
+//! the partition reassignment apis: the native request in,
 //! [`crate::services::admin`] changes the topics through the controller, the native
 //! response out, per topic.
 
 use sluice_protocol::messages::{
-    AlterConfigsRequest, AlterConfigsResponse, AlterConfigsResult, CreatableTopicResult,
+    AlterConfigsRequest, AlterConfigsResponse, AlterConfigsResult,
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, CreatableTopicResult,
     CreatePartitionsRequest, CreatePartitionsResponse, CreatePartitionsTopicResult,
     CreateTopicsRequest, CreateTopicsResponse, DeletableTopicResult, DeleteTopicsRequest,
-    DeleteTopicsResponse, ElectLeadersRequest, ElectLeadersResponse, PartitionResult,
-    TopicPartitionResults, CONFIG_DELETE,
+    DeleteTopicsResponse, ElectLeadersRequest, ElectLeadersResponse,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, OngoingReassignment,
+    OngoingTopicReassignments, TopicPartitionResults, CONFIG_DELETE,
 };
-use sluice_protocol::ErrorCode;
+use sluice_protocol::{ErrorCode, PartitionId};
+
+use super::partition_result;
 
 use crate::error::ApiError;
 use crate::security::Principal;
@@ -174,20 +179,64 @@ pub async fn elect_leaders(
     });
     let elected = service.elect_leaders(principal, partitions).await?;
     Ok(ElectLeadersResponse {
+        topics: map_topics(elected, partition_result, |name, partitions| {
+            TopicPartitionResults { name, partitions }
+        }),
+    })
+}
+
+/// Begins or cancels partition reassignments.
+pub async fn reassign_partitions(
+    service: &Admin,
+    principal: &Principal,
+    request: AlterPartitionReassignmentsRequest,
+) -> Result<AlterPartitionReassignmentsResponse, ApiError> {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| TopicItems {
+            topic: t.name,
+            partitions: t
+                .partitions
+                .into_iter()
+                .map(|p| (p.partition, p.replicas))
+                .collect(),
+        })
+        .collect();
+    let moved = service.reassign_partitions(principal, topics).await?;
+    Ok(AlterPartitionReassignmentsResponse {
+        topics: map_topics(moved, partition_result, |name, partitions| {
+            TopicPartitionResults { name, partitions }
+        }),
+    })
+}
+
+/// The reassignments under way.
+pub fn list_reassignments(
+    service: &Admin,
+    principal: &Principal,
+    request: ListPartitionReassignmentsRequest,
+) -> Result<ListPartitionReassignmentsResponse, ApiError> {
+    let wanted: Option<Vec<TopicItems<PartitionId>>> = request.topics.map(|topics| {
+        topics
+            .into_iter()
+            .map(|t| TopicItems {
+                topic: t.topic,
+                partitions: t.partitions,
+            })
+            .collect()
+    });
+    let ongoing = service.reassignments(principal, wanted.as_deref())?;
+    Ok(ListPartitionReassignmentsResponse {
         topics: map_topics(
-            elected,
-            |p| {
-                let (error_code, error_message) = match p.outcome {
-                    Ok(()) => (ErrorCode::None, None),
-                    Err(e) => (e.code, e.wire_message()),
-                };
-                PartitionResult {
-                    partition: p.partition,
-                    error_code,
-                    error_message,
-                }
+            ongoing,
+            |r| OngoingReassignment {
+                partition: r.partition,
+                replicas: r.replicas,
+                adding: r.adding,
+                removing: r.removing,
             },
-            |name, partitions| TopicPartitionResults { name, partitions },
+            |name, partitions| OngoingTopicReassignments { name, partitions },
         ),
     })
 }

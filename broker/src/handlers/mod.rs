@@ -103,6 +103,8 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::DescribeAcls,
     ApiKey::AlterClientQuotas,
     ApiKey::DescribeClientQuotas,
+    ApiKey::AlterPartitionReassignments,
+    ApiKey::ListPartitionReassignments,
 ];
 
 /// A request after its ordered phase.
@@ -184,6 +186,12 @@ pub async fn finish(
         Request::ElectLeaders(r) => {
             Response::ElectLeaders(admin::elect_leaders(&services.admin, principal, r).await?)
         }
+        Request::AlterPartitionReassignments(r) => Response::AlterPartitionReassignments(
+            admin::reassign_partitions(&services.admin, principal, r).await?,
+        ),
+        Request::ListPartitionReassignments(r) => Response::ListPartitionReassignments(
+            admin::list_reassignments(&services.admin, principal, r)?,
+        ),
         Request::FindCoordinator(r) => Response::FindCoordinator(
             groups::find_coordinator(groups, &services.txns, principal, r).await,
         ),
@@ -322,6 +330,21 @@ fn is_broker_api(api: ApiKey) -> bool {
             | ApiKey::RaftPreVote
             | ApiKey::VerifyTxn
     )
+}
+
+/// A partition's outcome as a native result.
+fn partition_result(
+    p: crate::services::PartitionOutcome<()>,
+) -> sluice_protocol::messages::PartitionResult {
+    let (error_code, error_message) = match p.outcome {
+        Ok(()) => (ErrorCode::None, None),
+        Err(e) => (e.code, e.wire_message()),
+    };
+    sluice_protocol::messages::PartitionResult {
+        partition: p.partition,
+        error_code,
+        error_message,
+    }
 }
 
 fn not_served(api: ApiKey) -> ApiError {

@@ -6,15 +6,16 @@
 use sluice_protocol::control::{ControlMarker, ControlType};
 use sluice_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, EndTxnRequest,
-    PartitionResult, TopicPartitionResults, TxnResponse, VerifyTxnRequest, VerifyTxnResponse,
+    TopicPartitionResults, TxnResponse, VerifyTxnRequest, VerifyTxnResponse,
     WritableTxnMarkerResult, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 use sluice_protocol::ErrorCode;
 
+use super::partition_result;
 use crate::broker::Broker;
 use crate::error::ApiError;
 use crate::security::Principal;
-use crate::services::{map_topics, PartitionOutcome, TopicItems};
+use crate::services::{map_topics, TopicItems};
 use crate::txn::coordinator::Transactions;
 use crate::txn::markers::{self, MarkerRequest};
 
@@ -115,18 +116,6 @@ fn txn_response(outcome: Result<(), ApiError>) -> TxnResponse {
             error_code: e.code,
             error_message: e.wire_message(),
         },
-    }
-}
-
-fn partition_result(p: PartitionOutcome<()>) -> PartitionResult {
-    let (error_code, error_message) = match p.outcome {
-        Ok(()) => (ErrorCode::None, None),
-        Err(e) => (e.code, e.wire_message()),
-    };
-    PartitionResult {
-        partition: p.partition,
-        error_code,
-        error_message,
     }
 }
 

@@ -21,14 +21,17 @@ use kafka_protocol::messages::elect_leaders_response::{
 use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    alter_client_quotas_response, alter_configs_response, describe_client_quotas_response,
+    alter_client_quotas_response, alter_configs_response, alter_partition_reassignments_response,
+    describe_client_quotas_response, list_partition_reassignments_response,
     AlterClientQuotasRequest, AlterClientQuotasResponse, AlterConfigsRequest, AlterConfigsResponse,
-    ApiKey, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClientQuotasRequest,
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, ApiKey,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeClientQuotasRequest,
     DescribeClientQuotasResponse, DescribeConfigsRequest, DescribeConfigsResponse,
     DescribeLogDirsRequest, DescribeLogDirsResponse, ElectLeadersRequest, ElectLeadersResponse,
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ListPartitionReassignmentsResponse, ProducerId, ResponseKind,
+    InitProducerIdResponse, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+    ProducerId, ResponseKind,
 };
 use sluice_protocol::messages::{QuotaAlteration, QuotaEntityComponent, QuotaOp};
 use sluice_protocol::{BrokerId, ErrorCode, PartitionId};
@@ -644,23 +647,151 @@ pub fn describe_log_dirs(
     ResponseKind::DescribeLogDirs(response)
 }
 
-/// ListPartitionReassignments: none, ever. sluice places replicas when a topic is created
-/// or grows and does not move them, so no reassignment is ever in progress.
-pub fn list_partition_reassignments(service: &Admin, principal: &Principal) -> ResponseKind {
-    let response = match service.authorizer().check(
-        principal,
-        crate::security::acl::Operation::Describe,
-        crate::security::acl::Resource::Cluster,
-    ) {
-        Ok(()) => ListPartitionReassignmentsResponse::default(),
+/// AlterPartitionReassignments (`kafka-reassign-partitions.sh --execute`, admin clients):
+/// moves begun or cancelled through the controller, per partition. v1's
+/// `allow_replication_factor_change = false` refuses a target of another size
+/// (INVALID_REPLICATION_FACTOR), as Kafka does.
+pub async fn alter_partition_reassignments(
+    service: &Admin,
+    principal: &Principal,
+    request: AlterPartitionReassignmentsRequest,
+    version: i16,
+) -> ResponseKind {
+    let image = service.image();
+    let keep_factor = version >= 1 && !request.allow_replication_factor_change;
+    let mut refused: Vec<(String, PartitionId, ApiError)> = Vec::new();
+    let mut asked: Vec<TopicItems<(PartitionId, Option<Vec<BrokerId>>)>> = Vec::new();
+    for t in &request.topics {
+        let topic = t.name.to_string();
+        let mut partitions = Vec::new();
+        for p in &t.partitions {
+            let index = PartitionId(p.partition_index);
+            let target: Option<Vec<BrokerId>> = p
+                .replicas
+                .as_ref()
+                .map(|r| r.iter().map(|b| BrokerId(b.0)).collect());
+            let current = image
+                .partition(&topic, index)
+                .map(|meta| meta.original_replicas().len());
+            match (&target, current) {
+                (Some(target), Some(n)) if keep_factor && target.len() != n => refused.push((
+                    topic.clone(),
+                    index,
+                    ApiError::new(
+                        ErrorCode::InvalidReplicationFactor,
+                        format!(
+                            "{topic}-{}: the target has {} replicas, the partition {n}; \
+                             allow the replication factor to change to move it there",
+                            index.0,
+                            target.len()
+                        ),
+                    ),
+                )),
+                _ => partitions.push((index, target)),
+            }
+        }
+        asked.push(TopicItems { topic, partitions });
+    }
+    let response = AlterPartitionReassignmentsResponse::default()
+        .with_allow_replication_factor_change(request.allow_replication_factor_change);
+    let moved = match service.reassign_partitions(principal, asked).await {
+        Ok(moved) => moved,
         Err(e) => {
-            let (code, message) = kafka_error(ApiKey::ListPartitionReassignments, &e);
-            ListPartitionReassignmentsResponse::default()
-                .with_error_code(code)
-                .with_error_message(message)
+            let (code, message) = kafka_error(ApiKey::AlterPartitionReassignments, &e);
+            return ResponseKind::AlterPartitionReassignments(
+                response.with_error_code(code).with_error_message(message),
+            );
         }
     };
-    ResponseKind::ListPartitionReassignments(response)
+    let outcome_of = |topic: &str, index: PartitionId| -> Result<(), ApiError> {
+        if let Some((_, _, e)) = refused.iter().find(|(t, p, _)| t == topic && *p == index) {
+            return Err(e.clone());
+        }
+        moved
+            .iter()
+            .filter(|t| t.topic == topic)
+            .flat_map(|t| &t.partitions)
+            .find(|p| p.partition == index)
+            .map_or(Ok(()), |p| p.outcome.clone())
+    };
+    let responses = request
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let result = alter_partition_reassignments_response::ReassignablePartitionResponse::default()
+                        .with_partition_index(p.partition_index);
+                    match outcome_of(&t.name, PartitionId(p.partition_index)) {
+                        Ok(()) => result,
+                        Err(e) => {
+                            let (code, message) =
+                                kafka_error(ApiKey::AlterPartitionReassignments, &e);
+                            result.with_error_code(code).with_error_message(message)
+                        }
+                    }
+                })
+                .collect();
+            alter_partition_reassignments_response::ReassignableTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    ResponseKind::AlterPartitionReassignments(response.with_responses(responses))
+}
+
+/// ListPartitionReassignments (`kafka-reassign-partitions.sh --verify`, admin consoles):
+/// the moves under way, of the partitions asked or all.
+pub fn list_partition_reassignments(
+    service: &Admin,
+    principal: &Principal,
+    request: ListPartitionReassignmentsRequest,
+) -> ResponseKind {
+    let wanted: Option<Vec<TopicItems<PartitionId>>> = request.topics.as_ref().map(|topics| {
+        topics
+            .iter()
+            .map(|t| TopicItems {
+                topic: t.name.to_string(),
+                partitions: t
+                    .partition_indexes
+                    .iter()
+                    .copied()
+                    .map(PartitionId)
+                    .collect(),
+            })
+            .collect()
+    });
+    let response = ListPartitionReassignmentsResponse::default();
+    let ids = |ids: Vec<BrokerId>| -> Vec<kafka_protocol::messages::BrokerId> {
+        ids.into_iter()
+            .map(|b| kafka_protocol::messages::BrokerId(b.0))
+            .collect()
+    };
+    ResponseKind::ListPartitionReassignments(
+        match service.reassignments(principal, wanted.as_deref()) {
+            Ok(ongoing) => response.with_topics(map_topics(
+                ongoing,
+                |r| {
+                    list_partition_reassignments_response::OngoingPartitionReassignment::default()
+                        .with_partition_index(r.partition.0)
+                        .with_replicas(ids(r.replicas))
+                        .with_adding_replicas(ids(r.adding))
+                        .with_removing_replicas(ids(r.removing))
+                },
+                |name, partitions| {
+                    list_partition_reassignments_response::OngoingTopicReassignment::default()
+                        .with_name(topic_name(name))
+                        .with_partitions(partitions)
+                },
+            )),
+            Err(e) => {
+                let (code, message) = kafka_error(ApiKey::ListPartitionReassignments, &e);
+                response.with_error_code(code).with_error_message(message)
+            }
+        },
+    )
 }
 
 /// DescribeClientQuotas (`kafka-configs.sh --describe --entity-type users|clients`, admin

@@ -125,7 +125,10 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     // 1..=4, all `kafka-protocol` decodes: v2 is flexible, v3 adds a top-level error
     // code, v4 the file system's size. kafka-log-dirs.sh and admin consoles ask it.
     (ApiKey::DescribeLogDirs, 1, 4),
-    // 0..=0, all: always empty (sluice moves no replicas).
+    // 0..=1, all: v1 adds allow_replication_factor_change (KIP-860).
+    // kafka-reassign-partitions.sh --execute and --cancel.
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    // 0..=0, all: kafka-reassign-partitions.sh --verify.
     (ApiKey::ListPartitionReassignments, 0, 0),
     // 0..=2, all: v1 adds the election type and a top-level error code, v2 is flexible.
     // kafka-leader-election.sh picks 2.
@@ -506,6 +509,7 @@ pub fn kafka_error_code_for(api_key: ApiKey, code: ErrorCode) -> i16 {
         | ApiKey::DeleteTopics
         | ApiKey::CreatePartitions
         | ApiKey::ElectLeaders
+        | ApiKey::AlterPartitionReassignments
         | ApiKey::IncrementalAlterConfigs
         | ApiKey::AlterConfigs => ErrorCode::NotController,
         _ => ErrorCode::NotLeaderOrFollower,

@@ -384,8 +384,11 @@ impl Kafka {
             RequestKind::DescribeLogDirs(r) => {
                 admin::describe_log_dirs(&services.admin, principal, r)
             }
-            RequestKind::ListPartitionReassignments(_) => {
-                admin::list_partition_reassignments(&services.admin, principal)
+            RequestKind::ListPartitionReassignments(r) => {
+                admin::list_partition_reassignments(&services.admin, principal, r)
+            }
+            RequestKind::AlterPartitionReassignments(r) => {
+                admin::alter_partition_reassignments(&services.admin, principal, r, version).await
             }
             RequestKind::DescribeClientQuotas(r) => {
                 admin::describe_client_quotas(&services.quotas, principal, r)

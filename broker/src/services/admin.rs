@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_protocol::messages::{
-    AlterConfigsRequest, AlterableConfig, AlterableTopic, CreatePartitionsRequest,
-    CreatePartitionsTopic, CreateTopicsRequest, DeleteTopicsRequest, ElectLeadersRequest,
-    TopicPartitions, CONFIG_DELETE, CONFIG_SET,
+    AlterConfigsRequest, AlterPartitionReassignmentsRequest, AlterableConfig, AlterableTopic,
+    CreatePartitionsRequest, CreatePartitionsTopic, CreateTopicsRequest, DeleteTopicsRequest,
+    ElectLeadersRequest, ReassignablePartition, ReassignableTopic, TopicPartitions, CONFIG_DELETE,
+    CONFIG_SET,
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
 
@@ -475,6 +476,132 @@ impl Admin {
         Ok(elected)
     }
 
+    /// Begins moving partitions to their target replicas, or (`None`) cancels their moves,
+    /// through the controller (Alter on the cluster): each partition's outcome. The answer
+    /// comes once this broker applied the change; the moves complete as the added replicas
+    /// catch up ([`crate::cluster::image::MetadataImage::reassignments`] until then).
+    pub async fn reassign_partitions(
+        &self,
+        principal: &Principal,
+        topics: Vec<TopicItems<(PartitionId, Option<Vec<BrokerId>>)>>,
+    ) -> Result<Vec<TopicItems<PartitionOutcome<()>>>, ApiError> {
+        self.authorizer
+            .check(principal, Operation::Alter, Resource::Cluster)?;
+        let targets: Vec<(String, PartitionId, Option<Vec<BrokerId>>)> = topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|(p, target)| (t.topic.clone(), *p, target.clone()))
+            })
+            .collect();
+        let request = AlterPartitionReassignmentsRequest {
+            topics: topics
+                .into_iter()
+                .map(|t| ReassignableTopic {
+                    name: t.topic,
+                    partitions: t
+                        .partitions
+                        .into_iter()
+                        .map(|(partition, replicas)| ReassignablePartition {
+                            partition,
+                            replicas,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            timeout_ms: CONTROLLER_TIMEOUT.as_millis() as i32,
+        };
+        let response = match self
+            .cluster
+            .client
+            .call(
+                Request::AlterPartitionReassignments(request),
+                CONTROLLER_TIMEOUT,
+            )
+            .await?
+        {
+            Response::AlterPartitionReassignments(r) => r,
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::UnknownServerError,
+                    format!("the controller answered {:?}", other.api_key()),
+                ))
+            }
+        };
+        let outcomes: Vec<TopicItems<PartitionOutcome<()>>> = response
+            .topics
+            .into_iter()
+            .map(|t| TopicItems {
+                topic: t.name,
+                partitions: t
+                    .partitions
+                    .into_iter()
+                    .map(PartitionOutcome::from_wire)
+                    .collect(),
+            })
+            .collect();
+        let began = |topic: &str, partition: PartitionId| {
+            outcomes.iter().any(|t| {
+                t.topic == topic
+                    && t.partitions
+                        .iter()
+                        .any(|p| p.partition == partition && p.outcome.is_ok())
+            })
+        };
+        // Applied here once each partition that was moved shows its target (a move may
+        // have completed at once) or, cancelled, no move.
+        self.wait_applied(|image| {
+            targets
+                .iter()
+                .filter(|(topic, p, _)| began(topic, *p))
+                .all(|(topic, p, target)| {
+                    image.partition(topic, *p).is_none_or(|meta| match target {
+                        Some(target) => target.iter().all(|b| meta.replicas.contains(b)),
+                        None => !meta.is_reassigning(),
+                    })
+                })
+        })
+        .await;
+        Ok(outcomes)
+    }
+
+    /// The partition moves under way, of the `wanted` partitions or all (Describe on the
+    /// cluster).
+    pub fn reassignments(
+        &self,
+        principal: &Principal,
+        wanted: Option<&[TopicItems<PartitionId>]>,
+    ) -> Result<Vec<TopicItems<Reassignment>>, ApiError> {
+        self.authorizer
+            .check(principal, Operation::Describe, Resource::Cluster)?;
+        let image = self.cluster.image();
+        let mut topics: Vec<TopicItems<Reassignment>> = Vec::new();
+        for (topic, p) in image.reassignments() {
+            let asked = wanted.is_none_or(|w| {
+                w.iter()
+                    .any(|t| t.topic == topic && t.partitions.contains(&p.index))
+            });
+            if !asked {
+                continue;
+            }
+            let reassignment = Reassignment {
+                partition: p.index,
+                replicas: p.replicas.clone(),
+                adding: p.adding.clone(),
+                removing: p.removing.clone(),
+            };
+            match topics.last_mut() {
+                Some(t) if t.topic == topic => t.partitions.push(reassignment),
+                _ => topics.push(TopicItems {
+                    topic: topic.to_owned(),
+                    partitions: vec![reassignment],
+                }),
+            }
+        }
+        Ok(topics)
+    }
+
     /// Makes each topic's own configs exactly `configs` (Kafka's non-incremental
     /// AlterConfigs): the keys given are set, every other key the topic sets goes back to the
     /// broker's default; all of a topic's changes together, as [`Admin::alter_topic_configs`].
@@ -867,6 +994,18 @@ impl Admin {
             })
             .collect())
     }
+}
+
+/// A partition being moved to other replicas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reassignment {
+    pub partition: PartitionId,
+    /// Its replicas now: the target's, then those being removed.
+    pub replicas: Vec<BrokerId>,
+    /// Replicas being added (copying the log).
+    pub adding: Vec<BrokerId>,
+    /// Replicas removed once the added ones are in sync.
+    pub removing: Vec<BrokerId>,
 }
 
 /// Each topic of a request with its outcome.

@@ -333,3 +333,82 @@ wire_struct! {
         pub entries: Vec<QuotaEntry>,
     }
 }
+
+wire_struct! {
+    /// One partition of a reassignment.
+    pub struct ReassignablePartition {
+        /// The partition.
+        pub partition: PartitionId,
+        /// Its target replicas, preferred leader first, or null to cancel its reassignment.
+        pub replicas: Option<Vec<BrokerId>>,
+    }
+}
+
+wire_struct! {
+    /// The partitions of one topic to reassign.
+    pub struct ReassignableTopic {
+        /// The topic.
+        pub name: String,
+        /// Its partitions.
+        pub partitions: Vec<ReassignablePartition>,
+    }
+}
+
+wire_struct! {
+    /// Moves partitions to other replicas, or cancels their moves (Kafka's
+    /// AlterPartitionReassignments). Answered once the moves began, not when they end.
+    pub struct AlterPartitionReassignmentsRequest {
+        /// The topics.
+        pub topics: Vec<ReassignableTopic>,
+        /// How long to wait for the controller, in milliseconds.
+        pub timeout_ms: i32,
+    }
+}
+
+wire_struct! {
+    /// One result per partition asked.
+    pub struct AlterPartitionReassignmentsResponse {
+        /// The topics, in request order.
+        pub topics: Vec<TopicPartitionResults>,
+    }
+}
+
+wire_struct! {
+    /// Lists the reassignments under way (Kafka's ListPartitionReassignments).
+    pub struct ListPartitionReassignmentsRequest {
+        /// Only these partitions, or null for all.
+        pub topics: Option<Vec<TopicPartitions>>,
+    }
+}
+
+wire_struct! {
+    /// One partition being reassigned.
+    pub struct OngoingReassignment {
+        /// The partition.
+        pub partition: PartitionId,
+        /// Its replicas now: the target's, then those being removed.
+        pub replicas: Vec<BrokerId>,
+        /// The replicas being added (copying the log).
+        pub adding: Vec<BrokerId>,
+        /// The replicas removed once the added ones are in sync.
+        pub removing: Vec<BrokerId>,
+    }
+}
+
+wire_struct! {
+    /// The partitions of one topic being reassigned.
+    pub struct OngoingTopicReassignments {
+        /// The topic.
+        pub name: String,
+        /// Its partitions being reassigned.
+        pub partitions: Vec<OngoingReassignment>,
+    }
+}
+
+wire_struct! {
+    /// The reassignments under way, by topic.
+    pub struct ListPartitionReassignmentsResponse {
+        /// The topics with partitions being reassigned.
+        pub topics: Vec<OngoingTopicReassignments>,
+    }
+}

@@ -311,6 +311,10 @@ apis! {
     ElectLeaders = 43, versions 0..=0, ElectLeadersRequest, ElectLeadersResponse;
     /// Change topic configs after creation (Kafka's IncrementalAlterConfigs).
     IncrementalAlterConfigs = 44, versions 0..=0, AlterConfigsRequest, AlterConfigsResponse;
+    /// Move partitions to other replicas.
+    AlterPartitionReassignments = 45, versions 0..=0, AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse;
+    /// The partition moves under way.
+    ListPartitionReassignments = 46, versions 0..=0, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse;
     /// List client quotas.
     DescribeClientQuotas = 48, versions 0..=0, DescribeClientQuotasRequest, DescribeClientQuotasResponse;
     /// Set or remove client quotas (byte rates per user and client id).

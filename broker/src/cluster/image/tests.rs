@@ -1119,6 +1119,12 @@ enum Op {
         broker: i32,
         partition_epoch_skew: i32,
     },
+    /// The picked partition reassigned to `replicas` (some never registered, some
+    /// repeated), or its reassignment cancelled (`None`).
+    Reassign {
+        target: prop::sample::Index,
+        replicas: Option<Vec<i32>>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -1200,6 +1206,10 @@ fn op() -> impl Strategy<Value = Op> {
                 target, broker, partition_epoch_skew,
             }
         ),
+        3 => (
+            any::<prop::sample::Index>(),
+            prop::option::weighted(0.8, prop::collection::vec(BROKERS, 0..4)),
+        ).prop_map(|(target, replicas)| Op::Reassign { target, replicas }),
     ]
 }
 
@@ -1281,6 +1291,24 @@ fn to_command(op: &Op, image: &MetadataImage) -> MetadataCommand {
             }
         }
         Op::Alter(alter) => alter_command(alter, image),
+        Op::Reassign { target, replicas } => {
+            let existing = all_partitions(image);
+            let (topic, index) = if existing.is_empty() {
+                (TOPICS[0].to_string(), PartitionId(0))
+            } else {
+                let (topic, p) = target.get(&existing);
+                (topic.to_string(), p.index)
+            };
+            MetadataCommand::ReassignPartitions {
+                topic,
+                partitions: vec![(
+                    index,
+                    replicas
+                        .as_ref()
+                        .map(|r| r.iter().copied().map(BrokerId).collect()),
+                )],
+            }
+        }
         Op::Allocate { broker, stale } => MetadataCommand::AllocateProducerIds {
             broker_id: id(*broker),
             broker_epoch: epoch_of(image, *broker, *stale),
@@ -1443,6 +1471,32 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
 fn check_epochs(prev: &PartitionMeta, now: &PartitionMeta) -> Result<(), TestCaseError> {
     let leader_changed = prev.leader != now.leader;
     let changed = leader_changed || prev.isr != now.isr;
+    if prev.replicas != now.replicas || prev.is_reassigning() || now.is_reassigning() {
+        // A reassignment's start or completion may come on top of another change in the
+        // same command: each moves the epochs once more.
+        prop_assert!(
+            now.partition_epoch >= prev.partition_epoch,
+            "{:?} -> {:?}",
+            prev,
+            now
+        );
+        prop_assert_eq!(
+            now.partition_epoch > prev.partition_epoch,
+            changed || prev.replicas != now.replicas,
+            "{:?} -> {:?}",
+            prev,
+            now
+        );
+        prop_assert_eq!(
+            now.leader_epoch.0 > prev.leader_epoch.0,
+            leader_changed,
+            "{:?} -> {:?}",
+            prev,
+            now
+        );
+        prop_assert!(now.leader_epoch.0 >= prev.leader_epoch.0);
+        return Ok(());
+    }
     let expected_leader_epoch = prev.leader_epoch.0 + i32::from(leader_changed);
     let expected_partition_epoch = prev.partition_epoch + i32::from(changed);
     prop_assert_eq!(
@@ -1469,4 +1523,116 @@ proptest! {
     fn random_commands_keep_the_invariants(ops in prop::collection::vec(op(), 1..80)) {
         run(&ops)?;
     }
+}
+
+fn reassign(cluster: &mut Cluster, topic: &str, p: i32, target: Option<&[i32]>) -> CommandResult {
+    cluster.apply(MetadataCommand::ReassignPartitions {
+        topic: topic.into(),
+        partitions: vec![(
+            PartitionId(p),
+            target.map(|t| t.iter().copied().map(BrokerId).collect()),
+        )],
+    })
+}
+
+fn moving(partition: &PartitionMeta) -> (String, String) {
+    (ids(&partition.adding), ids(&partition.removing))
+}
+
+#[test]
+fn a_reassignment_adds_replicas_and_completes_when_they_are_in_sync() {
+    let mut c = Cluster::with_brokers(&[1, 2, 3, 4]);
+    placed(&mut c, "t", &[&[1, 2]]);
+    assert_eq!(reassign(&mut c, "t", 0, Some(&[3, 4])), CommandResult::Done);
+    c.check("t", &["leader=1 le=0 pe=1 replicas=3,4,1,2 isr=1,2"]);
+    assert_eq!(moving(c.partition("t", 0)), ("3,4".into(), "1,2".into()));
+    assert_eq!(c.image.reassignments().len(), 1);
+    // One added replica in sync: not yet.
+    let alter = c.alter_request("t", 0, &[1, 2, 3]);
+    c.apply(alter);
+    c.check("t", &["leader=1 le=0 pe=2 replicas=3,4,1,2 isr=1,2,3"]);
+    // Both: the target becomes the replicas and the first target replica in sync leads.
+    let alter = c.alter_request("t", 0, &[1, 2, 3, 4]);
+    match c.apply(alter) {
+        CommandResult::Partition(p) => {
+            assert_eq!(describe(&p), "leader=3 le=1 pe=4 replicas=3,4 isr=3,4")
+        }
+        other => panic!("{other:?}"),
+    }
+    c.check("t", &["leader=3 le=1 pe=4 replicas=3,4 isr=3,4"]);
+    assert!(c.image.reassignments().is_empty());
+}
+
+fn placed(c: &mut Cluster, name: &str, replicas: &[&[i32]]) {
+    let result = c.apply(MetadataCommand::CreateTopic {
+        name: name.into(),
+        partitions: replicas.len() as u32,
+        replication_factor: replicas[0].len() as u16,
+        configs: BTreeMap::new(),
+        assignment: Some(
+            replicas
+                .iter()
+                .map(|r| r.iter().copied().map(BrokerId).collect())
+                .collect(),
+        ),
+    });
+    assert_eq!(result, CommandResult::Done);
+}
+
+#[test]
+fn a_reassignment_that_only_drops_replicas_completes_at_once_and_a_cancel_goes_back() {
+    let mut c = Cluster::with_brokers(&[1, 2, 3]);
+    placed(&mut c, "t", &[&[1, 2, 3], &[2, 3, 1]]);
+    // Partition 0: replicas 1,2,3; dropping 1 (the leader) moves the leadership to 2.
+    reassign(&mut c, "t", 0, Some(&[2, 3]));
+    assert_eq!(
+        describe(c.partition("t", 0)),
+        "leader=2 le=1 pe=2 replicas=2,3 isr=2,3"
+    );
+    // Partition 1 (replicas 2,3,1): to 3,4 with 4 unregistered: refused, unchanged.
+    reassign(&mut c, "t", 1, Some(&[3, 4]));
+    assert_eq!(
+        describe(c.partition("t", 1)),
+        "leader=2 le=0 pe=0 replicas=2,3,1 isr=2,3,1"
+    );
+    // Broker 4 joins; a reassignment to 4 alone, then cancelled: back to 2,3,1.
+    c.register(4, "run-4");
+    c.unfence(4);
+    reassign(&mut c, "t", 1, Some(&[4]));
+    assert_eq!(moving(c.partition("t", 1)), ("4".into(), "2,3,1".into()));
+    assert_eq!(reassign(&mut c, "t", 1, None), CommandResult::Done);
+    assert_eq!(
+        describe(c.partition("t", 1)),
+        "leader=2 le=0 pe=2 replicas=2,3,1 isr=2,3,1"
+    );
+    assert_eq!(moving(c.partition("t", 1)), (String::new(), String::new()));
+    let image = &c.image;
+    let refused = image
+        .check_reassignment("t", PartitionId(1), None)
+        .unwrap_err();
+    assert_eq!(refused.0, ErrorCode::NoReassignmentInProgress);
+    let refused = image
+        .check_reassignment("t", PartitionId(1), Some(&[BrokerId(2), BrokerId(2)]))
+        .unwrap_err();
+    assert_eq!(refused.0, ErrorCode::InvalidReplicaAssignment);
+}
+
+#[test]
+fn an_added_replica_never_wins_an_unclean_election() {
+    let mut c = Cluster::with_brokers(&[1, 2]);
+    placed(&mut c, "t", &[&[1]]);
+    c.apply(MetadataCommand::AlterTopicConfigs {
+        name: "t".into(),
+        configs: BTreeMap::from([(
+            "unclean.leader.election.enable".to_string(),
+            "true".to_string(),
+        )]),
+    });
+    // t-0 on broker 1; add broker 2, then lose broker 1 before 2 caught up.
+    reassign(&mut c, "t", 0, Some(&[2]));
+    c.fence(1);
+    c.fence(2);
+    c.unfence(2);
+    let p = c.partition("t", 0);
+    assert_eq!(p.leader, BrokerId::NONE, "{}", describe(p));
 }

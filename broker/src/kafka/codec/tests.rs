@@ -402,7 +402,7 @@ fn served_ranges_lie_within_what_kafka_protocol_decodes_and_encodes() {
         // Min is the lowest version kafka-protocol decodes (ApiVersions: 0).
         assert_eq!(min, request.min, "{key:?}");
     }
-    assert_eq!(SERVED.len(), 46);
+    assert_eq!(SERVED.len(), 47);
 }
 
 #[test]

@@ -356,6 +356,26 @@ pub enum TopicCommand {
         #[arg(short, long, value_name = "P")]
         partition: Option<i32>,
     },
+    /// Move a partition to other brokers (Kafka's partition reassignment), or cancel its
+    /// move. The added replicas copy the log; the move completes once they are in sync,
+    /// then the replicas left behind are deleted.
+    #[command(group(ArgGroup::new("target").required(true).args(["replicas", "cancel"])))]
+    Reassign {
+        /// The topic's name.
+        name: String,
+        /// The partition.
+        #[arg(short, long, value_name = "P")]
+        partition: i32,
+        /// The broker ids to move it to, comma-separated; the first leads once the move
+        /// completes.
+        #[arg(long, value_name = "ID,ID,...", value_delimiter = ',')]
+        replicas: Vec<i32>,
+        /// Move it back to the replicas it had before its move.
+        #[arg(long)]
+        cancel: bool,
+    },
+    /// List the partition moves under way.
+    Reassignments,
 }
 
 /// `--acks` values.

@@ -270,6 +270,100 @@ async fn topic(admin: Admin, command: TopicCommand, format: Format) -> CliResult
                 },
             )
         }
+        TopicCommand::Reassign {
+            name,
+            partition,
+            replicas,
+            cancel,
+        } => {
+            let target = (!cancel).then(|| {
+                replicas
+                    .iter()
+                    .copied()
+                    .map(sluice_client::BrokerId)
+                    .collect::<Vec<_>>()
+            });
+            let outcomes = admin
+                .reassign_partitions(&name, &[(PartitionId(partition), target.clone())])
+                .await
+                .map_err(not_there)?;
+            for (_, outcome) in outcomes {
+                outcome.map_err(|e| e.to_string())?;
+            }
+            let ids = |ids: &[sluice_client::BrokerId]| {
+                ids.iter()
+                    .map(|b| b.0.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            print(
+                format,
+                || {
+                    match &target {
+                    Some(target) => format!(
+                        "{name}/{partition}: moving to brokers {}; sluice topic reassignments shows it until it completes\n",
+                        ids(target)
+                    ),
+                    None => format!("{name}/{partition}: move cancelled\n"),
+                }
+                },
+                || {
+                    serde_json::json!({
+                        "topic": name,
+                        "partition": partition,
+                        "replicas": target.as_ref().map(|t| t.iter().map(|b| b.0).collect::<Vec<_>>()),
+                    })
+                },
+            )
+        }
+        TopicCommand::Reassignments => {
+            let ongoing = admin
+                .list_reassignments()
+                .await
+                .map_err(|e| e.to_string())?;
+            let ids = |ids: &[sluice_client::BrokerId]| {
+                ids.iter()
+                    .map(|b| b.0.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let nums =
+                |ids: &[sluice_client::BrokerId]| ids.iter().map(|b| b.0).collect::<Vec<_>>();
+            print(
+                format,
+                || {
+                    ongoing
+                        .iter()
+                        .map(|r| {
+                            format!(
+                                "{}/{}: replicas {} adding {} removing {}\n",
+                                r.topic,
+                                r.partition,
+                                ids(&r.replicas),
+                                ids(&r.adding),
+                                ids(&r.removing)
+                            )
+                        })
+                        .collect()
+                },
+                || {
+                    serde_json::Value::Array(
+                        ongoing
+                            .iter()
+                            .map(|r| {
+                                serde_json::json!({
+                                    "topic": r.topic,
+                                    "partition": r.partition.0,
+                                    "replicas": nums(&r.replicas),
+                                    "adding": nums(&r.adding),
+                                    "removing": nums(&r.removing),
+                                })
+                            })
+                            .collect(),
+                    )
+                },
+            )
+        }
         TopicCommand::DeleteRecords {
             name,
             offset,
