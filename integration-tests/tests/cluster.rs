@@ -514,3 +514,53 @@ fn partitions_move_to_other_brokers_under_acks_all_load_losing_nothing() {
     drop(rt);
     check_replicas_identical(&mut cluster, "moving", 2, 2);
 }
+
+#[test]
+fn a_move_survives_the_sigkill_of_the_leader_it_moves_away_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start(3, dir.path(), &[]);
+    let bootstrap = cluster.bootstrap();
+    cli_ok(
+        &bootstrap,
+        &["topic", "create", "shift", "--replica-assignment", "1:2"],
+        "",
+    );
+    cluster.wait_isr("shift", 2);
+    let rt = sluice_integration_tests::checks::runtime();
+    let client = rt.block_on(client(&bootstrap));
+    let progress = Arc::new(Progress::default());
+    let producing = rt.spawn(produce_until(
+        client.clone(),
+        "shift".into(),
+        ProducerConfig::default(),
+        Arc::clone(&progress),
+    ));
+    progress.wait_for_more("acknowledgements before the move", 2000);
+    // From 1,2 (1 leading) to 3,2; broker 1 is killed while broker 3 may still be copying.
+    cli_ok(
+        &bootstrap,
+        &["topic", "reassign", "shift", "-p", "0", "--replicas", "3,2"],
+        "",
+    );
+    cluster.node(1).kill();
+    progress.wait_for_more("acknowledgements after the kill", 300);
+    let rest = cluster.bootstrap_of(&[2, 3]);
+    wait_until("the move completes", Duration::from_secs(60), || {
+        cli_ok(&rest, &["topic", "reassignments"], "").is_empty()
+    });
+    cluster.node(1).restart();
+    wait_until(
+        "broker 1 deletes its stale copy",
+        Duration::from_secs(30),
+        || !cluster.node(1).partition_dir("shift", 0).exists(),
+    );
+    progress.wait_for_more("acknowledgements after the restart", 300);
+    progress.stop.store(true, Ordering::Release);
+    rt.block_on(producing).unwrap();
+    let acked = progress.acked.lock().unwrap().clone();
+    let records = rt.block_on(read_everything(&client, "shift", 1, acked.len()));
+    check_acknowledged(&records, &acked);
+    drop(client);
+    drop(rt);
+    check_replicas_identical(&mut cluster, "shift", 1, 2);
+}
