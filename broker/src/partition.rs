@@ -312,6 +312,9 @@ pub struct Partition {
     max_message_bytes: AtomicU32,
     /// Set when the topic is deleted: every later operation fails, maintenance skips it.
     deleted: AtomicBool,
+    /// Set (with `deleted`) when a reassignment moved this replica to other brokers: the
+    /// partition lives on there, so requests here are NOT_LEADER_OR_FOLLOWER.
+    moved: AtomicBool,
     /// Why the partition was taken offline (a failed background fsync), if it was.
     offline: std::sync::OnceLock<String>,
 }
@@ -379,6 +382,7 @@ impl Partition {
             log_append_time: AtomicBool::new(config.log_append_time),
             max_message_bytes: AtomicU32::new(config.max_message_bytes),
             deleted: AtomicBool::new(false),
+            moved: AtomicBool::new(false),
             offline: std::sync::OnceLock::new(),
         };
         partition.apply_assignment(assignment);
@@ -473,12 +477,27 @@ impl Partition {
         self.wake_all();
     }
 
+    /// [`Partition::mark_deleted`] for a replica a reassignment moved to other brokers.
+    pub fn mark_moved(&self) {
+        self.moved.store(true, Ordering::Release);
+        self.mark_deleted();
+    }
+
     fn wake_all(&self) {
         self.hw_advanced.notify_waiters();
         self.appended.notify_waiters();
     }
 
     fn check_live(&self) -> Result<(), ApiError> {
+        if self.moved.load(Ordering::Acquire) {
+            return Err(ApiError::new(
+                ErrorCode::NotLeaderOrFollower,
+                format!(
+                    "{} moved to other brokers; refresh metadata and retry there",
+                    self.name()
+                ),
+            ));
+        }
         if self.is_deleted() {
             return Err(ApiError::unknown_topic(&self.topic));
         }
@@ -540,7 +559,12 @@ impl Partition {
         // The same epoch with another role: a leadership held back until this broker's
         // registration (see `topics::assignment`) is taken now.
         let new_role = same_epoch && role != state.role;
-        if !(newer_epoch || newer_isr || new_role) {
+        // Other replicas at the partition epoch this leader already took from its own
+        // AlterPartition's answer (the one that completed a reassignment).
+        let moved = same_epoch
+            && assignment.partition_epoch >= state.partition_epoch
+            && assignment.replicas != state.replicas;
+        if !(newer_epoch || newer_isr || new_role || moved) {
             return;
         }
         debug_assert!(

@@ -403,7 +403,7 @@ impl Topics {
         let mut partitions = topic.partitions.clone();
         for index in &moved {
             if let Some(partition) = partitions.remove(index) {
-                partition.mark_deleted();
+                partition.mark_moved();
             }
             remove_dir(&partition_dir(&self.config.data_dir, &topic.name, *index));
             tracing::info!(
@@ -464,6 +464,17 @@ impl Topics {
             let Some(name) = file_name.to_str() else {
                 continue;
             };
+            // A replica open here is never an orphan: a reconcile with an image newer than
+            // `image` may have opened it (a partition moved here meanwhile).
+            let live = name.rsplit_once('-').is_some_and(|(topic, index)| {
+                let index = index.parse().ok().map(PartitionId);
+                self.get(topic)
+                    .zip(index)
+                    .is_some_and(|(t, i)| t.partitions.contains_key(&i))
+            });
+            if live {
+                continue;
+            }
             let owned = name.rsplit_once('-').is_some_and(|(topic, index)| {
                 let index: Option<usize> = index.parse().ok();
                 let meta = image.topics.get(topic);

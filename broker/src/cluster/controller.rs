@@ -1016,10 +1016,34 @@ impl Controller {
                     .await
                     .and_then(|(_, result)| refused_to_error(result)),
             };
+            // Apply checks each partition again: one a concurrent change made ineligible
+            // was left as it was, and says so.
+            let after = self.image();
+            let applied = |p: &ReassignablePartition| {
+                after
+                    .partition(&topic.name, p.partition)
+                    .is_some_and(|meta| match &p.replicas {
+                        Some(target) => target.iter().all(|b| meta.replicas.contains(b)),
+                        None => !meta.is_reassigning(),
+                    })
+            };
             let partitions = checked
                 .into_iter()
                 .map(|(p, outcome)| {
-                    let outcome = outcome.and_then(|()| proposed.clone());
+                    let outcome =
+                        outcome
+                            .and_then(|()| proposed.clone())
+                            .and_then(|()| match applied(&p) {
+                                true => Ok(()),
+                                false => Err(ApiError::new(
+                                    ErrorCode::InvalidReplicaAssignment,
+                                    format!(
+                                        "{}-{} changed while its move was proposed; list the \
+                                     moves and retry",
+                                        topic.name, p.partition.0
+                                    ),
+                                )),
+                            });
                     PartitionResult {
                         partition: p.partition,
                         error_code: outcome.as_ref().err().map_or(ErrorCode::None, |e| e.code),

@@ -166,7 +166,12 @@ pub async fn finish(
             .check(principal, Operation::ClusterAction, Resource::Cluster)?;
     }
     let response = match request {
-        Request::Fetch(r) => Response::Fetch(fetch::handle(&services.fetch, principal, r).await?),
+        Request::Fetch(mut r) => {
+            if let Some(limit) = services.quotas.fetch_limit(principal, &caller.client_id) {
+                r.max_bytes = r.max_bytes.min(limit);
+            }
+            Response::Fetch(fetch::handle(&services.fetch, principal, r).await?)
+        }
         Request::ListOffsets(r) => {
             Response::ListOffsets(offsets::list_offsets(&services.offsets, principal, r).await?)
         }

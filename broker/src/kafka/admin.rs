@@ -712,7 +712,15 @@ pub async fn alter_partition_reassignments(
             .filter(|t| t.topic == topic)
             .flat_map(|t| &t.partitions)
             .find(|p| p.partition == index)
-            .map_or(Ok(()), |p| p.outcome.clone())
+            .map_or_else(
+                || {
+                    Err(ApiError::new(
+                        ErrorCode::UnknownServerError,
+                        format!("no outcome for {topic}-{}", index.0),
+                    ))
+                },
+                |p| p.outcome.clone(),
+            )
     };
     let responses = request
         .topics

@@ -276,8 +276,14 @@ impl Protocol for Kafka {
         let body = match started.work {
             Work::Produce(appended, wait) => produce::finish(appended, wait).await?,
             Work::Done(body) => body,
-            Work::Other(RequestKind::Fetch(request), caller) => {
+            Work::Other(RequestKind::Fetch(mut request), caller) => {
                 let services = &self.services;
+                if let Some(limit) = services
+                    .quotas
+                    .fetch_limit(&caller.principal, &caller.client_id)
+                {
+                    request.max_bytes = request.max_bytes.min(limit);
+                }
                 let (mut body, in_files) = fetch::fetch(
                     &services.fetch,
                     &caller.principal,

@@ -553,3 +553,32 @@ async fn deleted_records_go_on_the_leader_at_once_and_count_once_every_isr_membe
     follower.follow_leader_log_start(Offset(2)).unwrap();
     assert_eq!(follower.log_start_offset(), Offset(4), "never back");
 }
+
+#[test]
+fn a_replica_moved_away_answers_not_leader_and_a_deleted_one_unknown_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let moved = open(&dir.path().join("moved"), &assignment(1, 1, &[1]));
+    produce(&moved, 1, 2);
+    moved.mark_moved();
+    let read = |p: &Partition| {
+        p.read(
+            Offset(0),
+            1 << 20,
+            LeaderEpoch(-1),
+            IsolationLevel::ReadUncommitted,
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .code
+    };
+    assert_eq!(
+        read(&moved),
+        sluice_protocol::ErrorCode::NotLeaderOrFollower
+    );
+    let deleted = open(&dir.path().join("deleted"), &assignment(1, 1, &[1]));
+    deleted.mark_deleted();
+    assert_eq!(
+        read(&deleted),
+        sluice_protocol::ErrorCode::UnknownTopicOrPartition
+    );
+}

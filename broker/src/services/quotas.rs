@@ -160,10 +160,27 @@ impl ClientQuotas {
             self.call(&valid, validate_only).await
         };
         if outcome.is_ok() && !validate_only && !valid.is_empty() {
-            let mut expected = self.cluster.image().client_quotas.clone();
-            crate::cluster::image::quotas::apply(&mut expected, &valid);
+            // Applied here once every changed entity shows its change (other changes may
+            // land meanwhile).
+            let shows = |quotas: &[ClientQuota], change: &QuotaChange| {
+                let values = quotas
+                    .iter()
+                    .find(|q| q.entity == change.entity)
+                    .map(|q| &q.values);
+                change
+                    .set
+                    .iter()
+                    .filter(|(k, _)| !change.remove.contains(k))
+                    .all(|(k, v)| values.and_then(|vs| vs.get(k)) == Some(v))
+                    && change
+                        .remove
+                        .iter()
+                        .all(|k| values.is_none_or(|vs| !vs.contains_key(k)))
+            };
             self.cluster
-                .wait_for_image(APPLY_TIMEOUT, |image| image.client_quotas == expected)
+                .wait_for_image(APPLY_TIMEOUT, |image| {
+                    valid.iter().all(|c| shows(&image.client_quotas, c))
+                })
                 .await;
             for change in &valid {
                 tracing::info!(%principal, entity = change.entity.describe(), ?change.set, ?change.remove, "client quotas changed");
@@ -222,6 +239,25 @@ impl ClientQuotas {
             .collect())
     }
 
+    /// The most bytes one fetch answer may carry for `principal`'s client `client_id`: a
+    /// window's worth of its consumer quota (Kafka's `getMaxValueInQuotaWindow`), so one
+    /// large fetch cannot outrun the quota; `None` without a quota. A fetch still returns
+    /// at least one batch.
+    pub fn fetch_limit(&self, principal: &Principal, client_id: &str) -> Option<i32> {
+        let image = self.cluster.image();
+        if image.client_quotas.is_empty() {
+            return None;
+        }
+        let (quota, _) = crate::cluster::image::quotas::resolve(
+            &image.client_quotas,
+            QuotaKey::ConsumerByteRate,
+            user_of(principal),
+            client_id,
+        )?;
+        let window = u64::from(SAMPLES - 1) * SAMPLE.as_secs();
+        Some(i32::try_from(quota.saturating_mul(window)).unwrap_or(i32::MAX))
+    }
+
     /// Counts `bytes` of `principal`'s client `client_id` against its `key` quota, if it
     /// has one; how long the client must now wait (zero within its quota).
     pub fn record(
@@ -235,13 +271,12 @@ impl ClientQuotas {
         if image.client_quotas.is_empty() {
             return Duration::ZERO;
         }
-        let user = principal
-            .as_str()
-            .strip_prefix("User:")
-            .unwrap_or(principal.as_str());
-        let Some((quota, usage)) =
-            crate::cluster::image::quotas::resolve(&image.client_quotas, key, user, client_id)
-        else {
+        let Some((quota, usage)) = crate::cluster::image::quotas::resolve(
+            &image.client_quotas,
+            key,
+            user_of(principal),
+            client_id,
+        ) else {
             return Duration::ZERO;
         };
         let now = Instant::now();
@@ -261,6 +296,18 @@ impl ClientQuotas {
     }
 }
 
+/// A principal's name as a quota's user entity names it (`alice` for `User:alice`).
+fn user_of(principal: &Principal) -> &str {
+    principal
+        .as_str()
+        .strip_prefix("User:")
+        .unwrap_or(principal.as_str())
+}
+
+/// The longest a client is held back at once (its debt beyond is forgiven: a rate this far
+/// over its quota is a misconfiguration to fix, not to wait out).
+const THROTTLE_MAX: Duration = Duration::from_secs(300);
+
 /// A client's usage over the last [`SAMPLES`] samples.
 #[derive(Debug, Default)]
 struct Rate {
@@ -272,7 +319,9 @@ impl Rate {
     /// Adds `bytes` at `now`; the throttle time for `quota` bytes per second: Kafka's
     /// `(rate - quota) / quota * window`, where the window is the samples' span but never
     /// less than all but one of them (so a client's first burst is measured over the whole
-    /// window, not over the instant it took), at most the whole window.
+    /// window, not over the instant it took). Not capped at the window: a burst larger than
+    /// a window's worth is waited out in full (at most [`THROTTLE_MAX`]), though its
+    /// samples expire meanwhile.
     fn record(&mut self, now: Instant, bytes: u64, quota: u64) -> Duration {
         let window = SAMPLE * SAMPLES;
         while self
@@ -297,7 +346,7 @@ impl Rate {
         if rate <= quota {
             return Duration::ZERO;
         }
-        Duration::from_secs_f64(((rate - quota) / quota * span).min(window.as_secs_f64()))
+        Duration::from_secs_f64(((rate - quota) / quota * span).min(THROTTLE_MAX.as_secs_f64()))
     }
 
     fn idle(&self, now: Instant) -> bool {
@@ -328,10 +377,13 @@ mod tests {
     }
 
     #[test]
-    fn a_wait_is_at_most_the_window() {
+    fn a_burst_beyond_the_window_is_waited_out_in_full_up_to_the_maximum() {
         let mut rate = Rate::default();
-        let wait = rate.record(Instant::now(), 1 << 30, 1);
-        assert_eq!(wait, SAMPLE * SAMPLES);
+        // 50,000 bytes at 1,000 B/s: 5,000 B/s over 10 s, 4x over: 40 s, not the window's 11.
+        let wait = rate.record(Instant::now(), 50_000, 1_000);
+        assert_eq!(wait, Duration::from_secs(40));
+        let mut rate = Rate::default();
+        assert_eq!(rate.record(Instant::now(), 1 << 30, 1), THROTTLE_MAX);
     }
 
     #[test]

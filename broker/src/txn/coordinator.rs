@@ -61,6 +61,8 @@ const MARKER_RETRY_MAX: Duration = Duration::from_secs(2);
 const TIMEOUT_CHECK: Duration = Duration::from_secs(1);
 /// How often ids are checked for expiry ([`state::expired`]).
 const EXPIRY_CHECK: Duration = Duration::from_secs(60);
+/// How long ListTransactions waits for an id busy with a request.
+const LIST_ID_WAIT: Duration = Duration::from_millis(200);
 /// Bytes read per step while loading a partition.
 const LOAD_READ_BYTES: u32 = 1 << 20;
 
@@ -512,8 +514,13 @@ impl Transactions {
                 ) {
                     continue;
                 }
-                let current = entry.lock().await.clone();
-                if let Some(value) = current.filter(|v| filter.selects(v, now)) {
+                // An id busy with a request (a write waiting for the ISR) is not waited for
+                // long: the listing is of every other id rather than none.
+                let Ok(current) = tokio::time::timeout(LIST_ID_WAIT, entry.lock()).await else {
+                    tracing::debug!("listing transactions: {id:?} is busy; left out");
+                    continue;
+                };
+                if let Some(value) = current.clone().filter(|v| filter.selects(v, now)) {
                     listed.push((id, value));
                 }
             }
@@ -549,15 +556,25 @@ impl Transactions {
             Some(entry) => entry.lock().await.clone(),
             None => None,
         };
-        current.ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::TransactionalIdNotFound,
-                format!(
-                    "no producer uses transactional id {id:?} (none initialised it, or it \
+        // The topics the principal may not see are left out, as Kafka does.
+        let visible = |topic: &str| {
+            self.authorizer
+                .allows(principal, Operation::Describe, Resource::Topic(topic))
+        };
+        current
+            .map(|mut value| {
+                value.partitions.retain(|t| visible(&t.topic));
+                value
+            })
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::TransactionalIdNotFound,
+                    format!(
+                        "no producer uses transactional id {id:?} (none initialised it, or it \
                      expired); list the ids with ListTransactions"
-                ),
-            )
-        })
+                    ),
+                )
+            })
     }
 
     /// WriteTxnMarkers from a client: an operator's abort of a transaction left open in a

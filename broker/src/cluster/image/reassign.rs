@@ -15,7 +15,10 @@
 
 use sluice_protocol::{BrokerId, ErrorCode, PartitionId};
 
-use super::{is_active, placement, CommandResult, MetadataImage, PartitionMeta};
+use super::{is_active, placement, BrokerMeta, CommandResult, MetadataImage, PartitionMeta};
+
+/// The registered brokers, by id.
+type Brokers = std::collections::BTreeMap<BrokerId, BrokerMeta>;
 
 impl PartitionMeta {
     /// The replicas it had before its reassignment began (its replicas without one).
@@ -43,7 +46,7 @@ impl PartitionMeta {
 
     /// Begins moving to `target` (or replaces the reassignment under way), keeping the ISR
     /// members that stay replicas.
-    fn start_reassignment(&mut self, target: &[BrokerId]) {
+    fn start_reassignment(&mut self, target: &[BrokerId], brokers: &Brokers) {
         let original = self.original_replicas();
         self.adding = target
             .iter()
@@ -57,21 +60,23 @@ impl PartitionMeta {
             .collect();
         let mut replicas = target.to_vec();
         replicas.extend(self.removing.iter().copied());
-        self.set_replicas(replicas);
+        self.set_replicas(replicas, brokers);
     }
 
-    /// Goes back to the replicas it had before its reassignment.
-    fn cancel_reassignment(&mut self) {
+    /// Goes back to the replicas it had before its reassignment; a leader the reassignment
+    /// added hands over to an original replica in sync.
+    fn cancel_reassignment(&mut self, brokers: &Brokers) {
         let original = self.original_replicas();
         self.adding.clear();
         self.removing.clear();
-        self.set_replicas(original);
+        self.set_replicas(original, brokers);
     }
 
-    /// New replicas (a superset of the ISR members that stay, checked by
-    /// [`MetadataImage::check_reassignment`]); the partition epoch moves, so an
-    /// AlterPartition based on the old replicas is refused.
-    fn set_replicas(&mut self, replicas: Vec<BrokerId>) {
+    /// New replicas, keeping the ISR members among them (some, as
+    /// [`MetadataImage::check_reassignment`] made sure); a leader that is no longer a
+    /// replica hands over to the first in sync that can lead. The partition epoch moves, so
+    /// an AlterPartition based on the old replicas is refused.
+    fn set_replicas(&mut self, replicas: Vec<BrokerId>, brokers: &Brokers) {
         if replicas == self.replicas {
             return;
         }
@@ -81,9 +86,13 @@ impl PartitionMeta {
             .copied()
             .filter(|b| replicas.contains(b))
             .collect();
+        let leader = if self.leader == BrokerId::NONE || replicas.contains(&self.leader) {
+            self.leader
+        } else {
+            placement::elect_leader(&replicas, &isr, |b| is_active(brokers, b))
+        };
         self.replicas = replicas;
         let epoch = self.partition_epoch;
-        let leader = self.leader;
         self.change(leader, isr);
         if self.partition_epoch == epoch {
             self.partition_epoch += 1;
@@ -93,10 +102,7 @@ impl PartitionMeta {
     /// Completes the reassignment if every added replica is in the ISR and a target replica
     /// can lead: the target becomes the replicas, the removed ones leave the ISR, and the
     /// leadership moves to a target replica if a removed one holds it.
-    pub(super) fn complete_reassignment(
-        &mut self,
-        brokers: &std::collections::BTreeMap<BrokerId, super::BrokerMeta>,
-    ) {
+    pub(super) fn complete_reassignment(&mut self, brokers: &Brokers) {
         if !self.is_reassigning()
             || self.leader == BrokerId::NONE
             || self.awaiting_log_ends
@@ -153,13 +159,22 @@ impl MetadataImage {
                     format!("{name} is not being reassigned; nothing to cancel"),
                 ));
             }
-            if !meta.original_replicas().contains(&meta.leader) {
+            let original = meta.original_replicas();
+            let kept: Vec<BrokerId> = meta
+                .isr
+                .iter()
+                .copied()
+                .filter(|b| original.contains(b))
+                .collect();
+            let leads = meta.leader == BrokerId::NONE
+                || original.contains(&meta.leader)
+                || kept.iter().any(|b| is_active(&self.brokers, *b));
+            if kept.is_empty() || !leads {
                 return Err((
                     ErrorCode::InvalidReplicaAssignment,
                     format!(
-                        "{name}'s leader {} is a replica its reassignment added; let the \
-                         reassignment finish instead of cancelling it",
-                        meta.leader
+                        "no original replica of {name} is in sync and able to lead; let the \
+                         reassignment finish instead of cancelling it"
                     ),
                 ));
             }
@@ -226,14 +241,15 @@ impl MetadataImage {
             {
                 continue;
             }
+            let brokers = &self.brokers;
             let partition = self
                 .topics
                 .get_mut(topic)
                 .and_then(|t| t.partition_mut(*index))
                 .expect("check_reassignment found it");
             match target {
-                Some(target) => partition.start_reassignment(target),
-                None => partition.cancel_reassignment(),
+                Some(target) => partition.start_reassignment(target, brokers),
+                None => partition.cancel_reassignment(brokers),
             }
         }
         CommandResult::Done

@@ -1636,3 +1636,22 @@ fn an_added_replica_never_wins_an_unclean_election() {
     let p = c.partition("t", 0);
     assert_eq!(p.leader, BrokerId::NONE, "{}", describe(p));
 }
+
+#[test]
+fn a_cancel_hands_the_leadership_back_to_an_original_replica_in_sync() {
+    let mut c = Cluster::with_brokers(&[1, 2, 3, 4]);
+    placed(&mut c, "t", &[&[1, 2]]);
+    reassign(&mut c, "t", 0, Some(&[3, 4]));
+    // 3 caught up (4 not yet), and the preferred election made it the leader.
+    let alter = c.alter_request("t", 0, &[1, 2, 3]);
+    c.apply(alter);
+    c.apply(MetadataCommand::ElectPreferredLeaders {
+        partitions: vec![("t".into(), PartitionId(0))],
+    });
+    assert_eq!(c.partition("t", 0).leader, BrokerId(3));
+    assert_eq!(reassign(&mut c, "t", 0, None), CommandResult::Done);
+    assert_eq!(
+        describe(c.partition("t", 0)),
+        "leader=1 le=2 pe=4 replicas=1,2 isr=1,2"
+    );
+}
