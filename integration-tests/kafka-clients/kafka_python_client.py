@@ -51,7 +51,9 @@ Scenarios:
   reassign     T (created beforehand: one partition on broker 1 of three): 100 records;
                alter_partition_reassignments moves T-0 to brokers 2 and 3, listed until it
                completes; the records are read back from there; cancelling with no move
-               under way and moving to an unknown broker are refused.
+               under way and moving to an unknown broker are refused;
+               describe_metadata_quorum shows the three voters, their leader and its
+               high watermark.
 The last line of stdout is the JSON summary (common.py).
 """
 
@@ -679,8 +681,19 @@ def reassign(args):
     check(errors == {"cancel": "NoReassignmentInProgressError",
                      "unknown_broker": "InvalidReplicationAssignmentError"},
           "refused moves", errors=errors)
+    step("describe_metadata_quorum: the controller quorum of the three brokers")
+    quorum = client.describe_metadata_quorum()
+    partition = quorum["topics"][0]["partitions"][0]
+    voters = sorted(v["replica_id"] for v in partition["current_voters"])
+    ends = [v["log_end_offset"] for v in partition["current_voters"]]
+    check(quorum["topics"][0]["topic_name"] == "__cluster_metadata"
+          and partition["error"] is None and partition["leader_id"] in voters
+          and partition["high_watermark"] > 0 and voters == [1, 2, 3]
+          and max(ends) >= partition["high_watermark"]
+          and sorted(n["node_id"] for n in quorum.get("nodes", [])) == [1, 2, 3],
+          "the quorum", quorum=str(quorum))
     client.close()
-    finish(replicas=replicas, read=len(got), errors=errors)
+    finish(replicas=replicas, read=len(got), errors=errors, voters=voters)
 
 
 def txn_tools(args):

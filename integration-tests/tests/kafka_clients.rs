@@ -825,7 +825,7 @@ fn three_brokers_kcat_lists_every_broker_at_its_kafka_port() {
 }
 
 #[test]
-fn kafka_python_moves_a_partition_to_other_brokers() {
+fn kafka_python_moves_a_partition_to_other_brokers_and_describes_the_quorum() {
     let Some(python) = python("kafka_python_reassign") else {
         return;
     };
@@ -847,4 +847,5 @@ fn kafka_python_moves_a_partition_to_other_brokers() {
     .expect_ok(&cluster.brokers[0].log());
     assert_eq!(summary["replicas"], json!([2, 3]));
     assert_eq!(summary["read"], 100);
+    assert_eq!(summary["voters"], json!([1, 2, 3]));
 }

@@ -35,7 +35,8 @@ use openraft::{BasicNode, ServerState};
 use sluice_protocol::messages::{
     AclResult, AlterClientQuotasRequest, AlterClientQuotasResponse,
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, CreateAclsResponse,
-    DeleteAclsResponse, QuotaResult, ReassignablePartition,
+    DeleteAclsResponse, DescribeQuorumRequest, DescribeQuorumResponse, QuorumReplica, QuotaResult,
+    ReassignablePartition,
 };
 use sluice_protocol::messages::{
     AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterConfigsRequest,
@@ -295,6 +296,7 @@ impl Controller {
             Request::AlterPartitionReassignments(r) => {
                 Response::AlterPartitionReassignments(self.reassign_partitions(r).await)
             }
+            Request::DescribeQuorum(r) => Response::DescribeQuorum(self.describe_quorum(&r)),
             Request::DeleteAcls(r) => {
                 let acls = r.deletions.iter().map(AclBinding::from_entry).collect();
                 Response::DeleteAcls(DeleteAclsResponse {
@@ -979,6 +981,50 @@ impl Controller {
                 error_message: outcome.as_ref().err().and_then(|e| e.wire_message()),
             })
             .collect()
+    }
+
+    /// The metadata log as this leader sees it: each voter's log end from the replication
+    /// progress it tracks, the applied index as the high watermark.
+    fn describe_quorum(&self, request: &DescribeQuorumRequest) -> DescribeQuorumResponse {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let end = |index: Option<u64>| index.map_or(0, |i| i as i64 + 1);
+        let matched = m.replication.clone().unwrap_or_default();
+        let node = self.config.node_id;
+        let voters: Vec<QuorumReplica> = self
+            .config
+            .voters
+            .iter()
+            .map(|v| QuorumReplica {
+                id: v.id,
+                log_end: match v.id == node {
+                    true => end(m.last_log_index),
+                    false => matched
+                        .get(&(v.id.0 as u64))
+                        .map_or(-1, |l| end(l.map(|l| l.index))),
+                },
+            })
+            .collect();
+        let observers = match request.include_observers {
+            true => self
+                .image()
+                .brokers
+                .keys()
+                .filter(|id| !voters.iter().any(|v| v.id == **id))
+                .map(|id| QuorumReplica {
+                    id: *id,
+                    log_end: -1,
+                })
+                .collect(),
+            false => Vec::new(),
+        };
+        DescribeQuorumResponse {
+            leader: node,
+            term: m.current_term as i64,
+            high_watermark: end(m.last_applied.map(|l| l.index)),
+            voters,
+            observers,
+        }
     }
 
     /// Begins (or cancels) partition reassignments: each topic's partitions that may be

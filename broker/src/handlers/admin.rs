@@ -1,5 +1,5 @@
-//! CreateTopics, DeleteTopics, CreatePartitions, IncrementalAlterConfigs, ElectLeaders and
-//! the partition reassignment apis: the native request in,
+//! CreateTopics, DeleteTopics, CreatePartitions, IncrementalAlterConfigs, ElectLeaders,
+//! the partition reassignment apis and DescribeQuorum: the native request in,
 //! [`crate::services::admin`] changes the topics through the controller, the native
 //! response out, per topic.
 
@@ -8,14 +8,14 @@ use sluice_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, CreatableTopicResult,
     CreatePartitionsRequest, CreatePartitionsResponse, CreatePartitionsTopicResult,
     CreateTopicsRequest, CreateTopicsResponse, DeletableTopicResult, DeleteTopicsRequest,
-    DeleteTopicsResponse, ElectLeadersRequest, ElectLeadersResponse,
-    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, OngoingReassignment,
-    OngoingTopicReassignments, TopicPartitionResults, CONFIG_DELETE,
+    DeleteTopicsResponse, DescribeQuorumRequest, DescribeQuorumResponse, ElectLeadersRequest,
+    ElectLeadersResponse, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+    OngoingReassignment, OngoingTopicReassignments, QuorumReplica, TopicPartitionResults,
+    CONFIG_DELETE,
 };
-use sluice_protocol::{ErrorCode, PartitionId};
+use sluice_protocol::{BrokerId, ErrorCode, PartitionId};
 
 use super::partition_result;
-
 use crate::error::ApiError;
 use crate::security::Principal;
 use crate::services::admin::{Admin, ConfigChange};
@@ -238,5 +238,28 @@ pub fn list_reassignments(
             },
             |name, partitions| OngoingTopicReassignments { name, partitions },
         ),
+    })
+}
+
+/// The controller quorum's metadata log.
+pub async fn describe_quorum(
+    service: &Admin,
+    principal: &Principal,
+    request: DescribeQuorumRequest,
+) -> Result<DescribeQuorumResponse, ApiError> {
+    let quorum = service
+        .describe_quorum(principal, request.include_observers)
+        .await?;
+    let replicas = |rs: Vec<(BrokerId, i64)>| {
+        rs.into_iter()
+            .map(|(id, log_end)| QuorumReplica { id, log_end })
+            .collect()
+    };
+    Ok(DescribeQuorumResponse {
+        leader: quorum.leader,
+        term: quorum.term,
+        high_watermark: quorum.high_watermark,
+        voters: replicas(quorum.voters),
+        observers: replicas(quorum.observers),
     })
 }

@@ -105,6 +105,7 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::DescribeClientQuotas,
     ApiKey::AlterPartitionReassignments,
     ApiKey::ListPartitionReassignments,
+    ApiKey::DescribeQuorum,
 ];
 
 /// A request after its ordered phase.
@@ -197,6 +198,9 @@ pub async fn finish(
         Request::ListPartitionReassignments(r) => Response::ListPartitionReassignments(
             admin::list_reassignments(&services.admin, principal, r)?,
         ),
+        Request::DescribeQuorum(r) => {
+            Response::DescribeQuorum(admin::describe_quorum(&services.admin, principal, r).await?)
+        }
         Request::FindCoordinator(r) => Response::FindCoordinator(
             groups::find_coordinator(groups, &services.txns, principal, r).await,
         ),

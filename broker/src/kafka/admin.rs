@@ -28,10 +28,11 @@ use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeClientQuotasRequest,
     DescribeClientQuotasResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    DescribeLogDirsRequest, DescribeLogDirsResponse, ElectLeadersRequest, ElectLeadersResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
-    ProducerId, ResponseKind,
+    DescribeLogDirsRequest, DescribeLogDirsResponse, DescribeQuorumRequest, DescribeQuorumResponse,
+    ElectLeadersRequest, ElectLeadersResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, ProducerId,
+    ResponseKind,
 };
 use sluice_protocol::messages::{QuotaAlteration, QuotaEntityComponent, QuotaOp};
 use sluice_protocol::{BrokerId, ErrorCode, PartitionId};
@@ -748,6 +749,92 @@ pub async fn alter_partition_reassignments(
         })
         .collect();
     ResponseKind::AlterPartitionReassignments(response.with_responses(responses))
+}
+
+/// The metadata log's name in Kafka (DescribeQuorum asks about its one partition).
+const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// DescribeQuorum (`kafka-metadata-quorum.sh describe --status|--replication`): the
+/// controller quorum's metadata log, from the active controller; v2's nodes are the
+/// voters' advertised listeners.
+pub async fn describe_quorum(
+    service: &Admin,
+    principal: &Principal,
+    request: DescribeQuorumRequest,
+) -> ResponseKind {
+    use kafka_protocol::messages::describe_quorum_response::{
+        Listener, Node, PartitionData, ReplicaState, TopicData,
+    };
+    let response = DescribeQuorumResponse::default();
+    let quorum = match service.describe_quorum(principal, true).await {
+        Ok(quorum) => quorum,
+        Err(e) => {
+            let (code, message) = kafka_error(ApiKey::DescribeQuorum, &e);
+            return ResponseKind::DescribeQuorum(
+                response.with_error_code(code).with_error_message(message),
+            );
+        }
+    };
+    let replicas = |rs: &[(BrokerId, i64)]| -> Vec<ReplicaState> {
+        rs.iter()
+            .map(|(id, log_end)| {
+                ReplicaState::default()
+                    .with_replica_id(kafka_protocol::messages::BrokerId(id.0))
+                    .with_log_end_offset(*log_end)
+                    .with_last_fetch_timestamp(-1)
+                    .with_last_caught_up_timestamp(-1)
+            })
+            .collect()
+    };
+    let topics = request
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let data = PartitionData::default().with_partition_index(p.partition_index);
+                    if t.topic_name.as_str() != METADATA_TOPIC || p.partition_index != 0 {
+                        return data
+                            .with_error_code(ErrorCode::UnknownTopicOrPartition.code())
+                            .with_leader_id(kafka_protocol::messages::BrokerId(-1));
+                    }
+                    data.with_leader_id(kafka_protocol::messages::BrokerId(quorum.leader.0))
+                        .with_leader_epoch(i32::try_from(quorum.term).unwrap_or(i32::MAX))
+                        .with_high_watermark(quorum.high_watermark)
+                        .with_current_voters(replicas(&quorum.voters))
+                        .with_observers(replicas(&quorum.observers))
+                })
+                .collect();
+            TopicData::default()
+                .with_topic_name(t.topic_name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    let image = service.image();
+    let nodes = quorum
+        .voters
+        .iter()
+        .filter_map(|(id, _)| image.brokers.get(id))
+        .map(|broker| {
+            Node::default()
+                .with_node_id(kafka_protocol::messages::BrokerId(broker.id.0))
+                .with_listeners(
+                    broker
+                        .listeners
+                        .iter()
+                        .map(|l| {
+                            Listener::default()
+                                .with_name(kafka_str(l.name.clone()))
+                                .with_host(kafka_str(l.host.clone()))
+                                .with_port(l.port)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    ResponseKind::DescribeQuorum(response.with_topics(topics).with_nodes(nodes))
 }
 
 /// ListPartitionReassignments (`kafka-reassign-partitions.sh --verify`, admin consoles):

@@ -130,6 +130,9 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterPartitionReassignments, 0, 1),
     // 0..=0, all: kafka-reassign-partitions.sh --verify.
     (ApiKey::ListPartitionReassignments, 0, 0),
+    // 0..=2, all: v1 adds the replicas' fetch times (sluice: -1), v2 the voters' nodes.
+    // kafka-metadata-quorum.sh.
+    (ApiKey::DescribeQuorum, 0, 2),
     // 0..=2, all: v1 adds the election type and a top-level error code, v2 is flexible.
     // kafka-leader-election.sh picks 2.
     (ApiKey::ElectLeaders, 0, 2),

@@ -393,6 +393,9 @@ impl Kafka {
             RequestKind::ListPartitionReassignments(r) => {
                 admin::list_partition_reassignments(&services.admin, principal, r)
             }
+            RequestKind::DescribeQuorum(r) => {
+                admin::describe_quorum(&services.admin, principal, r).await
+            }
             RequestKind::AlterPartitionReassignments(r) => {
                 admin::alter_partition_reassignments(&services.admin, principal, r, version).await
             }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use sluice_protocol::messages::{
     AlterConfigsRequest, AlterPartitionReassignmentsRequest, AlterableConfig, AlterableTopic,
     CreatePartitionsRequest, CreatePartitionsTopic, CreateTopicsRequest, DeleteTopicsRequest,
-    ElectLeadersRequest, ReassignablePartition, ReassignableTopic, TopicPartitions, CONFIG_DELETE,
-    CONFIG_SET,
+    DescribeQuorumRequest, ElectLeadersRequest, ReassignablePartition, ReassignableTopic,
+    TopicPartitions, CONFIG_DELETE, CONFIG_SET,
 };
 use sluice_protocol::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, Request, Response};
 
@@ -566,6 +566,41 @@ impl Admin {
         Ok(outcomes)
     }
 
+    /// The controller quorum's metadata log, from the active controller (Describe on the
+    /// cluster).
+    pub async fn describe_quorum(
+        &self,
+        principal: &Principal,
+        include_observers: bool,
+    ) -> Result<QuorumView, ApiError> {
+        self.authorizer
+            .check(principal, Operation::Describe, Resource::Cluster)?;
+        let request = Request::DescribeQuorum(DescribeQuorumRequest { include_observers });
+        match self
+            .cluster
+            .client
+            .call(request, CONTROLLER_TIMEOUT)
+            .await?
+        {
+            Response::DescribeQuorum(r) => {
+                let replicas = |rs: Vec<sluice_protocol::messages::QuorumReplica>| {
+                    rs.into_iter().map(|r| (r.id, r.log_end)).collect()
+                };
+                Ok(QuorumView {
+                    leader: r.leader,
+                    term: r.term,
+                    high_watermark: r.high_watermark,
+                    voters: replicas(r.voters),
+                    observers: replicas(r.observers),
+                })
+            }
+            other => Err(ApiError::new(
+                ErrorCode::UnknownServerError,
+                format!("the controller answered {:?}", other.api_key()),
+            )),
+        }
+    }
+
     /// The partition moves under way, of the `wanted` partitions or all (Describe on the
     /// cluster).
     pub fn reassignments(
@@ -994,6 +1029,21 @@ impl Admin {
             })
             .collect())
     }
+}
+
+/// The controller quorum's metadata log (Kafka's DescribeQuorum).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuorumView {
+    /// The active controller.
+    pub leader: BrokerId,
+    /// Its Raft term.
+    pub term: i64,
+    /// The end of the committed and applied log.
+    pub high_watermark: i64,
+    /// Each voter and its log end as the leader knows it (-1: unknown).
+    pub voters: Vec<(BrokerId, i64)>,
+    /// The other registered brokers (log end -1: the leader does not track them).
+    pub observers: Vec<(BrokerId, i64)>,
 }
 
 /// A partition being moved to other replicas.

@@ -412,3 +412,38 @@ wire_struct! {
         pub topics: Vec<OngoingTopicReassignments>,
     }
 }
+
+wire_struct! {
+    /// Describes the controller quorum's metadata log (Kafka's DescribeQuorum), answered by
+    /// the active controller.
+    pub struct DescribeQuorumRequest {
+        /// Also list the registered brokers that are not voters (observers).
+        pub include_observers: bool,
+    }
+}
+
+wire_struct! {
+    /// One replica of the metadata log.
+    pub struct QuorumReplica {
+        /// Its node id.
+        pub id: BrokerId,
+        /// The end of its log as the leader knows it (-1 when it does not).
+        pub log_end: i64,
+    }
+}
+
+wire_struct! {
+    /// The metadata log's leader, term, commit point and replicas.
+    pub struct DescribeQuorumResponse {
+        /// The active controller.
+        pub leader: BrokerId,
+        /// Its Raft term (Kafka's leader epoch of the metadata log).
+        pub term: i64,
+        /// The end of what is committed and applied (Kafka's high watermark).
+        pub high_watermark: i64,
+        /// The voters.
+        pub voters: Vec<QuorumReplica>,
+        /// The other registered brokers, when asked.
+        pub observers: Vec<QuorumReplica>,
+    }
+}

@@ -323,6 +323,8 @@ apis! {
     DescribeUserScramCredentials = 50, versions 0..=0, DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse;
     /// Create, replace or remove SCRAM credentials.
     AlterUserScramCredentials = 51, versions 0..=0, AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse;
+    /// The controller quorum's metadata log: leader, term, commit point, replicas.
+    DescribeQuorum = 55, versions 0..=0, DescribeQuorumRequest, DescribeQuorumResponse;
     /// A leader proposes ISR changes to the controller.
     AlterPartition = 56, versions 0..=0, AlterPartitionRequest, AlterPartitionResponse;
     /// Brokers (fenced too) and the controller quorum.

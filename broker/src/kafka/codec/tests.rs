@@ -341,8 +341,8 @@ fn an_unknown_api_key_is_refused_and_closes_the_connection() {
 #[test]
 fn an_api_we_do_not_serve_gets_unsupported_version_in_its_own_response() {
     for version in 0..=1 {
-        let body = default_request(ApiKey::DescribeQuorum);
-        let error = check_refused(payload(ApiKey::DescribeQuorum, version, &body), 35);
+        let body = default_request(ApiKey::UpdateFeatures);
+        let error = check_refused(payload(ApiKey::UpdateFeatures, version, &body), 35);
         let DecodeError::Refused { api_key, code, .. } = error else {
             unreachable!()
         };
@@ -354,9 +354,9 @@ fn an_api_we_do_not_serve_gets_unsupported_version_in_its_own_response() {
             code,
             &mut out
         ));
-        let (id, response) = read_response(ApiKey::DescribeQuorum, version, out.freeze());
+        let (id, response) = read_response(ApiKey::UpdateFeatures, version, out.freeze());
         assert_eq!(id, CORRELATION_ID);
-        let ResponseKind::DescribeQuorum(response) = response else {
+        let ResponseKind::UpdateFeatures(response) = response else {
             unreachable!()
         };
         assert_eq!(response.error_code, UNSUPPORTED_VERSION);
@@ -402,7 +402,7 @@ fn served_ranges_lie_within_what_kafka_protocol_decodes_and_encodes() {
         // Min is the lowest version kafka-protocol decodes (ApiVersions: 0).
         assert_eq!(min, request.min, "{key:?}");
     }
-    assert_eq!(SERVED.len(), 47);
+    assert_eq!(SERVED.len(), 48);
 }
 
 #[test]
