@@ -444,18 +444,8 @@ impl Admin {
                 ))
             }
         };
-        let elected: Vec<TopicItems<PartitionOutcome<()>>> = response
-            .topics
-            .into_iter()
-            .map(|t| TopicItems {
-                topic: t.name,
-                partitions: t
-                    .partitions
-                    .into_iter()
-                    .map(PartitionOutcome::from_wire)
-                    .collect(),
-            })
-            .collect();
+        let elected: Vec<TopicItems<PartitionOutcome<()>>> =
+            super::outcomes_from_wire(response.topics);
         let moved: Vec<(&str, PartitionId)> = elected
             .iter()
             .flat_map(|t| {
@@ -529,18 +519,8 @@ impl Admin {
                 ))
             }
         };
-        let outcomes: Vec<TopicItems<PartitionOutcome<()>>> = response
-            .topics
-            .into_iter()
-            .map(|t| TopicItems {
-                topic: t.name,
-                partitions: t
-                    .partitions
-                    .into_iter()
-                    .map(PartitionOutcome::from_wire)
-                    .collect(),
-            })
-            .collect();
+        let outcomes: Vec<TopicItems<PartitionOutcome<()>>> =
+            super::outcomes_from_wire(response.topics);
         let began = |topic: &str, partition: PartitionId| {
             outcomes.iter().any(|t| {
                 t.topic == topic

@@ -86,6 +86,23 @@ impl PartitionOutcome<()> {
     }
 }
 
+/// Each topic's partition results as another broker answered them, as outcomes.
+pub fn outcomes_from_wire(
+    topics: Vec<sluice_protocol::messages::TopicPartitionResults>,
+) -> Vec<TopicItems<PartitionOutcome<()>>> {
+    topics
+        .into_iter()
+        .map(|t| TopicItems {
+            topic: t.name,
+            partitions: t
+                .partitions
+                .into_iter()
+                .map(PartitionOutcome::from_wire)
+                .collect(),
+        })
+        .collect()
+}
+
 /// A task of the blocking pool that died (a bug, already logged by tokio), as the error
 /// of the request it served.
 pub(crate) fn task_failed(what: &str, e: tokio::task::JoinError) -> ApiError {

@@ -135,17 +135,7 @@ impl Verifier {
                 ),
             ));
         };
-        Ok(r.topics
-            .into_iter()
-            .map(|t| TopicItems {
-                topic: t.name,
-                partitions: t
-                    .partitions
-                    .into_iter()
-                    .map(PartitionOutcome::from_wire)
-                    .collect(),
-            })
-            .collect())
+        Ok(crate::services::outcomes_from_wire(r.topics))
     }
 
     /// An idle connection to `broker` at `address`, or a new one.
