@@ -38,14 +38,14 @@ use sluice_protocol::messages::{QuotaAlteration, QuotaEntityComponent, QuotaOp};
 use sluice_protocol::{BrokerId, ErrorCode, PartitionId};
 
 use super::metadata::topic_id;
-use super::{kafka_error, kafka_error_at, kafka_str, topic_name};
+use super::{every_partition_failed, kafka_error, kafka_error_at, kafka_str, topic_name};
 use crate::cluster::image::quotas::QuotaChange;
 use crate::error::ApiError;
 use crate::security::Principal;
 use crate::services::admin::{Admin, ConfigChange, Fallback, TopicConfig};
 use crate::services::producer_ids::{InitProducer, ProducerIds};
 use crate::services::quotas::{ClientQuotas, QuotaFilter};
-use crate::services::{map_topics, PartitionOutcome, TopicItems};
+use crate::services::{map_topics, TopicItems};
 use crate::topic_config::{config_type, ConfigType, NewTopic};
 use crate::txn::coordinator::Transactions;
 
@@ -1047,21 +1047,7 @@ pub async fn elect_leaders(
     let (top, topics) = match outcome {
         Ok(topics) => (Ok(()), topics),
         Err(e) => {
-            let topics = asked
-                .unwrap_or_default()
-                .into_iter()
-                .map(|t| TopicItems {
-                    topic: t.topic,
-                    partitions: t
-                        .partitions
-                        .into_iter()
-                        .map(|partition| PartitionOutcome {
-                            partition,
-                            outcome: Err(e.clone()),
-                        })
-                        .collect(),
-                })
-                .collect();
+            let topics = every_partition_failed(asked.unwrap_or_default(), e.clone());
             (Err(e), topics)
         }
     };

@@ -28,7 +28,7 @@ use sluice_protocol::messages::IsolationLevel;
 use sluice_protocol::{LeaderEpoch, Offset, PartitionId, Records};
 
 use super::codec::{self, InFile};
-use super::{kafka_error, topic_name};
+use super::{every_partition_failed, kafka_error, topic_name};
 use crate::security::Principal;
 use crate::services::fetch::{self, Fetch, FetchPartition};
 use crate::services::offsets::{DeleteQuery, EpochQuery, OffsetQuery, Offsets};
@@ -330,19 +330,4 @@ fn isolation_level(wire: i8) -> IsolationLevel {
     } else {
         IsolationLevel::ReadUncommitted
     }
-}
-
-/// The same error for every partition asked (the lookup failed as a whole).
-pub(super) fn every_partition_failed<Q: crate::services::offsets::HasPartition, T>(
-    queries: Vec<TopicItems<Q>>,
-    e: crate::error::ApiError,
-) -> Vec<TopicItems<crate::services::PartitionOutcome<T>>> {
-    map_topics(
-        queries,
-        |q| crate::services::PartitionOutcome {
-            partition: q.partition(),
-            outcome: Err(e.clone()),
-        },
-        |topic, partitions| TopicItems { topic, partitions },
-    )
 }

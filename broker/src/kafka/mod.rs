@@ -567,3 +567,18 @@ fn kafka_str(s: impl Into<String>) -> StrBytes {
 fn topic_name(name: impl Into<String>) -> TopicName {
     TopicName(kafka_str(name))
 }
+
+/// The same error for every partition asked (the request failed as a whole).
+fn every_partition_failed<Q: crate::services::offsets::HasPartition, T>(
+    queries: Vec<crate::services::TopicItems<Q>>,
+    e: crate::error::ApiError,
+) -> Vec<crate::services::TopicItems<crate::services::PartitionOutcome<T>>> {
+    crate::services::map_topics(
+        queries,
+        |q| crate::services::PartitionOutcome {
+            partition: q.partition(),
+            outcome: Err(e.clone()),
+        },
+        |topic, partitions| crate::services::TopicItems { topic, partitions },
+    )
+}

@@ -30,8 +30,7 @@ use sluice_protocol::control::{ControlMarker, ControlType};
 use sluice_protocol::txn_log::TxnState;
 use sluice_protocol::PartitionId;
 
-use super::fetch::every_partition_failed;
-use super::{kafka_error, kafka_error_at, kafka_str, topic_name};
+use super::{every_partition_failed, kafka_error, kafka_error_at, kafka_str, topic_name};
 use crate::security::Principal;
 use crate::services::offsets::Offsets;
 use crate::services::{map_topics, TopicItems};
