@@ -57,10 +57,7 @@ pub async fn create_acls(
         })
         .collect();
     let valid: Vec<AclBinding> = parsed.iter().filter_map(|p| p.clone().ok()).collect();
-    let changed = match valid.is_empty() {
-        true => Ok(()),
-        false => service.change(principal, valid, true).await,
-    };
+    let changed = service.change(principal, valid, true).await;
     let results = parsed
         .into_iter()
         .map(|p| {
@@ -140,10 +137,7 @@ pub async fn delete_acls(
     let mut doomed: Vec<AclBinding> = matched.iter().flatten().flatten().cloned().collect();
     doomed.sort();
     doomed.dedup();
-    let removed = match doomed.is_empty() {
-        true => Ok(()),
-        false => service.change(principal, doomed, false).await,
-    };
+    let removed = service.change(principal, doomed, false).await;
     let results = matched
         .into_iter()
         .map(|m| {
