@@ -2,6 +2,7 @@
 //! [`crate::Admin`]: bootstrap, the metadata cache, and one pipelined connection per broker.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -186,10 +187,22 @@ struct MetadataCache {
     topics: FastMap<String, (Arc<TopicMetadata>, Instant)>,
 }
 
+/// One topic's cached metadata kept by a caller that asks for it over and over (a
+/// producer, once per record): see [`Client::cached_topic_memo`].
+#[derive(Default)]
+pub(crate) struct TopicMemo(Mutex<Option<(u64, Arc<TopicMetadata>)>>);
+
+/// Counts the changes to the cached topics, so a copy taken out of the cache can be
+/// trusted without a lookup for as long as the count stays (see [`TopicMemo`]).
+#[derive(Default)]
+struct Generation(AtomicU64);
+
 struct Inner {
     config: ClientConfig,
     /// The cache; a read lock is held only to clone an `Arc` or an address out.
     metadata: RwLock<MetadataCache>,
+    /// Bumped under the cache's write lock each time its topics change.
+    generation: Generation,
     /// Live connections by broker id. The lock is held only to look up or insert; dialling
     /// happens outside it.
     connections: Mutex<HashMap<BrokerId, Arc<Connection>>>,
@@ -246,6 +259,7 @@ impl Client {
             inner: Arc::new(Inner {
                 config,
                 metadata: RwLock::new(MetadataCache::default()),
+                generation: Generation::default(),
                 connections: Mutex::new(HashMap::new()),
                 any: Mutex::new(None),
                 failed_addresses: Mutex::new(HashMap::new()),
@@ -388,9 +402,35 @@ impl Client {
 
     /// The leader of `tp` as the cached metadata has it, if it names one.
     pub(crate) fn cached_leader(&self, tp: &TopicPartition) -> Option<BrokerId> {
-        self.cached_topic(&tp.topic)
-            .and_then(|t| t.partition(tp.partition).ok().map(|p| p.leader))
-            .filter(|&leader| leader != BrokerId::NONE)
+        leader_of(self.cached_topic(&tp.topic)?, tp.partition)
+    }
+
+    /// [`Client::cached_leader`], starting a refresh of the topic's metadata in the
+    /// background when it is older than [`ClientConfig::metadata_max_age`] (see
+    /// [`Client::cached_topic_refreshing`]).
+    pub(crate) fn cached_leader_refreshing(&self, tp: &TopicPartition) -> Option<BrokerId> {
+        leader_of(self.cached_topic_refreshing(&tp.topic)?, tp.partition)
+    }
+
+    /// The cached metadata of `topic` as [`Client::cached_topic`] has it, through `memo`:
+    /// while the cache's topics have not changed since the memo was taken, an atomic load
+    /// and a name comparison instead of the cache's lock and a hash lookup (a producer asks
+    /// once per record).
+    pub(crate) fn cached_topic_memo(
+        &self,
+        topic: &str,
+        memo: &TopicMemo,
+    ) -> Option<Arc<TopicMetadata>> {
+        let generation = self.inner.generation.0.load(Ordering::Acquire);
+        let mut memo = memo.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((taken, metadata)) = &*memo {
+            if *taken == generation && metadata.name == topic {
+                return Some(Arc::clone(metadata));
+            }
+        }
+        let metadata = self.cached_topic(topic)?;
+        *memo = Some((generation, Arc::clone(&metadata)));
+        Some(metadata)
     }
 
     /// The cached metadata of `topic`, without asking the cluster.
@@ -602,6 +642,9 @@ impl Client {
         if all_topics {
             cache.topics.clear();
         }
+        // Before the changes, under the write lock: a memo taken from the cache while it
+        // changes is kept only until the next send looks.
+        self.inner.generation.0.fetch_add(1, Ordering::Release);
         for topic in &response.topics {
             match topic.error_code {
                 ErrorCode::None => {
@@ -929,6 +972,15 @@ pub(crate) fn format_address(host: &str, port: u16) -> String {
     } else {
         format!("{host}:{port}")
     }
+}
+
+/// The leader `topic`'s metadata names for `partition`, if it names one.
+fn leader_of(topic: Arc<TopicMetadata>, partition: PartitionId) -> Option<BrokerId> {
+    topic
+        .partition(partition)
+        .ok()
+        .map(|p| p.leader)
+        .filter(|&leader| leader != BrokerId::NONE)
 }
 
 fn topic_from_wire(topic: &sluice_protocol::messages::MetadataTopic) -> TopicMetadata {

@@ -68,7 +68,7 @@ async fn partitions_added_to_a_topic_are_used_once_the_metadata_is_refreshed() {
     bounded("the grown topic's metadata", async {
         while client.cached_topic("t").unwrap().n_partitions() < 3 {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            // A send with metadata older than metadata_max_age starts the refresh.
+            // A batch sent with metadata older than metadata_max_age starts the refresh.
             send("k".into()).await;
         }
     })
