@@ -41,7 +41,7 @@ use sluice_protocol::batch::{
 
 use crate::delivery::{Completer, DeliveryFuture, Written};
 use crate::fast_hash::FastMap;
-use crate::{Compression, CompressionConfig, Result, TopicPartition};
+use crate::{Compression, CompressionConfig, PartitionKey, Result, TopicPartition};
 
 /// When batches close, and whether they are stamped.
 #[derive(Clone, Copy, Debug)]
@@ -517,7 +517,7 @@ impl<T> Accumulator<T> {
     }
 
     /// Whether a record of `record_size` bytes would start a new batch in `tp`.
-    pub fn needs_new_batch(&self, tp: &TopicPartition, record_size: usize) -> bool {
+    pub fn needs_new_batch(&self, tp: &dyn PartitionKey, record_size: usize) -> bool {
         match self.queues.get(tp).and_then(|q| q.open.as_ref()) {
             Some(open) => !self.fits(open, record_size),
             None => true,
@@ -535,27 +535,30 @@ impl<T> Accumulator<T> {
     /// percent of the sending thread).
     pub fn append(
         &mut self,
-        tp: &TopicPartition,
+        tp: &dyn PartitionKey,
         now: impl FnOnce() -> Instant,
         record: &RecordParts<'_>,
         token: T,
     ) -> Appended {
         let record_size = record.size();
-        let batch_bytes_max = self.batch_bytes_max(&tp.topic);
+        let batch_bytes_max = self.batch_bytes_max(tp.topic());
         let compression = self.config.compression;
         let transactional = self.config.transactional;
         let next_order = &mut self.next_order;
         let pool = &mut self.pool;
-        // Not `entry(tp.clone())`: that copies the topic's name for every record.
+        // Looked up by its borrowed parts: a `TopicPartition` (or `entry`) copies the
+        // topic's name, an allocation per record.
         if !self.queues.contains_key(tp) {
-            self.queues.insert(tp.clone(), PartitionQueue::new());
+            self.queues.insert(tp.to_owned_key(), PartitionQueue::new());
         }
         let queue = self.queues.get_mut(tp).expect("inserted above");
         let mut sealed = false;
         if let Some(open) = &queue.open {
             if open.builder.size_bytes() + record_size > open.bytes_max.min(batch_bytes_max) {
                 let open = queue.open.take().expect("checked above");
-                queue.sealed.push_back(seal(tp, open, compression));
+                queue
+                    .sealed
+                    .push_back(seal(&tp.to_owned_key(), open, compression));
                 queue.filled = true;
                 sealed = true;
             }
@@ -576,7 +579,7 @@ impl<T> Accumulator<T> {
                 created: now(),
                 order: *next_order,
                 tokens: Vec::new(),
-                completer: Completer::for_batch(tp.clone()),
+                completer: Completer::for_batch(tp.to_owned_key()),
             }
         });
         let delivery = open
@@ -591,7 +594,9 @@ impl<T> Accumulator<T> {
         open.tokens.push(token);
         if open.builder.size_bytes() >= open.bytes_max {
             let open = queue.open.take().expect("just filled");
-            queue.sealed.push_back(seal(tp, open, compression));
+            queue
+                .sealed
+                .push_back(seal(&tp.to_owned_key(), open, compression));
             queue.filled = true;
             sealed = true;
         }
@@ -1116,6 +1121,34 @@ mod tests {
         let mut out: Vec<Vec<u32>> = batches.iter().map(|b| b.tokens.clone()).collect();
         out.sort();
         out
+    }
+
+    #[test]
+    fn a_partition_named_by_borrowed_parts_finds_its_batch() {
+        let t0 = Instant::now();
+        let mut acc = accumulator(1 << 20, 5);
+        let record = RecordParts {
+            timestamp_ms: 1_000,
+            key: None,
+            value: Some(b"one"),
+            headers: &[],
+        };
+        // Opened through borrowed parts, joined through a `TopicPartition`, and again.
+        assert!(
+            acc.append(&("t", PartitionId(3)), || t0, &record, 1)
+                .new_batch
+        );
+        assert_eq!(append(&mut acc, &tp("t", 3), t0, b"two", 2), (false, false));
+        assert!(
+            !acc.append(&("t", PartitionId(3)), || t0, &record, 3)
+                .new_batch
+        );
+        assert!(!acc.needs_new_batch(&("t", PartitionId(3)), 10));
+        assert!(acc.needs_new_batch(&("t", PartitionId(4)), 10));
+        assert!(acc.needs_new_batch(&("u", PartitionId(3)), 10));
+        let ready = acc.drain_ready(t0 + Duration::from_millis(5));
+        assert_eq!(tokens(&ready), vec![vec![1, 2, 3]]);
+        assert_eq!(ready[0].tp, tp("t", 3));
     }
 
     #[test]

@@ -175,6 +175,61 @@ impl TopicPartition {
     }
 }
 
+/// A topic partition by its parts, so a map keyed by [`TopicPartition`] can be asked with
+/// a borrowed name, as `(&str, PartitionId)`, without building a key (which copies the
+/// name): the producer looks up its batches once per record.
+pub(crate) trait PartitionKey {
+    fn topic(&self) -> &str;
+    fn partition(&self) -> PartitionId;
+
+    fn to_owned_key(&self) -> TopicPartition {
+        TopicPartition::new(self.topic(), self.partition())
+    }
+}
+
+impl PartitionKey for TopicPartition {
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    fn partition(&self) -> PartitionId {
+        self.partition
+    }
+}
+
+impl PartitionKey for (&str, PartitionId) {
+    fn topic(&self) -> &str {
+        self.0
+    }
+
+    fn partition(&self) -> PartitionId {
+        self.1
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn PartitionKey + 'a> for TopicPartition {
+    fn borrow(&self) -> &(dyn PartitionKey + 'a) {
+        self
+    }
+}
+
+/// As the derived `Hash` of [`TopicPartition`] hashes it (its fields in order), which a
+/// map looking one up by the other requires.
+impl std::hash::Hash for dyn PartitionKey + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.topic().hash(state);
+        self.partition().hash(state);
+    }
+}
+
+impl PartialEq for dyn PartitionKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.partition() == other.partition() && self.topic() == other.topic()
+    }
+}
+
+impl Eq for dyn PartitionKey + '_ {}
+
 impl std::fmt::Display for TopicPartition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.topic, self.partition)

@@ -581,7 +581,7 @@ impl Producer {
                     }
                 },
             };
-            let tp = TopicPartition::new(&topic.name, partition);
+            let tp = (topic.name.as_str(), partition);
             state
                 .accumulator
                 .set_topic_bytes_max(&topic.name, batch_bytes_max);
@@ -714,11 +714,17 @@ impl State {
         let accumulator = &self.accumulator;
         let partition = sticky_partition(
             self.sticky.get(topic).copied(),
-            |p| !accumulator.needs_new_batch(&TopicPartition::new(topic, p), record_size),
+            |p| !accumulator.needs_new_batch(&(topic, p), record_size),
             self.sticky_start,
             n_partitions,
         );
-        self.sticky.insert(topic.to_owned(), partition);
+        // Per record: the name is copied only the first time.
+        match self.sticky.get_mut(topic) {
+            Some(sticky) => *sticky = partition,
+            None => {
+                self.sticky.insert(topic.to_owned(), partition);
+            }
+        }
         partition
     }
 }
