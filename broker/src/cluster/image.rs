@@ -403,9 +403,47 @@ impl PartitionMeta {
         self.isr = isr;
     }
 
+    /// An unclean election, for a topic that allows them: a partition without a leader and
+    /// without an active ISR member gets the first active replica in assignment order as
+    /// leader and sole ISR member (as Kafka's offline-partition election picks). Never a
+    /// replica a reassignment is adding (its log may be a prefix), and not while the
+    /// longest-log election after damage waits for reports. What only the ISR held is lost:
+    /// the topic chose availability.
+    fn elect_unclean(&mut self, brokers: &BTreeMap<BrokerId, BrokerMeta>) {
+        if self.leader != BrokerId::NONE {
+            return;
+        }
+        if let Some(leader) = self.unclean_candidate(&self.isr, brokers) {
+            self.change(leader, vec![leader]);
+        }
+    }
+
+    /// The replica an unclean election would pick with `isr` (see
+    /// [`PartitionMeta::elect_unclean`]), if one may lead.
+    fn unclean_candidate(
+        &self,
+        isr: &[BrokerId],
+        brokers: &BTreeMap<BrokerId, BrokerMeta>,
+    ) -> Option<BrokerId> {
+        if self.awaiting_log_ends || isr.iter().any(|b| is_active(brokers, *b)) {
+            return None;
+        }
+        self.replicas
+            .iter()
+            .copied()
+            .find(|b| !self.adding.contains(b) && is_active(brokers, *b))
+    }
+
     /// Takes broker `id` out of service on this partition: out of the ISR unless it is the
     /// last member, and out of the leadership in favour of the first eligible replica.
-    fn remove_broker(&mut self, id: BrokerId, brokers: &BTreeMap<BrokerId, BrokerMeta>) {
+    /// With `unclean`, a partition this leaves without a leader elects one outside the ISR
+    /// in the same change (one epoch bump), as [`PartitionMeta::elect_unclean`] would.
+    fn remove_broker(
+        &mut self,
+        id: BrokerId,
+        brokers: &BTreeMap<BrokerId, BrokerMeta>,
+        unclean: bool,
+    ) {
         // The last ISR member stays even when fenced: it is the one replica known to hold
         // every committed record, so the partition waits for it (or for an unclean election
         // its topic allows) rather than letting a replica that may lack them lead unnoticed.
@@ -419,7 +457,13 @@ impl PartitionMeta {
         } else {
             self.leader
         };
-        self.change(leader, isr);
+        let elected = (unclean && leader == BrokerId::NONE)
+            .then(|| self.unclean_candidate(&isr, brokers))
+            .flatten();
+        match elected {
+            Some(leader) => self.change(leader, vec![leader]),
+            None => self.change(leader, isr),
+        }
     }
 }
 
@@ -905,8 +949,9 @@ impl MetadataImage {
         }
         let brokers = &self.brokers;
         for topic in self.topics.values_mut() {
+            let unclean = topic.unclean_leader_election();
             for partition in &mut topic.partitions {
-                partition.remove_broker(id, brokers);
+                partition.remove_broker(id, brokers, unclean);
             }
         }
     }
@@ -924,13 +969,8 @@ impl MetadataImage {
                 }
                 if partition.isr.contains(&id) {
                     partition.change(id, partition.isr.clone());
-                } else if unclean
-                    && partition.replicas.contains(&id)
-                    && !partition.adding.contains(&id)
-                    && !partition.isr.iter().any(|b| is_active(brokers, *b))
-                {
-                    // Unclean: what only the ISR held is lost, the topic chose availability.
-                    partition.change(id, vec![id]);
+                } else if unclean {
+                    partition.elect_unclean(brokers);
                 }
             }
         }
@@ -956,7 +996,7 @@ impl MetadataImage {
                 continue;
             };
             if partition.isr.len() > 1 {
-                partition.remove_broker(id, brokers);
+                partition.remove_broker(id, brokers, false);
             } else {
                 // The last member may lack committed records another replica still has:
                 // only the longest of all the replicas' logs is safe to lead.
@@ -1176,6 +1216,13 @@ impl MetadataImage {
         match self.topics.get_mut(name) {
             Some(topic) => {
                 topic.configs = configs.clone();
+                // Allowed from now on: a partition offline for want of its ISR elects now
+                // (Kafka's controller does the same), not when a replica next returns.
+                if topic.unclean_leader_election() {
+                    for partition in &mut topic.partitions {
+                        partition.elect_unclean(&self.brokers);
+                    }
+                }
                 Ok(CommandResult::Done)
             }
             None => refuse(

@@ -502,6 +502,64 @@ fn unclean_election_only_where_the_topic_allows_it() {
 }
 
 #[test]
+fn an_unclean_topic_elects_a_live_replica_outside_the_isr_when_its_last_member_fails() {
+    let mut c = Cluster::with_brokers(&[1, 2, 3]);
+    c.create_with("unclean", 1, 3, &[(UNCLEAN_LEADER_ELECTION_ENABLE, "true")]);
+    c.create("clean", 1, 3);
+    for topic in ["unclean", "clean"] {
+        let leader = c.partition(topic, 0).leader.0;
+        // The followers fell behind: the leader is the ISR.
+        let shrink = c.alter_request(topic, 0, &[leader]);
+        assert!(matches!(c.apply(shrink), CommandResult::Partition(_)));
+    }
+    let (unclean_leader, clean_leader) = (
+        c.partition("unclean", 0).leader,
+        c.partition("clean", 0).leader,
+    );
+    c.fence(unclean_leader.0);
+    // The first active replica in assignment order leads, alone in the ISR.
+    let unclean = c.partition("unclean", 0);
+    let expected = *unclean
+        .replicas
+        .iter()
+        .find(|b| **b != unclean_leader)
+        .unwrap();
+    assert_eq!(unclean.leader, expected);
+    assert_eq!(unclean.isr, vec![expected]);
+    if clean_leader != unclean_leader {
+        c.fence(clean_leader.0);
+    }
+    // Where the topic does not allow it, the partition waits for its ISR.
+    let clean = c.partition("clean", 0);
+    assert_eq!(
+        (clean.leader, clean.isr.clone()),
+        (BrokerId::NONE, vec![clean_leader])
+    );
+
+    // Allowing it later elects at once, not when a replica next returns.
+    let mut configs = BTreeMap::new();
+    configs.insert(
+        UNCLEAN_LEADER_ELECTION_ENABLE.to_string(),
+        "true".to_string(),
+    );
+    let allow = MetadataCommand::AlterTopicConfigs {
+        name: "clean".into(),
+        configs,
+    };
+    assert_eq!(c.apply(allow), CommandResult::Done);
+    let clean = c.partition("clean", 0);
+    let expected = *clean
+        .replicas
+        .iter()
+        .find(|b| **b != clean_leader && **b != unclean_leader)
+        .unwrap();
+    assert_eq!(
+        (clean.leader, clean.isr.clone()),
+        (expected, vec![expected])
+    );
+}
+
+#[test]
 fn controlled_shutdown_moves_leaderships_away_and_fences() {
     let mut c = Cluster::with_brokers(&[1, 2, 3]);
     c.create("t", 3, 3);
