@@ -1,15 +1,38 @@
 """Writes fuzzing seeds for kafka_request: a request header for every served api and
 version (api key, version, correlation id, null client id, and once with the flexible
-header's empty tag list) followed by zeros. Usage: python3 seeds.py CORPUS_DIR"""
+header's empty tag list) followed by zeros. The served apis and versions are read from
+broker/src/kafka/codec.rs's SERVED, so the seeds follow what the listener serves.
+Usage: python3 seeds.py CORPUS_DIR"""
 import os
+import re
 import struct
 import sys
 
-# (api key, min, max) as in broker/src/kafka/codec.rs SERVED.
-SERVED = [(18, 0, 4), (3, 0, 13), (0, 3, 11), (1, 4, 12), (2, 1, 6), (23, 2, 4), (10, 0, 5),
-          (11, 0, 9), (14, 0, 5), (12, 0, 4), (13, 0, 5), (9, 1, 9), (8, 2, 9), (15, 0, 6),
-          (16, 0, 5), (42, 0, 2), (19, 2, 7), (20, 1, 5), (32, 1, 4), (44, 0, 1), (22, 0, 5),
-          (60, 0, 2)]
+# Kafka's api keys by name (kafka-protocol's ApiKey variants).
+KEYS = {
+    "Produce": 0, "Fetch": 1, "ListOffsets": 2, "Metadata": 3, "OffsetCommit": 8,
+    "OffsetFetch": 9, "FindCoordinator": 10, "JoinGroup": 11, "Heartbeat": 12,
+    "LeaveGroup": 13, "SyncGroup": 14, "DescribeGroups": 15, "ListGroups": 16,
+    "SaslHandshake": 17, "ApiVersions": 18, "CreateTopics": 19, "DeleteTopics": 20,
+    "DeleteRecords": 21, "InitProducerId": 22, "OffsetForLeaderEpoch": 23,
+    "AddPartitionsToTxn": 24, "AddOffsetsToTxn": 25, "EndTxn": 26, "WriteTxnMarkers": 27,
+    "TxnOffsetCommit": 28, "DescribeAcls": 29, "CreateAcls": 30, "DeleteAcls": 31,
+    "DescribeConfigs": 32, "AlterConfigs": 33, "DescribeLogDirs": 35,
+    "SaslAuthenticate": 36, "CreatePartitions": 37, "DeleteGroups": 42, "ElectLeaders": 43,
+    "IncrementalAlterConfigs": 44, "AlterPartitionReassignments": 45,
+    "ListPartitionReassignments": 46, "OffsetDelete": 47, "DescribeClientQuotas": 48,
+    "AlterClientQuotas": 49, "DescribeUserScramCredentials": 50,
+    "AlterUserScramCredentials": 51, "DescribeQuorum": 55, "DescribeCluster": 60,
+    "DescribeProducers": 61, "DescribeTransactions": 65, "ListTransactions": 66,
+}
+
+codec = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src", "kafka", "codec.rs")
+source = open(codec).read()
+served = source[source.index("pub const SERVED"):]
+served = served[:served.index("];")]
+SERVED = [(KEYS[name], int(low), int(high))
+          for name, low, high in re.findall(r"\(ApiKey::(\w+), (\d+), (\d+)\)", served)]
+assert len(SERVED) >= 48, SERVED
 
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)

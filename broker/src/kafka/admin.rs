@@ -2,7 +2,7 @@
 //! DeleteTopics, CreatePartitions, DescribeConfigs, IncrementalAlterConfigs, AlterConfigs and InitProducerId, on
 //! [`crate::services::admin`] and [`crate::services::producer_ids`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
@@ -704,24 +704,32 @@ pub async fn alter_partition_reassignments(
             );
         }
     };
+    // Looked up per partition asked: maps, not a scan of every outcome each time.
+    let refused: HashMap<(&str, PartitionId), &ApiError> = refused
+        .iter()
+        .map(|(t, p, e)| ((t.as_str(), *p), e))
+        .collect();
+    let moved: HashMap<(&str, PartitionId), &Result<(), ApiError>> = moved
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| ((t.topic.as_str(), p.partition), &p.outcome))
+        })
+        .collect();
     let outcome_of = |topic: &str, index: PartitionId| -> Result<(), ApiError> {
-        if let Some((_, _, e)) = refused.iter().find(|(t, p, _)| t == topic && *p == index) {
-            return Err(e.clone());
+        if let Some(e) = refused.get(&(topic, index)) {
+            return Err((*e).clone());
         }
-        moved
-            .iter()
-            .filter(|t| t.topic == topic)
-            .flat_map(|t| &t.partitions)
-            .find(|p| p.partition == index)
-            .map_or_else(
-                || {
-                    Err(ApiError::new(
-                        ErrorCode::UnknownServerError,
-                        format!("no outcome for {topic}-{}", index.0),
-                    ))
-                },
-                |p| p.outcome.clone(),
-            )
+        moved.get(&(topic, index)).map_or_else(
+            || {
+                Err(ApiError::new(
+                    ErrorCode::UnknownServerError,
+                    format!("no outcome for {topic}-{}", index.0),
+                ))
+            },
+            |outcome| (*outcome).clone(),
+        )
     };
     let responses = request
         .topics
@@ -766,6 +774,19 @@ pub async fn describe_quorum(
         Listener, Node, PartitionData, ReplicaState, TopicData,
     };
     let response = DescribeQuorumResponse::default();
+    // As Kafka's raft client: exactly the metadata log's one partition, asked once (each
+    // repeat would copy the voters and observers into the answer again).
+    let partitions_asked: usize = request.topics.iter().map(|t| t.partitions.len()).sum();
+    if request.topics.len() != 1 || partitions_asked != 1 {
+        let e = ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("DescribeQuorum asks for one partition, {METADATA_TOPIC}-0"),
+        );
+        let (code, message) = kafka_error(ApiKey::DescribeQuorum, &e);
+        return ResponseKind::DescribeQuorum(
+            response.with_error_code(code).with_error_message(message),
+        );
+    }
     let quorum = match service.describe_quorum(principal, true).await {
         Ok(quorum) => quorum,
         Err(e) => {

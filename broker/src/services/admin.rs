@@ -5,7 +5,7 @@
 //! (Metadata, DescribeCluster, DescribeConfigs) is answered from this node's metadata
 //! image, which every node holds whole (it is a voter or a learner of the metadata log).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -521,14 +521,16 @@ impl Admin {
         };
         let outcomes: Vec<TopicItems<PartitionOutcome<()>>> =
             super::outcomes_from_wire(response.topics);
-        let began = |topic: &str, partition: PartitionId| {
-            outcomes.iter().any(|t| {
-                t.topic == topic
-                    && t.partitions
-                        .iter()
-                        .any(|p| p.partition == partition && p.outcome.is_ok())
+        let began: HashSet<(&str, PartitionId)> = outcomes
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|p| p.outcome.is_ok())
+                    .map(|p| (t.topic.as_str(), p.partition))
             })
-        };
+            .collect();
+        let began = |topic: &str, partition: PartitionId| began.contains(&(topic, partition));
         // Applied here once each partition that was moved shows its target (a move may
         // have completed at once) or, cancelled, no move.
         self.wait_applied(|image| {

@@ -224,11 +224,19 @@ impl Offsets {
     /// DescribeProducers (KIP-664): the producers each replica here remembers, for
     /// `principal` (Read on each topic, as in Kafka). Any replica answers, not only the
     /// leader, so an operator can compare them.
+    /// A partition asked again is answered once (each repeat would copy its producers into
+    /// the answer again).
     pub async fn describe_producers(
         &self,
         principal: &Principal,
-        topics: Vec<TopicItems<PartitionId>>,
+        mut topics: Vec<TopicItems<PartitionId>>,
     ) -> Result<Vec<TopicItems<PartitionOutcome<Vec<ActiveProducer>>>>, ApiError> {
+        let mut seen = std::collections::HashSet::new();
+        for topic in &mut topics {
+            topic
+                .partitions
+                .retain(|p| seen.insert((topic.topic.clone(), *p)));
+        }
         self.per_partition(principal, Operation::Read, topics, |partition, _| {
             Ok(partition.active_producers())
         })

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use sluice_protocol::messages::AlterClientQuotasRequest;
 use sluice_protocol::{ErrorCode, Request, Response};
 
-use crate::cluster::image::quotas::{ClientQuota, EntityName, QuotaChange, QuotaKey, UsageKey};
+use crate::cluster::image::quotas::{
+    self, ClientQuota, EntityName, QuotaChange, QuotaKey, UsageKey,
+};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -121,7 +123,13 @@ pub struct ClientQuotas {
     cluster: Arc<Cluster>,
     authorizer: Arc<Authorizer>,
     metrics: Arc<Metrics>,
-    usage: Mutex<HashMap<UsageKey, Rate>>,
+    usage: Mutex<Usage>,
+}
+
+/// Each client's rate, and when idle ones were last forgotten.
+struct Usage {
+    rates: HashMap<UsageKey, Rate>,
+    pruned: Instant,
 }
 
 impl ClientQuotas {
@@ -135,7 +143,10 @@ impl ClientQuotas {
             cluster,
             authorizer,
             metrics,
-            usage: Mutex::new(HashMap::new()),
+            usage: Mutex::new(Usage {
+                rates: HashMap::new(),
+                pruned: Instant::now(),
+            }),
         }
     }
 
@@ -163,10 +174,7 @@ impl ClientQuotas {
             // Applied here once every changed entity shows its change (other changes may
             // land meanwhile).
             let shows = |quotas: &[ClientQuota], change: &QuotaChange| {
-                let values = quotas
-                    .iter()
-                    .find(|q| q.entity == change.entity)
-                    .map(|q| &q.values);
+                let values = quotas::find(quotas, &change.entity).map(|q| &q.values);
                 change
                     .set
                     .iter()
@@ -280,15 +288,21 @@ impl ClientQuotas {
             return Duration::ZERO;
         };
         let now = Instant::now();
-        let mut rates = self.usage.lock().expect("quota usage lock");
-        if rates.len() >= USAGE_ENTRIES_PRUNE {
-            rates.retain(|_, rate| !rate.idle(now));
+        let mut usage_of = self.usage.lock().expect("quota usage lock");
+        // At most once a second: a scan per request, under this lock, once many clients
+        // (a new client id per request) are counted would hold back every request.
+        if usage_of.rates.len() >= USAGE_ENTRIES_PRUNE
+            && now.duration_since(usage_of.pruned) >= Duration::from_secs(1)
+        {
+            usage_of.rates.retain(|_, rate| !rate.idle(now));
+            usage_of.pruned = now;
         }
-        let wait = rates
+        let wait = usage_of
+            .rates
             .entry(usage)
             .or_default()
             .record(now, bytes as u64, quota);
-        drop(rates);
+        drop(usage_of);
         if !wait.is_zero() {
             self.metrics.throttled(key.name(), wait);
         }

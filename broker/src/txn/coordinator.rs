@@ -530,12 +530,15 @@ impl Transactions {
     }
 
     /// DescribeTransactions: each id's state, in request order, or why not (not allowed,
-    /// not coordinated here, unknown).
+    /// not coordinated here, unknown). An id asked again is answered once (each repeat
+    /// would copy its partition list into the answer again).
     pub async fn describe(
         &self,
         principal: &Principal,
-        ids: Vec<String>,
+        mut ids: Vec<String>,
     ) -> Vec<(String, Result<TxnValue, ApiError>)> {
+        let mut seen = std::collections::HashSet::new();
+        ids.retain(|id| seen.insert(id.clone()));
         let mut described = Vec::with_capacity(ids.len());
         for id in ids {
             let outcome = self.describe_one(principal, &id).await;

@@ -19,13 +19,6 @@ pub enum EntityName {
 }
 
 impl EntityName {
-    fn matches(&self, name: &str) -> bool {
-        match self {
-            EntityName::Default => true,
-            EntityName::Named(n) => n == name,
-        }
-    }
-
     /// `alice`, or `<default>` as Kafka's tools print it.
     pub fn display(&self) -> &str {
         match self {
@@ -213,32 +206,33 @@ impl QuotaChange {
 }
 
 /// Applies `changes` to `quotas` (kept sorted by entity; an entity left without quotas
-/// goes).
+/// goes). Through a map, so a command of many entities in any order costs
+/// O((quotas + changes) log), not a vector insert per change.
 pub fn apply(quotas: &mut Vec<ClientQuota>, changes: &[QuotaChange]) {
+    let mut all: BTreeMap<QuotaEntity, BTreeMap<QuotaKey, u64>> = std::mem::take(quotas)
+        .into_iter()
+        .map(|q| (q.entity, q.values))
+        .collect();
     for change in changes {
-        let at = quotas.binary_search_by(|q| q.entity.cmp(&change.entity));
-        let index = match at {
-            Ok(i) => i,
-            Err(i) => {
-                quotas.insert(
-                    i,
-                    ClientQuota {
-                        entity: change.entity.clone(),
-                        values: BTreeMap::new(),
-                    },
-                );
-                i
-            }
-        };
-        let values = &mut quotas[index].values;
+        let values = all.entry(change.entity.clone()).or_default();
         values.extend(change.set.iter().map(|(k, v)| (*k, *v)));
         for key in &change.remove {
             values.remove(key);
         }
         if values.is_empty() {
-            quotas.remove(index);
+            all.remove(&change.entity);
         }
     }
+    *quotas = all
+        .into_iter()
+        .map(|(entity, values)| ClientQuota { entity, values })
+        .collect();
+}
+
+/// `entity`'s quotas in `quotas` (sorted by entity, as [`apply`] keeps them).
+pub fn find<'a>(quotas: &'a [ClientQuota], entity: &QuotaEntity) -> Option<&'a ClientQuota> {
+    let at = quotas.binary_search_by(|q| q.entity.cmp(entity)).ok()?;
+    Some(&quotas[at])
 }
 
 /// The quota on `key` that applies to `user`'s client `client_id`, and the usage it is
@@ -247,11 +241,11 @@ pub fn apply(quotas: &mut Vec<ClientQuota>, changes: &[QuotaChange]) {
 /// default user and default client id, default user, client id, default client id).
 /// Usage is counted per name the entity's components match: under a default user's
 /// quota each user has a rate of their own, as in Kafka.
-pub fn resolve(
+pub fn resolve<'a>(
     quotas: &[ClientQuota],
     key: QuotaKey,
-    user: &str,
-    client_id: &str,
+    user: &'a str,
+    client_id: &'a str,
 ) -> Option<(u64, UsageKey)> {
     const ORDER: [(Level, Level); 8] = [
         (Level::Named, Level::Named),
@@ -263,31 +257,54 @@ pub fn resolve(
         (Level::Absent, Level::Named),
         (Level::Absent, Level::Default),
     ];
-    let level = |name: &Option<EntityName>| match name {
-        None => Level::Absent,
-        Some(EntityName::Default) => Level::Default,
-        Some(EntityName::Named(_)) => Level::Named,
+    let wanted = |level: Level, name: &'a str| match level {
+        Level::Absent => Wanted::Absent,
+        Level::Default => Wanted::Default,
+        Level::Named => Wanted::Named(name),
     };
-    let matches =
-        |name: &Option<EntityName>, actual: &str| name.as_ref().is_none_or(|n| n.matches(actual));
+    // Each level names exactly one entity: a binary search each, not a scan of every quota
+    // on every request.
     ORDER.iter().find_map(|&(user_level, client_level)| {
-        quotas.iter().find_map(|q| {
-            let e = &q.entity;
-            let fits = level(&e.user) == user_level
-                && level(&e.client_id) == client_level
-                && matches(&e.user, user)
-                && matches(&e.client_id, client_id);
-            let rate = *q.values.get(&key).filter(|_| fits)?;
-            Some((
-                rate,
-                UsageKey {
-                    key,
-                    user: e.user.as_ref().map(|_| user.to_owned()),
-                    client_id: e.client_id.as_ref().map(|_| client_id.to_owned()),
-                },
-            ))
-        })
+        let (want_user, want_client) = (wanted(user_level, user), wanted(client_level, client_id));
+        let at = quotas
+            .binary_search_by(|q| {
+                compare(&q.entity.user, want_user)
+                    .then_with(|| compare(&q.entity.client_id, want_client))
+            })
+            .ok()?;
+        let rate = *quotas[at].values.get(&key)?;
+        Some((
+            rate,
+            UsageKey {
+                key,
+                user: (user_level != Level::Absent).then(|| user.to_owned()),
+                client_id: (client_level != Level::Absent).then(|| client_id.to_owned()),
+            },
+        ))
     })
+}
+
+/// An entity component as [`resolve`] looks one up, without owning its name.
+#[derive(Clone, Copy)]
+enum Wanted<'a> {
+    Absent,
+    Default,
+    Named(&'a str),
+}
+
+/// How `have` orders against `want` in [`QuotaEntity`]'s derived order (`None`, then
+/// `Default`, then names in byte order).
+fn compare(have: &Option<EntityName>, want: Wanted<'_>) -> std::cmp::Ordering {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    match (have, want) {
+        (None, Wanted::Absent) => Equal,
+        (None, _) => Less,
+        (Some(_), Wanted::Absent) => Greater,
+        (Some(EntityName::Default), Wanted::Default) => Equal,
+        (Some(EntityName::Default), Wanted::Named(_)) => Less,
+        (Some(EntityName::Named(_)), Wanted::Default) => Greater,
+        (Some(EntityName::Named(n)), Wanted::Named(w)) => n.as_str().cmp(w),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -308,6 +325,8 @@ pub struct UsageKey {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn named(n: &str) -> Option<EntityName> {
@@ -418,5 +437,89 @@ mod tests {
             .describe(),
             "user=alice,client-id=<default>"
         );
+    }
+
+    /// Kafka's precedence spelled out as a scan of every quota: what [`resolve`]'s binary
+    /// searches must agree with.
+    fn resolve_by_scan(
+        quotas: &[ClientQuota],
+        key: QuotaKey,
+        user: &str,
+        client_id: &str,
+    ) -> Option<u64> {
+        let level = |name: &Option<EntityName>| match name {
+            None => 0,
+            Some(EntityName::Default) => 1,
+            Some(EntityName::Named(_)) => 2,
+        };
+        let matches = |name: &Option<EntityName>, actual: &str| match name {
+            Some(EntityName::Named(n)) => n == actual,
+            _ => true,
+        };
+        let order = [
+            (2, 2),
+            (2, 1),
+            (2, 0),
+            (1, 2),
+            (1, 1),
+            (1, 0),
+            (0, 2),
+            (0, 1),
+        ];
+        order.iter().find_map(|&(u, c)| {
+            quotas.iter().find_map(|q| {
+                let e = &q.entity;
+                let fits = level(&e.user) == u
+                    && level(&e.client_id) == c
+                    && matches(&e.user, user)
+                    && matches(&e.client_id, client_id);
+                q.values.get(&key).copied().filter(|_| fits)
+            })
+        })
+    }
+
+    fn name() -> impl Strategy<Value = Option<EntityName>> {
+        prop_oneof![
+            Just(None),
+            Just(Some(EntityName::Default)),
+            prop::sample::select(vec!["", "a", "ab", "b", "alice", "\u{e9}"])
+                .prop_map(|n| Some(EntityName::Named(n.to_owned()))),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn resolve_agrees_with_a_scan_of_every_quota(
+            changes in prop::collection::vec(
+                (name(), name(), prop::option::of(1u64..100), prop::option::of(1u64..100), any::<bool>()),
+                0..40,
+            ),
+            user in prop::sample::select(vec!["", "a", "ab", "b", "alice", "zed"]),
+            client_id in prop::sample::select(vec!["", "a", "ab", "b", "alice", "zed"]),
+        ) {
+            let mut quotas = Vec::new();
+            for (u, c, produce, consume, remove) in changes {
+                let entity = QuotaEntity { user: u, client_id: c };
+                if entity.validate().is_err() {
+                    continue;
+                }
+                let set: BTreeMap<QuotaKey, u64> = [
+                    (QuotaKey::ProducerByteRate, produce),
+                    (QuotaKey::ConsumerByteRate, consume),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect();
+                let remove = if remove { vec![QuotaKey::ConsumerByteRate] } else { vec![] };
+                apply(&mut quotas, &[QuotaChange { entity, set, remove }]);
+            }
+            prop_assert!(quotas.windows(2).all(|w| w[0].entity < w[1].entity));
+            for key in QuotaKey::ALL {
+                prop_assert_eq!(
+                    resolve(&quotas, key, user, client_id).map(|(rate, _)| rate),
+                    resolve_by_scan(&quotas, key, user, client_id)
+                );
+            }
+        }
     }
 }

@@ -180,6 +180,19 @@ impl MetadataImage {
             }
             return Ok(());
         };
+        // Before the quadratic distinctness check: a target can name no more brokers than
+        // are registered.
+        if target.len() > self.brokers.len() {
+            return Err((
+                ErrorCode::InvalidReplicaAssignment,
+                format!(
+                    "{name}: {} target replicas, but {} brokers are registered; sluice \
+                     cluster describe lists the brokers",
+                    target.len(),
+                    self.brokers.len()
+                ),
+            ));
+        }
         let distinct = target
             .iter()
             .enumerate()

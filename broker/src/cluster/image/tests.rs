@@ -1673,6 +1673,18 @@ fn a_reassignment_that_only_drops_replicas_completes_at_once_and_a_cancel_goes_b
         .check_reassignment("t", PartitionId(1), Some(&[BrokerId(2), BrokerId(2)]))
         .unwrap_err();
     assert_eq!(refused.0, ErrorCode::InvalidReplicaAssignment);
+    // More replicas than registered brokers: refused before any pairwise comparison (a
+    // target of millions of ids would otherwise hold the controller for hours).
+    let many: Vec<BrokerId> = (0..1_000_000).map(BrokerId).collect();
+    let refused = image
+        .check_reassignment("t", PartitionId(1), Some(&many))
+        .unwrap_err();
+    assert_eq!(refused.0, ErrorCode::InvalidReplicaAssignment);
+    assert!(
+        refused.1.contains("1000000 target replicas"),
+        "{}",
+        refused.1
+    );
 }
 
 #[test]
