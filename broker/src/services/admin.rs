@@ -593,12 +593,16 @@ impl Admin {
         self.authorizer
             .check(principal, Operation::Describe, Resource::Cluster)?;
         let image = self.cluster.image();
+        let wanted: Option<HashSet<(&str, PartitionId)>> = wanted.map(|w| {
+            w.iter()
+                .flat_map(|t| t.partitions.iter().map(|p| (t.topic.as_str(), *p)))
+                .collect()
+        });
         let mut topics: Vec<TopicItems<Reassignment>> = Vec::new();
         for (topic, p) in image.reassignments() {
-            let asked = wanted.is_none_or(|w| {
-                w.iter()
-                    .any(|t| t.topic == topic && t.partitions.contains(&p.index))
-            });
+            let asked = wanted
+                .as_ref()
+                .is_none_or(|w| w.contains(&(topic, p.index)));
             if !asked {
                 continue;
             }

@@ -174,9 +174,30 @@ pub struct TxnFilter {
 }
 
 impl TxnFilter {
+    /// The same filter with its lists deduplicated and its producer ids sorted, so
+    /// [`TxnFilter::selects`] costs no scan of a list the client may have made long.
+    fn normalized(&self) -> TxnFilter {
+        let mut states = Vec::new();
+        for state in &self.states {
+            if !states.contains(state) {
+                states.push(*state);
+            }
+        }
+        let mut producer_ids = self.producer_ids.clone();
+        producer_ids.sort_unstable();
+        producer_ids.dedup();
+        TxnFilter {
+            states,
+            producer_ids,
+            open_longer_than_ms: self.open_longer_than_ms,
+        }
+    }
+
+    /// Whether `value` matches; `producer_ids` must be sorted ([`TxnFilter::normalized`]).
     fn selects(&self, value: &TxnValue, now_ms: i64) -> bool {
         (self.states.is_empty() || self.states.contains(&value.state))
-            && (self.producer_ids.is_empty() || self.producer_ids.contains(&value.producer_id))
+            && (self.producer_ids.is_empty()
+                || self.producer_ids.binary_search(&value.producer_id).is_ok())
             && self
                 .open_longer_than_ms
                 .is_none_or(|d| value.started_ms >= 0 && now_ms - value.started_ms > d)
@@ -493,6 +514,7 @@ impl Transactions {
             .values()
             .cloned()
             .collect();
+        let filter = &filter.normalized();
         if let Some(loading) = shards.iter().find(|s| !s.is_loaded()) {
             return Err(ApiError::new(
                 ErrorCode::CoordinatorLoadInProgress,
@@ -1283,9 +1305,11 @@ mod tests {
         };
         assert!(ongoing.selects(&open, now) && !ongoing.selects(&idle, now));
         let producer = TxnFilter {
-            producer_ids: vec![8],
+            producer_ids: vec![9, 8, 3, 8],
             ..TxnFilter::default()
-        };
+        }
+        .normalized();
+        assert_eq!(producer.producer_ids, vec![3, 8, 9]);
         assert!(!producer.selects(&open, now) && producer.selects(&idle, now));
         // Only a transaction open longer than the duration: an id without one never is.
         let long = |ms| TxnFilter {
