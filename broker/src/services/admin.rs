@@ -446,15 +446,7 @@ impl Admin {
         };
         let elected: Vec<TopicItems<PartitionOutcome<()>>> =
             super::outcomes_from_wire(response.topics);
-        let moved: Vec<(&str, PartitionId)> = elected
-            .iter()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .filter(|p| p.outcome.is_ok())
-                    .map(|p| (t.topic.as_str(), p.partition))
-            })
-            .collect();
+        let moved: Vec<(&str, PartitionId)> = super::succeeded(&elected);
         self.wait_applied(|image| {
             moved.iter().all(|(topic, partition)| {
                 image
@@ -521,15 +513,7 @@ impl Admin {
         };
         let outcomes: Vec<TopicItems<PartitionOutcome<()>>> =
             super::outcomes_from_wire(response.topics);
-        let began: HashSet<(&str, PartitionId)> = outcomes
-            .iter()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .filter(|p| p.outcome.is_ok())
-                    .map(|p| (t.topic.as_str(), p.partition))
-            })
-            .collect();
+        let began: HashSet<(&str, PartitionId)> = super::succeeded(&outcomes);
         let began = |topic: &str, partition: PartitionId| began.contains(&(topic, partition));
         // Applied here once each partition that was moved shows its target (a move may
         // have completed at once) or, cancelled, no move.

@@ -103,6 +103,22 @@ pub fn outcomes_from_wire(
         .collect()
 }
 
+/// The `(topic, partition)` of each outcome that succeeded.
+pub fn succeeded<'a, C, T>(outcomes: &'a [TopicItems<PartitionOutcome<T>>]) -> C
+where
+    C: FromIterator<(&'a str, PartitionId)>,
+{
+    outcomes
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .filter(|p| p.outcome.is_ok())
+                .map(|p| (t.topic.as_str(), p.partition))
+        })
+        .collect()
+}
+
 /// A task of the blocking pool that died (a bug, already logged by tokio), as the error
 /// of the request it served.
 pub(crate) fn task_failed(what: &str, e: tokio::task::JoinError) -> ApiError {
