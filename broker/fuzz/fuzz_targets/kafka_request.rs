@@ -1,8 +1,10 @@
 //! Feeds arbitrary bytes, as one frame's payload, to the Kafka codec's `decode_request`.
 //! Decoding must never panic. A request it accepts must re-encode (header and body, with
 //! `kafka-protocol`'s client-side encoders) to bytes that decode to the same request, and
-//! every answer the listener may send must encode: the per-item and the plain error
-//! response for an accepted request, and for a refused one whenever `kafka-protocol` knows the api and version.
+//! every answer the listener may send must encode: the per-item error response for an
+//! accepted request, and the plain one where the api's response has a top-level error
+//! (otherwise the listener closes the connection) and `kafka-protocol` knows the api and
+//! version.
 //! Byte-for-byte re-encoding is not asserted: Kafka's format has several encodings of one
 //! value (varints with redundant continuation bytes, any non-zero byte as `true`, tagged
 //! fields in any order, trailing bytes after the body), and the codec accepts them all.
@@ -51,14 +53,17 @@ fuzz_target!(|data: &[u8]| {
             let response = error_response_for(&request, 35);
             encode_response(request.api_key, request.api_version, 1, &response, &mut out)
                 .expect("the per-item error answer encodes");
+            // The plain answer exists only where the api's response has a top-level error
+            // at this version (elsewhere the listener closes the connection rather than
+            // send an answer a client would read as success); it must not panic.
             let mut out = BytesMut::new();
-            assert!(error_response(
+            let _ = error_response(
                 request.api_key as i16,
                 request.api_version,
                 request.correlation_id,
                 35,
-                &mut out
-            ));
+                &mut out,
+            );
         }
         Err(DecodeError::Refused {
             api_key,
@@ -73,7 +78,10 @@ fuzz_target!(|data: &[u8]| {
                 let versions = response_versions(key);
                 key == ApiKey::ApiVersions || (versions.min..=versions.max).contains(&api_version)
             });
-            assert_eq!(answered, encodable, "api key {api_key} v{api_version}");
+            // Answered only where kafka-protocol can encode the api and version, and then
+            // only where its response carries a top-level error (the rest close the
+            // connection, see above).
+            assert!(!answered || encodable, "api key {api_key} v{api_version}");
             assert_eq!(answered, !out.is_empty());
         }
         Err(DecodeError::Header(_)) => {}
