@@ -545,9 +545,19 @@ impl Producer {
         };
         // A transactional record's partition joins the transaction before the record is
         // appended: its batch must not reach the leader before that.
+        // A partition the cached metadata lacks may have been added since: when the
+        // metadata is older than `metadata_max_age`, a refresh starts (the batches' dispatch,
+        // which otherwise keeps it fresh, never sees a record refused here).
+        let refused = |e: Error| {
+            if matches!(e, Error::UnknownPartition { .. }) {
+                shared.client.cached_topic_refreshing(&topic.name);
+            }
+            e
+        };
         let chosen = match self.transactional() {
             Some(_) => {
                 let chosen = choose_partition(&mut shared.lock(), &topic, &record, size)
+                    .map_err(refused)
                     .map(|p| TopicPartition::new(&topic.name, p));
                 let added = match chosen {
                     Ok(tp) => self.add_to_transaction(&tp).await.map(|()| tp.partition),
@@ -577,7 +587,7 @@ impl Producer {
                     Err(e) => {
                         drop(state);
                         shared.buffer.add_permits(permits as usize);
-                        return Err(e);
+                        return Err(refused(e));
                     }
                 },
             };

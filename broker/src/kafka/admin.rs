@@ -705,8 +705,11 @@ pub async fn alter_partition_reassignments(
         }
     };
     // Looked up per partition asked: maps, not a scan of every outcome each time.
+    // A partition named twice: its first refusal and outcome, as the scans these replace
+    // found (collecting in reverse keeps the first).
     let refused: HashMap<(&str, PartitionId), &ApiError> = refused
         .iter()
+        .rev()
         .map(|(t, p, e)| ((t.as_str(), *p), e))
         .collect();
     let moved: HashMap<(&str, PartitionId), &Result<(), ApiError>> = moved
@@ -716,6 +719,7 @@ pub async fn alter_partition_reassignments(
                 .iter()
                 .map(|p| ((t.topic.as_str(), p.partition), &p.outcome))
         })
+        .rev()
         .collect();
     let outcome_of = |topic: &str, index: PartitionId| -> Result<(), ApiError> {
         if let Some(e) = refused.get(&(topic, index)) {
@@ -774,19 +778,11 @@ pub async fn describe_quorum(
         Listener, Node, PartitionData, ReplicaState, TopicData,
     };
     let response = DescribeQuorumResponse::default();
-    // As Kafka's raft client: exactly the metadata log's one partition, asked once (each
-    // repeat would copy the voters and observers into the answer again).
+    // As Kafka's raft client: only a request for exactly the metadata log's one partition
+    // is answered; any other gets UNKNOWN_TOPIC_OR_PARTITION on each partition it names (a
+    // repeated __cluster_metadata-0 would otherwise copy the voters and observers again).
     let partitions_asked: usize = request.topics.iter().map(|t| t.partitions.len()).sum();
-    if request.topics.len() != 1 || partitions_asked != 1 {
-        let e = ApiError::new(
-            ErrorCode::InvalidRequest,
-            format!("DescribeQuorum asks for one partition, {METADATA_TOPIC}-0"),
-        );
-        let (code, message) = kafka_error(ApiKey::DescribeQuorum, &e);
-        return ResponseKind::DescribeQuorum(
-            response.with_error_code(code).with_error_message(message),
-        );
-    }
+    let answerable = request.topics.len() == 1 && partitions_asked == 1;
     let quorum = match service.describe_quorum(principal, true).await {
         Ok(quorum) => quorum,
         Err(e) => {
@@ -816,7 +812,10 @@ pub async fn describe_quorum(
                 .iter()
                 .map(|p| {
                     let data = PartitionData::default().with_partition_index(p.partition_index);
-                    if t.topic_name.as_str() != METADATA_TOPIC || p.partition_index != 0 {
+                    if !answerable
+                        || t.topic_name.as_str() != METADATA_TOPIC
+                        || p.partition_index != 0
+                    {
                         return data
                             .with_error_code(ErrorCode::UnknownTopicOrPartition.code())
                             .with_leader_id(kafka_protocol::messages::BrokerId(-1));

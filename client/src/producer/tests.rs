@@ -81,6 +81,40 @@ async fn partitions_added_to_a_topic_are_used_once_the_metadata_is_refreshed() {
 }
 
 #[tokio::test]
+async fn a_record_for_a_partition_added_since_the_metadata_was_fetched_gets_there_once_it_is_refreshed(
+) {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let client = Client::connect(ClientConfig {
+        metadata_max_age: Duration::from_millis(50),
+        ..broker.config()
+    })
+    .await
+    .unwrap();
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let first = producer.send(ProducerRecord::new("t", "v")).await.unwrap();
+    producer.flush().await;
+    first.await.unwrap();
+    broker.state().add_partitions("t", 3);
+    // Only ever to the new partition: no batch of the topic is dispatched meanwhile, so
+    // the refused send itself must start the refresh.
+    let delivered = bounded("a send to the new partition", async {
+        let delivery = loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let record = ProducerRecord::new("t", "v").partition(PartitionId(2));
+            match producer.send(record).await {
+                Ok(delivery) => break delivery,
+                Err(Error::UnknownPartition { .. }) => continue,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        producer.flush().await;
+        delivery.await.unwrap()
+    })
+    .await;
+    assert_eq!(delivered.partition, PartitionId(2));
+}
+
+#[tokio::test]
 async fn keyless_records_stick_to_a_partition_per_batch() {
     let broker = FakeBroker::start(&[("t", 3)]).await;
     // Room for exactly ten records: appends check the worst-case record size (about 13
