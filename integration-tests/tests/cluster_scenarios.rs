@@ -8,6 +8,9 @@
 //!   by fencing, acks=all goes on with `min.insync.replicas=2`, and it comes back;
 //! - a broker that is not a controller voter (a learner of the metadata log) registers and
 //!   hosts replicas;
+//! - a topic with unclean elections whose last in-sync replica dies while an out-of-sync
+//!   one is up gets that one as leader at once, and a topic without them stays offline
+//!   until the operator allows them;
 //! - a paused leader that was replaced refuses an acks=all produce sent straight to it;
 //! - after every broker stopped (SIGTERM, or SIGKILL once the high watermarks were
 //!   checkpointed) and started again, the first leader serves every committed record.
@@ -678,4 +681,86 @@ fn a_whole_cluster_restart_after_sigterm_serves_every_committed_record() {
 #[test]
 fn a_whole_cluster_restart_after_sigkill_serves_every_committed_record() {
     check_whole_cluster_restart(Stop::Kill);
+}
+
+/// Two topics on two non-voter brokers `a` and `b`, one allowing unclean elections. `b`
+/// stops fetching (paused; the long session keeps it registered and active) and leaves
+/// both ISRs by lag; then `a`, the last in-sync replica, is SIGKILLed. The unclean topic's
+/// partition goes to `b` at once, without waiting for any broker to return; the clean
+/// one stays offline, even once `b` runs again, until its config allows unclean elections,
+/// which elects `b` there too. Records only `a` held are lost: what the topics chose.
+#[test]
+fn unclean_elections_happen_when_the_isr_dies_and_when_they_are_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = [
+        "--broker-session-timeout-ms",
+        "120000",
+        "--replica-lag-time-max-ms",
+        "2000",
+    ];
+    let mut cluster = TestCluster::start(3, dir.path(), &flags);
+    let (a, b) = (cluster.add_node(&flags), cluster.add_node(&flags));
+    cluster.wait_active(5);
+    let rt = runtime();
+    let client = rt.block_on(client(&cluster.bootstrap()));
+    let admin = Admin::new(client.clone());
+    let on_a_then_b = vec![vec![BrokerId(a), BrokerId(b)]];
+    for (topic, unclean) in [("unclean", "true"), ("clean", "false")] {
+        let new = NewTopic::new(topic, 1, 2)
+            .assignment(on_a_then_b.clone())
+            .config("unclean.leader.election.enable", unclean);
+        rt.block_on(admin.create_topic(new)).expect("create topic");
+        cluster.wait_isr(topic, 2);
+        rt.block_on(produce_values(
+            &client,
+            topic,
+            0,
+            Acks::All,
+            &values(topic, 10),
+        ));
+    }
+    cluster.node(b).pause();
+    for topic in ["unclean", "clean"] {
+        cluster.wait_out_of_every_isr(topic, b);
+    }
+    assert_eq!(cluster.broker_state(b).as_deref(), Some("active"));
+    cluster.node(a).kill();
+    wait_until(
+        "the unclean topic led by the replica outside its ISR",
+        Duration::from_secs(60),
+        || {
+            cluster
+                .partition_state("unclean", 0)
+                .is_some_and(|(leader, _, isr)| leader == b && isr == vec![b])
+        },
+    );
+    wait_until(&format!("node {a} fenced"), Duration::from_secs(60), || {
+        cluster.broker_state(a).as_deref() == Some("fenced")
+    });
+    cluster.node(b).resume();
+    rt.block_on(produce_values(
+        &client,
+        "unclean",
+        0,
+        Acks::All,
+        &values("after", 5),
+    ));
+    // No broker came back, so nothing elects the clean topic's leader.
+    assert_eq!(cluster.leader("clean", 0), -1);
+    rt.block_on(
+        admin.alter_topic_configs("clean", &[("unclean.leader.election.enable", Some("true"))]),
+    )
+    .expect("allow unclean elections");
+    wait_until(
+        "the clean topic led by its live replica once allowed",
+        Duration::from_secs(60),
+        || cluster.leader("clean", 0) == b,
+    );
+    rt.block_on(produce_values(
+        &client,
+        "clean",
+        0,
+        Acks::All,
+        &values("after", 5),
+    ));
 }
