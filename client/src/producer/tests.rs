@@ -42,9 +42,8 @@ async fn keyed_records_land_on_kafkas_partition_with_contiguous_offsets() {
     assert_eq!(next_offset.iter().sum::<i64>(), 60);
 }
 
-#[tokio::test]
-async fn partitions_added_to_a_topic_are_used_once_the_metadata_is_refreshed() {
-    let broker = FakeBroker::start(&[("t", 1)]).await;
+/// A client whose metadata is old after 50 ms, and a producer on it.
+async fn refreshing_every_50ms(broker: &FakeBroker) -> (Client, Producer) {
     let client = Client::connect(ClientConfig {
         metadata_max_age: Duration::from_millis(50),
         ..broker.config()
@@ -52,6 +51,13 @@ async fn partitions_added_to_a_topic_are_used_once_the_metadata_is_refreshed() {
     .await
     .unwrap();
     let producer = Producer::new(client.clone(), ProducerConfig::default());
+    (client, producer)
+}
+
+#[tokio::test]
+async fn partitions_added_to_a_topic_are_used_once_the_metadata_is_refreshed() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let (client, producer) = refreshing_every_50ms(&broker).await;
     let send = |key: String| {
         let producer = producer.clone();
         async move {
@@ -84,13 +90,7 @@ async fn partitions_added_to_a_topic_are_used_once_the_metadata_is_refreshed() {
 async fn a_record_for_a_partition_added_since_the_metadata_was_fetched_gets_there_once_it_is_refreshed(
 ) {
     let broker = FakeBroker::start(&[("t", 1)]).await;
-    let client = Client::connect(ClientConfig {
-        metadata_max_age: Duration::from_millis(50),
-        ..broker.config()
-    })
-    .await
-    .unwrap();
-    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let (_client, producer) = refreshing_every_50ms(&broker).await;
     let first = producer.send(ProducerRecord::new("t", "v")).await.unwrap();
     producer.flush().await;
     first.await.unwrap();
