@@ -366,18 +366,7 @@ impl Topics {
                     tracing::info!(topic = %topic.name, partition = index.0, "added partition");
                 }
                 partitions.extend(added);
-                let grown = Topic {
-                    name: topic.name.clone(),
-                    id: topic.id,
-                    partitions,
-                    configs: std::sync::Mutex::new(
-                        topic.configs.lock().expect("topic configs lock").clone(),
-                    ),
-                };
-                self.live
-                    .write()
-                    .expect("topics lock")
-                    .insert(topic.name.to_string(), Arc::new(grown));
+                self.host_with(topic, partitions);
             }
             Err((partition, e)) => log_unopened(&partition, &e),
         }
@@ -412,7 +401,17 @@ impl Topics {
                 "replica reassigned to other brokers: deleted here"
             );
         }
-        let shrunk = Arc::new(Topic {
+        self.host_with(&topic, partitions)
+    }
+
+    /// Hosts `topic` with `partitions` instead of its own (added or moved away) from now
+    /// on: the same name, id and configs.
+    fn host_with(
+        &self,
+        topic: &Topic,
+        partitions: BTreeMap<PartitionId, Arc<Partition>>,
+    ) -> Arc<Topic> {
+        let hosted = Arc::new(Topic {
             name: topic.name.clone(),
             id: topic.id,
             partitions,
@@ -423,8 +422,8 @@ impl Topics {
         self.live
             .write()
             .expect("topics lock")
-            .insert(topic.name.to_string(), Arc::clone(&shrunk));
-        shrunk
+            .insert(topic.name.to_string(), Arc::clone(&hosted));
+        hosted
     }
 
     /// Gives the replicas of `topic` the configs the image has for it, if they changed
