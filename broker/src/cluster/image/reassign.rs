@@ -80,17 +80,27 @@ impl PartitionMeta {
         if replicas == self.replicas {
             return;
         }
-        let isr: Vec<BrokerId> = self
-            .isr
-            .iter()
-            .copied()
-            .filter(|b| replicas.contains(b))
-            .collect();
+        let isr = self.isr_within(&replicas);
         let leader = if self.leader == BrokerId::NONE || replicas.contains(&self.leader) {
             self.leader
         } else {
             placement::elect_leader(&replicas, &isr, |b| is_active(brokers, b))
         };
+        self.change_replicas(replicas, leader, isr);
+    }
+
+    /// The ISR members among `replicas`, in ISR order.
+    fn isr_within(&self, replicas: &[BrokerId]) -> Vec<BrokerId> {
+        self.isr
+            .iter()
+            .copied()
+            .filter(|b| replicas.contains(b))
+            .collect()
+    }
+
+    /// Takes `replicas`, `leader` and `isr`, moving the partition epoch even when the
+    /// leader and ISR stay, so an AlterPartition based on the old replicas is refused.
+    fn change_replicas(&mut self, replicas: Vec<BrokerId>, leader: BrokerId, isr: Vec<BrokerId>) {
         self.replicas = replicas;
         let epoch = self.partition_epoch;
         self.change(leader, isr);
@@ -111,12 +121,7 @@ impl PartitionMeta {
             return;
         }
         let target = self.target_replicas();
-        let isr: Vec<BrokerId> = self
-            .isr
-            .iter()
-            .copied()
-            .filter(|b| target.contains(b))
-            .collect();
+        let isr = self.isr_within(&target);
         let leader = if target.contains(&self.leader) {
             self.leader
         } else {
@@ -127,12 +132,7 @@ impl PartitionMeta {
         }
         self.adding.clear();
         self.removing.clear();
-        self.replicas = target;
-        let epoch = self.partition_epoch;
-        self.change(leader, isr);
-        if self.partition_epoch == epoch {
-            self.partition_epoch += 1;
-        }
+        self.change_replicas(target, leader, isr);
     }
 }
 
@@ -160,12 +160,7 @@ impl MetadataImage {
                 ));
             }
             let original = meta.original_replicas();
-            let kept: Vec<BrokerId> = meta
-                .isr
-                .iter()
-                .copied()
-                .filter(|b| original.contains(b))
-                .collect();
+            let kept = meta.isr_within(&original);
             let leads = meta.leader == BrokerId::NONE
                 || original.contains(&meta.leader)
                 || kept.iter().any(|b| is_active(&self.brokers, *b));
