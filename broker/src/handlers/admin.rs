@@ -168,15 +168,9 @@ pub async fn elect_leaders(
     principal: &Principal,
     request: ElectLeadersRequest,
 ) -> Result<ElectLeadersResponse, ApiError> {
-    let partitions = request.topics.map(|topics| {
-        topics
-            .into_iter()
-            .map(|t| TopicItems {
-                topic: t.topic,
-                partitions: t.partitions,
-            })
-            .collect()
-    });
+    let partitions = request
+        .topics
+        .map(|topics| topics.into_iter().map(TopicItems::from).collect());
     let elected = service.elect_leaders(principal, partitions).await?;
     Ok(ElectLeadersResponse {
         topics: map_topics(elected, partition_result, |name, partitions| {
@@ -217,15 +211,9 @@ pub fn list_reassignments(
     principal: &Principal,
     request: ListPartitionReassignmentsRequest,
 ) -> Result<ListPartitionReassignmentsResponse, ApiError> {
-    let wanted: Option<Vec<TopicItems<PartitionId>>> = request.topics.map(|topics| {
-        topics
-            .into_iter()
-            .map(|t| TopicItems {
-                topic: t.topic,
-                partitions: t.partitions,
-            })
-            .collect()
-    });
+    let wanted: Option<Vec<TopicItems<PartitionId>>> = request
+        .topics
+        .map(|topics| topics.into_iter().map(TopicItems::from).collect());
     let ongoing = service.reassignments(principal, wanted.as_deref())?;
     Ok(ListPartitionReassignmentsResponse {
         topics: map_topics(

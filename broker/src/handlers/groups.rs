@@ -278,15 +278,9 @@ pub async fn offset_fetch(
     principal: &Principal,
     request: OffsetFetchRequest,
 ) -> OffsetFetchResponse {
-    let asked = request.topics.map(|topics| {
-        topics
-            .into_iter()
-            .map(|t| TopicItems {
-                topic: t.topic,
-                partitions: t.partitions,
-            })
-            .collect()
-    });
+    let asked = request
+        .topics
+        .map(|topics| topics.into_iter().map(TopicItems::from).collect());
     match service.committed(principal, &request.group_id, asked).await {
         Ok(topics) => OffsetFetchResponse {
             error_code: ErrorCode::None,

@@ -25,14 +25,7 @@ pub async fn add_partitions_to_txn(
     principal: &Principal,
     request: AddPartitionsToTxnRequest,
 ) -> Result<AddPartitionsToTxnResponse, ApiError> {
-    let topics = request
-        .topics
-        .into_iter()
-        .map(|t| TopicItems {
-            topic: t.topic,
-            partitions: t.partitions,
-        })
-        .collect();
+    let topics = request.topics.into_iter().map(TopicItems::from).collect();
     let added = txns
         .add_partitions(
             principal,
@@ -134,14 +127,7 @@ pub async fn write_txn_markers(
                 kind: ControlType::ending(m.committed),
                 coordinator_epoch: m.coordinator_epoch,
             },
-            topics: m
-                .topics
-                .into_iter()
-                .map(|t| TopicItems {
-                    topic: t.topic,
-                    partitions: t.partitions,
-                })
-                .collect(),
+            topics: m.topics.into_iter().map(TopicItems::from).collect(),
         })
         .collect();
     let image = broker.cluster.image();

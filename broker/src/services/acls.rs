@@ -61,12 +61,7 @@ impl Acls {
         {
             Response::CreateAcls(r) => r.results,
             Response::DeleteAcls(r) => r.results,
-            other => {
-                return Err(ApiError::new(
-                    ErrorCode::UnknownServerError,
-                    format!("the controller answered {:?}", other.api_key()),
-                ))
-            }
+            other => return Err(super::controller_answered(other.api_key())),
         };
         if let Some(r) = results
             .into_iter()

@@ -419,15 +419,8 @@ impl Admin {
         self.authorizer
             .check(principal, Operation::Alter, Resource::Cluster)?;
         let request = ElectLeadersRequest {
-            topics: partitions.map(|topics| {
-                topics
-                    .into_iter()
-                    .map(|t| TopicPartitions {
-                        topic: t.topic,
-                        partitions: t.partitions,
-                    })
-                    .collect()
-            }),
+            topics: partitions
+                .map(|topics| topics.into_iter().map(TopicPartitions::from).collect()),
             timeout_ms: CONTROLLER_TIMEOUT.as_millis() as i32,
         };
         let response = match self
@@ -437,12 +430,7 @@ impl Admin {
             .await?
         {
             Response::ElectLeaders(r) => r,
-            other => {
-                return Err(ApiError::new(
-                    ErrorCode::UnknownServerError,
-                    format!("the controller answered {:?}", other.api_key()),
-                ))
-            }
+            other => return Err(super::controller_answered(other.api_key())),
         };
         let elected: Vec<TopicItems<PartitionOutcome<()>>> =
             super::outcomes_from_wire(response.topics);
@@ -504,12 +492,7 @@ impl Admin {
             .await?
         {
             Response::AlterPartitionReassignments(r) => r,
-            other => {
-                return Err(ApiError::new(
-                    ErrorCode::UnknownServerError,
-                    format!("the controller answered {:?}", other.api_key()),
-                ))
-            }
+            other => return Err(super::controller_answered(other.api_key())),
         };
         let outcomes: Vec<TopicItems<PartitionOutcome<()>>> =
             super::outcomes_from_wire(response.topics);
@@ -560,10 +543,7 @@ impl Admin {
                     observers: replicas(r.observers),
                 })
             }
-            other => Err(ApiError::new(
-                ErrorCode::UnknownServerError,
-                format!("the controller answered {:?}", other.api_key()),
-            )),
+            other => Err(super::controller_answered(other.api_key())),
         }
     }
 
@@ -760,10 +740,7 @@ impl Admin {
                 let api = response.api_key();
                 match results(response) {
                     Some(results) => return results,
-                    None => ApiError::new(
-                        ErrorCode::UnknownServerError,
-                        format!("the controller answered {api:?}"),
-                    ),
+                    None => super::controller_answered(api),
                 }
             }
             Err(e) => e,

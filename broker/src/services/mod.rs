@@ -48,6 +48,26 @@ pub struct TopicItems<T> {
     pub partitions: Vec<T>,
 }
 
+/// A wire list of one topic's partitions, as the services take it.
+impl From<sluice_protocol::messages::TopicPartitions> for TopicItems<PartitionId> {
+    fn from(t: sluice_protocol::messages::TopicPartitions) -> Self {
+        TopicItems {
+            topic: t.topic,
+            partitions: t.partitions,
+        }
+    }
+}
+
+/// One topic's partitions as the wire lists them.
+impl From<TopicItems<PartitionId>> for sluice_protocol::messages::TopicPartitions {
+    fn from(t: TopicItems<PartitionId>) -> Self {
+        sluice_protocol::messages::TopicPartitions {
+            topic: t.topic,
+            partitions: t.partitions,
+        }
+    }
+}
+
 /// Turns each topic's items into `R` one by one, then each topic with its items into `U`,
 /// in order: the shape of every per-partition answer the protocol adapters encode.
 pub fn map_topics<T, R, U>(
@@ -117,6 +137,15 @@ where
                 .map(|p| (t.topic.as_str(), p.partition))
         })
         .collect()
+}
+
+/// The error for a controller that answered a request with another api's response (a
+/// bug on one side).
+pub(crate) fn controller_answered(api: sluice_protocol::messages::ApiKey) -> ApiError {
+    ApiError::new(
+        ErrorCode::UnknownServerError,
+        format!("the controller answered {api:?}"),
+    )
 }
 
 /// A task of the blocking pool that died (a bug, already logged by tokio), as the error

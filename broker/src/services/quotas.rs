@@ -222,10 +222,7 @@ impl ClientQuotas {
                 )),
                 None => Ok(()),
             },
-            other => Err(ApiError::new(
-                ErrorCode::UnknownServerError,
-                format!("the controller answered {:?}", other.api_key()),
-            )),
+            other => Err(super::controller_answered(other.api_key())),
         }
     }
 

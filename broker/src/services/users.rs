@@ -176,10 +176,7 @@ impl Users {
                 })
                 .collect::<Vec<_>>(),
             Ok(other) => {
-                let e = ApiError::new(
-                    ErrorCode::UnknownServerError,
-                    format!("the controller answered {:?}", other.api_key()),
-                );
+                let e = super::controller_answered(other.api_key());
                 return ordered
                     .iter()
                     .map(|c| (c.user().to_owned(), Err(e.clone())))

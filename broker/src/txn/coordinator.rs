@@ -363,13 +363,7 @@ impl Transactions {
         if failed {
             return Ok(not_attempted(checked));
         }
-        let asked: Vec<TopicPartitions> = topics
-            .iter()
-            .map(|t| TopicPartitions {
-                topic: t.topic.clone(),
-                partitions: t.partitions.clone(),
-            })
-            .collect();
+        let asked: Vec<TopicPartitions> = topics.iter().cloned().map(Into::into).collect();
         self.add(id, producer_id, epoch, &asked).await?;
         Ok(checked)
     }
@@ -1045,13 +1039,7 @@ impl Completer {
             producer_id: prepared.producer_id,
             producer_epoch: prepared.producer_epoch,
             marker,
-            topics: partitions
-                .into_iter()
-                .map(|t| TopicItems {
-                    topic: t.topic,
-                    partitions: t.partitions,
-                })
-                .collect(),
+            topics: partitions.into_iter().map(TopicItems::from).collect(),
         };
         let results =
             markers::write_markers(&self.topics, &self.groups, image, vec![request]).await?;
