@@ -192,17 +192,14 @@ struct MetadataCache {
 #[derive(Default)]
 pub(crate) struct TopicMemo(Mutex<Option<(u64, Arc<TopicMetadata>)>>);
 
-/// Counts the changes to the cached topics, so a copy taken out of the cache can be
-/// trusted without a lookup for as long as the count stays (see [`TopicMemo`]).
-#[derive(Default)]
-struct Generation(AtomicU64);
-
 struct Inner {
     config: ClientConfig,
     /// The cache; a read lock is held only to clone an `Arc` or an address out.
     metadata: RwLock<MetadataCache>,
-    /// Bumped under the cache's write lock each time its topics change.
-    generation: Generation,
+    /// Counts the changes to the cached topics, bumped under the cache's write lock, so a
+    /// copy taken out of the cache is trusted without a lookup while it stays
+    /// ([`TopicMemo`]).
+    generation: AtomicU64,
     /// Live connections by broker id. The lock is held only to look up or insert; dialling
     /// happens outside it.
     connections: Mutex<HashMap<BrokerId, Arc<Connection>>>,
@@ -259,7 +256,7 @@ impl Client {
             inner: Arc::new(Inner {
                 config,
                 metadata: RwLock::new(MetadataCache::default()),
-                generation: Generation::default(),
+                generation: AtomicU64::new(0),
                 connections: Mutex::new(HashMap::new()),
                 any: Mutex::new(None),
                 failed_addresses: Mutex::new(HashMap::new()),
@@ -421,7 +418,7 @@ impl Client {
         topic: &str,
         memo: &TopicMemo,
     ) -> Option<Arc<TopicMetadata>> {
-        let generation = self.inner.generation.0.load(Ordering::Acquire);
+        let generation = self.inner.generation.load(Ordering::Acquire);
         let mut memo = memo.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((taken, metadata)) = &*memo {
             if *taken == generation && metadata.name == topic {
@@ -644,7 +641,7 @@ impl Client {
         }
         // Before the changes, under the write lock: a memo taken from the cache while it
         // changes is kept only until the next send looks.
-        self.inner.generation.0.fetch_add(1, Ordering::Release);
+        self.inner.generation.fetch_add(1, Ordering::Release);
         for topic in &response.topics {
             match topic.error_code {
                 ErrorCode::None => {
