@@ -497,13 +497,12 @@ impl Admin {
         let outcomes: Vec<TopicItems<PartitionOutcome<()>>> =
             super::outcomes_from_wire(response.topics);
         let began: HashSet<(&str, PartitionId)> = super::succeeded(&outcomes);
-        let began = |topic: &str, partition: PartitionId| began.contains(&(topic, partition));
         // Applied here once each partition that was moved shows its target (a move may
         // have completed at once) or, cancelled, no move.
         self.wait_applied(|image| {
             targets
                 .iter()
-                .filter(|(topic, p, _)| began(topic, *p))
+                .filter(|(topic, p, _)| began.contains(&(topic.as_str(), *p)))
                 .all(|(topic, p, target)| {
                     image.partition(topic, *p).is_none_or(|meta| match target {
                         Some(target) => target.iter().all(|b| meta.replicas.contains(b)),
