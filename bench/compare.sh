@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # sluice side by side with the peers a user could pick instead that install on a fresh
 # machine from a package registry: today NATS JetStream (Debian's `nats-server`, driven by
-# bench/peers/nats_pub.c over Debian's C client `libnats-dev`). Apache Kafka, Redpanda and
-# Apache Iggy do not install that way here; BENCHMARKS.md quotes their figures with how
-# they were measured.
+# bench/peers/nats_pub.c over Debian's C client `libnats-dev`). Apache Kafka and Redpanda
+# do not install that way here; BENCHMARKS.md quotes their figures with how they were
+# measured. Apache Iggy installs from no registry either, but builds from its source with
+# crates from crates.io (BENCHMARKS.md says how); given IGGY_BIN, the directory of its
+# `iggy-server` and `iggy-bench`, it runs beside the others, with and without its fsync.
 #
 # One producer, one partition (a one-subject stream for NATS), 1,000-byte incompressible
 # records, acknowledged by the server, in two loads: as fast as it goes, and a fixed
@@ -16,12 +18,22 @@
 #   bench/compare.sh                                  # 3 rounds of 300,000 records
 #   ROUNDS=5 SLUICE_BENCH_RECORDS=1000000 RATE=100000 bench/compare.sh
 #   NATS_PENDING=256 bench/compare.sh                 # NATS publishes awaiting an ack
+#   IGGY_BIN=/path/to/iggy/target/release bench/compare.sh   # Iggy too
+#   LOADS=fixed bench/compare.sh                      # one load only (max, fixed)
+#   IGGY_SAVE_EVERY_BATCH=1 IGGY_BIN=... bench/compare.sh   # its bench patched to save each batch
+#
+# Iggy is driven by its own `iggy-bench pinned-producer` (one stream, one partition, one
+# producer), which sends batches and waits for each: IGGY_BATCH messages (1,000) as fast
+# as it goes, 100 at the fixed rate; its latency is a batch's, send to acknowledgement.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${SLUICE_BENCH_RECORDS:-300000}
 ROUNDS=${ROUNDS:-3}
 RATE=${RATE:-100000}
 NATS_PENDING=${NATS_PENDING:-4096}
+IGGY_BIN=${IGGY_BIN:-}
+read -r -a LOADS <<<"${LOADS:-max fixed}"
+IGGY_BATCH=${IGGY_BATCH:-1000}
 
 need=()
 command -v nats-server >/dev/null || need+=(nats-server)
@@ -57,6 +69,8 @@ run() {
     local rate=0
     [[ $load == fixed ]] && rate=$RATE
     "$WORK/nats_pub" "nats://127.0.0.1:$port" bench "$N" 1000 "$rate" "$NATS_PENDING"
+  elif [[ $system == iggy-* ]]; then
+    iggy_run "$system" "$load" "$port"
   else
     local durability=${system#sluice-}
     "$BIN/sluice-broker" --listen "127.0.0.1:$port" --kafka-listen off --http-listen off \
@@ -69,17 +83,53 @@ run() {
       "${rate_flags[@]}" --format json 2>/dev/null | tail -1
   fi
   stop_brokers
+  # What a system left unwritten in the page cache (no fsync, or its data deleted) goes
+  # to the disk now, not in the next system's run: a flush of a gigabyte queues every
+  # fsync behind it for ~0.4 s here.
+  rm -rf "$WORK/data-$system"
+  sync
+}
+
+# One run of Iggy ($1: iggy-fsync or iggy-nofsync) under load $2 on port $3: prints a
+# summary line in sluice-bench's JSON from iggy-bench's "Producers Results" line.
+iggy_run() {
+  local system=$1 load=$2 port=$3 batch=$IGGY_BATCH fsync=() rate=() out
+  [[ $system == iggy-fsync ]] && fsync=(--enforce-fsync)
+  if [[ $load == fixed ]]; then
+    batch=100
+    rate=(--rate-limit "$((RATE * 1000 / 1000000))MB")
+  fi
+  IGGY_ROOT_USERNAME=iggy IGGY_ROOT_PASSWORD=iggy IGGY_SYSTEM_PATH="$WORK/data-$system" \
+    IGGY_TCP_ADDRESS="127.0.0.1:$port" IGGY_HTTP_ENABLED=false IGGY_QUIC_ENABLED=false \
+    IGGY_WEBSOCKET_ENABLED=false "$IGGY_BIN/iggy-server" >"$WORK/$system.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 300); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  out=$("$IGGY_BIN/iggy-bench" --message-size 1000 --messages-per-batch "$batch" \
+    --message-batches "$((N / batch))" "${rate[@]}" "${fsync[@]}" \
+    pinned-producer --streams 1 --producers 1 tcp --server-address "127.0.0.1:$port" 2>&1 |
+    sed 's/\x1b\[[0-9;]*m//g' | grep 'Producers Results' | tail -1)
+  echo "$out" | python3 -c "import json,re,sys
+s=sys.stdin.read()
+f=lambda k: float(re.search(k + r': ([0-9.]+)', s).group(1))
+print(json.dumps({'mb_per_sec': f('Total throughput'), 'latency_ms': {'p50': f('p50 latency'), 'p99': f('p99 latency'), 'p999': f('p999 latency')}}))"
 }
 
 SYSTEMS=(sluice-fsync sluice-replicated nats)
+[[ -n $IGGY_BIN ]] && SYSTEMS+=(iggy-fsync iggy-nofsync)
 declare -A label=(
   [sluice-fsync]="sluice | fsync before the ack (its default)"
   [sluice-replicated]="sluice | \`replicated\`: no fsync before the ack"
   [nats]="NATS JetStream $(nats-server --version | awk '{ print $NF }') | no fsync before the ack (its default)"
+  [iggy-fsync]="Apache Iggy (built from source) | fsync every write, acknowledged before it (\`--enforce-fsync\`: a write every 1,024 messages or 1 MiB)"
+  [iggy-nofsync]="Apache Iggy (built from source) | no fsync (its default)"
 )
+# An iggy-bench whose fsync topic also sets messages_required_to_save = 1 (BENCHMARKS.md
+# shows the one-line change): each batch is written and fsynced before its ack.
+[[ -n ${IGGY_SAVE_EVERY_BATCH:-} ]] &&
+  label[iggy-fsync]="Apache Iggy (built from source) | fsync before the ack (\`--enforce-fsync\`, each batch saved)"
 dd=$(disk_mbs "$WORK")
 declare -A mbs p50 p99 p999
-for load in max fixed; do
+for load in "${LOADS[@]}"; do
   for round in $(seq 1 "$ROUNDS"); do
     for system in "${SYSTEMS[@]}"; do
       out=$(run "$system" "$load")
@@ -95,7 +145,7 @@ done
 
 echo "| system | durability | load | runs (MB/s) | median MB/s | median latency ms p50 / p99 / p999 |"
 echo "|---|---|---|---|---|---|"
-for load in max fixed; do
+for load in "${LOADS[@]}"; do
   name="as fast as it goes"
   [[ $load == fixed ]] && name="$RATE records/s"
   for system in "${SYSTEMS[@]}"; do
@@ -105,3 +155,4 @@ for load in max fixed; do
 done
 echo
 echo "$ROUNDS alternating rounds of $N records of 1,000 bytes, one producer, one partition; dd (1 GiB, fdatasync) in the same run: $dd MB/s. NATS: $NATS_PENDING publishes awaiting an ack at most; sluice: its producer defaults (5 batches in flight, linger 5 ms unless a rate is set, then 0)."
+[[ -n $IGGY_BIN ]] && echo "Iggy: iggy-bench pinned-producer, batches of $IGGY_BATCH messages as fast as it goes and of 100 at the fixed rate, each awaited before the next; its latency is a batch's."
