@@ -44,13 +44,57 @@ pub fn venv_dir() -> PathBuf {
     }
 }
 
-/// The venv's python, once it has shown it imports both Python clients; else why not.
+/// Where kafkajs is unpacked (`node_modules/kafkajs` under it): `$SLUICE_KAFKA_NODE`, else
+/// `target/kafka-node` in the workspace. `kafkajs_client.js` looks in the same place.
+pub fn node_dir() -> PathBuf {
+    match std::env::var_os("SLUICE_KAFKA_NODE") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("target")
+            .join("kafka-node"),
+    }
+}
+
+/// `node`, once it has shown it loads kafkajs from [`node_dir`]; else why not.
+pub fn kafkajs() -> Result<PathBuf, String> {
+    static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            let module = node_dir().join("node_modules").join("kafkajs");
+            let node = PathBuf::from("node");
+            let load = format!("require({:?})", module.display().to_string());
+            match Command::new(&node).args(["-e", &load]).output() {
+                Ok(output) if output.status.success() => Ok(node),
+                Ok(output) => {
+                    let stderr = String::from_utf8_lossy(&output.stderr);
+                    // Node's first line is where it failed; the error is further down.
+                    let error = stderr
+                        .lines()
+                        .find(|l| l.contains("Error"))
+                        .unwrap_or_else(|| stderr.trim());
+                    Err(format!(
+                        "node cannot load kafkajs from {} ({}); run \
+                         integration-tests/kafka-clients/install.sh",
+                        module.display(),
+                        error.trim()
+                    ))
+                }
+                Err(e) => Err(format!(
+                    "no node ({e}); run integration-tests/kafka-clients/install.sh"
+                )),
+            }
+        })
+        .clone()
+}
+
+/// The venv's python, once it has shown it imports the Python clients; else why not.
 pub fn python_clients() -> Result<PathBuf, String> {
     static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     FOUND
         .get_or_init(|| {
             let python = venv_dir().join("bin").join("python");
-            let check = "import kafka, confluent_kafka";
+            let check = "import kafka, confluent_kafka, aiokafka";
             let output = Command::new(&python)
                 .args(["-c", check])
                 .output()
@@ -62,7 +106,7 @@ pub fn python_clients() -> Result<PathBuf, String> {
                 })?;
             if !output.status.success() {
                 return Err(format!(
-                    "{} cannot import kafka and confluent_kafka: {}; run \
+                    "{} cannot import kafka, confluent_kafka and aiokafka: {}; run \
                      integration-tests/kafka-clients/install.sh",
                     python.display(),
                     String::from_utf8_lossy(&output.stderr).trim()

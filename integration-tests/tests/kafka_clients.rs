@@ -1,6 +1,7 @@
 //! The Kafka-protocol listener against real Kafka clients that nobody here wrote:
 //! kafka-python (its own pure-Python protocol code), confluent-kafka (librdkafka 2.16, in
-//! its wheel) and kcat (Debian's, librdkafka 2.0.2); the `rdkafka` crate's tests are in
+//! its wheel), kcat (Debian's, librdkafka 2.0.2), aiokafka (asyncio, its own protocol
+//! code) and kafkajs (Node, its own protocol code); the `rdkafka` crate's tests are in
 //! `kafka_rdkafka.rs`. Each test starts its own broker(s) with a Kafka
 //! listener on a free port, runs one scenario of a script in `kafka-clients/` (or drives
 //! rdkafka itself) with a deadline, and asserts on the script's JSON summary; the script
@@ -10,7 +11,7 @@
 //! tests, so a failure points at one request family. Without the Python venv or kcat a
 //! test says why it skipped, except under CI (`CI=true`), where that is a failure.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -51,6 +52,11 @@ fn python(test: &str) -> Option<PathBuf> {
 fn kcat_driver(test: &str) -> Option<PathBuf> {
     kafka::require(test, kafka::kcat())?;
     Some(PathBuf::from("python3"))
+}
+
+/// `node`, once it loads kafkajs, or `None` (the test skipped; see [`kafka::require`]).
+fn node(test: &str) -> Option<PathBuf> {
+    kafka::require(test, kafka::kafkajs())
 }
 
 /// A broker with a Kafka listener, in `dir`.
@@ -848,4 +854,105 @@ fn kafka_python_moves_a_partition_to_other_brokers_and_describes_the_quorum() {
     assert_eq!(summary["replicas"], json!([2, 3]));
     assert_eq!(summary["read"], 100);
     assert_eq!(summary["voters"], json!([1, 2, 3]));
+}
+
+#[test]
+fn kafkajs_creates_produces_idempotently_consumes_in_a_group_and_commits() {
+    let Some(node) = node("kafkajs_tour") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    let summary = scenario(
+        &node,
+        "kafkajs_client.js",
+        "tour",
+        &broker.kafka_bootstrap(),
+        "kafkajs-tour",
+        &["--group", "kafkajs-readers", "-n", "600"],
+    )
+    .expect_ok(&broker.log());
+    assert_eq!(summary["records"], 600);
+    assert_eq!(summary["committed"], 600);
+    assert_eq!(summary["partitions"], json!([0, 1, 2]));
+    assert_eq!(summary["group_state"], "Empty");
+    // The admin client deleted the topic it created.
+    assert!(!sluice_topics(&broker.bootstrap()).contains_key("kafkajs-tour"));
+}
+
+#[test]
+fn kafkajs_transactions_commit_and_abort() {
+    let Some(node) = node("kafkajs_transactions") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    create_topic(&broker.bootstrap(), "kafkajs-txn", 3);
+    let summary = scenario(
+        &node,
+        "kafkajs_client.js",
+        "transactions",
+        &broker.kafka_bootstrap(),
+        "kafkajs-txn",
+        &["--group", "kafkajs-txn-readers", "-n", "150"],
+    )
+    .expect_ok(&broker.log());
+    assert_eq!(summary["committed"], 150);
+    assert_eq!(summary["aborted"], 0);
+}
+
+#[test]
+fn aiokafka_produces_every_codec_idempotently_and_a_group_reads_each_record_once() {
+    let Some(python) = python("aiokafka_codecs") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    create_topic(&broker.bootstrap(), "aiokafka-codecs", 3);
+    let summary = scenario(
+        &python,
+        "aiokafka_client.py",
+        "codecs",
+        &broker.kafka_bootstrap(),
+        "aiokafka-codecs",
+        &["--group", "aiokafka-readers", "-n", "200"],
+    )
+    .expect_ok(&broker.log());
+    assert_eq!(summary["records"], 1000);
+    assert_eq!(summary["group_state"], "Empty");
+    // Every codec reached the log as itself (none is uncompressed).
+    let codecs: HashSet<Compression> = codecs_on_disk(&broker, "aiokafka-codecs")
+        .into_iter()
+        .collect();
+    let expected: HashSet<Compression> = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ]
+    .into();
+    assert_eq!(codecs, expected);
+}
+
+#[test]
+fn aiokafka_transactions_commit_abort_and_commit_offsets() {
+    let Some(python) = python("aiokafka_transactions") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    create_topic(&broker.bootstrap(), "aiokafka-txn", 3);
+    let summary = scenario(
+        &python,
+        "aiokafka_client.py",
+        "transactions",
+        &broker.kafka_bootstrap(),
+        "aiokafka-txn",
+        &["--group", "aiokafka-txn-readers", "-n", "100", "-m", "40"],
+    )
+    .expect_ok(&broker.log());
+    assert_eq!(summary["committed"], 200);
+    assert_eq!(summary["everything"], 240);
+    assert_eq!(summary["offsets"], 40);
 }
