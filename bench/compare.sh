@@ -20,6 +20,7 @@
 #   NATS_PENDING=256 bench/compare.sh                 # NATS publishes awaiting an ack
 #   IGGY_BIN=/path/to/iggy/target/release bench/compare.sh   # Iggy too
 #   LOADS=fixed bench/compare.sh                      # one load only (max, fixed)
+#   ONLY="sluice-fsync nats" bench/compare.sh         # some systems only
 #   IGGY_SAVE_EVERY_BATCH=1 IGGY_BIN=... bench/compare.sh   # its bench patched to save each batch
 #
 # Iggy is driven by its own `iggy-bench pinned-producer` (one stream, one partition, one
@@ -116,6 +117,7 @@ print(json.dumps({'mb_per_sec': f('Total throughput'), 'latency_ms': {'p50': f('
 
 SYSTEMS=(sluice-fsync sluice-replicated nats)
 [[ -n $IGGY_BIN ]] && SYSTEMS+=(iggy-fsync iggy-nofsync)
+[[ -n ${ONLY:-} ]] && read -r -a SYSTEMS <<<"$ONLY"
 declare -A label=(
   [sluice-fsync]="sluice | fsync before the ack (its default)"
   [sluice-replicated]="sluice | \`replicated\`: no fsync before the ack"
