@@ -98,7 +98,7 @@ iggy_run() {
   [[ $system == iggy-fsync ]] && fsync=(--enforce-fsync)
   if [[ $load == fixed ]]; then
     batch=100
-    rate=(--rate-limit "$((RATE * 1000 / 1000000))MB")
+    rate=(--rate-limit "$((RATE * 1000))B")
   fi
   IGGY_ROOT_USERNAME=iggy IGGY_ROOT_PASSWORD=iggy IGGY_SYSTEM_PATH="$WORK/data-$system" \
     IGGY_TCP_ADDRESS="127.0.0.1:$port" IGGY_HTTP_ENABLED=false IGGY_QUIC_ENABLED=false \
@@ -109,32 +109,57 @@ iggy_run() {
     --message-batches "$((N / batch))" "${rate[@]}" "${fsync[@]}" \
     pinned-producer --streams 1 --producers 1 tcp --server-address "127.0.0.1:$port" 2>&1 |
     sed 's/\x1b\[[0-9;]*m//g' | grep 'Producers Results' | tail -1)
+  # (Its MB are 10^6 bytes of message payload, as sluice-bench's.)
   echo "$out" | python3 -c "import json,re,sys
 s=sys.stdin.read()
-f=lambda k: float(re.search(k + r': ([0-9.]+)', s).group(1))
+def f(k):
+    m = re.search(k + r': ([0-9.]+)', s)
+    if not m:
+        sys.exit('iggy-bench printed no summary; see $WORK/$system.log')
+    return float(m.group(1))
 print(json.dumps({'mb_per_sec': f('Total throughput'), 'latency_ms': {'p50': f('p50 latency'), 'p99': f('p99 latency'), 'p999': f('p999 latency')}}))"
 }
 
 SYSTEMS=(sluice-fsync sluice-replicated nats)
-[[ -n $IGGY_BIN ]] && SYSTEMS+=(iggy-fsync iggy-nofsync)
-[[ -n ${ONLY:-} ]] && read -r -a SYSTEMS <<<"$ONLY"
+if [[ -n $IGGY_BIN ]]; then SYSTEMS+=(iggy-fsync iggy-nofsync); fi
+if [[ -n ${ONLY:-} ]]; then read -r -a SYSTEMS <<<"$ONLY"; fi
 declare -A label=(
   [sluice-fsync]="sluice | fsync before the ack (its default)"
   [sluice-replicated]="sluice | \`replicated\`: no fsync before the ack"
   [nats]="NATS JetStream $(nats-server --version | awk '{ print $NF }') | no fsync before the ack (its default)"
-  [iggy-fsync]="Apache Iggy (built from source) | fsync every write, acknowledged before it (\`--enforce-fsync\`: a write every 1,024 messages or 1 MiB)"
+  [iggy-fsync]="Apache Iggy (built from source) | fsync every write, but a write only every 1,024 messages or 1 MiB, acknowledged from memory before (\`--enforce-fsync\`)"
   [iggy-nofsync]="Apache Iggy (built from source) | no fsync (its default)"
 )
 # An iggy-bench whose fsync topic also sets messages_required_to_save = 1 (BENCHMARKS.md
 # shows the one-line change): each batch is written and fsynced before its ack.
-[[ -n ${IGGY_SAVE_EVERY_BATCH:-} ]] &&
+if [[ -n ${IGGY_SAVE_EVERY_BATCH:-} ]]; then
   label[iggy-fsync]="Apache Iggy (built from source) | fsync before the ack (\`--enforce-fsync\`, each batch saved)"
+fi
+for system in "${SYSTEMS[@]}"; do
+  if [[ -z ${label[$system]:-} ]]; then
+    echo "no system $system; ONLY takes: ${!label[*]}" >&2
+    exit 1
+  fi
+  if [[ $system == iggy-* && -z $IGGY_BIN ]]; then
+    echo "$system needs IGGY_BIN, the directory of iggy-server and iggy-bench" >&2
+    exit 1
+  fi
+done
 dd=$(disk_mbs "$WORK")
+sync
 declare -A mbs p50 p99 p999
 for load in "${LOADS[@]}"; do
   for round in $(seq 1 "$ROUNDS"); do
-    for system in "${SYSTEMS[@]}"; do
+    # Each round starts one system further on, so that no system always runs right after
+    # the same other one (a run just after a gigabyte is deleted can be slower:
+    # BENCHMARKS.md).
+    for i in "${!SYSTEMS[@]}"; do
+      system=${SYSTEMS[$(((i + round - 1) % ${#SYSTEMS[@]}))]}
       out=$(run "$system" "$load")
+      if [[ -z $out ]]; then
+        echo "$system gave no summary in $load round $round; see $WORK/$system.log" >&2
+        exit 1
+      fi
       read -r m a b c <<<"$(echo "$out" | json '" ".join(str(round(x, 2)) for x in (d["mb_per_sec"], d["latency_ms"]["p50"], d["latency_ms"]["p99"], d["latency_ms"]["p999"]))')"
       echo "== $load round $round $system: $m MB/s, p50/p99/p999 $a/$b/$c ms" >&2
       mbs[$load-$system]+="$m "
@@ -156,5 +181,7 @@ for load in "${LOADS[@]}"; do
   done
 done
 echo
-echo "$ROUNDS alternating rounds of $N records of 1,000 bytes, one producer, one partition; dd (1 GiB, fdatasync) in the same run: $dd MB/s. NATS: $NATS_PENDING publishes awaiting an ack at most; sluice: its producer defaults (5 batches in flight, linger 5 ms unless a rate is set, then 0)."
-[[ -n $IGGY_BIN ]] && echo "Iggy: iggy-bench pinned-producer, batches of $IGGY_BATCH messages as fast as it goes and of 100 at the fixed rate, each awaited before the next; its latency is a batch's."
+echo "$ROUNDS alternating rounds (each starting one system further on) of $N records of 1,000 bytes, one producer, one partition; dd (1 GiB, fdatasync) in the same run: $dd MB/s. NATS: $NATS_PENDING publishes awaiting an ack at most; sluice: its producer defaults (5 batches in flight, linger 5 ms unless a rate is set, then 0)."
+if [[ -n $IGGY_BIN ]]; then
+  echo "Iggy: iggy-bench pinned-producer, batches of $IGGY_BATCH messages as fast as it goes and of 100 at the fixed rate, each awaited before the next; its latency is a batch's, from its send."
+fi

@@ -7,7 +7,8 @@ Scenarios:
   codecs       for each codec (none, gzip, snappy, lz4, zstd) an idempotent producer sends
                N keyed records to T (created beforehand), every acknowledgement at a
                distinct offset; a group consumer (G) reads all of them from the start,
-               each exactly once and in offset order per partition, and commits; the
+               each once (no duplicate within half a second after the last) and in
+               offset order per partition, and commits; the
                admin client then shows G's committed offsets at T's ends and G Empty.
   transactions a transactional producer commits N records (with offsets for group G-offs
                on T's partition 0 at M, send_offsets_to_transaction), aborts M, commits N

@@ -7,8 +7,8 @@
 #   - a Python venv with requirements.txt's pinned clients, at $SLUICE_KAFKA_VENV or
 #     target/kafka-venv in the workspace (where the tests look for it);
 #   - node (Debian `nodejs`) and kafkajs 2.2.4, unpacked from the npm registry's tarball
-#     (checked against its sha512; it has no dependencies) into $SLUICE_KAFKA_NODE or
-#     target/kafka-node/node_modules/kafkajs.
+#     (checked against its sha512; it has no dependencies) into node_modules/kafkajs
+#     under $SLUICE_KAFKA_NODE or target/kafka-node.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -33,7 +33,11 @@ need=()
 command -v kcat >/dev/null || need+=(kcat)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v node >/dev/null || need+=(nodejs)
-command -v curl >/dev/null || need+=(curl)
+kafkajs=$node_dir/node_modules/kafkajs
+kafkajs_installed() {
+  [[ $(node -p "require('$kafkajs/package.json').version" 2>/dev/null) == "$KAFKAJS_VERSION" ]]
+}
+kafkajs_installed || command -v curl >/dev/null || need+=(curl)
 pkg-config --exists rdkafka 2>/dev/null || need+=(librdkafka-dev)
 if ((${#need[@]})); then
   echo "installing ${need[*]}"
@@ -66,11 +70,14 @@ if ! check_venv; then
   "$venv/bin/pip" install -q --disable-pip-version-check --only-binary :all: -r "$here/requirements.txt"
   check_venv || { echo "the venv at $venv does not import the pinned clients" >&2; exit 1; }
 fi
-# kafkajs: kept if the pinned version is there.
-kafkajs=$node_dir/node_modules/kafkajs
-if [[ $(node -p "require('$kafkajs/package.json').version" 2>/dev/null) != "$KAFKAJS_VERSION" ]]; then
+# kafkajs: kept if the pinned version is there. Unpacked beside its place and moved in
+# whole, so an interrupted run leaves nothing that looks installed.
+if ! kafkajs_installed; then
   echo "fetching kafkajs $KAFKAJS_VERSION into $kafkajs"
-  tarball=$(mktemp)
+  mkdir -p "$(dirname "$kafkajs")"
+  unpack=$(mktemp -d "$(dirname "$kafkajs")/.kafkajs.XXXXXX")
+  tarball=$unpack/kafkajs.tgz
+  trap 'rm -rf "$unpack"' EXIT
   curl -fsSL --retry 3 -o "$tarball" "https://registry.npmjs.org/kafkajs/-/kafkajs-$KAFKAJS_VERSION.tgz"
   got=$(python3 -c 'import base64, hashlib, sys
 print(base64.b64encode(hashlib.sha512(open(sys.argv[1], "rb").read()).digest()).decode())' "$tarball")
@@ -78,10 +85,12 @@ print(base64.b64encode(hashlib.sha512(open(sys.argv[1], "rb").read()).digest()).
     echo "the kafkajs tarball's sha512 is $got, not the pinned $KAFKAJS_SHA512" >&2
     exit 1
   fi
+  mkdir "$unpack/kafkajs"
+  tar -xzf "$tarball" -C "$unpack/kafkajs" --strip-components=1
   rm -rf "$kafkajs"
-  mkdir -p "$kafkajs"
-  tar -xzf "$tarball" -C "$kafkajs" --strip-components=1
-  rm -f "$tarball"
+  mv "$unpack/kafkajs" "$kafkajs"
+  rm -rf "$unpack"
+  trap - EXIT
 fi
 echo "kcat: $(kcat -V 2>&1 | grep -m1 -o 'Version [0-9.]*') on librdkafka $(kcat -V 2>&1 | grep -m1 -o 'librdkafka [0-9.]*' | cut -d' ' -f2)"
 echo "librdkafka-dev: $(pkg-config --modversion rdkafka)"

@@ -12,11 +12,13 @@
 // Scenarios:
 // - tour: the admin client creates the topic (3 partitions) and reads it back; an
 //   idempotent producer sends N keyed records with a header, in batches alternating
-//   uncompressed and gzip; a consumer group reads them from the beginning, each exactly
-//   once and in offset order per partition, and commits; the group's committed offsets
-//   are then each partition's end, the group Empty, and the topic deleted.
+//   uncompressed and gzip; a consumer group reads them from the beginning, each once (no
+//   duplicate within half a second after the last) and in offset order per partition,
+//   and commits; the group's committed offsets are then each partition's end, the group
+//   Empty, and the topic deleted.
 // - transactions: a transactional producer commits N records and aborts N more; a
-//   read_committed consumer sees exactly the committed ones, in order.
+//   read_committed consumer sees exactly the committed ones, in order, and a
+//   read_uncommitted one all 2N (the aborted ones are in the log, skipped).
 'use strict';
 
 const path = require('path');
@@ -170,7 +172,11 @@ async function transactions(kafka, { topic, group, n }) {
   const aborted = seen.filter((r) => r.value.startsWith('aborted-')).length;
   check(committed === n && aborted === 0, `read_committed saw ${committed} committed and ${aborted} aborted records`);
   checkOrder(seen);
-  finish({ committed, aborted });
+
+  step('read uncommitted');
+  const everything = await consumeAll(kafka, topic, `${group}-all`, 2 * n, { readUncommitted: true });
+  check(everything.length === 2 * n, `read_uncommitted saw ${everything.length} records, not ${2 * n}`);
+  finish({ committed, aborted, everything: everything.length });
 }
 
 async function main() {
@@ -182,7 +188,8 @@ async function main() {
     return fail(`bad arguments: ${e.message}`);
   }
   state.scenario = args.scenario;
-  setTimeout(() => fail(`no result after ${args.timeoutS} s`), args.timeoutS * 1000).unref();
+  // Not unref'd: a scenario stuck on a promise with nothing else pending still ends here.
+  setTimeout(() => fail(`no result after ${args.timeoutS} s`), args.timeoutS * 1000);
   const { Kafka, logLevel } = kafkajs();
   const level = process.env.SLUICE_KAFKA_CLIENT_LOG ? logLevel.INFO : logLevel.ERROR;
   const kafka = new Kafka({ clientId: 'sluice-kafkajs', brokers: [args.bootstrap], logLevel: level });
@@ -196,5 +203,7 @@ async function main() {
   }
 }
 
+// finish and fail exit; reaching the end of the event loop means neither ran.
+process.on('beforeExit', () => fail('the scenario ended without a summary'));
 process.env.KAFKAJS_NO_PARTITIONER_WARNING = '1';
 main();

@@ -251,7 +251,13 @@ fn preferred_replicas_lead_again_after_an_election() {
         out.contains("pl/0: its preferred replica leads again"),
         "{out}"
     );
-    assert!(led_by_preferred(&cluster, "pl"));
+    // The election is committed by the controller; the broker asked for metadata learns
+    // it a moment later (as in Kafka, where metadata reaches brokers asynchronously).
+    wait_until(
+        "every partition of pl led by its preferred replica",
+        Duration::from_secs(10),
+        || led_by_preferred(&cluster, "pl"),
+    );
     let again = cli_ok(&cluster.bootstrap(), &["cluster", "elect-leaders"], "");
     assert_eq!(again, "every partition is led by its preferred replica\n");
 }

@@ -8,8 +8,9 @@
 //! has checked the details (see each script's docstring).
 //!
 //! Topics are created through the sluice CLI unless creating them is what the scenario
-//! tests, so a failure points at one request family. Without the Python venv or kcat a
-//! test says why it skipped, except under CI (`CI=true`), where that is a failure.
+//! tests, so a failure points at one request family. Without the Python venv, kcat, or
+//! node and kafkajs a test says why it skipped, except under CI (`CI=true`), where that is
+//! a failure.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -899,6 +900,7 @@ fn kafkajs_transactions_commit_and_abort() {
     .expect_ok(&broker.log());
     assert_eq!(summary["committed"], 150);
     assert_eq!(summary["aborted"], 0);
+    assert_eq!(summary["everything"], 300);
 }
 
 #[test]
@@ -920,7 +922,7 @@ fn aiokafka_produces_every_codec_idempotently_and_a_group_reads_each_record_once
     .expect_ok(&broker.log());
     assert_eq!(summary["records"], 1000);
     assert_eq!(summary["group_state"], "Empty");
-    // Every codec reached the log as itself (none is uncompressed).
+    // Every codec reached the log as the client compressed it (`None`: uncompressed).
     let codecs: HashSet<Compression> = codecs_on_disk(&broker, "aiokafka-codecs")
         .into_iter()
         .collect();
