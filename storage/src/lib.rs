@@ -13,6 +13,7 @@
 
 mod cleaner;
 mod clock;
+mod deleter;
 mod epoch;
 mod error;
 mod file;

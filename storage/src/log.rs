@@ -20,6 +20,7 @@ use sluice_protocol::batch::{self, BatchHeader, Batches, RecordBatch};
 use sluice_protocol::{FileSlice, LeaderEpoch, Offset, Records};
 
 use crate::cleaner::{self, CleanPlan, CleanReport, Cleaned, CleanedGroup};
+use crate::deleter::{delete_later, DELETED_SUFFIX, DELETE_DELAY};
 use crate::epoch::{EpochEntry, LeaderEpochCache};
 use crate::error::{IoContext, Result, StorageError};
 use crate::file::{read_checkpoint, sync_dir, write_checkpoint, FileHeader};
@@ -1445,7 +1446,9 @@ fn list_segments(dir: &Path) -> Result<Vec<Offset>> {
             parse_segment_name(&name, "index").or(parse_segment_name(&name, "timeindex"))
         {
             others.push((base, entry.path()));
-        } else if name.ends_with(".tmp") {
+        } else if name.ends_with(".tmp") || name.ends_with(DELETED_SUFFIX) {
+            // A temporary file, or a removed segment's file the background deleter did
+            // not reach before the process stopped.
             fs::remove_file(entry.path()).at("remove", &entry.path())?;
         }
     }
@@ -1479,28 +1482,30 @@ impl DetachedSegments {
         self.bases.is_empty()
     }
 
-    /// Deletes the segments' files (and makes the deletion durable). Returns how many
-    /// segments went.
+    /// Removes the segments' files from the log durably: renamed with a `.deleted` suffix
+    /// and the directory synced, so no reopening of the log sees them again. The files
+    /// themselves are deleted in the background a little later, in steps
+    /// (`deleter.rs`: a large file unlinked at once stalls every fsync of the disk).
+    /// Returns how many segments went.
     pub fn delete(self) -> Result<usize> {
+        let mut renamed = Vec::new();
         for base in &self.bases {
-            delete_segment_files(&self.dir, *base)?;
+            for path in segment_paths(&self.dir, *base) {
+                let mut to = path.clone().into_os_string();
+                to.push(DELETED_SUFFIX);
+                match fs::rename(&path, &to) {
+                    Ok(()) => renamed.push(PathBuf::from(to)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StorageError::io("rename", &path, e)),
+                }
+            }
         }
         if !self.bases.is_empty() {
             sync_dir(&self.dir)?;
         }
+        delete_later(renamed, DELETE_DELAY);
         Ok(self.bases.len())
     }
-}
-
-fn delete_segment_files(dir: &Path, base: Offset) -> Result<()> {
-    for path in segment_paths(dir, base) {
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StorageError::io("remove", &path, e)),
-        }
-    }
-    Ok(())
 }
 
 /// Opens a segment whose indexes are trusted (below the recovery point, or after a clean
@@ -1580,4 +1585,17 @@ fn recover_segment(
             reason,
         }),
     ))
+}
+
+/// Deletes a segment's files at once (truncation, recovery, a cleaner's swap: rare, and
+/// the files are usually small; retention goes through [`DetachedSegments::delete`]).
+fn delete_segment_files(dir: &Path, base: Offset) -> Result<()> {
+    for path in segment_paths(dir, base) {
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io("remove", &path, e)),
+        }
+    }
+    Ok(())
 }

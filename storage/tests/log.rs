@@ -384,17 +384,33 @@ fn retention_detaches_segments_at_once_and_deletes_their_files_later() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), files_before);
     let n = detached.len();
     assert_eq!(detached.delete().unwrap(), n);
+    // Renamed out of the log at once (each segment's .log, .index and .timeindex), deleted
+    // in the background later (`deleter.rs`, after a delay).
+    let names = |suffix: &str| {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(suffix)
+            })
+            .count()
+    };
+    assert_eq!(names(".deleted"), 3 * n);
     assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        files_before - 3 * n,
-        "each segment's .log, .index and .timeindex"
+        std::fs::read_dir(dir.path()).unwrap().count() - names(".deleted"),
+        files_before - 3 * n
     );
-    // The epoch cache was trimmed in memory only; a reopened log agrees with this one.
+    // The epoch cache was trimmed in memory only; a reopened log agrees with this one, and
+    // removes what the deleter had not reached yet (as after a crash).
     let end = log.log_end_offset();
     drop(log);
     let log = open(dir.path(), config, &clock);
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (start, end));
     assert_eq!(log.epoch_entries()[0].start_offset, start);
+    assert_eq!(names(".deleted"), 0);
 }
 
 #[test]
