@@ -1379,9 +1379,10 @@ impl Partition {
         if detached.is_empty() {
             return;
         }
-        // Without the log's lock: unlinking a large segment on a busy disk takes hundreds
-        // of milliseconds, which appends, reads and everything waiting on them (heartbeat
-        // handling included, on a 2-core machine) must not wait for.
+        // Without the log's lock: the renames and the directory's fsync wait on the disk,
+        // which appends, reads and everything waiting on them (heartbeat handling
+        // included, on a 2-core machine) must not (the files themselves are deleted later,
+        // in the background: `sluice_storage`'s deleter).
         match detached.delete() {
             Ok(n) => tracing::info!(partition = %self.name(), "retention deleted {n} segment(s)"),
             Err(e) => tracing::warn!(partition = %self.name(), "retention failed: {e}"),
