@@ -9,8 +9,9 @@
 //! encrypts in user space; the Kafka listener's encoder).
 //!
 //! The file range must not change while a message holds it. A segment file only grows, and
-//! a replaced or deleted segment stays readable through the open handle; the one exception
-//! is a log truncated in place (a follower whose log diverged from its new leader's),
+//! a replaced or deleted segment stays readable through the open handle (a deleted one for
+//! 10 s: the storage's deleter then cuts it down, and an answer still sending from it fails
+//! and closes its connection); the other exception is a log truncated in place (a follower whose log diverged from its new leader's),
 //! which never cuts below what consumers may read (the high watermark) unless an unclean
 //! election made the leader, so it concerns mostly a follower fetching from a leader that
 //! has just stepped down. Such a range may then hold other bytes, so a slice can carry its

@@ -46,16 +46,23 @@ pub(crate) fn delete_later(paths: Vec<PathBuf>, delay: Duration) {
         let spawned = std::thread::Builder::new()
             .name("sluice-deleter".into())
             .spawn(move || {
-                // Jobs come in deadline order (one delay for all, or none in tests).
+                // Jobs come in deadline order (one delay for all; none for what a log's
+                // open found left over, which then waits behind the others). A panic in
+                // one job (a bug) must not lose the ones queued after it.
                 for job in rx {
                     std::thread::sleep(job.not_before.saturating_duration_since(Instant::now()));
                     for path in &job.paths {
-                        remove_in_steps(path, DELETE_STEP_BYTES, DELETE_STEP_PAUSE);
+                        let step = std::panic::AssertUnwindSafe(|| {
+                            remove_in_steps(path, DELETE_STEP_BYTES, DELETE_STEP_PAUSE)
+                        });
+                        if std::panic::catch_unwind(step).is_err() {
+                            tracing::error!(path = %path.display(), "the deleter panicked on a file; it stays until its log is opened again");
+                        }
                     }
                 }
             });
         if let Err(e) = spawned {
-            tracing::warn!("no background deleter ({e}); removed segments wait for a restart");
+            tracing::warn!("no background deleter thread ({e}): removed segments are deleted by whoever removes them, at once");
         }
         std::sync::Mutex::new(tx)
     });

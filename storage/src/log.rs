@@ -718,8 +718,9 @@ impl PartitionLog {
     /// [`SEND_FROM_FILE_MIN_BYTES`] and wholly in the page cache (so a connection's task
     /// sending it never waits for the disk, as Kafka's network threads do on a lagging
     /// consumer's cold segment); otherwise read now, on the caller's thread. The range stays
-    /// valid after the log's lock is let go: segments only grow, and a deleted or replaced
-    /// one stays readable through the open file; only a truncation cuts it, and that never
+    /// valid after the log's lock is let go: segments only grow, and a replaced one stays
+    /// readable through the open file, a deleted one for 10 s (`deleter.rs`: then it is
+    /// cut down, and what still sends from it fails); only a truncation cuts it, and that never
     /// reaches below the high watermark (but for an unclean election), and a range made
     /// before a truncation says so ([`FileSlice::is_current`]). `None` when there is
     /// nothing to read.
@@ -941,8 +942,8 @@ impl PartitionLog {
     /// [`Self::apply_retention`] in two steps: the segments retention removes leave the log
     /// now (reads and appends no longer see them), and their files are deleted by
     /// [`DetachedSegments::delete`], which needs no access to the log. A caller that holds
-    /// the log behind a lock deletes after letting go of it: unlinking a large file on a
-    /// busy disk takes hundreds of milliseconds, which appends and reads must not wait for.
+    /// the log behind a lock deletes after letting go of it: the renames and the
+    /// directory's fsync wait on the disk, which appends and reads must not.
     /// A crash in between leaves the files, and the next open takes them back as segments
     /// (retention then runs again).
     pub fn detach_for_retention(&mut self, max_offset: Offset) -> DetachedSegments {
@@ -983,8 +984,17 @@ impl PartitionLog {
             let start = self.log_start_offset();
             self.epochs.trim_start(start);
         }
+        // The directory as it is now, while the log is held: `delete` renames relative to
+        // it, so a topic deleted and created again meanwhile (a new directory at the same
+        // path) is never touched. Without it (an error), `delete` falls back to the path.
+        let dir_handle = if doomed.is_empty() {
+            None
+        } else {
+            File::open(&self.dir).ok()
+        };
         DetachedSegments {
             dir: self.dir.clone(),
+            dir_handle,
             bases: doomed,
         }
     }
@@ -1437,6 +1447,7 @@ fn read_recovery_point(dir: &Path) -> Result<Option<Offset>> {
 fn list_segments(dir: &Path) -> Result<Vec<Offset>> {
     let mut logs = Vec::new();
     let mut others = Vec::new();
+    let mut deleted = Vec::new();
     for entry in fs::read_dir(dir).at("list", dir)? {
         let entry = entry.at("list", dir)?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -1446,11 +1457,16 @@ fn list_segments(dir: &Path) -> Result<Vec<Offset>> {
             parse_segment_name(&name, "index").or(parse_segment_name(&name, "timeindex"))
         {
             others.push((base, entry.path()));
-        } else if name.ends_with(".tmp") || name.ends_with(DELETED_SUFFIX) {
-            // A temporary file, or a removed segment's file the background deleter did
-            // not reach before the process stopped.
+        } else if name.ends_with(".tmp") {
             fs::remove_file(entry.path()).at("remove", &entry.path())?;
+        } else if name.ends_with(DELETED_SUFFIX) {
+            // A removed segment's file the background deleter did not reach before the
+            // process stopped: to it again (in steps, as always).
+            deleted.push(entry.path());
         }
+    }
+    if !deleted.is_empty() {
+        delete_later(deleted, std::time::Duration::ZERO);
     }
     logs.sort();
     for (base, path) in others {
@@ -1468,6 +1484,8 @@ fn list_segments(dir: &Path) -> Result<Vec<Offset>> {
 #[derive(Debug)]
 pub struct DetachedSegments {
     dir: PathBuf,
+    /// The directory opened when the segments were detached.
+    dir_handle: Option<File>,
     bases: Vec<Offset>,
 }
 
@@ -1488,23 +1506,61 @@ impl DetachedSegments {
     /// (`deleter.rs`: a large file unlinked at once stalls every fsync of the disk).
     /// Returns how many segments went.
     pub fn delete(self) -> Result<usize> {
+        if self.bases.is_empty() {
+            return Ok(0);
+        }
         let mut renamed = Vec::new();
+        let outcome = self.rename_all(&mut renamed);
+        // What was renamed goes even when something failed: it is out of the log already.
+        if !renamed.is_empty() {
+            delete_later(renamed, DELETE_DELAY);
+        }
+        outcome.map(|()| self.bases.len())
+    }
+
+    /// Renames every file of the segments (recording each in `renamed`), then syncs the
+    /// directory.
+    fn rename_all(&self, renamed: &mut Vec<PathBuf>) -> Result<()> {
         for base in &self.bases {
             for path in segment_paths(&self.dir, *base) {
                 let mut to = path.clone().into_os_string();
                 to.push(DELETED_SUFFIX);
-                match fs::rename(&path, &to) {
-                    Ok(()) => renamed.push(PathBuf::from(to)),
+                let to = PathBuf::from(to);
+                match rename_in(self.dir_handle.as_ref(), &path, &to) {
+                    Ok(()) => renamed.push(to),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(StorageError::io("rename", &path, e)),
                 }
             }
         }
-        if !self.bases.is_empty() {
-            sync_dir(&self.dir)?;
+        match &self.dir_handle {
+            Some(dir) => dir.sync_all().at("fsync directory", &self.dir),
+            None => sync_dir(&self.dir),
         }
-        delete_later(renamed, DELETE_DELAY);
-        Ok(self.bases.len())
+    }
+}
+
+/// Renames `from` to `to` (both in one directory) relative to `dir`, the directory opened
+/// earlier, when there is one: if the directory was removed since, and another made at the
+/// same path, the rename finds nothing (NotFound) instead of renaming the new one's files.
+fn rename_in(dir: Option<&File>, from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let Some(dir) = dir else {
+        return fs::rename(from, to);
+    };
+    let name = |p: &Path| {
+        std::ffi::CString::new(p.file_name().unwrap_or_default().as_bytes())
+            .map_err(std::io::Error::other)
+    };
+    let (from, to) = (name(from)?, name(to)?);
+    // SAFETY: renameat reads two NUL-terminated names and a directory descriptor we hold.
+    let rc =
+        unsafe { libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

@@ -404,13 +404,49 @@ fn retention_detaches_segments_at_once_and_deletes_their_files_later() {
         files_before - 3 * n
     );
     // The epoch cache was trimmed in memory only; a reopened log agrees with this one, and
-    // removes what the deleter had not reached yet (as after a crash).
+    // hands what the deleter had not reached yet (as after a crash) to it again, at once.
     let end = log.log_end_offset();
     drop(log);
     let log = open(dir.path(), config, &clock);
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (start, end));
     assert_eq!(log.epoch_entries()[0].start_offset, start);
-    assert_eq!(names(".deleted"), 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while names(".deleted") > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the .deleted files stayed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Segments detached from a log whose directory is then removed and made again (a topic
+/// deleted and created again) are never looked for in the new directory: the renames go
+/// through the directory opened when they were detached.
+#[test]
+fn detached_segments_leave_a_directory_made_again_at_the_same_path_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    let clock = clock();
+    let config = LogConfig {
+        retention_bytes: Some(8192),
+        ..small_config()
+    };
+    let mut log = open(&path, config, &clock);
+    fill(&mut log, 60, 4, 100, 0);
+    let detached = log.detach_for_retention(log.log_end_offset());
+    assert!(!detached.is_empty());
+    drop(log);
+    std::fs::remove_dir_all(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let newcomer = path.join("00000000000000000000.log");
+    std::fs::write(&newcomer, b"the new topic's first segment").unwrap();
+    detached.delete().unwrap();
+    assert_eq!(
+        std::fs::read(&newcomer).unwrap(),
+        b"the new topic's first segment"
+    );
+    assert_eq!(std::fs::read_dir(&path).unwrap().count(), 1);
 }
 
 #[test]
