@@ -32,28 +32,30 @@ pub fn script(name: &str) -> PathBuf {
     scripts_dir().join(name)
 }
 
+/// The directory `$var` names, else `target/<name>` in the workspace (where install.sh
+/// puts the clients).
+fn install_dir(var: &str, name: &str) -> PathBuf {
+    std::env::var_os(var).map_or_else(
+        || {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+                .join(name)
+        },
+        PathBuf::from,
+    )
+}
+
 /// The venv of the Python clients: `$SLUICE_KAFKA_VENV`, else `target/kafka-venv` in the
 /// workspace.
 pub fn venv_dir() -> PathBuf {
-    match std::env::var_os("SLUICE_KAFKA_VENV") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("target")
-            .join("kafka-venv"),
-    }
+    install_dir("SLUICE_KAFKA_VENV", "kafka-venv")
 }
 
 /// Where kafkajs is unpacked (`node_modules/kafkajs` under it): `$SLUICE_KAFKA_NODE`, else
 /// `target/kafka-node` in the workspace. `kafkajs_client.js` looks in the same place.
 pub fn node_dir() -> PathBuf {
-    match std::env::var_os("SLUICE_KAFKA_NODE") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("target")
-            .join("kafka-node"),
-    }
+    install_dir("SLUICE_KAFKA_NODE", "kafka-node")
 }
 
 /// `node`, once it has shown it loads kafkajs from [`node_dir`]; else why not.
