@@ -36,7 +36,7 @@ struct Job {
 
 /// Deletes `paths` (already renamed out of their log) in the background, after `delay`.
 pub(crate) fn delete_later(paths: Vec<PathBuf>, delay: Duration) {
-    static QUEUE: OnceLock<std::sync::Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    static QUEUE: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
     let job = Job {
         paths,
         not_before: Instant::now() + delay,
@@ -47,33 +47,32 @@ pub(crate) fn delete_later(paths: Vec<PathBuf>, delay: Duration) {
             .name("sluice-deleter".into())
             .spawn(move || {
                 // Jobs come in deadline order (one delay for all; none for what a log's
-                // open found left over, which then waits behind the others). A panic in
-                // one job (a bug) must not lose the ones queued after it.
+                // open found left over, which then waits behind the others).
                 for job in rx {
                     std::thread::sleep(job.not_before.saturating_duration_since(Instant::now()));
-                    for path in &job.paths {
-                        let step = std::panic::AssertUnwindSafe(|| {
-                            remove_in_steps(path, DELETE_STEP_BYTES, DELETE_STEP_PAUSE)
-                        });
-                        if std::panic::catch_unwind(step).is_err() {
-                            tracing::error!(path = %path.display(), "the deleter panicked on a file; it stays until its log is opened again");
-                        }
-                    }
+                    remove_all(&job.paths);
                 }
             });
         if let Err(e) = spawned {
-            tracing::warn!("no background deleter thread ({e}): removed segments are deleted by whoever removes them, at once");
+            tracing::warn!("no background deleter thread ({e}): removed segments are deleted by whoever removes them, without the delay");
         }
-        std::sync::Mutex::new(tx)
+        tx
     });
-    let sent = queue
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .send(job);
-    if let Err(mpsc::SendError(job)) = sent {
+    if let Err(mpsc::SendError(job)) = queue.send(job) {
         // No deleter thread: delete now, in steps still.
-        for path in &job.paths {
-            remove_in_steps(path, DELETE_STEP_BYTES, DELETE_STEP_PAUSE);
+        remove_all(&job.paths);
+    }
+}
+
+/// [`remove_in_steps`] for each of `paths`. A panic on one (a bug) must not keep the
+/// others, or the deleter's later jobs, from going.
+fn remove_all(paths: &[PathBuf]) {
+    for path in paths {
+        let step = std::panic::AssertUnwindSafe(|| {
+            remove_in_steps(path, DELETE_STEP_BYTES, DELETE_STEP_PAUSE)
+        });
+        if std::panic::catch_unwind(step).is_err() {
+            tracing::error!(path = %path.display(), "the deleter panicked on a file; it stays until its log is opened again");
         }
     }
 }
