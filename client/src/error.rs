@@ -18,7 +18,7 @@ use sluice_protocol::{ErrorCode, PartitionId};
 /// | [`Error::Connect`], [`Error::Network`], [`Error::Timeout`] (a broker down, restarting, or slow) | [`Error::Authentication`], [`Error::Tls`], [`Error::InvalidArgument`] (fix the configuration) |
 /// | [`Error::LeaderNotAvailable`] (an election under way) | [`Error::UnknownTopic`], [`Error::UnknownPartition`], [`Error::UnknownGroup`] |
 /// | [`Error::Broker`] whose [`ErrorCode::is_retriable`] (NOT_LEADER_OR_FOLLOWER, NOT_ENOUGH_REPLICAS, REQUEST_TIMED_OUT, COORDINATOR_NOT_AVAILABLE, ...) | [`Error::Broker`] with any other code (TOPIC_ALREADY_EXISTS, POLICY_VIOLATION, ...) |
-/// | | [`Error::DeliveryTimeout`] (the producer's retries ran out; its `last_error` says why), [`Error::ProducerFenced`], [`Error::ProducerClosed`], [`Error::StoppedAfterFailure`], [`Error::RecordTooLarge`] |
+/// | | [`Error::DeliveryTimeout`] (the producer's retries ran out; its `last_error` says why), [`Error::ProducerFenced`], [`Error::ProducerClosed`], [`Error::StoppedAfterFailure`], [`Error::RecordTooLarge`], [`Error::SendTooLarge`] |
 /// | | [`Error::Fenced`], [`Error::RebalanceInProgress`] (poll, then commit what it returns), [`Error::NotAssigned`], [`Error::NoGroup`], [`Error::GroupNotEmpty`], [`Error::NoCommittedOffset`], [`Error::OffsetOutOfRange`] |
 /// | | [`Error::Protocol`], [`Error::CorruptBatch`] (a bug or incompatible versions) |
 ///
@@ -145,6 +145,17 @@ pub enum Error {
         max: usize,
         /// Which limit (`batch_bytes_max`, `buffer_bytes_max`).
         limit: &'static str,
+    },
+    /// The records of one [`Producer::send_all`](crate::Producer::send_all) call need more
+    /// buffer space together than the producer has.
+    #[error("the {records} records of one send_all call take {size} bytes together, more than the producer's buffer of {max} bytes (buffer_bytes_max); send them in smaller calls or raise it")]
+    SendTooLarge {
+        /// How many records the call had.
+        records: usize,
+        /// Their encoded size together.
+        size: usize,
+        /// The producer's buffer.
+        max: usize,
     },
     /// A record was not acknowledged within the producer's delivery timeout.
     #[error("record for {topic}/{partition} not acknowledged within {} ms ({attempts} attempts); last error: {last_error}", timeout.as_millis())]

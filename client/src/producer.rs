@@ -501,115 +501,181 @@ impl Producer {
     /// used, for its metadata); the returned future resolves on acknowledgement.
     /// Fails at once for an unknown topic or partition and for a record too large.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        let mut delivery = None;
+        self.enqueue(std::slice::from_ref(&record), |d| delivery = Some(d))
+            .await?;
+        Ok(delivery.expect("one record enqueued, one delivery"))
+    }
+
+    /// Enqueues records in one call, as [`Producer::send`] would one after the other (same
+    /// partitions, same order), and returns their futures in the same order. The call
+    /// takes the buffer space, the producer's lock and the clock once for all of them
+    /// instead of once per record: an application that has records in hand (a file's
+    /// lines, a batch from another system) spends less of its own thread per record.
+    /// Records without a timestamp get the call's.
+    ///
+    /// All or nothing: every record is checked (topic, partition, size) before any is
+    /// enqueued, and an error enqueues none. The records of one call must fit in the
+    /// buffer together ([`ProducerConfig::buffer_bytes_max`]); larger sets go in several
+    /// calls.
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: sluice_client::Producer) -> sluice_client::Result<()> {
+    /// use sluice_client::ProducerRecord;
+    /// let lines = ["a", "b", "c"].map(|line| ProducerRecord::new("lines", line));
+    /// for delivery in producer.send_all(&lines).await? {
+    ///     delivery.await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_all(&self, records: &[ProducerRecord]) -> Result<Vec<DeliveryFuture>> {
+        let mut deliveries = Vec::with_capacity(records.len());
+        self.enqueue(records, |d| deliveries.push(d)).await?;
+        Ok(deliveries)
+    }
+
+    /// `send` and `send_all`: checks every record, takes the buffer space for all, then
+    /// appends them under one lock, handing each record's future to `deliver` in order.
+    async fn enqueue(
+        &self,
+        records: &[ProducerRecord],
+        mut deliver: impl FnMut(DeliveryFuture),
+    ) -> Result<()> {
         let shared = &self.handle.shared;
-        let topic = self.topic_metadata(&record.topic).await?;
-        let headers: Vec<(&[u8], Option<&[u8]>)> = record
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_bytes(), Some(&v[..])))
-            .collect();
-        let parts = RecordParts {
-            timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
-            key: record.key.as_deref(),
-            value: record.value.as_deref(),
-            headers: &headers,
-        };
         // (Only a producer that stops after a failure has one to check: not worth its lock.)
         if shared.config.stop_after_failure {
             if let Some(first) = shared.lock().first_failure() {
                 return Err(stopped_after(first));
             }
         }
-        let size = parts.size();
-        let batch_bytes_max = topic
-            .segment_bytes()
-            .map_or(shared.config.batch_bytes_max, |b| {
-                b.min(shared.config.batch_bytes_max)
-            });
-        if let Err(e) = self.check_size(size, batch_bytes_max) {
-            if shared.config.stop_after_failure {
-                shared.lock().sends_refused.get_or_insert_with(|| e.clone());
+        // Every record checked before any is enqueued. A call's records are mostly of one
+        // topic: its metadata is looked up once, others' once each.
+        let mut topics = CallTopics::default();
+        let mut now = None;
+        let mut permits = 0usize;
+        for record in records {
+            if topics.get(&record.topic).is_none() {
+                let metadata = self.topic_metadata(&record.topic).await?;
+                let batch_bytes_max = metadata
+                    .segment_bytes()
+                    .map_or(shared.config.batch_bytes_max, |b| {
+                        b.min(shared.config.batch_bytes_max)
+                    });
+                topics.add(metadata, batch_bytes_max);
             }
-            return Err(e);
+            let topic = topics.get(&record.topic).expect("added above");
+            let size = record_parts(record, &mut now, &header_refs(record)).size();
+            if let Err(e) = self.check_size(size, topic.batch_bytes_max) {
+                if shared.config.stop_after_failure {
+                    shared.lock().sends_refused.get_or_insert_with(|| e.clone());
+                }
+                return Err(e);
+            }
+            if let Some(p) = record.partition {
+                // A partition the cached metadata lacks may have been added since: when the
+                // metadata is older than `metadata_max_age`, a refresh starts (the batches'
+                // dispatch, which otherwise keeps it fresh, never sees a record refused here).
+                if let Err(e) = topic.metadata.partition(p) {
+                    if matches!(e, Error::UnknownPartition { .. }) {
+                        shared.client.cached_topic_refreshing(&record.topic);
+                    }
+                    return Err(e);
+                }
+            }
+            permits += size;
         }
         // Buffer space first, so the memory a producer holds stays bounded.
-        let permits = u32::try_from(size).unwrap_or(u32::MAX);
+        let buffer_bytes_max = shared.config.buffer_bytes_max.min(Semaphore::MAX_PERMITS);
+        if permits > buffer_bytes_max {
+            return Err(Error::SendTooLarge {
+                records: records.len(),
+                size: permits,
+                max: buffer_bytes_max,
+            });
+        }
+        let permits = u32::try_from(permits).expect("at most buffer_bytes_max");
         shared
             .buffer
             .acquire_many(permits)
             .await
             .map_err(|_| Error::ProducerClosed)?
             .forget();
-        let delivery = Delivery {
-            buffer_bytes: permits as usize,
-        };
+        let give_back = || shared.buffer.add_permits(permits as usize);
         // A transactional record's partition joins the transaction before the record is
         // appended: its batch must not reach the leader before that.
-        // A partition the cached metadata lacks may have been added since: when the
-        // metadata is older than `metadata_max_age`, a refresh starts (the batches' dispatch,
-        // which otherwise keeps it fresh, never sees a record refused here).
-        let refused = |e: Error| {
-            if matches!(e, Error::UnknownPartition { .. }) {
-                shared.client.cached_topic_refreshing(&topic.name);
-            }
-            e
-        };
         let chosen = match self.transactional() {
             Some(_) => {
-                let chosen = choose_partition(&mut shared.lock(), &topic, &record, size)
-                    .map_err(refused)
-                    .map(|p| TopicPartition::new(&topic.name, p));
+                let chosen = {
+                    let mut state = shared.lock();
+                    records
+                        .iter()
+                        .map(|record| {
+                            let topic = topics.get(&record.topic).expect("looked up above");
+                            let size = record_parts(record, &mut now, &header_refs(record)).size();
+                            choose_partition(&mut state, &topic.metadata, record, size)
+                        })
+                        .collect::<Result<Vec<_>>>()
+                };
                 let added = match chosen {
-                    Ok(tp) => self.add_to_transaction(&tp).await.map(|()| tp.partition),
+                    Ok(chosen) => self
+                        .add_to_transactions(records, &chosen)
+                        .await
+                        .map(|()| chosen),
                     Err(e) => Err(e),
                 };
                 match added {
-                    Ok(p) => Some(p),
+                    Ok(chosen) => Some(chosen),
                     Err(e) => {
-                        shared.buffer.add_permits(permits as usize);
+                        give_back();
                         return Err(e);
                     }
                 }
             }
             None => None,
         };
-        let appended = {
-            let mut state = shared.lock();
-            if state.closing {
-                drop(state);
-                shared.buffer.add_permits(permits as usize);
-                return Err(Error::ProducerClosed);
-            }
-            let partition = match chosen {
-                Some(p) => p,
-                None => match choose_partition(&mut state, &topic, &record, size) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        drop(state);
-                        shared.buffer.add_permits(permits as usize);
-                        return Err(refused(e));
-                    }
-                },
+        let mut state = shared.lock();
+        if state.closing {
+            drop(state);
+            give_back();
+            return Err(Error::ProducerClosed);
+        }
+        let mut wake = false;
+        for (i, record) in records.iter().enumerate() {
+            let topic = topics.get(&record.topic).expect("looked up above");
+            let headers = header_refs(record);
+            let parts = record_parts(record, &mut now, &headers);
+            let size = parts.size();
+            let partition = match &chosen {
+                Some(chosen) => chosen[i],
+                // Infallible now: an explicit partition was checked above, a key's or the
+                // sticky partition is always one of the topic's.
+                None => choose_partition(&mut state, &topic.metadata, record, size)
+                    .expect("partition checked above"),
             };
-            let tp = (topic.name.as_str(), partition);
             state
                 .accumulator
-                .set_topic_bytes_max(&topic.name, batch_bytes_max);
-            // `flush` waits for zero only: an increment wakes no one (a notification per
-            // record cost the sending thread ~3 % of its CPU).
-            shared.pending.send_if_modified(|n| {
-                *n += 1;
-                false
-            });
-            state
-                .accumulator
-                .append(&tp, Instant::now, &parts, delivery)
-        };
-        // A full batch is ready; a new batch has a linger deadline the sender must learn.
-        if appended.sealed || appended.new_batch {
+                .set_topic_bytes_max(&topic.metadata.name, topic.batch_bytes_max);
+            let appended = state.accumulator.append(
+                &(topic.metadata.name.as_str(), partition),
+                Instant::now,
+                &parts,
+                Delivery { buffer_bytes: size },
+            );
+            // A full batch is ready; a new batch has a linger deadline the sender must learn.
+            wake |= appended.sealed || appended.new_batch;
+            deliver(appended.delivery);
+        }
+        // `flush` waits for zero only: an increment wakes no one (a notification per
+        // record cost the sending thread ~3 % of its CPU).
+        shared.pending.send_if_modified(|n| {
+            *n += records.len() as u64;
+            false
+        });
+        drop(state);
+        if wake {
             shared.wake.notify_one();
         }
-        Ok(appended.delivery)
+        Ok(())
     }
 
     /// Sends everything buffered now (linger ignored) and waits until every record sent
@@ -683,6 +749,67 @@ impl Producer {
             });
         }
         Ok(())
+    }
+}
+
+/// The topics of one `enqueue` call: the first, and any others (a call's records are
+/// mostly of one topic, which then needs no allocation).
+#[derive(Default)]
+struct CallTopics {
+    first: Option<CallTopic>,
+    others: Vec<CallTopic>,
+}
+
+struct CallTopic {
+    metadata: Arc<crate::TopicMetadata>,
+    /// The largest batch of the topic: `batch_bytes_max`, or its `segment.bytes` when lower.
+    batch_bytes_max: usize,
+}
+
+impl CallTopics {
+    fn get(&self, name: &str) -> Option<&CallTopic> {
+        self.first
+            .iter()
+            .chain(&self.others)
+            .find(|t| t.metadata.name == name)
+    }
+
+    fn add(&mut self, metadata: Arc<crate::TopicMetadata>, batch_bytes_max: usize) {
+        let topic = CallTopic {
+            metadata,
+            batch_bytes_max,
+        };
+        match self.first {
+            None => self.first = Some(topic),
+            Some(_) => self.others.push(topic),
+        }
+    }
+}
+
+/// A record's header names and values, as the batch encoder takes them (no allocation
+/// without headers).
+fn header_refs(record: &ProducerRecord) -> Vec<(&[u8], Option<&[u8]>)> {
+    record
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_bytes(), Some(&v[..])))
+        .collect()
+}
+
+/// A record's parts for the batch encoder; `now` is the call's clock, read once (the
+/// first time a record has no timestamp of its own).
+fn record_parts<'a>(
+    record: &'a ProducerRecord,
+    now: &mut Option<i64>,
+    headers: &'a [(&'a [u8], Option<&'a [u8]>)],
+) -> RecordParts<'a> {
+    RecordParts {
+        timestamp_ms: record
+            .timestamp_ms
+            .unwrap_or_else(|| *now.get_or_insert_with(now_ms)),
+        key: record.key.as_deref(),
+        value: record.value.as_deref(),
+        headers,
     }
 }
 

@@ -87,9 +87,11 @@ fn the_clients_transactions_commit_abort_carry_offsets_and_fence() {
 
         let record = |v: &str| ProducerRecord::new("out", v.to_owned()).partition(PartitionId(0));
         producer.begin_transaction().unwrap();
-        for v in ["a", "b"] {
-            producer.send(record(v)).await.unwrap();
-        }
+        // (`send_all` adds its records' partition to the transaction, once.)
+        producer
+            .send_all(&[record("a"), record("b")])
+            .await
+            .unwrap();
         producer.commit_transaction().await.unwrap();
 
         producer.begin_transaction().unwrap();

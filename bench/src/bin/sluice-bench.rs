@@ -162,6 +162,12 @@ struct ProduceArgs {
     /// send to acknowledgement; the time includes every commit.
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     transaction_ms: Option<u64>,
+    /// Records handed to the producer per call: 1 sends each with `Producer::send`, as a
+    /// Kafka producer does; more sends them N at a time with `Producer::send_all`, as
+    /// Iggy's bench hands its client prepared batches. Latency is then a call's: from
+    /// the call (its due time at a fixed rate) to its last record's acknowledgement.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    records_per_call: u64,
 }
 
 #[derive(clap::Args, Clone)]
@@ -320,12 +326,14 @@ impl Stats {
         })
     }
 
-    fn record(&self, bytes: u64, latency: Option<Duration>) {
-        self.records.fetch_add(1, Ordering::Relaxed);
+    /// `records` records of `bytes` together, each with `latency`.
+    fn record(&self, bytes: u64, records: u64, latency: Option<Duration>) {
+        self.records.fetch_add(records, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         if let (Some(histogram), Some(latency)) = (&self.latency_us, latency) {
             let us = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
-            histogram.lock().expect("histogram").saturating_record(us);
+            let mut histogram = histogram.lock().expect("histogram");
+            histogram.saturating_record_n(us, records);
         }
     }
 
@@ -745,6 +753,9 @@ async fn run_producer(
             let start = Instant::now();
             let first_partition = worker as i32;
             let mut last_commit = start;
+            let per_call = args.records_per_call;
+            let mut call = Vec::with_capacity(if per_call > 1 { per_call as usize } else { 0 });
+            let mut call_due = start;
             for i in 0..count {
                 if commit_every.is_some_and(|every| last_commit.elapsed() >= every) {
                     // Commit (which waits for the transaction's records) and begin the next.
@@ -755,12 +766,18 @@ async fn run_producer(
                         .map_err(|e| explain(&e, topic))?;
                     last_commit = Instant::now();
                 }
-                let scheduled = match due(start, rate, i) {
-                    Some(at) => {
-                        sleep_until(at);
-                        at
-                    }
-                    None => Instant::now(),
+                // A call is due when its first record is; its records are made then.
+                let scheduled = if i % per_call == 0 {
+                    call_due = match due(start, rate, i) {
+                        Some(at) => {
+                            sleep_until(at);
+                            at
+                        }
+                        None => Instant::now(),
+                    };
+                    call_due
+                } else {
+                    call_due
                 };
                 let partition = (first_partition + (i / records_per_batch) as i32) % n_partitions;
                 let mut record = ProducerRecord::new(topic.clone(), payloads.next())
@@ -770,12 +787,22 @@ async fn run_producer(
                     let key = (i * args.producers.max(1) as u64 + worker) % keys;
                     record = record.key(format!("key-{key:08}"));
                 }
-                let delivery = producer_of_loop
-                    .send(record)
-                    .await
-                    .map_err(|e| explain(&e, topic))?;
+                let deliveries = if per_call == 1 {
+                    let delivery = producer_of_loop.send(record).await;
+                    Deliveries::One(delivery.map_err(|e| explain(&e, topic))?)
+                } else {
+                    // The call's records are made when it is due, as its first record.
+                    call.push(record);
+                    let last = i + 1 == count;
+                    if (call.len() as u64) < per_call && !last {
+                        continue;
+                    }
+                    let sent = producer_of_loop.send_all(&call).await;
+                    call.clear();
+                    Deliveries::Call(sent.map_err(|e| explain(&e, topic))?)
+                };
                 if senders[partition as usize]
-                    .send((scheduled, delivery))
+                    .send((scheduled, deliveries))
                     .await
                     .is_err()
                 {
@@ -804,9 +831,15 @@ async fn run_producer(
 }
 
 type Acker = (
-    mpsc::Sender<(Instant, DeliveryFuture)>,
+    mpsc::Sender<(Instant, Deliveries)>,
     tokio::task::JoinHandle<Outcome>,
 );
+
+/// What one `send` or `send_all` call returned.
+enum Deliveries {
+    One(DeliveryFuture),
+    Call(Vec<DeliveryFuture>),
+}
 
 /// Where an acknowledgement's failure goes, and how to explain it.
 struct DeliveryWatch {
@@ -830,13 +863,25 @@ impl DeliveryWatch {
     }
 }
 
-/// A task that awaits one partition's acknowledgements in send order.
+/// A task that awaits one partition's acknowledgements in send order. A `send_all`
+/// call's records all get the call's latency: until its last one is acknowledged.
 fn spawn_acker(stats: Arc<Stats>, record_bytes: u64, watch: DeliveryWatch) -> Acker {
-    let (tx, mut rx) = mpsc::channel::<(Instant, DeliveryFuture)>(64 * 1024);
+    let (tx, mut rx) = mpsc::channel::<(Instant, Deliveries)>(64 * 1024);
     let handle = tokio::spawn(async move {
-        while let Some((scheduled, delivery)) = rx.recv().await {
-            watch.acknowledged(delivery).await?;
-            stats.record(record_bytes, Some(scheduled.elapsed()));
+        while let Some((scheduled, deliveries)) = rx.recv().await {
+            match deliveries {
+                Deliveries::One(delivery) => {
+                    watch.acknowledged(delivery).await?;
+                    stats.record(record_bytes, 1, Some(scheduled.elapsed()));
+                }
+                Deliveries::Call(call) => {
+                    let n = call.len() as u64;
+                    for delivery in call {
+                        watch.acknowledged(delivery).await?;
+                    }
+                    stats.record(record_bytes * n, n, Some(scheduled.elapsed()));
+                }
+            }
         }
         Ok(())
     });
@@ -873,7 +918,7 @@ async fn consume(bootstrap: &Target, args: ConsumeArgs) -> Outcome {
     let progress = stats.spawn_progress();
     let uncounted = poll_until(&mut consumer, args.num_records, |r, _| {
         let bytes = r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
-        stats.record(bytes as u64, None);
+        stats.record(bytes as u64, 1, None);
     })
     .await?;
     progress.finish();
@@ -1000,7 +1045,7 @@ async fn e2e(bootstrap: &Target, args: E2eArgs) -> Outcome {
             .map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
         let since_start = received.duration_since(base);
         let latency = since_start.saturating_sub(Duration::from_micros(sent_us));
-        stats.record(value.len() as u64, Some(latency));
+        stats.record(value.len() as u64, 1, Some(latency));
     });
     tokio::select! {
         polled = polling => { polled?; }

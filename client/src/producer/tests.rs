@@ -339,6 +339,143 @@ async fn a_record_larger_than_a_batch_is_refused() {
     );
 }
 
+/// The records of a mixed `send_all` call: keyed over three partitions, one named
+/// partition, one of another topic, one with a header and its own timestamp.
+fn mixed_records() -> Vec<ProducerRecord> {
+    let mut records: Vec<_> = (0..30)
+        .map(|i| ProducerRecord::new("t", format!("v{i}")).key(format!("key-{}", i % 7)))
+        .collect();
+    records.push(ProducerRecord::new("t", "named").partition(PartitionId(2)));
+    records.push(ProducerRecord::new("u", "other topic"));
+    let mut stamped = ProducerRecord::new("t", "stamped").key("key-1");
+    stamped
+        .headers
+        .push(("trace".to_owned(), Bytes::from_static(b"abc")));
+    stamped.timestamp_ms = Some(1_234);
+    records.push(stamped);
+    records
+}
+
+#[tokio::test]
+async fn send_all_places_records_as_send_does_one_by_one() {
+    let broker = FakeBroker::start(&[("t", 3), ("u", 1)]).await;
+    let producer = producer(&broker, ProducerConfig::default()).await;
+    let records = mixed_records();
+    let deliveries = producer.send_all(&records).await.unwrap();
+    assert_eq!(deliveries.len(), records.len());
+    producer.flush().await;
+    let mut next_offset = [0i64; 3];
+    let mut call_timestamp = None;
+    for (record, delivery) in records.iter().zip(deliveries) {
+        let metadata = delivery.await.unwrap();
+        assert_eq!(metadata.topic, record.topic);
+        let expected = match (&record.partition, &record.key) {
+            (Some(p), _) => *p,
+            (None, Some(key)) => partition_for_key(key, 3),
+            (None, None) => PartitionId(0),
+        };
+        assert_eq!(metadata.partition, expected, "{record:?}");
+        match record.timestamp_ms {
+            Some(ts) => assert_eq!(metadata.timestamp_ms, ts),
+            // Records without a timestamp get the call's, one for all.
+            None => assert_eq!(
+                *call_timestamp.get_or_insert(metadata.timestamp_ms),
+                metadata.timestamp_ms
+            ),
+        }
+        let state = broker.state();
+        let p = metadata.partition.0 as usize;
+        let stored = &state.values(&record.topic, p)[metadata.offset as usize];
+        assert_eq!(Some(&stored.1), record.value.as_ref());
+        if record.topic == "t" {
+            // Per partition, offsets follow the call's order with no gap.
+            assert_eq!(metadata.offset, next_offset[p], "{record:?}");
+            next_offset[p] += 1;
+        }
+    }
+    assert_eq!(next_offset.iter().sum::<i64>(), 32);
+    let state = broker.state();
+    let stamped = state.batches("t", partition_for_key(b"key-1", 3).0 as usize)[0]
+        .records()
+        .unwrap()
+        .map(|r| r.unwrap())
+        .find(|r| r.value.as_deref() == Some(&b"stamped"[..]))
+        .unwrap();
+    assert_eq!(stamped.timestamp, 1_234);
+    assert_eq!(
+        stamped.headers,
+        vec![sluice_protocol::batch::Header {
+            key: Bytes::from_static(b"trace"),
+            value: Some(Bytes::from_static(b"abc")),
+        }]
+    );
+}
+
+#[tokio::test]
+async fn send_all_enqueues_nothing_when_one_record_is_refused() {
+    let broker = FakeBroker::start(&[("t", 3)]).await;
+    let config = ProducerConfig {
+        batch_bytes_max: 1000,
+        unknown_topic_wait: Duration::ZERO,
+        ..ProducerConfig::default()
+    };
+    let producer = producer(&broker, config).await;
+    let refusals = [
+        (ProducerRecord::new("t", vec![0u8; 2000]), "larger than"),
+        (
+            ProducerRecord::new("t", "x").partition(PartitionId(3)),
+            "has no partition 3",
+        ),
+        (ProducerRecord::new("nope", "x"), "nope"),
+    ];
+    for (refused, why) in refusals {
+        let mut records = mixed_records()
+            .into_iter()
+            .filter(|r| r.topic == "t")
+            .collect::<Vec<_>>();
+        records.insert(5, refused);
+        let e = producer.send_all(&records).await.unwrap_err();
+        assert!(e.to_string().contains(why), "{e}");
+    }
+    producer.flush().await;
+    assert!((0..3).all(|p| broker.state().batches("t", p).is_empty()));
+    assert!(producer.send_all(&[]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_send_all_call_larger_than_the_buffer_is_refused_and_smaller_calls_go() {
+    let broker = FakeBroker::start(&[("t", 1)]).await;
+    let config = ProducerConfig {
+        buffer_bytes_max: 2000,
+        ..ProducerConfig::default()
+    };
+    let producer = producer(&broker, config).await;
+    let records: Vec<_> = (0..40)
+        .map(|i| ProducerRecord::new("t", vec![b'x'; 100]).key(format!("{i}")))
+        .collect();
+    let e = producer.send_all(&records).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::SendTooLarge {
+                records: 40,
+                max: 2000,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("send them in smaller calls"), "{e}");
+    let mut deliveries = Vec::new();
+    for chunk in records.chunks(10) {
+        deliveries.extend(producer.send_all(chunk).await.unwrap());
+    }
+    producer.flush().await;
+    for (i, d) in deliveries.into_iter().enumerate() {
+        assert_eq!(d.await.unwrap().offset, i as i64);
+    }
+}
+
 #[tokio::test]
 async fn acks_none_delivers_without_offsets() {
     let broker = FakeBroker::start(&[("t", 1)]).await;

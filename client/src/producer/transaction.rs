@@ -32,9 +32,9 @@ use sluice_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, InitProducerIdRequest,
     OffsetCommitPartition, OffsetCommitTopic, TopicPartitions, TxnOffsetCommitRequest,
 };
-use sluice_protocol::{ErrorCode, LeaderEpoch, Offset, Request, Response};
+use sluice_protocol::{ErrorCode, LeaderEpoch, Offset, PartitionId, Request, Response};
 
-use super::{Producer, Shared};
+use super::{Producer, ProducerRecord, Shared};
 use crate::accumulator::ProducerIdentity;
 use crate::client::{unexpected, Client};
 use crate::error::{Error, Result};
@@ -540,6 +540,24 @@ impl Producer {
             }
             None => Ok(()),
         }
+    }
+
+    /// [`Producer::add_to_transaction`] for each partition of `records` (their partitions
+    /// in `chosen`), once each.
+    pub(super) async fn add_to_transactions(
+        &self,
+        records: &[ProducerRecord],
+        chosen: &[PartitionId],
+    ) -> Result<()> {
+        let mut added: Vec<(&str, PartitionId)> = Vec::new();
+        for (record, &partition) in records.iter().zip(chosen) {
+            if !added.contains(&(record.topic.as_str(), partition)) {
+                self.add_to_transaction(&TopicPartition::new(&record.topic, partition))
+                    .await?;
+                added.push((&record.topic, partition));
+            }
+        }
+        Ok(())
     }
 
     /// Whether `send` must check the transaction: the producer is transactional.
