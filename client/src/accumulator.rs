@@ -199,12 +199,30 @@ pub(crate) struct RecordParts<'a> {
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
     pub headers: &'a [(&'a [u8], Option<&'a [u8]>)],
+    /// Bytes the record adds to a batch, worked out once (the producer and the
+    /// accumulator both need it).
+    size: usize,
 }
 
-impl RecordParts<'_> {
+impl<'a> RecordParts<'a> {
+    pub fn new(
+        timestamp_ms: i64,
+        key: Option<&'a [u8]>,
+        value: Option<&'a [u8]>,
+        headers: &'a [(&'a [u8], Option<&'a [u8]>)],
+    ) -> RecordParts<'a> {
+        RecordParts {
+            timestamp_ms,
+            key,
+            value,
+            headers,
+            size: BatchBuilder::record_size(key, value, headers),
+        }
+    }
+
     /// Bytes the record adds to a batch.
     pub fn size(&self) -> usize {
-        BatchBuilder::record_size(self.key, self.value, self.headers)
+        self.size
     }
 }
 
@@ -1096,12 +1114,7 @@ mod tests {
         v: &[u8],
         token: u32,
     ) -> (bool, bool) {
-        let record = RecordParts {
-            timestamp_ms: 1_000,
-            key: None,
-            value: Some(v),
-            headers: &[],
-        };
+        let record = RecordParts::new(1_000, None, Some(v), &[]);
         let appended = acc.append(tp, || now, &record, token);
         (appended.new_batch, appended.sealed)
     }
@@ -1127,12 +1140,7 @@ mod tests {
     fn a_partition_named_by_borrowed_parts_finds_its_batch() {
         let t0 = Instant::now();
         let mut acc = accumulator(1 << 20, 5);
-        let record = RecordParts {
-            timestamp_ms: 1_000,
-            key: None,
-            value: Some(b"one"),
-            headers: &[],
-        };
+        let record = RecordParts::new(1_000, None, Some(b"one"), &[]);
         // Opened through borrowed parts, joined through a `TopicPartition`, and again.
         assert!(
             acc.append(&("t", PartitionId(3)), || t0, &record, 1)
@@ -1182,12 +1190,8 @@ mod tests {
     #[test]
     fn a_full_batch_is_ready_at_once_and_the_record_that_overflows_starts_the_next() {
         let t0 = Instant::now();
-        let record = RecordParts {
-            timestamp_ms: 1_000,
-            key: None,
-            value: Some(&value(100)),
-            headers: &[],
-        };
+        let hundred = value(100);
+        let record = RecordParts::new(1_000, None, Some(&hundred), &[]);
         // Room for exactly three records.
         let max = HEADER_LEN + 3 * record.size() + 2;
         let mut acc = accumulator(max, 1_000);

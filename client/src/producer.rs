@@ -501,10 +501,107 @@ impl Producer {
     /// used, for its metadata); the returned future resolves on acknowledgement.
     /// Fails at once for an unknown topic or partition and for a record too large.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
-        let mut delivery = None;
-        self.enqueue(std::slice::from_ref(&record), |d| delivery = Some(d))
-            .await?;
-        Ok(delivery.expect("one record enqueued, one delivery"))
+        let shared = &self.handle.shared;
+        let topic = self.topic_metadata(&record.topic).await?;
+        let headers = header_refs(&record);
+        let parts = RecordParts::new(
+            record.timestamp_ms.unwrap_or_else(now_ms),
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &headers,
+        );
+        // (Only a producer that stops after a failure has one to check: not worth its lock.)
+        if shared.config.stop_after_failure {
+            if let Some(first) = shared.lock().first_failure() {
+                return Err(stopped_after(first));
+            }
+        }
+        let size = parts.size();
+        let batch_bytes_max = self.batch_bytes_max(&topic);
+        if let Err(e) = self.check_size(size, batch_bytes_max) {
+            if shared.config.stop_after_failure {
+                shared.lock().sends_refused.get_or_insert_with(|| e.clone());
+            }
+            return Err(e);
+        }
+        // Buffer space first, so the memory a producer holds stays bounded.
+        let permits = u32::try_from(size).unwrap_or(u32::MAX);
+        shared
+            .buffer
+            .acquire_many(permits)
+            .await
+            .map_err(|_| Error::ProducerClosed)?
+            .forget();
+        let delivery = Delivery {
+            buffer_bytes: permits as usize,
+        };
+        // A transactional record's partition joins the transaction before the record is
+        // appended: its batch must not reach the leader before that.
+        // A partition the cached metadata lacks may have been added since: when the
+        // metadata is older than `metadata_max_age`, a refresh starts (the batches' dispatch,
+        // which otherwise keeps it fresh, never sees a record refused here).
+        let refused = |e: Error| {
+            if matches!(e, Error::UnknownPartition { .. }) {
+                shared.client.cached_topic_refreshing(&topic.name);
+            }
+            e
+        };
+        let chosen = match self.transactional() {
+            Some(_) => {
+                let chosen = choose_partition(&mut shared.lock(), &topic, &record, size)
+                    .map_err(refused)
+                    .map(|p| TopicPartition::new(&topic.name, p));
+                let added = match chosen {
+                    Ok(tp) => self.add_to_transaction(&tp).await.map(|()| tp.partition),
+                    Err(e) => Err(e),
+                };
+                match added {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        shared.buffer.add_permits(permits as usize);
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
+        let appended = {
+            let mut state = shared.lock();
+            if state.closing {
+                drop(state);
+                shared.buffer.add_permits(permits as usize);
+                return Err(Error::ProducerClosed);
+            }
+            let partition = match chosen {
+                Some(p) => p,
+                None => match choose_partition(&mut state, &topic, &record, size) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        drop(state);
+                        shared.buffer.add_permits(permits as usize);
+                        return Err(refused(e));
+                    }
+                },
+            };
+            let tp = (topic.name.as_str(), partition);
+            state
+                .accumulator
+                .set_topic_bytes_max(&topic.name, batch_bytes_max);
+            // `flush` waits for zero only: an increment wakes no one (a notification per
+            // record cost the sending thread ~3 % of its CPU).
+            shared.pending.send_if_modified(|n| {
+                *n += 1;
+                false
+            });
+            state
+                .accumulator
+                .append(&tp, Instant::now, &parts, delivery)
+        };
+        // A full batch is ready; a new batch has a linger deadline the sender must learn.
+        if appended.sealed || appended.new_batch {
+            shared.wake.notify_one();
+        }
+        Ok(appended.delivery)
     }
 
     /// Enqueues records in one call, as [`Producer::send`] would one after the other (same
@@ -529,18 +626,8 @@ impl Producer {
     /// # Ok(()) }
     /// ```
     pub async fn send_all(&self, records: &[ProducerRecord]) -> Result<Vec<DeliveryFuture>> {
-        let mut deliveries = Vec::with_capacity(records.len());
-        self.enqueue(records, |d| deliveries.push(d)).await?;
-        Ok(deliveries)
-    }
-
-    /// `send` and `send_all`: checks every record, takes the buffer space for all, then
-    /// appends them under one lock, handing each record's future to `deliver` in order.
-    async fn enqueue(
-        &self,
-        records: &[ProducerRecord],
-        mut deliver: impl FnMut(DeliveryFuture),
-    ) -> Result<()> {
+        // (`send`'s steps, each taken once for the call where it can be; `send` keeps a
+        // path of its own, tuned for one record.)
         let shared = &self.handle.shared;
         // (Only a producer that stops after a failure has one to check: not worth its lock.)
         if shared.config.stop_after_failure {
@@ -554,16 +641,14 @@ impl Producer {
         let mut now = None;
         let mut permits = 0usize;
         for record in records {
-            if topics.get(&record.topic).is_none() {
-                let metadata = self.topic_metadata(&record.topic).await?;
-                let batch_bytes_max = metadata
-                    .segment_bytes()
-                    .map_or(shared.config.batch_bytes_max, |b| {
-                        b.min(shared.config.batch_bytes_max)
-                    });
-                topics.add(metadata, batch_bytes_max);
-            }
-            let topic = topics.get(&record.topic).expect("added above");
+            let topic = match topics.get(&record.topic) {
+                Some(topic) => topic,
+                None => {
+                    let metadata = self.topic_metadata(&record.topic).await?;
+                    let batch_bytes_max = self.batch_bytes_max(&metadata);
+                    topics.add(metadata, batch_bytes_max)
+                }
+            };
             let size = record_parts(record, &mut now, &header_refs(record)).size();
             if let Err(e) = self.check_size(size, topic.batch_bytes_max) {
                 if shared.config.stop_after_failure {
@@ -640,6 +725,7 @@ impl Producer {
             return Err(Error::ProducerClosed);
         }
         let mut wake = false;
+        let mut deliveries = Vec::with_capacity(records.len());
         for (i, record) in records.iter().enumerate() {
             let topic = topics.get(&record.topic).expect("looked up above");
             let headers = header_refs(record);
@@ -663,7 +749,7 @@ impl Producer {
             );
             // A full batch is ready; a new batch has a linger deadline the sender must learn.
             wake |= appended.sealed || appended.new_batch;
-            deliver(appended.delivery);
+            deliveries.push(appended.delivery);
         }
         // `flush` waits for zero only: an increment wakes no one (a notification per
         // record cost the sending thread ~3 % of its CPU).
@@ -675,7 +761,7 @@ impl Producer {
         if wake {
             shared.wake.notify_one();
         }
-        Ok(())
+        Ok(deliveries)
     }
 
     /// Sends everything buffered now (linger ignored) and waits until every record sent
@@ -722,6 +808,14 @@ impl Producer {
                 other => return other,
             }
         }
+    }
+
+    /// The largest batch of `topic`: `batch_bytes_max`, or its `segment.bytes` when lower.
+    fn batch_bytes_max(&self, topic: &crate::TopicMetadata) -> usize {
+        let config = &self.handle.shared.config;
+        topic
+            .segment_bytes()
+            .map_or(config.batch_bytes_max, |b| b.min(config.batch_bytes_max))
     }
 
     /// Refuses a record that could never be sent: one larger than a batch of its topic may
@@ -774,14 +868,17 @@ impl CallTopics {
             .find(|t| t.metadata.name == name)
     }
 
-    fn add(&mut self, metadata: Arc<crate::TopicMetadata>, batch_bytes_max: usize) {
+    fn add(&mut self, metadata: Arc<crate::TopicMetadata>, batch_bytes_max: usize) -> &CallTopic {
         let topic = CallTopic {
             metadata,
             batch_bytes_max,
         };
         match self.first {
-            None => self.first = Some(topic),
-            Some(_) => self.others.push(topic),
+            None => self.first.insert(topic),
+            Some(_) => {
+                self.others.push(topic);
+                self.others.last().expect("just pushed")
+            }
         }
     }
 }
@@ -803,14 +900,14 @@ fn record_parts<'a>(
     now: &mut Option<i64>,
     headers: &'a [(&'a [u8], Option<&'a [u8]>)],
 ) -> RecordParts<'a> {
-    RecordParts {
-        timestamp_ms: record
+    RecordParts::new(
+        record
             .timestamp_ms
             .unwrap_or_else(|| *now.get_or_insert_with(now_ms)),
-        key: record.key.as_deref(),
-        value: record.value.as_deref(),
+        record.key.as_deref(),
+        record.value.as_deref(),
         headers,
-    }
+    )
 }
 
 /// The partition `record` goes to: its own, its key's, or the topic's sticky one.

@@ -767,7 +767,7 @@ async fn run_producer(
                     last_commit = Instant::now();
                 }
                 // A call is due when its first record is; its records are made then.
-                let scheduled = if i % per_call == 0 {
+                let scheduled = if per_call == 1 || i % per_call == 0 {
                     call_due = match due(start, rate, i) {
                         Some(at) => {
                             sleep_until(at);
