@@ -22,10 +22,13 @@
 #   LOADS=fixed bench/compare.sh                      # one load only (max, fixed)
 #   ONLY="sluice-fsync nats" bench/compare.sh         # some systems only
 #   IGGY_SAVE_EVERY_BATCH=1 IGGY_BIN=... bench/compare.sh   # its bench patched to save each batch
+#   ONLY="sluice-replicated-calls" bench/compare.sh   # sluice in calls of IGGY_BATCH records
 #
 # Iggy is driven by its own `iggy-bench pinned-producer` (one stream, one partition, one
 # producer), which sends batches and waits for each: IGGY_BATCH messages (1,000) as fast
 # as it goes, 100 at the fixed rate; its latency is a batch's, send to acknowledgement.
+# sluice then also runs in that shape (the `-calls` systems): its producer handed the
+# same number of records per `send_all` call, latency a call's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${SLUICE_BENCH_RECORDS:-300000}
@@ -73,7 +76,12 @@ run() {
   elif [[ $system == iggy-* ]]; then
     iggy_run "$system" "$load" "$port"
   else
-    local durability=${system#sluice-}
+    local durability=${system#sluice-} calls=1
+    if [[ $durability == *-calls ]]; then
+      durability=${durability%-calls}
+      calls=$IGGY_BATCH
+      [[ $load == fixed ]] && calls=100
+    fi
     "$BIN/sluice-broker" --listen "127.0.0.1:$port" --kafka-listen off --http-listen off \
       --data-dir "$WORK/data-$system" --durability "$durability" 2>"$WORK/$system.log" &
     PIDS+=($!)
@@ -81,7 +89,7 @@ run() {
     [[ $load == fixed ]] && rate_flags=(--throughput "$RATE" --linger-ms 0)
     SLUICE_BOOTSTRAP="127.0.0.1:$port" "$BIN/sluice-bench" produce --topic bench \
       --num-records "$N" --record-size 1000 --acks all --producers 1 --partitions 1 \
-      "${rate_flags[@]}" --format json 2>/dev/null | tail -1
+      --records-per-call "$calls" "${rate_flags[@]}" --format json 2>/dev/null | tail -1
   fi
   stop_brokers
   # What a system left unwritten in the page cache (no fsync, or its data deleted) goes
@@ -121,11 +129,15 @@ print(json.dumps({'mb_per_sec': f('Total throughput'), 'latency_ms': {'p50': f('
 }
 
 SYSTEMS=(sluice-fsync sluice-replicated nats)
-if [[ -n $IGGY_BIN ]]; then SYSTEMS+=(iggy-fsync iggy-nofsync); fi
+# Beside Iggy, sluice also in the shape of Iggy's bench: records handed over in calls of
+# IGGY_BATCH (100 at the fixed rate), `sluice-bench --records-per-call`.
+if [[ -n $IGGY_BIN ]]; then SYSTEMS+=(sluice-fsync-calls sluice-replicated-calls iggy-fsync iggy-nofsync); fi
 if [[ -n ${ONLY:-} ]]; then read -r -a SYSTEMS <<<"$ONLY"; fi
 declare -A label=(
   [sluice-fsync]="sluice | fsync before the ack (its default)"
   [sluice-replicated]="sluice | \`replicated\`: no fsync before the ack"
+  [sluice-fsync-calls]="sluice, records in calls of $IGGY_BATCH (100 at the fixed rate) | fsync before the ack (its default)"
+  [sluice-replicated-calls]="sluice, records in calls of $IGGY_BATCH (100 at the fixed rate) | \`replicated\`: no fsync before the ack"
   [nats]="NATS JetStream $(nats-server --version | awk '{ print $NF }') | no fsync before the ack (its default)"
   [iggy-fsync]="Apache Iggy (built from source) | fsync every write, but a write only every 1,024 messages or 1 MiB, acknowledged from memory before (\`--enforce-fsync\`)"
   [iggy-nofsync]="Apache Iggy (built from source) | no fsync (its default)"

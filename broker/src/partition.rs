@@ -2171,10 +2171,14 @@ pub const CLEANED_ABORTS_DELAY: Duration = Duration::from_secs(60);
 /// same p99; 16 MiB raised the p99 (longer fsyncs).
 pub const REPLICATED_FLUSH_SLICE: u64 = 4 * 1024 * 1024;
 
-/// Largest request (per partition) appended on an async worker: CRC and page-cache copy
-/// of this much take tens of microseconds. Larger ones, where a thread hand-off is small
-/// beside the work, go to a blocking thread.
-pub const INLINE_APPEND_BYTES_MAX: usize = 256 * 1024;
+/// Largest request (per partition) appended on an async worker: one batch of a client's
+/// default size (1 MiB) and some. Its CRC and page-cache copy take a few hundred
+/// microseconds, as Kafka's request handler threads spend on it; larger ones go to a
+/// blocking thread. At 256 KiB every full-speed producer's 1 MiB batch went to a blocking
+/// thread, and on two cores the hand-off (a thread woken, then the worker again, each
+/// waiting its turn on a busy core) cost more than the copy: at 1 MiB one producer at full
+/// speed (`replicated`) moved 4 % more with 7.5 % less broker CPU per MB (BENCHMARKS.md).
+pub const INLINE_APPEND_BYTES_MAX: usize = 1024 * 1024 + 64 * 1024;
 
 /// Whether `records` are small and uncompressed (decompressing to check a batch could take
 /// milliseconds), read from the batch headers alone. Malformed input may go either way:
