@@ -251,10 +251,10 @@ fn the_quick_replication_paths_leave_a_busy_or_large_job_to_a_blocking_thread() 
         leader.append_now(big.clone(), Acks::Leader).unwrap();
     }
     let behind = replica_fetch(Offset(6));
-    let quick = leader.try_read_for_follower(BrokerId(2), registered, &behind, 1 << 20);
+    let quick = leader.try_read_for_follower(BrokerId(2), registered, &behind, 4 << 20);
     assert!(quick.unwrap().is_none());
     let (read, _) = leader
-        .read_for_follower(BrokerId(2), registered, &behind, 1 << 20)
+        .read_for_follower(BrokerId(2), registered, &behind, 4 << 20)
         .unwrap();
     assert_eq!(read.records.len(), 3 * big.len(), "all three batches");
 }
