@@ -1666,7 +1666,7 @@ impl Partition {
     }
 
     /// [`Partition::read_for_follower`] for an async worker: reads only when the log is
-    /// free and all the follower lacks fits in [`INLINE_APPEND_BYTES_MAX`]; otherwise
+    /// free and all the follower lacks fits in [`INLINE_READ_BYTES_MAX`]; otherwise
     /// returns `Ok(None)` having changed nothing, for the caller to read on a blocking
     /// thread.
     pub fn try_read_for_follower(
@@ -1676,7 +1676,7 @@ impl Partition {
         request: &ReplicaFetchPartition,
         max_bytes: u32,
     ) -> Result<Option<(ReplicaRead, Option<IsrProposal>)>, ApiError> {
-        let max_bytes = max_bytes.min(INLINE_APPEND_BYTES_MAX as u32);
+        let max_bytes = max_bytes.min(INLINE_READ_BYTES_MAX as u32);
         self.read_for_follower_with(follower, incarnation, request, max_bytes, false)
     }
 
@@ -2171,14 +2171,22 @@ pub const CLEANED_ABORTS_DELAY: Duration = Duration::from_secs(60);
 /// same p99; 16 MiB raised the p99 (longer fsyncs).
 pub const REPLICATED_FLUSH_SLICE: u64 = 4 * 1024 * 1024;
 
-/// Largest request (per partition) appended on an async worker: one batch of a client's
-/// default size (1 MiB) and some. Its CRC and page-cache copy take a few hundred
-/// microseconds, as Kafka's request handler threads spend on it; larger ones go to a
-/// blocking thread. At 256 KiB every full-speed producer's 1 MiB batch went to a blocking
-/// thread, and on two cores the hand-off (a thread woken, then the worker again, each
-/// waiting its turn on a busy core) cost more than the copy: at 1 MiB one producer at full
-/// speed (`replicated`) moved 4 % more with 7.5 % less broker CPU per MB (BENCHMARKS.md).
+/// Most bytes one request (a client's produce, or a leader's answer to this follower, all
+/// partitions together) appends on an async worker: one batch of a client's default size
+/// (1 MiB) and some. Its CRC and page-cache copy take a few hundred microseconds; the rest
+/// of a request goes to a blocking thread. At 256 KiB every full-speed producer's 1 MiB
+/// batch went to a blocking thread, and on two cores the hand-off (a thread woken, then
+/// the worker again, each waiting its turn on a busy core) cost more than the copy: at
+/// 1 MiB one producer at full speed (`replicated`) moved 4 % more with 7.5 % less broker
+/// CPU per MB (BENCHMARKS.md). A worker is also the connection's reader and writer (Kafka
+/// keeps those on network threads apart from its request handlers), so the bound is one
+/// batch, not one per partition.
 pub const INLINE_APPEND_BYTES_MAX: usize = 1024 * 1024 + 64 * 1024;
+
+/// Most bytes a follower's fetch reads on an async worker ([`Partition::try_read_for_follower`]):
+/// the active segment's tail, which is in the page cache but after a restart, when a
+/// larger read could wait for the disk.
+pub const INLINE_READ_BYTES_MAX: usize = 256 * 1024;
 
 /// Whether `records` are small and uncompressed (decompressing to check a batch could take
 /// milliseconds), read from the batch headers alone. Malformed input may go either way:

@@ -34,7 +34,9 @@ use crate::broker::Broker;
 use crate::cluster::image::{ListenerMeta, MetadataImage, NATIVE_LISTENER};
 use crate::cluster::peer::{PeerConnection, PeerError};
 use crate::error::ApiError;
-use crate::partition::{FollowerIncarnation, IsrProposal, Partition, Role};
+use crate::partition::{
+    FollowerIncarnation, IsrProposal, Partition, Role, INLINE_APPEND_BYTES_MAX,
+};
 
 /// How long a follower's fetch waits at the leader for new data.
 pub const REPLICA_FETCH_WAIT_MS: i32 = 500;
@@ -373,6 +375,8 @@ fn apply_parts(
     backoff: &mut Backoff,
 ) -> Vec<Answered> {
     let mut rest = Vec::new();
+    // What the worker may append of this answer, all partitions together.
+    let mut inline_left = INLINE_APPEND_BYTES_MAX;
     for (partition, request, response) in answered {
         if response.topic != request.topic || response.partition != request.partition {
             backoff.back_off(Some(FETCH_BACKOFF));
@@ -414,8 +418,16 @@ fn apply_parts(
                             false => Ok(()),
                         }),
                     Ok(records) => {
-                        match partition.try_append_from_leader(&records, response.high_watermark) {
-                            Ok(true) => Ok(()),
+                        let appended = if records.len() > inline_left {
+                            Ok(false)
+                        } else {
+                            partition.try_append_from_leader(&records, response.high_watermark)
+                        };
+                        match appended {
+                            Ok(true) => {
+                                inline_left -= records.len();
+                                Ok(())
+                            }
                             Ok(false) => {
                                 rest.push((partition, request, response));
                                 continue;

@@ -524,14 +524,15 @@ impl Producer {
             }
             return Err(e);
         }
-        // Buffer space first, so the memory a producer holds stays bounded.
+        // Buffer space first, so the memory a producer holds stays bounded. Held as a permit
+        // until the record is appended, so that a failure, or this future dropped while it
+        // waits for the transaction, gives the space back.
         let permits = u32::try_from(size).unwrap_or(u32::MAX);
-        shared
+        let permit = shared
             .buffer
             .acquire_many(permits)
             .await
-            .map_err(|_| Error::ProducerClosed)?
-            .forget();
+            .map_err(|_| Error::ProducerClosed)?;
         let delivery = Delivery {
             buffer_bytes: permits as usize,
         };
@@ -548,41 +549,25 @@ impl Producer {
         };
         let chosen = match self.transactional() {
             Some(_) => {
-                let chosen = choose_partition(&mut shared.lock(), &topic, &record, size)
-                    .map_err(refused)
-                    .map(|p| TopicPartition::new(&topic.name, p));
-                let added = match chosen {
-                    Ok(tp) => self.add_to_transaction(&tp).await.map(|()| tp.partition),
-                    Err(e) => Err(e),
-                };
-                match added {
-                    Ok(p) => Some(p),
-                    Err(e) => {
-                        shared.buffer.add_permits(permits as usize);
-                        return Err(e);
-                    }
-                }
+                let partition =
+                    choose_partition(&mut shared.lock(), &topic, &record, size).map_err(refused)?;
+                self.add_to_transaction(&TopicPartition::new(&topic.name, partition))
+                    .await?;
+                Some(partition)
             }
             None => None,
         };
         let appended = {
             let mut state = shared.lock();
             if state.closing {
-                drop(state);
-                shared.buffer.add_permits(permits as usize);
                 return Err(Error::ProducerClosed);
             }
             let partition = match chosen {
                 Some(p) => p,
-                None => match choose_partition(&mut state, &topic, &record, size) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        drop(state);
-                        shared.buffer.add_permits(permits as usize);
-                        return Err(refused(e));
-                    }
-                },
+                None => choose_partition(&mut state, &topic, &record, size).map_err(refused)?,
             };
+            // The record holds its space from here until it is done (`Delivery`).
+            permit.forget();
             let tp = (topic.name.as_str(), partition);
             state
                 .accumulator
@@ -609,7 +594,10 @@ impl Producer {
     /// takes the buffer space, the producer's lock and the clock once for all of them
     /// instead of once per record: an application that has records in hand (a file's
     /// lines, a batch from another system) spends less of its own thread per record.
-    /// Records without a timestamp get the call's.
+    /// Records without a timestamp get the call's. (One difference: a transactional
+    /// producer picks the partitions of a call's keyless records before appending any, as
+    /// they must join the transaction first, so they stay on one sticky partition for
+    /// the call.)
     ///
     /// All or nothing: every record is checked (topic, partition, size) before any is
     /// enqueued, and an error enqueues none. The records of one call must fit in the
@@ -639,7 +627,9 @@ impl Producer {
         // topic: its metadata is looked up once, others' once each.
         let mut topics = CallTopics::default();
         let mut now = None;
-        let mut permits = 0usize;
+        // Each record's size, worked out once: the buffer space taken is their sum, and each
+        // record gives its own back when it is done.
+        let mut sizes = Vec::with_capacity(records.len());
         for record in records {
             let topic = match topics.get(&record.topic) {
                 Some(topic) => topic,
@@ -667,10 +657,15 @@ impl Producer {
                     return Err(e);
                 }
             }
-            permits += size;
+            sizes.push(size);
         }
         // Buffer space first, so the memory a producer holds stays bounded.
-        let buffer_bytes_max = shared.config.buffer_bytes_max.min(Semaphore::MAX_PERMITS);
+        let permits: usize = sizes.iter().sum();
+        let buffer_bytes_max = shared
+            .config
+            .buffer_bytes_max
+            .min(Semaphore::MAX_PERMITS)
+            .min(u32::MAX as usize);
         if permits > buffer_bytes_max {
             return Err(Error::SendTooLarge {
                 records: records.len(),
@@ -678,14 +673,13 @@ impl Producer {
                 max: buffer_bytes_max,
             });
         }
-        let permits = u32::try_from(permits).expect("at most buffer_bytes_max");
-        shared
+        let permits = u32::try_from(permits).expect("at most u32::MAX, checked above");
+        // Held as a permit until the records are appended, as in `send`.
+        let permit = shared
             .buffer
             .acquire_many(permits)
             .await
-            .map_err(|_| Error::ProducerClosed)?
-            .forget();
-        let give_back = || shared.buffer.add_permits(permits as usize);
+            .map_err(|_| Error::ProducerClosed)?;
         // A transactional record's partition joins the transaction before the record is
         // appended: its batch must not reach the leader before that.
         let chosen = match self.transactional() {
@@ -694,43 +688,30 @@ impl Producer {
                     let mut state = shared.lock();
                     records
                         .iter()
-                        .map(|record| {
+                        .zip(&sizes)
+                        .map(|(record, &size)| {
                             let topic = topics.get(&record.topic).expect("looked up above");
-                            let size = record_parts(record, &mut now, &header_refs(record)).size();
                             choose_partition(&mut state, &topic.metadata, record, size)
                         })
-                        .collect::<Result<Vec<_>>>()
+                        .collect::<Result<Vec<_>>>()?
                 };
-                let added = match chosen {
-                    Ok(chosen) => self
-                        .add_to_transactions(records, &chosen)
-                        .await
-                        .map(|()| chosen),
-                    Err(e) => Err(e),
-                };
-                match added {
-                    Ok(chosen) => Some(chosen),
-                    Err(e) => {
-                        give_back();
-                        return Err(e);
-                    }
-                }
+                self.add_to_transactions(records, &chosen).await?;
+                Some(chosen)
             }
             None => None,
         };
         let mut state = shared.lock();
         if state.closing {
-            drop(state);
-            give_back();
             return Err(Error::ProducerClosed);
         }
+        // Each record holds its part of the space from here until it is done (`Delivery`).
+        permit.forget();
         let mut wake = false;
         let mut deliveries = Vec::with_capacity(records.len());
-        for (i, record) in records.iter().enumerate() {
+        for (i, (record, &size)) in records.iter().zip(&sizes).enumerate() {
             let topic = topics.get(&record.topic).expect("looked up above");
             let headers = header_refs(record);
             let parts = record_parts(record, &mut now, &headers);
-            let size = parts.size();
             let partition = match &chosen {
                 Some(chosen) => chosen[i],
                 // Infallible now: an explicit partition was checked above, a key's or the
@@ -846,7 +827,7 @@ impl Producer {
     }
 }
 
-/// The topics of one `enqueue` call: the first, and any others (a call's records are
+/// The topics of one `send_all` call: the first, and any others (a call's records are
 /// mostly of one topic, which then needs no allocation).
 #[derive(Default)]
 struct CallTopics {

@@ -624,6 +624,10 @@ fn explain(error: &ClientError, topic: &str) -> String {
                  `sluice topic alter {topic} -c segment.bytes={size}` or more, or lower --record-size"
             ),
         },
+        ClientError::SendTooLarge { size, max, .. } => format!(
+            "a call's records take {size} bytes together, more than the producer's buffer of \
+             {max} bytes; lower --records-per-call or --record-size"
+        ),
         other => other.to_string(),
     }
 }
@@ -754,10 +758,16 @@ async fn run_producer(
             let first_partition = worker as i32;
             let mut last_commit = start;
             let per_call = args.records_per_call;
-            let mut call = Vec::with_capacity(if per_call > 1 { per_call as usize } else { 0 });
+            let mut call = Vec::with_capacity(if per_call > 1 {
+                per_call.min(count) as usize
+            } else {
+                0
+            });
             let mut call_due = start;
             for i in 0..count {
-                if commit_every.is_some_and(|every| last_commit.elapsed() >= every) {
+                let call_starts = per_call == 1 || i % per_call == 0;
+                // (Between calls: a call's latency never includes a commit.)
+                if call_starts && commit_every.is_some_and(|every| last_commit.elapsed() >= every) {
                     // Commit (which waits for the transaction's records) and begin the next.
                     producer_of_loop
                         .commit_transaction()
@@ -767,7 +777,7 @@ async fn run_producer(
                     last_commit = Instant::now();
                 }
                 // A call is due when its first record is; its records are made then.
-                let scheduled = if per_call == 1 || i % per_call == 0 {
+                let scheduled = if call_starts {
                     call_due = match due(start, rate, i) {
                         Some(at) => {
                             sleep_until(at);
@@ -863,7 +873,8 @@ impl DeliveryWatch {
     }
 }
 
-/// A task that awaits one partition's acknowledgements in send order. A `send_all`
+/// A task that awaits one partition's acknowledgements in send order (a `send_all` call's,
+/// which may reach into the next partition, go to the acker of its last record's). A
 /// call's records all get the call's latency: until its last one is acknowledged.
 fn spawn_acker(stats: Arc<Stats>, record_bytes: u64, watch: DeliveryWatch) -> Acker {
     let (tx, mut rx) = mpsc::channel::<(Instant, Deliveries)>(64 * 1024);

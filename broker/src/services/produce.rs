@@ -27,7 +27,9 @@ use super::{task_failed, PartitionOutcome, TopicItems};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::partition::{Acks, Append, Partition, PendingAppend, Unverified};
+use crate::partition::{
+    Acks, Append, Partition, PendingAppend, Unverified, INLINE_APPEND_BYTES_MAX,
+};
 use crate::security::acl::{Authorizer, Operation, Resource};
 use crate::security::Principal;
 use crate::topic_config::internal_topic;
@@ -178,9 +180,11 @@ impl Produce {
                 }
             })
             .collect();
-        // Small uncompressed appends run here, on the connection's task; the rest, and those
-        // whose log is busy, together on one blocking thread.
+        // Small uncompressed appends run here, on the connection's task, up to
+        // INLINE_APPEND_BYTES_MAX for the whole request; the rest, and those whose log is
+        // busy, together on one blocking thread.
         let metrics = Arc::clone(&self.metrics);
+        let mut inline_left = INLINE_APPEND_BYTES_MAX;
         let mut slots: Vec<TopicItems<(PartitionId, Slot)>> = found
             .into_iter()
             .map(|topic| TopicItems {
@@ -190,15 +194,21 @@ impl Produce {
                     .map(|(index, found)| {
                         let slot = match found {
                             Err(e) => Slot::Done(Err(e)),
+                            Ok((partition, records)) if records.len() > inline_left => {
+                                Slot::Blocking(partition, records)
+                            }
                             Ok((partition, records)) => {
                                 match partition.try_append_now(&records, acks) {
-                                    Ok(Some(append)) => appended(
-                                        &metrics,
-                                        &topic.topic,
-                                        partition,
-                                        append,
-                                        records.len(),
-                                    ),
+                                    Ok(Some(append)) => {
+                                        inline_left -= records.len();
+                                        appended(
+                                            &metrics,
+                                            &topic.topic,
+                                            partition,
+                                            append,
+                                            records.len(),
+                                        )
+                                    }
                                     Ok(None) => Slot::Blocking(partition, records),
                                     Err(e) => Slot::Done(Err(e)),
                                 }
