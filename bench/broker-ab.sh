@@ -68,7 +68,7 @@ for load in "${ORDER[@]}"; do
       [[ $side == base ]] && broker=$OLD
       flags=${NEW_FLAGS:-}
       [[ $side == base ]] && flags=${OLD_FLAGS:-}
-      rm -rf "$WORK"/data-*
+      clear_data "$WORK"/data-*
       if [[ $load == rf3-* ]]; then
         # shellcheck disable=SC2086 # the flags are words
         start_three_brokers "$broker" $flags

@@ -43,7 +43,7 @@ for load in "${ORDER[@]}"; do
     for side in base new; do
       bench=$BIN/sluice-bench
       [[ $side == base ]] && bench=$OLD
-      rm -rf "$WORK"/data-*
+      clear_data "$WORK"/data-*
       port=$(free_port)
       # shellcheck disable=SC2086 # the flags are words
       "$BIN/sluice-broker" --listen "127.0.0.1:$port" --kafka-listen off --http-listen off \

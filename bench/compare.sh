@@ -94,9 +94,8 @@ run() {
   stop_brokers
   # What a system left unwritten in the page cache (no fsync, or its data deleted) goes
   # to the disk now, not in the next system's run: a flush of a gigabyte queues every
-  # fsync behind it for ~0.4 s here.
-  rm -rf "$WORK/data-$system"
-  sync
+  # fsync behind it for ~0.4 s here; and the delete's own stall passes (`clear_data`).
+  clear_data "$WORK/data-$system"
 }
 
 # One run of Iggy ($1: iggy-fsync or iggy-nofsync) under load $2 on port $3: prints a
@@ -162,9 +161,7 @@ sync
 declare -A mbs p50 p99 p999
 for load in "${LOADS[@]}"; do
   for round in $(seq 1 "$ROUNDS"); do
-    # Each round starts one system further on, so that no system always runs right after
-    # the same other one (a run just after a gigabyte is deleted can be slower:
-    # BENCHMARKS.md).
+    # Each round starts one system further on, so that no system always runs first.
     for i in "${!SYSTEMS[@]}"; do
       system=${SYSTEMS[$(((i + round - 1) % ${#SYSTEMS[@]}))]}
       out=$(run "$system" "$load")

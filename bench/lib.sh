@@ -23,6 +23,19 @@ disk_mbs() {
   secs=$(echo "$line" | awk -F, '{ print $(NF-1) }' | awk '{ print $1 }')
   python3 -c "print(round($bytes / $secs / 1e6, 1))"
 }
+# Deletes the given data directories, if any is there, and lets the disk settle: what was
+# unwritten goes to the disk now (`sync`), and on this VM's ext4 (mounted with `discard`)
+# the disk stays slow for a few seconds after a large delete: a run started at once had
+# fsync p999 13-24 ms at 100,000 records/s, after a 5 s pause 1.8-3.9 (BENCHMARKS.md).
+# SETTLE_SECONDS (5) sets the pause.
+clear_data() {
+  local dir any=
+  for dir in "$@"; do [[ -e $dir ]] && any=1; done
+  [[ -n $any ]] || return 0
+  rm -rf "$@"
+  sync
+  sleep "${SETTLE_SECONDS:-5}"
+}
 # The median of the space-separated numbers in $1, to 2 decimals.
 # Bytes of record batches in the given segment files: a running broker's active segment
 # may end in a runway of zeros written ahead (storage/src/segment.rs), which is no data.
