@@ -174,3 +174,72 @@ fn the_clients_transactions_commit_abort_carry_offsets_and_fence() {
         );
     });
 }
+
+/// A transactional `send_all` over keys on three partitions adds them to the transaction
+/// in one request, and its records count only when it commits.
+#[test]
+fn a_transactional_send_all_over_three_partitions_commits_and_aborts_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let rt = runtime();
+    rt.block_on(async {
+        let client = connect(&broker.bootstrap()).await;
+        Admin::new(client.clone())
+            .create_topic(NewTopic::new("keyed", 3, 1))
+            .await
+            .unwrap();
+        let producer = transactional(&client, "tx-all");
+        producer.init_transactions().await.unwrap();
+        let call = |prefix: &str| -> Vec<ProducerRecord> {
+            (0..30)
+                .map(|i| ProducerRecord::new("keyed", format!("{prefix}{i}")).key(format!("k{i}")))
+                .collect()
+        };
+        producer.begin_transaction().unwrap();
+        let aborted = producer.send_all(&call("x")).await.unwrap();
+        let partitions: std::collections::BTreeSet<_> = {
+            producer.flush().await;
+            let mut seen = std::collections::BTreeSet::new();
+            for delivery in aborted {
+                seen.insert(delivery.await.expect("written, then aborted").partition);
+            }
+            seen
+        };
+        assert_eq!(partitions.len(), 3, "the keys reach every partition");
+        producer.abort_transaction().await.unwrap();
+        producer.begin_transaction().unwrap();
+        producer.send_all(&call("c")).await.unwrap();
+        producer.commit_transaction().await.unwrap();
+
+        let mut consumer = Consumer::new(
+            client.clone(),
+            ConsumerConfig {
+                isolation_level: IsolationLevel::ReadCommitted,
+                auto_offset_reset: OffsetReset::Earliest,
+                ..ConsumerConfig::default()
+            },
+        );
+        consumer
+            .assign(
+                (0..3)
+                    .map(|p| ("keyed".to_owned(), PartitionId(p), OffsetSpec::Earliest))
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        let mut read = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while read.len() < 30 && tokio::time::Instant::now() < deadline {
+            for record in consumer.poll(Duration::from_millis(200)).await.unwrap() {
+                read.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+            }
+        }
+        for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+            read.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+        }
+        read.sort();
+        let mut committed: Vec<String> = (0..30).map(|i| format!("c{i}")).collect();
+        committed.sort();
+        assert_eq!(read, committed, "the committed call, once; nothing aborted");
+    });
+}

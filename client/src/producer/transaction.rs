@@ -150,27 +150,52 @@ impl Transaction {
         error
     }
 
-    /// Adds `tp` to the open transaction unless it is in it already.
-    pub(super) async fn add_partition(&self, tp: &TopicPartition, timeout: Duration) -> Result<()> {
+    /// Adds the partitions of `tps` not in the open transaction yet, all in one
+    /// AddPartitionsToTxn request, as Kafka's producer does.
+    pub(super) async fn add_partitions(
+        &self,
+        tps: &[TopicPartition],
+        timeout: Duration,
+    ) -> Result<()> {
         self.check_open()?;
-        if self.lock().partitions.contains(tp) {
+        let missing = |tps: &[TopicPartition]| -> BTreeSet<TopicPartition> {
+            let session = self.lock();
+            tps.iter()
+                .filter(|tp| !session.partitions.contains(*tp))
+                .cloned()
+                .collect()
+        };
+        if missing(tps).is_empty() {
             return Ok(());
         }
         let _turn = self.calls.lock().await;
-        if self.lock().partitions.contains(tp) {
+        let missing = missing(tps);
+        if missing.is_empty() {
             return Ok(());
         }
         let identity = self.identity()?;
+        let mut topics: Vec<TopicPartitions> = Vec::new();
+        for tp in &missing {
+            match topics.last_mut() {
+                Some(last) if last.topic == tp.topic => last.partitions.push(tp.partition),
+                _ => topics.push(TopicPartitions {
+                    topic: tp.topic.clone(),
+                    partitions: vec![tp.partition],
+                }),
+            }
+        }
         let request = Request::AddPartitionsToTxn(AddPartitionsToTxnRequest {
             transactional_id: self.id.clone(),
             producer_id: identity.producer_id,
             producer_epoch: identity.epoch,
-            topics: vec![TopicPartitions {
-                topic: tp.topic.clone(),
-                partitions: vec![tp.partition],
-            }],
+            topics,
         });
-        let context = format!("adding {tp} to the transaction of \"{}\"", self.id);
+        let named = missing
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let context = format!("adding {named} to the transaction of \"{}\"", self.id);
         let added = self
             .coordinator
             .call(
@@ -178,10 +203,14 @@ impl Transaction {
                 timeout,
                 Some(Instant::now() + timeout),
                 |answer| match answer {
-                    Response::AddPartitionsToTxn(r) => {
+                    // Every partition asked for is in the transaction, or the call failed:
+                    // the first refusal is the error (the coordinator answers the others
+                    // OPERATION_NOT_ATTEMPTED).
+                    Response::AddPartitionsToTxn(r) => missing.iter().try_for_each(|tp| {
                         let result = r
                             .topics
                             .iter()
+                            .filter(|t| t.name == tp.topic)
                             .flat_map(|t| &t.partitions)
                             .find(|p| p.partition == tp.partition);
                         match result {
@@ -196,14 +225,14 @@ impl Transaction {
                                 reason: format!("AddPartitionsToTxn has no result for {tp}"),
                             }),
                         }
-                    }
+                    }),
                     other => Err(unexpected("AddPartitionsToTxn", &other)),
                 },
             )
             .await;
         match added {
             Ok(()) => {
-                self.lock().partitions.insert(tp.clone());
+                self.lock().partitions.extend(missing);
                 Ok(())
             }
             Err(e) => Err(self.fail(e)),
@@ -535,29 +564,37 @@ impl Producer {
     pub(super) async fn add_to_transaction(&self, tp: &TopicPartition) -> Result<()> {
         match &self.handle.shared.txn {
             Some(txn) => {
-                txn.add_partition(tp, self.handle.shared.config.request_timeout)
-                    .await
+                txn.add_partitions(
+                    std::slice::from_ref(tp),
+                    self.handle.shared.config.request_timeout,
+                )
+                .await
             }
             None => Ok(()),
         }
     }
 
-    /// [`Producer::add_to_transaction`] for each partition of `records` (their partitions
-    /// in `chosen`), once each.
+    /// [`Producer::add_to_transaction`] for the partitions of `records` (their partitions
+    /// in `chosen`), in one request.
     pub(super) async fn add_to_transactions(
         &self,
         records: &[ProducerRecord],
         chosen: &[PartitionId],
     ) -> Result<()> {
-        let mut added: Vec<(&str, PartitionId)> = Vec::new();
+        let Some(txn) = &self.handle.shared.txn else {
+            return Ok(());
+        };
+        let mut tps: Vec<TopicPartition> = Vec::new();
         for (record, &partition) in records.iter().zip(chosen) {
-            if !added.contains(&(record.topic.as_str(), partition)) {
-                self.add_to_transaction(&TopicPartition::new(&record.topic, partition))
-                    .await?;
-                added.push((&record.topic, partition));
+            if !tps
+                .iter()
+                .any(|tp| tp.partition == partition && tp.topic == record.topic)
+            {
+                tps.push(TopicPartition::new(&record.topic, partition));
             }
         }
-        Ok(())
+        txn.add_partitions(&tps, self.handle.shared.config.request_timeout)
+            .await
     }
 
     /// Whether `send` must check the transaction: the producer is transactional.
