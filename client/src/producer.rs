@@ -504,26 +504,11 @@ impl Producer {
         let shared = &self.handle.shared;
         let topic = self.topic_metadata(&record.topic).await?;
         let headers = header_refs(&record);
-        let parts = RecordParts::new(
-            record.timestamp_ms.unwrap_or_else(now_ms),
-            record.key.as_deref(),
-            record.value.as_deref(),
-            &headers,
-        );
-        // (Only a producer that stops after a failure has one to check: not worth its lock.)
-        if shared.config.stop_after_failure {
-            if let Some(first) = shared.lock().first_failure() {
-                return Err(stopped_after(first));
-            }
-        }
+        let parts = record_parts(&record, &mut None, &headers);
+        self.check_not_stopped()?;
         let size = parts.size();
         let batch_bytes_max = self.batch_bytes_max(&topic);
-        if let Err(e) = self.check_size(size, batch_bytes_max) {
-            if shared.config.stop_after_failure {
-                shared.lock().sends_refused.get_or_insert_with(|| e.clone());
-            }
-            return Err(e);
-        }
+        self.check_size(size, batch_bytes_max)?;
         // Buffer space first, so the memory a producer holds stays bounded. Held as a permit
         // until the record is appended, so that a failure, or this future dropped while it
         // waits for the transaction, gives the space back.
@@ -538,15 +523,7 @@ impl Producer {
         };
         // A transactional record's partition joins the transaction before the record is
         // appended: its batch must not reach the leader before that.
-        // A partition the cached metadata lacks may have been added since: when the
-        // metadata is older than `metadata_max_age`, a refresh starts (the batches' dispatch,
-        // which otherwise keeps it fresh, never sees a record refused here).
-        let refused = |e: Error| {
-            if matches!(e, Error::UnknownPartition { .. }) {
-                shared.client.cached_topic_refreshing(&topic.name);
-            }
-            e
-        };
+        let refused = |e| self.refused_partition(&topic.name, e);
         let chosen = match self.transactional() {
             Some(_) => {
                 let partition =
@@ -617,12 +594,7 @@ impl Producer {
         // (`send`'s steps, each taken once for the call where it can be; `send` keeps a
         // path of its own, tuned for one record.)
         let shared = &self.handle.shared;
-        // (Only a producer that stops after a failure has one to check: not worth its lock.)
-        if shared.config.stop_after_failure {
-            if let Some(first) = shared.lock().first_failure() {
-                return Err(stopped_after(first));
-            }
-        }
+        self.check_not_stopped()?;
         // Every record checked before any is enqueued. A call's records are mostly of one
         // topic: its metadata is looked up once, others' once each.
         let mut topics = CallTopics::default();
@@ -640,22 +612,12 @@ impl Producer {
                 }
             };
             let size = record_parts(record, &mut now, &header_refs(record)).size();
-            if let Err(e) = self.check_size(size, topic.batch_bytes_max) {
-                if shared.config.stop_after_failure {
-                    shared.lock().sends_refused.get_or_insert_with(|| e.clone());
-                }
-                return Err(e);
-            }
+            self.check_size(size, topic.batch_bytes_max)?;
             if let Some(p) = record.partition {
-                // A partition the cached metadata lacks may have been added since: when the
-                // metadata is older than `metadata_max_age`, a refresh starts (the batches'
-                // dispatch, which otherwise keeps it fresh, never sees a record refused here).
-                if let Err(e) = topic.metadata.partition(p) {
-                    if matches!(e, Error::UnknownPartition { .. }) {
-                        shared.client.cached_topic_refreshing(&record.topic);
-                    }
-                    return Err(e);
-                }
+                topic
+                    .metadata
+                    .partition(p)
+                    .map_err(|e| self.refused_partition(&record.topic, e))?;
             }
             sizes.push(size);
         }
@@ -799,10 +761,44 @@ impl Producer {
             .map_or(config.batch_bytes_max, |b| b.min(config.batch_bytes_max))
     }
 
+    /// With [`ProducerConfig::stop_after_failure`], refuses a send once something failed.
+    fn check_not_stopped(&self) -> Result<()> {
+        let shared = &self.handle.shared;
+        // (Only a producer that stops after a failure has one to check: not worth its lock.)
+        if shared.config.stop_after_failure {
+            if let Some(first) = shared.lock().first_failure() {
+                return Err(stopped_after(first));
+            }
+        }
+        Ok(())
+    }
+
+    /// A record refused for its partition: when the cached metadata lacks the partition,
+    /// which may have been added since, and is older than `metadata_max_age`, a refresh
+    /// starts (the batches' dispatch, which otherwise keeps it fresh, never sees a record
+    /// refused here).
+    fn refused_partition(&self, topic: &str, error: Error) -> Error {
+        if matches!(error, Error::UnknownPartition { .. }) {
+            self.handle.shared.client.cached_topic_refreshing(topic);
+        }
+        error
+    }
+
     /// Refuses a record that could never be sent: one larger than a batch of its topic may
     /// be (`batch_bytes_max`, or the topic's `segment.bytes` when lower), or than the
-    /// buffer.
+    /// buffer. A producer that stops after a failure counts a refusal as one.
     fn check_size(&self, record_size: usize, batch_bytes_max: usize) -> Result<()> {
+        let refused = self.size_refused(record_size, batch_bytes_max);
+        if let Err(e) = &refused {
+            let shared = &self.handle.shared;
+            if shared.config.stop_after_failure {
+                shared.lock().sends_refused.get_or_insert_with(|| e.clone());
+            }
+        }
+        refused
+    }
+
+    fn size_refused(&self, record_size: usize, batch_bytes_max: usize) -> Result<()> {
         let config = &self.handle.shared.config;
         let size = batch_size_for(record_size);
         if size > batch_bytes_max {

@@ -35,6 +35,18 @@ fn transactional(client: &Client, id: &str) -> Producer {
 
 /// Every value in `topic` (partition 0) a consumer at `isolation` reads, in order.
 async fn values(client: &Client, topic: &str, isolation: IsolationLevel, n: usize) -> Vec<String> {
+    values_of(client, topic, 1, isolation, n).await
+}
+
+/// Every value in the first `partitions` partitions of `topic` a consumer at `isolation`
+/// reads, in order per partition; waits for `n`, then a little more for any beyond.
+async fn values_of(
+    client: &Client,
+    topic: &str,
+    partitions: i32,
+    isolation: IsolationLevel,
+    n: usize,
+) -> Vec<String> {
     let mut consumer = Consumer::new(
         client.clone(),
         ConsumerConfig {
@@ -44,11 +56,11 @@ async fn values(client: &Client, topic: &str, isolation: IsolationLevel, n: usiz
         },
     );
     consumer
-        .assign(vec![(
-            topic.to_owned(),
-            PartitionId(0),
-            OffsetSpec::Earliest,
-        )])
+        .assign(
+            (0..partitions)
+                .map(|p| (topic.to_owned(), PartitionId(p), OffsetSpec::Earliest))
+                .collect(),
+        )
         .await
         .unwrap();
     let mut out = Vec::new();
@@ -211,32 +223,7 @@ fn a_transactional_send_all_over_three_partitions_commits_and_aborts_as_one() {
         producer.send_all(&call("c")).await.unwrap();
         producer.commit_transaction().await.unwrap();
 
-        let mut consumer = Consumer::new(
-            client.clone(),
-            ConsumerConfig {
-                isolation_level: IsolationLevel::ReadCommitted,
-                auto_offset_reset: OffsetReset::Earliest,
-                ..ConsumerConfig::default()
-            },
-        );
-        consumer
-            .assign(
-                (0..3)
-                    .map(|p| ("keyed".to_owned(), PartitionId(p), OffsetSpec::Earliest))
-                    .collect(),
-            )
-            .await
-            .unwrap();
-        let mut read = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while read.len() < 30 && tokio::time::Instant::now() < deadline {
-            for record in consumer.poll(Duration::from_millis(200)).await.unwrap() {
-                read.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
-            }
-        }
-        for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
-            read.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
-        }
+        let mut read = values_of(&client, "keyed", 3, IsolationLevel::ReadCommitted, 30).await;
         read.sort();
         let mut committed: Vec<String> = (0..30).map(|i| format!("c{i}")).collect();
         committed.sort();
